@@ -1,0 +1,32 @@
+// A small persistent thread pool for kernels that split work over row blocks.
+//
+// Kernels call ParallelFor(n, threads, fn) with fn(begin, end, worker): the
+// range [0, n) is cut into `threads` contiguous chunks of near-equal size and
+// chunk i runs on worker i (worker 0 is the calling thread). Contiguous chunks
+// keep each worker's weights a single sequential stream, which is what the
+// memory system rewards. Workers are created lazily and reused, so a call
+// costs two condition-variable hand-offs, not thread creation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace permdnn {
+
+// Number of hardware threads (at least 1).
+int HardwareThreads();
+
+// Runs fn over [0, n) split into min(threads, n) contiguous chunks; returns
+// when all chunks are done. threads <= 1 runs inline. Exceptions thrown by fn
+// are rethrown on the calling thread (the first one wins).
+void ParallelFor(int64_t n, int threads,
+                 const std::function<void(int64_t begin, int64_t end, int worker)>& fn);
+
+// The chunk [begin, end) that worker w of `workers` gets out of [0, n).
+inline void ChunkRange(int64_t n, int workers, int w, int64_t* begin, int64_t* end) {
+  int64_t base = n / workers, extra = n % workers;
+  *begin = w * base + (w < extra ? w : extra);
+  *end = *begin + base + (w < extra ? 1 : 0);
+}
+
+}  // namespace permdnn

@@ -1,0 +1,96 @@
+// Products with a permuted-diagonal matrix W (rows m × cols n, block size p).
+//
+// Every op has a reference kernel (plain loops, double accumulation for
+// floats, exact int64 for fixed point; the oracle) and a fast kernel
+// (Highway SIMD with runtime dispatch, multi-threaded over row or column
+// blocks). The public functions below route to the path chosen once per
+// process (see dispatch.h); the `ref::` and `simd::` namespaces expose each
+// path directly for tests and benchmarks.
+//
+// Layouts:
+//   * x, y, g are dense vectors of length cols / rows.
+//   * Batched operands are feature-major: X is cols × B row-major, i.e.
+//     X[j * B + b] is input feature j of sample b, and Y is rows × B. This
+//     puts the B samples of one feature side by side so one weight is
+//     broadcast over a SIMD vector of samples.
+//   * bias may be empty (no bias) or have `rows` entries.
+// Shapes are validated by the public functions (permdnn::Error on mismatch);
+// ref:: and simd:: only debug-assert.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/permdiag_matrix.h"
+
+namespace permdnn::kernels {
+
+// Column-major repack of a float permuted-diagonal matrix for the
+// column-wise (activation-sparse) product: for input column j = J·p + d the
+// row_blocks weights it touches, one per row block I, are contiguous:
+//     col_values[j · row_blocks + I] = q_IJ[(d − k_IJ) mod p]
+// and the row each one lands on is I·p + (d − k_IJ) mod p, recomputed from
+// the column-major offsets col_offsets[J · row_blocks + I] = k_IJ (one byte
+// each for p ≤ 256): no per-weight index is stored, as in the PermDNN engine.
+struct PermDiagColumnPack {
+  int64_t rows = 0, cols = 0;
+  int p = 1;
+  int64_t row_blocks = 0, col_blocks = 0;
+  AlignedBuffer<float> col_values;     // [padded_cols][row_blocks]
+  AlignedBuffer<uint8_t> col_offsets;  // [col_blocks][row_blocks] (p <= 256)
+  AlignedBuffer<uint16_t> col_offsets16;  // same, used only when p > 256
+
+  static PermDiagColumnPack Build(const PermDiagMatrix& w);
+};
+
+// ---- Public entry points (validate, then dispatch) -------------------------
+
+// y = W·x + bias.
+void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x,
+                    std::span<const float> bias, std::span<float> y, int threads = 1);
+// Y = W·X + bias (bias broadcast over the batch). X: cols × batch, Y: rows × batch.
+void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
+                    std::span<const float> bias, std::span<float> y, int threads = 1);
+// x = Wᵀ·g (the input gradient of y = W·x).
+void PermDiagMatVecT(const PermDiagMatrix& w, std::span<const float> g, std::span<float> x,
+                     int threads = 1);
+// X = Wᵀ·G. G: rows × batch, X: cols × batch.
+void PermDiagMatMulT(const PermDiagMatrix& w, std::span<const float> g, int64_t batch,
+                     std::span<float> x, int threads = 1);
+// y = W·x + bias, column by column, touching only the columns whose x_j != 0.
+void PermDiagMatVecSparseInput(const PermDiagColumnPack& w, std::span<const float> x,
+                               std::span<const float> bias, std::span<float> y, int threads = 1);
+// Fixed point: acc[r] = bias[r] + Σ q·x exactly (int64, scale 2^-(fw+fx)),
+// y[r] = RequantizeShift<int16_t>(acc[r], shift). bias is at accumulator
+// scale and may be empty.
+void PermDiagMatVecI16(const PermDiagMatrixI16& w, std::span<const int16_t> x,
+                       std::span<const int64_t> bias, int shift, std::span<int16_t> y,
+                       int threads = 1);
+// The exact accumulators only (no bias, no requantization).
+void PermDiagMatVecI16Acc(const PermDiagMatrixI16& w, std::span<const int16_t> x,
+                          std::span<int64_t> acc, int threads = 1);
+
+// ---- Reference kernels (the oracle) ----------------------------------------
+namespace ref {
+void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y);
+void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y);
+void MatVecT(const PermDiagView<float>& w, const float* g, float* x);
+void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x);
+void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y);
+void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc);
+}  // namespace ref
+
+// ---- SIMD kernels (Highway, dispatched to the best target) -----------------
+namespace simd {
+void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads);
+void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
+            int threads);
+void MatVecT(const PermDiagView<float>& w, const float* g, float* x, int threads);
+void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x, int threads);
+void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
+                       int threads);
+void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads);
+}  // namespace simd
+
+}  // namespace permdnn::kernels

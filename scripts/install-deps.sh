@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the Debian packages permdnn needs, and only those that are missing.
+# Idempotent: a second run installs nothing and exits 0.
+#
+#   scripts/install-deps.sh            # everything (build, tests, benchmarks, training)
+#   PERMDNN_DEPS=core scripts/install-deps.sh   # only what the runtime/kernels need
+set -euo pipefail
+
+core_pkgs=(
+  cmake g++ make pkg-config
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libhwy-dev libopenblas-dev libeigen3-dev libfftw3-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
+  libprotobuf-dev protobuf-compiler libonnx-dev
+  gnuplot-nox dataset-fashion-mnist
+)
+extra_pkgs=(
+  libtorch-dev libonnx-testdata
+)
+
+pkgs=("${core_pkgs[@]}")
+if [[ "${PERMDNN_DEPS:-all}" != "core" ]]; then
+  pkgs+=("${extra_pkgs[@]}")
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: missing: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=sudo
+  else
+    echo "install-deps: error: these Debian packages are missing and installing them needs root:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${#missing[@]} packages"

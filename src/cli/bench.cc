@@ -1,0 +1,98 @@
+// permdnn bench: kernel speed of permdiag against dense OpenBLAS and CSR
+// (Eigen) on the EIE layers or given shapes. See bench_runner.h.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "cli/bench_runner.h"
+#include "cli/commands.h"
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+
+namespace permdnn::cli {
+
+namespace {
+
+template <typename T>
+std::vector<T> ParseList(const std::string& flag, const std::string& text) {
+  std::vector<T> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    std::istringstream is(item);
+    T v;
+    if (!(is >> v) || !is.eof()) Fail("{}: '{}' is not a number (in '{}')", flag, item, text);
+    out.push_back(v);
+  }
+  PERMDNN_CHECK(!out.empty(), "{}: empty list", flag);
+  return out;
+}
+
+std::vector<std::string> ParseNames(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app) {
+  struct Args {
+    std::string layers = "eie", formats = "permdiag,dense,csr", ps = "4,8,16", batches = "1,64",
+                acts = "1,0.35", threads = "1,2", json;
+    double min_time = 0.2;
+    int reps = 5;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("bench", "time permdiag kernels against dense OpenBLAS and CSR (Eigen)");
+  cmd->add_option("--layers", args->layers, "eie | layer names | MxN shapes (m outputs x n inputs), comma separated")
+      ->capture_default_str();
+  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr")->capture_default_str();
+  cmd->add_option("--p", args->ps, "block sizes")->capture_default_str();
+  cmd->add_option("--batch", args->batches, "batch sizes")->capture_default_str();
+  cmd->add_option("--act-density", args->acts, "fractions of nonzero inputs")->capture_default_str();
+  cmd->add_option("--threads", args->threads, "thread counts")->capture_default_str();
+  cmd->add_option("--min-time", args->min_time, "seconds per measurement (after a warm-up)")->capture_default_str();
+  cmd->add_option("--reps", args->reps, "minimum repetitions per measurement")->capture_default_str();
+  cmd->add_option("--json", args->json, "write records to this JSON file");
+  cmd->callback([args] {
+    BenchOptions o;
+    o.layers = ParseLayerList(args->layers);
+    o.formats = ParseNames(args->formats);
+    o.ps = ParseList<int>("--p", args->ps);
+    o.batches = ParseList<int64_t>("--batch", args->batches);
+    o.act_densities = ParseList<double>("--act-density", args->acts);
+    o.threads = ParseList<int>("--threads", args->threads);
+    o.min_time_s = args->min_time;
+    o.min_reps = args->reps;
+    nlohmann::json env = BenchEnvironment();
+    std::printf("permdnn bench: %s, SIMD %s, kernels %s, OpenBLAS core %s\n", env["cpu"].get<std::string>().c_str(),
+                env["simd_target"].get<std::string>().c_str(), env["kernel_path"].get<std::string>().c_str(),
+                env["openblas_corename"].get<std::string>().c_str());
+    if (!env["OPENBLAS_CORETYPE"].is_null())
+      std::printf("note: OPENBLAS_CORETYPE=%s is set; OpenBLAS may not run its best kernels "
+                  "(run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for fair numbers)\n",
+                  env["OPENBLAS_CORETYPE"].get<std::string>().c_str());
+    std::fflush(stdout);
+    std::vector<BenchRecord> records = RunBench(o);
+    std::printf("\n%s", BenchTable(records).c_str());
+    nlohmann::json targets;
+    std::string t = BenchTargets(records, &targets);
+    if (!t.empty()) std::printf("\nTargets (one thread unless stated, fp32):\n%s", t.c_str());
+    if (!args->json.empty()) {
+      nlohmann::json out = {{"command", "bench"}, {"environment", env}, {"records", BenchToJson(records)},
+                            {"targets", targets}};
+      WriteFileAtomic(args->json, out.dump(2) + "\n");
+      std::printf("wrote %s\n", args->json.c_str());
+    }
+  });
+}
+
+}  // namespace permdnn::cli

@@ -1,0 +1,395 @@
+// Kernel benchmark engine (see bench_runner.h).
+#include "cli/bench_runner.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <tuple>
+
+#include <Eigen/Core>
+#include <Eigen/SparseCore>
+#include <fmt/format.h>
+
+#include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/error.h"
+#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/core/progress.h"
+#include "permdnn/core/thread_pool.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/permdiag.h"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" void openblas_set_num_threads(int);
+
+namespace permdnn::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Timing {
+  double median_ms = 0, min_ms = 0;
+  int reps = 0;
+};
+
+template <typename F>
+Timing Measure(F&& run, const BenchOptions& o) {
+  run();  // warm-up: caches, page faults, lazy thread creation
+  std::vector<double> ms;
+  const auto start = Clock::now();
+  while (static_cast<int>(ms.size()) < o.min_reps ||
+         (std::chrono::duration<double>(Clock::now() - start).count() < o.min_time_s && ms.size() < 2000)) {
+    const auto t0 = Clock::now();
+    run();
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  const std::size_t n = ms.size();
+  Timing t;
+  t.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  t.min_ms = ms.front();
+  t.reps = static_cast<int>(n);
+  return t;
+}
+
+void FillNormal(std::span<float> v, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& x : v) x = nd(rng);
+}
+
+// Inputs at a given density: Bernoulli(density) nonzeros, N(0,1) values.
+void FillInputs(std::span<float> v, double density, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  for (auto& x : v) {
+    float value = nd(rng);
+    x = coin(rng) < density ? (value == 0.0f ? 1.0f : value) : 0.0f;
+  }
+}
+
+// Random CSR with exactly `per_row` nonzeros in every row (the same count
+// and balance as a permuted-diagonal matrix with p = n / per_row).
+struct Csr {
+  int64_t rows = 0, cols = 0;
+  std::vector<int> outer, inner;
+  std::vector<float> values;
+};
+
+Csr RandomCsr(int64_t rows, int64_t cols, int64_t per_row, uint64_t seed) {
+  Csr a;
+  a.rows = rows;
+  a.cols = cols;
+  a.outer.resize(static_cast<std::size_t>(rows + 1));
+  a.inner.reserve(static_cast<std::size_t>(rows * per_row));
+  a.values.resize(static_cast<std::size_t>(rows * per_row));
+  std::mt19937_64 rng(seed);
+  std::vector<int> pick;
+  std::set<int> chosen;
+  for (int64_t r = 0; r < rows; ++r) {
+    a.outer[r] = static_cast<int>(a.inner.size());
+    // Floyd's sampling of per_row distinct columns.
+    chosen.clear();
+    for (int64_t j = cols - per_row; j < cols; ++j) {
+      int t = std::uniform_int_distribution<int>(0, static_cast<int>(j))(rng);
+      if (!chosen.insert(t).second) chosen.insert(static_cast<int>(j));
+    }
+    a.inner.insert(a.inner.end(), chosen.begin(), chosen.end());
+  }
+  a.outer[rows] = static_cast<int>(a.inner.size());
+  FillNormal(a.values, seed + 1);
+  return a;
+}
+
+using EigenCsr = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::RowMajor, int>>;
+using RowMajorMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+void CheckOptions(const BenchOptions& o) {
+  PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
+  for (const auto& f : o.formats)
+    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag",
+                  "bench: unknown format '{}' (use dense, csr, permdiag)", f);
+  for (int p : o.ps) PERMDNN_CHECK(p >= 1, "bench: --p must be >= 1, got {}", p);
+  for (int64_t b : o.batches) PERMDNN_CHECK(b >= 1, "bench: --batch must be >= 1, got {}", b);
+  for (double a : o.act_densities)
+    PERMDNN_CHECK(a >= 0.0 && a <= 1.0, "bench: --act-density must be in [0, 1], got {}", a);
+  for (int t : o.threads) PERMDNN_CHECK(t >= 1, "bench: --threads must be >= 1, got {}", t);
+  PERMDNN_CHECK(o.min_time_s >= 0 && o.min_reps >= 1, "bench: bad repetition settings");
+}
+
+bool Has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+std::vector<BenchRecord> RunBench(const BenchOptions& o) {
+  CheckOptions(o);
+  const bool do_dense = Has(o.formats, "dense"), do_csr = Has(o.formats, "csr"),
+             do_pd = Has(o.formats, "permdiag");
+  // Count the measurements for the progress line.
+  int64_t total = 0;
+  for (std::size_t l = 0; l < o.layers.size(); ++l)
+    for (int64_t b : o.batches)
+      for (std::size_t a = 0; a < o.act_densities.size(); ++a)
+        for (std::size_t t = 0; t < o.threads.size(); ++t) {
+          total += do_dense && a == 0;
+          for (std::size_t pi = 0; pi < o.ps.size(); ++pi)
+            total += do_csr + do_pd * (1 + (b == 1 && o.act_densities[a] < 1.0));
+        }
+  Progress progress(total, "runs");
+  int64_t done = 0;
+  std::vector<BenchRecord> records;
+
+  for (const FcLayerSpec& layer : o.layers) {
+    const int64_t m = layer.outputs, n = layer.inputs;
+    const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+    AlignedBuffer<float> x(static_cast<std::size_t>(n * max_batch)), y(static_cast<std::size_t>(m * max_batch));
+    AlignedBuffer<float> dense;
+    if (do_dense) {
+      dense.Resize(static_cast<std::size_t>(m * n));
+      FillNormal(dense.span(), o.seed);
+    }
+    // Dense timings keyed by (batch, threads): dense kernels do the same work
+    // whatever the input density, so one measurement serves every density.
+    std::map<std::pair<int64_t, int>, Timing> dense_time;
+    auto record = [&](const std::string& format, int p, int64_t batch, double act, int threads,
+                      const Timing& t, int64_t nnz, int64_t bytes) {
+      BenchRecord r;
+      r.layer = layer.name;
+      r.m = m;
+      r.n = n;
+      r.format = format;
+      r.p = p;
+      r.batch = batch;
+      r.act_density = act;
+      r.threads = threads;
+      r.median_ms = t.median_ms;
+      r.min_ms = t.min_ms;
+      r.reps = t.reps;
+      r.nnz = nnz;
+      r.weight_bytes = bytes;
+      const double s = t.median_ms * 1e-3;
+      r.gflops_nnz = 2.0 * nnz * batch / s * 1e-9;
+      r.gflops_dense_equiv = 2.0 * m * n * batch / s * 1e-9;
+      r.weight_gbps = bytes / s * 1e-9;
+      auto it = dense_time.find({batch, threads});
+      r.speedup_vs_dense = it != dense_time.end() ? it->second.median_ms / t.median_ms : 0.0;
+      records.push_back(r);
+    };
+
+    if (do_dense) {
+      for (int64_t batch : o.batches) {
+        for (int threads : o.threads) {
+          progress.Update(done, fmt::format("{} dense B={} T={}", layer.name, batch, threads));
+          FillInputs(x.span(), 1.0, o.seed + 7);
+          openblas_set_num_threads(threads);
+          Timing t = Measure(
+              [&] {
+                if (batch == 1)
+                  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), 1.0f,
+                              dense.data(), static_cast<int>(n), x.data(), 1, 0.0f, y.data(), 1);
+                else
+                  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m),
+                              static_cast<int>(batch), static_cast<int>(n), 1.0f, dense.data(),
+                              static_cast<int>(n), x.data(), static_cast<int>(batch), 0.0f, y.data(),
+                              static_cast<int>(batch));
+              },
+              o);
+          dense_time[{batch, threads}] = t;
+          ++done;
+          for (double act : o.act_densities)
+            record("dense", 0, batch, act, threads, t, m * n, m * n * int64_t{sizeof(float)});
+        }
+      }
+      openblas_set_num_threads(1);
+    }
+
+    for (int p : o.ps) {
+      PermDiagMatrix w = PermDiagMatrix::Random(m, n, p, o.seed + p);
+      kernels::PermDiagColumnPack pack;
+      if (do_pd) pack = kernels::PermDiagColumnPack::Build(w);
+      Csr csr;
+      if (do_csr) csr = RandomCsr(m, n, CeilDiv(n, p), o.seed + 100 + p);
+      // The CSR byte count: values + int32 column indices + int32 row starts.
+      const int64_t csr_bytes =
+          static_cast<int64_t>(csr.values.size()) * 8 + (m + 1) * int64_t{sizeof(int)};
+      for (int64_t batch : o.batches) {
+        for (double act : o.act_densities) {
+          FillInputs(std::span<float>(x.data(), n * batch), act, o.seed + 11);
+          for (int threads : o.threads) {
+            if (do_csr) {
+              progress.Update(done, fmt::format("{} csr p={} B={} a={} T={}", layer.name, p, batch, act, threads));
+              EigenCsr a(m, n, static_cast<int64_t>(csr.values.size()), csr.outer.data(), csr.inner.data(),
+                         csr.values.data());
+              Eigen::Map<const RowMajorMat> xm(x.data(), n, batch);
+              Eigen::Map<RowMajorMat> ym(y.data(), m, batch);
+              Timing t = Measure(
+                  [&] {
+                    ParallelFor(m, threads, [&](int64_t r0, int64_t r1, int) {
+                      ym.middleRows(r0, r1 - r0).noalias() = a.middleRows(r0, r1 - r0) * xm;
+                    });
+                  },
+                  o);
+              ++done;
+              record("csr", p, batch, act, threads, t, static_cast<int64_t>(csr.values.size()), csr_bytes);
+            }
+            if (do_pd) {
+              progress.Update(done, fmt::format("{} permdiag p={} B={} a={} T={}", layer.name, p, batch, act, threads));
+              std::span<const float> xs(x.data(), n * batch);
+              std::span<float> ys(y.data(), m * batch);
+              Timing t = Measure(
+                  [&] {
+                    if (batch == 1)
+                      kernels::PermDiagMatVec(w, xs, {}, ys, threads);
+                    else
+                      kernels::PermDiagMatMul(w, xs, batch, {}, ys, threads);
+                  },
+                  o);
+              ++done;
+              record("permdiag", p, batch, act, threads, t, w.nnz(), w.bytes());
+              if (batch == 1 && act < 1.0) {
+                progress.Update(done, fmt::format("{} permdiag-skip p={} a={} T={}", layer.name, p, act, threads));
+                Timing ts = Measure([&] { kernels::PermDiagMatVecSparseInput(pack, xs, {}, ys, threads); }, o);
+                ++done;
+                record("permdiag-skip", p, batch, act, threads, ts, w.nnz(), w.bytes());
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  progress.Finish();
+  return records;
+}
+
+nlohmann::json BenchEnvironment() {
+  nlohmann::json env;
+  std::string cpu = "unknown";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  env["cpu"] = cpu;
+  env["hardware_threads"] = HardwareThreads();
+  env["kernel_path"] = kernels::PathName(kernels::ActivePath());
+  env["simd_target"] = kernels::ActiveSimdTarget();
+  const char* core = openblas_get_corename();
+  env["openblas_corename"] = core ? core : "unknown";
+  for (const char* var : {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS"}) {
+    const char* v = std::getenv(var);
+    env[var] = v ? nlohmann::json(v) : nlohmann::json(nullptr);
+  }
+  return env;
+}
+
+nlohmann::json BenchToJson(const std::vector<BenchRecord>& records) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : records) {
+    out.push_back({{"layer", r.layer},
+                   {"m", r.m},
+                   {"n", r.n},
+                   {"format", r.format},
+                   {"p", r.p},
+                   {"batch", r.batch},
+                   {"act_density", r.act_density},
+                   {"threads", r.threads},
+                   {"median_ms", r.median_ms},
+                   {"min_ms", r.min_ms},
+                   {"reps", r.reps},
+                   {"nnz", r.nnz},
+                   {"weight_bytes", r.weight_bytes},
+                   {"gflops_nnz", r.gflops_nnz},
+                   {"gflops_dense_equiv", r.gflops_dense_equiv},
+                   {"weight_gbps", r.weight_gbps},
+                   {"speedup_vs_dense", r.speedup_vs_dense}});
+  }
+  return out;
+}
+
+std::string BenchTable(const std::vector<BenchRecord>& records) {
+  std::string out = fmt::format("{:<9} {:>11} {:<13} {:>3} {:>3} {:>5} {:>2} {:>10} {:>9} {:>9} {:>8} {:>8}\n",
+                                "layer", "m x n", "format", "p", "B", "act", "T", "median ms", "GF/s nnz",
+                                "GF/s eq", "GB/s w", "x dense");
+  out += std::string(out.size() - 1, '-') + "\n";
+  for (const auto& r : records) {
+    out += fmt::format("{:<9} {:>11} {:<13} {:>3} {:>3} {:>5.2f} {:>2} {:>10.4f} {:>9.2f} {:>9.2f} {:>8.2f} {:>8.2f}\n",
+                       r.layer, fmt::format("{}x{}", r.m, r.n), r.format, r.p == 0 ? "-" : std::to_string(r.p),
+                       r.batch, r.act_density, r.threads, r.median_ms, r.gflops_nnz, r.gflops_dense_equiv,
+                       r.weight_gbps, r.speedup_vs_dense);
+  }
+  return out;
+}
+
+std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json* json) {
+  auto find = [&](const std::string& layer, const std::string& format, int p, int64_t batch, double act,
+                  int threads) -> const BenchRecord* {
+    for (const auto& r : records)
+      if (r.layer == layer && r.format == format && r.p == p && r.batch == batch &&
+          std::fabs(r.act_density - act) < 1e-9 && r.threads == threads)
+        return &r;
+    return nullptr;
+  };
+  struct Row {
+    std::string layer, what;
+    double ratio, target;
+  };
+  std::vector<Row> rows;
+  const std::vector<std::string> target_layers = {"Alex-6", "Alex-7", "VGG-6", "VGG-7"};
+  for (const auto& L : target_layers) {
+    const BenchRecord* d1 = find(L, "dense", 0, 1, 1.0, 1);
+    for (auto [p, goal] : {std::pair{4, 3.0}, std::pair{8, 6.0}, std::pair{16, 11.0}}) {
+      const BenchRecord* pd = find(L, "permdiag", p, 1, 1.0, 1);
+      if (d1 && pd) rows.push_back({L, fmt::format("permdiag p={} vs sgemv, B=1", p), d1->median_ms / pd->median_ms, goal});
+    }
+    const BenchRecord* dense_in = find(L, "permdiag", 8, 1, 0.35, 1);
+    const BenchRecord* skip = find(L, "permdiag-skip", 8, 1, 0.35, 1);
+    if (dense_in && skip)
+      rows.push_back({L, "zero-skip vs dense-input p=8, act 0.35", dense_in->median_ms / skip->median_ms, 1.8});
+    const BenchRecord* csr = find(L, "csr", 8, 1, 1.0, 1);
+    const BenchRecord* pd8 = find(L, "permdiag", 8, 1, 1.0, 1);
+    if (csr && pd8) rows.push_back({L, "permdiag p=8 vs CSR (Eigen), B=1", csr->median_ms / pd8->median_ms, 2.5});
+    const BenchRecord* d64 = find(L, "dense", 0, 64, 1.0, 1);
+    for (int p : {8, 16}) {
+      const BenchRecord* pd = find(L, "permdiag", p, 64, 1.0, 1);
+      if (d64 && pd)
+        rows.push_back({L, fmt::format("permdiag p={} vs sgemm, B=64", p), d64->median_ms / pd->median_ms, 0.5 * p});
+    }
+  }
+  for (auto [batch, goal] : {std::pair<int64_t, double>{64, 1.6}, std::pair<int64_t, double>{1, 1.3}}) {
+    const BenchRecord* t1 = find("VGG-6", "permdiag", 8, batch, 1.0, 1);
+    const BenchRecord* t2 = find("VGG-6", "permdiag", 8, batch, 1.0, 2);
+    if (t1 && t2)
+      rows.push_back({"VGG-6", fmt::format("2 threads vs 1, p=8, B={}", batch), t1->median_ms / t2->median_ms, goal});
+  }
+  if (rows.empty()) return "";
+  std::string out = fmt::format("{:<8} {:<40} {:>8} {:>8}  {}\n", "layer", "target (medians, same run)", "ratio",
+                                "goal", "");
+  out += std::string(72, '-') + "\n";
+  int met = 0;
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& r : rows) {
+    const bool ok = r.ratio >= r.target;
+    met += ok;
+    out += fmt::format("{:<8} {:<40} {:>7.2f}x {:>7.2f}x  {}\n", r.layer, r.what, r.ratio, r.target, ok ? "met" : "MISSED");
+    arr.push_back({{"layer", r.layer}, {"target", r.what}, {"ratio", r.ratio}, {"goal", r.target}, {"met", ok}});
+  }
+  out += fmt::format("{} of {} targets met\n", met, rows.size());
+  if (json) *json = arr;
+  return out;
+}
+
+}  // namespace permdnn::cli

@@ -1,0 +1,61 @@
+// The measurement engine behind `permdnn bench` and `permdnn demo`.
+//
+// For every layer, batch, input density and thread count it times, in one
+// process: dense OpenBLAS (sgemv at batch 1, sgemm otherwise), CSR with the
+// same number of nonzeros through Eigen, and the permuted-diagonal kernels
+// (the dense-input product and, at batch 1 with sparse inputs, the
+// column-wise zero-skipping product). Each time is the median of repeated
+// runs after a warm-up.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "permdnn/core/workloads.h"
+
+namespace permdnn::cli {
+
+struct BenchOptions {
+  std::vector<FcLayerSpec> layers;
+  std::vector<std::string> formats = {"dense", "csr", "permdiag"};
+  std::vector<int> ps = {4, 8, 16};
+  std::vector<int64_t> batches = {1, 64};
+  std::vector<double> act_densities = {1.0, 0.35};
+  std::vector<int> threads = {1, 2};
+  double min_time_s = 0.2;  // per measurement, after one warm-up run
+  int min_reps = 5;
+  uint64_t seed = 1;
+};
+
+struct BenchRecord {
+  std::string layer;
+  int64_t m = 0, n = 0;
+  std::string format;  // dense | csr | permdiag | permdiag-skip
+  int p = 0;           // 0 for dense
+  int64_t batch = 1;
+  double act_density = 1.0;
+  int threads = 1;
+  double median_ms = 0, min_ms = 0;
+  int reps = 0;
+  int64_t nnz = 0, weight_bytes = 0;
+  double gflops_nnz = 0, gflops_dense_equiv = 0, weight_gbps = 0;
+  double speedup_vs_dense = 0;
+};
+
+// Validates the options (formats, p >= 1, batch >= 1, 0 <= density <= 1,
+// threads >= 1) and runs everything; shows a progress line on a terminal.
+std::vector<BenchRecord> RunBench(const BenchOptions& options);
+
+// The environment the numbers were taken in (CPU, SIMD target, kernel path,
+// OpenBLAS core and the OPENBLAS_* variables in force).
+nlohmann::json BenchEnvironment();
+nlohmann::json BenchToJson(const std::vector<BenchRecord>& records);
+
+// Human tables: all records, and the performance targets.
+std::string BenchTable(const std::vector<BenchRecord>& records);
+std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json* json = nullptr);
+
+}  // namespace permdnn::cli

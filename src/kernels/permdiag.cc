@@ -1,0 +1,142 @@
+// Public permuted-diagonal products: validate shapes once, then dispatch to
+// the reference or SIMD path (dispatch.h). Also builds the column pack.
+#include "permdnn/kernels/permdiag.h"
+
+#include "permdnn/core/error.h"
+#include "permdnn/core/fixed_point.h"
+#include "permdnn/kernels/dispatch.h"
+
+namespace permdnn::kernels {
+
+namespace {
+
+void CheckSize(const char* op, const char* what, std::size_t got, int64_t expected) {
+  PERMDNN_CHECK(static_cast<int64_t>(got) == expected, "{}: {} has {} entries, expected {}", op,
+                what, got, expected);
+}
+
+void CheckBias(const char* op, std::span<const float> bias, int64_t rows) {
+  PERMDNN_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == rows,
+                "{}: bias has {} entries, expected 0 or {} (rows)", op, bias.size(), rows);
+}
+
+bool UseReference() { return ActivePath() == KernelPath::kReference; }
+
+}  // namespace
+
+PermDiagColumnPack PermDiagColumnPack::Build(const PermDiagMatrix& w) {
+  PermDiagColumnPack pack;
+  pack.rows = w.rows();
+  pack.cols = w.cols();
+  pack.p = w.p();
+  pack.row_blocks = w.row_blocks();
+  pack.col_blocks = w.col_blocks();
+  const int p = w.p();
+  const int64_t mb = w.row_blocks(), nb = w.col_blocks();
+  pack.col_values.Resize(static_cast<std::size_t>(nb * p * mb));
+  if (p <= 256)
+    pack.col_offsets.Resize(static_cast<std::size_t>(nb * mb));
+  else
+    pack.col_offsets16.Resize(static_cast<std::size_t>(nb * mb));
+  for (int64_t J = 0; J < nb; ++J) {
+    for (int64_t I = 0; I < mb; ++I) {
+      int k = w.offset(I, J);
+      if (p <= 256)
+        pack.col_offsets[J * mb + I] = static_cast<uint8_t>(k);
+      else
+        pack.col_offsets16[J * mb + I] = static_cast<uint16_t>(k);
+      const float* q = w.block(I, J);
+      for (int d = 0; d < p; ++d) pack.col_values[(J * p + d) * mb + I] = q[(d - k + p) % p];
+    }
+  }
+  return pack;
+}
+
+void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x, std::span<const float> bias,
+                    std::span<float> y, int threads) {
+  const char* op = "PermDiagMatVec";
+  CheckSize(op, "x", x.size(), w.cols());
+  CheckSize(op, "y", y.size(), w.rows());
+  CheckBias(op, bias, w.rows());
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (UseReference())
+    ref::MatVec(w.view(), x.data(), b, y.data());
+  else
+    simd::MatVec(w.view(), x.data(), b, y.data(), threads);
+}
+
+void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
+                    std::span<const float> bias, std::span<float> y, int threads) {
+  const char* op = "PermDiagMatMul";
+  PERMDNN_CHECK(batch >= 1, "{}: batch must be >= 1, got {}", op, batch);
+  CheckSize(op, "X (cols x batch)", x.size(), w.cols() * batch);
+  CheckSize(op, "Y (rows x batch)", y.size(), w.rows() * batch);
+  CheckBias(op, bias, w.rows());
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (UseReference())
+    ref::MatMul(w.view(), x.data(), batch, b, y.data());
+  else
+    simd::MatMul(w.view(), x.data(), batch, b, y.data(), threads);
+}
+
+void PermDiagMatVecT(const PermDiagMatrix& w, std::span<const float> g, std::span<float> x,
+                     int threads) {
+  const char* op = "PermDiagMatVecT";
+  CheckSize(op, "g", g.size(), w.rows());
+  CheckSize(op, "x", x.size(), w.cols());
+  if (UseReference())
+    ref::MatVecT(w.view(), g.data(), x.data());
+  else
+    simd::MatVecT(w.view(), g.data(), x.data(), threads);
+}
+
+void PermDiagMatMulT(const PermDiagMatrix& w, std::span<const float> g, int64_t batch,
+                     std::span<float> x, int threads) {
+  const char* op = "PermDiagMatMulT";
+  PERMDNN_CHECK(batch >= 1, "{}: batch must be >= 1, got {}", op, batch);
+  CheckSize(op, "G (rows x batch)", g.size(), w.rows() * batch);
+  CheckSize(op, "X (cols x batch)", x.size(), w.cols() * batch);
+  if (UseReference())
+    ref::MatMulT(w.view(), g.data(), batch, x.data());
+  else
+    simd::MatMulT(w.view(), g.data(), batch, x.data(), threads);
+}
+
+void PermDiagMatVecSparseInput(const PermDiagColumnPack& w, std::span<const float> x,
+                               std::span<const float> bias, std::span<float> y, int threads) {
+  const char* op = "PermDiagMatVecSparseInput";
+  CheckSize(op, "x", x.size(), w.cols);
+  CheckSize(op, "y", y.size(), w.rows);
+  CheckBias(op, bias, w.rows);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (UseReference())
+    ref::MatVecSparseInput(w, x.data(), b, y.data());
+  else
+    simd::MatVecSparseInput(w, x.data(), b, y.data(), threads);
+}
+
+void PermDiagMatVecI16Acc(const PermDiagMatrixI16& w, std::span<const int16_t> x,
+                          std::span<int64_t> acc, int threads) {
+  const char* op = "PermDiagMatVecI16";
+  CheckSize(op, "x", x.size(), w.cols());
+  CheckSize(op, "accumulators", acc.size(), w.rows());
+  if (UseReference())
+    ref::MatVecI16Acc(w.view(), x.data(), acc.data());
+  else
+    simd::MatVecI16Acc(w.view(), x.data(), acc.data(), threads);
+}
+
+void PermDiagMatVecI16(const PermDiagMatrixI16& w, std::span<const int16_t> x,
+                       std::span<const int64_t> bias, int shift, std::span<int16_t> y,
+                       int threads) {
+  const char* op = "PermDiagMatVecI16";
+  CheckSize(op, "y", y.size(), w.rows());
+  PERMDNN_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == w.rows(),
+                "{}: bias has {} entries, expected 0 or {} (rows)", op, bias.size(), w.rows());
+  AlignedBuffer<int64_t> acc(static_cast<std::size_t>(w.rows()));
+  PermDiagMatVecI16Acc(w, x, acc.span(), threads);
+  for (int64_t r = 0; r < w.rows(); ++r)
+    y[r] = RequantizeShift<int16_t>(acc[r] + (bias.empty() ? 0 : bias[r]), shift);
+}
+
+}  // namespace permdnn::kernels

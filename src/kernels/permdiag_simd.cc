@@ -1,0 +1,618 @@
+// SIMD permuted-diagonal kernels (Highway, dynamic dispatch).
+//
+// Data layout (see permdiag_matrix.h): values[I][J][c], offsets[I][J].
+//
+// The rotation trick. Row c of block (I, J) reads x[J·p + (c + k) mod p], a
+// rotation of the block's slice x_J. Writing x once into a "doubled" buffer
+//     xx[J·2p + t] = x[J·p + (t mod p)],   t in [0, 2p)
+// turns every rotated slice into the contiguous run xx[J·2p + k .. + p), so a
+// block is one unaligned load and one FMA per vector of output rows: no
+// per-element modulo, no gather. Building xx costs 2n stores per call.
+//   * p a multiple of the lane count N: p/N vectors per block.
+//   * p < N and N % p == 0 (p = 2, 4 on AVX2; 2..8 on AVX-512): G = N/p
+//     blocks share one vector; the x operand is G half/quarter loads joined
+//     with Combine, and the G partial sums are folded once per row block.
+//   * anything else (p = 3, 5, 7, ...): full vectors while they fit, scalar
+//     for the remainder of each block, still without modulo.
+// The transposed product uses the mirror image: a doubled accumulator
+// acc2[J·2p + k + c] += q_IJ[c]·g[I·p + c], folded as acc2[t] + acc2[t + p].
+//
+// Batched products are feature-major (X is cols × B): one weight is
+// broadcast and multiplied into NV vectors of B samples; 2 FMA pipes × 4
+// cycles latency want 8 independent accumulators, which B = 64 on AVX2
+// (8 vectors) provides. Work is blocked so the rows of X touched by a
+// J-chunk (~256 KiB) and the output tile (~128 KiB) stay in L2.
+//
+// Over-reads: none past any array end; xx and the padded output buffers are
+// sized to whole blocks. Threads: row blocks for y = W·x, column blocks for
+// Wᵀ·g, so every worker writes a disjoint slice.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/kernels/permdiag_simd.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/thread_pool.h"
+#include "permdnn/kernels/permdiag.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace permdnn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using View = PermDiagView<float>;
+
+// Per-thread scratch, grown on demand and reused across calls.
+float* Scratch(AlignedBuffer<float>& buf, std::size_t n) {
+  if (buf.size() < n) buf.Resize(n);
+  return buf.data();
+}
+
+void BuildDoubled(const View& w, const float* x, float* xx) {
+  const int p = w.p;
+  for (int64_t J = 0; J < w.col_blocks; ++J) {
+    float* dst = xx + J * 2 * p;
+    const int64_t base = J * p;
+    const int valid = static_cast<int>(std::min<int64_t>(p, w.cols - base));
+    for (int t = 0; t < p; ++t) dst[t] = t < valid ? x[base + t] : 0.0f;
+    std::memcpy(dst + p, dst, sizeof(float) * p);
+  }
+}
+
+// ---- y = W·x, case A: p = V·N (V vectors per block) ------------------------
+template <int V>
+void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  // U blocks in flight × V vectors = up to 8 independent FMA chains.
+  constexpr int U = V >= 8 ? 1 : 8 / V;
+  for (int64_t I = I0; I < I1; ++I) {
+    const float* q = w.values + I * nb * p;
+    const uint16_t* k = w.offsets + I * nb;
+    hn::Vec<decltype(d)> acc[U][V];
+    for (int u = 0; u < U; ++u)
+      for (int v = 0; v < V; ++v) acc[u][v] = hn::Zero(d);
+    int64_t J = 0;
+    for (; J + U <= nb; J += U) {
+      for (int u = 0; u < U; ++u) {
+        const float* qb = q + (J + u) * p;
+        const float* xb = xx + (J + u) * 2 * p + k[J + u];
+        for (int v = 0; v < V; ++v)
+          acc[u][v] = hn::MulAdd(hn::LoadU(d, qb + v * N), hn::LoadU(d, xb + v * N), acc[u][v]);
+      }
+    }
+    for (; J < nb; ++J) {
+      const float* qb = q + J * p;
+      const float* xb = xx + J * 2 * p + k[J];
+      for (int v = 0; v < V; ++v)
+        acc[0][v] = hn::MulAdd(hn::LoadU(d, qb + v * N), hn::LoadU(d, xb + v * N), acc[0][v]);
+    }
+    for (int v = 0; v < V; ++v) {
+      auto sum = acc[0][v];
+      for (int u = 1; u < U; ++u) sum = hn::Add(sum, acc[u][v]);
+      hn::StoreU(sum, d, ypad + I * p + v * N);
+    }
+  }
+}
+
+// p a multiple of N but with more than 8 vectors per block: 8 at a time.
+void RowsMultipleWide(const View& w, const float* xx, int64_t I0, int64_t I1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  for (int64_t I = I0; I < I1; ++I) {
+    const float* q = w.values + I * nb * p;
+    const uint16_t* k = w.offsets + I * nb;
+    for (int64_t c0 = 0; c0 < p; c0 += 8 * N) {
+      const int vecs = static_cast<int>(std::min<int64_t>(8, (p - c0) / N));
+      hn::Vec<decltype(d)> acc[8];
+      for (int v = 0; v < 8; ++v) acc[v] = hn::Zero(d);
+      for (int64_t J = 0; J < nb; ++J) {
+        const float* qb = q + J * p + c0;
+        const float* xb = xx + J * 2 * p + k[J] + c0;
+        for (int v = 0; v < vecs; ++v)
+          acc[v] = hn::MulAdd(hn::LoadU(d, qb + v * N), hn::LoadU(d, xb + v * N), acc[v]);
+      }
+      for (int v = 0; v < vecs; ++v) hn::StoreU(acc[v], d, ypad + I * p + c0 + v * N);
+    }
+  }
+}
+
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+// Loads G = Lanes(D)/P rotated block slices (blocks J, J+1, ...) into one
+// vector, block J in the lowest lanes.
+template <int P, class D>
+HWY_INLINE hn::Vec<D> LoadSlices(D d, const float* xx, const uint16_t* k, int64_t J) {
+  constexpr size_t kLanes = hn::MaxLanes(D());
+  if constexpr (kLanes == P) {
+    return hn::LoadU(d, xx + J * 2 * P + k[J]);
+  } else {
+    const hn::Half<D> dh;
+    constexpr int64_t kHalfBlocks = static_cast<int64_t>(kLanes / 2 / P);
+    return hn::Combine(d, LoadSlices<P>(dh, xx, k, J + kHalfBlocks), LoadSlices<P>(dh, xx, k, J));
+  }
+}
+
+// ---- y = W·x, case B: p < N, N % p == 0 (G blocks per vector) -------------
+template <int P>
+void RowsPacked(const View& w, const float* xx, int64_t I0, int64_t I1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(decltype(d)()));
+  constexpr int64_t G = N / P;
+  const int64_t nb = w.col_blocks;
+  HWY_ALIGN float lanes[N];
+  for (int64_t I = I0; I < I1; ++I) {
+    const float* q = w.values + I * nb * P;
+    const uint16_t* k = w.offsets + I * nb;
+    auto acc0 = hn::Zero(d), acc1 = hn::Zero(d), acc2 = hn::Zero(d), acc3 = hn::Zero(d);
+    int64_t J = 0;
+    // Four vectors (4·G blocks) per step keep four FMA chains in flight.
+    for (; J + 4 * G <= nb; J += 4 * G) {
+      acc0 = hn::MulAdd(hn::LoadU(d, q + J * P), LoadSlices<P>(d, xx, k, J), acc0);
+      acc1 = hn::MulAdd(hn::LoadU(d, q + (J + G) * P), LoadSlices<P>(d, xx, k, J + G), acc1);
+      acc2 = hn::MulAdd(hn::LoadU(d, q + (J + 2 * G) * P), LoadSlices<P>(d, xx, k, J + 2 * G), acc2);
+      acc3 = hn::MulAdd(hn::LoadU(d, q + (J + 3 * G) * P), LoadSlices<P>(d, xx, k, J + 3 * G), acc3);
+    }
+    for (; J + G <= nb; J += G)
+      acc0 = hn::MulAdd(hn::LoadU(d, q + J * P), LoadSlices<P>(d, xx, k, J), acc0);
+    hn::Store(hn::Add(hn::Add(acc0, acc1), hn::Add(acc2, acc3)), d, lanes);
+    float y[P];
+    for (int c = 0; c < P; ++c) {
+      float s = 0;
+      for (int64_t g = 0; g < G; ++g) s += lanes[g * P + c];
+      y[c] = s;
+    }
+    for (; J < nb; ++J) {  // fewer than G blocks left
+      const float* xb = xx + J * 2 * P + k[J];
+      for (int c = 0; c < P; ++c) y[c] += q[J * P + c] * xb[c];
+    }
+    for (int c = 0; c < P; ++c) ypad[I * P + c] = y[c];
+  }
+}
+#endif
+
+// ---- y = W·x, case C: any p --------------------------------------------------
+void RowsGeneric(const View& w, const float* xx, int64_t I0, int64_t I1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  const int64_t full = (p / N) * N;
+  for (int64_t I = I0; I < I1; ++I) {
+    const float* q = w.values + I * nb * p;
+    const uint16_t* k = w.offsets + I * nb;
+    float* y = ypad + I * p;
+    for (int c = 0; c < p; ++c) y[c] = 0;
+    for (int64_t c0 = 0; c0 < full; c0 += N) {
+      auto acc = hn::Zero(d);
+      for (int64_t J = 0; J < nb; ++J)
+        acc = hn::MulAdd(hn::LoadU(d, q + J * p + c0), hn::LoadU(d, xx + J * 2 * p + k[J] + c0), acc);
+      hn::StoreU(acc, d, y + c0);
+    }
+    for (int64_t J = 0; J < nb; ++J) {
+      const float* qb = q + J * p;
+      const float* xb = xx + J * 2 * p + k[J];
+      for (int64_t c = full; c < p; ++c) y[c] += qb[c] * xb[c];
+    }
+  }
+}
+
+void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int threads) {
+  static thread_local AlignedBuffer<float> xx_buf, y_buf;
+  const int p = w.p;
+  float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
+  BuildDoubled(w, x, xx);
+  // Whole row blocks are written to ypad; only the first `rows` go to y.
+  const bool direct = w.rows == w.padded_rows();
+  float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(w.padded_rows()));
+
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  void (*rows_fn)(const View&, const float*, int64_t, int64_t, float*) = RowsGeneric;
+  if (p % N == 0) {
+    switch (p / N) {
+      case 1: rows_fn = RowsMultiple<1>; break;
+      case 2: rows_fn = RowsMultiple<2>; break;
+      case 4: rows_fn = RowsMultiple<4>; break;
+      case 8: rows_fn = RowsMultiple<8>; break;
+      default: rows_fn = RowsMultipleWide; break;
+    }
+  }
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+  else if (N % p == 0) {
+    switch (p) {
+      case 1: rows_fn = RowsPacked<1>; break;
+      case 2: rows_fn = RowsPacked<2>; break;
+      case 4: if constexpr (hn::MaxLanes(decltype(d)()) > 4) rows_fn = RowsPacked<4>; break;
+      case 8: if constexpr (hn::MaxLanes(decltype(d)()) > 8) rows_fn = RowsPacked<8>; break;
+      default: break;
+    }
+  }
+#endif
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    rows_fn(w, xx, I0, I1, ypad);
+    const int64_t r0 = I0 * p, r1 = std::min(w.rows, I1 * p);
+    if (bias)
+      for (int64_t r = r0; r < r1; ++r) y[r] = ypad[r] + bias[r];
+    else if (!direct)
+      std::memcpy(y + r0, ypad + r0, sizeof(float) * (r1 - r0));
+  });
+}
+
+// ---- Y = W·X (feature-major batch) ------------------------------------------
+// One output row r = I·p + c over a column tile [b0, b0 + NV·N):
+//   Y[r, tile] (+)= Σ_{J in chunk} q_IJ[c] · X[J·p + (c + k_IJ) mod p, tile]
+template <int NV>
+HWY_INLINE void BatchRowTile(const View& w, const float* x, int64_t batch, int64_t I, int c,
+                             int64_t J0, int64_t J1, int64_t b0, bool first, float* yrow) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  hn::Vec<decltype(d)> acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = first ? hn::Zero(d) : hn::LoadU(d, yrow + b0 + v * N);
+  const float* q = w.values + (I * nb) * p + c;
+  const uint16_t* k = w.offsets + I * nb;
+  const int64_t safe_end = std::min<int64_t>(J1, w.cols / p);  // blocks with no padded columns
+  int64_t J = J0;
+  for (; J < safe_end; ++J) {
+    int t = c + k[J];
+    t -= t >= p ? p : 0;
+    const float* xr = x + (J * p + t) * batch + b0;
+    const auto wq = hn::Set(d, q[J * p]);
+    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(wq, hn::LoadU(d, xr + v * N), acc[v]);
+  }
+  for (; J < J1; ++J) {
+    int t = c + k[J];
+    t -= t >= p ? p : 0;
+    const int64_t col = J * p + t;
+    if (col >= w.cols) continue;
+    const float* xr = x + col * batch + b0;
+    const auto wq = hn::Set(d, q[J * p]);
+    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(wq, hn::LoadU(d, xr + v * N), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) hn::StoreU(acc[v], d, yrow + b0 + v * N);
+}
+
+void BatchRowScalarTail(const View& w, const float* x, int64_t batch, int64_t I, int c, int64_t J0,
+                        int64_t J1, int64_t b0, bool first, float* yrow) {
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  for (int64_t b = b0; b < batch; ++b) {
+    float acc = first ? 0.0f : yrow[b];
+    for (int64_t J = J0; J < J1; ++J) {
+      int t = c + w.offsets[I * nb + J];
+      t -= t >= p ? p : 0;
+      const int64_t col = J * p + t;
+      if (col < w.cols) acc += w.values[(I * nb + J) * p + c] * x[col * batch + b];
+    }
+    yrow[b] = acc;
+  }
+}
+
+void MatMulImpl(const View& w, const float* x, int64_t batch, const float* bias, float* y,
+                int threads) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  // L2 blocking: X rows of one J-chunk ≈ 256 KiB, output tile ≈ 128 KiB.
+  const int64_t row_bytes = batch * static_cast<int64_t>(sizeof(float));
+  const int64_t j_chunk = std::max<int64_t>(1, (256 * 1024) / (row_bytes * p));
+  const int64_t i_tile = std::max<int64_t>(1, (128 * 1024) / (row_bytes * p));
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    for (int64_t It = I0; It < I1; It += i_tile) {
+      const int64_t It1 = std::min(I1, It + i_tile);
+      for (int64_t J0 = 0; J0 < w.col_blocks; J0 += j_chunk) {
+        const int64_t J1 = std::min(w.col_blocks, J0 + j_chunk);
+        const bool first = J0 == 0;
+        for (int64_t I = It; I < It1; ++I) {
+          for (int c = 0; c < p; ++c) {
+            const int64_t r = I * p + c;
+            if (r >= w.rows) break;
+            float* yrow = y + r * batch;
+            int64_t b0 = 0;
+            for (; b0 + 8 * N <= batch; b0 += 8 * N)
+              BatchRowTile<8>(w, x, batch, I, c, J0, J1, b0, first, yrow);
+            if (b0 + 4 * N <= batch) {
+              BatchRowTile<4>(w, x, batch, I, c, J0, J1, b0, first, yrow);
+              b0 += 4 * N;
+            }
+            if (b0 + 2 * N <= batch) {
+              BatchRowTile<2>(w, x, batch, I, c, J0, J1, b0, first, yrow);
+              b0 += 2 * N;
+            }
+            if (b0 + N <= batch) {
+              BatchRowTile<1>(w, x, batch, I, c, J0, J1, b0, first, yrow);
+              b0 += N;
+            }
+            if (b0 < batch) BatchRowScalarTail(w, x, batch, I, c, J0, J1, b0, first, yrow);
+          }
+        }
+      }
+      if (bias) {
+        for (int64_t r = It * p; r < std::min(w.rows, It1 * p); ++r)
+          for (int64_t b = 0; b < batch; ++b) y[r * batch + b] += bias[r];
+      }
+    }
+  });
+}
+
+// ---- x = Wᵀ·g ------------------------------------------------------------------
+void MatVecTImpl(const View& w, const float* g, float* x, int threads) {
+  static thread_local AlignedBuffer<float> g_buf, acc_buf;
+  const int p = w.p;
+  const int64_t nb = w.col_blocks, mb = w.row_blocks;
+  float* gpad = Scratch(g_buf, static_cast<std::size_t>(w.padded_rows()));
+  std::memcpy(gpad, g, sizeof(float) * w.rows);
+  for (int64_t r = w.rows; r < w.padded_rows(); ++r) gpad[r] = 0;
+  float* acc2 = Scratch(acc_buf, static_cast<std::size_t>(nb * 2 * p));
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t full = (p / N) * N;
+  ParallelFor(nb, threads, [&](int64_t J0, int64_t J1, int) {
+    std::memset(acc2 + J0 * 2 * p, 0, sizeof(float) * (J1 - J0) * 2 * p);
+    for (int64_t I = 0; I < mb; ++I) {
+      const float* gI = gpad + I * p;
+      const float* q = w.values + I * nb * p;
+      const uint16_t* k = w.offsets + I * nb;
+      for (int64_t J = J0; J < J1; ++J) {
+        float* a = acc2 + J * 2 * p + k[J];
+        const float* qb = q + J * p;
+        for (int64_t c = 0; c < full; c += N)
+          hn::StoreU(hn::MulAdd(hn::LoadU(d, qb + c), hn::LoadU(d, gI + c), hn::LoadU(d, a + c)), d,
+                     a + c);
+        for (int64_t c = full; c < p; ++c) a[c] += qb[c] * gI[c];
+      }
+    }
+    for (int64_t J = J0; J < J1; ++J) {
+      const float* a = acc2 + J * 2 * p;
+      for (int dd = 0; dd < p; ++dd) {
+        const int64_t col = J * p + dd;
+        if (col < w.cols) x[col] = a[dd] + a[dd + p];
+      }
+    }
+  });
+}
+
+// ---- X = Wᵀ·G (feature-major batch) --------------------------------------------
+template <int NV>
+HWY_INLINE void BatchTColTile(const View& w, const float* g, int64_t batch, int64_t J, int dd,
+                              int64_t b0, float* xrow) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  hn::Vec<decltype(d)> acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = hn::Zero(d);
+  for (int64_t I = 0; I < w.row_blocks; ++I) {
+    int c = dd - w.offsets[I * nb + J];
+    c += c < 0 ? p : 0;
+    const int64_t r = I * p + c;
+    if (r >= w.rows) continue;
+    const auto wq = hn::Set(d, w.values[(I * nb + J) * p + c]);
+    const float* gr = g + r * batch + b0;
+    for (int v = 0; v < NV; ++v) acc[v] = hn::MulAdd(wq, hn::LoadU(d, gr + v * N), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) hn::StoreU(acc[v], d, xrow + b0 + v * N);
+}
+
+void MatMulTImpl(const View& w, const float* g, int64_t batch, float* x, int threads) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  ParallelFor(nb, threads, [&](int64_t J0, int64_t J1, int) {
+    for (int64_t J = J0; J < J1; ++J) {
+      for (int dd = 0; dd < p; ++dd) {
+        const int64_t col = J * p + dd;
+        if (col >= w.cols) break;
+        float* xrow = x + col * batch;
+        int64_t b0 = 0;
+        for (; b0 + 8 * N <= batch; b0 += 8 * N) BatchTColTile<8>(w, g, batch, J, dd, b0, xrow);
+        if (b0 + 4 * N <= batch) {
+          BatchTColTile<4>(w, g, batch, J, dd, b0, xrow);
+          b0 += 4 * N;
+        }
+        if (b0 + 2 * N <= batch) {
+          BatchTColTile<2>(w, g, batch, J, dd, b0, xrow);
+          b0 += 2 * N;
+        }
+        if (b0 + N <= batch) {
+          BatchTColTile<1>(w, g, batch, J, dd, b0, xrow);
+          b0 += N;
+        }
+        for (int64_t b = b0; b < batch; ++b) {
+          float acc = 0;
+          for (int64_t I = 0; I < w.row_blocks; ++I) {
+            int c = dd - w.offsets[I * nb + J];
+            c += c < 0 ? p : 0;
+            const int64_t r = I * p + c;
+            if (r < w.rows) acc += w.values[(I * nb + J) * p + c] * g[r * batch + b];
+          }
+          xrow[b] = acc;
+        }
+      }
+    }
+  });
+}
+
+// ---- y = W·x column-wise, skipping zero inputs --------------------------------
+// For every nonzero x_j (j = J·p + d) and every row block I of this worker:
+//     y[I·p + ((d − k_IJ) mod p)] += col_values[j][I] · x_j
+// The weights of a column are contiguous, so only the columns of nonzero
+// inputs are read at all: with density δ, δ of the weight bytes move.
+template <bool kPow2>
+void SparseColumns(const PermDiagColumnPack& w, const int32_t* nz_index, const float* nz_value,
+                   int64_t nnz, int64_t I0, int64_t I1, float* ypad) {
+  const int p = w.p;
+  const int mask = p - 1;
+  const int64_t mb = w.row_blocks;
+  for (int64_t e = 0; e < nnz; ++e) {
+    const int64_t j = nz_index[e];
+    const float xj = nz_value[e];
+    const int64_t J = j / p;
+    const int dd = static_cast<int>(j - J * p);
+    const float* v = w.col_values.data() + j * mb;
+    const uint8_t* k = w.col_offsets.data() + J * mb;
+    for (int64_t I = I0; I < I1; ++I) {
+      int c;
+      if constexpr (kPow2) {
+        c = (dd - k[I]) & mask;
+      } else {
+        c = dd - k[I];
+        c += c < 0 ? p : 0;
+      }
+      ypad[I * p + c] += v[I] * xj;
+    }
+  }
+}
+
+void MatVecSparseInputImpl(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
+                           int threads) {
+  static thread_local AlignedBuffer<float> y_buf, nzv_buf;
+  static thread_local std::vector<int32_t> nzi;
+  const int p = w.p;
+  float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.row_blocks * p));
+  // Leading-nonzero detection: compact the nonzero inputs once.
+  nzi.resize(static_cast<std::size_t>(w.cols));
+  float* nzv = Scratch(nzv_buf, static_cast<std::size_t>(w.cols));
+  int64_t nnz = 0;
+  for (int64_t j = 0; j < w.cols; ++j) {
+    if (x[j] != 0.0f) {
+      nzi[nnz] = static_cast<int32_t>(j);
+      nzv[nnz] = x[j];
+      ++nnz;
+    }
+  }
+  const bool pow2 = (p & (p - 1)) == 0;
+  const int32_t* nz_index = nzi.data();
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    std::memset(ypad + I0 * p, 0, sizeof(float) * (I1 - I0) * p);
+    if (p > 256) {  // two-byte offsets: rare, keep it simple
+      for (int64_t e = 0; e < nnz; ++e) {
+        const int64_t j = nz_index[e];
+        const int64_t J = j / p;
+        const int dd = static_cast<int>(j - J * p);
+        const float* v = w.col_values.data() + j * w.row_blocks;
+        const uint16_t* k = w.col_offsets16.data() + J * w.row_blocks;
+        for (int64_t I = I0; I < I1; ++I) {
+          int c = dd - k[I];
+          c += c < 0 ? p : 0;
+          ypad[I * p + c] += v[I] * nzv[e];
+        }
+      }
+    } else if (pow2) {
+      SparseColumns<true>(w, nz_index, nzv, nnz, I0, I1, ypad);
+    } else {
+      SparseColumns<false>(w, nz_index, nzv, nnz, I0, I1, ypad);
+    }
+    const int64_t r1 = std::min(w.rows, I1 * p);
+    for (int64_t r = I0 * p; r < r1; ++r) y[r] = ypad[r] + (bias ? bias[r] : 0.0f);
+  });
+}
+
+// ---- int16 fixed point: exact int64 accumulators -----------------------------
+// Products of two symmetric int16 values are below 2^30 and fit int32
+// exactly; they are widened to int64 before accumulation, so no sum can
+// overflow for any realistic n (2^33 terms).
+void MatVecI16AccImpl(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads) {
+  static thread_local std::vector<int16_t> xx;
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  xx.assign(static_cast<std::size_t>(nb * 2 * p), 0);
+  for (int64_t J = 0; J < nb; ++J)
+    for (int t = 0; t < 2 * p; ++t) {
+      const int64_t col = J * p + t % p;
+      xx[J * 2 * p + t] = col < w.cols ? x[col] : 0;
+    }
+  const int16_t* xxp = xx.data();
+  const hn::ScalableTag<int32_t> d32;
+  const hn::Rebind<int16_t, decltype(d32)> d16;
+  const hn::Half<decltype(d32)> d32h;
+  const hn::Repartition<int64_t, decltype(d32)> d64;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d32));
+#if HWY_TARGET == HWY_SCALAR
+  const int64_t full = 0;  // one lane: the scalar loop below does everything
+  (void)d16;
+  (void)d32h;
+  (void)d64;
+  (void)N;
+#else
+  const int64_t full = (p / N) * N;
+#endif
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    std::vector<int64_t> row(static_cast<std::size_t>(p));
+    for (int64_t I = I0; I < I1; ++I) {
+      const int16_t* q = w.values + I * nb * p;
+      const uint16_t* k = w.offsets + I * nb;
+      std::fill(row.begin(), row.end(), 0);
+#if HWY_TARGET != HWY_SCALAR
+      for (int64_t c0 = 0; c0 < full; c0 += N) {
+        auto lo = hn::Zero(d64), hi = hn::Zero(d64);
+        for (int64_t J = 0; J < nb; ++J) {
+          const auto qv = hn::PromoteTo(d32, hn::LoadU(d16, q + J * p + c0));
+          const auto xv = hn::PromoteTo(d32, hn::LoadU(d16, xxp + J * 2 * p + k[J] + c0));
+          const auto prod = hn::Mul(qv, xv);
+          lo = hn::Add(lo, hn::PromoteTo(d64, hn::LowerHalf(d32h, prod)));
+          hi = hn::Add(hi, hn::PromoteTo(d64, hn::UpperHalf(d32h, prod)));
+        }
+        HWY_ALIGN int64_t tmp[2 * hn::MaxLanes(d64)];
+        const int64_t H = static_cast<int64_t>(hn::Lanes(d64));
+        hn::StoreU(lo, d64, tmp);
+        hn::StoreU(hi, d64, tmp + H);
+        for (int64_t i = 0; i < 2 * H; ++i) row[c0 + i] = tmp[i];
+      }
+#endif
+      for (int64_t J = 0; J < nb; ++J) {
+        const int16_t* qb = q + J * p;
+        const int16_t* xb = xxp + J * 2 * p + k[J];
+        for (int64_t c = full; c < p; ++c) row[c] += int64_t{qb[c]} * xb[c];
+      }
+      for (int c = 0; c < p; ++c)
+        if (I * p + c < w.rows) acc[I * p + c] = row[c];
+    }
+  });
+}
+
+}  // namespace permdnn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace permdnn::kernels {
+HWY_EXPORT(MatVecImpl);
+HWY_EXPORT(MatMulImpl);
+HWY_EXPORT(MatVecTImpl);
+HWY_EXPORT(MatMulTImpl);
+HWY_EXPORT(MatVecSparseInputImpl);
+HWY_EXPORT(MatVecI16AccImpl);
+
+namespace simd {
+void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads) {
+  HWY_DYNAMIC_DISPATCH(MatVecImpl)(w, x, bias, y, threads);
+}
+void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
+            int threads) {
+  HWY_DYNAMIC_DISPATCH(MatMulImpl)(w, x, batch, bias, y, threads);
+}
+void MatVecT(const PermDiagView<float>& w, const float* g, float* x, int threads) {
+  HWY_DYNAMIC_DISPATCH(MatVecTImpl)(w, g, x, threads);
+}
+void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x, int threads) {
+  HWY_DYNAMIC_DISPATCH(MatMulTImpl)(w, g, batch, x, threads);
+}
+void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
+                       int threads) {
+  HWY_DYNAMIC_DISPATCH(MatVecSparseInputImpl)(w, x, bias, y, threads);
+}
+void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads) {
+  HWY_DYNAMIC_DISPATCH(MatVecI16AccImpl)(w, x, acc, threads);
+}
+}  // namespace simd
+}  // namespace permdnn::kernels
+#endif

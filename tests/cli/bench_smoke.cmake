@@ -1,0 +1,23 @@
+# permdnn bench on tiny shapes: exits 0, prints the table, writes valid JSON
+# with the contract's fields.
+execute_process(COMMAND ${PERMDNN} bench --layers 64x96,33x50 --p 4,8 --batch 1,3 --act-density 1,0.35
+                        --threads 1,2 --min-time 0 --reps 1 --json ${OUT}
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "bench failed (${rc}):\n${out}\n${err}")
+endif()
+if(NOT out MATCHES "permdiag-skip" OR NOT out MATCHES "csr" OR NOT out MATCHES "dense")
+  message(FATAL_ERROR "bench table lacks a format:\n${out}")
+endif()
+file(READ ${OUT} json)
+foreach(key layer m n format p batch act_density threads median_ms speedup_vs_dense openblas_corename)
+  string(FIND "${json}" "\"${key}\"" pos)
+  if(pos EQUAL -1)
+    message(FATAL_ERROR "JSON lacks key ${key}")
+  endif()
+endforeach()
+string(JSON nrec LENGTH "${json}" records)
+# 2 layers x (dense 2 batches x 2 threads x 2 acts = 8; per p: csr 8 + permdiag 8 + skip 2 = 18, x2 p) = 2 x 44
+if(NOT nrec EQUAL 88)
+  message(FATAL_ERROR "expected 88 records, got ${nrec}")
+endif()

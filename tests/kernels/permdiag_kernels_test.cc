@@ -1,0 +1,256 @@
+// Every SIMD permuted-diagonal kernel against the reference kernel, on every
+// SIMD target this CPU has, for p in {1,2,3,4,5,7,8,16,32,64}, shapes that
+// are and are not multiples of p, batches {1,2,3,7,64} and input densities
+// {1, 0.35, 0}. Integer paths must match exactly.
+#include "permdnn/kernels/permdiag.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "permdnn/core/error.h"
+#include "permdnn/core/fixed_point.h"
+#include "permdnn/kernels/dispatch.h"
+#include "support/compare.h"
+
+namespace permdnn::kernels {
+namespace {
+
+using permdnn::testing::AllEqual;
+using permdnn::testing::AllNear;
+using permdnn::testing::Tolerance;
+
+std::vector<float> RandomVector(int64_t n, double density, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = coin(rng) < density ? value(rng) : 0.0f;
+  return v;
+}
+
+struct Shape {
+  int64_t rows, cols;
+};
+
+// Shapes for block size p: tiny, multiples of p, and non-multiples.
+std::vector<Shape> ShapesFor(int p) {
+  std::vector<Shape> s = {{1, 1}, {3, 10}, {p, p}, {2 * p + 1, 3 * p - 1}, {4 * p, 5 * p + 3},
+                          {7 * p - 1, 2 * p}};
+  if (p <= 8) s.push_back({130, 257});  // several vectors and blocks of each kind
+  return s;
+}
+
+double MaxAbsOf(std::span<const float> v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+class PermDiagKernels : public ::testing::TestWithParam<std::tuple<int64_t, int>> {
+ protected:
+  void SetUp() override { ForceSimdTarget(std::get<0>(GetParam())); }
+  void TearDown() override { ForceSimdTarget(0); }
+  int p() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(PermDiagKernels, MatVec) {
+  const int p = this->p();
+  for (Shape s : ShapesFor(p)) {
+    for (double density : {1.0, 0.35, 0.0}) {
+      PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 31 + s.cols, 1.0);
+      auto x = RandomVector(s.cols, density, 7);
+      auto bias = RandomVector(s.rows, 1.0, 8);
+      std::vector<float> expect(s.rows), got(s.rows, -1.0f);
+      for (bool with_bias : {false, true}) {
+        const float* b = with_bias ? bias.data() : nullptr;
+        ref::MatVec(w.view(), x.data(), b, expect.data());
+        for (int threads : {1, 2, 3}) {
+          simd::MatVec(w.view(), x.data(), b, got.data(), threads);
+          ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)))
+              << "MatVec " << s.rows << "x" << s.cols << " p=" << p << " density=" << density
+              << " bias=" << with_bias << " threads=" << threads;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(PermDiagKernels, MatMul) {
+  const int p = this->p();
+  for (Shape s : ShapesFor(p)) {
+    PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 17 + s.cols, 1.0);
+    auto bias = RandomVector(s.rows, 1.0, 3);
+    for (int64_t batch : {1, 2, 3, 7, 64}) {
+      for (double density : {1.0, 0.35}) {
+        auto x = RandomVector(s.cols * batch, density, batch);
+        std::vector<float> expect(s.rows * batch), got(s.rows * batch, -1.0f);
+        ref::MatMul(w.view(), x.data(), batch, bias.data(), expect.data());
+        for (int threads : {1, 2}) {
+          simd::MatMul(w.view(), x.data(), batch, bias.data(), got.data(), threads);
+          ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)))
+              << "MatMul " << s.rows << "x" << s.cols << " p=" << p << " batch=" << batch
+              << " density=" << density << " threads=" << threads;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(PermDiagKernels, MatVecT) {
+  const int p = this->p();
+  for (Shape s : ShapesFor(p)) {
+    for (double density : {1.0, 0.35, 0.0}) {
+      PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows + 5 * s.cols, 1.0);
+      auto g = RandomVector(s.rows, density, 11);
+      std::vector<float> expect(s.cols), got(s.cols, -1.0f);
+      ref::MatVecT(w.view(), g.data(), expect.data());
+      for (int threads : {1, 2, 3}) {
+        simd::MatVecT(w.view(), g.data(), got.data(), threads);
+        ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.row_blocks(), MaxAbsOf(w.values()))))
+            << "MatVecT " << s.rows << "x" << s.cols << " p=" << p << " density=" << density
+            << " threads=" << threads;
+      }
+    }
+  }
+}
+
+TEST_P(PermDiagKernels, MatMulT) {
+  const int p = this->p();
+  for (Shape s : ShapesFor(p)) {
+    PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, 3 * s.rows + s.cols, 1.0);
+    for (int64_t batch : {1, 2, 3, 7, 64}) {
+      auto g = RandomVector(s.rows * batch, 1.0, batch + 1);
+      std::vector<float> expect(s.cols * batch), got(s.cols * batch, -1.0f);
+      ref::MatMulT(w.view(), g.data(), batch, expect.data());
+      for (int threads : {1, 2}) {
+        simd::MatMulT(w.view(), g.data(), batch, got.data(), threads);
+        ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.row_blocks(), MaxAbsOf(w.values()))))
+            << "MatMulT " << s.rows << "x" << s.cols << " p=" << p << " batch=" << batch
+            << " threads=" << threads;
+      }
+    }
+  }
+}
+
+TEST_P(PermDiagKernels, MatVecSparseInput) {
+  const int p = this->p();
+  for (Shape s : ShapesFor(p)) {
+    PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, 9 * s.rows + s.cols, 1.0);
+    PermDiagColumnPack pack = PermDiagColumnPack::Build(w);
+    auto bias = RandomVector(s.rows, 1.0, 4);
+    for (double density : {1.0, 0.35, 0.0}) {
+      auto x = RandomVector(s.cols, density, 13);
+      std::vector<float> expect(s.rows), got(s.rows, -1.0f), rowwise(s.rows);
+      ref::MatVecSparseInput(pack, x.data(), bias.data(), expect.data());
+      // The column-wise oracle agrees with the row-wise one.
+      ref::MatVec(w.view(), x.data(), bias.data(), rowwise.data());
+      const double tol = Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0);
+      ASSERT_TRUE(AllNear<float>(rowwise, expect, tol));
+      for (int threads : {1, 2, 3}) {
+        simd::MatVecSparseInput(pack, x.data(), bias.data(), got.data(), threads);
+        ASSERT_TRUE(AllNear<float>(expect, got, tol))
+            << "MatVecSparseInput " << s.rows << "x" << s.cols << " p=" << p << " density=" << density
+            << " threads=" << threads;
+      }
+    }
+  }
+}
+
+TEST_P(PermDiagKernels, MatVecI16IsExact) {
+  const int p = this->p();
+  std::mt19937 rng(p);
+  for (Shape s : ShapesFor(p)) {
+    for (double density : {1.0, 0.35, 0.0}) {
+      PermDiagMatrix wf = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 7 + s.cols, 1.0);
+      PermDiagMatrixI16 w = PermDiagMatrixI16::Quantize(wf);
+      // Include the extreme values: ±32767 products stress the accumulator.
+      w.values()[0] = w.values()[0] == 0 ? 0 : 32767;
+      auto xf = RandomVector(s.cols, density, 21);
+      std::vector<int16_t> x(s.cols);
+      for (int64_t j = 0; j < s.cols; ++j) x[j] = Quantize<int16_t>(xf[j], 15);
+      if (s.cols > 1 && x[1] != 0) x[1] = -32767;
+      std::vector<int64_t> expect(s.rows), got(s.rows, -1);
+      ref::MatVecI16Acc(w.view(), x.data(), expect.data());
+      for (int threads : {1, 2}) {
+        simd::MatVecI16Acc(w.view(), x.data(), got.data(), threads);
+        ASSERT_TRUE(AllEqual<int64_t>(expect, got))
+            << "MatVecI16Acc " << s.rows << "x" << s.cols << " p=" << p << " density=" << density;
+      }
+    }
+  }
+}
+
+std::vector<std::tuple<int64_t, int>> AllParams() {
+  std::vector<std::tuple<int64_t, int>> params;
+  for (int64_t target : AvailableSimdTargets())
+    for (int p : {1, 2, 3, 4, 5, 7, 8, 16, 32, 64}) params.emplace_back(target, p);
+  return params;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Targets, PermDiagKernels, ::testing::ValuesIn(AllParams()),
+    [](const ::testing::TestParamInfo<std::tuple<int64_t, int>>& info) {
+      return SimdTargetName(std::get<0>(info.param)) + "_p" + std::to_string(std::get<1>(info.param));
+    });
+
+// ---- Public entry points: validation, dispatch switch, requantization ------
+
+TEST(PermDiagPublic, RejectsShapeMismatches) {
+  PermDiagMatrix w = PermDiagMatrix::Random(10, 12, 4, 1);
+  std::vector<float> x(12), y(10);
+  EXPECT_THROW(PermDiagMatVec(w, std::span<const float>(x.data(), 11), {}, y), Error);
+  EXPECT_THROW(PermDiagMatVec(w, x, {}, std::span<float>(y.data(), 9)), Error);
+  EXPECT_THROW(PermDiagMatVec(w, x, std::vector<float>(3), y), Error);
+  EXPECT_THROW(PermDiagMatMul(w, x, 0, {}, y), Error);
+  EXPECT_THROW(PermDiagMatMul(w, x, 2, {}, y), Error);
+  EXPECT_THROW(PermDiagMatVecT(w, x, y), Error);
+  try {
+    PermDiagMatVec(w, std::span<const float>(x.data(), 11), {}, y);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("x has 11 entries, expected 12"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PermDiagPublic, ReferencePathCanBeForced) {
+  PermDiagMatrix w = PermDiagMatrix::Random(64, 64, 8, 2);
+  auto x = RandomVector(64, 1.0, 3);
+  std::vector<float> a(64), b(64);
+  SetPath(KernelPath::kReference);
+  EXPECT_EQ(ActivePath(), KernelPath::kReference);
+  PermDiagMatVec(w, x, {}, a);
+  SetPath(KernelPath::kSimd);
+  PermDiagMatVec(w, x, {}, b);
+  EXPECT_TRUE(AllNear<float>(a, b, Tolerance(8, 1.0)));
+  std::vector<float> expect(64);
+  ref::MatVec(w.view(), x.data(), nullptr, expect.data());
+  EXPECT_EQ(a, expect);  // the reference path is the reference kernel, bit for bit
+}
+
+TEST(PermDiagPublic, I16RequantizesWithBias) {
+  PermDiagMatrix wf = PermDiagMatrix::Random(20, 24, 4, 5);
+  PermDiagMatrixI16 w = PermDiagMatrixI16::Quantize(wf);
+  std::vector<int16_t> x(24);
+  for (int j = 0; j < 24; ++j) x[j] = static_cast<int16_t>((j * 977) % 2001 - 1000);
+  std::vector<int64_t> bias(20), acc(20);
+  for (int r = 0; r < 20; ++r) bias[r] = r * 1001 - 7000;
+  std::vector<int16_t> y(20);
+  const int shift = w.frac_bits();
+  PermDiagMatVecI16(w, x, bias, shift, y);
+  ref::MatVecI16Acc(w.view(), x.data(), acc.data());
+  for (int r = 0; r < 20; ++r) EXPECT_EQ(y[r], RequantizeShift<int16_t>(acc[r] + bias[r], shift)) << r;
+}
+
+TEST(PermDiagPublic, ColumnPackStoresNoIndexBeyondOffsets) {
+  PermDiagMatrix w = PermDiagMatrix::Random(64, 96, 8, 4);
+  PermDiagColumnPack pack = PermDiagColumnPack::Build(w);
+  EXPECT_EQ(static_cast<int64_t>(pack.col_values.size()), w.stored_values());
+  EXPECT_EQ(static_cast<int64_t>(pack.col_offsets.size()), w.num_blocks());
+}
+
+}  // namespace
+}  // namespace permdnn::kernels
