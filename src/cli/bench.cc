@@ -95,4 +95,6 @@ void AddBenchCommand(CLI::App& app) {
   });
 }
 
+PERMDNN_REGISTER_COMMAND(AddBenchCommand);
+
 }  // namespace permdnn::cli

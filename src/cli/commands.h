@@ -1,12 +1,28 @@
-// Each permdnn subcommand lives in its own file and adds itself to the app
-// through one of these functions; main.cc only wires them together.
+// Each permdnn subcommand lives in its own file and registers itself here
+// with PERMDNN_REGISTER_COMMAND(AddXxxCommand); main.cc only wires the
+// registered functions into the app. Command files are compiled straight
+// into the permdnn executable (target_sources), so their static registrars
+// always run; a component that is not built (e.g. training without
+// LibTorch) simply contributes no command.
 #pragma once
+
+#include <functional>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 namespace permdnn::cli {
 
-void AddBenchCommand(CLI::App& app);
-void AddDemoCommand(CLI::App& app);
+using AddCommandFn = void (*)(CLI::App& app);
+
+// The registered commands in registration order.
+std::vector<AddCommandFn>& CommandRegistry();
+
+struct CommandRegistrar {
+  explicit CommandRegistrar(AddCommandFn fn) { CommandRegistry().push_back(fn); }
+};
 
 }  // namespace permdnn::cli
+
+#define PERMDNN_REGISTER_COMMAND(fn) \
+  static ::permdnn::cli::CommandRegistrar permdnn_registrar_##fn(&fn)

@@ -30,4 +30,6 @@ void AddDemoCommand(CLI::App& app) {
   });
 }
 
+PERMDNN_REGISTER_COMMAND(AddDemoCommand);
+
 }  // namespace permdnn::cli

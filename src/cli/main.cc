@@ -9,6 +9,13 @@
 #include "permdnn/core/error.h"
 #include "permdnn/kernels/dispatch.h"
 
+namespace permdnn::cli {
+std::vector<AddCommandFn>& CommandRegistry() {
+  static std::vector<AddCommandFn> registry;
+  return registry;
+}
+}  // namespace permdnn::cli
+
 int main(int argc, char** argv) {
   CLI::App app{"permdnn: hardware-friendly structured compression of neural networks"};
   app.require_subcommand(1);
@@ -18,8 +25,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     if (reference) permdnn::kernels::SetPath(permdnn::kernels::KernelPath::kReference);
   });
-  permdnn::cli::AddBenchCommand(app);
-  permdnn::cli::AddDemoCommand(app);
+  for (auto add : permdnn::cli::CommandRegistry()) add(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
