@@ -1,0 +1,59 @@
+// Image classification data without LibTorch: IDX files (gzipped or not,
+// read through zlib) and the Fashion-MNIST set that Debian's
+// dataset-fashion-mnist package installs. Both the trainer and the runtime's
+// `permdnn eval` read data through here, so they see identical pixels.
+//
+// Preprocessing (the default of every permdnn command, overridable there):
+//   x = (pixel · scale − mean) / std, scale = 1/255,
+//   mean = 0.2860, std = 0.3530 (Fashion-MNIST training-set statistics).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace permdnn {
+
+inline constexpr const char* kDefaultFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+struct Preprocess {
+  float scale = 1.0f / 255.0f;
+  float mean = 0.2860f;
+  float std = 0.3530f;
+};
+
+// One IDX array: unsigned-byte data only (what image sets use).
+struct IdxArray {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> data;
+};
+
+// Reads an IDX file (.gz or plain). Errors name the path and the problem
+// (missing, bad magic, unsupported type, truncated).
+IdxArray ReadIdx(const std::string& path);
+
+struct ImageDataset {
+  int64_t count = 0;
+  int rows = 0, cols = 0;
+  std::vector<uint8_t> pixels;  // count × rows × cols
+  std::vector<uint8_t> labels;  // count
+  int num_classes = 10;
+
+  int64_t image_size() const { return int64_t{rows} * cols; }
+  // Writes images [begin, begin + n) as floats, preprocessed, to out
+  // (n × rows × cols, sample-major).
+  void Batch(int64_t begin, int64_t n, const Preprocess& pre, std::span<float> out) const;
+};
+
+// Loads "train" or "test" from a directory with the four Fashion-MNIST /
+// MNIST files (train-images-idx3-ubyte[.gz], ...). A missing directory or
+// file gives an error naming the path and the Debian package to install.
+ImageDataset LoadFashionMnist(const std::string& dir, const std::string& split);
+
+// A small synthetic data set for fast tests: `count` images rows×cols of
+// `classes` classes, each class a fixed random template plus seeded noise,
+// learnable to near 100% by a tiny model.
+ImageDataset SyntheticDataset(int64_t count, int rows, int cols, int classes, uint64_t seed);
+
+}  // namespace permdnn
