@@ -343,7 +343,7 @@ void MatMulImpl(const View& w, const float* x, int64_t batch, const float* bias,
               BatchRowTile<1>(w, x, batch, I, c, J0, J1, full_blocks, b0, first, yrow);
               b0 += N;
             }
-            if (b0 < batch) BatchRowScalarTail(w, x, batch, I, c, J0, J1, full_blocks, b0, first, yrow);
+            if (b0 < batch) BatchRowScalarTail(w, x, batch, I, c, J0, J1, b0, first, yrow);
           }
         }
       }
