@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -19,10 +20,12 @@
 #include <fmt/format.h>
 
 #include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/circulant_matrix.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/permdiag_matrix.h"
 #include "permdnn/core/progress.h"
 #include "permdnn/core/thread_pool.h"
+#include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
 
@@ -116,8 +119,8 @@ using RowMajorMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::
 void CheckOptions(const BenchOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
   for (const auto& f : o.formats)
-    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag",
-                  "bench: unknown format '{}' (use dense, csr, permdiag)", f);
+    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "circulant",
+                  "bench: unknown format '{}' (use dense, csr, permdiag, circulant)", f);
   for (int p : o.ps) PERMDNN_CHECK(p >= 1, "bench: --p must be >= 1, got {}", p);
   for (int64_t b : o.batches) PERMDNN_CHECK(b >= 1, "bench: --batch must be >= 1, got {}", b);
   for (double a : o.act_densities)
@@ -135,7 +138,7 @@ bool Has(const std::vector<std::string>& v, const std::string& s) {
 std::vector<BenchRecord> RunBench(const BenchOptions& o) {
   CheckOptions(o);
   const bool do_dense = Has(o.formats, "dense"), do_csr = Has(o.formats, "csr"),
-             do_pd = Has(o.formats, "permdiag");
+             do_pd = Has(o.formats, "permdiag"), do_circ = Has(o.formats, "circulant");
   // Count the measurements for the progress line.
   int64_t total = 0;
   for (std::size_t l = 0; l < o.layers.size(); ++l)
@@ -144,7 +147,7 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
         for (std::size_t t = 0; t < o.threads.size(); ++t) {
           total += do_dense && a == 0;
           for (std::size_t pi = 0; pi < o.ps.size(); ++pi)
-            total += do_csr + do_pd * (1 + (b == 1 && o.act_densities[a] < 1.0));
+            total += do_csr + do_circ + do_pd * (1 + (b == 1 && o.act_densities[a] < 1.0));
         }
   Progress progress(total, "runs");
   int64_t done = 0;
@@ -218,6 +221,12 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
       PermDiagMatrix w = PermDiagMatrix::Random(m, n, p, o.seed + p);
       kernels::PermDiagColumnPack pack;
       if (do_pd) pack = kernels::PermDiagColumnPack::Build(w);
+      std::unique_ptr<BlockCirculantMatrix> circ;
+      std::unique_ptr<kernels::CirculantFft> circ_fft;
+      if (do_circ) {
+        circ = std::make_unique<BlockCirculantMatrix>(BlockCirculantMatrix::Random(m, n, p, o.seed + 200 + p));
+        circ_fft = std::make_unique<kernels::CirculantFft>(*circ);
+      }
       Csr csr;
       if (do_csr) csr = RandomCsr(m, n, CeilDiv(n, p), o.seed + 100 + p);
       // The CSR byte count: values + int32 column indices + int32 row starts.
@@ -242,6 +251,21 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
                   o);
               ++done;
               record("csr", p, batch, act, threads, t, static_cast<int64_t>(csr.values.size()), csr_bytes);
+            }
+            if (do_circ) {
+              progress.Update(done, fmt::format("{} circulant p={} B={} a={} T={}", layer.name, p, batch, act, threads));
+              std::span<const float> xs(x.data(), n * batch);
+              std::span<float> ys(y.data(), m * batch);
+              Timing t = Measure(
+                  [&] {
+                    if (batch == 1)
+                      circ_fft->MatVec(xs, {}, ys, threads);
+                    else
+                      circ_fft->MatMul(xs, batch, {}, ys, threads);
+                  },
+                  o);
+              ++done;
+              record("circulant", p, batch, act, threads, t, circ->stored_values(), circ->bytes());
             }
             if (do_pd) {
               progress.Update(done, fmt::format("{} permdiag p={} B={} a={} T={}", layer.name, p, batch, act, threads));
@@ -362,6 +386,11 @@ std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json
     const BenchRecord* csr = find(L, "csr", 8, 1, 1.0, 1);
     const BenchRecord* pd8 = find(L, "permdiag", 8, 1, 1.0, 1);
     if (csr && pd8) rows.push_back({L, "permdiag p=8 vs CSR (Eigen), B=1", csr->median_ms / pd8->median_ms, 2.5});
+    const BenchRecord* circ8 = find(L, "circulant", 8, 1, 1.0, 1);
+    if (circ8 && pd8 && L == "Alex-7")
+      rows.push_back({L, "permdiag p=8 vs circulant FFT p=8, B=1", circ8->median_ms / pd8->median_ms, 2.0});
+    if (circ8 && d1 && L == "Alex-7")
+      rows.push_back({L, "circulant FFT p=8 vs sgemv, B=1", d1->median_ms / circ8->median_ms, 2.0});
     const BenchRecord* d64 = find(L, "dense", 0, 64, 1.0, 1);
     for (int p : {8, 16}) {
       const BenchRecord* pd = find(L, "permdiag", p, 64, 1.0, 1);

@@ -1,0 +1,15 @@
+// SIMD helpers of the FFT circulant kernel (internal to permdnn::kernels).
+// Split-complex arrays; no over-read past n.
+#pragma once
+
+#include <cstdint>
+
+namespace permdnn::kernels {
+
+// (*out_r, *out_i) = Σ_j W_j · X_j, or Σ_j conj(W_j) · X_j when conj.
+void ComplexDot(const float* wr, const float* wi, const float* xr, const float* xi, int64_t n, bool conj,
+                float* out_r, float* out_i);
+// a_j += conj(W_j) · g for j < n (g a scalar complex).
+void ComplexAxpyConj(const float* wr, const float* wi, float gr, float gi, int64_t n, float* ar, float* ai);
+
+}  // namespace permdnn::kernels
