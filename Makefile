@@ -31,7 +31,7 @@ test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
-	$(BEST_BLAS) $(PERMDNN) bench --json $(BUILD_DIR)/bench.json
+	BUILD_DIR=$(BUILD_DIR) scripts/update-benchmarks.sh
 	$(BEST_BLAS) $(BUILD_DIR)/bench/permdnn_kernels_bench --benchmark_repetitions=5 \
 	    --benchmark_report_aggregates_only=true
 

@@ -46,7 +46,7 @@ std::vector<std::string> ParseNames(const std::string& text) {
 void AddBenchCommand(CLI::App& app) {
   struct Args {
     std::string layers = "eie", formats = "permdiag,dense,csr", ps = "4,8,16", batches = "1,64",
-                acts = "1,0.35", threads = "1,2", json;
+                acts = "1,0.35", threads = "1,2", json, markdown;
     double min_time = 0.2;
     int reps = 5;
   };
@@ -54,7 +54,7 @@ void AddBenchCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "time permdiag kernels against dense OpenBLAS and CSR (Eigen)");
   cmd->add_option("--layers", args->layers, "eie | layer names | MxN shapes (m outputs x n inputs), comma separated")
       ->capture_default_str();
-  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr")->capture_default_str();
+  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr,circulant")->capture_default_str();
   cmd->add_option("--p", args->ps, "block sizes")->capture_default_str();
   cmd->add_option("--batch", args->batches, "batch sizes")->capture_default_str();
   cmd->add_option("--act-density", args->acts, "fractions of nonzero inputs")->capture_default_str();
@@ -62,7 +62,8 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--min-time", args->min_time, "seconds per measurement (after a warm-up)")->capture_default_str();
   cmd->add_option("--reps", args->reps, "minimum repetitions per measurement")->capture_default_str();
   cmd->add_option("--json", args->json, "write records to this JSON file");
-  cmd->callback([args] {
+  cmd->add_option("--markdown", args->markdown, "write the tables as Markdown to this file (docs/benchmarks.md)");
+  cmd->callback([args, cmd] {
     BenchOptions o;
     o.layers = ParseLayerList(args->layers);
     o.formats = ParseNames(args->formats);
@@ -91,6 +92,14 @@ void AddBenchCommand(CLI::App& app) {
                             {"targets", targets}};
       WriteFileAtomic(args->json, out.dump(2) + "\n");
       std::printf("wrote %s\n", args->json.c_str());
+    }
+    if (!args->markdown.empty()) {
+      std::string command = "permdnn bench";
+      for (const auto& opt : cmd->get_options())
+        if (opt->count() > 0 && opt->get_name() != "--markdown" && opt->get_name() != "--json")
+          command += " " + opt->get_name() + " " + opt->as<std::string>();
+      WriteFileAtomic(args->markdown, BenchMarkdown(records, env, command));
+      std::printf("wrote %s\n", args->markdown.c_str());
     }
   });
 }

@@ -57,5 +57,8 @@ nlohmann::json BenchToJson(const std::vector<BenchRecord>& records);
 // Human tables: all records, and the performance targets.
 std::string BenchTable(const std::vector<BenchRecord>& records);
 std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json* json = nullptr);
+// The same as Markdown (environment, records, targets) for docs/benchmarks.md.
+std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohmann::json& environment,
+                          const std::string& command);
 
 }  // namespace permdnn::cli

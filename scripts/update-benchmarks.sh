@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Regenerates the kernel tables of docs/benchmarks.md on this machine:
+# runs `permdnn bench` (OpenBLAS at its best: OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE unset for this command alone) and splices its Markdown
+# between the kernels:begin / kernels:end markers. Run on a quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build/release}
+PERMDNN=$BUILD_DIR/src/permdnn
+mkdir -p "$BUILD_DIR"
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" bench \
+  --format permdiag,dense,csr,circulant "$@" \
+  --json "$BUILD_DIR/bench.json" --markdown "$BUILD_DIR/bench-kernels.md"
+python3 - "$BUILD_DIR/bench-kernels.md" docs/benchmarks.md <<'PY'
+import sys
+section = open(sys.argv[1]).read()
+doc_path = sys.argv[2]
+doc = open(doc_path).read()
+begin, end = "<!-- kernels:begin -->", "<!-- kernels:end -->"
+head, rest = doc.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(doc_path + ".tmp", "w").write(head + begin + "\n" + section + "\n" + end + tail)
+import os
+os.replace(doc_path + ".tmp", doc_path)
+PY
+echo "updated docs/benchmarks.md (JSON: $BUILD_DIR/bench.json)"
