@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -17,6 +18,12 @@ using AddCommandFn = void (*)(CLI::App& app);
 
 // The registered commands in registration order.
 std::vector<AddCommandFn>& CommandRegistry();
+
+// Runs one permdnn command line (without the program name) in-process, as
+// if typed: `permdnn demo` chains the pipeline's commands this way, so every
+// step prints exactly what the stand-alone command prints. Errors propagate
+// as exceptions (permdnn::Error, CLI::ParseError).
+void RunCommandLine(const std::vector<std::string>& args);
 
 struct CommandRegistrar {
   explicit CommandRegistrar(AddCommandFn fn) { CommandRegistry().push_back(fn); }

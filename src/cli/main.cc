@@ -14,18 +14,33 @@ std::vector<AddCommandFn>& CommandRegistry() {
   static std::vector<AddCommandFn> registry;
   return registry;
 }
+
+namespace {
+void AddCommon(CLI::App& app, bool* reference) {
+  app.require_subcommand(1);
+  app.add_flag("--reference-kernels", *reference,
+               "run the reference kernels instead of SIMD (debugging; same as PERMDNN_KERNELS=reference)");
+  app.parse_complete_callback([reference] {
+    if (*reference) permdnn::kernels::SetPath(permdnn::kernels::KernelPath::kReference);
+  });
+  for (auto add : CommandRegistry()) add(app);
+}
+}  // namespace
+
+void RunCommandLine(const std::vector<std::string>& args) {
+  CLI::App app{"permdnn"};
+  bool reference = false;
+  AddCommon(app, &reference);
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them reversed
+  app.parse(reversed);
+}
+
 }  // namespace permdnn::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"permdnn: hardware-friendly structured compression of neural networks"};
-  app.require_subcommand(1);
   bool reference = false;
-  app.add_flag("--reference-kernels", reference,
-               "run the reference kernels instead of SIMD (debugging; same as PERMDNN_KERNELS=reference)");
-  app.parse_complete_callback([&] {
-    if (reference) permdnn::kernels::SetPath(permdnn::kernels::KernelPath::kReference);
-  });
-  for (auto add : permdnn::cli::CommandRegistry()) add(app);
+  permdnn::cli::AddCommon(app, &reference);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
