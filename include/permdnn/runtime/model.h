@@ -1,0 +1,116 @@
+// permdnn::runtime — load an ONNX model and run it on the CPU, without
+// LibTorch.
+//
+// Load() parses the ModelProto (protobuf), checks that every node's inputs
+// exist (graph inputs, initializers or earlier outputs) and that every
+// operator is supported, and builds one kernel object per node; anything
+// wrong is an Error naming the node, its op type and its position, and an
+// unsupported feature is an UnsupportedError.
+//
+// Planning: the first Run at a given input shape (a "plan key": the shapes
+// of all inputs plus the values of integer inputs, which are shape-like)
+// infers every shape, folds every node whose inputs are all known at that
+// point (the Shape/Gather/Concat/... arithmetic exporters put around
+// Reshape, initializer-only subgraphs), and lays out all remaining
+// intermediate tensors in one arena with liveness-based reuse plus one
+// scratch area shared by all nodes. Later runs with the same key allocate
+// nothing; a new batch size re-plans once (the arena only ever grows).
+//
+// Compressed layers are the custom-domain nodes `ai.permdnn`
+// PermDiagMatMul / PermDiagConv (see docs/runtime.md for their contract);
+// they run on the permdnn kernels (SIMD, threads). Dense Gemm / MatMul /
+// Conv run on OpenBLAS. With Options::int16 the PermDiagMatMul nodes run on
+// the fixed-point kernels (kernels::PermDiagMatVecI16) after Calibrate().
+//
+// A Model is not thread-safe: one Run at a time (it owns its arena).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "permdnn/runtime/tensor.h"
+
+namespace permdnn::runtime {
+
+struct ValueInfo {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;  // -1 for a dimension the file leaves open
+};
+
+struct Options {
+  int threads = 1;      // kernel and OpenBLAS threads
+  bool int16 = false;   // compressed FC layers in fixed point (needs Calibrate)
+  bool profile = false; // collect per-node time (Profile())
+  // Refuse plans whose arena would exceed this many bytes (a malformed or
+  // hostile file cannot make the runtime allocate without bound).
+  int64_t max_arena_bytes = int64_t{8} << 30;
+};
+
+// One line of --profile: accumulated over all runs since the last reset.
+struct NodeProfile {
+  std::string name, op_type;
+  std::string kernel;  // e.g. "permdiag-simd", "permdiag-int16", "dense-blas", "folded"
+  bool fast = false;   // ran on a compressed (fast) kernel
+  int64_t calls = 0;
+  double seconds = 0;
+};
+
+// What `permdnn run --profile` / `permdnn compress` print about a model.
+struct ModelSummary {
+  int64_t nodes = 0, initializers = 0;
+  int64_t weight_bytes = 0;  // initializer bytes at their ONNX dtype
+  int64_t compressed_nodes = 0;
+  int opset = 0;
+};
+
+class Model {
+ public:
+  Model();
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  // From a file / from bytes (`name` is used in errors).
+  static Model Load(const std::string& path, const Options& options = {});
+  static Model FromBytes(std::string_view bytes, const std::string& name, const Options& options = {});
+
+  const std::vector<ValueInfo>& inputs() const;
+  const std::vector<ValueInfo>& outputs() const;
+  ModelSummary Summary() const;
+  // Metadata property of the file (empty when absent), e.g. "permdnn.preprocess".
+  std::string Metadata(const std::string& key) const;
+
+  void SetThreads(int threads);
+  void SetProfiling(bool on);
+
+  // The common case: one float input, one float output, batch-major. `shape`
+  // is the full input shape (batch first); returns the output shape. The
+  // output span must hold NumElements(OutputShape(shape)).
+  std::vector<int64_t> OutputShape(std::span<const int64_t> input_shape);
+  std::vector<int64_t> Run(std::span<const float> input, std::span<const int64_t> input_shape,
+                           std::span<float> output);
+  // General form: inputs in the order of inputs(); returns the outputs.
+  std::vector<Tensor> Run(const std::vector<Tensor>& inputs);
+
+  // Fixed point: records max |activation| at the input and output of every
+  // PermDiagMatMul on this (float, batch-major) calibration batch, then
+  // switches those nodes to int16 (rule in docs/runtime.md). Requires
+  // Options::int16 or EnableInt16(true) first.
+  void Calibrate(std::span<const float> input, std::span<const int64_t> input_shape);
+  void EnableInt16(bool on);
+  bool int16_ready() const;
+
+  std::vector<NodeProfile> Profile() const;
+  void ResetProfile();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace permdnn::runtime

@@ -1,0 +1,35 @@
+// Window geometry shared by Conv, PermDiagConv and the pools: 1-3 spatial
+// dimensions, normalized to 3 (missing leading dims have size 1), with
+// strides, pads, dilations, auto_pad and ceil_mode as ONNX defines them.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "runtime/graph.h"
+
+namespace permdnn::runtime::detail {
+
+struct WindowGeometry {
+  std::array<int64_t, 3> in{1, 1, 1}, k{1, 1, 1}, out{1, 1, 1}, stride{1, 1, 1}, pad{0, 0, 0}, pad_end{0, 0, 0},
+      dil{1, 1, 1};
+  std::vector<int64_t> out_spatial;  // the real (1-3) output dims
+  int64_t in_size() const { return in[0] * in[1] * in[2]; }
+  int64_t out_size() const { return out[0] * out[1] * out[2]; }
+  int64_t kernel_size() const { return k[0] * k[1] * k[2]; }
+};
+
+// x_shape = [N, C, spatial...]; kernel = spatial kernel dims. Reads strides,
+// pads, dilations (when allow_dilation), auto_pad and ceil_mode from `node`.
+WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_t>& x_shape,
+                                  const std::vector<int64_t>& kernel, const NodeDef& node, bool allow_dilation);
+
+// cols[(ci·K + kernel index) · out_size + output position], zero where the
+// window reads padding. x: channels × in_size.
+void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols);
+
+// Max or average pooling of `planes` planes of in_size each.
+void Pool(const WindowGeometry& g, const float* x, int64_t planes, bool max, bool count_include_pad, float* y);
+
+}  // namespace permdnn::runtime::detail

@@ -1,0 +1,587 @@
+// Model: ONNX loading, planning (shape inference, folding, arena layout)
+// and execution. See include/permdnn/runtime/model.h for the design.
+#include "permdnn/runtime/model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include <cblas.h>
+
+#include "permdnn/runtime/onnx_io.h"
+#include "runtime/graph.h"
+#include "runtime/onnx_util.h"
+
+namespace permdnn::runtime {
+
+namespace detail {
+
+std::string NodeDef::Where() const {
+  return fmt::format("node '{}' ({}{}, #{})", name, domain.empty() ? "" : domain + ".", op_type, position);
+}
+int64_t NodeDef::Int(const std::string& a, int64_t dflt) const {
+  auto it = attrs.find(a);
+  if (it == attrs.end()) return dflt;
+  PERMDNN_CHECK(it->second.kind == Attr::kInt, "{}: attribute {} should be an int", Where(), a);
+  return it->second.i;
+}
+float NodeDef::Float(const std::string& a, float dflt) const {
+  auto it = attrs.find(a);
+  if (it == attrs.end()) return dflt;
+  PERMDNN_CHECK(it->second.kind == Attr::kFloat, "{}: attribute {} should be a float", Where(), a);
+  return it->second.f;
+}
+std::string NodeDef::String(const std::string& a, const std::string& dflt) const {
+  auto it = attrs.find(a);
+  if (it == attrs.end()) return dflt;
+  PERMDNN_CHECK(it->second.kind == Attr::kString, "{}: attribute {} should be a string", Where(), a);
+  return it->second.s;
+}
+std::vector<int64_t> NodeDef::Ints(const std::string& a, std::vector<int64_t> dflt) const {
+  auto it = attrs.find(a);
+  if (it == attrs.end()) return dflt;
+  PERMDNN_CHECK(it->second.kind == Attr::kInts, "{}: attribute {} should be a list of ints", Where(), a);
+  return it->second.ints;
+}
+std::vector<float> NodeDef::Floats(const std::string& a) const {
+  auto it = attrs.find(a);
+  if (it == attrs.end()) return {};
+  PERMDNN_CHECK(it->second.kind == Attr::kFloats, "{}: attribute {} should be a list of floats", Where(), a);
+  return it->second.floats;
+}
+
+const Value& OpContext::Const(std::size_t k, const char* what) const {
+  const Value* v = In(k);
+  if (!v) Fail("missing input {} ({})", k, what);
+  if (!v->constant)
+    throw UnsupportedError(fmt::format("{}: input {} '{}' ({}) must be known at load time (an initializer or "
+                                       "computable from shapes)",
+                                       node->Where(), k, v->name, what));
+  return *v;
+}
+void OpContext::SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape) const {
+  if (k >= out.size() || !out[k]) return;
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) Fail("output shape {} has a negative dimension", ShapeString(shape));
+    if (d != 0 && n > (int64_t{1} << 40) / d) Fail("output shape {} is too large", ShapeString(shape));
+    n *= d;
+  }
+  out[k]->dtype = dtype;
+  out[k]->shape = std::move(shape);
+  out[k]->known = true;
+}
+
+std::vector<int64_t> BroadcastShapes(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                                     const OpContext& ctx) {
+  const std::size_t r = std::max(a.size(), b.size());
+  std::vector<int64_t> out(r);
+  for (std::size_t k = 0; k < r; ++k) {
+    const int64_t da = k < r - a.size() ? 1 : a[k - (r - a.size())];
+    const int64_t db = k < r - b.size() ? 1 : b[k - (r - b.size())];
+    if (da != db && da != 1 && db != 1)
+      ctx.Fail("shapes {} and {} do not broadcast", ShapeString(a), ShapeString(b));
+    out[k] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+int64_t NormalizeAxis(int64_t axis, int64_t rank, const OpContext& ctx) {
+  if (axis < -rank || axis >= rank) ctx.Fail("axis {} out of range for rank {}", axis, rank);
+  return axis < 0 ? axis + rank : axis;
+}
+
+bool IsPermDnnDomain(const std::string& domain) { return domain == kPermDnnDomain; }
+
+}  // namespace detail
+
+using detail::NodeDef;
+using detail::OpContext;
+using detail::OpKernel;
+using detail::Value;
+
+struct Model::Impl {
+  Options opt;
+  std::string name;
+  std::vector<Value> values;
+  std::map<std::string, int> index;
+  std::vector<NodeDef> nodes;
+  std::vector<std::unique_ptr<OpKernel>> kernels;
+  std::vector<int> input_ids, output_ids;
+  std::vector<ValueInfo> inputs, outputs;
+  std::map<std::string, std::string> metadata;
+  ModelSummary summary;
+
+  // Plan.
+  bool planned = false;
+  std::vector<std::vector<int64_t>> key_shapes;
+  std::vector<std::vector<int64_t>> key_ints;
+  std::vector<OpContext> ctxs;
+  std::vector<int> runtime_nodes;
+  std::vector<bool> folded;
+  AlignedBuffer<uint8_t> arena;
+  int64_t scratch_offset = 0;
+  detail::RunState rs;
+  std::vector<NodeProfile> profile;
+  bool int16 = false, calibrated = false;
+
+  void LoadProto(const onnx::ModelProto& m);
+  struct InMeta {
+    DType dtype = DType::kFloat32;
+    std::vector<int64_t> shape;
+    const int64_t* ints = nullptr;  // integer inputs: their values
+  };
+  void Plan(const std::vector<InMeta>& in_meta);
+  void Execute(const std::vector<const void*>& in_data);
+  bool KeyMatches(const std::vector<InMeta>& in) const;
+};
+
+namespace {
+
+detail::Attr ConvertAttr(const onnx::AttributeProto& a, const std::string& where) {
+  detail::Attr out;
+  switch (a.type()) {
+    case onnx::AttributeProto::INT: out.kind = detail::Attr::kInt; out.i = a.i(); break;
+    case onnx::AttributeProto::FLOAT: out.kind = detail::Attr::kFloat; out.f = a.f(); break;
+    case onnx::AttributeProto::STRING: out.kind = detail::Attr::kString; out.s = a.s(); break;
+    case onnx::AttributeProto::INTS:
+      out.kind = detail::Attr::kInts;
+      out.ints.assign(a.ints().begin(), a.ints().end());
+      break;
+    case onnx::AttributeProto::FLOATS:
+      out.kind = detail::Attr::kFloats;
+      out.floats.assign(a.floats().begin(), a.floats().end());
+      break;
+    case onnx::AttributeProto::TENSOR:
+      out.kind = detail::Attr::kTensor;
+      out.t = std::make_shared<Tensor>(detail::TensorFromProto(a.t(), where + ": attribute " + a.name()));
+      break;
+    default: out.kind = detail::Attr::kNone; break;
+  }
+  return out;
+}
+
+}  // namespace
+
+void Model::Impl::LoadProto(const onnx::ModelProto& m) {
+  int default_opset = 0, permdnn_opset = 0;
+  for (const auto& o : m.opset_import()) {
+    if (o.domain().empty() || o.domain() == "ai.onnx") default_opset = static_cast<int>(o.version());
+    else if (o.domain() == detail::kPermDnnDomain) permdnn_opset = static_cast<int>(o.version());
+  }
+  if (default_opset == 0) default_opset = 1;
+  summary.opset = default_opset;
+  for (const auto& p : m.metadata_props()) metadata[p.key()] = p.value();
+  const onnx::GraphProto& g = m.graph();
+  if (g.sparse_initializer_size() > 0) throw UnsupportedError(name + ": sparse initializers are not supported");
+
+  auto add_value = [&](const std::string& vname, const std::string& where) -> int {
+    PERMDNN_CHECK(!vname.empty(), "{}: {} has an empty name", name, where);
+    PERMDNN_CHECK(!index.count(vname), "{}: {}: the name '{}' is defined twice", name, where, vname);
+    const int id = static_cast<int>(values.size());
+    values.emplace_back();
+    values.back().name = vname;
+    index[vname] = id;
+    return id;
+  };
+  for (int k = 0; k < g.initializer_size(); ++k) {
+    const auto& t = g.initializer(k);
+    const int id = add_value(t.name(), fmt::format("initializer #{}", k));
+    Value& v = values[id];
+    v.constant_data = detail::TensorFromProto(t, fmt::format("{}: initializer '{}'", name, t.name()));
+    v.initializer = v.constant = v.known = true;
+    v.dtype = v.constant_data.dtype();
+    v.shape = v.constant_data.shape();
+    v.data = v.constant_data.raw();
+    summary.initializers++;
+    summary.weight_bytes += v.size() * detail::OnnxElementBytes(t.data_type());
+  }
+  for (const auto& in : g.input()) {
+    if (index.count(in.name()) && values[index[in.name()]].initializer) continue;  // IR < 4 style
+    const std::string where = fmt::format("{}: graph input '{}'", name, in.name());
+    if (!in.type().has_tensor_type()) throw UnsupportedError(where + ": only tensor inputs are supported");
+    const auto& tt = in.type().tensor_type();
+    ValueInfo info;
+    info.name = in.name();
+    info.dtype = DTypeFromOnnx(tt.elem_type(), where);
+    if (tt.has_shape())
+      for (const auto& d : tt.shape().dim()) info.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    const int id = add_value(in.name(), "graph input");
+    values[id].dtype = info.dtype;
+    input_ids.push_back(id);
+    inputs.push_back(std::move(info));
+  }
+  nodes.reserve(g.node_size());
+  for (int k = 0; k < g.node_size(); ++k) {
+    const auto& pn = g.node(k);
+    NodeDef n;
+    n.name = pn.name().empty() ? fmt::format("#{}", k) : pn.name();
+    n.op_type = pn.op_type();
+    n.domain = pn.domain() == "ai.onnx" ? "" : pn.domain();
+    n.position = k;
+    n.opset = detail::IsPermDnnDomain(n.domain) ? permdnn_opset : default_opset;
+    for (const auto& iname : pn.input()) {
+      if (iname.empty()) {
+        n.inputs.push_back(-1);
+        continue;
+      }
+      auto it = index.find(iname);
+      if (it == index.end())
+        Fail("{}: {}: input '{}' is missing: it is neither a graph input, an initializer nor the output of an "
+             "earlier node",
+             name, n.Where(), iname);
+      n.inputs.push_back(it->second);
+    }
+    for (const auto& a : pn.attribute()) n.attrs[a.name()] = ConvertAttr(a, name + ": " + n.Where());
+    for (const auto& oname : pn.output()) {
+      if (oname.empty()) {
+        n.outputs.push_back(-1);
+        continue;
+      }
+      const int id = add_value(oname, n.Where() + " output");
+      values[id].producer = k;
+      n.outputs.push_back(id);
+    }
+    if (detail::IsPermDnnDomain(n.domain)) summary.compressed_nodes++;
+    nodes.push_back(std::move(n));
+  }
+  for (const NodeDef& n : nodes) {
+    try {
+      kernels.push_back(detail::CreateKernel(n));
+    } catch (const UnsupportedError& e) {
+      throw UnsupportedError(name + ": " + e.what());
+    } catch (const Error& e) {
+      throw Error(name + ": " + e.what());
+    }
+  }
+  summary.nodes = static_cast<int64_t>(nodes.size());
+  PERMDNN_CHECK(g.output_size() > 0, "{}: the graph has no outputs", name);
+  for (const auto& o : g.output()) {
+    auto it = index.find(o.name());
+    PERMDNN_CHECK(it != index.end(), "{}: graph output '{}' is not produced by any node", name, o.name());
+    values[it->second].graph_output = true;
+    output_ids.push_back(it->second);
+    ValueInfo info;
+    info.name = o.name();
+    if (o.type().has_tensor_type()) {
+      const auto& tt = o.type().tensor_type();
+      info.dtype = static_cast<DType>(tt.elem_type());
+      if (tt.has_shape())
+        for (const auto& d : tt.shape().dim()) info.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    }
+    outputs.push_back(std::move(info));
+  }
+  ctxs.resize(nodes.size());
+  for (std::size_t k = 0; k < nodes.size(); ++k) {
+    ctxs[k].node = &nodes[k];
+    for (int id : nodes[k].inputs) ctxs[k].in.push_back(id >= 0 ? &values[id] : nullptr);
+    for (int id : nodes[k].outputs) ctxs[k].out.push_back(id >= 0 ? &values[id] : nullptr);
+  }
+}
+
+bool Model::Impl::KeyMatches(const std::vector<InMeta>& in) const {
+  if (!planned || in.size() != key_shapes.size()) return false;
+  for (std::size_t k = 0; k < in.size(); ++k) {
+    if (in[k].shape != key_shapes[k]) return false;
+    if (!IsFloat(in[k].dtype)) {
+      const int64_t n = NumElements(in[k].shape);
+      if (!std::equal(in[k].ints, in[k].ints + n, key_ints[k].begin(), key_ints[k].end())) return false;
+    }
+  }
+  return true;
+}
+
+void Model::Impl::Plan(const std::vector<InMeta>& in) {
+  planned = false;
+  PERMDNN_CHECK(in.size() == input_ids.size(), "{}: {} inputs given, the model has {}", name, in.size(),
+                input_ids.size());
+  for (Value& v : values) {
+    if (v.initializer) continue;
+    v.known = v.constant = false;
+    v.data = nullptr;
+    v.arena_offset = -1;
+    v.last_use = -1;
+    v.constant_data = Tensor();
+  }
+  key_shapes.clear();
+  key_ints.clear();
+  for (std::size_t k = 0; k < in.size(); ++k) {
+    Value& v = values[input_ids[k]];
+    const ValueInfo& info = inputs[k];
+    const InMeta& t = in[k];
+    PERMDNN_CHECK(IsFloat(t.dtype) == IsFloat(info.dtype), "{}: input '{}' should be {}, got {}", name, info.name,
+                  DTypeName(info.dtype), DTypeName(t.dtype));
+    bool ok = info.shape.empty() || info.shape.size() == t.shape.size();
+    for (std::size_t d = 0; ok && d < info.shape.size(); ++d)
+      ok = info.shape[d] < 0 || info.shape[d] == t.shape[d];
+    PERMDNN_CHECK(ok, "{}: input '{}' should have shape {} (-1 = any), got {}", name, info.name,
+                  ShapeString(info.shape), ShapeString(t.shape));
+    for (int64_t d : t.shape) PERMDNN_CHECK(d >= 0, "{}: input '{}': negative dimension", name, info.name);
+    v.dtype = info.dtype;
+    v.shape = t.shape;
+    v.known = true;
+    key_shapes.push_back(t.shape);
+    key_ints.emplace_back();
+    if (!IsFloat(t.dtype)) {
+      const int64_t n = NumElements(t.shape);
+      v.constant = true;
+      v.constant_data = Tensor::Int64(t.shape, {t.ints, static_cast<std::size_t>(n)}, info.dtype);
+      v.data = v.constant_data.raw();
+      key_ints.back().assign(t.ints, t.ints + n);
+    }
+  }
+  // Shapes and folding, node by node.
+  folded.assign(nodes.size(), false);
+  runtime_nodes.clear();
+  int64_t scratch = 0;
+  AlignedBuffer<uint8_t> fold_scratch;
+  for (std::size_t k = 0; k < nodes.size(); ++k) {
+    OpContext& ctx = ctxs[k];
+    ctx.scratch_bytes = 0;
+    for (Value* v : ctx.in)
+      if (v && !v->known) Fail("{}: {}: input '{}' has no known shape", name, nodes[k].Where(), v->name);
+    try {
+      kernels[k]->Prepare(ctx);
+    } catch (const UnsupportedError& e) {
+      throw UnsupportedError(name + ": " + e.what());
+    } catch (const Error& e) {
+      throw Error(name + ": " + e.what());
+    }
+    for (Value* v : ctx.out)
+      if (v && !v->known) Fail("{}: {}: output '{}' got no shape", name, nodes[k].Where(), v->name);
+    bool all_const = kernels[k]->Foldable();
+    for (Value* v : ctx.in) all_const = all_const && (!v || v->constant);
+    if (all_const) {
+      for (Value* v : ctx.out) {
+        if (!v) continue;
+        PERMDNN_CHECK(static_cast<int64_t>(v->bytes()) <= opt.max_arena_bytes,
+                      "{}: {}: folded output of {} bytes exceeds the limit", name, nodes[k].Where(), v->bytes());
+        v->constant_data = Tensor(v->dtype, v->shape);
+        v->data = v->constant_data.raw();
+        v->constant = true;
+      }
+      fold_scratch.Resize(static_cast<std::size_t>(ctx.scratch_bytes));
+      detail::RunState frs;
+      frs.scratch = fold_scratch.data();
+      try {
+        kernels[k]->Run(ctx, frs);
+      } catch (const Error& e) {
+        throw Error(name + ": " + e.what());
+      }
+      folded[k] = true;
+    } else {
+      runtime_nodes.push_back(static_cast<int>(k));
+      scratch = std::max(scratch, ctx.scratch_bytes);
+    }
+  }
+  // Liveness over runtime nodes.
+  for (std::size_t t = 0; t < runtime_nodes.size(); ++t)
+    for (Value* v : ctxs[runtime_nodes[t]].in)
+      if (v && !v->constant) v->last_use = static_cast<int>(t);
+  for (int id : output_ids)
+    if (!values[id].constant) values[id].last_use = INT_MAX;
+  // First-fit arena layout with reuse of dead tensors.
+  struct Live {
+    int64_t offset, size;
+    int last_use;
+  };
+  std::vector<Live> live;
+  int64_t arena_size = 0;
+  auto align = [](int64_t b) { return (b + 63) / 64 * 64; };
+  for (std::size_t t = 0; t < runtime_nodes.size(); ++t) {
+    live.erase(std::remove_if(live.begin(), live.end(), [&](const Live& l) { return l.last_use < static_cast<int>(t); }),
+               live.end());
+    for (Value* v : ctxs[runtime_nodes[t]].out) {
+      if (!v) continue;
+      const int64_t size = align(std::max<int64_t>(1, static_cast<int64_t>(v->bytes())));
+      if (v->last_use < 0) v->last_use = static_cast<int>(t);  // unused output still needs room
+      std::sort(live.begin(), live.end(), [](const Live& a, const Live& b) { return a.offset < b.offset; });
+      int64_t at = 0;
+      for (const Live& l : live) {
+        if (at + size <= l.offset) break;
+        at = std::max(at, l.offset + l.size);
+      }
+      v->arena_offset = at;
+      live.push_back({at, size, v->last_use});
+      arena_size = std::max(arena_size, at + size);
+      PERMDNN_CHECK(arena_size <= opt.max_arena_bytes, "{}: the plan needs more than {} bytes of activations", name,
+                    opt.max_arena_bytes);
+    }
+  }
+  scratch_offset = arena_size;
+  const int64_t total = arena_size + align(scratch);
+  PERMDNN_CHECK(total <= opt.max_arena_bytes, "{}: the plan needs {} bytes (limit {})", name, total,
+                opt.max_arena_bytes);
+  arena.Resize(static_cast<std::size_t>(total));
+  for (Value& v : values)
+    if (v.arena_offset >= 0) v.data = arena.data() + v.arena_offset;
+  rs.scratch = arena.data() + scratch_offset;
+  profile.assign(nodes.size(), NodeProfile{});
+  for (std::size_t k = 0; k < nodes.size(); ++k) {
+    profile[k].name = nodes[k].name;
+    profile[k].op_type = nodes[k].op_type;
+    profile[k].kernel = folded[k] ? "folded" : kernels[k]->KernelName();
+    profile[k].fast = !folded[k] && kernels[k]->Fast();
+  }
+  planned = true;
+}
+
+void Model::Impl::Execute(const std::vector<const void*>& in_data) {
+  for (std::size_t k = 0; k < input_ids.size(); ++k) {
+    Value& v = values[input_ids[k]];
+    if (IsFloat(v.dtype)) {
+      const float* x = static_cast<const float*>(in_data[k]);
+      const int64_t n = v.size();
+      for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(x[i]))
+          Fail("{}: input '{}' holds {} at element {} (inputs must be finite)", name, v.name,
+               std::isnan(x[i]) ? "NaN" : "an infinity", i);
+      v.data = const_cast<void*>(in_data[k]);
+    }
+  }
+  rs.threads = std::max(1, opt.threads);
+  rs.int16 = int16 && calibrated;
+  openblas_set_num_threads(rs.threads);
+  for (int k : runtime_nodes) {
+    if (opt.profile) {
+      const auto t0 = std::chrono::steady_clock::now();
+      kernels[k]->Run(ctxs[k], rs);
+      profile[k].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      profile[k].calls++;
+      if (kernels[k]->SupportsInt16()) profile[k].kernel = kernels[k]->KernelName();
+    } else {
+      kernels[k]->Run(ctxs[k], rs);
+    }
+  }
+}
+
+Model::Model() : impl_(std::make_unique<Impl>()) {}
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+Model Model::Load(const std::string& path, const Options& options) {
+  return FromBytes(ReadFileBytes(path), path, options);
+}
+
+Model Model::FromBytes(std::string_view bytes, const std::string& name, const Options& options) {
+  Model model;
+  Impl& m = *model.impl_;
+  m.opt = options;
+  m.name = name;
+  m.int16 = options.int16;
+  m.LoadProto(detail::ParseModelProto(bytes, name));
+  // Plan once now when every input is float with a known rank, so that shape
+  // errors surface at load time (open dims are taken as 1).
+  bool static_ok = true;
+  std::vector<Impl::InMeta> probe;
+  for (const ValueInfo& v : m.inputs) {
+    if (!IsFloat(v.dtype) || v.shape.empty()) {
+      static_ok = false;
+      break;
+    }
+    std::vector<int64_t> s = v.shape;
+    for (int64_t& d : s) d = d < 0 ? 1 : d;
+    int64_t n = 1;
+    for (int64_t d : s) n = d > 0 && n > (int64_t{1} << 32) / d ? (int64_t{1} << 33) : n * d;
+    if (n > (int64_t{1} << 30)) {
+      static_ok = false;
+      break;
+    }
+    probe.push_back({DType::kFloat32, s, nullptr});
+  }
+  if (static_ok) m.Plan(probe);
+  return model;
+}
+
+const std::vector<ValueInfo>& Model::inputs() const { return impl_->inputs; }
+const std::vector<ValueInfo>& Model::outputs() const { return impl_->outputs; }
+ModelSummary Model::Summary() const { return impl_->summary; }
+std::string Model::Metadata(const std::string& key) const {
+  auto it = impl_->metadata.find(key);
+  return it == impl_->metadata.end() ? std::string() : it->second;
+}
+void Model::SetThreads(int threads) { impl_->opt.threads = std::max(1, threads); }
+void Model::SetProfiling(bool on) { impl_->opt.profile = on; }
+
+std::vector<int64_t> Model::OutputShape(std::span<const int64_t> input_shape) {
+  Impl& m = *impl_;
+  PERMDNN_CHECK(m.inputs.size() == 1 && IsFloat(m.inputs[0].dtype),
+                "{}: the span API needs exactly one float input (the model has {})", m.name, m.inputs.size());
+  std::vector<Impl::InMeta> meta = {{DType::kFloat32, {input_shape.begin(), input_shape.end()}, nullptr}};
+  if (!m.KeyMatches(meta)) m.Plan(meta);
+  return m.values[m.output_ids[0]].shape;
+}
+
+std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const int64_t> input_shape,
+                                std::span<float> output) {
+  Impl& m = *impl_;
+  std::vector<int64_t> out_shape = OutputShape(input_shape);
+  PERMDNN_CHECK(static_cast<int64_t>(input.size()) == NumElements(input_shape),
+                "{}: input has {} floats, shape {} needs {}", m.name, input.size(), ShapeString(input_shape),
+                NumElements(input_shape));
+  const Value& y = m.values[m.output_ids[0]];
+  PERMDNN_CHECK(IsFloat(y.dtype), "{}: output '{}' is {}, not float32", m.name, y.name, DTypeName(y.dtype));
+  PERMDNN_CHECK(static_cast<int64_t>(output.size()) >= y.size(), "{}: output span holds {} floats, need {}", m.name,
+                output.size(), y.size());
+  m.Execute({input.data()});
+  std::memcpy(output.data(), y.data, y.bytes());
+  return out_shape;
+}
+
+std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
+  Impl& m = *impl_;
+  std::vector<Impl::InMeta> meta;
+  for (const Tensor& t : inputs) meta.push_back({t.dtype(), t.shape(), IsFloat(t.dtype()) ? nullptr : t.i()});
+  if (!m.KeyMatches(meta)) m.Plan(meta);
+  std::vector<const void*> data;
+  for (const Tensor& t : inputs) data.push_back(t.raw());
+  m.Execute(data);
+  std::vector<Tensor> out;
+  for (int id : m.output_ids) {
+    const Value& v = m.values[id];
+    Tensor t(v.dtype, v.shape);
+    if (v.bytes()) std::memcpy(t.raw(), v.data, v.bytes());
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+void Model::EnableInt16(bool on) { impl_->int16 = on; }
+bool Model::int16_ready() const { return impl_->int16 && impl_->calibrated; }
+
+void Model::Calibrate(std::span<const float> input, std::span<const int64_t> input_shape) {
+  Impl& m = *impl_;
+  PERMDNN_CHECK(m.int16, "{}: Calibrate needs int16 enabled (Options::int16 or EnableInt16)", m.name);
+  std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
+  OutputShape(shape);
+  PERMDNN_CHECK(static_cast<int64_t>(input.size()) == NumElements(shape), "{}: calibration input size mismatch",
+                m.name);
+  m.calibrated = false;
+  for (auto& k : m.kernels)
+    if (k->SupportsInt16()) k->BeginCalibration();
+  m.rs.calibrating = true;
+  try {
+    m.Execute({input.data()});
+  } catch (...) {
+    m.rs.calibrating = false;
+    throw;
+  }
+  m.rs.calibrating = false;
+  for (auto& k : m.kernels)
+    if (k->SupportsInt16()) k->EndCalibration();
+  m.calibrated = true;
+}
+
+std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
+void Model::ResetProfile() {
+  for (NodeProfile& p : impl_->profile) {
+    p.calls = 0;
+    p.seconds = 0;
+  }
+}
+
+}  // namespace permdnn::runtime

@@ -1,0 +1,244 @@
+// TensorProto / ModelProto conversions and the small tensor helpers.
+#include "runtime/onnx_util.h"
+
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+#include "permdnn/runtime/onnx_io.h"
+
+namespace permdnn::runtime {
+
+const char* DTypeName(DType d) {
+  switch (d) {
+    case DType::kFloat32: return "float32";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt8: return "int8";
+    case DType::kUInt16: return "uint16";
+    case DType::kInt16: return "int16";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kBool: return "bool";
+  }
+  return "?";
+}
+
+DType DTypeFromOnnx(int t, const std::string& where) {
+  switch (t) {
+    case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 9: return static_cast<DType>(t);
+    default: break;
+  }
+  static const char* kNames[] = {"undefined", "float", "uint8", "int8", "uint16", "int16", "int32", "int64",
+                                 "string", "bool", "float16", "double", "uint32", "uint64", "complex64",
+                                 "complex128", "bfloat16"};
+  const char* name = t >= 0 && t <= 16 ? kNames[t] : "unknown";
+  throw UnsupportedError(fmt::format("{}: dtype {} ({}) is not supported by the runtime", where, name, t));
+}
+
+int64_t NumElements(std::span<const int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string ShapeString(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (std::size_t k = 0; k < shape.size(); ++k) s += (k ? ", " : "") + std::to_string(shape[k]);
+  return s + "]";
+}
+
+Tensor::Tensor(DType dtype, std::vector<int64_t> shape) : dtype_(dtype), shape_(std::move(shape)) {
+  for (int64_t d : shape_) PERMDNN_CHECK(d >= 0, "tensor shape {} has a negative dimension", ShapeString(shape_));
+  data_.Resize(bytes());
+  std::memset(data_.data(), 0, data_.size());
+}
+Tensor Tensor::Float(std::vector<int64_t> shape, std::span<const float> data) {
+  Tensor t(DType::kFloat32, std::move(shape));
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == t.size(), "Tensor::Float: {} values for shape {}", data.size(),
+                ShapeString(t.shape()));
+  if (!data.empty()) std::memcpy(t.raw(), data.data(), t.bytes());
+  return t;
+}
+Tensor Tensor::Int64(std::vector<int64_t> shape, std::span<const int64_t> data, DType tag) {
+  PERMDNN_CHECK(!IsFloat(tag), "Tensor::Int64 with a float tag");
+  Tensor t(tag, std::move(shape));
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == t.size(), "Tensor::Int64: {} values for shape {}", data.size(),
+                ShapeString(t.shape()));
+  if (!data.empty()) std::memcpy(t.raw(), data.data(), t.bytes());
+  return t;
+}
+std::span<float> Tensor::floats() {
+  PERMDNN_CHECK(IsFloat(dtype_), "tensor is {}, not float32", DTypeName(dtype_));
+  return {f(), static_cast<std::size_t>(size())};
+}
+std::span<const float> Tensor::floats() const {
+  PERMDNN_CHECK(IsFloat(dtype_), "tensor is {}, not float32", DTypeName(dtype_));
+  return {f(), static_cast<std::size_t>(size())};
+}
+std::span<const int64_t> Tensor::ints() const {
+  PERMDNN_CHECK(!IsFloat(dtype_), "tensor is float32, not an integer type");
+  return {i(), static_cast<std::size_t>(size())};
+}
+
+std::string ReadFileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  PERMDNN_CHECK(in.good(), "{}: cannot open file", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  PERMDNN_CHECK(!in.bad(), "{}: read error", path);
+  return ss.str();
+}
+
+Tensor ParseTensorProto(std::string_view bytes, const std::string& name) {
+  onnx::TensorProto t;
+  PERMDNN_CHECK(t.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())),
+                "{}: not a serialized onnx.TensorProto (protobuf parse failed)", name);
+  return detail::TensorFromProto(t, name);
+}
+Tensor ReadTensorProtoFile(const std::string& path) { return ParseTensorProto(ReadFileBytes(path), path); }
+
+namespace detail {
+
+int OnnxElementBytes(int t) {
+  switch (t) {
+    case 1: case 6: case 12: return 4;
+    case 2: case 3: case 9: return 1;
+    case 4: case 5: case 10: case 16: return 2;
+    case 7: case 11: case 13: case 14: return 8;
+    case 15: return 16;
+    default: return 0;
+  }
+}
+
+namespace {
+template <typename S>
+void Widen(const std::string& raw, int64_t* dst, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    S v;
+    std::memcpy(&v, raw.data() + k * sizeof(S), sizeof(S));
+    dst[k] = static_cast<int64_t>(v);
+  }
+}
+}  // namespace
+
+Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
+  const std::string what = t.name().empty() ? where : fmt::format("{}: tensor '{}'", where, t.name());
+  if (t.data_location() == onnx::TensorProto::EXTERNAL || t.external_data_size() > 0)
+    throw UnsupportedError(what + ": external data is not supported");
+  if (t.has_segment()) throw UnsupportedError(what + ": segmented tensors are not supported");
+  const DType dtype = DTypeFromOnnx(t.data_type(), what);
+  std::vector<int64_t> shape(t.dims().begin(), t.dims().end());
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    PERMDNN_CHECK(d >= 0, "{}: negative dimension in {}", what, ShapeString(shape));
+    PERMDNN_CHECK(d == 0 || n <= (int64_t{1} << 40) / d, "{}: shape {} is too large", what, ShapeString(shape));
+    n *= d;
+  }
+  const int eb = OnnxElementBytes(t.data_type());
+  Tensor out(dtype, shape);
+  if (t.has_raw_data()) {
+    const std::string& raw = t.raw_data();
+    PERMDNN_CHECK(static_cast<int64_t>(raw.size()) == n * eb,
+                  "{}: shape {} needs {} bytes of {} data, raw_data has {}", what, ShapeString(shape), n * eb,
+                  DTypeName(dtype), raw.size());
+    switch (dtype) {
+      case DType::kFloat32: if (n) std::memcpy(out.raw(), raw.data(), n * 4); break;
+      case DType::kUInt8: case DType::kBool: Widen<uint8_t>(raw, out.i(), n); break;
+      case DType::kInt8: Widen<int8_t>(raw, out.i(), n); break;
+      case DType::kUInt16: Widen<uint16_t>(raw, out.i(), n); break;
+      case DType::kInt16: Widen<int16_t>(raw, out.i(), n); break;
+      case DType::kInt32: Widen<int32_t>(raw, out.i(), n); break;
+      case DType::kInt64: if (n) std::memcpy(out.raw(), raw.data(), n * 8); break;
+    }
+    return out;
+  }
+  auto check = [&](int64_t got, const char* field) {
+    PERMDNN_CHECK(got == n, "{}: shape {} has {} elements, {} holds {}", what, ShapeString(shape), n, field, got);
+  };
+  if (dtype == DType::kFloat32) {
+    check(t.float_data_size(), "float_data");
+    for (int64_t k = 0; k < n; ++k) out.f()[k] = t.float_data(static_cast<int>(k));
+  } else if (dtype == DType::kInt64) {
+    check(t.int64_data_size(), "int64_data");
+    for (int64_t k = 0; k < n; ++k) out.i()[k] = t.int64_data(static_cast<int>(k));
+  } else {
+    check(t.int32_data_size(), "int32_data");
+    for (int64_t k = 0; k < n; ++k) out.i()[k] = t.int32_data(static_cast<int>(k));
+  }
+  return out;
+}
+
+namespace {
+void SetRaw(onnx::TensorProto* t, const std::string& name, int type, const void* data, std::size_t bytes,
+            const std::vector<int64_t>& shape) {
+  t->set_name(name);
+  t->set_data_type(type);
+  for (int64_t d : shape) t->add_dims(d);
+  t->set_raw_data(std::string(static_cast<const char*>(data), bytes));
+}
+}  // namespace
+
+void SetFloatTensor(onnx::TensorProto* t, const std::string& name, std::span<const float> data,
+                    const std::vector<int64_t>& shape) {
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,
+                data.size(), ShapeString(shape));
+  SetRaw(t, name, onnx::TensorProto::FLOAT, data.data(), data.size_bytes(), shape);
+}
+void SetUInt16Tensor(onnx::TensorProto* t, const std::string& name, std::span<const uint16_t> data,
+                     const std::vector<int64_t>& shape) {
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,
+                data.size(), ShapeString(shape));
+  SetRaw(t, name, onnx::TensorProto::UINT16, data.data(), data.size_bytes(), shape);
+}
+void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int64_t> data,
+                    const std::vector<int64_t>& shape) {
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,
+                data.size(), ShapeString(shape));
+  SetRaw(t, name, onnx::TensorProto::INT64, data.data(), data.size_bytes(), shape);
+}
+void AddAttr(onnx::NodeProto* n, const std::string& name, int64_t v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+void AddAttr(onnx::NodeProto* n, const std::string& name, float v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(v);
+}
+void AddAttr(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+
+void WriteModelProto(const onnx::ModelProto& m, const std::string& path) {
+  std::string bytes;
+  PERMDNN_CHECK(m.SerializeToString(&bytes), "{}: cannot serialize the model", path);
+  WriteFileAtomic(path, bytes);
+}
+
+onnx::ModelProto ParseModelProto(std::string_view bytes, const std::string& name) {
+  PERMDNN_CHECK(!bytes.empty(), "{}: empty file, not an ONNX model", name);
+  auto starts = [&](std::string_view magic) { return bytes.substr(0, magic.size()) == magic; };
+  if (starts("\x93NUMPY")) Fail("{}: this is a NumPy .npy file, not an ONNX model", name);
+  if (starts("PK\x03\x04")) Fail("{}: this is a zip archive (a PyTorch .pt checkpoint?), not an ONNX model", name);
+  if (starts("\x89HDF")) Fail("{}: this is an HDF5 file, not an ONNX model", name);
+  if (starts("{") || starts("[")) Fail("{}: this looks like JSON text, not an ONNX model", name);
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    Fail("{}: file of {} bytes exceeds the 2 GiB protobuf limit", name, bytes.size());
+  onnx::ModelProto m;
+  if (!m.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    Fail("{}: not an ONNX model: protobuf parse failed (truncated or corrupt file, {} bytes)", name, bytes.size());
+  PERMDNN_CHECK(m.has_graph(), "{}: not an ONNX model: no graph in the file (wrong file type or truncated)", name);
+  return m;
+}
+
+}  // namespace detail
+}  // namespace permdnn::runtime

@@ -1,0 +1,1011 @@
+// The dense ONNX operators of the runtime (float32 compute, int64 for shape
+// arithmetic). PermDiag custom ops live in ops_permdiag.cc. Every Prepare
+// validates shapes and fails naming the node; Run trusts them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <numeric>
+
+#include <cblas.h>
+
+#include "runtime/conv_util.h"
+#include "runtime/graph.h"
+
+namespace permdnn::runtime::detail {
+
+std::unique_ptr<OpKernel> CreatePermDiagKernel(const NodeDef& node);
+
+namespace {
+
+[[noreturn]] void Unsupported(const OpContext& ctx, const std::string& what) {
+  throw UnsupportedError(ctx.node->Where() + ": " + what);
+}
+[[noreturn]] void UnsupportedNode(const NodeDef& n, const std::string& what) {
+  throw UnsupportedError(n.Where() + ": " + what);
+}
+
+void RequireFloat(const OpContext& ctx, const Value* v, const char* what) {
+  if (!IsFloat(v->dtype))
+    Unsupported(ctx, fmt::format("{} '{}' has dtype {}; this op computes in float32 only", what, v->name,
+                                 DTypeName(v->dtype)));
+}
+const Value& Req(const OpContext& ctx, std::size_t k, const char* what) {
+  const Value* v = ctx.In(k);
+  if (!v) ctx.Fail("missing required input {} ({})", k, what);
+  return *v;
+}
+
+std::vector<int64_t> Strides(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> s(shape.size(), 1);
+  for (int k = static_cast<int>(shape.size()) - 2; k >= 0; --k) s[k] = s[k + 1] * shape[k + 1];
+  return s;
+}
+
+// ---- Elementwise binary with multidirectional broadcasting -----------------
+
+enum class BinKind { kAdd, kSub, kMul, kDiv };
+
+template <typename T>
+inline T ApplyBin(BinKind k, T a, T b) {
+  switch (k) {
+    case BinKind::kAdd: return a + b;
+    case BinKind::kSub: return a - b;
+    case BinKind::kMul: return a * b;
+    case BinKind::kDiv:
+      if constexpr (std::is_integral_v<T>) return b == 0 ? T{0} : a / b;
+      else return a / b;
+  }
+  return a;
+}
+
+class BinaryOp : public OpKernel {
+ public:
+  explicit BinaryOp(BinKind k) : kind_(k) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& a = Req(ctx, 0, "A");
+    const Value& b = Req(ctx, 1, "B");
+    if (IsFloat(a.dtype) != IsFloat(b.dtype))
+      ctx.Fail("operand dtypes differ: {} vs {}", DTypeName(a.dtype), DTypeName(b.dtype));
+    ctx.SetOut(0, a.dtype, BroadcastShapes(a.shape, b.shape, ctx));
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    if (IsFloat(ctx.out[0]->dtype)) Compute<float>(ctx);
+    else Compute<int64_t>(ctx);
+  }
+  std::string KernelName() const override { return "elementwise"; }
+
+ private:
+  template <typename T>
+  void Compute(OpContext& ctx) {
+    const Value& a = *ctx.in[0];
+    const Value& b = *ctx.in[1];
+    Value& y = *ctx.out[0];
+    const T* pa = static_cast<const T*>(a.data);
+    const T* pb = static_cast<const T*>(b.data);
+    T* py = static_cast<T*>(y.data);
+    const int64_t n = y.size();
+    if (n == 0) return;
+    const int64_t na = a.size(), nb = b.size();
+    if (na == n && nb == n) {
+      for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind_, pa[i], pb[i]);
+      return;
+    }
+    if (na == n && nb == 1) {
+      const T s = pb[0];
+      for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind_, pa[i], s);
+      return;
+    }
+    if (nb == n && na == 1) {
+      const T s = pa[0];
+      for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind_, s, pb[i]);
+      return;
+    }
+    // General: strides with 0 on broadcast dims, innermost loop on the last dim.
+    const int r = static_cast<int>(y.shape.size());
+    std::vector<int64_t> sa(r, 0), sb(r, 0);
+    auto fill = [&](const std::vector<int64_t>& shp, std::vector<int64_t>& st) {
+      const int off = r - static_cast<int>(shp.size());
+      std::vector<int64_t> s = Strides(shp);
+      for (int k = 0; k < static_cast<int>(shp.size()); ++k) st[off + k] = shp[k] == 1 ? 0 : s[k];
+    };
+    fill(a.shape, sa);
+    fill(b.shape, sb);
+    const int64_t inner = y.shape[r - 1];
+    const int64_t outer = n / inner;
+    const int64_t ia = sa[r - 1], ib = sb[r - 1];
+    std::vector<int64_t> idx(r, 0);
+    for (int64_t o = 0; o < outer; ++o) {
+      int64_t oa = 0, ob = 0;
+      for (int k = 0; k < r - 1; ++k) {
+        oa += idx[k] * sa[k];
+        ob += idx[k] * sb[k];
+      }
+      T* row = py + o * inner;
+      for (int64_t j = 0; j < inner; ++j) row[j] = ApplyBin<T>(kind_, pa[oa + j * ia], pb[ob + j * ib]);
+      for (int k = r - 2; k >= 0; --k) {
+        if (++idx[k] < y.shape[k]) break;
+        idx[k] = 0;
+      }
+    }
+  }
+  BinKind kind_;
+};
+
+// ---- Elementwise unary (float) ---------------------------------------------
+
+class UnaryOp : public OpKernel {
+ public:
+  using Fn = std::function<float(float)>;
+  UnaryOp(Fn fn, bool relu) : fn_(std::move(fn)), relu_(relu) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    RequireFloat(ctx, &x, "input");
+    ctx.SetOut(0, x.dtype, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const float* x = ctx.in[0]->f();
+    float* y = ctx.out[0]->f();
+    const int64_t n = ctx.out[0]->size();
+    if (relu_) {
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0 ? x[i] : 0.0f;
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i] = fn_(x[i]);
+    }
+  }
+  std::string KernelName() const override { return "elementwise"; }
+
+ private:
+  Fn fn_;
+  bool relu_;
+};
+
+class ClipOp : public OpKernel {
+ public:
+  explicit ClipOp(const NodeDef& n) {
+    if (n.opset < 11) {
+      lo_ = n.Float("min", -std::numeric_limits<float>::infinity());
+      hi_ = n.Float("max", std::numeric_limits<float>::infinity());
+      from_inputs_ = false;
+    }
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    RequireFloat(ctx, &x, "input");
+    if (from_inputs_) {
+      lo_ = -std::numeric_limits<float>::infinity();
+      hi_ = std::numeric_limits<float>::infinity();
+      if (ctx.In(1)) lo_ = ctx.Const(1, "min").constant_data.f()[0];
+      if (ctx.In(2)) hi_ = ctx.Const(2, "max").constant_data.f()[0];
+    }
+    ctx.SetOut(0, x.dtype, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const float* x = ctx.in[0]->f();
+    float* y = ctx.out[0]->f();
+    for (int64_t i = 0, n = ctx.out[0]->size(); i < n; ++i) y[i] = std::min(std::max(x[i], lo_), hi_);
+  }
+
+ private:
+  float lo_ = 0, hi_ = 0;
+  bool from_inputs_ = true;
+};
+
+// ---- Data movement ----------------------------------------------------------
+
+// Copies input 0 into output 0 with a new shape computed by `shape_fn`.
+class CopyOp : public OpKernel {
+ public:
+  using ShapeFn = std::function<std::vector<int64_t>(OpContext&)>;
+  explicit CopyOp(ShapeFn fn) : fn_(std::move(fn)) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "data");
+    std::vector<int64_t> shape = fn_(ctx);
+    if (NumElements(shape) != x.size())
+      ctx.Fail("output shape {} has {} elements, input {} has {}", ShapeString(shape), NumElements(shape),
+               ShapeString(x.shape), x.size());
+    ctx.SetOut(0, x.dtype, std::move(shape));
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    if (ctx.out[0]->data != ctx.in[0]->data) std::memcpy(ctx.out[0]->data, ctx.in[0]->data, ctx.in[0]->bytes());
+  }
+  std::string KernelName() const override { return "copy"; }
+
+ private:
+  ShapeFn fn_;
+};
+
+std::vector<int64_t> ReadAxes(OpContext& ctx, const NodeDef& n, std::size_t input) {
+  if (n.opset < 13) return n.Ints("axes");
+  if (!ctx.In(input)) return {};
+  const Value& a = ctx.Const(input, "axes");
+  return std::vector<int64_t>(a.constant_data.i(), a.constant_data.i() + a.size());
+}
+
+std::unique_ptr<OpKernel> MakeFlatten(const NodeDef& n) {
+  const int64_t axis_attr = n.Int("axis", 1);
+  return std::make_unique<CopyOp>([axis_attr](OpContext& ctx) {
+    const auto& s = ctx.in[0]->shape;
+    const int64_t r = static_cast<int64_t>(s.size());
+    int64_t axis = axis_attr < 0 ? axis_attr + r : axis_attr;
+    if (axis < 0 || axis > r) ctx.Fail("axis {} out of range for rank {}", axis_attr, r);
+    int64_t a = 1, b = 1;
+    for (int64_t k = 0; k < r; ++k) (k < axis ? a : b) *= s[k];
+    return std::vector<int64_t>{a, b};
+  });
+}
+
+std::unique_ptr<OpKernel> MakeReshape(const NodeDef& n) {
+  const bool allow_zero = n.Int("allowzero", 0) != 0;
+  const int opset = n.opset;
+  std::vector<int64_t> attr_shape = n.Ints("shape");
+  return std::make_unique<CopyOp>([=](OpContext& ctx) {
+    std::vector<int64_t> target = attr_shape;
+    if (opset >= 5) {
+      const Value& s = ctx.Const(1, "shape");
+      if (s.shape.size() != 1) ctx.Fail("shape input must be 1-D, got {}", ShapeString(s.shape));
+      target.assign(s.constant_data.i(), s.constant_data.i() + s.size());
+    }
+    const auto& in = ctx.in[0]->shape;
+    int infer = -1;
+    int64_t known = 1;
+    for (std::size_t k = 0; k < target.size(); ++k) {
+      if (target[k] == 0 && !allow_zero) {
+        if (k >= in.size()) ctx.Fail("shape[{}] = 0 copies a dimension the input (rank {}) lacks", k, in.size());
+        target[k] = in[k];
+      }
+      if (target[k] == -1) {
+        if (infer >= 0) ctx.Fail("shape {} has more than one -1", ShapeString(target));
+        infer = static_cast<int>(k);
+      } else if (target[k] < 0) {
+        ctx.Fail("shape {} has a negative dimension", ShapeString(target));
+      } else {
+        known *= target[k];
+      }
+    }
+    if (infer >= 0) {
+      const int64_t total = NumElements(in);
+      if (known == 0 || total % known != 0)
+        ctx.Fail("cannot reshape {} to {}", ShapeString(in), ShapeString(target));
+      target[infer] = total / known;
+    }
+    return target;
+  });
+}
+
+std::unique_ptr<OpKernel> MakeSqueeze(const NodeDef& n) {
+  return std::make_unique<CopyOp>([&n](OpContext& ctx) {
+    const auto& in = ctx.in[0]->shape;
+    const int64_t r = static_cast<int64_t>(in.size());
+    std::vector<int64_t> axes = ReadAxes(ctx, n, 1);
+    std::vector<bool> drop(r, false);
+    if (axes.empty()) {
+      for (int64_t k = 0; k < r; ++k) drop[k] = in[k] == 1;
+    } else {
+      for (int64_t a : axes) {
+        int64_t k = NormalizeAxis(a, r, ctx);
+        if (in[k] != 1) ctx.Fail("cannot squeeze axis {} of size {}", a, in[k]);
+        drop[k] = true;
+      }
+    }
+    std::vector<int64_t> out;
+    for (int64_t k = 0; k < r; ++k)
+      if (!drop[k]) out.push_back(in[k]);
+    return out;
+  });
+}
+
+std::unique_ptr<OpKernel> MakeUnsqueeze(const NodeDef& n) {
+  return std::make_unique<CopyOp>([&n](OpContext& ctx) {
+    const auto& in = ctx.in[0]->shape;
+    std::vector<int64_t> axes = ReadAxes(ctx, n, 1);
+    const int64_t r = static_cast<int64_t>(in.size() + axes.size());
+    std::vector<bool> ins(r, false);
+    for (int64_t a : axes) {
+      int64_t k = NormalizeAxis(a, r, ctx);
+      if (ins[k]) ctx.Fail("axis {} repeated", a);
+      ins[k] = true;
+    }
+    std::vector<int64_t> out;
+    std::size_t j = 0;
+    for (int64_t k = 0; k < r; ++k) out.push_back(ins[k] ? 1 : in[j++]);
+    return out;
+  });
+}
+
+class IdentityOp : public CopyOp {
+ public:
+  IdentityOp() : CopyOp([](OpContext& ctx) { return ctx.in[0]->shape; }) {}
+};
+
+class DropoutOp : public IdentityOp {
+ public:
+  explicit DropoutOp(const NodeDef& n) {
+    if (n.outputs.size() > 1 && n.outputs[1] >= 0) UnsupportedNode(n, "Dropout's mask output is not supported");
+    if (n.opset < 7 && n.Int("is_test", 0) == 0) UnsupportedNode(n, "Dropout in training mode (is_test=0)");
+  }
+  void Prepare(OpContext& ctx) override {
+    if (ctx.In(2)) {
+      const Value& t = ctx.Const(2, "training_mode");
+      if (t.constant_data.i()[0] != 0) Unsupported(ctx, "Dropout with training_mode=true");
+    }
+    IdentityOp::Prepare(ctx);
+  }
+};
+
+class CastOp : public OpKernel {
+ public:
+  explicit CastOp(const NodeDef& n) : to_(DTypeFromOnnx(static_cast<int>(n.Int("to", 1)), n.Where())) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "input");
+    ctx.SetOut(0, to_, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
+    const int64_t n = x.size();
+    if (IsFloat(x.dtype) && IsFloat(to_)) {
+      std::memcpy(y.data, x.data, x.bytes());
+    } else if (IsFloat(x.dtype)) {
+      for (int64_t i = 0; i < n; ++i) y.i()[i] = Narrow(FloatToInt(x.f()[i]));
+    } else if (IsFloat(to_)) {
+      for (int64_t i = 0; i < n; ++i) y.f()[i] = static_cast<float>(x.i()[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) y.i()[i] = Narrow(x.i()[i]);
+    }
+  }
+
+ private:
+  static int64_t FloatToInt(float v) {
+    if (std::isnan(v)) return 0;
+    if (v >= 9.2e18f) return std::numeric_limits<int64_t>::max();
+    if (v <= -9.2e18f) return std::numeric_limits<int64_t>::min();
+    return static_cast<int64_t>(v);
+  }
+  int64_t Narrow(int64_t v) const {
+    switch (to_) {
+      case DType::kBool: return v != 0;
+      case DType::kUInt8: return static_cast<uint8_t>(v);
+      case DType::kInt8: return static_cast<int8_t>(v);
+      case DType::kUInt16: return static_cast<uint16_t>(v);
+      case DType::kInt16: return static_cast<int16_t>(v);
+      case DType::kInt32: return static_cast<int32_t>(v);
+      default: return v;
+    }
+  }
+  DType to_;
+};
+
+class ShapeOp : public OpKernel {
+ public:
+  explicit ShapeOp(const NodeDef& n) : start_(n.Int("start", 0)), end_(n.Int("end", INT64_MAX)) {}
+  void Prepare(OpContext& ctx) override {
+    const int64_t r = static_cast<int64_t>(Req(ctx, 0, "data").shape.size());
+    auto clamp = [r](int64_t v) { return std::clamp(v < 0 ? v + r : v, int64_t{0}, r); };
+    s_ = clamp(start_);
+    e_ = std::max(s_, clamp(end_));
+    ctx.SetOut(0, DType::kInt64, {e_ - s_});
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    for (int64_t k = s_; k < e_; ++k) ctx.out[0]->i()[k - s_] = ctx.in[0]->shape[k];
+  }
+
+ private:
+  int64_t start_, end_, s_ = 0, e_ = 0;
+};
+
+class ConstantOp : public OpKernel {
+ public:
+  explicit ConstantOp(const NodeDef& n) {
+    if (n.Has("value")) {
+      t_ = *n.attrs.at("value").t;
+    } else if (n.Has("value_float")) {
+      float v = n.Float("value_float", 0);
+      t_ = Tensor::Float({}, {&v, 1});
+    } else if (n.Has("value_floats")) {
+      auto v = n.Floats("value_floats");
+      t_ = Tensor::Float({static_cast<int64_t>(v.size())}, v);
+    } else if (n.Has("value_int")) {
+      int64_t v = n.Int("value_int", 0);
+      t_ = Tensor::Int64({}, {&v, 1});
+    } else if (n.Has("value_ints")) {
+      auto v = n.Ints("value_ints");
+      t_ = Tensor::Int64({static_cast<int64_t>(v.size())}, v);
+    } else {
+      UnsupportedNode(n, "Constant without value / value_float(s) / value_int(s)");
+    }
+  }
+  void Prepare(OpContext& ctx) override { ctx.SetOut(0, t_.dtype(), t_.shape()); }
+  void Run(OpContext& ctx, RunState&) override { std::memcpy(ctx.out[0]->data, t_.raw(), t_.bytes()); }
+
+ private:
+  Tensor t_;
+};
+
+class ConstantOfShapeOp : public OpKernel {
+ public:
+  explicit ConstantOfShapeOp(const NodeDef& n) {
+    if (n.Has("value")) t_ = *n.attrs.at("value").t;
+    else t_ = Tensor(DType::kFloat32, {1});
+    if (t_.size() != 1) UnsupportedNode(n, "value must have one element");
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& s = ctx.Const(0, "shape");
+    std::vector<int64_t> shape(s.constant_data.i(), s.constant_data.i() + s.size());
+    for (int64_t d : shape)
+      if (d < 0) ctx.Fail("negative dimension in {}", ShapeString(shape));
+    ctx.SetOut(0, t_.dtype(), shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    Value& y = *ctx.out[0];
+    if (IsFloat(y.dtype)) std::fill_n(y.f(), y.size(), t_.f()[0]);
+    else std::fill_n(y.i(), y.size(), t_.i()[0]);
+  }
+
+ private:
+  Tensor t_;
+};
+
+class GatherOp : public OpKernel {
+ public:
+  explicit GatherOp(const NodeDef& n) : axis_attr_(n.Int("axis", 0)) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& d = Req(ctx, 0, "data");
+    const Value& idx = Req(ctx, 1, "indices");
+    if (IsFloat(idx.dtype)) ctx.Fail("indices must be integer, got {}", DTypeName(idx.dtype));
+    const int64_t r = static_cast<int64_t>(d.shape.size());
+    if (r == 0) ctx.Fail("data must have rank >= 1");
+    axis_ = NormalizeAxis(axis_attr_, r, ctx);
+    std::vector<int64_t> out(d.shape.begin(), d.shape.begin() + axis_);
+    out.insert(out.end(), idx.shape.begin(), idx.shape.end());
+    out.insert(out.end(), d.shape.begin() + axis_ + 1, d.shape.end());
+    ctx.SetOut(0, d.dtype, out);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& d = *ctx.in[0];
+    const Value& idx = *ctx.in[1];
+    const std::size_t es = StorageBytes(d.dtype);
+    int64_t outer = 1, inner = 1;
+    for (int64_t k = 0; k < axis_; ++k) outer *= d.shape[k];
+    for (std::size_t k = axis_ + 1; k < d.shape.size(); ++k) inner *= d.shape[k];
+    const int64_t dim = d.shape[axis_], ni = idx.size();
+    const auto* src = static_cast<const uint8_t*>(d.data);
+    auto* dst = static_cast<uint8_t*>(ctx.out[0]->data);
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t j = 0; j < ni; ++j) {
+        int64_t k = idx.i()[j];
+        if (k < 0) k += dim;
+        if (k < 0 || k >= dim) ctx.Fail("index {} out of range [-{}, {})", idx.i()[j], dim, dim);
+        std::memcpy(dst + ((o * ni + j) * inner) * es, src + ((o * dim + k) * inner) * es, inner * es);
+      }
+  }
+
+ private:
+  int64_t axis_attr_, axis_ = 0;
+};
+
+class ConcatOp : public OpKernel {
+ public:
+  explicit ConcatOp(const NodeDef& n) : axis_attr_(n.Int("axis", 0)) {
+    if (!n.Has("axis") && n.opset >= 4) UnsupportedNode(n, "Concat needs the axis attribute");
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& a = Req(ctx, 0, "inputs");
+    const int64_t r = static_cast<int64_t>(a.shape.size());
+    axis_ = NormalizeAxis(axis_attr_, r, ctx);
+    std::vector<int64_t> out = a.shape;
+    out[axis_] = 0;
+    for (std::size_t k = 0; k < ctx.in.size(); ++k) {
+      const Value* v = ctx.in[k];
+      if (!v) ctx.Fail("input {} is empty", k);
+      if (v->shape.size() != a.shape.size() || IsFloat(v->dtype) != IsFloat(a.dtype))
+        ctx.Fail("input {} is {} {}, input 0 is {} {}", k, DTypeName(v->dtype), ShapeString(v->shape),
+                 DTypeName(a.dtype), ShapeString(a.shape));
+      for (int64_t d = 0; d < r; ++d)
+        if (d != axis_ && v->shape[d] != a.shape[d])
+          ctx.Fail("input {} has shape {}, input 0 {} (only axis {} may differ)", k, ShapeString(v->shape),
+                   ShapeString(a.shape), axis_);
+      out[axis_] += v->shape[axis_];
+    }
+    ctx.SetOut(0, a.dtype, out);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    Value& y = *ctx.out[0];
+    const std::size_t es = StorageBytes(y.dtype);
+    int64_t outer = 1, inner = 1;
+    for (int64_t k = 0; k < axis_; ++k) outer *= y.shape[k];
+    for (std::size_t k = axis_ + 1; k < y.shape.size(); ++k) inner *= y.shape[k];
+    auto* dst = static_cast<uint8_t*>(y.data);
+    const int64_t row = y.shape[axis_] * inner;
+    int64_t at = 0;
+    for (Value* v : ctx.in) {
+      const int64_t chunk = v->shape[axis_] * inner;
+      const auto* src = static_cast<const uint8_t*>(v->data);
+      for (int64_t o = 0; o < outer; ++o)
+        std::memcpy(dst + (o * row + at) * es, src + o * chunk * es, chunk * es);
+      at += chunk;
+    }
+  }
+
+ private:
+  int64_t axis_attr_, axis_ = 0;
+};
+
+// Generic strided copy: out[i...] = in[start + i·step ...] per dim.
+void StridedCopy(const uint8_t* src, uint8_t* dst, std::size_t es, const std::vector<int64_t>& in_strides,
+                 const std::vector<int64_t>& start, const std::vector<int64_t>& step,
+                 const std::vector<int64_t>& out_shape) {
+  const int r = static_cast<int>(out_shape.size());
+  const int64_t n = NumElements(out_shape);
+  if (n == 0) return;
+  if (r == 0) {
+    std::memcpy(dst, src, es);
+    return;
+  }
+  std::vector<int64_t> idx(r, 0);
+  int64_t base = 0;
+  for (int k = 0; k < r; ++k) base += start[k] * in_strides[k];
+  for (int64_t o = 0; o < n; ++o) {
+    int64_t off = base;
+    for (int k = 0; k < r; ++k) off += idx[k] * step[k] * in_strides[k];
+    std::memcpy(dst + o * es, src + off * es, es);
+    for (int k = r - 1; k >= 0; --k) {
+      if (++idx[k] < out_shape[k]) break;
+      idx[k] = 0;
+    }
+  }
+}
+
+class SliceOp : public OpKernel {
+ public:
+  explicit SliceOp(const NodeDef& n) : n_(n) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "data");
+    const int64_t r = static_cast<int64_t>(x.shape.size());
+    std::vector<int64_t> starts, ends, axes, steps;
+    auto ints = [&](std::size_t k, const char* what) {
+      const Value& v = ctx.Const(k, what);
+      return std::vector<int64_t>(v.constant_data.i(), v.constant_data.i() + v.size());
+    };
+    if (n_.opset < 10) {
+      starts = n_.Ints("starts");
+      ends = n_.Ints("ends");
+      axes = n_.Ints("axes");
+    } else {
+      starts = ints(1, "starts");
+      ends = ints(2, "ends");
+      if (ctx.In(3)) axes = ints(3, "axes");
+      if (ctx.In(4)) steps = ints(4, "steps");
+    }
+    if (axes.empty())
+      for (std::size_t k = 0; k < starts.size(); ++k) axes.push_back(static_cast<int64_t>(k));
+    if (steps.empty()) steps.assign(starts.size(), 1);
+    if (starts.size() != ends.size() || axes.size() != starts.size() || steps.size() != starts.size())
+      ctx.Fail("starts/ends/axes/steps lengths differ ({}/{}/{}/{})", starts.size(), ends.size(), axes.size(),
+               steps.size());
+    start_.assign(r, 0);
+    step_.assign(r, 1);
+    std::vector<int64_t> out = x.shape;
+    for (std::size_t k = 0; k < axes.size(); ++k) {
+      const int64_t a = NormalizeAxis(axes[k], r, ctx);
+      const int64_t dim = x.shape[a];
+      const int64_t st = steps[k];
+      if (st == 0) ctx.Fail("step 0 on axis {}", a);
+      int64_t s = starts[k], e = ends[k];
+      if (s < 0) s += dim;
+      if (e < 0) e += dim;
+      if (st > 0) {
+        s = std::clamp(s, int64_t{0}, dim);
+        e = std::clamp(e, int64_t{0}, dim);
+      } else {
+        s = std::clamp(s, int64_t{0}, dim - 1);
+        e = std::clamp(e, int64_t{-1}, dim - 1);
+      }
+      int64_t count = st > 0 ? (e - s + st - 1) / st : (s - e + (-st) - 1) / (-st);
+      out[a] = std::max<int64_t>(0, count);
+      start_[a] = s;
+      step_[a] = st;
+    }
+    ctx.SetOut(0, x.dtype, out);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    StridedCopy(static_cast<const uint8_t*>(x.data), static_cast<uint8_t*>(ctx.out[0]->data),
+                StorageBytes(x.dtype), Strides(x.shape), start_, step_, ctx.out[0]->shape);
+  }
+
+ private:
+  const NodeDef& n_;
+  std::vector<int64_t> start_, step_;
+};
+
+class TransposeOp : public OpKernel {
+ public:
+  explicit TransposeOp(const NodeDef& n) : perm_attr_(n.Ints("perm")) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "data");
+    const int64_t r = static_cast<int64_t>(x.shape.size());
+    perm_ = perm_attr_;
+    if (perm_.empty())
+      for (int64_t k = r - 1; k >= 0; --k) perm_.push_back(k);
+    std::vector<int64_t> sorted = perm_;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t k = 0; k < r; ++k)
+      if (static_cast<int64_t>(sorted.size()) != r || sorted[k] != k) ctx.Fail("perm is not a permutation of 0..{}", r - 1);
+    std::vector<int64_t> out(r);
+    for (int64_t k = 0; k < r; ++k) out[k] = x.shape[perm_[k]];
+    ctx.SetOut(0, x.dtype, out);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    const std::vector<int64_t> s = Strides(x.shape);
+    std::vector<int64_t> ps(perm_.size());
+    for (std::size_t k = 0; k < perm_.size(); ++k) ps[k] = s[perm_[k]];
+    StridedCopy(static_cast<const uint8_t*>(x.data), static_cast<uint8_t*>(ctx.out[0]->data),
+                StorageBytes(x.dtype), ps, std::vector<int64_t>(perm_.size(), 0),
+                std::vector<int64_t>(perm_.size(), 1), ctx.out[0]->shape);
+  }
+
+ private:
+  std::vector<int64_t> perm_attr_, perm_;
+};
+
+// ---- Softmax ----------------------------------------------------------------
+
+class SoftmaxOp : public OpKernel {
+ public:
+  SoftmaxOp(const NodeDef& n, bool log) : log_(log), legacy_(n.opset < 13), axis_attr_(n.Int("axis", n.opset < 13 ? 1 : -1)) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "input");
+    RequireFloat(ctx, &x, "input");
+    const int64_t r = static_cast<int64_t>(x.shape.size());
+    const int64_t axis = r == 0 ? 0 : NormalizeAxis(axis_attr_, r, ctx);
+    outer_ = 1, dim_ = 1, inner_ = 1;
+    for (int64_t k = 0; k < r; ++k) {
+      if (k < axis) outer_ *= x.shape[k];
+      else if (k == axis || legacy_) dim_ *= x.shape[k];
+      else inner_ *= x.shape[k];
+    }
+    ctx.SetOut(0, x.dtype, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const float* x = ctx.in[0]->f();
+    float* y = ctx.out[0]->f();
+    for (int64_t o = 0; o < outer_; ++o)
+      for (int64_t i = 0; i < inner_; ++i) {
+        const float* xs = x + o * dim_ * inner_ + i;
+        float* ys = y + o * dim_ * inner_ + i;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t d = 0; d < dim_; ++d) mx = std::max(mx, xs[d * inner_]);
+        double sum = 0;
+        for (int64_t d = 0; d < dim_; ++d) sum += std::exp(static_cast<double>(xs[d * inner_] - mx));
+        if (log_) {
+          const double ls = std::log(sum);
+          for (int64_t d = 0; d < dim_; ++d) ys[d * inner_] = static_cast<float>(xs[d * inner_] - mx - ls);
+        } else {
+          for (int64_t d = 0; d < dim_; ++d)
+            ys[d * inner_] = static_cast<float>(std::exp(static_cast<double>(xs[d * inner_] - mx)) / sum);
+        }
+      }
+  }
+
+ private:
+  bool log_, legacy_;
+  int64_t axis_attr_, outer_ = 1, dim_ = 1, inner_ = 1;
+};
+
+// ---- Gemm / MatMul (OpenBLAS) -------------------------------------------------
+
+class GemmOp : public OpKernel {
+ public:
+  explicit GemmOp(const NodeDef& n)
+      : alpha_(n.Float("alpha", 1)), beta_(n.Float("beta", 1)), ta_(n.Int("transA", 0)), tb_(n.Int("transB", 0)) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& a = Req(ctx, 0, "A");
+    const Value& b = Req(ctx, 1, "B");
+    RequireFloat(ctx, &a, "A");
+    RequireFloat(ctx, &b, "B");
+    if (a.shape.size() != 2 || b.shape.size() != 2)
+      ctx.Fail("A and B must be 2-D, got {} and {}", ShapeString(a.shape), ShapeString(b.shape));
+    m_ = ta_ ? a.shape[1] : a.shape[0];
+    k_ = ta_ ? a.shape[0] : a.shape[1];
+    const int64_t kb = tb_ ? b.shape[1] : b.shape[0];
+    n_ = tb_ ? b.shape[0] : b.shape[1];
+    if (k_ != kb) ctx.Fail("inner dimensions differ: A {} (transA={}) vs B {} (transB={})", ShapeString(a.shape), ta_,
+                           ShapeString(b.shape), tb_);
+    if (const Value* c = ctx.In(2)) {
+      RequireFloat(ctx, c, "C");
+      std::vector<int64_t> bs = BroadcastShapes({m_, n_}, c->shape, ctx);
+      if (bs != std::vector<int64_t>{m_, n_})
+        ctx.Fail("C {} does not broadcast to [{}, {}]", ShapeString(c->shape), m_, n_);
+    }
+    ctx.SetOut(0, DType::kFloat32, {m_, n_});
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    float* y = ctx.out[0]->f();
+    float beta = 0;
+    if (const Value* c = ctx.In(2); c && beta_ != 0) {
+      const int r = static_cast<int>(c->shape.size());
+      const int64_t cm = r == 2 ? c->shape[0] : 1, cn = r >= 1 ? c->shape[r - 1] : 1;
+      for (int64_t i = 0; i < m_; ++i)
+        for (int64_t j = 0; j < n_; ++j) y[i * n_ + j] = beta_ * c->f()[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+      beta = 1;
+    }
+    if (k_ == 0) {
+      if (beta == 0) std::fill_n(y, m_ * n_, 0.0f);
+      return;
+    }
+    cblas_sgemm(CblasRowMajor, ta_ ? CblasTrans : CblasNoTrans, tb_ ? CblasTrans : CblasNoTrans, m_, n_, k_, alpha_,
+                ctx.in[0]->f(), ctx.in[0]->shape[1], ctx.in[1]->f(), ctx.in[1]->shape[1], beta, y, n_);
+  }
+  std::string KernelName() const override { return "dense-blas"; }
+
+ private:
+  float alpha_, beta_;
+  int64_t ta_, tb_, m_ = 0, n_ = 0, k_ = 0;
+};
+
+class MatMulOp : public OpKernel {
+ public:
+  void Prepare(OpContext& ctx) override {
+    const Value& a = Req(ctx, 0, "A");
+    const Value& b = Req(ctx, 1, "B");
+    RequireFloat(ctx, &a, "A");
+    RequireFloat(ctx, &b, "B");
+    if (a.shape.empty() || b.shape.empty()) ctx.Fail("MatMul operands must have rank >= 1");
+    std::vector<int64_t> as = a.shape, bs = b.shape;
+    const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+    if (a1) as.insert(as.begin(), 1);
+    if (b1) bs.push_back(1);
+    m_ = as[as.size() - 2];
+    k_ = as.back();
+    n_ = bs.back();
+    if (bs[bs.size() - 2] != k_)
+      ctx.Fail("inner dimensions differ: {} x {}", ShapeString(a.shape), ShapeString(b.shape));
+    std::vector<int64_t> ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+    batch_ = BroadcastShapes(ab, bb, ctx);
+    // Per output batch index, the offsets into A and B.
+    const int64_t nb = NumElements(batch_);
+    a_off_.assign(nb, 0);
+    b_off_.assign(nb, 0);
+    const int r = static_cast<int>(batch_.size());
+    auto strides = [&](const std::vector<int64_t>& s, int64_t mat) {
+      std::vector<int64_t> st(r, 0);
+      int64_t acc = mat;
+      for (int k = static_cast<int>(s.size()) - 1; k >= 0; --k) {
+        st[r - static_cast<int>(s.size()) + k] = s[k] == 1 ? 0 : acc;
+        acc *= s[k];
+      }
+      return st;
+    };
+    std::vector<int64_t> sa = strides(ab, m_ * k_), sb = strides(bb, k_ * n_), idx(r, 0);
+    for (int64_t o = 0; o < nb; ++o) {
+      for (int k = 0; k < r; ++k) {
+        a_off_[o] += idx[k] * sa[k];
+        b_off_[o] += idx[k] * sb[k];
+      }
+      for (int k = r - 1; k >= 0; --k) {
+        if (++idx[k] < batch_[k]) break;
+        idx[k] = 0;
+      }
+    }
+    std::vector<int64_t> out = batch_;
+    if (!a1) out.push_back(m_);
+    if (!b1) out.push_back(n_);
+    ctx.SetOut(0, DType::kFloat32, out);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const float* a = ctx.in[0]->f();
+    const float* b = ctx.in[1]->f();
+    float* y = ctx.out[0]->f();
+    for (std::size_t o = 0; o < a_off_.size(); ++o) {
+      float* yo = y + o * m_ * n_;
+      if (k_ == 0) {
+        std::fill_n(yo, m_ * n_, 0.0f);
+        continue;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m_, n_, k_, 1.0f, a + a_off_[o], k_, b + b_off_[o], n_,
+                  0.0f, yo, n_);
+    }
+  }
+  std::string KernelName() const override { return "dense-blas"; }
+
+ private:
+  int64_t m_ = 0, n_ = 0, k_ = 0;
+  std::vector<int64_t> batch_, a_off_, b_off_;
+};
+
+// ---- Conv / pools ---------------------------------------------------------------
+
+class ConvOp : public OpKernel {
+ public:
+  explicit ConvOp(const NodeDef& n) : n_(n) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    const Value& w = Req(ctx, 1, "W");
+    RequireFloat(ctx, &x, "X");
+    RequireFloat(ctx, &w, "W");
+    if (x.shape.size() < 3 || x.shape.size() > 5) Unsupported(ctx, fmt::format("Conv on rank {} input", x.shape.size()));
+    if (w.shape.size() != x.shape.size())
+      ctx.Fail("W {} and X {} ranks differ", ShapeString(w.shape), ShapeString(x.shape));
+    group_ = n_.Int("group", 1);
+    const int64_t c = x.shape[1], m = w.shape[0];
+    if (group_ < 1 || c % group_ != 0 || m % group_ != 0 || w.shape[1] * group_ != c)
+      ctx.Fail("channels: X has {}, W {} with group {} (expected W[1]·group = C)", c, ShapeString(w.shape), group_);
+    std::vector<int64_t> kshape(w.shape.begin() + 2, w.shape.end());
+    if (n_.Has("kernel_shape") && n_.Ints("kernel_shape") != kshape)
+      ctx.Fail("kernel_shape {} differs from W {}", ShapeString(n_.Ints("kernel_shape")), ShapeString(w.shape));
+    g_ = MakeWindowGeometry(ctx, x.shape, kshape, n_, true);
+    if (const Value* b = ctx.In(2); b && (b->shape.size() != 1 || b->shape[0] != m))
+      ctx.Fail("bias {} should be [{}]", ShapeString(b->shape), m);
+    std::vector<int64_t> out = {x.shape[0], m};
+    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    ctx.SetOut(0, DType::kFloat32, out);
+    ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * (c / group_) * g_.kernel_size() * g_.out_size();
+  }
+  void Run(OpContext& ctx, RunState& rs) override {
+    const Value& x = *ctx.in[0];
+    const Value& w = *ctx.in[1];
+    const Value* b = ctx.In(2);
+    const int64_t n = x.shape[0], c = x.shape[1], m = w.shape[0];
+    const int64_t cg = c / group_, mg = m / group_, ksz = g_.kernel_size(), osz = g_.out_size(), isz = g_.in_size();
+    float* cols = reinterpret_cast<float*>(rs.scratch);
+    float* y = ctx.out[0]->f();
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t gi = 0; gi < group_; ++gi) {
+        const float* xs = x.f() + (s * c + gi * cg) * isz;
+        Im2Col(g_, xs, cg, cols);
+        float* ys = y + (s * m + gi * mg) * osz;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mg, osz, cg * ksz, 1.0f, w.f() + gi * mg * cg * ksz,
+                    cg * ksz, cols, osz, 0.0f, ys, osz);
+        if (b)
+          for (int64_t o = 0; o < mg; ++o) {
+            const float bv = b->f()[gi * mg + o];
+            for (int64_t t = 0; t < osz; ++t) ys[o * osz + t] += bv;
+          }
+      }
+  }
+  std::string KernelName() const override { return "dense-blas"; }
+
+ private:
+  const NodeDef& n_;
+  int64_t group_ = 1;
+  WindowGeometry g_;
+};
+
+class PoolOp : public OpKernel {
+ public:
+  PoolOp(const NodeDef& n, bool max, bool global) : n_(n), max_(max), global_(global) {
+    if (n.outputs.size() > 1 && n.outputs[1] >= 0) UnsupportedNode(n, "MaxPool's Indices output is not supported");
+    count_pad_ = n.Int("count_include_pad", 0) != 0;
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    RequireFloat(ctx, &x, "X");
+    if (x.shape.size() < 3 || x.shape.size() > 5) Unsupported(ctx, fmt::format("pooling on rank {} input", x.shape.size()));
+    std::vector<int64_t> k;
+    if (global_) {
+      k.assign(x.shape.begin() + 2, x.shape.end());
+      g_ = MakeWindowGeometry(ctx, x.shape, k, NodeDef{}, false);
+    } else {
+      k = n_.Ints("kernel_shape");
+      if (k.size() + 2 != x.shape.size())
+        ctx.Fail("kernel_shape {} does not fit input {}", ShapeString(k), ShapeString(x.shape));
+      g_ = MakeWindowGeometry(ctx, x.shape, k, n_, max_);
+    }
+    std::vector<int64_t> out = {x.shape[0], x.shape[1]};
+    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    ctx.SetOut(0, DType::kFloat32, out);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    const int64_t planes = x.shape[0] * x.shape[1];
+    Pool(g_, x.f(), planes, max_, count_pad_, ctx.out[0]->f());
+  }
+
+ private:
+  const NodeDef& n_;
+  bool max_, global_, count_pad_ = false;
+  WindowGeometry g_;
+};
+
+class BatchNormOp : public OpKernel {
+ public:
+  explicit BatchNormOp(const NodeDef& n) : eps_(n.Float("epsilon", 1e-5f)) {
+    for (std::size_t k = 1; k < n.outputs.size(); ++k)
+      if (n.outputs[k] >= 0) UnsupportedNode(n, "BatchNormalization in training mode (extra outputs)");
+    if (n.Int("training_mode", 0) != 0) UnsupportedNode(n, "BatchNormalization with training_mode=1");
+    if (n.opset < 9 && n.Int("spatial", 1) == 0) UnsupportedNode(n, "BatchNormalization with spatial=0");
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    RequireFloat(ctx, &x, "X");
+    if (x.shape.size() < 2) ctx.Fail("X must have rank >= 2, got {}", ShapeString(x.shape));
+    const int64_t c = x.shape[1];
+    for (std::size_t k = 1; k <= 4; ++k) {
+      const Value& p = Req(ctx, k, "scale/B/mean/var");
+      if (p.size() != c) ctx.Fail("input {} '{}' has {} elements, expected C = {}", k, p.name, p.size(), c);
+    }
+    ctx.SetOut(0, DType::kFloat32, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    const int64_t n = x.shape[0], c = x.shape[1], inner = x.size() / std::max<int64_t>(1, n * c);
+    const float *sc = ctx.in[1]->f(), *bi = ctx.in[2]->f(), *mu = ctx.in[3]->f(), *var = ctx.in[4]->f();
+    float* y = ctx.out[0]->f();
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float a = sc[ch] / std::sqrt(var[ch] + eps_);
+      const float b = bi[ch] - mu[ch] * a;
+      for (int64_t s = 0; s < n; ++s) {
+        const float* xs = x.f() + (s * c + ch) * inner;
+        float* ys = y + (s * c + ch) * inner;
+        for (int64_t t = 0; t < inner; ++t) ys[t] = xs[t] * a + b;
+      }
+    }
+  }
+
+ private:
+  float eps_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
+  if (IsPermDnnDomain(n.domain)) return CreatePermDiagKernel(n);
+  if (!n.domain.empty() && n.domain != "ai.onnx")
+    throw UnsupportedError(n.Where() + ": unsupported operator domain '" + n.domain + "'");
+  const std::string& op = n.op_type;
+  auto unary = [](float (*f)(float)) { return std::make_unique<UnaryOp>(f, false); };
+  if (op == "Add") return std::make_unique<BinaryOp>(BinKind::kAdd);
+  if (op == "Sub") return std::make_unique<BinaryOp>(BinKind::kSub);
+  if (op == "Mul") return std::make_unique<BinaryOp>(BinKind::kMul);
+  if (op == "Div") return std::make_unique<BinaryOp>(BinKind::kDiv);
+  if (op == "Relu") return std::make_unique<UnaryOp>(nullptr, true);
+  if (op == "Sigmoid") return unary([](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+  if (op == "Tanh") return unary([](float v) { return std::tanh(v); });
+  if (op == "Neg") return unary([](float v) { return -v; });
+  if (op == "Abs") return unary([](float v) { return std::fabs(v); });
+  if (op == "Exp") return unary([](float v) { return std::exp(v); });
+  if (op == "Log") return unary([](float v) { return std::log(v); });
+  if (op == "Sqrt") return unary([](float v) { return std::sqrt(v); });
+  if (op == "Reciprocal") return unary([](float v) { return 1.0f / v; });
+  if (op == "Floor") return unary([](float v) { return std::floor(v); });
+  if (op == "Ceil") return unary([](float v) { return std::ceil(v); });
+  if (op == "LeakyRelu") {
+    const float a = n.Float("alpha", 0.01f);
+    return std::make_unique<UnaryOp>([a](float v) { return v < 0 ? a * v : v; }, false);
+  }
+  if (op == "Elu") {
+    const float a = n.Float("alpha", 1.0f);
+    return std::make_unique<UnaryOp>([a](float v) { return v < 0 ? a * (std::exp(v) - 1.0f) : v; }, false);
+  }
+  if (op == "Clip") return std::make_unique<ClipOp>(n);
+  if (op == "Identity") return std::make_unique<IdentityOp>();
+  if (op == "Dropout") return std::make_unique<DropoutOp>(n);
+  if (op == "Flatten") return MakeFlatten(n);
+  if (op == "Reshape") return MakeReshape(n);
+  if (op == "Squeeze") return MakeSqueeze(n);
+  if (op == "Unsqueeze") return MakeUnsqueeze(n);
+  if (op == "Cast") return std::make_unique<CastOp>(n);
+  if (op == "Shape") return std::make_unique<ShapeOp>(n);
+  if (op == "Constant") return std::make_unique<ConstantOp>(n);
+  if (op == "ConstantOfShape") return std::make_unique<ConstantOfShapeOp>(n);
+  if (op == "Gather") return std::make_unique<GatherOp>(n);
+  if (op == "Concat") return std::make_unique<ConcatOp>(n);
+  if (op == "Slice") return std::make_unique<SliceOp>(n);
+  if (op == "Transpose") return std::make_unique<TransposeOp>(n);
+  if (op == "Softmax") return std::make_unique<SoftmaxOp>(n, false);
+  if (op == "LogSoftmax") return std::make_unique<SoftmaxOp>(n, true);
+  if (op == "Gemm") return std::make_unique<GemmOp>(n);
+  if (op == "MatMul") return std::make_unique<MatMulOp>();
+  if (op == "Conv") return std::make_unique<ConvOp>(n);
+  if (op == "MaxPool") return std::make_unique<PoolOp>(n, true, false);
+  if (op == "AveragePool") return std::make_unique<PoolOp>(n, false, false);
+  if (op == "GlobalAveragePool") return std::make_unique<PoolOp>(n, false, true);
+  if (op == "GlobalMaxPool") return std::make_unique<PoolOp>(n, true, true);
+  if (op == "BatchNormalization") return std::make_unique<BatchNormOp>(n);
+  throw UnsupportedError(n.Where() + ": unsupported operator '" + op + "'");
+}
+
+}  // namespace permdnn::runtime::detail

@@ -1,0 +1,264 @@
+// The ai.permdnn custom operators on the permdnn kernels.
+//
+// PermDiagMatMul(X, values, offsets[, bias]) -> Y
+//   X [..., in_features], Y [..., out_features]; values [mb, nb, p] float,
+//   offsets [mb, nb] uint16 (int64 accepted), bias [out_features];
+//   attributes p, in_features, out_features. mb = ceil(out/p), nb = ceil(in/p).
+// PermDiagConv(X, values, offsets[, bias]) -> Y
+//   X [N, C, H, W]; values [mb, nb, p, kh, kw], offsets [mb, nb]: out channel
+//   I·p + c uses in channel J·p + (c + k_IJ) mod p with kernel values[I,J,c];
+//   attributes p, in_channels, out_channels, kernel_shape, strides, pads,
+//   dilations (as Conv).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "permdnn/core/fixed_point.h"
+#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/core/thread_pool.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/permdiag.h"
+#include "runtime/conv_util.h"
+#include "runtime/graph.h"
+
+namespace permdnn::runtime::detail {
+
+namespace {
+
+int64_t RequireAttr(const NodeDef& n, const char* a) {
+  if (!n.Has(a)) Fail("{}: missing attribute '{}'", n.Where(), a);
+  const int64_t v = n.Int(a, 0);
+  PERMDNN_CHECK(v >= 1 && v <= (int64_t{1} << 31), "{}: attribute {} = {} must be >= 1", n.Where(), a, v);
+  return v;
+}
+
+// values / offsets inputs -> canonical arrays, validated against p and shape.
+void ReadBlocks(OpContext& ctx, int64_t p, int64_t mb, int64_t nb, int64_t kernel, std::vector<float>* values,
+                std::vector<uint16_t>* offsets) {
+  const Value& v = ctx.Const(1, "values");
+  const Value& o = ctx.Const(2, "offsets");
+  if (!IsFloat(v.dtype)) ctx.Fail("values '{}' must be float32, got {}", v.name, DTypeName(v.dtype));
+  if (IsFloat(o.dtype)) ctx.Fail("offsets '{}' must be an integer tensor (uint16 or int64), got float32", o.name);
+  if (v.size() != mb * nb * p * kernel)
+    ctx.Fail("values '{}' has shape {} ({} elements), expected {} blocks × p={} × kernel {} = {}", v.name,
+             ShapeString(v.shape), v.size(), mb * nb, p, kernel, mb * nb * p * kernel);
+  if (o.size() != mb * nb)
+    ctx.Fail("offsets '{}' has shape {} ({} elements), expected [{}, {}]", o.name, ShapeString(o.shape), o.size(), mb,
+             nb);
+  values->assign(v.constant_data.f(), v.constant_data.f() + v.size());
+  offsets->resize(mb * nb);
+  for (int64_t b = 0; b < mb * nb; ++b) {
+    const int64_t k = o.constant_data.i()[b];
+    if (k < 0 || k >= p)
+      ctx.Fail("offsets '{}': block ({}, {}) has offset {}, must be in [0, p={})", o.name, b / nb, b % nb, k, p);
+    (*offsets)[b] = static_cast<uint16_t>(k);
+  }
+}
+
+class PermDiagMatMulOp : public OpKernel {
+ public:
+  explicit PermDiagMatMulOp(const NodeDef& n)
+      : p_(RequireAttr(n, "p")), in_(RequireAttr(n, "in_features")), out_(RequireAttr(n, "out_features")) {
+    PERMDNN_CHECK(p_ <= 65535, "{}: p = {} exceeds 65535", n.Where(), p_);
+  }
+  bool Foldable() const override { return false; }
+  bool Fast() const override { return true; }
+  bool SupportsInt16() const override { return true; }
+  std::string KernelName() const override {
+    return int16_active_ ? "permdiag-int16" : std::string("permdiag-") + kernels::PathName(kernels::ActivePath());
+  }
+
+  void Prepare(OpContext& ctx) override {
+    const Value* x = ctx.In(0);
+    if (!x) ctx.Fail("missing input X");
+    if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
+    if (x->shape.empty() || x->shape.back() != in_)
+      ctx.Fail("X has shape {}, its last dimension must be in_features = {}", ShapeString(x->shape), in_);
+    if (w_.rows() == 0) {
+      std::vector<float> values;
+      std::vector<uint16_t> offsets;
+      ReadBlocks(ctx, p_, CeilDiv(out_, p_), CeilDiv(in_, p_), 1, &values, &offsets);
+      try {
+        w_ = PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), values, offsets);
+      } catch (const Error& e) {
+        ctx.Fail("{}", e.what());
+      }
+      if (const Value* b = ctx.In(3)) {
+        const Value& bc = ctx.Const(3, "bias");
+        if (!IsFloat(bc.dtype) || bc.size() != out_)
+          ctx.Fail("bias '{}' is {} {}, expected float32 [{}]", b->name, DTypeName(bc.dtype), ShapeString(bc.shape),
+                   out_);
+        bias_.assign(bc.constant_data.f(), bc.constant_data.f() + out_);
+      }
+    }
+    batch_ = x->size() / in_;
+    std::vector<int64_t> out = x->shape;
+    out.back() = out_;
+    ctx.SetOut(0, DType::kFloat32, out);
+    // Feature-major staging for the batched kernel, or int16 staging.
+    ctx.scratch_bytes = batch_ > 1 ? static_cast<int64_t>(sizeof(float)) * (in_ + out_) * batch_ : 0;
+    ctx.scratch_bytes = std::max<int64_t>(ctx.scratch_bytes, 2 * (in_ + out_) + 64);
+  }
+
+  void Run(OpContext& ctx, RunState& rs) override {
+    const float* x = ctx.in[0]->f();
+    float* y = ctx.out[0]->f();
+    if (rs.calibrating) {
+      RunFloat(x, y, rs);
+      x_max_ = std::max(x_max_, MaxAbs({x, static_cast<std::size_t>(batch_ * in_)}));
+      y_max_ = std::max(y_max_, MaxAbs({y, static_cast<std::size_t>(batch_ * out_)}));
+      return;
+    }
+    int16_active_ = rs.int16 && calibrated_;
+    if (int16_active_) RunInt16(x, y, rs);
+    else RunFloat(x, y, rs);
+  }
+
+  void BeginCalibration() override {
+    x_max_ = y_max_ = 0;
+    calibrated_ = false;
+  }
+  // Rule: weights at the largest non-saturating frac bits of max|q|
+  // (PermDiagMatrixI16::Quantize); input and output activations at
+  // ChooseFracBits<int16_t> of their max |value| on the calibration batch;
+  // bias at the accumulator scale 2^-(fw + fx).
+  void EndCalibration() override {
+    w16_ = PermDiagMatrixI16::Quantize(w_);
+    fx_ = ChooseFracBits<int16_t>(x_max_);
+    fy_ = ChooseFracBits<int16_t>(y_max_);
+    const int facc = w16_.frac_bits() + fx_;
+    bias64_.assign(bias_.size(), 0);
+    for (std::size_t r = 0; r < bias_.size(); ++r)
+      bias64_[r] = static_cast<int64_t>(RoundHalfAway(std::ldexp(static_cast<double>(bias_[r]), facc)));
+    shift_ = facc - fy_;
+    calibrated_ = true;
+  }
+  bool Int16Ready() const override { return calibrated_; }
+
+ private:
+  void RunFloat(const float* x, float* y, RunState& rs) {
+    const std::span<const float> bias(bias_);
+    if (batch_ == 1) {
+      kernels::PermDiagMatVec(w_, {x, static_cast<std::size_t>(in_)}, bias, {y, static_cast<std::size_t>(out_)},
+                              rs.threads);
+      return;
+    }
+    // [B, in] -> feature-major [in, B], product, back to [B, out].
+    float* xt = reinterpret_cast<float*>(rs.scratch);
+    float* yt = xt + in_ * batch_;
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t j = 0; j < in_; ++j) xt[j * batch_ + b] = x[b * in_ + j];
+    kernels::PermDiagMatMul(w_, {xt, static_cast<std::size_t>(in_ * batch_)}, batch_, bias,
+                            {yt, static_cast<std::size_t>(out_ * batch_)}, rs.threads);
+    for (int64_t r = 0; r < out_; ++r)
+      for (int64_t b = 0; b < batch_; ++b) y[b * out_ + r] = yt[r * batch_ + b];
+  }
+  void RunInt16(const float* x, float* y, RunState& rs) {
+    int16_t* xq = reinterpret_cast<int16_t*>(rs.scratch);
+    int16_t* yq = xq + in_;
+    for (int64_t b = 0; b < batch_; ++b) {
+      QuantizeSpan<int16_t>({x + b * in_, static_cast<std::size_t>(in_)}, fx_, {xq, static_cast<std::size_t>(in_)});
+      kernels::PermDiagMatVecI16(w16_, {xq, static_cast<std::size_t>(in_)}, bias64_, shift_,
+                                 {yq, static_cast<std::size_t>(out_)}, rs.threads);
+      DequantizeSpan<int16_t>({yq, static_cast<std::size_t>(out_)}, fy_, {y + b * out_, static_cast<std::size_t>(out_)});
+    }
+  }
+
+  int64_t p_, in_, out_, batch_ = 1;
+  PermDiagMatrix w_;
+  std::vector<float> bias_;
+  // Fixed point.
+  bool calibrated_ = false, int16_active_ = false;
+  double x_max_ = 0, y_max_ = 0;
+  PermDiagMatrixI16 w16_;
+  int fx_ = 0, fy_ = 0, shift_ = 0;
+  std::vector<int64_t> bias64_;
+};
+
+class PermDiagConvOp : public OpKernel {
+ public:
+  explicit PermDiagConvOp(const NodeDef& n)
+      : n_(n), p_(RequireAttr(n, "p")), in_(RequireAttr(n, "in_channels")), out_(RequireAttr(n, "out_channels")) {
+    if (n.Int("group", 1) != 1) throw UnsupportedError(n.Where() + ": PermDiagConv with group != 1");
+  }
+  bool Foldable() const override { return false; }
+  bool Fast() const override { return true; }
+  std::string KernelName() const override { return "permdiag-conv"; }
+
+  void Prepare(OpContext& ctx) override {
+    const Value* x = ctx.In(0);
+    if (!x) ctx.Fail("missing input X");
+    if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
+    if (x->shape.size() < 3 || x->shape.size() > 5 || x->shape[1] != in_)
+      ctx.Fail("X has shape {}, expected [N, in_channels={}, spatial...]", ShapeString(x->shape), in_);
+    const Value* v = ctx.In(1);
+    if (!v || v->shape.size() != x->shape.size() + 1)
+      ctx.Fail("values must have shape [mb, nb, p, kernel...] with {} kernel dims", x->shape.size() - 2);
+    std::vector<int64_t> kshape(v->shape.begin() + 3, v->shape.end());
+    if (n_.Has("kernel_shape") && n_.Ints("kernel_shape") != kshape)
+      ctx.Fail("kernel_shape {} differs from values {}", ShapeString(n_.Ints("kernel_shape")), ShapeString(v->shape));
+    ksz_ = NumElements(kshape);
+    if (values_.empty()) {
+      ReadBlocks(ctx, p_, CeilDiv(out_, p_), CeilDiv(in_, p_), ksz_, &values_, &offsets_);
+      if (const Value* b = ctx.In(3)) {
+        const Value& bc = ctx.Const(3, "bias");
+        if (!IsFloat(bc.dtype) || bc.size() != out_)
+          ctx.Fail("bias '{}' is {} {}, expected float32 [{}]", b->name, DTypeName(bc.dtype), ShapeString(bc.shape),
+                   out_);
+        bias_.assign(bc.constant_data.f(), bc.constant_data.f() + out_);
+      }
+    }
+    g_ = MakeWindowGeometry(ctx, x->shape, kshape, n_, true);
+    std::vector<int64_t> out = {x->shape[0], out_};
+    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    ctx.SetOut(0, DType::kFloat32, out);
+    ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * g_.out_size();
+  }
+
+  // Per sample: im2col, then each output channel sums its nb in-channel
+  // kernels over the column rows: out·nb·K·HWout MACs, p× fewer than dense.
+  void Run(OpContext& ctx, RunState& rs) override {
+    const Value& x = *ctx.in[0];
+    const int64_t n = x.shape[0], osz = g_.out_size(), isz = g_.in_size(), p = p_;
+    const int64_t nb = CeilDiv(in_, p_);
+    float* cols = reinterpret_cast<float*>(rs.scratch);
+    for (int64_t s = 0; s < n; ++s) {
+      Im2Col(g_, x.f() + s * in_ * isz, in_, cols);
+      float* ys = ctx.out[0]->f() + s * out_ * osz;
+      ParallelFor(out_, rs.threads, [&](int64_t begin, int64_t end, int) {
+        for (int64_t o = begin; o < end; ++o) {
+          float* yo = ys + o * osz;
+          std::fill_n(yo, osz, bias_.empty() ? 0.0f : bias_[o]);
+          const int64_t I = o / p, c = o % p;
+          for (int64_t J = 0; J < nb; ++J) {
+            const int64_t ic = J * p + (c + offsets_[I * nb + J]) % p;
+            if (ic >= in_) continue;
+            const float* w = values_.data() + ((I * nb + J) * p + c) * ksz_;
+            for (int64_t t = 0; t < ksz_; ++t) {
+              const float wv = w[t];
+              const float* col = cols + (ic * ksz_ + t) * osz;
+              for (int64_t q = 0; q < osz; ++q) yo[q] += wv * col[q];
+            }
+          }
+        }
+      });
+    }
+  }
+
+ private:
+  const NodeDef& n_;
+  int64_t p_, in_, out_, ksz_ = 1;
+  std::vector<float> values_, bias_;
+  std::vector<uint16_t> offsets_;
+  WindowGeometry g_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpKernel> CreatePermDiagKernel(const NodeDef& n) {
+  if (n.op_type == "PermDiagMatMul") return std::make_unique<PermDiagMatMulOp>(n);
+  if (n.op_type == "PermDiagConv") return std::make_unique<PermDiagConvOp>(n);
+  throw UnsupportedError(n.Where() + ": unsupported operator '" + n.op_type + "' in domain ai.permdnn");
+}
+
+}  // namespace permdnn::runtime::detail
