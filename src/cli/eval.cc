@@ -1,1 +1,93 @@
+// permdnn eval: accuracy of an ONNX model on the Fashion-MNIST test split in
+// the runtime (fp32, or the compressed layers in int16 with --int16).
+#include <cstdio>
 
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/dataset.h"
+#include "permdnn/core/error.h"
+#include "permdnn/runtime/eval.h"
+#include "permdnn/runtime/model.h"
+
+namespace permdnn::cli {
+
+void AddEvalCommand(CLI::App& app) {
+  struct Args {
+    std::string model, data = kDefaultFashionMnistDir, layout, json;
+    double scale = 0, mean = 0, std = 0;
+    int threads = 1;
+    int64_t batch = 256, limit = 0, calib = 512;
+    bool int16 = false, profile = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("eval", "accuracy of an ONNX model on Fashion-MNIST (test split) in the runtime");
+  cmd->add_option("model", args->model, "model.onnx")->required();
+  cmd->add_option("--data", args->data, "directory with the Fashion-MNIST IDX files")->capture_default_str();
+  cmd->add_flag("--int16", args->int16, "run the compressed FC layers in int16 fixed point (also reports fp32)");
+  cmd->add_option("--threads", args->threads, "threads")->capture_default_str();
+  cmd->add_flag("--profile", args->profile, "print per-node time and fast-kernel vs dense-fallback");
+  auto* o_scale = cmd->add_option("--scale", args->scale, "pixel scale (default: the model's metadata, else 1/255)");
+  auto* o_mean = cmd->add_option("--mean", args->mean, "mean (default: metadata, else 0.2860)");
+  auto* o_std = cmd->add_option("--std", args->std, "std (default: metadata, else 0.3530)");
+  cmd->add_option("--layout", args->layout, "nchw | flat (default: metadata, else from the model's input rank)")
+      ->check(CLI::IsMember({"nchw", "flat"}));
+  cmd->add_option("--batch", args->batch, "images per run")->capture_default_str();
+  cmd->add_option("--limit", args->limit, "evaluate only the first N test images");
+  cmd->add_option("--calibration", args->calib, "training images for int16 calibration")->capture_default_str();
+  cmd->add_option("--json", args->json, "write the result to this JSON file");
+  cmd->callback([=] {
+    PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
+    PERMDNN_CHECK(args->batch >= 1, "--batch must be >= 1");
+    runtime::Options opt;
+    opt.threads = args->threads;
+    opt.profile = args->profile;
+    runtime::Model model = runtime::Model::Load(args->model, opt);
+    runtime::EvalOptions eo;
+    eo.batch = args->batch;
+    eo.limit = args->limit;
+    const bool meta = runtime::ModelPreprocess(model, &eo.pre, &eo.layout);
+    if (!meta && !model.inputs().empty() && model.inputs()[0].shape.size() == 2) eo.layout = runtime::Layout::kFlat;
+    if (*o_scale) eo.pre.scale = static_cast<float>(args->scale);
+    if (*o_mean) eo.pre.mean = static_cast<float>(args->mean);
+    if (*o_std) {
+      PERMDNN_CHECK(args->std > 0, "--std must be > 0");
+      eo.pre.std = static_cast<float>(args->std);
+    }
+    if (!args->layout.empty()) eo.layout = args->layout == "flat" ? runtime::Layout::kFlat : runtime::Layout::kNchw;
+    const ImageDataset test = LoadFashionMnist(args->data, "test");
+    std::printf("%s: %lld test images, preprocessing (x*%.6g - %.4f)/%.4f, layout %s%s, threads %d\n",
+                args->model.c_str(), static_cast<long long>(args->limit > 0 ? std::min(args->limit, test.count) : test.count),
+                eo.pre.scale, eo.pre.mean, eo.pre.std, eo.layout == runtime::Layout::kFlat ? "flat" : "NCHW",
+                meta ? " (from the model's metadata)" : "", args->threads);
+    runtime::EvalResult fp = runtime::Evaluate(model, test, eo);
+    std::printf("fp32  accuracy %.4f (%lld/%lld), %.0f images/s\n", fp.accuracy, static_cast<long long>(fp.correct),
+                static_cast<long long>(fp.count), fp.count / std::max(fp.seconds, 1e-12));
+    nlohmann::json j = {{"model", args->model}, {"count", fp.count}, {"fp32_accuracy", fp.accuracy},
+                        {"fp32_images_per_s", fp.count / std::max(fp.seconds, 1e-12)}, {"threads", args->threads}};
+    if (args->int16) {
+      const ImageDataset train = LoadFashionMnist(args->data, "train");
+      runtime::CalibrateInt16(model, train, eo, args->calib);
+      model.ResetProfile();
+      runtime::EvalResult q = runtime::Evaluate(model, test, eo);
+      int64_t same = 0;
+      for (std::size_t k = 0; k < q.predictions.size(); ++k) same += q.predictions[k] == fp.predictions[k];
+      std::printf("int16 accuracy %.4f (%lld/%lld), %.0f images/s, %+.2f points vs fp32, %.2f%% same predictions\n",
+                  q.accuracy, static_cast<long long>(q.correct), static_cast<long long>(q.count),
+                  q.count / std::max(q.seconds, 1e-12), 100.0 * (q.accuracy - fp.accuracy),
+                  100.0 * static_cast<double>(same) / static_cast<double>(std::max<int64_t>(1, q.count)));
+      if (model.Summary().compressed_nodes == 0)
+        std::printf("note: the model has no ai.permdnn layers; int16 changed nothing\n");
+      j["int16_accuracy"] = q.accuracy;
+      j["int16_images_per_s"] = q.count / std::max(q.seconds, 1e-12);
+      j["int16_calibration_images"] = args->calib;
+    }
+    if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
+    if (!args->json.empty()) WriteFileAtomic(args->json, j.dump(2) + "\n");
+  });
+}
+
+PERMDNN_REGISTER_COMMAND(AddEvalCommand);
+
+}  // namespace permdnn::cli

@@ -1,1 +1,175 @@
+// permdnn run: one ONNX model on one input file (.npy, or raw float32), the
+// output to .npy (or raw float32 for other extensions); --bench times
+// inference at given batch sizes with random inputs. See docs/runtime.md.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+#include "permdnn/core/npy.h"
+#include "permdnn/runtime/model.h"
+#include "permdnn/runtime/onnx_io.h"
+
+namespace permdnn::cli {
+
+namespace {
+
+using runtime::Model;
+
+bool EndsWith(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// Reads the input and works out its full shape (batch first).
+std::vector<float> ReadInput(const std::string& path, const Model& model, std::vector<int64_t>* shape) {
+  const auto& info = model.inputs()[0];
+  const std::vector<int64_t>& ms = info.shape;
+  std::string bytes = runtime::ReadFileBytes(path);
+  if (bytes.size() >= 6 && bytes.compare(0, 6, "\x93NUMPY") == 0) {
+    NpyArray a = ParseNpy(bytes, path);
+    *shape = a.shape;
+    if (!ms.empty() && shape->size() + 1 == ms.size()) shape->insert(shape->begin(), 1);
+    return a.ToFloat(path);
+  }
+  // Raw float32: the batch is what the size implies.
+  PERMDNN_CHECK(!ms.empty(), "{}: raw input needs a model input with a known shape", path);
+  int64_t per = 1;
+  for (std::size_t d = 1; d < ms.size(); ++d) {
+    PERMDNN_CHECK(ms[d] >= 0, "{}: raw input needs fixed non-batch dimensions, the model has {}", path,
+                  runtime::ShapeString(ms));
+    per *= ms[d];
+  }
+  PERMDNN_CHECK(bytes.size() % 4 == 0, "{}: raw float32 input has {} bytes, not a multiple of 4", path, bytes.size());
+  const int64_t n = static_cast<int64_t>(bytes.size() / 4);
+  PERMDNN_CHECK(n > 0 && per > 0 && n % per == 0,
+                "{}: wrong input size: {} floats is not a whole number of samples of {} ({} per sample)", path, n,
+                runtime::ShapeString(ms), per);
+  *shape = ms;
+  (*shape)[0] = n / per;
+  std::vector<float> x(static_cast<std::size_t>(n));
+  std::memcpy(x.data(), bytes.data(), bytes.size());
+  return x;
+}
+
+std::vector<int64_t> ParseInts(const std::string& flag, const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    std::size_t pos = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(item, &pos);
+    } catch (...) {
+      pos = 0;
+    }
+    PERMDNN_CHECK(pos == item.size() && v >= 1, "{}: '{}' is not a positive integer", flag, item);
+    out.push_back(v);
+  }
+  PERMDNN_CHECK(!out.empty(), "{}: empty list", flag);
+  return out;
+}
+
+}  // namespace
+
+void AddRunCommand(CLI::App& app) {
+  struct Args {
+    std::string model, input, output, batches = "1,64", json;
+    int threads = 1;
+    bool profile = false, bench = false;
+    double min_time = 0.3;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("run", "run an ONNX model on an input file (.npy or raw float32)");
+  cmd->add_option("model", args->model, "model.onnx")->required();
+  cmd->add_option("--input", args->input, "input .npy (or raw float32; batch inferred from the size)");
+  cmd->add_option("--output", args->output, "output file: .npy, else raw float32 (written atomically)");
+  cmd->add_option("--threads", args->threads, "threads for kernels and OpenBLAS")->capture_default_str();
+  cmd->add_flag("--profile", args->profile, "print per-node time and fast-kernel vs dense-fallback");
+  cmd->add_flag("--bench", args->bench, "time inference on random inputs at --batch sizes (median of runs)");
+  cmd->add_option("--batch", args->batches, "batch sizes for --bench")->capture_default_str();
+  cmd->add_option("--min-time", args->min_time, "seconds per --bench measurement")->capture_default_str();
+  cmd->add_option("--json", args->json, "write --bench results to this JSON file");
+  cmd->callback([args] {
+    PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
+    PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
+    runtime::Options opt;
+    opt.threads = args->threads;
+    opt.profile = args->profile;
+    Model model = Model::Load(args->model, opt);
+    PERMDNN_CHECK(model.inputs().size() == 1 && runtime::IsFloat(model.inputs()[0].dtype),
+                  "{}: `permdnn run` handles models with one float input (this one has {})", args->model,
+                  model.inputs().size());
+    if (args->bench) {
+      nlohmann::json records = nlohmann::json::array();
+      std::printf("%-8s %12s %12s %14s\n", "batch", "median ms", "min ms", "samples/s");
+      for (int64_t batch : ParseInts("--batch", args->batches)) {
+        std::vector<int64_t> shape = model.inputs()[0].shape;
+        PERMDNN_CHECK(!shape.empty(), "{}: the input shape is unknown", args->model);
+        shape[0] = batch;
+        for (std::size_t d = 1; d < shape.size(); ++d)
+          PERMDNN_CHECK(shape[d] >= 0, "{}: --bench needs fixed non-batch input dims", args->model);
+        std::vector<int64_t> oshape = model.OutputShape(shape);
+        std::vector<float> x(static_cast<std::size_t>(runtime::NumElements(shape))),
+            y(static_cast<std::size_t>(runtime::NumElements(oshape)));
+        std::mt19937 rng(42);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (float& v : x) v = nd(rng);
+        for (int w = 0; w < 3; ++w) model.Run(x, shape, y);  // warm-up (plan, caches)
+        model.ResetProfile();
+        std::vector<double> times;
+        const auto start = std::chrono::steady_clock::now();
+        while (times.size() < 5 ||
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < args->min_time) {
+          const auto t0 = std::chrono::steady_clock::now();
+          model.Run(x, shape, y);
+          times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          if (times.size() >= 100000) break;
+        }
+        std::sort(times.begin(), times.end());
+        const double med = times[times.size() / 2];
+        std::printf("%-8lld %12.4f %12.4f %14.0f\n", static_cast<long long>(batch), med * 1e3, times[0] * 1e3,
+                    batch / med);
+        records.push_back({{"model", args->model}, {"batch", batch}, {"threads", args->threads},
+                           {"median_s", med}, {"min_s", times[0]}, {"runs", times.size()}});
+        if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
+      }
+      if (!args->json.empty()) WriteFileAtomic(args->json, records.dump(2) + "\n");
+      return;
+    }
+    std::vector<int64_t> shape;
+    std::vector<float> x = ReadInput(args->input, model, &shape);
+    std::vector<int64_t> oshape = model.OutputShape(shape);
+    std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
+    model.Run(x, shape, y);
+    std::printf("%s: input %s -> output %s\n", args->model.c_str(), runtime::ShapeString(shape).c_str(),
+                runtime::ShapeString(oshape).c_str());
+    if (!args->output.empty()) {
+      if (EndsWith(args->output, ".npy")) {
+        WriteNpy<float>(args->output, y, oshape);
+      } else {
+        WriteFileAtomic(args->output,
+                        std::string_view(reinterpret_cast<const char*>(y.data()), y.size() * sizeof(float)));
+      }
+      std::printf("wrote %s\n", args->output.c_str());
+    } else if (oshape.size() == 2) {
+      for (int64_t r = 0; r < std::min<int64_t>(oshape[0], 10); ++r) {
+        const float* row = y.data() + r * oshape[1];
+        std::printf("  sample %lld: argmax %lld\n", static_cast<long long>(r),
+                    static_cast<long long>(std::max_element(row, row + oshape[1]) - row));
+      }
+    }
+    if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
+  });
+}
+
+PERMDNN_REGISTER_COMMAND(AddRunCommand);
+
+}  // namespace permdnn::cli

@@ -419,7 +419,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   for (Value& v : values)
     if (v.arena_offset >= 0) v.data = arena.data() + v.arena_offset;
   rs.scratch = arena.data() + scratch_offset;
-  profile.assign(nodes.size(), NodeProfile{});
+  if (profile.size() != nodes.size()) profile.assign(nodes.size(), NodeProfile{});
   for (std::size_t k = 0; k < nodes.size(); ++k) {
     profile[k].name = nodes[k].name;
     profile[k].op_type = nodes[k].op_type;
@@ -582,6 +582,29 @@ void Model::ResetProfile() {
     p.calls = 0;
     p.seconds = 0;
   }
+}
+
+std::string FormatProfile(const std::vector<NodeProfile>& profile) {
+  std::vector<NodeProfile> rows = profile;
+  double total = 0;
+  for (const auto& r : rows) total += r.seconds;
+  std::stable_sort(rows.begin(), rows.end(), [](const NodeProfile& a, const NodeProfile& b) {
+    if ((a.calls > 0) != (b.calls > 0)) return a.calls > 0;
+    return a.seconds > b.seconds;
+  });
+  std::string out = fmt::format("{:<28} {:<20} {:>10} {:>7}  {:<18} {}\n", "node", "op", "us/call", "share",
+                                "kernel", "path");
+  int64_t fast = 0, dense = 0;
+  for (const auto& r : rows) {
+    const double us = r.calls ? r.seconds / static_cast<double>(r.calls) * 1e6 : 0.0;
+    const std::string path = r.kernel == "folded" ? "folded at load" : r.fast ? "fast compressed" : "dense fallback";
+    if (r.kernel != "folded") (r.fast ? fast : dense)++;
+    out += fmt::format("{:<28} {:<20} {:>10.1f} {:>6.1f}%  {:<18} {}\n", r.name.substr(0, 28), r.op_type.substr(0, 20),
+                       us, total > 0 ? 100.0 * r.seconds / total : 0.0, r.kernel, path);
+  }
+  out += fmt::format("{} nodes on fast compressed kernels, {} on dense kernels, total {:.3f} ms per run\n", fast, dense,
+                     rows.empty() || rows[0].calls == 0 ? 0.0 : total / static_cast<double>(rows[0].calls) * 1e3);
+  return out;
 }
 
 }  // namespace permdnn::runtime

@@ -113,4 +113,8 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
+// A --profile table: one line per node (time per call, share, kernel, fast
+// compressed kernel or dense fallback), slowest first, folded nodes last.
+std::string FormatProfile(const std::vector<NodeProfile>& profile);
+
 }  // namespace permdnn::runtime
