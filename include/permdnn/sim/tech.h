@@ -1,0 +1,74 @@
+// The technology table: per-action energies and per-component areas.
+//
+// The numbers live in a JSON data file (data/sim/tech_28nm.json) that users
+// can replace. Each entry carries its value at the node where it was
+// published, the published source, and the scaling rule that brings it to
+// the table's target node (energy ∝ L at constant voltage, area ∝ L²). The
+// accessors below return values already scaled to the node an engine asks
+// for, and apply the per-entry size/width rules (multiplier energy ∝ bits²,
+// SRAM energy interpolated log-log in size and linear in width, ...), so the
+// cost models in the engines only count actions.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace permdnn::sim {
+
+class TechTable {
+ public:
+  // Loads and validates the file (every entry the engines use must be
+  // present with value, node_nm, scaling and source). Throws Error naming
+  // the file and the entry.
+  static TechTable Load(const std::string& path);
+  static TechTable FromJson(const nlohmann::json& table, const std::string& where);
+  // The default file: $PERMDNN_SIM_TECH if set, else the installed copy of
+  // data/sim/tech_28nm.json found next to the sources.
+  static std::string DefaultPath();
+
+  int target_node_nm() const { return target_node_nm_; }
+  const std::string& path() const { return path_; }
+
+  // Energies in pJ at `node_nm`.
+  double MultEnergy(int bits, double node_nm) const;
+  double AddEnergy(int bits, double node_nm) const;
+  // Read (or write) of `width_bits` from an SRAM array of `bytes`.
+  double SramEnergy(double bytes, int width_bits, double node_nm) const;
+  double RegfileRmwEnergy(int bits, double node_nm) const;
+  double RegfileReadEnergy(int bits, double node_nm) const { return 0.5 * RegfileRmwEnergy(bits, node_nm); }
+  double FifoEnergy(double node_nm) const;
+  double ZeroTestEnergy(double node_nm) const;
+  double DramEnergy64(double node_nm) const;
+  // Clock tree + pipeline registers per PE cycle for a PE whose datapath
+  // occupies `datapath_um2` at `node_nm`.
+  double ClockEnergyPerPeCycle(double datapath_um2, double node_nm) const;
+
+  // Areas in µm² at `node_nm`.
+  double MultArea(int bits, double node_nm) const;
+  double AddArea(int bits, double node_nm) const;
+  double SramArea(double bytes, double node_nm) const;
+  double FifoArea(int depth, double node_nm) const;
+  double EieArithArea(double node_nm) const;
+  double FillerFraction() const;
+
+  // Published chip facts ("permdnn", "eie"): area_mm2, power_mw, node_nm,
+  // frequency_mhz.
+  double Published(const std::string& chip, const std::string& field) const;
+
+  // Scaling factors from a source node to `node_nm`.
+  static double EnergyScale(double from_nm, double to_nm) { return from_nm > 0 ? to_nm / from_nm : 1.0; }
+  static double AreaScale(double from_nm, double to_nm) {
+    return from_nm > 0 ? (to_nm / from_nm) * (to_nm / from_nm) : 1.0;
+  }
+
+  const nlohmann::json& json() const { return json_; }
+
+ private:
+  double Entry(const char* group, const char* name, double node_nm) const;
+  nlohmann::json json_;
+  std::string path_;
+  int target_node_nm_ = 28;
+};
+
+}  // namespace permdnn::sim

@@ -1,0 +1,147 @@
+// permdnn sim: the accelerator simulator (PermDNN engine vs EIE vs CirCNN)
+// on the EIE layers or given shapes; `permdnn sim sweep` explores PermDNN
+// design points. The work is in permdnn::sim (include/permdnn/sim/report.h).
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+#include "permdnn/core/workloads.h"
+#include "permdnn/sim/engine.h"
+#include "permdnn/sim/report.h"
+
+namespace permdnn::cli {
+
+namespace {
+
+std::vector<std::string> SplitNames(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::vector<int> SplitInts(const std::string& flag, const std::string& text, bool allow_matched) {
+  std::vector<int> out;
+  for (const auto& item : SplitNames(text)) {
+    if (allow_matched && (item == "matched" || item == "auto")) {
+      out.push_back(0);
+      continue;
+    }
+    std::size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    PERMDNN_CHECK(used == item.size() && used > 0, "{}: '{}' is not an integer (in '{}')", flag, item, text);
+    out.push_back(v);
+  }
+  PERMDNN_CHECK(!out.empty(), "{}: empty list", flag);
+  return out;
+}
+
+}  // namespace
+
+void AddSimCommand(CLI::App& app) {
+  struct Args {
+    std::string archs = "permdnn,eie,circnn", layers = "eie", config, json, plot, trace, tech, model;
+    std::vector<std::string> sets;
+    uint64_t seed = 1;
+    bool no_check = false, list_params = false;
+    // sweep
+    std::string pes = "8,16,32,64", mults = "4,8,16", ps = "matched,4,8,16", bits = "8,16", out = "sim_sweep";
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "sim", "cycle-level accelerator simulator: PermDNN engine vs EIE vs CirCNN (energy, area, throughput)");
+  cmd->add_option("--arch", a->archs, "architectures: permdnn,eie,circnn")->capture_default_str();
+  cmd->add_option("--layers", a->layers, "eie | layer names | MxN shapes (m outputs x n inputs; densities 1)")
+      ->capture_default_str();
+  cmd->add_option("--config", a->config, "architecture parameters: JSON or TOML file with [permdnn] [eie] [circnn] "
+                                        "[workload] sections");
+  cmd->add_option("--set", a->sets, "override one parameter: section.key=value (repeatable), e.g. permdnn.num_pe=64");
+  cmd->add_option("--tech", a->tech, "energy/area table (default data/sim/tech_28nm.json)");
+  cmd->add_option("--seed", a->seed, "seed of matrices and activations")->capture_default_str();
+  cmd->add_option("--json", a->json, "write records to this JSON file");
+  cmd->add_option("--plot", a->plot, "write SVG bar charts of the ratios (gnuplot) into this directory");
+  cmd->add_option("--trace", a->trace, "stream a per-cycle trace to this file (large)");
+  cmd->add_option("--model", a->model, "simulate the compressed layers of an ONNX model (not yet available)");
+  cmd->add_flag("--no-check", a->no_check, "skip the functional check against the int16 kernel");
+  cmd->add_flag("--list-params", a->list_params, "print every architecture parameter with its default and reason");
+  cmd->callback([a, cmd] {
+    if (cmd->got_subcommand("sweep")) return;
+    if (a->list_params) {
+      for (const auto& e : sim::Engines()) std::printf("%s\n", sim::DescribeParams(e.name, e.params).c_str());
+      return;
+    }
+    PERMDNN_CHECK(a->model.empty(),
+                  "--model {}: simulating an ONNX model's layers is not yet available in this build (it needs the "
+                  "ONNX runtime); use --layers instead",
+                  a->model);
+    sim::ComparisonOptions o;
+    o.layers = ParseLayerList(a->layers);
+    o.archs = SplitNames(a->archs);
+    if (!a->config.empty()) o.config = sim::LoadConfigFile(a->config);
+    for (const auto& s : a->sets) sim::ApplyOverride(o.config, s);
+    o.tech_path = a->tech;
+    o.seed = a->seed;
+    o.check_functional = !a->no_check;
+    o.trace_path = a->trace;
+    const auto t0 = std::chrono::steady_clock::now();
+    sim::ComparisonResult res = sim::RunComparison(o);
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("permdnn sim: %zu layers x %zu architectures\n\n", o.layers.size(), o.archs.size());
+    std::printf("%s", sim::RenderComparison(res).c_str());
+    std::printf("total %.3f s (workloads, simulation and checks)\n", total);
+    if (!a->json.empty()) {
+      nlohmann::json j = sim::ComparisonToJson(res);
+      j["seconds"]["total"] = total;
+      WriteFileAtomic(a->json, j.dump(2) + "\n");
+      std::printf("wrote %s\n", a->json.c_str());
+    }
+    if (!a->plot.empty())
+      for (const auto& path : sim::WriteComparisonPlots(res, a->plot)) std::printf("wrote %s\n", path.c_str());
+    if (res.functional_mismatches > 0)
+      Fail("functional check failed: the PermDNN engine's int16 output differs from the kernel on {} layer(s)",
+           res.functional_mismatches);
+  });
+
+  CLI::App* sweep = cmd->add_subcommand("sweep", "explore PermDNN design points; write the Pareto front as CSV + SVG");
+  sweep->fallthrough();  // --layers, --config, --set, --tech, --seed come from `sim`
+  sweep->add_option("--pe", a->pes, "PE counts")->capture_default_str();
+  sweep->add_option("--mults", a->mults, "multipliers per PE")->capture_default_str();
+  sweep->add_option("--p", a->ps, "block sizes (matched = per-layer density match)")->capture_default_str();
+  sweep->add_option("--bits", a->bits, "bit widths")->capture_default_str();
+  sweep->add_option("--out", a->out, "output directory for sweep.csv and pareto.svg")->capture_default_str();
+  sweep->callback([a] {
+    sim::SweepOptions o;
+    o.layers = ParseLayerList(a->layers);
+    o.num_pe = SplitInts("--pe", a->pes, false);
+    o.mults_per_pe = SplitInts("--mults", a->mults, false);
+    o.ps = SplitInts("--p", a->ps, true);
+    o.bits = SplitInts("--bits", a->bits, false);
+    if (!a->config.empty()) o.config = sim::LoadConfigFile(a->config);
+    for (const auto& s : a->sets) sim::ApplyOverride(o.config, s);
+    o.tech_path = a->tech;
+    o.seed = a->seed;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto points = sim::RunSweep(o);
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%s", sim::RenderSweep(points).c_str());
+    for (const auto& path : sim::WriteSweep(points, a->out)) std::printf("wrote %s\n", path.c_str());
+    std::printf("sweep took %.2f s\n", total);
+  });
+}
+
+PERMDNN_REGISTER_COMMAND(AddSimCommand);
+
+}  // namespace permdnn::cli

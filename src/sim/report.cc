@@ -1,0 +1,489 @@
+// Comparison runs, tables, JSON and plots (see report.h).
+#include "permdnn/sim/report.h"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+#include "permdnn/core/thread_pool.h"
+#include "permdnn/kernels/permdiag.h"
+#include "permdnn/sim/engines.h"
+
+namespace permdnn::sim {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Published PermDNN-vs-X claims (DESIGN.md).
+struct Published {
+  double lo, hi;
+};
+const std::map<std::string, std::map<std::string, Published>>& PublishedRatios() {
+  static const std::map<std::string, std::map<std::string, Published>> r = {
+      {"eie", {{"throughput", {3.3, 4.8}}, {"area_efficiency", {5.9, 8.5}}, {"energy_efficiency", {2.8, 4.0}}}},
+      {"circnn", {{"throughput", {11.51, 11.51}}, {"energy_efficiency", {3.89, 3.89}}}},
+  };
+  return r;
+}
+
+std::vector<ParamDef> WorkloadParamDefs() {
+  using Kind = ParamDef::Kind;
+  return {
+      {"seed", Kind::kInt, -1, "", -1, 9.0e15, {}, "seed of matrices and activations (-1: the --seed option)"},
+      {"p", Kind::kInt, 0, "", 0, 1 << 16, {}, "PermDNN/CirCNN block size; 0 = matched to each layer's density"},
+  };
+}
+
+void CheckSections(const nlohmann::json& config) {
+  PERMDNN_CHECK(config.is_object(), "config: the top level must be a table of sections");
+  for (auto it = config.begin(); it != config.end(); ++it) {
+    if (it.key() == "workload") continue;
+    bool known = false;
+    for (const auto& e : Engines()) known = known || e.name == it.key();
+    PERMDNN_CHECK(known, "config: unknown section '{}' (known: permdnn, eie, circnn, workload)", it.key());
+  }
+}
+
+RatioRow Ratio(const LayerResult& perm, const LayerResult& other, double perm_pub_mw, double other_pub_mw) {
+  RatioRow row;
+  row.layer = perm.layer;
+  row.throughput = perm.frames_per_s / other.frames_per_s;
+  row.area_efficiency = perm.frames_per_s_per_mm2 / other.frames_per_s_per_mm2;
+  row.energy_efficiency = perm.frames_per_j / other.frames_per_j;
+  if (perm_pub_mw > 0 && other_pub_mw > 0)
+    row.energy_efficiency_published_power = (other_pub_mw * other.latency_us) / (perm_pub_mw * perm.latency_us);
+  return row;
+}
+
+void Summarize(RatioSummary& s) {
+  if (s.rows.empty()) return;
+  auto fields = [](RatioRow& r) {
+    return std::vector<double*>{&r.throughput, &r.area_efficiency, &r.energy_efficiency,
+                                &r.energy_efficiency_published_power};
+  };
+  s.min = s.rows[0];
+  s.max = s.rows[0];
+  s.min.layer = "min";
+  s.max.layer = "max";
+  s.geomean.layer = "geomean";
+  auto gm = fields(s.geomean);
+  for (double* g : gm) *g = 0;
+  for (auto& row : s.rows) {
+    auto v = fields(row), lo = fields(s.min), hi = fields(s.max);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      *lo[i] = std::min(*lo[i], *v[i]);
+      *hi[i] = std::max(*hi[i], *v[i]);
+      *gm[i] += std::log(std::max(*v[i], 1e-300)) / static_cast<double>(s.rows.size());
+    }
+  }
+  for (double* g : gm) *g = std::exp(*g);
+}
+
+std::string Verdict(double ours, double published) {
+  const double rel = ours / published - 1.0;
+  return fmt::format("{:+.0f}% {}", 100 * rel, std::fabs(rel) <= 0.15 ? "within 15%" : "OUTSIDE 15%");
+}
+
+int RunShell(const std::string& command) {
+  int rc = std::system(command.c_str());
+  if (rc == -1) return -1;
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+}  // namespace
+
+ComparisonResult RunComparison(const ComparisonOptions& o) {
+  PERMDNN_CHECK(!o.layers.empty(), "sim: no layers to simulate");
+  PERMDNN_CHECK(!o.archs.empty(), "sim: no architectures to simulate");
+  CheckSections(o.config);
+  ComparisonResult out;
+  out.tech_path = o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path;
+  const TechTable tech = TechTable::Load(out.tech_path);
+  const ParamSpec wl = ParamSpec::Parse("workload", WorkloadParamDefs(),
+                                        o.config.contains("workload") ? o.config["workload"] : nlohmann::json());
+  std::vector<std::unique_ptr<Engine>> engines;
+  bool needs_csc = false, has_permdnn = false;
+  for (const auto& a : o.archs) {
+    for (const auto& e : engines) PERMDNN_CHECK(e->name() != a, "sim: architecture '{}' listed twice", a);
+    engines.push_back(MakeEngine(a, o.config, tech));
+    needs_csc = needs_csc || engines.back()->needs_csc();
+    has_permdnn = has_permdnn || a == "permdnn";
+    out.resolved_config[a] = engines.back()->params().ToJson();
+  }
+  out.resolved_config["workload"] = wl.ToJson();
+  WorkloadOptions wo;
+  wo.seed = wl.Int("seed") >= 0 ? static_cast<uint64_t>(wl.Int("seed")) : o.seed;
+  wo.p = static_cast<int>(wl.Int("p"));
+  wo.build_csc = needs_csc;
+  wo.functional = has_permdnn && o.check_functional;
+  out.resolved_config["workload"]["seed"] = wo.seed;
+
+  std::unique_ptr<TraceSink> trace;
+  if (!o.trace_path.empty()) trace = std::make_unique<TraceSink>(o.trace_path);
+
+  // Layers are independent (each has its own seed), so they run on all
+  // hardware threads, pulling layer indices from a shared counter; results
+  // land in layer order, so the output does not depend on the thread count.
+  // A trace forces one thread so that its lines stay in cycle order.
+  const int64_t L = static_cast<int64_t>(o.layers.size());
+  std::vector<std::vector<LayerResult>> per_layer(static_cast<std::size_t>(L));
+  std::vector<double> build_s(static_cast<std::size_t>(L)), sim_s(static_cast<std::size_t>(L));
+  std::vector<int> checked(static_cast<std::size_t>(L), 0), mismatched(static_cast<std::size_t>(L), 0);
+  std::atomic<int64_t> next{0};
+  const int threads = trace ? 1 : static_cast<int>(std::min<int64_t>(HardwareThreads(), L));
+  const auto wall0 = Clock::now();
+  ParallelFor(threads, threads, [&](int64_t, int64_t, int) {
+    for (int64_t i = next++; i < L; i = next++) {
+      const auto t0 = Clock::now();
+      LayerWorkload w = BuildWorkload(o.layers[i], wo);
+      const auto t1 = Clock::now();
+      for (const auto& e : engines) per_layer[i].push_back(e->Run(w, trace.get()));
+      const auto t2 = Clock::now();
+      build_s[i] = Seconds(t0, t1);
+      sim_s[i] = Seconds(t1, t2);
+      for (const auto& r : per_layer[i]) {
+        if (r.arch != "permdnn" || r.output.empty() || !w.weights) continue;
+        std::vector<int16_t> y(static_cast<std::size_t>(w.m()));
+        kernels::PermDiagMatVecI16(*w.weights, w.x, {}, w.output_shift, y);
+        checked[i] = 1;
+        mismatched[i] = y != r.output ? 1 : 0;
+      }
+    }
+  });
+  out.wall_seconds = Seconds(wall0, Clock::now());
+  out.threads = threads;
+  for (int64_t i = 0; i < L; ++i) {
+    for (auto& r : per_layer[i]) out.records.push_back(std::move(r));
+    out.build_seconds += build_s[i];
+    out.simulate_seconds += sim_s[i];
+    out.functional_checks += checked[i];
+    out.functional_mismatches += mismatched[i];
+  }
+
+  // Ratios per layer.
+  auto find = [&](const std::string& arch, const std::string& layer) -> const LayerResult* {
+    for (const auto& r : out.records)
+      if (r.arch == arch && r.layer == layer) return &r;
+    return nullptr;
+  };
+  const double eie_nm = out.resolved_config.contains("eie") ? out.resolved_config["eie"]["node_nm"].get<double>() : 28;
+  for (const std::string other : {"eie", "circnn"}) {
+    if (!has_permdnn || std::find(o.archs.begin(), o.archs.end(), other) == o.archs.end()) continue;
+    RatioSummary s;
+    s.against = other;
+    double perm_pub = tech.Published("permdnn", "power_mw");
+    double other_pub = 0;
+    if (other == "eie") {
+      // Published EIE power brought to the comparison node and clock: energy
+      // per action × L_t/L_s, actions per second × f_eff/f_pub.
+      const auto* any = find("eie", o.layers[0].name);
+      other_pub = tech.Published("eie", "power_mw") * TechTable::EnergyScale(tech.Published("eie", "node_nm"), eie_nm) *
+                  any->frequency_mhz / tech.Published("eie", "frequency_mhz");
+    }
+    for (const auto& spec : o.layers) {
+      const auto* a = find("permdnn", spec.name);
+      const auto* b = find(other, spec.name);
+      if (a && b) s.rows.push_back(Ratio(*a, *b, perm_pub, other_pub));
+    }
+    Summarize(s);
+    out.ratios.push_back(std::move(s));
+  }
+
+  // Modeled chips against the published ones: area, and power averaged over
+  // the layers (total energy / total time).
+  for (const auto& e : engines) {
+    double energy = 0, time = 0;
+    for (const auto& r : out.records)
+      if (r.arch == e->name()) {
+        energy += r.energy_uj;
+        time += r.latency_us;
+      }
+    const double area = e->Area().total();
+    const double power = time > 0 ? energy / time * 1e3 : 0;
+    if (e->name() == "permdnn") {
+      out.chip_checks.push_back({"permdnn", "area (mm2)", area, tech.Published("permdnn", "area_mm2"),
+                                 "28 nm, as configured"});
+      out.chip_checks.push_back({"permdnn", "power (mW), mean over layers", power,
+                                 tech.Published("permdnn", "power_mw"), "28 nm, 1.2 GHz"});
+    } else if (e->name() == "eie") {
+      const auto* eie = dynamic_cast<const EieEngine*>(e.get());
+      const double src = eie->p().source_node_nm, nm = eie->p().node_nm;
+      const double area45 = area * TechTable::AreaScale(nm, src);
+      const double power45 = power * TechTable::EnergyScale(nm, src) * eie->p().frequency_mhz /
+                             eie->p().effective_frequency_mhz();
+      out.chip_checks.push_back({"eie", fmt::format("area (mm2) at {:.0f} nm", src), area45,
+                                 tech.Published("eie", "area_mm2"), "area model built from EIE Table II"});
+      out.chip_checks.push_back({"eie", fmt::format("power (mW) at {:.0f} nm, mean over layers", src), power45,
+                                 tech.Published("eie", "power_mw"), "Horowitz per-action energies + EIE clock"});
+      out.chip_checks.push_back({"eie", fmt::format("area (mm2) at {:.0f} nm", nm), area,
+                                 tech.Published("eie", "area_mm2") * TechTable::AreaScale(src, nm),
+                                 "published scaled by (28/45)^2"});
+    }
+  }
+  for (const auto& r : out.records)
+    if (!r.weights_fit)
+      out.notes.push_back(fmt::format("{} {}: {}; simulated as if resident (both papers assume on-chip weights)",
+                                      r.arch, r.layer, r.capacity_note));
+  return out;
+}
+
+std::string RenderComparison(const ComparisonResult& res) {
+  std::string out;
+  out += fmt::format("{:<8} {:<8} {:>3} {:>8} {:>8} {:>8} {:>9} {:>5} {:>6} {:>8} {:>7} {:>6} {:>9} {:>9}\n", "layer",
+                     "arch", "p", "cycles", "lat_us", "GOP/s", "dense_GOP", "util", "imbal", "E_uJ", "P_mW", "mm2",
+                     "fps/mm2", "frames/J");
+  for (const auto& r : res.records)
+    out += fmt::format("{:<8} {:<8} {:>3} {:>8} {:>8.2f} {:>8.1f} {:>9.0f} {:>4.0f}% {:>6.2f} {:>8.3f} {:>7.1f} {:>6.2f} "
+                       "{:>9.0f} {:>9.0f}\n",
+                       r.layer, r.arch, r.p == 0 ? std::string("-") : std::to_string(r.p), r.cycles, r.latency_us,
+                       r.throughput_gops, r.dense_equiv_gops, 100 * r.pe_utilization, r.load_imbalance, r.energy_uj,
+                       r.power_mw, r.area_mm2, r.frames_per_s_per_mm2, r.frames_per_j);
+  out += "\nEnergy breakdown (% of energy per inference):\n";
+  out += fmt::format("{:<8} {:<8} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6}\n", "layer", "arch", "mac", "weights", "index",
+                     "act", "accum", "clock");
+  for (const auto& r : res.records) {
+    const double t = r.energy.total() > 0 ? r.energy.total() / 100 : 1;
+    out += fmt::format("{:<8} {:<8} {:>6.1f} {:>7.1f} {:>6.1f} {:>6.1f} {:>6.1f} {:>6.1f}\n", r.layer, r.arch,
+                       r.energy.mac / t, r.energy.weight_mem / t, r.energy.index_mem / t, r.energy.act_mem / t,
+                       r.energy.accumulate / t, r.energy.clock / t);
+  }
+  for (const auto& s : res.ratios) {
+    out += fmt::format("\nPermDNN vs {} (ratios of frames/s, frames/s/mm2, frames/J):\n",
+                       s.against == "eie" ? "EIE" : "CirCNN");
+    out += fmt::format("{:<8} {:>10} {:>9} {:>9} {:>16}\n", "layer", "throughput", "area_eff", "energy_eff",
+                       "energy_eff(pub P)");
+    auto line = [&](const RatioRow& r) {
+      return fmt::format("{:<8} {:>9.2f}x {:>8.2f}x {:>8.2f}x {:>15}\n", r.layer, r.throughput, r.area_efficiency,
+                         r.energy_efficiency,
+                         r.energy_efficiency_published_power > 0
+                             ? fmt::format("{:.2f}x", r.energy_efficiency_published_power)
+                             : std::string("-"));
+    };
+    for (const auto& r : s.rows) out += line(r);
+    out += line(s.min) + line(s.max) + line(s.geomean);
+    const auto& pub = PublishedRatios().at(s.against);
+    out += "published:";
+    for (const auto& [what, range] : pub) {
+      const double lo = what == "throughput" ? s.min.throughput
+                        : what == "area_efficiency" ? s.min.area_efficiency
+                                                    : s.min.energy_efficiency;
+      const double hi = what == "throughput" ? s.max.throughput
+                        : what == "area_efficiency" ? s.max.area_efficiency
+                                                    : s.max.energy_efficiency;
+      if (range.lo == range.hi)
+        out += fmt::format("\n  {:<17} {:.2f}x   ours (geomean) {:.2f}x", what, range.lo,
+                           what == "throughput" ? s.geomean.throughput : s.geomean.energy_efficiency);
+      else
+        out += fmt::format("\n  {:<17} {:.1f}-{:.1f}x  ours {:.2f}-{:.2f}x  (min {}, max {})", what, range.lo,
+                           range.hi, lo, hi, Verdict(lo, range.lo), Verdict(hi, range.hi));
+    }
+    if (s.against == "eie")
+      out += fmt::format("\n  {:<17} 2.8-4.0x  ours {:.2f}-{:.2f}x with the published chip powers (min {}, max {})",
+                         "energy_eff(pub P)", s.min.energy_efficiency_published_power,
+                         s.max.energy_efficiency_published_power,
+                         Verdict(s.min.energy_efficiency_published_power, 2.8),
+                         Verdict(s.max.energy_efficiency_published_power, 4.0));
+    out += "\n";
+  }
+  if (!res.chip_checks.empty()) {
+    out += "\nModeled engines against the published chips:\n";
+    for (const auto& c : res.chip_checks)
+      out += fmt::format("  {:<8} {:<38} model {:>8.2f}  published {:>8.2f}  ({:+.0f}%; {})\n", c.arch, c.what,
+                         c.modeled, c.published, 100 * (c.modeled / c.published - 1), c.note);
+  }
+  if (res.functional_checks > 0)
+    out += fmt::format("\nFunctional: PermDNN engine int16 output {} kernels::PermDiagMatVecI16 on {}/{} layers\n",
+                       res.functional_mismatches == 0 ? "==" : "!=", res.functional_checks - res.functional_mismatches,
+                       res.functional_checks);
+  for (const auto& n : res.notes) out += "note: " + n + "\n";
+  out += fmt::format("tech table: {}\nworkloads {:.3f} s + simulation {:.3f} s of CPU time; {:.3f} s wall on {} "
+                     "thread(s)\n",
+                     res.tech_path, res.build_seconds, res.simulate_seconds, res.wall_seconds, res.threads);
+  return out;
+}
+
+nlohmann::json ComparisonToJson(const ComparisonResult& res) {
+  nlohmann::json j;
+  j["command"] = "sim";
+  j["tech_table"] = res.tech_path;
+  j["config"] = res.resolved_config;
+  j["records"] = nlohmann::json::array();
+  for (const auto& r : res.records) j["records"].push_back(r.ToJson());
+  j["ratios"] = nlohmann::json::array();
+  for (const auto& s : res.ratios) {
+    nlohmann::json rows = nlohmann::json::array();
+    auto row = [](const RatioRow& r) {
+      return nlohmann::json{{"layer", r.layer},
+                            {"throughput", r.throughput},
+                            {"area_efficiency", r.area_efficiency},
+                            {"energy_efficiency", r.energy_efficiency},
+                            {"energy_efficiency_published_power", r.energy_efficiency_published_power}};
+    };
+    for (const auto& r : s.rows) rows.push_back(row(r));
+    nlohmann::json pub;
+    for (const auto& [what, range] : PublishedRatios().at(s.against)) pub[what] = {range.lo, range.hi};
+    j["ratios"].push_back({{"against", s.against}, {"layers", rows}, {"min", row(s.min)}, {"max", row(s.max)},
+                           {"geomean", row(s.geomean)}, {"published", pub}});
+  }
+  j["chip_checks"] = nlohmann::json::array();
+  for (const auto& c : res.chip_checks)
+    j["chip_checks"].push_back({{"arch", c.arch}, {"what", c.what}, {"modeled", c.modeled}, {"published", c.published}});
+  j["notes"] = res.notes;
+  j["functional"] = {{"checked_layers", res.functional_checks}, {"mismatches", res.functional_mismatches}};
+  j["seconds"] = {{"build_cpu", res.build_seconds}, {"simulate_cpu", res.simulate_seconds},
+                  {"wall", res.wall_seconds}, {"threads", res.threads}};
+  return j;
+}
+
+std::vector<std::string> WriteComparisonPlots(const ComparisonResult& res, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  PERMDNN_CHECK(!ec, "--plot {}: cannot create the directory: {}", dir, ec.message());
+  std::vector<std::string> svgs;
+  for (const auto& s : res.ratios) {
+    const std::string base = dir + "/permdnn_vs_" + s.against;
+    std::string dat = "# layer throughput area_efficiency energy_efficiency\n";
+    for (const auto& r : s.rows)
+      dat += fmt::format("{} {:.4f} {:.4f} {:.4f}\n", r.layer, r.throughput, r.area_efficiency, r.energy_efficiency);
+    WriteFileAtomic(base + ".dat", dat);
+    const std::string title = s.against == "eie" ? "PermDNN vs EIE (published: 3.3-4.8x, 5.9-8.5x, 2.8-4.0x)"
+                                                 : "PermDNN vs CirCNN (published: 11.51x throughput, 3.89x energy)";
+    std::string gp = fmt::format(
+        "set terminal svg size 900,480 dynamic font 'sans,11'\n"
+        "set output '{0}.svg'\n"
+        "set title \"{1}\"\n"
+        "set ylabel 'ratio (x)'\n"
+        "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+        "set boxwidth 0.9\nset grid ytics\nset key top left\nset yrange [0:*]\nset xtics rotate by -30\n"
+        "plot '{0}.dat' using 2:xtic(1) title 'throughput', '' using 3 title 'area efficiency', "
+        "'' using 4 title 'energy efficiency'\n",
+        base, title);
+    WriteFileAtomic(base + ".gp", gp);
+    const int rc = RunShell(fmt::format("gnuplot '{}.gp' 2>/dev/null", base));
+    PERMDNN_CHECK(rc == 0, "--plot: gnuplot failed on {}.gp (exit {}); is gnuplot installed (gnuplot-nox)?", base, rc);
+    svgs.push_back(base + ".svg");
+  }
+  return svgs;
+}
+
+// ---- Sweep --------------------------------------------------------------------
+
+std::vector<SweepPoint> RunSweep(const SweepOptions& o) {
+  PERMDNN_CHECK(!o.layers.empty(), "sim sweep: no layers");
+  for (int v : o.num_pe) PERMDNN_CHECK(v >= 1, "sim sweep: PEs must be >= 1, got {}", v);
+  for (int v : o.mults_per_pe) PERMDNN_CHECK(v >= 1, "sim sweep: multipliers per PE must be >= 1, got {}", v);
+  for (int v : o.ps) PERMDNN_CHECK(v >= 0, "sim sweep: p must be >= 1 (or 0 = matched), got {}", v);
+  for (int v : o.bits) PERMDNN_CHECK(v >= 2 && v <= 32, "sim sweep: bits must be in [2, 32], got {}", v);
+  CheckSections(o.config);
+  const TechTable tech = TechTable::Load(o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path);
+  std::vector<SweepPoint> points;
+  for (int p : o.ps) {
+    std::vector<LayerWorkload> workloads;
+    WorkloadOptions wo;
+    wo.seed = o.seed;
+    wo.p = p;
+    wo.functional = false;
+    wo.build_csc = false;
+    for (const auto& spec : o.layers) workloads.push_back(BuildWorkload(spec, wo));
+    for (int bits : o.bits)
+      for (int N : o.num_pe)
+        for (int M : o.mults_per_pe) {
+          nlohmann::json cfg = o.config;
+          cfg["permdnn"]["num_pe"] = N;
+          cfg["permdnn"]["mults_per_pe"] = M;
+          cfg["permdnn"]["bits"] = bits;
+          auto engine = MakeEngine("permdnn", cfg, tech);
+          SweepPoint pt{N, M, p, bits};
+          for (const auto& w : workloads) {
+            LayerResult r = engine->Run(w, nullptr);
+            pt.latency_us += r.latency_us;
+            pt.energy_uj += r.energy_uj;
+          }
+          pt.area_mm2 = engine->Area().total();
+          pt.frames_per_s_per_mm2 = 1e6 / pt.latency_us / pt.area_mm2;
+          points.push_back(pt);
+        }
+  }
+  for (auto& a : points) {
+    a.pareto = true;
+    for (const auto& b : points) {
+      const bool no_worse = b.frames_per_s_per_mm2 >= a.frames_per_s_per_mm2 && b.energy_uj <= a.energy_uj;
+      const bool better = b.frames_per_s_per_mm2 > a.frames_per_s_per_mm2 || b.energy_uj < a.energy_uj;
+      if (no_worse && better) {
+        a.pareto = false;
+        break;
+      }
+    }
+  }
+  return points;
+}
+
+std::string SweepCsv(const std::vector<SweepPoint>& points) {
+  std::string out = "num_pe,mults_per_pe,p,bits,latency_us,energy_uj,area_mm2,frames_per_s_per_mm2,pareto\n";
+  for (const auto& p : points)
+    out += fmt::format("{},{},{},{},{:.4f},{:.4f},{:.4f},{:.2f},{}\n", p.num_pe, p.mults_per_pe,
+                       p.p == 0 ? std::string("matched") : std::to_string(p.p), p.bits, p.latency_us, p.energy_uj,
+                       p.area_mm2, p.frames_per_s_per_mm2, p.pareto ? 1 : 0);
+  return out;
+}
+
+std::string RenderSweep(const std::vector<SweepPoint>& points) {
+  std::vector<SweepPoint> front;
+  for (const auto& p : points)
+    if (p.pareto) front.push_back(p);
+  std::sort(front.begin(), front.end(), [](const auto& a, const auto& b) { return a.energy_uj < b.energy_uj; });
+  std::string out = fmt::format("{} design points, {} on the Pareto front (frames/s/mm2 up, uJ/inference down):\n",
+                                points.size(), front.size());
+  out += fmt::format("{:>5} {:>5} {:>8} {:>4} {:>10} {:>10} {:>8} {:>10}\n", "PEs", "mults", "p", "bits", "lat_us",
+                     "E_uJ", "mm2", "fps/mm2");
+  for (const auto& p : front)
+    out += fmt::format("{:>5} {:>5} {:>8} {:>4} {:>10.2f} {:>10.3f} {:>8.2f} {:>10.0f}\n", p.num_pe, p.mults_per_pe,
+                       p.p == 0 ? std::string("matched") : std::to_string(p.p), p.bits, p.latency_us, p.energy_uj,
+                       p.area_mm2, p.frames_per_s_per_mm2);
+  return out;
+}
+
+std::vector<std::string> WriteSweep(const std::vector<SweepPoint>& points, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  PERMDNN_CHECK(!ec, "sim sweep --out {}: cannot create the directory: {}", dir, ec.message());
+  const std::string csv = dir + "/sweep.csv", base = dir + "/pareto";
+  WriteFileAtomic(csv, SweepCsv(points));
+  std::string all, front;
+  std::vector<SweepPoint> sorted = points;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.energy_uj < b.energy_uj; });
+  for (const auto& p : sorted) {
+    std::string line = fmt::format("{:.4f} {:.2f}\n", p.energy_uj, p.frames_per_s_per_mm2);
+    all += line;
+    if (p.pareto) front += line;
+  }
+  WriteFileAtomic(base + "_all.dat", all);
+  WriteFileAtomic(base + "_front.dat", front);
+  WriteFileAtomic(base + ".gp",
+                  fmt::format("set terminal svg size 800,520 dynamic font 'sans,11'\nset output '{0}.svg'\n"
+                              "set title 'PermDNN design space: throughput/area vs energy per inference'\n"
+                              "set xlabel 'energy per inference, all layers (uJ)'\nset ylabel 'frames/s/mm2'\n"
+                              "set logscale xy\nset grid\nset key bottom right\n"
+                              "plot '{0}_all.dat' using 1:2 with points pt 7 ps 0.6 title 'design points', "
+                              "'{0}_front.dat' using 1:2 with linespoints lw 2 pt 5 title 'Pareto front'\n",
+                              base));
+  const int rc = RunShell(fmt::format("gnuplot '{}.gp' 2>/dev/null", base));
+  PERMDNN_CHECK(rc == 0, "sim sweep: gnuplot failed on {}.gp (exit {}); is gnuplot installed (gnuplot-nox)?", base, rc);
+  return {csv, base + ".svg"};
+}
+
+}  // namespace permdnn::sim

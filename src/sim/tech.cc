@@ -1,0 +1,147 @@
+// The technology table (see tech.h).
+#include "permdnn/sim/tech.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "permdnn/core/error.h"
+
+#ifndef PERMDNN_SIM_DATA_DIR
+#define PERMDNN_SIM_DATA_DIR "data/sim"
+#endif
+
+namespace permdnn::sim {
+
+namespace {
+
+const char* const kEnergyKeys[] = {"int_mult_8b",       "int_add_32b",       "sram_read_64b_8kb",
+                                   "sram_read_64b_32kb", "sram_read_64b_1mb", "dram_64b",
+                                   "regfile_rmw_16b",   "fifo_access_16b",   "zero_test_16b",
+                                   "clock_register_per_pe_cycle"};
+const char* const kAreaKeys[] = {"int_mult_8b",      "int_add_32b",     "sram_per_kb_2kb", "sram_per_kb_32kb",
+                                 "sram_per_kb_128kb", "fifo_8x",        "eie_arith_unit",  "filler_fraction"};
+
+// Piecewise power law through (x_i, y_i), extrapolated with the end slopes.
+double LogLog(double x, const double* xs, const double* ys, int n) {
+  int i = 0;
+  while (i < n - 2 && x > xs[i + 1]) ++i;
+  double slope = std::log(ys[i + 1] / ys[i]) / std::log(xs[i + 1] / xs[i]);
+  return ys[i] * std::pow(x / xs[i], slope);
+}
+
+}  // namespace
+
+std::string TechTable::DefaultPath() {
+  if (const char* env = std::getenv("PERMDNN_SIM_TECH"); env && *env) return env;
+  const std::string local = "data/sim/tech_28nm.json";
+  if (std::filesystem::exists(local)) return local;
+  return std::string(PERMDNN_SIM_DATA_DIR) + "/tech_28nm.json";
+}
+
+TechTable TechTable::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  PERMDNN_CHECK(in.good(), "technology table '{}': cannot open it (set --tech FILE or PERMDNN_SIM_TECH)", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    Fail("technology table '{}': invalid JSON: {}", path, e.what());
+  }
+  return FromJson(j, path);
+}
+
+TechTable TechTable::FromJson(const nlohmann::json& table, const std::string& where) {
+  TechTable t;
+  t.path_ = where;
+  PERMDNN_CHECK(table.is_object(), "technology table '{}': top level must be an object", where);
+  PERMDNN_CHECK(table.contains("target_node_nm") && table["target_node_nm"].is_number(),
+                "technology table '{}': missing number 'target_node_nm'", where);
+  t.target_node_nm_ = table["target_node_nm"].get<int>();
+  PERMDNN_CHECK(t.target_node_nm_ > 0, "technology table '{}': target_node_nm must be > 0", where);
+  auto check_group = [&](const char* group, auto& keys) {
+    PERMDNN_CHECK(table.contains(group) && table[group].is_object(), "technology table '{}': missing object '{}'",
+                  where, group);
+    for (const char* k : keys) {
+      PERMDNN_CHECK(table[group].contains(k), "technology table '{}': missing entry {}.{}", where, group, k);
+      const auto& e = table[group][k];
+      for (const char* f : {"value", "node_nm"})
+        PERMDNN_CHECK(e.contains(f) && e[f].is_number(), "technology table '{}': {}.{} needs a number '{}'", where,
+                      group, k, f);
+      for (const char* f : {"scaling", "source"})
+        PERMDNN_CHECK(e.contains(f) && e[f].is_string(), "technology table '{}': {}.{} needs a string '{}'", where,
+                      group, k, f);
+      const std::string s = e["scaling"].get<std::string>();
+      PERMDNN_CHECK(s == "energy" || s == "area" || s == "none",
+                    "technology table '{}': {}.{} has scaling '{}' (expected energy, area or none)", where, group, k,
+                    s);
+      PERMDNN_CHECK(e["value"].get<double>() >= 0, "technology table '{}': {}.{} is negative", where, group, k);
+    }
+  };
+  check_group("energy_pj", kEnergyKeys);
+  check_group("area_um2", kAreaKeys);
+  for (const char* chip : {"permdnn", "eie"})
+    for (const char* f : {"area_mm2", "power_mw", "node_nm", "frequency_mhz"})
+      PERMDNN_CHECK(table.contains("published_chips") && table["published_chips"].contains(chip) &&
+                        table["published_chips"][chip].contains(f),
+                    "technology table '{}': missing published_chips.{}.{}", where, chip, f);
+  t.json_ = table;
+  return t;
+}
+
+double TechTable::Entry(const char* group, const char* name, double node_nm) const {
+  const auto& e = json_.at(group).at(name);
+  const double v = e.at("value").get<double>();
+  const double from = e.at("node_nm").get<double>();
+  const std::string s = e.at("scaling").get<std::string>();
+  if (s == "energy") return v * EnergyScale(from, node_nm);
+  if (s == "area") return v * AreaScale(from, node_nm);
+  return v;
+}
+
+double TechTable::MultEnergy(int bits, double node_nm) const {
+  return Entry("energy_pj", "int_mult_8b", node_nm) * (bits / 8.0) * (bits / 8.0);
+}
+double TechTable::AddEnergy(int bits, double node_nm) const {
+  return Entry("energy_pj", "int_add_32b", node_nm) * bits / 32.0;
+}
+double TechTable::SramEnergy(double bytes, int width_bits, double node_nm) const {
+  const double xs[] = {8192.0, 32768.0, 1048576.0};
+  const double ys[] = {Entry("energy_pj", "sram_read_64b_8kb", node_nm), Entry("energy_pj", "sram_read_64b_32kb", node_nm),
+                       Entry("energy_pj", "sram_read_64b_1mb", node_nm)};
+  return LogLog(std::max(bytes, 64.0), xs, ys, 3) * width_bits / 64.0;
+}
+double TechTable::RegfileRmwEnergy(int bits, double node_nm) const {
+  return Entry("energy_pj", "regfile_rmw_16b", node_nm) * bits / 16.0;
+}
+double TechTable::FifoEnergy(double node_nm) const { return Entry("energy_pj", "fifo_access_16b", node_nm); }
+double TechTable::ZeroTestEnergy(double node_nm) const { return Entry("energy_pj", "zero_test_16b", node_nm); }
+double TechTable::DramEnergy64(double node_nm) const { return Entry("energy_pj", "dram_64b", node_nm); }
+double TechTable::ClockEnergyPerPeCycle(double datapath_um2, double node_nm) const {
+  return Entry("energy_pj", "clock_register_per_pe_cycle", node_nm) * datapath_um2 / EieArithArea(node_nm);
+}
+
+double TechTable::MultArea(int bits, double node_nm) const {
+  return Entry("area_um2", "int_mult_8b", node_nm) * (bits / 8.0) * (bits / 8.0);
+}
+double TechTable::AddArea(int bits, double node_nm) const { return Entry("area_um2", "int_add_32b", node_nm) * bits / 32.0; }
+double TechTable::SramArea(double bytes, double node_nm) const {
+  if (bytes <= 0) return 0;
+  const double xs[] = {2048.0, 32768.0, 131072.0};
+  const double ys[] = {Entry("area_um2", "sram_per_kb_2kb", node_nm), Entry("area_um2", "sram_per_kb_32kb", node_nm),
+                       Entry("area_um2", "sram_per_kb_128kb", node_nm)};
+  return LogLog(bytes, xs, ys, 3) * bytes / 1024.0;
+}
+double TechTable::FifoArea(int depth, double node_nm) const { return Entry("area_um2", "fifo_8x", node_nm) * depth / 8.0; }
+double TechTable::EieArithArea(double node_nm) const { return Entry("area_um2", "eie_arith_unit", node_nm); }
+double TechTable::FillerFraction() const { return json_.at("area_um2").at("filler_fraction").at("value").get<double>(); }
+
+double TechTable::Published(const std::string& chip, const std::string& field) const {
+  return json_.at("published_chips").at(chip).at(field).get<double>();
+}
+
+}  // namespace permdnn::sim

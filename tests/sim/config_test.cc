@@ -1,0 +1,116 @@
+// Configuration parsing, technology table and bad-config errors.
+#include "permdnn/sim/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "permdnn/core/error.h"
+#include "permdnn/sim/engines.h"
+#include "permdnn/sim/report.h"
+
+namespace permdnn::sim {
+namespace {
+
+const TechTable& Tech() {
+  static const TechTable t = TechTable::Load(PERMDNN_TEST_TECH);
+  return t;
+}
+
+// Runs f and checks it throws Error whose message contains `needle`.
+template <typename F>
+void ExpectError(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+}
+
+TEST(Config, ParamSpecKeepsWhatWasSpecified) {
+  auto s = ParamSpec::Parse("permdnn", PermDnnParamDefs(), {{"num_pe", 16}});
+  EXPECT_EQ(s.Int("num_pe"), 16);
+  EXPECT_TRUE(s.IsSpecified("num_pe"));
+  EXPECT_FALSE(s.IsSpecified("mults_per_pe"));
+  EXPECT_EQ(s.Int("mults_per_pe"), 8);
+  EXPECT_EQ(s.ToJson()["num_pe"], 16.0);
+}
+
+TEST(Config, BadConfigsGiveClearErrors) {
+  ExpectError([] { PermDnnEngine({{"num_pes", 4}}, Tech()); }, "unknown key 'num_pes'");
+  ExpectError([] { PermDnnEngine({{"num_pe", 0}}, Tech()); }, "permdnn.num_pe: 0 is out of range");
+  ExpectError([] { EieEngine({{"num_pe", -3}}, Tech()); }, "eie.num_pe: -3 is out of range");
+  ExpectError([] { PermDnnEngine({{"num_pe", 2.5}}, Tech()); }, "expected an integer");
+  ExpectError([] { PermDnnEngine({{"num_pe", "many"}}, Tech()); }, "expected a number");
+  ExpectError([] { EieEngine({{"frequency_scaling", "cubic"}}, Tech()); }, "is not one of linear, none");
+  ExpectError([] { CirCnnEngine({{"mults_per_pe", 6}}, Tech()); }, "not a multiple of 4");
+  ExpectError([] { PermDnnEngine({{"bits", 16}, {"acc_bits", 20}}, Tech()); }, "cannot hold one");
+  ExpectError([] { MakeEngine("tpu", {}, Tech()); }, "unknown architecture 'tpu'");
+  ExpectError([] { BuildWorkload({"L", 8, 8, 0.5, -0.2}, {}); }, "activation density must be in [0, 1]");
+  ExpectError([] { BuildWorkload({"L", 8, 8, -0.5, 0.2}, {}); }, "weight density must be in (0, 1]");
+  WorkloadOptions big;
+  big.p = 16;
+  ExpectError([&] { BuildWorkload({"L", 8, 12, 0.5, 0.2}, big); }, "p = 16 does not divide the padded shape");
+  ComparisonOptions o;
+  o.layers = {{"L", 16, 16, 0.25, 0.5}};
+  o.tech_path = PERMDNN_TEST_TECH;
+  o.config = {{"tpu", {{"num_pe", 4}}}};
+  ExpectError([&] { RunComparison(o); }, "unknown section 'tpu'");
+  o.config = nlohmann::json::object();
+  o.archs = {"permdnn", "permdnn"};
+  ExpectError([&] { RunComparison(o); }, "listed twice");
+}
+
+TEST(Config, TomlSubsetAndOverrides) {
+  auto j = ParseTomlSubset("# comment\n[permdnn]\nnum_pe = 16  # PEs\nfrequency_mhz = 1e3\n\n[eie]\n"
+                           "frequency_scaling = \"none\"\n",
+                           "test.toml");
+  EXPECT_EQ(j["permdnn"]["num_pe"], 16);
+  EXPECT_EQ(j["permdnn"]["frequency_mhz"], 1000);
+  EXPECT_EQ(j["eie"]["frequency_scaling"], "none");
+  ExpectError([] { ParseTomlSubset("[permdnn]\nnum_pe 16\n", "bad.toml"); }, "bad.toml:2");
+  ExpectError([] { ParseTomlSubset("[a]\nx = 1\n[a]\n", "dup.toml"); }, "defined twice");
+  ExpectError([] { ParseTomlSubset("x = banana\n", "s.toml"); }, "not a number");
+  ApplyOverride(j, "permdnn.num_pe=64");
+  ApplyOverride(j, "circnn.block_size=pow2");
+  EXPECT_EQ(j["permdnn"]["num_pe"], 64);
+  EXPECT_EQ(j["circnn"]["block_size"], "pow2");
+  ExpectError([&] { ApplyOverride(j, "num_pe=3"); }, "expected section.key=value");
+
+  const std::string dir = ::testing::TempDir();
+  {
+    std::ofstream(dir + "/c.json") << R"({"permdnn": {"num_pe": 8}})";
+    std::ofstream(dir + "/c.toml") << "[permdnn]\nnum_pe = 8\n";
+  }
+  EXPECT_EQ(LoadConfigFile(dir + "/c.json"), LoadConfigFile(dir + "/c.toml"));
+  ExpectError([&] { LoadConfigFile(dir + "/missing.toml"); }, "cannot open");
+}
+
+TEST(TechTable, ScalingRulesAndPublishedAnchors) {
+  const auto& t = Tech();
+  EXPECT_DOUBLE_EQ(t.MultEnergy(8, 45), 0.2);
+  EXPECT_DOUBLE_EQ(t.MultEnergy(16, 45), 0.8);
+  EXPECT_NEAR(t.MultEnergy(16, 28), 0.8 * 28 / 45, 1e-12);
+  EXPECT_NEAR(t.SramEnergy(8192, 64, 45), 10.0, 1e-9);
+  EXPECT_NEAR(t.SramEnergy(32768, 64, 45), 20.0, 1e-9);
+  EXPECT_NEAR(t.SramEnergy(1048576, 64, 45), 100.0, 1e-9);
+  EXPECT_NEAR(t.SramEnergy(8192, 16, 45), 2.5, 1e-9);
+  EXPECT_NEAR(t.MultArea(16, 28), 282.0 * 4 * (28.0 / 45) * (28.0 / 45), 1e-9);
+  // The EIE area model rebuilds the published 40.8 mm2 from Table II.
+  EieEngine eie({{"node_nm", 45}}, t);
+  EXPECT_NEAR(eie.Area().total(), 40.8, 0.05);
+  EXPECT_NEAR(EieEngine({}, t).Area().total(), 40.8 * (28.0 / 45) * (28.0 / 45), 0.05);
+  EXPECT_DOUBLE_EQ(t.Published("permdnn", "power_mw"), 703.4);
+  // A table missing an entry is rejected with its name.
+  nlohmann::json broken = t.json();
+  broken["energy_pj"].erase("int_mult_8b");
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "energy_pj.int_mult_8b");
+  broken = t.json();
+  broken["area_um2"]["fifo_8x"]["scaling"] = "cubic";
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "scaling 'cubic'");
+}
+
+}  // namespace
+}  // namespace permdnn::sim

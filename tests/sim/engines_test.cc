@@ -1,0 +1,258 @@
+// The architecture models: hand-checkable cycle counts, golden statistics on
+// small configurations, the bit-exact functional cross-check, and reports.
+#include "permdnn/sim/engines.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "permdnn/core/error.h"
+#include "permdnn/core/fixed_point.h"
+#include "permdnn/kernels/permdiag.h"
+#include "permdnn/sim/report.h"
+#include "support/compare.h"
+
+namespace permdnn::sim {
+namespace {
+
+const TechTable& Tech() {
+  static const TechTable t = TechTable::Load(PERMDNN_TEST_TECH);
+  return t;
+}
+
+FcLayerSpec Layer(const std::string& name, int64_t m, int64_t n, double wd, double ad) {
+  return {name, n, m, wd, ad};
+}
+
+LayerWorkload Build(const FcLayerSpec& s, int p, bool csc = true, uint64_t seed = 1) {
+  WorkloadOptions o;
+  o.seed = seed;
+  o.p = p;
+  o.build_csc = csc;
+  return BuildWorkload(s, o);
+}
+
+// ---- PermDNN ------------------------------------------------------------------
+
+// 64x96, p=4, 4 PEs x 2 multipliers, every input nonzero: each PE owns 4 row
+// blocks, so a column takes 2 cycles. The first broadcast arrives in cycle 2,
+// 96 columns finish in cycle 1 + 192 = 193, then 4 pipeline cycles and 16
+// rows drained 2 per cycle.
+TEST(PermDnnEngine, CycleCountOfADenseInputMatchesTheHandCount) {
+  PermDnnEngine e({{"num_pe", 4}, {"mults_per_pe", 2}}, Tech());
+  auto w = Build(Layer("t", 64, 96, 0.25, 1.0), 4, false);
+  auto r = e.Run(w, nullptr);
+  EXPECT_EQ(r.cycles, 193 + 4 + 8);
+  EXPECT_EQ(r.issued_macs, 96 * 16);
+  EXPECT_EQ(r.useful_macs, 96 * 16);
+  EXPECT_DOUBLE_EQ(r.load_imbalance, 1.0);
+  EXPECT_NEAR(r.pe_utilization, 1536.0 / (205 * 8), 1e-12);
+  EXPECT_EQ(r.counters.at("passes"), 1);
+}
+
+TEST(PermDnnEngine, PaddedRowsAreIssuedButNotUseful) {
+  PermDnnEngine e({{"num_pe", 2}, {"mults_per_pe", 4}}, Tech());
+  auto w = Build(Layer("t", 10, 12, 0.25, 1.0), 4, false);
+  auto r = e.Run(w, nullptr);
+  EXPECT_EQ(r.issued_macs, 12 * 3);  // 3 row blocks per column
+  // Exactly the structural nonzeros of the 10x12 matrix.
+  EXPECT_EQ(r.useful_macs, w.weights->nnz());
+  EXPECT_LT(r.useful_macs, r.issued_macs);
+}
+
+TEST(PermDnnEngine, RunsInPassesWhenAccumulatorsAreShort) {
+  auto w = Build(Layer("t", 64, 96, 0.25, 0.5), 4, false);
+  PermDnnEngine one({{"num_pe", 4}, {"mults_per_pe", 2}}, Tech());
+  PermDnnEngine two({{"num_pe", 4}, {"mults_per_pe", 2}, {"acc_entries", 8}}, Tech());
+  auto a = one.Run(w, nullptr), b = two.Run(w, nullptr);
+  EXPECT_EQ(b.counters.at("passes"), 2);
+  EXPECT_EQ(a.issued_macs, b.issued_macs);
+  EXPECT_GT(b.cycles, a.cycles);
+  EXPECT_EQ(a.output, b.output);
+  EXPECT_THROW(PermDnnEngine({{"acc_entries", 3}}, Tech()).Run(w, nullptr), Error);  // < p
+}
+
+// The functional output equals the int16 kernel bit for bit.
+TEST(PermDnnEngine, Int16OutputEqualsTheKernelBitForBit) {
+  struct Case {
+    int64_t m, n;
+    int p;
+    double act;
+  };
+  for (const Case& c : {Case{1, 1, 1, 1.0}, Case{7, 10, 3, 1.0}, Case{64, 96, 4, 0.35}, Case{100, 37, 8, 0.5},
+                        Case{33, 65, 16, 0.2}, Case{48, 48, 4, 0.0}, Case{257, 129, 11, 0.4}}) {
+    for (uint64_t seed : {1u, 2u}) {
+      auto w = Build(Layer("x", c.m, c.n, 1.0 / c.p, c.act), c.p, false, seed);
+      PermDnnEngine e({{"num_pe", 3}, {"mults_per_pe", 2}}, Tech());
+      auto r = e.Run(w, nullptr);
+      std::vector<int16_t> y(static_cast<std::size_t>(c.m));
+      kernels::PermDiagMatVecI16(*w.weights, w.x, {}, w.output_shift, y);
+      EXPECT_TRUE(testing::AllEqual<int16_t>(y, r.output)) << c.m << "x" << c.n << " p=" << c.p << " act=" << c.act;
+      // And the reference accumulators with the shared requantization.
+      std::vector<int64_t> acc(static_cast<std::size_t>(c.m));
+      kernels::ref::MatVecI16Acc(w.weights->view(), w.x.data(), acc.data());
+      for (int64_t i = 0; i < c.m; ++i) ASSERT_EQ(r.output[i], RequantizeShift<int16_t>(acc[i], w.output_shift));
+      EXPECT_EQ(r.counters.at("acc_overflows"), 0);
+    }
+  }
+}
+
+// ---- EIE ----------------------------------------------------------------------
+
+// One PE, three columns with 3, 0 and 2 entries (the last with a gap of 16
+// rows, so one padding zero). Broadcast in cycles 1-3; the PE works columns
+// 0 (cycles 2-4), 1 (empty: its pointer read, cycle 5) and 2 (3 entries,
+// cycles 6-8); then the 4-stage pipeline drains.
+TEST(EieEngine, CycleCountOfAHandBuiltMatrix) {
+  auto w = Build(Layer("t", 20, 3, 0.1, 1.0), 1);
+  w.csc = CscMatrix::FromParts(20, 3, {0, 3, 3, 5}, {0, 5, 19, 0, 17}, {1, 2, 3, 4, 5});
+  EieEngine e({{"num_pe", 1}}, Tech());
+  auto r = e.Run(w, nullptr);
+  EXPECT_EQ(r.cycles, 8 + 4);
+  EXPECT_EQ(r.issued_macs, 6);
+  EXPECT_EQ(r.useful_macs, 5);
+  EXPECT_EQ(r.counters.at("empty_column_cycles"), 1);
+  EXPECT_EQ(r.counters.at("padding_entries_stored"), 1);
+}
+
+// All entries on even rows: with 2 PEs, PE 0 does all the work and PE 1 only
+// reads pointers (one cycle per column).
+TEST(EieEngine, LoadImbalanceComesFromTheMatrix) {
+  const int64_t rows = 40, cols = 8;
+  std::vector<int32_t> ptr = {0}, idx;
+  std::vector<float> val;
+  for (int64_t j = 0; j < cols; ++j) {
+    for (int32_t r = 0; r < 20; r += 2) {
+      idx.push_back(r);
+      val.push_back(1.0f);
+    }
+    ptr.push_back(static_cast<int32_t>(idx.size()));
+  }
+  auto w = Build(Layer("t", rows, cols, 0.25, 1.0), 1);
+  w.csc = CscMatrix::FromParts(rows, cols, ptr, idx, val);
+  auto r = EieEngine({{"num_pe", 2}}, Tech()).Run(w, nullptr);
+  EXPECT_DOUBLE_EQ(r.load_imbalance, 80.0 / ((80.0 + 8.0) / 2.0));
+  // A shallow queue makes the broadcast stall behind the busy PE.
+  auto s = EieEngine({{"num_pe", 2}, {"queue_depth", 1}}, Tech()).Run(w, nullptr);
+  EXPECT_GT(s.counters.at("broadcast_stall_cycles"), 0);
+  EXPECT_GE(s.cycles, r.cycles);
+}
+
+// ---- CirCNN -------------------------------------------------------------------
+
+// 64x96, p=4, 4 PEs x 8 multipliers = 2 complex units each; real FFT of
+// length 4 = 2 complex multiplies; 3 spectral bins. FFT phase: 6 blocks per
+// PE x 2 / 2 = 6 cycles; MAC phase: 4 row blocks x 24 x 3 / 2 = 144; IFFT:
+// 4 x 2 / 2 = 4; plus 3 pipeline fills of 4.
+TEST(CirCnnEngine, StaticScheduleMatchesTheHandCount) {
+  CirCnnEngine e({{"num_pe", 4}}, Tech());
+  auto w = Build(Layer("t", 64, 96, 0.25, 1.0), 4, false);
+  auto r = e.Run(w, nullptr);
+  EXPECT_EQ(r.cycles, 6 + 144 + 4 + 12);
+  EXPECT_EQ(CirCnnEngine::RealFftComplexMults(4), 2);
+  EXPECT_EQ(CirCnnEngine::RealFftComplexMults(8), 6);
+  CirCnnEngine pow2({{"block_size", "pow2"}}, Tech());
+  EXPECT_EQ(pow2.BlockSize(11), 8);
+  EXPECT_EQ(pow2.BlockSize(25), 32);
+  EXPECT_EQ(pow2.BlockSize(16), 16);
+  EXPECT_EQ(e.BlockSize(11), 11);
+}
+
+// ---- Golden statistics ----------------------------------------------------------
+// Regression pins for a small configuration of each engine with the shipped
+// technology table: a change in any count or cost model shows up here.
+TEST(GoldenStatistics, SmallConfigurations) {
+  auto w = Build(Layer("golden", 96, 160, 0.125, 0.4), 0, true, 5);
+  ASSERT_EQ(w.p, 8);
+  struct Golden {
+    const char* arch;
+    nlohmann::json cfg;
+    int64_t cycles, issued;
+    double energy_pj, area_mm2;
+  };
+  const Golden golden[] = {
+      {"permdnn", {{"num_pe", 4}, {"mults_per_pe", 2}}, 113, 768, 7497.560982, 1.007573412},
+      {"eie", {{"num_pe", 8}}, 134, 789, 8579.257782, 1.976140856},
+      {"circnn", {{"num_pe", 4}, {"mults_per_pe", 4}}, 360, 5568, 32106.968098, 1.101483709},
+  };
+  for (const auto& g : golden) {
+    auto e = MakeEngine(g.arch, {{g.arch, g.cfg}}, Tech());
+    auto r = e->Run(w, nullptr);
+    EXPECT_EQ(r.cycles, g.cycles) << g.arch;
+    EXPECT_EQ(r.issued_macs, g.issued) << g.arch;
+    EXPECT_NEAR(r.energy.total(), g.energy_pj, 1e-6 * g.energy_pj) << g.arch;
+    EXPECT_NEAR(r.area_mm2, g.area_mm2, 1e-6 * g.area_mm2) << g.arch;
+  }
+}
+
+// ---- Reports ---------------------------------------------------------------------
+
+TEST(Comparison, SmallLayersAllArchitectures) {
+  ComparisonOptions o;
+  o.layers = {Layer("a", 96, 160, 0.125, 0.4), Layer("b", 64, 48, 0.25, 1.0)};
+  o.tech_path = PERMDNN_TEST_TECH;
+  auto res = RunComparison(o);
+  ASSERT_EQ(res.records.size(), 6u);
+  EXPECT_EQ(res.functional_checks, 2);
+  EXPECT_EQ(res.functional_mismatches, 0);
+  ASSERT_EQ(res.ratios.size(), 2u);
+  for (const auto& s : res.ratios) {
+    ASSERT_EQ(s.rows.size(), 2u);
+    EXPECT_LE(s.min.throughput, s.max.throughput);
+    for (const auto& row : s.rows) EXPECT_GT(row.throughput, 0);
+  }
+  auto j = ComparisonToJson(res);
+  for (const char* key : {"arch", "layer", "cycles", "latency_us", "throughput_gops", "energy_uj", "area_mm2",
+                          "power_mw"})
+    EXPECT_TRUE(j["records"][0].contains(key)) << key;
+  const std::string table = RenderComparison(res);
+  EXPECT_NE(table.find("PermDNN vs EIE"), std::string::npos);
+  // Same seed, same numbers.
+  auto again = RunComparison(o);
+  for (std::size_t i = 0; i < res.records.size(); ++i) EXPECT_EQ(res.records[i].cycles, again.records[i].cycles);
+}
+
+TEST(Comparison, TraceIsStreamedOneLinePerCycle) {
+  const std::string path = ::testing::TempDir() + "/permdnn_sim_trace.txt";
+  ComparisonOptions o;
+  o.layers = {Layer("t", 64, 96, 0.25, 1.0)};
+  o.archs = {"permdnn"};
+  o.config = {{"permdnn", {{"num_pe", 4}, {"mults_per_pe", 2}}}, {"workload", {{"p", 4}}}};
+  o.tech_path = PERMDNN_TEST_TECH;
+  o.trace_path = path;
+  auto res = RunComparison(o);
+  std::ifstream in(path);
+  std::string line;
+  int64_t lines = 0;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] != '#') ++lines;
+  EXPECT_EQ(lines, 193);  // the loop's cycles (pipeline and drain are not ticked)
+  std::remove(path.c_str());
+}
+
+TEST(Sweep, ParetoFrontIsNotDominated) {
+  SweepOptions o;
+  o.layers = {Layer("a", 96, 160, 0.125, 0.4)};
+  o.num_pe = {2, 4};
+  o.mults_per_pe = {2, 4};
+  o.ps = {0, 4};
+  o.bits = {8, 16};
+  o.tech_path = PERMDNN_TEST_TECH;
+  auto pts = RunSweep(o);
+  ASSERT_EQ(pts.size(), 16u);
+  int front = 0;
+  for (const auto& a : pts) {
+    if (!a.pareto) continue;
+    ++front;
+    for (const auto& b : pts)
+      EXPECT_FALSE(b.frames_per_s_per_mm2 > a.frames_per_s_per_mm2 && b.energy_uj < a.energy_uj);
+  }
+  EXPECT_GE(front, 1);
+  EXPECT_NE(SweepCsv(pts).find("num_pe,mults_per_pe,p,bits"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace permdnn::sim
