@@ -223,7 +223,10 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
       const std::string kind = CompressKind(c, &p);
       lr.dense_bytes = out * in * ksz * 4;
       std::vector<float> bias;
-      if (c.HasTensor("bias")) bias = c.Floats("bias", {out});
+      if (c.HasTensor("bias")) {
+        bias = c.Floats("bias", {out});
+        lr.dense_bytes += out * 4;
+      }
       std::vector<float> dense;
       std::vector<int64_t> wshape = conv ? std::vector<int64_t>{out, in, k[0], k[1]} : std::vector<int64_t>{out, in};
       if (kind == "permdiag") {

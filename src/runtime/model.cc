@@ -597,12 +597,17 @@ std::string FormatProfile(const std::vector<NodeProfile>& profile) {
   int64_t fast = 0, dense = 0;
   for (const auto& r : rows) {
     const double us = r.calls ? r.seconds / static_cast<double>(r.calls) * 1e6 : 0.0;
-    const std::string path = r.kernel == "folded" ? "folded at load" : r.fast ? "fast compressed" : "dense fallback";
-    if (r.kernel != "folded") (r.fast ? fast : dense)++;
+    const bool weighted = r.kernel == "dense-blas";
+    const std::string path = r.kernel == "folded" ? "folded at load"
+                             : r.fast             ? "fast compressed"
+                             : weighted           ? "dense fallback"
+                                                  : "-";
+    if (r.fast) ++fast;
+    if (weighted) ++dense;
     out += fmt::format("{:<28} {:<20} {:>10.1f} {:>6.1f}%  {:<18} {}\n", r.name.substr(0, 28), r.op_type.substr(0, 20),
                        us, total > 0 ? 100.0 * r.seconds / total : 0.0, r.kernel, path);
   }
-  out += fmt::format("{} nodes on fast compressed kernels, {} on dense kernels, total {:.3f} ms per run\n", fast, dense,
+  out += fmt::format("{} weight layers on fast compressed kernels, {} on dense fallback (OpenBLAS); {:.3f} ms per run\n", fast, dense,
                      rows.empty() || rows[0].calls == 0 ? 0.0 : total / static_cast<double>(rows[0].calls) * 1e3);
   return out;
 }

@@ -138,12 +138,13 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
     n *= d;
   }
   const int eb = OnnxElementBytes(t.data_type());
-  Tensor out(dtype, shape);
+  // Sizes are checked against the data present before anything is allocated.
   if (t.has_raw_data()) {
     const std::string& raw = t.raw_data();
     PERMDNN_CHECK(static_cast<int64_t>(raw.size()) == n * eb,
                   "{}: shape {} needs {} bytes of {} data, raw_data has {}", what, ShapeString(shape), n * eb,
                   DTypeName(dtype), raw.size());
+    Tensor out(dtype, shape);
     switch (dtype) {
       case DType::kFloat32: if (n) std::memcpy(out.raw(), raw.data(), n * 4); break;
       case DType::kUInt8: case DType::kBool: Widen<uint8_t>(raw, out.i(), n); break;
@@ -155,6 +156,12 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
     }
     return out;
   }
+  const int64_t present = dtype == DType::kFloat32 ? t.float_data_size()
+                          : dtype == DType::kInt64 ? t.int64_data_size()
+                                                   : t.int32_data_size();
+  PERMDNN_CHECK(present == n, "{}: shape {} has {} elements, the tensor holds {}", what, ShapeString(shape), n,
+                present);
+  Tensor out(dtype, shape);
   auto check = [&](int64_t got, const char* field) {
     PERMDNN_CHECK(got == n, "{}: shape {} has {} elements, {} holds {}", what, ShapeString(shape), n, field, got);
   };

@@ -896,6 +896,9 @@ class PoolOp : public OpKernel {
     }
     std::vector<int64_t> out = {x.shape[0], x.shape[1]};
     out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    // Windows are visited element by element: bound the work a file can ask for.
+    const double work = static_cast<double>(NumElements(out)) * static_cast<double>(g_.kernel_size());
+    if (work > 1e11) Unsupported(ctx, fmt::format("pooling work of {:.3g} window elements is beyond the limit", work));
     ctx.SetOut(0, DType::kFloat32, out);
   }
   void Run(OpContext& ctx, RunState&) override {

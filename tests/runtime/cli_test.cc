@@ -1,0 +1,112 @@
+// The runtime's commands end to end: bad input gives a clear message and a
+// non-zero exit (never a crash), good input round-trips through .npy.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "permdnn/core/npy.h"
+#include "permdnn/runtime/onnx_io.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;
+};
+
+// Runs permdnn with args; stdout+stderr captured. code is the exit status,
+// or 128+signal when it crashed.
+Result Permdnn(const std::string& args) {
+  const fs::path log = fs::temp_directory_path() / ("permdnn_cli_test_" + std::to_string(::getpid()) + ".log");
+  const int st = std::system((std::string(PERMDNN_BIN) + " " + args + " > " + log.string() + " 2>&1").c_str());
+  Result r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  std::ifstream in(log);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.out = ss.str();
+  return r;
+}
+
+void Write(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary) << bytes;
+}
+
+class RuntimeCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("permdnn_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    model_ = fs::path(PERMDNN_TESTDATA) / "node/test_relu/model.onnx";  // x [3, 4, 5] -> Relu
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void ExpectError(const std::string& args, const std::string& needle) {
+    Result r = Permdnn(args);
+    EXPECT_TRUE(r.code == 1 || r.code == 2) << args << " -> exit " << r.code << "\n" << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << ": message lacks '" << needle << "':\n" << r.out;
+  }
+  fs::path dir_, model_;
+};
+
+TEST_F(RuntimeCli, RunRoundTripsNpy) {
+  if (!fs::exists(model_)) GTEST_SKIP() << "libonnx-testdata not installed";
+  std::vector<float> x(60);
+  for (int i = 0; i < 60; ++i) x[i] = static_cast<float>(i - 30);
+  permdnn::WriteNpy<float>((dir_ / "x.npy").string(), x, {3, 4, 5});
+  Result r = Permdnn("run " + model_.string() + " --input " + (dir_ / "x.npy").string() + " --output " +
+                     (dir_ / "y.npy").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::vector<float> y = permdnn::ReadNpy((dir_ / "y.npy").string()).as<float>();
+  ASSERT_EQ(y.size(), 60u);
+  for (int i = 0; i < 60; ++i) EXPECT_EQ(y[i], std::max(0.0f, x[i]));
+  // Raw float32 in (the batch is implied by the size), raw out.
+  Write(dir_ / "x.raw", std::string(reinterpret_cast<const char*>(x.data()), 60 * 4));
+  r = Permdnn("run " + model_.string() + " --input " + (dir_ / "x.raw").string() + " --output " +
+              (dir_ / "y.raw").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(fs::file_size(dir_ / "y.raw"), 240u);
+}
+
+TEST_F(RuntimeCli, BadInputsFailCleanly) {
+  if (!fs::exists(model_)) GTEST_SKIP() << "libonnx-testdata not installed";
+  const std::string bytes = permdnn::runtime::ReadFileBytes(model_.string());
+  Write(dir_ / "trunc.onnx", bytes.substr(0, bytes.size() / 2));
+  Write(dir_ / "garbage.onnx", std::string("\x08\x07\x12\x05hello\xff\xff\xff\x01garbage", 22));
+  Write(dir_ / "x.npy.onnx", std::string("\x93NUMPY\x01\x00", 8));
+  const std::string run = "run ";
+  ExpectError(run + (dir_ / "trunc.onnx").string() + " --input x", "error");
+  ExpectError(run + (dir_ / "garbage.onnx").string() + " --input x", "not an ONNX model");
+  ExpectError(run + (dir_ / "x.npy.onnx").string() + " --input x", "NumPy");
+  ExpectError(run + (dir_ / "missing.onnx").string() + " --input x", "cannot open");
+  // Wrong-size raw input (7 floats; a sample is 60).
+  Write(dir_ / "x7.raw", std::string(28, '\0'));
+  ExpectError(run + model_.string() + " --input " + (dir_ / "x7.raw").string(), "wrong input size");
+  Write(dir_ / "x3.raw", std::string(3, '\0'));
+  ExpectError(run + model_.string() + " --input " + (dir_ / "x3.raw").string(), "not a multiple of 4");
+  // NaN in the input.
+  std::vector<float> x(60, 1.0f);
+  x[5] = std::nanf("");
+  permdnn::WriteNpy<float>((dir_ / "nan.npy").string(), x, {3, 4, 5});
+  ExpectError(run + model_.string() + " --input " + (dir_ / "nan.npy").string(), "NaN");
+  // Shape mismatch of an .npy input.
+  permdnn::WriteNpy<float>((dir_ / "bad.npy").string(), std::vector<float>(60, 1.0f), {3, 5, 4});
+  ExpectError(run + model_.string() + " --input " + (dir_ / "bad.npy").string(), "should have shape");
+  // Nothing half-written on failure.
+  EXPECT_FALSE(fs::exists(dir_ / "out.npy"));
+  ExpectError("export " + dir_.string() + " --out " + (dir_ / "m.onnx").string(), "no model.json");
+  ExpectError("compress " + model_.string() + " --compress permdiag:p=4 --out " + (dir_ / "c.onnx").string(),
+              "no Gemm / MatMul / Conv");
+  ExpectError("compress " + model_.string() + " --compress permdiag:p=4 --out x.onnx --epochs 3",
+              "not available in this build");
+  ExpectError("eval " + model_.string() + " --data " + (dir_ / "nodata").string(), "");
+}
+
+}  // namespace
