@@ -43,6 +43,11 @@ std::vector<ParamDef> PermDnnParamDefs() {
                                                              "on-chip budget. Layers needing more are flagged"},
       {"act_buffer_kb", Kind::kReal, 64, "", 1e-3, 1e9, {}, "input activation buffer (two copies, ping-pong): 32,768 "
                                                             "16-bit values hold VGG-6's 25,088 inputs"},
+      {"input_bus_bits", Kind::kInt, 0, "", 0, 1 << 20, {}, "0: the layer's inputs were written into the idle "
+                                                           "ping-pong copy while the previous layer ran (as EIE's "
+                                                           "source/destination swap), so loading costs no cycles; "
+                                                           "else loading takes ceil(n*bits/input_bus_bits) cycles "
+                                                           "before the first broadcast"},
   };
 }
 
@@ -62,6 +67,7 @@ PermDnnEngine::PermDnnEngine(const nlohmann::json& section, const TechTable& tec
   p_.acc_entries = spec_.Int("acc_entries");
   p_.weight_sram_kb = spec_.Number("weight_sram_kb");
   p_.act_buffer_kb = spec_.Number("act_buffer_kb");
+  p_.input_bus_bits = static_cast<int>(spec_.Int("input_bus_bits"));
   PERMDNN_CHECK(p_.acc_bits >= 2 * p_.bits,
                 "config permdnn.acc_bits: {} cannot hold one {}-bit x {}-bit product (need >= {})", p_.acc_bits,
                 p_.bits, p_.bits, 2 * p_.bits);
@@ -185,6 +191,10 @@ LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
     queue_ops += 2 * N * nnz;  // push + pop per PE per broadcast
   }
 
+  int64_t load_cycles = 0;
+  if (p_.input_bus_bits > 0) load_cycles = CeilDiv(n * p_.bits, p_.input_bus_bits);
+  cycles += load_cycles;
+
   // Useful MACs: products on real (unpadded) rows. Only the last row block
   // can reach into the padding.
   int64_t useful = 0;
@@ -236,7 +246,8 @@ LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
   r.counters = {{"passes", passes},         {"nonzero_inputs", nnz},     {"zero_tests", zero_tests},
                 {"broadcasts", broadcasts}, {"queue_ops", queue_ops},    {"broadcast_stall_cycles", stall_cycles},
                 {"issued_macs", issued},    {"useful_macs", useful},     {"weight_reads", issued},
-                {"acc_rmw", issued},        {"output_writes", m}};
+                {"acc_rmw", issued},        {"output_writes", m},
+                {"input_load_cycles", load_cycles}};
 
   // Functional: the same products, exact int64 accumulation, the kernels'
   // requantization.

@@ -47,6 +47,7 @@ struct PermDnnParams {
   int queue_depth = 8, broadcast_width = 8, scan_width = 64, pipeline_depth = 4;
   int64_t acc_entries = 512;
   double weight_sram_kb = 128, act_buffer_kb = 64;
+  int input_bus_bits = 0;  // 0: inputs arrive while the previous layer runs
 };
 
 class PermDnnEngine : public Engine {
@@ -70,6 +71,7 @@ struct EieParams {
   double frequency_mhz = 800, source_node_nm = 45, node_nm = 28;
   std::string frequency_scaling = "linear";
   double spmat_sram_kb = 128, pointer_sram_kb = 32, act_sram_kb = 2;
+  int empty_column_cycles = 1;
   double effective_frequency_mhz() const;
 };
 
