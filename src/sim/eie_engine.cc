@@ -80,18 +80,27 @@ LayerResult EieEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
 
   const auto& nz = w.nonzero_cols;
   const int64_t nnz = static_cast<int64_t>(nz.size());
-  std::vector<int64_t> popped(N, 0), rem(N, 0), busy(N, 0);
-  std::vector<const int32_t*> ptr(N);
-  for (int e = 0; e < N; ++e) ptr[e] = packed.col_ptr(e).data();
+  // Entries each PE holds in each broadcast column, laid out [column][PE]
+  // so that one cycle's pops read neighbouring counters.
+  std::vector<int32_t> count(static_cast<std::size_t>(nnz * N));
+  for (int e = 0; e < N; ++e) {
+    const int32_t* ptr = packed.col_ptr(e).data();
+    for (int64_t k = 0; k < nnz; ++k) count[k * N + e] = ptr[nz[k] + 1] - ptr[nz[k]];
+  }
+  struct PeState {
+    int64_t popped = 0;  // activations taken from the queue
+    int64_t rem = 0;     // entries left in the current column
+    int64_t busy = 0;    // cycles spent on entries or pointer reads
+  };
+  std::vector<PeState> pe(N);
   int64_t pushed = 0, cycles = 0, entries = 0, pointer_reads = 0, empty_columns = 0, stall_cycles = 0;
+  int64_t min_popped = 0;  // the slowest PE's queue head
   while (true) {
     // Phase 1: the leading-nonzero detector broadcasts one nonzero
     // activation, unless some PE's queue is full.
     const int64_t pushed_before = pushed;
     if (pushed < nnz) {
-      bool room = true;
-      for (int e = 0; e < N && room; ++e) room = pushed - popped[e] < p_.queue_depth;
-      if (room)
+      if (pushed - min_popped < p_.queue_depth)
         ++pushed;
       else
         ++stall_cycles;
@@ -100,38 +109,41 @@ LayerResult EieEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
     // the next activation (pointer read pipelined ahead) and processes that
     // column's first entry; an empty column costs its pointer-read cycle.
     bool all_done = pushed == nnz;
+    int64_t new_min = nnz;
     for (int e = 0; e < N; ++e) {
-      if (rem[e] > 0) {
-        --rem[e];
-        ++busy[e];
+      PeState& st = pe[e];
+      if (st.rem > 0) {
+        --st.rem;
+        ++st.busy;
         ++entries;
-      } else if (popped[e] < pushed_before) {
-        int32_t j = nz[popped[e]++];
-        rem[e] = ptr[e][j + 1] - ptr[e][j];
+      } else if (st.popped < pushed_before) {
+        st.rem = count[st.popped++ * N + e];
         pointer_reads += 2;
         // With free empty columns, keep popping until a column has work.
-        while (rem[e] == 0 && p_.empty_column_cycles == 0 && popped[e] < pushed_before) {
+        while (st.rem == 0 && p_.empty_column_cycles == 0 && st.popped < pushed_before) {
           ++empty_columns;
-          j = nz[popped[e]++];
-          rem[e] = ptr[e][j + 1] - ptr[e][j];
+          st.rem = count[st.popped++ * N + e];
           pointer_reads += 2;
         }
-        if (rem[e] > 0) {
-          --rem[e];
+        if (st.rem > 0) {
+          --st.rem;
           ++entries;
-          ++busy[e];
+          ++st.busy;
         } else {
           ++empty_columns;
-          if (p_.empty_column_cycles > 0) ++busy[e];
+          if (p_.empty_column_cycles > 0) ++st.busy;
         }
       }
-      all_done = all_done && rem[e] == 0 && popped[e] == nnz;
+      all_done = all_done && st.rem == 0 && st.popped == nnz;
+      new_min = std::min(new_min, st.popped);
     }
+    min_popped = new_min;
     ++cycles;
     // Phase 3: trace (opt-in), termination.
     if (trace)
       trace->Line(name(), w.spec.name, cycles,
-                  fmt::format("broadcast={} queue0={} rem0={}", pushed - pushed_before, pushed - popped[0], rem[0]));
+                  fmt::format("broadcast={} queue0={} rem0={}", pushed - pushed_before, pushed - pe[0].popped,
+                              pe[0].rem));
     if (all_done) break;
   }
   cycles += p_.pipeline_depth;
@@ -154,10 +166,13 @@ LayerResult EieEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
   r.cycles = cycles;
   r.useful_macs = useful;
   r.issued_macs = entries;
-  int64_t total_busy = 0;
-  for (int64_t b : busy) total_busy += b;
+  int64_t total_busy = 0, max_busy = 0;
+  for (const auto& st : pe) {
+    total_busy += st.busy;
+    max_busy = std::max(max_busy, st.busy);
+  }
   const double mean = static_cast<double>(total_busy) / N;
-  r.load_imbalance = mean > 0 ? static_cast<double>(*std::max_element(busy.begin(), busy.end())) / mean : 1.0;
+  r.load_imbalance = mean > 0 ? static_cast<double>(max_busy) / mean : 1.0;
 
   const double nm = p_.node_nm;
   const double b = p_.bits;

@@ -45,7 +45,24 @@ std::vector<ParamDef> WorkloadParamDefs() {
   return {
       {"seed", Kind::kInt, -1, "", -1, 9.0e15, {}, "seed of matrices and activations (-1: the --seed option)"},
       {"p", Kind::kInt, 0, "", 0, 1 << 16, {}, "PermDNN/CirCNN block size; 0 = matched to each layer's density"},
+      {"weight_density", Kind::kReal, -1, "", -1e300, 1e300, {}, "weight density of every layer (EIE's CSC, and "
+                                                                 "PermDNN's matched p); -1 = the layer's own "
+                                                                 "(published for the EIE layers, 1 for MxN shapes)"},
+      {"act_density", Kind::kReal, -1, "", -1e300, 1e300, {}, "activation density of every layer; -1 = the "
+                                                              "layer's own"},
   };
+}
+
+// Applies the [workload] density overrides to the layer list.
+std::vector<FcLayerSpec> ApplyDensities(std::vector<FcLayerSpec> layers, const ParamSpec& wl) {
+  for (const char* key : {"weight_density", "act_density"}) {
+    const double v = wl.Number(key);
+    if (v == -1) continue;
+    PERMDNN_CHECK(v >= 0 && v <= 1, "config workload.{}: {} is not a density in [0, 1] (or -1 for each layer's own)",
+                  key, v);
+    for (auto& l : layers) (std::string(key) == "weight_density" ? l.weight_density : l.act_density) = v;
+  }
+  return layers;
 }
 
 void CheckSections(const nlohmann::json& config) {
@@ -115,6 +132,7 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
   const TechTable tech = TechTable::Load(out.tech_path);
   const ParamSpec wl = ParamSpec::Parse("workload", WorkloadParamDefs(),
                                         o.config.contains("workload") ? o.config["workload"] : nlohmann::json());
+  const std::vector<FcLayerSpec> layers = ApplyDensities(o.layers, wl);
   std::vector<std::unique_ptr<Engine>> engines;
   bool needs_csc = false, has_permdnn = false;
   for (const auto& a : o.archs) {
@@ -139,17 +157,25 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
   // hardware threads, pulling layer indices from a shared counter; results
   // land in layer order, so the output does not depend on the thread count.
   // A trace forces one thread so that its lines stay in cycle order.
-  const int64_t L = static_cast<int64_t>(o.layers.size());
+  const int64_t L = static_cast<int64_t>(layers.size());
   std::vector<std::vector<LayerResult>> per_layer(static_cast<std::size_t>(L));
   std::vector<double> build_s(static_cast<std::size_t>(L)), sim_s(static_cast<std::size_t>(L));
   std::vector<int> checked(static_cast<std::size_t>(L), 0), mismatched(static_cast<std::size_t>(L), 0);
+  // Largest layers first, so that the last layer to start is a small one.
+  std::vector<int64_t> order(static_cast<std::size_t>(L));
+  for (int64_t i = 0; i < L; ++i) order[i] = i;
+  auto cost = [&](int64_t i) {
+    return static_cast<double>(layers[i].inputs) * static_cast<double>(layers[i].outputs) * layers[i].weight_density;
+  };
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cost(a) > cost(b); });
   std::atomic<int64_t> next{0};
   const int threads = trace ? 1 : static_cast<int>(std::min<int64_t>(HardwareThreads(), L));
   const auto wall0 = Clock::now();
   ParallelFor(threads, threads, [&](int64_t, int64_t, int) {
-    for (int64_t i = next++; i < L; i = next++) {
+    for (int64_t k = next++; k < L; k = next++) {
+      const int64_t i = order[k];
       const auto t0 = Clock::now();
-      LayerWorkload w = BuildWorkload(o.layers[i], wo);
+      LayerWorkload w = BuildWorkload(layers[i], wo);
       const auto t1 = Clock::now();
       for (const auto& e : engines) per_layer[i].push_back(e->Run(w, trace.get()));
       const auto t2 = Clock::now();
@@ -190,11 +216,11 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
     if (other == "eie") {
       // Published EIE power brought to the comparison node and clock: energy
       // per action × L_t/L_s, actions per second × f_eff/f_pub.
-      const auto* any = find("eie", o.layers[0].name);
+      const auto* any = find("eie", layers[0].name);
       other_pub = tech.Published("eie", "power_mw") * TechTable::EnergyScale(tech.Published("eie", "node_nm"), eie_nm) *
                   any->frequency_mhz / tech.Published("eie", "frequency_mhz");
     }
-    for (const auto& spec : o.layers) {
+    for (const auto& spec : layers) {
       const auto* a = find("permdnn", spec.name);
       const auto* b = find(other, spec.name);
       if (a && b) s.rows.push_back(Ratio(*a, *b, perm_pub, other_pub));
@@ -390,19 +416,25 @@ std::vector<SweepPoint> RunSweep(const SweepOptions& o) {
   for (int v : o.bits) PERMDNN_CHECK(v >= 2 && v <= 32, "sim sweep: bits must be in [2, 32], got {}", v);
   CheckSections(o.config);
   const TechTable tech = TechTable::Load(o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path);
+  const ParamSpec wl = ParamSpec::Parse("workload", WorkloadParamDefs(),
+                                        o.config.contains("workload") ? o.config["workload"] : nlohmann::json());
+  PERMDNN_CHECK(wl.Int("p") == 0, "sim sweep: set block sizes with --p, not workload.p");
+  const std::vector<FcLayerSpec> layers = ApplyDensities(o.layers, wl);
+  const uint64_t seed = wl.Int("seed") >= 0 ? static_cast<uint64_t>(wl.Int("seed")) : o.seed;
   std::vector<SweepPoint> points;
   for (int p : o.ps) {
     std::vector<LayerWorkload> workloads;
     WorkloadOptions wo;
-    wo.seed = o.seed;
+    wo.seed = seed;
     wo.p = p;
     wo.functional = false;
     wo.build_csc = false;
-    for (const auto& spec : o.layers) workloads.push_back(BuildWorkload(spec, wo));
+    for (const auto& spec : layers) workloads.push_back(BuildWorkload(spec, wo));
     for (int bits : o.bits)
       for (int N : o.num_pe)
         for (int M : o.mults_per_pe) {
           nlohmann::json cfg = o.config;
+          cfg.erase("workload");
           cfg["permdnn"]["num_pe"] = N;
           cfg["permdnn"]["mults_per_pe"] = M;
           cfg["permdnn"]["bits"] = bits;

@@ -97,22 +97,28 @@ LayerWorkload BuildWorkload(const FcLayerSpec& spec, const WorkloadOptions& o) {
 
   // PermDNN: offsets always, values when functional.
   if (o.functional) {
-    // Seeded offsets and He-uniform values (variance 2 / fan_in, fan_in =
-    // nonzeros per row), padding zeroed, then int16 (fixed_point.h).
-    PermDiagMatrix f(spec.outputs, spec.inputs, w.p);
+    // Seeded offsets, then He-uniform values (variance 2 / fan_in, fan_in =
+    // nonzeros per row) drawn directly on the int16 grid of the frac_bits
+    // that fixed_point.h's ChooseFracBits picks for the bound a: uniform
+    // integers in [-Quantize(a), Quantize(a)]. Padding positions hold 0.
+    PermDiagMatrixI16 q(spec.outputs, spec.inputs, w.p);
     SplitMix rng{layer_seed + 2};
-    for (auto& k : f.offsets()) k = static_cast<uint16_t>(rng.Next() % static_cast<uint64_t>(w.p));
-    const double a = std::sqrt(6.0 / static_cast<double>(f.col_blocks()));
-    for (auto& v : f.values()) v = static_cast<float>((2.0 * rng.Unit() - 1.0) * a);
-    for (int64_t I = 0; I < f.row_blocks(); ++I)
-      for (int64_t J = 0; J < f.col_blocks(); ++J) {
+    for (auto& k : q.offsets()) k = static_cast<uint16_t>(rng.Next() % static_cast<uint64_t>(w.p));
+    const double a = std::sqrt(6.0 / static_cast<double>(q.col_blocks()));
+    const int frac_bits = ChooseFracBits<int16_t>(a);
+    const int64_t qmax = Quantize<int16_t>(static_cast<float>(a), frac_bits);
+    for (auto& v : q.values())
+      v = static_cast<int16_t>(static_cast<int64_t>(rng.Next() % static_cast<uint64_t>(2 * qmax + 1)) - qmax);
+    for (int64_t I = 0; I < q.row_blocks(); ++I)
+      for (int64_t J = 0; J < q.col_blocks(); ++J) {
         if ((I + 1) * w.p <= spec.outputs && (J + 1) * w.p <= spec.inputs) continue;
-        float* q = f.block(I, J);
+        int16_t* b = q.block(I, J);
         for (int c = 0; c < w.p; ++c)
-          if (I * w.p + c >= spec.outputs || J * w.p + (c + f.offset(I, J)) % w.p >= spec.inputs) q[c] = 0.0f;
+          if (I * w.p + c >= spec.outputs || J * w.p + (c + q.offset(I, J)) % w.p >= spec.inputs) b[c] = 0;
       }
-    f.Validate();
-    w.weights = PermDiagMatrixI16::Quantize(f);
+    q.set_frac_bits(frac_bits);
+    q.Validate();
+    w.weights = std::move(q);
     w.row_blocks = w.weights->row_blocks();
     w.col_blocks = w.weights->col_blocks();
     w.offsets.assign(w.weights->offsets().begin(), w.weights->offsets().end());

@@ -88,6 +88,53 @@ TEST(Config, TomlSubsetAndOverrides) {
   ExpectError([&] { LoadConfigFile(dir + "/missing.toml"); }, "cannot open");
 }
 
+// The shipped example config parses and holds exactly the defaults.
+TEST(Config, ExampleConfigIsTheDefaults) {
+  const std::string dir = std::string(PERMDNN_TEST_TECH).substr(0, std::string(PERMDNN_TEST_TECH).rfind('/'));
+  auto cfg = LoadConfigFile(dir + "/example_config.toml");
+  for (const auto& e : Engines()) {
+    auto given = ParamSpec::Parse(e.name, e.params, cfg[e.name]).ToJson();
+    auto defaults = ParamSpec::Parse(e.name, e.params, nlohmann::json()).ToJson();
+    EXPECT_EQ(given, defaults) << e.name;
+    for (const auto& d : e.params) EXPECT_TRUE(cfg[e.name].contains(d.key)) << e.name << "." << d.key;
+  }
+}
+
+TEST(Config, WorkloadDensityOverrides) {
+  ComparisonOptions o;
+  o.layers = {{"L", 64, 48, 1.0, 1.0}};
+  o.archs = {"permdnn", "eie"};
+  o.tech_path = PERMDNN_TEST_TECH;
+  o.config = {{"workload", {{"weight_density", 0.125}, {"act_density", 0.5}}}};
+  auto res = RunComparison(o);
+  EXPECT_EQ(res.records[0].p, 8);
+  EXPECT_DOUBLE_EQ(res.records[0].act_density, 0.5);
+  o.config = {{"workload", {{"act_density", -0.5}}}};
+  ExpectError([&] { RunComparison(o); }, "workload.act_density: -0.5 is not a density");
+}
+
+TEST(Workload, MatchedBlockSizesAndExactActivationCounts) {
+  // The p of each EIE layer (docs/simulator.md).
+  EXPECT_EQ(MatchBlockSize(0.09), 11);
+  EXPECT_EQ(MatchBlockSize(0.25), 4);
+  EXPECT_EQ(MatchBlockSize(0.04), 25);
+  EXPECT_EQ(MatchBlockSize(0.23), 4);
+  EXPECT_EQ(MatchBlockSize(0.10), 10);
+  EXPECT_EQ(MatchBlockSize(0.11), 9);
+  EXPECT_EQ(MatchBlockSize(1.0), 1);
+  auto w = BuildWorkload({"VGG-6", 25088, 4096, 0.04, 0.183}, {1, 0, false, false});
+  EXPECT_EQ(w.p, 25);
+  EXPECT_EQ(static_cast<int64_t>(w.nonzero_cols.size()), std::llround(0.183 * 25088));
+  EXPECT_FALSE(w.weights.has_value());  // timing only: offsets, no values
+  EXPECT_EQ(static_cast<int64_t>(w.offsets.size()), w.row_blocks * w.col_blocks);
+  // A VGG-6-size layer simulates without per-cycle state.
+  auto r = PermDnnEngine({}, Tech()).Run(w, nullptr);
+  EXPECT_GT(r.cycles, 0);
+  EXPECT_TRUE(r.output.empty());
+  auto c = CirCnnEngine({}, Tech()).Run(w, nullptr);
+  EXPECT_GT(c.cycles, r.cycles);
+}
+
 TEST(TechTable, ScalingRulesAndPublishedAnchors) {
   const auto& t = Tech();
   EXPECT_DOUBLE_EQ(t.MultEnergy(8, 45), 0.2);

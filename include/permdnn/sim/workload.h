@@ -7,7 +7,7 @@
 //     with the largest frac_bits that does not saturate;
 //   * PermDNN weights: p chosen so that 1/p is as close as possible to the
 //     published weight density (or given), seeded random offsets and
-//     He-uniform values quantized to int16 (fixed_point.h). Values are materialized only
+//     He-uniform values drawn on the int16 grid (fixed_point.h frac bits). Values are materialized only
 //     when `functional` is set (timing needs the offsets alone);
 //   * EIE weights: CSC at the published density (random unstructured,
 //     core/sparse_matrix.h), packed for EIE's PEs on demand.
