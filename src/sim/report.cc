@@ -99,15 +99,18 @@ void Summarize(RatioSummary& s) {
   s.geomean.layer = "geomean";
   auto gm = fields(s.geomean);
   for (double* g : gm) *g = 0;
+  std::vector<bool> positive(gm.size(), true);
   for (auto& row : s.rows) {
     auto v = fields(row), lo = fields(s.min), hi = fields(s.max);
     for (std::size_t i = 0; i < v.size(); ++i) {
       *lo[i] = std::min(*lo[i], *v[i]);
       *hi[i] = std::max(*hi[i], *v[i]);
+      positive[i] = positive[i] && *v[i] > 0;
       *gm[i] += std::log(std::max(*v[i], 1e-300)) / static_cast<double>(s.rows.size());
     }
   }
-  for (double* g : gm) *g = std::exp(*g);
+  // A ratio that is not defined for some layer (0) has no geomean either.
+  for (std::size_t i = 0; i < gm.size(); ++i) *gm[i] = positive[i] ? std::exp(*gm[i]) : 0.0;
 }
 
 std::string Verdict(double ours, double published) {
