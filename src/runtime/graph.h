@@ -59,6 +59,8 @@ struct NodeDef {
   std::string String(const std::string& a, const std::string& dflt) const;
   std::vector<int64_t> Ints(const std::string& a, std::vector<int64_t> dflt = {}) const;
   std::vector<float> Floats(const std::string& a) const;
+  // A TENSOR attribute; Error when it is missing or of another type.
+  const Tensor& TensorAttr(const std::string& a) const;
 };
 
 // State shared by kernels during a run.

@@ -53,6 +53,13 @@ std::vector<float> NodeDef::Floats(const std::string& a) const {
   return it->second.floats;
 }
 
+const Tensor& NodeDef::TensorAttr(const std::string& a) const {
+  auto it = attrs.find(a);
+  PERMDNN_CHECK(it != attrs.end(), "{}: missing attribute {}", Where(), a);
+  PERMDNN_CHECK(it->second.kind == Attr::kTensor && it->second.t, "{}: attribute {} should be a tensor", Where(), a);
+  return *it->second.t;
+}
+
 const Value& OpContext::Const(std::size_t k, const char* what) const {
   const Value* v = In(k);
   if (!v) Fail("missing input {} ({})", k, what);

@@ -399,7 +399,7 @@ class ConstantOp : public OpKernel {
  public:
   explicit ConstantOp(const NodeDef& n) {
     if (n.Has("value")) {
-      t_ = *n.attrs.at("value").t;
+      t_ = n.TensorAttr("value");
     } else if (n.Has("value_float")) {
       float v = n.Float("value_float", 0);
       t_ = Tensor::Float({}, {&v, 1});
@@ -426,7 +426,7 @@ class ConstantOp : public OpKernel {
 class ConstantOfShapeOp : public OpKernel {
  public:
   explicit ConstantOfShapeOp(const NodeDef& n) {
-    if (n.Has("value")) t_ = *n.attrs.at("value").t;
+    if (n.Has("value")) t_ = n.TensorAttr("value");
     else t_ = Tensor(DType::kFloat32, {1});
     if (t_.size() != 1) UnsupportedNode(n, "value must have one element");
   }
