@@ -1,0 +1,65 @@
+// The compression SPEC of DESIGN.md, parsed without LibTorch so that the
+// trainer (`permdnn train --compress`) and the runtime (`permdnn compress`)
+// read the same text the same way. Library: permdnn::spec (no LibTorch).
+//
+// Grammar: a comma-separated list of items; an item is either a global
+// method, which applies to the compressible layers of a model, or
+// NAME=METHOD, which sets one layer by name:
+//
+//     SPEC   := ITEM (',' ITEM)*
+//     ITEM   := METHOD | NAME '=' METHOD
+//     METHOD := KIND (':' KEY '=' VALUE)*
+//     KIND   := dense | permdiag (p) | circulant (p) | prune (density)
+//
+// e.g. `dense`, `permdiag:p=8`, `permdiag:p=8,fc3=dense`,
+// `fc1=permdiag:p=4,fc2=permdiag:p=8`. An item is per-layer when an '='
+// comes before the first ':'.
+//
+// Default rule (Resolve): a layer named in the SPEC gets its own method. A
+// layer that is not named gets the global method, except the *edge* layers,
+// which stay dense unless named: the first layer when it is a convolution
+// (1–3 input channels leave nothing to block) and the last layer (the
+// classifier, ~10 outputs). With no global method, unnamed layers are dense.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace permdnn::train {
+
+enum class CompressKind { kDense, kPermDiag, kCirculant, kPrune };
+
+struct LayerCompression {
+  CompressKind kind = CompressKind::kDense;
+  int p = 1;             // block size (permdiag, circulant)
+  double density = 1.0;  // kept fraction (prune)
+
+  bool is_dense() const { return kind == CompressKind::kDense; }
+  // Canonical text, e.g. "permdiag:p=8", "dense", "prune:density=0.1".
+  std::string ToString() const;
+  bool operator==(const LayerCompression&) const = default;
+};
+
+// Parses one METHOD ("permdiag:p=8"); `where` names the source for errors.
+LayerCompression ParseLayerCompression(const std::string& text, const std::string& where = "--compress");
+
+struct CompressSpec {
+  std::optional<LayerCompression> global;          // from an unnamed item
+  std::map<std::string, LayerCompression> layers;  // from NAME=METHOD items
+
+  // Throws permdnn::Error naming the bad item (unknown kind, missing or bad
+  // parameter, two global items, a layer named twice, empty SPEC).
+  static CompressSpec Parse(const std::string& text);
+
+  // The method for one layer under the default rule above.
+  LayerCompression Resolve(const std::string& layer, bool edge_layer) const;
+
+  // Throws if the SPEC names a layer not in `compressible` (lists them).
+  void CheckLayerNames(const std::vector<std::string>& compressible) const;
+
+  std::string ToString() const;
+};
+
+}  // namespace permdnn::train

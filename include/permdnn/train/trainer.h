@@ -1,0 +1,81 @@
+// The training loop behind `permdnn train` (LibTorch-free interface; the
+// LibTorch code lives in src/train/trainer.cc).
+//
+// Recipe: Adam, cross-entropy, learning rate `lr` dropped ×0.1 for the last
+// third of the epochs (epoch ≥ epochs − ⌊epochs/3⌋), shuffling with a
+// permutation that depends only on (seed, epoch), so a resumed run sees the
+// same batches. After every epoch the run directory gets (all written
+// atomically, temp + rename):
+//   metrics.csv, metrics.json     per-epoch metrics (the whole history)
+//   checkpoint_last.pt            model + Adam state + position + metrics sums
+//   checkpoint_best.pt            on a new best test accuracy, and then
+//   tensors/*.npy, model.json     the LibTorch-free description (run-format.md)
+//   test_predictions.npy          int32 argmax of the best model on the test set
+//   summary.json                  final numbers (on completion)
+// SIGINT/SIGTERM stop at the next batch boundary and save checkpoint_last.pt
+// at that position (a second signal kills at once); --resume continues from
+// it bit for bit (same batches, same optimizer state). A kill -9 loses at
+// most the current epoch: checkpoint_last.pt is always a complete file.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace permdnn::train {
+
+struct TrainOptions {
+  std::string model = "mlp";
+  std::string compress = "dense";   // SPEC (compress_spec.h)
+  std::string out_dir;
+  std::string data_dir;             // empty: Fashion-MNIST default directory
+  std::string from_dir;             // convert a trained dense run, then fine-tune
+  int epochs = 12;
+  int64_t batch = 128;
+  double lr = 1e-3;
+  uint64_t seed = 1;
+  int threads = 2;
+  int64_t limit_train = 0;          // use only the first N training images (0: all)
+  bool resume = false;
+  bool progress = true;             // progress line (only drawn on a terminal)
+  // Synthetic data instead of Fashion-MNIST (tests): counts and image side.
+  int64_t synthetic_train = 0, synthetic_test = 0;
+  int synthetic_side = 8, synthetic_classes = 4;
+  // Test hook: behave as if SIGINT arrived after this many batches of this
+  // invocation (-1: never).
+  int64_t stop_after_batches = -1;
+};
+
+struct EpochMetrics {
+  int epoch = 0;  // 1-based
+  double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, seconds = 0;
+  bool best = false;
+};
+
+struct LayerSummary {
+  std::string name, compress;
+  int64_t dense_params = 0, stored_params = 0, bytes = 0;
+  double kept_energy = -1;  // from --from conversion; < 0: not converted
+};
+
+struct TrainResult {
+  bool interrupted = false;
+  int epochs_done = 0;
+  double final_accuracy = 0, best_accuracy = 0, converted_accuracy = -1;
+  int best_epoch = 0;
+  int64_t dense_params = 0, stored_params = 0, model_bytes = 0, dense_bytes = 0;
+  double compression = 1;
+  double train_seconds = 0;
+  std::vector<EpochMetrics> history;
+  std::vector<LayerSummary> layers;
+};
+
+// Runs (or resumes) training; progress and per-epoch lines go to `log`.
+// Throws permdnn::Error on bad options, missing data, a corrupt checkpoint.
+TrainResult Train(const TrainOptions& options, std::ostream& log);
+
+// The human summary table of a result.
+std::string SummaryText(const TrainOptions& options, const TrainResult& result);
+
+}  // namespace permdnn::train

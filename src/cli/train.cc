@@ -1,0 +1,43 @@
+// permdnn train: train a model with per-layer compression (LibTorch; this
+// file is compiled only when permdnn::train is built). See trainer.h.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "permdnn/core/error.h"
+#include "permdnn/train/trainer.h"
+
+namespace permdnn::cli {
+
+void AddTrainCommand(CLI::App& app) {
+  auto o = std::make_shared<train::TrainOptions>();
+  CLI::App* cmd = app.add_subcommand("train", "train a model with permuted-diagonal (or dense) layers on Fashion-MNIST");
+  cmd->add_option("--model", o->model, "mlp | lenet300 | lenet5 | cnn | tiny | tinycnn")->capture_default_str();
+  cmd->add_option("--compress", o->compress,
+                  "SPEC: dense | permdiag:p=8 | per layer fc1=permdiag:p=4,fc3=dense (the global method skips "
+                  "a first conv layer and the last layer unless named)")
+      ->capture_default_str();
+  cmd->add_option("--epochs", o->epochs, "epochs")->capture_default_str();
+  cmd->add_option("--out", o->out_dir, "run directory (checkpoints, metrics, model.json)")->required();
+  cmd->add_option("--data", o->data_dir, "Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)");
+  cmd->add_flag("--resume", o->resume, "continue the run in --out from checkpoint_last.pt");
+  cmd->add_option("--from", o->from_dir, "a trained dense run directory: project its layers, then fine-tune");
+  cmd->add_option("--seed", o->seed, "seed (init, offsets, shuffling)")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "Adam learning rate (x0.1 for the last third of the epochs)")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "batch size")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "threads (LibTorch and permdiag kernels)")->capture_default_str();
+  cmd->add_option("--limit-train", o->limit_train, "use only the first N training images (quick runs)");
+  cmd->callback([o] {
+    train::TrainResult r = train::Train(*o, std::cout);
+    if (r.interrupted) {
+      std::fflush(stdout);
+      throw Error("training interrupted; checkpoint_last.pt is saved, continue with --resume");
+    }
+    std::cout << "\n" << train::SummaryText(*o, r);
+  });
+}
+
+PERMDNN_REGISTER_COMMAND(AddTrainCommand);
+
+}  // namespace permdnn::cli

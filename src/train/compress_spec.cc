@@ -1,0 +1,136 @@
+// The compression SPEC parser (see compress_spec.h). No LibTorch here.
+#include "permdnn/train/compress_spec.h"
+
+#include <cstdlib>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "permdnn/core/error.h"
+
+namespace permdnn::train {
+
+namespace {
+
+std::vector<std::string> Split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::string item;
+  std::stringstream ss(text);
+  while (std::getline(ss, item, sep)) out.push_back(item);
+  if (!text.empty() && text.back() == sep) out.push_back("");
+  return out;
+}
+
+std::string Trim(const std::string& s) {
+  std::size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+}  // namespace
+
+std::string LayerCompression::ToString() const {
+  switch (kind) {
+    case CompressKind::kDense: return "dense";
+    case CompressKind::kPermDiag: return fmt::format("permdiag:p={}", p);
+    case CompressKind::kCirculant: return fmt::format("circulant:p={}", p);
+    case CompressKind::kPrune: return fmt::format("prune:density={}", density);
+  }
+  return "?";
+}
+
+LayerCompression ParseLayerCompression(const std::string& text, const std::string& where) {
+  std::vector<std::string> parts = Split(Trim(text), ':');
+  PERMDNN_CHECK(!parts.empty() && !Trim(parts[0]).empty(), "{}: empty compression method in '{}'", where, text);
+  LayerCompression c;
+  std::string kind = Trim(parts[0]);
+  std::map<std::string, std::string> kv;
+  for (std::size_t i = 1; i < parts.size(); ++i) {
+    std::size_t eq = parts[i].find('=');
+    PERMDNN_CHECK(eq != std::string::npos, "{}: '{}' in '{}' is not KEY=VALUE", where, parts[i], text);
+    std::string key = Trim(parts[i].substr(0, eq)), value = Trim(parts[i].substr(eq + 1));
+    PERMDNN_CHECK(!kv.count(key), "{}: parameter '{}' given twice in '{}'", where, key, text);
+    kv[key] = value;
+  }
+  auto take_int = [&](const std::string& key) {
+    auto it = kv.find(key);
+    PERMDNN_CHECK(it != kv.end(), "{}: '{}' needs {}=N (e.g. {}:{}=8)", where, text, key, kind, key);
+    char* end = nullptr;
+    long v = std::strtol(it->second.c_str(), &end, 10);
+    PERMDNN_CHECK(!it->second.empty() && *end == '\0' && v >= 1 && v <= 4096,
+                  "{}: {}={} in '{}' must be an integer in [1, 4096]", where, key, it->second, text);
+    kv.erase(it);
+    return static_cast<int>(v);
+  };
+  if (kind == "dense") {
+    c.kind = CompressKind::kDense;
+  } else if (kind == "permdiag") {
+    c.kind = CompressKind::kPermDiag;
+    c.p = take_int("p");
+  } else if (kind == "circulant") {
+    c.kind = CompressKind::kCirculant;
+    c.p = take_int("p");
+  } else if (kind == "prune") {
+    c.kind = CompressKind::kPrune;
+    auto it = kv.find("density");
+    PERMDNN_CHECK(it != kv.end(), "{}: '{}' needs density=F (e.g. prune:density=0.1)", where, text);
+    char* end = nullptr;
+    c.density = std::strtod(it->second.c_str(), &end);
+    PERMDNN_CHECK(!it->second.empty() && *end == '\0' && c.density > 0 && c.density <= 1,
+                  "{}: density={} in '{}' must be a number in (0, 1]", where, it->second, text);
+    kv.erase(it);
+  } else {
+    Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N, circulant:p=N or "
+         "prune:density=F)", where, kind, text);
+  }
+  PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);
+  return c;
+}
+
+CompressSpec CompressSpec::Parse(const std::string& text) {
+  CompressSpec spec;
+  PERMDNN_CHECK(!Trim(text).empty(), "--compress: empty SPEC (e.g. dense, permdiag:p=8, fc1=permdiag:p=4,fc3=dense)");
+  for (const std::string& raw : Split(text, ',')) {
+    std::string item = Trim(raw);
+    PERMDNN_CHECK(!item.empty(), "--compress: empty item in '{}'", text);
+    std::size_t eq = item.find('='), colon = item.find(':');
+    bool named = eq != std::string::npos && (colon == std::string::npos || eq < colon);
+    if (named) {
+      std::string name = Trim(item.substr(0, eq));
+      PERMDNN_CHECK(!name.empty(), "--compress: item '{}' has an empty layer name", item);
+      PERMDNN_CHECK(!spec.layers.count(name), "--compress: layer '{}' is named twice in '{}'", name, text);
+      spec.layers[name] = ParseLayerCompression(item.substr(eq + 1), "--compress " + name);
+    } else {
+      PERMDNN_CHECK(!spec.global, "--compress: two global methods ('{}' and '{}') in '{}'",
+                    spec.global->ToString(), item, text);
+      spec.global = ParseLayerCompression(item);
+    }
+  }
+  return spec;
+}
+
+LayerCompression CompressSpec::Resolve(const std::string& layer, bool edge_layer) const {
+  auto it = layers.find(layer);
+  if (it != layers.end()) return it->second;
+  if (edge_layer || !global) return LayerCompression{};
+  return *global;
+}
+
+void CompressSpec::CheckLayerNames(const std::vector<std::string>& compressible) const {
+  for (const auto& [name, c] : layers) {
+    bool found = false;
+    for (const auto& n : compressible) found = found || n == name;
+    if (!found) {
+      std::string list;
+      for (const auto& n : compressible) list += (list.empty() ? "" : ", ") + n;
+      Fail("--compress: the model has no layer '{}' (its compressible layers: {})", name, list);
+    }
+  }
+}
+
+std::string CompressSpec::ToString() const {
+  std::string s = global ? global->ToString() : "";
+  for (const auto& [name, c] : layers) s += (s.empty() ? "" : ",") + name + "=" + c.ToString();
+  return s.empty() ? "dense" : s;
+}
+
+}  // namespace permdnn::train

@@ -1,0 +1,415 @@
+// Models by name, storage accounting, run description and dense→permdiag
+// conversion (see models.h).
+#include "permdnn/train/models.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include <torch/nn/functional.h>
+
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+#include "permdnn/core/npy.h"
+
+namespace permdnn::train {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> ModelNames() { return {"mlp", "lenet300", "lenet5", "cnn", "tiny", "tinycnn"}; }
+
+namespace {
+
+// Builds the layer list of a model, tracking the activation shape.
+class ArchBuilder {
+ public:
+  explicit ArchBuilder(const ModelInput& in) : c_(in.channels), h_(in.rows), w_(in.cols) {}
+
+  void Conv(const std::string& name, int64_t out, int k, int pad) {
+    LayerInfo l{name, "conv2d", c_, out, k, 1, pad, {}};
+    h_ = h_ + 2 * pad - k + 1;
+    w_ = w_ + 2 * pad - k + 1;
+    PERMDNN_CHECK(h_ >= 1 && w_ >= 1, "model: input too small for {}", name);
+    c_ = out;
+    layers.push_back(l);
+  }
+  void Bn(const std::string& name) { layers.push_back({name, "batchnorm2d", c_, c_, 0, 1, 0, {}}); }
+  void Relu(const std::string& name) { layers.push_back({name, "relu", 0, 0, 0, 1, 0, {}}); }
+  void Pool(const std::string& name) {
+    layers.push_back({name, "maxpool2d", 0, 0, 2, 2, 0, {}});
+    h_ /= 2;
+    w_ /= 2;
+    PERMDNN_CHECK(h_ >= 1 && w_ >= 1, "model: input too small for {}", name);
+  }
+  void Flatten() {
+    layers.push_back({"flatten", "flatten", 0, 0, 0, 1, 0, {}});
+    features_ = c_ * h_ * w_;
+  }
+  void Fc(const std::string& name, int64_t out) {
+    layers.push_back({name, "linear", features_, out, 0, 1, 0, {}});
+    features_ = out;
+  }
+
+  std::vector<LayerInfo> layers;
+
+ private:
+  int64_t c_, h_, w_, features_ = 0;
+};
+
+std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& in) {
+  ArchBuilder b(in);
+  auto mlp = [&](std::vector<int64_t> hidden) {
+    b.Flatten();
+    for (std::size_t i = 0; i < hidden.size(); ++i) {
+      b.Fc(fmt::format("fc{}", i + 1), hidden[i]);
+      b.Relu(fmt::format("relu{}", i + 1));
+    }
+    b.Fc(fmt::format("fc{}", hidden.size() + 1), in.classes);
+  };
+  auto vgg = [&](std::vector<int64_t> channels, int64_t fc) {
+    int i = 1;
+    for (int64_t ch : channels) {
+      b.Conv(fmt::format("conv{}", i), ch, 3, 1);
+      b.Bn(fmt::format("bn{}", i));
+      b.Relu(fmt::format("relu{}", i));
+      b.Pool(fmt::format("pool{}", i));
+      ++i;
+    }
+    b.Flatten();
+    b.Fc("fc1", fc);
+    b.Relu(fmt::format("relu{}", i));
+    b.Fc("fc2", in.classes);
+  };
+  if (model == "mlp") {
+    mlp({1024, 1024});
+  } else if (model == "lenet300") {
+    mlp({300, 100});
+  } else if (model == "tiny") {
+    mlp({64, 32});
+  } else if (model == "lenet5") {
+    b.Conv("conv1", 6, 5, 2);
+    b.Relu("relu1");
+    b.Pool("pool1");
+    b.Conv("conv2", 16, 5, 0);
+    b.Relu("relu2");
+    b.Pool("pool2");
+    b.Flatten();
+    b.Fc("fc1", 120);
+    b.Relu("relu3");
+    b.Fc("fc2", 84);
+    b.Relu("relu4");
+    b.Fc("fc3", in.classes);
+  } else if (model == "cnn") {
+    vgg({32, 64, 128}, 256);
+  } else if (model == "tinycnn") {
+    vgg({4, 8}, 16);
+  } else {
+    std::string names;
+    for (const auto& n : ModelNames()) names += (names.empty() ? "" : ", ") + n;
+    Fail("--model: unknown model '{}' (known: {})", model, names);
+  }
+  return b.layers;
+}
+
+int64_t BlocksBytes(int64_t out, int64_t in, int p) { return CeilDiv(out, p) * CeilDiv(in, p) * OffsetBytes(p); }
+
+std::vector<float> ToVector(const torch::Tensor& t) {
+  torch::Tensor c = t.detach().contiguous().to(torch::kFloat);
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+void SaveTensor(const std::string& dir, const std::string& file, const torch::Tensor& t) {
+  std::vector<float> v = ToVector(t);
+  WriteNpy<float>(dir + "/" + file, v, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()));
+}
+
+void SaveOffsets(const std::string& dir, const std::string& file, const torch::Tensor& t) {
+  torch::Tensor c = t.contiguous();
+  std::vector<uint16_t> v(static_cast<std::size_t>(c.numel()));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint16_t>(c.data_ptr<int16_t>()[i]);
+  WriteNpy<uint16_t>(dir + "/" + file, v, std::vector<int64_t>(c.sizes().begin(), c.sizes().end()));
+}
+
+// Reads a float tensor of the expected shape from a run directory.
+torch::Tensor LoadTensor(const std::string& dir, const nlohmann::json& tensors, const std::string& layer,
+                         const std::string& key, std::vector<int64_t> shape) {
+  PERMDNN_CHECK(tensors.contains(key), "{}/model.json: layer '{}' has no tensor '{}'", dir, layer, key);
+  std::string path = dir + "/" + tensors[key].get<std::string>();
+  NpyArray a = ReadNpy(path);
+  PERMDNN_CHECK(a.shape == shape, "{}: layer '{}' tensor '{}' has shape [{}], expected [{}]", path, layer, key,
+                fmt::join(a.shape, ", "), fmt::join(shape, ", "));
+  std::vector<float> v = a.ToFloat(path);
+  return torch::from_blob(v.data(), shape, torch::kFloat).clone();
+}
+
+}  // namespace
+
+NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const ModelInput& input, uint64_t seed)
+    : model_(model), input_(input) {
+  std::vector<LayerInfo> arch = Architecture(model, input);
+  std::vector<std::string> weight_names;
+  int first = -1, last = -1;
+  for (int i = 0; i < static_cast<int>(arch.size()); ++i) {
+    if (!arch[i].is_weight_layer()) continue;
+    weight_names.push_back(arch[i].name);
+    if (first < 0) first = i;
+    last = i;
+  }
+  spec.CheckLayerNames(weight_names);
+  for (int i = 0; i < static_cast<int>(arch.size()); ++i) {
+    Layer l;
+    l.info = arch[i];
+    LayerInfo& info = l.info;
+    const uint64_t layer_seed = seed * 1000003ULL + static_cast<uint64_t>(i) * 7919ULL + 1;
+    if (info.is_weight_layer()) {
+      bool edge = i == last || (i == first && info.type == "conv2d");
+      info.compress = spec.Resolve(info.name, edge);
+      PERMDNN_CHECK(info.compress.kind == CompressKind::kDense || info.compress.kind == CompressKind::kPermDiag,
+                    "--compress: layer '{}': training supports dense and permdiag, not {}", info.name,
+                    info.compress.ToString());
+    }
+    const bool pd = info.compress.kind == CompressKind::kPermDiag;
+    if (info.type == "linear") {
+      if (pd) {
+        l.pd_linear = register_module(info.name, PermDiagLinear(info.in, info.out, info.compress.p, true, layer_seed));
+      } else {
+        l.linear = register_module(info.name, torch::nn::Linear(info.in, info.out));
+      }
+    } else if (info.type == "conv2d") {
+      if (pd) {
+        l.pd_conv = register_module(info.name, PermDiagConv2d(info.in, info.out, info.kernel, info.stride,
+                                                              info.padding, info.compress.p, true, layer_seed));
+      } else {
+        l.conv = register_module(info.name, torch::nn::Conv2d(torch::nn::Conv2dOptions(info.in, info.out, info.kernel)
+                                                                   .stride(info.stride)
+                                                                   .padding(info.padding)));
+      }
+    } else if (info.type == "batchnorm2d") {
+      l.bn = register_module(info.name, torch::nn::BatchNorm2d(info.in));
+    }
+    layers_.push_back(std::move(l));
+  }
+}
+
+torch::Tensor NetImpl::forward(torch::Tensor x) {
+  for (Layer& l : layers_) {
+    const std::string& t = l.info.type;
+    if (t == "flatten") {
+      x = x.reshape({x.size(0), -1});
+    } else if (t == "relu") {
+      x = torch::relu(x);
+    } else if (t == "maxpool2d") {
+      x = torch::max_pool2d(x, {2, 2}, {2, 2});
+    } else if (l.linear) {
+      x = l.linear->forward(x);
+    } else if (l.pd_linear) {
+      x = l.pd_linear->forward(x);
+    } else if (l.conv) {
+      x = l.conv->forward(x);
+    } else if (l.pd_conv) {
+      x = l.pd_conv->forward(x);
+    } else if (l.bn) {
+      x = l.bn->forward(x);
+    }
+  }
+  return x;
+}
+
+std::vector<LayerInfo> NetImpl::layers() const {
+  std::vector<LayerInfo> out;
+  for (const Layer& l : layers_) out.push_back(l.info);
+  return out;
+}
+
+std::vector<StorageStats> NetImpl::Storage() const {
+  std::vector<StorageStats> out;
+  for (const Layer& l : layers_) {
+    const LayerInfo& i = l.info;
+    StorageStats s;
+    s.name = i.name;
+    s.compress = i.compress.ToString();
+    if (i.type == "linear" || i.type == "conv2d") {
+      const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
+      s.dense_params = i.out * i.in * kk + i.out;
+      if (i.compress.kind == CompressKind::kPermDiag) {
+        const int p = i.compress.p;
+        s.stored_params = CeilDiv(i.out, p) * CeilDiv(i.in, p) * p * kk + i.out;
+        s.bytes = s.stored_params * 4 + BlocksBytes(i.out, i.in, p);
+      } else {
+        s.stored_params = s.dense_params;
+        s.bytes = s.stored_params * 4;
+      }
+    } else if (i.type == "batchnorm2d") {
+      s.compress = "-";
+      s.dense_params = s.stored_params = 4 * i.in;
+      s.bytes = s.stored_params * 4;
+    } else {
+      continue;
+    }
+    s.dense_bytes = s.dense_params * 4;
+    out.push_back(s);
+  }
+  return out;
+}
+
+StorageStats NetImpl::Total(const std::vector<StorageStats>& layers) {
+  StorageStats t;
+  t.name = "total";
+  for (const auto& s : layers) {
+    t.dense_params += s.dense_params;
+    t.stored_params += s.stored_params;
+    t.bytes += s.bytes;
+    t.dense_bytes += s.dense_bytes;
+  }
+  return t;
+}
+
+void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre, double test_accuracy) const {
+  const std::string tdir = dir + "/tensors";
+  fs::create_directories(tdir);
+  nlohmann::json layers = nlohmann::json::array();
+  for (const Layer& l : layers_) {
+    const LayerInfo& i = l.info;
+    nlohmann::json j = {{"name", i.name}, {"type", i.type}};
+    nlohmann::json tensors = nlohmann::json::object();
+    auto save = [&](const std::string& key, const torch::Tensor& t) {
+      if (!t.defined()) return;
+      std::string file = fmt::format("tensors/{}.{}.npy", i.name, key);
+      SaveTensor(dir, file, t);
+      tensors[key] = file;
+    };
+    if (i.type == "linear" || i.type == "conv2d") {
+      j["in"] = i.in;
+      j["out"] = i.out;
+      if (i.type == "conv2d") {
+        j["kernel"] = {i.kernel, i.kernel};
+        j["stride"] = {i.stride, i.stride};
+        j["padding"] = {i.padding, i.padding};
+      }
+      if (i.compress.kind == CompressKind::kPermDiag) {
+        j["compress"] = {{"kind", "permdiag"}, {"p", i.compress.p}};
+        const torch::Tensor& values = l.pd_linear ? l.pd_linear->values : l.pd_conv->values;
+        const torch::Tensor& offsets = l.pd_linear ? l.pd_linear->offsets : l.pd_conv->offsets;
+        save("values", values);
+        std::string file = fmt::format("tensors/{}.offsets.npy", i.name);
+        SaveOffsets(dir, file, offsets);
+        tensors["offsets"] = file;
+        save("bias", l.pd_linear ? l.pd_linear->bias : l.pd_conv->bias);
+      } else {
+        j["compress"] = {{"kind", "dense"}};
+        save("weight", l.linear ? l.linear->weight : l.conv->weight);
+        save("bias", l.linear ? l.linear->bias : l.conv->bias);
+      }
+      j["tensors"] = tensors;
+    } else if (i.type == "batchnorm2d") {
+      j["channels"] = i.in;
+      j["eps"] = l.bn->options.eps();
+      save("weight", l.bn->weight);
+      save("bias", l.bn->bias);
+      save("running_mean", l.bn->running_mean);
+      save("running_var", l.bn->running_var);
+      j["tensors"] = tensors;
+    } else if (i.type == "maxpool2d") {
+      j["kernel"] = {2, 2};
+      j["stride"] = {2, 2};
+    }
+    layers.push_back(j);
+  }
+  nlohmann::json doc = {
+      {"format", "permdnn-run/1"},
+      {"model", model_},
+      {"input",
+       {{"shape", {input_.channels, input_.rows, input_.cols}},
+        {"layout", "NCHW"},
+        {"scale", pre.scale},
+        {"mean", pre.mean},
+        {"std", pre.std}}},
+      {"num_classes", input_.classes},
+      {"test_accuracy", test_accuracy},
+      {"layers", layers},
+  };
+  WriteFileAtomic(dir + "/model.json", doc.dump(2) + "\n");
+}
+
+std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
+  const std::string path = run_dir + "/model.json";
+  PERMDNN_CHECK(fs::exists(path), "--from: '{}' not found (a run directory of `permdnn train` holds model.json)",
+                path);
+  nlohmann::json doc;
+  try {
+    std::ifstream in(path);
+    doc = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    Fail("--from: {} is not valid JSON: {}", path, e.what());
+  }
+  PERMDNN_CHECK(doc.value("format", "") == "permdnn-run/1", "--from: {}: format is not permdnn-run/1", path);
+  PERMDNN_CHECK(doc.value("model", "") == model_, "--from: {} holds model '{}', this run trains '{}'", path,
+                doc.value("model", ""), model_);
+  std::map<std::string, nlohmann::json> src;
+  for (const auto& j : doc["layers"]) src[j["name"].get<std::string>()] = j;
+  std::vector<ConversionReport> reports;
+  torch::NoGradGuard no_grad;
+  for (Layer& l : layers_) {
+    const LayerInfo& i = l.info;
+    if (!i.is_weight_layer() && i.type != "batchnorm2d") continue;
+    PERMDNN_CHECK(src.count(i.name), "--from: {} has no layer '{}'", path, i.name);
+    const nlohmann::json& s = src[i.name];
+    const nlohmann::json& t = s["tensors"];
+    if (i.type == "batchnorm2d") {
+      l.bn->weight.copy_(LoadTensor(run_dir, t, i.name, "weight", {i.in}));
+      l.bn->bias.copy_(LoadTensor(run_dir, t, i.name, "bias", {i.in}));
+      l.bn->running_mean.copy_(LoadTensor(run_dir, t, i.name, "running_mean", {i.in}));
+      l.bn->running_var.copy_(LoadTensor(run_dir, t, i.name, "running_var", {i.in}));
+      continue;
+    }
+    std::string src_kind = s["compress"].value("kind", "");
+    PERMDNN_CHECK(src_kind == "dense", "--from: layer '{}' of {} is {}, conversion needs a dense source", i.name,
+                  path, src_kind);
+    const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
+    std::vector<int64_t> wshape = {i.out, i.in};
+    if (i.type == "conv2d") wshape.insert(wshape.end(), {i.kernel, i.kernel});
+    torch::Tensor w = LoadTensor(run_dir, t, i.name, "weight", wshape);
+    torch::Tensor b = LoadTensor(run_dir, t, i.name, "bias", {i.out});
+    ConversionReport r{i.name, i.compress.ToString(), 1.0};
+    if (l.linear) {
+      l.linear->weight.copy_(w);
+      l.linear->bias.copy_(b);
+    } else if (l.conv) {
+      l.conv->weight.copy_(w);
+      l.conv->bias.copy_(b);
+    } else if (l.pd_linear) {
+      std::vector<float> dense = ToVector(w);
+      PermDiagProjection proj = PermDiagMatrix::FromDense(dense, i.out, i.in, i.compress.p);
+      l.pd_linear->SetMatrix(proj.matrix);
+      l.pd_linear->bias.copy_(b);
+      r.kept_energy = proj.kept_energy;
+    } else if (l.pd_conv) {
+      // Offsets from the per-(out, in) kernel energies: projecting the matrix
+      // E[o, i] = ||w[o, i, :, :]|| keeps the most Σ w² per block.
+      std::vector<float> energy = ToVector(w.reshape({i.out, i.in, kk}).pow(2).sum(2).sqrt());
+      PermDiagProjection proj = PermDiagMatrix::FromDense(energy, i.out, i.in, i.compress.p);
+      const int p = i.compress.p;
+      torch::Tensor& values = l.pd_conv->values;
+      values.zero_();
+      torch::Tensor wk = w.reshape({i.out, i.in, kk});
+      torch::Tensor vk = values.view({values.size(0), values.size(1), p, kk});
+      int16_t* off = l.pd_conv->offsets.data_ptr<int16_t>();
+      for (int64_t I = 0; I < proj.matrix.row_blocks(); ++I)
+        for (int64_t J = 0; J < proj.matrix.col_blocks(); ++J) {
+          const int k = proj.matrix.offset(I, J);
+          off[I * proj.matrix.col_blocks() + J] = static_cast<int16_t>(k);
+          for (int c = 0; c < p; ++c) {
+            int64_t o = I * p + c, in = J * p + (c + k) % p;
+            if (o < i.out && in < i.in) vk[I][J][c].copy_(wk[o][in]);
+          }
+        }
+      l.pd_conv->bias.copy_(b);
+      r.kept_energy = proj.kept_energy;
+    }
+    reports.push_back(r);
+  }
+  return reports;
+}
+
+}  // namespace permdnn::train

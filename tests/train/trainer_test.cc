@@ -1,0 +1,209 @@
+// The trainer on the synthetic data set: it learns, it resumes bit for bit
+// after an interruption, it rejects a corrupt checkpoint with a clear error,
+// and the LibTorch-free run description (model.json + npy) reproduces the
+// LibTorch model's predictions through permdnn's own kernels.
+#include "permdnn/train/trainer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "permdnn/core/dataset.h"
+#include "permdnn/core/error.h"
+#include "permdnn/core/npy.h"
+#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/kernels/permdiag.h"
+
+namespace permdnn::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string FreshDir(const std::string& name) {
+  std::string dir = (fs::temp_directory_path() / ("permdnn_train_test_" + name)).string();
+  fs::remove_all(dir);
+  return dir;
+}
+
+TrainOptions Synthetic(const std::string& dir, const std::string& model, const std::string& compress) {
+  TrainOptions o;
+  o.model = model;
+  o.compress = compress;
+  o.out_dir = dir;
+  o.epochs = 3;
+  o.batch = 64;
+  o.lr = 3e-3;
+  o.seed = 4;
+  o.threads = 1;
+  o.progress = false;
+  o.synthetic_train = 512;
+  o.synthetic_test = 256;
+  return o;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(Trainer, LearnsSyntheticData) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("learns"), "tiny", "permdiag:p=4");
+  TrainResult r = Train(o, log);
+  ASSERT_FALSE(r.interrupted);
+  ASSERT_EQ(r.history.size(), 3u);
+  EXPECT_LT(r.history.back().train_loss, r.history.front().train_loss) << log.str();
+  EXPECT_GT(r.final_accuracy, 0.9) << log.str();
+  EXPECT_GT(r.compression, 1.5);
+  for (const char* f : {"metrics.csv", "metrics.json", "checkpoint_last.pt", "checkpoint_best.pt", "model.json",
+                        "test_predictions.npy", "summary.json"})
+    EXPECT_TRUE(fs::exists(o.out_dir + "/" + f)) << f;
+  // A finished run is not overwritten by accident.
+  EXPECT_THROW(Train(o, log), Error);
+}
+
+TEST(Trainer, ResumeAfterInterruptIsIdentical) {
+  std::ostringstream log;
+  TrainOptions full = Synthetic(FreshDir("full"), "tiny", "permdiag:p=2");
+  Train(full, log);
+
+  TrainOptions part = Synthetic(FreshDir("part"), "tiny", "permdiag:p=2");
+  part.stop_after_batches = 11;  // mid-way through epoch 2 (8 batches per epoch)
+  TrainResult r1 = Train(part, log);
+  ASSERT_TRUE(r1.interrupted);
+  part.stop_after_batches = -1;
+  part.resume = true;
+  TrainResult r2 = Train(part, log);
+  ASSERT_FALSE(r2.interrupted);
+
+  auto a = nlohmann::json::parse(ReadFile(full.out_dir + "/metrics.json"));
+  auto b = nlohmann::json::parse(ReadFile(part.out_dir + "/metrics.json"));
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["train_loss"].get<double>(), b[i]["train_loss"].get<double>()) << "epoch " << i + 1;
+    EXPECT_EQ(a[i]["test_loss"].get<double>(), b[i]["test_loss"].get<double>()) << "epoch " << i + 1;
+  }
+  EXPECT_EQ(ReadFile(full.out_dir + "/test_predictions.npy"), ReadFile(part.out_dir + "/test_predictions.npy"));
+  EXPECT_EQ(ReadFile(full.out_dir + "/tensors/fc1.values.npy"), ReadFile(part.out_dir + "/tensors/fc1.values.npy"));
+}
+
+TEST(Trainer, CorruptCheckpointIsAClearError) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("corrupt"), "tiny", "dense");
+  o.epochs = 1;
+  Train(o, log);
+  std::string path = o.out_dir + "/checkpoint_last.pt";
+  std::string bytes = ReadFile(path);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes.substr(0, bytes.size() / 2);  // truncated
+  }
+  o.resume = true;
+  o.epochs = 2;
+  try {
+    Train(o, log);
+    FAIL() << "corrupt checkpoint accepted";
+  } catch (const Error& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("corrupt"), std::string::npos) << what;
+    EXPECT_NE(what.find(path), std::string::npos) << what;
+  }
+}
+
+// A LibTorch-free forward pass of an MLP run description (flatten, linear
+// dense/permdiag, relu) with permdnn's kernels: the run-format contract.
+std::vector<int32_t> PredictFromRun(const std::string& dir, const ImageDataset& data, int64_t begin, int64_t n) {
+  auto doc = nlohmann::json::parse(ReadFile(dir + "/model.json"));
+  EXPECT_EQ(doc["format"], "permdnn-run/1");
+  Preprocess pre;
+  pre.scale = doc["input"]["scale"].get<float>();
+  pre.mean = doc["input"]["mean"].get<float>();
+  pre.std = doc["input"]["std"].get<float>();
+  std::vector<int32_t> out;
+  std::vector<float> image(static_cast<std::size_t>(data.image_size()));
+  for (int64_t s = begin; s < begin + n; ++s) {
+    data.Batch(s, 1, pre, image);
+    std::vector<float> x = image;
+    for (const auto& l : doc["layers"]) {
+      std::string type = l["type"];
+      if (type == "relu") {
+        for (float& v : x) v = std::max(v, 0.0f);
+      } else if (type == "linear") {
+        const int64_t in = l["in"], outn = l["out"];
+        const auto& t = l["tensors"];
+        std::vector<float> bias = ReadNpy(dir + "/" + t["bias"].get<std::string>()).as<float>();
+        std::vector<float> y(static_cast<std::size_t>(outn));
+        if (l["compress"]["kind"] == "permdiag") {
+          int p = l["compress"]["p"];
+          NpyArray v = ReadNpy(dir + "/" + t["values"].get<std::string>());
+          NpyArray o = ReadNpy(dir + "/" + t["offsets"].get<std::string>());
+          EXPECT_EQ(v.shape, (std::vector<int64_t>{CeilDiv(outn, p), CeilDiv(in, p), p}));
+          EXPECT_EQ(o.descr, "<u2");
+          std::vector<float> vals = v.as<float>();
+          std::vector<uint16_t> offs = o.as<uint16_t>();
+          PermDiagMatrix m = PermDiagMatrix::FromParts(outn, in, p, vals, offs);
+          kernels::PermDiagMatVec(m, x, bias, y);
+        } else {
+          std::vector<float> w = ReadNpy(dir + "/" + t["weight"].get<std::string>()).as<float>();
+          for (int64_t r = 0; r < outn; ++r) {
+            double acc = bias[r];
+            for (int64_t c = 0; c < in; ++c) acc += double{w[r * in + c]} * x[c];
+            y[r] = static_cast<float>(acc);
+          }
+        }
+        x = y;
+      }
+    }
+    out.push_back(static_cast<int32_t>(std::max_element(x.begin(), x.end()) - x.begin()));
+  }
+  return out;
+}
+
+TEST(Trainer, RunDescriptionReproducesPredictions) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("describe"), "tiny", "fc1=permdiag:p=4,fc2=permdiag:p=3");
+  o.synthetic_side = 9;  // 81 inputs: not a multiple of 4 (padding)
+  Train(o, log);
+  ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, 9, 9, o.synthetic_classes, 12345);
+  std::vector<int32_t> ours = PredictFromRun(o.out_dir, all, o.synthetic_train, o.synthetic_test);
+  std::vector<int32_t> torch_preds = ReadNpy(o.out_dir + "/test_predictions.npy").as<int32_t>();
+  ASSERT_EQ(ours.size(), torch_preds.size());
+  int64_t same = 0;
+  for (std::size_t i = 0; i < ours.size(); ++i) same += ours[i] == torch_preds[i];
+  EXPECT_GE(same, static_cast<int64_t>(ours.size()) - 1) << "of " << ours.size();
+}
+
+TEST(Trainer, ConvertsDenseCnnRun) {
+  std::ostringstream log;
+  TrainOptions dense = Synthetic(FreshDir("cnn_dense"), "tinycnn", "dense");
+  dense.epochs = 1;
+  Train(dense, log);
+  TrainOptions conv = Synthetic(FreshDir("cnn_conv"), "tinycnn", "permdiag:p=2");
+  conv.epochs = 1;
+  conv.from_dir = dense.out_dir;
+  TrainResult r = Train(conv, log);
+  int converted = 0;
+  for (const auto& l : r.layers) {
+    if (l.compress == "permdiag:p=2") {
+      ++converted;
+      EXPECT_GT(l.kept_energy, 0.5) << l.name;  // p=2 keeps the better half
+      EXPECT_LE(l.kept_energy, 1.0) << l.name;
+    }
+  }
+  EXPECT_EQ(converted, 2) << log.str();  // conv2 and fc1; conv1 and fc2 stay dense
+  EXPECT_GE(r.converted_accuracy, 0.0);
+  auto doc = nlohmann::json::parse(ReadFile(conv.out_dir + "/model.json"));
+  for (const auto& l : doc["layers"])
+    if (l["name"] == "conv2") {
+      NpyArray v = ReadNpy(conv.out_dir + "/" + l["tensors"]["values"].get<std::string>());
+      EXPECT_EQ(v.shape, (std::vector<int64_t>{4, 2, 2, 3, 3}));
+    }
+}
+
+}  // namespace
+}  // namespace permdnn::train
