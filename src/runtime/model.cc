@@ -130,6 +130,7 @@ struct Model::Impl {
   std::vector<int> runtime_nodes;
   std::vector<bool> folded;
   AlignedBuffer<uint8_t> arena;
+  int64_t arena_capacity = 0;  // AlignedBuffer keeps its memory when shrunk
   int64_t scratch_offset = 0;
   detail::RunState rs;
   std::vector<NodeProfile> profile;
@@ -142,7 +143,7 @@ struct Model::Impl {
     const int64_t* ints = nullptr;  // integer inputs: their values
   };
   void Plan(const std::vector<InMeta>& in_meta);
-  void Execute(const std::vector<const void*>& in_data);
+  void Execute(std::span<const void* const> in_data);
   bool KeyMatches(const std::vector<InMeta>& in) const;
 };
 
@@ -423,6 +424,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   PERMDNN_CHECK(total <= opt.max_arena_bytes, "{}: the plan needs {} bytes (limit {})", name, total,
                 opt.max_arena_bytes);
   arena.Resize(static_cast<std::size_t>(total));
+  arena_capacity = std::max(arena_capacity, total);
   for (Value& v : values)
     if (v.arena_offset >= 0) v.data = arena.data() + v.arena_offset;
   rs.scratch = arena.data() + scratch_offset;
@@ -436,7 +438,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   planned = true;
 }
 
-void Model::Impl::Execute(const std::vector<const void*>& in_data) {
+void Model::Impl::Execute(std::span<const void* const> in_data) {
   for (std::size_t k = 0; k < input_ids.size(); ++k) {
     Value& v = values[input_ids[k]];
     if (IsFloat(v.dtype)) {
@@ -518,8 +520,12 @@ std::vector<int64_t> Model::OutputShape(std::span<const int64_t> input_shape) {
   Impl& m = *impl_;
   PERMDNN_CHECK(m.inputs.size() == 1 && IsFloat(m.inputs[0].dtype),
                 "{}: the span API needs exactly one float input (the model has {})", m.name, m.inputs.size());
-  std::vector<Impl::InMeta> meta = {{DType::kFloat32, {input_shape.begin(), input_shape.end()}, nullptr}};
-  if (!m.KeyMatches(meta)) m.Plan(meta);
+  // Fast path (no allocation): the plan already has this shape.
+  if (!(m.planned && m.key_shapes.size() == 1 &&
+        std::equal(input_shape.begin(), input_shape.end(), m.key_shapes[0].begin(), m.key_shapes[0].end()))) {
+    std::vector<Impl::InMeta> meta = {{DType::kFloat32, {input_shape.begin(), input_shape.end()}, nullptr}};
+    m.Plan(meta);
+  }
   return m.values[m.output_ids[0]].shape;
 }
 
@@ -534,7 +540,8 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
   PERMDNN_CHECK(IsFloat(y.dtype), "{}: output '{}' is {}, not float32", m.name, y.name, DTypeName(y.dtype));
   PERMDNN_CHECK(static_cast<int64_t>(output.size()) >= y.size(), "{}: output span holds {} floats, need {}", m.name,
                 output.size(), y.size());
-  m.Execute({input.data()});
+  const void* in_ptr[1] = {input.data()};
+  m.Execute(in_ptr);
   std::memcpy(output.data(), y.data, y.bytes());
   return out_shape;
 }
@@ -572,7 +579,8 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
     if (k->SupportsInt16()) k->BeginCalibration();
   m.rs.calibrating = true;
   try {
-    m.Execute({input.data()});
+    const void* in_ptr[1] = {input.data()};
+    m.Execute(in_ptr);
   } catch (...) {
     m.rs.calibrating = false;
     throw;
@@ -584,6 +592,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
 }
 
 std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
+int64_t Model::ArenaBytes() const { return impl_->arena_capacity; }
 void Model::ResetProfile() {
   for (NodeProfile& p : impl_->profile) {
     p.calls = 0;

@@ -198,6 +198,24 @@ TEST(RuntimeExport, ConvModelCustomEqualsPortable) {
   fs::remove_all(dir);
 }
 
+TEST(RuntimePlan, ArenaPlannedOncePerShape) {
+  fs::path dir = TempDir("plan");
+  WriteMlpRun(dir, 4);
+  ExportRun(dir.string(), (dir / "m.onnx").string());
+  Model model = Model::Load((dir / "m.onnx").string());
+  std::vector<float> x64 = Randn(64 * 36, 1), x1 = Randn(36, 2);
+  std::vector<float> y64 = RunModel(model, x64, {64, 1, 6, 6});
+  const int64_t big = model.ArenaBytes();
+  EXPECT_GT(big, 0);
+  // Reuse: the arena holds less than all intermediates of batch 64 would
+  // (flatten 36 + fc1 20 + relu 20 + identity 20 + fc2 10 floats per sample).
+  EXPECT_LT(big, 64 * (36 + 20 + 20 + 20 + 10) * 4);
+  RunModel(model, x1, {1, 1, 6, 6});
+  EXPECT_EQ(model.ArenaBytes(), big) << "the arena only grows";
+  EXPECT_EQ(RunModel(model, x64, {64, 1, 6, 6}), y64) << "re-planning changes nothing";
+  fs::remove_all(dir);
+}
+
 TEST(RuntimeInt16, CloseToFloat) {
   fs::path dir = TempDir("int16");
   WriteMlpRun(dir, 4);

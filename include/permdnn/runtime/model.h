@@ -106,6 +106,9 @@ class Model {
   bool int16_ready() const;
 
   std::vector<NodeProfile> Profile() const;
+  // Bytes of the activation arena (intermediate tensors + scratch) of the
+  // current plan; it only grows when a larger shape is planned.
+  int64_t ArenaBytes() const;
   void ResetProfile();
 
  private:
