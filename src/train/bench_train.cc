@@ -75,6 +75,12 @@ int main(int argc, char** argv) {
   pd->use_gather = false;
   double t_kernel = MedianMs(reps, step(*pd, pd_fwd));
   double t_dense = MedianMs(reps, step(*dense, dense_fwd));
+  double t_kernel_fwd, t_dense_fwd;
+  {
+    torch::NoGradGuard ng;
+    t_kernel_fwd = MedianMs(reps, [&] { pd->forward(x); });
+    t_dense_fwd = MedianMs(reps, [&] { dense->forward(x); });
+  }
   pd->use_gather = true;
   double t_gather = MedianMs(std::max(3, reps / 4), step(*pd, pd_fwd));
   pd->use_gather = false;
@@ -124,6 +130,7 @@ int main(int argc, char** argv) {
   std::printf("  %-40s %10.2f ms\n", "torch::nn::Linear", t_dense);
   std::printf("  %-40s %10.2f ms  %5.2fx vs Linear\n", fmt::format("PermDiagLinear p={} (kernels, default)", p).c_str(),
               t_kernel, t_dense / t_kernel);
+  std::printf("  forward only (no autograd): Linear %.2f ms, PermDiagLinear %.2f ms\n", t_dense_fwd, t_kernel_fwd);
   std::printf("  %-40s %10.2f ms  %5.2fx vs Linear\n", fmt::format("PermDiagLinear p={} (gather ops)", p).c_str(),
               t_gather, t_dense / t_gather);
   std::printf("  parameter memory: PermDiagLinear %ld bytes (values %ld floats + %ld offsets x %d B + bias), "
