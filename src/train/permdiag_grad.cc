@@ -147,33 +147,41 @@ bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float*
       }
   });
   constexpr int64_t kGroup = 8;
+  // Batch chunks keep a group's Xd slice (kGroup·chunk·2p floats, 16 KiB)
+  // in L1 across all row blocks; without them the 64 KiB slice came from L2
+  // every iteration and bounded the loop (partial sums go through dq).
+  const int64_t bchunk = std::max<int64_t>(1, 4096 / (kGroup * 2 * P));
   ParallelFor(mb, threads, [&](int64_t i0, int64_t i1, int) {
     for (int64_t j0 = 0; j0 < nb; j0 += kGroup) {
       const int64_t nj = std::min(kGroup, nb - j0);
-      for (int64_t I = i0; I < i1; ++I) {
-        const float* gI = gp + I * B * P;
-        const float* xs[kGroup];
-        for (int64_t j = 0; j < kGroup; ++j) {
-          const int64_t J = j0 + (j < nj ? j : 0);
-          xs[j] = xd + J * B * 2 * P + w.offset(I, J);
+      for (int64_t b0 = 0; b0 < B; b0 += bchunk) {
+        const int64_t b1 = std::min(B, b0 + bchunk);
+        for (int64_t I = i0; I < i1; ++I) {
+          const float* gI = gp + I * B * P;
+          float* out = dq + (I * nb + j0) * P;
+          const float* xs[kGroup];
+          for (int64_t j = 0; j < kGroup; ++j) {
+            const int64_t J = j0 + (j < nj ? j : 0);
+            xs[j] = xd + J * B * 2 * P + w.offset(I, J);
+          }
+          auto init = [&](int64_t j) { return (b0 == 0 || j >= nj) ? hn::Zero(d) : hn::LoadU(d, out + j * P); };
+          auto a0 = init(0), a1 = init(1), a2 = init(2), a3 = init(3);
+          auto a4 = init(4), a5 = init(5), a6 = init(6), a7 = init(7);
+          for (int64_t b = b0; b < b1; ++b) {
+            const auto gv = hn::Load(d, gI + b * P);
+            const int64_t o = b * 2 * P;
+            a0 = hn::MulAdd(gv, hn::LoadU(d, xs[0] + o), a0);
+            a1 = hn::MulAdd(gv, hn::LoadU(d, xs[1] + o), a1);
+            a2 = hn::MulAdd(gv, hn::LoadU(d, xs[2] + o), a2);
+            a3 = hn::MulAdd(gv, hn::LoadU(d, xs[3] + o), a3);
+            a4 = hn::MulAdd(gv, hn::LoadU(d, xs[4] + o), a4);
+            a5 = hn::MulAdd(gv, hn::LoadU(d, xs[5] + o), a5);
+            a6 = hn::MulAdd(gv, hn::LoadU(d, xs[6] + o), a6);
+            a7 = hn::MulAdd(gv, hn::LoadU(d, xs[7] + o), a7);
+          }
+          const decltype(a0) acc[kGroup] = {a0, a1, a2, a3, a4, a5, a6, a7};
+          for (int64_t j = 0; j < nj; ++j) hn::StoreU(acc[j], d, out + j * P);
         }
-        auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-        auto a4 = hn::Zero(d), a5 = hn::Zero(d), a6 = hn::Zero(d), a7 = hn::Zero(d);
-        for (int64_t b = 0; b < B; ++b) {
-          const auto gv = hn::Load(d, gI + b * P);
-          const int64_t o = b * 2 * P;
-          a0 = hn::MulAdd(gv, hn::LoadU(d, xs[0] + o), a0);
-          a1 = hn::MulAdd(gv, hn::LoadU(d, xs[1] + o), a1);
-          a2 = hn::MulAdd(gv, hn::LoadU(d, xs[2] + o), a2);
-          a3 = hn::MulAdd(gv, hn::LoadU(d, xs[3] + o), a3);
-          a4 = hn::MulAdd(gv, hn::LoadU(d, xs[4] + o), a4);
-          a5 = hn::MulAdd(gv, hn::LoadU(d, xs[5] + o), a5);
-          a6 = hn::MulAdd(gv, hn::LoadU(d, xs[6] + o), a6);
-          a7 = hn::MulAdd(gv, hn::LoadU(d, xs[7] + o), a7);
-        }
-        float* out = dq + (I * nb + j0) * P;
-        const decltype(a0) acc[kGroup] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        for (int64_t j = 0; j < nj; ++j) hn::StoreU(acc[j], d, out + j * P);
       }
     }
   });
