@@ -21,7 +21,7 @@
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/train/permdiag_grad.h"
-#include "permdnn/train/permdiag_layers.h"
+#include "src/train/permdiag_layers.h"
 
 namespace {
 

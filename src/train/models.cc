@@ -1,6 +1,6 @@
 // Models by name, storage accounting, run description and dense→permdiag
 // conversion (see models.h).
-#include "permdnn/train/models.h"
+#include "src/train/models.h"
 
 #include <cmath>
 #include <filesystem>

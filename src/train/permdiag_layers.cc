@@ -1,5 +1,5 @@
 // PermDiagLinear / PermDiagConv2d (see permdiag_layers.h).
-#include "permdnn/train/permdiag_layers.h"
+#include "src/train/permdiag_layers.h"
 
 #include <algorithm>
 #include <atomic>

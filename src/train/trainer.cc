@@ -24,8 +24,8 @@
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
 #include "permdnn/core/progress.h"
-#include "permdnn/train/models.h"
-#include "permdnn/train/permdiag_layers.h"
+#include "src/train/models.h"
+#include "src/train/permdiag_layers.h"
 
 namespace permdnn::train {
 

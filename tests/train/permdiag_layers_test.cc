@@ -10,7 +10,7 @@
 
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/train/permdiag_grad.h"
-#include "permdnn/train/permdiag_layers.h"
+#include "src/train/permdiag_layers.h"
 #include "support/compare.h"
 
 namespace permdnn::train {

@@ -28,7 +28,7 @@
 
 #include "permdnn/core/dataset.h"
 #include "permdnn/train/compress_spec.h"
-#include "permdnn/train/permdiag_layers.h"
+#include "src/train/permdiag_layers.h"
 
 namespace permdnn::train {
 
