@@ -6,26 +6,13 @@
 #include <limits>
 
 #include "permdnn/core/error.h"
+#include "permdnn/core/random.h"
 
 namespace permdnn {
 
 namespace {
 
 constexpr int64_t kIndexMax = std::numeric_limits<int32_t>::max();
-
-// SplitMix64: a small, fast, well-mixed seeded generator (generation of a
-// 4M-nonzero matrix must take tens of milliseconds, not a second).
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in (0, 1].
-  double Unit() { return (static_cast<double>(Next() >> 11) + 1.0) * 0x1.0p-53; }
-};
 
 void CheckShape(const char* what, int64_t rows, int64_t cols) {
   PERMDNN_CHECK(rows >= 1 && cols >= 1, "{}: shape must be at least 1x1, got {}x{}", what, rows, cols);

@@ -8,25 +8,13 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/core/random.h"
 
 namespace permdnn::sim {
 
-namespace {
-
-// SplitMix64 (fast seeded generator; the same offsets whether or not the
-// values are materialized, so timing runs see the functional run's matrix).
-struct SplitMix {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double Unit() { return (static_cast<double>(Next() >> 11) + 1.0) * 0x1.0p-53; }
-};
-
-}  // namespace
+// Workload generators use SplitMix64 (core/random.h): the same offsets
+// whether or not the values are materialized, so timing runs see the
+// functional run's matrix.
 
 int MatchBlockSize(double density) {
   PERMDNN_CHECK(density > 0 && density <= 1, "weight density must be in (0, 1] to match a block size, got {}",
@@ -102,7 +90,7 @@ LayerWorkload BuildWorkload(const FcLayerSpec& spec, const WorkloadOptions& o) {
     // that fixed_point.h's ChooseFracBits picks for the bound a: uniform
     // integers in [-Quantize(a), Quantize(a)]. Padding positions hold 0.
     PermDiagMatrixI16 q(spec.outputs, spec.inputs, w.p);
-    SplitMix rng{layer_seed + 2};
+    SplitMix64 rng{layer_seed + 2};
     for (auto& k : q.offsets()) k = static_cast<uint16_t>(rng.Next() % static_cast<uint64_t>(w.p));
     const double a = std::sqrt(6.0 / static_cast<double>(q.col_blocks()));
     const int frac_bits = ChooseFracBits<int16_t>(a);
@@ -127,7 +115,7 @@ LayerWorkload BuildWorkload(const FcLayerSpec& spec, const WorkloadOptions& o) {
   } else {
     w.row_blocks = CeilDiv(spec.outputs, w.p);
     w.col_blocks = CeilDiv(spec.inputs, w.p);
-    SplitMix rng{layer_seed + 2};
+    SplitMix64 rng{layer_seed + 2};
     w.offsets.resize(static_cast<std::size_t>(w.row_blocks * w.col_blocks));
     for (auto& k : w.offsets) k = static_cast<uint16_t>(rng.Next() % static_cast<uint64_t>(w.p));
   }
