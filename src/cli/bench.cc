@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/args.h"
 #include "cli/bench_runner.h"
 #include "cli/commands.h"
 #include "permdnn/core/atomic_file.h"
@@ -14,34 +15,6 @@
 
 namespace permdnn::cli {
 
-namespace {
-
-template <typename T>
-std::vector<T> ParseList(const std::string& flag, const std::string& text) {
-  std::vector<T> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    std::istringstream is(item);
-    T v;
-    if (!(is >> v) || !is.eof()) Fail("{}: '{}' is not a number (in '{}')", flag, item, text);
-    out.push_back(v);
-  }
-  PERMDNN_CHECK(!out.empty(), "{}: empty list", flag);
-  return out;
-}
-
-std::vector<std::string> ParseNames(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-}  // namespace
 
 void AddBenchCommand(CLI::App& app) {
   struct Args {
@@ -66,11 +39,11 @@ void AddBenchCommand(CLI::App& app) {
   cmd->callback([args, cmd] {
     BenchOptions o;
     o.layers = ParseLayerList(args->layers);
-    o.formats = ParseNames(args->formats);
-    o.ps = ParseList<int>("--p", args->ps);
-    o.batches = ParseList<int64_t>("--batch", args->batches);
-    o.act_densities = ParseList<double>("--act-density", args->acts);
-    o.threads = ParseList<int>("--threads", args->threads);
+    o.formats = SplitList(args->formats);
+    o.ps = ParseNumberList<int>("--p", args->ps);
+    o.batches = ParseNumberList<int64_t>("--batch", args->batches);
+    o.act_densities = ParseNumberList<double>("--act-density", args->acts);
+    o.threads = ParseNumberList<int>("--threads", args->threads);
     o.min_time_s = args->min_time;
     o.min_reps = args->reps;
     nlohmann::json env = BenchEnvironment();

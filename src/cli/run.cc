@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
@@ -58,22 +59,8 @@ std::vector<float> ReadInput(const std::string& path, const Model& model, std::v
 }
 
 std::vector<int64_t> ParseInts(const std::string& flag, const std::string& text) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    std::size_t pos = 0;
-    int64_t v = 0;
-    try {
-      v = std::stoll(item, &pos);
-    } catch (...) {
-      pos = 0;
-    }
-    PERMDNN_CHECK(pos == item.size() && v >= 1, "{}: '{}' is not a positive integer", flag, item);
-    out.push_back(v);
-  }
-  PERMDNN_CHECK(!out.empty(), "{}: empty list", flag);
+  std::vector<int64_t> out = ParseNumberList<int64_t>(flag, text);
+  for (int64_t v : out) PERMDNN_CHECK(v >= 1, "{}: '{}' is not a positive integer", flag, v);
   return out;
 }
 

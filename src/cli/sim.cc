@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
@@ -19,18 +20,10 @@ namespace permdnn::cli {
 
 namespace {
 
-std::vector<std::string> SplitNames(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 std::vector<int> SplitInts(const std::string& flag, const std::string& text, bool allow_matched) {
   std::vector<int> out;
-  for (const auto& item : SplitNames(text)) {
+  for (const auto& item : SplitList(text)) {
     if (allow_matched && (item == "matched" || item == "auto")) {
       out.push_back(0);
       continue;
@@ -89,7 +82,7 @@ void AddSimCommand(CLI::App& app) {
                   a->model);
     sim::ComparisonOptions o;
     o.layers = ParseLayerList(a->layers);
-    o.archs = SplitNames(a->archs);
+    o.archs = SplitList(a->archs);
     if (!a->config.empty()) o.config = sim::LoadConfigFile(a->config);
     for (const auto& s : a->sets) sim::ApplyOverride(o.config, s);
     o.tech_path = a->tech;
