@@ -24,6 +24,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/core/permdiag_matrix.h"
 #include "permdnn/core/progress.h"
+#include "permdnn/core/sparse_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
@@ -81,36 +82,27 @@ void FillInputs(std::span<float> v, double density, uint64_t seed) {
 }
 
 // Random CSR with exactly `per_row` nonzeros in every row (the same count
-// and balance as a permuted-diagonal matrix with p = n / per_row).
-struct Csr {
-  int64_t rows = 0, cols = 0;
-  std::vector<int> outer, inner;
-  std::vector<float> values;
-};
-
-Csr RandomCsr(int64_t rows, int64_t cols, int64_t per_row, uint64_t seed) {
-  Csr a;
-  a.rows = rows;
-  a.cols = cols;
-  a.outer.resize(static_cast<std::size_t>(rows + 1));
-  a.inner.reserve(static_cast<std::size_t>(rows * per_row));
-  a.values.resize(static_cast<std::size_t>(rows * per_row));
+// and balance as a permuted-diagonal matrix with p = n / per_row), unlike
+// CsrMatrix::Random's independent Bernoulli entries.
+CsrMatrix RandomCsr(int64_t rows, int64_t cols, int64_t per_row, uint64_t seed) {
+  std::vector<int32_t> outer(static_cast<std::size_t>(rows + 1)), inner;
+  inner.reserve(static_cast<std::size_t>(rows * per_row));
+  std::vector<float> values(static_cast<std::size_t>(rows * per_row));
   std::mt19937_64 rng(seed);
-  std::vector<int> pick;
   std::set<int> chosen;
   for (int64_t r = 0; r < rows; ++r) {
-    a.outer[r] = static_cast<int>(a.inner.size());
+    outer[r] = static_cast<int32_t>(inner.size());
     // Floyd's sampling of per_row distinct columns.
     chosen.clear();
     for (int64_t j = cols - per_row; j < cols; ++j) {
       int t = std::uniform_int_distribution<int>(0, static_cast<int>(j))(rng);
       if (!chosen.insert(t).second) chosen.insert(static_cast<int>(j));
     }
-    a.inner.insert(a.inner.end(), chosen.begin(), chosen.end());
+    inner.insert(inner.end(), chosen.begin(), chosen.end());
   }
-  a.outer[rows] = static_cast<int>(a.inner.size());
-  FillNormal(a.values, seed + 1);
-  return a;
+  outer[rows] = static_cast<int32_t>(inner.size());
+  FillNormal(values, seed + 1);
+  return CsrMatrix::FromParts(rows, cols, std::move(outer), std::move(inner), std::move(values));
 }
 
 using EigenCsr = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::RowMajor, int>>;
@@ -227,19 +219,17 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
         circ = std::make_unique<BlockCirculantMatrix>(BlockCirculantMatrix::Random(m, n, p, o.seed + 200 + p));
         circ_fft = std::make_unique<kernels::CirculantFft>(*circ);
       }
-      Csr csr;
+      CsrMatrix csr;
       if (do_csr) csr = RandomCsr(m, n, CeilDiv(n, p), o.seed + 100 + p);
       // The CSR byte count: values + int32 column indices + int32 row starts.
-      const int64_t csr_bytes =
-          static_cast<int64_t>(csr.values.size()) * 8 + (m + 1) * int64_t{sizeof(int)};
+      const int64_t csr_bytes = csr.bytes();
       for (int64_t batch : o.batches) {
         for (double act : o.act_densities) {
           FillInputs(std::span<float>(x.data(), n * batch), act, o.seed + 11);
           for (int threads : o.threads) {
             if (do_csr) {
               progress.Update(done, fmt::format("{} csr p={} B={} a={} T={}", layer.name, p, batch, act, threads));
-              EigenCsr a(m, n, static_cast<int64_t>(csr.values.size()), csr.outer.data(), csr.inner.data(),
-                         csr.values.data());
+              EigenCsr a(m, n, csr.nnz(), csr.row_ptr().data(), csr.col_idx().data(), csr.values().data());
               Eigen::Map<const RowMajorMat> xm(x.data(), n, batch);
               Eigen::Map<RowMajorMat> ym(y.data(), m, batch);
               Timing t = Measure(
@@ -250,7 +240,7 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
                   },
                   o);
               ++done;
-              record("csr", p, batch, act, threads, t, static_cast<int64_t>(csr.values.size()), csr_bytes);
+              record("csr", p, batch, act, threads, t, csr.nnz(), csr_bytes);
             }
             if (do_circ) {
               progress.Update(done, fmt::format("{} circulant p={} B={} a={} T={}", layer.name, p, batch, act, threads));
