@@ -10,10 +10,11 @@
 // i.e. one length-B dot product per stored value; the dense m×n gradient is
 // never formed. Output layout is the canonical values layout [mb][nb][p];
 // padded positions (row ≥ rows or column ≥ cols) get exactly 0, so padding
-// never trains. The SIMD path (Highway, dynamic dispatch) shares each G row
-// across four column blocks at a time (4 independent FMA chains) and splits
-// row blocks over threads (permdnn::ParallelFor), so every worker writes a
-// disjoint slice of dq; it is deterministic for a fixed thread count.
+// never trains. The SIMD path (Highway, dynamic dispatch; its performance
+// model is at the top of src/train/permdiag_grad.cc) works block by block,
+// batch-chunked so the slices it reuses stay in L1, and splits row blocks
+// over threads (permdnn::ParallelFor), so every worker writes a disjoint
+// slice of dq; it is deterministic for a fixed thread count.
 #pragma once
 
 #include <cstdint>
