@@ -26,6 +26,53 @@ std::string Trim(const std::string& s) {
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
+// The parameters each KIND takes (the continuation rule of compress_spec.h).
+std::vector<std::string> KindParameters(const std::string& kind) {
+  if (kind == "permdiag" || kind == "circulant") return {"p"};
+  if (kind == "prune") return {"density", "bits"};
+  return {};
+}
+
+bool IsNumber(const std::string& s) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  std::strtod(s.c_str(), &end);
+  return *end == '\0';
+}
+
+// Joins `KEY=NUMBER` items onto the preceding method (see compress_spec.h).
+std::vector<std::string> JoinContinuations(const std::string& text) {
+  std::vector<std::string> items;
+  for (const std::string& raw : Split(text, ',')) {
+    std::string item = Trim(raw);
+    std::size_t eq = item.find('=');
+    const bool key_number = eq != std::string::npos && item.find(':') == std::string::npos &&
+                            IsNumber(Trim(item.substr(eq + 1)));
+    const std::string key = key_number ? Trim(item.substr(0, eq)) : "";
+    bool known_key = false;
+    for (const char* kind : {"permdiag", "circulant", "prune"})
+      for (const auto& k : KindParameters(kind)) known_key = known_key || k == key;
+    if (key_number && known_key) {
+      PERMDNN_CHECK(!items.empty(), "--compress: '{}' in '{}' continues no method (write it after one, e.g. "
+                    "prune:density=0.1,bits=4)", item, text);
+      // The KIND of the preceding item: after NAME= when per-layer.
+      const std::string& prev = items.back();
+      std::size_t peq = prev.find('='), pcolon = prev.find(':');
+      std::string method = peq != std::string::npos && (pcolon == std::string::npos || peq < pcolon)
+                               ? prev.substr(peq + 1) : prev;
+      std::string kind = Trim(method.substr(0, method.find(':')));
+      bool takes = false;
+      for (const auto& k : KindParameters(kind)) takes = takes || k == key;
+      PERMDNN_CHECK(takes, "--compress: '{}' in '{}' continues '{}', but {} has no parameter '{}'", item, text,
+                    prev, kind.empty() ? "it" : kind, key);
+      items.back() += ":" + item;
+    } else {
+      items.push_back(item);
+    }
+  }
+  return items;
+}
+
 }  // namespace
 
 std::string LayerCompression::ToString() const {
@@ -33,7 +80,8 @@ std::string LayerCompression::ToString() const {
     case CompressKind::kDense: return "dense";
     case CompressKind::kPermDiag: return fmt::format("permdiag:p={}", p);
     case CompressKind::kCirculant: return fmt::format("circulant:p={}", p);
-    case CompressKind::kPrune: return fmt::format("prune:density={}", density);
+    case CompressKind::kPrune:
+      return bits > 0 ? fmt::format("prune:density={}:bits={}", density, bits) : fmt::format("prune:density={}", density);
   }
   return "?";
 }
@@ -78,9 +126,19 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
     PERMDNN_CHECK(!it->second.empty() && *end == '\0' && c.density > 0 && c.density <= 1,
                   "{}: density={} in '{}' must be a number in (0, 1]", where, it->second, text);
     kv.erase(it);
+    if (kv.count("bits")) {
+      const std::string value = kv["bits"];
+      char* bend = nullptr;
+      long b = std::strtol(value.c_str(), &bend, 10);
+      PERMDNN_CHECK(!value.empty() && *bend == '\0' && b >= 1 && b <= 8,
+                    "{}: bits={} in '{}' must be an integer in [1, 8] (codebook of 2^bits shared weights)", where,
+                    value, text);
+      c.bits = static_cast<int>(b);
+      kv.erase("bits");
+    }
   } else {
     Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N, circulant:p=N or "
-         "prune:density=F)", where, kind, text);
+         "prune:density=F[:bits=B])", where, kind, text);
   }
   PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);
   return c;
@@ -89,8 +147,7 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
 CompressSpec CompressSpec::Parse(const std::string& text) {
   CompressSpec spec;
   PERMDNN_CHECK(!Trim(text).empty(), "--compress: empty SPEC (e.g. dense, permdiag:p=8, fc1=permdiag:p=4,fc3=dense)");
-  for (const std::string& raw : Split(text, ',')) {
-    std::string item = Trim(raw);
+  for (const std::string& item : JoinContinuations(text)) {
     PERMDNN_CHECK(!item.empty(), "--compress: empty item in '{}'", text);
     std::size_t eq = item.find('='), colon = item.find(':');
     bool named = eq != std::string::npos && (colon == std::string::npos || eq < colon);

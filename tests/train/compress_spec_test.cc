@@ -36,6 +36,55 @@ TEST(CompressSpec, OtherKinds) {
   EXPECT_DOUBLE_EQ(pr.density, 0.1);
 }
 
+TEST(CompressSpec, PruneBitsBothForms) {
+  // Issue 6 writes the comma form; the ':' form is one METHOD.
+  for (const char* text : {"prune:density=0.1,bits=4", "prune:density=0.1:bits=4", "prune:density=0.1, bits=4"}) {
+    CompressSpec s = CompressSpec::Parse(text);
+    ASSERT_TRUE(s.global) << text;
+    EXPECT_EQ(s.global->kind, CompressKind::kPrune) << text;
+    EXPECT_DOUBLE_EQ(s.global->density, 0.1) << text;
+    EXPECT_EQ(s.global->bits, 4) << text;
+    EXPECT_TRUE(s.layers.empty()) << text;
+    EXPECT_EQ(s.ToString(), "prune:density=0.1:bits=4") << text;
+    EXPECT_EQ(CompressSpec::Parse(s.ToString()).global, s.global) << text;
+  }
+  EXPECT_EQ(ParseLayerCompression("prune:density=0.1").bits, 0);
+  // Continuation of a per-layer method, followed by more items.
+  CompressSpec s = CompressSpec::Parse("prune:density=0.5,fc2=prune:density=0.2,bits=3,fc3=dense");
+  EXPECT_EQ(s.global->bits, 0);
+  EXPECT_DOUBLE_EQ(s.global->density, 0.5);
+  EXPECT_EQ(s.layers.at("fc2").bits, 3);
+  EXPECT_DOUBLE_EQ(s.layers.at("fc2").density, 0.2);
+  EXPECT_TRUE(s.layers.at("fc3").is_dense());
+  // The comma form also continues any other parameter of the preceding kind.
+  EXPECT_EQ(CompressSpec::Parse("prune:bits=2,density=0.3").global->bits, 2);
+}
+
+TEST(CompressSpec, PruneBitsErrors) {
+  auto message = [](const char* text) {
+    try {
+      CompressSpec::Parse(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (const char* bad : {"prune:density=0.1,bits=0", "prune:density=0.1:bits=9", "prune:density=0.1,bits=2.5",
+                          "prune:density=0.1:bits=x", "prune:density=0.1:bits="}) {
+    std::string m = message(bad);
+    EXPECT_NE(m.find("bits"), std::string::npos) << bad << ": " << m;
+  }
+  EXPECT_NE(message("prune:density=0.1,bits=9").find("[1, 8]"), std::string::npos);
+  // bits on non-prune kinds.
+  for (const char* bad : {"permdiag:p=8,bits=4", "circulant:p=8:bits=4", "dense,bits=4", "fc1=permdiag:p=4,bits=4",
+                          "bits=4", "prune:density=0.1,bits=4,bits=4"}) {
+    std::string m = message(bad);
+    EXPECT_NE(m, "accepted") << bad;
+    EXPECT_NE(m.find("bits"), std::string::npos) << bad << ": " << m;
+  }
+  EXPECT_NE(message("permdiag:p=8,bits=4").find("permdiag has no parameter 'bits'"), std::string::npos);
+}
+
 TEST(CompressSpec, Errors) {
   for (const char* bad : {"", "permdiag", "permdiag:p=0", "permdiag:p=x", "permdiag:q=4", "foo:p=2",
                           "dense,permdiag:p=2", "fc1=dense,fc1=dense", "=dense", "prune:density=2",

@@ -9,11 +9,26 @@
 //     SPEC   := ITEM (',' ITEM)*
 //     ITEM   := METHOD | NAME '=' METHOD
 //     METHOD := KIND (':' KEY '=' VALUE)*
-//     KIND   := dense | permdiag (p) | circulant (p) | prune (density)
+//     KIND   := dense | permdiag (p) | circulant (p) | prune (density [, bits])
 //
 // e.g. `dense`, `permdiag:p=8`, `permdiag:p=8,fc3=dense`,
-// `fc1=permdiag:p=4,fc2=permdiag:p=8`. An item is per-layer when an '='
-// comes before the first ':'.
+// `fc1=permdiag:p=4,fc2=permdiag:p=8`, `circulant:p=8`, `prune:density=0.1`,
+// `prune:density=0.1:bits=4`. An item is per-layer when an '=' comes before
+// the first ':'.
+//
+// Continuation rule (issue 6 writes `prune:density=0.1,bits=4`): the comma
+// form of a parameter clashes with the item separator, so an item of the
+// form KEY=NUMBER (no ':', NUMBER a decimal number) whose KEY is a parameter
+// of the preceding item's KIND continues that method: `prune:density=0.1,
+// bits=4` = `prune:density=0.1:bits=4`, and `fc2=prune:density=0.2,bits=4`
+// gives fc2 4 bits. A KEY=NUMBER item whose KEY is a parameter of some other
+// kind (`permdiag:p=8,bits=4`) is an error naming both items; any other
+// NAME=... item is a layer. (So no layer may be called p, density or bits;
+// no permdnn model has such a layer.)
+//
+// Parameters: p integer in [1, 4096]; density in (0, 1]; bits (prune only)
+// integer in [1, 8]: k-means weight sharing with a 2^bits-entry codebook per
+// layer (Deep Compression), absent = no sharing.
 //
 // Default rule (Resolve): a layer named in the SPEC gets its own method. A
 // layer that is not named gets the global method, except the *edge* layers,
@@ -35,9 +50,11 @@ struct LayerCompression {
   CompressKind kind = CompressKind::kDense;
   int p = 1;             // block size (permdiag, circulant)
   double density = 1.0;  // kept fraction (prune)
+  int bits = 0;          // prune weight sharing: codebook of 2^bits values; 0 = none
 
   bool is_dense() const { return kind == CompressKind::kDense; }
-  // Canonical text, e.g. "permdiag:p=8", "dense", "prune:density=0.1".
+  // Canonical text, e.g. "permdiag:p=8", "dense", "prune:density=0.1",
+  // "prune:density=0.1:bits=4" (the ':' form, so it parses as one METHOD).
   std::string ToString() const;
   bool operator==(const LayerCompression&) const = default;
 };
