@@ -10,14 +10,14 @@
 namespace permdnn::cli {
 
 void PrintLayerReport(const runtime::ExportReport& r, bool energy) {
-  std::printf("%-14s %-16s %-15s %12s %12s %8s%s\n", "layer", "op", "method", "dense B", "stored B", "ratio",
+  std::printf("%-14s %-20s %-26s %12s %12s %8s%s\n", "layer", "op", "method", "dense B", "stored B", "ratio",
               energy ? "  kept energy" : "");
   int64_t dense = 0, stored = 0;
   for (const auto& l : r.layers) {
     if (l.dense_bytes == 0 && l.stored_bytes == 0) continue;
     dense += l.dense_bytes;
     stored += l.stored_bytes;
-    std::printf("%-14s %-16s %-15s %12lld %12lld %7.2fx", l.name.c_str(), l.op.c_str(), l.method.c_str(),
+    std::printf("%-14s %-20s %-26s %12lld %12lld %7.2fx", l.name.c_str(), l.op.c_str(), l.method.c_str(),
                 static_cast<long long>(l.dense_bytes), static_cast<long long>(l.stored_bytes),
                 l.stored_bytes ? static_cast<double>(l.dense_bytes) / static_cast<double>(l.stored_bytes) : 0.0);
     if (energy) std::printf("  %11.4f", l.kept_energy);

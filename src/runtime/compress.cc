@@ -5,10 +5,13 @@
 #include <map>
 
 #include "permdnn/core/error.h"
+#include "permdnn/core/circulant_matrix.h"
 #include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/core/pruning.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "runtime/compressed_formats.h"
 #include "runtime/graph.h"
 #include "runtime/lowering.h"
 #include "runtime/onnx_util.h"
@@ -107,10 +110,12 @@ float FloatAttr(const onnx::NodeProto& n, const std::string& name, float dflt) {
   return dflt;
 }
 
-// The method for one layer: "dense" or p (> 1) for permdiag.
+// The method for one layer.
 struct Method {
-  bool permdiag = false;
+  enum Kind { kDense, kPermDiag, kCirculant, kPrune } kind = kDense;
   int p = 1;
+  double density = 1.0;
+  int bits = 0;
 };
 
 Method ResolveMethod(const std::string& spec_text, const std::string& layer, bool edge,
@@ -119,17 +124,69 @@ Method ResolveMethod(const std::string& spec_text, const std::string& layer, boo
   const train::CompressSpec spec = train::CompressSpec::Parse(spec_text);
   spec.CheckLayerNames(all);
   const train::LayerCompression lc = spec.Resolve(layer, edge);
-  if (lc.kind == train::CompressKind::kDense) return {};
-  if (lc.kind != train::CompressKind::kPermDiag)
-    throw UnsupportedError(fmt::format("--compress: layer '{}': {} is not available in compress (permdiag or dense)",
-                                       layer, lc.ToString()));
-  return {true, lc.p};
+  Method m;
+  m.p = lc.p;
+  m.density = lc.density;
+  m.bits = lc.bits;
+  switch (lc.kind) {
+    case train::CompressKind::kDense: m.kind = Method::kDense; break;
+    case train::CompressKind::kPermDiag: m.kind = lc.p > 1 ? Method::kPermDiag : Method::kDense; break;
+    case train::CompressKind::kCirculant: m.kind = lc.p > 1 ? Method::kCirculant : Method::kDense; break;
+    case train::CompressKind::kPrune: m.kind = Method::kPrune; break;
+  }
+  return m;
 #else
   (void)all;
   (void)edge;
   (void)layer;
   Fail("--compress '{}': the SPEC parser (permdnn::spec) is not part of this build", spec_text);
 #endif
+}
+
+// Magnitude pruning (and k-means sharing) of a dense rows x cols weight, as
+// CSR arrays plus the weights it stands for.
+struct PrunedWeight {
+  std::vector<int32_t> row_ptr, col_idx;
+  std::vector<float> values;    // no sharing
+  std::vector<uint8_t> codes;   // sharing
+  std::vector<float> codebook;  // sharing: 2^bits
+  std::vector<float> dense;     // the reconstruction, rows x cols
+  double kept_energy = 1.0;     // 1 − ‖W − Ŵ‖² / ‖W‖²
+};
+
+PrunedWeight Prune(std::span<const float> w, int64_t rows, int64_t cols, double density, int bits) {
+  PrunedWeight r;
+  const std::vector<uint8_t> mask = MagnitudeMask(w, density);
+  std::vector<float> kept;
+  r.row_ptr.push_back(0);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j)
+      if (mask[i * cols + j]) {
+        r.col_idx.push_back(static_cast<int32_t>(j));
+        kept.push_back(w[i * cols + j]);
+      }
+    r.row_ptr.push_back(static_cast<int32_t>(r.col_idx.size()));
+  }
+  if (bits > 0 && !kept.empty()) {
+    SharedWeights sw = KMeansCodebook(kept, bits);
+    r.codes = std::move(sw.codes);
+    r.codebook = std::move(sw.centroids);
+    for (std::size_t e = 0; e < kept.size(); ++e) kept[e] = r.codebook[r.codes[e]];
+  } else if (bits > 0) {
+    r.codebook.assign(std::size_t{1} << bits, 0.0f);
+  } else {
+    r.values = kept;
+  }
+  r.dense.assign(w.size(), 0.0f);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int32_t e = r.row_ptr[i]; e < r.row_ptr[i + 1]; ++e) r.dense[i * cols + r.col_idx[e]] = kept[e];
+  double total = 0, err = 0;
+  for (std::size_t k = 0; k < w.size(); ++k) {
+    total += double(w[k]) * w[k];
+    err += (double(w[k]) - r.dense[k]) * (double(w[k]) - r.dense[k]);
+  }
+  r.kept_energy = total > 0 ? 1.0 - err / total : 1.0;
+  return r;
 }
 
 }  // namespace
@@ -194,13 +251,12 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
     lr.dense_bytes = w.size() * 4;
     lr.stored_bytes = lr.dense_bytes;
     lr.op = c.op;
-    if (!method.permdiag || method.p <= 1) {
+    if (method.kind == Method::kDense) {
       report.layers.push_back(lr);
       continue;
     }
     any = true;
     const int p = method.p;
-    lr.method = fmt::format("permdiag:p={}", p);
     onnx::NodeProto nn;
     nn.set_name(n.name().empty() ? c.layer : n.name());
     nn.set_domain(detail::kPermDnnDomain);
@@ -210,35 +266,64 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
     std::vector<uint16_t> offsets;
     int64_t out = 0, in = 0, ksz = 1;
     std::vector<int64_t> vshape;
+    // The logical weight: [out, in·ksz] (Conv: [out, in, k...] flattened).
+    std::vector<float> wt(w.floats().begin(), w.floats().end());
     if (c.op == "Conv") {
       out = w.shape()[0];
       in = w.shape()[1];
       ksz = w.shape()[2] * w.shape()[3];
-      detail::ConvProjection pr = detail::ProjectConv(w.floats(), out, in, p, ksz);
-      lr.kept_energy = pr.kept_energy;
-      values = std::move(pr.values);
-      offsets = std::move(pr.offsets);
-      vshape = {CeilDiv(out, p), CeilDiv(in, p), p, w.shape()[2], w.shape()[3]};
-      if (options.portable) dense_out = detail::PermDiagConvToDense(values, offsets, out, in, p, ksz);
+    } else if (c.transposed) {
+      out = w.shape()[1];
+      in = w.shape()[0];
+      for (int64_t i = 0; i < in; ++i)
+        for (int64_t o = 0; o < out; ++o) wt[o * in + i] = w.f()[i * out + o];
     } else {
-      // Logical W is [out, in].
-      const int64_t r0 = w.shape()[0], r1 = w.shape()[1];
-      std::vector<float> wt(w.floats().begin(), w.floats().end());
-      if (c.transposed) {
-        out = r1;
-        in = r0;
-        for (int64_t i = 0; i < r0; ++i)
-          for (int64_t o = 0; o < r1; ++o) wt[o * in + i] = w.f()[i * r1 + o];
+      out = w.shape()[0];
+      in = w.shape()[1];
+    }
+    const bool conv = c.op == "Conv";
+    std::vector<int64_t> kdims;
+    if (conv) kdims = {w.shape()[2], w.shape()[3]};
+    PrunedWeight pruned;
+    if (method.kind == Method::kPermDiag) {
+      lr.method = fmt::format("permdiag:p={}", p);
+      if (conv) {
+        detail::ConvProjection pr = detail::ProjectConv(wt, out, in, p, ksz);
+        lr.kept_energy = pr.kept_energy;
+        values = std::move(pr.values);
+        offsets = std::move(pr.offsets);
+        if (options.portable) dense_out = detail::PermDiagConvToDense(values, offsets, out, in, p, ksz);
       } else {
-        out = r0;
-        in = r1;
+        PermDiagProjection pr = PermDiagMatrix::FromDense(wt, out, in, p);
+        lr.kept_energy = pr.kept_energy;
+        values.assign(pr.matrix.values().begin(), pr.matrix.values().end());
+        offsets.assign(pr.matrix.offsets().begin(), pr.matrix.offsets().end());
+        if (options.portable) dense_out = pr.matrix.ToDense();
       }
-      PermDiagProjection pr = PermDiagMatrix::FromDense(wt, out, in, p);
-      lr.kept_energy = pr.kept_energy;
-      values.assign(pr.matrix.values().begin(), pr.matrix.values().end());
-      offsets.assign(pr.matrix.offsets().begin(), pr.matrix.offsets().end());
-      vshape = {pr.matrix.row_blocks(), pr.matrix.col_blocks(), p};
-      if (options.portable) dense_out = pr.matrix.ToDense();
+      vshape = {CeilDiv(out, p), CeilDiv(in, p), p};
+      vshape.insert(vshape.end(), kdims.begin(), kdims.end());
+    } else if (method.kind == Method::kCirculant) {
+      lr.method = fmt::format("circulant:p={}", p);
+      if (conv) {
+        detail::CirculantConvProjection pr = detail::ProjectCirculantConv(wt, out, in, p, ksz);
+        lr.kept_energy = pr.kept_energy;
+        values = std::move(pr.values);
+        if (options.portable) dense_out = detail::CirculantConvToDense(values, out, in, p, ksz);
+      } else {
+        CirculantProjection pr = BlockCirculantMatrix::FromDense(wt, out, in, p);
+        lr.kept_energy = pr.kept_energy;
+        values.assign(pr.matrix.values().begin(), pr.matrix.values().end());
+        if (options.portable) dense_out = pr.matrix.ToDense();
+      }
+      vshape = {CeilDiv(out, p), CeilDiv(in, p), p};
+      vshape.insert(vshape.end(), kdims.begin(), kdims.end());
+    } else {
+      pruned = Prune(wt, out, in * ksz, method.density, method.bits);
+      lr.kept_energy = pruned.kept_energy;
+      lr.method = fmt::format("prune:density={:.3g}", static_cast<double>(pruned.col_idx.size()) /
+                                                          static_cast<double>(out * in * ksz));
+      if (method.bits) lr.method += fmt::format(":bits={}", method.bits);
+      if (options.portable) dense_out = pruned.dense;
     }
     const std::string base = c.layer;
     if (options.portable) {
@@ -274,24 +359,57 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
       lr.op = pn.op_type();
       n = pn;
     } else {
-      detail::SetFloatTensor(g->add_initializer(), base + ".values", values, vshape);
-      detail::SetUInt16Tensor(g->add_initializer(), base + ".offsets", offsets, {vshape[0], vshape[1]});
-      nn.add_input(base + ".values");
-      nn.add_input(base + ".offsets");
-      if (n.input_size() >= 3 && !n.input(2).empty()) nn.add_input(n.input(2));
-      detail::AddAttr(&nn, "p", int64_t{p});
-      if (c.op == "Conv") {
-        nn.set_op_type("PermDiagConv");
+      const std::string bias = n.input_size() >= 3 ? n.input(2) : std::string();
+      if (method.kind == Method::kPrune) {
+        const int64_t nnz = static_cast<int64_t>(pruned.col_idx.size());
+        detail::SetInt32Tensor(g->add_initializer(), base + ".row_ptr", pruned.row_ptr, {out + 1});
+        detail::SetInt32Tensor(g->add_initializer(), base + ".col_idx", pruned.col_idx, {nnz});
+        nn.add_input(base + ".row_ptr");
+        nn.add_input(base + ".col_idx");
+        if (method.bits) {
+          detail::SetUInt8Tensor(g->add_initializer(), base + ".codes", pruned.codes, {nnz});
+          nn.add_input(base + ".codes");
+        } else {
+          detail::SetFloatTensor(g->add_initializer(), base + ".values", pruned.values, {nnz});
+          nn.add_input(base + ".values");
+        }
+        nn.add_input(bias);
+        if (method.bits) {
+          detail::SetFloatTensor(g->add_initializer(), base + ".codebook", pruned.codebook,
+                                 {static_cast<int64_t>(pruned.codebook.size())});
+          nn.add_input(base + ".codebook");
+        } else if (bias.empty()) {
+          nn.mutable_input()->RemoveLast();
+        }
+        nn.set_op_type(conv ? "SparseConv" : "SparseMatMul");
+        lr.stored_bytes = detail::SparseStoredBytes(out, nnz, static_cast<int64_t>(pruned.codebook.size()));
+      } else {
+        detail::SetFloatTensor(g->add_initializer(), base + ".values", values, vshape);
+        nn.add_input(base + ".values");
+        lr.stored_bytes = static_cast<int64_t>(values.size() * 4);
+        if (method.kind == Method::kPermDiag) {
+          detail::SetUInt16Tensor(g->add_initializer(), base + ".offsets", offsets, {vshape[0], vshape[1]});
+          nn.add_input(base + ".offsets");
+          lr.stored_bytes += static_cast<int64_t>(offsets.size() * 2);
+          nn.set_op_type(conv ? "PermDiagConv" : "PermDiagMatMul");
+        } else {
+          nn.set_op_type(conv ? "BlockCirculantConv" : "BlockCirculantMatMul");
+        }
+        if (!bias.empty()) nn.add_input(bias);
+        detail::AddAttr(&nn, "p", int64_t{p});
+      }
+      if (conv) {
         detail::AddAttr(&nn, "in_channels", in);
         detail::AddAttr(&nn, "out_channels", out);
         for (const auto& a : n.attribute())
           if (a.name() != "group") *nn.add_attribute() = a;
+        bool has_kernel_shape = false;
+        for (const auto& a : n.attribute()) has_kernel_shape = has_kernel_shape || a.name() == "kernel_shape";
+        if (!has_kernel_shape) detail::AddAttr(&nn, "kernel_shape", kdims);
       } else {
-        nn.set_op_type("PermDiagMatMul");
         detail::AddAttr(&nn, "in_features", in);
         detail::AddAttr(&nn, "out_features", out);
       }
-      lr.stored_bytes = static_cast<int64_t>(values.size() * 4 + offsets.size() * 2);
       lr.op = nn.op_type();
       n = nn;
     }

@@ -5,12 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "permdnn/core/circulant_matrix.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
 #include "permdnn/core/permdiag_matrix.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "runtime/compressed_formats.h"
 #include "runtime/graph.h"
 #include "runtime/lowering.h"
 #include "runtime/onnx_util.h"
@@ -49,6 +51,26 @@ struct LayerCtx {
                   ShapeString(a.shape), ShapeString(shape));
     return a;
   }
+  // A 1-D tensor of any length (len < 0) or of length len.
+  NpyArray Vector(const char* t, int64_t len) const {
+    PERMDNN_CHECK(HasTensor(t), "{}: missing tensor '{}' in \"tensors\"", Where(), t);
+    const std::string rel = (*layer)["tensors"][t].get<std::string>();
+    NpyArray a = ReadNpy((fs::path(run_dir) / rel).string());
+    PERMDNN_CHECK(a.shape.size() == 1 && (len < 0 || a.shape[0] == len), "{}: tensor '{}' ({}) has shape {}, expected {}",
+                  Where(), t, rel, ShapeString(a.shape), len < 0 ? std::string("1-D") : fmt::format("[{}]", len));
+    return a;
+  }
+  // int32 (int64 accepted) 1-D index array.
+  std::vector<int64_t> Indices(const char* t, int64_t len) const {
+    NpyArray a = Vector(t, len);
+    if (a.is<int32_t>()) {
+      std::vector<int32_t> v = a.as<int32_t>();
+      return {v.begin(), v.end()};
+    }
+    PERMDNN_CHECK(a.is<int64_t>(), "{}: tensor '{}' has dtype {}, expected int32 ({})", Where(), t, a.descr,
+                  NpyDescr<int32_t>());
+    return a.as<int64_t>();
+  }
   std::vector<float> Floats(const char* t, const std::vector<int64_t>& shape) const {
     return Tensor(t, shape).as<float>(Where() + ": " + t);
   }
@@ -73,6 +95,16 @@ class GraphBuilder {
 
   std::string AddInit(const std::string& name, std::span<const float> v, const std::vector<int64_t>& shape) {
     detail::SetFloatTensor(g_->add_initializer(), name, v, shape);
+    weight_bytes += static_cast<int64_t>(v.size_bytes());
+    return name;
+  }
+  std::string AddInitI32(const std::string& name, std::span<const int32_t> v) {
+    detail::SetInt32Tensor(g_->add_initializer(), name, v, {static_cast<int64_t>(v.size())});
+    weight_bytes += static_cast<int64_t>(v.size_bytes());
+    return name;
+  }
+  std::string AddInitU8(const std::string& name, std::span<const uint8_t> v) {
+    detail::SetUInt8Tensor(g_->add_initializer(), name, v, {static_cast<int64_t>(v.size())});
     weight_bytes += static_cast<int64_t>(v.size_bytes());
     return name;
   }
@@ -110,20 +142,77 @@ void SetValueInfo(onnx::ValueInfoProto* v, const std::string& name, const std::v
   }
 }
 
-std::string CompressKind(const LayerCtx& c, int* p) {
-  *p = 1;
-  if (!c.layer->contains("compress")) return "dense";
+struct LayerMethod {
+  std::string kind = "dense";  // dense, permdiag, circulant, prune
+  int p = 1;
+  int bits = 0;  // prune: codebook of 2^bits entries, 0 = none
+};
+
+LayerMethod CompressKind(const LayerCtx& c) {
+  LayerMethod m;
+  if (!c.layer->contains("compress")) return m;
   const json& cj = (*c.layer)["compress"];
-  const std::string kind = cj.value("kind", "dense");
-  if (kind == "dense") return kind;
-  if (kind == "permdiag") {
+  m.kind = cj.value("kind", "dense");
+  if (m.kind == "dense") return m;
+  if (m.kind == "permdiag" || m.kind == "circulant") {
+    const int64_t max_p = m.kind == "permdiag" ? 65535 : 4096;
     PERMDNN_CHECK(cj.contains("p") && cj["p"].is_number_integer() && cj["p"].get<int64_t>() >= 1 &&
-                      cj["p"].get<int64_t>() <= 65535,
-                  "{}: compress.p must be an integer in [1, 65535]", c.Where());
-    *p = cj["p"].get<int>();
-    return kind;
+                      cj["p"].get<int64_t>() <= max_p,
+                  "{}: compress.p must be an integer in [1, {}]", c.Where(), max_p);
+    m.p = cj["p"].get<int>();
+    return m;
   }
-  throw UnsupportedError(fmt::format("{}: compression '{}' cannot be exported (only dense and permdiag)", c.Where(), kind));
+  if (m.kind == "prune") {
+    if (cj.contains("bits")) {
+      PERMDNN_CHECK(cj["bits"].is_number_integer() && cj["bits"].get<int64_t>() >= 1 && cj["bits"].get<int64_t>() <= 8,
+                    "{}: compress.bits must be an integer in [1, 8]", c.Where());
+      m.bits = cj["bits"].get<int>();
+    }
+    return m;
+  }
+  throw UnsupportedError(fmt::format(
+      "{}: compression '{}' cannot be exported (dense, permdiag, circulant, prune)", c.Where(), m.kind));
+}
+
+// The CSR arrays of a pruned layer (docs/run-format.md), validated.
+struct SparseLayer {
+  std::vector<int32_t> row_ptr, col_idx;
+  std::vector<float> values;    // without sharing
+  std::vector<uint8_t> codes;   // with sharing
+  std::vector<float> codebook;  // 2^bits
+  CsrMatrix csr;                // decoded
+};
+
+SparseLayer ReadSparseLayer(const LayerCtx& c, int64_t rows, int64_t cols, int bits) {
+  SparseLayer s;
+  const std::vector<int64_t> rp = c.Indices("row_ptr", rows + 1);
+  const std::vector<int64_t> ci = c.Indices("col_idx", -1);
+  const int64_t nnz = static_cast<int64_t>(ci.size());
+  std::vector<float> w;
+  if (bits > 0) {
+    PERMDNN_CHECK(!c.HasTensor("values"), "{}: compress.bits = {} stores 'codes' and 'codebook', not 'values'",
+                  c.Where(), bits);
+    NpyArray codes = c.Vector("codes", nnz);
+    s.codes = codes.as<uint8_t>(c.Where() + ": codes");
+    s.codebook = c.Vector("codebook", -1).as<float>(c.Where() + ": codebook");
+    std::vector<int64_t> wide(s.codes.begin(), s.codes.end());
+    w = detail::DecodeCodebook(c.Where(), wide, s.codebook, int64_t{1} << bits);
+  } else {
+    PERMDNN_CHECK(!c.HasTensor("codes"), "{}: tensor 'codes' without compress.bits", c.Where());
+    s.values = c.Vector("values", nnz).as<float>(c.Where() + ": values");
+    w = s.values;
+  }
+  s.csr = detail::MakeCsr(c.Where(), rows, cols, rp, ci, std::move(w));
+  s.row_ptr.assign(s.csr.row_ptr().begin(), s.csr.row_ptr().end());
+  s.col_idx.assign(s.csr.col_idx().begin(), s.csr.col_idx().end());
+  return s;
+}
+
+void AddConvAttrs(onnx::NodeProto* n, const LayerCtx& c, const std::vector<int64_t>& k) {
+  const auto s = c.Pair("stride", 1), pad = c.Pair("padding", 0);
+  detail::AddAttr(n, "kernel_shape", k);
+  detail::AddAttr(n, "strides", s);
+  detail::AddAttr(n, "pads", std::vector<int64_t>{pad[0], pad[1], pad[0], pad[1]});
 }
 
 }  // namespace
@@ -219,8 +308,9 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
       std::vector<int64_t> k = conv ? c.Pair("kernel", 0) : std::vector<int64_t>{1, 1};
       PERMDNN_CHECK(k[0] >= 1 && k[1] >= 1, "{}: kernel must be >= 1", c.Where());
       const int64_t ksz = k[0] * k[1];
-      int p = 1;
-      const std::string kind = CompressKind(c, &p);
+      const LayerMethod method = CompressKind(c);
+      const std::string& kind = method.kind;
+      const int p = method.p;
       lr.dense_bytes = out * in * ksz * 4;
       std::vector<float> bias;
       if (c.HasTensor("bias")) {
@@ -263,12 +353,50 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
           detail::AddAttr(n, "p", int64_t{p});
           detail::AddAttr(n, conv ? "in_channels" : "in_features", in);
           detail::AddAttr(n, conv ? "out_channels" : "out_features", out);
-          if (conv) {
-            const auto s = c.Pair("stride", 1), pad = c.Pair("padding", 0);
-            detail::AddAttr(n, "kernel_shape", k);
-            detail::AddAttr(n, "strides", s);
-            detail::AddAttr(n, "pads", std::vector<int64_t>{pad[0], pad[1], pad[0], pad[1]});
-          }
+          if (conv) AddConvAttrs(n, c, k);
+        }
+      } else if (kind == "circulant") {
+        lr.method = fmt::format("circulant:p={}", p);
+        const int64_t mb = CeilDiv(out, p), nb = CeilDiv(in, p);
+        std::vector<int64_t> vshape = {mb, nb, p};
+        if (conv) vshape.insert(vshape.end(), k.begin(), k.end());
+        std::vector<float> values = c.Floats("values", vshape);
+        for (std::size_t e = 0; e < values.size(); ++e)
+          PERMDNN_CHECK(std::isfinite(values[e]), "{}: values[{}] = {} is not finite", c.Where(), e, values[e]);
+        if (options.portable) {
+          dense = conv ? detail::CirculantConvToDense(values, out, in, p, ksz)
+                       : BlockCirculantMatrix::FromParts(out, in, p, values).ToDense();
+        } else {
+          std::vector<std::string> ins = {b.AddInit(c.name + ".values", values, vshape)};
+          if (!bias.empty()) ins.push_back(b.AddInit(c.name + ".bias", bias, {out}));
+          lr.op = conv ? "BlockCirculantConv" : "BlockCirculantMatMul";
+          onnx::NodeProto* n = b.Node(c.name, lr.op, ins, detail::kPermDnnDomain);
+          detail::AddAttr(n, "p", int64_t{p});
+          detail::AddAttr(n, conv ? "in_channels" : "in_features", in);
+          detail::AddAttr(n, conv ? "out_channels" : "out_features", out);
+          if (conv) AddConvAttrs(n, c, k);
+        }
+      } else if (kind == "prune") {
+        SparseLayer s = ReadSparseLayer(c, out, in * ksz, method.bits);
+        lr.method = fmt::format("prune:density={:.3g}", s.csr.density());
+        if (method.bits) lr.method += fmt::format(":bits={}", method.bits);
+        if (options.portable) {
+          dense = s.csr.ToDense();  // [out, in·ksz] = [out, in, kh, kw]
+        } else {
+          std::vector<std::string> ins = {b.AddInitI32(c.name + ".row_ptr", s.row_ptr),
+                                          b.AddInitI32(c.name + ".col_idx", s.col_idx)};
+          ins.push_back(method.bits ? b.AddInitU8(c.name + ".codes", s.codes)
+                                    : b.AddInit(c.name + ".values", s.values, {s.csr.nnz()}));
+          ins.push_back(bias.empty() ? std::string() : b.AddInit(c.name + ".bias", bias, {out}));
+          if (method.bits)
+            ins.push_back(b.AddInit(c.name + ".codebook", s.codebook, {static_cast<int64_t>(s.codebook.size())}));
+          else if (bias.empty())
+            ins.pop_back();
+          lr.op = conv ? "SparseConv" : "SparseMatMul";
+          onnx::NodeProto* n = b.Node(c.name, lr.op, ins, detail::kPermDnnDomain);
+          detail::AddAttr(n, conv ? "in_channels" : "in_features", in);
+          detail::AddAttr(n, conv ? "out_channels" : "out_features", out);
+          if (conv) AddConvAttrs(n, c, k);
         }
       } else {
         dense = c.Floats("weight", wshape);
@@ -278,14 +406,8 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
         if (!bias.empty()) ins.push_back(b.AddInit(c.name + ".bias", bias, {out}));
         lr.op = conv ? "Conv" : "Gemm";
         onnx::NodeProto* n = b.Node(c.name, lr.op, ins);
-        if (conv) {
-          const auto s = c.Pair("stride", 1), pad = c.Pair("padding", 0);
-          detail::AddAttr(n, "kernel_shape", k);
-          detail::AddAttr(n, "strides", s);
-          detail::AddAttr(n, "pads", std::vector<int64_t>{pad[0], pad[1], pad[0], pad[1]});
-        } else {
-          detail::AddAttr(n, "transB", int64_t{1});
-        }
+        if (conv) AddConvAttrs(n, c, k);
+        else detail::AddAttr(n, "transB", int64_t{1});
       }
     } else {
       Fail("{}: unknown layer type '{}' (expected flatten, linear, conv2d, relu, maxpool2d, avgpool2d, "

@@ -200,6 +200,18 @@ void SetUInt16Tensor(onnx::TensorProto* t, const std::string& name, std::span<co
                 data.size(), ShapeString(shape));
   SetRaw(t, name, onnx::TensorProto::UINT16, data.data(), data.size_bytes(), shape);
 }
+void SetInt32Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int32_t> data,
+                    const std::vector<int64_t>& shape) {
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,
+                data.size(), ShapeString(shape));
+  SetRaw(t, name, onnx::TensorProto::INT32, data.data(), data.size_bytes(), shape);
+}
+void SetUInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<const uint8_t> data,
+                    const std::vector<int64_t>& shape) {
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,
+                data.size(), ShapeString(shape));
+  SetRaw(t, name, onnx::TensorProto::UINT8, data.data(), data.size_bytes(), shape);
+}
 void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int64_t> data,
                     const std::vector<int64_t>& shape) {
   PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,

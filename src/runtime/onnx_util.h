@@ -22,6 +22,10 @@ void SetFloatTensor(onnx::TensorProto* t, const std::string& name, std::span<con
                     const std::vector<int64_t>& shape);
 void SetUInt16Tensor(onnx::TensorProto* t, const std::string& name, std::span<const uint16_t> data,
                      const std::vector<int64_t>& shape);
+void SetInt32Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int32_t> data,
+                    const std::vector<int64_t>& shape);
+void SetUInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<const uint8_t> data,
+                    const std::vector<int64_t>& shape);
 void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int64_t> data,
                     const std::vector<int64_t>& shape);
 void AddAttr(onnx::NodeProto* n, const std::string& name, int64_t v);

@@ -12,6 +12,7 @@
 
 #include "runtime/conv_util.h"
 #include "runtime/graph.h"
+#include "runtime/ops_compressed.h"
 
 namespace permdnn::runtime::detail {
 
@@ -955,7 +956,11 @@ class BatchNormOp : public OpKernel {
 }  // namespace
 
 std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
-  if (IsPermDnnDomain(n.domain)) return CreatePermDiagKernel(n);
+  if (IsPermDnnDomain(n.domain)) {
+    if (auto k = CreateCirculantKernel(n)) return k;
+    if (auto k = CreateSparseKernel(n)) return k;
+    return CreatePermDiagKernel(n);
+  }
   if (!n.domain.empty() && n.domain != "ai.onnx")
     throw UnsupportedError(n.Where() + ": unsupported operator domain '" + n.domain + "'");
   const std::string& op = n.op_type;
