@@ -143,6 +143,50 @@ torch::Tensor LoadTensor(const std::string& dir, const nlohmann::json& tensors, 
   return torch::from_blob(v.data(), shape, torch::kFloat).clone();
 }
 
+// The CSR arrays of a pruned layer (docs/run-format.md): rows = out
+// channels, columns = in·kh·kw in C order; entries = the mask's ones.
+void WritePrunedCsr(const std::string& dir, const std::string& name, const PrunedLayerImpl& pr,
+                    nlohmann::json& tensors) {
+  torch::NoGradGuard no_grad;
+  const int64_t rows = pr.out, cols = pr.mask.numel() / pr.out;
+  PERMDNN_CHECK(pr.mask.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
+  torch::Tensor mask = pr.mask.contiguous(), w = pr.EffectiveWeight().contiguous(), codes = pr.codes.contiguous();
+  const float* m = mask.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  const int64_t* cp = codes.data_ptr<int64_t>();
+  std::vector<int32_t> row_ptr{0}, col_idx;
+  std::vector<float> values;
+  std::vector<uint8_t> code_values;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t k = r * cols + c;
+      if (m[k] == 0.0f) continue;
+      col_idx.push_back(static_cast<int32_t>(c));
+      if (pr.bits > 0 && pr.is_shared()) {
+        code_values.push_back(static_cast<uint8_t>(cp[k]));
+      } else {
+        values.push_back(wp[k]);
+      }
+    }
+    row_ptr.push_back(static_cast<int32_t>(col_idx.size()));
+  }
+  const int64_t nnz = static_cast<int64_t>(col_idx.size());
+  auto file = [&](const std::string& key) { return fmt::format("tensors/{}.{}.npy", name, key); };
+  WriteNpy<int32_t>(dir + "/" + file("row_ptr"), row_ptr, {rows + 1});
+  tensors["row_ptr"] = file("row_ptr");
+  WriteNpy<int32_t>(dir + "/" + file("col_idx"), col_idx, {nnz});
+  tensors["col_idx"] = file("col_idx");
+  if (pr.bits > 0 && pr.is_shared()) {
+    WriteNpy<uint8_t>(dir + "/" + file("codes"), code_values, {nnz});
+    tensors["codes"] = file("codes");
+    SaveTensor(dir, file("codebook"), pr.codebook);
+    tensors["codebook"] = file("codebook");
+  } else {
+    WriteNpy<float>(dir + "/" + file("values"), values, {nnz});
+    tensors["values"] = file("values");
+  }
+}
+
 }  // namespace
 
 NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const ModelInput& input, uint64_t seed)
@@ -165,19 +209,26 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
     if (info.is_weight_layer()) {
       bool edge = i == last || (i == first && info.type == "conv2d");
       info.compress = spec.Resolve(info.name, edge);
-      PERMDNN_CHECK(info.compress.kind == CompressKind::kDense || info.compress.kind == CompressKind::kPermDiag,
-                    "--compress: layer '{}': training supports dense and permdiag, not {}", info.name,
-                    info.compress.ToString());
     }
     const bool pd = info.compress.kind == CompressKind::kPermDiag;
-    if (info.type == "linear") {
-      if (pd) {
+    const bool circ = info.compress.kind == CompressKind::kCirculant;
+    const bool prune = info.compress.kind == CompressKind::kPrune;
+    if (prune && info.is_weight_layer()) {
+      l.pruned = register_module(info.name, PrunedLayer(info.in, info.out, info.type == "conv2d" ? info.kernel : 0,
+                                                        info.stride, info.padding, info.compress.bits, true));
+    } else if (info.type == "linear") {
+      if (circ) {
+        l.circ_linear = register_module(info.name, BlockCirculantLinear(info.in, info.out, info.compress.p, true));
+      } else if (pd) {
         l.pd_linear = register_module(info.name, PermDiagLinear(info.in, info.out, info.compress.p, true, layer_seed));
       } else {
         l.linear = register_module(info.name, torch::nn::Linear(info.in, info.out));
       }
     } else if (info.type == "conv2d") {
-      if (pd) {
+      if (circ) {
+        l.circ_conv = register_module(info.name, BlockCirculantConv2d(info.in, info.out, info.kernel, info.stride,
+                                                                      info.padding, info.compress.p, true));
+      } else if (pd) {
         l.pd_conv = register_module(info.name, PermDiagConv2d(info.in, info.out, info.kernel, info.stride,
                                                               info.padding, info.compress.p, true, layer_seed));
       } else {
@@ -209,6 +260,12 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
       x = l.conv->forward(x);
     } else if (l.pd_conv) {
       x = l.pd_conv->forward(x);
+    } else if (l.circ_linear) {
+      x = l.circ_linear->forward(x);
+    } else if (l.circ_conv) {
+      x = l.circ_conv->forward(x);
+    } else if (l.pruned) {
+      x = l.pruned->forward(x);
     } else if (l.bn) {
       x = l.bn->forward(x);
     }
@@ -222,6 +279,44 @@ std::vector<LayerInfo> NetImpl::layers() const {
   return out;
 }
 
+StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias) {
+  StorageStats s;
+  s.name = i.name;
+  s.compress = i.compress.ToString();
+  const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
+  const int64_t bias = has_bias ? i.out : 0;
+  s.dense_params = i.out * i.in * kk + bias;
+  s.dense_bytes = s.dense_params * 4;
+  const int p = i.compress.p;
+  switch (i.compress.kind) {
+    case CompressKind::kDense:
+      s.stored_params = s.dense_params;
+      s.bytes = s.stored_params * 4;
+      break;
+    case CompressKind::kPermDiag:
+      s.stored_params = CeilDiv(i.out, p) * CeilDiv(i.in, p) * p * kk + bias;
+      s.bytes = s.stored_params * 4 + BlocksBytes(i.out, i.in, p);
+      break;
+    case CompressKind::kCirculant:
+      s.stored_params = CeilDiv(i.out, p) * CeilDiv(i.in, p) * p * kk + bias;
+      s.bytes = s.stored_params * 4;
+      break;
+    case CompressKind::kPrune: {
+      const int64_t index_bytes = (i.out + 1) * 4 + nnz * 4;  // row_ptr + col_idx (int32)
+      if (i.compress.bits > 0) {
+        const int64_t entries = int64_t{1} << i.compress.bits;
+        s.stored_params = entries + bias;
+        s.bytes = index_bytes + nnz /* uint8 codes */ + entries * 4 + bias * 4;
+      } else {
+        s.stored_params = nnz + bias;
+        s.bytes = index_bytes + nnz * 4 + bias * 4;
+      }
+      break;
+    }
+  }
+  return s;
+}
+
 std::vector<StorageStats> NetImpl::Storage() const {
   std::vector<StorageStats> out;
   for (const Layer& l : layers_) {
@@ -230,16 +325,8 @@ std::vector<StorageStats> NetImpl::Storage() const {
     s.name = i.name;
     s.compress = i.compress.ToString();
     if (i.type == "linear" || i.type == "conv2d") {
-      const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
-      s.dense_params = i.out * i.in * kk + i.out;
-      if (i.compress.kind == CompressKind::kPermDiag) {
-        const int p = i.compress.p;
-        s.stored_params = CeilDiv(i.out, p) * CeilDiv(i.in, p) * p * kk + i.out;
-        s.bytes = s.stored_params * 4 + BlocksBytes(i.out, i.in, p);
-      } else {
-        s.stored_params = s.dense_params;
-        s.bytes = s.stored_params * 4;
-      }
+      out.push_back(WeightLayerStorage(i, l.pruned ? l.pruned->nnz() : 0, true));
+      continue;
     } else if (i.type == "batchnorm2d") {
       s.compress = "-";
       s.dense_params = s.stored_params = 4 * i.in;
@@ -287,7 +374,17 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
         j["stride"] = {i.stride, i.stride};
         j["padding"] = {i.padding, i.padding};
       }
-      if (i.compress.kind == CompressKind::kPermDiag) {
+      if (l.circ_linear || l.circ_conv) {
+        j["compress"] = {{"kind", "circulant"}, {"p", i.compress.p}};
+        save("values", l.circ_linear ? l.circ_linear->values : l.circ_conv->values);
+        save("bias", l.circ_linear ? l.circ_linear->bias : l.circ_conv->bias);
+      } else if (l.pruned) {
+        const PrunedLayerImpl& pr = *l.pruned;
+        j["compress"] = {{"kind", "prune"}, {"density", pr.density()}};
+        if (pr.bits > 0) j["compress"]["bits"] = pr.bits;
+        WritePrunedCsr(dir, i.name, pr, tensors);
+        save("bias", pr.bias);
+      } else if (i.compress.kind == CompressKind::kPermDiag) {
         j["compress"] = {{"kind", "permdiag"}, {"p", i.compress.p}};
         const torch::Tensor& values = l.pd_linear ? l.pd_linear->values : l.pd_conv->values;
         const torch::Tensor& offsets = l.pd_linear ? l.pd_linear->offsets : l.pd_conv->offsets;
@@ -378,6 +475,32 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
     } else if (l.conv) {
       l.conv->weight.copy_(w);
       l.conv->bias.copy_(b);
+    } else if (l.pruned) {
+      l.pruned->SetDense(w, b);  // the schedule prunes it during fine-tuning
+    } else if (l.circ_linear) {
+      CirculantProjection proj = BlockCirculantMatrix::FromDense(ToVector(w), i.out, i.in, i.compress.p);
+      l.circ_linear->SetMatrix(proj.matrix);
+      l.circ_linear->bias.copy_(b);
+      r.kept_energy = proj.kept_energy;
+    } else if (l.circ_conv) {
+      // Each kernel position (ky, kx) is its own out×in matrix: project each.
+      torch::Tensor wk = w.reshape({i.out, i.in, kk});
+      torch::Tensor& values = l.circ_conv->values;
+      torch::Tensor vk = values.view({values.size(0), values.size(1), values.size(2), kk});
+      double kept = 0, total = 0;
+      for (int64_t t = 0; t < kk; ++t) {
+        std::vector<float> slice = ToVector(wk.select(2, t));
+        CirculantProjection proj = BlockCirculantMatrix::FromDense(slice, i.out, i.in, i.compress.p);
+        double e = 0;
+        for (float v : slice) e += double{v} * v;
+        kept += proj.kept_energy * e;
+        total += e;
+        std::span<const float> pv = proj.matrix.values();
+        vk.select(3, t).copy_(torch::from_blob(const_cast<float*>(pv.data()),
+                                               {values.size(0), values.size(1), values.size(2)}, torch::kFloat));
+      }
+      l.circ_conv->bias.copy_(b);
+      r.kept_energy = total > 0 ? kept / total : 1.0;
     } else if (l.pd_linear) {
       std::vector<float> dense = ToVector(w);
       PermDiagProjection proj = PermDiagMatrix::FromDense(dense, i.out, i.in, i.compress.p);
@@ -410,6 +533,43 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
     reports.push_back(r);
   }
   return reports;
+}
+
+}  // namespace permdnn::train
+
+namespace permdnn::train {
+
+std::string NetImpl::CompressionStep(int64_t step, int64_t total_steps) {
+  PruneSchedule schedule{total_steps};
+  std::string log;
+  for (Layer& l : layers_) {
+    if (!l.pruned) continue;
+    PrunedLayerImpl& pr = *l.pruned;
+    if (pr.is_shared()) continue;
+    if (std::optional<double> d = schedule.DensityAt(step, l.info.compress.density)) {
+      pr.Prune(*d);
+      if (step == schedule.prune_end())
+        log += fmt::format("  step {}: {} pruned to density {:.4f}\n", step, l.info.name, pr.density());
+    }
+    if (pr.bits > 0 && step >= schedule.share_step()) {
+      pr.Share();
+      log += fmt::format("  step {}: {} weights shared ({}-entry codebook), fine-tuning the codebook\n", step,
+                         l.info.name, int64_t{1} << pr.bits);
+    }
+  }
+  return log;
+}
+
+void NetImpl::AfterOptimizerStep() {
+  for (Layer& l : layers_)
+    if (l.pruned) l.pruned->ApplyMask();
+}
+
+bool NetImpl::CompressionDone(int64_t step, int64_t total_steps) const {
+  PruneSchedule schedule{total_steps};
+  for (const Layer& l : layers_)
+    if (l.pruned && !schedule.Done(step, l.pruned->bits)) return false;
+  return true;
 }
 
 }  // namespace permdnn::train

@@ -13,11 +13,15 @@
 //            channels, then fc1 256 and fc2 10
 //   tiny     in-64-32-classes MLP        (fast tests)
 //   tinycnn  conv 4, conv 8 (+bn, pool), fc 16, classes (fast tests)
-// Compressible layers are the linear and conv layers. The default rule of
+// Compressible layers are the linear and conv layers, each dense, permdiag
+// (PermDiagLinear/Conv2d), circulant (BlockCirculantLinear/Conv2d) or prune
+// (PrunedLayer, with the pruning schedule of prune_layers.h driven by the
+// trainer through CompressionStep/AfterOptimizerStep). The default rule of
 // CompressSpec::Resolve keeps the first layer (when it is a convolution) and
 // the last layer dense unless the SPEC names them.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -28,7 +32,9 @@
 
 #include "permdnn/core/dataset.h"
 #include "permdnn/train/compress_spec.h"
+#include "src/train/circulant_layers.h"
 #include "src/train/permdiag_layers.h"
+#include "src/train/prune_layers.h"
 
 namespace permdnn::train {
 
@@ -51,11 +57,22 @@ struct LayerInfo {
 struct StorageStats {
   std::string name, compress;
   int64_t dense_params = 0;   // floats if every weight layer were dense
-  int64_t stored_params = 0;  // floats stored (values incl. padding, bias, batchnorm)
-  int64_t bytes = 0;          // stored_params·4 + offset bytes
+  int64_t stored_params = 0;  // numbers stored (values incl. padding, bias, batchnorm,
+                              // codebook entries; not indices or codes)
+  int64_t bytes = 0;          // every stored byte: values, offsets, CSR indices
+                              // (row_ptr, col_idx), codes, codebooks, bias
   int64_t dense_bytes = 0;    // dense_params·4
   double compression() const { return bytes ? static_cast<double>(dense_bytes) / bytes : 1.0; }
 };
+
+// The one place that counts a layer's bytes (the arrays of docs/run-format.md):
+//   dense      out·in·kk·4 + bias
+//   permdiag   mb·nb·p·kk·4 + offsets mb·nb·OffsetBytes(p) + bias
+//   circulant  mb·nb·p·kk·4 + bias
+//   prune      row_ptr (out+1)·4 + col_idx nnz·4 + values nnz·4, or with bits
+//              codes nnz·1 (uint8) + codebook 2^bits·4; + bias
+// nnz is used by prune only (the mask's count); bias is 4·out when present.
+StorageStats WeightLayerStorage(const LayerInfo& layer, int64_t nnz, bool has_bias = true);
 
 struct ConversionReport {
   std::string layer, compress;
@@ -86,6 +103,16 @@ class NetImpl : public torch::nn::Module {
   // what was kept per weight layer. Throws naming the file/layer on mismatch.
   std::vector<ConversionReport> LoadFromRun(const std::string& run_dir);
 
+  // The compression schedule of pruned layers (prune_layers.h); no-ops when
+  // the model has none. CompressionStep runs before the batch of global step
+  // `step` (0-based, of `total_steps`): pruning points recompute masks, the
+  // sharing step builds codebooks; returns a line for the log when something
+  // final happened ("" otherwise). AfterOptimizerStep re-applies the masks.
+  // CompressionDone: the schedule has reached its final state at `step`.
+  std::string CompressionStep(int64_t step, int64_t total_steps);
+  void AfterOptimizerStep();
+  bool CompressionDone(int64_t step, int64_t total_steps) const;
+
  private:
   struct Layer {
     LayerInfo info;
@@ -93,6 +120,9 @@ class NetImpl : public torch::nn::Module {
     PermDiagLinear pd_linear{nullptr};
     torch::nn::Conv2d conv{nullptr};
     PermDiagConv2d pd_conv{nullptr};
+    BlockCirculantLinear circ_linear{nullptr};
+    BlockCirculantConv2d circ_conv{nullptr};
+    PrunedLayer pruned{nullptr};  // linear or conv
     torch::nn::BatchNorm2d bn{nullptr};
   };
   std::string model_;

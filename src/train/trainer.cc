@@ -319,6 +319,7 @@ TrainResult Train(const TrainOptions& o, std::ostream& log) {
   StopSignals signals;
   const int64_t n = train.count();
   const int64_t num_batches = (n + o.batch - 1) / o.batch;
+  const int64_t total_steps = num_batches * o.epochs;  // the pruning schedule's clock (prune_layers.h)
   int64_t batches_this_call = 0;
   net->train();
   for (; st.epoch < o.epochs; ++st.epoch, st.next_batch = 0) {
@@ -338,11 +339,17 @@ TrainResult Train(const TrainOptions& o, std::ostream& log) {
       const int64_t begin = b * o.batch, len = std::min(o.batch, n - begin);
       torch::Tensor idx = perm_t.narrow(0, begin, len);
       torch::Tensor x = train.images.index_select(0, idx), y = train.labels.index_select(0, idx);
+      const std::string changed = net->CompressionStep(st.epoch * num_batches + b, total_steps);
+      if (!changed.empty()) {
+        progress.Finish();
+        log << changed;
+      }
       opt.zero_grad();
       torch::Tensor logits = net->forward(x);
       torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
       loss.backward();
       opt.step();
+      net->AfterOptimizerStep();
       st.loss_sum += loss.item<double>() * len;
       st.correct += logits.argmax(1).eq(y).sum().item<int64_t>();
       st.seen += len;
@@ -374,7 +381,12 @@ TrainResult Train(const TrainOptions& o, std::ostream& log) {
     m.test_accuracy = ev.accuracy;
     m.seconds = st.epoch_seconds + train_time;
     st.train_seconds += train_time;
-    m.best = ev.accuracy > st.best_accuracy;
+    // A pruned model counts as "best" only once its schedule is complete (an
+    // earlier, denser epoch is not the model asked for); the last epoch
+    // always yields a model description.
+    const bool final_form = net->CompressionDone((st.epoch + 1) * num_batches, total_steps) ||
+                            (st.epoch + 1 == o.epochs && st.best_accuracy < 0);
+    m.best = final_form && ev.accuracy > st.best_accuracy;
     result.history.push_back(m);
     st.next_batch = 0;
     if (m.best) {
@@ -404,6 +416,15 @@ TrainResult Train(const TrainOptions& o, std::ostream& log) {
   result.final_accuracy = result.history.empty() ? 0 : result.history.back().test_accuracy;
   result.best_accuracy = st.best_accuracy;
   result.best_epoch = static_cast<int>(st.best_epoch);
+  // Storage of the final model (pruned layers: the density reached).
+  storage = net->Storage();
+  for (std::size_t k = 0; k < storage.size() && k < result.layers.size(); ++k) {
+    const StorageStats& s = storage[k];
+    result.layers[k].compress = s.compress;
+    result.layers[k].dense_params = s.dense_params;
+    result.layers[k].stored_params = s.stored_params;
+    result.layers[k].bytes = s.bytes;
+  }
   StorageStats total = NetImpl::Total(storage);
   result.dense_params = total.dense_params;
   result.stored_params = total.stored_params;

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "permdnn/core/circulant_matrix.h"
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
@@ -115,6 +116,52 @@ TEST(Trainer, CorruptCheckpointIsAClearError) {
   }
 }
 
+// The dense [out, in] matrix of a pruned linear layer of a run, with the
+// contract checks of docs/run-format.md on the way (dtypes, shapes, sorted
+// rows, codes in range, the density reported).
+std::vector<float> PrunedDense(const std::string& dir, const nlohmann::json& l) {
+  const int64_t in = l["in"], out = l["out"];
+  const auto& t = l["tensors"];
+  NpyArray rp = ReadNpy(dir + "/" + t["row_ptr"].get<std::string>());
+  NpyArray ci = ReadNpy(dir + "/" + t["col_idx"].get<std::string>());
+  EXPECT_EQ(rp.descr, "<i4");
+  EXPECT_EQ(ci.descr, "<i4");
+  EXPECT_EQ(rp.shape, (std::vector<int64_t>{out + 1}));
+  std::vector<int32_t> row_ptr = rp.as<int32_t>(), col_idx = ci.as<int32_t>();
+  const int64_t nnz = static_cast<int64_t>(col_idx.size());
+  EXPECT_EQ(ci.shape, (std::vector<int64_t>{nnz}));
+  EXPECT_EQ(row_ptr.front(), 0);
+  EXPECT_EQ(row_ptr.back(), nnz);
+  EXPECT_DOUBLE_EQ(l["compress"]["density"].get<double>(), static_cast<double>(nnz) / static_cast<double>(out * in));
+  std::vector<float> values;
+  if (l["compress"].contains("bits")) {
+    const int bits = l["compress"]["bits"];
+    EXPECT_FALSE(t.contains("values"));
+    NpyArray codes = ReadNpy(dir + "/" + t["codes"].get<std::string>());
+    NpyArray book = ReadNpy(dir + "/" + t["codebook"].get<std::string>());
+    EXPECT_EQ(codes.descr, "|u1");
+    EXPECT_EQ(codes.shape, (std::vector<int64_t>{nnz}));
+    EXPECT_EQ(book.shape, (std::vector<int64_t>{int64_t{1} << bits}));
+    std::vector<float> cb = book.as<float>();
+    for (uint8_t c : codes.as<uint8_t>()) {
+      EXPECT_LT(c, cb.size());
+      values.push_back(cb[c % cb.size()]);
+    }
+  } else {
+    EXPECT_FALSE(t.contains("codes"));
+    values = ReadNpy(dir + "/" + t["values"].get<std::string>()).as<float>();
+    EXPECT_EQ(static_cast<int64_t>(values.size()), nnz);
+  }
+  std::vector<float> w(static_cast<std::size_t>(out * in), 0.0f);
+  for (int64_t r = 0; r < out; ++r)
+    for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
+      if (k > row_ptr[r]) EXPECT_LT(col_idx[k - 1], col_idx[k]) << "row " << r;
+      EXPECT_TRUE(col_idx[k] >= 0 && col_idx[k] < in);
+      if (col_idx[k] >= 0 && col_idx[k] < in) w[r * in + col_idx[k]] = values[k];
+    }
+  return w;
+}
+
 // A LibTorch-free forward pass of an MLP run description (flatten, linear
 // dense/permdiag, relu) with permdnn's kernels: the run-format contract.
 std::vector<int32_t> PredictFromRun(const std::string& dir, const ImageDataset& data, int64_t begin, int64_t n) {
@@ -148,6 +195,21 @@ std::vector<int32_t> PredictFromRun(const std::string& dir, const ImageDataset& 
           std::vector<uint16_t> offs = o.as<uint16_t>();
           PermDiagMatrix m = PermDiagMatrix::FromParts(outn, in, p, vals, offs);
           kernels::PermDiagMatVec(m, x, bias, y);
+        } else if (l["compress"]["kind"] == "circulant" || l["compress"]["kind"] == "prune") {
+          std::vector<float> w;
+          if (l["compress"]["kind"] == "circulant") {
+            int p = l["compress"]["p"];
+            NpyArray v = ReadNpy(dir + "/" + t["values"].get<std::string>());
+            EXPECT_EQ(v.shape, (std::vector<int64_t>{CeilDiv(outn, p), CeilDiv(in, p), p}));
+            w = BlockCirculantMatrix::FromParts(outn, in, p, v.as<float>()).ToDense();
+          } else {
+            w = PrunedDense(dir, l);
+          }
+          for (int64_t r = 0; r < outn; ++r) {
+            double acc = bias[r];
+            for (int64_t c = 0; c < in; ++c) acc += double{w[r * in + c]} * x[c];
+            y[r] = static_cast<float>(acc);
+          }
         } else {
           std::vector<float> w = ReadNpy(dir + "/" + t["weight"].get<std::string>()).as<float>();
           for (int64_t r = 0; r < outn; ++r) {
@@ -202,6 +264,124 @@ TEST(Trainer, ConvertsDenseCnnRun) {
     if (l["name"] == "conv2") {
       NpyArray v = ReadNpy(conv.out_dir + "/" + l["tensors"]["values"].get<std::string>());
       EXPECT_EQ(v.shape, (std::vector<int64_t>{4, 2, 2, 3, 3}));
+    }
+}
+
+// Sum of the data bytes of a layer's tensors in a run (every stored byte).
+int64_t TensorBytes(const std::string& dir, const nlohmann::json& layer) {
+  int64_t bytes = 0;
+  for (const auto& [key, file] : layer["tensors"].items()) bytes += ReadNpy(dir + "/" + file.get<std::string>()).bytes.size();
+  return bytes;
+}
+
+// circulant + pruned (with and without 4-bit sharing) MLP runs: they learn,
+// their model.json + npy files follow the contract and reproduce the LibTorch
+// predictions, the densities are exact, and the summary's bytes are exactly
+// the bytes of the stored arrays.
+TEST(Trainer, CirculantAndPrunedRunsFollowTheContract) {
+  struct Case {
+    const char* name;
+    const char* compress;
+  };
+  for (Case c : {Case{"circ_prune4", "fc1=circulant:p=4,fc2=prune:density=0.25,bits=4"},
+                 Case{"prune_circ", "fc1=prune:density=0.2,fc2=circulant:p=3"}}) {
+    SCOPED_TRACE(c.compress);
+    std::ostringstream log;
+    TrainOptions o = Synthetic(FreshDir(c.name), "tiny", c.compress);
+    o.synthetic_side = 9;  // 81 inputs: not a multiple of p (padding)
+    TrainResult r = Train(o, log);
+    EXPECT_GT(r.final_accuracy, 0.8) << log.str();
+    ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, 9, 9, o.synthetic_classes, 12345);
+    std::vector<int32_t> ours = PredictFromRun(o.out_dir, all, o.synthetic_train, o.synthetic_test);
+    std::vector<int32_t> torch_preds = ReadNpy(o.out_dir + "/test_predictions.npy").as<int32_t>();
+    ASSERT_EQ(ours.size(), torch_preds.size());
+    int64_t same = 0;
+    for (std::size_t i = 0; i < ours.size(); ++i) same += ours[i] == torch_preds[i];
+    EXPECT_GE(same, static_cast<int64_t>(ours.size()) - 1) << "of " << ours.size();
+
+    auto doc = nlohmann::json::parse(ReadFile(o.out_dir + "/model.json"));
+    auto summary = nlohmann::json::parse(ReadFile(o.out_dir + "/summary.json"));
+    int64_t total = 0;
+    for (const auto& l : doc["layers"]) {
+      if (l["type"] != "linear") continue;
+      const int64_t bytes = TensorBytes(o.out_dir, l);
+      total += bytes;
+      for (const auto& s : summary["layers"])
+        if (s["name"] == l["name"]) EXPECT_EQ(s["bytes"].get<int64_t>(), bytes) << l["name"];
+      if (l["compress"]["kind"] == "prune") {
+        const double want = l["name"] == "fc1" ? 0.2 : 0.25;
+        const int64_t size = l["in"].get<int64_t>() * l["out"].get<int64_t>();
+        EXPECT_EQ(l["compress"]["density"].get<double>(),
+                  static_cast<double>(std::llround(want * size)) / static_cast<double>(size));
+      }
+    }
+    EXPECT_EQ(summary["model_bytes"].get<int64_t>(), total);
+  }
+}
+
+TEST(Trainer, PrunedRunResumesIdentically) {
+  std::ostringstream log;
+  const char* spec = "prune:density=0.2,bits=3";
+  TrainOptions full = Synthetic(FreshDir("prune_full"), "tiny", spec);
+  Train(full, log);
+  // 24 steps: pruning until 12, sharing at 18. Stop inside the pruning phase
+  // and after the sharing step.
+  TrainOptions part = Synthetic(FreshDir("prune_part"), "tiny", spec);
+  part.stop_after_batches = 10;
+  ASSERT_TRUE(Train(part, log).interrupted);
+  part.resume = true;
+  ASSERT_TRUE(Train(part, log).interrupted);
+  part.stop_after_batches = -1;
+  ASSERT_FALSE(Train(part, log).interrupted);
+  auto a = nlohmann::json::parse(ReadFile(full.out_dir + "/metrics.json"));
+  auto b = nlohmann::json::parse(ReadFile(part.out_dir + "/metrics.json"));
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["train_loss"].get<double>(), b[i]["train_loss"].get<double>()) << "epoch " << i + 1;
+    EXPECT_EQ(a[i]["test_loss"].get<double>(), b[i]["test_loss"].get<double>()) << "epoch " << i + 1;
+  }
+  for (const char* f : {"test_predictions.npy", "tensors/fc1.codes.npy", "tensors/fc1.codebook.npy",
+                        "tensors/fc2.col_idx.npy", "model.json"})
+    EXPECT_EQ(ReadFile(full.out_dir + "/" + f), ReadFile(part.out_dir + "/" + f)) << f;
+}
+
+TEST(Trainer, ConvertsDenseRunToCirculantAndPruned) {
+  std::ostringstream log;
+  TrainOptions dense = Synthetic(FreshDir("cnn_dense2"), "tinycnn", "dense");
+  dense.epochs = 1;
+  TrainResult d = Train(dense, log);
+  TrainOptions circ = Synthetic(FreshDir("cnn_circ"), "tinycnn", "circulant:p=2");
+  circ.epochs = 1;
+  circ.from_dir = dense.out_dir;
+  TrainResult r = Train(circ, log);
+  int converted = 0;
+  for (const auto& l : r.layers)
+    if (l.compress == "circulant:p=2") {
+      ++converted;
+      EXPECT_GT(l.kept_energy, 0.0) << l.name;
+      EXPECT_LT(l.kept_energy, 1.0) << l.name;
+    }
+  EXPECT_EQ(converted, 2) << log.str();  // conv2 and fc1
+  auto doc = nlohmann::json::parse(ReadFile(circ.out_dir + "/model.json"));
+  for (const auto& l : doc["layers"])
+    if (l["name"] == "conv2") {
+      EXPECT_EQ(l["compress"]["kind"], "circulant");
+      NpyArray v = ReadNpy(circ.out_dir + "/" + l["tensors"]["values"].get<std::string>());
+      EXPECT_EQ(v.shape, (std::vector<int64_t>{4, 2, 2, 3, 3}));
+    }
+  // Pruning starts from the full mask: right after conversion it is the dense model.
+  TrainOptions prune = Synthetic(FreshDir("cnn_prune"), "tinycnn", "prune:density=0.3");
+  prune.epochs = 2;
+  prune.from_dir = dense.out_dir;
+  TrainResult p = Train(prune, log);
+  EXPECT_EQ(p.converted_accuracy, d.final_accuracy);
+  auto pdoc = nlohmann::json::parse(ReadFile(prune.out_dir + "/model.json"));
+  for (const auto& l : pdoc["layers"])
+    if (l["name"] == "conv2") {
+      EXPECT_EQ(l["compress"]["kind"], "prune");
+      EXPECT_NEAR(l["compress"]["density"].get<double>(), 0.3, 0.01);
+      NpyArray rp = ReadNpy(prune.out_dir + "/" + l["tensors"]["row_ptr"].get<std::string>());
+      EXPECT_EQ(rp.shape, (std::vector<int64_t>{9}));  // 8 out channels + 1
     }
 }
 
