@@ -47,8 +47,7 @@ void AddEvalCommand(CLI::App& app) {
     runtime::EvalOptions eo;
     eo.batch = args->batch;
     eo.limit = args->limit;
-    const bool meta = runtime::ModelPreprocess(model, &eo.pre, &eo.layout);
-    if (!meta && !model.inputs().empty() && model.inputs()[0].shape.size() == 2) eo.layout = runtime::Layout::kFlat;
+    const bool meta = runtime::DefaultPreprocess(model, &eo.pre, &eo.layout);
     if (*o_scale) eo.pre.scale = static_cast<float>(args->scale);
     if (*o_mean) eo.pre.mean = static_cast<float>(args->mean);
     if (*o_std) {

@@ -10,10 +10,13 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/sim_model.h"
 #include "permdnn/core/atomic_file.h"
+#include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/workloads.h"
 #include "permdnn/sim/engine.h"
+#include "permdnn/sim/model.h"
 #include "permdnn/sim/report.h"
 
 namespace permdnn::cli {
@@ -47,6 +50,8 @@ std::vector<int> SplitInts(const std::string& flag, const std::string& text, boo
 void AddSimCommand(CLI::App& app) {
   struct Args {
     std::string archs = "permdnn,eie,circnn", layers = "eie", config, json, plot, trace, tech, model;
+    std::string data = kDefaultFashionMnistDir;
+    int64_t samples = 16;
     std::vector<std::string> sets;
     uint64_t seed = 1;
     bool no_check = false, list_params = false;
@@ -67,7 +72,13 @@ void AddSimCommand(CLI::App& app) {
   cmd->add_option("--json", a->json, "write records to this JSON file");
   cmd->add_option("--plot", a->plot, "write SVG bar charts of the ratios (gnuplot) into this directory");
   cmd->add_option("--trace", a->trace, "stream a per-cycle trace to this file (large)");
-  cmd->add_option("--model", a->model, "simulate the compressed layers of an ONNX model (not yet available)");
+  cmd->add_option("--model", a->model,
+                  "simulate the compressed FC layers of an ONNX model (PermDiagMatMul, BlockCirculantMatMul, "
+                  "SparseMatMul) on the activations of real test images");
+  cmd->add_option("--data", a->data, "--model: directory with the Fashion-MNIST IDX files")->capture_default_str();
+  cmd->add_option("--samples", a->samples, "--model: test images whose activations drive the engines (mean over "
+                                           "them)")
+      ->capture_default_str();
   cmd->add_flag("--no-check", a->no_check, "skip the functional check against the int16 kernel");
   cmd->add_flag("--list-params", a->list_params, "print every architecture parameter with its default and reason");
   cmd->callback([a, cmd] {
@@ -76,28 +87,42 @@ void AddSimCommand(CLI::App& app) {
       for (const auto& e : sim::Engines()) std::printf("%s\n", sim::DescribeParams(e.name, e.params).c_str());
       return;
     }
-    PERMDNN_CHECK(a->model.empty(),
-                  "--model {}: simulating an ONNX model's layers is not yet available in this build (it needs the "
-                  "ONNX runtime); use --layers instead",
-                  a->model);
-    sim::ComparisonOptions o;
-    o.layers = ParseLayerList(a->layers);
-    o.archs = SplitList(a->archs);
-    if (!a->config.empty()) o.config = sim::LoadConfigFile(a->config);
-    for (const auto& s : a->sets) sim::ApplyOverride(o.config, s);
-    o.tech_path = a->tech;
-    o.seed = a->seed;
-    o.check_functional = !a->no_check;
-    o.trace_path = a->trace;
+    nlohmann::json config = nlohmann::json::object();
+    if (!a->config.empty()) config = sim::LoadConfigFile(a->config);
+    for (const auto& s : a->sets) sim::ApplyOverride(config, s);
     const auto t0 = std::chrono::steady_clock::now();
-    sim::ComparisonResult res = sim::RunComparison(o);
+    sim::ComparisonResult res;
+    if (!a->model.empty()) {
+      std::vector<sim::ModelLayer> layers = LoadModelLayers(a->model, a->data, a->samples);
+      sim::ModelComparisonOptions o;
+      o.archs = SplitList(a->archs);
+      o.config = config;
+      o.tech_path = a->tech;
+      o.check_functional = !a->no_check;
+      PERMDNN_CHECK(a->trace.empty(), "--trace is not available with --model (one trace per sample would be "
+                                      "written); use --layers MxN for a trace");
+      res = sim::RunModelComparison(layers, o);
+      std::printf("permdnn sim --model %s: %zu layers x %zu architectures\n\n", a->model.c_str(), layers.size(),
+                  o.archs.size());
+    } else {
+      sim::ComparisonOptions o;
+      o.layers = ParseLayerList(a->layers);
+      o.archs = SplitList(a->archs);
+      o.config = config;
+      o.tech_path = a->tech;
+      o.seed = a->seed;
+      o.check_functional = !a->no_check;
+      o.trace_path = a->trace;
+      res = sim::RunComparison(o);
+      std::printf("permdnn sim: %zu layers x %zu architectures\n\n", o.layers.size(), o.archs.size());
+    }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("permdnn sim: %zu layers x %zu architectures\n\n", o.layers.size(), o.archs.size());
     std::printf("%s", sim::RenderComparison(res).c_str());
     std::printf("total %.3f s (workloads, simulation and checks)\n", total);
     if (!a->json.empty()) {
       nlohmann::json j = sim::ComparisonToJson(res);
       j["seconds"]["total"] = total;
+      if (!a->model.empty()) j["model"] = {{"path", a->model}, {"samples", res.samples}, {"data", a->data}};
       WriteFileAtomic(a->json, j.dump(2) + "\n");
       std::printf("wrote %s\n", a->json.c_str());
     }

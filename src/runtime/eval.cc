@@ -9,12 +9,10 @@
 
 namespace permdnn::runtime {
 
-namespace {
 std::vector<int64_t> BatchShape(const ImageDataset& data, Layout layout, int64_t n) {
   if (layout == Layout::kFlat) return {n, data.image_size()};
   return {n, 1, data.rows, data.cols};
 }
-}  // namespace
 
 EvalResult Evaluate(Model& model, const ImageDataset& data, const EvalOptions& options) {
   PERMDNN_CHECK(options.batch >= 1, "eval: batch must be >= 1");
@@ -70,6 +68,12 @@ bool ModelPreprocess(const Model& model, Preprocess* pre, Layout* layout) {
     Fail("model metadata permdnn.preprocess is not valid JSON: {}", e.what());
   }
   return true;
+}
+
+bool DefaultPreprocess(const Model& model, Preprocess* pre, Layout* layout) {
+  const bool meta = ModelPreprocess(model, pre, layout);
+  if (!meta && !model.inputs().empty() && model.inputs()[0].shape.size() == 2) *layout = Layout::kFlat;
+  return meta;
 }
 
 }  // namespace permdnn::runtime

@@ -76,6 +76,10 @@ nlohmann::json LayerResult::ToJson() const {
                       {"weights_fit", weights_fit},
                       {"capacity_note", capacity_note}};
   j["counters"] = counters;
+  if (!source.empty()) {
+    j["source"] = source;
+    j["samples"] = samples;
+  }
   return j;
 }
 

@@ -19,6 +19,7 @@
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/sim/engines.h"
+#include "comparison.h"
 
 namespace permdnn::sim {
 
@@ -126,24 +127,32 @@ int RunShell(const std::string& command) {
 
 }  // namespace
 
+std::vector<std::unique_ptr<Engine>> MakeEngines(const std::vector<std::string>& archs, const nlohmann::json& config,
+                                                 const TechTable& tech, nlohmann::json* resolved) {
+  PERMDNN_CHECK(!archs.empty(), "sim: no architectures to simulate");
+  CheckSections(config);
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (const auto& a : archs) {
+    for (const auto& e : engines) PERMDNN_CHECK(e->name() != a, "sim: architecture '{}' listed twice", a);
+    engines.push_back(MakeEngine(a, config, tech));
+    (*resolved)[a] = engines.back()->params().ToJson();
+  }
+  return engines;
+}
+
 ComparisonResult RunComparison(const ComparisonOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "sim: no layers to simulate");
-  PERMDNN_CHECK(!o.archs.empty(), "sim: no architectures to simulate");
-  CheckSections(o.config);
   ComparisonResult out;
   out.tech_path = o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path;
   const TechTable tech = TechTable::Load(out.tech_path);
+  std::vector<std::unique_ptr<Engine>> engines = MakeEngines(o.archs, o.config, tech, &out.resolved_config);
   const ParamSpec wl = ParamSpec::Parse("workload", WorkloadParamDefs(),
                                         o.config.contains("workload") ? o.config["workload"] : nlohmann::json());
   const std::vector<FcLayerSpec> layers = ApplyDensities(o.layers, wl);
-  std::vector<std::unique_ptr<Engine>> engines;
   bool needs_csc = false, has_permdnn = false;
-  for (const auto& a : o.archs) {
-    for (const auto& e : engines) PERMDNN_CHECK(e->name() != a, "sim: architecture '{}' listed twice", a);
-    engines.push_back(MakeEngine(a, o.config, tech));
-    needs_csc = needs_csc || engines.back()->needs_csc();
-    has_permdnn = has_permdnn || a == "permdnn";
-    out.resolved_config[a] = engines.back()->params().ToJson();
+  for (const auto& e : engines) {
+    needs_csc = needs_csc || e->needs_csc();
+    has_permdnn = has_permdnn || e->name() == "permdnn";
   }
   out.resolved_config["workload"] = wl.ToJson();
   WorkloadOptions wo;
@@ -203,6 +212,16 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
     out.functional_mismatches += mismatched[i];
   }
 
+  std::vector<std::string> names;
+  for (const auto& l : layers) names.push_back(l.name);
+  FinishComparison(out, names, engines, o.archs, tech);
+  return out;
+}
+
+void FinishComparison(ComparisonResult& out, const std::vector<std::string>& layer_names,
+                      const std::vector<std::unique_ptr<Engine>>& engines, const std::vector<std::string>& archs,
+                      const TechTable& tech) {
+  const bool has_permdnn = std::find(archs.begin(), archs.end(), "permdnn") != archs.end();
   // Ratios per layer.
   auto find = [&](const std::string& arch, const std::string& layer) -> const LayerResult* {
     for (const auto& r : out.records)
@@ -211,7 +230,7 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
   };
   const double eie_nm = out.resolved_config.contains("eie") ? out.resolved_config["eie"]["node_nm"].get<double>() : 28;
   for (const std::string other : {"eie", "circnn"}) {
-    if (!has_permdnn || std::find(o.archs.begin(), o.archs.end(), other) == o.archs.end()) continue;
+    if (!has_permdnn || std::find(archs.begin(), archs.end(), other) == archs.end()) continue;
     RatioSummary s;
     s.against = other;
     double perm_pub = tech.Published("permdnn", "power_mw");
@@ -219,13 +238,13 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
     if (other == "eie") {
       // Published EIE power brought to the comparison node and clock: energy
       // per action × L_t/L_s, actions per second × f_eff/f_pub.
-      const auto* any = find("eie", layers[0].name);
+      const auto* any = find("eie", layer_names[0]);
       other_pub = tech.Published("eie", "power_mw") * TechTable::EnergyScale(tech.Published("eie", "node_nm"), eie_nm) *
                   any->frequency_mhz / tech.Published("eie", "frequency_mhz");
     }
-    for (const auto& spec : layers) {
-      const auto* a = find("permdnn", spec.name);
-      const auto* b = find(other, spec.name);
+    for (const auto& layer : layer_names) {
+      const auto* a = find("permdnn", layer);
+      const auto* b = find(other, layer);
       if (a && b) s.rows.push_back(Ratio(*a, *b, perm_pub, other_pub));
     }
     Summarize(s);
@@ -267,11 +286,22 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
     if (!r.weights_fit)
       out.notes.push_back(fmt::format("{} {}: {}; simulated as if resident (both papers assume on-chip weights)",
                                       r.arch, r.layer, r.capacity_note));
-  return out;
-}
+  }
 
 std::string RenderComparison(const ComparisonResult& res) {
   std::string out;
+  bool any_source = false;
+  for (const auto& r : res.records) any_source = any_source || !r.source.empty();
+  if (any_source) {
+    out += fmt::format("Model layers: the matrix each engine ran; numbers are means over {} input sample(s), "
+                       "act = measured activation density\n",
+                       res.samples);
+    out += fmt::format("{:<8} {:<8} {:>11} {:>7} {:>6}  {}\n", "layer", "arch", "m x n", "w_dens", "act", "source");
+    for (const auto& r : res.records)
+      out += fmt::format("{:<8} {:<8} {:>11} {:>7.4f} {:>6.3f}  {}\n", r.layer, r.arch,
+                         fmt::format("{}x{}", r.m, r.n), r.weight_density, r.act_density, r.source);
+    out += "\n";
+  }
   out += fmt::format("{:<8} {:<8} {:>3} {:>8} {:>8} {:>8} {:>9} {:>5} {:>6} {:>8} {:>7} {:>6} {:>9} {:>9}\n", "layer",
                      "arch", "p", "cycles", "lat_us", "GOP/s", "dense_GOP", "util", "imbal", "E_uJ", "P_mW", "mm2",
                      "fps/mm2", "frames/J");
@@ -304,6 +334,7 @@ std::string RenderComparison(const ComparisonResult& res) {
     };
     for (const auto& r : s.rows) out += line(r);
     out += line(s.min) + line(s.max) + line(s.geomean);
+    if (!res.compare_to_published) continue;
     const auto& pub = PublishedRatios().at(s.against);
     out += "published:";
     for (const auto& [what, range] : pub) {

@@ -39,4 +39,12 @@ void CalibrateInt16(Model& model, const ImageDataset& data, const EvalOptions& o
 // ("permdnn.preprocess"); returns false when absent.
 bool ModelPreprocess(const Model& model, Preprocess* pre, Layout* layout);
 
+// What `permdnn eval` uses without flags (and `permdnn sim --model` too):
+// ModelPreprocess, else the defaults with the layout taken from the model's
+// input rank (2: flat). Returns whether the metadata had it.
+bool DefaultPreprocess(const Model& model, Preprocess* pre, Layout* layout);
+
+// The input shape of a batch of n images: [n, 1, rows, cols] or [n, rows·cols].
+std::vector<int64_t> BatchShape(const ImageDataset& data, Layout layout, int64_t n);
+
 }  // namespace permdnn::runtime

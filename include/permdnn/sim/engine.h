@@ -88,6 +88,10 @@ struct LayerResult {
   std::string capacity_note;          // why they do not fit
   std::map<std::string, int64_t> counters;  // actions, for the JSON report
   std::vector<int16_t> output;              // functional int16 output (if computed)
+  // Model runs (sim/model.h): the matrix this engine ran, and over how many
+  // input samples the record is the mean. Empty / 1 for synthetic layers.
+  std::string source;
+  int samples = 1;
 
   // Fills latency, rates, power and efficiency from cycles, MACs, energy and
   // area.

@@ -63,6 +63,10 @@ struct ComparisonResult {
   double wall_seconds = 0;
   int threads = 1;
   int functional_checks = 0, functional_mismatches = 0;
+  // False for the layers of a model (sim/model.h): the published ratio
+  // ranges belong to EIE's nine layers and are not verdicts on other layers.
+  bool compare_to_published = true;
+  int samples = 0;  // model runs: input samples per layer
 };
 
 // Validates options (unknown arch names, bad config values) and runs.

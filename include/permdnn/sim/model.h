@@ -1,0 +1,75 @@
+// Simulating the compressed layers of a trained model (`permdnn sim
+// --model`): real matrices and the real activations of real inputs.
+//
+// The simulator does not read model files (it depends on core and kernels
+// only); the CLI reads them with runtime/inspect.h and hands over, per
+// layer, the core matrix and one activation vector per sample. For each
+// layer and each sample a LayerWorkload is built and every requested engine
+// runs on it; the records report the mean over the samples (mean cycles,
+// energy, MACs; frames/s is 1 / mean latency) and the measured activation
+// density.
+//
+// Every engine runs every layer. The engine of the layer's own format runs
+// the layer's matrix; the others run the closest matrix of their format, and
+// LayerResult::source says which:
+//   permdnn: the PermDiagMatrix itself, else the projection of the layer's
+//            dense reconstruction onto p×p permuted-diagonal blocks
+//            (PermDiagMatrix::FromDense, kept energy reported) with the
+//            layer's p (circulant) or the p matched to its density (sparse);
+//   eie:     the CsrMatrix itself, else the CSC of the dense reconstruction
+//            (for a permdiag layer: the same matrix stored unstructured,
+//            with EIE's indices and padding; for a circulant layer: dense);
+//   circnn:  the layer's p (circulant) or the PermDNN p; its cycle count
+//            depends on p, the shape and the all-zero input blocks only.
+// Fixed point: weights quantized per layer and activations per sample with
+// the largest fractional bits that do not saturate (core/fixed_point.h).
+// Biases are not simulated (one add per output at drain time).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/sim/report.h"
+#include "permdnn/sim/workload.h"
+
+namespace permdnn::sim {
+
+struct ModelLayer {
+  std::string name;  // node name
+  // Exactly one is set.
+  std::optional<PermDiagMatrix> permdiag;
+  std::optional<BlockCirculantMatrix> circulant;
+  std::optional<CsrMatrix> sparse;
+  // One activation vector (n = cols floats) per sample.
+  std::vector<std::vector<float>> inputs;
+
+  const char* format() const;  // "permdiag" | "circulant" | "sparse"
+  int64_t rows() const;
+  int64_t cols() const;
+};
+
+// The per-layer part of the workloads (matrices in every engine's format);
+// SetModelInput then fills one sample's activations. `sources` gets one
+// line per engine kind ("permdnn", "eie", "circnn") saying what it runs.
+LayerWorkload BuildModelWorkload(const ModelLayer& layer, bool build_csc, std::map<std::string, std::string>* sources);
+// Quantizes x (n floats) into w.x / x_frac_bits / nonzero_cols.
+void SetModelInput(LayerWorkload& w, std::span<const float> x);
+
+struct ModelComparisonOptions {
+  std::vector<std::string> archs = {"permdnn", "eie", "circnn"};
+  nlohmann::json config = nlohmann::json::object();  // per-arch sections; "workload" is ignored
+  std::string tech_path;                              // empty: TechTable::DefaultPath()
+  bool check_functional = true;  // PermDNN int16 output == kernels int16 output, every sample
+};
+
+// Throws Error if a layer has no matrix, no samples, or an input of the
+// wrong length.
+ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const ModelComparisonOptions& options);
+
+}  // namespace permdnn::sim
