@@ -229,6 +229,8 @@ struct ExportCase {
   std::string conv_op, fc_op;
 };
 
+void PrintTo(const ExportCase& c, std::ostream* os) { *os << c.kind << " p=" << c.p_conv << "/" << c.p_fc; }
+
 class CompressedExport : public ::testing::TestWithParam<ExportCase> {};
 
 TEST_P(CompressedExport, CustomAndPortableMatchDoubleReference) {
