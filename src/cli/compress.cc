@@ -1,5 +1,6 @@
 // permdnn compress: project the Gemm / MatMul / Conv weights of an ONNX
-// model onto the permuted-diagonal format (no data needed).
+// model onto the permuted-diagonal, block-circulant or pruned format (no
+// data needed).
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -21,9 +22,9 @@ void AddCompressCommand(CLI::App& app) {
     bool portable = false;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("compress", "replace an ONNX model's dense weights by their permdiag projection");
+  CLI::App* cmd = app.add_subcommand("compress", "replace an ONNX model's dense weights by their permdiag / circulant / pruned projection");
   cmd->add_option("model", args->in, "input model.onnx")->required();
-  cmd->add_option("--compress", args->spec, "SPEC, e.g. permdiag:p=8 or fc1=permdiag:p=4,fc3=dense")->required();
+  cmd->add_option("--compress", args->spec, "SPEC, e.g. permdiag:p=8, circulant:p=8, prune:density=0.1,bits=4 or fc1=permdiag:p=4,fc3=dense")->required();
   cmd->add_option("--out", args->out, "output model.onnx")->required();
   cmd->add_flag("--portable", args->portable, "write the projected weights as dense standard ops");
   auto* o_data = cmd->add_option("--data", args->data, "fine-tuning data (needs the training component)");

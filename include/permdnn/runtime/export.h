@@ -1,12 +1,14 @@
 // Model files out of permdnn: `permdnn export` (a training run directory,
 // docs/run-format.md, to ONNX) and `permdnn compress` (an ONNX model's dense
-// Gemm / MatMul / Conv weights replaced by their permuted-diagonal
-// projection).
+// Gemm / MatMul / Conv weights replaced by their permuted-diagonal,
+// block-circulant or pruned projection).
 //
-// Compressed layers become ai.permdnn PermDiagMatMul / PermDiagConv nodes
-// whose initializers are exactly the stored values (float32, canonical
-// layout) and offsets (uint16, [mb, nb]) with attributes p and the logical
-// shape, so the file size reflects the compression. `portable` lowers them
+// Compressed layers become ai.permdnn nodes (PermDiagMatMul / PermDiagConv,
+// BlockCirculantMatMul / BlockCirculantConv, SparseMatMul / SparseConv; the
+// contract is the table in docs/runtime.md) whose initializers are exactly
+// the stored arrays (values float32 in the canonical layout, offsets uint16,
+// CSR row_ptr / col_idx int32, codes uint8 + a float32 codebook) with the
+// logical shape as attributes, so the file size reflects the compression. `portable` lowers them
 // to standard ONNX instead: a Gemm / Conv with the dense reconstruction of
 // the weight (zeros off the structure). That is the lowering every ONNX
 // runtime executes at full speed and it is exact (same products, same
@@ -21,9 +23,13 @@ namespace permdnn::runtime {
 
 struct LayerReport {
   std::string name, op;          // layer name, emitted op (e.g. PermDiagMatMul)
-  std::string method = "dense";  // "dense" or "permdiag:p=8"
+  // "dense", "permdiag:p=8", "circulant:p=8", "prune:density=0.1",
+  // "prune:density=0.1:bits=4" (density reached)
+  std::string method = "dense";
   int64_t dense_bytes = 0;       // float32 weight bytes if dense
-  int64_t stored_bytes = 0;      // bytes of its initializers in the file
+  // Bytes of its initializers in the file: every stored array (values,
+  // offsets, row_ptr, col_idx, codes, codebook; export also the bias).
+  int64_t stored_bytes = 0;
   double kept_energy = 1.0;      // projection only (compress)
 };
 
@@ -43,12 +49,16 @@ struct ExportOptions {
 ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, const ExportOptions& options = {});
 
 struct CompressOptions {
-  std::string spec;      // DESIGN.md SPEC: "permdiag:p=8", "fc1=permdiag:p=4,fc3=dense", ...
+  // DESIGN.md SPEC: "permdiag:p=8", "fc1=permdiag:p=4,fc3=dense",
+  // "circulant:p=8", "prune:density=0.1", "prune:density=0.1,bits=4", ...
+  std::string spec;
   bool portable = false; // write the projected weights as dense Gemm / Conv
 };
 
-// Projects the chosen weights of in_path (PermDiagMatrix::FromDense; for Conv
-// the offsets keep the most kernel energy) and writes out_path atomically.
+// Projects the chosen weights of in_path (PermDiagMatrix::FromDense, for Conv
+// with the offsets that keep the most kernel energy; BlockCirculantMatrix::
+// FromDense, per kernel tap for Conv; MagnitudeMask + KMeansCodebook for
+// prune) and writes out_path atomically.
 // Layers are named by their weight initializer without ".weight" (PyTorch:
 // "fc1.weight" -> "fc1"), else by node name. Default rule of the SPEC: the
 // first layer when it is a Conv and the last layer stay dense unless named.
