@@ -151,9 +151,10 @@ CompressedFcLayer ReadSparse(const NodeReader& r) {
                 "{}: row_ptr has {} entries, expected out_features + 1 = {}", r.where, row_ptr.size(),
                 L.out_features + 1);
   std::vector<float> values;
-  if (r.HasInput(4)) {
+  // Inputs: X, row_ptr, col_idx, values | codes, bias ("" when absent), codebook.
+  if (r.HasInput(5)) {
     // Shared weights: uint8 codes into the codebook.
-    const std::vector<float> codebook = r.Floats(4, "codebook", -1);
+    const std::vector<float> codebook = r.Floats(5, "codebook", -1);
     const int64_t K = static_cast<int64_t>(codebook.size());
     PERMDNN_CHECK(K >= 1 && K <= 256, "{}: codebook has {} entries, must have 1 to 256", r.where, K);
     for (int64_t j = 0; j < K; ++j)
@@ -189,7 +190,7 @@ CompressedFcLayer ReadSparse(const NodeReader& r) {
   L.sparse = Wrap(r.where, [&] {
     return CsrMatrix::FromParts(L.out_features, L.in_features, std::move(rp), std::move(ci), std::move(values));
   });
-  L.bias = r.Bias(5, L.out_features);
+  L.bias = r.Bias(4, L.out_features);
   return L;
 }
 
