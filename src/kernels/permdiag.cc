@@ -79,6 +79,20 @@ void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t b
     simd::MatMul(w.view(), x.data(), batch, b, y.data(), threads);
 }
 
+void PermDiagMatMulRows(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
+                        std::span<const float> bias, std::span<float> y, int threads) {
+  const char* op = "PermDiagMatMulRows";
+  PERMDNN_CHECK(batch >= 1, "{}: batch must be >= 1, got {}", op, batch);
+  CheckSize(op, "X (batch x cols)", x.size(), w.cols() * batch);
+  CheckSize(op, "Y (batch x rows)", y.size(), w.rows() * batch);
+  CheckBias(op, bias, w.rows());
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (UseReference())
+    ref::MatMulRows(w.view(), x.data(), batch, b, y.data());
+  else
+    simd::MatMulRows(w.view(), x.data(), batch, b, y.data(), threads);
+}
+
 void PermDiagMatVecT(const PermDiagMatrix& w, std::span<const float> g, std::span<float> x,
                      int threads) {
   const char* op = "PermDiagMatVecT";

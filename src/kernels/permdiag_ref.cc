@@ -26,6 +26,11 @@ void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, flo
   }
 }
 
+void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias,
+               float* y) {
+  for (int64_t b = 0; b < batch; ++b) MatVec(w, x + b * w.cols, bias, y + b * w.rows);
+}
+
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias,
             float* y) {
   const int p = w.p;

@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
@@ -355,6 +356,187 @@ void MatMulImpl(const View& w, const float* x, int64_t batch, const float* bias,
   });
 }
 
+// ---- Y = X·Wᵀ (batch-major: X is B × cols, Y is B × rows) -------------------
+// The runtime's and LibTorch's layout: each sample is a contiguous row. Per
+// row block I and a tile of T samples, the T·V accumulators (V vectors per
+// block of p rows) live in registers; each q_IJ vector is loaded once and
+// reused by the T samples, whose rotated slices are one unaligned load each
+// from the sample's doubled copy xx_b (see the rotation trick above). So a
+// tile costs V + T·V loads per T·V FMAs instead of 2 loads per FMA as in the
+// matvec. Blocking: a J-chunk of the tile's doubled inputs (T·jc·2p floats ≈
+// 16 KiB) stays in L1 while every row block of an I-chunk (weights ≈ 128 KiB,
+// L2) runs over it; partial sums go through the output between J-chunks.
+// p < N (p = 1, 2, 4 on AVX2) uses a vector of exactly p lanes (CappedTag);
+// p without a fitting vector shape (3, 5, 7, 12, ...) runs one matvec per
+// sample. Threads split the row blocks.
+// Sample tiles: kTileMax samples while they last, then 4, 2, 1. The doubled
+// inputs of a tile of T samples are interleaved block by block,
+//     xt[(J·T + t)·2p + u] = x_t[J·p + (u mod p)],
+// so the T rotated slices a block needs are at compile-time distances t·2p
+// from one address (independent loads, no address chain), and a J-chunk of
+// the tile is one contiguous run in L1.
+inline int TileSize(int64_t left, int tile_max) {
+  return left >= tile_max ? tile_max : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
+
+void BuildDoubledTiles(const View& w, const float* x, int64_t batch, int tile_max, float* xx, int threads) {
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  std::vector<int64_t> starts;
+  for (int64_t b0 = 0; b0 < batch; b0 += TileSize(batch - b0, tile_max)) starts.push_back(b0);
+  ParallelFor(static_cast<int64_t>(starts.size()), threads, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b0 = starts[i];
+      const int T = TileSize(batch - b0, tile_max);
+      float* xt = xx + b0 * nb * 2 * p;
+      for (int t = 0; t < T; ++t) {
+        const float* xs = x + (b0 + t) * w.cols;
+        for (int64_t J = 0; J < nb; ++J) {
+          float* dst = xt + (J * T + t) * 2 * p;
+          const int64_t valid = std::min<int64_t>(p, w.cols - J * p);
+          std::memcpy(dst, xs + J * p, sizeof(float) * valid);
+          for (int64_t u = valid; u < p; ++u) dst[u] = 0.0f;
+          std::memcpy(dst + p, dst, sizeof(float) * p);
+        }
+      }
+    }
+  });
+}
+
+template <class D, int V, int T>
+HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, const float* xt,
+                         const float* init, bool first, float* yt, int64_t ldy) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int64_t kP = V * N;  // == w.p (checked by the caller)
+  const int64_t nb = w.col_blocks;
+  hn::Vec<D> acc[T][V];
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < V; ++v)
+      acc[t][v] = first ? hn::LoadU(d, init + I * kP + v * N) : hn::LoadU(d, yt + t * ldy + I * kP + v * N);
+  const float* q = w.values + (I * nb + J0) * kP;
+  const uint16_t* k = w.offsets + I * nb;
+  for (int64_t J = J0; J < J1; ++J, q += kP) {
+    const float* xj = xt + J * (T * 2 * kP) + k[J];
+    hn::Vec<D> qv[V];
+    for (int v = 0; v < V; ++v) qv[v] = hn::LoadU(d, q + v * N);
+    for (int t = 0; t < T; ++t)
+      for (int v = 0; v < V; ++v)
+        acc[t][v] = hn::MulAdd(qv[v], hn::LoadU(d, xj + t * 2 * kP + v * N), acc[t][v]);
+  }
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < V; ++v) hn::StoreU(acc[t][v], d, yt + t * ldy + I * kP + v * N);
+}
+
+template <int V>
+constexpr int TileMax() {
+  return V >= 8 ? 1 : 8 / V;
+}
+
+template <class D, int V>
+void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float* init, float* ypad, int64_t ldy,
+                 int threads) {
+  constexpr int kTileMax = TileMax<V>();
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  // J-chunk: the tile's doubled inputs of the chunk, kTileMax·jc·2p floats,
+  // stay in L1 (16 KiB). I-chunk: its weights (~128 KiB) stay in L2 while
+  // all tiles pass over them.
+  const int64_t jc = std::max<int64_t>(1, (16 * 1024) / (kTileMax * 2 * p * int64_t{sizeof(float)}));
+  const int64_t ic = std::max<int64_t>(1, (128 * 1024) / (nb * p * int64_t{sizeof(float)}));
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    for (int64_t Ic = I0; Ic < I1; Ic += ic) {
+      const int64_t Ic1 = std::min(I1, Ic + ic);
+      for (int64_t b0 = 0; b0 < batch;) {
+        const int tile = TileSize(batch - b0, kTileMax);
+        const float* xt = xx + b0 * nb * 2 * p;
+        float* yt = ypad + b0 * ldy;
+        for (int64_t J0 = 0; J0 < nb; J0 += jc) {
+          const int64_t J1 = std::min(nb, J0 + jc);
+          const bool first = J0 == 0;
+          for (int64_t I = Ic; I < Ic1; ++I) {
+            if (tile == kTileMax) RowsTile<D, V, kTileMax>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+            else if constexpr (kTileMax > 4) {
+              if (tile == 4) RowsTile<D, V, 4>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              else if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+            } else if constexpr (kTileMax > 2) {
+              if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+            } else if constexpr (kTileMax > 1) {
+              RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+            }
+          }
+        }
+        b0 += tile;
+      }
+    }
+  });
+}
+
+void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* bias, float* y, int threads) {
+  static thread_local AlignedBuffer<float> xx_buf, y_buf, init_buf;
+  const int p = w.p;
+  using Fn = void (*)(const View&, const float*, int64_t, const float*, float*, int64_t, int);
+  Fn fn = nullptr;
+  int tile_max = 1;
+#if !HWY_HAVE_SCALABLE
+  // Fixed-width targets only: the tile kernel needs p as a compile-time
+  // multiple (or exact width) of the vector.
+  const hn::ScalableTag<float> d;
+  using DF = decltype(d);
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(DF()));
+  auto full = [&](auto v_tag) {
+    constexpr int V = decltype(v_tag)::value;
+    tile_max = TileMax<V>();
+    fn = [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+      RowsBatched<DF, V>(DF(), w, xx, b, i, yp, l, t);
+    };
+  };
+  if (p % N == 0) {
+    switch (p / N) {
+      case 1: full(std::integral_constant<int, 1>()); break;
+      case 2: full(std::integral_constant<int, 2>()); break;
+      case 4: full(std::integral_constant<int, 4>()); break;
+      case 8: full(std::integral_constant<int, 8>()); break;
+      default: break;
+    }
+  }
+#if HWY_TARGET != HWY_SCALAR
+  else if (p < N) {
+    auto capped = [&](auto tag) {
+      using DC = decltype(tag);
+      if (static_cast<int>(hn::MaxLanes(DC())) != p) return;
+      tile_max = TileMax<1>();
+      fn = [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+        RowsBatched<DC, 1>(DC(), w, xx, b, i, yp, l, t);
+      };
+    };
+    if (p == 1) capped(hn::CappedTag<float, 1>());
+    else if (p == 2) capped(hn::CappedTag<float, 2>());
+    else if (p == 4) capped(hn::CappedTag<float, 4>());
+    else if (p == 8) capped(hn::CappedTag<float, 8>());
+  }
+#endif
+#endif
+  if (fn == nullptr) {  // no vector shape for this p: one matvec per sample
+    for (int64_t b = 0; b < batch; ++b) MatVecImpl(w, x + b * w.cols, bias, y + b * w.rows, threads);
+    return;
+  }
+  const int64_t prow = w.padded_rows();
+  float* xx = Scratch(xx_buf, static_cast<std::size_t>(batch * w.col_blocks * 2 * p));
+  BuildDoubledTiles(w, x, batch, tile_max, xx, threads);
+  // Accumulators start from the bias (zero-padded to whole row blocks).
+  float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
+  for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
+  // Whole row blocks are written: directly into y when rows is a multiple
+  // of p, else into a padded copy whose valid part is copied out.
+  const bool direct = w.rows == prow;
+  float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(batch * prow));
+  fn(w, xx, batch, init, ypad, prow, threads);
+  if (!direct)
+    for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
+}
+
 // ---- x = Wᵀ·g ------------------------------------------------------------------
 void MatVecTImpl(const View& w, const float* g, float* x, int threads) {
   static thread_local AlignedBuffer<float> g_buf, acc_buf;
@@ -615,6 +797,7 @@ HWY_AFTER_NAMESPACE();
 namespace permdnn::kernels {
 HWY_EXPORT(MatVecImpl);
 HWY_EXPORT(MatMulImpl);
+HWY_EXPORT(MatMulRowsImpl);
 HWY_EXPORT(MatVecTImpl);
 HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
@@ -627,6 +810,10 @@ void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, flo
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
             int threads) {
   HWY_DYNAMIC_DISPATCH(MatMulImpl)(w, x, batch, bias, y, threads);
+}
+void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
+                int threads) {
+  HWY_DYNAMIC_DISPATCH(MatMulRowsImpl)(w, x, batch, bias, y, threads);
 }
 void MatVecT(const PermDiagView<float>& w, const float* g, float* x, int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecTImpl)(w, g, x, threads);

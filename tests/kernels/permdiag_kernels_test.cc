@@ -101,6 +101,32 @@ TEST_P(PermDiagKernels, MatMul) {
   }
 }
 
+// Batch-major Y = X·Wᵀ: batches exercise every sample-tile size (8, 4, 2, 1
+// and their tails), with and without bias.
+TEST_P(PermDiagKernels, MatMulRows) {
+  const int p = this->p();
+  for (Shape s : ShapesFor(p)) {
+    PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 13 + s.cols, 1.0);
+    auto bias = RandomVector(s.rows, 1.0, 5);
+    for (int64_t batch : {1, 2, 3, 7, 13, 64}) {
+      for (double density : {1.0, 0.35, 0.0}) {
+        auto x = RandomVector(s.cols * batch, density, batch + 100);
+        for (bool with_bias : {false, true}) {
+          const float* b = with_bias ? bias.data() : nullptr;
+          std::vector<float> expect(s.rows * batch), got(s.rows * batch, -1.0f);
+          ref::MatMulRows(w.view(), x.data(), batch, b, expect.data());
+          for (int threads : {1, 2}) {
+            simd::MatMulRows(w.view(), x.data(), batch, b, got.data(), threads);
+            ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)))
+                << "MatMulRows " << s.rows << "x" << s.cols << " p=" << p << " batch=" << batch
+                << " density=" << density << " bias=" << with_bias << " threads=" << threads;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(PermDiagKernels, MatVecT) {
   const int p = this->p();
   for (Shape s : ShapesFor(p)) {
@@ -208,6 +234,8 @@ TEST(PermDiagPublic, RejectsShapeMismatches) {
   EXPECT_THROW(PermDiagMatVec(w, x, std::vector<float>(3), y), Error);
   EXPECT_THROW(PermDiagMatMul(w, x, 0, {}, y), Error);
   EXPECT_THROW(PermDiagMatMul(w, x, 2, {}, y), Error);
+  EXPECT_THROW(PermDiagMatMulRows(w, x, 0, {}, y), Error);
+  EXPECT_THROW(PermDiagMatMulRows(w, x, 2, {}, y), Error);
   EXPECT_THROW(PermDiagMatVecT(w, x, y), Error);
   try {
     PermDiagMatVec(w, std::span<const float>(x.data(), 11), {}, y);

@@ -13,6 +13,9 @@
 //     X[j * B + b] is input feature j of sample b, and Y is rows × B. This
 //     puts the B samples of one feature side by side so one weight is
 //     broadcast over a SIMD vector of samples.
+//   * The "Rows" products are batch-major instead (the layout of the runtime
+//     and of LibTorch): X is batch × cols row-major, X[b * cols + j], and Y
+//     is batch × rows; each sample is one contiguous row.
 //   * bias may be empty (no bias) or have `rows` entries.
 // Shapes are validated by the public functions (permdnn::Error on mismatch);
 // ref:: and simd:: only debug-assert.
@@ -52,6 +55,10 @@ void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x,
 // Y = W·X + bias (bias broadcast over the batch). X: cols × batch, Y: rows × batch.
 void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
                     std::span<const float> bias, std::span<float> y, int threads = 1);
+// Y = X·Wᵀ + bias, batch-major: X is batch × cols, Y is batch × rows (row b
+// of Y is W·x_b + bias). Register-blocked over tiles of samples.
+void PermDiagMatMulRows(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
+                        std::span<const float> bias, std::span<float> y, int threads = 1);
 // x = Wᵀ·g (the input gradient of y = W·x).
 void PermDiagMatVecT(const PermDiagMatrix& w, std::span<const float> g, std::span<float> x,
                      int threads = 1);
@@ -75,6 +82,7 @@ void PermDiagMatVecI16Acc(const PermDiagMatrixI16& w, std::span<const int16_t> x
 namespace ref {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y);
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y);
+void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y);
 void MatVecT(const PermDiagView<float>& w, const float* g, float* x);
 void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x);
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y);
@@ -86,6 +94,8 @@ namespace simd {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads);
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
             int threads);
+void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
+                int threads);
 void MatVecT(const PermDiagView<float>& w, const float* g, float* x, int threads);
 void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x, int threads);
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
