@@ -109,4 +109,49 @@ TEST_F(RuntimeCli, BadInputsFailCleanly) {
   ExpectError("eval " + model_.string() + " --data " + (dir_ / "nodata").string(), "");
 }
 
+// export -> compress (every method, the comma form of bits through the
+// shell) -> run --profile: the compressed nodes run on compressed kernels.
+TEST_F(RuntimeCli, CompressMethodsEndToEnd) {
+  const fs::path run = dir_ / "run";
+  fs::create_directories(run / "tensors");
+  std::vector<float> w1(32 * 16), w2(4 * 32), b1(32, 0.1f), b2(4, 0.0f);
+  for (std::size_t i = 0; i < w1.size(); ++i) w1[i] = std::sin(0.37f * static_cast<float>(i));
+  for (std::size_t i = 0; i < w2.size(); ++i) w2[i] = std::cos(0.51f * static_cast<float>(i));
+  permdnn::WriteNpy<float>((run / "tensors/fc1.weight.npy").string(), w1, {32, 16});
+  permdnn::WriteNpy<float>((run / "tensors/fc1.bias.npy").string(), b1, {32});
+  permdnn::WriteNpy<float>((run / "tensors/fc2.weight.npy").string(), w2, {4, 32});
+  permdnn::WriteNpy<float>((run / "tensors/fc2.bias.npy").string(), b2, {4});
+  Write(run / "model.json", R"({"format": "permdnn-run/1", "model": "mlp", "num_classes": 4,
+    "input": {"shape": [1, 4, 4], "layout": "NCHW"},
+    "layers": [{"name": "flatten", "type": "flatten"},
+      {"name": "fc1", "type": "linear", "in": 16, "out": 32, "compress": {"kind": "dense"},
+       "tensors": {"weight": "tensors/fc1.weight.npy", "bias": "tensors/fc1.bias.npy"}},
+      {"name": "relu1", "type": "relu"},
+      {"name": "fc2", "type": "linear", "in": 32, "out": 4, "compress": {"kind": "dense"},
+       "tensors": {"weight": "tensors/fc2.weight.npy", "bias": "tensors/fc2.bias.npy"}}]})");
+  const std::string dense = (dir_ / "dense.onnx").string();
+  Result r = Permdnn("export " + run.string() + " --out " + dense);
+  ASSERT_EQ(r.code, 0) << r.out;
+  permdnn::WriteNpy<float>((dir_ / "x.npy").string(), std::vector<float>(3 * 16, 0.5f), {3, 1, 4, 4});
+  struct Case {
+    std::string spec, op, method, kernel;
+  };
+  for (const Case& c : {Case{"circulant:p=4", "BlockCirculantMatMul", "circulant:p=4", "circulant-fft"},
+                        Case{"prune:density=0.25", "SparseMatMul", "prune:density=0.25", "sparse-csr"},
+                        Case{"prune:density=0.25,bits=2", "SparseMatMul", "prune:density=0.25:bits=2", "sparse-csr"}}) {
+    const std::string out = (dir_ / "c.onnx").string();
+    r = Permdnn("compress " + dense + " --compress " + c.spec + " --out " + out);
+    ASSERT_EQ(r.code, 0) << c.spec << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.op), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(c.method), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("kept energy"), std::string::npos) << r.out;
+    r = Permdnn("run " + out + " --input " + (dir_ / "x.npy").string() + " --profile");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(c.kernel), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("fast compressed"), std::string::npos) << r.out;
+  }
+  ExpectError("compress " + dense + " --compress prune:density=0.25,bits=9 --out " + (dir_ / "x.onnx").string(),
+              "bits");
+}
+
 }  // namespace
