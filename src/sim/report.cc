@@ -76,7 +76,8 @@ void CheckSections(const nlohmann::json& config) {
   }
 }
 
-RatioRow Ratio(const LayerResult& perm, const LayerResult& other, double perm_pub_mw, double other_pub_mw) {
+RatioRow Ratio(const LayerResult& perm, const LayerResult& other, double perm_pub_mw, double other_pub_mw,
+               double perm_pub_mm2, double other_pub_mm2) {
   RatioRow row;
   row.layer = perm.layer;
   row.throughput = perm.frames_per_s / other.frames_per_s;
@@ -84,6 +85,8 @@ RatioRow Ratio(const LayerResult& perm, const LayerResult& other, double perm_pu
   row.energy_efficiency = perm.frames_per_j / other.frames_per_j;
   if (perm_pub_mw > 0 && other_pub_mw > 0)
     row.energy_efficiency_published_power = (other_pub_mw * other.latency_us) / (perm_pub_mw * perm.latency_us);
+  if (perm_pub_mm2 > 0 && other_pub_mm2 > 0)
+    row.area_efficiency_published_area = row.throughput * other_pub_mm2 / perm_pub_mm2;
   return row;
 }
 
@@ -91,7 +94,7 @@ void Summarize(RatioSummary& s) {
   if (s.rows.empty()) return;
   auto fields = [](RatioRow& r) {
     return std::vector<double*>{&r.throughput, &r.area_efficiency, &r.energy_efficiency,
-                                &r.energy_efficiency_published_power};
+                                &r.energy_efficiency_published_power, &r.area_efficiency_published_area};
   };
   s.min = s.rows[0];
   s.max = s.rows[0];
@@ -235,17 +238,21 @@ void FinishComparison(ComparisonResult& out, const std::vector<std::string>& lay
     s.against = other;
     double perm_pub = tech.Published("permdnn", "power_mw");
     double other_pub = 0;
+    const double perm_pub_mm2 = tech.Published("permdnn", "area_mm2");
+    double other_pub_mm2 = 0;
     if (other == "eie") {
       // Published EIE power brought to the comparison node and clock: energy
       // per action × L_t/L_s, actions per second × f_eff/f_pub.
       const auto* any = find("eie", layer_names[0]);
       other_pub = tech.Published("eie", "power_mw") * TechTable::EnergyScale(tech.Published("eie", "node_nm"), eie_nm) *
                   any->frequency_mhz / tech.Published("eie", "frequency_mhz");
+      // Published EIE area brought to the comparison node like the model's.
+      other_pub_mm2 = tech.Published("eie", "area_mm2") * TechTable::AreaScale(tech.Published("eie", "node_nm"), eie_nm);
     }
     for (const auto& layer : layer_names) {
       const auto* a = find("permdnn", layer);
       const auto* b = find(other, layer);
-      if (a && b) s.rows.push_back(Ratio(*a, *b, perm_pub, other_pub));
+      if (a && b) s.rows.push_back(Ratio(*a, *b, perm_pub, other_pub, perm_pub_mm2, other_pub_mm2));
     }
     Summarize(s);
     out.ratios.push_back(std::move(s));
@@ -323,14 +330,13 @@ std::string RenderComparison(const ComparisonResult& res) {
   for (const auto& s : res.ratios) {
     out += fmt::format("\nPermDNN vs {} (ratios of frames/s, frames/s/mm2, frames/J):\n",
                        s.against == "eie" ? "EIE" : "CirCNN");
-    out += fmt::format("{:<8} {:>10} {:>9} {:>9} {:>16}\n", "layer", "throughput", "area_eff", "energy_eff",
-                       "energy_eff(pub P)");
+    out += fmt::format("{:<8} {:>10} {:>9} {:>9} {:>16} {:>15}\n", "layer", "throughput", "area_eff", "energy_eff",
+                       "energy_eff(pub P)", "area_eff(pub A)");
     auto line = [&](const RatioRow& r) {
-      return fmt::format("{:<8} {:>9.2f}x {:>8.2f}x {:>8.2f}x {:>15}\n", r.layer, r.throughput, r.area_efficiency,
-                         r.energy_efficiency,
-                         r.energy_efficiency_published_power > 0
-                             ? fmt::format("{:.2f}x", r.energy_efficiency_published_power)
-                             : std::string("-"));
+      auto opt = [](double v) { return v > 0 ? fmt::format("{:.2f}x", v) : std::string("-"); };
+      return fmt::format("{:<8} {:>9.2f}x {:>8.2f}x {:>8.2f}x {:>16} {:>15}\n", r.layer, r.throughput,
+                         r.area_efficiency, r.energy_efficiency, opt(r.energy_efficiency_published_power),
+                         opt(r.area_efficiency_published_area));
     };
     for (const auto& r : s.rows) out += line(r);
     out += line(s.min) + line(s.max) + line(s.geomean);
@@ -357,6 +363,11 @@ std::string RenderComparison(const ComparisonResult& res) {
                          s.max.energy_efficiency_published_power,
                          Verdict(s.min.energy_efficiency_published_power, 2.8),
                          Verdict(s.max.energy_efficiency_published_power, 4.0));
+    if (s.against == "eie")
+      out += fmt::format("\n  {:<17} 5.9-8.5x  ours {:.2f}-{:.2f}x with the published chip areas (min {}, max {})",
+                         "area_eff(pub A)", s.min.area_efficiency_published_area,
+                         s.max.area_efficiency_published_area, Verdict(s.min.area_efficiency_published_area, 5.9),
+                         Verdict(s.max.area_efficiency_published_area, 8.5));
     out += "\n";
   }
   if (!res.chip_checks.empty()) {
@@ -391,7 +402,8 @@ nlohmann::json ComparisonToJson(const ComparisonResult& res) {
                             {"throughput", r.throughput},
                             {"area_efficiency", r.area_efficiency},
                             {"energy_efficiency", r.energy_efficiency},
-                            {"energy_efficiency_published_power", r.energy_efficiency_published_power}};
+                            {"energy_efficiency_published_power", r.energy_efficiency_published_power},
+                            {"area_efficiency_published_area", r.area_efficiency_published_area}};
     };
     for (const auto& r : s.rows) rows.push_back(row(r));
     nlohmann::json pub;

@@ -38,6 +38,10 @@ struct RatioRow {
   // Energy efficiency with the published chip powers instead of the modeled
   // energy (P_other · t_other / (P_permdnn · t_permdnn)).
   double energy_efficiency_published_power = 0;
+  // Area efficiency with the published chip areas instead of the modeled
+  // ones (throughput ratio × A_other / A_permdnn, EIE's area scaled to the
+  // comparison node): the basis of the published 5.9–8.5× (docs/simulator.md).
+  double area_efficiency_published_area = 0;
 };
 
 struct RatioSummary {
