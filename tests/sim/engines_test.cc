@@ -205,6 +205,15 @@ TEST(Comparison, SmallLayersAllArchitectures) {
     ASSERT_EQ(s.rows.size(), 2u);
     EXPECT_LE(s.min.throughput, s.max.throughput);
     for (const auto& row : s.rows) EXPECT_GT(row.throughput, 0);
+    // Against EIE: the published-area basis is the throughput ratio times
+    // the published chip areas (EIE's 40.8 mm2 brought from 45 to 28 nm,
+    // PermDNN's 8.85 mm2); CirCNN has no published area.
+    for (const auto& row : s.rows)
+      if (s.against == "eie")
+        EXPECT_NEAR(row.area_efficiency_published_area, row.throughput * 40.8 * (28.0 / 45) * (28.0 / 45) / 8.85,
+                    1e-9 * row.throughput);
+      else
+        EXPECT_EQ(row.area_efficiency_published_area, 0.0);
   }
   auto j = ComparisonToJson(res);
   for (const char* key : {"arch", "layer", "cycles", "latency_us", "throughput_gops", "energy_uj", "area_mm2",
