@@ -12,11 +12,12 @@ namespace permdnn::cli {
 
 void AddTrainCommand(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
-  CLI::App* cmd = app.add_subcommand("train", "train a model with permuted-diagonal (or dense) layers on Fashion-MNIST");
+  CLI::App* cmd = app.add_subcommand("train", "train a model with permuted-diagonal, block-circulant, pruned (or dense) layers on Fashion-MNIST");
   cmd->add_option("--model", o->model, "mlp | lenet300 | lenet5 | cnn | tiny | tinycnn")->capture_default_str();
   cmd->add_option("--compress", o->compress,
-                  "SPEC: dense | permdiag:p=8 | per layer fc1=permdiag:p=4,fc3=dense (the global method skips "
-                  "a first conv layer and the last layer unless named)")
+                  "SPEC: dense | permdiag:p=8 | circulant:p=8 | prune:density=0.1[,bits=4] | per layer "
+                  "fc1=permdiag:p=4,fc3=dense (the global method skips a first conv layer and the last layer "
+                  "unless named)")
       ->capture_default_str();
   cmd->add_option("--epochs", o->epochs, "epochs")->capture_default_str();
   cmd->add_option("--out", o->out_dir, "run directory (checkpoints, metrics, model.json)")->required();
