@@ -13,6 +13,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/error.h"
+#include "runtime/compressed_formats.h"
 #include "runtime/graph.h"
 #include "runtime/onnx_util.h"
 
@@ -145,51 +146,22 @@ CompressedFcLayer ReadSparse(const NodeReader& r) {
   L.in_features = r.Attr("in_features");
   L.out_features = r.Attr("out_features");
   const std::vector<int64_t> row_ptr = r.Ints(1, "row_ptr"), col_idx = r.Ints(2, "col_idx");
-  PERMDNN_CHECK(col_idx.size() < (std::size_t{1} << 31), "{}: col_idx has {} entries, more than int32 allows",
-                r.where, col_idx.size());
-  PERMDNN_CHECK(static_cast<int64_t>(row_ptr.size()) == L.out_features + 1,
-                "{}: row_ptr has {} entries, expected out_features + 1 = {}", r.where, row_ptr.size(),
-                L.out_features + 1);
+  // Inputs: X, row_ptr, col_idx, values | codes, bias ("" when absent),
+  // codebook. Validation and decoding are the runtime op's
+  // (compressed_formats.h), so a file the runtime refuses is refused here
+  // with the same message.
   std::vector<float> values;
-  // Inputs: X, row_ptr, col_idx, values | codes, bias ("" when absent), codebook.
   if (r.HasInput(5)) {
-    // Shared weights: uint8 codes into the codebook.
     const std::vector<float> codebook = r.Floats(5, "codebook", -1);
-    const int64_t K = static_cast<int64_t>(codebook.size());
-    PERMDNN_CHECK(K >= 1 && K <= 256, "{}: codebook has {} entries, must have 1 to 256", r.where, K);
-    for (int64_t j = 0; j < K; ++j)
-      PERMDNN_CHECK(std::isfinite(codebook[j]), "{}: codebook[{}] = {} is not finite", r.where, j, codebook[j]);
     const std::vector<int64_t> codes = r.Ints(3, "codes");
     PERMDNN_CHECK(codes.size() == col_idx.size(), "{}: {} codes for {} col_idx entries", r.where, codes.size(),
                   col_idx.size());
-    values.resize(codes.size());
-    for (std::size_t e = 0; e < codes.size(); ++e) {
-      PERMDNN_CHECK(codes[e] >= 0 && codes[e] < K, "{}: codes[{}] = {} is not an index into the codebook of {} "
-                    "entries", r.where, e, codes[e], K);
-      values[e] = codebook[codes[e]];
-    }
-    L.codebook_size = K;
+    values = detail::DecodeCodebook(r.where, codes, codebook);
+    L.codebook_size = static_cast<int64_t>(codebook.size());
   } else {
     values = r.Floats(3, "values", static_cast<int64_t>(col_idx.size()));
-    for (std::size_t e = 0; e < values.size(); ++e)
-      PERMDNN_CHECK(std::isfinite(values[e]), "{}: values[{}] = {} is not finite", r.where, e, values[e]);
   }
-  std::vector<int32_t> rp(row_ptr.size()), ci(col_idx.size());
-  for (std::size_t k = 0; k < row_ptr.size(); ++k) {
-    PERMDNN_CHECK(row_ptr[k] >= 0 && row_ptr[k] <= static_cast<int64_t>(col_idx.size()),
-                  "{}: row_ptr[{}] = {} is outside [0, nnz = {}]", r.where, k, row_ptr[k], col_idx.size());
-    rp[k] = static_cast<int32_t>(row_ptr[k]);
-  }
-  for (std::size_t k = 0; k < col_idx.size(); ++k) {
-    PERMDNN_CHECK(col_idx[k] >= 0 && col_idx[k] < L.in_features, "{}: col_idx[{}] = {} is out of range [0, {})",
-                  r.where, k, col_idx[k], L.in_features);
-    ci[k] = static_cast<int32_t>(col_idx[k]);
-  }
-  // CsrMatrix::FromParts checks monotone row_ptr and strictly increasing
-  // columns inside each row (unsorted rows are an error).
-  L.sparse = Wrap(r.where, [&] {
-    return CsrMatrix::FromParts(L.out_features, L.in_features, std::move(rp), std::move(ci), std::move(values));
-  });
+  L.sparse = detail::MakeCsr(r.where, L.out_features, L.in_features, row_ptr, col_idx, std::move(values));
   L.bias = r.Bias(4, L.out_features);
   return L;
 }
