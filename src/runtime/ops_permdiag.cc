@@ -135,16 +135,20 @@ class PermDiagMatMulOp : public OpKernel {
   bool Int16Ready() const override { return calibrated_; }
 
  private:
-  // One PermDiagMatVec per sample. Measured against transposing to the
-  // feature-major layout + kernels::PermDiagMatMul + transposing back (1024
-  // outputs, p = 8, 1 thread, this machine): per-sample MatVec was faster at
-  // every batch tried (2: 24 vs 432 us, 8: 100 vs 232 us, 64: 817 vs 1122
-  // us), so the batched kernel is not used here (see docs/runtime.md).
-  // With several threads and at least as many samples, threads split the
-  // samples (one hand-off per call) instead of each product's row blocks
-  // (one hand-off per sample).
+  // Batch >= 4: the batch-major register-blocked kernels::PermDiagMatMulRows
+  // (each weight vector loaded once per tile of up to 8 samples, threads
+  // over row blocks). Below that, one PermDiagMatVec per sample: at batch
+  // 2 and 3 the tiles are too small to win (measured, 1024 outputs, p = 8:
+  // 0.65-0.99x of per-sample; batch 8: 1.5x, batch 64: 1.2-1.6x; see
+  // docs/runtime.md). With several threads and at least as many samples,
+  // threads split the samples (one hand-off per call).
   void RunFloat(const float* x, float* y, RunState& rs) {
     const std::span<const float> bias(bias_);
+    if (batch_ >= 4) {
+      kernels::PermDiagMatMulRows(w_, {x, static_cast<std::size_t>(batch_ * in_)}, batch_, bias,
+                                  {y, static_cast<std::size_t>(batch_ * out_)}, rs.threads);
+      return;
+    }
     auto rows = [&](int64_t begin, int64_t end, int threads) {
       for (int64_t b = begin; b < end; ++b)
         kernels::PermDiagMatVec(w_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,

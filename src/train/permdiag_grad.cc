@@ -16,6 +16,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
@@ -109,9 +110,12 @@ void WeightGradDots(const PermDiagView<float>& w, const float* g, const float* x
 // column groups are the outer loop so a group's Xd (8·B·2p floats) is reused
 // from L2 by all row blocks of the worker. Packing costs 3 passes over G and
 // X (m·B + 2·n·B stores), small next to the m·n·B/p FMAs.
+// batch_major: G is B × rows and X is B × cols (each sample a row) instead
+// of feature-major; only the packing differs (and is cheaper: P contiguous
+// floats per copy instead of a strided scatter).
 template <int P>
 bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch, float* dq,
-                      int threads) {
+                      int threads, bool batch_major) {
   const hn::CappedTag<float, P> d;
   if (static_cast<int>(hn::Lanes(d)) != P) return false;
   const int64_t mb = w.row_blocks, nb = w.col_blocks, B = batch;
@@ -120,6 +124,27 @@ bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float*
   if (xd_buf.size() < static_cast<std::size_t>(nb * B * 2 * P)) xd_buf.Resize(nb * B * 2 * P);
   float* gp = gp_buf.data();
   float* xd = xd_buf.data();
+  if (batch_major) {
+    ParallelFor(B, threads, [&](int64_t b0, int64_t b1, int) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const float* gs = g + b * w.rows;
+        const float* xs = x + b * w.cols;
+        for (int64_t I = 0; I < mb; ++I) {
+          float* dst = gp + (I * B + b) * P;
+          const int64_t valid = std::min<int64_t>(P, w.rows - I * P);
+          std::memcpy(dst, gs + I * P, sizeof(float) * valid);
+          for (int64_t c = valid; c < P; ++c) dst[c] = 0.0f;
+        }
+        for (int64_t J = 0; J < nb; ++J) {
+          float* dst = xd + (J * B + b) * 2 * P;
+          const int64_t valid = std::min<int64_t>(P, w.cols - J * P);
+          std::memcpy(dst, xs + J * P, sizeof(float) * valid);
+          for (int64_t t = valid; t < P; ++t) dst[t] = 0.0f;
+          std::memcpy(dst + P, dst, sizeof(float) * P);
+        }
+      }
+    });
+  } else {
   ParallelFor(mb, threads, [&](int64_t i0, int64_t i1, int) {
     for (int64_t I = i0; I < i1; ++I)
       for (int c = 0; c < P; ++c) {
@@ -146,6 +171,7 @@ bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float*
         }
       }
   });
+  }
   constexpr int64_t kGroup = 8;
   // Batch chunks keep a group's Xd slice (kGroup·chunk·2p floats, 16 KiB)
   // in L1 across all row blocks; without them the 64 KiB slice came from L2
@@ -191,10 +217,27 @@ bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float*
 void WeightGradImpl(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch, float* dq,
                     int threads) {
   bool done = false;
-  if (w.p == 8) done = WeightGradPacked<8>(w, g, x, batch, dq, threads);
-  if (w.p == 16) done = WeightGradPacked<16>(w, g, x, batch, dq, threads);
-  if (w.p == 4) done = WeightGradPacked<4>(w, g, x, batch, dq, threads);
+  if (w.p == 8) done = WeightGradPacked<8>(w, g, x, batch, dq, threads, false);
+  if (w.p == 16) done = WeightGradPacked<16>(w, g, x, batch, dq, threads, false);
+  if (w.p == 4) done = WeightGradPacked<4>(w, g, x, batch, dq, threads, false);
   if (!done) WeightGradDots(w, g, x, batch, dq, threads);
+}
+
+// Batch-major G (B × rows) and X (B × cols). Packed path when it applies;
+// otherwise transpose to feature-major and take the dot-product path.
+void WeightGradRowsImpl(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch, float* dq,
+                        int threads) {
+  bool done = false;
+  if (w.p == 8) done = WeightGradPacked<8>(w, g, x, batch, dq, threads, true);
+  if (w.p == 16) done = WeightGradPacked<16>(w, g, x, batch, dq, threads, true);
+  if (w.p == 4) done = WeightGradPacked<4>(w, g, x, batch, dq, threads, true);
+  if (done) return;
+  std::vector<float> gt(static_cast<std::size_t>(w.rows * batch)), xt(static_cast<std::size_t>(w.cols * batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t r = 0; r < w.rows; ++r) gt[r * batch + b] = g[b * w.rows + r];
+    for (int64_t c = 0; c < w.cols; ++c) xt[c * batch + b] = x[b * w.cols + c];
+  }
+  WeightGradDots(w, gt.data(), xt.data(), batch, dq, threads);
 }
 
 }  // namespace permdnn::train::HWY_NAMESPACE
@@ -203,6 +246,12 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace permdnn::train {
 HWY_EXPORT(WeightGradImpl);
+HWY_EXPORT(WeightGradRowsImpl);
+
+void PermDiagWeightGradRows(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch,
+                            float* dq, int threads) {
+  HWY_DYNAMIC_DISPATCH(WeightGradRowsImpl)(w, g, x, batch, dq, threads);
+}
 
 void PermDiagWeightGrad(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch,
                         float* dq, int threads) {

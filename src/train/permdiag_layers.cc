@@ -62,57 +62,61 @@ void TransposePermDiag(const PermDiagView<float>& w, float* values_t, int16_t* o
 
 bool UseReference() { return kernels::ActivePath() == kernels::KernelPath::kReference; }
 
+// Batch-major throughout (LibTorch's layout, no transposes): forward
+// Y = X·Wᵀ with kernels::simd::MatMulRows, input gradient G·W as MatMulRows
+// on the repacked transpose, weight gradient PermDiagWeightGradRows.
 struct PermDiagLinearFunction : public torch::autograd::Function<PermDiagLinearFunction> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor values, torch::Tensor offsets,
                                torch::Tensor bias, int64_t rows, int64_t cols) {
     const int64_t batch = x.size(0);
-    torch::Tensor xt = x.t().contiguous();  // feature-major cols × B
-    torch::Tensor yt = torch::empty({rows, batch}, x.options());
+    torch::Tensor xc = x.contiguous();  // [B, cols]
+    torch::Tensor y = torch::empty({batch, rows}, x.options());
     PermDiagView<float> w = MakeView(values, offsets, rows, cols);
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     if (UseReference()) {
-      kernels::ref::MatMul(w, xt.data_ptr<float>(), batch, b, yt.data_ptr<float>());
+      kernels::ref::MatMulRows(w, xc.data_ptr<float>(), batch, b, y.data_ptr<float>());
     } else {
-      kernels::simd::MatMul(w, xt.data_ptr<float>(), batch, b, yt.data_ptr<float>(), TrainThreads());
+      kernels::simd::MatMulRows(w, xc.data_ptr<float>(), batch, b, y.data_ptr<float>(), TrainThreads());
     }
-    ctx->save_for_backward({xt, values, offsets});
+    ctx->save_for_backward({xc, values, offsets});
     ctx->saved_data["rows"] = rows;
     ctx->saved_data["cols"] = cols;
     ctx->saved_data["has_bias"] = bias.defined();
-    return yt.t();  // [B, rows], a transposed view: the next layer's transpose is free
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const torch::Tensor& xt = saved[0];
+    const torch::Tensor& xc = saved[0];
     const torch::Tensor& values = saved[1];
     const torch::Tensor& offsets = saved[2];
     const int64_t rows = ctx->saved_data["rows"].toInt(), cols = ctx->saved_data["cols"].toInt();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
-    const torch::Tensor& grad = grads[0];  // [B, rows]
+    torch::Tensor grad = grads[0].contiguous();  // [B, rows]
     const int64_t batch = grad.size(0);
-    torch::Tensor gt = grad.t().contiguous();  // rows × B
     PermDiagView<float> w = MakeView(values, offsets, rows, cols);
-    torch::Tensor gxt = torch::empty({cols, batch}, grad.options());
+    torch::Tensor gx = torch::empty({batch, cols}, grad.options());
     torch::Tensor dq = torch::empty_like(values);
-    // ∂L/∂x = Wᵀ·G. Wᵀ is permuted-diagonal too: block (J, I) has offset
-    // (p − k) mod p and values q'[d] = q[(d − k) mod p]. Repacking it (m·n/p
-    // copies) and running the forward kernel was measured ~3x faster than
-    // the kernels' transposed product (MatMulT) at 4096², p = 8, B = 128.
-    torch::Tensor values_t = torch::empty({values.size(1), values.size(0), values.size(2)}, values.options());
-    torch::Tensor offsets_t = torch::empty({offsets.size(1), offsets.size(0)}, offsets.options());
-    TransposePermDiag(w, values_t.data_ptr<float>(), offsets_t.data_ptr<int16_t>());
-    PermDiagView<float> wt = MakeView(values_t, offsets_t, cols, rows);
     if (UseReference()) {
+      torch::Tensor gt = grad.t().contiguous(), xt = xc.t().contiguous();
+      torch::Tensor gxt = torch::empty({cols, batch}, grad.options());
       kernels::ref::MatMulT(w, gt.data_ptr<float>(), batch, gxt.data_ptr<float>());
+      gx.copy_(gxt.t());
       PermDiagWeightGradRef(w, gt.data_ptr<float>(), xt.data_ptr<float>(), batch, dq.data_ptr<float>());
     } else {
-      kernels::simd::MatMul(wt, gt.data_ptr<float>(), batch, nullptr, gxt.data_ptr<float>(), TrainThreads());
-      PermDiagWeightGrad(w, gt.data_ptr<float>(), xt.data_ptr<float>(), batch, dq.data_ptr<float>(),
-                         TrainThreads());
+      // ∂L/∂x = G·W: Wᵀ is permuted-diagonal too (block (J, I) has offset
+      // (p − k) mod p and values q'[d] = q[(d − k) mod p]); repacking it
+      // (m·n/p copies) lets the register-blocked forward kernel do the work.
+      torch::Tensor values_t = torch::empty({values.size(1), values.size(0), values.size(2)}, values.options());
+      torch::Tensor offsets_t = torch::empty({offsets.size(1), offsets.size(0)}, offsets.options());
+      TransposePermDiag(w, values_t.data_ptr<float>(), offsets_t.data_ptr<int16_t>());
+      PermDiagView<float> wt = MakeView(values_t, offsets_t, cols, rows);
+      kernels::simd::MatMulRows(wt, grad.data_ptr<float>(), batch, nullptr, gx.data_ptr<float>(), TrainThreads());
+      PermDiagWeightGradRows(w, grad.data_ptr<float>(), xc.data_ptr<float>(), batch, dq.data_ptr<float>(),
+                             TrainThreads());
     }
     torch::Tensor gbias = has_bias ? grad.sum(0) : torch::Tensor();
-    return {gxt.t(), dq, torch::Tensor(), gbias, torch::Tensor(), torch::Tensor()};
+    return {gx, dq, torch::Tensor(), gbias, torch::Tensor(), torch::Tensor()};
   }
 };
 

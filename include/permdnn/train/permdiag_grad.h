@@ -30,5 +30,9 @@ void PermDiagWeightGradRef(const PermDiagView<float>& w, const float* g, const f
 // Fast path (SIMD, `threads` workers).
 void PermDiagWeightGrad(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch,
                         float* dq, int threads);
+// The same gradient from batch-major operands (LibTorch's layout): G is
+// B × rows and X is B × cols, row-major. Fast path; PermDiagLinear uses it.
+void PermDiagWeightGradRows(const PermDiagView<float>& w, const float* g, const float* x, int64_t batch,
+                            float* dq, int threads);
 
 }  // namespace permdnn::train
