@@ -430,7 +430,8 @@ std::vector<std::string> WriteComparisonPlots(const ComparisonResult& res, const
     const std::string base = dir + "/permdnn_vs_" + s.against;
     std::string dat = "# layer throughput area_efficiency energy_efficiency\n";
     for (const auto& r : s.rows)
-      dat += fmt::format("{} {:.4f} {:.4f} {:.4f}\n", r.layer, r.throughput, r.area_efficiency, r.energy_efficiency);
+      // Quoted: model layer names may hold spaces or slashes ("/fc1/Gemm").
+      dat += fmt::format("\"{}\" {:.4f} {:.4f} {:.4f}\n", r.layer, r.throughput, r.area_efficiency, r.energy_efficiency);
     WriteFileAtomic(base + ".dat", dat);
     const std::string title = s.against == "eie" ? "PermDNN vs EIE (published: 3.3-4.8x, 5.9-8.5x, 2.8-4.0x)"
                                                  : "PermDNN vs CirCNN (published: 11.51x throughput, 3.89x energy)";
