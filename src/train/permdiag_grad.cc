@@ -177,7 +177,13 @@ bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float*
   // in L1 across all row blocks; without them the 64 KiB slice came from L2
   // every iteration and bounded the loop (partial sums go through dq).
   const int64_t bchunk = std::max<int64_t>(1, 4096 / (kGroup * 2 * P));
-  ParallelFor(mb, threads, [&](int64_t i0, int64_t i1, int) {
+  // Row-block chunks keep their packed G (ic·B·p floats, ~128 KiB) in L2
+  // while every column group passes over them; without them all of G came
+  // from L3 once per (group, batch chunk): ~0.5 GB at 4096², B = 128.
+  const int64_t ic = std::max<int64_t>(1, (int64_t{128} << 10) / (B * P * int64_t{sizeof(float)}));
+  ParallelFor(mb, threads, [&](int64_t ci0, int64_t ci1, int) {
+   for (int64_t i0 = ci0; i0 < ci1; i0 += ic) {
+    const int64_t i1 = std::min(ci1, i0 + ic);
     for (int64_t j0 = 0; j0 < nb; j0 += kGroup) {
       const int64_t nj = std::min(kGroup, nb - j0);
       for (int64_t b0 = 0; b0 < B; b0 += bchunk) {
@@ -210,6 +216,7 @@ bool WeightGradPacked(const PermDiagView<float>& w, const float* g, const float*
         }
       }
     }
+   }
   });
   return true;
 }
