@@ -12,7 +12,7 @@
 namespace permdnn::train {
 
 torch::Tensor CirculantLinearFft(const torch::Tensor& x, const torch::Tensor& values, const torch::Tensor& bias,
-                                 int64_t rows, int64_t cols) {
+                                 int64_t rows, int64_t cols, bool real_gemm) {
   PERMDNN_CHECK(values.dim() == 3, "CirculantLinearFft: values must be [mb, nb, p]");
   const int64_t mb = values.size(0), nb = values.size(1), p = values.size(2);
   PERMDNN_CHECK(x.dim() == 2 && x.size(1) == cols, "CirculantLinearFft: input [{}] does not have {} features",
@@ -22,8 +22,22 @@ torch::Tensor CirculantLinearFft(const torch::Tensor& x, const torch::Tensor& va
   torch::Tensor xf = torch::fft::rfft(xp.reshape({batch, nb, p}), p, -1);  // [B, nb, F]
   torch::Tensor wf = torch::fft::rfft(values, p, -1);                         // [mb, nb, F]
   // y_f[B, mb] = x_f[B, nb] · w_f[mb, nb]ᵀ for every frequency f.
-  torch::Tensor yf = torch::matmul(xf.permute({2, 0, 1}), wf.permute({2, 1, 0}));  // [F, B, mb]
-  torch::Tensor y = torch::fft::irfft(yf.permute({1, 2, 0}), p, -1).reshape({batch, mb * p});
+  torch::Tensor yf;
+  if (!real_gemm) {
+    yf = torch::matmul(xf.permute({2, 0, 1}), wf.permute({2, 1, 0})).permute({1, 2, 0});  // [B, mb, F]
+  } else {
+    // The same product as one real batched GEMM per frequency:
+    // [A | B]·[[Cᵀ, Dᵀ], [−Dᵀ, Cᵀ]] = [ACᵀ − BDᵀ | ADᵀ + BCᵀ] for x_f = A + iB,
+    // w_f = C + iD.
+    torch::Tensor xp_f = xf.permute({2, 0, 1});                                      // [F, B, nb]
+    torch::Tensor xcat = torch::cat({torch::real(xp_f), torch::imag(xp_f)}, 2);      // [F, B, 2nb]
+    torch::Tensor wp_f = wf.permute({2, 1, 0});                                      // [F, nb, mb]
+    torch::Tensor c = torch::real(wp_f), d = torch::imag(wp_f);
+    torch::Tensor m = torch::cat({torch::cat({c, d}, 2), torch::cat({-d, c}, 2)}, 1);  // [F, 2nb, 2mb]
+    torch::Tensor y2 = torch::bmm(xcat, m);                                          // [F, B, 2mb]
+    yf = torch::complex(y2.narrow(2, 0, mb), y2.narrow(2, mb, mb)).permute({1, 2, 0});  // [B, mb, F]
+  }
+  torch::Tensor y = torch::fft::irfft(yf, p, -1).reshape({batch, mb * p});
   if (mb * p != rows) y = y.narrow(1, 0, rows);
   return bias.defined() ? y + bias : y;
 }
@@ -65,7 +79,7 @@ torch::Tensor BlockCirculantLinearImpl::forward(const torch::Tensor& x) {
     if (!dense_index_.defined()) dense_index_ = CirculantDenseIndex(out_features, in_features, p);
     return torch::nn::functional::linear(x, CirculantToDense(values, out_features, in_features, dense_index_), bias);
   }
-  return CirculantLinearFft(x, values, bias, out_features, in_features);
+  return CirculantLinearFft(x, values, bias, out_features, in_features, real_gemm);
 }
 
 void BlockCirculantLinearImpl::SetMatrix(const BlockCirculantMatrix& m) {

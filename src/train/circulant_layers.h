@@ -35,9 +35,10 @@
 namespace permdnn::train {
 
 // y = x·Wᵀ + bias, x [B, cols], values [mb, nb, p] (FFT path). bias may be
-// undefined.
+// undefined. The per-frequency product is a complex matmul, or (real_gemm)
+// the equivalent real batched GEMM on [Re | Im] blocks.
 torch::Tensor CirculantLinearFft(const torch::Tensor& x, const torch::Tensor& values, const torch::Tensor& bias,
-                                 int64_t rows, int64_t cols);
+                                 int64_t rows, int64_t cols, bool real_gemm = false);
 // The dense reconstruction, differentiable in values: [mb, nb, p, ...] →
 // [rows, cols, ...] (trailing kernel dims kept). Conv forward, tests, and the
 // "gather + matmul" alternative of the benchmark.
@@ -61,6 +62,7 @@ class BlockCirculantLinearImpl : public torch::nn::Module {
   int64_t in_features, out_features;
   int p;
   bool use_dense = false;  // benchmark switch: gather the dense W, then matmul
+  bool real_gemm = false;  // benchmark switch: real batched GEMM instead of complex matmul
   torch::Tensor values, bias;
 
  private:

@@ -471,10 +471,12 @@ std::string SummaryText(const TrainOptions& o, const TrainResult& r) {
   std::string s = fmt::format("{} --compress {}{}: {} epochs in {:.1f} s\n", o.model, o.compress,
                               o.from_dir.empty() ? "" : " (converted from " + o.from_dir + ")", r.epochs_done,
                               r.train_seconds);
-  s += fmt::format("  {:<8} {:<14} {:>12} {:>12} {:>12} {:>8}\n", "layer", "compress", "dense params",
+  std::size_t width = 14;  // the compress column fits its longest entry
+  for (const auto& l : r.layers) width = std::max(width, l.compress.size());
+  s += fmt::format("  {:<8} {:<{}} {:>12} {:>12} {:>12} {:>8}\n", "layer", "compress", width, "dense params",
                    "stored", "bytes", "kept");
   for (const auto& l : r.layers)
-    s += fmt::format("  {:<8} {:<14} {:>12} {:>12} {:>12} {:>8}\n", l.name, l.compress, l.dense_params,
+    s += fmt::format("  {:<8} {:<{}} {:>12} {:>12} {:>12} {:>8}\n", l.name, l.compress, width, l.dense_params,
                      l.stored_params, l.bytes, l.kept_energy >= 0 ? fmt::format("{:.1f}%", 100 * l.kept_energy) : "");
   s += fmt::format("  test accuracy {:.2f}% (final), best {:.2f}% at epoch {}", 100 * r.final_accuracy,
                    100 * r.best_accuracy, r.best_epoch);

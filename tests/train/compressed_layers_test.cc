@@ -50,8 +50,10 @@ TEST_P(CirculantGrad, LinearMatchesDenseAutograd) {
       for (std::size_t i = 0; i < core.size(); ++i) ASSERT_EQ(dense.data_ptr<float>()[i], core[i]) << i;
 
       torch::Tensor x = torch::randn({batch, shape.cols}), r = torch::randn({batch, shape.rows});
-      for (bool use_dense : {false, true}) {
-        layer->use_dense = use_dense;
+      for (int mode : {0, 1, 2}) {  // FFT real GEMM, FFT complex matmul, dense gather
+        SCOPED_TRACE(::testing::Message() << "mode " << mode);
+        layer->real_gemm = mode == 0;
+        layer->use_dense = mode == 2;
         layer->zero_grad();
         torch::Tensor xa = x.clone().requires_grad_(true);
         torch::Tensor y = layer->forward(xa);
