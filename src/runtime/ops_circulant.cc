@@ -19,6 +19,7 @@
 // t·nb·p + in channel) and each output position is one MatVec of its
 // gathered window — the FFT saving applies to the conv as well.
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "permdnn/core/circulant_matrix.h"
@@ -63,7 +64,10 @@ const float* ReadValues(OpContext& ctx, const std::vector<int64_t>& shape, int64
   if (v.shape != shape)
     ctx.Fail("values '{}' has shape {}, but attributes p={}, {}={}, {}={} need {}", v.name, ShapeString(v.shape), p,
              in_name, in, out_name, out, ShapeString(shape));
-  return v.constant_data.f();
+  const float* f = v.constant_data.f();
+  for (int64_t e = 0; e < v.size(); ++e)
+    if (!std::isfinite(f[e])) ctx.Fail("values '{}'[{}] = {} is not finite", v.name, e, f[e]);
+  return f;
 }
 
 class Circulant {

@@ -595,6 +595,18 @@ TEST(CompressedBadInput, AttributesDisagreeWithShapes) {
   EXPECT_ERROR_HAS(cm.Error(), "kernel_shape [3, 3] differs from values [1, 1, 2, 2, 2]");
 }
 
+TEST(CompressedBadInput, NonFiniteWeights) {
+  NodeModel nm("BlockCirculantMatMul", 4);
+  for (const char* at : {"p", "in_features", "out_features"}) detail::AddAttr(nm.node, at, int64_t{4});
+  std::vector<float> v = {1.0f, std::nanf(""), 0.0f, 0.0f};
+  detail::SetFloatTensor(nm.g->add_initializer(), "v", v, {1, 1, 4});
+  nm.Input("v");
+  EXPECT_ERROR_HAS(nm.Error(), "values 'v'[1] = nan is not finite");
+  SparseArgs a;
+  a.values[2] = INFINITY;
+  EXPECT_ERROR_HAS(SparseError(a), "values[2] = inf is not finite");
+}
+
 TEST(CompressedBadInput, BiasOfWrongSize) {
   NodeModel nm("BlockCirculantMatMul", 4);
   for (const char* at : {"p", "in_features", "out_features"}) detail::AddAttr(nm.node, at, int64_t{4});
