@@ -363,9 +363,8 @@ void MatMulImpl(const View& w, const float* x, int64_t batch, const float* bias,
 // reused by the T samples, whose rotated slices are one unaligned load each
 // from the sample's doubled copy xx_b (see the rotation trick above). So a
 // tile costs V + T·V loads per T·V FMAs instead of 2 loads per FMA as in the
-// matvec. Blocking: a J-chunk of the tile's doubled inputs (T·jc·2p floats ≈
-// 16 KiB) stays in L1 while every row block of an I-chunk (weights ≈ 128 KiB,
-// L2) runs over it; partial sums go through the output between J-chunks.
+// matvec. Blocking: three levels (J-superchunk, I-chunk, J-chunk), described
+// in RowsBatched.
 // p < N (p = 1, 2, 4 on AVX2) uses a vector of exactly p lanes (CappedTag);
 // p without a fitting vector shape (3, 5, 7, 12, ...) runs one matvec per
 // sample. Threads split the row blocks.
@@ -438,36 +437,49 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
   constexpr int kTileMax = TileMax<V>();
   const int p = w.p;
   const int64_t nb = w.col_blocks;
-  // J-chunk: the tile's doubled inputs of the chunk, kTileMax·jc·2p floats,
-  // stay in L1 (16 KiB). I-chunk: its weights (~128 KiB) stay in L2 while
-  // all tiles pass over them.
-  const int64_t jc = std::max<int64_t>(1, (16 * 1024) / (kTileMax * 2 * p * int64_t{sizeof(float)}));
-  const int64_t ic = std::max<int64_t>(1, (128 * 1024) / (nb * p * int64_t{sizeof(float)}));
+  // Three levels, as in a GEMM:
+  //   J-superchunk: the doubled inputs of ALL samples for js column blocks
+  //     (batch·js·2p floats, ~256 KiB) stay in L2 while an I-chunk's rows
+  //     pass over them;
+  //   I-chunk: its weights for the superchunk (ic·js·p floats, ~128 KiB)
+  //     stay in L2 while all sample tiles pass over them;
+  //   J-chunk: one tile's inputs of the chunk (kTileMax·jc·2p floats,
+  //     16 KiB) stay in L1 while every row block of the I-chunk uses them.
+  // Partial sums go through the output between J-chunks. Without the
+  // superchunk level, wide layers (n = 25088) re-read each tile's whole
+  // input row per row block from L3 and ran 3x slower than this.
+  const int64_t fsz = sizeof(float);
+  const int64_t jc = std::max<int64_t>(1, (16 * 1024) / (kTileMax * 2 * p * fsz));
+  const int64_t js = std::min(nb, std::max<int64_t>(1, (256 * 1024) / (batch * 2 * p * fsz) / jc) * jc);
+  const int64_t ic = std::max<int64_t>(1, (128 * 1024) / (js * p * fsz));
   ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
-    for (int64_t Ic = I0; Ic < I1; Ic += ic) {
-      const int64_t Ic1 = std::min(I1, Ic + ic);
-      for (int64_t b0 = 0; b0 < batch;) {
-        const int tile = TileSize(batch - b0, kTileMax);
-        const float* xt = xx + b0 * nb * 2 * p;
-        float* yt = ypad + b0 * ldy;
-        for (int64_t J0 = 0; J0 < nb; J0 += jc) {
-          const int64_t J1 = std::min(nb, J0 + jc);
-          const bool first = J0 == 0;
-          for (int64_t I = Ic; I < Ic1; ++I) {
-            if (tile == kTileMax) RowsTile<D, V, kTileMax>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-            else if constexpr (kTileMax > 4) {
-              if (tile == 4) RowsTile<D, V, 4>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              else if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-            } else if constexpr (kTileMax > 2) {
-              if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-            } else if constexpr (kTileMax > 1) {
-              RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+    for (int64_t Js = 0; Js < nb; Js += js) {
+      const int64_t Js1 = std::min(nb, Js + js);
+      for (int64_t Ic = I0; Ic < I1; Ic += ic) {
+        const int64_t Ic1 = std::min(I1, Ic + ic);
+        for (int64_t b0 = 0; b0 < batch;) {
+          const int tile = TileSize(batch - b0, kTileMax);
+          const float* xt = xx + b0 * nb * 2 * p;
+          float* yt = ypad + b0 * ldy;
+          for (int64_t J0 = Js; J0 < Js1; J0 += jc) {
+            const int64_t J1 = std::min(Js1, J0 + jc);
+            const bool first = J0 == 0;
+            for (int64_t I = Ic; I < Ic1; ++I) {
+              if (tile == kTileMax) RowsTile<D, V, kTileMax>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              else if constexpr (kTileMax > 4) {
+                if (tile == 4) RowsTile<D, V, 4>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+                else if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+                else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              } else if constexpr (kTileMax > 2) {
+                if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+                else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              } else if constexpr (kTileMax > 1) {
+                RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+              }
             }
           }
+          b0 += tile;
         }
-        b0 += tile;
       }
     }
   });

@@ -105,7 +105,10 @@ TEST_P(PermDiagKernels, MatMul) {
 // and their tails), with and without bias.
 TEST_P(PermDiagKernels, MatMulRows) {
   const int p = this->p();
-  for (Shape s : ShapesFor(p)) {
+  std::vector<Shape> shapes = ShapesFor(p);
+  // Wide enough for several J-superchunks of the SIMD kernel at batch 64.
+  if (p <= 16) shapes.push_back({2 * p + 3, 300 * p + 5});
+  for (Shape s : shapes) {
     PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 13 + s.cols, 1.0);
     auto bias = RandomVector(s.rows, 1.0, 5);
     for (int64_t batch : {1, 2, 3, 7, 13, 64}) {
