@@ -65,6 +65,22 @@ void BM_PermDiag(benchmark::State& state) {
   SetCounters(state, m, n, w.nnz(), batch);
 }
 
+// Batch-major Y = X·Wᵀ (kernels::PermDiagMatMulRows), the batched kernel the
+// runtime, training and `permdnn bench` use; BM_PermDiag above times the
+// feature-major PermDiagMatMul at batch > 1.
+void BM_PermDiagRows(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), batch = state.range(3);
+  const int p = static_cast<int>(state.range(2));
+  PermDiagMatrix w = PermDiagMatrix::Random(m, n, p, 3);
+  AlignedBuffer<float> x(n * batch), y(m * batch);
+  Fill(x, 1, 2);
+  for (auto _ : state) {
+    permdnn::kernels::PermDiagMatMulRows(w, x.span(), batch, {}, y.span(), 1);
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetCounters(state, m, n, w.nnz(), batch);
+}
+
 void BM_PermDiagSkip(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
   const int p = static_cast<int>(state.range(2));
@@ -93,6 +109,14 @@ void Shapes(benchmark::internal::Benchmark* b, bool dense) {
 
 BENCHMARK(BM_Dense)->Apply([](auto* b) { Shapes(b, true); })->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PermDiag)->Apply([](auto* b) { Shapes(b, false); })->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_PermDiagRows)
+    ->ArgNames({"m", "n", "p", "batch"})
+    ->Args({4096, 9216, 8, 64})
+    ->Args({4096, 4096, 8, 64})
+    ->Args({4096, 4096, 16, 64})
+    ->Args({1024, 1024, 8, 64})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PermDiagSkip)
     ->ArgNames({"m", "n", "p", "act_pct"})
     ->Args({4096, 9216, 8, 35})
