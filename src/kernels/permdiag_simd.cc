@@ -378,25 +378,37 @@ inline int TileSize(int64_t left, int tile_max) {
   return left >= tile_max ? tile_max : left >= 4 ? 4 : left >= 2 ? 2 : 1;
 }
 
+// The tile holding sample b: its first sample and its size.
+inline void TileOf(int64_t b, int64_t batch, int tile_max, int64_t* b0, int* size) {
+  const int64_t full = batch / tile_max * tile_max;
+  if (b < full) {
+    *b0 = b - b % tile_max;
+    *size = tile_max;
+    return;
+  }
+  int64_t s = full;
+  for (int t = TileSize(batch - s, tile_max); b >= s + t; t = TileSize(batch - s, tile_max)) s += t;
+  *b0 = s;
+  *size = TileSize(batch - s, tile_max);
+}
+
 void BuildDoubledTiles(const View& w, const float* x, int64_t batch, int tile_max, float* xx, int threads) {
   const int p = w.p;
   const int64_t nb = w.col_blocks;
-  std::vector<int64_t> starts;
-  for (int64_t b0 = 0; b0 < batch; b0 += TileSize(batch - b0, tile_max)) starts.push_back(b0);
-  ParallelFor(static_cast<int64_t>(starts.size()), threads, [&](int64_t i0, int64_t i1, int) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b0 = starts[i];
-      const int T = TileSize(batch - b0, tile_max);
+  ParallelFor(batch, threads, [&](int64_t s0, int64_t s1, int) {
+    for (int64_t b = s0; b < s1; ++b) {
+      int64_t b0;
+      int T;
+      TileOf(b, batch, tile_max, &b0, &T);
+      const int64_t t = b - b0;
       float* xt = xx + b0 * nb * 2 * p;
-      for (int t = 0; t < T; ++t) {
-        const float* xs = x + (b0 + t) * w.cols;
-        for (int64_t J = 0; J < nb; ++J) {
-          float* dst = xt + (J * T + t) * 2 * p;
-          const int64_t valid = std::min<int64_t>(p, w.cols - J * p);
-          std::memcpy(dst, xs + J * p, sizeof(float) * valid);
-          for (int64_t u = valid; u < p; ++u) dst[u] = 0.0f;
-          std::memcpy(dst + p, dst, sizeof(float) * p);
-        }
+      const float* xs = x + b * w.cols;
+      for (int64_t J = 0; J < nb; ++J) {
+        float* dst = xt + (J * T + t) * 2 * p;
+        const int64_t valid = std::min<int64_t>(p, w.cols - J * p);
+        std::memcpy(dst, xs + J * p, sizeof(float) * valid);
+        for (int64_t u = valid; u < p; ++u) dst[u] = 0.0f;
+        std::memcpy(dst + p, dst, sizeof(float) * p);
       }
     }
   });
