@@ -17,7 +17,9 @@
 // The transposed product uses the mirror image: a doubled accumulator
 // acc2[J·2p + k + c] += q_IJ[c]·g[I·p + c], folded as acc2[t] + acc2[t + p].
 //
-// Batched products are feature-major (X is cols × B): one weight is
+// The batch-major product (MatMulRows, X is B × cols as in the runtime and
+// LibTorch) is register-blocked over sample tiles; see its section below.
+// The feature-major batched products (X is cols × B): one weight is
 // broadcast and multiplied into NV vectors of B samples; 2 FMA pipes × 4
 // cycles latency want 8 independent accumulators, which B = 64 on AVX2
 // (8 vectors) provides. Work is blocked so the rows of X touched by a
