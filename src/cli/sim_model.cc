@@ -1,5 +1,5 @@
 // `permdnn sim --model`: the glue between the runtime (reads the model's
-// compressed layers and captures their input activations on Fashion-MNIST
+// compressed FC and conv layers and captures their input activations on Fashion-MNIST
 // test images, preprocessed as `permdnn eval` does) and the simulator
 // (sim/model.h), which never depends on the runtime.
 #include "cli/sim_model.h"
@@ -11,6 +11,7 @@
 
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
+#include "permdnn/core/fixed_point.h"
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/inspect.h"
 #include "permdnn/runtime/model.h"
@@ -18,15 +19,50 @@
 
 namespace permdnn::cli {
 
-std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std::string& data_dir, int64_t samples) {
+namespace {
+
+// The simulated inputs of a conv layer: the im2col columns of the chosen
+// output positions of every sample, each with its sample's scale.
+void AddConvColumns(const runtime::CompressedFcLayer& l, const runtime::Tensor& a, int64_t n, int64_t max_positions,
+                    sim::ModelLayer* m) {
+  const int64_t per_sample = a.size() / n;
+  std::vector<int64_t> chosen;
+  for (int64_t s = 0; s < n; ++s) {
+    const std::span<const float> sample(a.f() + s * per_sample, static_cast<std::size_t>(per_sample));
+    const runtime::ConvColumns cols = runtime::ConvIm2Col(l, a.shape(), sample);
+    const int64_t P = cols.positions;
+    if (s == 0) {
+      m->positions = P;
+      const int64_t k = max_positions > 0 ? std::min(max_positions, P) : P;
+      for (int64_t i = 0; i < k; ++i) chosen.push_back((2 * i + 1) * P / (2 * k));
+      m->note = fmt::format("conv {}: sum over {} output positions{}", l.conv->Describe(), P,
+                            k == P ? "" : fmt::format(" ({} simulated per sample, spread evenly, scaled by {:.3g})", k,
+                                                      static_cast<double>(P) / static_cast<double>(k)));
+    }
+    const float max_abs = static_cast<float>(MaxAbs(sample));
+    for (int64_t q : chosen) {
+      const std::span<const float> c = cols.column(q);
+      m->inputs.emplace_back(c.begin(), c.end());
+      m->scale_max.push_back(max_abs);
+    }
+  }
+  m->samples = static_cast<int>(n);
+}
+
+}  // namespace
+
+std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std::string& data_dir, int64_t samples,
+                                             int64_t max_conv_positions) {
   PERMDNN_CHECK(samples >= 1, "--samples must be >= 1, got {}", samples);
+  PERMDNN_CHECK(max_conv_positions >= 0, "conv positions per sample must be >= 0 (0: all), got {}",
+                max_conv_positions);
   const std::string bytes = runtime::ReadFileBytes(path);
   runtime::ModelInspection ins = runtime::InspectCompressedLayers(bytes, path);
   for (const auto& s : ins.skipped)
     std::printf("skipped %s (%s): %s\n", s.node.c_str(), s.op_type.c_str(), s.reason.c_str());
   PERMDNN_CHECK(!ins.layers.empty(),
-                "{}: no compressed fully connected layers (PermDiagMatMul, BlockCirculantMatMul, SparseMatMul) to "
-                "simulate",
+                "{}: no compressed layers (PermDiagMatMul, BlockCirculantMatMul, SparseMatMul, PermDiagConv, "
+                "BlockCirculantConv, SparseConv) to simulate",
                 path);
 
   // One model that outputs the value entering every layer; nodes after the
@@ -51,7 +87,7 @@ std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std:
   std::vector<float> x(static_cast<std::size_t>(n * test.image_size()));
   test.Batch(0, n, pre, x);
   std::vector<int64_t> shape = runtime::BatchShape(test, layout, n);
-  std::printf("%s: %zu compressed FC layer(s); activations of %lld test image(s), preprocessing (x*%.6g - %.4f)/%.4f, "
+  std::printf("%s: %zu compressed layer(s); activations of %lld test image(s), preprocessing (x*%.6g - %.4f)/%.4f, "
               "layout %s%s\n",
               path.c_str(), ins.layers.size(), static_cast<long long>(n), pre.scale, pre.mean, pre.std,
               layout == runtime::Layout::kFlat ? "flat" : "NCHW", meta ? " (from the model's metadata)" : "");
@@ -63,24 +99,30 @@ std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std:
   for (std::size_t k = 0; k < ins.layers.size(); ++k) {
     auto& l = ins.layers[k];
     const runtime::Tensor& a = acts[k];
-    PERMDNN_CHECK(runtime::IsFloat(a.dtype()) && a.size() == n * l.in_features,
-                  "{}: layer {}: the value '{}' entering it has shape {} ({}), expected {} samples x {} features",
-                  path, l.node, l.input, runtime::ShapeString(a.shape()), runtime::DTypeName(a.dtype()), n,
-                  l.in_features);
+    const int64_t per_sample = l.conv ? l.conv->in_channels : l.in_features;
+    PERMDNN_CHECK(runtime::IsFloat(a.dtype()) && !a.shape().empty() && a.shape()[0] == n &&
+                      (l.conv ? a.shape().size() >= 3 && a.shape()[1] == per_sample : a.size() == n * per_sample),
+                  "{}: layer {}: the value '{}' entering it has shape {} ({}), expected {} samples x {} {}", path,
+                  l.node, l.input, runtime::ShapeString(a.shape()), runtime::DTypeName(a.dtype()), n, per_sample,
+                  l.conv ? "channels x spatial" : "features");
     sim::ModelLayer m;
     m.name = l.node;
     m.permdiag = std::move(l.permdiag);
     m.circulant = std::move(l.circulant);
     m.sparse = std::move(l.sparse);
-    const float* f = a.f();
-    for (int64_t s = 0; s < n; ++s) m.inputs.emplace_back(f + s * l.in_features, f + (s + 1) * l.in_features);
-    std::printf("  %-10s %-21s %5lld x %-5lld %s\n", l.node.c_str(), l.op_type.c_str(),
-                static_cast<long long>(l.out_features), static_cast<long long>(l.in_features),
-                l.format == runtime::CompressedFormat::kSparse
-                    ? fmt::format("density {:.4f}{}", m.sparse->density(),
-                                  l.codebook_size ? fmt::format(", {}-entry codebook", l.codebook_size) : "")
-                          .c_str()
-                    : fmt::format("p={}", l.p).c_str());
+    if (l.conv) {
+      AddConvColumns(l, a, n, max_conv_positions, &m);
+    } else {
+      const float* f = a.f();
+      for (int64_t s = 0; s < n; ++s) m.inputs.emplace_back(f + s * l.in_features, f + (s + 1) * l.in_features);
+    }
+    const std::string what = l.format == runtime::CompressedFormat::kSparse
+                                 ? fmt::format("density {:.4f}{}", m.sparse->density(),
+                                               l.codebook_size ? fmt::format(", {}-entry codebook", l.codebook_size) : "")
+                                 : fmt::format("p={}", l.p);
+    std::printf("  %-10s %-21s %5lld x %-5lld %s%s\n", l.node.c_str(), l.op_type.c_str(),
+                static_cast<long long>(l.out_features), static_cast<long long>(l.in_features), what.c_str(),
+                l.conv ? ("  (im2col; " + m.note + ")").c_str() : "");
     out.push_back(std::move(m));
   }
   std::printf("\n");

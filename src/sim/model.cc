@@ -30,14 +30,20 @@ void CheckLayer(const ModelLayer& l) {
     PERMDNN_CHECK(static_cast<int64_t>(l.inputs[s].size()) == l.cols(),
                   "sim --model, layer {}: sample {} has {} activations, the layer has {} inputs", l.name, s,
                   l.inputs[s].size(), l.cols());
+  PERMDNN_CHECK(l.positions >= 1, "sim --model, layer {}: positions = {} must be >= 1", l.name, l.positions);
+  PERMDNN_CHECK(l.scale_max.empty() || l.scale_max.size() == l.inputs.size(),
+                "sim --model, layer {}: {} scale_max entries for {} inputs", l.name, l.scale_max.size(),
+                l.inputs.size());
 }
 
 // The mean of one engine's records over the samples of a layer: counts and
 // energies are averaged, cycles rounded to the nearest integer, and the
-// rates re-derived (frames/s = 1 / mean latency).
-LayerResult MeanRecord(const std::vector<LayerResult>& rs) {
+// rates re-derived (frames/s = 1 / mean latency). Conv layers: the records
+// are per output position, and one inference is `positions` of them, so
+// counts and energies are the mean times `positions`.
+LayerResult MeanRecord(const std::vector<LayerResult>& rs, int64_t positions, int samples) {
   LayerResult r = rs.front();
-  const double k = static_cast<double>(rs.size());
+  const double k = static_cast<double>(rs.size()) / static_cast<double>(positions);
   double cycles = 0, useful = 0, issued = 0, imbalance = 0, act = 0;
   EnergyBreakdown e;
   std::map<std::string, double> counters;
@@ -45,8 +51,8 @@ LayerResult MeanRecord(const std::vector<LayerResult>& rs) {
     cycles += static_cast<double>(x.cycles) / k;
     useful += static_cast<double>(x.useful_macs) / k;
     issued += static_cast<double>(x.issued_macs) / k;
-    imbalance += x.load_imbalance / k;
-    act += x.act_density / k;
+    imbalance += x.load_imbalance / static_cast<double>(rs.size());
+    act += x.act_density / static_cast<double>(rs.size());
     e.mac += x.energy.mac / k;
     e.weight_mem += x.energy.weight_mem / k;
     e.index_mem += x.energy.index_mem / k;
@@ -63,8 +69,11 @@ LayerResult MeanRecord(const std::vector<LayerResult>& rs) {
   r.energy = e;
   for (auto& [name, v] : r.counters) v = std::llround(counters[name]);
   r.output.clear();
-  r.samples = static_cast<int>(rs.size());
+  r.samples = samples;
   r.Finish();
+  // Finish() counts m·n dense operations per inference; a conv inference
+  // has them at every output position.
+  r.dense_equiv_gops *= static_cast<double>(positions);
   return r;
 }
 
@@ -134,10 +143,10 @@ LayerWorkload BuildModelWorkload(const ModelLayer& layer, bool build_csc,
   return w;
 }
 
-void SetModelInput(LayerWorkload& w, std::span<const float> x) {
+void SetModelInput(LayerWorkload& w, std::span<const float> x, double max_abs) {
   PERMDNN_CHECK(static_cast<int64_t>(x.size()) == w.n(), "sim --model, layer {}: {} activations for {} inputs",
                 w.spec.name, x.size(), w.n());
-  w.x_frac_bits = ChooseFracBits<int16_t>(MaxAbs(x));
+  w.x_frac_bits = ChooseFracBits<int16_t>(max_abs >= 0 ? max_abs : MaxAbs(x));
   w.x.resize(x.size());
   QuantizeSpan<int16_t>(x, w.x_frac_bits, w.x);
   w.nonzero_cols.clear();
@@ -151,7 +160,7 @@ ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const
   for (const auto& l : layers) CheckLayer(l);
   ComparisonResult out;
   out.compare_to_published = false;
-  out.samples = static_cast<int>(layers.front().inputs.size());
+  out.samples = layers.front().sample_count();
   out.tech_path = o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path;
   const TechTable tech = TechTable::Load(out.tech_path);
   nlohmann::json config = o.config;
@@ -175,9 +184,9 @@ ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const
       LayerWorkload w = BuildModelWorkload(layer, needs_csc, &sources);
       build_s[i] = Seconds(t0, Clock::now());
       std::vector<std::vector<LayerResult>> runs(engines.size());
-      for (const auto& x : layer.inputs) {
+      for (std::size_t s = 0; s < layer.inputs.size(); ++s) {
         const auto t1 = Clock::now();
-        SetModelInput(w, x);
+        SetModelInput(w, layer.inputs[s], layer.scale_max.empty() ? -1.0 : layer.scale_max[s]);
         for (std::size_t e = 0; e < engines.size(); ++e) runs[e].push_back(engines[e]->Run(w, nullptr));
         const auto t2 = Clock::now();
         sim_s[i] += Seconds(t1, t2);
@@ -192,8 +201,9 @@ ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const
         build_s[i] += Seconds(t2, Clock::now());
       }
       for (std::size_t e = 0; e < engines.size(); ++e) {
-        LayerResult mean = MeanRecord(runs[e]);
+        LayerResult mean = MeanRecord(runs[e], layer.positions, layer.sample_count());
         mean.source = sources[engines[e]->name()];
+        if (!layer.note.empty()) mean.source += "; " + layer.note;
         per_layer[i].push_back(std::move(mean));
       }
     }
@@ -213,6 +223,11 @@ ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const
   out.notes.push_back(fmt::format("model layers: {} sample(s) per layer; published ranges are for EIE's nine layers "
                                   "and not compared here",
                                   out.samples));
+  for (const auto& l : layers)
+    if (l.positions > 1)
+      out.notes.push_back(fmt::format("{}: one {}x{} im2col matrix x vector product per output position; per "
+                                      "inference: {}",
+                                      l.name, l.rows(), l.cols(), l.note.empty() ? "the sum over them" : l.note));
   return out;
 }
 

@@ -21,10 +21,13 @@
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/npy.h"
 #include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/inspect.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "permdnn/sim/engine.h"
 #include "permdnn/sim/model.h"
+#include "permdnn/sim/tech.h"
 
 namespace permdnn::runtime {
 namespace {
@@ -127,6 +130,22 @@ onnx::NodeProto* Node(onnx::GraphProto* g, const std::string& name, const std::s
   return n;
 }
 
+// Opsets 13 and ai.permdnn 1, one float graph input "x" of `shape`.
+onnx::GraphProto* StartModel(onnx::ModelProto& m, const std::vector<int64_t>& shape) {
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(13);
+  auto* custom = m.add_opset_import();
+  custom->set_domain("ai.permdnn");
+  custom->set_version(1);
+  auto* g = m.mutable_graph();
+  auto* in = g->add_input();
+  in->set_name("x");
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(1);
+  for (int64_t d : shape) tt->mutable_shape()->add_dim()->set_dim_value(d);
+  return g;
+}
+
 // x [batch, 12] -> fc1 PermDiagMatMul (p=4, 12 -> 8, bias) -> relu -> sp
 // SparseMatMul (8 -> 6, 4-entry codebook, uint8 codes, no bias) -> relu -> bc
 // BlockCirculantMatMul (p=3, 6 -> 5, bias) -> y.
@@ -159,19 +178,7 @@ ThreeOps MakeThreeOps(int64_t batch) {
   t.w3 = BlockCirculantMatrix::Random(5, 6, 3, 23);
   t.b3 = Randn(5, 24, 0.1f);
 
-  auto& m = t.model;
-  m.set_ir_version(8);
-  m.add_opset_import()->set_version(13);
-  auto* custom = m.add_opset_import();
-  custom->set_domain("ai.permdnn");
-  custom->set_version(1);
-  auto* g = m.mutable_graph();
-  auto* in = g->add_input();
-  in->set_name("x");
-  auto* tt = in->mutable_type()->mutable_tensor_type();
-  tt->set_elem_type(1);
-  tt->mutable_shape()->add_dim()->set_dim_value(batch);
-  tt->mutable_shape()->add_dim()->set_dim_value(12);
+  auto* g = StartModel(t.model, {batch, 12});
   FloatInit(g, "fc1.values", {t.w1.values().begin(), t.w1.values().end()}, {2, 3, 4});
   IntInit(g, "fc1.offsets", onnx::TensorProto::INT64, {t.w1.offsets().begin(), t.w1.offsets().end()});
   FloatInit(g, "fc1.bias", t.b1, {8});
@@ -203,6 +210,59 @@ std::string Bytes(const onnx::ModelProto& m) {
   std::string s;
   m.SerializeToString(&s);
   return s;
+}
+
+void IntsAttr(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+
+// x [batch, 6, 5, 6] -> c1 PermDiagConv (p=4, 6 -> 5 channels: both padded,
+// 3x3, pads 1, bias) -> relu -> c2 SparseConv (5 -> 4, 2x2 stride 2, no
+// bias) -> relu -> c3 BlockCirculantConv (p=2, 4 -> 3, 1x3 with dilation
+// 2, pads 0,1,0,1, bias) -> y [batch, 3, 2, 1]. Every stored value is
+// nonzero, including the padded channels the runtime never reads.
+onnx::ModelProto MakeThreeConvs(int64_t batch) {
+  onnx::ModelProto m;
+  auto* g = StartModel(m, {batch, 6, 5, 6});
+  FloatInit(g, "c1.values", Randn(2 * 2 * 4 * 9, 51, 0.3f), {2, 2, 4, 3, 3});
+  IntInit(g, "c1.offsets", onnx::TensorProto::INT64, {1, 3, 0, 2});
+  FloatInit(g, "c1.bias", Randn(5, 52, 0.1f), {5});
+  auto* n1 = Node(g, "c1", "PermDiagConv", {"x", "c1.values", "c1.offsets", "c1.bias"}, "h1", true);
+  Attr(n1, "p", 4);
+  Attr(n1, "in_channels", 6);
+  Attr(n1, "out_channels", 5);
+  IntsAttr(n1, "kernel_shape", {3, 3});
+  IntsAttr(n1, "pads", {1, 1, 1, 1});
+  Node(g, "relu1", "Relu", {"h1"}, "r1", false);
+  // 4 x 20 CSR: entry (r, c) present when (3r + c) % 4 == 1.
+  std::vector<int64_t> row_ptr = {0}, col_idx;
+  for (int64_t r = 0; r < 4; ++r) {
+    for (int64_t c = 0; c < 20; ++c)
+      if ((3 * r + c) % 4 == 1) col_idx.push_back(c);
+    row_ptr.push_back(static_cast<int64_t>(col_idx.size()));
+  }
+  IntInit(g, "c2.row_ptr", onnx::TensorProto::INT32, row_ptr);
+  IntInit(g, "c2.col_idx", onnx::TensorProto::INT32, col_idx);
+  FloatInit(g, "c2.values", Randn(col_idx.size(), 53, 0.5f), {static_cast<int64_t>(col_idx.size())});
+  auto* n2 = Node(g, "c2", "SparseConv", {"r1", "c2.row_ptr", "c2.col_idx", "c2.values"}, "h2", true);
+  Attr(n2, "in_channels", 5);
+  Attr(n2, "out_channels", 4);
+  IntsAttr(n2, "kernel_shape", {2, 2});
+  IntsAttr(n2, "strides", {2, 2});
+  Node(g, "relu2", "Relu", {"h2"}, "r2", false);
+  FloatInit(g, "c3.values", Randn(2 * 2 * 2 * 3, 54, 0.5f), {2, 2, 2, 1, 3});
+  FloatInit(g, "c3.bias", Randn(3, 55, 0.1f), {3});
+  auto* n3 = Node(g, "c3", "BlockCirculantConv", {"r2", "c3.values", "c3.bias"}, "y", true);
+  Attr(n3, "p", 2);
+  Attr(n3, "in_channels", 4);
+  Attr(n3, "out_channels", 3);
+  IntsAttr(n3, "dilations", {1, 2});
+  IntsAttr(n3, "pads", {0, 1, 0, 1});
+  g->add_output()->set_name("y");
+  return m;
 }
 
 TEST(Inspect, PermDiagLayerFromExport) {
@@ -318,6 +378,90 @@ TEST(Inspect, BadWeightsNameTheNode) {
   EXPECT_NE(ErrorOf([] { InspectCompressedLayers("not a model", "junk"); }), "");
 }
 
+// The im2col matrices of the three conv operators times the im2col columns
+// of the captured inputs reproduce the runtime's conv outputs.
+TEST(Inspect, ConvLayersAreTheirIm2ColMatrices) {
+  const int64_t batch = 2;
+  const std::string bytes = Bytes(MakeThreeConvs(batch));
+  const ModelInspection ins = InspectCompressedLayers(bytes, "convs");
+  EXPECT_TRUE(ins.skipped.empty());
+  ASSERT_EQ(ins.layers.size(), 3u);
+  const CompressedFcLayer &c1 = ins.layers[0], &c2 = ins.layers[1], &c3 = ins.layers[2];
+  ASSERT_TRUE(c1.conv && c2.conv && c3.conv);
+  EXPECT_EQ(c1.format, CompressedFormat::kPermDiag);
+  EXPECT_EQ(c1.out_features, 5);
+  EXPECT_EQ(c1.in_features, 9 * 2 * 4);  // taps x nb x p
+  ASSERT_TRUE(c1.permdiag.has_value());
+  EXPECT_EQ(c1.permdiag->p(), 4);
+  EXPECT_EQ(c1.conv->Describe(), "3x3 pads 1,1,1,1");
+  EXPECT_EQ(c2.format, CompressedFormat::kSparse);
+  EXPECT_EQ(c2.in_features, 5 * 4);  // in x taps, as stored
+  EXPECT_EQ(c2.out_features, 4);
+  EXPECT_EQ(c3.format, CompressedFormat::kCirculant);
+  EXPECT_EQ(c3.in_features, 3 * 2 * 2);
+  EXPECT_EQ(c3.conv->kernel_shape, (std::vector<int64_t>{1, 3}));
+
+  const std::vector<float> x = Randn(batch * 6 * 5 * 6, 56);
+  const std::vector<Tensor> got =
+      CaptureValues(bytes, "convs", {Tensor::Float({batch, 6, 5, 6}, x)}, {"x", "h1", "r1", "h2", "r2", "y"});
+  ASSERT_EQ(got[5].shape(), (std::vector<int64_t>{batch, 3, 2, 1}));
+  for (int k = 0; k < 3; ++k) {
+    const CompressedFcLayer& l = ins.layers[k];
+    const Tensor &in = got[2 * k], &out = got[2 * k + 1];
+    const std::vector<float> w = l.ToDense();
+    const int64_t m = l.out_features, n = l.in_features, per_sample = in.size() / batch;
+    for (int64_t s = 0; s < batch; ++s) {
+      const ConvColumns cols = ConvIm2Col(l, in.shape(), {in.f() + s * per_sample, static_cast<std::size_t>(per_sample)});
+      ASSERT_EQ(cols.out_spatial, std::vector<int64_t>(out.shape().begin() + 2, out.shape().end())) << l.node;
+      ASSERT_EQ(cols.length, n);
+      for (int64_t q = 0; q < cols.positions; ++q)
+        for (int64_t o = 0; o < m; ++o) {
+          double acc = l.bias.empty() ? 0.0 : l.bias[o];
+          double mag = std::fabs(acc);
+          for (int64_t j = 0; j < n; ++j) {
+            acc += double(w[o * n + j]) * cols.column(q)[j];
+            mag += std::fabs(double(w[o * n + j]) * cols.column(q)[j]);
+          }
+          const float want = out.f()[(s * m + o) * cols.positions + q];
+          ASSERT_NEAR(acc, want, 1e-5 * (1.0 + mag)) << l.node << " sample " << s << " out " << o << " position " << q;
+        }
+    }
+  }
+  // Padding positions are zero activations: c1's corner position reads
+  // 5 of its 9 taps from the padding.
+  const ConvColumns cols = ConvIm2Col(c1, got[0].shape(), {got[0].f(), static_cast<std::size_t>(6 * 5 * 6)});
+  int64_t zeros = 0;
+  for (float v : cols.column(0)) zeros += v == 0.0f;
+  EXPECT_EQ(zeros, 5 * 8 + 4 * 2);  // 5 padded taps x 8 channels + 4 taps x 2 padded channels
+  EXPECT_NE(ErrorOf([&] { ConvIm2Col(c1, {batch, 5, 5, 6}, cols.data); }).find("'c1'"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ConvIm2Col(ins.layers[0], {batch, 6, 5}, cols.data); }).find("expected"), std::string::npos);
+}
+
+TEST(Inspect, BadConvNodesNameTheNode) {
+  {
+    onnx::ModelProto m = MakeThreeConvs(1);
+    IntsAttr(m.mutable_graph()->mutable_node(0), "kernel_shape", {2, 2});  // a second, different kernel_shape
+    m.mutable_graph()->mutable_node(0)->mutable_attribute()->DeleteSubrange(3, 1);
+    const std::string e = ErrorOf([&] { InspectCompressedLayers(Bytes(m), "bad"); });
+    EXPECT_NE(e.find("'c1'"), std::string::npos) << e;
+    EXPECT_NE(e.find("kernel_shape"), std::string::npos) << e;
+  }
+  {
+    onnx::ModelProto m = MakeThreeConvs(1);
+    m.mutable_graph()->mutable_node(2)->mutable_attribute()->DeleteSubrange(2, 1);  // c2 kernel_shape
+    const std::string e = ErrorOf([&] { InspectCompressedLayers(Bytes(m), "bad"); });
+    EXPECT_NE(e.find("'c2'"), std::string::npos) << e;
+    EXPECT_NE(e.find("kernel_shape"), std::string::npos) << e;
+  }
+  {
+    onnx::ModelProto m = MakeThreeConvs(1);
+    m.mutable_graph()->mutable_initializer(0)->mutable_dims()->Set(2, 2);  // values [2, 2, 2, 3, 3]
+    const std::string e = ErrorOf([&] { InspectCompressedLayers(Bytes(m), "bad"); });
+    EXPECT_NE(e.find("'c1'"), std::string::npos) << e;
+    EXPECT_NE(e.find("values"), std::string::npos) << e;
+  }
+}
+
 // The simulator on the inspected layers: every engine on every format, the
 // PermDNN engine's int16 output equal to kernels::PermDiagMatVecI16 on
 // every sample, and the measured activation density in the records.
@@ -372,24 +516,113 @@ TEST(SimModel, ThreeFormatsOnCapturedActivations) {
   EXPECT_NE(ErrorOf([&] { sim::RunModelComparison(layers, {}); }).find("layer sp"), std::string::npos);
 }
 
+// The conv layers on the engines: one product per im2col column, records
+// per inference (the per-column mean times the positions), and the PermDNN
+// engine's int16 output on a conv matrix equal to the int16 kernel.
+TEST(SimModel, ConvLayersOnTheirIm2ColColumns) {
+  const int64_t batch = 2;
+  const std::string bytes = Bytes(MakeThreeConvs(batch));
+  ModelInspection ins = InspectCompressedLayers(bytes, "convs");
+  const std::vector<float> x = Randn(batch * 6 * 5 * 6, 61);
+  const std::vector<Tensor> acts = CaptureValues(bytes, "convs", {Tensor::Float({batch, 6, 5, 6}, x)}, {"x", "r1", "r2"});
+  std::vector<sim::ModelLayer> layers;
+  for (int k = 0; k < 3; ++k) {
+    const CompressedFcLayer& l = ins.layers[k];
+    sim::ModelLayer m;
+    m.name = l.node;
+    m.permdiag = l.permdiag;
+    m.circulant = l.circulant;
+    m.sparse = l.sparse;
+    const int64_t per_sample = acts[k].size() / batch;
+    for (int64_t s = 0; s < batch; ++s) {
+      const ConvColumns cols =
+          ConvIm2Col(l, acts[k].shape(), {acts[k].f() + s * per_sample, static_cast<std::size_t>(per_sample)});
+      m.positions = cols.positions;
+      for (int64_t q = 0; q < cols.positions; ++q) m.inputs.emplace_back(cols.column(q).begin(), cols.column(q).end());
+    }
+    m.samples = static_cast<int>(batch);
+    m.note = "conv test";
+    layers.push_back(std::move(m));
+  }
+  const sim::ComparisonResult res = sim::RunModelComparison(layers, {});
+  EXPECT_EQ(res.functional_checks, 3);
+  EXPECT_EQ(res.functional_mismatches, 0);
+  EXPECT_EQ(res.samples, batch);
+  ASSERT_EQ(res.records.size(), 9u);
+  for (const auto& r : res.records) {
+    EXPECT_EQ(r.samples, batch) << r.layer << " " << r.arch;
+    EXPECT_NE(r.source.find("conv test"), std::string::npos) << r.source;
+  }
+  // Per inference = the sum over the positions: the same columns as FC
+  // "samples" (positions 1) give 1/positions of the cycles and energy.
+  sim::ModelLayer one = layers[0];
+  one.positions = 1;
+  one.samples = 0;
+  one.note.clear();
+  const sim::ComparisonResult per_column = sim::RunModelComparison({one}, {});
+  const double P = static_cast<double>(layers[0].positions);
+  ASSERT_EQ(P, 30.0);  // 5 x 6 output positions
+  for (int e = 0; e < 3; ++e) {
+    const auto &conv = res.records[e], &fc = per_column.records[e];
+    EXPECT_NEAR(static_cast<double>(conv.cycles), P * fc.cycles, P) << conv.arch;
+    EXPECT_NEAR(conv.energy_uj, P * fc.energy_uj, 1e-6 * P * fc.energy_uj) << conv.arch;
+    EXPECT_NEAR(conv.dense_equiv_gops, fc.dense_equiv_gops, 0.05 * fc.dense_equiv_gops) << conv.arch;
+    EXPECT_NEAR(conv.act_density, fc.act_density, 1e-12) << conv.arch;
+  }
+  // Bit-exact int16 on c1's matrix and a column with padding zeros: the
+  // PermDNN engine against kernels::PermDiagMatVecI16 (padding zeros are
+  // skipped, not multiplied, and the output is still exact).
+  std::map<std::string, std::string> sources;
+  sim::LayerWorkload w = sim::BuildModelWorkload(layers[0], false, &sources);
+  sim::SetModelInput(w, layers[0].inputs[0]);
+  EXPECT_LT(w.act_density(), 0.75);  // the corner column reads padding
+  const auto engine = sim::MakeEngine("permdnn", nlohmann::json::object(), sim::TechTable::Load(sim::TechTable::DefaultPath()));
+  const sim::LayerResult r = engine->Run(w, nullptr);
+  std::vector<int16_t> want(static_cast<std::size_t>(w.m()));
+  kernels::PermDiagMatVecI16(*w.weights, w.x, {}, w.output_shift, want);
+  ASSERT_EQ(r.output.size(), want.size());
+  EXPECT_EQ(r.output, want);
+  int64_t nonzero = 0;
+  for (int16_t v : want) nonzero += v != 0;
+  EXPECT_GT(nonzero, 0);
+  EXPECT_EQ(r.useful_macs, [&] {  // nonzero weight x nonzero input only
+    int64_t macs = 0;
+    const std::vector<float> d = layers[0].permdiag->ToDense();
+    for (int64_t o = 0; o < w.m(); ++o)
+      for (int64_t j = 0; j < w.n(); ++j) macs += d[o * w.n() + j] != 0.0f && w.x[j] != 0;
+    return macs;
+  }());
+}
+
+// Exports the run directory `dir` to dir/m.onnx and runs `permdnn sim
+// --model dir/m.onnx --samples N --json dir/sim.json`; true when it exits
+// 0, with its output in *text.
+bool ExportAndSimulate(const fs::path& dir, int samples, std::string* text) {
+  ExportRun(dir.string(), (dir / "m.onnx").string());
+  const fs::path log = dir / "log.txt";
+  const std::string cmd = std::string(PERMDNN_BIN) + " sim --model " + (dir / "m.onnx").string() + " --samples " +
+                          std::to_string(samples) + " --json " + (dir / "sim.json").string() + " > " + log.string() +
+                          " 2>&1";
+  const int st = std::system(cmd.c_str());
+  std::stringstream out;
+  out << std::ifstream(log).rdbuf();
+  *text = out.str();
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 // `permdnn sim --model` end to end on Fashion-MNIST test images.
 TEST(SimModel, CliOnExportedModel) {
   if (!fs::exists(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir;
   const fs::path dir = TempDir("cli");
   WriteMlpRun(dir, 8);
-  ExportRun(dir.string(), (dir / "m.onnx").string());
-  const fs::path log = dir / "log.txt", json = dir / "sim.json";
-  const std::string cmd = std::string(PERMDNN_BIN) + " sim --model " + (dir / "m.onnx").string() +
-                          " --samples 3 --json " + json.string() + " > " + log.string() + " 2>&1";
-  const int st = std::system(cmd.c_str());
-  std::stringstream out;
-  out << std::ifstream(log).rdbuf();
-  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out.str();
-  EXPECT_NE(out.str().find("Functional: PermDNN engine int16 output == kernels::PermDiagMatVecI16 on 1/1"),
+  const fs::path json = dir / "sim.json";
+  std::string text;
+  ASSERT_TRUE(ExportAndSimulate(dir, 3, &text)) << text;
+  EXPECT_NE(text.find("Functional: PermDNN engine int16 output == kernels::PermDiagMatVecI16 on 1/1"),
             std::string::npos)
-      << out.str();
-  EXPECT_NE(out.str().find("skipped fc2 (Gemm)"), std::string::npos) << out.str();
+      << text;
+  EXPECT_NE(text.find("skipped fc2 (Gemm)"), std::string::npos) << text;
   const nlohmann::json j = nlohmann::json::parse(std::ifstream(json));
   ASSERT_EQ(j["records"].size(), 3u);
   EXPECT_EQ(j["records"][0]["layer"], "fc1");
@@ -397,6 +630,73 @@ TEST(SimModel, CliOnExportedModel) {
   // The first layer sees the normalized image: (0 - mean)/std != 0, dense.
   EXPECT_GT(j["records"][0]["act_density"].get<double>(), 0.9);
   EXPECT_EQ(j["model"]["samples"], 3);
+  fs::remove_all(dir);
+}
+
+// `permdnn sim --model` on an exported cnn whose conv layers are
+// compressed: conv1 permdiag (p=4, 1 -> 8 channels, so 3 of 4 channels of
+// each block are padding; 784 output positions, more than the default 256
+// simulated per image) and conv2 circulant (p=4, 8 -> 8, 196 positions).
+TEST(SimModel, CliSimulatesConvLayers) {
+  if (!fs::exists(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir;
+  const fs::path dir = TempDir("cliconv");
+  const int64_t p = 4;
+  std::vector<float> v1 = Randn(2 * 1 * p * 9, 71, 0.5f);
+  const std::vector<uint16_t> off1 = {1, 3};
+  for (int64_t I = 0; I < 2; ++I)
+    for (int64_t c = 0; c < p; ++c)
+      if ((c + off1[I]) % p != 0) std::fill_n(v1.begin() + (I * p + c) * 9, 9, 0.0f);  // in channel >= 1
+  WriteNpy<float>((dir / "tensors/conv1.values.npy").string(), v1, {2, 1, p, 3, 3});
+  WriteNpy<uint16_t>((dir / "tensors/conv1.offsets.npy").string(), off1, {2, 1});
+  WriteNpy<float>((dir / "tensors/conv2.values.npy").string(), Randn(2 * 2 * p * 9, 72, 0.2f), {2, 2, p, 3, 3});
+  WriteNpy<float>((dir / "tensors/conv2.bias.npy").string(), Randn(8, 73, 0.1f), {8});
+  WriteNpy<float>((dir / "tensors/fc.weight.npy").string(), Randn(10 * 8 * 14 * 14, 74, 0.05f), {10, 8 * 14 * 14});
+  std::ofstream(dir / "model.json") << R"({
+  "format": "permdnn-run/1", "model": "cnn",
+  "input": {"shape": [1, 28, 28], "layout": "NCHW", "scale": 0.00392156862745098, "mean": 0.286, "std": 0.353},
+  "num_classes": 10,
+  "layers": [
+    {"name": "conv1", "type": "conv2d", "in": 1, "out": 8, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+     "compress": {"kind": "permdiag", "p": 4},
+     "tensors": {"values": "tensors/conv1.values.npy", "offsets": "tensors/conv1.offsets.npy"}},
+    {"name": "relu1", "type": "relu"},
+    {"name": "pool1", "type": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
+    {"name": "conv2", "type": "conv2d", "in": 8, "out": 8, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+     "compress": {"kind": "circulant", "p": 4},
+     "tensors": {"values": "tensors/conv2.values.npy", "bias": "tensors/conv2.bias.npy"}},
+    {"name": "relu2", "type": "relu"},
+    {"name": "flatten", "type": "flatten"},
+    {"name": "fc", "type": "linear", "in": 1568, "out": 10, "compress": {"kind": "dense"},
+     "tensors": {"weight": "tensors/fc.weight.npy"}}
+  ]})";
+  const fs::path json = dir / "sim.json";
+  std::string text;
+  ASSERT_TRUE(ExportAndSimulate(dir, 2, &text)) << text;
+  EXPECT_EQ(text.find("skipped conv"), std::string::npos) << text;
+  EXPECT_NE(text.find("conv 3x3 stride 1,1 pads 1,1,1,1: sum over 784 output positions (256 simulated per sample"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("sum over 196 output positions\n"), std::string::npos) << text;  // all simulated
+  EXPECT_NE(text.find("Functional: PermDNN engine int16 output == kernels::PermDiagMatVecI16 on 2/2"),
+            std::string::npos)
+      << text;
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(json));
+  ASSERT_EQ(j["records"].size(), 6u);
+  const auto& c1 = j["records"][0];
+  EXPECT_EQ(c1["layer"], "conv1");
+  EXPECT_EQ(c1["arch"], "permdnn");
+  EXPECT_EQ(c1["m"], 8);
+  EXPECT_EQ(c1["n"], 9 * p);  // taps x one padded channel block
+  EXPECT_EQ(c1["samples"], 2);
+  // conv1's columns: 1 real channel of 4 per tap, and the image's border
+  // windows read padding: density below 1/4.
+  EXPECT_LT(c1["act_density"].get<double>(), 0.25);
+  EXPECT_GT(c1["act_density"].get<double>(), 0.2);
+  // Per inference: hundreds of products, not one.
+  EXPECT_GT(c1["cycles"].get<int64_t>(), 784);
+  EXPECT_EQ(j["records"][3]["layer"], "conv2");
+  EXPECT_EQ(j["records"][3]["n"], 9 * 8);
   fs::remove_all(dir);
 }
 

@@ -11,7 +11,25 @@
 // with the node name, the name of the value entering the layer, the shape
 // and the bias. The weights must be graph initializers (as `permdnn export`
 // writes them); anything else is an Error naming the node and the input.
-// Convolution and dense layers are listed as skipped, with the reason.
+//
+// The compressed convolutions are listed as their im2col matrices: a conv
+// with the structure on the (out-channel, in-channel) pair is, per output
+// position, the product of an out × (in·K) matrix (K = kernel taps) with
+// the im2col column of that position, so
+//   ai.permdnn PermDiagConv       -> PermDiagMatrix [out, K·nb·p]: tap t of
+//       block (I, J) becomes block (I, t·nb + J) with the same offset (for a
+//       fixed tap the out × in matrix is permuted-diagonal), column
+//       t·nb·p + in channel; weights on padded channels (>= in_channels,
+//       ignored by the runtime op) are zeroed;
+//   ai.permdnn BlockCirculantConv -> BlockCirculantMatrix [out, K·nb·p],
+//       the same tap-major layout (as ops_circulant.cc multiplies it);
+//   ai.permdnn SparseConv         -> its CsrMatrix [out, in·K] as stored,
+//       column in_channel·K + tap;
+// with `conv` set (kernel, strides, pads, dilations, auto_pad).
+// ConvIm2Col() turns one sample of the captured conv input into the
+// columns, in the matrix's column order, that reproduce the runtime's conv
+// output (matrix × column + bias per output position). Dense Conv, Gemm and
+// MatMul are listed as skipped, with the reason.
 //
 // WithCapturedOutputs() returns a copy of the model whose graph outputs are
 // the given values (ONNX allows any value to be a graph output), keeping
@@ -24,6 +42,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,9 +58,24 @@ namespace permdnn::runtime {
 enum class CompressedFormat { kPermDiag, kCirculant, kSparse };
 const char* CompressedFormatName(CompressedFormat f);  // "permdiag" | "circulant" | "sparse"
 
+// The attributes of a compressed conv node (ONNX Conv semantics, group 1).
+// Lists as in the file; empty means the ONNX default.
+struct ConvAttributes {
+  int64_t in_channels = 0, out_channels = 0;
+  std::vector<int64_t> kernel_shape;  // 1-3 spatial dims, from the values' shape when the node omits it
+  std::vector<int64_t> strides, pads, dilations;
+  std::string auto_pad = "NOTSET";
+  int64_t kernel_size() const;  // K: product of kernel_shape
+  std::string Describe() const;  // "3x3 stride 1 pads 1,1,1,1"
+};
+
+// A compressed layer as one matrix. FC layers: [out_features x
+// in_features]. Conv layers (conv set): the im2col matrix, out_features =
+// out channels and in_features = its column count (K·nb·p or in·K, see
+// above), one product per output position.
 struct CompressedFcLayer {
   std::string node;     // node name ("#<index>" when the file leaves it empty)
-  std::string op_type;  // PermDiagMatMul | BlockCirculantMatMul | SparseMatMul
+  std::string op_type;  // PermDiagMatMul | BlockCirculantMatMul | SparseMatMul | *Conv
   int64_t position = 0; // index of the node in the graph
   std::string input;    // the value X entering the layer
   std::string output;   // the value the layer produces
@@ -53,6 +87,7 @@ struct CompressedFcLayer {
   std::optional<BlockCirculantMatrix> circulant;
   std::optional<CsrMatrix> sparse;
   std::vector<float> bias;      // [out_features], empty when absent
+  std::optional<ConvAttributes> conv;  // set for PermDiagConv, BlockCirculantConv, SparseConv
 
   // Dense row-major [out_features x in_features] reconstruction.
   std::vector<float> ToDense() const;
@@ -64,12 +99,29 @@ struct SkippedLayer {
 
 struct ModelInspection {
   std::vector<CompressedFcLayer> layers;  // graph order
-  std::vector<SkippedLayer> skipped;      // conv and dense layers, graph order
+  std::vector<SkippedLayer> skipped;      // dense layers, graph order
   std::vector<std::string> graph_inputs;  // the model's inputs (initializers excluded)
 };
 
 // `name` prefixes every error (e.g. the file path).
 ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std::string& name);
+
+// The im2col columns of one sample of a conv layer's input.
+struct ConvColumns {
+  std::vector<int64_t> out_spatial;  // output spatial dims (1-3)
+  int64_t positions = 0;             // their product
+  int64_t length = 0;                // floats per column: the layer's in_features
+  std::vector<float> data;           // [positions][length]
+  std::span<const float> column(int64_t q) const {
+    return {data.data() + q * length, static_cast<std::size_t>(length)};
+  }
+};
+// x_shape: the captured input's shape [N, in_channels, spatial...]; sample:
+// one sample of it (in_channels · spatial floats). Geometry (strides, pads,
+// dilations, auto_pad) as the runtime's Conv; positions that read padding
+// get zeros. Error naming the layer when the shape does not fit.
+ConvColumns ConvIm2Col(const CompressedFcLayer& layer, const std::vector<int64_t>& x_shape,
+                       std::span<const float> sample);
 
 // The serialized model whose graph outputs are exactly `values` (in that
 // order), pruned to the nodes they depend on. Every value must be produced

@@ -24,6 +24,17 @@
 // Fixed point: weights quantized per layer and activations per sample with
 // the largest fractional bits that do not saturate (core/fixed_point.h).
 // Biases are not simulated (one add per output at drain time).
+//
+// Conv layers arrive as their im2col matrix (runtime/inspect.h): one
+// matrix × vector product per output position, the vector being the im2col
+// column of that position (zeros from padding are zero activations, which
+// the PermDNN and EIE engines skip). `inputs` then holds the simulated
+// columns of every sample, `positions` says how many output positions one
+// inference has, and a record is per inference: the mean over the columns
+// times `positions` (cycles, MACs, energy, counters; the dense-equivalent
+// rate counts m·n·positions). When only some positions of each sample are
+// simulated the sum is an estimate, and `note` says so. All columns of one
+// sample share that sample's int16 scale (`scale_max`).
 #pragma once
 
 #include <map>
@@ -46,20 +57,32 @@ struct ModelLayer {
   std::optional<PermDiagMatrix> permdiag;
   std::optional<BlockCirculantMatrix> circulant;
   std::optional<CsrMatrix> sparse;
-  // One activation vector (n = cols floats) per sample.
+  // One activation vector (n = cols floats) per sample; conv: per sample
+  // and simulated output position.
   std::vector<std::vector<float>> inputs;
+  // Conv: output positions per inference (1 for an FC layer), the number
+  // of samples the inputs come from (0: inputs.size()), and a description
+  // that is added to every record's source ("conv 3x3 ..., 196 positions").
+  int64_t positions = 1;
+  int samples = 0;
+  std::string note;
+  // Optional, one per input: the |x| maximum that sets its int16 scale
+  // (conv: the whole sample's). Empty: each vector's own maximum.
+  std::vector<float> scale_max;
 
   const char* format() const;  // "permdiag" | "circulant" | "sparse"
   int64_t rows() const;
   int64_t cols() const;
+  int sample_count() const { return samples > 0 ? samples : static_cast<int>(inputs.size()); }
 };
 
 // The per-layer part of the workloads (matrices in every engine's format);
 // SetModelInput then fills one sample's activations. `sources` gets one
 // line per engine kind ("permdnn", "eie", "circnn") saying what it runs.
 LayerWorkload BuildModelWorkload(const ModelLayer& layer, bool build_csc, std::map<std::string, std::string>* sources);
-// Quantizes x (n floats) into w.x / x_frac_bits / nonzero_cols.
-void SetModelInput(LayerWorkload& w, std::span<const float> x);
+// Quantizes x (n floats) into w.x / x_frac_bits / nonzero_cols, with the
+// scale of `max_abs` (negative: x's own maximum).
+void SetModelInput(LayerWorkload& w, std::span<const float> x, double max_abs = -1);
 
 struct ModelComparisonOptions {
   std::vector<std::string> archs = {"permdnn", "eie", "circnn"};
@@ -68,8 +91,8 @@ struct ModelComparisonOptions {
   bool check_functional = true;  // PermDNN int16 output == kernels int16 output, every sample
 };
 
-// Throws Error if a layer has no matrix, no samples, or an input of the
-// wrong length.
+// Throws Error if a layer has no matrix, no samples, an input of the
+// wrong length, positions < 1 or a scale_max of the wrong length.
 ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const ModelComparisonOptions& options);
 
 }  // namespace permdnn::sim
