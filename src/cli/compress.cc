@@ -1,7 +1,9 @@
 // permdnn compress: project the Gemm / MatMul / Conv weights of an ONNX
 // model onto the permuted-diagonal, block-circulant or pruned format (no
-// data needed).
+// data needed); with --data/--epochs, in builds with the training component,
+// then fine-tunes the result (train/onnx_finetune.h).
 #include <cstdio>
+#include <iostream>
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +11,9 @@
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
 #include "permdnn/runtime/export.h"
+#ifdef PERMDNN_HAVE_TRAINING
+#include "src/train/onnx_finetune.h"
+#endif
 
 namespace permdnn::cli {
 
@@ -18,8 +23,11 @@ nlohmann::json ReportJson(const runtime::ExportReport& r);
 void AddCompressCommand(CLI::App& app) {
   struct Args {
     std::string in, out, spec, data, json;
-    int epochs = 0;
+    int epochs = 1;
     bool portable = false;
+#ifdef PERMDNN_HAVE_TRAINING
+    train::FineTuneOptions ft;
+#endif
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("compress", "replace an ONNX model's dense weights by their permdiag / circulant / pruned projection");
@@ -27,19 +35,53 @@ void AddCompressCommand(CLI::App& app) {
   cmd->add_option("--compress", args->spec, "SPEC, e.g. permdiag:p=8, circulant:p=8, prune:density=0.1,bits=4 or fc1=permdiag:p=4,fc3=dense")->required();
   cmd->add_option("--out", args->out, "output model.onnx")->required();
   cmd->add_flag("--portable", args->portable, "write the projected weights as dense standard ops");
-  auto* o_data = cmd->add_option("--data", args->data, "fine-tuning data (needs the training component)");
-  auto* o_epochs = cmd->add_option("--epochs", args->epochs, "fine-tuning epochs (needs the training component)");
+  auto* o_data = cmd->add_option("--data", args->data,
+                                  "fine-tune on this Fashion-MNIST/MNIST directory after the projection (needs the "
+                                  "training component)");
+  auto* o_epochs = cmd->add_option("--epochs", args->epochs,
+                                   "fine-tuning epochs (default 1; needs the training component; --data defaults to "
+                                   "/usr/share/datasets/fashion-mnist)");
   cmd->add_option("--json", args->json, "write the per-layer report to this JSON file");
+#ifdef PERMDNN_HAVE_TRAINING
+  cmd->add_option("--lr", args->ft.lr, "fine-tuning Adam learning rate (x0.1 for the last third of the epochs)")
+      ->capture_default_str();
+  cmd->add_option("--batch", args->ft.batch, "fine-tuning batch size")->capture_default_str();
+  cmd->add_option("--threads", args->ft.threads, "fine-tuning threads")->capture_default_str();
+  cmd->add_option("--seed", args->ft.seed, "fine-tuning shuffling seed")->capture_default_str();
+  cmd->add_option("--limit-train", args->ft.limit_train, "fine-tune on the first N training images only");
+#endif
   cmd->callback([=] {
-    if (*o_data || *o_epochs)
+    const bool finetune = *o_data || *o_epochs;
+#ifdef PERMDNN_HAVE_TRAINING
+    if (finetune) {
+      PERMDNN_CHECK(args->epochs >= 1, "compress: --epochs must be >= 1, got {}", args->epochs);
+      PERMDNN_CHECK(!args->portable, "compress: --portable (dense standard ops) and fine-tuning (which "
+                                     "trains the compressed ai.permdnn layers) do not combine; drop one");
+    }
+#else
+    if (finetune)
       Fail("compress: fine-tuning (--data/--epochs) runs through the training component, which is not available "
            "in this build of `permdnn compress`; run without --data/--epochs for projection only");
+#endif
     runtime::CompressOptions o;
     o.spec = args->spec;
     o.portable = args->portable;
     runtime::ExportReport r = runtime::CompressOnnx(args->in, args->out, o);
     PrintLayerReport(r, true);
-    if (!args->json.empty()) WriteFileAtomic(args->json, ReportJson(r).dump(2) + "\n");
+    nlohmann::json j = ReportJson(r);
+#ifdef PERMDNN_HAVE_TRAINING
+    if (finetune) {
+      args->ft.data_dir = args->data;
+      args->ft.epochs = args->epochs;
+      std::cout << "\n";
+      train::FineTuneResult f = train::FineTuneOnnx(args->out, args->out, args->ft, std::cout);
+      j["finetune"] = {{"epochs", args->epochs},
+                       {"accuracy_projected", f.accuracy_before},
+                       {"accuracy_finetuned", f.accuracy_after},
+                       {"trainable_values", f.trainable_values}};
+    }
+#endif
+    if (!args->json.empty()) WriteFileAtomic(args->json, j.dump(2) + "\n");
   });
 }
 

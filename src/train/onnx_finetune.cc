@@ -1,0 +1,473 @@
+// Fine-tuning an ONNX model through LibTorch: see onnx_finetune.h.
+#include "src/train/onnx_finetune.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "permdnn/core/dataset.h"
+#include "permdnn/core/error.h"
+#include "permdnn/runtime/eval.h"
+#include "permdnn/runtime/model.h"
+#include "permdnn/runtime/onnx_io.h"
+#include "src/runtime/onnx_util.h"
+#include "src/train/circulant_layers.h"
+#include "src/train/permdiag_layers.h"
+
+namespace permdnn::train {
+namespace {
+
+namespace F = torch::nn::functional;
+using runtime::UnsupportedError;
+
+// One ONNX node as the LibTorch graph runs it.
+struct TorchNode {
+  const onnx::NodeProto* proto = nullptr;
+  std::string where;  // "node 'fc1' (Gemm, #3)"
+  std::string op;
+  int opset = 13;
+
+  const onnx::AttributeProto* Attr(const std::string& a) const {
+    for (const auto& at : proto->attribute())
+      if (at.name() == a) return &at;
+    return nullptr;
+  }
+  int64_t Int(const std::string& a, int64_t dflt) const {
+    const auto* at = Attr(a);
+    return at ? at->i() : dflt;
+  }
+  float Float(const std::string& a, float dflt) const {
+    const auto* at = Attr(a);
+    return at ? at->f() : dflt;
+  }
+  std::vector<int64_t> Ints(const std::string& a, std::vector<int64_t> dflt) const {
+    const auto* at = Attr(a);
+    return at ? std::vector<int64_t>(at->ints().begin(), at->ints().end()) : dflt;
+  }
+  // Input k's name ("" when omitted or absent).
+  std::string In(int k) const { return k < proto->input_size() ? proto->input(k) : std::string(); }
+  [[noreturn]] void Unsupported(const std::string& what) const { throw UnsupportedError(where + ": " + what); }
+};
+
+// The float initializer slots that train, per op (input indices).
+std::vector<int> TrainableInputs(const std::string& op) {
+  if (op == "Gemm" || op == "Conv") return {1, 2};
+  if (op == "MatMul" || op == "Add" || op == "Sub" || op == "Mul") return {0, 1};
+  if (op == "BatchNormalization") return {1, 2};
+  if (op == "PermDiagMatMul" || op == "PermDiagConv") return {1, 3};
+  if (op == "BlockCirculantMatMul" || op == "BlockCirculantConv") return {1, 2};
+  if (op == "SparseMatMul" || op == "SparseConv") return {3, 4, 5};  // values (float only), bias, codebook
+  return {};
+}
+
+// ONNX Conv semantics (N-d, symmetric pads, group) over torch::convolution.
+torch::Tensor ConvForward(const TorchNode& n, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const int64_t sd = w.dim() - 2;
+  if (n.Attr("auto_pad") && n.Attr("auto_pad")->s() != "NOTSET") n.Unsupported("auto_pad other than NOTSET");
+  std::vector<int64_t> strides = n.Ints("strides", std::vector<int64_t>(sd, 1));
+  std::vector<int64_t> dil = n.Ints("dilations", std::vector<int64_t>(sd, 1));
+  std::vector<int64_t> pads = n.Ints("pads", std::vector<int64_t>(2 * sd, 0));
+  std::vector<int64_t> pad(sd);
+  for (int64_t d = 0; d < sd; ++d) {
+    if (pads[d] != pads[d + sd]) n.Unsupported("asymmetric pads");
+    pad[d] = pads[d];
+  }
+  std::vector<int64_t> out_pad(sd, 0);
+  return torch::convolution(x, w, b, strides, pad, dil, false, out_pad, n.Int("group", 1));
+}
+
+torch::Tensor PoolForward(const TorchNode& n, const torch::Tensor& x, bool max) {
+  if (x.dim() != 4) n.Unsupported(fmt::format("{}-d pooling (only 2-d)", x.dim() - 2));
+  if (n.Attr("auto_pad") && n.Attr("auto_pad")->s() != "NOTSET") n.Unsupported("auto_pad other than NOTSET");
+  std::vector<int64_t> k = n.Ints("kernel_shape", {});
+  if (k.size() != 2) n.Unsupported("kernel_shape must have 2 entries");
+  std::vector<int64_t> s = n.Ints("strides", {1, 1}), pads = n.Ints("pads", {0, 0, 0, 0});
+  if (pads[0] != pads[2] || pads[1] != pads[3]) n.Unsupported("asymmetric pads");
+  const bool ceil = n.Int("ceil_mode", 0) != 0;
+  if (max)
+    return torch::max_pool2d(x, k, s, {pads[0], pads[1]}, n.Ints("dilations", {1, 1}), ceil);
+  return torch::avg_pool2d(x, k, s, {pads[0], pads[1]}, ceil, n.Int("count_include_pad", 0) != 0);
+}
+
+// ONNX (Log)Softmax: opset < 13 coerces to 2-d at `axis` (default 1).
+torch::Tensor SoftmaxForward(const TorchNode& n, const torch::Tensor& x, bool log) {
+  auto f = [&](const torch::Tensor& t, int64_t d) { return log ? torch::log_softmax(t, d) : torch::softmax(t, d); };
+  int64_t axis = n.Int("axis", n.opset >= 13 ? -1 : 1);
+  if (axis < 0) axis += x.dim();
+  if (n.opset >= 13 || axis == x.dim() - 1) return f(x, axis);
+  int64_t lead = 1;
+  for (int64_t d = 0; d < axis; ++d) lead *= x.size(d);
+  return f(x.reshape({lead, -1}), 1).view(x.sizes());
+}
+
+// y = x·Wᵀ + b over the last dimension of x (any leading dims).
+template <typename Fn>
+torch::Tensor OverLastDim(const torch::Tensor& x, int64_t in, Fn&& fn) {
+  std::vector<int64_t> lead(x.sizes().begin(), x.sizes().end() - 1);
+  torch::Tensor y = fn(x.reshape({-1, in}));
+  lead.push_back(y.size(1));
+  return y.reshape(lead);
+}
+
+// The graph as LibTorch operations; owns the parsed file.
+class TorchGraph {
+ public:
+  TorchGraph(const std::string& path) : path_(path) {
+    const std::string bytes = runtime::ReadFileBytes(path);
+    runtime::Model::FromBytes(bytes, path);  // the runtime validates the file (one validator)
+    model_ = runtime::detail::ParseModelProto(bytes, path);
+    int default_opset = 1;
+    for (const auto& o : model_.opset_import())
+      if (o.domain().empty() || o.domain() == "ai.onnx") default_opset = static_cast<int>(o.version());
+    const onnx::GraphProto& g = model_.graph();
+    for (const auto& t : g.initializer()) {
+      runtime::Tensor v = runtime::detail::TensorFromProto(t, path + ": initializer '" + t.name() + "'");
+      torch::Tensor tt;
+      if (runtime::IsFloat(v.dtype())) {
+        tt = torch::from_blob(v.f(), v.shape(), torch::kFloat).clone();
+      } else {
+        tt = torch::from_blob(v.i(), v.shape(), torch::kLong).clone();
+      }
+      values_[t.name()] = tt;
+      float_init_[t.name()] = runtime::IsFloat(v.dtype()) && t.data_type() == onnx::TensorProto::FLOAT;
+    }
+    PERMDNN_CHECK(g.input_size() > 0, "{}: the graph has no inputs", path);
+    for (const auto& in : g.input())
+      if (!values_.count(in.name())) input_names_.push_back(in.name());
+    PERMDNN_CHECK(input_names_.size() == 1, "{}: fine-tuning needs exactly one (image) input, the graph has {}", path,
+                  input_names_.size());
+    output_ = g.output(0).name();
+    for (int k = 0; k < g.node_size(); ++k) {
+      const auto& pn = g.node(k);
+      TorchNode n;
+      n.proto = &pn;
+      n.op = pn.op_type();
+      n.where = fmt::format("{}: node '{}' ({}, #{})", path, pn.name().empty() ? fmt::format("#{}", k) : pn.name(),
+                            pn.op_type(), k);
+      n.opset = default_opset;
+      const bool custom = !pn.domain().empty() && pn.domain() != "ai.onnx";
+      if (custom && pn.domain() != "ai.permdnn") n.Unsupported("domain '" + pn.domain() + "'");
+      if (!Supported(n.op, custom))
+        n.Unsupported("operator not supported by compress fine-tuning (supported: Gemm, MatMul, Conv, Add, Sub, "
+                      "Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, "
+                      "Transpose, BatchNormalization, Softmax, LogSoftmax, Identity, Dropout, and the ai.permdnn "
+                      "ops)");
+      for (int s : TrainableInputs(n.op)) {
+        const std::string name = n.In(s);
+        if (name.empty() || !float_init_.count(name) || !float_init_[name]) continue;
+        if ((n.op == "Add" || n.op == "Sub" || n.op == "Mul") && float_init_.count(n.In(1 - s))) continue;
+        if (trainable_.insert(name).second) values_[name].requires_grad_(true);
+      }
+      nodes_.push_back(std::move(n));
+    }
+    // Train on logits: a final Softmax is skipped, a final LogSoftmax kept.
+    for (const auto& n : nodes_)
+      if (n.proto->output_size() > 0 && n.proto->output(0) == output_) {
+        if (n.op == "Softmax") logits_ = n.In(0);
+        if (n.op == "LogSoftmax") log_probs_ = true;
+      }
+    if (logits_.empty()) logits_ = output_;
+  }
+
+  std::vector<torch::Tensor> Parameters() const {
+    std::vector<torch::Tensor> ps;
+    for (const auto& name : trainable_) ps.push_back(values_.at(name));
+    return ps;
+  }
+  const std::set<std::string>& trainable() const { return trainable_; }
+  bool log_probs() const { return log_probs_; }
+
+  // Runs the graph up to `want` (logits_ for training, output_ for tests).
+  torch::Tensor Forward(const torch::Tensor& x, bool logits) const {
+    const std::string& want = logits ? logits_ : output_;
+    std::map<std::string, torch::Tensor> v;
+    v[input_names_[0]] = x;
+    auto get = [&](const TorchNode& n, int k) -> torch::Tensor {
+      const std::string name = n.In(k);
+      if (name.empty()) return {};
+      auto it = v.find(name);
+      if (it != v.end()) return it->second;
+      return values_.at(name);  // an initializer (the runtime checked that it exists)
+    };
+    for (const TorchNode& n : nodes_) {
+      v[n.proto->output(0)] = Run(n, [&](int k) { return get(n, k); });
+      if (n.proto->output(0) == want) return v[want];
+    }
+    auto it = v.find(want);
+    PERMDNN_CHECK(it != v.end(), "{}: graph output '{}' is not computed", path_, want);
+    return it->second;
+  }
+
+  // Writes the trained initializers back (same names, shapes, dtype) and
+  // the model to `out` atomically.
+  void Write(const std::string& out) {
+    for (auto& t : *model_.mutable_graph()->mutable_initializer()) {
+      if (!trainable_.count(t.name())) continue;
+      torch::Tensor w = values_.at(t.name()).detach().contiguous();
+      std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
+      const std::string name = t.name();
+      t.Clear();
+      runtime::detail::SetFloatTensor(&t, name, {w.data_ptr<float>(), static_cast<std::size_t>(w.numel())}, dims);
+    }
+    runtime::detail::WriteModelProto(model_, out);
+  }
+
+ private:
+  static bool Supported(const std::string& op, bool custom) {
+    static const std::set<std::string> kStd = {"Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Relu", "Sigmoid",
+                                               "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
+                                               "Reshape", "Transpose", "BatchNormalization", "Softmax",
+                                               "LogSoftmax", "Identity", "Dropout"};
+    static const std::set<std::string> kCustom = {"PermDiagMatMul", "PermDiagConv", "BlockCirculantMatMul",
+                                                  "BlockCirculantConv", "SparseMatMul", "SparseConv"};
+    return custom ? kCustom.count(op) != 0 : kStd.count(op) != 0;
+  }
+
+  template <typename Get>
+  torch::Tensor Run(const TorchNode& n, Get&& in) const {
+    const std::string& op = n.op;
+    if (op == "Relu") return torch::relu(in(0));
+    if (op == "Sigmoid") return torch::sigmoid(in(0));
+    if (op == "Tanh") return torch::tanh(in(0));
+    if (op == "Identity" || op == "Dropout") return in(0);
+    if (op == "Add") return in(0) + in(1);
+    if (op == "Sub") return in(0) - in(1);
+    if (op == "Mul") return in(0) * in(1);
+    if (op == "MatMul") return torch::matmul(in(0), in(1));
+    if (op == "Gemm") {
+      torch::Tensor a = in(0), b = in(1), c = in(2);
+      if (n.Int("transA", 0)) a = a.t();
+      if (n.Int("transB", 0)) b = b.t();
+      torch::Tensor y = torch::matmul(a, b) * n.Float("alpha", 1.0f);
+      return c.defined() ? y + c * n.Float("beta", 1.0f) : y;
+    }
+    if (op == "Conv") return ConvForward(n, in(0), in(1), in(2));
+    if (op == "MaxPool" || op == "AveragePool") return PoolForward(n, in(0), op == "MaxPool");
+    if (op == "GlobalAveragePool") {
+      torch::Tensor x = in(0);
+      std::vector<int64_t> dims;
+      for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+      return x.mean(dims, true);
+    }
+    if (op == "Flatten") {
+      torch::Tensor x = in(0);
+      int64_t axis = n.Int("axis", 1);
+      if (axis < 0) axis += x.dim();
+      int64_t lead = 1;
+      for (int64_t d = 0; d < axis; ++d) lead *= x.size(d);
+      return x.reshape({lead, -1});
+    }
+    if (op == "Reshape") {
+      torch::Tensor x = in(0), s = in(1);
+      PERMDNN_CHECK(s.defined() && s.scalar_type() == torch::kLong, "{}: the shape must be a constant int64 tensor",
+                    n.where);
+      std::vector<int64_t> shape(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + s.numel());
+      for (std::size_t d = 0; d < shape.size(); ++d)
+        if (shape[d] == 0 && !n.Int("allowzero", 0)) shape[d] = x.size(static_cast<int64_t>(d));
+      return x.reshape(shape);
+    }
+    if (op == "Transpose") {
+      torch::Tensor x = in(0);
+      std::vector<int64_t> perm;
+      for (int64_t d = x.dim() - 1; d >= 0; --d) perm.push_back(d);
+      return x.permute(n.Ints("perm", perm));
+    }
+    if (op == "Softmax" || op == "LogSoftmax") return SoftmaxForward(n, in(0), op == "LogSoftmax");
+    if (op == "BatchNormalization")
+      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, n.Float("epsilon", 1e-5f), false);
+    // ai.permdnn compressed layers: the structure (offsets, row_ptr/col_idx,
+    // codes) is a constant, only the stored float values train.
+    if (op == "PermDiagMatMul") {
+      const int64_t rows = n.Int("out_features", 0), cols = n.Int("in_features", 0);
+      torch::Tensor offs = in(2).to(torch::kInt16).contiguous();
+      return OverLastDim(in(0), cols, [&](const torch::Tensor& x) {
+        return PermDiagLinearKernel(x.contiguous(), in(1), offs, in(3), rows, cols);
+      });
+    }
+    if (op == "PermDiagConv")
+      return ConvForward(n, in(0),
+                         PermDiagToDense(in(1), in(2).to(torch::kInt16).contiguous(), n.Int("out_channels", 0),
+                                         n.Int("in_channels", 0)),
+                         in(3));
+    if (op == "BlockCirculantMatMul") {
+      const int64_t rows = n.Int("out_features", 0), cols = n.Int("in_features", 0);
+      return OverLastDim(in(0), cols,
+                         [&](const torch::Tensor& x) { return CirculantLinearFft(x, in(1), in(2), rows, cols); });
+    }
+    if (op == "BlockCirculantConv")
+      return ConvForward(n, in(0), CirculantToDense(in(1), n.Int("out_channels", 0), n.Int("in_channels", 0)),
+                         in(2));
+    if (op == "SparseMatMul" || op == "SparseConv") {
+      const bool conv = op == "SparseConv";
+      const int64_t rows = n.Int(conv ? "out_channels" : "out_features", 0);
+      torch::Tensor row_ptr = in(1), col = in(2), vals = in(3), codebook = in(5);
+      if (codebook.defined()) vals = codebook.index_select(0, vals.to(torch::kLong));
+      // Row index of every nonzero from row_ptr (fixed).
+      torch::Tensor counts = row_ptr.slice(0, 1) - row_ptr.slice(0, 0, rows);
+      torch::Tensor row = torch::repeat_interleave(torch::arange(rows, torch::kLong), counts);
+      if (!conv) {
+        const int64_t cols = n.Int("in_features", 0);
+        torch::Tensor w = torch::zeros({rows, cols}).index_put({row, col}, vals);
+        return OverLastDim(in(0), cols, [&](const torch::Tensor& x) {
+          torch::Tensor y = torch::matmul(x, w.t());
+          return in(4).defined() ? y + in(4) : y;
+        });
+      }
+      std::vector<int64_t> shape = {rows, n.Int("in_channels", 0)};
+      int64_t cols = shape[1];
+      for (int64_t k : n.Ints("kernel_shape", {})) {
+        shape.push_back(k);
+        cols *= k;
+      }
+      torch::Tensor w = torch::zeros({rows, cols}).index_put({row, col}, vals).view(shape);
+      return ConvForward(n, in(0), w, in(4));
+    }
+    n.Unsupported("operator not supported by compress fine-tuning");
+  }
+
+  std::string path_;
+  onnx::ModelProto model_;
+  std::vector<TorchNode> nodes_;
+  std::map<std::string, torch::Tensor> values_;  // initializers (float or int64)
+  std::map<std::string, bool> float_init_;
+  std::set<std::string> trainable_;
+  std::vector<std::string> input_names_;
+  std::string output_, logits_;
+  bool log_probs_ = false;
+};
+
+struct Data {
+  torch::Tensor images, labels;
+};
+
+// Images [begin, begin + n) of ds, preprocessed as eval does, in the model's layout.
+Data Load(const ImageDataset& ds, int64_t begin, int64_t n, const Preprocess& pre, runtime::Layout layout) {
+  Data d;
+  d.images = torch::empty(runtime::BatchShape(ds, layout, n));
+  ds.Batch(begin, n, pre, std::span<float>(d.images.data_ptr<float>(), d.images.numel()));
+  d.labels = torch::from_blob(const_cast<uint8_t*>(ds.labels.data() + begin), {n}, torch::kUInt8).to(torch::kLong);
+  return d;
+}
+
+torch::Tensor Loss(const TorchGraph& g, const torch::Tensor& out, const torch::Tensor& labels) {
+  PERMDNN_CHECK(out.dim() == 2, "the model's output must be [batch, classes], got {} dims", out.dim());
+  return g.log_probs() ? torch::nll_loss(out, labels) : torch::nn::functional::cross_entropy(out, labels);
+}
+
+// Test loss and accuracy of the LibTorch graph (no gradients).
+std::pair<double, double> Test(const TorchGraph& g, const Data& test, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  double loss = 0;
+  int64_t correct = 0, n = test.images.size(0);
+  for (int64_t b = 0; b < n; b += batch) {
+    const int64_t e = std::min(n, b + batch);
+    torch::Tensor out = g.Forward(test.images.slice(0, b, e), true), y = test.labels.slice(0, b, e);
+    loss += Loss(g, out, y).item<double>() * static_cast<double>(e - b);
+    correct += out.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  return {loss / static_cast<double>(std::max<int64_t>(n, 1)),
+          static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(n, 1))};
+}
+
+}  // namespace
+
+FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_path, const FineTuneOptions& o,
+                            std::ostream& log) {
+  PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
+  PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
+  PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
+  torch::set_num_threads(std::max(1, o.threads));
+  SetTrainThreads(std::max(1, o.threads));
+
+  runtime::Model before = runtime::Model::Load(in_path);
+  runtime::EvalOptions eo;
+  runtime::DefaultPreprocess(before, &eo.pre, &eo.layout);
+  ImageDataset train_set, test_set;
+  if (o.synthetic_train > 0) {
+    ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, o.synthetic_side, o.synthetic_side,
+                                        o.synthetic_classes, 12345);
+    auto split = [&](int64_t begin, int64_t n) {
+      ImageDataset s = all;
+      s.count = n;
+      s.pixels.assign(all.pixels.begin() + begin * all.image_size(), all.pixels.begin() + (begin + n) * all.image_size());
+      s.labels.assign(all.labels.begin() + begin, all.labels.begin() + begin + n);
+      return s;
+    };
+    train_set = split(0, o.synthetic_train);
+    test_set = split(o.synthetic_train, o.synthetic_test);
+  } else {
+    const std::string dir = o.data_dir.empty() ? kDefaultFashionMnistDir : o.data_dir;
+    train_set = LoadFashionMnist(dir, "train");
+    test_set = LoadFashionMnist(dir, "test");
+  }
+  const int64_t n_train = o.limit_train > 0 ? std::min(o.limit_train, train_set.count) : train_set.count;
+  Data train = Load(train_set, 0, n_train, eo.pre, eo.layout), test = Load(test_set, 0, test_set.count, eo.pre, eo.layout);
+
+  FineTuneResult r;
+  r.accuracy_before = runtime::Evaluate(before, test_set, eo).accuracy;
+
+  torch::manual_seed(o.seed);
+  TorchGraph g(in_path);
+  PERMDNN_CHECK(!g.trainable().empty(), "{}: no float weight initializer to fine-tune", in_path);
+  r.trained_initializers.assign(g.trainable().begin(), g.trainable().end());
+  for (const auto& p : g.Parameters()) r.trainable_values += p.numel();
+  log << fmt::format("fine-tuning {} values in {} initializers on {} images, {} epochs (Adam, lr {}, batch {})\n",
+                     r.trainable_values, r.trained_initializers.size(), n_train, o.epochs, o.lr, o.batch);
+  auto [l0, a0] = Test(g, test, 256);
+  log << fmt::format("before: test loss {:.4f}, accuracy {:.2f}% (LibTorch), {:.2f}% (runtime)\n", l0, 100 * a0,
+                     100 * r.accuracy_before);
+
+  torch::optim::Adam opt(g.Parameters(), torch::optim::AdamOptions(o.lr));
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = epoch >= o.epochs - o.epochs / 3 ? o.lr * 0.1 : o.lr;  // trainer.h's recipe
+    for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    torch::Tensor perm = torch::randperm(n_train, torch::kLong);
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (int64_t b = 0; b < n_train; b += o.batch) {
+      torch::Tensor idx = perm.slice(0, b, std::min(n_train, b + o.batch));
+      torch::Tensor x = train.images.index_select(0, idx), y = train.labels.index_select(0, idx);
+      opt.zero_grad();
+      torch::Tensor out = g.Forward(x, true);
+      torch::Tensor loss = Loss(g, out, y);
+      loss.backward();
+      opt.step();
+      loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
+      correct += out.argmax(1).eq(y).sum().item<int64_t>();
+    }
+    EpochMetrics m;
+    m.epoch = epoch + 1;
+    m.lr = lr;
+    m.train_loss = loss_sum / static_cast<double>(n_train);
+    m.train_accuracy = static_cast<double>(correct) / static_cast<double>(n_train);
+    std::tie(m.test_loss, m.test_accuracy) = Test(g, test, 256);
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log << fmt::format("epoch {}/{}: lr {:g}, train loss {:.4f} acc {:.2f}%, test loss {:.4f} acc {:.2f}%, {:.1f} s\n",
+                       m.epoch, o.epochs, lr, m.train_loss, 100 * m.train_accuracy, m.test_loss,
+                       100 * m.test_accuracy, m.seconds);
+    r.history.push_back(m);
+  }
+  g.Write(out_path);
+  runtime::Model after = runtime::Model::Load(out_path);  // the written file must load unchanged
+  r.accuracy_after = runtime::Evaluate(after, test_set, eo).accuracy;
+  log << fmt::format("after: test accuracy {:.2f}% (runtime, {}), was {:.2f}%\n", 100 * r.accuracy_after, out_path,
+                     100 * r.accuracy_before);
+  return r;
+}
+
+std::vector<float> TorchForwardOnnx(const std::string& path, std::span<const float> input,
+                                    std::span<const int64_t> input_shape) {
+  TorchGraph g(path);
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = torch::from_blob(const_cast<float*>(input.data()),
+                                     std::vector<int64_t>(input_shape.begin(), input_shape.end()), torch::kFloat);
+  torch::Tensor y = g.Forward(x, false).contiguous();
+  return {y.data_ptr<float>(), y.data_ptr<float>() + y.numel()};
+}
+
+}  // namespace permdnn::train

@@ -1,0 +1,78 @@
+// Fine-tuning of any ONNX model the runtime runs (`permdnn compress --data
+// DIR --epochs N`), LibTorch-free interface; the LibTorch code lives in
+// onnx_finetune.cc.
+//
+// The file is first loaded by runtime::Model (the one validator: every node,
+// input and compressed format is checked there), then its graph is turned
+// node by node into LibTorch operations over the initializers:
+//   * dense Gemm / MatMul / Conv / Add / BatchNormalization (scale, B):
+//     their float initializers become parameters (requires_grad);
+//   * ai.permdnn PermDiagMatMul / PermDiagConv: values train, offsets stay
+//     (PermDiagLinearKernel / PermDiagToDense of permdiag_layers.h);
+//   * BlockCirculantMatMul / BlockCirculantConv: values train
+//     (CirculantLinearFft / CirculantToDense of circulant_layers.h);
+//   * SparseMatMul / SparseConv: the stored nonzeros (or, with a codebook,
+//     the centroids) train; row_ptr / col_idx / codes stay, so the mask is
+//     fixed, as in PrunedLayer after pruning (prune_layers.h);
+//   * shape and activation ops (Relu, MaxPool, AveragePool, Flatten,
+//     Reshape, Softmax, ...) are applied as they are; BatchNormalization
+//     uses its stored statistics (inference mode).
+// An operator outside this list is an UnsupportedError naming the node, its
+// op type and its position. The loss is cross-entropy on the graph's first
+// output (on the input of a final Softmax, which is then the logits).
+//
+// Training follows `permdnn train`'s conventions (trainer.h): Adam, batch
+// 128, learning rate dropped ×0.1 for the last third of the epochs, seeded
+// shuffling; images come through the same IDX reader and are preprocessed
+// as `permdnn eval` does for this file (runtime::DefaultPreprocess: the
+// model's metadata, else the defaults with the layout from its input rank).
+// The trained values are written back into the same initializers (same
+// names, shapes and dtypes, same node list), atomically, so run / eval /
+// sim --model read the result unchanged.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "permdnn/train/trainer.h"
+
+namespace permdnn::train {
+
+struct FineTuneOptions {
+  std::string data_dir;     // empty: Fashion-MNIST default directory
+  int epochs = 1;
+  int64_t batch = 128;
+  double lr = 1e-3;
+  uint64_t seed = 1;
+  int threads = 2;
+  int64_t limit_train = 0;  // use only the first N training images (0: all)
+  // Synthetic data instead of Fashion-MNIST (tests), as TrainOptions.
+  int64_t synthetic_train = 0, synthetic_test = 0;
+  int synthetic_side = 8, synthetic_classes = 4;
+};
+
+struct FineTuneResult {
+  // Test accuracy of the runtime (permdnn eval) on the input file and on the
+  // written file.
+  double accuracy_before = 0, accuracy_after = 0;
+  int64_t trainable_values = 0;   // float values that were trained
+  std::vector<std::string> trained_initializers;
+  std::vector<EpochMetrics> history;  // train/test loss and accuracy per epoch
+};
+
+// Fine-tunes the model in in_path and writes it to out_path (which may be
+// in_path; written via a temporary name). Per-epoch lines go to `log`.
+// Throws permdnn::Error for bad options or data, UnsupportedError for an
+// operator it cannot train.
+FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_path, const FineTuneOptions& options,
+                            std::ostream& log);
+
+// The LibTorch forward pass of the model in `path` on a float input (tests:
+// it must equal runtime::Model::Run). Returns the first output, flattened.
+std::vector<float> TorchForwardOnnx(const std::string& path, std::span<const float> input,
+                                    std::span<const int64_t> input_shape);
+
+}  // namespace permdnn::train
