@@ -700,15 +700,19 @@ void SparseColumns(const PermDiagColumnPack& w, const int32_t* nz_index, const f
                    int64_t nnz, int64_t I0, int64_t I1, float* ypad) {
   // The scatter-add is scalar: x86 before AVX-512 has no scatter, and
   // staging N indices through memory for scalar read-modify-writes measured
-  // slower than this loop. What decides the speed is keeping the weight
-  // stream flowing: consecutive nonzero columns are far apart in memory, so
-  // the hardware prefetcher restarts at every column; we prefetch the next
-  // nonzero column's slice (and its offsets) while working on this one.
+  // no faster than this loop (gathering y with AVX2 was 1.7x slower); see
+  // src/kernels/README.md for why the scatter bounds this product. The
+  // weight stream: consecutive nonzero columns are far apart in memory, so
+  // the hardware prefetcher restarts at every column; the next nonzero
+  // column's values (and offsets) are prefetched in step with this one,
+  // one cache line per 16 rows (a burst of the whole next column up front
+  // measured 1.1-1.3x slower).
   const int p = w.p;
   const int mask = p - 1;
   const int64_t mb = w.row_blocks;
   const float* values = w.col_values.data();
   const uint8_t* offsets = w.col_offsets.data();
+  constexpr int64_t kLine = 16;  // floats per cache line
   for (int64_t e = 0; e < nnz; ++e) {
     const int64_t j = nz_index[e];
     const float xj = nz_value[e];
@@ -716,23 +720,24 @@ void SparseColumns(const PermDiagColumnPack& w, const int32_t* nz_index, const f
     const int dd = static_cast<int>(j - J * p);
     const float* v = values + j * mb;
     const uint8_t* k = offsets + J * mb;
-    if (e + 1 < nnz) {
-      const int64_t jn = nz_index[e + 1];
-      const float* vn = values + jn * mb;
-      for (int64_t I = I0; I < I1; I += 16) hwy::Prefetch(vn + I);
-      const uint8_t* kn = offsets + (jn / p) * mb;
-      for (int64_t I = I0; I < I1; I += 64) hwy::Prefetch(kn + I);
-    }
+    const int64_t jn = e + 1 < nnz ? nz_index[e + 1] : j;
+    const float* vn = values + jn * mb;
+    const uint8_t* kn = offsets + (jn / p) * mb;
     int64_t row_base = I0 * p;
-    for (int64_t I = I0; I < I1; ++I, row_base += p) {
-      int c;
-      if constexpr (kPow2) {
-        c = (dd - k[I]) & mask;
-      } else {
-        c = dd - k[I];
-        c += c < 0 ? p : 0;
+    for (int64_t Il = I0; Il < I1; Il += kLine) {
+      hwy::Prefetch(vn + Il);
+      if ((Il - I0) % (4 * kLine) == 0) hwy::Prefetch(kn + Il);
+      const int64_t Ie = std::min(I1, Il + kLine);
+      for (int64_t I = Il; I < Ie; ++I, row_base += p) {
+        int c;
+        if constexpr (kPow2) {
+          c = (dd - k[I]) & mask;
+        } else {
+          c = dd - k[I];
+          c += c < 0 ? p : 0;
+        }
+        ypad[row_base + c] += v[I] * xj;
       }
-      ypad[row_base + c] += v[I] * xj;
     }
   }
 }
