@@ -156,7 +156,7 @@ void SetModelInput(LayerWorkload& w, std::span<const float> x, double max_abs) {
 }
 
 ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const ModelComparisonOptions& o) {
-  PERMDNN_CHECK(!layers.empty(), "sim --model: the model has no compressed fully connected layers to simulate");
+  PERMDNN_CHECK(!layers.empty(), "sim --model: the model has no compressed layers to simulate");
   for (const auto& l : layers) CheckLayer(l);
   ComparisonResult out;
   out.compare_to_published = false;
