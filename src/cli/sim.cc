@@ -73,8 +73,8 @@ void AddSimCommand(CLI::App& app) {
   cmd->add_option("--plot", a->plot, "write SVG bar charts of the ratios (gnuplot) into this directory");
   cmd->add_option("--trace", a->trace, "stream a per-cycle trace to this file (large)");
   cmd->add_option("--model", a->model,
-                  "simulate the compressed FC layers of an ONNX model (PermDiagMatMul, BlockCirculantMatMul, "
-                  "SparseMatMul) on the activations of real test images");
+                  "simulate the compressed layers of an ONNX model (PermDiag/BlockCirculant/Sparse MatMul and "
+                  "Conv; conv layers as im2col products) on the activations of real test images");
   cmd->add_option("--data", a->data, "--model: directory with the Fashion-MNIST IDX files")->capture_default_str();
   cmd->add_option("--samples", a->samples, "--model: test images whose activations drive the engines (mean over "
                                            "them)")
