@@ -418,6 +418,7 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
   log << fmt::format("fine-tuning {} values in {} initializers on {} images, {} epochs (Adam, lr {}, batch {})\n",
                      r.trainable_values, r.trained_initializers.size(), n_train, o.epochs, o.lr, o.batch);
   auto [l0, a0] = Test(g, test, 256);
+  r.test_loss_before = l0;
   log << fmt::format("before: test loss {:.4f}, accuracy {:.2f}% (LibTorch), {:.2f}% (runtime)\n", l0, 100 * a0,
                      100 * r.accuracy_before);
 

@@ -58,6 +58,7 @@ struct FineTuneResult {
   // Test accuracy of the runtime (permdnn eval) on the input file and on the
   // written file.
   double accuracy_before = 0, accuracy_after = 0;
+  double test_loss_before = 0;    // LibTorch, before the first step
   int64_t trainable_values = 0;   // float values that were trained
   std::vector<std::string> trained_initializers;
   std::vector<EpochMetrics> history;  // train/test loss and accuracy per epoch

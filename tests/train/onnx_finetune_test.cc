@@ -1,0 +1,284 @@
+// train/onnx_finetune.h: the LibTorch graph built from an ONNX file equals
+// the runtime on the same file (dense and every compressed op kind, after
+// `permdnn compress` projections), fine-tuning on the tiny synthetic set
+// lowers the loss and writes a file the runtime loads with the structure
+// (offsets, CSR indices, codes) unchanged, and bad input gives clear errors.
+//
+// The model: x [B, 1, 8, 8] -> conv1 (1 -> 6, 3x3, pad 1) -> BatchNorm ->
+// Relu -> MaxPool 2 -> conv2 (6 -> 10, 3x3, pad 1) -> Relu -> Flatten ->
+// fc1 (160 -> 18, Gemm transB) -> Relu -> fc2 (18 -> 4, MatMul + Add)
+// [-> Softmax]. conv2 and fc1 get the compression under test; 10 and 18 are
+// not multiples of p = 4, so padded blocks are covered.
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
+
+#include "permdnn/core/error.h"
+#include "permdnn/runtime/export.h"
+#include "permdnn/runtime/inspect.h"
+#include "permdnn/runtime/model.h"
+#include "permdnn/runtime/onnx_io.h"
+#include "src/runtime/onnx_util.h"
+#include "src/train/onnx_finetune.h"
+#include "tests/support/compare.h"
+
+namespace permdnn::train {
+namespace {
+
+namespace fs = std::filesystem;
+using runtime::detail::AddAttr;
+using runtime::detail::SetFloatTensor;
+using runtime::detail::SetInt64Tensor;
+
+fs::path TempDir() {
+  fs::path d = fs::temp_directory_path() / ("permdnn_onnx_finetune_test_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+std::vector<float> Randn(std::size_t n, uint64_t seed, float scale) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+struct GraphBuilder {
+  onnx::ModelProto m;
+  onnx::GraphProto* g = m.mutable_graph();
+  uint64_t seed = 1;
+
+  GraphBuilder() {
+    m.set_ir_version(8);
+    m.add_opset_import()->set_version(13);
+    auto* x = g->add_input();
+    x->set_name("x");
+    auto* tt = x->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(1);
+    for (int64_t d : {-1, 1, 8, 8}) {
+      auto* dim = tt->mutable_shape()->add_dim();
+      if (d > 0) dim->set_dim_value(d);
+      else dim->set_dim_param("N");
+    }
+  }
+  void Weight(const std::string& name, std::vector<int64_t> shape, float scale) {
+    SetFloatTensor(g->add_initializer(), name, Randn(static_cast<std::size_t>(runtime::NumElements(shape)), seed++, scale),
+                   shape);
+  }
+  onnx::NodeProto* Node(const std::string& name, const std::string& op, std::vector<std::string> in,
+                        const std::string& out) {
+    auto* n = g->add_node();
+    n->set_name(name);
+    n->set_op_type(op);
+    for (auto& i : in) n->add_input(i);
+    n->add_output(out);
+    return n;
+  }
+  std::string Save(const fs::path& path) {
+    runtime::detail::WriteModelProto(m, path.string());
+    return path.string();
+  }
+};
+
+// The small cnn above; `softmax` appends a Softmax (the loss then uses its input).
+std::string WriteCnn(const fs::path& path, bool softmax) {
+  GraphBuilder b;
+  b.Weight("conv1.weight", {6, 1, 3, 3}, 0.4f);
+  b.Weight("conv1.bias", {6}, 0.1f);
+  b.Weight("bn.scale", {6}, 0.1f);
+  b.Weight("bn.bias", {6}, 0.1f);
+  b.Weight("bn.mean", {6}, 0.1f);
+  SetFloatTensor(b.g->add_initializer(), "bn.var", std::vector<float>(6, 0.8f), {6});
+  b.Weight("conv2.weight", {10, 6, 3, 3}, 0.2f);
+  b.Weight("conv2.bias", {10}, 0.1f);
+  b.Weight("fc1.weight", {18, 160}, 0.1f);
+  b.Weight("fc1.bias", {18}, 0.1f);
+  b.Weight("fc2.weight", {18, 4}, 0.3f);  // MatMul: [in, out]
+  b.Weight("fc2.bias", {4}, 0.1f);
+  auto conv = [&](onnx::NodeProto* n) {
+    AddAttr(n, "kernel_shape", std::vector<int64_t>{3, 3});
+    AddAttr(n, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  };
+  conv(b.Node("conv1", "Conv", {"x", "conv1.weight", "conv1.bias"}, "c1"));
+  b.Node("bn", "BatchNormalization", {"c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"}, "b1");
+  b.Node("relu1", "Relu", {"b1"}, "r1");
+  auto* pool = b.Node("pool", "MaxPool", {"r1"}, "p1");
+  AddAttr(pool, "kernel_shape", std::vector<int64_t>{2, 2});
+  AddAttr(pool, "strides", std::vector<int64_t>{2, 2});
+  conv(b.Node("conv2", "Conv", {"p1", "conv2.weight", "conv2.bias"}, "c2"));
+  b.Node("relu2", "Relu", {"c2"}, "r2");
+  b.Node("flat", "Flatten", {"r2"}, "f");
+  AddAttr(b.Node("fc1", "Gemm", {"f", "fc1.weight", "fc1.bias"}, "h"), "transB", int64_t{1});
+  b.Node("relu3", "Relu", {"h"}, "r3");
+  b.Node("fc2", "MatMul", {"r3", "fc2.weight"}, "mm");
+  b.Node("fc2_add", "Add", {"mm", "fc2.bias"}, softmax ? "logits" : "y");
+  if (softmax) b.Node("softmax", "Softmax", {"logits"}, "y");
+  b.g->add_output()->set_name("y");
+  return b.Save(path);
+}
+
+// The cnn with conv2 and fc1 projected by `method` (or dense when empty).
+std::string CompressedCnn(const fs::path& dir, const std::string& method, bool softmax) {
+  std::string name = method.empty() ? std::string("dense") : method;
+  for (char& c : name)
+    if (c == ':' || c == '=' || c == ',') c = '_';
+  const std::string dense = WriteCnn(dir / (name + "_in.onnx"), softmax);
+  if (method.empty()) return dense;
+  const std::string out = (dir / (name + ".onnx")).string();
+  runtime::CompressOptions o;
+  o.spec = "conv2=" + method + ",fc1=" + method;
+  runtime::CompressOnnx(dense, out, o);
+  return out;
+}
+
+std::vector<float> RunRuntime(const std::string& path, const std::vector<float>& x, std::vector<int64_t> shape) {
+  runtime::Model model = runtime::Model::Load(path);
+  std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(model.OutputShape(shape))));
+  model.Run(x, shape, y);
+  return y;
+}
+
+class OnnxFineTuneForward : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OnnxFineTuneForward, TorchGraphEqualsRuntime) {
+  const fs::path dir = TempDir();
+  const std::string path = CompressedCnn(dir, GetParam(), false);
+  for (int64_t batch : {1, 5}) {
+    std::vector<int64_t> shape = {batch, 1, 8, 8};
+    std::vector<float> x = Randn(static_cast<std::size_t>(batch * 64), 100 + batch, 1.0f);
+    std::vector<float> want = RunRuntime(path, x, shape);
+    std::vector<float> got = TorchForwardOnnx(path, x, shape);
+    ASSERT_EQ(got.size(), static_cast<std::size_t>(batch * 4));
+    double scale = 0;
+    for (float v : want) scale = std::max(scale, static_cast<double>(std::abs(v)));
+    EXPECT_TRUE(testing::AllNear<float>(want, got, testing::Tolerance(160 * 9, std::max(scale, 1.0))))
+        << GetParam() << " batch " << batch;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKinds, OnnxFineTuneForward,
+                         ::testing::Values("", "permdiag:p=4", "circulant:p=4", "prune:density=0.3",
+                                           "prune:density=0.3,bits=4"),
+                         [](const auto& info) {
+                           std::string s = info.param.empty() ? std::string("dense") : info.param;
+                           for (char& c : s)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+FineTuneOptions Tiny() {
+  FineTuneOptions o;
+  o.epochs = 6;
+  o.batch = 32;
+  o.lr = 1e-2;
+  o.threads = 1;
+  o.synthetic_train = 1024;
+  o.synthetic_test = 128;
+  o.synthetic_side = 8;
+  o.synthetic_classes = 4;
+  return o;
+}
+
+class OnnxFineTuneTrain : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OnnxFineTuneTrain, LowersLossKeepsStructure) {
+  const fs::path dir = TempDir();
+  const std::string in = CompressedCnn(dir, GetParam(), true);
+  const std::string out = (dir / "tuned.onnx").string();
+  std::ostringstream log;
+  FineTuneResult r = FineTuneOnnx(in, out, Tiny(), log);
+  ASSERT_EQ(r.history.size(), 6u) << log.str();
+  EXPECT_LT(r.history.back().test_loss, 0.7 * r.test_loss_before) << log.str();
+  EXPECT_GE(r.accuracy_after, r.accuracy_before) << log.str();
+  EXPECT_GT(r.trainable_values, 0);
+
+  // Same layers, same structure; the trained values moved.
+  runtime::ModelInspection a = runtime::InspectCompressedLayers(runtime::ReadFileBytes(in), in);
+  runtime::ModelInspection b = runtime::InspectCompressedLayers(runtime::ReadFileBytes(out), out);
+  ASSERT_EQ(a.layers.size(), 2u);
+  ASSERT_EQ(b.layers.size(), a.layers.size());
+  for (std::size_t k = 0; k < a.layers.size(); ++k) {
+    const auto &la = a.layers[k], &lb = b.layers[k];
+    EXPECT_EQ(la.op_type, lb.op_type);
+    if (la.permdiag) {
+      ASSERT_TRUE(lb.permdiag);
+      EXPECT_TRUE(std::equal(la.permdiag->offsets().begin(), la.permdiag->offsets().end(),
+                             lb.permdiag->offsets().begin()))
+          << la.node << ": offsets changed";
+    }
+    if (la.sparse) {
+      ASSERT_TRUE(lb.sparse);
+      EXPECT_TRUE(std::equal(la.sparse->row_ptr().begin(), la.sparse->row_ptr().end(), lb.sparse->row_ptr().begin()));
+      EXPECT_TRUE(std::equal(la.sparse->col_idx().begin(), la.sparse->col_idx().end(), lb.sparse->col_idx().begin()))
+          << la.node << ": mask changed";
+      EXPECT_EQ(la.codebook_size, lb.codebook_size);
+    }
+    EXPECT_NE(la.ToDense(), lb.ToDense()) << la.node << ": weights did not train";
+  }
+  // The written file: the runtime and LibTorch still agree on it.
+  std::vector<float> x = Randn(3 * 64, 7, 1.0f);
+  std::vector<int64_t> shape = {3, 1, 8, 8};
+  EXPECT_TRUE(testing::AllNear<float>(RunRuntime(out, x, shape), TorchForwardOnnx(out, x, shape), 1e-4));
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, OnnxFineTuneTrain, ::testing::Values("permdiag:p=4", "prune:density=0.3,bits=4"),
+                         [](const auto& info) { return info.param.substr(0, info.param.find(':')); });
+
+std::string ErrorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(OnnxFineTuneErrors, UnsupportedOperatorNamesNodeAndOp) {
+  const fs::path dir = TempDir();
+  GraphBuilder b;
+  b.Weight("fc.weight", {64, 4}, 0.1f);
+  b.Node("flat", "Flatten", {"x"}, "f");
+  b.Node("round", "Floor", {"f"}, "r");  // the runtime runs it; fine-tuning does not
+  b.Node("fc", "MatMul", {"r", "fc.weight"}, "y");
+  b.g->add_output()->set_name("y");
+  const std::string path = b.Save(dir / "floor.onnx");
+  std::vector<float> x(64, 0.5f);
+  std::vector<int64_t> shape = {1, 1, 8, 8};
+  EXPECT_NO_THROW(RunRuntime(path, x, shape));
+  const std::string e = ErrorOf([&] { TorchForwardOnnx(path, x, shape); });
+  EXPECT_NE(e.find("node 'round'"), std::string::npos) << e;
+  EXPECT_NE(e.find("Floor"), std::string::npos) << e;
+  EXPECT_NE(e.find("not supported"), std::string::npos) << e;
+}
+
+TEST(OnnxFineTuneErrors, BadEpochsAndUnwritableNothing) {
+  const fs::path dir = TempDir();
+  const std::string in = WriteCnn(dir / "cnn.onnx", true), out = (dir / "never.onnx").string();
+  FineTuneOptions o = Tiny();
+  o.epochs = 0;
+  std::ostringstream log;
+  const std::string e = ErrorOf([&] { FineTuneOnnx(in, out, o, log); });
+  EXPECT_NE(e.find("--epochs must be >= 1, got 0"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+#ifdef PERMDNN_BIN
+TEST(OnnxFineTuneErrors, CliRejectsBadEpochs) {
+  const fs::path dir = TempDir();
+  const std::string in = WriteCnn(dir / "cli.onnx", true);
+  const fs::path err = dir / "cli.err";
+  const std::string cmd = std::string(PERMDNN_BIN) + " compress " + in + " --compress conv2=permdiag:p=2 --out " +
+                          (dir / "cli_out.onnx").string() + " --epochs 0 > /dev/null 2> " + err.string();
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  std::string msg = runtime::ReadFileBytes(err.string());
+  EXPECT_NE(msg.find("--epochs must be >= 1"), std::string::npos) << msg;
+}
+#endif
+
+}  // namespace
+}  // namespace permdnn::train
