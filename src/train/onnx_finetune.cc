@@ -113,6 +113,21 @@ torch::Tensor OverLastDim(const torch::Tensor& x, int64_t in, Fn&& fn) {
   return y.reshape(lead);
 }
 
+torch::Tensor ToTorch(runtime::Tensor& v) {
+  if (runtime::IsFloat(v.dtype())) return torch::from_blob(v.f(), v.shape(), torch::kFloat).clone();
+  return torch::from_blob(v.i(), v.shape(), torch::kLong).clone();  // every integer dtype is held as int64
+}
+
+// Axes from the attribute (opset < 13) or input 1 (opset >= 13), normalized to `rank`.
+std::vector<int64_t> Axes(const TorchNode& n, const torch::Tensor& axes_input, int64_t rank) {
+  std::vector<int64_t> axes = n.Ints("axes", {});
+  if (axes_input.defined()) axes.assign(axes_input.data_ptr<int64_t>(), axes_input.data_ptr<int64_t>() + axes_input.numel());
+  for (int64_t& a : axes)
+    if (a < 0) a += rank;
+  std::sort(axes.begin(), axes.end());
+  return axes;
+}
+
 // The graph as LibTorch operations; owns the parsed file.
 class TorchGraph {
  public:
@@ -126,13 +141,7 @@ class TorchGraph {
     const onnx::GraphProto& g = model_.graph();
     for (const auto& t : g.initializer()) {
       runtime::Tensor v = runtime::detail::TensorFromProto(t, path + ": initializer '" + t.name() + "'");
-      torch::Tensor tt;
-      if (runtime::IsFloat(v.dtype())) {
-        tt = torch::from_blob(v.f(), v.shape(), torch::kFloat).clone();
-      } else {
-        tt = torch::from_blob(v.i(), v.shape(), torch::kLong).clone();
-      }
-      values_[t.name()] = tt;
+      values_[t.name()] = ToTorch(v);
       float_init_[t.name()] = runtime::IsFloat(v.dtype()) && t.data_type() == onnx::TensorProto::FLOAT;
     }
     PERMDNN_CHECK(g.input_size() > 0, "{}: the graph has no inputs", path);
@@ -152,10 +161,7 @@ class TorchGraph {
       const bool custom = !pn.domain().empty() && pn.domain() != "ai.onnx";
       if (custom && pn.domain() != "ai.permdnn") n.Unsupported("domain '" + pn.domain() + "'");
       if (!Supported(n.op, custom))
-        n.Unsupported("operator not supported by compress fine-tuning (supported: Gemm, MatMul, Conv, Add, Sub, "
-                      "Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, "
-                      "Transpose, BatchNormalization, Softmax, LogSoftmax, Identity, Dropout, and the ai.permdnn "
-                      "ops)");
+        n.Unsupported("operator not supported by compress fine-tuning (see src/train/onnx_finetune.h for the list)");
       for (int s : TrainableInputs(n.op)) {
         const std::string name = n.In(s);
         if (name.empty() || !float_init_.count(name) || !float_init_[name]) continue;
@@ -218,10 +224,11 @@ class TorchGraph {
 
  private:
   static bool Supported(const std::string& op, bool custom) {
-    static const std::set<std::string> kStd = {"Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Relu", "Sigmoid",
-                                               "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
-                                               "Reshape", "Transpose", "BatchNormalization", "Softmax",
-                                               "LogSoftmax", "Identity", "Dropout"};
+    static const std::set<std::string> kStd = {
+        "Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal",
+        "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
+        "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Gather", "Concat",
+        "Constant", "Cast", "BatchNormalization", "Softmax", "LogSoftmax", "Identity", "Dropout"};
     static const std::set<std::string> kCustom = {"PermDiagMatMul", "PermDiagConv", "BlockCirculantMatMul",
                                                   "BlockCirculantConv", "SparseMatMul", "SparseConv"};
     return custom ? kCustom.count(op) != 0 : kStd.count(op) != 0;
@@ -233,10 +240,70 @@ class TorchGraph {
     if (op == "Relu") return torch::relu(in(0));
     if (op == "Sigmoid") return torch::sigmoid(in(0));
     if (op == "Tanh") return torch::tanh(in(0));
+    if (op == "LeakyRelu") return torch::leaky_relu(in(0), n.Float("alpha", 0.01f));
+    if (op == "Elu") return torch::elu(in(0), n.Float("alpha", 1.0f));
+    if (op == "Neg") return -in(0);
+    if (op == "Abs") return in(0).abs();
+    if (op == "Exp") return in(0).exp();
+    if (op == "Log") return in(0).log();
+    if (op == "Sqrt") return in(0).sqrt();
+    if (op == "Reciprocal") return in(0).reciprocal();
     if (op == "Identity" || op == "Dropout") return in(0);
     if (op == "Add") return in(0) + in(1);
     if (op == "Sub") return in(0) - in(1);
     if (op == "Mul") return in(0) * in(1);
+    if (op == "Div") return in(0) / in(1);
+    if (op == "Clip") {
+      torch::Tensor x = in(0), lo = in(1), hi = in(2);
+      if (n.opset < 11) return x.clamp(n.Float("min", -3.402823e38f), n.Float("max", 3.402823e38f));
+      if (lo.defined()) x = torch::max(x, lo);
+      return hi.defined() ? torch::min(x, hi) : x;
+    }
+    if (op == "Cast") {
+      const int64_t to = n.Int("to", 1);
+      return to == onnx::TensorProto::FLOAT ? in(0).to(torch::kFloat) : in(0).to(torch::kLong);
+    }
+    if (op == "Constant") {
+      PERMDNN_CHECK(n.Attr("value") && n.Attr("value")->has_t(), "{}: only Constant with a 'value' tensor", n.where);
+      runtime::Tensor t = runtime::detail::TensorFromProto(n.Attr("value")->t(), n.where);
+      return ToTorch(t);
+    }
+    // Shape arithmetic that exporters put before Reshape (int64 tensors).
+    if (op == "Shape") {
+      auto sizes = in(0).sizes();
+      return torch::tensor(std::vector<int64_t>(sizes.begin(), sizes.end()), torch::kLong);
+    }
+    if (op == "Gather") {
+      torch::Tensor x = in(0), idx = in(1);
+      int64_t axis = n.Int("axis", 0);
+      if (axis < 0) axis += x.dim();
+      idx = torch::where(idx < 0, idx + x.size(axis), idx);
+      torch::Tensor y = x.index_select(axis, idx.reshape({-1}));
+      std::vector<int64_t> shape(x.sizes().begin(), x.sizes().begin() + axis);
+      for (int64_t d : idx.sizes()) shape.push_back(d);
+      shape.insert(shape.end(), x.sizes().begin() + axis + 1, x.sizes().end());
+      return y.reshape(shape);
+    }
+    if (op == "Concat") {
+      std::vector<torch::Tensor> parts;
+      for (int k = 0; k < n.proto->input_size(); ++k) parts.push_back(in(k));
+      return torch::cat(parts, n.Int("axis", 0));
+    }
+    if (op == "Unsqueeze") {
+      torch::Tensor x = in(0);
+      const int64_t rank = x.dim() + static_cast<int64_t>(n.opset >= 13 ? in(1).numel() : n.Ints("axes", {}).size());
+      for (int64_t a : Axes(n, n.opset >= 13 ? in(1) : torch::Tensor(), rank)) x = x.unsqueeze(a);
+      return x;
+    }
+    if (op == "Squeeze") {
+      torch::Tensor x = in(0);
+      std::vector<int64_t> axes = Axes(n, n.opset >= 13 ? in(1) : torch::Tensor(), x.dim());
+      if (axes.empty())
+        for (int64_t d = 0; d < x.dim(); ++d)
+          if (x.size(d) == 1) axes.push_back(d);
+      for (auto it = axes.rbegin(); it != axes.rend(); ++it) x = x.squeeze(*it);
+      return x;
+    }
     if (op == "MatMul") return torch::matmul(in(0), in(1));
     if (op == "Gemm") {
       torch::Tensor a = in(0), b = in(1), c = in(2);
@@ -247,11 +314,11 @@ class TorchGraph {
     }
     if (op == "Conv") return ConvForward(n, in(0), in(1), in(2));
     if (op == "MaxPool" || op == "AveragePool") return PoolForward(n, in(0), op == "MaxPool");
-    if (op == "GlobalAveragePool") {
+    if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
       torch::Tensor x = in(0);
       std::vector<int64_t> dims;
       for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-      return x.mean(dims, true);
+      return op == "GlobalMaxPool" ? x.amax(dims, true) : x.mean(dims, true);
     }
     if (op == "Flatten") {
       torch::Tensor x = in(0);

@@ -14,9 +14,14 @@
 //   * SparseMatMul / SparseConv: the stored nonzeros (or, with a codebook,
 //     the centroids) train; row_ptr / col_idx / codes stay, so the mask is
 //     fixed, as in PrunedLayer after pruning (prune_layers.h);
-//   * shape and activation ops (Relu, MaxPool, AveragePool, Flatten,
-//     Reshape, Softmax, ...) are applied as they are; BatchNormalization
-//     uses its stored statistics (inference mode).
+//   * elementwise, activation, pooling and shape ops are applied as they
+//     are: Div, Neg, Abs, Exp, Log, Sqrt, Reciprocal, Relu, LeakyRelu, Elu,
+//     Sigmoid, Tanh, Clip, Identity, Dropout (inference: identity), MaxPool,
+//     AveragePool, GlobalAveragePool, GlobalMaxPool (2-d, symmetric pads),
+//     Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Softmax, LogSoftmax,
+//     and the int64 shape arithmetic exporters put before Reshape (Shape,
+//     Gather, Concat, Constant, Cast); BatchNormalization uses its stored
+//     statistics (inference mode).
 // An operator outside this list is an UnsupportedError naming the node, its
 // op type and its position. The loss is cross-entropy on the graph's first
 // output (on the input of a final Softmax, which is then the logits).

@@ -171,6 +171,35 @@ INSTANTIATE_TEST_SUITE_P(AllKinds, OnnxFineTuneForward,
                            return s;
                          });
 
+// The reshape arithmetic of exported models (Shape -> Gather -> Unsqueeze ->
+// Concat -> Reshape; the runtime folds it when its inputs are constant, here
+// the shape of the fc weight: [-1, 64]) and a few elementwise ops, against
+// the runtime.
+TEST(OnnxFineTuneForwardOps, ExporterShapeArithmetic) {
+  const fs::path dir = TempDir();
+  GraphBuilder b;
+  b.Weight("fc.weight", {64, 5}, 0.2f);
+  b.Weight("fc.bias", {5}, 0.1f);
+  SetInt64Tensor(b.g->add_initializer(), "zero", std::vector<int64_t>{0}, {});
+  SetInt64Tensor(b.g->add_initializer(), "minus_one", std::vector<int64_t>{-1}, {1});
+  SetInt64Tensor(b.g->add_initializer(), "axes0", std::vector<int64_t>{0}, {1});
+  b.Node("shape", "Shape", {"fc.weight"}, "s");
+  AddAttr(b.Node("gather", "Gather", {"s", "zero"}, "n"), "axis", int64_t{0});
+  b.Node("unsq", "Unsqueeze", {"n", "axes0"}, "n1");
+  AddAttr(b.Node("concat", "Concat", {"minus_one", "n1"}, "shp"), "axis", int64_t{0});
+  b.Node("reshape", "Reshape", {"x", "shp"}, "flat");
+  b.Node("fc", "MatMul", {"flat", "fc.weight"}, "mm");
+  b.Node("bias", "Add", {"mm", "fc.bias"}, "z");
+  AddAttr(b.Node("leaky", "LeakyRelu", {"z"}, "l"), "alpha", 0.2f);
+  b.Node("abs", "Abs", {"l"}, "a");
+  b.Node("sqrt", "Sqrt", {"a"}, "y");
+  b.g->add_output()->set_name("y");
+  const std::string path = b.Save(dir / "shape_ops.onnx");
+  std::vector<int64_t> shape = {3, 1, 8, 8};
+  std::vector<float> x = Randn(3 * 64, 11, 1.0f);
+  EXPECT_TRUE(testing::AllNear<float>(RunRuntime(path, x, shape), TorchForwardOnnx(path, x, shape), 1e-5));
+}
+
 FineTuneOptions Tiny() {
   FineTuneOptions o;
   o.epochs = 6;
