@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
+#include <hwy/highway.h>
 
 #include "permdnn/core/aligned_buffer.h"
 #include "permdnn/core/permdiag_matrix.h"
@@ -96,6 +97,32 @@ void BM_PermDiagSkip(benchmark::State& state) {
   SetCounters(state, m, n, w.nnz(), 1);
 }
 
+// The read bandwidth bound: a plain SIMD sum over `mib` MiB (static
+// dispatch, baseline target: 16-byte loads are enough to saturate L3 and
+// DRAM on one core). 8 MiB is the size of the Alex-7 p=8 weights (L3 on
+// Zen 3), 400 MiB that of dense VGG-6 (DRAM). bytes_per_second is the bound
+// a weight-streaming kernel of that size can reach.
+void BM_StreamRead(benchmark::State& state) {
+  namespace hn = hwy::HWY_NAMESPACE;
+  const std::size_t n = static_cast<std::size_t>(state.range(0)) * 1024 * 1024 / sizeof(float);
+  AlignedBuffer<float> a(n);
+  Fill(a, 1, 4);
+  const hn::ScalableTag<float> d;
+  const std::size_t N = hn::Lanes(d);
+  for (auto _ : state) {
+    auto s0 = hn::Zero(d), s1 = hn::Zero(d), s2 = hn::Zero(d), s3 = hn::Zero(d);
+    for (std::size_t i = 0; i + 4 * N <= n; i += 4 * N) {
+      s0 = hn::Add(s0, hn::Load(d, a.data() + i));
+      s1 = hn::Add(s1, hn::Load(d, a.data() + i + N));
+      s2 = hn::Add(s2, hn::Load(d, a.data() + i + 2 * N));
+      s3 = hn::Add(s3, hn::Load(d, a.data() + i + 3 * N));
+    }
+    float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n * sizeof(float)));
+}
+
 void Shapes(benchmark::internal::Benchmark* b, bool dense) {
   b->ArgNames({"m", "n", "p", "batch"});
   for (auto [m, n] : {std::pair<int64_t, int64_t>{4096, 9216}, {4096, 4096}})
@@ -117,6 +144,7 @@ BENCHMARK(BM_PermDiagRows)
     ->Args({1024, 1024, 8, 64})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_StreamRead)->ArgName("mib")->Arg(8)->Arg(400)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PermDiagSkip)
     ->ArgNames({"m", "n", "p", "act_pct"})
     ->Args({4096, 9216, 8, 35})

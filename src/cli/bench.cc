@@ -22,6 +22,7 @@ void AddBenchCommand(CLI::App& app) {
                 acts = "1,0.35", threads = "1,2", json, markdown;
     double min_time = 0.2;
     int reps = 5;
+    bool cpu_time = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "time permdiag kernels against dense OpenBLAS and CSR (Eigen)");
@@ -34,6 +35,8 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--threads", args->threads, "thread counts")->capture_default_str();
   cmd->add_option("--min-time", args->min_time, "seconds per measurement (after a warm-up)")->capture_default_str();
   cmd->add_option("--reps", args->reps, "minimum repetitions per measurement")->capture_default_str();
+  cmd->add_flag("--cpu-time", args->cpu_time,
+                "time by process CPU time instead of wall time (shared machine; needs --threads 1)");
   cmd->add_option("--json", args->json, "write records to this JSON file");
   cmd->add_option("--markdown", args->markdown, "write the tables as Markdown to this file (docs/benchmarks.md)");
   cmd->callback([args, cmd] {
@@ -46,10 +49,12 @@ void AddBenchCommand(CLI::App& app) {
     o.threads = ParseNumberList<int>("--threads", args->threads);
     o.min_time_s = args->min_time;
     o.min_reps = args->reps;
+    o.cpu_time = args->cpu_time;
     nlohmann::json env = BenchEnvironment();
-    std::printf("permdnn bench: %s, SIMD %s, kernels %s, OpenBLAS core %s\n", env["cpu"].get<std::string>().c_str(),
+    env["timer"] = o.cpu_time ? "process CPU time" : "wall clock";
+    std::printf("permdnn bench: %s, SIMD %s, kernels %s, OpenBLAS core %s, %s\n", env["cpu"].get<std::string>().c_str(),
                 env["simd_target"].get<std::string>().c_str(), env["kernel_path"].get<std::string>().c_str(),
-                env["openblas_corename"].get<std::string>().c_str());
+                env["openblas_corename"].get<std::string>().c_str(), env["timer"].get<std::string>().c_str());
     if (!env["OPENBLAS_CORETYPE"].is_null())
       std::printf("note: OPENBLAS_CORETYPE=%s is set; OpenBLAS may not run its best kernels "
                   "(run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for fair numbers)\n",
@@ -70,7 +75,7 @@ void AddBenchCommand(CLI::App& app) {
       std::string command = "permdnn bench";
       for (const auto& opt : cmd->get_options())
         if (opt->count() > 0 && opt->get_name() != "--markdown" && opt->get_name() != "--json")
-          command += " " + opt->get_name() + " " + opt->as<std::string>();
+          command += " " + opt->get_name() + (opt->get_expected_min() == 0 ? "" : " " + opt->as<std::string>());
       WriteFileAtomic(args->markdown, BenchMarkdown(records, env, command));
       std::printf("wrote %s\n", args->markdown.c_str());
     }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -44,6 +45,13 @@ struct Timing {
   int reps = 0;
 };
 
+// Milliseconds of CPU time used by this process so far.
+double ProcessCpuMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
 template <typename F>
 Timing Measure(F&& run, const BenchOptions& o) {
   run();  // warm-up: caches, page faults, lazy thread creation
@@ -51,9 +59,15 @@ Timing Measure(F&& run, const BenchOptions& o) {
   const auto start = Clock::now();
   while (static_cast<int>(ms.size()) < o.min_reps ||
          (std::chrono::duration<double>(Clock::now() - start).count() < o.min_time_s && ms.size() < 2000)) {
-    const auto t0 = Clock::now();
-    run();
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    if (o.cpu_time) {
+      const double c0 = ProcessCpuMs();
+      run();
+      ms.push_back(ProcessCpuMs() - c0);
+    } else {
+      const auto t0 = Clock::now();
+      run();
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
   }
   std::sort(ms.begin(), ms.end());
   const std::size_t n = ms.size();
@@ -119,6 +133,9 @@ void CheckOptions(const BenchOptions& o) {
     PERMDNN_CHECK(a >= 0.0 && a <= 1.0, "bench: --act-density must be in [0, 1], got {}", a);
   for (int t : o.threads) PERMDNN_CHECK(t >= 1, "bench: --threads must be >= 1, got {}", t);
   PERMDNN_CHECK(o.min_time_s >= 0 && o.min_reps >= 1, "bench: bad repetition settings");
+  if (o.cpu_time)
+    for (int t : o.threads)
+      PERMDNN_CHECK(t == 1, "bench: --cpu-time needs --threads 1 (CPU time of {} threads is not latency)", t);
 }
 
 bool Has(const std::vector<std::string>& v, const std::string& s) {
@@ -427,6 +444,8 @@ std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohman
                      env["openblas_corename"].get<std::string>(),
                      env["OPENBLAS_CORETYPE"].is_null() ? "unset" : env["OPENBLAS_CORETYPE"].get<std::string>(),
                      env["OPENBLAS_L2_SIZE"].is_null() ? "unset" : env["OPENBLAS_L2_SIZE"].get<std::string>());
+  if (env.contains("timer") && env["timer"].is_string())
+    out += fmt::format("- timer: {}\n", env["timer"].get<std::string>());
   out += "- times are medians of repeated runs after a warm-up; speedups are against dense OpenBLAS "
          "(sgemv at B=1, sgemm otherwise) at the same batch and thread count, in the same run\n\n";
   nlohmann::json targets;

@@ -27,6 +27,11 @@ struct BenchOptions {
   std::vector<int> threads = {1, 2};
   double min_time_s = 0.2;  // per measurement, after one warm-up run
   int min_reps = 5;
+  // Time each run by the process's CPU time instead of the wall clock (a
+  // shared machine: time slices lost to other processes do not count;
+  // cache and memory contention still do). Only with threads = 1, where
+  // CPU time is the run's latency.
+  bool cpu_time = false;
   uint64_t seed = 1;
 };
 
