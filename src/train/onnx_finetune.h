@@ -46,18 +46,10 @@
 
 namespace permdnn::train {
 
-struct FineTuneOptions {
-  std::string data_dir;     // empty: Fashion-MNIST default directory
-  int epochs = 1;
-  int64_t batch = 128;
-  double lr = 1e-3;
-  uint64_t seed = 1;
-  int threads = 2;
-  int64_t limit_train = 0;  // use only the first N training images (0: all)
-  // Synthetic data instead of Fashion-MNIST (tests), as TrainOptions.
-  int64_t synthetic_train = 0, synthetic_test = 0;
-  int synthetic_side = 8, synthetic_classes = 4;
-};
+// Options: the data and optimizer fields of TrainOptions (data_dir, epochs,
+// batch, lr, seed, threads, limit_train, synthetic_*); the model, compress,
+// out_dir, from_dir and resume fields do not apply and are ignored.
+using FineTuneOptions = TrainOptions;
 
 struct FineTuneResult {
   // Test accuracy of the runtime (permdnn eval) on the input file and on the
