@@ -234,6 +234,13 @@ class TorchGraph {
     return custom ? kCustom.count(op) != 0 : kStd.count(op) != 0;
   }
 
+  // The int16 offsets PermDiagLinearKernel takes, converted once per initializer.
+  const torch::Tensor& Offsets16(const std::string& name) const {
+    auto it = offsets16_.find(name);
+    if (it == offsets16_.end()) it = offsets16_.emplace(name, values_.at(name).to(torch::kInt16).contiguous()).first;
+    return it->second;
+  }
+
   template <typename Get>
   torch::Tensor Run(const TorchNode& n, Get&& in) const {
     const std::string& op = n.op;
@@ -309,8 +316,10 @@ class TorchGraph {
       torch::Tensor a = in(0), b = in(1), c = in(2);
       if (n.Int("transA", 0)) a = a.t();
       if (n.Int("transB", 0)) b = b.t();
-      torch::Tensor y = torch::matmul(a, b) * n.Float("alpha", 1.0f);
-      return c.defined() ? y + c * n.Float("beta", 1.0f) : y;
+      const float alpha = n.Float("alpha", 1.0f), beta = n.Float("beta", 1.0f);
+      if (c.defined() && alpha == 1.0f && beta == 1.0f && a.dim() == 2) return torch::addmm(c, a, b);
+      torch::Tensor y = alpha == 1.0f ? torch::matmul(a, b) : torch::matmul(a, b) * alpha;
+      return c.defined() ? y + (beta == 1.0f ? c : c * beta) : y;
     }
     if (op == "Conv") return ConvForward(n, in(0), in(1), in(2));
     if (op == "MaxPool" || op == "AveragePool") return PoolForward(n, in(0), op == "MaxPool");
@@ -350,14 +359,13 @@ class TorchGraph {
     // codes) is a constant, only the stored float values train.
     if (op == "PermDiagMatMul") {
       const int64_t rows = n.Int("out_features", 0), cols = n.Int("in_features", 0);
-      torch::Tensor offs = in(2).to(torch::kInt16).contiguous();
       return OverLastDim(in(0), cols, [&](const torch::Tensor& x) {
-        return PermDiagLinearKernel(x.contiguous(), in(1), offs, in(3), rows, cols);
+        return PermDiagLinearKernel(x.contiguous(), in(1), Offsets16(n.In(2)), in(3), rows, cols);
       });
     }
     if (op == "PermDiagConv")
       return ConvForward(n, in(0),
-                         PermDiagToDense(in(1), in(2).to(torch::kInt16).contiguous(), n.Int("out_channels", 0),
+                         PermDiagToDense(in(1), Offsets16(n.In(2)), n.Int("out_channels", 0),
                                          n.Int("in_channels", 0)),
                          in(3));
     if (op == "BlockCirculantMatMul") {
@@ -401,6 +409,7 @@ class TorchGraph {
   std::vector<TorchNode> nodes_;
   std::map<std::string, torch::Tensor> values_;  // initializers (float or int64)
   std::map<std::string, bool> float_init_;
+  mutable std::map<std::string, torch::Tensor> offsets16_;
   std::set<std::string> trainable_;
   std::vector<std::string> input_names_;
   std::string output_, logits_;
@@ -447,7 +456,12 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
   PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
   PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
   PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
-  torch::set_num_threads(std::max(1, o.threads));
+  // LibTorch's own ops single-threaded, the permdiag kernels on `threads`:
+  // LibTorch's OpenMP workers spin-wait after every parallel region and,
+  // next to the kernels' thread pool, made a 2-thread epoch of the
+  // Fashion-MNIST mlp 13x slower than 1 thread on this (loaded) 2-core
+  // machine (docs/runtime.md, compress fine-tuning).
+  torch::set_num_threads(1);
   SetTrainThreads(std::max(1, o.threads));
 
   runtime::Model before = runtime::Model::Load(in_path);
