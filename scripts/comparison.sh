@@ -16,7 +16,8 @@
 # (runs/accuracy: finished runs of scripts/accuracy.sh with the same recipe
 # are copied instead of retrained), THREADS per training run (1), NICE (0),
 # RATIOS ("8 4 16", the order they are done in), MODELS ("mlp cnn", trained
-# in two parallel streams), MLP_EPOCHS (12), MLP_FT_EPOCHS (6), CNN_EPOCHS (8),
+# in two parallel streams; MODELS= trains nothing and only measures what is
+# finished), MLP_EPOCHS (12), MLP_FT_EPOCHS (6), CNN_EPOCHS (8),
 # CNN_FT_EPOCHS (2), FT_LR (5e-4), SEED (1), MEASURE (1; 0 skips export/bench/sim).
 # Every training run is `permdnn train ... --resume` (an interrupted run
 # continues); a finished run's summary.json and metrics.csv are copied to
@@ -31,7 +32,7 @@ ACCURACY_RUNS=${ACCURACY_RUNS:-runs/accuracy}
 THREADS=${THREADS:-1}
 NICE=${NICE:-0}
 RATIOS=${RATIOS:-8 4 16}
-MODELS=${MODELS:-mlp cnn}
+MODELS=${MODELS-mlp cnn}
 MLP_EPOCHS=${MLP_EPOCHS:-12}
 MLP_FT_EPOCHS=${MLP_FT_EPOCHS:-6}
 CNN_EPOCHS=${CNN_EPOCHS:-8}
@@ -228,7 +229,7 @@ def bench(name):
     b = load(name, "bench")
     if b is None:
         return None
-    return {r["batch"]: r["median_s"] for r in b}
+    return {r["batch"]: r["median_s"] for r in b}, {r["batch"]: r["min_s"] for r in b}
 
 def sim(name, arch):
     s = load(name, "sim")
@@ -276,8 +277,9 @@ w("- **cnn** (conv 32-64-128, fc 1152-256-10): every cnn epoch costs minutes on 
   "saw 2 more epochs than the dense row.")
 w("- **Accuracy**: test accuracy after the last epoch (10,000 images); drop = dense − this, in points.")
 w("- **Latency**: `permdnn export RUN` then `permdnn run model.onnx --bench --batch 1,64 --threads 1` (OpenBLAS "
-  "without the OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides); median wall time of a whole forward pass; speedup "
-  "= dense median / this. *ONNX bytes*: the bytes of the exported initializers the runtime reads (`export.json`; "
+  "without the OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides); median (and minimum) wall time of a whole forward "
+  "pass over ≥ 0.3 s of repetitions; × dense = dense median / this median. All rows were benchmarked one after "
+  "the other in one pass, with no training run of this script going on. *ONNX bytes*: the bytes of the exported initializers the runtime reads (`export.json`; "
   "permdiag offsets are int16 there, so slightly more than the run format).")
 w("- **Simulator**: `permdnn sim --model model.onnx --arch ENGINE` on the activations of 16 real test images: "
   "PermDNN engine for permdiag, CirCNN engine for circulant, EIE for pruned (EIE's own packed format: 4-bit codes + "
@@ -316,7 +318,7 @@ for model in ["mlp", "cnn"]:
         w(f"### {model} at {r}× (nominal)")
         w("")
         w("| method | recipe | compress | test acc | drop | model bytes | ratio (model) | ratio (layers) | ONNX bytes "
-          "| B=1 µs | × dense | B=64 ms | × dense | sim engine | sim inf/s | sim µJ/inf |")
+          "| B=1 µs median (min) | × dense | B=64 ms median (min) | × dense | sim engine | sim inf/s | sim µJ/inf |")
         w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for key in ["dense"] + ORDER[model]:
             name = f"{model}-dense" if key == "dense" else f"{model}-{key}-{r}x"
@@ -335,10 +337,10 @@ for model in ["mlp", "cnn"]:
             e = load(name, "export")
             onnx = f"{sum(l['stored_bytes'] for l in e['layers']):,}" if e else "not measured"
             b = bench(name)
-            if b and db:
-                lat = (f"{1e6 * b[1]:.1f} | {db[1] / b[1]:.2f}× | {1e3 * b[64]:.2f} | {db[64] / b[64]:.2f}×")
-            elif b:
-                lat = f"{1e6 * b[1]:.1f} | | {1e3 * b[64]:.2f} | "
+            if b:
+                (b, bmin), rel = b, (lambda k: f"{db[0][k] / b[k]:.2f}×" if db else "")
+                lat = (f"{1e6 * b[1]:.1f} ({1e6 * bmin[1]:.1f}) | {rel(1)} | {1e3 * b[64]:.2f} ({1e3 * bmin[64]:.2f}) "
+                       f"| {rel(64)}")
             else:
                 lat = "not measured | | | "
             if engine is None:
