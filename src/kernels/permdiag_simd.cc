@@ -87,8 +87,15 @@ void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float*
   constexpr int R = V >= 8 ? 1 : V >= 4 ? 2 : 4;
   constexpr int U = V * R >= 8 ? 1 : 8 / (V * R);
   const hn::ScalableTag<float> d;
+#if HWY_HAVE_SCALABLE
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const int p = w.p;
+  const int64_t p = w.p;
+#else
+  // p == V·N is a compile-time constant here (the caller checked it), so the
+  // block address arithmetic folds.
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(decltype(d)()));
+  constexpr int64_t p = V * N;
+#endif
   const int64_t nb = w.col_blocks;
   const int64_t step = U * V * N;  // floats of one stream per iteration
   auto run = [&](auto r_tag, int64_t I) {
