@@ -69,7 +69,8 @@ void BuildDoubled(const View& w, const float* x, float* xx) {
     float* dst = xx + J * 2 * p;
     const int64_t base = J * p;
     const int valid = static_cast<int>(std::min<int64_t>(p, w.cols - base));
-    for (int t = 0; t < p; ++t) dst[t] = t < valid ? x[base + t] : 0.0f;
+    std::memcpy(dst, x + base, sizeof(float) * valid);
+    for (int t = valid; t < p; ++t) dst[t] = 0.0f;  // the last block's padding
     std::memcpy(dst + p, dst, sizeof(float) * p);
   }
 }
