@@ -764,12 +764,12 @@ void MatVecSparseInputImpl(const PermDiagColumnPack& w, const float* x, const fl
   nzi.resize(static_cast<std::size_t>(w.cols));
   float* nzv = Scratch(nzv_buf, static_cast<std::size_t>(w.cols));
   int64_t nnz = 0;
+  // Branch-free (a branch at ~35% density mispredicts often); every store
+  // is at nnz <= j, inside the buffers.
   for (int64_t j = 0; j < w.cols; ++j) {
-    if (x[j] != 0.0f) {
-      nzi[nnz] = static_cast<int32_t>(j);
-      nzv[nnz] = x[j];
-      ++nnz;
-    }
+    nzi[nnz] = static_cast<int32_t>(j);
+    nzv[nnz] = x[j];
+    nnz += x[j] != 0.0f;
   }
   const bool pow2 = (p & (p - 1)) == 0;
   const int32_t* nz_index = nzi.data();
