@@ -168,6 +168,9 @@ class TorchGraph {
         if ((n.op == "Add" || n.op == "Sub" || n.op == "Mul") && float_init_.count(n.In(1 - s))) continue;
         if (trainable_.insert(name).second) values_[name].requires_grad_(true);
       }
+      if (n.op == "BatchNormalization")
+        for (int s : {3, 4})
+          if (float_init_.count(n.In(s)) && float_init_[n.In(s)]) running_.insert(n.In(s));
       nodes_.push_back(std::move(n));
     }
     // Train on logits: a final Softmax is skipped, a final LogSoftmax kept.
@@ -185,10 +188,15 @@ class TorchGraph {
     return ps;
   }
   const std::set<std::string>& trainable() const { return trainable_; }
+  std::size_t running_stats() const { return running_.size(); }
   bool log_probs() const { return log_probs_; }
 
   // Runs the graph up to `want` (logits_ for training, output_ for tests).
-  torch::Tensor Forward(const torch::Tensor& x, bool logits) const {
+  // training: BatchNormalization normalizes with the batch statistics and
+  // updates its stored mean / variance (ONNX momentum), as torch's BatchNorm
+  // in train mode; otherwise the stored statistics are used.
+  torch::Tensor Forward(const torch::Tensor& x, bool logits, bool training = false) const {
+    training_ = training;
     const std::string& want = logits ? logits_ : output_;
     std::map<std::string, torch::Tensor> v;
     v[input_names_[0]] = x;
@@ -212,7 +220,7 @@ class TorchGraph {
   // the model to `out` atomically.
   void Write(const std::string& out) {
     for (auto& t : *model_.mutable_graph()->mutable_initializer()) {
-      if (!trainable_.count(t.name())) continue;
+      if (!trainable_.count(t.name()) && !running_.count(t.name())) continue;
       torch::Tensor w = values_.at(t.name()).detach().contiguous();
       std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
       const std::string name = t.name();
@@ -354,7 +362,9 @@ class TorchGraph {
     }
     if (op == "Softmax" || op == "LogSoftmax") return SoftmaxForward(n, in(0), op == "LogSoftmax");
     if (op == "BatchNormalization")
-      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), false, 0.0, n.Float("epsilon", 1e-5f), false);
+      return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), training_ && running_.count(n.In(3)) &&
+                                   running_.count(n.In(4)), 1.0 - n.Float("momentum", 0.9f),
+                               n.Float("epsilon", 1e-5f), false);
     // ai.permdnn compressed layers: the structure (offsets, row_ptr/col_idx,
     // codes) is a constant, only the stored float values train.
     if (op == "PermDiagMatMul") {
@@ -411,6 +421,8 @@ class TorchGraph {
   std::map<std::string, bool> float_init_;
   mutable std::map<std::string, torch::Tensor> offsets16_;
   std::set<std::string> trainable_;
+  std::set<std::string> running_;  // BatchNormalization mean / var, updated in training mode
+  mutable bool training_ = false;
   std::vector<std::string> input_names_;
   std::string output_, logits_;
   bool log_probs_ = false;
@@ -496,8 +508,10 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
   PERMDNN_CHECK(!g.trainable().empty(), "{}: no float weight initializer to fine-tune", in_path);
   r.trained_initializers.assign(g.trainable().begin(), g.trainable().end());
   for (const auto& p : g.Parameters()) r.trainable_values += p.numel();
-  log << fmt::format("fine-tuning {} values in {} initializers on {} images, {} epochs (Adam, lr {}, batch {})\n",
-                     r.trainable_values, r.trained_initializers.size(), n_train, o.epochs, o.lr, o.batch);
+  log << fmt::format("fine-tuning {} values in {} initializers ({} BatchNormalization statistics updated) on {} "
+                     "images, {} epochs (Adam, lr {}, batch {})\n",
+                     r.trainable_values, r.trained_initializers.size(), g.running_stats(), n_train, o.epochs, o.lr,
+                     o.batch);
   auto [l0, a0] = Test(g, test, 256);
   r.test_loss_before = l0;
   log << fmt::format("before: test loss {:.4f}, accuracy {:.2f}% (LibTorch), {:.2f}% (runtime)\n", l0, 100 * a0,
@@ -515,7 +529,7 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
       torch::Tensor idx = perm.slice(0, b, std::min(n_train, b + o.batch));
       torch::Tensor x = train.images.index_select(0, idx), y = train.labels.index_select(0, idx);
       opt.zero_grad();
-      torch::Tensor out = g.Forward(x, true);
+      torch::Tensor out = g.Forward(x, true, true);
       torch::Tensor loss = Loss(g, out, y);
       loss.backward();
       opt.step();

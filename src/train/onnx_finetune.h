@@ -5,8 +5,8 @@
 // The file is first loaded by runtime::Model (the one validator: every node,
 // input and compressed format is checked there), then its graph is turned
 // node by node into LibTorch operations over the initializers:
-//   * dense Gemm / MatMul / Conv / Add / BatchNormalization (scale, B):
-//     their float initializers become parameters (requires_grad);
+//   * dense Gemm / MatMul / Conv / Add: their float initializers become
+//     parameters (requires_grad);
 //   * ai.permdnn PermDiagMatMul / PermDiagConv: values train, offsets stay
 //     (PermDiagLinearKernel / PermDiagToDense of permdiag_layers.h);
 //   * BlockCirculantMatMul / BlockCirculantConv: values train
@@ -20,8 +20,11 @@
 //     AveragePool, GlobalAveragePool, GlobalMaxPool (2-d, symmetric pads),
 //     Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Softmax, LogSoftmax,
 //     and the int64 shape arithmetic exporters put before Reshape (Shape,
-//     Gather, Concat, Constant, Cast); BatchNormalization uses its stored
-//     statistics (inference mode).
+//     Gather, Concat, Constant, Cast);
+//   * BatchNormalization: scale and B train; while training it normalizes
+//     with the batch statistics and updates the stored mean / variance
+//     (ONNX momentum, torch's train mode), so a projection that shifted the
+//     activations is recalibrated; evaluation uses the stored statistics.
 // An operator outside this list is an UnsupportedError naming the node, its
 // op type and its position. The loss is cross-entropy on the graph's first
 // output (on the input of a final Softmax, which is then the logits).
