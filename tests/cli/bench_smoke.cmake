@@ -6,7 +6,7 @@ execute_process(COMMAND ${PERMDNN} bench --layers 64x96,33x50 --p 4,8 --batch 1,
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "bench failed (${rc}):\n${out}\n${err}")
 endif()
-if(NOT out MATCHES "permdiag-skip" OR NOT out MATCHES "csr" OR NOT out MATCHES "dense")
+if(NOT out MATCHES "permdiag-skip" OR NOT out MATCHES "csr-eqbytes" OR NOT out MATCHES "dense")
   message(FATAL_ERROR "bench table lacks a format:\n${out}")
 endif()
 file(READ ${OUT} json)
@@ -17,7 +17,8 @@ foreach(key layer m n format p batch act_density threads median_ms speedup_vs_de
   endif()
 endforeach()
 string(JSON nrec LENGTH "${json}" records)
-# 2 layers x (dense 2 batches x 2 threads x 2 acts = 8; per p: csr 8 + permdiag 8 + skip 2 = 18, x2 p) = 2 x 44
-if(NOT nrec EQUAL 88)
-  message(FATAL_ERROR "expected 88 records, got ${nrec}")
+# 2 layers x (dense 2 batches x 2 threads x 2 acts = 8; per p: csr 8 + csr-eqbytes 8 + permdiag 8 + skip 2
+# = 26, x2 p) = 2 x 60
+if(NOT nrec EQUAL 120)
+  message(FATAL_ERROR "expected 120 records, got ${nrec}")
 endif()
