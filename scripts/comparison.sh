@@ -376,6 +376,34 @@ for pd, others, what in [("permdiag", ["circulant", "pruned", "pruned4"], "permd
     w(f"- {what}: permdiag drop {t[pd]:.2f}, best other {METHODS[best][0]} ({METHODS[best][1]}) {t[best]:.2f}: "
       f"permdiag is {abs(gap):.2f} points {'behind' if gap > 0 else 'ahead'} → {verdict}")
 w("")
+# Plot (if gnuplot is there): mlp test accuracy against model bytes, one line per method and recipe.
+import shutil, subprocess, tempfile
+svg = os.path.join(res, "mlp-accuracy.svg")
+if shutil.which("gnuplot"):
+    series = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in ORDER["mlp"]:
+            pts = [(s["model_bytes"], 100 * s["final_test_accuracy"]) for s in
+                   (load(f"mlp-{key}-{r}x") for r in [16, 8, 4]) if s is not None]
+            if not pts:
+                continue
+            path = os.path.join(tmp, key + ".dat")
+            with open(path, "w") as f:
+                f.write("".join(f"{b} {a}\n" for b, a in pts))
+            label = f"{METHODS[key][0]}, {METHODS[key][1]}"
+            series.append(f"'{path}' using 1:2 with linespoints title '{label}'")
+        d = load("mlp-dense")
+        if series and d is not None:
+            series.append(f"{100 * d['final_test_accuracy']} with lines dashtype 2 title 'dense'")
+            script_text = ("set terminal svg size 800,480 font 'sans,11'\n"
+                           f"set output '{svg}.tmp'\nset logscale x 2\nset xlabel 'model bytes (whole model)'\n"
+                           "set ylabel 'test accuracy (%)'\nset key bottom right\nset grid\n"
+                           "set title 'mlp on Fashion-MNIST: accuracy vs bytes'\nplot " + ", ".join(series) + "\n")
+            if subprocess.run(["gnuplot"], input=script_text, text=True).returncode == 0:
+                os.replace(svg + ".tmp", svg)
+if os.path.exists(svg):
+    w(f"![mlp accuracy against model bytes]({os.path.relpath(svg, os.path.dirname(doc) or '.')})")
+    w("")
 notes = os.path.join(res, "notes.md")
 if os.path.exists(notes):
     with open(notes) as f:
