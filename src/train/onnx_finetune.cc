@@ -468,13 +468,7 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
   PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
   PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
   PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
-  // LibTorch's own ops single-threaded, the permdiag kernels on `threads`:
-  // LibTorch's OpenMP workers spin-wait after every parallel region and,
-  // next to the kernels' thread pool, made a 2-thread epoch of the
-  // Fashion-MNIST mlp 13x slower than 1 thread on this (loaded) 2-core
-  // machine (docs/runtime.md, compress fine-tuning).
-  torch::set_num_threads(1);
-  SetTrainThreads(std::max(1, o.threads));
+  ConfigureTrainingThreads(o.threads);  // see permdiag_layers.h
 
   runtime::Model before = runtime::Model::Load(in_path);
   runtime::EvalOptions eo;

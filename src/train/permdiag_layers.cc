@@ -7,12 +7,16 @@
 
 #include <torch/autograd.h>
 #include <torch/nn/functional.h>
+#include <torch/utils.h>
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/train/permdiag_grad.h"
+
+// OpenBLAS (under LibTorch's dense ops): its own thread count.
+extern "C" void openblas_set_num_threads(int);
 
 namespace permdnn::train {
 
@@ -147,6 +151,13 @@ void CheckLinearArgs(const torch::Tensor& x, const torch::Tensor& values, const 
 
 int TrainThreads() { return g_threads.load(); }
 void SetTrainThreads(int threads) { g_threads.store(threads < 1 ? 1 : threads); }
+
+void ConfigureTrainingThreads(int threads) {
+  threads = std::max(1, threads);
+  torch::set_num_threads(1);
+  openblas_set_num_threads(threads);
+  SetTrainThreads(threads);
+}
 
 torch::Tensor PermDiagLinearKernel(const torch::Tensor& x, const torch::Tensor& values, const torch::Tensor& offsets,
                                    const torch::Tensor& bias, int64_t rows, int64_t cols) {

@@ -38,6 +38,15 @@ namespace permdnn::train {
 int TrainThreads();
 void SetTrainThreads(int threads);
 
+// The thread set-up of a training job (train, compress fine-tuning):
+// `threads` for the permdiag kernels and for OpenBLAS (LibTorch's dense
+// Linear/matmul), one thread for LibTorch's own OpenMP ops. LibTorch's
+// OpenMP workers spin-wait after every parallel region and starve the other
+// pools: a 10k-image mlp epoch at 2 threads took 9.6 s (permdiag p=8) and
+// 26 s (dense) with them, 3.6 s / 6.6 s with OMP_WAIT_POLICY=PASSIVE
+// (loaded 2-core machine).
+void ConfigureTrainingThreads(int threads);
+
 // y = x·Wᵀ + bias for W = (values [mb, nb, p], offsets int16 [mb, nb]) of
 // shape rows × cols; x [B, cols]. bias may be undefined. Custom autograd
 // over the kernels (differentiable in x, values, bias).

@@ -255,8 +255,7 @@ TrainResult Train(const TrainOptions& o, std::ostream& log) {
   PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
   PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
   CompressSpec spec = CompressSpec::Parse(o.compress);
-  torch::set_num_threads(std::max(1, o.threads));
-  SetTrainThreads(o.threads);
+  ConfigureTrainingThreads(o.threads);
 
   // Data.
   Preprocess pre;
