@@ -280,7 +280,7 @@ w("- **Latency**: `permdnn export RUN` then `permdnn run model.onnx --bench --ba
   "without the OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides); median (and minimum) wall time of a whole forward "
   "pass over ≥ 0.3 s of repetitions; × dense = dense median / this median. All rows were benchmarked one after "
   "the other in one pass, with no training run of this script going on. *ONNX bytes*: the bytes of the exported initializers the runtime reads (`export.json`; "
-  "permdiag offsets are int16 there, so slightly more than the run format).")
+  "permdiag offsets take 2 bytes each there instead of 1, so slightly more than the run format).")
 w("- **Simulator**: `permdnn sim --model model.onnx --arch ENGINE` on the activations of 16 real test images: "
   "PermDNN engine for permdiag, CirCNN engine for circulant, EIE for pruned (EIE's own packed format: 4-bit codes + "
   "4-bit relative indices with padding, whatever the trainer's sharing). It simulates only the **compressed FC "
