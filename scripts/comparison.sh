@@ -283,10 +283,12 @@ w("- **Latency**: `permdnn export RUN` then `permdnn run model.onnx --bench --ba
   "permdiag offsets take 2 bytes each there instead of 1, so slightly more than the run format).")
 w("- **Simulator**: `permdnn sim --model model.onnx --arch ENGINE` on the activations of 16 real test images: "
   "PermDNN engine for permdiag, CirCNN engine for circulant, EIE for pruned (EIE's own packed format: 4-bit codes + "
-  "4-bit relative indices with padding, whatever the trainer's sharing). It simulates only the **compressed FC "
-  "layers** (`PermDiagMatMul`, `BlockCirculantMatMul`, `SparseMatMul`), one after the other; inferences/s = 1 / "
-  "sum of their latencies, energy = sum of their energies (28 nm, 16-bit). Convolutions, dense layers and the "
-  "last layer are not in it, so for cnn only fc1 is simulated, and the dense model has no simulated number (n/a). "
+  "4-bit relative indices with padding, whatever the trainer's sharing). It simulates the **compressed layers**: "
+  "FC layers (`PermDiagMatMul`, `BlockCirculantMatMul`, `SparseMatMul`) as matrix × vector, compressed convolutions "
+  "as their im2col matrix on every output position's column (evenly sampled above 256 positions per image and "
+  "scaled), one layer after the other; inferences/s = 1 / sum of their latencies, energy = sum of their energies "
+  "(28 nm, 16-bit). Dense layers (the first conv, the last layer) are not in it, so for cnn conv2, conv3 and fc1 "
+  "are simulated, and the dense model has no simulated number (n/a). "
   "The engines have different PE counts and clocks (defaults of `permdnn sim --list-params`), see "
   "`docs/simulator.md`.")
 cpu = ""
