@@ -97,6 +97,10 @@ class OpKernel {
   virtual void Run(OpContext& ctx, RunState& rs) = 0;
   // May run at plan time when all inputs are constant.
   virtual bool Foldable() const { return true; }
+  // Its output depends on the input shapes only (Shape): folded at plan time
+  // even when the inputs' values are not constant, so that a Reshape fed by
+  // Shape(x) (PyTorch's x.view(x.size(0), -1)) plans for each batch size.
+  virtual bool ShapeOnly() const { return false; }
   // Label for --profile.
   virtual std::string KernelName() const { return "dense"; }
   virtual bool Fast() const { return false; }

@@ -361,7 +361,8 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
     for (Value* v : ctx.out)
       if (v && !v->known) Fail("{}: {}: output '{}' got no shape", name, nodes[k].Where(), v->name);
     bool all_const = kernels[k]->Foldable();
-    for (Value* v : ctx.in) all_const = all_const && (!v || v->constant);
+    if (!kernels[k]->ShapeOnly())
+      for (Value* v : ctx.in) all_const = all_const && (!v || v->constant);
     if (all_const) {
       for (Value* v : ctx.out) {
         if (!v) continue;

@@ -391,6 +391,7 @@ class ShapeOp : public OpKernel {
   void Run(OpContext& ctx, RunState&) override {
     for (int64_t k = s_; k < e_; ++k) ctx.out[0]->i()[k - s_] = ctx.in[0]->shape[k];
   }
+  bool ShapeOnly() const override { return true; }
 
  private:
   int64_t start_, end_, s_ = 0, e_ = 0;

@@ -216,6 +216,71 @@ TEST(RuntimePlan, ArenaPlannedOncePerShape) {
   fs::remove_all(dir);
 }
 
+// PyTorch's x.view(x.size(0), -1) exports as Reshape(x, Concat(Shape(x)[0:1],
+// [-1])) on an input with a symbolic batch: Shape folds from the planned
+// shape, so the model loads and runs at every batch size.
+TEST(RuntimePlan, ReshapeFedByShapeOfASymbolicInput) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(15);
+  onnx::GraphProto& g = *m.mutable_graph();
+  g.set_name("view");
+  onnx::ValueInfoProto& in = *g.add_input();
+  in.set_name("x");
+  in.mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* shape = in.mutable_type()->mutable_tensor_type()->mutable_shape();
+  shape->add_dim()->set_dim_param("N");
+  shape->add_dim()->set_dim_value(2);
+  shape->add_dim()->set_dim_value(3);
+  onnx::ValueInfoProto& out = *g.add_output();
+  out.set_name("y");
+  out.mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  const std::vector<float> w = Randn(6 * 4, 21);
+  onnx::TensorProto& wt = *g.add_initializer();
+  wt.set_name("w");
+  wt.set_data_type(onnx::TensorProto::FLOAT);
+  wt.add_dims(6);
+  wt.add_dims(4);
+  for (float v : w) wt.add_float_data(v);
+  onnx::TensorProto& minus1 = *g.add_initializer();
+  minus1.set_name("minus1");
+  minus1.set_data_type(onnx::TensorProto::INT64);
+  minus1.add_dims(1);
+  minus1.add_int64_data(-1);
+  auto node = [&](const char* op, std::vector<std::string> ins, const char* o) -> onnx::NodeProto& {
+    onnx::NodeProto& n = *g.add_node();
+    n.set_op_type(op);
+    n.set_name(o);
+    for (const auto& i : ins) n.add_input(i);
+    n.add_output(o);
+    return n;
+  };
+  onnx::NodeProto& sh = node("Shape", {"x"}, "batch");
+  onnx::AttributeProto* end = sh.add_attribute();
+  end->set_name("end");
+  end->set_type(onnx::AttributeProto::INT);
+  end->set_i(1);
+  onnx::AttributeProto* axis = node("Concat", {"batch", "minus1"}, "target").add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(0);
+  node("Reshape", {"x", "target"}, "flat");
+  node("MatMul", {"flat", "w"}, "y");
+  std::string bytes;
+  ASSERT_TRUE(m.SerializeToString(&bytes));
+  Model model = Model::FromBytes(bytes, "view.onnx");
+  for (int64_t batch : {3, 1, 5}) {
+    SCOPED_TRACE(batch);
+    const std::vector<float> x = Randn(batch * 6, 30 + batch);
+    std::vector<float> want(batch * 4, 0.0f);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0; j < 4; ++j)
+        for (int64_t k = 0; k < 6; ++k) want[b * 4 + j] += x[b * 6 + k] * w[k * 4 + j];
+    ASSERT_EQ(model.OutputShape(std::vector<int64_t>{batch, 2, 3}), (std::vector<int64_t>{batch, 4}));
+    ExpectNear(want, RunModel(model, x, {batch, 2, 3}), 1e-5);
+  }
+}
+
 TEST(RuntimeInt16, CloseToFloat) {
   fs::path dir = TempDir("int16");
   WriteMlpRun(dir, 4);
