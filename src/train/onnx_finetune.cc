@@ -514,9 +514,10 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
   torch::optim::Adam opt(g.Parameters(), torch::optim::AdamOptions(o.lr));
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
-    const double lr = epoch >= o.epochs - o.epochs / 3 ? o.lr * 0.1 : o.lr;  // trainer.h's recipe
+    const double lr = LearningRate(o, epoch);
     for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-    torch::Tensor perm = torch::randperm(n_train, torch::kLong);
+    std::vector<int64_t> order = EpochPermutation(n_train, o.seed, epoch);
+    torch::Tensor perm = torch::tensor(order, torch::kLong);
     double loss_sum = 0;
     int64_t correct = 0;
     for (int64_t b = 0; b < n_train; b += o.batch) {

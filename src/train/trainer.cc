@@ -83,21 +83,6 @@ struct RunState {
   int64_t correct = 0, seen = 0, best_epoch = 0;
 };
 
-std::vector<int64_t> EpochPermutation(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> perm(static_cast<std::size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 17);
-  // Fisher–Yates with our own index draw: identical on every platform.
-  for (int64_t i = n - 1; i > 0; --i) {
-    int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
-    std::swap(perm[i], perm[j]);
-  }
-  return perm;
-}
-
-double LearningRate(const TrainOptions& o, int64_t epoch) {
-  return epoch >= o.epochs - o.epochs / 3 ? o.lr * 0.1 : o.lr;
-}
 
 void SaveCheckpoint(const std::string& path, Net& net, torch::optim::Adam& opt, const RunState& s,
                     const TrainOptions& o) {
@@ -248,6 +233,22 @@ std::vector<EpochMetrics> ReadMetrics(const std::string& dir, int64_t epochs_don
 }
 
 }  // namespace
+
+std::vector<int64_t> EpochPermutation(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> perm(static_cast<std::size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 17);
+  // Fisher–Yates with our own index draw: identical on every platform.
+  for (int64_t i = n - 1; i > 0; --i) {
+    int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+    std::swap(perm[i], perm[j]);
+  }
+  return perm;
+}
+
+double LearningRate(const TrainOptions& o, int64_t epoch) {
+  return epoch >= o.epochs - o.epochs / 3 ? o.lr * 0.1 : o.lr;
+}
 
 TrainResult Train(const TrainOptions& o, std::ostream& log) {
   PERMDNN_CHECK(!o.out_dir.empty(), "--out: a run directory is required");

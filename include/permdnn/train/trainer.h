@@ -71,6 +71,12 @@ struct TrainResult {
   std::vector<LayerSummary> layers;
 };
 
+// The recipe shared by every training job (train, compress fine-tuning):
+// the learning rate of a 0-based epoch (×0.1 for the last third) and the
+// seeded, platform-independent shuffle of n samples for that epoch.
+double LearningRate(const TrainOptions& options, int64_t epoch);
+std::vector<int64_t> EpochPermutation(int64_t n, uint64_t seed, int64_t epoch);
+
 // Runs (or resumes) training; progress and per-epoch lines go to `log`.
 // Throws permdnn::Error on bad options, missing data, a corrupt checkpoint.
 TrainResult Train(const TrainOptions& options, std::ostream& log);
