@@ -22,6 +22,7 @@
 
 #include "permdnn/core/aligned_buffer.h"
 #include "permdnn/core/circulant_matrix.h"
+#include "permdnn/core/cpu_time.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/permdiag_matrix.h"
 #include "permdnn/core/progress.h"
@@ -44,13 +45,6 @@ struct Timing {
   double median_ms = 0, min_ms = 0;
   int reps = 0;
 };
-
-// Milliseconds of CPU time used by this process so far.
-double ProcessCpuMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
 
 template <typename F>
 Timing Measure(F&& run, const BenchOptions& o) {

@@ -35,6 +35,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "permdnn/core/atomic_file.h"
+#include "permdnn/core/cpu_time.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
@@ -58,11 +59,7 @@ namespace {
 bool g_cpu_time = false;
 
 double NowMs() {
-  if (g_cpu_time) {
-    timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
-  }
+  if (g_cpu_time) return permdnn::ProcessCpuMs();
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
