@@ -56,6 +56,11 @@ constexpr int64_t kPrefetchFloats = 512;
 // ahead per stream, 4 KiB in all with four streams (2 KiB per stream
 // measured slower there).
 constexpr int64_t kStreamPrefetchFloats = 256;
+// ...but only when a worker's weights are too big for L3: on L3-resident
+// Alex-7 (8.4 MB at p=8) the software prefetches cost 5-10% against the
+// hardware prefetcher alone (0.169 vs 0.187 ms, standalone harness, huge
+// pages), while from DRAM they are neutral to 7-14% faster.
+constexpr int64_t kStreamPrefetchMinBytes = int64_t{16} << 20;
 
 // Per-thread scratch, grown on demand and reused across calls.
 float* Scratch(AlignedBuffer<float>& buf, std::size_t n) {
@@ -99,6 +104,8 @@ void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float*
 #endif
   const int64_t nb = w.col_blocks;
   const int64_t step = U * V * N;  // floats of one stream per iteration
+  const bool prefetch =
+      (I1 - I0) * nb * p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
   auto run = [&](auto r_tag, int64_t I) {
     constexpr int kR = decltype(r_tag)::value;
     const float* q[kR];
@@ -113,12 +120,14 @@ void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float*
         for (int v = 0; v < V; ++v) acc[r][u][v] = hn::Zero(d);
     int64_t J = 0;
     for (; J + U <= nb; J += U) {
-      for (int r = 0; r < kR; ++r)
-        for (int64_t pf = 0; pf < step; pf += 16) hwy::Prefetch(q[r] + J * p + kStreamPrefetchFloats + pf);
-      // The offsets are R more streams (one line per 32 blocks); prefetching
-      // them too measured 7-14% faster on the DRAM-bound 4096x25088 p=8.
-      if (J % 32 == 0)
-        for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
+      if (prefetch) {
+        for (int r = 0; r < kR; ++r)
+          for (int64_t pf = 0; pf < step; pf += 16) hwy::Prefetch(q[r] + J * p + kStreamPrefetchFloats + pf);
+        // The offsets are R more streams (one line per 32 blocks); prefetching
+        // them too measured 7-14% faster on the DRAM-bound 4096x25088 p=8.
+        if (J % 32 == 0)
+          for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
+      }
       for (int u = 0; u < U; ++u) {
         const float* xb = xx + (J + u) * 2 * p;
         for (int r = 0; r < kR; ++r) {
