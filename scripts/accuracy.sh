@@ -30,48 +30,29 @@ SEED=${SEED:-1}
 DOC=${DOC:-docs/accuracy.md}
 mkdir -p "$RUNS" "$RESULTS"
 
-# run NAME ARGS...: one training run into $RUNS/NAME, skipped when finished.
-run() {
-  local name=$1
-  shift
-  if [[ -f "$RESULTS/$name/summary.json" ]]; then
-    echo "[accuracy] $name: done already ($RESULTS/$name)"
-    return 0
-  fi
-  echo "[accuracy] $name: $PERMDNN train $* (log $RUNS/$name.log)"
-  if nice -n "$NICE" "$PERMDNN" train "$@" --seed "$SEED" --threads "$THREADS" --out "$RUNS/$name" --resume \
-    >"$RUNS/$name.log" 2>&1; then
-    mkdir -p "$RESULTS/$name"
-    cp "$RUNS/$name/summary.json" "$RUNS/$name/metrics.csv" "$RESULTS/$name/"
-  else
-    echo "[accuracy] $name FAILED, see $RUNS/$name.log"
-  fi
-}
-
-# The dense run a conversion starts from must be present as a run directory.
-need_run_dir() {
-  [[ -f "$RUNS/$1/model.json" ]] || { echo "[accuracy] $2 needs the run directory $RUNS/$1 (rerun it)"; return 1; }
-}
+say() { echo "[accuracy] $*"; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh  # train_run, need_run
 
 stream_a() {  # dense baselines, then conversions of them
-  run cnn-dense --model cnn --compress dense --epochs "$CNN_EPOCHS"
-  [[ -f "$RESULTS/cnn-p4-converted/summary.json" ]] || ! need_run_dir cnn-dense cnn-p4-converted ||
-    run cnn-p4-converted --model cnn --compress permdiag:p=4 --epochs "$CNN_FT_EPOCHS" --lr 5e-4 --from "$RUNS/cnn-dense"
-  run mlp-dense --model mlp --compress dense --epochs "$MLP_EPOCHS"
+  train_run cnn-dense --model cnn --compress dense --epochs "$CNN_EPOCHS"
+  [[ -f "$RESULTS/cnn-p4-converted/summary.json" ]] || ! need_run cnn-dense cnn-p4-converted ||
+    train_run cnn-p4-converted --model cnn --compress permdiag:p=4 --epochs "$CNN_FT_EPOCHS" --lr 5e-4 --from "$RUNS/cnn-dense"
+  train_run mlp-dense --model mlp --compress dense --epochs "$MLP_EPOCHS"
   for p in 4 8 16 2; do
-    [[ -f "$RESULTS/mlp-p$p-converted/summary.json" ]] || ! need_run_dir mlp-dense "mlp-p$p-converted" ||
-      run "mlp-p$p-converted" --model mlp --compress "permdiag:p=$p" --epochs "$FT_EPOCHS" --lr 5e-4 \
+    [[ -f "$RESULTS/mlp-p$p-converted/summary.json" ]] || ! need_run mlp-dense "mlp-p$p-converted" ||
+      train_run "mlp-p$p-converted" --model mlp --compress "permdiag:p=$p" --epochs "$FT_EPOCHS" --lr 5e-4 \
         --from "$RUNS/mlp-dense"
   done
 }
 
 stream_b() {  # from scratch
-  run cnn-p4 --model cnn --compress permdiag:p=4 --epochs "$CNN_EPOCHS"
+  train_run cnn-p4 --model cnn --compress permdiag:p=4 --epochs "$CNN_EPOCHS"
   for p in 8 4 16 2; do
-    run "mlp-p$p" --model mlp --compress "permdiag:p=$p" --epochs "$MLP_EPOCHS"
+    train_run "mlp-p$p" --model mlp --compress "permdiag:p=$p" --epochs "$MLP_EPOCHS"
   done
   for p in 8 16 2; do
-    run "cnn-p$p" --model cnn --compress "permdiag:p=$p" --epochs "$CNN_EPOCHS"
+    train_run "cnn-p$p" --model cnn --compress "permdiag:p=$p" --epochs "$CNN_EPOCHS"
   done
 }
 

@@ -52,33 +52,8 @@ reuse() {
   fi
 }
 
-# train NAME ARGS...: one training run into $RUNS/NAME, skipped when finished.
-train() {
-  local name=$1
-  shift
-  if [[ -f "$RESULTS/$name/summary.json" ]]; then
-    say "$name: trained already ($RESULTS/$name)"
-    return 0
-  fi
-  if [[ ! -f "$RUNS/$name/summary.json" ]]; then
-    say "$name: $PERMDNN train $* (log $RUNS/$name.log)"
-    if ! nice -n "$NICE" "$PERMDNN" train "$@" --seed "$SEED" --threads "$THREADS" --out "$RUNS/$name" --resume \
-      >"$RUNS/$name.log" 2>&1; then
-      say "$name FAILED, see $RUNS/$name.log"
-      return 0
-    fi
-  fi
-  mkdir -p "$RESULTS/$name"
-  cp "$RUNS/$name/summary.json" "$RUNS/$name/metrics.csv" "$RESULTS/$name/"
-  say "$name: done, $(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); \
-print(f\"{100*s['final_test_accuracy']:.2f}% test, {s['model_bytes']:,} bytes ({s['compression']:.2f}x)\")" \
-    "$RESULTS/$name/summary.json")"
-}
-
-# need_run NAME USER: a conversion starts from the run directory $RUNS/NAME.
-need_run() {
-  [[ -f "$RUNS/$1/model.json" ]] || { say "$2 needs the run directory $RUNS/$1 (rerun it)"; return 1; }
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh  # train_run, need_run
 
 # density MODEL R BITS: the prune density whose model bytes equal those of the
 # permdiag p=R model (from the trainer's byte formula, src/train/models.h).
@@ -111,21 +86,21 @@ row() {
     permdiag | circulant)
       if [[ $model == mlp ]]; then
         [[ $method == permdiag ]] && reuse "$name" "mlp-p$r"
-        train "$name" --model mlp --compress "$method:p=$r" --epochs "$epochs"
+        train_run "$name" --model mlp --compress "$method:p=$r" --epochs "$epochs"
         return
       fi
       need_run "$model-dense" "$name" || return 0
       [[ -f "$RESULTS/$name/summary.json" ]] ||
-        train "$name" --model "$model" --compress "$method:p=$r" --epochs "$ft" --lr "$FT_LR" --from "$RUNS/$model-dense"
+        train_run "$name" --model "$model" --compress "$method:p=$r" --epochs "$ft" --lr "$FT_LR" --from "$RUNS/$model-dense"
       ;;
     permdiag-conv | circulant-conv)
       [[ $method == permdiag-conv ]] && reuse "$name" "mlp-p$r-converted"
       [[ -f "$RESULTS/$name/summary.json" ]] || need_run "$model-dense" "$name" || return 0
-      train "$name" --model "$model" --compress "${method%-conv}:p=$r" --epochs "$ft" --lr "$FT_LR" \
+      train_run "$name" --model "$model" --compress "${method%-conv}:p=$r" --epochs "$ft" --lr "$FT_LR" \
         --from "$RUNS/$model-dense"
       ;;
     pruned | pruned4)
-      [[ -f "$RESULTS/$name/summary.json" ]] && { train "$name"; return; }
+      [[ -f "$RESULTS/$name/summary.json" ]] && { train_run "$name"; return; }
       need_run "$model-dense" "$name" || return 0
       [[ -f "$RESULTS/$model-permdiag-${r}x/summary.json" ]] ||
         { say "$name needs $model-permdiag-${r}x (its byte count is the target)"; return 0; }
@@ -133,7 +108,7 @@ row() {
       [[ $method == pruned4 ]] && bits=4
       spec="prune:density=$(density "$model" "$r" "$bits")"
       ((bits)) && spec+=",bits=$bits"
-      train "$name" --model "$model" --compress "$spec" --epochs "$ft" --lr "$FT_LR" --from "$RUNS/$model-dense"
+      train_run "$name" --model "$model" --compress "$spec" --epochs "$ft" --lr "$FT_LR" --from "$RUNS/$model-dense"
       ;;
   esac
 }
@@ -142,11 +117,11 @@ stream() {  # all rows of one model, ratio by ratio
   local model=$1 methods r m
   if [[ $model == mlp ]]; then
     reuse mlp-dense mlp-dense
-    train mlp-dense --model mlp --compress dense --epochs "$MLP_EPOCHS"
+    train_run mlp-dense --model mlp --compress dense --epochs "$MLP_EPOCHS"
     methods="permdiag circulant pruned pruned4 permdiag-conv circulant-conv"
   else
     reuse cnn-dense cnn-dense
-    train cnn-dense --model cnn --compress dense --epochs "$CNN_EPOCHS"
+    train_run cnn-dense --model cnn --compress dense --epochs "$CNN_EPOCHS"
     methods="permdiag circulant pruned pruned4"
   fi
   for r in $RATIOS; do

@@ -1,0 +1,37 @@
+# Shell functions shared by scripts/accuracy.sh and scripts/comparison.sh
+# (source it). The caller sets PERMDNN, RUNS, RESULTS, NICE, SEED, THREADS
+# and defines say() (its log prefix).
+
+# train_run NAME ARGS...: one `permdnn train ARGS ... --resume` into
+# $RUNS/NAME; when it has finished, its summary.json and metrics.csv are
+# copied to $RESULTS/NAME/ (the tracked results the docs are generated from).
+# Skipped when $RESULTS/NAME is there already; a finished run directory
+# without results is copied, not retrained. A failed run is reported and the
+# grid goes on.
+train_run() {
+  local name=$1
+  shift
+  if [[ -f "$RESULTS/$name/summary.json" ]]; then
+    say "$name: trained already ($RESULTS/$name)"
+    return 0
+  fi
+  if [[ ! -f "$RUNS/$name/summary.json" ]]; then
+    say "$name: $PERMDNN train $* (log $RUNS/$name.log)"
+    if ! nice -n "$NICE" "$PERMDNN" train "$@" --seed "$SEED" --threads "$THREADS" --out "$RUNS/$name" --resume \
+      >"$RUNS/$name.log" 2>&1; then
+      say "$name FAILED, see $RUNS/$name.log"
+      return 0
+    fi
+  fi
+  mkdir -p "$RESULTS/$name"
+  cp "$RUNS/$name/summary.json" "$RUNS/$name/metrics.csv" "$RESULTS/$name/"
+  say "$name: done, $(python3 -c "import json,sys; s=json.load(open(sys.argv[1])); \
+print(f\"{100*s['final_test_accuracy']:.2f}% test, {s['model_bytes']:,} bytes ({s['compression']:.2f}x)\")" \
+    "$RESULTS/$name/summary.json")"
+}
+
+# need_run NAME USER: USER (a conversion) starts from the run directory
+# $RUNS/NAME, which must hold a finished model.
+need_run() {
+  [[ -f "$RUNS/$1/model.json" ]] || { say "$2 needs the run directory $RUNS/$1 (rerun it)"; return 1; }
+}
