@@ -36,7 +36,8 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--min-time", args->min_time, "seconds per measurement (after a warm-up)")->capture_default_str();
   cmd->add_option("--reps", args->reps, "minimum repetitions per measurement")->capture_default_str();
   cmd->add_flag("--cpu-time", args->cpu_time,
-                "time by process CPU time instead of wall time (shared machine; needs --threads 1)");
+                "time one-thread runs by process CPU time instead of wall time (shared machine); "
+                "runs on more threads stay wall clock");
   cmd->add_option("--json", args->json, "write records to this JSON file");
   cmd->add_option("--markdown", args->markdown, "write the tables as Markdown to this file (docs/benchmarks.md)");
   cmd->callback([args, cmd] {
@@ -51,7 +52,7 @@ void AddBenchCommand(CLI::App& app) {
     o.min_reps = args->reps;
     o.cpu_time = args->cpu_time;
     nlohmann::json env = BenchEnvironment();
-    env["timer"] = o.cpu_time ? "process CPU time" : "wall clock";
+    env["timer"] = o.cpu_time ? "process CPU time (one-thread rows), wall clock (more threads)" : "wall clock";
     std::printf("permdnn bench: %s, SIMD %s, kernels %s, OpenBLAS core %s, %s\n", env["cpu"].get<std::string>().c_str(),
                 env["simd_target"].get<std::string>().c_str(), env["kernel_path"].get<std::string>().c_str(),
                 env["openblas_corename"].get<std::string>().c_str(), env["timer"].get<std::string>().c_str());

@@ -22,3 +22,24 @@ string(JSON nrec LENGTH "${json}" records)
 if(NOT nrec EQUAL 120)
   message(FATAL_ERROR "expected 120 records, got ${nrec}")
 endif()
+
+# --cpu-time: one-thread rows timed by CPU time, two-thread rows by the wall
+# clock, and each record says which.
+execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --format permdiag --p 8 --batch 1 --act-density 1
+                        --threads 1,2 --min-time 0 --reps 1 --cpu-time --json ${OUT}
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "bench --cpu-time --threads 1,2 failed (${rc}):\n${out}\n${err}")
+endif()
+file(READ ${OUT} json)
+string(JSON nrec LENGTH "${json}" records)
+if(NOT nrec EQUAL 2)
+  message(FATAL_ERROR "expected 2 records with --cpu-time, got ${nrec}")
+endif()
+foreach(i 0 1)
+  string(JSON threads GET "${json}" records ${i} threads)
+  string(JSON timer GET "${json}" records ${i} timer)
+  if((threads EQUAL 1 AND NOT timer STREQUAL "cpu") OR (threads EQUAL 2 AND NOT timer STREQUAL "wall"))
+    message(FATAL_ERROR "record ${i}: threads ${threads} timed by '${timer}'")
+  endif()
+endforeach()
