@@ -8,15 +8,8 @@
 
 namespace permdnn {
 
-BlockCirculantMatrix::BlockCirculantMatrix(int64_t rows, int64_t cols, int p) {
-  PERMDNN_CHECK(p >= 1, "block-circulant matrix: block size p must be >= 1, got p = {}", p);
-  PERMDNN_CHECK(rows >= 1 && cols >= 1, "block-circulant matrix: shape must be at least 1x1, got {}x{}", rows,
-                cols);
-  rows_ = rows;
-  cols_ = cols;
-  p_ = p;
-  row_blocks_ = CeilDiv(rows, p);
-  col_blocks_ = CeilDiv(cols, p);
+BlockCirculantMatrix::BlockCirculantMatrix(int64_t rows, int64_t cols, int p)
+    : BlockGrid(rows, cols, p, "block-circulant matrix") {
   values_.Resize(static_cast<std::size_t>(row_blocks_ * col_blocks_ * p));
   values_.Fill(0.0f);
 }

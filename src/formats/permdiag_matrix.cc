@@ -10,16 +10,9 @@
 namespace permdnn {
 
 template <typename T>
-BasicPermDiag<T>::BasicPermDiag(int64_t rows, int64_t cols, int p) {
-  PERMDNN_CHECK(p >= 1, "permuted-diagonal matrix: block size p must be >= 1, got p = {}", p);
+BasicPermDiag<T>::BasicPermDiag(int64_t rows, int64_t cols, int p)
+    : BlockGrid(rows, cols, p, "permuted-diagonal matrix") {
   PERMDNN_CHECK(p <= 65535, "permuted-diagonal matrix: block size p must be <= 65535, got p = {}", p);
-  PERMDNN_CHECK(rows >= 1 && cols >= 1,
-                "permuted-diagonal matrix: shape must be at least 1x1, got {}x{}", rows, cols);
-  rows_ = rows;
-  cols_ = cols;
-  p_ = p;
-  row_blocks_ = CeilDiv(rows, p);
-  col_blocks_ = CeilDiv(cols, p);
   values_.Resize(static_cast<std::size_t>(row_blocks_ * col_blocks_ * p));
   values_.Fill(T{0});
   offsets_.Resize(static_cast<std::size_t>(row_blocks_ * col_blocks_));

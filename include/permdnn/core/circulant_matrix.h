@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/permdiag_matrix.h"  // CeilDiv
+#include "permdnn/core/block_grid.h"
 
 namespace permdnn {
 
@@ -37,7 +37,7 @@ struct CirculantView {
 
 struct CirculantProjection;
 
-class BlockCirculantMatrix {
+class BlockCirculantMatrix : public BlockGrid {
  public:
   BlockCirculantMatrix() = default;
   // All-zero matrix. Throws Error on rows/cols < 1 or p < 1.
@@ -52,27 +52,17 @@ class BlockCirculantMatrix {
   static CirculantProjection FromDense(std::span<const float> dense, int64_t rows, int64_t cols, int p);
   std::vector<float> ToDense() const;
 
-  int64_t rows() const { return rows_; }
-  int64_t cols() const { return cols_; }
-  int p() const { return p_; }
-  int64_t row_blocks() const { return row_blocks_; }
-  int64_t col_blocks() const { return col_blocks_; }
-  int64_t num_blocks() const { return row_blocks_ * col_blocks_; }
-  int64_t stored_values() const { return num_blocks() * p_; }
   int64_t bytes() const { return stored_values() * int64_t{sizeof(float)}; }
   double compression_ratio() const {
     return static_cast<double>(rows_ * cols_ * int64_t{sizeof(float)}) / static_cast<double>(bytes());
   }
   std::span<float> values() { return values_.span(); }
   std::span<const float> values() const { return values_.span(); }
-  float* block(int64_t I, int64_t J) { return values_.data() + (I * col_blocks_ + J) * p_; }
-  const float* block(int64_t I, int64_t J) const { return values_.data() + (I * col_blocks_ + J) * p_; }
+  float* block(int64_t I, int64_t J) { return values_.data() + block_start(I, J); }
+  const float* block(int64_t I, int64_t J) const { return values_.data() + block_start(I, J); }
   CirculantView<float> view() const { return {rows_, cols_, p_, row_blocks_, col_blocks_, values_.data()}; }
 
  private:
-  int64_t rows_ = 0, cols_ = 0;
-  int p_ = 1;
-  int64_t row_blocks_ = 0, col_blocks_ = 0;
   AlignedBuffer<float> values_;
 };
 

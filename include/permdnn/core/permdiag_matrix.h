@@ -24,14 +24,13 @@
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/block_grid.h"
 
 namespace permdnn {
 
 // Bytes one block offset needs in a file: ceil(log2 p) bits rounded to bytes
 // (1 for p <= 256, else 2).
 inline int OffsetBytes(int p) { return p <= 256 ? 1 : 2; }
-
-inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // A non-owning view of a permuted-diagonal matrix for kernels.
 template <typename T>
@@ -50,23 +49,13 @@ struct PermDiagView {
 
 // Shared storage and geometry of the float and fixed-point variants.
 template <typename T>
-class BasicPermDiag {
+class BasicPermDiag : public BlockGrid {
  public:
   BasicPermDiag() = default;
-  // All-zero matrix, all offsets 0. Throws Error on rows/cols < 1 or p < 1.
+  // All-zero matrix, all offsets 0. Throws Error on rows/cols < 1, p < 1 or
+  // p > 65535.
   BasicPermDiag(int64_t rows, int64_t cols, int p);
 
-  int64_t rows() const { return rows_; }
-  int64_t cols() const { return cols_; }
-  int p() const { return p_; }
-  int64_t row_blocks() const { return row_blocks_; }
-  int64_t col_blocks() const { return col_blocks_; }
-  int64_t num_blocks() const { return row_blocks_ * col_blocks_; }
-  int64_t padded_rows() const { return row_blocks_ * p_; }
-  int64_t padded_cols() const { return col_blocks_ * p_; }
-
-  // Stored values, padding included: row_blocks·col_blocks·p.
-  int64_t stored_values() const { return num_blocks() * p_; }
   // Structural nonzeros inside the logical m×n shape.
   int64_t nnz() const;
   // Bytes a file needs for this matrix: values + offsets (no other index).
@@ -80,8 +69,8 @@ class BasicPermDiag {
   std::span<const T> values() const { return values_.span(); }
   std::span<uint16_t> offsets() { return offsets_.span(); }
   std::span<const uint16_t> offsets() const { return offsets_.span(); }
-  T* block(int64_t I, int64_t J) { return values_.data() + (I * col_blocks_ + J) * p_; }
-  const T* block(int64_t I, int64_t J) const { return values_.data() + (I * col_blocks_ + J) * p_; }
+  T* block(int64_t I, int64_t J) { return values_.data() + block_start(I, J); }
+  const T* block(int64_t I, int64_t J) const { return values_.data() + block_start(I, J); }
   int offset(int64_t I, int64_t J) const { return offsets_[I * col_blocks_ + J]; }
 
   // W[r, c] of the logical matrix (0 off the structure). For tests and tools.
@@ -96,9 +85,6 @@ class BasicPermDiag {
   }
 
  protected:
-  int64_t rows_ = 0, cols_ = 0;
-  int p_ = 1;
-  int64_t row_blocks_ = 0, col_blocks_ = 0;
   AlignedBuffer<T> values_;
   AlignedBuffer<uint16_t> offsets_;
 };
