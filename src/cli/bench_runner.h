@@ -44,6 +44,7 @@ struct BenchRecord {
   double act_density = 1.0;
   int threads = 1;
   double median_ms = 0, min_ms = 0;
+  double wall_median_ms = 0;  // equals median_ms unless timer == "cpu"
   int reps = 0;
   std::string timer = "wall";  // "cpu": process CPU time (--cpu-time, one thread)
   int64_t nnz = 0, weight_bytes = 0;

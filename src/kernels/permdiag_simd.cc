@@ -49,12 +49,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using View = PermDiagView<float>;
 
-// Software prefetch distance for the weight stream: 2 KiB ahead covers the
-// DRAM latency (~100 ns) at the ~15 GB/s one core streams.
-constexpr int64_t kPrefetchFloats = 512;
-// The same for each of the interleaved streams of RowsMultiple: 1 KiB
-// ahead per stream, 4 KiB in all with four streams (2 KiB per stream
-// measured slower there).
+// Software prefetch distance for each of the interleaved weight streams of
+// RowsMultiple and RowsPacked: 1 KiB ahead per stream, 4 KiB in all with
+// four streams, which covers the DRAM latency (~100 ns) at the ~15 GB/s one
+// core streams (2 KiB per stream measured slower there).
 constexpr int64_t kStreamPrefetchFloats = 256;
 // ...but only when a worker's weights are too big for L3: on L3-resident
 // Alex-7 (8.4 MB at p=8) the software prefetches cost 5-10% against the
@@ -198,42 +196,66 @@ HWY_INLINE hn::Vec<D> LoadSlices(D d, const float* xx, const uint16_t* k, int64_
 }
 
 // ---- y = W·x, case B: p < N, N % p == 0 (G blocks per vector) -------------
+// As in case A, R = 4 row blocks are streamed side by side with U = 2
+// vectors (2·G blocks) per stream and step: 8 FMA chains. One row block at a
+// time (the earlier form) streamed VGG-6 p=4 from DRAM at ~11 GB/s against
+// sgemv's ~17 GB/s once both had huge pages.
 template <int P>
 void RowsPacked(const View& w, const float* xx, int64_t I0, int64_t I1, float* ypad) {
   const hn::ScalableTag<float> d;
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(decltype(d)()));
   constexpr int64_t G = N / P;
+  constexpr int U = 2;
   const int64_t nb = w.col_blocks;
-  HWY_ALIGN float lanes[N];
-  for (int64_t I = I0; I < I1; ++I) {
-    const float* q = w.values + I * nb * P;
-    const uint16_t* k = w.offsets + I * nb;
-    auto acc0 = hn::Zero(d), acc1 = hn::Zero(d), acc2 = hn::Zero(d), acc3 = hn::Zero(d);
+  const bool prefetch =
+      (I1 - I0) * nb * P * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
+  auto run = [&](auto r_tag, int64_t I) {
+    constexpr int kR = decltype(r_tag)::value;
+    const float* q[kR];
+    const uint16_t* k[kR];
+    for (int r = 0; r < kR; ++r) {
+      q[r] = w.values + (I + r) * nb * P;
+      k[r] = w.offsets + (I + r) * nb;
+    }
+    hn::Vec<decltype(d)> acc[kR][U];
+    for (int r = 0; r < kR; ++r)
+      for (int u = 0; u < U; ++u) acc[r][u] = hn::Zero(d);
     int64_t J = 0;
-    // Four vectors (4·G blocks) per step keep four FMA chains in flight.
-    for (; J + 4 * G <= nb; J += 4 * G) {
-      hwy::Prefetch(q + J * P + kPrefetchFloats);
-      hwy::Prefetch(q + J * P + kPrefetchFloats + 16);
-      acc0 = hn::MulAdd(hn::LoadU(d, q + J * P), LoadSlices<P>(d, xx, k, J), acc0);
-      acc1 = hn::MulAdd(hn::LoadU(d, q + (J + G) * P), LoadSlices<P>(d, xx, k, J + G), acc1);
-      acc2 = hn::MulAdd(hn::LoadU(d, q + (J + 2 * G) * P), LoadSlices<P>(d, xx, k, J + 2 * G), acc2);
-      acc3 = hn::MulAdd(hn::LoadU(d, q + (J + 3 * G) * P), LoadSlices<P>(d, xx, k, J + 3 * G), acc3);
+    for (; J + U * G <= nb; J += U * G) {
+      if (prefetch) {
+        for (int r = 0; r < kR; ++r)
+          for (int64_t pf = 0; pf < U * G * P; pf += 16) hwy::Prefetch(q[r] + J * P + kStreamPrefetchFloats + pf);
+        if (J % 32 < U * G)
+          for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
+      }
+      for (int u = 0; u < U; ++u)
+        for (int r = 0; r < kR; ++r)
+          acc[r][u] = hn::MulAdd(hn::LoadU(d, q[r] + (J + u * G) * P), LoadSlices<P>(d, xx, k[r], J + u * G),
+                                 acc[r][u]);
     }
     for (; J + G <= nb; J += G)
-      acc0 = hn::MulAdd(hn::LoadU(d, q + J * P), LoadSlices<P>(d, xx, k, J), acc0);
-    hn::Store(hn::Add(hn::Add(acc0, acc1), hn::Add(acc2, acc3)), d, lanes);
-    float y[P];
-    for (int c = 0; c < P; ++c) {
-      float s = 0;
-      for (int64_t g = 0; g < G; ++g) s += lanes[g * P + c];
-      y[c] = s;
+      for (int r = 0; r < kR; ++r)
+        acc[r][0] = hn::MulAdd(hn::LoadU(d, q[r] + J * P), LoadSlices<P>(d, xx, k[r], J), acc[r][0]);
+    HWY_ALIGN float lanes[N];
+    for (int r = 0; r < kR; ++r) {
+      hn::Store(hn::Add(acc[r][0], acc[r][1]), d, lanes);
+      float y[P];
+      for (int c = 0; c < P; ++c) {
+        float s = 0;
+        for (int64_t g = 0; g < G; ++g) s += lanes[g * P + c];
+        y[c] = s;
+      }
+      for (int64_t Jr = J; Jr < nb; ++Jr) {  // fewer than G blocks left
+        const float* xb = xx + Jr * 2 * P + k[r][Jr];
+        for (int c = 0; c < P; ++c) y[c] += q[r][Jr * P + c] * xb[c];
+      }
+      for (int c = 0; c < P; ++c) ypad[(I + r) * P + c] = y[c];
     }
-    for (; J < nb; ++J) {  // fewer than G blocks left
-      const float* xb = xx + J * 2 * P + k[J];
-      for (int c = 0; c < P; ++c) y[c] += q[J * P + c] * xb[c];
-    }
-    for (int c = 0; c < P; ++c) ypad[I * P + c] = y[c];
-  }
+  };
+  constexpr int R = 4;
+  int64_t I = I0;
+  for (; I + R <= I1; I += R) run(std::integral_constant<int, R>(), I);
+  for (; I < I1; ++I) run(std::integral_constant<int, 1>(), I);
 }
 #endif
 
