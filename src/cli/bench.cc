@@ -23,6 +23,7 @@ void AddBenchCommand(CLI::App& app) {
     double min_time = 0.2;
     int reps = 5;
     bool cpu_time = false;
+    int rounds = 1;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "time permdiag kernels against dense OpenBLAS and CSR (Eigen)");
@@ -38,6 +39,10 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_flag("--cpu-time", args->cpu_time,
                 "time one-thread runs by process CPU time instead of wall time (shared machine); "
                 "runs on more threads stay wall clock");
+  cmd->add_option("--rounds", args->rounds,
+                  "run the grid this many times, --min-time split over them; each record is the median of "
+                  "its round medians")
+      ->capture_default_str();
   cmd->add_option("--json", args->json, "write records to this JSON file");
   cmd->add_option("--markdown", args->markdown, "write the tables as Markdown to this file (docs/benchmarks.md)");
   cmd->callback([args, cmd] {
@@ -51,7 +56,9 @@ void AddBenchCommand(CLI::App& app) {
     o.min_time_s = args->min_time;
     o.min_reps = args->reps;
     o.cpu_time = args->cpu_time;
+    o.rounds = args->rounds;
     nlohmann::json env = BenchEnvironment();
+    env["rounds"] = o.rounds;
     env["timer"] = o.cpu_time ? "process CPU time (one-thread rows), wall clock (more threads)" : "wall clock";
     std::printf("permdnn bench: %s, SIMD %s, kernels %s, OpenBLAS core %s, %s\n", env["cpu"].get<std::string>().c_str(),
                 env["simd_target"].get<std::string>().c_str(), env["kernel_path"].get<std::string>().c_str(),

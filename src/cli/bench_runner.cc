@@ -134,16 +134,83 @@ void CheckOptions(const BenchOptions& o) {
     PERMDNN_CHECK(a >= 0.0 && a <= 1.0, "bench: --act-density must be in [0, 1], got {}", a);
   for (int t : o.threads) PERMDNN_CHECK(t >= 1, "bench: --threads must be >= 1, got {}", t);
   PERMDNN_CHECK(o.min_time_s >= 0 && o.min_reps >= 1, "bench: bad repetition settings");
+  PERMDNN_CHECK(o.rounds >= 1, "bench: --rounds must be >= 1, got {}", o.rounds);
 }
 
 bool Has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
+// The figures that follow from a record's median, and from the dense median
+// of its layer, batch and thread count (0 when dense was not run).
+void SetDerived(BenchRecord& r, double dense_median_ms) {
+  const double s = r.median_ms * 1e-3;
+  r.gflops_nnz = 2.0 * static_cast<double>(r.nnz * r.batch) / s * 1e-9;
+  r.gflops_dense_equiv = 2.0 * static_cast<double>(r.m * r.n * r.batch) / s * 1e-9;
+  r.weight_gbps = static_cast<double>(r.weight_bytes) / s * 1e-9;
+  r.speedup_vs_dense = dense_median_ms > 0 ? dense_median_ms / r.median_ms : 0.0;
+}
+
+double MedianOf(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One record per measurement: the median of its per-round medians (the
+// rounds ran the same grid in the same order).
+std::vector<BenchRecord> MergeRounds(const std::vector<std::vector<BenchRecord>>& rounds) {
+  std::vector<BenchRecord> out = rounds.front();
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::vector<double> med, wall;
+    BenchRecord& r = out[i];
+    r.reps = 0;
+    for (const auto& round : rounds) {
+      PERMDNN_CHECK(round.size() == out.size() && round[i].layer == r.layer && round[i].format == r.format &&
+                        round[i].p == r.p && round[i].batch == r.batch && round[i].threads == r.threads,
+                    "bench: rounds measured different grids");
+      med.push_back(round[i].median_ms);
+      wall.push_back(round[i].wall_median_ms);
+      r.min_ms = std::min(r.min_ms, round[i].min_ms);
+      r.reps += round[i].reps;
+    }
+    r.median_ms = MedianOf(med);
+    r.wall_median_ms = MedianOf(wall);
+  }
+  for (BenchRecord& r : out) {
+    double dense = 0;
+    for (const BenchRecord& d : out)
+      if (d.format == "dense" && d.layer == r.layer && d.m == r.m && d.n == r.n && d.batch == r.batch &&
+          d.threads == r.threads) {
+        dense = d.median_ms;
+        break;
+      }
+    SetDerived(r, dense);
+  }
+  return out;
+}
+
+std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o);
+
 }  // namespace
 
 std::vector<BenchRecord> RunBench(const BenchOptions& o) {
   CheckOptions(o);
+  if (o.rounds <= 1) return RunBenchOnce(o);
+  std::vector<std::vector<BenchRecord>> rounds;
+  BenchOptions one = o;
+  one.rounds = 1;
+  one.min_time_s = o.min_time_s / o.rounds;
+  for (int r = 0; r < o.rounds; ++r) {
+    std::fprintf(stderr, "round %d of %d\n", r + 1, o.rounds);
+    rounds.push_back(RunBenchOnce(one));
+  }
+  return MergeRounds(rounds);
+}
+
+namespace {
+
+std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
   const bool do_dense = Has(o.formats, "dense"), do_csr = Has(o.formats, "csr"),
              do_pd = Has(o.formats, "permdiag"), do_circ = Has(o.formats, "circulant");
   // Count the measurements for the progress line.
@@ -190,12 +257,8 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
       r.timer = TimedByCpu(o, threads) ? "cpu" : "wall";
       r.nnz = nnz;
       r.weight_bytes = bytes;
-      const double s = t.median_ms * 1e-3;
-      r.gflops_nnz = 2.0 * nnz * batch / s * 1e-9;
-      r.gflops_dense_equiv = 2.0 * m * n * batch / s * 1e-9;
-      r.weight_gbps = bytes / s * 1e-9;
       auto it = dense_time.find({batch, threads});
-      r.speedup_vs_dense = it != dense_time.end() ? it->second.median_ms / t.median_ms : 0.0;
+      SetDerived(r, it != dense_time.end() ? it->second.median_ms : 0.0);
       records.push_back(r);
     };
 
@@ -326,6 +389,8 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
   progress.Finish();
   return records;
 }
+
+}  // namespace
 
 nlohmann::json BenchEnvironment() {
   nlohmann::json env;
@@ -476,6 +541,9 @@ std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohman
                      env["OPENBLAS_L2_SIZE"].is_null() ? "unset" : env["OPENBLAS_L2_SIZE"].get<std::string>());
   if (env.contains("timer") && env["timer"].is_string())
     out += fmt::format("- timer: {}\n", env["timer"].get<std::string>());
+  if (env.contains("rounds") && env["rounds"].is_number_integer() && env["rounds"].get<int>() > 1)
+    out += fmt::format("- rounds: {} (each row is the median of its {} round medians)\n", env["rounds"].get<int>(),
+                       env["rounds"].get<int>());
   out += "- times are medians of repeated runs after a warm-up; speedups are against dense OpenBLAS "
          "(sgemv at B=1, sgemm otherwise) at the same batch and thread count, in the same run\n\n";
   nlohmann::json targets;

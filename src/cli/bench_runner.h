@@ -32,6 +32,11 @@ struct BenchOptions {
   // cache and memory contention still do). Runs on more threads stay wall
   // clock: their CPU time is not their latency. Each record names its timer.
   bool cpu_time = false;
+  // Run the whole grid this many times, each measurement getting
+  // min_time_s / rounds per round; a record is the median of its round
+  // medians, so a burst of load on a shared machine hits one round of every
+  // format rather than all of one format.
+  int rounds = 1;
   uint64_t seed = 1;
 };
 

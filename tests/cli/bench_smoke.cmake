@@ -47,3 +47,23 @@ foreach(i 0 1)
     message(FATAL_ERROR "record ${i}: threads ${threads} timed by '${timer}'")
   endif()
 endforeach()
+
+# --rounds 3: the same grid, one record per measurement, every median positive.
+execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --format permdiag,dense --p 8 --batch 1 --act-density 1
+                        --threads 1 --min-time 0 --reps 1 --rounds 3 --json ${OUT}
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT err MATCHES "round 3 of 3")
+  message(FATAL_ERROR "bench --rounds 3 failed (${rc}):\n${out}\n${err}")
+endif()
+file(READ ${OUT} json)
+string(JSON nrec LENGTH "${json}" records)
+if(NOT nrec EQUAL 2)
+  message(FATAL_ERROR "expected 2 records with --rounds 3, got ${nrec}")
+endif()
+foreach(i 0 1)
+  string(JSON reps GET "${json}" records ${i} reps)
+  string(JSON speedup GET "${json}" records ${i} speedup_vs_dense)
+  if(reps LESS 3 OR NOT speedup GREATER 0)
+    message(FATAL_ERROR "record ${i}: reps ${reps}, speedup ${speedup} after 3 rounds")
+  endif()
+endforeach()
