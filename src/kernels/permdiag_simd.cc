@@ -499,20 +499,7 @@ HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, 
       acc[t][v] = first ? hn::LoadU(d, init + I * kP + v * N) : hn::LoadU(d, yt + t * ldy + I * kP + v * N);
   const float* q = w.values + (I * nb + J0) * kP;
   const uint16_t* k = w.offsets + I * nb;
-  constexpr int64_t kLine = 16;  // floats per cache line
   for (int64_t J = J0; J < J1; ++J, q += kP) {
-    // The next row block's weights for this J-chunk (the caller's next
-    // RowsTile call): a run of jc·p floats 16 KiB further on, too short for
-    // the hardware prefetcher to pick up in time. Prefetching it in step
-    // measured 3-8% faster at p = 16 and 5-30% at p = 8 (4096x4096, B = 64,
-    // standalone harness, paired runs); in `permdnn bench` on a loaded
-    // machine the sum of four paired runs was 1-8% lower, within noise.
-    // Past the last row block it touches nothing (a prefetch never faults).
-    if constexpr (kP >= kLine) {
-      for (int64_t l = 0; l < kP; l += kLine) hwy::Prefetch(q + nb * kP + l);
-    } else if ((J * kP) % kLine == 0) {
-      hwy::Prefetch(q + nb * kP);
-    }
     const float* xj = xt + J * (T * 2 * kP) + k[J];
     hn::Vec<D> qv[V];
     for (int v = 0; v < V; ++v) qv[v] = hn::LoadU(d, q + v * N);
