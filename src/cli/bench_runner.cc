@@ -47,6 +47,12 @@ struct Timing {
   int reps = 0;
 };
 
+double MedianOf(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 // One-thread runs are timed by process CPU time under --cpu-time (time
 // slices lost to other processes do not count); runs on several threads
 // always by the wall clock, since their CPU time is not their latency.
@@ -66,15 +72,10 @@ Timing Measure(F&& run, const BenchOptions& o, int threads) {
     wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     ms.push_back(cpu ? ProcessCpuMs() - c0 : wall.back());
   }
-  auto median = [](std::vector<double>& v) {
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-  };
   Timing t;
-  t.median_ms = median(ms);
-  t.wall_median_ms = median(wall);
-  t.min_ms = ms.front();
+  t.median_ms = MedianOf(ms);
+  t.wall_median_ms = MedianOf(wall);
+  t.min_ms = *std::min_element(ms.begin(), ms.end());
   t.reps = static_cast<int>(ms.size());
   return t;
 }
@@ -149,12 +150,6 @@ void SetDerived(BenchRecord& r, double dense_median_ms) {
   r.gflops_dense_equiv = 2.0 * static_cast<double>(r.m * r.n * r.batch) / s * 1e-9;
   r.weight_gbps = static_cast<double>(r.weight_bytes) / s * 1e-9;
   r.speedup_vs_dense = dense_median_ms > 0 ? dense_median_ms / r.median_ms : 0.0;
-}
-
-double MedianOf(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // One record per measurement: the median of its per-round medians (the
