@@ -60,6 +60,37 @@ constexpr int64_t kStreamPrefetchFloats = 256;
 // pages), while from DRAM they are neutral to 7-14% faster.
 constexpr int64_t kStreamPrefetchMinBytes = int64_t{16} << 20;
 
+// Whether the row blocks [I0, I1) of one worker are big enough for the
+// software prefetch above to pay.
+bool StreamPrefetchPays(const View& w, int64_t I0, int64_t I1) {
+  return (I1 - I0) * w.col_blocks * w.p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
+}
+
+// The weight and offset streams of kR consecutive row blocks from I, read
+// side by side by the batch-1 kernels (RowsMultiple, RowsPacked).
+template <int kR>
+struct RowStreams {
+  const float* q[kR];
+  const uint16_t* k[kR];
+  RowStreams(const View& w, int64_t I, int64_t p) {
+    for (int r = 0; r < kR; ++r) {
+      q[r] = w.values + (I + r) * w.col_blocks * p;
+      k[r] = w.offsets + (I + r) * w.col_blocks;
+    }
+  }
+  // Prefetch for a step of `blocks` blocks from block J (blocks divides 32):
+  // every line of each weight stream kStreamPrefetchFloats ahead, and, once
+  // per 32 blocks, each offset stream's line 64 entries ahead (the offsets
+  // are kR more streams; prefetching them too measured 7-14% faster on the
+  // DRAM-bound 4096x25088 p=8).
+  void Prefetch(int64_t J, int64_t blocks, int64_t p) const {
+    for (int r = 0; r < kR; ++r)
+      for (int64_t pf = 0; pf < blocks * p; pf += 16) hwy::Prefetch(q[r] + J * p + kStreamPrefetchFloats + pf);
+    if (J % 32 < blocks)
+      for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
+  }
+};
+
 // Per-thread scratch, grown on demand and reused across calls.
 float* Scratch(AlignedBuffer<float>& buf, std::size_t n) {
   if (buf.size() < n) buf.Resize(n);
@@ -101,31 +132,19 @@ void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float*
   constexpr int64_t p = V * N;
 #endif
   const int64_t nb = w.col_blocks;
-  const int64_t step = U * V * N;  // floats of one stream per iteration
-  const bool prefetch =
-      (I1 - I0) * nb * p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
+  const bool prefetch = StreamPrefetchPays(w, I0, I1);
   auto run = [&](auto r_tag, int64_t I) {
     constexpr int kR = decltype(r_tag)::value;
-    const float* q[kR];
-    const uint16_t* k[kR];
-    for (int r = 0; r < kR; ++r) {
-      q[r] = w.values + (I + r) * nb * p;
-      k[r] = w.offsets + (I + r) * nb;
-    }
+    const RowStreams<kR> streams(w, I, p);
+    const auto& q = streams.q;
+    const auto& k = streams.k;
     hn::Vec<decltype(d)> acc[kR][U][V];
     for (int r = 0; r < kR; ++r)
       for (int u = 0; u < U; ++u)
         for (int v = 0; v < V; ++v) acc[r][u][v] = hn::Zero(d);
     int64_t J = 0;
     for (; J + U <= nb; J += U) {
-      if (prefetch) {
-        for (int r = 0; r < kR; ++r)
-          for (int64_t pf = 0; pf < step; pf += 16) hwy::Prefetch(q[r] + J * p + kStreamPrefetchFloats + pf);
-        // The offsets are R more streams (one line per 32 blocks); prefetching
-        // them too measured 7-14% faster on the DRAM-bound 4096x25088 p=8.
-        if (J % 32 == 0)
-          for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
-      }
+      if (prefetch) streams.Prefetch(J, U, p);
       for (int u = 0; u < U; ++u) {
         const float* xb = xx + (J + u) * 2 * p;
         for (int r = 0; r < kR; ++r) {
@@ -207,27 +226,18 @@ void RowsPacked(const View& w, const float* xx, int64_t I0, int64_t I1, float* y
   constexpr int64_t G = N / P;
   constexpr int U = 2;
   const int64_t nb = w.col_blocks;
-  const bool prefetch =
-      (I1 - I0) * nb * P * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
+  const bool prefetch = StreamPrefetchPays(w, I0, I1);
   auto run = [&](auto r_tag, int64_t I) {
     constexpr int kR = decltype(r_tag)::value;
-    const float* q[kR];
-    const uint16_t* k[kR];
-    for (int r = 0; r < kR; ++r) {
-      q[r] = w.values + (I + r) * nb * P;
-      k[r] = w.offsets + (I + r) * nb;
-    }
+    const RowStreams<kR> streams(w, I, P);
+    const auto& q = streams.q;
+    const auto& k = streams.k;
     hn::Vec<decltype(d)> acc[kR][U];
     for (int r = 0; r < kR; ++r)
       for (int u = 0; u < U; ++u) acc[r][u] = hn::Zero(d);
     int64_t J = 0;
     for (; J + U * G <= nb; J += U * G) {
-      if (prefetch) {
-        for (int r = 0; r < kR; ++r)
-          for (int64_t pf = 0; pf < U * G * P; pf += 16) hwy::Prefetch(q[r] + J * P + kStreamPrefetchFloats + pf);
-        if (J % 32 < U * G)
-          for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
-      }
+      if (prefetch) streams.Prefetch(J, U * G, P);
       for (int u = 0; u < U; ++u)
         for (int r = 0; r < kR; ++r)
           acc[r][u] = hn::MulAdd(hn::LoadU(d, q[r] + (J + u * G) * P), LoadSlices<P>(d, xx, k[r], J + u * G),
