@@ -23,19 +23,29 @@ if(NOT nrec EQUAL 120)
   message(FATAL_ERROR "expected 120 records, got ${nrec}")
 endif()
 
+# bench_records(N ARGS...): runs `permdnn bench --layers 64x96 --p 8 --batch 1
+# --act-density 1 --min-time 0 --reps 1 ARGS --json OUT`, fails unless it
+# exits 0 with N records; leaves the JSON in `json` and stderr in `err`.
+function(bench_records n)
+  string(JOIN " " args ${ARGN})
+  execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --p 8 --batch 1 --act-density 1 --min-time 0 --reps 1
+                          ${ARGN} --json ${OUT}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "bench ${args} failed (${rc}):\n${out}\n${err}")
+  endif()
+  file(READ ${OUT} json)
+  string(JSON nrec LENGTH "${json}" records)
+  if(NOT nrec EQUAL n)
+    message(FATAL_ERROR "bench ${args}: expected ${n} records, got ${nrec}")
+  endif()
+  set(json "${json}" PARENT_SCOPE)
+  set(err "${err}" PARENT_SCOPE)
+endfunction()
+
 # --cpu-time: one-thread rows timed by CPU time, two-thread rows by the wall
 # clock, and each record says which.
-execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --format permdiag --p 8 --batch 1 --act-density 1
-                        --threads 1,2 --min-time 0 --reps 1 --cpu-time --json ${OUT}
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "bench --cpu-time --threads 1,2 failed (${rc}):\n${out}\n${err}")
-endif()
-file(READ ${OUT} json)
-string(JSON nrec LENGTH "${json}" records)
-if(NOT nrec EQUAL 2)
-  message(FATAL_ERROR "expected 2 records with --cpu-time, got ${nrec}")
-endif()
+bench_records(2 --format permdiag --threads 1,2 --cpu-time)
 foreach(i 0 1)
   string(JSON threads GET "${json}" records ${i} threads)
   string(JSON timer GET "${json}" records ${i} timer)
@@ -49,16 +59,9 @@ foreach(i 0 1)
 endforeach()
 
 # --rounds 3: the same grid, one record per measurement, every median positive.
-execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --format permdiag,dense --p 8 --batch 1 --act-density 1
-                        --threads 1 --min-time 0 --reps 1 --rounds 3 --json ${OUT}
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0 OR NOT err MATCHES "round 3 of 3")
-  message(FATAL_ERROR "bench --rounds 3 failed (${rc}):\n${out}\n${err}")
-endif()
-file(READ ${OUT} json)
-string(JSON nrec LENGTH "${json}" records)
-if(NOT nrec EQUAL 2)
-  message(FATAL_ERROR "expected 2 records with --rounds 3, got ${nrec}")
+bench_records(2 --format permdiag,dense --threads 1 --rounds 3)
+if(NOT err MATCHES "round 3 of 3")
+  message(FATAL_ERROR "bench --rounds 3 did not report its rounds:\n${err}")
 endif()
 foreach(i 0 1)
   string(JSON reps GET "${json}" records ${i} reps)
