@@ -2,6 +2,9 @@
 // the reference or SIMD path (dispatch.h). Also builds the column pack.
 #include "permdnn/kernels/permdiag.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/kernels/dispatch.h"
@@ -50,6 +53,52 @@ PermDiagColumnPack PermDiagColumnPack::Build(const PermDiagMatrix& w) {
     }
   }
   return pack;
+}
+
+PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w) {
+  const int p = w.p();
+  PERMDNN_CHECK(p <= kMaxP, "PermDiagRowPack: block size p = {} exceeds {} (offsets are one byte)", p, kMaxP);
+  PermDiagRowPack pack;
+  pack.rows = w.rows();
+  pack.cols = w.cols();
+  pack.p = p;
+  pack.row_blocks = w.row_blocks();
+  pack.col_blocks = w.col_blocks();
+  pack.group = p <= 64 ? 64 / p : 1;
+  pack.groups = (pack.row_blocks + pack.group - 1) / pack.group;
+  pack.chunk = std::max(1, 512 / p);  // 512 / p blocks = 4 KiB of doubled input
+  const int64_t slots = pack.groups * pack.group * pack.col_blocks;
+  pack.values.Resize(static_cast<std::size_t>(slots * p));  // zeroed: padding rows stay 0
+  pack.offsets.Resize(static_cast<std::size_t>(slots));
+  for (int64_t c = 0; c < pack.chunks(); ++c) {
+    const int64_t jn = pack.ChunkBlocks(c);
+    for (int64_t g = 0; g < pack.groups; ++g) {
+      const int64_t base = pack.ChunkStart(c) + g * jn * pack.group;
+      for (int64_t j = 0; j < jn; ++j) {
+        for (int64_t r = 0; r < pack.group; ++r) {
+          const int64_t I = g * pack.group + r, J = c * pack.chunk + j;
+          if (I >= pack.row_blocks) continue;
+          const int64_t slot = base + j * pack.group + r;
+          pack.offsets[slot] = static_cast<uint8_t>(w.offset(I, J));
+          std::memcpy(pack.values.data() + slot * p, w.block(I, J), sizeof(float) * p);
+        }
+      }
+    }
+  }
+  return pack;
+}
+
+void PermDiagMatVec(const PermDiagRowPack& w, std::span<const float> x, std::span<const float> bias,
+                    std::span<float> y, int threads) {
+  const char* op = "PermDiagMatVec (row pack)";
+  CheckSize(op, "x", x.size(), w.cols);
+  CheckSize(op, "y", y.size(), w.rows);
+  CheckBias(op, bias, w.rows);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (UseReference())
+    ref::MatVecPacked(w, x.data(), b, y.data());
+  else
+    simd::MatVecPacked(w, x.data(), b, y.data(), threads);
 }
 
 void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x, std::span<const float> bias,

@@ -26,6 +26,28 @@ void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, flo
   }
 }
 
+// Straight from the pack's layout (permdiag.h), so it checks the layout as
+// well as the SIMD kernel: slot (c, g, j, r) is block (g·group + r, c·chunk + j).
+void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y) {
+  const int p = w.p;
+  std::vector<double> acc(static_cast<std::size_t>(w.groups * w.group * p), 0.0);
+  for (int64_t c = 0; c < w.chunks(); ++c) {
+    const int64_t jn = w.ChunkBlocks(c);
+    for (int64_t g = 0; g < w.groups; ++g)
+      for (int64_t j = 0; j < jn; ++j)
+        for (int64_t r = 0; r < w.group; ++r) {
+          const int64_t slot = w.ChunkStart(c) + (g * jn + j) * w.group + r;
+          const int64_t I = g * w.group + r, J = c * w.chunk + j;
+          const int k = w.offsets[slot];
+          for (int e = 0; e < p; ++e) {
+            const int64_t col = J * p + (e + k) % p;
+            if (col < w.cols) acc[I * p + e] += static_cast<double>(w.values[slot * p + e]) * x[col];
+          }
+        }
+  }
+  for (int64_t r = 0; r < w.rows; ++r) y[r] = static_cast<float>(acc[r] + (bias ? bias[r] : 0.0));
+}
+
 void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias,
                float* y) {
   for (int64_t b = 0; b < batch; ++b) MatVec(w, x + b * w.cols, bias, y + b * w.rows);

@@ -337,6 +337,239 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
   });
 }
 
+// ---- y = W·x on the row pack ------------------------------------------------
+// The pack (PermDiagRowPack in permdiag.h) stores, per chunk of 512/p column
+// blocks, the groups of 64/p row blocks one after another, so a chunk's
+// 4 KiB of doubled input stays in L1 while its weights stream past; the
+// row-major kernels above re-read the whole doubled input (2n floats,
+// 32 KiB at n = 4096) from L2 for every four row blocks. A group's 64 output
+// rows are A = 64/N vectors of accumulators, carried through ypad between
+// chunk sets. kPackStreams chunks are read side by side (the same group in
+// each, so they share the accumulators): one stream alone left DRAM-bound
+// layers ~15-30% slower than the four row streams of RowsMultiple.
+// Measurements: src/kernels/README.md.
+constexpr int kPackStreams = 4;
+
+// Software prefetch of each stream, kStreamPrefetchFloats ahead, only when a
+// worker's weights are too big for L3 (as StreamPrefetchPays).
+bool PackPrefetchPays(const PermDiagRowPack& w, int64_t g0, int64_t g1) {
+  return (g1 - g0) * w.group * w.col_blocks * w.p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
+}
+
+// Drives the groups [g0, g1) of one worker over all chunks. For each step
+// (one column block j of one chunk, the group's 64/p row blocks) it calls
+// step(acc, q, k, xb) with the step's 64 weights q, its 64/p one-byte
+// offsets k and the column block's doubled input xb; the S streams of a
+// chunk set alternate over U accumulator sets, so A·U >= 8 FMA chains.
+template <class D, int A, int64_t P, class Step>
+HWY_INLINE void PackedDrive(D d, const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad,
+                            const Step& step) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int S = kPackStreams;
+  constexpr int U = A >= 8 ? 1 : 8 / A;
+  constexpr int64_t R = 64 / P;
+  const int64_t nc = w.chunks();
+  const bool prefetch = PackPrefetchPays(w, g0, g1);
+  for (int64_t c0 = 0; c0 < nc; c0 += S) {
+    const int cs = static_cast<int>(std::min<int64_t>(S, nc - c0));
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* q[S];
+      const uint8_t* k[S];
+      const float* xb[S];
+      int64_t jn[S];
+      for (int s = 0; s < cs; ++s) {
+        const int64_t c = c0 + s;
+        jn[s] = w.ChunkBlocks(c);
+        const int64_t slot0 = w.ChunkStart(c) + g * jn[s] * R;
+        q[s] = w.values.data() + slot0 * P;
+        k[s] = w.offsets.data() + slot0;
+        xb[s] = xx + c * w.chunk * 2 * P;
+      }
+      float* yg = ypad + g * 64;
+      hn::Vec<D> acc[U][A];
+      for (int a = 0; a < A; ++a) acc[0][a] = c0 == 0 ? hn::Zero(d) : hn::Load(d, yg + a * N);
+      for (int u = 1; u < U; ++u)
+        for (int a = 0; a < A; ++a) acc[u][a] = hn::Zero(d);
+      // One step of stream s, then its pointers move to the next column block.
+      auto one = [&](int s) HWY_ATTR {
+        step(acc[s % U], q[s], k[s], xb[s]);
+        q[s] += 64;
+        k[s] += R;
+        xb[s] += 2 * P;
+      };
+      int64_t j = 0;
+      if (cs == S) {  // all streams while the shortest (the last chunk may be partial) lasts
+        const int64_t jmin = jn[S - 1];
+        if (prefetch) {
+          for (; j < jmin; ++j)
+            for (int s = 0; s < S; ++s) {
+              for (int l = 0; l < 64; l += 16) hwy::Prefetch(q[s] + kStreamPrefetchFloats + l);
+              one(s);
+            }
+        } else {
+          for (; j < jmin; ++j)
+            for (int s = 0; s < S; ++s) one(s);
+        }
+      }
+      for (int s = 0; s < cs; ++s)
+        for (int64_t js = j; js < jn[s]; ++js) one(s);
+      for (int a = 0; a < A; ++a) {
+        auto sum = acc[0][a];
+        for (int u = 1; u < U; ++u) sum = hn::Add(sum, acc[u][a]);
+        hn::Store(sum, d, yg + a * N);
+      }
+    }
+  }
+}
+
+// Case A on the pack: p = V·N <= 64, R = 64/p row blocks per step, each V
+// vectors. The R <= 8 one-byte offsets of a step are read as one integer
+// (3-5% faster than single loads in the harness).
+template <class D, int V>
+void PackedFull(D d, const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int A = static_cast<int>(64 / N);
+  constexpr int R = A / V;
+  static_assert(R * V * N == 64);
+  PackedDrive<D, A, V * N>(d, w, xx, g0, g1, ypad,
+                    [d](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
+                      uint64_t kk = 0;
+                      if constexpr (R <= 8) std::memcpy(&kk, k, R);
+                      for (int a = 0; a < A; ++a) {
+                        const int r = a / V, v = a % V;
+                        const int64_t off = R <= 8 ? static_cast<int64_t>((kk >> (8 * r)) & 0xff) : k[r];
+                        acc[a] = hn::MulAdd(hn::Load(d, q + a * N), hn::LoadU(d, xb + off + v * N), acc[a]);
+                      }
+                    });
+}
+
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+// The rotated slices of G = Lanes(D)/P consecutive row blocks r0, r0+1, ...
+// of one step (same column block, own offsets) in one vector, r0 lowest.
+template <int P, class D>
+HWY_INLINE hn::Vec<D> LoadRowSlices(D d, const float* xb, const uint8_t* k, int r0) {
+  constexpr size_t kLanes = hn::MaxLanes(D());
+  if constexpr (kLanes == P) {
+    return hn::LoadU(d, xb + k[r0]);
+  } else {
+    const hn::Half<D> dh;
+    constexpr int kHalfRows = static_cast<int>(kLanes / 2 / P);
+    return hn::Combine(d, LoadRowSlices<P>(dh, xb, k, r0 + kHalfRows), LoadRowSlices<P>(dh, xb, k, r0));
+  }
+}
+
+// Case B on the pack: p < N, N % p == 0. A vector holds G = N/p row blocks
+// of a step, so the 64 rows of a group are again A = 64/N vectors.
+template <int P>
+void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  using D = decltype(d);
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int A = static_cast<int>(64 / N);
+  constexpr int G = static_cast<int>(N / P);
+  PackedDrive<D, A, P>(d, w, xx, g0, g1, ypad,
+                    [d](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
+                      for (int a = 0; a < A; ++a) {
+                        const auto xv = P == 1 ? hn::Set(d, xb[0]) : LoadRowSlices<P>(d, xb, k, a * G);
+                        acc[a] = hn::MulAdd(hn::Load(d, q + a * N), xv, acc[a]);
+                      }
+                    });
+}
+#endif
+
+// Any other p (3, 5, 7, p > 64, ...): per row block of a group, full vectors
+// while they fit and scalars for the rest of the block.
+void PackedGeneric(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int p = w.p;
+  const int64_t R = w.group;
+  const int64_t full = (p / N) * N;
+  for (int64_t c = 0; c < w.chunks(); ++c) {
+    const int64_t jn = w.ChunkBlocks(c);
+    const float* xc = xx + c * w.chunk * 2 * p;
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t slot0 = w.ChunkStart(c) + g * jn * R;
+      for (int64_t r = 0; r < R; ++r) {
+        float* y = ypad + (g * R + r) * p;
+        if (c == 0)
+          for (int e = 0; e < p; ++e) y[e] = 0;
+        for (int64_t e0 = 0; e0 < full; e0 += N) {
+          auto acc = hn::LoadU(d, y + e0);
+          for (int64_t j = 0; j < jn; ++j) {
+            const int64_t slot = slot0 + j * R + r;
+            acc = hn::MulAdd(hn::LoadU(d, w.values.data() + slot * p + e0),
+                             hn::LoadU(d, xc + j * 2 * p + w.offsets[slot] + e0), acc);
+          }
+          hn::StoreU(acc, d, y + e0);
+        }
+        for (int64_t j = 0; j < jn; ++j) {
+          const int64_t slot = slot0 + j * R + r;
+          const float* qb = w.values.data() + slot * p;
+          const float* xb = xc + j * 2 * p + w.offsets[slot];
+          for (int64_t e = full; e < p; ++e) y[e] += qb[e] * xb[e];
+        }
+      }
+    }
+  }
+}
+
+void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
+  static thread_local AlignedBuffer<float> xx_buf, y_buf;
+  const int p = w.p;
+  // The doubled input of every column block (BuildDoubled reads the view's
+  // geometry only).
+  View geometry{};
+  geometry.rows = w.rows;
+  geometry.cols = w.cols;
+  geometry.p = p;
+  geometry.row_blocks = w.row_blocks;
+  geometry.col_blocks = w.col_blocks;
+  float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
+  BuildDoubled(geometry, x, xx);
+  const int64_t group_rows = w.group * p;
+  float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.groups * group_rows));
+
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  void (*groups_fn)(const PermDiagRowPack&, const float*, int64_t, int64_t, float*) = PackedGeneric;
+#if !HWY_HAVE_SCALABLE
+  using DF = decltype(d);
+  auto full = [&](auto v_tag) {
+    constexpr int V = decltype(v_tag)::value;
+    if constexpr (V * hn::MaxLanes(DF()) <= 64)
+      groups_fn = [](const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* yp) {
+        PackedFull<DF, V>(DF(), w, xx, g0, g1, yp);
+      };
+  };
+  if (p <= 64 && 64 % p == 0 && p % N == 0) {
+    switch (p / N) {
+      case 1: full(std::integral_constant<int, 1>()); break;
+      case 2: full(std::integral_constant<int, 2>()); break;
+      case 4: full(std::integral_constant<int, 4>()); break;
+      case 8: full(std::integral_constant<int, 8>()); break;
+      default: break;
+    }
+  }
+#if HWY_TARGET != HWY_SCALAR
+  else if (p < N && N % p == 0) {
+    switch (p) {
+      case 1: groups_fn = PackedSplit<1>; break;
+      case 2: groups_fn = PackedSplit<2>; break;
+      case 4: if constexpr (hn::MaxLanes(DF()) > 4) groups_fn = PackedSplit<4>; break;
+      case 8: if constexpr (hn::MaxLanes(DF()) > 8) groups_fn = PackedSplit<8>; break;
+      default: break;
+    }
+  }
+#endif
+#endif
+  ParallelFor(w.groups, threads, [&](int64_t g0, int64_t g1, int) {
+    groups_fn(w, xx, g0, g1, ypad);
+    const int64_t r0 = g0 * group_rows, r1 = std::min(w.rows, g1 * group_rows);
+    for (int64_t r = r0; r < r1; ++r) y[r] = bias ? ypad[r] + bias[r] : ypad[r];
+  });
+}
+
 // ---- Y = W·X (feature-major batch) ------------------------------------------
 // One output row r = I·p + c over a column tile [b0, b0 + NV·N):
 //   Y[r, tile] (+)= Σ_{J in chunk} q_IJ[c] · X[J·p + (c + k_IJ) mod p, tile]
@@ -913,6 +1146,7 @@ HWY_EXPORT(MatMulRowsImpl);
 HWY_EXPORT(MatVecTImpl);
 HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
+HWY_EXPORT(MatVecPackedImpl);
 HWY_EXPORT(MatVecI16AccImpl);
 
 namespace simd {
@@ -936,6 +1170,9 @@ void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float*
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
                        int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecSparseInputImpl)(w, x, bias, y, threads);
+}
+void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
+  HWY_DYNAMIC_DISPATCH(MatVecPackedImpl)(w, x, bias, y, threads);
 }
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecI16AccImpl)(w, x, acc, threads);

@@ -190,6 +190,38 @@ TEST_P(PermDiagKernels, MatVecSparseInput) {
   }
 }
 
+// The row pack (chunk-major, grouped row blocks): its reference kernel reads
+// the layout directly and must agree with the row-major oracle; the SIMD
+// kernel must agree with both. Shapes wide and tall enough for several
+// chunks and groups, partial last chunk and group.
+TEST_P(PermDiagKernels, MatVecRowPack) {
+  const int p = this->p();
+  std::vector<Shape> shapes = ShapesFor(p);
+  shapes.push_back({(64 / std::min(p, 64) + 3) * p + 1, (512 / p * 2 + 5) * p - 1});
+  for (Shape s : shapes) {
+    PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, 5 * s.rows + s.cols, 1.0);
+    PermDiagRowPack pack = PermDiagRowPack::Build(w);
+    auto bias = RandomVector(s.rows, 1.0, 6);
+    for (double density : {1.0, 0.35}) {
+      auto x = RandomVector(s.cols, density, 17);
+      const double tol = Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0);
+      for (bool with_bias : {false, true}) {
+        const float* b = with_bias ? bias.data() : nullptr;
+        std::vector<float> expect(s.rows), packed(s.rows, -1.0f), got(s.rows, -1.0f);
+        ref::MatVec(w.view(), x.data(), b, expect.data());
+        ref::MatVecPacked(pack, x.data(), b, packed.data());
+        ASSERT_TRUE(AllNear<float>(expect, packed, tol)) << "ref::MatVecPacked " << s.rows << "x" << s.cols << " p=" << p;
+        for (int threads : {1, 2, 3}) {
+          simd::MatVecPacked(pack, x.data(), b, got.data(), threads);
+          ASSERT_TRUE(AllNear<float>(expect, got, tol))
+              << "MatVecPacked " << s.rows << "x" << s.cols << " p=" << p << " density=" << density
+              << " bias=" << with_bias << " threads=" << threads;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(PermDiagKernels, MatVecI16IsExact) {
   const int p = this->p();
   std::mt19937 rng(p);
@@ -274,6 +306,36 @@ TEST(PermDiagPublic, I16RequantizesWithBias) {
   PermDiagMatVecI16(w, x, bias, shift, y);
   ref::MatVecI16Acc(w.view(), x.data(), acc.data());
   for (int r = 0; r < 20; ++r) EXPECT_EQ(y[r], RequantizeShift<int16_t>(acc[r] + bias[r], shift)) << r;
+}
+
+TEST(PermDiagPublic, RowPackLayoutAndErrors) {
+  // 3 groups of 8 row blocks (the last partial), 2 chunks of 64 column
+  // blocks (the last partial): every block lands in its slot, padding is 0.
+  PermDiagMatrix w = PermDiagMatrix::Random(8 * 19 + 5, 8 * 100, 8, 6);
+  PermDiagRowPack pack = PermDiagRowPack::Build(w);
+  EXPECT_EQ(pack.group, 8);
+  EXPECT_EQ(pack.groups, 3);
+  EXPECT_EQ(pack.chunk, 64);
+  EXPECT_EQ(pack.chunks(), 2);
+  EXPECT_EQ(pack.ChunkBlocks(1), 36);
+  const int64_t I = 17, J = 70;  // group 2, row 1; chunk 1, step 6
+  const int64_t slot = pack.ChunkStart(1) + (2 * 36 + 6) * 8 + 1;
+  EXPECT_EQ(pack.offsets[slot], w.offset(I, J));
+  EXPECT_EQ(pack.values[slot * 8 + 3], w.block(I, J)[3]);
+  const int64_t pad = pack.ChunkStart(1) + (2 * 36 + 6) * 8 + 7;  // row block 23 >= 20
+  for (int e = 0; e < 8; ++e) EXPECT_EQ(pack.values[pad * 8 + e], 0.0f);
+  // One-byte offsets: never more bytes than the matrix beyond the padding.
+  EXPECT_EQ(pack.bytes(), (pack.groups * pack.group) * pack.col_blocks * (8 * 4 + 1));
+
+  std::vector<float> x(w.cols()), y(w.rows());
+  EXPECT_THROW(PermDiagMatVec(pack, std::span<const float>(x.data(), x.size() - 1), {}, y), Error);
+  EXPECT_THROW(PermDiagMatVec(pack, x, std::vector<float>(3), y), Error);
+  try {
+    PermDiagRowPack::Build(PermDiagMatrix::Random(600, 600, 300, 1));
+    ADD_FAILURE() << "p = 300 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("p = 300 exceeds 256"), std::string::npos) << e.what();
+  }
 }
 
 TEST(PermDiagPublic, ColumnPackStoresNoIndexBeyondOffsets) {

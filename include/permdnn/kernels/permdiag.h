@@ -21,6 +21,7 @@
 // ref:: and simd:: only debug-assert.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 
@@ -47,11 +48,50 @@ struct PermDiagColumnPack {
   static PermDiagColumnPack Build(const PermDiagMatrix& w);
 };
 
+// Chunk-major repack of a float permuted-diagonal matrix for the batch-1
+// product y = W·x (p <= 256). The row-major matrix makes the matvec read
+// each row block's weights over all n columns while the doubled input
+// (2n floats) falls out of L1 between row blocks. Here the columns are cut
+// into chunks of `chunk` column blocks (a 4 KiB slice of the doubled input,
+// which stays in L1), and row blocks are interleaved in groups of `group`
+// (group·p = 64 floats for p <= 64), so one chunk of the whole matrix is a
+// single contiguous stream:
+//     values[c][g][j][r][0..p) = q_IJ,   I = g·group + r,  J = c·chunk + j
+//     offsets[c][g][j][r]      = k_IJ    (one byte each)
+// The last chunk holds the remaining column blocks; row blocks past
+// row_blocks (up to groups·group) are zero with offset 0. Same bytes as the
+// matrix but one-byte offsets. The layout depends on p only, not on the
+// SIMD target.
+struct PermDiagRowPack {
+  int64_t rows = 0, cols = 0;
+  int p = 1;
+  int64_t row_blocks = 0, col_blocks = 0;
+  int64_t group = 1, groups = 0;  // row blocks per group, number of groups
+  int64_t chunk = 1;              // column blocks per chunk
+  AlignedBuffer<float> values;
+  AlignedBuffer<uint8_t> offsets;
+
+  static constexpr int kMaxP = 256;
+  static PermDiagRowPack Build(const PermDiagMatrix& w);
+  // Start of chunk c (the groups of a chunk follow each other, each holding
+  // ChunkBlocks(c) · group blocks).
+  int64_t ChunkStart(int64_t c) const { return c * chunk * groups * group; }
+  int64_t ChunkBlocks(int64_t c) const { return std::min(chunk, col_blocks - c * chunk); }
+  int64_t chunks() const { return (col_blocks + chunk - 1) / chunk; }
+  int64_t bytes() const {
+    return static_cast<int64_t>(values.size() * sizeof(float) + offsets.size());
+  }
+};
+
 // ---- Public entry points (validate, then dispatch) -------------------------
 
 // y = W·x + bias.
 void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x,
                     std::span<const float> bias, std::span<float> y, int threads = 1);
+// The same product on the row pack (the batch-1 kernel of permdnn bench and
+// of the runtime).
+void PermDiagMatVec(const PermDiagRowPack& w, std::span<const float> x, std::span<const float> bias,
+                    std::span<float> y, int threads = 1);
 // Y = W·X + bias (bias broadcast over the batch). X: cols × batch, Y: rows × batch.
 void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
                     std::span<const float> bias, std::span<float> y, int threads = 1);
@@ -86,6 +126,7 @@ void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, con
 void MatVecT(const PermDiagView<float>& w, const float* g, float* x);
 void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x);
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y);
+void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y);
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc);
 }  // namespace ref
 
@@ -100,6 +141,7 @@ void MatVecT(const PermDiagView<float>& w, const float* g, float* x, int threads
 void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x, int threads);
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
                        int threads);
+void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads);
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads);
 }  // namespace simd
 
