@@ -288,11 +288,10 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
       PermDiagMatrix w = PermDiagMatrix::Random(m, n, p, o.seed + p);
       kernels::PermDiagColumnPack pack;
       if (do_pd) pack = kernels::PermDiagColumnPack::Build(w);
-      // Batch 1 runs on the chunk-major row pack (built once, as a runtime
-      // would at load; same values, one-byte offsets), where p allows it.
+      // Batch 1 runs on the row pack (built once, as a runtime would at
+      // load): chunk-major for cache-sized matrices, row-major beyond.
       kernels::PermDiagRowPack row_pack;
-      const bool use_row_pack = do_pd && p <= kernels::PermDiagRowPack::kMaxP;
-      if (use_row_pack) row_pack = kernels::PermDiagRowPack::Build(w);
+      if (do_pd) row_pack = kernels::PermDiagRowPack::Build(w);
       std::unique_ptr<BlockCirculantMatrix> circ;
       std::unique_ptr<kernels::CirculantFft> circ_fft;
       if (do_circ) {
@@ -366,10 +365,8 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
                     // PermDiagMatMul at B = 64, p = 8, 1 thread (loaded machine):
                     // VGG-6 60 vs 78 ms, Alex-6 29 vs 27-37 ms, 4096² within
                     // noise. Same sizes and work.
-                    if (batch == 1 && use_row_pack)
+                    if (batch == 1)
                       kernels::PermDiagMatVec(row_pack, xs, {}, ys, threads);
-                    else if (batch == 1)
-                      kernels::PermDiagMatVec(w, xs, {}, ys, threads);
                     else
                       kernels::PermDiagMatMulRows(w, xs, batch, {}, ys, threads);
                   },

@@ -1,5 +1,5 @@
 // Public permuted-diagonal products: validate shapes once, then dispatch to
-// the reference or SIMD path (dispatch.h). Also builds the column pack.
+// the reference or SIMD path (dispatch.h). Also builds the column and row packs.
 #include "permdnn/kernels/permdiag.h"
 
 #include <algorithm>
@@ -55,15 +55,25 @@ PermDiagColumnPack PermDiagColumnPack::Build(const PermDiagMatrix& w) {
   return pack;
 }
 
-PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w) {
+PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_max_bytes) {
   const int p = w.p();
-  PERMDNN_CHECK(p <= kMaxP, "PermDiagRowPack: block size p = {} exceeds {} (offsets are one byte)", p, kMaxP);
   PermDiagRowPack pack;
   pack.rows = w.rows();
   pack.cols = w.cols();
   pack.p = p;
   pack.row_blocks = w.row_blocks();
   pack.col_blocks = w.col_blocks();
+  const int64_t value_bytes = w.stored_values() * static_cast<int64_t>(sizeof(float));
+  pack.chunked = p <= 256 && value_bytes <= chunked_max_bytes;
+  if (!pack.chunked) {
+    pack.groups = pack.row_blocks;
+    pack.chunk = pack.col_blocks;
+    pack.values.Resize(w.values().size());
+    std::copy(w.values().begin(), w.values().end(), pack.values.data());
+    pack.offsets16.Resize(w.offsets().size());
+    std::copy(w.offsets().begin(), w.offsets().end(), pack.offsets16.data());
+    return pack;
+  }
   pack.group = p <= 64 ? 64 / p : 1;
   pack.groups = (pack.row_blocks + pack.group - 1) / pack.group;
   pack.chunk = std::max(1, 512 / p);  // 512 / p blocks = 4 KiB of doubled input

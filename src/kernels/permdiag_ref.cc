@@ -26,9 +26,11 @@ void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, flo
   }
 }
 
-// Straight from the pack's layout (permdiag.h), so it checks the layout as
-// well as the SIMD kernel: slot (c, g, j, r) is block (g·group + r, c·chunk + j).
+// Straight from the pack's chunked layout (permdiag.h), so it checks the
+// layout as well as the SIMD kernel: slot (c, g, j, r) is block
+// (g·group + r, c·chunk + j).
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y) {
+  if (!w.chunked) return MatVec(w.RowMajorView(), x, bias, y);
   const int p = w.p;
   std::vector<double> acc(static_cast<std::size_t>(w.groups * w.group * p), 0.0);
   for (int64_t c = 0; c < w.chunks(); ++c) {

@@ -345,9 +345,10 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
 // 32 KiB at n = 4096) from L2 for every four row blocks. A group's 64 output
 // rows are A = 64/N vectors of accumulators, carried through ypad between
 // chunk sets. kPackStreams chunks are read side by side (the same group in
-// each, so they share the accumulators): one stream alone left DRAM-bound
-// layers ~15-30% slower than the four row streams of RowsMultiple.
-// Measurements: src/kernels/README.md.
+// each, so they share the accumulators): one stream alone measured 1.3-1.8x
+// slower on Alex-6 p=8 (19 MB, at the edge of L3) and Alex-7 p=4.
+// Measurements: src/kernels/README.md. Matrices too big for L3 are not
+// packed this way (PermDiagRowPack::kChunkedMaxBytes) and run RowsMultiple.
 constexpr int kPackStreams = 4;
 
 // Software prefetch of each stream, kStreamPrefetchFloats ahead, only when a
@@ -515,6 +516,7 @@ void PackedGeneric(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
 }
 
 void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
+  if (!w.chunked) return MatVecImpl(w.RowMajorView(), x, bias, y, threads);
   static thread_local AlignedBuffer<float> xx_buf, y_buf;
   const int p = w.p;
   // The doubled input of every column block (BuildDoubled reads the view's

@@ -200,7 +200,10 @@ TEST_P(PermDiagKernels, MatVecRowPack) {
   shapes.push_back({(64 / std::min(p, 64) + 3) * p + 1, (512 / p * 2 + 5) * p - 1});
   for (Shape s : shapes) {
     PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, 5 * s.rows + s.cols, 1.0);
-    PermDiagRowPack pack = PermDiagRowPack::Build(w);
+    // Chunked (cache-sized) and the row-major copy (forced by a 0-byte limit).
+    for (int64_t limit : {PermDiagRowPack::kChunkedMaxBytes, int64_t{0}}) {
+    PermDiagRowPack pack = PermDiagRowPack::Build(w, limit);
+    ASSERT_EQ(pack.chunked, limit > 0);
     auto bias = RandomVector(s.rows, 1.0, 6);
     for (double density : {1.0, 0.35}) {
       auto x = RandomVector(s.cols, density, 17);
@@ -215,9 +218,10 @@ TEST_P(PermDiagKernels, MatVecRowPack) {
           simd::MatVecPacked(pack, x.data(), b, got.data(), threads);
           ASSERT_TRUE(AllNear<float>(expect, got, tol))
               << "MatVecPacked " << s.rows << "x" << s.cols << " p=" << p << " density=" << density
-              << " bias=" << with_bias << " threads=" << threads;
+              << " bias=" << with_bias << " threads=" << threads << " chunked=" << pack.chunked;
         }
       }
+    }
     }
   }
 }
@@ -331,10 +335,19 @@ TEST(PermDiagPublic, RowPackLayoutAndErrors) {
   EXPECT_THROW(PermDiagMatVec(pack, std::span<const float>(x.data(), x.size() - 1), {}, y), Error);
   EXPECT_THROW(PermDiagMatVec(pack, x, std::vector<float>(3), y), Error);
   try {
-    PermDiagRowPack::Build(PermDiagMatrix::Random(600, 600, 300, 1));
-    ADD_FAILURE() << "p = 300 accepted";
+    PermDiagMatVec(pack, x, {}, std::span<float>(y.data(), 5));
+    ADD_FAILURE() << "short y accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("p = 300 exceeds 256"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("y has 5 entries, expected 157"), std::string::npos) << e.what();
+  }
+  // One-byte offsets need p <= 256; bigger matrices than the limit stay
+  // row-major: both keep the matrix's values and offsets as they are.
+  for (auto [big, limit] : {std::pair{PermDiagMatrix::Random(600, 700, 300, 1), PermDiagRowPack::kChunkedMaxBytes},
+                            std::pair{PermDiagMatrix::Random(64, 64, 8, 2), int64_t{64 * 64 / 8 * 4 - 4}}}) {
+    PermDiagRowPack rm = PermDiagRowPack::Build(big, limit);
+    EXPECT_FALSE(rm.chunked);
+    EXPECT_EQ(rm.bytes(), big.stored_values() * 4 + big.num_blocks() * 2);
+    EXPECT_TRUE(std::equal(big.values().begin(), big.values().end(), rm.values.data()));
   }
 }
 

@@ -48,38 +48,51 @@ struct PermDiagColumnPack {
   static PermDiagColumnPack Build(const PermDiagMatrix& w);
 };
 
-// Chunk-major repack of a float permuted-diagonal matrix for the batch-1
-// product y = W·x (p <= 256). The row-major matrix makes the matvec read
-// each row block's weights over all n columns while the doubled input
-// (2n floats) falls out of L1 between row blocks. Here the columns are cut
-// into chunks of `chunk` column blocks (a 4 KiB slice of the doubled input,
-// which stays in L1), and row blocks are interleaved in groups of `group`
-// (group·p = 64 floats for p <= 64), so one chunk of the whole matrix is a
-// single contiguous stream:
+// The batch-1 product's own copy of a float permuted-diagonal matrix, in
+// the layout fastest for its size.
+//
+// Cache-resident matrices (values <= chunked_max_bytes, p <= 256) are
+// stored chunk-major. The row-major matrix makes the matvec read each row
+// block's weights over all n columns while the doubled input (2n floats)
+// falls out of L1 between row blocks. Here the columns are cut into chunks
+// of `chunk` column blocks (4 KiB of doubled input, which stays in L1) and
+// row blocks are interleaved in groups of `group` (group·p = 64 floats for
+// p <= 64), so one chunk of the whole matrix is one contiguous run:
 //     values[c][g][j][r][0..p) = q_IJ,   I = g·group + r,  J = c·chunk + j
 //     offsets[c][g][j][r]      = k_IJ    (one byte each)
 // The last chunk holds the remaining column blocks; row blocks past
-// row_blocks (up to groups·group) are zero with offset 0. Same bytes as the
-// matrix but one-byte offsets. The layout depends on p only, not on the
-// SIMD target.
+// row_blocks (up to groups·group) are zero with offset 0.
+//
+// Bigger matrices keep the matrix's row-major layout (values and two-byte
+// offsets copied as they are; chunked = false): streamed from DRAM, the
+// four row streams of the row-major kernel measured faster than chunk
+// streams (src/kernels/README.md).
 struct PermDiagRowPack {
   int64_t rows = 0, cols = 0;
   int p = 1;
   int64_t row_blocks = 0, col_blocks = 0;
+  bool chunked = false;
   int64_t group = 1, groups = 0;  // row blocks per group, number of groups
   int64_t chunk = 1;              // column blocks per chunk
   AlignedBuffer<float> values;
-  AlignedBuffer<uint8_t> offsets;
+  AlignedBuffer<uint8_t> offsets;     // chunked
+  AlignedBuffer<uint16_t> offsets16;  // row-major
 
-  static constexpr int kMaxP = 256;
-  static PermDiagRowPack Build(const PermDiagMatrix& w);
-  // Start of chunk c (the groups of a chunk follow each other, each holding
-  // ChunkBlocks(c) · group blocks).
+  // 3/4 of a 32 MiB L3 (Zen 3): above it the weights come from DRAM.
+  static constexpr int64_t kChunkedMaxBytes = int64_t{24} << 20;
+  static PermDiagRowPack Build(const PermDiagMatrix& w, int64_t chunked_max_bytes = kChunkedMaxBytes);
+
+  // Chunked layout: start of chunk c (its groups follow each other, each
+  // holding ChunkBlocks(c) · group blocks).
   int64_t ChunkStart(int64_t c) const { return c * chunk * groups * group; }
   int64_t ChunkBlocks(int64_t c) const { return std::min(chunk, col_blocks - c * chunk); }
   int64_t chunks() const { return (col_blocks + chunk - 1) / chunk; }
+  // Row-major layout: the matrix view over the copy.
+  PermDiagView<float> RowMajorView() const {
+    return {rows, cols, p, row_blocks, col_blocks, values.data(), offsets16.data()};
+  }
   int64_t bytes() const {
-    return static_cast<int64_t>(values.size() * sizeof(float) + offsets.size());
+    return static_cast<int64_t>(values.size() * sizeof(float) + offsets.size() + offsets16.size() * 2);
   }
 };
 
