@@ -345,11 +345,15 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
 // 32 KiB at n = 4096) from L2 for every four row blocks. A group's 64 output
 // rows are A = 64/N vectors of accumulators, carried through ypad between
 // chunk sets. kPackStreams chunks are read side by side (the same group in
-// each, so they share the accumulators): one stream alone measured 1.3-1.8x
-// slower on Alex-6 p=8 (19 MB, at the edge of L3) and Alex-7 p=4.
-// Measurements: src/kernels/README.md. Matrices too big for L3 are not
-// packed this way (PermDiagRowPack::kChunkedMaxBytes) and run RowsMultiple.
-constexpr int kPackStreams = 4;
+// each, so they share the accumulators). Medians of 6-8 alternating runs on
+// 4096x4096 (one thread): one stream was 1.3-1.8x slower than several on
+// Alex-6 p=8 (19 MB, at the edge of L3) and at p=4; four streams beat two
+// at p=4 (0.74-0.76 vs 0.96-1.04 ms), two beat four at p=8 (0.16-0.17 vs
+// 0.19-0.22 ms) and p=16 (0.075-0.079 vs 0.099-0.101 ms). More in
+// src/kernels/README.md. Matrices too big for L3 are not packed this way
+// (PermDiagRowPack::kChunkedMaxBytes) and run RowsMultiple.
+template <int64_t P>
+constexpr int kPackStreams = P >= 8 ? 2 : 4;
 
 // Software prefetch of each stream, kStreamPrefetchFloats ahead, only when a
 // worker's weights are too big for L3 (as StreamPrefetchPays).
@@ -366,7 +370,7 @@ template <class D, int A, int64_t P, class Step>
 HWY_INLINE void PackedDrive(D d, const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad,
                             const Step& step) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
-  constexpr int S = kPackStreams;
+  constexpr int S = kPackStreams<P>;
   constexpr int U = A >= 8 ? 1 : 8 / A;
   constexpr int64_t R = 64 / P;
   const int64_t nc = w.chunks();
