@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
@@ -96,6 +97,26 @@ PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_
     }
   }
   return pack;
+}
+
+PermDiagMatrix PermDiagRowPack::Unpack() const {
+  if (!chunked)
+    return PermDiagMatrix::FromParts(rows, cols, p, {values.data(), values.size()}, {offsets16.data(), offsets16.size()});
+  std::vector<float> v(static_cast<std::size_t>(row_blocks * col_blocks * p));
+  std::vector<uint16_t> k(static_cast<std::size_t>(row_blocks * col_blocks));
+  for (int64_t c = 0; c < chunks(); ++c) {
+    const int64_t jn = ChunkBlocks(c);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < jn; ++j)
+        for (int64_t r = 0; r < group; ++r) {
+          const int64_t I = g * group + r, J = c * chunk + j;
+          if (I >= row_blocks) continue;
+          const int64_t slot = ChunkStart(c) + (g * jn + j) * group + r;
+          k[I * col_blocks + J] = offsets[slot];
+          std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + slot * p, sizeof(float) * p);
+        }
+  }
+  return PermDiagMatrix::FromParts(rows, cols, p, v, k);
 }
 
 void PermDiagMatVec(const PermDiagRowPack& w, std::span<const float> x, std::span<const float> bias,

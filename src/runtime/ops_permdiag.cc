@@ -74,7 +74,7 @@ class PermDiagMatMulOp : public OpKernel {
     if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
     if (x->shape.empty() || x->shape.back() != in_)
       ctx.Fail("X has shape {}, its last dimension must be in_features = {}", ShapeString(x->shape), in_);
-    if (w_.rows() == 0) {
+    if (!loaded_) {
       std::vector<float> values;
       std::vector<uint16_t> offsets;
       ReadBlocks(ctx, p_, CeilDiv(out_, p_), CeilDiv(in_, p_), 1, &values, &offsets);
@@ -83,6 +83,7 @@ class PermDiagMatMulOp : public OpKernel {
       } catch (const Error& e) {
         ctx.Fail("{}", e.what());
       }
+      loaded_ = true;
       if (const Value* b = ctx.In(3)) {
         const Value& bc = ctx.Const(3, "bias");
         if (!IsFloat(bc.dtype) || bc.size() != out_)
@@ -92,6 +93,7 @@ class PermDiagMatMulOp : public OpKernel {
       }
     }
     batch_ = x->size() / in_;
+    HoldLayoutFor(batch_);
     std::vector<int64_t> out = x->shape;
     out.back() = out_;
     ctx.SetOut(0, DType::kFloat32, out);
@@ -122,7 +124,7 @@ class PermDiagMatMulOp : public OpKernel {
   // ChooseFracBits<int16_t> of their max |value| on the calibration batch;
   // bias at the accumulator scale 2^-(fw + fx).
   void EndCalibration() override {
-    w16_ = PermDiagMatrixI16::Quantize(w_);
+    w16_ = PermDiagMatrixI16::Quantize(w_.rows() > 0 ? w_ : pack_.Unpack());
     fx_ = ChooseFracBits<int16_t>(x_max_);
     fy_ = ChooseFracBits<int16_t>(y_max_);
     const int facc = w16_.frac_bits() + fx_;
@@ -135,13 +137,26 @@ class PermDiagMatMulOp : public OpKernel {
   bool Int16Ready() const override { return calibrated_; }
 
  private:
+  // One copy of the weights at a time: the row-major matrix for batch >= 4,
+  // the row pack (kernels::PermDiagRowPack: chunk-major when cache-sized,
+  // the faster batch-1 layout) below; a re-plan to another batch converts.
+  void HoldLayoutFor(int64_t batch) {
+    if (batch < 4 && w_.rows() > 0) {
+      pack_ = kernels::PermDiagRowPack::Build(w_);
+      w_ = PermDiagMatrix();
+    } else if (batch >= 4 && w_.rows() == 0) {
+      w_ = pack_.Unpack();
+      pack_ = kernels::PermDiagRowPack();
+    }
+  }
+
   // Batch >= 4: the batch-major register-blocked kernels::PermDiagMatMulRows
   // (each weight vector loaded once per tile of up to 8 samples, threads
   // over row blocks). Below that, one PermDiagMatVec per sample: at batch
   // 2 and 3 the tiles are too small to win (measured, 1024 outputs, p = 8:
   // 0.65-0.99x of per-sample; batch 8: 1.5x, batch 64: 1.2-1.6x; see
-  // docs/runtime.md). With several threads and at least as many samples,
-  // threads split the samples (one hand-off per call).
+  // docs/runtime.md), on the row pack. With several threads and at least
+  // as many samples, threads split the samples (one hand-off per call).
   void RunFloat(const float* x, float* y, RunState& rs) {
     const std::span<const float> bias(bias_);
     if (batch_ >= 4) {
@@ -151,7 +166,7 @@ class PermDiagMatMulOp : public OpKernel {
     }
     auto rows = [&](int64_t begin, int64_t end, int threads) {
       for (int64_t b = begin; b < end; ++b)
-        kernels::PermDiagMatVec(w_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
+        kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
                                 {y + b * out_, static_cast<std::size_t>(out_)}, threads);
     };
     if (rs.threads > 1 && batch_ >= rs.threads)
@@ -171,7 +186,9 @@ class PermDiagMatMulOp : public OpKernel {
   }
 
   int64_t p_, in_, out_, batch_ = 1;
+  bool loaded_ = false;
   PermDiagMatrix w_;
+  kernels::PermDiagRowPack pack_;
   std::vector<float> bias_;
   // Fixed point.
   bool calibrated_ = false, int16_active_ = false;

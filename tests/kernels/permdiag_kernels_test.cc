@@ -328,6 +328,10 @@ TEST(PermDiagPublic, RowPackLayoutAndErrors) {
   EXPECT_EQ(pack.values[slot * 8 + 3], w.block(I, J)[3]);
   const int64_t pad = pack.ChunkStart(1) + (2 * 36 + 6) * 8 + 7;  // row block 23 >= 20
   for (int e = 0; e < 8; ++e) EXPECT_EQ(pack.values[pad * 8 + e], 0.0f);
+  // Unpack is Build's inverse, bit for bit.
+  PermDiagMatrix back = pack.Unpack();
+  EXPECT_TRUE(std::ranges::equal(back.values(), w.values()));
+  EXPECT_TRUE(std::ranges::equal(back.offsets(), w.offsets()));
   // One-byte offsets: never more bytes than the matrix beyond the padding.
   EXPECT_EQ(pack.bytes(), (pack.groups * pack.group) * pack.col_blocks * (8 * 4 + 1));
 
@@ -348,6 +352,7 @@ TEST(PermDiagPublic, RowPackLayoutAndErrors) {
     EXPECT_FALSE(rm.chunked);
     EXPECT_EQ(rm.bytes(), big.stored_values() * 4 + big.num_blocks() * 2);
     EXPECT_TRUE(std::equal(big.values().begin(), big.values().end(), rm.values.data()));
+    EXPECT_TRUE(std::ranges::equal(rm.Unpack().offsets(), big.offsets()));
   }
 }
 

@@ -132,7 +132,9 @@ TEST(RuntimeExport, MlpCustomAndPortableMatchReference) {
     EXPECT_EQ(a.Summary().compressed_nodes, 1);
     EXPECT_EQ(b.Summary().compressed_nodes, 0);
     EXPECT_FALSE(a.Metadata("permdnn.preprocess").empty());
-    for (int64_t batch : {1, 3, 64}) {
+    // 1 and 3 run on the row pack, 64 on the row-major matrix; the last 1
+    // converts back (the op holds one layout at a time).
+    for (int64_t batch : {1, 3, 64, 1}) {
       std::vector<float> x = Randn(batch * 36, 100 + batch);
       std::vector<float> want = MlpReference(m, x, batch);
       ExpectNear(want, RunModel(a, x, {batch, 1, 6, 6}), 1e-4);
@@ -281,12 +283,15 @@ TEST(RuntimePlan, ReshapeFedByShapeOfASymbolicInput) {
   }
 }
 
-TEST(RuntimeInt16, CloseToFloat) {
-  fs::path dir = TempDir("int16");
+// Batch 32 calibrates from the row-major matrix, batch 2 from the row pack.
+class RuntimeInt16 : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(RuntimeInt16, CloseToFloat) {
+  fs::path dir = TempDir("int16_" + std::to_string(GetParam()));
   WriteMlpRun(dir, 4);
   ExportRun(dir.string(), (dir / "m.onnx").string());
   Model model = Model::Load((dir / "m.onnx").string());
-  const int64_t batch = 32;
+  const int64_t batch = GetParam();
   std::vector<float> x = Randn(batch * 36, 3);
   std::vector<float> ref = RunModel(model, x, {batch, 1, 6, 6});
   model.EnableInt16(true);
@@ -307,6 +312,8 @@ TEST(RuntimeInt16, CloseToFloat) {
   EXPECT_TRUE(saw);
   fs::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Batches, RuntimeInt16, ::testing::Values(32, 2));
 
 TEST(RuntimeCompress, ProjectionMatchesDenseReconstruction) {
   fs::path dir = TempDir("compress");

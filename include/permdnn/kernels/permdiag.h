@@ -81,6 +81,8 @@ struct PermDiagRowPack {
   // 3/4 of a 32 MiB L3 (Zen 3): above it the weights come from DRAM.
   static constexpr int64_t kChunkedMaxBytes = int64_t{24} << 20;
   static PermDiagRowPack Build(const PermDiagMatrix& w, int64_t chunked_max_bytes = kChunkedMaxBytes);
+  // The matrix back (Build's inverse), for holders that keep one copy.
+  PermDiagMatrix Unpack() const;
 
   // Chunked layout: start of chunk c (its groups follow each other, each
   // holding ChunkBlocks(c) · group blocks).
