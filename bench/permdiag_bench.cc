@@ -65,6 +65,23 @@ void BM_PermDiag(benchmark::State& state) {
   SetCounters(state, m, n, w.nnz(), batch);
 }
 
+// Batch 1 on the row pack (kernels::PermDiagRowPack, built once outside the
+// loop), the layout `permdnn bench` and the runtime use at batch 1; BM_PermDiag
+// above times the row-major matrix.
+void BM_PermDiagRowPack(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1);
+  const int p = static_cast<int>(state.range(2));
+  PermDiagMatrix w = PermDiagMatrix::Random(m, n, p, 3);
+  const auto pack = permdnn::kernels::PermDiagRowPack::Build(w);
+  AlignedBuffer<float> x(n), y(m);
+  Fill(x, 1, 2);
+  for (auto _ : state) {
+    permdnn::kernels::PermDiagMatVec(pack, x.span(), {}, y.span(), 1);
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetCounters(state, m, n, w.nnz(), 1);
+}
+
 // Batch-major Y = X·Wᵀ (kernels::PermDiagMatMulRows), the batched kernel the
 // runtime, training and `permdnn bench` use; BM_PermDiag above times the
 // feature-major PermDiagMatMul at batch > 1.
@@ -131,6 +148,14 @@ void Shapes(benchmark::internal::Benchmark* b, bool dense) {
 
 BENCHMARK(BM_Dense)->Apply([](auto* b) { Shapes(b, true); })->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PermDiag)->Apply([](auto* b) { Shapes(b, false); })->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_PermDiagRowPack)
+    ->ArgNames({"m", "n", "p"})
+    ->Args({4096, 4096, 8})
+    ->Args({4096, 4096, 16})
+    ->Args({4096, 9216, 8})
+    ->Args({4096, 25088, 8})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PermDiagRows)
     ->ArgNames({"m", "n", "p", "batch"})
     ->Args({4096, 9216, 8, 64})
