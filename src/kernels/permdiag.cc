@@ -65,7 +65,7 @@ PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_
   pack.row_blocks = w.row_blocks();
   pack.col_blocks = w.col_blocks();
   const int64_t value_bytes = w.stored_values() * static_cast<int64_t>(sizeof(float));
-  pack.chunked = p <= 256 && value_bytes <= chunked_max_bytes;
+  pack.chunked = 64 % p == 0 && value_bytes <= chunked_max_bytes;
   if (!pack.chunked) {
     pack.groups = pack.row_blocks;
     pack.chunk = pack.col_blocks;
@@ -75,7 +75,7 @@ PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_
     std::copy(w.offsets().begin(), w.offsets().end(), pack.offsets16.data());
     return pack;
   }
-  pack.group = p <= 64 ? 64 / p : 1;
+  pack.group = 64 / p;
   pack.groups = (pack.row_blocks + pack.group - 1) / pack.group;
   pack.chunk = std::max(1, 512 / p);  // 512 / p blocks = 4 KiB of doubled input
   const int64_t slots = pack.groups * pack.group * pack.col_blocks;

@@ -200,18 +200,26 @@ void RowsMultipleWide(const View& w, const float* xx, int64_t I0, int64_t I1, fl
 }
 
 #if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
-// Loads G = Lanes(D)/P rotated block slices (blocks J, J+1, ...) into one
-// vector, block J in the lowest lanes.
-template <int P, class D>
-HWY_INLINE hn::Vec<D> LoadSlices(D d, const float* xx, const uint16_t* k, int64_t J) {
+// G = Lanes(D)/P slices of P floats joined into one vector, slice i0 in the
+// lowest lanes; slice(i) is the address of slice i. Used for the rotated
+// slices of G consecutive blocks of a row (RowsPacked) and of G row blocks
+// of one row-pack step (PackedSplit).
+template <int P, class D, class SliceAt>
+HWY_INLINE hn::Vec<D> JoinSlices(D d, const SliceAt& slice, int64_t i0) {
   constexpr size_t kLanes = hn::MaxLanes(D());
   if constexpr (kLanes == P) {
-    return hn::LoadU(d, xx + J * 2 * P + k[J]);
+    return hn::LoadU(d, slice(i0));
   } else {
     const hn::Half<D> dh;
-    constexpr int64_t kHalfBlocks = static_cast<int64_t>(kLanes / 2 / P);
-    return hn::Combine(d, LoadSlices<P>(dh, xx, k, J + kHalfBlocks), LoadSlices<P>(dh, xx, k, J));
+    constexpr int64_t kHalf = static_cast<int64_t>(kLanes / 2 / P);
+    return hn::Combine(d, JoinSlices<P>(dh, slice, i0 + kHalf), JoinSlices<P>(dh, slice, i0));
   }
+}
+
+// The rotated slices of blocks J, J+1, ... of one row block (offsets k).
+template <int P, class D>
+HWY_INLINE hn::Vec<D> LoadSlices(D d, const float* xx, const uint16_t* k, int64_t J) {
+  return JoinSlices<P>(d, [xx, k](int64_t i) HWY_ATTR { return xx + i * 2 * P + k[i]; }, J);
 }
 
 // ---- y = W·x, case B: p < N, N % p == 0 (G blocks per vector) -------------
@@ -449,20 +457,6 @@ void PackedFull(D d, const PermDiagRowPack& w, const float* xx, int64_t g0, int6
 }
 
 #if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
-// The rotated slices of G = Lanes(D)/P consecutive row blocks r0, r0+1, ...
-// of one step (same column block, own offsets) in one vector, r0 lowest.
-template <int P, class D>
-HWY_INLINE hn::Vec<D> LoadRowSlices(D d, const float* xb, const uint8_t* k, int r0) {
-  constexpr size_t kLanes = hn::MaxLanes(D());
-  if constexpr (kLanes == P) {
-    return hn::LoadU(d, xb + k[r0]);
-  } else {
-    const hn::Half<D> dh;
-    constexpr int kHalfRows = static_cast<int>(kLanes / 2 / P);
-    return hn::Combine(d, LoadRowSlices<P>(dh, xb, k, r0 + kHalfRows), LoadRowSlices<P>(dh, xb, k, r0));
-  }
-}
-
 // Case B on the pack: p < N, N % p == 0. A vector holds G = N/p row blocks
 // of a step, so the 64 rows of a group are again A = 64/N vectors.
 template <int P>
@@ -475,70 +469,22 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
   PackedDrive<D, A, P>(d, w, xx, g0, g1, ypad,
                     [d](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
                       for (int a = 0; a < A; ++a) {
-                        const auto xv = P == 1 ? hn::Set(d, xb[0]) : LoadRowSlices<P>(d, xb, k, a * G);
+                        // Row blocks a·G, a·G + 1, ... of the step, each at its own offset.
+                        const auto xv = P == 1 ? hn::Set(d, xb[0])
+                                               : JoinSlices<P>(d, [xb, k](int64_t r) HWY_ATTR { return xb + k[r]; }, a * G);
                         acc[a] = hn::MulAdd(hn::Load(d, q + a * N), xv, acc[a]);
                       }
                     });
 }
 #endif
 
-// Any other p (3, 5, 7, p > 64, ...): per row block of a group, full vectors
-// while they fit and scalars for the rest of the block.
-void PackedGeneric(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const int p = w.p;
-  const int64_t R = w.group;
-  const int64_t full = (p / N) * N;
-  for (int64_t c = 0; c < w.chunks(); ++c) {
-    const int64_t jn = w.ChunkBlocks(c);
-    const float* xc = xx + c * w.chunk * 2 * p;
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t slot0 = w.ChunkStart(c) + g * jn * R;
-      for (int64_t r = 0; r < R; ++r) {
-        float* y = ypad + (g * R + r) * p;
-        if (c == 0)
-          for (int e = 0; e < p; ++e) y[e] = 0;
-        for (int64_t e0 = 0; e0 < full; e0 += N) {
-          auto acc = hn::LoadU(d, y + e0);
-          for (int64_t j = 0; j < jn; ++j) {
-            const int64_t slot = slot0 + j * R + r;
-            acc = hn::MulAdd(hn::LoadU(d, w.values.data() + slot * p + e0),
-                             hn::LoadU(d, xc + j * 2 * p + w.offsets[slot] + e0), acc);
-          }
-          hn::StoreU(acc, d, y + e0);
-        }
-        for (int64_t j = 0; j < jn; ++j) {
-          const int64_t slot = slot0 + j * R + r;
-          const float* qb = w.values.data() + slot * p;
-          const float* xb = xc + j * 2 * p + w.offsets[slot];
-          for (int64_t e = full; e < p; ++e) y[e] += qb[e] * xb[e];
-        }
-      }
-    }
-  }
-}
-
 void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
   if (!w.chunked) return MatVecImpl(w.RowMajorView(), x, bias, y, threads);
   static thread_local AlignedBuffer<float> xx_buf, y_buf;
   const int p = w.p;
-  // The doubled input of every column block (BuildDoubled reads the view's
-  // geometry only).
-  View geometry{};
-  geometry.rows = w.rows;
-  geometry.cols = w.cols;
-  geometry.p = p;
-  geometry.row_blocks = w.row_blocks;
-  geometry.col_blocks = w.col_blocks;
-  float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
-  BuildDoubled(geometry, x, xx);
-  const int64_t group_rows = w.group * p;
-  float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.groups * group_rows));
-
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  void (*groups_fn)(const PermDiagRowPack&, const float*, int64_t, int64_t, float*) = PackedGeneric;
+  void (*groups_fn)(const PermDiagRowPack&, const float*, int64_t, int64_t, float*) = nullptr;
 #if !HWY_HAVE_SCALABLE
   using DF = decltype(d);
   auto full = [&](auto v_tag) {
@@ -548,12 +494,15 @@ void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bia
         PackedFull<DF, V>(DF(), w, xx, g0, g1, yp);
       };
   };
-  if (p <= 64 && 64 % p == 0 && p % N == 0) {
+  if (p % N == 0) {  // p divides 64 (PermDiagRowPack::Build), so p / N does too
     switch (p / N) {
       case 1: full(std::integral_constant<int, 1>()); break;
       case 2: full(std::integral_constant<int, 2>()); break;
       case 4: full(std::integral_constant<int, 4>()); break;
       case 8: full(std::integral_constant<int, 8>()); break;
+      case 16: full(std::integral_constant<int, 16>()); break;
+      case 32: full(std::integral_constant<int, 32>()); break;
+      case 64: full(std::integral_constant<int, 64>()); break;
       default: break;
     }
   }
@@ -569,6 +518,20 @@ void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bia
   }
 #endif
 #endif
+  // No vector shape (scalable vectors): the reference kernel on the pack.
+  if (groups_fn == nullptr) return ref::MatVecPacked(w, x, bias, y);
+  // The doubled input of every column block (BuildDoubled reads the view's
+  // geometry only).
+  View geometry{};
+  geometry.rows = w.rows;
+  geometry.cols = w.cols;
+  geometry.p = p;
+  geometry.row_blocks = w.row_blocks;
+  geometry.col_blocks = w.col_blocks;
+  float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
+  BuildDoubled(geometry, x, xx);
+  const int64_t group_rows = w.group * p;
+  float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.groups * group_rows));
   ParallelFor(w.groups, threads, [&](int64_t g0, int64_t g1, int) {
     groups_fn(w, xx, g0, g1, ypad);
     const int64_t r0 = g0 * group_rows, r1 = std::min(w.rows, g1 * group_rows);

@@ -203,7 +203,7 @@ TEST_P(PermDiagKernels, MatVecRowPack) {
     // Chunked (cache-sized) and the row-major copy (forced by a 0-byte limit).
     for (int64_t limit : {PermDiagRowPack::kChunkedMaxBytes, int64_t{0}}) {
     PermDiagRowPack pack = PermDiagRowPack::Build(w, limit);
-    ASSERT_EQ(pack.chunked, limit > 0);
+    ASSERT_EQ(pack.chunked, limit > 0 && 64 % p == 0);
     auto bias = RandomVector(s.rows, 1.0, 6);
     for (double density : {1.0, 0.35}) {
       auto x = RandomVector(s.cols, density, 17);
@@ -344,9 +344,9 @@ TEST(PermDiagPublic, RowPackLayoutAndErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("y has 5 entries, expected 157"), std::string::npos) << e.what();
   }
-  // One-byte offsets need p <= 256; bigger matrices than the limit stay
-  // row-major: both keep the matrix's values and offsets as they are.
-  for (auto [big, limit] : {std::pair{PermDiagMatrix::Random(600, 700, 300, 1), PermDiagRowPack::kChunkedMaxBytes},
+  // p not dividing 64 and matrices bigger than the limit stay row-major,
+  // with the matrix's values and offsets as they are.
+  for (auto [big, limit] : {std::pair{PermDiagMatrix::Random(600, 700, 12, 1), PermDiagRowPack::kChunkedMaxBytes},
                             std::pair{PermDiagMatrix::Random(64, 64, 8, 2), int64_t{64 * 64 / 8 * 4 - 4}}}) {
     PermDiagRowPack rm = PermDiagRowPack::Build(big, limit);
     EXPECT_FALSE(rm.chunked);

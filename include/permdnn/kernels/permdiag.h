@@ -51,22 +51,22 @@ struct PermDiagColumnPack {
 // The batch-1 product's own copy of a float permuted-diagonal matrix, in
 // the layout fastest for its size.
 //
-// Cache-resident matrices (values <= chunked_max_bytes, p <= 256) are
-// stored chunk-major. The row-major matrix makes the matvec read each row
+// Cache-resident matrices (values <= chunked_max_bytes) with p dividing 64
+// (1, 2, 4, ..., 64: the SIMD shapes) are stored chunk-major. The row-major matrix makes the matvec read each row
 // block's weights over all n columns while the doubled input (2n floats)
 // falls out of L1 between row blocks. Here the columns are cut into chunks
 // of `chunk` column blocks (4 KiB of doubled input, which stays in L1) and
-// row blocks are interleaved in groups of `group` (group·p = 64 floats for
-// p <= 64), so one chunk of the whole matrix is one contiguous run:
+// row blocks are interleaved in groups of `group` = 64/p (64 floats per
+// step), so one chunk of the whole matrix is one contiguous run:
 //     values[c][g][j][r][0..p) = q_IJ,   I = g·group + r,  J = c·chunk + j
 //     offsets[c][g][j][r]      = k_IJ    (one byte each)
 // The last chunk holds the remaining column blocks; row blocks past
 // row_blocks (up to groups·group) are zero with offset 0.
 //
-// Bigger matrices keep the matrix's row-major layout (values and two-byte
-// offsets copied as they are; chunked = false): streamed from DRAM, the
-// four row streams of the row-major kernel measured faster than chunk
-// streams (src/kernels/README.md).
+// Bigger matrices and other p keep the matrix's row-major layout (values
+// and two-byte offsets copied as they are; chunked = false): streamed from
+// DRAM, the four row streams of the row-major kernel measured faster than
+// chunk streams (src/kernels/README.md).
 struct PermDiagRowPack {
   int64_t rows = 0, cols = 0;
   int p = 1;
