@@ -4,7 +4,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
@@ -22,12 +21,12 @@
 
 #include "permdnn/core/aligned_buffer.h"
 #include "permdnn/core/circulant_matrix.h"
-#include "permdnn/core/cpu_time.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/permdiag_matrix.h"
 #include "permdnn/core/progress.h"
 #include "permdnn/core/sparse_matrix.h"
 #include "permdnn/core/thread_pool.h"
+#include "permdnn/core/timing.h"
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
@@ -39,20 +38,6 @@ namespace permdnn::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-struct Timing {
-  double median_ms = 0, min_ms = 0;
-  double wall_median_ms = 0;  // the wall clock's median, whichever timer ranks
-  int reps = 0;
-};
-
-double MedianOf(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // One-thread runs are timed by process CPU time under --cpu-time (time
 // slices lost to other processes do not count); runs on several threads
 // always by the wall clock, since their CPU time is not their latency.
@@ -60,24 +45,8 @@ bool TimedByCpu(const BenchOptions& o, int threads) { return o.cpu_time && threa
 
 template <typename F>
 Timing Measure(F&& run, const BenchOptions& o, int threads) {
-  const bool cpu = TimedByCpu(o, threads);
-  run();  // warm-up: caches, page faults, lazy thread creation
-  std::vector<double> ms, wall;
-  const auto start = Clock::now();
-  while (static_cast<int>(ms.size()) < o.min_reps ||
-         (std::chrono::duration<double>(Clock::now() - start).count() < o.min_time_s && ms.size() < 2000)) {
-    const double c0 = cpu ? ProcessCpuMs() : 0.0;
-    const auto t0 = Clock::now();
-    run();
-    wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    ms.push_back(cpu ? ProcessCpuMs() - c0 : wall.back());
-  }
-  Timing t;
-  t.median_ms = MedianOf(ms);
-  t.wall_median_ms = MedianOf(wall);
-  t.min_ms = *std::min_element(ms.begin(), ms.end());
-  t.reps = static_cast<int>(ms.size());
-  return t;
+  return TimeRuns(run, {.warmup = 1, .min_reps = o.min_reps, .min_time_s = o.min_time_s, .max_reps = 2000,
+                        .cpu_time = TimedByCpu(o, threads)});
 }
 
 void FillNormal(std::span<float> v, uint64_t seed) {

@@ -2,7 +2,6 @@
 // output to .npy (or raw float32 for other extensions); --bench times
 // inference at given batch sizes with random inputs. See docs/runtime.md.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <random>
 #include <sstream>
@@ -14,6 +13,7 @@
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
+#include "permdnn/core/timing.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
 
@@ -111,21 +111,13 @@ void AddRunCommand(CLI::App& app) {
         for (float& v : x) v = nd(rng);
         for (int w = 0; w < 3; ++w) model.Run(x, shape, y);  // warm-up (plan, caches)
         model.ResetProfile();
-        std::vector<double> times;
-        const auto start = std::chrono::steady_clock::now();
-        while (times.size() < 5 ||
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < args->min_time) {
-          const auto t0 = std::chrono::steady_clock::now();
-          model.Run(x, shape, y);
-          times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-          if (times.size() >= 100000) break;
-        }
-        std::sort(times.begin(), times.end());
-        const double med = times[times.size() / 2];
-        std::printf("%-8lld %12.4f %12.4f %14.0f\n", static_cast<long long>(batch), med * 1e3, times[0] * 1e3,
+        const Timing t = TimeRuns([&] { model.Run(x, shape, y); },
+                                  {.warmup = 0, .min_reps = 5, .min_time_s = args->min_time, .max_reps = 100000});
+        const double med = t.median_ms * 1e-3, best = t.min_ms * 1e-3;
+        std::printf("%-8lld %12.4f %12.4f %14.0f\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
                     batch / med);
         records.push_back({{"model", args->model}, {"batch", batch}, {"threads", args->threads},
-                           {"median_s", med}, {"min_s", times[0]}, {"runs", times.size()}});
+                           {"median_s", med}, {"min_s", best}, {"runs", t.reps}});
         if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
       }
       if (!args->json.empty()) WriteFileAtomic(args->json, records.dump(2) + "\n");

@@ -56,6 +56,15 @@ PermDiagColumnPack PermDiagColumnPack::Build(const PermDiagMatrix& w) {
   return pack;
 }
 
+bool PermDiagRowPack::UsesChunks(const PermDiagMatrix& w, int64_t chunked_max_bytes) {
+  const int p = w.p();
+  if (64 % p != 0) return false;
+  const int64_t group = 64 / p;
+  const int64_t padded_blocks = (w.row_blocks() + group - 1) / group * group;
+  const int64_t padded_bytes = padded_blocks * w.col_blocks() * p * static_cast<int64_t>(sizeof(float));
+  return padded_bytes <= chunked_max_bytes && 4 * (padded_blocks - w.row_blocks()) <= w.row_blocks();
+}
+
 PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_max_bytes) {
   const int p = w.p();
   PermDiagRowPack pack;
@@ -64,8 +73,7 @@ PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_
   pack.p = p;
   pack.row_blocks = w.row_blocks();
   pack.col_blocks = w.col_blocks();
-  const int64_t value_bytes = w.stored_values() * static_cast<int64_t>(sizeof(float));
-  pack.chunked = 64 % p == 0 && value_bytes <= chunked_max_bytes;
+  pack.chunked = UsesChunks(w, chunked_max_bytes);
   if (!pack.chunked) {
     pack.groups = pack.row_blocks;
     pack.chunk = pack.col_blocks;

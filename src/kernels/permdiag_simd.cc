@@ -35,6 +35,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -358,13 +359,16 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
 // Alex-6 p=8 (19 MB, at the edge of L3) and at p=4; four streams beat two
 // at p=4 (0.74-0.76 vs 0.96-1.04 ms), two beat four at p=8 (0.16-0.17 vs
 // 0.19-0.22 ms) and p=16 (0.075-0.079 vs 0.099-0.101 ms). More in
-// src/kernels/README.md. Matrices too big for L3 are not packed this way
-// (PermDiagRowPack::kChunkedMaxBytes) and run RowsMultiple.
+// src/kernels/README.md. Matrices too big for L3, too short for whole
+// groups, or with p not dividing 64 keep the row-major layout
+// (PermDiagRowPack::UsesChunks) and run MatVecImpl.
 template <int64_t P>
 constexpr int kPackStreams = P >= 8 ? 2 : 4;
 
-// Software prefetch of each stream, kStreamPrefetchFloats ahead, only when a
-// worker's weights are too big for L3 (as StreamPrefetchPays).
+// Software prefetch of each stream, kStreamPrefetchFloats ahead, when a
+// worker's weights exceed kStreamPrefetchMinBytes (as StreamPrefetchPays).
+// Chunked packs stop at 24 MiB, so this is the 16-24 MiB band (Alex-6 p=8:
+// 19 MB, one worker), where it measured 0.56-0.68 against 1.06-1.10 ms.
 bool PackPrefetchPays(const PermDiagRowPack& w, int64_t g0, int64_t g1) {
   return (g1 - g0) * w.group * w.col_blocks * w.p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
 }
@@ -446,8 +450,13 @@ void PackedFull(D d, const PermDiagRowPack& w, const float* xx, int64_t g0, int6
   static_assert(R * V * N == 64);
   PackedDrive<D, A, V * N>(d, w, xx, g0, g1, ypad,
                     [d](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
-                      uint64_t kk = 0;
-                      if constexpr (R <= 8) std::memcpy(&kk, k, R);
+                      uint64_t kk = 0;  // offset r in byte r, counted from the low end
+                      if constexpr (R <= 8) {
+                        if constexpr (std::endian::native == std::endian::little)
+                          std::memcpy(&kk, k, R);
+                        else
+                          for (int r = 0; r < R; ++r) kk |= uint64_t{k[r]} << (8 * r);
+                      }
                       for (int a = 0; a < A; ++a) {
                         const int r = a / V, v = a % V;
                         const int64_t off = R <= 8 ? static_cast<int64_t>((kk >> (8 * r)) & 0xff) : k[r];
@@ -518,7 +527,8 @@ void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bia
   }
 #endif
 #endif
-  // No vector shape (scalable vectors): the reference kernel on the pack.
+  // No vector shape (scalable vectors, not built on x86): the reference
+  // kernel on the pack, correct but scalar.
   if (groups_fn == nullptr) return ref::MatVecPacked(w, x, bias, y);
   // The doubled input of every column block (BuildDoubled reads the view's
   // geometry only).

@@ -83,7 +83,6 @@ class PermDiagMatMulOp : public OpKernel {
       } catch (const Error& e) {
         ctx.Fail("{}", e.what());
       }
-      loaded_ = true;
       if (const Value* b = ctx.In(3)) {
         const Value& bc = ctx.Const(3, "bias");
         if (!IsFloat(bc.dtype) || bc.size() != out_)
@@ -91,6 +90,7 @@ class PermDiagMatMulOp : public OpKernel {
                    out_);
         bias_.assign(bc.constant_data.f(), bc.constant_data.f() + out_);
       }
+      loaded_ = true;  // only once weights and bias are both valid
     }
     batch_ = x->size() / in_;
     HoldLayoutFor(batch_);
@@ -137,16 +137,22 @@ class PermDiagMatMulOp : public OpKernel {
   bool Int16Ready() const override { return calibrated_; }
 
  private:
-  // One copy of the weights at a time: the row-major matrix for batch >= 4,
-  // the row pack (kernels::PermDiagRowPack: chunk-major when cache-sized,
-  // the faster batch-1 layout) below; a re-plan to another batch converts.
+  // The weights in the layout of the planned batch: the row-major matrix
+  // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major
+  // when cache-sized, the faster batch-1 layout) below. The first re-plan
+  // across 4 converts, so a model planned for one batch regime holds its
+  // weights once (after a conversion); from the second crossing on, both
+  // layouts are kept rather than rebuilt on every re-plan of a caller that
+  // alternates batch sizes.
   void HoldLayoutFor(int64_t batch) {
-    if (batch < 4 && w_.rows() > 0) {
+    const bool want_pack = batch < 4;
+    const bool have_pack = pack_.rows > 0, have_matrix = w_.rows() > 0;
+    if (want_pack && !have_pack) {
       pack_ = kernels::PermDiagRowPack::Build(w_);
-      w_ = PermDiagMatrix();
-    } else if (batch >= 4 && w_.rows() == 0) {
+      if (crossings_++ == 0) w_ = PermDiagMatrix();
+    } else if (!want_pack && !have_matrix) {
       w_ = pack_.Unpack();
-      pack_ = kernels::PermDiagRowPack();
+      if (crossings_++ == 0) pack_ = kernels::PermDiagRowPack();
     }
   }
 
@@ -187,6 +193,7 @@ class PermDiagMatMulOp : public OpKernel {
 
   int64_t p_, in_, out_, batch_ = 1;
   bool loaded_ = false;
+  int crossings_ = 0;  // re-plans that converted between the layouts
   PermDiagMatrix w_;
   kernels::PermDiagRowPack pack_;
   std::vector<float> bias_;
@@ -221,7 +228,7 @@ class PermDiagConvOp : public OpKernel {
     if (n_.Has("kernel_shape") && n_.Ints("kernel_shape") != kshape)
       ctx.Fail("kernel_shape {} differs from values {}", ShapeString(n_.Ints("kernel_shape")), ShapeString(v->shape));
     ksz_ = NumElements(kshape);
-    if (values_.empty()) {
+    if (!loaded_) {
       ReadBlocks(ctx, p_, CeilDiv(out_, p_), CeilDiv(in_, p_), ksz_, &values_, &offsets_);
       if (const Value* b = ctx.In(3)) {
         const Value& bc = ctx.Const(3, "bias");
@@ -230,6 +237,7 @@ class PermDiagConvOp : public OpKernel {
                    out_);
         bias_.assign(bc.constant_data.f(), bc.constant_data.f() + out_);
       }
+      loaded_ = true;  // only once weights and bias are both valid
     }
     g_ = MakeWindowGeometry(ctx, x->shape, kshape, n_, true);
     std::vector<int64_t> out = {x->shape[0], out_};
@@ -271,6 +279,7 @@ class PermDiagConvOp : public OpKernel {
  private:
   const NodeDef& n_;
   int64_t p_, in_, out_, ksz_ = 1;
+  bool loaded_ = false;
   std::vector<float> values_, bias_;
   std::vector<uint16_t> offsets_;
   WindowGeometry g_;

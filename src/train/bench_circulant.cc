@@ -7,29 +7,19 @@
 //
 //   permdnn_circulant_bench [--rows 4096] [--cols 4096] [--p 8] [--batch 128]
 //                           [--reps 20] [--threads 2]
-#include <algorithm>
-#include <chrono>
 #include <functional>
-#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/nn/modules/linear.h>
 
+#include "permdnn/core/timing.h"
 #include "src/train/circulant_layers.h"
 
 namespace {
 
 double MedianMs(int reps, const std::function<void()>& step) {
-  for (int i = 0; i < 3; ++i) step();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    step();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return permdnn::TimeRuns(step, {.warmup = 3, .min_reps = reps, .max_reps = reps}).median_ms;
 }
 
 }  // namespace

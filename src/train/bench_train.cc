@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -35,7 +34,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "permdnn/core/atomic_file.h"
-#include "permdnn/core/cpu_time.h"
+#include "permdnn/core/timing.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
@@ -58,21 +57,11 @@ namespace {
 // interference). Meaningful for single-threaded comparisons.
 bool g_cpu_time = false;
 
-double NowMs() {
-  if (g_cpu_time) return permdnn::ProcessCpuMs();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
+// Median of `reps` timed steps after 3 warm-ups (allocator, thread pools),
+// by process CPU time under --cpu-time.
 double MedianMs(int reps, const std::function<void()>& step) {
-  for (int i = 0; i < 3; ++i) step();  // warm-up: allocator, thread pools
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = NowMs();
-    step();
-    t.push_back(NowMs() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return permdnn::TimeRuns(step, {.warmup = 3, .min_reps = reps, .max_reps = reps, .cpu_time = g_cpu_time})
+      .median_ms;
 }
 
 // Issue 4: LibTorch eager (dense) vs the runtime (dense ONNX, p=P ONNX).

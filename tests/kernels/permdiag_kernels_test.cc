@@ -192,18 +192,24 @@ TEST_P(PermDiagKernels, MatVecSparseInput) {
 
 // The row pack (chunk-major, grouped row blocks): its reference kernel reads
 // the layout directly and must agree with the row-major oracle; the SIMD
-// kernel must agree with both. Shapes wide and tall enough for several
-// chunks and groups, partial last chunk and group.
+// kernel must agree with both. The last shape has 4 groups and a partial
+// fifth, and 4 chunks with the last one partial (512/p column blocks per
+// chunk), so both stream counts (2 and 4 chunks side by side) run with and
+// without a partial chunk in the set.
 TEST_P(PermDiagKernels, MatVecRowPack) {
   const int p = this->p();
+  const int64_t group = 64 % p == 0 ? 64 / p : 1;
   std::vector<Shape> shapes = ShapesFor(p);
-  shapes.push_back({(64 / std::min(p, 64) + 3) * p + 1, (512 / p * 2 + 5) * p - 1});
+  const Shape big = {(4 * group + 1) * p - 1, (3 * (512 / p) + 5) * p - 1};
+  shapes.push_back(big);
   for (Shape s : shapes) {
     PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, 5 * s.rows + s.cols, 1.0);
-    // Chunked (cache-sized) and the row-major copy (forced by a 0-byte limit).
+    // Chunked where UsesChunks allows it, and the row-major copy (forced by
+    // a 0-byte limit).
     for (int64_t limit : {PermDiagRowPack::kChunkedMaxBytes, int64_t{0}}) {
     PermDiagRowPack pack = PermDiagRowPack::Build(w, limit);
-    ASSERT_EQ(pack.chunked, limit > 0 && 64 % p == 0);
+    ASSERT_EQ(pack.chunked, PermDiagRowPack::UsesChunks(w, limit));
+    if (s.rows == big.rows && s.cols == big.cols && limit > 0) ASSERT_EQ(pack.chunked, 64 % p == 0);
     auto bias = RandomVector(s.rows, 1.0, 6);
     for (double density : {1.0, 0.35}) {
       auto x = RandomVector(s.cols, density, 17);
@@ -344,16 +350,32 @@ TEST(PermDiagPublic, RowPackLayoutAndErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("y has 5 entries, expected 157"), std::string::npos) << e.what();
   }
-  // p not dividing 64 and matrices bigger than the limit stay row-major,
-  // with the matrix's values and offsets as they are.
+  // p not dividing 64, matrices bigger than the limit and layers too short
+  // for whole groups (10 outputs at p = 8: 2 of 8 row blocks) stay
+  // row-major, with the matrix's values and offsets as they are.
   for (auto [big, limit] : {std::pair{PermDiagMatrix::Random(600, 700, 12, 1), PermDiagRowPack::kChunkedMaxBytes},
-                            std::pair{PermDiagMatrix::Random(64, 64, 8, 2), int64_t{64 * 64 / 8 * 4 - 4}}}) {
+                            std::pair{PermDiagMatrix::Random(64, 64, 8, 2), int64_t{64 * 64 / 8 * 4 - 4}},
+                            std::pair{PermDiagMatrix::Random(10, 800, 8, 3), PermDiagRowPack::kChunkedMaxBytes}}) {
     PermDiagRowPack rm = PermDiagRowPack::Build(big, limit);
     EXPECT_FALSE(rm.chunked);
     EXPECT_EQ(rm.bytes(), big.stored_values() * 4 + big.num_blocks() * 2);
     EXPECT_TRUE(std::equal(big.values().begin(), big.values().end(), rm.values.data()));
     EXPECT_TRUE(std::ranges::equal(rm.Unpack().offsets(), big.offsets()));
   }
+}
+
+// 17.8 MB of weights on one worker: the band (16-24 MiB) where the chunked
+// kernel also prefetches each stream.
+TEST(PermDiagPublic, RowPackPrefetchingBand) {
+  PermDiagMatrix w = PermDiagMatrix::Random(4096, 8704, 8, 7);
+  PermDiagRowPack pack = PermDiagRowPack::Build(w);
+  ASSERT_TRUE(pack.chunked);
+  ASSERT_GT(static_cast<int64_t>(pack.values.size() * sizeof(float)), int64_t{16} << 20);
+  auto x = RandomVector(w.cols(), 1.0, 9);
+  std::vector<float> expect(w.rows()), got(w.rows());
+  ref::MatVec(w.view(), x.data(), nullptr, expect.data());
+  PermDiagMatVec(pack, x, {}, got, 1);
+  EXPECT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)));
 }
 
 TEST(PermDiagPublic, ColumnPackStoresNoIndexBeyondOffsets) {

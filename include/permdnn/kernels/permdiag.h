@@ -63,10 +63,10 @@ struct PermDiagColumnPack {
 // The last chunk holds the remaining column blocks; row blocks past
 // row_blocks (up to groups·group) are zero with offset 0.
 //
-// Bigger matrices and other p keep the matrix's row-major layout (values
-// and two-byte offsets copied as they are; chunked = false): streamed from
-// DRAM, the four row streams of the row-major kernel measured faster than
-// chunk streams (src/kernels/README.md).
+// Other matrices (UsesChunks below) keep the matrix's row-major layout
+// (values and two-byte offsets copied as they are; chunked = false):
+// streamed from DRAM, the four row streams of the row-major kernel
+// measured faster than chunk streams (src/kernels/README.md).
 struct PermDiagRowPack {
   int64_t rows = 0, cols = 0;
   int p = 1;
@@ -81,6 +81,10 @@ struct PermDiagRowPack {
   // 3/4 of a 32 MiB L3 (Zen 3): above it the weights come from DRAM.
   static constexpr int64_t kChunkedMaxBytes = int64_t{24} << 20;
   static PermDiagRowPack Build(const PermDiagMatrix& w, int64_t chunked_max_bytes = kChunkedMaxBytes);
+  // Whether Build stores w chunk-major: p divides 64, the values with the
+  // padding to whole groups fit in chunked_max_bytes, and that padding adds
+  // at most a quarter (a 10-output layer at p = 8 would be 4x its weights).
+  static bool UsesChunks(const PermDiagMatrix& w, int64_t chunked_max_bytes = kChunkedMaxBytes);
   // The matrix back (Build's inverse), for holders that keep one copy.
   PermDiagMatrix Unpack() const;
 

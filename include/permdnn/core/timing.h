@@ -1,0 +1,62 @@
+// Repeated timing of one operation, for the benchmark commands (permdnn
+// bench, permdnn run --bench, the training benchmarks): warm-up calls, then
+// timed calls until both a minimum count and a minimum time are reached (or
+// a cap), reported as median and minimum. One place for the loop so every
+// command's "median" means the same thing.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "permdnn/core/cpu_time.h"
+
+namespace permdnn {
+
+// The median (the mean of the two middle values for an even count); 0 for
+// an empty vector.
+inline double MedianOf(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct TimingOptions {
+  int warmup = 1;           // untimed calls first (caches, page faults, lazy set-up)
+  int min_reps = 5;         // at least this many timed calls...
+  double min_time_s = 0.0;  // ...and at least this long in all (wall clock)
+  int max_reps = 2000;      // but never more calls than this
+  bool cpu_time = false;    // time by process CPU time instead of the wall clock
+};
+
+struct Timing {
+  double median_ms = 0, min_ms = 0;
+  double wall_median_ms = 0;  // the wall clock's median, whichever timer ranks
+  int reps = 0;
+};
+
+template <typename F>
+Timing TimeRuns(F&& run, const TimingOptions& o) {
+  using Clock = std::chrono::steady_clock;
+  for (int i = 0; i < o.warmup; ++i) run();
+  std::vector<double> ms, wall;
+  const auto start = Clock::now();
+  while (static_cast<int>(ms.size()) < o.min_reps ||
+         (std::chrono::duration<double>(Clock::now() - start).count() < o.min_time_s &&
+          static_cast<int>(ms.size()) < o.max_reps)) {
+    const double c0 = o.cpu_time ? ProcessCpuMs() : 0.0;
+    const auto t0 = Clock::now();
+    run();
+    wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    ms.push_back(o.cpu_time ? ProcessCpuMs() - c0 : wall.back());
+  }
+  Timing t;
+  t.median_ms = MedianOf(ms);
+  t.wall_median_ms = MedianOf(wall);
+  t.min_ms = ms.empty() ? 0.0 : *std::min_element(ms.begin(), ms.end());
+  t.reps = static_cast<int>(ms.size());
+  return t;
+}
+
+}  // namespace permdnn
