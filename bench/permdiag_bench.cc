@@ -11,6 +11,7 @@
 #include "permdnn/core/aligned_buffer.h"
 #include "permdnn/core/permdiag_matrix.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/stream.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -113,23 +114,16 @@ void BM_PermDiagSkip(benchmark::State& state) {
   SetCounters(state, m, n, w.nnz(), 1);
 }
 
-// The read bandwidth bound: a plain sum over `mib` MiB with 32 independent
-// lanes (the compiler turns them into vector adds; 16-byte loads already
-// saturate L3 and DRAM on one core). 8 MiB is the size of the Alex-7 p=8
-// weights (L3 on Zen 3), 400 MiB that of dense VGG-6 (DRAM).
-// bytes_per_second is the bound a weight-streaming kernel of that size can
-// reach.
+// The read bandwidth bound: kernels::StreamSum (a plain SIMD sum, 8 vector
+// accumulators) over `mib` MiB. 8 MiB is the size of the Alex-7 p=8 weights
+// (L3 on Zen 3), 400 MiB that of dense VGG-6 (DRAM). bytes_per_second is the
+// bound a weight-streaming kernel of that size can reach.
 void BM_StreamRead(benchmark::State& state) {
-  constexpr std::size_t kLanes = 32;
   const std::size_t n = static_cast<std::size_t>(state.range(0)) * 1024 * 1024 / sizeof(float);
   AlignedBuffer<float> a(n);
   Fill(a, 1, 4);
   for (auto _ : state) {
-    float acc[kLanes] = {};
-    for (std::size_t i = 0; i + kLanes <= n; i += kLanes)
-      for (std::size_t l = 0; l < kLanes; ++l) acc[l] += a[i + l];
-    float sum = 0;
-    for (float v : acc) sum += v;
+    float sum = permdnn::kernels::StreamSum(a.span());
     benchmark::DoNotOptimize(sum);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n * sizeof(float)));

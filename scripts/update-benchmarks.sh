@@ -15,7 +15,7 @@ BUILD_DIR=${BUILD_DIR:-build/release}
 PERMDNN=$BUILD_DIR/src/permdnn
 mkdir -p "$BUILD_DIR"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" bench \
-  --format permdiag,dense,csr,circulant --cpu-time --rounds 3 --min-time 0.6 "$@" \
+  --format permdiag,dense,csr,circulant,read --cpu-time --rounds 3 --min-time 0.6 "$@" \
   --json "$BUILD_DIR/bench.json" --markdown "$BUILD_DIR/bench-kernels.md"
 python3 - "$BUILD_DIR/bench-kernels.md" docs/benchmarks.md <<'PY'
 import sys

@@ -30,6 +30,7 @@
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/stream.h"
 
 extern "C" char* openblas_get_corename(void);
 extern "C" void openblas_set_num_threads(int);
@@ -96,8 +97,8 @@ using RowMajorMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::
 void CheckOptions(const BenchOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
   for (const auto& f : o.formats)
-    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "circulant",
-                  "bench: unknown format '{}' (use dense, csr, permdiag, circulant)", f);
+    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "circulant" || f == "read",
+                  "bench: unknown format '{}' (use dense, csr, permdiag, circulant, read)", f);
   for (int p : o.ps) PERMDNN_CHECK(p >= 1, "bench: --p must be >= 1, got {}", p);
   for (int64_t b : o.batches) PERMDNN_CHECK(b >= 1, "bench: --batch must be >= 1, got {}", b);
   for (double a : o.act_densities)
@@ -176,7 +177,8 @@ namespace {
 
 std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
   const bool do_dense = Has(o.formats, "dense"), do_csr = Has(o.formats, "csr"),
-             do_pd = Has(o.formats, "permdiag"), do_circ = Has(o.formats, "circulant");
+             do_pd = Has(o.formats, "permdiag"), do_circ = Has(o.formats, "circulant"),
+             do_read = Has(o.formats, "read");
   // Count the measurements for the progress line.
   int64_t total = 0;
   for (std::size_t l = 0; l < o.layers.size(); ++l)
@@ -185,7 +187,8 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
         for (std::size_t t = 0; t < o.threads.size(); ++t) {
           total += do_dense && a == 0;
           for (std::size_t pi = 0; pi < o.ps.size(); ++pi)
-            total += 2 * do_csr + do_circ + do_pd * (1 + (b == 1 && o.act_densities[a] < 1.0));
+            total += 2 * do_csr + do_circ + do_pd * (1 + (b == 1 && o.act_densities[a] < 1.0)) +
+                     (do_read && b == 1 && a == 0 && o.threads[t] == 1);
         }
   Progress progress(total, "runs");
   int64_t done = 0;
@@ -260,7 +263,20 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
       // Batch 1 runs on the row pack (built once, as a runtime would at
       // load): chunk-major for cache-sized matrices, row-major beyond.
       kernels::PermDiagRowPack row_pack;
-      if (do_pd) row_pack = kernels::PermDiagRowPack::Build(w);
+      if (do_pd || do_read) row_pack = kernels::PermDiagRowPack::Build(w);
+      // The read bound: a bare SIMD sum over the row pack's values (the
+      // bytes the batch-1 permdiag kernel streams, offsets aside), one
+      // thread, batch 1: no kernel that reads those values can be faster.
+      const bool batch1_thread1 = std::find(o.batches.begin(), o.batches.end(), 1) != o.batches.end() &&
+                                  std::find(o.threads.begin(), o.threads.end(), 1) != o.threads.end();
+      if (do_read && batch1_thread1) {
+        progress.Update(done, fmt::format("{} read p={}", layer.name, p));
+        volatile float sink = 0;  // keeps the sums observable
+        Timing t = Measure([&] { sink = sink + kernels::StreamSum(row_pack.values.span()); }, o, 1);
+        ++done;
+        const int64_t bytes = static_cast<int64_t>(row_pack.values.size() * sizeof(float));
+        for (double act : o.act_densities) record("read", p, 1, act, 1, t, w.nnz(), bytes);
+      }
       std::unique_ptr<BlockCirculantMatrix> circ;
       std::unique_ptr<kernels::CirculantFft> circ_fft;
       if (do_circ) {
@@ -423,6 +439,36 @@ std::string BenchTable(const std::vector<BenchRecord>& records) {
   return out;
 }
 
+namespace {
+
+// One line per `read` record (batch 1, one thread): how close permdiag's
+// batch-1 kernel comes to a bare read of its values, and the most any kernel
+// reading those values could reach against the circulant FFT kernel.
+std::vector<std::string> ReadBounds(const std::vector<BenchRecord>& records) {
+  std::vector<std::string> lines;
+  for (const auto& rd : records) {
+    if (rd.format != "read" || std::fabs(rd.act_density - 1.0) > 1e-9) continue;
+    const BenchRecord *pd = nullptr, *circ = nullptr;
+    for (const auto& r : records)
+      if (r.layer == rd.layer && r.p == rd.p && r.batch == 1 && r.threads == 1 &&
+          std::fabs(r.act_density - 1.0) < 1e-9) {
+        if (r.format == "permdiag") pd = &r;
+        if (r.format == "circulant") circ = &r;
+      }
+    std::string line = fmt::format("{} p={}: a bare read of permdiag's values takes {:.4f} ms", rd.layer, rd.p,
+                                   rd.median_ms);
+    if (pd) line += fmt::format("; permdiag runs at {:.0f}% of it", 100.0 * rd.median_ms / pd->median_ms);
+    if (circ)
+      line += fmt::format("; circulant FFT / bare read = {:.2f}x, the most any kernel reading those values "
+                          "can reach against it",
+                          circ->median_ms / rd.median_ms);
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+}  // namespace
+
 std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json* json) {
   auto find = [&](const std::string& layer, const std::string& format, int p, int64_t batch, double act,
                   int threads) -> const BenchRecord* {
@@ -479,7 +525,9 @@ std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json
       rows.push_back({"VGG-6", fmt::format("2 threads vs 1, p=8, B={} (wall)", batch),
                       t1->wall_median_ms / t2->wall_median_ms, goal});
   }
-  if (rows.empty()) return "";
+  std::string bounds;
+  for (const auto& line : ReadBounds(records)) bounds += "read bound: " + line + "\n";
+  if (rows.empty()) return bounds;
   std::string out = fmt::format("{:<8} {:<40} {:>8} {:>8}  {}\n", "layer", "target (medians, same run)", "ratio",
                                 "goal", "");
   out += std::string(72, '-') + "\n";
@@ -491,7 +539,7 @@ std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json
     out += fmt::format("{:<8} {:<40} {:>7.2f}x {:>7.2f}x  {}\n", r.layer, r.what, r.ratio, r.target, ok ? "met" : "MISSED");
     arr.push_back({{"layer", r.layer}, {"target", r.what}, {"ratio", r.ratio}, {"goal", r.target}, {"met", ok}});
   }
-  out += fmt::format("{} of {} targets met\n", met, rows.size());
+  out += fmt::format("{} of {} targets met\n", met, rows.size()) + bounds;
   if (json) *json = arr;
   return out;
 }
@@ -522,6 +570,12 @@ std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohman
       out += fmt::format("| {} | {} | {:.2f}x | {:.2f}x | {} |\n", r["layer"].get<std::string>(),
                          r["target"].get<std::string>(), r["ratio"].get<double>(), r["goal"].get<double>(),
                          r["met"].get<bool>() ? "met" : "**missed**");
+    out += "\n";
+  }
+  const std::vector<std::string> bounds = ReadBounds(records);
+  if (!bounds.empty()) {
+    out += "### Read bound (batch 1, one thread)\n\n";
+    for (const auto& line : bounds) out += "- " + line + "\n";
     out += "\n";
   }
   out += "### All measurements\n\n| layer | m x n | format | p | B | act | T | median ms | GFLOP/s nnz | "

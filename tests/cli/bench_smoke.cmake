@@ -41,6 +41,7 @@ function(bench_records n)
   endif()
   set(json "${json}" PARENT_SCOPE)
   set(err "${err}" PARENT_SCOPE)
+  set(out "${out}" PARENT_SCOPE)
 endfunction()
 
 # --cpu-time: one-thread rows timed by CPU time, two-thread rows by the wall
@@ -70,3 +71,16 @@ foreach(i 0 1)
     message(FATAL_ERROR "record ${i}: reps ${reps}, speedup ${speedup} after 3 rounds")
   endif()
 endforeach()
+
+# --format read: one bare-read record per p at batch 1 and one thread, with
+# the bytes of permdiag's values; next to permdiag and circulant it adds the
+# read-bound line.
+bench_records(3 --format permdiag,circulant,read --threads 1)
+string(JSON format GET "${json}" records 0 format)
+string(JSON bytes GET "${json}" records 0 weight_bytes)
+if(NOT format STREQUAL "read" OR NOT bytes EQUAL 3072)
+  message(FATAL_ERROR "first record: format '${format}', weight_bytes ${bytes} (expected read, 64x96/8 floats)")
+endif()
+if(NOT out MATCHES "read bound: 64x96 p=8: a bare read of permdiag's values takes [0-9.]+ ms; permdiag runs at [0-9]+% of it; circulant FFT / bare read = [0-9.]+x")
+  message(FATAL_ERROR "no read-bound line:\n${out}")
+endif()

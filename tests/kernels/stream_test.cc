@@ -1,0 +1,33 @@
+// kernels::StreamSum, the read bound of permdnn bench --format read: every
+// element is read once and counted, on every SIMD target, for sizes around
+// the 8-vector step.
+#include "permdnn/kernels/stream.h"
+
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "permdnn/kernels/dispatch.h"
+
+namespace permdnn::kernels {
+namespace {
+
+TEST(StreamSum, SumsEveryElementOnEveryTarget) {
+  for (int64_t target : AvailableSimdTargets()) {
+    ForceSimdTarget(target);
+    for (std::size_t n : {0, 1, 7, 8, 63, 64, 65, 127, 128, 129, 1000, 4099}) {
+      std::vector<float> v(n);
+      double want = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        v[i] = static_cast<float>((i * 37) % 11) - 5.0f;  // small integers: exact in float
+        want += v[i];
+      }
+      EXPECT_EQ(StreamSum(v), static_cast<float>(want)) << SimdTargetName(target) << " n=" << n;
+    }
+  }
+  ForceSimdTarget(0);
+}
+
+}  // namespace
+}  // namespace permdnn::kernels
