@@ -441,6 +441,16 @@ std::string BenchTable(const std::vector<BenchRecord>& records) {
 
 namespace {
 
+// The record of one measurement, or nullptr.
+const BenchRecord* FindRecord(const std::vector<BenchRecord>& records, const std::string& layer,
+                              const std::string& format, int p, int64_t batch, double act, int threads) {
+  for (const auto& r : records)
+    if (r.layer == layer && r.format == format && r.p == p && r.batch == batch &&
+        std::fabs(r.act_density - act) < 1e-9 && r.threads == threads)
+      return &r;
+  return nullptr;
+}
+
 // One line per `read` record (batch 1, one thread): how close permdiag's
 // batch-1 kernel comes to a bare read of its values, and the most any kernel
 // reading those values could reach against the circulant FFT kernel.
@@ -448,13 +458,8 @@ std::vector<std::string> ReadBounds(const std::vector<BenchRecord>& records) {
   std::vector<std::string> lines;
   for (const auto& rd : records) {
     if (rd.format != "read" || std::fabs(rd.act_density - 1.0) > 1e-9) continue;
-    const BenchRecord *pd = nullptr, *circ = nullptr;
-    for (const auto& r : records)
-      if (r.layer == rd.layer && r.p == rd.p && r.batch == 1 && r.threads == 1 &&
-          std::fabs(r.act_density - 1.0) < 1e-9) {
-        if (r.format == "permdiag") pd = &r;
-        if (r.format == "circulant") circ = &r;
-      }
+    const BenchRecord* pd = FindRecord(records, rd.layer, "permdiag", rd.p, 1, 1.0, 1);
+    const BenchRecord* circ = FindRecord(records, rd.layer, "circulant", rd.p, 1, 1.0, 1);
     std::string line = fmt::format("{} p={}: a bare read of permdiag's values takes {:.4f} ms", rd.layer, rd.p,
                                    rd.median_ms);
     if (pd) line += fmt::format("; permdiag runs at {:.0f}% of it", 100.0 * rd.median_ms / pd->median_ms);
@@ -471,13 +476,7 @@ std::vector<std::string> ReadBounds(const std::vector<BenchRecord>& records) {
 
 std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json* json) {
   auto find = [&](const std::string& layer, const std::string& format, int p, int64_t batch, double act,
-                  int threads) -> const BenchRecord* {
-    for (const auto& r : records)
-      if (r.layer == layer && r.format == format && r.p == p && r.batch == batch &&
-          std::fabs(r.act_density - act) < 1e-9 && r.threads == threads)
-        return &r;
-    return nullptr;
-  };
+                  int threads) { return FindRecord(records, layer, format, p, batch, act, threads); };
   struct Row {
     std::string layer, what;
     double ratio, target;

@@ -89,21 +89,10 @@ PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_
   const int64_t slots = pack.groups * pack.group * pack.col_blocks;
   pack.values.Resize(static_cast<std::size_t>(slots * p));  // zeroed: padding rows stay 0
   pack.offsets.Resize(static_cast<std::size_t>(slots));
-  for (int64_t c = 0; c < pack.chunks(); ++c) {
-    const int64_t jn = pack.ChunkBlocks(c);
-    for (int64_t g = 0; g < pack.groups; ++g) {
-      const int64_t base = pack.ChunkStart(c) + g * jn * pack.group;
-      for (int64_t j = 0; j < jn; ++j) {
-        for (int64_t r = 0; r < pack.group; ++r) {
-          const int64_t I = g * pack.group + r, J = c * pack.chunk + j;
-          if (I >= pack.row_blocks) continue;
-          const int64_t slot = base + j * pack.group + r;
-          pack.offsets[slot] = static_cast<uint8_t>(w.offset(I, J));
-          std::memcpy(pack.values.data() + slot * p, w.block(I, J), sizeof(float) * p);
-        }
-      }
-    }
-  }
+  pack.ForEachBlock([&](int64_t slot, int64_t I, int64_t J) {
+    pack.offsets[slot] = static_cast<uint8_t>(w.offset(I, J));
+    std::memcpy(pack.values.data() + slot * p, w.block(I, J), sizeof(float) * p);
+  });
   return pack;
 }
 
@@ -112,18 +101,10 @@ PermDiagMatrix PermDiagRowPack::Unpack() const {
     return PermDiagMatrix::FromParts(rows, cols, p, {values.data(), values.size()}, {offsets16.data(), offsets16.size()});
   std::vector<float> v(static_cast<std::size_t>(row_blocks * col_blocks * p));
   std::vector<uint16_t> k(static_cast<std::size_t>(row_blocks * col_blocks));
-  for (int64_t c = 0; c < chunks(); ++c) {
-    const int64_t jn = ChunkBlocks(c);
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t j = 0; j < jn; ++j)
-        for (int64_t r = 0; r < group; ++r) {
-          const int64_t I = g * group + r, J = c * chunk + j;
-          if (I >= row_blocks) continue;
-          const int64_t slot = ChunkStart(c) + (g * jn + j) * group + r;
-          k[I * col_blocks + J] = offsets[slot];
-          std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + slot * p, sizeof(float) * p);
-        }
-  }
+  ForEachBlock([&](int64_t slot, int64_t I, int64_t J) {
+    k[I * col_blocks + J] = offsets[slot];
+    std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + slot * p, sizeof(float) * p);
+  });
   return PermDiagMatrix::FromParts(rows, cols, p, v, k);
 }
 

@@ -26,27 +26,19 @@ void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, flo
   }
 }
 
-// Straight from the pack's chunked layout (permdiag.h), so it checks the
-// layout as well as the SIMD kernel: slot (c, g, j, r) is block
-// (g·group + r, c·chunk + j).
+// Straight from the pack's chunked layout (permdiag.h): every slot with the
+// block ForEachBlock maps it to, plain loops, double accumulation.
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y) {
   if (!w.chunked) return MatVec(w.RowMajorView(), x, bias, y);
   const int p = w.p;
-  std::vector<double> acc(static_cast<std::size_t>(w.groups * w.group * p), 0.0);
-  for (int64_t c = 0; c < w.chunks(); ++c) {
-    const int64_t jn = w.ChunkBlocks(c);
-    for (int64_t g = 0; g < w.groups; ++g)
-      for (int64_t j = 0; j < jn; ++j)
-        for (int64_t r = 0; r < w.group; ++r) {
-          const int64_t slot = w.ChunkStart(c) + (g * jn + j) * w.group + r;
-          const int64_t I = g * w.group + r, J = c * w.chunk + j;
-          const int k = w.offsets[slot];
-          for (int e = 0; e < p; ++e) {
-            const int64_t col = J * p + (e + k) % p;
-            if (col < w.cols) acc[I * p + e] += static_cast<double>(w.values[slot * p + e]) * x[col];
-          }
-        }
-  }
+  std::vector<double> acc(static_cast<std::size_t>(w.row_blocks * p), 0.0);
+  w.ForEachBlock([&](int64_t slot, int64_t I, int64_t J) {
+    const int k = w.offsets[slot];
+    for (int e = 0; e < p; ++e) {
+      const int64_t col = J * p + (e + k) % p;
+      if (col < w.cols) acc[I * p + e] += static_cast<double>(w.values[slot * p + e]) * x[col];
+    }
+  });
   for (int64_t r = 0; r < w.rows; ++r) y[r] = static_cast<float>(acc[r] + (bias ? bias[r] : 0.0));
 }
 

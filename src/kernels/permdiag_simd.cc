@@ -61,10 +61,11 @@ constexpr int64_t kStreamPrefetchFloats = 256;
 // pages), while from DRAM they are neutral to 7-14% faster.
 constexpr int64_t kStreamPrefetchMinBytes = int64_t{16} << 20;
 
-// Whether the row blocks [I0, I1) of one worker are big enough for the
-// software prefetch above to pay.
-bool StreamPrefetchPays(const View& w, int64_t I0, int64_t I1) {
-  return (I1 - I0) * w.col_blocks * w.p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
+// Whether row_blocks row blocks of one worker (each col_blocks blocks of p
+// floats) are big enough for the software prefetch above to pay; the
+// row-major kernels and the row pack's kernels ask the same question.
+bool StreamPrefetchPays(int64_t row_blocks, int64_t col_blocks, int64_t p) {
+  return row_blocks * col_blocks * p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
 }
 
 // The weight and offset streams of kR consecutive row blocks from I, read
@@ -98,12 +99,12 @@ float* Scratch(AlignedBuffer<float>& buf, std::size_t n) {
   return buf.data();
 }
 
-void BuildDoubled(const View& w, const float* x, float* xx) {
-  const int p = w.p;
-  for (int64_t J = 0; J < w.col_blocks; ++J) {
+// xx for the cols inputs x of col_blocks blocks of p (the rotation trick).
+void BuildDoubled(int p, int64_t col_blocks, int64_t cols, const float* x, float* xx) {
+  for (int64_t J = 0; J < col_blocks; ++J) {
     float* dst = xx + J * 2 * p;
     const int64_t base = J * p;
-    const int valid = static_cast<int>(std::min<int64_t>(p, w.cols - base));
+    const int valid = static_cast<int>(std::min<int64_t>(p, cols - base));
     std::memcpy(dst, x + base, sizeof(float) * valid);
     for (int t = valid; t < p; ++t) dst[t] = 0.0f;  // the last block's padding
     std::memcpy(dst + p, dst, sizeof(float) * p);
@@ -133,7 +134,7 @@ void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float*
   constexpr int64_t p = V * N;
 #endif
   const int64_t nb = w.col_blocks;
-  const bool prefetch = StreamPrefetchPays(w, I0, I1);
+  const bool prefetch = StreamPrefetchPays(I1 - I0, w.col_blocks, w.p);
   auto run = [&](auto r_tag, int64_t I) {
     constexpr int kR = decltype(r_tag)::value;
     const RowStreams<kR> streams(w, I, p);
@@ -235,7 +236,7 @@ void RowsPacked(const View& w, const float* xx, int64_t I0, int64_t I1, float* y
   constexpr int64_t G = N / P;
   constexpr int U = 2;
   const int64_t nb = w.col_blocks;
-  const bool prefetch = StreamPrefetchPays(w, I0, I1);
+  const bool prefetch = StreamPrefetchPays(I1 - I0, w.col_blocks, w.p);
   auto run = [&](auto r_tag, int64_t I) {
     constexpr int kR = decltype(r_tag)::value;
     const RowStreams<kR> streams(w, I, P);
@@ -308,7 +309,7 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
   static thread_local AlignedBuffer<float> xx_buf, y_buf;
   const int p = w.p;
   float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
-  BuildDoubled(w, x, xx);
+  BuildDoubled(p, w.col_blocks, w.cols, x, xx);
   // Whole row blocks are written to ypad; only the first `rows` go to y.
   const bool direct = w.rows == w.padded_rows();
   float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(w.padded_rows()));
@@ -365,13 +366,6 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
 template <int64_t P>
 constexpr int kPackStreams = P >= 8 ? 2 : 4;
 
-// Software prefetch of each stream, kStreamPrefetchFloats ahead, when a
-// worker's weights exceed kStreamPrefetchMinBytes (as StreamPrefetchPays).
-// Chunked packs stop at 24 MiB, so this is the 16-24 MiB band (Alex-6 p=8:
-// 19 MB, one worker), where it measured 0.56-0.68 against 1.06-1.10 ms.
-bool PackPrefetchPays(const PermDiagRowPack& w, int64_t g0, int64_t g1) {
-  return (g1 - g0) * w.group * w.col_blocks * w.p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
-}
 
 // Drives the groups [g0, g1) of one worker over all chunks. For each step
 // (one column block j of one chunk, the group's 64/p row blocks) it calls
@@ -386,7 +380,11 @@ HWY_INLINE void PackedDrive(D d, const PermDiagRowPack& w, const float* xx, int6
   constexpr int U = A >= 8 ? 1 : 8 / A;
   constexpr int64_t R = 64 / P;
   const int64_t nc = w.chunks();
-  const bool prefetch = PackPrefetchPays(w, g0, g1);
+  // Each stream is prefetched kStreamPrefetchFloats ahead when the worker's
+  // weights exceed kStreamPrefetchMinBytes. Chunked packs stop at 24 MiB,
+  // so this is the 16-24 MiB band (Alex-6 p=8: 19 MB, one worker), where it
+  // measured 0.56-0.68 against 1.06-1.10 ms.
+  const bool prefetch = StreamPrefetchPays((g1 - g0) * w.group, w.col_blocks, P);
   for (int64_t c0 = 0; c0 < nc; c0 += S) {
     const int cs = static_cast<int>(std::min<int64_t>(S, nc - c0));
     for (int64_t g = g0; g < g1; ++g) {
@@ -530,16 +528,8 @@ void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bia
   // No vector shape (scalable vectors, not built on x86): the reference
   // kernel on the pack, correct but scalar.
   if (groups_fn == nullptr) return ref::MatVecPacked(w, x, bias, y);
-  // The doubled input of every column block (BuildDoubled reads the view's
-  // geometry only).
-  View geometry{};
-  geometry.rows = w.rows;
-  geometry.cols = w.cols;
-  geometry.p = p;
-  geometry.row_blocks = w.row_blocks;
-  geometry.col_blocks = w.col_blocks;
   float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
-  BuildDoubled(geometry, x, xx);
+  BuildDoubled(p, w.col_blocks, w.cols, x, xx);
   const int64_t group_rows = w.group * p;
   float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.groups * group_rows));
   ParallelFor(w.groups, threads, [&](int64_t g0, int64_t g1, int) {

@@ -93,6 +93,21 @@ struct PermDiagRowPack {
   int64_t ChunkStart(int64_t c) const { return c * chunk * groups * group; }
   int64_t ChunkBlocks(int64_t c) const { return std::min(chunk, col_blocks - c * chunk); }
   int64_t chunks() const { return (col_blocks + chunk - 1) / chunk; }
+  // Chunked layout: f(slot, I, J) for every block (I, J) of the matrix, in
+  // slot order (padding rows skipped). Build, Unpack and the reference
+  // kernel map slots to blocks through this one loop.
+  template <class F>
+  void ForEachBlock(F&& f) const {
+    for (int64_t c = 0; c < chunks(); ++c) {
+      const int64_t jn = ChunkBlocks(c);
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t j = 0; j < jn; ++j)
+          for (int64_t r = 0; r < group; ++r) {
+            const int64_t I = g * group + r;
+            if (I < row_blocks) f(ChunkStart(c) + (g * jn + j) * group + r, I, c * chunk + j);
+          }
+    }
+  }
   // Row-major layout: the matrix view over the copy.
   PermDiagView<float> RowMajorView() const {
     return {rows, cols, p, row_blocks, col_blocks, values.data(), offsets16.data()};
