@@ -217,7 +217,24 @@ void AddConvAttrs(onnx::NodeProto* n, const LayerCtx& c, const std::vector<int64
 
 }  // namespace
 
+namespace {
+ExportReport ExportRunUnchecked(const std::string& run_dir, const std::string& out_path,
+                                const ExportOptions& options);
+}  // namespace
+
+// A field of model.json of another JSON type than the one read (the checks
+// below name the common cases) is still an error naming the file.
 ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, const ExportOptions& options) {
+  try {
+    return ExportRunUnchecked(run_dir, out_path, options);
+  } catch (const json::exception& e) {
+    Fail("{}: unexpected content: {}", (fs::path(run_dir) / "model.json").string(), e.what());
+  }
+}
+
+namespace {
+ExportReport ExportRunUnchecked(const std::string& run_dir, const std::string& out_path,
+                                const ExportOptions& options) {
   const std::string mj = (fs::path(run_dir) / "model.json").string();
   PERMDNN_CHECK(fs::is_directory(run_dir), "{}: not a directory (expected a training run directory)", run_dir);
   PERMDNN_CHECK(fs::exists(mj), "{}: no model.json (is this a `permdnn train --out` directory?)", run_dir);
@@ -227,6 +244,7 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
   } catch (const json::exception& e) {
     Fail("{}: invalid JSON: {}", mj, e.what());
   }
+  PERMDNN_CHECK(spec.is_object(), "{}: the top level must be an object, got {}", mj, spec.type_name());
   PERMDNN_CHECK(spec.value("format", "") == "permdnn-run/1", "{}: format is '{}', expected 'permdnn-run/1'", mj,
                 spec.value("format", ""));
   PERMDNN_CHECK(spec.contains("layers") && spec["layers"].is_array() && !spec["layers"].empty(),
@@ -436,5 +454,6 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
   report.file_bytes = static_cast<int64_t>(bytes.size());
   return report;
 }
+}  // namespace
 
 }  // namespace permdnn::runtime

@@ -58,7 +58,8 @@ void ReadBlocks(OpContext& ctx, int64_t p, int64_t mb, int64_t nb, int64_t kerne
 class PermDiagMatMulOp : public OpKernel {
  public:
   explicit PermDiagMatMulOp(const NodeDef& n)
-      : p_(RequireAttr(n, "p")), in_(RequireAttr(n, "in_features")), out_(RequireAttr(n, "out_features")) {
+      : where_(n.Where()), p_(RequireAttr(n, "p")), in_(RequireAttr(n, "in_features")),
+        out_(RequireAttr(n, "out_features")) {
     PERMDNN_CHECK(p_ <= 65535, "{}: p = {} exceeds 65535", n.Where(), p_);
   }
   bool Foldable() const override { return false; }
@@ -129,14 +130,19 @@ class PermDiagMatMulOp : public OpKernel {
     fy_ = ChooseFracBits<int16_t>(y_max_);
     const int facc = w16_.frac_bits() + fx_;
     bias64_.assign(bias_.size(), 0);
-    for (std::size_t r = 0; r < bias_.size(); ++r)
-      bias64_[r] = static_cast<int64_t>(RoundHalfAway(std::ldexp(static_cast<double>(bias_[r]), facc)));
+    for (std::size_t r = 0; r < bias_.size(); ++r) {
+      const double scaled = RoundHalfAway(std::ldexp(static_cast<double>(bias_[r]), facc));
+      PERMDNN_CHECK(std::fabs(scaled) < 0x1p62, "{}: int16: bias[{}] = {} does not fit the int64 accumulator at scale 2^{}",
+                    where_, r, bias_[r], facc);
+      bias64_[r] = static_cast<int64_t>(scaled);
+    }
     shift_ = facc - fy_;
     calibrated_ = true;
   }
   bool Int16Ready() const override { return calibrated_; }
 
  private:
+  std::string where_;  // the node, for errors after Prepare
   // The weights in the layout of the planned batch: the row-major matrix
   // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major
   // when cache-sized, the faster batch-1 layout) below. The first re-plan
