@@ -541,6 +541,7 @@ std::string Model::Metadata(const std::string& key) const {
   auto it = impl_->metadata.find(key);
   return it == impl_->metadata.end() ? std::string() : it->second;
 }
+const std::string& Model::name() const { return impl_->name; }
 void Model::SetThreads(int threads) { impl_->opt.threads = std::max(1, threads); }
 void Model::SetProfiling(bool on) { impl_->opt.profile = on; }
 

@@ -61,8 +61,10 @@ TechTable TechTable::FromJson(const nlohmann::json& table, const std::string& wh
   PERMDNN_CHECK(table.is_object(), "technology table '{}': top level must be an object", where);
   PERMDNN_CHECK(table.contains("target_node_nm") && table["target_node_nm"].is_number(),
                 "technology table '{}': missing number 'target_node_nm'", where);
-  t.target_node_nm_ = table["target_node_nm"].get<int>();
-  PERMDNN_CHECK(t.target_node_nm_ > 0, "technology table '{}': target_node_nm must be > 0", where);
+  const double node = table["target_node_nm"].get<double>();
+  PERMDNN_CHECK(node >= 1 && node <= 10000, "technology table '{}': target_node_nm = {} is outside [1, 10000] nm",
+                where, node);
+  t.target_node_nm_ = static_cast<int>(node);
   auto check_group = [&](const char* group, auto& keys) {
     PERMDNN_CHECK(table.contains(group) && table[group].is_object(), "technology table '{}': missing object '{}'",
                   where, group);
@@ -87,8 +89,8 @@ TechTable TechTable::FromJson(const nlohmann::json& table, const std::string& wh
   for (const char* chip : {"permdnn", "eie"})
     for (const char* f : {"area_mm2", "power_mw", "node_nm", "frequency_mhz"})
       PERMDNN_CHECK(table.contains("published_chips") && table["published_chips"].contains(chip) &&
-                        table["published_chips"][chip].contains(f),
-                    "technology table '{}': missing published_chips.{}.{}", where, chip, f);
+                        table["published_chips"][chip].contains(f) && table["published_chips"][chip][f].is_number(),
+                    "technology table '{}': published_chips.{}.{} must be a number", where, chip, f);
   t.json_ = table;
   return t;
 }
