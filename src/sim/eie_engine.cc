@@ -161,28 +161,34 @@ class PeArray {
 };
 
 
-}  // namespace
-
-LayerResult EieEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
-  PERMDNN_CHECK(w.csc.has_value(), "eie engine, layer {}: workload has no CSC matrix", w.spec.name);
-  const CscMatrix& csc = *w.csc;
-  const int N = p_.num_pe;
-  // Phase 0: the matrix as EIE stores it, and what each PE holds per
-  // broadcast column.
-  float max_abs = 0;
-  for (float v : csc.values()) max_abs = std::max(max_abs, std::fabs(v));
-  const EiePackedMatrix packed = EiePackedMatrix::Build(csc, N, EieCodebook::Linear(max_abs > 0 ? max_abs : 1.0));
-  const auto& nz = w.nonzero_cols;
+// Entries PE e holds in the k-th broadcast column, at [k * N + e].
+std::vector<int32_t> EntriesPerColumn(const EiePackedMatrix& packed, const std::vector<int32_t>& nz) {
+  const int N = packed.num_pe();
   const int64_t nnz = static_cast<int64_t>(nz.size());
   std::vector<int32_t> count(static_cast<std::size_t>(nnz * N));
   for (int e = 0; e < N; ++e) {
     const int32_t* ptr = packed.col_ptr(e).data();
     for (int64_t k = 0; k < nnz; ++k) count[k * N + e] = ptr[nz[k] + 1] - ptr[nz[k]];
   }
+  return count;
+}
+
+}  // namespace
+
+LayerResult EieEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
+  PERMDNN_CHECK(w.csc.has_value(), "eie engine, layer {}: workload has no CSC matrix", w.spec.name);
+  const CscMatrix& csc = *w.csc;
+  const int N = p_.num_pe;
+  // 0. Mapping: the matrix as EIE stores it (rows interleaved over the PEs).
+  float max_abs = 0;
+  for (float v : csc.values()) max_abs = std::max(max_abs, std::fabs(v));
+  const EiePackedMatrix packed = EiePackedMatrix::Build(csc, N, EieCodebook::Linear(max_abs > 0 ? max_abs : 1.0));
+  const auto& nz = w.nonzero_cols;
+  const int64_t nnz = static_cast<int64_t>(nz.size());
 
   Counts c;
   Detector detector(nnz, p_.queue_depth);
-  PeArray pes(N, p_.empty_column_cycles, std::move(count));
+  PeArray pes(N, p_.empty_column_cycles, EntriesPerColumn(packed, nz));
   while (true) {
     detector.Tick(pes.min_popped(), c);            // 1. detect / broadcast
     pes.Tick(detector.pushed_before_tick(), c);    // 2. PE work

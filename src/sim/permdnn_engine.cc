@@ -61,8 +61,8 @@ const ParamTable<PermDnnParams>& PermDnnParamTable() {
           .Int("acc_entries", &P::acc_entries, 288, 1, 1 << 24,
                "accumulator registers per PE, in mults_per_pe banks (one per lane): 36 per lane covers the most "
                "rows any EIE layer puts on one lane (NT-Wd: 31 row blocks of p = 9 on a PE, at most 4 on a lane); "
-               "flip-flops cost ~4x an SRAM bit in area, so the banks are sized to the workload, and more rows run "
-               "in passes over the inputs")
+               "a flip-flop bit takes 5-12x the area of an SRAM bit, so the banks are sized to the workload, and "
+               "more rows run in passes over the inputs")
           .Real("weight_sram_kb", &P::weight_sram_kb, 128, 1e-3, 1e9,
                 "weight SRAM per PE, split into mults_per_pe banks; 128 KB = EIE's per-PE sparse-matrix SRAM, the "
                 "same on-chip budget. Layers needing more are flagged")
@@ -122,6 +122,7 @@ Mapping MapLayer(const LayerWorkload& w, const PermDnnParams& p) {
 // Action counts of a run (LayerResult::counters holds them by name).
 struct Counts {
   int64_t cycles = 0, zero_tests = 0, broadcasts = 0, queue_ops = 0, stall_cycles = 0, offset_reads = 0;
+  int64_t drain_cycles = 0, load_cycles = 0;
   std::vector<int64_t> macs;  // per PE
 };
 
@@ -295,63 +296,62 @@ AreaBreakdown PermDnnEngine::Area() const {
   return a;
 }
 
-LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
-  const int N = p_.num_pe, p = w.p;
-  const int64_t m = w.m(), n = w.n();
-  PERMDNN_CHECK(static_cast<int64_t>(w.offsets.size()) == w.row_blocks * w.col_blocks,
-                "permdnn engine, layer {}: workload has {} offsets, expected {}", w.spec.name, w.offsets.size(),
-                w.row_blocks * w.col_blocks);
-  // Phase 0: mapping.
-  const Mapping map = MapLayer(w, p_);
-  const int64_t live_col_blocks = LiveColumnBlocks(w);
+namespace {
 
+// Phases 1-4 over every pass: the cycle loop ticks the detector and the PEs,
+// then the pass drains.
+Counts Simulate(const LayerWorkload& w, const PermDnnParams& p, const Mapping& map, TraceSink* trace) {
+  const int N = p.num_pe;
+  const int64_t live_col_blocks = LiveColumnBlocks(w);
   Counts c;
   c.macs.assign(N, 0);
-  int64_t drain_cycles = 0;
   for (int64_t pass = 0; pass < map.passes; ++pass) {
-    Detector detector(p_, w.nonzero_cols, n);
-    PeArray pes(p_, map, pass);
+    Detector detector(p, w.nonzero_cols, w.n());
+    PeArray pes(p, map, pass);
     int64_t pass_cycles = 0;
     while (true) {
-      detector.Tick(pes.Room(detector.pushed()), c);        // 1. detect / broadcast
-      pes.Tick(detector.pushed_before_tick(), c);            // 2. PE work
-      ++pass_cycles;                                         // 3. trace, termination
+      detector.Tick(pes.Room(detector.pushed()), c);  // 1. detect / broadcast
+      pes.Tick(detector.pushed_before_tick(), c);      // 2. PE work
+      ++pass_cycles;                                   // 3. trace, termination
       if (trace)
-        trace->Line(name(), w.spec.name, c.cycles + pass_cycles,
+        trace->Line("permdnn", w.spec.name, c.cycles + pass_cycles,
                     fmt::format("pass={} broadcast={} scanned={} queue0={}", pass,
                                 detector.pushed() - detector.pushed_before_tick(), detector.scanned(),
                                 pes.queued(0, detector.pushed())));
       if (detector.done() && pes.Done(detector.nnz())) break;
     }
     // 4. Drain: after the pipeline empties, outputs leave through the lanes.
-    const int64_t drain = pes.DrainCycles(p);
-    drain_cycles += drain;
-    c.cycles += pass_cycles + p_.pipeline_depth + drain;
+    const int64_t drain = pes.DrainCycles(w.p);
+    c.drain_cycles += drain;
+    c.cycles += pass_cycles + p.pipeline_depth + drain;
     c.queue_ops += 2 * N * detector.nnz();  // push + pop per PE per broadcast
     for (int e = 0; e < N; ++e) c.offset_reads += map.InPass(e, pass) * live_col_blocks;
   }
-  int64_t load_cycles = 0;
-  if (p_.input_bus_bits > 0) load_cycles = CeilDiv(n * p_.bits, p_.input_bus_bits);
-  c.cycles += load_cycles;
+  if (p.input_bus_bits > 0) c.load_cycles = CeilDiv(w.n() * p.bits, p.input_bus_bits);
+  c.cycles += c.load_cycles;
+  return c;
+}
 
+// The record of a run: shape, configuration, cycles and action counts.
+LayerResult Record(const LayerWorkload& w, const PermDnnParams& p, const Mapping& map, const Counts& c) {
   LayerResult r;
-  r.arch = name();
+  r.arch = "permdnn";
   r.layer = w.spec.name;
-  r.m = m;
-  r.n = n;
-  r.p = p;
-  r.weight_density = 1.0 / p;
+  r.m = w.m();
+  r.n = w.n();
+  r.p = w.p;
+  r.weight_density = 1.0 / w.p;
   r.act_density = w.act_density();
-  r.num_pe = N;
-  r.mults_per_pe = p_.mults_per_pe;
-  r.frequency_mhz = p_.frequency_mhz;
-  r.node_nm = p_.node_nm;
+  r.num_pe = p.num_pe;
+  r.mults_per_pe = p.mults_per_pe;
+  r.frequency_mhz = p.frequency_mhz;
+  r.node_nm = p.node_nm;
   r.cycles = c.cycles;
   int64_t issued = 0;
   for (int64_t v : c.macs) issued += v;
   r.useful_macs = UsefulMacs(w);
   r.issued_macs = issued;
-  const double mean = static_cast<double>(issued) / N;
+  const double mean = static_cast<double>(issued) / p.num_pe;
   r.load_imbalance = mean > 0 ? static_cast<double>(*std::max_element(c.macs.begin(), c.macs.end())) / mean : 1.0;
   r.counters = {{"passes", map.passes},
                 {"nonzero_inputs", static_cast<int64_t>(w.nonzero_cols.size())},
@@ -365,31 +365,45 @@ LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
                 {"weight_reads", issued},
                 {"offset_reads", c.offset_reads},
                 {"acc_updates", issued},
-                {"acc_drain_reads", m},
-                {"output_writes", m},
-                {"drain_cycles", drain_cycles},
-                {"input_load_cycles", load_cycles}};
+                {"acc_drain_reads", w.m()},
+                {"output_writes", w.m()},
+                {"drain_cycles", c.drain_cycles},
+                {"input_load_cycles", c.load_cycles}};
+  return r;
+}
 
-  // Storage: values + one offset per block, per PE.
-  const double act_bytes = p_.act_buffer_kb * 1024.0;
-  const int64_t per_block = static_cast<int64_t>(p) * p_.bits / 8 + OffsetBytes(p);
+// Storage: values + one offset per block, per PE; and the inputs.
+void CheckCapacity(const LayerWorkload& w, const PermDnnParams& pp, const Mapping& map, LayerResult& r) {
+  const int p = w.p;
+  const int64_t n = w.n();
+  const double act_bytes = pp.act_buffer_kb * 1024.0;
+  const int64_t per_block = static_cast<int64_t>(p) * pp.bits / 8 + OffsetBytes(p);
   r.weight_bytes = w.row_blocks * w.col_blocks * per_block;
-  r.weight_capacity_bytes = static_cast<int64_t>(p_.weight_sram_kb * 1024.0) * N;
+  r.weight_capacity_bytes = static_cast<int64_t>(pp.weight_sram_kb * 1024.0) * pp.num_pe;
   const int64_t per_pe = map.max_owned * w.col_blocks * per_block;
-  const bool w_fits = per_pe <= static_cast<int64_t>(p_.weight_sram_kb * 1024.0);
-  const bool x_fits = n * p_.bits / 8 <= static_cast<int64_t>(act_bytes);
+  const bool w_fits = per_pe <= static_cast<int64_t>(pp.weight_sram_kb * 1024.0);
+  const bool x_fits = n * pp.bits / 8 <= static_cast<int64_t>(act_bytes);
   r.weights_fit = w_fits && x_fits;
   if (!w_fits)
     r.capacity_note += fmt::format("busiest PE needs {:.0f} KB of weights + offsets, weight_sram_kb = {:.0f}. ",
-                                   per_pe / 1024.0, p_.weight_sram_kb);
+                                   per_pe / 1024.0, pp.weight_sram_kb);
   if (!x_fits)
-    r.capacity_note += fmt::format("{} inputs need {:.0f} KB, act_buffer_kb = {:.0f}", n, n * p_.bits / 8 / 1024.0,
-                                   p_.act_buffer_kb);
+    r.capacity_note += fmt::format("{} inputs need {:.0f} KB, act_buffer_kb = {:.0f}", n, n * pp.bits / 8 / 1024.0,
+                                   pp.act_buffer_kb);
+}
 
-  // 5. Functional output.
-  if (w.weights && p_.bits == 16) ComputeOutput(w, p_.acc_bits, r);
-  // 6. Energy accounting.
-  Account(r);
+}  // namespace
+
+LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
+  PERMDNN_CHECK(static_cast<int64_t>(w.offsets.size()) == w.row_blocks * w.col_blocks,
+                "permdnn engine, layer {}: workload has {} offsets, expected {}", w.spec.name, w.offsets.size(),
+                w.row_blocks * w.col_blocks);
+  const Mapping map = MapLayer(w, p_);             // 0. row blocks onto PEs, passes
+  const Counts counts = Simulate(w, p_, map, trace);  // 1-4. the cycle loop and the drains
+  LayerResult r = Record(w, p_, map, counts);
+  CheckCapacity(w, p_, map, r);
+  if (w.weights && p_.bits == 16) ComputeOutput(w, p_.acc_bits, r);  // 5. functional output
+  Account(r);                                                         // 6. energy accounting
   return r;
 }
 

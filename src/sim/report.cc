@@ -302,18 +302,21 @@ void FinishComparison(ComparisonResult& out, const std::vector<std::string>& lay
                              eie->p().effective_frequency_mhz();
       out.chip_checks.push_back({"eie", fmt::format("area (mm2) at {:.0f} nm", src), area45,
                                  tech.Published("eie", "area_mm2"), "area model built from EIE Table II"});
-      out.chip_checks.push_back({"eie", fmt::format("power (mW) at {:.0f} nm, PEs, mean over layers", src), power45,
+      out.chip_checks.push_back({"eie", fmt::format("power (mW) of the PEs at {:.0f} nm", src), power45,
                                  tech.Published("eie", "power_mw"),
-                                 "per-action energies + EIE clock; without the broadcast wires, as Table II"});
+                                 "mean over layers; per-action energies + EIE clock, no broadcast wires (Table II)"});
       out.chip_checks.push_back({"eie", fmt::format("area (mm2) at {:.0f} nm", nm), area,
                                  tech.Published("eie", "area_mm2") * TechTable::AreaScale(src, nm),
                                  "published scaled by (28/45)^2"});
     }
   }
   for (const auto& r : out.records)
-    if (!r.weights_fit)
+    if (!r.weights_fit) {
+      std::string note = r.capacity_note;
+      while (!note.empty() && (note.back() == ' ' || note.back() == '.')) note.pop_back();
       out.notes.push_back(fmt::format("{} {}: {}; simulated as if resident (both papers assume on-chip weights)",
-                                      r.arch, r.layer, r.capacity_note));
+                                      r.arch, r.layer, note));
+    }
   }
 
 std::string RenderComparison(const ComparisonResult& res) {
