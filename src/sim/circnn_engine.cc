@@ -197,12 +197,9 @@ void CirCnnEngine::Account(LayerResult& r) const {
               count("output_writes") * tech_.SramEnergy(act_bytes, b, nm);
   // Complex accumulator registers: read and written per complex MAC.
   E.accumulate = cmacs * 2 * (2 * p_.acc_bits) * tech_.RegisterBitEnergy(nm);
-  E.network = count("spectrum_words") * 2 * b * TechTable::HTreeLengthMm(r.area.total(), N) *
-              tech_.WireEnergyPerBitMm(nm);
-  const double pe_um2 = r.area.total() * 1e6 / N;
+  E.network = tech_.BroadcastEnergy(count("spectrum_words") * 2 * b, r.area.total(), N, nm);
   const double logic_um2 = DatapathUm2() + tech_.ControlLogicArea(nm);
-  E.clock = static_cast<double>(r.cycles) * N *
-            (tech_.ClockNetworkEnergyPerPeCycle(pe_um2, nm) + tech_.PipelineRegisterEnergyPerPeCycle(logic_um2, nm));
+  E.clock = tech_.ClockEnergy(r.cycles, N, r.area.total(), logic_um2, nm);
   r.Finish();
 }
 

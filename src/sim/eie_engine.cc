@@ -269,13 +269,10 @@ void EieEngine::Account(LayerResult& r) const {
   // Broadcast of value and column index over an H-tree to the PEs (EIE's
   // published power, 64 x its PE, does not include it: report.cc compares
   // the PE part with it).
-  E.network = count("broadcasts") * (p_.bits + IndexBits(r.n)) * TechTable::HTreeLengthMm(r.area.total(), N) *
-              tech_.WireEnergyPerBitMm(nm);
-  const double pe_um2 = r.area.total() * 1e6 / N;
+  E.network = tech_.BroadcastEnergy(count("broadcasts") * (p_.bits + IndexBits(r.n)), r.area.total(), N, nm);
   // The PE's logic is EIE's own (its Table II combinational area).
   const double logic_um2 = tech_.EieArithArea(nm) + tech_.ControlLogicArea(nm);
-  E.clock = static_cast<double>(r.cycles) * N *
-            (tech_.ClockNetworkEnergyPerPeCycle(pe_um2, nm) + tech_.PipelineRegisterEnergyPerPeCycle(logic_um2, nm));
+  E.clock = tech_.ClockEnergy(r.cycles, N, r.area.total(), logic_um2, nm);
   r.Finish();
 }
 

@@ -435,12 +435,9 @@ void PermDnnEngine::Account(LayerResult& r) const {
   // Broadcast: value and column index of each nonzero over an H-tree to the
   // PEs.
   const int broadcast_bits = p_.bits + IndexBits(r.n);
-  E.network = count("broadcasts") * broadcast_bits * TechTable::HTreeLengthMm(r.area.total(), N) *
-              tech_.WireEnergyPerBitMm(nm);
-  const double pe_um2 = r.area.total() * 1e6 / N;
+  E.network = tech_.BroadcastEnergy(count("broadcasts") * broadcast_bits, r.area.total(), N, nm);
   const double logic_um2 = DatapathUm2() + tech_.ControlLogicArea(nm);
-  E.clock = static_cast<double>(r.cycles) * N *
-            (tech_.ClockNetworkEnergyPerPeCycle(pe_um2, nm) + tech_.PipelineRegisterEnergyPerPeCycle(logic_um2, nm));
+  E.clock = tech_.ClockEnergy(r.cycles, N, r.area.total(), logic_um2, nm);
   r.Finish();
 }
 

@@ -148,6 +148,15 @@ double TechTable::WireEnergyPerBitMm(double node_nm) const {
   // Per transition; random data toggles half of the bits.
   return 0.5 * Entry("energy_pj", "wire_bit_mm", node_nm);
 }
+double TechTable::ClockEnergy(int64_t cycles, int num_pe, double chip_mm2, double logic_um2,
+                              double node_nm) const {
+  const double pe_um2 = chip_mm2 * 1e6 / num_pe;
+  return static_cast<double>(cycles) * num_pe *
+         (ClockNetworkEnergyPerPeCycle(pe_um2, node_nm) + PipelineRegisterEnergyPerPeCycle(logic_um2, node_nm));
+}
+double TechTable::BroadcastEnergy(double bits, double chip_mm2, int leaves, double node_nm) const {
+  return bits * HTreeLengthMm(chip_mm2, leaves) * WireEnergyPerBitMm(node_nm);
+}
 double TechTable::HTreeLengthMm(double area_mm2, int leaves) {
   if (leaves <= 1 || area_mm2 <= 0) return 0;
   return 1.5 * std::sqrt(area_mm2) * (std::sqrt(static_cast<double>(leaves)) - 1.0);

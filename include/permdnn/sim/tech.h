@@ -54,6 +54,11 @@ class TechTable {
   // `logic_um2` of logic between them; both scaled from EIE's PE.
   double ClockNetworkEnergyPerPeCycle(double pe_um2, double node_nm) const;
   double PipelineRegisterEnergyPerPeCycle(double logic_um2, double node_nm) const;
+  // Clock tree and pipeline registers of `num_pe` PEs over `cycles`, for a
+  // chip of `chip_mm2` whose PEs each have `logic_um2` of logic.
+  double ClockEnergy(int64_t cycles, int num_pe, double chip_mm2, double logic_um2, double node_nm) const;
+  // `bits` broadcast over an H-tree to `leaves` PEs on a chip of `chip_mm2`.
+  double BroadcastEnergy(double bits, double chip_mm2, int leaves, double node_nm) const;
 
   // Areas in µm² at `node_nm`.
   double MultArea(int bits, double node_nm) const;
