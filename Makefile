@@ -3,6 +3,8 @@
 #   make test   same set-up, then every test through ctest
 #   make bench  kernel benchmarks (OpenBLAS at its best) and whole models next to
 #               ONNX Runtime (installed into build/ort; zoo in build/zoo): see docs/benchmarks.md
+#   make test-asan  the tests under AddressSanitizer + UBSan (g++; docs/reliability.md)
+#   make fuzz   build the libFuzzer targets (clang) and run each FUZZ_SECONDS
 
 BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc)
@@ -12,7 +14,17 @@ PERMDNN := $(BUILD_DIR)/src/permdnn
 # an older core type); unset them for benchmark commands alone.
 BEST_BLAS := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: all deps build demo test bench clean
+ASAN_DIR := build/asan
+FUZZ_DIR := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 2
+FUZZ_TARGETS ?= onnx onnx_struct npy idx run_dir sim_config sim_tech
+# LeakSanitizer stays on; OpenBLAS/LibTorch thread pools outlive main.
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+    LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: all deps build demo test bench clean test-asan fuzz fuzz-build
 
 all: build
 
@@ -36,6 +48,20 @@ bench: build
 	BUILD_DIR=$(BUILD_DIR) scripts/update-runtime-benchmarks.sh
 	$(BEST_BLAS) $(BUILD_DIR)/bench/permdnn_kernels_bench --benchmark_repetitions=5 \
 	    --benchmark_report_aggregates_only=true
+
+test-asan: deps
+	@PERMDNN_DEPS=sanitize scripts/install-deps.sh
+	cmake --preset asan $(CMAKE_FLAGS)
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	cd $(ASAN_DIR) && $(ASAN_ENV) ctest --output-on-failure -j $(JOBS)
+
+fuzz-build:
+	@PERMDNN_DEPS=fuzz scripts/install-deps.sh
+	cmake --preset fuzz $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_DIR) --target permdnn_fuzzers -j $(JOBS)
+
+fuzz: fuzz-build
+	FUZZ_DIR=$(FUZZ_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build

@@ -4,6 +4,8 @@
 #
 #   scripts/install-deps.sh            # everything (build, tests, benchmarks, training)
 #   PERMDNN_DEPS=core scripts/install-deps.sh   # only what the runtime/kernels need
+#   PERMDNN_DEPS=fuzz scripts/install-deps.sh   # clang + libFuzzer for `make fuzz` only
+#   PERMDNN_DEPS=sanitize scripts/install-deps.sh   # gcc's ASan/UBSan runtimes for `make test-asan`
 set -euo pipefail
 
 core_pkgs=(
@@ -21,10 +23,21 @@ extra_pkgs=(
   python3-torchvision libxnnpack-dev libpthreadpool-dev
 )
 
-pkgs=("${core_pkgs[@]}")
-if [[ "${PERMDNN_DEPS:-all}" != "core" ]]; then
-  pkgs+=("${extra_pkgs[@]}")
-fi
+# Only for `make fuzz` (libFuzzer is clang's; llvm-symbolizer names the
+# frames of a crash) and `make test-asan`; `make test` needs none of them.
+fuzz_pkgs=(
+  clang-14 libclang-rt-14-dev llvm-14
+)
+sanitize_pkgs=(
+  libasan8 libubsan1
+)
+
+case "${PERMDNN_DEPS:-all}" in
+  core) pkgs=("${core_pkgs[@]}") ;;
+  fuzz) pkgs=("${fuzz_pkgs[@]}") ;;
+  sanitize) pkgs=("${sanitize_pkgs[@]}") ;;
+  *) pkgs=("${core_pkgs[@]}" "${extra_pkgs[@]}") ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,50 +4,110 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
+
+#include <fmt/ranges.h>
 
 #include "permdnn/core/error.h"
 
 namespace permdnn {
 
-IdxArray ReadIdx(const std::string& path) {
-  PERMDNN_CHECK(std::filesystem::exists(path), "IDX file '{}' does not exist", path);
-  gzFile f = gzopen(path.c_str(), "rb");
-  PERMDNN_CHECK(f != nullptr, "cannot open IDX file '{}'", path);
-  std::vector<uint8_t> bytes;
-  uint8_t buf[1 << 16];
+namespace {
+
+// Largest IDX payload accepted after decompression (Fashion-MNIST's
+// training images are 47 MB): a bound on what a small .gz can make us
+// allocate.
+constexpr std::size_t kMaxIdxBytes = std::size_t{1} << 31;
+
+bool IsGzip(std::string_view b) {
+  return b.size() >= 2 && static_cast<uint8_t>(b[0]) == 0x1f && static_cast<uint8_t>(b[1]) == 0x8b;
+}
+
+// Decompresses gzip data (one or more members, as gzip writes them).
+std::string Gunzip(std::string_view in, const std::string& name) {
+  std::string out;
+  z_stream z{};
+  PERMDNN_CHECK(inflateInit2(&z, 15 + 16) == Z_OK, "IDX file '{}': cannot start zlib", name);
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(std::min<std::size_t>(in.size(), UINT32_MAX));
+  std::size_t fed = z.avail_in;
+  char buf[1 << 16];
   for (;;) {
-    int n = gzread(f, buf, sizeof(buf));
-    if (n < 0) {
-      int err;
-      std::string msg = gzerror(f, &err);
-      gzclose(f);
-      Fail("IDX file '{}': read error: {}", path, msg);
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof(buf);
+    const int rc = inflate(&z, Z_NO_FLUSH);
+    out.append(buf, sizeof(buf) - z.avail_out);
+    if (out.size() > kMaxIdxBytes) {
+      inflateEnd(&z);
+      Fail("IDX file '{}': decompresses to more than {} bytes", name, kMaxIdxBytes);
     }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), buf, buf + n);
+    if (z.avail_in == 0 && fed < in.size()) {  // inputs over 4 GiB arrive in pieces
+      const std::size_t more = std::min<std::size_t>(in.size() - fed, UINT32_MAX);
+      z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + fed));
+      z.avail_in = static_cast<uInt>(more);
+      fed += more;
+    }
+    if (rc == Z_STREAM_END) {
+      if (z.avail_in == 0) break;
+      PERMDNN_CHECK(inflateReset(&z) == Z_OK, "IDX file '{}': corrupt gzip data", name);  // next member
+      continue;
+    }
+    if (rc != Z_OK) {
+      const std::string msg = z.msg ? z.msg : fmt::format("zlib error {}", rc);
+      inflateEnd(&z);
+      Fail("IDX file '{}': corrupt gzip data ({})", name, rc == Z_BUF_ERROR ? "truncated" : msg);
+    }
   }
-  gzclose(f);
-  PERMDNN_CHECK(bytes.size() >= 4 && bytes[0] == 0 && bytes[1] == 0,
-                "IDX file '{}': bad magic (not an IDX file)", path);
-  PERMDNN_CHECK(bytes[2] == 0x08, "IDX file '{}': element type 0x{:02x} unsupported (only unsigned byte, 0x08)",
-                path, bytes[2]);
-  const int ndims = bytes[3];
-  PERMDNN_CHECK(ndims >= 1 && ndims <= 4 && bytes.size() >= 4 + 4u * ndims, "IDX file '{}': bad header", path);
-  IdxArray a;
-  int64_t count = 1;
-  for (int i = 0; i < ndims; ++i) {
-    const uint8_t* p = bytes.data() + 4 + 4 * i;
-    int64_t d = (int64_t{p[0]} << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
-    a.dims.push_back(d);
-    count *= d;
-  }
+  inflateEnd(&z);
+  return out;
+}
+
+}  // namespace
+
+IdxArray ParseIdx(std::string_view raw, const std::string& name) {
+  std::string inflated;
+  if (IsGzip(raw)) inflated = Gunzip(raw, name);
+  const std::string_view bytes = IsGzip(raw) ? std::string_view(inflated) : raw;
+  PERMDNN_CHECK(bytes.size() >= 4 && bytes[0] == 0 && bytes[1] == 0, "IDX file '{}': bad magic (not an IDX file)",
+                name);
+  const uint8_t type = static_cast<uint8_t>(bytes[2]);
+  PERMDNN_CHECK(type == 0x08, "IDX file '{}': element type 0x{:02x} unsupported (only unsigned byte, 0x08)", name,
+                type);
+  const int ndims = static_cast<uint8_t>(bytes[3]);
+  PERMDNN_CHECK(ndims >= 1 && ndims <= 4, "IDX file '{}': {} dimensions (1 to 4 supported)", name, ndims);
+  PERMDNN_CHECK(bytes.size() >= 4 + 4u * ndims, "IDX file '{}': truncated header", name);
   const std::size_t offset = 4 + 4 * ndims;
-  PERMDNN_CHECK(bytes.size() - offset >= static_cast<std::size_t>(count),
-                "IDX file '{}': truncated: header promises {} bytes, {} present", path, count, bytes.size() - offset);
+  const std::size_t present = bytes.size() - offset;
+  IdxArray a;
+  std::size_t count = 1;
+  for (int i = 0; i < ndims; ++i) {
+    const auto* p = reinterpret_cast<const uint8_t*>(bytes.data()) + 4 + 4 * i;
+    const int64_t d = (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | int64_t{p[3]};
+    a.dims.push_back(d);
+    // Overflow-free: the product stays below `present` or we stop.
+    if (count != 0 && static_cast<std::size_t>(d) > present / count)
+      Fail("IDX file '{}': truncated: header promises shape [{}...] of more than the {} bytes present", name,
+           fmt::join(a.dims, ", "), present);
+    count *= static_cast<std::size_t>(d);
+  }
   a.data.assign(bytes.begin() + offset, bytes.begin() + offset + count);
   return a;
+}
+
+IdxArray ReadIdx(const std::string& path) {
+  PERMDNN_CHECK(std::filesystem::exists(path), "IDX file '{}' does not exist", path);
+  PERMDNN_CHECK(std::filesystem::is_regular_file(path), "IDX file '{}' is not a regular file", path);
+  std::ifstream in(path, std::ios::binary);
+  PERMDNN_CHECK(in.good(), "cannot open IDX file '{}'", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  PERMDNN_CHECK(!in.bad(), "IDX file '{}': read error", path);
+  return ParseIdx(ss.str(), path);
 }
 
 void ImageDataset::Batch(int64_t begin, int64_t n, const Preprocess& pre, std::span<float> out) const {
@@ -75,18 +135,29 @@ ImageDataset LoadFashionMnist(const std::string& dir, const std::string& split) 
          "with the four IDX files)",
          dir, stem);
   };
-  IdxArray images = ReadIdx(find(prefix + "-images-idx3-ubyte"));
-  IdxArray labels = ReadIdx(find(prefix + "-labels-idx1-ubyte"));
-  PERMDNN_CHECK(images.dims.size() == 3, "{}: images must have 3 dimensions", dir);
-  PERMDNN_CHECK(labels.dims.size() == 1 && labels.dims[0] == images.dims[0],
-                "{}: {} images but {} labels", dir, images.dims[0], labels.dims.empty() ? 0 : labels.dims[0]);
+  const std::string images_path = find(prefix + "-images-idx3-ubyte");
+  const std::string labels_path = find(prefix + "-labels-idx1-ubyte");
+  return DatasetFromIdx(ReadIdx(images_path), ReadIdx(labels_path), images_path + " and " + labels_path);
+}
+
+ImageDataset DatasetFromIdx(IdxArray images, IdxArray labels, const std::string& where) {
+  PERMDNN_CHECK(images.dims.size() == 3, "{}: images must have 3 dimensions (count, rows, cols), got {}", where,
+                images.dims.size());
+  PERMDNN_CHECK(images.dims[0] >= 1, "{}: no images", where);
+  constexpr int64_t kMaxSide = 1 << 15;
+  PERMDNN_CHECK(images.dims[1] >= 1 && images.dims[1] <= kMaxSide && images.dims[2] >= 1 && images.dims[2] <= kMaxSide,
+                "{}: images are {}x{}, expected sides in [1, {}]", where, images.dims[1], images.dims[2], kMaxSide);
+  PERMDNN_CHECK(labels.dims.size() == 1 && labels.dims[0] == images.dims[0], "{}: {} images but {} labels", where,
+                images.dims[0], labels.dims.size() == 1 ? fmt::format("{}", labels.dims[0])
+                                                        : fmt::format("a {}-D array of", labels.dims.size()));
   ImageDataset ds;
   ds.count = images.dims[0];
   ds.rows = static_cast<int>(images.dims[1]);
   ds.cols = static_cast<int>(images.dims[2]);
   ds.pixels = std::move(images.data);
   ds.labels = std::move(labels.data);
-  for (uint8_t l : ds.labels) PERMDNN_CHECK(l < 10, "{}: label {} out of range [0, 10)", dir, l);
+  for (std::size_t i = 0; i < ds.labels.size(); ++i)
+    PERMDNN_CHECK(ds.labels[i] < 10, "{}: label {} of image {} is out of range [0, 10)", where, ds.labels[i], i);
   return ds;
 }
 

@@ -118,7 +118,12 @@ struct RunState {
 struct OpContext {
   const NodeDef* node = nullptr;
   std::vector<Value*> in;   // nullptr for omitted optional inputs
+  // One per output the op writes once Prepare has run: the node's named
+  // outputs, and for a slot the file leaves out (an empty name, or fewer
+  // outputs than the op has) one of `unnamed`, so that Run never writes
+  // through a missing value.
   std::vector<Value*> out;
+  std::vector<std::unique_ptr<Value>> unnamed;  // planner-owned, read by no node
   int64_t scratch_bytes = 0;  // set by Prepare
 
   Value* In(std::size_t k) const { return k < in.size() ? in[k] : nullptr; }
@@ -129,7 +134,9 @@ struct OpContext {
   }
   // Input k must exist and be known at plan time (constant).
   const Value& Const(std::size_t k, const char* what) const;
-  void SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape) const;
+  // Output k gets this dtype and shape; a slot the node leaves out gets an
+  // unnamed value.
+  void SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape);
 };
 
 class OpKernel {

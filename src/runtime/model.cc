@@ -72,13 +72,18 @@ const Value& OpContext::Const(std::size_t k, const char* what) const {
                                        node->Where(), k, v->name, what));
   return *v;
 }
-void OpContext::SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape) const {
-  if (k >= out.size() || !out[k]) return;
+void OpContext::SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) Fail("output shape {} has a negative dimension", ShapeString(shape));
     if (d != 0 && n > (int64_t{1} << 40) / d) Fail("output shape {} is too large", ShapeString(shape));
     n *= d;
+  }
+  if (k >= out.size()) out.resize(k + 1, nullptr);
+  if (!out[k]) {
+    unnamed.push_back(std::make_unique<Value>());
+    unnamed.back()->name = fmt::format("{} (unnamed output {})", node->name, k);
+    out[k] = unnamed.back().get();
   }
   out[k]->dtype = dtype;
   out[k]->shape = std::move(shape);
@@ -107,6 +112,18 @@ int64_t NormalizeAxis(int64_t axis, int64_t rank, const OpContext& ctx) {
 bool IsPermDnnDomain(const std::string& domain) { return domain == kPermDnnDomain; }
 
 }  // namespace detail
+
+namespace {
+
+// Where a constant's bytes live. A tensor of zero elements still gets a
+// non-null address (kernels form pointers from it and hand it to memcpy);
+// nothing reads or writes through it.
+void* DataOf(Tensor& t) {
+  alignas(64) static uint8_t empty[64];
+  return t.raw() ? t.raw() : empty;
+}
+
+}  // namespace
 
 using detail::NodeDef;
 using detail::OpContext;
@@ -206,7 +223,7 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
     v.initializer = v.constant = v.known = true;
     v.dtype = v.constant_data.dtype();
     v.shape = v.constant_data.shape();
-    v.data = v.constant_data.raw();
+    v.data = DataOf(v.constant_data);
     summary.initializers++;
     summary.weight_bytes += v.size() * detail::OnnxElementBytes(t.data_type());
   }
@@ -342,7 +359,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
       const int64_t n = NumElements(t.shape);
       v.constant = true;
       v.constant_data = Tensor::Int64(t.shape, {t.ints, static_cast<std::size_t>(n)}, info.dtype);
-      v.data = v.constant_data.raw();
+      v.data = DataOf(v.constant_data);
       key_ints.back().assign(t.ints, t.ints + n);
     }
   }
@@ -354,6 +371,9 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   for (std::size_t k = 0; k < nodes.size(); ++k) {
     OpContext& ctx = ctxs[k];
     ctx.scratch_bytes = 0;
+    ctx.out.clear();
+    ctx.unnamed.clear();
+    for (int id : nodes[k].outputs) ctx.out.push_back(id >= 0 ? &values[id] : nullptr);
     for (Value* v : ctx.in)
       if (v && !v->known) Fail("{}: {}: input '{}' has no known shape", name, nodes[k].Where(), v->name);
     try {
@@ -374,7 +394,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
         PERMDNN_CHECK(static_cast<int64_t>(v->bytes()) <= opt.max_arena_bytes,
                       "{}: {}: folded output of {} bytes exceeds the limit", name, nodes[k].Where(), v->bytes());
         v->constant_data = Tensor(v->dtype, v->shape);
-        v->data = v->constant_data.raw();
+        v->data = DataOf(v->constant_data);
         v->constant = true;
       }
       fold_scratch.Resize(static_cast<std::size_t>(ctx.scratch_bytes));
@@ -465,7 +485,26 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   arena_capacity = std::max(arena_capacity, total);
   for (Value& v : values)
     if (v.arena_offset >= 0) v.data = arena.data() + v.arena_offset;
+  for (int k : runtime_nodes)
+    for (Value* v : ctxs[k].out)
+      if (v && v->arena_offset >= 0) v->data = arena.data() + v->arena_offset;
   rs.scratch = arena.data() + scratch_offset;
+  // Every value a planned node reads or writes has its buffer now (the float
+  // graph inputs get theirs in Execute). A hole here would be a null write
+  // in Run, so it is an error, not a crash.
+  auto run_input = [&](const Value* v) {
+    for (int id : input_ids)
+      if (v == &values[id]) return IsFloat(v->dtype);
+    return false;
+  };
+  for (int k : runtime_nodes) {
+    for (const Value* v : ctxs[k].in)
+      PERMDNN_CHECK(!v || v->data || run_input(v), "{}: {}: internal error: input '{}' has no buffer", name,
+                    nodes[k].Where(), v->name);
+    for (const Value* v : ctxs[k].out)
+      PERMDNN_CHECK(!v || v->data, "{}: {}: internal error: output '{}' has no buffer", name, nodes[k].Where(),
+                    v->name);
+  }
   if (profile.size() != nodes.size()) profile.assign(nodes.size(), NodeProfile{});
   for (std::size_t k = 0; k < nodes.size(); ++k) {
     profile[k].name = nodes[k].name;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace permdnn {
@@ -32,6 +33,9 @@ struct IdxArray {
 // Reads an IDX file (.gz or plain). Errors name the path and the problem
 // (missing, bad magic, unsupported type, truncated).
 IdxArray ReadIdx(const std::string& path);
+// The same from the file's bytes (gzip-compressed or plain, told apart by
+// the gzip magic); `name` names the source in errors.
+IdxArray ParseIdx(std::string_view bytes, const std::string& name);
 
 struct ImageDataset {
   int64_t count = 0;
@@ -50,6 +54,10 @@ struct ImageDataset {
 // MNIST files (train-images-idx3-ubyte[.gz], ...). A missing directory or
 // file gives an error naming the path and the Debian package to install.
 ImageDataset LoadFashionMnist(const std::string& dir, const std::string& split);
+// The checks LoadFashionMnist makes on its two arrays: 3-D images (count
+// × rows × cols), one label per image, labels below 10. `where` names the
+// source in errors.
+ImageDataset DatasetFromIdx(IdxArray images, IdxArray labels, const std::string& where);
 
 // A small synthetic data set for fast tests: `count` images rows×cols of
 // `classes` classes, each class a fixed random template plus seeded noise,

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs of the fuzz targets into fuzz/corpus/<target>/
+(docs/reliability.md). Plain Python (no NumPy); deterministic, so rerunning it
+rewrites the same files:
+
+    fuzz/make_seeds.py [REPO_ROOT]
+
+Seeds are small valid files of every kind, and a few near misses: the fuzzer
+finds the rest. The onnx seeds are the models already in fuzz/corpus/onnx/."""
+import array, gzip, json, os, random, struct, sys
+
+ROOT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+
+
+def npy(descr, shape, data, version=1):
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (
+        descr, ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else ""))
+    lenbytes = 2 if version == 1 else 4
+    pad = (64 - (8 + lenbytes + len(header) + 1) % 64) % 64
+    header = header + " " * pad + "\n"
+    head = b"\x93NUMPY" + bytes([version, 0])
+    head += struct.pack("<H" if version == 1 else "<I", len(header))
+    return head + header.encode() + data
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def floats(n, rng, scale=0.5):
+    return array.array("f", [rng.gauss(0, scale) for _ in range(n)])
+
+
+def npy_seeds(rng):
+    write("npy", "f4_3x4.npy", npy("<f4", [3, 4], floats(12, rng).tobytes()))
+    write("npy", "f4_4.npy", npy("<f4", [4], floats(4, rng).tobytes()))
+    write("npy", "f8_2x4.npy", npy("<f8", [2, 4], array.array("d", [0.5] * 8).tobytes()))
+    write("npy", "u1_5x4.npy", npy("|u1", [5, 4], bytes(range(20))))
+    write("npy", "i8_3.npy", npy("<i8", [3], array.array("q", [1, -2, 3]).tobytes()))
+    write("npy", "u2_2x2_v2.npy", npy("<u2", [2, 2], array.array("H", [1, 2, 3, 4]).tobytes(), version=2))
+    write("npy", "i4_scalar.npy", npy("<i4", [], array.array("i", [7]).tobytes()))
+    write("npy", "f4_0x4.npy", npy("<f4", [0, 4], b""))
+
+
+def idx(dims, payload, compress):
+    data = bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + payload
+    return gzip.compress(data, mtime=0) if compress else data
+
+
+def idx_seeds(rng):
+    for count, rows, cols, gz in [(3, 4, 5, False), (2, 28, 28, True), (4, 2, 2, True), (1, 1, 1, False)]:
+        images = idx([count, rows, cols], bytes(rng.randrange(256) for _ in range(count * rows * cols)), gz)
+        labels = idx([count], bytes(rng.randrange(10) for _ in range(count)), gz)
+        write("idx", "set_%dx%dx%d%s" % (count, rows, cols, "_gz" if gz else ""),
+              struct.pack("<I", len(images)) + images + labels)
+
+
+def pack_run(files):
+    out = b""
+    for name, data in files:
+        out += bytes([len(name)]) + name.encode() + struct.pack("<I", len(data)) + data
+    return out
+
+
+def run_dir(layers, tensors, shape):
+    spec = {"format": "permdnn-run/1", "model": "seed",
+            "input": {"shape": shape, "layout": "NCHW", "scale": 1 / 255, "mean": 0.286, "std": 0.353},
+            "num_classes": 4, "layers": layers}
+    return pack_run([("model.json", json.dumps(spec).encode())] + tensors)
+
+
+def run_dir_seeds(rng):
+    t = lambda layer, k: "tensors/%s.%s.npy" % (layer, k)
+    # mlp 16 -> 8 -> 4: dense, then permdiag p = 4.
+    for kind in ["dense", "permdiag", "circulant", "prune"]:
+        files, fc1 = [], {"name": "fc1", "type": "linear", "in": 16, "out": 8}
+        if kind == "dense":
+            fc1["compress"] = {"kind": "dense"}
+            fc1["tensors"] = {"weight": t("fc1", "weight"), "bias": t("fc1", "bias")}
+            files.append((t("fc1", "weight"), npy("<f4", [8, 16], floats(128, rng).tobytes())))
+        elif kind == "permdiag":
+            fc1["compress"] = {"kind": "permdiag", "p": 4}
+            fc1["tensors"] = {"values": t("fc1", "values"), "offsets": t("fc1", "offsets"), "bias": t("fc1", "bias")}
+            files.append((t("fc1", "values"), npy("<f4", [2, 4, 4], floats(32, rng).tobytes())))
+            files.append((t("fc1", "offsets"), npy("<u2", [2, 4], array.array("H", [rng.randrange(4) for _ in range(8)]).tobytes())))
+        elif kind == "circulant":
+            fc1["compress"] = {"kind": "circulant", "p": 4}
+            fc1["tensors"] = {"values": t("fc1", "values"), "bias": t("fc1", "bias")}
+            files.append((t("fc1", "values"), npy("<f4", [2, 4, 4], floats(32, rng).tobytes())))
+        else:
+            fc1["compress"] = {"kind": "prune", "density": 0.125, "bits": 2}
+            fc1["tensors"] = {"row_ptr": t("fc1", "row_ptr"), "col_idx": t("fc1", "col_idx"),
+                              "codes": t("fc1", "codes"), "codebook": t("fc1", "codebook"), "bias": t("fc1", "bias")}
+            row_ptr = array.array("i", [2 * r for r in range(9)])
+            col_idx = array.array("i", [c for r in range(8) for c in (r, r + 8)])
+            files.append((t("fc1", "row_ptr"), npy("<i4", [9], row_ptr.tobytes())))
+            files.append((t("fc1", "col_idx"), npy("<i4", [16], col_idx.tobytes())))
+            files.append((t("fc1", "codes"), npy("|u1", [16], bytes(rng.randrange(4) for _ in range(16)))))
+            files.append((t("fc1", "codebook"), npy("<f4", [4], floats(4, rng).tobytes())))
+        files.append((t("fc1", "bias"), npy("<f4", [8], floats(8, rng).tobytes())))
+        fc2 = {"name": "fc2", "type": "linear", "in": 8, "out": 4, "compress": {"kind": "dense"},
+               "tensors": {"weight": t("fc2", "weight"), "bias": t("fc2", "bias")}}
+        files.append((t("fc2", "weight"), npy("<f4", [4, 8], floats(32, rng).tobytes())))
+        files.append((t("fc2", "bias"), npy("<f4", [4], floats(4, rng).tobytes())))
+        layers = [{"name": "flatten", "type": "flatten"}, fc1, {"name": "relu1", "type": "relu"},
+                  {"name": "drop", "type": "dropout"}, fc2]
+        write("run_dir", "mlp_" + kind, run_dir(layers, files, [1, 4, 4]))
+    # conv (permdiag p = 2) -> batchnorm -> relu -> maxpool -> avgpool -> flatten -> fc
+    files = []
+    conv = {"name": "conv1", "type": "conv2d", "in": 2, "out": 4, "kernel": [3, 3], "stride": [1, 1],
+            "padding": [1, 1], "compress": {"kind": "permdiag", "p": 2},
+            "tensors": {"values": t("conv1", "values"), "offsets": t("conv1", "offsets"), "bias": t("conv1", "bias")}}
+    files.append((t("conv1", "values"), npy("<f4", [2, 1, 2, 3, 3], floats(36, rng).tobytes())))
+    files.append((t("conv1", "offsets"), npy("<u2", [2, 1], array.array("H", [0, 1]).tobytes())))
+    files.append((t("conv1", "bias"), npy("<f4", [4], floats(4, rng).tobytes())))
+    bn = {"name": "bn1", "type": "batchnorm2d", "channels": 4, "eps": 1e-5,
+          "tensors": {k: t("bn1", k) for k in ["weight", "bias", "running_mean", "running_var"]}}
+    for k in ["weight", "bias", "running_mean"]:
+        files.append((t("bn1", k), npy("<f4", [4], floats(4, rng).tobytes())))
+    files.append((t("bn1", "running_var"), npy("<f4", [4], array.array("f", [1.0] * 4).tobytes())))
+    fc = {"name": "fc", "type": "linear", "in": 4, "out": 3, "compress": {"kind": "dense"},
+          "tensors": {"weight": t("fc", "weight")}}
+    files.append((t("fc", "weight"), npy("<f4", [3, 4], floats(12, rng).tobytes())))
+    layers = [conv, bn, {"name": "relu", "type": "relu"},
+              {"name": "pool", "type": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
+              {"name": "gap", "type": "avgpool2d", "kernel": 3},
+              {"name": "flatten", "type": "flatten"}, fc]
+    write("run_dir", "cnn_permdiag", run_dir(layers, files, [2, 6, 6]))
+
+
+def sim_seeds():
+    with open(os.path.join(ROOT, "data", "sim", "example_config.toml"), "rb") as f:
+        toml = f.read()
+    write("sim_config", "example.toml", toml if len(toml) % 2 == 0 else toml + b"\n")
+    small = b"[permdnn]\nnum_pe = 4\nmults_per_pe = 2\n\n[eie]\nnum_pe = 4\n\n[circnn]\nnum_pe = 4\n\n[workload]\np = 4\n"
+    write("sim_config", "small.toml", small if len(small) % 2 == 0 else small + b"#")
+    js = json.dumps({"permdnn": {"num_pe": 8, "bits": 8}, "eie": {"frequency_scaling": "linear"},
+                     "workload": {"seed": 2, "act_density": 0.5}}).encode()
+    write("sim_config", "small.json", js if len(js) % 2 == 1 else js + b" ")
+    with open(os.path.join(ROOT, "data", "sim", "tech_28nm.json"), "rb") as f:
+        write("sim_tech", "tech_28nm.json", f.read())
+
+
+def main():
+    rng = random.Random(20)
+    npy_seeds(rng)
+    idx_seeds(rng)
+    run_dir_seeds(rng)
+    sim_seeds()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs the libFuzzer targets built by `make fuzz-build` (docs/reliability.md):
+#
+#   FUZZ_SECONDS=60 FUZZ_JOBS=2 scripts/fuzz.sh [TARGET...]     # default: every target
+#
+# Each target runs FUZZ_SECONDS in fork mode (FUZZ_JOBS jobs, crashes do not
+# stop it: -ignore_crashes=1) on its corpus in fuzz/corpus/<target>/, which
+# it extends in place. Every crash, leak, timeout (> 10 s) or out-of-memory
+# input is minimized and copied to fuzz/regressions/<target>/, where `make
+# test` replays it: fix the bug, then commit the input with the fix. The
+# log of each target is FUZZ_DIR/logs/<target>.log; the last line printed per
+# target is libFuzzer's final status (runs, cov, ft, corpus).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+fuzz_dir=${FUZZ_DIR:-build/fuzz}
+seconds=${FUZZ_SECONDS:-60}
+jobs=${FUZZ_JOBS:-2}
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct npy idx run_dir sim_config sim_tech)
+mkdir -p "$fuzz_dir/logs"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+max_len() {
+  case "$1" in
+    onnx|npy|sim_config) echo 4096 ;;
+    *) echo 8192 ;;
+  esac
+}
+
+found_total=0
+summary=()
+for t in "${targets[@]}"; do
+  bin="$fuzz_dir/fuzz/permdnn_fuzz_$t"
+  [[ -x "$bin" ]] || { echo "fuzz.sh: $bin is missing (make fuzz-build)" >&2; exit 2; }
+  corpus="$root/fuzz/corpus/$t"
+  artifacts="$fuzz_dir/artifacts/$t"
+  regressions="$root/fuzz/regressions/$t"
+  rm -rf "$artifacts"
+  mkdir -p "$corpus" "$artifacts"
+  extra=()
+  [[ "$t" == onnx_struct ]] && extra=("$root/fuzz/corpus/onnx")  # seeds, read only
+  dict=()
+  [[ -f "$root/fuzz/dicts/$t.dict" ]] && dict=("-dict=$root/fuzz/dicts/$t.dict")
+  log="$fuzz_dir/logs/$t.log"
+  echo "fuzz.sh: $t for ${seconds}s, $jobs jobs (log $log)"
+  "$bin" -fork="$jobs" -ignore_crashes=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -max_len="$(max_len "$t")" -artifact_prefix="$artifacts/" "${dict[@]}" "$corpus" "${extra[@]}" \
+    > "$log" 2>&1 || echo "fuzz.sh: $t: libFuzzer exited with status $? (see $log)"
+  stats=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1 || true)
+  found=0
+  while IFS= read -r a; do
+    [[ -n "$a" ]] || continue
+    mkdir -p "$regressions"
+    name=$(basename "$a")
+    # Shrink it; inputs that do not reproduce alone (a timeout under load)
+    # are kept as they are.
+    if ! "$bin" -minimize_crash=1 -runs=20000 -max_total_time=120 -timeout=10 -rss_limit_mb=2048 \
+         -exact_artifact_path="$regressions/$name" "$a" >> "$log" 2>&1 || [[ ! -s "$regressions/$name" ]]; then
+      cp "$a" "$regressions/$name"
+    fi
+    echo "fuzz.sh: $t: NEW $regressions/$name"
+    found=$((found + 1))
+  done < <(find "$artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) \
+             | sort)
+  summary+=("$t: ${stats:-no status line}; corpus $(find "$corpus" -type f | wc -l) files; new crash inputs: $found")
+  found_total=$((found_total + found))
+done
+printf '%s\n' "${summary[@]}"
+[[ $found_total -eq 0 ]] || { echo "fuzz.sh: $found_total crashing inputs in fuzz/regressions/: fix them" >&2; exit 1; }
