@@ -49,7 +49,8 @@ function parseArgs(argv) {
       continue;
     }
     if (value === undefined) {
-      if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
+      // A known flag where the value should be is a missing value, not the value.
+      if (i + 1 >= argv.length || kFlags[argv[i + 1].split('=')[0]]) throw new UsageError(`${flag} needs a value`);
       value = argv[++i];
     }
     if (kind === 'string') {

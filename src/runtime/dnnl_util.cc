@@ -1,11 +1,13 @@
 // oneDNN engine, layouts and reorders for the runtime (see dnnl_util.h).
 #include "runtime/dnnl_util.h"
 
-#include <omp.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+// libgomp's, declared here rather than through <omp.h> so the runtime
+// compiles without -fopenmp (see CMakeLists.txt).
+extern "C" void omp_set_num_threads(int);
 
 namespace permdnn::runtime::detail {
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 
 #include <cblas.h>
 
@@ -419,16 +420,17 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   {
     const detail::Layout act = opt.reference ? detail::Layout{} : detail::ChooseActivationLayout(nodes);
     rs.act_layout = act;
-    std::vector<std::vector<std::pair<int, std::size_t>>> readers(values.size());
+    // Keyed by pointer: a node's unnamed outputs live outside `values`.
+    std::unordered_map<const Value*, std::vector<std::pair<int, std::size_t>>> readers;
     for (int k : runtime_nodes)
       for (std::size_t i = 0; i < ctxs[k].in.size(); ++i)
-        if (ctxs[k].in[i]) readers[ctxs[k].in[i] - values.data()].push_back({k, i});
+        if (ctxs[k].in[i]) readers[ctxs[k].in[i]].push_back({k, i});
     for (int k : runtime_nodes) {
       for (std::size_t o = 0; o < ctxs[k].out.size() && !act.plain(); ++o) {
         Value* v = ctxs[k].out[o];
         if (!v || v->graph_output || !IsFloat(v->dtype) || v->shape.size() < 3 || v->shape.size() > 5) continue;
         bool all = kernels[k]->WritesLayout(ctxs[k], o, act);
-        for (const auto& [c, i] : readers[v - values.data()]) all = all && kernels[c]->ReadsLayout(ctxs[c], i, act);
+        for (const auto& [c, i] : readers[v]) all = all && kernels[c]->ReadsLayout(ctxs[c], i, act);
         if (all) v->layout = act;
       }
     }
