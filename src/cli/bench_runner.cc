@@ -20,11 +20,11 @@
 #include <fmt/format.h>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/error.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/progress.h"
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/core/timing.h"
 #include "permdnn/kernels/circulant.h"

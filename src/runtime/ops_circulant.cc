@@ -22,7 +22,7 @@
 #include <cmath>
 #include <memory>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/circulant.h"
 #include "runtime/conv_util.h"

@@ -14,7 +14,7 @@
 #include <cstring>
 
 #include "permdnn/core/fixed_point.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"

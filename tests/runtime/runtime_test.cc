@@ -9,7 +9,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/npy.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"

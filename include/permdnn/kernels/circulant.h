@@ -15,7 +15,7 @@
 #include <memory>
 #include <span>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 
 namespace permdnn::kernels {
 
