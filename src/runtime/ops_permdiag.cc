@@ -18,6 +18,7 @@
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/table.h"
 #include "runtime/conv_util.h"
 #include "runtime/graph.h"
 
@@ -64,8 +65,13 @@ class PermDiagMatMulOp : public OpKernel {
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
   bool SupportsInt16() const override { return true; }
+  // The kernel table's row for the planned batch (what --profile shows).
   std::string KernelName() const override {
-    return int16_active_ ? "permdiag-int16" : std::string("permdiag-") + kernels::PathName(kernels::ActivePath());
+    kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
+                             pack_.chunked};
+    if (int16_active_) q.op = kernels::KernelOp::kPermDiagMatVecI16;
+    else if (batch_ >= 4) q.op = kernels::KernelOp::kPermDiagMatMulRows;
+    return kernels::SelectedKernel(q);
   }
 
   void Prepare(OpContext& ctx) override {

@@ -309,7 +309,7 @@ TEST_P(RuntimeInt16, CloseToFloat) {
   model.SetProfiling(true);
   RunModel(model, x, {batch, 1, 6, 6});
   bool saw = false;
-  for (const auto& p : model.Profile()) saw = saw || p.kernel == "permdiag-int16";
+  for (const auto& p : model.Profile()) saw = saw || p.kernel == "permdiag.matvec_i16.widened";
   EXPECT_TRUE(saw);
   fs::remove_all(dir);
 }
