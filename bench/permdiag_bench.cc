@@ -9,7 +9,7 @@
 #include <benchmark/benchmark.h>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/kernels/stream.h"
 

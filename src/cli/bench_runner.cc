@@ -20,16 +20,17 @@
 #include <fmt/format.h>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/error.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/progress.h"
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/core/timing.h"
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/table.h"
 #include "permdnn/kernels/stream.h"
 
 extern "C" char* openblas_get_corename(void);
@@ -206,9 +207,10 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
     // Dense timings keyed by (batch, threads): dense kernels do the same work
     // whatever the input density, so one measurement serves every density.
     std::map<std::pair<int64_t, int>, Timing> dense_time;
-    auto record = [&](const std::string& format, int p, int64_t batch, double act, int threads,
-                      const Timing& t, int64_t nnz, int64_t bytes) {
+    auto record = [&](const std::string& format, const std::string& kernel, int p, int64_t batch, double act,
+                      int threads, const Timing& t, int64_t nnz, int64_t bytes) {
       BenchRecord r;
+      r.kernel = kernel;
       r.layer = layer.name;
       r.m = m;
       r.n = n;
@@ -250,7 +252,8 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
           dense_time[{batch, threads}] = t;
           ++done;
           for (double act : o.act_densities)
-            record("dense", 0, batch, act, threads, t, m * n, m * n * int64_t{sizeof(float)});
+            record("dense", batch == 1 ? "openblas.sgemv" : "openblas.sgemm", 0, batch, act, threads, t, m * n,
+                   m * n * int64_t{sizeof(float)});
         }
       }
       openblas_set_num_threads(1);
@@ -275,7 +278,7 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
         Timing t = Measure([&] { sink = sink + kernels::StreamSum(row_pack.values.span()); }, o, 1);
         ++done;
         const int64_t bytes = static_cast<int64_t>(row_pack.values.size() * sizeof(float));
-        for (double act : o.act_densities) record("read", p, 1, act, 1, t, w.nnz(), bytes);
+        for (double act : o.act_densities) record("read", "stream_sum", p, 1, act, 1, t, w.nnz(), bytes);
       }
       std::unique_ptr<BlockCirculantMatrix> circ;
       std::unique_ptr<kernels::CirculantFft> circ_fft;
@@ -322,7 +325,7 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
                   o, threads);
               ++done;
               // The CSR byte count: values + int32 column indices + int32 row starts.
-              record(name, p, batch, act, threads, t, c->nnz(), c->bytes());
+              record(name, "eigen.csr", p, batch, act, threads, t, c->nnz(), c->bytes());
             }
             if (do_circ) {
               progress.Update(done, fmt::format("{} circulant p={} B={} a={} T={}", layer.name, p, batch, act, threads));
@@ -337,7 +340,9 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
                   },
                   o, threads);
               ++done;
-              record("circulant", p, batch, act, threads, t, circ->stored_values(), circ->bytes());
+              record("circulant",
+                     kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m, n, batch, false}), p, batch,
+                     act, threads, t, circ->stored_values(), circ->bytes());
             }
             if (do_pd) {
               progress.Update(done, fmt::format("{} permdiag p={} B={} a={} T={}", layer.name, p, batch, act, threads));
@@ -357,12 +362,17 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
                   },
                   o, threads);
               ++done;
-              record("permdiag", p, batch, act, threads, t, w.nnz(), w.bytes());
+              const kernels::KernelProblem q{
+                  batch == 1 ? kernels::KernelOp::kPermDiagMatVecPacked : kernels::KernelOp::kPermDiagMatMulRows, p, m,
+                  n, batch, row_pack.chunked};
+              record("permdiag", kernels::SelectedKernel(q), p, batch, act, threads, t, w.nnz(), w.bytes());
               if (batch == 1 && act < 1.0) {
                 progress.Update(done, fmt::format("{} permdiag-skip p={} a={} T={}", layer.name, p, act, threads));
                 Timing ts = Measure([&] { kernels::PermDiagMatVecSparseInput(pack, xs, {}, ys, threads); }, o, threads);
                 ++done;
-                record("permdiag-skip", p, batch, act, threads, ts, w.nnz(), w.bytes());
+                record("permdiag-skip",
+                       kernels::SelectedKernel({kernels::KernelOp::kPermDiagMatVecSparseInput, p, m, n, 1, false}), p,
+                       batch, act, threads, ts, w.nnz(), w.bytes());
               }
             }
           }
@@ -406,6 +416,7 @@ nlohmann::json BenchToJson(const std::vector<BenchRecord>& records) {
                    {"m", r.m},
                    {"n", r.n},
                    {"format", r.format},
+                   {"kernel", r.kernel},
                    {"p", r.p},
                    {"batch", r.batch},
                    {"act_density", r.act_density},
@@ -426,15 +437,15 @@ nlohmann::json BenchToJson(const std::vector<BenchRecord>& records) {
 }
 
 std::string BenchTable(const std::vector<BenchRecord>& records) {
-  std::string out = fmt::format("{:<9} {:>11} {:<13} {:>3} {:>3} {:>5} {:>2} {:>10} {:>9} {:>9} {:>8} {:>8}\n",
+  std::string out = fmt::format("{:<9} {:>11} {:<13} {:>3} {:>3} {:>5} {:>2} {:>10} {:>9} {:>9} {:>8} {:>8}  {}\n",
                                 "layer", "m x n", "format", "p", "B", "act", "T", "median ms", "GF/s nnz",
-                                "GF/s eq", "GB/s w", "x dense");
+                                "GF/s eq", "GB/s w", "x dense", "kernel");
   out += std::string(out.size() - 1, '-') + "\n";
   for (const auto& r : records) {
-    out += fmt::format("{:<9} {:>11} {:<13} {:>3} {:>3} {:>5.2f} {:>2} {:>10.4f} {:>9.2f} {:>9.2f} {:>8.2f} {:>8.2f}\n",
+    out += fmt::format("{:<9} {:>11} {:<13} {:>3} {:>3} {:>5.2f} {:>2} {:>10.4f} {:>9.2f} {:>9.2f} {:>8.2f} {:>8.2f}  {}\n",
                        r.layer, fmt::format("{}x{}", r.m, r.n), r.format, r.p == 0 ? "-" : std::to_string(r.p),
                        r.batch, r.act_density, r.threads, r.median_ms, r.gflops_nnz, r.gflops_dense_equiv,
-                       r.weight_gbps, r.speedup_vs_dense);
+                       r.weight_gbps, r.speedup_vs_dense, r.kernel);
   }
   return out;
 }
@@ -578,12 +589,12 @@ std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohman
     out += "\n";
   }
   out += "### All measurements\n\n| layer | m x n | format | p | B | act | T | median ms | GFLOP/s nnz | "
-         "GFLOP/s dense-eq | GB/s weights | x dense |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+         "GFLOP/s dense-eq | GB/s weights | x dense | kernel |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const auto& r : records)
-    out += fmt::format("| {} | {}x{} | {} | {} | {} | {:.2f} | {} | {:.4f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n",
+    out += fmt::format("| {} | {}x{} | {} | {} | {} | {:.2f} | {} | {:.4f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} |\n",
                        r.layer, r.m, r.n, r.format, r.p == 0 ? "-" : std::to_string(r.p), r.batch, r.act_density,
                        r.threads, r.median_ms, r.gflops_nnz, r.gflops_dense_equiv, r.weight_gbps,
-                       r.speedup_vs_dense);
+                       r.speedup_vs_dense, r.kernel);
   return out;
 }
 

@@ -44,6 +44,9 @@ struct BenchRecord {
   std::string layer;
   int64_t m = 0, n = 0;
   std::string format;  // dense | csr | permdiag | permdiag-skip
+  // The kernel that ran: the kernel table's row for the permdiag, circulant
+  // and CSR kernels of permdnn (kernels/table.h), else the library routine.
+  std::string kernel;
   int p = 0;           // 0 for dense
   int64_t batch = 1;
   double act_density = 1.0;

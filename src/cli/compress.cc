@@ -1,7 +1,7 @@
 // permdnn compress: project the Gemm / MatMul / Conv weights of an ONNX
 // model onto the permuted-diagonal, block-circulant or pruned format (no
 // data needed); with --data/--epochs, in builds with the training component,
-// then fine-tunes the result (train/onnx_finetune.h).
+// then fine-tunes the result (permdnn/train/finetune.h).
 #include <cstdio>
 #include <iostream>
 
@@ -12,7 +12,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/runtime/export.h"
 #ifdef PERMDNN_HAVE_TRAINING
-#include "src/train/onnx_finetune.h"
+#include "permdnn/train/finetune.h"
 #endif
 
 namespace permdnn::cli {

@@ -1,4 +1,4 @@
-#include "permdnn/core/block_grid.h"
+#include "permdnn/formats/block_grid.h"
 
 #include "permdnn/core/error.h"
 

@@ -1,5 +1,5 @@
 // BlockCirculantMatrix: construction, projection, reconstruction.
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 
 #include <cmath>
 #include <random>

@@ -1,5 +1,5 @@
 // PermDiagMatrix: construction, projection, reconstruction, validation.
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 
 #include <cmath>
 #include <random>

@@ -1,5 +1,5 @@
 // Unstructured sparse formats (see sparse_matrix.h).
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 
 #include <algorithm>
 #include <cmath>

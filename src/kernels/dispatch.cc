@@ -1,4 +1,5 @@
-// Process-wide kernel path selection (see dispatch.h).
+// Process-wide kernel path selection and the joined kernel table (see
+// dispatch.h, table.h).
 #include "permdnn/kernels/dispatch.h"
 
 #include <atomic>
@@ -10,12 +11,28 @@
 #include <hwy/targets.h>
 
 #include "permdnn/core/error.h"
+#include "permdnn/kernels/table.h"
+#include "src/kernels/table_internal.h"
 
 namespace permdnn::kernels {
 
 namespace {
 
 std::atomic<int> g_path{-1};
+// The forced row's name (ForceKernel): read on every product, so a plain
+// pointer to a string that lives until the next ForceKernel.
+std::atomic<const char*> g_forced{nullptr};
+std::string& ForcedStorage() {
+  static std::string s;
+  return s;
+}
+
+constexpr KernelOp kAllOps[] = {
+    KernelOp::kPermDiagMatVec,     KernelOp::kPermDiagMatVecPacked, KernelOp::kPermDiagMatMulRows,
+    KernelOp::kPermDiagMatMul,     KernelOp::kPermDiagMatVecT,      KernelOp::kPermDiagMatMulT,
+    KernelOp::kPermDiagMatVecSparseInput, KernelOp::kPermDiagMatVecI16, KernelOp::kCirculantMatVec,
+    KernelOp::kCirculantMatVecT,   KernelOp::kCsrMatVec,            KernelOp::kCsrMatMul,
+};
 
 KernelPath PathFromEnvironment() {
   const char* env = std::getenv("PERMDNN_KERNELS");
@@ -67,5 +84,76 @@ void ForceSimdTarget(int64_t target) {
   hwy::SetSupportedTargetsForTest(target);
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
+
+const char* KernelOpName(KernelOp op) {
+  switch (op) {
+    case KernelOp::kPermDiagMatVec: return "permdiag.matvec";
+    case KernelOp::kPermDiagMatVecPacked: return "permdiag.packed";
+    case KernelOp::kPermDiagMatMulRows: return "permdiag.matmul_rows";
+    case KernelOp::kPermDiagMatMul: return "permdiag.matmul";
+    case KernelOp::kPermDiagMatVecT: return "permdiag.matvec_t";
+    case KernelOp::kPermDiagMatMulT: return "permdiag.matmul_t";
+    case KernelOp::kPermDiagMatVecSparseInput: return "permdiag.sparse_input";
+    case KernelOp::kPermDiagMatVecI16: return "permdiag.matvec_i16";
+    case KernelOp::kCirculantMatVec: return "circulant.matvec";
+    case KernelOp::kCirculantMatVecT: return "circulant.matvec_t";
+    case KernelOp::kCsrMatVec: return "csr.matvec";
+    case KernelOp::kCsrMatMul: return "csr.matmul";
+  }
+  return "?";
+}
+
+std::vector<KernelRow> KernelTable() {
+  std::vector<KernelRow> rows;
+  detail::PermDiagTable(&rows);
+  detail::CirculantTable(&rows);
+  detail::SparseTable(&rows);
+  const std::string target = ActiveSimdTarget();
+  for (KernelRow& r : rows)
+    if (r.target.empty()) r.target = target;
+  for (KernelOp op : kAllOps) rows.push_back({detail::ReferenceName(op), op, "reference", detail::AdmitsAll});
+  return rows;
+}
+
+std::string SelectedKernel(const KernelProblem& q) {
+  if (detail::UseReference(q.op)) return detail::ReferenceName(q.op);
+  if (const char* n = detail::PermDiagSelect(q)) return n;
+  if (const char* n = detail::CirculantSelect(q)) return n;
+  if (const char* n = detail::SparseSelect(q)) return n;
+  return detail::ReferenceName(q.op);  // no SIMD row admits q: the op falls back to its reference loop
+}
+
+bool KernelAdmits(const std::string& name, const KernelProblem& q) {
+  for (const KernelRow& r : KernelTable())
+    if (r.name == name && r.op == q.op) return r.admits(q);
+  return false;
+}
+
+void ForceKernel(const std::string& name) {
+  if (name.empty()) {
+    g_forced.store(nullptr);
+    return;
+  }
+  bool known = false;
+  for (const KernelRow& r : KernelTable()) known = known || r.name == name;
+  PERMDNN_CHECK(known, "ForceKernel: '{}' is no row of the kernel table on {}", name, ActiveSimdTarget());
+  g_forced.store(nullptr);
+  ForcedStorage() = name;
+  g_forced.store(ForcedStorage().c_str());
+}
+
+const char* ForcedKernel() { return g_forced.load(std::memory_order_relaxed); }
+
+namespace detail {
+
+std::string ReferenceName(KernelOp op) { return std::string(KernelOpName(op)) + ".reference"; }
+
+bool UseReference(KernelOp op) {
+  if (ActivePath() == KernelPath::kReference) return true;
+  const char* forced = ForcedKernel();
+  return forced != nullptr && ReferenceName(op) == forced;
+}
+
+}  // namespace detail
 
 }  // namespace permdnn::kernels

@@ -9,6 +9,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/kernels/dispatch.h"
+#include "src/kernels/table_internal.h"
 
 namespace permdnn::kernels {
 
@@ -23,8 +24,6 @@ void CheckBias(const char* op, std::span<const float> bias, int64_t rows) {
   PERMDNN_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == rows,
                 "{}: bias has {} entries, expected 0 or {} (rows)", op, bias.size(), rows);
 }
-
-bool UseReference() { return ActivePath() == KernelPath::kReference; }
 
 }  // namespace
 
@@ -115,7 +114,7 @@ void PermDiagMatVec(const PermDiagRowPack& w, std::span<const float> x, std::spa
   CheckSize(op, "y", y.size(), w.rows);
   CheckBias(op, bias, w.rows);
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatVecPacked))
     ref::MatVecPacked(w, x.data(), b, y.data());
   else
     simd::MatVecPacked(w, x.data(), b, y.data(), threads);
@@ -128,7 +127,7 @@ void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x, std::span
   CheckSize(op, "y", y.size(), w.rows());
   CheckBias(op, bias, w.rows());
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatVec))
     ref::MatVec(w.view(), x.data(), b, y.data());
   else
     simd::MatVec(w.view(), x.data(), b, y.data(), threads);
@@ -142,7 +141,7 @@ void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t b
   CheckSize(op, "Y (rows x batch)", y.size(), w.rows() * batch);
   CheckBias(op, bias, w.rows());
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatMul))
     ref::MatMul(w.view(), x.data(), batch, b, y.data());
   else
     simd::MatMul(w.view(), x.data(), batch, b, y.data(), threads);
@@ -156,7 +155,7 @@ void PermDiagMatMulRows(const PermDiagMatrix& w, std::span<const float> x, int64
   CheckSize(op, "Y (batch x rows)", y.size(), w.rows() * batch);
   CheckBias(op, bias, w.rows());
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatMulRows))
     ref::MatMulRows(w.view(), x.data(), batch, b, y.data());
   else
     simd::MatMulRows(w.view(), x.data(), batch, b, y.data(), threads);
@@ -167,7 +166,7 @@ void PermDiagMatVecT(const PermDiagMatrix& w, std::span<const float> g, std::spa
   const char* op = "PermDiagMatVecT";
   CheckSize(op, "g", g.size(), w.rows());
   CheckSize(op, "x", x.size(), w.cols());
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatVecT))
     ref::MatVecT(w.view(), g.data(), x.data());
   else
     simd::MatVecT(w.view(), g.data(), x.data(), threads);
@@ -179,7 +178,7 @@ void PermDiagMatMulT(const PermDiagMatrix& w, std::span<const float> g, int64_t 
   PERMDNN_CHECK(batch >= 1, "{}: batch must be >= 1, got {}", op, batch);
   CheckSize(op, "G (rows x batch)", g.size(), w.rows() * batch);
   CheckSize(op, "X (cols x batch)", x.size(), w.cols() * batch);
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatMulT))
     ref::MatMulT(w.view(), g.data(), batch, x.data());
   else
     simd::MatMulT(w.view(), g.data(), batch, x.data(), threads);
@@ -192,7 +191,7 @@ void PermDiagMatVecSparseInput(const PermDiagColumnPack& w, std::span<const floa
   CheckSize(op, "y", y.size(), w.rows);
   CheckBias(op, bias, w.rows);
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatVecSparseInput))
     ref::MatVecSparseInput(w, x.data(), b, y.data());
   else
     simd::MatVecSparseInput(w, x.data(), b, y.data(), threads);
@@ -203,7 +202,7 @@ void PermDiagMatVecI16Acc(const PermDiagMatrixI16& w, std::span<const int16_t> x
   const char* op = "PermDiagMatVecI16";
   CheckSize(op, "x", x.size(), w.cols());
   CheckSize(op, "accumulators", acc.size(), w.rows());
-  if (UseReference())
+  if (detail::UseReference(KernelOp::kPermDiagMatVecI16))
     ref::MatVecI16Acc(w.view(), x.data(), acc.data());
   else
     simd::MatVecI16Acc(w.view(), x.data(), acc.data(), threads);

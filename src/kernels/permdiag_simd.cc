@@ -43,12 +43,18 @@
 #include "permdnn/core/aligned_buffer.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/permdiag.h"
+#include "src/kernels/table_internal.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace permdnn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using View = PermDiagView<float>;
+using detail::AdmitsAll;
+using detail::Row;
+
+// The target's float lane count (what the table's predicates compare p with).
+int64_t LanesF() { return static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
 
 // Software prefetch distance for each of the interleaved weight streams of
 // RowsMultiple and RowsPacked: 1 KiB ahead per stream, 4 KiB in all with
@@ -305,6 +311,51 @@ void RowsGeneric(const View& w, const float* xx, int64_t I0, int64_t I1, float* 
   }
 }
 
+// ---- The rows of y = W·x (kernel table, table.h) ------------------------------
+// Case A (multiple<V>: p = V·N, V in {1, 2, 4, 8}; multiple_wide: more
+// vectors), case B (packed<P>: p < N, N % p == 0), case C (generic: any p).
+// The predicates are disjoint but for generic, which admits everything.
+using RowsFn = void (*)(const View&, const float*, int64_t, int64_t, float*);
+
+template <int V>
+bool AdmitsMultiple(const KernelProblem& q) {
+  return q.p == V * LanesF();
+}
+bool AdmitsMultipleWide(const KernelProblem& q) {
+  const int64_t N = LanesF(), v = q.p / N;
+  return q.p % N == 0 && v != 1 && v != 2 && v != 4 && v != 8;
+}
+template <int P>
+bool AdmitsP(const KernelProblem& q) {
+  return q.p == P;
+}
+
+std::span<const Row<RowsFn>> MatVecRows() {
+  static const std::vector<Row<RowsFn>> rows = [] {
+    std::vector<Row<RowsFn>> r = {
+        {"permdiag.matvec.multiple<1>", AdmitsMultiple<1>, RowsMultiple<1>},
+        {"permdiag.matvec.multiple<2>", AdmitsMultiple<2>, RowsMultiple<2>},
+        {"permdiag.matvec.multiple<4>", AdmitsMultiple<4>, RowsMultiple<4>},
+        {"permdiag.matvec.multiple<8>", AdmitsMultiple<8>, RowsMultiple<8>},
+        {"permdiag.matvec.multiple_wide", AdmitsMultipleWide, RowsMultipleWide},
+    };
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+    constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(hn::ScalableTag<float>()));
+    if constexpr (N > 1) r.push_back({"permdiag.matvec.packed<1>", AdmitsP<1>, RowsPacked<1>});
+    if constexpr (N > 2) r.push_back({"permdiag.matvec.packed<2>", AdmitsP<2>, RowsPacked<2>});
+    if constexpr (N > 4) r.push_back({"permdiag.matvec.packed<4>", AdmitsP<4>, RowsPacked<4>});
+    if constexpr (N > 8) r.push_back({"permdiag.matvec.packed<8>", AdmitsP<8>, RowsPacked<8>});
+#endif
+    r.push_back({"permdiag.matvec.generic", AdmitsAll, RowsGeneric});
+    return r;
+  }();
+  return rows;
+}
+
+const Row<RowsFn>& MatVecRow(const View& w) {
+  return *detail::Pick(MatVecRows(), {KernelOp::kPermDiagMatVec, w.p, w.rows, w.cols, 1, false});
+}
+
 void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int threads) {
   static thread_local AlignedBuffer<float> xx_buf, y_buf;
   const int p = w.p;
@@ -313,30 +364,7 @@ void MatVecImpl(const View& w, const float* x, const float* bias, float* y, int 
   // Whole row blocks are written to ypad; only the first `rows` go to y.
   const bool direct = w.rows == w.padded_rows();
   float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(w.padded_rows()));
-
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  void (*rows_fn)(const View&, const float*, int64_t, int64_t, float*) = RowsGeneric;
-  if (p % N == 0) {
-    switch (p / N) {
-      case 1: rows_fn = RowsMultiple<1>; break;
-      case 2: rows_fn = RowsMultiple<2>; break;
-      case 4: rows_fn = RowsMultiple<4>; break;
-      case 8: rows_fn = RowsMultiple<8>; break;
-      default: rows_fn = RowsMultipleWide; break;
-    }
-  }
-#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
-  else if (N % p == 0) {
-    switch (p) {
-      case 1: rows_fn = RowsPacked<1>; break;
-      case 2: rows_fn = RowsPacked<2>; break;
-      case 4: if constexpr (hn::MaxLanes(decltype(d)()) > 4) rows_fn = RowsPacked<4>; break;
-      case 8: if constexpr (hn::MaxLanes(decltype(d)()) > 8) rows_fn = RowsPacked<8>; break;
-      default: break;
-    }
-  }
-#endif
+  const RowsFn rows_fn = MatVecRow(w).fn;
   ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
     rows_fn(w, xx, I0, I1, ypad);
     const int64_t r0 = I0 * p, r1 = std::min(w.rows, I1 * p);
@@ -485,49 +513,63 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
 }
 #endif
 
+// ---- The rows of y = W·x on the row pack -------------------------------------
+// Chunked packs only (a row-major pack runs the matvec rows above):
+// full<V> for p = V·N <= 64, split<P> for p < N.
+using GroupsFn = void (*)(const PermDiagRowPack&, const float*, int64_t, int64_t, float*);
+
+template <int V>
+bool AdmitsPackedFull(const KernelProblem& q) {
+  return q.chunked && q.p == V * LanesF();
+}
+template <int P>
+bool AdmitsPackedSplit(const KernelProblem& q) {
+  return q.chunked && q.p == P;
+}
+
+std::span<const Row<GroupsFn>> PackedRows() {
+  static const std::vector<Row<GroupsFn>> rows = [] {
+    std::vector<Row<GroupsFn>> r;
+#if !HWY_HAVE_SCALABLE
+    using DF = hn::ScalableTag<float>;
+    constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(DF()));
+    auto full = [&](auto v_tag, const char* name) {
+      constexpr int V = decltype(v_tag)::value;
+      if constexpr (V * N <= 64)
+        r.push_back({name, AdmitsPackedFull<V>,
+                     [](const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* yp) {
+                       PackedFull<DF, V>(DF(), w, xx, g0, g1, yp);
+                     }});
+    };
+    full(std::integral_constant<int, 1>(), "permdiag.packed.full<1>");
+    full(std::integral_constant<int, 2>(), "permdiag.packed.full<2>");
+    full(std::integral_constant<int, 4>(), "permdiag.packed.full<4>");
+    full(std::integral_constant<int, 8>(), "permdiag.packed.full<8>");
+    full(std::integral_constant<int, 16>(), "permdiag.packed.full<16>");
+    full(std::integral_constant<int, 32>(), "permdiag.packed.full<32>");
+    full(std::integral_constant<int, 64>(), "permdiag.packed.full<64>");
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
+    if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});
+    if constexpr (N > 4) r.push_back({"permdiag.packed.split<4>", AdmitsPackedSplit<4>, PackedSplit<4>});
+    if constexpr (N > 8) r.push_back({"permdiag.packed.split<8>", AdmitsPackedSplit<8>, PackedSplit<8>});
+#endif
+#endif
+    return r;
+  }();
+  return rows;
+}
+
 void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
   if (!w.chunked) return MatVecImpl(w.RowMajorView(), x, bias, y, threads);
   static thread_local AlignedBuffer<float> xx_buf, y_buf;
   const int p = w.p;
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  void (*groups_fn)(const PermDiagRowPack&, const float*, int64_t, int64_t, float*) = nullptr;
-#if !HWY_HAVE_SCALABLE
-  using DF = decltype(d);
-  auto full = [&](auto v_tag) {
-    constexpr int V = decltype(v_tag)::value;
-    if constexpr (V * hn::MaxLanes(DF()) <= 64)
-      groups_fn = [](const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* yp) {
-        PackedFull<DF, V>(DF(), w, xx, g0, g1, yp);
-      };
-  };
-  if (p % N == 0) {  // p divides 64 (PermDiagRowPack::Build), so p / N does too
-    switch (p / N) {
-      case 1: full(std::integral_constant<int, 1>()); break;
-      case 2: full(std::integral_constant<int, 2>()); break;
-      case 4: full(std::integral_constant<int, 4>()); break;
-      case 8: full(std::integral_constant<int, 8>()); break;
-      case 16: full(std::integral_constant<int, 16>()); break;
-      case 32: full(std::integral_constant<int, 32>()); break;
-      case 64: full(std::integral_constant<int, 64>()); break;
-      default: break;
-    }
-  }
-#if HWY_TARGET != HWY_SCALAR
-  else if (p < N && N % p == 0) {
-    switch (p) {
-      case 1: groups_fn = PackedSplit<1>; break;
-      case 2: groups_fn = PackedSplit<2>; break;
-      case 4: if constexpr (hn::MaxLanes(DF()) > 4) groups_fn = PackedSplit<4>; break;
-      case 8: if constexpr (hn::MaxLanes(DF()) > 8) groups_fn = PackedSplit<8>; break;
-      default: break;
-    }
-  }
-#endif
-#endif
+  const Row<GroupsFn>* row =
+      detail::Pick(PackedRows(), {KernelOp::kPermDiagMatVecPacked, p, w.rows, w.cols, 1, true});
   // No vector shape (scalable vectors, not built on x86): the reference
   // kernel on the pack, correct but scalar.
-  if (groups_fn == nullptr) return ref::MatVecPacked(w, x, bias, y);
+  if (row == nullptr) return ref::MatVecPacked(w, x, bias, y);
+  const GroupsFn groups_fn = row->fn;
   float* xx = Scratch(xx_buf, static_cast<std::size_t>(w.col_blocks * 2 * p));
   BuildDoubled(p, w.col_blocks, w.cols, x, xx);
   const int64_t group_rows = w.group * p;
@@ -782,55 +824,65 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
   });
 }
 
+// ---- The rows of Y = X·Wᵀ -------------------------------------------------------
+// tiles<V>: p = V·N, sample tiles of TileMax<V>; capped<P>: p = P < N on a
+// vector of exactly P lanes (CappedTag), tiles of 8; per_sample: p with no
+// vector shape (3, 5, 7, 12, ...) runs the matvec once per sample. The tile
+// kernel needs p as a compile-time multiple (or exact width) of the vector,
+// so only fixed-width targets have tile rows.
+using BatchedFn = void (*)(const View&, const float*, int64_t, const float*, float*, int64_t, int);
+
+std::span<const Row<BatchedFn>> MatMulRowsRows() {
+  static const std::vector<Row<BatchedFn>> rows = [] {
+    std::vector<Row<BatchedFn>> r;
+#if !HWY_HAVE_SCALABLE
+    using DF = hn::ScalableTag<float>;
+    auto full = [&](auto v_tag, const char* name) {
+      constexpr int V = decltype(v_tag)::value;
+      r.push_back({name, AdmitsMultiple<V>,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, V>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<V>()});
+    };
+    full(std::integral_constant<int, 1>(), "permdiag.matmul_rows.tiles<1>");
+    full(std::integral_constant<int, 2>(), "permdiag.matmul_rows.tiles<2>");
+    full(std::integral_constant<int, 4>(), "permdiag.matmul_rows.tiles<4>");
+    full(std::integral_constant<int, 8>(), "permdiag.matmul_rows.tiles<8>");
+#if HWY_TARGET != HWY_SCALAR
+    constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(DF()));
+    auto capped = [&](auto tag, auto p_tag, const char* name) {
+      using DC = decltype(tag);
+      constexpr int P = decltype(p_tag)::value;
+      if constexpr (P < N && static_cast<int>(hn::MaxLanes(DC())) == P)
+        r.push_back({name, AdmitsP<P>,
+                     [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                       RowsBatched<DC, 1>(DC(), w, xx, b, i, yp, l, t);
+                     },
+                     TileMax<1>()});
+    };
+    capped(hn::CappedTag<float, 1>(), std::integral_constant<int, 1>(), "permdiag.matmul_rows.capped<1>");
+    capped(hn::CappedTag<float, 2>(), std::integral_constant<int, 2>(), "permdiag.matmul_rows.capped<2>");
+    capped(hn::CappedTag<float, 4>(), std::integral_constant<int, 4>(), "permdiag.matmul_rows.capped<4>");
+    capped(hn::CappedTag<float, 8>(), std::integral_constant<int, 8>(), "permdiag.matmul_rows.capped<8>");
+#endif
+#endif
+    r.push_back({"permdiag.matmul_rows.per_sample", AdmitsAll, nullptr});
+    return r;
+  }();
+  return rows;
+}
+
 void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* bias, float* y, int threads) {
   static thread_local AlignedBuffer<float> xx_buf, y_buf, init_buf;
   const int p = w.p;
-  using Fn = void (*)(const View&, const float*, int64_t, const float*, float*, int64_t, int);
-  Fn fn = nullptr;
-  int tile_max = 1;
-#if !HWY_HAVE_SCALABLE
-  // Fixed-width targets only: the tile kernel needs p as a compile-time
-  // multiple (or exact width) of the vector.
-  const hn::ScalableTag<float> d;
-  using DF = decltype(d);
-  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(DF()));
-  auto full = [&](auto v_tag) {
-    constexpr int V = decltype(v_tag)::value;
-    tile_max = TileMax<V>();
-    fn = [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
-      RowsBatched<DF, V>(DF(), w, xx, b, i, yp, l, t);
-    };
-  };
-  if (p % N == 0) {
-    switch (p / N) {
-      case 1: full(std::integral_constant<int, 1>()); break;
-      case 2: full(std::integral_constant<int, 2>()); break;
-      case 4: full(std::integral_constant<int, 4>()); break;
-      case 8: full(std::integral_constant<int, 8>()); break;
-      default: break;
-    }
-  }
-#if HWY_TARGET != HWY_SCALAR
-  else if (p < N) {
-    auto capped = [&](auto tag) {
-      using DC = decltype(tag);
-      if (static_cast<int>(hn::MaxLanes(DC())) != p) return;
-      tile_max = TileMax<1>();
-      fn = [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
-        RowsBatched<DC, 1>(DC(), w, xx, b, i, yp, l, t);
-      };
-    };
-    if (p == 1) capped(hn::CappedTag<float, 1>());
-    else if (p == 2) capped(hn::CappedTag<float, 2>());
-    else if (p == 4) capped(hn::CappedTag<float, 4>());
-    else if (p == 8) capped(hn::CappedTag<float, 8>());
-  }
-#endif
-#endif
-  if (fn == nullptr) {  // no vector shape for this p: one matvec per sample
+  const Row<BatchedFn>& row =
+      *detail::Pick(MatMulRowsRows(), {KernelOp::kPermDiagMatMulRows, p, w.rows, w.cols, batch, false});
+  if (row.fn == nullptr) {  // no vector shape for this p: one matvec per sample
     for (int64_t b = 0; b < batch; ++b) MatVecImpl(w, x + b * w.cols, bias, y + b * w.rows, threads);
     return;
   }
+  const int tile_max = row.arg;
   const int64_t prow = w.padded_rows();
   float* xx = Scratch(xx_buf, static_cast<std::size_t>(batch * w.col_blocks * 2 * p));
   BuildDoubledTiles(w, x, batch, tile_max, xx, threads);
@@ -841,7 +893,7 @@ void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* b
   // of p, else into a padded copy whose valid part is copied out.
   const bool direct = w.rows == prow;
   float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(batch * prow));
-  fn(w, xx, batch, init, ypad, prow, threads);
+  row.fn(w, xx, batch, init, ypad, prow, threads);
   if (!direct)
     for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
 }
@@ -997,11 +1049,48 @@ void SparseColumns(const PermDiagColumnPack& w, const int32_t* nz_index, const f
   }
 }
 
+// Offsets of two bytes (p > 256): rare, kept simple.
+void SparseColumnsWide(const PermDiagColumnPack& w, const int32_t* nz_index, const float* nz_value, int64_t nnz,
+                       int64_t I0, int64_t I1, float* ypad) {
+  const int p = w.p;
+  for (int64_t e = 0; e < nnz; ++e) {
+    const int64_t j = nz_index[e];
+    const int64_t J = j / p;
+    const int dd = static_cast<int>(j - J * p);
+    const float* v = w.col_values.data() + j * w.row_blocks;
+    const uint16_t* k = w.col_offsets16.data() + J * w.row_blocks;
+    for (int64_t I = I0; I < I1; ++I) {
+      int c = dd - k[I];
+      c += c < 0 ? p : 0;
+      ypad[I * p + c] += v[I] * nz_value[e];
+    }
+  }
+}
+
+// The rows of the zero-skipping product: one-byte offsets with a mask
+// (p a power of two) or a conditional add, two-byte offsets above 256.
+using ColumnsFn = void (*)(const PermDiagColumnPack&, const int32_t*, const float*, int64_t, int64_t, int64_t, float*);
+
+bool AdmitsPow2(const KernelProblem& q) { return q.p <= 256 && (q.p & (q.p - 1)) == 0; }
+bool AdmitsByteOffsets(const KernelProblem& q) { return q.p <= 256; }
+bool AdmitsWideOffsets(const KernelProblem& q) { return q.p > 256; }  // the column pack has col_offsets16 only then
+
+std::span<const Row<ColumnsFn>> SparseInputRows() {
+  static const std::vector<Row<ColumnsFn>> rows = {
+      {"permdiag.sparse_input.pow2", AdmitsPow2, SparseColumns<true>},
+      {"permdiag.sparse_input.any_p", AdmitsByteOffsets, SparseColumns<false>},
+      {"permdiag.sparse_input.wide_offsets", AdmitsWideOffsets, SparseColumnsWide},
+  };
+  return rows;
+}
+
 void MatVecSparseInputImpl(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
                            int threads) {
   static thread_local AlignedBuffer<float> y_buf, nzv_buf;
   static thread_local std::vector<int32_t> nzi;
   const int p = w.p;
+  const ColumnsFn columns =
+      detail::Pick(SparseInputRows(), {KernelOp::kPermDiagMatVecSparseInput, p, w.rows, w.cols, 1, false})->fn;
   float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.row_blocks * p));
   // Leading-nonzero detection: compact the nonzero inputs once.
   nzi.resize(static_cast<std::size_t>(w.cols));
@@ -1014,28 +1103,10 @@ void MatVecSparseInputImpl(const PermDiagColumnPack& w, const float* x, const fl
     nzv[nnz] = x[j];
     nnz += x[j] != 0.0f;
   }
-  const bool pow2 = (p & (p - 1)) == 0;
   const int32_t* nz_index = nzi.data();
   ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
     std::memset(ypad + I0 * p, 0, sizeof(float) * (I1 - I0) * p);
-    if (p > 256) {  // two-byte offsets: rare, keep it simple
-      for (int64_t e = 0; e < nnz; ++e) {
-        const int64_t j = nz_index[e];
-        const int64_t J = j / p;
-        const int dd = static_cast<int>(j - J * p);
-        const float* v = w.col_values.data() + j * w.row_blocks;
-        const uint16_t* k = w.col_offsets16.data() + J * w.row_blocks;
-        for (int64_t I = I0; I < I1; ++I) {
-          int c = dd - k[I];
-          c += c < 0 ? p : 0;
-          ypad[I * p + c] += v[I] * nzv[e];
-        }
-      }
-    } else if (pow2) {
-      SparseColumns<true>(w, nz_index, nzv, nnz, I0, I1, ypad);
-    } else {
-      SparseColumns<false>(w, nz_index, nzv, nnz, I0, I1, ypad);
-    }
+    columns(w, nz_index, nzv, nnz, I0, I1, ypad);
     const int64_t r1 = std::min(w.rows, I1 * p);
     for (int64_t r = I0 * p; r < r1; ++r) y[r] = ypad[r] + (bias ? bias[r] : 0.0f);
   });
@@ -1104,6 +1175,42 @@ void MatVecI16AccImpl(const PermDiagView<int16_t>& w, const int16_t* x, int64_t*
   });
 }
 
+// ---- This file's part of the kernel table -------------------------------------
+// The single-kernel ops have one SIMD row each.
+void PermDiagTableImpl(std::vector<KernelRow>* out) {
+  detail::Describe(MatVecRows(), KernelOp::kPermDiagMatVec, out);
+  detail::Describe(PackedRows(), KernelOp::kPermDiagMatVecPacked, out);
+  detail::Describe(MatMulRowsRows(), KernelOp::kPermDiagMatMulRows, out);
+  out->push_back({"permdiag.matmul.tiles", KernelOp::kPermDiagMatMul, "", AdmitsAll});
+  out->push_back({"permdiag.matvec_t.doubled", KernelOp::kPermDiagMatVecT, "", AdmitsAll});
+  out->push_back({"permdiag.matmul_t.tiles", KernelOp::kPermDiagMatMulT, "", AdmitsAll});
+  detail::Describe(SparseInputRows(), KernelOp::kPermDiagMatVecSparseInput, out);
+  out->push_back({"permdiag.matvec_i16.widened", KernelOp::kPermDiagMatVecI16, "", AdmitsAll});
+}
+
+const char* PermDiagSelectImpl(const KernelProblem& q) {
+  switch (q.op) {
+    case KernelOp::kPermDiagMatVecPacked:
+      if (q.chunked) {
+        const Row<GroupsFn>* row = detail::Pick(PackedRows(), q);
+        return row ? row->name : nullptr;
+      }
+      [[fallthrough]];  // a row-major pack runs the matvec rows
+    case KernelOp::kPermDiagMatVec: {
+      KernelProblem m = q;
+      m.op = KernelOp::kPermDiagMatVec;
+      return detail::Pick(MatVecRows(), m)->name;
+    }
+    case KernelOp::kPermDiagMatMulRows: return detail::Pick(MatMulRowsRows(), q)->name;
+    case KernelOp::kPermDiagMatMul: return "permdiag.matmul.tiles";
+    case KernelOp::kPermDiagMatVecT: return "permdiag.matvec_t.doubled";
+    case KernelOp::kPermDiagMatMulT: return "permdiag.matmul_t.tiles";
+    case KernelOp::kPermDiagMatVecSparseInput: return detail::Pick(SparseInputRows(), q)->name;
+    case KernelOp::kPermDiagMatVecI16: return "permdiag.matvec_i16.widened";
+    default: return nullptr;
+  }
+}
+
 }  // namespace permdnn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -1117,6 +1224,13 @@ HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
 HWY_EXPORT(MatVecPackedImpl);
 HWY_EXPORT(MatVecI16AccImpl);
+HWY_EXPORT(PermDiagTableImpl);
+HWY_EXPORT(PermDiagSelectImpl);
+
+namespace detail {
+void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
+const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
+}  // namespace detail
 
 namespace simd {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads) {

@@ -17,6 +17,7 @@
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/sparse.h"
+#include "src/kernels/table_internal.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace permdnn::kernels::HWY_NAMESPACE {
@@ -78,6 +79,17 @@ void CsrMatMulRowsImpl(const int32_t* row_ptr, const int32_t* col_idx, const flo
   }
 }
 
+// This file's part of the kernel table: one SIMD row per op.
+void SparseTableImpl(std::vector<KernelRow>* out) {
+  out->push_back({"csr.matvec.gather", KernelOp::kCsrMatVec, "", detail::AdmitsAll});
+  out->push_back({"csr.matmul.broadcast", KernelOp::kCsrMatMul, "", detail::AdmitsAll});
+}
+const char* SparseSelectImpl(const KernelProblem& q) {
+  if (q.op == KernelOp::kCsrMatVec) return "csr.matvec.gather";
+  if (q.op == KernelOp::kCsrMatMul) return "csr.matmul.broadcast";
+  return nullptr;
+}
+
 }  // namespace permdnn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -85,6 +97,13 @@ HWY_AFTER_NAMESPACE();
 namespace permdnn::kernels {
 HWY_EXPORT(CsrRowsImpl);
 HWY_EXPORT(CsrMatMulRowsImpl);
+HWY_EXPORT(SparseTableImpl);
+HWY_EXPORT(SparseSelectImpl);
+
+namespace detail {
+void SparseTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(SparseTableImpl)(out); }
+const char* SparseSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(SparseSelectImpl)(q); }
+}  // namespace detail
 
 namespace {
 void CheckCommon(const char* op, int64_t rows, std::span<const float> bias, std::size_t y_size, int64_t y_expected) {
@@ -122,7 +141,7 @@ void CsrMatVec(const CsrMatrix& a, std::span<const float> x, std::span<const flo
                 a.cols());
   CheckCommon("CsrMatVec", a.rows(), bias, y.size(), a.rows());
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (ActivePath() == KernelPath::kReference) return ref::CsrMatVec(a, x.data(), b, y.data());
+  if (detail::UseReference(KernelOp::kCsrMatVec)) return ref::CsrMatVec(a, x.data(), b, y.data());
   ParallelFor(a.rows(), threads, [&](int64_t r0, int64_t r1, int) {
     HWY_DYNAMIC_DISPATCH(CsrRowsImpl)(a.row_ptr().data(), a.col_idx().data(), a.values().data(), x.data(), b,
                                       y.data(), r0, r1);
@@ -136,7 +155,7 @@ void CsrMatMul(const CsrMatrix& a, std::span<const float> x, int64_t batch, std:
                 x.size(), a.cols() * batch);
   CheckCommon("CsrMatMul", a.rows(), bias, y.size(), a.rows() * batch);
   const float* b = bias.empty() ? nullptr : bias.data();
-  if (ActivePath() == KernelPath::kReference) return ref::CsrMatMul(a, x.data(), batch, b, y.data());
+  if (detail::UseReference(KernelOp::kCsrMatMul)) return ref::CsrMatMul(a, x.data(), batch, b, y.data());
   ParallelFor(a.rows(), threads, [&](int64_t r0, int64_t r1, int) {
     HWY_DYNAMIC_DISPATCH(CsrMatMulRowsImpl)(a.row_ptr().data(), a.col_idx().data(), a.values().data(), x.data(),
                                             batch, b, y.data(), r0, r1);

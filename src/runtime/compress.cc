@@ -5,9 +5,10 @@
 #include <map>
 
 #include "permdnn/core/error.h"
-#include "permdnn/core/circulant_matrix.h"
-#include "permdnn/core/permdiag_matrix.h"
-#include "permdnn/core/pruning.h"
+#include "permdnn/formats/circulant_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/formats/pruning.h"
+#include "permdnn/formats/spec.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
@@ -15,10 +16,6 @@
 #include "runtime/graph.h"
 #include "runtime/lowering.h"
 #include "runtime/onnx_util.h"
-
-#ifdef PERMDNN_HAVE_SPEC
-#include "permdnn/train/compress_spec.h"
-#endif
 
 namespace permdnn::runtime {
 
@@ -120,27 +117,20 @@ struct Method {
 
 Method ResolveMethod(const std::string& spec_text, const std::string& layer, bool edge,
                      const std::vector<std::string>& all) {
-#ifdef PERMDNN_HAVE_SPEC
-  const train::CompressSpec spec = train::CompressSpec::Parse(spec_text);
+  const formats::CompressSpec spec = formats::CompressSpec::Parse(spec_text);
   spec.CheckLayerNames(all);
-  const train::LayerCompression lc = spec.Resolve(layer, edge);
+  const formats::LayerCompression lc = spec.Resolve(layer, edge);
   Method m;
   m.p = lc.p;
   m.density = lc.density;
   m.bits = lc.bits;
   switch (lc.kind) {
-    case train::CompressKind::kDense: m.kind = Method::kDense; break;
-    case train::CompressKind::kPermDiag: m.kind = lc.p > 1 ? Method::kPermDiag : Method::kDense; break;
-    case train::CompressKind::kCirculant: m.kind = lc.p > 1 ? Method::kCirculant : Method::kDense; break;
-    case train::CompressKind::kPrune: m.kind = Method::kPrune; break;
+    case formats::CompressKind::kDense: m.kind = Method::kDense; break;
+    case formats::CompressKind::kPermDiag: m.kind = lc.p > 1 ? Method::kPermDiag : Method::kDense; break;
+    case formats::CompressKind::kCirculant: m.kind = lc.p > 1 ? Method::kCirculant : Method::kDense; break;
+    case formats::CompressKind::kPrune: m.kind = Method::kPrune; break;
   }
   return m;
-#else
-  (void)all;
-  (void)edge;
-  (void)layer;
-  Fail("--compress '{}': the SPEC parser (permdnn::spec) is not part of this build", spec_text);
-#endif
 }
 
 // Magnitude pruning (and k-means sharing) of a dense rows x cols weight, as

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/error.h"
 
 namespace permdnn::runtime::detail {

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 
 namespace permdnn::runtime::detail {
 

@@ -11,8 +11,9 @@
 //   dilations (as Conv, group 1).
 //
 // Kernels: kernels::CirculantFft (FFTW plans and the weight spectra made
-// once, when the node is first planned) for p >= 2, the direct product for
-// p = 1. The conv is one block-circulant
+// once, when the node is first planned) where the kernel table's
+// circulant.fft row admits p (p >= 2), else the direct product. The conv is
+// one block-circulant
 // matrix product per output position: after im2col, the weight of kernel
 // tap t over the channels is itself block-circulant, so the taps are laid
 // side by side as one [out, ksz·nb·p] block-circulant matrix (column
@@ -22,9 +23,10 @@
 #include <cmath>
 #include <memory>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/circulant.h"
+#include "permdnn/kernels/table.h"
 #include "runtime/conv_util.h"
 #include "runtime/ops_compressed.h"
 
@@ -39,10 +41,6 @@ int64_t RequirePositiveAttr(const NodeDef& n, const char* a) {
 
 namespace {
 
-// The FFT product wins from p = 2 on: 1024 x 1024, batch 1, one thread, this
-// machine (load ~5): p=2 122 vs 2399 us, p=4 57 vs 1200, p=8 27 vs 379,
-// p=16 21 vs 221 (FFT vs direct, medians). p = 1 is a dense matrix: direct.
-constexpr int64_t kFftMinP = 2;
 // FFTW and the spectra layout are fine with any p; this bounds what a file
 // can make the loader allocate per block.
 constexpr int64_t kMaxP = 4096;
@@ -70,20 +68,28 @@ const float* ReadValues(OpContext& ctx, const std::vector<int64_t>& shape, int64
   return f;
 }
 
+// The matrix with the kernel the table's predicate picks for its p: the
+// FFT engine (which keeps the matrix) or the direct product.
 class Circulant {
  public:
   void Init(BlockCirculantMatrix w) {
-    w_ = std::move(w);
-    if (w_.p() >= kFftMinP) fft_ = std::make_unique<kernels::CirculantFft>(w_);
+    problem_ = {kernels::KernelOp::kCirculantMatVec, w.p(), w.rows(), w.cols(), 1, false};
+    if (kernels::KernelAdmits("circulant.fft", problem_)) fft_ = std::make_unique<kernels::CirculantFft>(std::move(w));
+    else w_ = std::move(w);
   }
-  bool ready() const { return w_.rows() > 0; }
-  const char* name() const { return fft_ ? "fft" : "direct"; }
+  bool ready() const { return fft_ || w_.rows() > 0; }
+  // The kernel table's row that runs (what --profile shows).
+  std::string name() const {
+    return fft_ || kernels::SelectedKernel(problem_) != "circulant.fft" ? kernels::SelectedKernel(problem_)
+                                                                          : "circulant.direct";
+  }
   void MatVec(std::span<const float> x, std::span<const float> bias, std::span<float> y, int threads) const {
     if (fft_) fft_->MatVec(x, bias, y, threads);
     else kernels::CirculantMatVecDirect(w_, x, bias, y);
   }
 
  private:
+  kernels::KernelProblem problem_;
   BlockCirculantMatrix w_;
   std::unique_ptr<kernels::CirculantFft> fft_;
 };
@@ -98,7 +104,7 @@ class BlockCirculantMatMulOp : public OpKernel {
   }
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
-  std::string KernelName() const override { return std::string("circulant-") + w_.name(); }
+  std::string KernelName() const override { return w_.name(); }
 
   void Prepare(OpContext& ctx) override {
     const Value* x = ctx.In(0);
@@ -156,7 +162,7 @@ class BlockCirculantConvOp : public OpKernel {
   }
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
-  std::string KernelName() const override { return std::string("circulant-conv-") + w_.name(); }
+  std::string KernelName() const override { return "im2col+" + w_.name(); }
 
   void Prepare(OpContext& ctx) override {
     const Value* x = ctx.In(0);

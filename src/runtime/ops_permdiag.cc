@@ -14,10 +14,11 @@
 #include <cstring>
 
 #include "permdnn/core/fixed_point.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/table.h"
 #include "runtime/conv_util.h"
 #include "runtime/graph.h"
 
@@ -65,8 +66,13 @@ class PermDiagMatMulOp : public OpKernel {
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
   bool SupportsInt16() const override { return true; }
+  // The kernel table's row for the planned batch (what --profile shows).
   std::string KernelName() const override {
-    return int16_active_ ? "permdiag-int16" : std::string("permdiag-") + kernels::PathName(kernels::ActivePath());
+    kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
+                             pack_.chunked};
+    if (int16_active_) q.op = kernels::KernelOp::kPermDiagMatVecI16;
+    else if (batch_ >= 4) q.op = kernels::KernelOp::kPermDiagMatMulRows;
+    return kernels::SelectedKernel(q);
   }
 
   void Prepare(OpContext& ctx) override {

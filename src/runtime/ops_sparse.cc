@@ -23,6 +23,7 @@
 
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/sparse.h"
+#include "permdnn/kernels/table.h"
 #include "runtime/compressed_formats.h"
 #include "runtime/conv_util.h"
 #include "runtime/ops_compressed.h"
@@ -88,7 +89,10 @@ class SparseMatMulOp : public OpKernel {
       : in_(RequirePositiveAttr(n, "in_features")), out_(RequirePositiveAttr(n, "out_features")) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
-  std::string KernelName() const override { return batched_ ? "sparse-csr-batched" : "sparse-csr"; }
+  std::string KernelName() const override {
+    return kernels::SelectedKernel({batched_ ? kernels::KernelOp::kCsrMatMul : kernels::KernelOp::kCsrMatVec, 1,
+                                    out_, in_, batch_, false});
+  }
 
   void Prepare(OpContext& ctx) override {
     const Value* x = ctx.In(0);
@@ -165,7 +169,9 @@ class SparseConvOp : public OpKernel {
   }
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
-  std::string KernelName() const override { return "sparse-conv-csr"; }
+  std::string KernelName() const override {
+    return "im2col+" + kernels::SelectedKernel({kernels::KernelOp::kCsrMatMul, 1, out_, in_ * ksz_, 1, false});
+  }
 
   void Prepare(OpContext& ctx) override {
     const Value* x = ctx.In(0);

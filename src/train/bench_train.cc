@@ -39,7 +39,7 @@
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
-#include "permdnn/train/compress_spec.h"
+#include "permdnn/formats/spec.h"
 #include "permdnn/train/permdiag_grad.h"
 #include "src/train/models.h"
 #include "src/train/permdiag_layers.h"
@@ -69,7 +69,7 @@ int RunInference(int p, const std::vector<int64_t>& batches, const std::vector<i
                  const std::string& json) {
   namespace fs = std::filesystem;
   namespace rt = permdnn::runtime;
-  using permdnn::train::CompressSpec;
+  using permdnn::formats::CompressSpec;
   const fs::path dir = fs::temp_directory_path() / fmt::format("permdnn_infer_bench_{}", ::getpid());
   fs::create_directories(dir);
   torch::manual_seed(1);

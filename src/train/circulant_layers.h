@@ -30,7 +30,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 
 namespace permdnn::train {
 

@@ -1,5 +1,5 @@
 // The models `permdnn train --model NAME` builds, each with per-layer
-// compression from a CompressSpec (compress_spec.h), and their two LibTorch-
+// compression from a CompressSpec (formats/spec.h), and their two LibTorch-
 // free hand-offs: the run description (model.json + tensors/*.npy, see
 // docs/run-format.md) and the conversion of a trained dense run into a
 // compressed model (per-layer energy-maximizing projection).
@@ -31,12 +31,17 @@
 #include <torch/nn/modules/linear.h>
 
 #include "permdnn/core/dataset.h"
-#include "permdnn/train/compress_spec.h"
+#include "permdnn/formats/spec.h"
 #include "src/train/circulant_layers.h"
 #include "src/train/permdiag_layers.h"
 #include "src/train/prune_layers.h"
 
 namespace permdnn::train {
+
+// The SPEC vocabulary of the format registry (permdnn/formats/spec.h).
+using formats::CompressKind;
+using formats::CompressSpec;
+using formats::LayerCompression;
 
 std::vector<std::string> ModelNames();
 

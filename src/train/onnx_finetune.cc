@@ -1,5 +1,5 @@
-// Fine-tuning an ONNX model through LibTorch: see onnx_finetune.h.
-#include "src/train/onnx_finetune.h"
+// Fine-tuning an ONNX model through LibTorch: see permdnn/train/finetune.h.
+#include "permdnn/train/finetune.h"
 
 #include <algorithm>
 #include <chrono>
@@ -161,7 +161,7 @@ class TorchGraph {
       const bool custom = !pn.domain().empty() && pn.domain() != "ai.onnx";
       if (custom && pn.domain() != "ai.permdnn") n.Unsupported("domain '" + pn.domain() + "'");
       if (!Supported(n.op, custom))
-        n.Unsupported("operator not supported by compress fine-tuning (see src/train/onnx_finetune.h for the list)");
+        n.Unsupported("operator not supported by compress fine-tuning (see include/permdnn/train/finetune.h for the list)");
       for (int s : TrainableInputs(n.op)) {
         const std::string name = n.In(s);
         if (name.empty() || !float_init_.count(name) || !float_init_[name]) continue;

@@ -30,7 +30,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 
 namespace permdnn::train {
 

@@ -10,7 +10,7 @@
 #include <torch/nn/init.h>
 
 #include "permdnn/core/error.h"
-#include "permdnn/core/pruning.h"
+#include "permdnn/formats/pruning.h"
 
 namespace permdnn::train {
 

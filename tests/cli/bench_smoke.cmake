@@ -10,7 +10,12 @@ if(NOT out MATCHES "permdiag-skip" OR NOT out MATCHES "csr-eqbytes" OR NOT out M
   message(FATAL_ERROR "bench table lacks a format:\n${out}")
 endif()
 file(READ ${OUT} json)
-foreach(key layer m n format p batch act_density threads median_ms speedup_vs_dense openblas_corename)
+# Each permdnn row names the kernel-table row that ran (kernels/table.h).
+if(NOT out MATCHES "permdiag\\.packed\\.[a-z_]+<[0-9]+>" OR NOT out MATCHES "permdiag\\.matmul_rows\\.[a-z_]+"
+   OR NOT out MATCHES "permdiag\\.sparse_input\\.pow2")
+  message(FATAL_ERROR "bench table lacks the kernel names:\n${out}")
+endif()
+foreach(key layer m n format kernel p batch act_density threads median_ms speedup_vs_dense openblas_corename)
   string(FIND "${json}" "\"${key}\"" pos)
   if(pos EQUAL -1)
     message(FATAL_ERROR "JSON lacks key ${key}")

@@ -22,16 +22,8 @@ namespace {
 
 using permdnn::testing::AllEqual;
 using permdnn::testing::AllNear;
+using permdnn::testing::RandomVector;
 using permdnn::testing::Tolerance;
-
-std::vector<float> RandomVector(int64_t n, double density, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::uniform_real_distribution<double> coin(0.0, 1.0);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = coin(rng) < density ? value(rng) : 0.0f;
-  return v;
-}
 
 struct Shape {
   int64_t rows, cols;

@@ -15,16 +15,8 @@ namespace permdnn::kernels {
 namespace {
 
 using permdnn::testing::AllNear;
+using permdnn::testing::RandomVector;
 using permdnn::testing::Tolerance;
-
-std::vector<float> Rand(int64_t n, double density, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  std::uniform_real_distribution<double> coin(0, 1);
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = coin(rng) < density ? u(rng) : 0.0f;
-  return v;
-}
 
 class Sparse : public ::testing::TestWithParam<int64_t> {
  protected:
@@ -35,10 +27,10 @@ class Sparse : public ::testing::TestWithParam<int64_t> {
 TEST_P(Sparse, ProductsMatchTheDenseMatrix) {
   for (auto [m, n] : {std::pair<int64_t, int64_t>{1, 1}, {7, 3}, {33, 65}, {130, 257}}) {
     for (double density : {0.05, 0.3, 1.0}) {
-      std::vector<float> dense = Rand(m * n, density, m * 7 + n);
+      std::vector<float> dense = RandomVector(m * n, density, m * 7 + n);
       CsrMatrix csr = CsrMatrix::FromDense(dense, m, n);
       CscMatrix csc = CscMatrix::FromDense(dense, m, n);
-      std::vector<float> x = Rand(n, 0.35, 3), bias = Rand(m, 1.0, 4);
+      std::vector<float> x = RandomVector(n, 0.35, 3), bias = RandomVector(m, 1.0, 4);
       std::vector<float> expect(m), got(m);
       for (int64_t r = 0; r < m; ++r) {
         double acc = bias[r];
@@ -53,7 +45,7 @@ TEST_P(Sparse, ProductsMatchTheDenseMatrix) {
       CscMatVecSparseInput(csc, x, bias, got);
       ASSERT_TRUE(AllNear<float>(expect, got, tol)) << "CscMatVecSparseInput";
       for (int64_t batch : {1, 3, 7, 64}) {
-        std::vector<float> xb = Rand(n * batch, 1.0, batch), yb(m * batch), eb(m * batch);
+        std::vector<float> xb = RandomVector(n * batch, 1.0, batch), yb(m * batch), eb(m * batch);
         ref::CsrMatMul(csr, xb.data(), batch, bias.data(), eb.data());
         CsrMatMul(csr, xb, batch, bias, yb, 2);
         ASSERT_TRUE(AllNear<float>(eb, yb, tol)) << "CsrMatMul batch " << batch;
@@ -66,7 +58,7 @@ INSTANTIATE_TEST_SUITE_P(Targets, Sparse, ::testing::ValuesIn(AvailableSimdTarge
                          [](const auto& info) { return SimdTargetName(info.param); });
 
 TEST(SparseI16, IsExact) {
-  std::vector<float> dense = Rand(40 * 50, 0.2, 9);
+  std::vector<float> dense = RandomVector(40 * 50, 0.2, 9);
   CsrMatrix csr = CsrMatrix::FromDense(dense, 40, 50);
   std::vector<int16_t> q(csr.nnz()), x(50);
   for (int64_t e = 0; e < csr.nnz(); ++e) q[e] = static_cast<int16_t>(csr.values()[e] * 32767);

@@ -140,9 +140,9 @@ TEST_F(RuntimeCli, CompressMethodsEndToEnd) {
   struct Case {
     std::string spec, op, method, kernel;
   };
-  for (const Case& c : {Case{"circulant:p=4", "BlockCirculantMatMul", "circulant:p=4", "circulant-fft"},
-                        Case{"prune:density=0.25", "SparseMatMul", "prune:density=0.25", "sparse-csr"},
-                        Case{"prune:density=0.25,bits=2", "SparseMatMul", "prune:density=0.25:bits=2", "sparse-csr"}}) {
+  for (const Case& c : {Case{"circulant:p=4", "BlockCirculantMatMul", "circulant:p=4", "circulant.fft"},
+                        Case{"prune:density=0.25", "SparseMatMul", "prune:density=0.25", "csr.matvec.gather"},
+                        Case{"prune:density=0.25,bits=2", "SparseMatMul", "prune:density=0.25:bits=2", "csr.matvec.gather"}}) {
     const std::string out = (dir_ / "c.onnx").string();
     r = Permdnn("compress " + dense + " --compress " + c.spec + " --out " + out);
     ASSERT_EQ(r.code, 0) << c.spec << "\n" << r.out;

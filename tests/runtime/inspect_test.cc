@@ -20,7 +20,7 @@
 
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/npy.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/inspect.h"

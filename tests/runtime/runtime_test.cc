@@ -9,7 +9,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/npy.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
@@ -309,7 +309,7 @@ TEST_P(RuntimeInt16, CloseToFloat) {
   model.SetProfiling(true);
   RunModel(model, x, {batch, 1, 6, 6});
   bool saw = false;
-  for (const auto& p : model.Profile()) saw = saw || p.kernel == "permdiag-int16";
+  for (const auto& p : model.Profile()) saw = saw || p.kernel == "permdiag.matvec_i16.widened";
   EXPECT_TRUE(saw);
   fs::remove_all(dir);
 }

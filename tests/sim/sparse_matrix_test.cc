@@ -1,5 +1,5 @@
 // The unstructured sparse formats of core (CSC, CSR, EIE packing).
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 
 #include <gtest/gtest.h>
 

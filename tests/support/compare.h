@@ -1,18 +1,31 @@
 // Comparison helpers shared by the tests: on failure they print the first
-// bad index and its neighbourhood, not just "arrays differ".
+// bad index and its neighbourhood, not just "arrays differ". Also the seeded
+// random operands the kernel tests compare on.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 namespace permdnn::testing {
+
+// n values uniform in [-1, 1), each kept with probability `density` (else 0).
+inline std::vector<float> RandomVector(int64_t n, double density, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = coin(rng) < density ? value(rng) : 0.0f;
+  return v;
+}
 
 // Float tolerance in the style of ruy's tests: eps · 64 · √depth · scale,
 // where scale bounds one product (max|a| · max|b|).

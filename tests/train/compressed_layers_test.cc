@@ -10,7 +10,7 @@
 #include <torch/nn/functional.h>
 #include <torch/optim/adam.h>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "src/train/circulant_layers.h"
 #include "src/train/prune_layers.h"
 

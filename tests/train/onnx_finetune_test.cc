@@ -1,4 +1,4 @@
-// train/onnx_finetune.h: the LibTorch graph built from an ONNX file equals
+// permdnn/train/finetune.h: the LibTorch graph built from an ONNX file equals
 // the runtime on the same file (dense and every compressed op kind, after
 // `permdnn compress` projections), fine-tuning on the tiny synthetic set
 // lowers the loss and writes a file the runtime loads with the structure
@@ -24,7 +24,7 @@
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
 #include "src/runtime/onnx_util.h"
-#include "src/train/onnx_finetune.h"
+#include "permdnn/train/finetune.h"
 #include "tests/support/compare.h"
 
 namespace permdnn::train {

@@ -11,11 +11,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/kernels/permdiag.h"
 
 namespace permdnn::train {

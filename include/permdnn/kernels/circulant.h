@@ -9,19 +9,24 @@
 //   * direct: p² MACs per block, no FFT (wins for small p).
 //   * exact int16 (direct, int64 accumulators) for the fixed-point path.
 // Layouts follow kernels/permdiag.h (vectors; batched X feature-major).
+// Every product reads the dispatch context (dispatch.h): on the reference
+// path (or with its reference row forced) it runs ref::CirculantMatVec /
+// ref::CirculantMatVecT on the matrix instead; table.h names the rows
+// (circulant.fft for p >= 2, circulant.direct, circulant.matvec_t.fft).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
 
-#include "permdnn/core/circulant_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
 
 namespace permdnn::kernels {
 
 class CirculantFft {
  public:
-  explicit CirculantFft(const BlockCirculantMatrix& w);
+  // Keeps w (for the reference path) next to its spectra.
+  explicit CirculantFft(BlockCirculantMatrix w);
   ~CirculantFft();
   CirculantFft(CirculantFft&&) noexcept;
   CirculantFft& operator=(CirculantFft&&) noexcept;
@@ -36,6 +41,7 @@ class CirculantFft {
 
   int64_t rows() const;
   int64_t cols() const;
+  const BlockCirculantMatrix& matrix() const;
   // Bytes of the precomputed spectra (what a deployed FFT engine keeps).
   int64_t spectrum_bytes() const;
 

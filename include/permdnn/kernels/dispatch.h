@@ -1,13 +1,18 @@
-// Which kernel implementation runs, chosen once per process.
+// Which kernel implementation runs: the dispatch context, chosen once per
+// process and read by every public product (permuted-diagonal, circulant
+// and sparse alike).
 //
 // The fast path is Highway's dynamic dispatch: every SIMD kernel is compiled
 // for each x86 target (SSE4, AVX2, AVX-512, ...) and the best one the CPU
-// supports is picked at the first call. On top of that a process-wide switch
-// forces the reference kernels, for debugging a suspected SIMD bug:
+// supports is picked at the first call; within it, the named kernel table
+// (table.h) picks the inner kernel for the problem. On top of that a
+// process-wide switch forces the reference kernels, for debugging a
+// suspected SIMD bug:
 //   * environment: PERMDNN_KERNELS=reference (or =simd, the default)
 //   * CLI: --reference-kernels on any permdnn subcommand
 // The choice is logged once to stderr when PERMDNN_VERBOSE is set, and is
-// always reported by `permdnn bench` and in its JSON.
+// always reported by `permdnn bench` and in its JSON. Tests can also force
+// one named row of the table (ForceKernel).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +29,13 @@ KernelPath ActivePath();
 void SetPath(KernelPath path);
 // "reference" or "simd".
 const char* PathName(KernelPath path);
+
+// Forces the row `name` of the kernel table (table.h) for the op it belongs
+// to; every other op dispatches as usual. "" undoes it. Error for a name
+// that is no row of the active target's table. Tests only (process-wide).
+void ForceKernel(const std::string& name);
+// The forced row's name, or nullptr.
+const char* ForcedKernel();
 
 // Name of the SIMD target the dispatcher uses now, e.g. "AVX2".
 std::string ActiveSimdTarget();

@@ -26,7 +26,7 @@
 #include <span>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 
 namespace permdnn::kernels {
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <span>
 
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 
 namespace permdnn::kernels {
 

@@ -47,9 +47,9 @@
 #include <string_view>
 #include <vector>
 
-#include "permdnn/core/circulant_matrix.h"
-#include "permdnn/core/permdiag_matrix.h"
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/tensor.h"
 

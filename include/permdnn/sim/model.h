@@ -43,9 +43,9 @@
 #include <string>
 #include <vector>
 
-#include "permdnn/core/circulant_matrix.h"
-#include "permdnn/core/permdiag_matrix.h"
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/circulant_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/sim/report.h"
 #include "permdnn/sim/workload.h"
 

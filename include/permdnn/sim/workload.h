@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "permdnn/core/permdiag_matrix.h"
-#include "permdnn/core/sparse_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/core/workloads.h"
 
 namespace permdnn::sim {

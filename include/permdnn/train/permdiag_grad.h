@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "permdnn/core/permdiag_matrix.h"
+#include "permdnn/formats/permdiag_matrix.h"
 
 namespace permdnn::train {
 

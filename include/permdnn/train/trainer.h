@@ -27,7 +27,7 @@ namespace permdnn::train {
 
 struct TrainOptions {
   std::string model = "mlp";
-  std::string compress = "dense";   // SPEC (compress_spec.h)
+  std::string compress = "dense";   // SPEC (formats/spec.h)
   std::string out_dir;
   std::string data_dir;             // empty: Fashion-MNIST default directory
   std::string from_dir;             // convert a trained dense run, then fine-tune

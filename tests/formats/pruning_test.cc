@@ -1,4 +1,4 @@
-#include "permdnn/core/pruning.h"
+#include "permdnn/formats/pruning.h"
 
 #include <gtest/gtest.h>
 

@@ -1,11 +1,11 @@
 // The compression SPEC parser and its default rule.
-#include "permdnn/train/compress_spec.h"
+#include "permdnn/formats/spec.h"
 
 #include <gtest/gtest.h>
 
 #include "permdnn/core/error.h"
 
-namespace permdnn::train {
+namespace permdnn::formats {
 namespace {
 
 TEST(CompressSpec, GlobalMethod) {
@@ -102,4 +102,4 @@ TEST(CompressSpec, Errors) {
 }
 
 }  // namespace
-}  // namespace permdnn::train
+}  // namespace permdnn::formats

@@ -1,6 +1,6 @@
-// The compression SPEC of DESIGN.md, parsed without LibTorch so that the
-// trainer (`permdnn train --compress`) and the runtime (`permdnn compress`)
-// read the same text the same way. Library: permdnn::spec (no LibTorch).
+// The compression SPEC of DESIGN.md, parsed in the format registry
+// (permdnn::formats) so that the trainer (`permdnn train --compress`) and
+// the runtime (`permdnn compress`) read the same text the same way.
 //
 // Grammar: a comma-separated list of items; an item is either a global
 // method, which applies to the compressible layers of a model, or
@@ -42,7 +42,7 @@
 #include <string>
 #include <vector>
 
-namespace permdnn::train {
+namespace permdnn::formats {
 
 enum class CompressKind { kDense, kPermDiag, kCirculant, kPrune };
 
@@ -79,4 +79,4 @@ struct CompressSpec {
   std::string ToString() const;
 };
 
-}  // namespace permdnn::train
+}  // namespace permdnn::formats

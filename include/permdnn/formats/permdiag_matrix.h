@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/block_grid.h"
+#include "permdnn/formats/block_grid.h"
 
 namespace permdnn {
 

@@ -1,5 +1,5 @@
-// The compression SPEC parser (see compress_spec.h). No LibTorch here.
-#include "permdnn/train/compress_spec.h"
+// The compression SPEC parser (see spec.h). No LibTorch here.
+#include "permdnn/formats/spec.h"
 
 #include <cstdlib>
 #include <sstream>
@@ -8,7 +8,7 @@
 
 #include "permdnn/core/error.h"
 
-namespace permdnn::train {
+namespace permdnn::formats {
 
 namespace {
 
@@ -26,7 +26,7 @@ std::string Trim(const std::string& s) {
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
-// The parameters each KIND takes (the continuation rule of compress_spec.h).
+// The parameters each KIND takes (the continuation rule of spec.h).
 std::vector<std::string> KindParameters(const std::string& kind) {
   if (kind == "permdiag" || kind == "circulant") return {"p"};
   if (kind == "prune") return {"density", "bits"};
@@ -40,7 +40,7 @@ bool IsNumber(const std::string& s) {
   return *end == '\0';
 }
 
-// Joins `KEY=NUMBER` items onto the preceding method (see compress_spec.h).
+// Joins `KEY=NUMBER` items onto the preceding method (see spec.h).
 std::vector<std::string> JoinContinuations(const std::string& text) {
   std::vector<std::string> items;
   for (const std::string& raw : Split(text, ',')) {
@@ -190,4 +190,4 @@ std::string CompressSpec::ToString() const {
   return s.empty() ? "dense" : s;
 }
 
-}  // namespace permdnn::train
+}  // namespace permdnn::formats

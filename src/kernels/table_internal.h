@@ -1,0 +1,70 @@
+// Internal: the typed rows of the kernel table (include/permdnn/kernels/
+// table.h) and the one walk that picks a row. Each SIMD file builds, per
+// Highway target, one list of rows per op family with the inner kernel's
+// function pointer; dispatch, SelectedKernel() and KernelTable() all read
+// those lists through Pick().
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "permdnn/core/error.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/table.h"
+
+namespace permdnn::kernels::detail {
+
+template <class Fn>
+struct Row {
+  const char* name;
+  bool (*admits)(const KernelProblem&);
+  Fn fn;
+  int arg = 0;  // a compile-time parameter the caller needs (e.g. the sample tile of a batched kernel)
+};
+
+// Whether the op runs its reference row: the reference path, or its
+// reference row forced by name.
+bool UseReference(KernelOp op);
+
+// "<op>.reference", the name of an op's reference row.
+std::string ReferenceName(KernelOp op);
+
+// The row of `rows` that runs `q`: the forced row when it is one of them
+// (Error naming it when its predicate does not admit q), else the first
+// row that admits q; nullptr when none does.
+template <class Fn>
+const Row<Fn>* Pick(std::span<const Row<Fn>> rows, const KernelProblem& q) {
+  const char* forced = ForcedKernel();
+  if (forced != nullptr) {
+    for (const Row<Fn>& r : rows)
+      if (std::string_view(forced) == r.name) {
+        PERMDNN_CHECK(r.admits(q), "kernel {} forced, but it does not admit p={} {}x{} batch {}", r.name, q.p, q.rows,
+                      q.cols, q.batch);
+        return &r;
+      }
+  }
+  for (const Row<Fn>& r : rows)
+    if (r.admits(q)) return &r;
+  return nullptr;
+}
+
+// Appends the public view of rows (target name filled by the caller).
+template <class Fn>
+void Describe(std::span<const Row<Fn>> rows, KernelOp op, std::vector<KernelRow>* out) {
+  for (const Row<Fn>& r : rows) out->push_back({r.name, op, "", r.admits});
+}
+
+inline bool AdmitsAll(const KernelProblem&) { return true; }
+
+// Each SIMD file's part of the table, for the active target: its rows
+// (Table) and the row it runs for a problem of one of its ops (Select;
+// nullptr for another file's op). dispatch.cc joins them.
+void PermDiagTable(std::vector<KernelRow>* out);
+const char* PermDiagSelect(const KernelProblem& q);
+void SparseTable(std::vector<KernelRow>* out);
+const char* SparseSelect(const KernelProblem& q);
+void CirculantTable(std::vector<KernelRow>* out);
+const char* CirculantSelect(const KernelProblem& q);
+
+}  // namespace permdnn::kernels::detail

@@ -1,0 +1,264 @@
+// The kernel table (kernels/table.h): every named row of every compiled SIMD
+// target against the reference kernel of its op, on each test shape its
+// predicate admits (tiny shapes, multiples of p, non-multiples, batches that
+// leave every tile tail), forced by name through the dispatch context. Also:
+// every row admits some shape (no dead rows), SelectedKernel() names the row
+// dispatch runs, and the reference path reaches every op, the circulant FFT
+// and the CSR products included.
+#include "permdnn/kernels/table.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "permdnn/core/error.h"
+#include "permdnn/core/fixed_point.h"
+#include "permdnn/kernels/circulant.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/sparse.h"
+#include "support/compare.h"
+
+namespace permdnn::kernels {
+namespace {
+
+using permdnn::testing::AllEqual;
+using permdnn::testing::AllNear;
+using permdnn::testing::RandomVector;
+using permdnn::testing::Tolerance;
+
+bool IsPermDiag(KernelOp op) {
+  return op != KernelOp::kCirculantMatVec && op != KernelOp::kCirculantMatVecT && op != KernelOp::kCsrMatVec &&
+         op != KernelOp::kCsrMatMul;
+}
+bool Batched(KernelOp op) {
+  return op == KernelOp::kPermDiagMatMulRows || op == KernelOp::kPermDiagMatMul ||
+         op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul;
+}
+
+// The test problems of an op: for each block size, tiny shapes, multiples
+// of p and non-multiples; batches 1..64 for the batched ops; both row-pack
+// layouts where the shape allows the chunked one.
+std::vector<KernelProblem> Candidates(KernelOp op) {
+  // 128 and 256: the widest vector rows on AVX-512; 300: two-byte offsets.
+  std::vector<int> ps = {1, 2, 3, 4, 5, 7, 8, 16, 32, 64, 128, 256, 300};
+  if (!IsPermDiag(op)) ps = {1, 2, 3, 4, 8, 16};
+  std::vector<int64_t> batches = {1};
+  if (Batched(op)) batches = {1, 2, 3, 7, 13, 64};
+  std::vector<KernelProblem> out;
+  for (int p : ps) {
+    // 64 and 192 rows: whole row-pack groups for every p dividing 64.
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},           {3, 10},           {p, p},
+                                                       {2 * p + 1, 3 * p - 1}, {4 * p, 5 * p + 3}, {7 * p - 1, 2 * p},
+                                                       {64, 37},         {192, 5 * p + 1}};
+    if (p > 64) shapes = {{p, p}, {2 * p + 1, p - 1}};
+    for (auto [rows, cols] : shapes)
+      for (int64_t batch : batches) {
+        KernelProblem q{op, p, rows, cols, batch, false};
+        out.push_back(q);
+        if (op == KernelOp::kPermDiagMatVecPacked &&
+            PermDiagRowPack::UsesChunks(PermDiagMatrix(rows, cols, p), int64_t{1} << 40)) {
+          q.chunked = true;
+          out.push_back(q);
+        }
+      }
+  }
+  return out;
+}
+
+// Runs q's op through its public entry point (dispatch honours the forced
+// row) and through the reference kernel; the two must agree.
+::testing::AssertionResult MatchesReference(const KernelProblem& q, int threads) {
+  const uint64_t seed = static_cast<uint64_t>(q.rows * 131 + q.cols * 7 + q.p);
+  const int64_t m = q.rows, n = q.cols, B = q.batch;
+  const auto bias = RandomVector(m, 1.0, seed + 1);
+  switch (q.op) {
+    case KernelOp::kPermDiagMatVec:
+    case KernelOp::kPermDiagMatVecPacked:
+    case KernelOp::kPermDiagMatVecSparseInput: {
+      const PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(m, n, q.p, seed, 1.0);
+      const auto x = RandomVector(n, q.op == KernelOp::kPermDiagMatVecSparseInput ? 0.35 : 1.0, seed + 2);
+      std::vector<float> expect(m), got(m, -1.0f);
+      ref::MatVec(w.view(), x.data(), bias.data(), expect.data());
+      if (q.op == KernelOp::kPermDiagMatVec) {
+        PermDiagMatVec(w, x, bias, got, threads);
+      } else if (q.op == KernelOp::kPermDiagMatVecPacked) {
+        const PermDiagRowPack pack = PermDiagRowPack::Build(w, q.chunked ? int64_t{1} << 40 : 0);
+        if (pack.chunked != q.chunked) return ::testing::AssertionFailure() << "pack layout differs from the problem";
+        PermDiagMatVec(pack, x, bias, got, threads);
+      } else {
+        PermDiagMatVecSparseInput(PermDiagColumnPack::Build(w), x, bias, got, threads);
+      }
+      return AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, 2.0));
+    }
+    case KernelOp::kPermDiagMatMulRows:
+    case KernelOp::kPermDiagMatMul: {
+      const PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(m, n, q.p, seed, 1.0);
+      const auto x = RandomVector(n * B, 1.0, seed + 3);
+      std::vector<float> expect(m * B), got(m * B, -1.0f);
+      if (q.op == KernelOp::kPermDiagMatMulRows) {
+        ref::MatMulRows(w.view(), x.data(), B, bias.data(), expect.data());
+        PermDiagMatMulRows(w, x, B, bias, got, threads);
+      } else {
+        ref::MatMul(w.view(), x.data(), B, bias.data(), expect.data());
+        PermDiagMatMul(w, x, B, bias, got, threads);
+      }
+      return AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, 2.0));
+    }
+    case KernelOp::kPermDiagMatVecT:
+    case KernelOp::kPermDiagMatMulT: {
+      const PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(m, n, q.p, seed, 1.0);
+      const auto g = RandomVector(m * B, 1.0, seed + 4);
+      std::vector<float> expect(n * B), got(n * B, -1.0f);
+      if (q.op == KernelOp::kPermDiagMatVecT) {
+        ref::MatVecT(w.view(), g.data(), expect.data());
+        PermDiagMatVecT(w, g, got, threads);
+      } else {
+        ref::MatMulT(w.view(), g.data(), B, expect.data());
+        PermDiagMatMulT(w, g, B, got, threads);
+      }
+      return AllNear<float>(expect, got, Tolerance(w.row_blocks() + 1, 1.0));
+    }
+    case KernelOp::kPermDiagMatVecI16: {
+      const PermDiagMatrixI16 w = PermDiagMatrixI16::Quantize(PermDiagMatrix::RandomWithStddev(m, n, q.p, seed, 1.0));
+      std::vector<int16_t> x(static_cast<std::size_t>(n));
+      std::mt19937 rng(static_cast<uint32_t>(seed));
+      for (auto& v : x) v = static_cast<int16_t>(static_cast<int>(rng() % 65535) - 32767);
+      std::vector<int64_t> expect(m), got(m, -1);
+      ref::MatVecI16Acc(w.view(), x.data(), expect.data());
+      PermDiagMatVecI16Acc(w, x, got, threads);
+      return AllEqual<int64_t>(expect, got);
+    }
+    case KernelOp::kCirculantMatVec:
+    case KernelOp::kCirculantMatVecT: {
+      const BlockCirculantMatrix w = BlockCirculantMatrix::Random(m, n, q.p, seed);
+      const bool forward = q.op == KernelOp::kCirculantMatVec;
+      const auto x = RandomVector(forward ? n : m, 1.0, seed + 5);
+      std::vector<float> expect(forward ? m : n), got(expect.size(), -1.0f);
+      const char* forced = ForcedKernel();
+      if (forward) {
+        ref::CirculantMatVec(w.view(), x.data(), bias.data(), expect.data());
+        if (forced != nullptr && std::string(forced) == "circulant.direct") CirculantMatVecDirect(w, x, bias, got);
+        else CirculantFft(w).MatVec(x, bias, got, threads);
+      } else {
+        ref::CirculantMatVecT(w.view(), x.data(), expect.data());
+        CirculantFft(w).MatVecT(x, got, threads);
+      }
+      return AllNear<float>(expect, got, Tolerance(n + m + 1, 2.0));
+    }
+    case KernelOp::kCsrMatVec:
+    case KernelOp::kCsrMatMul: {
+      const CsrMatrix a = CsrMatrix::FromDense(RandomVector(m * n, 0.3, seed + 6), m, n);
+      const auto x = RandomVector(n * B, 1.0, seed + 7);
+      std::vector<float> expect(m * B), got(m * B, -1.0f);
+      if (q.op == KernelOp::kCsrMatVec) {
+        ref::CsrMatVec(a, x.data(), bias.data(), expect.data());
+        CsrMatVec(a, x, bias, got, threads);
+      } else {
+        ref::CsrMatMul(a, x.data(), B, bias.data(), expect.data());
+        CsrMatMul(a, x, B, bias, got, threads);
+      }
+      return AllNear<float>(expect, got, Tolerance(n + 1, 2.0));
+    }
+  }
+  return ::testing::AssertionFailure() << "unknown op";
+}
+
+std::string Describe(const KernelProblem& q) {
+  return std::string(KernelOpName(q.op)) + " p=" + std::to_string(q.p) + " " + std::to_string(q.rows) + "x" +
+         std::to_string(q.cols) + " batch " + std::to_string(q.batch) + (q.chunked ? " chunked" : "");
+}
+
+class KernelTableTest : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { ForceSimdTarget(GetParam()); }
+  void TearDown() override {
+    ForceKernel("");
+    SetPath(KernelPath::kSimd);
+    ForceSimdTarget(0);
+  }
+};
+
+TEST_P(KernelTableTest, EveryRowMatchesTheReferenceOnTheShapesItAdmits) {
+  const std::vector<KernelRow> table = KernelTable();
+  int simd_rows = 0, checks = 0;
+  for (const KernelRow& row : table) {
+    if (row.target == "reference") continue;
+    ++simd_rows;
+    int admitted = 0;
+    for (const KernelProblem& q : Candidates(row.op)) {
+      if (!row.admits(q)) continue;
+      ++admitted;
+      ++checks;
+      ForceKernel(row.name);
+      EXPECT_EQ(SelectedKernel(q), row.name) << Describe(q);
+      for (int threads : {1, 2}) ASSERT_TRUE(MatchesReference(q, threads)) << row.name << " on " << Describe(q);
+      ForceKernel("");
+    }
+    EXPECT_GT(admitted, 0) << row.name << " (" << row.target << ") admits none of the test shapes: a dead row";
+  }
+  EXPECT_GT(simd_rows, 20) << "the table lost its SIMD rows on " << SimdTargetName(GetParam());
+  RecordProperty("rows", simd_rows);
+  RecordProperty("checks", checks);
+}
+
+// Without a forced row, dispatch runs the first row of the op that admits
+// the problem, and SelectedKernel() says which.
+TEST_P(KernelTableTest, SelectedKernelIsTheFirstAdmittingRow) {
+  const std::vector<KernelRow> table = KernelTable();
+  for (const KernelRow& head : table) {
+    if (head.target == "reference") continue;
+    for (KernelProblem q : Candidates(head.op)) {
+      KernelProblem m = q;
+      if (q.op == KernelOp::kPermDiagMatVecPacked && !q.chunked) m.op = KernelOp::kPermDiagMatVec;  // row-major pack
+      std::string first;
+      for (const KernelRow& r : table)
+        if (first.empty() && r.op == m.op && r.admits(m)) first = r.name;
+      EXPECT_EQ(SelectedKernel(q), first) << Describe(q);
+    }
+  }
+}
+
+TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
+  SetPath(KernelPath::kReference);
+  for (KernelOp op : {KernelOp::kPermDiagMatVec, KernelOp::kPermDiagMatVecPacked, KernelOp::kPermDiagMatMulRows,
+                      KernelOp::kCirculantMatVec, KernelOp::kCirculantMatVecT, KernelOp::kCsrMatVec,
+                      KernelOp::kCsrMatMul})
+    EXPECT_EQ(SelectedKernel({op, 8, 64, 64, 4, false}), std::string(KernelOpName(op)) + ".reference");
+  // The FFT engine honours the reference path: its result is the reference
+  // kernel's to the bit (the FFT rounds differently).
+  const BlockCirculantMatrix w = BlockCirculantMatrix::Random(37, 45, 8, 3);
+  const auto x = RandomVector(45, 1.0, 4), g = RandomVector(37, 1.0, 5);
+  std::vector<float> expect(37), got(37), expect_t(45), got_t(45);
+  ref::CirculantMatVec(w.view(), x.data(), nullptr, expect.data());
+  ref::CirculantMatVecT(w.view(), g.data(), expect_t.data());
+  const CirculantFft fft(w);
+  fft.MatVec(x, {}, got);
+  fft.MatVecT(g, got_t);
+  EXPECT_TRUE(AllEqual<float>(expect, got));
+  EXPECT_TRUE(AllEqual<float>(expect_t, got_t));
+  CirculantMatVecDirect(w, x, {}, got);
+  EXPECT_TRUE(AllEqual<float>(expect, got));
+  // So do the CSR products.
+  const CsrMatrix a = CsrMatrix::FromDense(RandomVector(37 * 45, 0.3, 6), 37, 45);
+  ref::CsrMatVec(a, x.data(), nullptr, expect.data());
+  CsrMatVec(a, x, {}, got, 2);
+  EXPECT_TRUE(AllEqual<float>(expect, got));
+  SetPath(KernelPath::kSimd);
+  fft.MatVec(x, {}, got);
+  EXPECT_FALSE(AllEqual<float>(expect, got)) << "the SIMD path should run the FFT, which rounds differently";
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, KernelTableTest, ::testing::ValuesIn(AvailableSimdTargets()),
+                         [](const ::testing::TestParamInfo<int64_t>& i) { return SimdTargetName(i.param); });
+
+TEST(KernelTable, ForcingAnUnknownKernelIsAnError) {
+  EXPECT_THROW(ForceKernel("permdiag.matvec.nonexistent"), Error);
+  EXPECT_EQ(ForcedKernel(), nullptr);
+}
+
+}  // namespace
+}  // namespace permdnn::kernels
