@@ -16,8 +16,6 @@
 
 namespace permdnn::runtime::detail {
 
-std::unique_ptr<OpKernel> CreatePermDiagKernel(const NodeDef& node);
-
 namespace {
 
 [[noreturn]] void Unsupported(const OpContext& ctx, const std::string& what) {
@@ -957,11 +955,7 @@ class BatchNormOp : public OpKernel {
 }  // namespace
 
 std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
-  if (IsPermDnnDomain(n.domain)) {
-    if (auto k = CreateCirculantKernel(n)) return k;
-    if (auto k = CreateSparseKernel(n)) return k;
-    return CreatePermDiagKernel(n);
-  }
+  if (IsPermDnnDomain(n.domain)) return CreateCompressedKernel(n);
   if (!n.domain.empty() && n.domain != "ai.onnx")
     throw UnsupportedError(n.Where() + ": unsupported operator domain '" + n.domain + "'");
   const std::string& op = n.op_type;
