@@ -1,7 +1,8 @@
 # permdnn — the two commands a newcomer needs, and the benchmarks.
 #   make demo   install missing Debian packages, Release build, run the main job
 #   make test   same set-up, then every test through ctest
-#   make bench  kernel benchmarks (OpenBLAS at its best: see docs/benchmarks.md)
+#   make bench  kernel benchmarks (OpenBLAS at its best) and whole models next to
+#               ONNX Runtime (installed into build/ort; zoo in build/zoo): see docs/benchmarks.md
 #   make test-asan  the tests under AddressSanitizer + UBSan (g++; docs/reliability.md)
 #   make fuzz   build the libFuzzer targets (clang) and run each FUZZ_SECONDS
 
@@ -44,6 +45,7 @@ test: build
 
 bench: build
 	BUILD_DIR=$(BUILD_DIR) scripts/update-benchmarks.sh
+	BUILD_DIR=$(BUILD_DIR) scripts/update-runtime-benchmarks.sh
 	$(BEST_BLAS) $(BUILD_DIR)/bench/permdnn_kernels_bench --benchmark_repetitions=5 \
 	    --benchmark_report_aggregates_only=true
 

@@ -13,11 +13,14 @@ core_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libhwy-dev libopenblas-dev libeigen3-dev libfftw3-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
-  libprotobuf-dev protobuf-compiler libonnx-dev
+  libprotobuf-dev protobuf-compiler libonnx-dev libdnnl-dev
   gnuplot-nox dataset-fashion-mnist
 )
+# Training, conformance data, and the benchmarks' extras: torchvision for the
+# model zoo (scripts/make-zoo.sh), XNNPACK for bench/dense_probe.cc.
 extra_pkgs=(
   libtorch-dev libonnx-testdata
+  python3-torchvision libxnnpack-dev libpthreadpool-dev
 )
 
 # Only for `make fuzz` (libFuzzer is clang's; llvm-symbolizer names the

@@ -17,16 +17,5 @@ mkdir -p "$BUILD_DIR"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" bench \
   --format permdiag,dense,csr,circulant,read --cpu-time --rounds 3 --min-time 0.6 "$@" \
   --json "$BUILD_DIR/bench.json" --markdown "$BUILD_DIR/bench-kernels.md"
-python3 - "$BUILD_DIR/bench-kernels.md" docs/benchmarks.md <<'PY'
-import sys
-section = open(sys.argv[1]).read()
-doc_path = sys.argv[2]
-doc = open(doc_path).read()
-begin, end = "<!-- kernels:begin -->", "<!-- kernels:end -->"
-head, rest = doc.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc_path + ".tmp", "w").write(head + begin + "\n" + section + "\n" + end + tail)
-import os
-os.replace(doc_path + ".tmp", doc_path)
-PY
+python3 scripts/splice_section.py docs/benchmarks.md kernels "$BUILD_DIR/bench-kernels.md"
 echo "updated docs/benchmarks.md (JSON: $BUILD_DIR/bench.json)"

@@ -58,6 +58,16 @@ std::vector<float> ReadInput(const std::string& path, const Model& model, std::v
   return x;
 }
 
+// .npy, or raw float32 for any other extension (atomically).
+void WriteOutput(const std::string& path, const std::vector<float>& y, const std::vector<int64_t>& shape) {
+  if (EndsWith(path, ".npy")) {
+    WriteNpy<float>(path, y, shape);
+  } else {
+    WriteFileAtomic(path, std::string_view(reinterpret_cast<const char*>(y.data()), y.size() * sizeof(float)));
+  }
+  std::printf("wrote %s\n", path.c_str());
+}
+
 std::vector<int64_t> ParseInts(const std::string& flag, const std::string& text) {
   std::vector<int64_t> out = ParseNumberList<int64_t>(flag, text);
   for (int64_t v : out) PERMDNN_CHECK(v >= 1, "{}: '{}' is not a positive integer", flag, v);
@@ -70,7 +80,7 @@ void AddRunCommand(CLI::App& app) {
   struct Args {
     std::string model, input, output, batches = "1,64", json;
     int threads = 1;
-    bool profile = false, bench = false;
+    bool profile = false, bench = false, cpu_time = false;
     double min_time = 0.3;
   };
   auto args = std::make_shared<Args>();
@@ -80,13 +90,16 @@ void AddRunCommand(CLI::App& app) {
   cmd->add_option("--output", args->output, "output file: .npy, else raw float32 (written atomically)");
   cmd->add_option("--threads", args->threads, "threads for kernels and OpenBLAS")->capture_default_str();
   cmd->add_flag("--profile", args->profile, "print per-node time and fast-kernel vs dense-fallback");
-  cmd->add_flag("--bench", args->bench, "time inference on random inputs at --batch sizes (median of runs)");
-  cmd->add_option("--batch", args->batches, "batch sizes for --bench")->capture_default_str();
+  cmd->add_flag("--bench", args->bench, "time inference (median of runs): on --input if given, else on random inputs at --batch sizes");
+  cmd->add_option("--batch", args->batches, "batch sizes for --bench (without --input)")->capture_default_str();
   cmd->add_option("--min-time", args->min_time, "seconds per --bench measurement")->capture_default_str();
   cmd->add_option("--json", args->json, "write --bench results to this JSON file");
+  cmd->add_flag("--cpu-time", args->cpu_time,
+                "--bench: rank runs by process CPU time (one thread only: keeps time lost to other processes out)");
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
     PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
+    PERMDNN_CHECK(!args->cpu_time || args->threads == 1, "--cpu-time needs --threads 1 (CPU time adds up threads)");
     runtime::Options opt;
     opt.threads = args->threads;
     opt.profile = args->profile;
@@ -95,30 +108,46 @@ void AddRunCommand(CLI::App& app) {
                   "{}: `permdnn run` handles models with one float input (this one has {})", args->model,
                   model.inputs().size());
     if (args->bench) {
+      // With --input the file's batch is timed on its own values (and --output
+      // gets the result), so another engine can be timed on the same input.
+      std::vector<int64_t> file_shape;
+      std::vector<float> file_x;
+      if (!args->input.empty()) file_x = ReadInput(args->input, model, &file_shape);
+      const std::vector<int64_t> batches =
+          args->input.empty() ? ParseInts("--batch", args->batches) : std::vector<int64_t>{file_shape.at(0)};
       nlohmann::json records = nlohmann::json::array();
       std::printf("%-8s %12s %12s %14s\n", "batch", "median ms", "min ms", "samples/s");
-      for (int64_t batch : ParseInts("--batch", args->batches)) {
+      for (int64_t batch : batches) {
         std::vector<int64_t> shape = model.inputs()[0].shape;
-        PERMDNN_CHECK(!shape.empty(), "{}: the input shape is unknown", args->model);
-        shape[0] = batch;
-        for (std::size_t d = 1; d < shape.size(); ++d)
-          PERMDNN_CHECK(shape[d] >= 0, "{}: --bench needs fixed non-batch input dims", args->model);
+        std::vector<float> x;
+        if (!args->input.empty()) {
+          shape = file_shape;
+          x = std::move(file_x);
+        } else {
+          PERMDNN_CHECK(!shape.empty(), "{}: the input shape is unknown", args->model);
+          shape[0] = batch;
+          for (std::size_t d = 1; d < shape.size(); ++d)
+            PERMDNN_CHECK(shape[d] >= 0, "{}: --bench needs fixed non-batch input dims", args->model);
+          x.resize(static_cast<std::size_t>(runtime::NumElements(shape)));
+          std::mt19937 rng(42);
+          std::normal_distribution<float> nd(0.0f, 1.0f);
+          for (float& v : x) v = nd(rng);
+        }
         std::vector<int64_t> oshape = model.OutputShape(shape);
-        std::vector<float> x(static_cast<std::size_t>(runtime::NumElements(shape))),
-            y(static_cast<std::size_t>(runtime::NumElements(oshape)));
-        std::mt19937 rng(42);
-        std::normal_distribution<float> nd(0.0f, 1.0f);
-        for (float& v : x) v = nd(rng);
+        std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
         for (int w = 0; w < 3; ++w) model.Run(x, shape, y);  // warm-up (plan, caches)
         model.ResetProfile();
         const Timing t = TimeRuns([&] { model.Run(x, shape, y); },
-                                  {.warmup = 0, .min_reps = 5, .min_time_s = args->min_time, .max_reps = 100000});
+                                  {.warmup = 0, .min_reps = 5, .min_time_s = args->min_time, .max_reps = 100000,
+                                   .cpu_time = args->cpu_time});
         const double med = t.median_ms * 1e-3, best = t.min_ms * 1e-3;
         std::printf("%-8lld %12.4f %12.4f %14.0f\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
                     batch / med);
         records.push_back({{"model", args->model}, {"batch", batch}, {"threads", args->threads},
-                           {"median_s", med}, {"min_s", best}, {"runs", t.reps}});
+                           {"median_s", med}, {"min_s", best}, {"wall_median_s", t.wall_median_ms * 1e-3},
+                           {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"}});
         if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
+        if (!args->output.empty()) WriteOutput(args->output, y, oshape);
       }
       if (!args->json.empty()) WriteFileAtomic(args->json, records.dump(2) + "\n");
       return;
@@ -131,13 +160,7 @@ void AddRunCommand(CLI::App& app) {
     std::printf("%s: input %s -> output %s\n", args->model.c_str(), runtime::ShapeString(shape).c_str(),
                 runtime::ShapeString(oshape).c_str());
     if (!args->output.empty()) {
-      if (EndsWith(args->output, ".npy")) {
-        WriteNpy<float>(args->output, y, oshape);
-      } else {
-        WriteFileAtomic(args->output,
-                        std::string_view(reinterpret_cast<const char*>(y.data()), y.size() * sizeof(float)));
-      }
-      std::printf("wrote %s\n", args->output.c_str());
+      WriteOutput(args->output, y, oshape);
     } else if (oshape.size() == 2) {
       for (int64_t r = 0; r < std::min<int64_t>(oshape[0], 10); ++r) {
         const float* row = y.data() + r * oshape[1];

@@ -29,6 +29,16 @@ WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_
 // window reads padding. x: channels × in_size.
 void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols);
 
+// Inference BatchNormalization of a plain [N, C, ...] tensor (y may be x):
+// y = x·a + (bias − mean·a), a = scale / sqrt(var + eps), per channel.
+void BatchNormPlain(const float* x, const std::vector<int64_t>& shape, const float* scale, const float* bias,
+                    const float* mean, const float* var, float eps, float* y);
+
+// y += b (plain tensors), b broadcast to y's shape (ONNX multidirectional
+// rules; the caller checked that it broadcasts). In ops.cc, with Add's loop.
+void AddBroadcastInPlace(float* y, const std::vector<int64_t>& y_shape, const float* b,
+                         const std::vector<int64_t>& b_shape, const OpContext& ctx);
+
 // Max or average pooling of `planes` planes of in_size each.
 void Pool(const WindowGeometry& g, const float* x, int64_t planes, bool max, bool count_include_pad, float* y);
 

@@ -15,6 +15,34 @@
 
 namespace permdnn::runtime::detail {
 
+// Memory layout of a float tensor of rank 3-5 [N, C, spatial...]:
+//   kPlain         ONNX order (NCHW); every tensor the graph exchanges.
+//   kChannelsLast  N, spatial..., C ("nhwc").
+//   kBlocked       N, ceil(C/b), spatial..., b ("nChw16c" for b = 16): b
+//                  consecutive channels of one position side by side, C
+//                  padded to a multiple of b with zeros.
+// The planner (model.cc) picks one activation layout per plan and gives it
+// to a value when its producer can write it and every consumer can read it
+// (OpKernel::OutputLayout, ReadsLayout); graph inputs, outputs and constants
+// stay plain. Conversions: conv_util.h ConvertLayout.
+enum class LayoutKind : uint8_t { kPlain, kChannelsLast, kBlocked };
+struct Layout {
+  LayoutKind kind = LayoutKind::kPlain;
+  int block = 0;  // kBlocked only
+  bool plain() const { return kind == LayoutKind::kPlain; }
+  bool operator==(const Layout& o) const { return kind == o.kind && block == o.block; }
+  bool operator!=(const Layout& o) const { return !(*this == o); }
+  int64_t PaddedChannels(int64_t c) const { return kind == LayoutKind::kBlocked ? (c + block - 1) / block * block : c; }
+  int64_t StoredElements(const std::vector<int64_t>& shape) const {
+    const int64_t n = NumElements(shape);
+    if (kind != LayoutKind::kBlocked || shape.size() < 2 || shape[1] == 0) return n;
+    return n / shape[1] * PaddedChannels(shape[1]);
+  }
+  std::string Name() const {
+    return kind == LayoutKind::kPlain ? "plain" : kind == LayoutKind::kChannelsLast ? "nhwc" : fmt::format("nC{}c", block);
+  }
+};
+
 struct Value {
   std::string name;
   // Set by planning (or load for initializers).
@@ -29,11 +57,24 @@ struct Value {
   int producer = -1;       // node index, -1 for inputs/initializers
   int last_use = -1;       // last runtime node reading it
   bool graph_output = false;
-
+  // Memory layout, fixed by the planner per plan (see Layout).
+  Layout layout;
   int64_t size() const { return NumElements(shape); }
   std::size_t bytes() const { return static_cast<std::size_t>(size()) * StorageBytes(dtype); }
+  // Bytes in memory: bytes(), with the padded channels when blocked.
+  std::size_t stored_bytes() const { return static_cast<std::size_t>(layout.StoredElements(shape)) * StorageBytes(dtype); }
   float* f() const { return static_cast<float*>(data); }
   int64_t* i() const { return static_cast<int64_t*>(data); }
+};
+
+// An operator folded into the node before it by the load-time fusion pass
+// (fusion.cc), applied to that node's output in order: BatchNormalization
+// (inputs scale, B, mean, var; epsilon), Add (inputs: the other operand),
+// Relu, Clip (lo, hi resolved at load).
+struct PostOp {
+  std::string op_type, name;
+  std::vector<int> inputs;  // positions in the fused node's inputs
+  float epsilon = 1e-5f, lo = 0, hi = 0;
 };
 
 struct NodeDef {
@@ -43,6 +84,7 @@ struct NodeDef {
   std::vector<int> inputs, outputs;  // value indices, -1 for an omitted optional
   formats::Attributes attrs;  // read by detail::ReadAttributes (onnx_util.h)
   std::map<std::string, std::shared_ptr<Tensor>> tensor_attrs;  // TENSOR attributes (Constant's value)
+  std::vector<PostOp> post_ops;  // fused into this node (fusion.cc)
 
   // "node 'fc1' (Gemm, #3)" for messages.
   std::string Where() const;
@@ -59,6 +101,8 @@ struct NodeDef {
 // State shared by kernels during a run.
 struct RunState {
   int threads = 1;
+  bool reference = false;       // Options::reference: no fusion, no dense library
+  Layout act_layout;            // the plan's activation layout (see Layout)
   uint8_t* scratch = nullptr;   // scratch_bytes of the largest node
   bool int16 = false;
   bool calibrating = false;
@@ -101,6 +145,15 @@ class OpKernel {
   // even when the inputs' values are not constant, so that a Reshape fed by
   // Shape(x) (PyTorch's x.view(x.size(0), -1)) plans for each batch size.
   virtual bool ShapeOnly() const { return false; }
+  // Layouts (see Layout). After every node's Prepare the planner asks, in
+  // node order, whether the op can write output k in the plan's activation
+  // layout and whether it can read input k in it; an output gets it when its
+  // producer and all its consumers can. Then Finalize runs once per plan
+  // with the layouts fixed (build layout-specific state such as library
+  // primitives; it may raise ctx.scratch_bytes).
+  virtual bool WritesLayout(const OpContext& ctx, std::size_t k, const Layout& layout) const { return false; }
+  virtual bool ReadsLayout(const OpContext& ctx, std::size_t k, const Layout& layout) const { return false; }
+  virtual void Finalize(OpContext& ctx, const RunState& rs) {}
   // Label for --profile.
   virtual std::string KernelName() const { return "dense"; }
   virtual bool Fast() const { return false; }

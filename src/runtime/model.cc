@@ -8,10 +8,14 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 
 #include <cblas.h>
 
 #include "permdnn/runtime/onnx_io.h"
+#include "permdnn/kernels/dispatch.h"
+#include "runtime/dnnl_util.h"
+#include "runtime/fusion.h"
 #include "runtime/graph.h"
 #include "runtime/onnx_util.h"
 
@@ -225,15 +229,6 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
     if (detail::IsPermDnnDomain(n.domain)) summary.compressed_nodes++;
     nodes.push_back(std::move(n));
   }
-  for (const NodeDef& n : nodes) {
-    try {
-      kernels.push_back(detail::CreateKernel(n));
-    } catch (const UnsupportedError& e) {
-      throw UnsupportedError(name + ": " + e.what());
-    } catch (const Error& e) {
-      throw Error(name + ": " + e.what());
-    }
-  }
   summary.nodes = static_cast<int64_t>(nodes.size());
   PERMDNN_CHECK(g.output_size() > 0, "{}: the graph has no outputs", name);
   for (const auto& o : g.output()) {
@@ -250,6 +245,16 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
         for (const auto& d : tt.shape().dim()) info.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
     }
     outputs.push_back(std::move(info));
+  }
+  if (!opt.reference) detail::FuseForInference(nodes, values);
+  for (const NodeDef& n : nodes) {
+    try {
+      kernels.push_back(detail::CreateKernel(n));
+    } catch (const UnsupportedError& e) {
+      throw UnsupportedError(name + ": " + e.what());
+    } catch (const Error& e) {
+      throw Error(name + ": " + e.what());
+    }
   }
   ctxs.resize(nodes.size());
   for (std::size_t k = 0; k < nodes.size(); ++k) {
@@ -278,6 +283,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   for (Value& v : values) {
     if (v.initializer) continue;
     v.known = v.constant = false;
+    v.layout = detail::Layout{};
     v.data = nullptr;
     v.arena_offset = -1;
     v.last_use = -1;
@@ -358,6 +364,39 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
       scratch = std::max(scratch, ctx.scratch_bytes);
     }
   }
+  // Layouts: the plan's activation layout goes to an output when its producer
+  // can write it and every runtime consumer can read it (graph outputs stay
+  // plain); then each node finalizes for the layouts it got.
+  rs.reference = opt.reference;
+  rs.threads = std::max(1, opt.threads);
+  {
+    const detail::Layout act = opt.reference ? detail::Layout{} : detail::ChooseActivationLayout(nodes);
+    rs.act_layout = act;
+    // Keyed by pointer: a node's unnamed outputs live outside `values`.
+    std::unordered_map<const Value*, std::vector<std::pair<int, std::size_t>>> readers;
+    for (int k : runtime_nodes)
+      for (std::size_t i = 0; i < ctxs[k].in.size(); ++i)
+        if (ctxs[k].in[i]) readers[ctxs[k].in[i]].push_back({k, i});
+    for (int k : runtime_nodes) {
+      for (std::size_t o = 0; o < ctxs[k].out.size() && !act.plain(); ++o) {
+        Value* v = ctxs[k].out[o];
+        if (!v || v->graph_output || !IsFloat(v->dtype) || v->shape.size() < 3 || v->shape.size() > 5) continue;
+        bool all = kernels[k]->WritesLayout(ctxs[k], o, act);
+        for (const auto& [c, i] : readers[v]) all = all && kernels[c]->ReadsLayout(ctxs[c], i, act);
+        if (all) v->layout = act;
+      }
+    }
+    for (int k : runtime_nodes) {
+      try {
+        kernels[k]->Finalize(ctxs[k], rs);
+      } catch (const UnsupportedError& e) {
+        throw UnsupportedError(name + ": " + e.what());
+      } catch (const Error& e) {
+        throw Error(name + ": " + e.what());
+      }
+      scratch = std::max(scratch, ctxs[k].scratch_bytes);
+    }
+  }
   // Liveness over runtime nodes.
   for (std::size_t t = 0; t < runtime_nodes.size(); ++t)
     for (Value* v : ctxs[runtime_nodes[t]].in)
@@ -377,7 +416,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
                live.end());
     for (Value* v : ctxs[runtime_nodes[t]].out) {
       if (!v) continue;
-      const int64_t size = align(std::max<int64_t>(1, static_cast<int64_t>(v->bytes())));
+      const int64_t size = align(std::max<int64_t>(1, static_cast<int64_t>(v->stored_bytes())));
       if (v->last_use < 0) v->last_use = static_cast<int>(t);  // unused output still needs room
       std::sort(live.begin(), live.end(), [](const Live& a, const Live& b) { return a.offset < b.offset; });
       int64_t at = 0;
@@ -423,7 +462,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   if (profile.size() != nodes.size()) profile.assign(nodes.size(), NodeProfile{});
   for (std::size_t k = 0; k < nodes.size(); ++k) {
     profile[k].name = nodes[k].name;
-    profile[k].op_type = nodes[k].op_type;
+    profile[k].op_type = detail::FusedOpType(nodes[k]);
     profile[k].kernel = folded[k] ? "folded" : kernels[k]->KernelName();
     profile[k].fast = !folded[k] && kernels[k]->Fast();
   }
@@ -472,6 +511,7 @@ Model Model::FromBytes(std::string_view bytes, const std::string& name, const Op
   Model model;
   Impl& m = *model.impl_;
   m.opt = options;
+  if (kernels::ActivePath() == kernels::KernelPath::kReference) m.opt.reference = true;
   m.name = name;
   m.int16 = options.int16;
   m.LoadProto(detail::ParseModelProto(bytes, name));

@@ -11,10 +11,13 @@
 #include <cblas.h>
 
 #include "runtime/conv_util.h"
+#include "runtime/dnnl_util.h"
 #include "runtime/graph.h"
 #include "runtime/ops_compressed.h"
 
 namespace permdnn::runtime::detail {
+
+std::unique_ptr<OpKernel> CreateCnnKernel(const NodeDef& node);
 
 namespace {
 
@@ -59,6 +62,57 @@ inline T ApplyBin(BinKind k, T a, T b) {
   return a;
 }
 
+// y = a (kind) b with multidirectional broadcasting; y has the broadcast
+// shape (y may alias a when a has it).
+template <typename T>
+void ApplyBroadcast(BinKind kind, const T* pa, const std::vector<int64_t>& a_shape, const T* pb,
+                    const std::vector<int64_t>& b_shape, T* py, const std::vector<int64_t>& y_shape) {
+  const int64_t n = NumElements(y_shape);
+  if (n == 0) return;
+  const int64_t na = NumElements(a_shape), nb = NumElements(b_shape);
+  if (na == n && nb == n) {
+    for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind, pa[i], pb[i]);
+    return;
+  }
+  if (na == n && nb == 1) {
+    const T s = pb[0];
+    for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind, pa[i], s);
+    return;
+  }
+  if (nb == n && na == 1) {
+    const T s = pa[0];
+    for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind, s, pb[i]);
+    return;
+  }
+  // General: strides with 0 on broadcast dims, innermost loop on the last dim.
+  const int r = static_cast<int>(y_shape.size());
+  std::vector<int64_t> sa(r, 0), sb(r, 0);
+  auto fill = [&](const std::vector<int64_t>& shp, std::vector<int64_t>& st) {
+    const int off = r - static_cast<int>(shp.size());
+    std::vector<int64_t> s = Strides(shp);
+    for (int k = 0; k < static_cast<int>(shp.size()); ++k) st[off + k] = shp[k] == 1 ? 0 : s[k];
+  };
+  fill(a_shape, sa);
+  fill(b_shape, sb);
+  const int64_t inner = y_shape[r - 1];
+  const int64_t outer = n / inner;
+  const int64_t ia = sa[r - 1], ib = sb[r - 1];
+  std::vector<int64_t> idx(r, 0);
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t oa = 0, ob = 0;
+    for (int k = 0; k < r - 1; ++k) {
+      oa += idx[k] * sa[k];
+      ob += idx[k] * sb[k];
+    }
+    T* row = py + o * inner;
+    for (int64_t j = 0; j < inner; ++j) row[j] = ApplyBin<T>(kind, pa[oa + j * ia], pb[ob + j * ib]);
+    for (int k = r - 2; k >= 0; --k) {
+      if (++idx[k] < y_shape[k]) break;
+      idx[k] = 0;
+    }
+  }
+}
+
 class BinaryOp : public OpKernel {
  public:
   explicit BinaryOp(BinKind k) : kind_(k) {}
@@ -70,65 +124,15 @@ class BinaryOp : public OpKernel {
     ctx.SetOut(0, a.dtype, BroadcastShapes(a.shape, b.shape, ctx));
   }
   void Run(OpContext& ctx, RunState&) override {
-    if (IsFloat(ctx.out[0]->dtype)) Compute<float>(ctx);
-    else Compute<int64_t>(ctx);
+    const Value& a = *ctx.in[0];
+    const Value& b = *ctx.in[1];
+    Value& y = *ctx.out[0];
+    if (IsFloat(y.dtype)) ApplyBroadcast<float>(kind_, a.f(), a.shape, b.f(), b.shape, y.f(), y.shape);
+    else ApplyBroadcast<int64_t>(kind_, a.i(), a.shape, b.i(), b.shape, y.i(), y.shape);
   }
   std::string KernelName() const override { return "elementwise"; }
 
  private:
-  template <typename T>
-  void Compute(OpContext& ctx) {
-    const Value& a = *ctx.in[0];
-    const Value& b = *ctx.in[1];
-    Value& y = *ctx.out[0];
-    const T* pa = static_cast<const T*>(a.data);
-    const T* pb = static_cast<const T*>(b.data);
-    T* py = static_cast<T*>(y.data);
-    const int64_t n = y.size();
-    if (n == 0) return;
-    const int64_t na = a.size(), nb = b.size();
-    if (na == n && nb == n) {
-      for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind_, pa[i], pb[i]);
-      return;
-    }
-    if (na == n && nb == 1) {
-      const T s = pb[0];
-      for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind_, pa[i], s);
-      return;
-    }
-    if (nb == n && na == 1) {
-      const T s = pa[0];
-      for (int64_t i = 0; i < n; ++i) py[i] = ApplyBin<T>(kind_, s, pb[i]);
-      return;
-    }
-    // General: strides with 0 on broadcast dims, innermost loop on the last dim.
-    const int r = static_cast<int>(y.shape.size());
-    std::vector<int64_t> sa(r, 0), sb(r, 0);
-    auto fill = [&](const std::vector<int64_t>& shp, std::vector<int64_t>& st) {
-      const int off = r - static_cast<int>(shp.size());
-      std::vector<int64_t> s = Strides(shp);
-      for (int k = 0; k < static_cast<int>(shp.size()); ++k) st[off + k] = shp[k] == 1 ? 0 : s[k];
-    };
-    fill(a.shape, sa);
-    fill(b.shape, sb);
-    const int64_t inner = y.shape[r - 1];
-    const int64_t outer = n / inner;
-    const int64_t ia = sa[r - 1], ib = sb[r - 1];
-    std::vector<int64_t> idx(r, 0);
-    for (int64_t o = 0; o < outer; ++o) {
-      int64_t oa = 0, ob = 0;
-      for (int k = 0; k < r - 1; ++k) {
-        oa += idx[k] * sa[k];
-        ob += idx[k] * sb[k];
-      }
-      T* row = py + o * inner;
-      for (int64_t j = 0; j < inner; ++j) row[j] = ApplyBin<T>(kind_, pa[oa + j * ia], pb[ob + j * ib]);
-      for (int k = r - 2; k >= 0; --k) {
-        if (++idx[k] < y.shape[k]) break;
-        idx[k] = 0;
-      }
-    }
-  }
   BinKind kind_;
 };
 
@@ -510,18 +514,51 @@ class ConcatOp : public OpKernel {
     }
     ctx.SetOut(0, a.dtype, out);
   }
-  void Run(OpContext& ctx, RunState&) override {
+  // Along channels in a channels-last or blocked layout (blocked: every
+  // input's channels a multiple of the block, so the chunks stay whole).
+  bool WritesLayout(const OpContext& ctx, std::size_t, const Layout& layout) const override {
+    return ChannelConcat(ctx, layout);
+  }
+  bool ReadsLayout(const OpContext& ctx, std::size_t, const Layout& layout) const override {
+    return ChannelConcat(ctx, layout);
+  }
+  void Finalize(OpContext& ctx, const RunState&) override {
+    const Value& y = *ctx.out[0];
+    convert_.assign(ctx.in.size(), LayoutConverter());
+    offsets_.assign(ctx.in.size(), -1);
+    int64_t scratch = 0;
+    for (std::size_t k = 0; k < ctx.in.size(); ++k) {
+      const Value& v = *ctx.in[k];
+      if (v.layout == y.layout) continue;
+      convert_[k].Init(v.shape, v.layout, y.layout);
+      offsets_[k] = scratch;
+      scratch += (static_cast<int64_t>(y.layout.StoredElements(v.shape) * sizeof(float)) + 63) / 64 * 64;
+    }
+    ctx.scratch_bytes = scratch;
+  }
+  void Run(OpContext& ctx, RunState& rs) override {
     Value& y = *ctx.out[0];
     const std::size_t es = StorageBytes(y.dtype);
+    // [outer, axis · inner] rows; channels-last: [N·spatial, C]; blocked: [N, C·spatial].
     int64_t outer = 1, inner = 1;
     for (int64_t k = 0; k < axis_; ++k) outer *= y.shape[k];
     for (std::size_t k = axis_ + 1; k < y.shape.size(); ++k) inner *= y.shape[k];
+    if (y.layout.kind == LayoutKind::kChannelsLast) {
+      outer *= inner;
+      inner = 1;
+    }
     auto* dst = static_cast<uint8_t*>(y.data);
     const int64_t row = y.shape[axis_] * inner;
     int64_t at = 0;
-    for (Value* v : ctx.in) {
+    for (std::size_t k = 0; k < ctx.in.size(); ++k) {
+      const Value* v = ctx.in[k];
       const int64_t chunk = v->shape[axis_] * inner;
-      const auto* src = static_cast<const uint8_t*>(v->data);
+      const uint8_t* src = static_cast<const uint8_t*>(v->data);
+      if (offsets_.size() == ctx.in.size() && offsets_[k] >= 0) {
+        float* staged = reinterpret_cast<float*>(rs.scratch + offsets_[k]);
+        convert_[k].Run(v->f(), staged);
+        src = reinterpret_cast<const uint8_t*>(staged);
+      }
       for (int64_t o = 0; o < outer; ++o)
         std::memcpy(dst + (o * row + at) * es, src + o * chunk * es, chunk * es);
       at += chunk;
@@ -529,7 +566,17 @@ class ConcatOp : public OpKernel {
   }
 
  private:
+  bool ChannelConcat(const OpContext& ctx, const Layout& layout) const {
+    if (axis_ != 1 || !IsFloat(ctx.out[0]->dtype) || ctx.out[0]->shape.size() < 3) return false;
+    if (layout.kind == LayoutKind::kChannelsLast) return true;
+    if (layout.kind != LayoutKind::kBlocked) return false;
+    for (const Value* v : ctx.in)
+      if (v->shape[1] % layout.block != 0) return false;
+    return true;
+  }
   int64_t axis_attr_, axis_ = 0;
+  std::vector<LayoutConverter> convert_;
+  std::vector<int64_t> offsets_;
 };
 
 // Generic strided copy: out[i...] = in[start + i·step ...] per dim.
@@ -736,6 +783,12 @@ class GemmOp : public OpKernel {
       if (beta == 0) std::fill_n(y, m_ * n_, 0.0f);
       return;
     }
+    if (m_ == 1) {  // one sample: OpenBLAS's sgemm runs a row this short far below sgemv's speed
+      const int64_t lda = ctx.in[0]->shape[1], inc_a = ta_ ? lda : 1;
+      if (tb_) cblas_sgemv(CblasRowMajor, CblasNoTrans, n_, k_, alpha_, ctx.in[1]->f(), k_, ctx.in[0]->f(), inc_a, beta, y, 1);
+      else cblas_sgemv(CblasRowMajor, CblasTrans, k_, n_, alpha_, ctx.in[1]->f(), n_, ctx.in[0]->f(), inc_a, beta, y, 1);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, ta_ ? CblasTrans : CblasNoTrans, tb_ ? CblasTrans : CblasNoTrans, m_, n_, k_, alpha_,
                 ctx.in[0]->f(), ctx.in[0]->shape[1], ctx.in[1]->f(), ctx.in[1]->shape[1], beta, y, n_);
   }
@@ -816,143 +869,12 @@ class MatMulOp : public OpKernel {
   std::vector<int64_t> batch_, a_off_, b_off_;
 };
 
-// ---- Conv / pools ---------------------------------------------------------------
-
-class ConvOp : public OpKernel {
- public:
-  explicit ConvOp(const NodeDef& n) : n_(n) {}
-  void Prepare(OpContext& ctx) override {
-    const Value& x = Req(ctx, 0, "X");
-    const Value& w = Req(ctx, 1, "W");
-    RequireFloat(ctx, &x, "X");
-    RequireFloat(ctx, &w, "W");
-    if (x.shape.size() < 3 || x.shape.size() > 5) Unsupported(ctx, fmt::format("Conv on rank {} input", x.shape.size()));
-    if (w.shape.size() != x.shape.size())
-      ctx.Fail("W {} and X {} ranks differ", ShapeString(w.shape), ShapeString(x.shape));
-    group_ = n_.Int("group", 1);
-    const int64_t c = x.shape[1], m = w.shape[0];
-    if (group_ < 1 || c % group_ != 0 || m % group_ != 0 || w.shape[1] * group_ != c)
-      ctx.Fail("channels: X has {}, W {} with group {} (expected W[1]·group = C)", c, ShapeString(w.shape), group_);
-    std::vector<int64_t> kshape(w.shape.begin() + 2, w.shape.end());
-    if (n_.Has("kernel_shape") && n_.Ints("kernel_shape") != kshape)
-      ctx.Fail("kernel_shape {} differs from W {}", ShapeString(n_.Ints("kernel_shape")), ShapeString(w.shape));
-    g_ = MakeWindowGeometry(ctx, x.shape, kshape, n_, true);
-    if (const Value* b = ctx.In(2); b && (b->shape.size() != 1 || b->shape[0] != m))
-      ctx.Fail("bias {} should be [{}]", ShapeString(b->shape), m);
-    std::vector<int64_t> out = {x.shape[0], m};
-    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
-    ctx.SetOut(0, DType::kFloat32, out);
-    ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * (c / group_) * g_.kernel_size() * g_.out_size();
-  }
-  void Run(OpContext& ctx, RunState& rs) override {
-    const Value& x = *ctx.in[0];
-    const Value& w = *ctx.in[1];
-    const Value* b = ctx.In(2);
-    const int64_t n = x.shape[0], c = x.shape[1], m = w.shape[0];
-    const int64_t cg = c / group_, mg = m / group_, ksz = g_.kernel_size(), osz = g_.out_size(), isz = g_.in_size();
-    float* cols = reinterpret_cast<float*>(rs.scratch);
-    float* y = ctx.out[0]->f();
-    for (int64_t s = 0; s < n; ++s)
-      for (int64_t gi = 0; gi < group_; ++gi) {
-        const float* xs = x.f() + (s * c + gi * cg) * isz;
-        Im2Col(g_, xs, cg, cols);
-        float* ys = y + (s * m + gi * mg) * osz;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mg, osz, cg * ksz, 1.0f, w.f() + gi * mg * cg * ksz,
-                    cg * ksz, cols, osz, 0.0f, ys, osz);
-        if (b)
-          for (int64_t o = 0; o < mg; ++o) {
-            const float bv = b->f()[gi * mg + o];
-            for (int64_t t = 0; t < osz; ++t) ys[o * osz + t] += bv;
-          }
-      }
-  }
-  std::string KernelName() const override { return "dense-blas"; }
-
- private:
-  const NodeDef& n_;
-  int64_t group_ = 1;
-  WindowGeometry g_;
-};
-
-class PoolOp : public OpKernel {
- public:
-  PoolOp(const NodeDef& n, bool max, bool global) : n_(n), max_(max), global_(global) {
-    if (n.outputs.size() > 1 && n.outputs[1] >= 0) UnsupportedNode(n, "MaxPool's Indices output is not supported");
-    count_pad_ = n.Int("count_include_pad", 0) != 0;
-  }
-  void Prepare(OpContext& ctx) override {
-    const Value& x = Req(ctx, 0, "X");
-    RequireFloat(ctx, &x, "X");
-    if (x.shape.size() < 3 || x.shape.size() > 5) Unsupported(ctx, fmt::format("pooling on rank {} input", x.shape.size()));
-    std::vector<int64_t> k;
-    if (global_) {
-      k.assign(x.shape.begin() + 2, x.shape.end());
-      g_ = MakeWindowGeometry(ctx, x.shape, k, NodeDef{}, false);
-    } else {
-      k = n_.Ints("kernel_shape");
-      if (k.size() + 2 != x.shape.size())
-        ctx.Fail("kernel_shape {} does not fit input {}", ShapeString(k), ShapeString(x.shape));
-      g_ = MakeWindowGeometry(ctx, x.shape, k, n_, max_);
-    }
-    std::vector<int64_t> out = {x.shape[0], x.shape[1]};
-    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
-    // Windows are visited element by element: bound the work a file can ask for.
-    const double work = static_cast<double>(NumElements(out)) * static_cast<double>(g_.kernel_size());
-    if (work > 1e11) Unsupported(ctx, fmt::format("pooling work of {:.3g} window elements is beyond the limit", work));
-    ctx.SetOut(0, DType::kFloat32, out);
-  }
-  void Run(OpContext& ctx, RunState&) override {
-    const Value& x = *ctx.in[0];
-    const int64_t planes = x.shape[0] * x.shape[1];
-    Pool(g_, x.f(), planes, max_, count_pad_, ctx.out[0]->f());
-  }
-
- private:
-  const NodeDef& n_;
-  bool max_, global_, count_pad_ = false;
-  WindowGeometry g_;
-};
-
-class BatchNormOp : public OpKernel {
- public:
-  explicit BatchNormOp(const NodeDef& n) : eps_(n.Float("epsilon", 1e-5f)) {
-    for (std::size_t k = 1; k < n.outputs.size(); ++k)
-      if (n.outputs[k] >= 0) UnsupportedNode(n, "BatchNormalization in training mode (extra outputs)");
-    if (n.Int("training_mode", 0) != 0) UnsupportedNode(n, "BatchNormalization with training_mode=1");
-    if (n.opset < 9 && n.Int("spatial", 1) == 0) UnsupportedNode(n, "BatchNormalization with spatial=0");
-  }
-  void Prepare(OpContext& ctx) override {
-    const Value& x = Req(ctx, 0, "X");
-    RequireFloat(ctx, &x, "X");
-    if (x.shape.size() < 2) ctx.Fail("X must have rank >= 2, got {}", ShapeString(x.shape));
-    const int64_t c = x.shape[1];
-    for (std::size_t k = 1; k <= 4; ++k) {
-      const Value& p = Req(ctx, k, "scale/B/mean/var");
-      if (p.size() != c) ctx.Fail("input {} '{}' has {} elements, expected C = {}", k, p.name, p.size(), c);
-    }
-    ctx.SetOut(0, DType::kFloat32, x.shape);
-  }
-  void Run(OpContext& ctx, RunState&) override {
-    const Value& x = *ctx.in[0];
-    const int64_t n = x.shape[0], c = x.shape[1], inner = x.size() / std::max<int64_t>(1, n * c);
-    const float *sc = ctx.in[1]->f(), *bi = ctx.in[2]->f(), *mu = ctx.in[3]->f(), *var = ctx.in[4]->f();
-    float* y = ctx.out[0]->f();
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const float a = sc[ch] / std::sqrt(var[ch] + eps_);
-      const float b = bi[ch] - mu[ch] * a;
-      for (int64_t s = 0; s < n; ++s) {
-        const float* xs = x.f() + (s * c + ch) * inner;
-        float* ys = y + (s * c + ch) * inner;
-        for (int64_t t = 0; t < inner; ++t) ys[t] = xs[t] * a + b;
-      }
-    }
-  }
-
- private:
-  float eps_;
-};
-
 }  // namespace
+
+void AddBroadcastInPlace(float* y, const std::vector<int64_t>& y_shape, const float* b,
+                         const std::vector<int64_t>& b_shape, const OpContext&) {
+  ApplyBroadcast<float>(BinKind::kAdd, y, y_shape, b, b_shape, y, y_shape);
+}
 
 std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
   if (IsPermDnnDomain(n.domain)) return CreateCompressedKernel(n);
@@ -1000,14 +922,9 @@ std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
   if (op == "Transpose") return std::make_unique<TransposeOp>(n);
   if (op == "Softmax") return std::make_unique<SoftmaxOp>(n, false);
   if (op == "LogSoftmax") return std::make_unique<SoftmaxOp>(n, true);
+  if (auto k = CreateCnnKernel(n)) return k;
   if (op == "Gemm") return std::make_unique<GemmOp>(n);
   if (op == "MatMul") return std::make_unique<MatMulOp>();
-  if (op == "Conv") return std::make_unique<ConvOp>(n);
-  if (op == "MaxPool") return std::make_unique<PoolOp>(n, true, false);
-  if (op == "AveragePool") return std::make_unique<PoolOp>(n, false, false);
-  if (op == "GlobalAveragePool") return std::make_unique<PoolOp>(n, false, true);
-  if (op == "GlobalMaxPool") return std::make_unique<PoolOp>(n, true, true);
-  if (op == "BatchNormalization") return std::make_unique<BatchNormOp>(n);
   throw UnsupportedError(n.Where() + ": unsupported operator '" + op + "'");
 }
 

@@ -18,8 +18,11 @@
 //
 // Compressed layers are the custom-domain nodes `ai.permdnn`
 // PermDiagMatMul / PermDiagConv (see docs/runtime.md for their contract);
-// they run on the permdnn kernels (SIMD, threads). Dense Gemm / MatMul /
-// Conv run on OpenBLAS. With Options::int16 the PermDiagMatMul nodes run on
+// they run on the permdnn kernels (SIMD, threads). Dense Conv and pooling
+// run on oneDNN (Conv with a following BatchNormalization / Add / Relu /
+// Clip folded in at load, activations kept in one layout between them),
+// Gemm / MatMul on OpenBLAS; Options::reference keeps every node of the
+// file on plain loops and OpenBLAS (the oracle the tests compare with). With Options::int16 the PermDiagMatMul nodes run on
 // the fixed-point kernels (kernels::PermDiagMatVecI16) after Calibrate().
 //
 // A Model is not thread-safe: one Run at a time (it owns its arena).
@@ -46,6 +49,12 @@ struct Options {
   int threads = 1;      // kernel and OpenBLAS threads
   bool int16 = false;   // compressed FC layers in fixed point (needs Calibrate)
   bool profile = false; // collect per-node time (Profile())
+  // Run every node on its reference path: the file's graph node for node
+  // (no fusion), dense Conv / Gemm / MatMul on im2col + OpenBLAS, plain
+  // layouts, no oneDNN. Also forced by PERMDNN_KERNELS=reference (or the CLI's
+  // --reference-kernels), which puts the permdnn kernels on their reference
+  // path too. Tests compare the fast path against it.
+  bool reference = false;
   // Refuse plans whose arena would exceed this many bytes (a malformed or
   // hostile file cannot make the runtime allocate without bound).
   int64_t max_arena_bytes = int64_t{8} << 30;

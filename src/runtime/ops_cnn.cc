@@ -1,0 +1,575 @@
+// The dense CNN operators: Conv (with the post-ops the fusion pass folded
+// into it), MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool and
+// BatchNormalization.
+//
+// Two paths per node, chosen once per plan in Finalize:
+//  * fast: oneDNN primitives (dnnl_util.h) in the plan's activation layout
+//    (channels-last or channel-blocked). Conv + BatchNormalization is folded
+//    into the weights and bias once, Add becomes oneDNN's sum post-op (the
+//    other operand is copied into the output first) and Relu / Clip an
+//    eltwise post-op, so a fused chain is one primitive. Inputs or outputs
+//    in another layout (graph inputs and outputs, ops that only read plain
+//    tensors) are reordered through scratch, inside the node.
+//  * reference (Options::reference, PERMDNN_KERNELS=reference, a plain
+//    plan, or a shape oneDNN only has a reference implementation for):
+//    im2col + OpenBLAS sgemm and plain loops, every post-op applied in the
+//    order of the original nodes. Tests compare the fast path against it.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <optional>
+
+#include <cblas.h>
+
+#include "runtime/conv_util.h"
+#include "runtime/dnnl_util.h"
+#include "runtime/graph.h"
+
+namespace permdnn::runtime::detail {
+
+namespace {
+
+[[noreturn]] void Unsupported(const OpContext& ctx, const std::string& what) {
+  throw UnsupportedError(ctx.node->Where() + ": " + what);
+}
+[[noreturn]] void UnsupportedNode(const NodeDef& n, const std::string& what) {
+  throw UnsupportedError(n.Where() + ": " + what);
+}
+void RequireFloat(const OpContext& ctx, const Value* v, const char* what) {
+  if (!IsFloat(v->dtype))
+    Unsupported(ctx, fmt::format("{} '{}' has dtype {}; this op computes in float32 only", what, v->name,
+                                 DTypeName(v->dtype)));
+}
+const Value& Req(const OpContext& ctx, std::size_t k, const char* what) {
+  const Value* v = ctx.In(k);
+  if (!v) ctx.Fail("missing required input {} ({})", k, what);
+  return *v;
+}
+
+// The spatial part of a normalized (3-D) window geometry for oneDNN.
+dnnl::memory::dims Tail(const std::array<int64_t, 3>& v, std::size_t s) {
+  return dnnl::memory::dims(v.end() - static_cast<std::ptrdiff_t>(s), v.end());
+}
+
+// Input to the op in the compute layout: the value itself, or a reorder of it
+// into scratch.
+struct StagedInput {
+  LayoutConverter conv;
+  int64_t scratch_offset = 0;
+  const float* Get(const Value& v, uint8_t* scratch) const {
+    if (conv.identity()) return v.f();
+    float* dst = reinterpret_cast<float*>(scratch + scratch_offset);
+    conv.Run(v.f(), dst);
+    return dst;
+  }
+};
+
+int64_t Align64(int64_t b) { return (b + 63) / 64 * 64; }
+
+// Threads for a primitive of `work` multiply-adds (or element visits): more
+// than one only when each thread gets at least kWorkPerThread. oneDNN splits
+// work statically over its OpenMP team, so every region waits for its slowest
+// thread; on a machine whose other cores are busy, a region of a few
+// microseconds could wait milliseconds for a descheduled thread (measured:
+// the Fashion-MNIST cnn at batch 1, 2 threads, 0.13 ms or 88 ms per run
+// depending on the neighbours), so small primitives run on one.
+int ThreadsFor(double work, int threads) {
+  constexpr double kWorkPerThread = 4e6;
+  return std::max(1, std::min(threads, static_cast<int>(work / kWorkPerThread)));
+}
+
+// PERMDNN_CONV=direct disables Winograd convolutions (read once).
+bool WinogradAllowed() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("PERMDNN_CONV");
+    if (!env || !*env || !std::strcmp(env, "auto")) return true;
+    if (!std::strcmp(env, "direct")) return false;
+    Fail("PERMDNN_CONV={} is not a convolution algorithm choice; use auto or direct", env);
+  }();
+  return allowed;
+}
+
+// ---- Conv -------------------------------------------------------------------------
+
+class ConvOp : public OpKernel {
+ public:
+  explicit ConvOp(const NodeDef& n) : n_(n) {
+    for (const PostOp& p : n.post_ops)
+      if (p.op_type == "BatchNormalization") has_bn_ = true;
+  }
+
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    const Value& w = Req(ctx, 1, "W");
+    RequireFloat(ctx, &x, "X");
+    RequireFloat(ctx, &w, "W");
+    if (x.shape.size() < 3 || x.shape.size() > 5) Unsupported(ctx, fmt::format("Conv on rank {} input", x.shape.size()));
+    if (w.shape.size() != x.shape.size())
+      ctx.Fail("W {} and X {} ranks differ", ShapeString(w.shape), ShapeString(x.shape));
+    group_ = n_.Int("group", 1);
+    const int64_t c = x.shape[1], m = w.shape[0];
+    if (group_ < 1 || c % group_ != 0 || m % group_ != 0 || w.shape[1] * group_ != c)
+      ctx.Fail("channels: X has {}, W {} with group {} (expected W[1]·group = C)", c, ShapeString(w.shape), group_);
+    std::vector<int64_t> kshape(w.shape.begin() + 2, w.shape.end());
+    if (n_.Has("kernel_shape") && n_.Ints("kernel_shape") != kshape)
+      ctx.Fail("kernel_shape {} differs from W {}", ShapeString(n_.Ints("kernel_shape")), ShapeString(w.shape));
+    g_ = MakeWindowGeometry(ctx, x.shape, kshape, n_, true);
+    if (const Value* b = ctx.In(2); b && (b->shape.size() != 1 || b->shape[0] != m))
+      ctx.Fail("bias {} should be [{}]", ShapeString(b->shape), m);
+    std::vector<int64_t> out = {x.shape[0], m};
+    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    add_same_shape_ = true;
+    for (const PostOp& p : n_.post_ops) {
+      for (int i : p.inputs) {
+        const Value& v = Req(ctx, static_cast<std::size_t>(i), p.op_type.c_str());
+        RequireFloat(ctx, &v, p.op_type.c_str());
+        if (p.op_type == "BatchNormalization" && v.size() != m)
+          ctx.Fail("fused {} '{}': input '{}' has {} elements, expected C = {}", p.op_type, p.name, v.name, v.size(), m);
+        if (p.op_type == "Add") {
+          if (BroadcastShapes(out, v.shape, ctx) != out)
+            ctx.Fail("fused Add '{}': operand '{}' {} does not broadcast to the convolution's output {}", p.name, v.name,
+                     ShapeString(v.shape), ShapeString(out));
+          add_same_shape_ = v.shape == out;
+        }
+      }
+    }
+    ctx.SetOut(0, DType::kFloat32, out);
+    // Reference path (the largest need; Finalize may lower it).
+    ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * (c / group_) * g_.kernel_size() * g_.out_size();
+    src_ok_.reset();
+  }
+
+  bool WritesLayout(const OpContext& ctx, std::size_t k, const Layout& layout) const override {
+    return k == 0 && SrcLayout(ctx, layout).has_value();
+  }
+  bool ReadsLayout(const OpContext& ctx, std::size_t k, const Layout& layout) const override {
+    if (k == 1 || k == 2) return false;
+    auto src = SrcLayout(ctx, layout);
+    return src && (k != 0 || *src == layout);  // X only when oneDNN reads it in that layout; the Add operand always
+  }
+
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    const std::optional<Layout> src_layout =
+        rs.reference || rs.act_layout.plain() ? std::nullopt : SrcLayout(ctx, rs.act_layout);
+    fast_ = src_layout.has_value();
+    if (!fast_) return;  // reference scratch from Prepare; layouts are plain
+    {
+      const Value& x0 = *ctx.in[0];
+      const double macs = static_cast<double>(ctx.out[0]->size()) * static_cast<double>(x0.shape[1] / group_) *
+                          static_cast<double>(g_.kernel_size());
+      threads_ = ThreadsFor(macs, rs.threads);
+    }
+    SetDnnlThreads(threads_);  // primitives are made for the thread count they run with
+    const Layout L = rs.act_layout;
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
+    FoldWeights(ctx);
+    // Primitive for exactly this plan's shapes in layout L.
+    auto pd = MakePd(ctx, *src_layout, L);
+    prim_ = dnnl::convolution_forward(*pd);
+    src_md_ = pd->src_desc();
+    dst_md_ = pd->dst_desc();
+    if (pd->weights_desc() != w_md_ || !w_mem_) {
+      w_md_ = pd->weights_desc();
+      dnnl::memory plain(WeightsPlainDesc(ctx), DnnlEngine(), w_folded_.data());
+      w_mem_ = dnnl::memory(w_md_, DnnlEngine());
+      dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
+      DnnlStream().wait();
+    }
+    int64_t scratch = 0;
+    in_.conv.Init(x.shape, x.layout, *src_layout);
+    in_.scratch_offset = scratch;
+    if (!in_.conv.identity())
+      scratch += Align64(static_cast<int64_t>(src_layout->StoredElements(x.shape) * sizeof(float)));
+    out_stage_ = y.layout != L;
+    out_offset_ = scratch;
+    if (out_stage_) {
+      out_conv_.Init(y.shape, L, y.layout);
+      scratch += Align64(static_cast<int64_t>(L.StoredElements(y.shape) * sizeof(float)));
+    }
+    add_input_ = -1;
+    for (const PostOp& p : n_.post_ops)
+      if (p.op_type == "Add") add_input_ = p.inputs[0];
+    if (add_input_ >= 0) add_conv_.Init(y.shape, ctx.in[add_input_]->layout, L);
+    ctx.scratch_bytes = scratch;
+  }
+
+  void Run(OpContext& ctx, RunState& rs) override {
+    if (fast_) RunDnnl(ctx, rs);
+    else RunReference(ctx, rs);
+  }
+  std::string KernelName() const override { return fast_ ? "dense-onednn" : "dense-blas"; }
+
+ private:
+  // The layout oneDNN reads X in when it writes the output in `layout` with an
+  // optimized implementation: `layout` itself, else plain (first layers with
+  // few channels, e.g. 3 -> 32, have jit kernels for a plain input only);
+  // nullopt when neither has one (then the reference path runs, plain).
+  std::optional<Layout> SrcLayout(const OpContext& ctx, const Layout& layout) const {
+    if (layout.plain() || !add_same_shape_) return std::nullopt;
+    // Weights are folded and reordered once: they must be load-time constants.
+    if (!ctx.in[1]->constant || (ctx.In(2) && !ctx.In(2)->constant)) return std::nullopt;
+    if (src_ok_ && src_ok_->first == layout) return src_ok_->second;
+    std::optional<Layout> found;
+    // Fewer input channels than a block (a first layer on RGB or gray
+    // images): the plain input, read directly, ran 6x faster than a padded
+    // block (Fashion-MNIST cnn's conv1 at batch 16: 0.066 vs 0.42 ms).
+    const bool few = layout.kind == LayoutKind::kBlocked && ctx.in[0]->shape[1] < layout.block;
+    for (const Layout& src : few ? std::array<Layout, 2>{Layout{}, layout} : std::array<Layout, 2>{layout, Layout{}}) {
+      try {
+        if (!IsReferenceImpl(*MakePd(ctx, src, layout))) {
+          found = src;
+          break;
+        }
+      } catch (const dnnl::error&) {
+      }
+    }
+    src_ok_ = std::make_pair(layout, found);
+    return found;
+  }
+
+  dnnl::memory::desc WeightsPlainDesc(const OpContext& ctx) const {
+    const Value& w = *ctx.in[1];
+    using tag = dnnl::memory::format_tag;
+    const std::size_t s = w.shape.size() - 2;
+    if (group_ == 1) {
+      return dnnl::memory::desc(Dims(w.shape), dnnl::memory::data_type::f32,
+                                s == 1 ? tag::oiw : s == 2 ? tag::oihw : tag::oidhw);
+    }
+    std::vector<int64_t> gd = {group_, w.shape[0] / group_};
+    gd.insert(gd.end(), w.shape.begin() + 1, w.shape.end());
+    return dnnl::memory::desc(Dims(gd), dnnl::memory::data_type::f32,
+                              s == 1 ? tag::goiw : s == 2 ? tag::goihw : tag::goidhw);
+  }
+
+  std::shared_ptr<dnnl::convolution_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& src_layout,
+                                                                    const Layout& L) const {
+    const Value& x = *ctx.in[0];
+    const Value& w = *ctx.in[1];
+    const Value& y = *ctx.out[0];
+    const std::size_t s = x.shape.size() - 2;
+    dnnl::memory::desc src = MemDesc(x.shape, src_layout), dst = MemDesc(y.shape, L);
+    dnnl::memory::desc wd(WeightsPlainDesc(ctx).dims(), dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
+    dnnl::memory::desc bd({w.shape[0]}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
+    dnnl::memory::dims dil = Tail(g_.dil, s);
+    for (auto& d : dil) d -= 1;
+    dnnl::post_ops po;
+    for (const PostOp& p : n_.post_ops) {
+      if (p.op_type == "Add") po.append_sum(1.0f);
+      else if (p.op_type == "Relu") po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+      else if (p.op_type == "Clip") po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, p.lo, p.hi);
+    }
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    // Winograd (F(2x2,3x3) / F(4x4,3x3)) where oneDNN has it: 3x3, stride 1,
+    // no dilation, not grouped, channel-blocked on AVX-512. It cut resnet18's
+    // convolutions from 20.1 to 12.7 ms at batch 1 (bench/dense_probe.cc);
+    // PERMDNN_CONV=direct turns it off.
+    if (WinogradAllowed() && group_ == 1 && src_layout == L && L.kind == LayoutKind::kBlocked && s == 2 &&
+        g_.k[1] == 3 && g_.k[2] == 3 && g_.stride[1] == 1 && g_.stride[2] == 1 && g_.dil[1] == 1 && g_.dil[2] == 1) {
+      try {
+        dnnl::convolution_forward::desc wd_desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
+                                                src, wd, bd, dst, Tail(g_.stride, s), dil, Tail(g_.pad, s),
+                                                Tail(g_.pad_end, s));
+        return std::make_shared<dnnl::convolution_forward::primitive_desc>(wd_desc, attr, DnnlEngine());
+      } catch (const dnnl::error&) {
+      }
+    }
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wd,
+                                      bd, dst, Tail(g_.stride, s), dil, Tail(g_.pad, s), Tail(g_.pad_end, s));
+    return std::make_shared<dnnl::convolution_forward::primitive_desc>(d, attr, DnnlEngine());
+  }
+
+  // Weights and bias with a fused BatchNormalization folded in:
+  // w'[o] = w[o]·a[o], b'[o] = b[o]·a[o] + (beta[o] − mean[o]·a[o]), a = scale / sqrt(var + eps).
+  void FoldWeights(const OpContext& ctx) {
+    if (!w_folded_.empty()) return;
+    const Value& w = *ctx.in[1];
+    const int64_t m = w.shape[0], per = w.size() / std::max<int64_t>(1, m);
+    w_folded_.assign(w.f(), w.f() + w.size());
+    b_folded_.assign(static_cast<std::size_t>(m), 0.0f);
+    if (const Value* b = ctx.In(2)) std::copy(b->f(), b->f() + m, b_folded_.begin());
+    for (const PostOp& p : n_.post_ops) {
+      if (p.op_type != "BatchNormalization") continue;
+      const float *sc = ctx.in[p.inputs[0]]->f(), *bi = ctx.in[p.inputs[1]]->f(), *mu = ctx.in[p.inputs[2]]->f(),
+                  *var = ctx.in[p.inputs[3]]->f();
+      for (int64_t o = 0; o < m; ++o) {
+        const float a = sc[o] / std::sqrt(var[o] + p.epsilon);
+        for (int64_t i = 0; i < per; ++i) w_folded_[o * per + i] *= a;
+        b_folded_[o] = b_folded_[o] * a + (bi[o] - mu[o] * a);
+      }
+    }
+    b_mem_ = dnnl::memory({{m}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a}, DnnlEngine(),
+                          b_folded_.data());
+  }
+
+  void RunDnnl(OpContext& ctx, RunState& rs) {
+    SetDnnlThreads(threads_);
+    const float* src = in_.Get(*ctx.in[0], rs.scratch);
+    float* dst = out_stage_ ? reinterpret_cast<float*>(rs.scratch + out_offset_) : ctx.out[0]->f();
+    if (add_input_ >= 0) {
+      const Value& a = *ctx.in[add_input_];
+      if (add_conv_.identity()) std::memcpy(dst, a.f(), a.stored_bytes());
+      else add_conv_.Run(a.f(), dst);
+    }
+    dnnl::memory s(src_md_, DnnlEngine(), const_cast<float*>(src)), d(dst_md_, DnnlEngine(), dst);
+    prim_.execute(DnnlStream(), {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w_mem_}, {DNNL_ARG_BIAS, b_mem_}, {DNNL_ARG_DST, d}});
+    DnnlStream().wait();
+    if (out_stage_) out_conv_.Run(dst, ctx.out[0]->f());
+  }
+
+  // im2col + sgemm per sample and group, then the post-ops in node order.
+  void RunReference(OpContext& ctx, RunState& rs) {
+    const Value& x = *ctx.in[0];
+    const Value& w = *ctx.in[1];
+    const Value* b = ctx.In(2);
+    const int64_t n = x.shape[0], c = x.shape[1], m = w.shape[0];
+    const int64_t cg = c / group_, mg = m / group_, ksz = g_.kernel_size(), osz = g_.out_size(), isz = g_.in_size();
+    float* cols = reinterpret_cast<float*>(rs.scratch);
+    Value& yv = *ctx.out[0];
+    float* y = yv.f();
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t gi = 0; gi < group_; ++gi) {
+        const float* xs = x.f() + (s * c + gi * cg) * isz;
+        Im2Col(g_, xs, cg, cols);
+        float* ys = y + (s * m + gi * mg) * osz;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mg, osz, cg * ksz, 1.0f, w.f() + gi * mg * cg * ksz,
+                    cg * ksz, cols, osz, 0.0f, ys, osz);
+        if (b)
+          for (int64_t o = 0; o < mg; ++o) {
+            const float bv = b->f()[gi * mg + o];
+            for (int64_t t = 0; t < osz; ++t) ys[o * osz + t] += bv;
+          }
+      }
+    for (const PostOp& p : n_.post_ops) {
+      if (p.op_type == "BatchNormalization") {
+        BatchNormPlain(y, yv.shape, ctx.in[p.inputs[0]]->f(), ctx.in[p.inputs[1]]->f(), ctx.in[p.inputs[2]]->f(),
+                       ctx.in[p.inputs[3]]->f(), p.epsilon, y);
+      } else if (p.op_type == "Add") {
+        const Value& a = *ctx.in[p.inputs[0]];
+        AddBroadcastInPlace(y, yv.shape, a.f(), a.shape, ctx);
+      } else if (p.op_type == "Relu") {
+        for (int64_t i = 0, e = yv.size(); i < e; ++i) y[i] = y[i] > 0 ? y[i] : 0.0f;
+      } else if (p.op_type == "Clip") {
+        for (int64_t i = 0, e = yv.size(); i < e; ++i) y[i] = std::min(std::max(y[i], p.lo), p.hi);
+      }
+    }
+  }
+
+  const NodeDef& n_;
+  int64_t group_ = 1;
+  WindowGeometry g_;
+  bool has_bn_ = false, add_same_shape_ = true, fast_ = false;
+  int threads_ = 1;
+  mutable std::optional<std::pair<Layout, std::optional<Layout>>> src_ok_;
+  // Fast path state.
+  std::vector<float> w_folded_, b_folded_;
+  dnnl::memory::desc w_md_, src_md_, dst_md_;
+  dnnl::memory w_mem_, b_mem_;
+  dnnl::convolution_forward prim_;
+  StagedInput in_;
+  LayoutConverter out_conv_, add_conv_;
+  bool out_stage_ = false;
+  int64_t out_offset_ = 0;
+  int add_input_ = -1;
+};
+
+// ---- Pools ------------------------------------------------------------------------
+
+class PoolOp : public OpKernel {
+ public:
+  PoolOp(const NodeDef& n, bool max, bool global) : n_(n), max_(max), global_(global) {
+    if (n.outputs.size() > 1 && n.outputs[1] >= 0) UnsupportedNode(n, "MaxPool's Indices output is not supported");
+    count_pad_ = n.Int("count_include_pad", 0) != 0;
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    RequireFloat(ctx, &x, "X");
+    if (x.shape.size() < 3 || x.shape.size() > 5) Unsupported(ctx, fmt::format("pooling on rank {} input", x.shape.size()));
+    std::vector<int64_t> k;
+    if (global_) {
+      k.assign(x.shape.begin() + 2, x.shape.end());
+      g_ = MakeWindowGeometry(ctx, x.shape, k, NodeDef{}, false);
+    } else {
+      k = n_.Ints("kernel_shape");
+      if (k.size() + 2 != x.shape.size())
+        ctx.Fail("kernel_shape {} does not fit input {}", ShapeString(k), ShapeString(x.shape));
+      g_ = MakeWindowGeometry(ctx, x.shape, k, n_, max_);
+    }
+    std::vector<int64_t> out = {x.shape[0], x.shape[1]};
+    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    // Windows are visited element by element: bound the work a file can ask for.
+    const double work = static_cast<double>(NumElements(out)) * static_cast<double>(g_.kernel_size());
+    if (work > 1e11) Unsupported(ctx, fmt::format("pooling work of {:.3g} window elements is beyond the limit", work));
+    ctx.SetOut(0, DType::kFloat32, out);
+    ctx.scratch_bytes = 0;
+    dnnl_ok_.reset();
+  }
+  bool WritesLayout(const OpContext& ctx, std::size_t k, const Layout& layout) const override {
+    return DnnlUsable(ctx, layout);
+  }
+  bool ReadsLayout(const OpContext& ctx, std::size_t k, const Layout& layout) const override {
+    return DnnlUsable(ctx, layout);
+  }
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    fast_ = !rs.reference && DnnlUsable(ctx, rs.act_layout);
+    if (!fast_) return;
+    threads_ = ThreadsFor(static_cast<double>(ctx.out[0]->size()) * static_cast<double>(g_.kernel_size()), rs.threads);
+    SetDnnlThreads(threads_);
+    const Layout L = rs.act_layout;
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
+    auto pd = MakePd(ctx, L);
+    prim_ = dnnl::pooling_v2_forward(*pd);
+    src_md_ = pd->src_desc();
+    dst_md_ = pd->dst_desc();
+    int64_t scratch = 0;
+    in_.conv.Init(x.shape, x.layout, L);
+    in_.scratch_offset = 0;
+    if (!in_.conv.identity()) scratch += Align64(static_cast<int64_t>(L.StoredElements(x.shape) * sizeof(float)));
+    out_stage_ = y.layout != L;
+    out_offset_ = scratch;
+    if (out_stage_) {
+      out_conv_.Init(y.shape, L, y.layout);
+      scratch += Align64(static_cast<int64_t>(L.StoredElements(y.shape) * sizeof(float)));
+    }
+    ws_offset_ = scratch;
+    scratch += Align64(static_cast<int64_t>(pd->workspace_desc().get_size()));
+    ctx.scratch_bytes = scratch;
+  }
+  void Run(OpContext& ctx, RunState& rs) override {
+    if (!fast_) {
+      const Value& x = *ctx.in[0];
+      Pool(g_, x.f(), x.shape[0] * x.shape[1], max_, count_pad_, ctx.out[0]->f());
+      return;
+    }
+    SetDnnlThreads(threads_);
+    const float* src = in_.Get(*ctx.in[0], rs.scratch);
+    float* dst = out_stage_ ? reinterpret_cast<float*>(rs.scratch + out_offset_) : ctx.out[0]->f();
+    dnnl::memory s(src_md_, DnnlEngine(), const_cast<float*>(src)), d(dst_md_, DnnlEngine(), dst);
+    prim_.execute(DnnlStream(), {{DNNL_ARG_SRC, s}, {DNNL_ARG_DST, d}});
+    DnnlStream().wait();
+    if (out_stage_) out_conv_.Run(dst, ctx.out[0]->f());
+  }
+  std::string KernelName() const override { return fast_ ? "pool-onednn" : "pool-reference"; }
+
+ private:
+  bool DnnlUsable(const OpContext& ctx, const Layout& layout) const {
+    if (layout.plain()) return false;
+    if (dnnl_ok_ && dnnl_ok_->first == layout) return dnnl_ok_->second;
+    bool ok = false;
+    try {
+      ok = !IsReferenceImpl(*MakePd(ctx, layout));
+    } catch (const dnnl::error&) {
+      ok = false;
+    } catch (const Error&) {
+      ok = false;
+    }
+    dnnl_ok_ = std::make_pair(layout, ok);
+    return ok;
+  }
+  std::shared_ptr<dnnl::pooling_v2_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& L) const {
+    const Value& x = *ctx.in[0];
+    const Value& y = *ctx.out[0];
+    const std::size_t s = x.shape.size() - 2;
+    // ceil_mode: the last window may hang past pad_end; oneDNN sees that as
+    // extra right padding. Max pooling ignores padding either way; average
+    // pooling that counts padding would count the overhang too, so refuse.
+    dnnl::memory::dims pad_r = Tail(g_.pad_end, s);
+    bool overhang = false;
+    for (std::size_t d = 0; d < s; ++d) {
+      const int i = 3 - static_cast<int>(s) + static_cast<int>(d);
+      const int64_t need = (g_.out[i] - 1) * g_.stride[i] + (g_.k[i] - 1) * g_.dil[i] + 1 - g_.in[i] - g_.pad[i];
+      if (need > pad_r[d]) {
+        overhang = true;
+        pad_r[d] = need;
+      }
+    }
+    if (overhang && !max_ && count_pad_) Fail("average pooling counting padding past the window");
+    dnnl::memory::dims dil = Tail(g_.dil, s);
+    for (auto& d : dil) d -= 1;
+    const dnnl::algorithm alg = max_         ? dnnl::algorithm::pooling_max
+                                : count_pad_ ? dnnl::algorithm::pooling_avg_include_padding
+                                             : dnnl::algorithm::pooling_avg_exclude_padding;
+    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, MemDesc(x.shape, L),
+                                     MemDesc(y.shape, L), Tail(g_.stride, s), Tail(g_.k, s), dil, Tail(g_.pad, s),
+                                     pad_r);
+    return std::make_shared<dnnl::pooling_v2_forward::primitive_desc>(d, DnnlEngine());
+  }
+
+  const NodeDef& n_;
+  bool max_, global_, count_pad_ = false, fast_ = false;
+  int threads_ = 1;
+  WindowGeometry g_;
+  mutable std::optional<std::pair<Layout, bool>> dnnl_ok_;
+  dnnl::pooling_v2_forward prim_;
+  dnnl::memory::desc src_md_, dst_md_;
+  StagedInput in_;
+  LayoutConverter out_conv_;
+  bool out_stage_ = false;
+  int64_t out_offset_ = 0, ws_offset_ = 0;
+};
+
+// ---- BatchNormalization (not fused) -----------------------------------------------
+
+class BatchNormOp : public OpKernel {
+ public:
+  explicit BatchNormOp(const NodeDef& n) : eps_(n.Float("epsilon", 1e-5f)) {
+    for (std::size_t k = 1; k < n.outputs.size(); ++k)
+      if (n.outputs[k] >= 0) UnsupportedNode(n, "BatchNormalization in training mode (extra outputs)");
+    if (n.Int("training_mode", 0) != 0) UnsupportedNode(n, "BatchNormalization with training_mode=1");
+    if (n.opset < 9 && n.Int("spatial", 1) == 0) UnsupportedNode(n, "BatchNormalization with spatial=0");
+  }
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "X");
+    RequireFloat(ctx, &x, "X");
+    if (x.shape.size() < 2) ctx.Fail("X must have rank >= 2, got {}", ShapeString(x.shape));
+    const int64_t c = x.shape[1];
+    for (std::size_t k = 1; k <= 4; ++k) {
+      const Value& p = Req(ctx, k, "scale/B/mean/var");
+      if (p.size() != c) ctx.Fail("input {} '{}' has {} elements, expected C = {}", k, p.name, p.size(), c);
+    }
+    ctx.SetOut(0, DType::kFloat32, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    BatchNormPlain(x.f(), x.shape, ctx.in[1]->f(), ctx.in[2]->f(), ctx.in[3]->f(), ctx.in[4]->f(), eps_,
+                   ctx.out[0]->f());
+  }
+
+ private:
+  float eps_;
+};
+
+}  // namespace
+
+void BatchNormPlain(const float* x, const std::vector<int64_t>& shape, const float* scale, const float* bias,
+                    const float* mean, const float* var, float eps, float* y) {
+  const int64_t n = shape[0], c = shape[1], inner = NumElements(shape) / std::max<int64_t>(1, n * c);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float a = scale[ch] / std::sqrt(var[ch] + eps);
+    const float b = bias[ch] - mean[ch] * a;
+    for (int64_t s = 0; s < n; ++s) {
+      const float* xs = x + (s * c + ch) * inner;
+      float* ys = y + (s * c + ch) * inner;
+      for (int64_t t = 0; t < inner; ++t) ys[t] = xs[t] * a + b;
+    }
+  }
+}
+
+// Conv, the pools and BatchNormalization; nullptr for another op type.
+std::unique_ptr<OpKernel> CreateCnnKernel(const NodeDef& n) {
+  const std::string& op = n.op_type;
+  if (op == "Conv") return std::make_unique<ConvOp>(n);
+  if (op == "MaxPool") return std::make_unique<PoolOp>(n, true, false);
+  if (op == "AveragePool") return std::make_unique<PoolOp>(n, false, false);
+  if (op == "GlobalAveragePool") return std::make_unique<PoolOp>(n, false, true);
+  if (op == "GlobalMaxPool") return std::make_unique<PoolOp>(n, true, true);
+  if (op == "BatchNormalization") return std::make_unique<BatchNormOp>(n);
+  return nullptr;
+}
+
+}  // namespace permdnn::runtime::detail

@@ -1,0 +1,264 @@
+// The dense CNN path: load-time fusion (Conv + BatchNormalization + Add +
+// Relu / Clip, Identity / Dropout removed), oneDNN in each activation layout
+// (channels-last, blocked, plain) against the reference path
+// (Options::reference: the file's graph node for node on im2col + OpenBLAS
+// and plain loops), at several batch sizes.
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
+
+#include "permdnn/core/error.h"
+#include "permdnn/runtime/model.h"
+#include "tests/support/compare.h"
+
+namespace permdnn::runtime {
+namespace {
+
+std::vector<float> Randn(std::size_t n, uint64_t seed, float scale = 1.0f, float mean = 0.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(mean, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+// A small ModelProto builder: one float input [N, C, H, W...] with an open batch.
+class Builder {
+ public:
+  Builder(std::vector<int64_t> in_shape, int opset = 13) {
+    m_.set_ir_version(8);
+    m_.add_opset_import()->set_version(opset);
+    g_ = m_.mutable_graph();
+    g_->set_name("cnn");
+    auto* in = g_->add_input();
+    in->set_name("x");
+    auto* tt = in->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(onnx::TensorProto::FLOAT);
+    tt->mutable_shape()->add_dim()->set_dim_param("N");
+    for (std::size_t d = 1; d < in_shape.size(); ++d) tt->mutable_shape()->add_dim()->set_dim_value(in_shape[d]);
+  }
+  std::string Init(const std::string& name, std::vector<int64_t> dims, std::vector<float> v) {
+    auto* t = g_->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims) t->add_dims(d);
+    for (float f : v) t->add_float_data(f);
+    return name;
+  }
+  onnx::NodeProto& Node(const std::string& op, std::vector<std::string> ins, const std::string& out) {
+    onnx::NodeProto& n = *g_->add_node();
+    n.set_op_type(op);
+    n.set_name(out);
+    for (const auto& i : ins) n.add_input(i);
+    n.add_output(out);
+    return n;
+  }
+  static void Ints(onnx::NodeProto& n, const std::string& name, std::vector<int64_t> v) {
+    auto* a = n.add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (int64_t x : v) a->add_ints(x);
+  }
+  static void Int(onnx::NodeProto& n, const std::string& name, int64_t v) {
+    auto* a = n.add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(v);
+  }
+  // Conv with random weights (and bias unless no_bias); k x k, same padding.
+  std::string Conv(const std::string& x, const std::string& out, int64_t cin, int64_t cout, int64_t k,
+                   int64_t stride = 1, int64_t group = 1, bool bias = true, uint64_t seed = 1) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(cin / group * k * k));
+    std::vector<std::string> ins = {x, Init(out + ".w", {cout, cin / group, k, k}, Randn(cout * cin / group * k * k, seed, scale))};
+    if (bias) ins.push_back(Init(out + ".b", {cout}, Randn(cout, seed + 1, 0.1f)));
+    onnx::NodeProto& n = Node("Conv", ins, out);
+    Ints(n, "kernel_shape", {k, k});
+    Ints(n, "pads", {k / 2, k / 2, k / 2, k / 2});
+    Ints(n, "strides", {stride, stride});
+    if (group != 1) Int(n, "group", group);
+    return out;
+  }
+  std::string Bn(const std::string& x, const std::string& out, int64_t c, uint64_t seed) {
+    return Node("BatchNormalization",
+                {x, Init(out + ".s", {c}, Randn(c, seed, 0.3f, 1.0f)), Init(out + ".b", {c}, Randn(c, seed + 1, 0.2f)),
+                 Init(out + ".m", {c}, Randn(c, seed + 2, 0.2f)), Init(out + ".v", {c}, Randn(c, seed + 3, 0.1f, 1.0f))},
+                out)
+        .output(0);
+  }
+  void Output(const std::string& name) { g_->add_output()->set_name(name); }
+  std::string Bytes() const {
+    std::string s;
+    m_.SerializeToString(&s);
+    return s;
+  }
+
+ private:
+  onnx::ModelProto m_;
+  onnx::GraphProto* g_ = nullptr;
+};
+
+// Every pattern the fusion pass and the oneDNN path handle, in one graph:
+// stem conv (3 -> 16, stride 2) + BN + Relu, max pool with ceil_mode, a
+// residual block whose Add operand (a 1x1 conv) is computed after the conv it
+// is fused into, Clip from Constant nodes (ReLU6), a depthwise and a grouped
+// conv, Identity and Dropout, a channel Concat, a conv read by two nodes and
+// a conv whose output is also a graph output, average pools and a Gemm head.
+// group_mode: 0 plain convs only, 1 depthwise, 2 grouped (4 groups).
+std::string TestCnn(int group_mode) {
+  Builder b({1, 3, 19, 19});
+  std::string t = b.Conv("x", "stem", 3, 16, 3, 2, 1, false, 10);        // 10x10
+  t = b.Node("Relu", {b.Bn(t, "stem_bn", 16, 20)}, "stem_relu").output(0);
+  auto& mp = b.Node("MaxPool", {t}, "pool");                              // ceil(9/2)+1 = 6
+  Builder::Ints(mp, "kernel_shape", {3, 3});
+  Builder::Ints(mp, "strides", {2, 2});
+  Builder::Int(mp, "ceil_mode", 1);
+  t = mp.output(0);
+  // Residual: conv -> bn -> (+ 1x1 projection computed later) -> relu.
+  std::string c1 = b.Bn(b.Conv(t, "c1", 16, 32, 3, 1, 1, true, 30), "c1_bn", 32, 40);
+  std::string proj = b.Conv(t, "proj", 16, 32, 1, 1, 1, true, 50);
+  t = b.Node("Relu", {b.Node("Add", {c1, proj}, "res").output(0)}, "res_relu").output(0);
+  // ReLU6 with Constant bounds, then a depthwise (or grouped) conv.
+  b.Node("Constant", {}, "zero").add_attribute()->CopyFrom([] {
+    onnx::AttributeProto a;
+    a.set_name("value");
+    a.set_type(onnx::AttributeProto::TENSOR);
+    a.mutable_t()->set_data_type(onnx::TensorProto::FLOAT);
+    a.mutable_t()->add_float_data(0.0f);
+    return a;
+  }());
+  std::string six = b.Init("six", {}, {6.0f});
+  t = b.Node("Clip", {b.Conv(t, "expand", 32, 48, 1, 1, 1, true, 60), "zero", six}, "expand_clip").output(0);
+  t = b.Conv(t, "dw", 48, 48, 3, 1, group_mode == 1 ? 48 : group_mode == 2 ? 4 : 1, true, 70);
+  t = b.Node("Identity", {t}, "id").output(0);
+  t = b.Node("Dropout", {t}, "drop").output(0);
+  // Two branches concatenated along channels; one conv also a graph output.
+  std::string left = b.Node("Relu", {b.Conv(t, "left", 48, 16, 1, 1, 1, true, 80)}, "left_relu").output(0);
+  std::string right = b.Conv(t, "right", 48, 32, 3, 1, 1, true, 90);
+  b.Output(right);
+  auto& cat = b.Node("Concat", {left, right}, "cat");
+  Builder::Int(cat, "axis", 1);
+  auto& ap = b.Node("AveragePool", {cat.output(0)}, "avg");
+  Builder::Ints(ap, "kernel_shape", {3, 3});
+  Builder::Ints(ap, "pads", {1, 1, 1, 1});
+  Builder::Int(ap, "count_include_pad", 1);
+  t = b.Node("GlobalAveragePool", {ap.output(0)}, "gap").output(0);
+  t = b.Node("Flatten", {t}, "flat").output(0);
+  auto& fc = b.Node("Gemm", {t, b.Init("fc.w", {5, 48}, Randn(5 * 48, 100, 0.2f)), b.Init("fc.b", {5}, Randn(5, 101))}, "y");
+  Builder::Int(fc, "transB", 1);
+  b.Output(fc.output(0));
+  return b.Bytes();
+}
+
+struct LayoutEnv {
+  explicit LayoutEnv(const char* layout) {
+    if (layout) setenv("PERMDNN_LAYOUT", layout, 1);
+    else unsetenv("PERMDNN_LAYOUT");
+  }
+  ~LayoutEnv() { unsetenv("PERMDNN_LAYOUT"); }
+};
+
+class RuntimeCnn : public ::testing::TestWithParam<std::tuple<const char*, int>> {};
+
+TEST_P(RuntimeCnn, FastPathMatchesReference) {
+  const auto [layout, group_mode] = GetParam();
+  LayoutEnv env(layout);
+  const std::string bytes = TestCnn(group_mode);
+  Model fast = Model::FromBytes(bytes, "cnn.onnx");
+  Model ref = Model::FromBytes(bytes, "cnn.onnx", {.reference = true});
+  for (int64_t batch : {1, 3, 2}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    Tensor x = Tensor::Float({batch, 3, 19, 19}, Randn(batch * 3 * 19 * 19, 7 + batch));
+    std::vector<Tensor> want = ref.Run({x}), got = fast.Run({x});
+    ASSERT_EQ(want.size(), 2u);
+    ASSERT_EQ(got.size(), 2u);
+    for (std::size_t o = 0; o < 2; ++o) {
+      ASSERT_EQ(want[o].shape(), got[o].shape());
+      float scale = 0;
+      for (int64_t i = 0; i < want[o].size(); ++i) scale = std::max(scale, std::fabs(want[o].f()[i]));
+      // Depth of the longest dot product chain ~ 48 channels x 9 taps, several layers deep.
+      const double tol = permdnn::testing::Tolerance(48 * 9 * 4, scale);
+      EXPECT_TRUE(permdnn::testing::AllNear<float>({want[o].f(), static_cast<std::size_t>(want[o].size())},
+                                                   {got[o].f(), static_cast<std::size_t>(got[o].size())}, tol))
+          << "output " << o;
+    }
+  }
+}
+
+std::string CnnCaseName(const ::testing::TestParamInfo<std::tuple<const char*, int>>& info) {
+  static const char* const kGroups[] = {"_dense", "_depthwise", "_grouped"};
+  const char* l = std::get<0>(info.param);
+  return std::string(l ? l : "auto") + kGroups[std::get<1>(info.param)];
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, RuntimeCnn,
+                         ::testing::Combine(::testing::Values(nullptr, "nhwc", "blocked", "plain"),
+                                            ::testing::Values(0, 1, 2)),
+                         CnnCaseName);
+
+TEST(RuntimeCnn, FusionFoldsTheChainsAndRunsOnOneDnn) {
+  LayoutEnv env(nullptr);
+  Model fast = Model::FromBytes(TestCnn(1), "cnn.onnx", {.profile = true});
+  Model ref = Model::FromBytes(TestCnn(1), "cnn.onnx", {.profile = true, .reference = true});
+  Tensor x = Tensor::Float({2, 3, 19, 19}, Randn(2 * 3 * 19 * 19, 3));
+  fast.Run({x});
+  ref.Run({x});
+  std::map<std::string, NodeProfile> by_name;
+  for (const NodeProfile& p : fast.Profile()) by_name[p.name] = p;
+  // The stem's BN and Relu, the residual's BN, Add and Relu, and the Clip are folded.
+  EXPECT_EQ(by_name.at("stem").op_type, "Conv+BatchNormalization+Relu");
+  EXPECT_EQ(by_name.at("c1").op_type, "Conv+BatchNormalization+Add+Relu");
+  EXPECT_EQ(by_name.at("expand").op_type, "Conv+Clip");
+  EXPECT_EQ(by_name.at("left").op_type, "Conv+Relu");
+  // `right` is a graph output: nothing after it is folded into it.
+  EXPECT_EQ(by_name.at("right").op_type, "Conv");
+  EXPECT_FALSE(by_name.count("stem_bn") || by_name.count("res") || by_name.count("id") || by_name.count("drop"));
+  for (const char* conv : {"stem", "c1", "proj", "expand", "dw", "left", "right"})
+    EXPECT_EQ(by_name.at(conv).kernel, "dense-onednn") << conv;
+  EXPECT_EQ(by_name.at("pool").kernel, "pool-onednn");
+  // The reference keeps every node of the file.
+  EXPECT_EQ(ref.Profile().size(), fast.Profile().size() + 9);
+  for (const NodeProfile& p : ref.Profile())
+    if (p.op_type == "Conv") EXPECT_EQ(p.kernel, "dense-blas");
+}
+
+// An Add whose operand broadcasts (a per-channel bias) is fused too and
+// runs on the reference path; a BatchNormalization with wrong parameter
+// sizes is not fused and reports its own error.
+TEST(RuntimeCnn, BroadcastAddAndBadBatchNorm) {
+  Builder b({1, 4, 6, 6});
+  std::string t = b.Conv("x", "c", 4, 8, 3);
+  t = b.Node("Add", {t, b.Init("bias", {1, 8, 1, 1}, Randn(8, 5))}, "add").output(0);
+  b.Output(b.Node("Relu", {t}, "y").output(0));
+  Model fast = Model::FromBytes(b.Bytes(), "bcast.onnx", {.profile = true});
+  Model ref = Model::FromBytes(b.Bytes(), "bcast.onnx", {.reference = true});
+  Tensor x = Tensor::Float({2, 4, 6, 6}, Randn(2 * 4 * 36, 9));
+  const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
+  EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), 2 * 8 * 36}, {got.f(), 2 * 8 * 36},
+                                               permdnn::testing::Tolerance(36, 8.0)));
+  EXPECT_EQ(fast.Profile().size(), 1u);
+  EXPECT_EQ(fast.Profile()[0].op_type, "Conv+Add+Relu");
+
+  Builder bad({1, 4, 6, 6});
+  t = bad.Conv("x", "c", 4, 8, 3);
+  auto& bn = bad.Node("BatchNormalization",
+                      {t, bad.Init("s", {4}, Randn(4, 1)), bad.Init("bb", {4}, Randn(4, 2)), bad.Init("m", {4}, Randn(4, 3)),
+                       bad.Init("v", {4}, Randn(4, 4, 0.1f, 1.0f))},
+                      "bn");
+  bad.Output(bn.output(0));
+  try {
+    Model::FromBytes(bad.Bytes(), "badbn.onnx");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("node 'bn' (BatchNormalization"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("expected C = 8"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace permdnn::runtime
