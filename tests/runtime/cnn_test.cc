@@ -227,6 +227,33 @@ TEST(RuntimeCnn, FusionFoldsTheChainsAndRunsOnOneDnn) {
     if (p.op_type == "Conv") EXPECT_EQ(p.kernel, "dense-blas");
 }
 
+// Big enough nodes split the batch over the threads (one single-threaded
+// oneDNN primitive per chunk, chunks of 2 and 1 samples at batch 3):
+// the result equals the reference's.
+TEST(RuntimeCnn, BatchChunksOnTwoThreads) {
+  Builder b({1, 64, 48, 48});
+  std::string t = b.Node("Relu", {b.Conv("x", "c1", 64, 64, 3, 1, 1, true, 3)}, "r1").output(0);
+  auto& mp = b.Node("MaxPool", {t}, "pool");
+  Builder::Ints(mp, "kernel_shape", {5, 5});
+  Builder::Ints(mp, "pads", {2, 2, 2, 2});
+  std::string u = b.Conv(mp.output(0), "c2", 64, 64, 3, 1, 1, true, 4);
+  b.Output(b.Node("Relu", {b.Node("Add", {u, t}, "add").output(0)}, "y").output(0));
+  Model fast = Model::FromBytes(b.Bytes(), "big.onnx", {.threads = 2, .profile = true});
+  Model ref = Model::FromBytes(b.Bytes(), "big.onnx", {.reference = true});
+  for (int64_t batch : {3, 1}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    Tensor x = Tensor::Float({batch, 64, 48, 48}, Randn(batch * 64 * 48 * 48, 11));
+    const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
+    float scale = 0;
+    for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+    EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
+                                                 {got.f(), static_cast<std::size_t>(got.size())},
+                                                 permdnn::testing::Tolerance(64 * 9 * 2, scale)));
+  }
+  for (const NodeProfile& p : fast.Profile())
+    if (p.op_type.rfind("Conv", 0) == 0) EXPECT_EQ(p.kernel, "dense-onednn") << p.name;
+}
+
 // An Add whose operand broadcasts (a per-channel bias) is fused too and
 // runs on the reference path; a BatchNormalization with wrong parameter
 // sizes is not fused and reports its own error.
