@@ -60,7 +60,12 @@ int FuzzSimTech(const uint8_t* data, std::size_t size) {
       (void)t.FifoEnergy(node);
       (void)t.ZeroTestEnergy(node);
       (void)t.DramEnergy64(node);
-      (void)t.ClockEnergyPerPeCycle(1000.0, node);
+      (void)t.RegisterBitEnergy(node);
+      (void)t.WireEnergyPerBitMm(node);
+      (void)t.ClockNetworkEnergyPerPeCycle(1000.0, node);
+      (void)t.PipelineRegisterEnergyPerPeCycle(1000.0, node);
+      (void)t.RegisterBankArea(36, 48, 1, node);
+      (void)t.ControlLogicArea(node);
       (void)t.FifoArea(8, node);
       (void)t.EieArithArea(node);
     }

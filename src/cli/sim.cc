@@ -18,6 +18,7 @@
 #include "permdnn/sim/engine.h"
 #include "permdnn/sim/model.h"
 #include "permdnn/sim/report.h"
+#include "permdnn/sim/validate.h"
 
 namespace permdnn::cli {
 
@@ -54,7 +55,8 @@ void AddSimCommand(CLI::App& app) {
     int64_t samples = 16;
     std::vector<std::string> sets;
     uint64_t seed = 1;
-    bool no_check = false, list_params = false;
+    bool no_check = false, list_params = false, validate = false, strict = false, sensitivity = false;
+    double step = 0.2;
     // sweep
     std::string pes = "8,16,32,64", mults = "4,8,16", ps = "matched,4,8,16", bits = "8,16", out = "sim_sweep";
   };
@@ -81,15 +83,70 @@ void AddSimCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--no-check", a->no_check, "skip the functional check against the int16 kernel");
   cmd->add_flag("--list-params", a->list_params, "print every architecture parameter with its default and reason");
+  cmd->add_flag("--validate", a->validate,
+                "run EIE's nine layers on the three engines and hold the models to every published figure; exit 1 "
+                "when a figure is outside its tolerance or a documented gap has drifted");
+  cmd->add_flag("--strict", a->strict, "--validate: also fail on the documented gaps (the published targets only)");
+  cmd->add_flag("--sensitivity", a->sensitivity,
+                "move each technology-table entry by -/+ --step, one at a time, and print how far the published "
+                "comparisons move (markdown)");
+  cmd->add_option("--step", a->step, "--sensitivity: relative step")->capture_default_str();
   cmd->callback([a, cmd] {
     if (cmd->got_subcommand("sweep")) return;
     if (a->list_params) {
       for (const auto& e : sim::Engines()) std::printf("%s\n", sim::DescribeParams(e.name, e.params).c_str());
+      std::printf("%s", sim::DescribeParams("workload", sim::WorkloadParamDefs()).c_str());
       return;
     }
     nlohmann::json config = nlohmann::json::object();
     if (!a->config.empty()) config = sim::LoadConfigFile(a->config);
     for (const auto& s : a->sets) sim::ApplyOverride(config, s);
+    if (a->validate || a->sensitivity) {
+      PERMDNN_CHECK(a->model.empty() && a->layers == "eie" && a->archs == "permdnn,eie,circnn",
+                    "--validate and --sensitivity run EIE's nine layers on permdnn,eie,circnn; drop --model, "
+                    "--layers and --arch");
+      sim::ComparisonOptions o;
+      o.config = config;
+      o.tech_path = a->tech;
+      o.seed = a->seed;
+      o.check_functional = a->validate && !a->no_check;
+      const auto t0 = std::chrono::steady_clock::now();
+      const sim::ComparisonResult res = sim::RunComparison(o);
+      nlohmann::json j = {{"command", a->validate ? "sim --validate" : "sim --sensitivity"},
+                          {"tech_table", res.tech_path}};
+      bool ok = true;
+      if (a->validate) {
+        const sim::ValidationReport rep = sim::Validate(res);
+        std::printf("%s", sim::RenderValidation(rep).c_str());
+        if (res.functional_checks > 0)
+          std::printf("functional: PermDNN engine int16 output %s kernels::PermDiagMatVecI16 on %d/%d layers\n",
+                      res.functional_mismatches == 0 ? "==" : "!=", res.functional_checks - res.functional_mismatches,
+                      res.functional_checks);
+        j["validation"] = sim::ValidationToJson(rep);
+        ok = rep.Passed(a->strict) && res.functional_mismatches == 0;
+      }
+      if (a->sensitivity) {
+        sim::SensitivityOptions so;
+        so.step = a->step;
+        const sim::SensitivityReport rep = sim::Sensitivity(res, config, so);
+        std::printf("%s", sim::RenderSensitivity(rep).c_str());
+        j["sensitivity"] = {{"step", rep.step}, {"quantities", rep.quantities}, {"base", rep.base}};
+        for (const auto& r : rep.rows) j["sensitivity"]["rows"].push_back({{"entry", r.entry}, {"down", r.down}, {"up", r.up}});
+      }
+      const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("tech table: %s; %.2f s\n", res.tech_path.c_str(), total);
+      if (!a->json.empty()) {
+        WriteFileAtomic(a->json, j.dump(2) + "\n");
+        std::printf("wrote %s\n", a->json.c_str());
+      }
+      if (!ok)
+        Fail("sim --validate: {} (see the table above)",
+             res.functional_mismatches > 0 ? "the functional check failed"
+                                           : (a->strict ? "published targets are not met"
+                                                        : "a figure is outside its tolerance or drifted from its "
+                                                          "documented gap"));
+      return;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     sim::ComparisonResult res;
     if (!a->model.empty()) {

@@ -10,38 +10,35 @@
 
 namespace permdnn::sim {
 
-using Kind = ParamDef::Kind;
-
-std::vector<ParamDef> CirCnnParamDefs() {
-  return {
-      {"num_pe", Kind::kInt, 32, "", 1, 4096, {}, "PEs: the PermDNN engine's, for the same multiplier budget"},
-      {"mults_per_pe", Kind::kInt, 8, "", 4, 1024, {}, "real multipliers per PE, grouped 4 per complex multiplier "
-                                                       "(butterfly unit); must be a multiple of 4"},
-      {"bits", Kind::kInt, 16, "", 2, 32, {}, "fixed-point width of weights, activations and spectra"},
-      {"acc_bits", Kind::kInt, 32, "", 8, 64, {}, "spectral accumulator width (per real/imaginary part)"},
-      {"pipeline_depth", Kind::kInt, 4, "", 1, 1024, {}, "pipeline fill per phase (FFT, MAC, IFFT)"},
-      {"frequency_mhz", Kind::kReal, 1200, "", 1e-3, 1e5, {}, "clock: the PermDNN engine's"},
-      {"node_nm", Kind::kReal, 28, "", 1, 1000, {}, "technology node"},
-      {"block_size", Kind::kString, 0, "same", 0, 0, {"same", "pow2"},
-       "same: circulant blocks of PermDNN's p, FFT cost counted as (L/2)log2(L) complex multiplies for any L "
-       "(optimistic for non-powers of two); pow2: the power of two nearest to p"},
-      {"weight_sram_kb", Kind::kReal, 128, "", 1e-3, 1e9, {}, "weight-spectrum SRAM per PE (PermDNN's budget)"},
-      {"act_buffer_kb", Kind::kReal, 64, "", 1e-3, 1e9, {}, "input/spectrum buffer (PermDNN's)"},
-  };
+const ParamTable<CirCnnParams>& CirCnnParamTable() {
+  using P = CirCnnParams;
+  static const auto t =
+      ParamTable<P>()
+          .Int("num_pe", &P::num_pe, 32, 1, 4096, "PEs: the PermDNN engine's, for the same multiplier budget")
+          .Int("mults_per_pe", &P::mults_per_pe, 8, 4, 1024,
+               "real multipliers per PE, grouped 4 per complex multiplier (butterfly unit); must be a multiple of 4")
+          .Int("bits", &P::bits, 16, 2, 32, "fixed-point width of weights, activations and spectra")
+          .Int("acc_bits", &P::acc_bits, 32, 8, 64, "spectral accumulator width (per real/imaginary part)")
+          .Int("pipeline_depth", &P::pipeline_depth, 4, 1, 1024, "pipeline fill per phase (FFT, MAC, IFFT)")
+          .Real("frequency_mhz", &P::frequency_mhz, 1200, 1e-3, 1e5, "clock: the PermDNN engine's")
+          .Real("node_nm", &P::node_nm, 28, 1, 1000, "technology node")
+          .Choice("block_size", &P::block_size, "pow2", {"pow2", "same"},
+                  "pow2: circulant blocks of the power of two nearest to PermDNN's p (CirCNN's FFTs are radix-2, "
+                  "its block sizes powers of two); same: PermDNN's p, FFT cost counted as (L/2)log2(L) complex "
+                  "multiplies for any L (optimistic for non-powers of two)")
+          .Int("acc_entries", &P::acc_entries, 288, 1, 1 << 24,
+               "complex spectral accumulators per PE (registers, like PermDNN's 288): owned row blocks x (L/2 + 1) "
+               "bins, at most 35 x 5 = 175 on the EIE layers (NT-Wd)")
+          .Real("weight_sram_kb", &P::weight_sram_kb, 128, 1e-3, 1e9,
+                "weight-spectrum SRAM per PE (PermDNN's budget)")
+          .Real("act_buffer_kb", &P::act_buffer_kb, 64, 1e-3, 1e9, "input/spectrum buffer (PermDNN's)");
+  return t;
 }
 
+std::vector<ParamDef> CirCnnParamDefs() { return CirCnnParamTable().defs(); }
+
 CirCnnEngine::CirCnnEngine(const nlohmann::json& section, const TechTable& tech)
-    : spec_(ParamSpec::Parse("circnn", CirCnnParamDefs(), section)), tech_(tech) {
-  p_.num_pe = static_cast<int>(spec_.Int("num_pe"));
-  p_.mults_per_pe = static_cast<int>(spec_.Int("mults_per_pe"));
-  p_.bits = static_cast<int>(spec_.Int("bits"));
-  p_.acc_bits = static_cast<int>(spec_.Int("acc_bits"));
-  p_.pipeline_depth = static_cast<int>(spec_.Int("pipeline_depth"));
-  p_.frequency_mhz = spec_.Number("frequency_mhz");
-  p_.node_nm = spec_.Number("node_nm");
-  p_.block_size = spec_.String("block_size");
-  p_.weight_sram_kb = spec_.Number("weight_sram_kb");
-  p_.act_buffer_kb = spec_.Number("act_buffer_kb");
+    : p_(CirCnnParamTable().Parse("circnn", section, &spec_)), tech_(tech) {
   PERMDNN_CHECK(p_.mults_per_pe % 4 == 0,
                 "config circnn.mults_per_pe: {} is not a multiple of 4 (4 real multipliers per complex multiplier)",
                 p_.mults_per_pe);
@@ -72,10 +69,10 @@ double CirCnnEngine::DatapathUm2() const {
 AreaBreakdown CirCnnEngine::Area() const {
   const double N = p_.num_pe, U = p_.mults_per_pe / 4.0, nm = p_.node_nm;
   AreaBreakdown a;
-  a.datapath = N * DatapathUm2();
+  a.datapath = N * (DatapathUm2() + tech_.ControlLogicArea(nm));
   a.weight_mem = N * U * tech_.SramArea(p_.weight_sram_kb * 1024.0 / U, nm);
-  // Spectral accumulators: the PermDNN engine's 512 entries, complex.
-  a.accumulate = N * tech_.SramArea(512.0 * 2 * p_.acc_bits / 8.0, nm);
+  // Complex spectral accumulators in registers.
+  a.accumulate = N * tech_.RegisterBankArea(static_cast<double>(p_.acc_entries), 2 * p_.acc_bits, 1, nm);
   // Input buffer (ping-pong) and the input spectrum buffer.
   a.act_mem = 3 * tech_.SramArea(p_.act_buffer_kb * 1024.0, nm);
   const double cells = a.total();
@@ -84,14 +81,24 @@ AreaBreakdown CirCnnEngine::Area() const {
   return a;
 }
 
+// Phases (the schedule is static: work depends only on which input blocks
+// are all zero): 0. map row blocks onto PEs (I ≡ e mod N); 1. detect the
+// live input blocks and broadcast their spectra, computed by a real FFT
+// spread over the PEs; 2. PE work: complex MACs on the half spectrum for
+// the owned row blocks; 3. inverse FFT of every owned output block; each
+// phase ends with a pipeline drain; then the energy accounting.
 LayerResult CirCnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
   const int L = BlockSize(w.p);
   const int N = p_.num_pe;
   const int64_t U = p_.mults_per_pe / 4;
   const int64_t m = w.m(), n = w.n();
   const int64_t rb = CeilDiv(m, L), cb = CeilDiv(n, L);
-  // Input blocks with at least one nonzero (an all-zero block's spectrum is
-  // zero and is skipped; single zeros cannot be).
+  // 0. Mapping.
+  std::vector<int64_t> owned(N);
+  for (int e = 0; e < N; ++e) owned[e] = rb / N + (e < rb % N ? 1 : 0);
+  const int64_t max_owned = *std::max_element(owned.begin(), owned.end());
+  // 1. Detect: input blocks with at least one nonzero (an all-zero block's
+  // spectrum is zero and is skipped; single zeros cannot be).
   int64_t live_blocks = 0;
   {
     int64_t last = -1;
@@ -102,17 +109,13 @@ LayerResult CirCnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
   }
   const int64_t bins = L / 2 + 1;  // Hermitian half spectrum
   const int64_t fft = RealFftComplexMults(L);
-  std::vector<int64_t> owned(N);
-  for (int e = 0; e < N; ++e) owned[e] = rb / N + (e < rb % N ? 1 : 0);
-  const int64_t max_owned = *std::max_element(owned.begin(), owned.end());
-
-  // Static schedule, phase by phase; every PE runs its share, the slowest
-  // sets the phase length, and phases are separated by a pipeline drain.
-  const int64_t fft_per_pe = CeilDiv(live_blocks, N);
-  const int64_t phase_fft = CeilDiv(fft_per_pe * fft, U);
-  const int64_t phase_mac = CeilDiv(max_owned * live_blocks * bins, U);
-  const int64_t phase_ifft = CeilDiv(max_owned * fft, U);
-  const int64_t cycles = phase_fft + phase_mac + phase_ifft + 3 * p_.pipeline_depth;
+  // Every PE runs its share of each phase; the slowest sets its length.
+  const int64_t phase_fft = CeilDiv(CeilDiv(live_blocks, N) * fft, U) + p_.pipeline_depth;
+  // 2. PE work.
+  const int64_t phase_mac = CeilDiv(max_owned * live_blocks * bins, U) + p_.pipeline_depth;
+  // 3. Inverse FFT (the drain of the outputs).
+  const int64_t phase_ifft = CeilDiv(max_owned * fft, U) + p_.pipeline_depth;
+  const int64_t cycles = phase_fft + phase_mac + phase_ifft;
   if (trace) {
     trace->Line(name(), w.spec.name, phase_fft, fmt::format("phase=fft blocks={} cmults_each={}", live_blocks, fft));
     trace->Line(name(), w.spec.name, phase_fft + phase_mac, fmt::format("phase=spectral_mac bins={}", bins));
@@ -143,34 +146,61 @@ LayerResult CirCnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
   for (int64_t v : work) mean += static_cast<double>(v) / N;
   r.load_imbalance = mean > 0 ? static_cast<double>(*std::max_element(work.begin(), work.end())) / mean : 1.0;
 
-  const double nm = p_.node_nm;
-  const int b = p_.bits;
-  EnergyBreakdown& E = r.energy;
-  const double cmult = 4 * tech_.MultEnergy(b, nm) + 2 * tech_.AddEnergy(p_.acc_bits, nm);
-  E.mac = fft_cmults * (cmult + 4 * tech_.AddEnergy(p_.acc_bits, nm)) +           // butterflies
-          spectral_cmacs * (cmult + 2 * tech_.AddEnergy(p_.acc_bits, nm));         // complex accumulate
-  E.weight_mem = spectral_cmacs * tech_.SramEnergy(p_.weight_sram_kb * 1024.0 / U, 2 * b, nm);
-  E.index_mem = fft_cmults * tech_.RegfileReadEnergy(2 * b, nm);  // twiddle factors
-  const double act_bytes = p_.act_buffer_kb * 1024.0;
-  E.act_mem = n * tech_.ZeroTestEnergy(nm) + n * tech_.SramEnergy(act_bytes, b, nm) +
-              static_cast<double>(N) * live_blocks * bins * tech_.SramEnergy(act_bytes, 2 * b, nm) +
-              m * tech_.SramEnergy(act_bytes, b, nm);
-  E.accumulate = spectral_cmacs * tech_.RegfileRmwEnergy(2 * p_.acc_bits, nm);
-  E.clock = static_cast<double>(cycles) * N * tech_.ClockEnergyPerPeCycle(DatapathUm2(), nm);
-  r.area = Area();
-
-  r.weight_bytes = rb * cb * (2 * bins) * b / 8;  // stored spectra
+  r.weight_bytes = rb * cb * (2 * bins) * p_.bits / 8;  // stored spectra
   r.weight_capacity_bytes = static_cast<int64_t>(p_.weight_sram_kb * 1024.0) * N;
-  const int64_t per_pe = max_owned * cb * (2 * bins) * b / 8;
+  const int64_t per_pe = max_owned * cb * (2 * bins) * p_.bits / 8;
   r.weights_fit = per_pe <= static_cast<int64_t>(p_.weight_sram_kb * 1024.0);
   if (!r.weights_fit)
-    r.capacity_note = fmt::format("weight spectra need {:.0f} KB on the busiest PE, weight_sram_kb = {:.0f}",
+    r.capacity_note = fmt::format("weight spectra need {:.0f} KB on the busiest PE, weight_sram_kb = {:.0f}. ",
                                   per_pe / 1024.0, p_.weight_sram_kb);
-  r.counters = {{"block_size", L},          {"live_input_blocks", live_blocks}, {"fft_complex_mults", fft_cmults},
-                {"spectral_cmacs", spectral_cmacs}, {"phase_fft_cycles", phase_fft}, {"phase_mac_cycles", phase_mac},
+  if (max_owned * bins > p_.acc_entries) {
+    r.weights_fit = false;
+    r.capacity_note += fmt::format("{} complex accumulators needed, acc_entries = {}", max_owned * bins,
+                                   p_.acc_entries);
+  }
+  r.counters = {{"block_size", L},
+                {"live_input_blocks", live_blocks},
+                {"fft_complex_mults", fft_cmults},
+                {"spectral_cmacs", spectral_cmacs},
+                {"spectrum_words", live_blocks * bins},
+                {"input_reads", n},
+                {"zero_tests", n},
+                {"output_writes", m},
+                {"phase_fft_cycles", phase_fft},
+                {"phase_mac_cycles", phase_mac},
                 {"phase_ifft_cycles", phase_ifft}};
-  r.Finish();
+  Account(r);  // 4. energy accounting
   return r;
+}
+
+void CirCnnEngine::Account(LayerResult& r) const {
+  const double nm = p_.node_nm;
+  const int N = p_.num_pe, b = p_.bits;
+  const double U = p_.mults_per_pe / 4.0;
+  auto count = [&](const char* key) { return static_cast<double>(r.counters.at(key)); };
+  const double fft_cmults = count("fft_complex_mults"), cmacs = count("spectral_cmacs");
+  const double act_bytes = p_.act_buffer_kb * 1024.0;
+  r.area = Area();
+  EnergyBreakdown& E = r.energy;
+  E = {};
+  const double cmult = 4 * tech_.MultEnergy(b, nm) + 2 * tech_.AddEnergy(p_.acc_bits, nm);
+  E.mac = fft_cmults * (cmult + 4 * tech_.AddEnergy(p_.acc_bits, nm)) +  // butterflies
+          cmacs * (cmult + 2 * tech_.AddEnergy(p_.acc_bits, nm));         // complex accumulate
+  E.weight_mem = cmacs * tech_.SramEnergy(p_.weight_sram_kb * 1024.0 / U, 2 * b, nm);
+  E.index_mem = fft_cmults * tech_.RegfileReadEnergy(2 * b, nm);  // twiddle factors
+  // Inputs read and zero-tested once, spectra written to and read from the
+  // spectrum buffer once each (the broadcast carries them to every PE),
+  // outputs written.
+  E.act_mem = count("zero_tests") * tech_.ZeroTestEnergy(nm) +
+              count("input_reads") * tech_.SramEnergy(act_bytes, b, nm) +
+              2 * count("spectrum_words") * tech_.SramEnergy(act_bytes, 2 * b, nm) +
+              count("output_writes") * tech_.SramEnergy(act_bytes, b, nm);
+  // Complex accumulator registers: read and written per complex MAC.
+  E.accumulate = cmacs * 2 * (2 * p_.acc_bits) * tech_.RegisterBitEnergy(nm);
+  E.network = tech_.BroadcastEnergy(count("spectrum_words") * 2 * b, r.area.total(), N, nm);
+  const double logic_um2 = DatapathUm2() + tech_.ControlLogicArea(nm);
+  E.clock = tech_.ClockEnergy(r.cycles, N, r.area.total(), logic_um2, nm);
+  r.Finish();
 }
 
 }  // namespace permdnn::sim

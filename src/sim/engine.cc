@@ -16,10 +16,25 @@ void TraceSink::Line(const std::string& arch, const std::string& layer, int64_t 
   ++lines_;
 }
 
+EnergyBreakdown& EnergyBreakdown::operator+=(const EnergyBreakdown& o) {
+  mac += o.mac;
+  weight_mem += o.weight_mem;
+  index_mem += o.index_mem;
+  act_mem += o.act_mem;
+  accumulate += o.accumulate;
+  network += o.network;
+  clock += o.clock;
+  return *this;
+}
+
+EnergyBreakdown EnergyBreakdown::Scaled(double k) const {
+  return {mac * k, weight_mem * k, index_mem * k, act_mem * k, accumulate * k, network * k, clock * k};
+}
+
 nlohmann::json EnergyBreakdown::ToJson() const {
-  return {{"mac_pj", mac},           {"weight_mem_pj", weight_mem}, {"index_mem_pj", index_mem},
-          {"act_mem_pj", act_mem},   {"accumulate_pj", accumulate}, {"clock_pj", clock},
-          {"total_pj", total()}};
+  return {{"mac_pj", mac},         {"weight_mem_pj", weight_mem}, {"index_mem_pj", index_mem},
+          {"act_mem_pj", act_mem}, {"accumulate_pj", accumulate}, {"network_pj", network},
+          {"clock_pj", clock},     {"total_pj", total()}};
 }
 
 nlohmann::json AreaBreakdown::ToJson() const {

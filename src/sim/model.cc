@@ -53,12 +53,7 @@ LayerResult MeanRecord(const std::vector<LayerResult>& rs, int64_t positions, in
     issued += static_cast<double>(x.issued_macs) / k;
     imbalance += x.load_imbalance / static_cast<double>(rs.size());
     act += x.act_density / static_cast<double>(rs.size());
-    e.mac += x.energy.mac / k;
-    e.weight_mem += x.energy.weight_mem / k;
-    e.index_mem += x.energy.index_mem / k;
-    e.act_mem += x.energy.act_mem / k;
-    e.accumulate += x.energy.accumulate / k;
-    e.clock += x.energy.clock / k;
+    e += x.energy.Scaled(1.0 / k);
     for (const auto& [name, v] : x.counters) counters[name] += static_cast<double>(v) / k;
   }
   r.cycles = std::llround(cycles);

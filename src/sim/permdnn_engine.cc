@@ -1,4 +1,28 @@
 // The PermDNN engine model (see engines.h for the microarchitecture).
+//
+// Run() is MapLayer (row blocks onto PEs, passes), then per pass a cycle loop
+// over two components ticked in numbered phases, as ramulator2's controllers
+// tick:
+//   1. Detector::Tick — the leading-nonzero detector scans activations and
+//      broadcasts nonzeros into every PE's queue (all-or-nothing);
+//   2. PeArray::Tick — each PE issues up to M MACs from activations that
+//      arrived in earlier cycles;
+//   3. trace (opt-in) and termination;
+// then the drain (outputs leave through the lanes after the pipeline
+// empties), the functional int16 output, and Account(): the action counts
+// priced with the technology table.
+//
+// The PE, as the energy and area model builds it: M 16-bit multipliers, each
+// with its own weight SRAM bank (weight_sram_kb / M; a block's offset is
+// stored beside its values) and its own bank of accumulator registers
+// (acc_entries / M flip-flop words of acc_bits, read through a mux tree and
+// written back per MAC); an offset decoder per lane ((d − k) mod p: a
+// subtract and a conditional add of index width); the activation queue; the
+// clock tree over the PE's area and the pipeline registers over its logic.
+// Outside the PEs: the activation buffer (two copies, ping-pong), read once
+// per activation by the detector and written once per output, and the
+// broadcast network, an H-tree from the detector to the PEs carrying value
+// and column index of every nonzero.
 #include <algorithm>
 #include <cmath>
 
@@ -10,79 +34,261 @@
 
 namespace permdnn::sim {
 
-using Kind = ParamDef::Kind;
-
-std::vector<ParamDef> PermDnnParamDefs() {
-  return {
-      {"num_pe", Kind::kInt, 32, "", 1, 4096, {}, "processing elements (PermDNN paper, DESIGN.md: 32)"},
-      {"mults_per_pe", Kind::kInt, 8, "", 1, 1024, {}, "16-bit multipliers per PE (paper: 8)"},
-      {"bits", Kind::kInt, 16, "", 2, 32, {}, "weight/activation width (paper: 16-bit fixed point); the functional "
-                                             "check runs at 16"},
-      {"acc_bits", Kind::kInt, 0, "", 0, 64, {}, "accumulator width; 0 = 2*bits+16: products are 2*bits wide and 16 "
-                                                 "guard bits keep sums of up to 65,536 products exact, so the output "
-                                                 "equals the int64 reference kernel bit for bit"},
-      {"frequency_mhz", Kind::kReal, 1200, "", 1e-3, 1e5, {}, "clock (paper: 1.2 GHz)"},
-      {"node_nm", Kind::kReal, 28, "", 1, 1000, {}, "technology node for energy and area (paper: 28 nm CMOS)"},
-      {"queue_depth", Kind::kInt, 8, "", 1, 1 << 20, {}, "activation queue per PE; EIE's depth (DESIGN.md). PermDNN "
-                                                        "PEs never diverge by more than one MAC-cycle per column, so "
-                                                        "depth only absorbs the detector's bursts"},
-      {"broadcast_width", Kind::kInt, 0, "", 0, 1 << 20, {}, "nonzero activations broadcast per cycle; 0 = "
-                                                             "mults_per_pe: a PE owning one row block uses M "
-                                                             "activations per cycle, so M keeps every multiplier busy "
-                                                             "on any layer with >= num_pe row blocks"},
-      {"scan_width", Kind::kInt, 64, "", 1, 1 << 24, {}, "activations the leading-nonzero detector examines per "
-                                                         "cycle; 64 finds 8 nonzeros per cycle down to 12.5% "
-                                                         "activation density"},
-      {"pipeline_depth", Kind::kInt, 4, "", 1, 1024, {}, "weight read, multiply, accumulate, write back (EIE uses 4 "
-                                                         "stages for the same update)"},
-      {"acc_entries", Kind::kInt, 512, "", 1, 1 << 24, {}, "accumulators per PE (output rows it can hold); 512 covers "
-                                                           "the EIE layers (largest: NT-Wd, 279 rows per PE); more "
-                                                           "rows run in passes over the inputs"},
-      {"weight_sram_kb", Kind::kReal, 128, "", 1e-3, 1e9, {}, "weight SRAM per PE, split into mults_per_pe banks; "
-                                                             "128 KB = EIE's per-PE sparse-matrix SRAM, the same "
-                                                             "on-chip budget. Layers needing more are flagged"},
-      {"act_buffer_kb", Kind::kReal, 64, "", 1e-3, 1e9, {}, "input activation buffer (two copies, ping-pong): 32,768 "
-                                                            "16-bit values hold VGG-6's 25,088 inputs"},
-      {"input_bus_bits", Kind::kInt, 0, "", 0, 1 << 20, {}, "0: the layer's inputs were written into the idle "
-                                                           "ping-pong copy while the previous layer ran (as EIE's "
-                                                           "source/destination swap), so loading costs no cycles; "
-                                                           "else loading takes ceil(n*bits/input_bus_bits) cycles "
-                                                           "before the first broadcast"},
-  };
+const ParamTable<PermDnnParams>& PermDnnParamTable() {
+  using P = PermDnnParams;
+  static const auto t =
+      ParamTable<P>()
+          .Int("num_pe", &P::num_pe, 32, 1, 4096, "processing elements (PermDNN paper, DESIGN.md: 32)")
+          .Int("mults_per_pe", &P::mults_per_pe, 8, 1, 1024, "16-bit multipliers per PE (paper: 8)")
+          .Int("bits", &P::bits, 16, 2, 32,
+               "weight/activation width (paper: 16-bit fixed point); the functional check runs at 16")
+          .Int("acc_bits", &P::acc_bits, 0, 0, 64,
+               "accumulator width; 0 = 2*bits+16: products are 2*bits wide and 16 guard bits keep sums of up to "
+               "65,536 products exact, so the output equals the int64 reference kernel bit for bit")
+          .Real("frequency_mhz", &P::frequency_mhz, 1200, 1e-3, 1e5, "clock (paper: 1.2 GHz)")
+          .Real("node_nm", &P::node_nm, 28, 1, 1000, "technology node for energy and area (paper: 28 nm CMOS)")
+          .Int("queue_depth", &P::queue_depth, 8, 1, 1 << 20,
+               "activation queue per PE; EIE's depth (DESIGN.md). PermDNN PEs never diverge by more than one "
+               "MAC-cycle per column, so depth only absorbs the detector's bursts")
+          .Int("broadcast_width", &P::broadcast_width, 0, 0, 1 << 20,
+               "nonzero activations broadcast per cycle; 0 = mults_per_pe: a PE owning one row block uses M "
+               "activations per cycle, so M keeps every multiplier busy on any layer with >= num_pe row blocks")
+          .Int("scan_width", &P::scan_width, 64, 1, 1 << 24,
+               "activations the leading-nonzero detector examines per cycle; 64 finds 8 nonzeros per cycle down to "
+               "12.5% activation density")
+          .Int("pipeline_depth", &P::pipeline_depth, 4, 1, 1024,
+               "weight read, multiply, accumulate, write back (EIE uses 4 stages for the same update)")
+          .Int("acc_entries", &P::acc_entries, 288, 1, 1 << 24,
+               "accumulator registers per PE, in mults_per_pe banks (one per lane): 36 per lane covers the most "
+               "rows any EIE layer puts on one lane (NT-Wd: 31 row blocks of p = 9 on a PE, at most 4 on a lane); "
+               "a flip-flop bit takes 5-12x the area of an SRAM bit, so the banks are sized to the workload, and "
+               "more rows run in passes over the inputs")
+          .Real("weight_sram_kb", &P::weight_sram_kb, 128, 1e-3, 1e9,
+                "weight SRAM per PE, split into mults_per_pe banks; 128 KB = EIE's per-PE sparse-matrix SRAM, the "
+                "same on-chip budget. Layers needing more are flagged")
+          .Real("act_buffer_kb", &P::act_buffer_kb, 64, 1e-3, 1e9,
+                "input activation buffer (two copies, ping-pong): 32,768 16-bit values hold VGG-6's 25,088 inputs")
+          .Int("input_bus_bits", &P::input_bus_bits, 0, 0, 1 << 20,
+               "0: the layer's inputs were written into the idle ping-pong copy while the previous layer ran (as "
+               "EIE's source/destination swap), so loading costs no cycles; else loading takes "
+               "ceil(n*bits/input_bus_bits) cycles before the first broadcast");
+  return t;
 }
 
+std::vector<ParamDef> PermDnnParamDefs() { return PermDnnParamTable().defs(); }
+
 PermDnnEngine::PermDnnEngine(const nlohmann::json& section, const TechTable& tech)
-    : spec_(ParamSpec::Parse("permdnn", PermDnnParamDefs(), section)), tech_(tech) {
-  p_.num_pe = static_cast<int>(spec_.Int("num_pe"));
-  p_.mults_per_pe = static_cast<int>(spec_.Int("mults_per_pe"));
-  p_.bits = static_cast<int>(spec_.Int("bits"));
-  p_.acc_bits = spec_.Int("acc_bits") > 0 ? static_cast<int>(spec_.Int("acc_bits")) : 2 * p_.bits + 16;
-  p_.frequency_mhz = spec_.Number("frequency_mhz");
-  p_.node_nm = spec_.Number("node_nm");
-  p_.queue_depth = static_cast<int>(spec_.Int("queue_depth"));
-  p_.broadcast_width = spec_.Int("broadcast_width") > 0 ? static_cast<int>(spec_.Int("broadcast_width"))
-                                                          : p_.mults_per_pe;
-  p_.scan_width = static_cast<int>(spec_.Int("scan_width"));
-  p_.pipeline_depth = static_cast<int>(spec_.Int("pipeline_depth"));
-  p_.acc_entries = spec_.Int("acc_entries");
-  p_.weight_sram_kb = spec_.Number("weight_sram_kb");
-  p_.act_buffer_kb = spec_.Number("act_buffer_kb");
-  p_.input_bus_bits = static_cast<int>(spec_.Int("input_bus_bits"));
+    : p_(PermDnnParamTable().Parse("permdnn", section, &spec_)), tech_(tech) {
+  // Derived defaults (0 = derived from other parameters).
+  if (p_.acc_bits == 0) p_.acc_bits = 2 * p_.bits + 16;
+  if (p_.broadcast_width == 0) p_.broadcast_width = p_.mults_per_pe;
   PERMDNN_CHECK(p_.acc_bits >= 2 * p_.bits,
                 "config permdnn.acc_bits: {} cannot hold one {}-bit x {}-bit product (need >= {})", p_.acc_bits,
                 p_.bits, p_.bits, 2 * p_.bits);
 }
 
+namespace {
+
+
+// The offset decoders are sized for the largest block the stored 8-bit
+// offsets allow (core OffsetBytes: p <= 256).
+constexpr int kDecoderBits = 9;
+
+// ---- Phase 0: the layer's mapping onto the PEs ---------------------------------
+
+struct Mapping {
+  std::vector<int64_t> owned;  // row blocks of PE e: I ≡ e (mod N)
+  int64_t max_owned = 0, blocks_per_pass = 0, passes = 1;
+  // Row blocks PE e works on in `pass`.
+  int64_t InPass(int e, int64_t pass) const {
+    return std::clamp<int64_t>(owned[e] - pass * blocks_per_pass, 0, blocks_per_pass);
+  }
+};
+
+Mapping MapLayer(const LayerWorkload& w, const PermDnnParams& p) {
+  const int N = p.num_pe;
+  Mapping m;
+  m.blocks_per_pass = p.acc_entries / w.p;
+  PERMDNN_CHECK(m.blocks_per_pass >= 1,
+                "permdnn engine, layer {}: acc_entries = {} cannot hold one row block of p = {} rows", w.spec.name,
+                p.acc_entries, w.p);
+  m.owned.resize(N);
+  for (int e = 0; e < N; ++e) m.owned[e] = w.row_blocks / N + (e < w.row_blocks % N ? 1 : 0);
+  m.max_owned = *std::max_element(m.owned.begin(), m.owned.end());
+  m.passes = std::max<int64_t>(1, CeilDiv(m.max_owned, m.blocks_per_pass));
+  return m;
+}
+
+// Action counts of a run (LayerResult::counters holds them by name).
+struct Counts {
+  int64_t cycles = 0, zero_tests = 0, broadcasts = 0, queue_ops = 0, stall_cycles = 0, offset_reads = 0;
+  int64_t drain_cycles = 0, load_cycles = 0;
+  std::vector<int64_t> macs;  // per PE
+};
+
+// ---- Component 1: the leading-nonzero detector and the broadcast ------------------
+
+class Detector {
+ public:
+  Detector(const PermDnnParams& p, const std::vector<int32_t>& nz, int64_t n) : p_(p), nz_(nz), n_(n) {}
+
+  // Phase 1: examine up to scan_width activations and broadcast up to
+  // broadcast_width nonzeros, as far as every PE's queue has room
+  // (`room`, the smallest free space; all-or-nothing per activation).
+  void Tick(int64_t room, Counts& c) {
+    pushed_before_ = pushed_;
+    if (scan_ >= n_) return;
+    int64_t budget = std::min<int64_t>(p_.broadcast_width, room);
+    const int64_t window_end = std::min<int64_t>(n_, scan_ + p_.scan_width);
+    int64_t new_scan = window_end;
+    while (pushed_ < nnz() && nz_[pushed_] < window_end) {
+      if (budget == 0) {
+        new_scan = nz_[pushed_];  // resume at the activation that did not fit
+        break;
+      }
+      ++pushed_;
+      --budget;
+    }
+    c.zero_tests += new_scan - scan_;
+    scan_ = new_scan;
+    if (pushed_ == pushed_before_ && room == 0) ++c.stall_cycles;
+    c.broadcasts += pushed_ - pushed_before_;
+  }
+
+  int64_t nnz() const { return static_cast<int64_t>(nz_.size()); }
+  int64_t pushed() const { return pushed_; }
+  int64_t pushed_before_tick() const { return pushed_before_; }
+  int64_t scanned() const { return scan_; }
+  bool done() const { return pushed_ == nnz() && scan_ >= n_; }
+
+ private:
+  const PermDnnParams& p_;
+  const std::vector<int32_t>& nz_;
+  int64_t n_, pushed_ = 0, pushed_before_ = 0, scan_ = 0;
+};
+
+// ---- Component 2: the PEs (queues and MAC lanes) ----------------------------------
+
+class PeArray {
+ public:
+  PeArray(const PermDnnParams& p, const Mapping& map, int64_t pass)
+      : M_(p.mults_per_pe), depth_(p.queue_depth), rows_(p.num_pe), pos_(p.num_pe, 0), rem_(p.num_pe, -1) {
+    for (int e = 0; e < p.num_pe; ++e) rows_[e] = map.InPass(e, pass);
+  }
+
+  // Free space of the fullest queue after `pushed` broadcasts.
+  int64_t Room(int64_t pushed) const {
+    int64_t room = depth_;
+    for (std::size_t e = 0; e < pos_.size(); ++e) room = std::min(room, depth_ - (pushed - pos_[e]));
+    return room;
+  }
+
+  // Phase 2: every PE issues up to M MACs from the activations that arrived
+  // before this cycle (`visible`), column-major over its row blocks.
+  void Tick(int64_t visible, Counts& c) {
+    for (std::size_t e = 0; e < pos_.size(); ++e) {
+      int64_t slots = M_;
+      while (slots > 0 && pos_[e] < visible) {
+        if (rem_[e] < 0) rem_[e] = rows_[e];  // pop: start this column
+        const int64_t t = std::min(slots, rem_[e]);
+        rem_[e] -= t;
+        slots -= t;
+        c.macs[e] += t;
+        if (rem_[e] == 0) {
+          ++pos_[e];
+          rem_[e] = -1;
+        }
+      }
+    }
+  }
+
+  bool Done(int64_t nnz) const {
+    return std::all_of(pos_.begin(), pos_.end(), [&](int64_t v) { return v == nnz; });
+  }
+  int64_t queued(int e, int64_t pushed) const { return pushed - pos_[e]; }
+  // Drain: each PE writes its rows out through its M lanes.
+  int64_t DrainCycles(int p) const {
+    int64_t d = 0;
+    for (int64_t r : rows_) d = std::max(d, CeilDiv(r * p, M_));
+    return d;
+  }
+
+ private:
+  int64_t M_, depth_;
+  std::vector<int64_t> rows_, pos_, rem_;  // rem_ -1: head column not started
+};
+
+// Column blocks with at least one nonzero activation: each costs every PE
+// one offset read per row block it works on.
+int64_t LiveColumnBlocks(const LayerWorkload& w) {
+  int64_t live = 0, last = -1;
+  for (int32_t j : w.nonzero_cols) {
+    if (j / w.p != last) ++live;
+    last = j / w.p;
+  }
+  return live;
+}
+
+// Products on real (unpadded) rows: only the last row block can reach into
+// the padding.
+int64_t UsefulMacs(const LayerWorkload& w) {
+  const int p = w.p;
+  const int64_t last = w.row_blocks - 1;
+  int64_t useful = 0;
+  for (int32_t j : w.nonzero_cols) {
+    const int64_t J = j / p;
+    const int d = static_cast<int>(j % p);
+    const int k = w.offsets[last * w.col_blocks + J];
+    const int64_t row = last * p + (d - k + p) % p;
+    useful += last + (row < w.m() ? 1 : 0);
+  }
+  return useful;
+}
+
+// Functional: the same products, exact int64 accumulation, the kernels'
+// requantization (bit-exact with kernels::PermDiagMatVecI16).
+void ComputeOutput(const LayerWorkload& w, int acc_bits, LayerResult& r) {
+  const auto& W = *w.weights;
+  const int p = w.p;
+  const int64_t m = w.m();
+  std::vector<int64_t> acc(static_cast<std::size_t>(m), 0);
+  for (int32_t j : w.nonzero_cols) {
+    const int64_t J = j / p;
+    const int d = static_cast<int>(j % p);
+    const int64_t xj = w.x[j];
+    for (int64_t I = 0; I < w.row_blocks; ++I) {
+      const int c = (d - W.offset(I, J) + p) % p;
+      const int64_t row = I * p + c;
+      if (row < m) acc[row] += int64_t{W.block(I, J)[c]} * xj;
+    }
+  }
+  const int64_t limit = acc_bits >= 64 ? INT64_MAX : (int64_t{1} << (acc_bits - 1));
+  int64_t overflows = 0;
+  r.output.resize(static_cast<std::size_t>(m));
+  for (int64_t i = 0; i < m; ++i) {
+    if (acc[i] >= limit || acc[i] < -limit) ++overflows;
+    r.output[i] = RequantizeShift<int16_t>(acc[i], w.output_shift);
+  }
+  r.counters["acc_overflows"] = overflows;
+}
+
+}  // namespace
+
 double PermDnnEngine::DatapathUm2() const {
-  return p_.mults_per_pe * (tech_.MultArea(p_.bits, p_.node_nm) + tech_.AddArea(p_.acc_bits, p_.node_nm));
+  // Per lane: the multiplier, the accumulating adder and the offset decoder's
+  // two adders.
+  const double nm = p_.node_nm;
+  return p_.mults_per_pe * (tech_.MultArea(p_.bits, nm) + tech_.AddArea(p_.acc_bits, nm) +
+                            2 * tech_.AddArea(kDecoderBits, nm));
 }
 
 AreaBreakdown PermDnnEngine::Area() const {
   const double n = p_.num_pe, M = p_.mults_per_pe, nm = p_.node_nm;
   AreaBreakdown a;
-  a.datapath = n * DatapathUm2();
+  a.datapath = n * (DatapathUm2() + tech_.ControlLogicArea(nm));
   a.weight_mem = n * M * tech_.SramArea(p_.weight_sram_kb * 1024.0 / M, nm);
-  a.accumulate = n * tech_.SramArea(static_cast<double>(p_.acc_entries) * p_.acc_bits / 8.0, nm);
+  // M banks with one read port each.
+  a.accumulate = n * tech_.RegisterBankArea(static_cast<double>(p_.acc_entries), p_.acc_bits, 1, nm);
   a.act_mem = 2 * tech_.SramArea(p_.act_buffer_kb * 1024.0, nm) + n * tech_.FifoArea(p_.queue_depth, nm);
   const double cells = a.total();
   a.other = cells * tech_.FillerFraction() / (1.0 - tech_.FillerFraction());
@@ -90,191 +296,149 @@ AreaBreakdown PermDnnEngine::Area() const {
   return a;
 }
 
-LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
-  const int N = p_.num_pe, M = p_.mults_per_pe, p = w.p;
-  const int64_t m = w.m(), n = w.n();
-  const int64_t rb = w.row_blocks, cb = w.col_blocks;
-  PERMDNN_CHECK(static_cast<int64_t>(w.offsets.size()) == rb * cb,
-                "permdnn engine, layer {}: workload has {} offsets, expected {}", w.spec.name, w.offsets.size(),
-                rb * cb);
-  const int64_t blocks_per_pass = p_.acc_entries / p;
-  PERMDNN_CHECK(blocks_per_pass >= 1,
-                "permdnn engine, layer {}: acc_entries = {} cannot hold one row block of p = {} rows", w.spec.name,
-                p_.acc_entries, p);
+namespace {
 
-  // Row blocks owned by PE e: I ≡ e (mod N).
-  std::vector<int64_t> owned(N);
-  for (int e = 0; e < N; ++e) owned[e] = rb / N + (e < rb % N ? 1 : 0);
-  const int64_t max_owned = *std::max_element(owned.begin(), owned.end());
-  const int64_t passes = std::max<int64_t>(1, CeilDiv(max_owned, blocks_per_pass));
-
-  const auto& nz = w.nonzero_cols;
-  const int64_t nnz = static_cast<int64_t>(nz.size());
-  LayerResult r;
-  r.arch = name();
-  r.layer = w.spec.name;
-  r.m = m;
-  r.n = n;
-  r.p = p;
-  r.weight_density = 1.0 / p;
-  r.act_density = w.act_density();
-  r.num_pe = N;
-  r.mults_per_pe = M;
-  r.frequency_mhz = p_.frequency_mhz;
-  r.node_nm = p_.node_nm;
-
-  std::vector<int64_t> macs(N, 0);
-  int64_t cycles = 0, zero_tests = 0, broadcasts = 0, queue_ops = 0, stall_cycles = 0;
-  std::vector<int64_t> pos(N), rem(N);
-  for (int64_t pass = 0; pass < passes; ++pass) {
-    std::vector<int64_t> rows_this(N);  // row blocks in this pass
-    for (int e = 0; e < N; ++e)
-      rows_this[e] = std::clamp<int64_t>(owned[e] - pass * blocks_per_pass, 0, blocks_per_pass);
-    std::fill(pos.begin(), pos.end(), 0);
-    std::fill(rem.begin(), rem.end(), -1);  // -1: head column not started
-    int64_t pushed = 0, scan = 0, pass_cycles = 0;
+// Phases 1-4 over every pass: the cycle loop ticks the detector and the PEs,
+// then the pass drains.
+Counts Simulate(const LayerWorkload& w, const PermDnnParams& p, const Mapping& map, TraceSink* trace) {
+  const int N = p.num_pe;
+  const int64_t live_col_blocks = LiveColumnBlocks(w);
+  Counts c;
+  c.macs.assign(N, 0);
+  for (int64_t pass = 0; pass < map.passes; ++pass) {
+    Detector detector(p, w.nonzero_cols, w.n());
+    PeArray pes(p, map, pass);
+    int64_t pass_cycles = 0;
     while (true) {
-      // Phase 1: the detector examines up to scan_width activations and
-      // broadcasts up to broadcast_width nonzeros, as far as every PE's
-      // queue has room (broadcast is all-or-nothing per activation).
-      const int64_t pushed_before = pushed;
-      int64_t room = p_.queue_depth;
-      for (int e = 0; e < N; ++e) room = std::min(room, p_.queue_depth - (pushed - pos[e]));
-      int64_t budget = std::min<int64_t>(p_.broadcast_width, room);
-      if (scan < n) {
-        const int64_t window_end = std::min<int64_t>(n, scan + p_.scan_width);
-        int64_t new_scan = window_end;
-        while (pushed < nnz && nz[pushed] < window_end) {
-          if (budget == 0) {
-            new_scan = nz[pushed];  // resume at the activation that did not fit
-            break;
-          }
-          ++pushed;
-          --budget;
-        }
-        zero_tests += new_scan - scan;
-        scan = new_scan;
-        if (pushed == pushed_before && room == 0) ++stall_cycles;
-      }
-      broadcasts += pushed - pushed_before;
-      // Phase 2: every PE issues up to M MACs from the activations that
-      // arrived in earlier cycles, column-major over its owned row blocks.
-      bool all_done = pushed == nnz && scan >= n;
-      for (int e = 0; e < N; ++e) {
-        int64_t slots = M;
-        while (slots > 0 && pos[e] < pushed_before) {
-          if (rem[e] < 0) rem[e] = rows_this[e];  // pop: start this column
-          const int64_t t = std::min(slots, rem[e]);
-          rem[e] -= t;
-          slots -= t;
-          macs[e] += t;
-          if (rem[e] == 0) {
-            ++pos[e];
-            rem[e] = -1;
-          }
-        }
-        all_done = all_done && pos[e] == nnz;
-      }
-      ++pass_cycles;
-      // Phase 3: trace (opt-in), termination.
+      detector.Tick(pes.Room(detector.pushed()), c);  // 1. detect / broadcast
+      pes.Tick(detector.pushed_before_tick(), c);      // 2. PE work
+      ++pass_cycles;                                   // 3. trace, termination
       if (trace)
-        trace->Line(name(), w.spec.name, cycles + pass_cycles,
-                    fmt::format("pass={} broadcast={} scanned={} queue0={}", pass, pushed - pushed_before, scan,
-                                pushed - pos[0]));
-      if (all_done) break;
+        trace->Line("permdnn", w.spec.name, c.cycles + pass_cycles,
+                    fmt::format("pass={} broadcast={} scanned={} queue0={}", pass,
+                                detector.pushed() - detector.pushed_before_tick(), detector.scanned(),
+                                pes.queued(0, detector.pushed())));
+      if (detector.done() && pes.Done(detector.nnz())) break;
     }
-    // Drain: each PE writes its rows out through M lanes, after the
-    // pipeline empties.
-    int64_t drain = 0;
-    for (int e = 0; e < N; ++e) drain = std::max(drain, CeilDiv(rows_this[e] * p, M));
-    cycles += pass_cycles + p_.pipeline_depth + drain;
-    queue_ops += 2 * N * nnz;  // push + pop per PE per broadcast
+    // 4. Drain: after the pipeline empties, outputs leave through the lanes.
+    const int64_t drain = pes.DrainCycles(w.p);
+    c.drain_cycles += drain;
+    c.cycles += pass_cycles + p.pipeline_depth + drain;
+    c.queue_ops += 2 * N * detector.nnz();  // push + pop per PE per broadcast
+    for (int e = 0; e < N; ++e) c.offset_reads += map.InPass(e, pass) * live_col_blocks;
   }
+  if (p.input_bus_bits > 0) c.load_cycles = CeilDiv(w.n() * p.bits, p.input_bus_bits);
+  c.cycles += c.load_cycles;
+  return c;
+}
 
-  int64_t load_cycles = 0;
-  if (p_.input_bus_bits > 0) load_cycles = CeilDiv(n * p_.bits, p_.input_bus_bits);
-  cycles += load_cycles;
-
-  // Useful MACs: products on real (unpadded) rows. Only the last row block
-  // can reach into the padding.
-  int64_t useful = 0;
-  {
-    const int64_t last = rb - 1;
-    for (int32_t j : nz) {
-      const int64_t J = j / p;
-      const int d = static_cast<int>(j % p);
-      const int k = w.offsets[last * cb + J];
-      const int64_t row = last * p + (d - k + p) % p;
-      useful += last + (row < m ? 1 : 0);
-    }
-  }
+// The record of a run: shape, configuration, cycles and action counts.
+LayerResult Record(const LayerWorkload& w, const PermDnnParams& p, const Mapping& map, const Counts& c) {
+  LayerResult r;
+  r.arch = "permdnn";
+  r.layer = w.spec.name;
+  r.m = w.m();
+  r.n = w.n();
+  r.p = w.p;
+  r.weight_density = 1.0 / w.p;
+  r.act_density = w.act_density();
+  r.num_pe = p.num_pe;
+  r.mults_per_pe = p.mults_per_pe;
+  r.frequency_mhz = p.frequency_mhz;
+  r.node_nm = p.node_nm;
+  r.cycles = c.cycles;
   int64_t issued = 0;
-  for (int64_t v : macs) issued += v;
-  r.cycles = cycles;
-  r.useful_macs = useful;
+  for (int64_t v : c.macs) issued += v;
+  r.useful_macs = UsefulMacs(w);
   r.issued_macs = issued;
-  const double mean = static_cast<double>(issued) / N;
-  r.load_imbalance = mean > 0 ? static_cast<double>(*std::max_element(macs.begin(), macs.end())) / mean : 1.0;
+  const double mean = static_cast<double>(issued) / p.num_pe;
+  r.load_imbalance = mean > 0 ? static_cast<double>(*std::max_element(c.macs.begin(), c.macs.end())) / mean : 1.0;
+  r.counters = {{"passes", map.passes},
+                {"nonzero_inputs", static_cast<int64_t>(w.nonzero_cols.size())},
+                {"activation_reads", c.zero_tests},
+                {"zero_tests", c.zero_tests},
+                {"broadcasts", c.broadcasts},
+                {"queue_ops", c.queue_ops},
+                {"broadcast_stall_cycles", c.stall_cycles},
+                {"issued_macs", issued},
+                {"useful_macs", r.useful_macs},
+                {"weight_reads", issued},
+                {"offset_reads", c.offset_reads},
+                {"acc_updates", issued},
+                {"acc_drain_reads", w.m()},
+                {"output_writes", w.m()},
+                {"drain_cycles", c.drain_cycles},
+                {"input_load_cycles", c.load_cycles}};
+  return r;
+}
 
-  // Energy: count × per-action energy at this node.
-  const double nm = p_.node_nm;
-  const double bank_bytes = p_.weight_sram_kb * 1024.0 / M;
-  const double act_bytes = p_.act_buffer_kb * 1024.0;
-  EnergyBreakdown& E = r.energy;
-  E.mac = issued * (tech_.MultEnergy(p_.bits, nm) + tech_.AddEnergy(p_.acc_bits, nm));
-  E.weight_mem = issued * tech_.SramEnergy(bank_bytes, p_.bits, nm);
-  E.accumulate = issued * tech_.RegfileRmwEnergy(p_.acc_bits, nm) + m * tech_.RegfileReadEnergy(p_.acc_bits, nm);
-  E.act_mem = zero_tests * tech_.ZeroTestEnergy(nm) + broadcasts * tech_.SramEnergy(act_bytes, p_.bits, nm) +
-              queue_ops * tech_.FifoEnergy(nm) + m * tech_.SramEnergy(act_bytes, p_.bits, nm);
-  E.clock = static_cast<double>(cycles) * N * tech_.ClockEnergyPerPeCycle(DatapathUm2(), nm);
-  r.area = Area();
-
-  // Storage: values + one offset per block, per PE.
-  const int64_t per_block = static_cast<int64_t>(p) * p_.bits / 8 + OffsetBytes(p);
-  r.weight_bytes = rb * cb * per_block;
-  r.weight_capacity_bytes = static_cast<int64_t>(p_.weight_sram_kb * 1024.0) * N;
-  const int64_t per_pe = max_owned * cb * per_block;
-  const bool w_fits = per_pe <= static_cast<int64_t>(p_.weight_sram_kb * 1024.0);
-  const bool x_fits = n * p_.bits / 8 <= static_cast<int64_t>(act_bytes);
+// Storage: values + one offset per block, per PE; and the inputs.
+void CheckCapacity(const LayerWorkload& w, const PermDnnParams& pp, const Mapping& map, LayerResult& r) {
+  const int p = w.p;
+  const int64_t n = w.n();
+  const double act_bytes = pp.act_buffer_kb * 1024.0;
+  const int64_t per_block = static_cast<int64_t>(p) * pp.bits / 8 + OffsetBytes(p);
+  r.weight_bytes = w.row_blocks * w.col_blocks * per_block;
+  r.weight_capacity_bytes = static_cast<int64_t>(pp.weight_sram_kb * 1024.0) * pp.num_pe;
+  const int64_t per_pe = map.max_owned * w.col_blocks * per_block;
+  const bool w_fits = per_pe <= static_cast<int64_t>(pp.weight_sram_kb * 1024.0);
+  const bool x_fits = n * pp.bits / 8 <= static_cast<int64_t>(act_bytes);
   r.weights_fit = w_fits && x_fits;
   if (!w_fits)
     r.capacity_note += fmt::format("busiest PE needs {:.0f} KB of weights + offsets, weight_sram_kb = {:.0f}. ",
-                                   per_pe / 1024.0, p_.weight_sram_kb);
+                                   per_pe / 1024.0, pp.weight_sram_kb);
   if (!x_fits)
-    r.capacity_note += fmt::format("{} inputs need {:.0f} KB, act_buffer_kb = {:.0f}", n, n * p_.bits / 8 / 1024.0,
-                                   p_.act_buffer_kb);
-  r.counters = {{"passes", passes},         {"nonzero_inputs", nnz},     {"zero_tests", zero_tests},
-                {"broadcasts", broadcasts}, {"queue_ops", queue_ops},    {"broadcast_stall_cycles", stall_cycles},
-                {"issued_macs", issued},    {"useful_macs", useful},     {"weight_reads", issued},
-                {"acc_rmw", issued},        {"output_writes", m},
-                {"input_load_cycles", load_cycles}};
+    r.capacity_note += fmt::format("{} inputs need {:.0f} KB, act_buffer_kb = {:.0f}", n, n * pp.bits / 8 / 1024.0,
+                                   pp.act_buffer_kb);
+}
 
-  // Functional: the same products, exact int64 accumulation, the kernels'
-  // requantization.
-  if (w.weights && p_.bits == 16) {
-    const auto& W = *w.weights;
-    std::vector<int64_t> acc(static_cast<std::size_t>(m), 0);
-    for (int32_t j : nz) {
-      const int64_t J = j / p;
-      const int d = static_cast<int>(j % p);
-      const int64_t xj = w.x[j];
-      for (int64_t I = 0; I < rb; ++I) {
-        const int c = (d - W.offset(I, J) + p) % p;
-        const int64_t row = I * p + c;
-        if (row < m) acc[row] += int64_t{W.block(I, J)[c]} * xj;
-      }
-    }
-    const int64_t limit = p_.acc_bits >= 64 ? INT64_MAX : (int64_t{1} << (p_.acc_bits - 1));
-    int64_t overflows = 0;
-    r.output.resize(static_cast<std::size_t>(m));
-    for (int64_t i = 0; i < m; ++i) {
-      if (acc[i] >= limit || acc[i] < -limit) ++overflows;
-      r.output[i] = RequantizeShift<int16_t>(acc[i], w.output_shift);
-    }
-    r.counters["acc_overflows"] = overflows;
-  }
-  r.Finish();
+}  // namespace
+
+LayerResult PermDnnEngine::Run(const LayerWorkload& w, TraceSink* trace) const {
+  PERMDNN_CHECK(static_cast<int64_t>(w.offsets.size()) == w.row_blocks * w.col_blocks,
+                "permdnn engine, layer {}: workload has {} offsets, expected {}", w.spec.name, w.offsets.size(),
+                w.row_blocks * w.col_blocks);
+  const Mapping map = MapLayer(w, p_);             // 0. row blocks onto PEs, passes
+  const Counts counts = Simulate(w, p_, map, trace);  // 1-4. the cycle loop and the drains
+  LayerResult r = Record(w, p_, map, counts);
+  CheckCapacity(w, p_, map, r);
+  if (w.weights && p_.bits == 16) ComputeOutput(w, p_.acc_bits, r);  // 5. functional output
+  Account(r);                                                         // 6. energy accounting
   return r;
+}
+
+void PermDnnEngine::Account(LayerResult& r) const {
+  const double nm = p_.node_nm;
+  const int N = p_.num_pe;
+  auto count = [&](const char* key) { return static_cast<double>(r.counters.at(key)); };
+  const double bank_bytes = p_.weight_sram_kb * 1024.0 / p_.mults_per_pe;
+  const double act_bytes = p_.act_buffer_kb * 1024.0;
+  const double reg = tech_.RegisterBitEnergy(nm);
+  const double issued = count("issued_macs");
+  r.area = Area();
+  EnergyBreakdown& E = r.energy;
+  E = {};
+  E.mac = issued * (tech_.MultEnergy(p_.bits, nm) + tech_.AddEnergy(p_.acc_bits, nm));
+  E.weight_mem = count("weight_reads") * tech_.SramEnergy(bank_bytes, p_.bits, nm);
+  // Offsets: one read per (row block, live column block), held in a register
+  // of the lane while the column block lasts; the decoder's subtract and
+  // conditional add per MAC.
+  const int offset_bits = IndexBits(r.p);
+  E.index_mem = count("offset_reads") * (tech_.SramEnergy(bank_bytes, offset_bits, nm) + offset_bits * reg) +
+                issued * 2 * tech_.AddEnergy(offset_bits + 1, nm);
+  // Accumulator registers: read through the bank's mux and written back per
+  // MAC; read once more when the outputs drain.
+  E.accumulate = count("acc_updates") * 2 * p_.acc_bits * reg + count("acc_drain_reads") * p_.acc_bits * reg;
+  E.act_mem = count("activation_reads") * tech_.SramEnergy(act_bytes, p_.bits, nm) +
+              count("zero_tests") * tech_.ZeroTestEnergy(nm) + count("queue_ops") * tech_.FifoEnergy(nm) +
+              count("output_writes") * tech_.SramEnergy(act_bytes, p_.bits, nm);
+  // Broadcast: value and column index of each nonzero over an H-tree to the
+  // PEs.
+  const int broadcast_bits = p_.bits + IndexBits(r.n);
+  E.network = tech_.BroadcastEnergy(count("broadcasts") * broadcast_bits, r.area.total(), N, nm);
+  const double logic_um2 = DatapathUm2() + tech_.ControlLogicArea(nm);
+  E.clock = tech_.ClockEnergy(r.cycles, N, r.area.total(), logic_um2, nm);
+  r.Finish();
 }
 
 }  // namespace permdnn::sim

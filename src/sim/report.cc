@@ -41,23 +41,40 @@ const std::map<std::string, std::map<std::string, Published>>& PublishedRatios()
   return r;
 }
 
-std::vector<ParamDef> WorkloadParamDefs() {
-  using Kind = ParamDef::Kind;
-  return {
-      {"seed", Kind::kInt, -1, "", -1, 9.0e15, {}, "seed of matrices and activations (-1: the --seed option)"},
-      {"p", Kind::kInt, 0, "", 0, 1 << 16, {}, "PermDNN/CirCNN block size; 0 = matched to each layer's density"},
-      {"weight_density", Kind::kReal, -1, "", -1e300, 1e300, {}, "weight density of every layer (EIE's CSC, and "
-                                                                 "PermDNN's matched p); -1 = the layer's own "
-                                                                 "(published for the EIE layers, 1 for MxN shapes)"},
-      {"act_density", Kind::kReal, -1, "", -1e300, 1e300, {}, "activation density of every layer; -1 = the "
-                                                              "layer's own"},
-  };
+struct WorkloadParams {
+  int64_t seed;
+  int p;
+  double weight_density, act_density;
+};
+
+const ParamTable<WorkloadParams>& WorkloadParamTable() {
+  using P = WorkloadParams;
+  static const auto t =
+      ParamTable<P>()
+          .Int("seed", &P::seed, -1, -1, 9.0e15, "seed of matrices and activations (-1: the --seed option)")
+          .Int("p", &P::p, 0, 0, 1 << 16, "PermDNN/CirCNN block size; 0 = matched to each layer's density")
+          .Real("weight_density", &P::weight_density, -1, -1e300, 1e300,
+                "weight density of every layer (EIE's CSC, and PermDNN's matched p); -1 = the layer's own "
+                "(published for the EIE layers, 1 for MxN shapes)")
+          .Real("act_density", &P::act_density, -1, -1e300, 1e300,
+                "activation density of every layer; -1 = the layer's own");
+  return t;
+}
+
+}  // namespace
+
+const std::vector<ParamDef>& WorkloadParamDefs() { return WorkloadParamTable().defs(); }
+
+namespace {
+
+WorkloadParams ParseWorkload(const nlohmann::json& config, ParamSpec* spec) {
+  return WorkloadParamTable().Parse("workload", config.contains("workload") ? config["workload"] : nlohmann::json(),
+                                    spec);
 }
 
 // Applies the [workload] density overrides to the layer list.
-std::vector<FcLayerSpec> ApplyDensities(std::vector<FcLayerSpec> layers, const ParamSpec& wl) {
-  for (const char* key : {"weight_density", "act_density"}) {
-    const double v = wl.Number(key);
+std::vector<FcLayerSpec> ApplyDensities(std::vector<FcLayerSpec> layers, const WorkloadParams& wl) {
+  for (const auto& [key, v] : {std::pair{"weight_density", wl.weight_density}, {"act_density", wl.act_density}}) {
     if (v == -1) continue;
     PERMDNN_CHECK(v >= 0 && v <= 1, "config workload.{}: {} is not a density in [0, 1] (or -1 for each layer's own)",
                   key, v);
@@ -149,18 +166,18 @@ ComparisonResult RunComparison(const ComparisonOptions& o) {
   out.tech_path = o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path;
   const TechTable tech = TechTable::Load(out.tech_path);
   std::vector<std::unique_ptr<Engine>> engines = MakeEngines(o.archs, o.config, tech, &out.resolved_config);
-  const ParamSpec wl = ParamSpec::Parse("workload", WorkloadParamDefs(),
-                                        o.config.contains("workload") ? o.config["workload"] : nlohmann::json());
+  ParamSpec wl_spec;
+  const WorkloadParams wl = ParseWorkload(o.config, &wl_spec);
   const std::vector<FcLayerSpec> layers = ApplyDensities(o.layers, wl);
   bool needs_csc = false, has_permdnn = false;
   for (const auto& e : engines) {
     needs_csc = needs_csc || e->needs_csc();
     has_permdnn = has_permdnn || e->name() == "permdnn";
   }
-  out.resolved_config["workload"] = wl.ToJson();
+  out.resolved_config["workload"] = wl_spec.ToJson();
   WorkloadOptions wo;
-  wo.seed = wl.Int("seed") >= 0 ? static_cast<uint64_t>(wl.Int("seed")) : o.seed;
-  wo.p = static_cast<int>(wl.Int("p"));
+  wo.seed = wl.seed >= 0 ? static_cast<uint64_t>(wl.seed) : o.seed;
+  wo.p = wl.p;
   wo.build_csc = needs_csc;
   wo.functional = has_permdnn && o.check_functional;
   out.resolved_config["workload"]["seed"] = wo.seed;
@@ -261,14 +278,17 @@ void FinishComparison(ComparisonResult& out, const std::vector<std::string>& lay
   // Modeled chips against the published ones: area, and power averaged over
   // the layers (total energy / total time).
   for (const auto& e : engines) {
-    double energy = 0, time = 0;
+    double energy = 0, network = 0, time = 0;
     for (const auto& r : out.records)
       if (r.arch == e->name()) {
         energy += r.energy_uj;
+        network += r.energy.network * 1e-6;
         time += r.latency_us;
       }
     const double area = e->Area().total();
     const double power = time > 0 ? energy / time * 1e3 : 0;
+    // EIE's published chip is 64 x its PE (Table II): no global broadcast.
+    const double power_pes = time > 0 ? (energy - network) / time * 1e3 : 0;
     if (e->name() == "permdnn") {
       out.chip_checks.push_back({"permdnn", "area (mm2)", area, tech.Published("permdnn", "area_mm2"),
                                  "28 nm, as configured"});
@@ -278,21 +298,25 @@ void FinishComparison(ComparisonResult& out, const std::vector<std::string>& lay
       const auto* eie = dynamic_cast<const EieEngine*>(e.get());
       const double src = eie->p().source_node_nm, nm = eie->p().node_nm;
       const double area45 = area * TechTable::AreaScale(nm, src);
-      const double power45 = power * TechTable::EnergyScale(nm, src) * eie->p().frequency_mhz /
+      const double power45 = power_pes * TechTable::EnergyScale(nm, src) * eie->p().frequency_mhz /
                              eie->p().effective_frequency_mhz();
       out.chip_checks.push_back({"eie", fmt::format("area (mm2) at {:.0f} nm", src), area45,
                                  tech.Published("eie", "area_mm2"), "area model built from EIE Table II"});
-      out.chip_checks.push_back({"eie", fmt::format("power (mW) at {:.0f} nm, mean over layers", src), power45,
-                                 tech.Published("eie", "power_mw"), "Horowitz per-action energies + EIE clock"});
+      out.chip_checks.push_back({"eie", fmt::format("power (mW) of the PEs at {:.0f} nm", src), power45,
+                                 tech.Published("eie", "power_mw"),
+                                 "mean over layers; per-action energies + EIE clock, no broadcast wires (Table II)"});
       out.chip_checks.push_back({"eie", fmt::format("area (mm2) at {:.0f} nm", nm), area,
                                  tech.Published("eie", "area_mm2") * TechTable::AreaScale(src, nm),
                                  "published scaled by (28/45)^2"});
     }
   }
   for (const auto& r : out.records)
-    if (!r.weights_fit)
+    if (!r.weights_fit) {
+      std::string note = r.capacity_note;
+      while (!note.empty() && (note.back() == ' ' || note.back() == '.')) note.pop_back();
       out.notes.push_back(fmt::format("{} {}: {}; simulated as if resident (both papers assume on-chip weights)",
-                                      r.arch, r.layer, r.capacity_note));
+                                      r.arch, r.layer, note));
+    }
   }
 
 std::string RenderComparison(const ComparisonResult& res) {
@@ -319,13 +343,13 @@ std::string RenderComparison(const ComparisonResult& res) {
                        r.throughput_gops, r.dense_equiv_gops, 100 * r.pe_utilization, r.load_imbalance, r.energy_uj,
                        r.power_mw, r.area_mm2, r.frames_per_s_per_mm2, r.frames_per_j);
   out += "\nEnergy breakdown (% of energy per inference):\n";
-  out += fmt::format("{:<8} {:<8} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6}\n", "layer", "arch", "mac", "weights", "index",
-                     "act", "accum", "clock");
+  out += fmt::format("{:<8} {:<8} {:>6} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6}\n", "layer", "arch", "mac", "weights",
+                     "index", "act", "accum", "net", "clock");
   for (const auto& r : res.records) {
     const double t = r.energy.total() > 0 ? r.energy.total() / 100 : 1;
-    out += fmt::format("{:<8} {:<8} {:>6.1f} {:>7.1f} {:>6.1f} {:>6.1f} {:>6.1f} {:>6.1f}\n", r.layer, r.arch,
+    out += fmt::format("{:<8} {:<8} {:>6.1f} {:>7.1f} {:>6.1f} {:>6.1f} {:>6.1f} {:>6.1f} {:>6.1f}\n", r.layer, r.arch,
                        r.energy.mac / t, r.energy.weight_mem / t, r.energy.index_mem / t, r.energy.act_mem / t,
-                       r.energy.accumulate / t, r.energy.clock / t);
+                       r.energy.accumulate / t, r.energy.network / t, r.energy.clock / t);
   }
   for (const auto& s : res.ratios) {
     out += fmt::format("\nPermDNN vs {} (ratios of frames/s, frames/s/mm2, frames/J):\n",
@@ -463,11 +487,10 @@ std::vector<SweepPoint> RunSweep(const SweepOptions& o) {
   for (int v : o.bits) PERMDNN_CHECK(v >= 2 && v <= 32, "sim sweep: bits must be in [2, 32], got {}", v);
   CheckSections(o.config);
   const TechTable tech = TechTable::Load(o.tech_path.empty() ? TechTable::DefaultPath() : o.tech_path);
-  const ParamSpec wl = ParamSpec::Parse("workload", WorkloadParamDefs(),
-                                        o.config.contains("workload") ? o.config["workload"] : nlohmann::json());
-  PERMDNN_CHECK(wl.Int("p") == 0, "sim sweep: set block sizes with --p, not workload.p");
+  const WorkloadParams wl = ParseWorkload(o.config, nullptr);
+  PERMDNN_CHECK(wl.p == 0, "sim sweep: set block sizes with --p, not workload.p");
   const std::vector<FcLayerSpec> layers = ApplyDensities(o.layers, wl);
-  const uint64_t seed = wl.Int("seed") >= 0 ? static_cast<uint64_t>(wl.Int("seed")) : o.seed;
+  const uint64_t seed = wl.seed >= 0 ? static_cast<uint64_t>(wl.seed) : o.seed;
   std::vector<SweepPoint> points;
   for (int p : o.ps) {
     std::vector<LayerWorkload> workloads;

@@ -17,12 +17,14 @@ namespace permdnn::sim {
 
 namespace {
 
-const char* const kEnergyKeys[] = {"int_mult_8b",       "int_add_32b",       "sram_read_64b_8kb",
-                                   "sram_read_64b_32kb", "sram_read_64b_1mb", "dram_64b",
-                                   "regfile_rmw_16b",   "fifo_access_16b",   "zero_test_16b",
-                                   "clock_register_per_pe_cycle"};
-const char* const kAreaKeys[] = {"int_mult_8b",      "int_add_32b",     "sram_per_kb_2kb", "sram_per_kb_32kb",
-                                 "sram_per_kb_128kb", "fifo_8x",        "eie_arith_unit",  "filler_fraction"};
+const char* const kEnergyKeys[] = {"int_mult_8b",        "int_add_32b",          "sram_read_64b_8kb",
+                                   "sram_read_64b_32kb", "sram_read_64b_1mb",    "dram_64b",
+                                   "regfile_rmw_16b",    "fifo_access_16b",      "zero_test_16b",
+                                   "register_bit",       "wire_bit_mm",          "clock_network_per_pe_cycle",
+                                   "pipeline_registers_per_pe_cycle"};
+const char* const kAreaKeys[] = {"int_mult_8b",      "int_add_32b",  "sram_per_kb_2kb", "sram_per_kb_32kb",
+                                 "sram_per_kb_128kb", "fifo_8x",     "register_bit",    "eie_arith_unit",
+                                 "eie_logic",        "eie_pe",       "filler_fraction"};
 
 // Piecewise power law through (x_i, y_i), extrapolated with the end slopes.
 double LogLog(double x, const double* xs, const double* ys, int n) {
@@ -79,16 +81,36 @@ TechTable TechTable::FromJson(const nlohmann::json& table, const std::string& wh
       PERMDNN_CHECK(s == "energy" || s == "area" || s == "none",
                     "technology table '{}': {}.{} has scaling '{}' (expected energy, area or none)", where, group, k,
                     s);
-      PERMDNN_CHECK(e["value"].get<double>() >= 0, "technology table '{}': {}.{} is negative", where, group, k);
+      const double from = e["node_nm"].get<double>();
+      PERMDNN_CHECK(std::isfinite(from) && from >= 0, "technology table '{}': {}.{} has node_nm = {} (expected >= 0)",
+                    where, group, k, from);
+      const double v = e["value"].get<double>();
+      PERMDNN_CHECK(std::isfinite(v) && v >= 0, "technology table '{}': {}.{} = {} is not a finite value >= 0", where,
+                    group, k, v);
     }
   };
   check_group("energy_pj", kEnergyKeys);
   check_group("area_um2", kAreaKeys);
+  // Entries the model divides by or takes logarithms of.
+  for (const char* k : {"sram_read_64b_8kb", "sram_read_64b_32kb", "sram_read_64b_1mb"})
+    PERMDNN_CHECK(table["energy_pj"][k]["value"].get<double>() > 0,
+                  "technology table '{}': energy_pj.{} must be > 0 (SRAM energies are interpolated log-log)", where, k);
+  for (const char* k : {"sram_per_kb_2kb", "sram_per_kb_32kb", "sram_per_kb_128kb", "eie_pe", "eie_logic",
+                        "eie_arith_unit"})
+    PERMDNN_CHECK(table["area_um2"][k]["value"].get<double>() > 0, "technology table '{}': area_um2.{} must be > 0",
+                  where, k);
+  PERMDNN_CHECK(table["area_um2"]["eie_logic"]["value"].get<double>() >=
+                    table["area_um2"]["eie_arith_unit"]["value"].get<double>(),
+                "technology table '{}': area_um2.eie_logic must include area_um2.eie_arith_unit (>=)", where);
+  PERMDNN_CHECK(table["area_um2"]["filler_fraction"]["value"].get<double>() < 1,
+                "technology table '{}': area_um2.filler_fraction must be < 1", where);
   for (const char* chip : {"permdnn", "eie"})
     for (const char* f : {"area_mm2", "power_mw", "node_nm", "frequency_mhz"})
-      PERMDNN_CHECK(table.contains("published_chips") && table["published_chips"].contains(chip) &&
-                        table["published_chips"][chip].contains(f),
-                    "technology table '{}': missing published_chips.{}.{}", where, chip, f);
+      PERMDNN_CHECK(table.contains("published_chips") && table["published_chips"].is_object() &&
+                        table["published_chips"].contains(chip) && table["published_chips"][chip].is_object() &&
+                        table["published_chips"][chip].contains(f) && table["published_chips"][chip][f].is_number() &&
+                        table["published_chips"][chip][f].get<double>() > 0,
+                    "technology table '{}': published_chips.{}.{} must be a number > 0", where, chip, f);
   t.json_ = table;
   return t;
 }
@@ -121,8 +143,30 @@ double TechTable::RegfileRmwEnergy(int bits, double node_nm) const {
 double TechTable::FifoEnergy(double node_nm) const { return Entry("energy_pj", "fifo_access_16b", node_nm); }
 double TechTable::ZeroTestEnergy(double node_nm) const { return Entry("energy_pj", "zero_test_16b", node_nm); }
 double TechTable::DramEnergy64(double node_nm) const { return Entry("energy_pj", "dram_64b", node_nm); }
-double TechTable::ClockEnergyPerPeCycle(double datapath_um2, double node_nm) const {
-  return Entry("energy_pj", "clock_register_per_pe_cycle", node_nm) * datapath_um2 / EieArithArea(node_nm);
+double TechTable::RegisterBitEnergy(double node_nm) const { return Entry("energy_pj", "register_bit", node_nm); }
+double TechTable::WireEnergyPerBitMm(double node_nm) const {
+  // Per transition; random data toggles half of the bits.
+  return 0.5 * Entry("energy_pj", "wire_bit_mm", node_nm);
+}
+double TechTable::ClockEnergy(int64_t cycles, int num_pe, double chip_mm2, double logic_um2,
+                              double node_nm) const {
+  const double pe_um2 = chip_mm2 * 1e6 / num_pe;
+  return static_cast<double>(cycles) * num_pe *
+         (ClockNetworkEnergyPerPeCycle(pe_um2, node_nm) + PipelineRegisterEnergyPerPeCycle(logic_um2, node_nm));
+}
+double TechTable::BroadcastEnergy(double bits, double chip_mm2, int leaves, double node_nm) const {
+  return bits * HTreeLengthMm(chip_mm2, leaves) * WireEnergyPerBitMm(node_nm);
+}
+double TechTable::HTreeLengthMm(double area_mm2, int leaves) {
+  if (leaves <= 1 || area_mm2 <= 0) return 0;
+  return 1.5 * std::sqrt(area_mm2) * (std::sqrt(static_cast<double>(leaves)) - 1.0);
+}
+double TechTable::ClockNetworkEnergyPerPeCycle(double pe_um2, double node_nm) const {
+  return Entry("energy_pj", "clock_network_per_pe_cycle", node_nm) * pe_um2 / Entry("area_um2", "eie_pe", node_nm);
+}
+double TechTable::PipelineRegisterEnergyPerPeCycle(double logic_um2, double node_nm) const {
+  return Entry("energy_pj", "pipeline_registers_per_pe_cycle", node_nm) * logic_um2 /
+         Entry("area_um2", "eie_logic", node_nm);
 }
 
 double TechTable::MultArea(int bits, double node_nm) const {
@@ -138,6 +182,16 @@ double TechTable::SramArea(double bytes, double node_nm) const {
 }
 double TechTable::FifoArea(int depth, double node_nm) const { return Entry("area_um2", "fifo_8x", node_nm) * depth / 8.0; }
 double TechTable::EieArithArea(double node_nm) const { return Entry("area_um2", "eie_arith_unit", node_nm); }
+double TechTable::ControlLogicArea(double node_nm) const {
+  return Entry("area_um2", "eie_logic", node_nm) - EieArithArea(node_nm);
+}
+double TechTable::RegisterBitArea(double node_nm) const { return Entry("area_um2", "register_bit", node_nm); }
+double TechTable::RegisterBankArea(double entries, int bits, int read_ports, double node_nm) const {
+  // e − 1 two-input muxes per bit and read port, ~6 transistors each against
+  // ~24 per flip-flop.
+  constexpr double kMuxPerFlipFlop = 0.25;
+  return entries * bits * RegisterBitArea(node_nm) * (1.0 + kMuxPerFlipFlop * read_ports);
+}
 double TechTable::FillerFraction() const { return json_.at("area_um2").at("filler_fraction").at("value").get<double>(); }
 
 double TechTable::Published(const std::string& chip, const std::string& field) const {

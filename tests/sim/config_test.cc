@@ -38,6 +38,41 @@ TEST(Config, ParamSpecKeepsWhatWasSpecified) {
   EXPECT_EQ(s.ToJson()["num_pe"], 16.0);
 }
 
+// Each parameter is declared once: the table's defaults reach the engine's
+// struct, a given value reaches exactly its member, and --list-params
+// prints the same table.
+TEST(Config, ParamTableDeclaresEachParameterOnce) {
+  const auto& table = PermDnnParamTable();
+  const PermDnnParams d = table.Parse("permdnn", nlohmann::json());
+  EXPECT_EQ(d.num_pe, 32);
+  EXPECT_EQ(d.mults_per_pe, 8);
+  EXPECT_EQ(d.acc_entries, 288);
+  EXPECT_DOUBLE_EQ(d.frequency_mhz, 1200);
+  EXPECT_DOUBLE_EQ(d.weight_sram_kb, 128);
+  const PermDnnParams g = table.Parse("permdnn", {{"acc_entries", 77}, {"frequency_mhz", 900.5}});
+  EXPECT_EQ(g.acc_entries, 77);
+  EXPECT_DOUBLE_EQ(g.frequency_mhz, 900.5);
+  EXPECT_EQ(g.num_pe, d.num_pe);
+  EXPECT_EQ(CirCnnParamTable().Parse("circnn", nlohmann::json()).block_size, "pow2");
+  EXPECT_EQ(EieParamTable().Parse("eie", {{"frequency_scaling", "none"}}).frequency_scaling, "none");
+  // Every key appears once, and in the --list-params text with its reason.
+  for (const auto& e : Engines()) {
+    const std::string listing = DescribeParams(e.name, e.params);
+    for (std::size_t i = 0; i < e.params.size(); ++i) {
+      EXPECT_NE(listing.find(e.params[i].key), std::string::npos) << e.name << "." << e.params[i].key;
+      EXPECT_NE(listing.find(e.params[i].doc.substr(0, 20)), std::string::npos) << e.params[i].key;
+      for (std::size_t j = i + 1; j < e.params.size(); ++j) EXPECT_NE(e.params[i].key, e.params[j].key);
+    }
+  }
+  // The engine holds the parsed struct, derived defaults resolved.
+  PermDnnEngine engine({{"num_pe", 4}}, Tech());
+  EXPECT_EQ(engine.p().num_pe, 4);
+  EXPECT_EQ(engine.p().acc_bits, 48);          // 0 = 2*bits + 16
+  EXPECT_EQ(engine.p().broadcast_width, 8);    // 0 = mults_per_pe
+  EXPECT_EQ(engine.params().Int("num_pe"), 4);
+  EXPECT_FALSE(WorkloadParamDefs().empty());
+}
+
 TEST(Config, BadConfigsGiveClearErrors) {
   ExpectError([] { PermDnnEngine({{"num_pes", 4}}, Tech()); }, "unknown key 'num_pes'");
   ExpectError([] { PermDnnEngine({{"num_pe", 0}}, Tech()); }, "permdnn.num_pe: 0 is out of range");
@@ -157,6 +192,36 @@ TEST(TechTable, ScalingRulesAndPublishedAnchors) {
   broken = t.json();
   broken["area_um2"]["fifo_8x"]["scaling"] = "cubic";
   ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "scaling 'cubic'");
+  // Every entry the models read is required and checked, by name.
+  for (const char* k : {"register_bit", "wire_bit_mm", "clock_network_per_pe_cycle", "pipeline_registers_per_pe_cycle"}) {
+    broken = t.json();
+    broken["energy_pj"].erase(k);
+    ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, std::string("energy_pj.") + k);
+  }
+  broken = t.json();
+  broken["area_um2"]["eie_pe"]["value"] = 0;
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "area_um2.eie_pe must be > 0");
+  broken = t.json();
+  broken["area_um2"]["filler_fraction"]["value"] = 1.0;
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "area_um2.filler_fraction must be < 1");
+  broken = t.json();
+  broken["energy_pj"]["sram_read_64b_8kb"]["value"] = 0;
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "energy_pj.sram_read_64b_8kb must be > 0");
+  broken = t.json();
+  broken["energy_pj"]["register_bit"]["node_nm"] = -45;
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "energy_pj.register_bit has node_nm = -45");
+  broken = t.json();
+  broken["energy_pj"]["wire_bit_mm"]["value"] = "cheap";
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "energy_pj.wire_bit_mm needs a number 'value'");
+  broken = t.json();
+  broken["published_chips"]["eie"]["power_mw"] = "590";
+  ExpectError([&] { TechTable::FromJson(broken, "broken.json"); }, "published_chips.eie.power_mw must be a number");
+  // Every entry carries its source and scaling rule.
+  for (const char* group : {"energy_pj", "area_um2"})
+    for (const auto& [name, e] : t.json()[group].items()) {
+      EXPECT_FALSE(e["source"].get<std::string>().empty()) << name;
+      EXPECT_TRUE(e.contains("rule") && e["rule"].is_string()) << name;
+    }
 }
 
 }  // namespace

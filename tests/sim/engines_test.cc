@@ -156,11 +156,74 @@ TEST(CirCnnEngine, StaticScheduleMatchesTheHandCount) {
   EXPECT_EQ(r.cycles, 6 + 144 + 4 + 12);
   EXPECT_EQ(CirCnnEngine::RealFftComplexMults(4), 2);
   EXPECT_EQ(CirCnnEngine::RealFftComplexMults(8), 6);
-  CirCnnEngine pow2({{"block_size", "pow2"}}, Tech());
-  EXPECT_EQ(pow2.BlockSize(11), 8);
-  EXPECT_EQ(pow2.BlockSize(25), 32);
-  EXPECT_EQ(pow2.BlockSize(16), 16);
-  EXPECT_EQ(e.BlockSize(11), 11);
+  // Default: CirCNN's power-of-two blocks, the nearest to PermDNN's p.
+  EXPECT_EQ(e.BlockSize(11), 8);
+  EXPECT_EQ(e.BlockSize(25), 32);
+  EXPECT_EQ(e.BlockSize(16), 16);
+  EXPECT_EQ(CirCnnEngine({{"block_size", "same"}}, Tech()).BlockSize(11), 11);
+}
+
+// ---- Energy accounting ------------------------------------------------------------
+
+// The PermDNN PE priced by hand from the table: per MAC a 16-bit multiply,
+// a 48-bit add, a 16-bit read from the lane's 16 KB weight bank (between
+// Horowitz's 8 KB and 32 KB points: 10 pJ * sqrt(2) per 64 bits) and an
+// accumulator register read + write (2 * 48 flip-flop bits).
+TEST(PermDnnEngine, EnergyPerMacIsBuiltFromThePeComponents) {
+  PermDnnEngine e({}, Tech());
+  auto w = Build(Layer("t", 96, 160, 0.125, 0.4), 8, false);
+  auto r = e.Run(w, nullptr);
+  const double L = 28.0 / 45.0, macs = static_cast<double>(r.issued_macs);
+  EXPECT_NEAR(r.energy.mac, macs * (0.2 * 4 + 0.1 * 48 / 32) * L, 1e-9 * r.energy.mac);
+  EXPECT_NEAR(r.energy.weight_mem, macs * 10.0 * std::sqrt(2.0) * 16 / 64 * L, 1e-9 * r.energy.weight_mem);
+  const double reg = 0.1 / 32 * L;
+  EXPECT_NEAR(r.energy.accumulate, macs * 2 * 48 * reg + 96 * 48 * reg, 1e-9 * r.energy.accumulate);
+  // Broadcast: value + 8-bit column index over the H-tree to 32 PEs, half
+  // of the bits toggling at 0.24 pJ per bit and mm.
+  const double tree_mm = 1.5 * std::sqrt(r.area_mm2) * (std::sqrt(32.0) - 1);
+  EXPECT_NEAR(r.energy.network, r.counters.at("broadcasts") * (16 + 8) * tree_mm * 0.12, 1e-9 * r.energy.network);
+  // The clock runs every cycle: twice the cycles, twice the clock energy.
+  LayerResult slow = r;
+  slow.cycles *= 2;
+  e.Account(slow);
+  EXPECT_NEAR(slow.energy.clock, 2 * r.energy.clock, 1e-9 * r.energy.clock);
+  EXPECT_DOUBLE_EQ(slow.energy.weight_mem, r.energy.weight_mem);
+}
+
+// Account() is a function of the counts and the table: re-pricing a record
+// with the same table reproduces it, and with the SRAM curve doubled only
+// the SRAM terms double (what the sensitivity analysis relies on).
+TEST(Engines, AccountRepricesTheCounts) {
+  auto w = Build(Layer("t", 96, 160, 0.125, 0.4), 8, true);
+  nlohmann::json doubled = Tech().json();
+  for (const char* k : {"sram_read_64b_8kb", "sram_read_64b_32kb", "sram_read_64b_1mb"})
+    doubled["energy_pj"][k]["value"] = 2 * doubled["energy_pj"][k]["value"].get<double>();
+  const TechTable tech2 = TechTable::FromJson(doubled, "doubled");
+  for (const char* arch : {"permdnn", "eie", "circnn"}) {
+    auto e = MakeEngine(arch, {}, Tech());
+    const LayerResult r = e->Run(w, nullptr);
+    LayerResult again = r;
+    e->Account(again);
+    EXPECT_DOUBLE_EQ(again.energy.total(), r.energy.total()) << arch;
+    EXPECT_DOUBLE_EQ(again.frames_per_j, r.frames_per_j) << arch;
+    LayerResult priced = r;
+    MakeEngine(arch, {}, tech2)->Account(priced);
+    EXPECT_NEAR(priced.energy.weight_mem, 2 * r.energy.weight_mem, 1e-9 * r.energy.weight_mem) << arch;
+    EXPECT_DOUBLE_EQ(priced.energy.mac, r.energy.mac) << arch;
+    EXPECT_DOUBLE_EQ(priced.energy.clock, r.energy.clock) << arch;
+    EXPECT_EQ(priced.cycles, r.cycles) << arch;
+  }
+}
+
+// Accumulators are flip-flop banks, one per lane with one read port:
+// entries x bits x (adder-bit area) x (1 + a quarter for the mux tree).
+TEST(PermDnnEngine, AccumulatorAreaIsRegisterBanks) {
+  PermDnnEngine e({{"acc_entries", 100}}, Tech());
+  const double L2 = (28.0 / 45) * (28.0 / 45);
+  EXPECT_NEAR(e.Area().accumulate, 32 * 100 * 48 * (137.0 / 32) * 1.25 * L2 * 1e-6, 1e-12);
+  EXPECT_NEAR(TechTable::HTreeLengthMm(4.0, 4), 1.5 * 2.0, 1e-12);
+  EXPECT_NEAR(TechTable::HTreeLengthMm(4.0, 64), 10.5 * 2.0, 1e-12);
+  EXPECT_EQ(TechTable::HTreeLengthMm(4.0, 1), 0.0);
 }
 
 // ---- Golden statistics ----------------------------------------------------------
@@ -176,9 +239,12 @@ TEST(GoldenStatistics, SmallConfigurations) {
     double energy_pj, area_mm2;
   };
   const Golden golden[] = {
-      {"permdnn", {{"num_pe", 4}, {"mults_per_pe", 2}}, 113, 768, 7497.560982, 1.007573412},
-      {"eie", {{"num_pe", 8}}, 134, 789, 8579.257782, 1.976140856},
-      {"circnn", {{"num_pe", 4}, {"mults_per_pe", 4}}, 360, 5568, 32106.968098, 1.101483709},
+      // Energies and areas re-pinned with the PE-component energy model
+      // (issue 16: accumulator registers, clock tree per area, broadcast
+      // wires); cycles and MAC counts are those of the previous model.
+      {"permdnn", {{"num_pe", 4}, {"mults_per_pe", 2}}, 113, 768, 6627.367422, 1.096250071},
+      {"eie", {{"num_pe", 8}}, 134, 789, 9289.898382, 1.976140856},
+      {"circnn", {{"num_pe", 4}, {"mults_per_pe", 4}}, 360, 5568, 25343.291847, 1.221067644},
   };
   for (const auto& g : golden) {
     auto e = MakeEngine(g.arch, {{g.arch, g.cfg}}, Tech());

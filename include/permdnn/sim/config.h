@@ -16,6 +16,8 @@
 
 #include <map>
 #include <string>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -55,6 +57,79 @@ class ParamSpec {
   std::map<std::string, double> numbers_;
   std::map<std::string, std::string> strings_;
   std::map<std::string, bool> specified_;
+};
+
+// A parameter is declared once, in a ParamTable of its engine: key, kind,
+// default, range and the reason for the default, together with the member
+// of the engine's parameter struct that stores it. The table gives the
+// ParamDefs that ParamSpec::Parse validates against and that
+// `permdnn sim --list-params` prints, and Load() fills the struct from a
+// parsed spec, so no default or key is written twice.
+//
+//   const ParamTable<FooParams>& FooTable() {
+//     static const auto t = ParamTable<FooParams>()
+//         .Int("num_pe", &FooParams::num_pe, 32, 1, 4096, "PEs (paper: 32)")
+//         .Choice("mode", &FooParams::mode, "fast", {"fast", "exact"}, "...");
+//     return t;
+//   }
+template <class P>
+class ParamTable {
+ public:
+  ParamTable& Int(std::string key, int P::*field, int64_t def, double min, double max, std::string doc) {
+    return Add({std::move(key), ParamDef::Kind::kInt, static_cast<double>(def), "", min, max, {}, std::move(doc)},
+               field);
+  }
+  ParamTable& Int(std::string key, int64_t P::*field, int64_t def, double min, double max, std::string doc) {
+    return Add({std::move(key), ParamDef::Kind::kInt, static_cast<double>(def), "", min, max, {}, std::move(doc)},
+               field);
+  }
+  ParamTable& Real(std::string key, double P::*field, double def, double min, double max, std::string doc) {
+    return Add({std::move(key), ParamDef::Kind::kReal, def, "", min, max, {}, std::move(doc)}, field);
+  }
+  ParamTable& Choice(std::string key, std::string P::*field, std::string def, std::vector<std::string> choices,
+                     std::string doc) {
+    return Add({std::move(key), ParamDef::Kind::kString, 0, std::move(def), 0, 0, std::move(choices), std::move(doc)},
+               field);
+  }
+
+  const std::vector<ParamDef>& defs() const { return defs_; }
+
+  // Every declared field of P from `spec` (parsed against defs()).
+  P Load(const ParamSpec& spec) const {
+    P p{};
+    for (std::size_t i = 0; i < defs_.size(); ++i) {
+      const std::string& key = defs_[i].key;
+      std::visit(
+          [&](auto field) {
+            using T = std::remove_reference_t<decltype(p.*field)>;
+            if constexpr (std::is_same_v<T, std::string>)
+              p.*field = spec.String(key);
+            else if constexpr (std::is_same_v<T, double>)
+              p.*field = spec.Number(key);
+            else
+              p.*field = static_cast<T>(spec.Int(key));
+          },
+          fields_[i]);
+    }
+    return p;
+  }
+  // Parses `section_json` (null: all defaults) and loads it.
+  P Parse(const std::string& section, const nlohmann::json& section_json, ParamSpec* spec = nullptr) const {
+    ParamSpec s = ParamSpec::Parse(section, defs_, section_json);
+    P p = Load(s);
+    if (spec) *spec = std::move(s);
+    return p;
+  }
+
+ private:
+  using Field = std::variant<int P::*, int64_t P::*, double P::*, std::string P::*>;
+  ParamTable& Add(ParamDef def, Field field) {
+    defs_.push_back(std::move(def));
+    fields_.push_back(field);
+    return *this;
+  }
+  std::vector<ParamDef> defs_;
+  std::vector<Field> fields_;
 };
 
 // Reads a JSON (.json) or TOML-subset (.toml, or any file whose first

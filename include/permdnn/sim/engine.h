@@ -27,6 +27,13 @@
 
 namespace permdnn::sim {
 
+// Bits of an index that tells `values` entries apart (at least 1).
+inline int IndexBits(int64_t values) {
+  int b = 1;
+  while (b < 62 && (int64_t{1} << b) < values) ++b;
+  return b;
+}
+
 // Streams a per-cycle trace (opt-in). Lines: "<arch> <layer> <cycle> <text>".
 class TraceSink {
  public:
@@ -45,11 +52,14 @@ class TraceSink {
 struct EnergyBreakdown {
   double mac = 0;          // multipliers + adders (incl. FFT butterflies)
   double weight_mem = 0;   // weight SRAM reads
-  double index_mem = 0;    // index / pointer SRAM reads (EIE), twiddles (CirCNN)
-  double act_mem = 0;      // activation buffer, zero detection, queues, broadcast
-  double accumulate = 0;   // accumulator / destination register file
+  double index_mem = 0;    // offsets + their decode (PermDNN), pointers + codebook (EIE), twiddles (CirCNN)
+  double act_mem = 0;      // activation buffer, zero detection, queues
+  double accumulate = 0;   // accumulator registers / destination register file
+  double network = 0;      // broadcast wires from the detector to the PEs
   double clock = 0;        // clock tree and pipeline registers, every cycle
-  double total() const { return mac + weight_mem + index_mem + act_mem + accumulate + clock; }
+  double total() const { return mac + weight_mem + index_mem + act_mem + accumulate + network + clock; }
+  EnergyBreakdown& operator+=(const EnergyBreakdown& o);
+  EnergyBreakdown Scaled(double k) const;
   nlohmann::json ToJson() const;
 };
 
@@ -103,7 +113,15 @@ class Engine {
  public:
   virtual ~Engine() = default;
   virtual std::string name() const = 0;
+  // Simulates the layer: action counts (LayerResult::counters), cycles, the
+  // functional output where computed, then Account().
   virtual LayerResult Run(const LayerWorkload& workload, TraceSink* trace) const = 0;
+  // The energy-accounting phase on its own: prices the action counts in
+  // `r.counters` (and r.cycles) with this engine's technology table, sets
+  // r.energy and r.area, and derives the rates (LayerResult::Finish). Run()
+  // ends with it; the sensitivity analysis calls it again on engines built
+  // with a perturbed table, since timing does not depend on the table.
+  virtual void Account(LayerResult& r) const = 0;
   // Area of the engine as configured (independent of the layer).
   virtual AreaBreakdown Area() const = 0;
   virtual const ParamSpec& params() const = 0;

@@ -1,6 +1,12 @@
-// The three architecture models. Each declares its parameters (with the
-// default and the reason for it; `permdnn sim --list-params` prints them and
-// docs/simulator.md explains them) and simulates one layer cycle by cycle.
+// The three architecture models. Each declares its parameters once, in a
+// ParamTable (config.h: key, default, range, the reason for the default and
+// the struct member that stores it; `permdnn sim --list-params` prints the
+// same table and docs/simulator.md explains it), and simulates one layer
+// cycle by cycle. Every Run() has the same named phases, as ramulator2's
+// components tick: map the layer onto the PEs, then per cycle (1) detect /
+// broadcast and (2) PE work, (3) trace and termination; then drain, the
+// functional output, and the energy accounting (Account(), a separate
+// function of the action counts).
 //
 // PermDnnEngine — N PEs × M multipliers, column-wise dataflow. A detector
 //   scans the input buffer (scan_width entries per cycle) and broadcasts up
@@ -37,24 +43,23 @@
 
 namespace permdnn::sim {
 
-std::vector<ParamDef> PermDnnParamDefs();
-std::vector<ParamDef> EieParamDefs();
-std::vector<ParamDef> CirCnnParamDefs();
-
 struct PermDnnParams {
-  int num_pe = 32, mults_per_pe = 8, bits = 16, acc_bits = 48;
-  double frequency_mhz = 1200, node_nm = 28;
-  int queue_depth = 8, broadcast_width = 8, scan_width = 64, pipeline_depth = 4;
-  int64_t acc_entries = 512;
-  double weight_sram_kb = 128, act_buffer_kb = 64;
-  int input_bus_bits = 0;  // 0: inputs arrive while the previous layer runs
+  int num_pe, mults_per_pe, bits, acc_bits;
+  double frequency_mhz, node_nm;
+  int queue_depth, broadcast_width, scan_width, pipeline_depth;
+  int64_t acc_entries;
+  double weight_sram_kb, act_buffer_kb;
+  int input_bus_bits;  // 0: inputs arrive while the previous layer runs
 };
+const ParamTable<PermDnnParams>& PermDnnParamTable();
+std::vector<ParamDef> PermDnnParamDefs();
 
 class PermDnnEngine : public Engine {
  public:
   PermDnnEngine(const nlohmann::json& section, const TechTable& tech);
   std::string name() const override { return "permdnn"; }
   LayerResult Run(const LayerWorkload& w, TraceSink* trace) const override;
+  void Account(LayerResult& r) const override;
   AreaBreakdown Area() const override;
   const ParamSpec& params() const override { return spec_; }
   const PermDnnParams& p() const { return p_; }
@@ -67,19 +72,22 @@ class PermDnnEngine : public Engine {
 };
 
 struct EieParams {
-  int num_pe = 64, queue_depth = 8, pipeline_depth = 4, bits = 16, index_bits = 4, pointer_bits = 16;
-  double frequency_mhz = 800, source_node_nm = 45, node_nm = 28;
-  std::string frequency_scaling = "linear";
-  double spmat_sram_kb = 128, pointer_sram_kb = 32, act_sram_kb = 2;
-  int empty_column_cycles = 1;
+  int num_pe, queue_depth, pipeline_depth, bits, pointer_bits;
+  double frequency_mhz, source_node_nm, node_nm;
+  std::string frequency_scaling;
+  double spmat_sram_kb, pointer_sram_kb, act_sram_kb;
+  int empty_column_cycles;
   double effective_frequency_mhz() const;
 };
+const ParamTable<EieParams>& EieParamTable();
+std::vector<ParamDef> EieParamDefs();
 
 class EieEngine : public Engine {
  public:
   EieEngine(const nlohmann::json& section, const TechTable& tech);
   std::string name() const override { return "eie"; }
   LayerResult Run(const LayerWorkload& w, TraceSink* trace) const override;
+  void Account(LayerResult& r) const override;
   AreaBreakdown Area() const override;
   const ParamSpec& params() const override { return spec_; }
   bool needs_csc() const override { return true; }
@@ -92,17 +100,21 @@ class EieEngine : public Engine {
 };
 
 struct CirCnnParams {
-  int num_pe = 32, mults_per_pe = 8, bits = 16, acc_bits = 32, pipeline_depth = 4;
-  double frequency_mhz = 1200, node_nm = 28;
-  std::string block_size = "same";  // "same" as PermDNN's p, or "pow2" (nearest power of two)
-  double weight_sram_kb = 128, act_buffer_kb = 64;
+  int num_pe, mults_per_pe, bits, acc_bits, pipeline_depth;
+  double frequency_mhz, node_nm;
+  std::string block_size;  // "pow2" (CirCNN's power-of-two FFTs) or "same" as PermDNN's p
+  int64_t acc_entries;
+  double weight_sram_kb, act_buffer_kb;
 };
+const ParamTable<CirCnnParams>& CirCnnParamTable();
+std::vector<ParamDef> CirCnnParamDefs();
 
 class CirCnnEngine : public Engine {
  public:
   CirCnnEngine(const nlohmann::json& section, const TechTable& tech);
   std::string name() const override { return "circnn"; }
   LayerResult Run(const LayerWorkload& w, TraceSink* trace) const override;
+  void Account(LayerResult& r) const override;
   AreaBreakdown Area() const override;
   const ParamSpec& params() const override { return spec_; }
   const CirCnnParams& p() const { return p_; }

@@ -73,6 +73,10 @@ struct ComparisonResult {
   int samples = 0;  // model runs: input samples per layer
 };
 
+// The [workload] section's parameters (seed, p, densities), declared once
+// like the engines' (`permdnn sim --list-params` prints them).
+const std::vector<ParamDef>& WorkloadParamDefs();
+
 // Validates options (unknown arch names, bad config values) and runs.
 ComparisonResult RunComparison(const ComparisonOptions& options);
 // The demo's entry point: all nine EIE layers, the three architectures.

@@ -40,9 +40,25 @@ class TechTable {
   double FifoEnergy(double node_nm) const;
   double ZeroTestEnergy(double node_nm) const;
   double DramEnergy64(double node_nm) const;
-  // Clock tree + pipeline registers per PE cycle for a PE whose datapath
-  // occupies `datapath_um2` at `node_nm`.
-  double ClockEnergyPerPeCycle(double datapath_um2, double node_nm) const;
+  // One flip-flop bit written (or read through its mux tree).
+  double RegisterBitEnergy(double node_nm) const;
+  // One bit carried one mm on a global wire, random data (half the bits
+  // toggle).
+  double WireEnergyPerBitMm(double node_nm) const;
+  // Wire length of an H-tree that reaches `leaves` sinks spread over a
+  // square die of `area_mm2`: 1.5 · side · (√leaves − 1) mm (64 leaves:
+  // 10.5 sides; the energy_pj.wire_bit_mm rule).
+  static double HTreeLengthMm(double area_mm2, int leaves);
+  // Clock network per PE cycle for a PE of `pe_um2` (the clock tree grows
+  // with the area it spans), and pipeline registers per PE cycle for
+  // `logic_um2` of logic between them; both scaled from EIE's PE.
+  double ClockNetworkEnergyPerPeCycle(double pe_um2, double node_nm) const;
+  double PipelineRegisterEnergyPerPeCycle(double logic_um2, double node_nm) const;
+  // Clock tree and pipeline registers of `num_pe` PEs over `cycles`, for a
+  // chip of `chip_mm2` whose PEs each have `logic_um2` of logic.
+  double ClockEnergy(int64_t cycles, int num_pe, double chip_mm2, double logic_um2, double node_nm) const;
+  // `bits` broadcast over an H-tree to `leaves` PEs on a chip of `chip_mm2`.
+  double BroadcastEnergy(double bits, double chip_mm2, int leaves, double node_nm) const;
 
   // Areas in µm² at `node_nm`.
   double MultArea(int bits, double node_nm) const;
@@ -50,6 +66,14 @@ class TechTable {
   double SramArea(double bytes, double node_nm) const;
   double FifoArea(int depth, double node_nm) const;
   double EieArithArea(double node_nm) const;
+  // Control, address and queue logic of a PE: EIE's combinational logic
+  // besides its arithmetic unit.
+  double ControlLogicArea(double node_nm) const;
+  double RegisterBitArea(double node_nm) const;
+  // A bank of `entries` flip-flop words of `bits`, read through a mux tree
+  // per read port (area_um2.register_bit rule: a tree of two-input muxes
+  // adds a quarter of the flip-flops' area per port).
+  double RegisterBankArea(double entries, int bits, int read_ports, double node_nm) const;
   double FillerFraction() const;
 
   // Published chip facts ("permdnn", "eie"): area_mm2, power_mw, node_nm,
