@@ -27,8 +27,11 @@ std::optional<float> LoadTimeScalar(int id, const std::vector<NodeDef>& nodes, c
   return t->f()[0];
 }
 
-// The ops whose kernels apply NodeDef::post_ops (ops_cnn.cc ConvOp).
-bool IsConvLike(const NodeDef& n) { return n.op_type == "Conv" && n.domain.empty(); }
+// The ops whose kernels apply NodeDef::post_ops (ops_cnn.cc ConvOp,
+// ops_permdiag.cc PermDiagConvOp).
+bool IsConvLike(const NodeDef& n) {
+  return (n.op_type == "Conv" && n.domain.empty()) || (n.op_type == "PermDiagConv" && IsPermDnnDomain(n.domain));
+}
 
 // Output channels of a conv-like node when known at load, else -1.
 int64_t ConvOutChannels(const NodeDef& n, const std::vector<Value>& values) {

@@ -484,7 +484,11 @@ void Model::Impl::Execute(std::span<const void* const> in_data) {
   }
   rs.threads = std::max(1, opt.threads);
   rs.int16 = int16 && calibrated;
-  openblas_set_num_threads(rs.threads);
+  // OpenBLAS on one thread: nodes that want more split their work over the
+  // runtime's pool (GemmOp), whose idle workers sleep. OpenBLAS's idle threads
+  // spin, and beside oneDNN or the pool that cost 10-50x on a busy 2-core
+  // machine (the Fashion-MNIST mlp at 2 threads: 9 ms instead of 0.12).
+  openblas_set_num_threads(1);
   for (int k : runtime_nodes) {
     if (opt.profile) {
       const auto t0 = std::chrono::steady_clock::now();

@@ -3,15 +3,28 @@
 // PermDiagConv: values [mb, nb, p, kernel...]; attributes) is the format
 // registry's permdiag row (formats/registry.h), which also reads and
 // validates the weights; docs/runtime.md has the table.
+//
+// PermDiagConv on kernels::PermDiagConv2D (kernels/permdiag_conv.h: the
+// SIMD kernel on channel-blocked activations, no im2col) when the plan's
+// activation layout is blocked by the kernel's lane count and the kernel
+// table has a row for the shape (1x1 / 3x3, stride 1 / 2, p dividing the
+// lanes, 2-D, no dilation); the fused post-ops become the kernel's packing
+// (BatchNormalization folded into the weights and bias) and epilogue
+// (residual Add, Relu / Clip). Otherwise, and on the reference path, im2col
+// and per-channel loops on plain tensors, then the post-ops in node order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "permdnn/core/fixed_point.h"
-#include "permdnn/core/thread_pool.h"
 #include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/table.h"
+#include "runtime/conv_util.h"
+#include "runtime/dnnl_util.h"
+#include "runtime/graph.h"
 #include "runtime/ops_compressed.h"
 
 namespace permdnn::runtime::detail {
@@ -149,10 +162,17 @@ class PermDiagMatMulOp : public OpKernel, public Int16Op {
 class PermDiagConvOp : public OpKernel {
  public:
   PermDiagConvOp(const formats::FormatTraits& f, const NodeDef& n)
-      : f_(f), g_(formats::ReadGeometry(f, true, n.attrs, n.Where())), p_(g_.p), in_(g_.in), out_(g_.out) {}
+      : n_(n),
+        f_(f),
+        geometry_(formats::ReadGeometry(f, true, n.attrs, n.Where())),
+        p_(geometry_.p),
+        in_(geometry_.in),
+        out_(geometry_.out) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
-  std::string KernelName() const override { return "permdiag-conv"; }
+  std::string KernelName() const override {
+    return fast_ ? kernels::SelectedKernel(Problem()) : std::string("permdiag-conv-im2col");
+  }
 
   void Prepare(OpContext& ctx) override {
     if (!loaded_) {
@@ -164,18 +184,130 @@ class PermDiagConvOp : public OpKernel {
       bias_ = std::move(w.bias);
       loaded_ = true;  // only once weights and bias are both valid
     }
-    g_win_ = PrepareConv(ctx, in_, out_, kernel_);
+    g_ = PrepareConv(ctx, in_, out_, kernel_);
+    const Value* x = ctx.In(0);
+    std::vector<int64_t> out = {x->shape[0], out_};
+    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
+    add_same_shape_ = ValidatePostOps(ctx, out);
+    shape_ = kernels::PermDiagConvShape{x->shape[0], in_, out_, g_.in[1], g_.in[2], g_.out[1], g_.out[2],
+                                        static_cast<int>(g_.k[1]), static_cast<int>(g_.k[2]),
+                                        static_cast<int>(g_.stride[1]), static_cast<int>(g_.stride[2]),
+                                        static_cast<int>(g_.pad[1]), static_cast<int>(g_.pad[2])};
+    simd_ = x->shape.size() == 4 && g_.dil[1] == 1 && g_.dil[2] == 1 && g_.stride[1] == g_.stride[2] &&
+            add_same_shape_ && kernels::SelectedKernel(Problem()) != "permdiag.conv.reference";
+  }
+
+  bool WritesLayout(const OpContext&, std::size_t k, const Layout& layout) const override {
+    return k == 0 && Blocked(layout);
+  }
+  bool ReadsLayout(const OpContext&, std::size_t k, const Layout& layout) const override {
+    return (k == 0 || k >= 4) && Blocked(layout);  // X and a fused Add's operand
+  }
+
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    fast_ = !rs.reference && Blocked(rs.act_layout);
+    if (!fast_) return;
+    const Layout L = rs.act_layout;
+    if (pack_.lanes != L.block) BuildPack(ctx, L.block);
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
+    int64_t scratch = 0;
+    in_conv_.Init(x.shape, x.layout, L);
+    if (!in_conv_.identity()) scratch += Align(L.StoredElements(x.shape));
+    out_offset_ = scratch;
+    out_conv_.Init(y.shape, L, y.layout);
+    if (!out_conv_.identity()) scratch += Align(L.StoredElements(y.shape));
+    add_offset_ = scratch;
+    add_input_ = -1;
+    for (const PostOp& p : n_.post_ops)
+      if (p.op_type == "Add") add_input_ = p.inputs[0];
+    if (add_input_ >= 0) {
+      add_conv_.Init(y.shape, ctx.in[add_input_]->layout, L);
+      if (!add_conv_.identity()) scratch += Align(L.StoredElements(y.shape));
+    }
+    pad_offset_ = scratch;
+    ctx.scratch_bytes =
+        scratch + std::max({in_conv_.scratchpad_bytes(), out_conv_.scratchpad_bytes(), add_conv_.scratchpad_bytes()});
+  }
+
+  void Run(OpContext& ctx, RunState& rs) override {
+    if (fast_) RunBlocked(ctx, rs);
+    else RunIm2Col(ctx, rs);
+  }
+
+ private:
+  static int64_t Align(int64_t floats) { return (floats * 4 + 63) / 64 * 64; }
+  bool Blocked(const Layout& layout) const {
+    return simd_ && layout.kind == LayoutKind::kBlocked && layout.block == kernels::PermDiagConvLanes();
+  }
+  kernels::KernelProblem Problem() const {
+    kernels::KernelProblem q{kernels::KernelOp::kPermDiagConv, static_cast<int>(p_), out_, in_, shape_.batch, false};
+    q.kh = shape_.kh;
+    q.kw = shape_.kw;
+    q.stride = shape_.stride_h;
+    return q;
+  }
+
+  // The kernel's packing, with a fused BatchNormalization folded in
+  // (scale a = gamma / sqrt(var + eps), shift beta - mean·a).
+  void BuildPack(const OpContext& ctx, int lanes) {
+    std::vector<float> scale, shift;
+    for (const PostOp& p : n_.post_ops) {
+      if (p.op_type != "BatchNormalization") continue;
+      const float *g = ctx.in[p.inputs[0]]->f(), *b = ctx.in[p.inputs[1]]->f(), *mu = ctx.in[p.inputs[2]]->f(),
+                  *var = ctx.in[p.inputs[3]]->f();
+      scale.resize(out_);
+      shift.resize(out_);
+      for (int64_t o = 0; o < out_; ++o) {
+        scale[o] = g[o] / std::sqrt(var[o] + p.epsilon);
+        shift[o] = b[o] - mu[o] * scale[o];
+      }
+    }
+    pack_ = kernels::PermDiagConvPack::Build(values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw,
+                                             lanes, bias_, scale, shift);
+  }
+
+  void RunBlocked(OpContext& ctx, RunState& rs) {
+    const Value& x = *ctx.in[0];
+    const float* src = x.f();
+    if (!in_conv_.identity()) {
+      float* staged = reinterpret_cast<float*>(rs.scratch);
+      in_conv_.Run(src, staged, rs.scratch + pad_offset_);
+      src = staged;
+    }
+    float* dst = out_conv_.identity() ? ctx.out[0]->f() : reinterpret_cast<float*>(rs.scratch + out_offset_);
+    kernels::PermDiagConvEpilogue e;
+    if (add_input_ >= 0) {
+      const Value& a = *ctx.in[add_input_];
+      e.residual = a.f();
+      if (!add_conv_.identity()) {
+        float* staged = reinterpret_cast<float*>(rs.scratch + add_offset_);
+        add_conv_.Run(a.f(), staged, rs.scratch + pad_offset_);
+        e.residual = staged;
+      }
+    }
+    for (const PostOp& p : n_.post_ops) {
+      if (p.op_type == "Relu") e.lo = std::max(e.lo, 0.0f);
+      if (p.op_type == "Clip") {
+        e.lo = std::max(e.lo, p.lo);
+        e.hi = std::min(e.hi, p.hi);
+      }
+    }
+    kernels::PermDiagConvShape s = shape_;
+    s.batch = x.shape[0];
+    kernels::PermDiagConv2D(pack_, s, src, e, dst, rs.threads);
+    if (!out_conv_.identity()) out_conv_.Run(dst, ctx.out[0]->f(), rs.scratch + pad_offset_);
   }
 
   // Per sample: im2col, then each output channel sums its nb in-channel
   // kernels over the column rows: out·nb·K·HWout MACs, p× fewer than dense.
-  void Run(OpContext& ctx, RunState& rs) override {
+  void RunIm2Col(OpContext& ctx, RunState& rs) {
     const Value& x = *ctx.in[0];
-    const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size(), p = p_;
+    const int64_t n = x.shape[0], osz = g_.out_size(), isz = g_.in_size(), p = p_;
     const int64_t nb = CeilDiv(in_, p_);
     float* cols = reinterpret_cast<float*>(rs.scratch);
     for (int64_t s = 0; s < n; ++s) {
-      Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
+      Im2Col(g_, x.f() + s * in_ * isz, in_, cols);
       float* ys = ctx.out[0]->f() + s * out_ * osz;
       ParallelFor(out_, rs.threads, [&](int64_t begin, int64_t end, int) {
         for (int64_t o = begin; o < end; ++o) {
@@ -195,17 +327,23 @@ class PermDiagConvOp : public OpKernel {
         }
       });
     }
+    ApplyPostOpsPlain(ctx, ctx.out[0]->f(), ctx.out[0]->shape);
   }
 
- private:
+  const NodeDef& n_;
   const formats::FormatTraits& f_;
-  const formats::Geometry g_;
+  const formats::Geometry geometry_;
   int64_t p_, in_, out_, ksz_ = 1;
   std::vector<int64_t> kernel_;
-  bool loaded_ = false;
+  bool loaded_ = false, add_same_shape_ = true, simd_ = false, fast_ = false;
   std::vector<float> values_, bias_;
   std::vector<uint16_t> offsets_;
-  WindowGeometry g_win_;
+  WindowGeometry g_;
+  kernels::PermDiagConvShape shape_;
+  kernels::PermDiagConvPack pack_;
+  LayoutConverter in_conv_, out_conv_, add_conv_;
+  int64_t out_offset_ = 0, add_offset_ = 0, pad_offset_ = 0;
+  int add_input_ = -1;
 };
 
 }  // namespace
