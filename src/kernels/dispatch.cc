@@ -32,6 +32,7 @@ constexpr KernelOp kAllOps[] = {
     KernelOp::kPermDiagMatMul,     KernelOp::kPermDiagMatVecT,      KernelOp::kPermDiagMatMulT,
     KernelOp::kPermDiagMatVecSparseInput, KernelOp::kPermDiagMatVecI16, KernelOp::kCirculantMatVec,
     KernelOp::kCirculantMatVecT,   KernelOp::kCsrMatVec,            KernelOp::kCsrMatMul,
+    KernelOp::kPermDiagConv,
 };
 
 KernelPath PathFromEnvironment() {
@@ -99,6 +100,7 @@ const char* KernelOpName(KernelOp op) {
     case KernelOp::kCirculantMatVecT: return "circulant.matvec_t";
     case KernelOp::kCsrMatVec: return "csr.matvec";
     case KernelOp::kCsrMatMul: return "csr.matmul";
+    case KernelOp::kPermDiagConv: return "permdiag.conv";
   }
   return "?";
 }
@@ -108,6 +110,7 @@ std::vector<KernelRow> KernelTable() {
   detail::PermDiagTable(&rows);
   detail::CirculantTable(&rows);
   detail::SparseTable(&rows);
+  detail::PermDiagConvTable(&rows);
   const std::string target = ActiveSimdTarget();
   for (KernelRow& r : rows)
     if (r.target.empty()) r.target = target;
@@ -120,6 +123,7 @@ std::string SelectedKernel(const KernelProblem& q) {
   if (const char* n = detail::PermDiagSelect(q)) return n;
   if (const char* n = detail::CirculantSelect(q)) return n;
   if (const char* n = detail::SparseSelect(q)) return n;
+  if (const char* n = detail::PermDiagConvSelect(q)) return n;
   return detail::ReferenceName(q.op);  // no SIMD row admits q: the op falls back to its reference loop
 }
 

@@ -66,5 +66,7 @@ void SparseTable(std::vector<KernelRow>* out);
 const char* SparseSelect(const KernelProblem& q);
 void CirculantTable(std::vector<KernelRow>* out);
 const char* CirculantSelect(const KernelProblem& q);
+void PermDiagConvTable(std::vector<KernelRow>* out);
+const char* PermDiagConvSelect(const KernelProblem& q);
 
 }  // namespace permdnn::kernels::detail

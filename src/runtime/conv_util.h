@@ -34,6 +34,16 @@ void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* co
 void BatchNormPlain(const float* x, const std::vector<int64_t>& shape, const float* scale, const float* bias,
                     const float* mean, const float* var, float eps, float* y);
 
+// Checks the fused post-ops' inputs of ctx's node against its output shape
+// (BatchNormalization parameters: one per channel; an Add operand must
+// broadcast to it); Error naming the node and the absorbed node. Returns
+// whether the Add operand (if any) has exactly the output's shape.
+bool ValidatePostOps(const OpContext& ctx, const std::vector<int64_t>& out);
+
+// The fused post-ops of ctx's node (NodeDef::post_ops) on its plain output
+// y, in node order: the reference path of every op that takes post-ops.
+void ApplyPostOpsPlain(const OpContext& ctx, float* y, const std::vector<int64_t>& shape);
+
 // y += b (plain tensors), b broadcast to y's shape (ONNX multidirectional
 // rules; the caller checked that it broadcasts). In ops.cc, with Add's loop.
 void AddBroadcastInPlace(float* y, const std::vector<int64_t>& y_shape, const float* b,

@@ -21,12 +21,12 @@ dnnl::engine& DnnlEngine() {
 }
 
 dnnl::stream& DnnlStream() {
-  static dnnl::stream stream(DnnlEngine());
+  static thread_local dnnl::stream stream(DnnlEngine());  // streams are not thread-safe
   return stream;
 }
 
 void SetDnnlThreads(int threads) {
-  static thread_local int current = -1;
+  thread_local int current = -1;
   if (threads != current) {
     omp_set_num_threads(threads);
     current = threads;
@@ -68,18 +68,32 @@ dnnl::memory::desc MemDesc(const std::vector<int64_t>& shape, const Layout& layo
   return dnnl::memory::desc(Dims(shape), dnnl::memory::data_type::f32, t);
 }
 
+dnnl::primitive_attr UserScratchpadAttr(const dnnl::post_ops& po) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_post_ops(po);
+  return attr;
+}
+
 void LayoutConverter::Init(const std::vector<int64_t>& shape, const Layout& from, const Layout& to) {
   prim_.reset();
+  pad_bytes_ = 0;
   if (from == to) return;
   from_ = MemDesc(shape, from);
   to_ = MemDesc(shape, to);
-  prim_ = std::make_shared<dnnl::reorder>(dnnl::reorder::primitive_desc(DnnlEngine(), from_, DnnlEngine(), to_));
+  const dnnl::reorder::primitive_desc pd(DnnlEngine(), from_, DnnlEngine(), to_, UserScratchpadAttr());
+  pad_ = pd.scratchpad_desc();
+  pad_bytes_ = static_cast<int64_t>(pad_.get_size());
+  prim_ = std::make_shared<dnnl::reorder>(pd);
 }
 
-void LayoutConverter::Run(const float* src, float* dst) const {
+void LayoutConverter::Run(const float* src, float* dst, void* scratchpad) const {
   if (!prim_) return;
+  PERMDNN_CHECK(pad_bytes_ == 0 || scratchpad != nullptr, "LayoutConverter: reorder needs {} bytes of scratchpad",
+                pad_bytes_);
   dnnl::memory s(from_, DnnlEngine(), const_cast<float*>(src)), d(to_, DnnlEngine(), dst);
-  prim_->execute(DnnlStream(), s, d);
+  dnnl::memory pad(pad_, DnnlEngine(), scratchpad);
+  prim_->execute(DnnlStream(), {{DNNL_ARG_FROM, s}, {DNNL_ARG_TO, d}, {DNNL_ARG_SCRATCHPAD, pad}});
   DnnlStream().wait();
 }
 

@@ -4,7 +4,9 @@
 // layout: docs/runtime.md ("Dense operators on oneDNN"), measured with
 // bench/dense_probe.cc against XNNPACK.
 //
-// One CPU engine and stream per process; OpenMP threads set per run. Memory
+// One CPU engine per process, one stream per thread. The runtime runs every
+// primitive on one OpenMP thread and splits batches over its own thread
+// pool instead (ops_cnn.cc says why). Memory
 // descriptors come from a shape and a Layout (graph.h). Internal header.
 #pragma once
 
@@ -19,8 +21,8 @@
 namespace permdnn::runtime::detail {
 
 dnnl::engine& DnnlEngine();
-dnnl::stream& DnnlStream();
-// OpenMP threads for the next primitive (cheap when unchanged).
+dnnl::stream& DnnlStream();  // the calling thread's
+// OpenMP threads for primitives made or run by the calling thread (cheap when unchanged).
 void SetDnnlThreads(int threads);
 
 // The activation layout of a plan: PERMDNN_LAYOUT=plain|nhwc|blocked forces
@@ -35,18 +37,25 @@ Layout ChooseActivationLayout(const std::vector<NodeDef>& nodes);
 dnnl::memory::desc MemDesc(const std::vector<int64_t>& shape, const Layout& layout);
 dnnl::memory::dims Dims(const std::vector<int64_t>& v);
 
-// A cached reorder between two layouts of one shape.
+// A cached reorder between two layouts of one shape. Several threads may
+// run it at once, each with its own scratchpad (scratchpad_bytes(), 64-byte
+// aligned; oneDNN's library-owned scratchpad is one per process).
 class LayoutConverter {
  public:
   void Init(const std::vector<int64_t>& shape, const Layout& from, const Layout& to);
   bool identity() const { return !prim_; }
-  void Run(const float* src, float* dst) const;
+  int64_t scratchpad_bytes() const { return pad_bytes_; }
+  void Run(const float* src, float* dst, void* scratchpad = nullptr) const;
 
  private:
   std::shared_ptr<dnnl::reorder> prim_;
-  dnnl::memory::desc from_, to_;
-  std::size_t bytes_ = 0;
+  dnnl::memory::desc from_, to_, pad_;
+  int64_t pad_bytes_ = 0;
 };
+
+// Attributes every runtime primitive is made with: user-provided scratchpad
+// (so chunks of one node can run concurrently), plus the given post-ops.
+dnnl::primitive_attr UserScratchpadAttr(const dnnl::post_ops& po = dnnl::post_ops());
 
 // True when the primitive runs on oneDNN's reference implementation (slow).
 template <typename PD>

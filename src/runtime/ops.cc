@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 
+#include "permdnn/core/thread_pool.h"
 #include "runtime/conv_util.h"
 #include "runtime/dnnl_util.h"
 #include "runtime/graph.h"
@@ -17,7 +18,6 @@
 
 namespace permdnn::runtime::detail {
 
-std::unique_ptr<OpKernel> CreatePermDiagKernel(const NodeDef& node);
 std::unique_ptr<OpKernel> CreateCnnKernel(const NodeDef& node);
 
 namespace {
@@ -534,8 +534,10 @@ class ConcatOp : public OpKernel {
       convert_[k].Init(v.shape, v.layout, y.layout);
       offsets_[k] = scratch;
       scratch += (static_cast<int64_t>(y.layout.StoredElements(v.shape) * sizeof(float)) + 63) / 64 * 64;
+      pad_ = std::max(pad_, convert_[k].scratchpad_bytes());
     }
-    ctx.scratch_bytes = scratch;
+    pad_offset_ = scratch;
+    ctx.scratch_bytes = scratch + pad_;
   }
   void Run(OpContext& ctx, RunState& rs) override {
     Value& y = *ctx.out[0];
@@ -557,7 +559,7 @@ class ConcatOp : public OpKernel {
       const uint8_t* src = static_cast<const uint8_t*>(v->data);
       if (offsets_.size() == ctx.in.size() && offsets_[k] >= 0) {
         float* staged = reinterpret_cast<float*>(rs.scratch + offsets_[k]);
-        convert_[k].Run(v->f(), staged);
+        convert_[k].Run(v->f(), staged, rs.scratch + pad_offset_);
         src = reinterpret_cast<const uint8_t*>(staged);
       }
       for (int64_t o = 0; o < outer; ++o)
@@ -578,6 +580,7 @@ class ConcatOp : public OpKernel {
   int64_t axis_attr_, axis_ = 0;
   std::vector<LayoutConverter> convert_;
   std::vector<int64_t> offsets_;
+  int64_t pad_ = 0, pad_offset_ = 0;
 };
 
 // Generic strided copy: out[i...] = in[start + i·step ...] per dim.
@@ -770,7 +773,57 @@ class GemmOp : public OpKernel {
     }
     ctx.SetOut(0, DType::kFloat32, {m_, n_});
   }
-  void Run(OpContext& ctx, RunState&) override {
+  // Fast path: oneDNN's inner product (3x OpenBLAS's sgemm at 16 rows,
+  // e.g. 16x784x1024: 0.13 vs 0.36 ms, one thread), for y = A·op(B) + bias
+  // with B and the bias constant (a fully connected layer); rows split over
+  // the threads, one single-threaded primitive per chunk (see ops_cnn.cc).
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    fast_ = false;
+    const Value& b = *ctx.in[1];
+    const Value* c = ctx.In(2);
+    const bool bias_ok = !c || (c->constant && c->size() == n_ && (c->shape.size() == 1 || c->shape[0] == 1));
+    if (rs.reference || ta_ || alpha_ != 1.0f || !b.constant || !bias_ok || m_ == 0 || n_ == 0 || k_ == 0) return;
+    try {
+      SetDnnlThreads(1);
+      if (w_mem_.get(true) == nullptr) {
+        bias_.assign(static_cast<std::size_t>(n_), 0.0f);
+        if (c && beta_ != 0)
+          for (int64_t j = 0; j < n_; ++j) bias_[j] = beta_ * c->f()[j];
+      }
+      split_ = BatchSplitRows(m_, static_cast<double>(m_) * n_ * k_, rs.threads);
+      execs_.clear();
+      int64_t pad = 0;
+      for (int64_t rows : {split_.first, split_.last}) {
+        if (!execs_.empty() && execs_[0].rows == rows) break;
+        using tag = dnnl::memory::format_tag;
+        const auto f32 = dnnl::memory::data_type::f32;
+        dnnl::memory::desc src({rows, k_}, f32, tag::ab), wd({n_, k_}, f32, tag::any), bd({n_}, f32, tag::a),
+            dst({rows, n_}, f32, tag::ab);
+        dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src, wd, bd, dst);
+        dnnl::inner_product_forward::primitive_desc pd(d, UserScratchpadAttr(), DnnlEngine());
+        if (IsReferenceImpl(pd)) return;
+        if (pd.weights_desc() != w_md_) {
+          w_md_ = pd.weights_desc();
+          dnnl::memory plain({{n_, k_}, f32, tb_ ? tag::ab : tag::ba}, DnnlEngine(), const_cast<float*>(b.f()));
+          w_mem_ = dnnl::memory(w_md_, DnnlEngine());
+          dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
+          DnnlStream().wait();
+          b_mem_ = dnnl::memory(bd, DnnlEngine(), bias_.data());
+        }
+        execs_.push_back({rows, dnnl::inner_product_forward(pd), src, dst, pd.scratchpad_desc(), w_mem_});
+        pad = std::max<int64_t>(pad, (static_cast<int64_t>(pd.scratchpad_desc().get_size()) + 63) / 64 * 64);
+      }
+      pad_ = pad;
+      ctx.scratch_bytes = pad * split_.count;
+      fast_ = true;
+    } catch (const dnnl::error&) {
+      fast_ = false;
+    }
+  }
+  std::string KernelName() const override { return fast_ ? "dense-onednn" : "dense-blas"; }
+
+  void Run(OpContext& ctx, RunState& rs) override {
+    if (fast_) return RunDnnl(ctx, rs);
     float* y = ctx.out[0]->f();
     float beta = 0;
     if (const Value* c = ctx.In(2); c && beta_ != 0) {
@@ -784,20 +837,87 @@ class GemmOp : public OpKernel {
       if (beta == 0) std::fill_n(y, m_ * n_, 0.0f);
       return;
     }
-    if (m_ == 1) {  // one sample: OpenBLAS's sgemm runs a row this short far below sgemv's speed
-      const int64_t lda = ctx.in[0]->shape[1], inc_a = ta_ ? lda : 1;
-      if (tb_) cblas_sgemv(CblasRowMajor, CblasNoTrans, n_, k_, alpha_, ctx.in[1]->f(), k_, ctx.in[0]->f(), inc_a, beta, y, 1);
-      else cblas_sgemv(CblasRowMajor, CblasTrans, k_, n_, alpha_, ctx.in[1]->f(), n_, ctx.in[0]->f(), inc_a, beta, y, 1);
-      return;
-    }
-    cblas_sgemm(CblasRowMajor, ta_ ? CblasTrans : CblasNoTrans, tb_ ? CblasTrans : CblasNoTrans, m_, n_, k_, alpha_,
-                ctx.in[0]->f(), ctx.in[0]->shape[1], ctx.in[1]->f(), ctx.in[1]->shape[1], beta, y, n_);
+    // Threads split the output columns (OpenBLAS itself runs on one thread:
+    // its idle threads spin, and on a busy machine a spinning thread took the
+    // core its partner needed; see Model::Impl::Execute). Each chunk gets at
+    // least 2^22 multiply-adds.
+    const float* a = ctx.in[0]->f();
+    const float* b = ctx.in[1]->f();
+    const int64_t lda = ctx.in[0]->shape[1], ldb = ctx.in[1]->shape[1];
+    const int64_t chunks =
+        std::max<int64_t>(1, std::min<int64_t>({rs.threads, n_ / 16, m_ * n_ * k_ >> 22}));
+    auto columns = [&](int64_t j0, int64_t j1) {
+      const int64_t nc = j1 - j0;
+      const float* bj = tb_ ? b + j0 * ldb : b + j0;
+      if (m_ == 1) {  // one sample: OpenBLAS's sgemm runs a row this short far below sgemv's speed
+        if (tb_) cblas_sgemv(CblasRowMajor, CblasNoTrans, nc, k_, alpha_, bj, ldb, a, 1, beta, y + j0, 1);
+        else cblas_sgemv(CblasRowMajor, CblasTrans, k_, nc, alpha_, bj, ldb, a, ta_ ? lda : 1, beta, y + j0, 1);
+        return;
+      }
+      cblas_sgemm(CblasRowMajor, ta_ ? CblasTrans : CblasNoTrans, tb_ ? CblasTrans : CblasNoTrans, m_, nc, k_, alpha_, a,
+                  lda, bj, ldb, beta, y + j0, n_);
+    };
+    if (chunks == 1) return columns(0, n_);
+    ParallelFor(chunks, static_cast<int>(chunks), [&](int64_t c0, int64_t c1, int) {
+      for (int64_t c = c0; c < c1; ++c) {
+        int64_t j0, j1;
+        ChunkRange(n_, static_cast<int>(chunks), static_cast<int>(c), &j0, &j1);
+        columns(j0, j1);
+      }
+    });
   }
-  std::string KernelName() const override { return "dense-blas"; }
 
  private:
+  // Rows [c·first, ...) per chunk; the last chunk has `last` rows.
+  struct RowSplit {
+    int64_t first = 1, count = 1, last = 1;
+  };
+  static RowSplit BatchSplitRows(int64_t rows, double work, int threads) {
+    int64_t t = std::max<int64_t>(1, std::min<int64_t>({threads, rows, static_cast<int64_t>(work / 4e6)}));
+    RowSplit r;
+    r.first = (rows + t - 1) / t;
+    r.count = (rows + r.first - 1) / r.first;
+    r.last = rows - (r.count - 1) * r.first;
+    return r;
+  }
+  void RunDnnl(OpContext& ctx, RunState& rs) {
+    SetDnnlThreads(1);
+    const float* a = ctx.in[0]->f();
+    float* y = ctx.out[0]->f();
+    auto chunk = [&](int64_t c) {
+      const int64_t r0 = c * split_.first, rows = c + 1 < split_.count ? split_.first : split_.last;
+      const Exec& e = rows == execs_[0].rows ? execs_[0] : execs_[1];
+      dnnl::memory sm(e.src, DnnlEngine(), const_cast<float*>(a + r0 * k_)), dm(e.dst, DnnlEngine(), y + r0 * n_),
+          pm(e.pad, DnnlEngine(), rs.scratch + c * pad_);
+      e.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
+                                    {DNNL_ARG_WEIGHTS, e.w},
+                                    {DNNL_ARG_BIAS, b_mem_},
+                                    {DNNL_ARG_DST, dm},
+                                    {DNNL_ARG_SCRATCHPAD, pm}});
+      DnnlStream().wait();
+    };
+    if (split_.count == 1) return chunk(0);
+    ParallelFor(split_.count, static_cast<int>(split_.count), [&](int64_t c0, int64_t c1, int) {
+      SetDnnlThreads(1);
+      for (int64_t c = c0; c < c1; ++c) chunk(c);
+    });
+  }
+
+  struct Exec {
+    int64_t rows;
+    dnnl::inner_product_forward prim;
+    dnnl::memory::desc src, dst, pad;
+    dnnl::memory w;
+  };
   float alpha_, beta_;
   int64_t ta_, tb_, m_ = 0, n_ = 0, k_ = 0;
+  bool fast_ = false;
+  std::vector<float> bias_;
+  dnnl::memory::desc w_md_;
+  dnnl::memory w_mem_, b_mem_;
+  std::vector<Exec> execs_;
+  RowSplit split_;
+  int64_t pad_ = 0;
 };
 
 class MatMulOp : public OpKernel {
@@ -878,11 +998,7 @@ void AddBroadcastInPlace(float* y, const std::vector<int64_t>& y_shape, const fl
 }
 
 std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
-  if (IsPermDnnDomain(n.domain)) {
-    if (auto k = CreateCirculantKernel(n)) return k;
-    if (auto k = CreateSparseKernel(n)) return k;
-    return CreatePermDiagKernel(n);
-  }
+  if (IsPermDnnDomain(n.domain)) return CreateCompressedKernel(n);
   if (!n.domain.empty() && n.domain != "ai.onnx")
     throw UnsupportedError(n.Where() + ": unsupported operator domain '" + n.domain + "'");
   const std::string& op = n.op_type;

@@ -24,6 +24,7 @@
 
 #include <cblas.h>
 
+#include "permdnn/core/thread_pool.h"
 #include "runtime/conv_util.h"
 #include "runtime/dnnl_util.h"
 #include "runtime/graph.h"
@@ -54,31 +55,35 @@ dnnl::memory::dims Tail(const std::array<int64_t, 3>& v, std::size_t s) {
   return dnnl::memory::dims(v.end() - static_cast<std::ptrdiff_t>(s), v.end());
 }
 
-// Input to the op in the compute layout: the value itself, or a reorder of it
-// into scratch.
-struct StagedInput {
-  LayoutConverter conv;
-  int64_t scratch_offset = 0;
-  const float* Get(const Value& v, uint8_t* scratch) const {
-    if (conv.identity()) return v.f();
-    float* dst = reinterpret_cast<float*>(scratch + scratch_offset);
-    conv.Run(v.f(), dst);
-    return dst;
-  }
-};
-
 int64_t Align64(int64_t b) { return (b + 63) / 64 * 64; }
 
-// Threads for a primitive of `work` multiply-adds (or element visits): more
-// than one only when each thread gets at least kWorkPerThread. oneDNN splits
-// work statically over its OpenMP team, so every region waits for its slowest
-// thread; on a machine whose other cores are busy, a region of a few
-// microseconds could wait milliseconds for a descheduled thread (measured:
-// the Fashion-MNIST cnn at batch 1, 2 threads, 0.13 ms or 88 ms per run
-// depending on the neighbours), so small primitives run on one.
-int ThreadsFor(double work, int threads) {
-  constexpr double kWorkPerThread = 4e6;
-  return std::max(1, std::min(threads, static_cast<int>(work / kWorkPerThread)));
+// Threads: the batch is cut into one chunk per thread and each chunk runs
+// its own single-threaded oneDNN primitive (made for that chunk's batch) on
+// the runtime's thread pool, which waits on condition variables. oneDNN's
+// own OpenMP threading spins between regions: on a machine whose other
+// cores were busy that made the Fashion-MNIST cnn take 0.13 or 88 ms per
+// run and resnet18 at batch 1 80-490 ms instead of 15 (with
+// OMP_WAIT_POLICY=passive: 18-20 ms), as the spinning thread took the core
+// the thread it waited for needed. A chunk gets at least kWorkPerChunk
+// multiply-adds (or element visits), so small nodes stay on one thread.
+struct BatchSplit {
+  int64_t per = 1, count = 1, last = 1;  // chunk c covers samples [c·per, c·per + (c < count − 1 ? per : last))
+};
+BatchSplit SplitBatch(int64_t batch, double work, int threads) {
+  constexpr double kWorkPerChunk = 4e6;
+  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kWorkPerChunk)));
+  t = std::max<int64_t>(1, std::min<int64_t>(t, batch));
+  BatchSplit b;
+  b.per = (batch + t - 1) / t;
+  b.count = (batch + b.per - 1) / b.per;
+  b.last = batch - (b.count - 1) * b.per;
+  return b;
+}
+
+// Shape with the batch replaced.
+std::vector<int64_t> WithBatch(std::vector<int64_t> shape, int64_t batch) {
+  shape[0] = batch;
+  return shape;
 }
 
 // PERMDNN_CONV=direct disables Winograd convolutions (read once).
@@ -121,21 +126,7 @@ class ConvOp : public OpKernel {
       ctx.Fail("bias {} should be [{}]", ShapeString(b->shape), m);
     std::vector<int64_t> out = {x.shape[0], m};
     out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
-    add_same_shape_ = true;
-    for (const PostOp& p : n_.post_ops) {
-      for (int i : p.inputs) {
-        const Value& v = Req(ctx, static_cast<std::size_t>(i), p.op_type.c_str());
-        RequireFloat(ctx, &v, p.op_type.c_str());
-        if (p.op_type == "BatchNormalization" && v.size() != m)
-          ctx.Fail("fused {} '{}': input '{}' has {} elements, expected C = {}", p.op_type, p.name, v.name, v.size(), m);
-        if (p.op_type == "Add") {
-          if (BroadcastShapes(out, v.shape, ctx) != out)
-            ctx.Fail("fused Add '{}': operand '{}' {} does not broadcast to the convolution's output {}", p.name, v.name,
-                     ShapeString(v.shape), ShapeString(out));
-          add_same_shape_ = v.shape == out;
-        }
-      }
-    }
+    add_same_shape_ = ValidatePostOps(ctx, out);
     ctx.SetOut(0, DType::kFloat32, out);
     // Reference path (the largest need; Finalize may lower it).
     ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * (c / group_) * g_.kernel_size() * g_.out_size();
@@ -156,45 +147,55 @@ class ConvOp : public OpKernel {
         rs.reference || rs.act_layout.plain() ? std::nullopt : SrcLayout(ctx, rs.act_layout);
     fast_ = src_layout.has_value();
     if (!fast_) return;  // reference scratch from Prepare; layouts are plain
-    {
-      const Value& x0 = *ctx.in[0];
-      const double macs = static_cast<double>(ctx.out[0]->size()) * static_cast<double>(x0.shape[1] / group_) *
-                          static_cast<double>(g_.kernel_size());
-      threads_ = ThreadsFor(macs, rs.threads);
-    }
-    SetDnnlThreads(threads_);  // primitives are made for the thread count they run with
+    SetDnnlThreads(1);
     const Layout L = rs.act_layout;
     const Value& x = *ctx.in[0];
     Value& y = *ctx.out[0];
+    const int64_t n = x.shape[0];
+    split_ = SplitBatch(n,
+                        static_cast<double>(y.size()) * static_cast<double>(x.shape[1] / group_) *
+                            static_cast<double>(g_.kernel_size()),
+                        rs.threads);
     FoldWeights(ctx);
-    // Primitive for exactly this plan's shapes in layout L.
-    auto pd = MakePd(ctx, *src_layout, L);
-    prim_ = dnnl::convolution_forward(*pd);
-    src_md_ = pd->src_desc();
-    dst_md_ = pd->dst_desc();
-    if (pd->weights_desc() != w_md_ || !w_mem_) {
-      w_md_ = pd->weights_desc();
-      dnnl::memory plain(WeightsPlainDesc(ctx), DnnlEngine(), w_folded_.data());
-      w_mem_ = dnnl::memory(w_md_, DnnlEngine());
-      dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
-      DnnlStream().wait();
-    }
-    int64_t scratch = 0;
-    in_.conv.Init(x.shape, x.layout, *src_layout);
-    in_.scratch_offset = scratch;
-    if (!in_.conv.identity())
-      scratch += Align64(static_cast<int64_t>(src_layout->StoredElements(x.shape) * sizeof(float)));
-    out_stage_ = y.layout != L;
-    out_offset_ = scratch;
-    if (out_stage_) {
-      out_conv_.Init(y.shape, L, y.layout);
-      scratch += Align64(static_cast<int64_t>(L.StoredElements(y.shape) * sizeof(float)));
-    }
     add_input_ = -1;
     for (const PostOp& p : n_.post_ops)
       if (p.op_type == "Add") add_input_ = p.inputs[0];
-    if (add_input_ >= 0) add_conv_.Init(y.shape, ctx.in[add_input_]->layout, L);
-    ctx.scratch_bytes = scratch;
+    // One primitive per chunk size, for exactly these shapes in layout L.
+    execs_.clear();
+    int64_t scratch = 0;
+    for (int64_t nb : {split_.per, split_.last}) {
+      if (!execs_.empty() && execs_[0].batch == nb) break;
+      Exec e;
+      e.batch = nb;
+      const std::vector<int64_t> xs = WithBatch(x.shape, nb), ys = WithBatch(y.shape, nb);
+      auto pd = MakePd(ctx, *src_layout, L, nb);
+      e.prim = dnnl::convolution_forward(*pd);
+      e.src_md = pd->src_desc();
+      e.dst_md = pd->dst_desc();
+      if (pd->weights_desc() != w_md_ || !w_mem_) {  // the first plan, or a layout that changed with the batch
+        w_md_ = pd->weights_desc();
+        dnnl::memory plain(WeightsPlainDesc(ctx), DnnlEngine(), w_folded_.data());
+        w_mem_ = dnnl::memory(w_md_, DnnlEngine());
+        dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
+        DnnlStream().wait();
+      }
+      e.w_mem = w_mem_;
+      e.in.Init(xs, x.layout, *src_layout);
+      e.out.Init(ys, L, y.layout);
+      if (add_input_ >= 0) e.add.Init(ys, ctx.in[add_input_]->layout, L);
+      int64_t need = 0;
+      if (!e.in.identity()) need += Align64(static_cast<int64_t>(src_layout->StoredElements(xs) * sizeof(float)));
+      e.out_offset = need;
+      if (!e.out.identity()) need += Align64(static_cast<int64_t>(L.StoredElements(ys) * sizeof(float)));
+      e.pad_md = pd->scratchpad_desc();
+      e.pad_offset = need;
+      need += Align64(std::max({static_cast<int64_t>(e.pad_md.get_size()), e.in.scratchpad_bytes(),
+                                e.out.scratchpad_bytes(), e.add.scratchpad_bytes()}));
+      scratch = std::max(scratch, need);
+      execs_.push_back(std::move(e));
+    }
+    chunk_scratch_ = scratch;
+    ctx.scratch_bytes = scratch * split_.count;
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -246,12 +247,13 @@ class ConvOp : public OpKernel {
   }
 
   std::shared_ptr<dnnl::convolution_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& src_layout,
-                                                                    const Layout& L) const {
+                                                                    const Layout& L, int64_t batch = -1) const {
     const Value& x = *ctx.in[0];
     const Value& w = *ctx.in[1];
     const Value& y = *ctx.out[0];
     const std::size_t s = x.shape.size() - 2;
-    dnnl::memory::desc src = MemDesc(x.shape, src_layout), dst = MemDesc(y.shape, L);
+    const int64_t nb = batch > 0 ? batch : x.shape[0];
+    dnnl::memory::desc src = MemDesc(WithBatch(x.shape, nb), src_layout), dst = MemDesc(WithBatch(y.shape, nb), L);
     dnnl::memory::desc wd(WeightsPlainDesc(ctx).dims(), dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
     dnnl::memory::desc bd({w.shape[0]}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
     dnnl::memory::dims dil = Tail(g_.dil, s);
@@ -262,8 +264,7 @@ class ConvOp : public OpKernel {
       else if (p.op_type == "Relu") po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
       else if (p.op_type == "Clip") po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, p.lo, p.hi);
     }
-    dnnl::primitive_attr attr;
-    attr.set_post_ops(po);
+    const dnnl::primitive_attr attr = UserScratchpadAttr(po);
     // Winograd (F(2x2,3x3) / F(4x4,3x3)) where oneDNN has it: 3x3, stride 1,
     // no dilation, not grouped, channel-blocked on AVX-512. It cut resnet18's
     // convolutions from 20.1 to 12.7 ms at batch 1 (bench/dense_probe.cc);
@@ -307,18 +308,48 @@ class ConvOp : public OpKernel {
   }
 
   void RunDnnl(OpContext& ctx, RunState& rs) {
-    SetDnnlThreads(threads_);
-    const float* src = in_.Get(*ctx.in[0], rs.scratch);
-    float* dst = out_stage_ ? reinterpret_cast<float*>(rs.scratch + out_offset_) : ctx.out[0]->f();
-    if (add_input_ >= 0) {
-      const Value& a = *ctx.in[add_input_];
-      if (add_conv_.identity()) std::memcpy(dst, a.f(), a.stored_bytes());
-      else add_conv_.Run(a.f(), dst);
-    }
-    dnnl::memory s(src_md_, DnnlEngine(), const_cast<float*>(src)), d(dst_md_, DnnlEngine(), dst);
-    prim_.execute(DnnlStream(), {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w_mem_}, {DNNL_ARG_BIAS, b_mem_}, {DNNL_ARG_DST, d}});
-    DnnlStream().wait();
-    if (out_stage_) out_conv_.Run(dst, ctx.out[0]->f());
+    SetDnnlThreads(1);
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
+    const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
+    const int64_t n = x.shape[0];
+    const int64_t x_per = static_cast<int64_t>(x.stored_bytes() / sizeof(float)) / n,
+                  y_per = static_cast<int64_t>(y.stored_bytes() / sizeof(float)) / n,
+                  a_per = add ? static_cast<int64_t>(add->stored_bytes() / sizeof(float)) / n : 0;
+    auto chunk = [&](int64_t c) {
+      const int64_t n0 = c * split_.per, nc = c + 1 < split_.count ? split_.per : split_.last;
+      const Exec& e = nc == execs_[0].batch ? execs_[0] : execs_[1];
+      uint8_t* scratch = rs.scratch + c * chunk_scratch_;
+      void* pad = scratch + e.pad_offset;
+      const float* src = x.f() + n0 * x_per;
+      if (!e.in.identity()) {
+        float* staged = reinterpret_cast<float*>(scratch);
+        e.in.Run(src, staged, pad);
+        src = staged;
+      }
+      float* yc = y.f() + n0 * y_per;
+      float* dst = e.out.identity() ? yc : reinterpret_cast<float*>(scratch + e.out_offset);
+      if (add) {
+        // oneDNN's sum post-op adds to what the output holds.
+        const float* ac = add->f() + n0 * a_per;
+        if (e.add.identity()) std::memcpy(dst, ac, static_cast<std::size_t>(y_per * nc) * sizeof(float));
+        else e.add.Run(ac, dst, pad);
+      }
+      dnnl::memory sm(e.src_md, DnnlEngine(), const_cast<float*>(src)), dm(e.dst_md, DnnlEngine(), dst),
+          pm(e.pad_md, DnnlEngine(), pad);
+      e.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
+                                    {DNNL_ARG_WEIGHTS, e.w_mem},
+                                    {DNNL_ARG_BIAS, b_mem_},
+                                    {DNNL_ARG_DST, dm},
+                                    {DNNL_ARG_SCRATCHPAD, pm}});
+      DnnlStream().wait();
+      if (!e.out.identity()) e.out.Run(dst, yc, pad);
+    };
+    if (split_.count == 1) return chunk(0);
+    ParallelFor(split_.count, static_cast<int>(split_.count), [&](int64_t c0, int64_t c1, int) {
+      SetDnnlThreads(1);
+      for (int64_t c = c0; c < c1; ++c) chunk(c);
+    });
   }
 
   // im2col + sgemm per sample and group, then the post-ops in node order.
@@ -344,36 +375,28 @@ class ConvOp : public OpKernel {
             for (int64_t t = 0; t < osz; ++t) ys[o * osz + t] += bv;
           }
       }
-    for (const PostOp& p : n_.post_ops) {
-      if (p.op_type == "BatchNormalization") {
-        BatchNormPlain(y, yv.shape, ctx.in[p.inputs[0]]->f(), ctx.in[p.inputs[1]]->f(), ctx.in[p.inputs[2]]->f(),
-                       ctx.in[p.inputs[3]]->f(), p.epsilon, y);
-      } else if (p.op_type == "Add") {
-        const Value& a = *ctx.in[p.inputs[0]];
-        AddBroadcastInPlace(y, yv.shape, a.f(), a.shape, ctx);
-      } else if (p.op_type == "Relu") {
-        for (int64_t i = 0, e = yv.size(); i < e; ++i) y[i] = y[i] > 0 ? y[i] : 0.0f;
-      } else if (p.op_type == "Clip") {
-        for (int64_t i = 0, e = yv.size(); i < e; ++i) y[i] = std::min(std::max(y[i], p.lo), p.hi);
-      }
-    }
+    ApplyPostOpsPlain(ctx, y, yv.shape);
   }
 
   const NodeDef& n_;
   int64_t group_ = 1;
   WindowGeometry g_;
   bool has_bn_ = false, add_same_shape_ = true, fast_ = false;
-  int threads_ = 1;
   mutable std::optional<std::pair<Layout, std::optional<Layout>>> src_ok_;
-  // Fast path state.
+  // Fast path state: one primitive (with its reorders) per chunk size.
+  struct Exec {
+    int64_t batch = 0, out_offset = 0, pad_offset = 0;
+    dnnl::convolution_forward prim;
+    dnnl::memory::desc src_md, dst_md, pad_md;
+    dnnl::memory w_mem;
+    LayoutConverter in, out, add;
+  };
   std::vector<float> w_folded_, b_folded_;
-  dnnl::memory::desc w_md_, src_md_, dst_md_;
+  dnnl::memory::desc w_md_;
   dnnl::memory w_mem_, b_mem_;
-  dnnl::convolution_forward prim_;
-  StagedInput in_;
-  LayoutConverter out_conv_, add_conv_;
-  bool out_stage_ = false;
-  int64_t out_offset_ = 0;
+  std::vector<Exec> execs_;
+  BatchSplit split_;
+  int64_t chunk_scratch_ = 0;
   int add_input_ = -1;
 };
 
@@ -417,42 +440,73 @@ class PoolOp : public OpKernel {
   void Finalize(OpContext& ctx, const RunState& rs) override {
     fast_ = !rs.reference && DnnlUsable(ctx, rs.act_layout);
     if (!fast_) return;
-    threads_ = ThreadsFor(static_cast<double>(ctx.out[0]->size()) * static_cast<double>(g_.kernel_size()), rs.threads);
-    SetDnnlThreads(threads_);
+    SetDnnlThreads(1);
     const Layout L = rs.act_layout;
     const Value& x = *ctx.in[0];
     Value& y = *ctx.out[0];
-    auto pd = MakePd(ctx, L);
-    prim_ = dnnl::pooling_v2_forward(*pd);
-    src_md_ = pd->src_desc();
-    dst_md_ = pd->dst_desc();
+    split_ = SplitBatch(x.shape[0], static_cast<double>(y.size()) * static_cast<double>(g_.kernel_size()), rs.threads);
+    execs_.clear();
     int64_t scratch = 0;
-    in_.conv.Init(x.shape, x.layout, L);
-    in_.scratch_offset = 0;
-    if (!in_.conv.identity()) scratch += Align64(static_cast<int64_t>(L.StoredElements(x.shape) * sizeof(float)));
-    out_stage_ = y.layout != L;
-    out_offset_ = scratch;
-    if (out_stage_) {
-      out_conv_.Init(y.shape, L, y.layout);
-      scratch += Align64(static_cast<int64_t>(L.StoredElements(y.shape) * sizeof(float)));
+    for (int64_t nb : {split_.per, split_.last}) {
+      if (!execs_.empty() && execs_[0].batch == nb) break;
+      Exec e;
+      e.batch = nb;
+      const std::vector<int64_t> xs = WithBatch(x.shape, nb), ys = WithBatch(y.shape, nb);
+      auto pd = MakePd(ctx, L, nb);
+      e.prim = dnnl::pooling_v2_forward(*pd);
+      e.src_md = pd->src_desc();
+      e.dst_md = pd->dst_desc();
+      e.in.Init(xs, x.layout, L);
+      e.out.Init(ys, L, y.layout);
+      int64_t need = 0;
+      if (!e.in.identity()) need += Align64(static_cast<int64_t>(L.StoredElements(xs) * sizeof(float)));
+      e.out_offset = need;
+      if (!e.out.identity()) need += Align64(static_cast<int64_t>(L.StoredElements(ys) * sizeof(float)));
+      e.pad_md = pd->scratchpad_desc();
+      e.pad_offset = need;
+      need += Align64(std::max({static_cast<int64_t>(e.pad_md.get_size()), e.in.scratchpad_bytes(),
+                                e.out.scratchpad_bytes()}));
+      scratch = std::max(scratch, need);
+      execs_.push_back(std::move(e));
     }
-    ws_offset_ = scratch;
-    scratch += Align64(static_cast<int64_t>(pd->workspace_desc().get_size()));
-    ctx.scratch_bytes = scratch;
+    chunk_scratch_ = scratch;
+    ctx.scratch_bytes = scratch * split_.count;
   }
   void Run(OpContext& ctx, RunState& rs) override {
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
     if (!fast_) {
-      const Value& x = *ctx.in[0];
-      Pool(g_, x.f(), x.shape[0] * x.shape[1], max_, count_pad_, ctx.out[0]->f());
+      Pool(g_, x.f(), x.shape[0] * x.shape[1], max_, count_pad_, y.f());
       return;
     }
-    SetDnnlThreads(threads_);
-    const float* src = in_.Get(*ctx.in[0], rs.scratch);
-    float* dst = out_stage_ ? reinterpret_cast<float*>(rs.scratch + out_offset_) : ctx.out[0]->f();
-    dnnl::memory s(src_md_, DnnlEngine(), const_cast<float*>(src)), d(dst_md_, DnnlEngine(), dst);
-    prim_.execute(DnnlStream(), {{DNNL_ARG_SRC, s}, {DNNL_ARG_DST, d}});
-    DnnlStream().wait();
-    if (out_stage_) out_conv_.Run(dst, ctx.out[0]->f());
+    SetDnnlThreads(1);
+    const int64_t n = x.shape[0];
+    const int64_t x_per = static_cast<int64_t>(x.stored_bytes() / sizeof(float)) / n,
+                  y_per = static_cast<int64_t>(y.stored_bytes() / sizeof(float)) / n;
+    auto chunk = [&](int64_t c) {
+      const int64_t n0 = c * split_.per, nc = c + 1 < split_.count ? split_.per : split_.last;
+      const Exec& e = nc == execs_[0].batch ? execs_[0] : execs_[1];
+      uint8_t* scratch = rs.scratch + c * chunk_scratch_;
+      void* pad = scratch + e.pad_offset;
+      const float* src = x.f() + n0 * x_per;
+      if (!e.in.identity()) {
+        float* staged = reinterpret_cast<float*>(scratch);
+        e.in.Run(src, staged, pad);
+        src = staged;
+      }
+      float* yc = y.f() + n0 * y_per;
+      float* dst = e.out.identity() ? yc : reinterpret_cast<float*>(scratch + e.out_offset);
+      dnnl::memory sm(e.src_md, DnnlEngine(), const_cast<float*>(src)), dm(e.dst_md, DnnlEngine(), dst),
+          pm(e.pad_md, DnnlEngine(), pad);
+      e.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_DST, dm}, {DNNL_ARG_SCRATCHPAD, pm}});
+      DnnlStream().wait();
+      if (!e.out.identity()) e.out.Run(dst, yc, pad);
+    };
+    if (split_.count == 1) return chunk(0);
+    ParallelFor(split_.count, static_cast<int>(split_.count), [&](int64_t c0, int64_t c1, int) {
+      SetDnnlThreads(1);
+      for (int64_t c = c0; c < c1; ++c) chunk(c);
+    });
   }
   std::string KernelName() const override { return fast_ ? "pool-onednn" : "pool-reference"; }
 
@@ -471,9 +525,11 @@ class PoolOp : public OpKernel {
     dnnl_ok_ = std::make_pair(layout, ok);
     return ok;
   }
-  std::shared_ptr<dnnl::pooling_v2_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& L) const {
+  std::shared_ptr<dnnl::pooling_v2_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& L,
+                                                                    int64_t batch = -1) const {
     const Value& x = *ctx.in[0];
     const Value& y = *ctx.out[0];
+    const int64_t nb = batch > 0 ? batch : x.shape[0];
     const std::size_t s = x.shape.size() - 2;
     // ceil_mode: the last window may hang past pad_end; oneDNN sees that as
     // extra right padding. Max pooling ignores padding either way; average
@@ -494,23 +550,25 @@ class PoolOp : public OpKernel {
     const dnnl::algorithm alg = max_         ? dnnl::algorithm::pooling_max
                                 : count_pad_ ? dnnl::algorithm::pooling_avg_include_padding
                                              : dnnl::algorithm::pooling_avg_exclude_padding;
-    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, MemDesc(x.shape, L),
-                                     MemDesc(y.shape, L), Tail(g_.stride, s), Tail(g_.k, s), dil, Tail(g_.pad, s),
+    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, MemDesc(WithBatch(x.shape, nb), L),
+                                     MemDesc(WithBatch(y.shape, nb), L), Tail(g_.stride, s), Tail(g_.k, s), dil, Tail(g_.pad, s),
                                      pad_r);
-    return std::make_shared<dnnl::pooling_v2_forward::primitive_desc>(d, DnnlEngine());
+    return std::make_shared<dnnl::pooling_v2_forward::primitive_desc>(d, UserScratchpadAttr(), DnnlEngine());
   }
 
   const NodeDef& n_;
   bool max_, global_, count_pad_ = false, fast_ = false;
-  int threads_ = 1;
   WindowGeometry g_;
   mutable std::optional<std::pair<Layout, bool>> dnnl_ok_;
-  dnnl::pooling_v2_forward prim_;
-  dnnl::memory::desc src_md_, dst_md_;
-  StagedInput in_;
-  LayoutConverter out_conv_;
-  bool out_stage_ = false;
-  int64_t out_offset_ = 0, ws_offset_ = 0;
+  struct Exec {
+    int64_t batch = 0, out_offset = 0, pad_offset = 0;
+    dnnl::pooling_v2_forward prim;
+    dnnl::memory::desc src_md, dst_md, pad_md;
+    LayoutConverter in, out;
+  };
+  std::vector<Exec> execs_;
+  BatchSplit split_;
+  int64_t chunk_scratch_ = 0;
 };
 
 // ---- BatchNormalization (not fused) -----------------------------------------------
@@ -545,6 +603,43 @@ class BatchNormOp : public OpKernel {
 };
 
 }  // namespace
+
+bool ValidatePostOps(const OpContext& ctx, const std::vector<int64_t>& out) {
+  bool same = true;
+  for (const PostOp& p : ctx.node->post_ops) {
+    for (int i : p.inputs) {
+      const Value& v = Req(ctx, static_cast<std::size_t>(i), p.op_type.c_str());
+      RequireFloat(ctx, &v, p.op_type.c_str());
+      if (p.op_type == "BatchNormalization" && v.size() != out[1])
+        ctx.Fail("fused {} '{}': input '{}' has {} elements, expected C = {}", p.op_type, p.name, v.name, v.size(),
+                 out[1]);
+      if (p.op_type == "Add") {
+        if (BroadcastShapes(out, v.shape, ctx) != out)
+          ctx.Fail("fused Add '{}': operand '{}' {} does not broadcast to the output {}", p.name, v.name,
+                   ShapeString(v.shape), ShapeString(out));
+        same = v.shape == out;
+      }
+    }
+  }
+  return same;
+}
+
+void ApplyPostOpsPlain(const OpContext& ctx, float* y, const std::vector<int64_t>& shape) {
+  const int64_t size = NumElements(shape);
+  for (const PostOp& p : ctx.node->post_ops) {
+    if (p.op_type == "BatchNormalization") {
+      BatchNormPlain(y, shape, ctx.in[p.inputs[0]]->f(), ctx.in[p.inputs[1]]->f(), ctx.in[p.inputs[2]]->f(),
+                     ctx.in[p.inputs[3]]->f(), p.epsilon, y);
+    } else if (p.op_type == "Add") {
+      const Value& a = *ctx.in[p.inputs[0]];
+      AddBroadcastInPlace(y, shape, a.f(), a.shape, ctx);
+    } else if (p.op_type == "Relu") {
+      for (int64_t i = 0; i < size; ++i) y[i] = y[i] > 0 ? y[i] : 0.0f;
+    } else if (p.op_type == "Clip") {
+      for (int64_t i = 0; i < size; ++i) y[i] = std::min(std::max(y[i], p.lo), p.hi);
+    }
+  }
+}
 
 void BatchNormPlain(const float* x, const std::vector<int64_t>& shape, const float* scale, const float* bias,
                     const float* mean, const float* var, float eps, float* y) {

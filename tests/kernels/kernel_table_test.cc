@@ -16,9 +16,11 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/sparse.h"
 #include "support/compare.h"
 
@@ -43,6 +45,21 @@ bool Batched(KernelOp op) {
 // of p and non-multiples; batches 1..64 for the batched ops; both row-pack
 // layouts where the shape allows the chunked one.
 std::vector<KernelProblem> Candidates(KernelOp op) {
+  if (op == KernelOp::kPermDiagConv) {
+    // Channels: one vector, several, and non-multiples of p and of the lanes.
+    std::vector<KernelProblem> out;
+    for (int p : {1, 2, 4, 8, 16, 32})
+      for (int k : {1, 3})
+        for (int stride : {1, 2})
+          for (auto [o, i] : std::vector<std::pair<int64_t, int64_t>>{{p, p}, {2 * p + 1, 3 * p - 1}, {48, 40}})
+            for (int64_t batch : {1, 2}) {
+              KernelProblem q{op, p, o, i, batch, false};
+              q.kh = q.kw = k;
+              q.stride = stride;
+              out.push_back(q);
+            }
+    return out;
+  }
   // 128 and 256: the widest vector rows on AVX-512; 300: two-byte offsets.
   std::vector<int> ps = {1, 2, 3, 4, 5, 7, 8, 16, 32, 64, 128, 256, 300};
   if (!IsPermDiag(op)) ps = {1, 2, 3, 4, 8, 16};
@@ -163,13 +180,40 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       }
       return AllNear<float>(expect, got, Tolerance(n + 1, 2.0));
     }
+    case KernelOp::kPermDiagConv: {
+      // Spatial sizes that leave row and column tile tails; pads 1 for 3x3.
+      const int64_t h = 5 + seed % 7, wd = 3 + seed % 13;
+      const int pad = q.kh / 2, L = PermDiagConvLanes();
+      PermDiagConvShape s{B, n, m, h, wd, (h + 2 * pad - q.kh) / q.stride + 1, (wd + 2 * pad - q.kw) / q.stride + 1,
+                          q.kh, q.kw, q.stride, q.stride, pad, pad};
+      const int64_t mb = (m + q.p - 1) / q.p, nb = (n + q.p - 1) / q.p, taps = int64_t{q.kh} * q.kw;
+      const auto values = RandomVector(mb * nb * q.p * taps, 1.0, seed + 2);
+      std::vector<uint16_t> offsets(mb * nb);
+      for (int64_t b = 0; b < mb * nb; ++b) offsets[b] = static_cast<uint16_t>((b * 7 + seed) % q.p);
+      const PermDiagConvPack w = PermDiagConvPack::Build(values, offsets, m, n, q.p, q.kh, q.kw, L, bias);
+      const int64_t iv = (n + L - 1) / L, ovn = (m + L - 1) / L;
+      std::vector<float> x(B * iv * h * wd * L, 0.0f);
+      const auto xr = RandomVector(static_cast<int64_t>(x.size()), 1.0, seed + 3);
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (static_cast<int64_t>(i / (h * wd * L) % iv * L + i % L) < n) x[i] = xr[i];  // padded channels stay 0
+      const std::size_t ysize = B * ovn * s.out_h * s.out_w * L;
+      const auto residual = RandomVector(static_cast<int64_t>(ysize), 1.0, seed + 4);
+      std::vector<float> expect(ysize), got(ysize, 7.0f);
+      const PermDiagConvEpilogue e{residual.data(), 0.0f, 6.0f};
+      PermDiagConv2DReference(w, s, x.data(), e, expect.data());
+      PermDiagConv2D(w, s, x.data(), e, got.data(), threads);
+      return AllNear<float>(expect, got, Tolerance(nb * taps + 2, 2.0));
+    }
   }
   return ::testing::AssertionFailure() << "unknown op";
 }
 
 std::string Describe(const KernelProblem& q) {
   return std::string(KernelOpName(q.op)) + " p=" + std::to_string(q.p) + " " + std::to_string(q.rows) + "x" +
-         std::to_string(q.cols) + " batch " + std::to_string(q.batch) + (q.chunked ? " chunked" : "");
+         std::to_string(q.cols) + " batch " + std::to_string(q.batch) + (q.chunked ? " chunked" : "") +
+         (q.op == KernelOp::kPermDiagConv
+              ? " kernel " + std::to_string(q.kh) + "x" + std::to_string(q.kw) + " stride " + std::to_string(q.stride)
+              : "");
 }
 
 class KernelTableTest : public ::testing::TestWithParam<int64_t> {
@@ -226,7 +270,7 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
   SetPath(KernelPath::kReference);
   for (KernelOp op : {KernelOp::kPermDiagMatVec, KernelOp::kPermDiagMatVecPacked, KernelOp::kPermDiagMatMulRows,
                       KernelOp::kCirculantMatVec, KernelOp::kCirculantMatVecT, KernelOp::kCsrMatVec,
-                      KernelOp::kCsrMatMul})
+                      KernelOp::kCsrMatMul, KernelOp::kPermDiagConv})
     EXPECT_EQ(SelectedKernel({op, 8, 64, 64, 4, false}), std::string(KernelOpName(op)) + ".reference");
   // The FFT engine honours the reference path: its result is the reference
   // kernel's to the bit (the FFT rounds differently).
@@ -254,6 +298,22 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
 
 INSTANTIATE_TEST_SUITE_P(Targets, KernelTableTest, ::testing::ValuesIn(AvailableSimdTargets()),
                          [](const ::testing::TestParamInfo<int64_t>& i) { return SimdTargetName(i.param); });
+
+// A format's kernel entry points (formats/registry.h) are ops of this table,
+// each with a reference row and at least one row of the active target.
+TEST(KernelTable, EveryFormatsKernelsAreTableOps) {
+  const std::vector<KernelRow> table = KernelTable();
+  for (const formats::FormatTraits& f : formats::Formats()) {
+    for (const char* op : f.kernels) {
+      int simd = 0, reference = 0;
+      for (const KernelRow& r : table)
+        if (op == std::string(KernelOpName(r.op))) (r.target == "reference" ? reference : simd)++;
+      EXPECT_EQ(reference, 1) << f.name << ": " << op;
+      EXPECT_GT(simd, 0) << f.name << ": " << op;
+    }
+    if (f.kind != formats::Kind::kDense) EXPECT_FALSE(f.kernels.empty()) << f.name;
+  }
+}
 
 TEST(KernelTable, ForcingAnUnknownKernelIsAnError) {
   EXPECT_THROW(ForceKernel("permdiag.matvec.nonexistent"), Error);

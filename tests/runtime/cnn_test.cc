@@ -34,6 +34,9 @@ class Builder {
   Builder(std::vector<int64_t> in_shape, int opset = 13) {
     m_.set_ir_version(8);
     m_.add_opset_import()->set_version(opset);
+    auto* pd = m_.add_opset_import();
+    pd->set_domain("ai.permdnn");
+    pd->set_version(1);
     g_ = m_.mutable_graph();
     g_->set_name("cnn");
     auto* in = g_->add_input();
@@ -82,6 +85,38 @@ class Builder {
     Ints(n, "pads", {k / 2, k / 2, k / 2, k / 2});
     Ints(n, "strides", {stride, stride});
     if (group != 1) Int(n, "group", group);
+    return out;
+  }
+  // PermDiagConv with random values, seeded offsets and a bias; k x k, same padding.
+  std::string PermDiagConv(const std::string& x, const std::string& out, int64_t cin, int64_t cout, int64_t k,
+                           int64_t p, int64_t stride, uint64_t seed) {
+    const int64_t mb = (cout + p - 1) / p, nb = (cin + p - 1) / p;
+    std::vector<float> values = Randn(mb * nb * p * k * k, seed, 1.0f / std::sqrt(static_cast<float>(nb * k * k)));
+    // Padded positions (out or in channel beyond the layer) must hold zeros.
+    std::vector<int64_t> offsets(mb * nb);
+    for (int64_t b = 0; b < mb * nb; ++b) offsets[b] = static_cast<int64_t>((b * 5 + seed) % p);
+    for (int64_t I = 0; I < mb; ++I)
+      for (int64_t J = 0; J < nb; ++J)
+        for (int64_t c = 0; c < p; ++c)
+          if (I * p + c >= cout || J * p + (c + offsets[I * nb + J]) % p >= cin)
+            for (int64_t t = 0; t < k * k; ++t) values[((I * nb + J) * p + c) * k * k + t] = 0.0f;
+    auto* o = g_->add_initializer();
+    o->set_name(out + ".offsets");
+    o->set_data_type(onnx::TensorProto::INT64);
+    o->add_dims(mb);
+    o->add_dims(nb);
+    for (int64_t v : offsets) o->add_int64_data(v);
+    onnx::NodeProto& n = Node("PermDiagConv",
+                              {x, Init(out + ".values", {mb, nb, p, k, k}, values), out + ".offsets",
+                               Init(out + ".b", {cout}, Randn(cout, seed + 1, 0.1f))},
+                              out);
+    n.set_domain("ai.permdnn");
+    Int(n, "p", p);
+    Int(n, "in_channels", cin);
+    Int(n, "out_channels", cout);
+    Ints(n, "kernel_shape", {k, k});
+    Ints(n, "pads", {k / 2, k / 2, k / 2, k / 2});
+    Ints(n, "strides", {stride, stride});
     return out;
   }
   std::string Bn(const std::string& x, const std::string& out, int64_t c, uint64_t seed) {
@@ -225,6 +260,82 @@ TEST(RuntimeCnn, FusionFoldsTheChainsAndRunsOnOneDnn) {
   EXPECT_EQ(ref.Profile().size(), fast.Profile().size() + 9);
   for (const NodeProfile& p : ref.Profile())
     if (p.op_type == "Conv") EXPECT_EQ(p.kernel, "dense-blas");
+}
+
+// Big enough nodes split the batch over the threads (one single-threaded
+// oneDNN primitive per chunk, chunks of 2 and 1 samples at batch 3):
+// the result equals the reference's.
+TEST(RuntimeCnn, BatchChunksOnTwoThreads) {
+  Builder b({1, 64, 48, 48});
+  std::string t = b.Node("Relu", {b.Conv("x", "c1", 64, 64, 3, 1, 1, true, 3)}, "r1").output(0);
+  auto& mp = b.Node("MaxPool", {t}, "pool");
+  Builder::Ints(mp, "kernel_shape", {5, 5});
+  Builder::Ints(mp, "pads", {2, 2, 2, 2});
+  std::string u = b.Conv(mp.output(0), "c2", 64, 64, 3, 1, 1, true, 4);
+  b.Output(b.Node("Relu", {b.Node("Add", {u, t}, "add").output(0)}, "y").output(0));
+  Model fast = Model::FromBytes(b.Bytes(), "big.onnx", {.threads = 2, .profile = true});
+  Model ref = Model::FromBytes(b.Bytes(), "big.onnx", {.reference = true});
+  for (int64_t batch : {3, 1}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    Tensor x = Tensor::Float({batch, 64, 48, 48}, Randn(batch * 64 * 48 * 48, 11));
+    const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
+    float scale = 0;
+    for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+    EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
+                                                 {got.f(), static_cast<std::size_t>(got.size())},
+                                                 permdnn::testing::Tolerance(64 * 9 * 2, scale)));
+  }
+  for (const NodeProfile& p : fast.Profile())
+    if (p.op_type.rfind("Conv", 0) == 0) EXPECT_EQ(p.kernel, "dense-onednn") << p.name;
+}
+
+// PermDiagConv chains on the permuted-diagonal conv kernel: BatchNormalization
+// folded into its packing, a residual Add and Relu / Clip in its epilogue,
+// 3x3 and 1x1 at stride 1 and 2, p = 4, 8 and 16, channel counts that leave
+// partial blocks; against the reference path in each layout and on 2 threads.
+TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
+  for (int64_t p : {4, 8, 16}) {
+    SCOPED_TRACE("p = " + std::to_string(p));
+    Builder b({1, 3, 18, 18});
+    std::string t = b.Node("Relu", {b.Conv("x", "stem", 3, 32, 3, 1, 1, true, 1)}, "stem_relu").output(0);
+    std::string u = b.Bn(b.PermDiagConv(t, "pd1", 32, 32, 3, p, 1, 2), "bn1", 32, 3);
+    t = b.Node("Relu", {b.Node("Add", {u, t}, "res").output(0)}, "res_relu").output(0);
+    std::string down = b.PermDiagConv(t, "down", 32, 40, 1, p, 2, 4);
+    std::string v = b.PermDiagConv(t, "pd2", 32, 40, 3, p, 2, 5);
+    auto& clip = b.Node("Clip", {b.Node("Add", {v, down}, "res2").output(0)}, "clip");
+    clip.add_input(b.Init("lo", {}, {0.0f}));
+    clip.add_input(b.Init("hi", {}, {1.5f}));
+    std::string w = b.PermDiagConv(clip.output(0), "pd3", 40, 24, 1, p, 1, 6);
+    b.Output(b.Node("GlobalAveragePool", {w}, "y").output(0));
+    const std::string bytes = b.Bytes();
+    Model ref = Model::FromBytes(bytes, "pd.onnx", {.reference = true});
+    for (const char* layout : {(const char*)nullptr, "nhwc", "plain"}) {
+      LayoutEnv env(layout);
+      for (int threads : {1, 2}) {
+        Model fast = Model::FromBytes(bytes, "pd.onnx", {.threads = threads, .profile = true});
+        for (int64_t batch : {1, 3}) {
+          SCOPED_TRACE(::testing::Message() << (layout ? layout : "auto") << " threads " << threads << " batch "
+                                            << batch);
+          Tensor x = Tensor::Float({batch, 3, 18, 18}, Randn(batch * 3 * 18 * 18, 20 + batch));
+          const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
+          float scale = 0;
+          for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+          EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
+                                                       {got.f(), static_cast<std::size_t>(got.size())},
+                                                       permdnn::testing::Tolerance(32 * 9 * 3, scale + 1.0f)));
+        }
+        if (!layout) {  // blocked by the kernel's lanes: the SIMD rows run, with their post-ops folded in
+          std::map<std::string, NodeProfile> by_name;
+          for (const NodeProfile& q : fast.Profile()) by_name[q.name] = q;
+          EXPECT_EQ(by_name.at("pd1").op_type, "PermDiagConv+BatchNormalization+Add+Relu");
+          EXPECT_EQ(by_name.at("pd1").kernel, "permdiag.conv.3x3s1");
+          EXPECT_EQ(by_name.at("pd2").kernel, "permdiag.conv.3x3s2");
+          EXPECT_EQ(by_name.at("down").kernel, "permdiag.conv.1x1s2");
+          EXPECT_EQ(by_name.at("pd3").kernel, "permdiag.conv.1x1s1");
+        }
+      }
+    }
+  }
 }
 
 // An Add whose operand broadcasts (a per-channel bias) is fused too and

@@ -44,6 +44,7 @@ enum class KernelOp : uint8_t {
   kCirculantMatVecT,           // x = Wᵀ·g, block-circulant
   kCsrMatVec,                  // y = A·x, CSR
   kCsrMatMul,                  // Y = A·X, CSR, feature-major
+  kPermDiagConv,               // permuted-diagonal 2-D convolution, channel-blocked (permdiag_conv.h)
 };
 const char* KernelOpName(KernelOp op);  // "permdiag.matvec", ...
 
@@ -55,6 +56,7 @@ struct KernelProblem {
   int p = 1;
   int64_t rows = 0, cols = 0, batch = 1;
   bool chunked = false;
+  int kh = 1, kw = 1, stride = 1;  // kPermDiagConv only: kernel size and stride (rows, cols: out, in channels)
 };
 
 // One row of the table as the outside sees it (the function pointer is

@@ -1,0 +1,95 @@
+// Permuted-diagonal 2-D convolution on channel-blocked activations.
+//
+// The structure is on the (out-channel, in-channel) pair (DESIGN.md): out
+// channel I·p + c reads in channel J·p + (c + k_IJ) mod p through its own
+// kh×kw kernel q_IJ[c], and no other channel of column block J. So a layer
+// stores out·in·kh·kw / p weights and does that many multiply-adds per
+// output position.
+//
+// Layout. Activations are channel-blocked, [N][ceil(C/L)][H][W][L] (the
+// runtime's nC16c / nC8c layout), L = the SIMD target's float lanes
+// (PermDiagConvLanes()); padded channels hold zeros. A vector of L output
+// channels holds L/p row blocks; for each column block J (inside one input
+// vector, since p divides L) the L lanes read one input vector through one
+// lane permutation (TableLookupLanes: lane (a, c) takes lane
+// (J·p mod L) + (c + k_{I_a,J}) mod p) and one FMA with the L weights
+// q_{I_a,J}[c][tap]: L useful multiply-adds per FMA, the dense kernel's rate.
+// No im2col: a register tile of R output rows × T output columns keeps R·T
+// accumulators; each input position of the tile's halo is loaded and
+// permuted once and feeds every tap that reads it (for 3×3 stride 1, R = 2,
+// T = 8: 40 permutes per 144 FMAs). Measured in a standalone prototype
+// (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
+// resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
+// GMAC/s. Packing (Build) is apart from compute: per output vector and
+// column block, the L permutation indices and the taps × L weights, a fused
+// per-channel scale (BatchNormalization) folded in.
+//
+// Reads: x only inside the image (padding is tested, not read); no
+// over-reads. x, y and the residual need no alignment (64-byte aligned, as
+// the runtime's arena is, loads never split cache lines). The epilogue adds the bias and optionally a residual tensor
+// in y's layout, clamps to [lo, hi] (Relu: [0, inf)) and stores; padded
+// output lanes are stored as zeros.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <span>
+
+#include "permdnn/core/aligned_buffer.h"
+
+namespace permdnn::kernels {
+
+struct PermDiagConvShape {
+  int64_t batch = 1, in_channels = 0, out_channels = 0;
+  int64_t in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+  int kh = 1, kw = 1, stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0;  // the bottom / right padding follows from the output size
+};
+
+// Weights in the kernel's order for `lanes`-channel blocks.
+struct PermDiagConvPack {
+  int p = 1, lanes = 1, kh = 1, kw = 1;
+  int64_t out_channels = 0, in_channels = 0;
+  int64_t out_vectors = 0, col_blocks = 0;  // ceil(out / lanes), ceil(in / p)
+  // [out_vectors][col_blocks][lanes]: per output lane, its input channel
+  // counted from the first channel of the input vector where block J starts
+  // (for p <= lanes: the lane of that vector to permute in).
+  AlignedBuffer<int32_t> index;
+  AlignedBuffer<float> weights;   // [out_vectors][col_blocks][kh·kw][lanes]
+  AlignedBuffer<float> bias;      // [out_vectors·lanes], zero where absent or padded
+
+  // values [mb][nb][p][kh·kw] and offsets [mb][nb] (the canonical layout of
+  // the PermDiagConv operator); bias [out] or empty; scale [out] or empty
+  // multiplies output channel o's weights and bias (a folded normalization:
+  // y = scale·conv + shift, shift then added to bias by the caller).
+  static PermDiagConvPack Build(std::span<const float> values, std::span<const uint16_t> offsets,
+                                int64_t out_channels, int64_t in_channels, int p, int kh, int kw, int lanes,
+                                std::span<const float> bias = {}, std::span<const float> scale = {},
+                                std::span<const float> shift = {});
+};
+
+struct PermDiagConvEpilogue {
+  const float* residual = nullptr;  // added before the clamp (same layout and shape as y), or null
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+};
+
+// The float lanes of the active SIMD target: the block size the SIMD kernel
+// wants its activations in.
+int PermDiagConvLanes();
+
+// Whether the SIMD kernel runs this problem on the active target (p divides
+// the pack's lanes, which equal PermDiagConvLanes(); kernel 1×1 or 3×3,
+// stride 1 or 2). Otherwise PermDiagConv2D runs the reference loops.
+bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& s);
+
+// y = epilogue(conv(x) + bias), x and y blocked by w.lanes channels. Threads
+// split output vectors and rows.
+void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
+                    const PermDiagConvEpilogue& e, float* y, int threads);
+
+// Plain loops over the same layouts, double accumulators: the oracle.
+void PermDiagConv2DReference(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
+                             const PermDiagConvEpilogue& e, float* y);
+
+}  // namespace permdnn::kernels

@@ -1,0 +1,265 @@
+// The permuted-diagonal convolution's SIMD kernel (layout, reads and the
+// performance model: include/permdnn/kernels/permdiag_conv.h), in Highway
+// with dynamic dispatch, and its rows of the kernel table (op
+// permdiag.conv, one row per kernel size and stride).
+//
+// Register tile: R output rows × T output columns of one output vector
+// (R·T accumulators). Per column block J: the L permutation indices and
+// KH·KW weight vectors are loaded once; each input position of the tile's
+// halo ((R−1)·S + KH rows × (T−1)·S + KW columns) is loaded once, permuted
+// once and multiplied into every accumulator whose window covers it. With
+// 32 vector registers (AVX-512): R = 2, T = 8 (16 accumulators, 9 weights,
+// the indices, the input); with 16 (AVX2, SSE4): R = 1, T = 4 for 3×3
+// (4 + 9 + 2) and T = 8 for 1×1. Edge tiles use smaller R and T (every
+// R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is computed
+// twice and nothing outside the image is read.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "permdnn/core/thread_pool.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/permdiag_conv.h"
+#include "src/kernels/table_internal.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace permdnn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using detail::Row;
+
+struct ConvArgs {
+  const PermDiagConvPack* w;
+  const PermDiagConvShape* s;
+  const float* x;
+  const PermDiagConvEpilogue* e;
+  float* y;
+};
+
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+constexpr int kLanes = static_cast<int>(hn::MaxLanes(hn::ScalableTag<float>()));
+#else
+constexpr int kLanes = 1;
+#endif
+
+template <int KH, int KW>
+constexpr int TileRows() {
+  return kLanes >= 16 ? 2 : 1;
+}
+template <int KH, int KW>
+constexpr int TileCols() {
+  return kLanes >= 16 ? 8 : (KH * KW > 1 ? 4 : 8);
+}
+
+// One R×T tile of output vector ov of sample n at (oy0, ox0). kEdge: the
+// tile's halo may leave the image (each input position is tested); interior
+// tiles skip the tests.
+template <int KH, int KW, int S, int R, int T, bool kEdge>
+HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, int64_t ox0) {
+  using D = hn::ScalableTag<float>;
+  using DI = hn::RebindToSigned<D>;
+  using V = hn::Vec<D>;
+  const D d;
+  const DI di;
+  constexpr int L = kLanes, HR = (R - 1) * S + KH, HC = (T - 1) * S + KW, K = KH * KW;
+  const PermDiagConvPack& w = *a.w;
+  const PermDiagConvShape& s = *a.s;
+  const int64_t nb = w.col_blocks, iv_count = (s.in_channels + L - 1) / L;
+  const int64_t in_plane = s.in_h * s.in_w * L;
+  const int64_t iy0 = oy0 * S - s.pad_top, ix0 = ox0 * S - s.pad_left;
+  V acc[R * T];
+#pragma GCC unroll 16
+  for (int i = 0; i < R * T; ++i) acc[i] = hn::Zero(d);
+  const int32_t* index = w.index.data() + ov * nb * L;
+  const float* weights = w.weights.data() + ov * nb * K * L;
+  const float* xs = a.x + n * iv_count * in_plane;
+  for (int64_t J = 0; J < nb; ++J) {
+    const auto idx = hn::IndicesFromVec(d, hn::Load(di, index + J * L));
+    V wt[K];
+#pragma GCC unroll 9
+    for (int t = 0; t < K; ++t) wt[t] = hn::Load(d, weights + (J * K + t) * L);
+    const float* xv = xs + ((J * w.p) / L) * in_plane;
+#pragma GCC unroll 8
+    for (int hy = 0; hy < HR; ++hy) {
+      const int64_t iy = iy0 + hy;
+      const bool row_in = !kEdge || (iy >= 0 && iy < s.in_h);
+      const float* xrow = xv + iy * s.in_w * L + ix0 * L;
+#pragma GCC unroll 24
+      for (int hx = 0; hx < HC; ++hx) {
+        V v;
+        if constexpr (kEdge) {
+          const int64_t ix = ix0 + hx;
+          v = (row_in && ix >= 0 && ix < s.in_w) ? hn::TableLookupLanes(hn::LoadU(d, xrow + hx * L), idx)
+                                                 : hn::Zero(d);
+        } else {
+          v = hn::TableLookupLanes(hn::LoadU(d, xrow + hx * L), idx);
+        }
+#pragma GCC unroll 3
+        for (int ky = 0; ky < KH; ++ky) {
+          if ((hy - ky) % S != 0) continue;
+          const int oy = (hy - ky) / S;
+          if (hy < ky || oy >= R) continue;
+#pragma GCC unroll 3
+          for (int kx = 0; kx < KW; ++kx) {
+            if ((hx - kx) % S != 0) continue;
+            const int ox = (hx - kx) / S;
+            if (hx < kx || ox >= T) continue;
+            acc[oy * T + ox] = hn::MulAdd(wt[ky * KW + kx], v, acc[oy * T + ox]);
+          }
+        }
+      }
+    }
+  }
+  // Epilogue: bias, residual, clamp, zero padded lanes, store.
+  const PermDiagConvEpilogue& e = *a.e;
+  const V bias = hn::Load(d, w.bias.data() + ov * L);
+  const V lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
+  const int64_t real = std::min<int64_t>(L, w.out_channels - ov * L);
+  const auto keep = hn::FirstN(d, static_cast<size_t>(real));
+  float* yv = a.y + (n * w.out_vectors + ov) * s.out_h * s.out_w * L;
+  const float* rv = e.residual ? e.residual + (n * w.out_vectors + ov) * s.out_h * s.out_w * L : nullptr;
+#pragma GCC unroll 2
+  for (int oy = 0; oy < R; ++oy)
+#pragma GCC unroll 8
+    for (int ox = 0; ox < T; ++ox) {
+      const int64_t at = ((oy0 + oy) * s.out_w + ox0 + ox) * L;
+      V v = hn::Add(acc[oy * T + ox], bias);
+      if (rv) v = hn::Add(v, hn::LoadU(d, rv + at));
+      v = hn::Min(hn::Max(v, lo), hi);
+      hn::StoreU(hn::IfThenElseZero(keep, v), d, yv + at);
+    }
+}
+
+using TileFn = void (*)(const ConvArgs&, int64_t, int64_t, int64_t, int64_t);
+
+// The tiles of R rows: [t - 1] = Tile<KH, KW, S, R, t, kEdge>.
+template <int KH, int KW, int S, int R, bool kEdge, int... Ts>
+constexpr std::array<TileFn, sizeof...(Ts)> TileRow(std::integer_sequence<int, Ts...>) {
+  return {&Tile<KH, KW, S, R, Ts + 1, kEdge>...};
+}
+
+template <int KH, int KW, int S>
+void ConvRun(const ConvArgs& a, int threads) {
+  constexpr int RM = TileRows<KH, KW>(), TM = TileCols<KH, KW>();
+  using Seq = std::make_integer_sequence<int, TM>;
+  // [edge][r - 1][t - 1]
+  static const std::array<std::array<TileFn, TM>, 2> inner = {TileRow<KH, KW, S, 1, false>(Seq()),
+                                                               TileRow<KH, KW, S, RM, false>(Seq())};
+  static const std::array<std::array<TileFn, TM>, 2> edge = {TileRow<KH, KW, S, 1, true>(Seq()),
+                                                              TileRow<KH, KW, S, RM, true>(Seq())};
+  const PermDiagConvShape& s = *a.s;
+  const int64_t row_tiles = (s.out_h + RM - 1) / RM, ovs = a.w->out_vectors, per_sample = ovs * row_tiles;
+  // Loop order. Weights that fit in L2 (256 KiB) stay there while all output
+  // vectors of one row tile pass, so the tile's input stays in L1 (1x1
+  // layers read each input vector once per FMA: ov outermost streamed it
+  // from L2 again per output vector, 28 vs 47 GMAC/s on 64 channels at
+  // 56x56); larger weights keep one output vector's weights hot over all
+  // row tiles instead.
+  const bool ov_inner = a.w->weights.size() * sizeof(float) <= (256u << 10);
+  ParallelFor(s.batch * per_sample, threads, [&](int64_t begin, int64_t end, int) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / per_sample, rest = item % per_sample;
+      const int64_t ov = ov_inner ? rest % ovs : rest / row_tiles;
+      const int64_t oy0 = (ov_inner ? rest / ovs : rest % row_tiles) * RM;
+      const int r = static_cast<int>(std::min<int64_t>(RM, s.out_h - oy0));
+      const int64_t iy0 = oy0 * S - s.pad_top;
+      const bool rows_in = iy0 >= 0 && iy0 + (r - 1) * S + KH <= s.in_h;
+      for (int64_t ox0 = 0; ox0 < s.out_w; ox0 += TM) {
+        const int t = static_cast<int>(std::min<int64_t>(TM, s.out_w - ox0));
+        const int64_t ix0 = ox0 * S - s.pad_left;
+        const bool in = rows_in && ix0 >= 0 && ix0 + (t - 1) * S + KW <= s.in_w;
+        (in ? inner : edge)[r == 1 ? 0 : 1][t - 1](a, n, ov, oy0, ox0);
+      }
+    }
+  });
+}
+
+using ConvFn = void (*)(const ConvArgs&, int);
+
+bool LanesFit(const KernelProblem& q) { return kLanes > 1 && kLanes % q.p == 0; }
+template <int K, int S>
+bool AdmitsConv(const KernelProblem& q) {
+  return LanesFit(q) && q.kh == K && q.kw == K && q.stride == S;
+}
+
+std::span<const Row<ConvFn>> ConvRows() {
+  static const std::vector<Row<ConvFn>> rows = [] {
+    std::vector<Row<ConvFn>> r;
+    if constexpr (kLanes > 1) {
+      r.push_back({"permdiag.conv.3x3s1", AdmitsConv<3, 1>, ConvRun<3, 3, 1>});
+      r.push_back({"permdiag.conv.3x3s2", AdmitsConv<3, 2>, ConvRun<3, 3, 2>});
+      r.push_back({"permdiag.conv.1x1s1", AdmitsConv<1, 1>, ConvRun<1, 1, 1>});
+      r.push_back({"permdiag.conv.1x1s2", AdmitsConv<1, 2>, ConvRun<1, 1, 2>});
+    }
+    return r;
+  }();
+  return rows;
+}
+
+int LanesImpl() { return kLanes; }
+
+// The row for this problem, or nullptr (the reference loops run).
+const Row<ConvFn>* ConvRow(const PermDiagConvPack& w, const PermDiagConvShape& s) {
+  if (w.lanes != kLanes || s.stride_h != s.stride_w) return nullptr;
+  KernelProblem q{KernelOp::kPermDiagConv, w.p, w.out_channels, w.in_channels, s.batch, false};
+  q.kh = w.kh;
+  q.kw = w.kw;
+  q.stride = s.stride_h;
+  return detail::Pick(ConvRows(), q);
+}
+
+bool AdmitsImpl(const PermDiagConvPack& w, const PermDiagConvShape& s) { return ConvRow(w, s) != nullptr; }
+
+void ConvImpl(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x, const PermDiagConvEpilogue& e,
+              float* y, int threads) {
+  const Row<ConvFn>* row = ConvRow(w, s);
+  if (row == nullptr) return PermDiagConv2DReference(w, s, x, e, y);
+  row->fn(ConvArgs{&w, &s, x, &e, y}, threads);
+}
+
+void ConvTableImpl(std::vector<KernelRow>* out) { detail::Describe(ConvRows(), KernelOp::kPermDiagConv, out); }
+
+const char* ConvSelectImpl(const KernelProblem& q) {
+  if (q.op != KernelOp::kPermDiagConv) return nullptr;
+  const Row<ConvFn>* row = detail::Pick(ConvRows(), q);
+  return row ? row->name : nullptr;
+}
+
+}  // namespace permdnn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace permdnn::kernels {
+HWY_EXPORT(LanesImpl);
+HWY_EXPORT(AdmitsImpl);
+HWY_EXPORT(ConvImpl);
+HWY_EXPORT(ConvTableImpl);
+HWY_EXPORT(ConvSelectImpl);
+
+namespace detail {
+void PermDiagConvTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(ConvTableImpl)(out); }
+const char* PermDiagConvSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(ConvSelectImpl)(q); }
+}  // namespace detail
+
+int PermDiagConvLanes() { return HWY_DYNAMIC_DISPATCH(LanesImpl)(); }
+
+bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& s) {
+  if (detail::UseReference(KernelOp::kPermDiagConv)) return false;
+  return HWY_DYNAMIC_DISPATCH(AdmitsImpl)(w, s);
+}
+
+void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
+                    const PermDiagConvEpilogue& e, float* y, int threads) {
+  if (detail::UseReference(KernelOp::kPermDiagConv)) return PermDiagConv2DReference(w, s, x, e, y);
+  HWY_DYNAMIC_DISPATCH(ConvImpl)(w, s, x, e, y, threads);
+}
+
+}  // namespace permdnn::kernels
+#endif

@@ -1,0 +1,136 @@
+// The permuted-diagonal convolution (kernels/permdiag_conv.h) against an
+// independent oracle: the dense reconstruction of the weights (out channel
+// I·p + c reads in channel J·p + (c + k_IJ) mod p), convolved by plain loops
+// over plain NCHW tensors in double, then bias, scale/shift (a folded
+// normalization), residual and clamp. Both the reference loops and the SIMD
+// kernel of every compiled target, for block sizes below, equal to and above
+// the lanes, channel counts that leave partial blocks and vectors, 1x1 and
+// 3x3 kernels at stride 1 and 2 (the SIMD rows' row-by-row checks are in
+// kernel_table_test.cc).
+#include "permdnn/kernels/permdiag_conv.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "permdnn/core/error.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/table.h"
+#include "support/compare.h"
+
+namespace permdnn::kernels {
+namespace {
+
+using permdnn::testing::AllNear;
+using permdnn::testing::RandomVector;
+using permdnn::testing::Tolerance;
+
+struct Case {
+  int p, kernel, stride;
+  int64_t out, in, h, w, batch;
+};
+
+// Plain [N][C][H][W] <-> blocked [N][C/L][H][W][L].
+std::vector<float> Block(const std::vector<float>& x, int64_t n, int64_t c, int64_t hw, int L) {
+  const int64_t cv = (c + L - 1) / L;
+  std::vector<float> out(n * cv * hw * L, 0.0f);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t q = 0; q < hw; ++q) out[((s * cv + ch / L) * hw + q) * L + ch % L] = x[(s * c + ch) * hw + q];
+  return out;
+}
+
+class PermDiagConvTest : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { ForceSimdTarget(GetParam()); }
+  void TearDown() override { ForceSimdTarget(0); }
+};
+
+TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
+  const int L = PermDiagConvLanes();
+  const std::vector<Case> cases = {
+      {4, 3, 1, 32, 32, 9, 11, 2}, {8, 3, 2, 24, 20, 10, 7, 1}, {16, 1, 1, 40, 33, 5, 6, 1},
+      {2, 1, 2, 7, 9, 8, 8, 1},    {32, 3, 1, 64, 64, 4, 5, 1}, {3, 3, 1, 10, 14, 6, 6, 1},
+      {4, 3, 1, 6, 5, 3, 17, 2}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " "
+                                      << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);
+    const int pad = c.kernel / 2, taps = c.kernel * c.kernel, p = c.p;
+    const int64_t oh = (c.h + 2 * pad - c.kernel) / c.stride + 1, ow = (c.w + 2 * pad - c.kernel) / c.stride + 1;
+    const int64_t mb = (c.out + p - 1) / p, nb = (c.in + p - 1) / p;
+    const uint64_t seed = static_cast<uint64_t>(c.p * 100 + c.out);
+    const auto values = RandomVector(mb * nb * p * taps, 1.0, seed);
+    std::vector<uint16_t> offsets(mb * nb);
+    std::mt19937 rng(static_cast<unsigned>(seed));
+    for (auto& k : offsets) k = static_cast<uint16_t>(rng() % p);
+    const auto bias = RandomVector(c.out, 1.0, seed + 1), scale = RandomVector(c.out, 1.0, seed + 2),
+               shift = RandomVector(c.out, 1.0, seed + 3);
+    const auto x = RandomVector(c.batch * c.in * c.h * c.w, 1.0, seed + 4);
+    const auto residual = RandomVector(c.batch * c.out * oh * ow, 1.0, seed + 5);
+    // Oracle in plain layouts.
+    std::vector<float> dense(c.out * c.in * taps, 0.0f);
+    for (int64_t I = 0; I < mb; ++I)
+      for (int64_t J = 0; J < nb; ++J)
+        for (int ci = 0; ci < p; ++ci) {
+          const int64_t o = I * p + ci, i = J * p + (ci + offsets[I * nb + J]) % p;
+          if (o >= c.out || i >= c.in) continue;
+          for (int t = 0; t < taps; ++t) dense[(o * c.in + i) * taps + t] = values[((I * nb + J) * p + ci) * taps + t];
+        }
+    const float lo = -0.5f, hi = 2.0f;
+    std::vector<float> want(c.batch * c.out * oh * ow);
+    for (int64_t n = 0; n < c.batch; ++n)
+      for (int64_t o = 0; o < c.out; ++o)
+        for (int64_t y = 0; y < oh; ++y)
+          for (int64_t xo = 0; xo < ow; ++xo) {
+            double acc = 0;
+            for (int64_t i = 0; i < c.in; ++i)
+              for (int ky = 0; ky < c.kernel; ++ky)
+                for (int kx = 0; kx < c.kernel; ++kx) {
+                  const int64_t iy = y * c.stride - pad + ky, ix = xo * c.stride - pad + kx;
+                  if (iy < 0 || iy >= c.h || ix < 0 || ix >= c.w) continue;
+                  acc += static_cast<double>(dense[(o * c.in + i) * taps + ky * c.kernel + kx]) *
+                         x[((n * c.in + i) * c.h + iy) * c.w + ix];
+                }
+            const int64_t at = ((n * c.out + o) * oh + y) * ow + xo;
+            const double v = scale[o] * (acc + bias[o]) + shift[o] + residual[at];
+            want[at] = static_cast<float>(std::min<double>(std::max<double>(v, lo), hi));
+          }
+    const PermDiagConvPack w =
+        PermDiagConvPack::Build(values, offsets, c.out, c.in, p, c.kernel, c.kernel, L, bias, scale, shift);
+    const PermDiagConvShape s{c.batch, c.in, c.out, c.h, c.w, oh, ow, c.kernel, c.kernel, c.stride, c.stride, pad, pad};
+    const auto xb = Block(x, c.batch, c.in, c.h * c.w, L);
+    const auto rb = Block(residual, c.batch, c.out, oh * ow, L);
+    const auto wantb = Block(want, c.batch, c.out, oh * ow, L);
+    const PermDiagConvEpilogue e{rb.data(), lo, hi};
+    std::vector<float> ref(wantb.size(), 9.0f), simd(wantb.size(), 9.0f);
+    PermDiagConv2DReference(w, s, xb.data(), e, ref.data());
+    PermDiagConv2D(w, s, xb.data(), e, simd.data(), 2);
+    double amax = 0;
+    for (float v : scale) amax = std::max(amax, static_cast<double>(std::fabs(v)));
+    const double tol = Tolerance(nb * taps + 3, 4.0 * amax);
+    EXPECT_TRUE(AllNear<float>(wantb, ref, tol)) << "reference loops";
+    EXPECT_TRUE(AllNear<float>(wantb, simd, tol)) << "dispatched kernel";
+    KernelProblem q{KernelOp::kPermDiagConv, p, c.out, c.in, c.batch, false};
+    q.kh = q.kw = c.kernel;
+    q.stride = c.stride;
+    const bool simd_row = L > 1 && L % p == 0;
+    EXPECT_EQ(PermDiagConvSimdAdmits(w, s), simd_row);
+    EXPECT_EQ(SelectedKernel(q).rfind("permdiag.conv.reference", 0) != 0, simd_row) << SelectedKernel(q);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, PermDiagConvTest, ::testing::ValuesIn(AvailableSimdTargets()),
+                         [](const auto& info) { return SimdTargetName(info.param); });
+
+TEST(PermDiagConvPackErrors, SizesAreChecked) {
+  const std::vector<float> values(4 * 9, 1.0f);
+  const std::vector<uint16_t> offsets(1, 0);
+  EXPECT_THROW(PermDiagConvPack::Build(values, offsets, 4, 4, 4, 3, 3, 16, std::vector<float>(3, 0.0f)), Error);
+  EXPECT_THROW(PermDiagConvPack::Build(values, offsets, 8, 4, 4, 3, 3, 16), Error);
+  EXPECT_NO_THROW(PermDiagConvPack::Build(values, offsets, 4, 4, 4, 3, 3, 16));
+}
+
+}  // namespace
+}  // namespace permdnn::kernels
