@@ -16,6 +16,7 @@
 // Inputs that do not parse, and one mutation in eight, go to libFuzzer's
 // byte mutator. libprotobuf-mutator does the general version of this; the
 // runtime needs only these few moves.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -23,6 +24,8 @@
 #include <vector>
 
 #include <onnx/onnx_pb.h>
+
+#include "permdnn/formats/registry.h"
 
 extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
 
@@ -36,8 +39,6 @@ const char* const kOps[] = {
     "Unsqueeze", "Cast", "Shape", "Constant", "ConstantOfShape", "Gather", "Concat", "Slice", "Transpose",
     "Softmax", "LogSoftmax", "Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "BatchNormalization", "Pad", "NoSuchOp"};
-const char* const kPermDnnOps[] = {"PermDiagMatMul", "PermDiagConv", "BlockCirculantMatMul", "BlockCirculantConv",
-                                   "SparseMatMul", "SparseConv"};
 const char* const kAttrNames[] = {
     "axis", "axes", "perm", "kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", "ceil_mode",
     "count_include_pad", "transA", "transB", "alpha", "beta", "epsilon", "momentum", "to", "value", "min", "max",
@@ -53,6 +54,19 @@ const T& Pick(Rng& rng, const T (&a)[N]) {
   return a[rng() % N];
 }
 int Below(Rng& rng, int n) { return n <= 0 ? 0 : static_cast<int>(rng() % static_cast<unsigned>(n)); }
+// An ai.permdnn op name, from the format registry's op schemas.
+const char* PickPermDnnOp(Rng& rng) {
+  static const std::vector<const char*> ops = [] {
+    std::vector<const char*> v;
+    for (const permdnn::formats::FormatTraits& f : permdnn::formats::Formats())
+      for (const permdnn::formats::OpSchema* op : {f.linear, f.conv})
+        if (permdnn::formats::IsPermDnnDomain(op->domain) &&
+            std::find_if(v.begin(), v.end(), [&](const char* n) { return std::strcmp(n, op->name) == 0; }) == v.end())
+          v.push_back(op->name);
+    return v;
+  }();
+  return ops[rng() % ops.size()];
+}
 int64_t SmallOrInteresting(Rng& rng) { return rng() % 2 ? static_cast<int64_t>(rng() % 10) : Pick(rng, kInts); }
 
 // Every value name a node could refer to.
@@ -215,8 +229,8 @@ void MutateNodes(Rng& rng, onnx::GraphProto& g) {
     {
       onnx::NodeProto* n = g.add_node();
       const bool custom = rng() % 4 == 0;
-      n->set_op_type(custom ? Pick(rng, kPermDnnOps) : Pick(rng, kOps));
-      if (custom) n->set_domain("ai.permdnn");
+      n->set_op_type(custom ? PickPermDnnOp(rng) : Pick(rng, kOps));
+      if (custom) n->set_domain(permdnn::formats::kDomain);
       for (int k = 0, ni = 1 + Below(rng, 3); k < ni; ++k) n->add_input(AnyName(rng, g));
       const std::string out = "n" + std::to_string(rng() % 1000);
       n->add_output(out);
@@ -240,8 +254,8 @@ void MutateNodes(Rng& rng, onnx::GraphProto& g) {
       if (nn > 0) {
         onnx::NodeProto* n = g.mutable_node(Below(rng, nn));
         if (rng() % 4 == 0) {
-          n->set_domain("ai.permdnn");
-          n->set_op_type(Pick(rng, kPermDnnOps));
+          n->set_domain(permdnn::formats::kDomain);
+          n->set_op_type(PickPermDnnOp(rng));
         } else {
           n->clear_domain();
           n->set_op_type(Pick(rng, kOps));

@@ -116,7 +116,7 @@ std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std:
       const float* f = a.f();
       for (int64_t s = 0; s < n; ++s) m.inputs.emplace_back(f + s * l.in_features, f + (s + 1) * l.in_features);
     }
-    const std::string what = l.format == runtime::CompressedFormat::kSparse
+    const std::string what = m.sparse.has_value()
                                  ? fmt::format("density {:.4f}{}", m.sparse->density(),
                                                l.codebook_size ? fmt::format(", {}-entry codebook", l.codebook_size) : "")
                                  : fmt::format("p={}", l.p);

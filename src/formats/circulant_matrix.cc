@@ -5,6 +5,7 @@
 #include <random>
 
 #include "permdnn/core/error.h"
+#include "permdnn/formats/registry.h"
 
 namespace permdnn {
 
@@ -62,6 +63,10 @@ CirculantProjection BlockCirculantMatrix::FromDense(std::span<const float> dense
   double kept = 0;
   for (float v : back) kept += static_cast<double>(v) * v;
   return {std::move(w), total > 0 ? kept / total : 1.0};
+}
+
+int64_t BlockCirculantMatrix::bytes() const {
+  return formats::StoredSize(formats::Kind::kCirculant, {rows_, cols_, {}, p_}, 0, 0, false).bytes;
 }
 
 std::vector<float> BlockCirculantMatrix::ToDense() const {

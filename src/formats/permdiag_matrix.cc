@@ -6,6 +6,7 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/formats/registry.h"
 
 namespace permdnn {
 
@@ -63,6 +64,13 @@ void BasicPermDiag<T>::Validate() const {
       }
     }
   }
+}
+
+template <typename T>
+int64_t BasicPermDiag<T>::bytes() const {
+  return formats::StoredSize(formats::Kind::kPermDiag, {rows_, cols_, {}, p_}, 0, 0, false,
+                             {static_cast<int>(8 * sizeof(T)), true})
+      .bytes;
 }
 
 template class BasicPermDiag<float>;

@@ -148,7 +148,7 @@ void PermDiagMatVec(const PermDiagMatrix& w, std::span<const float> x, std::span
 
 void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
                     std::span<const float> bias, std::span<float> y, int threads) {
-  const char* op = "PermDiagMatMul";
+  const char* op = "PermDiagMatMul (feature-major)";
   PERMDNN_CHECK(batch >= 1, "{}: batch must be >= 1, got {}", op, batch);
   CheckSize(op, "X (cols x batch)", x.size(), w.cols() * batch);
   CheckSize(op, "Y (rows x batch)", y.size(), w.rows() * batch);

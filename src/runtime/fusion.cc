@@ -18,10 +18,10 @@ std::optional<float> LoadTimeScalar(int id, const std::vector<NodeDef>& nodes, c
     t = &v.constant_data;
   } else if (producer[id] >= 0) {
     const NodeDef& p = nodes[producer[id]];
-    if (p.op_type != "Constant" || !p.domain.empty() || !p.Has("value")) return std::nullopt;
-    const auto& a = p.attrs.at("value");
-    if (a.kind != Attr::kTensor || !a.t) return std::nullopt;
-    t = a.t.get();
+    if (p.op_type != "Constant" || !p.domain.empty()) return std::nullopt;
+    auto a = p.tensor_attrs.find("value");
+    if (a == p.tensor_attrs.end() || !a->second) return std::nullopt;
+    t = a->second.get();
   }
   if (!t || !IsFloat(t->dtype()) || NumElements(t->shape()) != 1) return std::nullopt;
   return t->f()[0];
@@ -35,7 +35,10 @@ bool IsConvLike(const NodeDef& n) {
 
 // Output channels of a conv-like node when known at load, else -1.
 int64_t ConvOutChannels(const NodeDef& n, const std::vector<Value>& values) {
-  if (n.op_type == "PermDiagConv") return n.Has("out_channels") ? n.Int("out_channels", -1) : -1;
+  if (IsPermDnnDomain(n.domain)) {  // a compressed conv of the format registry
+    const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [](int) { return true; });
+    return f && f->conv->name == n.op_type && n.Has("out_channels") ? n.Int("out_channels", -1) : -1;
+  }
   if (n.inputs.size() < 2 || n.inputs[1] < 0) return -1;
   const Value& w = values[n.inputs[1]];
   return w.initializer && !w.shape.empty() ? w.shape[0] : -1;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "permdnn/formats/attributes.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/tensor.h"
 
@@ -65,16 +67,6 @@ struct Value {
   int64_t* i() const { return static_cast<int64_t*>(data); }
 };
 
-struct Attr {
-  enum Kind { kNone, kInt, kFloat, kString, kInts, kFloats, kTensor } kind = kNone;
-  int64_t i = 0;
-  float f = 0;
-  std::string s;
-  std::vector<int64_t> ints;
-  std::vector<float> floats;
-  std::shared_ptr<Tensor> t;
-};
-
 // An operator folded into the node before it by the load-time fusion pass
 // (fusion.cc), applied to that node's output in order: BatchNormalization
 // (inputs scale, B, mean, var; epsilon), Add (inputs: the other operand),
@@ -90,12 +82,13 @@ struct NodeDef {
   int position = 0;  // index in the file's node list
   int opset = 13;    // of the node's domain
   std::vector<int> inputs, outputs;  // value indices, -1 for an omitted optional
-  std::map<std::string, Attr> attrs;
+  formats::Attributes attrs;  // read by detail::ReadAttributes (onnx_util.h)
+  std::map<std::string, std::shared_ptr<Tensor>> tensor_attrs;  // TENSOR attributes (Constant's value)
   std::vector<PostOp> post_ops;  // fused into this node (fusion.cc)
 
   // "node 'fc1' (Gemm, #3)" for messages.
   std::string Where() const;
-  bool Has(const std::string& a) const { return attrs.count(a) != 0; }
+  bool Has(const std::string& a) const { return attrs.Has(a) || tensor_attrs.count(a) != 0; }
   int64_t Int(const std::string& a, int64_t dflt) const;
   float Float(const std::string& a, float dflt) const;
   std::string String(const std::string& a, const std::string& dflt) const;
@@ -164,12 +157,16 @@ class OpKernel {
   // Label for --profile.
   virtual std::string KernelName() const { return "dense"; }
   virtual bool Fast() const { return false; }
-  // Fixed point (PermDiagMatMul only).
-  virtual bool SupportsInt16() const { return false; }
-  virtual bool Int16Ready() const { return false; }
-  // Calibration brackets a float run that records activation ranges.
-  virtual void BeginCalibration() {}
-  virtual void EndCalibration() {}
+};
+
+// An op with an int16 fixed-point path (PermDiagMatMul): the model finds it
+// with dynamic_cast. Calibration brackets a float run that records the
+// activation ranges; RunState::int16 then selects the fixed-point path.
+class Int16Op {
+ public:
+  virtual ~Int16Op() = default;
+  virtual void BeginCalibration() = 0;
+  virtual void EndCalibration() = 0;
 };
 
 // Builds the kernel of a node; throws UnsupportedError naming the node for
@@ -177,7 +174,7 @@ class OpKernel {
 std::unique_ptr<OpKernel> CreateKernel(const NodeDef& node);
 // For the summary / compress: is this a custom-domain compressed op?
 bool IsPermDnnDomain(const std::string& domain);
-inline constexpr const char* kPermDnnDomain = "ai.permdnn";
+inline constexpr const char* kPermDnnDomain = formats::kDomain;
 
 // Helpers shared by op files.
 std::vector<int64_t> BroadcastShapes(const std::vector<int64_t>& a, const std::vector<int64_t>& b,

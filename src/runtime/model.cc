@@ -26,42 +26,21 @@ namespace detail {
 std::string NodeDef::Where() const {
   return fmt::format("node '{}' ({}{}, #{})", name, domain.empty() ? "" : domain + ".", op_type, position);
 }
-int64_t NodeDef::Int(const std::string& a, int64_t dflt) const {
-  auto it = attrs.find(a);
-  if (it == attrs.end()) return dflt;
-  PERMDNN_CHECK(it->second.kind == Attr::kInt, "{}: attribute {} should be an int", Where(), a);
-  return it->second.i;
-}
-float NodeDef::Float(const std::string& a, float dflt) const {
-  auto it = attrs.find(a);
-  if (it == attrs.end()) return dflt;
-  PERMDNN_CHECK(it->second.kind == Attr::kFloat, "{}: attribute {} should be a float", Where(), a);
-  return it->second.f;
-}
+int64_t NodeDef::Int(const std::string& a, int64_t dflt) const { return attrs.Int(a, dflt, Where()); }
+float NodeDef::Float(const std::string& a, float dflt) const { return attrs.Float(a, dflt, Where()); }
 std::string NodeDef::String(const std::string& a, const std::string& dflt) const {
-  auto it = attrs.find(a);
-  if (it == attrs.end()) return dflt;
-  PERMDNN_CHECK(it->second.kind == Attr::kString, "{}: attribute {} should be a string", Where(), a);
-  return it->second.s;
+  return attrs.String(a, dflt, Where());
 }
 std::vector<int64_t> NodeDef::Ints(const std::string& a, std::vector<int64_t> dflt) const {
-  auto it = attrs.find(a);
-  if (it == attrs.end()) return dflt;
-  PERMDNN_CHECK(it->second.kind == Attr::kInts, "{}: attribute {} should be a list of ints", Where(), a);
-  return it->second.ints;
+  return attrs.Ints(a, std::move(dflt), Where());
 }
-std::vector<float> NodeDef::Floats(const std::string& a) const {
-  auto it = attrs.find(a);
-  if (it == attrs.end()) return {};
-  PERMDNN_CHECK(it->second.kind == Attr::kFloats, "{}: attribute {} should be a list of floats", Where(), a);
-  return it->second.floats;
-}
+std::vector<float> NodeDef::Floats(const std::string& a) const { return attrs.Floats(a, Where()); }
 
 const Tensor& NodeDef::TensorAttr(const std::string& a) const {
-  auto it = attrs.find(a);
-  PERMDNN_CHECK(it != attrs.end(), "{}: missing attribute {}", Where(), a);
-  PERMDNN_CHECK(it->second.kind == Attr::kTensor && it->second.t, "{}: attribute {} should be a tensor", Where(), a);
-  return *it->second.t;
+  auto it = tensor_attrs.find(a);
+  PERMDNN_CHECK(it != tensor_attrs.end() || attrs.Has(a), "{}: missing attribute {}", Where(), a);
+  PERMDNN_CHECK(it != tensor_attrs.end() && it->second, "{}: attribute {} should be a tensor", Where(), a);
+  return *it->second;
 }
 
 const Value& OpContext::Const(std::size_t k, const char* what) const {
@@ -168,33 +147,6 @@ struct Model::Impl {
   bool KeyMatches(const std::vector<InMeta>& in) const;
 };
 
-namespace {
-
-detail::Attr ConvertAttr(const onnx::AttributeProto& a, const std::string& where) {
-  detail::Attr out;
-  switch (a.type()) {
-    case onnx::AttributeProto::INT: out.kind = detail::Attr::kInt; out.i = a.i(); break;
-    case onnx::AttributeProto::FLOAT: out.kind = detail::Attr::kFloat; out.f = a.f(); break;
-    case onnx::AttributeProto::STRING: out.kind = detail::Attr::kString; out.s = a.s(); break;
-    case onnx::AttributeProto::INTS:
-      out.kind = detail::Attr::kInts;
-      out.ints.assign(a.ints().begin(), a.ints().end());
-      break;
-    case onnx::AttributeProto::FLOATS:
-      out.kind = detail::Attr::kFloats;
-      out.floats.assign(a.floats().begin(), a.floats().end());
-      break;
-    case onnx::AttributeProto::TENSOR:
-      out.kind = detail::Attr::kTensor;
-      out.t = std::make_shared<Tensor>(detail::TensorFromProto(a.t(), where + ": attribute " + a.name()));
-      break;
-    default: out.kind = detail::Attr::kNone; break;
-  }
-  return out;
-}
-
-}  // namespace
-
 void Model::Impl::LoadProto(const onnx::ModelProto& m) {
   int default_opset = 0, permdnn_opset = 0;
   for (const auto& o : m.opset_import()) {
@@ -264,7 +216,7 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
              name, n.Where(), iname);
       n.inputs.push_back(it->second);
     }
-    for (const auto& a : pn.attribute()) n.attrs[a.name()] = ConvertAttr(a, name + ": " + n.Where());
+    detail::ReadAttributes(pn, name + ": " + n.Where(), &n.attrs, &n.tensor_attrs);
     for (const auto& oname : pn.output()) {
       if (oname.empty()) {
         n.outputs.push_back(-1);
@@ -543,7 +495,7 @@ void Model::Impl::Execute(std::span<const void* const> in_data) {
       kernels[k]->Run(ctxs[k], rs);
       profile[k].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       profile[k].calls++;
-      if (kernels[k]->SupportsInt16()) profile[k].kernel = kernels[k]->KernelName();
+      if (dynamic_cast<detail::Int16Op*>(kernels[k].get())) profile[k].kernel = kernels[k]->KernelName();
     } else {
       kernels[k]->Run(ctxs[k], rs);
     }
@@ -660,7 +612,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
                 m.name);
   m.calibrated = false;
   for (auto& k : m.kernels)
-    if (k->SupportsInt16()) k->BeginCalibration();
+    if (auto* q = dynamic_cast<detail::Int16Op*>(k.get())) q->BeginCalibration();
   m.rs.calibrating = true;
   try {
     const void* in_ptr[1] = {input.data()};
@@ -671,7 +623,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
   }
   m.rs.calibrating = false;
   for (auto& k : m.kernels)
-    if (k->SupportsInt16()) k->EndCalibration();
+    if (auto* q = dynamic_cast<detail::Int16Op*>(k.get())) q->EndCalibration();
   m.calibrated = true;
 }
 

@@ -218,6 +218,93 @@ void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<con
                 data.size(), ShapeString(shape));
   SetRaw(t, name, onnx::TensorProto::INT64, data.data(), data.size_bytes(), shape);
 }
+void ReadAttributes(const onnx::NodeProto& n, const std::string& where, formats::Attributes* attrs,
+                    std::map<std::string, std::shared_ptr<Tensor>>* tensors) {
+  using V = formats::Attributes::Value;
+  for (const onnx::AttributeProto& a : n.attribute()) {
+    V v;
+    switch (a.type()) {
+      case onnx::AttributeProto::INT: v.kind = V::kInt; v.i = a.i(); break;
+      case onnx::AttributeProto::FLOAT: v.kind = V::kFloat; v.f = a.f(); break;
+      case onnx::AttributeProto::STRING: v.kind = V::kString; v.s = a.s(); break;
+      case onnx::AttributeProto::INTS:
+        v.kind = V::kInts;
+        v.ints.assign(a.ints().begin(), a.ints().end());
+        break;
+      case onnx::AttributeProto::FLOATS:
+        v.kind = V::kFloats;
+        v.floats.assign(a.floats().begin(), a.floats().end());
+        break;
+      case onnx::AttributeProto::TENSOR:
+        if (tensors) (*tensors)[a.name()] = std::make_shared<Tensor>(TensorFromProto(a.t(), where + ": attribute " + a.name()));
+        continue;
+      default: break;
+    }
+    attrs->Set(a.name(), std::move(v));
+  }
+}
+
+void WriteAttributes(const formats::Attributes& attrs, onnx::NodeProto* n) {
+  using V = formats::Attributes::Value;
+  for (const auto& [name, v] : attrs.all()) {
+    switch (v.kind) {
+      case V::kInt: AddAttr(n, name, v.i); break;
+      case V::kFloat: AddAttr(n, name, v.f); break;
+      case V::kInts: AddAttr(n, name, v.ints); break;
+      case V::kString: {
+        auto* a = n->add_attribute();
+        a->set_name(name);
+        a->set_type(onnx::AttributeProto::STRING);
+        a->set_s(v.s);
+        break;
+      }
+      case V::kFloats: {
+        auto* a = n->add_attribute();
+        a->set_name(name);
+        a->set_type(onnx::AttributeProto::FLOATS);
+        for (float x : v.floats) a->add_floats(x);
+        break;
+      }
+      case V::kOther: break;
+    }
+  }
+}
+
+int OnnxType(formats::ElemType t) { return static_cast<int>(t); }
+
+void EmitNode(const formats::NodeSpec& spec, const std::string& base, const std::string& input,
+              const std::string& output, onnx::GraphProto* g, onnx::NodeProto* n, const std::string& bias_input) {
+  n->set_op_type(spec.op->name);
+  if (*spec.op->domain != '\0') n->set_domain(spec.op->domain);
+  n->add_input(input);
+  std::vector<std::string> inputs;
+  for (const formats::OutputArray& a : spec.inputs) {
+    const bool bias = a.name == "bias" || (a.name.empty() && !bias_input.empty());
+    if (bias && !bias_input.empty()) {
+      inputs.push_back(bias_input);
+      continue;
+    }
+    if (a.name.empty()) {
+      inputs.emplace_back();
+      continue;
+    }
+    const std::string name = base + "." + a.name;
+    onnx::TensorProto* t = g->add_initializer();
+    switch (a.dtype) {
+      case formats::ElemType::kFloat32: SetFloatTensor(t, name, a.f, a.shape); break;
+      case formats::ElemType::kUInt16: SetUInt16Tensor(t, name, a.u16, a.shape); break;
+      case formats::ElemType::kInt32: SetInt32Tensor(t, name, a.i32, a.shape); break;
+      case formats::ElemType::kUInt8: SetUInt8Tensor(t, name, a.u8, a.shape); break;
+      default: Fail("{}: permdnn writes no {} stored arrays", name, formats::ElemName(a.dtype));
+    }
+    inputs.push_back(name);
+  }
+  while (!inputs.empty() && inputs.back().empty()) inputs.pop_back();
+  for (const auto& i : inputs) n->add_input(i);
+  n->add_output(output);
+  WriteAttributes(spec.attributes, n);
+}
+
 void AddAttr(onnx::NodeProto* n, const std::string& name, int64_t v) {
   auto* a = n->add_attribute();
   a->set_name(name);

@@ -1,12 +1,16 @@
 // Internal protobuf <-> runtime conversions (include only inside src/runtime).
 #pragma once
 
+#include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include <onnx/onnx_pb.h>
 
+#include "permdnn/formats/attributes.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/runtime/tensor.h"
 
 namespace permdnn::runtime::detail {
@@ -28,6 +32,24 @@ void SetUInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<con
                     const std::vector<int64_t>& shape);
 void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int64_t> data,
                     const std::vector<int64_t>& shape);
+// The one ONNX attribute reader: a node's attributes as formats::Attributes
+// (TENSOR attributes into `tensors`; GRAPH and the other kinds are kept as
+// Value::kOther, which no reader takes). `where` prefixes errors.
+void ReadAttributes(const onnx::NodeProto& n, const std::string& where, formats::Attributes* attrs,
+                    std::map<std::string, std::shared_ptr<Tensor>>* tensors = nullptr);
+// Appends attrs to n (ints, floats, strings, lists).
+void WriteAttributes(const formats::Attributes& attrs, onnx::NodeProto* n);
+// A formats::NodeSpec as a node of g: op type and domain, attributes, X =
+// input, Y = output, and one initializer per stored array named
+// base + "." + array ("" for an omitted optional input before a present
+// one, trailing ones dropped). bias_input, when not empty, names an
+// existing bias initializer for the bias slot instead of writing one.
+void EmitNode(const formats::NodeSpec& spec, const std::string& base, const std::string& input,
+              const std::string& output, onnx::GraphProto* g, onnx::NodeProto* n,
+              const std::string& bias_input = "");
+// ONNX TensorProto data type of an ElemType.
+int OnnxType(formats::ElemType t);
+
 void AddAttr(onnx::NodeProto* n, const std::string& name, int64_t v);
 void AddAttr(onnx::NodeProto* n, const std::string& name, float v);
 void AddAttr(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v);

@@ -18,7 +18,6 @@
 
 namespace permdnn::runtime::detail {
 
-std::unique_ptr<OpKernel> CreatePermDiagKernel(const NodeDef& node);
 std::unique_ptr<OpKernel> CreateCnnKernel(const NodeDef& node);
 
 namespace {
@@ -999,11 +998,7 @@ void AddBroadcastInPlace(float* y, const std::vector<int64_t>& y_shape, const fl
 }
 
 std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
-  if (IsPermDnnDomain(n.domain)) {
-    if (auto k = CreateCirculantKernel(n)) return k;
-    if (auto k = CreateSparseKernel(n)) return k;
-    return CreatePermDiagKernel(n);
-  }
+  if (IsPermDnnDomain(n.domain)) return CreateCompressedKernel(n);
   if (!n.domain.empty() && n.domain != "ai.onnx")
     throw UnsupportedError(n.Where() + ": unsupported operator domain '" + n.domain + "'");
   const std::string& op = n.op_type;

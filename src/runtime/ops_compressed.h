@@ -1,19 +1,44 @@
-// Internal: the ai.permdnn block-circulant (ops_circulant.cc) and pruned
-// (ops_sparse.cc) operators, created by CreateKernel (ops.cc).
+// Internal: the ai.permdnn operators. CreateKernel (ops.cc) hands every node
+// of that domain to CreateCompressedKernel, which asks the format registry
+// (formats/registry.h) which format the node is in and calls that format's
+// factory (ops_permdiag.cc, ops_circulant.cc, ops_sparse.cc). The weights
+// are read and validated by the registry (ReadWeights) when the node is
+// first planned; the helpers below are the parts every compressed op shares.
 #pragma once
 
+#include <functional>
 #include <memory>
 
+#include "permdnn/formats/registry.h"
+#include "runtime/conv_util.h"
 #include "runtime/graph.h"
 
 namespace permdnn::runtime::detail {
 
-// BlockCirculantMatMul, BlockCirculantConv; nullptr for another op type.
-std::unique_ptr<OpKernel> CreateCirculantKernel(const NodeDef& n);
-// SparseMatMul, SparseConv; nullptr for another op type.
-std::unique_ptr<OpKernel> CreateSparseKernel(const NodeDef& n);
+// UnsupportedError naming the node for an op no format has.
+std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n);
 
-// Integer attribute `a` of n, required, in [1, 2^31]; Error naming the node.
-int64_t RequirePositiveAttr(const NodeDef& n, const char* a);
+// The factories, one per ops file.
+std::unique_ptr<OpKernel> CreatePermDiagKernel(const formats::FormatTraits& f, const NodeDef& n);
+std::unique_ptr<OpKernel> CreateCirculantKernel(const formats::FormatTraits& f, const NodeDef& n);
+std::unique_ptr<OpKernel> CreateSparseKernel(const formats::FormatTraits& f, const NodeDef& n);
+
+// The node's weights from its constant inputs, validated by the registry
+// (errors name the node and the input).
+formats::Weights ReadWeights(const OpContext& ctx, const formats::FormatTraits& f, bool conv);
+
+// Linear form: X float32 [..., in]; sets Y [..., out]; returns the batch
+// (the product of X's leading dims).
+int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out);
+
+// fn(b, threads) for every sample b < batch: with several threads and at
+// least as many samples, threads split the samples (one product each on one
+// thread), else each product gets all threads.
+void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int)>& fn);
+
+// Conv form: X float32 [N, in, spatial...] with as many spatial dims as
+// `kernel`; sets Y [N, out, out_spatial...] and the scratch of one sample's
+// im2col columns; returns the window geometry.
+WindowGeometry PrepareConv(OpContext& ctx, int64_t in, int64_t out, const std::vector<int64_t>& kernel);
 
 }  // namespace permdnn::runtime::detail

@@ -1,14 +1,17 @@
-// The ai.permdnn custom operators on the permdnn kernels.
+// The ai.permdnn permuted-diagonal operators on the permdnn kernels. Their
+// contract (PermDiagMatMul: X, values [mb, nb, p], offsets [mb, nb], bias;
+// PermDiagConv: values [mb, nb, p, kernel...]; attributes) is the format
+// registry's permdiag row (formats/registry.h), which also reads and
+// validates the weights; docs/runtime.md has the table.
 //
-// PermDiagMatMul(X, values, offsets[, bias]) -> Y
-//   X [..., in_features], Y [..., out_features]; values [mb, nb, p] float,
-//   offsets [mb, nb] uint16 (int64 accepted), bias [out_features];
-//   attributes p, in_features, out_features. mb = ceil(out/p), nb = ceil(in/p).
-// PermDiagConv(X, values, offsets[, bias]) -> Y
-//   X [N, C, H, W]; values [mb, nb, p, kh, kw], offsets [mb, nb]: out channel
-//   I·p + c uses in channel J·p + (c + k_IJ) mod p with kernel values[I,J,c];
-//   attributes p, in_channels, out_channels, kernel_shape, strides, pads,
-//   dilations (as Conv).
+// PermDiagConv on kernels::PermDiagConv2D (kernels/permdiag_conv.h: the
+// SIMD kernel on channel-blocked activations, no im2col) when the plan's
+// activation layout is blocked by the kernel's lane count and the kernel
+// table has a row for the shape (1x1 / 3x3, stride 1 / 2, p dividing the
+// lanes, 2-D, no dilation); the fused post-ops become the kernel's packing
+// (BatchNormalization folded into the weights and bias) and epilogue
+// (residual Add, Relu / Clip). Otherwise, and on the reference path, im2col
+// and per-channel loops on plain tensors, then the post-ops in node order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -16,57 +19,24 @@
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/thread_pool.h"
-#include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/table.h"
 #include "runtime/conv_util.h"
 #include "runtime/dnnl_util.h"
 #include "runtime/graph.h"
+#include "runtime/ops_compressed.h"
 
 namespace permdnn::runtime::detail {
 
 namespace {
 
-int64_t RequireAttr(const NodeDef& n, const char* a) {
-  if (!n.Has(a)) Fail("{}: missing attribute '{}'", n.Where(), a);
-  const int64_t v = n.Int(a, 0);
-  PERMDNN_CHECK(v >= 1 && v <= (int64_t{1} << 31), "{}: attribute {} = {} must be >= 1", n.Where(), a, v);
-  return v;
-}
-
-// values / offsets inputs -> canonical arrays, validated against p and shape.
-void ReadBlocks(OpContext& ctx, int64_t p, int64_t mb, int64_t nb, int64_t kernel, std::vector<float>* values,
-                std::vector<uint16_t>* offsets) {
-  const Value& v = ctx.Const(1, "values");
-  const Value& o = ctx.Const(2, "offsets");
-  if (!IsFloat(v.dtype)) ctx.Fail("values '{}' must be float32, got {}", v.name, DTypeName(v.dtype));
-  if (IsFloat(o.dtype)) ctx.Fail("offsets '{}' must be an integer tensor (uint16 or int64), got float32", o.name);
-  if (v.size() != mb * nb * p * kernel)
-    ctx.Fail("values '{}' has shape {} ({} elements), expected {} blocks × p={} × kernel {} = {}", v.name,
-             ShapeString(v.shape), v.size(), mb * nb, p, kernel, mb * nb * p * kernel);
-  if (o.size() != mb * nb)
-    ctx.Fail("offsets '{}' has shape {} ({} elements), expected [{}, {}]", o.name, ShapeString(o.shape), o.size(), mb,
-             nb);
-  values->assign(v.constant_data.f(), v.constant_data.f() + v.size());
-  offsets->resize(mb * nb);
-  for (int64_t b = 0; b < mb * nb; ++b) {
-    const int64_t k = o.constant_data.i()[b];
-    if (k < 0 || k >= p)
-      ctx.Fail("offsets '{}': block ({}, {}) has offset {}, must be in [0, p={})", o.name, b / nb, b % nb, k, p);
-    (*offsets)[b] = static_cast<uint16_t>(k);
-  }
-}
-
-class PermDiagMatMulOp : public OpKernel {
+class PermDiagMatMulOp : public OpKernel, public Int16Op {
  public:
-  explicit PermDiagMatMulOp(const NodeDef& n)
-      : p_(RequireAttr(n, "p")), in_(RequireAttr(n, "in_features")), out_(RequireAttr(n, "out_features")) {
-    PERMDNN_CHECK(p_ <= 65535, "{}: p = {} exceeds 65535", n.Where(), p_);
-  }
+  PermDiagMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
+      : f_(f), g_(formats::ReadGeometry(f, false, n.attrs, n.Where())), p_(g_.p), in_(g_.in), out_(g_.out) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
-  bool SupportsInt16() const override { return true; }
   // The kernel table's row for the planned batch (what --profile shows).
   std::string KernelName() const override {
     kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
@@ -77,34 +47,14 @@ class PermDiagMatMulOp : public OpKernel {
   }
 
   void Prepare(OpContext& ctx) override {
-    const Value* x = ctx.In(0);
-    if (!x) ctx.Fail("missing input X");
-    if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
-    if (x->shape.empty() || x->shape.back() != in_)
-      ctx.Fail("X has shape {}, its last dimension must be in_features = {}", ShapeString(x->shape), in_);
+    batch_ = PrepareLinear(ctx, in_, out_);
     if (!loaded_) {
-      std::vector<float> values;
-      std::vector<uint16_t> offsets;
-      ReadBlocks(ctx, p_, CeilDiv(out_, p_), CeilDiv(in_, p_), 1, &values, &offsets);
-      try {
-        w_ = PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), values, offsets);
-      } catch (const Error& e) {
-        ctx.Fail("{}", e.what());
-      }
-      if (const Value* b = ctx.In(3)) {
-        const Value& bc = ctx.Const(3, "bias");
-        if (!IsFloat(bc.dtype) || bc.size() != out_)
-          ctx.Fail("bias '{}' is {} {}, expected float32 [{}]", b->name, DTypeName(bc.dtype), ShapeString(bc.shape),
-                   out_);
-        bias_.assign(bc.constant_data.f(), bc.constant_data.f() + out_);
-      }
+      formats::Weights w = ReadWeights(ctx, f_, false);
+      w_ = PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), w.values, w.offsets);
+      bias_ = std::move(w.bias);
       loaded_ = true;  // only once weights and bias are both valid
     }
-    batch_ = x->size() / in_;
     HoldLayoutFor(batch_);
-    std::vector<int64_t> out = x->shape;
-    out.back() = out_;
-    ctx.SetOut(0, DType::kFloat32, out);
     // int16 staging of one sample.
     ctx.scratch_bytes = static_cast<int64_t>(sizeof(int16_t)) * (in_ + out_) + 64;
   }
@@ -142,7 +92,6 @@ class PermDiagMatMulOp : public OpKernel {
     shift_ = facc - fy_;
     calibrated_ = true;
   }
-  bool Int16Ready() const override { return calibrated_; }
 
  private:
   // The weights in the layout of the planned batch: the row-major matrix
@@ -178,15 +127,10 @@ class PermDiagMatMulOp : public OpKernel {
                                   {y, static_cast<std::size_t>(batch_ * out_)}, rs.threads);
       return;
     }
-    auto rows = [&](int64_t begin, int64_t end, int threads) {
-      for (int64_t b = begin; b < end; ++b)
-        kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
-                                {y + b * out_, static_cast<std::size_t>(out_)}, threads);
-    };
-    if (rs.threads > 1 && batch_ >= rs.threads)
-      ParallelFor(batch_, rs.threads, [&](int64_t begin, int64_t end, int) { rows(begin, end, 1); });
-    else
-      rows(0, batch_, rs.threads);
+    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads) {
+      kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
+                              {y + b * out_, static_cast<std::size_t>(out_)}, threads);
+    });
   }
   void RunInt16(const float* x, float* y, RunState& rs) {
     int16_t* xq = reinterpret_cast<int16_t*>(rs.scratch);
@@ -199,6 +143,8 @@ class PermDiagMatMulOp : public OpKernel {
     }
   }
 
+  const formats::FormatTraits& f_;
+  const formats::Geometry g_;
   int64_t p_, in_, out_, batch_ = 1;
   bool loaded_ = false;
   int crossings_ = 0;  // re-plans that converted between the layouts
@@ -213,20 +159,15 @@ class PermDiagMatMulOp : public OpKernel {
   std::vector<int64_t> bias64_;
 };
 
-// PermDiagConv on kernels::PermDiagConv2D (kernels/permdiag_conv.h: the
-// SIMD kernel on channel-blocked activations, no im2col) when the plan's
-// activation layout is blocked by the kernel's lane count and the kernel
-// table has a row for the shape (1x1 / 3x3, stride 1 / 2, p dividing the
-// lanes, 2-D, no dilation); the fused post-ops become the kernel's packing
-// (BatchNormalization folded into the weights and bias) and epilogue
-// (residual Add, Relu / Clip). Otherwise, and on the reference path, im2col
-// and per-channel loops on plain tensors, then the post-ops in node order.
 class PermDiagConvOp : public OpKernel {
  public:
-  explicit PermDiagConvOp(const NodeDef& n)
-      : n_(n), p_(RequireAttr(n, "p")), in_(RequireAttr(n, "in_channels")), out_(RequireAttr(n, "out_channels")) {
-    if (n.Int("group", 1) != 1) throw UnsupportedError(n.Where() + ": PermDiagConv with group != 1");
-  }
+  PermDiagConvOp(const formats::FormatTraits& f, const NodeDef& n)
+      : n_(n),
+        f_(f),
+        geometry_(formats::ReadGeometry(f, true, n.attrs, n.Where())),
+        p_(geometry_.p),
+        in_(geometry_.in),
+        out_(geometry_.out) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
   std::string KernelName() const override {
@@ -234,35 +175,20 @@ class PermDiagConvOp : public OpKernel {
   }
 
   void Prepare(OpContext& ctx) override {
-    const Value* x = ctx.In(0);
-    if (!x) ctx.Fail("missing input X");
-    if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
-    if (x->shape.size() < 3 || x->shape.size() > 5 || x->shape[1] != in_)
-      ctx.Fail("X has shape {}, expected [N, in_channels={}, spatial...]", ShapeString(x->shape), in_);
-    const Value* v = ctx.In(1);
-    if (!v || v->shape.size() != x->shape.size() + 1)
-      ctx.Fail("values must have shape [mb, nb, p, kernel...] with {} kernel dims", x->shape.size() - 2);
-    std::vector<int64_t> kshape(v->shape.begin() + 3, v->shape.end());
-    if (n_.Has("kernel_shape") && n_.Ints("kernel_shape") != kshape)
-      ctx.Fail("kernel_shape {} differs from values {}", ShapeString(n_.Ints("kernel_shape")), ShapeString(v->shape));
-    ksz_ = NumElements(kshape);
     if (!loaded_) {
-      ReadBlocks(ctx, p_, CeilDiv(out_, p_), CeilDiv(in_, p_), ksz_, &values_, &offsets_);
-      if (const Value* b = ctx.In(3)) {
-        const Value& bc = ctx.Const(3, "bias");
-        if (!IsFloat(bc.dtype) || bc.size() != out_)
-          ctx.Fail("bias '{}' is {} {}, expected float32 [{}]", b->name, DTypeName(bc.dtype), ShapeString(bc.shape),
-                   out_);
-        bias_.assign(bc.constant_data.f(), bc.constant_data.f() + out_);
-      }
+      formats::Weights w = ReadWeights(ctx, f_, true);
+      kernel_ = w.g.kernel;
+      ksz_ = w.g.taps();
+      values_ = std::move(w.values);
+      offsets_ = std::move(w.offsets);
+      bias_ = std::move(w.bias);
       loaded_ = true;  // only once weights and bias are both valid
     }
-    g_ = MakeWindowGeometry(ctx, x->shape, kshape, n_, true);
+    g_ = PrepareConv(ctx, in_, out_, kernel_);
+    const Value* x = ctx.In(0);
     std::vector<int64_t> out = {x->shape[0], out_};
     out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
     add_same_shape_ = ValidatePostOps(ctx, out);
-    ctx.SetOut(0, DType::kFloat32, out);
-    ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * g_.out_size();
     shape_ = kernels::PermDiagConvShape{x->shape[0], in_, out_, g_.in[1], g_.in[2], g_.out[1], g_.out[2],
                                         static_cast<int>(g_.k[1]), static_cast<int>(g_.k[2]),
                                         static_cast<int>(g_.stride[1]), static_cast<int>(g_.stride[2]),
@@ -405,7 +331,10 @@ class PermDiagConvOp : public OpKernel {
   }
 
   const NodeDef& n_;
+  const formats::FormatTraits& f_;
+  const formats::Geometry geometry_;
   int64_t p_, in_, out_, ksz_ = 1;
+  std::vector<int64_t> kernel_;
   bool loaded_ = false, add_same_shape_ = true, simd_ = false, fast_ = false;
   std::vector<float> values_, bias_;
   std::vector<uint16_t> offsets_;
@@ -419,10 +348,9 @@ class PermDiagConvOp : public OpKernel {
 
 }  // namespace
 
-std::unique_ptr<OpKernel> CreatePermDiagKernel(const NodeDef& n) {
-  if (n.op_type == "PermDiagMatMul") return std::make_unique<PermDiagMatMulOp>(n);
-  if (n.op_type == "PermDiagConv") return std::make_unique<PermDiagConvOp>(n);
-  throw UnsupportedError(n.Where() + ": unsupported operator '" + n.op_type + "' in domain ai.permdnn");
+std::unique_ptr<OpKernel> CreatePermDiagKernel(const formats::FormatTraits& f, const NodeDef& n) {
+  if (f.conv->name == n.op_type) return std::make_unique<PermDiagConvOp>(f, n);
+  return std::make_unique<PermDiagMatMulOp>(f, n);
 }
 
 }  // namespace permdnn::runtime::detail

@@ -24,8 +24,6 @@
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/sparse.h"
 #include "permdnn/kernels/table.h"
-#include "runtime/compressed_formats.h"
-#include "runtime/conv_util.h"
 #include "runtime/ops_compressed.h"
 
 namespace permdnn::runtime::detail {
@@ -36,57 +34,18 @@ namespace {
 // over one CsrMatVec per sample (measured in docs/runtime.md).
 constexpr int64_t kBatchedMin = 8;
 
-// Input k: a constant integer vector (int32 expected; int64 accepted).
-const Value& IndexArray(OpContext& ctx, std::size_t k, const char* what) {
-  const Value& v = ctx.Const(k, what);
-  if (v.dtype != DType::kInt32 && v.dtype != DType::kInt64)
-    ctx.Fail("{} '{}' must be int32 (int64 accepted), got {}", what, v.name, DTypeName(v.dtype));
-  if (v.shape.size() != 1) ctx.Fail("{} '{}' must be 1-D, got shape {}", what, v.name, ShapeString(v.shape));
-  return v;
-}
-
-// Reads and validates the CSR inputs 1..5 of a sparse node over a rows x cols
-// weight.
-CsrMatrix ReadSparse(OpContext& ctx, int64_t rows, int64_t cols, std::vector<float>* bias, int64_t* codebook_size) {
-  const Value& rp = IndexArray(ctx, 1, "row_ptr");
-  const Value& ci = IndexArray(ctx, 2, "col_idx");
-  const Value& vals = ctx.Const(3, "values");
-  if (vals.shape.size() != 1 || vals.size() != ci.size())
-    ctx.Fail("values '{}' has shape {}, expected [nnz = {}] like col_idx '{}'", vals.name, ShapeString(vals.shape),
-             ci.size(), ci.name);
-  const std::string where = ctx.node->Where();
-  std::vector<float> w;
-  if (const Value* cb = ctx.In(5)) {
-    const Value& c = ctx.Const(5, "codebook");
-    if (!IsFloat(c.dtype) || c.shape.size() != 1)
-      ctx.Fail("codebook '{}' must be a 1-D float32 tensor, got {} {}", cb->name, DTypeName(c.dtype),
-               ShapeString(c.shape));
-    if (vals.dtype != DType::kUInt8)
-      ctx.Fail("with a codebook, input 3 '{}' must hold uint8 codes, got {}", vals.name, DTypeName(vals.dtype));
-    w = DecodeCodebook(where, {vals.constant_data.i(), static_cast<std::size_t>(vals.size())},
-                       {c.constant_data.f(), static_cast<std::size_t>(c.size())});
-    *codebook_size = c.size();
-  } else {
-    if (!IsFloat(vals.dtype))
-      ctx.Fail("values '{}' must be float32 (integer codes need a codebook input), got {}", vals.name,
-               DTypeName(vals.dtype));
-    w.assign(vals.constant_data.f(), vals.constant_data.f() + vals.size());
-    *codebook_size = 0;
-  }
-  if (const Value* b = ctx.In(4)) {
-    const Value& bc = ctx.Const(4, "bias");
-    if (!IsFloat(bc.dtype) || bc.size() != rows || bc.shape.size() != 1)
-      ctx.Fail("bias '{}' is {} {}, expected float32 [{}]", b->name, DTypeName(bc.dtype), ShapeString(bc.shape), rows);
-    bias->assign(bc.constant_data.f(), bc.constant_data.f() + rows);
-  }
-  return MakeCsr(where, rows, cols, {rp.constant_data.i(), static_cast<std::size_t>(rp.size())},
-                 {ci.constant_data.i(), static_cast<std::size_t>(ci.size())}, std::move(w));
+// The node's CSR matrix (a codebook decoded into float values) and bias,
+// validated by the registry.
+CsrMatrix ReadCsr(const OpContext& ctx, const formats::FormatTraits& f, bool conv, std::vector<float>* bias) {
+  formats::Weights w = ReadWeights(ctx, f, conv);
+  *bias = std::move(w.bias);
+  return std::move(*formats::Lift(w).sparse);
 }
 
 class SparseMatMulOp : public OpKernel {
  public:
-  explicit SparseMatMulOp(const NodeDef& n)
-      : in_(RequirePositiveAttr(n, "in_features")), out_(RequirePositiveAttr(n, "out_features")) {}
+  SparseMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
+      : f_(f), g_(formats::ReadGeometry(f, false, n.attrs, n.Where())), in_(g_.in), out_(g_.out) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
   std::string KernelName() const override {
@@ -95,21 +54,12 @@ class SparseMatMulOp : public OpKernel {
   }
 
   void Prepare(OpContext& ctx) override {
-    const Value* x = ctx.In(0);
-    if (!x) ctx.Fail("missing input X");
-    if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
-    if (x->shape.empty() || x->shape.back() != in_)
-      ctx.Fail("X has shape {}, its last dimension must be in_features = {}", ShapeString(x->shape), in_);
+    batch_ = PrepareLinear(ctx, in_, out_);
     if (!ready_) {
-      int64_t k = 0;
-      w_ = ReadSparse(ctx, out_, in_, &bias_, &k);
+      w_ = ReadCsr(ctx, f_, false, &bias_);
       ready_ = true;
     }
-    batch_ = x->size() / in_;
     batched_ = batch_ >= kBatchedMin;
-    std::vector<int64_t> out = x->shape;
-    out.back() = out_;
-    ctx.SetOut(0, DType::kFloat32, out);
     // Feature-major X and Y for the batched kernel.
     if (batched_) ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * batch_ * (in_ + out_);
   }
@@ -126,15 +76,10 @@ class SparseMatMulOp : public OpKernel {
       Transpose(yt, out_, batch_, y);
       return;
     }
-    auto rows = [&](int64_t begin, int64_t end, int threads) {
-      for (int64_t b = begin; b < end; ++b)
-        kernels::CsrMatVec(w_, {x + b * in_, static_cast<std::size_t>(in_)}, bias_,
-                           {y + b * out_, static_cast<std::size_t>(out_)}, threads);
-    };
-    if (rs.threads > 1 && batch_ >= rs.threads)
-      ParallelFor(batch_, rs.threads, [&](int64_t begin, int64_t end, int) { rows(begin, end, 1); });
-    else
-      rows(0, batch_, rs.threads);
+    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads) {
+      kernels::CsrMatVec(w_, {x + b * in_, static_cast<std::size_t>(in_)}, bias_,
+                         {y + b * out_, static_cast<std::size_t>(out_)}, threads);
+    });
   }
 
  private:
@@ -147,6 +92,8 @@ class SparseMatMulOp : public OpKernel {
           for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
   }
 
+  const formats::FormatTraits& f_;
+  const formats::Geometry g_;
   int64_t in_, out_, batch_ = 1;
   bool ready_ = false, batched_ = false;
   CsrMatrix w_;
@@ -155,18 +102,12 @@ class SparseMatMulOp : public OpKernel {
 
 class SparseConvOp : public OpKernel {
  public:
-  explicit SparseConvOp(const NodeDef& n)
-      : n_(n), in_(RequirePositiveAttr(n, "in_channels")), out_(RequirePositiveAttr(n, "out_channels")) {
-    if (n.Int("group", 1) != 1) throw UnsupportedError(n.Where() + ": SparseConv with group != 1");
-    if (!n.Has("kernel_shape")) Fail("{}: missing attribute 'kernel_shape'", n.Where());
-    kshape_ = n.Ints("kernel_shape");
-    PERMDNN_CHECK(!kshape_.empty() && kshape_.size() <= 3, "{}: kernel_shape {} must have 1 to 3 dims", n.Where(),
-                  ShapeString(kshape_));
-    for (int64_t k : kshape_)
-      PERMDNN_CHECK(k >= 1 && k <= 4096, "{}: kernel_shape {} must hold sizes in [1, 4096]", n.Where(),
-                    ShapeString(kshape_));
-    ksz_ = NumElements(kshape_);
-  }
+  SparseConvOp(const formats::FormatTraits& f, const NodeDef& n)
+      : f_(f),
+        g_(formats::ReadGeometry(f, true, n.attrs, n.Where())),
+        in_(g_.in),
+        out_(g_.out),
+        ksz_(g_.taps()) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
   std::string KernelName() const override {
@@ -174,51 +115,39 @@ class SparseConvOp : public OpKernel {
   }
 
   void Prepare(OpContext& ctx) override {
-    const Value* x = ctx.In(0);
-    if (!x) ctx.Fail("missing input X");
-    if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
-    if (x->shape.size() != kshape_.size() + 2 || x->shape[1] != in_)
-      ctx.Fail("X has shape {}, expected [N, in_channels={}, {} spatial dims]", ShapeString(x->shape), in_,
-               kshape_.size());
     if (!ready_) {
-      int64_t k = 0;
-      w_ = ReadSparse(ctx, out_, in_ * ksz_, &bias_, &k);
+      w_ = ReadCsr(ctx, f_, true, &bias_);
       ready_ = true;
     }
-    g_ = MakeWindowGeometry(ctx, x->shape, kshape_, n_, true);
-    std::vector<int64_t> out = {x->shape[0], out_};
-    out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
-    ctx.SetOut(0, DType::kFloat32, out);
-    ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * g_.out_size();
+    g_win_ = PrepareConv(ctx, in_, out_, g_.kernel);
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
     const Value& x = *ctx.in[0];
-    const int64_t n = x.shape[0], osz = g_.out_size(), isz = g_.in_size();
+    const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
     float* cols = reinterpret_cast<float*>(rs.scratch);
     for (int64_t s = 0; s < n; ++s) {
-      Im2Col(g_, x.f() + s * in_ * isz, in_, cols);
+      Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
       kernels::CsrMatMul(w_, {cols, static_cast<std::size_t>(in_ * ksz_ * osz)}, osz, bias_,
                          {ctx.out[0]->f() + s * out_ * osz, static_cast<std::size_t>(out_ * osz)}, rs.threads);
     }
   }
 
  private:
-  const NodeDef& n_;
+  const formats::FormatTraits& f_;
+  const formats::Geometry g_;
   int64_t in_, out_, ksz_ = 1;
-  std::vector<int64_t> kshape_;
   bool ready_ = false;
   CsrMatrix w_;
   std::vector<float> bias_;
-  WindowGeometry g_;
+  WindowGeometry g_win_;
 };
 
 }  // namespace
 
-std::unique_ptr<OpKernel> CreateSparseKernel(const NodeDef& n) {
-  if (n.op_type == "SparseMatMul") return std::make_unique<SparseMatMulOp>(n);
-  if (n.op_type == "SparseConv") return std::make_unique<SparseConvOp>(n);
-  return nullptr;
+std::unique_ptr<OpKernel> CreateSparseKernel(const formats::FormatTraits& f, const NodeDef& n) {
+  if (f.conv->name == n.op_type) return std::make_unique<SparseConvOp>(f, n);
+  return std::make_unique<SparseMatMulOp>(f, n);
 }
 
 }  // namespace permdnn::runtime::detail

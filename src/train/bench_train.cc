@@ -39,6 +39,7 @@
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/formats/spec.h"
 #include "permdnn/train/permdiag_grad.h"
 #include "src/train/models.h"
@@ -222,8 +223,10 @@ int main(int argc, char** argv) {
                 t_fwd, t_bwd_x, t_bwd_w);
   }
   const int64_t values = pd->values.numel(), blocks = pd->offsets.numel();
-  const int64_t pd_bytes = values * 4 + blocks * permdnn::OffsetBytes(p) + rows * 4;
-  const int64_t dense_bytes = (rows * cols + rows) * 4;
+  const permdnn::formats::Geometry geometry{rows, cols, {}, p};
+  const int64_t pd_bytes =
+      permdnn::formats::StoredSize(permdnn::formats::Kind::kPermDiag, geometry, 0, 0, true, {32, true}).bytes;
+  const int64_t dense_bytes = permdnn::formats::StoredSize(permdnn::formats::Kind::kDense, geometry, 0, 0, true).bytes;
   std::printf("training step (forward + backward incl. input gradient), %ldx%ld, batch %ld, %d threads, "
               "kernels %s/%s, median of %d (%s time)\n",
               static_cast<long>(rows), static_cast<long>(cols), static_cast<long>(batch), threads,

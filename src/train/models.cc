@@ -12,6 +12,7 @@
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
+#include "permdnn/formats/registry.h"
 
 namespace permdnn::train {
 
@@ -111,8 +112,6 @@ std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& 
   }
   return b.layers;
 }
-
-int64_t BlocksBytes(int64_t out, int64_t in, int p) { return CeilDiv(out, p) * CeilDiv(in, p) * OffsetBytes(p); }
 
 std::vector<float> ToVector(const torch::Tensor& t) {
   torch::Tensor c = t.detach().contiguous().to(torch::kFloat);
@@ -283,37 +282,17 @@ StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias) 
   StorageStats s;
   s.name = i.name;
   s.compress = i.compress.ToString();
-  const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
-  const int64_t bias = has_bias ? i.out : 0;
-  s.dense_params = i.out * i.in * kk + bias;
-  s.dense_bytes = s.dense_params * 4;
-  const int p = i.compress.p;
-  switch (i.compress.kind) {
-    case CompressKind::kDense:
-      s.stored_params = s.dense_params;
-      s.bytes = s.stored_params * 4;
-      break;
-    case CompressKind::kPermDiag:
-      s.stored_params = CeilDiv(i.out, p) * CeilDiv(i.in, p) * p * kk + bias;
-      s.bytes = s.stored_params * 4 + BlocksBytes(i.out, i.in, p);
-      break;
-    case CompressKind::kCirculant:
-      s.stored_params = CeilDiv(i.out, p) * CeilDiv(i.in, p) * p * kk + bias;
-      s.bytes = s.stored_params * 4;
-      break;
-    case CompressKind::kPrune: {
-      const int64_t index_bytes = (i.out + 1) * 4 + nnz * 4;  // row_ptr + col_idx (int32)
-      if (i.compress.bits > 0) {
-        const int64_t entries = int64_t{1} << i.compress.bits;
-        s.stored_params = entries + bias;
-        s.bytes = index_bytes + nnz /* uint8 codes */ + entries * 4 + bias * 4;
-      } else {
-        s.stored_params = nnz + bias;
-        s.bytes = index_bytes + nnz * 4 + bias * 4;
-      }
-      break;
-    }
-  }
+  formats::Geometry g{i.out, i.in, {}, i.compress.p};
+  if (i.type == "conv2d") g.kernel = {i.kernel, i.kernel};
+  const formats::Storage dense = formats::StoredSize(formats::Kind::kDense, g, 0, 0, has_bias);
+  s.dense_params = dense.numbers;
+  s.dense_bytes = dense.bytes;
+  // The format the layer trains in, offsets counted at OffsetBytes(p).
+  const formats::Storage st =
+      formats::StoredSize(formats::KindOf(i.compress), g, nnz, i.compress.bits > 0 ? int64_t{1} << i.compress.bits : 0,
+                          has_bias, {32, /*packed_offsets=*/true});
+  s.stored_params = st.numbers;
+  s.bytes = st.bytes;
   return s;
 }
 

@@ -11,10 +11,11 @@
 
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/model.h"
+#include "permdnn/runtime/onnx_graph.h"
 #include "permdnn/runtime/onnx_io.h"
-#include "src/runtime/onnx_util.h"
 #include "src/train/circulant_layers.h"
 #include "src/train/permdiag_layers.h"
 
@@ -24,50 +25,51 @@ namespace {
 namespace F = torch::nn::functional;
 using runtime::UnsupportedError;
 
-// One ONNX node as the LibTorch graph runs it.
+// One ONNX node as the LibTorch graph runs it; attributes through the
+// runtime's reader (formats::Attributes), errors naming the node.
 struct TorchNode {
-  const onnx::NodeProto* proto = nullptr;
-  std::string where;  // "node 'fc1' (Gemm, #3)"
+  const runtime::GraphNode* node = nullptr;
+  std::string where;  // "<file>: node 'fc1' (Gemm, #3)"
   std::string op;
   int opset = 13;
+  // ai.permdnn layers: their registry row, form and geometry.
+  const formats::FormatTraits* format = nullptr;
+  bool conv = false;
+  formats::Geometry geometry;
 
-  const onnx::AttributeProto* Attr(const std::string& a) const {
-    for (const auto& at : proto->attribute())
-      if (at.name() == a) return &at;
-    return nullptr;
-  }
-  int64_t Int(const std::string& a, int64_t dflt) const {
-    const auto* at = Attr(a);
-    return at ? at->i() : dflt;
-  }
-  float Float(const std::string& a, float dflt) const {
-    const auto* at = Attr(a);
-    return at ? at->f() : dflt;
-  }
+  int64_t Int(const std::string& a, int64_t dflt) const { return node->attrs.Int(a, dflt, where); }
+  float Float(const std::string& a, float dflt) const { return node->attrs.Float(a, dflt, where); }
   std::vector<int64_t> Ints(const std::string& a, std::vector<int64_t> dflt) const {
-    const auto* at = Attr(a);
-    return at ? std::vector<int64_t>(at->ints().begin(), at->ints().end()) : dflt;
+    return node->attrs.Ints(a, std::move(dflt), where);
   }
-  // Input k's name ("" when omitted or absent).
-  std::string In(int k) const { return k < proto->input_size() ? proto->input(k) : std::string(); }
+  std::string String(const std::string& a, const std::string& dflt) const { return node->attrs.String(a, dflt, where); }
+  // Input k's name ("" when omitted or absent); the input of a stored array.
+  std::string In(int k) const { return node->In(k); }
+  std::string In(const char* array) const { return In(formats::FindArray(*format, array)->slot); }
+  const std::string& Out() const { return node->outputs.at(0); }
   [[noreturn]] void Unsupported(const std::string& what) const { throw UnsupportedError(where + ": " + what); }
 };
 
-// The float initializer slots that train, per op (input indices).
-std::vector<int> TrainableInputs(const std::string& op) {
+// The float initializer slots that train: a format's trainable arrays
+// (formats/registry.h), else per standard op (input indices).
+std::vector<int> TrainableInputs(const TorchNode& n) {
+  if (n.format) {
+    std::vector<int> slots;
+    for (const formats::ArraySpec& a : n.format->arrays)
+      if (a.trainable) slots.push_back(a.slot);
+    return slots;
+  }
+  const std::string& op = n.op;
   if (op == "Gemm" || op == "Conv") return {1, 2};
   if (op == "MatMul" || op == "Add" || op == "Sub" || op == "Mul") return {0, 1};
   if (op == "BatchNormalization") return {1, 2};
-  if (op == "PermDiagMatMul" || op == "PermDiagConv") return {1, 3};
-  if (op == "BlockCirculantMatMul" || op == "BlockCirculantConv") return {1, 2};
-  if (op == "SparseMatMul" || op == "SparseConv") return {3, 4, 5};  // values (float only), bias, codebook
   return {};
 }
 
 // ONNX Conv semantics (N-d, symmetric pads, group) over torch::convolution.
 torch::Tensor ConvForward(const TorchNode& n, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   const int64_t sd = w.dim() - 2;
-  if (n.Attr("auto_pad") && n.Attr("auto_pad")->s() != "NOTSET") n.Unsupported("auto_pad other than NOTSET");
+  if (n.String("auto_pad", "NOTSET") != "NOTSET") n.Unsupported("auto_pad other than NOTSET");
   std::vector<int64_t> strides = n.Ints("strides", std::vector<int64_t>(sd, 1));
   std::vector<int64_t> dil = n.Ints("dilations", std::vector<int64_t>(sd, 1));
   std::vector<int64_t> pads = n.Ints("pads", std::vector<int64_t>(2 * sd, 0));
@@ -82,7 +84,7 @@ torch::Tensor ConvForward(const TorchNode& n, const torch::Tensor& x, const torc
 
 torch::Tensor PoolForward(const TorchNode& n, const torch::Tensor& x, bool max) {
   if (x.dim() != 4) n.Unsupported(fmt::format("{}-d pooling (only 2-d)", x.dim() - 2));
-  if (n.Attr("auto_pad") && n.Attr("auto_pad")->s() != "NOTSET") n.Unsupported("auto_pad other than NOTSET");
+  if (n.String("auto_pad", "NOTSET") != "NOTSET") n.Unsupported("auto_pad other than NOTSET");
   std::vector<int64_t> k = n.Ints("kernel_shape", {});
   if (k.size() != 2) n.Unsupported("kernel_shape must have 2 entries");
   std::vector<int64_t> s = n.Ints("strides", {1, 1}), pads = n.Ints("pads", {0, 0, 0, 0});
@@ -132,50 +134,23 @@ std::vector<int64_t> Axes(const TorchNode& n, const torch::Tensor& axes_input, i
 class TorchGraph {
  public:
   TorchGraph(const std::string& path) : path_(path) {
-    const std::string bytes = runtime::ReadFileBytes(path);
-    runtime::Model::FromBytes(bytes, path);  // the runtime validates the file (one validator)
-    model_ = runtime::detail::ParseModelProto(bytes, path);
-    int default_opset = 1;
-    for (const auto& o : model_.opset_import())
-      if (o.domain().empty() || o.domain() == "ai.onnx") default_opset = static_cast<int>(o.version());
-    const onnx::GraphProto& g = model_.graph();
-    for (const auto& t : g.initializer()) {
-      runtime::Tensor v = runtime::detail::TensorFromProto(t, path + ": initializer '" + t.name() + "'");
-      values_[t.name()] = ToTorch(v);
-      float_init_[t.name()] = runtime::IsFloat(v.dtype()) && t.data_type() == onnx::TensorProto::FLOAT;
+    bytes_ = runtime::ReadFileBytes(path);
+    runtime::Model::FromBytes(bytes_, path);  // the runtime validates the file (one validator)
+    graph_ = runtime::OnnxGraph::Parse(bytes_, path);
+    for (const std::string& name : graph_.initializers) {
+      runtime::Tensor v = *graph_.Initializer(name);
+      values_[name] = ToTorch(v);
+      float_init_[name] = runtime::IsFloat(v.dtype());
     }
-    PERMDNN_CHECK(g.input_size() > 0, "{}: the graph has no inputs", path);
-    for (const auto& in : g.input())
-      if (!values_.count(in.name())) input_names_.push_back(in.name());
+    input_names_ = graph_.inputs;
     PERMDNN_CHECK(input_names_.size() == 1, "{}: fine-tuning needs exactly one (image) input, the graph has {}", path,
                   input_names_.size());
-    output_ = g.output(0).name();
-    for (int k = 0; k < g.node_size(); ++k) {
-      const auto& pn = g.node(k);
-      TorchNode n;
-      n.proto = &pn;
-      n.op = pn.op_type();
-      n.where = fmt::format("{}: node '{}' ({}, #{})", path, pn.name().empty() ? fmt::format("#{}", k) : pn.name(),
-                            pn.op_type(), k);
-      n.opset = default_opset;
-      const bool custom = !pn.domain().empty() && pn.domain() != "ai.onnx";
-      if (custom && pn.domain() != "ai.permdnn") n.Unsupported("domain '" + pn.domain() + "'");
-      if (!Supported(n.op, custom))
-        n.Unsupported("operator not supported by compress fine-tuning (see include/permdnn/train/finetune.h for the list)");
-      for (int s : TrainableInputs(n.op)) {
-        const std::string name = n.In(s);
-        if (name.empty() || !float_init_.count(name) || !float_init_[name]) continue;
-        if ((n.op == "Add" || n.op == "Sub" || n.op == "Mul") && float_init_.count(n.In(1 - s))) continue;
-        if (trainable_.insert(name).second) values_[name].requires_grad_(true);
-      }
-      if (n.op == "BatchNormalization")
-        for (int s : {3, 4})
-          if (float_init_.count(n.In(s)) && float_init_[n.In(s)]) running_.insert(n.In(s));
-      nodes_.push_back(std::move(n));
-    }
+    PERMDNN_CHECK(!graph_.outputs.empty(), "{}: the graph has no outputs", path);
+    output_ = graph_.outputs[0];
+    for (const runtime::GraphNode& gn : graph_.nodes) nodes_.push_back(MakeNode(gn));
     // Train on logits: a final Softmax is skipped, a final LogSoftmax kept.
     for (const auto& n : nodes_)
-      if (n.proto->output_size() > 0 && n.proto->output(0) == output_) {
+      if (!n.node->outputs.empty() && n.Out() == output_) {
         if (n.op == "Softmax") logits_ = n.In(0);
         if (n.op == "LogSoftmax") log_probs_ = true;
       }
@@ -208,8 +183,8 @@ class TorchGraph {
       return values_.at(name);  // an initializer (the runtime checked that it exists)
     };
     for (const TorchNode& n : nodes_) {
-      v[n.proto->output(0)] = Run(n, [&](int k) { return get(n, k); });
-      if (n.proto->output(0) == want) return v[want];
+      v[n.Out()] = Run(n, [&](int k) { return get(n, k); });
+      if (n.Out() == want) return v[want];
     }
     auto it = v.find(want);
     PERMDNN_CHECK(it != v.end(), "{}: graph output '{}' is not computed", path_, want);
@@ -219,27 +194,53 @@ class TorchGraph {
   // Writes the trained initializers back (same names, shapes, dtype) and
   // the model to `out` atomically.
   void Write(const std::string& out) {
-    for (auto& t : *model_.mutable_graph()->mutable_initializer()) {
-      if (!trainable_.count(t.name()) && !running_.count(t.name())) continue;
-      torch::Tensor w = values_.at(t.name()).detach().contiguous();
-      std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
-      const std::string name = t.name();
-      t.Clear();
-      runtime::detail::SetFloatTensor(&t, name, {w.data_ptr<float>(), static_cast<std::size_t>(w.numel())}, dims);
-    }
-    runtime::detail::WriteModelProto(model_, out);
+    std::map<std::string, runtime::Tensor> replace;
+    for (const std::set<std::string>* names : {&trainable_, &running_})
+      for (const std::string& name : *names) {
+        torch::Tensor w = values_.at(name).detach().contiguous();
+        replace[name] = runtime::Tensor::Float(std::vector<int64_t>(w.sizes().begin(), w.sizes().end()),
+                                               {w.data_ptr<float>(), static_cast<std::size_t>(w.numel())});
+      }
+    runtime::WriteWithInitializers(bytes_, path_, replace, out);
   }
 
  private:
-  static bool Supported(const std::string& op, bool custom) {
+  // A node of the graph, checked: a standard op this file runs, or an op of
+  // a registry format; its trainable float initializers marked.
+  TorchNode MakeNode(const runtime::GraphNode& gn) {
+    TorchNode n;
+    n.node = &gn;
+    n.op = gn.op_type;
+    n.where = path_ + ": " + gn.Where();
+    n.opset = graph_.opset;
+    if (!gn.domain.empty()) {
+      if (!formats::IsPermDnnDomain(gn.domain)) n.Unsupported("domain '" + gn.domain + "'");
+      n.format = formats::FindFormat(gn.domain, gn.op_type, [&](int k) { return !gn.In(k).empty(); });
+      if (n.format == nullptr) n.Unsupported("operator not supported by compress fine-tuning");
+      n.conv = n.format->conv->name == gn.op_type;
+      n.geometry = formats::ReadGeometry(*n.format, n.conv, gn.attrs, n.where);
+    } else if (!Supported(n.op)) {
+      n.Unsupported("operator not supported by compress fine-tuning (see include/permdnn/train/finetune.h for the list)");
+    }
+    for (int s : TrainableInputs(n)) {
+      const std::string name = n.In(s);
+      if (name.empty() || !float_init_.count(name) || !float_init_[name]) continue;
+      if ((n.op == "Add" || n.op == "Sub" || n.op == "Mul") && float_init_.count(n.In(1 - s))) continue;
+      if (trainable_.insert(name).second) values_[name].requires_grad_(true);
+    }
+    if (n.op == "BatchNormalization")
+      for (int s : {3, 4})
+        if (float_init_.count(n.In(s)) && float_init_[n.In(s)]) running_.insert(n.In(s));
+    return n;
+  }
+
+  static bool Supported(const std::string& op) {
     static const std::set<std::string> kStd = {
         "Gemm", "MatMul", "Conv", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal",
         "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
         "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Gather", "Concat",
         "Constant", "Cast", "BatchNormalization", "Softmax", "LogSoftmax", "Identity", "Dropout"};
-    static const std::set<std::string> kCustom = {"PermDiagMatMul", "PermDiagConv", "BlockCirculantMatMul",
-                                                  "BlockCirculantConv", "SparseMatMul", "SparseConv"};
-    return custom ? kCustom.count(op) != 0 : kStd.count(op) != 0;
+    return kStd.count(op) != 0;
   }
 
   // The int16 offsets PermDiagLinearKernel takes, converted once per initializer.
@@ -276,11 +277,12 @@ class TorchGraph {
     }
     if (op == "Cast") {
       const int64_t to = n.Int("to", 1);
-      return to == onnx::TensorProto::FLOAT ? in(0).to(torch::kFloat) : in(0).to(torch::kLong);
+      return to == static_cast<int64_t>(runtime::DType::kFloat32) ? in(0).to(torch::kFloat) : in(0).to(torch::kLong);
     }
     if (op == "Constant") {
-      PERMDNN_CHECK(n.Attr("value") && n.Attr("value")->has_t(), "{}: only Constant with a 'value' tensor", n.where);
-      runtime::Tensor t = runtime::detail::TensorFromProto(n.Attr("value")->t(), n.where);
+      auto it = n.node->tensor_attrs.find("value");
+      PERMDNN_CHECK(it != n.node->tensor_attrs.end() && it->second, "{}: only Constant with a 'value' tensor", n.where);
+      runtime::Tensor t = *it->second;
       return ToTorch(t);
     }
     // Shape arithmetic that exporters put before Reshape (int64 tensors).
@@ -301,7 +303,7 @@ class TorchGraph {
     }
     if (op == "Concat") {
       std::vector<torch::Tensor> parts;
-      for (int k = 0; k < n.proto->input_size(); ++k) parts.push_back(in(k));
+      for (int k = 0; k < static_cast<int>(n.node->inputs.size()); ++k) parts.push_back(in(k));
       return torch::cat(parts, n.Int("axis", 0));
     }
     if (op == "Unsqueeze") {
@@ -365,57 +367,58 @@ class TorchGraph {
       return torch::batch_norm(in(0), in(1), in(2), in(3), in(4), training_ && running_.count(n.In(3)) &&
                                    running_.count(n.In(4)), 1.0 - n.Float("momentum", 0.9f),
                                n.Float("epsilon", 1e-5f), false);
-    // ai.permdnn compressed layers: the structure (offsets, row_ptr/col_idx,
-    // codes) is a constant, only the stored float values train.
-    if (op == "PermDiagMatMul") {
-      const int64_t rows = n.Int("out_features", 0), cols = n.Int("in_features", 0);
-      return OverLastDim(in(0), cols, [&](const torch::Tensor& x) {
-        return PermDiagLinearKernel(x.contiguous(), in(1), Offsets16(n.In(2)), in(3), rows, cols);
-      });
-    }
-    if (op == "PermDiagConv")
-      return ConvForward(n, in(0),
-                         PermDiagToDense(in(1), Offsets16(n.In(2)), n.Int("out_channels", 0),
-                                         n.Int("in_channels", 0)),
-                         in(3));
-    if (op == "BlockCirculantMatMul") {
-      const int64_t rows = n.Int("out_features", 0), cols = n.Int("in_features", 0);
-      return OverLastDim(in(0), cols,
-                         [&](const torch::Tensor& x) { return CirculantLinearFft(x, in(1), in(2), rows, cols); });
-    }
-    if (op == "BlockCirculantConv")
-      return ConvForward(n, in(0), CirculantToDense(in(1), n.Int("out_channels", 0), n.Int("in_channels", 0)),
-                         in(2));
-    if (op == "SparseMatMul" || op == "SparseConv") {
-      const bool conv = op == "SparseConv";
-      const int64_t rows = n.Int(conv ? "out_channels" : "out_features", 0);
-      torch::Tensor row_ptr = in(1), col = in(2), vals = in(3), codebook = in(5);
-      if (codebook.defined()) vals = codebook.index_select(0, vals.to(torch::kLong));
-      // Row index of every nonzero from row_ptr (fixed).
-      torch::Tensor counts = row_ptr.slice(0, 1) - row_ptr.slice(0, 0, rows);
-      torch::Tensor row = torch::repeat_interleave(torch::arange(rows, torch::kLong), counts);
-      if (!conv) {
-        const int64_t cols = n.Int("in_features", 0);
-        torch::Tensor w = torch::zeros({rows, cols}).index_put({row, col}, vals);
-        return OverLastDim(in(0), cols, [&](const torch::Tensor& x) {
-          torch::Tensor y = torch::matmul(x, w.t());
-          return in(4).defined() ? y + in(4) : y;
-        });
-      }
-      std::vector<int64_t> shape = {rows, n.Int("in_channels", 0)};
-      int64_t cols = shape[1];
-      for (int64_t k : n.Ints("kernel_shape", {})) {
-        shape.push_back(k);
-        cols *= k;
-      }
-      torch::Tensor w = torch::zeros({rows, cols}).index_put({row, col}, vals).view(shape);
-      return ConvForward(n, in(0), w, in(4));
-    }
+    if (n.format) return Compressed(n, in);
     n.Unsupported("operator not supported by compress fine-tuning");
   }
 
+  // ai.permdnn compressed layers, by their registry row: the structure
+  // (offsets, row_ptr / col_idx, codes) is a constant, only the stored
+  // float values train.
+  template <typename Get>
+  torch::Tensor Compressed(const TorchNode& n, Get&& in) const {
+    const formats::Geometry& g = n.geometry;
+    auto array = [&](const char* name) { return in(formats::FindArray(*n.format, name)->slot); };
+    switch (n.format->kind) {
+      case formats::Kind::kPermDiag: {
+        const torch::Tensor& offsets = Offsets16(n.In("offsets"));
+        if (n.conv) return ConvForward(n, in(0), PermDiagToDense(array("values"), offsets, g.out, g.in), array("bias"));
+        return OverLastDim(in(0), g.in, [&](const torch::Tensor& x) {
+          return PermDiagLinearKernel(x.contiguous(), array("values"), offsets, array("bias"), g.out, g.in);
+        });
+      }
+      case formats::Kind::kCirculant:
+        if (n.conv) return ConvForward(n, in(0), CirculantToDense(array("values"), g.out, g.in), array("bias"));
+        return OverLastDim(in(0), g.in, [&](const torch::Tensor& x) {
+          return CirculantLinearFft(x, array("values"), array("bias"), g.out, g.in);
+        });
+      case formats::Kind::kCsr:
+      case formats::Kind::kCsrCodebook: {
+        const bool shared = n.format->kind == formats::Kind::kCsrCodebook;
+        torch::Tensor row_ptr = array("row_ptr"), col = array("col_idx");
+        torch::Tensor vals = shared ? array("codebook").index_select(0, array("codes").to(torch::kLong)) : array("values");
+        // Row index of every nonzero from row_ptr (fixed).
+        torch::Tensor counts = row_ptr.slice(0, 1) - row_ptr.slice(0, 0, g.out);
+        torch::Tensor row = torch::repeat_interleave(torch::arange(g.out, torch::kLong), counts);
+        const int64_t cols = g.in * g.taps();
+        torch::Tensor w = torch::zeros({g.out, cols}).index_put({row, col}, vals);
+        const torch::Tensor bias = array("bias");
+        if (!n.conv)
+          return OverLastDim(in(0), cols, [&](const torch::Tensor& x) {
+            torch::Tensor y = torch::matmul(x, w.t());
+            return bias.defined() ? y + bias : y;
+          });
+        std::vector<int64_t> shape = {g.out, g.in};
+        shape.insert(shape.end(), g.kernel.begin(), g.kernel.end());
+        return ConvForward(n, in(0), w.view(shape), bias);
+      }
+      case formats::Kind::kDense: break;
+    }
+    n.Unsupported("format not supported by compress fine-tuning");
+  }
+
   std::string path_;
-  onnx::ModelProto model_;
+  std::string bytes_;
+  runtime::OnnxGraph graph_;
   std::vector<TorchNode> nodes_;
   std::map<std::string, torch::Tensor> values_;  // initializers (float or int64)
   std::map<std::string, bool> float_init_;

@@ -16,6 +16,7 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
@@ -297,6 +298,22 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
 
 INSTANTIATE_TEST_SUITE_P(Targets, KernelTableTest, ::testing::ValuesIn(AvailableSimdTargets()),
                          [](const ::testing::TestParamInfo<int64_t>& i) { return SimdTargetName(i.param); });
+
+// A format's kernel entry points (formats/registry.h) are ops of this table,
+// each with a reference row and at least one row of the active target.
+TEST(KernelTable, EveryFormatsKernelsAreTableOps) {
+  const std::vector<KernelRow> table = KernelTable();
+  for (const formats::FormatTraits& f : formats::Formats()) {
+    for (const char* op : f.kernels) {
+      int simd = 0, reference = 0;
+      for (const KernelRow& r : table)
+        if (op == std::string(KernelOpName(r.op))) (r.target == "reference" ? reference : simd)++;
+      EXPECT_EQ(reference, 1) << f.name << ": " << op;
+      EXPECT_GT(simd, 0) << f.name << ": " << op;
+    }
+    if (f.kind != formats::Kind::kDense) EXPECT_FALSE(f.kernels.empty()) << f.name;
+  }
+}
 
 TEST(KernelTable, ForcingAnUnknownKernelIsAnError) {
   EXPECT_THROW(ForceKernel("permdiag.matvec.nonexistent"), Error);

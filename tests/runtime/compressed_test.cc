@@ -604,7 +604,7 @@ TEST(CompressedBadInput, NonFiniteWeights) {
   EXPECT_ERROR_HAS(nm.Error(), "values 'v'[1] = nan is not finite");
   SparseArgs a;
   a.values[2] = INFINITY;
-  EXPECT_ERROR_HAS(SparseError(a), "values[2] = inf is not finite");
+  EXPECT_ERROR_HAS(SparseError(a), "values 'v'[2] = inf is not finite");
 }
 
 TEST(CompressedBadInput, BiasOfWrongSize) {

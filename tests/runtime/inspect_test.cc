@@ -274,7 +274,7 @@ TEST(Inspect, PermDiagLayerFromExport) {
   const CompressedFcLayer& l = ins.layers[0];
   EXPECT_EQ(l.node, "fc1");
   EXPECT_EQ(l.op_type, "PermDiagMatMul");
-  EXPECT_EQ(l.format, CompressedFormat::kPermDiag);
+  EXPECT_EQ(l.kind, formats::Kind::kPermDiag);
   EXPECT_EQ(l.in_features, 784);
   EXPECT_EQ(l.out_features, m.hidden);
   EXPECT_EQ(l.p, 8);
@@ -299,13 +299,13 @@ TEST(Inspect, ThreeOperatorsFromTheContract) {
   EXPECT_EQ(ins.layers[0].ToDense(), t.w1.ToDense());
   EXPECT_EQ(ins.layers[0].bias, t.b1);
   EXPECT_EQ(ins.layers[1].node, "sp");
-  EXPECT_EQ(ins.layers[1].format, CompressedFormat::kSparse);
+  EXPECT_EQ(ins.layers[1].kind, formats::Kind::kCsrCodebook);
   EXPECT_EQ(ins.layers[1].input, "r1");
   EXPECT_EQ(ins.layers[1].codebook_size, 4);
   EXPECT_EQ(ins.layers[1].ToDense(), t.sparse_dense);  // codebook decoded
   EXPECT_TRUE(ins.layers[1].bias.empty());
   EXPECT_EQ(ins.layers[2].node, "bc");
-  EXPECT_EQ(ins.layers[2].format, CompressedFormat::kCirculant);
+  EXPECT_EQ(ins.layers[2].kind, formats::Kind::kCirculant);
   EXPECT_EQ(ins.layers[2].p, 3);
   EXPECT_EQ(ins.layers[2].ToDense(), t.w3.ToDense());
   EXPECT_EQ(ins.layers[2].bias, t.b3);
@@ -388,16 +388,16 @@ TEST(Inspect, ConvLayersAreTheirIm2ColMatrices) {
   ASSERT_EQ(ins.layers.size(), 3u);
   const CompressedFcLayer &c1 = ins.layers[0], &c2 = ins.layers[1], &c3 = ins.layers[2];
   ASSERT_TRUE(c1.conv && c2.conv && c3.conv);
-  EXPECT_EQ(c1.format, CompressedFormat::kPermDiag);
+  EXPECT_EQ(c1.kind, formats::Kind::kPermDiag);
   EXPECT_EQ(c1.out_features, 5);
   EXPECT_EQ(c1.in_features, 9 * 2 * 4);  // taps x nb x p
   ASSERT_TRUE(c1.permdiag.has_value());
   EXPECT_EQ(c1.permdiag->p(), 4);
   EXPECT_EQ(c1.conv->Describe(), "3x3 pads 1,1,1,1");
-  EXPECT_EQ(c2.format, CompressedFormat::kSparse);
+  EXPECT_EQ(c2.kind, formats::Kind::kCsr);
   EXPECT_EQ(c2.in_features, 5 * 4);  // in x taps, as stored
   EXPECT_EQ(c2.out_features, 4);
-  EXPECT_EQ(c3.format, CompressedFormat::kCirculant);
+  EXPECT_EQ(c3.kind, formats::Kind::kCirculant);
   EXPECT_EQ(c3.in_features, 3 * 2 * 2);
   EXPECT_EQ(c3.conv->kernel_shape, (std::vector<int64_t>{1, 3}));
 

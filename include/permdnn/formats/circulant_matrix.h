@@ -52,7 +52,7 @@ class BlockCirculantMatrix : public BlockGrid {
   static CirculantProjection FromDense(std::span<const float> dense, int64_t rows, int64_t cols, int p);
   std::vector<float> ToDense() const;
 
-  int64_t bytes() const { return stored_values() * int64_t{sizeof(float)}; }
+  int64_t bytes() const;  // the values (formats::StoredSize)
   double compression_ratio() const {
     return static_cast<double>(rows_ * cols_ * int64_t{sizeof(float)}) / static_cast<double>(bytes());
   }

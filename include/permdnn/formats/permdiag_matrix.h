@@ -58,8 +58,9 @@ class BasicPermDiag : public BlockGrid {
 
   // Structural nonzeros inside the logical m×n shape.
   int64_t nnz() const;
-  // Bytes a file needs for this matrix: values + offsets (no other index).
-  int64_t bytes() const { return stored_values() * int64_t{sizeof(T)} + num_blocks() * OffsetBytes(p_); }
+  // Bytes a file needs for this matrix: values + offsets at OffsetBytes(p)
+  // (no other index); formats::StoredSize with packed offsets.
+  int64_t bytes() const;
   // Dense bytes over stored bytes, both at this element type.
   double compression_ratio() const {
     return static_cast<double>(rows_ * cols_ * int64_t{sizeof(T)}) / static_cast<double>(bytes());

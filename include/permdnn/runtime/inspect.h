@@ -1,10 +1,10 @@
 // Inspection of the compressed layers of an ONNX model, and activation
 // capture: what `permdnn sim --model` needs from a model file.
 //
-// InspectCompressedLayers() reads the ModelProto (no kernels are built, so
-// it works even for operators this runtime does not execute) and returns,
-// in graph order, every compressed fully connected layer as the core matrix
-// the accelerator models take:
+// InspectCompressedLayers() reads the graph (no kernels are built) and
+// returns, in graph order, every node of a compressed format of the format
+// registry (formats/registry.h: ReadNode validates, Lift gives the matrix)
+// as the matrix the accelerator models take:
 //   ai.permdnn PermDiagMatMul       -> PermDiagMatrix      (PermDiagMatrix::FromParts)
 //   ai.permdnn BlockCirculantMatMul -> BlockCirculantMatrix (BlockCirculantMatrix::FromParts)
 //   ai.permdnn SparseMatMul         -> CsrMatrix, codebook decoded (CsrMatrix::FromParts)
@@ -49,14 +49,12 @@
 
 #include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/tensor.h"
 
 namespace permdnn::runtime {
-
-enum class CompressedFormat { kPermDiag, kCirculant, kSparse };
-const char* CompressedFormatName(CompressedFormat f);  // "permdiag" | "circulant" | "sparse"
 
 // The attributes of a compressed conv node (ONNX Conv semantics, group 1).
 // Lists as in the file; empty means the ONNX default.
@@ -80,7 +78,7 @@ struct CompressedFcLayer {
   std::string input;    // the value X entering the layer
   std::string output;   // the value the layer produces
   int64_t in_features = 0, out_features = 0;
-  CompressedFormat format = CompressedFormat::kPermDiag;
+  formats::Kind kind = formats::Kind::kPermDiag;  // its row of the format registry
   int p = 0;                    // block size (permdiag, circulant); 0 for sparse
   int64_t codebook_size = 0;    // sparse with shared weights: K; else 0
   std::optional<PermDiagMatrix> permdiag;

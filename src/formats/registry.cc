@@ -1,0 +1,796 @@
+// The format registry (see registry.h): the descriptor rows, the one node
+// reader and writer, and each format's projection, expansion and lifting.
+#include "permdnn/formats/registry.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "permdnn/core/error.h"
+#include "permdnn/formats/pruning.h"
+
+namespace permdnn::formats {
+
+namespace {
+
+std::string ShapeText(std::span<const int64_t> shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+// ---- The op schemas and stored arrays ----------------------------------------
+
+constexpr AttrSpec kBlockedLinearAttrs[] = {
+    {"p", "int", true, "block size"},
+    {"in_features", "int", true, "columns of W (the last dimension of X)"},
+    {"out_features", "int", true, "rows of W"},
+};
+constexpr AttrSpec kSparseLinearAttrs[] = {
+    {"in_features", "int", true, "columns of W"},
+    {"out_features", "int", true, "rows of W"},
+};
+constexpr AttrSpec kBlockedConvAttrs[] = {
+    {"p", "int", true, "block size over the (out, in) channel pair"},
+    {"in_channels", "int", true, "channels of X"},
+    {"out_channels", "int", true, "channels of Y"},
+    {"kernel_shape", "ints", false, "1-3 dims; must equal the values' kernel dims"},
+    {"strides", "ints", false, "as Conv"},
+    {"pads", "ints", false, "as Conv"},
+    {"dilations", "ints", false, "as Conv"},
+    {"auto_pad", "string", false, "as Conv"},
+    {"group", "int", false, "must be 1"},
+};
+constexpr AttrSpec kSparseConvAttrs[] = {
+    {"in_channels", "int", true, "channels of X"},
+    {"out_channels", "int", true, "channels of Y"},
+    {"kernel_shape", "ints", true, "1-3 dims (the CSR does not carry them)"},
+    {"strides", "ints", false, "as Conv"},
+    {"pads", "ints", false, "as Conv"},
+    {"dilations", "ints", false, "as Conv"},
+    {"auto_pad", "string", false, "as Conv"},
+    {"group", "int", false, "must be 1"},
+};
+constexpr AttrSpec kGemmAttrs[] = {{"transB", "int", true, "1: the weight is [out, in]"}};
+constexpr AttrSpec kConvAttrs[] = {
+    {"kernel_shape", "ints", false, ""}, {"strides", "ints", false, ""}, {"pads", "ints", false, ""},
+    {"dilations", "ints", false, ""},    {"auto_pad", "string", false, ""}, {"group", "int", false, ""},
+};
+
+// Every ai.permdnn op name is written here and nowhere else.
+constexpr OpSchema kGemm = {"", "Gemm", 13, false, kGemmAttrs};
+constexpr OpSchema kConv = {"", "Conv", 11, true, kConvAttrs};
+constexpr OpSchema kPermDiagMatMul = {kDomain, "PermDiagMatMul", 1, false, kBlockedLinearAttrs};
+constexpr OpSchema kPermDiagConv = {kDomain, "PermDiagConv", 1, true, kBlockedConvAttrs};
+constexpr OpSchema kCirculantMatMul = {kDomain, "BlockCirculantMatMul", 1, false, kBlockedLinearAttrs};
+constexpr OpSchema kCirculantConv = {kDomain, "BlockCirculantConv", 1, true, kBlockedConvAttrs};
+constexpr OpSchema kSparseMatMul = {kDomain, "SparseMatMul", 1, false, kSparseLinearAttrs};
+constexpr OpSchema kSparseConv = {kDomain, "SparseConv", 1, true, kSparseConvAttrs};
+
+constexpr ArraySpec kDenseArrays[] = {
+    {"weight", 1, ElemType::kFloat32, false, true, "", "[out, in, kernel...]"},
+    {"bias", 2, ElemType::kFloat32, true, true, "", "[out]"},
+};
+constexpr ArraySpec kPermDiagArrays[] = {
+    {"values", 1, ElemType::kFloat32, false, true, "", "[mb, nb, p, kernel...]"},
+    {"offsets", 2, ElemType::kUInt16, false, false, "any integer type", "[mb, nb]"},
+    {"bias", 3, ElemType::kFloat32, true, true, "", "[out]"},
+};
+constexpr ArraySpec kCirculantArrays[] = {
+    {"values", 1, ElemType::kFloat32, false, true, "", "[mb, nb, p, kernel...]"},
+    {"bias", 2, ElemType::kFloat32, true, true, "", "[out]"},
+};
+constexpr ArraySpec kCsrArrays[] = {
+    {"row_ptr", 1, ElemType::kInt32, false, false, "int64", "[out + 1]"},
+    {"col_idx", 2, ElemType::kInt32, false, false, "int64", "[nnz]"},
+    {"values", 3, ElemType::kFloat32, false, true, "", "[nnz]"},
+    {"bias", 4, ElemType::kFloat32, true, true, "", "[out]"},
+};
+constexpr ArraySpec kCsrCodebookArrays[] = {
+    {"row_ptr", 1, ElemType::kInt32, false, false, "int64", "[out + 1]"},
+    {"col_idx", 2, ElemType::kInt32, false, false, "int64", "[nnz]"},
+    {"codes", 3, ElemType::kUInt8, false, false, "", "[nnz]"},
+    {"bias", 4, ElemType::kFloat32, true, true, "", "[out]"},
+    {"codebook", 5, ElemType::kFloat32, false, true, "", "[K], 1 <= K <= 256"},
+};
+
+constexpr const char* kPermDiagKernels[] = {"permdiag.packed", "permdiag.matmul_rows", "permdiag.matvec_i16"};
+constexpr const char* kCirculantKernels[] = {"circulant.matvec"};
+constexpr const char* kCsrKernels[] = {"csr.matvec", "csr.matmul"};
+
+// Largest codebook a node may carry (codes are uint8).
+constexpr int64_t kMaxCodebook = 256;
+// Largest kernel extent per dim a file may declare (bounds allocation).
+constexpr int64_t kMaxKernel = 4096;
+
+const FormatTraits kFormats[] = {
+    {Kind::kDense, "dense", "dense", false, 0, &kGemm, &kConv, kDenseArrays, {}},
+    {Kind::kPermDiag, "permdiag", "permdiag", true, 65535, &kPermDiagMatMul, &kPermDiagConv, kPermDiagArrays,
+     kPermDiagKernels},
+    // FFTW and the spectra layout take any p; 4096 bounds what a file can make
+    // the loader allocate per block.
+    {Kind::kCirculant, "circulant", "circulant", true, 4096, &kCirculantMatMul, &kCirculantConv, kCirculantArrays,
+     kCirculantKernels},
+    // Listed before csr: a SparseMatMul with a codebook input is this row.
+    {Kind::kCsrCodebook, "csr-codebook", "prune", false, 0, &kSparseMatMul, &kSparseConv, kCsrCodebookArrays,
+     kCsrKernels},
+    {Kind::kCsr, "csr", "prune", false, 0, &kSparseMatMul, &kSparseConv, kCsrArrays, kCsrKernels},
+};
+
+const ArraySpec& Spec(const FormatTraits& f, const char* name) {
+  for (const ArraySpec& a : f.arrays)
+    if (std::string_view(a.name) == name) return a;
+  Fail("format {} has no array '{}'", f.name, name);
+}
+
+bool IsCsr(Kind k) { return k == Kind::kCsr || k == Kind::kCsrCodebook; }
+
+// ---- Reading ----------------------------------------------------------------
+
+// The array of spec from source, its dtype checked (float32 exactly; an
+// integer spec takes the integer types it accepts).
+ArrayRef Take(const NodeSource& src, const FormatTraits& f, const char* name, const char* hint = "") {
+  const ArraySpec& spec = Spec(f, name);
+  ArrayRef a = src.Input(spec.slot, spec.name);
+  const std::string where = src.Where();
+  if (spec.dtype == ElemType::kFloat32) {
+    PERMDNN_CHECK(a.dtype == ElemType::kFloat32, "{}: {} '{}' must be float32{}, got {}", where, spec.name, a.name,
+                  hint, ElemName(a.dtype));
+  } else if (*spec.accepted != '\0') {
+    PERMDNN_CHECK(a.dtype != ElemType::kFloat32, "{}: {} '{}' must be {} ({} accepted), got float32", where,
+                  spec.name, a.name, ElemName(spec.dtype), spec.accepted);
+  } else {
+    PERMDNN_CHECK(a.dtype == spec.dtype, "{}: {} '{}' must be {}, got {}", where, spec.name, a.name,
+                  ElemName(spec.dtype), ElemName(a.dtype));
+  }
+  return a;
+}
+
+void CheckFinite(const std::string& where, const ArrayRef& a, const char* what) {
+  for (std::size_t e = 0; e < a.f.size(); ++e)
+    PERMDNN_CHECK(std::isfinite(a.f[e]), "{}: {} '{}'[{}] = {} is not finite", where, what, a.name, e, a.f[e]);
+}
+
+std::vector<float> ReadBias(const NodeSource& src, const FormatTraits& f, int64_t out) {
+  const ArraySpec& spec = Spec(f, "bias");
+  if (!src.HasInput(spec.slot, spec.name)) return {};
+  const ArrayRef b = src.Input(spec.slot, spec.name);
+  PERMDNN_CHECK(b.dtype == ElemType::kFloat32 && b.shape.size() == 1 && b.size() == out,
+                "{}: bias '{}' is {} {}, expected float32 [{}]", src.Where(), b.name, ElemName(b.dtype),
+                ShapeText(b.shape), out);
+  return {b.f.begin(), b.f.end()};
+}
+
+std::vector<int64_t> CheckedKernel(std::vector<int64_t> k, const std::string& where, const char* what) {
+  PERMDNN_CHECK(!k.empty() && k.size() <= 3, "{}: {} {} must have 1 to 3 dims", where, what, ShapeText(k));
+  for (int64_t d : k)
+    PERMDNN_CHECK(d >= 1 && d <= kMaxKernel, "{}: {} {} must hold sizes in [1, {}]", where, what, ShapeText(k),
+                  kMaxKernel);
+  return k;
+}
+
+// values of a blocked format: [mb, nb, p] or [mb, nb, p, kernel...]; the
+// conv's kernel dims come from here (and must agree with kernel_shape).
+void ReadBlockValues(const NodeSource& src, const FormatTraits& f, bool conv, Geometry* g, std::vector<float>* out) {
+  const std::string where = src.Where();
+  const ArrayRef v = Take(src, f, "values");
+  const int64_t mb = g->row_blocks(), nb = g->col_blocks();
+  const char* in_name = conv ? "in_channels" : "in_features";
+  const char* out_name = conv ? "out_channels" : "out_features";
+  if (!conv) {
+    const std::vector<int64_t> want = {mb, nb, g->p};
+    PERMDNN_CHECK(v.shape == want, "{}: values '{}' has shape {}, but attributes p={}, {}={}, {}={} need {}", where,
+                  v.name, ShapeText(v.shape), g->p, in_name, g->in, out_name, g->out, ShapeText(want));
+  } else {
+    PERMDNN_CHECK(v.shape.size() >= 4 && v.shape.size() <= 6 && v.shape[0] == mb && v.shape[1] == nb &&
+                      v.shape[2] == g->p,
+                  "{}: values '{}' has shape {}, but attributes p={}, {}={}, {}={} need [{}, {}, {}, kernel...]",
+                  where, v.name, ShapeText(v.shape), g->p, in_name, g->in, out_name, g->out, mb, nb, g->p);
+    std::vector<int64_t> kernel(v.shape.begin() + 3, v.shape.end());
+    PERMDNN_CHECK(g->kernel.empty() || g->kernel == kernel, "{}: kernel_shape {} differs from values {}", where,
+                  ShapeText(g->kernel), ShapeText(v.shape));
+    g->kernel = CheckedKernel(kernel, where, "kernel");
+  }
+  CheckFinite(where, v, "values");
+  out->assign(v.f.begin(), v.f.end());
+}
+
+void ReadOffsets(const NodeSource& src, const FormatTraits& f, const Geometry& g, std::vector<uint16_t>* out) {
+  const std::string where = src.Where();
+  const ArrayRef o = Take(src, f, "offsets");
+  const int64_t mb = g.row_blocks(), nb = g.col_blocks();
+  PERMDNN_CHECK(o.size() == mb * nb, "{}: offsets '{}' has shape {} ({} elements), expected [{}, {}]", where, o.name,
+                ShapeText(o.shape), o.size(), mb, nb);
+  out->resize(static_cast<std::size_t>(mb * nb));
+  for (int64_t b = 0; b < mb * nb; ++b) {
+    const int64_t k = o.i[b];
+    PERMDNN_CHECK(k >= 0 && k < g.p, "{}: offsets '{}': block ({}, {}) has offset {}, must be in [0, p={})", where,
+                  o.name, b / nb, b % nb, k, g.p);
+    (*out)[b] = static_cast<uint16_t>(k);
+  }
+}
+
+// A 1-D integer array (CSR indices).
+std::vector<int64_t> ReadIndexVector(const NodeSource& src, const FormatTraits& f, const char* name) {
+  const ArrayRef a = Take(src, f, name);
+  PERMDNN_CHECK(a.shape.size() == 1, "{}: {} '{}' must be 1-D, got shape {}", src.Where(), name, a.name,
+                ShapeText(a.shape));
+  return {a.i.begin(), a.i.end()};
+}
+
+// row_ptr [rows+1] / col_idx [nnz] of a rows x cols CSR matrix: row_ptr
+// starts at 0, never decreases, ends at nnz; col_idx in [0, cols) and
+// strictly increasing inside a row.
+void ValidateCsr(const std::string& where, int64_t rows, int64_t cols, std::span<const int64_t> row_ptr,
+                 std::span<const int64_t> col_idx) {
+  const int64_t nnz = static_cast<int64_t>(col_idx.size());
+  PERMDNN_CHECK(nnz < (int64_t{1} << 31), "{}: col_idx has {} entries, more than int32 indices allow", where, nnz);
+  PERMDNN_CHECK(static_cast<int64_t>(row_ptr.size()) == rows + 1,
+                "{}: row_ptr has {} entries, expected out_features + 1 = {}", where, row_ptr.size(), rows + 1);
+  PERMDNN_CHECK(row_ptr[0] == 0, "{}: row_ptr[0] = {}, must be 0", where, row_ptr[0]);
+  for (int64_t r = 0; r < rows; ++r)
+    PERMDNN_CHECK(row_ptr[r + 1] >= row_ptr[r], "{}: row_ptr is not monotone: row_ptr[{}] = {} < row_ptr[{}] = {}",
+                  where, r + 1, row_ptr[r + 1], r, row_ptr[r]);
+  PERMDNN_CHECK(row_ptr[rows] == nnz, "{}: row_ptr[{}] = {} must equal nnz = {} (the length of col_idx)", where, rows,
+                row_ptr[rows], nnz);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t e = row_ptr[r]; e < row_ptr[r + 1]; ++e) {
+      PERMDNN_CHECK(col_idx[e] >= 0 && col_idx[e] < cols, "{}: col_idx[{}] = {} (row {}) is out of range [0, {})",
+                    where, e, col_idx[e], r, cols);
+      PERMDNN_CHECK(e == row_ptr[r] || col_idx[e] > col_idx[e - 1],
+                    "{}: unsorted CSR rows: row {} has col_idx[{}] = {} after {} (must be strictly increasing)",
+                    where, r, e, col_idx[e], col_idx[e - 1]);
+    }
+  }
+}
+
+void ReadCsr(const NodeSource& src, const FormatTraits& f, int64_t codebook_entries, Weights* w) {
+  const std::string where = src.Where();
+  const int64_t rows = w->g.out, cols = w->g.in * w->g.taps();
+  const std::vector<int64_t> rp = ReadIndexVector(src, f, "row_ptr"), ci = ReadIndexVector(src, f, "col_idx");
+  const int64_t nnz = static_cast<int64_t>(ci.size());
+  if (f.kind == Kind::kCsrCodebook) {
+    const ArrayRef codes = Take(src, f, "codes");
+    PERMDNN_CHECK(codes.shape.size() == 1 && codes.size() == nnz, "{}: codes '{}' has shape {}, expected [nnz = {}]",
+                  where, codes.name, ShapeText(codes.shape), nnz);
+    const ArrayRef cb = Take(src, f, "codebook");
+    const int64_t k = cb.size();
+    PERMDNN_CHECK(cb.shape.size() == 1, "{}: codebook '{}' must be 1-D, got shape {}", where, cb.name,
+                  ShapeText(cb.shape));
+    PERMDNN_CHECK(k >= 1 && k <= kMaxCodebook, "{}: codebook has {} entries, must have 1 to {}", where, k,
+                  kMaxCodebook);
+    PERMDNN_CHECK(codebook_entries <= 0 || k == codebook_entries, "{}: codebook has {} entries, expected 2^bits = {}",
+                  where, k, codebook_entries);
+    CheckFinite(where, cb, "codebook");
+    w->codes.resize(static_cast<std::size_t>(nnz));
+    for (int64_t e = 0; e < nnz; ++e) {
+      PERMDNN_CHECK(codes.i[e] >= 0 && codes.i[e] < k,
+                    "{}: codes[{}] = {} is not an index into the codebook of {} entries", where, e, codes.i[e], k);
+      w->codes[e] = static_cast<uint8_t>(codes.i[e]);
+    }
+    w->codebook.assign(cb.f.begin(), cb.f.end());
+  } else {
+    const ArrayRef v = Take(src, f, "values", " (integer codes need a codebook input)");
+    PERMDNN_CHECK(v.shape.size() == 1 && v.size() == nnz, "{}: values '{}' has shape {}, expected [nnz = {}]", where,
+                  v.name, ShapeText(v.shape), nnz);
+    CheckFinite(where, v, "values");
+    w->values.assign(v.f.begin(), v.f.end());
+  }
+  ValidateCsr(where, rows, cols, rp, ci);
+  w->row_ptr.assign(rp.begin(), rp.end());
+  w->col_idx.assign(ci.begin(), ci.end());
+}
+
+void ReadDenseWeight(const NodeSource& src, const FormatTraits& f, bool conv, Weights* w) {
+  const ArrayRef a = Take(src, f, "weight");
+  if (w->g.out == 0) {  // the shape from the weight: [out, in] (Gemm, transB = 1) or [out, in, kernel...]
+    PERMDNN_CHECK(a.shape.size() == (conv ? 4u : 2u) || (conv && a.shape.size() >= 3 && a.shape.size() <= 5),
+                  "{}: weight '{}' has shape {}, expected [out, in{}]", src.Where(), a.name, ShapeText(a.shape),
+                  conv ? ", kernel..." : "");
+    w->g.out = a.shape[0];
+    w->g.in = a.shape[1];
+    if (conv) w->g.kernel = CheckedKernel({a.shape.begin() + 2, a.shape.end()}, src.Where(), "kernel");
+  }
+  std::vector<int64_t> want = {w->g.out, w->g.in};
+  want.insert(want.end(), w->g.kernel.begin(), w->g.kernel.end());
+  PERMDNN_CHECK(a.shape == want, "{}: weight '{}' has shape {}, expected {}", src.Where(), a.name, ShapeText(a.shape),
+                ShapeText(want));
+  CheckFinite(src.Where(), a, "weight");
+  w->values.assign(a.f.begin(), a.f.end());
+}
+
+// ---- Conversions ------------------------------------------------------------
+
+// Permuted-diagonal conv weight -> dense [out][in][taps]; positions outside
+// out × in (the padding) are skipped.
+std::vector<float> PermDiagToDense(const Weights& w) {
+  const Geometry& g = w.g;
+  const int64_t p = g.p, nb = g.col_blocks(), K = g.taps();
+  std::vector<float> dense(static_cast<std::size_t>(g.out * g.in * K), 0.0f);
+  for (int64_t I = 0; I < g.row_blocks(); ++I)
+    for (int64_t J = 0; J < nb; ++J)
+      for (int64_t c = 0; c < p; ++c) {
+        const int64_t o = I * p + c, ic = J * p + (c + w.offsets[I * nb + J]) % p;
+        if (o >= g.out || ic >= g.in) continue;
+        const float* v = w.values.data() + ((I * nb + J) * p + c) * K;
+        std::copy(v, v + K, dense.begin() + (o * g.in + ic) * K);
+      }
+  return dense;
+}
+
+// Block-circulant [mb][nb][p][taps] -> dense [out][in][taps].
+std::vector<float> CirculantToDense(const Weights& w) {
+  const Geometry& g = w.g;
+  const int64_t p = g.p, nb = g.col_blocks(), K = g.taps();
+  std::vector<float> dense(static_cast<std::size_t>(g.out * g.in * K));
+  for (int64_t o = 0; o < g.out; ++o)
+    for (int64_t i = 0; i < g.in; ++i) {
+      const int64_t I = o / p, J = i / p, c = o % p, d = i % p;
+      const float* v = w.values.data() + ((I * nb + J) * p + ((c - d) % p + p) % p) * K;
+      std::copy(v, v + K, dense.begin() + (o * g.in + i) * K);
+    }
+  return dense;
+}
+
+// Per block the offset that keeps the most kernel energy (chosen by
+// PermDiagMatrix::FromDense on the per-(out, in) kernel norms), kernels
+// copied; for a linear layer that is FromDense itself.
+Projection ProjectPermDiag(std::span<const float> dense, const Geometry& g) {
+  Projection r;
+  Weights& w = r.weights;
+  const int64_t K = g.taps(), p = g.p, nb = g.col_blocks();
+  std::vector<float> norms(static_cast<std::size_t>(g.out * g.in));
+  double total = 0;
+  for (int64_t k = 0; k < g.out * g.in; ++k) {
+    double e = 0;
+    for (int64_t t = 0; t < K; ++t) e += double(dense[k * K + t]) * dense[k * K + t];
+    norms[k] = K == 1 ? dense[k] : static_cast<float>(std::sqrt(e));
+    total += e;
+  }
+  PermDiagProjection pr = PermDiagMatrix::FromDense(norms, g.out, g.in, g.p);
+  w.offsets.assign(pr.matrix.offsets().begin(), pr.matrix.offsets().end());
+  if (K == 1) {
+    w.values.assign(pr.matrix.values().begin(), pr.matrix.values().end());
+    r.kept_energy = pr.kept_energy;
+    return r;
+  }
+  w.values.assign(static_cast<std::size_t>(g.row_blocks() * nb * p * K), 0.0f);
+  double kept = 0;
+  for (int64_t I = 0; I < g.row_blocks(); ++I)
+    for (int64_t J = 0; J < nb; ++J)
+      for (int64_t c = 0; c < p; ++c) {
+        const int64_t o = I * p + c, ic = J * p + (c + w.offsets[I * nb + J]) % p;
+        if (o >= g.out || ic >= g.in) continue;
+        for (int64_t t = 0; t < K; ++t) {
+          const float x = dense[(o * g.in + ic) * K + t];
+          w.values[((I * nb + J) * p + c) * K + t] = x;
+          kept += double(x) * x;
+        }
+      }
+  r.kept_energy = total > 0 ? kept / total : 1.0;
+  return r;
+}
+
+// Least squares per kernel tap (BlockCirculantMatrix::FromDense of each
+// [out, in] slice); kept energy over the whole weight.
+Projection ProjectCirculant(std::span<const float> dense, const Geometry& g) {
+  Projection r;
+  const int64_t K = g.taps(), p = g.p, blocks = g.row_blocks() * g.col_blocks();
+  r.weights.values.assign(static_cast<std::size_t>(blocks * p * K), 0.0f);
+  std::vector<float> slice(static_cast<std::size_t>(g.out * g.in));
+  double total = 0, kept = 0;
+  for (int64_t t = 0; t < K; ++t) {
+    for (int64_t k = 0; k < g.out * g.in; ++k) slice[k] = dense[k * K + t];
+    CirculantProjection pr = BlockCirculantMatrix::FromDense(slice, g.out, g.in, g.p);
+    double e = 0;
+    for (float v : slice) e += double(v) * v;
+    total += e;
+    kept += pr.kept_energy * e;
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t s = 0; s < p; ++s) r.weights.values[(b * p + s) * K + t] = pr.matrix.values()[b * p + s];
+  }
+  r.kept_energy = total > 0 ? kept / total : 1.0;
+  return r;
+}
+
+// Magnitude pruning (and, with bits, k-means sharing) of the [out, in·taps]
+// weight as CSR.
+Projection ProjectCsr(std::span<const float> dense, const Geometry& g, double density, int bits) {
+  Projection r;
+  Weights& w = r.weights;
+  w.kind = bits > 0 ? Kind::kCsrCodebook : Kind::kCsr;
+  const int64_t rows = g.out, cols = g.in * g.taps();
+  const std::vector<uint8_t> mask = MagnitudeMask(dense, density);
+  std::vector<float> kept;
+  w.row_ptr.push_back(0);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j)
+      if (mask[i * cols + j]) {
+        w.col_idx.push_back(static_cast<int32_t>(j));
+        kept.push_back(dense[i * cols + j]);
+      }
+    w.row_ptr.push_back(static_cast<int32_t>(w.col_idx.size()));
+  }
+  if (bits > 0 && !kept.empty()) {
+    SharedWeights sw = KMeansCodebook(kept, bits);
+    w.codes = std::move(sw.codes);
+    w.codebook = std::move(sw.centroids);
+  } else if (bits > 0) {
+    w.codebook.assign(std::size_t{1} << bits, 0.0f);
+  } else {
+    w.values = std::move(kept);
+  }
+  const std::vector<float> nz = w.NonzeroValues();
+  double total = 0, err = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t e = w.row_ptr[i];
+    for (int64_t j = 0; j < cols; ++j) {
+      const double x = dense[i * cols + j];
+      const double y = e < w.row_ptr[i + 1] && w.col_idx[e] == j ? nz[e++] : 0.0;
+      total += x * x;
+      err += (x - y) * (x - y);
+    }
+  }
+  r.kept_energy = total > 0 ? 1.0 - err / total : 1.0;
+  return r;
+}
+
+}  // namespace
+
+// ---- Public -------------------------------------------------------------------
+
+int ElemBytes(ElemType t) {
+  switch (t) {
+    case ElemType::kFloat32: case ElemType::kInt32: return 4;
+    case ElemType::kUInt8: case ElemType::kInt8: case ElemType::kBool: return 1;
+    case ElemType::kUInt16: case ElemType::kInt16: return 2;
+    case ElemType::kInt64: return 8;
+  }
+  return 0;
+}
+
+const char* ElemName(ElemType t) {
+  switch (t) {
+    case ElemType::kFloat32: return "float32";
+    case ElemType::kUInt8: return "uint8";
+    case ElemType::kInt8: return "int8";
+    case ElemType::kUInt16: return "uint16";
+    case ElemType::kInt16: return "int16";
+    case ElemType::kBool: return "bool";
+    case ElemType::kInt32: return "int32";
+    case ElemType::kInt64: return "int64";
+  }
+  return "?";
+}
+
+int64_t Geometry::taps() const {
+  int64_t n = 1;
+  for (int64_t k : kernel) n *= k;
+  return n;
+}
+
+int64_t ArrayRef::size() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> Weights::NonzeroValues() const {
+  if (kind != Kind::kCsrCodebook) return values;
+  std::vector<float> v(codes.size());
+  for (std::size_t e = 0; e < codes.size(); ++e) v[e] = codebook[codes[e]];
+  return v;
+}
+
+std::span<const FormatTraits> Formats() { return kFormats; }
+
+const FormatTraits& Format(Kind kind) {
+  for (const FormatTraits& f : kFormats)
+    if (f.kind == kind) return f;
+  Fail("no format row for kind {}", static_cast<int>(kind));
+}
+
+bool IsPermDnnDomain(const std::string& domain) { return domain == kDomain; }
+
+const FormatTraits* FindFormat(const std::string& domain, const std::string& op_type,
+                               const std::function<bool(int)>& has_input, bool dense_ops) {
+  // The rows whose op this is; among several (csr-codebook, csr), the first
+  // whose required arrays are all present, else the last (whose reader then
+  // names the missing input).
+  const bool standard = domain.empty() || domain == "ai.onnx";
+  const FormatTraits* last = nullptr;
+  for (const FormatTraits& f : kFormats) {
+    if (f.kind == Kind::kDense && !dense_ops) continue;
+    for (const OpSchema* op : {f.linear, f.conv}) {
+      if (op_type != op->name || (standard ? *op->domain != '\0' : domain != op->domain)) continue;
+      bool present = true;
+      for (const ArraySpec& a : f.arrays) present = present && (a.optional || has_input(a.slot));
+      if (present) return &f;
+      last = &f;
+    }
+  }
+  return last;
+}
+
+Kind KindOf(const LayerCompression& m) {
+  switch (m.kind) {
+    case CompressKind::kDense: return Kind::kDense;
+    case CompressKind::kPermDiag: return Kind::kPermDiag;
+    case CompressKind::kCirculant: return Kind::kCirculant;
+    case CompressKind::kPrune: return m.bits > 0 ? Kind::kCsrCodebook : Kind::kCsr;
+  }
+  return Kind::kDense;
+}
+
+const FormatTraits& FormatOf(const LayerCompression& m) {
+  const FormatTraits& f = Format(KindOf(m));
+  return f.blocked && m.p <= 1 ? Format(Kind::kDense) : f;
+}
+
+const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook) {
+  for (const FormatTraits& f : kFormats)
+    if (kind == f.spec_kind && (!IsCsr(f.kind) || codebook == (f.kind == Kind::kCsrCodebook))) return &f;
+  return nullptr;
+}
+
+std::string DescribeMethod(const Weights& w) {
+  const FormatTraits& f = Format(w.kind);
+  if (f.blocked) return fmt::format("{}:p={}", f.spec_kind, w.g.p);
+  if (!IsCsr(w.kind)) return f.spec_kind;
+  std::string s = fmt::format("prune:density={:.3g}", static_cast<double>(w.nnz()) /
+                                                          static_cast<double>(w.g.out * w.g.in * w.g.taps()));
+  if (w.kind == Kind::kCsrCodebook) s += fmt::format(":bits={}", std::bit_width(w.codebook.size()) - 1);
+  return s;
+}
+
+const OpSchema& Op(const FormatTraits& f, bool conv) { return conv ? *f.conv : *f.linear; }
+
+const ArraySpec* FindArray(const FormatTraits& f, std::string_view name) {
+  for (const ArraySpec& a : f.arrays)
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+Geometry ReadGeometry(const FormatTraits& f, bool conv, const Attributes& a, const std::string& where) {
+  Geometry g;
+  if (f.blocked) {
+    const int64_t p = a.RequirePositive("p", where);
+    PERMDNN_CHECK(p <= f.max_p, "{}: p = {} exceeds {}", where, p, f.max_p);
+    g.p = static_cast<int>(p);
+  }
+  const char* in_name = conv ? "in_channels" : "in_features";
+  const char* out_name = conv ? "out_channels" : "out_features";
+  // A dense Gemm / Conv carries its shape in the weight; permdnn's own
+  // sources (a run directory) name it as the compressed ops do.
+  if (f.kind == Kind::kDense && !a.Has(in_name)) return g;
+  g.in = a.RequirePositive(in_name, where);
+  g.out = a.RequirePositive(out_name, where);
+  if (!conv) return g;
+  const int64_t group = a.Int("group", 1, where);
+  PERMDNN_CHECK(group == 1, "{}: group = {} is not supported (must be 1)", where, group);
+  if (a.Has("kernel_shape")) g.kernel = CheckedKernel(a.Ints("kernel_shape", {}, where), where, "kernel_shape");
+  PERMDNN_CHECK(f.blocked || !g.kernel.empty(), "{}: missing attribute 'kernel_shape' (the weights do not carry it)",
+                where);
+  return g;
+}
+
+Weights ReadNode(const FormatTraits& f, bool conv, const NodeSource& src, int64_t codebook_entries) {
+  Weights w;
+  w.kind = f.kind;
+  w.g = ReadGeometry(f, conv, src.attributes(), src.Where());
+  switch (f.kind) {
+    case Kind::kDense: ReadDenseWeight(src, f, conv, &w); break;
+    case Kind::kPermDiag:
+      ReadBlockValues(src, f, conv, &w.g, &w.values);
+      ReadOffsets(src, f, w.g, &w.offsets);
+      break;
+    case Kind::kCirculant: ReadBlockValues(src, f, conv, &w.g, &w.values); break;
+    case Kind::kCsr:
+    case Kind::kCsrCodebook: ReadCsr(src, f, codebook_entries, &w); break;
+  }
+  w.bias = ReadBias(src, f, w.g.out);
+  return w;
+}
+
+NodeSpec WriteNode(const Weights& w, const Attributes& window) {
+  const FormatTraits& f = Format(w.kind);
+  const bool conv = w.g.conv();
+  NodeSpec n;
+  n.op = &Op(f, conv);
+  if (f.blocked) n.attributes.SetInt("p", w.g.p);
+  if (w.kind == Kind::kDense) {
+    if (!conv) n.attributes.SetInt("transB", 1);
+  } else {
+    n.attributes.SetInt(conv ? "in_channels" : "in_features", w.g.in);
+    n.attributes.SetInt(conv ? "out_channels" : "out_features", w.g.out);
+  }
+  if (conv) {
+    for (const auto& [name, v] : window.all())
+      if (name != "group") n.attributes.Set(name, v);
+    if (!window.Has("kernel_shape")) n.attributes.SetInts("kernel_shape", w.g.kernel);
+  }
+  const int64_t mb = w.g.row_blocks(), nb = w.g.col_blocks();
+  std::vector<int64_t> block_shape = {mb, nb, w.g.p};
+  block_shape.insert(block_shape.end(), w.g.kernel.begin(), w.g.kernel.end());
+  for (const ArraySpec& a : f.arrays) {
+    OutputArray o;
+    o.name = a.name;
+    o.dtype = a.dtype;
+    const std::string_view name = a.name;
+    if (name == "weight") {
+      o.shape = {w.g.out, w.g.in};
+      o.shape.insert(o.shape.end(), w.g.kernel.begin(), w.g.kernel.end());
+      o.f = w.values;
+    } else if (name == "values" && !IsCsr(w.kind)) {
+      o.shape = block_shape;
+      o.f = w.values;
+    } else if (name == "values") {
+      o.shape = {w.nnz()};
+      o.f = w.values;
+    } else if (name == "offsets") {
+      o.shape = {mb, nb};
+      o.u16 = w.offsets;
+    } else if (name == "row_ptr") {
+      o.shape = {w.g.out + 1};
+      o.i32 = w.row_ptr;
+    } else if (name == "col_idx") {
+      o.shape = {w.nnz()};
+      o.i32 = w.col_idx;
+    } else if (name == "codes") {
+      o.shape = {w.nnz()};
+      o.u8 = w.codes;
+    } else if (name == "codebook") {
+      o.shape = {static_cast<int64_t>(w.codebook.size())};
+      o.f = w.codebook;
+    } else if (name == "bias") {
+      o.shape = {w.g.out};
+      o.f = w.bias;
+      if (w.bias.empty()) o.name.clear();  // omitted (a writer may still name an existing bias here)
+    }
+    n.inputs.push_back(std::move(o));
+  }
+  return n;
+}
+
+Projection Project(const FormatTraits& f, std::span<const float> dense, const Geometry& g,
+                   const LayerCompression& method) {
+  PERMDNN_CHECK(static_cast<int64_t>(dense.size()) == g.out * g.in * g.taps(),
+                "{} projection: {} values for a {}x{}x{} weight", f.name, dense.size(), g.out, g.in, g.taps());
+  Projection r;
+  switch (f.kind) {
+    case Kind::kDense: r.weights.values.assign(dense.begin(), dense.end()); break;
+    case Kind::kPermDiag: r = ProjectPermDiag(dense, g); break;
+    case Kind::kCirculant: r = ProjectCirculant(dense, g); break;
+    case Kind::kCsr: r = ProjectCsr(dense, g, method.density, 0); break;
+    case Kind::kCsrCodebook: r = ProjectCsr(dense, g, method.density, method.bits); break;
+  }
+  r.weights.kind = f.kind;
+  r.weights.g = g;
+  return r;
+}
+
+std::vector<float> ToDense(const Weights& w) {
+  switch (w.kind) {
+    case Kind::kDense: return w.values;
+    case Kind::kPermDiag: return PermDiagToDense(w);
+    case Kind::kCirculant: return CirculantToDense(w);
+    case Kind::kCsr:
+    case Kind::kCsrCodebook: {
+      const int64_t cols = w.g.in * w.g.taps();
+      std::vector<float> dense(static_cast<std::size_t>(w.g.out * cols), 0.0f);
+      const std::vector<float> nz = w.NonzeroValues();
+      for (int64_t r = 0; r < w.g.out; ++r)
+        for (int64_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) dense[r * cols + w.col_idx[e]] = nz[e];
+      return dense;
+    }
+  }
+  return {};
+}
+
+LiftedMatrix Lift(const Weights& w) {
+  LiftedMatrix m;
+  const Geometry& g = w.g;
+  const int64_t p = g.p, mb = g.row_blocks(), nb = g.col_blocks(), K = g.taps();
+  // Conv: the im2col matrix has K·nb column blocks, tap-major.
+  const int64_t cols = g.conv() ? K * nb * p : g.in;
+  switch (w.kind) {
+    case Kind::kDense: Fail("Lift: a dense weight has no compressed matrix");
+    case Kind::kPermDiag: {
+      if (!g.conv()) {
+        m.permdiag = PermDiagMatrix::FromParts(g.out, g.in, g.p, w.values, w.offsets);
+        break;
+      }
+      const int64_t wide = K * nb;
+      std::vector<float> values(static_cast<std::size_t>(mb * wide * p));
+      std::vector<uint16_t> offsets(static_cast<std::size_t>(mb * wide));
+      for (int64_t I = 0; I < mb; ++I)
+        for (int64_t J = 0; J < nb; ++J) {
+          const int64_t k = w.offsets[I * nb + J];
+          for (int64_t t = 0; t < K; ++t) {
+            const int64_t blk = I * wide + t * nb + J;
+            offsets[blk] = static_cast<uint16_t>(k);
+            for (int64_t c = 0; c < p; ++c) {
+              const bool used = I * p + c < g.out && J * p + (c + k) % p < g.in;
+              values[blk * p + c] = used ? w.values[((I * nb + J) * p + c) * K + t] : 0.0f;
+            }
+          }
+        }
+      m.permdiag = PermDiagMatrix::FromParts(g.out, cols, g.p, values, offsets);
+      break;
+    }
+    case Kind::kCirculant: {
+      std::vector<float> values(w.values.size());
+      for (std::size_t src = 0; src < values.size(); ++src) {
+        // src = ((I·nb + J)·p + s)·K + t  ->  ((I·K·nb + t·nb + J)·p + s)
+        const int64_t t = static_cast<int64_t>(src) % K, rest = static_cast<int64_t>(src) / K;
+        const int64_t s = rest % p, IJ = rest / p, I = IJ / nb, J = IJ % nb;
+        values[static_cast<std::size_t>((I * K * nb + t * nb + J) * p + s)] = w.values[src];
+      }
+      m.circulant = BlockCirculantMatrix::FromParts(g.out, cols, g.p, values);
+      break;
+    }
+    case Kind::kCsr:
+    case Kind::kCsrCodebook:
+      m.sparse = CsrMatrix::FromParts(g.out, g.in * K, w.row_ptr, w.col_idx, w.NonzeroValues());
+      break;
+  }
+  return m;
+}
+
+Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_entries, bool has_bias,
+                   const ByteModel& model) {
+  Storage s;
+  const int64_t bias = has_bias ? g.out : 0, vb = model.value_bits;
+  const int64_t blocks = g.row_blocks() * g.col_blocks();
+  auto value_bytes = [&](int64_t numbers) { return numbers * vb / 8; };
+  switch (kind) {
+    case Kind::kDense:
+      s.numbers = g.out * g.in * g.taps() + bias;
+      s.bytes = value_bytes(s.numbers);
+      break;
+    case Kind::kPermDiag:
+    case Kind::kCirculant: {
+      s.numbers = blocks * g.p * g.taps() + bias;
+      s.bytes = blocks * value_bytes(g.p * g.taps()) + value_bytes(bias);
+      if (kind == Kind::kPermDiag)
+        s.bytes += blocks * (model.packed_offsets ? OffsetBytes(g.p) : ElemBytes(ElemType::kUInt16));
+      break;
+    }
+    case Kind::kCsr:
+    case Kind::kCsrCodebook: {
+      const int64_t index_bytes = (g.out + 1 + nnz) * ElemBytes(ElemType::kInt32);  // row_ptr + col_idx
+      if (kind == Kind::kCsrCodebook) {
+        s.numbers = codebook_entries + bias;
+        s.bytes = index_bytes + nnz * ElemBytes(ElemType::kUInt8) + value_bytes(s.numbers);
+      } else {
+        s.numbers = nnz + bias;
+        s.bytes = index_bytes + value_bytes(s.numbers);
+      }
+      break;
+    }
+  }
+  return s;
+}
+
+Storage StoredSize(const Weights& w, const ByteModel& model, bool with_bias) {
+  return StoredSize(w.kind, w.g, w.nnz(), static_cast<int64_t>(w.codebook.size()), with_bias && !w.bias.empty(),
+                    model);
+}
+
+void CheckPaddingIsZero(const Weights& w, const std::string& where) {
+  if (w.kind != Kind::kPermDiag) return;
+  const Geometry& g = w.g;
+  const int64_t p = g.p, nb = g.col_blocks(), K = g.taps();
+  for (int64_t I = 0; I < g.row_blocks(); ++I)
+    for (int64_t J = 0; J < nb; ++J)
+      for (int64_t c = 0; c < p; ++c) {
+        const int64_t o = I * p + c, ic = J * p + (c + w.offsets[I * nb + J]) % p;
+        if (o < g.out && ic < g.in) continue;
+        for (int64_t t = 0; t < K; ++t) {
+          const float v = w.values[((I * nb + J) * p + c) * K + t];
+          PERMDNN_CHECK(v == 0.0f, "{}: block ({}, {}): padded position (out {}, in {}) holds {}, must be 0", where, I,
+                        J, o, ic, v);
+        }
+      }
+}
+
+}  // namespace permdnn::formats

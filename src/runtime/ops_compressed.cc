@@ -1,0 +1,92 @@
+// The ai.permdnn operators' creation and shared parts (ops_compressed.h).
+#include "runtime/ops_compressed.h"
+
+#include "permdnn/core/thread_pool.h"
+
+namespace permdnn::runtime::detail {
+
+namespace {
+
+// The registry reads a node's constant inputs through this.
+class ContextSource : public formats::NodeSource {
+ public:
+  explicit ContextSource(const OpContext& ctx) : ctx_(ctx) {}
+  std::string Where() const override { return ctx_.node->Where(); }
+  const formats::Attributes& attributes() const override { return ctx_.node->attrs; }
+  bool HasInput(int slot, const char*) const override { return ctx_.In(static_cast<std::size_t>(slot)) != nullptr; }
+  formats::ArrayRef Input(int slot, const char* name) const override {
+    const Value& v = ctx_.Const(static_cast<std::size_t>(slot), name);
+    formats::ArrayRef a;
+    a.name = v.name;
+    a.dtype = static_cast<formats::ElemType>(static_cast<int>(v.dtype));  // both are ONNX codes
+    a.shape = v.shape;
+    const std::size_t n = static_cast<std::size_t>(v.size());
+    if (IsFloat(v.dtype)) a.f = {v.constant_data.f(), n};
+    else a.i = {v.constant_data.i(), n};  // every integer dtype is held as int64
+    return a;
+  }
+
+ private:
+  const OpContext& ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
+  const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [&](int slot) {
+    return slot < static_cast<int>(n.inputs.size()) && n.inputs[slot] >= 0;
+  });
+  if (f == nullptr)
+    throw UnsupportedError(n.Where() + ": unsupported operator '" + n.op_type + "' in domain " + formats::kDomain);
+  switch (f->kind) {
+    case formats::Kind::kPermDiag: return CreatePermDiagKernel(*f, n);
+    case formats::Kind::kCirculant: return CreateCirculantKernel(*f, n);
+    case formats::Kind::kCsr:
+    case formats::Kind::kCsrCodebook: return CreateSparseKernel(*f, n);
+    case formats::Kind::kDense: break;
+  }
+  throw UnsupportedError(n.Where() + ": no runtime op for format " + f->name);
+}
+
+formats::Weights ReadWeights(const OpContext& ctx, const formats::FormatTraits& f, bool conv) {
+  return formats::ReadNode(f, conv, ContextSource(ctx));
+}
+
+int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out) {
+  const Value* x = ctx.In(0);
+  if (!x) ctx.Fail("missing input X");
+  if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
+  if (x->shape.empty() || x->shape.back() != in)
+    ctx.Fail("X has shape {}, its last dimension must be in_features = {}", ShapeString(x->shape), in);
+  std::vector<int64_t> y = x->shape;
+  y.back() = out;
+  ctx.SetOut(0, DType::kFloat32, y);
+  return x->size() / in;
+}
+
+void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int)>& fn) {
+  if (threads > 1 && batch >= threads) {
+    ParallelFor(batch, threads, [&](int64_t begin, int64_t end, int) {
+      for (int64_t b = begin; b < end; ++b) fn(b, 1);
+    });
+    return;
+  }
+  for (int64_t b = 0; b < batch; ++b) fn(b, threads);
+}
+
+WindowGeometry PrepareConv(OpContext& ctx, int64_t in, int64_t out, const std::vector<int64_t>& kernel) {
+  const Value* x = ctx.In(0);
+  if (!x) ctx.Fail("missing input X");
+  if (!IsFloat(x->dtype)) ctx.Fail("X must be float32, got {}", DTypeName(x->dtype));
+  if (x->shape.size() != kernel.size() + 2 || x->shape[1] != in)
+    ctx.Fail("X has shape {}, expected [N, in_channels={}, {} spatial dims]", ShapeString(x->shape), in,
+             kernel.size());
+  WindowGeometry g = MakeWindowGeometry(ctx, x->shape, kernel, *ctx.node, true);
+  std::vector<int64_t> y = {x->shape[0], out};
+  y.insert(y.end(), g.out_spatial.begin(), g.out_spatial.end());
+  ctx.SetOut(0, DType::kFloat32, y);
+  ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * in * g.kernel_size() * g.out_size();
+  return g;
+}
+
+}  // namespace permdnn::runtime::detail

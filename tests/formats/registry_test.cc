@@ -1,0 +1,246 @@
+// The format registry: every row's op schema, its writer and reader agree
+// (WriteNode then ReadNode gives the weights back), the one byte count is
+// what the writer writes, projections report the energy they keep, the
+// lifted conv matrix is the conv, and bad arrays are errors naming the node
+// and the field.
+#include "permdnn/formats/registry.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "permdnn/core/error.h"
+#include "support/compare.h"
+
+namespace permdnn::formats {
+namespace {
+
+using permdnn::testing::RandomVector;
+
+// A node held in memory: the arrays a WriteNode emitted, by slot.
+class MemorySource : public NodeSource {
+ public:
+  explicit MemorySource(const NodeSpec& spec) : attrs_(spec.attributes) {
+    for (std::size_t k = 0; k < spec.inputs.size(); ++k) {
+      const OutputArray& a = spec.inputs[k];
+      if (a.name.empty()) continue;
+      Stored& s = arrays_[static_cast<int>(k) + 1];
+      s.ref.name = a.name;
+      s.ref.dtype = a.dtype;
+      s.ref.shape = a.shape;
+      if (!a.f.empty() || a.dtype == ElemType::kFloat32) {
+        s.f.assign(a.f.begin(), a.f.end());
+      } else {
+        for (uint16_t v : a.u16) s.i.push_back(v);
+        for (int32_t v : a.i32) s.i.push_back(v);
+        for (uint8_t v : a.u8) s.i.push_back(v);
+      }
+    }
+    for (auto& [slot, s] : arrays_) {
+      s.ref.f = s.f;
+      s.ref.i = s.i;
+    }
+  }
+  std::string Where() const override { return "node 'n' (test)"; }
+  const Attributes& attributes() const override { return attrs_; }
+  bool HasInput(int slot, const char*) const override { return arrays_.count(slot) != 0; }
+  ArrayRef Input(int slot, const char* name) const override {
+    auto it = arrays_.find(slot);
+    PERMDNN_CHECK(it != arrays_.end(), "{}: missing input {} ({})", Where(), slot, name);
+    return it->second.ref;
+  }
+  Attributes& attrs() { return attrs_; }
+  std::vector<float>& floats(int slot) { return arrays_.at(slot).f; }
+  std::vector<int64_t>& ints(int slot) { return arrays_.at(slot).i; }
+
+ private:
+  struct Stored {
+    ArrayRef ref;
+    std::vector<float> f;
+    std::vector<int64_t> i;
+  };
+  Attributes attrs_;
+  std::map<int, Stored> arrays_;
+};
+
+double Energy(std::span<const float> v) {
+  double e = 0;
+  for (float x : v) e += double(x) * x;
+  return e;
+}
+
+struct Case {
+  Kind kind;
+  bool conv;
+  int64_t out, in;
+  int p;
+};
+
+LayerCompression MethodFor(Kind kind, int p) {
+  LayerCompression m;
+  m.p = p;
+  switch (kind) {
+    case Kind::kDense: m.kind = CompressKind::kDense; break;
+    case Kind::kPermDiag: m.kind = CompressKind::kPermDiag; break;
+    case Kind::kCirculant: m.kind = CompressKind::kCirculant; break;
+    case Kind::kCsr: m.kind = CompressKind::kPrune; m.density = 0.3; break;
+    case Kind::kCsrCodebook: m.kind = CompressKind::kPrune; m.density = 0.3; m.bits = 3; break;
+  }
+  return m;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cs;
+  for (const FormatTraits& f : Formats())
+    for (bool conv : {false, true})
+      for (auto [out, in] : {std::pair<int64_t, int64_t>{12, 20}, {7, 5}, {16, 16}})
+        cs.push_back({f.kind, conv, out, in, f.blocked ? 4 : 1});
+  return cs;
+}
+
+TEST(FormatRegistry, EveryPermDnnOpBelongsToOneOpSchemaAndIsFound) {
+  std::set<std::string> ops;
+  for (const FormatTraits& f : Formats()) {
+    EXPECT_EQ(&Format(f.kind), &f);
+    EXPECT_FALSE(f.arrays.empty()) << f.name;
+    for (const OpSchema* op : {f.linear, f.conv}) {
+      ASSERT_NE(op, nullptr) << f.name;
+      EXPECT_EQ(op->conv, op == f.conv) << op->name;
+      if (!IsPermDnnDomain(op->domain)) continue;
+      ops.insert(op->name);
+      // Every op is found again; the sparse ops pick the codebook row only
+      // with a codebook input.
+      const FormatTraits* found = FindFormat(kDomain, op->name, [&](int slot) {
+        return f.kind == Kind::kCsrCodebook || slot != 5;
+      });
+      ASSERT_NE(found, nullptr) << op->name;
+      EXPECT_EQ(found->kind, f.kind) << op->name;
+    }
+  }
+  EXPECT_EQ(ops.size(), 6u);
+  EXPECT_EQ(FindFormat(kDomain, "NoSuchOp", [](int) { return true; }), nullptr);
+  EXPECT_EQ(FindFormat("", "Gemm", [](int) { return true; }), nullptr);  // dense only when asked
+  EXPECT_EQ(FindFormat("", "Gemm", [](int) { return true; }, true)->kind, Kind::kDense);
+}
+
+// Project -> WriteNode -> ReadNode gives the same weights; the file byte
+// count is the sum of what WriteNode emits; the projection's kept energy is
+// 1 − ‖W − Ŵ‖²/‖W‖² of its dense expansion.
+TEST(FormatRegistry, WriteReadRoundTripBytesAndKeptEnergy) {
+  for (const Case& c : Cases()) {
+    const FormatTraits& f = Format(c.kind);
+    Geometry g{c.out, c.in, c.conv ? std::vector<int64_t>{3, 2} : std::vector<int64_t>{}, c.p};
+    const std::vector<float> dense = RandomVector(g.out * g.in * g.taps(), 1.0, c.out * 7 + c.in);
+    Projection pr = Project(f, dense, g, MethodFor(c.kind, c.p));
+    pr.weights.bias = RandomVector(g.out, 1.0, 3);
+    const std::string what = std::string(f.name) + (c.conv ? " conv " : " linear ") + std::to_string(c.out) + "x" +
+                             std::to_string(c.in);
+    const NodeSpec spec = WriteNode(pr.weights);
+    EXPECT_EQ(spec.op, &Op(f, c.conv)) << what;
+    int64_t written = 0;
+    for (const OutputArray& a : spec.inputs) {
+      int64_t n = 1;
+      for (int64_t d : a.shape) n *= d;
+      if (!a.name.empty()) written += n * ElemBytes(a.dtype);
+    }
+    EXPECT_EQ(StoredSize(pr.weights).bytes, written) << what;
+
+    const Weights back = ReadNode(f, c.conv, MemorySource(spec));
+    EXPECT_EQ(back.kind, c.kind) << what;
+    EXPECT_EQ(back.g.kernel, g.kernel) << what;
+    EXPECT_EQ(back.values, pr.weights.values) << what;
+    EXPECT_EQ(back.offsets, pr.weights.offsets) << what;
+    EXPECT_EQ(back.row_ptr, pr.weights.row_ptr) << what;
+    EXPECT_EQ(back.col_idx, pr.weights.col_idx) << what;
+    EXPECT_EQ(back.codes, pr.weights.codes) << what;
+    EXPECT_EQ(back.codebook, pr.weights.codebook) << what;
+    EXPECT_EQ(back.bias, pr.weights.bias) << what;
+
+    const std::vector<float> approx = ToDense(pr.weights);
+    ASSERT_EQ(approx.size(), dense.size()) << what;
+    double err = 0;
+    for (std::size_t k = 0; k < dense.size(); ++k) err += (double(dense[k]) - approx[k]) * (double(dense[k]) - approx[k]);
+    EXPECT_NEAR(pr.kept_energy, 1.0 - err / Energy(dense), 1e-5) << what;
+    if (c.kind == Kind::kDense) EXPECT_EQ(pr.kept_energy, 1.0);
+    else EXPECT_LT(pr.kept_energy, 1.0) << what;
+  }
+}
+
+// The lifted (im2col) matrix times the columns of one output position is the
+// conv: W·col with col[t·nb·p + ic] (blocked) or col[ic·taps + t] (CSR).
+TEST(FormatRegistry, LiftedMatrixIsTheConvolution) {
+  for (const FormatTraits& f : Formats()) {
+    if (f.kind == Kind::kDense) continue;
+    Geometry g{6, 5, {2, 2}, f.blocked ? 4 : 1};
+    const std::vector<float> dense = RandomVector(g.out * g.in * g.taps(), 1.0, 11);
+    const Weights w = Project(f, dense, g, MethodFor(f.kind, g.p)).weights;
+    const std::vector<float> wd = ToDense(w);  // [out][in][taps]
+    const LiftedMatrix m = Lift(w);
+    std::vector<float> lifted = m.permdiag ? m.permdiag->ToDense() : m.circulant ? m.circulant->ToDense()
+                                                                                  : m.sparse->ToDense();
+    const int64_t K = g.taps(), cols = static_cast<int64_t>(lifted.size()) / g.out;
+    const bool tap_major = f.blocked;
+    for (int64_t o = 0; o < g.out; ++o)
+      for (int64_t ic = 0; ic < g.in; ++ic)
+        for (int64_t t = 0; t < K; ++t) {
+          const int64_t col = tap_major ? t * g.col_blocks() * g.p + ic : ic * K + t;
+          EXPECT_EQ(lifted[o * cols + col], wd[(o * g.in + ic) * K + t]) << f.name << " o=" << o << " ic=" << ic;
+        }
+  }
+}
+
+TEST(FormatRegistry, StoredSizeCountsEveryFormat) {
+  const Geometry g{10, 20, {}, 8};  // mb = 2, nb = 3
+  EXPECT_EQ(StoredSize(Kind::kDense, g, 0, 0, true).bytes, (200 + 10) * 4);
+  EXPECT_EQ(StoredSize(Kind::kPermDiag, g, 0, 0, false).bytes, 6 * 8 * 4 + 6 * 2);
+  EXPECT_EQ(StoredSize(Kind::kPermDiag, g, 0, 0, false, {32, true}).bytes, 6 * 8 * 4 + 6 * 1);
+  EXPECT_EQ(StoredSize(Kind::kPermDiag, g, 0, 0, false, {16, true}).bytes, 6 * 8 * 2 + 6 * 1);
+  EXPECT_EQ(StoredSize(Kind::kCirculant, g, 0, 0, true).numbers, 6 * 8 + 10);
+  EXPECT_EQ(StoredSize(Kind::kCsr, g, 30, 0, false).bytes, 11 * 4 + 30 * 4 + 30 * 4);
+  EXPECT_EQ(StoredSize(Kind::kCsrCodebook, g, 30, 16, true).bytes, 11 * 4 + 30 * 4 + 30 + (16 + 10) * 4);
+  EXPECT_EQ(PermDiagMatrix(10, 20, 8).bytes(), StoredSize(Kind::kPermDiag, g, 0, 0, false, {32, true}).bytes);
+}
+
+TEST(FormatRegistry, BadArraysNameTheNodeAndTheField) {
+  const FormatTraits& f = Format(Kind::kPermDiag);
+  Geometry g{8, 8, {}, 4};
+  const Weights w = Project(f, RandomVector(64, 1.0, 1), g, MethodFor(Kind::kPermDiag, 4)).weights;
+  auto error = [&](auto&& mutate) {
+    MemorySource src(WriteNode(w));
+    mutate(src);
+    try {
+      ReadNode(f, false, src);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  std::string e = error([](MemorySource& s) { s.ints(2)[3] = 4; });
+  EXPECT_NE(e.find("node 'n'"), std::string::npos) << e;
+  EXPECT_NE(e.find("offsets 'offsets': block (1, 1) has offset 4, must be in [0, p=4)"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.floats(1)[5] = NAN; });
+  EXPECT_NE(e.find("values 'values'[5] = nan is not finite"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.attrs().SetInt("p", 2); });
+  EXPECT_NE(e.find("values 'values' has shape [2, 2, 4], but attributes p=2"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.attrs().Erase("in_features"); });
+  EXPECT_NE(e.find("missing attribute 'in_features'"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.attrs().SetInt("p", 70000); });
+  EXPECT_NE(e.find("p = 70000 exceeds 65535"), std::string::npos) << e;
+  EXPECT_EQ(error([](MemorySource&) {}), "");
+}
+
+TEST(FormatRegistry, SpecMethodsSelectTheirRows) {
+  EXPECT_EQ(FormatOf(ParseLayerCompression("permdiag:p=8")).kind, Kind::kPermDiag);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("permdiag:p=1")).kind, Kind::kDense);
+  EXPECT_EQ(KindOf(ParseLayerCompression("permdiag:p=1")), Kind::kPermDiag);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("prune:density=0.1")).kind, Kind::kCsr);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("prune:density=0.1:bits=4")).kind, Kind::kCsrCodebook);
+  EXPECT_EQ(FindBySpecKind("circulant", false)->kind, Kind::kCirculant);
+  EXPECT_EQ(FindBySpecKind("ternary", false), nullptr);
+}
+
+}  // namespace
+}  // namespace permdnn::formats
