@@ -176,213 +176,264 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
 
 namespace {
 
-std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
-  const bool do_dense = Has(o.formats, "dense"), do_csr = Has(o.formats, "csr"),
-             do_pd = Has(o.formats, "permdiag"), do_circ = Has(o.formats, "circulant"),
-             do_read = Has(o.formats, "read");
-  // Count the measurements for the progress line.
-  int64_t total = 0;
-  for (std::size_t l = 0; l < o.layers.size(); ++l)
-    for (int64_t b : o.batches)
-      for (std::size_t a = 0; a < o.act_densities.size(); ++a)
-        for (std::size_t t = 0; t < o.threads.size(); ++t) {
-          total += do_dense && a == 0;
-          for (std::size_t pi = 0; pi < o.ps.size(); ++pi)
-            total += 2 * do_csr + do_circ + do_pd * (1 + (b == 1 && o.act_densities[a] < 1.0)) +
-                     (do_read && b == 1 && a == 0 && o.threads[t] == 1);
-        }
-  Progress progress(total, "runs");
-  int64_t done = 0;
-  std::vector<BenchRecord> records;
+// One pass over the grid, in named steps: per layer, Dense (OpenBLAS at
+// every batch and thread count); per p, Formats (the matrices and packs
+// built once, as a runtime would at load), Read (the bare read bound), then
+// for every batch, input density and thread count Csr (Eigen, two
+// baselines), Circulant (FFT) and PermDiag (and the zero-skipping product).
+class BenchPass {
+ public:
+  explicit BenchPass(const BenchOptions& o)
+      : o_(o),
+        do_dense_(Has(o.formats, "dense")),
+        do_csr_(Has(o.formats, "csr")),
+        do_pd_(Has(o.formats, "permdiag")),
+        do_circ_(Has(o.formats, "circulant")),
+        do_read_(Has(o.formats, "read")),
+        progress_(CountMeasurements(), "runs") {}
 
-  for (const FcLayerSpec& layer : o.layers) {
-    const int64_t m = layer.outputs, n = layer.inputs;
-    const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-    AlignedBuffer<float> x(static_cast<std::size_t>(n * max_batch)), y(static_cast<std::size_t>(m * max_batch));
-    AlignedBuffer<float> dense;
-    if (do_dense) {
-      dense.Resize(static_cast<std::size_t>(m * n));
-      FillNormal(dense.span(), o.seed);
-    }
-    // Dense timings keyed by (batch, threads): dense kernels do the same work
-    // whatever the input density, so one measurement serves every density.
-    std::map<std::pair<int64_t, int>, Timing> dense_time;
-    auto record = [&](const std::string& format, const std::string& kernel, int p, int64_t batch, double act,
-                      int threads, const Timing& t, int64_t nnz, int64_t bytes) {
-      BenchRecord r;
-      r.kernel = kernel;
-      r.layer = layer.name;
-      r.m = m;
-      r.n = n;
-      r.format = format;
-      r.p = p;
-      r.batch = batch;
-      r.act_density = act;
-      r.threads = threads;
-      r.median_ms = t.median_ms;
-      r.wall_median_ms = t.wall_median_ms;
-      r.min_ms = t.min_ms;
-      r.reps = t.reps;
-      r.timer = TimedByCpu(o, threads) ? "cpu" : "wall";
-      r.nnz = nnz;
-      r.weight_bytes = bytes;
-      auto it = dense_time.find({batch, threads});
-      SetDerived(r, it != dense_time.end() ? it->second.median_ms : 0.0);
-      records.push_back(r);
-    };
-
-    if (do_dense) {
-      for (int64_t batch : o.batches) {
-        for (int threads : o.threads) {
-          progress.Update(done, fmt::format("{} dense B={} T={}", layer.name, batch, threads));
-          FillInputs(x.span(), 1.0, o.seed + 7);
-          openblas_set_num_threads(threads);
-          Timing t = Measure(
-              [&] {
-                if (batch == 1)
-                  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), 1.0f,
-                              dense.data(), static_cast<int>(n), x.data(), 1, 0.0f, y.data(), 1);
-                else
-                  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m),
-                              static_cast<int>(batch), static_cast<int>(n), 1.0f, dense.data(),
-                              static_cast<int>(n), x.data(), static_cast<int>(batch), 0.0f, y.data(),
-                              static_cast<int>(batch));
-              },
-              o, threads);
-          dense_time[{batch, threads}] = t;
-          ++done;
-          for (double act : o.act_densities)
-            record("dense", batch == 1 ? "openblas.sgemv" : "openblas.sgemm", 0, batch, act, threads, t, m * n,
-                   m * n * int64_t{sizeof(float)});
-        }
-      }
-      openblas_set_num_threads(1);
-    }
-
-    for (int p : o.ps) {
-      PermDiagMatrix w = PermDiagMatrix::Random(m, n, p, o.seed + p);
-      kernels::PermDiagColumnPack pack;
-      if (do_pd) pack = kernels::PermDiagColumnPack::Build(w);
-      // Batch 1 runs on the row pack (built once, as a runtime would at
-      // load): chunk-major for cache-sized matrices, row-major beyond.
-      kernels::PermDiagRowPack row_pack;
-      if (do_pd || do_read) row_pack = kernels::PermDiagRowPack::Build(w);
-      // The read bound: a bare SIMD sum over the row pack's values (the
-      // bytes the batch-1 permdiag kernel streams, offsets aside), one
-      // thread, batch 1: no kernel that reads those values can be faster.
-      const bool batch1_thread1 = std::find(o.batches.begin(), o.batches.end(), 1) != o.batches.end() &&
-                                  std::find(o.threads.begin(), o.threads.end(), 1) != o.threads.end();
-      if (do_read && batch1_thread1) {
-        progress.Update(done, fmt::format("{} read p={}", layer.name, p));
-        volatile float sink = 0;  // keeps the sums observable
-        Timing t = Measure([&] { sink = sink + kernels::StreamSum(row_pack.values.span()); }, o, 1);
-        ++done;
-        const int64_t bytes = static_cast<int64_t>(row_pack.values.size() * sizeof(float));
-        for (double act : o.act_densities) record("read", "stream_sum", p, 1, act, 1, t, w.nnz(), bytes);
-      }
-      std::unique_ptr<BlockCirculantMatrix> circ;
-      std::unique_ptr<kernels::CirculantFft> circ_fft;
-      if (do_circ) {
-        circ = std::make_unique<BlockCirculantMatrix>(BlockCirculantMatrix::Random(m, n, p, o.seed + 200 + p));
-        circ_fft = std::make_unique<kernels::CirculantFft>(*circ);
-      }
-      // Two CSR baselines: "csr" has permdiag's nonzero count (issue 2's
-      // comparison at equal work); "csr-eqbytes" has half of it, i.e. the
-      // same stored bytes as permdiag (8 B per nonzero: value + int32 index,
-      // vs 4 B per permdiag value), the equal-compression comparison of
-      // issue 6.
-      CsrMatrix csr, csr_eq;
-      if (do_csr) {
-        csr = RandomCsr(m, n, CeilDiv(n, p), o.seed + 100 + p);
-        csr_eq = RandomCsr(m, n, CeilDiv(n, 2 * p), o.seed + 300 + p);
-      }
-      for (int64_t batch : o.batches) {
-        for (double act : o.act_densities) {
-          FillInputs(std::span<float>(x.data(), n * batch), act, o.seed + 11);
-          for (int threads : o.threads) {
-            for (const auto& [name, c] : {std::pair<const char*, const CsrMatrix*>{"csr", &csr},
-                                          std::pair<const char*, const CsrMatrix*>{"csr-eqbytes", &csr_eq}}) {
-              if (!do_csr) break;
-              progress.Update(done, fmt::format("{} {} p={} B={} a={} T={}", layer.name, name, p, batch, act, threads));
-              EigenCsr a(m, n, c->nnz(), c->row_ptr().data(), c->col_idx().data(), c->values().data());
-              Timing t = Measure(
-                  [&] {
-                    ParallelFor(m, threads, [&](int64_t r0, int64_t r1, int) {
-                      // Batch 1 as Eigen vectors: its sparse x vector product.
-                      // (A 1-column dynamic matrix takes Eigen's generic
-                      // row-by-row path, ~5x slower per nonzero.)
-                      if (batch == 1) {
-                        Eigen::Map<const Eigen::VectorXf> xv(x.data(), n);
-                        Eigen::Map<Eigen::VectorXf> yv(y.data(), m);
-                        yv.segment(r0, r1 - r0).noalias() = a.middleRows(r0, r1 - r0) * xv;
-                      } else {
-                        Eigen::Map<const RowMajorMat> xm(x.data(), n, batch);
-                        Eigen::Map<RowMajorMat> ym(y.data(), m, batch);
-                        ym.middleRows(r0, r1 - r0).noalias() = a.middleRows(r0, r1 - r0) * xm;
-                      }
-                    });
-                  },
-                  o, threads);
-              ++done;
-              // The CSR byte count: values + int32 column indices + int32 row starts.
-              record(name, "eigen.csr", p, batch, act, threads, t, c->nnz(), c->bytes());
-            }
-            if (do_circ) {
-              progress.Update(done, fmt::format("{} circulant p={} B={} a={} T={}", layer.name, p, batch, act, threads));
-              std::span<const float> xs(x.data(), n * batch);
-              std::span<float> ys(y.data(), m * batch);
-              Timing t = Measure(
-                  [&] {
-                    if (batch == 1)
-                      circ_fft->MatVec(xs, {}, ys, threads);
-                    else
-                      circ_fft->MatMul(xs, batch, {}, ys, threads);
-                  },
-                  o, threads);
-              ++done;
-              record("circulant",
-                     kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m, n, batch, false}), p, batch,
-                     act, threads, t, circ->stored_values(), circ->bytes());
-            }
-            if (do_pd) {
-              progress.Update(done, fmt::format("{} permdiag p={} B={} a={} T={}", layer.name, p, batch, act, threads));
-              std::span<const float> xs(x.data(), n * batch);
-              std::span<float> ys(y.data(), m * batch);
-              Timing t = Measure(
-                  [&] {
-                    // Batch > 1: the batch-major register-blocked kernel (what the
-                    // runtime and training use). Against the feature-major
-                    // PermDiagMatMul at B = 64, p = 8, 1 thread (loaded machine):
-                    // VGG-6 60 vs 78 ms, Alex-6 29 vs 27-37 ms, 4096² within
-                    // noise. Same sizes and work.
-                    if (batch == 1)
-                      kernels::PermDiagMatVec(row_pack, xs, {}, ys, threads);
-                    else
-                      kernels::PermDiagMatMulRows(w, xs, batch, {}, ys, threads);
-                  },
-                  o, threads);
-              ++done;
-              const kernels::KernelProblem q{
-                  batch == 1 ? kernels::KernelOp::kPermDiagMatVecPacked : kernels::KernelOp::kPermDiagMatMulRows, p, m,
-                  n, batch, row_pack.chunked};
-              record("permdiag", kernels::SelectedKernel(q), p, batch, act, threads, t, w.nnz(), w.bytes());
-              if (batch == 1 && act < 1.0) {
-                progress.Update(done, fmt::format("{} permdiag-skip p={} a={} T={}", layer.name, p, act, threads));
-                Timing ts = Measure([&] { kernels::PermDiagMatVecSparseInput(pack, xs, {}, ys, threads); }, o, threads);
-                ++done;
-                record("permdiag-skip",
-                       kernels::SelectedKernel({kernels::KernelOp::kPermDiagMatVecSparseInput, p, m, n, 1, false}), p,
-                       batch, act, threads, ts, w.nnz(), w.bytes());
-              }
+  std::vector<BenchRecord> Run() {
+    for (const FcLayerSpec& layer : o_.layers) {
+      StartLayer(layer);
+      if (do_dense_) Dense();
+      for (int p : o_.ps) {
+        Formats(p);
+        if (do_read_) Read(p);
+        for (int64_t batch : o_.batches)
+          for (double act : o_.act_densities) {
+            FillInputs(std::span<float>(x_.data(), n_ * batch), act, o_.seed + 11);
+            for (int threads : o_.threads) {
+              if (do_csr_) Csr(p, batch, act, threads);
+              if (do_circ_) Circulant(p, batch, act, threads);
+              if (do_pd_) PermDiag(p, batch, act, threads);
             }
           }
-        }
       }
     }
+    progress_.Finish();
+    return std::move(records_);
   }
-  progress.Finish();
-  return records;
-}
+
+ private:
+  // For the progress line.
+  int64_t CountMeasurements() const {
+    int64_t total = 0;
+    for (std::size_t l = 0; l < o_.layers.size(); ++l)
+      for (int64_t b : o_.batches)
+        for (std::size_t a = 0; a < o_.act_densities.size(); ++a)
+          for (std::size_t t = 0; t < o_.threads.size(); ++t) {
+            total += do_dense_ && a == 0;
+            for (std::size_t pi = 0; pi < o_.ps.size(); ++pi)
+              total += 2 * do_csr_ + do_circ_ + do_pd_ * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
+                       (do_read_ && b == 1 && a == 0 && o_.threads[t] == 1);
+          }
+    return total;
+  }
+
+  void StartLayer(const FcLayerSpec& layer) {
+    layer_ = &layer;
+    m_ = layer.outputs;
+    n_ = layer.inputs;
+    const int64_t max_batch = *std::max_element(o_.batches.begin(), o_.batches.end());
+    x_.Resize(static_cast<std::size_t>(n_ * max_batch));
+    y_.Resize(static_cast<std::size_t>(m_ * max_batch));
+    dense_time_.clear();
+  }
+
+  void Record(const std::string& format, const std::string& kernel, int p, int64_t batch, double act, int threads,
+              const Timing& t, int64_t nnz, int64_t bytes) {
+    BenchRecord r;
+    r.kernel = kernel;
+    r.layer = layer_->name;
+    r.m = m_;
+    r.n = n_;
+    r.format = format;
+    r.p = p;
+    r.batch = batch;
+    r.act_density = act;
+    r.threads = threads;
+    r.median_ms = t.median_ms;
+    r.wall_median_ms = t.wall_median_ms;
+    r.min_ms = t.min_ms;
+    r.reps = t.reps;
+    r.timer = TimedByCpu(o_, threads) ? "cpu" : "wall";
+    r.nnz = nnz;
+    r.weight_bytes = bytes;
+    auto it = dense_time_.find({batch, threads});
+    SetDerived(r, it != dense_time_.end() ? it->second.median_ms : 0.0);
+    records_.push_back(r);
+  }
+
+  // Dense timings keyed by (batch, threads): dense kernels do the same work
+  // whatever the input density, so one measurement serves every density.
+  void Dense() {
+    AlignedBuffer<float> dense(static_cast<std::size_t>(m_ * n_));
+    FillNormal(dense.span(), o_.seed);
+    const int64_t m = m_, n = n_;
+    for (int64_t batch : o_.batches) {
+      for (int threads : o_.threads) {
+        progress_.Update(done_, fmt::format("{} dense B={} T={}", layer_->name, batch, threads));
+        FillInputs(x_.span(), 1.0, o_.seed + 7);
+        openblas_set_num_threads(threads);
+        Timing t = Measure(
+            [&] {
+              if (batch == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), 1.0f,
+                            dense.data(), static_cast<int>(n), x_.data(), 1, 0.0f, y_.data(), 1);
+              else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m),
+                            static_cast<int>(batch), static_cast<int>(n), 1.0f, dense.data(), static_cast<int>(n),
+                            x_.data(), static_cast<int>(batch), 0.0f, y_.data(), static_cast<int>(batch));
+            },
+            o_, threads);
+        dense_time_[{batch, threads}] = t;
+        ++done_;
+        for (double act : o_.act_densities)
+          Record("dense", batch == 1 ? "openblas.sgemv" : "openblas.sgemm", 0, batch, act, threads, t, m * n,
+                 m * n * int64_t{sizeof(float)});
+      }
+    }
+    openblas_set_num_threads(1);
+  }
+
+  // The matrices of block size p, built once per layer and p.
+  void Formats(int p) {
+    w_ = PermDiagMatrix::Random(m_, n_, p, o_.seed + p);
+    column_pack_ = do_pd_ ? kernels::PermDiagColumnPack::Build(w_) : kernels::PermDiagColumnPack();
+    // Batch 1 runs on the row pack (built once, as a runtime would at
+    // load): chunk-major for cache-sized matrices, row-major beyond.
+    row_pack_ = do_pd_ || do_read_ ? kernels::PermDiagRowPack::Build(w_) : kernels::PermDiagRowPack();
+    circ_.reset();
+    circ_fft_.reset();
+    if (do_circ_) {
+      circ_ = std::make_unique<BlockCirculantMatrix>(BlockCirculantMatrix::Random(m_, n_, p, o_.seed + 200 + p));
+      circ_fft_ = std::make_unique<kernels::CirculantFft>(*circ_);
+    }
+    // Two CSR baselines: "csr" has permdiag's nonzero count (issue 2's
+    // comparison at equal work); "csr-eqbytes" has half of it, i.e. the
+    // same stored bytes as permdiag (8 B per nonzero: value + int32 index,
+    // vs 4 B per permdiag value), the equal-compression comparison of
+    // issue 6.
+    if (do_csr_) {
+      csr_ = RandomCsr(m_, n_, CeilDiv(n_, p), o_.seed + 100 + p);
+      csr_eq_ = RandomCsr(m_, n_, CeilDiv(n_, 2 * p), o_.seed + 300 + p);
+    }
+  }
+
+  // The read bound: a bare SIMD sum over the row pack's values (the bytes
+  // the batch-1 permdiag kernel streams, offsets aside), one thread, batch
+  // 1: no kernel that reads those values can be faster.
+  void Read(int p) {
+    const bool batch1_thread1 = std::find(o_.batches.begin(), o_.batches.end(), 1) != o_.batches.end() &&
+                                std::find(o_.threads.begin(), o_.threads.end(), 1) != o_.threads.end();
+    if (!batch1_thread1) return;
+    progress_.Update(done_, fmt::format("{} read p={}", layer_->name, p));
+    volatile float sink = 0;  // keeps the sums observable
+    Timing t = Measure([&] { sink = sink + kernels::StreamSum(row_pack_.values.span()); }, o_, 1);
+    ++done_;
+    const int64_t bytes = static_cast<int64_t>(row_pack_.values.size() * sizeof(float));
+    for (double act : o_.act_densities) Record("read", "stream_sum", p, 1, act, 1, t, w_.nnz(), bytes);
+  }
+
+  void Csr(int p, int64_t batch, double act, int threads) {
+    const int64_t m = m_, n = n_;
+    for (const auto& [name, c] : {std::pair<const char*, const CsrMatrix*>{"csr", &csr_},
+                                  std::pair<const char*, const CsrMatrix*>{"csr-eqbytes", &csr_eq_}}) {
+      progress_.Update(done_, fmt::format("{} {} p={} B={} a={} T={}", layer_->name, name, p, batch, act, threads));
+      EigenCsr a(m, n, c->nnz(), c->row_ptr().data(), c->col_idx().data(), c->values().data());
+      Timing t = Measure(
+          [&] {
+            ParallelFor(m, threads, [&](int64_t r0, int64_t r1, int) {
+              // Batch 1 as Eigen vectors: its sparse x vector product.
+              // (A 1-column dynamic matrix takes Eigen's generic
+              // row-by-row path, ~5x slower per nonzero.)
+              if (batch == 1) {
+                Eigen::Map<const Eigen::VectorXf> xv(x_.data(), n);
+                Eigen::Map<Eigen::VectorXf> yv(y_.data(), m);
+                yv.segment(r0, r1 - r0).noalias() = a.middleRows(r0, r1 - r0) * xv;
+              } else {
+                Eigen::Map<const RowMajorMat> xm(x_.data(), n, batch);
+                Eigen::Map<RowMajorMat> ym(y_.data(), m, batch);
+                ym.middleRows(r0, r1 - r0).noalias() = a.middleRows(r0, r1 - r0) * xm;
+              }
+            });
+          },
+          o_, threads);
+      ++done_;
+      // The CSR byte count: values + int32 column indices + int32 row starts.
+      Record(name, "eigen.csr", p, batch, act, threads, t, c->nnz(), c->bytes());
+    }
+  }
+
+  void Circulant(int p, int64_t batch, double act, int threads) {
+    progress_.Update(done_, fmt::format("{} circulant p={} B={} a={} T={}", layer_->name, p, batch, act, threads));
+    std::span<const float> xs(x_.data(), n_ * batch);
+    std::span<float> ys(y_.data(), m_ * batch);
+    Timing t = Measure(
+        [&] {
+          if (batch == 1)
+            circ_fft_->MatVec(xs, {}, ys, threads);
+          else
+            circ_fft_->MatMul(xs, batch, {}, ys, threads);
+        },
+        o_, threads);
+    ++done_;
+    Record("circulant", kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m_, n_, batch, false}), p,
+           batch, act, threads, t, circ_->stored_values(), circ_->bytes());
+  }
+
+  void PermDiag(int p, int64_t batch, double act, int threads) {
+    progress_.Update(done_, fmt::format("{} permdiag p={} B={} a={} T={}", layer_->name, p, batch, act, threads));
+    std::span<const float> xs(x_.data(), n_ * batch);
+    std::span<float> ys(y_.data(), m_ * batch);
+    Timing t = Measure(
+        [&] {
+          // Batch > 1: the batch-major register-blocked kernel (what the
+          // runtime and training use). Against the feature-major
+          // PermDiagMatMul at B = 64, p = 8, 1 thread (loaded machine):
+          // VGG-6 60 vs 78 ms, Alex-6 29 vs 27-37 ms, 4096² within
+          // noise. Same sizes and work.
+          if (batch == 1)
+            kernels::PermDiagMatVec(row_pack_, xs, {}, ys, threads);
+          else
+            kernels::PermDiagMatMulRows(w_, xs, batch, {}, ys, threads);
+        },
+        o_, threads);
+    ++done_;
+    const kernels::KernelProblem q{
+        batch == 1 ? kernels::KernelOp::kPermDiagMatVecPacked : kernels::KernelOp::kPermDiagMatMulRows, p, m_, n_,
+        batch, row_pack_.chunked};
+    Record("permdiag", kernels::SelectedKernel(q), p, batch, act, threads, t, w_.nnz(), w_.bytes());
+    if (batch == 1 && act < 1.0) {
+      progress_.Update(done_, fmt::format("{} permdiag-skip p={} a={} T={}", layer_->name, p, act, threads));
+      Timing ts = Measure([&] { kernels::PermDiagMatVecSparseInput(column_pack_, xs, {}, ys, threads); }, o_, threads);
+      ++done_;
+      Record("permdiag-skip",
+             kernels::SelectedKernel({kernels::KernelOp::kPermDiagMatVecSparseInput, p, m_, n_, 1, false}), p, batch,
+             act, threads, ts, w_.nnz(), w_.bytes());
+    }
+  }
+
+  const BenchOptions& o_;
+  const bool do_dense_, do_csr_, do_pd_, do_circ_, do_read_;
+  Progress progress_;
+  int64_t done_ = 0;
+  std::vector<BenchRecord> records_;
+  // The current layer.
+  const FcLayerSpec* layer_ = nullptr;
+  int64_t m_ = 0, n_ = 0;
+  AlignedBuffer<float> x_, y_;
+  std::map<std::pair<int64_t, int>, Timing> dense_time_;
+  // The current p's matrices.
+  PermDiagMatrix w_;
+  kernels::PermDiagColumnPack column_pack_;
+  kernels::PermDiagRowPack row_pack_;
+  std::unique_ptr<BlockCirculantMatrix> circ_;
+  std::unique_ptr<kernels::CirculantFft> circ_fft_;
+  CsrMatrix csr_, csr_eq_;
+};
+
+std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) { return BenchPass(o).Run(); }
 
 }  // namespace
 

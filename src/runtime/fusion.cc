@@ -30,7 +30,8 @@ std::optional<float> LoadTimeScalar(int id, const std::vector<NodeDef>& nodes, c
 // The ops whose kernels apply NodeDef::post_ops (ops_cnn.cc ConvOp,
 // ops_permdiag.cc PermDiagConvOp).
 bool IsConvLike(const NodeDef& n) {
-  return (n.op_type == "Conv" && n.domain.empty()) || (n.op_type == "PermDiagConv" && IsPermDnnDomain(n.domain));
+  return (n.op_type == "Conv" && n.domain.empty()) ||
+         (IsPermDnnDomain(n.domain) && n.op_type == formats::Format(formats::Kind::kPermDiag).conv->name);
 }
 
 // Output channels of a conv-like node when known at load, else -1.

@@ -250,221 +250,291 @@ double LearningRate(const TrainOptions& o, int64_t epoch) {
   return epoch >= o.epochs - o.epochs / 3 ? o.lr * 0.1 : o.lr;
 }
 
+namespace {
+
+// The data (Fashion-MNIST, or synthetic images for tests) as tensors.
+struct TrainData {
+  Preprocess pre;
+  Data train, test;
+  ModelInput input;
+};
+
+TrainData LoadTrainData(const TrainOptions& o) {
+  TrainData d;
+  if (o.synthetic_train > 0) {
+    ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, o.synthetic_side, o.synthetic_side,
+                                        o.synthetic_classes, 12345);
+    d.train = ToTensors(all, 0, o.synthetic_train, d.pre);
+    d.test = ToTensors(all, o.synthetic_train, o.synthetic_test, d.pre);
+    d.input = {1, o.synthetic_side, o.synthetic_side, o.synthetic_classes};
+  } else {
+    const std::string dir = o.data_dir.empty() ? kDefaultFashionMnistDir : o.data_dir;
+    ImageDataset tr = LoadFashionMnist(dir, "train"), te = LoadFashionMnist(dir, "test");
+    int64_t n = o.limit_train > 0 ? std::min(o.limit_train, tr.count) : tr.count;
+    d.train = ToTensors(tr, 0, n, d.pre);
+    d.test = ToTensors(te, 0, te.count, d.pre);
+    d.input = {1, tr.rows, tr.cols, tr.num_classes};
+  }
+  return d;
+}
+
+// One call of Train: the model, its optimizer, the position (RunState) and
+// the result, advanced by the named steps Start, RunBatches, EndEpoch and
+// Finish.
+class TrainSession {
+ public:
+  TrainSession(const TrainOptions& o, std::ostream& log)
+      : o_(o),
+        log_(log),
+        data_(LoadTrainData(o)),
+        net_((torch::manual_seed(o.seed), Net(o.model, CompressSpec::Parse(o.compress), data_.input, o.seed))),
+        opt_(net_->parameters(), torch::optim::AdamOptions(o.lr)),
+        last_path_(o.out_dir + "/checkpoint_last.pt"),
+        best_path_(o.out_dir + "/checkpoint_best.pt"),
+        num_batches_((data_.train.count() + o.batch - 1) / o.batch),
+        total_steps_(num_batches_ * o.epochs) {}
+
+  // Resumes from checkpoint_last.pt, or starts (from a dense run's
+  // projection with --from); records each layer's storage.
+  void Start() {
+    fs::create_directories(o_.out_dir);
+    for (const auto& s : net_->Storage())
+      result_.layers.push_back({s.name, s.compress, s.dense_params, s.stored_params, s.bytes});
+    if (o_.resume && fs::exists(last_path_)) {
+      st_ = LoadCheckpoint(last_path_, net_, opt_, o_);
+      result_.history = ReadMetrics(o_.out_dir, st_.epoch);
+      log_ << fmt::format("resuming {} at epoch {}, batch {}\n", last_path_, st_.epoch + 1, st_.next_batch);
+      return;
+    }
+    if (o_.resume) log_ << fmt::format("--resume: no {} yet, starting from scratch\n", last_path_);
+    PERMDNN_CHECK(o_.resume || !fs::exists(last_path_),
+                  "--out {} already holds a run (checkpoint_last.pt); pass --resume to continue it or choose "
+                  "another directory",
+                  o_.out_dir);
+    if (!o_.from_dir.empty()) ConvertFrom();
+    WriteMetrics(o_.out_dir, result_.history);
+  }
+
+  // The epochs left; false when a stop signal or --stop-after-batches
+  // interrupted (the checkpoint is saved).
+  bool RunEpochs() {
+    StopSignals signals;
+    net_->train();
+    for (; st_.epoch < o_.epochs; ++st_.epoch, st_.next_batch = 0) {
+      const double lr = LearningRate(o_, st_.epoch);
+      for (auto& group : opt_.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+      if (st_.next_batch == 0) {
+        st_.loss_sum = 0;
+        st_.correct = st_.seen = 0;
+        st_.epoch_seconds = 0;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      const bool done = RunBatches();
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!done) {
+        st_.epoch_seconds += seconds;
+        st_.train_seconds += seconds;
+        SaveCheckpoint(last_path_, net_, opt_, st_, o_);
+        log_ << fmt::format("interrupted at epoch {}, batch {}/{}: saved {} (continue with --resume)\n",
+                            st_.epoch + 1, st_.next_batch, num_batches_, last_path_);
+        result_.interrupted = true;
+        result_.epochs_done = static_cast<int>(st_.epoch);
+        return false;
+      }
+      EndEpoch(lr, seconds);
+    }
+    return true;
+  }
+
+  // The final model's storage, the result and summary.json.
+  TrainResult Finish() {
+    result_.epochs_done = o_.epochs;
+    result_.final_accuracy = result_.history.empty() ? 0 : result_.history.back().test_accuracy;
+    result_.best_accuracy = st_.best_accuracy;
+    result_.best_epoch = static_cast<int>(st_.best_epoch);
+    // Storage of the final model (pruned layers: the density reached).
+    const std::vector<StorageStats> storage = net_->Storage();
+    for (std::size_t k = 0; k < storage.size() && k < result_.layers.size(); ++k) {
+      const StorageStats& s = storage[k];
+      result_.layers[k].compress = s.compress;
+      result_.layers[k].dense_params = s.dense_params;
+      result_.layers[k].stored_params = s.stored_params;
+      result_.layers[k].bytes = s.bytes;
+    }
+    const StorageStats total = NetImpl::Total(storage);
+    result_.dense_params = total.dense_params;
+    result_.stored_params = total.stored_params;
+    result_.model_bytes = total.bytes;
+    result_.dense_bytes = total.dense_bytes;
+    result_.compression = total.compression();
+    result_.train_seconds = st_.train_seconds;
+    WriteSummaryJson();
+    return result_;
+  }
+
+  TrainResult& result() { return result_; }
+
+ private:
+  // --from: the dense run's layers projected onto this model's compression.
+  void ConvertFrom() {
+    std::vector<ConversionReport> reports = net_->LoadFromRun(o_.from_dir);
+    log_ << fmt::format("converted {} (projection onto the chosen compression):\n", o_.from_dir);
+    for (const auto& r : reports) {
+      log_ << fmt::format("  {:<8} {:<14} kept energy {:6.2f}%\n", r.layer, r.compress, 100.0 * r.kept_energy);
+      for (auto& l : result_.layers)
+        if (l.name == r.layer) l.kept_energy = r.kept_energy;
+    }
+    result_.converted_accuracy = Evaluate(net_, data_.test).accuracy;
+    log_ << fmt::format("  test accuracy after projection, before fine-tuning: {:.2f}%\n",
+                        100.0 * result_.converted_accuracy);
+  }
+
+  // The batches of the current epoch from st_.next_batch: compression
+  // schedule, forward, backward, Adam step. False when stopped early
+  // (st_.next_batch is then the first batch not trained).
+  bool RunBatches() {
+    const int64_t n = data_.train.count();
+    std::vector<int64_t> perm = EpochPermutation(n, o_.seed, st_.epoch);
+    torch::Tensor perm_t = torch::from_blob(perm.data(), {n}, torch::kLong);
+    Progress progress(num_batches_, "batches", o_.progress && Progress::IsTerminal());
+    for (int64_t b = st_.next_batch; b < num_batches_; ++b) {
+      const int64_t begin = b * o_.batch, len = std::min(o_.batch, n - begin);
+      torch::Tensor idx = perm_t.narrow(0, begin, len);
+      torch::Tensor x = data_.train.images.index_select(0, idx), y = data_.train.labels.index_select(0, idx);
+      const std::string changed = net_->CompressionStep(st_.epoch * num_batches_ + b, total_steps_);
+      if (!changed.empty()) {
+        progress.Finish();
+        log_ << changed;
+      }
+      opt_.zero_grad();
+      torch::Tensor logits = net_->forward(x);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      loss.backward();
+      opt_.step();
+      net_->AfterOptimizerStep();
+      st_.loss_sum += loss.item<double>() * len;
+      st_.correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      st_.seen += len;
+      ++batches_this_call_;
+      progress.Update(b + 1, fmt::format("epoch {}/{}  loss {:.4f}", st_.epoch + 1, o_.epochs,
+                                         st_.loss_sum / std::max<int64_t>(1, st_.seen)));
+      if (g_stop_signal != 0 || (o_.stop_after_batches >= 0 && batches_this_call_ >= o_.stop_after_batches)) {
+        progress.Finish();
+        st_.next_batch = b + 1;
+        return false;
+      }
+    }
+    progress.Finish();
+    return true;
+  }
+
+  // After an epoch: test evaluation, metrics, the best checkpoint with the
+  // run description, the last checkpoint, the log line.
+  void EndEpoch(double lr, double train_time) {
+    EvalResult ev = Evaluate(net_, data_.test);
+    EpochMetrics m;
+    m.epoch = static_cast<int>(st_.epoch + 1);
+    m.lr = lr;
+    m.train_loss = st_.loss_sum / std::max<int64_t>(1, st_.seen);
+    m.train_accuracy = static_cast<double>(st_.correct) / std::max<int64_t>(1, st_.seen);
+    m.test_loss = ev.loss;
+    m.test_accuracy = ev.accuracy;
+    m.seconds = st_.epoch_seconds + train_time;
+    st_.train_seconds += train_time;
+    // A pruned model counts as "best" only once its schedule is complete (an
+    // earlier, denser epoch is not the model asked for); the last epoch
+    // always yields a model description.
+    const bool final_form = net_->CompressionDone((st_.epoch + 1) * num_batches_, total_steps_) ||
+                            (st_.epoch + 1 == o_.epochs && st_.best_accuracy < 0);
+    m.best = final_form && ev.accuracy > st_.best_accuracy;
+    result_.history.push_back(m);
+    st_.next_batch = 0;
+    if (m.best) {
+      st_.best_accuracy = ev.accuracy;
+      st_.best_epoch = m.epoch;
+      RunState best_state = st_;
+      best_state.epoch = st_.epoch + 1;
+      SaveCheckpoint(best_path_, net_, opt_, best_state, o_);
+      net_->WriteRunDescription(o_.out_dir, data_.pre, ev.accuracy);
+      WriteNpy<int32_t>(o_.out_dir + "/test_predictions.npy", ev.predictions,
+                        {static_cast<int64_t>(ev.predictions.size())});
+    }
+    WriteMetrics(o_.out_dir, result_.history);
+    RunState next = st_;
+    next.epoch = st_.epoch + 1;
+    next.loss_sum = 0;
+    next.correct = next.seen = 0;
+    next.epoch_seconds = 0;
+    SaveCheckpoint(last_path_, net_, opt_, next, o_);
+    log_ << fmt::format("epoch {:>2}/{}  lr {:.0e}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%{}  "
+                        "{:.1f} s ({:.1f} batches/s)\n",
+                        m.epoch, o_.epochs, lr, m.train_loss, 100 * m.train_accuracy, m.test_loss,
+                        100 * m.test_accuracy, m.best ? " *" : "", m.seconds,
+                        num_batches_ / std::max(1e-9, m.seconds));
+    log_.flush();
+  }
+
+  void WriteSummaryJson() const {
+    const TrainResult& r = result_;
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& l : r.layers) {
+      nlohmann::json j = {{"name", l.name},
+                          {"compress", l.compress},
+                          {"dense_params", l.dense_params},
+                          {"stored_params", l.stored_params},
+                          {"bytes", l.bytes}};
+      if (l.kept_energy >= 0) j["kept_energy"] = l.kept_energy;
+      layers.push_back(j);
+    }
+    nlohmann::json summary = {{"model", o_.model},
+                              {"compress", o_.compress},
+                              {"from", o_.from_dir},
+                              {"seed", o_.seed},
+                              {"epochs", o_.epochs},
+                              {"batch", o_.batch},
+                              {"lr", o_.lr},
+                              {"limit_train", o_.limit_train},
+                              {"final_test_accuracy", r.final_accuracy},
+                              {"best_test_accuracy", r.best_accuracy},
+                              {"best_epoch", r.best_epoch},
+                              {"converted_accuracy", r.converted_accuracy},
+                              {"dense_params", r.dense_params},
+                              {"stored_params", r.stored_params},
+                              {"model_bytes", r.model_bytes},
+                              {"dense_bytes", r.dense_bytes},
+                              {"compression", r.compression},
+                              {"train_seconds", r.train_seconds},
+                              {"threads", o_.threads},
+                              {"layers", layers}};
+    WriteFileAtomic(o_.out_dir + "/summary.json", summary.dump(2) + "\n");
+  }
+
+  const TrainOptions& o_;
+  std::ostream& log_;
+  TrainData data_;
+  Net net_;
+  torch::optim::Adam opt_;
+  const std::string last_path_, best_path_;
+  const int64_t num_batches_;
+  const int64_t total_steps_;  // the pruning schedule's clock (prune_layers.h)
+  int64_t batches_this_call_ = 0;
+  RunState st_;
+  TrainResult result_;
+};
+
+}  // namespace
+
 TrainResult Train(const TrainOptions& o, std::ostream& log) {
   PERMDNN_CHECK(!o.out_dir.empty(), "--out: a run directory is required");
   PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
   PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
   PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
-  CompressSpec spec = CompressSpec::Parse(o.compress);
+  CompressSpec::Parse(o.compress);  // a bad SPEC fails before any data is read
   ConfigureTrainingThreads(o.threads);
-
-  // Data.
-  Preprocess pre;
-  Data train, test;
-  ModelInput input;
-  if (o.synthetic_train > 0) {
-    ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, o.synthetic_side, o.synthetic_side,
-                                        o.synthetic_classes, 12345);
-    train = ToTensors(all, 0, o.synthetic_train, pre);
-    test = ToTensors(all, o.synthetic_train, o.synthetic_test, pre);
-    input = {1, o.synthetic_side, o.synthetic_side, o.synthetic_classes};
-  } else {
-    const std::string dir = o.data_dir.empty() ? kDefaultFashionMnistDir : o.data_dir;
-    ImageDataset tr = LoadFashionMnist(dir, "train"), te = LoadFashionMnist(dir, "test");
-    int64_t n = o.limit_train > 0 ? std::min(o.limit_train, tr.count) : tr.count;
-    train = ToTensors(tr, 0, n, pre);
-    test = ToTensors(te, 0, te.count, pre);
-    input = {1, tr.rows, tr.cols, tr.num_classes};
-  }
-
-  // Model and optimizer.
-  torch::manual_seed(o.seed);
-  Net net(o.model, spec, input, o.seed);
-  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(o.lr));
-  fs::create_directories(o.out_dir);
-  const std::string last_path = o.out_dir + "/checkpoint_last.pt", best_path = o.out_dir + "/checkpoint_best.pt";
-
-  TrainResult result;
-  std::vector<StorageStats> storage = net->Storage();
-  for (const auto& s : storage) result.layers.push_back({s.name, s.compress, s.dense_params, s.stored_params, s.bytes});
-
-  RunState st;
-  bool resumed = false;
-  if (o.resume && fs::exists(last_path)) {
-    st = LoadCheckpoint(last_path, net, opt, o);
-    result.history = ReadMetrics(o.out_dir, st.epoch);
-    resumed = true;
-    log << fmt::format("resuming {} at epoch {}, batch {}\n", last_path, st.epoch + 1, st.next_batch);
-  } else {
-    if (o.resume) log << fmt::format("--resume: no {} yet, starting from scratch\n", last_path);
-    PERMDNN_CHECK(o.resume || !fs::exists(last_path),
-                  "--out {} already holds a run (checkpoint_last.pt); pass --resume to continue it or choose "
-                  "another directory",
-                  o.out_dir);
-    if (!o.from_dir.empty()) {
-      std::vector<ConversionReport> reports = net->LoadFromRun(o.from_dir);
-      log << fmt::format("converted {} (projection onto the chosen compression):\n", o.from_dir);
-      for (const auto& r : reports) {
-        log << fmt::format("  {:<8} {:<14} kept energy {:6.2f}%\n", r.layer, r.compress, 100.0 * r.kept_energy);
-        for (auto& l : result.layers)
-          if (l.name == r.layer) l.kept_energy = r.kept_energy;
-      }
-      result.converted_accuracy = Evaluate(net, test).accuracy;
-      log << fmt::format("  test accuracy after projection, before fine-tuning: {:.2f}%\n",
-                         100.0 * result.converted_accuracy);
-    }
-  }
-  if (!resumed) WriteMetrics(o.out_dir, result.history);
-
-  StopSignals signals;
-  const int64_t n = train.count();
-  const int64_t num_batches = (n + o.batch - 1) / o.batch;
-  const int64_t total_steps = num_batches * o.epochs;  // the pruning schedule's clock (prune_layers.h)
-  int64_t batches_this_call = 0;
-  net->train();
-  for (; st.epoch < o.epochs; ++st.epoch, st.next_batch = 0) {
-    const double lr = LearningRate(o, st.epoch);
-    for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-    std::vector<int64_t> perm = EpochPermutation(n, o.seed, st.epoch);
-    torch::Tensor perm_t = torch::from_blob(perm.data(), {n}, torch::kLong);
-    Progress progress(num_batches, "batches", o.progress && Progress::IsTerminal());
-    auto t0 = std::chrono::steady_clock::now();
-    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-    if (st.next_batch == 0) {
-      st.loss_sum = 0;
-      st.correct = st.seen = 0;
-      st.epoch_seconds = 0;
-    }
-    for (int64_t b = st.next_batch; b < num_batches; ++b) {
-      const int64_t begin = b * o.batch, len = std::min(o.batch, n - begin);
-      torch::Tensor idx = perm_t.narrow(0, begin, len);
-      torch::Tensor x = train.images.index_select(0, idx), y = train.labels.index_select(0, idx);
-      const std::string changed = net->CompressionStep(st.epoch * num_batches + b, total_steps);
-      if (!changed.empty()) {
-        progress.Finish();
-        log << changed;
-      }
-      opt.zero_grad();
-      torch::Tensor logits = net->forward(x);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-      loss.backward();
-      opt.step();
-      net->AfterOptimizerStep();
-      st.loss_sum += loss.item<double>() * len;
-      st.correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-      st.seen += len;
-      ++batches_this_call;
-      progress.Update(b + 1, fmt::format("epoch {}/{}  loss {:.4f}", st.epoch + 1, o.epochs,
-                                         st.loss_sum / std::max<int64_t>(1, st.seen)));
-      if (g_stop_signal != 0 || (o.stop_after_batches >= 0 && batches_this_call >= o.stop_after_batches)) {
-        progress.Finish();
-        st.next_batch = b + 1;
-        st.epoch_seconds += elapsed();
-        st.train_seconds += elapsed();
-        SaveCheckpoint(last_path, net, opt, st, o);
-        log << fmt::format("interrupted at epoch {}, batch {}/{}: saved {} (continue with --resume)\n",
-                           st.epoch + 1, st.next_batch, num_batches, last_path);
-        result.interrupted = true;
-        result.epochs_done = static_cast<int>(st.epoch);
-        return result;
-      }
-    }
-    progress.Finish();
-    const double train_time = elapsed();
-    EvalResult ev = Evaluate(net, test);
-    EpochMetrics m;
-    m.epoch = static_cast<int>(st.epoch + 1);
-    m.lr = lr;
-    m.train_loss = st.loss_sum / std::max<int64_t>(1, st.seen);
-    m.train_accuracy = static_cast<double>(st.correct) / std::max<int64_t>(1, st.seen);
-    m.test_loss = ev.loss;
-    m.test_accuracy = ev.accuracy;
-    m.seconds = st.epoch_seconds + train_time;
-    st.train_seconds += train_time;
-    // A pruned model counts as "best" only once its schedule is complete (an
-    // earlier, denser epoch is not the model asked for); the last epoch
-    // always yields a model description.
-    const bool final_form = net->CompressionDone((st.epoch + 1) * num_batches, total_steps) ||
-                            (st.epoch + 1 == o.epochs && st.best_accuracy < 0);
-    m.best = final_form && ev.accuracy > st.best_accuracy;
-    result.history.push_back(m);
-    st.next_batch = 0;
-    if (m.best) {
-      st.best_accuracy = ev.accuracy;
-      st.best_epoch = m.epoch;
-      RunState best_state = st;
-      best_state.epoch = st.epoch + 1;
-      SaveCheckpoint(best_path, net, opt, best_state, o);
-      net->WriteRunDescription(o.out_dir, pre, ev.accuracy);
-      WriteNpy<int32_t>(o.out_dir + "/test_predictions.npy", ev.predictions, {static_cast<int64_t>(ev.predictions.size())});
-    }
-    WriteMetrics(o.out_dir, result.history);
-    RunState next = st;
-    next.epoch = st.epoch + 1;
-    next.loss_sum = 0;
-    next.correct = next.seen = 0;
-    next.epoch_seconds = 0;
-    SaveCheckpoint(last_path, net, opt, next, o);
-    log << fmt::format("epoch {:>2}/{}  lr {:.0e}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%{}  "
-                       "{:.1f} s ({:.1f} batches/s)\n",
-                       m.epoch, o.epochs, lr, m.train_loss, 100 * m.train_accuracy, m.test_loss,
-                       100 * m.test_accuracy, m.best ? " *" : "", m.seconds, num_batches / std::max(1e-9, m.seconds));
-    log.flush();
-  }
-
-  result.epochs_done = o.epochs;
-  result.final_accuracy = result.history.empty() ? 0 : result.history.back().test_accuracy;
-  result.best_accuracy = st.best_accuracy;
-  result.best_epoch = static_cast<int>(st.best_epoch);
-  // Storage of the final model (pruned layers: the density reached).
-  storage = net->Storage();
-  for (std::size_t k = 0; k < storage.size() && k < result.layers.size(); ++k) {
-    const StorageStats& s = storage[k];
-    result.layers[k].compress = s.compress;
-    result.layers[k].dense_params = s.dense_params;
-    result.layers[k].stored_params = s.stored_params;
-    result.layers[k].bytes = s.bytes;
-  }
-  StorageStats total = NetImpl::Total(storage);
-  result.dense_params = total.dense_params;
-  result.stored_params = total.stored_params;
-  result.model_bytes = total.bytes;
-  result.dense_bytes = total.dense_bytes;
-  result.compression = total.compression();
-  result.train_seconds = st.train_seconds;
-
-  nlohmann::json layers = nlohmann::json::array();
-  for (const auto& l : result.layers) {
-    nlohmann::json j = {{"name", l.name},
-                        {"compress", l.compress},
-                        {"dense_params", l.dense_params},
-                        {"stored_params", l.stored_params},
-                        {"bytes", l.bytes}};
-    if (l.kept_energy >= 0) j["kept_energy"] = l.kept_energy;
-    layers.push_back(j);
-  }
-  nlohmann::json summary = {{"model", o.model},
-                            {"compress", o.compress},
-                            {"from", o.from_dir},
-                            {"seed", o.seed},
-                            {"epochs", o.epochs},
-                            {"batch", o.batch},
-                            {"lr", o.lr},
-                            {"limit_train", o.limit_train},
-                            {"final_test_accuracy", result.final_accuracy},
-                            {"best_test_accuracy", result.best_accuracy},
-                            {"best_epoch", result.best_epoch},
-                            {"converted_accuracy", result.converted_accuracy},
-                            {"dense_params", result.dense_params},
-                            {"stored_params", result.stored_params},
-                            {"model_bytes", result.model_bytes},
-                            {"dense_bytes", result.dense_bytes},
-                            {"compression", result.compression},
-                            {"train_seconds", result.train_seconds},
-                            {"threads", o.threads},
-                            {"layers", layers}};
-  WriteFileAtomic(o.out_dir + "/summary.json", summary.dump(2) + "\n");
-  return result;
+  TrainSession session(o, log);
+  session.Start();
+  if (!session.RunEpochs()) return session.result();
+  return session.Finish();
 }
 
 std::string SummaryText(const TrainOptions& o, const TrainResult& r) {
