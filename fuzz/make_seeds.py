@@ -149,6 +149,10 @@ def train_from_seeds(rng):
     write("train_from", "tiny_dense", pack_run([("model.json", json.dumps(spec).encode())] + files))
     spec["model"] = "mlp"
     write("train_from", "wrong_model", pack_run([("model.json", json.dumps(spec).encode())]))
+    # --resume's history: metrics.json as the trainer writes it (two epochs).
+    metrics = [{"epoch": e, "lr": 0.001, "train_loss": 0.5 / e, "train_accuracy": 0.8, "test_loss": 0.6 / e,
+                "test_accuracy": 0.75, "seconds": 1.5, "best": e == 2} for e in (1, 2)]
+    write("train_from", "metrics", pack_run([("metrics.json", json.dumps(metrics, indent=2).encode())]))
 
 
 def sim_seeds():

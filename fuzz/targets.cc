@@ -21,7 +21,10 @@ constexpr Target kTargets[] = {
     {"run_dir", FuzzRunDir, "training run directory (model.json + tensors/*.npy): runtime::ExportRun + run"},
     {"sim_config", FuzzSimConfig, "simulator config (TOML subset / JSON): sim::LoadConfigFile + one simulated layer"},
     {"sim_tech", FuzzSimTech, "simulator technology table (JSON): sim::TechTable::Load + accessors + one layer"},
-    {"train_from", FuzzTrainFrom, "training run directory through `permdnn train --from`'s reader (train::RunSource)"},
+    {"train_from", FuzzTrainFrom,
+     "training run directory through `permdnn train --from` / --resume's readers (train::RunSource, ReadMetrics)"},
+    {"onnx_tools", FuzzOnnxTools,
+     "ONNX model through inspect / sim --model (InspectCompressedLayers, WithCapturedOutputs) and compress"},
 };
 
 bool SafeName(const std::string& name) {
@@ -75,7 +78,7 @@ std::pair<std::string_view, std::string_view> SplitIdxInput(const uint8_t* data,
 std::string WriteInputFiles(const std::string& target, const uint8_t* data, std::size_t size,
                             const std::string& dir) {
   const std::filesystem::path d(dir);
-  if (target == "onnx" || target == "onnx_struct") {
+  if (target == "onnx" || target == "onnx_struct" || target == "onnx_tools") {
     WriteFile((d / "model.onnx").string(), data, size);
     return (d / "model.onnx").string();
   }

@@ -49,9 +49,14 @@ int FuzzSimConfig(const uint8_t* data, std::size_t size);
 // accessor the engines call.
 int FuzzSimTech(const uint8_t* data, std::size_t size);
 
-// A training run directory (packed as for run_dir) through `permdnn train
-// --from`'s reader, train::RunSource (LibTorch-free).
+// A training run directory (packed as for run_dir) through the readers of
+// `permdnn train --from` (train::RunSource) and of --resume's metrics.json
+// (train::ReadMetrics), both LibTorch-free.
 int FuzzTrainFrom(const uint8_t* data, std::size_t size);
+// An ONNX model through `permdnn inspect` / `sim --model`
+// (InspectCompressedLayers, WithCapturedOutputs) and `permdnn compress`
+// (CompressOnnx).
+int FuzzOnnxTools(const uint8_t* data, std::size_t size);
 
 // Every target, by name ("onnx_struct" is FuzzOnnx driven by the structure-
 // aware mutator of onnx_mutator.cc).
@@ -60,7 +65,7 @@ const Target* FindTarget(const std::string& name);
 
 // The files one input of `target` stands for, written under `dir` (which
 // must exist) as the command line reads them; returns the path to give the
-// command: onnx/onnx_struct: model.onnx; npy: input.npy; idx: the directory
+// command: onnx/onnx_struct/onnx_tools: model.onnx; npy: input.npy; idx: the directory
 // (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte); run_dir: the directory
 // run/ unpacked as run_dir_target.cc describes; sim_config: config.json or
 // config.toml (by the input's parity); sim_tech: tech.json.

@@ -1,17 +1,22 @@
-// Fuzz target "train_from": what `permdnn train --from RUN_DIR` parses, the
-// LibTorch-free train::RunSource (model.json and the .npy tensors it names),
-// on a run directory packed as for "run_dir" (run_dir_target.cc). The reads
+// Fuzz target "train_from": what `permdnn train --from RUN_DIR` and
+// `--resume` parse of a run directory, with the LibTorch-free readers:
+// train::RunSource (--from: model.json and the .npy tensors it names) and
+// train::ReadMetrics (--resume: metrics.json, the history so far), on a run
+// directory packed as for "run_dir" (run_dir_target.cc). The --from reads
 // are those NetImpl::LoadFromRun makes for the "tiny" model at input 1×4×4
 // with 4 classes (fc1 16→64, fc2 64→32, fc3 32→4; 784 inputs would not fit
 // a fuzz input). LoadFromRun's own remaining work, copying or projecting
 // tensors that passed these checks into LibTorch modules, is not fuzzed
 // (LibTorch's headers do not build with clang 14 in C++20); the LibTorch
-// checkpoints of --resume are torch's own format. docs/reliability.md.
+// checkpoint of --resume (checkpoint_last.pt, torch's own archive format) is
+// covered by the mutation test Trainer.ResumeRejectsCorruptCheckpoints
+// instead (docs/reliability.md).
 #include <filesystem>
 #include <string>
 
 #include "fuzz/targets.h"
 #include "permdnn/core/error.h"
+#include "src/train/run_metrics.h"
 #include "src/train/run_source.h"
 
 namespace permdnn::fuzz {
@@ -23,6 +28,10 @@ int FuzzTrainFrom(const uint8_t* data, std::size_t size) {
   fs::remove_all(work, ec);
   fs::create_directories(work);
   const std::string dir = WriteInputFiles("train_from", data, size, work.string());
+  try {
+    (void)train::ReadMetrics(dir, 1000);
+  } catch (const Error&) {
+  }
   struct Fc {
     const char* name;
     int64_t in, out;

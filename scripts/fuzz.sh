@@ -8,17 +8,21 @@
 # it extends in place. Every crash, leak, timeout (> 10 s) or out-of-memory
 # input is minimized and copied to fuzz/regressions/<target>/, where `make
 # test` replays it: fix the bug, then commit the input with the fix. The
-# log of each target is FUZZ_DIR/logs/<target>.log; the last line printed per
-# target is libFuzzer's final status (runs, cov, ft, corpus).
+# log of each target is FUZZ_LOG_DIR/<target>.log (default FUZZ_DIR/logs);
+# the summary printed at the end is libFuzzer's final status line per target
+# (runs, cov, ft, corpus). Relative FUZZ_DIR / FUZZ_LOG_DIR are taken from
+# the repository root (PERMDNN_ROOT, default: this script's parent folder).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=${PERMDNN_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$root"
 fuzz_dir=${FUZZ_DIR:-build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-2}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct npy idx run_dir train_from sim_config sim_tech)
-mkdir -p "$fuzz_dir/logs"
+[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct onnx_tools npy idx run_dir train_from sim_config sim_tech)
+log_dir=${FUZZ_LOG_DIR:-$fuzz_dir/logs}
+mkdir -p "$log_dir"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
@@ -41,10 +45,10 @@ for t in "${targets[@]}"; do
   rm -rf "$artifacts"
   mkdir -p "$corpus" "$artifacts"
   extra=()
-  [[ "$t" == onnx_struct ]] && extra=("$root/fuzz/corpus/onnx")  # seeds, read only
+  [[ "$t" == onnx_struct || "$t" == onnx_tools ]] && extra=("$root/fuzz/corpus/onnx")  # seeds, read only
   dict=()
   [[ -f "$root/fuzz/dicts/$t.dict" ]] && dict=("-dict=$root/fuzz/dicts/$t.dict")
-  log="$fuzz_dir/logs/$t.log"
+  log="$log_dir/$t.log"
   echo "fuzz.sh: $t for ${seconds}s, $jobs jobs (log $log)"
   "$bin" -fork="$jobs" -ignore_crashes=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -max_len="$(max_len "$t")" -print_funcs=0 -artifact_prefix="$artifacts/" "${dict[@]}" "$corpus" "${extra[@]}" \

@@ -235,7 +235,9 @@ const std::vector<std::pair<std::string, std::string>>& SensitivityQuantities() 
 std::vector<double> Measure(const ComparisonResult& run) {
   const ValidationReport rep = Validate(run);
   std::vector<double> v;
-  for (const auto& [key, label] : SensitivityQuantities()) {
+  for (const auto& quantity : SensitivityQuantities()) {
+    // (not a structured binding: clang 14, the fuzz build, cannot capture one)
+    const std::string& key = quantity.first;
     auto it = std::find_if(rep.rows.begin(), rep.rows.end(), [&](const ValidationRow& r) { return r.key == key; });
     v.push_back(it->modeled);
   }

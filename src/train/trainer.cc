@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +27,7 @@
 #include "permdnn/core/progress.h"
 #include "src/train/models.h"
 #include "src/train/permdiag_layers.h"
+#include "src/train/run_metrics.h"
 
 namespace permdnn::train {
 
@@ -144,6 +146,13 @@ RunState LoadCheckpoint(const std::string& path, Net& net, torch::optim::Adam& o
     s.train_seconds = read("meta.train_seconds").toDouble();
     s.best_accuracy = read("meta.best_accuracy").toDouble();
     s.best_epoch = read("meta.best_epoch").toInt();
+    // The numbers come from a file: in range before the trainer indexes with them.
+    PERMDNN_CHECK(s.epoch >= 0 && s.epoch <= 1000000000 && s.next_batch >= 0 && s.correct >= 0 && s.seen >= 0 &&
+                      s.correct <= s.seen && s.best_epoch >= 0 && s.best_epoch <= s.epoch + 1,
+                  "checkpoint {}: position out of range (epoch {}, next_batch {}, correct {} of {}, best_epoch {})",
+                  path, s.epoch, s.next_batch, s.correct, s.seen, s.best_epoch);
+    for (double v : {s.loss_sum, s.epoch_seconds, s.train_seconds, s.best_accuracy})
+      PERMDNN_CHECK(std::isfinite(v), "checkpoint {}: running sums must be finite, got {}", path, v);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -181,55 +190,6 @@ EvalResult Evaluate(Net& net, const Data& d) {
   r.loss = loss / std::max<int64_t>(1, d.count());
   r.accuracy = static_cast<double>(correct) / std::max<int64_t>(1, d.count());
   return r;
-}
-
-nlohmann::json ToJson(const EpochMetrics& m) {
-  return {{"epoch", m.epoch},
-          {"lr", m.lr},
-          {"train_loss", m.train_loss},
-          {"train_accuracy", m.train_accuracy},
-          {"test_loss", m.test_loss},
-          {"test_accuracy", m.test_accuracy},
-          {"seconds", m.seconds},
-          {"best", m.best}};
-}
-
-EpochMetrics FromJson(const nlohmann::json& j) {
-  EpochMetrics m;
-  m.epoch = j.at("epoch").get<int>();
-  m.lr = j.at("lr").get<double>();
-  m.train_loss = j.at("train_loss").get<double>();
-  m.train_accuracy = j.at("train_accuracy").get<double>();
-  m.test_loss = j.at("test_loss").get<double>();
-  m.test_accuracy = j.at("test_accuracy").get<double>();
-  m.seconds = j.at("seconds").get<double>();
-  m.best = j.at("best").get<bool>();
-  return m;
-}
-
-void WriteMetrics(const std::string& dir, const std::vector<EpochMetrics>& history) {
-  nlohmann::json j = nlohmann::json::array();
-  std::string csv = "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,seconds,best\n";
-  for (const auto& m : history) {
-    j.push_back(ToJson(m));
-    csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.3f},{}\n", m.epoch, m.lr, m.train_loss,
-                       m.train_accuracy, m.test_loss, m.test_accuracy, m.seconds, m.best ? 1 : 0);
-  }
-  WriteFileAtomic(dir + "/metrics.json", j.dump(2) + "\n");
-  WriteFileAtomic(dir + "/metrics.csv", csv);
-}
-
-std::vector<EpochMetrics> ReadMetrics(const std::string& dir, int64_t epochs_done) {
-  std::vector<EpochMetrics> out;
-  std::ifstream in(dir + "/metrics.json");
-  if (!in) return out;
-  try {
-    for (const auto& j : nlohmann::json::parse(in))
-      if (j.at("epoch").get<int64_t>() <= epochs_done) out.push_back(FromJson(j));
-  } catch (const std::exception& e) {
-    Fail("--resume: {}/metrics.json is unreadable ({})", dir, e.what());
-  }
-  return out;
 }
 
 }  // namespace
@@ -302,6 +262,10 @@ class TrainSession {
       result_.layers.push_back({s.name, s.compress, s.dense_params, s.stored_params, s.bytes});
     if (o_.resume && fs::exists(last_path_)) {
       st_ = LoadCheckpoint(last_path_, net_, opt_, o_);
+      PERMDNN_CHECK(st_.next_batch <= num_batches_,
+                    "--resume: {} stopped at batch {} of epoch {}, but this run has {} batches per epoch (a "
+                    "different training set?)",
+                    last_path_, st_.next_batch, st_.epoch + 1, num_batches_);
       result_.history = ReadMetrics(o_.out_dir, st_.epoch);
       log_ << fmt::format("resuming {} at epoch {}, batch {}\n", last_path_, st_.epoch + 1, st_.next_batch);
       return;

@@ -1,4 +1,5 @@
-// train::RunSource, the reader behind `permdnn train --from`: a good run
+// train::RunSource, the reader behind `permdnn train --from` (and ReadMetrics,
+// --resume's reader of metrics.json): a good run
 // directory reads back, and every malformed model.json or tensor is an
 // Error naming the file and what was wrong (before it, a layer without
 // "tensors" or "compress" was an out-of-range nlohmann::json lookup).
@@ -11,6 +12,7 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
+#include "src/train/run_metrics.h"
 #include "src/train/run_source.h"
 
 namespace permdnn::train {
@@ -104,3 +106,50 @@ TEST_F(RunSourceTest, MalformedLayersAndTensors) {
 
 }  // namespace
 }  // namespace permdnn::train
+
+// --resume's reader of metrics.json (run_metrics.h), LibTorch-free too.
+class RunMetricsTest : public RunSourceTest {
+ protected:
+  void Metrics(const std::string& text) { std::ofstream(dir_ / "metrics.json") << text; }
+};
+
+TEST_F(RunMetricsTest, RoundTripsAndKeepsTheEpochsDone) {
+  std::vector<EpochMetrics> history;
+  for (int e = 1; e <= 3; ++e) history.push_back({e, 1e-3, 0.5 / e, 0.8, 0.6 / e, 0.75, 1.5, e == 2});
+  WriteMetrics(dir_.string(), history);
+  EXPECT_TRUE(fs::exists(dir_ / "metrics.csv"));
+  const std::vector<EpochMetrics> back = ReadMetrics(dir_.string(), 2);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[1].epoch, 2);
+  EXPECT_EQ(back[1].train_loss, 0.25);
+  EXPECT_TRUE(back[1].best);
+  EXPECT_TRUE(ReadMetrics((dir_ / "tensors").string(), 5).empty());  // no metrics.json: no history
+}
+
+TEST_F(RunMetricsTest, MalformedMetricsNameTheFileEntryAndField) {
+  const std::string good =
+      R"("lr": 0.001, "train_loss": 0.5, "train_accuracy": 0.8, "test_loss": 0.6, "test_accuracy": 0.7,
+         "seconds": 1, "best": false)";
+  struct Case {
+    std::string text, expect;
+  };
+  const Case cases[] = {
+      {"[{", "not valid JSON"},
+      {"{\"epoch\": 1}", "top level must be an array"},
+      {"[3]", "entry 0 must be an object"},
+      {"[{" + good + "}]", "entry 0 has no \"epoch\""},
+      {"[{\"epoch\": 1e30, " + good + "}]", "\"epoch\" must be an integer"},  // was a float-to-int overflow
+      {"[{\"epoch\": 18446744073709551615, " + good + "}]", "\"epoch\" must be an integer"},
+      {"[{\"epoch\": 0, " + good + "}]", "\"epoch\" must be an integer in [1,"},
+      {"[{\"epoch\": 1, " + good + "}, {\"epoch\": 2, \"lr\": \"fast\"}]", "entry 1: \"lr\" must be a finite number"},
+      {"[{\"epoch\": 1, \"lr\": 0.1, \"train_loss\": 0.5, \"train_accuracy\": 0.8, \"test_loss\": 0.6, "
+       "\"test_accuracy\": 0.7, \"seconds\": 1, \"best\": 1}]",
+       "\"best\" must be true or false"},
+  };
+  for (const Case& c : cases) {
+    Metrics(c.text);
+    const std::string what = ErrorOf([&] { ReadMetrics(dir_.string(), 10); });
+    EXPECT_NE(what.find((dir_ / "metrics.json").string()), std::string::npos) << c.text << " -> " << what;
+    EXPECT_NE(what.find(c.expect), std::string::npos) << c.text << " -> " << what;
+  }
+}

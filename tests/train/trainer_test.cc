@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -113,6 +114,78 @@ TEST(Trainer, CorruptCheckpointIsAClearError) {
     std::string what = e.what();
     EXPECT_NE(what.find("corrupt"), std::string::npos) << what;
     EXPECT_NE(what.find(path), std::string::npos) << what;
+  }
+}
+
+// --resume's reader of checkpoint_last.pt (LibTorch's archive format, which
+// the clang fuzz build cannot reach: docs/reliability.md), fuzzed here
+// instead: seeded mutations of a real checkpoint (byte flips, overwritten
+// runs, truncations, bytes inserted) either resume or give a permdnn::Error;
+// any other exception fails the test, a crash or sanitizer report (make
+// test-asan) fails the run.
+TEST(Trainer, ResumeRejectsCorruptCheckpoints) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("mutated"), "tiny", "dense");
+  o.epochs = 1;
+  o.synthetic_train = 128;
+  o.synthetic_test = 64;
+  o.stop_after_batches = 1;  // a checkpoint in mid-epoch: every meta field in use
+  ASSERT_TRUE(Train(o, log).interrupted);
+  const std::string path = o.out_dir + "/checkpoint_last.pt";
+  const std::string good = ReadFile(path);
+  ASSERT_GT(good.size(), 64u);
+  o.resume = true;
+  o.stop_after_batches = 0;  // a resumed run stops at once (before any batch)
+  std::mt19937_64 rng(20);
+  int errors = 0, resumed = 0;
+  for (int i = 0; i < 150; ++i) {
+    std::string bytes = good;
+    const auto at = [&] { return static_cast<std::size_t>(rng() % bytes.size()); };
+    switch (i % 4) {
+      case 0:
+        for (int k = 0; k < 1 + i % 8; ++k) bytes[at()] ^= static_cast<char>(1u << (rng() % 8));
+        break;
+      case 1: {
+        const std::size_t a = at();
+        for (std::size_t k = a; k < std::min(bytes.size(), a + 1 + rng() % 16); ++k)
+          bytes[k] = static_cast<char>(rng() % 2 ? 0xff : rng() % 256);
+        break;
+      }
+      case 2:
+        bytes.resize(at());
+        break;
+      default:
+        bytes.insert(at(), std::string(1 + rng() % 8, static_cast<char>(rng() % 256)));
+    }
+    { std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes; }
+    try {
+      Train(o, log);
+      ++resumed;
+    } catch (const Error& e) {
+      ++errors;
+      EXPECT_NE(std::string(e.what()).find(o.out_dir), std::string::npos) << "mutation " << i << ": " << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "mutation " << i << ": not a permdnn::Error: " << e.what();
+    }
+  }
+  EXPECT_GT(errors, 0);
+  std::printf("corrupt checkpoints: %d rejected, %d resumed\n", errors, resumed);
+}
+
+TEST(Trainer, ResumeWithFewerBatchesIsAClearError) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("fewer"), "tiny", "dense");
+  o.stop_after_batches = 5;  // 8 batches per epoch: stopped at batch 5 of epoch 1
+  ASSERT_TRUE(Train(o, log).interrupted);
+  o.stop_after_batches = -1;
+  o.resume = true;
+  o.synthetic_train = 128;  // 2 batches per epoch now
+  try {
+    Train(o, log);
+    FAIL() << "resumed past the end of the epoch";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch 5 of epoch 1, but this run has 2 batches"), std::string::npos)
+        << e.what();
   }
 }
 
