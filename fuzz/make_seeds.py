@@ -7,7 +7,7 @@ rewrites the same files:
 
 Seeds are small valid files of every kind, and a few near misses: the fuzzer
 finds the rest. The onnx seeds are the models already in fuzz/corpus/onnx/."""
-import array, gzip, json, os, random, struct, sys
+import array, gzip, io, json, os, random, struct, sys, zipfile
 
 ROOT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
@@ -153,6 +153,17 @@ def train_from_seeds(rng):
     metrics = [{"epoch": e, "lr": 0.001, "train_loss": 0.5 / e, "train_accuracy": 0.8, "test_loss": 0.6 / e,
                 "test_accuracy": 0.75, "seconds": 1.5, "best": e == 2} for e in (1, 2)]
     write("train_from", "metrics", pack_run([("metrics.json", json.dumps(metrics, indent=2).encode())]))
+    # --resume's checkpoint container: a small zip laid out as LibTorch writes one (stored + deflated entries).
+    buf = io.BytesIO()
+    entries = [("archive/data.pkl", bytes(range(64)) * 4, zipfile.ZIP_STORED),
+               ("archive/code/__torch__.py", b"class Module:\n  pass\n" * 8, zipfile.ZIP_DEFLATED),
+               ("archive/data/0", floats(16, rng, 0.5).tobytes(), zipfile.ZIP_STORED)]
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data, method in entries:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # deterministic
+            info.compress_type = method
+            z.writestr(info, data)
+    write("train_from", "checkpoint", pack_run([("checkpoint_last.pt", buf.getvalue())]))
 
 
 def sim_seeds():

@@ -1,21 +1,25 @@
 // Fuzz target "train_from": what `permdnn train --from RUN_DIR` and
 // `--resume` parse of a run directory, with the LibTorch-free readers:
 // train::RunSource (--from: model.json and the .npy tensors it names) and
-// train::ReadMetrics (--resume: metrics.json, the history so far), on a run
+// train::ReadMetrics (--resume: metrics.json, the history so far) and
+// train::CheckCheckpointArchive (--resume: the zip container of
+// checkpoint_last.pt, checked before LibTorch parses it), on a run
 // directory packed as for "run_dir" (run_dir_target.cc). The --from reads
 // are those NetImpl::LoadFromRun makes for the "tiny" model at input 1×4×4
 // with 4 classes (fc1 16→64, fc2 64→32, fc3 32→4; 784 inputs would not fit
 // a fuzz input). LoadFromRun's own remaining work, copying or projecting
 // tensors that passed these checks into LibTorch modules, is not fuzzed
 // (LibTorch's headers do not build with clang 14 in C++20); the LibTorch
-// checkpoint of --resume (checkpoint_last.pt, torch's own archive format) is
-// covered by the mutation test Trainer.ResumeRejectsCorruptCheckpoints
-// instead (docs/reliability.md).
+// unpickling of a checkpoint that passed the container check is covered by
+// the mutation test Trainer.ResumeRejectsCorruptCheckpoints instead
+// (docs/reliability.md).
 #include <filesystem>
 #include <string>
 
 #include "fuzz/targets.h"
 #include "permdnn/core/error.h"
+#include "permdnn/runtime/onnx_io.h"
+#include "src/train/checkpoint_file.h"
 #include "src/train/run_metrics.h"
 #include "src/train/run_source.h"
 
@@ -32,6 +36,12 @@ int FuzzTrainFrom(const uint8_t* data, std::size_t size) {
     (void)train::ReadMetrics(dir, 1000);
   } catch (const Error&) {
   }
+  // --resume's checkpoint container check, run before LibTorch reads it.
+  const fs::path ck = fs::path(dir) / "checkpoint_last.pt";
+  if (fs::is_regular_file(ck)) try {
+      train::CheckCheckpointArchive(runtime::ReadFileBytes(ck.string()), ck.string());
+    } catch (const Error&) {
+    }
   struct Fc {
     const char* name;
     int64_t in, out;

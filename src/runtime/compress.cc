@@ -52,6 +52,10 @@ std::vector<Candidate> FindCandidates(const onnx::GraphProto& g, const std::map<
     const onnx::NodeProto& n = g.node(k);
     if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
     if (n.input_size() < 2 || !inits.count(n.input(1))) continue;
+    // A node whose output the file leaves out (no output, or an empty name)
+    // computes nothing anyone reads: nothing to compress, and the rewrite
+    // below reads output 0.
+    if (n.output_size() < 1 || n.output(0).empty()) continue;
     const onnx::TensorProto& w = g.initializer(inits.at(n.input(1)));
     if (w.data_type() != onnx::TensorProto::FLOAT) continue;
     Candidate c;

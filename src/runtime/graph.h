@@ -127,6 +127,10 @@ struct OpContext {
   }
   // Input k must exist and be known at plan time (constant).
   const Value& Const(std::size_t k, const char* what) const;
+  // Its elements, checked to be of that kind (any integer dtype is held as
+  // int64; the file decides the dtype, so an op never reads one as the other).
+  std::vector<int64_t> ConstInts(std::size_t k, const char* what) const;
+  std::vector<float> ConstFloats(std::size_t k, const char* what) const;
   // Output k gets this dtype and shape; a slot the node leaves out gets an
   // unnamed value.
   void SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape);

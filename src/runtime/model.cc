@@ -52,13 +52,19 @@ const Value& OpContext::Const(std::size_t k, const char* what) const {
                                        node->Where(), k, v->name, what));
   return *v;
 }
+std::vector<int64_t> OpContext::ConstInts(std::size_t k, const char* what) const {
+  const Value& v = Const(k, what);
+  if (IsFloat(v.dtype)) Fail("input {} ({}) must be an integer tensor, got {}", k, what, DTypeName(v.dtype));
+  return std::vector<int64_t>(v.constant_data.i(), v.constant_data.i() + v.constant_data.size());
+}
+std::vector<float> OpContext::ConstFloats(std::size_t k, const char* what) const {
+  const Value& v = Const(k, what);
+  if (!IsFloat(v.dtype)) Fail("input {} ({}) must be a float tensor, got {}", k, what, DTypeName(v.dtype));
+  return std::vector<float>(v.constant_data.f(), v.constant_data.f() + v.constant_data.size());
+}
 void OpContext::SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) Fail("output shape {} has a negative dimension", ShapeString(shape));
-    if (d != 0 && n > (int64_t{1} << 40) / d) Fail("output shape {} is too large", ShapeString(shape));
-    n *= d;
-  }
+  const std::string problem = ShapeProblem(shape);
+  if (!problem.empty()) Fail("output shape {}: {}", ShapeString(shape), problem);
   if (k >= out.size()) out.resize(k + 1, nullptr);
   if (!out[k]) {
     unnamed.push_back(std::make_unique<Value>());
@@ -290,7 +296,8 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
       ok = info.shape[d] < 0 || info.shape[d] == t.shape[d];
     PERMDNN_CHECK(ok, "{}: input '{}' should have shape {} (-1 = any), got {}", name, info.name,
                   ShapeString(info.shape), ShapeString(t.shape));
-    for (int64_t d : t.shape) PERMDNN_CHECK(d >= 0, "{}: input '{}': negative dimension", name, info.name);
+    const std::string problem = ShapeProblem(t.shape);
+    PERMDNN_CHECK(problem.empty(), "{}: input '{}' of shape {}: {}", name, info.name, ShapeString(t.shape), problem);
     v.dtype = info.dtype;
     v.shape = t.shape;
     v.known = true;

@@ -44,6 +44,17 @@ int64_t NumElements(std::span<const int64_t> shape) {
   return n;
 }
 
+std::string ShapeProblem(std::span<const int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return "negative dimension";
+    if (d == 0) continue;
+    if (n > kMaxShapeElements / d) return fmt::format("too large (over 2^40 elements without its zero dims)");
+    n *= d;
+  }
+  return {};
+}
+
 std::string ShapeString(std::span<const int64_t> shape) {
   std::string s = "[";
   for (std::size_t k = 0; k < shape.size(); ++k) s += (k ? ", " : "") + std::to_string(shape[k]);
@@ -135,12 +146,9 @@ Tensor TensorFromProto(const onnx::TensorProto& t, const std::string& where) {
   if (t.has_segment()) throw UnsupportedError(what + ": segmented tensors are not supported");
   const DType dtype = DTypeFromOnnx(t.data_type(), what);
   std::vector<int64_t> shape(t.dims().begin(), t.dims().end());
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    PERMDNN_CHECK(d >= 0, "{}: negative dimension in {}", what, ShapeString(shape));
-    PERMDNN_CHECK(d == 0 || n <= (int64_t{1} << 40) / d, "{}: shape {} is too large", what, ShapeString(shape));
-    n *= d;
-  }
+  const std::string problem = ShapeProblem(shape);
+  PERMDNN_CHECK(problem.empty(), "{}: shape {}: {}", what, ShapeString(shape), problem);
+  const int64_t n = NumElements(shape);
   const int eb = OnnxElementBytes(t.data_type());
   // Sizes are checked against the data present before anything is allocated.
   if (t.has_raw_data()) {

@@ -180,8 +180,13 @@ class ClipOp : public OpKernel {
     if (from_inputs_) {
       lo_ = -std::numeric_limits<float>::infinity();
       hi_ = std::numeric_limits<float>::infinity();
-      if (ctx.In(1)) lo_ = ctx.Const(1, "min").constant_data.f()[0];
-      if (ctx.In(2)) hi_ = ctx.Const(2, "max").constant_data.f()[0];
+      auto scalar = [&](std::size_t k, const char* what) {
+        const std::vector<float> v = ctx.ConstFloats(k, what);
+        if (v.size() != 1) ctx.Fail("{} must be a scalar, got {} elements", what, v.size());
+        return v[0];
+      };
+      if (ctx.In(1)) lo_ = scalar(1, "min");
+      if (ctx.In(2)) hi_ = scalar(2, "max");
     }
     ctx.SetOut(0, x.dtype, x.shape);
   }
@@ -223,8 +228,7 @@ class CopyOp : public OpKernel {
 std::vector<int64_t> ReadAxes(OpContext& ctx, const NodeDef& n, std::size_t input) {
   if (n.opset < 13) return n.Ints("axes");
   if (!ctx.In(input)) return {};
-  const Value& a = ctx.Const(input, "axes");
-  return std::vector<int64_t>(a.constant_data.i(), a.constant_data.i() + a.size());
+  return ctx.ConstInts(input, "axes");
 }
 
 std::unique_ptr<OpKernel> MakeFlatten(const NodeDef& n) {
@@ -249,7 +253,7 @@ std::unique_ptr<OpKernel> MakeReshape(const NodeDef& n) {
     if (opset >= 5) {
       const Value& s = ctx.Const(1, "shape");
       if (s.shape.size() != 1) ctx.Fail("shape input must be 1-D, got {}", ShapeString(s.shape));
-      target.assign(s.constant_data.i(), s.constant_data.i() + s.size());
+      target = ctx.ConstInts(1, "shape");
     }
     const auto& in = ctx.in[0]->shape;
     int infer = -1;
@@ -331,8 +335,9 @@ class DropoutOp : public IdentityOp {
   }
   void Prepare(OpContext& ctx) override {
     if (ctx.In(2)) {
-      const Value& t = ctx.Const(2, "training_mode");
-      if (t.constant_data.i()[0] != 0) Unsupported(ctx, "Dropout with training_mode=true");
+      const std::vector<int64_t> t = ctx.ConstInts(2, "training_mode");
+      if (t.size() != 1) ctx.Fail("training_mode must be a scalar, got {} elements", t.size());
+      if (t[0] != 0) Unsupported(ctx, "Dropout with training_mode=true");
     }
     IdentityOp::Prepare(ctx);
   }
@@ -436,8 +441,7 @@ class ConstantOfShapeOp : public OpKernel {
     if (t_.size() != 1) UnsupportedNode(n, "value must have one element");
   }
   void Prepare(OpContext& ctx) override {
-    const Value& s = ctx.Const(0, "shape");
-    std::vector<int64_t> shape(s.constant_data.i(), s.constant_data.i() + s.size());
+    const std::vector<int64_t> shape = ctx.ConstInts(0, "shape");
     for (int64_t d : shape)
       if (d < 0) ctx.Fail("negative dimension in {}", ShapeString(shape));
     ctx.SetOut(0, t_.dtype(), shape);
@@ -615,10 +619,7 @@ class SliceOp : public OpKernel {
     const Value& x = Req(ctx, 0, "data");
     const int64_t r = static_cast<int64_t>(x.shape.size());
     std::vector<int64_t> starts, ends, axes, steps;
-    auto ints = [&](std::size_t k, const char* what) {
-      const Value& v = ctx.Const(k, what);
-      return std::vector<int64_t>(v.constant_data.i(), v.constant_data.i() + v.size());
-    };
+    auto ints = [&](std::size_t k, const char* what) { return ctx.ConstInts(k, what); };
     if (n_.opset < 10) {
       starts = n_.Ints("starts");
       ends = n_.Ints("ends");

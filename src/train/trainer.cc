@@ -27,6 +27,8 @@
 #include "permdnn/core/progress.h"
 #include "src/train/models.h"
 #include "src/train/permdiag_layers.h"
+#include "permdnn/runtime/onnx_io.h"
+#include "src/train/checkpoint_file.h"
 #include "src/train/run_metrics.h"
 
 namespace permdnn::train {
@@ -121,7 +123,10 @@ RunState LoadCheckpoint(const std::string& path, Net& net, torch::optim::Adam& o
     return v;
   };
   try {
-    ar.load_from(path);
+    const std::string bytes = runtime::ReadFileBytes(path);
+    CheckCheckpointArchive(bytes, path);  // LibTorch's reader trusts the container (checkpoint_file.h)
+    std::istringstream in(bytes);
+    ar.load_from(in);
     c10::IValue format = read("meta.format");
     PERMDNN_CHECK(format.isString() && format.toStringRef() == kCheckpointFormat,
                   "checkpoint {}: not a {} file", path, kCheckpointFormat);

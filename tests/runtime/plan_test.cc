@@ -268,5 +268,45 @@ TEST(RuntimePlan, ExtraOutputIsAnErrorNamingTheNode) {
   }
 }
 
+// onnx_struct/slice-float-starts-read-as-int64.onnx: a constant input of the
+// wrong kind (float starts) was read as int64, past its 4-byte storage.
+TEST(RuntimePlan, ConstantInputOfTheWrongDtypeIsAnErrorNamingTheNode) {
+  GraphBuilder b;
+  b.Input("x", {4, 6});
+  b.Init("starts", {1}, {1.0f});
+  b.InitInts("ends", {3});
+  b.Node("Slice", {"x", "starts", "ends"}, {"y"});
+  b.Output("y");
+  try {
+    b.Load();
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(starts) must be an integer tensor, got float32"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("Slice"), std::string::npos) << e.what();
+  }
+  GraphBuilder c;  // Clip's min must be one float
+  c.Input("x", {2, 3});
+  c.Init("lo", {0}, {});
+  c.Node("Clip", {"x", "lo"}, {"y"});
+  c.Output("y");
+  EXPECT_THROW(c.Load(), Error);
+}
+
+// onnx_struct/flatten-zero-size-huge-dims.onnx: a zero-size shape carried
+// dims whose partial products overflow int64.
+TEST(RuntimePlan, ShapeLimitCountsTheNonZeroDims) {
+  EXPECT_EQ(ShapeProblem(std::vector<int64_t>{0, int64_t{1} << 20, int64_t{1} << 20}), "");
+  EXPECT_NE(ShapeProblem(std::vector<int64_t>{0, int64_t{1} << 62, 4}), "");
+  EXPECT_NE(ShapeProblem(std::vector<int64_t>{2, -1}), "");
+  GraphBuilder b;
+  b.Input("x", {0, -1, 4});
+  b.Node("Flatten", {"x"}, {"y"});
+  b.Output("y");
+  Model m = b.Load();
+  EXPECT_THROW(m.Run({Tensor(DType::kFloat32, {0, int64_t{1} << 62, 4})}), Error);
+  EXPECT_EQ(m.Run({Tensor(DType::kFloat32, {0, 5, 4})})[0].shape(), (std::vector<int64_t>{0, 20}));
+}
+
 }  // namespace
 }  // namespace permdnn::runtime

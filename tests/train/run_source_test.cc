@@ -104,9 +104,6 @@ TEST_F(RunSourceTest, MalformedLayersAndTensors) {
   EXPECT_NE(ErrorOf([&] { s.Kind("fc9"); }).find(mj + " has no layer 'fc9'"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace permdnn::train
-
 // --resume's reader of metrics.json (run_metrics.h), LibTorch-free too.
 class RunMetricsTest : public RunSourceTest {
  protected:
@@ -153,3 +150,6 @@ TEST_F(RunMetricsTest, MalformedMetricsNameTheFileEntryAndField) {
     EXPECT_NE(what.find(c.expect), std::string::npos) << c.text << " -> " << what;
   }
 }
+
+}  // namespace
+}  // namespace permdnn::train

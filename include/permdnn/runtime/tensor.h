@@ -48,6 +48,13 @@ class UnsupportedError : public Error {
 };
 
 int64_t NumElements(std::span<const int64_t> shape);
+// The largest shape a value may have: no negative dimension, and the
+// product of its non-zero dimensions at most kMaxShapeElements (2^40), so
+// that every partial product of the dims (Flatten's, Reshape's, a stride)
+// fits in int64_t, zero-size tensors included. Empty when `shape` fits,
+// else what is wrong with it ("negative dimension", "too large").
+inline constexpr int64_t kMaxShapeElements = int64_t{1} << 40;
+std::string ShapeProblem(std::span<const int64_t> shape);
 std::string ShapeString(std::span<const int64_t> shape);
 
 class Tensor {
