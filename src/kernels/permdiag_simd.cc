@@ -1364,11 +1364,25 @@ HWY_EXPORT(PermDiagSelectImpl);
 namespace detail {
 void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
 const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
+const char* PermDiagSelectOn(int64_t target, const KernelProblem& q) {
+  return (*HWY_DISPATCH_TABLE(PermDiagSelectImpl)[TargetIndex(target)])(q);
+}
 }  // namespace detail
+
+namespace {
+// The preferred target's entry of a HWY_EXPORT table when a preference
+// applies to q (PreferredSimdTarget), else the usual dynamic dispatch.
+template <class Fn>
+Fn Dispatch(Fn const* table, const KernelProblem& q) {
+  if (const int64_t t = PreferredSimdTarget(q)) return table[detail::TargetIndex(t)];
+  return table[hwy::GetChosenTarget().GetIndex()];
+}
+}  // namespace
 
 namespace simd {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads) {
-  HWY_DYNAMIC_DISPATCH(MatVecImpl)(w, x, bias, y, threads);
+  (*Dispatch(HWY_DISPATCH_TABLE(MatVecImpl), {KernelOp::kPermDiagMatVec, w.p, w.rows, w.cols, 1, false}))(
+      w, x, bias, y, threads);
 }
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
             int threads) {
@@ -1389,7 +1403,8 @@ void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float*
   HWY_DYNAMIC_DISPATCH(MatVecSparseInputImpl)(w, x, bias, y, threads);
 }
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
-  HWY_DYNAMIC_DISPATCH(MatVecPackedImpl)(w, x, bias, y, threads);
+  (*Dispatch(HWY_DISPATCH_TABLE(MatVecPackedImpl),
+             {KernelOp::kPermDiagMatVecPacked, w.p, w.rows, w.cols, 1, w.chunked}))(w, x, bias, y, threads);
 }
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecI16AccImpl)(w, x, acc, threads);
