@@ -3,7 +3,7 @@
 # Idempotent: a second run installs nothing and exits 0.
 #
 #   scripts/install-deps.sh            # everything (build, tests, benchmarks, training)
-#   PERMDNN_DEPS=core scripts/install-deps.sh   # only what the runtime/kernels need
+#   PERMDNN_DEPS=core scripts/install-deps.sh   # only what the runtime/kernels and their tests need
 #   PERMDNN_DEPS=fuzz scripts/install-deps.sh   # clang + libFuzzer for `make fuzz` only
 #   PERMDNN_DEPS=sanitize scripts/install-deps.sh   # gcc's ASan/UBSan runtimes for `make test-asan`
 set -euo pipefail
@@ -14,12 +14,14 @@ core_pkgs=(
   libhwy-dev libopenblas-dev libeigen3-dev libfftw3-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
   libprotobuf-dev protobuf-compiler libonnx-dev libdnnl-dev
-  gnuplot-nox dataset-fashion-mnist
+  gnuplot-nox dataset-fashion-mnist libonnx-testdata
 )
-# Training, conformance data, and the benchmarks' extras: torchvision for the
+# The data sets are here because a test that cannot read them fails
+# (tests/support/installed.h) rather than skipping.
+# Training and the benchmarks' extras: torchvision for the
 # model zoo (scripts/make-zoo.sh), XNNPACK for bench/dense_probe.cc.
 extra_pkgs=(
-  libtorch-dev libonnx-testdata
+  libtorch-dev
   python3-torchvision libxnnpack-dev libpthreadpool-dev
 )
 

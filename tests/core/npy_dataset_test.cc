@@ -10,6 +10,7 @@
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
+#include "support/installed.h"
 
 namespace permdnn {
 namespace {
@@ -92,7 +93,8 @@ TEST(FashionMnist, MissingDirectoryNamesThePackage) {
 }
 
 TEST(FashionMnist, LoadsTheDebianPackage) {
-  if (!std::filesystem::exists(kDefaultFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  ASSERT_TRUE(permdnn::testing::Installed(std::filesystem::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz",
+                                          permdnn::testing::kFashionMnistPackage));
   ImageDataset test = LoadFashionMnist(kDefaultFashionMnistDir, "test");
   EXPECT_EQ(test.count, 10000);
   EXPECT_EQ(test.rows, 28);

@@ -12,6 +12,7 @@
 
 #include "permdnn/core/npy.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "support/installed.h"
 
 namespace {
 
@@ -57,7 +58,7 @@ class RuntimeCli : public ::testing::Test {
 };
 
 TEST_F(RuntimeCli, RunRoundTripsNpy) {
-  if (!fs::exists(model_)) GTEST_SKIP() << "libonnx-testdata not installed";
+  ASSERT_TRUE(permdnn::testing::Installed(model_, permdnn::testing::kOnnxTestdataPackage));
   std::vector<float> x(60);
   for (int i = 0; i < 60; ++i) x[i] = static_cast<float>(i - 30);
   permdnn::WriteNpy<float>((dir_ / "x.npy").string(), x, {3, 4, 5});
@@ -76,7 +77,7 @@ TEST_F(RuntimeCli, RunRoundTripsNpy) {
 }
 
 TEST_F(RuntimeCli, BadInputsFailCleanly) {
-  if (!fs::exists(model_)) GTEST_SKIP() << "libonnx-testdata not installed";
+  ASSERT_TRUE(permdnn::testing::Installed(model_, permdnn::testing::kOnnxTestdataPackage));
   const std::string bytes = permdnn::runtime::ReadFileBytes(model_.string());
   Write(dir_ / "trunc.onnx", bytes.substr(0, bytes.size() / 2));
   Write(dir_ / "garbage.onnx", std::string("\x08\x07\x12\x05hello\xff\xff\xff\x01garbage", 22));

@@ -28,6 +28,7 @@
 #include "permdnn/sim/engine.h"
 #include "permdnn/sim/model.h"
 #include "permdnn/sim/tech.h"
+#include "support/installed.h"
 
 namespace permdnn::runtime {
 namespace {
@@ -612,8 +613,8 @@ bool ExportAndSimulate(const fs::path& dir, int samples, std::string* text) {
 
 // `permdnn sim --model` end to end on Fashion-MNIST test images.
 TEST(SimModel, CliOnExportedModel) {
-  if (!fs::exists(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir;
+  ASSERT_TRUE(permdnn::testing::Installed(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz",
+                                          permdnn::testing::kFashionMnistPackage));
   const fs::path dir = TempDir("cli");
   WriteMlpRun(dir, 8);
   const fs::path json = dir / "sim.json";
@@ -638,8 +639,8 @@ TEST(SimModel, CliOnExportedModel) {
 // each block are padding; 784 output positions, more than the default 256
 // simulated per image) and conv2 circulant (p=4, 8 -> 8, 196 positions).
 TEST(SimModel, CliSimulatesConvLayers) {
-  if (!fs::exists(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir;
+  ASSERT_TRUE(permdnn::testing::Installed(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz",
+                                          permdnn::testing::kFashionMnistPackage));
   const fs::path dir = TempDir("cliconv");
   const int64_t p = 4;
   std::vector<float> v1 = Randn(2 * 1 * p * 9, 71, 0.5f);
