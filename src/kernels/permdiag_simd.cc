@@ -1290,13 +1290,7 @@ HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
 HWY_EXPORT(MatVecPackedImpl);
 HWY_EXPORT(MatVecI16AccImpl);
-HWY_EXPORT(PermDiagTableImpl);
-HWY_EXPORT(PermDiagSelectImpl);
-
-namespace detail {
-void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
-const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
-}  // namespace detail
+PERMDNN_EXPORT_KERNEL_TABLE(PermDiag, PermDiagTableImpl, PermDiagSelectImpl)
 
 namespace simd {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads) {
