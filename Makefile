@@ -18,7 +18,7 @@ ASAN_DIR := build/asan
 FUZZ_DIR := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 2
-FUZZ_TARGETS ?= onnx onnx_struct npy idx run_dir sim_config sim_tech
+FUZZ_TARGETS ?=
 # LeakSanitizer stays on; OpenBLAS/LibTorch thread pools outlive main.
 ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
     LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \

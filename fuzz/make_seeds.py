@@ -132,6 +132,25 @@ def run_dir_seeds(rng):
     write("run_dir", "cnn_permdiag", run_dir(layers, files, [2, 6, 6]))
 
 
+def train_from_seeds(rng):
+    # The "tiny" model at input 1x4x4, 4 classes: fc1 16->64, fc2 64->32, fc3 32->4, all dense.
+    t = lambda layer, k: "tensors/%s.%s.npy" % (layer, k)
+    layers, files = [{"name": "flatten", "type": "flatten"}], []
+    for i, (n_in, n_out) in enumerate([(16, 64), (64, 32), (32, 4)]):
+        name = "fc%d" % (i + 1)
+        layers.append({"name": name, "type": "linear", "in": n_in, "out": n_out, "compress": {"kind": "dense"},
+                       "tensors": {"weight": t(name, "weight"), "bias": t(name, "bias")}})
+        if i < 2:
+            layers.append({"name": "relu%d" % (i + 1), "type": "relu"})
+        files.append((t(name, "weight"), npy("<f4", [n_out, n_in], floats(n_out * n_in, rng, 0.2).tobytes())))
+        files.append((t(name, "bias"), npy("<f4", [n_out], floats(n_out, rng, 0.01).tobytes())))
+    spec = {"format": "permdnn-run/1", "model": "tiny", "input": {"shape": [1, 4, 4]}, "num_classes": 4,
+            "layers": layers}
+    write("train_from", "tiny_dense", pack_run([("model.json", json.dumps(spec).encode())] + files))
+    spec["model"] = "mlp"
+    write("train_from", "wrong_model", pack_run([("model.json", json.dumps(spec).encode())]))
+
+
 def sim_seeds():
     with open(os.path.join(ROOT, "data", "sim", "example_config.toml"), "rb") as f:
         toml = f.read()
@@ -150,6 +169,7 @@ def main():
     npy_seeds(rng)
     idx_seeds(rng)
     run_dir_seeds(rng)
+    train_from_seeds(rng)
     sim_seeds()
 
 

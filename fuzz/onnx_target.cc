@@ -1,5 +1,6 @@
 // Fuzz target "onnx" (and "onnx_struct"): any byte string either loads as a
-// model (then plans and runs on small inputs) or throws permdnn::Error.
+// model (then its eval metadata is read, and it plans and runs on small
+// inputs) or throws permdnn::Error.
 // Bounds keep one input cheap: a 64 MiB arena, inputs of at most 2^20
 // elements; open dimensions are taken as 1, then as 2 (a second plan).
 #include <cstring>
@@ -8,6 +9,7 @@
 
 #include "fuzz/targets.h"
 #include "permdnn/core/error.h"
+#include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/model.h"
 
 namespace permdnn::fuzz {
@@ -45,6 +47,10 @@ std::vector<Tensor> MakeInputs(const Model& m, int64_t open) {
 }
 
 void Exercise(Model& m) {
+  // `permdnn eval` reads the preprocessing from the file's metadata.
+  Preprocess pre;
+  runtime::Layout layout = runtime::Layout::kNchw;
+  runtime::DefaultPreprocess(m, &pre, &layout);
   bool open = false;
   for (const ValueInfo& v : m.inputs())
     for (int64_t d : v.shape) open = open || d < 0;

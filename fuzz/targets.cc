@@ -21,6 +21,7 @@ constexpr Target kTargets[] = {
     {"run_dir", FuzzRunDir, "training run directory (model.json + tensors/*.npy): runtime::ExportRun + run"},
     {"sim_config", FuzzSimConfig, "simulator config (TOML subset / JSON): sim::LoadConfigFile + one simulated layer"},
     {"sim_tech", FuzzSimTech, "simulator technology table (JSON): sim::TechTable::Load + accessors + one layer"},
+    {"train_from", FuzzTrainFrom, "training run directory through `permdnn train --from`'s reader (train::RunSource)"},
 };
 
 bool SafeName(const std::string& name) {
@@ -88,7 +89,7 @@ std::string WriteInputFiles(const std::string& target, const uint8_t* data, std:
     WriteFile((d / "t10k-labels-idx1-ubyte").string(), labels.data(), labels.size());
     return dir;
   }
-  if (target == "run_dir") {
+  if (target == "run_dir" || target == "train_from") {
     UnpackRunDir(data, size, d / "run");
     return (d / "run").string();
   }

@@ -49,6 +49,10 @@ int FuzzSimConfig(const uint8_t* data, std::size_t size);
 // accessor the engines call.
 int FuzzSimTech(const uint8_t* data, std::size_t size);
 
+// A training run directory (packed as for run_dir) through `permdnn train
+// --from`'s reader, train::RunSource (LibTorch-free).
+int FuzzTrainFrom(const uint8_t* data, std::size_t size);
+
 // Every target, by name ("onnx_struct" is FuzzOnnx driven by the structure-
 // aware mutator of onnx_mutator.cc).
 std::span<const Target> Targets();

@@ -17,7 +17,7 @@ fuzz_dir=${FUZZ_DIR:-build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-2}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct npy idx run_dir sim_config sim_tech)
+[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct npy idx run_dir train_from sim_config sim_tech)
 mkdir -p "$fuzz_dir/logs"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -25,6 +25,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 max_len() {
   case "$1" in
     onnx|npy|sim_config) echo 4096 ;;
+    train_from) echo 16384 ;;
     *) echo 8192 ;;
   esac
 }
@@ -46,12 +47,29 @@ for t in "${targets[@]}"; do
   log="$fuzz_dir/logs/$t.log"
   echo "fuzz.sh: $t for ${seconds}s, $jobs jobs (log $log)"
   "$bin" -fork="$jobs" -ignore_crashes=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -max_len="$(max_len "$t")" -artifact_prefix="$artifacts/" "${dict[@]}" "$corpus" "${extra[@]}" \
+    -max_len="$(max_len "$t")" -print_funcs=0 -artifact_prefix="$artifacts/" "${dict[@]}" "$corpus" "${extra[@]}" \
     > "$log" 2>&1 || echo "fuzz.sh: $t: libFuzzer exited with status $? (see $log)"
   stats=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1 || true)
+  # Keep the corpus small in the tree: the subset that covers the same.
+  merged="$fuzz_dir/merged/$t"
+  rm -rf "$merged" && mkdir -p "$merged"
+  if "$bin" -merge=1 -timeout=10 -rss_limit_mb=2048 -max_len="$(max_len "$t")" "$merged" "$corpus" >> "$log" 2>&1 \
+     && [[ -n "$(ls -A "$merged")" ]]; then
+    rm -rf "$corpus" && mv "$merged" "$corpus"
+  fi
   found=0
+  declare -A seen=()
   while IFS= read -r a; do
     [[ -n "$a" ]] || continue
+    # One input per distinct failure: the sanitizer's SUMMARY line (file and
+    # line of the fault), or libFuzzer's kind for leaks, timeouts, OOMs.
+    sig=$( ("$bin" -runs=1 -timeout=10 -rss_limit_mb=2048 "$a" 2>&1 || true) \
+            | grep -m1 -E '^SUMMARY:|what\(\):|ERROR: libFuzzer: (timeout|out-of-memory|deadly signal)' || true)
+    sig=${sig%% in *}
+    [[ -n "$sig" ]] || sig="${a##*/}"
+    if [[ -n "${seen[$sig]:-}" ]]; then continue; fi
+    seen[$sig]=1
+    echo "fuzz.sh: $t: $sig" | tee -a "$log"
     mkdir -p "$regressions"
     name=$(basename "$a")
     # Shrink it; inputs that do not reproduce alone (a timeout under load)
@@ -65,6 +83,7 @@ for t in "${targets[@]}"; do
   done < <(find "$artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) \
              | sort)
   summary+=("$t: ${stats:-no status line}; corpus $(find "$corpus" -type f | wc -l) files; new crash inputs: $found")
+  unset seen
   found_total=$((found_total + found))
 done
 printf '%s\n' "${summary[@]}"

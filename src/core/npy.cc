@@ -1,7 +1,9 @@
 // .npy reading and writing (see npy.h).
 #include "permdnn/core/npy.h"
 
+#include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -97,6 +99,8 @@ NpyArray ParseNpy(std::string_view data, const std::string& name) {
   std::string fortran = DictValue(header, "fortran_order", name);
   PERMDNN_CHECK(fortran.find("False") != std::string::npos, "{}: Fortran-order arrays are not supported", name);
   std::string shape = DictValue(header, "shape", name);
+  PERMDNN_CHECK(shape.size() >= 2 && shape.front() == '(' && shape.back() == ')',
+                "{}: malformed shape '{}' in .npy header (expected a tuple such as (3, 4))", name, shape);
   std::string digits;
   for (char c : shape.substr(1)) {
     if (std::isdigit(static_cast<unsigned char>(c))) {
@@ -111,15 +115,32 @@ NpyArray ParseNpy(std::string_view data, const std::string& name) {
       Fail("{}: malformed shape {} in .npy header", name, shape);
     }
   }
-  const int64_t count = a.size();
-  const std::size_t need = static_cast<std::size_t>(count) * ElementSize(a.descr);
+  // Overflow-free: the byte count stays below what the file holds or we stop.
   const std::size_t have = data.size() - offset - header_len;
+  int64_t product = 1;  // of the nonzero dims: NpyArray::size() must stay defined
+  for (int64_t d : a.shape) {
+    if (d != 0 && product > (int64_t{1} << 62) / d) Fail("{}: shape {} has too many elements", name, shape);
+    product *= d != 0 ? d : 1;
+  }
+  std::size_t need = 0;
+  if (std::find(a.shape.begin(), a.shape.end(), 0) == a.shape.end()) {
+    need = static_cast<std::size_t>(ElementSize(a.descr));
+    for (int64_t d : a.shape) {
+      if (need > have / static_cast<std::size_t>(d))
+        Fail("{}: truncated data: shape {} needs more than the {} bytes the file has", name, shape, have);
+      need *= static_cast<std::size_t>(d);
+    }
+  }
   PERMDNN_CHECK(have >= need, "{}: truncated data: shape needs {} bytes, file has {}", name, need, have);
   a.bytes.assign(data.begin() + offset + header_len, data.begin() + offset + header_len + need);
   return a;
 }
 
 NpyArray ReadNpy(const std::string& path) {
+  // A device or a pipe (a run directory naming /dev/zero) would be read forever.
+  PERMDNN_CHECK(std::filesystem::exists(path), "cannot open '{}': no such file", path);
+  PERMDNN_CHECK(std::filesystem::is_regular_file(path), "'{}' is not a regular file (a .npy file was expected)",
+                path);
   std::ifstream in(path, std::ios::binary);
   PERMDNN_CHECK(in.good(), "cannot open '{}'", path);
   std::stringstream ss;

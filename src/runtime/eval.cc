@@ -59,13 +59,15 @@ bool ModelPreprocess(const Model& model, Preprocess* pre, Layout* layout) {
   if (text.empty()) return false;
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
+    PERMDNN_CHECK(j.is_object(), "{}: model metadata permdnn.preprocess must be a JSON object, got {}", model.name(),
+                  text);
     pre->scale = j.value("scale", pre->scale);
     pre->mean = j.value("mean", pre->mean);
     pre->std = j.value("std", pre->std);
     const std::string l = j.value("layout", "NCHW");
     *layout = (l == "flat" || l == "FLAT") ? Layout::kFlat : Layout::kNchw;
   } catch (const nlohmann::json::exception& e) {
-    Fail("model metadata permdnn.preprocess is not valid JSON: {}", e.what());
+    Fail("{}: model metadata permdnn.preprocess is not valid: {}", model.name(), e.what());
   }
   return true;
 }

@@ -174,6 +174,7 @@ RunSpec ReadRunSpec(const std::string& run_dir) {
   } catch (const json::exception& e) {
     Fail("{}: invalid JSON: {}", mj, e.what());
   }
+  PERMDNN_CHECK(r.doc.is_object(), "{}: the top level must be an object, got {}", mj, r.doc.type_name());
   const json& spec = r.doc;
   PERMDNN_CHECK(spec.value("format", "") == "permdnn-run/1", "{}: format is '{}', expected 'permdnn-run/1'", mj,
                 spec.value("format", ""));
@@ -344,17 +345,25 @@ void FinishGraph(const RunSpec& r, onnx::GraphProto* g) {
 }  // namespace
 
 ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, const ExportOptions& options) {
-  const RunSpec spec = ReadRunSpec(run_dir);
-  onnx::ModelProto m = NewModel(spec, run_dir);
-  GraphBuilder b(m.mutable_graph());
+  RunSpec spec;
+  onnx::ModelProto m;
   ExportReport report;
   report.path = out_path;
-  for (const json& layer : spec.doc["layers"]) {
-    const LayerCtx c{run_dir, spec.model_json, layer.value("name", ""), &layer};
-    PERMDNN_CHECK(!c.name.empty(), "{}: a layer has no name", spec.model_json);
-    report.layers.push_back(ExportLayer(c, options, b));
+  // A field of model.json of another JSON type than the one read (the
+  // checks name the common cases) is still an error naming the file.
+  try {
+    spec = ReadRunSpec(run_dir);
+    m = NewModel(spec, run_dir);
+    GraphBuilder b(m.mutable_graph());
+    for (const json& layer : spec.doc["layers"]) {
+      const LayerCtx c{run_dir, spec.model_json, layer.value("name", ""), &layer};
+      PERMDNN_CHECK(!c.name.empty(), "{}: a layer has no name", spec.model_json);
+      report.layers.push_back(ExportLayer(c, options, b));
+    }
+    FinishGraph(spec, m.mutable_graph());
+  } catch (const json::exception& e) {
+    Fail("{}: unexpected content: {}", (fs::path(run_dir) / "model.json").string(), e.what());
   }
-  FinishGraph(spec, m.mutable_graph());
   report.file_bytes = static_cast<int64_t>(detail::WriteLoadableModel(m, out_path, run_dir, "exported").size());
   return report;
 }

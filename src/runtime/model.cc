@@ -93,18 +93,6 @@ bool IsPermDnnDomain(const std::string& domain) { return domain == kPermDnnDomai
 
 }  // namespace detail
 
-namespace {
-
-// Where a constant's bytes live. A tensor of zero elements still gets a
-// non-null address (kernels form pointers from it and hand it to memcpy);
-// nothing reads or writes through it.
-void* DataOf(Tensor& t) {
-  alignas(64) static uint8_t empty[64];
-  return t.raw() ? t.raw() : empty;
-}
-
-}  // namespace
-
 using detail::NodeDef;
 using detail::OpContext;
 using detail::OpKernel;
@@ -176,7 +164,7 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
     v.initializer = v.constant = v.known = true;
     v.dtype = v.constant_data.dtype();
     v.shape = v.constant_data.shape();
-    v.data = DataOf(v.constant_data);
+    v.data = v.constant_data.raw();
     summary.initializers++;
     summary.weight_bytes += v.size() * detail::OnnxElementBytes(t.data_type());
   }
@@ -312,7 +300,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
       const int64_t n = NumElements(t.shape);
       v.constant = true;
       v.constant_data = Tensor::Int64(t.shape, {t.ints, static_cast<std::size_t>(n)}, info.dtype);
-      v.data = DataOf(v.constant_data);
+      v.data = v.constant_data.raw();
       key_ints.back().assign(t.ints, t.ints + n);
     }
   }
@@ -347,7 +335,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
         PERMDNN_CHECK(static_cast<int64_t>(v->bytes()) <= opt.max_arena_bytes,
                       "{}: {}: folded output of {} bytes exceeds the limit", name, nodes[k].Where(), v->bytes());
         v->constant_data = Tensor(v->dtype, v->shape);
-        v->data = DataOf(v->constant_data);
+        v->data = v->constant_data.raw();
         v->constant = true;
       }
       fold_scratch.Resize(static_cast<std::size_t>(ctx.scratch_bytes));
@@ -549,6 +537,7 @@ std::string Model::Metadata(const std::string& key) const {
   auto it = impl_->metadata.find(key);
   return it == impl_->metadata.end() ? std::string() : it->second;
 }
+const std::string& Model::name() const { return impl_->name; }
 void Model::SetThreads(int threads) { impl_->opt.threads = std::max(1, threads); }
 void Model::SetProfiling(bool on) { impl_->opt.profile = on; }
 
@@ -578,7 +567,7 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
                 output.size(), y.size());
   const void* in_ptr[1] = {input.data()};
   m.Execute(in_ptr);
-  std::memcpy(output.data(), y.data, y.bytes());
+  if (y.bytes()) std::memcpy(output.data(), y.data, y.bytes());
   return out_shape;
 }
 

@@ -54,7 +54,11 @@ std::string ShapeString(std::span<const int64_t> shape) {
 Tensor::Tensor(DType dtype, std::vector<int64_t> shape) : dtype_(dtype), shape_(std::move(shape)) {
   for (int64_t d : shape_) PERMDNN_CHECK(d >= 0, "tensor shape {} has a negative dimension", ShapeString(shape_));
   data_.Resize(bytes());
-  std::memset(data_.data(), 0, data_.size());
+  if (data_.size()) std::memset(data_.data(), 0, data_.size());
+}
+uint8_t* Tensor::EmptyBlock() {
+  alignas(64) static uint8_t empty[64];
+  return empty;
 }
 Tensor Tensor::Float(std::vector<int64_t> shape, std::span<const float> data) {
   Tensor t(DType::kFloat32, std::move(shape));

@@ -34,7 +34,7 @@ namespace {
 class PermDiagMatMulOp : public CompressedOp, public Int16Op {
  public:
   PermDiagMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
-      : CompressedOp(f, false, n), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
+      : CompressedOp(f, false, n), where_(n.Where()), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
   // The kernel table's row for the planned batch (what --profile shows).
   std::string KernelName() const override {
     kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
@@ -85,13 +85,18 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     fy_ = ChooseFracBits<int16_t>(y_max_);
     const int facc = w16_.frac_bits() + fx_;
     bias64_.assign(bias_.size(), 0);
-    for (std::size_t r = 0; r < bias_.size(); ++r)
-      bias64_[r] = static_cast<int64_t>(RoundHalfAway(std::ldexp(static_cast<double>(bias_[r]), facc)));
+    for (std::size_t r = 0; r < bias_.size(); ++r) {
+      const double scaled = RoundHalfAway(std::ldexp(static_cast<double>(bias_[r]), facc));
+      PERMDNN_CHECK(std::fabs(scaled) < 0x1p62, "{}: int16: bias[{}] = {} does not fit the int64 accumulator at scale 2^{}",
+                    where_, r, bias_[r], facc);
+      bias64_[r] = static_cast<int64_t>(scaled);
+    }
     shift_ = facc - fy_;
     calibrated_ = true;
   }
 
  private:
+  std::string where_;  // the node, for errors after Prepare
   // The weights in the layout of the planned batch: the row-major matrix
   // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major
   // when cache-sized, the faster batch-1 layout) below. The first re-plan

@@ -63,8 +63,10 @@ TechTable TechTable::FromJson(const nlohmann::json& table, const std::string& wh
   PERMDNN_CHECK(table.is_object(), "technology table '{}': top level must be an object", where);
   PERMDNN_CHECK(table.contains("target_node_nm") && table["target_node_nm"].is_number(),
                 "technology table '{}': missing number 'target_node_nm'", where);
-  t.target_node_nm_ = table["target_node_nm"].get<int>();
-  PERMDNN_CHECK(t.target_node_nm_ > 0, "technology table '{}': target_node_nm must be > 0", where);
+  const double node = table["target_node_nm"].get<double>();
+  PERMDNN_CHECK(node >= 1 && node <= 10000, "technology table '{}': target_node_nm = {} is outside [1, 10000] nm",
+                where, node);
+  t.target_node_nm_ = static_cast<int>(node);
   auto check_group = [&](const char* group, auto& keys) {
     PERMDNN_CHECK(table.contains(group) && table[group].is_object(), "technology table '{}': missing object '{}'",
                   where, group);

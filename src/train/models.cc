@@ -13,6 +13,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
 #include "permdnn/formats/registry.h"
+#include "src/train/run_source.h"
 
 namespace permdnn::train {
 
@@ -130,15 +131,10 @@ void SaveOffsets(const std::string& dir, const std::string& file, const torch::T
   WriteNpy<uint16_t>(dir + "/" + file, v, std::vector<int64_t>(c.sizes().begin(), c.sizes().end()));
 }
 
-// Reads a float tensor of the expected shape from a run directory.
-torch::Tensor LoadTensor(const std::string& dir, const nlohmann::json& tensors, const std::string& layer,
-                         const std::string& key, std::vector<int64_t> shape) {
-  PERMDNN_CHECK(tensors.contains(key), "{}/model.json: layer '{}' has no tensor '{}'", dir, layer, key);
-  std::string path = dir + "/" + tensors[key].get<std::string>();
-  NpyArray a = ReadNpy(path);
-  PERMDNN_CHECK(a.shape == shape, "{}: layer '{}' tensor '{}' has shape [{}], expected [{}]", path, layer, key,
-                fmt::join(a.shape, ", "), fmt::join(shape, ", "));
-  std::vector<float> v = a.ToFloat(path);
+// A float tensor of a run directory, read and checked by RunSource.
+torch::Tensor LoadTensor(const RunSource& src, const std::string& layer, const std::string& key,
+                         std::vector<int64_t> shape) {
+  std::vector<float> v = src.Tensor(layer, key, shape);
   return torch::from_blob(v.data(), shape, torch::kFloat).clone();
 }
 
@@ -409,44 +405,28 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
 }
 
 std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
-  const std::string path = run_dir + "/model.json";
-  PERMDNN_CHECK(fs::exists(path), "--from: '{}' not found (a run directory of `permdnn train` holds model.json)",
-                path);
-  nlohmann::json doc;
-  try {
-    std::ifstream in(path);
-    doc = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    Fail("--from: {} is not valid JSON: {}", path, e.what());
-  }
-  PERMDNN_CHECK(doc.value("format", "") == "permdnn-run/1", "--from: {}: format is not permdnn-run/1", path);
-  PERMDNN_CHECK(doc.value("model", "") == model_, "--from: {} holds model '{}', this run trains '{}'", path,
-                doc.value("model", ""), model_);
-  std::map<std::string, nlohmann::json> src;
-  for (const auto& j : doc["layers"]) src[j["name"].get<std::string>()] = j;
+  const RunSource src = RunSource::Open(run_dir, model_);
   std::vector<ConversionReport> reports;
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     const LayerInfo& i = l.info;
     if (!i.is_weight_layer() && i.type != "batchnorm2d") continue;
-    PERMDNN_CHECK(src.count(i.name), "--from: {} has no layer '{}'", path, i.name);
-    const nlohmann::json& s = src[i.name];
-    const nlohmann::json& t = s["tensors"];
+    PERMDNN_CHECK(src.Has(i.name), "--from: {} has no layer '{}'", src.path(), i.name);
     if (i.type == "batchnorm2d") {
-      l.bn->weight.copy_(LoadTensor(run_dir, t, i.name, "weight", {i.in}));
-      l.bn->bias.copy_(LoadTensor(run_dir, t, i.name, "bias", {i.in}));
-      l.bn->running_mean.copy_(LoadTensor(run_dir, t, i.name, "running_mean", {i.in}));
-      l.bn->running_var.copy_(LoadTensor(run_dir, t, i.name, "running_var", {i.in}));
+      l.bn->weight.copy_(LoadTensor(src, i.name, "weight", {i.in}));
+      l.bn->bias.copy_(LoadTensor(src, i.name, "bias", {i.in}));
+      l.bn->running_mean.copy_(LoadTensor(src, i.name, "running_mean", {i.in}));
+      l.bn->running_var.copy_(LoadTensor(src, i.name, "running_var", {i.in}));
       continue;
     }
-    std::string src_kind = s["compress"].value("kind", "");
+    const std::string src_kind = src.Kind(i.name);
     PERMDNN_CHECK(src_kind == "dense", "--from: layer '{}' of {} is {}, conversion needs a dense source", i.name,
-                  path, src_kind);
+                  src.path(), src_kind);
     const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
     std::vector<int64_t> wshape = {i.out, i.in};
     if (i.type == "conv2d") wshape.insert(wshape.end(), {i.kernel, i.kernel});
-    torch::Tensor w = LoadTensor(run_dir, t, i.name, "weight", wshape);
-    torch::Tensor b = LoadTensor(run_dir, t, i.name, "bias", {i.out});
+    torch::Tensor w = LoadTensor(src, i.name, "weight", wshape);
+    torch::Tensor b = LoadTensor(src, i.name, "bias", {i.out});
     ConversionReport r{i.name, i.compress.ToString(), 1.0};
     if (l.linear) {
       l.linear->weight.copy_(w);

@@ -128,6 +128,13 @@ class FuzzCliReplay : public ::testing::Test {
             dir / "out.json");
     } else if (target == "sim_tech") {
       Check("sim --tech " + q + " --layers 24x40 --json '" + (dir / "out.json").string() + "'", dir, dir / "out.json");
+    } else if (target == "train_from") {
+#ifndef PERMDNN_HAVE_TRAINING
+      return;  // permdnn built without LibTorch has no `train`
+#endif
+      Check("train --model tiny --compress dense --epochs 1 --limit-train 64 --from " + q + " --out '" +
+                (dir / "out").string() + "'",
+            dir, "");
     } else {
       ADD_FAILURE() << "no command for target " << target;
     }

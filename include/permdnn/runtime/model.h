@@ -93,6 +93,8 @@ class Model {
   ModelSummary Summary() const;
   // Metadata property of the file (empty when absent), e.g. "permdnn.preprocess".
   std::string Metadata(const std::string& key) const;
+  // The path (or name given to FromBytes) errors name.
+  const std::string& name() const;
 
   void SetThreads(int threads);
   void SetProfiling(bool on);

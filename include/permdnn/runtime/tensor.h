@@ -63,17 +63,23 @@ class Tensor {
   int64_t size() const { return NumElements(shape_); }
   std::size_t bytes() const { return static_cast<std::size_t>(size()) * StorageBytes(dtype_); }
 
-  float* f() { return reinterpret_cast<float*>(data_.data()); }
-  const float* f() const { return reinterpret_cast<const float*>(data_.data()); }
-  int64_t* i() { return reinterpret_cast<int64_t*>(data_.data()); }
-  const int64_t* i() const { return reinterpret_cast<const int64_t*>(data_.data()); }
-  void* raw() { return data_.data(); }
-  const void* raw() const { return data_.data(); }
+  // Never null: a tensor of zero elements points at a shared empty block
+  // that nothing reads or writes (pointers formed from it and a memcpy of
+  // zero bytes from it stay defined).
+  float* f() { return reinterpret_cast<float*>(Bytes()); }
+  const float* f() const { return reinterpret_cast<const float*>(Bytes()); }
+  int64_t* i() { return reinterpret_cast<int64_t*>(Bytes()); }
+  const int64_t* i() const { return reinterpret_cast<const int64_t*>(Bytes()); }
+  void* raw() { return Bytes(); }
+  const void* raw() const { return Bytes(); }
   std::span<float> floats();
   std::span<const float> floats() const;
   std::span<const int64_t> ints() const;
 
  private:
+  static uint8_t* EmptyBlock();
+  uint8_t* Bytes() const { return data_.size() ? const_cast<uint8_t*>(data_.data()) : EmptyBlock(); }
+
   DType dtype_ = DType::kFloat32;
   std::vector<int64_t> shape_;
   AlignedBuffer<uint8_t> data_;
