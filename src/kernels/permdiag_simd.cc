@@ -524,14 +524,15 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
                     });
 }
 
-// Case B with one lane permutation instead of joined loads, for R = 64/P = N
-// or N/2 and 2P <= N (p = 4 and 8 on AVX-512): the step's R one-byte offsets
-// are one load widened to 32-bit lanes; for vector a, lane (r, c) of its G = N/P
-// row blocks takes the doubled input's element k[a·G + r] + c (< 2P <= N), so
-// the index is a table lookup of the offsets plus c, and the rotated slices
-// are one TableLookupLanes of the block's doubled input (2P floats, loaded
-// into the low half). split<4> on AVX-512 joins four 4-float loads per
-// vector instead and ran Alex-7 at 31% of a bare read of its values.
+// Case B with one lane permutation instead of joined loads, for R = 64/P = N,
+// N/2 or 2N and 2P <= N (p = 4 and 8 on AVX-512, p = 4 on AVX2): the step's R
+// one-byte offsets are one or two loads widened to 32-bit lanes; for vector
+// a, lane (r, c) of its G = N/P row blocks takes the doubled input's element
+// k[a·G + r] + c (< 2P <= N), so the index is a table lookup of the offsets
+// plus c, and the rotated slices are one TableLookupLanes of the block's
+// doubled input (2P floats, loaded into the low half). split<4> joins four
+// 4-float loads per vector instead and ran Alex-7 at 31% of a bare read of
+// its values on AVX-512, 33% on AVX2 (Zen 5).
 template <int P>
 void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
   const hn::ScalableTag<float> d;
@@ -540,24 +541,27 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
   constexpr int A = static_cast<int>(64 / N);
   constexpr int G = static_cast<int>(N / P);
   constexpr int64_t R = 64 / P;  // offsets per step
-  static_assert((R == N || 2 * R == N) && 2 * P <= N);
+  static_assert((R == N || 2 * R == N || R == 2 * N) && 2 * P <= N);
+  constexpr int H = R > N ? static_cast<int>(R / N) : 1;  // offset vectors per step
   const hn::RebindToSigned<D> di;
   const hn::Half<D> dh;
-  // pattern[a] lane L = a·G + L / P: which offset; lane_c lane L = L mod P.
+  // pattern[a] lane L = a·G + L / P: which offset (of offset vector a·G / N);
+  // lane_c lane L = L mod P.
   hn::Vec<decltype(di)> pattern[A];
   const auto iota = hn::Iota(di, 0);
   const auto lane_c = hn::And(iota, hn::Set(di, P - 1));
-  for (int a = 0; a < A; ++a) pattern[a] = hn::Add(hn::Set(di, a * G), hn::ShiftRight<P == 4 ? 2 : 3>(iota));
+  for (int a = 0; a < A; ++a) pattern[a] = hn::Add(hn::Set(di, static_cast<int32_t>((a * G) % N)), hn::ShiftRight<P == 4 ? 2 : 3>(iota));
   PackedDrive<D, A, P>(d, w, xx, g0, g1, ypad,
                        [&](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
-                         hn::Vec<decltype(di)> kv;
-                         if constexpr (R == N) {
+                         hn::Vec<decltype(di)> kv[H];
+                         if constexpr (R >= N) {
                            const hn::Rebind<uint8_t, D> d8;
-                           kv = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<D>(), hn::LoadU(d8, k)));
+                           for (int h = 0; h < H; ++h)
+                             kv[h] = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<D>(), hn::LoadU(d8, k + h * N)));
                          } else {
                            const hn::Rebind<uint8_t, decltype(dh)> d8;
                            const hn::RebindToSigned<decltype(dh)> dhi;
-                           kv = hn::ZeroExtendVector(
+                           kv[0] = hn::ZeroExtendVector(
                                di, hn::BitCast(dhi, hn::PromoteTo(hn::RebindToUnsigned<decltype(dh)>(), hn::LoadU(d8, k))));
                          }
                          // The block's doubled input: 2P floats (aligned: blocks are 2P·4 bytes apart).
@@ -565,7 +569,7 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
                          if constexpr (2 * P == N) xv = hn::Load(d, xb);
                          else xv = hn::ZeroExtendVector(d, hn::LoadU(dh, xb));
                          for (int a = 0; a < A; ++a) {
-                           const auto idx = hn::Add(hn::TableLookupLanes(kv, hn::IndicesFromVec(di, pattern[a])), lane_c);
+                           const auto idx = hn::Add(hn::TableLookupLanes(kv[a * G / N], hn::IndicesFromVec(di, pattern[a])), lane_c);
                            const auto rotated = hn::TableLookupLanes(xv, hn::IndicesFromVec(d, idx));
                            acc[a] = hn::MulAdd(hn::Load(d, q + a * N), rotated, acc[a]);
                          }
@@ -614,7 +618,8 @@ std::span<const Row<GroupsFn>> PackedRows() {
     full(std::integral_constant<int, 32>(), "permdiag.packed.full<32>");
     full(std::integral_constant<int, 64>(), "permdiag.packed.full<64>");
 #if HWY_TARGET != HWY_SCALAR
-    if constexpr (N == 16) r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
+    if constexpr (N == 16 || N == 8)
+      r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
     if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedPermute<8>, PackedPermute<8>});
     if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
     if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});
