@@ -1538,12 +1538,9 @@ HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
 HWY_EXPORT(MatVecPackedImpl);
 HWY_EXPORT(MatVecI16AccImpl);
-HWY_EXPORT(PermDiagTableImpl);
-HWY_EXPORT(PermDiagSelectImpl);
+PERMDNN_EXPORT_KERNEL_TABLE(PermDiag, PermDiagTableImpl, PermDiagSelectImpl)
 
 namespace detail {
-void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
-const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
 const char* PermDiagSelectOn(int64_t target, const KernelProblem& q) {
   return (*HWY_DISPATCH_TABLE(PermDiagSelectImpl)[TargetIndex(target)])(q);
 }
