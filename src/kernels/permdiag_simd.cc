@@ -35,6 +35,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 #include <type_traits>
@@ -329,6 +330,8 @@ template <int P>
 bool AdmitsP(const KernelProblem& q) {
   return q.p == P;
 }
+bool AdmitsHalfLanes(const KernelProblem& q) { return 2 * q.p == LanesF(); }
+bool AdmitsQuarterLanes(const KernelProblem& q) { return 4 * q.p == LanesF(); }
 
 std::span<const Row<RowsFn>> MatVecRows() {
   static const std::vector<Row<RowsFn>> rows = [] {
@@ -523,14 +526,15 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
                     });
 }
 
-// Case B with one lane permutation instead of joined loads, for R = 64/P = N
-// or N/2 and 2P <= N (p = 4 and 8 on AVX-512): the step's R one-byte offsets
-// are one load widened to 32-bit lanes; for vector a, lane (r, c) of its G = N/P
-// row blocks takes the doubled input's element k[a·G + r] + c (< 2P <= N), so
-// the index is a table lookup of the offsets plus c, and the rotated slices
-// are one TableLookupLanes of the block's doubled input (2P floats, loaded
-// into the low half). split<4> on AVX-512 joins four 4-float loads per
-// vector instead and ran Alex-7 at 31% of a bare read of its values.
+// Case B with one lane permutation instead of joined loads, for R = 64/P = N,
+// N/2 or 2N and 2P <= N (p = 4 and 8 on AVX-512, p = 4 on AVX2): the step's R
+// one-byte offsets are one or two loads widened to 32-bit lanes; for vector
+// a, lane (r, c) of its G = N/P row blocks takes the doubled input's element
+// k[a·G + r] + c (< 2P <= N), so the index is a table lookup of the offsets
+// plus c, and the rotated slices are one TableLookupLanes of the block's
+// doubled input (2P floats, loaded into the low half). split<4> joins four
+// 4-float loads per vector instead and ran Alex-7 at 31% of a bare read of
+// its values on AVX-512, 33% on AVX2 (Zen 5).
 template <int P>
 void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
   const hn::ScalableTag<float> d;
@@ -539,24 +543,27 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
   constexpr int A = static_cast<int>(64 / N);
   constexpr int G = static_cast<int>(N / P);
   constexpr int64_t R = 64 / P;  // offsets per step
-  static_assert((R == N || 2 * R == N) && 2 * P <= N);
+  static_assert((R == N || 2 * R == N || R == 2 * N) && 2 * P <= N);
+  constexpr int H = R > N ? static_cast<int>(R / N) : 1;  // offset vectors per step
   const hn::RebindToSigned<D> di;
   const hn::Half<D> dh;
-  // pattern[a] lane L = a·G + L / P: which offset; lane_c lane L = L mod P.
+  // pattern[a] lane L = a·G + L / P: which offset (of offset vector a·G / N);
+  // lane_c lane L = L mod P.
   hn::Vec<decltype(di)> pattern[A];
   const auto iota = hn::Iota(di, 0);
   const auto lane_c = hn::And(iota, hn::Set(di, P - 1));
-  for (int a = 0; a < A; ++a) pattern[a] = hn::Add(hn::Set(di, a * G), hn::ShiftRight<P == 4 ? 2 : 3>(iota));
+  for (int a = 0; a < A; ++a) pattern[a] = hn::Add(hn::Set(di, static_cast<int32_t>((a * G) % N)), hn::ShiftRight<P == 4 ? 2 : 3>(iota));
   PackedDrive<D, A, P>(d, w, xx, g0, g1, ypad,
                        [&](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
-                         hn::Vec<decltype(di)> kv;
-                         if constexpr (R == N) {
+                         hn::Vec<decltype(di)> kv[H];
+                         if constexpr (R >= N) {
                            const hn::Rebind<uint8_t, D> d8;
-                           kv = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<D>(), hn::LoadU(d8, k)));
+                           for (int h = 0; h < H; ++h)
+                             kv[h] = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<D>(), hn::LoadU(d8, k + h * N)));
                          } else {
                            const hn::Rebind<uint8_t, decltype(dh)> d8;
                            const hn::RebindToSigned<decltype(dh)> dhi;
-                           kv = hn::ZeroExtendVector(
+                           kv[0] = hn::ZeroExtendVector(
                                di, hn::BitCast(dhi, hn::PromoteTo(hn::RebindToUnsigned<decltype(dh)>(), hn::LoadU(d8, k))));
                          }
                          // The block's doubled input: 2P floats (aligned: blocks are 2P·4 bytes apart).
@@ -564,7 +571,7 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
                          if constexpr (2 * P == N) xv = hn::Load(d, xb);
                          else xv = hn::ZeroExtendVector(d, hn::LoadU(dh, xb));
                          for (int a = 0; a < A; ++a) {
-                           const auto idx = hn::Add(hn::TableLookupLanes(kv, hn::IndicesFromVec(di, pattern[a])), lane_c);
+                           const auto idx = hn::Add(hn::TableLookupLanes(kv[a * G / N], hn::IndicesFromVec(di, pattern[a])), lane_c);
                            const auto rotated = hn::TableLookupLanes(xv, hn::IndicesFromVec(d, idx));
                            acc[a] = hn::MulAdd(hn::Load(d, q + a * N), rotated, acc[a]);
                          }
@@ -613,7 +620,8 @@ std::span<const Row<GroupsFn>> PackedRows() {
     full(std::integral_constant<int, 32>(), "permdiag.packed.full<32>");
     full(std::integral_constant<int, 64>(), "permdiag.packed.full<64>");
 #if HWY_TARGET != HWY_SCALAR
-    if constexpr (N == 16) r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
+    if constexpr (N == 16 || N == 8)
+      r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
     if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedPermute<8>, PackedPermute<8>});
     if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
     if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});
@@ -807,11 +815,48 @@ void BuildDoubledTiles(const View& w, const float* x, int64_t batch, int tile_ma
   });
 }
 
-template <class D, int V, int T>
+// Tile kinds: kLoads reads each rotated slice with an unaligned load;
+// kPermute (p = N) loads the block's aligned vector and rotates it with one
+// lane permutation, the index built once per block and shared by the T
+// samples (an unaligned 64-byte load splits a cache line for every k != 0);
+// kPair (p = N/2) does the same for row blocks I and I+1 side by side in one
+// full vector, where kLoads ran p = 8 on 8-lane vectors on AVX-512; kQuad
+// (p = N/4) for row blocks I..I+3, where p = 4 ran on 4-lane vectors
+// (capped<4>) no faster per stored weight than sgemm.
+enum TileKind { kLoads, kPermute, kPair, kQuad };
+
+// Row blocks side by side in one vector of a tile kind.
+template <int Kind>
+constexpr int64_t GroupOf() {
+  return Kind == kPair ? 2 : Kind == kQuad ? 4 : 1;
+}
+
+// kQuad's lane indices, one aligned vector per offset quadruple: entry
+// k0 + p·k1 + p²·k2 + p³·k3 holds k_g + c in lane (g, c), c < p = N/4 (the
+// doubled block is 2p floats). 16 KiB at p = 4; one load replaces four
+// GPR-to-vector moves.
+template <int64_t N>
+const int32_t* QuadIndices() {
+  constexpr int64_t kP = N >= 4 ? N / 4 : 1;  // 4 on AVX-512, the only target with a quad row
+  constexpr int64_t kEntries = kP * kP * kP * kP;
+  alignas(64) static const std::array<int32_t, kEntries * N> table = [] {
+    std::array<int32_t, kEntries * N> t{};
+    for (int64_t e = 0; e < kEntries; ++e)
+      for (int64_t c = 0; c < N; ++c) {
+        int64_t k = e;
+        for (int64_t g = 0; g < c / kP; ++g) k /= kP;
+        t[e * N + c] = static_cast<int32_t>(k % kP + c % kP);
+      }
+    return t;
+  }();
+  return table.data();
+}
+
+template <class D, int V, int T, int Kind = kLoads>
 HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, const float* xt,
                          const float* init, bool first, float* yt, int64_t ldy) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
-  constexpr int64_t kP = V * N;  // == w.p (checked by the caller)
+  constexpr int64_t kP = Kind == kPair || Kind == kQuad ? N / GroupOf<Kind>() : V * N;  // == w.p (checked by the caller)
   const int64_t nb = w.col_blocks;
   hn::Vec<D> acc[T][V];
   for (int t = 0; t < T; ++t)
@@ -819,27 +864,91 @@ HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, 
       acc[t][v] = first ? hn::LoadU(d, init + I * kP + v * N) : hn::LoadU(d, yt + t * ldy + I * kP + v * N);
   const float* q = w.values + (I * nb + J0) * kP;
   const uint16_t* k = w.offsets + I * nb;
-  for (int64_t J = J0; J < J1; ++J, q += kP) {
-    const float* xj = xt + J * (T * 2 * kP) + k[J];
-    hn::Vec<D> qv[V];
-    for (int v = 0; v < V; ++v) qv[v] = hn::LoadU(d, q + v * N);
-    for (int t = 0; t < T; ++t)
-      for (int v = 0; v < V; ++v)
-        acc[t][v] = hn::MulAdd(qv[v], hn::LoadU(d, xj + t * 2 * kP + v * N), acc[t][v]);
+  if constexpr (Kind == kLoads) {
+    for (int64_t J = J0; J < J1; ++J, q += kP) {
+      const float* xj = xt + J * (T * 2 * kP) + k[J];
+      hn::Vec<D> qv[V];
+      for (int v = 0; v < V; ++v) qv[v] = hn::LoadU(d, q + v * N);
+      for (int t = 0; t < T; ++t)
+        for (int v = 0; v < V; ++v)
+          acc[t][v] = hn::MulAdd(qv[v], hn::LoadU(d, xj + t * 2 * kP + v * N), acc[t][v]);
+    }
+  } else {
+#if HWY_TARGET != HWY_SCALAR
+    static_assert(V == 1);
+    const hn::RebindToSigned<D> di;
+    const auto iota = hn::Iota(di, 0);
+    [[maybe_unused]] const hn::Half<D> dh;
+    [[maybe_unused]] const hn::RebindToSigned<decltype(dh)> dhi;
+    [[maybe_unused]] const float* q2 = q + nb * kP;  // row block I+1 (kPair, kQuad)
+    [[maybe_unused]] const uint16_t* k2 = k + nb;
+    [[maybe_unused]] const float* q3 = q + 2 * nb * kP;  // row blocks I+2, I+3 (kQuad)
+    [[maybe_unused]] const float* q4 = q + 3 * nb * kP;
+    [[maybe_unused]] const uint16_t* k3 = k + 2 * nb;
+    [[maybe_unused]] const uint16_t* k4 = k + 3 * nb;
+    [[maybe_unused]] const int32_t* quad_indices = nullptr;
+    if constexpr (Kind == kQuad) quad_indices = QuadIndices<N>();
+    for (int64_t J = J0; J < J1; ++J, q += kP) {
+      const float* xj = xt + J * (T * 2 * kP);  // aligned: blocks of 2p floats
+      hn::Vec<D> qv;
+      hn::Vec<decltype(di)> lane;
+      if constexpr (Kind == kPermute) {
+        qv = hn::LoadU(d, q);
+        lane = hn::And(hn::Add(iota, hn::Set(di, static_cast<int32_t>(k[J]))), hn::Set(di, static_cast<int32_t>(N - 1)));
+      } else if constexpr (Kind == kQuad) {
+        const hn::Half<decltype(dh)> dq;
+        const int64_t o = (J - J0) * kP;
+        qv = hn::Combine(d, hn::Combine(dh, hn::LoadU(dq, q4 + o), hn::LoadU(dq, q3 + o)),
+                         hn::Combine(dh, hn::LoadU(dq, q2 + o), hn::LoadU(dq, q)));
+        lane = hn::Load(di, quad_indices + (k[J] + kP * (k2[J] + kP * (k3[J] + kP * k4[J]))) * N);
+      } else {
+        qv = hn::Combine(d, hn::LoadU(dh, q2 + (J - J0) * kP), hn::LoadU(dh, q));
+        // Lane (r, c) reads the doubled block at k_r + c (< 2p = N).
+        const auto kk = hn::Combine(di, hn::Set(dhi, static_cast<int32_t>(k2[J])), hn::Set(dhi, static_cast<int32_t>(k[J])));
+        lane = hn::Add(kk, hn::And(iota, hn::Set(di, static_cast<int32_t>(kP - 1))));
+      }
+      const auto idx = hn::IndicesFromVec(d, lane);
+      for (int t = 0; t < T; ++t) {
+        // kQuad: the doubled block is 8 floats, half a vector (indices < 8).
+        hn::Vec<D> xv;
+        if constexpr (Kind == kQuad) xv = hn::ZeroExtendVector(d, hn::Load(dh, xj + t * 2 * kP));
+        else xv = hn::Load(d, xj + t * 2 * kP);
+        acc[t][0] = hn::MulAdd(qv, hn::TableLookupLanes(xv, idx), acc[t][0]);
+      }
+    }
+#endif
   }
   for (int t = 0; t < T; ++t)
     for (int v = 0; v < V; ++v) hn::StoreU(acc[t][v], d, yt + t * ldy + I * kP + v * N);
 }
 
-template <int V>
+template <int V, int Kind = kLoads>
 constexpr int TileMax() {
+  // The permuting kinds: 16 samples would fit AVX-512's 32 registers, but
+  // measured slower than 8 (A/B, 4 alternating runs, Alex-7 B=64 one thread:
+  // p=16 52-56 vs 68-87 GF/s per stored weight; p=8 equal).
+  if constexpr (Kind != kLoads) return 8;
   return V >= 8 ? 1 : 8 / V;
 }
 
-template <class D, int V>
+// RowsTile for a tile of `tile` samples (kTileMax, 4, 2 or 1).
+template <class D, int V, int Kind, int kTileMax>
+HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0, int64_t J1, const float* xt,
+                            const float* init, bool first, float* yt, int64_t ldy) {
+  if (tile == kTileMax) return RowsTile<D, V, kTileMax, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+  if constexpr (kTileMax > 4) {
+    if (tile == 4) return RowsTile<D, V, 4, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+  }
+  if constexpr (kTileMax > 2) {
+    if (tile == 2) return RowsTile<D, V, 2, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+  }
+  if constexpr (kTileMax > 1) RowsTile<D, V, 1, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+}
+
+template <class D, int V, int Kind = kLoads>
 void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float* init, float* ypad, int64_t ldy,
                  int threads) {
-  constexpr int kTileMax = TileMax<V>();
+  constexpr int kTileMax = TileMax<V, Kind>();
   const int p = w.p;
   const int64_t nb = w.col_blocks;
   // Three levels, as in a GEMM:
@@ -869,18 +978,25 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
           for (int64_t J0 = Js; J0 < Js1; J0 += jc) {
             const int64_t J1 = std::min(Js1, J0 + jc);
             const bool first = J0 == 0;
-            for (int64_t I = Ic; I < Ic1; ++I) {
-              if (tile == kTileMax) RowsTile<D, V, kTileMax>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              else if constexpr (kTileMax > 4) {
-                if (tile == 4) RowsTile<D, V, 4>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-                else if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-                else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              } else if constexpr (kTileMax > 2) {
-                if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-                else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              } else if constexpr (kTileMax > 1) {
-                RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+            // kPair / kQuad take two / four row blocks a step; the last
+            // 1-3 run one at a time on a half / quarter vector.
+            for (int64_t I = Ic; I < Ic1; I += GroupOf<Kind>()) {
+              if constexpr (Kind == kPair && HWY_TARGET != HWY_SCALAR) {
+                if (I + 1 >= Ic1) {
+                  const hn::Half<D> dh;
+                  RowsTileAny<decltype(dh), 1, kLoads, kTileMax>(dh, tile, w, I, J0, J1, xt, init, first, yt, ldy);
+                  continue;
+                }
               }
+              if constexpr (Kind == kQuad && HWY_TARGET != HWY_SCALAR) {
+                if (I + 3 >= Ic1) {
+                  const hn::Half<hn::Half<D>> dq;
+                  for (int64_t Ir = I; Ir < Ic1; ++Ir)
+                    RowsTileAny<decltype(dq), 1, kLoads, kTileMax>(dq, tile, w, Ir, J0, J1, xt, init, first, yt, ldy);
+                  continue;
+                }
+              }
+              RowsTileAny<D, V, Kind, kTileMax>(d, tile, w, I, J0, J1, xt, init, first, yt, ldy);
             }
           }
           b0 += tile;
@@ -888,6 +1004,107 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
       }
     }
   });
+}
+
+// ---- lanes: Y = X·Wᵀ with the batch in the vector lanes ------------------------
+// For a batch that is a multiple of N: X is transposed once into xT[c][b]
+// (columns zero-padded to whole blocks), so row i of block I adds, per
+// column block J, its one weight (broadcast) times the N-sample vectors of
+// column J·p + (r + k) mod p, and the accumulators yT[row][b] are transposed
+// back. No lane permutation and no doubled input: one broadcast and V loads
+// per V FMAs. Tiles of R rows of one row block × V vectors (V·N samples).
+template <class D, int R, int V>
+HWY_INLINE void LanesTile(D d, const View& w, int64_t I, int r0, int64_t J0, int64_t J1, const float* xT,
+                          float* yT) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int64_t W = V * N;  // samples per xT / yT row
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  hn::Vec<D> acc[R][V];
+  float* yr = yT + (I * p + r0) * W;
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = hn::Load(d, yr + r * W + v * N);
+  const float* q = w.values + I * nb * p + r0;
+  const uint16_t* k = w.offsets + I * nb;
+  for (int64_t J = J0; J < J1; ++J) {
+    const int kk = k[J];
+    const float* xb = xT + J * p * W;
+    const float* qJ = q + J * p;
+    for (int r = 0; r < R; ++r) {
+      int c = r0 + r + kk;
+      if (c >= p) c -= p;
+      const float* xr = xb + c * W;
+      const auto qv = hn::Set(d, qJ[r]);
+      for (int v = 0; v < V; ++v) acc[r][v] = hn::MulAdd(qv, hn::Load(d, xr + v * N), acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) hn::Store(acc[r][v], d, yr + r * W + v * N);
+}
+
+template <class D, int R, int V>
+void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int64_t W = V * N;
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  // J-chunk: its xT rows (jc·p·W floats, ~32 KiB) stay in L1 while the rows of
+  // an I-chunk (their yT rows ~128 KiB, in L2) pass over them.
+  const int64_t fsz = sizeof(float);
+  const int64_t jc = std::max<int64_t>(1, (32 * 1024) / (p * W * fsz));
+  const int64_t ic = std::max<int64_t>(1, (128 * 1024) / (p * W * fsz));
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    for (int64_t Ic = I0; Ic < I1; Ic += ic) {
+      const int64_t Ic1 = std::min(I1, Ic + ic);
+      for (int64_t J0 = 0; J0 < nb; J0 += jc) {
+        const int64_t J1 = std::min(nb, J0 + jc);
+        for (int64_t I = Ic; I < Ic1; ++I)
+          for (int r0 = 0; r0 < p; r0 += R) LanesTile<D, R, V>(d, w, I, r0, J0, J1, xT, yT);
+      }
+    }
+  });
+}
+
+// The batch in chunks of 4N, 2N or N samples; R rows per tile with R·V <= 16.
+template <class D>
+void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float* init, float* ypad, int64_t ldy,
+                  int threads) {
+  static thread_local AlignedBuffer<float> xt_buf, yt_buf;
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  const int p = w.p;
+  const int64_t ncol = w.col_blocks * p, prow = w.padded_rows();
+  for (int64_t b0 = 0; b0 < batch;) {
+    const int64_t left = batch - b0;
+    const int V = left >= 4 * N ? 4 : left >= 2 * N ? 2 : 1;
+    const int64_t W = V * N;
+    float* xT = Scratch(xt_buf, static_cast<std::size_t>(ncol * W));
+    float* yT = Scratch(yt_buf, static_cast<std::size_t>(prow * W));
+    // Transposes in 16 x 16 tiles (one cache line of each side per step).
+    for (int64_t c0 = 0; c0 < ncol; c0 += 16)
+      for (int64_t s0 = 0; s0 < W; s0 += 16)
+        for (int64_t c = c0; c < std::min(ncol, c0 + 16); ++c)
+          for (int64_t s = s0; s < s0 + 16; ++s) xT[c * W + s] = c < w.cols ? x[(b0 + s) * w.cols + c] : 0.0f;
+    for (int64_t r = 0; r < prow; ++r)
+      for (int64_t s = 0; s < W; ++s) yT[r * W + s] = init[r];
+    const int R = std::min(p, 16 / V);
+    if (V == 4) LanesChunk<D, 4, 4>(d, w, xT, yT, threads);
+    else if (V == 2) (R >= 8 ? LanesChunk<D, 8, 2> : LanesChunk<D, 4, 2>)(d, w, xT, yT, threads);
+    else (R >= 16 ? LanesChunk<D, 16, 1> : R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
+    for (int64_t r0 = 0; r0 < prow; r0 += 16)
+      for (int64_t s0 = 0; s0 < W; s0 += 16)
+        for (int64_t s = s0; s < s0 + 16; ++s)
+          for (int64_t r = r0; r < std::min(prow, r0 + 16); ++r) ypad[(b0 + s) * ldy + r] = yT[r * W + s];
+    b0 += W;
+  }
+}
+
+// Measured against the permuting rows (Zen 5, AVX3, one thread, Alex-7,
+// two alternating runs): B=64 p=4 6.28-6.32 vs quad 7.74-8.02 ms, p=8
+// 3.39-3.61 vs pair 4.08; slower at p=16 (2.48 vs 1.80-1.94) and at B=16
+// (one vector per row: two loads per FMA), so the row takes B % 64 == 0 at
+// p = 4 and 8 only.
+bool AdmitsLanes(const KernelProblem& q) {
+  return LanesF() == 16 && q.batch % 64 == 0 && (q.p == 4 || q.p == 8);
 }
 
 // ---- The rows of Y = X·Wᵀ -------------------------------------------------------
@@ -911,6 +1128,33 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
                    },
                    TileMax<V>()});
     };
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (hn::MaxLanes(DF()) == 16) {
+      // arg 0: the row takes the plain input, not the doubled tiles.
+      r.push_back({"permdiag.matmul_rows.lanes", AdmitsLanes,
+                   [](const View& w, const float* x, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     LanesBatched<DF>(DF(), w, x, b, i, yp, l, t);
+                   },
+                   0});
+    }
+    if constexpr (hn::MaxLanes(DF()) >= 16) {
+      r.push_back({"permdiag.matmul_rows.permute<1>", AdmitsMultiple<1>,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, 1, kPermute>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<1, kPermute>()});
+      r.push_back({"permdiag.matmul_rows.pair", AdmitsHalfLanes,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, 1, kPair>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<1, kPair>()});
+      r.push_back({"permdiag.matmul_rows.quad", AdmitsQuarterLanes,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, 1, kQuad>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<1, kQuad>()});
+    }
+#endif
     full(std::integral_constant<int, 1>(), "permdiag.matmul_rows.tiles<1>");
     full(std::integral_constant<int, 2>(), "permdiag.matmul_rows.tiles<2>");
     full(std::integral_constant<int, 4>(), "permdiag.matmul_rows.tiles<4>");
@@ -950,8 +1194,12 @@ void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* b
   }
   const int tile_max = row.arg;
   const int64_t prow = w.padded_rows();
-  float* xx = Scratch(xx_buf, static_cast<std::size_t>(batch * w.col_blocks * 2 * p));
-  BuildDoubledTiles(w, x, batch, tile_max, xx, threads);
+  const float* xx = x;  // arg 0: the row reads the input as it is (lanes)
+  if (tile_max > 0) {
+    float* tiles = Scratch(xx_buf, static_cast<std::size_t>(batch * w.col_blocks * 2 * p));
+    BuildDoubledTiles(w, x, batch, tile_max, tiles, threads);
+    xx = tiles;
+  }
   // Accumulators start from the bias (zero-padded to whole row blocks).
   float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
   for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
@@ -1290,17 +1538,28 @@ HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
 HWY_EXPORT(MatVecPackedImpl);
 HWY_EXPORT(MatVecI16AccImpl);
-HWY_EXPORT(PermDiagTableImpl);
-HWY_EXPORT(PermDiagSelectImpl);
+PERMDNN_EXPORT_KERNEL_TABLE(PermDiag, PermDiagTableImpl, PermDiagSelectImpl)
 
 namespace detail {
-void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
-const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
+const char* PermDiagSelectOn(int64_t target, const KernelProblem& q) {
+  return (*HWY_DISPATCH_TABLE(PermDiagSelectImpl)[TargetIndex(target)])(q);
+}
 }  // namespace detail
+
+namespace {
+// The preferred target's entry of a HWY_EXPORT table when a preference
+// applies to q (PreferredSimdTarget), else the usual dynamic dispatch.
+template <class Fn>
+Fn Dispatch(Fn const* table, const KernelProblem& q) {
+  if (const int64_t t = PreferredSimdTarget(q)) return table[detail::TargetIndex(t)];
+  return table[hwy::GetChosenTarget().GetIndex()];
+}
+}  // namespace
 
 namespace simd {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads) {
-  HWY_DYNAMIC_DISPATCH(MatVecImpl)(w, x, bias, y, threads);
+  (*Dispatch(HWY_DISPATCH_TABLE(MatVecImpl), {KernelOp::kPermDiagMatVec, w.p, w.rows, w.cols, 1, false}))(
+      w, x, bias, y, threads);
 }
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
             int threads) {
@@ -1321,7 +1580,8 @@ void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float*
   HWY_DYNAMIC_DISPATCH(MatVecSparseInputImpl)(w, x, bias, y, threads);
 }
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
-  HWY_DYNAMIC_DISPATCH(MatVecPackedImpl)(w, x, bias, y, threads);
+  (*Dispatch(HWY_DISPATCH_TABLE(MatVecPackedImpl),
+             {KernelOp::kPermDiagMatVecPacked, w.p, w.rows, w.cols, 1, w.chunked}))(w, x, bias, y, threads);
 }
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecI16AccImpl)(w, x, acc, threads);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <hwy/targets.h>
+
 #include "permdnn/core/error.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/table.h"
@@ -59,9 +61,20 @@ inline bool AdmitsAll(const KernelProblem&) { return true; }
 
 // Each SIMD file's part of the table, for the active target: its rows
 // (Table) and the row it runs for a problem of one of its ops (Select;
-// nullptr for another file's op). dispatch.cc joins them.
+// nullptr for another file's op). dispatch.cc joins them. A SIMD file
+// defines TableImpl / SelectImpl per target and exports them with
+// PERMDNN_EXPORT_KERNEL_TABLE (in its HWY_ONCE part, namespace
+// permdnn::kernels).
 void PermDiagTable(std::vector<KernelRow>* out);
 const char* PermDiagSelect(const KernelProblem& q);
+// PermDiagSelect as the Highway target `target` would answer it.
+const char* PermDiagSelectOn(int64_t target, const KernelProblem& q);
+
+// The entry of a HWY_EXPORT table that runs `target` (a compiled, supported
+// Highway target bit): per-kernel target preferences (PreferredSimdTarget).
+inline size_t TargetIndex(int64_t target) {
+  return hwy::Num0BitsBelowLS1Bit_Nonzero64(static_cast<uint64_t>(HWY_CHOSEN_TARGET_SHIFT(target)));
+}
 void SparseTable(std::vector<KernelRow>* out);
 const char* SparseSelect(const KernelProblem& q);
 void CirculantTable(std::vector<KernelRow>* out);
@@ -70,3 +83,9 @@ void PermDiagConvTable(std::vector<KernelRow>* out);
 const char* PermDiagConvSelect(const KernelProblem& q);
 
 }  // namespace permdnn::kernels::detail
+
+#define PERMDNN_EXPORT_KERNEL_TABLE(Name, TableImpl, SelectImpl)                                        \
+  HWY_EXPORT(TableImpl);                                                                             \
+  HWY_EXPORT(SelectImpl);                                                                            \
+  void detail::Name##Table(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(TableImpl)(out); }    \
+  const char* detail::Name##Select(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(SelectImpl)(q); }
