@@ -1,5 +1,5 @@
 // Fuzz target "onnx_tools": the ONNX readers besides the runtime's loader,
-// on the same model bytes. `permdnn inspect` and `permdnn sim --model`
+// on the same model bytes. `permdnn sim --model`
 // (runtime::InspectCompressedLayers: every compressed layer's stored arrays
 // and attributes, each reconstructed densely; WithCapturedOutputs, the
 // capture model sim builds to get each layer's input) and `permdnn compress`

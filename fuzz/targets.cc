@@ -24,7 +24,7 @@ constexpr Target kTargets[] = {
     {"train_from", FuzzTrainFrom,
      "training run directory through `permdnn train --from` / --resume's readers (train::RunSource, ReadMetrics)"},
     {"onnx_tools", FuzzOnnxTools,
-     "ONNX model through inspect / sim --model (InspectCompressedLayers, WithCapturedOutputs) and compress"},
+     "ONNX model through sim --model (InspectCompressedLayers, WithCapturedOutputs) and compress"},
 };
 
 bool SafeName(const std::string& name) {

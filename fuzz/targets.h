@@ -53,7 +53,7 @@ int FuzzSimTech(const uint8_t* data, std::size_t size);
 // `permdnn train --from` (train::RunSource) and of --resume's metrics.json
 // (train::ReadMetrics), both LibTorch-free.
 int FuzzTrainFrom(const uint8_t* data, std::size_t size);
-// An ONNX model through `permdnn inspect` / `sim --model`
+// An ONNX model through `permdnn sim --model`
 // (InspectCompressedLayers, WithCapturedOutputs) and `permdnn compress`
 // (CompressOnnx).
 int FuzzOnnxTools(const uint8_t* data, std::size_t size);

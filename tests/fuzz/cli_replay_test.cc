@@ -1,6 +1,7 @@
 // Every committed crash input (fuzz/regressions/<target>/) and the two files
 // of issue 20 through the command that reads such a file: `permdnn run`,
-// `eval`, `export`, `sim --config`, `sim --tech`. Each must end with exit 0,
+// `eval`, `export`, `compress`, `sim --model`, `sim --config`, `sim --tech`,
+// `train --from`, `train --resume`. Each must end with exit 0,
 // or exit 1 and a message that names a file of the input; never a signal,
 // never exit 2 (an internal error), and a failed command leaves no output
 // file behind. (permdnn_fuzz_replay runs the same inputs through the
@@ -113,6 +114,10 @@ class FuzzCliReplay : public ::testing::Test {
             dir, dir / "out.npy");
       Check("run " + q + " --bench --batch 1,2 --min-time 0.001", dir, "");
       if (have_data) Check("eval " + q + " --limit 8", dir, "");
+    } else if (target == "onnx_tools") {
+      Check("compress " + q + " --compress permdiag:p=2 --out '" + (dir / "out.onnx").string() + "'", dir,
+            dir / "out.onnx");
+      if (have_data) Check("sim --model " + q + " --samples 1", dir, "");
     } else if (target == "npy") {
       WriteSoftmaxModel(dir / "model.onnx", 4);
       Check("run '" + (dir / "model.onnx").string() + "' --input " + q + " --output '" + (dir / "out.npy").string() +
@@ -135,6 +140,9 @@ class FuzzCliReplay : public ::testing::Test {
       Check("train --model tiny --compress dense --epochs 1 --limit-train 64 --from " + q + " --out '" +
                 (dir / "out").string() + "'",
             dir, "");
+      // --resume reads the same directory's checkpoint_last.pt and metrics.json.
+      if (fs::exists(fs::path(in) / "checkpoint_last.pt"))
+        Check("train --model tiny --compress dense --epochs 1 --limit-train 64 --resume --out " + q, dir, "");
     } else {
       ADD_FAILURE() << "no command for target " << target;
     }
