@@ -19,7 +19,7 @@ namespace permdnn::cli {
 void AddBenchCommand(CLI::App& app) {
   struct Args {
     std::string layers = "eie", formats = "permdiag,dense,csr", ps = "4,8,16", batches = "1,64",
-                acts = "1,0.35", threads = "1,2", json, markdown;
+                acts = "1,0.35", threads = "1,2", json, markdown, simd_targets;
     double min_time = 0.2;
     int reps = 5;
     bool cpu_time = false;
@@ -43,6 +43,9 @@ void AddBenchCommand(CLI::App& app) {
                   "run the grid this many times, --min-time split over them; each record is the median of "
                   "its round medians")
       ->capture_default_str();
+  cmd->add_option("--simd-target", args->simd_targets,
+                  "run the grid under each of these Highway targets in turn, e.g. avx2,avx3 (default: the best "
+                  "this CPU runs)");
   cmd->add_option("--json", args->json, "write records to this JSON file");
   cmd->add_option("--markdown", args->markdown, "write the tables as Markdown to this file (docs/benchmarks.md)");
   cmd->callback([args, cmd] {
@@ -57,6 +60,7 @@ void AddBenchCommand(CLI::App& app) {
     o.min_reps = args->reps;
     o.cpu_time = args->cpu_time;
     o.rounds = args->rounds;
+    o.simd_targets = SplitList(args->simd_targets);
     nlohmann::json env = BenchEnvironment();
     env["rounds"] = o.rounds;
     env["timer"] = o.cpu_time ? "process CPU time (one-thread rows), wall clock (more threads)" : "wall clock";
@@ -73,9 +77,13 @@ void AddBenchCommand(CLI::App& app) {
     nlohmann::json targets;
     std::string t = BenchTargets(records, &targets);
     if (!t.empty()) std::printf("\nTargets (one thread unless stated, fp32):\n%s", t.c_str());
+    nlohmann::json best;
+    const std::string b = BestTargets(records, &best);
+    if (!b.empty()) std::printf("\nFastest SIMD target per kernel and p (one thread, dense inputs):\n%s", b.c_str());
     if (!args->json.empty()) {
       nlohmann::json out = {{"command", "bench"}, {"environment", env}, {"records", BenchToJson(records)},
                             {"targets", targets}};
+      if (!best.is_null()) out["best_simd_target"] = best;
       WriteFileAtomic(args->json, out.dump(2) + "\n");
       std::printf("wrote %s\n", args->json.c_str());
     }

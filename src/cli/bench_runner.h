@@ -38,6 +38,11 @@ struct BenchOptions {
   // format rather than all of one format.
   int rounds = 1;
   uint64_t seed = 1;
+  // Highway targets to run the whole grid under, one after the other in one
+  // process (e.g. {"avx2", "avx3"}: AVX2 code next to AVX-512 code on one
+  // machine; names as SimdTargetName, case-insensitive). Empty: the target
+  // dispatch picks.
+  std::vector<std::string> simd_targets;
 };
 
 struct BenchRecord {
@@ -55,6 +60,7 @@ struct BenchRecord {
   double wall_median_ms = 0;  // equals median_ms unless timer == "cpu"
   int reps = 0;
   std::string timer = "wall";  // "cpu": process CPU time (--cpu-time, one thread)
+  std::string simd_target;     // the Highway target the kernels ran on
   int64_t nnz = 0, weight_bytes = 0;
   double gflops_nnz = 0, gflops_dense_equiv = 0, weight_gbps = 0;
   double speedup_vs_dense = 0;
@@ -68,6 +74,10 @@ std::vector<BenchRecord> RunBench(const BenchOptions& options);
 // OpenBLAS core and the OPENBLAS_* variables in force).
 nlohmann::json BenchEnvironment();
 nlohmann::json BenchToJson(const std::vector<BenchRecord>& records);
+
+// With several SIMD targets: per kernel row and p (one thread, dense
+// inputs), the target that measured fastest and its margin over the others.
+std::string BestTargets(const std::vector<BenchRecord>& records, nlohmann::json* json = nullptr);
 
 // Human tables: all records, and the performance targets.
 std::string BenchTable(const std::vector<BenchRecord>& records);

@@ -2,6 +2,7 @@
 // dispatch.h, table.h).
 #include "permdnn/kernels/dispatch.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@ namespace permdnn::kernels {
 namespace {
 
 std::atomic<int> g_path{-1};
+std::atomic<bool> g_targets_restricted{false};  // ForceSimdTarget in force
 // The forced row's name (ForceKernel): read on every product, so a plain
 // pointer to a string that lives until the next ForceKernel.
 std::atomic<const char*> g_forced{nullptr};
@@ -83,6 +85,7 @@ std::string ActiveSimdTarget() {
 }
 
 void ForceSimdTarget(int64_t target) {
+  g_targets_restricted.store(target != 0);
   hwy::SetSupportedTargetsForTest(target);
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
@@ -125,6 +128,9 @@ std::vector<KernelRow> KernelTable() {
 
 std::string SelectedKernel(const KernelProblem& q) {
   if (detail::UseReference(q.op)) return detail::ReferenceName(q.op);
+  if (const int64_t t = PreferredSimdTarget(q)) {
+    if (const char* n = detail::PermDiagSelectOn(t, q)) return std::string(n) + "@" + SimdTargetName(t);
+  }
   if (const char* n = detail::PermDiagSelect(q)) return n;
   if (const char* n = detail::CirculantSelect(q)) return n;
   if (const char* n = detail::SparseSelect(q)) return n;
@@ -153,6 +159,46 @@ void ForceKernel(const std::string& name) {
 }
 
 const char* ForcedKernel() { return g_forced.load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<bool> g_preferences{true};
+
+// Measured with `permdnn bench --layers Alex-6,Alex-7,VGG-6,VGG-7 --simd-target
+// avx2,avx3 --act-density 1 --threads 1 --cpu-time --rounds 3` on Zen 5
+// (src/kernels/README.md). Only margins of 15% or more that held on every
+// layer of the size class become entries.
+struct Preference {
+  KernelOp op;
+  int p;
+  int64_t min_value_bytes;  // the matrix's values at least this large
+  int64_t target;
+};
+constexpr Preference kPreferences[] = {
+    // Row-major p=16 past L3 (VGG-6 4096x25088, 25.7 MB; the matrix API, the
+    // row pack is chunk-major there on AVX-512): AVX2's two 8-lane loads per
+    // block 0.60-0.68 ms, AVX-512's one 16-lane load (it splits a cache line
+    // for every offset but 0) 0.74-0.77 ms, three alternating runs.
+    {KernelOp::kPermDiagMatVec, 16, int64_t{24} << 20, HWY_AVX2},
+};
+}  // namespace
+
+void SetSimdPreferences(bool on) { g_preferences.store(on); }
+
+int64_t PreferredSimdTarget(const KernelProblem& q) {
+  if (!g_preferences.load(std::memory_order_relaxed) || g_targets_restricted.load(std::memory_order_relaxed) ||
+      ActivePath() == KernelPath::kReference || ForcedKernel() != nullptr)
+    return 0;
+  KernelOp op = q.op;
+  if (op == KernelOp::kPermDiagMatVecPacked && !q.chunked) op = KernelOp::kPermDiagMatVec;  // a row-major pack
+  const int64_t value_bytes = q.p > 0 ? q.rows * q.cols / q.p * static_cast<int64_t>(sizeof(float)) : 0;
+  const std::vector<int64_t> available = AvailableSimdTargets();
+  for (const Preference& pref : kPreferences)
+    if (pref.op == op && pref.p == q.p && value_bytes >= pref.min_value_bytes && !available.empty() &&
+        available.front() != pref.target &&
+        std::find(available.begin(), available.end(), pref.target) != available.end())
+      return pref.target;
+  return 0;
+}
 
 namespace detail {
 

@@ -329,6 +329,7 @@ template <int P>
 bool AdmitsP(const KernelProblem& q) {
   return q.p == P;
 }
+bool AdmitsHalfLanes(const KernelProblem& q) { return 2 * q.p == LanesF(); }
 
 std::span<const Row<RowsFn>> MatVecRows() {
   static const std::vector<Row<RowsFn>> rows = [] {
@@ -807,11 +808,19 @@ void BuildDoubledTiles(const View& w, const float* x, int64_t batch, int tile_ma
   });
 }
 
-template <class D, int V, int T>
+// Tile kinds: kLoads reads each rotated slice with an unaligned load;
+// kPermute (p = N) loads the block's aligned vector and rotates it with one
+// lane permutation, the index built once per block and shared by the T
+// samples (an unaligned 64-byte load splits a cache line for every k != 0);
+// kPair (p = N/2) does the same for row blocks I and I+1 side by side in one
+// full vector, where kLoads ran p = 8 on 8-lane vectors on AVX-512.
+enum TileKind { kLoads, kPermute, kPair };
+
+template <class D, int V, int T, int Kind = kLoads>
 HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, const float* xt,
                          const float* init, bool first, float* yt, int64_t ldy) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
-  constexpr int64_t kP = V * N;  // == w.p (checked by the caller)
+  constexpr int64_t kP = Kind == kPair ? N / 2 : V * N;  // == w.p (checked by the caller)
   const int64_t nb = w.col_blocks;
   hn::Vec<D> acc[T][V];
   for (int t = 0; t < T; ++t)
@@ -819,27 +828,74 @@ HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, 
       acc[t][v] = first ? hn::LoadU(d, init + I * kP + v * N) : hn::LoadU(d, yt + t * ldy + I * kP + v * N);
   const float* q = w.values + (I * nb + J0) * kP;
   const uint16_t* k = w.offsets + I * nb;
-  for (int64_t J = J0; J < J1; ++J, q += kP) {
-    const float* xj = xt + J * (T * 2 * kP) + k[J];
-    hn::Vec<D> qv[V];
-    for (int v = 0; v < V; ++v) qv[v] = hn::LoadU(d, q + v * N);
-    for (int t = 0; t < T; ++t)
-      for (int v = 0; v < V; ++v)
-        acc[t][v] = hn::MulAdd(qv[v], hn::LoadU(d, xj + t * 2 * kP + v * N), acc[t][v]);
+  if constexpr (Kind == kLoads) {
+    for (int64_t J = J0; J < J1; ++J, q += kP) {
+      const float* xj = xt + J * (T * 2 * kP) + k[J];
+      hn::Vec<D> qv[V];
+      for (int v = 0; v < V; ++v) qv[v] = hn::LoadU(d, q + v * N);
+      for (int t = 0; t < T; ++t)
+        for (int v = 0; v < V; ++v)
+          acc[t][v] = hn::MulAdd(qv[v], hn::LoadU(d, xj + t * 2 * kP + v * N), acc[t][v]);
+    }
+  } else {
+#if HWY_TARGET != HWY_SCALAR
+    static_assert(V == 1);
+    const hn::RebindToSigned<D> di;
+    const auto iota = hn::Iota(di, 0);
+    [[maybe_unused]] const hn::Half<D> dh;
+    [[maybe_unused]] const hn::RebindToSigned<decltype(dh)> dhi;
+    [[maybe_unused]] const float* q2 = q + nb * kP;  // row block I+1 (kPair)
+    [[maybe_unused]] const uint16_t* k2 = k + nb;
+    for (int64_t J = J0; J < J1; ++J, q += kP) {
+      const float* xj = xt + J * (T * 2 * kP);  // aligned: blocks of 2p floats
+      hn::Vec<D> qv;
+      hn::Vec<decltype(di)> lane;
+      if constexpr (Kind == kPermute) {
+        qv = hn::LoadU(d, q);
+        lane = hn::And(hn::Add(iota, hn::Set(di, static_cast<int32_t>(k[J]))), hn::Set(di, static_cast<int32_t>(N - 1)));
+      } else {
+        qv = hn::Combine(d, hn::LoadU(dh, q2 + (J - J0) * kP), hn::LoadU(dh, q));
+        // Lane (r, c) reads the doubled block at k_r + c (< 2p = N).
+        const auto kk = hn::Combine(di, hn::Set(dhi, static_cast<int32_t>(k2[J])), hn::Set(dhi, static_cast<int32_t>(k[J])));
+        lane = hn::Add(kk, hn::And(iota, hn::Set(di, static_cast<int32_t>(kP - 1))));
+      }
+      const auto idx = hn::IndicesFromVec(d, lane);
+      for (int t = 0; t < T; ++t)
+        acc[t][0] = hn::MulAdd(qv, hn::TableLookupLanes(hn::Load(d, xj + t * 2 * kP), idx), acc[t][0]);
+    }
+#endif
   }
   for (int t = 0; t < T; ++t)
     for (int v = 0; v < V; ++v) hn::StoreU(acc[t][v], d, yt + t * ldy + I * kP + v * N);
 }
 
-template <int V>
+template <int V, int Kind = kLoads>
 constexpr int TileMax() {
+  // The permuting kinds: 16 samples would fit AVX-512's 32 registers, but
+  // measured slower than 8 (A/B, 4 alternating runs, Alex-7 B=64 one thread:
+  // p=16 52-56 vs 68-87 GF/s per stored weight; p=8 equal).
+  if constexpr (Kind != kLoads) return 8;
   return V >= 8 ? 1 : 8 / V;
 }
 
-template <class D, int V>
+// RowsTile for a tile of `tile` samples (kTileMax, 4, 2 or 1).
+template <class D, int V, int Kind, int kTileMax>
+HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0, int64_t J1, const float* xt,
+                            const float* init, bool first, float* yt, int64_t ldy) {
+  if (tile == kTileMax) return RowsTile<D, V, kTileMax, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+  if constexpr (kTileMax > 4) {
+    if (tile == 4) return RowsTile<D, V, 4, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+  }
+  if constexpr (kTileMax > 2) {
+    if (tile == 2) return RowsTile<D, V, 2, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+  }
+  if constexpr (kTileMax > 1) RowsTile<D, V, 1, Kind>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+}
+
+template <class D, int V, int Kind = kLoads>
 void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float* init, float* ypad, int64_t ldy,
                  int threads) {
-  constexpr int kTileMax = TileMax<V>();
+  constexpr int kTileMax = TileMax<V, Kind>();
   const int p = w.p;
   const int64_t nb = w.col_blocks;
   // Three levels, as in a GEMM:
@@ -869,18 +925,16 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
           for (int64_t J0 = Js; J0 < Js1; J0 += jc) {
             const int64_t J1 = std::min(Js1, J0 + jc);
             const bool first = J0 == 0;
-            for (int64_t I = Ic; I < Ic1; ++I) {
-              if (tile == kTileMax) RowsTile<D, V, kTileMax>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              else if constexpr (kTileMax > 4) {
-                if (tile == 4) RowsTile<D, V, 4>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-                else if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-                else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              } else if constexpr (kTileMax > 2) {
-                if (tile == 2) RowsTile<D, V, 2>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-                else RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
-              } else if constexpr (kTileMax > 1) {
-                RowsTile<D, V, 1>(d, w, I, J0, J1, xt, init, first, yt, ldy);
+            // kPair takes two row blocks a step; a last odd one runs on a half vector.
+            for (int64_t I = Ic; I < Ic1; I += Kind == kPair ? 2 : 1) {
+              if constexpr (Kind == kPair && HWY_TARGET != HWY_SCALAR) {
+                if (I + 1 >= Ic1) {
+                  const hn::Half<D> dh;
+                  RowsTileAny<decltype(dh), 1, kLoads, kTileMax>(dh, tile, w, I, J0, J1, xt, init, first, yt, ldy);
+                  continue;
+                }
               }
+              RowsTileAny<D, V, Kind, kTileMax>(d, tile, w, I, J0, J1, xt, init, first, yt, ldy);
             }
           }
           b0 += tile;
@@ -911,6 +965,20 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
                    },
                    TileMax<V>()});
     };
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (hn::MaxLanes(DF()) >= 16) {
+      r.push_back({"permdiag.matmul_rows.permute<1>", AdmitsMultiple<1>,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, 1, kPermute>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<1, kPermute>()});
+      r.push_back({"permdiag.matmul_rows.pair", AdmitsHalfLanes,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, 1, kPair>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<1, kPair>()});
+    }
+#endif
     full(std::integral_constant<int, 1>(), "permdiag.matmul_rows.tiles<1>");
     full(std::integral_constant<int, 2>(), "permdiag.matmul_rows.tiles<2>");
     full(std::integral_constant<int, 4>(), "permdiag.matmul_rows.tiles<4>");
@@ -1296,11 +1364,25 @@ HWY_EXPORT(PermDiagSelectImpl);
 namespace detail {
 void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
 const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
+const char* PermDiagSelectOn(int64_t target, const KernelProblem& q) {
+  return (*HWY_DISPATCH_TABLE(PermDiagSelectImpl)[TargetIndex(target)])(q);
+}
 }  // namespace detail
+
+namespace {
+// The preferred target's entry of a HWY_EXPORT table when a preference
+// applies to q (PreferredSimdTarget), else the usual dynamic dispatch.
+template <class Fn>
+Fn Dispatch(Fn const* table, const KernelProblem& q) {
+  if (const int64_t t = PreferredSimdTarget(q)) return table[detail::TargetIndex(t)];
+  return table[hwy::GetChosenTarget().GetIndex()];
+}
+}  // namespace
 
 namespace simd {
 void MatVec(const PermDiagView<float>& w, const float* x, const float* bias, float* y, int threads) {
-  HWY_DYNAMIC_DISPATCH(MatVecImpl)(w, x, bias, y, threads);
+  (*Dispatch(HWY_DISPATCH_TABLE(MatVecImpl), {KernelOp::kPermDiagMatVec, w.p, w.rows, w.cols, 1, false}))(
+      w, x, bias, y, threads);
 }
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias, float* y,
             int threads) {
@@ -1321,7 +1403,8 @@ void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float*
   HWY_DYNAMIC_DISPATCH(MatVecSparseInputImpl)(w, x, bias, y, threads);
 }
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads) {
-  HWY_DYNAMIC_DISPATCH(MatVecPackedImpl)(w, x, bias, y, threads);
+  (*Dispatch(HWY_DISPATCH_TABLE(MatVecPackedImpl),
+             {KernelOp::kPermDiagMatVecPacked, w.p, w.rows, w.cols, 1, w.chunked}))(w, x, bias, y, threads);
 }
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecI16AccImpl)(w, x, acc, threads);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <hwy/targets.h>
+
 #include "permdnn/core/error.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/table.h"
@@ -62,6 +64,14 @@ inline bool AdmitsAll(const KernelProblem&) { return true; }
 // nullptr for another file's op). dispatch.cc joins them.
 void PermDiagTable(std::vector<KernelRow>* out);
 const char* PermDiagSelect(const KernelProblem& q);
+// PermDiagSelect as the Highway target `target` would answer it.
+const char* PermDiagSelectOn(int64_t target, const KernelProblem& q);
+
+// The entry of a HWY_EXPORT table that runs `target` (a compiled, supported
+// Highway target bit): per-kernel target preferences (PreferredSimdTarget).
+inline size_t TargetIndex(int64_t target) {
+  return hwy::Num0BitsBelowLS1Bit_Nonzero64(static_cast<uint64_t>(HWY_CHOSEN_TARGET_SHIFT(target)));
+}
 void SparseTable(std::vector<KernelRow>* out);
 const char* SparseSelect(const KernelProblem& q);
 void CirculantTable(std::vector<KernelRow>* out);

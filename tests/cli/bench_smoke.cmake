@@ -89,3 +89,34 @@ endif()
 if(NOT out MATCHES "read bound: 64x96 p=8: a bare read of permdiag's values takes [0-9.]+ ms; permdiag runs at [0-9]+% of it; circulant FFT / bare read = [0-9.]+x")
   message(FATAL_ERROR "no read-bound line:\n${out}")
 endif()
+
+# --simd-target: the grid once per named Highway target (SSE4 and SSSE3 exist on
+# every x86-64 CPU this builds for), each record naming its target, and the
+# fastest-target table; an unknown target is an error naming the available ones.
+bench_records(4 --format permdiag,dense --threads 1 --simd-target sse4,SSSE3)
+set(seen "")
+foreach(i 0 1 2 3)
+  string(JSON target GET "${json}" records ${i} simd_target)
+  list(APPEND seen ${target})
+endforeach()
+if(NOT seen STREQUAL "SSE4;SSE4;SSSE3;SSSE3")
+  message(FATAL_ERROR "--simd-target sse4,SSSE3 records ran on '${seen}'")
+endif()
+if(NOT out MATCHES "Fastest SIMD target per kernel and p" OR NOT out MATCHES "SIMD target SSE4:")
+  message(FATAL_ERROR "--simd-target output lacks the per-target tables:\n${out}")
+endif()
+# ... and in Markdown (docs/benchmarks.md): the read bound per target, the
+# fastest-target table with both targets' times, each row's kernel@target.
+bench_records(6 --format permdiag,dense,read --threads 1 --simd-target sse4,ssse3 --markdown ${OUT}.md)
+file(READ ${OUT}.md md)
+if(NOT md MATCHES "### Fastest SIMD target per kernel and p" OR NOT md MATCHES "\\| SSE4 ms \\| SSSE3 ms \\|"
+   OR NOT md MATCHES "\\| 64x96 \\| permdiag \\| 8 \\| 1 \\| [0-9.]+ \\| [0-9.]+ \\| SS"
+   OR NOT md MATCHES "Read bound \\(batch 1, one thread, SIMD target SSSE3\\)" OR NOT md MATCHES "@SSE4 \\|"
+   OR NOT md MATCHES "SIMD targets SSE4, SSSE3 in turn")
+  message(FATAL_ERROR "--simd-target --markdown lacks the per-target sections:\n${md}")
+endif()
+execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --simd-target avx9
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "'avx9' is not a SIMD target" OR NOT err MATCHES "available: .*SSE4")
+  message(FATAL_ERROR "--simd-target avx9 should fail naming the available targets (${rc}):\n${err}")
+endif()

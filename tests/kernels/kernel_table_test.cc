@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <hwy/targets.h>
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
@@ -352,6 +353,43 @@ TEST(KernelTable, EveryFormatsKernelsAreTableOps) {
 TEST(KernelTable, ForcingAnUnknownKernelIsAnError) {
   EXPECT_THROW(ForceKernel("permdiag.matvec.nonexistent"), Error);
   EXPECT_EQ(ForcedKernel(), nullptr);
+}
+
+}  // namespace
+}  // namespace permdnn::kernels
+
+namespace permdnn::kernels {
+namespace {
+
+// A per-kernel target preference (PreferredSimdTarget): row-major p=16 past
+// L3 runs AVX2's row on a CPU whose best target is AVX-512, its result equal
+// to the reference's; preferences off (or a restricted target set) give the
+// usual dispatch.
+TEST(KernelTable, PreferredTargetRunsTheMeasuredBest) {
+  const std::vector<int64_t> targets = AvailableSimdTargets();
+  if (targets.empty() || SimdTargetName(targets.front()) != "AVX3" ||
+      std::find(targets.begin(), targets.end(), int64_t{HWY_AVX2}) == targets.end())
+    GTEST_SKIP() << "needs AVX-512 and AVX2";
+  const int64_t m = 1024, n = 24 * 1024 * 1024 / 4 * 16 / 1024;  // values: exactly 24 MiB
+  const KernelProblem q{KernelOp::kPermDiagMatVec, 16, m, n, 1, false};
+  EXPECT_EQ(PreferredSimdTarget(q), int64_t{HWY_AVX2});
+  EXPECT_EQ(SelectedKernel(q), "permdiag.matvec.multiple<2>@AVX2");
+  KernelProblem small = q;
+  small.cols = n / 2;
+  EXPECT_EQ(PreferredSimdTarget(small), 0);
+  const PermDiagMatrix w = PermDiagMatrix::Random(m, n, 16, 7);
+  const auto x = RandomVector(n, 1.0, 8);
+  std::vector<float> expect(m), got(m);
+  ref::MatVec(w.view(), x.data(), nullptr, expect.data());
+  PermDiagMatVec(w, x, {}, got, 1);
+  EXPECT_TRUE(AllNear<float>(expect, got, Tolerance(n / 16, 2.0)));
+  SetSimdPreferences(false);
+  EXPECT_EQ(PreferredSimdTarget(q), 0);
+  EXPECT_EQ(SelectedKernel(q), "permdiag.matvec.multiple<1>");
+  SetSimdPreferences(true);
+  ForceSimdTarget(targets.front());
+  EXPECT_EQ(PreferredSimdTarget(q), 0) << "a restricted target set measures each target as it is";
+  ForceSimdTarget(0);
 }
 
 }  // namespace

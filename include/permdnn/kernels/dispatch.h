@@ -21,6 +21,8 @@
 
 namespace permdnn::kernels {
 
+struct KernelProblem;
+
 enum class KernelPath { kReference, kSimd };
 
 // The path in force (first call reads PERMDNN_KERNELS).
@@ -36,6 +38,14 @@ const char* PathName(KernelPath path);
 void ForceKernel(const std::string& name);
 // The forced row's name, or nullptr.
 const char* ForcedKernel();
+
+// Per-kernel target preferences: a problem whose kernel measured faster
+// under another compiled, supported target than under the best one (`permdnn
+// bench --simd-target avx2,avx3`, table in src/kernels/README.md) runs there.
+// Returns that target's Highway bit, or 0 (the usual dispatch). Off while a
+// test or `--simd-target` restricts the targets, and with SetSimdPreferences(false).
+int64_t PreferredSimdTarget(const KernelProblem& problem);
+void SetSimdPreferences(bool on);
 
 // Name of the SIMD target the dispatcher uses now, e.g. "AVX2".
 std::string ActiveSimdTarget();
