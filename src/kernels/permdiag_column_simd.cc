@@ -163,10 +163,12 @@ void GroupedSgemm(const PermDiagColumnWeights& w, const float* x, int64_t batch,
   ParallelFor(p, threads, [&](int64_t r0, int64_t r1, int) {
     std::vector<float> xr(static_cast<std::size_t>(batch * nb)), z(static_cast<std::size_t>(batch * mb_pad));
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t J = 0; J < nb; ++J) {
-        const int64_t j = w.InputOf(r, J);
-        for (int64_t b = 0; b < batch; ++b) xr[b * nb + J] = j < w.cols ? x[b * w.cols + j] : 0.0f;
-      }
+      // Sample by sample: each row of X read forward, each row of X_r written in order.
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t J = 0; J < nb; ++J) {
+          const int64_t j = w.InputOf(r, J);
+          xr[b * nb + J] = j < w.cols ? x[b * w.cols + j] : 0.0f;
+        }
       for (int64_t t = 0; t < w.tiles; ++t) {  // Z[:, tile t] = X_r · (tile t of G_r, [nb][h])
         const int h = static_cast<int>(w.TileHeight(t));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(batch), h, static_cast<int>(nb),
