@@ -302,6 +302,16 @@ class BenchPass {
     records_.push_back(r);
   }
 
+  // One measurement: the progress line, the timing, the record.
+  template <typename F>
+  void TimeAndRecord(const std::string& progress, const std::string& format, const std::string& kernel, int p,
+                     int64_t batch, double act, int threads, int64_t nnz, int64_t bytes, F&& run) {
+    progress_.Update(done_, progress);
+    const Timing t = Measure(std::forward<F>(run), o_, threads);
+    ++done_;
+    Record(format, kernel, p, batch, act, threads, t, nnz, bytes);
+  }
+
   // Dense timings keyed by (batch, threads): dense kernels do the same work
   // whatever the input density, so one measurement serves every density.
   void Dense() {
@@ -419,52 +429,41 @@ class BenchPass {
   }
 
   void Circulant(int p, int64_t batch, double act, int threads) {
-    progress_.Update(done_, fmt::format("{} circulant p={} B={} a={} T={}", layer_->name, p, batch, act, threads));
     std::span<const float> xs(x_.data(), n_ * batch);
     std::span<float> ys(y_.data(), m_ * batch);
-    Timing t = Measure(
-        [&] {
-          if (batch == 1)
-            circ_fft_->MatVec(xs, {}, ys, threads);
-          else
-            circ_fft_->MatMul(xs, batch, {}, ys, threads);
-        },
-        o_, threads);
-    ++done_;
-    Record("circulant", kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m_, n_, batch, false}), p,
-           batch, act, threads, t, circ_->stored_values(), circ_->bytes());
+    TimeAndRecord(fmt::format("{} circulant p={} B={} a={} T={}", layer_->name, p, batch, act, threads), "circulant",
+                  kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m_, n_, batch, false}), p, batch,
+                  act, threads, circ_->stored_values(), circ_->bytes(), [&] {
+                    if (batch == 1)
+                      circ_fft_->MatVec(xs, {}, ys, threads);
+                    else
+                      circ_fft_->MatMul(xs, batch, {}, ys, threads);
+                  });
   }
 
   void PermDiag(int p, int64_t batch, double act, int threads) {
-    progress_.Update(done_, fmt::format("{} permdiag p={} B={} a={} T={}", layer_->name, p, batch, act, threads));
     std::span<const float> xs(x_.data(), n_ * batch);
     std::span<float> ys(y_.data(), m_ * batch);
-    Timing t = Measure(
-        [&] {
-          // Batch > 1: the batch-major register-blocked kernel (what the
-          // runtime and training use). Against the feature-major
-          // PermDiagMatMul at B = 64, p = 8, 1 thread (loaded machine):
-          // VGG-6 60 vs 78 ms, Alex-6 29 vs 27-37 ms, 4096² within
-          // noise. Same sizes and work.
-          if (batch == 1)
-            kernels::PermDiagMatVec(row_pack_, xs, {}, ys, threads);
-          else
-            kernels::PermDiagMatMulRows(w_, xs, batch, {}, ys, threads);
-        },
-        o_, threads);
-    ++done_;
     const kernels::KernelProblem q{
         batch == 1 ? kernels::KernelOp::kPermDiagMatVecPacked : kernels::KernelOp::kPermDiagMatMulRows, p, m_, n_,
         batch, row_pack_.chunked};
-    Record("permdiag", kernels::SelectedKernel(q), p, batch, act, threads, t, w_.nnz(), w_.bytes());
-    if (batch == 1 && act < 1.0) {
-      progress_.Update(done_, fmt::format("{} permdiag-skip p={} a={} T={}", layer_->name, p, act, threads));
-      Timing ts = Measure([&] { kernels::PermDiagMatVecSparseInput(column_pack_, xs, {}, ys, threads); }, o_, threads);
-      ++done_;
-      Record("permdiag-skip",
-             kernels::SelectedKernel({kernels::KernelOp::kPermDiagMatVecSparseInput, p, m_, n_, 1, false}), p, batch,
-             act, threads, ts, w_.nnz(), w_.bytes());
-    }
+    TimeAndRecord(fmt::format("{} permdiag p={} B={} a={} T={}", layer_->name, p, batch, act, threads), "permdiag",
+                  kernels::SelectedKernel(q), p, batch, act, threads, w_.nnz(), w_.bytes(), [&] {
+                    // Batch > 1: the batch-major register-blocked kernel (what
+                    // the runtime and training use). Against the feature-major
+                    // PermDiagMatMul at B = 64, p = 8, 1 thread (loaded
+                    // machine): VGG-6 60 vs 78 ms, Alex-6 29 vs 27-37 ms, 4096²
+                    // within noise. Same sizes and work.
+                    if (batch == 1)
+                      kernels::PermDiagMatVec(row_pack_, xs, {}, ys, threads);
+                    else
+                      kernels::PermDiagMatMulRows(w_, xs, batch, {}, ys, threads);
+                  });
+    if (batch == 1 && act < 1.0)
+      TimeAndRecord(fmt::format("{} permdiag-skip p={} a={} T={}", layer_->name, p, act, threads), "permdiag-skip",
+                    kernels::SelectedKernel({kernels::KernelOp::kPermDiagMatVecSparseInput, p, m_, n_, 1, false}), p,
+                    batch, act, threads, w_.nnz(), w_.bytes(),
+                    [&] { kernels::PermDiagMatVecSparseInput(column_pack_, xs, {}, ys, threads); });
   }
 
   // Shared offsets (permdiag-column): the dense-input product (batch 1) or

@@ -11,6 +11,7 @@
 
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/inspect.h"
@@ -60,10 +61,14 @@ std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std:
   runtime::ModelInspection ins = runtime::InspectCompressedLayers(bytes, path);
   for (const auto& s : ins.skipped)
     std::printf("skipped %s (%s): %s\n", s.node.c_str(), s.op_type.c_str(), s.reason.c_str());
-  PERMDNN_CHECK(!ins.layers.empty(),
-                "{}: no compressed layers (PermDiagMatMul, BlockCirculantMatMul, SparseMatMul, PermDiagConv, "
-                "BlockCirculantConv, SparseConv) to simulate",
-                path);
+  if (ins.layers.empty()) {
+    std::string ops;  // the compressed ops, from the format registry
+    for (const formats::FormatTraits& f : formats::Formats())
+      for (const formats::OpSchema* op : {f.linear, f.conv})
+        if (formats::IsPermDnnDomain(op->domain) && ops.find(op->name) == std::string::npos)
+          ops += (ops.empty() ? "" : ", ") + std::string(op->name);
+    Fail("{}: no compressed layers ({}) to simulate", path, ops);
+  }
 
   // One model that outputs the value entering every layer; nodes after the
   // last of them are dropped.

@@ -151,37 +151,20 @@ CscMatrix CscMatrix::FromDense(std::span<const float> dense, int64_t rows, int64
 
 CscMatrix CscMatrix::Random(int64_t rows, int64_t cols, double density, uint64_t seed) {
   Compressed c = RandomCompressed(rows, cols, density, seed, true, "CSC matrix");
-  CscMatrix m;
-  m.rows_ = rows;
-  m.cols_ = cols;
-  m.col_ptr_ = std::move(c.ptr);
-  m.row_idx_ = std::move(c.idx);
-  m.values_ = std::move(c.val);
-  return m;  // valid by construction
+  return CscMatrix(rows, cols, std::move(c.ptr), std::move(c.idx), std::move(c.val));  // valid by construction
 }
 
 CscMatrix CscMatrix::FromParts(int64_t rows, int64_t cols, std::vector<int32_t> col_ptr,
                                std::vector<int32_t> row_idx, std::vector<float> values) {
   CheckShape("CSC matrix", rows, cols);
-  CscMatrix m;
-  m.rows_ = rows;
-  m.cols_ = cols;
-  m.col_ptr_ = std::move(col_ptr);
-  m.row_idx_ = std::move(row_idx);
-  m.values_ = std::move(values);
+  CscMatrix m(rows, cols, std::move(col_ptr), std::move(row_idx), std::move(values));
   m.Validate();
   return m;
 }
 
 CscMatrix CscMatrix::FromCsr(const CsrMatrix& csr) {
   Compressed t = Transpose(csr.rows(), csr.cols(), csr.row_ptr(), csr.col_idx(), csr.values());
-  CscMatrix m;
-  m.rows_ = csr.rows();
-  m.cols_ = csr.cols();
-  m.col_ptr_ = std::move(t.ptr);
-  m.row_idx_ = std::move(t.idx);
-  m.values_ = std::move(t.val);
-  return m;
+  return CscMatrix(csr.rows(), csr.cols(), std::move(t.ptr), std::move(t.idx), std::move(t.val));
 }
 
 std::vector<float> CscMatrix::ToDense() const {
@@ -204,37 +187,20 @@ CsrMatrix CsrMatrix::FromDense(std::span<const float> dense, int64_t rows, int64
 
 CsrMatrix CsrMatrix::Random(int64_t rows, int64_t cols, double density, uint64_t seed) {
   Compressed c = RandomCompressed(rows, cols, density, seed, false, "CSR matrix");
-  CsrMatrix m;
-  m.rows_ = rows;
-  m.cols_ = cols;
-  m.row_ptr_ = std::move(c.ptr);
-  m.col_idx_ = std::move(c.idx);
-  m.values_ = std::move(c.val);
-  return m;
+  return CsrMatrix(rows, cols, std::move(c.ptr), std::move(c.idx), std::move(c.val));
 }
 
 CsrMatrix CsrMatrix::FromParts(int64_t rows, int64_t cols, std::vector<int32_t> row_ptr,
                                std::vector<int32_t> col_idx, std::vector<float> values) {
   CheckShape("CSR matrix", rows, cols);
-  CsrMatrix m;
-  m.rows_ = rows;
-  m.cols_ = cols;
-  m.row_ptr_ = std::move(row_ptr);
-  m.col_idx_ = std::move(col_idx);
-  m.values_ = std::move(values);
+  CsrMatrix m(rows, cols, std::move(row_ptr), std::move(col_idx), std::move(values));
   m.Validate();
   return m;
 }
 
 CsrMatrix CsrMatrix::FromCsc(const CscMatrix& csc) {
   Compressed t = Transpose(csc.cols(), csc.rows(), csc.col_ptr(), csc.row_idx(), csc.values());
-  CsrMatrix m;
-  m.rows_ = csc.rows();
-  m.cols_ = csc.cols();
-  m.row_ptr_ = std::move(t.ptr);
-  m.col_idx_ = std::move(t.idx);
-  m.values_ = std::move(t.val);
-  return m;
+  return CsrMatrix(csc.rows(), csc.cols(), std::move(t.ptr), std::move(t.idx), std::move(t.val));
 }
 
 std::vector<float> CsrMatrix::ToDense() const {

@@ -63,13 +63,15 @@ bool PermDiagRowPack::UsesChunks(const PermDiagMatrix& w, int64_t chunked_max_by
   const int64_t padded_blocks = (w.row_blocks() + group - 1) / group * group;
   const int64_t padded_bytes = padded_blocks * w.col_blocks() * p * static_cast<int64_t>(sizeof(float));
   // Where the pack kernels permute in registers instead of loading rotated
-  // slices (AVX-512: permute<4>, permute<8>, and full<1> at p = 16), the pack
-  // stays chunk-major past L3 too. From DRAM it beat the row-major kernels
+  // slices (AVX-512: permute<4>, permute<8>, and full<1> at p = 16; AVX2:
+  // permute<4>), the pack stays chunk-major past L3 too. From DRAM it beat the row-major kernels
   // (one thread, Zen 5, medians of 41): 4096x9216 p=4 0.86 vs 1.48 ms,
   // 4096x25088 p=4 3.41 vs 6.45, p=8 1.34 vs 1.66, p=16 0.59 vs 0.77 (and
   // 0.62-0.65 vs 0.67-0.71 ms for the row-major kernel on AVX2, the
-  // PreferredSimdTarget entry, alternating). On AVX2 the row-major streams
-  // stay faster from DRAM (README).
+  // PreferredSimdTarget entry, alternating). On AVX2, p = 4: 4096x25088
+  // 2.96-3.31 ms chunk-major (permute<4>) vs 3.50-4.15 row-major, three
+  // alternating runs; at p = 8 and 16 AVX2's row-major streams stay faster
+  // from DRAM (README).
   if (chunked_max_bytes == kChunkedMaxBytes) {
     const char* row = p == 4 ? "permdiag.packed.permute<4>" : p == 8 ? "permdiag.packed.permute<8>"
                       : p == 16 ? "permdiag.packed.full<1>" : nullptr;

@@ -240,13 +240,7 @@ namespace permdnn::kernels {
 HWY_EXPORT(LanesImpl);
 HWY_EXPORT(AdmitsImpl);
 HWY_EXPORT(ConvImpl);
-HWY_EXPORT(ConvTableImpl);
-HWY_EXPORT(ConvSelectImpl);
-
-namespace detail {
-void PermDiagConvTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(ConvTableImpl)(out); }
-const char* PermDiagConvSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(ConvSelectImpl)(q); }
-}  // namespace detail
+PERMDNN_EXPORT_KERNEL_TABLE(PermDiagConv, ConvTableImpl, ConvSelectImpl)
 
 int PermDiagConvLanes() { return HWY_DYNAMIC_DISPATCH(LanesImpl)(); }
 

@@ -35,6 +35,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 #include <type_traits>
@@ -330,6 +331,7 @@ bool AdmitsP(const KernelProblem& q) {
   return q.p == P;
 }
 bool AdmitsHalfLanes(const KernelProblem& q) { return 2 * q.p == LanesF(); }
+bool AdmitsQuarterLanes(const KernelProblem& q) { return 4 * q.p == LanesF(); }
 
 std::span<const Row<RowsFn>> MatVecRows() {
   static const std::vector<Row<RowsFn>> rows = [] {
@@ -524,14 +526,15 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
                     });
 }
 
-// Case B with one lane permutation instead of joined loads, for R = 64/P = N
-// or N/2 and 2P <= N (p = 4 and 8 on AVX-512): the step's R one-byte offsets
-// are one load widened to 32-bit lanes; for vector a, lane (r, c) of its G = N/P
-// row blocks takes the doubled input's element k[a·G + r] + c (< 2P <= N), so
-// the index is a table lookup of the offsets plus c, and the rotated slices
-// are one TableLookupLanes of the block's doubled input (2P floats, loaded
-// into the low half). split<4> on AVX-512 joins four 4-float loads per
-// vector instead and ran Alex-7 at 31% of a bare read of its values.
+// Case B with one lane permutation instead of joined loads, for R = 64/P = N,
+// N/2 or 2N and 2P <= N (p = 4 and 8 on AVX-512, p = 4 on AVX2): the step's R
+// one-byte offsets are one or two loads widened to 32-bit lanes; for vector
+// a, lane (r, c) of its G = N/P row blocks takes the doubled input's element
+// k[a·G + r] + c (< 2P <= N), so the index is a table lookup of the offsets
+// plus c, and the rotated slices are one TableLookupLanes of the block's
+// doubled input (2P floats, loaded into the low half). split<4> joins four
+// 4-float loads per vector instead and ran Alex-7 at 31% of a bare read of
+// its values on AVX-512, 33% on AVX2 (Zen 5).
 template <int P>
 void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
   const hn::ScalableTag<float> d;
@@ -540,24 +543,27 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
   constexpr int A = static_cast<int>(64 / N);
   constexpr int G = static_cast<int>(N / P);
   constexpr int64_t R = 64 / P;  // offsets per step
-  static_assert((R == N || 2 * R == N) && 2 * P <= N);
+  static_assert((R == N || 2 * R == N || R == 2 * N) && 2 * P <= N);
+  constexpr int H = R > N ? static_cast<int>(R / N) : 1;  // offset vectors per step
   const hn::RebindToSigned<D> di;
   const hn::Half<D> dh;
-  // pattern[a] lane L = a·G + L / P: which offset; lane_c lane L = L mod P.
+  // pattern[a] lane L = a·G + L / P: which offset (of offset vector a·G / N);
+  // lane_c lane L = L mod P.
   hn::Vec<decltype(di)> pattern[A];
   const auto iota = hn::Iota(di, 0);
   const auto lane_c = hn::And(iota, hn::Set(di, P - 1));
-  for (int a = 0; a < A; ++a) pattern[a] = hn::Add(hn::Set(di, a * G), hn::ShiftRight<P == 4 ? 2 : 3>(iota));
+  for (int a = 0; a < A; ++a) pattern[a] = hn::Add(hn::Set(di, static_cast<int32_t>((a * G) % N)), hn::ShiftRight<P == 4 ? 2 : 3>(iota));
   PackedDrive<D, A, P>(d, w, xx, g0, g1, ypad,
                        [&](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
-                         hn::Vec<decltype(di)> kv;
-                         if constexpr (R == N) {
+                         hn::Vec<decltype(di)> kv[H];
+                         if constexpr (R >= N) {
                            const hn::Rebind<uint8_t, D> d8;
-                           kv = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<D>(), hn::LoadU(d8, k)));
+                           for (int h = 0; h < H; ++h)
+                             kv[h] = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<D>(), hn::LoadU(d8, k + h * N)));
                          } else {
                            const hn::Rebind<uint8_t, decltype(dh)> d8;
                            const hn::RebindToSigned<decltype(dh)> dhi;
-                           kv = hn::ZeroExtendVector(
+                           kv[0] = hn::ZeroExtendVector(
                                di, hn::BitCast(dhi, hn::PromoteTo(hn::RebindToUnsigned<decltype(dh)>(), hn::LoadU(d8, k))));
                          }
                          // The block's doubled input: 2P floats (aligned: blocks are 2P·4 bytes apart).
@@ -565,7 +571,7 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
                          if constexpr (2 * P == N) xv = hn::Load(d, xb);
                          else xv = hn::ZeroExtendVector(d, hn::LoadU(dh, xb));
                          for (int a = 0; a < A; ++a) {
-                           const auto idx = hn::Add(hn::TableLookupLanes(kv, hn::IndicesFromVec(di, pattern[a])), lane_c);
+                           const auto idx = hn::Add(hn::TableLookupLanes(kv[a * G / N], hn::IndicesFromVec(di, pattern[a])), lane_c);
                            const auto rotated = hn::TableLookupLanes(xv, hn::IndicesFromVec(d, idx));
                            acc[a] = hn::MulAdd(hn::Load(d, q + a * N), rotated, acc[a]);
                          }
@@ -614,7 +620,8 @@ std::span<const Row<GroupsFn>> PackedRows() {
     full(std::integral_constant<int, 32>(), "permdiag.packed.full<32>");
     full(std::integral_constant<int, 64>(), "permdiag.packed.full<64>");
 #if HWY_TARGET != HWY_SCALAR
-    if constexpr (N == 16) r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
+    if constexpr (N == 16 || N == 8)
+      r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
     if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedPermute<8>, PackedPermute<8>});
     if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
     if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});
@@ -813,14 +820,43 @@ void BuildDoubledTiles(const View& w, const float* x, int64_t batch, int tile_ma
 // lane permutation, the index built once per block and shared by the T
 // samples (an unaligned 64-byte load splits a cache line for every k != 0);
 // kPair (p = N/2) does the same for row blocks I and I+1 side by side in one
-// full vector, where kLoads ran p = 8 on 8-lane vectors on AVX-512.
-enum TileKind { kLoads, kPermute, kPair };
+// full vector, where kLoads ran p = 8 on 8-lane vectors on AVX-512; kQuad
+// (p = N/4) for row blocks I..I+3, where p = 4 ran on 4-lane vectors
+// (capped<4>) no faster per stored weight than sgemm.
+enum TileKind { kLoads, kPermute, kPair, kQuad };
+
+// Row blocks side by side in one vector of a tile kind.
+template <int Kind>
+constexpr int64_t GroupOf() {
+  return Kind == kPair ? 2 : Kind == kQuad ? 4 : 1;
+}
+
+// kQuad's lane indices, one aligned vector per offset quadruple: entry
+// k0 + p·k1 + p²·k2 + p³·k3 holds k_g + c in lane (g, c), c < p = N/4 (the
+// doubled block is 2p floats). 16 KiB at p = 4; one load replaces four
+// GPR-to-vector moves.
+template <int64_t N>
+const int32_t* QuadIndices() {
+  constexpr int64_t kP = N >= 4 ? N / 4 : 1;  // 4 on AVX-512, the only target with a quad row
+  constexpr int64_t kEntries = kP * kP * kP * kP;
+  alignas(64) static const std::array<int32_t, kEntries * N> table = [] {
+    std::array<int32_t, kEntries * N> t{};
+    for (int64_t e = 0; e < kEntries; ++e)
+      for (int64_t c = 0; c < N; ++c) {
+        int64_t k = e;
+        for (int64_t g = 0; g < c / kP; ++g) k /= kP;
+        t[e * N + c] = static_cast<int32_t>(k % kP + c % kP);
+      }
+    return t;
+  }();
+  return table.data();
+}
 
 template <class D, int V, int T, int Kind = kLoads>
 HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, const float* xt,
                          const float* init, bool first, float* yt, int64_t ldy) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
-  constexpr int64_t kP = Kind == kPair ? N / 2 : V * N;  // == w.p (checked by the caller)
+  constexpr int64_t kP = Kind == kPair || Kind == kQuad ? N / GroupOf<Kind>() : V * N;  // == w.p (checked by the caller)
   const int64_t nb = w.col_blocks;
   hn::Vec<D> acc[T][V];
   for (int t = 0; t < T; ++t)
@@ -844,8 +880,14 @@ HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, 
     const auto iota = hn::Iota(di, 0);
     [[maybe_unused]] const hn::Half<D> dh;
     [[maybe_unused]] const hn::RebindToSigned<decltype(dh)> dhi;
-    [[maybe_unused]] const float* q2 = q + nb * kP;  // row block I+1 (kPair)
+    [[maybe_unused]] const float* q2 = q + nb * kP;  // row block I+1 (kPair, kQuad)
     [[maybe_unused]] const uint16_t* k2 = k + nb;
+    [[maybe_unused]] const float* q3 = q + 2 * nb * kP;  // row blocks I+2, I+3 (kQuad)
+    [[maybe_unused]] const float* q4 = q + 3 * nb * kP;
+    [[maybe_unused]] const uint16_t* k3 = k + 2 * nb;
+    [[maybe_unused]] const uint16_t* k4 = k + 3 * nb;
+    [[maybe_unused]] const int32_t* quad_indices = nullptr;
+    if constexpr (Kind == kQuad) quad_indices = QuadIndices<N>();
     for (int64_t J = J0; J < J1; ++J, q += kP) {
       const float* xj = xt + J * (T * 2 * kP);  // aligned: blocks of 2p floats
       hn::Vec<D> qv;
@@ -853,6 +895,12 @@ HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, 
       if constexpr (Kind == kPermute) {
         qv = hn::LoadU(d, q);
         lane = hn::And(hn::Add(iota, hn::Set(di, static_cast<int32_t>(k[J]))), hn::Set(di, static_cast<int32_t>(N - 1)));
+      } else if constexpr (Kind == kQuad) {
+        const hn::Half<decltype(dh)> dq;
+        const int64_t o = (J - J0) * kP;
+        qv = hn::Combine(d, hn::Combine(dh, hn::LoadU(dq, q4 + o), hn::LoadU(dq, q3 + o)),
+                         hn::Combine(dh, hn::LoadU(dq, q2 + o), hn::LoadU(dq, q)));
+        lane = hn::Load(di, quad_indices + (k[J] + kP * (k2[J] + kP * (k3[J] + kP * k4[J]))) * N);
       } else {
         qv = hn::Combine(d, hn::LoadU(dh, q2 + (J - J0) * kP), hn::LoadU(dh, q));
         // Lane (r, c) reads the doubled block at k_r + c (< 2p = N).
@@ -860,8 +908,13 @@ HWY_INLINE void RowsTile(D d, const View& w, int64_t I, int64_t J0, int64_t J1, 
         lane = hn::Add(kk, hn::And(iota, hn::Set(di, static_cast<int32_t>(kP - 1))));
       }
       const auto idx = hn::IndicesFromVec(d, lane);
-      for (int t = 0; t < T; ++t)
-        acc[t][0] = hn::MulAdd(qv, hn::TableLookupLanes(hn::Load(d, xj + t * 2 * kP), idx), acc[t][0]);
+      for (int t = 0; t < T; ++t) {
+        // kQuad: the doubled block is 8 floats, half a vector (indices < 8).
+        hn::Vec<D> xv;
+        if constexpr (Kind == kQuad) xv = hn::ZeroExtendVector(d, hn::Load(dh, xj + t * 2 * kP));
+        else xv = hn::Load(d, xj + t * 2 * kP);
+        acc[t][0] = hn::MulAdd(qv, hn::TableLookupLanes(xv, idx), acc[t][0]);
+      }
     }
 #endif
   }
@@ -925,12 +978,21 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
           for (int64_t J0 = Js; J0 < Js1; J0 += jc) {
             const int64_t J1 = std::min(Js1, J0 + jc);
             const bool first = J0 == 0;
-            // kPair takes two row blocks a step; a last odd one runs on a half vector.
-            for (int64_t I = Ic; I < Ic1; I += Kind == kPair ? 2 : 1) {
+            // kPair / kQuad take two / four row blocks a step; the last
+            // 1-3 run one at a time on a half / quarter vector.
+            for (int64_t I = Ic; I < Ic1; I += GroupOf<Kind>()) {
               if constexpr (Kind == kPair && HWY_TARGET != HWY_SCALAR) {
                 if (I + 1 >= Ic1) {
                   const hn::Half<D> dh;
                   RowsTileAny<decltype(dh), 1, kLoads, kTileMax>(dh, tile, w, I, J0, J1, xt, init, first, yt, ldy);
+                  continue;
+                }
+              }
+              if constexpr (Kind == kQuad && HWY_TARGET != HWY_SCALAR) {
+                if (I + 3 >= Ic1) {
+                  const hn::Half<hn::Half<D>> dq;
+                  for (int64_t Ir = I; Ir < Ic1; ++Ir)
+                    RowsTileAny<decltype(dq), 1, kLoads, kTileMax>(dq, tile, w, Ir, J0, J1, xt, init, first, yt, ldy);
                   continue;
                 }
               }
@@ -977,6 +1039,11 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
                      RowsBatched<DF, 1, kPair>(DF(), w, xx, b, i, yp, l, t);
                    },
                    TileMax<1, kPair>()});
+      r.push_back({"permdiag.matmul_rows.quad", AdmitsQuarterLanes,
+                   [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     RowsBatched<DF, 1, kQuad>(DF(), w, xx, b, i, yp, l, t);
+                   },
+                   TileMax<1, kQuad>()});
     }
 #endif
     full(std::integral_constant<int, 1>(), "permdiag.matmul_rows.tiles<1>");
@@ -1358,12 +1425,9 @@ HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
 HWY_EXPORT(MatVecPackedImpl);
 HWY_EXPORT(MatVecI16AccImpl);
-HWY_EXPORT(PermDiagTableImpl);
-HWY_EXPORT(PermDiagSelectImpl);
+PERMDNN_EXPORT_KERNEL_TABLE(PermDiag, PermDiagTableImpl, PermDiagSelectImpl)
 
 namespace detail {
-void PermDiagTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagTableImpl)(out); }
-const char* PermDiagSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagSelectImpl)(q); }
 const char* PermDiagSelectOn(int64_t target, const KernelProblem& q) {
   return (*HWY_DISPATCH_TABLE(PermDiagSelectImpl)[TargetIndex(target)])(q);
 }

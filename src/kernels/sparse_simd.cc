@@ -97,13 +97,7 @@ HWY_AFTER_NAMESPACE();
 namespace permdnn::kernels {
 HWY_EXPORT(CsrRowsImpl);
 HWY_EXPORT(CsrMatMulRowsImpl);
-HWY_EXPORT(SparseTableImpl);
-HWY_EXPORT(SparseSelectImpl);
-
-namespace detail {
-void SparseTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(SparseTableImpl)(out); }
-const char* SparseSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(SparseSelectImpl)(q); }
-}  // namespace detail
+PERMDNN_EXPORT_KERNEL_TABLE(Sparse, SparseTableImpl, SparseSelectImpl)
 
 namespace {
 void CheckCommon(const char* op, int64_t rows, std::span<const float> bias, std::size_t y_size, int64_t y_expected) {

@@ -61,7 +61,10 @@ inline bool AdmitsAll(const KernelProblem&) { return true; }
 
 // Each SIMD file's part of the table, for the active target: its rows
 // (Table) and the row it runs for a problem of one of its ops (Select;
-// nullptr for another file's op). dispatch.cc joins them.
+// nullptr for another file's op). dispatch.cc joins them. A SIMD file
+// defines TableImpl / SelectImpl per target and exports them with
+// PERMDNN_EXPORT_KERNEL_TABLE (in its HWY_ONCE part, namespace
+// permdnn::kernels).
 void PermDiagTable(std::vector<KernelRow>* out);
 const char* PermDiagSelect(const KernelProblem& q);
 // PermDiagSelect as the Highway target `target` would answer it.
@@ -82,3 +85,9 @@ void PermDiagColumnTable(std::vector<KernelRow>* out);
 const char* PermDiagColumnSelect(const KernelProblem& q);
 
 }  // namespace permdnn::kernels::detail
+
+#define PERMDNN_EXPORT_KERNEL_TABLE(Name, TableImpl, SelectImpl)                                        \
+  HWY_EXPORT(TableImpl);                                                                             \
+  HWY_EXPORT(SelectImpl);                                                                            \
+  void detail::Name##Table(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(TableImpl)(out); }    \
+  const char* detail::Name##Select(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(SelectImpl)(q); }

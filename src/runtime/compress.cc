@@ -173,15 +173,7 @@ std::string Finalize(onnx::ModelProto& m, std::vector<onnx::NodeProto> nodes, st
     o->set_domain(formats::kDomain);
     o->set_version(formats::kDomainVersion);
   }
-  std::string out_bytes;
-  PERMDNN_CHECK(m.SerializeToString(&out_bytes), "{}: cannot serialize", out_path);
-  try {
-    Model::FromBytes(out_bytes, out_path);
-  } catch (const Error& e) {
-    Fail("{}: the compressed model does not load: {}", in_path, e.what());
-  }
-  detail::WriteModelProto(m, out_path);
-  return out_bytes;
+  return detail::WriteLoadableModel(m, out_path, in_path, "compressed");
 }
 
 }  // namespace

@@ -372,16 +372,7 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
   } catch (const json::exception& e) {
     Fail("{}: unexpected content: {}", (fs::path(run_dir) / "model.json").string(), e.what());
   }
-  std::string bytes;
-  PERMDNN_CHECK(m.SerializeToString(&bytes), "{}: cannot serialize the model", out_path);
-  // Self-check: the runtime must load and plan what we write.
-  try {
-    Model::FromBytes(bytes, out_path);
-  } catch (const Error& e) {
-    Fail("{}: the exported model does not load: {}", run_dir, e.what());
-  }
-  detail::WriteModelProto(m, out_path);
-  report.file_bytes = static_cast<int64_t>(bytes.size());
+  report.file_bytes = static_cast<int64_t>(detail::WriteLoadableModel(m, out_path, run_dir, "exported").size());
   return report;
 }
 

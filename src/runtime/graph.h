@@ -176,7 +176,15 @@ std::unique_ptr<OpKernel> CreateKernel(const NodeDef& node);
 bool IsPermDnnDomain(const std::string& domain);
 inline constexpr const char* kPermDnnDomain = formats::kDomain;
 
-// Helpers shared by op files.
+// Helpers shared by op files (ops.cc).
+// UnsupportedError naming the node: an op, attribute value or input the
+// runtime does not implement.
+[[noreturn]] void Unsupported(const OpContext& ctx, const std::string& what);
+[[noreturn]] void UnsupportedNode(const NodeDef& n, const std::string& what);
+// UnsupportedError unless v (`what`: "input X", ...) is float32.
+void RequireFloat(const OpContext& ctx, const Value* v, const char* what);
+// Input k, which the op requires (ctx.Fail naming it otherwise).
+const Value& Req(const OpContext& ctx, std::size_t k, const char* what);
 std::vector<int64_t> BroadcastShapes(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
                                      const OpContext& ctx);
 int64_t NormalizeAxis(int64_t axis, int64_t rank, const OpContext& ctx);

@@ -8,6 +8,7 @@
 
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
+#include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
 
 namespace permdnn::runtime {
@@ -326,6 +327,19 @@ void AddAttr(onnx::NodeProto* n, const std::string& name, const std::vector<int6
   a->set_name(name);
   a->set_type(onnx::AttributeProto::INTS);
   for (int64_t x : v) a->add_ints(x);
+}
+
+std::string WriteLoadableModel(const onnx::ModelProto& m, const std::string& out_path, const std::string& source,
+                               const char* what) {
+  std::string bytes;
+  PERMDNN_CHECK(m.SerializeToString(&bytes), "{}: cannot serialize the model", out_path);
+  try {
+    Model::FromBytes(bytes, out_path);
+  } catch (const Error& e) {
+    Fail("{}: the {} model does not load: {}", source, what, e.what());
+  }
+  WriteFileAtomic(out_path, bytes);
+  return bytes;
 }
 
 void WriteModelProto(const onnx::ModelProto& m, const std::string& path) {

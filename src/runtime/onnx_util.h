@@ -55,6 +55,11 @@ void AddAttr(onnx::NodeProto* n, const std::string& name, float v);
 void AddAttr(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v);
 // Serializes and writes atomically.
 void WriteModelProto(const onnx::ModelProto& m, const std::string& path);
+// A model permdnn made (`what`: "exported", "compressed") from `source`:
+// serialized, checked to load and plan in the runtime (Error naming source
+// otherwise, nothing written), then written atomically; returns the bytes.
+std::string WriteLoadableModel(const onnx::ModelProto& m, const std::string& out_path, const std::string& source,
+                               const char* what);
 onnx::ModelProto ParseModelProto(std::string_view bytes, const std::string& name);
 
 }  // namespace permdnn::runtime::detail

@@ -20,8 +20,6 @@ namespace permdnn::runtime::detail {
 
 std::unique_ptr<OpKernel> CreateCnnKernel(const NodeDef& node);
 
-namespace {
-
 [[noreturn]] void Unsupported(const OpContext& ctx, const std::string& what) {
   throw UnsupportedError(ctx.node->Where() + ": " + what);
 }
@@ -39,6 +37,8 @@ const Value& Req(const OpContext& ctx, std::size_t k, const char* what) {
   if (!v) ctx.Fail("missing required input {} ({})", k, what);
   return *v;
 }
+
+namespace {
 
 std::vector<int64_t> Strides(const std::vector<int64_t>& shape) {
   std::vector<int64_t> s(shape.size(), 1);

@@ -59,19 +59,17 @@ class Circulant {
   std::unique_ptr<kernels::CirculantFft> fft_;
 };
 
-class BlockCirculantMatMulOp : public OpKernel {
+class BlockCirculantMatMulOp : public CompressedOp {
  public:
   BlockCirculantMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
-      : f_(f), g_(formats::ReadGeometry(f, false, n.attrs, n.Where())), in_(g_.in), out_(g_.out) {}
-  bool Foldable() const override { return false; }
-  bool Fast() const override { return true; }
+      : CompressedOp(f, false, n), in_(geometry_.in), out_(geometry_.out) {}
   std::string KernelName() const override { return w_.name(); }
 
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
     if (!w_.ready()) {
-      formats::Weights w = ReadWeights(ctx, f_, false);
-      w_.Init(BlockCirculantMatrix::FromParts(out_, in_, g_.p, w.values));
+      formats::Weights w = ReadWeights(ctx, format_, false);
+      w_.Init(BlockCirculantMatrix::FromParts(out_, in_, geometry_.p, w.values));
       bias_ = std::move(w.bias);
     }
   }
@@ -92,24 +90,20 @@ class BlockCirculantMatMulOp : public OpKernel {
   }
 
  private:
-  const formats::FormatTraits& f_;
-  const formats::Geometry g_;
   int64_t in_, out_, batch_ = 1;
   Circulant w_;
   std::vector<float> bias_;
 };
 
-class BlockCirculantConvOp : public OpKernel {
+class BlockCirculantConvOp : public CompressedOp {
  public:
   BlockCirculantConvOp(const formats::FormatTraits& f, const NodeDef& n)
-      : f_(f), g_(formats::ReadGeometry(f, true, n.attrs, n.Where())), p_(g_.p), in_(g_.in), out_(g_.out) {}
-  bool Foldable() const override { return false; }
-  bool Fast() const override { return true; }
+      : CompressedOp(f, true, n), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
   std::string KernelName() const override { return "im2col+" + w_.name(); }
 
   void Prepare(OpContext& ctx) override {
     if (!w_.ready()) {
-      formats::Weights w = ReadWeights(ctx, f_, true);
+      formats::Weights w = ReadWeights(ctx, format_, true);
       kernel_ = w.g.kernel;
       ksz_ = w.g.taps();
       // Taps side by side: the registry's lifted [out, taps·nb·p] matrix.
@@ -144,8 +138,6 @@ class BlockCirculantConvOp : public OpKernel {
   }
 
  private:
-  const formats::FormatTraits& f_;
-  const formats::Geometry g_;
   int64_t p_, in_, out_, ksz_ = 1;
   std::vector<int64_t> kernel_;
   Circulant w_;
@@ -156,8 +148,7 @@ class BlockCirculantConvOp : public OpKernel {
 }  // namespace
 
 std::unique_ptr<OpKernel> CreateCirculantKernel(const formats::FormatTraits& f, const NodeDef& n) {
-  if (f.conv->name == n.op_type) return std::make_unique<BlockCirculantConvOp>(f, n);
-  return std::make_unique<BlockCirculantMatMulOp>(f, n);
+  return CreateFormOp<BlockCirculantMatMulOp, BlockCirculantConvOp>(f, n);
 }
 
 }  // namespace permdnn::runtime::detail

@@ -33,23 +33,6 @@ namespace permdnn::runtime::detail {
 
 namespace {
 
-[[noreturn]] void Unsupported(const OpContext& ctx, const std::string& what) {
-  throw UnsupportedError(ctx.node->Where() + ": " + what);
-}
-[[noreturn]] void UnsupportedNode(const NodeDef& n, const std::string& what) {
-  throw UnsupportedError(n.Where() + ": " + what);
-}
-void RequireFloat(const OpContext& ctx, const Value* v, const char* what) {
-  if (!IsFloat(v->dtype))
-    Unsupported(ctx, fmt::format("{} '{}' has dtype {}; this op computes in float32 only", what, v->name,
-                                 DTypeName(v->dtype)));
-}
-const Value& Req(const OpContext& ctx, std::size_t k, const char* what) {
-  const Value* v = ctx.In(k);
-  if (!v) ctx.Fail("missing required input {} ({})", k, what);
-  return *v;
-}
-
 // The spatial part of a normalized (3-D) window geometry for oneDNN.
 dnnl::memory::dims Tail(const std::array<int64_t, 3>& v, std::size_t s) {
   return dnnl::memory::dims(v.end() - static_cast<std::ptrdiff_t>(s), v.end());

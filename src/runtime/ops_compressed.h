@@ -18,6 +18,28 @@ namespace permdnn::runtime::detail {
 // UnsupportedError naming the node for an op no format has.
 std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n);
 
+// What every compressed op starts from: its registry row and the geometry
+// its attributes give (validated when the node is created). Never folded:
+// the weights are what the op exists to multiply.
+class CompressedOp : public OpKernel {
+ public:
+  CompressedOp(const formats::FormatTraits& f, bool conv, const NodeDef& n)
+      : format_(f), geometry_(formats::ReadGeometry(f, conv, n.attrs, n.Where())) {}
+  bool Foldable() const override { return false; }
+  bool Fast() const override { return true; }
+
+ protected:
+  const formats::FormatTraits& format_;
+  const formats::Geometry geometry_;
+};
+
+// The op of a format's linear or conv form.
+template <class LinearOp, class ConvOp>
+std::unique_ptr<OpKernel> CreateFormOp(const formats::FormatTraits& f, const NodeDef& n) {
+  if (f.conv->name == n.op_type) return std::make_unique<ConvOp>(f, n);
+  return std::make_unique<LinearOp>(f, n);
+}
+
 // The factories, one per ops file.
 std::unique_ptr<OpKernel> CreatePermDiagKernel(const formats::FormatTraits& f, const NodeDef& n);
 std::unique_ptr<OpKernel> CreateCirculantKernel(const formats::FormatTraits& f, const NodeDef& n);

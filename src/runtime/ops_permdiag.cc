@@ -41,12 +41,10 @@ namespace permdnn::runtime::detail {
 
 namespace {
 
-class PermDiagMatMulOp : public OpKernel, public Int16Op {
+class PermDiagMatMulOp : public CompressedOp, public Int16Op {
  public:
   PermDiagMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
-      : where_(n.Where()), f_(f), g_(formats::ReadGeometry(f, false, n.attrs, n.Where())), p_(g_.p), in_(g_.in), out_(g_.out) {}
-  bool Foldable() const override { return false; }
-  bool Fast() const override { return true; }
+      : CompressedOp(f, false, n), where_(n.Where()), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
   // The kernel table's row for the planned batch (what --profile shows).
   std::string KernelName() const override {
     kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
@@ -67,7 +65,7 @@ class PermDiagMatMulOp : public OpKernel, public Int16Op {
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
     if (!loaded_) {
-      formats::Weights w = ReadWeights(ctx, f_, false);
+      formats::Weights w = ReadWeights(ctx, format_, false);
       w_ = PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), w.values, w.offsets);
       bias_ = std::move(w.bias);
       if (column_) col_ = kernels::PermDiagColumnWeights::Build(w_);
@@ -182,8 +180,6 @@ class PermDiagMatMulOp : public OpKernel, public Int16Op {
     }
   }
 
-  const formats::FormatTraits& f_;
-  const formats::Geometry g_;
   int64_t p_, in_, out_, batch_ = 1;
   bool loaded_ = false;
   // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16),
@@ -205,24 +201,17 @@ class PermDiagMatMulOp : public OpKernel, public Int16Op {
   std::vector<int64_t> bias64_;
 };
 
-class PermDiagConvOp : public OpKernel {
+class PermDiagConvOp : public CompressedOp {
  public:
   PermDiagConvOp(const formats::FormatTraits& f, const NodeDef& n)
-      : n_(n),
-        f_(f),
-        geometry_(formats::ReadGeometry(f, true, n.attrs, n.Where())),
-        p_(geometry_.p),
-        in_(geometry_.in),
-        out_(geometry_.out) {}
-  bool Foldable() const override { return false; }
-  bool Fast() const override { return true; }
+      : CompressedOp(f, true, n), n_(n), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
   std::string KernelName() const override {
     return fast_ ? kernels::SelectedKernel(Problem()) : std::string("permdiag-conv-im2col");
   }
 
   void Prepare(OpContext& ctx) override {
     if (!loaded_) {
-      formats::Weights w = ReadWeights(ctx, f_, true);
+      formats::Weights w = ReadWeights(ctx, format_, true);
       kernel_ = w.g.kernel;
       ksz_ = w.g.taps();
       values_ = std::move(w.values);
@@ -377,8 +366,6 @@ class PermDiagConvOp : public OpKernel {
   }
 
   const NodeDef& n_;
-  const formats::FormatTraits& f_;
-  const formats::Geometry geometry_;
   int64_t p_, in_, out_, ksz_ = 1;
   std::vector<int64_t> kernel_;
   bool loaded_ = false, add_same_shape_ = true, simd_ = false, fast_ = false;
@@ -395,8 +382,7 @@ class PermDiagConvOp : public OpKernel {
 }  // namespace
 
 std::unique_ptr<OpKernel> CreatePermDiagKernel(const formats::FormatTraits& f, const NodeDef& n) {
-  if (f.conv->name == n.op_type) return std::make_unique<PermDiagConvOp>(f, n);
-  return std::make_unique<PermDiagMatMulOp>(f, n);
+  return CreateFormOp<PermDiagMatMulOp, PermDiagConvOp>(f, n);
 }
 
 }  // namespace permdnn::runtime::detail

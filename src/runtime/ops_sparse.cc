@@ -42,12 +42,10 @@ CsrMatrix ReadCsr(const OpContext& ctx, const formats::FormatTraits& f, bool con
   return std::move(*formats::Lift(w).sparse);
 }
 
-class SparseMatMulOp : public OpKernel {
+class SparseMatMulOp : public CompressedOp {
  public:
   SparseMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
-      : f_(f), g_(formats::ReadGeometry(f, false, n.attrs, n.Where())), in_(g_.in), out_(g_.out) {}
-  bool Foldable() const override { return false; }
-  bool Fast() const override { return true; }
+      : CompressedOp(f, false, n), in_(geometry_.in), out_(geometry_.out) {}
   std::string KernelName() const override {
     return kernels::SelectedKernel({batched_ ? kernels::KernelOp::kCsrMatMul : kernels::KernelOp::kCsrMatVec, 1,
                                     out_, in_, batch_, false});
@@ -56,7 +54,7 @@ class SparseMatMulOp : public OpKernel {
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
     if (!ready_) {
-      w_ = ReadCsr(ctx, f_, false, &bias_);
+      w_ = ReadCsr(ctx, format_, false, &bias_);
       ready_ = true;
     }
     batched_ = batch_ >= kBatchedMin;
@@ -92,34 +90,26 @@ class SparseMatMulOp : public OpKernel {
           for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
   }
 
-  const formats::FormatTraits& f_;
-  const formats::Geometry g_;
   int64_t in_, out_, batch_ = 1;
   bool ready_ = false, batched_ = false;
   CsrMatrix w_;
   std::vector<float> bias_;
 };
 
-class SparseConvOp : public OpKernel {
+class SparseConvOp : public CompressedOp {
  public:
   SparseConvOp(const formats::FormatTraits& f, const NodeDef& n)
-      : f_(f),
-        g_(formats::ReadGeometry(f, true, n.attrs, n.Where())),
-        in_(g_.in),
-        out_(g_.out),
-        ksz_(g_.taps()) {}
-  bool Foldable() const override { return false; }
-  bool Fast() const override { return true; }
+      : CompressedOp(f, true, n), in_(geometry_.in), out_(geometry_.out), ksz_(geometry_.taps()) {}
   std::string KernelName() const override {
     return "im2col+" + kernels::SelectedKernel({kernels::KernelOp::kCsrMatMul, 1, out_, in_ * ksz_, 1, false});
   }
 
   void Prepare(OpContext& ctx) override {
     if (!ready_) {
-      w_ = ReadCsr(ctx, f_, true, &bias_);
+      w_ = ReadCsr(ctx, format_, true, &bias_);
       ready_ = true;
     }
-    g_win_ = PrepareConv(ctx, in_, out_, g_.kernel);
+    g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -134,8 +124,6 @@ class SparseConvOp : public OpKernel {
   }
 
  private:
-  const formats::FormatTraits& f_;
-  const formats::Geometry g_;
   int64_t in_, out_, ksz_ = 1;
   bool ready_ = false;
   CsrMatrix w_;
@@ -146,8 +134,7 @@ class SparseConvOp : public OpKernel {
 }  // namespace
 
 std::unique_ptr<OpKernel> CreateSparseKernel(const formats::FormatTraits& f, const NodeDef& n) {
-  if (f.conv->name == n.op_type) return std::make_unique<SparseConvOp>(f, n);
-  return std::make_unique<SparseMatMulOp>(f, n);
+  return CreateFormOp<SparseMatMulOp, SparseConvOp>(f, n);
 }
 
 }  // namespace permdnn::runtime::detail

@@ -30,6 +30,7 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/sim/engines.h"
 
 namespace permdnn::sim {
@@ -377,7 +378,9 @@ void CheckCapacity(const LayerWorkload& w, const PermDnnParams& pp, const Mappin
   const int p = w.p;
   const int64_t n = w.n();
   const double act_bytes = pp.act_buffer_kb * 1024.0;
-  const int64_t per_block = static_cast<int64_t>(p) * pp.bits / 8 + OffsetBytes(p);
+  // One p x p block at pp.bits per value, its offset packed: the format registry's byte count.
+  const int64_t per_block =
+      formats::StoredSize(formats::Kind::kPermDiag, {p, p, {}, p}, 0, 0, false, {pp.bits, true}).bytes;
   r.weight_bytes = w.row_blocks * w.col_blocks * per_block;
   r.weight_capacity_bytes = static_cast<int64_t>(pp.weight_sram_kb * 1024.0) * pp.num_pe;
   const int64_t per_pe = map.max_owned * w.col_blocks * per_block;

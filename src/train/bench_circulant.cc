@@ -13,27 +13,16 @@
 #include <fmt/format.h>
 #include <torch/nn/modules/linear.h>
 
-#include "permdnn/core/timing.h"
+#include "src/train/bench_step.h"
 #include "src/train/circulant_layers.h"
 
-namespace {
-
-double MedianMs(int reps, const std::function<void()>& step) {
-  return permdnn::TimeRuns(step, {.warmup = 3, .min_reps = reps, .max_reps = reps}).median_ms;
-}
-
-}  // namespace
+using permdnn::train::MedianStepMs;
 
 int main(int argc, char** argv) {
   CLI::App app{"training-step benchmark: BlockCirculantLinear (FFT, gather+matmul) vs torch::nn::Linear"};
   int64_t rows = 4096, cols = 4096, batch = 128;
   int p = 8, reps = 20, threads = 2;
-  app.add_option("--rows", rows)->capture_default_str();
-  app.add_option("--cols", cols)->capture_default_str();
-  app.add_option("--p", p)->capture_default_str();
-  app.add_option("--batch", batch)->capture_default_str();
-  app.add_option("--reps", reps)->capture_default_str();
-  app.add_option("--threads", threads)->capture_default_str();
+  permdnn::train::AddStepBenchOptions(app, &rows, &cols, &p, &batch, &reps, &threads);
   CLI11_PARSE(app, argc, argv);
 
   torch::manual_seed(1);
@@ -49,20 +38,20 @@ int main(int argc, char** argv) {
       fwd().backward(g);
     };
   };
-  const double fft_ms = MedianMs(reps, step(*circ, [&] {
-                                   circ->use_dense = false;
-                                   return circ->forward(x);
-                                 }));
-  const double real_ms = MedianMs(reps, step(*circ, [&] {
-                                    circ->real_gemm = true;
-                                    return circ->forward(x);
-                                  }));
+  const double fft_ms = MedianStepMs(reps, step(*circ, [&] {
+                                       circ->use_dense = false;
+                                       return circ->forward(x);
+                                     }));
+  const double real_ms = MedianStepMs(reps, step(*circ, [&] {
+                                        circ->real_gemm = true;
+                                        return circ->forward(x);
+                                      }));
   circ->real_gemm = false;
-  const double gather_ms = MedianMs(reps, step(*circ, [&] {
-                                      circ->use_dense = true;
-                                      return circ->forward(x);
-                                    }));
-  const double dense_ms = MedianMs(reps, step(*dense, [&] { return dense->forward(x); }));
+  const double gather_ms = MedianStepMs(reps, step(*circ, [&] {
+                                          circ->use_dense = true;
+                                          return circ->forward(x);
+                                        }));
+  const double dense_ms = MedianStepMs(reps, step(*dense, [&] { return dense->forward(x); }));
   fmt::print("BlockCirculantLinear {}x{} p={} batch {} threads {} (training step, median of {}):\n", rows, cols, p,
              batch, threads, reps);
   fmt::print("  FFT, complex matmul (default) {:9.2f} ms   {:5.2f}x vs nn::Linear\n", fft_ms, dense_ms / fft_ms);

@@ -42,6 +42,7 @@
 #include "permdnn/formats/registry.h"
 #include "permdnn/formats/spec.h"
 #include "permdnn/train/permdiag_grad.h"
+#include "src/train/bench_step.h"
 #include "src/train/models.h"
 #include "src/train/permdiag_layers.h"
 
@@ -58,11 +59,9 @@ namespace {
 // interference). Meaningful for single-threaded comparisons.
 bool g_cpu_time = false;
 
-// Median of `reps` timed steps after 3 warm-ups (allocator, thread pools),
-// by process CPU time under --cpu-time.
+// Median of `reps` timed steps (bench_step.h), by process CPU time under --cpu-time.
 double MedianMs(int reps, const std::function<void()>& step) {
-  return permdnn::TimeRuns(step, {.warmup = 3, .min_reps = reps, .max_reps = reps, .cpu_time = g_cpu_time})
-      .median_ms;
+  return permdnn::train::MedianStepMs(reps, step, g_cpu_time);
 }
 
 // Issue 4: LibTorch eager (dense) vs the runtime (dense ONNX, p=P ONNX).
@@ -140,12 +139,7 @@ int main(int argc, char** argv) {
   int p = 8, reps = 20, threads = 2;
   std::string json;
   bool skip_gather = false;
-  app.add_option("--rows", rows)->capture_default_str();
-  app.add_option("--cols", cols)->capture_default_str();
-  app.add_option("--p", p)->capture_default_str();
-  app.add_option("--batch", batch)->capture_default_str();
-  app.add_option("--reps", reps)->capture_default_str();
-  app.add_option("--threads", threads)->capture_default_str();
+  permdnn::train::AddStepBenchOptions(app, &rows, &cols, &p, &batch, &reps, &threads);
   app.add_option("--json", json);
   app.add_flag("--skip-gather", skip_gather, "do not time the (slow) gather-ops variant");
   bool infer = false;

@@ -26,6 +26,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace permdnn {
@@ -68,6 +69,11 @@ class CscMatrix {
   void Validate() const;
 
  private:
+  // The arrays as given (callers that build them valid; FromParts validates).
+  CscMatrix(int64_t rows, int64_t cols, std::vector<int32_t> col_ptr, std::vector<int32_t> row_idx,
+            std::vector<float> values)
+      : rows_(rows), cols_(cols), col_ptr_(std::move(col_ptr)), row_idx_(std::move(row_idx)),
+        values_(std::move(values)) {}
   int64_t rows_ = 0, cols_ = 0;
   std::vector<int32_t> col_ptr_{0};
   std::vector<int32_t> row_idx_;
@@ -100,6 +106,10 @@ class CsrMatrix {
   void Validate() const;
 
  private:
+  CsrMatrix(int64_t rows, int64_t cols, std::vector<int32_t> row_ptr, std::vector<int32_t> col_idx,
+            std::vector<float> values)
+      : rows_(rows), cols_(cols), row_ptr_(std::move(row_ptr)), col_idx_(std::move(col_idx)),
+        values_(std::move(values)) {}
   int64_t rows_ = 0, cols_ = 0;
   std::vector<int32_t> row_ptr_{0};
   std::vector<int32_t> col_idx_;
