@@ -284,13 +284,7 @@ namespace permdnn::kernels {
 HWY_EXPORT(ColumnMatVecImpl);
 HWY_EXPORT(ColumnMatVecSparseInputImpl);
 HWY_EXPORT(ColumnMatMulRowsImpl);
-HWY_EXPORT(PermDiagColumnTableImpl);
-HWY_EXPORT(PermDiagColumnSelectImpl);
-
-namespace detail {
-void PermDiagColumnTable(std::vector<KernelRow>* out) { HWY_DYNAMIC_DISPATCH(PermDiagColumnTableImpl)(out); }
-const char* PermDiagColumnSelect(const KernelProblem& q) { return HWY_DYNAMIC_DISPATCH(PermDiagColumnSelectImpl)(q); }
-}  // namespace detail
+PERMDNN_EXPORT_KERNEL_TABLE(PermDiagColumn, PermDiagColumnTableImpl, PermDiagColumnSelectImpl)
 
 namespace {
 void Check(const char* op, const PermDiagColumnWeights& w, std::size_t x_size, int64_t batch, std::span<const float> bias,

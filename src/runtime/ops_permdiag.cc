@@ -185,7 +185,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16),
   // the skipping crossover measured at the first batch-1 plan, the last
   // call's input density and path.
-  const bool column_ = f_.kind == formats::Kind::kPermDiagColumn;
+  const bool column_ = format_.kind == formats::Kind::kPermDiagColumn;
   kernels::PermDiagColumnWeights col_;
   double crossover_ = -1, density_ = -1;
   bool skipped_ = false;
