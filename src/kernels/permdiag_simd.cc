@@ -1006,6 +1006,107 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
   });
 }
 
+// ---- lanes: Y = X·Wᵀ with the batch in the vector lanes ------------------------
+// For a batch that is a multiple of N: X is transposed once into xT[c][b]
+// (columns zero-padded to whole blocks), so row i of block I adds, per
+// column block J, its one weight (broadcast) times the N-sample vectors of
+// column J·p + (r + k) mod p, and the accumulators yT[row][b] are transposed
+// back. No lane permutation and no doubled input: one broadcast and V loads
+// per V FMAs. Tiles of R rows of one row block × V vectors (V·N samples).
+template <class D, int R, int V>
+HWY_INLINE void LanesTile(D d, const View& w, int64_t I, int r0, int64_t J0, int64_t J1, const float* xT,
+                          float* yT) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int64_t W = V * N;  // samples per xT / yT row
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  hn::Vec<D> acc[R][V];
+  float* yr = yT + (I * p + r0) * W;
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = hn::Load(d, yr + r * W + v * N);
+  const float* q = w.values + I * nb * p + r0;
+  const uint16_t* k = w.offsets + I * nb;
+  for (int64_t J = J0; J < J1; ++J) {
+    const int kk = k[J];
+    const float* xb = xT + J * p * W;
+    const float* qJ = q + J * p;
+    for (int r = 0; r < R; ++r) {
+      int c = r0 + r + kk;
+      if (c >= p) c -= p;
+      const float* xr = xb + c * W;
+      const auto qv = hn::Set(d, qJ[r]);
+      for (int v = 0; v < V; ++v) acc[r][v] = hn::MulAdd(qv, hn::Load(d, xr + v * N), acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) hn::Store(acc[r][v], d, yr + r * W + v * N);
+}
+
+template <class D, int R, int V>
+void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int64_t W = V * N;
+  const int p = w.p;
+  const int64_t nb = w.col_blocks;
+  // J-chunk: its xT rows (jc·p·W floats, ~32 KiB) stay in L1 while the rows of
+  // an I-chunk (their yT rows ~128 KiB, in L2) pass over them.
+  const int64_t fsz = sizeof(float);
+  const int64_t jc = std::max<int64_t>(1, (32 * 1024) / (p * W * fsz));
+  const int64_t ic = std::max<int64_t>(1, (128 * 1024) / (p * W * fsz));
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    for (int64_t Ic = I0; Ic < I1; Ic += ic) {
+      const int64_t Ic1 = std::min(I1, Ic + ic);
+      for (int64_t J0 = 0; J0 < nb; J0 += jc) {
+        const int64_t J1 = std::min(nb, J0 + jc);
+        for (int64_t I = Ic; I < Ic1; ++I)
+          for (int r0 = 0; r0 < p; r0 += R) LanesTile<D, R, V>(d, w, I, r0, J0, J1, xT, yT);
+      }
+    }
+  });
+}
+
+// The batch in chunks of 4N, 2N or N samples; R rows per tile with R·V <= 16.
+template <class D>
+void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float* init, float* ypad, int64_t ldy,
+                  int threads) {
+  static thread_local AlignedBuffer<float> xt_buf, yt_buf;
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  const int p = w.p;
+  const int64_t ncol = w.col_blocks * p, prow = w.padded_rows();
+  for (int64_t b0 = 0; b0 < batch;) {
+    const int64_t left = batch - b0;
+    const int V = left >= 4 * N ? 4 : left >= 2 * N ? 2 : 1;
+    const int64_t W = V * N;
+    float* xT = Scratch(xt_buf, static_cast<std::size_t>(ncol * W));
+    float* yT = Scratch(yt_buf, static_cast<std::size_t>(prow * W));
+    // Transposes in 16 x 16 tiles (one cache line of each side per step).
+    for (int64_t c0 = 0; c0 < ncol; c0 += 16)
+      for (int64_t s0 = 0; s0 < W; s0 += 16)
+        for (int64_t c = c0; c < std::min(ncol, c0 + 16); ++c)
+          for (int64_t s = s0; s < s0 + 16; ++s) xT[c * W + s] = c < w.cols ? x[(b0 + s) * w.cols + c] : 0.0f;
+    for (int64_t r = 0; r < prow; ++r)
+      for (int64_t s = 0; s < W; ++s) yT[r * W + s] = init[r];
+    const int R = std::min(p, 16 / V);
+    if (V == 4) LanesChunk<D, 4, 4>(d, w, xT, yT, threads);
+    else if (V == 2) (R >= 8 ? LanesChunk<D, 8, 2> : LanesChunk<D, 4, 2>)(d, w, xT, yT, threads);
+    else (R >= 16 ? LanesChunk<D, 16, 1> : R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
+    for (int64_t r0 = 0; r0 < prow; r0 += 16)
+      for (int64_t s0 = 0; s0 < W; s0 += 16)
+        for (int64_t s = s0; s < s0 + 16; ++s)
+          for (int64_t r = r0; r < std::min(prow, r0 + 16); ++r) ypad[(b0 + s) * ldy + r] = yT[r * W + s];
+    b0 += W;
+  }
+}
+
+// Measured against the permuting rows (Zen 5, AVX3, one thread, Alex-7,
+// two alternating runs): B=64 p=4 6.28-6.32 vs quad 7.74-8.02 ms, p=8
+// 3.39-3.61 vs pair 4.08; slower at p=16 (2.48 vs 1.80-1.94) and at B=16
+// (one vector per row: two loads per FMA), so the row takes B % 64 == 0 at
+// p = 4 and 8 only.
+bool AdmitsLanes(const KernelProblem& q) {
+  return LanesF() == 16 && q.batch % 64 == 0 && (q.p == 4 || q.p == 8);
+}
+
 // ---- The rows of Y = X·Wᵀ -------------------------------------------------------
 // tiles<V>: p = V·N, sample tiles of TileMax<V>; capped<P>: p = P < N on a
 // vector of exactly P lanes (CappedTag), tiles of 8; per_sample: p with no
@@ -1028,6 +1129,14 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
                    TileMax<V>()});
     };
 #if HWY_TARGET != HWY_SCALAR
+    if constexpr (hn::MaxLanes(DF()) == 16) {
+      // arg 0: the row takes the plain input, not the doubled tiles.
+      r.push_back({"permdiag.matmul_rows.lanes", AdmitsLanes,
+                   [](const View& w, const float* x, int64_t b, const float* i, float* yp, int64_t l, int t) {
+                     LanesBatched<DF>(DF(), w, x, b, i, yp, l, t);
+                   },
+                   0});
+    }
     if constexpr (hn::MaxLanes(DF()) >= 16) {
       r.push_back({"permdiag.matmul_rows.permute<1>", AdmitsMultiple<1>,
                    [](const View& w, const float* xx, int64_t b, const float* i, float* yp, int64_t l, int t) {
@@ -1085,8 +1194,12 @@ void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* b
   }
   const int tile_max = row.arg;
   const int64_t prow = w.padded_rows();
-  float* xx = Scratch(xx_buf, static_cast<std::size_t>(batch * w.col_blocks * 2 * p));
-  BuildDoubledTiles(w, x, batch, tile_max, xx, threads);
+  const float* xx = x;  // arg 0: the row reads the input as it is (lanes)
+  if (tile_max > 0) {
+    float* tiles = Scratch(xx_buf, static_cast<std::size_t>(batch * w.col_blocks * 2 * p));
+    BuildDoubledTiles(w, x, batch, tile_max, tiles, threads);
+    xx = tiles;
+  }
   // Accumulators start from the bias (zero-padded to whole row blocks).
   float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
   for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
