@@ -31,6 +31,7 @@
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/permdiag_column.h"
 #include "permdnn/kernels/table.h"
 #include "permdnn/kernels/stream.h"
 
@@ -99,8 +100,9 @@ using RowMajorMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::
 void CheckOptions(const BenchOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
   for (const auto& f : o.formats)
-    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "circulant" || f == "read",
-                  "bench: unknown format '{}' (use dense, csr, permdiag, circulant, read)", f);
+    PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "permdiag-column" || f == "circulant" ||
+                      f == "read",
+                  "bench: unknown format '{}' (use dense, csr, permdiag, permdiag-column, circulant, read)", f);
   for (int p : o.ps) PERMDNN_CHECK(p >= 1, "bench: --p must be >= 1, got {}", p);
   for (int64_t b : o.batches) PERMDNN_CHECK(b >= 1, "bench: --batch must be >= 1, got {}", b);
   for (double a : o.act_densities)
@@ -222,6 +224,7 @@ class BenchPass {
         do_dense_(Has(o.formats, "dense")),
         do_csr_(Has(o.formats, "csr")),
         do_pd_(Has(o.formats, "permdiag")),
+        do_col_(Has(o.formats, "permdiag-column")),
         do_circ_(Has(o.formats, "circulant")),
         do_read_(Has(o.formats, "read")),
         progress_(CountMeasurements(), "runs") {}
@@ -240,6 +243,7 @@ class BenchPass {
               if (do_csr_) Csr(p, batch, act, threads);
               if (do_circ_) Circulant(p, batch, act, threads);
               if (do_pd_) PermDiag(p, batch, act, threads);
+              if (do_col_) PermDiagColumn(p, batch, act, threads);
             }
           }
       }
@@ -258,7 +262,7 @@ class BenchPass {
           for (std::size_t t = 0; t < o_.threads.size(); ++t) {
             total += do_dense_ && a == 0;
             for (std::size_t pi = 0; pi < o_.ps.size(); ++pi)
-              total += 2 * do_csr_ + do_circ_ + do_pd_ * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
+              total += 2 * do_csr_ + do_circ_ + (do_pd_ + do_col_) * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
                        (do_read_ && b == 1 && a == 0 && o_.threads[t] == 1);
           }
     return total;
@@ -347,6 +351,21 @@ class BenchPass {
     // Batch 1 runs on the row pack (built once, as a runtime would at
     // load): chunk-major for cache-sized matrices, row-major beyond.
     row_pack_ = do_pd_ || do_read_ ? kernels::PermDiagRowPack::Build(w_) : kernels::PermDiagRowPack();
+    if (do_col_) {
+      // Shared offsets: a seeded random permdiag matrix whose blocks take
+      // row block 0's offset of their column (same values distribution).
+      const PermDiagMatrix r = PermDiagMatrix::Random(m_, n_, p, o_.seed + 400 + p);
+      std::vector<float> v(r.values().begin(), r.values().end());
+      std::vector<uint16_t> k(r.offsets().size());
+      const int64_t nb = r.col_blocks();
+      for (int64_t I = 0; I < r.row_blocks(); ++I)
+        for (int64_t J = 0; J < nb; ++J) {
+          k[I * nb + J] = static_cast<uint16_t>(r.offset(0, J));
+          for (int c = 0; c < p; ++c)
+            if (I * p + c >= m_ || J * p + (c + k[I * nb + J]) % p >= n_) v[(I * nb + J) * p + c] = 0.0f;
+        }
+      column_ = kernels::PermDiagColumnWeights::Build(PermDiagMatrix::FromParts(m_, n_, p, v, k));
+    }
     circ_.reset();
     circ_fft_.reset();
     if (do_circ_) {
@@ -447,8 +466,38 @@ class BenchPass {
                     [&] { kernels::PermDiagMatVecSparseInput(column_pack_, xs, {}, ys, threads); });
   }
 
+  // Shared offsets (permdiag-column): the dense-input product (batch 1) or
+  // the grouped GEMMs (batch > 1), and at batch 1 with sparse inputs the
+  // zero-skipping product ("permdiag-column-skip").
+  void PermDiagColumn(int p, int64_t batch, double act, int threads) {
+    progress_.Update(done_, fmt::format("{} permdiag-column p={} B={} a={} T={}", layer_->name, p, batch, act, threads));
+    std::span<const float> xs(x_.data(), n_ * batch);
+    std::span<float> ys(y_.data(), m_ * batch);
+    Timing t = Measure(
+        [&] {
+          if (batch == 1) kernels::PermDiagColumnMatVec(column_, xs, {}, ys, threads);
+          else kernels::PermDiagColumnMatMulRows(column_, xs, batch, {}, ys, threads);
+        },
+        o_, threads);
+    ++done_;
+    const int64_t nnz = m_ * n_ / p, bytes = column_.bytes();
+    Record("permdiag-column",
+           kernels::SelectedKernel({batch == 1 ? kernels::KernelOp::kPermDiagColumnMatVec
+                                               : kernels::KernelOp::kPermDiagColumnMatMulRows,
+                                    p, m_, n_, batch, false}),
+           p, batch, act, threads, t, nnz, bytes);
+    if (batch == 1 && act < 1.0) {
+      progress_.Update(done_, fmt::format("{} permdiag-column-skip p={} a={} T={}", layer_->name, p, act, threads));
+      Timing ts = Measure([&] { kernels::PermDiagColumnMatVecSparseInput(column_, xs, {}, ys, threads); }, o_, threads);
+      ++done_;
+      Record("permdiag-column-skip",
+             kernels::SelectedKernel({kernels::KernelOp::kPermDiagColumnSparseInput, p, m_, n_, 1, false}), p, batch,
+             act, threads, ts, nnz, bytes);
+    }
+  }
+
   const BenchOptions& o_;
-  const bool do_dense_, do_csr_, do_pd_, do_circ_, do_read_;
+  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_;
   Progress progress_;
   int64_t done_ = 0;
   std::vector<BenchRecord> records_;
@@ -461,6 +510,7 @@ class BenchPass {
   PermDiagMatrix w_;
   kernels::PermDiagColumnPack column_pack_;
   kernels::PermDiagRowPack row_pack_;
+  kernels::PermDiagColumnWeights column_;
   std::unique_ptr<BlockCirculantMatrix> circ_;
   std::unique_ptr<kernels::CirculantFft> circ_fft_;
   CsrMatrix csr_, csr_eq_;
@@ -608,6 +658,20 @@ std::string BenchTargetsOne(const std::vector<BenchRecord>& records, nlohmann::j
     const BenchRecord* skip = find(L, "permdiag-skip", 8, 1, 0.35, 1);
     if (dense_in && skip)
       rows.push_back({L, "zero-skip vs dense-input p=8, act 0.35", dense_in->median_ms / skip->median_ms, 1.8});
+    // Issue 15: the shared-offset structure, p = 8.
+    const BenchRecord* col_in = find(L, "permdiag-column", 8, 1, 0.35, 1);
+    const BenchRecord* col_skip = find(L, "permdiag-column-skip", 8, 1, 0.35, 1);
+    if (col_in && col_skip)
+      rows.push_back({L, "column zero-skip vs its dense-input p=8, act 0.35", col_in->median_ms / col_skip->median_ms,
+                      1.8});
+    const BenchRecord* col1 = find(L, "permdiag-column", 8, 1, 1.0, 1);
+    const BenchRecord* pd1 = find(L, "permdiag", 8, 1, 1.0, 1);
+    if (col1 && pd1)
+      rows.push_back({L, "column dense-input vs permdiag p=8, B=1", pd1->median_ms / col1->median_ms, 1.0});
+    const BenchRecord* col64 = find(L, "permdiag-column", 8, 64, 1.0, 1);
+    const BenchRecord* dense64 = find(L, "dense", 0, 64, 1.0, 1);
+    if (col64 && dense64)
+      rows.push_back({L, "column p=8 vs sgemm, B=64", dense64->median_ms / col64->median_ms, 0.75 * 8});
     const BenchRecord* csr = find(L, "csr", 8, 1, 1.0, 1);
     const BenchRecord* pd8 = find(L, "permdiag", 8, 1, 1.0, 1);
     if (csr && pd8) rows.push_back({L, "permdiag p=8 vs CSR (Eigen), B=1", csr->median_ms / pd8->median_ms, 2.5});

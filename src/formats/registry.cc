@@ -25,6 +25,12 @@ constexpr AttrSpec kBlockedLinearAttrs[] = {
     {"in_features", "int", true, "columns of W (the last dimension of X)"},
     {"out_features", "int", true, "rows of W"},
 };
+constexpr AttrSpec kPermDiagLinearAttrs[] = {
+    {"p", "int", true, "block size"},
+    {"in_features", "int", true, "columns of W (the last dimension of X)"},
+    {"out_features", "int", true, "rows of W"},
+    {"offset_layout", "string", false, "\"block\" (default: offsets [mb, nb]) or \"column\" (offsets [nb])"},
+};
 constexpr AttrSpec kSparseLinearAttrs[] = {
     {"in_features", "int", true, "columns of W"},
     {"out_features", "int", true, "rows of W"},
@@ -39,6 +45,18 @@ constexpr AttrSpec kBlockedConvAttrs[] = {
     {"dilations", "ints", false, "as Conv"},
     {"auto_pad", "string", false, "as Conv"},
     {"group", "int", false, "must be 1"},
+};
+constexpr AttrSpec kPermDiagConvAttrs[] = {
+    {"p", "int", true, "block size over the (out, in) channel pair"},
+    {"in_channels", "int", true, "channels of X"},
+    {"out_channels", "int", true, "channels of Y"},
+    {"kernel_shape", "ints", false, "1-3 dims; must equal the values' kernel dims"},
+    {"strides", "ints", false, "as Conv"},
+    {"pads", "ints", false, "as Conv"},
+    {"dilations", "ints", false, "as Conv"},
+    {"auto_pad", "string", false, "as Conv"},
+    {"group", "int", false, "must be 1"},
+    {"offset_layout", "string", false, "\"block\" (default: offsets [mb, nb]) or \"column\" (offsets [nb])"},
 };
 constexpr AttrSpec kSparseConvAttrs[] = {
     {"in_channels", "int", true, "channels of X"},
@@ -59,8 +77,9 @@ constexpr AttrSpec kConvAttrs[] = {
 // Every ai.permdnn op name is written here and nowhere else.
 constexpr OpSchema kGemm = {"", "Gemm", 13, false, kGemmAttrs};
 constexpr OpSchema kConv = {"", "Conv", 11, true, kConvAttrs};
-constexpr OpSchema kPermDiagMatMul = {kDomain, "PermDiagMatMul", 1, false, kBlockedLinearAttrs};
-constexpr OpSchema kPermDiagConv = {kDomain, "PermDiagConv", 1, true, kBlockedConvAttrs};
+// Shared by the permdiag and permdiag-column rows (attribute offset_layout).
+constexpr OpSchema kPermDiagMatMul = {kDomain, "PermDiagMatMul", 1, false, kPermDiagLinearAttrs};
+constexpr OpSchema kPermDiagConv = {kDomain, "PermDiagConv", 1, true, kPermDiagConvAttrs};
 constexpr OpSchema kCirculantMatMul = {kDomain, "BlockCirculantMatMul", 1, false, kBlockedLinearAttrs};
 constexpr OpSchema kCirculantConv = {kDomain, "BlockCirculantConv", 1, true, kBlockedConvAttrs};
 constexpr OpSchema kSparseMatMul = {kDomain, "SparseMatMul", 1, false, kSparseLinearAttrs};
@@ -73,6 +92,11 @@ constexpr ArraySpec kDenseArrays[] = {
 constexpr ArraySpec kPermDiagArrays[] = {
     {"values", 1, ElemType::kFloat32, false, true, "", "[mb, nb, p, kernel...]"},
     {"offsets", 2, ElemType::kUInt16, false, false, "any integer type", "[mb, nb]"},
+    {"bias", 3, ElemType::kFloat32, true, true, "", "[out]"},
+};
+constexpr ArraySpec kPermDiagColumnArrays[] = {
+    {"values", 1, ElemType::kFloat32, false, true, "", "[mb, nb, p, kernel...]"},
+    {"offsets", 2, ElemType::kUInt16, false, false, "any integer type", "[nb]"},
     {"bias", 3, ElemType::kFloat32, true, true, "", "[out]"},
 };
 constexpr ArraySpec kCirculantArrays[] = {
@@ -94,7 +118,11 @@ constexpr ArraySpec kCsrCodebookArrays[] = {
 };
 
 constexpr const char* kPermDiagKernels[] = {"permdiag.packed", "permdiag.matmul_rows", "permdiag.matvec_i16"};
+constexpr const char* kPermDiagColumnKernels[] = {"permdiag.packed", "permdiag.matmul_rows", "permdiag.matvec_i16"};
 constexpr const char* kCirculantKernels[] = {"circulant.matvec"};
+// The values of the permdiag ops' offset_layout attribute.
+constexpr const char* kLayoutBlock = "block";
+constexpr const char* kLayoutColumn = "column";
 constexpr const char* kCsrKernels[] = {"csr.matvec", "csr.matmul"};
 
 // Largest codebook a node may carry (codes are uint8).
@@ -105,7 +133,9 @@ constexpr int64_t kMaxKernel = 4096;
 const FormatTraits kFormats[] = {
     {Kind::kDense, "dense", "dense", false, 0, &kGemm, &kConv, kDenseArrays, {}},
     {Kind::kPermDiag, "permdiag", "permdiag", true, 65535, &kPermDiagMatMul, &kPermDiagConv, kPermDiagArrays,
-     kPermDiagKernels},
+     kPermDiagKernels, kLayoutBlock},
+    {Kind::kPermDiagColumn, "permdiag-column", "permdiag", true, 65535, &kPermDiagMatMul, &kPermDiagConv,
+     kPermDiagColumnArrays, kPermDiagColumnKernels, kLayoutColumn},
     // FFTW and the spectra layout take any p; 4096 bounds what a file can make
     // the loader allocate per block.
     {Kind::kCirculant, "circulant", "circulant", true, 4096, &kCirculantMatMul, &kCirculantConv, kCirculantArrays,
@@ -123,6 +153,11 @@ const ArraySpec& Spec(const FormatTraits& f, const char* name) {
 }
 
 bool IsCsr(Kind k) { return k == Kind::kCsr || k == Kind::kCsrCodebook; }
+
+// The offset_layout attribute of a permdiag node ("block" when absent).
+std::string OffsetLayout(const Attributes& a, const std::string& where) {
+  return a.String("offset_layout", kLayoutBlock, where);
+}
 
 // ---- Reading ----------------------------------------------------------------
 
@@ -198,14 +233,36 @@ void ReadOffsets(const NodeSource& src, const FormatTraits& f, const Geometry& g
   const std::string where = src.Where();
   const ArrayRef o = Take(src, f, "offsets");
   const int64_t mb = g.row_blocks(), nb = g.col_blocks();
-  PERMDNN_CHECK(o.size() == mb * nb, "{}: offsets '{}' has shape {} ({} elements), expected [{}, {}]", where, o.name,
-                ShapeText(o.shape), o.size(), mb, nb);
+  PERMDNN_CHECK(o.size() == mb * nb, "{}: offsets '{}' has shape {} ({} elements), expected [{}, {}]{}", where, o.name,
+                ShapeText(o.shape), o.size(), mb, nb,
+                o.size() == nb ? " (one offset per block column is offset_layout=\"column\", which the node does not set)"
+                               : "");
   out->resize(static_cast<std::size_t>(mb * nb));
   for (int64_t b = 0; b < mb * nb; ++b) {
     const int64_t k = o.i[b];
     PERMDNN_CHECK(k >= 0 && k < g.p, "{}: offsets '{}': block ({}, {}) has offset {}, must be in [0, p={})", where,
                   o.name, b / nb, b % nb, k, g.p);
     (*out)[b] = static_cast<uint16_t>(k);
+  }
+}
+
+// offsets [nb] of the column layout, expanded to [mb][nb] (every row block
+// the same). A [mb, nb] array is rejected even when its rows agree: the
+// layout is the attribute's, and a writer that means it stores [nb].
+void ReadColumnOffsets(const NodeSource& src, const FormatTraits& f, const Geometry& g, std::vector<uint16_t>* out) {
+  const std::string where = src.Where();
+  const ArrayRef o = Take(src, f, "offsets");
+  const int64_t mb = g.row_blocks(), nb = g.col_blocks();
+  PERMDNN_CHECK(o.shape.size() == 1 && o.size() == nb,
+                "{}: offsets '{}' has shape {}, but offset_layout=\"column\" stores one offset per block column: "
+                "expected [{}]{}", where, o.name, ShapeText(o.shape), nb,
+                o.size() == mb * nb ? " (a [mb, nb] array is the block layout: drop offset_layout)" : "");
+  out->resize(static_cast<std::size_t>(mb * nb));
+  for (int64_t J = 0; J < nb; ++J) {
+    const int64_t k = o.i[J];
+    PERMDNN_CHECK(k >= 0 && k < g.p, "{}: offsets '{}': block column {} has offset {}, must be in [0, p={})", where,
+                  o.name, J, k, g.p);
+    for (int64_t I = 0; I < mb; ++I) (*out)[I * nb + J] = static_cast<uint16_t>(k);
   }
 }
 
@@ -370,6 +427,46 @@ Projection ProjectPermDiag(std::span<const float> dense, const Geometry& g) {
   return r;
 }
 
+// Shared offsets: per block column J the one offset k_J that keeps the most
+// energy Σ_I Σ_c Σ_t W[I·p + c, J·p + (c + k) mod p, t]² over all its row
+// blocks (ties: the smallest k), then the kept kernels copied as permdiag's.
+Projection ProjectPermDiagColumn(std::span<const float> dense, const Geometry& g) {
+  Projection r;
+  Weights& w = r.weights;
+  const int64_t K = g.taps(), p = g.p, mb = g.row_blocks(), nb = g.col_blocks();
+  std::vector<double> energy(static_cast<std::size_t>(g.out * g.in));
+  double total = 0;
+  for (int64_t e = 0; e < g.out * g.in; ++e) {
+    double s = 0;
+    for (int64_t t = 0; t < K; ++t) s += double(dense[e * K + t]) * dense[e * K + t];
+    energy[e] = s;
+    total += s;
+  }
+  w.offsets.assign(static_cast<std::size_t>(mb * nb), 0);
+  std::vector<double> score(static_cast<std::size_t>(p));
+  for (int64_t J = 0; J < nb; ++J) {
+    std::fill(score.begin(), score.end(), 0.0);
+    // Row o = I·p + c meets column J·p + d for k = (d − c) mod p.
+    for (int64_t o = 0; o < g.out; ++o)
+      for (int64_t d = 0; d < p && J * p + d < g.in; ++d)
+        score[((d - o % p) % p + p) % p] += energy[o * g.in + J * p + d];
+    const int64_t best = std::max_element(score.begin(), score.end()) - score.begin();
+    for (int64_t I = 0; I < mb; ++I) w.offsets[I * nb + J] = static_cast<uint16_t>(best);
+  }
+  w.values.assign(static_cast<std::size_t>(mb * nb * p * K), 0.0f);
+  double kept = 0;
+  for (int64_t I = 0; I < mb; ++I)
+    for (int64_t J = 0; J < nb; ++J)
+      for (int64_t c = 0; c < p; ++c) {
+        const int64_t o = I * p + c, ic = J * p + (c + w.offsets[I * nb + J]) % p;
+        if (o >= g.out || ic >= g.in) continue;
+        std::copy_n(dense.begin() + (o * g.in + ic) * K, K, w.values.begin() + ((I * nb + J) * p + c) * K);
+        kept += energy[o * g.in + ic];
+      }
+  r.kept_energy = total > 0 ? kept / total : 1.0;
+  return r;
+}
+
 // Least squares per kernel tap (BlockCirculantMatrix::FromDense of each
 // [out, in] slice); kept energy over the whole weight.
 Projection ProjectCirculant(std::span<const float> dense, const Geometry& g) {
@@ -491,15 +588,23 @@ const FormatTraits& Format(Kind kind) {
 
 bool IsPermDnnDomain(const std::string& domain) { return domain == kDomain; }
 
+bool IsPermDiag(Kind kind) { return kind == Kind::kPermDiag || kind == Kind::kPermDiagColumn; }
+
 const FormatTraits* FindFormat(const std::string& domain, const std::string& op_type,
-                               const std::function<bool(int)>& has_input, bool dense_ops) {
+                               const std::function<bool(int)>& has_input, bool dense_ops,
+                               const Attributes* attributes) {
   // The rows whose op this is; among several (csr-codebook, csr), the first
   // whose required arrays are all present, else the last (whose reader then
-  // names the missing input).
+  // names the missing input). Rows with an offset_layout (permdiag) answer
+  // only their layout; a value that no row has goes to the block row.
   const bool standard = domain.empty() || domain == "ai.onnx";
+  const Attributes::Value* v = attributes ? attributes->Find("offset_layout") : nullptr;
+  const std::string_view layout =
+      v && v->kind == Attributes::Value::kString && v->s == kLayoutColumn ? kLayoutColumn : kLayoutBlock;
   const FormatTraits* last = nullptr;
   for (const FormatTraits& f : kFormats) {
     if (f.kind == Kind::kDense && !dense_ops) continue;
+    if (f.offset_layout != nullptr && layout != f.offset_layout) continue;
     for (const OpSchema* op : {f.linear, f.conv}) {
       if (op_type != op->name || (standard ? *op->domain != '\0' : domain != op->domain)) continue;
       bool present = true;
@@ -514,7 +619,7 @@ const FormatTraits* FindFormat(const std::string& domain, const std::string& op_
 Kind KindOf(const LayerCompression& m) {
   switch (m.kind) {
     case CompressKind::kDense: return Kind::kDense;
-    case CompressKind::kPermDiag: return Kind::kPermDiag;
+    case CompressKind::kPermDiag: return m.column_offsets ? Kind::kPermDiagColumn : Kind::kPermDiag;
     case CompressKind::kCirculant: return Kind::kCirculant;
     case CompressKind::kPrune: return m.bits > 0 ? Kind::kCsrCodebook : Kind::kCsr;
   }
@@ -526,14 +631,17 @@ const FormatTraits& FormatOf(const LayerCompression& m) {
   return f.blocked && m.p <= 1 ? Format(Kind::kDense) : f;
 }
 
-const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook) {
+const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook, bool column_offsets) {
   for (const FormatTraits& f : kFormats)
-    if (kind == f.spec_kind && (!IsCsr(f.kind) || codebook == (f.kind == Kind::kCsrCodebook))) return &f;
+    if (kind == f.spec_kind && (!IsCsr(f.kind) || codebook == (f.kind == Kind::kCsrCodebook)) &&
+        (!IsPermDiag(f.kind) || column_offsets == (f.kind == Kind::kPermDiagColumn)))
+      return &f;
   return nullptr;
 }
 
 std::string DescribeMethod(const Weights& w) {
   const FormatTraits& f = Format(w.kind);
+  if (w.kind == Kind::kPermDiagColumn) return fmt::format("{}:p={}:offsets={}", f.spec_kind, w.g.p, kLayoutColumn);
   if (f.blocked) return fmt::format("{}:p={}", f.spec_kind, w.g.p);
   if (!IsCsr(w.kind)) return f.spec_kind;
   std::string s = fmt::format("prune:density={:.3g}", static_cast<double>(w.nnz()) /
@@ -556,6 +664,14 @@ Geometry ReadGeometry(const FormatTraits& f, bool conv, const Attributes& a, con
     const int64_t p = a.RequirePositive("p", where);
     PERMDNN_CHECK(p <= f.max_p, "{}: p = {} exceeds {}", where, p, f.max_p);
     g.p = static_cast<int>(p);
+  }
+  if (f.offset_layout != nullptr) {  // the row's own value, or absent
+    const std::string layout = a.Has("offset_layout") ? OffsetLayout(a, where) : f.offset_layout;
+    PERMDNN_CHECK(layout == kLayoutBlock || layout == kLayoutColumn,
+                  "{}: attribute offset_layout = '{}' must be 'block' (offsets [mb, nb]) or 'column' (offsets [nb])",
+                  where, layout);
+    PERMDNN_CHECK(layout == f.offset_layout, "{}: attribute offset_layout = '{}' but the {} format is read",
+                  where, layout, f.name);
   }
   const char* in_name = conv ? "in_channels" : "in_features";
   const char* out_name = conv ? "out_channels" : "out_features";
@@ -583,6 +699,10 @@ Weights ReadNode(const FormatTraits& f, bool conv, const NodeSource& src, int64_
       ReadBlockValues(src, f, conv, &w.g, &w.values);
       ReadOffsets(src, f, w.g, &w.offsets);
       break;
+    case Kind::kPermDiagColumn:
+      ReadBlockValues(src, f, conv, &w.g, &w.values);
+      ReadColumnOffsets(src, f, w.g, &w.offsets);
+      break;
     case Kind::kCirculant: ReadBlockValues(src, f, conv, &w.g, &w.values); break;
     case Kind::kCsr:
     case Kind::kCsrCodebook: ReadCsr(src, f, codebook_entries, &w); break;
@@ -597,6 +717,10 @@ NodeSpec WriteNode(const Weights& w, const Attributes& window) {
   NodeSpec n;
   n.op = &Op(f, conv);
   if (f.blocked) n.attributes.SetInt("p", w.g.p);
+  if (w.kind == Kind::kPermDiagColumn) {
+    n.attributes.SetString("offset_layout", kLayoutColumn);
+    CheckColumnOffsets(w, "WriteNode");
+  }
   if (w.kind == Kind::kDense) {
     if (!conv) n.attributes.SetInt("transB", 1);
   } else {
@@ -626,6 +750,9 @@ NodeSpec WriteNode(const Weights& w, const Attributes& window) {
     } else if (name == "values") {
       o.shape = {w.nnz()};
       o.f = w.values;
+    } else if (name == "offsets" && w.kind == Kind::kPermDiagColumn) {
+      o.shape = {nb};  // row block 0's, which every row block shares
+      o.u16 = std::span<const uint16_t>(w.offsets).first(static_cast<std::size_t>(nb));
     } else if (name == "offsets") {
       o.shape = {mb, nb};
       o.u16 = w.offsets;
@@ -659,6 +786,7 @@ Projection Project(const FormatTraits& f, std::span<const float> dense, const Ge
   switch (f.kind) {
     case Kind::kDense: r.weights.values.assign(dense.begin(), dense.end()); break;
     case Kind::kPermDiag: r = ProjectPermDiag(dense, g); break;
+    case Kind::kPermDiagColumn: r = ProjectPermDiagColumn(dense, g); break;
     case Kind::kCirculant: r = ProjectCirculant(dense, g); break;
     case Kind::kCsr: r = ProjectCsr(dense, g, method.density, 0); break;
     case Kind::kCsrCodebook: r = ProjectCsr(dense, g, method.density, method.bits); break;
@@ -671,7 +799,8 @@ Projection Project(const FormatTraits& f, std::span<const float> dense, const Ge
 std::vector<float> ToDense(const Weights& w) {
   switch (w.kind) {
     case Kind::kDense: return w.values;
-    case Kind::kPermDiag: return PermDiagToDense(w);
+    case Kind::kPermDiag:
+    case Kind::kPermDiagColumn: return PermDiagToDense(w);
     case Kind::kCirculant: return CirculantToDense(w);
     case Kind::kCsr:
     case Kind::kCsrCodebook: {
@@ -694,7 +823,8 @@ LiftedMatrix Lift(const Weights& w) {
   const int64_t cols = g.conv() ? K * nb * p : g.in;
   switch (w.kind) {
     case Kind::kDense: Fail("Lift: a dense weight has no compressed matrix");
-    case Kind::kPermDiag: {
+    case Kind::kPermDiag:
+    case Kind::kPermDiagColumn: {  // offsets held expanded: the same matrix
       if (!g.conv()) {
         m.permdiag = PermDiagMatrix::FromParts(g.out, g.in, g.p, w.values, w.offsets);
         break;
@@ -748,11 +878,13 @@ Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_e
       s.bytes = value_bytes(s.numbers);
       break;
     case Kind::kPermDiag:
+    case Kind::kPermDiagColumn:
     case Kind::kCirculant: {
       s.numbers = blocks * g.p * g.taps() + bias;
       s.bytes = blocks * value_bytes(g.p * g.taps()) + value_bytes(bias);
-      if (kind == Kind::kPermDiag)
-        s.bytes += blocks * (model.packed_offsets ? OffsetBytes(g.p) : ElemBytes(ElemType::kUInt16));
+      // One offset per block, or per block column for the shared layout.
+      const int64_t offsets = kind == Kind::kPermDiag ? blocks : kind == Kind::kPermDiagColumn ? g.col_blocks() : 0;
+      s.bytes += offsets * (model.packed_offsets ? OffsetBytes(g.p) : ElemBytes(ElemType::kUInt16));
       break;
     }
     case Kind::kCsr:
@@ -776,8 +908,21 @@ Storage StoredSize(const Weights& w, const ByteModel& model, bool with_bias) {
                     model);
 }
 
+void CheckColumnOffsets(const Weights& w, const std::string& where) {
+  if (w.kind != Kind::kPermDiagColumn) return;
+  const int64_t mb = w.g.row_blocks(), nb = w.g.col_blocks();
+  PERMDNN_CHECK(static_cast<int64_t>(w.offsets.size()) == mb * nb, "{}: {} offsets, expected [{}][{}]", where,
+                w.offsets.size(), mb, nb);
+  for (int64_t I = 1; I < mb; ++I)
+    for (int64_t J = 0; J < nb; ++J)
+      PERMDNN_CHECK(w.offsets[I * nb + J] == w.offsets[J],
+                    "{}: offsets: block ({}, {}) has offset {} but block (0, {}) has {}: permdiag-column "
+                    "(offset_layout=\"column\") needs one offset per block column", where, I, J,
+                    w.offsets[I * nb + J], J, w.offsets[J]);
+}
+
 void CheckPaddingIsZero(const Weights& w, const std::string& where) {
-  if (w.kind != Kind::kPermDiag) return;
+  if (!IsPermDiag(w.kind)) return;
   const Geometry& g = w.g;
   const int64_t p = g.p, nb = g.col_blocks(), K = g.taps();
   for (int64_t I = 0; I < g.row_blocks(); ++I)

@@ -28,7 +28,8 @@ std::string Trim(const std::string& s) {
 
 // The parameters each KIND takes (the continuation rule of spec.h).
 std::vector<std::string> KindParameters(const std::string& kind) {
-  if (kind == "permdiag" || kind == "circulant") return {"p"};
+  if (kind == "permdiag") return {"p", "offsets"};
+  if (kind == "circulant") return {"p"};
   if (kind == "prune") return {"density", "bits"};
   return {};
 }
@@ -46,8 +47,12 @@ std::vector<std::string> JoinContinuations(const std::string& text) {
   for (const std::string& raw : Split(text, ',')) {
     std::string item = Trim(raw);
     std::size_t eq = item.find('=');
+    const std::string value = eq != std::string::npos ? Trim(item.substr(eq + 1)) : "";
+    // KEY=NUMBER, or offsets=WORD whose WORD is no KIND (`offsets=dense` stays a layer).
+    const bool word_value = Trim(item.substr(0, eq == std::string::npos ? 0 : eq)) == "offsets" &&
+                            value != "dense" && value != "permdiag" && value != "circulant" && value != "prune";
     const bool key_number = eq != std::string::npos && item.find(':') == std::string::npos &&
-                            IsNumber(Trim(item.substr(eq + 1)));
+                            (IsNumber(value) || word_value);
     const std::string key = key_number ? Trim(item.substr(0, eq)) : "";
     bool known_key = false;
     for (const char* kind : {"permdiag", "circulant", "prune"})
@@ -78,7 +83,7 @@ std::vector<std::string> JoinContinuations(const std::string& text) {
 std::string LayerCompression::ToString() const {
   switch (kind) {
     case CompressKind::kDense: return "dense";
-    case CompressKind::kPermDiag: return fmt::format("permdiag:p={}", p);
+    case CompressKind::kPermDiag: return fmt::format("permdiag:p={}{}", p, column_offsets ? ":offsets=column" : "");
     case CompressKind::kCirculant: return fmt::format("circulant:p={}", p);
     case CompressKind::kPrune:
       return bits > 0 ? fmt::format("prune:density={}:bits={}", density, bits) : fmt::format("prune:density={}", density);
@@ -114,6 +119,13 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
   } else if (kind == "permdiag") {
     c.kind = CompressKind::kPermDiag;
     c.p = take_int("p");
+    if (auto it = kv.find("offsets"); it != kv.end()) {
+      PERMDNN_CHECK(it->second == "block" || it->second == "column",
+                    "{}: offsets={} in '{}' must be 'block' (one offset per block) or 'column' (one per block "
+                    "column)", where, it->second, text);
+      c.column_offsets = it->second == "column";
+      kv.erase(it);
+    }
   } else if (kind == "circulant") {
     c.kind = CompressKind::kCirculant;
     c.p = take_int("p");
@@ -137,7 +149,7 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
       kv.erase("bits");
     }
   } else {
-    Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N, circulant:p=N or "
+    Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N[:offsets=column], circulant:p=N or "
          "prune:density=F[:bits=B])", where, kind, text);
   }
   PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);

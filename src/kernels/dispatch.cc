@@ -34,7 +34,8 @@ constexpr KernelOp kAllOps[] = {
     KernelOp::kPermDiagMatMul,     KernelOp::kPermDiagMatVecT,      KernelOp::kPermDiagMatMulT,
     KernelOp::kPermDiagMatVecSparseInput, KernelOp::kPermDiagMatVecI16, KernelOp::kCirculantMatVec,
     KernelOp::kCirculantMatVecT,   KernelOp::kCsrMatVec,            KernelOp::kCsrMatMul,
-    KernelOp::kPermDiagConv,
+    KernelOp::kPermDiagConv,       KernelOp::kPermDiagColumnMatVec, KernelOp::kPermDiagColumnSparseInput,
+    KernelOp::kPermDiagColumnMatMulRows,
 };
 
 KernelPath PathFromEnvironment() {
@@ -104,6 +105,9 @@ const char* KernelOpName(KernelOp op) {
     case KernelOp::kCsrMatVec: return "csr.matvec";
     case KernelOp::kCsrMatMul: return "csr.matmul";
     case KernelOp::kPermDiagConv: return "permdiag.conv";
+    case KernelOp::kPermDiagColumnMatVec: return "permdiag_column.matvec";
+    case KernelOp::kPermDiagColumnSparseInput: return "permdiag_column.sparse_input";
+    case KernelOp::kPermDiagColumnMatMulRows: return "permdiag_column.matmul_rows";
   }
   return "?";
 }
@@ -114,6 +118,7 @@ std::vector<KernelRow> KernelTable() {
   detail::CirculantTable(&rows);
   detail::SparseTable(&rows);
   detail::PermDiagConvTable(&rows);
+  detail::PermDiagColumnTable(&rows);
   const std::string target = ActiveSimdTarget();
   for (KernelRow& r : rows)
     if (r.target.empty()) r.target = target;
@@ -130,6 +135,7 @@ std::string SelectedKernel(const KernelProblem& q) {
   if (const char* n = detail::CirculantSelect(q)) return n;
   if (const char* n = detail::SparseSelect(q)) return n;
   if (const char* n = detail::PermDiagConvSelect(q)) return n;
+  if (const char* n = detail::PermDiagColumnSelect(q)) return n;
   return detail::ReferenceName(q.op);  // no SIMD row admits q: the op falls back to its reference loop
 }
 

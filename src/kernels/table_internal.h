@@ -81,6 +81,8 @@ void CirculantTable(std::vector<KernelRow>* out);
 const char* CirculantSelect(const KernelProblem& q);
 void PermDiagConvTable(std::vector<KernelRow>* out);
 const char* PermDiagConvSelect(const KernelProblem& q);
+void PermDiagColumnTable(std::vector<KernelRow>* out);
+const char* PermDiagColumnSelect(const KernelProblem& q);
 
 }  // namespace permdnn::kernels::detail
 

@@ -237,7 +237,15 @@ LayerMethod ReadLayerMethod(const LayerCtx& c) {
                   "{}: compress.bits must be an integer in [1, 8]", c.Where());
     m.bits = cj["bits"].get<int>();
   }
-  m.format = formats::FindBySpecKind(kind, m.bits > 0);
+  bool column_offsets = false;
+  if (cj.contains("offsets")) {  // permdiag: "block" (default) or "column"
+    PERMDNN_CHECK(kind == "permdiag" && cj["offsets"].is_string() &&
+                      (cj["offsets"] == "block" || cj["offsets"] == "column"),
+                  "{}: compress.offsets must be \"block\" or \"column\" (permdiag only), got {} for kind '{}'",
+                  c.Where(), cj["offsets"].dump(), kind);
+    column_offsets = cj["offsets"] == "column";
+  }
+  m.format = formats::FindBySpecKind(kind, m.bits > 0, column_offsets);
   if (m.format == nullptr) {
     std::string kinds;
     for (const formats::FormatTraits& f : formats::Formats())

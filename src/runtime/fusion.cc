@@ -37,7 +37,7 @@ bool IsConvLike(const NodeDef& n) {
 // Output channels of a conv-like node when known at load, else -1.
 int64_t ConvOutChannels(const NodeDef& n, const std::vector<Value>& values) {
   if (IsPermDnnDomain(n.domain)) {  // a compressed conv of the format registry
-    const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [](int) { return true; });
+    const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [](int) { return true; }, false, &n.attrs);
     return f && f->conv->name == n.op_type && n.Has("out_channels") ? n.Int("out_channels", -1) : -1;
   }
   if (n.inputs.size() < 2 || n.inputs[1] < 0) return -1;

@@ -97,7 +97,7 @@ ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std:
   out.graph_inputs = g.inputs;
   for (const GraphNode& n : g.nodes) {
     const formats::FormatTraits* f =
-        formats::FindFormat(n.domain, n.op_type, [&](int slot) { return !n.In(slot).empty(); });
+        formats::FindFormat(n.domain, n.op_type, [&](int slot) { return !n.In(slot).empty(); }, false, &n.attrs);
     if (f == nullptr) {
       if (n.domain.empty() && (n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "Conv"))
         out.skipped.push_back({n.name, n.op_type, "dense (not compressed)"});

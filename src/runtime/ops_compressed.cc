@@ -35,11 +35,12 @@ class ContextSource : public formats::NodeSource {
 std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
   const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [&](int slot) {
     return slot < static_cast<int>(n.inputs.size()) && n.inputs[slot] >= 0;
-  });
+  }, false, &n.attrs);
   if (f == nullptr)
     throw UnsupportedError(n.Where() + ": unsupported operator '" + n.op_type + "' in domain " + formats::kDomain);
   switch (f->kind) {
-    case formats::Kind::kPermDiag: return CreatePermDiagKernel(*f, n);
+    case formats::Kind::kPermDiag:
+    case formats::Kind::kPermDiagColumn: return CreatePermDiagKernel(*f, n);
     case formats::Kind::kCirculant: return CreateCirculantKernel(*f, n);
     case formats::Kind::kCsr:
     case formats::Kind::kCsrCodebook: return CreateSparseKernel(*f, n);

@@ -4,6 +4,13 @@
 // registry's permdiag row (formats/registry.h), which also reads and
 // validates the weights; docs/runtime.md has the table.
 //
+// The permdiag-column row (offset_layout="column", shared offsets) runs the
+// same classes: PermDiagMatMul on kernels/permdiag_column.h (batch 1: the
+// dense-input or the zero-skipping product, chosen per call from the
+// input's measured density against the crossover measured for this layer
+// at load; batch > 1: p grouped GEMMs), int16 and PermDiagConv on the
+// general permdiag kernels (the same matrix, offsets expanded).
+//
 // PermDiagConv on kernels::PermDiagConv2D (kernels/permdiag_conv.h: the
 // SIMD kernel on channel-blocked activations, no im2col) when the plan's
 // activation layout is blocked by the kernel's lane count and the kernel
@@ -16,10 +23,13 @@
 #include <cmath>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/permdiag_column.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/table.h"
 #include "runtime/conv_util.h"
@@ -39,6 +49,14 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   std::string KernelName() const override {
     kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
                              pack_.chunked};
+    if (column_ && !int16_active_) {
+      q.op = batch_ > 1 ? kernels::KernelOp::kPermDiagColumnMatMulRows
+                        : skipped_ ? kernels::KernelOp::kPermDiagColumnSparseInput
+                                   : kernels::KernelOp::kPermDiagColumnMatVec;
+      if (batch_ > 1 || density_ < 0) return kernels::SelectedKernel(q);
+      return fmt::format("{} (input density {:.3f}, skips below {:.3f})", kernels::SelectedKernel(q), density_,
+                         crossover_);
+    }
     if (int16_active_) q.op = kernels::KernelOp::kPermDiagMatVecI16;
     else if (batch_ >= 4) q.op = kernels::KernelOp::kPermDiagMatMulRows;
     return kernels::SelectedKernel(q);
@@ -50,9 +68,11 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       formats::Weights w = ReadWeights(ctx, format_, false);
       w_ = PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), w.values, w.offsets);
       bias_ = std::move(w.bias);
+      if (column_) col_ = kernels::PermDiagColumnWeights::Build(w_);
       loaded_ = true;  // only once weights and bias are both valid
     }
-    HoldLayoutFor(batch_);
+    if (column_ && batch_ == 1 && crossover_ < 0) crossover_ = kernels::MeasureSkipCrossover(col_, 1);
+    if (!column_) HoldLayoutFor(batch_);
     // int16 staging of one sample.
     ctx.scratch_bytes = static_cast<int64_t>(sizeof(int16_t)) * (in_ + out_) + 64;
   }
@@ -125,6 +145,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // as many samples, threads split the samples (one hand-off per call).
   void RunFloat(const float* x, float* y, RunState& rs) {
     const std::span<const float> bias(bias_);
+    if (column_) return RunColumn(x, y, bias, rs);
     if (batch_ >= 4) {
       kernels::PermDiagMatMulRows(w_, {x, static_cast<std::size_t>(batch_ * in_)}, batch_, bias,
                                   {y, static_cast<std::size_t>(batch_ * out_)}, rs.threads);
@@ -134,6 +155,19 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
                               {y + b * out_, static_cast<std::size_t>(out_)}, threads);
     });
+  }
+  // Shared offsets. Batch 1: one pass counts the nonzero inputs; below the
+  // measured crossover density the zero-skipping product runs.
+  void RunColumn(const float* x, float* y, std::span<const float> bias, RunState& rs) {
+    const std::span<const float> xs(x, static_cast<std::size_t>(batch_ * in_));
+    const std::span<float> ys(y, static_cast<std::size_t>(batch_ * out_));
+    if (batch_ > 1) return kernels::PermDiagColumnMatMulRows(col_, xs, batch_, bias, ys, rs.threads);
+    int64_t nonzero = 0;
+    for (float v : xs) nonzero += v != 0.0f;
+    density_ = static_cast<double>(nonzero) / static_cast<double>(in_);
+    skipped_ = density_ < crossover_;
+    if (skipped_) kernels::PermDiagColumnMatVecSparseInput(col_, xs, bias, ys, rs.threads);
+    else kernels::PermDiagColumnMatVec(col_, xs, bias, ys, rs.threads);
   }
   void RunInt16(const float* x, float* y, RunState& rs) {
     int16_t* xq = reinterpret_cast<int16_t*>(rs.scratch);
@@ -148,6 +182,13 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
 
   int64_t p_, in_, out_, batch_ = 1;
   bool loaded_ = false;
+  // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16),
+  // the skipping crossover measured at the first batch-1 plan, the last
+  // call's input density and path.
+  const bool column_ = format_.kind == formats::Kind::kPermDiagColumn;
+  kernels::PermDiagColumnWeights col_;
+  double crossover_ = -1, density_ = -1;
+  bool skipped_ = false;
   int crossings_ = 0;  // re-plans that converted between the layouts
   PermDiagMatrix w_;
   kernels::PermDiagRowPack pack_;

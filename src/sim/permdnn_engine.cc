@@ -23,6 +23,16 @@
 // per activation by the detector and written once per output, and the
 // broadcast network, an H-tree from the detector to the PEs carrying value
 // and column index of every nonzero.
+//
+// Shared offsets (the permdiag-column format: every block of a block column
+// has one offset k_J; detected from the layer's offsets): the same cycle
+// model (every PE still does one MAC per row block per nonzero), with two
+// hardware changes priced: the offsets leave the PEs' weight banks for one
+// table of n/p entries beside the detector (weight bytes: values + n/p
+// offsets instead of one offset per block), and the residue (d − k_J) mod p
+// is decoded once per nonzero there and broadcast with it (log2 p more
+// bits per broadcast) instead of by a decoder in every lane for every MAC:
+// offset reads = live column blocks, decoder adds = 2 per broadcast.
 #include <algorithm>
 #include <cmath>
 
@@ -219,8 +229,19 @@ class PeArray {
   std::vector<int64_t> rows_, pos_, rem_;  // rem_ -1: head column not started
 };
 
+// Whether every block of each block column has one offset (the
+// permdiag-column layout).
+// One row block is both layouts; it keeps the per-PE model.
+bool SharedOffsets(const LayerWorkload& w) {
+  if (w.row_blocks < 2) return false;
+  for (int64_t I = 1; I < w.row_blocks; ++I)
+    for (int64_t J = 0; J < w.col_blocks; ++J)
+      if (w.offsets[I * w.col_blocks + J] != w.offsets[J]) return false;
+  return true;
+}
+
 // Column blocks with at least one nonzero activation: each costs every PE
-// one offset read per row block it works on.
+// one offset read per row block it works on (one central read when shared).
 int64_t LiveColumnBlocks(const LayerWorkload& w) {
   int64_t live = 0, last = -1;
   for (int32_t j : w.nonzero_cols) {
@@ -326,7 +347,9 @@ Counts Simulate(const LayerWorkload& w, const PermDnnParams& p, const Mapping& m
     c.drain_cycles += drain;
     c.cycles += pass_cycles + p.pipeline_depth + drain;
     c.queue_ops += 2 * N * detector.nnz();  // push + pop per PE per broadcast
-    for (int e = 0; e < N; ++e) c.offset_reads += map.InPass(e, pass) * live_col_blocks;
+    if (SharedOffsets(w)) c.offset_reads += live_col_blocks;  // the detector's table
+    else
+      for (int e = 0; e < N; ++e) c.offset_reads += map.InPass(e, pass) * live_col_blocks;
   }
   if (p.input_bus_bits > 0) c.load_cycles = CeilDiv(w.n() * p.bits, p.input_bus_bits);
   c.cycles += c.load_cycles;
@@ -369,7 +392,8 @@ LayerResult Record(const LayerWorkload& w, const PermDnnParams& p, const Mapping
                 {"acc_drain_reads", w.m()},
                 {"output_writes", w.m()},
                 {"drain_cycles", c.drain_cycles},
-                {"input_load_cycles", c.load_cycles}};
+                {"input_load_cycles", c.load_cycles},
+                {"shared_offsets", SharedOffsets(w) ? 1 : 0}};
   return r;
 }
 
@@ -378,10 +402,14 @@ void CheckCapacity(const LayerWorkload& w, const PermDnnParams& pp, const Mappin
   const int p = w.p;
   const int64_t n = w.n();
   const double act_bytes = pp.act_buffer_kb * 1024.0;
-  // One p x p block at pp.bits per value, its offset packed: the format registry's byte count.
-  const int64_t per_block =
-      formats::StoredSize(formats::Kind::kPermDiag, {p, p, {}, p}, 0, 0, false, {pp.bits, true}).bytes;
-  r.weight_bytes = w.row_blocks * w.col_blocks * per_block;
+  // One p x p block at pp.bits per value, its offset packed: the format
+  // registry's byte count. Shared offsets: the PE banks hold values only and
+  // the layer's n/p offsets sit in the detector's table.
+  const bool shared = SharedOffsets(w);
+  const formats::Kind kind = shared ? formats::Kind::kPermDiagColumn : formats::Kind::kPermDiag;
+  const int64_t per_block = formats::StoredSize(kind, {p, p, {}, p}, 0, 0, false, {pp.bits, true}).bytes -
+                            (shared ? OffsetBytes(p) : 0);
+  r.weight_bytes = formats::StoredSize(kind, {w.m(), w.n(), {}, p}, 0, 0, false, {pp.bits, true}).bytes;
   r.weight_capacity_bytes = static_cast<int64_t>(pp.weight_sram_kb * 1024.0) * pp.num_pe;
   const int64_t per_pe = map.max_owned * w.col_blocks * per_block;
   const bool w_fits = per_pe <= static_cast<int64_t>(pp.weight_sram_kb * 1024.0);
@@ -426,9 +454,13 @@ void PermDnnEngine::Account(LayerResult& r) const {
   // Offsets: one read per (row block, live column block), held in a register
   // of the lane while the column block lasts; the decoder's subtract and
   // conditional add per MAC.
+  // Shared offsets: reads from the detector's table (n/p entries), one
+  // decode per broadcast.
   const int offset_bits = IndexBits(r.p);
-  E.index_mem = count("offset_reads") * (tech_.SramEnergy(bank_bytes, offset_bits, nm) + offset_bits * reg) +
-                issued * 2 * tech_.AddEnergy(offset_bits + 1, nm);
+  const bool shared = count("shared_offsets") > 0;
+  const double table_bytes = shared ? static_cast<double>(CeilDiv(r.n, r.p)) * OffsetBytes(r.p) : bank_bytes;
+  E.index_mem = count("offset_reads") * (tech_.SramEnergy(table_bytes, offset_bits, nm) + offset_bits * reg) +
+                (shared ? count("broadcasts") : issued) * 2 * tech_.AddEnergy(offset_bits + 1, nm);
   // Accumulator registers: read through the bank's mux and written back per
   // MAC; read once more when the outputs drain.
   E.accumulate = count("acc_updates") * 2 * p_.acc_bits * reg + count("acc_drain_reads") * p_.acc_bits * reg;
@@ -437,7 +469,7 @@ void PermDnnEngine::Account(LayerResult& r) const {
               count("output_writes") * tech_.SramEnergy(act_bytes, p_.bits, nm);
   // Broadcast: value and column index of each nonzero over an H-tree to the
   // PEs.
-  const int broadcast_bits = p_.bits + IndexBits(r.n);
+  const int broadcast_bits = p_.bits + IndexBits(r.n) + (shared ? offset_bits : 0);  // + the residue
   E.network = tech_.BroadcastEnergy(count("broadcasts") * broadcast_bits, r.area.total(), N, nm);
   const double logic_um2 = DatapathUm2() + tech_.ControlLogicArea(nm);
   E.clock = tech_.ClockEnergy(r.cycles, N, r.area.total(), logic_um2, nm);

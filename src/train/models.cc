@@ -215,7 +215,8 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
       if (circ) {
         l.circ_linear = register_module(info.name, BlockCirculantLinear(info.in, info.out, info.compress.p, true));
       } else if (pd) {
-        l.pd_linear = register_module(info.name, PermDiagLinear(info.in, info.out, info.compress.p, true, layer_seed));
+        l.pd_linear = register_module(info.name, PermDiagLinear(info.in, info.out, info.compress.p, true, layer_seed,
+                                                                info.compress.column_offsets));
       } else {
         l.linear = register_module(info.name, torch::nn::Linear(info.in, info.out));
       }
@@ -225,7 +226,8 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
                                                                       info.padding, info.compress.p, true));
       } else if (pd) {
         l.pd_conv = register_module(info.name, PermDiagConv2d(info.in, info.out, info.kernel, info.stride,
-                                                              info.padding, info.compress.p, true, layer_seed));
+                                                              info.padding, info.compress.p, true, layer_seed,
+                                                              info.compress.column_offsets));
       } else {
         l.conv = register_module(info.name, torch::nn::Conv2d(torch::nn::Conv2dOptions(info.in, info.out, info.kernel)
                                                                    .stride(info.stride)
@@ -365,7 +367,12 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
         const torch::Tensor& offsets = l.pd_linear ? l.pd_linear->offsets : l.pd_conv->offsets;
         save("values", values);
         std::string file = fmt::format("tensors/{}.offsets.npy", i.name);
-        SaveOffsets(dir, file, offsets);
+        if (i.compress.column_offsets) {  // permdiag-column: offsets [nb], row block 0's (all equal)
+          j["compress"]["offsets"] = "column";
+          SaveOffsets(dir, file, offsets.select(0, 0));
+        } else {
+          SaveOffsets(dir, file, offsets);
+        }
         tensors["offsets"] = file;
         save("bias", l.pd_linear ? l.pd_linear->bias : l.pd_conv->bias);
       } else {
@@ -460,33 +467,19 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
       }
       l.circ_conv->bias.copy_(b);
       r.kept_energy = total > 0 ? kept / total : 1.0;
-    } else if (l.pd_linear) {
-      std::vector<float> dense = ToVector(w);
-      PermDiagProjection proj = PermDiagMatrix::FromDense(dense, i.out, i.in, i.compress.p);
-      l.pd_linear->SetMatrix(proj.matrix);
-      l.pd_linear->bias.copy_(b);
-      r.kept_energy = proj.kept_energy;
-    } else if (l.pd_conv) {
-      // Offsets from the per-(out, in) kernel energies: projecting the matrix
-      // E[o, i] = ||w[o, i, :, :]|| keeps the most Σ w² per block.
-      std::vector<float> energy = ToVector(w.reshape({i.out, i.in, kk}).pow(2).sum(2).sqrt());
-      PermDiagProjection proj = PermDiagMatrix::FromDense(energy, i.out, i.in, i.compress.p);
-      const int p = i.compress.p;
-      torch::Tensor& values = l.pd_conv->values;
-      values.zero_();
-      torch::Tensor wk = w.reshape({i.out, i.in, kk});
-      torch::Tensor vk = values.view({values.size(0), values.size(1), p, kk});
-      int16_t* off = l.pd_conv->offsets.data_ptr<int16_t>();
-      for (int64_t I = 0; I < proj.matrix.row_blocks(); ++I)
-        for (int64_t J = 0; J < proj.matrix.col_blocks(); ++J) {
-          const int k = proj.matrix.offset(I, J);
-          off[I * proj.matrix.col_blocks() + J] = static_cast<int16_t>(k);
-          for (int c = 0; c < p; ++c) {
-            int64_t o = I * p + c, in = J * p + (c + k) % p;
-            if (o < i.out && in < i.in) vk[I][J][c].copy_(wk[o][in]);
-          }
-        }
-      l.pd_conv->bias.copy_(b);
+    } else if (l.pd_linear || l.pd_conv) {
+      // The registry's projection (per block, or per block column for
+      // offsets=column, the offset keeping the most energy; conv kernels whole).
+      formats::Geometry g{i.out, i.in, {}, i.compress.p};
+      if (l.pd_conv) g.kernel = {i.kernel, i.kernel};
+      const formats::Projection proj =
+          formats::Project(formats::Format(formats::KindOf(i.compress)), ToVector(w), g, i.compress);
+      torch::Tensor& values = l.pd_linear ? l.pd_linear->values : l.pd_conv->values;
+      torch::Tensor& offsets = l.pd_linear ? l.pd_linear->offsets : l.pd_conv->offsets;
+      values.copy_(torch::from_blob(const_cast<float*>(proj.weights.values.data()), values.sizes(), torch::kFloat));
+      int16_t* off = offsets.data_ptr<int16_t>();
+      for (std::size_t k = 0; k < proj.weights.offsets.size(); ++k) off[k] = static_cast<int16_t>(proj.weights.offsets[k]);
+      (l.pd_linear ? l.pd_linear->bias : l.pd_conv->bias).copy_(b);
       r.kept_energy = proj.kept_energy;
     }
     reports.push_back(r);

@@ -215,7 +215,8 @@ class TorchGraph {
     n.opset = graph_.opset;
     if (!gn.domain.empty()) {
       if (!formats::IsPermDnnDomain(gn.domain)) n.Unsupported("domain '" + gn.domain + "'");
-      n.format = formats::FindFormat(gn.domain, gn.op_type, [&](int k) { return !gn.In(k).empty(); });
+      n.format =
+          formats::FindFormat(gn.domain, gn.op_type, [&](int k) { return !gn.In(k).empty(); }, false, &gn.attrs);
       if (n.format == nullptr) n.Unsupported("operator not supported by compress fine-tuning");
       n.conv = n.format->conv->name == gn.op_type;
       n.geometry = formats::ReadGeometry(*n.format, n.conv, gn.attrs, n.where);
@@ -244,9 +245,15 @@ class TorchGraph {
   }
 
   // The int16 offsets PermDiagLinearKernel takes, converted once per initializer.
-  const torch::Tensor& Offsets16(const std::string& name) const {
+  // offsets as int16 [mb, nb]; the column layout's [nb] is broadcast over
+  // the mb row blocks (the registry validated it).
+  const torch::Tensor& Offsets16(const std::string& name, int64_t mb) const {
     auto it = offsets16_.find(name);
-    if (it == offsets16_.end()) it = offsets16_.emplace(name, values_.at(name).to(torch::kInt16).contiguous()).first;
+    if (it == offsets16_.end()) {
+      torch::Tensor o = values_.at(name).to(torch::kInt16);
+      if (o.dim() == 1) o = o.view({1, o.size(0)}).expand({mb, o.size(0)});
+      it = offsets16_.emplace(name, o.contiguous()).first;
+    }
     return it->second;
   }
 
@@ -379,8 +386,9 @@ class TorchGraph {
     const formats::Geometry& g = n.geometry;
     auto array = [&](const char* name) { return in(formats::FindArray(*n.format, name)->slot); };
     switch (n.format->kind) {
-      case formats::Kind::kPermDiag: {
-        const torch::Tensor& offsets = Offsets16(n.In("offsets"));
+      case formats::Kind::kPermDiag:
+      case formats::Kind::kPermDiagColumn: {  // the same layer; column offsets fixed and shared
+        const torch::Tensor& offsets = Offsets16(n.In("offsets"), g.row_blocks());
         if (n.conv) return ConvForward(n, in(0), PermDiagToDense(array("values"), offsets, g.out, g.in), array("bias"));
         return OverLastDim(in(0), g.in, [&](const torch::Tensor& x) {
           return PermDiagLinearKernel(x.contiguous(), array("values"), offsets, array("bias"), g.out, g.in);

@@ -197,14 +197,38 @@ torch::Tensor PermDiagToDense(const torch::Tensor& values, const torch::Tensor& 
 
 // ---- PermDiagLinear ---------------------------------------------------------
 
-PermDiagLinearImpl::PermDiagLinearImpl(int64_t in, int64_t out, int p_, bool with_bias, uint64_t seed)
+namespace {
+
+// The seeded random permdiag matrix, with every block of a block column
+// given row block 0's offset when column_offsets (values kept; those that
+// fall on padding under the shared offsets zeroed).
+PermDiagMatrix InitialMatrix(int64_t out, int64_t in, int p, uint64_t seed, bool column_offsets) {
+  PermDiagMatrix m = PermDiagMatrix::Random(out, in, p, seed);
+  if (!column_offsets) return m;
+  const int64_t mb = m.row_blocks(), nb = m.col_blocks();
+  std::vector<uint16_t> offsets(static_cast<std::size_t>(mb * nb));
+  std::vector<float> values(m.values().begin(), m.values().end());
+  for (int64_t I = 0; I < mb; ++I)
+    for (int64_t J = 0; J < nb; ++J) {
+      const int k = m.offset(0, J);
+      offsets[I * nb + J] = static_cast<uint16_t>(k);
+      for (int c = 0; c < p; ++c)
+        if (I * p + c >= out || J * p + (c + k) % p >= in) values[(I * nb + J) * p + c] = 0.0f;
+    }
+  return PermDiagMatrix::FromParts(out, in, p, values, offsets);
+}
+
+}  // namespace
+
+PermDiagLinearImpl::PermDiagLinearImpl(int64_t in, int64_t out, int p_, bool with_bias, uint64_t seed,
+                                       bool column_offsets)
     : in_features(in), out_features(out), p(p_) {
   PERMDNN_CHECK(in >= 1 && out >= 1 && p_ >= 1, "PermDiagLinear: bad shape {}x{} or p={}", out, in, p_);
   const int64_t mb = CeilDiv(out, p_), nb = CeilDiv(in, p_);
   values = register_parameter("values", torch::zeros({mb, nb, p_}));
   offsets = register_buffer("offsets", torch::zeros({mb, nb}, torch::kInt16));
   if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
-  SetMatrix(PermDiagMatrix::Random(out, in, p_, seed));
+  SetMatrix(InitialMatrix(out, in, p_, seed, column_offsets));
 }
 
 void PermDiagLinearImpl::SetMatrix(const PermDiagMatrix& m) {
@@ -235,14 +259,14 @@ torch::Tensor PermDiagLinearImpl::forward(const torch::Tensor& x) {
 // ---- PermDiagConv2d ---------------------------------------------------------
 
 PermDiagConv2dImpl::PermDiagConv2dImpl(int64_t in, int64_t out, int kernel_, int stride_, int padding_, int p_,
-                                       bool with_bias, uint64_t seed)
+                                       bool with_bias, uint64_t seed, bool column_offsets)
     : in_channels(in), out_channels(out), kernel(kernel_), stride(stride_), padding(padding_), p(p_) {
   PERMDNN_CHECK(in >= 1 && out >= 1 && p_ >= 1 && kernel_ >= 1, "PermDiagConv2d: bad shape {}->{} k={} p={}", in,
                 out, kernel_, p_);
   const int64_t mb = CeilDiv(out, p_), nb = CeilDiv(in, p_);
   // Offsets from the seeded permdiag generator; values He-normal on the real
   // fan-in ceil(in/p)·k·k, zero in padded positions.
-  PermDiagMatrix m = PermDiagMatrix::Random(out, in, p_, seed);
+  const PermDiagMatrix m = InitialMatrix(out, in, p_, seed, column_offsets);
   torch::Tensor off = torch::empty({mb, nb}, torch::kInt16);
   for (int64_t i = 0; i < mb * nb; ++i) off.data_ptr<int16_t>()[i] = static_cast<int16_t>(m.offsets()[i]);
   torch::Tensor mask = torch::zeros({mb, nb, p_, 1, 1});

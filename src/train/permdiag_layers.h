@@ -22,6 +22,13 @@
 //
 // Padding (m or n not a multiple of p): padded values are 0 at
 // initialization and get exactly zero gradient, so they stay 0 under Adam.
+//
+// column_offsets (SPEC permdiag:p=8,offsets=column, the permdiag-column
+// format): every block of a block column gets the same seeded offset (row
+// block 0's draw), k_IJ = k_J. The offsets are fixed during training, so the
+// layer, its kernels and gradients are the general ones on a matrix that
+// happens to share its offsets; only the initialization and the run
+// directory's offsets ([nb]) differ.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +73,8 @@ class PermDiagLinearImpl : public torch::nn::Module {
  public:
   // Seeded random offsets, values He-normal on the real fan-in ceil(in/p)
   // (PermDiagMatrix::Random), zero bias.
-  PermDiagLinearImpl(int64_t in_features, int64_t out_features, int p, bool bias = true, uint64_t seed = 1);
+  PermDiagLinearImpl(int64_t in_features, int64_t out_features, int p, bool bias = true, uint64_t seed = 1,
+                     bool column_offsets = false);
 
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -85,7 +93,7 @@ TORCH_MODULE(PermDiagLinear);
 class PermDiagConv2dImpl : public torch::nn::Module {
  public:
   PermDiagConv2dImpl(int64_t in_channels, int64_t out_channels, int kernel, int stride, int padding, int p,
-                     bool bias = true, uint64_t seed = 1);
+                     bool bias = true, uint64_t seed = 1, bool column_offsets = false);
 
   torch::Tensor forward(const torch::Tensor& x);
   // [out, in, kh, kw], differentiable in values.

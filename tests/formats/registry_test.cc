@@ -85,6 +85,7 @@ LayerCompression MethodFor(Kind kind, int p) {
   switch (kind) {
     case Kind::kDense: m.kind = CompressKind::kDense; break;
     case Kind::kPermDiag: m.kind = CompressKind::kPermDiag; break;
+    case Kind::kPermDiagColumn: m.kind = CompressKind::kPermDiag; m.column_offsets = true; break;
     case Kind::kCirculant: m.kind = CompressKind::kCirculant; break;
     case Kind::kCsr: m.kind = CompressKind::kPrune; m.density = 0.3; break;
     case Kind::kCsrCodebook: m.kind = CompressKind::kPrune; m.density = 0.3; m.bits = 3; break;
@@ -112,15 +113,19 @@ TEST(FormatRegistry, EveryPermDnnOpBelongsToOneOpSchemaAndIsFound) {
       if (!IsPermDnnDomain(op->domain)) continue;
       ops.insert(op->name);
       // Every op is found again; the sparse ops pick the codebook row only
-      // with a codebook input.
+      // with a codebook input, the permdiag ops the row of their
+      // offset_layout attribute (absent: block).
+      Attributes attrs;
+      if (f.offset_layout) attrs.SetString("offset_layout", f.offset_layout);
       const FormatTraits* found = FindFormat(kDomain, op->name, [&](int slot) {
         return f.kind == Kind::kCsrCodebook || slot != 5;
-      });
+      }, false, &attrs);
       ASSERT_NE(found, nullptr) << op->name;
       EXPECT_EQ(found->kind, f.kind) << op->name;
     }
   }
   EXPECT_EQ(ops.size(), 6u);
+  EXPECT_EQ(FindFormat(kDomain, "PermDiagMatMul", [](int) { return true; })->kind, Kind::kPermDiag);  // old files
   EXPECT_EQ(FindFormat(kDomain, "NoSuchOp", [](int) { return true; }), nullptr);
   EXPECT_EQ(FindFormat("", "Gemm", [](int) { return true; }), nullptr);  // dense only when asked
   EXPECT_EQ(FindFormat("", "Gemm", [](int) { return true; }, true)->kind, Kind::kDense);
@@ -202,6 +207,86 @@ TEST(FormatRegistry, StoredSizeCountsEveryFormat) {
   EXPECT_EQ(StoredSize(Kind::kCsr, g, 30, 0, false).bytes, 11 * 4 + 30 * 4 + 30 * 4);
   EXPECT_EQ(StoredSize(Kind::kCsrCodebook, g, 30, 16, true).bytes, 11 * 4 + 30 * 4 + 30 + (16 + 10) * 4);
   EXPECT_EQ(PermDiagMatrix(10, 20, 8).bytes(), StoredSize(Kind::kPermDiag, g, 0, 0, false, {32, true}).bytes);
+  // Shared offsets: one per block column (nb = 3) instead of per block.
+  EXPECT_EQ(StoredSize(Kind::kPermDiagColumn, g, 0, 0, false).bytes, 6 * 8 * 4 + 3 * 2);
+  EXPECT_EQ(StoredSize(Kind::kPermDiagColumn, g, 0, 0, true, {16, true}).bytes, 6 * 8 * 2 + 3 * 1 + 10 * 2);
+}
+
+// permdiag-column: the projection picks per block column the offset that
+// keeps the most energy over all its row blocks (checked against every
+// choice by brute force), every block of a column shares it, and the node
+// carries offset_layout="column" with offsets [nb].
+TEST(FormatRegistry, ColumnOffsetsProjectionKeepsTheMostEnergyPerBlockColumn) {
+  const FormatTraits& f = Format(Kind::kPermDiagColumn);
+  for (auto [out, in, p] : {std::tuple<int64_t, int64_t, int>{16, 24, 4}, {13, 10, 4}, {32, 32, 8}}) {
+    const Geometry g{out, in, {}, p};
+    const std::vector<float> dense = RandomVector(out * in, 1.0, out + in);
+    const Projection pr = Project(f, dense, g, MethodFor(Kind::kPermDiagColumn, p));
+    const int64_t mb = g.row_blocks(), nb = g.col_blocks();
+    for (int64_t J = 0; J < nb; ++J) {
+      auto kept = [&](int64_t k) {
+        double e = 0;
+        for (int64_t o = 0; o < out; ++o) {
+          const int64_t i = J * p + (o % p + k) % p;
+          if (i < in) e += double(dense[o * in + i]) * dense[o * in + i];
+        }
+        return e;
+      };
+      const int64_t chosen = pr.weights.offsets[J];
+      for (int64_t I = 1; I < mb; ++I) EXPECT_EQ(pr.weights.offsets[I * nb + J], chosen);
+      for (int64_t k = 0; k < p; ++k) EXPECT_GE(kept(chosen), kept(k)) << "column block " << J << " k=" << k;
+    }
+    const NodeSpec spec = WriteNode(pr.weights);
+    EXPECT_EQ(spec.attributes.String("offset_layout", "", "test"), "column");
+    EXPECT_EQ(spec.inputs[1].shape, (std::vector<int64_t>{nb}));
+    EXPECT_EQ(FindFormat(kDomain, spec.op->name, [](int) { return true; }, false, &spec.attributes), &f);
+    EXPECT_EQ(DescribeMethod(pr.weights), "permdiag:p=" + std::to_string(p) + ":offsets=column");
+  }
+}
+
+// A node whose offsets do not match its offset_layout, or weights in memory
+// whose row blocks disagree, are rejected naming the node and the field.
+TEST(FormatRegistry, MixedOffsetLayoutsAreRejected) {
+  const Geometry g{8, 12, {}, 4};  // mb = 2, nb = 3
+  const Weights block = Project(Format(Kind::kPermDiag), RandomVector(96, 1.0, 5), g,
+                                MethodFor(Kind::kPermDiag, 4)).weights;
+  const Weights column = Project(Format(Kind::kPermDiagColumn), RandomVector(96, 1.0, 5), g,
+                                 MethodFor(Kind::kPermDiagColumn, 4)).weights;
+  auto error = [&](Kind read_as, const Weights& w, auto&& mutate) {
+    MemorySource src(WriteNode(w));
+    mutate(src);
+    try {
+      ReadNode(Format(read_as), false, src);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  // [mb, nb] offsets under offset_layout="column".
+  std::string e = error(Kind::kPermDiagColumn, block, [](MemorySource& s) { s.attrs().SetString("offset_layout", "column"); });
+  EXPECT_NE(e.find("node 'n' (test): offsets 'offsets' has shape [2, 3], but offset_layout=\"column\" stores one "
+                   "offset per block column: expected [3]"), std::string::npos) << e;
+  // [nb] offsets without the attribute.
+  e = error(Kind::kPermDiag, column, [](MemorySource& s) { s.attrs().Erase("offset_layout"); });
+  EXPECT_NE(e.find("node 'n' (test): offsets 'offsets' has shape [3] (3 elements), expected [2, 3] (one offset per "
+                   "block column is offset_layout=\"column\""), std::string::npos) << e;
+  // An unknown layout; the block row read under the column attribute.
+  e = error(Kind::kPermDiag, block, [](MemorySource& s) { s.attrs().SetString("offset_layout", "diagonal"); });
+  EXPECT_NE(e.find("node 'n' (test): attribute offset_layout = 'diagonal' must be 'block'"), std::string::npos) << e;
+  e = error(Kind::kPermDiag, column, [](MemorySource&) {});
+  EXPECT_NE(e.find("attribute offset_layout = 'column' but the permdiag format is read"), std::string::npos) << e;
+  e = error(Kind::kPermDiagColumn, column, [](MemorySource& s) { s.ints(2)[1] = 7; });
+  EXPECT_NE(e.find("offsets 'offsets': block column 1 has offset 7, must be in [0, p=4)"), std::string::npos) << e;
+  EXPECT_EQ(error(Kind::kPermDiagColumn, column, [](MemorySource&) {}), "");
+  // In memory: row blocks that disagree cannot be written as the column layout.
+  Weights bad = column;
+  bad.offsets[1 * 3 + 2] = static_cast<uint16_t>((bad.offsets[2] + 1) % 4);
+  try {
+    WriteNode(bad);
+    ADD_FAILURE() << "WriteNode accepted mixed offsets";
+  } catch (const Error& ex) {
+    EXPECT_NE(std::string(ex.what()).find("block (1, 2) has offset"), std::string::npos) << ex.what();
+  }
 }
 
 TEST(FormatRegistry, BadArraysNameTheNodeAndTheField) {
@@ -239,6 +324,10 @@ TEST(FormatRegistry, SpecMethodsSelectTheirRows) {
   EXPECT_EQ(FormatOf(ParseLayerCompression("prune:density=0.1")).kind, Kind::kCsr);
   EXPECT_EQ(FormatOf(ParseLayerCompression("prune:density=0.1:bits=4")).kind, Kind::kCsrCodebook);
   EXPECT_EQ(FindBySpecKind("circulant", false)->kind, Kind::kCirculant);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("permdiag:p=8:offsets=column")).kind, Kind::kPermDiagColumn);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("permdiag:p=8:offsets=block")).kind, Kind::kPermDiag);
+  EXPECT_EQ(FindBySpecKind("permdiag", false, true)->kind, Kind::kPermDiagColumn);
+  EXPECT_EQ(FindBySpecKind("permdiag", false)->kind, Kind::kPermDiag);
   EXPECT_EQ(FindBySpecKind("ternary", false), nullptr);
 }
 

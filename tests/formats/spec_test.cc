@@ -85,6 +85,40 @@ TEST(CompressSpec, PruneBitsErrors) {
   EXPECT_NE(message("permdiag:p=8,bits=4").find("permdiag has no parameter 'bits'"), std::string::npos);
 }
 
+// offsets=column (the permdiag-column format): both forms, per layer, the
+// canonical text; a second, unknown or misplaced offsets is an error naming it.
+TEST(CompressSpec, ColumnOffsets) {
+  for (const char* text : {"permdiag:p=8,offsets=column", "permdiag:p=8:offsets=column"}) {
+    CompressSpec s = CompressSpec::Parse(text);
+    ASSERT_TRUE(s.global) << text;
+    EXPECT_TRUE(s.global->column_offsets) << text;
+    EXPECT_EQ(s.global->p, 8) << text;
+    EXPECT_EQ(s.ToString(), "permdiag:p=8:offsets=column") << text;
+    EXPECT_EQ(CompressSpec::Parse(s.ToString()).global, s.global) << text;
+  }
+  CompressSpec s = CompressSpec::Parse("fc1=permdiag:p=4,offsets=column,fc2=permdiag:p=8");
+  EXPECT_TRUE(s.layers.at("fc1").column_offsets);
+  EXPECT_FALSE(s.layers.at("fc2").column_offsets);
+  EXPECT_FALSE(CompressSpec::Parse("permdiag:p=8,offsets=block").global->column_offsets);
+  EXPECT_EQ(CompressSpec::Parse("permdiag:p=8,offsets=block").ToString(), "permdiag:p=8");
+  auto message = [](const char* text) {
+    try {
+      CompressSpec::Parse(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(message("permdiag:p=8,offsets=diagonal").find("offsets=diagonal in 'permdiag:p=8:offsets=diagonal' must "
+                                                          "be 'block'"), std::string::npos)
+      << message("permdiag:p=8,offsets=diagonal");
+  EXPECT_NE(message("permdiag:p=8,offsets=column,offsets=block").find("parameter 'offsets' given twice"),
+            std::string::npos);
+  EXPECT_NE(message("circulant:p=8,offsets=column").find("circulant has no parameter 'offsets'"), std::string::npos);
+  EXPECT_NE(message("prune:density=0.1:offsets=column").find("unknown parameter 'offsets' for prune"),
+            std::string::npos);
+}
+
 TEST(CompressSpec, Errors) {
   for (const char* bad : {"", "permdiag", "permdiag:p=0", "permdiag:p=x", "permdiag:q=4", "foo:p=2",
                           "dense,permdiag:p=2", "fc1=dense,fc1=dense", "=dense", "prune:density=2",

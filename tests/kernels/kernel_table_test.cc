@@ -21,6 +21,7 @@
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/permdiag_column.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/sparse.h"
 #include "support/compare.h"
@@ -39,7 +40,24 @@ bool IsPermDiag(KernelOp op) {
 }
 bool Batched(KernelOp op) {
   return op == KernelOp::kPermDiagMatMulRows || op == KernelOp::kPermDiagMatMul ||
-         op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul;
+         op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul || op == KernelOp::kPermDiagColumnMatMulRows;
+}
+
+// A random permuted-diagonal matrix whose blocks share one offset per block
+// column (row block 0's), padded positions zero.
+PermDiagMatrix RandomColumnMatrix(int64_t m, int64_t n, int p, uint64_t seed) {
+  const PermDiagMatrix r = PermDiagMatrix::RandomWithStddev(m, n, p, seed, 1.0);
+  std::vector<float> v(r.values().begin(), r.values().end());
+  std::vector<uint16_t> o(r.offsets().size());
+  const int64_t nb = r.col_blocks();
+  for (int64_t I = 0; I < r.row_blocks(); ++I)
+    for (int64_t J = 0; J < nb; ++J) {
+      const int k = r.offset(0, J);
+      o[I * nb + J] = static_cast<uint16_t>(k);
+      for (int c = 0; c < p; ++c)
+        if (I * p + c >= m || J * p + (c + k) % p >= n) v[(I * nb + J) * p + c] = 0.0f;
+    }
+  return PermDiagMatrix::FromParts(m, n, p, v, o);
 }
 
 // The test problems of an op: for each block size, tiny shapes, multiples
@@ -110,6 +128,21 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       } else {
         PermDiagMatVecSparseInput(PermDiagColumnPack::Build(w), x, bias, got, threads);
       }
+      return AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, 2.0));
+    }
+    // Shared offsets: against the general permdiag reference on the same
+    // matrix (the column layout's math, not only its own loops).
+    case KernelOp::kPermDiagColumnMatVec:
+    case KernelOp::kPermDiagColumnSparseInput:
+    case KernelOp::kPermDiagColumnMatMulRows: {
+      const PermDiagMatrix w = RandomColumnMatrix(m, n, q.p, seed);
+      const PermDiagColumnWeights cw = PermDiagColumnWeights::Build(w);
+      const auto x = RandomVector(n * B, q.op == KernelOp::kPermDiagColumnSparseInput ? 0.35 : 1.0, seed + 2);
+      std::vector<float> expect(m * B), got(m * B, -1.0f);
+      ref::MatMulRows(w.view(), x.data(), B, bias.data(), expect.data());
+      if (q.op == KernelOp::kPermDiagColumnMatVec) PermDiagColumnMatVec(cw, x, bias, got, threads);
+      else if (q.op == KernelOp::kPermDiagColumnSparseInput) PermDiagColumnMatVecSparseInput(cw, x, bias, got, threads);
+      else PermDiagColumnMatMulRows(cw, x, B, bias, got, threads);
       return AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, 2.0));
     }
     case KernelOp::kPermDiagMatMulRows:
@@ -271,7 +304,8 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
   SetPath(KernelPath::kReference);
   for (KernelOp op : {KernelOp::kPermDiagMatVec, KernelOp::kPermDiagMatVecPacked, KernelOp::kPermDiagMatMulRows,
                       KernelOp::kCirculantMatVec, KernelOp::kCirculantMatVecT, KernelOp::kCsrMatVec,
-                      KernelOp::kCsrMatMul, KernelOp::kPermDiagConv})
+                      KernelOp::kCsrMatMul, KernelOp::kPermDiagConv, KernelOp::kPermDiagColumnMatVec,
+                      KernelOp::kPermDiagColumnSparseInput, KernelOp::kPermDiagColumnMatMulRows})
     EXPECT_EQ(SelectedKernel({op, 8, 64, 64, 4, false}), std::string(KernelOpName(op)) + ".reference");
   // The FFT engine honours the reference path: its result is the reference
   // kernel's to the bit (the FFT rounds differently).

@@ -374,6 +374,39 @@ TEST(CompressedCompress, PruneWithSharingAndPortable) {
   fs::remove_all(dir);
 }
 
+// Shared offsets (permdiag-column): the compressed model (its own kernels:
+// grouped products, skipping, grouped GEMMs) equals the portable export of
+// the same projection (dense Gemm / Conv) at batch 1 with dense and sparse
+// inputs and at batch 64; ops and methods name the layout.
+TEST(CompressedCompress, ColumnOffsetsMatchTheirDenseExpansion) {
+  fs::path dir = TempDir("compress_column");
+  WriteCnnRun(dir, "circulant", 2, 4);
+  ExportRun(dir.string(), (dir / "dense.onnx").string(), {.portable = true});
+  CompressOptions o;
+  o.spec = "permdiag:p=4,offsets=column,conv1=permdiag:p=2:offsets=column";
+  ExportReport r = CompressOnnx((dir / "dense.onnx").string(), (dir / "c.onnx").string(), o);
+  EXPECT_EQ(r.layers[0].op, "PermDiagConv");
+  EXPECT_EQ(r.layers[0].method, "permdiag:p=2:offsets=column");
+  EXPECT_EQ(r.layers[1].op, "PermDiagMatMul");
+  EXPECT_EQ(r.layers[1].method, "permdiag:p=4:offsets=column");
+  // fc1 20 x 54 at p = 4: 5 x 14 blocks of 4 values, 14 offsets (uint16; the report leaves out the bias).
+  EXPECT_EQ(r.layers[1].stored_bytes, 5 * 14 * 4 * 4 + 14 * 2);
+  EXPECT_GT(r.layers[1].kept_energy, 0.1);
+  EXPECT_LT(r.layers[1].kept_energy, 1.0);
+  o.portable = true;
+  CompressOnnx((dir / "dense.onnx").string(), (dir / "p.onnx").string(), o);
+  Model a = Model::Load((dir / "c.onnx").string()), b = Model::Load((dir / "p.onnx").string());
+  for (int64_t batch : {1, 64})
+    for (double density : {1.0, 0.3}) {
+      std::vector<float> x = Randn(batch * 72, 13);
+      for (std::size_t k = 0; k < x.size(); ++k)
+        if ((k * 2654435761u) % 1000 >= density * 1000) x[k] = 0.0f;
+      ExpectNear(RunModel(b, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6}),
+                 "column offsets, batch " + std::to_string(batch));
+    }
+  fs::remove_all(dir);
+}
+
 // ---- Bad input: one test per error class -------------------------------------
 
 // A model with one ai.permdnn node "n" over X [2, in]; initializers set by
@@ -542,6 +575,36 @@ TEST(CompressedBadInput, WrongDtypes) {
   detail::SetInt32Tensor(cm.g->add_initializer(), "v", iv, {1, 1, 4});
   cm.Input("v");
   EXPECT_ERROR_HAS(cm.Error(), "values 'v' must be float32, got int32");
+}
+
+// offset_layout and the offsets array disagree: the node and the field are named.
+TEST(CompressedBadInput, MixedOffsetLayouts) {
+  auto model = [](const char* layout, std::vector<int64_t> offsets_shape) {
+    auto nm = std::make_unique<NodeModel>("PermDiagMatMul", 8);
+    for (const char* at : {"p", "out_features"}) detail::AddAttr(nm->node, at, int64_t{4});
+    detail::AddAttr(nm->node, "in_features", int64_t{8});
+    if (layout) {
+      onnx::AttributeProto* a = nm->node->add_attribute();
+      a->set_name("offset_layout");
+      a->set_type(onnx::AttributeProto::STRING);
+      a->set_s(layout);
+    }
+    std::vector<float> v(8, 1.0f);
+    detail::SetFloatTensor(nm->g->add_initializer(), "v", v, {1, 2, 4});
+    std::vector<uint16_t> k(static_cast<std::size_t>(offsets_shape.back()), 1);
+    detail::SetUInt16Tensor(nm->g->add_initializer(), "k", k, offsets_shape);
+    nm->Input("v");
+    nm->Input("k");
+    return nm;
+  };
+  EXPECT_ERROR_HAS(model("column", {1, 2})->Error(),
+                   "node 'n' (ai.permdnn.PermDiagMatMul, #0): offsets 'k' has shape [1, 2], but offset_layout=\"column\" stores one "
+                   "offset per block column: expected [2]");
+  EXPECT_ERROR_HAS(model("diagonal", {1, 2})->Error(),
+                   "attribute offset_layout = 'diagonal' must be 'block' (offsets [mb, nb]) or 'column'");
+  EXPECT_EQ(model("column", {2})->Error(), "");
+  EXPECT_EQ(model(nullptr, {1, 2})->Error(), "");
+  EXPECT_EQ(model("block", {1, 2})->Error(), "");
 }
 
 TEST(CompressedBadInput, BlockSizeBelowOne) {

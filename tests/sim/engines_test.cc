@@ -100,6 +100,39 @@ TEST(PermDnnEngine, Int16OutputEqualsTheKernelBitForBit) {
   }
 }
 
+// Shared offsets (permdiag-column): the same cycles and MACs, offsets read
+// once per live column block from the detector's table, n/p offsets stored,
+// less index energy; the functional output still equals the int16 kernel.
+TEST(PermDnnEngine, SharedOffsetsKeepTheCyclesAndMoveTheOffsetsToTheDetector) {
+  auto general = Build(Layer("t", 64, 96, 0.25, 0.5), 4, false);
+  auto shared = general;
+  const int64_t mb = shared.row_blocks, nb = shared.col_blocks;
+  for (int64_t I = 0; I < mb; ++I)
+    for (int64_t J = 0; J < nb; ++J) {
+      shared.offsets[I * nb + J] = shared.offsets[J];
+      shared.weights->offsets()[I * nb + J] = shared.offsets[J];
+    }
+  PermDnnEngine e({{"num_pe", 4}, {"mults_per_pe", 2}}, Tech());
+  auto a = e.Run(general, nullptr), b = e.Run(shared, nullptr);
+  EXPECT_EQ(a.counters.at("shared_offsets"), 0);
+  EXPECT_EQ(b.counters.at("shared_offsets"), 1);
+  EXPECT_EQ(a.cycles, b.cycles);
+  EXPECT_EQ(a.issued_macs, b.issued_macs);
+  int64_t live = 0;
+  for (int64_t J = 0; J < nb; ++J) {
+    bool any = false;
+    for (int32_t j : shared.nonzero_cols) any = any || j / 4 == J;
+    live += any;
+  }
+  EXPECT_EQ(b.counters.at("offset_reads"), live);
+  EXPECT_EQ(a.counters.at("offset_reads"), live * mb);  // every PE, each of its row blocks
+  EXPECT_EQ(a.weight_bytes - b.weight_bytes, (mb - 1) * nb);  // one-byte offsets at p = 4
+  EXPECT_LT(b.energy.index_mem, a.energy.index_mem);
+  std::vector<int16_t> y(64);
+  kernels::PermDiagMatVecI16(*shared.weights, shared.x, {}, shared.output_shift, y);
+  EXPECT_TRUE(testing::AllEqual<int16_t>(y, b.output));
+}
+
 // ---- EIE ----------------------------------------------------------------------
 
 // One PE, three columns with 3, 0 and 2 entries (the last with a gap of 16

@@ -166,8 +166,8 @@ TEST_P(OnnxFineTuneForward, TorchGraphEqualsRuntime) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, OnnxFineTuneForward,
-                         ::testing::Values("", "permdiag:p=4", "circulant:p=4", "prune:density=0.3",
-                                           "prune:density=0.3,bits=4"),
+                         ::testing::Values("", "permdiag:p=4", "permdiag:p=4,offsets=column", "circulant:p=4",
+                                           "prune:density=0.3", "prune:density=0.3,bits=4"),
                          [](const auto& info) {
                            std::string s = info.param.empty() ? std::string("dense") : info.param;
                            for (char& c : s)

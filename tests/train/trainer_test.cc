@@ -266,6 +266,12 @@ std::vector<int32_t> PredictFromRun(const std::string& dir, const ImageDataset& 
           EXPECT_EQ(o.descr, "<u2");
           std::vector<float> vals = v.as<float>();
           std::vector<uint16_t> offs = o.as<uint16_t>();
+          if (l["compress"].value("offsets", "block") == "column") {  // [nb], shared by every row block
+            EXPECT_EQ(o.shape, (std::vector<int64_t>{CeilDiv(in, p)}));
+            std::vector<uint16_t> all;
+            for (int64_t I = 0; I < CeilDiv(outn, p); ++I) all.insert(all.end(), offs.begin(), offs.end());
+            offs = all;
+          }
           PermDiagMatrix m = PermDiagMatrix::FromParts(outn, in, p, vals, offs);
           kernels::PermDiagMatVec(m, x, bias, y);
         } else if (l["compress"]["kind"] == "circulant" || l["compress"]["kind"] == "prune") {
@@ -311,6 +317,48 @@ TEST(Trainer, RunDescriptionReproducesPredictions) {
   int64_t same = 0;
   for (std::size_t i = 0; i < ours.size(); ++i) same += ours[i] == torch_preds[i];
   EXPECT_GE(same, static_cast<int64_t>(ours.size()) - 1) << "of " << ours.size();
+}
+
+// Shared offsets (offsets=column): the run stores one offset per block
+// column and reproduces the LibTorch predictions; a dense cnn converts to it
+// (projection per block column) and every block of a column shares its offset.
+TEST(Trainer, ColumnOffsetRunsFollowTheContract) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("column"), "tiny", "fc1=permdiag:p=4,offsets=column,fc2=permdiag:p=3:offsets=column");
+  o.synthetic_side = 9;  // 81 inputs: padding
+  TrainResult r = Train(o, log);
+  EXPECT_GT(r.final_accuracy, 0.8) << log.str();
+  ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, 9, 9, o.synthetic_classes, 12345);
+  std::vector<int32_t> ours = PredictFromRun(o.out_dir, all, o.synthetic_train, o.synthetic_test);
+  std::vector<int32_t> torch_preds = ReadNpy(o.out_dir + "/test_predictions.npy").as<int32_t>();
+  ASSERT_EQ(ours.size(), torch_preds.size());
+  int64_t same = 0;
+  for (std::size_t i = 0; i < ours.size(); ++i) same += ours[i] == torch_preds[i];
+  EXPECT_GE(same, static_cast<int64_t>(ours.size()) - 1) << "of " << ours.size();
+  for (const auto& l : r.layers)
+    if (l.name == "fc1") EXPECT_EQ(l.compress, "permdiag:p=4:offsets=column");
+
+  TrainOptions dense = Synthetic(FreshDir("column_dense"), "tinycnn", "dense");
+  dense.epochs = 2;
+  Train(dense, log);
+  TrainOptions conv = Synthetic(FreshDir("column_conv"), "tinycnn", "permdiag:p=2,offsets=column");
+  conv.epochs = 1;
+  conv.from_dir = dense.out_dir;
+  TrainResult c = Train(conv, log);
+  int converted = 0;
+  for (const auto& l : c.layers)
+    if (l.compress == "permdiag:p=2:offsets=column") {
+      ++converted;
+      EXPECT_GT(l.kept_energy, 0.5) << l.name;  // p=2 keeps at least the better half of each block column
+    }
+  EXPECT_EQ(converted, 2) << log.str();
+  auto doc = nlohmann::json::parse(ReadFile(conv.out_dir + "/model.json"));
+  for (const auto& l : doc["layers"])
+    if (l["name"] == "conv2") {
+      EXPECT_EQ(l["compress"]["offsets"], "column");
+      EXPECT_EQ(ReadNpy(conv.out_dir + "/" + l["tensors"]["offsets"].get<std::string>()).shape,
+                (std::vector<int64_t>{2}));  // 4 input channels at p = 2
+    }
 }
 
 TEST(Trainer, ConvertsDenseCnnRun) {

@@ -20,6 +20,7 @@
 // Formats:      kind            SPEC                     ops (ai.permdnn unless noted)
 //   dense       kDense          dense                    Gemm (transB=1) / Conv (standard ONNX)
 //   permdiag    kPermDiag       permdiag:p=8             PermDiagMatMul / PermDiagConv
+//   permdiag-column kPermDiagColumn permdiag:p=8,offsets=column  the same ops with offset_layout="column"
 //   circulant   kCirculant      circulant:p=8            BlockCirculantMatMul / BlockCirculantConv
 //   csr         kCsr            prune:density=0.1        SparseMatMul / SparseConv
 //   csr-codebook kCsrCodebook   prune:density=0.1,bits=4 SparseMatMul / SparseConv (+ codebook input)
@@ -33,6 +34,15 @@
 //   permdiag    values [mb][nb][p][taps] (mb = ceil(out/p), nb = ceil(in/p)),
 //               offsets [mb][nb]: out channel I·p + c reads in channel
 //               J·p + (c + k_IJ) mod p (permdiag_matrix.h)
+//   permdiag-column  values as permdiag, offsets [nb]: every block of column
+//               block J has offset k_J (k_IJ = k_J for all I), so column
+//               J·p + d meets every row block I at row I·p + (d − k_J) mod p.
+//               Two rows share one op: the op's attribute offset_layout
+//               ("block", the default that files without it mean, or
+//               "column") selects the row (FindFormat); a node whose offsets
+//               do not match its layout is rejected naming node and field.
+//               In memory (Weights) the offsets are expanded to [mb][nb]
+//               (all rows equal) so every permdiag consumer reads them alike.
 //   circulant   values [mb][nb][p][taps]: W[I·p + c][J·p + d] = values[I][J][(c − d) mod p]
 //   csr         row_ptr [out + 1], col_idx [nnz] over the [out, in·taps]
 //               matrix (column = in channel · taps + tap), values [nnz]
@@ -63,7 +73,7 @@ enum class ElemType : int {
 int ElemBytes(ElemType t);
 const char* ElemName(ElemType t);  // "float32", "uint8", ...
 
-enum class Kind { kDense, kPermDiag, kCirculant, kCsr, kCsrCodebook };
+enum class Kind { kDense, kPermDiag, kPermDiagColumn, kCirculant, kCsr, kCsrCodebook };
 
 // The domain of permdnn's compressed operators.
 inline constexpr const char* kDomain = "ai.permdnn";
@@ -119,7 +129,7 @@ struct Weights {
   Kind kind = Kind::kDense;
   Geometry g;
   std::vector<float> values;              // dense weight, block values, or CSR nonzeros
-  std::vector<uint16_t> offsets;          // permdiag
+  std::vector<uint16_t> offsets;          // permdiag [mb][nb] (permdiag-column too: rows equal)
   std::vector<int32_t> row_ptr, col_idx;  // csr
   std::vector<uint8_t> codes;             // csr-codebook
   std::vector<float> codebook;            // csr-codebook
@@ -193,24 +203,36 @@ struct FormatTraits {
   const OpSchema* conv;      // op of the conv form
   std::span<const ArraySpec> arrays;  // slot order, X excluded
   std::span<const char* const> kernels;  // its ops in the kernel table (KernelOpName)
+  // Rows that share an op: the value of the op's `offset_layout` attribute
+  // that selects this row ("block" answers an absent attribute); nullptr
+  // for the formats whose op is theirs alone.
+  const char* offset_layout = nullptr;
 };
 
 // The rows, in the order above.
 std::span<const FormatTraits> Formats();
 const FormatTraits& Format(Kind kind);
 // The format a node is in: by domain and op type, the codebook row when the
-// node has a codebook input (has_input(slot)); nullptr when the node is no
-// format's op (the dense row answers Gemm and Conv only when dense_ops).
+// node has a codebook input (has_input(slot)), the permdiag row that its
+// attribute offset_layout names (attributes: the node's; nullptr or an
+// unknown value: the block row, whose ReadGeometry then names the bad
+// value); nullptr when the node is no format's op (the dense row answers
+// Gemm and Conv only when dense_ops).
 const FormatTraits* FindFormat(const std::string& domain, const std::string& op_type,
-                               const std::function<bool(int)>& has_input, bool dense_ops = false);
+                               const std::function<bool(int)>& has_input, bool dense_ops = false,
+                               const Attributes* attributes = nullptr);
 // The format a SPEC method names (training: p = 1 stays blocked), and the
 // one it selects for `permdnn compress` (dense for p = 1 of a blocked kind).
 Kind KindOf(const LayerCompression& method);
 const FormatTraits& FormatOf(const LayerCompression& method);
 // The row whose SPEC kind is `kind` ("dense", "permdiag", "circulant",
-// "prune"; the codebook row for prune when codebook); nullptr when none is.
-const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook);
+// "prune"; the codebook row for prune when codebook, the permdiag-column
+// row for permdiag when column_offsets); nullptr when none is.
+const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook, bool column_offsets = false);
+// Both permuted-diagonal rows (block and column offsets).
+bool IsPermDiag(Kind kind);
 // What a report calls the stored weights: "dense", "permdiag:p=8",
+// "permdiag:p=8:offsets=column",
 // "circulant:p=8", "prune:density=0.1" or "prune:density=0.1:bits=4" (the
 // density reached, bits = log2 of the codebook's entries).
 std::string DescribeMethod(const Weights& w);
@@ -268,6 +290,11 @@ LiftedMatrix Lift(const Weights& w);
 Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_entries, bool has_bias,
                    const ByteModel& model = {});
 Storage StoredSize(const Weights& w, const ByteModel& model = {}, bool with_bias = true);
+
+// permdiag-column weights whose offsets differ between row blocks of one
+// block column: Error naming where and the first such block (no-op for
+// the other formats). WriteNode checks it.
+void CheckColumnOffsets(const Weights& w, const std::string& where);
 
 // Permuted-diagonal weights whose padded positions (rows >= out or
 // columns >= in of the last blocks) hold a nonzero: Error naming where and

@@ -9,7 +9,7 @@
 //     SPEC   := ITEM (',' ITEM)*
 //     ITEM   := METHOD | NAME '=' METHOD
 //     METHOD := KIND (':' KEY '=' VALUE)*
-//     KIND   := dense | permdiag (p) | circulant (p) | prune (density [, bits])
+//     KIND   := dense | permdiag (p [, offsets]) | circulant (p) | prune (density [, bits])
 //
 // e.g. `dense`, `permdiag:p=8`, `permdiag:p=8,fc3=dense`,
 // `fc1=permdiag:p=4,fc2=permdiag:p=8`, `circulant:p=8`, `prune:density=0.1`,
@@ -24,11 +24,17 @@
 // gives fc2 4 bits. A KEY=NUMBER item whose KEY is a parameter of some other
 // kind (`permdiag:p=8,bits=4`) is an error naming both items; any other
 // NAME=... item is a layer. (So no layer may be called p, density or bits;
-// no permdnn model has such a layer.)
+// no permdnn model has such a layer.) The one word-valued parameter,
+// `offsets`, continues the same way when its value is no KIND:
+// `permdiag:p=8,offsets=column` = `permdiag:p=8:offsets=column`.
 //
 // Parameters: p integer in [1, 4096]; density in (0, 1]; bits (prune only)
 // integer in [1, 8]: k-means weight sharing with a 2^bits-entry codebook per
-// layer (Deep Compression), absent = no sharing.
+// layer (Deep Compression), absent = no sharing; offsets (permdiag only)
+// `block` (default: one offset per p×p block, PermDNN's general form) or
+// `column` (one offset per block column, shared by every block of it: the
+// `permdiag-column` format of the registry, a grouped layer with a channel
+// shuffle; docs/shared-offsets.md).
 //
 // Default rule (Resolve): a layer named in the SPEC gets its own method. A
 // layer that is not named gets the global method, except the *edge* layers,
@@ -51,9 +57,10 @@ struct LayerCompression {
   int p = 1;             // block size (permdiag, circulant)
   double density = 1.0;  // kept fraction (prune)
   int bits = 0;          // prune weight sharing: codebook of 2^bits values; 0 = none
+  bool column_offsets = false;  // permdiag: offsets=column (one offset per block column)
 
   bool is_dense() const { return kind == CompressKind::kDense; }
-  // Canonical text, e.g. "permdiag:p=8", "dense", "prune:density=0.1",
+  // Canonical text, e.g. "permdiag:p=8", "permdiag:p=8:offsets=column", "dense", "prune:density=0.1",
   // "prune:density=0.1:bits=4" (the ':' form, so it parses as one METHOD).
   std::string ToString() const;
   bool operator==(const LayerCompression&) const = default;

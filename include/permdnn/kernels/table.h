@@ -45,6 +45,9 @@ enum class KernelOp : uint8_t {
   kCsrMatVec,                  // y = A·x, CSR
   kCsrMatMul,                  // Y = A·X, CSR, feature-major
   kPermDiagConv,               // permuted-diagonal 2-D convolution, channel-blocked (permdiag_conv.h)
+  kPermDiagColumnMatVec,       // shared offsets (permdiag_column.h): y = W·x, dense input
+  kPermDiagColumnSparseInput,  // shared offsets: zero inputs skipped, contiguous AXPYs
+  kPermDiagColumnMatMulRows,   // shared offsets: Y = X·Wᵀ, batch-major, p grouped GEMMs
 };
 const char* KernelOpName(KernelOp op);  // "permdiag.matvec", ...
 
