@@ -23,7 +23,7 @@
 // walk reads one contiguous h-float piece per nonzero input (512 bytes at
 // h = 128), i.e. the AXPY of that input over the tile's rows with the
 // accumulators in registers. Measured on the earlier column-major layout
-// (values[r][J][mb_pad], Zen 4 AVX-512, loaded machine): a whole-column
+// (values[r][J][mb_pad], Zen 5 AVX-512, loaded machine): a whole-column
 // AXPY into yres in L1 (2 loads + 1 store per FMA) was slower for skipping
 // (VGG-6 35%: 2.0 ms, 1.5 ms with a 4-column prefetch, vs 0.92 ms for
 // register tiles) and the register tiles over whole columns were strided
