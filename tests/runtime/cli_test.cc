@@ -80,7 +80,7 @@ TEST_F(RuntimeCli, BadInputsFailCleanly) {
   ASSERT_TRUE(permdnn::testing::Installed(model_, permdnn::testing::kOnnxTestdataPackage));
   const std::string bytes = permdnn::runtime::ReadFileBytes(model_.string());
   Write(dir_ / "trunc.onnx", bytes.substr(0, bytes.size() / 2));
-  Write(dir_ / "garbage.onnx", std::string("\x08\x07\x12\x05hello\xff\xff\xff\x01garbage", 22));
+  Write(dir_ / "garbage.onnx", std::string("\x08\x07\x12\x05hello\xff\xff\xff\x01garbage"));
   Write(dir_ / "x.npy.onnx", std::string("\x93NUMPY\x01\x00", 8));
   const std::string run = "run ";
   ExpectError(run + (dir_ / "trunc.onnx").string() + " --input x", "error");
