@@ -354,17 +354,8 @@ class BenchPass {
     if (do_col_) {
       // Shared offsets: a seeded random permdiag matrix whose blocks take
       // row block 0's offset of their column (same values distribution).
-      const PermDiagMatrix r = PermDiagMatrix::Random(m_, n_, p, o_.seed + 400 + p);
-      std::vector<float> v(r.values().begin(), r.values().end());
-      std::vector<uint16_t> k(r.offsets().size());
-      const int64_t nb = r.col_blocks();
-      for (int64_t I = 0; I < r.row_blocks(); ++I)
-        for (int64_t J = 0; J < nb; ++J) {
-          k[I * nb + J] = static_cast<uint16_t>(r.offset(0, J));
-          for (int c = 0; c < p; ++c)
-            if (I * p + c >= m_ || J * p + (c + k[I * nb + J]) % p >= n_) v[(I * nb + J) * p + c] = 0.0f;
-        }
-      column_ = kernels::PermDiagColumnWeights::Build(PermDiagMatrix::FromParts(m_, n_, p, v, k));
+      column_ = kernels::PermDiagColumnWeights::Build(
+          PermDiagMatrix::Random(m_, n_, p, o_.seed + 400 + p).WithColumnOffsets());
     }
     circ_.reset();
     circ_fft_.reset();

@@ -112,6 +112,15 @@ PermDiagMatrix PermDiagMatrix::Random(int64_t rows, int64_t cols, int p, uint64_
   return RandomWithStddev(rows, cols, p, seed, std::sqrt(2.0 / fan_in));
 }
 
+PermDiagMatrix PermDiagMatrix::WithColumnOffsets() const {
+  PermDiagMatrix w = *this;
+  const int64_t nb = w.col_blocks();
+  for (int64_t I = 1; I < w.row_blocks(); ++I)
+    for (int64_t J = 0; J < nb; ++J) w.offsets()[I * nb + J] = offsets()[J];
+  ZeroPadding(w);
+  return w;
+}
+
 PermDiagMatrix PermDiagMatrix::FromParts(int64_t rows, int64_t cols, int p,
                                          std::span<const float> values,
                                          std::span<const uint16_t> offsets) {

@@ -199,23 +199,11 @@ torch::Tensor PermDiagToDense(const torch::Tensor& values, const torch::Tensor& 
 
 namespace {
 
-// The seeded random permdiag matrix, with every block of a block column
-// given row block 0's offset when column_offsets (values kept; those that
-// fall on padding under the shared offsets zeroed).
+// The seeded random permdiag matrix, in its shared-offset form when
+// column_offsets.
 PermDiagMatrix InitialMatrix(int64_t out, int64_t in, int p, uint64_t seed, bool column_offsets) {
   PermDiagMatrix m = PermDiagMatrix::Random(out, in, p, seed);
-  if (!column_offsets) return m;
-  const int64_t mb = m.row_blocks(), nb = m.col_blocks();
-  std::vector<uint16_t> offsets(static_cast<std::size_t>(mb * nb));
-  std::vector<float> values(m.values().begin(), m.values().end());
-  for (int64_t I = 0; I < mb; ++I)
-    for (int64_t J = 0; J < nb; ++J) {
-      const int k = m.offset(0, J);
-      offsets[I * nb + J] = static_cast<uint16_t>(k);
-      for (int c = 0; c < p; ++c)
-        if (I * p + c >= out || J * p + (c + k) % p >= in) values[(I * nb + J) * p + c] = 0.0f;
-    }
-  return PermDiagMatrix::FromParts(out, in, p, values, offsets);
+  return column_offsets ? m.WithColumnOffsets() : m;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -125,6 +126,22 @@ TEST(PermDiagMatrix, QuantizeRoundTrip) {
   for (int64_t i = 0; i < w.stored_values(); ++i)
     ASSERT_LE(std::fabs(back.values()[i] - w.values()[i]), step / 2 + 1e-9) << i;
   EXPECT_EQ(q.bytes(), w.stored_values() * 2 + w.num_blocks());
+}
+
+TEST(PermDiagMatrix, WithColumnOffsetsSharesRowBlockZerosOffsetAndZeroesNewPadding) {
+  for (auto [m, n, p] : {std::tuple<int64_t, int64_t, int>{13, 10, 4}, {16, 24, 8}, {5, 7, 3}}) {
+    const PermDiagMatrix r = PermDiagMatrix::Random(m, n, p, 11);
+    const PermDiagMatrix w = r.WithColumnOffsets();
+    for (int64_t I = 0; I < w.row_blocks(); ++I)
+      for (int64_t J = 0; J < w.col_blocks(); ++J) {
+        EXPECT_EQ(w.offset(I, J), r.offset(0, J)) << I << "," << J;
+        for (int c = 0; c < p; ++c) {
+          const bool pad = I * p + c >= m || J * p + (c + w.offset(I, J)) % p >= n;
+          // Values kept where they are not padding under the shared offsets.
+          EXPECT_EQ(w.block(I, J)[c], pad ? 0.0f : r.block(I, J)[c]) << I << "," << J << "," << c;
+        }
+      }
+  }
 }
 
 }  // namespace

@@ -46,18 +46,7 @@ bool Batched(KernelOp op) {
 // A random permuted-diagonal matrix whose blocks share one offset per block
 // column (row block 0's), padded positions zero.
 PermDiagMatrix RandomColumnMatrix(int64_t m, int64_t n, int p, uint64_t seed) {
-  const PermDiagMatrix r = PermDiagMatrix::RandomWithStddev(m, n, p, seed, 1.0);
-  std::vector<float> v(r.values().begin(), r.values().end());
-  std::vector<uint16_t> o(r.offsets().size());
-  const int64_t nb = r.col_blocks();
-  for (int64_t I = 0; I < r.row_blocks(); ++I)
-    for (int64_t J = 0; J < nb; ++J) {
-      const int k = r.offset(0, J);
-      o[I * nb + J] = static_cast<uint16_t>(k);
-      for (int c = 0; c < p; ++c)
-        if (I * p + c >= m || J * p + (c + k) % p >= n) v[(I * nb + J) * p + c] = 0.0f;
-    }
-  return PermDiagMatrix::FromParts(m, n, p, v, o);
+  return PermDiagMatrix::RandomWithStddev(m, n, p, seed, 1.0).WithColumnOffsets();
 }
 
 // The test problems of an op: for each block size, tiny shapes, multiples

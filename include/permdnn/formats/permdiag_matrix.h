@@ -108,6 +108,12 @@ class PermDiagMatrix : public BasicPermDiag<float> {
   static PermDiagMatrix RandomWithStddev(int64_t rows, int64_t cols, int p, uint64_t seed,
                                          double stddev);
 
+  // The shared-offset form of this matrix: every block of a block column
+  // takes row block 0's offset (values kept; those that fall on padding
+  // under the shared offsets zeroed). Seeds shared-offset layers, tests and
+  // benchmarks from a random matrix.
+  PermDiagMatrix WithColumnOffsets() const;
+
   // Builds from canonical arrays, validating sizes and offsets.
   static PermDiagMatrix FromParts(int64_t rows, int64_t cols, int p, std::span<const float> values,
                                   std::span<const uint16_t> offsets);
