@@ -13,7 +13,13 @@ namespace permdnn::cli {
 void AddTrainCommand(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
   CLI::App* cmd = app.add_subcommand("train", "train a model with permuted-diagonal, block-circulant, pruned (or dense) layers on Fashion-MNIST");
-  cmd->add_option("--model", o->model, "mlp | lenet300 | lenet5 | cnn | tiny | tinycnn")->capture_default_str();
+  cmd->add_option("--model", o->model,
+                  "mlp | lenet300 | lenet5 | cnn | tiny | tinycnn | lstm (Fashion-MNIST row by row) | charlm "
+                  "(character LM on a text corpus)")
+      ->capture_default_str();
+  cmd->add_option("--cell", o->cell, "lstm, charlm: recurrent cell of rnn1, lstm | gru")->capture_default_str();
+  cmd->add_option("--hidden", o->hidden, "lstm, charlm: hidden size of rnn1 (a multiple of p)")->capture_default_str();
+  cmd->add_option("--seq-len", o->seq_len, "charlm: characters per training sequence")->capture_default_str();
   cmd->add_option("--compress", o->compress,
                   "SPEC: dense | permdiag:p=8 | circulant:p=8 | prune:density=0.1[,bits=4] | per layer "
                   "fc1=permdiag:p=4,fc3=dense (the global method skips a first conv layer and the last layer "
@@ -21,7 +27,9 @@ void AddTrainCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--epochs", o->epochs, "epochs")->capture_default_str();
   cmd->add_option("--out", o->out_dir, "run directory (checkpoints, metrics, model.json)")->required();
-  cmd->add_option("--data", o->data_dir, "Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)");
+  cmd->add_option("--data", o->data_dir,
+                  "Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist); charlm: a text file or "
+                  "directory (default /usr/share/games/fortunes)");
   cmd->add_flag("--resume", o->resume, "continue the run in --out from checkpoint_last.pt");
   cmd->add_option("--from", o->from_dir, "a trained dense run directory: project its layers, then fine-tune");
   cmd->add_option("--seed", o->seed, "seed (init, offsets, shuffling)")->capture_default_str();

@@ -4,6 +4,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <climits>
 #include <cstdint>
 #include <filesystem>
@@ -185,6 +187,77 @@ ImageDataset SyntheticDataset(int64_t count, int rows, int cols, int classes, ui
     }
   }
   return ds;
+}
+
+}  // namespace permdnn
+
+namespace permdnn {
+
+int64_t TextCorpus::WindowCount(int64_t length, int64_t seq_len) {
+  PERMDNN_CHECK(seq_len >= 1, "sequence length must be >= 1, got {}", seq_len);
+  return length > 1 ? (length - 1) / seq_len : 0;
+}
+
+TextCorpus TextCorpusFromFiles(const std::vector<std::pair<std::string, std::string>>& files, double held_out,
+                               const std::string& where) {
+  PERMDNN_CHECK(held_out > 0 && held_out <= 0.5, "text corpus {}: held-out fraction must be in (0, 0.5], got {}",
+                where, held_out);
+  PERMDNN_CHECK(!files.empty(), "text corpus {}: no text files", where);
+  TextCorpus c;
+  std::array<bool, 256> seen{};
+  for (const auto& [name, bytes] : files) {
+    PERMDNN_CHECK(!bytes.empty(), "text corpus: file '{}' is empty", name);
+    const std::size_t nul = bytes.find('\0');
+    PERMDNN_CHECK(nul == std::string::npos, "text corpus: file '{}' has a NUL byte at offset {} (binary, not text)",
+                  name, nul);
+    for (char ch : bytes) seen[static_cast<uint8_t>(ch)] = true;
+    c.files.push_back(name);
+  }
+  std::array<int64_t, 256> id{};
+  for (int b = 0; b < 256; ++b) {
+    if (!seen[b]) continue;
+    id[b] = static_cast<int64_t>(c.alphabet.size());
+    c.alphabet.push_back(static_cast<uint8_t>(b));
+  }
+  for (const auto& [name, bytes] : files) {
+    const std::size_t n = bytes.size();
+    const std::size_t test_n = std::min(n, static_cast<std::size_t>(std::ceil(held_out * static_cast<double>(n))));
+    for (std::size_t i = 0; i < n; ++i)
+      (i < n - test_n ? c.train_ids : c.test_ids).push_back(id[static_cast<uint8_t>(bytes[i])]);
+  }
+  return c;
+}
+
+TextCorpus LoadTextCorpus(const std::string& path, double held_out) {
+  namespace fs = std::filesystem;
+  const bool is_default = path == kDefaultTextCorpusDir;
+  PERMDNN_CHECK(fs::exists(path), "text corpus '{}' does not exist{}", path,
+                is_default ? " (it comes with the Debian package fortunes: apt-get install fortunes; or pass --data "
+                             "FILE|DIR)"
+                           : "");
+  std::vector<std::string> paths;
+  if (fs::is_directory(path)) {
+    for (const auto& e : fs::directory_iterator(path)) {
+      if (e.is_symlink() || !e.is_regular_file() || e.path().extension() == ".dat") continue;
+      paths.push_back(e.path().string());
+    }
+    std::sort(paths.begin(), paths.end());
+    PERMDNN_CHECK(!paths.empty(), "text corpus '{}': the directory holds no text files (only *.dat, links or "
+                  "subdirectories)", path);
+  } else {
+    PERMDNN_CHECK(fs::is_regular_file(path), "text corpus '{}' is not a regular file or directory", path);
+    paths.push_back(path);
+  }
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const std::string& p : paths) {
+    std::ifstream in(p, std::ios::binary);
+    PERMDNN_CHECK(in.good(), "text corpus: cannot open '{}'", p);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    PERMDNN_CHECK(!in.bad(), "text corpus: read error in '{}'", p);
+    files.emplace_back(p, ss.str());
+  }
+  return TextCorpusFromFiles(files, held_out, path);
 }
 
 }  // namespace permdnn

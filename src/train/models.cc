@@ -19,7 +19,11 @@ namespace permdnn::train {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> ModelNames() { return {"mlp", "lenet300", "lenet5", "cnn", "tiny", "tinycnn"}; }
+std::vector<std::string> ModelNames() {
+  return {"mlp", "lenet300", "lenet5", "cnn", "tiny", "tinycnn", "lstm", "charlm"};
+}
+
+bool IsTokenModel(const std::string& model) { return model == "charlm"; }
 
 namespace {
 
@@ -51,6 +55,20 @@ class ArchBuilder {
   void Fc(const std::string& name, int64_t out) {
     layers.push_back({name, "linear", features_, out, 0, 1, 0, {}});
     features_ = out;
+  }
+  // A sequence of `features` per step enters (the image's rows: features = cols).
+  void Sequence(int64_t features) { features_ = features; }
+  void Embedding(const std::string& name, int64_t vocab, int64_t dim) {
+    layers.push_back({name, "embedding", vocab, dim, 0, 1, 0, {}});
+    features_ = dim;
+  }
+  void Rnn(const std::string& name, const std::string& cell, int64_t hidden, bool sequence_output) {
+    ParseCell(cell);  // a bad --cell fails here, naming the option
+    PERMDNN_CHECK(hidden >= 1, "--hidden must be >= 1, got {}", hidden);
+    LayerInfo l{name, cell, features_, hidden, 0, 1, 0, {}};
+    l.sequence_output = sequence_output;
+    layers.push_back(l);
+    features_ = hidden;
   }
 
   std::vector<LayerInfo> layers;
@@ -106,6 +124,15 @@ std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& 
     vgg({32, 64, 128}, 256);
   } else if (model == "tinycnn") {
     vgg({4, 8}, 16);
+  } else if (model == "lstm") {
+    b.Sequence(in.cols);
+    b.Rnn("rnn1", in.cell, in.hidden, false);
+    b.Fc("fc", in.classes);
+  } else if (model == "charlm") {
+    PERMDNN_CHECK(in.classes >= 2, "charlm: the vocabulary needs at least 2 symbols, got {}", in.classes);
+    b.Embedding("embed", in.classes, 64);
+    b.Rnn("rnn1", in.cell, in.hidden, true);
+    b.Fc("fc", in.classes);
   } else {
     std::string names;
     for (const auto& n : ModelNames()) names += (names.empty() ? "" : ", ") + n;
@@ -141,7 +168,7 @@ torch::Tensor LoadTensor(const RunSource& src, const std::string& layer, const s
 // The CSR arrays of a pruned layer (docs/run-format.md): rows = out
 // channels, columns = in·kh·kw in C order; entries = the mask's ones.
 void WritePrunedCsr(const std::string& dir, const std::string& name, const PrunedLayerImpl& pr,
-                    nlohmann::json& tensors) {
+                    nlohmann::json& tensors, const std::string& prefix = "") {
   torch::NoGradGuard no_grad;
   const int64_t rows = pr.out, cols = pr.mask.numel() / pr.out;
   PERMDNN_CHECK(pr.mask.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
@@ -166,20 +193,79 @@ void WritePrunedCsr(const std::string& dir, const std::string& name, const Prune
     row_ptr.push_back(static_cast<int32_t>(col_idx.size()));
   }
   const int64_t nnz = static_cast<int64_t>(col_idx.size());
-  auto file = [&](const std::string& key) { return fmt::format("tensors/{}.{}.npy", name, key); };
+  auto file = [&](const std::string& key) { return fmt::format("tensors/{}.{}{}.npy", name, prefix, key); };
   WriteNpy<int32_t>(dir + "/" + file("row_ptr"), row_ptr, {rows + 1});
-  tensors["row_ptr"] = file("row_ptr");
+  tensors[prefix + "row_ptr"] = file("row_ptr");
   WriteNpy<int32_t>(dir + "/" + file("col_idx"), col_idx, {nnz});
-  tensors["col_idx"] = file("col_idx");
+  tensors[prefix + "col_idx"] = file("col_idx");
   if (pr.bits > 0 && pr.is_shared()) {
     WriteNpy<uint8_t>(dir + "/" + file("codes"), code_values, {nnz});
-    tensors["codes"] = file("codes");
+    tensors[prefix + "codes"] = file("codes");
     SaveTensor(dir, file("codebook"), pr.codebook);
-    tensors["codebook"] = file("codebook");
+    tensors[prefix + "codebook"] = file("codebook");
   } else {
     WriteNpy<float>(dir + "/" + file("values"), values, {nnz});
-    tensors["values"] = file("values");
+    tensors[prefix + "values"] = file("values");
   }
+}
+
+// The arrays of one bias-less matrix of a recurrent layer, keys prefixed
+// (docs/run-format.md "Recurrent tensors").
+void WriteMatrix(const std::string& dir, const std::string& layer, const std::string& prefix,
+                 const CompressedLinearImpl& m, nlohmann::json& tensors) {
+  auto save = [&](const std::string& key, const torch::Tensor& t) {
+    const std::string file = fmt::format("tensors/{}.{}{}.npy", layer, prefix, key);
+    SaveTensor(dir, file, t);
+    tensors[prefix + key] = file;
+  };
+  if (m.permdiag) {
+    save("values", m.permdiag->values);
+    const std::string file = fmt::format("tensors/{}.{}offsets.npy", layer, prefix);
+    SaveOffsets(dir, file, m.permdiag->offsets);
+    tensors[prefix + "offsets"] = file;
+  } else if (m.circulant) {
+    save("values", m.circulant->values);
+  } else if (m.pruned) {
+    WritePrunedCsr(dir, layer, *m.pruned, tensors, prefix);
+  } else {
+    save("weight", m.dense->weight);
+  }
+}
+
+// The module a holder holds, or nullptr (ModuleHolder::get() throws when empty).
+template <typename Holder>
+auto Ptr(Holder& h) -> decltype(h.get()) {
+  return h ? h.get() : nullptr;
+}
+
+// Copies (dense) or projects a dense [out, in] matrix onto the layer's
+// format: permdiag through the registry's projection (per block the offset
+// keeping the most energy), circulant by least squares, pruned copied with a
+// full mask (the schedule prunes it while fine-tuning). Returns the kept
+// energy (1 for copies). One of the four pointers is non-null.
+double ProjectDense(const torch::Tensor& w, const LayerCompression& c, torch::nn::LinearImpl* dense,
+                    PermDiagLinearImpl* pd, BlockCirculantLinearImpl* circ, PrunedLayerImpl* pruned) {
+  torch::NoGradGuard no_grad;
+  const int64_t out = w.size(0), in = w.size(1);
+  if (dense) {
+    dense->weight.copy_(w);
+  } else if (pruned) {
+    pruned->SetDense(w, torch::zeros({out}));
+  } else if (circ) {
+    CirculantProjection proj = BlockCirculantMatrix::FromDense(ToVector(w), out, in, c.p);
+    circ->SetMatrix(proj.matrix);
+    return proj.kept_energy;
+  } else if (pd) {
+    const formats::Projection proj =
+        formats::Project(formats::Format(formats::KindOf(c)), ToVector(w), formats::Geometry{out, in, {}, c.p}, c);
+    pd->values.copy_(torch::from_blob(const_cast<float*>(proj.weights.values.data()), pd->values.sizes(),
+                                      torch::kFloat));
+    int16_t* off = pd->offsets.data_ptr<int16_t>();
+    for (std::size_t k = 0; k < proj.weights.offsets.size(); ++k)
+      off[k] = static_cast<int16_t>(proj.weights.offsets[k]);
+    return proj.kept_energy;
+  }
+  return 1.0;
 }
 
 }  // namespace
@@ -208,7 +294,7 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
     const bool pd = info.compress.kind == CompressKind::kPermDiag;
     const bool circ = info.compress.kind == CompressKind::kCirculant;
     const bool prune = info.compress.kind == CompressKind::kPrune;
-    if (prune && info.is_weight_layer()) {
+    if (prune && info.is_weight_layer() && !info.is_recurrent()) {
       l.pruned = register_module(info.name, PrunedLayer(info.in, info.out, info.type == "conv2d" ? info.kernel : 0,
                                                         info.stride, info.padding, info.compress.bits, true));
     } else if (info.type == "linear") {
@@ -235,6 +321,11 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
       }
     } else if (info.type == "batchnorm2d") {
       l.bn = register_module(info.name, torch::nn::BatchNorm2d(info.in));
+    } else if (info.is_recurrent()) {
+      l.rnn = register_module(info.name, RecurrentLayer(info.name, ParseCell(info.type), info.in, info.out,
+                                                        info.compress, info.sequence_output, layer_seed));
+    } else if (info.type == "embedding") {
+      l.embed = register_module(info.name, torch::nn::Embedding(info.in, info.out));
     }
     layers_.push_back(std::move(l));
   }
@@ -243,7 +334,17 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
 torch::Tensor NetImpl::forward(torch::Tensor x) {
   for (Layer& l : layers_) {
     const std::string& t = l.info.type;
-    if (t == "flatten") {
+    // A per-time-step layer on [B, T, F]: run it on [B·T, F], then back.
+    const bool per_step = x.dim() == 3 && t == "linear";
+    const int64_t batch = x.size(0), steps = per_step ? x.size(1) : 0;
+    if (per_step) x = x.reshape({batch * steps, x.size(2)});
+    if (l.rnn) {
+      // Images [B, 1, rows, cols] are read row by row: [B, rows, cols].
+      if (x.dim() == 4) x = x.reshape({x.size(0), x.size(2), x.size(3)});
+      x = l.rnn->forward(x);
+    } else if (l.embed) {
+      x = l.embed->forward(x);
+    } else if (t == "flatten") {
       x = x.reshape({x.size(0), -1});
     } else if (t == "relu") {
       x = torch::relu(x);
@@ -266,6 +367,7 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
     } else if (l.bn) {
       x = l.bn->forward(x);
     }
+    if (per_step) x = x.reshape({batch, steps, x.size(1)});
   }
   return x;
 }
@@ -304,6 +406,26 @@ std::vector<StorageStats> NetImpl::Storage() const {
     if (i.type == "linear" || i.type == "conv2d") {
       out.push_back(WeightLayerStorage(i, l.pruned ? l.pruned->nnz() : 0, true));
       continue;
+    } else if (l.rnn) {
+      // Two matrices, W_ih [G·H, in] and W_hh [G·H, H], each with its bias.
+      const int64_t gh = GateCount(l.rnn->cell) * i.out;
+      for (const auto& [m, cols] : {std::pair{l.rnn->ih.get(), i.in}, std::pair{l.rnn->hh.get(), i.out}}) {
+        LayerInfo mi = i;
+        mi.type = "linear";
+        mi.in = cols;
+        mi.out = gh;
+        const StorageStats ms = WeightLayerStorage(mi, m->pruned ? m->pruned->nnz() : 0, true);
+        s.dense_params += ms.dense_params;
+        s.stored_params += ms.stored_params;
+        s.bytes += ms.bytes;
+        s.dense_bytes += ms.dense_bytes;
+      }
+      out.push_back(s);
+      continue;
+    } else if (i.type == "embedding") {
+      s.compress = "-";
+      s.dense_params = s.stored_params = i.in * i.out;
+      s.bytes = s.stored_params * 4;
     } else if (i.type == "batchnorm2d") {
       s.compress = "-";
       s.dense_params = s.stored_params = 4 * i.in;
@@ -329,7 +451,8 @@ StorageStats NetImpl::Total(const std::vector<StorageStats>& layers) {
   return t;
 }
 
-void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre, double test_accuracy) const {
+void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre, double test_accuracy,
+                                  double test_loss) const {
   const std::string tdir = dir + "/tensors";
   fs::create_directories(tdir);
   nlohmann::json layers = nlohmann::json::array();
@@ -381,6 +504,34 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
         save("bias", l.linear ? l.linear->bias : l.conv->bias);
       }
       j["tensors"] = tensors;
+    } else if (l.rnn) {
+      const RecurrentLayerImpl& r = *l.rnn;
+      j["in"] = i.in;
+      j["hidden"] = i.out;
+      j["bidirectional"] = false;
+      j["output"] = r.sequence_output ? "sequence" : "last";
+      if (r.ih->pruned) {
+        const PrunedLayerImpl* pi = r.ih->pruned.get();
+        const PrunedLayerImpl* ph = r.hh->pruned.get();
+        const double total = static_cast<double>(r.ih->in + r.hh->in) * static_cast<double>(r.ih->out);
+        j["compress"] = {{"kind", "prune"}, {"density", static_cast<double>(pi->nnz() + ph->nnz()) / total}};
+        if (pi->bits > 0) j["compress"]["bits"] = pi->bits;
+      } else if (i.compress.kind == CompressKind::kPermDiag || i.compress.kind == CompressKind::kCirculant) {
+        j["compress"] = {{"kind", i.compress.kind == CompressKind::kPermDiag ? "permdiag" : "circulant"},
+                         {"p", i.compress.p}};
+      } else {
+        j["compress"] = {{"kind", "dense"}};
+      }
+      WriteMatrix(dir, i.name, "ih.", *r.ih, tensors);
+      WriteMatrix(dir, i.name, "hh.", *r.hh, tensors);
+      save("bias_ih", r.bias_ih);
+      save("bias_hh", r.bias_hh);
+      j["tensors"] = tensors;
+    } else if (l.embed) {
+      j["vocab"] = i.in;
+      j["dim"] = i.out;
+      save("weight", l.embed->weight);
+      j["tensors"] = tensors;
     } else if (i.type == "batchnorm2d") {
       j["channels"] = i.in;
       j["eps"] = l.bn->options.eps();
@@ -395,19 +546,30 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
     }
     layers.push_back(j);
   }
+  nlohmann::json input = {{"shape", {input_.channels, input_.rows, input_.cols}},
+                           {"layout", "NCHW"},
+                           {"scale", pre.scale},
+                           {"mean", pre.mean},
+                           {"std", pre.std}};
+  if (model_ == "lstm") {
+    input["shape"] = {input_.rows, input_.cols};
+    input["layout"] = "TF";
+  } else if (IsTokenModel(model_)) {
+    input = {{"shape", {input_.seq_len}},
+             {"layout", "T"},
+             {"dtype", "int64"},
+             {"vocab", input_.classes},
+             {"alphabet", input_.alphabet}};
+  }
   nlohmann::json doc = {
       {"format", "permdnn-run/1"},
       {"model", model_},
-      {"input",
-       {{"shape", {input_.channels, input_.rows, input_.cols}},
-        {"layout", "NCHW"},
-        {"scale", pre.scale},
-        {"mean", pre.mean},
-        {"std", pre.std}}},
+      {"input", input},
       {"num_classes", input_.classes},
       {"test_accuracy", test_accuracy},
       {"layers", layers},
   };
+  if (IsTokenModel(model_)) doc["test_bpc"] = test_loss / std::log(2.0);
   WriteFileAtomic(dir + "/model.json", doc.dump(2) + "\n");
 }
 
@@ -417,8 +579,12 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     const LayerInfo& i = l.info;
-    if (!i.is_weight_layer() && i.type != "batchnorm2d") continue;
+    if (!i.is_weight_layer() && i.type != "batchnorm2d" && i.type != "embedding") continue;
     PERMDNN_CHECK(src.Has(i.name), "--from: {} has no layer '{}'", src.path(), i.name);
+    if (l.embed) {
+      l.embed->weight.copy_(LoadTensor(src, i.name, "weight", {i.in, i.out}));
+      continue;
+    }
     if (i.type == "batchnorm2d") {
       l.bn->weight.copy_(LoadTensor(src, i.name, "weight", {i.in}));
       l.bn->bias.copy_(LoadTensor(src, i.name, "bias", {i.in}));
@@ -432,22 +598,36 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
     const int64_t kk = i.type == "conv2d" ? int64_t{i.kernel} * i.kernel : 1;
     std::vector<int64_t> wshape = {i.out, i.in};
     if (i.type == "conv2d") wshape.insert(wshape.end(), {i.kernel, i.kernel});
+    ConversionReport r{i.name, i.compress.ToString(), 1.0};
+    if (l.rnn) {
+      // W_ih and W_hh projected separately; kept energy of the two together.
+      RecurrentLayerImpl& rnn = *l.rnn;
+      const int64_t gh = GateCount(rnn.cell) * i.out;
+      double kept = 0, total = 0;
+      for (auto [m, key] : {std::pair{rnn.ih.get(), "ih"}, std::pair{rnn.hh.get(), "hh"}}) {
+        torch::Tensor w = LoadTensor(src, i.name, std::string(key) + ".weight", {gh, m->in});
+        const double e = w.pow(2).sum().item<double>();
+        kept += e * ProjectDense(w, i.compress, Ptr(m->dense), Ptr(m->permdiag), Ptr(m->circulant), Ptr(m->pruned));
+        total += e;
+      }
+      rnn.bias_ih.copy_(LoadTensor(src, i.name, "bias_ih", {gh}));
+      rnn.bias_hh.copy_(LoadTensor(src, i.name, "bias_hh", {gh}));
+      r.kept_energy = total > 0 ? kept / total : 1.0;
+      reports.push_back(r);
+      continue;
+    }
     torch::Tensor w = LoadTensor(src, i.name, "weight", wshape);
     torch::Tensor b = LoadTensor(src, i.name, "bias", {i.out});
-    ConversionReport r{i.name, i.compress.ToString(), 1.0};
-    if (l.linear) {
-      l.linear->weight.copy_(w);
-      l.linear->bias.copy_(b);
+    if (l.linear || l.pd_linear || l.circ_linear || (l.pruned && i.type == "linear")) {
+      r.kept_energy = ProjectDense(w, i.compress, Ptr(l.linear), Ptr(l.pd_linear), Ptr(l.circ_linear), Ptr(l.pruned));
+      (l.linear ? l.linear->bias : l.pd_linear ? l.pd_linear->bias : l.circ_linear ? l.circ_linear->bias
+                                                                                   : l.pruned->bias)
+          .copy_(b);
     } else if (l.conv) {
       l.conv->weight.copy_(w);
       l.conv->bias.copy_(b);
     } else if (l.pruned) {
-      l.pruned->SetDense(w, b);  // the schedule prunes it during fine-tuning
-    } else if (l.circ_linear) {
-      CirculantProjection proj = BlockCirculantMatrix::FromDense(ToVector(w), i.out, i.in, i.compress.p);
-      l.circ_linear->SetMatrix(proj.matrix);
-      l.circ_linear->bias.copy_(b);
-      r.kept_energy = proj.kept_energy;
+      l.pruned->SetDense(w, b);  // conv; the schedule prunes it during fine-tuning
     } else if (l.circ_conv) {
       // Each kernel position (ky, kx) is its own out×in matrix: project each.
       torch::Tensor wk = w.reshape({i.out, i.in, kk});
@@ -467,19 +647,18 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
       }
       l.circ_conv->bias.copy_(b);
       r.kept_energy = total > 0 ? kept / total : 1.0;
-    } else if (l.pd_linear || l.pd_conv) {
+    } else if (l.pd_conv) {
       // The registry's projection (per block, or per block column for
       // offsets=column, the offset keeping the most energy; conv kernels whole).
       formats::Geometry g{i.out, i.in, {}, i.compress.p};
-      if (l.pd_conv) g.kernel = {i.kernel, i.kernel};
+      g.kernel = {i.kernel, i.kernel};
       const formats::Projection proj =
           formats::Project(formats::Format(formats::KindOf(i.compress)), ToVector(w), g, i.compress);
-      torch::Tensor& values = l.pd_linear ? l.pd_linear->values : l.pd_conv->values;
-      torch::Tensor& offsets = l.pd_linear ? l.pd_linear->offsets : l.pd_conv->offsets;
+      torch::Tensor& values = l.pd_conv->values;
       values.copy_(torch::from_blob(const_cast<float*>(proj.weights.values.data()), values.sizes(), torch::kFloat));
-      int16_t* off = offsets.data_ptr<int16_t>();
+      int16_t* off = l.pd_conv->offsets.data_ptr<int16_t>();
       for (std::size_t k = 0; k < proj.weights.offsets.size(); ++k) off[k] = static_cast<int16_t>(proj.weights.offsets[k]);
-      (l.pd_linear ? l.pd_linear->bias : l.pd_conv->bias).copy_(b);
+      l.pd_conv->bias.copy_(b);
       r.kept_energy = proj.kept_energy;
     }
     reports.push_back(r);
@@ -491,36 +670,46 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
 
 namespace permdnn::train {
 
+std::vector<std::pair<PrunedLayerImpl*, const LayerInfo*>> NetImpl::PrunedLayers() const {
+  std::vector<std::pair<PrunedLayerImpl*, const LayerInfo*>> out;
+  for (const Layer& l : layers_) {
+    // ptr(): the holders are const here, the layers they hold are not.
+    if (l.pruned) out.emplace_back(l.pruned.ptr().get(), &l.info);
+    if (l.rnn && l.rnn->ih->pruned) {
+      out.emplace_back(l.rnn->ih->pruned.ptr().get(), &l.info);
+      out.emplace_back(l.rnn->hh->pruned.ptr().get(), &l.info);
+    }
+  }
+  return out;
+}
+
 std::string NetImpl::CompressionStep(int64_t step, int64_t total_steps) {
   PruneSchedule schedule{total_steps};
   std::string log;
-  for (Layer& l : layers_) {
-    if (!l.pruned) continue;
-    PrunedLayerImpl& pr = *l.pruned;
-    if (pr.is_shared()) continue;
-    if (std::optional<double> d = schedule.DensityAt(step, l.info.compress.density)) {
-      pr.Prune(*d);
+  for (auto [pr, info] : PrunedLayers()) {
+    if (pr->is_shared()) continue;
+    if (std::optional<double> d = schedule.DensityAt(step, info->compress.density)) {
+      pr->Prune(*d);
       if (step == schedule.prune_end())
-        log += fmt::format("  step {}: {} pruned to density {:.4f}\n", step, l.info.name, pr.density());
+        log += fmt::format("  step {}: {} pruned to density {:.4f}\n", step, info->name, pr->density());
     }
-    if (pr.bits > 0 && step >= schedule.share_step()) {
-      pr.Share();
+    if (pr->bits > 0 && step >= schedule.share_step()) {
+      pr->Share();
       log += fmt::format("  step {}: {} weights shared ({}-entry codebook), fine-tuning the codebook\n", step,
-                         l.info.name, int64_t{1} << pr.bits);
+                         info->name, int64_t{1} << pr->bits);
     }
   }
   return log;
 }
 
 void NetImpl::AfterOptimizerStep() {
-  for (Layer& l : layers_)
-    if (l.pruned) l.pruned->ApplyMask();
+  for (auto [pr, info] : PrunedLayers()) pr->ApplyMask();
 }
 
 bool NetImpl::CompressionDone(int64_t step, int64_t total_steps) const {
   PruneSchedule schedule{total_steps};
-  for (const Layer& l : layers_)
-    if (l.pruned && !schedule.Done(step, l.pruned->bits)) return false;
+  for (auto [pr, info] : PrunedLayers())
+    if (!schedule.Done(step, pr->bits)) return false;
   return true;
 }
 

@@ -13,6 +13,10 @@
 //            channels, then fc1 256 and fc2 10
 //   tiny     in-64-32-classes MLP        (fast tests)
 //   tinycnn  conv 4, conv 8 (+bn, pool), fc 16, classes (fast tests)
+//   lstm     Fashion-MNIST row by row: rnn1 (lstm or gru, 28 → hidden, last
+//            h_T), fc hidden → classes (recurrent_layers.h)
+//   charlm   character LM: embed (vocab → 64), rnn1 (64 → hidden, every
+//            h_t), fc hidden → vocab per time step
 // Compressible layers are the linear and conv layers, each dense, permdiag
 // (PermDiagLinear/Conv2d), circulant (BlockCirculantLinear/Conv2d) or prune
 // (PrunedLayer, with the pruning schedule of prune_layers.h driven by the
@@ -28,6 +32,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
 #include "permdnn/core/dataset.h"
@@ -35,6 +40,7 @@
 #include "src/train/circulant_layers.h"
 #include "src/train/permdiag_layers.h"
 #include "src/train/prune_layers.h"
+#include "src/train/recurrent_layers.h"
 
 namespace permdnn::train {
 
@@ -47,15 +53,27 @@ std::vector<std::string> ModelNames();
 
 struct ModelInput {
   int channels = 1, rows = 28, cols = 28, classes = 10;
+  // Recurrent models: the hidden size and cell of rnn1 (`--hidden`,
+  // `--cell`); charlm: sequence length T and the corpus alphabet (classes =
+  // its size, the vocabulary).
+  int64_t hidden = 256;
+  std::string cell = "lstm";
+  int64_t seq_len = 0;
+  std::vector<uint8_t> alphabet;
 };
+
+// True for the models whose input is a token-id sequence (charlm).
+bool IsTokenModel(const std::string& model);
 
 // One layer of the sequential model, in run-format.md terms.
 struct LayerInfo {
-  std::string name, type;  // flatten, linear, conv2d, batchnorm2d, relu, maxpool2d
-  int64_t in = 0, out = 0;  // features or channels
+  std::string name, type;  // flatten, linear, conv2d, batchnorm2d, relu, maxpool2d, embedding, lstm, gru
+  int64_t in = 0, out = 0;  // features or channels (embedding: vocab, dim; lstm/gru: in, hidden)
   int kernel = 0, stride = 1, padding = 0;
   LayerCompression compress;
-  bool is_weight_layer() const { return type == "linear" || type == "conv2d"; }
+  bool sequence_output = false;  // lstm/gru: every h_t, else h_T
+  bool is_recurrent() const { return type == "lstm" || type == "gru"; }
+  bool is_weight_layer() const { return type == "linear" || type == "conv2d" || is_recurrent(); }
 };
 
 // Storage of one layer or of the whole model.
@@ -101,7 +119,9 @@ class NetImpl : public torch::nn::Module {
 
   // Writes dir/tensors/<layer>.<name>.npy, then dir/model.json (atomically,
   // last), per docs/run-format.md.
-  void WriteRunDescription(const std::string& dir, const Preprocess& pre, double test_accuracy) const;
+  // test_loss (mean cross-entropy, nats) gives charlm's "test_bpc".
+  void WriteRunDescription(const std::string& dir, const Preprocess& pre, double test_accuracy,
+                           double test_loss = 0) const;
 
   // Loads a trained run's weights (its model.json + npy files): dense source
   // layers are copied or projected onto this model's compression; returns
@@ -129,7 +149,12 @@ class NetImpl : public torch::nn::Module {
     BlockCirculantConv2d circ_conv{nullptr};
     PrunedLayer pruned{nullptr};  // linear or conv
     torch::nn::BatchNorm2d bn{nullptr};
+    RecurrentLayer rnn{nullptr};
+    torch::nn::Embedding embed{nullptr};
   };
+  // Every PrunedLayer of the model (a pruned linear/conv layer, or the two
+  // matrices of a pruned recurrent layer), with its layer's target density.
+  std::vector<std::pair<PrunedLayerImpl*, const LayerInfo*>> PrunedLayers() const;
   std::string model_;
   ModelInput input_;
   std::vector<Layer> layers_;

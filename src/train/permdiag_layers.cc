@@ -76,7 +76,8 @@ struct PermDiagLinearFunction : public torch::autograd::Function<PermDiagLinearF
     torch::Tensor xc = x.contiguous();  // [B, cols]
     torch::Tensor y = torch::empty({batch, rows}, x.options());
     PermDiagView<float> w = MakeView(values, offsets, rows, cols);
-    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    const bool has_bias = bias.numel() > 0;  // no bias: an empty tensor (see PermDiagLinearKernel)
+    const float* b = has_bias ? bias.data_ptr<float>() : nullptr;
     if (UseReference()) {
       kernels::ref::MatMulRows(w, xc.data_ptr<float>(), batch, b, y.data_ptr<float>());
     } else {
@@ -85,7 +86,7 @@ struct PermDiagLinearFunction : public torch::autograd::Function<PermDiagLinearF
     ctx->save_for_backward({xc, values, offsets});
     ctx->saved_data["rows"] = rows;
     ctx->saved_data["cols"] = cols;
-    ctx->saved_data["has_bias"] = bias.defined();
+    ctx->saved_data["has_bias"] = has_bias;
     return y;
   }
 
@@ -162,7 +163,10 @@ void ConfigureTrainingThreads(int threads) {
 torch::Tensor PermDiagLinearKernel(const torch::Tensor& x, const torch::Tensor& values, const torch::Tensor& offsets,
                                    const torch::Tensor& bias, int64_t rows, int64_t cols) {
   CheckLinearArgs(x, values, offsets, rows, cols);
-  return PermDiagLinearFunction::apply(x, values, offsets, bias, rows, cols);
+  // LibTorch 1.13's Function::apply rejects an undefined tensor argument, so
+  // "no bias" travels as an empty tensor (its gradient stays undefined).
+  return PermDiagLinearFunction::apply(x, values, offsets, bias.defined() ? bias : torch::empty({0}, x.options()),
+                                       rows, cols);
 }
 
 torch::Tensor PermDiagLinearGather(const torch::Tensor& x, const torch::Tensor& values, const torch::Tensor& offsets,

@@ -65,8 +65,8 @@ class StopSignals {
 };
 
 struct Data {
-  torch::Tensor images;  // [N, C, H, W] preprocessed
-  torch::Tensor labels;  // [N] int64
+  torch::Tensor images;  // [N, C, H, W] preprocessed (charlm: token ids [N, T] int64)
+  torch::Tensor labels;  // [N] int64 (charlm: the next ids [N, T])
   int64_t count() const { return images.size(0); }
 };
 
@@ -173,11 +173,18 @@ struct EvalResult {
   std::vector<int32_t> predictions;
 };
 
+// Cross-entropy over every prediction: logits [N, C] with labels [N], or
+// per time step [N, T, C] with [N, T].
+torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& y) {
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}));
+}
+
 EvalResult Evaluate(Net& net, const Data& d) {
   torch::NoGradGuard no_grad;
   net->eval();
   EvalResult r;
-  r.predictions.resize(static_cast<std::size_t>(d.count()));
+  r.predictions.resize(static_cast<std::size_t>(d.labels.numel()));
+  const int64_t per_sample = d.labels.numel() / std::max<int64_t>(1, d.count());
   double loss = 0;
   int64_t correct = 0;
   const int64_t chunk = 1000;
@@ -185,15 +192,15 @@ EvalResult Evaluate(Net& net, const Data& d) {
     const int64_t n = std::min(chunk, d.count() - b);
     torch::Tensor logits = net->forward(d.images.narrow(0, b, n));
     torch::Tensor y = d.labels.narrow(0, b, n);
-    loss += torch::nn::functional::cross_entropy(logits, y).item<double>() * n;
-    torch::Tensor pred = logits.argmax(1);
+    loss += Loss(logits, y).item<double>() * static_cast<double>(y.numel());
+    torch::Tensor pred = logits.argmax(-1);
     correct += pred.eq(y).sum().item<int64_t>();
     torch::Tensor p32 = pred.to(torch::kInt32).contiguous();
-    std::copy_n(p32.data_ptr<int32_t>(), n, r.predictions.begin() + b);
+    std::copy_n(p32.data_ptr<int32_t>(), p32.numel(), r.predictions.begin() + b * per_sample);
   }
   net->train();
-  r.loss = loss / std::max<int64_t>(1, d.count());
-  r.accuracy = static_cast<double>(correct) / std::max<int64_t>(1, d.count());
+  r.loss = loss / static_cast<double>(std::max<int64_t>(1, d.labels.numel()));
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, d.labels.numel()));
   return r;
 }
 
@@ -224,21 +231,48 @@ struct TrainData {
   ModelInput input;
 };
 
+// Windows of T + 1 ids (TextCorpus::WindowCount): inputs the first T, targets the last T.
+Data Windows(const std::vector<int64_t>& ids, int64_t seq_len, int64_t limit, const std::string& split) {
+  int64_t n = TextCorpus::WindowCount(static_cast<int64_t>(ids.size()), seq_len);
+  PERMDNN_CHECK(n >= 1, "charlm: the {} split has {} characters, too few for one sequence of --seq-len {} (+1)",
+                split, ids.size(), seq_len);
+  if (limit > 0) n = std::min(n, limit);
+  torch::Tensor all = torch::from_blob(const_cast<int64_t*>(ids.data()), {static_cast<int64_t>(ids.size())},
+                                       torch::kLong);
+  torch::Tensor idx = (torch::arange(n).unsqueeze(1) * seq_len + torch::arange(seq_len).unsqueeze(0)).reshape({-1});
+  return {all.index_select(0, idx).view({n, seq_len}), all.index_select(0, idx + 1).view({n, seq_len})};
+}
+
 TrainData LoadTrainData(const TrainOptions& o) {
   TrainData d;
+  d.input.hidden = o.hidden;
+  d.input.cell = o.cell;
+  if (IsTokenModel(o.model)) {
+    PERMDNN_CHECK(o.seq_len >= 1, "--seq-len must be >= 1, got {}", o.seq_len);
+    const TextCorpus c = LoadTextCorpus(o.data_dir.empty() ? kDefaultTextCorpusDir : o.data_dir);
+    d.train = Windows(c.train_ids, o.seq_len, o.limit_train, "training");
+    d.test = Windows(c.test_ids, o.seq_len, 0, "held-out");
+    d.input.classes = static_cast<int>(c.vocab());
+    d.input.seq_len = o.seq_len;
+    d.input.alphabet = c.alphabet;
+    return d;
+  }
   if (o.synthetic_train > 0) {
     ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, o.synthetic_side, o.synthetic_side,
                                         o.synthetic_classes, 12345);
     d.train = ToTensors(all, 0, o.synthetic_train, d.pre);
     d.test = ToTensors(all, o.synthetic_train, o.synthetic_test, d.pre);
-    d.input = {1, o.synthetic_side, o.synthetic_side, o.synthetic_classes};
+    d.input.rows = d.input.cols = o.synthetic_side;
+    d.input.classes = o.synthetic_classes;
   } else {
     const std::string dir = o.data_dir.empty() ? kDefaultFashionMnistDir : o.data_dir;
     ImageDataset tr = LoadFashionMnist(dir, "train"), te = LoadFashionMnist(dir, "test");
     int64_t n = o.limit_train > 0 ? std::min(o.limit_train, tr.count) : tr.count;
     d.train = ToTensors(tr, 0, n, d.pre);
     d.test = ToTensors(te, 0, te.count, d.pre);
-    d.input = {1, tr.rows, tr.cols, tr.num_classes};
+    d.input.rows = tr.rows;
+    d.input.cols = tr.cols;
+    d.input.classes = tr.num_classes;
   }
   return d;
 }
@@ -321,6 +355,11 @@ class TrainSession {
     result_.final_accuracy = result_.history.empty() ? 0 : result_.history.back().test_accuracy;
     result_.best_accuracy = st_.best_accuracy;
     result_.best_epoch = static_cast<int>(st_.best_epoch);
+    if (IsTokenModel(o_.model) && !result_.history.empty()) {
+      result_.final_bpc = result_.history.back().test_loss / std::log(2.0);
+      for (const EpochMetrics& m : result_.history)
+        if (m.epoch == result_.best_epoch) result_.best_bpc = m.test_loss / std::log(2.0);
+    }
     // Storage of the final model (pruned layers: the density reached).
     const std::vector<StorageStats> storage = net_->Storage();
     for (std::size_t k = 0; k < storage.size() && k < result_.layers.size(); ++k) {
@@ -377,13 +416,13 @@ class TrainSession {
       }
       opt_.zero_grad();
       torch::Tensor logits = net_->forward(x);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      torch::Tensor loss = Loss(logits, y);
       loss.backward();
       opt_.step();
       net_->AfterOptimizerStep();
-      st_.loss_sum += loss.item<double>() * len;
-      st_.correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-      st_.seen += len;
+      st_.loss_sum += loss.item<double>() * static_cast<double>(y.numel());
+      st_.correct += logits.argmax(-1).eq(y).sum().item<int64_t>();
+      st_.seen += y.numel();
       ++batches_this_call_;
       progress.Update(b + 1, fmt::format("epoch {}/{}  loss {:.4f}", st_.epoch + 1, o_.epochs,
                                          st_.loss_sum / std::max<int64_t>(1, st_.seen)));
@@ -424,9 +463,9 @@ class TrainSession {
       RunState best_state = st_;
       best_state.epoch = st_.epoch + 1;
       SaveCheckpoint(best_path_, net_, opt_, best_state, o_);
-      net_->WriteRunDescription(o_.out_dir, data_.pre, ev.accuracy);
-      WriteNpy<int32_t>(o_.out_dir + "/test_predictions.npy", ev.predictions,
-                        {static_cast<int64_t>(ev.predictions.size())});
+      net_->WriteRunDescription(o_.out_dir, data_.pre, ev.accuracy, ev.loss);
+      std::vector<int64_t> pred_shape(data_.test.labels.sizes().begin(), data_.test.labels.sizes().end());
+      WriteNpy<int32_t>(o_.out_dir + "/test_predictions.npy", ev.predictions, pred_shape);
     }
     WriteMetrics(o_.out_dir, result_.history);
     RunState next = st_;
@@ -467,6 +506,11 @@ class TrainSession {
                               {"best_test_accuracy", r.best_accuracy},
                               {"best_epoch", r.best_epoch},
                               {"converted_accuracy", r.converted_accuracy},
+                              {"cell", o_.cell},
+                              {"hidden", o_.hidden},
+                              {"seq_len", o_.seq_len},
+                              {"final_test_bpc", r.final_bpc},
+                              {"best_test_bpc", r.best_bpc},
                               {"dense_params", r.dense_params},
                               {"stored_params", r.stored_params},
                               {"model_bytes", r.model_bytes},
@@ -520,6 +564,9 @@ std::string SummaryText(const TrainOptions& o, const TrainResult& r) {
   s += fmt::format("  test accuracy {:.2f}% (final), best {:.2f}% at epoch {}", 100 * r.final_accuracy,
                    100 * r.best_accuracy, r.best_epoch);
   if (r.converted_accuracy >= 0) s += fmt::format(", {:.2f}% right after conversion", 100 * r.converted_accuracy);
+  if (r.final_bpc >= 0)
+    s += fmt::format("\n  held-out bits per character {:.4f} (final), {:.4f} at the best epoch", r.final_bpc,
+                     r.best_bpc);
   s += fmt::format("\n  parameters stored {} of {} dense, model {} bytes ({:.2f} MiB), compression {:.2f}x\n",
                    r.stored_params, r.dense_params, r.model_bytes, r.model_bytes / 1048576.0, r.compression);
   return s;

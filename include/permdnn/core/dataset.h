@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace permdnn {
@@ -63,5 +64,38 @@ ImageDataset DatasetFromIdx(IdxArray images, IdxArray labels, const std::string&
 // `classes` classes, each class a fixed random template plus seeded noise,
 // learnable to near 100% by a tiny model.
 ImageDataset SyntheticDataset(int64_t count, int rows, int cols, int classes, uint64_t seed);
+
+// ---------------------------------------------------------------------------
+// Text corpora for character-level language models (`permdnn train --model
+// charlm`, docs/run-format.md "Recurrent models"). The corpus is read as
+// bytes; the alphabet is the sorted set of bytes that occur in it (both
+// splits), and id i stands for byte alphabet[i]. The held-out split is the
+// last `held_out` fraction of every file (so every file's style is in both
+// splits); train and held-out are each the files' parts concatenated in
+// file-name order.
+
+inline constexpr const char* kDefaultTextCorpusDir = "/usr/share/games/fortunes";
+
+struct TextCorpus {
+  std::vector<uint8_t> alphabet;   // byte of each id, strictly increasing
+  std::vector<int64_t> train_ids;  // ids of the training split
+  std::vector<int64_t> test_ids;   // ids of the held-out split
+  std::vector<std::string> files;  // the files read, in order
+  int64_t vocab() const { return static_cast<int64_t>(alphabet.size()); }
+  // Windows of a split for sequence length T: window i is ids [i·T, i·T + T]
+  // (T + 1 ids: inputs are the first T, targets the last T). (len − 1) / T.
+  static int64_t WindowCount(int64_t length, int64_t seq_len);
+};
+
+// Reads a corpus: `path` is one text file or a directory whose regular files
+// are read in name order, skipping strfile indexes (*.dat) and symbolic links
+// (the fortunes packages link *.u8 to the text). Errors name the path: missing
+// (with the Debian package to install for the default), no text files, an
+// empty file, a file with NUL bytes (binary, not text), held_out outside
+// (0, 0.5].
+TextCorpus LoadTextCorpus(const std::string& path, double held_out = 0.1);
+// The same from in-memory files (name, bytes), in the given order.
+TextCorpus TextCorpusFromFiles(const std::vector<std::pair<std::string, std::string>>& files, double held_out,
+                               const std::string& where);
 
 }  // namespace permdnn

@@ -36,7 +36,13 @@ struct TrainOptions {
   double lr = 1e-3;
   uint64_t seed = 1;
   int threads = 2;
-  int64_t limit_train = 0;          // use only the first N training images (0: all)
+  int64_t limit_train = 0;          // use only the first N training images / sequences (0: all)
+  // Recurrent models (lstm, charlm): rnn1's cell ("lstm" | "gru") and hidden
+  // size; charlm's sequence length (--data is then a text file or directory,
+  // default /usr/share/games/fortunes).
+  std::string cell = "lstm";
+  int64_t hidden = 256;
+  int64_t seq_len = 128;
   bool resume = false;
   bool progress = true;             // progress line (only drawn on a terminal)
   // Synthetic data instead of Fashion-MNIST (tests): counts and image side.
@@ -63,6 +69,8 @@ struct TrainResult {
   bool interrupted = false;
   int epochs_done = 0;
   double final_accuracy = 0, best_accuracy = 0, converted_accuracy = -1;
+  // charlm: held-out bits per character of the final and of the best epoch (-1: not a token model).
+  double final_bpc = -1, best_bpc = -1;
   int best_epoch = 0;
   int64_t dense_params = 0, stored_params = 0, model_bytes = 0, dense_bytes = 0;
   double compression = 1;
