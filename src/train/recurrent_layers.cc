@@ -95,12 +95,16 @@ torch::Tensor RecurrentLayerImpl::forward(const torch::Tensor& x) {
   torch::Tensor xi = (ih->forward(x.reshape({B * T, in})) + bias_ih).view({B, T, gh});
   torch::Tensor h = torch::zeros({B, hidden}, x.options());
   torch::Tensor c = torch::zeros({B, hidden}, x.options());
+  // W_hhᵀ [H, G·H] once per forward (see step_kernels).
+  const torch::Tensor whh_t = step_kernels ? torch::Tensor() : hh->DenseWeight().t();
   std::vector<torch::Tensor> outputs;
   if (sequence_output) outputs.reserve(static_cast<std::size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
     torch::Tensor gi = xi.select(1, t);
     // h_{-1} = 0: the hidden product is then just the bias.
-    torch::Tensor gh_t = t == 0 ? bias_hh.expand({B, gh}) : hh->forward(h) + bias_hh;
+    torch::Tensor gh_t = t == 0          ? bias_hh.expand({B, gh})
+                         : step_kernels ? hh->forward(h) + bias_hh
+                                        : torch::addmm(bias_hh, h, whh_t);
     if (cell == RecurrentCell::kLstm) {
       std::vector<torch::Tensor> a = (gi + gh_t).chunk(4, 1);
       torch::Tensor i = torch::sigmoid(a[0]), f = torch::sigmoid(a[1]), g = torch::tanh(a[2]),

@@ -82,6 +82,13 @@ class RecurrentLayerImpl : public torch::nn::Module {
   bool sequence_output;
   CompressedLinear ih{nullptr}, hh{nullptr};
   torch::Tensor bias_ih, bias_hh;  // [G·H] each
+  // The per-step hidden product: false (default) reconstructs W_hh once per
+  // forward with the format's own differentiable expansion (DenseWeight():
+  // PermDiagToDense, CirculantToDense, the pruned mask) and runs T small
+  // GEMMs; true calls the format's layer (permdiag kernels, FFT) every step.
+  // Same values and gradients (tests); the default was measured faster at
+  // the models' shapes (src/train/README.md, "Recurrent layers").
+  bool step_kernels = false;
 };
 TORCH_MODULE(RecurrentLayer);
 
