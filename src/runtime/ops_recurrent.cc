@@ -33,6 +33,9 @@
 #include <cblas.h>
 
 #include "permdnn/kernels/activation.h"
+#include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/table.h"
+#include "runtime/ops_compressed.h"
 #include "runtime/graph.h"
 
 namespace permdnn::runtime::detail {
@@ -281,7 +284,7 @@ void RecurrentShapes::Check(const OpContext& ctx, const RecurrentConfig& c, bool
         ctx.Fail("P has shape {}, expected [{}, {}] ([num_directions, 3·hidden_size]: peepholes i, o, f)",
                  ShapeString(p->shape), d, 3 * hidden);
     }
-  } else if (ctx.in.size() > 6) {
+  } else if (weights_from_inputs && ctx.in.size() > 6) {
     ctx.Fail("has {} inputs; {} takes at most 6 (X, W, R, B, sequence_lens, initial_h)", ctx.in.size(),
              CellName(c.cell));
   }
@@ -483,7 +486,115 @@ class RecurrentOp : public OpKernel {
   std::vector<DenseProducts> dense_;
 };
 
+// Permuted-diagonal W and R (one matrix each per direction: the four (three)
+// gates stacked, so each product is one kernel call). The input projection
+// of all steps is the batch-major PermDiagMatMulRows; a step at batch 1 is
+// the row-pack matvec (the kernel of PermDiagMatMul at batch 1), larger
+// batches PermDiagMatMulRows.
+class PermDiagProducts : public GateProducts {
+ public:
+  PermDiagProducts(PermDiagMatrix w, PermDiagMatrix r, int threads)
+      : w_(std::move(w)), r_(std::move(r)), pack_(kernels::PermDiagRowPack::Build(r_)), threads_(threads) {}
+  void Input(const float* x, int64_t rows, float* y) override {
+    if (rows == 0) return;
+    kernels::PermDiagMatMulRows(w_, {x, static_cast<std::size_t>(rows * w_.cols())}, rows, {},
+                                {y, static_cast<std::size_t>(rows * w_.rows())}, threads_);
+  }
+  void Recurrent(const float* h, int64_t batch, int64_t g0, int64_t g1, float* y, int64_t ldy) override {
+    const int64_t gh = r_.rows(), H = r_.cols();
+    const bool whole = g0 == 0 && g1 == gh && (batch == 1 || ldy == gh);
+    float* out = whole ? y : Tmp(batch * gh);
+    if (batch == 1) {
+      kernels::PermDiagMatVec(pack_, {h, static_cast<std::size_t>(H)}, {}, {out, static_cast<std::size_t>(gh)},
+                              threads_);
+    } else {
+      kernels::PermDiagMatMulRows(r_, {h, static_cast<std::size_t>(batch * H)}, batch, {},
+                                  {out, static_cast<std::size_t>(batch * gh)}, threads_);
+    }
+    if (!whole)  // GRU without linear_before_reset: the rows of one gate
+      for (int64_t b = 0; b < batch; ++b) std::copy(out + b * gh + g0, out + b * gh + g1, y + b * ldy);
+  }
+  std::string Name() const override {
+    kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, r_.p(), r_.rows(), r_.cols(), 1,
+                             pack_.chunked};
+    return "recurrent." + kernels::SelectedKernel(q);
+  }
+  void SetThreads(int threads) { threads_ = threads; }
+
+ private:
+  float* Tmp(int64_t n) {
+    if (static_cast<int64_t>(tmp_.size()) < n) tmp_.resize(static_cast<std::size_t>(n));
+    return tmp_.data();
+  }
+  PermDiagMatrix w_, r_;
+  kernels::PermDiagRowPack pack_;
+  int threads_ = 1;
+  std::vector<float> tmp_;
+};
+
+class CompressedRecurrentOp : public OpKernel {
+ public:
+  CompressedRecurrentOp(const formats::FormatTraits& f, Cell cell, const NodeDef& n)
+      : format_(f), config_(ReadRecurrentConfig(n, cell)) {
+    const std::string where = n.Where();
+    if (config_.hidden < 1) throw Error(where + ": missing attribute 'hidden_size'");
+    in_ = n.attrs.RequirePositive("input_size", where);
+    p_ = n.attrs.RequirePositive("p", where);
+    if (config_.hidden % p_ != 0)
+      throw Error(fmt::format("{}: hidden_size = {} must be a multiple of p = {} (a block would straddle two gates)",
+                              where, config_.hidden, p_));
+  }
+  bool Foldable() const override { return false; }
+  bool Fast() const override { return true; }
+  void Prepare(OpContext& ctx) override {
+    for (int k : {1, 2})
+      if (ctx.In(static_cast<std::size_t>(k)))
+        ctx.Fail("input {} ({}) must be empty: a {} op stores W and R as its format's arrays from slot {}", k,
+                 k == 1 ? "W" : "R", ctx.node->op_type, formats::kRecurrentArraySlot);
+    shapes_.Check(ctx, config_, false);
+    if (shapes_.in != in_) ctx.Fail("X has input_size {} (shape {}), attribute input_size = {}", shapes_.in,
+                                    ShapeString(ctx.in[0]->shape), in_);
+    ctx.scratch_bytes = shapes_.ScratchBytes(config_);
+    shapes_.SetOutputs(ctx, config_);
+    if (products_.empty()) {
+      const int64_t gh = RecurrentGates(config_.cell) * config_.hidden;
+      for (int64_t d = 0; d < config_.directions; ++d) {
+        formats::Weights w = ReadRecurrentWeights(ctx, format_, false, d, config_.directions, gh, in_);
+        formats::Weights r = ReadRecurrentWeights(ctx, format_, true, d, config_.directions, gh, config_.hidden);
+        products_.push_back(std::make_unique<PermDiagProducts>(
+            PermDiagMatrix::FromParts(gh, in_, static_cast<int>(p_), w.values, w.offsets),
+            PermDiagMatrix::FromParts(gh, config_.hidden, static_cast<int>(p_), r.values, r.offsets), 1));
+      }
+    }
+  }
+  void Run(OpContext& ctx, RunState& rs) override {
+    std::vector<GateProducts*> products;
+    for (auto& p : products_) {
+      p->SetThreads(rs.threads);
+      products.push_back(p.get());
+    }
+    RunRecurrent(ctx, rs, config_, shapes_, products);
+  }
+  std::string KernelName() const override { return products_.empty() ? "recurrent" : products_[0]->Name(); }
+
+ private:
+  const formats::FormatTraits& format_;
+  RecurrentConfig config_;
+  RecurrentShapes shapes_;
+  int64_t in_ = 0, p_ = 1;
+  std::vector<std::unique_ptr<PermDiagProducts>> products_;
+};
+
 }  // namespace
+
+std::unique_ptr<OpKernel> CreateCompressedRecurrentKernel(const formats::FormatTraits& f, formats::RecurrentCell cell,
+                                                          const NodeDef& n) {
+  const Cell c = cell == formats::RecurrentCell::kLstm ? Cell::kLstm
+                 : cell == formats::RecurrentCell::kGru ? Cell::kGru
+                                                        : Cell::kRnn;
+  if (!formats::IsPermDiag(f.kind)) throw UnsupportedError(n.Where() + ": no runtime op for recurrent format " + f.name);
+  return std::make_unique<CompressedRecurrentOp>(f, c, n);
+}
 
 std::unique_ptr<OpKernel> CreateRecurrentKernel(const NodeDef& n) {
   if (n.op_type == "LSTM") return std::make_unique<RecurrentOp>(n, Cell::kLstm);

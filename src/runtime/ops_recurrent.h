@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "permdnn/formats/registry.h"
 #include "runtime/graph.h"
 
 namespace permdnn::runtime::detail {
@@ -65,6 +66,11 @@ class GateProducts {
 // initial_h 5, initial_c 6, P 7), one GateProducts per direction.
 void RunRecurrent(const OpContext& ctx, const RunState& rs, const RecurrentConfig& config,
                   const RecurrentShapes& shapes, const std::vector<GateProducts*>& products);
+
+// A compressed recurrent op (formats/registry.h "Recurrent layers"): the
+// format's W and R products on the permdnn kernels, the same step loop.
+std::unique_ptr<OpKernel> CreateCompressedRecurrentKernel(const formats::FormatTraits& f, formats::RecurrentCell cell,
+                                                          const NodeDef& node);
 
 // LSTM / GRU / RNN, nullptr for another op.
 std::unique_ptr<OpKernel> CreateRecurrentKernel(const NodeDef& node);

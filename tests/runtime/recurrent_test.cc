@@ -8,6 +8,10 @@
 // nodes.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 #include <functional>
 #include <map>
 #include <optional>
@@ -18,8 +22,11 @@
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/npy.h"
+#include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/runtime/export.h"
 #include "permdnn/kernels/activation.h"
 #include "permdnn/runtime/model.h"
+#include "permdnn/runtime/onnx_io.h"
 #include "tests/support/compare.h"
 
 namespace permdnn::runtime {
@@ -457,6 +464,249 @@ TEST(RecurrentBadInput, Activations) {
   s = Spec{};
   s.clip = -1.0f;
   ExpectError(s, {"clip = -1 must be > 0"});
+}
+
+// ---- permdnn export of run directories with recurrent layers ---------------
+
+// A run directory (docs/run-format.md, "Recurrent models"): lstm over rows,
+// permdiag (p = 4) or dense W_ih / W_hh, bidirectional, output last, then a
+// dense fc; or charlm-like: embedding -> gru (sequence) -> fc per step.
+struct RecurrentRun {
+  bool gru = false, bidir = true;
+  int p = 4;  // 1: dense
+  int64_t T = 5, in = 6, H = 8, classes = 5, vocab = 7;
+  // PyTorch-order dense matrices per direction: ih [G·H, in], hh [G·H, H], biases.
+  std::vector<std::vector<float>> ih, hh, bih, bhh;
+  std::vector<float> emb, fc_w, fc_b;
+};
+
+std::vector<float> Uniform(std::size_t n, uint64_t seed, float a) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-a, a);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+fs::path WriteRecurrentRun(const std::string& tag, RecurrentRun& r) {
+  const fs::path dir = fs::temp_directory_path() / ("permdnn_recurrent_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "tensors");
+  const int G = r.gru ? 3 : 4;
+  const int64_t GH = G * r.H, D = r.bidir ? 2 : 1;
+  const int64_t in = r.gru ? 4 : r.in;  // gru reads the embedding (dim 4)
+  nlohmann::json tensors = nlohmann::json::object();
+  for (int64_t d = 0; d < D; ++d) {
+    const std::string sfx = d == 1 ? "_reverse" : "";
+    for (const char* m : {"ih", "hh"}) {
+      const int64_t cols = std::string(m) == "ih" ? in : r.H;
+      const std::string key = std::string(m) + sfx;
+      std::vector<float> dense(static_cast<std::size_t>(GH * cols));
+      if (r.p > 1) {
+        PermDiagMatrix w = PermDiagMatrix::Random(GH, cols, r.p, 40 + d * 2 + (key[0] == 'h'));
+        for (float& v : w.values()) v *= 0.5f;
+        for (int64_t i = 0; i < GH; ++i)
+          for (int64_t j = 0; j < cols; ++j) dense[static_cast<std::size_t>(i * cols + j)] = w.At(i, j);
+        WriteNpy<float>((dir / ("tensors/rnn1." + key + ".values.npy")).string(), w.values(),
+                        {w.row_blocks(), w.col_blocks(), r.p});
+        WriteNpy<uint16_t>((dir / ("tensors/rnn1." + key + ".offsets.npy")).string(), w.offsets(),
+                           {w.row_blocks(), w.col_blocks()});
+        tensors[key + ".values"] = "tensors/rnn1." + key + ".values.npy";
+        tensors[key + ".offsets"] = "tensors/rnn1." + key + ".offsets.npy";
+      } else {
+        dense = Uniform(dense.size(), 50 + d * 2 + (key[0] == 'h'), 0.4f);
+        WriteNpy<float>((dir / ("tensors/rnn1." + key + ".weight.npy")).string(), dense, {GH, cols});
+        tensors[key + ".weight"] = "tensors/rnn1." + key + ".weight.npy";
+      }
+      (std::string(m) == "ih" ? r.ih : r.hh).push_back(dense);
+    }
+    for (const char* b : {"bias_ih", "bias_hh"}) {
+      std::vector<float> v = Uniform(static_cast<std::size_t>(GH), 60 + d * 2 + (b[5] == 'h'), 0.3f);
+      WriteNpy<float>((dir / ("tensors/rnn1." + std::string(b) + sfx + ".npy")).string(), v, {GH});
+      tensors[std::string(b) + sfx] = "tensors/rnn1." + std::string(b) + sfx + ".npy";
+      (b[5] == 'i' ? r.bih : r.bhh).push_back(v);
+    }
+  }
+  const int64_t feat = D * r.H;
+  r.fc_w = Uniform(static_cast<std::size_t>(r.classes * feat), 70, 0.5f);
+  r.fc_b = Uniform(static_cast<std::size_t>(r.classes), 71, 0.5f);
+  WriteNpy<float>((dir / "tensors/fc.weight.npy").string(), r.fc_w, {r.classes, feat});
+  WriteNpy<float>((dir / "tensors/fc.bias.npy").string(), r.fc_b, {r.classes});
+  nlohmann::json compress = r.p > 1 ? nlohmann::json{{"kind", "permdiag"}, {"p", r.p}} : nlohmann::json{{"kind", "dense"}};
+  nlohmann::json layers = nlohmann::json::array();
+  nlohmann::json input;
+  if (r.gru) {
+    r.emb = Uniform(static_cast<std::size_t>(r.vocab * 4), 72, 1.0f);
+    WriteNpy<float>((dir / "tensors/embed.weight.npy").string(), r.emb, {r.vocab, 4});
+    layers.push_back({{"name", "embed"}, {"type", "embedding"}, {"vocab", r.vocab}, {"dim", 4},
+                      {"tensors", {{"weight", "tensors/embed.weight.npy"}}}});
+    input = {{"shape", {r.T}}, {"layout", "T"}, {"dtype", "int64"}, {"vocab", r.vocab}};
+  } else {
+    input = {{"shape", {r.T, r.in}}, {"layout", "TF"}};
+  }
+  layers.push_back({{"name", "rnn1"}, {"type", r.gru ? "gru" : "lstm"}, {"in", in}, {"hidden", r.H},
+                    {"bidirectional", r.bidir}, {"output", r.gru ? "sequence" : "last"}, {"compress", compress},
+                    {"tensors", tensors}});
+  layers.push_back({{"name", "fc"}, {"type", "linear"}, {"in", feat}, {"out", r.classes},
+                    {"compress", {{"kind", "dense"}}},
+                    {"tensors", {{"weight", "tensors/fc.weight.npy"}, {"bias", "tensors/fc.bias.npy"}}}});
+  nlohmann::json doc = {{"format", "permdnn-run/1"}, {"model", r.gru ? "charlm" : "lstm"}, {"input", input},
+                        {"num_classes", r.classes}, {"layers", layers}};
+  std::ofstream(dir / "model.json") << doc.dump(2);
+  return dir;
+}
+
+// PyTorch's equations (gate order i, f, g, o / r, z, n), double precision.
+// x: [B, T, in] features. Returns the logits: [B, classes] (last) or
+// [B, T, classes] (sequence).
+std::vector<float> RunOracle(const RecurrentRun& r, const std::vector<double>& x, int64_t B) {
+  const int64_t D = r.bidir ? 2 : 1, H = r.H, in = r.gru ? 4 : r.in, T = r.T;
+  auto sig = [](double v) { return 1 / (1 + std::exp(-v)); };
+  std::vector<double> hs(static_cast<std::size_t>(B * T * D * H));  // per step outputs
+  std::vector<double> last(static_cast<std::size_t>(B * D * H));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < D; ++d) {
+      std::vector<double> h(H, 0), c(H, 0);
+      const auto &wi = r.ih[d], &wh = r.hh[d], &bi = r.bih[d], &bh = r.bhh[d];
+      for (int64_t s = 0; s < T; ++s) {
+        const int64_t t = d == 1 ? T - 1 - s : s;
+        const int G = r.gru ? 3 : 4;
+        std::vector<double> a(G * H), ah(G * H);
+        for (int64_t g = 0; g < G * H; ++g) {
+          double v = bi[g], u = bh[g];
+          for (int64_t i = 0; i < in; ++i) v += wi[g * in + i] * x[(b * T + t) * in + i];
+          for (int64_t k = 0; k < H; ++k) u += wh[g * H + k] * h[k];
+          a[g] = v, ah[g] = u;
+        }
+        std::vector<double> hn(H);
+        for (int64_t k = 0; k < H; ++k) {
+          if (r.gru) {
+            const double rr = sig(a[k] + ah[k]), z = sig(a[H + k] + ah[H + k]);
+            const double n = std::tanh(a[2 * H + k] + rr * ah[2 * H + k]);
+            hn[k] = (1 - z) * n + z * h[k];
+          } else {
+            const double i = sig(a[k] + ah[k]), f = sig(a[H + k] + ah[H + k]);
+            const double g = std::tanh(a[2 * H + k] + ah[2 * H + k]), o = sig(a[3 * H + k] + ah[3 * H + k]);
+            c[k] = f * c[k] + i * g;
+            hn[k] = o * std::tanh(c[k]);
+          }
+        }
+        h = hn;
+        for (int64_t k = 0; k < H; ++k) hs[((b * T + t) * D + d) * H + k] = h[k];
+      }
+      for (int64_t k = 0; k < H; ++k) last[(b * D + d) * H + k] = h[k];
+    }
+  const int64_t feat = D * H, rows = r.gru ? B * T : B;
+  const std::vector<double>& f = r.gru ? hs : last;
+  std::vector<float> out(static_cast<std::size_t>(rows * r.classes));
+  for (int64_t q = 0; q < rows; ++q)
+    for (int64_t o = 0; o < r.classes; ++o) {
+      double v = r.fc_b[o];
+      for (int64_t j = 0; j < feat; ++j) v += r.fc_w[o * feat + j] * f[q * feat + j];
+      out[q * r.classes + o] = float(v);
+    }
+  return out;
+}
+
+class RecurrentExport : public ::testing::TestWithParam<std::tuple<bool, int, bool>> {};
+
+TEST_P(RecurrentExport, RunsLikePyTorchEquations) {
+  const auto [gru, p, bidir] = GetParam();
+  RecurrentRun r;
+  r.gru = gru, r.p = p, r.bidir = bidir;
+  const std::string tag = fmt::format("{}_{}_{}", gru ? "gru" : "lstm", p, bidir);
+  const fs::path dir = WriteRecurrentRun(tag, r);
+  const int64_t B = 3;
+  std::vector<double> feats;
+  Tensor input;
+  if (gru) {
+    std::vector<int64_t> ids(static_cast<std::size_t>(B * r.T));
+    for (std::size_t k = 0; k < ids.size(); ++k) ids[k] = static_cast<int64_t>((k * 5 + 2) % r.vocab);
+    for (int64_t id : ids)
+      for (int e = 0; e < 4; ++e) feats.push_back(r.emb[id * 4 + e]);
+    input = Tensor::Int64({B, r.T}, ids);
+  } else {
+    std::vector<float> x = Uniform(static_cast<std::size_t>(B * r.T * r.in), 80, 1.0f);
+    feats.assign(x.begin(), x.end());
+    input = Tensor::Float({B, r.T, r.in}, x);
+  }
+  const std::vector<float> want = RunOracle(r, feats, B);
+  for (bool portable : {false, true}) {
+    const fs::path out = dir / (portable ? "portable.onnx" : "model.onnx");
+    ExportReport rep = ExportRun(dir.string(), out.string(), {.portable = portable});
+    ASSERT_EQ(rep.layers.size(), gru ? 3u : 2u);
+    const LayerReport& rl = rep.layers[gru ? 1 : 0];
+    const std::string want_op = p > 1 && !portable ? (gru ? "PermDiagGRU" : "PermDiagLSTM") : (gru ? "GRU" : "LSTM");
+    EXPECT_EQ(rl.op, want_op);
+    if (p > 1 && !portable) EXPECT_LT(rl.stored_bytes * 2, rl.dense_bytes) << "p = 4: a quarter of W, R + dense biases";
+    Model m = Model::Load(out.string());
+    std::vector<Tensor> y = m.Run({input});
+    ASSERT_EQ(y.size(), 1u);
+    EXPECT_EQ(y[0].size(), static_cast<int64_t>(want.size()));
+    EXPECT_TRUE(testing::AllNear<float>(want, std::as_const(y[0]).floats(), 2e-5)) << (portable ? "portable" : "");
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Runs, RecurrentExport,
+                         ::testing::Combine(::testing::Bool(), ::testing::Values(1, 4), ::testing::Bool()),
+                         [](const auto& info) {
+                           return fmt::format("{}_p{}_{}", std::get<0>(info.param) ? "gru" : "lstm",
+                                              std::get<1>(info.param),
+                                              std::get<2>(info.param) ? "bidir" : "forward");
+                         });
+
+// A PermDiagLSTM node with a bad R array: the registry's error, naming the
+// node, the matrix and the field.
+TEST(RecurrentExport, BadCompressedArraysNameTheNode) {
+  RecurrentRun r;
+  const fs::path dir = WriteRecurrentRun("badarr", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  onnx::ModelProto m;
+  ASSERT_TRUE(m.ParseFromString(ReadFileBytes((dir / "m.onnx").string())));
+  auto edit = [&](const std::function<void(onnx::TensorProto*)>& fn) {
+    onnx::ModelProto c = m;
+    for (auto& t : *c.mutable_graph()->mutable_initializer())
+      if (t.name() == "rnn1.R.offsets") fn(&t);
+    std::string bytes;
+    c.SerializeToString(&bytes);
+    try {
+      Model::FromBytes(bytes, "bad.onnx");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  std::string e = edit([](onnx::TensorProto* t) {
+    std::string raw = t->raw_data();
+    raw[0] = 9, raw[1] = 0;  // offset 9 >= p = 4
+    t->set_raw_data(raw);
+  });
+  EXPECT_NE(e.find("node 'rnn1' (ai.permdnn.PermDiagLSTM"), std::string::npos) << e;
+  EXPECT_NE(e.find("R (direction 0)"), std::string::npos) << e;
+  EXPECT_NE(e.find("offset 9"), std::string::npos) << e;
+  e = edit([](onnx::TensorProto* t) {
+    t->set_dims(0, 1);
+    t->set_raw_data(t->raw_data().substr(0, t->raw_data().size() / 2));
+  });
+  EXPECT_NE(e.find("expected a leading num_directions = 2"), std::string::npos) << e;
+  fs::remove_all(dir);
+}
+
+TEST(RecurrentExport, HiddenNotMultipleOfP) {
+  RecurrentRun r;
+  r.H = 6;
+  const fs::path dir = WriteRecurrentRun("badp", r);
+  std::string e;
+  try {
+    ExportRun(dir.string(), (dir / "x.onnx").string(), {});
+  } catch (const Error& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("layer 'rnn1'"), std::string::npos) << e;
+  EXPECT_NE(e.find("hidden = 6 must be a multiple of p = 4"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(dir / "x.onnx"));
+  fs::remove_all(dir);
 }
 
 }  // namespace
