@@ -19,10 +19,13 @@ core_pkgs=(
 # The data sets are here because a test that cannot read them fails
 # (tests/support/installed.h) rather than skipping.
 # Training and the benchmarks' extras: torchvision for the
-# model zoo (scripts/make-zoo.sh), XNNPACK for bench/dense_probe.cc.
+# model zoo (scripts/make-zoo.sh), XNNPACK for bench/dense_probe.cc,
+# fortunes for `permdnn train --model charlm` (its default text corpus,
+# /usr/share/games/fortunes; the unit tests write their own corpus).
 extra_pkgs=(
   libtorch-dev
   python3-torchvision libxnnpack-dev libpthreadpool-dev
+  fortunes
 )
 
 # Only for `make fuzz` (libFuzzer is clang's; llvm-symbolizer names the

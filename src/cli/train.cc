@@ -36,7 +36,10 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--lr", o->lr, "Adam learning rate (x0.1 for the last third of the epochs)")->capture_default_str();
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str();
   cmd->add_option("--threads", o->threads, "threads (LibTorch and permdiag kernels)")->capture_default_str();
-  cmd->add_option("--limit-train", o->limit_train, "use only the first N training images (quick runs)");
+  cmd->add_option("--limit-train", o->limit_train, "use only the first N training images / sequences (quick runs)");
+  cmd->add_option("--limit-test", o->limit_test,
+                  "evaluate only the first N test images / held-out sequences (quick runs; the test set is then a "
+                  "fixed prefix, the same for every run)");
   cmd->callback([o] {
     train::TrainResult r = train::Train(*o, std::cout);
     if (r.interrupted) {

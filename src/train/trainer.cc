@@ -236,10 +236,16 @@ Data Windows(const std::vector<int64_t>& ids, int64_t seq_len, int64_t limit, co
   int64_t n = TextCorpus::WindowCount(static_cast<int64_t>(ids.size()), seq_len);
   PERMDNN_CHECK(n >= 1, "charlm: the {} split has {} characters, too few for one sequence of --seq-len {} (+1)",
                 split, ids.size(), seq_len);
-  if (limit > 0) n = std::min(n, limit);
+  // --limit-*: `limit` windows spread evenly over the split (window ⌊i·n/limit⌋),
+  // so a short run still sees every file of the corpus.
+  torch::Tensor first = torch::arange(n);
+  if (limit > 0 && limit < n) {
+    first = torch::arange(limit).mul(n).div(limit, "floor");
+    n = limit;
+  }
   torch::Tensor all = torch::from_blob(const_cast<int64_t*>(ids.data()), {static_cast<int64_t>(ids.size())},
                                        torch::kLong);
-  torch::Tensor idx = (torch::arange(n).unsqueeze(1) * seq_len + torch::arange(seq_len).unsqueeze(0)).reshape({-1});
+  torch::Tensor idx = (first.unsqueeze(1) * seq_len + torch::arange(seq_len).unsqueeze(0)).reshape({-1});
   return {all.index_select(0, idx).view({n, seq_len}), all.index_select(0, idx + 1).view({n, seq_len})};
 }
 
@@ -251,7 +257,7 @@ TrainData LoadTrainData(const TrainOptions& o) {
     PERMDNN_CHECK(o.seq_len >= 1, "--seq-len must be >= 1, got {}", o.seq_len);
     const TextCorpus c = LoadTextCorpus(o.data_dir.empty() ? kDefaultTextCorpusDir : o.data_dir);
     d.train = Windows(c.train_ids, o.seq_len, o.limit_train, "training");
-    d.test = Windows(c.test_ids, o.seq_len, 0, "held-out");
+    d.test = Windows(c.test_ids, o.seq_len, o.limit_test, "held-out");
     d.input.classes = static_cast<int>(c.vocab());
     d.input.seq_len = o.seq_len;
     d.input.alphabet = c.alphabet;
@@ -269,7 +275,7 @@ TrainData LoadTrainData(const TrainOptions& o) {
     ImageDataset tr = LoadFashionMnist(dir, "train"), te = LoadFashionMnist(dir, "test");
     int64_t n = o.limit_train > 0 ? std::min(o.limit_train, tr.count) : tr.count;
     d.train = ToTensors(tr, 0, n, d.pre);
-    d.test = ToTensors(te, 0, te.count, d.pre);
+    d.test = ToTensors(te, 0, o.limit_test > 0 ? std::min(o.limit_test, te.count) : te.count, d.pre);
     d.input.rows = tr.rows;
     d.input.cols = tr.cols;
     d.input.classes = tr.num_classes;
@@ -502,6 +508,9 @@ class TrainSession {
                               {"batch", o_.batch},
                               {"lr", o_.lr},
                               {"limit_train", o_.limit_train},
+                              {"limit_test", o_.limit_test},
+                              {"train_samples", data_.train.count()},
+                              {"test_samples", data_.test.count()},
                               {"final_test_accuracy", r.final_accuracy},
                               {"best_test_accuracy", r.best_accuracy},
                               {"best_epoch", r.best_epoch},

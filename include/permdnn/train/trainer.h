@@ -37,6 +37,7 @@ struct TrainOptions {
   uint64_t seed = 1;
   int threads = 2;
   int64_t limit_train = 0;          // use only the first N training images / sequences (0: all)
+  int64_t limit_test = 0;           // evaluate only the first N test images / held-out sequences (0: all)
   // Recurrent models (lstm, charlm): rnn1's cell ("lstm" | "gru") and hidden
   // size; charlm's sequence length (--data is then a text file or directory,
   // default /usr/share/games/fortunes).
