@@ -23,6 +23,7 @@
 
 #include "permdnn/core/npy.h"
 #include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/kernels/activation.h"
 #include "permdnn/runtime/model.h"
@@ -718,6 +719,23 @@ TEST(RecurrentExport, Int16CloseToFloat) {
   bool i16 = false;
   for (const NodeProfile& p : m.Profile()) i16 = i16 || p.kernel.find("i16") != std::string::npos;
   EXPECT_TRUE(i16);
+  fs::remove_all(dir);
+}
+
+// An exported row-sequence model (input layout "TF") is evaluated on
+// [B, rows, cols] batches (permdnn eval).
+TEST(RecurrentExport, EvalReadsRowLayout) {
+  RecurrentRun r;
+  const fs::path dir = WriteRecurrentRun("evallayout", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  Model m = Model::Load((dir / "m.onnx").string());
+  Preprocess pre;
+  Layout layout = Layout::kNchw;
+  EXPECT_TRUE(DefaultPreprocess(m, &pre, &layout));
+  EXPECT_EQ(layout, Layout::kRows);
+  ImageDataset data;
+  data.rows = r.T, data.cols = r.in;
+  EXPECT_EQ(BatchShape(data, layout, 7), (std::vector<int64_t>{7, r.T, r.in}));
   fs::remove_all(dir);
 }
 
