@@ -26,6 +26,7 @@
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/kernels/activation.h"
+#include "permdnn/kernels/dispatch.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
 #include "tests/support/compare.h"
@@ -385,13 +386,18 @@ TEST(RecurrentActivations, SimdMatchesReference) {
   std::vector<float> x;
   for (float v = -100; v <= 100; v += 0.0371f) x.push_back(v);
   for (float v : {0.0f, -0.0f, 1e-8f, -1e-8f, 88.0f, -88.0f, 1e30f, -1e30f}) x.push_back(v);
-  for (auto [simd, ref] : {std::pair{&kernels::SigmoidInPlace, &kernels::SigmoidInPlaceReference},
-                           std::pair{&kernels::TanhInPlace, &kernels::TanhInPlaceReference}}) {
-    std::vector<float> a = x, b = x;
-    simd(a.data(), static_cast<int64_t>(a.size()));
-    ref(b.data(), static_cast<int64_t>(b.size()));
-    EXPECT_TRUE(testing::AllNear<float>(b, a, 4e-7));
+  for (int64_t target : kernels::AvailableSimdTargets()) {
+    kernels::ForceSimdTarget(target);
+    SCOPED_TRACE(kernels::SimdTargetName(target));
+    for (auto [simd, ref] : {std::pair{&kernels::SigmoidInPlace, &kernels::SigmoidInPlaceReference},
+                             std::pair{&kernels::TanhInPlace, &kernels::TanhInPlaceReference}}) {
+      std::vector<float> a = x, b = x;
+      simd(a.data(), static_cast<int64_t>(a.size()));
+      ref(b.data(), static_cast<int64_t>(b.size()));
+      EXPECT_TRUE(testing::AllNear<float>(b, a, 4e-7));
+    }
   }
+  kernels::ForceSimdTarget(0);
 }
 
 // ---- Bad nodes --------------------------------------------------------------
