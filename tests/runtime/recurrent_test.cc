@@ -25,6 +25,7 @@
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/export.h"
+#include "permdnn/runtime/inspect.h"
 #include "permdnn/kernels/activation.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/runtime/model.h"
@@ -742,6 +743,21 @@ TEST(RecurrentExport, EvalReadsRowLayout) {
   ImageDataset data;
   data.rows = r.T, data.cols = r.in;
   EXPECT_EQ(BatchShape(data, layout, 7), (std::vector<int64_t>{7, r.T, r.in}));
+  fs::remove_all(dir);
+}
+
+// `permdnn sim --model` does not simulate recurrent layers yet: inspection
+// lists them as skipped, with the reason, instead of leaving them out.
+TEST(RecurrentExport, InspectionListsRecurrentLayersAsSkipped) {
+  RecurrentRun r;
+  const fs::path dir = WriteRecurrentRun("inspect", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  const ModelInspection ins = InspectCompressedLayers(ReadFileBytes((dir / "m.onnx").string()), "m.onnx");
+  EXPECT_TRUE(ins.layers.empty());
+  ASSERT_GE(ins.skipped.size(), 1u);
+  EXPECT_EQ(ins.skipped[0].node, "rnn1");
+  EXPECT_EQ(ins.skipped[0].op_type, "PermDiagLSTM");
+  EXPECT_NE(ins.skipped[0].reason.find("not simulated yet"), std::string::npos);
   fs::remove_all(dir);
 }
 
