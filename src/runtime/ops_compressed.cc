@@ -44,6 +44,7 @@ std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
     case formats::Kind::kCirculant: return CreateCirculantKernel(*f, n);
     case formats::Kind::kCsr:
     case formats::Kind::kCsrCodebook: return CreateSparseKernel(*f, n);
+    case formats::Kind::kTernary: return CreateTernaryKernel(*f, n);
     case formats::Kind::kDense: break;
   }
   throw UnsupportedError(n.Where() + ": no runtime op for format " + f->name);

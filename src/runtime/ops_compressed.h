@@ -44,6 +44,7 @@ std::unique_ptr<OpKernel> CreateFormOp(const formats::FormatTraits& f, const Nod
 std::unique_ptr<OpKernel> CreatePermDiagKernel(const formats::FormatTraits& f, const NodeDef& n);
 std::unique_ptr<OpKernel> CreateCirculantKernel(const formats::FormatTraits& f, const NodeDef& n);
 std::unique_ptr<OpKernel> CreateSparseKernel(const formats::FormatTraits& f, const NodeDef& n);
+std::unique_ptr<OpKernel> CreateTernaryKernel(const formats::FormatTraits& f, const NodeDef& n);
 
 // The node's weights from its constant inputs, validated by the registry
 // (errors name the node and the input).
