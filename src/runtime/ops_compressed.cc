@@ -1,7 +1,10 @@
 // The ai.permdnn operators' creation and shared parts (ops_compressed.h).
 #include "runtime/ops_compressed.h"
 
+#include <algorithm>
+
 #include "permdnn/core/thread_pool.h"
+#include "runtime/ops_recurrent.h"
 
 namespace permdnn::runtime::detail {
 
@@ -32,7 +35,15 @@ class ContextSource : public formats::NodeSource {
 
 }  // namespace
 
+formats::Weights ReadRecurrentWeights(const OpContext& ctx, const formats::FormatTraits& f, bool r_matrix,
+                                      int64_t direction, int64_t directions, int64_t rows, int64_t cols) {
+  return formats::ReadRecurrentMatrix(f, ContextSource(ctx), r_matrix, direction, directions, rows, cols);
+}
+
 std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
+  formats::RecurrentCell cell{};
+  if (const formats::FormatTraits* rf = formats::FindRecurrentFormat(n.domain, n.op_type, &cell))
+    return CreateCompressedRecurrentKernel(*rf, cell, n);
   const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [&](int slot) {
     return slot < static_cast<int>(n.inputs.size()) && n.inputs[slot] >= 0;
   }, false, &n.attrs);
@@ -74,6 +85,14 @@ void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t,
     return;
   }
   for (int64_t b = 0; b < batch; ++b) fn(b, threads);
+}
+
+void Transpose(const float* a, int64_t r, int64_t c, float* t) {
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < r; i0 += kTile)
+    for (int64_t j0 = 0; j0 < c; j0 += kTile)
+      for (int64_t i = i0; i < std::min(r, i0 + kTile); ++i)
+        for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
 }
 
 WindowGeometry PrepareConv(OpContext& ctx, int64_t in, int64_t out, const std::vector<int64_t>& kernel) {

@@ -50,6 +50,11 @@ std::unique_ptr<OpKernel> CreateTernaryKernel(const formats::FormatTraits& f, co
 // (errors name the node and the input).
 formats::Weights ReadWeights(const OpContext& ctx, const formats::FormatTraits& f, bool conv);
 
+// One matrix (W or R) of one direction of a compressed recurrent node
+// (formats::ReadRecurrentMatrix over the node's constant inputs).
+formats::Weights ReadRecurrentWeights(const OpContext& ctx, const formats::FormatTraits& f, bool r_matrix,
+                                      int64_t direction, int64_t directions, int64_t rows, int64_t cols);
+
 // Linear form: X float32 [..., in]; sets Y [..., out]; returns the batch
 // (the product of X's leading dims).
 int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out);
@@ -58,6 +63,10 @@ int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out);
 // least as many samples, threads split the samples (one product each on one
 // thread), else each product gets all threads.
 void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int)>& fn);
+
+// a [r][c] -> t [c][r] (batch-major <-> feature-major for the batched
+// products of the sparse and ternary ops), in tiles so both sides stay in cache.
+void Transpose(const float* a, int64_t r, int64_t c, float* t);
 
 // Conv form: X float32 [N, in, spatial...] with as many spatial dims as
 // `kernel`; sets Y [N, out, out_spatial...] and the scratch of one sample's

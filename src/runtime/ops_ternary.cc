@@ -38,15 +38,6 @@ kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits&
   return kernels::TernaryPack::Build(std::move(*formats::Lift(w).ternary));
 }
 
-// a [r][c] -> t [c][r], in tiles so both sides stay in cache.
-void Transpose(const float* a, int64_t r, int64_t c, float* t) {
-  constexpr int64_t kTile = 32;
-  for (int64_t i0 = 0; i0 < r; i0 += kTile)
-    for (int64_t j0 = 0; j0 < c; j0 += kTile)
-      for (int64_t i = i0; i < std::min(r, i0 + kTile); ++i)
-        for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
-}
-
 class TernaryMatMulOp : public CompressedOp {
  public:
   TernaryMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
