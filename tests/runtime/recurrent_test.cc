@@ -693,6 +693,34 @@ TEST(RecurrentExport, BadCompressedArraysNameTheNode) {
   fs::remove_all(dir);
 }
 
+// The int16 path of PermDiagLSTM (both products in fixed point after
+// calibration) stays close to fp32 and runs the int16 kernel.
+TEST(RecurrentExport, Int16CloseToFloat) {
+  RecurrentRun r;
+  r.bidir = false;
+  const fs::path dir = WriteRecurrentRun("int16", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  const int64_t B = 4;
+  const std::vector<float> x = Uniform(static_cast<std::size_t>(B * r.T * r.in), 81, 1.0f);
+  const std::vector<int64_t> shape{B, r.T, r.in};
+  Model m = Model::Load((dir / "m.onnx").string());
+  std::vector<float> y32(static_cast<std::size_t>(B * r.classes)), y16(y32.size());
+  m.Run(x, shape, y32);
+  m.EnableInt16(true);
+  m.Calibrate(x, shape);
+  m.SetProfiling(true);
+  m.Run(x, shape, y16);
+  double worst = 0, scale = 0;
+  for (std::size_t k = 0; k < y32.size(); ++k)
+    worst = std::max(worst, double(std::fabs(y32[k] - y16[k]))), scale = std::max(scale, double(std::fabs(y32[k])));
+  EXPECT_LT(worst, 0.01 * scale) << "int16 vs fp32, max |y| " << scale;
+  EXPECT_GT(worst, 0.0) << "the int16 path did not run";
+  bool i16 = false;
+  for (const NodeProfile& p : m.Profile()) i16 = i16 || p.kernel.find("i16") != std::string::npos;
+  EXPECT_TRUE(i16);
+  fs::remove_all(dir);
+}
+
 TEST(RecurrentExport, HiddenNotMultipleOfP) {
   RecurrentRun r;
   r.H = 6;
