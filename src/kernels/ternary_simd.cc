@@ -20,8 +20,8 @@
 // adds; the weight stream is 2 bits per weight, so large layers at batch 1
 // are bound by x in L1/L2, not by the weights (fp32: 32 bits per weight).
 //
-// ternary.matmul.lists (Y = W·X, feature-major): per row and tile of 4N
-// batch columns, four accumulators; each +1 column adds its row of X (four
+// ternary.matmul.lists (Y = W·X, feature-major): per tile of 4N batch
+// columns (outer) and row (inner), four accumulators; each +1 column adds its row of X (four
 // unaligned loads, four adds), each −1 column subtracts; then one
 // MulAdd(scale, acc, bias) per vector. Then tiles of N and a scalar tail;
 // no over-read. Two load ports and two FP add ports on Zen 5 bound it at
@@ -85,13 +85,14 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const int32_t* idx = w->index.data();
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t p0 = w->plus_begin[r], m0 = w->minus_begin[r], m1 = w->plus_begin[r + 1];
-    const float s = w->matrix.scale()[r], b = bias ? bias[r] : 0.0f;
-    const auto vs = hn::Set(d, s), vb = hn::Set(d, b);
-    float* yr = y + r * batch;
-    int64_t b0 = 0;
-    for (; b0 + 4 * N <= batch; b0 += 4 * N) {
+  const float* scale = w->matrix.scale().data();
+  // Batch tiles outside, rows inside: every row of the slice reads the same
+  // 4N-column strip of X, which then stays in L1/L2 across the rows
+  // (row-outer re-read the whole of X from L3 for every row).
+  int64_t b0 = 0;
+  for (; b0 + 4 * N <= batch; b0 += 4 * N)
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t p0 = w->plus_begin[r], m0 = w->minus_begin[r], m1 = w->plus_begin[r + 1];
       auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
       for (int64_t e = p0; e < m0; ++e) {
         const float* xr = x + int64_t{idx[e]} * batch + b0;
@@ -107,24 +108,29 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
         a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
         a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
       }
-      hn::StoreU(hn::MulAdd(vs, a0, vb), d, yr + b0);
-      hn::StoreU(hn::MulAdd(vs, a1, vb), d, yr + b0 + N);
-      hn::StoreU(hn::MulAdd(vs, a2, vb), d, yr + b0 + 2 * N);
-      hn::StoreU(hn::MulAdd(vs, a3, vb), d, yr + b0 + 3 * N);
+      const auto vs = hn::Set(d, scale[r]), vb = hn::Set(d, bias ? bias[r] : 0.0f);
+      float* yr = y + r * batch + b0;
+      hn::StoreU(hn::MulAdd(vs, a0, vb), d, yr);
+      hn::StoreU(hn::MulAdd(vs, a1, vb), d, yr + N);
+      hn::StoreU(hn::MulAdd(vs, a2, vb), d, yr + 2 * N);
+      hn::StoreU(hn::MulAdd(vs, a3, vb), d, yr + 3 * N);
     }
-    for (; b0 + N <= batch; b0 += N) {
+  for (; b0 + N <= batch; b0 += N)
+    for (int64_t r = r0; r < r1; ++r) {
       auto a = hn::Zero(d);
-      for (int64_t e = p0; e < m0; ++e) a = hn::Add(a, hn::LoadU(d, x + int64_t{idx[e]} * batch + b0));
-      for (int64_t e = m0; e < m1; ++e) a = hn::Sub(a, hn::LoadU(d, x + int64_t{idx[e]} * batch + b0));
-      hn::StoreU(hn::MulAdd(vs, a, vb), d, yr + b0);
+      for (int64_t e = w->plus_begin[r]; e < w->minus_begin[r]; ++e)
+        a = hn::Add(a, hn::LoadU(d, x + int64_t{idx[e]} * batch + b0));
+      for (int64_t e = w->minus_begin[r]; e < w->plus_begin[r + 1]; ++e)
+        a = hn::Sub(a, hn::LoadU(d, x + int64_t{idx[e]} * batch + b0));
+      hn::StoreU(hn::MulAdd(hn::Set(d, scale[r]), a, hn::Set(d, bias ? bias[r] : 0.0f)), d, y + r * batch + b0);
     }
-    for (; b0 < batch; ++b0) {
+  for (; b0 < batch; ++b0)
+    for (int64_t r = r0; r < r1; ++r) {
       float a = 0.0f;
-      for (int64_t e = p0; e < m0; ++e) a += x[int64_t{idx[e]} * batch + b0];
-      for (int64_t e = m0; e < m1; ++e) a -= x[int64_t{idx[e]} * batch + b0];
-      yr[b0] = s * a + b;
+      for (int64_t e = w->plus_begin[r]; e < w->minus_begin[r]; ++e) a += x[int64_t{idx[e]} * batch + b0];
+      for (int64_t e = w->minus_begin[r]; e < w->plus_begin[r + 1]; ++e) a -= x[int64_t{idx[e]} * batch + b0];
+      y[r * batch + b0] = scale[r] * a + (bias ? bias[r] : 0.0f);
     }
-  }
 }
 
 // This file's part of the kernel table: one SIMD row per op.
