@@ -101,6 +101,10 @@ ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std:
     if (f == nullptr) {
       if (n.domain.empty() && (n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "Conv"))
         out.skipped.push_back({n.name, n.op_type, "dense (not compressed)"});
+      if (n.domain.empty() && (n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN"))
+        out.skipped.push_back({n.name, n.op_type, "recurrent, dense (not compressed)"});
+      if (formats::FindRecurrentFormat(n.domain, n.op_type, nullptr))
+        out.skipped.push_back({n.name, n.op_type, "compressed recurrent layer: not simulated yet (issue #17, point 5)"});
       continue;
     }
     const InitializerSource src(g, n);
