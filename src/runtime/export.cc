@@ -74,6 +74,7 @@ class RunLayerSource : public formats::NodeSource {
                  const std::vector<int64_t>& kernel, int64_t in, int64_t out, std::string prefix)
       : c_(c), prefix_(std::move(prefix)) {
     if (f.blocked) attrs_.SetInt("p", p);
+    if (f.kind == formats::Kind::kTernary) attrs_.SetInt("group_ch", p);  // compress.group
     attrs_.SetInt(conv ? "in_channels" : "in_features", in);
     attrs_.SetInt(conv ? "out_channels" : "out_features", out);
     if (conv) attrs_.SetInts("kernel_shape", kernel);
@@ -274,6 +275,12 @@ LayerMethod ReadLayerMethod(const LayerCtx& c) {
     for (const formats::FormatTraits& f : formats::Formats())
       if (kinds.find(f.spec_kind) == std::string::npos) kinds += (kinds.empty() ? "" : ", ") + std::string(f.spec_kind);
     throw UnsupportedError(fmt::format("{}: compression '{}' cannot be exported ({})", c.Where(), kind, kinds));
+  }
+  if (m.format->kind == formats::Kind::kTernary) {
+    PERMDNN_CHECK(cj.contains("group") && cj["group"].is_number_integer() && cj["group"].get<int64_t>() >= 1 &&
+                      cj["group"].get<int64_t>() <= 4096,
+                  "{}: compress.group must be an integer in [1, 4096] (input channels per ternary group)", c.Where());
+    m.p = cj["group"].get<int>();
   }
   if (m.format->blocked) {
     PERMDNN_CHECK(cj.contains("p") && cj["p"].is_number_integer() && cj["p"].get<int64_t>() >= 1 &&
