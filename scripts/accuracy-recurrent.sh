@@ -127,7 +127,7 @@ out.append("Recipe: Adam lr 1e-3 (×0.1 for the last third of the epochs), seed 
            "rnn1's CSR arrays take the bytes of permdiag p=8. Bytes: rnn1 (both matrices, offsets / CSR "
            "indices, both biases) + the rest of the model; compression = dense bytes / bytes, whole model. "
            "Time: training only, on the shared machine (AMD EPYC Zen 5, 2 cores shared with three other "
-           "agents' builds and runs; load average 8–12), so times compare only within a row.")
+           "agents' builds and runs; load average 10–16 during these runs), so times compare only within a row.")
 out.append("")
 out.append("| model | compress | epochs | train / test samples | result | vs dense | rnn1 bytes | model compression | train time |")
 out.append("|---|---|---|---|---|---|---|---|---|")
