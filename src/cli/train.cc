@@ -13,7 +13,7 @@ namespace permdnn::cli {
 void AddTrainCommand(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
   CLI::App* cmd = app.add_subcommand("train", "train a model with permuted-diagonal, block-circulant, pruned (or dense) layers on Fashion-MNIST");
-  cmd->add_option("--model", o->model, "mlp | lenet300 | lenet5 | cnn | tiny | tinycnn")->capture_default_str();
+  cmd->add_option("--model", o->model, "mlp | lenet300 | lenet5 | lenet5caffe | cnn | tiny | tinycnn")->capture_default_str();
   cmd->add_option("--compress", o->compress,
                   "SPEC: dense | permdiag:p=8 | circulant:p=8 | prune:density=0.1[,bits=4] | per layer "
                   "fc1=permdiag:p=4,fc3=dense (the global method skips a first conv layer and the last layer "
@@ -29,6 +29,17 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str();
   cmd->add_option("--threads", o->threads, "threads (LibTorch and permdiag kernels)")->capture_default_str();
   cmd->add_option("--limit-train", o->limit_train, "use only the first N training images (quick runs)");
+  cmd->add_option("--method", o->method,
+                  "adam | admm (ADMM-NN: --compress is the target; ADMM epochs on the dense model, then hard "
+                  "projection and retraining with the structure fixed; docs/admm.md)")
+      ->capture_default_str();
+  cmd->add_option("--admm-epochs", o->admm_epochs, "admm: epochs of the ADMM phase (0: half of --epochs)")
+      ->capture_default_str();
+  cmd->add_option("--rho", o->rho, "admm: penalty rho of (rho/2)||W - Z + U||^2")->capture_default_str();
+  cmd->add_option("--rho-mult", o->rho_mult, "admm: rho is multiplied by this after every round")
+      ->capture_default_str();
+  cmd->add_option("--admm-iter", o->admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
+      ->capture_default_str();
   cmd->callback([o] {
     train::TrainResult r = train::Train(*o, std::cout);
     if (r.interrupted) {
