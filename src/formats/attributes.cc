@@ -14,6 +14,7 @@ const char* KindName(Attributes::Value::Kind k) {
     case Attributes::Value::kString: return "a string";
     case Attributes::Value::kInts: return "a list of ints";
     case Attributes::Value::kFloats: return "a list of floats";
+    case Attributes::Value::kStrings: return "a list of strings";
     case Attributes::Value::kOther: break;
   }
   return "another type";
@@ -54,6 +55,13 @@ void Attributes::SetInts(const std::string& name, std::vector<int64_t> v) {
   Set(name, std::move(x));
 }
 
+void Attributes::SetStrings(const std::string& name, std::vector<std::string> v) {
+  Value x;
+  x.kind = Value::kStrings;
+  x.strings = std::move(v);
+  Set(name, std::move(x));
+}
+
 const Attributes::Value* Attributes::Find(const std::string& name) const {
   auto it = values_.find(name);
   return it == values_.end() ? nullptr : &it->second;
@@ -79,6 +87,11 @@ std::vector<int64_t> Attributes::Ints(const std::string& name, std::vector<int64
 std::vector<float> Attributes::Floats(const std::string& name, const std::string& where) const {
   const Value* v = Typed(*this, name, Value::kFloats, where);
   return v ? v->floats : std::vector<float>{};
+}
+
+std::vector<std::string> Attributes::Strings(const std::string& name, const std::string& where) const {
+  const Value* v = Typed(*this, name, Value::kStrings, where);
+  return v ? v->strings : std::vector<std::string>{};
 }
 
 int64_t Attributes::RequirePositive(const std::string& name, const std::string& where) const {

@@ -85,6 +85,26 @@ constexpr OpSchema kCirculantConv = {kDomain, "BlockCirculantConv", 1, true, kBl
 constexpr OpSchema kSparseMatMul = {kDomain, "SparseMatMul", 1, false, kSparseLinearAttrs};
 constexpr OpSchema kSparseConv = {kDomain, "SparseConv", 1, true, kSparseConvAttrs};
 
+// The recurrent forms (registry.h, "Recurrent layers").
+constexpr AttrSpec kPermDiagRecurrentAttrs[] = {
+    {"p", "int", true, "block size of W and R (hidden_size a multiple of p: no block straddles two gates)"},
+    {"input_size", "int", true, "columns of W (the last dimension of X)"},
+    {"hidden_size", "int", true, "H; W has G·H rows, R is G·H × H"},
+    {"direction", "string", false, "as the ONNX op: forward, reverse, bidirectional"},
+    {"layout", "int", false, "as the ONNX op (opset 14)"},
+    {"activations", "strings", false, "as the ONNX op"},
+    {"activation_alpha", "floats", false, "as the ONNX op"},
+    {"activation_beta", "floats", false, "as the ONNX op"},
+    {"clip", "float", false, "as the ONNX op"},
+    {"input_forget", "int", false, "LSTM: as the ONNX op"},
+    {"linear_before_reset", "int", false, "GRU: as the ONNX op"},
+};
+constexpr OpSchema kPermDiagRecurrent[] = {
+    {kDomain, "PermDiagRNN", 1, false, kPermDiagRecurrentAttrs},
+    {kDomain, "PermDiagGRU", 1, false, kPermDiagRecurrentAttrs},
+    {kDomain, "PermDiagLSTM", 1, false, kPermDiagRecurrentAttrs},
+};
+
 constexpr ArraySpec kDenseArrays[] = {
     {"weight", 1, ElemType::kFloat32, false, true, "", "[out, in, kernel...]"},
     {"bias", 2, ElemType::kFloat32, true, true, "", "[out]"},
@@ -587,6 +607,89 @@ const FormatTraits& Format(Kind kind) {
 }
 
 bool IsPermDnnDomain(const std::string& domain) { return domain == kDomain; }
+
+const OpSchema* RecurrentOp(const FormatTraits& f, RecurrentCell cell) {
+  if (f.kind != Kind::kPermDiag) return nullptr;
+  return &kPermDiagRecurrent[static_cast<int>(cell)];
+}
+
+const FormatTraits* FindRecurrentFormat(const std::string& domain, const std::string& op_type, RecurrentCell* cell) {
+  if (domain != kDomain) return nullptr;
+  for (const FormatTraits& f : kFormats)
+    for (RecurrentCell c : {RecurrentCell::kRnn, RecurrentCell::kGru, RecurrentCell::kLstm})
+      if (const OpSchema* op = RecurrentOp(f, c); op && op_type == op->name) {
+        if (cell) *cell = c;
+        return &f;
+      }
+  return nullptr;
+}
+
+int RecurrentSlot(const FormatTraits& f, bool r_matrix, const ArraySpec& a) {
+  int per = 0, index = -1;
+  for (const ArraySpec& s : f.arrays) {
+    if (std::string_view(s.name) == "bias") continue;
+    if (&s == &a) index = per;
+    ++per;
+  }
+  PERMDNN_CHECK(index >= 0, "RecurrentSlot: array {} is not a matrix array of {}", a.name, f.name);
+  return kRecurrentArraySlot + (r_matrix ? per : 0) + index;
+}
+
+namespace {
+
+// One matrix of one direction of a recurrent node, as the linear form's
+// node: slots and attributes mapped, the direction's slice of each array.
+class RecurrentMatrixSource : public NodeSource {
+ public:
+  RecurrentMatrixSource(const FormatTraits& f, const NodeSource& node, bool r_matrix, int64_t direction,
+                        int64_t directions, int64_t rows, int64_t cols)
+      : f_(f), node_(node), r_(r_matrix), d_(direction), dirs_(directions) {
+    if (const Attributes::Value* p = node.attributes().Find("p")) attrs_.Set("p", *p);
+    attrs_.SetInt("in_features", cols);
+    attrs_.SetInt("out_features", rows);
+  }
+  std::string Where() const override {
+    return fmt::format("{}: {}{}", node_.Where(), r_ ? "R" : "W", dirs_ > 1 ? fmt::format(" (direction {})", d_) : "");
+  }
+  const Attributes& attributes() const override { return attrs_; }
+  bool HasInput(int slot, const char* name) const override {
+    const ArraySpec* a = Spec(slot);
+    return a && node_.HasInput(RecurrentSlot(f_, r_, *a), name);
+  }
+  ArrayRef Input(int slot, const char* name) const override {
+    const ArraySpec* a = Spec(slot);
+    PERMDNN_CHECK(a != nullptr, "{}: no input {}", Where(), name);
+    ArrayRef full = node_.Input(RecurrentSlot(f_, r_, *a), name);
+    PERMDNN_CHECK(!full.shape.empty() && full.shape[0] == dirs_,
+                  "{}: array {} '{}' has shape {}, expected a leading num_directions = {} dimension", Where(), name,
+                  full.name, ShapeText(full.shape), dirs_);
+    ArrayRef one = full;
+    one.shape.erase(one.shape.begin());
+    const int64_t n = one.size();
+    if (!full.f.empty()) one.f = full.f.subspan(static_cast<std::size_t>(d_ * n), static_cast<std::size_t>(n));
+    if (!full.i.empty()) one.i = full.i.subspan(static_cast<std::size_t>(d_ * n), static_cast<std::size_t>(n));
+    return one;
+  }
+
+ private:
+  const ArraySpec* Spec(int slot) const {
+    for (const ArraySpec& a : f_.arrays)
+      if (a.slot == slot && std::string_view(a.name) != "bias") return &a;
+    return nullptr;
+  }
+  const FormatTraits& f_;
+  const NodeSource& node_;
+  bool r_;
+  int64_t d_, dirs_;
+  Attributes attrs_;
+};
+
+}  // namespace
+
+Weights ReadRecurrentMatrix(const FormatTraits& f, const NodeSource& node, bool r_matrix, int64_t direction,
+                            int64_t directions, int64_t rows, int64_t cols) {
+  return ReadNode(f, false, RecurrentMatrixSource(f, node, r_matrix, direction, directions, rows, cols));
+}
 
 bool IsPermDiag(Kind kind) { return kind == Kind::kPermDiag || kind == Kind::kPermDiagColumn; }
 

@@ -67,16 +67,26 @@ class RunLayerSource : public formats::NodeSource {
  public:
   RunLayerSource(const LayerCtx& c, const formats::FormatTraits& f, bool conv, int p,
                  const std::vector<int64_t>& kernel)
-      : c_(c) {
+      : RunLayerSource(c, f, conv, p, kernel, c.Int("in"), c.Int("out"), "") {}
+  // One matrix of a recurrent layer: its arrays are "<prefix><name>" ("ih.",
+  // "hh_reverse.", ...), its biases are the layer's bias_ih / bias_hh.
+  RunLayerSource(const LayerCtx& c, const formats::FormatTraits& f, bool conv, int p,
+                 const std::vector<int64_t>& kernel, int64_t in, int64_t out, std::string prefix)
+      : c_(c), prefix_(std::move(prefix)) {
     if (f.blocked) attrs_.SetInt("p", p);
-    attrs_.SetInt(conv ? "in_channels" : "in_features", c.Int("in"));
-    attrs_.SetInt(conv ? "out_channels" : "out_features", c.Int("out"));
+    attrs_.SetInt(conv ? "in_channels" : "in_features", in);
+    attrs_.SetInt(conv ? "out_channels" : "out_features", out);
     if (conv) attrs_.SetInts("kernel_shape", kernel);
   }
-  std::string Where() const override { return c_.Where(); }
+  std::string Where() const override { return c_.Where() + (prefix_.empty() ? "" : " (" + prefix_ + "*)"); }
   const formats::Attributes& attributes() const override { return attrs_; }
-  bool HasInput(int, const char* name) const override { return c_.HasTensor(name); }
-  formats::ArrayRef Input(int, const char* name) const override {
+  bool HasInput(int, const char* name) const override {
+    if (!prefix_.empty() && std::string_view(name) == "bias") return false;
+    return c_.HasTensor((prefix_ + name).c_str());
+  }
+  formats::ArrayRef Input(int, const char* bare) const override {
+    const std::string full = prefix_ + bare;
+    const char* name = full.c_str();
     const std::string rel = c_.TensorPath(name);
     Loaded& l = loaded_[name];
     const NpyArray a = ReadNpy((fs::path(c_.run_dir) / rel).string());
@@ -109,6 +119,7 @@ class RunLayerSource : public formats::NodeSource {
     std::vector<int64_t> i;
   };
   const LayerCtx& c_;
+  std::string prefix_;
   formats::Attributes attrs_;
   mutable std::map<std::string, Loaded> loaded_;
 };
@@ -117,6 +128,8 @@ class GraphBuilder {
  public:
   explicit GraphBuilder(onnx::GraphProto* g) : g_(g) {}
   std::string current = "input";
+  int64_t rank = 2;  // of `current`, batch included
+  onnx::GraphProto* graph() { return g_; }
 
   std::string AddInit(const std::string& name, std::span<const float> v, const std::vector<int64_t>& shape) {
     detail::SetFloatTensor(g_->add_initializer(), name, v, shape);
@@ -144,10 +157,11 @@ class GraphBuilder {
   onnx::GraphProto* g_;
 };
 
-void SetValueInfo(onnx::ValueInfoProto* v, const std::string& name, const std::vector<int64_t>& shape) {
+void SetValueInfo(onnx::ValueInfoProto* v, const std::string& name, const std::vector<int64_t>& shape,
+                  int elem_type = onnx::TensorProto::FLOAT) {
   v->set_name(name);
   auto* tt = v->mutable_type()->mutable_tensor_type();
-  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  tt->set_elem_type(elem_type);
   auto* s = tt->mutable_shape();
   for (std::size_t k = 0; k < shape.size(); ++k) {
     auto* d = s->add_dim();
@@ -198,9 +212,14 @@ onnx::ModelProto NewModel(const RunSpec& r, const std::string& run_dir) {
   m.set_producer_name("permdnn");
   m.set_producer_version("0.1.0");
   m.set_doc_string("exported by permdnn export from " + run_dir);
+  // Opset 14 (the LSTM / GRU layout attribute) only when the run has
+  // recurrent layers, so other exports stay as they were.
+  bool recurrent = false;
+  for (const json& l : spec["layers"])
+    recurrent = recurrent || (l.is_object() && (l.value("type", "") == "lstm" || l.value("type", "") == "gru"));
   auto* op = m.add_opset_import();
   op->set_domain("");
-  op->set_version(13);
+  op->set_version(recurrent ? 14 : 13);
   auto* op2 = m.add_opset_import();
   op2->set_domain(formats::kDomain);
   op2->set_version(formats::kDomainVersion);
@@ -217,7 +236,11 @@ onnx::ModelProto NewModel(const RunSpec& r, const std::string& run_dir) {
   if (spec.contains("test_accuracy")) meta("permdnn.test_accuracy", spec["test_accuracy"].dump());
   onnx::GraphProto* g = m.mutable_graph();
   g->set_name(spec.value("model", "permdnn"));
-  SetValueInfo(g->add_input(), "input", r.input_shape);
+  const std::string dtype = inp.value("dtype", "float32");
+  PERMDNN_CHECK(dtype == "float32" || dtype == "int64", "{}: input.dtype is '{}', expected float32 or int64",
+                r.model_json, dtype);
+  SetValueInfo(g->add_input(), "input", r.input_shape,
+               dtype == "int64" ? onnx::TensorProto::INT64 : onnx::TensorProto::FLOAT);
   return m;
 }
 
@@ -291,10 +314,188 @@ LayerReport ExportWeightLayer(const LayerCtx& c, bool conv, bool portable, Graph
     dense.bias = w.bias;
     w = std::move(dense);
   }
+  lr.stored_bytes = formats::StoredSize(w).bytes;
+  if (!conv && b.rank > 2 && w.kind == formats::Kind::kDense) {
+    // Gemm is 2-D only: per time step [B, T, in] · Wᵀ is MatMul + Add.
+    std::vector<float> wt(static_cast<std::size_t>(in * out));
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i) wt[static_cast<std::size_t>(i * out + o)] = w.values[static_cast<std::size_t>(o * in + i)];
+    b.Node(c.name, "MatMul", {b.AddInit(c.name + ".weight_t", wt, {in, out})});
+    lr.op = "MatMul";
+    if (!w.bias.empty()) {
+      b.Node(c.name + ".bias_add", "Add", {b.AddInit(c.name + ".bias", w.bias, {out})});
+      lr.op = "MatMul+Add";
+    }
+    return lr;
+  }
   const formats::NodeSpec spec = formats::WriteNode(w, window);
   b.Emit(c.name, spec);
   lr.op = spec.op->name;
-  lr.stored_bytes = formats::StoredSize(w).bytes;
+  return lr;
+}
+
+// ---- Recurrent layers (docs/run-format.md "Recurrent models") ---------------
+
+// ONNX gate order from PyTorch's: ONNX gate k is PyTorch gate kOnnxFrom[k].
+constexpr int kLstmFromTorch[] = {0, 3, 1, 2};  // i, o, f, c  <-  i, f, g, o
+constexpr int kGruFromTorch[] = {1, 0, 2};      // z, r, h     <-  r, z, n
+
+// Rows [G·H, ...] of `row_len` floats each: gate blocks reordered to ONNX.
+std::vector<float> ReorderGateRows(std::span<const float> v, int gates, int64_t hidden, int64_t row_len) {
+  const int* from = gates == 4 ? kLstmFromTorch : kGruFromTorch;
+  std::vector<float> out(v.size());
+  const int64_t block = hidden * row_len;
+  for (int k = 0; k < gates; ++k)
+    std::copy_n(v.begin() + from[k] * block, block, out.begin() + k * block);
+  return out;
+}
+
+// An lstm / gru layer: the standard ONNX op (dense W, R; layout 1 = batch
+// first) or, for permdiag and not portable, the registry's PermDiagLSTM /
+// PermDiagGRU with the block rows reordered to ONNX's gate order (H is a
+// multiple of p, so a gate is whole block rows). "last" takes Y_h
+// ([B, D, H] → [B, D·H]), "sequence" Y ([B, T, D, H] → [B, T, D·H]).
+LayerReport ExportRecurrentLayer(const LayerCtx& c, bool gru, bool portable, GraphBuilder& b) {
+  const int64_t in = c.Int("in"), H = c.Int("hidden");
+  PERMDNN_CHECK(in >= 1 && H >= 1, "{}: in and hidden must be >= 1", c.Where());
+  PERMDNN_CHECK(b.rank == 3, "{}: a {} layer reads [batch, time, features], its input has rank {}", c.Where(),
+                gru ? "gru" : "lstm", b.rank);
+  const bool bidir = c.layer->value("bidirectional", false);
+  const std::string output = c.layer->value("output", "sequence");
+  PERMDNN_CHECK(output == "last" || output == "sequence", "{}: output is '{}', expected \"last\" or \"sequence\"",
+                c.Where(), output);
+  const int G = gru ? 3 : 4;
+  const int64_t GH = G * H, D = bidir ? 2 : 1;
+  const LayerMethod method = ReadLayerMethod(c);
+  if (method.format->blocked)
+    PERMDNN_CHECK(H % method.p == 0, "{}: hidden = {} must be a multiple of p = {} (a block would straddle two gates)",
+                  c.Where(), H, method.p);
+  LayerReport lr;
+  lr.name = c.name;
+  // Per direction and matrix: the weights as stored, validated by the registry.
+  std::vector<formats::Weights> mats;  // d0 ih, d0 hh, d1 ih, d1 hh
+  for (int64_t d = 0; d < D; ++d)
+    for (const char* m : {"ih", "hh"}) {
+      const std::string prefix = std::string(m) + (d == 1 ? "_reverse." : ".");
+      const int64_t cols = std::string_view(m) == "ih" ? in : H;
+      const RunLayerSource src(c, *method.format, false, method.p, {}, cols, GH, prefix);
+      formats::Weights w = formats::ReadNode(*method.format, false, src, method.bits ? int64_t{1} << method.bits : 0);
+      formats::CheckPaddingIsZero(w, src.Where());
+      mats.push_back(std::move(w));
+    }
+  const bool has_bias = c.HasTensor("bias_ih") || c.HasTensor("bias_hh");
+  std::vector<float> bias;  // [D, 2·GH]: Wb then Rb, ONNX order
+  for (int64_t d = 0; d < D; ++d)
+    for (const char* t : {"bias_ih", "bias_hh"}) {
+      if (!has_bias) continue;
+      const std::string name = std::string(t) + (d == 1 ? "_reverse" : "");
+      const std::vector<float> v = c.Floats(name.c_str(), {GH});
+      const std::vector<float> r = ReorderGateRows(v, G, H, 1);
+      bias.insert(bias.end(), r.begin(), r.end());
+    }
+  lr.method = formats::DescribeMethod(mats[0]);
+  lr.dense_bytes = D * (GH * (in + H) + (has_bias ? 2 * GH : 0)) * 4;
+  const bool compressed_op = !portable && formats::RecurrentOp(*method.format, gru ? formats::RecurrentCell::kGru
+                                                                                   : formats::RecurrentCell::kLstm);
+  onnx::GraphProto* g = b.graph();
+  onnx::NodeProto* n = g->add_node();
+  n->set_name(c.name);
+  n->add_input(b.current);
+  const std::string y = c.name + ":Y", yh = c.name + ":Y_h";
+  n->add_output(y);
+  n->add_output(yh);
+  std::vector<std::string> extra;  // the format's arrays, from slot 8
+  if (compressed_op) {
+    const formats::OpSchema* op = formats::RecurrentOp(*method.format, gru ? formats::RecurrentCell::kGru
+                                                                          : formats::RecurrentCell::kLstm);
+    n->set_op_type(op->name);
+    n->set_domain(op->domain);
+    detail::AddAttr(n, "p", static_cast<int64_t>(method.p));
+    detail::AddAttr(n, "input_size", in);
+    // values [D, mb, nb, p] and offsets [D, mb, nb] of W, then of R, block
+    // rows reordered by gate (a gate is H/p block rows).
+    for (int m = 0; m < 2; ++m) {
+      std::vector<float> values;
+      std::vector<uint16_t> offsets;
+      int64_t mb = 0, nb = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        const formats::Weights& w = mats[static_cast<std::size_t>(d * 2 + m)];
+        mb = w.g.row_blocks(), nb = w.g.col_blocks();
+        const std::vector<float> v = ReorderGateRows(w.values, G, H / method.p, nb * method.p);
+        std::vector<float> offs(w.offsets.begin(), w.offsets.end());
+        const std::vector<float> o = ReorderGateRows(offs, G, H / method.p, nb);
+        values.insert(values.end(), v.begin(), v.end());
+        for (float x : o) offsets.push_back(static_cast<uint16_t>(x));
+      }
+      const std::string base = c.name + (m == 0 ? ".W" : ".R");
+      detail::SetFloatTensor(g->add_initializer(), base + ".values", values, {D, mb, nb, method.p});
+      detail::SetUInt16Tensor(g->add_initializer(), base + ".offsets", offsets, {D, mb, nb});
+      extra.push_back(base + ".values");
+      extra.push_back(base + ".offsets");
+      lr.stored_bytes += static_cast<int64_t>(values.size() * 4 + offsets.size() * 2);
+    }
+    n->add_input("");
+    n->add_input("");
+  } else {
+    n->set_op_type(gru ? "GRU" : "LSTM");
+    std::vector<float> w, r;
+    for (int64_t d = 0; d < D; ++d) {
+      const std::vector<float> wd = ReorderGateRows(formats::ToDense(mats[static_cast<std::size_t>(d * 2)]), G, H, in);
+      const std::vector<float> rd = ReorderGateRows(formats::ToDense(mats[static_cast<std::size_t>(d * 2 + 1)]), G, H, H);
+      w.insert(w.end(), wd.begin(), wd.end());
+      r.insert(r.end(), rd.begin(), rd.end());
+    }
+    n->add_input(b.AddInit(c.name + ".W", w, {D, GH, in}));
+    n->add_input(b.AddInit(c.name + ".R", r, {D, GH, H}));
+    lr.stored_bytes += static_cast<int64_t>((w.size() + r.size()) * 4);
+  }
+  if (has_bias) {
+    n->add_input(b.AddInit(c.name + ".B", bias, {D, 2 * GH}));
+    lr.stored_bytes += static_cast<int64_t>(bias.size() * 4);
+  } else if (!extra.empty()) {
+    n->add_input("");
+  }
+  if (!extra.empty()) {
+    while (n->input_size() < formats::kRecurrentArraySlot) n->add_input("");
+    for (const auto& e : extra) n->add_input(e);
+  }
+  detail::AddAttr(n, "hidden_size", H);
+  detail::AddAttr(n, "layout", int64_t{1});
+  if (gru) detail::AddAttr(n, "linear_before_reset", int64_t{1});  // PyTorch's GRU
+  if (bidir) {
+    auto* a = n->add_attribute();
+    a->set_name("direction");
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s("bidirectional");
+  }
+  lr.op = n->op_type();
+  // [B, D, H] / [B, T, D, H] -> [B, D·H] / [B, T, D·H].
+  const std::vector<int64_t> shape = output == "last" ? std::vector<int64_t>{0, -1} : std::vector<int64_t>{0, 0, -1};
+  detail::SetInt64Tensor(g->add_initializer(), c.name + ".shape", shape, {static_cast<int64_t>(shape.size())});
+  b.current = output == "last" ? yh : y;
+  b.Node(c.name + ".flatten", "Reshape", {c.name + ".shape"});
+  b.rank = output == "last" ? 2 : 3;
+  return lr;
+}
+
+// An embedding: Gather(weight, ids) [B, T] -> [B, T, dim].
+LayerReport ExportEmbedding(const LayerCtx& c, GraphBuilder& b) {
+  const int64_t vocab = c.Int("vocab"), dim = c.Int("dim");
+  PERMDNN_CHECK(vocab >= 1 && dim >= 1, "{}: vocab and dim must be >= 1", c.Where());
+  LayerReport lr;
+  lr.name = c.name;
+  lr.op = "Gather";
+  lr.method = "dense";
+  const std::string w = b.AddInit(c.name + ".weight", c.Floats("weight", {vocab, dim}), {vocab, dim});
+  lr.stored_bytes = lr.dense_bytes = vocab * dim * 4;
+  onnx::NodeProto* n = b.graph()->add_node();
+  n->set_name(c.name);
+  n->set_op_type("Gather");
+  n->add_input(w);
+  n->add_input(b.current);
+  b.current = c.name + ":out";
+  n->add_output(b.current);
+  b.rank += 1;
   return lr;
 }
 
@@ -305,6 +506,7 @@ LayerReport ExportLayer(const LayerCtx& c, const ExportOptions& options, GraphBu
   lr.name = c.name;
   if (type == "flatten") {
     detail::AddAttr(b.Node(c.name, "Flatten", {}), "axis", int64_t{1});
+    b.rank = 2;
     lr.op = "Flatten";
   } else if (type == "relu") {
     b.Node(c.name, "Relu", {});
@@ -333,21 +535,28 @@ LayerReport ExportLayer(const LayerCtx& c, const ExportOptions& options, GraphBu
     lr.op = "BatchNormalization";
   } else if (type == "linear" || type == "conv2d") {
     lr = ExportWeightLayer(c, type == "conv2d", options.portable, b);
+  } else if (type == "lstm" || type == "gru") {
+    lr = ExportRecurrentLayer(c, type == "gru", options.portable, b);
+  } else if (type == "embedding") {
+    lr = ExportEmbedding(c, b);
   } else {
     Fail("{}: unknown layer type '{}' (expected flatten, linear, conv2d, relu, maxpool2d, avgpool2d, "
-         "batchnorm2d, dropout)",
+         "batchnorm2d, dropout, embedding, lstm, gru)",
          c.Where(), type);
   }
   return lr;
 }
 
 // The last layer's output is the graph output "logits".
-void FinishGraph(const RunSpec& r, onnx::GraphProto* g) {
+void FinishGraph(const RunSpec& r, int64_t rank, onnx::GraphProto* g) {
   onnx::NodeProto* last = g->mutable_node(g->node_size() - 1);
   last->set_output(0, "logits");
-  SetValueInfo(g->add_output(), "logits", {-1, r.doc.value("num_classes", int64_t{-1})});
-  if (g->output(0).type().tensor_type().shape().dim(1).dim_value() < 0)
-    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_param("classes");
+  // [batch, classes], or [batch, T, classes] for a per-step output.
+  std::vector<int64_t> shape{-1, r.doc.value("num_classes", int64_t{-1})};
+  if (rank == 3) shape.insert(shape.begin() + 1, r.input_shape.size() > 1 ? r.input_shape[1] : -1);
+  SetValueInfo(g->add_output(), "logits", shape);
+  auto* dims = g->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+  if (dims->dim(dims->dim_size() - 1).dim_value() < 0) dims->mutable_dim(dims->dim_size() - 1)->set_dim_param("classes");
 }
 
 }  // namespace
@@ -363,12 +572,13 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
     spec = ReadRunSpec(run_dir);
     m = NewModel(spec, run_dir);
     GraphBuilder b(m.mutable_graph());
+    b.rank = static_cast<int64_t>(spec.input_shape.size());
     for (const json& layer : spec.doc["layers"]) {
       const LayerCtx c{run_dir, spec.model_json, layer.value("name", ""), &layer};
       PERMDNN_CHECK(!c.name.empty(), "{}: a layer has no name", spec.model_json);
       report.layers.push_back(ExportLayer(c, options, b));
     }
-    FinishGraph(spec, m.mutable_graph());
+    FinishGraph(spec, b.rank, m.mutable_graph());
   } catch (const json::exception& e) {
     Fail("{}: unexpected content: {}", (fs::path(run_dir) / "model.json").string(), e.what());
   }

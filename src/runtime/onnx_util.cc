@@ -248,6 +248,10 @@ void ReadAttributes(const onnx::NodeProto& n, const std::string& where, formats:
         v.kind = V::kFloats;
         v.floats.assign(a.floats().begin(), a.floats().end());
         break;
+      case onnx::AttributeProto::STRINGS:
+        v.kind = V::kStrings;
+        v.strings.assign(a.strings().begin(), a.strings().end());
+        break;
       case onnx::AttributeProto::TENSOR:
         if (tensors) (*tensors)[a.name()] = std::make_shared<Tensor>(TensorFromProto(a.t(), where + ": attribute " + a.name()));
         continue;
@@ -276,6 +280,13 @@ void WriteAttributes(const formats::Attributes& attrs, onnx::NodeProto* n) {
         a->set_name(name);
         a->set_type(onnx::AttributeProto::FLOATS);
         for (float x : v.floats) a->add_floats(x);
+        break;
+      }
+      case V::kStrings: {
+        auto* a = n->add_attribute();
+        a->set_name(name);
+        a->set_type(onnx::AttributeProto::STRINGS);
+        for (const std::string& x : v.strings) a->add_strings(x);
         break;
       }
       case V::kOther: break;

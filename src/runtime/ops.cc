@@ -15,6 +15,7 @@
 #include "runtime/dnnl_util.h"
 #include "runtime/graph.h"
 #include "runtime/ops_compressed.h"
+#include "runtime/ops_recurrent.h"
 
 namespace permdnn::runtime::detail {
 
@@ -454,6 +455,31 @@ class ConstantOfShapeOp : public OpKernel {
 
  private:
   Tensor t_;
+};
+
+// Expand: the input broadcast to a shape (PyTorch exports the zero initial
+// states of nn.LSTM / nn.GRU / nn.RNN as ConstantOfShape → Expand).
+class ExpandOp : public OpKernel {
+ public:
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "input");
+    const std::vector<int64_t> shape = ctx.ConstInts(1, "shape");
+    for (int64_t d : shape)
+      if (d < 0) ctx.Fail("negative dimension in shape {}", ShapeString(shape));
+    ctx.SetOut(0, x.dtype, BroadcastShapes(x.shape, shape, ctx));
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    Value& y = *ctx.out[0];
+    if (IsFloat(y.dtype)) {
+      const float zero = 0;
+      ApplyBroadcast<float>(BinKind::kAdd, x.f(), x.shape, &zero, {}, y.f(), y.shape);
+    } else {
+      const int64_t zero = 0;
+      ApplyBroadcast<int64_t>(BinKind::kAdd, x.i(), x.shape, &zero, {}, y.i(), y.shape);
+    }
+  }
+  std::string KernelName() const override { return "copy"; }
 };
 
 class GatherOp : public OpKernel {
@@ -1039,12 +1065,14 @@ std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
   if (op == "Constant") return std::make_unique<ConstantOp>(n);
   if (op == "ConstantOfShape") return std::make_unique<ConstantOfShapeOp>(n);
   if (op == "Gather") return std::make_unique<GatherOp>(n);
+  if (op == "Expand") return std::make_unique<ExpandOp>();
   if (op == "Concat") return std::make_unique<ConcatOp>(n);
   if (op == "Slice") return std::make_unique<SliceOp>(n);
   if (op == "Transpose") return std::make_unique<TransposeOp>(n);
   if (op == "Softmax") return std::make_unique<SoftmaxOp>(n, false);
   if (op == "LogSoftmax") return std::make_unique<SoftmaxOp>(n, true);
   if (auto k = CreateCnnKernel(n)) return k;
+  if (auto k = CreateRecurrentKernel(n)) return k;
   if (op == "Gemm") return std::make_unique<GemmOp>(n);
   if (op == "MatMul") return std::make_unique<MatMulOp>();
   throw UnsupportedError(n.Where() + ": unsupported operator '" + op + "'");

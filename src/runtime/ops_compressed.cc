@@ -2,6 +2,7 @@
 #include "runtime/ops_compressed.h"
 
 #include "permdnn/core/thread_pool.h"
+#include "runtime/ops_recurrent.h"
 
 namespace permdnn::runtime::detail {
 
@@ -32,7 +33,15 @@ class ContextSource : public formats::NodeSource {
 
 }  // namespace
 
+formats::Weights ReadRecurrentWeights(const OpContext& ctx, const formats::FormatTraits& f, bool r_matrix,
+                                      int64_t direction, int64_t directions, int64_t rows, int64_t cols) {
+  return formats::ReadRecurrentMatrix(f, ContextSource(ctx), r_matrix, direction, directions, rows, cols);
+}
+
 std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
+  formats::RecurrentCell cell{};
+  if (const formats::FormatTraits* rf = formats::FindRecurrentFormat(n.domain, n.op_type, &cell))
+    return CreateCompressedRecurrentKernel(*rf, cell, n);
   const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [&](int slot) {
     return slot < static_cast<int>(n.inputs.size()) && n.inputs[slot] >= 0;
   }, false, &n.attrs);

@@ -49,6 +49,11 @@ std::unique_ptr<OpKernel> CreateSparseKernel(const formats::FormatTraits& f, con
 // (errors name the node and the input).
 formats::Weights ReadWeights(const OpContext& ctx, const formats::FormatTraits& f, bool conv);
 
+// One matrix (W or R) of one direction of a compressed recurrent node
+// (formats::ReadRecurrentMatrix over the node's constant inputs).
+formats::Weights ReadRecurrentWeights(const OpContext& ctx, const formats::FormatTraits& f, bool r_matrix,
+                                      int64_t direction, int64_t directions, int64_t rows, int64_t cols);
+
 // Linear form: X float32 [..., in]; sets Y [..., out]; returns the batch
 // (the product of X's leading dims).
 int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out);

@@ -19,12 +19,13 @@ namespace permdnn::formats {
 class Attributes {
  public:
   struct Value {
-    enum Kind { kInt, kFloat, kString, kInts, kFloats, kOther } kind = kOther;  // kOther: a type no reader takes
+    enum Kind { kInt, kFloat, kString, kInts, kFloats, kStrings, kOther } kind = kOther;  // kOther: a type no reader takes
     int64_t i = 0;
     float f = 0;
     std::string s;
     std::vector<int64_t> ints;
     std::vector<float> floats;
+    std::vector<std::string> strings;
   };
 
   void Set(const std::string& name, Value v) { values_[name] = std::move(v); }
@@ -32,6 +33,7 @@ class Attributes {
   void SetFloat(const std::string& name, float v);
   void SetString(const std::string& name, std::string v);
   void SetInts(const std::string& name, std::vector<int64_t> v);
+  void SetStrings(const std::string& name, std::vector<std::string> v);
   void Erase(const std::string& name) { values_.erase(name); }
 
   bool Has(const std::string& name) const { return values_.count(name) != 0; }
@@ -45,6 +47,7 @@ class Attributes {
   std::string String(const std::string& name, const std::string& dflt, const std::string& where) const;
   std::vector<int64_t> Ints(const std::string& name, std::vector<int64_t> dflt, const std::string& where) const;
   std::vector<float> Floats(const std::string& name, const std::string& where) const;
+  std::vector<std::string> Strings(const std::string& name, const std::string& where) const;
 
   // A required integer in [1, 2^31] (the shape attributes of the ai.permdnn
   // ops: p, in_features, ...). Error naming where: missing, not an integer,

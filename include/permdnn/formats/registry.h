@@ -291,6 +291,39 @@ Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_e
                    const ByteModel& model = {});
 Storage StoredSize(const Weights& w, const ByteModel& model = {}, bool with_bias = true);
 
+// ---- Recurrent layers (LSTM, GRU, RNN; issue #17) ----------------------------
+//
+// A compressed recurrent layer is the standard ONNX LSTM / GRU / RNN with its
+// two weight products in a format: the op `<Format>LSTM` / `<Format>GRU` /
+// `<Format>RNN` in ai.permdnn (PermDiagLSTM, ...: RecurrentOp) takes the
+// standard op's inputs in the standard slots (X 0, B 3, sequence_lens 4,
+// initial_h 5, initial_c 6, P 7; the dense W and R, slots 1 and 2, stay
+// empty) and its attributes (direction, hidden_size (required), layout,
+// activations, clip, input_forget, linear_before_reset), plus the format's
+// attributes (p) and input_size. W [G·H, input_size] and R [G·H, H] (G = 4
+// gates i, o, f, c; 3 z, r, h; 1; ONNX order) are each stored as the
+// format's linear-form arrays (bias excluded), stacked over the directions
+// (a leading num_directions dimension): W's arrays from slot
+// kRecurrentArraySlot in the format's slot order, then R's. For permdiag:
+// W.values [D, mb, nb_in, p] at 8, W.offsets [D, mb, nb_in] at 9,
+// R.values [D, mb, nb_h, p] at 10, R.offsets [D, mb, nb_h] at 11.
+// `permdnn export --portable` writes the standard op with dense W and R.
+enum class RecurrentCell { kRnn, kGru, kLstm };
+inline constexpr int kRecurrentArraySlot = 8;
+// The op of f's recurrent form, nullptr when f has none (only permdiag
+// with per-block offsets has one so far).
+const OpSchema* RecurrentOp(const FormatTraits& f, RecurrentCell cell);
+// The format and cell of an ai.permdnn recurrent op; nullptr when op_type is
+// none.
+const FormatTraits* FindRecurrentFormat(const std::string& domain, const std::string& op_type, RecurrentCell* cell);
+// The input slot of array `a` of the W (r_matrix false) or R matrix.
+int RecurrentSlot(const FormatTraits& f, bool r_matrix, const ArraySpec& a);
+// One matrix of one direction of a recurrent node (rows = G·H, cols =
+// input_size or H), read and validated by ReadNode (errors name the node,
+// "W" / "R", the direction and the field).
+Weights ReadRecurrentMatrix(const FormatTraits& f, const NodeSource& node, bool r_matrix, int64_t direction,
+                            int64_t directions, int64_t rows, int64_t cols);
+
 // permdiag-column weights whose offsets differ between row blocks of one
 // block column: Error naming where and the first such block (no-op for
 // the other formats). WriteNode checks it.
