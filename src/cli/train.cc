@@ -40,6 +40,12 @@ void AddTrainCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--admm-iter", o->admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
       ->capture_default_str();
+  cmd->add_option("--break-even", o->break_even_density,
+                  "admm: weight density at which CSR stops beating dense on this platform (permdnn bench, "
+                  "docs/admm.md); each pruned layer is reported against it")
+      ->capture_default_str();
+  cmd->add_flag("--refuse-break-even", o->refuse_break_even,
+                "admm: fail when a pruned layer's density is at or above --break-even (it buys nothing)");
   cmd->callback([o] {
     train::TrainResult r = train::Train(*o, std::cout);
     if (r.interrupted) {

@@ -92,14 +92,31 @@ std::vector<LayerInfo> CompressedTargets(const Net& net, const std::string& comp
   return out;
 }
 
+// The break-even report: a pruned layer at or above the platform's
+// break-even density stores indices for nothing (CSR no faster than dense).
+void CheckBreakEven(const std::vector<LayerInfo>& targets, const TrainOptions& o, std::ostream& log) {
+  if (o.break_even_density <= 0) return;
+  for (const LayerInfo& t : targets) {
+    if (t.compress.kind != CompressKind::kPrune) continue;
+    const bool buys = t.compress.density < o.break_even_density;
+    log << fmt::format("  {:<8} density {:.4g} vs break-even {:.4g}: {}\n", t.name, t.compress.density,
+                       o.break_even_density, buys ? "sparse is faster" : "buys nothing (CSR no faster than dense)");
+    PERMDNN_CHECK(buys || !o.refuse_break_even,
+                  "--refuse-break-even: layer '{}' asks for density {} >= the break-even density {} of this "
+                  "platform (CSR no faster than dense there); lower its density or leave it dense",
+                  t.name, t.compress.density, o.break_even_density);
+  }
+}
+
 // Phase 1: the dense model with the ADMM penalty and rounds.
 class AdmmPhase : public TrainHooks {
  public:
-  AdmmPhase(const TrainOptions& o, std::string csv) : o_(o), csv_(std::move(csv)) {}
+  AdmmPhase(const TrainOptions& o, std::string csv, std::ostream& log) : o_(o), csv_(std::move(csv)), log_(log) {}
 
   void Attach(Net& net, int64_t batches_per_epoch) override {
     iter_ = o_.admm_iter > 0 ? o_.admm_iter : batches_per_epoch;
     targets_ = CompressedTargets(net, o_.compress, o_.seed);
+    CheckBreakEven(targets_, o_, log_);
     state_ = net->register_module("admm", AdmmState(targets_, net));
   }
 
@@ -227,6 +244,7 @@ class AdmmPhase : public TrainHooks {
   const TrainOptions& o_;
   int64_t iter_ = 1;
   const std::string csv_;
+  std::ostream& log_;
   std::vector<LayerInfo> targets_;
   AdmmState state_{nullptr};
   std::vector<Row> rows_;
@@ -262,6 +280,10 @@ TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
   PERMDNN_CHECK(!o.out_dir.empty(), "--out: a run directory is required");
   PERMDNN_CHECK(std::isfinite(o.rho) && o.rho > 0, "--rho must be > 0, got {}", o.rho);
   PERMDNN_CHECK(std::isfinite(o.rho_mult) && o.rho_mult > 0, "--rho-mult must be > 0, got {}", o.rho_mult);
+  PERMDNN_CHECK(std::isfinite(o.break_even_density) && o.break_even_density >= 0 && o.break_even_density <= 1,
+                "--break-even must be in [0, 1] (0: none), got {}", o.break_even_density);
+  PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0,
+                "--refuse-break-even needs --break-even D (the density measured with permdnn bench)");
   PERMDNN_CHECK(o.admm_iter >= 0, "--admm-iter must be >= 0 (0: one round per epoch), got {}", o.admm_iter);
   PERMDNN_CHECK(o.epochs >= 2, "--method admm needs --epochs >= 2 (ADMM epochs, then retraining), got {}", o.epochs);
   const int admm_epochs = o.admm_epochs > 0 ? o.admm_epochs : std::max(1, o.epochs / 2);
@@ -281,7 +303,7 @@ TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
   } else {
     log << fmt::format("ADMM phase: {} epochs, rho {} (x{} per round), constraints {}\n", admm_epochs, o.rho,
                        o.rho_mult, o.compress);
-    AdmmPhase hooks(o, rounds_csv);
+    AdmmPhase hooks(o, rounds_csv, log);
     TrainResult r1 = TrainWithHooks(p1, log, &hooks);
     iter = hooks.iter();
     if (r1.interrupted) return r1;

@@ -7,12 +7,15 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "permdnn/core/error.h"
 #include "permdnn/train/trainer.h"
+#include "tests/train/synthetic_run.h"
 
 namespace permdnn::train {
 namespace {
@@ -76,38 +79,15 @@ TEST(AdmmProject, EveryStructureIsIdempotent) {
   EXPECT_TRUE(torch::equal(AdmmProject(dense, w), w));
 }
 
-std::string FreshDir(const std::string& name) {
-  std::string dir = (fs::temp_directory_path() / ("permdnn_admm_test_" + name)).string();
-  fs::remove_all(dir);
-  return dir;
-}
-
 TrainOptions Admm(const std::string& name, const std::string& model, const std::string& compress) {
-  TrainOptions o;
-  o.model = model;
-  o.compress = compress;
-  o.out_dir = FreshDir(name);
+  TrainOptions o = Synthetic(FreshDir("admm_" + name), model, compress);
   o.method = "admm";
   o.epochs = 6;
   o.admm_epochs = 4;
   o.admm_iter = 8;  // 8 batches per epoch: one round per epoch
   o.rho = 0.5;
   o.rho_mult = 1.5;
-  o.batch = 64;
-  o.lr = 3e-3;
-  o.seed = 4;
-  o.threads = 1;
-  o.progress = false;
-  o.synthetic_train = 512;
-  o.synthetic_test = 256;
   return o;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::vector<std::vector<double>> ReadCsv(const std::string& path) {
@@ -248,6 +228,15 @@ TEST(TrainAdmm, RejectsBadOptions) {
   o.compress = "dense";
   fails(o, "compresses no layer");
   o.compress = "prune:density=0.2";
+  o.break_even_density = 1.5;
+  fails(o, "--break-even must be in [0, 1]");
+  o.break_even_density = 0;
+  o.refuse_break_even = true;
+  fails(o, "--refuse-break-even needs --break-even");
+  o.break_even_density = 0.1;  // fc1 and fc2 at 0.2: nothing bought
+  fails(o, "layer 'fc1' asks for density 0.2 >= the break-even density 0.1");
+  o.refuse_break_even = false;
+  o.break_even_density = 0;
   o.method = "sgd";
   fails(o, "--method must be adam or admm");
   EXPECT_FALSE(fs::exists(o.out_dir + "/checkpoint_last.pt"));

@@ -55,6 +55,12 @@ struct TrainOptions {
   int admm_epochs = 0;  // 0: half of the epochs (at least 1)
   int64_t admm_iter = 0;
   double rho = 1e-2, rho_mult = 1.0;
+  // ADMM: the weight density at or above which a CSR layer is no faster than
+  // the dense one on the target platform (measured with `permdnn bench`,
+  // docs/admm.md; 0: not given). Every pruned layer's density is reported
+  // against it; with refuse_break_even a layer at or above it is an error.
+  double break_even_density = 0;
+  bool refuse_break_even = false;
 };
 
 struct EpochMetrics {
