@@ -42,6 +42,15 @@ admm_run() {  # train_run, then the rounds of the ADMM phase
   fi
 }
 
+runtime_check() {  # the run exported (CSR with the codebook) and evaluated by the runtime
+  local name=$1
+  if [[ -f "$RESULTS/$name/summary.json" && ! -f "$RESULTS/$name/runtime.txt" ]]; then
+    "$PERMDNN" export "$RUNS/$name" --out "$RUNS/$name.onnx" >"$RESULTS/$name/runtime.txt" 2>&1 &&
+      "$PERMDNN" eval "$RUNS/$name.onnx" --threads 1 >>"$RESULTS/$name/runtime.txt" 2>&1 ||
+      say "$name: export/eval FAILED (see $RESULTS/$name/runtime.txt)"
+  fi
+}
+
 stream_a() {
   train_run mlp-dense --model mlp --compress dense --epochs 12
   if need_run mlp-dense mlp-pruning; then
@@ -61,10 +70,11 @@ stream_a() {
         --from "$RUNS/lenet5-dense"
     done
   fi
-  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 6
+  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 3
   if need_run lenet5caffe-dense lenet5caffe-admm-pq; then
-    admm_run lenet5caffe-admm-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 6 --admm-epochs 4 \
+    admm_run lenet5caffe-admm-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 3 --admm-epochs 2 \
       "${LENET5_ADMM[@]}" --from "$RUNS/lenet5caffe-dense"
+    runtime_check lenet5caffe-admm-pq
   fi
 }
 

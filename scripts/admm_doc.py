@@ -119,13 +119,13 @@ L.append("## Pruning + quantization: `lenet5caffe` (Caffe's LeNet-5, 20-50-500-1
 L.append("")
 L.append("SPEC (every layer named, so conv1 and fc2 are compressed too): `conv1=prune:density=0.2:bits=4, "
          "conv2=prune:density=0.04:bits=4, fc1=prune:density=0.0025:bits=4, fc2=prune:density=0.06:bits=4`; "
-         "4 ADMM epochs + 2 retraining epochs from the 6-epoch dense run.")
+         "2 ADMM epochs + 1 retraining epoch from the 3-epoch dense run (the time left on the shared machine).")
 L.append("")
 L.append("| model | SPEC | method (epochs) | test acc | drop | model bytes | compression | train time | after projection |")
 L.append("|---|---|---|---|---|---|---|---|---|")
 base = load("lenet5caffe-dense")
-L.append(row("lenet5caffe", "dense", "lenet5caffe-dense", "scratch", None, "6 ep")[0])
-r, s = row("lenet5caffe", "per layer (above)", "lenet5caffe-admm-pq", "ADMM", base, "4+2 ep")
+L.append(row("lenet5caffe", "dense", "lenet5caffe-dense", "scratch", None, "3 ep")[0])
+r, s = row("lenet5caffe", "per layer (above)", "lenet5caffe-admm-pq", "ADMM", base, "2+1 ep")
 L.append(r)
 L.append("")
 if s is not None and base is not None:
@@ -138,6 +138,16 @@ if s is not None and base is not None:
     L.append("|---|---|---|---|")
     for l in s["layers"]:
         L.append(f"| {l['name']} | {l['compress']} | {l['stored_params']:,} | {l['bytes']:,} |")
+    rt = os.path.join(runs, "lenet5caffe-admm-pq", "runtime.txt")
+    if os.path.exists(rt):
+        L.append("")
+        L.append("The run through `permdnn export` (SparseMatMul / SparseConv with the codebook) and `permdnn eval` "
+                 "(the runtime, no LibTorch):")
+        L.append("")
+        L.append("```")
+        with open(rt) as f:
+            L.extend(l.rstrip() for l in f if l.strip())
+        L.append("```")
 else:
     L.append("Target: ≥ 100× at ≤ 1.0 point drop → not run yet.")
 L.append("")
