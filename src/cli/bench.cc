@@ -24,12 +24,13 @@ void AddBenchCommand(CLI::App& app) {
     int reps = 5;
     bool cpu_time = false;
     int rounds = 1;
+    double group_density = 0.5, ternary_t = 0.05;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "time permdiag kernels against dense OpenBLAS and CSR (Eigen)");
   cmd->add_option("--layers", args->layers, "eie | layer names | MxN shapes (m outputs x n inputs), comma separated")
       ->capture_default_str();
-  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr,circulant,read,permdiag-column (read: a bare SIMD read of permdiag's values at batch 1, one thread: the read bound; permdiag-column: shared offsets, its dense-input / zero-skipping / grouped-GEMM products)")->capture_default_str();
+  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr,circulant,read,permdiag-column,ternary (ternary: p is the group length, group_ch x taps for a conv given as its im2col matrix MxN with the output positions x batch as --batch; read: a bare SIMD read of permdiag's values at batch 1, one thread: the read bound; permdiag-column: shared offsets, its dense-input / zero-skipping / grouped-GEMM products)")->capture_default_str();
   cmd->add_option("--p", args->ps, "block sizes")->capture_default_str();
   cmd->add_option("--batch", args->batches, "batch sizes")->capture_default_str();
   cmd->add_option("--act-density", args->acts, "fractions of nonzero inputs")->capture_default_str();
@@ -46,6 +47,10 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--simd-target", args->simd_targets,
                   "run the grid under each of these Highway targets in turn, e.g. avx2,avx3 (default: the best "
                   "this CPU runs)");
+  cmd->add_option("--group-density", args->group_density, "ternary: fraction of PE-wise groups kept")
+      ->capture_default_str();
+  cmd->add_option("--ternary-t", args->ternary_t, "ternary: threshold t of delta = t * max|w| per output row")
+      ->capture_default_str();
   cmd->add_option("--json", args->json, "write records to this JSON file");
   cmd->add_option("--markdown", args->markdown, "write the tables as Markdown to this file (docs/benchmarks.md)");
   cmd->callback([args, cmd] {
@@ -61,6 +66,8 @@ void AddBenchCommand(CLI::App& app) {
     o.cpu_time = args->cpu_time;
     o.rounds = args->rounds;
     o.simd_targets = SplitList(args->simd_targets);
+    o.ternary_group_density = args->group_density;
+    o.ternary_threshold = args->ternary_t;
     nlohmann::json env = BenchEnvironment();
     env["rounds"] = o.rounds;
     env["timer"] = o.cpu_time ? "process CPU time (one-thread rows), wall clock (more threads)" : "wall clock";

@@ -31,6 +31,7 @@
 #include "permdnn/kernels/circulant.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/kernels/ternary.h"
 #include "permdnn/kernels/permdiag_column.h"
 #include "permdnn/kernels/table.h"
 #include "permdnn/kernels/stream.h"
@@ -101,8 +102,13 @@ void CheckOptions(const BenchOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
   for (const auto& f : o.formats)
     PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "permdiag-column" || f == "circulant" ||
-                      f == "read",
-                  "bench: unknown format '{}' (use dense, csr, permdiag, permdiag-column, circulant, read)", f);
+                      f == "read" || f == "ternary",
+                  "bench: unknown format '{}' (use dense, csr, permdiag, permdiag-column, circulant, read, ternary)",
+                  f);
+  PERMDNN_CHECK(o.ternary_group_density > 0 && o.ternary_group_density <= 1,
+                "bench: --group-density must be in (0, 1], got {}", o.ternary_group_density);
+  PERMDNN_CHECK(o.ternary_threshold >= 0 && o.ternary_threshold < 1, "bench: --ternary-t must be in [0, 1), got {}",
+                o.ternary_threshold);
   for (int p : o.ps) PERMDNN_CHECK(p >= 1, "bench: --p must be >= 1, got {}", p);
   for (int64_t b : o.batches) PERMDNN_CHECK(b >= 1, "bench: --batch must be >= 1, got {}", b);
   for (double a : o.act_densities)
@@ -227,6 +233,7 @@ class BenchPass {
         do_col_(Has(o.formats, "permdiag-column")),
         do_circ_(Has(o.formats, "circulant")),
         do_read_(Has(o.formats, "read")),
+        do_tern_(Has(o.formats, "ternary")),
         progress_(CountMeasurements(), "runs") {}
 
   std::vector<BenchRecord> Run() {
@@ -244,6 +251,7 @@ class BenchPass {
               if (do_circ_) Circulant(p, batch, act, threads);
               if (do_pd_) PermDiag(p, batch, act, threads);
               if (do_col_) PermDiagColumn(p, batch, act, threads);
+              if (do_tern_ && n_ % p == 0) Ternary(p, batch, act, threads);
             }
           }
       }
@@ -262,7 +270,7 @@ class BenchPass {
           for (std::size_t t = 0; t < o_.threads.size(); ++t) {
             total += do_dense_ && a == 0;
             for (std::size_t pi = 0; pi < o_.ps.size(); ++pi)
-              total += 2 * do_csr_ + do_circ_ + (do_pd_ + do_col_) * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
+              total += 2 * do_csr_ + do_circ_ + do_tern_ + (do_pd_ + do_col_) * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
                        (do_read_ && b == 1 && a == 0 && o_.threads[t] == 1);
           }
     return total;
@@ -356,6 +364,14 @@ class BenchPass {
       // row block 0's offset of their column (same values distribution).
       column_ = kernels::PermDiagColumnWeights::Build(
           PermDiagMatrix::Random(m_, n_, p, o_.seed + 400 + p).WithColumnOffsets());
+    }
+    // Ternary: p is the group length (it must divide the inputs; other p
+    // are skipped for this layer), seeded normal weights ternarized.
+    if (do_tern_ && n_ % p == 0) {
+      AlignedBuffer<float> dense(static_cast<std::size_t>(m_ * n_));
+      FillNormal(dense.span(), o_.seed + 500 + p);
+      ternary_ = kernels::TernaryPack::Build(
+          Ternarize(dense.span(), m_, n_, p, o_.ternary_threshold, o_.ternary_group_density).matrix);
     }
     circ_.reset();
     circ_fft_.reset();
@@ -487,8 +503,24 @@ class BenchPass {
     }
   }
 
+  // Ternary, addition only: the masked matvec at batch 1, the index-list
+  // product on feature-major X (the layout of the dense sgemm here, and of
+  // a conv's im2col columns) otherwise.
+  void Ternary(int p, int64_t batch, double act, int threads) {
+    std::span<const float> xs(x_.data(), n_ * batch);
+    std::span<float> ys(y_.data(), m_ * batch);
+    TimeAndRecord(fmt::format("{} ternary g={} B={} a={} T={}", layer_->name, p, batch, act, threads), "ternary",
+                  kernels::SelectedKernel({batch == 1 ? kernels::KernelOp::kTernaryMatVec
+                                                      : kernels::KernelOp::kTernaryMatMul,
+                                           p, m_, n_, batch, false}),
+                  p, batch, act, threads, ternary_.matrix.nonzeros(), ternary_.matrix.bytes(), [&] {
+                    if (batch == 1) kernels::TernaryMatVec(ternary_, xs, {}, ys, threads);
+                    else kernels::TernaryMatMul(ternary_, xs, batch, {}, ys, threads);
+                  });
+  }
+
   const BenchOptions& o_;
-  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_;
+  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_, do_tern_;
   Progress progress_;
   int64_t done_ = 0;
   std::vector<BenchRecord> records_;
@@ -505,6 +537,7 @@ class BenchPass {
   std::unique_ptr<BlockCirculantMatrix> circ_;
   std::unique_ptr<kernels::CirculantFft> circ_fft_;
   CsrMatrix csr_, csr_eq_;
+  kernels::TernaryPack ternary_;
 };
 
 std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
@@ -692,6 +725,21 @@ std::string BenchTargetsOne(const std::vector<BenchRecord>& records, nlohmann::j
       if (rd && pd)
         rows.push_back({L, fmt::format("permdiag p={} / bare read, B=1", p), rd->median_ms / pd->median_ms, 0.75});
     }
+  }
+  // Issue 18: ternary at its group length p against the dense product of
+  // the same shape and batch, one thread: >= 4x at the smallest batch run
+  // (B=1 of a conv layer given as its im2col matrix, batch = output
+  // positions), >= 2x at the others (B=16 of the conv).
+  int64_t smallest = 0;
+  for (const BenchRecord& r : records)
+    if (r.format == "ternary" && (smallest == 0 || r.batch < smallest)) smallest = r.batch;
+  for (const BenchRecord& r : records) {
+    if (r.format != "ternary" || r.threads != 1 || r.act_density != 1.0) continue;
+    const BenchRecord* d = find(r.layer, "dense", 0, r.batch, 1.0, 1);
+    if (d)
+      rows.push_back({r.layer, fmt::format("ternary g={} vs {}, batch {}", r.p, r.batch == 1 ? "sgemv" : "sgemm",
+                                           r.batch),
+                      d->median_ms / r.median_ms, r.batch == smallest ? 4.0 : 2.0});
   }
   for (auto [batch, goal] : {std::pair<int64_t, double>{64, 1.6}, std::pair<int64_t, double>{1, 1.3}}) {
     const BenchRecord* t1 = find("VGG-6", "permdiag", 8, batch, 1.0, 1);

@@ -43,12 +43,17 @@ struct BenchOptions {
   // machine; names as SimdTargetName, case-insensitive). Empty: the target
   // dispatch picks.
   std::vector<std::string> simd_targets;
+  // ternary (issue 18): fraction of PE-wise groups kept (p is the group
+  // length: group_ch · taps for a conv's im2col matrix) and the
+  // ternarizer's threshold t; seeded random weights projected.
+  double ternary_group_density = 0.5;
+  double ternary_threshold = 0.05;
 };
 
 struct BenchRecord {
   std::string layer;
   int64_t m = 0, n = 0;
-  std::string format;  // dense | csr | permdiag | permdiag-skip
+  std::string format;  // dense | csr | permdiag | permdiag-skip | ternary | ...
   // The kernel that ran: the kernel table's row for the permdiag, circulant
   // and CSR kernels of permdnn (kernels/table.h), else the library routine.
   std::string kernel;

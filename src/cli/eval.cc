@@ -31,8 +31,8 @@ void AddEvalCommand(CLI::App& app) {
   auto* o_scale = cmd->add_option("--scale", args->scale, "pixel scale (default: the model's metadata, else 1/255)");
   auto* o_mean = cmd->add_option("--mean", args->mean, "mean (default: metadata, else 0.2860)");
   auto* o_std = cmd->add_option("--std", args->std, "std (default: metadata, else 0.3530)");
-  cmd->add_option("--layout", args->layout, "nchw | flat (default: metadata, else from the model's input rank)")
-      ->check(CLI::IsMember({"nchw", "flat"}));
+  cmd->add_option("--layout", args->layout, "nchw | flat | rows (default: metadata, else from the model's input rank)")
+      ->check(CLI::IsMember({"nchw", "flat", "rows"}));
   cmd->add_option("--batch", args->batch, "images per run")->capture_default_str();
   cmd->add_option("--limit", args->limit, "evaluate only the first N test images");
   cmd->add_option("--calibration", args->calib, "training images for int16 calibration")->capture_default_str();
@@ -54,11 +54,14 @@ void AddEvalCommand(CLI::App& app) {
       PERMDNN_CHECK(args->std > 0, "--std must be > 0");
       eo.pre.std = static_cast<float>(args->std);
     }
-    if (!args->layout.empty()) eo.layout = args->layout == "flat" ? runtime::Layout::kFlat : runtime::Layout::kNchw;
+    if (!args->layout.empty())
+      eo.layout = args->layout == "flat"   ? runtime::Layout::kFlat
+                  : args->layout == "rows" ? runtime::Layout::kRows
+                                           : runtime::Layout::kNchw;
     const ImageDataset test = LoadFashionMnist(args->data, "test");
     std::printf("%s: %lld test images, preprocessing (x*%.6g - %.4f)/%.4f, layout %s%s, threads %d\n",
                 args->model.c_str(), static_cast<long long>(args->limit > 0 ? std::min(args->limit, test.count) : test.count),
-                eo.pre.scale, eo.pre.mean, eo.pre.std, eo.layout == runtime::Layout::kFlat ? "flat" : "NCHW",
+                eo.pre.scale, eo.pre.mean, eo.pre.std, eo.layout == runtime::Layout::kFlat ? "flat" : eo.layout == runtime::Layout::kRows ? "rows" : "NCHW",
                 meta ? " (from the model's metadata)" : "", args->threads);
     runtime::EvalResult fp = runtime::Evaluate(model, test, eo);
     std::printf("fp32  accuracy %.4f (%lld/%lld), %.0f images/s\n", fp.accuracy, static_cast<long long>(fp.correct),

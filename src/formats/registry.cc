@@ -68,6 +68,22 @@ constexpr AttrSpec kSparseConvAttrs[] = {
     {"auto_pad", "string", false, "as Conv"},
     {"group", "int", false, "must be 1"},
 };
+constexpr AttrSpec kTernaryLinearAttrs[] = {
+    {"group_ch", "int", true, "inputs per PE-wise group; must divide in_features"},
+    {"in_features", "int", true, "columns of W"},
+    {"out_features", "int", true, "rows of W"},
+};
+constexpr AttrSpec kTernaryConvAttrs[] = {
+    {"group_ch", "int", true, "input channels per PE-wise group (x the whole kernel); must divide in_channels"},
+    {"in_channels", "int", true, "channels of X"},
+    {"out_channels", "int", true, "channels of Y"},
+    {"kernel_shape", "ints", true, "1-3 dims (the bit planes do not carry them)"},
+    {"strides", "ints", false, "as Conv"},
+    {"pads", "ints", false, "as Conv"},
+    {"dilations", "ints", false, "as Conv"},
+    {"auto_pad", "string", false, "as Conv"},
+    {"group", "int", false, "must be 1"},
+};
 constexpr AttrSpec kGemmAttrs[] = {{"transB", "int", true, "1: the weight is [out, in]"}};
 constexpr AttrSpec kConvAttrs[] = {
     {"kernel_shape", "ints", false, ""}, {"strides", "ints", false, ""}, {"pads", "ints", false, ""},
@@ -84,6 +100,8 @@ constexpr OpSchema kCirculantMatMul = {kDomain, "BlockCirculantMatMul", 1, false
 constexpr OpSchema kCirculantConv = {kDomain, "BlockCirculantConv", 1, true, kBlockedConvAttrs};
 constexpr OpSchema kSparseMatMul = {kDomain, "SparseMatMul", 1, false, kSparseLinearAttrs};
 constexpr OpSchema kSparseConv = {kDomain, "SparseConv", 1, true, kSparseConvAttrs};
+constexpr OpSchema kTernaryMatMul = {kDomain, "TernaryMatMul", 1, false, kTernaryLinearAttrs};
+constexpr OpSchema kTernaryConv = {kDomain, "TernaryConv", 1, true, kTernaryConvAttrs};
 
 // The recurrent forms (registry.h, "Recurrent layers").
 constexpr AttrSpec kPermDiagRecurrentAttrs[] = {
@@ -137,6 +155,14 @@ constexpr ArraySpec kCsrCodebookArrays[] = {
     {"codebook", 5, ElemType::kFloat32, false, true, "", "[K], 1 <= K <= 256"},
 };
 
+constexpr ArraySpec kTernaryArrays[] = {
+    {"group_mask", 1, ElemType::kUInt8, false, false, "", "[ceil(out * G / 8)], G = in / group_ch"},
+    {"plus", 2, ElemType::kUInt8, false, false, "", "[kept groups, ceil(group_ch * taps / 8)]"},
+    {"minus", 3, ElemType::kUInt8, false, false, "", "[kept groups, ceil(group_ch * taps / 8)]"},
+    {"scale", 4, ElemType::kFloat32, false, true, "", "[out]"},
+    {"bias", 5, ElemType::kFloat32, true, true, "", "[out]"},
+};
+
 constexpr const char* kPermDiagKernels[] = {"permdiag.packed", "permdiag.matmul_rows", "permdiag.matvec_i16"};
 constexpr const char* kPermDiagColumnKernels[] = {"permdiag.packed", "permdiag.matmul_rows", "permdiag.matvec_i16"};
 constexpr const char* kCirculantKernels[] = {"circulant.matvec"};
@@ -144,6 +170,7 @@ constexpr const char* kCirculantKernels[] = {"circulant.matvec"};
 constexpr const char* kLayoutBlock = "block";
 constexpr const char* kLayoutColumn = "column";
 constexpr const char* kCsrKernels[] = {"csr.matvec", "csr.matmul"};
+constexpr const char* kTernaryKernels[] = {"ternary.matvec", "ternary.matmul"};
 
 // Largest codebook a node may carry (codes are uint8).
 constexpr int64_t kMaxCodebook = 256;
@@ -164,6 +191,9 @@ const FormatTraits kFormats[] = {
     {Kind::kCsrCodebook, "csr-codebook", "prune", false, 0, &kSparseMatMul, &kSparseConv, kCsrCodebookArrays,
      kCsrKernels},
     {Kind::kCsr, "csr", "prune", false, 0, &kSparseMatMul, &kSparseConv, kCsrArrays, kCsrKernels},
+    // Not `blocked`: its size parameter is the attribute group_ch (Geometry::p).
+    {Kind::kTernary, "ternary", "ternary", false, 0, &kTernaryMatMul, &kTernaryConv, kTernaryArrays,
+     kTernaryKernels},
 };
 
 const ArraySpec& Spec(const FormatTraits& f, const char* name) {
@@ -373,6 +403,57 @@ void ReadDenseWeight(const NodeSource& src, const FormatTraits& f, bool conv, We
                 ShapeText(want));
   CheckFinite(src.Where(), a, "weight");
   w->values.assign(a.f.begin(), a.f.end());
+}
+
+// A uint8 array of ternary's with exactly `want` elements (1-D for the
+// mask, [kept, bytes] for the planes).
+std::vector<uint8_t> ReadBytes(const NodeSource& src, const FormatTraits& f, const char* name,
+                               const std::vector<int64_t>& want, const char* meaning) {
+  const ArrayRef a = Take(src, f, name);
+  PERMDNN_CHECK(a.shape == want, "{}: {} '{}' has shape {}, expected {} ({})", src.Where(), name, a.name,
+                ShapeText(a.shape), ShapeText(want), meaning);
+  return {a.i.begin(), a.i.end()};
+}
+
+// group_mask, then the planes sized by its kept groups, then scale [out];
+// the structure (overlapping planes, padding bits) by TernaryMatrix.
+void ReadTernary(const NodeSource& src, const FormatTraits& f, Weights* w) {
+  const std::string where = src.Where();
+  const Geometry& g = w->g;
+  const int64_t G = g.in / g.p, L = g.p * g.taps(), gb = (L + 7) / 8;
+  w->group_mask = ReadBytes(src, f, "group_mask", {(g.out * G + 7) / 8},
+                            fmt::format("one bit per group: {} out x {} groups of group_ch={}", g.out, G, g.p).c_str());
+  int64_t kept = 0;
+  for (uint8_t b : w->group_mask) kept += std::popcount(b);
+  const std::string planes = fmt::format("the {} kept groups of group_mask x ceil({} weights / 8)", kept, L);
+  w->plus = ReadBytes(src, f, "plus", {kept, gb}, planes.c_str());
+  w->minus = ReadBytes(src, f, "minus", {kept, gb}, planes.c_str());
+  const ArrayRef sc = Take(src, f, "scale");
+  PERMDNN_CHECK(sc.shape == std::vector<int64_t>{g.out}, "{}: scale '{}' has shape {}, expected [{}] (one alpha per "
+                "output {})", where, sc.name, ShapeText(sc.shape), g.out, g.conv() ? "channel" : "feature");
+  CheckFinite(where, sc, "scale");
+  w->scale.assign(sc.f.begin(), sc.f.end());
+  // The structural checks (a weight both +1 and -1, padding bits) name the node.
+  TernaryMatrix::FromParts(g.out, g.in * g.taps(), L, w->group_mask, w->plus, w->minus, w->scale, where);
+}
+
+// The lifted matrix of ternary weights: the stored arrays as they are.
+TernaryMatrix TernaryOf(const Weights& w) {
+  return TernaryMatrix::FromParts(w.g.out, w.g.in * w.g.taps(), w.g.p * w.g.taps(), w.group_mask, w.plus, w.minus,
+                                  w.scale);
+}
+
+Projection ProjectTernary(std::span<const float> dense, const Geometry& g, const LayerCompression& method) {
+  PERMDNN_CHECK(g.p >= 1 && g.in % g.p == 0, "ternary projection: group={} does not divide the {} input {}", g.p,
+                g.in, g.conv() ? "channels" : "features");
+  TernaryProjection tp = Ternarize(dense, g.out, g.in * g.taps(), g.p * g.taps(), method.threshold, method.density);
+  Projection r;
+  r.kept_energy = tp.kept_energy;
+  r.weights.group_mask.assign(tp.matrix.group_mask().begin(), tp.matrix.group_mask().end());
+  r.weights.plus.assign(tp.matrix.plus().begin(), tp.matrix.plus().end());
+  r.weights.minus.assign(tp.matrix.minus().begin(), tp.matrix.minus().end());
+  r.weights.scale.assign(tp.matrix.scale().begin(), tp.matrix.scale().end());
+  return r;
 }
 
 // ---- Conversions ------------------------------------------------------------
@@ -725,6 +806,7 @@ Kind KindOf(const LayerCompression& m) {
     case CompressKind::kPermDiag: return m.column_offsets ? Kind::kPermDiagColumn : Kind::kPermDiag;
     case CompressKind::kCirculant: return Kind::kCirculant;
     case CompressKind::kPrune: return m.bits > 0 ? Kind::kCsrCodebook : Kind::kCsr;
+    case CompressKind::kTernary: return Kind::kTernary;
   }
   return Kind::kDense;
 }
@@ -746,6 +828,13 @@ std::string DescribeMethod(const Weights& w) {
   const FormatTraits& f = Format(w.kind);
   if (w.kind == Kind::kPermDiagColumn) return fmt::format("{}:p={}:offsets={}", f.spec_kind, w.g.p, kLayoutColumn);
   if (f.blocked) return fmt::format("{}:p={}", f.spec_kind, w.g.p);
+  if (w.kind == Kind::kTernary) {
+    const int64_t groups = w.g.out * (w.g.in / w.g.p);
+    int64_t kept = 0;
+    for (uint8_t b : w.group_mask) kept += std::popcount(b);
+    return fmt::format("ternary:group={}:density={:.3g}", w.g.p,
+                       groups > 0 ? static_cast<double>(kept) / static_cast<double>(groups) : 0.0);
+  }
   if (!IsCsr(w.kind)) return f.spec_kind;
   std::string s = fmt::format("prune:density={:.3g}", static_cast<double>(w.nnz()) /
                                                           static_cast<double>(w.g.out * w.g.in * w.g.taps()));
@@ -783,6 +872,12 @@ Geometry ReadGeometry(const FormatTraits& f, bool conv, const Attributes& a, con
   if (f.kind == Kind::kDense && !a.Has(in_name)) return g;
   g.in = a.RequirePositive(in_name, where);
   g.out = a.RequirePositive(out_name, where);
+  if (f.kind == Kind::kTernary) {
+    const int64_t gc = a.RequirePositive("group_ch", where);
+    PERMDNN_CHECK(g.in % gc == 0, "{}: group_ch = {} does not divide {} = {} (a PE-wise group is group_ch whole "
+                  "input {})", where, gc, in_name, g.in, conv ? "channels" : "features");
+    g.p = static_cast<int>(gc);
+  }
   if (!conv) return g;
   const int64_t group = a.Int("group", 1, where);
   PERMDNN_CHECK(group == 1, "{}: group = {} is not supported (must be 1)", where, group);
@@ -809,6 +904,7 @@ Weights ReadNode(const FormatTraits& f, bool conv, const NodeSource& src, int64_
     case Kind::kCirculant: ReadBlockValues(src, f, conv, &w.g, &w.values); break;
     case Kind::kCsr:
     case Kind::kCsrCodebook: ReadCsr(src, f, codebook_entries, &w); break;
+    case Kind::kTernary: ReadTernary(src, f, &w); break;
   }
   w.bias = ReadBias(src, f, w.g.out);
   return w;
@@ -820,6 +916,7 @@ NodeSpec WriteNode(const Weights& w, const Attributes& window) {
   NodeSpec n;
   n.op = &Op(f, conv);
   if (f.blocked) n.attributes.SetInt("p", w.g.p);
+  if (w.kind == Kind::kTernary) n.attributes.SetInt("group_ch", w.g.p);
   if (w.kind == Kind::kPermDiagColumn) {
     n.attributes.SetString("offset_layout", kLayoutColumn);
     CheckColumnOffsets(w, "WriteNode");
@@ -868,6 +965,17 @@ NodeSpec WriteNode(const Weights& w, const Attributes& window) {
     } else if (name == "codes") {
       o.shape = {w.nnz()};
       o.u8 = w.codes;
+    } else if (name == "group_mask") {
+      o.shape = {static_cast<int64_t>(w.group_mask.size())};
+      o.u8 = w.group_mask;
+    } else if (name == "plus" || name == "minus") {
+      const int64_t gb = (w.g.p * w.g.taps() + 7) / 8;
+      const std::vector<uint8_t>& plane = name == "plus" ? w.plus : w.minus;
+      o.shape = {static_cast<int64_t>(plane.size()) / gb, gb};
+      o.u8 = plane;
+    } else if (name == "scale") {
+      o.shape = {w.g.out};
+      o.f = w.scale;
     } else if (name == "codebook") {
       o.shape = {static_cast<int64_t>(w.codebook.size())};
       o.f = w.codebook;
@@ -893,6 +1001,14 @@ Projection Project(const FormatTraits& f, std::span<const float> dense, const Ge
     case Kind::kCirculant: r = ProjectCirculant(dense, g); break;
     case Kind::kCsr: r = ProjectCsr(dense, g, method.density, 0); break;
     case Kind::kCsrCodebook: r = ProjectCsr(dense, g, method.density, method.bits); break;
+    case Kind::kTernary: {  // the group size is the SPEC's (method.p), whatever g.p says
+      Geometry tg = g;
+      tg.p = method.p;
+      r = ProjectTernary(dense, tg, method);
+      r.weights.kind = f.kind;
+      r.weights.g = tg;
+      return r;
+    }
   }
   r.weights.kind = f.kind;
   r.weights.g = g;
@@ -914,6 +1030,7 @@ std::vector<float> ToDense(const Weights& w) {
         for (int64_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) dense[r * cols + w.col_idx[e]] = nz[e];
       return dense;
     }
+    case Kind::kTernary: return TernaryOf(w).ToDense();  // [out][in·taps] is [out][in][taps]
   }
   return {};
 }
@@ -965,6 +1082,7 @@ LiftedMatrix Lift(const Weights& w) {
     case Kind::kCsrCodebook:
       m.sparse = CsrMatrix::FromParts(g.out, g.in * K, w.row_ptr, w.col_idx, w.NonzeroValues());
       break;
+    case Kind::kTernary: m.ternary = TernaryOf(w); break;
   }
   return m;
 }
@@ -1002,13 +1120,20 @@ Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_e
       }
       break;
     }
+    case Kind::kTernary: {  // nnz: the kept groups
+      const int64_t groups = g.out * (g.p > 0 ? g.in / g.p : 0), gb = (g.p * g.taps() + 7) / 8;
+      s.numbers = g.out + bias;  // scale, bias
+      s.bytes = (groups + 7) / 8 + 2 * nnz * gb + value_bytes(s.numbers);
+      break;
+    }
   }
   return s;
 }
 
 Storage StoredSize(const Weights& w, const ByteModel& model, bool with_bias) {
-  return StoredSize(w.kind, w.g, w.nnz(), static_cast<int64_t>(w.codebook.size()), with_bias && !w.bias.empty(),
-                    model);
+  int64_t nnz = w.nnz();
+  if (w.kind == Kind::kTernary) nnz = static_cast<int64_t>(w.plus.size()) / std::max<int64_t>(1, (w.g.p * w.g.taps() + 7) / 8);
+  return StoredSize(w.kind, w.g, nnz, static_cast<int64_t>(w.codebook.size()), with_bias && !w.bias.empty(), model);
 }
 
 void CheckColumnOffsets(const Weights& w, const std::string& where) {

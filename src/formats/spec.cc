@@ -31,6 +31,7 @@ std::vector<std::string> KindParameters(const std::string& kind) {
   if (kind == "permdiag") return {"p", "offsets"};
   if (kind == "circulant") return {"p"};
   if (kind == "prune") return {"density", "bits"};
+  if (kind == "ternary") return {"group", "density", "t"};
   return {};
 }
 
@@ -50,12 +51,13 @@ std::vector<std::string> JoinContinuations(const std::string& text) {
     const std::string value = eq != std::string::npos ? Trim(item.substr(eq + 1)) : "";
     // KEY=NUMBER, or offsets=WORD whose WORD is no KIND (`offsets=dense` stays a layer).
     const bool word_value = Trim(item.substr(0, eq == std::string::npos ? 0 : eq)) == "offsets" &&
-                            value != "dense" && value != "permdiag" && value != "circulant" && value != "prune";
+                            value != "dense" && value != "permdiag" && value != "circulant" && value != "prune" &&
+                            value != "ternary";
     const bool key_number = eq != std::string::npos && item.find(':') == std::string::npos &&
                             (IsNumber(value) || word_value);
     const std::string key = key_number ? Trim(item.substr(0, eq)) : "";
     bool known_key = false;
-    for (const char* kind : {"permdiag", "circulant", "prune"})
+    for (const char* kind : {"permdiag", "circulant", "prune", "ternary"})
       for (const auto& k : KindParameters(kind)) known_key = known_key || k == key;
     if (key_number && known_key) {
       PERMDNN_CHECK(!items.empty(), "--compress: '{}' in '{}' continues no method (write it after one, e.g. "
@@ -87,6 +89,7 @@ std::string LayerCompression::ToString() const {
     case CompressKind::kCirculant: return fmt::format("circulant:p={}", p);
     case CompressKind::kPrune:
       return bits > 0 ? fmt::format("prune:density={}:bits={}", density, bits) : fmt::format("prune:density={}", density);
+    case CompressKind::kTernary: return fmt::format("ternary:group={}:density={}:t={}", p, density, threshold);
   }
   return "?";
 }
@@ -148,9 +151,25 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
       c.bits = static_cast<int>(b);
       kv.erase("bits");
     }
+  } else if (kind == "ternary") {
+    c.kind = CompressKind::kTernary;
+    c.p = take_int("group");
+    auto take_fraction = [&](const char* key, double lo, bool lo_open, double hi, bool hi_open, double* out) {
+      auto it = kv.find(key);
+      if (it == kv.end()) return;
+      char* end = nullptr;
+      const double v = std::strtod(it->second.c_str(), &end);
+      const bool ok = !it->second.empty() && *end == '\0' && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+      PERMDNN_CHECK(ok, "{}: {}={} in '{}' must be a number in {}{}, {}{}", where, key, it->second, text,
+                    lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
+      *out = v;
+      kv.erase(it);
+    };
+    take_fraction("density", 0, true, 1, false, &c.density);
+    take_fraction("t", 0, false, 1, true, &c.threshold);
   } else {
-    Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N[:offsets=column], circulant:p=N or "
-         "prune:density=F[:bits=B])", where, kind, text);
+    Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N[:offsets=column], circulant:p=N, "
+         "prune:density=F[:bits=B] or ternary:group=N[:density=F][:t=F])", where, kind, text);
   }
   PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);
   return c;

@@ -35,7 +35,7 @@ constexpr KernelOp kAllOps[] = {
     KernelOp::kPermDiagMatVecSparseInput, KernelOp::kPermDiagMatVecI16, KernelOp::kCirculantMatVec,
     KernelOp::kCirculantMatVecT,   KernelOp::kCsrMatVec,            KernelOp::kCsrMatMul,
     KernelOp::kPermDiagConv,       KernelOp::kPermDiagColumnMatVec, KernelOp::kPermDiagColumnSparseInput,
-    KernelOp::kPermDiagColumnMatMulRows,
+    KernelOp::kPermDiagColumnMatMulRows, KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul,
 };
 
 KernelPath PathFromEnvironment() {
@@ -108,6 +108,8 @@ const char* KernelOpName(KernelOp op) {
     case KernelOp::kPermDiagColumnMatVec: return "permdiag_column.matvec";
     case KernelOp::kPermDiagColumnSparseInput: return "permdiag_column.sparse_input";
     case KernelOp::kPermDiagColumnMatMulRows: return "permdiag_column.matmul_rows";
+    case KernelOp::kTernaryMatVec: return "ternary.matvec";
+    case KernelOp::kTernaryMatMul: return "ternary.matmul";
   }
   return "?";
 }
@@ -119,6 +121,7 @@ std::vector<KernelRow> KernelTable() {
   detail::SparseTable(&rows);
   detail::PermDiagConvTable(&rows);
   detail::PermDiagColumnTable(&rows);
+  detail::TernaryTable(&rows);
   const std::string target = ActiveSimdTarget();
   for (KernelRow& r : rows)
     if (r.target.empty()) r.target = target;
@@ -136,6 +139,7 @@ std::string SelectedKernel(const KernelProblem& q) {
   if (const char* n = detail::SparseSelect(q)) return n;
   if (const char* n = detail::PermDiagConvSelect(q)) return n;
   if (const char* n = detail::PermDiagColumnSelect(q)) return n;
+  if (const char* n = detail::TernarySelect(q)) return n;
   return detail::ReferenceName(q.op);  // no SIMD row admits q: the op falls back to its reference loop
 }
 

@@ -83,6 +83,8 @@ void PermDiagConvTable(std::vector<KernelRow>* out);
 const char* PermDiagConvSelect(const KernelProblem& q);
 void PermDiagColumnTable(std::vector<KernelRow>* out);
 const char* PermDiagColumnSelect(const KernelProblem& q);
+void TernaryTable(std::vector<KernelRow>* out);
+const char* TernarySelect(const KernelProblem& q);
 
 }  // namespace permdnn::kernels::detail
 

@@ -107,14 +107,32 @@ std::vector<float> LogicalWeight(const Candidate& c, const Tensor& w, formats::G
 
 // The projection as the same kind of dense op: Gemm [out, in] with
 // transB=1, MatMul [in, out] (it may have rank > 2 inputs), or Conv.
+// `computed_weight`: the name of a weight another node computes in that
+// layout (ternary's dequantized codes); empty: the dense projection is
+// written as an initializer.
 onnx::NodeProto EmitPortable(const Candidate& c, const onnx::NodeProto& n, const formats::Weights& w,
-                             const std::string& base, onnx::GraphProto* g) {
-  const std::vector<float> dense = formats::ToDense(w);
+                             const std::string& base, onnx::GraphProto* g, const std::string& computed_weight = "") {
   onnx::NodeProto pn;
   pn.set_name(n.name());
   pn.add_input(n.input(0));
-  pn.add_input(base + ".projected_weight");
+  pn.add_input(computed_weight.empty() ? base + ".projected_weight" : computed_weight);
   pn.add_output(n.output(0));
+  if (!computed_weight.empty()) {
+    if (c.op == "MatMul") {
+      pn.set_op_type("MatMul");
+      return pn;
+    }
+    if (n.input_size() >= 3 && !n.input(2).empty()) pn.add_input(n.input(2));
+    if (c.op == "Conv") {
+      pn.set_op_type("Conv");
+      for (const auto& a : n.attribute()) *pn.add_attribute() = a;
+    } else {
+      pn.set_op_type("Gemm");
+      detail::AddAttr(&pn, "transB", int64_t{1});
+    }
+    return pn;
+  }
+  const std::vector<float> dense = formats::ToDense(w);
   onnx::TensorProto* t = g->add_initializer();
   if (c.op == "MatMul") {
     pn.set_op_type("MatMul");
@@ -138,6 +156,67 @@ onnx::NodeProto EmitPortable(const Candidate& c, const onnx::NodeProto& n, const
   return pn;
 }
 
+// Ternary weights as standard ONNX: int8 codes in {-1, 0, +1} (the layout
+// of the dense weight: [out, in, k...], or [in, out] for MatMul) and a float
+// scale per output channel, dequantized by DequantizeLinear (per-axis, so
+// opset >= 13) or, in older models, by Cast + Mul (scale shaped to
+// broadcast); `weight` names the float result the op reads. Returns the
+// dequantizing nodes; their stored bytes are added to *bytes.
+std::vector<onnx::NodeProto> EmitTernaryDequantize(const Candidate& c, const formats::Weights& w,
+                                                   const std::string& base, int64_t opset, onnx::GraphProto* g,
+                                                   std::string* weight, int64_t* bytes) {
+  const TernaryMatrix m = *formats::Lift(w).ternary;
+  const std::vector<int8_t> codes = m.Codes();  // [out][in·taps]
+  const int64_t out = w.g.out, in = w.g.in;
+  std::vector<int8_t> stored = codes;
+  std::vector<int64_t> shape = {out, in};
+  shape.insert(shape.end(), w.g.kernel.begin(), w.g.kernel.end());
+  const bool io = c.op == "MatMul";  // [in, out]: the channel axis is 1
+  if (io) {
+    shape = {in, out};
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i) stored[i * out + o] = codes[o * in + i];
+  }
+  const std::string codes_name = base + ".ternary_codes", scale_name = base + ".ternary_scale";
+  *weight = base + ".ternary_weight";
+  detail::SetInt8Tensor(g->add_initializer(), codes_name, stored, shape);
+  std::vector<int64_t> scale_shape = {out};
+  if (opset < 13) {  // broadcast along the channel axis
+    scale_shape.assign(shape.size(), 1);
+    scale_shape[io ? 1 : 0] = out;
+  }
+  detail::SetFloatTensor(g->add_initializer(), scale_name, w.scale, scale_shape);
+  *bytes = static_cast<int64_t>(stored.size()) + out * 4;
+  std::vector<onnx::NodeProto> nodes;
+  if (opset >= 13) {
+    const std::string zp_name = base + ".ternary_zero_point";
+    detail::SetInt8Tensor(g->add_initializer(), zp_name, std::vector<int8_t>(static_cast<std::size_t>(out), 0), {out});
+    *bytes += out;
+    onnx::NodeProto& dq = nodes.emplace_back();
+    dq.set_name(base + ".dequantize");
+    dq.set_op_type("DequantizeLinear");
+    dq.add_input(codes_name);
+    dq.add_input(scale_name);
+    dq.add_input(zp_name);
+    dq.add_output(*weight);
+    detail::AddAttr(&dq, "axis", int64_t{io ? 1 : 0});
+    return nodes;
+  }
+  onnx::NodeProto& cast = nodes.emplace_back();
+  cast.set_name(base + ".cast");
+  cast.set_op_type("Cast");
+  cast.add_input(codes_name);
+  cast.add_output(base + ".ternary_codes_f");
+  detail::AddAttr(&cast, "to", int64_t{onnx::TensorProto::FLOAT});
+  onnx::NodeProto& mul = nodes.emplace_back();
+  mul.set_name(base + ".scale");
+  mul.set_op_type("Mul");
+  mul.add_input(base + ".ternary_codes_f");
+  mul.add_input(scale_name);
+  mul.add_output(*weight);
+  return nodes;
+}
+
 // The projection as its format's op; the bias stays the node's initializer.
 onnx::NodeProto EmitCompressed(const Candidate& c, const onnx::NodeProto& n, const formats::Weights& w,
                                onnx::GraphProto* g) {
@@ -150,6 +229,13 @@ onnx::NodeProto EmitCompressed(const Candidate& c, const onnx::NodeProto& n, con
 }
 
 // The new node list; replaced weights dropped unless still used; the
+// The model's default-domain opset (1 when it declares none).
+int64_t DefaultOpset(const onnx::ModelProto& m) {
+  for (const auto& o : m.opset_import())
+    if (o.domain().empty() || o.domain() == "ai.onnx") return o.version();
+  return 1;
+}
+
 // ai.permdnn opset declared; the result must load in the runtime.
 std::string Finalize(onnx::ModelProto& m, std::vector<onnx::NodeProto> nodes, std::vector<int> drop_inits,
                      bool portable, const std::string& in_path, const std::string& out_path) {
@@ -201,6 +287,7 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
   bool any = false;
   std::vector<onnx::NodeProto> nodes(g->node().begin(), g->node().end());  // replaced nodes keep their position
   std::vector<int> drop_inits;
+  std::map<int, std::vector<onnx::NodeProto>> prelude;  // nodes to insert before a replaced node
   for (std::size_t ci = 0; ci < cands.size(); ++ci) {
     const Candidate& c = cands[ci];
     const bool edge = (ci == 0 && c.op == "Conv") || ci + 1 == cands.size();
@@ -225,7 +312,11 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
     lr.kept_energy = pr.kept_energy;
     lr.method = formats::DescribeMethod(pr.weights);
     onnx::NodeProto& n = nodes[c.node];
-    if (options.portable) {
+    if (options.portable && pr.weights.kind == formats::Kind::kTernary) {
+      std::string weight;
+      prelude[c.node] = EmitTernaryDequantize(c, pr.weights, c.layer, DefaultOpset(m), g, &weight, &lr.stored_bytes);
+      n = EmitPortable(c, n, pr.weights, c.layer, g, weight);
+    } else if (options.portable) {
       n = EmitPortable(c, n, pr.weights, c.layer, g);
       lr.stored_bytes = formats::StoredSize(formats::Kind::kDense, geometry, 0, 0, false).bytes;
     } else {
@@ -239,6 +330,15 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
   PERMDNN_CHECK(any, "--compress '{}': no layer of {} was selected for compression (layers: {}; the first conv and "
                      "the last layer stay dense unless named)",
                 options.spec, in_path, fmt::format("{}", fmt::join(names, ", ")));
+  if (!prelude.empty()) {
+    std::vector<onnx::NodeProto> ordered;
+    for (int k = 0; k < static_cast<int>(nodes.size()); ++k) {
+      if (auto it = prelude.find(k); it != prelude.end())
+        for (auto& p : it->second) ordered.push_back(std::move(p));
+      ordered.push_back(std::move(nodes[k]));
+    }
+    nodes = std::move(ordered);
+  }
   report.file_bytes =
       static_cast<int64_t>(Finalize(m, std::move(nodes), std::move(drop_inits), options.portable, in_path, out_path)
                                .size());

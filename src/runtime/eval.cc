@@ -11,6 +11,7 @@ namespace permdnn::runtime {
 
 std::vector<int64_t> BatchShape(const ImageDataset& data, Layout layout, int64_t n) {
   if (layout == Layout::kFlat) return {n, data.image_size()};
+  if (layout == Layout::kRows) return {n, data.rows, data.cols};
   return {n, 1, data.rows, data.cols};
 }
 
@@ -65,7 +66,7 @@ bool ModelPreprocess(const Model& model, Preprocess* pre, Layout* layout) {
     pre->mean = j.value("mean", pre->mean);
     pre->std = j.value("std", pre->std);
     const std::string l = j.value("layout", "NCHW");
-    *layout = (l == "flat" || l == "FLAT") ? Layout::kFlat : Layout::kNchw;
+    *layout = (l == "flat" || l == "FLAT") ? Layout::kFlat : l == "TF" ? Layout::kRows : Layout::kNchw;
   } catch (const nlohmann::json::exception& e) {
     Fail("{}: model metadata permdnn.preprocess is not valid: {}", model.name(), e.what());
   }
@@ -75,6 +76,7 @@ bool ModelPreprocess(const Model& model, Preprocess* pre, Layout* layout) {
 bool DefaultPreprocess(const Model& model, Preprocess* pre, Layout* layout) {
   const bool meta = ModelPreprocess(model, pre, layout);
   if (!meta && !model.inputs().empty() && model.inputs()[0].shape.size() == 2) *layout = Layout::kFlat;
+  if (!meta && !model.inputs().empty() && model.inputs()[0].shape.size() == 3) *layout = Layout::kRows;
   return meta;
 }
 

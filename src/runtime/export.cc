@@ -74,6 +74,7 @@ class RunLayerSource : public formats::NodeSource {
                  const std::vector<int64_t>& kernel, int64_t in, int64_t out, std::string prefix)
       : c_(c), prefix_(std::move(prefix)) {
     if (f.blocked) attrs_.SetInt("p", p);
+    if (f.kind == formats::Kind::kTernary) attrs_.SetInt("group_ch", p);  // compress.group
     attrs_.SetInt(conv ? "in_channels" : "in_features", in);
     attrs_.SetInt(conv ? "out_channels" : "out_features", out);
     if (conv) attrs_.SetInts("kernel_shape", kernel);
@@ -275,6 +276,12 @@ LayerMethod ReadLayerMethod(const LayerCtx& c) {
       if (kinds.find(f.spec_kind) == std::string::npos) kinds += (kinds.empty() ? "" : ", ") + std::string(f.spec_kind);
     throw UnsupportedError(fmt::format("{}: compression '{}' cannot be exported ({})", c.Where(), kind, kinds));
   }
+  if (m.format->kind == formats::Kind::kTernary) {
+    PERMDNN_CHECK(cj.contains("group") && cj["group"].is_number_integer() && cj["group"].get<int64_t>() >= 1 &&
+                      cj["group"].get<int64_t>() <= 4096,
+                  "{}: compress.group must be an integer in [1, 4096] (input channels per ternary group)", c.Where());
+    m.p = cj["group"].get<int>();
+  }
   if (m.format->blocked) {
     PERMDNN_CHECK(cj.contains("p") && cj["p"].is_number_integer() && cj["p"].get<int64_t>() >= 1 &&
                       cj["p"].get<int64_t>() <= m.format->max_p,
@@ -350,8 +357,8 @@ std::vector<float> ReorderGateRows(std::span<const float> v, int gates, int64_t 
   return out;
 }
 
-// An lstm / gru layer: the standard ONNX op (dense W, R; layout 1 = batch
-// first) or, for permdiag and not portable, the registry's PermDiagLSTM /
+// An lstm / gru layer: the standard ONNX op (dense W, R; layout 0 between
+// two Transposes, as PyTorch exports it) or, for permdiag and not portable, the registry's PermDiagLSTM /
 // PermDiagGRU with the block rows reordered to ONNX's gate order (H is a
 // multiple of p, so a gate is whole block rows). "last" takes Y_h
 // ([B, D, H] → [B, D·H]), "sequence" Y ([B, T, D, H] → [B, T, D·H]).
@@ -398,6 +405,9 @@ LayerReport ExportRecurrentLayer(const LayerCtx& c, bool gru, bool portable, Gra
   const bool compressed_op = !portable && formats::RecurrentOp(*method.format, gru ? formats::RecurrentCell::kGru
                                                                                    : formats::RecurrentCell::kLstm);
   onnx::GraphProto* g = b.graph();
+  // Layout 0 ([T, B, ...]; ONNX Runtime refuses layout 1): [B, T, in] is
+  // transposed in, Y / Y_h transposed back to batch first below.
+  detail::AddAttr(b.Node(c.name + ".to_time_major", "Transpose", {}), "perm", std::vector<int64_t>{1, 0, 2});
   onnx::NodeProto* n = g->add_node();
   n->set_name(c.name);
   n->add_input(b.current);
@@ -460,7 +470,6 @@ LayerReport ExportRecurrentLayer(const LayerCtx& c, bool gru, bool portable, Gra
     for (const auto& e : extra) n->add_input(e);
   }
   detail::AddAttr(n, "hidden_size", H);
-  detail::AddAttr(n, "layout", int64_t{1});
   if (gru) detail::AddAttr(n, "linear_before_reset", int64_t{1});  // PyTorch's GRU
   if (bidir) {
     auto* a = n->add_attribute();
@@ -469,10 +478,12 @@ LayerReport ExportRecurrentLayer(const LayerCtx& c, bool gru, bool portable, Gra
     a->set_s("bidirectional");
   }
   lr.op = n->op_type();
-  // [B, D, H] / [B, T, D, H] -> [B, D·H] / [B, T, D·H].
+  // Y_h [D, B, H] / Y [T, D, B, H] -> [B, D, H] / [B, T, D, H] -> [B, D·H] / [B, T, D·H].
   const std::vector<int64_t> shape = output == "last" ? std::vector<int64_t>{0, -1} : std::vector<int64_t>{0, 0, -1};
   detail::SetInt64Tensor(g->add_initializer(), c.name + ".shape", shape, {static_cast<int64_t>(shape.size())});
   b.current = output == "last" ? yh : y;
+  detail::AddAttr(b.Node(c.name + ".to_batch_major", "Transpose", {}), "perm",
+                  output == "last" ? std::vector<int64_t>{1, 0, 2} : std::vector<int64_t>{2, 0, 1, 3});
   b.Node(c.name + ".flatten", "Reshape", {c.name + ".shape"});
   b.rank = output == "last" ? 2 : 3;
   return lr;

@@ -101,6 +101,10 @@ ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std:
     if (f == nullptr) {
       if (n.domain.empty() && (n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "Conv"))
         out.skipped.push_back({n.name, n.op_type, "dense (not compressed)"});
+      if (n.domain.empty() && (n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN"))
+        out.skipped.push_back({n.name, n.op_type, "recurrent, dense (not compressed)"});
+      if (formats::FindRecurrentFormat(n.domain, n.op_type, nullptr))
+        out.skipped.push_back({n.name, n.op_type, "compressed recurrent layer: not simulated yet (issue #17, point 5)"});
       continue;
     }
     const InitializerSource src(g, n);
@@ -121,6 +125,10 @@ ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std:
     L.permdiag = std::move(m.permdiag);
     L.circulant = std::move(m.circulant);
     L.sparse = std::move(m.sparse);
+    // Ternary layers reach the simulator's engines as their sparse matrix
+    // (α·t, the pruned groups absent) until an adder-array engine models
+    // them (issue 18, point 4).
+    if (m.ternary) L.sparse = CsrMatrix::FromDense(m.ternary->ToDense(), m.ternary->rows(), m.ternary->cols());
     L.out_features = w.g.out;
     L.in_features = L.permdiag ? L.permdiag->cols() : L.circulant ? L.circulant->cols() : L.sparse->cols();
     L.bias = w.bias;
@@ -165,7 +173,8 @@ ConvColumns ConvIm2Col(const CompressedFcLayer& layer, const std::vector<int64_t
   out.data.assign(static_cast<std::size_t>(osz * out.length), 0.0f);
   // Row ic·K + t of Im2Col is column ic·K + t of a sparse conv's matrix and
   // column t·nb·p + ic of the tap-major permdiag / circulant matrices.
-  const bool tap_major = layer.kind != formats::Kind::kCsr && layer.kind != formats::Kind::kCsrCodebook;
+  const bool tap_major = layer.kind != formats::Kind::kCsr && layer.kind != formats::Kind::kCsrCodebook &&
+                         layer.kind != formats::Kind::kTernary;
   const int64_t ic_step = tap_major ? 1 : K, t_step = tap_major ? layer.in_features / K : 1;
   for (int64_t ic = 0; ic < C; ++ic)
     for (int64_t t = 0; t < K; ++t) {

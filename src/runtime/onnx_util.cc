@@ -225,6 +225,12 @@ void SetUInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<con
                 data.size(), ShapeString(shape));
   SetRaw(t, name, onnx::TensorProto::UINT8, data.data(), data.size_bytes(), shape);
 }
+void SetInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int8_t> data,
+                   const std::vector<int64_t>& shape) {
+  PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,
+                data.size(), ShapeString(shape));
+  SetRaw(t, name, onnx::TensorProto::INT8, data.data(), data.size_bytes(), shape);
+}
 void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int64_t> data,
                     const std::vector<int64_t>& shape) {
   PERMDNN_CHECK(static_cast<int64_t>(data.size()) == NumElements(shape), "{}: {} values for shape {}", name,

@@ -30,6 +30,8 @@ void SetInt32Tensor(onnx::TensorProto* t, const std::string& name, std::span<con
                     const std::vector<int64_t>& shape);
 void SetUInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<const uint8_t> data,
                     const std::vector<int64_t>& shape);
+void SetInt8Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int8_t> data,
+                   const std::vector<int64_t>& shape);
 void SetInt64Tensor(onnx::TensorProto* t, const std::string& name, std::span<const int64_t> data,
                     const std::vector<int64_t>& shape);
 // The one ONNX attribute reader: a node's attributes as formats::Attributes

@@ -387,6 +387,56 @@ class CastOp : public OpKernel {
   DType to_;
 };
 
+// DequantizeLinear (opset 13): y = (x − zero_point) · scale, x an integer
+// tensor, scale a scalar or 1-D along `axis` (per-channel), zero_point the
+// same shape (absent: 0). permdnn writes it for `compress --portable` of
+// ternary weights (int8 codes, scale per output channel); with constant
+// inputs it is folded at load.
+class DequantizeLinearOp : public OpKernel {
+ public:
+  explicit DequantizeLinearOp(const NodeDef& n) : axis_(n.Int("axis", 1)) {}
+  void Prepare(OpContext& ctx) override {
+    const Value& x = Req(ctx, 0, "x");
+    if (IsFloat(x.dtype)) ctx.Fail("x must be an integer tensor, got {}", DTypeName(x.dtype));
+    const Value& scale = Req(ctx, 1, "x_scale");
+    if (!IsFloat(scale.dtype)) ctx.Fail("x_scale must be float32, got {}", DTypeName(scale.dtype));
+    const int64_t rank = static_cast<int64_t>(x.shape.size());
+    channels_ = scale.size();
+    if (scale.shape.size() > 1) ctx.Fail("x_scale has shape {}, must be a scalar or 1-D", ShapeString(scale.shape));
+    if (scale.shape.size() == 1 && channels_ != 1) {
+      const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
+      if (axis < 0 || axis >= rank) ctx.Fail("axis = {} is out of range for x of rank {}", axis_, rank);
+      if (x.shape[axis] != channels_)
+        ctx.Fail("x_scale has {} entries but x has shape {}: dimension axis={} must match", channels_,
+                 ShapeString(x.shape), axis_);
+      inner_ = 1;
+      for (int64_t k = axis + 1; k < rank; ++k) inner_ *= x.shape[k];
+    } else {
+      channels_ = 1;
+      inner_ = x.size();
+    }
+    if (const Value* zp = ctx.In(2)) {
+      if (IsFloat(zp->dtype) || zp->size() != scale.size())
+        ctx.Fail("x_zero_point must be an integer tensor shaped like x_scale ({} entries), got {} {}", scale.size(),
+                 DTypeName(zp->dtype), ShapeString(zp->shape));
+    }
+    ctx.SetOut(0, DType::kFloat32, x.shape);
+  }
+  void Run(OpContext& ctx, RunState&) override {
+    const Value& x = *ctx.in[0];
+    const float* scale = ctx.in[1]->f();
+    const Value* zp = ctx.In(2);
+    float* y = ctx.out[0]->f();
+    for (int64_t i = 0, n = x.size(); i < n; ++i) {
+      const int64_t c = (i / inner_) % channels_;
+      y[i] = static_cast<float>(x.i()[i] - (zp ? zp->i()[c] : 0)) * scale[c];
+    }
+  }
+
+ private:
+  int64_t axis_, channels_ = 1, inner_ = 1;
+};
+
 class ShapeOp : public OpKernel {
  public:
   explicit ShapeOp(const NodeDef& n) : start_(n.Int("start", 0)), end_(n.Int("end", INT64_MAX)) {}
@@ -1061,6 +1111,7 @@ std::unique_ptr<OpKernel> CreateKernel(const NodeDef& n) {
   if (op == "Squeeze") return MakeSqueeze(n);
   if (op == "Unsqueeze") return MakeUnsqueeze(n);
   if (op == "Cast") return std::make_unique<CastOp>(n);
+  if (op == "DequantizeLinear") return std::make_unique<DequantizeLinearOp>(n);
   if (op == "Shape") return std::make_unique<ShapeOp>(n);
   if (op == "Constant") return std::make_unique<ConstantOp>(n);
   if (op == "ConstantOfShape") return std::make_unique<ConstantOfShapeOp>(n);

@@ -1,6 +1,8 @@
 // The ai.permdnn operators' creation and shared parts (ops_compressed.h).
 #include "runtime/ops_compressed.h"
 
+#include <algorithm>
+
 #include "permdnn/core/thread_pool.h"
 #include "runtime/ops_recurrent.h"
 
@@ -53,6 +55,7 @@ std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
     case formats::Kind::kCirculant: return CreateCirculantKernel(*f, n);
     case formats::Kind::kCsr:
     case formats::Kind::kCsrCodebook: return CreateSparseKernel(*f, n);
+    case formats::Kind::kTernary: return CreateTernaryKernel(*f, n);
     case formats::Kind::kDense: break;
   }
   throw UnsupportedError(n.Where() + ": no runtime op for format " + f->name);
@@ -82,6 +85,14 @@ void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t,
     return;
   }
   for (int64_t b = 0; b < batch; ++b) fn(b, threads);
+}
+
+void Transpose(const float* a, int64_t r, int64_t c, float* t) {
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < r; i0 += kTile)
+    for (int64_t j0 = 0; j0 < c; j0 += kTile)
+      for (int64_t i = i0; i < std::min(r, i0 + kTile); ++i)
+        for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
 }
 
 WindowGeometry PrepareConv(OpContext& ctx, int64_t in, int64_t out, const std::vector<int64_t>& kernel) {

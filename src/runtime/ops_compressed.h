@@ -44,6 +44,7 @@ std::unique_ptr<OpKernel> CreateFormOp(const formats::FormatTraits& f, const Nod
 std::unique_ptr<OpKernel> CreatePermDiagKernel(const formats::FormatTraits& f, const NodeDef& n);
 std::unique_ptr<OpKernel> CreateCirculantKernel(const formats::FormatTraits& f, const NodeDef& n);
 std::unique_ptr<OpKernel> CreateSparseKernel(const formats::FormatTraits& f, const NodeDef& n);
+std::unique_ptr<OpKernel> CreateTernaryKernel(const formats::FormatTraits& f, const NodeDef& n);
 
 // The node's weights from its constant inputs, validated by the registry
 // (errors name the node and the input).
@@ -62,6 +63,10 @@ int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out);
 // least as many samples, threads split the samples (one product each on one
 // thread), else each product gets all threads.
 void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int)>& fn);
+
+// a [r][c] -> t [c][r] (batch-major <-> feature-major for the batched
+// products of the sparse and ternary ops), in tiles so both sides stay in cache.
+void Transpose(const float* a, int64_t r, int64_t c, float* t);
 
 // Conv form: X float32 [N, in, spatial...] with as many spatial dims as
 // `kernel`; sets Y [N, out, out_spatial...] and the scratch of one sample's

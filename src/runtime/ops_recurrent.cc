@@ -32,6 +32,7 @@
 
 #include <cblas.h>
 
+#include "permdnn/core/fixed_point.h"
 #include "permdnn/kernels/activation.h"
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/kernels/table.h"
@@ -128,6 +129,11 @@ class DenseProducts : public GateProducts {
     if (rows == 0) return;
     if (in_ == 0) {
       std::fill_n(y, rows * gh_, 0.0f);
+      return;
+    }
+    if (rows == 1) {  // one step of one sample: OpenBLAS's gemv beats its gemm at M = 1
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(gh_), static_cast<int>(in_), 1.0f, w_,
+                  static_cast<int>(in_), x, 1, 0.0f, y, 1);
       return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(gh_),
@@ -382,12 +388,18 @@ void RunRecurrent(const OpContext& ctx, const RunState& rs, const RecurrentConfi
     }
     const float* peep = pv ? pv->f() + d * 3 * H : nullptr;
 
-    // 2. The steps.
+    // 2. The steps. Without initial_h the first step's H_{t-1} is zero, and
+    // so is its recurrent product (skipped, as ONNX Runtime does).
     for (int64_t st = 0; st < max_len; ++st) {
+      const bool h_zero = st == 0 && !h0;
       // Recurrent product of the whole batch (GRU without linear_before_reset:
       // z and r first, the h gate after the reset).
       const int64_t g_end = c.cell == Cell::kGru && !lbr ? 2 * H : GH;
-      prod.Recurrent(h, B, 0, g_end, rp, GH);
+      if (h_zero) {
+        for (int64_t b = 0; b < B; ++b) std::fill_n(rp + b * GH, g_end, 0.0f);
+      } else {
+        prod.Recurrent(h, B, 0, g_end, rp, GH);
+      }
       for (int64_t b = 0; b < B; ++b) {
         if (st >= lens[b]) continue;
         const int64_t t = reverse ? lens[b] - 1 - st : st;
@@ -430,7 +442,11 @@ void RunRecurrent(const OpContext& ctx, const RunState& rs, const RecurrentConfi
         }
       }
       if (c.cell == Cell::kGru) {
-        if (!lbr) prod.Recurrent(tmp, B, 2 * H, GH, rp + 2 * H, GH);
+        if (!lbr && h_zero) {
+          for (int64_t b = 0; b < B; ++b) std::fill_n(rp + b * GH + 2 * H, H, 0.0f);
+        } else if (!lbr) {
+          prod.Recurrent(tmp, B, 2 * H, GH, rp + 2 * H, GH);
+        }
         for (int64_t b = 0; b < B; ++b) {
           if (st >= lens[b]) continue;
           const int64_t t = reverse ? lens[b] - 1 - st : st;
@@ -497,31 +513,82 @@ class PermDiagProducts : public GateProducts {
       : w_(std::move(w)), r_(std::move(r)), pack_(kernels::PermDiagRowPack::Build(r_)), threads_(threads) {}
   void Input(const float* x, int64_t rows, float* y) override {
     if (rows == 0) return;
+    if (mode_ == Mode::kInt16) {
+      for (int64_t k = 0; k < rows; ++k) in16_.Run(w16_, x + k * w_.cols(), y + k * w_.rows(), threads_);
+      return;
+    }
     kernels::PermDiagMatMulRows(w_, {x, static_cast<std::size_t>(rows * w_.cols())}, rows, {},
                                 {y, static_cast<std::size_t>(rows * w_.rows())}, threads_);
+    if (mode_ == Mode::kCalibrating) in16_.Record(x, rows * w_.cols(), y, rows * w_.rows());
   }
   void Recurrent(const float* h, int64_t batch, int64_t g0, int64_t g1, float* y, int64_t ldy) override {
     const int64_t gh = r_.rows(), H = r_.cols();
     const bool whole = g0 == 0 && g1 == gh && (batch == 1 || ldy == gh);
     float* out = whole ? y : Tmp(batch * gh);
-    if (batch == 1) {
+    if (mode_ == Mode::kInt16) {
+      for (int64_t b = 0; b < batch; ++b) rec16_.Run(r16_, h + b * H, out + b * gh, threads_);
+    } else if (batch == 1) {
       kernels::PermDiagMatVec(pack_, {h, static_cast<std::size_t>(H)}, {}, {out, static_cast<std::size_t>(gh)},
                               threads_);
     } else {
       kernels::PermDiagMatMulRows(r_, {h, static_cast<std::size_t>(batch * H)}, batch, {},
                                   {out, static_cast<std::size_t>(batch * gh)}, threads_);
     }
+    if (mode_ == Mode::kCalibrating) rec16_.Record(h, batch * H, out, batch * gh);
     if (!whole)  // GRU without linear_before_reset: the rows of one gate
       for (int64_t b = 0; b < batch; ++b) std::copy(out + b * gh + g0, out + b * gh + g1, y + b * ldy);
   }
   std::string Name() const override {
-    kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, r_.p(), r_.rows(), r_.cols(), 1,
-                             pack_.chunked};
+    kernels::KernelProblem q{mode_ == Mode::kInt16 ? kernels::KernelOp::kPermDiagMatVecI16
+                                                   : kernels::KernelOp::kPermDiagMatVecPacked,
+                             r_.p(), r_.rows(), r_.cols(), 1, pack_.chunked};
     return "recurrent." + kernels::SelectedKernel(q);
   }
   void SetThreads(int threads) { threads_ = threads; }
 
+  // Fixed point, as PermDiagMatMul's: calibration records max |input| and
+  // max |product| of each of the two products; then weights at the largest
+  // non-saturating frac bits (PermDiagMatrixI16::Quantize), inputs and
+  // products at ChooseFracBits of their maxima, exact int64 accumulation
+  // and one requantizing shift (kernels::PermDiagMatVecI16). The gate
+  // equations stay in float.
+  void BeginCalibration() {
+    in16_ = {}, rec16_ = {};
+    mode_ = Mode::kCalibrating;
+  }
+  void EndCalibration() {
+    w16_ = PermDiagMatrixI16::Quantize(w_);
+    r16_ = PermDiagMatrixI16::Quantize(r_);
+    in16_.Finish(w16_), rec16_.Finish(r16_);
+    mode_ = Mode::kFloat;
+    calibrated_ = true;
+  }
+  void SetInt16(bool on) { mode_ = on && calibrated_ ? Mode::kInt16 : mode_ == Mode::kInt16 ? Mode::kFloat : mode_; }
+
  private:
+  enum class Mode { kFloat, kCalibrating, kInt16 };
+  // One product's scales and staging.
+  struct Fixed {
+    double x_max = 0, y_max = 0;
+    int fx = 0, fy = 0, shift = 0;
+    std::vector<int16_t> xq, yq;
+    void Record(const float* x, int64_t nx, const float* y, int64_t ny) {
+      x_max = std::max(x_max, MaxAbs({x, static_cast<std::size_t>(nx)}));
+      y_max = std::max(y_max, MaxAbs({y, static_cast<std::size_t>(ny)}));
+    }
+    void Finish(const PermDiagMatrixI16& w) {
+      fx = ChooseFracBits<int16_t>(x_max);
+      fy = ChooseFracBits<int16_t>(y_max);
+      shift = w.frac_bits() + fx - fy;
+      xq.resize(static_cast<std::size_t>(w.cols()));
+      yq.resize(static_cast<std::size_t>(w.rows()));
+    }
+    void Run(const PermDiagMatrixI16& w, const float* x, float* y, int threads) {
+      QuantizeSpan<int16_t>({x, xq.size()}, fx, xq);
+      kernels::PermDiagMatVecI16(w, xq, {}, shift, yq, threads);
+      DequantizeSpan<int16_t>(yq, fy, {y, yq.size()});
+    }
+  };
   float* Tmp(int64_t n) {
     if (static_cast<int64_t>(tmp_.size()) < n) tmp_.resize(static_cast<std::size_t>(n));
     return tmp_.data();
@@ -530,9 +597,13 @@ class PermDiagProducts : public GateProducts {
   kernels::PermDiagRowPack pack_;
   int threads_ = 1;
   std::vector<float> tmp_;
+  Mode mode_ = Mode::kFloat;
+  bool calibrated_ = false;
+  PermDiagMatrixI16 w16_, r16_;
+  Fixed in16_, rec16_;
 };
 
-class CompressedRecurrentOp : public OpKernel {
+class CompressedRecurrentOp : public OpKernel, public Int16Op {
  public:
   CompressedRecurrentOp(const formats::FormatTraits& f, Cell cell, const NodeDef& n)
       : format_(f), config_(ReadRecurrentConfig(n, cell)) {
@@ -571,9 +642,16 @@ class CompressedRecurrentOp : public OpKernel {
     std::vector<GateProducts*> products;
     for (auto& p : products_) {
       p->SetThreads(rs.threads);
+      if (!rs.calibrating) p->SetInt16(rs.int16);
       products.push_back(p.get());
     }
     RunRecurrent(ctx, rs, config_, shapes_, products);
+  }
+  void BeginCalibration() override {
+    for (auto& p : products_) p->BeginCalibration();
+  }
+  void EndCalibration() override {
+    for (auto& p : products_) p->EndCalibration();
   }
   std::string KernelName() const override { return products_.empty() ? "recurrent" : products_[0]->Name(); }
 

@@ -81,15 +81,6 @@ class SparseMatMulOp : public CompressedOp {
   }
 
  private:
-  // a [r][c] -> t [c][r], in tiles so both sides stay in cache.
-  static void Transpose(const float* a, int64_t r, int64_t c, float* t) {
-    constexpr int64_t kTile = 32;
-    for (int64_t i0 = 0; i0 < r; i0 += kTile)
-      for (int64_t j0 = 0; j0 < c; j0 += kTile)
-        for (int64_t i = i0; i < std::min(r, i0 + kTile); ++i)
-          for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
-  }
-
   int64_t in_, out_, batch_ = 1;
   bool ready_ = false, batched_ = false;
   CsrMatrix w_;

@@ -218,6 +218,10 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
       bool edge = i == last || (i == first && info.type == "conv2d");
       info.compress = spec.Resolve(info.name, edge);
     }
+    PERMDNN_CHECK(info.compress.kind != CompressKind::kTernary,
+                  "--compress {}: layer '{}': ternary training (WPC, the ternarizer) is not implemented yet; "
+                  "`permdnn compress` projects a trained ONNX model onto it (docs/ternary.md)",
+                  info.compress.ToString(), info.name);
     const bool pd = info.compress.kind == CompressKind::kPermDiag;
     const bool circ = info.compress.kind == CompressKind::kCirculant;
     const bool prune = info.compress.kind == CompressKind::kPrune;

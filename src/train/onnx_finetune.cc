@@ -419,6 +419,7 @@ class TorchGraph {
         shape.insert(shape.end(), g.kernel.begin(), g.kernel.end());
         return ConvForward(n, in(0), w.view(shape), bias);
       }
+      case formats::Kind::kTernary:  // the straight-through ternary forward comes with issue 18's training
       case formats::Kind::kDense: break;
     }
     n.Unsupported("format not supported by compress fine-tuning");

@@ -89,6 +89,7 @@ LayerCompression MethodFor(Kind kind, int p) {
     case Kind::kCirculant: m.kind = CompressKind::kCirculant; break;
     case Kind::kCsr: m.kind = CompressKind::kPrune; m.density = 0.3; break;
     case Kind::kCsrCodebook: m.kind = CompressKind::kPrune; m.density = 0.3; m.bits = 3; break;
+    case Kind::kTernary: m.kind = CompressKind::kTernary; m.density = 0.6; m.threshold = 0.2; break;
   }
   return m;
 }
@@ -124,7 +125,7 @@ TEST(FormatRegistry, EveryPermDnnOpBelongsToOneOpSchemaAndIsFound) {
       EXPECT_EQ(found->kind, f.kind) << op->name;
     }
   }
-  EXPECT_EQ(ops.size(), 6u);
+  EXPECT_EQ(ops.size(), 8u);
   EXPECT_EQ(FindFormat(kDomain, "PermDiagMatMul", [](int) { return true; })->kind, Kind::kPermDiag);  // old files
   EXPECT_EQ(FindFormat(kDomain, "NoSuchOp", [](int) { return true; }), nullptr);
   EXPECT_EQ(FindFormat("", "Gemm", [](int) { return true; }), nullptr);  // dense only when asked
@@ -162,6 +163,10 @@ TEST(FormatRegistry, WriteReadRoundTripBytesAndKeptEnergy) {
     EXPECT_EQ(back.col_idx, pr.weights.col_idx) << what;
     EXPECT_EQ(back.codes, pr.weights.codes) << what;
     EXPECT_EQ(back.codebook, pr.weights.codebook) << what;
+    EXPECT_EQ(back.group_mask, pr.weights.group_mask) << what;
+    EXPECT_EQ(back.plus, pr.weights.plus) << what;
+    EXPECT_EQ(back.minus, pr.weights.minus) << what;
+    EXPECT_EQ(back.scale, pr.weights.scale) << what;
     EXPECT_EQ(back.bias, pr.weights.bias) << what;
 
     const std::vector<float> approx = ToDense(pr.weights);
@@ -185,7 +190,7 @@ TEST(FormatRegistry, LiftedMatrixIsTheConvolution) {
     const std::vector<float> wd = ToDense(w);  // [out][in][taps]
     const LiftedMatrix m = Lift(w);
     std::vector<float> lifted = m.permdiag ? m.permdiag->ToDense() : m.circulant ? m.circulant->ToDense()
-                                                                                  : m.sparse->ToDense();
+                                : m.ternary ? m.ternary->ToDense() : m.sparse->ToDense();
     const int64_t K = g.taps(), cols = static_cast<int64_t>(lifted.size()) / g.out;
     const bool tap_major = f.blocked;
     for (int64_t o = 0; o < g.out; ++o)
@@ -210,6 +215,41 @@ TEST(FormatRegistry, StoredSizeCountsEveryFormat) {
   // Shared offsets: one per block column (nb = 3) instead of per block.
   EXPECT_EQ(StoredSize(Kind::kPermDiagColumn, g, 0, 0, false).bytes, 6 * 8 * 4 + 3 * 2);
   EXPECT_EQ(StoredSize(Kind::kPermDiagColumn, g, 0, 0, true, {16, true}).bytes, 6 * 8 * 2 + 3 * 1 + 10 * 2);
+  // Ternary: nnz = kept groups. 10 x 20 in groups of 4: 50 groups (7 mask
+  // bytes), 30 kept x 2 planes x 1 byte, scale and bias floats.
+  EXPECT_EQ(StoredSize(Kind::kTernary, {10, 20, {}, 4}, 30, 0, true).bytes, 7 + 2 * 30 + (10 + 10) * 4);
+  // A ResNet-20 conv, 16 -> 32 channels 3x3 in groups of 16: 64 groups of
+  // 144 weights (18 bytes a plane), half kept.
+  EXPECT_EQ(StoredSize(Kind::kTernary, {32, 16, {3, 3}, 16}, 16, 0, false).bytes, 4 + 2 * 16 * 18 + 32 * 4);
+}
+
+// The ternarizer of issue 18 on a worked example: group pruning by norm,
+// then per row Δ = t·max|w|, α = mean |w| over |w| > Δ, codes sign(w);
+// groups whose codes are all zero are pruned; values outside {-1, 0, +1}
+// are errors naming the source.
+TEST(FormatRegistry, TernarizeWorkedExample) {
+  // 2 rows x 4 columns, groups of 2: norms² row 0: 1.0+0.01, 0.04+0.0; row 1: 0.25+0.25, 0.81+0.
+  const std::vector<float> w = {1.0f, -0.1f, 0.2f, 0.0f, 0.5f, -0.5f, 0.0f, -0.9f};
+  // Keep 3 of 4 groups: group (0, 1) (the smallest norm) goes.
+  const TernaryProjection tp = Ternarize(w, 2, 4, 2, 0.3, 0.75);
+  const TernaryMatrix& m = tp.matrix;
+  EXPECT_EQ(m.kept_groups(), 3);
+  EXPECT_TRUE(m.Kept(0, 0));
+  EXPECT_FALSE(m.Kept(0, 1));
+  // Row 0: Δ = 0.3 · 1.0, only 1.0 passes: α = 1; row 1: Δ = 0.27, α = (0.5 + 0.5 + 0.9) / 3.
+  EXPECT_EQ(m.Codes(), (std::vector<int8_t>{1, 0, 0, 0, 1, -1, 0, -1}));
+  EXPECT_FLOAT_EQ(m.scale()[0], 1.0f);
+  EXPECT_FLOAT_EQ(m.scale()[1], static_cast<float>(1.9 / 3));
+  // t = 0.95 leaves row 1's group (1, 0) all zero: pruned as well.
+  EXPECT_EQ(Ternarize(w, 2, 4, 2, 0.95, 1.0).matrix.kept_groups(), 2);
+  const std::vector<int8_t> bad = {1, 0, 2, 0};
+  try {
+    TernaryMatrix::FromCodes(1, 4, 2, bad, {1.0f}, "layer 'fc1'");
+    ADD_FAILURE() << "a code of 2 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 'fc1': code (0, 2) = 2 is not a ternary value"), std::string::npos)
+        << e.what();
+  }
 }
 
 // permdiag-column: the projection picks per block column the offset that
@@ -328,7 +368,9 @@ TEST(FormatRegistry, SpecMethodsSelectTheirRows) {
   EXPECT_EQ(FormatOf(ParseLayerCompression("permdiag:p=8:offsets=block")).kind, Kind::kPermDiag);
   EXPECT_EQ(FindBySpecKind("permdiag", false, true)->kind, Kind::kPermDiagColumn);
   EXPECT_EQ(FindBySpecKind("permdiag", false)->kind, Kind::kPermDiag);
-  EXPECT_EQ(FindBySpecKind("ternary", false), nullptr);
+  EXPECT_EQ(FindBySpecKind("ternary", false)->kind, Kind::kTernary);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("ternary:group=16")).kind, Kind::kTernary);
+  EXPECT_EQ(FindBySpecKind("admm", false), nullptr);
 }
 
 }  // namespace

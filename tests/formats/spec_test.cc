@@ -36,6 +36,34 @@ TEST(CompressSpec, OtherKinds) {
   EXPECT_DOUBLE_EQ(pr.density, 0.1);
 }
 
+// ternary (issue 18): group required, density and t optional, both
+// spellings; ToString parses back to the same method; bad values named.
+TEST(CompressSpec, Ternary) {
+  const LayerCompression t = ParseLayerCompression("ternary:group=16");
+  EXPECT_EQ(t.kind, CompressKind::kTernary);
+  EXPECT_EQ(t.p, 16);
+  EXPECT_DOUBLE_EQ(t.density, 1.0);
+  EXPECT_DOUBLE_EQ(t.threshold, 0.05);
+  CompressSpec s = CompressSpec::Parse("ternary:group=16,density=0.5,t=0.03,fc3=dense");
+  ASSERT_TRUE(s.global);
+  EXPECT_DOUBLE_EQ(s.global->density, 0.5);
+  EXPECT_DOUBLE_EQ(s.global->threshold, 0.03);
+  EXPECT_TRUE(s.Resolve("fc3", false).is_dense());
+  EXPECT_EQ(ParseLayerCompression(s.global->ToString()), *s.global);
+  for (const auto& [text, what] : std::vector<std::pair<std::string, std::string>>{
+           {"ternary", "needs group=N"},
+           {"ternary:group=16:density=0", "density=0 in 'ternary:group=16:density=0' must be a number in (0, 1]"},
+           {"ternary:group=16:t=1", "t=1 in 'ternary:group=16:t=1' must be a number in [0, 1)"},
+           {"ternary:group=16:bits=2", "unknown parameter 'bits' for ternary"}}) {
+    try {
+      ParseLayerCompression(text);
+      ADD_FAILURE() << text << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(CompressSpec, PruneBitsBothForms) {
   // Issue 6 writes the comma form; the ':' form is one METHOD.
   for (const char* text : {"prune:density=0.1,bits=4", "prune:density=0.1:bits=4", "prune:density=0.1, bits=4"}) {

@@ -24,6 +24,7 @@
 #include "permdnn/kernels/permdiag_column.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/sparse.h"
+#include "permdnn/kernels/ternary.h"
 #include "support/compare.h"
 
 namespace permdnn::kernels {
@@ -36,11 +37,12 @@ using permdnn::testing::Tolerance;
 
 bool IsPermDiag(KernelOp op) {
   return op != KernelOp::kCirculantMatVec && op != KernelOp::kCirculantMatVecT && op != KernelOp::kCsrMatVec &&
-         op != KernelOp::kCsrMatMul;
+         op != KernelOp::kCsrMatMul && op != KernelOp::kTernaryMatVec && op != KernelOp::kTernaryMatMul;
 }
 bool Batched(KernelOp op) {
   return op == KernelOp::kPermDiagMatMulRows || op == KernelOp::kPermDiagMatMul ||
-         op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul || op == KernelOp::kPermDiagColumnMatMulRows;
+         op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul || op == KernelOp::kPermDiagColumnMatMulRows ||
+         op == KernelOp::kTernaryMatMul;
 }
 
 // A random permuted-diagonal matrix whose blocks share one offset per block
@@ -66,6 +68,17 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
               q.stride = stride;
               out.push_back(q);
             }
+    return out;
+  }
+  if (op == KernelOp::kTernaryMatVec || op == KernelOp::kTernaryMatMul) {
+    // p = the group length: below, at and past the lane counts and one
+    // 64-bit plane word, and a 16-channel 3x3 conv group (144).
+    std::vector<KernelProblem> out;
+    for (int L : {1, 3, 8, 16, 17, 64, 65, 144})
+      for (auto [rows, groups] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 3}, {37, 2}})
+        for (int64_t batch : op == KernelOp::kTernaryMatMul ? std::vector<int64_t>{1, 3, 17, 64, 100}
+                                                            : std::vector<int64_t>{1})
+          out.push_back({op, L, rows, groups * L, batch, false});
     return out;
   }
   // 128 and 256: the widest vector rows on AVX-512; 300: two-byte offsets.
@@ -203,6 +216,18 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       }
       return AllNear<float>(expect, got, Tolerance(n + 1, 2.0));
     }
+    case KernelOp::kTernaryMatVec:
+    case KernelOp::kTernaryMatMul: {
+      // Random weights ternarized with a high threshold (zero codes) and
+      // half the groups pruned.
+      const TernaryPack w = TernaryPack::Build(Ternarize(RandomVector(m * n, 1.0, seed + 8), m, n, q.p, 0.4, 0.5).matrix);
+      const auto x = RandomVector(n * B, 1.0, seed + 9);
+      std::vector<float> expect(m * B), got(m * B, -1.0f);
+      ref::TernaryMatMul(w.matrix, x.data(), B, bias.data(), expect.data());
+      if (q.op == KernelOp::kTernaryMatVec) TernaryMatVec(w, x, bias, got, threads);
+      else TernaryMatMul(w, x, B, bias, got, threads);
+      return AllNear<float>(expect, got, Tolerance(n + 1, 2.0));
+    }
     case KernelOp::kPermDiagConv: {
       // Spatial sizes that leave row and column tile tails; pads 1 for 3x3.
       const int64_t h = 5 + seed % 7, wd = 3 + seed % 13;
@@ -294,7 +319,8 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
   for (KernelOp op : {KernelOp::kPermDiagMatVec, KernelOp::kPermDiagMatVecPacked, KernelOp::kPermDiagMatMulRows,
                       KernelOp::kCirculantMatVec, KernelOp::kCirculantMatVecT, KernelOp::kCsrMatVec,
                       KernelOp::kCsrMatMul, KernelOp::kPermDiagConv, KernelOp::kPermDiagColumnMatVec,
-                      KernelOp::kPermDiagColumnSparseInput, KernelOp::kPermDiagColumnMatMulRows})
+                      KernelOp::kPermDiagColumnSparseInput, KernelOp::kPermDiagColumnMatMulRows,
+                      KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul})
     EXPECT_EQ(SelectedKernel({op, 8, 64, 64, 4, false}), std::string(KernelOpName(op)) + ".reference");
   // The FFT engine honours the reference path: its result is the reference
   // kernel's to the bit (the FFT rounds differently).

@@ -407,6 +407,52 @@ TEST(CompressedCompress, ColumnOffsetsMatchTheirDenseExpansion) {
   fs::remove_all(dir);
 }
 
+// Ternary (issue 18): the compressed model (addition-only kernels, matvec
+// below batch 8, the batched kernel from there, im2col for the conv) equals
+// the portable export of the same projection (int8 codes, DequantizeLinear,
+// dense Conv / Gemm: the dense model of the dequantized weights) at batch 1,
+// 3 and 64; every stored byte is in the report.
+TEST(CompressedCompress, TernaryMatchesItsDequantizedPortableModel) {
+  fs::path dir = TempDir("compress_ternary");
+  WriteCnnRun(dir, "circulant", 2, 4);
+  ExportRun(dir.string(), (dir / "dense.onnx").string(), {.portable = true});
+  CompressOptions o;
+  o.spec = "ternary:group=6:density=0.5,conv1=ternary:group=1";
+  ExportReport r = CompressOnnx((dir / "dense.onnx").string(), (dir / "c.onnx").string(), o);
+  EXPECT_EQ(r.layers[0].op, "TernaryConv");
+  EXPECT_EQ(r.layers[1].op, "TernaryMatMul");
+  EXPECT_EQ(r.layers[1].method, "ternary:group=6:density=0.5");
+  // fc1 20 x 54, group 6: 180 groups, 90 kept; mask 23 bytes, planes 2 x 90 x 1, scale 20 floats.
+  EXPECT_EQ(r.layers[1].stored_bytes, 23 + 2 * 90 + 20 * 4);
+  EXPECT_GT(r.layers[1].kept_energy, 0.2);
+  EXPECT_LT(r.layers[1].kept_energy, 0.9);
+  o.portable = true;
+  ExportReport rp = CompressOnnx((dir / "dense.onnx").string(), (dir / "p.onnx").string(), o);
+  EXPECT_EQ(rp.layers[0].op, "Conv");
+  EXPECT_EQ(rp.layers[1].op, "Gemm");
+  EXPECT_EQ(rp.layers[1].stored_bytes, 20 * 54 + 20 * 4 + 20);  // int8 codes, scale, zero point
+  onnx::ModelProto pm;
+  {
+    std::ifstream f(dir / "p.onnx", std::ios::binary);
+    ASSERT_TRUE(pm.ParseFromIstream(&f));
+  }
+  int dq = 0;
+  for (const auto& n : pm.graph().node()) dq += n.op_type() == "DequantizeLinear";
+  EXPECT_EQ(dq, 2);
+  Model a = Model::Load((dir / "c.onnx").string()), b = Model::Load((dir / "p.onnx").string());
+  for (int64_t batch : {1, 3, 64}) {
+    std::vector<float> x = Randn(batch * 72, 14);
+    ExpectNear(RunModel(b, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6}),
+               "ternary, batch " + std::to_string(batch));
+  }
+  // A group that does not divide the inputs is refused naming the layer.
+  o.portable = false;
+  o.spec = "ternary:group=7,conv1=ternary:group=1";
+  const std::string e = ErrorOf([&] { CompressOnnx((dir / "dense.onnx").string(), (dir / "c3.onnx").string(), o); });
+  EXPECT_NE(e.find("group=7 does not divide the 54 input features"), std::string::npos) << e;
+  fs::remove_all(dir);
+}
+
 // ---- Bad input: one test per error class -------------------------------------
 
 // A model with one ai.permdnn node "n" over X [2, in]; initializers set by
@@ -679,6 +725,46 @@ TEST(CompressedBadInput, BiasOfWrongSize) {
   nm.Input("v");
   nm.Input("b");
   EXPECT_ERROR_HAS(nm.Error(), "bias 'b' is float32 [3], expected float32 [4]");
+}
+
+// TernaryMatMul 3 x 4, group_ch 2: groups (0,0), (0,1), (2,1) kept.
+struct TernaryArgs {
+  int64_t group_ch = 2;
+  std::vector<uint8_t> mask = {0x23}, plus = {0x1, 0x2, 0x0}, minus = {0x2, 0x0, 0x1};
+  std::vector<int64_t> plane_shape = {3, 1};
+  std::vector<float> scale = {0.5f, 1.0f, 2.0f};
+};
+
+std::string TernaryError(const TernaryArgs& a) {
+  NodeModel nm("TernaryMatMul", 4);
+  detail::AddAttr(nm.node, "group_ch", a.group_ch);
+  detail::AddAttr(nm.node, "in_features", int64_t{4});
+  detail::AddAttr(nm.node, "out_features", int64_t{3});
+  detail::SetUInt8Tensor(nm.g->add_initializer(), "gm", a.mask, {static_cast<int64_t>(a.mask.size())});
+  detail::SetUInt8Tensor(nm.g->add_initializer(), "pl", a.plus, a.plane_shape);
+  detail::SetUInt8Tensor(nm.g->add_initializer(), "mi", a.minus, a.plane_shape);
+  detail::SetFloatTensor(nm.g->add_initializer(), "sc", a.scale, {static_cast<int64_t>(a.scale.size())});
+  for (const char* in : {"gm", "pl", "mi", "sc"}) nm.Input(in);
+  return nm.Error();
+}
+
+TEST(CompressedBadInput, TernaryNodes) {
+  EXPECT_EQ(TernaryError({}), "");
+  TernaryArgs a;
+  a.group_ch = 3;
+  EXPECT_ERROR_HAS(TernaryError(a), "group_ch = 3 does not divide in_features = 4");
+  a = {};
+  a.minus[1] = 0x2;  // weight 1 of group (0, 1) is +1 and -1
+  EXPECT_ERROR_HAS(TernaryError(a), "weight 1 of group 1 of row 0 is both +1 and -1");
+  a = {};
+  a.scale = {1.0f, 2.0f};
+  EXPECT_ERROR_HAS(TernaryError(a), "scale 'sc' has shape [2], expected [3] (one alpha per output feature)");
+  a = {};
+  a.mask = {0x27};  // four kept groups, three stored
+  EXPECT_ERROR_HAS(TernaryError(a), "plus 'pl' has shape [3, 1], expected [4, 1] (the 4 kept groups");
+  a = {};
+  a.plus[2] = 0x4;  // bit 2 of a group of 2
+  EXPECT_ERROR_HAS(TernaryError(a), "sets plane bits past its 2 weights");
 }
 
 TEST(CompressedBadInput, RunDirectoryUnsortedCsr) {

@@ -24,6 +24,7 @@
 //   circulant   kCirculant      circulant:p=8            BlockCirculantMatMul / BlockCirculantConv
 //   csr         kCsr            prune:density=0.1        SparseMatMul / SparseConv
 //   csr-codebook kCsrCodebook   prune:density=0.1,bits=4 SparseMatMul / SparseConv (+ codebook input)
+//   ternary     kTernary        ternary:group=16         TernaryMatMul / TernaryConv
 // A new format is one more row here plus its kernels and tests
 // (docs/adding-a-format.md); export, compress, inspect, fine-tuning and the
 // runtime's op creation loop over the rows.
@@ -47,6 +48,11 @@
 //   csr         row_ptr [out + 1], col_idx [nnz] over the [out, in·taps]
 //               matrix (column = in channel · taps + tap), values [nnz]
 //   csr-codebook the same with codes [nnz] (uint8) into codebook [K], K <= 256
+//   ternary     (ternary_matrix.h) g.p = group_ch, which must divide in;
+//               group_mask [ceil(out·G/8)] (G = in / group_ch), plus and
+//               minus [kept, ceil(group_ch·taps/8)] bit planes of the kept
+//               groups (weight e of a group = in channel e / taps, tap
+//               e % taps), scale [out]; attribute group_ch
 //   every format: bias [out], optional.
 #pragma once
 
@@ -62,6 +68,7 @@
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/formats/sparse_matrix.h"
 #include "permdnn/formats/spec.h"
+#include "permdnn/formats/ternary_matrix.h"
 
 namespace permdnn::formats {
 
@@ -73,7 +80,7 @@ enum class ElemType : int {
 int ElemBytes(ElemType t);
 const char* ElemName(ElemType t);  // "float32", "uint8", ...
 
-enum class Kind { kDense, kPermDiag, kPermDiagColumn, kCirculant, kCsr, kCsrCodebook };
+enum class Kind { kDense, kPermDiag, kPermDiagColumn, kCirculant, kCsr, kCsrCodebook, kTernary };
 
 // The domain of permdnn's compressed operators.
 inline constexpr const char* kDomain = "ai.permdnn";
@@ -133,6 +140,8 @@ struct Weights {
   std::vector<int32_t> row_ptr, col_idx;  // csr
   std::vector<uint8_t> codes;             // csr-codebook
   std::vector<float> codebook;            // csr-codebook
+  std::vector<uint8_t> group_mask, plus, minus;  // ternary (ternary_matrix.h)
+  std::vector<float> scale;                      // ternary [out]
   std::vector<float> bias;                // [out] or empty
 
   int64_t nnz() const { return static_cast<int64_t>(col_idx.size()); }
@@ -190,6 +199,7 @@ struct LiftedMatrix {
   std::optional<PermDiagMatrix> permdiag;
   std::optional<BlockCirculantMatrix> circulant;
   std::optional<CsrMatrix> sparse;
+  std::optional<TernaryMatrix> ternary;  // [out, in·taps], column = in channel · taps + tap
 };
 
 // One row of the registry.

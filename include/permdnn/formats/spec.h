@@ -10,10 +10,11 @@
 //     ITEM   := METHOD | NAME '=' METHOD
 //     METHOD := KIND (':' KEY '=' VALUE)*
 //     KIND   := dense | permdiag (p [, offsets]) | circulant (p) | prune (density [, bits])
+//             | ternary (group [, density] [, t])
 //
 // e.g. `dense`, `permdiag:p=8`, `permdiag:p=8,fc3=dense`,
 // `fc1=permdiag:p=4,fc2=permdiag:p=8`, `circulant:p=8`, `prune:density=0.1`,
-// `prune:density=0.1:bits=4`. An item is per-layer when an '=' comes before
+// `prune:density=0.1:bits=4`, `ternary:group=16`, `ternary:group=16:density=0.5`. An item is per-layer when an '=' comes before
 // the first ':'.
 //
 // Continuation rule (issue 6 writes `prune:density=0.1,bits=4`): the comma
@@ -34,7 +35,12 @@
 // `block` (default: one offset per p×p block, PermDNN's general form) or
 // `column` (one offset per block column, shared by every block of it: the
 // `permdiag-column` format of the registry, a grouped layer with a channel
-// shuffle; docs/shared-offsets.md).
+// shuffle; docs/shared-offsets.md); ternary (issue 18, docs/ternary.md):
+// group integer in [1, 4096], the input channels of one PE-wise group
+// (it must divide the layer's inputs), density in (0, 1] the fraction of
+// groups kept (default 1: only groups whose codes come out all zero are
+// pruned), t in [0, 1) the ternarizer's threshold Δ = t · max|w| of an
+// output row (default 0.05).
 //
 // Default rule (Resolve): a layer named in the SPEC gets its own method. A
 // layer that is not named gets the global method, except the *edge* layers,
@@ -50,18 +56,19 @@
 
 namespace permdnn::formats {
 
-enum class CompressKind { kDense, kPermDiag, kCirculant, kPrune };
+enum class CompressKind { kDense, kPermDiag, kCirculant, kPrune, kTernary };
 
 struct LayerCompression {
   CompressKind kind = CompressKind::kDense;
-  int p = 1;             // block size (permdiag, circulant)
-  double density = 1.0;  // kept fraction (prune)
+  int p = 1;             // block size (permdiag, circulant); group_ch (ternary)
+  double density = 1.0;  // kept fraction (prune: weights, ternary: groups)
+  double threshold = 0.05;  // ternary: Δ = threshold · max|w| of an output row
   int bits = 0;          // prune weight sharing: codebook of 2^bits values; 0 = none
   bool column_offsets = false;  // permdiag: offsets=column (one offset per block column)
 
   bool is_dense() const { return kind == CompressKind::kDense; }
   // Canonical text, e.g. "permdiag:p=8", "permdiag:p=8:offsets=column", "dense", "prune:density=0.1",
-  // "prune:density=0.1:bits=4" (the ':' form, so it parses as one METHOD).
+  // "prune:density=0.1:bits=4", "ternary:group=16:density=0.5:t=0.05" (the ':' form, so it parses as one METHOD).
   std::string ToString() const;
   bool operator==(const LayerCompression&) const = default;
 };

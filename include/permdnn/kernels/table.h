@@ -48,6 +48,8 @@ enum class KernelOp : uint8_t {
   kPermDiagColumnMatVec,       // shared offsets (permdiag_column.h): y = W·x, dense input
   kPermDiagColumnSparseInput,  // shared offsets: zero inputs skipped, contiguous AXPYs
   kPermDiagColumnMatMulRows,   // shared offsets: Y = X·Wᵀ, batch-major, p grouped GEMMs
+  kTernaryMatVec,              // ternary, group-pruned (ternary.h): y = W·x, addition only
+  kTernaryMatMul,              // ternary: Y = W·X, feature-major (batched linear, conv im2col)
 };
 const char* KernelOpName(KernelOp op);  // "permdiag.matvec", ...
 

@@ -13,11 +13,13 @@
 
 namespace permdnn::runtime {
 
-enum class Layout { kNchw, kFlat };
+// kRows: [B, rows, cols], each image row one time step (run-format layout
+// "TF", the recurrent `lstm` model).
+enum class Layout { kNchw, kFlat, kRows };
 
 struct EvalOptions {
   Preprocess pre;            // x = (pixel·scale − mean)/std
-  Layout layout = Layout::kNchw;  // NCHW [B, 1, rows, cols] or flat [B, rows·cols]
+  Layout layout = Layout::kNchw;  // NCHW [B, 1, rows, cols], flat [B, rows·cols] or rows [B, rows, cols]
   int64_t batch = 256;
   int64_t limit = 0;         // evaluate only the first `limit` images (0 = all)
 };

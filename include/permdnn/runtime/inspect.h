@@ -97,7 +97,7 @@ struct SkippedLayer {
 
 struct ModelInspection {
   std::vector<CompressedFcLayer> layers;  // graph order
-  std::vector<SkippedLayer> skipped;      // dense layers, graph order
+  std::vector<SkippedLayer> skipped;      // dense and recurrent layers, graph order
   std::vector<std::string> graph_inputs;  // the model's inputs (initializers excluded)
 };
 

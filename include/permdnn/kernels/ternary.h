@@ -1,0 +1,63 @@
+// Addition-only products with ternary, group-pruned weights (issue 18;
+// formats/ternary_matrix.h): W = diag(scale) · T, T in {-1, 0, +1}, whole
+// groups of group_len consecutive columns of a row pruned.
+//
+// No multiply in an inner loop: the kernels add the inputs where T is +1
+// and subtract them where it is −1, and multiply once per output by the
+// row's scale. Pruned groups are never visited (the pack lists only the
+// kept ones).
+//
+//   * y = W·x (TernaryMatVec, batch 1): per kept group, the input run of
+//     the group is loaded a vector at a time and selected by the plus and
+//     minus lane masks, which are the stored bit planes themselves (a
+//     broadcast, an AND with the lane bits and a compare; kernel
+//     `ternary.matvec.masks`). Weights stream at 2 bits each.
+//   * Y = W·X, X feature-major cols × batch (TernaryMatMul: batched linear
+//     layers and convolutions, whose im2col columns are the batch): per row
+//     the column indices of its +1 and of its −1 weights (the pack's index
+//     lists), each a contiguous row of X added to or subtracted from up to
+//     four vectors of outputs (`ternary.matmul.lists`).
+// Each op has a reference kernel (plain loops, double accumulation) that
+// the tests hold the SIMD rows to; PERMDNN_KERNELS=reference and
+// --reference-kernels run it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "permdnn/formats/ternary_matrix.h"
+
+namespace permdnn::kernels {
+
+// The kernel layout of a TernaryMatrix (packing kept apart from compute),
+// built once per layer: the matrix itself (scale, kept groups), each kept
+// group's planes as 64-bit words (words[k][0..W) plus, [W..2W) minus,
+// W = ceil(group_len / 64), bits past group_len zero), and per row the
+// column indices of its +1 weights then its −1 weights.
+struct TernaryPack {
+  TernaryMatrix matrix;
+  int64_t words_per_plane = 1;
+  std::vector<uint64_t> words;
+  std::vector<int32_t> index;          // plus columns of row r, then minus columns
+  std::vector<int64_t> plus_begin;     // [rows + 1]: row r's plus run starts here
+  std::vector<int64_t> minus_begin;    // [rows]: row r's minus run starts here (ends at plus_begin[r + 1])
+
+  static TernaryPack Build(TernaryMatrix m);
+  int64_t rows() const { return matrix.rows(); }
+  int64_t cols() const { return matrix.cols(); }
+};
+
+// y = W·x + bias (bias empty or [rows]).
+void TernaryMatVec(const TernaryPack& w, std::span<const float> x, std::span<const float> bias, std::span<float> y,
+                   int threads = 1);
+// Y = W·X + bias, X cols × batch, Y rows × batch (feature-major).
+void TernaryMatMul(const TernaryPack& w, std::span<const float> x, int64_t batch, std::span<const float> bias,
+                   std::span<float> y, int threads = 1);
+
+namespace ref {
+void TernaryMatVec(const TernaryMatrix& w, const float* x, const float* bias, float* y);
+void TernaryMatMul(const TernaryMatrix& w, const float* x, int64_t batch, const float* bias, float* y);
+}  // namespace ref
+
+}  // namespace permdnn::kernels
