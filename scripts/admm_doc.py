@@ -39,7 +39,7 @@ def row(model, spec, name, method, base, epochs):
         return f"| {model} | {spec} | {method} ({epochs}) | not run yet | | | | | |", None
     drop = f"{acc(base) - acc(s):.2f}" if base else ""
     after = ""
-    if s.get("converted_accuracy", -1) >= 0:
+    if s.get("converted_accuracy", -1) >= 0 and method != "gradual":  # gradual: --from only copies the weights
         after = f"{100 * s['converted_accuracy']:.2f}%"
     if method.startswith("ADMM") and s.get("admm"):
         after += f" (ADMM phase end, before projection: {100 * s['admm']['final_test_accuracy']:.2f}%)"
@@ -253,5 +253,10 @@ L.append("Observed while tuning: when W cannot follow Z − U within a round, U 
          "0.50 → 0.04 in 11 rounds. So ρ must be scaled to the model's loss gradients; a residual that grows is "
          "the sign to raise ρ or lengthen the rounds.")
 L.append("")
+if any("not run yet" in l for l in L):
+    L.append("**Partial results**: rows marked *not run yet* had not finished when this file was generated (the "
+             "shared machine ran at a load average of 13-17 on its 2 cores); `scripts/admm.sh` resumes them and "
+             "skips the finished ones.")
+    L.append("")
 with open(doc, "w") as f:
     f.write("\n".join(L))
