@@ -14,8 +14,8 @@ void AddTrainCommand(CLI::App& app) {
   auto o = std::make_shared<train::TrainOptions>();
   CLI::App* cmd = app.add_subcommand("train", "train a model with permuted-diagonal, block-circulant, pruned (or dense) layers on Fashion-MNIST");
   cmd->add_option("--model", o->model,
-                  "mlp | lenet300 | lenet5 | cnn | tiny | tinycnn | lstm (Fashion-MNIST row by row) | charlm "
-                  "(character LM on a text corpus)")
+                  "mlp | lenet300 | lenet5 | lenet5caffe | cnn | tiny | tinycnn | lstm (Fashion-MNIST row by row) | "
+                  "charlm (character LM on a text corpus)")
       ->capture_default_str();
   cmd->add_option("--cell", o->cell, "lstm, charlm: recurrent cell of rnn1, lstm | gru")->capture_default_str();
   cmd->add_option("--hidden", o->hidden, "lstm, charlm: hidden size of rnn1 (a multiple of p)")->capture_default_str();
@@ -40,6 +40,23 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--limit-test", o->limit_test,
                   "evaluate only the first N test images / held-out sequences (quick runs; the test set is then a "
                   "fixed prefix, the same for every run)");
+  cmd->add_option("--method", o->method,
+                  "adam | admm (ADMM-NN: --compress is the target; ADMM epochs on the dense model, then hard "
+                  "projection and retraining with the structure fixed; docs/admm.md)")
+      ->capture_default_str();
+  cmd->add_option("--admm-epochs", o->admm_epochs, "admm: epochs of the ADMM phase (0: half of --epochs)")
+      ->capture_default_str();
+  cmd->add_option("--rho", o->rho, "admm: penalty rho of (rho/2)||W - Z + U||^2")->capture_default_str();
+  cmd->add_option("--rho-mult", o->rho_mult, "admm: rho is multiplied by this after every round")
+      ->capture_default_str();
+  cmd->add_option("--admm-iter", o->admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
+      ->capture_default_str();
+  cmd->add_option("--break-even", o->break_even_density,
+                  "admm: weight density at which CSR stops beating dense on this platform (permdnn bench, "
+                  "docs/admm.md); each pruned layer is reported against it")
+      ->capture_default_str();
+  cmd->add_flag("--refuse-break-even", o->refuse_break_even,
+                "admm: fail when a pruned layer's density is at or above --break-even (it buys nothing)");
   cmd->callback([o] {
     train::TrainResult r = train::Train(*o, std::cout);
     if (r.interrupted) {

@@ -91,4 +91,71 @@ SharedWeights KMeansCodebook(std::span<const float> weights, int bits, int max_i
   return out;
 }
 
+namespace {
+
+// The level index i in [1, M] nearest to |w| for step q.
+int64_t LevelIndex(float w, double q, int64_t m) {
+  return std::clamp<int64_t>(std::llround(std::fabs(static_cast<double>(w)) / q), 1, m);
+}
+
+void CheckBits(int bits, const char* what) {
+  PERMDNN_CHECK(bits >= 1 && bits <= 8, "{}: bits must be in [1, 8], got {}", what, bits);
+}
+
+}  // namespace
+
+double LevelError(std::span<const float> weights, int bits, double q) {
+  CheckBits(bits, "quantization levels");
+  PERMDNN_CHECK(q > 0 && std::isfinite(q), "quantization levels: step q must be > 0, got {}", q);
+  const int64_t m = int64_t{1} << (bits - 1);
+  double err = 0;
+  for (float w : weights) {
+    if (w == 0.0f) continue;
+    const double level = q * static_cast<double>(LevelIndex(w, q, m)), d = std::fabs(double{w}) - level;
+    err += d * d;
+  }
+  return err;
+}
+
+SharedWeights FitLevels(std::span<const float> weights, int bits, int steps) {
+  CheckBits(bits, "quantization levels");
+  PERMDNN_CHECK(steps >= 1, "quantization levels: steps must be >= 1, got {}", steps);
+  CheckFinite(weights, "quantization levels");
+  const int64_t m = int64_t{1} << (bits - 1);
+  SharedWeights out;
+  out.centroids.assign(static_cast<std::size_t>(2 * m), 0.0f);
+  out.codes.assign(weights.size(), 0);
+  float max_abs = 0;
+  int64_t nonzero = 0;
+  for (float w : weights) {
+    max_abs = std::max(max_abs, std::fabs(w));
+    nonzero += w != 0.0f;
+  }
+  if (max_abs == 0.0f) return out;
+  // The scan of ADMM-NN's code: q around max|w|/M (the top level at the
+  // largest weight), ±10 %; the error is piecewise quadratic in q, so a scan
+  // is simpler than a closed form and as good at 200 steps.
+  const double q0 = static_cast<double>(max_abs) / static_cast<double>(m);
+  double best_q = q0, best_err = LevelError(weights, bits, q0);
+  for (int s = 0; s <= steps; ++s) {
+    const double q = q0 * (0.9 + 0.2 * static_cast<double>(s) / steps);
+    const double err = LevelError(weights, bits, q);
+    if (err < best_err) {
+      best_err = err;
+      best_q = q;
+    }
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    out.centroids[static_cast<std::size_t>(m - 1 - i)] = static_cast<float>(-best_q * static_cast<double>(i + 1));
+    out.centroids[static_cast<std::size_t>(m + i)] = static_cast<float>(best_q * static_cast<double>(i + 1));
+  }
+  for (std::size_t k = 0; k < weights.size(); ++k) {
+    if (weights[k] == 0.0f) continue;
+    const int64_t i = LevelIndex(weights[k], best_q, m);
+    out.codes[k] = static_cast<uint8_t>(weights[k] < 0 ? m - i : m - 1 + i);
+  }
+  out.mse = best_err / static_cast<double>(std::max<int64_t>(1, nonzero));
+  return out;
+}
+
 }  // namespace permdnn

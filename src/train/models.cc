@@ -20,7 +20,7 @@ namespace permdnn::train {
 namespace fs = std::filesystem;
 
 std::vector<std::string> ModelNames() {
-  return {"mlp", "lenet300", "lenet5", "cnn", "tiny", "tinycnn", "lstm", "charlm"};
+  return {"mlp", "lenet300", "lenet5", "lenet5caffe", "cnn", "tiny", "tinycnn", "lstm", "charlm"};
 }
 
 bool IsTokenModel(const std::string& model) { return model == "charlm"; }
@@ -120,6 +120,17 @@ std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& 
     b.Fc("fc2", 84);
     b.Relu("relu4");
     b.Fc("fc3", in.classes);
+  } else if (model == "lenet5caffe") {
+    // Caffe's examples/mnist/lenet.prototxt (the LeNet-5 of ADMM-NN and Deep
+    // Compression): 20-50-500-10, 431,080 weights.
+    b.Conv("conv1", 20, 5, 0);
+    b.Pool("pool1");
+    b.Conv("conv2", 50, 5, 0);
+    b.Pool("pool2");
+    b.Flatten();
+    b.Fc("fc1", 500);
+    b.Relu("relu1");
+    b.Fc("fc2", in.classes);
   } else if (model == "cnn") {
     vgg({32, 64, 128}, 256);
   } else if (model == "tinycnn") {

@@ -9,6 +9,7 @@
 //   mlp      784-1024-1024-10                  (fc1 fc2 fc3)
 //   lenet300 784-300-100-10                    (fc1 fc2 fc3)
 //   lenet5   conv 6@5x5, pool, conv 16@5x5, pool, fc 120, 84, 10
+//   lenet5caffe  Caffe's LeNet: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, 10
 //   cnn      VGG-style: [conv3x3, batchnorm, relu, maxpool] with 32, 64, 128
 //            channels, then fc1 256 and fc2 10
 //   tiny     in-64-32-classes MLP        (fast tests)

@@ -75,13 +75,13 @@ void PrunedLayerImpl::ApplyMask() {
   weight.mul_(mask);
 }
 
-void PrunedLayerImpl::Share() {
+void PrunedLayerImpl::Share(bool fitted_levels) {
   PERMDNN_CHECK(bits > 0, "PrunedLayer::Share needs bits > 0");
   if (is_shared()) return;
   torch::NoGradGuard no_grad;
   torch::Tensor w = weight.contiguous();
   const float* wp = w.data_ptr<float>();
-  const float* m = mask.data_ptr<float>();
+  const float* m = mask.data_ptr<float>();  // read before any change below
   std::vector<float> kept;
   std::vector<int64_t> where;
   for (int64_t i = 0; i < w.numel(); ++i)
@@ -90,13 +90,19 @@ void PrunedLayerImpl::Share() {
       where.push_back(i);
     }
   if (kept.empty()) kept.push_back(0.0f);  // an all-pruned layer still gets a (zero) codebook
-  SharedWeights sw = KMeansCodebook(kept, bits);
+  SharedWeights sw = fitted_levels ? FitLevels(kept, bits) : KMeansCodebook(kept, bits);
   PERMDNN_CHECK(static_cast<int64_t>(sw.centroids.size()) == codebook.numel(),
                 "PrunedLayer::Share: codebook of {} entries for bits={}", sw.centroids.size(), bits);
   std::copy(sw.centroids.begin(), sw.centroids.end(), codebook.data_ptr<float>());
   codes.zero_();
   int64_t* c = codes.data_ptr<int64_t>();
-  for (std::size_t j = 0; j < where.size(); ++j) c[where[j]] = sw.codes[j];
+  float* mm = mask.data_ptr<float>();
+  for (std::size_t j = 0; j < where.size(); ++j) {
+    c[where[j]] = sw.codes[j];
+    // FitLevels keeps zeros at zero, and there is no zero level: a kept
+    // weight that is exactly 0 leaves the mask.
+    if (fitted_levels && kept[j] == 0.0f) mm[where[j]] = 0.0f;
+  }
   shared.fill_(1);
   weight.copy_(EffectiveWeight());
 }

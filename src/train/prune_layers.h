@@ -69,9 +69,10 @@ class PrunedLayerImpl : public torch::nn::Module {
   void Prune(double density);
   // weight ·= mask (after an optimizer step; no-op once shared).
   void ApplyMask();
-  // k-means codebook over the kept weights (KMeansCodebook); from now on the
+  // k-means codebook over the kept weights (KMeansCodebook), or with
+  // `fitted_levels` ADMM-NN's levels ±i·q (FitLevels); from now on the
   // codebook is trained instead of the weights. Requires bits > 0.
-  void Share();
+  void Share(bool fitted_levels = false);
   bool is_shared() const { return shared.item<int64_t>() != 0; }
   int64_t nnz() const;
   double density() const;

@@ -30,6 +30,8 @@
 #include "permdnn/runtime/onnx_io.h"
 #include "src/train/checkpoint_file.h"
 #include "src/train/run_metrics.h"
+#include "src/train/admm.h"
+#include "src/train/train_hooks.h"
 
 namespace permdnn::train {
 
@@ -288,9 +290,10 @@ TrainData LoadTrainData(const TrainOptions& o) {
 // Finish.
 class TrainSession {
  public:
-  TrainSession(const TrainOptions& o, std::ostream& log)
+  TrainSession(const TrainOptions& o, std::ostream& log, TrainHooks* hooks)
       : o_(o),
         log_(log),
+        hooks_(hooks ? hooks : &no_hooks_),
         data_(LoadTrainData(o)),
         net_((torch::manual_seed(o.seed), Net(o.model, CompressSpec::Parse(o.compress), data_.input, o.seed))),
         opt_(net_->parameters(), torch::optim::AdamOptions(o.lr)),
@@ -303,6 +306,7 @@ class TrainSession {
   // projection with --from); records each layer's storage.
   void Start() {
     fs::create_directories(o_.out_dir);
+    hooks_->Attach(net_, num_batches_);
     for (const auto& s : net_->Storage())
       result_.layers.push_back({s.name, s.compress, s.dense_params, s.stored_params, s.bytes});
     if (o_.resume && fs::exists(last_path_)) {
@@ -313,6 +317,7 @@ class TrainSession {
                     last_path_, st_.next_batch, st_.epoch + 1, num_batches_);
       result_.history = ReadMetrics(o_.out_dir, st_.epoch);
       log_ << fmt::format("resuming {} at epoch {}, batch {}\n", last_path_, st_.epoch + 1, st_.next_batch);
+      hooks_->Started(net_, true);
       return;
     }
     if (o_.resume) log_ << fmt::format("--resume: no {} yet, starting from scratch\n", last_path_);
@@ -321,6 +326,7 @@ class TrainSession {
                   "another directory",
                   o_.out_dir);
     if (!o_.from_dir.empty()) ConvertFrom();
+    hooks_->Started(net_, false);
     WriteMetrics(o_.out_dir, result_.history);
   }
 
@@ -347,6 +353,7 @@ class TrainSession {
         log_ << fmt::format("interrupted at epoch {}, batch {}/{}: saved {} (continue with --resume)\n",
                             st_.epoch + 1, st_.next_batch, num_batches_, last_path_);
         result_.interrupted = true;
+        result_.batches_trained = batches_this_call_;
         result_.epochs_done = static_cast<int>(st_.epoch);
         return false;
       }
@@ -382,6 +389,7 @@ class TrainSession {
     result_.dense_bytes = total.dense_bytes;
     result_.compression = total.compression();
     result_.train_seconds = st_.train_seconds;
+    result_.batches_trained = batches_this_call_;
     WriteSummaryJson();
     return result_;
   }
@@ -398,6 +406,7 @@ class TrainSession {
       for (auto& l : result_.layers)
         if (l.name == r.layer) l.kept_energy = r.kept_energy;
     }
+    log_ << hooks_->AfterConvert(net_);
     result_.converted_accuracy = Evaluate(net_, data_.test).accuracy;
     log_ << fmt::format("  test accuracy after projection, before fine-tuning: {:.2f}%\n",
                         100.0 * result_.converted_accuracy);
@@ -415,7 +424,9 @@ class TrainSession {
       const int64_t begin = b * o_.batch, len = std::min(o_.batch, n - begin);
       torch::Tensor idx = perm_t.narrow(0, begin, len);
       torch::Tensor x = data_.train.images.index_select(0, idx), y = data_.train.labels.index_select(0, idx);
-      const std::string changed = net_->CompressionStep(st_.epoch * num_batches_ + b, total_steps_);
+      const int64_t step = st_.epoch * num_batches_ + b;
+      const std::string changed =
+          hooks_->UseCompressionSchedule() ? net_->CompressionStep(step, total_steps_) : std::string();
       if (!changed.empty()) {
         progress.Finish();
         log_ << changed;
@@ -423,9 +434,17 @@ class TrainSession {
       opt_.zero_grad();
       torch::Tensor logits = net_->forward(x);
       torch::Tensor loss = Loss(logits, y);
-      loss.backward();
+      torch::Tensor penalty = hooks_->Penalty(net_);
+      (penalty.defined() ? loss + penalty : loss).backward();
       opt_.step();
       net_->AfterOptimizerStep();
+      const std::string hooked =
+          hooks_->AfterStep(net_, step, loss.item<double>(), [&] { return Evaluate(net_, data_.test).accuracy; });
+      if (!hooked.empty()) {
+        progress.Finish();
+        log_ << hooked;
+        log_.flush();
+      }
       st_.loss_sum += loss.item<double>() * static_cast<double>(y.numel());
       st_.correct += logits.argmax(-1).eq(y).sum().item<int64_t>();
       st_.seen += y.numel();
@@ -458,8 +477,10 @@ class TrainSession {
     // A pruned model counts as "best" only once its schedule is complete (an
     // earlier, denser epoch is not the model asked for); the last epoch
     // always yields a model description.
-    const bool final_form = net_->CompressionDone((st_.epoch + 1) * num_batches_, total_steps_) ||
-                            (st_.epoch + 1 == o_.epochs && st_.best_accuracy < 0);
+    const bool final_form =
+        (hooks_->FinalForm() &&
+         (!hooks_->UseCompressionSchedule() || net_->CompressionDone((st_.epoch + 1) * num_batches_, total_steps_))) ||
+        (st_.epoch + 1 == o_.epochs && st_.best_accuracy < 0);
     m.best = final_form && ev.accuracy > st_.best_accuracy;
     result_.history.push_back(m);
     st_.next_batch = 0;
@@ -533,6 +554,8 @@ class TrainSession {
 
   const TrainOptions& o_;
   std::ostream& log_;
+  TrainHooks no_hooks_;
+  TrainHooks* hooks_;
   TrainData data_;
   Net net_;
   torch::optim::Adam opt_;
@@ -547,13 +570,19 @@ class TrainSession {
 }  // namespace
 
 TrainResult Train(const TrainOptions& o, std::ostream& log) {
+  if (o.method == "admm") return TrainAdmm(o, log);
+  PERMDNN_CHECK(o.method == "adam", "--method must be adam or admm, got '{}'", o.method);
+  return TrainWithHooks(o, log, nullptr);
+}
+
+TrainResult TrainWithHooks(const TrainOptions& o, std::ostream& log, TrainHooks* hooks) {
   PERMDNN_CHECK(!o.out_dir.empty(), "--out: a run directory is required");
   PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
   PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
   PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
   CompressSpec::Parse(o.compress);  // a bad SPEC fails before any data is read
   ConfigureTrainingThreads(o.threads);
-  TrainSession session(o, log);
+  TrainSession session(o, log, hooks);
   session.Start();
   if (!session.RunEpochs()) return session.result();
   return session.Finish();

@@ -18,40 +18,12 @@
 #include "permdnn/core/npy.h"
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/kernels/permdiag.h"
+#include "tests/train/synthetic_run.h"
 
 namespace permdnn::train {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string FreshDir(const std::string& name) {
-  std::string dir = (fs::temp_directory_path() / ("permdnn_train_test_" + name)).string();
-  fs::remove_all(dir);
-  return dir;
-}
-
-TrainOptions Synthetic(const std::string& dir, const std::string& model, const std::string& compress) {
-  TrainOptions o;
-  o.model = model;
-  o.compress = compress;
-  o.out_dir = dir;
-  o.epochs = 3;
-  o.batch = 64;
-  o.lr = 3e-3;
-  o.seed = 4;
-  o.threads = 1;
-  o.progress = false;
-  o.synthetic_train = 512;
-  o.synthetic_test = 256;
-  return o;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 TEST(Trainer, LearnsSyntheticData) {
   std::ostringstream log;

@@ -33,4 +33,16 @@ struct SharedWeights {
 // bits in [1, 8]; weights non-empty and finite. Deterministic.
 SharedWeights KMeansCodebook(std::span<const float> weights, int bits, int max_iterations = 100);
 
+// ADMM-NN's quantization levels (Ren et al., ASPLOS 2019): the 2^bits values
+// ±i·q, i = 1..M, M = 2^(bits−1), ascending in `centroids` (−M·q … −q, q … M·q),
+// and each weight's nearest level (i = clamp(round(|w|/q), 1, M) with w's sign).
+// Zero weights are not quantized (zeros stay zero: they are the pruned ones);
+// their code is 0 and they count in neither the fit nor `mse` (the mean over
+// the nonzero weights). q is the minimiser of the squared error over a scan of
+// `steps` + 1 evenly spaced values in [0.9, 1.1]·max|w|/M. bits in [1, 8];
+// finite weights; all-zero weights give an all-zero codebook.
+SharedWeights FitLevels(std::span<const float> weights, int bits, int steps = 200);
+// The squared error Σ (w − level(w))² over the nonzero weights for step q > 0.
+double LevelError(std::span<const float> weights, int bits, double q);
+
 }  // namespace permdnn

@@ -52,6 +52,22 @@ struct TrainOptions {
   // Test hook: behave as if SIGINT arrived after this many batches of this
   // invocation (-1: never).
   int64_t stop_after_batches = -1;
+  // "adam": the loop above. "admm": ADMM-NN (src/train/admm.h): `compress`
+  // is the target per layer, the first `admm_epochs` epochs train the dense
+  // model with the ADMM penalty (ρ/2)‖W − Z + U‖² (Z = Π(W + U), U += W − Z
+  // every `admm_iter` batch steps, 0: once per epoch; ρ ×= rho_mult per
+  // round), then the weights are projected onto the target and the remaining
+  // epochs retrain with the structure fixed. Rounds: DIR/admm/admm_rounds.csv.
+  std::string method = "adam";
+  int admm_epochs = 0;  // 0: half of the epochs (at least 1)
+  int64_t admm_iter = 0;
+  double rho = 1e-2, rho_mult = 1.0;
+  // ADMM: the weight density at or above which a CSR layer is no faster than
+  // the dense one on the target platform (measured with `permdnn bench`,
+  // docs/admm.md; 0: not given). Every pruned layer's density is reported
+  // against it; with refuse_break_even a layer at or above it is an error.
+  double break_even_density = 0;
+  bool refuse_break_even = false;
 };
 
 struct EpochMetrics {
@@ -76,6 +92,7 @@ struct TrainResult {
   int64_t dense_params = 0, stored_params = 0, model_bytes = 0, dense_bytes = 0;
   double compression = 1;
   double train_seconds = 0;
+  int64_t batches_trained = 0;  // by this call
   std::vector<EpochMetrics> history;
   std::vector<LayerSummary> layers;
 };

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Regenerates docs/admm.md: ADMM-NN (`permdnn train --method admm`) against
+# the gradual magnitude pruning (`prune:density=`) and against projection +
+# fine-tuning (`--from` a dense run), on Fashion-MNIST, from the same dense
+# runs with the same epochs; plus the convergence plot of the ADMM rounds.
+#
+#   scripts/admm.sh              run what is missing (two runs at a time), then write the doc
+#   scripts/admm.sh --doc-only   only regenerate docs/admm.md (and docs/admm-convergence.svg)
+#
+# Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
+# runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
+# Every run is `permdnn train ... --resume` (lib.sh's train_run): an
+# interrupted grid continues; finished runs (summary.json, metrics.csv and,
+# for ADMM, admm_rounds.csv in results/admm/NAME/) are not run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PERMDNN=${PERMDNN:-build/release/src/permdnn}
+RUNS=${RUNS:-runs/admm}
+RESULTS=${RESULTS:-results/admm}
+THREADS=${THREADS:-1}
+NICE=${NICE:-10}
+SEED=${SEED:-1}
+DOC=${DOC:-docs/admm.md}
+mkdir -p "$RUNS" "$RESULTS"
+say() { echo "[admm] $*"; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh  # train_run, need_run
+
+# The recipe (written into the doc): fine-tuning and ADMM both from the dense
+# run at lr 5e-4; ADMM: half the epochs ADMM, half retraining.
+PRUNE_ADMM=(--method admm --lr 5e-4 --rho 5e-3 --rho-mult 1.3 --admm-iter 94)
+# lenet5's few weights see larger loss gradients: at rho 5e-3 its rounds
+# diverged (||W - Z||/||W|| 0.8 -> 1.27 in 6 rounds), so 10x.
+LENET5_ADMM=(--method admm --lr 5e-4 --rho 5e-2 --rho-mult 1.3 --admm-iter 94)
+LENET5CAFFE_SPEC="conv1=prune:density=0.2:bits=4,conv2=prune:density=0.04:bits=4,fc1=prune:density=0.0025:bits=4,fc2=prune:density=0.06:bits=4"
+
+admm_run() {  # train_run, then the rounds of the ADMM phase
+  local name=$1
+  train_run "$@"
+  if [[ -f "$RUNS/$name/admm/admm_rounds.csv" && -f "$RESULTS/$name/summary.json" ]]; then
+    cp "$RUNS/$name/admm/admm_rounds.csv" "$RESULTS/$name/"
+  fi
+}
+
+runtime_check() {  # the run exported (CSR with the codebook) and evaluated by the runtime
+  local name=$1
+  if [[ -f "$RESULTS/$name/summary.json" && ! -f "$RESULTS/$name/runtime.txt" ]]; then
+    "$PERMDNN" export "$RUNS/$name" --out "$RUNS/$name.onnx" >"$RESULTS/$name/runtime.txt" 2>&1 &&
+      "$PERMDNN" eval "$RUNS/$name.onnx" --threads 1 >>"$RESULTS/$name/runtime.txt" 2>&1 ||
+      say "$name: export/eval FAILED (see $RESULTS/$name/runtime.txt)"
+  fi
+}
+
+stream_a() {
+  train_run mlp-dense --model mlp --compress dense --epochs 12
+  if need_run mlp-dense mlp-pruning; then
+    for d in 05; do
+      admm_run "mlp-admm-d$d" --model mlp --compress "prune:density=0.$d" --epochs 6 --admm-epochs 3 \
+        "${PRUNE_ADMM[@]}" --from "$RUNS/mlp-dense"
+      train_run "mlp-gradual-d$d" --model mlp --compress "prune:density=0.$d" --epochs 6 --lr 5e-4 \
+        --from "$RUNS/mlp-dense"
+    done
+  fi
+  train_run lenet5-dense --model lenet5 --compress dense --epochs 10
+  if need_run lenet5-dense lenet5-pruning; then
+    for d in 05; do
+      admm_run "lenet5-admm-d$d" --model lenet5 --compress "prune:density=0.$d" --epochs 6 --admm-epochs 3 \
+        "${LENET5_ADMM[@]}" --from "$RUNS/lenet5-dense"
+      train_run "lenet5-gradual-d$d" --model lenet5 --compress "prune:density=0.$d" --epochs 6 --lr 5e-4 \
+        --from "$RUNS/lenet5-dense"
+    done
+  fi
+  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 3
+  if need_run lenet5caffe-dense lenet5caffe-admm-pq; then
+    admm_run lenet5caffe-admm-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 3 --admm-epochs 2 \
+      "${LENET5_ADMM[@]}" --from "$RUNS/lenet5caffe-dense"
+    runtime_check lenet5caffe-admm-pq
+  fi
+}
+
+stream_b() {
+  train_run cnn-dense --model cnn --compress dense --epochs 4
+  if need_run cnn-dense cnn-permdiag; then
+    for p in 4 8; do
+      train_run "cnn-p$p-converted" --model cnn --compress "permdiag:p=$p" --epochs 2 --lr 5e-4 \
+        --from "$RUNS/cnn-dense"
+      admm_run "cnn-admm-p$p" --model cnn --compress "permdiag:p=$p" --epochs 2 --admm-epochs 1 --method admm \
+        --lr 5e-4 --rho 1e-2 --rho-mult 1.6 --admm-iter 94 --from "$RUNS/cnn-dense"
+    done
+  fi
+}
+
+if [[ "${1:-}" != "--doc-only" ]]; then
+  [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
+  if [[ ! -f "$RESULTS/break-even/bench.json" ]]; then  # before the trainings: a quieter machine
+    mkdir -p "$RESULTS/break-even"
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" bench --layers 1024x784,500x800,256x2048 \
+      --format dense,csr --p 2,4,8,16,32,64 --batch 1,64 --act-density 1 --threads 1 --cpu-time --rounds 3 \
+      --json "$RESULTS/break-even/bench.json"
+  fi
+  stream_a &
+  a=$!
+  stream_b &
+  b=$!
+  wait $a $b
+fi
+
+python3 scripts/admm_doc.py "$RESULTS" "$DOC" "$0"
+echo "[admm] wrote $DOC"

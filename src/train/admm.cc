@@ -1,0 +1,346 @@
+// ADMM-NN training (see admm.h).
+#include "src/train/admm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
+#include "permdnn/formats/pruning.h"
+#include "permdnn/formats/registry.h"
+#include "src/train/train_hooks.h"
+
+namespace permdnn::train {
+
+namespace fs = std::filesystem;
+
+torch::Tensor AdmmProject(const LayerInfo& target, const torch::Tensor& w) {
+  const LayerCompression& c = target.compress;
+  if (c.kind == CompressKind::kDense) return w.clone();
+  torch::Tensor wc = w.detach().to(torch::kFloat).contiguous();
+  std::span<const float> ws(wc.data_ptr<float>(), static_cast<std::size_t>(wc.numel()));
+  std::vector<float> z;
+  if (c.kind == CompressKind::kPrune) {
+    // Keep the round(density·size) largest |w|, then (bits) the nearest of
+    // the levels fitted to the kept weights; zeros stay zero.
+    const std::vector<uint8_t> keep = MagnitudeMask(ws, c.density);
+    z.assign(ws.size(), 0.0f);
+    for (std::size_t i = 0; i < ws.size(); ++i)
+      if (keep[i]) z[i] = ws[i];
+    if (c.bits > 0) {
+      const SharedWeights levels = FitLevels(z, c.bits);
+      for (std::size_t i = 0; i < z.size(); ++i)
+        if (z[i] != 0.0f) z[i] = levels.centroids[levels.codes[i]];
+    }
+  } else {
+    formats::Geometry g{target.out, target.in, {}, c.p};
+    if (target.type == "conv2d") g.kernel = {target.kernel, target.kernel};
+    try {
+      z = formats::ToDense(formats::Project(formats::FormatOf(c), ws, g, c).weights);
+    } catch (const Error& e) {
+      Fail("ADMM projection of layer '{}' onto {}: {}", target.name, c.ToString(), e.what());
+    }
+  }
+  PERMDNN_CHECK(static_cast<int64_t>(z.size()) == w.numel(),
+                "ADMM projection of layer '{}' onto {}: {} values for a weight of {}", target.name, c.ToString(),
+                z.size(), w.numel());
+  return torch::from_blob(z.data(), w.sizes(), torch::kFloat).clone();
+}
+
+namespace {
+
+// Z, U, ρ and the round count (and the running loss of the round) as
+// buffers, registered in the model as "admm" so checkpoints carry them.
+class AdmmStateImpl : public torch::nn::Module {
+ public:
+  AdmmStateImpl(const std::vector<LayerInfo>& targets, Net& net) {
+    auto params = net->named_parameters(true);
+    for (const LayerInfo& t : targets) {
+      const torch::Tensor* w = params.find(t.name + ".weight");
+      PERMDNN_CHECK(w != nullptr, "ADMM: layer '{}' has no dense weight", t.name);
+      weights.push_back(*w);
+      z.push_back(register_buffer("z_" + t.name, torch::zeros_like(*w)));
+      u.push_back(register_buffer("u_" + t.name, torch::zeros_like(*w)));
+    }
+    rho = register_buffer("rho", torch::zeros({1}, torch::kDouble));
+    rounds = register_buffer("rounds", torch::zeros({1}, torch::kLong));
+    loss_sum = register_buffer("loss_sum", torch::zeros({1}, torch::kDouble));
+    loss_count = register_buffer("loss_count", torch::zeros({1}, torch::kLong));
+  }
+  std::vector<torch::Tensor> weights, z, u;  // weights: the model's parameters (not buffers here)
+  torch::Tensor rho, rounds, loss_sum, loss_count;
+};
+TORCH_MODULE(AdmmState);
+
+std::vector<LayerInfo> CompressedTargets(const Net& net, const std::string& compress, uint64_t seed) {
+  // The target model's layers resolve the SPEC (edge-layer rule included).
+  Net target(net->model_name(), CompressSpec::Parse(compress), net->input(), seed);
+  std::vector<LayerInfo> out;
+  for (const LayerInfo& l : target->layers())
+    if (l.is_weight_layer() && l.compress.kind != CompressKind::kDense) out.push_back(l);
+  PERMDNN_CHECK(!out.empty(), "--method admm: --compress {} compresses no layer of {} (nothing to constrain)",
+                compress, net->model_name());
+  return out;
+}
+
+// The break-even report: a pruned layer at or above the platform's
+// break-even density stores indices for nothing (CSR no faster than dense).
+void CheckBreakEven(const std::vector<LayerInfo>& targets, const TrainOptions& o, std::ostream& log) {
+  if (o.break_even_density <= 0) return;
+  for (const LayerInfo& t : targets) {
+    if (t.compress.kind != CompressKind::kPrune) continue;
+    const bool buys = t.compress.density < o.break_even_density;
+    log << fmt::format("  {:<8} density {:.4g} vs break-even {:.4g}: {}\n", t.name, t.compress.density,
+                       o.break_even_density, buys ? "sparse is faster" : "buys nothing (CSR no faster than dense)");
+    PERMDNN_CHECK(buys || !o.refuse_break_even,
+                  "--refuse-break-even: layer '{}' asks for density {} >= the break-even density {} of this "
+                  "platform (CSR no faster than dense there); lower its density or leave it dense",
+                  t.name, t.compress.density, o.break_even_density);
+  }
+}
+
+// Phase 1: the dense model with the ADMM penalty and rounds.
+class AdmmPhase : public TrainHooks {
+ public:
+  AdmmPhase(const TrainOptions& o, std::string csv, std::ostream& log) : o_(o), csv_(std::move(csv)), log_(log) {}
+
+  void Attach(Net& net, int64_t batches_per_epoch) override {
+    iter_ = o_.admm_iter > 0 ? o_.admm_iter : batches_per_epoch;
+    targets_ = CompressedTargets(net, o_.compress, o_.seed);
+    CheckBreakEven(targets_, o_, log_);
+    state_ = net->register_module("admm", AdmmState(targets_, net));
+  }
+
+  void Started(Net& /*net*/, bool resumed) override {
+    if (resumed) {
+      ReadRows();
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    for (std::size_t k = 0; k < targets_.size(); ++k) {
+      state_->z[k].copy_(AdmmProject(targets_[k], state_->weights[k]));
+      state_->u[k].zero_();
+    }
+    state_->rho.fill_(o_.rho);
+    state_->rounds.zero_();
+    rows_.clear();
+    WriteRows();
+  }
+
+  torch::Tensor Penalty(Net& /*net*/) override {
+    torch::Tensor sum;
+    for (std::size_t k = 0; k < targets_.size(); ++k) {
+      torch::Tensor t = (state_->weights[k] - state_->z[k] + state_->u[k]).pow(2).sum();
+      sum = sum.defined() ? sum + t : t;
+    }
+    return sum * (0.5 * state_->rho.item<double>());
+  }
+
+  std::string AfterStep(Net& /*net*/, int64_t step, double loss,
+                        const std::function<double()>& test_accuracy) override {
+    state_->loss_sum += loss;
+    state_->loss_count += 1;
+    if ((step + 1) % iter_ != 0) return "";
+    torch::NoGradGuard no_grad;
+    const int64_t round = state_->rounds.item<int64_t>() + 1;
+    const double rho = state_->rho.item<double>();
+    std::vector<double> residual;
+    double diff2 = 0, norm2 = 0;
+    for (std::size_t k = 0; k < targets_.size(); ++k) {
+      const torch::Tensor& w = state_->weights[k];
+      state_->z[k].copy_(AdmmProject(targets_[k], w + state_->u[k]));
+      state_->u[k].add_(w - state_->z[k]);
+      const double d2 = (w - state_->z[k]).pow(2).sum().item<double>(), n2 = w.pow(2).sum().item<double>();
+      residual.push_back(n2 > 0 ? std::sqrt(d2 / n2) : 0.0);
+      diff2 += d2;
+      norm2 += n2;
+    }
+    Row r;
+    r.round = round;
+    r.step = step + 1;
+    r.rho = rho;
+    r.residual = norm2 > 0 ? std::sqrt(diff2 / norm2) : 0.0;
+    r.layer_residual = residual;
+    r.train_loss = state_->loss_sum.item<double>() / std::max<int64_t>(1, state_->loss_count.item<int64_t>());
+    r.test_accuracy = test_accuracy();
+    rows_.push_back(r);
+    WriteRows();
+    state_->rounds.fill_(round);
+    state_->rho.fill_(rho * o_.rho_mult);
+    state_->loss_sum.zero_();
+    state_->loss_count.zero_();
+    std::string line = fmt::format("  ADMM round {:>3} (step {}): rho {:.3g}  ||W-Z||/||W|| {:.4f} (", round, r.step,
+                                   rho, r.residual);
+    for (std::size_t k = 0; k < targets_.size(); ++k)
+      line += fmt::format("{}{} {:.4f}", k ? ", " : "", targets_[k].name, residual[k]);
+    return line + fmt::format(")  train loss {:.4f}  test acc {:.2f}%\n", r.train_loss, 100 * r.test_accuracy);
+  }
+
+  bool FinalForm() const override { return false; }
+  int64_t iter() const { return iter_; }  // only the last epoch's W goes on to the projection
+
+ private:
+  struct Row {
+    int64_t round = 0, step = 0;
+    double rho = 0, residual = 0, train_loss = 0, test_accuracy = 0;
+    std::vector<double> layer_residual;
+  };
+
+  std::string Header() const {
+    std::string h = "round,step,rho,residual";
+    for (const LayerInfo& t : targets_) h += ",residual_" + t.name;
+    return h + ",train_loss,test_accuracy\n";
+  }
+
+  void WriteRows() const {
+    std::string text = Header();
+    for (const Row& r : rows_) {
+      text += fmt::format("{},{},{:.9g},{:.9g}", r.round, r.step, r.rho, r.residual);
+      for (double v : r.layer_residual) text += fmt::format(",{:.9g}", v);
+      text += fmt::format(",{:.9g},{:.9g}\n", r.train_loss, r.test_accuracy);
+    }
+    WriteFileAtomic(csv_, text);
+  }
+
+  // After --resume: the rows of the rounds the checkpoint has done.
+  void ReadRows() {
+    rows_.clear();
+    const int64_t done = state_->rounds.item<int64_t>();
+    std::ifstream in(csv_);
+    std::string line;
+    PERMDNN_CHECK(static_cast<bool>(std::getline(in, line)) || done == 0,
+                  "--resume: {} is missing or empty but the checkpoint has done {} ADMM rounds", csv_, done);
+    while (std::getline(in, line)) {
+      std::vector<double> f;
+      std::stringstream ss(line);
+      std::string cell;
+      while (std::getline(ss, cell, ',')) f.push_back(std::strtod(cell.c_str(), nullptr));
+      PERMDNN_CHECK(f.size() == targets_.size() + 6, "--resume: {}: row '{}' has {} fields, expected {}", csv_, line,
+                    f.size(), targets_.size() + 6);
+      Row r;
+      r.round = static_cast<int64_t>(f[0]);
+      if (r.round > done) break;
+      r.step = static_cast<int64_t>(f[1]);
+      r.rho = f[2];
+      r.residual = f[3];
+      r.layer_residual.assign(f.begin() + 4, f.end() - 2);
+      r.train_loss = f[f.size() - 2];
+      r.test_accuracy = f.back();
+      rows_.push_back(r);
+    }
+    PERMDNN_CHECK(static_cast<int64_t>(rows_.size()) == done, "--resume: {} has {} rounds, the checkpoint {}", csv_,
+                  rows_.size(), done);
+  }
+
+  const TrainOptions& o_;
+  int64_t iter_ = 1;
+  const std::string csv_;
+  std::ostream& log_;
+  std::vector<LayerInfo> targets_;
+  AdmmState state_{nullptr};
+  std::vector<Row> rows_;
+};
+
+// Phase 2: hard projection of the pruned layers, then retraining with the
+// masks (and codebooks) fixed.
+class RetrainPhase : public TrainHooks {
+ public:
+  std::string AfterConvert(Net& net) override {
+    std::string log;
+    for (const LayerInfo& l : net->layers()) {
+      if (l.compress.kind != CompressKind::kPrune) continue;
+      auto pruned = std::dynamic_pointer_cast<PrunedLayerImpl>(net->named_children()[l.name]);
+      PERMDNN_CHECK(pruned != nullptr, "ADMM: layer '{}' is not a pruned layer", l.name);
+      pruned->Prune(l.compress.density);
+      log += fmt::format("  {:<8} hard-pruned to density {:.4f}", l.name, pruned->density());
+      if (l.compress.bits > 0) {
+        pruned->Share(/*fitted_levels=*/true);
+        log += fmt::format(", quantized to {} levels ±i·q, q = {:.6g}", int64_t{1} << l.compress.bits,
+                           pruned->codebook[int64_t{1} << (l.compress.bits - 1)].item<double>());
+      }
+      log += "\n";
+    }
+    return log;
+  }
+  bool UseCompressionSchedule() const override { return false; }
+};
+
+}  // namespace
+
+TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
+  PERMDNN_CHECK(!o.out_dir.empty(), "--out: a run directory is required");
+  PERMDNN_CHECK(std::isfinite(o.rho) && o.rho > 0, "--rho must be > 0, got {}", o.rho);
+  PERMDNN_CHECK(std::isfinite(o.rho_mult) && o.rho_mult > 0, "--rho-mult must be > 0, got {}", o.rho_mult);
+  PERMDNN_CHECK(std::isfinite(o.break_even_density) && o.break_even_density >= 0 && o.break_even_density <= 1,
+                "--break-even must be in [0, 1] (0: none), got {}", o.break_even_density);
+  PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0,
+                "--refuse-break-even needs --break-even D (the density measured with permdnn bench)");
+  PERMDNN_CHECK(o.admm_iter >= 0, "--admm-iter must be >= 0 (0: one round per epoch), got {}", o.admm_iter);
+  PERMDNN_CHECK(o.epochs >= 2, "--method admm needs --epochs >= 2 (ADMM epochs, then retraining), got {}", o.epochs);
+  const int admm_epochs = o.admm_epochs > 0 ? o.admm_epochs : std::max(1, o.epochs / 2);
+  PERMDNN_CHECK(admm_epochs < o.epochs, "--admm-epochs {} must be in [1, epochs - 1 = {}] (retraining needs an epoch)",
+                admm_epochs, o.epochs - 1);
+  CompressSpec::Parse(o.compress);  // a bad SPEC fails here, before any data is read
+
+  TrainOptions p1 = o;
+  p1.method = "adam";
+  p1.compress = "dense";
+  p1.epochs = admm_epochs;
+  p1.out_dir = o.out_dir + "/admm";
+  const std::string rounds_csv = p1.out_dir + "/admm_rounds.csv";
+  int64_t trained = 0, iter = o.admm_iter;
+  if (o.resume && fs::exists(p1.out_dir + "/summary.json")) {
+    log << fmt::format("ADMM phase done ({}), retraining\n", p1.out_dir);
+  } else {
+    log << fmt::format("ADMM phase: {} epochs, rho {} (x{} per round), constraints {}\n", admm_epochs, o.rho,
+                       o.rho_mult, o.compress);
+    AdmmPhase hooks(o, rounds_csv, log);
+    TrainResult r1 = TrainWithHooks(p1, log, &hooks);
+    iter = hooks.iter();
+    if (r1.interrupted) return r1;
+    trained = r1.batches_trained;
+  }
+
+  TrainOptions p2 = o;
+  p2.method = "adam";
+  p2.from_dir = p1.out_dir;
+  p2.epochs = o.epochs - admm_epochs;
+  if (o.stop_after_batches >= 0) p2.stop_after_batches = std::max<int64_t>(0, o.stop_after_batches - trained);
+  log << fmt::format("hard projection onto {}, then {} epochs of retraining with the structure fixed\n", o.compress,
+                     p2.epochs);
+  RetrainPhase hooks2;
+  TrainResult r2 = TrainWithHooks(p2, log, &hooks2);
+  if (r2.interrupted) return r2;
+
+  // summary.json: the method and the ADMM phase on top of the retraining's.
+  const std::string summary_path = o.out_dir + "/summary.json";
+  std::ifstream in(summary_path);
+  nlohmann::json s = nlohmann::json::parse(in);
+  std::ifstream in1(p1.out_dir + "/summary.json");
+  const nlohmann::json s1 = nlohmann::json::parse(in1);
+  s["method"] = "admm";
+  s["from"] = o.from_dir;
+  s["admm"] = {{"epochs", admm_epochs},
+               {"retrain_epochs", p2.epochs},
+               {"rho", o.rho},
+               {"rho_mult", o.rho_mult},
+               {"admm_iter", iter},  // 0: one round per epoch (phase skipped in this call)
+               {"final_test_accuracy", s1["final_test_accuracy"]},
+               {"train_seconds", s1["train_seconds"]},
+               {"rounds_csv", "admm/admm_rounds.csv"}};
+  s["total_train_seconds"] = s1["train_seconds"].get<double>() + r2.train_seconds;
+  WriteFileAtomic(summary_path, s.dump(2) + "\n");
+  r2.train_seconds += s1["train_seconds"].get<double>();
+  return r2;
+}
+
+}  // namespace permdnn::train

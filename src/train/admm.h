@@ -1,0 +1,44 @@
+// ADMM-NN (Ren et al., ASPLOS 2019): training onto a constraint set S per
+// layer — unstructured sparsity, quantization levels ±i·q, both, permdiag,
+// block-circulant — with the alternating direction method of multipliers,
+// then a hard projection and retraining with the structure fixed.
+//
+// `permdnn train --method admm --compress SPEC` (TrainOptions::method):
+//   1. ADMM phase, DIR/admm/ (a dense run of the same model, resumable on its
+//      own): minimise loss + (ρ/2)·Σ_layers ‖W − Z + U‖² with Adam; Z₀ = Π_S(W),
+//      U₀ = 0; every admm_iter batch steps a round: Z = Π_S(W + U),
+//      U ← U + W − Z, ρ ← ρ·rho_mult, and a row of DIR/admm/admm_rounds.csv
+//      (round, step, ρ, ‖W − Z‖/‖W‖ over all constrained layers and per layer,
+//      mean train loss of the round, test accuracy). Z, U, ρ and the round
+//      count are buffers of the model, so checkpoint_last.pt carries them.
+//   2. Retraining, DIR/ (a `--from DIR/admm` run of the target SPEC): the
+//      conversion projects permdiag and circulant layers (the registry's
+//      projection, as any --from), and pruned layers are pruned to Z's
+//      support at once (magnitude, exact density), with bits quantized onto
+//      the fitted levels (FitLevels, the codebook then fine-tuned as in Deep
+//      Compression); the gradual schedule of prune_layers.h is off, the
+//      masks stay fixed (gradients of pruned weights are zero through the
+//      mask, and they are re-zeroed after every step).
+// Π_S is one function, AdmmProject, built from the one projection of each
+// structure: MagnitudeMask and FitLevels (formats/pruning.h), and the format
+// registry's Project + ToDense for permdiag and circulant.
+#pragma once
+
+#include <ostream>
+
+#include <torch/types.h>
+
+#include "permdnn/train/trainer.h"
+#include "src/train/models.h"
+
+namespace permdnn::train {
+
+// Π_S(w) for the layer's target compression (w: the dense weight, [out, in]
+// or [out, in, k, k]); a dense target returns w. Errors name the layer.
+torch::Tensor AdmmProject(const LayerInfo& target, const torch::Tensor& w);
+
+// The two phases above; validates the ADMM options (ρ > 0, ρ multiplier > 0,
+// 1 ≤ admm_epochs < epochs, a SPEC that compresses some layer).
+TrainResult TrainAdmm(const TrainOptions& options, std::ostream& log);
+
+}  // namespace permdnn::train
