@@ -117,34 +117,24 @@ onnx::NodeProto EmitPortable(const Candidate& c, const onnx::NodeProto& n, const
   pn.add_input(n.input(0));
   pn.add_input(computed_weight.empty() ? base + ".projected_weight" : computed_weight);
   pn.add_output(n.output(0));
-  if (!computed_weight.empty()) {
+  if (computed_weight.empty()) {
+    const std::vector<float> dense = formats::ToDense(w);
+    onnx::TensorProto* t = g->add_initializer();
     if (c.op == "MatMul") {
-      pn.set_op_type("MatMul");
-      return pn;
-    }
-    if (n.input_size() >= 3 && !n.input(2).empty()) pn.add_input(n.input(2));
-    if (c.op == "Conv") {
-      pn.set_op_type("Conv");
-      for (const auto& a : n.attribute()) *pn.add_attribute() = a;
+      std::vector<float> io(dense.size());
+      for (int64_t o = 0; o < w.g.out; ++o)
+        for (int64_t i = 0; i < w.g.in; ++i) io[i * w.g.out + o] = dense[o * w.g.in + i];
+      detail::SetFloatTensor(t, base + ".projected_weight", io, {w.g.in, w.g.out});
     } else {
-      pn.set_op_type("Gemm");
-      detail::AddAttr(&pn, "transB", int64_t{1});
+      std::vector<int64_t> shape = {w.g.out, w.g.in};
+      shape.insert(shape.end(), w.g.kernel.begin(), w.g.kernel.end());
+      detail::SetFloatTensor(t, base + ".projected_weight", dense, shape);
     }
-    return pn;
   }
-  const std::vector<float> dense = formats::ToDense(w);
-  onnx::TensorProto* t = g->add_initializer();
   if (c.op == "MatMul") {
     pn.set_op_type("MatMul");
-    std::vector<float> io(dense.size());
-    for (int64_t o = 0; o < w.g.out; ++o)
-      for (int64_t i = 0; i < w.g.in; ++i) io[i * w.g.out + o] = dense[o * w.g.in + i];
-    detail::SetFloatTensor(t, base + ".projected_weight", io, {w.g.in, w.g.out});
     return pn;
   }
-  std::vector<int64_t> shape = {w.g.out, w.g.in};
-  shape.insert(shape.end(), w.g.kernel.begin(), w.g.kernel.end());
-  detail::SetFloatTensor(t, base + ".projected_weight", dense, shape);
   if (n.input_size() >= 3 && !n.input(2).empty()) pn.add_input(n.input(2));
   if (c.op == "Conv") {
     pn.set_op_type("Conv");
