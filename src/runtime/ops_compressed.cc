@@ -95,6 +95,28 @@ void Transpose(const float* a, int64_t r, int64_t c, float* t) {
         for (int64_t j = j0; j < std::min(c, j0 + kTile); ++j) t[j * r + i] = a[i * c + j];
 }
 
+int64_t LinearScratchBytes(int64_t batch, int64_t in, int64_t out) {
+  return static_cast<int64_t>(sizeof(float)) * batch * (in + out);
+}
+
+void RunFeatureMajorLinear(OpContext& ctx, RunState& rs, int64_t batch, int64_t in, int64_t out, bool batched,
+                           const LinearMatMul& matmul, const LinearMatVec& matvec) {
+  const float* x = ctx.in[0]->f();
+  float* y = ctx.out[0]->f();
+  if (batched) {
+    float* xt = reinterpret_cast<float*>(rs.scratch);
+    float* yt = xt + batch * in;
+    Transpose(x, batch, in, xt);
+    matmul({xt, static_cast<std::size_t>(batch * in)}, batch, {yt, static_cast<std::size_t>(batch * out)},
+           rs.threads);
+    Transpose(yt, out, batch, y);
+    return;
+  }
+  ForEachSample(batch, rs.threads, [&](int64_t b, int threads) {
+    matvec({x + b * in, static_cast<std::size_t>(in)}, {y + b * out, static_cast<std::size_t>(out)}, threads);
+  });
+}
+
 WindowGeometry PrepareConv(OpContext& ctx, int64_t in, int64_t out, const std::vector<int64_t>& kernel) {
   const Value* x = ctx.In(0);
   if (!x) ctx.Fail("missing input X");

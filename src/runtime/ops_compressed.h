@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 
 #include "permdnn/formats/registry.h"
 #include "runtime/conv_util.h"
@@ -67,6 +68,16 @@ void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t,
 // a [r][c] -> t [c][r] (batch-major <-> feature-major for the batched
 // products of the sparse and ternary ops), in tiles so both sides stay in cache.
 void Transpose(const float* a, int64_t r, int64_t c, float* t);
+
+// The linear form of an op whose batched kernel is feature-major (sparse,
+// ternary). Batched: X [batch, in] is transposed into the scratch
+// (LinearScratchBytes), matmul(xt, batch, yt, threads) runs, and Y is
+// transposed back; else matvec(x_b, y_b, threads) for every sample.
+using LinearMatMul = std::function<void(std::span<const float>, int64_t, std::span<float>, int)>;
+using LinearMatVec = std::function<void(std::span<const float>, std::span<float>, int)>;
+int64_t LinearScratchBytes(int64_t batch, int64_t in, int64_t out);
+void RunFeatureMajorLinear(OpContext& ctx, RunState& rs, int64_t batch, int64_t in, int64_t out, bool batched,
+                           const LinearMatMul& matmul, const LinearMatVec& matvec);
 
 // Conv form: X float32 [N, in, spatial...] with as many spatial dims as
 // `kernel`; sets Y [N, out, out_spatial...] and the scratch of one sample's

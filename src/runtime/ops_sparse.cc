@@ -59,25 +59,18 @@ class SparseMatMulOp : public CompressedOp {
     }
     batched_ = batch_ >= kBatchedMin;
     // Feature-major X and Y for the batched kernel.
-    if (batched_) ctx.scratch_bytes = static_cast<int64_t>(sizeof(float)) * batch_ * (in_ + out_);
+    if (batched_) ctx.scratch_bytes = LinearScratchBytes(batch_, in_, out_);
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
-    const float* x = ctx.in[0]->f();
-    float* y = ctx.out[0]->f();
-    if (batched_) {
-      float* xt = reinterpret_cast<float*>(rs.scratch);
-      float* yt = xt + batch_ * in_;
-      Transpose(x, batch_, in_, xt);
-      kernels::CsrMatMul(w_, {xt, static_cast<std::size_t>(batch_ * in_)}, batch_, bias_,
-                         {yt, static_cast<std::size_t>(batch_ * out_)}, rs.threads);
-      Transpose(yt, out_, batch_, y);
-      return;
-    }
-    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads) {
-      kernels::CsrMatVec(w_, {x + b * in_, static_cast<std::size_t>(in_)}, bias_,
-                         {y + b * out_, static_cast<std::size_t>(out_)}, threads);
-    });
+    RunFeatureMajorLinear(
+        ctx, rs, batch_, in_, out_, batched_,
+        [&](std::span<const float> xt, int64_t batch, std::span<float> yt, int threads) {
+          kernels::CsrMatMul(w_, xt, batch, bias_, yt, threads);
+        },
+        [&](std::span<const float> xb, std::span<float> yb, int threads) {
+          kernels::CsrMatVec(w_, xb, bias_, yb, threads);
+        });
   }
 
  private:
