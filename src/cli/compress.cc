@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -22,9 +23,9 @@ nlohmann::json ReportJson(const runtime::ExportReport& r);
 
 void AddCompressCommand(CLI::App& app) {
   struct Args {
-    std::string in, out, spec, data, json;
+    std::string in, out, spec, data, json, rounds_csv;
     int epochs = 1;
-    bool portable = false;
+    bool portable = false, admm = false;
 #ifdef PERMDNN_HAVE_TRAINING
     train::FineTuneOptions ft;
 #endif
@@ -42,6 +43,10 @@ void AddCompressCommand(CLI::App& app) {
                                    "fine-tuning epochs (default 1; needs the training component; --data defaults to "
                                    "/usr/share/datasets/fashion-mnist)");
   cmd->add_option("--json", args->json, "write the per-layer report to this JSON file");
+  cmd->add_flag("--admm", args->admm,
+                "ADMM-NN instead of one projection: ADMM epochs on the dense model toward --compress, then the hard "
+                "projection and retraining with the structure fixed (--epochs = both; needs the training component; "
+                "docs/admm.md)");
 #ifdef PERMDNN_HAVE_TRAINING
   cmd->add_option("--lr", args->ft.lr, "fine-tuning Adam learning rate (x0.1 for the last third of the epochs)")
       ->capture_default_str();
@@ -49,16 +54,72 @@ void AddCompressCommand(CLI::App& app) {
   cmd->add_option("--threads", args->ft.threads, "fine-tuning threads")->capture_default_str();
   cmd->add_option("--seed", args->ft.seed, "fine-tuning shuffling seed")->capture_default_str();
   cmd->add_option("--limit-train", args->ft.limit_train, "fine-tune on the first N training images only");
+  cmd->add_option("--admm-epochs", args->ft.admm_epochs, "admm: epochs of the ADMM phase (0: half of --epochs)")
+      ->capture_default_str();
+  cmd->add_option("--rho", args->ft.rho, "admm: penalty rho of (rho/2)||W - Z + U||^2")->capture_default_str();
+  cmd->add_option("--rho-mult", args->ft.rho_mult, "admm: rho is multiplied by this after every round")
+      ->capture_default_str();
+  cmd->add_option("--admm-iter", args->ft.admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
+      ->capture_default_str();
+  cmd->add_option("--rounds-csv", args->rounds_csv,
+                  "admm: write the rounds (rho, ||W-Z||/||W|| overall and per layer, loss, accuracy) to this CSV "
+                  "(default: OUT without .onnx + .admm_rounds.csv)");
+  cmd->add_option("--break-even", args->ft.break_even_density,
+                  "admm: weight density at which CSR stops beating dense on this platform (permdnn bench, "
+                  "docs/admm.md); each pruned layer is reported against it")
+      ->capture_default_str();
+  cmd->add_flag("--refuse-break-even", args->ft.refuse_break_even,
+                "admm: fail when a pruned layer's density is at or above --break-even (it buys nothing)");
 #endif
   cmd->callback([=] {
     const bool finetune = *o_data || *o_epochs;
 #ifdef PERMDNN_HAVE_TRAINING
+    if (args->admm) {
+      PERMDNN_CHECK(!args->portable, "compress: --portable (dense standard ops) and --admm (which retrains the "
+                                     "compressed ai.permdnn layers) do not combine; drop one");
+      args->ft.data_dir = args->data;
+      args->ft.epochs = args->epochs;
+      args->ft.compress = args->spec;
+      std::string csv = args->rounds_csv;
+      if (csv.empty()) {
+        csv = args->out;
+        if (csv.size() > 5 && csv.compare(csv.size() - 5, 5, ".onnx") == 0) csv.resize(csv.size() - 5);
+        csv += ".admm_rounds.csv";
+      }
+      train::AdmmCompressResult a = train::AdmmCompressOnnx(args->in, args->out, args->ft, csv, std::cout);
+      std::cout << "\n";
+      PrintLayerReport(a.projection, true);
+      std::cout << fmt::format("\ntest accuracy: dense {:.2f}%, ADMM phase end {:.2f}%, after the hard projection "
+                               "{:.2f}%, retrained {:.2f}% (runtime); {} rounds in {}\n",
+                               100 * a.accuracy_dense, 100 * a.accuracy_admm_end, 100 * a.retrain.accuracy_before,
+                               100 * a.retrain.accuracy_after, a.rounds.size(), csv);
+      nlohmann::json j = ReportJson(a.projection);
+      nlohmann::json rounds = nlohmann::json::array();
+      for (const train::AdmmRound& r : a.rounds) {
+        nlohmann::json layers;
+        for (std::size_t k = 0; k < a.layers.size() && k < r.layer_residual.size(); ++k)
+          layers[a.layers[k]] = r.layer_residual[k];
+        rounds.push_back({{"round", r.round}, {"step", r.step}, {"rho", r.rho}, {"residual", r.residual},
+                          {"layer_residual", layers}, {"train_loss", r.train_loss},
+                          {"test_accuracy", r.test_accuracy}});
+      }
+      j["admm"] = {{"epochs", args->epochs}, {"admm_epochs", args->ft.admm_epochs}, {"rho", args->ft.rho},
+                   {"rho_mult", args->ft.rho_mult}, {"admm_iter", args->ft.admm_iter},
+                   {"accuracy_dense", a.accuracy_dense}, {"accuracy_admm_end", a.accuracy_admm_end},
+                   {"accuracy_projected", a.retrain.accuracy_before}, {"accuracy_retrained", a.retrain.accuracy_after},
+                   {"rounds_csv", csv}, {"rounds", rounds}};
+      if (!args->json.empty()) WriteFileAtomic(args->json, j.dump(2) + "\n");
+      return;
+    }
     if (finetune) {
       PERMDNN_CHECK(args->epochs >= 1, "compress: --epochs must be >= 1, got {}", args->epochs);
       PERMDNN_CHECK(!args->portable, "compress: --portable (dense standard ops) and fine-tuning (which "
                                      "trains the compressed ai.permdnn layers) do not combine; drop one");
     }
 #else
+    if (args->admm)
+      Fail("compress: --admm trains through the training component, which is not available in this build of "
+           "`permdnn compress`");
     if (finetune)
       Fail("compress: fine-tuning (--data/--epochs) runs through the training component, which is not available "
            "in this build of `permdnn compress`; run without --data/--epochs for projection only");

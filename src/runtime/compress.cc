@@ -86,6 +86,21 @@ std::vector<Candidate> FindCandidates(const onnx::GraphProto& g, const std::map<
   return cands;
 }
 
+// The method of every candidate under the SPEC (names checked; the default
+// rule: a first Conv and the last layer stay dense unless named).
+std::vector<formats::LayerCompression> ResolveMethods(const std::vector<Candidate>& cands,
+                                                      const formats::CompressSpec& spec) {
+  std::vector<std::string> names;
+  for (const auto& c : cands) names.push_back(c.layer);
+  spec.CheckLayerNames(names);
+  std::vector<formats::LayerCompression> methods;
+  for (std::size_t ci = 0; ci < cands.size(); ++ci) {
+    const bool edge = (ci == 0 && cands[ci].op == "Conv") || ci + 1 == cands.size();
+    methods.push_back(spec.Resolve(cands[ci].layer, edge));
+  }
+  return methods;
+}
+
 // The candidate's weight as [out][in][taps] with its geometry.
 std::vector<float> LogicalWeight(const Candidate& c, const Tensor& w, formats::Geometry* g) {
   std::vector<float> wt(w.floats().begin(), w.floats().end());
@@ -269,8 +284,8 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
   PERMDNN_CHECK(!cands.empty(), "{}: no Gemm / MatMul / Conv with a constant float weight to compress", in_path);
   std::vector<std::string> names;
   for (const auto& c : cands) names.push_back(c.layer);
-  const formats::CompressSpec spec = formats::CompressSpec::Parse(options.spec);
-  spec.CheckLayerNames(names);
+  const std::vector<formats::LayerCompression> methods =
+      ResolveMethods(cands, formats::CompressSpec::Parse(options.spec));
 
   ExportReport report;
   report.path = out_path;
@@ -280,8 +295,7 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
   std::map<int, std::vector<onnx::NodeProto>> prelude;  // nodes to insert before a replaced node
   for (std::size_t ci = 0; ci < cands.size(); ++ci) {
     const Candidate& c = cands[ci];
-    const bool edge = (ci == 0 && c.op == "Conv") || ci + 1 == cands.size();
-    const formats::LayerCompression method = spec.Resolve(c.layer, edge);
+    const formats::LayerCompression& method = methods[ci];
     const formats::FormatTraits& format = formats::FormatOf(method);
     const onnx::TensorProto& wp = g->initializer(c.weight_init);
     const Tensor w = detail::TensorFromProto(wp, in_path + ": initializer '" + wp.name() + "'");
@@ -333,6 +347,34 @@ ExportReport CompressOnnx(const std::string& in_path, const std::string& out_pat
       static_cast<int64_t>(Finalize(m, std::move(nodes), std::move(drop_inits), options.portable, in_path, out_path)
                                .size());
   return report;
+}
+
+std::vector<CompressTarget> PlanCompression(const std::string& in_path, const std::string& spec) {
+  const std::string bytes = ReadFileBytes(in_path);
+  Model::FromBytes(bytes, in_path);
+  const onnx::ModelProto m = detail::ParseModelProto(bytes, in_path);
+  const onnx::GraphProto& g = m.graph();
+  std::map<std::string, int> inits;
+  for (int k = 0; k < g.initializer_size(); ++k) inits[g.initializer(k).name()] = k;
+  const std::vector<Candidate> cands = FindCandidates(g, inits, in_path);
+  PERMDNN_CHECK(!cands.empty(), "{}: no Gemm / MatMul / Conv with a constant float weight to compress", in_path);
+  const std::vector<formats::LayerCompression> methods = ResolveMethods(cands, formats::CompressSpec::Parse(spec));
+  std::vector<CompressTarget> out;
+  for (std::size_t ci = 0; ci < cands.size(); ++ci) {
+    const Candidate& c = cands[ci];
+    const onnx::TensorProto& w = g.initializer(c.weight_init);
+    CompressTarget t;
+    t.layer = c.layer;
+    t.op = c.op;
+    t.weight = w.name();
+    t.transposed = c.transposed;
+    t.out = c.transposed ? w.dims(1) : w.dims(0);
+    t.in = c.transposed ? w.dims(0) : w.dims(1);
+    for (int d = 2; d < w.dims_size(); ++d) t.kernel.push_back(w.dims(d));
+    t.method = methods[ci];
+    out.push_back(std::move(t));
+  }
+  return out;
 }
 
 }  // namespace permdnn::runtime

@@ -23,8 +23,8 @@ namespace permdnn::train {
 
 namespace fs = std::filesystem;
 
-torch::Tensor AdmmProject(const LayerInfo& target, const torch::Tensor& w) {
-  const LayerCompression& c = target.compress;
+torch::Tensor AdmmProject(const std::string& layer, const LayerCompression& c, const formats::Geometry& geometry,
+                          const torch::Tensor& w) {
   if (c.kind == CompressKind::kDense) return w.clone();
   torch::Tensor wc = w.detach().to(torch::kFloat).contiguous();
   std::span<const float> ws(wc.data_ptr<float>(), static_cast<std::size_t>(wc.numel()));
@@ -42,18 +42,114 @@ torch::Tensor AdmmProject(const LayerInfo& target, const torch::Tensor& w) {
         if (z[i] != 0.0f) z[i] = levels.centroids[levels.codes[i]];
     }
   } else {
-    formats::Geometry g{target.out, target.in, {}, c.p};
-    if (target.type == "conv2d") g.kernel = {target.kernel, target.kernel};
+    formats::Geometry g = geometry;
+    g.p = c.p;
     try {
       z = formats::ToDense(formats::Project(formats::FormatOf(c), ws, g, c).weights);
     } catch (const Error& e) {
-      Fail("ADMM projection of layer '{}' onto {}: {}", target.name, c.ToString(), e.what());
+      Fail("ADMM projection of layer '{}' onto {}: {}", layer, c.ToString(), e.what());
     }
   }
   PERMDNN_CHECK(static_cast<int64_t>(z.size()) == w.numel(),
-                "ADMM projection of layer '{}' onto {}: {} values for a weight of {}", target.name, c.ToString(),
-                z.size(), w.numel());
+                "ADMM projection of layer '{}' onto {}: {} values for a weight of {}", layer, c.ToString(), z.size(),
+                w.numel());
   return torch::from_blob(z.data(), w.sizes(), torch::kFloat).clone();
+}
+
+namespace {
+formats::Geometry GeometryOf(const LayerInfo& t) {
+  formats::Geometry g{t.out, t.in, {}, 1};
+  if (t.type == "conv2d") g.kernel = {t.kernel, t.kernel};
+  return g;
+}
+}  // namespace
+
+torch::Tensor AdmmProject(const LayerInfo& target, const torch::Tensor& w) {
+  return AdmmProject(target.name, target.compress, GeometryOf(target), w);
+}
+
+void AdmmStart(std::vector<AdmmTerm>& terms) {
+  torch::NoGradGuard no_grad;
+  for (AdmmTerm& t : terms) {
+    t.z.copy_(AdmmProject(t.layer, t.compress, t.geometry, t.w));
+    t.u.zero_();
+  }
+}
+
+torch::Tensor AdmmPenalty(const std::vector<AdmmTerm>& terms, double rho) {
+  torch::Tensor sum;
+  for (const AdmmTerm& t : terms) {
+    torch::Tensor d = (t.w - t.z + t.u).pow(2).sum();
+    sum = sum.defined() ? sum + d : d;
+  }
+  return sum * (0.5 * rho);
+}
+
+void AdmmUpdate(std::vector<AdmmTerm>& terms, AdmmRound* row) {
+  torch::NoGradGuard no_grad;
+  double diff2 = 0, norm2 = 0;
+  row->layer_residual.clear();
+  for (AdmmTerm& t : terms) {
+    t.z.copy_(AdmmProject(t.layer, t.compress, t.geometry, t.w + t.u));
+    t.u.add_(t.w - t.z);
+    const double d2 = (t.w - t.z).pow(2).sum().item<double>(), n2 = t.w.pow(2).sum().item<double>();
+    row->layer_residual.push_back(n2 > 0 ? std::sqrt(d2 / n2) : 0.0);
+    diff2 += d2;
+    norm2 += n2;
+  }
+  row->residual = norm2 > 0 ? std::sqrt(diff2 / norm2) : 0.0;
+}
+
+std::string AdmmRoundsCsv(const std::vector<AdmmTerm>& terms, const std::vector<AdmmRound>& rows) {
+  std::string text = "round,step,rho,residual";
+  for (const AdmmTerm& t : terms) text += ",residual_" + t.layer;
+  text += ",train_loss,test_accuracy\n";
+  for (const AdmmRound& r : rows) {
+    text += fmt::format("{},{},{:.9g},{:.9g}", r.round, r.step, r.rho, r.residual);
+    for (double v : r.layer_residual) text += fmt::format(",{:.9g}", v);
+    text += fmt::format(",{:.9g},{:.9g}\n", r.train_loss, r.test_accuracy);
+  }
+  return text;
+}
+
+std::string AdmmRoundLine(const std::vector<AdmmTerm>& terms, const AdmmRound& r) {
+  std::string line = fmt::format("  ADMM round {:>3} (step {}): rho {:.3g}  ||W-Z||/||W|| {:.4f} (", r.round, r.step,
+                                 r.rho, r.residual);
+  for (std::size_t k = 0; k < terms.size() && k < r.layer_residual.size(); ++k)
+    line += fmt::format("{}{} {:.4f}", k ? ", " : "", terms[k].layer, r.layer_residual[k]);
+  return line + fmt::format(")  train loss {:.4f}  test acc {:.2f}%\n", r.train_loss, 100 * r.test_accuracy);
+}
+
+int CheckAdmmOptions(const TrainOptions& o) {
+  PERMDNN_CHECK(std::isfinite(o.rho) && o.rho > 0, "--rho must be > 0, got {}", o.rho);
+  PERMDNN_CHECK(std::isfinite(o.rho_mult) && o.rho_mult > 0, "--rho-mult must be > 0, got {}", o.rho_mult);
+  PERMDNN_CHECK(std::isfinite(o.break_even_density) && o.break_even_density >= 0 && o.break_even_density <= 1,
+                "--break-even must be in [0, 1] (0: none), got {}", o.break_even_density);
+  PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0,
+                "--refuse-break-even needs --break-even D (the density measured with permdnn bench)");
+  PERMDNN_CHECK(o.admm_iter >= 0, "--admm-iter must be >= 0 (0: one round per epoch), got {}", o.admm_iter);
+  PERMDNN_CHECK(o.epochs >= 2, "ADMM needs --epochs >= 2 (ADMM epochs, then retraining), got {}", o.epochs);
+  const int admm_epochs = o.admm_epochs > 0 ? o.admm_epochs : std::max(1, o.epochs / 2);
+  PERMDNN_CHECK(o.admm_epochs >= 0 && admm_epochs < o.epochs,
+                "--admm-epochs {} must be in [1, epochs - 1 = {}] (retraining needs an epoch)", o.admm_epochs,
+                o.epochs - 1);
+  return admm_epochs;
+}
+
+// The break-even report: a pruned layer at or above the platform's
+// break-even density stores indices for nothing (CSR no faster than dense).
+void CheckBreakEven(const std::vector<AdmmTerm>& terms, const TrainOptions& o, std::ostream& log) {
+  if (o.break_even_density <= 0) return;
+  for (const AdmmTerm& t : terms) {
+    if (t.compress.kind != CompressKind::kPrune) continue;
+    const bool buys = t.compress.density < o.break_even_density;
+    log << fmt::format("  {:<8} density {:.4g} vs break-even {:.4g}: {}\n", t.layer, t.compress.density,
+                       o.break_even_density, buys ? "sparse is faster" : "buys nothing (CSR no faster than dense)");
+    PERMDNN_CHECK(buys || !o.refuse_break_even,
+                  "--refuse-break-even: layer '{}' asks for density {} >= the break-even density {} of this "
+                  "platform (CSR no faster than dense there); lower its density or leave it dense",
+                  t.layer, t.compress.density, o.break_even_density);
+  }
 }
 
 namespace {
@@ -92,22 +188,6 @@ std::vector<LayerInfo> CompressedTargets(const Net& net, const std::string& comp
   return out;
 }
 
-// The break-even report: a pruned layer at or above the platform's
-// break-even density stores indices for nothing (CSR no faster than dense).
-void CheckBreakEven(const std::vector<LayerInfo>& targets, const TrainOptions& o, std::ostream& log) {
-  if (o.break_even_density <= 0) return;
-  for (const LayerInfo& t : targets) {
-    if (t.compress.kind != CompressKind::kPrune) continue;
-    const bool buys = t.compress.density < o.break_even_density;
-    log << fmt::format("  {:<8} density {:.4g} vs break-even {:.4g}: {}\n", t.name, t.compress.density,
-                       o.break_even_density, buys ? "sparse is faster" : "buys nothing (CSR no faster than dense)");
-    PERMDNN_CHECK(buys || !o.refuse_break_even,
-                  "--refuse-break-even: layer '{}' asks for density {} >= the break-even density {} of this "
-                  "platform (CSR no faster than dense there); lower its density or leave it dense",
-                  t.name, t.compress.density, o.break_even_density);
-  }
-}
-
 // Phase 1: the dense model with the ADMM penalty and rounds.
 class AdmmPhase : public TrainHooks {
  public:
@@ -115,9 +195,12 @@ class AdmmPhase : public TrainHooks {
 
   void Attach(Net& net, int64_t batches_per_epoch) override {
     iter_ = o_.admm_iter > 0 ? o_.admm_iter : batches_per_epoch;
-    targets_ = CompressedTargets(net, o_.compress, o_.seed);
-    CheckBreakEven(targets_, o_, log_);
-    state_ = net->register_module("admm", AdmmState(targets_, net));
+    const std::vector<LayerInfo> targets = CompressedTargets(net, o_.compress, o_.seed);
+    state_ = net->register_module("admm", AdmmState(targets, net));
+    for (std::size_t k = 0; k < targets.size(); ++k)
+      terms_.push_back({targets[k].name, targets[k].compress, GeometryOf(targets[k]), state_->weights[k],
+                        state_->z[k], state_->u[k]});
+    CheckBreakEven(terms_, o_, log_);
   }
 
   void Started(Net& /*net*/, bool resumed) override {
@@ -125,25 +208,14 @@ class AdmmPhase : public TrainHooks {
       ReadRows();
       return;
     }
-    torch::NoGradGuard no_grad;
-    for (std::size_t k = 0; k < targets_.size(); ++k) {
-      state_->z[k].copy_(AdmmProject(targets_[k], state_->weights[k]));
-      state_->u[k].zero_();
-    }
+    AdmmStart(terms_);
     state_->rho.fill_(o_.rho);
     state_->rounds.zero_();
     rows_.clear();
-    WriteRows();
+    WriteFileAtomic(csv_, AdmmRoundsCsv(terms_, rows_));
   }
 
-  torch::Tensor Penalty(Net& /*net*/) override {
-    torch::Tensor sum;
-    for (std::size_t k = 0; k < targets_.size(); ++k) {
-      torch::Tensor t = (state_->weights[k] - state_->z[k] + state_->u[k]).pow(2).sum();
-      sum = sum.defined() ? sum + t : t;
-    }
-    return sum * (0.5 * state_->rho.item<double>());
-  }
+  torch::Tensor Penalty(Net& /*net*/) override { return AdmmPenalty(terms_, state_->rho.item<double>()); }
 
   std::string AfterStep(Net& /*net*/, int64_t step, double loss,
                         const std::function<double()>& test_accuracy) override {
@@ -151,66 +223,26 @@ class AdmmPhase : public TrainHooks {
     state_->loss_count += 1;
     if ((step + 1) % iter_ != 0) return "";
     torch::NoGradGuard no_grad;
-    const int64_t round = state_->rounds.item<int64_t>() + 1;
-    const double rho = state_->rho.item<double>();
-    std::vector<double> residual;
-    double diff2 = 0, norm2 = 0;
-    for (std::size_t k = 0; k < targets_.size(); ++k) {
-      const torch::Tensor& w = state_->weights[k];
-      state_->z[k].copy_(AdmmProject(targets_[k], w + state_->u[k]));
-      state_->u[k].add_(w - state_->z[k]);
-      const double d2 = (w - state_->z[k]).pow(2).sum().item<double>(), n2 = w.pow(2).sum().item<double>();
-      residual.push_back(n2 > 0 ? std::sqrt(d2 / n2) : 0.0);
-      diff2 += d2;
-      norm2 += n2;
-    }
-    Row r;
-    r.round = round;
+    AdmmRound r;
+    r.round = state_->rounds.item<int64_t>() + 1;
     r.step = step + 1;
-    r.rho = rho;
-    r.residual = norm2 > 0 ? std::sqrt(diff2 / norm2) : 0.0;
-    r.layer_residual = residual;
+    r.rho = state_->rho.item<double>();
+    AdmmUpdate(terms_, &r);
     r.train_loss = state_->loss_sum.item<double>() / std::max<int64_t>(1, state_->loss_count.item<int64_t>());
     r.test_accuracy = test_accuracy();
     rows_.push_back(r);
-    WriteRows();
-    state_->rounds.fill_(round);
-    state_->rho.fill_(rho * o_.rho_mult);
+    WriteFileAtomic(csv_, AdmmRoundsCsv(terms_, rows_));
+    state_->rounds.fill_(r.round);
+    state_->rho.fill_(r.rho * o_.rho_mult);
     state_->loss_sum.zero_();
     state_->loss_count.zero_();
-    std::string line = fmt::format("  ADMM round {:>3} (step {}): rho {:.3g}  ||W-Z||/||W|| {:.4f} (", round, r.step,
-                                   rho, r.residual);
-    for (std::size_t k = 0; k < targets_.size(); ++k)
-      line += fmt::format("{}{} {:.4f}", k ? ", " : "", targets_[k].name, residual[k]);
-    return line + fmt::format(")  train loss {:.4f}  test acc {:.2f}%\n", r.train_loss, 100 * r.test_accuracy);
+    return AdmmRoundLine(terms_, r);
   }
 
   bool FinalForm() const override { return false; }
   int64_t iter() const { return iter_; }  // only the last epoch's W goes on to the projection
 
  private:
-  struct Row {
-    int64_t round = 0, step = 0;
-    double rho = 0, residual = 0, train_loss = 0, test_accuracy = 0;
-    std::vector<double> layer_residual;
-  };
-
-  std::string Header() const {
-    std::string h = "round,step,rho,residual";
-    for (const LayerInfo& t : targets_) h += ",residual_" + t.name;
-    return h + ",train_loss,test_accuracy\n";
-  }
-
-  void WriteRows() const {
-    std::string text = Header();
-    for (const Row& r : rows_) {
-      text += fmt::format("{},{},{:.9g},{:.9g}", r.round, r.step, r.rho, r.residual);
-      for (double v : r.layer_residual) text += fmt::format(",{:.9g}", v);
-      text += fmt::format(",{:.9g},{:.9g}\n", r.train_loss, r.test_accuracy);
-    }
-    WriteFileAtomic(csv_, text);
-  }
-
   // After --resume: the rows of the rounds the checkpoint has done.
   void ReadRows() {
     rows_.clear();
@@ -224,9 +256,9 @@ class AdmmPhase : public TrainHooks {
       std::stringstream ss(line);
       std::string cell;
       while (std::getline(ss, cell, ',')) f.push_back(std::strtod(cell.c_str(), nullptr));
-      PERMDNN_CHECK(f.size() == targets_.size() + 6, "--resume: {}: row '{}' has {} fields, expected {}", csv_, line,
-                    f.size(), targets_.size() + 6);
-      Row r;
+      PERMDNN_CHECK(f.size() == terms_.size() + 6, "--resume: {}: row '{}' has {} fields, expected {}", csv_, line,
+                    f.size(), terms_.size() + 6);
+      AdmmRound r;
       r.round = static_cast<int64_t>(f[0]);
       if (r.round > done) break;
       r.step = static_cast<int64_t>(f[1]);
@@ -245,9 +277,9 @@ class AdmmPhase : public TrainHooks {
   int64_t iter_ = 1;
   const std::string csv_;
   std::ostream& log_;
-  std::vector<LayerInfo> targets_;
   AdmmState state_{nullptr};
-  std::vector<Row> rows_;
+  std::vector<AdmmTerm> terms_;
+  std::vector<AdmmRound> rows_;
 };
 
 // Phase 2: hard projection of the pruned layers, then retraining with the
@@ -278,17 +310,7 @@ class RetrainPhase : public TrainHooks {
 
 TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
   PERMDNN_CHECK(!o.out_dir.empty(), "--out: a run directory is required");
-  PERMDNN_CHECK(std::isfinite(o.rho) && o.rho > 0, "--rho must be > 0, got {}", o.rho);
-  PERMDNN_CHECK(std::isfinite(o.rho_mult) && o.rho_mult > 0, "--rho-mult must be > 0, got {}", o.rho_mult);
-  PERMDNN_CHECK(std::isfinite(o.break_even_density) && o.break_even_density >= 0 && o.break_even_density <= 1,
-                "--break-even must be in [0, 1] (0: none), got {}", o.break_even_density);
-  PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0,
-                "--refuse-break-even needs --break-even D (the density measured with permdnn bench)");
-  PERMDNN_CHECK(o.admm_iter >= 0, "--admm-iter must be >= 0 (0: one round per epoch), got {}", o.admm_iter);
-  PERMDNN_CHECK(o.epochs >= 2, "--method admm needs --epochs >= 2 (ADMM epochs, then retraining), got {}", o.epochs);
-  const int admm_epochs = o.admm_epochs > 0 ? o.admm_epochs : std::max(1, o.epochs / 2);
-  PERMDNN_CHECK(admm_epochs < o.epochs, "--admm-epochs {} must be in [1, epochs - 1 = {}] (retraining needs an epoch)",
-                admm_epochs, o.epochs - 1);
+  const int admm_epochs = CheckAdmmOptions(o);
   CompressSpec::Parse(o.compress);  // a bad SPEC fails here, before any data is read
 
   TrainOptions p1 = o;

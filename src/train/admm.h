@@ -25,17 +25,56 @@
 #pragma once
 
 #include <ostream>
+#include <string>
+#include <vector>
 
 #include <torch/types.h>
 
+#include "permdnn/formats/registry.h"
 #include "permdnn/train/trainer.h"
 #include "src/train/models.h"
 
 namespace permdnn::train {
 
 // Π_S(w) for the layer's target compression (w: the dense weight, [out, in]
-// or [out, in, k, k]); a dense target returns w. Errors name the layer.
+// or [out, in, kh, kw], geometry g); a dense target returns w. Errors name
+// the layer.
+torch::Tensor AdmmProject(const std::string& layer, const LayerCompression& c, const formats::Geometry& g,
+                          const torch::Tensor& w);
 torch::Tensor AdmmProject(const LayerInfo& target, const torch::Tensor& w);
+
+// The ADMM core shared by `train --method admm` and `compress --admm`
+// (onnx_finetune.cc): one term per constrained weight. w is the model's
+// weight in the logical [out, in(, kh, kw)] layout (the parameter or a view
+// of it, so the penalty's gradient reaches the parameter); z and u have its
+// shape.
+struct AdmmTerm {
+  std::string layer;
+  LayerCompression compress;
+  formats::Geometry geometry;
+  torch::Tensor w, z, u;
+};
+
+// Z = Π(W), U = 0.
+void AdmmStart(std::vector<AdmmTerm>& terms);
+// (ρ/2)·Σ‖W − Z + U‖² (differentiable in W).
+torch::Tensor AdmmPenalty(const std::vector<AdmmTerm>& terms, double rho);
+// A round: Z = Π(W + U), U ← U + W − Z; fills row->residual (‖W − Z‖/‖W‖
+// over all terms) and row->layer_residual.
+void AdmmUpdate(std::vector<AdmmTerm>& terms, AdmmRound* row);
+// admm_rounds.csv (header round,step,rho,residual,residual_<layer>...,
+// train_loss,test_accuracy) and the printed line of one round.
+std::string AdmmRoundsCsv(const std::vector<AdmmTerm>& terms, const std::vector<AdmmRound>& rows);
+std::string AdmmRoundLine(const std::vector<AdmmTerm>& terms, const AdmmRound& row);
+
+// Validates the ADMM options of `o` (ρ > 0, ρ multiplier > 0, admm_iter ≥ 0,
+// break-even in [0, 1], epochs ≥ 2, 1 ≤ admm_epochs < epochs) and returns
+// the ADMM epochs (admm_epochs, or half of the epochs when 0).
+int CheckAdmmOptions(const TrainOptions& o);
+// The break-even report of every pruned term against
+// o.break_even_density; with o.refuse_break_even a layer at or above it is
+// an error.
+void CheckBreakEven(const std::vector<AdmmTerm>& terms, const TrainOptions& o, std::ostream& log);
 
 // The two phases above; validates the ADMM options (ρ > 0, ρ multiplier > 0,
 // 1 ≤ admm_epochs < epochs, a SPEC that compresses some layer).

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -10,12 +12,14 @@
 #include <torch/torch.h>
 
 #include "permdnn/core/dataset.h"
+#include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
 #include "permdnn/formats/registry.h"
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_graph.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "src/train/admm.h"
 #include "src/train/circulant_layers.h"
 #include "src/train/permdiag_layers.h"
 
@@ -163,6 +167,8 @@ class TorchGraph {
     return ps;
   }
   const std::set<std::string>& trainable() const { return trainable_; }
+  // An initializer's tensor (shares storage with the graph's).
+  torch::Tensor Value(const std::string& name) const { return values_.at(name); }
   std::size_t running_stats() const { return running_.size(); }
   bool log_probs() const { return log_probs_; }
 
@@ -473,19 +479,19 @@ std::pair<double, double> Test(const TorchGraph& g, const Data& test, int64_t ba
           static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(n, 1))};
 }
 
-}  // namespace
-
-FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_path, const FineTuneOptions& o,
-                            std::ostream& log) {
-  PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
-  PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
-  PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
-  ConfigureTrainingThreads(o.threads);  // see permdiag_layers.h
-
-  runtime::Model before = runtime::Model::Load(in_path);
+// The training and test images of a fine-tuning job, preprocessed as
+// `permdnn eval` does for the model.
+struct JobData {
   runtime::EvalOptions eo;
-  runtime::DefaultPreprocess(before, &eo.pre, &eo.layout);
-  ImageDataset train_set, test_set;
+  ImageDataset test_set;
+  Data train, test;
+  int64_t n_train = 0;
+};
+
+JobData LoadJobData(const runtime::Model& model, const FineTuneOptions& o) {
+  JobData d;
+  runtime::DefaultPreprocess(model, &d.eo.pre, &d.eo.layout);
+  ImageDataset train_set;
   if (o.synthetic_train > 0) {
     ImageDataset all = SyntheticDataset(o.synthetic_train + o.synthetic_test, o.synthetic_side, o.synthetic_side,
                                         o.synthetic_classes, 12345);
@@ -497,17 +503,92 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
       return s;
     };
     train_set = split(0, o.synthetic_train);
-    test_set = split(o.synthetic_train, o.synthetic_test);
+    d.test_set = split(o.synthetic_train, o.synthetic_test);
   } else {
     const std::string dir = o.data_dir.empty() ? kDefaultFashionMnistDir : o.data_dir;
     train_set = LoadFashionMnist(dir, "train");
-    test_set = LoadFashionMnist(dir, "test");
+    d.test_set = LoadFashionMnist(dir, "test");
   }
-  const int64_t n_train = o.limit_train > 0 ? std::min(o.limit_train, train_set.count) : train_set.count;
-  Data train = Load(train_set, 0, n_train, eo.pre, eo.layout), test = Load(test_set, 0, test_set.count, eo.pre, eo.layout);
+  d.n_train = o.limit_train > 0 ? std::min(o.limit_train, train_set.count) : train_set.count;
+  d.train = Load(train_set, 0, d.n_train, d.eo.pre, d.eo.layout);
+  d.test = Load(d.test_set, 0, d.test_set.count, d.eo.pre, d.eo.layout);
+  return d;
+}
 
+// What a training method adds to the plain loop: a penalty on the loss and
+// work after every optimizer step (ADMM).
+struct StepHooks {
+  std::function<torch::Tensor()> penalty;                   // undefined tensor: none
+  std::function<void(int64_t step, double loss)> after_step;  // step: 0-based over all epochs
+};
+
+// One epoch of Adam over d.train (the learning rate of `epoch` under o's
+// schedule), then the test metrics; `step` counts the batch steps.
+EpochMetrics TrainEpoch(const TorchGraph& g, torch::optim::Adam& opt, const JobData& d, const FineTuneOptions& o,
+                        int epoch, int64_t* step, const StepHooks* hooks, std::ostream& log) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const double lr = LearningRate(o, epoch);
+  for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  std::vector<int64_t> order = EpochPermutation(d.n_train, o.seed, epoch);
+  torch::Tensor perm = torch::tensor(order, torch::kLong);
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t b = 0; b < d.n_train; b += o.batch) {
+    torch::Tensor idx = perm.slice(0, b, std::min(d.n_train, b + o.batch));
+    torch::Tensor x = d.train.images.index_select(0, idx), y = d.train.labels.index_select(0, idx);
+    opt.zero_grad();
+    torch::Tensor out = g.Forward(x, true, true);
+    torch::Tensor loss = Loss(g, out, y);
+    torch::Tensor total = loss;
+    if (hooks && hooks->penalty)
+      if (torch::Tensor p = hooks->penalty(); p.defined()) total = loss + p;
+    total.backward();
+    opt.step();
+    const double l = loss.item<double>();
+    loss_sum += l * static_cast<double>(idx.size(0));
+    correct += out.argmax(1).eq(y).sum().item<int64_t>();
+    if (hooks && hooks->after_step) hooks->after_step(*step, l);
+    ++*step;
+  }
+  EpochMetrics m;
+  m.epoch = epoch + 1;
+  m.lr = lr;
+  m.train_loss = loss_sum / static_cast<double>(d.n_train);
+  m.train_accuracy = static_cast<double>(correct) / static_cast<double>(d.n_train);
+  std::tie(m.test_loss, m.test_accuracy) = Test(g, d.test, 256);
+  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log << fmt::format("epoch {}/{}: lr {:g}, train loss {:.4f} acc {:.2f}%, test loss {:.4f} acc {:.2f}%, {:.1f} s\n",
+                     m.epoch, o.epochs, lr, m.train_loss, 100 * m.train_accuracy, m.test_loss, 100 * m.test_accuracy,
+                     m.seconds);
+  return m;
+}
+
+void CheckOptimizerOptions(const FineTuneOptions& o) {
+  PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
+  PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
+  PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
+}
+
+// Removes a temporary file when it goes out of scope.
+struct TempFile {
+  std::string path;
+  ~TempFile() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
+
+}  // namespace
+
+FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_path, const FineTuneOptions& o,
+                            std::ostream& log) {
+  CheckOptimizerOptions(o);
+  ConfigureTrainingThreads(o.threads);  // see permdiag_layers.h
+
+  runtime::Model before = runtime::Model::Load(in_path);
+  const JobData d = LoadJobData(before, o);
   FineTuneResult r;
-  r.accuracy_before = runtime::Evaluate(before, test_set, eo).accuracy;
+  r.accuracy_before = runtime::Evaluate(before, d.test_set, d.eo).accuracy;
 
   torch::manual_seed(o.seed);
   TorchGraph g(in_path);
@@ -516,50 +597,117 @@ FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_p
   for (const auto& p : g.Parameters()) r.trainable_values += p.numel();
   log << fmt::format("fine-tuning {} values in {} initializers ({} BatchNormalization statistics updated) on {} "
                      "images, {} epochs (Adam, lr {}, batch {})\n",
-                     r.trainable_values, r.trained_initializers.size(), g.running_stats(), n_train, o.epochs, o.lr,
+                     r.trainable_values, r.trained_initializers.size(), g.running_stats(), d.n_train, o.epochs, o.lr,
                      o.batch);
-  auto [l0, a0] = Test(g, test, 256);
+  auto [l0, a0] = Test(g, d.test, 256);
   r.test_loss_before = l0;
   log << fmt::format("before: test loss {:.4f}, accuracy {:.2f}% (LibTorch), {:.2f}% (runtime)\n", l0, 100 * a0,
                      100 * r.accuracy_before);
 
   torch::optim::Adam opt(g.Parameters(), torch::optim::AdamOptions(o.lr));
-  for (int epoch = 0; epoch < o.epochs; ++epoch) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = LearningRate(o, epoch);
-    for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-    std::vector<int64_t> order = EpochPermutation(n_train, o.seed, epoch);
-    torch::Tensor perm = torch::tensor(order, torch::kLong);
-    double loss_sum = 0;
-    int64_t correct = 0;
-    for (int64_t b = 0; b < n_train; b += o.batch) {
-      torch::Tensor idx = perm.slice(0, b, std::min(n_train, b + o.batch));
-      torch::Tensor x = train.images.index_select(0, idx), y = train.labels.index_select(0, idx);
-      opt.zero_grad();
-      torch::Tensor out = g.Forward(x, true, true);
-      torch::Tensor loss = Loss(g, out, y);
-      loss.backward();
-      opt.step();
-      loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
-      correct += out.argmax(1).eq(y).sum().item<int64_t>();
-    }
-    EpochMetrics m;
-    m.epoch = epoch + 1;
-    m.lr = lr;
-    m.train_loss = loss_sum / static_cast<double>(n_train);
-    m.train_accuracy = static_cast<double>(correct) / static_cast<double>(n_train);
-    std::tie(m.test_loss, m.test_accuracy) = Test(g, test, 256);
-    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log << fmt::format("epoch {}/{}: lr {:g}, train loss {:.4f} acc {:.2f}%, test loss {:.4f} acc {:.2f}%, {:.1f} s\n",
-                       m.epoch, o.epochs, lr, m.train_loss, 100 * m.train_accuracy, m.test_loss,
-                       100 * m.test_accuracy, m.seconds);
-    r.history.push_back(m);
-  }
+  int64_t step = 0;
+  for (int epoch = 0; epoch < o.epochs; ++epoch) r.history.push_back(TrainEpoch(g, opt, d, o, epoch, &step, nullptr, log));
   g.Write(out_path);
   runtime::Model after = runtime::Model::Load(out_path);  // the written file must load unchanged
-  r.accuracy_after = runtime::Evaluate(after, test_set, eo).accuracy;
+  r.accuracy_after = runtime::Evaluate(after, d.test_set, d.eo).accuracy;
   log << fmt::format("after: test accuracy {:.2f}% (runtime, {}), was {:.2f}%\n", 100 * r.accuracy_after, out_path,
                      100 * r.accuracy_before);
+  return r;
+}
+
+AdmmCompressResult AdmmCompressOnnx(const std::string& in_path, const std::string& out_path,
+                                    const FineTuneOptions& o, const std::string& rounds_csv, std::ostream& log) {
+  const int admm_epochs = CheckAdmmOptions(o);
+  CheckOptimizerOptions(o);
+  const std::vector<runtime::CompressTarget> plan = runtime::PlanCompression(in_path, o.compress);
+  ConfigureTrainingThreads(o.threads);
+
+  torch::manual_seed(o.seed);
+  TorchGraph g(in_path);
+  std::vector<AdmmTerm> terms;
+  AdmmCompressResult r;
+  for (const runtime::CompressTarget& t : plan) {
+    if (t.method.is_dense()) continue;
+    PERMDNN_CHECK(g.trainable().count(t.weight), "{}: layer '{}': weight '{}' is not a trainable initializer", in_path,
+                  t.layer, t.weight);
+    torch::Tensor param = g.Value(t.weight);
+    torch::Tensor w = t.transposed ? param.t() : param;  // the logical [out, in(, kh, kw)] view
+    formats::Geometry geometry{t.out, t.in, t.kernel, 1};
+    terms.push_back({t.layer, t.method, geometry, w, torch::zeros(w.sizes()), torch::zeros(w.sizes())});
+    r.layers.push_back(t.layer);
+  }
+  PERMDNN_CHECK(!terms.empty(), "--compress {} compresses no layer of {} (the first conv and the last layer stay "
+                "dense unless named)", o.compress, in_path);
+  CheckBreakEven(terms, o, log);
+
+  runtime::Model before = runtime::Model::Load(in_path);
+  const JobData d = LoadJobData(before, o);
+  r.accuracy_dense = runtime::Evaluate(before, d.test_set, d.eo).accuracy;
+  const int64_t batches = (d.n_train + o.batch - 1) / o.batch;
+  const int64_t iter = o.admm_iter > 0 ? o.admm_iter : batches;
+  log << fmt::format("ADMM phase: {} epochs of {} batches, rho {} (x{} per round), a round every {} steps, "
+                     "constraints {}; dense model {:.2f}% (runtime)\n",
+                     admm_epochs, batches, o.rho, o.rho_mult, iter, o.compress, 100 * r.accuracy_dense);
+
+  AdmmStart(terms);
+  double rho = o.rho, loss_sum = 0;
+  int64_t loss_count = 0;
+  StepHooks hooks;
+  hooks.penalty = [&] { return AdmmPenalty(terms, rho); };
+  hooks.after_step = [&](int64_t step, double loss) {
+    loss_sum += loss;
+    ++loss_count;
+    if ((step + 1) % iter != 0) return;
+    AdmmRound row;
+    row.round = static_cast<int64_t>(r.rounds.size()) + 1;
+    row.step = step + 1;
+    row.rho = rho;
+    AdmmUpdate(terms, &row);
+    row.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, loss_count));
+    row.test_accuracy = Test(g, d.test, 256).second;
+    r.rounds.push_back(row);
+    if (!rounds_csv.empty()) WriteFileAtomic(rounds_csv, AdmmRoundsCsv(terms, r.rounds));
+    log << AdmmRoundLine(terms, row);
+    rho *= o.rho_mult;
+    loss_sum = 0;
+    loss_count = 0;
+  };
+  FineTuneOptions p1 = o;
+  p1.epochs = admm_epochs;  // the learning-rate schedule of the ADMM phase
+  torch::optim::Adam opt(g.Parameters(), torch::optim::AdamOptions(o.lr));
+  int64_t step = 0;
+  for (int epoch = 0; epoch < admm_epochs; ++epoch) TrainEpoch(g, opt, d, p1, epoch, &step, &hooks, log);
+  r.accuracy_admm_end = Test(g, d.test, 256).second;
+
+  // Hard projection: W <- Π(W), written as the dense file, then compressed
+  // with the SPEC (the same layers, the format's ops).
+  // 1 − ‖W − Π(W)‖²/‖W‖² of the hard projection, per layer (= ‖Π(W)‖²/‖W‖²
+  // for pruning and permdiag, which keep entries; quantization moves them).
+  std::map<std::string, double> kept;
+  {
+    torch::NoGradGuard no_grad;
+    for (AdmmTerm& t : terms) {
+      torch::Tensor z = AdmmProject(t.layer, t.compress, t.geometry, t.w);
+      const double n2 = t.w.pow(2).sum().item<double>();
+      kept[t.layer] = n2 > 0 ? 1.0 - (t.w - z).pow(2).sum().item<double>() / n2 : 1.0;
+      t.w.copy_(z);
+    }
+  }
+  const TempFile dense{out_path + ".admm-dense.tmp"}, projected{out_path + ".admm-projected.tmp"};
+  g.Write(dense.path);
+  runtime::CompressOptions co;
+  co.spec = o.compress;
+  r.projection = runtime::CompressOnnx(dense.path, projected.path, co);
+  for (runtime::LayerReport& l : r.projection.layers)
+    if (auto it = kept.find(l.name); it != kept.end()) l.kept_energy = it->second;
+  log << fmt::format("hard projection onto {} (ADMM phase end {:.2f}%), then {} epochs of retraining with the "
+                     "structure fixed\n",
+                     o.compress, 100 * r.accuracy_admm_end, o.epochs - admm_epochs);
+  FineTuneOptions p2 = o;
+  p2.epochs = o.epochs - admm_epochs;
+  r.retrain = FineTuneOnnx(projected.path, out_path, p2, log);
+  r.projection.path = out_path;
+  r.projection.file_bytes = static_cast<int64_t>(std::filesystem::file_size(out_path));
   return r;
 }
 

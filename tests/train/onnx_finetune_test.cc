@@ -9,8 +9,10 @@
 // fc1 (160 -> 18, Gemm transB) -> Relu -> fc2 (18 -> 4, MatMul + Add)
 // [-> Softmax]. conv2 and fc1 get the compression under test; 10 and 18 are
 // not multiples of p = 4, so padded blocks are covered.
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <random>
 #include <sstream>
 
@@ -289,7 +291,128 @@ TEST(OnnxFineTuneErrors, BadEpochsAndUnwritableNothing) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+// compress --admm (AdmmCompressOnnx): the dense tiny cnn to conv2 pruned
+// and quantized, fc1 permdiag; every round recorded; the written file
+// satisfies the SPEC exactly and runs in the runtime as LibTorch runs it.
+FineTuneOptions TinyAdmm(const std::string& spec) {
+  FineTuneOptions o = Tiny();
+  o.epochs = 4;
+  o.admm_epochs = 2;
+  o.admm_iter = 8;  // 32 batches per epoch: 8 rounds
+  o.rho = 0.05;
+  o.rho_mult = 1.5;
+  o.compress = spec;
+  return o;
+}
+
+TEST(OnnxAdmmCompress, MeetsTheSpecAndRunsInTheRuntime) {
+  const fs::path dir = TempDir() / "admm";
+  fs::create_directories(dir);
+  const std::string in = WriteCnn(dir / "dense.onnx", true), out = (dir / "admm.onnx").string();
+  const std::string csv = (dir / "rounds.csv").string();
+  std::ostringstream log;
+  const FineTuneOptions o = TinyAdmm("conv2=prune:density=0.3:bits=3,fc1=permdiag:p=4");
+  AdmmCompressResult r = AdmmCompressOnnx(in, out, o, csv, log);
+  EXPECT_THAT(r.layers, ::testing::ElementsAre("conv2", "fc1"));
+  ASSERT_EQ(r.rounds.size(), 8u) << log.str();
+  for (std::size_t k = 0; k < r.rounds.size(); ++k) {
+    EXPECT_EQ(r.rounds[k].round, static_cast<int64_t>(k + 1));
+    EXPECT_EQ(r.rounds[k].step, static_cast<int64_t>(8 * (k + 1)));
+    EXPECT_NEAR(r.rounds[k].rho, 0.05 * std::pow(1.5, static_cast<double>(k)), 1e-12);
+    ASSERT_EQ(r.rounds[k].layer_residual.size(), 2u);
+    EXPECT_TRUE(std::isfinite(r.rounds[k].residual));
+  }
+  EXPECT_LT(r.rounds.back().residual, r.rounds.front().residual) << log.str();
+  EXPECT_NE(log.str().find("ADMM round   8 (step 64)"), std::string::npos) << log.str();
+  // The CSV: a header and one row per round.
+  const std::string text = runtime::ReadFileBytes(csv);
+  EXPECT_EQ(text.rfind("round,step,rho,residual,residual_conv2,residual_fc1,train_loss,test_accuracy\n", 0), 0u);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 9);
+  EXPECT_EQ(r.retrain.history.size(), 2u);
+  ASSERT_EQ(r.projection.layers.size(), 4u);  // conv1, conv2, fc1, fc2
+  EXPECT_EQ(r.projection.path, out);
+  EXPECT_EQ(r.projection.file_bytes, static_cast<int64_t>(fs::file_size(out)));
+  EXPECT_EQ(r.projection.layers[0].kept_energy, 1.0);  // dense
+  for (int k : {1, 2}) {
+    EXPECT_GT(r.projection.layers[k].kept_energy, 0.0) << r.projection.layers[k].name;
+    EXPECT_LT(r.projection.layers[k].kept_energy, 1.0) << r.projection.layers[k].name;
+  }
+
+  // The SPEC, exactly: conv2 keeps round(0.3 · 540) weights on at most 2^3
+  // levels, fc1 is permdiag p=4; the other layers stay dense.
+  runtime::ModelInspection m = runtime::InspectCompressedLayers(runtime::ReadFileBytes(out), out);
+  ASSERT_EQ(m.layers.size(), 2u);
+  ASSERT_TRUE(m.layers[0].sparse.has_value());
+  EXPECT_EQ(m.layers[0].op_type, "SparseConv");
+  EXPECT_EQ(m.layers[0].sparse->nnz(), 162);
+  EXPECT_GE(m.layers[0].codebook_size, 2);
+  EXPECT_LE(m.layers[0].codebook_size, 8);
+  std::set<float> levels(m.layers[0].sparse->values().begin(), m.layers[0].sparse->values().end());
+  EXPECT_LE(levels.size(), 8u);
+  ASSERT_TRUE(m.layers[1].permdiag.has_value());
+  EXPECT_EQ(m.layers[1].p, 4);
+  // It runs in the runtime as LibTorch runs it; no temporaries left.
+  std::vector<float> x = Randn(3 * 64, 9, 1.0f);
+  std::vector<int64_t> shape = {3, 1, 8, 8};
+  EXPECT_TRUE(testing::AllNear<float>(RunRuntime(out, x, shape), TorchForwardOnnx(out, x, shape), 1e-4));
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+  // The retraining kept the projection's structure and did not lose accuracy
+  // on the synthetic set.
+  EXPECT_GE(r.retrain.accuracy_after, r.retrain.accuracy_before) << log.str();
+}
+
+TEST(OnnxAdmmCompress, RejectsBadInputBeforeWriting) {
+  const fs::path dir = TempDir() / "admm_bad";
+  fs::create_directories(dir);
+  const std::string in = WriteCnn(dir / "dense.onnx", true), out = (dir / "never.onnx").string();
+  std::ostringstream log;
+  auto fails = [&](FineTuneOptions o, const std::string& what) {
+    try {
+      AdmmCompressOnnx(in, out, o, (dir / "never.csv").string(), log);
+      ADD_FAILURE() << "no error for " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  FineTuneOptions o = TinyAdmm("conv2=prune:density=0.3");
+  o.rho = 0;
+  fails(o, "--rho must be > 0, got 0");
+  o.rho = -1;
+  fails(o, "--rho must be > 0, got -1");
+  const std::pair<const char*, const char*> bad_specs[] = {
+      {"conv2=prune:density=0", "density=0"},
+      {"conv2=prune:density=1.5", "must be a number in (0, 1]"},
+      {"conv2=prune:density=0.3:bits=9", "must be an integer in [1, 8]"},
+      {"conv2=prune:density=0.3:bits=0", "must be an integer in [1, 8]"},
+      {"conv7=prune:density=0.3", "conv7"},
+      {"dense", "compresses no layer"}};
+  for (const auto& [spec, what] : bad_specs) fails(TinyAdmm(spec), what);
+  o = TinyAdmm("conv2=prune:density=0.3");
+  o.epochs = 1;
+  fails(o, "ADMM needs --epochs >= 2");
+  o = TinyAdmm("conv2=prune:density=0.3");
+  o.break_even_density = 0.2;
+  o.refuse_break_even = true;
+  fails(o, "layer 'conv2' asks for density 0.3 >= the break-even density 0.2");
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(dir / "never.csv"));
+}
+
 #ifdef PERMDNN_BIN
+TEST(OnnxAdmmCompress, CliRejectsBadRho) {
+  const fs::path dir = TempDir();
+  const std::string in = WriteCnn(dir / "cli_admm.onnx", true);
+  const fs::path err = dir / "cli_admm.err";
+  const std::string cmd = std::string(PERMDNN_BIN) + " compress " + in +
+                          " --admm --compress conv2=prune:density=0.2 --epochs 2 --rho -0.5 --out " +
+                          (dir / "cli_admm_out.onnx").string() + " > /dev/null 2> " + err.string();
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  std::string msg = runtime::ReadFileBytes(err.string());
+  EXPECT_NE(msg.find("--rho must be > 0, got -0.5"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir / "cli_admm_out.onnx"));
+}
+
 TEST(OnnxFineTuneErrors, CliRejectsBadEpochs) {
   const fs::path dir = TempDir();
   const std::string in = WriteCnn(dir / "cli.onnx", true);

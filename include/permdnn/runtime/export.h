@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "permdnn/formats/spec.h"
+
 namespace permdnn::runtime {
 
 struct LayerReport {
@@ -63,5 +65,21 @@ struct CompressOptions {
 // "fc1.weight" -> "fc1"), else by node name. Default rule of the SPEC: the
 // first layer when it is a Conv and the last layer stay dense unless named.
 ExportReport CompressOnnx(const std::string& in_path, const std::string& out_path, const CompressOptions& options);
+
+// One layer CompressOnnx would replace and the method the SPEC gives it
+// (the same candidates, names and default rule), for tools that change the
+// dense weights before the projection (`permdnn compress --admm`).
+struct CompressTarget {
+  std::string layer, op;            // layer name (as above), node op (Gemm / MatMul / Conv)
+  std::string weight;               // the weight initializer's name
+  bool transposed = false;          // stored [in, out] (MatMul, Gemm transB=0); else [out, in(, kh, kw)]
+  int64_t out = 0, in = 0;          // logical shape: out × in (× kernel)
+  std::vector<int64_t> kernel;      // Conv's [kh, kw]; empty for a matrix
+  formats::LayerCompression method; // dense when the SPEC leaves the layer dense
+};
+
+// Every candidate layer of in_path, in graph order, with its method under
+// `spec` (validated: unknown layer names and bad SPEC items are errors).
+std::vector<CompressTarget> PlanCompression(const std::string& in_path, const std::string& spec);
 
 }  // namespace permdnn::runtime

@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "permdnn/runtime/export.h"
 #include "permdnn/train/trainer.h"
 
 namespace permdnn::train {
@@ -70,6 +71,39 @@ struct FineTuneResult {
 // operator it cannot train.
 FineTuneResult FineTuneOnnx(const std::string& in_path, const std::string& out_path, const FineTuneOptions& options,
                             std::ostream& log);
+
+// `permdnn compress --admm`: ADMM-NN (src/train/admm.h) from a dense ONNX
+// model to the compressed one. options.compress is the SPEC (CompressOnnx's
+// layers, names and default rule: runtime::PlanCompression); the ADMM
+// options are TrainOptions' (rho, rho_mult, admm_iter, admm_epochs, epochs
+// = ADMM epochs + retraining epochs, break_even_density, refuse_break_even).
+//   1. ADMM: the dense graph of in_path trains on loss + (ρ/2)Σ‖W − Z + U‖²
+//      (Adam, the learning-rate schedule over the ADMM epochs); every
+//      admm_iter batch steps a round (Z = Π(W + U), U ← U + W − Z,
+//      ρ ← ρ·rho_mult), printed and recorded (rounds, and rounds_csv when
+//      not empty, the format of train's admm_rounds.csv).
+//   2. Hard projection: W ← Π(W), then CompressOnnx with the SPEC (the
+//      format's ops: CSR with the fitted levels as the codebook, permdiag,
+//      circulant).
+//   3. Retraining of the compressed file with the structure fixed
+//      (FineTuneOnnx, the remaining epochs), written to out_path.
+// The intermediate files are temporaries next to out_path (removed); out_path
+// appears only when everything succeeded. Not resumable (train --method
+// admm is). Errors: bad options (ρ ≤ 0, epochs, a SPEC density outside
+// (0, 1] or bits outside 1-8, a SPEC that compresses nothing) before any
+// data is read.
+struct AdmmCompressResult {
+  double accuracy_dense = 0;          // runtime, in_path
+  double accuracy_admm_end = 0;       // LibTorch, the dense weights after the ADMM epochs
+  std::vector<std::string> layers;    // the constrained layers (order of AdmmRound::layer_residual)
+  std::vector<AdmmRound> rounds;
+  // The hard projection's per-layer report (kept_energy: 1 − ‖W − Π(W)‖²/‖W‖²
+  // of the ADMM-trained weights; path and file_bytes: out_path).
+  runtime::ExportReport projection;
+  FineTuneResult retrain;             // accuracy_before: right after the projection; accuracy_after: final
+};
+AdmmCompressResult AdmmCompressOnnx(const std::string& in_path, const std::string& out_path,
+                                    const FineTuneOptions& options, const std::string& rounds_csv, std::ostream& log);
 
 // The LibTorch forward pass of the model in `path` on a float input (tests:
 // it must equal runtime::Model::Run). Returns the first output, flattened.

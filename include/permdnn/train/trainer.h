@@ -76,6 +76,17 @@ struct EpochMetrics {
   bool best = false;
 };
 
+// One ADMM round (src/train/admm.h; `train --method admm` writes them to
+// DIR/admm/admm_rounds.csv, `compress --admm` to its --rounds-csv): ρ of the
+// round, ‖W − Z‖/‖W‖ over all constrained layers and per layer after the
+// Z and U update, the mean training loss of the round's batches (penalty
+// excluded), the test accuracy of the dense weights at the round's end.
+struct AdmmRound {
+  int64_t round = 0, step = 0;
+  double rho = 0, residual = 0, train_loss = 0, test_accuracy = 0;
+  std::vector<double> layer_residual;  // per constrained layer
+};
+
 struct LayerSummary {
   std::string name, compress;
   int64_t dense_params = 0, stored_params = 0, bytes = 0;
