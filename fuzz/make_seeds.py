@@ -284,6 +284,15 @@ def train_from_seeds(rng):
     write("train_from", "checkpoint", pack_run([("checkpoint_last.pt", buf.getvalue())]))
 
 
+def text_seeds():
+    # Corpus files as `train --model charlm --data FILE` reads them (bytes).
+    write("text", "fortune", b"Q:\tWhat is a compressed network?\nA:\tOne whose weights fit in cache.\n%\n"
+          b"He who hesitates is sometimes saved.\n\t\t-- James Thurber\n%\n")
+    write("text", "one_byte", b"x")
+    write("text", "utf8", "na\u00efve caf\u00e9 \u2014 \u00fcber\n".encode())
+    write("text", "nul_at_end", b"almost text\n\x00")
+
+
 def sim_seeds():
     with open(os.path.join(ROOT, "data", "sim", "example_config.toml"), "rb") as f:
         toml = f.read()
@@ -306,6 +315,7 @@ def main():
     recurrent_run_seeds(random.Random(21))
     ternary_run_seeds(random.Random(22))
     sim_seeds()
+    text_seeds()
 
 
 if __name__ == "__main__":
