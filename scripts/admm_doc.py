@@ -76,13 +76,28 @@ L.append("ADMM-NN (Ren et al., ASPLOS 2019). `--compress SPEC` names the target 
          "runtime runs, and the model bytes below count every stored array (values or uint8 codes, int32 "
          "row_ptr and col_idx, codebooks, biases).")
 L.append("")
+L.append("`permdnn compress IN.onnx --admm --compress SPEC --epochs N --out OUT.onnx` (src/train/onnx_finetune.cc, "
+         "`AdmmCompressOnnx`) runs the same method on any ONNX model the compress fine-tuning trains (dense ONNX in, "
+         "compressed ONNX out, with the training data): the SPEC resolves on the file's Gemm / MatMul / Conv layers "
+         "as `permdnn compress` does (`runtime::PlanCompression`), the ADMM epochs train the dense graph with the "
+         "same penalty, rounds and projection (one ADMM core, `AdmmTerm` / `AdmmPenalty` / `AdmmUpdate` in "
+         "src/train/admm.h), every round is printed and written to `--rounds-csv` (default OUT.admm_rounds.csv) "
+         "and `--json`; then W ← Π(W), `CompressOnnx` writes the format's ops, and the remaining epochs retrain "
+         "them with the structure fixed. Options as in `train`: `--rho`, `--rho-mult`, `--admm-iter`, "
+         "`--admm-epochs`, `--break-even`, `--refuse-break-even`. Tests `OnnxAdmmCompress.*` (a tiny cnn: exact "
+         "density, at most 2^bits levels, permdiag, the runtime's output equal to LibTorch's on the written file; "
+         "a SPEC density outside (0, 1], bits outside 1-8, ρ ≤ 0, epochs < 2 are errors and nothing is written). "
+         "Unlike `train --method admm` it is not resumable.")
+L.append("")
 L.append("Recipe of the rows below (fixed seed 1, batch 128, Adam): the dense runs from scratch at lr 1e-3 "
          "(×0.1 for the last third of the epochs). From each dense run, with the same epochs: gradual magnitude "
          "pruning (`--compress prune:density=D --from dense --lr 5e-4`, the cubic schedule of prune_layers.h) vs "
          "ADMM (`--method admm --compress prune:density=D --from dense --lr 5e-4 --rho 5e-3 --rho-mult 1.3 "
-         "--admm-iter 94`, ρ 5e-2 on lenet5 and lenet5caffe, half the epochs ADMM, half retraining; the learning rate schedule restarts in each "
-         "phase); and projection + fine-tuning (`--compress permdiag:p=P --from dense --lr 5e-4`) vs ADMM "
-         "(`--rho 1e-2 --rho-mult 1.6 --admm-iter 94`, 1 ADMM epoch + 1 retraining epoch). The global SPEC "
+         "--admm-iter 94`, ρ 5e-2 on lenet5 at density 0.05 and on lenet5caffe, half the epochs ADMM, half "
+         "retraining; lenet5 at density 0.0333: `--rho 2e-2 --rho-mult 1.15`, 4 ADMM + 2 retraining epochs; the "
+         "learning rate schedule restarts in each phase); and projection + fine-tuning (`--compress permdiag:p=P "
+         "--from dense --lr 5e-4`) vs ADMM (1 ADMM epoch + 1 retraining epoch, `--admm-iter 47`; p=4 `--rho 5e-2 "
+         "--rho-mult 1.25`, p=8 `--rho 0.5 --rho-mult 1`). The global SPEC "
          "leaves the first conv layer and the classifier dense (models.h). Accuracy: test accuracy after the "
          "last epoch; drop = dense − this, in points.")
 L.append("")
@@ -92,19 +107,38 @@ L.append("")
 L.append("| model | SPEC | method (epochs) | test acc | drop | model bytes | compression | train time | after projection |")
 L.append("|---|---|---|---|---|---|---|---|---|")
 pairs = []
-for model, dense_ep, dens in [("mlp", 12, ["05"]), ("lenet5", 10, ["05"])]:
+by = {}
+for model, dense_ep, dens in [("mlp", 12, ["05", "0333"]), ("lenet5", 10, ["05", "0333"])]:
     base = load(f"{model}-dense")
     r, _ = row(model, "dense", f"{model}-dense", "scratch", None, f"{dense_ep} ep")
     L.append(r)
     for d in dens:
-        ra, sa = row(model, f"prune:density=0.{d}", f"{model}-admm-d{d}", "ADMM", base, "3+3 ep")
+        ep = "4+2 ep" if (model, d) == ("lenet5", "0333") else "3+3 ep"
+        ra, sa = row(model, f"prune:density=0.{d}", f"{model}-admm-d{d}", "ADMM", base, ep)
         rg, sg = row(model, f"prune:density=0.{d}", f"{model}-gradual-d{d}", "gradual", base, "6 ep")
         L.append(ra)
         L.append(rg)
         pairs.append((model, d, sa, sg))
+        by[(model, d)] = (sa, sg)
 L.append("")
 L.append("Target (issue 19): at the same accuracy (within 0.3 points) ≥ 1.5× the compression of gradual pruning, "
-         "or at the same compression higher accuracy. These rows compare at the same compression:")
+         "or at the same compression higher accuracy. The first form: ADMM at density 0.0333 (1.5× fewer kept "
+         "weights) against gradual pruning at 0.05 (the whole-model ratio is a little under 1.5× because the dense "
+         "edge layers, biases and row pointers do not shrink):")
+L.append("")
+for model in ["mlp", "lenet5"]:
+    sa, sg = by.get((model, "0333"), (None, None))[0], by.get((model, "05"), (None, None))[1]
+    if sa is None or sg is None:
+        L.append(f"- {model}: not run yet.")
+        continue
+    diff = acc(sa) - acc(sg)
+    ratio = sa["compression"] / sg["compression"]
+    ok = diff >= -0.3
+    L.append(f"- {model}: ADMM at 0.0333 {acc(sa):.2f}% ({sa['compression']:.2f}x) vs gradual at 0.05 "
+             f"{acc(sg):.2f}% ({sg['compression']:.2f}x): {ratio:.2f}× the compression at {diff:+.2f} points → "
+             f"{'met' if ok else 'MISSED (more than 0.3 points lower)'}.")
+L.append("")
+L.append("The second form, at the same compression:")
 L.append("")
 for model, d, sa, sg in pairs:
     if sa is None or sg is None:
@@ -150,6 +184,35 @@ if s is not None and base is not None:
         L.append("```")
 else:
     L.append("Target: ≥ 100× at ≤ 1.0 point drop → not run yet.")
+L.append("")
+# Why this SPEC: the bytes of Caffe's per-layer prune ratios in the runtime's CSR-with-codebook format
+# (uint8 code + int32 col_idx per weight, int32 row_ptr per output + 1, a 16-entry float codebook, float bias).
+shapes = [("conv1", 20, 1 * 5 * 5, 0.80), ("conv2", 50, 20 * 5 * 5, 0.91), ("fc1", 500, 800, 0.98),
+          ("fc2", 10, 500, 0.93)]
+dense_b = sum(4 * (o * i + o) for _, o, i, _ in shapes)
+nnz = {n: round((1 - r) * o * i) for n, o, i, r in shapes}
+csr_b = sum(5 * nnz[n] + 4 * (o + 1) + 16 * 4 + 4 * o for n, o, i, _ in shapes)
+code_b = sum(nnz[n] // 2 + 4 * (o + 1) + 16 * 4 + 4 * o for n, o, i, _ in shapes)
+rs = rounds("lenet5caffe-admm-pq")
+L.append("Why it misses (looked at before any rerun). (1) The SPEC is far harsher than the Caffe recipe of ADMM-NN "
+         f"(prune ratios 0.80 / 0.91 / 0.98 / 0.93, i.e. {sum(nnz.values()):,} kept weights): with those ratios and "
+         f"4-bit codes the runtime's format stores {csr_b:,} bytes, {dense_b / csr_b:.1f}× smaller than dense, "
+         "because every kept weight costs a 1-byte code plus a 4-byte int32 column index; 4-bit codes with no index "
+         f"at all would be {code_b:,} bytes ({dense_b / code_b:.0f}×). 100× in this format leaves room for about "
+         "2,400 weights in all, so fc1 keeps 0.25 % (Caffe: 2 %) and conv2 4 % (Caffe: 9 %). The paper's "
+         "1,910× does not count int32 indices; the issue counts indices, which is right. 100× at Caffe's ratios "
+         "needs a denser index coding than int32 column indices (e.g. EIE's 4-bit relative index, "
+         "formats/sparse_matrix.h EiePackedMatrix, whose padding entries at 2 % density would have to be counted "
+         "too); the runtime has no such op, so this was not measured.")
+if rs:
+    last = rs[-1]
+    per = ", ".join(f"{k[len('residual_'):]} {float(v):.2f}" for k, v in last.items() if k.startswith("residual_"))
+    L.append(f"(2) The ADMM phase was cut short: after {len(rs)} rounds ρ had grown to {float(last['rho']):.3g} "
+             f"(×1.3 per round), the training loss rose from {float(rs[0]['train_loss']):.3f} to "
+             f"{float(last['train_loss']):.3f} and the residual was still {float(last['residual']):.2f} ({per}), so "
+             "the hard projection (all four layers at 4 bits) fell far (the 'after projection' column) and one "
+             "retraining epoch recovered only part of it. (3) No bug found: the exported file evaluates in the "
+             "runtime to the trainer's accuracy and bytes (below / runtime.txt).")
 L.append("")
 
 L.append("## Structure: ADMM → permdiag on `cnn` vs projection + fine-tuning (same dense start, same epochs)")
@@ -210,8 +273,10 @@ if os.path.exists(bench_path):
     L.append("")
     L.append("`permdnn train --method admm --break-even D` reports every pruned layer's density against D, and "
              "`--refuse-break-even` makes a layer at or above it an error (test `TrainAdmm.RejectsBadOptions`). D is "
-             "given by the user from this table (one number per platform, not per layer shape); the simulator side "
-             "(EIE engine vs a dense engine, energy and cycles) is not measured yet.")
+             "given by the user from this table (one number per platform, not per layer shape; `permdnn compress --admm` "
+             "takes the same two options). Not done yet: the break-even per layer shape of the model being pruned "
+             "(its own m×n at batch 1 and the training batch) and the simulator side (EIE engine vs a dense engine, "
+             "energy and cycles with the index bytes).")
 else:
     L.append("Not measured yet.")
 L.append("")
@@ -251,7 +316,10 @@ L.append("Observed while tuning: when W cannot follow Z − U within a round, U 
          "rounds from a trained dense model) and with ρ too small for the loss gradients (lenet5 at ρ 5e-3: "
          "0.80 → 1.27 over 6 rounds of 94 steps, stopped and rerun at ρ 5e-2), while mlp at ρ 5e-3 ×1.3 went "
          "0.50 → 0.04 in 11 rounds. So ρ must be scaled to the model's loss gradients; a residual that grows is "
-         "the sign to raise ρ or lengthen the rounds.")
+         "the sign to raise ρ or lengthen the rounds. On `cnn` (permdiag) the conv layers, each followed by "
+         "BatchNorm (so the loss does not resist a change of their scale), grew past 1 even at ρ 5e-2 ×1.25 with "
+         "47-step rounds while fc1 converged (the `*-stopped` series above: runs stopped and restarted with a larger "
+         "ρ); ρ per layer, or a penalty relative to each layer's norm, is the next thing to try there.")
 L.append("")
 if any("not run yet" in l for l in L):
     L.append("**Partial results**: rows marked *not run yet* had not finished when this file was generated (the "
