@@ -132,6 +132,124 @@ def run_dir_seeds(rng):
     write("run_dir", "cnn_permdiag", run_dir(layers, files, [2, 6, 6]))
 
 
+def recurrent_run_seeds(rng):
+    """Sequence models (docs/run-format.md, "Recurrent models"): an lstm
+    classifier (T = 4 rows of 4) with rnn1 in every compression kind, a
+    bidirectional gru, and a charlm-style embedding -> gru -> per-step fc."""
+    t = lambda layer, k: "tensors/%s.%s.npy" % (layer, k)
+    hidden, n_in = 4, 4
+
+    def matrix(files, key, rows, cols, kind):
+        # One of W_ih / W_hh as a linear layer's arrays, prefixed with key.
+        if kind == "dense":
+            files.append((t("rnn1", key + ".weight"), npy("<f4", [rows, cols], floats(rows * cols, rng).tobytes())))
+        elif kind in ("permdiag", "circulant"):
+            files.append((t("rnn1", key + ".values"), npy("<f4", [rows // 2, cols // 2, 2],
+                                                          floats(rows * cols // 2, rng).tobytes())))
+            if kind == "permdiag":
+                offs = [rng.randrange(2) for _ in range(rows * cols // 4)]
+                files.append((t("rnn1", key + ".offsets"), npy("<u2", [rows // 2, cols // 2],
+                                                               array.array("H", offs).tobytes())))
+        else:  # prune with a 2-bit codebook: two nonzeros per row
+            row_ptr = array.array("i", [2 * r for r in range(rows + 1)])
+            col_idx = array.array("i", [c for r in range(rows) for c in sorted({r % cols, (r + 1) % cols})])
+            files.append((t("rnn1", key + ".row_ptr"), npy("<i4", [rows + 1], row_ptr.tobytes())))
+            files.append((t("rnn1", key + ".col_idx"), npy("<i4", [len(col_idx)], col_idx.tobytes())))
+            files.append((t("rnn1", key + ".codes"), npy("|u1", [len(col_idx)],
+                                                         bytes(rng.randrange(4) for _ in col_idx))))
+            files.append((t("rnn1", key + ".codebook"), npy("<f4", [4], floats(4, rng).tobytes())))
+
+    def rnn_layer(files, cell, kind, bidirectional=False, output="last", n=n_in):
+        gates = {"lstm": 4, "gru": 3}[cell]
+        compress = {"kind": kind}
+        if kind in ("permdiag", "circulant"):
+            compress["p"] = 2
+        elif kind == "prune":
+            compress.update({"density": 0.5, "bits": 2})
+        layer = {"name": "rnn1", "type": cell, "in": n, "hidden": hidden, "bidirectional": bidirectional,
+                 "output": output, "compress": compress}
+        before = len(files)
+        for suffix in ([""] + (["_reverse"] if bidirectional else [])):
+            matrix(files, "ih" + suffix, gates * hidden, n, kind)
+            matrix(files, "hh" + suffix, gates * hidden, hidden, kind)
+            for b in ("bias_ih", "bias_hh"):
+                files.append((t("rnn1", b + suffix), npy("<f4", [gates * hidden],
+                                                         floats(gates * hidden, rng).tobytes())))
+        layer["tensors"] = {name[len("tensors/rnn1."):-len(".npy")]: name for name, _ in files[before:]}
+        return layer
+
+    def fc_layer(files, n, out):
+        files.append((t("fc", "weight"), npy("<f4", [out, n], floats(out * n, rng).tobytes())))
+        files.append((t("fc", "bias"), npy("<f4", [out], floats(out, rng).tobytes())))
+        return {"name": "fc", "type": "linear", "in": n, "out": out, "compress": {"kind": "dense"},
+                "tensors": {"weight": t("fc", "weight"), "bias": t("fc", "bias")}}
+
+    rows_input = {"shape": [4, 4], "layout": "TF", "scale": 1 / 255, "mean": 0.286, "std": 0.353}
+    cases = [("lstm", k, False) for k in ("dense", "permdiag", "circulant", "prune")] + [("gru", "permdiag", True)]
+    for cell, kind, bidir in cases:
+        files = []
+        layers = [rnn_layer(files, cell, kind, bidir)]
+        layers.append(fc_layer(files, hidden * (2 if bidir else 1), 3))
+        spec = {"format": "permdnn-run/1", "model": "lstm", "input": rows_input, "num_classes": 3, "layers": layers}
+        name = "%s_%s%s" % (cell, kind, "_bidir" if bidir else "")
+        write("run_dir", name, pack_run([("model.json", json.dumps(spec).encode())] + files))
+    # charlm: ids [B, 5] -> embed (vocab 6, dim 4) -> gru (sequence) -> fc per step.
+    files = [(t("embed", "weight"), npy("<f4", [6, 4], floats(24, rng).tobytes()))]
+    layers = [{"name": "embed", "type": "embedding", "vocab": 6, "dim": 4,
+               "tensors": {"weight": t("embed", "weight")}},
+              rnn_layer(files, "gru", "permdiag", output="sequence")]
+    layers.append(fc_layer(files, hidden, 6))
+    spec = {"format": "permdnn-run/1", "model": "charlm", "num_classes": 6, "layers": layers,
+            "input": {"shape": [5], "layout": "T", "dtype": "int64", "vocab": 6, "alphabet": [10, 32, 97, 98, 99, 100]}}
+    write("run_dir", "charlm_gru_permdiag", pack_run([("model.json", json.dumps(spec).encode())] + files))
+
+
+def ternary_run_seeds(rng):
+    """PE-wise ternary layers (docs/run-format.md, ternary g): a linear 8 -> 4
+    with groups of 4 inputs, and a conv 4 -> 2 (3x3) with groups of 2 channels;
+    one group of each pruned."""
+    t = lambda layer, k: "tensors/%s.%s.npy" % (layer, k)
+
+    def ternary(files, name, out, groups, group_len, kept_mask):
+        kept = sum(kept_mask)
+        mask_bytes = bytearray((out * groups + 7) // 8)
+        for i, bit in enumerate(kept_mask):
+            if bit:
+                mask_bytes[i // 8] |= 1 << (i % 8)
+        plane = (group_len + 7) // 8
+        plus, minus = bytearray(kept * plane), bytearray(kept * plane)
+        for g in range(kept):
+            for e in range(group_len):
+                v = rng.randrange(3)
+                if v:
+                    (plus if v == 1 else minus)[g * plane + e // 8] |= 1 << (e % 8)
+        files.append((t(name, "group_mask"), npy("|u1", [len(mask_bytes)], bytes(mask_bytes))))
+        files.append((t(name, "plus"), npy("|u1", [kept, plane], bytes(plus))))
+        files.append((t(name, "minus"), npy("|u1", [kept, plane], bytes(minus))))
+        files.append((t(name, "scale"), npy("<f4", [out], array.array("f", [0.5] * out).tobytes())))
+        files.append((t(name, "bias"), npy("<f4", [out], floats(out, rng).tobytes())))
+        return {k: t(name, k) for k in ("group_mask", "plus", "minus", "scale", "bias")}
+
+    files = []
+    fc1 = {"name": "fc1", "type": "linear", "in": 8, "out": 4, "compress": {"kind": "ternary", "group": 4, "density": 0.75},
+           "tensors": ternary(files, "fc1", 4, 2, 4, [1, 1, 0, 1, 1, 1, 1, 0])}
+    fc2 = {"name": "fc2", "type": "linear", "in": 4, "out": 3, "compress": {"kind": "dense"},
+           "tensors": {"weight": t("fc2", "weight")}}
+    files.append((t("fc2", "weight"), npy("<f4", [3, 4], floats(12, rng).tobytes())))
+    layers = [{"name": "flatten", "type": "flatten"}, fc1, {"name": "relu1", "type": "relu"}, fc2]
+    write("run_dir", "mlp_ternary", run_dir(layers, files, [1, 2, 4]))
+    files = []
+    conv = {"name": "conv1", "type": "conv2d", "in": 4, "out": 2, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+            "compress": {"kind": "ternary", "group": 2, "density": 0.75},
+            "tensors": ternary(files, "conv1", 2, 2, 2 * 9, [1, 0, 1, 1])}
+    fc = {"name": "fc", "type": "linear", "in": 2, "out": 3, "compress": {"kind": "dense"},
+          "tensors": {"weight": t("fc", "weight")}}
+    files.append((t("fc", "weight"), npy("<f4", [3, 2], floats(6, rng).tobytes())))
+    layers = [conv, {"name": "relu", "type": "relu"}, {"name": "gap", "type": "avgpool2d", "kernel": 4},
+              {"name": "flatten", "type": "flatten"}, fc]
+    write("run_dir", "cnn_ternary", run_dir(layers, files, [4, 4, 4]))
+
+
 def train_from_seeds(rng):
     # The "tiny" model at input 1x4x4, 4 classes: fc1 16->64, fc2 64->32, fc3 32->4, all dense.
     t = lambda layer, k: "tensors/%s.%s.npy" % (layer, k)
@@ -166,6 +284,15 @@ def train_from_seeds(rng):
     write("train_from", "checkpoint", pack_run([("checkpoint_last.pt", buf.getvalue())]))
 
 
+def text_seeds():
+    # Corpus files as `train --model charlm --data FILE` reads them (bytes).
+    write("text", "fortune", b"Q:\tWhat is a compressed network?\nA:\tOne whose weights fit in cache.\n%\n"
+          b"He who hesitates is sometimes saved.\n\t\t-- James Thurber\n%\n")
+    write("text", "one_byte", b"x")
+    write("text", "utf8", "na\u00efve caf\u00e9 \u2014 \u00fcber\n".encode())
+    write("text", "nul_at_end", b"almost text\n\x00")
+
+
 def sim_seeds():
     with open(os.path.join(ROOT, "data", "sim", "example_config.toml"), "rb") as f:
         toml = f.read()
@@ -185,7 +312,10 @@ def main():
     idx_seeds(rng)
     run_dir_seeds(rng)
     train_from_seeds(rng)
+    recurrent_run_seeds(random.Random(21))
+    ternary_run_seeds(random.Random(22))
     sim_seeds()
+    text_seeds()
 
 
 if __name__ == "__main__":

@@ -38,12 +38,14 @@ const char* const kOps[] = {
     "Floor", "Ceil", "LeakyRelu", "Elu", "Clip", "Identity", "Dropout", "Flatten", "Reshape", "Squeeze",
     "Unsqueeze", "Cast", "Shape", "Constant", "ConstantOfShape", "Gather", "Concat", "Slice", "Transpose",
     "Softmax", "LogSoftmax", "Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "GlobalMaxPool", "BatchNormalization", "Pad", "NoSuchOp"};
+    "GlobalMaxPool", "BatchNormalization", "Pad", "Expand", "DequantizeLinear", "LSTM", "GRU", "RNN", "NoSuchOp"};
 const char* const kAttrNames[] = {
     "axis", "axes", "perm", "kernel_shape", "strides", "pads", "dilations", "group", "auto_pad", "ceil_mode",
     "count_include_pad", "transA", "transB", "alpha", "beta", "epsilon", "momentum", "to", "value", "min", "max",
     "starts", "ends", "shape", "allowzero", "keepdims", "start", "end", "p", "in_features", "out_features",
-    "in_channels", "out_channels", "is_test", "ratio", "storage_order"};
+    "in_channels", "out_channels", "is_test", "ratio", "storage_order", "hidden_size", "direction", "layout",
+    "activations", "activation_alpha", "activation_beta", "clip", "input_forget", "linear_before_reset",
+    "input_size", "group_ch"};
 const int64_t kInts[] = {0, 1, 2, 3, 4, 5, 7, 8, 16, 31, 64, -1, -2, -3, 255, 256, 65535, 65536,
                          int64_t{1} << 31, int64_t{1} << 40, INT64_MAX, INT64_MIN};
 const float kFloats[] = {0.0f, 1.0f, -1.0f, 0.5f, 1e-5f, 1e30f, -1e30f, 3.0f};
@@ -54,13 +56,17 @@ const T& Pick(Rng& rng, const T (&a)[N]) {
   return a[rng() % N];
 }
 int Below(Rng& rng, int n) { return n <= 0 ? 0 : static_cast<int>(rng() % static_cast<unsigned>(n)); }
-// An ai.permdnn op name, from the format registry's op schemas.
+// An ai.permdnn op name, from the format registry's op schemas (linear,
+// conv and recurrent forms).
 const char* PickPermDnnOp(Rng& rng) {
   static const std::vector<const char*> ops = [] {
     std::vector<const char*> v;
     for (const permdnn::formats::FormatTraits& f : permdnn::formats::Formats())
-      for (const permdnn::formats::OpSchema* op : {f.linear, f.conv})
-        if (permdnn::formats::IsPermDnnDomain(op->domain) &&
+      for (const permdnn::formats::OpSchema* op :
+           {f.linear, f.conv, permdnn::formats::RecurrentOp(f, permdnn::formats::RecurrentCell::kLstm),
+            permdnn::formats::RecurrentOp(f, permdnn::formats::RecurrentCell::kGru),
+            permdnn::formats::RecurrentOp(f, permdnn::formats::RecurrentCell::kRnn)})
+        if (op != nullptr && permdnn::formats::IsPermDnnDomain(op->domain) &&
             std::find_if(v.begin(), v.end(), [&](const char* n) { return std::strcmp(n, op->name) == 0; }) == v.end())
           v.push_back(op->name);
     return v;

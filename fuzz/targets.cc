@@ -25,6 +25,7 @@ constexpr Target kTargets[] = {
      "training run directory through `permdnn train --from` / --resume's readers (train::RunSource, ReadMetrics)"},
     {"onnx_tools", FuzzOnnxTools,
      "ONNX model through sim --model (InspectCompressedLayers, WithCapturedOutputs) and compress"},
+    {"text", FuzzText, "character-LM corpus file (`train --model charlm --data`): LoadTextCorpus + its invariants"},
 };
 
 bool SafeName(const std::string& name) {
@@ -104,6 +105,10 @@ std::string WriteInputFiles(const std::string& target, const uint8_t* data, std:
   if (target == "sim_tech") {
     WriteFile((d / "tech.json").string(), data, size);
     return (d / "tech.json").string();
+  }
+  if (target == "text") {
+    WriteFile((d / "corpus.txt").string(), data, size);
+    return (d / "corpus.txt").string();
   }
   std::abort();
 }

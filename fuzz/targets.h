@@ -57,6 +57,9 @@ int FuzzTrainFrom(const uint8_t* data, std::size_t size);
 // (InspectCompressedLayers, WithCapturedOutputs) and `permdnn compress`
 // (CompressOnnx).
 int FuzzOnnxTools(const uint8_t* data, std::size_t size);
+// A character-LM text corpus (`train --model charlm --data FILE`) through
+// LoadTextCorpus and the invariants the trainer relies on.
+int FuzzText(const uint8_t* data, std::size_t size);
 
 // Every target, by name ("onnx_struct" is FuzzOnnx driven by the structure-
 // aware mutator of onnx_mutator.cc).
@@ -68,7 +71,7 @@ const Target* FindTarget(const std::string& name);
 // command: onnx/onnx_struct/onnx_tools: model.onnx; npy: input.npy; idx: the directory
 // (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte); run_dir: the directory
 // run/ unpacked as run_dir_target.cc describes; sim_config: config.json or
-// config.toml (by the input's parity); sim_tech: tech.json.
+// config.toml (by the input's parity); sim_tech: tech.json; text: corpus.txt.
 std::string WriteInputFiles(const std::string& target, const uint8_t* data, std::size_t size,
                             const std::string& dir);
 // idx: the images and labels files of one input (a 4-byte little-endian

@@ -20,7 +20,7 @@ fuzz_dir=${FUZZ_DIR:-build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-2}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct onnx_tools npy idx run_dir train_from sim_config sim_tech)
+[[ ${#targets[@]} -gt 0 ]] || targets=(onnx onnx_struct onnx_tools npy idx run_dir train_from sim_config sim_tech text)
 log_dir=${FUZZ_LOG_DIR:-$fuzz_dir/logs}
 mkdir -p "$log_dir"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
@@ -28,7 +28,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 max_len() {
   case "$1" in
-    onnx|npy|sim_config) echo 4096 ;;
+    onnx|npy|sim_config|text) echo 4096 ;;
     train_from) echo 16384 ;;
     *) echo 8192 ;;
   esac

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
 """Writes tests/data/recurrent/: small PyTorch nn.LSTM / nn.GRU / nn.RNN models
+(and a tiny character LM: Embedding -> GRU -> Linear)
 exported with torch.onnx.export, their inputs and PyTorch's outputs, for
 tests/runtime/recurrent_test.cc (the runtime must give PyTorch's outputs).
 
@@ -47,6 +48,20 @@ class Classifier(nn.Module):
         return self.fc(y[:, -1, :])
 
 
+class CharLM(nn.Module):
+    """A --model charlm in miniature: token ids -> Embedding -> GRU -> Linear per step (int64 input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(6, 4)
+        self.gru = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, ids):
+        y, _ = self.gru(self.embed(ids))
+        return self.fc(y)
+
+
 def cases():
     g = torch.Generator().manual_seed(17)
 
@@ -68,6 +83,7 @@ def cases():
     m = nn.RNN(I, H, num_layers=2, nonlinearity="relu", batch_first=True)
     out.append(("rnn_relu_2layer_batchfirst", Seq(m, 0), [randn(B, T, I)]))
     out.append(("lstm_classifier", Classifier(), [randn(2, 28, 28)]))
+    out.append(("charlm_gru", CharLM(), [torch.randint(0, 6, (2, 7), generator=g)]))
     return out
 
 
@@ -87,7 +103,8 @@ def main():
         torch.onnx.export(module, tuple(inputs), os.path.join(out_dir, name + ".onnx"), opset_version=14,
                           input_names=in_names, output_names=out_names)
         for k, t in enumerate(inputs):
-            np.save(os.path.join(out_dir, f"{name}.in{k}.npy"), t.numpy().astype(np.float32))
+            dtype = np.int64 if t.dtype == torch.int64 else np.float32  # token ids stay int64
+            np.save(os.path.join(out_dir, f"{name}.in{k}.npy"), t.numpy().astype(dtype))
         for k, t in enumerate(outputs):
             np.save(os.path.join(out_dir, f"{name}.out{k}.npy"), t.numpy().astype(np.float32))
         print(name, [tuple(t.shape) for t in inputs], "->", [tuple(t.shape) for t in outputs])

@@ -74,6 +74,40 @@ std::vector<int64_t> ParseInts(const std::string& flag, const std::string& text)
   return out;
 }
 
+
+// `permdnn run` on a model whose one input is an integer tensor: the .npy
+// must hold integers (any width, converted to int64); prints the output
+// shape and writes --output as float32.
+template <typename Args>
+void RunIntegerInput(Model& model, const Args& args) {
+  PERMDNN_CHECK(!args.input.empty(), "{}: give --input FILE (an integer .npy)", args.model);
+  const runtime::ValueInfo& info = model.inputs()[0];
+  const std::string bytes = runtime::ReadFileBytes(args.input);
+  PERMDNN_CHECK(bytes.size() >= 6 && bytes.compare(0, 6, "\x93NUMPY") == 0,
+                "{}: model input '{}' is {}: give an integer .npy file", args.input, info.name,
+                runtime::DTypeName(info.dtype));
+  NpyArray a = ParseNpy(bytes, args.input);
+  PERMDNN_CHECK(!a.descr.empty() && (a.descr[1] == 'i' || a.descr[1] == 'u'),
+                "{}: dtype is {}, but model input '{}' is {} (integers expected)", args.input, a.descr, info.name,
+                runtime::DTypeName(info.dtype));
+  std::vector<int64_t> shape = a.shape;
+  if (!info.shape.empty() && shape.size() + 1 == info.shape.size()) shape.insert(shape.begin(), 1);
+  std::vector<int64_t> ids;
+  if (a.is<int64_t>()) {
+    ids = a.as<int64_t>(args.input);
+  } else {  // narrower integers are exact in float
+    const std::vector<float> narrow = a.ToFloat(args.input);
+    ids.assign(narrow.begin(), narrow.end());
+  }
+  std::vector<runtime::Tensor> out = model.Run({runtime::Tensor::Int64(shape, ids, info.dtype)});
+  PERMDNN_CHECK(!out.empty() && runtime::IsFloat(out[0].dtype()), "{}: the first output is not float32", args.model);
+  std::printf("%s: input %s (%s) -> output %s\n", args.model.c_str(), runtime::ShapeString(shape).c_str(),
+              runtime::DTypeName(info.dtype), runtime::ShapeString(out[0].shape()).c_str());
+  if (!args.output.empty()) {
+    const std::span<const float> y = std::as_const(out[0]).floats();
+    WriteOutput(args.output, std::vector<float>(y.begin(), y.end()), out[0].shape());
+  }
+}
 }  // namespace
 
 void AddRunCommand(CLI::App& app) {
@@ -104,9 +138,15 @@ void AddRunCommand(CLI::App& app) {
     opt.threads = args->threads;
     opt.profile = args->profile;
     Model model = Model::Load(args->model, opt);
-    PERMDNN_CHECK(model.inputs().size() == 1 && runtime::IsFloat(model.inputs()[0].dtype),
-                  "{}: `permdnn run` handles models with one float input (this one has {})", args->model,
-                  model.inputs().size());
+    PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",
+                  args->model, model.inputs().size());
+    if (!runtime::IsFloat(model.inputs()[0].dtype)) {
+      // Token ids (e.g. a charlm export, docs/run-format.md): an integer .npy.
+      PERMDNN_CHECK(!args->bench, "{}: --bench times float inputs only; this model's input '{}' is {}", args->model,
+                    model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
+      RunIntegerInput(model, *args);
+      return;
+    }
     if (args->bench) {
       // With --input the file's batch is timed on its own values (and --output
       // gets the result), so another engine can be timed on the same input.

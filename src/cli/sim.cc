@@ -1,6 +1,7 @@
 // permdnn sim: the accelerator simulator (PermDNN engine vs EIE vs CirCNN)
 // on the EIE layers or given shapes; `permdnn sim sweep` explores PermDNN
 // design points. The work is in permdnn::sim (include/permdnn/sim/report.h).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -63,7 +64,10 @@ void AddSimCommand(CLI::App& app) {
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
       "sim", "cycle-level accelerator simulator: PermDNN engine vs EIE vs CirCNN (energy, area, throughput)");
-  cmd->add_option("--arch", a->archs, "architectures: permdnn,eie,circnn")->capture_default_str();
+  cmd->add_option("--arch", a->archs,
+                  "architectures: permdnn,eie,circnn (and adder,mac16 for ternary layers; added by default when "
+                  "--model has ternary layers)")
+      ->capture_default_str();
   cmd->add_option("--layers", a->layers, "eie | layer names | MxN shapes (m outputs x n inputs; densities 1)")
       ->capture_default_str();
   cmd->add_option("--config", a->config, "architecture parameters: JSON or TOML file with [permdnn] [eie] [circnn] "
@@ -153,6 +157,11 @@ void AddSimCommand(CLI::App& app) {
       std::vector<sim::ModelLayer> layers = LoadModelLayers(a->model, a->data, a->samples);
       sim::ModelComparisonOptions o;
       o.archs = SplitList(a->archs);
+      // Ternary layers: by default also the adder array and its 16-bit MAC
+      // twin (issue 18), which run the ternary layers only.
+      const bool any_ternary =
+          std::any_of(layers.begin(), layers.end(), [](const sim::ModelLayer& l) { return l.ternary.has_value(); });
+      if (any_ternary && cmd->count("--arch") == 0) o.archs.insert(o.archs.end(), {"adder", "mac16"});
       o.config = config;
       o.tech_path = a->tech;
       o.check_functional = !a->no_check;

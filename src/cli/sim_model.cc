@@ -115,13 +115,20 @@ std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std:
     m.permdiag = std::move(l.permdiag);
     m.circulant = std::move(l.circulant);
     m.sparse = std::move(l.sparse);
+    if (l.ternary) {  // the adder array runs the ternary matrix itself
+      m.ternary = std::move(l.ternary);
+      m.sparse.reset();
+    }
     if (l.conv) {
       AddConvColumns(l, a, n, max_conv_positions, &m);
     } else {
       const float* f = a.f();
       for (int64_t s = 0; s < n; ++s) m.inputs.emplace_back(f + s * l.in_features, f + (s + 1) * l.in_features);
     }
-    const std::string what = m.sparse.has_value()
+    const std::string what = m.ternary.has_value()
+                                 ? fmt::format("ternary group_len={} ({:.0f}% of the groups kept)", m.ternary->group_len(),
+                                               100.0 * m.ternary->group_density())
+                             : m.sparse.has_value()
                                  ? fmt::format("density {:.4f}{}", m.sparse->density(),
                                                l.codebook_size ? fmt::format(", {}-entry codebook", l.codebook_size) : "")
                                  : fmt::format("p={}", l.p);

@@ -125,10 +125,12 @@ ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std:
     L.permdiag = std::move(m.permdiag);
     L.circulant = std::move(m.circulant);
     L.sparse = std::move(m.sparse);
-    // Ternary layers reach the simulator's engines as their sparse matrix
-    // (α·t, the pruned groups absent) until an adder-array engine models
-    // them (issue 18, point 4).
-    if (m.ternary) L.sparse = CsrMatrix::FromDense(m.ternary->ToDense(), m.ternary->rows(), m.ternary->cols());
+    // Ternary layers: the matrix itself (the simulator's adder array) and its
+    // sparse form α·t (the pruned groups absent) for the CSR consumers.
+    if (m.ternary) {
+      L.sparse = CsrMatrix::FromDense(m.ternary->ToDense(), m.ternary->rows(), m.ternary->cols());
+      L.ternary = std::move(m.ternary);
+    }
     L.out_features = w.g.out;
     L.in_features = L.permdiag ? L.permdiag->cols() : L.circulant ? L.circulant->cols() : L.sparse->cols();
     L.bias = w.bias;

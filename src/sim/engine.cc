@@ -115,6 +115,16 @@ const std::vector<EngineInfo>& Engines() {
        [](const nlohmann::json& s, const TechTable& t) -> std::unique_ptr<Engine> {
          return std::make_unique<CirCnnEngine>(s, t);
        }},
+      {"adder", "adder array: PE-wise ternary weights, add/subtract lanes, pruned groups skipped (ternary layers)",
+       AdderArrayParamDefs(true),
+       [](const nlohmann::json& s, const TechTable& t) -> std::unique_ptr<Engine> {
+         return std::make_unique<AdderArrayEngine>(s, t, true);
+       }},
+      {"mac16", "the adder array's twin with 16-bit MAC lanes on dense weights (ternary layers)",
+       AdderArrayParamDefs(false),
+       [](const nlohmann::json& s, const TechTable& t) -> std::unique_ptr<Engine> {
+         return std::make_unique<AdderArrayEngine>(s, t, false);
+       }},
   };
   return engines;
 }

@@ -13,6 +13,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/core/thread_pool.h"
+#include "permdnn/formats/registry.h"
 #include "permdnn/kernels/permdiag.h"
 
 namespace permdnn::sim {
@@ -23,7 +24,7 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 void CheckLayer(const ModelLayer& l) {
-  const int set = l.permdiag.has_value() + l.circulant.has_value() + l.sparse.has_value();
+  const int set = l.permdiag.has_value() + l.circulant.has_value() + l.sparse.has_value() + l.ternary.has_value();
   PERMDNN_CHECK(set == 1, "sim --model, layer {}: expected exactly one matrix, got {}", l.name, set);
   PERMDNN_CHECK(!l.inputs.empty(), "sim --model, layer {}: no input samples", l.name);
   for (std::size_t s = 0; s < l.inputs.size(); ++s)
@@ -75,13 +76,37 @@ LayerResult MeanRecord(const std::vector<LayerResult>& rs, int64_t positions, in
 }  // namespace
 
 const char* ModelLayer::format() const {
-  return permdiag ? "permdiag" : circulant ? "circulant" : "sparse";
+  return permdiag ? "permdiag" : circulant ? "circulant" : ternary ? "ternary" : "sparse";
 }
 int64_t ModelLayer::rows() const {
-  return permdiag ? permdiag->rows() : circulant ? circulant->rows() : sparse ? sparse->rows() : 0;
+  return permdiag    ? permdiag->rows()
+         : circulant ? circulant->rows()
+         : sparse    ? sparse->rows()
+         : ternary   ? ternary->rows()
+                     : 0;
 }
 int64_t ModelLayer::cols() const {
-  return permdiag ? permdiag->cols() : circulant ? circulant->cols() : sparse ? sparse->cols() : 0;
+  return permdiag    ? permdiag->cols()
+         : circulant ? circulant->cols()
+         : sparse    ? sparse->cols()
+         : ternary   ? ternary->cols()
+                     : 0;
+}
+
+int EqualBytesBlockSize(int64_t m, int64_t n, int64_t bytes) {
+  PERMDNN_CHECK(m >= 1 && n >= 1, "equal-bytes block size: shape {}x{} must be at least 1x1", m, n);
+  int best = 1;
+  int64_t best_err = INT64_MAX;
+  for (int64_t p = 1; p <= std::min(m, n); ++p) {
+    const int64_t b =
+        formats::StoredSize(formats::Kind::kPermDiag, {m, n, {}, static_cast<int>(p)}, 0, 0, false, {16, true}).bytes;
+    const int64_t err = b > bytes ? b - bytes : bytes - b;
+    if (err < best_err) {
+      best_err = err;
+      best = static_cast<int>(p);
+    }
+  }
+  return best;
 }
 
 LayerWorkload BuildModelWorkload(const ModelLayer& layer, bool build_csc,
@@ -91,7 +116,10 @@ LayerWorkload BuildModelWorkload(const ModelLayer& layer, bool build_csc,
   LayerWorkload w;
   w.spec = FcLayerSpec{layer.name, n, m, 1.0, 1.0};
   std::vector<float> dense;
-  if (!layer.permdiag) dense = layer.circulant ? layer.circulant->ToDense() : layer.sparse->ToDense();
+  if (!layer.permdiag)
+    dense = layer.circulant ? layer.circulant->ToDense()
+            : layer.ternary ? layer.ternary->ToDense()
+                            : layer.sparse->ToDense();
 
   // PermDNN: the matrix itself, or the projection of the dense
   // reconstruction at the layer's p (circulant) / the p matched to the
@@ -101,6 +129,21 @@ LayerWorkload BuildModelWorkload(const ModelLayer& layer, bool build_csc,
     pd = *layer.permdiag;
     w.spec.weight_density = static_cast<double>(pd.nnz()) / static_cast<double>(m * n);
     (*sources)["permdnn"] = fmt::format("its permdiag matrix (p={})", pd.p());
+  } else if (layer.ternary) {
+    const TernaryMatrix& t = *layer.ternary;
+    w.spec.weight_density = static_cast<double>(t.nonzeros()) / static_cast<double>(m * n);
+    const int p = EqualBytesBlockSize(m, n, t.bytes());
+    PermDiagProjection proj = PermDiagMatrix::FromDense(dense, m, n, p);
+    pd = std::move(proj.matrix);
+    (*sources)["permdnn"] = fmt::format(
+        "projection of its ternary matrix onto permdiag p={} at equal weight bytes ({} B at 16 bits vs the ternary "
+        "layer's {} B; kept {:.1f}% of the energy)",
+        p, formats::StoredSize(formats::Kind::kPermDiag, {m, n, {}, p}, 0, 0, false, {16, true}).bytes, t.bytes(),
+        100.0 * proj.kept_energy);
+    (*sources)["adder"] = fmt::format("its ternary matrix (group_len {}, {} of {} groups kept, {} B)", t.group_len(),
+                                      t.kept_groups(), t.rows() * t.groups_per_row(), t.bytes());
+    (*sources)["mac16"] = fmt::format("its dense reconstruction at 16 bits, every group ({} B)", m * n * 2);
+    w.ternary = t;
   } else {
     const double density = layer.sparse ? layer.sparse->density() : 1.0;
     w.spec.weight_density = layer.sparse ? density : 1.0 / layer.circulant->p();
@@ -182,20 +225,23 @@ ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const
       for (std::size_t s = 0; s < layer.inputs.size(); ++s) {
         const auto t1 = Clock::now();
         SetModelInput(w, layer.inputs[s], layer.scale_max.empty() ? -1.0 : layer.scale_max[s]);
-        for (std::size_t e = 0; e < engines.size(); ++e) runs[e].push_back(engines[e]->Run(w, nullptr));
+        for (std::size_t e = 0; e < engines.size(); ++e)
+          if (engines[e]->Supports(w)) runs[e].push_back(engines[e]->Run(w, nullptr));
         const auto t2 = Clock::now();
         sim_s[i] += Seconds(t1, t2);
         for (const auto& r : runs)
-          if (r.back().arch == "permdnn" && !r.back().output.empty() && o.check_functional) {
+          if (!r.empty() && r.back().arch == "permdnn" && !r.back().output.empty() && o.check_functional) {
             std::vector<int16_t> y(static_cast<std::size_t>(w.m()));
             kernels::PermDiagMatVecI16(*w.weights, w.x, {}, w.output_shift, y);
             checked[i] = 1;
             if (y != r.back().output) mismatched[i] = 1;
           }
-        for (auto& r : runs) r.back().output.clear();
+        for (auto& r : runs)
+          if (!r.empty()) r.back().output.clear();
         build_s[i] += Seconds(t2, Clock::now());
       }
       for (std::size_t e = 0; e < engines.size(); ++e) {
+        if (runs[e].empty()) continue;  // the engine does not run this layer's format
         LayerResult mean = MeanRecord(runs[e], layer.positions, layer.sample_count());
         mean.source = sources[engines[e]->name()];
         if (!layer.note.empty()) mean.source += "; " + layer.note;

@@ -319,6 +319,71 @@ void FinishComparison(ComparisonResult& out, const std::vector<std::string>& lay
     }
   }
 
+namespace {
+
+// The ternary layers (records of the "adder" engine) against the MAC array
+// and the PermDNN engine at equal weight bytes: energy per inference,
+// cycles, area, the adder array's load balance, and the sum over the
+// ternary layers.
+std::string RenderAdderArraySummary(const ComparisonResult& res) {
+  auto find = [&](const std::string& arch, const std::string& layer) -> const LayerResult* {
+    for (const auto& r : res.records)
+      if (r.arch == arch && r.layer == layer) return &r;
+    return nullptr;
+  };
+  std::vector<const LayerResult*> adders;
+  for (const auto& r : res.records)
+    if (r.arch == "adder") adders.push_back(&r);
+  if (adders.empty()) return "";
+  std::string out =
+      "\nAdder array (ternary) vs the same array with 16-bit MACs (mac16) and the PermDNN engine at equal weight "
+      "bytes:\n";
+  out += fmt::format("{:<8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>9} {:>11}\n", "layer",
+                     "E_adder", "E_mac16", "E_permdnn", "cyc_add", "cyc_mac", "cyc_perm", "mac/add", "perm/add",
+                     "imbal", "idle_cyc", "groups");
+  double e[3] = {0, 0, 0};
+  int64_t c[3] = {0, 0, 0};
+  bool all[3] = {true, true, true};
+  for (const LayerResult* a : adders) {
+    const LayerResult* m = find("mac16", a->layer);
+    const LayerResult* p = find("permdnn", a->layer);
+    const LayerResult* rs[3] = {a, m, p};
+    for (int i = 0; i < 3; ++i) {
+      if (rs[i]) {
+        e[i] += rs[i]->energy_uj;
+        c[i] += rs[i]->cycles;
+      } else {
+        all[i] = false;
+      }
+    }
+    auto uj = [](const LayerResult* r) { return r ? fmt::format("{:.3f}", r->energy_uj) : std::string("-"); };
+    auto cyc = [](const LayerResult* r) { return r ? fmt::format("{}", r->cycles) : std::string("-"); };
+    auto ratio = [&](const LayerResult* r) {
+      return r && a->energy_uj > 0 ? fmt::format("{:.2f}x", r->energy_uj / a->energy_uj) : std::string("-");
+    };
+    out += fmt::format("{:<8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6.2f} {:>9} {:>11}\n", a->layer,
+                       uj(a), uj(m), uj(p), cyc(a), cyc(m), cyc(p), ratio(m), ratio(p), a->load_imbalance,
+                       a->counters.count("idle_pe_cycles") ? a->counters.at("idle_pe_cycles") : 0,
+                       fmt::format("{}/{}", a->counters.count("groups_streamed") ? a->counters.at("groups_streamed") : 0,
+                                   a->counters.count("groups_total") ? a->counters.at("groups_total") : 0));
+  }
+  auto total = [&](int i) { return all[i] ? fmt::format("{:.3f}", e[i]) : std::string("-"); };
+  auto total_c = [&](int i) { return all[i] ? fmt::format("{}", c[i]) : std::string("-"); };
+  auto total_r = [&](int i) { return all[i] && e[0] > 0 ? fmt::format("{:.2f}x", e[i] / e[0]) : std::string("-"); };
+  out += fmt::format("{:<8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>7}\n", "total", total(0), total(1), total(2),
+                     total_c(0), total_c(1), total_c(2), total_r(1), total_r(2));
+  out += "E in uJ per inference (the ternary layers only), cycles per inference; imbal = busiest PE / mean PE busy "
+         "cycles, idle_cyc = PE cycles spent waiting for the busiest PE; groups = streamed / all\n";
+  std::string areas;
+  for (const char* arch : {"adder", "mac16", "permdnn"})
+    if (const LayerResult* r = find(arch, adders.front()->layer))
+      areas += fmt::format("{}{} {:.2f} mm2", areas.empty() ? "" : ", ", arch, r->area_mm2);
+  out += "area: " + areas + "\n";
+  return out;
+}
+
+}  // namespace
+
 std::string RenderComparison(const ComparisonResult& res) {
   std::string out;
   bool any_source = false;
@@ -394,6 +459,7 @@ std::string RenderComparison(const ComparisonResult& res) {
                          Verdict(s.max.area_efficiency_published_area, 8.5));
     out += "\n";
   }
+  out += RenderAdderArraySummary(res);
   if (!res.chip_checks.empty()) {
     out += "\nModeled engines against the published chips:\n";
     for (const auto& c : res.chip_checks)

@@ -17,14 +17,18 @@ namespace permdnn::sim {
 
 namespace {
 
-const char* const kEnergyKeys[] = {"int_mult_8b",        "int_add_32b",          "sram_read_64b_8kb",
+const char* const kEnergyKeys[] = {"int_mult_8b",        "int_add_32b",          "int_add_8b",           "sram_read_64b_8kb",
                                    "sram_read_64b_32kb", "sram_read_64b_1mb",    "dram_64b",
                                    "regfile_rmw_16b",    "fifo_access_16b",      "zero_test_16b",
                                    "register_bit",       "wire_bit_mm",          "clock_network_per_pe_cycle",
                                    "pipeline_registers_per_pe_cycle"};
-const char* const kAreaKeys[] = {"int_mult_8b",      "int_add_32b",  "sram_per_kb_2kb", "sram_per_kb_32kb",
+const char* const kAreaKeys[] = {"int_mult_8b",      "int_add_32b",  "int_add_8b",      "sram_per_kb_2kb", "sram_per_kb_32kb",
                                  "sram_per_kb_128kb", "fifo_8x",     "register_bit",    "eie_arith_unit",
                                  "eie_logic",        "eie_pe",       "filler_fraction"};
+
+// A two-input XOR (conditional negation of one bit) against a flip-flop:
+// ~6 vs ~24 transistors, the ratio the register_bit rule uses for a mux.
+constexpr double kXorPerFlipFlop = 0.25;
 
 // Piecewise power law through (x_i, y_i), extrapolated with the end slopes.
 double LogLog(double x, const double* xs, const double* ys, int n) {
@@ -97,6 +101,11 @@ TechTable TechTable::FromJson(const nlohmann::json& table, const std::string& wh
   for (const char* k : {"sram_read_64b_8kb", "sram_read_64b_32kb", "sram_read_64b_1mb"})
     PERMDNN_CHECK(table["energy_pj"][k]["value"].get<double>() > 0,
                   "technology table '{}': energy_pj.{} must be > 0 (SRAM energies are interpolated log-log)", where, k);
+  for (const char* k : {"int_add_8b", "int_add_32b"}) {
+    PERMDNN_CHECK(table["energy_pj"][k]["value"].get<double>() > 0 && table["area_um2"][k]["value"].get<double>() > 0,
+                  "technology table '{}': energy_pj.{} and area_um2.{} must be > 0 (the ternary adder is interpolated "
+                  "log-log between the 8-bit and 32-bit adders)", where, k, k);
+  }
   for (const char* k : {"sram_per_kb_2kb", "sram_per_kb_32kb", "sram_per_kb_128kb", "eie_pe", "eie_logic",
                         "eie_arith_unit"})
     PERMDNN_CHECK(table["area_um2"][k]["value"].get<double>() > 0, "technology table '{}': area_um2.{} must be > 0",
@@ -132,6 +141,11 @@ double TechTable::MultEnergy(int bits, double node_nm) const {
 }
 double TechTable::AddEnergy(int bits, double node_nm) const {
   return Entry("energy_pj", "int_add_32b", node_nm) * bits / 32.0;
+}
+double TechTable::TernaryAddSubEnergy(int bits, double node_nm) const {
+  const double xs[] = {8.0, 32.0};
+  const double ys[] = {Entry("energy_pj", "int_add_8b", node_nm), Entry("energy_pj", "int_add_32b", node_nm)};
+  return LogLog(bits, xs, ys, 2) + bits * kXorPerFlipFlop * RegisterBitEnergy(node_nm);
 }
 double TechTable::SramEnergy(double bytes, int width_bits, double node_nm) const {
   const double xs[] = {8192.0, 32768.0, 1048576.0};
@@ -175,6 +189,11 @@ double TechTable::MultArea(int bits, double node_nm) const {
   return Entry("area_um2", "int_mult_8b", node_nm) * (bits / 8.0) * (bits / 8.0);
 }
 double TechTable::AddArea(int bits, double node_nm) const { return Entry("area_um2", "int_add_32b", node_nm) * bits / 32.0; }
+double TechTable::TernaryAddSubArea(int bits, double node_nm) const {
+  const double xs[] = {8.0, 32.0};
+  const double ys[] = {Entry("area_um2", "int_add_8b", node_nm), Entry("area_um2", "int_add_32b", node_nm)};
+  return LogLog(bits, xs, ys, 2) + bits * kXorPerFlipFlop * RegisterBitArea(node_nm);
+}
 double TechTable::SramArea(double bytes, double node_nm) const {
   if (bytes <= 0) return 0;
   const double xs[] = {2048.0, 32768.0, 131072.0};

@@ -1,4 +1,5 @@
-// .npy round trips and bad files; IDX / Fashion-MNIST loading and errors.
+// .npy round trips and bad files; IDX / Fashion-MNIST loading and errors; the
+// text corpus reader of the charlm model.
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -114,6 +115,64 @@ TEST(SyntheticDataset, IsSeededAndLabelled) {
   EXPECT_EQ(a.pixels, b.pixels);
   EXPECT_EQ(a.labels, b.labels);
   for (uint8_t l : a.labels) EXPECT_LT(l, 4);
+}
+
+// ---- Text corpus (charlm) ----------------------------------------------------
+
+void WriteText(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary) << bytes;
+}
+
+std::string CorpusError(const std::string& path, double held_out = 0.1) {
+  try {
+    LoadTextCorpus(path, held_out);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(TextCorpus, SplitsEveryFileAndMapsBytesToIds) {
+  namespace fs = std::filesystem;
+  const fs::path dir = TempPath("corpus_dir");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  WriteText(dir / "b.txt", "abcdefghij");  // 10 bytes: last 1 held out
+  WriteText(dir / "a.txt", "aaaaaaaaaaaaaaaaaaaz");  // 20 bytes: last 2 held out; read first (name order)
+  WriteText(dir / "a.txt.dat", std::string("\0\0\1", 3));  // strfile index: skipped
+  fs::create_symlink(dir / "a.txt", dir / "a.u8");               // link: skipped
+  const TextCorpus c = LoadTextCorpus(dir.string(), 0.1);
+  ASSERT_EQ(c.files.size(), 2u);
+  EXPECT_EQ(fs::path(c.files[0]).filename(), "a.txt");
+  EXPECT_EQ(c.alphabet, (std::vector<uint8_t>{'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'z'}));
+  EXPECT_EQ(c.train_ids.size(), 18u + 9u);
+  EXPECT_EQ(c.test_ids, (std::vector<int64_t>{0, 10, 9}));  // "az" then "j"
+  EXPECT_EQ(TextCorpus::WindowCount(27, 4), 6);  // windows of T + 1 ids need 6·4 + 1 <= 27
+  EXPECT_EQ(TextCorpus::WindowCount(1, 4), 0);
+  EXPECT_THROW(TextCorpus::WindowCount(27, 0), Error);
+  fs::remove_all(dir);
+}
+
+TEST(TextCorpus, BadCorporaNameTheFileAndTheProblem) {
+  namespace fs = std::filesystem;
+  const fs::path dir = TempPath("corpus_bad");
+  fs::remove_all(dir);
+  fs::create_directories(dir / "only_dat");
+  WriteText(dir / "only_dat" / "x.dat", "index");
+  WriteText(dir / "empty.txt", "");
+  WriteText(dir / "binary.txt", std::string("text\0more", 9));
+  WriteText(dir / "ok.txt", "hello");
+  EXPECT_NE(CorpusError((dir / "missing").string()).find("does not exist"), std::string::npos);
+  EXPECT_NE(CorpusError(kDefaultTextCorpusDir + std::string("-not-there")).find("does not exist"), std::string::npos);
+  EXPECT_NE(CorpusError((dir / "only_dat").string()).find("holds no text files"), std::string::npos);
+  const std::string empty = CorpusError((dir / "empty.txt").string());
+  EXPECT_NE(empty.find("empty.txt"), std::string::npos) << empty;
+  EXPECT_NE(empty.find("is empty"), std::string::npos) << empty;
+  const std::string binary = CorpusError((dir / "binary.txt").string());
+  EXPECT_NE(binary.find("binary.txt"), std::string::npos) << binary;
+  EXPECT_NE(binary.find("NUL byte at offset 4"), std::string::npos) << binary;
+  for (double h : {0.0, 0.75, -1.0}) EXPECT_NE(CorpusError((dir / "ok.txt").string(), h).find("(0, 0.5]"), std::string::npos);
+  fs::remove_all(dir);
 }
 
 }  // namespace

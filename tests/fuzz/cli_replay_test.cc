@@ -143,6 +143,13 @@ class FuzzCliReplay : public ::testing::Test {
       // --resume reads the same directory's checkpoint_last.pt and metrics.json.
       if (fs::exists(fs::path(in) / "checkpoint_last.pt"))
         Check("train --model tiny --compress dense --epochs 1 --limit-train 64 --resume --out " + q, dir, "");
+    } else if (target == "text") {
+#ifndef PERMDNN_HAVE_TRAINING
+      return;
+#endif
+      Check("train --model charlm --data " + q + " --epochs 1 --hidden 8 --seq-len 4 --batch 2 --limit-train 2 "
+            "--limit-test 1 --threads 1 --out '" + (dir / "out").string() + "'",
+            dir, "");
     } else {
       ADD_FAILURE() << "no command for target " << target;
     }

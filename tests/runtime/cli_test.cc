@@ -114,6 +114,31 @@ TEST_F(RuntimeCli, BadInputsFailCleanly) {
   ExpectError("eval " + model_.string() + " --data " + (dir_ / "nodata").string(), "");
 }
 
+// A model whose input is token ids (a char-LM: Gather -> GRU -> MatMul, from
+// scripts/make-recurrent-testdata.py): `run` reads an integer .npy and gives
+// PyTorch's logits; a float .npy or --bench is refused with the reason.
+TEST_F(RuntimeCli, RunTakesTokenIds) {
+  const fs::path data = PERMDNN_RECURRENT_TESTDATA;
+  const std::string model = (data / "charlm_gru.onnx").string();
+  // int32 ids too: any integer width is read.
+  const std::vector<int64_t> ids = permdnn::ReadNpy((data / "charlm_gru.in0.npy").string()).as<int64_t>();
+  const std::vector<int32_t> ids32(ids.begin(), ids.end());
+  permdnn::WriteNpy<int32_t>((dir_ / "ids32.npy").string(), ids32, {2, 7});
+  for (const fs::path in : {data / "charlm_gru.in0.npy", dir_ / "ids32.npy"}) {
+    Result r = Permdnn("run " + model + " --input " + in.string() + " --output " + (dir_ / "y.npy").string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("int64"), std::string::npos) << r.out;
+    const permdnn::NpyArray y = permdnn::ReadNpy((dir_ / "y.npy").string());
+    const permdnn::NpyArray want = permdnn::ReadNpy((data / "charlm_gru.out0.npy").string());
+    ASSERT_EQ(y.shape, want.shape);
+    const std::vector<float> a = y.as<float>(), b = want.as<float>();
+    for (std::size_t k = 0; k < a.size(); ++k) EXPECT_NEAR(a[k], b[k], 2e-5) << "logit " << k;
+  }
+  permdnn::WriteNpy<float>((dir_ / "f.npy").string(), std::vector<float>(14, 1.0f), {2, 7});
+  ExpectError("run " + model + " --input " + (dir_ / "f.npy").string(), "integers expected");
+  ExpectError("run " + model + " --bench", "float inputs only");
+}
+
 // export -> compress (every method, the comma form of bits through the
 // shell) -> run --profile: the compressed nodes run on compressed kernels.
 TEST_F(RuntimeCli, CompressMethodsEndToEnd) {

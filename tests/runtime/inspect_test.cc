@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
+#include <string>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -638,6 +640,41 @@ TEST(SimModel, CliOnExportedModel) {
 // compressed: conv1 permdiag (p=4, 1 -> 8 channels, so 3 of 4 channels of
 // each block are padding; 784 output positions, more than the default 256
 // simulated per image) and conv2 circulant (p=4, 8 -> 8, 196 positions).
+// A ternary layer (permdnn compress ... ternary) runs on the adder array and
+// its 16-bit MAC twin, added to the default architectures, with the PermDNN
+// engine at equal weight bytes (issue 18, point 4).
+TEST(SimModel, CliSimulatesTernaryLayersOnTheAdderArray) {
+  ASSERT_TRUE(permdnn::testing::Installed(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz",
+                                          permdnn::testing::kFashionMnistPackage));
+  const fs::path dir = TempDir("cliternary");
+  WriteMlpRun(dir, 8);
+  ExportRun(dir.string(), (dir / "m.onnx").string());
+  const fs::path t = dir / "t.onnx", log = dir / "log.txt", json = dir / "sim.json";
+  const std::string cmd = std::string(PERMDNN_BIN) + " compress " + (dir / "m.onnx").string() +
+                          " --compress fc2=ternary:group=16:density=0.5 --out " + t.string() + " > " + log.string() +
+                          " 2>&1 && " + PERMDNN_BIN + " sim --model " + t.string() + " --samples 2 --json " +
+                          json.string() + " >> " + log.string() + " 2>&1";
+  const int st = std::system(cmd.c_str());
+  std::stringstream text;
+  text << std::ifstream(log).rdbuf();
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << text.str();
+  EXPECT_NE(text.str().find("ternary group_len=16 (50% of the groups kept)"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("Adder array (ternary) vs the same array with 16-bit MACs"), std::string::npos)
+      << text.str();
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(json));
+  std::set<std::string> archs;
+  for (const auto& r : j["records"]) {
+    archs.insert(r["arch"].get<std::string>());
+    if (r["arch"] == "adder") {
+      EXPECT_EQ(r["counters"]["groups_streamed"].get<int64_t>() * 2, r["counters"]["groups_total"].get<int64_t>());
+      EXPECT_GT(r["energy_uj"].get<double>(), 0);
+    }
+    if (r["arch"] == "permdnn" && r["layer"] == "fc2")
+      EXPECT_NE(r["source"].get<std::string>().find("at equal weight bytes"), std::string::npos) << r["source"];
+  }
+  EXPECT_EQ(archs, (std::set<std::string>{"permdnn", "eie", "circnn", "adder", "mac16"}));
+}
+
 TEST(SimModel, CliSimulatesConvLayers) {
   ASSERT_TRUE(permdnn::testing::Installed(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz",
                                           permdnn::testing::kFashionMnistPackage));

@@ -49,6 +49,7 @@ std::vector<std::string> PyTorchCases() {
 
 Tensor FromNpy(const fs::path& p) {
   NpyArray a = ReadNpy(p.string());
+  if (a.is<int64_t>()) return Tensor::Int64(a.shape, a.as<int64_t>(p.string()));  // token ids
   std::vector<float> v = a.as<float>(p.string());
   return Tensor::Float(a.shape, v);
 }
@@ -82,8 +83,8 @@ INSTANTIATE_TEST_SUITE_P(Exported, RecurrentPyTorch,
                          });
 
 TEST(RecurrentPyTorch, AllCasesPresent) {
-  // The script writes 11 cases; a lost file must not shrink the test silently.
-  EXPECT_EQ(PyTorchCases().size(), 11u);
+  // The script writes 12 cases; a lost file must not shrink the test silently.
+  EXPECT_EQ(PyTorchCases().size(), 12u);
 }
 
 // ---- Hand-built nodes against the oracle ---------------------------------

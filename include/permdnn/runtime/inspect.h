@@ -8,6 +8,7 @@
 //   ai.permdnn PermDiagMatMul       -> PermDiagMatrix      (PermDiagMatrix::FromParts)
 //   ai.permdnn BlockCirculantMatMul -> BlockCirculantMatrix (BlockCirculantMatrix::FromParts)
 //   ai.permdnn SparseMatMul         -> CsrMatrix, codebook decoded (CsrMatrix::FromParts)
+//   ai.permdnn TernaryMatMul        -> TernaryMatrix, and its CsrMatrix (α·t)
 // with the node name, the name of the value entering the layer, the shape
 // and the bias. The weights must be graph initializers (as `permdnn export`
 // writes them); anything else is an Error naming the node and the input.
@@ -83,7 +84,8 @@ struct CompressedFcLayer {
   int64_t codebook_size = 0;    // sparse with shared weights: K; else 0
   std::optional<PermDiagMatrix> permdiag;
   std::optional<BlockCirculantMatrix> circulant;
-  std::optional<CsrMatrix> sparse;
+  std::optional<CsrMatrix> sparse;      // also set for ternary layers (α·t, pruned groups absent)
+  std::optional<TernaryMatrix> ternary;  // TernaryMatMul / TernaryConv [out, in·taps]
   std::vector<float> bias;      // [out_features], empty when absent
   std::optional<ConvAttributes> conv;  // set for PermDiagConv, BlockCirculantConv, SparseConv
 

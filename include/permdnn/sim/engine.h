@@ -127,6 +127,10 @@ class Engine {
   virtual const ParamSpec& params() const = 0;
   // What the workload builder must materialize for this engine.
   virtual bool needs_csc() const { return false; }
+  // Whether the engine runs this layer at all (the adder array runs ternary
+  // layers only; a model run leaves the other layers out of its records,
+  // and Run() on them is an Error naming the layer).
+  virtual bool Supports(const LayerWorkload&) const { return true; }
 };
 
 using EngineFactory = std::function<std::unique_ptr<Engine>(const nlohmann::json& section, const TechTable& tech)>;
@@ -137,7 +141,7 @@ struct EngineInfo {
   EngineFactory make;
 };
 
-// Registry of engines by name ("permdnn", "eie", "circnn").
+// Registry of engines by name ("permdnn", "eie", "circnn", "adder", "mac16").
 const std::vector<EngineInfo>& Engines();
 const EngineInfo& FindEngine(const std::string& name);  // Error lists the known names
 std::unique_ptr<Engine> MakeEngine(const std::string& name, const nlohmann::json& config, const TechTable& tech);

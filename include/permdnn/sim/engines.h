@@ -37,6 +37,38 @@
 //   inverse FFT of every output block. It cannot skip individual zero inputs
 //   (the FFT mixes them). Its work does not depend on the data beyond the
 //   all-zero blocks, so the schedule's cycle count is exact.
+//
+// AdderArrayEngine — the PE-wise ternary accelerator of issue 18 (Yang, He
+//   and Fan, AAAI 2020) and its twin on dense 16-bit weights, one class
+//   with two registry names:
+//   "adder": N PEs × L add/subtract lanes. A layer's groups (group_len =
+//     group_ch input channels × the k×k kernel of one output row, i.e.
+//     TernaryMatrix's groups) are mapped PE-wise: with G groups per row,
+//     G >= N gives PE e the channel groups j ≡ e (mod N) of every row;
+//     G < N makes R = floor(N / G) copies of the G channel PEs, copy s
+//     taking the rows r ≡ s (mod R) (PE s·G + j), the other N − R·G PEs
+//     idle. A PE streams each kept group it owns, L weights per cycle
+//     (ceil(group_len / L) cycles): each lane adds or subtracts its
+//     activation as the plus / minus bit planes select (a zero weight or a
+//     zero activation gates the lane: energy, not cycles), an adder tree
+//     sums the lanes into the PE's group accumulator, and the group's
+//     partial sum goes to the row's output accumulator. Pruned groups cost
+//     no cycle and no weight read: the PE's scheduler reads the group
+//     bitmap. The schedule is static (known from the bitmap), so a PE's
+//     cycles are the sum over its kept groups and the layer takes the
+//     busiest PE's cycles, then the pipeline, then the drain: one scale
+//     multiply per output (α · sum), ceil(m / N) cycles on one multiplier
+//     per PE. Load balance: busy cycles per PE, max / mean and idle PE
+//     cycles (counters). Inputs: the nonzero activations are broadcast once
+//     (value + index) into the local buffers of the PEs that own their
+//     channel group.
+//   "mac16": the same array, mapping and schedule with L 16-bit
+//     multiply-accumulate lanes on the layer's dense weights (16 bits each,
+//     no group bitmap, no group skipped, no scale), the baseline the
+//     ternary array replaces.
+//   Both run only layers that carry a TernaryMatrix (sim/model.h); the
+//   weight SRAM per PE holds the same number of weights in both (2 vs 16
+//   bits each).
 #pragma once
 
 #include "permdnn/sim/engine.h"
@@ -128,6 +160,37 @@ class CirCnnEngine : public Engine {
   ParamSpec spec_;
   CirCnnParams p_;
   TechTable tech_;
+};
+
+struct AdderArrayParams {
+  int num_pe, lanes, bits, acc_bits, pipeline_depth;
+  double frequency_mhz, node_nm;
+  double weight_sram_kb, local_act_kb, act_buffer_kb, out_acc_kb;
+};
+// ternary = true: the "adder" table; false: "mac16" (wider accumulators,
+// 8x the weight SRAM for the same weight count).
+const ParamTable<AdderArrayParams>& AdderArrayParamTable(bool ternary);
+std::vector<ParamDef> AdderArrayParamDefs(bool ternary);
+
+class AdderArrayEngine : public Engine {
+ public:
+  AdderArrayEngine(const nlohmann::json& section, const TechTable& tech, bool ternary);
+  std::string name() const override { return ternary_ ? "adder" : "mac16"; }
+  LayerResult Run(const LayerWorkload& w, TraceSink* trace) const override;
+  void Account(LayerResult& r) const override;
+  AreaBreakdown Area() const override;
+  const ParamSpec& params() const override { return spec_; }
+  bool Supports(const LayerWorkload& w) const override { return w.ternary.has_value(); }
+  const AdderArrayParams& p() const { return p_; }
+  // The PE that owns group j of row r (G groups per row; see above).
+  static int OwnerPe(int64_t r, int64_t j, int64_t groups_per_row, int num_pe);
+
+ private:
+  double DatapathUm2() const;
+  ParamSpec spec_;
+  AdderArrayParams p_;
+  TechTable tech_;
+  bool ternary_;
 };
 
 }  // namespace permdnn::sim

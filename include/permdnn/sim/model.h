@@ -21,6 +21,14 @@
 //            with EIE's indices and padding; for a circulant layer: dense);
 //   circnn:  the layer's p (circulant) or the PermDNN p; its cycle count
 //            depends on p, the shape and the all-zero input blocks only.
+// A ternary layer (TernaryMatMul / TernaryConv) runs as itself on the adder
+// array ("adder") and as its dense reconstruction on the same array with
+// 16-bit MACs ("mac16"); the PermDNN engine runs the projection of the
+// dense reconstruction at the p whose stored bytes (16-bit values + offsets,
+// formats::StoredSize) come closest to the ternary layer's stored bytes
+// (EqualBytesBlockSize; the source line states both), EIE its CSC and
+// CirCNN that p. The adder and mac16 engines run ternary layers only; the
+// other layers of the model have no record for them.
 // Fixed point: weights quantized per layer and activations per sample with
 // the largest fractional bits that do not saturate (core/fixed_point.h).
 // Biases are not simulated (one add per output at drain time).
@@ -57,6 +65,7 @@ struct ModelLayer {
   std::optional<PermDiagMatrix> permdiag;
   std::optional<BlockCirculantMatrix> circulant;
   std::optional<CsrMatrix> sparse;
+  std::optional<TernaryMatrix> ternary;
   // One activation vector (n = cols floats) per sample; conv: per sample
   // and simulated output position.
   std::vector<std::vector<float>> inputs;
@@ -70,11 +79,16 @@ struct ModelLayer {
   // (conv: the whole sample's). Empty: each vector's own maximum.
   std::vector<float> scale_max;
 
-  const char* format() const;  // "permdiag" | "circulant" | "sparse"
+  const char* format() const;  // "permdiag" | "circulant" | "sparse" | "ternary"
   int64_t rows() const;
   int64_t cols() const;
   int sample_count() const { return samples > 0 ? samples : static_cast<int>(inputs.size()); }
 };
+
+// The p in [1, min(m, n)] whose m×n permuted-diagonal matrix stores the
+// number of bytes closest to `bytes` (16-bit values, the registry's offset
+// bytes; ties: the smaller p).
+int EqualBytesBlockSize(int64_t m, int64_t n, int64_t bytes);
 
 // The per-layer part of the workloads (matrices in every engine's format);
 // SetModelInput then fills one sample's activations. `sources` gets one

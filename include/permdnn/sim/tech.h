@@ -33,6 +33,12 @@ class TechTable {
   // Energies in pJ at `node_nm`.
   double MultEnergy(int bits, double node_nm) const;
   double AddEnergy(int bits, double node_nm) const;
+  // The adder array's ternary lane (sim engine "adder"): a b-bit add/subtract
+  // whose second operand is conditionally negated (XOR + carry-in) by the
+  // weight's minus bit. The adder is interpolated log-log between
+  // Horowitz's 8-bit and 32-bit adds (energy_pj.int_add_8b / int_add_32b),
+  // the XORs priced as a quarter of a flip-flop bit each.
+  double TernaryAddSubEnergy(int bits, double node_nm) const;
   // Read (or write) of `width_bits` from an SRAM array of `bytes`.
   double SramEnergy(double bytes, int width_bits, double node_nm) const;
   double RegfileRmwEnergy(int bits, double node_nm) const;
@@ -63,6 +69,7 @@ class TechTable {
   // Areas in µm² at `node_nm`.
   double MultArea(int bits, double node_nm) const;
   double AddArea(int bits, double node_nm) const;
+  double TernaryAddSubArea(int bits, double node_nm) const;
   double SramArea(double bytes, double node_nm) const;
   double FifoArea(int depth, double node_nm) const;
   double EieArithArea(double node_nm) const;

@@ -23,6 +23,7 @@
 
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/formats/sparse_matrix.h"
+#include "permdnn/formats/ternary_matrix.h"
 #include "permdnn/core/workloads.h"
 
 namespace permdnn::sim {
@@ -54,6 +55,10 @@ struct LayerWorkload {
   int output_shift = 0;  // requantization shift of the int16 output
   // EIE structure.
   std::optional<CscMatrix> csc;
+  // Ternary layers (sim/model.h, from a model's TernaryMatMul/TernaryConv):
+  // the matrix the adder array and its MAC twin run; synthetic layers have
+  // none.
+  std::optional<TernaryMatrix> ternary;
 
   int64_t m() const { return spec.outputs; }
   int64_t n() const { return spec.inputs; }
