@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -39,10 +39,14 @@ source scripts/lib.sh  # train_run, need_run
 # to 50%, ternary with the straight-through estimator for the rest).
 MLP_FT=(--model mlp --epochs 6 --lr 5e-4)
 CNN_FT=(--model cnn --epochs 1 --lr 5e-4)
-# resnet (ResNet-20 widths 16/32/64; one 3x3 conv of it is 4x cnn's work per
-# image): machine time allowed a 10,000-image training subset only.
+# cnn with 3 epochs (the last at lr 5e-5): WPC and plain lasso only (machine time).
+CNN3_FT=(--model cnn --epochs 3 --lr 5e-4)
+# resnet (ResNet-20 widths 16/32/64, about 4x cnn's work per image): machine
+# time allowed a 10,000-image training subset, 2 dense epochs and 1 epoch of
+# each compressed run only.
 RES_LIMIT=(--limit-train 10000)
-RES_FT=(--model resnet --width 16 --epochs 2 --lr 5e-4 "${RES_LIMIT[@]}")
+RES_FT=(--model resnet --width 16 --epochs 1 --lr 5e-4 "${RES_LIMIT[@]}")
+RES3_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4 "${RES_LIMIT[@]}")
 G=16      # group_ch (the authors' CIFAR ResNet-20 value)
 D=0.5     # fraction of groups kept
 
@@ -81,8 +85,23 @@ stream_cnn() {
   if need_run cnn-dense cnn-ternary; then ablation cnn CNN_FT; fi
 }
 
+stream_cnn3() {
+  if need_run cnn-dense cnn-wpc-e3; then
+    tern_run cnn-wpc-e3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${CNN3_FT[@]}" --from "$RUNS/cnn-dense"
+    tern_run cnn-lasso-e3 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${CNN3_FT[@]}" --from "$RUNS/cnn-dense"
+  fi
+}
+
+stream_res3() {  # resnet with 3 compressed epochs (the last at lr 5e-5): WPC and plain lasso only
+  if need_run resnet-dense resnet-wpc-e3; then
+    tern_run resnet-wpc-e3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RES3_FT[@]}" --from "$RUNS/resnet-dense"
+    tern_run resnet-lasso-e3 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RES3_FT[@]}" \
+      --from "$RUNS/resnet-dense"
+  fi
+}
+
 stream_resnet() {
-  train_run resnet-dense --model resnet --width 16 --compress dense --epochs 4 "${RES_LIMIT[@]}"
+  train_run resnet-dense --model resnet --width 16 --compress dense --epochs 2 "${RES_LIMIT[@]}"
   if need_run resnet-dense resnet-ternary; then ablation resnet RES_FT; fi
 }
 
