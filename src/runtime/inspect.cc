@@ -89,6 +89,45 @@ ConvAttributes ReadConvAttributes(const GraphNode& n, const formats::Geometry& g
   return c;
 }
 
+// A compressed recurrent node: attributes and the lifted W, R per direction.
+RecurrentLayerInfo ReadRecurrentLayer(const OnnxGraph& g, const GraphNode& n, const formats::FormatTraits& f,
+                                      formats::RecurrentCell cell) {
+  const InitializerSource src(g, n);
+  const std::string where = src.Where();
+  RecurrentLayerInfo L;
+  L.node = n.name;
+  L.op_type = n.op_type;
+  L.position = n.position;
+  L.cell = cell == formats::RecurrentCell::kLstm ? "LSTM" : cell == formats::RecurrentCell::kGru ? "GRU" : "RNN";
+  L.gates = cell == formats::RecurrentCell::kLstm ? 4 : cell == formats::RecurrentCell::kGru ? 3 : 1;
+  L.input = n.In(0);
+  L.output_y = n.outputs.empty() ? std::string() : n.outputs[0];
+  PERMDNN_CHECK(!L.input.empty(), "{}: missing input X", where);
+  L.hidden = n.attrs.Int("hidden_size", 0, where);
+  L.input_size = n.attrs.Int("input_size", 0, where);
+  PERMDNN_CHECK(L.hidden >= 1 && L.input_size >= 1, "{}: hidden_size = {} and input_size = {} must be >= 1", where,
+                L.hidden, L.input_size);
+  L.layout = n.attrs.Int("layout", 0, where);
+  L.direction = n.attrs.String("direction", "forward", where);
+  PERMDNN_CHECK(L.direction == "forward" || L.direction == "reverse" || L.direction == "bidirectional",
+                "{}: attribute direction = '{}', expected forward, reverse or bidirectional", where, L.direction);
+  L.linear_before_reset = n.attrs.Int("linear_before_reset", 0, where) != 0;
+  L.has_sequence_lens = !n.In(4).empty();
+  L.has_initial_h = !n.In(5).empty();
+  const int64_t D = L.direction == "bidirectional" ? 2 : 1;
+  for (int64_t d = 0; d < D; ++d)
+    for (const bool r_matrix : {false, true}) {
+      const formats::Weights w = formats::ReadRecurrentMatrix(f, src, r_matrix, d, D, L.gates * L.hidden,
+                                                              r_matrix ? L.hidden : L.input_size);
+      formats::LiftedMatrix m = formats::Lift(w);
+      PERMDNN_CHECK(m.permdiag.has_value(), "{}: {} is not a permuted-diagonal matrix (format {})", where,
+                    r_matrix ? "R" : "W", f.name);
+      L.p = w.g.p;
+      (r_matrix ? L.r : L.w).push_back(std::move(*m.permdiag));
+    }
+  return L;
+}
+
 }  // namespace
 
 ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std::string& name) {
@@ -103,8 +142,9 @@ ModelInspection InspectCompressedLayers(std::string_view model_bytes, const std:
         out.skipped.push_back({n.name, n.op_type, "dense (not compressed)"});
       if (n.domain.empty() && (n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN"))
         out.skipped.push_back({n.name, n.op_type, "recurrent, dense (not compressed)"});
-      if (formats::FindRecurrentFormat(n.domain, n.op_type, nullptr))
-        out.skipped.push_back({n.name, n.op_type, "compressed recurrent layer: not simulated yet (issue #17, point 5)"});
+      formats::RecurrentCell cell{};
+      if (const formats::FormatTraits* rf = formats::FindRecurrentFormat(n.domain, n.op_type, &cell))
+        out.recurrent.push_back(ReadRecurrentLayer(g, n, *rf, cell));
       continue;
     }
     const InitializerSource src(g, n);

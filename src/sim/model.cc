@@ -264,8 +264,23 @@ ComparisonResult RunModelComparison(const std::vector<ModelLayer>& layers, const
   out.notes.push_back(fmt::format("model layers: {} sample(s) per layer; published ranges are for EIE's nine layers "
                                   "and not compared here",
                                   out.samples));
+  for (const auto& l : layers) {
+    if (l.recurrent_node.empty()) continue;
+    auto it = std::find_if(out.recurrent.begin(), out.recurrent.end(),
+                           [&](const RecurrentGroup& g) { return g.node == l.recurrent_node; });
+    if (it == out.recurrent.end()) {
+      out.recurrent.push_back({l.recurrent_node, l.recurrent_cell, l.positions, {}});
+      it = out.recurrent.end() - 1;
+    }
+    PERMDNN_CHECK(it->steps == l.positions, "sim --model, layer {}: {} time steps, its node {} has {}", l.name,
+                  l.positions, l.recurrent_node, it->steps);
+    it->layers.push_back(l.name);
+  }
   for (const auto& l : layers)
-    if (l.positions > 1)
+    if (l.positions > 1 && !l.recurrent_node.empty())
+      out.notes.push_back(fmt::format("{}: one {}x{} matrix x vector product per time step; per inference: {}", l.name,
+                                      l.rows(), l.cols(), l.note.empty() ? "the sum over them" : l.note));
+    else if (l.positions > 1)
       out.notes.push_back(fmt::format("{}: one {}x{} im2col matrix x vector product per output position; per "
                                       "inference: {}",
                                       l.name, l.rows(), l.cols(), l.note.empty() ? "the sum over them" : l.note));

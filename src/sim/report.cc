@@ -382,6 +382,44 @@ std::string RenderAdderArraySummary(const ComparisonResult& res) {
   return out;
 }
 
+// Recurrent nodes: their products summed per time step and over the
+// sequence, per engine (one step = W x_t and R h_(t-1) of every direction,
+// run one after the other on the engine).
+std::string RenderRecurrentSummary(const ComparisonResult& res) {
+  if (res.recurrent.empty()) return "";
+  std::string out =
+      "\nRecurrent layers: per time step (W x_t + R h_(t-1) of every direction, one after the other) and the whole "
+      "sequence; gate nonlinearities, element-wise products and biases are not simulated:\n";
+  out += fmt::format("{:<10} {:<8} {:>5} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>6} {:>6}\n", "node", "arch",
+                     "steps", "cyc/step", "us/step", "uJ/step", "cyc/seq", "us/seq", "uJ/seq", "act_x", "act_h");
+  std::vector<std::string> archs;
+  for (const auto& r : res.records)
+    if (std::find(archs.begin(), archs.end(), r.arch) == archs.end()) archs.push_back(r.arch);
+  for (const auto& g : res.recurrent)
+    for (const auto& arch : archs) {
+      double cycles = 0, us = 0, uj = 0, act_x = 0, act_h = 0;
+      int nx = 0, nh = 0, found = 0;
+      for (const auto& r : res.records) {
+        if (r.arch != arch || std::find(g.layers.begin(), g.layers.end(), r.layer) == g.layers.end()) continue;
+        ++found;
+        cycles += static_cast<double>(r.cycles);
+        us += r.latency_us;
+        uj += r.energy_uj;
+        const bool is_r = r.layer.find(".R") != std::string::npos;
+        (is_r ? act_h : act_x) += r.act_density;
+        ++(is_r ? nh : nx);
+      }
+      if (found == 0) continue;
+      const double T = static_cast<double>(g.steps);
+      out += fmt::format("{:<10} {:<8} {:>5} {:>9.0f} {:>9.3f} {:>9.4f} {:>10.0f} {:>10.2f} {:>10.3f} {:>6.3f} {:>6.3f}\n",
+                         g.node, arch, g.steps, cycles / T, us / T, uj / T, cycles, us, uj, nx ? act_x / nx : 0.0,
+                         nh ? act_h / nh : 0.0);
+    }
+  out += "act_x / act_h: measured density of the int16 x_t / h_(t-1) vectors (nonzeros after quantization; h_(-1) = 0 "
+         "counts as one all-zero step)\n";
+  return out;
+}
+
 }  // namespace
 
 std::string RenderComparison(const ComparisonResult& res) {
@@ -460,6 +498,7 @@ std::string RenderComparison(const ComparisonResult& res) {
     out += "\n";
   }
   out += RenderAdderArraySummary(res);
+  out += RenderRecurrentSummary(res);
   if (!res.chip_checks.empty()) {
     out += "\nModeled engines against the published chips:\n";
     for (const auto& c : res.chip_checks)
@@ -484,6 +523,8 @@ nlohmann::json ComparisonToJson(const ComparisonResult& res) {
   j["config"] = res.resolved_config;
   j["records"] = nlohmann::json::array();
   for (const auto& r : res.records) j["records"].push_back(r.ToJson());
+  for (const auto& g : res.recurrent)
+    j["recurrent"].push_back({{"node", g.node}, {"cell", g.cell}, {"steps", g.steps}, {"layers", g.layers}});
   j["ratios"] = nlohmann::json::array();
   for (const auto& s : res.ratios) {
     nlohmann::json rows = nlohmann::json::array();

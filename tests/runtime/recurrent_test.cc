@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -16,6 +17,8 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <sstream>
+#include <string>
 #include <utility>
 
 #include <gtest/gtest.h>
@@ -30,7 +33,11 @@
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "permdnn/core/dataset.h"
+#include "permdnn/sim/engine.h"
+#include "permdnn/sim/model.h"
 #include "tests/support/compare.h"
+#include "tests/support/installed.h"
 
 namespace permdnn::runtime {
 namespace {
@@ -749,19 +756,6 @@ TEST(RecurrentExport, EvalReadsRowLayout) {
 
 // `permdnn sim --model` does not simulate recurrent layers yet: inspection
 // lists them as skipped, with the reason, instead of leaving them out.
-TEST(RecurrentExport, InspectionListsRecurrentLayersAsSkipped) {
-  RecurrentRun r;
-  const fs::path dir = WriteRecurrentRun("inspect", r);
-  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
-  const ModelInspection ins = InspectCompressedLayers(ReadFileBytes((dir / "m.onnx").string()), "m.onnx");
-  EXPECT_TRUE(ins.layers.empty());
-  ASSERT_GE(ins.skipped.size(), 1u);
-  EXPECT_EQ(ins.skipped[0].node, "rnn1");
-  EXPECT_EQ(ins.skipped[0].op_type, "PermDiagLSTM");
-  EXPECT_NE(ins.skipped[0].reason.find("not simulated yet"), std::string::npos);
-  fs::remove_all(dir);
-}
-
 TEST(RecurrentExport, HiddenNotMultipleOfP) {
   RecurrentRun r;
   r.H = 6;
@@ -776,6 +770,227 @@ TEST(RecurrentExport, HiddenNotMultipleOfP) {
   EXPECT_NE(e.find("hidden = 6 must be a multiple of p = 4"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(dir / "x.onnx"));
   fs::remove_all(dir);
+}
+
+// ---- permdnn sim --model on recurrent layers (issue 17, point 5) ------------------
+
+// Runs `permdnn sim --model` on `model` (2 samples unless given) and returns
+// whether it exited 0, its output in *text and its JSON in *j.
+bool SimModelCli(const fs::path& model, std::string* text, nlohmann::json* j, int samples = 2) {
+  const fs::path log = model.parent_path() / "sim.log", json = model.parent_path() / "sim.json";
+  fs::remove(json);
+  const std::string cmd = std::string(PERMDNN_BIN) + " sim --model " + model.string() + " --samples " +
+                          std::to_string(samples) + " --json " + json.string() + " > " + log.string() + " 2>&1";
+  const int st = std::system(cmd.c_str());
+  std::stringstream out;
+  out << std::ifstream(log).rdbuf();
+  *text = out.str();
+  if (j && fs::exists(json)) *j = nlohmann::json::parse(std::ifstream(json));
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+const nlohmann::json* Record(const nlohmann::json& j, const std::string& arch, const std::string& layer) {
+  for (const auto& r : j["records"])
+    if (r["arch"] == arch && r["layer"] == layer) return &r;
+  return nullptr;
+}
+
+TEST(RecurrentExport, InspectionReadsCompressedRecurrentLayers) {
+  RecurrentRun r;
+  const fs::path dir = WriteRecurrentRun("inspect", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  const ModelInspection ins = InspectCompressedLayers(ReadFileBytes((dir / "m.onnx").string()), "m.onnx");
+  EXPECT_TRUE(ins.layers.empty());
+  ASSERT_EQ(ins.recurrent.size(), 1u);
+  const RecurrentLayerInfo& l = ins.recurrent[0];
+  EXPECT_EQ(l.node, "rnn1");
+  EXPECT_EQ(l.op_type, "PermDiagLSTM");
+  EXPECT_EQ(l.cell, "LSTM");
+  EXPECT_EQ(l.gates, 4);
+  EXPECT_EQ(l.hidden, r.H);
+  EXPECT_EQ(l.input_size, r.in);
+  EXPECT_EQ(l.direction, "bidirectional");
+  EXPECT_EQ(l.p, r.p);
+  EXPECT_FALSE(l.output_y.empty());
+  ASSERT_EQ(l.w.size(), 2u);
+  ASSERT_EQ(l.r.size(), 2u);
+  for (int d = 0; d < 2; ++d) {
+    EXPECT_EQ(l.w[d].rows(), 4 * r.H);
+    EXPECT_EQ(l.w[d].cols(), r.in);
+    EXPECT_EQ(l.r[d].rows(), 4 * r.H);
+    EXPECT_EQ(l.r[d].cols(), r.H);
+    // The same matrices up to the gate order (PyTorch i, f, g, o -> ONNX i,
+    // o, f, c): the sums of squares agree.
+    double a = 0, b = 0;
+    for (float v : l.w[d].ToDense()) a += double{v} * v;
+    for (float v : r.ih[d]) b += double{v} * v;
+    EXPECT_NEAR(a, b, 1e-6 * b);
+  }
+  fs::remove_all(dir);
+}
+
+// The products the simulator runs per step, rebuilt here from the model's
+// captured X and Y: the record of each product is the sum over the steps
+// (the mean over the samples) of the FC-layer engine on the same matrix
+// with that step's vector, and the activation density is the measured one.
+void CheckStepsAgainstFcRuns(const fs::path& model, int64_t samples, bool gru_like_bidir) {
+  ASSERT_TRUE(permdnn::testing::Installed(fs::path(kDefaultFashionMnistDir) / "t10k-images-idx3-ubyte.gz",
+                                          permdnn::testing::kFashionMnistPackage));
+  std::string text;
+  nlohmann::json j;
+  ASSERT_TRUE(SimModelCli(model, &text, &j, static_cast<int>(samples))) << text;
+  const std::string bytes = ReadFileBytes(model.string());
+  ModelInspection ins = InspectCompressedLayers(bytes, model.string());
+  ASSERT_EQ(ins.recurrent.size(), 1u);
+  RecurrentLayerInfo& l = ins.recurrent[0];
+  // The inputs as the CLI makes them (the model's preprocessing).
+  const Model probe = Model::FromBytes(bytes, model.string());
+  Preprocess pre;
+  Layout layout = Layout::kNchw;
+  DefaultPreprocess(probe, &pre, &layout);
+  const ImageDataset test = LoadFashionMnist(kDefaultFashionMnistDir, "test");
+  std::vector<float> x(static_cast<std::size_t>(samples * test.image_size()));
+  test.Batch(0, samples, pre, x);
+  const std::vector<Tensor> got =
+      CaptureValues(bytes, model.string(), {Tensor::Float(BatchShape(test, layout, samples), x)}, {l.input, l.output_y});
+  const Tensor &X = got[0], &Y = got[1];
+  ASSERT_EQ(l.layout, 0);
+  const int64_t T = X.shape()[0], I = l.input_size, H = l.hidden, D = static_cast<int64_t>(l.w.size());
+  ASSERT_EQ(D, gru_like_bidir ? 2 : 1);
+  const sim::TechTable tech = sim::TechTable::Load(sim::TechTable::DefaultPath());
+  for (int64_t d = 0; d < D; ++d)
+    for (const bool is_r : {false, true}) {
+      const std::string name = l.node + (is_r ? ".R" : ".W") + (d == 1 ? "_b" : "");
+      sim::ModelLayer ml;
+      ml.name = name;
+      ml.permdiag = is_r ? l.r[d] : l.w[d];
+      ml.inputs = {std::vector<float>(static_cast<std::size_t>(ml.cols()), 0.0f)};
+      std::map<std::string, std::string> sources;
+      for (const std::string arch : {"permdnn", "eie"}) {
+        sim::LayerWorkload w = sim::BuildModelWorkload(ml, arch == "eie", &sources);
+        auto engine = sim::MakeEngine(arch, nlohmann::json::object(), tech);
+        double cycles = 0, density = 0;
+        for (int64_t s = 0; s < samples; ++s) {
+          // The sample's vectors in the direction's step order, its scale.
+          std::vector<std::vector<float>> vs;
+          for (int64_t k = 0; k < T; ++k) {
+            const int64_t t = d == 1 ? T - 1 - k : k;
+            if (!is_r) {
+              const float* p = X.f() + (t * samples + s) * I;
+              vs.emplace_back(p, p + I);
+            } else if (k == 0) {
+              vs.emplace_back(static_cast<std::size_t>(H), 0.0f);  // h_(-1) = 0
+            } else {
+              const int64_t prev = d == 1 ? t + 1 : t - 1;
+              const float* p = Y.f() + ((prev * D + d) * samples + s) * H;
+              vs.emplace_back(p, p + H);
+            }
+          }
+          float mx = 0;
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t i = 0; i < (is_r ? H : I); ++i)
+              mx = std::max(mx, std::fabs(is_r ? Y.f()[((t * D + d) * samples + s) * H + i]
+                                               : X.f()[(t * samples + s) * I + i]));
+          for (const auto& v : vs) {
+            sim::SetModelInput(w, v, mx);
+            const sim::LayerResult fc = engine->Run(w, nullptr);
+            cycles += static_cast<double>(fc.cycles);
+            density += fc.act_density;
+          }
+        }
+        const nlohmann::json* rec = Record(j, arch, name);
+        ASSERT_NE(rec, nullptr) << arch << " " << name << "\n" << text;
+        EXPECT_EQ((*rec)["cycles"].get<int64_t>(), std::llround(cycles / static_cast<double>(samples)))
+            << arch << " " << name;
+        EXPECT_NEAR((*rec)["act_density"].get<double>(), density / static_cast<double>(samples * T), 1e-9)
+            << arch << " " << name;
+      }
+    }
+  EXPECT_NE(text.find("Recurrent layers: per time step"), std::string::npos) << text;
+  ASSERT_EQ(j["recurrent"].size(), 1u);
+  EXPECT_EQ(j["recurrent"][0]["steps"], T);
+}
+
+// An LSTM over Fashion-MNIST rows (28 steps of 28 pixels, as --model lstm).
+TEST(SimRecurrent, LstmStepsEqualFcRunsOfTheSameMatrices) {
+  RecurrentRun r;
+  r.bidir = false;
+  r.T = 28;
+  r.in = 28;
+  const fs::path dir = WriteRecurrentRun("simlstm", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  CheckStepsAgainstFcRuns(dir / "m.onnx", 2, false);
+  fs::remove_all(dir);
+}
+
+// Bidirectional: the reverse direction's steps run from T - 1 down, its
+// h_(t-1) is the state of step t + 1.
+TEST(SimRecurrent, BidirectionalLstmStepsEqualFcRunsOfTheSameMatrices) {
+  RecurrentRun r;
+  r.T = 28;
+  r.in = 28;
+  const fs::path dir = WriteRecurrentRun("simbidir", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  CheckStepsAgainstFcRuns(dir / "m.onnx", 2, true);
+  fs::remove_all(dir);
+}
+
+// What the step model does not cover is an error naming the node.
+TEST(SimRecurrent, UnsupportedCasesErrorClearly) {
+  RecurrentRun r;
+  r.bidir = false;
+  r.T = 28;
+  r.in = 28;
+  const fs::path dir = WriteRecurrentRun("simbad", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  const std::string bytes = ReadFileBytes((dir / "m.onnx").string());
+  auto edited = [&](const std::function<void(onnx::NodeProto*)>& edit) {
+    onnx::ModelProto m;
+    EXPECT_TRUE(m.ParseFromString(bytes));
+    for (auto& n : *m.mutable_graph()->mutable_node())
+      if (n.name() == "rnn1") edit(&n);
+    const fs::path out = dir / "edited.onnx";
+    std::ofstream(out, std::ios::binary) << m.SerializeAsString();
+    return out;
+  };
+  std::string text;
+  const fs::path lens = edited([](onnx::NodeProto* n) {
+    while (n->input_size() < 5) n->add_input("");
+    n->set_input(4, "rnn1:X");  // any name: the node now has sequence_lens
+  });
+  EXPECT_FALSE(SimModelCli(lens, &text, nullptr));
+  EXPECT_NE(text.find("recurrent node 'rnn1' (PermDiagLSTM): sequence_lens is not simulated"), std::string::npos)
+      << text;
+  const fs::path init = edited([](onnx::NodeProto* n) {
+    while (n->input_size() < 6) n->add_input("");
+    n->set_input(5, "h0");
+  });
+  EXPECT_FALSE(SimModelCli(init, &text, nullptr));
+  EXPECT_NE(text.find("recurrent node 'rnn1' (PermDiagLSTM): initial_h is not simulated"), std::string::npos) << text;
+  const fs::path no_y = edited([](onnx::NodeProto* n) { n->set_output(0, ""); });
+  EXPECT_FALSE(SimModelCli(no_y, &text, nullptr));
+  EXPECT_NE(text.find("recurrent node 'rnn1' (PermDiagLSTM): the node has no Y output"), std::string::npos) << text;
+  fs::remove_all(dir);
+  // A GRU whose reset gate multiplies h_(t-1) before R (linear_before_reset
+  // = 0), and a model whose input is not an image (charlm's tokens).
+  RecurrentRun g;
+  g.gru = true;
+  g.bidir = false;
+  const fs::path gdir = WriteRecurrentRun("simgru", g);
+  ExportRun(gdir.string(), (gdir / "m.onnx").string(), {});
+  onnx::ModelProto m;
+  ASSERT_TRUE(m.ParseFromString(ReadFileBytes((gdir / "m.onnx").string())));
+  for (auto& n : *m.mutable_graph()->mutable_node())
+    for (auto& a : *n.mutable_attribute())
+      if (a.name() == "linear_before_reset") a.set_i(0);
+  std::ofstream(gdir / "lbr0.onnx", std::ios::binary) << m.SerializeAsString();
+  EXPECT_FALSE(SimModelCli(gdir / "lbr0.onnx", &text, nullptr));
+  EXPECT_NE(text.find("recurrent node 'rnn1' (PermDiagGRU): GRU with linear_before_reset = 0"), std::string::npos)
+      << text;
+  EXPECT_FALSE(SimModelCli(gdir / "m.onnx", &text, nullptr));
+  EXPECT_NE(text.find("is int64; sim --model drives the layers with Fashion-MNIST test images"), std::string::npos)
+      << text;
+  fs::remove_all(gdir);
 }
 
 }  // namespace

@@ -27,6 +27,9 @@
 //   ai.permdnn SparseConv         -> its CsrMatrix [out, in·K] as stored,
 //       column in_channel·K + tap;
 // with `conv` set (kernel, strides, pads, dilations, auto_pad).
+// Compressed recurrent nodes (PermDiagLSTM / GRU / RNN) are listed apart,
+// as RecurrentLayerInfo: their W and R per direction (ReadRecurrentMatrix
+// of the format registry, lifted to PermDiagMatrix).
 // ConvIm2Col() turns one sample of the captured conv input into the
 // columns, in the matrix's column order, that reproduce the runtime's conv
 // output (matrix × column + bias per output position). Dense Conv, Gemm and
@@ -93,13 +96,35 @@ struct CompressedFcLayer {
   std::vector<float> ToDense() const;
 };
 
+// A compressed recurrent node (ai.permdnn PermDiagLSTM / PermDiagGRU /
+// PermDiagRNN) as the simulator takes it: per direction its input product
+// W [G·H x input_size] and recurrent product R [G·H x H], all gates of one
+// product stacked (G = 4, 3, 1 in ONNX's gate order), one matrix × vector
+// product each per time step as the runtime runs them (docs/recurrent.md).
+// `input` is X, `output_y` the node's Y (all hidden states; empty when the
+// node does not produce it): h_{t-1} of step t is Y's previous step of the
+// direction, h_{-1} the zero state.
+struct RecurrentLayerInfo {
+  std::string node, op_type;
+  std::string cell;  // "LSTM" | "GRU" | "RNN"
+  int64_t position = 0;
+  std::string input, output_y;
+  int64_t hidden = 0, input_size = 0, gates = 1, layout = 0;
+  std::string direction = "forward";  // forward | reverse | bidirectional
+  int p = 0;
+  bool has_sequence_lens = false, has_initial_h = false;
+  bool linear_before_reset = false;  // GRU
+  std::vector<PermDiagMatrix> w, r;  // one per direction
+};
+
 struct SkippedLayer {
   std::string node, op_type, reason;
 };
 
 struct ModelInspection {
   std::vector<CompressedFcLayer> layers;  // graph order
-  std::vector<SkippedLayer> skipped;      // dense and recurrent layers, graph order
+  std::vector<SkippedLayer> skipped;      // dense layers (FC, conv, recurrent), graph order
+  std::vector<RecurrentLayerInfo> recurrent;  // compressed recurrent nodes, graph order
   std::vector<std::string> graph_inputs;  // the model's inputs (initializers excluded)
 };
 

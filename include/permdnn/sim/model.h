@@ -33,6 +33,13 @@
 // the largest fractional bits that do not saturate (core/fixed_point.h).
 // Biases are not simulated (one add per output at drain time).
 //
+// Recurrent layers arrive as two products per direction and time step, W
+// x_t and R h_(t-1) with all gates stacked (the runtime's fused products),
+// each a ModelLayer whose inputs are the vectors of every sample and step
+// and whose positions are the time steps: a record is then the whole
+// sequence (the sum over the steps), and ComparisonResult::recurrent groups
+// the products of one node for the per-step and per-sequence table.
+//
 // Conv layers arrive as their im2col matrix (runtime/inspect.h): one
 // matrix × vector product per output position, the vector being the im2col
 // column of that position (zeros from padding are zero activations, which
@@ -75,6 +82,10 @@ struct ModelLayer {
   int64_t positions = 1;
   int samples = 0;
   std::string note;
+  // Recurrent layers: the node this product belongs to and its cell
+  // ("LSTM", "GRU", "RNN"); positions = time steps, inputs = x_t (W) or
+  // h_(t-1) (R) of every sample and step. Empty for FC and conv layers.
+  std::string recurrent_node, recurrent_cell;
   // Optional, one per input: the |x| maximum that sets its int16 scale
   // (conv: the whole sample's). Empty: each vector's own maximum.
   std::vector<float> scale_max;

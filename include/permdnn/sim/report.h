@@ -56,6 +56,14 @@ struct ChipCheck {
   std::string note;
 };
 
+// The products of one recurrent node (sim/model.h): its layers' records sum
+// to one inference of the whole sequence of `steps` time steps.
+struct RecurrentGroup {
+  std::string node, cell;
+  int64_t steps = 0;
+  std::vector<std::string> layers;  // e.g. rnn1.W, rnn1.R (and rnn1.W_b, rnn1.R_b)
+};
+
 struct ComparisonResult {
   std::vector<LayerResult> records;
   std::vector<RatioSummary> ratios;
@@ -71,6 +79,7 @@ struct ComparisonResult {
   // ranges belong to EIE's nine layers and are not verdicts on other layers.
   bool compare_to_published = true;
   int samples = 0;  // model runs: input samples per layer
+  std::vector<RecurrentGroup> recurrent;  // model runs with recurrent layers
 };
 
 // The [workload] section's parameters (seed, p, densities), declared once
