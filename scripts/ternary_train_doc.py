@@ -19,7 +19,7 @@ ROWS = [
     ("wpc", "group pruning + ternary, WPC (θ = 0.7 × mean group norm)"),
     ("wpcq", "group pruning + ternary, WPC (θ = median group norm)"),
     ("lasso", "group pruning + ternary, plain group lasso"),
-    ("group", "group pruning alone (WPC, float32 kept groups, stored as CSR)"),
+    ("group", "group pruning alone (WPC, float32 kept groups, stored as CSR: 4-byte value + 4-byte column index per weight)"),
     ("ternary", "ternary alone (all groups kept)"),
     ("wpc-e3", "group pruning + ternary, WPC (θ = 0.7 × mean), 3 epochs"),
     ("lasso-e3", "group pruning + ternary, plain group lasso, 3 epochs"),
@@ -76,11 +76,19 @@ def main():
         w(f"### {model}")
         w("")
         if dense:
-            w(f"Dense: `permdnn train --model {model} --compress dense --epochs {dense['epochs']} "
+            extra = f" --width {dense['width']}" if model == "resnet" and "width" in dense else ""
+            if dense.get("limit_train"):
+                extra += f" --limit-train {dense['limit_train']}"
+            w(f"Dense: `permdnn train --model {model}{extra} --compress dense --epochs {dense['epochs']} "
               f"--batch {dense['batch']} --lr {dense['lr']:g} --seed {dense['seed']}`: "
               f"{100 * dense['final_test_accuracy']:.2f}% test accuracy, {dense['model_bytes']:,} bytes.")
             w("")
-        w("| row | SPEC | epochs | test acc. | drop vs dense (points) | bytes | compression | runtime acc. | train s |")
+        w("Compressed rows: `permdnn train --model " + model + " --compress SPEC --epochs E --lr 5e-4 --from "
+          "DENSE_RUN` (plus the dense run's `--width` / `--limit-train`); test accuracy of the last epoch; "
+          "runtime acc. = `permdnn export` + `permdnn eval` of the run's model.json, which holds the best "
+          "epoch after the schedule's last change (its trainer accuracy in brackets).")
+        w("")
+        w("| row | SPEC | epochs | test acc. | drop vs dense (points) | bytes | compression | runtime acc. (trainer, best epoch) | train s |")
         w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         if dense:
             w(f"| dense | `dense` | {dense['epochs']} | {100 * dense['final_test_accuracy']:.2f}% | – | "
@@ -91,7 +99,8 @@ def main():
                 continue
             acc = 100 * s["final_test_accuracy"]
             drop = f"{100 * (dense['final_test_accuracy'] - s['final_test_accuracy']):.2f}" if dense else "?"
-            rt = f"{s['runtime_accuracy']:.2f}%" if s["runtime_accuracy"] is not None else "–"
+            rt = (f"{s['runtime_accuracy']:.2f}% ({100 * s['best_test_accuracy']:.2f}%)"
+                  if s["runtime_accuracy"] is not None else "–")
             w(f"| {desc} | `{s['compress']}` | {s['epochs']} (from dense) | {acc:.2f}% | {drop} | "
               f"{s['model_bytes']:,} | {s['compression']:.2f}x | {rt} | {s['train_seconds']:.0f} |")
         w("")
