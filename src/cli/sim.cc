@@ -52,7 +52,7 @@ std::vector<int> SplitInts(const std::string& flag, const std::string& text, boo
 void AddSimCommand(CLI::App& app) {
   struct Args {
     std::string archs = "permdnn,eie,circnn", layers = "eie", config, json, plot, trace, tech, model;
-    std::string data = kDefaultFashionMnistDir;
+    std::string data = kDefaultFashionMnistDir, input;
     int64_t samples = 16;
     std::vector<std::string> sets;
     uint64_t seed = 1;
@@ -82,6 +82,9 @@ void AddSimCommand(CLI::App& app) {
                   "simulate the compressed layers of an ONNX model (PermDiag/BlockCirculant/Sparse MatMul and "
                   "Conv; conv layers as im2col products) on the activations of real test images");
   cmd->add_option("--data", a->data, "--model: directory with the Fashion-MNIST IDX files")->capture_default_str();
+  cmd->add_option("--input", a->input,
+                  "--model: a float .npy [N, ...] fed to the model's input as is (no preprocessing), instead of "
+                  "Fashion-MNIST test images; --samples of its N entries");
   cmd->add_option("--samples", a->samples, "--model: test images whose activations drive the engines (mean over "
                                            "them)")
       ->capture_default_str();
@@ -154,7 +157,8 @@ void AddSimCommand(CLI::App& app) {
     const auto t0 = std::chrono::steady_clock::now();
     sim::ComparisonResult res;
     if (!a->model.empty()) {
-      std::vector<sim::ModelLayer> layers = LoadModelLayers(a->model, a->data, a->samples);
+      std::vector<sim::ModelLayer> layers =
+          LoadModelLayers(a->model, a->data, a->samples, kDefaultMaxConvPositions, a->input);
       sim::ModelComparisonOptions o;
       o.archs = SplitList(a->archs);
       // Ternary layers: by default also the adder array and its 16-bit MAC

@@ -14,6 +14,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/formats/registry.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/core/npy.h"
 #include "permdnn/runtime/eval.h"
 #include "permdnn/runtime/inspect.h"
 #include "permdnn/runtime/model.h"
@@ -147,7 +148,7 @@ void AddRecurrentLayers(const std::string& path, runtime::RecurrentLayerInfo& l,
 }  // namespace
 
 std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std::string& data_dir, int64_t samples,
-                                             int64_t max_conv_positions) {
+                                             int64_t max_conv_positions, const std::string& input_npy) {
   PERMDNN_CHECK(samples >= 1, "--samples must be >= 1, got {}", samples);
   PERMDNN_CHECK(max_conv_positions >= 0, "conv positions per sample must be >= 0 (0: all), got {}",
                 max_conv_positions);
@@ -187,27 +188,46 @@ std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std:
   // loading it does not need the layers after the last captured value.
   const runtime::Model probe = runtime::Model::FromBytes(
       computed.empty() ? bytes : runtime::WithCapturedOutputs(bytes, path, computed), path);
-  Preprocess pre;
-  runtime::Layout layout = runtime::Layout::kNchw;
   for (const auto& in : probe.inputs())
     PERMDNN_CHECK(runtime::IsFloat(in.dtype),
                   "{}: the model's input '{}' is {}; sim --model drives the layers with Fashion-MNIST test images "
-                  "(float), so models of other data (e.g. charlm's int64 characters) are not simulated",
+                  "or a float --input .npy, so models of other data (e.g. charlm's int64 characters) are not "
+                  "simulated",
                   path, in.name, runtime::DTypeName(in.dtype));
-  const bool meta = runtime::DefaultPreprocess(probe, &pre, &layout);
-  const ImageDataset test = LoadFashionMnist(data_dir, "test");
-  const int64_t n = std::min(samples, test.count);
-  std::vector<float> x(static_cast<std::size_t>(n * test.image_size()));
-  test.Batch(0, n, pre, x);
-  std::vector<int64_t> shape = runtime::BatchShape(test, layout, n);
-  std::printf("%s: %zu compressed layer(s)%s; activations of %lld test image(s), preprocessing (x*%.6g - %.4f)/%.4f, "
-              "layout %s%s\n",
-              path.c_str(), ins.layers.size(),
-              ins.recurrent.empty() ? "" : fmt::format(" and {} recurrent node(s)", ins.recurrent.size()).c_str(),
-              static_cast<long long>(n), pre.scale, pre.mean, pre.std,
-              layout == runtime::Layout::kFlat ? "flat" : "NCHW", meta ? " (from the model's metadata)" : "");
   std::vector<runtime::Tensor> inputs;
-  inputs.push_back(runtime::Tensor::Float(shape, x));
+  int64_t n = 0;
+  const std::string rec =
+      ins.recurrent.empty() ? std::string() : fmt::format(" and {} recurrent node(s)", ins.recurrent.size());
+  if (!input_npy.empty()) {
+    PERMDNN_CHECK(probe.inputs().size() == 1, "{}: --input feeds one tensor, the model has {} inputs", path,
+                  probe.inputs().size());
+    const NpyArray a = ReadNpy(input_npy);
+    PERMDNN_CHECK(a.shape.size() >= 2 && a.shape[0] >= 1, "--input {}: shape {} needs a leading sample dimension",
+                  input_npy, runtime::ShapeString(a.shape));
+    const std::vector<float> all = a.ToFloat("--input " + input_npy);
+    n = std::min(samples, a.shape[0]);
+    std::vector<int64_t> shape = a.shape;
+    shape[0] = n;
+    const int64_t per = static_cast<int64_t>(all.size()) / a.shape[0];
+    inputs.push_back(runtime::Tensor::Float(shape, std::vector<float>(all.begin(), all.begin() + n * per)));
+    std::printf("%s: %zu compressed layer(s)%s; activations of %lld sample(s) of %s %s (no preprocessing)\n",
+                path.c_str(), ins.layers.size(), rec.c_str(), static_cast<long long>(n), input_npy.c_str(),
+                runtime::ShapeString(shape).c_str());
+  } else {
+    Preprocess pre;
+    runtime::Layout layout = runtime::Layout::kNchw;
+    const bool meta = runtime::DefaultPreprocess(probe, &pre, &layout);
+    const ImageDataset test = LoadFashionMnist(data_dir, "test");
+    n = std::min(samples, test.count);
+    std::vector<float> x(static_cast<std::size_t>(n * test.image_size()));
+    test.Batch(0, n, pre, x);
+    std::vector<int64_t> shape = runtime::BatchShape(test, layout, n);
+    std::printf("%s: %zu compressed layer(s)%s; activations of %lld test image(s), preprocessing (x*%.6g - %.4f)/%.4f, "
+                "layout %s%s\n",
+                path.c_str(), ins.layers.size(), rec.c_str(), static_cast<long long>(n), pre.scale, pre.mean, pre.std,
+                layout == runtime::Layout::kFlat ? "flat" : "NCHW", meta ? " (from the model's metadata)" : "");
+    inputs.push_back(runtime::Tensor::Float(shape, x));
+  }
   const std::vector<runtime::Tensor> acts = runtime::CaptureValues(bytes, path, inputs, values);
 
   std::vector<sim::ModelLayer> out;

@@ -1,6 +1,7 @@
 // `permdnn sim --model` glue (src/cli only): reads an ONNX model's
-// compressed FC and conv layers with runtime/inspect.h and captures the activations
-// entering them on Fashion-MNIST test images, for sim::RunModelComparison.
+// compressed FC, conv and recurrent layers with runtime/inspect.h and captures the
+// activations entering them on Fashion-MNIST test images (or a given .npy
+// input), for sim::RunModelComparison.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,12 @@ inline constexpr int64_t kDefaultMaxConvPositions = 256;
 // most `max_conv_positions` (0: no limit), else positions
 // floor((i + 1/2)·P / max) for i < max, the same for every sample, and the
 // records are scaled to all P positions (ModelLayer::positions).
+// input_npy (optional): a float .npy [N, ...] fed to the model's one input
+// as is (no preprocessing), its first min(samples, N) entries, instead of
+// Fashion-MNIST test images; for models whose input is not an image (e.g.
+// the NT-LSTM shape of scripts/make-lstm-bench-runs.py).
 std::vector<sim::ModelLayer> LoadModelLayers(const std::string& path, const std::string& data_dir, int64_t samples,
-                                             int64_t max_conv_positions = kDefaultMaxConvPositions);
+                                             int64_t max_conv_positions = kDefaultMaxConvPositions,
+                                             const std::string& input_npy = "");
 
 }  // namespace permdnn::cli

@@ -935,6 +935,44 @@ TEST(SimRecurrent, BidirectionalLstmStepsEqualFcRunsOfTheSameMatrices) {
   fs::remove_all(dir);
 }
 
+// --input: a float .npy fed to the model as is (models whose input is not
+// an image), its first --samples entries.
+TEST(SimRecurrent, InputNpyDrivesTheModel) {
+  RecurrentRun r;
+  r.bidir = false;
+  r.T = 28;
+  r.in = 28;
+  const fs::path dir = WriteRecurrentRun("siminput", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  std::vector<float> x = Uniform(3 * 28 * 28, 5, 1.0f);
+  x[0] = 0;  // one zero in the first sample's x_0
+  WriteNpy<float>((dir / "x.npy").string(), x, {3, 28, 28});
+  const fs::path log = dir / "log.txt", json = dir / "sim.json";
+  auto run = [&](const std::string& input) {
+    const std::string cmd = std::string(PERMDNN_BIN) + " sim --model " + (dir / "m.onnx").string() + " --input " +
+                            input + " --samples 2 --json " + json.string() + " > " + log.string() + " 2>&1";
+    const int st = std::system(cmd.c_str());
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  };
+  auto text = [&] {
+    std::stringstream out;
+    out << std::ifstream(log).rdbuf();
+    return out.str();
+  };
+  ASSERT_TRUE(run((dir / "x.npy").string())) << text();
+  EXPECT_NE(text().find("activations of 2 sample(s) of " + (dir / "x.npy").string() + " [2, 28, 28] (no preprocessing)"),
+            std::string::npos)
+      << text();
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(json));
+  const nlohmann::json* w = Record(j, "permdnn", "rnn1.W");
+  ASSERT_NE(w, nullptr);
+  EXPECT_NEAR((*w)["act_density"].get<double>(), 1.0 - 1.0 / (2 * 28 * 28), 1e-12);  // the one zero
+  WriteNpy<float>((dir / "flat.npy").string(), x, {3 * 28 * 28});
+  EXPECT_FALSE(run((dir / "flat.npy").string()));
+  EXPECT_NE(text().find("needs a leading sample dimension"), std::string::npos) << text();
+  fs::remove_all(dir);
+}
+
 // What the step model does not cover is an error naming the node.
 TEST(SimRecurrent, UnsupportedCasesErrorClearly) {
   RecurrentRun r;
