@@ -118,6 +118,15 @@ def main():
                  f"({'WPC higher' if wpc['final_test_accuracy'] > lasso['final_test_accuracy'] else 'WPC not higher'})."
                  if lasso else ""))
             w("")
+        parts = []
+        for k, label in (("group", "group pruning alone"), ("ternary", "ternary alone"), ("lasso", "both, plain lasso"),
+                         ("wpc", "both, WPC")):
+            r = by_key.get(k)
+            if r is not None and dense:
+                parts.append(f"{label} {100 * r['final_test_accuracy']:.2f}% at {r['compression']:.2f}x")
+        if len(parts) > 1:
+            w(f"Ablation ({model}, same epochs from the same dense run): " + "; ".join(parts) + ".")
+            w("")
         wpc = by_key.get("wpc")
         w("Per layer (WPC row):" if wpc else "")
         if wpc:
