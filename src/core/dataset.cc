@@ -198,6 +198,19 @@ int64_t TextCorpus::WindowCount(int64_t length, int64_t seq_len) {
   return length > 1 ? (length - 1) / seq_len : 0;
 }
 
+std::vector<int64_t> TextCorpus::WindowStarts(int64_t length, int64_t seq_len, int64_t limit) {
+  const int64_t n = WindowCount(length, seq_len);
+  std::vector<int64_t> first;
+  if (limit > 0 && limit < n) {
+    first.resize(static_cast<std::size_t>(limit));
+    for (int64_t i = 0; i < limit; ++i) first[i] = i * n / limit;
+  } else {
+    first.resize(static_cast<std::size_t>(n));
+    for (int64_t i = 0; i < n; ++i) first[i] = i;
+  }
+  return first;
+}
+
 TextCorpus TextCorpusFromFiles(const std::vector<std::pair<std::string, std::string>>& files, double held_out,
                                const std::string& where) {
   PERMDNN_CHECK(held_out > 0 && held_out <= 0.5, "text corpus {}: held-out fraction must be in (0, 0.5], got {}",

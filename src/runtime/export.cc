@@ -240,6 +240,11 @@ onnx::ModelProto NewModel(const RunSpec& r, const std::string& run_dir) {
   const std::string dtype = inp.value("dtype", "float32");
   PERMDNN_CHECK(dtype == "float32" || dtype == "int64", "{}: input.dtype is '{}', expected float32 or int64",
                 r.model_json, dtype);
+  // Token models: what `permdnn eval` needs to read a corpus the way the
+  // trainer did (runtime/eval.h ModelTextInput).
+  if (dtype == "int64" && inp.contains("alphabet"))
+    meta("permdnn.text", json({{"seq_len", r.input_shape.empty() ? 0 : r.input_shape.back()},
+                               {"alphabet", inp["alphabet"]}}).dump());
   SetValueInfo(g->add_input(), "input", r.input_shape,
                dtype == "int64" ? onnx::TensorProto::INT64 : onnx::TensorProto::FLOAT);
   return m;

@@ -235,16 +235,13 @@ struct TrainData {
 
 // Windows of T + 1 ids (TextCorpus::WindowCount): inputs the first T, targets the last T.
 Data Windows(const std::vector<int64_t>& ids, int64_t seq_len, int64_t limit, const std::string& split) {
-  int64_t n = TextCorpus::WindowCount(static_cast<int64_t>(ids.size()), seq_len);
-  PERMDNN_CHECK(n >= 1, "charlm: the {} split has {} characters, too few for one sequence of --seq-len {} (+1)",
-                split, ids.size(), seq_len);
-  // --limit-*: `limit` windows spread evenly over the split (window ⌊i·n/limit⌋),
-  // so a short run still sees every file of the corpus.
-  torch::Tensor first = torch::arange(n);
-  if (limit > 0 && limit < n) {
-    first = torch::arange(limit).mul(n).div(limit, "floor");
-    n = limit;
-  }
+  PERMDNN_CHECK(TextCorpus::WindowCount(static_cast<int64_t>(ids.size()), seq_len) >= 1,
+                "charlm: the {} split has {} characters, too few for one sequence of --seq-len {} (+1)", split,
+                ids.size(), seq_len);
+  // --limit-*: windows spread evenly over the split (core's WindowStarts).
+  std::vector<int64_t> starts = TextCorpus::WindowStarts(static_cast<int64_t>(ids.size()), seq_len, limit);
+  const int64_t n = static_cast<int64_t>(starts.size());
+  torch::Tensor first = torch::from_blob(starts.data(), {n}, torch::kLong);
   torch::Tensor all = torch::from_blob(const_cast<int64_t*>(ids.data()), {static_cast<int64_t>(ids.size())},
                                        torch::kLong);
   torch::Tensor idx = (first.unsqueeze(1) * seq_len + torch::arange(seq_len).unsqueeze(0)).reshape({-1});

@@ -150,6 +150,11 @@ TEST(TextCorpus, SplitsEveryFileAndMapsBytesToIds) {
   EXPECT_EQ(TextCorpus::WindowCount(27, 4), 6);  // windows of T + 1 ids need 6·4 + 1 <= 27
   EXPECT_EQ(TextCorpus::WindowCount(1, 4), 0);
   EXPECT_THROW(TextCorpus::WindowCount(27, 0), Error);
+  // The trainer's and eval's --limit windows: spread evenly, ⌊i·6/4⌋.
+  EXPECT_EQ(TextCorpus::WindowStarts(27, 4, 0), (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(TextCorpus::WindowStarts(27, 4, 4), (std::vector<int64_t>{0, 1, 3, 4}));
+  EXPECT_EQ(TextCorpus::WindowStarts(27, 4, 9).size(), 6u);
+  EXPECT_TRUE(TextCorpus::WindowStarts(1, 4, 0).empty());
   fs::remove_all(dir);
 }
 

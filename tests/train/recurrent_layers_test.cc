@@ -3,7 +3,8 @@
 // (at::lstm / at::gru) run on the dense reconstruction of the same matrices,
 // output shapes, clear errors (hidden not a multiple of p, unknown layer or
 // cell), the run description of docs/run-format.md "Recurrent models", --from
-// conversion, and a short charlm training run that resumes.
+// conversion, and a short charlm training run that resumes and whose export
+// gives the trainer's held-out bits per character in the runtime.
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,6 +16,9 @@
 #include "permdnn/core/dataset.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
+#include "permdnn/runtime/eval.h"
+#include "permdnn/runtime/export.h"
+#include "permdnn/runtime/model.h"
 #include "permdnn/train/trainer.h"
 #include "src/train/models.h"
 #include "src/train/recurrent_layers.h"
@@ -335,6 +339,28 @@ TEST(RecurrentModels, CharLmTrainsAndResumes) {
   const nlohmann::json j = ReadJson(full.out_dir + "/model.json");
   EXPECT_NEAR(j["test_bpc"].get<double>(), a.best_bpc, 1e-9);
   EXPECT_EQ(j["input"]["vocab"], 6);  // a b c d ' ' '\n'
+  // The exported model in the runtime gives the trainer's held-out bpc (the
+  // best epoch's weights, the same windows, the same cross-entropy).
+  const std::string onnx = full.out_dir + "/model.onnx";
+  runtime::ExportRun(full.out_dir, onnx);
+  runtime::Model m = runtime::Model::Load(onnx);
+  runtime::TextInput text;
+  ASSERT_TRUE(runtime::ModelTextInput(m, &text));
+  EXPECT_EQ(text.seq_len, 16);
+  EXPECT_EQ(text.alphabet, (std::vector<uint8_t>{'\n', ' ', 'a', 'b', 'c', 'd'}));
+  const TextCorpus lm = LoadTextCorpus(corpus);
+  const runtime::TextEvalResult ev = runtime::EvaluateText(m, lm, text.alphabet, {.seq_len = 16, .batch = 7});
+  EXPECT_NEAR(ev.bpc, a.best_bpc, 1e-4);
+  EXPECT_EQ(ev.windows, TextCorpus::WindowCount(static_cast<int64_t>(lm.test_ids.size()), 16));
+  // A corpus with a byte the model has no id for is refused, naming the byte.
+  const std::string other = FreshDir("other.txt");
+  std::ofstream(other, std::ios::binary) << std::string(400, 'a') + "xyz";
+  try {
+    runtime::EvaluateText(m, LoadTextCorpus(other), text.alphabet, {.seq_len = 4});
+    ADD_FAILURE() << "a byte outside the alphabet was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("0x78"), std::string::npos) << e.what();
+  }
 
   TrainOptions part = options("lm_part");
   part.stop_after_batches = 20;

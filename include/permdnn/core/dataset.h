@@ -85,6 +85,11 @@ struct TextCorpus {
   // Windows of a split for sequence length T: window i is ids [i·T, i·T + T]
   // (T + 1 ids: inputs are the first T, targets the last T). (len − 1) / T.
   static int64_t WindowCount(int64_t length, int64_t seq_len);
+  // The windows a split is evaluated (or trained) on: all WindowCount ones,
+  // or with 0 < limit < count, `limit` of them spread evenly over the split
+  // (window ⌊i·count/limit⌋), so that a short run still sees every file.
+  // The trainer and `permdnn eval` pick the same windows this way.
+  static std::vector<int64_t> WindowStarts(int64_t length, int64_t seq_len, int64_t limit);
 };
 
 // Reads a corpus: `path` is one text file or a directory whose regular files
