@@ -31,7 +31,7 @@ std::vector<std::string> KindParameters(const std::string& kind) {
   if (kind == "permdiag") return {"p", "offsets"};
   if (kind == "circulant") return {"p"};
   if (kind == "prune") return {"density", "bits"};
-  if (kind == "ternary") return {"group", "density", "t"};
+  if (kind == "ternary") return {"group", "density", "t", "lambda", "wpc", "wpcq", "ternarize"};
   return {};
 }
 
@@ -89,7 +89,14 @@ std::string LayerCompression::ToString() const {
     case CompressKind::kCirculant: return fmt::format("circulant:p={}", p);
     case CompressKind::kPrune:
       return bits > 0 ? fmt::format("prune:density={}:bits={}", density, bits) : fmt::format("prune:density={}", density);
-    case CompressKind::kTernary: return fmt::format("ternary:group={}:density={}:t={}", p, density, threshold);
+    case CompressKind::kTernary: {
+      std::string s = fmt::format("ternary:group={}:density={}:t={}", p, density, threshold);
+      if (penalty > 0) s += fmt::format(":lambda={}", penalty);
+      if (wpc_ratio > 0) s += fmt::format(":wpc={}", wpc_ratio);
+      if (wpc_quantile > 0) s += fmt::format(":wpcq={}", wpc_quantile);
+      if (!ternarize) s += ":ternarize=0";
+      return s;
+    }
   }
   return "?";
 }
@@ -167,9 +174,25 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
     };
     take_fraction("density", 0, true, 1, false, &c.density);
     take_fraction("t", 0, false, 1, true, &c.threshold);
+    // Training (docs/ternary.md): the group-lasso strength λ, Weight Penalty
+    // Clipping's threshold rule (θ = wpc × mean group norm, or the wpcq
+    // quantile of the sorted norms; both absent: plain group lasso), and
+    // ternarize=0 for the group-pruning-only ablation.
+    const bool has_lambda = kv.count("lambda") > 0;
+    take_fraction("lambda", 0, false, 1, false, &c.penalty);
+    take_fraction("wpc", 0, true, 100, false, &c.wpc_ratio);
+    take_fraction("wpcq", 0, true, 1, true, &c.wpc_quantile);
+    PERMDNN_CHECK(c.wpc_ratio == 0 || c.wpc_quantile == 0,
+                  "{}: '{}' gives both wpc= (θ = ratio × mean group norm) and wpcq= (θ = a quantile of the group "
+                  "norms); choose one rule", where, text);
+    if (!has_lambda && (c.wpc_ratio > 0 || c.wpc_quantile > 0)) c.penalty = 5e-4;
+    double ternarize = 1;
+    take_fraction("ternarize", 0, false, 1, false, &ternarize);
+    PERMDNN_CHECK(ternarize == 0 || ternarize == 1, "{}: ternarize={} in '{}' must be 0 or 1", where, ternarize, text);
+    c.ternarize = ternarize == 1;
   } else {
     Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N[:offsets=column], circulant:p=N, "
-         "prune:density=F[:bits=B] or ternary:group=N[:density=F][:t=F])", where, kind, text);
+         "prune:density=F[:bits=B] or ternary:group=N[:density=F][:t=F][:lambda=F][:wpc=F|:wpcq=F][:ternarize=0])", where, kind, text);
   }
   PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);
   return c;

@@ -137,17 +137,15 @@ int64_t TernaryMatrix::bytes() const {
   return static_cast<int64_t>(group_mask_.size() + plus_.size() + minus_.size() + scale_.size() * sizeof(float));
 }
 
-TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
-                            double threshold, double group_density) {
+std::vector<uint8_t> KeepLargestGroups(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
+                                       double group_density, const std::string& where) {
   PERMDNN_CHECK(rows >= 1 && cols >= 1 && group_len >= 1 && cols % group_len == 0,
-                "Ternarize: group length {} must divide the {} columns", group_len, cols);
-  PERMDNN_CHECK(static_cast<int64_t>(dense.size()) == rows * cols, "Ternarize: {} values for {}x{}", dense.size(),
+                "{}: group length {} must divide the {} columns", where, group_len, cols);
+  PERMDNN_CHECK(static_cast<int64_t>(dense.size()) == rows * cols, "{}: {} values for {}x{}", where, dense.size(),
                 rows, cols);
-  PERMDNN_CHECK(threshold >= 0 && threshold < 1, "Ternarize: threshold t = {} must be in [0, 1)", threshold);
-  PERMDNN_CHECK(group_density > 0 && group_density <= 1, "Ternarize: group density {} must be in (0, 1]",
+  PERMDNN_CHECK(group_density > 0 && group_density <= 1, "{}: group density {} must be in (0, 1]", where,
                 group_density);
-  const int64_t G = cols / group_len, groups = rows * G;
-  // 1. Group pruning: keep the largest group norms.
+  const int64_t groups = rows * (cols / group_len);
   std::vector<double> norm(static_cast<std::size_t>(groups), 0.0);
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t e = 0; e < group_len; ++e) {
@@ -160,9 +158,16 @@ TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t 
   const auto keep = static_cast<int64_t>(std::llround(group_density * static_cast<double>(groups)));
   std::vector<uint8_t> kept(static_cast<std::size_t>(groups), 0);
   for (int64_t i = 0; i < keep; ++i) kept[order[i]] = 1;
-  // 2. Ternarization per row over the kept groups.
-  std::vector<int8_t> codes(dense.size(), 0);
-  std::vector<float> scale(static_cast<std::size_t>(rows), 0.0f);
+  return kept;
+}
+
+void TernarizeRows(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
+                   std::span<const uint8_t> kept, double threshold, std::span<int8_t> codes, std::span<float> scale) {
+  const int64_t G = cols / group_len;
+  PERMDNN_CHECK(static_cast<int64_t>(dense.size()) == rows * cols && static_cast<int64_t>(codes.size()) == rows * cols &&
+                    static_cast<int64_t>(kept.size()) == rows * G && static_cast<int64_t>(scale.size()) == rows,
+                "TernarizeRows: array sizes disagree with {}x{} (group length {})", rows, cols, group_len);
+  PERMDNN_CHECK(threshold >= 0 && threshold < 1, "Ternarize: threshold t = {} must be in [0, 1)", threshold);
   for (int64_t r = 0; r < rows; ++r) {
     double max_abs = 0;
     for (int64_t c = 0; c < cols; ++c)
@@ -172,6 +177,7 @@ TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t 
     int64_t n = 0;
     for (int64_t c = 0; c < cols; ++c) {
       const float w = dense[r * cols + c];
+      codes[r * cols + c] = 0;
       if (!kept[r * G + c / group_len] || std::fabs(double(w)) <= delta || w == 0.0f) continue;
       sum += std::fabs(double(w));
       ++n;
@@ -179,6 +185,17 @@ TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t 
     }
     scale[r] = n > 0 ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
   }
+}
+
+TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
+                            double threshold, double group_density) {
+  PERMDNN_CHECK(threshold >= 0 && threshold < 1, "Ternarize: threshold t = {} must be in [0, 1)", threshold);
+  // 1. Group pruning: keep the largest group norms.
+  const std::vector<uint8_t> kept = KeepLargestGroups(dense, rows, cols, group_len, group_density, "Ternarize");
+  // 2. Ternarization per row over the kept groups.
+  std::vector<int8_t> codes(dense.size(), 0);
+  std::vector<float> scale(static_cast<std::size_t>(rows), 0.0f);
+  TernarizeRows(dense, rows, cols, group_len, kept, threshold, codes, scale);
   TernaryProjection pr;
   pr.matrix = TernaryMatrix::FromCodes(rows, cols, group_len, codes, std::move(scale), "Ternarize");
   const std::vector<float> approx = pr.matrix.ToDense();

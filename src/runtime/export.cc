@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -557,7 +558,7 @@ LayerReport ExportLayer(const LayerCtx& c, const ExportOptions& options, GraphBu
     lr = ExportEmbedding(c, b);
   } else {
     Fail("{}: unknown layer type '{}' (expected flatten, linear, conv2d, relu, maxpool2d, avgpool2d, "
-         "batchnorm2d, dropout, embedding, lstm, gru)",
+         "batchnorm2d, dropout, add, embedding, lstm, gru)",
          c.Where(), type);
   }
   return lr;
@@ -589,10 +590,35 @@ ExportReport ExportRun(const std::string& run_dir, const std::string& out_path, 
     m = NewModel(spec, run_dir);
     GraphBuilder b(m.mutable_graph());
     b.rank = static_cast<int64_t>(spec.input_shape.size());
+    // Residual models (docs/run-format.md "Branches"): a layer's "input"
+    // names the earlier layer it reads, an "add" layer's "from" the earlier
+    // layer whose output it adds; every layer's output is remembered.
+    std::map<std::string, std::pair<std::string, int64_t>> outputs;  // name -> (tensor, rank)
+    auto earlier = [&](const LayerCtx& c, const char* key) {
+      PERMDNN_CHECK((*c.layer)[key].is_string(), "{}: field '{}' must be a layer name", c.Where(), key);
+      const std::string ref = (*c.layer)[key].get<std::string>();
+      auto it = outputs.find(ref);
+      PERMDNN_CHECK(it != outputs.end(), "{}: {} '{}' is no earlier layer", c.Where(), key, ref);
+      return it->second;
+    };
     for (const json& layer : spec.doc["layers"]) {
       const LayerCtx c{run_dir, spec.model_json, layer.value("name", ""), &layer};
       PERMDNN_CHECK(!c.name.empty(), "{}: a layer has no name", spec.model_json);
-      report.layers.push_back(ExportLayer(c, options, b));
+      PERMDNN_CHECK(!outputs.count(c.name), "{}: a second layer is named '{}'", spec.model_json, c.name);
+      if (layer.contains("input")) std::tie(b.current, b.rank) = earlier(c, "input");
+      if (layer.value("type", "") == "add") {
+        const auto [other, other_rank] = earlier(c, "from");
+        PERMDNN_CHECK(other_rank == b.rank, "{}: adds a rank-{} tensor to a rank-{} one", c.Where(), other_rank,
+                      b.rank);
+        b.Node(c.name, "Add", {other});
+        LayerReport lr;
+        lr.name = c.name;
+        lr.op = "Add";
+        report.layers.push_back(lr);
+      } else {
+        report.layers.push_back(ExportLayer(c, options, b));
+      }
+      outputs[c.name] = {b.current, b.rank};
     }
     FinishGraph(spec, b.rank, m.mutable_graph());
   } catch (const json::exception& e) {

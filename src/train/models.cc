@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 #include <torch/nn/functional.h>
@@ -20,7 +22,7 @@ namespace permdnn::train {
 namespace fs = std::filesystem;
 
 std::vector<std::string> ModelNames() {
-  return {"mlp", "lenet300", "lenet5", "lenet5caffe", "cnn", "tiny", "tinycnn", "lstm", "charlm"};
+  return {"mlp", "lenet300", "lenet5", "lenet5caffe", "cnn", "tiny", "tinycnn", "resnet", "tinyres", "lstm", "charlm"};
 }
 
 bool IsTokenModel(const std::string& model) { return model == "charlm"; }
@@ -32,16 +34,36 @@ class ArchBuilder {
  public:
   explicit ArchBuilder(const ModelInput& in) : c_(in.channels), h_(in.rows), w_(in.cols) {}
 
-  void Conv(const std::string& name, int64_t out, int k, int pad) {
-    LayerInfo l{name, "conv2d", c_, out, k, 1, pad, {}};
-    h_ = h_ + 2 * pad - k + 1;
-    w_ = w_ + 2 * pad - k + 1;
+  void Conv(const std::string& name, int64_t out, int k, int pad, int stride = 1) {
+    LayerInfo l{name, "conv2d", c_, out, k, stride, pad, {}};
+    l.input = next_input_;
+    next_input_.clear();
+    h_ = (h_ + 2 * pad - k) / stride + 1;
+    w_ = (w_ + 2 * pad - k) / stride + 1;
     PERMDNN_CHECK(h_ >= 1 && w_ >= 1, "model: input too small for {}", name);
     c_ = out;
-    layers.push_back(l);
+    Push(l);
   }
-  void Bn(const std::string& name) { layers.push_back({name, "batchnorm2d", c_, c_, 0, 1, 0, {}}); }
-  void Relu(const std::string& name) { layers.push_back({name, "relu", 0, 0, 0, 1, 0, {}}); }
+  void Bn(const std::string& name) { Push({name, "batchnorm2d", c_, c_, 0, 1, 0, {}}); }
+  void Relu(const std::string& name) { Push({name, "relu", 0, 0, 0, 1, 0, {}}); }
+  // The next layer reads the output of the earlier layer `name`.
+  void From(const std::string& name) {
+    next_input_ = name;
+    std::tie(c_, h_, w_) = shapes_.at(name);
+  }
+  // Adds the output of the earlier layer `other` (same shape) to the current one.
+  void Add(const std::string& name, const std::string& other) {
+    PERMDNN_CHECK(shapes_.at(other) == std::make_tuple(c_, h_, w_), "model: {} adds tensors of different shapes", name);
+    LayerInfo l{name, "add", 0, 0, 0, 1, 0, {}};
+    l.from = other;
+    Push(l);
+  }
+  // Average pooling over the whole (square) feature map.
+  void GlobalAvgPool(const std::string& name) {
+    PERMDNN_CHECK(h_ == w_, "model: {} needs a square feature map, got {}x{}", name, h_, w_);
+    Push({name, "avgpool2d", 0, 0, static_cast<int>(h_), static_cast<int>(h_), 0, {}});
+    h_ = w_ = 1;
+  }
   void Pool(const std::string& name) {
     layers.push_back({name, "maxpool2d", 0, 0, 2, 2, 0, {}});
     h_ /= 2;
@@ -74,7 +96,13 @@ class ArchBuilder {
   std::vector<LayerInfo> layers;
 
  private:
+  void Push(LayerInfo l) {
+    shapes_[l.name] = {c_, h_, w_};
+    layers.push_back(std::move(l));
+  }
   int64_t c_, h_, w_, features_ = 0;
+  std::string next_input_;
+  std::map<std::string, std::tuple<int64_t, int64_t, int64_t>> shapes_;  // output [C, H, W] per layer
 };
 
 std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& in) {
@@ -101,7 +129,46 @@ std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& 
     b.Relu(fmt::format("relu{}", i));
     b.Fc("fc2", in.classes);
   };
-  if (model == "mlp") {
+  // ResNet-20-style (He et al. 2016, CIFAR variant; option B shortcuts).
+  auto resnet = [&](int64_t w, int blocks) {
+    PERMDNN_CHECK(w >= 1 && w <= 1024, "--width must be in [1, 1024], got {}", w);
+    b.Conv("conv1", w, 3, 1);
+    b.Bn("bn1");
+    b.Relu("relu1");
+    std::string prev = "relu1";
+    int64_t ch = w;
+    for (int s = 0; s < 3; ++s) {
+      const int64_t width = w << s;
+      for (int k = 0; k < blocks; ++k) {
+        const int stride = s > 0 && k == 0 ? 2 : 1;
+        const std::string n = fmt::format("s{}b{}_", s + 1, k + 1);
+        b.Conv(n + "conv1", width, 3, 1, stride);
+        b.Bn(n + "bn1");
+        b.Relu(n + "relu1");
+        b.Conv(n + "conv2", width, 3, 1);
+        b.Bn(n + "bn2");
+        std::string other = prev;
+        if (stride != 1 || ch != width) {  // projection shortcut on the block input
+          b.From(prev);
+          b.Conv(n + "sc", width, 1, 0, stride);
+          b.Bn(n + "scbn");
+          other = n + "bn2";
+        }
+        b.Add(n + "add", other);
+        b.Relu(n + "relu");
+        prev = n + "relu";
+        ch = width;
+      }
+    }
+    b.GlobalAvgPool("gap");
+    b.Flatten();
+    b.Fc("fc", in.classes);
+  };
+  if (model == "resnet") {
+    resnet(in.width, 3);
+  } else if (model == "tinyres") {
+    resnet(2, 1);
+  } else if (model == "mlp") {
     mlp({1024, 1024});
   } else if (model == "lenet300") {
     mlp({300, 100});
@@ -176,17 +243,18 @@ torch::Tensor LoadTensor(const RunSource& src, const std::string& layer, const s
   return torch::from_blob(v.data(), shape, torch::kFloat).clone();
 }
 
-// The CSR arrays of a pruned layer (docs/run-format.md): rows = out
-// channels, columns = in·kh·kw in C order; entries = the mask's ones.
-void WritePrunedCsr(const std::string& dir, const std::string& name, const PrunedLayerImpl& pr,
-                    nlohmann::json& tensors, const std::string& prefix = "") {
+// The CSR arrays of a masked weight (mask and w of one shape, rows = dim 0);
+// with a shared PrunedLayer `shared`, codes + codebook instead of values.
+void WriteCsr(const std::string& dir, const std::string& name, const torch::Tensor& mask_t, const torch::Tensor& w_t,
+              nlohmann::json& tensors, const std::string& prefix = "", const PrunedLayerImpl* shared = nullptr) {
   torch::NoGradGuard no_grad;
-  const int64_t rows = pr.out, cols = pr.mask.numel() / pr.out;
-  PERMDNN_CHECK(pr.mask.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
-  torch::Tensor mask = pr.mask.contiguous(), w = pr.EffectiveWeight().contiguous(), codes = pr.codes.contiguous();
+  const int64_t rows = mask_t.size(0), cols = mask_t.numel() / rows;
+  PERMDNN_CHECK(mask_t.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
+  torch::Tensor mask = mask_t.contiguous(), w = w_t.contiguous();
+  torch::Tensor codes = shared ? shared->codes.contiguous() : torch::Tensor();
   const float* m = mask.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
-  const int64_t* cp = codes.data_ptr<int64_t>();
+  const int64_t* cp = shared ? codes.data_ptr<int64_t>() : nullptr;
   std::vector<int32_t> row_ptr{0}, col_idx;
   std::vector<float> values;
   std::vector<uint8_t> code_values;
@@ -195,7 +263,7 @@ void WritePrunedCsr(const std::string& dir, const std::string& name, const Prune
       const int64_t k = r * cols + c;
       if (m[k] == 0.0f) continue;
       col_idx.push_back(static_cast<int32_t>(c));
-      if (pr.bits > 0 && pr.is_shared()) {
+      if (cp) {
         code_values.push_back(static_cast<uint8_t>(cp[k]));
       } else {
         values.push_back(wp[k]);
@@ -209,15 +277,24 @@ void WritePrunedCsr(const std::string& dir, const std::string& name, const Prune
   tensors[prefix + "row_ptr"] = file("row_ptr");
   WriteNpy<int32_t>(dir + "/" + file("col_idx"), col_idx, {nnz});
   tensors[prefix + "col_idx"] = file("col_idx");
-  if (pr.bits > 0 && pr.is_shared()) {
+  if (cp) {
     WriteNpy<uint8_t>(dir + "/" + file("codes"), code_values, {nnz});
     tensors[prefix + "codes"] = file("codes");
-    SaveTensor(dir, file("codebook"), pr.codebook);
+    SaveTensor(dir, file("codebook"), shared->codebook);
     tensors[prefix + "codebook"] = file("codebook");
   } else {
     WriteNpy<float>(dir + "/" + file("values"), values, {nnz});
     tensors[prefix + "values"] = file("values");
   }
+}
+
+// The CSR arrays of a pruned layer (docs/run-format.md): rows = out
+// channels, columns = in·kh·kw in C order; entries = the mask's ones.
+void WritePrunedCsr(const std::string& dir, const std::string& name, const PrunedLayerImpl& pr,
+                    nlohmann::json& tensors, const std::string& prefix = "") {
+  torch::NoGradGuard no_grad;
+  WriteCsr(dir, name, pr.mask, pr.EffectiveWeight(), tensors, prefix,
+           pr.bits > 0 && pr.is_shared() ? &pr : nullptr);
 }
 
 // The arrays of one bias-less matrix of a recurrent layer, keys prefixed
@@ -302,14 +379,18 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
       bool edge = i == last || (i == first && info.type == "conv2d");
       info.compress = spec.Resolve(info.name, edge);
     }
-    PERMDNN_CHECK(info.compress.kind != CompressKind::kTernary,
-                  "--compress {}: layer '{}': ternary training (WPC, the ternarizer) is not implemented yet; "
-                  "`permdnn compress` projects a trained ONNX model onto it (docs/ternary.md)",
+    const bool tern = info.compress.kind == CompressKind::kTernary;
+    PERMDNN_CHECK(!tern || !info.is_recurrent(),
+                  "--compress {}: layer '{}' is recurrent; ternary training covers linear and conv2d layers",
                   info.compress.ToString(), info.name);
     const bool pd = info.compress.kind == CompressKind::kPermDiag;
     const bool circ = info.compress.kind == CompressKind::kCirculant;
     const bool prune = info.compress.kind == CompressKind::kPrune;
-    if (prune && info.is_weight_layer() && !info.is_recurrent()) {
+    if (tern) {
+      l.ternary = register_module(info.name, TernaryLayer(info.name, info.in, info.out,
+                                                          info.type == "conv2d" ? info.kernel : 0, info.stride,
+                                                          info.padding, info.compress));
+    } else if (prune && info.is_weight_layer() && !info.is_recurrent()) {
       l.pruned = register_module(info.name, PrunedLayer(info.in, info.out, info.type == "conv2d" ? info.kernel : 0,
                                                         info.stride, info.padding, info.compress.bits, true));
     } else if (info.type == "linear") {
@@ -344,11 +425,23 @@ NetImpl::NetImpl(const std::string& model, const CompressSpec& spec, const Model
     }
     layers_.push_back(std::move(l));
   }
+  auto index_of = [&](const std::string& name) {
+    for (int k = 0; k < static_cast<int>(layers_.size()); ++k)
+      if (layers_[k].info.name == name) return k;
+    Fail("model {}: no layer '{}'", model, name);
+  };
+  for (Layer& l : layers_) {
+    if (!l.info.input.empty()) layers_[l.input_index = index_of(l.info.input)].keep_output = true;
+    if (!l.info.from.empty()) layers_[l.from_index = index_of(l.info.from)].keep_output = true;
+  }
 }
 
 torch::Tensor NetImpl::forward(torch::Tensor x) {
-  for (Layer& l : layers_) {
+  std::vector<torch::Tensor> kept(layers_.size());  // outputs other layers read (residual models)
+  for (std::size_t li = 0; li < layers_.size(); ++li) {
+    Layer& l = layers_[li];
     const std::string& t = l.info.type;
+    if (l.input_index >= 0) x = kept[l.input_index];
     // A per-time-step layer on [B, T, F]: run it on [B·T, F], then back.
     const bool per_step = x.dim() == 3 && t == "linear";
     const int64_t batch = x.size(0), steps = per_step ? x.size(1) : 0;
@@ -365,6 +458,10 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
       x = torch::relu(x);
     } else if (t == "maxpool2d") {
       x = torch::max_pool2d(x, {2, 2}, {2, 2});
+    } else if (t == "avgpool2d") {
+      x = torch::avg_pool2d(x, {l.info.kernel, l.info.kernel}, {l.info.stride, l.info.stride});
+    } else if (t == "add") {
+      x = x + kept[l.from_index];
     } else if (l.linear) {
       x = l.linear->forward(x);
     } else if (l.pd_linear) {
@@ -379,10 +476,13 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
       x = l.circ_conv->forward(x);
     } else if (l.pruned) {
       x = l.pruned->forward(x);
+    } else if (l.ternary) {
+      x = l.ternary->forward(x);
     } else if (l.bn) {
       x = l.bn->forward(x);
     }
     if (per_step) x = x.reshape({batch, steps, x.size(1)});
+    if (l.keep_output) kept[li] = x;
   }
   return x;
 }
@@ -418,7 +518,19 @@ std::vector<StorageStats> NetImpl::Storage() const {
     StorageStats s;
     s.name = i.name;
     s.compress = i.compress.ToString();
-    if (i.type == "linear" || i.type == "conv2d") {
+    if (l.ternary && !i.compress.ternarize) {
+      // The group-pruning-only ablation: float32 kept groups, stored as CSR.
+      LayerInfo csr = i;
+      csr.compress = LayerCompression{};
+      csr.compress.kind = CompressKind::kPrune;
+      StorageStats st = WeightLayerStorage(csr, l.ternary->masked_nnz(), true);
+      st.compress = i.compress.ToString();
+      out.push_back(st);
+      continue;
+    } else if (l.ternary) {  // the format's kept groups (all-zero code groups pruned too)
+      out.push_back(WeightLayerStorage(i, l.ternary->Ternary().kept_groups(), true));
+      continue;
+    } else if (i.type == "linear" || i.type == "conv2d") {
       out.push_back(WeightLayerStorage(i, l.pruned ? l.pruned->nnz() : 0, true));
       continue;
     } else if (l.rnn) {
@@ -474,6 +586,8 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
   for (const Layer& l : layers_) {
     const LayerInfo& i = l.info;
     nlohmann::json j = {{"name", i.name}, {"type", i.type}};
+    if (!i.input.empty()) j["input"] = i.input;
+    if (!i.from.empty()) j["from"] = i.from;
     nlohmann::json tensors = nlohmann::json::object();
     auto save = [&](const std::string& key, const torch::Tensor& t) {
       if (!t.defined()) return;
@@ -493,6 +607,30 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
         j["compress"] = {{"kind", "circulant"}, {"p", i.compress.p}};
         save("values", l.circ_linear ? l.circ_linear->values : l.circ_conv->values);
         save("bias", l.circ_linear ? l.circ_linear->bias : l.circ_conv->bias);
+      } else if (l.ternary && !i.compress.ternarize) {
+        const TernaryLayerImpl& t = *l.ternary;
+        torch::NoGradGuard no_grad;
+        const torch::Tensor w = t.MaskedWeight();
+        j["compress"] = {{"kind", "prune"},
+                         {"density", static_cast<double>(t.masked_nnz()) / static_cast<double>(w.numel())}};
+        WriteCsr(dir, i.name, w.ne(0).to(torch::kFloat), w, tensors);
+        save("bias", t.bias);
+      } else if (l.ternary) {
+        const TernaryMatrix m = l.ternary->Ternary();
+        j["compress"] = {{"kind", "ternary"}, {"group", i.compress.p}, {"density", m.group_density()}};
+        auto save_u8 = [&](const std::string& key, std::span<const uint8_t> v, std::vector<int64_t> shape) {
+          const std::string file = fmt::format("tensors/{}.{}.npy", i.name, key);
+          WriteNpy<uint8_t>(dir + "/" + file, std::vector<uint8_t>(v.begin(), v.end()), shape);
+          tensors[key] = file;
+        };
+        save_u8("group_mask", m.group_mask(), {static_cast<int64_t>(m.group_mask().size())});
+        save_u8("plus", m.plus(), {m.kept_groups(), m.group_bytes()});
+        save_u8("minus", m.minus(), {m.kept_groups(), m.group_bytes()});
+        const std::vector<float> scale(m.scale().begin(), m.scale().end());
+        const std::string sfile = fmt::format("tensors/{}.scale.npy", i.name);
+        WriteNpy<float>(dir + "/" + sfile, scale, {i.out});
+        tensors["scale"] = sfile;
+        save("bias", l.ternary->bias);
       } else if (l.pruned) {
         const PrunedLayerImpl& pr = *l.pruned;
         j["compress"] = {{"kind", "prune"}, {"density", pr.density()}};
@@ -558,6 +696,9 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
     } else if (i.type == "maxpool2d") {
       j["kernel"] = {2, 2};
       j["stride"] = {2, 2};
+    } else if (i.type == "avgpool2d") {
+      j["kernel"] = {i.kernel, i.kernel};
+      j["stride"] = {i.stride, i.stride};
     }
     layers.push_back(j);
   }
@@ -633,7 +774,9 @@ std::vector<ConversionReport> NetImpl::LoadFromRun(const std::string& run_dir) {
     }
     torch::Tensor w = LoadTensor(src, i.name, "weight", wshape);
     torch::Tensor b = LoadTensor(src, i.name, "bias", {i.out});
-    if (l.linear || l.pd_linear || l.circ_linear || (l.pruned && i.type == "linear")) {
+    if (l.ternary) {
+      l.ternary->SetDense(w, b);  // the schedule (WPC, pruning, ternarization) runs while fine-tuning
+    } else if (l.linear || l.pd_linear || l.circ_linear || (l.pruned && i.type == "linear")) {
       r.kept_energy = ProjectDense(w, i.compress, Ptr(l.linear), Ptr(l.pd_linear), Ptr(l.circ_linear), Ptr(l.pruned));
       (l.linear ? l.linear->bias : l.pd_linear ? l.pd_linear->bias : l.circ_linear ? l.circ_linear->bias
                                                                                    : l.pruned->bias)
@@ -698,9 +841,47 @@ std::vector<std::pair<PrunedLayerImpl*, const LayerInfo*>> NetImpl::PrunedLayers
   return out;
 }
 
+std::vector<TernaryLayerImpl*> NetImpl::TernaryLayers() const {
+  std::vector<TernaryLayerImpl*> out;
+  for (const Layer& l : layers_)
+    if (l.ternary) out.push_back(l.ternary.ptr().get());
+  return out;
+}
+
+torch::Tensor NetImpl::CompressionPenalty() {
+  torch::Tensor sum;
+  for (TernaryLayerImpl* t : TernaryLayers()) {
+    torch::Tensor p = t->Penalty();
+    if (p.defined()) sum = sum.defined() ? sum + p : p;
+  }
+  return sum;
+}
+
 std::string NetImpl::CompressionStep(int64_t step, int64_t total_steps) {
-  PruneSchedule schedule{total_steps};
   std::string log;
+  const TernarySchedule tsched{total_steps};
+  for (TernaryLayerImpl* t : TernaryLayers()) {
+    if (t->current_stage() == 0 && step >= tsched.prune_step()) {
+      // The share of groups under the last θ (WPC) before the cut.
+      const double theta = t->theta.item<double>();
+      const double below =
+          t->compress.penalty > 0 ? t->GroupNorms().detach().lt(theta).to(torch::kDouble).mean().item<double>() : 0;
+      t->Prune();
+      log += fmt::format("  step {}: {} groups pruned to density {:.4f} ({} of {} kept){}\n", step, t->name,
+                         static_cast<double>(t->kept_mask_groups()) / static_cast<double>(t->group_mask.numel()),
+                         t->kept_mask_groups(), t->group_mask.numel(),
+                         t->compress.penalty > 0 ? fmt::format(", last theta {:.4g} with {:.1f}% of groups below", theta,
+                                                               100 * below)
+                                                 : std::string());
+    }
+    if (t->current_stage() == 1 && step >= tsched.ternarize_step()) {
+      t->StartTernary();
+      log += fmt::format("  step {}: {} {}\n", step, t->name,
+                         t->compress.ternarize ? "ternarized (straight-through fine-tuning)"
+                                               : "stays float32 (ternarize=0)");
+    }
+  }
+  PruneSchedule schedule{total_steps};
   for (auto [pr, info] : PrunedLayers()) {
     if (pr->is_shared()) continue;
     if (std::optional<double> d = schedule.DensityAt(step, info->compress.density)) {
@@ -719,12 +900,14 @@ std::string NetImpl::CompressionStep(int64_t step, int64_t total_steps) {
 
 void NetImpl::AfterOptimizerStep() {
   for (auto [pr, info] : PrunedLayers()) pr->ApplyMask();
+  for (TernaryLayerImpl* t : TernaryLayers()) t->ApplyMask();
 }
 
 bool NetImpl::CompressionDone(int64_t step, int64_t total_steps) const {
   PruneSchedule schedule{total_steps};
   for (auto [pr, info] : PrunedLayers())
     if (!schedule.Done(step, pr->bits)) return false;
+  if (!TernaryLayers().empty() && !TernarySchedule{total_steps}.Done(step)) return false;
   return true;
 }
 

@@ -14,6 +14,13 @@
 //            channels, then fc1 256 and fc2 10
 //   tiny     in-64-32-classes MLP        (fast tests)
 //   tinycnn  conv 4, conv 8 (+bn, pool), fc 16, classes (fast tests)
+//   resnet   ResNet-20-style for 28×28: conv1 3×3 w + bn + relu, three stages
+//            of three basic blocks (w, 2w, 4w channels; the first block of
+//            stages 2 and 3 has stride 2 and a 1×1 stride-2 conv + bn
+//            shortcut), global average pooling (7×7), fc classes; w = --width
+//            (16 as ResNet-20). A block: sSbB_conv1 bn1 relu1 conv2 bn2,
+//            [sSbB_sc + sSbB_scbn reading the block input], sSbB_add, sSbB_relu.
+//   tinyres  resnet at w = 2, one block per stage (fast tests)
 //   lstm     Fashion-MNIST row by row: rnn1 (lstm or gru, 28 → hidden, last
 //            h_T), fc hidden → classes (recurrent_layers.h)
 //   charlm   character LM: embed (vocab → 64), rnn1 (64 → hidden, every
@@ -42,6 +49,7 @@
 #include "src/train/permdiag_layers.h"
 #include "src/train/prune_layers.h"
 #include "src/train/recurrent_layers.h"
+#include "src/train/ternary_layers.h"
 
 namespace permdnn::train {
 
@@ -58,6 +66,7 @@ struct ModelInput {
   // `--cell`); charlm: sequence length T and the corpus alphabet (classes =
   // its size, the vocabulary).
   int64_t hidden = 256;
+  int64_t width = 16;  // resnet: first stage's channels (`--width`)
   std::string cell = "lstm";
   int64_t seq_len = 0;
   std::vector<uint8_t> alphabet;
@@ -68,11 +77,14 @@ bool IsTokenModel(const std::string& model);
 
 // One layer of the sequential model, in run-format.md terms.
 struct LayerInfo {
-  std::string name, type;  // flatten, linear, conv2d, batchnorm2d, relu, maxpool2d, embedding, lstm, gru
+  std::string name, type;  // flatten, linear, conv2d, batchnorm2d, relu, maxpool2d, avgpool2d, add, embedding, lstm, gru
   int64_t in = 0, out = 0;  // features or channels (embedding: vocab, dim; lstm/gru: in, hidden)
   int kernel = 0, stride = 1, padding = 0;
   LayerCompression compress;
   bool sequence_output = false;  // lstm/gru: every h_t, else h_T
+  // Branches (residual models): the earlier layer this one reads ("" = the
+  // previous layer); add: the earlier layer whose output it adds.
+  std::string input = "", from = "";
   bool is_recurrent() const { return type == "lstm" || type == "gru"; }
   bool is_weight_layer() const { return type == "linear" || type == "conv2d" || is_recurrent(); }
 };
@@ -138,10 +150,17 @@ class NetImpl : public torch::nn::Module {
   std::string CompressionStep(int64_t step, int64_t total_steps);
   void AfterOptimizerStep();
   bool CompressionDone(int64_t step, int64_t total_steps) const;
+  // The ternary layers' group-lasso / WPC term (ternary_layers.h), added to
+  // the loss by the trainer; undefined when no layer has one now.
+  torch::Tensor CompressionPenalty();
+  // The ternary layers (the tests drive them directly).
+  std::vector<TernaryLayerImpl*> TernaryLayers() const;
 
  private:
   struct Layer {
     LayerInfo info;
+    int input_index = -1, from_index = -1;  // resolved LayerInfo::input / from
+    bool keep_output = false;               // another layer reads its output
     torch::nn::Linear linear{nullptr};
     PermDiagLinear pd_linear{nullptr};
     torch::nn::Conv2d conv{nullptr};
@@ -149,6 +168,7 @@ class NetImpl : public torch::nn::Module {
     BlockCirculantLinear circ_linear{nullptr};
     BlockCirculantConv2d circ_conv{nullptr};
     PrunedLayer pruned{nullptr};  // linear or conv
+    TernaryLayer ternary{nullptr};  // linear or conv
     torch::nn::BatchNorm2d bn{nullptr};
     RecurrentLayer rnn{nullptr};
     torch::nn::Embedding embed{nullptr};

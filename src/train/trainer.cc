@@ -251,6 +251,7 @@ Data Windows(const std::vector<int64_t>& ids, int64_t seq_len, int64_t limit, co
 TrainData LoadTrainData(const TrainOptions& o) {
   TrainData d;
   d.input.hidden = o.hidden;
+  d.input.width = o.width;
   d.input.cell = o.cell;
   if (IsTokenModel(o.model)) {
     PERMDNN_CHECK(o.seq_len >= 1, "--seq-len must be >= 1, got {}", o.seq_len);
@@ -432,6 +433,7 @@ class TrainSession {
       torch::Tensor logits = net_->forward(x);
       torch::Tensor loss = Loss(logits, y);
       torch::Tensor penalty = hooks_->Penalty(net_);
+      if (torch::Tensor p = net_->CompressionPenalty(); p.defined()) penalty = penalty.defined() ? penalty + p : p;
       (penalty.defined() ? loss + penalty : loss).backward();
       opt_.step();
       net_->AfterOptimizerStep();
@@ -535,6 +537,7 @@ class TrainSession {
                               {"converted_accuracy", r.converted_accuracy},
                               {"cell", o_.cell},
                               {"hidden", o_.hidden},
+                              {"width", o_.width},
                               {"seq_len", o_.seq_len},
                               {"final_test_bpc", r.final_bpc},
                               {"best_test_bpc", r.best_bpc},

@@ -489,6 +489,7 @@ TEST(RecurrentBadInput, Activations) {
 // dense fc; or charlm-like: embedding -> gru (sequence) -> fc per step.
 struct RecurrentRun {
   bool gru = false, bidir = true;
+  bool embed = true;  // gru: an embedding of int64 tokens first (charlm-like); false: float rows as lstm
   int p = 4;  // 1: dense
   int64_t T = 5, in = 6, H = 8, classes = 5, vocab = 7;
   // PyTorch-order dense matrices per direction: ih [G·H, in], hh [G·H, H], biases.
@@ -510,7 +511,7 @@ fs::path WriteRecurrentRun(const std::string& tag, RecurrentRun& r) {
   fs::create_directories(dir / "tensors");
   const int G = r.gru ? 3 : 4;
   const int64_t GH = G * r.H, D = r.bidir ? 2 : 1;
-  const int64_t in = r.gru ? 4 : r.in;  // gru reads the embedding (dim 4)
+  const int64_t in = r.gru && r.embed ? 4 : r.in;  // gru reads the embedding (dim 4)
   nlohmann::json tensors = nlohmann::json::object();
   for (int64_t d = 0; d < D; ++d) {
     const std::string sfx = d == 1 ? "_reverse" : "";
@@ -551,7 +552,7 @@ fs::path WriteRecurrentRun(const std::string& tag, RecurrentRun& r) {
   nlohmann::json compress = r.p > 1 ? nlohmann::json{{"kind", "permdiag"}, {"p", r.p}} : nlohmann::json{{"kind", "dense"}};
   nlohmann::json layers = nlohmann::json::array();
   nlohmann::json input;
-  if (r.gru) {
+  if (r.gru && r.embed) {
     r.emb = Uniform(static_cast<std::size_t>(r.vocab * 4), 72, 1.0f);
     WriteNpy<float>((dir / "tensors/embed.weight.npy").string(), r.emb, {r.vocab, 4});
     layers.push_back({{"name", "embed"}, {"type", "embedding"}, {"vocab", r.vocab}, {"dim", 4},
@@ -576,7 +577,7 @@ fs::path WriteRecurrentRun(const std::string& tag, RecurrentRun& r) {
 // x: [B, T, in] features. Returns the logits: [B, classes] (last) or
 // [B, T, classes] (sequence).
 std::vector<float> RunOracle(const RecurrentRun& r, const std::vector<double>& x, int64_t B) {
-  const int64_t D = r.bidir ? 2 : 1, H = r.H, in = r.gru ? 4 : r.in, T = r.T;
+  const int64_t D = r.bidir ? 2 : 1, H = r.H, in = r.gru && r.embed ? 4 : r.in, T = r.T;
   auto sig = [](double v) { return 1 / (1 + std::exp(-v)); };
   std::vector<double> hs(static_cast<std::size_t>(B * T * D * H));  // per step outputs
   std::vector<double> last(static_cast<std::size_t>(B * D * H));
@@ -930,6 +931,20 @@ TEST(SimRecurrent, BidirectionalLstmStepsEqualFcRunsOfTheSameMatrices) {
   r.T = 28;
   r.in = 28;
   const fs::path dir = WriteRecurrentRun("simbidir", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string(), {});
+  CheckStepsAgainstFcRuns(dir / "m.onnx", 2, true);
+  fs::remove_all(dir);
+}
+
+// A bidirectional GRU over the rows (PyTorch's GRU: linear_before_reset =
+// 1, so R h_(t-1) is one product of all three gates).
+TEST(SimRecurrent, GruStepsEqualFcRunsOfTheSameMatrices) {
+  RecurrentRun r;
+  r.gru = true;
+  r.embed = false;
+  r.T = 28;
+  r.in = 28;
+  const fs::path dir = WriteRecurrentRun("simgru2", r);
   ExportRun(dir.string(), (dir / "m.onnx").string(), {});
   CheckStepsAgainstFcRuns(dir / "m.onnx", 2, true);
   fs::remove_all(dir);

@@ -8,6 +8,9 @@
 #include <sstream>
 #include <string>
 
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
 #include "permdnn/train/trainer.h"
 
 namespace permdnn::train {
@@ -39,6 +42,22 @@ inline std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Runs `part` until `stop_after_batches`, then resumes it to the end: the
+// interrupted-and-resumed run's per-epoch train losses must equal `full`'s.
+inline void ExpectResumeIsIdentical(const TrainOptions& full, TrainOptions part, int64_t stop_after_batches) {
+  std::ostringstream log;
+  part.stop_after_batches = stop_after_batches;
+  ASSERT_TRUE(Train(part, log).interrupted);
+  part.stop_after_batches = -1;
+  part.resume = true;
+  ASSERT_FALSE(Train(part, log).interrupted);
+  auto a = nlohmann::json::parse(ReadFile(full.out_dir + "/metrics.json"));
+  auto b = nlohmann::json::parse(ReadFile(part.out_dir + "/metrics.json"));
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i]["train_loss"].get<double>(), b[i]["train_loss"].get<double>()) << "epoch " << i + 1;
 }
 
 }  // namespace permdnn::train

@@ -10,11 +10,11 @@
 //     ITEM   := METHOD | NAME '=' METHOD
 //     METHOD := KIND (':' KEY '=' VALUE)*
 //     KIND   := dense | permdiag (p [, offsets]) | circulant (p) | prune (density [, bits])
-//             | ternary (group [, density] [, t])
+//             | ternary (group [, density] [, t] [, lambda] [, wpc | wpcq] [, ternarize])
 //
 // e.g. `dense`, `permdiag:p=8`, `permdiag:p=8,fc3=dense`,
 // `fc1=permdiag:p=4,fc2=permdiag:p=8`, `circulant:p=8`, `prune:density=0.1`,
-// `prune:density=0.1:bits=4`, `ternary:group=16`, `ternary:group=16:density=0.5`. An item is per-layer when an '=' comes before
+// `prune:density=0.1:bits=4`, `ternary:group=16`, `ternary:group=16:density=0.5`, `ternary:group=16,density=0.5,wpc=0.7`. An item is per-layer when an '=' comes before
 // the first ':'.
 //
 // Continuation rule (issue 6 writes `prune:density=0.1,bits=4`): the comma
@@ -40,7 +40,14 @@
 // (it must divide the layer's inputs), density in (0, 1] the fraction of
 // groups kept (default 1: only groups whose codes come out all zero are
 // pruned), t in [0, 1) the ternarizer's threshold Δ = t · max|w| of an
-// output row (default 0.05).
+// output row (default 0.05); training only (`permdnn train`, ignored by
+// `permdnn compress`): lambda in [0, 1] the group-lasso strength λ of the
+// loss CE + λ·Σ_g min(‖W_g‖₂, θ) (default 0: no penalty, the groups are
+// pruned by magnitude alone; 5e-4 when wpc or wpcq is given), wpc > 0
+// Weight Penalty Clipping with θ = wpc × the layer's mean group norm, wpcq
+// in (0, 1) WPC with θ = that quantile of the sorted group norms (neither:
+// plain group lasso, θ = ∞), ternarize 0 or 1 (default 1; 0 keeps the kept
+// groups in float32, the group-pruning-only ablation, stored as CSR).
 //
 // Default rule (Resolve): a layer named in the SPEC gets its own method. A
 // layer that is not named gets the global method, except the *edge* layers,
@@ -65,6 +72,11 @@ struct LayerCompression {
   double threshold = 0.05;  // ternary: Δ = threshold · max|w| of an output row
   int bits = 0;          // prune weight sharing: codebook of 2^bits values; 0 = none
   bool column_offsets = false;  // permdiag: offsets=column (one offset per block column)
+  // ternary, training only (docs/ternary.md): λ, WPC's θ rule, ternarize.
+  double penalty = 0;       // λ of the group lasso; 0 = none
+  double wpc_ratio = 0;     // θ = wpc_ratio × mean group norm (0: not this rule)
+  double wpc_quantile = 0;  // θ = this quantile of the group norms (0: not this rule)
+  bool ternarize = true;    // false: group pruning only (float32 kept groups)
 
   bool is_dense() const { return kind == CompressKind::kDense; }
   // Canonical text, e.g. "permdiag:p=8", "permdiag:p=8:offsets=column", "dense", "prune:density=0.1",

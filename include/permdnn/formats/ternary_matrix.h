@@ -98,6 +98,19 @@ class TernaryMatrix {
 // norms are kept (ties: the lower index), the others zeroed; then per row Δ = t · max|w| over the row and
 // α = mean |w| over |w| > Δ, t(r, c) = sign(w) where |w| > Δ; groups whose
 // codes come out all zero are pruned too. kept_energy = 1 − ‖W − Ŵ‖²/‖W‖².
+// The two steps of the projection, also what the trainer's ternarizer calls
+// (src/train/ternary_layers.h), so the math lives here once:
+// KeepLargestGroups: 1 for the round(group_density · rows · G) groups (row
+// r's group j at r·G + j) with the largest L2 norms (ties: the lower
+// index); Error naming `where` when group_len does not divide cols.
+std::vector<uint8_t> KeepLargestGroups(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
+                                       double group_density, const std::string& where);
+// TernarizeRows: per row over the kept groups Δ = t · max|w|, α = mean |w|
+// over |w| > Δ (0 when none), codes sign(w) where |w| > Δ, else 0 (pruned
+// groups 0). codes [rows·cols], scale [rows] are written.
+void TernarizeRows(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
+                   std::span<const uint8_t> kept, double threshold, std::span<int8_t> codes, std::span<float> scale);
+
 struct TernaryProjection {
   TernaryMatrix matrix;
   double kept_energy = 1.0;
