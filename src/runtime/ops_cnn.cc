@@ -313,9 +313,11 @@ class ConvOp : public OpKernel {
       float* yc = y.f() + n0 * y_per;
       float* dst = e.out.identity() ? yc : reinterpret_cast<float*>(scratch + e.out_offset);
       if (add) {
-        // oneDNN's sum post-op adds to what the output holds.
+        // oneDNN's sum post-op adds to what the output holds. dst is in L, so
+        // the operand (also in L) fills L's size, padded channels included:
+        // a_per, not y_per (y's own layout may be plain, without padding).
         const float* ac = add->f() + n0 * a_per;
-        if (e.add.identity()) std::memcpy(dst, ac, static_cast<std::size_t>(y_per * nc) * sizeof(float));
+        if (e.add.identity()) std::memcpy(dst, ac, static_cast<std::size_t>(a_per * nc) * sizeof(float));
         else e.add.Run(ac, dst, pad);
       }
       dnnl::memory sm(e.src_md, DnnlEngine(), const_cast<float*>(src)), dm(e.dst_md, DnnlEngine(), dst),
