@@ -13,24 +13,13 @@
 #include "permdnn/formats/registry.h"
 #include "permdnn/sim/engines.h"
 #include "permdnn/sim/model.h"
+#include "sim/sim_test_util.h"
 
 namespace permdnn::sim {
 namespace {
 
-const TechTable& Tech() {
-  static const TechTable t = TechTable::Load(PERMDNN_TEST_TECH);
-  return t;
-}
-
-template <typename F>
-void ExpectError(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-  }
-}
+using test_util::Tech;
+using test_util::ExpectError;
 
 // rows x cols codes: group (r, j) kept when keep(r, j); kept weights
 // alternate +1, -1, 0 along the row.

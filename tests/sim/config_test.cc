@@ -9,25 +9,13 @@
 #include "permdnn/core/error.h"
 #include "permdnn/sim/engines.h"
 #include "permdnn/sim/report.h"
+#include "sim/sim_test_util.h"
 
 namespace permdnn::sim {
 namespace {
 
-const TechTable& Tech() {
-  static const TechTable t = TechTable::Load(PERMDNN_TEST_TECH);
-  return t;
-}
-
-// Runs f and checks it throws Error whose message contains `needle`.
-template <typename F>
-void ExpectError(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-  }
-}
+using test_util::Tech;
+using test_util::ExpectError;
 
 TEST(Config, ParamSpecKeepsWhatWasSpecified) {
   auto s = ParamSpec::Parse("permdnn", PermDnnParamDefs(), {{"num_pe", 16}});

@@ -14,14 +14,12 @@
 #include "permdnn/kernels/permdiag.h"
 #include "permdnn/sim/report.h"
 #include "support/compare.h"
+#include "sim/sim_test_util.h"
 
 namespace permdnn::sim {
 namespace {
 
-const TechTable& Tech() {
-  static const TechTable t = TechTable::Load(PERMDNN_TEST_TECH);
-  return t;
-}
+using test_util::Tech;
 
 FcLayerSpec Layer(const std::string& name, int64_t m, int64_t n, double wd, double ad) {
   return {name, n, m, wd, ad};

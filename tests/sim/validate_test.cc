@@ -8,14 +8,12 @@
 #include <cmath>
 
 #include "permdnn/core/error.h"
+#include "sim/sim_test_util.h"
 
 namespace permdnn::sim {
 namespace {
 
-const TechTable& Tech() {
-  static const TechTable t = TechTable::Load(PERMDNN_TEST_TECH);
-  return t;
-}
+using test_util::Tech;
 
 TEST(Validation, RowsHoldTargetsAndDocumentedGaps) {
   ValidationRow met;
