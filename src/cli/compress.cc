@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/break_even.h"
 #include "cli/commands.h"
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
@@ -23,7 +24,7 @@ nlohmann::json ReportJson(const runtime::ExportReport& r);
 
 void AddCompressCommand(CLI::App& app) {
   struct Args {
-    std::string in, out, spec, data, json, rounds_csv;
+    std::string in, out, spec, data, json, rounds_csv, break_even;
     int epochs = 1;
     bool portable = false, admm = false;
 #ifdef PERMDNN_HAVE_TRAINING
@@ -64,12 +65,7 @@ void AddCompressCommand(CLI::App& app) {
   cmd->add_option("--rounds-csv", args->rounds_csv,
                   "admm: write the rounds (rho, ||W-Z||/||W|| overall and per layer, loss, accuracy) to this CSV "
                   "(default: OUT without .onnx + .admm_rounds.csv)");
-  cmd->add_option("--break-even", args->ft.break_even_density,
-                  "admm: weight density at which CSR stops beating dense on this platform (permdnn bench, "
-                  "docs/admm.md); each pruned layer is reported against it")
-      ->capture_default_str();
-  cmd->add_flag("--refuse-break-even", args->ft.refuse_break_even,
-                "admm: fail when a pruned layer's density is at or above --break-even (it buys nothing)");
+  AddBreakEvenOptions(cmd, &args->break_even, &args->ft.refuse_break_even);
 #endif
   cmd->callback([=] {
     const bool finetune = *o_data || *o_epochs;
@@ -79,6 +75,7 @@ void AddCompressCommand(CLI::App& app) {
                                      "compressed ai.permdnn layers) do not combine; drop one");
       args->ft.data_dir = args->data;
       args->ft.epochs = args->epochs;
+      ApplyBreakEven(args->break_even, &args->ft);
       args->ft.compress = args->spec;
       std::string csv = args->rounds_csv;
       if (csv.empty()) {

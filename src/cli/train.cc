@@ -4,6 +4,7 @@
 #include <iostream>
 #include <memory>
 
+#include "cli/break_even.h"
 #include "cli/commands.h"
 #include "permdnn/core/error.h"
 #include "permdnn/train/trainer.h"
@@ -52,13 +53,10 @@ void AddTrainCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--admm-iter", o->admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
       ->capture_default_str();
-  cmd->add_option("--break-even", o->break_even_density,
-                  "admm: weight density at which CSR stops beating dense on this platform (permdnn bench, "
-                  "docs/admm.md); each pruned layer is reported against it")
-      ->capture_default_str();
-  cmd->add_flag("--refuse-break-even", o->refuse_break_even,
-                "admm: fail when a pruned layer's density is at or above --break-even (it buys nothing)");
-  cmd->callback([o] {
+  auto break_even = std::make_shared<std::string>();
+  AddBreakEvenOptions(cmd, break_even.get(), &o->refuse_break_even);
+  cmd->callback([o, break_even] {
+    ApplyBreakEven(*break_even, o.get());
     train::TrainResult r = train::Train(*o, std::cout);
     if (r.interrupted) {
       std::fflush(stdout);

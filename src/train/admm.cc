@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -125,8 +126,8 @@ int CheckAdmmOptions(const TrainOptions& o) {
   PERMDNN_CHECK(std::isfinite(o.rho_mult) && o.rho_mult > 0, "--rho-mult must be > 0, got {}", o.rho_mult);
   PERMDNN_CHECK(std::isfinite(o.break_even_density) && o.break_even_density >= 0 && o.break_even_density <= 1,
                 "--break-even must be in [0, 1] (0: none), got {}", o.break_even_density);
-  PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0,
-                "--refuse-break-even needs --break-even D (the density measured with permdnn bench)");
+  PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0 || o.break_even_for,
+                "--refuse-break-even needs --break-even (a density D, or cpu | eie-cycles | eie-energy)");
   PERMDNN_CHECK(o.admm_iter >= 0, "--admm-iter must be >= 0 (0: one round per epoch), got {}", o.admm_iter);
   PERMDNN_CHECK(o.epochs >= 2, "ADMM needs --epochs >= 2 (ADMM epochs, then retraining), got {}", o.epochs);
   const int admm_epochs = o.admm_epochs > 0 ? o.admm_epochs : std::max(1, o.epochs / 2);
@@ -136,20 +137,48 @@ int CheckAdmmOptions(const TrainOptions& o) {
   return admm_epochs;
 }
 
-// The break-even report: a pruned layer at or above the platform's
-// break-even density stores indices for nothing (CSR no faster than dense).
+// The break-even report: a pruned layer at or above its platform's
+// break-even density stores indices for nothing (sparse no faster, or no
+// cheaper, than dense).
 void CheckBreakEven(const std::vector<AdmmTerm>& terms, const TrainOptions& o, std::ostream& log) {
-  if (o.break_even_density <= 0) return;
+  if (o.break_even_density <= 0 && !o.break_even_for) return;
+  const std::string platform = o.break_even_for ? o.break_even_platform : "--break-even";
   for (const AdmmTerm& t : terms) {
     if (t.compress.kind != CompressKind::kPrune) continue;
-    const bool buys = t.compress.density < o.break_even_density;
-    log << fmt::format("  {:<8} density {:.4g} vs break-even {:.4g}: {}\n", t.layer, t.compress.density,
-                       o.break_even_density, buys ? "sparse is faster" : "buys nothing (CSR no faster than dense)");
+    BreakEvenAnswer a{o.break_even_density, ""};
+    if (o.break_even_for)
+      a = o.break_even_for({t.layer, t.geometry.out, t.geometry.in * t.geometry.taps(), t.columns});
+    const bool buys = t.compress.density < a.density;
+    log << fmt::format("  {:<8} density {:.4g} vs break-even {:.4g} ({}): {}\n", t.layer, t.compress.density,
+                       a.density, platform, buys ? "sparse wins" : "buys nothing (sparse no better than dense)");
+    if (!a.detail.empty()) log << "           " << a.detail << "\n";
     PERMDNN_CHECK(buys || !o.refuse_break_even,
-                  "--refuse-break-even: layer '{}' asks for density {} >= the break-even density {} of this "
-                  "platform (CSR no faster than dense there); lower its density or leave it dense",
-                  t.layer, t.compress.density, o.break_even_density);
+                  "--refuse-break-even: layer '{}' asks for density {} >= its break-even density {:.4g} on {} "
+                  "(sparse no better than dense there); lower its density or leave it dense",
+                  t.layer, t.compress.density, a.density, platform);
   }
+}
+
+std::map<std::string, int64_t> ConvOutputPixels(const std::vector<LayerInfo>& layers, const ModelInput& input) {
+  std::map<std::string, std::pair<int64_t, int64_t>> after;  // layer → its output H, W
+  std::map<std::string, int64_t> pixels;
+  int64_t h = input.rows, w = input.cols;
+  for (const LayerInfo& l : layers) {
+    if (!l.input.empty() && after.count(l.input)) std::tie(h, w) = after.at(l.input);
+    if (l.type == "conv2d") {
+      h = (h + 2 * l.padding - l.kernel) / l.stride + 1;
+      w = (w + 2 * l.padding - l.kernel) / l.stride + 1;
+      pixels[l.name] = std::max<int64_t>(1, h * w);
+    } else if (l.type == "maxpool2d") {
+      h /= 2;
+      w /= 2;
+    } else if (l.type == "avgpool2d") {
+      h = (h - l.kernel) / l.stride + 1;
+      w = (w - l.kernel) / l.stride + 1;
+    }
+    after[l.name] = {h, w};
+  }
+  return pixels;
 }
 
 namespace {
@@ -197,9 +226,12 @@ class AdmmPhase : public TrainHooks {
     iter_ = o_.admm_iter > 0 ? o_.admm_iter : batches_per_epoch;
     const std::vector<LayerInfo> targets = CompressedTargets(net, o_.compress, o_.seed);
     state_ = net->register_module("admm", AdmmState(targets, net));
-    for (std::size_t k = 0; k < targets.size(); ++k)
+    const std::map<std::string, int64_t> pixels = ConvOutputPixels(net->layers(), net->input());
+    for (std::size_t k = 0; k < targets.size(); ++k) {
       terms_.push_back({targets[k].name, targets[k].compress, GeometryOf(targets[k]), state_->weights[k],
                         state_->z[k], state_->u[k]});
+      if (pixels.count(targets[k].name)) terms_.back().columns = pixels.at(targets[k].name);
+    }
     CheckBreakEven(terms_, o_, log_);
   }
 

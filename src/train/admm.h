@@ -24,6 +24,8 @@
 // registry's Project + ToDense for permdiag and circulant.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -53,6 +55,9 @@ struct AdmmTerm {
   LayerCompression compress;
   formats::Geometry geometry;
   torch::Tensor w, z, u;
+  // Input vectors the layer's matrix multiplies per image (a conv: its
+  // output pixels; 1 for a linear layer): the break-even query's columns.
+  int64_t columns = 1;
 };
 
 // Z = Π(W), U = 0.
@@ -71,10 +76,17 @@ std::string AdmmRoundLine(const std::vector<AdmmTerm>& terms, const AdmmRound& r
 // break-even in [0, 1], epochs ≥ 2, 1 ≤ admm_epochs < epochs) and returns
 // the ADMM epochs (admm_epochs, or half of the epochs when 0).
 int CheckAdmmOptions(const TrainOptions& o);
-// The break-even report of every pruned term against
-// o.break_even_density; with o.refuse_break_even a layer at or above it is
-// an error.
+// The break-even report of every pruned term against its break-even
+// density: o.break_even_for's answer for the term's shape when set (the
+// CLI's measured platforms), else o.break_even_density; with
+// o.refuse_break_even a layer at or above it is an error.
 void CheckBreakEven(const std::vector<AdmmTerm>& terms, const TrainOptions& o, std::ostream& log);
+
+// Output pixels per image of every conv2d layer of a model (its name →
+// H·W), from the layer list and the input size: conv (kernel, stride,
+// padding), 2×2 max pooling, average pooling (kernel, stride); a layer that
+// reads an earlier one (LayerInfo::input) starts from that one's size.
+std::map<std::string, int64_t> ConvOutputPixels(const std::vector<LayerInfo>& layers, const ModelInput& input);
 
 // The two phases above; validates the ADMM options (ρ > 0, ρ multiplier > 0,
 // 1 ≤ admm_epochs < epochs, a SPEC that compresses some layer).

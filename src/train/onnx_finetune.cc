@@ -176,7 +176,10 @@ class TorchGraph {
   // training: BatchNormalization normalizes with the batch statistics and
   // updates its stored mean / variance (ONNX momentum), as torch's BatchNorm
   // in train mode; otherwise the stored statistics are used.
-  torch::Tensor Forward(const torch::Tensor& x, bool logits, bool training = false) const {
+  // conv_pixels: when given, every Conv's output pixels (H·W) per image,
+  // keyed by its weight's name (the columns its im2col matrix multiplies).
+  torch::Tensor Forward(const torch::Tensor& x, bool logits, bool training = false,
+                        std::map<std::string, int64_t>* conv_pixels = nullptr) const {
     training_ = training;
     const std::string& want = logits ? logits_ : output_;
     std::map<std::string, torch::Tensor> v;
@@ -190,6 +193,8 @@ class TorchGraph {
     };
     for (const TorchNode& n : nodes_) {
       v[n.Out()] = Run(n, [&](int k) { return get(n, k); });
+      if (conv_pixels && n.op == "Conv" && v[n.Out()].dim() == 4)
+        (*conv_pixels)[n.In(1)] = v[n.Out()].size(2) * v[n.Out()].size(3);
       if (n.Out() == want) return v[want];
     }
     auto it = v.find(want);
@@ -625,6 +630,7 @@ AdmmCompressResult AdmmCompressOnnx(const std::string& in_path, const std::strin
   torch::manual_seed(o.seed);
   TorchGraph g(in_path);
   std::vector<AdmmTerm> terms;
+  std::vector<std::string> weights;  // each term's initializer
   AdmmCompressResult r;
   for (const runtime::CompressTarget& t : plan) {
     if (t.method.is_dense()) continue;
@@ -634,14 +640,23 @@ AdmmCompressResult AdmmCompressOnnx(const std::string& in_path, const std::strin
     torch::Tensor w = t.transposed ? param.t() : param;  // the logical [out, in(, kh, kw)] view
     formats::Geometry geometry{t.out, t.in, t.kernel, 1};
     terms.push_back({t.layer, t.method, geometry, w, torch::zeros(w.sizes()), torch::zeros(w.sizes())});
+    weights.push_back(t.weight);
     r.layers.push_back(t.layer);
   }
   PERMDNN_CHECK(!terms.empty(), "--compress {} compresses no layer of {} (the first conv and the last layer stay "
                 "dense unless named)", o.compress, in_path);
-  CheckBreakEven(terms, o, log);
 
   runtime::Model before = runtime::Model::Load(in_path);
   const JobData d = LoadJobData(before, o);
+  {
+    // A conv's break-even is asked at its own output size (one test image).
+    torch::NoGradGuard no_grad;
+    std::map<std::string, int64_t> pixels;
+    g.Forward(d.test.images.slice(0, 0, 1), false, false, &pixels);
+    for (std::size_t k = 0; k < terms.size(); ++k)
+      if (terms[k].geometry.conv() && pixels.count(weights[k])) terms[k].columns = pixels.at(weights[k]);
+  }
+  CheckBreakEven(terms, o, log);
   r.accuracy_dense = runtime::Evaluate(before, d.test_set, d.eo).accuracy;
   const int64_t batches = (d.n_train + o.batch - 1) / o.batch;
   const int64_t iter = o.admm_iter > 0 ? o.admm_iter : batches;

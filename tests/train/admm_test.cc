@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -234,12 +235,75 @@ TEST(TrainAdmm, RejectsBadOptions) {
   o.refuse_break_even = true;
   fails(o, "--refuse-break-even needs --break-even");
   o.break_even_density = 0.1;  // fc1 and fc2 at 0.2: nothing bought
-  fails(o, "layer 'fc1' asks for density 0.2 >= the break-even density 0.1");
+  fails(o, "layer 'fc1' asks for density 0.2 >= its break-even density 0.1 on --break-even");
   o.refuse_break_even = false;
   o.break_even_density = 0;
   o.method = "sgd";
   fails(o, "--method must be adam or admm");
   EXPECT_FALSE(fs::exists(o.out_dir + "/checkpoint_last.pt"));
+}
+
+// The conv output sizes the break-even query uses (a conv's im2col matrix
+// multiplies one column per output pixel), on 28×28 inputs.
+TEST(TrainAdmm, ConvOutputPixelsFollowTheLayerList) {
+  ModelInput in;  // 28 x 28
+  auto pixels = [&](const std::string& model) {
+    return ConvOutputPixels(Net(model, CompressSpec::Parse("dense"), in, 1)->layers(), in);
+  };
+  const auto lenet5 = pixels("lenet5");  // conv1 5x5 pad 2, pool, conv2 5x5
+  EXPECT_EQ(lenet5.at("conv1"), 28 * 28);
+  EXPECT_EQ(lenet5.at("conv2"), 10 * 10);
+  const auto caffe = pixels("lenet5caffe");  // no padding
+  EXPECT_EQ(caffe.at("conv1"), 24 * 24);
+  EXPECT_EQ(caffe.at("conv2"), 8 * 8);
+  const auto cnn = pixels("cnn");  // 3x3 pad 1 then 2x2 pooling, three times
+  EXPECT_EQ(cnn.at("conv1"), 28 * 28);
+  EXPECT_EQ(cnn.at("conv2"), 14 * 14);
+  EXPECT_EQ(cnn.at("conv3"), 7 * 7);
+  const auto res = pixels("tinyres");  // stride-2 stages; the shortcut reads the block input
+  EXPECT_EQ(res.at("conv1"), 28 * 28);
+  EXPECT_EQ(res.at("s1b1_conv2"), 28 * 28);
+  EXPECT_EQ(res.at("s2b1_conv1"), 14 * 14);
+  EXPECT_EQ(res.at("s2b1_sc"), 14 * 14);
+  EXPECT_EQ(res.at("s3b1_conv2"), 7 * 7);
+  EXPECT_EQ(res.at("s3b1_sc"), 7 * 7);
+}
+
+// Per-layer break-even (TrainOptions::break_even_for, what the CLI's
+// `--break-even cpu|eie-cycles|eie-energy` sets): every pruned layer is
+// asked with its own matrix shape and conv output size, and a layer at or
+// above its answer is refused by name, before any training.
+TEST(TrainAdmm, BreakEvenIsAskedPerLayerShape) {
+  TrainOptions o = Admm("break_even", "tinycnn", "prune:density=0.3");
+  std::vector<BreakEvenQuery> asked;
+  o.break_even_for = [&](const BreakEvenQuery& q) {
+    asked.push_back(q);
+    return BreakEvenAnswer{q.layer == "fc1" ? 0.25 : 0.5, "test platform detail"};
+  };
+  o.break_even_platform = "test-platform";
+  o.refuse_break_even = true;
+  try {
+    Train(o, std::cout);
+    ADD_FAILURE() << "fc1 at 0.3 >= 0.25 was not refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 'fc1' asks for density 0.3 >= its break-even density 0.25 on "
+                                         "test-platform"),
+              std::string::npos)
+        << e.what();
+  }
+  // tinycnn on 8x8 synthetic images: conv1 stays dense (first layer),
+  // conv2 (8 outputs, 4 inputs, 3x3, pad 1) runs at 4x4 after one pooling;
+  // fc1 (16 outputs) reads 8 channels at 2x2.
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_EQ(asked[0].layer, "conv2");
+  EXPECT_EQ(asked[0].rows, 8);
+  EXPECT_EQ(asked[0].cols, 4 * 9);
+  EXPECT_EQ(asked[0].columns, 4 * 4);
+  EXPECT_EQ(asked[1].layer, "fc1");
+  EXPECT_EQ(asked[1].rows, 16);
+  EXPECT_EQ(asked[1].cols, 8 * 2 * 2);
+  EXPECT_EQ(asked[1].columns, 1);
+  EXPECT_FALSE(fs::exists(o.out_dir + "/admm/checkpoint_last.pt"));
 }
 
 }  // namespace

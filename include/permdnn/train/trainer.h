@@ -19,11 +19,30 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 namespace permdnn::train {
+
+// A pruned layer as the break-even measurement sees it (issue 19 point 3):
+// the matrix the sparse kernel multiplies, rows × cols (a conv's im2col
+// matrix: out × in·kh·kw), applied to `columns` input vectors per inference
+// at batch 1 (1 for a linear layer, the output pixels of a conv).
+struct BreakEvenQuery {
+  std::string layer;
+  int64_t rows = 0, cols = 0, columns = 1;
+};
+
+// The platform's answer for one layer: the weight density below which the
+// sparse form beats the dense one, and what decided it (printed with the
+// report, e.g. "CPU: CSR 0.41 ms vs sgemv 0.52 ms at 1/8").
+struct BreakEvenAnswer {
+  double density = 0;
+  std::string detail;
+};
+using BreakEvenFn = std::function<BreakEvenAnswer(const BreakEvenQuery&)>;
 
 struct TrainOptions {
   std::string model = "mlp";
@@ -70,6 +89,12 @@ struct TrainOptions {
   // against it; with refuse_break_even a layer at or above it is an error.
   double break_even_density = 0;
   bool refuse_break_even = false;
+  // Per layer instead of one number: when set, every pruned layer's
+  // break-even density is asked for its own shape (the CLI's
+  // `--break-even cpu|eie-cycles|eie-energy` measures it: src/cli/break_even.h;
+  // train never links the simulator). break_even_density is then ignored.
+  BreakEvenFn break_even_for;
+  std::string break_even_platform;  // its name in the report
 };
 
 struct EpochMetrics {
