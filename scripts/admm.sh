@@ -110,14 +110,30 @@ stream_b() {
   fi
 }
 
+# The break-even density of every pruned layer of the models above (its
+# own matrix; a conv as its im2col matrix over its output pixels), on this
+# CPU and on the simulator's EIE against its dense twin:
+# results/admm/break-even/<model>.<layer>.json. Kept when present.
+BREAK_EVEN_LAYERS=(
+  "mlp.fc1 1024x784 1" "mlp.fc2 1024x1024 1"
+  "lenet5.conv2 16x150 100" "lenet5.fc1 120x400 1" "lenet5.fc2 84x120 1"
+  "lenet5caffe.conv2 50x500 64" "lenet5caffe.fc1 500x800 1"
+)
+break_even() {
+  mkdir -p "$RESULTS/break-even"
+  local item name shape columns
+  for item in "${BREAK_EVEN_LAYERS[@]}"; do
+    read -r name shape columns <<< "$item"
+    [[ -f "$RESULTS/break-even/$name.json" ]] && continue
+    say "break-even $name ($shape over $columns columns)"
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" break-even --layers "$shape" --columns "$columns" \
+      --rounds 5 --json "$RESULTS/break-even/$name.json"
+  done
+}
+
 if [[ "${1:-}" != "--doc-only" ]]; then
   [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
-  if [[ ! -f "$RESULTS/break-even/bench.json" ]]; then  # before the trainings: a quieter machine
-    mkdir -p "$RESULTS/break-even"
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" bench --layers 1024x784,500x800,256x2048 \
-      --format dense,csr --p 2,4,8,16,32,64 --batch 1,64 --act-density 1 --threads 1 --cpu-time --rounds 3 \
-      --json "$RESULTS/break-even/bench.json"
-  fi
+  break_even  # before the trainings: a quieter machine
   stream_a &
   a=$!
   stream_b &

@@ -139,6 +139,8 @@ std::vector<BreakEvenCurve> SimulateEie(const train::BreakEvenQuery& q, const Br
     const FcLayerSpec spec{q.layer, q.cols, q.rows, densities[k], o.act_density};
     sim::WorkloadOptions wo;
     wo.seed = o.seed + k;
+    // (the permdiag offsets the builder always makes: any valid p)
+    wo.p = static_cast<int>(std::min<int64_t>(sim::MatchBlockSize(densities[k]), std::min(q.rows, q.cols)));
     wo.functional = false;
     wo.build_csc = true;
     sparse.push_back(eie->Run(sim::BuildWorkload(spec, wo), nullptr));
