@@ -394,7 +394,27 @@ TEST(OnnxAdmmCompress, RejectsBadInputBeforeWriting) {
   o = TinyAdmm("conv2=prune:density=0.3");
   o.break_even_density = 0.2;
   o.refuse_break_even = true;
-  fails(o, "layer 'conv2' asks for density 0.3 >= the break-even density 0.2");
+  fails(o, "layer 'conv2' asks for density 0.3 >= its break-even density 0.2 on --break-even");
+  // Per layer (the CLI's --break-even cpu|eie-*): conv2 asked as its im2col
+  // matrix 10 x 6·3·3 over its 4x4 output pixels, fc1 as 18 x 160.
+  o = TinyAdmm("conv2=prune:density=0.3,fc1=prune:density=0.3");
+  std::vector<BreakEvenQuery> asked;
+  o.break_even_for = [&](const BreakEvenQuery& q) {
+    asked.push_back(q);
+    return BreakEvenAnswer{q.layer == "fc1" ? 0.2 : 0.5, ""};
+  };
+  o.break_even_platform = "test-platform";
+  o.refuse_break_even = true;
+  fails(o, "layer 'fc1' asks for density 0.3 >= its break-even density 0.2 on test-platform");
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_EQ(asked[0].layer, "conv2");
+  EXPECT_EQ(asked[0].rows, 10);
+  EXPECT_EQ(asked[0].cols, 54);
+  EXPECT_EQ(asked[0].columns, 16);
+  EXPECT_EQ(asked[1].layer, "fc1");
+  EXPECT_EQ(asked[1].rows, 18);
+  EXPECT_EQ(asked[1].cols, 160);
+  EXPECT_EQ(asked[1].columns, 1);
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(dir / "never.csv"));
 }
