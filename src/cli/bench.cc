@@ -84,6 +84,9 @@ void AddBenchCommand(CLI::App& app) {
     nlohmann::json targets;
     std::string t = BenchTargets(records, &targets);
     if (!t.empty()) std::printf("\nTargets (one thread unless stated, fp32):\n%s", t.c_str());
+    const std::string skips = SkipCrossovers(records);
+    if (!skips.empty())
+      std::printf("\nZero-skipping crossover (batch 1; measured as the runtime does at load):\n%s", skips.c_str());
     nlohmann::json best;
     const std::string b = BestTargets(records, &best);
     if (!b.empty()) std::printf("\nFastest SIMD target per kernel and p (one thread, dense inputs):\n%s", b.c_str());

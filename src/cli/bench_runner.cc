@@ -354,6 +354,7 @@ class BenchPass {
 
   // The matrices of block size p, built once per layer and p.
   void Formats(int p) {
+    crossover_.clear();  // measured on these matrices
     w_ = PermDiagMatrix::Random(m_, n_, p, o_.seed + p);
     column_pack_ = do_pd_ ? kernels::PermDiagColumnPack::Build(w_) : kernels::PermDiagColumnPack();
     // Batch 1 runs on the row pack (built once, as a runtime would at
@@ -471,6 +472,20 @@ class BenchPass {
                     kernels::SelectedKernel({kernels::KernelOp::kPermDiagMatVecSparseInput, p, m_, n_, 1, false}), p,
                     batch, act, threads, w_.nnz(), w_.bytes(),
                     [&] { kernels::PermDiagMatVecSparseInput(column_pack_, xs, {}, ys, threads); });
+    if (batch == 1 && act < 1.0) records_.back().skip_crossover = SkipCrossover(p, threads, false);
+  }
+
+  // The crossover of a layer and p, measured once per target and thread
+  // count (the same whatever the input density of the record).
+  double SkipCrossover(int p, int threads, bool column) {
+    const auto key = std::make_tuple(p, threads, column);
+    auto it = crossover_.find(key);
+    if (it == crossover_.end()) {
+      const double c = column ? kernels::MeasureSkipCrossover(column_, threads, 0.02)
+                              : kernels::MeasureSkipCrossover(row_pack_, column_pack_, threads, 0.02);
+      it = crossover_.emplace(key, c).first;
+    }
+    return it->second;
   }
 
   // Shared offsets (permdiag-column): the dense-input product (batch 1) or
@@ -500,6 +515,7 @@ class BenchPass {
       Record("permdiag-column-skip",
              kernels::SelectedKernel({kernels::KernelOp::kPermDiagColumnSparseInput, p, m_, n_, 1, false}), p, batch,
              act, threads, ts, nnz, bytes);
+      records_.back().skip_crossover = SkipCrossover(p, threads, true);
     }
   }
 
@@ -529,6 +545,7 @@ class BenchPass {
   int64_t m_ = 0, n_ = 0;
   AlignedBuffer<float> x_, y_;
   std::map<std::pair<int64_t, int>, Timing> dense_time_;
+  std::map<std::tuple<int, int, bool>, double> crossover_;  // (p, threads, column) -> SkipCrossover
   // The current p's matrices.
   PermDiagMatrix w_;
   kernels::PermDiagColumnPack column_pack_;
@@ -599,6 +616,7 @@ nlohmann::json BenchToJson(const std::vector<BenchRecord>& records) {
                    {"gflops_dense_equiv", r.gflops_dense_equiv},
                    {"weight_gbps", r.weight_gbps},
                    {"speedup_vs_dense", r.speedup_vs_dense}});
+    if (r.skip_crossover >= 0) out.back()["skip_crossover"] = r.skip_crossover;
   }
   return out;
 }
@@ -608,6 +626,27 @@ std::vector<std::string> DistinctTargets(const std::vector<BenchRecord>& records
   std::vector<std::string> out;
   for (const auto& r : records)
     if (std::find(out.begin(), out.end(), r.simd_target) == out.end()) out.push_back(r.simd_target);
+  return out;
+}
+
+std::string SkipCrossovers(const std::vector<BenchRecord>& records) {
+  std::string out;
+  for (const auto& r : records) {
+    if (r.skip_crossover < 0) continue;
+    const std::string dense_format = r.format == "permdiag-skip" ? "permdiag" : "permdiag-column";
+    const BenchRecord* d = nullptr;
+    for (const auto& o : records)
+      if (o.layer == r.layer && o.format == dense_format && o.p == r.p && o.batch == 1 && o.threads == r.threads &&
+          std::fabs(o.act_density - r.act_density) < 1e-9 && o.simd_target == r.simd_target)
+        d = &o;
+    out += fmt::format("{} {} p={} T={}{}: skips below input density {:.3f}", r.layer, r.format, r.p, r.threads,
+                       r.simd_target.empty() ? "" : " @" + r.simd_target, r.skip_crossover);
+    if (d)
+      out += fmt::format(" (at {:.2f}: {} {:.4f} ms vs the dense-input {:.4f} ms, {:.2f}x; the runtime {})",
+                         r.act_density, r.kernel, r.median_ms, d->median_ms, d->median_ms / r.median_ms,
+                         r.act_density < r.skip_crossover ? "skips" : "does not skip");
+    out += "\n";
+  }
   return out;
 }
 

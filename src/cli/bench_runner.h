@@ -69,6 +69,11 @@ struct BenchRecord {
   int64_t nnz = 0, weight_bytes = 0;
   double gflops_nnz = 0, gflops_dense_equiv = 0, weight_gbps = 0;
   double speedup_vs_dense = 0;
+  // Zero-skipping rows (permdiag-skip, permdiag-column-skip): the input
+  // density below which the skipping product beats the dense-input one on
+  // this layer, measured as the runtime measures it at load
+  // (kernels::MeasureSkipCrossover); -1 elsewhere.
+  double skip_crossover = -1;
 };
 
 // Validates the options (formats, p >= 1, batch >= 1, 0 <= density <= 1,
@@ -87,6 +92,9 @@ std::string BestTargets(const std::vector<BenchRecord>& records, nlohmann::json*
 // Human tables: all records, and the performance targets.
 std::string BenchTable(const std::vector<BenchRecord>& records);
 std::string BenchTargets(const std::vector<BenchRecord>& records, nlohmann::json* json = nullptr);
+// One line per zero-skipping record: its crossover density and how the
+// skipping product did at the measured input density.
+std::string SkipCrossovers(const std::vector<BenchRecord>& records);
 // The same as Markdown (environment, records, targets) for docs/benchmarks.md.
 std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohmann::json& environment,
                           const std::string& command);

@@ -112,7 +112,7 @@ void RunIntegerInput(Model& model, const Args& args) {
 
 void AddRunCommand(CLI::App& app) {
   struct Args {
-    std::string model, input, output, batches = "1,64", json;
+    std::string model, input, output, batches = "1,64", json, zero_skip = "auto";
     int threads = 1;
     bool profile = false, bench = false, cpu_time = false;
     double min_time = 0.3;
@@ -130,6 +130,11 @@ void AddRunCommand(CLI::App& app) {
   cmd->add_option("--json", args->json, "write --bench results to this JSON file");
   cmd->add_flag("--cpu-time", args->cpu_time,
                 "--bench: rank runs by process CPU time (one thread only: keeps time lost to other processes out)");
+  cmd->add_option("--zero-skip", args->zero_skip,
+                  "batch-1 permdiag products on inputs with zeros: auto (skip zero inputs below the crossover density "
+                  "measured per layer), never, always; --profile shows the path and density")
+      ->check(CLI::IsMember({"auto", "never", "always"}))
+      ->capture_default_str();
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
     PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
@@ -137,6 +142,9 @@ void AddRunCommand(CLI::App& app) {
     runtime::Options opt;
     opt.threads = args->threads;
     opt.profile = args->profile;
+    opt.zero_skip = args->zero_skip == "never"    ? runtime::ZeroSkip::kNever
+                    : args->zero_skip == "always" ? runtime::ZeroSkip::kAlways
+                                                  : runtime::ZeroSkip::kAuto;
     Model model = Model::Load(args->model, opt);
     PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",
                   args->model, model.inputs().size());

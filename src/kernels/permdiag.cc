@@ -4,9 +4,13 @@
 #include "permdnn/kernels/table.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <functional>
+#include <random>
 #include <vector>
 
+#include "permdnn/core/cpu_time.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/kernels/dispatch.h"
@@ -212,6 +216,70 @@ void PermDiagMatVecSparseInput(const PermDiagColumnPack& w, std::span<const floa
     ref::MatVecSparseInput(w, x.data(), b, y.data());
   else
     simd::MatVecSparseInput(w, x.data(), b, y.data(), threads);
+}
+
+namespace {
+
+// Median seconds of one call of fn, over runs of at least `slice` seconds
+// of the calling thread's CPU time (wall clock when fn runs on several
+// threads: their CPU time is not its latency).
+template <class F>
+double MedianSeconds(F&& fn, double slice, bool thread_time) {
+  auto now_s = [&] {
+    return thread_time ? ThreadCpuMs() * 1e-3
+                       : std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  fn();  // warm-up: caches, scratch buffers
+  std::vector<double> t;
+  for (int round = 0; round < 5; ++round) {
+    int64_t calls = 0;
+    const double t0 = now_s();
+    double s = 0;
+    do {
+      fn();
+      ++calls;
+      s = now_s() - t0;
+    } while (s < slice);
+    t.push_back(s / static_cast<double>(calls));
+  }
+  std::nth_element(t.begin(), t.begin() + 2, t.end());
+  return t[2];
+}
+
+}  // namespace
+
+double MeasureSkipCrossover(const std::function<void(std::span<const float>)>& dense,
+                            const std::function<void(std::span<const float>)>& skipping, int64_t cols,
+                            int threads, double min_seconds) {
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<float> value(0.5f, 1.5f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  auto input = [&](double density) {
+    std::vector<float> x(static_cast<std::size_t>(cols));
+    for (float& v : x) v = coin(rng) < density ? value(rng) : 0.0f;
+    return x;
+  };
+  const std::vector<float> full = input(1.0), quarter = input(0.25);
+  const double slice = min_seconds / 8;
+  const bool thread_time = threads == 1;
+  const double t_dense = MedianSeconds([&] { dense(full); }, slice, thread_time);
+  const double at1 = MedianSeconds([&] { skipping(full); }, slice, thread_time);
+  const double atq = MedianSeconds([&] { skipping(quarter); }, slice, thread_time);
+  // t(δ) = atq + (δ − 1/4)·slope; t(δ*) = t_dense.
+  const double slope = (at1 - atq) / 0.75;
+  if (slope <= 0) return at1 < t_dense ? 1.0 : 0.0;
+  return std::clamp(0.25 + (t_dense - atq) / slope, 0.0, 1.0);
+}
+
+double MeasureSkipCrossover(const PermDiagRowPack& rows, const PermDiagColumnPack& columns, int threads,
+                            double min_seconds) {
+  PERMDNN_CHECK(rows.rows == columns.rows && rows.cols == columns.cols && rows.p == columns.p,
+                "MeasureSkipCrossover: the row pack ({}x{}, p={}) and the column pack ({}x{}, p={}) differ", rows.rows,
+                rows.cols, rows.p, columns.rows, columns.cols, columns.p);
+  std::vector<float> y(static_cast<std::size_t>(rows.rows));
+  return MeasureSkipCrossover([&](std::span<const float> x) { PermDiagMatVec(rows, x, {}, y, threads); },
+                              [&](std::span<const float> x) { PermDiagMatVecSparseInput(columns, x, {}, y, threads); },
+                              rows.cols, threads, min_seconds);
 }
 
 void PermDiagMatVecI16Acc(const PermDiagMatrixI16& w, std::span<const int16_t> x,

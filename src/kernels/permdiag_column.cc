@@ -3,11 +3,10 @@
 #include "permdnn/kernels/permdiag_column.h"
 
 #include <algorithm>
-#include <chrono>
-#include <random>
 #include <vector>
 
 #include "permdnn/core/error.h"
+#include "permdnn/kernels/permdiag.h"
 
 namespace permdnn::kernels {
 
@@ -60,50 +59,11 @@ PermDiagMatrix PermDiagColumnWeights::Unpack() const {
   return PermDiagMatrix::FromParts(rows, cols, p, v, o);
 }
 
-namespace {
-
-// Median seconds of one call of fn, over runs of at least `slice` seconds.
-template <class F>
-double MedianSeconds(F&& fn, double slice) {
-  using Clock = std::chrono::steady_clock;
-  fn();  // warm-up: caches, scratch buffers
-  std::vector<double> t;
-  for (int round = 0; round < 5; ++round) {
-    int64_t calls = 0;
-    const auto t0 = Clock::now();
-    double s = 0;
-    do {
-      fn();
-      ++calls;
-      s = std::chrono::duration<double>(Clock::now() - t0).count();
-    } while (s < slice);
-    t.push_back(s / static_cast<double>(calls));
-  }
-  std::nth_element(t.begin(), t.begin() + 2, t.end());
-  return t[2];
-}
-
-}  // namespace
-
 double MeasureSkipCrossover(const PermDiagColumnWeights& w, int threads, double min_seconds) {
-  std::mt19937_64 rng(1);
-  std::uniform_real_distribution<float> value(0.5f, 1.5f);
-  std::uniform_real_distribution<double> coin(0.0, 1.0);
-  auto input = [&](double density) {
-    std::vector<float> x(static_cast<std::size_t>(w.cols));
-    for (float& v : x) v = coin(rng) < density ? value(rng) : 0.0f;
-    return x;
-  };
-  const std::vector<float> full = input(1.0), quarter = input(0.25);
   std::vector<float> y(static_cast<std::size_t>(w.rows));
-  const double slice = min_seconds / 8;
-  const double dense = MedianSeconds([&] { PermDiagColumnMatVec(w, full, {}, y, threads); }, slice);
-  const double at1 = MedianSeconds([&] { PermDiagColumnMatVecSparseInput(w, full, {}, y, threads); }, slice);
-  const double atq = MedianSeconds([&] { PermDiagColumnMatVecSparseInput(w, quarter, {}, y, threads); }, slice);
-  // t(δ) = atq + (δ − 1/4)·slope; t(δ*) = dense.
-  const double slope = (at1 - atq) / 0.75;
-  if (slope <= 0) return at1 < dense ? 1.0 : 0.0;
-  return std::clamp(0.25 + (dense - atq) / slope, 0.0, 1.0);
+  return MeasureSkipCrossover([&](std::span<const float> x) { PermDiagColumnMatVec(w, x, {}, y, threads); },
+                              [&](std::span<const float> x) { PermDiagColumnMatVecSparseInput(w, x, {}, y, threads); },
+                              w.cols, threads, min_seconds);
 }
 
 namespace ref {

@@ -1363,6 +1363,53 @@ void SparseColumns(const PermDiagColumnPack& w, const int32_t* nz_index, const f
   }
 }
 
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// AVX-512 (native vscatterdps): one nonzero column's update over N row
+// blocks at a time is a gather of y at the N target rows, one FMA and a
+// scatter back. The N indices of a vector never collide (one row per row
+// block), so no conflict detection is needed. p a power of two, one-byte
+// offsets, the same prefetch of the next column as SparseColumns. Not
+// compiled for AVX2 and below, whose scatter Highway emulates lane by lane.
+void SparseColumnsScatter(const PermDiagColumnPack& w, const int32_t* nz_index, const float* nz_value, int64_t nnz,
+                          int64_t I0, int64_t I1, float* ypad) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<uint8_t, decltype(di)> du8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int p = w.p;
+  const int mask = p - 1;
+  const int64_t mb = w.row_blocks;
+  const float* values = w.col_values.data();
+  const uint8_t* offsets = w.col_offsets.data();
+  const auto lane_rows = hn::Mul(hn::Iota(di, 0), hn::Set(di, p));  // lane l: row block I + l starts at l·p
+  const auto vmask = hn::Set(di, mask);
+  constexpr int64_t kLine = 16;
+  for (int64_t e = 0; e < nnz; ++e) {
+    const int64_t j = nz_index[e];
+    const float xj = nz_value[e];
+    const int64_t J = j / p;
+    const int dd = static_cast<int>(j - J * p);
+    const float* v = values + j * mb;
+    const uint8_t* k = offsets + J * mb;
+    const int64_t jn = e + 1 < nnz ? nz_index[e + 1] : j;
+    const float* vn = values + jn * mb;
+    const uint8_t* kn = offsets + (jn / p) * mb;
+    const auto vx = hn::Set(df, xj);
+    const auto vdd = hn::Set(di, dd);
+    int64_t I = I0;
+    for (; I + N <= I1; I += N) {
+      if ((I - I0) % kLine == 0) hwy::Prefetch(vn + I);
+      if ((I - I0) % (4 * kLine) == 0) hwy::Prefetch(kn + I);
+      const auto c = hn::And(hn::Sub(vdd, hn::PromoteTo(di, hn::LoadU(du8, k + I))), vmask);
+      const auto idx = hn::Add(hn::Add(lane_rows, hn::Set(di, static_cast<int32_t>(I * p))), c);
+      const auto y = hn::GatherIndex(df, ypad, idx);
+      hn::ScatterIndex(hn::MulAdd(hn::LoadU(df, v + I), vx, y), df, ypad, idx);
+    }
+    for (; I < I1; ++I) ypad[I * p + ((dd - k[I]) & mask)] += v[I] * xj;
+  }
+}
+#endif
+
 // Offsets of two bytes (p > 256): rare, kept simple.
 void SparseColumnsWide(const PermDiagColumnPack& w, const int32_t* nz_index, const float* nz_value, int64_t nnz,
                        int64_t I0, int64_t I1, float* ypad) {
@@ -1391,6 +1438,9 @@ bool AdmitsWideOffsets(const KernelProblem& q) { return q.p > 256; }  // the col
 
 std::span<const Row<ColumnsFn>> SparseInputRows() {
   static const std::vector<Row<ColumnsFn>> rows = {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+      {"permdiag.sparse_input.scatter", AdmitsPow2, SparseColumnsScatter},
+#endif
       {"permdiag.sparse_input.pow2", AdmitsPow2, SparseColumns<true>},
       {"permdiag.sparse_input.any_p", AdmitsByteOffsets, SparseColumns<false>},
       {"permdiag.sparse_input.wide_offsets", AdmitsWideOffsets, SparseColumnsWide},

@@ -101,6 +101,7 @@ struct NodeDef {
 // State shared by kernels during a run.
 struct RunState {
   int threads = 1;
+  ZeroSkip zero_skip = ZeroSkip::kAuto;  // Options::zero_skip
   bool reference = false;       // Options::reference: no fusion, no dense library
   Layout act_layout;            // the plan's activation layout (see Layout)
   uint8_t* scratch = nullptr;   // scratch_bytes of the largest node

@@ -478,6 +478,7 @@ void Model::Impl::Execute(std::span<const void* const> in_data) {
     }
   }
   rs.threads = std::max(1, opt.threads);
+  rs.zero_skip = opt.zero_skip;
   rs.int16 = int16 && calibrated;
   // OpenBLAS on one thread: nodes that want more split their work over the
   // runtime's pool (GemmOp), whose idle workers sleep. OpenBLAS's idle threads

@@ -4,12 +4,14 @@
 // registry's permdiag row (formats/registry.h), which also reads and
 // validates the weights; docs/runtime.md has the table.
 //
-// The permdiag-column row (offset_layout="column", shared offsets) runs the
-// same classes: PermDiagMatMul on kernels/permdiag_column.h (batch 1: the
-// dense-input or the zero-skipping product, chosen per call from the
-// input's measured density against the crossover measured for this layer
-// at load; batch > 1: p grouped GEMMs), int16 and PermDiagConv on the
-// general permdiag kernels (the same matrix, offsets expanded).
+// PermDiagMatMul at batch 1 chooses per call between the dense-input and
+// the zero-skipping (column-wise) product: the input's density against the
+// crossover measured for the layer at its first batch-1 plan
+// (Options::zero_skip). The permdiag-column row (offset_layout="column",
+// shared offsets) runs the same classes: PermDiagMatMul on
+// kernels/permdiag_column.h (batch 1 as above; batch > 1: p grouped GEMMs),
+// int16 and PermDiagConv on the general permdiag kernels (the same matrix,
+// offsets expanded).
 //
 // PermDiagConv on kernels::PermDiagConv2D (kernels/permdiag_conv.h: the
 // SIMD kernel on channel-blocked activations, no im2col) when the plan's
@@ -54,12 +56,13 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
                         : skipped_ ? kernels::KernelOp::kPermDiagColumnSparseInput
                                    : kernels::KernelOp::kPermDiagColumnMatVec;
       if (batch_ > 1 || density_ < 0) return kernels::SelectedKernel(q);
-      return fmt::format("{} (input density {:.3f}, skips below {:.3f})", kernels::SelectedKernel(q), density_,
-                         crossover_);
+      return fmt::format("{} (input density {:.3f}, {})", kernels::SelectedKernel(q), density_, SkipRule());
     }
     if (int16_active_) q.op = kernels::KernelOp::kPermDiagMatVecI16;
     else if (batch_ >= 4) q.op = kernels::KernelOp::kPermDiagMatMulRows;
-    return kernels::SelectedKernel(q);
+    else if (skipped_) q.op = kernels::KernelOp::kPermDiagMatVecSparseInput;
+    if (batch_ > 1 || density_ < 0 || int16_active_) return kernels::SelectedKernel(q);
+    return fmt::format("{} (input density {:.3f}, {})", kernels::SelectedKernel(q), density_, SkipRule());
   }
 
   void Prepare(OpContext& ctx) override {
@@ -71,8 +74,10 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       if (column_) col_ = kernels::PermDiagColumnWeights::Build(w_);
       loaded_ = true;  // only once weights and bias are both valid
     }
-    if (column_ && batch_ == 1 && crossover_ < 0) crossover_ = kernels::MeasureSkipCrossover(col_, 1);
     if (!column_) HoldLayoutFor(batch_);
+    // The zero-skipping crossover, once, at the first batch-1 plan (so no
+    // run, and no --profile, pays for it).
+    if (batch_ == 1 && crossover_ < 0) crossover_ = MeasureCrossover();
     // int16 staging of one sample.
     ctx.scratch_bytes = static_cast<int64_t>(sizeof(int16_t)) * (in_ + out_) + 64;
   }
@@ -151,10 +156,48 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
                                   {y, static_cast<std::size_t>(batch_ * out_)}, rs.threads);
       return;
     }
+    if (batch_ == 1 && Skips(x, rs)) {
+      kernels::PermDiagMatVecSparseInput(colpack_, {x, static_cast<std::size_t>(in_)}, bias,
+                                         {y, static_cast<std::size_t>(out_)}, rs.threads);
+      return;
+    }
     ForEachSample(batch_, rs.threads, [&](int64_t b, int threads) {
       kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
                               {y + b * out_, static_cast<std::size_t>(out_)}, threads);
     });
+  }
+  // Batch 1 (Options::zero_skip): one pass counts the nonzero inputs; the
+  // zero-skipping product runs when their density is below the crossover
+  // measured for this layer at its first batch-1 plan (kAuto), always
+  // (kAlways) or never (kNever). The general format's skipping product
+  // reads a column pack (a second copy of the weights), which is kept only
+  // where skipping can win: a layer whose measured crossover is 0 drops it.
+  bool Skips(const float* x, const RunState& rs) {
+    if (rs.zero_skip == ZeroSkip::kNever) {
+      skipped_ = false;
+      density_ = -1;
+      return false;
+    }
+    int64_t nonzero = 0;
+    for (int64_t j = 0; j < in_; ++j) nonzero += x[j] != 0.0f;
+    density_ = static_cast<double>(nonzero) / static_cast<double>(in_);
+    always_ = rs.zero_skip == ZeroSkip::kAlways;
+    skipped_ = always_ || density_ < crossover_;
+    if (skipped_ && !column_) EnsureColumnPack();
+    return skipped_;
+  }
+  double MeasureCrossover() {
+    if (column_) return kernels::MeasureSkipCrossover(col_, 1);
+    EnsureColumnPack();
+    const double c = kernels::MeasureSkipCrossover(pack_, colpack_, 1);
+    if (c <= 0) colpack_ = kernels::PermDiagColumnPack();
+    return c;
+  }
+  void EnsureColumnPack() {
+    if (colpack_.rows == 0) colpack_ = kernels::PermDiagColumnPack::Build(w_.rows() > 0 ? w_ : pack_.Unpack());
+  }
+  std::string SkipRule() const {
+    return always_ ? "zero skipping forced" : fmt::format("skips below {:.3f}", crossover_);
   }
   // Shared offsets. Batch 1: one pass counts the nonzero inputs; below the
   // measured crossover density the zero-skipping product runs.
@@ -162,11 +205,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     const std::span<const float> xs(x, static_cast<std::size_t>(batch_ * in_));
     const std::span<float> ys(y, static_cast<std::size_t>(batch_ * out_));
     if (batch_ > 1) return kernels::PermDiagColumnMatMulRows(col_, xs, batch_, bias, ys, rs.threads);
-    int64_t nonzero = 0;
-    for (float v : xs) nonzero += v != 0.0f;
-    density_ = static_cast<double>(nonzero) / static_cast<double>(in_);
-    skipped_ = density_ < crossover_;
-    if (skipped_) kernels::PermDiagColumnMatVecSparseInput(col_, xs, bias, ys, rs.threads);
+    if (Skips(x, rs)) kernels::PermDiagColumnMatVecSparseInput(col_, xs, bias, ys, rs.threads);
     else kernels::PermDiagColumnMatVec(col_, xs, bias, ys, rs.threads);
   }
   void RunInt16(const float* x, float* y, RunState& rs) {
@@ -182,13 +221,15 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
 
   int64_t p_, in_, out_, batch_ = 1;
   bool loaded_ = false;
-  // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16),
-  // the skipping crossover measured at the first batch-1 plan, the last
-  // call's input density and path.
+  // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16).
   const bool column_ = format_.kind == formats::Kind::kPermDiagColumn;
   kernels::PermDiagColumnWeights col_;
+  // Zero skipping at batch 1 (Skips): the general format's column pack, the
+  // crossover measured at the first batch-1 plan (-1: not yet), the last
+  // call's input density (-1: not counted) and path.
+  kernels::PermDiagColumnPack colpack_;
   double crossover_ = -1, density_ = -1;
-  bool skipped_ = false;
+  bool skipped_ = false, always_ = false;
   int crossings_ = 0;  // re-plans that converted between the layouts
   PermDiagMatrix w_;
   kernels::PermDiagRowPack pack_;

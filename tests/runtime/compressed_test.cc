@@ -407,6 +407,55 @@ TEST(CompressedCompress, ColumnOffsetsMatchTheirDenseExpansion) {
   fs::remove_all(dir);
 }
 
+// Zero skipping at batch 1 (Options::zero_skip, issue 15): general permdiag
+// and shared offsets give the portable model's outputs on every path, and
+// --profile names the path and the input's density: always the skipping
+// kernels, never the dense-input ones, auto one of the two by the measured
+// crossover.
+TEST(CompressedCompress, ZeroSkippingPathsMatchTheDenseExpansion) {
+  fs::path dir = TempDir("compress_zero_skip");
+  WriteCnnRun(dir, "circulant", 2, 4);
+  ExportRun(dir.string(), (dir / "dense.onnx").string(), {.portable = true});
+  for (const std::string spec : {"permdiag:p=4", "permdiag:p=4,offsets=column"}) {
+    CompressOptions o;
+    o.spec = spec;
+    CompressOnnx((dir / "dense.onnx").string(), (dir / "c.onnx").string(), o);
+    o.portable = true;
+    CompressOnnx((dir / "dense.onnx").string(), (dir / "p.onnx").string(), o);
+    Model b = Model::Load((dir / "p.onnx").string());
+    const bool column = spec.find("column") != std::string::npos;
+    for (ZeroSkip mode : {ZeroSkip::kAlways, ZeroSkip::kNever, ZeroSkip::kAuto}) {
+      Options opt;
+      opt.zero_skip = mode;
+      opt.profile = true;
+      Model a = Model::Load((dir / "c.onnx").string(), opt);
+      for (double density : {1.0, 0.3, 0.0}) {
+        std::vector<float> x = Randn(72, 13);
+        for (std::size_t k = 0; k < x.size(); ++k)
+          if ((k * 2654435761u) % 1000 >= density * 1000) x[k] = 0.0f;
+        const std::string what = spec + ", mode " + std::to_string(static_cast<int>(mode)) + ", density " +
+                                 std::to_string(density);
+        ExpectNear(RunModel(b, x, {1, 2, 6, 6}), RunModel(a, x, {1, 2, 6, 6}), what);
+        std::string fc1;
+        for (const NodeProfile& n : a.Profile())
+          if (n.op_type == "PermDiagMatMul") fc1 = n.kernel;
+        const std::string skip = column ? "permdiag_column.sparse_input" : "permdiag.sparse_input";
+        if (mode == ZeroSkip::kAlways) {
+          EXPECT_NE(fc1.find(skip), std::string::npos) << what << ": " << fc1;
+          EXPECT_NE(fc1.find("zero skipping forced"), std::string::npos) << what << ": " << fc1;
+        } else if (mode == ZeroSkip::kNever) {
+          EXPECT_EQ(fc1.find("sparse_input"), std::string::npos) << what << ": " << fc1;
+          EXPECT_EQ(fc1.find("input density"), std::string::npos) << what << ": " << fc1;
+        } else {
+          EXPECT_NE(fc1.find("input density"), std::string::npos) << what << ": " << fc1;
+          EXPECT_NE(fc1.find("skips below"), std::string::npos) << what << ": " << fc1;
+        }
+      }
+    }
+  }
+  fs::remove_all(dir);
+}
+
 // Ternary (issue 18): the compressed model (addition-only kernels, matvec
 // below batch 8, the batched kernel from there, im2col for the conv) equals
 // the portable export of the same projection (int8 codes, DequantizeLinear,

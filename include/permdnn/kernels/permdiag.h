@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "permdnn/core/aligned_buffer.h"
@@ -142,6 +143,22 @@ void PermDiagMatMulT(const PermDiagMatrix& w, std::span<const float> g, int64_t 
 // y = W·x + bias, column by column, touching only the columns whose x_j != 0.
 void PermDiagMatVecSparseInput(const PermDiagColumnPack& w, std::span<const float> x,
                                std::span<const float> bias, std::span<float> y, int threads = 1);
+// The input density below which a zero-skipping product beats the
+// dense-input one, on this machine and SIMD target: measured, not set by
+// hand. Times `dense` and `skipping` on random inputs of `cols` floats at
+// densities 1 and 1/4 (each timing the median of runs of at least
+// min_seconds / 8, by the calling thread's CPU time when the products run
+// on `threads` = 1, so a loaded machine's lost time slices do not count;
+// else the wall clock), fits the skipping time as a line in the density and
+// returns where it meets the dense-input time, clamped to [0, 1] (0:
+// skipping never wins; 1: it always does). The runtime measures it once per
+// layer (ops_permdiag.cc); the overloads below measure the general format
+// (row pack against column pack) and permdiag_column.h's.
+double MeasureSkipCrossover(const std::function<void(std::span<const float>)>& dense,
+                            const std::function<void(std::span<const float>)>& skipping, int64_t cols,
+                            int threads, double min_seconds = 4e-3);
+double MeasureSkipCrossover(const PermDiagRowPack& rows, const PermDiagColumnPack& columns, int threads,
+                            double min_seconds = 4e-3);
 // Fixed point: acc[r] = bias[r] + Σ q·x exactly (int64, scale 2^-(fw+fx)),
 // y[r] = RequantizeShift<int16_t>(acc[r], shift). bias is at accumulator
 // scale and may be empty.

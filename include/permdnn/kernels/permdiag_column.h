@@ -91,13 +91,8 @@ void PermDiagColumnMatVecSparseInput(const PermDiagColumnWeights& w, std::span<c
 void PermDiagColumnMatMulRows(const PermDiagColumnWeights& w, std::span<const float> x, int64_t batch,
                               std::span<const float> bias, std::span<float> y, int threads = 1);
 
-// The input density below which the zero-skipping product beats the
-// dense-input one for w, on this machine and SIMD target: measured, not
-// set by hand. Times the dense-input product and the skipping product at
-// input densities 1 and 1/4 (random inputs, each timing the median of runs
-// of at least min_seconds / 8), fits the skipping time as a line in the
-// density and returns where it meets the dense-input time, clamped to
-// [0, 1] (0: skipping never wins; 1: it always does).
+// The crossover density of w's zero-skipping product against its
+// dense-input one (kernels/permdiag.h MeasureSkipCrossover).
 double MeasureSkipCrossover(const PermDiagColumnWeights& w, int threads, double min_seconds = 4e-3);
 
 namespace ref {

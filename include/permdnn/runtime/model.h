@@ -45,8 +45,18 @@ struct ValueInfo {
   std::vector<int64_t> shape;  // -1 for a dimension the file leaves open
 };
 
+// Batch-1 permuted-diagonal products (PermDiagMatMul, both offset
+// layouts) on inputs with zeros: kAuto counts the input's nonzeros on every
+// call and runs the zero-skipping (column-wise) product when the density is
+// below the crossover measured for that layer on this machine when a
+// batch-1 run is first planned (kernels::MeasureSkipCrossover, a few ms per
+// layer); kNever and kAlways fix the
+// path (to measure the gain, or to test the skipping kernels).
+enum class ZeroSkip { kAuto, kNever, kAlways };
+
 struct Options {
   int threads = 1;      // kernel and OpenBLAS threads
+  ZeroSkip zero_skip = ZeroSkip::kAuto;
   bool int16 = false;   // compressed FC layers in fixed point (needs Calibrate)
   bool profile = false; // collect per-node time (Profile())
   // Run every node on its reference path: the file's graph node for node
