@@ -269,8 +269,8 @@ std::unique_ptr<OpKernel> MakeReshape(const NodeDef& n) {
         infer = static_cast<int>(k);
       } else if (target[k] < 0) {
         ctx.Fail("shape {} has a negative dimension", ShapeString(target));
-      } else {
-        known *= target[k];
+      } else if (__builtin_mul_overflow(known, target[k], &known)) {
+        ctx.Fail("shape {} has more elements than an int64 counts", ShapeString(target));
       }
     }
     if (infer >= 0) {
@@ -759,8 +759,11 @@ class TransposeOp : public OpKernel {
       for (int64_t k = r - 1; k >= 0; --k) perm_.push_back(k);
     std::vector<int64_t> sorted = perm_;
     std::sort(sorted.begin(), sorted.end());
-    for (int64_t k = 0; k < r; ++k)
-      if (static_cast<int64_t>(sorted.size()) != r || sorted[k] != k) ctx.Fail("perm is not a permutation of 0..{}", r - 1);
+    // (the size check first: a rank-0 input with a non-empty perm has no k)
+    bool permutation = static_cast<int64_t>(sorted.size()) == r;
+    for (int64_t k = 0; permutation && k < r; ++k) permutation = sorted[k] == k;
+    if (!permutation)
+      ctx.Fail("perm {} is not a permutation of the input's {} axes", ShapeString(perm_), r);
     std::vector<int64_t> out(r);
     for (int64_t k = 0; k < r; ++k) out[k] = x.shape[perm_[k]];
     ctx.SetOut(0, x.dtype, out);

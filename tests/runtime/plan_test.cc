@@ -308,5 +308,46 @@ TEST(RuntimePlan, ShapeLimitCountsTheNonZeroDims) {
   EXPECT_EQ(m.Run({Tensor(DType::kFloat32, {0, 5, 4})})[0].shape(), (std::vector<int64_t>{0, 20}));
 }
 
+// onnx/reshape-shape-product-overflow.onnx: a Reshape target whose known
+// dims multiply past int64 (signed overflow while inferring the -1).
+TEST(RuntimePlan, ReshapeTargetOverflowIsAnError) {
+  GraphBuilder b;
+  b.Input("x", {2, 3});
+  b.InitInts("shape", {int64_t{1} << 40, int64_t{1} << 40, -1});
+  b.Node("Reshape", {"x", "shape"}, {"y"});
+  b.Output("y");
+  try {
+    b.Load();
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more elements than an int64 counts"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Reshape"), std::string::npos) << e.what();
+  }
+}
+
+// onnx_struct/transpose-perm-on-scalar.onnx: a rank-0 input with a
+// non-empty perm skipped the permutation check (no axis to loop over) and
+// Run indexed the empty strides.
+TEST(RuntimePlan, TransposePermMustMatchTheRank) {
+  for (std::vector<int64_t> perm : {std::vector<int64_t>{1}, std::vector<int64_t>{0}}) {
+    GraphBuilder b;
+    b.Input("x", {});
+    auto& n = b.Node("Transpose", {"x"}, {"y"});
+    auto* a = n.add_attribute();
+    a->set_name("perm");
+    a->set_type(onnx::AttributeProto::INTS);
+    for (int64_t v : perm) a->add_ints(v);
+    b.Output("y");
+    try {
+      Model m = b.Load();
+      m.Run({Tensor::Float({}, std::vector<float>{1.5f})});
+      FAIL() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not a permutation of the input's 0 axes"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace permdnn::runtime
