@@ -53,6 +53,7 @@ struct BatchSplit {
   int64_t per = 1, count = 1, last = 1;  // chunk c covers samples [c·per, c·per + (c < count − 1 ? per : last))
 };
 BatchSplit SplitBatch(int64_t batch, double work, int threads) {
+  PERMDNN_CHECK(batch >= 1, "internal: SplitBatch of an empty batch (the fast paths are planned for batch >= 1)");
   constexpr double kWorkPerChunk = 4e6;
   int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kWorkPerChunk)));
   t = std::max<int64_t>(1, std::min<int64_t>(t, batch));
@@ -193,7 +194,8 @@ class ConvOp : public OpKernel {
   // few channels, e.g. 3 -> 32, have jit kernels for a plain input only);
   // nullopt when neither has one (then the reference path runs, plain).
   std::optional<Layout> SrcLayout(const OpContext& ctx, const Layout& layout) const {
-    if (layout.plain() || !add_same_shape_) return std::nullopt;
+    // (an empty batch runs the reference loops: nothing to split over threads)
+    if (layout.plain() || !add_same_shape_ || ctx.in[0]->shape[0] < 1) return std::nullopt;
     // Weights are folded and reordered once: they must be load-time constants.
     if (!ctx.in[1]->constant || (ctx.In(2) && !ctx.In(2)->constant)) return std::nullopt;
     if (src_ok_ && src_ok_->first == layout) return src_ok_->second;
@@ -497,7 +499,7 @@ class PoolOp : public OpKernel {
 
  private:
   bool DnnlUsable(const OpContext& ctx, const Layout& layout) const {
-    if (layout.plain()) return false;
+    if (layout.plain() || ctx.in[0]->shape[0] < 1) return false;  // an empty batch: the reference loops
     if (dnnl_ok_ && dnnl_ok_->first == layout) return dnnl_ok_->second;
     bool ok = false;
     try {

@@ -349,5 +349,25 @@ TEST(RuntimePlan, TransposePermMustMatchTheRank) {
   }
 }
 
+// onnx_tools/conv-empty-batch-split.onnx: a Conv planned on oneDNN's
+// blocked layout split an empty batch over threads (division by zero); an
+// empty batch now runs the reference loops, and a later batch the fast path.
+TEST(RuntimePlan, ConvOnAnEmptyBatch) {
+  GraphBuilder b;
+  b.Input("x", {-1, 16, 6, 6});
+  b.Init("w", {16, 16, 3, 3}, Iota(16 * 16 * 9, 0.01f));
+  auto& n = b.Node("Conv", {"x", "w"}, {"c"});
+  auto* a = n.add_attribute();
+  a->set_name("pads");
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int k = 0; k < 4; ++k) a->add_ints(1);
+  b.Node("Relu", {"c"}, {"y"});
+  b.Output("y");
+  Model m = b.Load();
+  EXPECT_EQ(m.Run({Tensor(DType::kFloat32, {0, 16, 6, 6})})[0].shape(), (std::vector<int64_t>{0, 16, 6, 6}));
+  EXPECT_EQ(m.Run({Tensor::Float({2, 16, 6, 6}, Iota(2 * 16 * 36))})[0].shape(),
+            (std::vector<int64_t>{2, 16, 6, 6}));
+}
+
 }  // namespace
 }  // namespace permdnn::runtime
