@@ -12,7 +12,7 @@ endif()
 file(READ ${OUT} json)
 # Each permdnn row names the kernel-table row that ran (kernels/table.h).
 if(NOT out MATCHES "permdiag\\.packed\\.[a-z_]+<[0-9]+>" OR NOT out MATCHES "permdiag\\.matmul_rows\\.[a-z_]+"
-   OR NOT out MATCHES "permdiag\\.sparse_input\\.pow2")
+   OR NOT out MATCHES "permdiag\\.sparse_input\\.(pow2|scatter)")
   message(FATAL_ERROR "bench table lacks the kernel names:\n${out}")
 endif()
 foreach(key layer m n format kernel p batch act_density threads median_ms speedup_vs_dense openblas_corename)
