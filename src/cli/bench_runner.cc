@@ -41,6 +41,12 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace permdnn::cli {
 
+void FillNormal(std::span<float> v, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& x : v) x = nd(rng);
+}
+
 namespace {
 
 // One-thread runs are timed by process CPU time under --cpu-time (time
@@ -54,11 +60,6 @@ Timing Measure(F&& run, const BenchOptions& o, int threads) {
                         .cpu_time = TimedByCpu(o, threads)});
 }
 
-void FillNormal(std::span<float> v, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& x : v) x = nd(rng);
-}
 
 // Inputs at a given density: Bernoulli(density) nonzeros, N(0,1) values.
 void FillInputs(std::span<float> v, double density, uint64_t seed) {

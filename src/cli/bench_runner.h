@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,10 @@ struct BenchRecord {
   // (kernels::MeasureSkipCrossover); -1 elsewhere.
   double skip_crossover = -1;
 };
+
+// Seeded N(0, 1) values (the benchmarks' weights and inputs; `permdnn
+// break-even` uses the same).
+void FillNormal(std::span<float> v, uint64_t seed);
 
 // Validates the options (formats, p >= 1, batch >= 1, 0 <= density <= 1,
 // threads >= 1) and runs everything; shows a progress line on a terminal.

@@ -9,7 +9,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <sstream>
 #include <tuple>
 
@@ -37,12 +36,6 @@ extern "C" void openblas_set_num_threads(int);
 namespace permdnn::cli {
 
 namespace {
-
-void FillNormal(std::span<float> v, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& x : v) x = nd(rng);
-}
 
 void CheckLayer(const train::BreakEvenQuery& q, const BreakEvenOptions& o) {
   PERMDNN_CHECK(q.rows >= 1 && q.cols >= 1 && q.columns >= 1,
