@@ -3,8 +3,13 @@
 # three conv stages of a ResNet-20-style net on 28x28 inputs (16, 32, 64
 # channels at 28x28, 14x14, 7x7; 3x3 kernels, group_ch 16 -> groups of
 # 16·9 = 144 columns), each at B=1 and B=16 (batch = output positions x B),
-# and a 300x784 linear layer at B=1 (group 16), ternary at 50% group density
-# against OpenBLAS in the same run, one thread, under AVX3 and AVX2.
+# and the linear layers of the Fashion-MNIST mlp (784-1024-1024-10) at B=1
+# (group 16), ternary at 50% group density against OpenBLAS in the same run,
+# one thread, under AVX3 and AVX2. Then the whole mlp end to end at B=1:
+# trained 1 epoch on 2,000 images (speed does not depend on accuracy),
+# exported, compressed to ternary (fc1, fc2; fc3 stays dense, as in
+# training), and both files timed by `permdnn run --bench`, alternating, five
+# rounds (the median of the round medians is printed last).
 # Usage: scripts/ternary-bench.sh [build/release/src/permdnn] [out dir]
 set -e
 BIN=${1:-build/release/src/permdnn}
@@ -19,4 +24,31 @@ run() {
 run stage1 --layers 16x144 --p 144 --batch 784,12544
 run stage2 --layers 32x288 --p 144 --batch 196,3136
 run stage3 --layers 64x576 --p 144 --batch 49,784
-run fc --layers 300x784 --p 16 --batch 1
+run fc --layers 1024x784,1024x1024,300x784 --p 16 --batch 1
+
+# End to end: the mlp, dense and ternary, B = 1, one thread.
+if [ ! -f "$OUT/mlp.onnx" ]; then
+  "$BIN" train --model mlp --epochs 1 --limit-train 2000 --seed 0 --threads 2 --out "$OUT/mlp-run" >"$OUT/mlp-train.log"
+  "$BIN" export "$OUT/mlp-run" --out "$OUT/mlp.onnx" >/dev/null
+fi
+"$BIN" compress "$OUT/mlp.onnx" --compress "ternary:group=16:density=0.5,fc3=dense" --out "$OUT/mlp-ternary.onnx" \
+  >"$OUT/mlp-ternary.txt"
+for round in 1 2 3 4 5; do
+  for m in mlp mlp-ternary; do
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" run "$OUT/$m.onnx" --bench --batch 1 --threads 1 \
+      --min-time 1 --json "$OUT/e2e-$m-$round.json" >/dev/null
+  done
+done
+/usr/bin/python3 - "$OUT" <<'PY' | tee "$OUT/e2e.txt"
+import json, statistics, sys
+out = sys.argv[1]
+med = {}
+for m in ("mlp", "mlp-ternary"):
+    runs = []
+    for r in range(1, 6):
+        recs = json.load(open(f"{out}/e2e-{m}-{r}.json"))
+        runs.append(1e3 * next(x["median_s"] for x in recs if x["batch"] == 1))
+    med[m] = statistics.median(runs)
+    print(f"{m}: B=1 median of 5 round medians {med[m]:.4f} ms (rounds: {', '.join(f'{v:.4f}' for v in runs)})")
+print(f"ternary mlp end to end: {med['mlp'] / med['mlp-ternary']:.2f}x the dense mlp at B=1")
+PY

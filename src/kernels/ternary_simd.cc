@@ -27,12 +27,36 @@
 // no over-read. Two load ports and two FP add ports on Zen 5 bound it at
 // one weight per cycle per tile: the skipped groups and zero codes are the
 // whole gain over dense (the dense GEMM does one FMA per weight and tile).
+//
+// ternary.matvec.lut (AVX2, AVX-512): per chunk c of four inputs the
+// subset-sum table T_c[s] = sum of x[4c + j] over the bits j of s (16
+// floats: one vector on AVX-512, two on AVX2), built once per call for
+// every chunk. Per block of 16 rows and chunk: the 16 code bytes widened
+// to 32-bit lanes, T_c looked up at the plus nibble and at the minus
+// nibble (vpermps; on AVX2 both halves and a blend on bit 3), one add
+// each. 64 weights in about seven instructions on AVX-512, against two
+// loads, two mask builds and two adds per 16 kept weights for the masks
+// row; pruned groups are looked up as code 0 (they cost as kept ones).
+//
+// ternary.matmul.lut (Y = W·X, every target): per tile of Z <= 4 vectors
+// of batch columns (outer) and group column j, the tables of S = 8 chunks
+// at a time, T[c][s][Z·N] (S·16·Z·N floats: 32 KB on AVX-512, in L1),
+// built from X's rows with 11 adds and 15 stores per chunk and vector;
+// then every row of the slice that kept group j loads its accumulators,
+// adds T[c][plus] and T[c][minus] into two sets of Z registers per chunk
+// and stores them back. Per four weights and vector: two loads and two
+// adds whatever the codes, against one load and one add per nonzero
+// weight for the lists row; the table build (16 stores per chunk and
+// vector) is shared by the rows that kept the group, so it pays from about
+// eight rows up. Tails: the partial vector of the last tile goes through a
+// zero-filled copy both ways.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/ternary_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 #include "permdnn/core/error.h"
@@ -44,6 +68,7 @@
 HWY_BEFORE_NAMESPACE();
 namespace permdnn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
+using detail::Row;
 
 alignas(64) static constexpr uint32_t kLaneBits[16] = {1u << 0, 1u << 1, 1u << 2,  1u << 3,  1u << 4,  1u << 5,
                                                        1u << 6, 1u << 7, 1u << 8,  1u << 9,  1u << 10, 1u << 11,
@@ -133,14 +158,316 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
     }
 }
 
-// This file's part of the kernel table: one SIMD row per op.
+#if HWY_ARCH_X86 && (HWY_TARGET <= HWY_AVX3 || HWY_TARGET == HWY_AVX2)
+#define PERMDNN_TERNARY_LUT_MATVEC 1
+#if HWY_TARGET <= HWY_AVX3
+// NB blocks of 16 rows (consecutive in `codes`), NC chunks per pass: the
+// table vector of a chunk is loaded once for the NB blocks, and the NB·NC
+// plus and minus sums are independent add chains.
+constexpr int kLutPairBlocks = 2, kLutPassChunks = 2;  // 1.15x the (1, 4) pass on Zen 5; (2, 4), (4, 1), (4, 2) tie with it
+template <int NB, int NC>
+HWY_INLINE void LutBlocksAvx3(const float* T, const uint8_t* codes, int64_t C, float* sums) {
+  __m512 ap[NB][NC], am[NB][NC];
+  for (int i = 0; i < NB; ++i)
+    for (int j = 0; j < NC; ++j) ap[i][j] = am[i][j] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; c += NC) {  // C is a multiple of 4
+    for (int j = 0; j < NC; ++j) {
+      const __m512 t = _mm512_loadu_ps(T + (c + j) * 16);
+      for (int i = 0; i < NB; ++i) {
+        const __m512i v = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + (i * C + c + j) * 16)));
+        ap[i][j] = _mm512_add_ps(ap[i][j], _mm512_permutexvar_ps(v, t));
+        am[i][j] = _mm512_add_ps(am[i][j], _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t));
+      }
+    }
+  }
+  for (int i = 0; i < NB; ++i) {
+    __m512 plus = ap[i][0], minus = am[i][0];
+    for (int j = 1; j < NC; ++j) {
+      plus = _mm512_add_ps(plus, ap[i][j]);
+      minus = _mm512_add_ps(minus, am[i][j]);
+    }
+    _mm512_store_ps(sums + 16 * i, _mm512_sub_ps(plus, minus));
+  }
+}
+#endif
+
+// y = W·x by table lookups (ternary.matvec.lut); x padded (kPad zeros) so
+// the last chunk's four inputs exist.
+void TernaryLutMatVec(const TernaryPack* w, const float* x, const float* bias, float* y, int threads) {
+  const hn::ScalableTag<float> d;
+  constexpr int64_t N = HWY_LANES(float);  // 16 or 8
+  const TernaryMatrix& m = w->matrix;
+  const int64_t C4 = (m.cols() + 15) / 16, C = 4 * C4, blocks = (m.rows() + 15) / 16;
+  static thread_local std::vector<float> tables;
+  tables.resize(static_cast<std::size_t>(C * 16));
+  // T_c[s] = sum of x[4c + j] over the bits j of s: lanes s of the first
+  // vector hold s < N; on AVX2 the second vector (s >= 8) adds x[4c + 3].
+  // Chunks past the columns read the zero padding of x (their codes are 0).
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const auto iota = hn::Iota(du, 0);
+  const auto bit0 = hn::RebindMask(d, hn::Ne(hn::And(iota, hn::Set(du, 1u)), hn::Zero(du)));
+  const auto bit1 = hn::RebindMask(d, hn::Ne(hn::And(iota, hn::Set(du, 2u)), hn::Zero(du)));
+  const auto bit2 = hn::RebindMask(d, hn::Ne(hn::And(iota, hn::Set(du, 4u)), hn::Zero(du)));
+  const auto bit3 = hn::RebindMask(d, hn::Ne(hn::And(iota, hn::Set(du, 8u)), hn::Zero(du)));
+  for (int64_t c = 0; c < C; ++c) {
+    const float* xc = x + 4 * c;
+    auto t = hn::Add(hn::IfThenElseZero(bit0, hn::Set(d, xc[0])), hn::IfThenElseZero(bit1, hn::Set(d, xc[1])));
+    t = hn::Add(t, hn::IfThenElseZero(bit2, hn::Set(d, xc[2])));
+    if constexpr (N == 16) {
+      hn::StoreU(hn::Add(t, hn::IfThenElseZero(bit3, hn::Set(d, xc[3]))), d, tables.data() + c * 16);
+    } else {
+      hn::StoreU(t, d, tables.data() + c * 16);
+      hn::StoreU(hn::Add(t, hn::Set(d, xc[3])), d, tables.data() + c * 16 + 8);
+    }
+  }
+  const float* T = tables.data();
+  const uint8_t* codes = w->block_codes.data();
+  const float* scale = m.scale().data();
+  const int64_t rows = m.rows();
+  // Writes block b's 16 sums (rows past the end dropped) as y = scale·sum + bias.
+  const auto finish = [&](int64_t b, const float* sums) {
+    for (int64_t i = 0; i < 16 && b * 16 + i < rows; ++i) {
+      const int64_t r = b * 16 + i;
+      y[r] = scale[r] * sums[i] + (bias ? bias[r] : 0.0f);
+    }
+  };
+  // Raw intrinsics for the lookups: vpermps reads only the low 4 (AVX-512)
+  // or 3 (AVX2) bits of each 32-bit index, so a widened code byte is the
+  // plus index as it stands and shifted right by 4 the minus index (Highway
+  // 1.0's IndicesFromVec asserts the range in debug builds). Measured on
+  // Zen 5: code words of four chunks (one load, shifts instead of widening)
+  // ran 1.25x slower than widening each chunk's 16 bytes.
+  ParallelFor(blocks, threads, [&](int64_t b0, int64_t b1, int) {
+    alignas(64) float sums[64];
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* cb = codes + b * C * 16;
+#if HWY_TARGET <= HWY_AVX3
+      if (b + kLutPairBlocks <= b1) {
+        LutBlocksAvx3<kLutPairBlocks, kLutPassChunks>(T, cb, C, sums);
+        for (int64_t i = 0; i < kLutPairBlocks; ++i) finish(b + i, sums + 16 * i);
+        b += kLutPairBlocks - 1;
+        continue;
+      }
+      LutBlocksAvx3<1, 4>(T, cb, C, sums);
+#else
+      // AVX2: eight rows per half; a nibble looks up the low table (s < 8)
+      // and the high one and keeps the high one where its bit 3 is set
+      // (shifted into the sign bit for blendv).
+      const uint8_t* cbytes = cb;
+      for (int half = 0; half < 2; ++half) {
+        __m256 p0 = _mm256_setzero_ps(), p1 = p0, m0 = p0, m1 = p0;
+        for (int64_t c = 0; c < C; c += 2) {
+#define PERMDNN_PICK(T, V, S)                                                                                        \
+  _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(T), _mm256_srli_epi32(V, S)),                            \
+                   _mm256_permutevar8x32_ps(_mm256_loadu_ps((T) + 8), _mm256_srli_epi32(V, S)),                      \
+                   _mm256_castsi256_ps(_mm256_slli_epi32(V, 28 - (S))))
+#define PERMDNN_BYTES(C) \
+  _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cbytes + (C) * 16 + half * 8)))
+          const __m256i v0 = PERMDNN_BYTES(c), v1 = PERMDNN_BYTES(c + 1);
+          p0 = _mm256_add_ps(p0, PERMDNN_PICK(T + c * 16, v0, 0));
+          m0 = _mm256_add_ps(m0, PERMDNN_PICK(T + c * 16, v0, 4));
+          p1 = _mm256_add_ps(p1, PERMDNN_PICK(T + c * 16 + 16, v1, 0));
+          m1 = _mm256_add_ps(m1, PERMDNN_PICK(T + c * 16 + 16, v1, 4));
+#undef PERMDNN_BYTES
+#undef PERMDNN_PICK
+        }
+        _mm256_store_ps(sums + 8 * half, _mm256_sub_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(m0, m1)));
+      }
+#endif
+      finish(b, sums);
+    }
+  });
+}
+#endif
+
+void TernaryMaskMatVec(const TernaryPack* w, const float* x, const float* bias, float* y, int threads) {
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) { TernaryRowsImpl(w, x, bias, y, r0, r1); });
+}
+
+// The lookup-table matmul's tables: S chunks at a time.
+constexpr int64_t kLutChunks = 8;
+
+// Columns [b0, b0 + nv) of row `row` of X as vector z of a tile: a full
+// load, the tail vector zero-filled, zero past the end.
+template <class D>
+HWY_INLINE hn::Vec<D> LoadTileVector(D d, const float* row, int64_t z, int64_t nv) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), left = nv - z * N;
+  if (left >= N) return hn::LoadU(d, row + z * N);
+  if (left <= 0) return hn::Zero(d);
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  return hn::MaskedLoad(hn::FirstN(d, static_cast<size_t>(left)), d, row + z * N);
+#else
+  // Through a copy: Highway 1.0's MaskedLoad is an aligned full load on SSE4.
+  alignas(64) float part[16] = {};
+  std::copy(row + z * N, row + z * N + left, part);
+  return hn::Load(d, part);
+#endif
+}
+
+// One tile of Z vectors (nv valid columns from b0) for rows [r0, r1) of
+// the slice: acc[(r - r0) · 4N] accumulates, tables is the thread's
+// S·16·4N scratch (entry [c][s] at (c·16 + s)·4N whatever Z, so the
+// entries s = 0 are never written and stay zero).
+template <int Z>
+void LutTile(const TernaryPack* w, const float* x, int64_t batch, int64_t b0, int64_t nv, int64_t r0, int64_t r1,
+             float* acc, float* tables) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), ZN = 4 * N;
+  const TernaryMatrix& m = w->matrix;
+  const int64_t L = m.group_len(), CL = (L + 3) / 4, G = m.groups_per_row();
+  std::fill(acc, acc + (r1 - r0) * ZN, 0.0f);
+  for (int64_t j = 0; j < G; ++j) {
+    // The kept groups of column j whose rows are in the slice.
+    const int32_t* rows_begin = w->col_row.data() + w->col_begin[j];
+    const int32_t* rows_end = w->col_row.data() + w->col_begin[j + 1];
+    const int32_t* lo = std::lower_bound(rows_begin, rows_end, static_cast<int32_t>(r0));
+    const int32_t* hi = std::lower_bound(lo, rows_end, static_cast<int32_t>(r1));
+    if (lo == hi) continue;
+    for (int64_t s0 = 0; s0 < CL; s0 += kLutChunks) {
+      const int64_t sn = std::min(kLutChunks, CL - s0);
+      for (int64_t c = 0; c < sn; ++c) {
+        const int64_t e0 = 4 * (s0 + c);
+        float* tc = tables + c * 16 * ZN;
+        for (int64_t z = 0; z < Z; ++z) {
+          hn::Vec<decltype(d)> v[4];
+          for (int64_t q = 0; q < 4; ++q)
+            v[q] = e0 + q < L ? LoadTileVector(d, x + (j * L + e0 + q) * batch + b0, z, nv) : hn::Zero(d);
+          const auto v01 = hn::Add(v[0], v[1]);
+          const auto v2s = hn::Add(v[2], v01);
+          float* t = tc + z * N;
+          hn::StoreU(v[0], d, t + 1 * ZN);
+          hn::StoreU(v[1], d, t + 2 * ZN);
+          hn::StoreU(v01, d, t + 3 * ZN);
+          hn::StoreU(v[2], d, t + 4 * ZN);
+          hn::StoreU(hn::Add(v[2], v[0]), d, t + 5 * ZN);
+          hn::StoreU(hn::Add(v[2], v[1]), d, t + 6 * ZN);
+          hn::StoreU(v2s, d, t + 7 * ZN);
+          hn::StoreU(v[3], d, t + 8 * ZN);
+          hn::StoreU(hn::Add(v[3], v[0]), d, t + 9 * ZN);
+          hn::StoreU(hn::Add(v[3], v[1]), d, t + 10 * ZN);
+          hn::StoreU(hn::Add(v[3], v01), d, t + 11 * ZN);
+          hn::StoreU(hn::Add(v[3], v[2]), d, t + 12 * ZN);
+          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[0])), d, t + 13 * ZN);
+          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[1])), d, t + 14 * ZN);
+          hn::StoreU(hn::Add(v[3], v2s), d, t + 15 * ZN);
+        }
+      }
+      for (const int32_t* it = lo; it != hi; ++it) {
+        const int64_t k = w->col_kept[it - w->col_row.data()];
+        const uint8_t* codes = w->group_codes.data() + k * CL + s0;
+        float* a = acc + (*it - r0) * ZN;
+        hn::Vec<decltype(d)> ap[Z], am[Z];
+        for (int z = 0; z < Z; ++z) {
+          ap[z] = hn::LoadU(d, a + z * N);
+          am[z] = hn::Zero(d);
+        }
+        for (int64_t c = 0; c < sn; ++c) {
+          const unsigned code = codes[c];
+          const float* tp = tables + c * 16 * ZN + (code & 15u) * ZN;
+          const float* tq = tables + c * 16 * ZN + (code >> 4) * ZN;
+          for (int z = 0; z < Z; ++z) {
+            ap[z] = hn::Add(ap[z], hn::LoadU(d, tp + z * N));
+            am[z] = hn::Add(am[z], hn::LoadU(d, tq + z * N));
+          }
+        }
+        for (int z = 0; z < Z; ++z) hn::StoreU(hn::Sub(ap[z], am[z]), d, a + z * N);
+      }
+    }
+  }
+}
+
+void TernaryLutMatMul(const TernaryPack* w, const float* x, int64_t batch, const float* bias, float* y,
+                      int threads) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), TW = 4 * N;
+  const float* scale = w->matrix.scale().data();
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    static thread_local std::vector<float> tables, acc;
+    if (tables.size() != static_cast<std::size_t>(kLutChunks * 16 * TW))
+      tables.assign(static_cast<std::size_t>(kLutChunks * 16 * TW), 0.0f);  // T[c][0] stays 0
+    if (acc.size() < static_cast<std::size_t>((r1 - r0) * TW)) acc.resize(static_cast<std::size_t>((r1 - r0) * TW));
+    for (int64_t b0 = 0; b0 < batch; b0 += TW) {
+      const int64_t nv = std::min(TW, batch - b0), zc = (nv + N - 1) / N;
+      switch (zc) {
+        case 1: LutTile<1>(w, x, batch, b0, nv, r0, r1, acc.data(), tables.data()); break;
+        case 2: LutTile<2>(w, x, batch, b0, nv, r0, r1, acc.data(), tables.data()); break;
+        case 3: LutTile<3>(w, x, batch, b0, nv, r0, r1, acc.data(), tables.data()); break;
+        default: LutTile<4>(w, x, batch, b0, nv, r0, r1, acc.data(), tables.data()); break;
+      }
+      const int64_t ZN = TW;
+      for (int64_t r = r0; r < r1; ++r) {
+        const auto vs = hn::Set(d, scale[r]), vb = hn::Set(d, bias ? bias[r] : 0.0f);
+        const float* a = acc.data() + (r - r0) * ZN;
+        float* yr = y + r * batch + b0;
+        for (int64_t z = 0; z * N < nv; ++z) {
+          const auto out = hn::MulAdd(vs, hn::LoadU(d, a + z * N), vb);
+          const int64_t left = nv - z * N;
+          if (left >= N) hn::StoreU(out, d, yr + z * N);
+          else {
+            alignas(64) float part[16];
+            hn::Store(out, d, part);
+            std::copy(part, part + left, yr + z * N);
+          }
+        }
+      }
+    }
+  });
+}
+
+void TernaryListsMatMul(const TernaryPack* w, const float* x, int64_t batch, const float* bias, float* y,
+                        int threads) {
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    TernaryMatMulRowsImpl(w, x, batch, bias, y, r0, r1);
+  });
+}
+
+using MatVecFn = void (*)(const TernaryPack*, const float*, const float*, float*, int);
+using MatMulFn = void (*)(const TernaryPack*, const float*, int64_t, const float*, float*, int);
+
+std::span<const Row<MatVecFn>> TernaryMatVecRows() {
+  static const std::vector<Row<MatVecFn>> rows = {
+#ifdef PERMDNN_TERNARY_LUT_MATVEC
+      {"ternary.matvec.lut", detail::AdmitsAll, TernaryLutMatVec},
+#endif
+      {"ternary.matvec.masks", detail::AdmitsAll, TernaryMaskMatVec},
+  };
+  return rows;
+}
+// The tables pay once enough rows share them: measured on Zen 5 (AVX3),
+// 16 rows (a 16-channel conv) ran at 0.45x of the lists row, 32 rows at
+// 1.1-1.7x (docs/ternary.md).
+bool LutMatMulAdmits(const KernelProblem& q) { return q.rows >= 32; }
+
+std::span<const Row<MatMulFn>> TernaryMatMulRows() {
+  static const std::vector<Row<MatMulFn>> rows = {
+      {"ternary.matmul.lut", LutMatMulAdmits, TernaryLutMatMul},
+      {"ternary.matmul.lists", detail::AdmitsAll, TernaryListsMatMul},
+  };
+  return rows;
+}
+#undef PERMDNN_TERNARY_LUT_MATVEC
+
+void TernaryMatVecImpl(const TernaryPack* w, const float* x, const float* bias, float* y, int threads) {
+  detail::Pick(TernaryMatVecRows(), {KernelOp::kTernaryMatVec, static_cast<int>(w->matrix.group_len()), w->rows(),
+                              w->cols(), 1, false})
+      ->fn(w, x, bias, y, threads);
+}
+void TernaryMatMulImpl(const TernaryPack* w, const float* x, int64_t batch, const float* bias, float* y,
+                       int threads) {
+  detail::Pick(TernaryMatMulRows(), {KernelOp::kTernaryMatMul, static_cast<int>(w->matrix.group_len()), w->rows(),
+                              w->cols(), batch, false})
+      ->fn(w, x, batch, bias, y, threads);
+}
+
+// This file's part of the kernel table.
 void TernaryTableImpl(std::vector<KernelRow>* out) {
-  out->push_back({"ternary.matvec.masks", KernelOp::kTernaryMatVec, "", detail::AdmitsAll});
-  out->push_back({"ternary.matmul.lists", KernelOp::kTernaryMatMul, "", detail::AdmitsAll});
+  detail::Describe(TernaryMatVecRows(), KernelOp::kTernaryMatVec, out);
+  detail::Describe(TernaryMatMulRows(), KernelOp::kTernaryMatMul, out);
 }
 const char* TernarySelectImpl(const KernelProblem& q) {
-  if (q.op == KernelOp::kTernaryMatVec) return "ternary.matvec.masks";
-  if (q.op == KernelOp::kTernaryMatMul) return "ternary.matmul.lists";
+  if (q.op == KernelOp::kTernaryMatVec) return detail::Pick(TernaryMatVecRows(), q)->name;
+  if (q.op == KernelOp::kTernaryMatMul) return detail::Pick(TernaryMatMulRows(), q)->name;
   return nullptr;
 }
 
@@ -149,8 +476,8 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace permdnn::kernels {
-HWY_EXPORT(TernaryRowsImpl);
-HWY_EXPORT(TernaryMatMulRowsImpl);
+HWY_EXPORT(TernaryMatVecImpl);
+HWY_EXPORT(TernaryMatMulImpl);
 PERMDNN_EXPORT_KERNEL_TABLE(Ternary, TernaryTableImpl, TernarySelectImpl)
 
 namespace {
@@ -175,7 +502,8 @@ TernaryPack TernaryPack::Build(TernaryMatrix m) {
       p.words[k * 2 * W + b / 8] |= uint64_t{m.plus()[k * gb + b]} << (8 * (b % 8));
       p.words[k * 2 * W + W + b / 8] |= uint64_t{m.minus()[k * gb + b]} << (8 * (b % 8));
     }
-  PERMDNN_CHECK(m.cols() < (int64_t{1} << 31), "TernaryPack: {} columns exceed int32 indices", m.cols());
+  PERMDNN_CHECK(m.cols() < (int64_t{1} << 31) && m.rows() < (int64_t{1} << 31) && m.kept_groups() < (int64_t{1} << 31),
+                "TernaryPack: {} x {} ({} kept groups) exceeds int32 indices", m.rows(), m.cols(), m.kept_groups());
   p.plus_begin.assign(static_cast<std::size_t>(m.rows() + 1), 0);
   p.minus_begin.assign(static_cast<std::size_t>(m.rows()), 0);
   for (int64_t r = 0; r < m.rows(); ++r) {
@@ -188,6 +516,33 @@ TernaryPack TernaryPack::Build(TernaryMatrix m) {
     }
   }
   p.plus_begin[m.rows()] = static_cast<int64_t>(p.index.size());
+  // Lookup-table codes: byte of chunk c = plus bits | minus bits << 4.
+  const int64_t C4 = (m.cols() + 15) / 16, CL = (L + 3) / 4, G = m.groups_per_row();
+  p.block_codes.assign(static_cast<std::size_t>((m.rows() + 15) / 16 * 4 * C4 * 16), 0);
+  p.group_codes.assign(static_cast<std::size_t>(m.kept_groups() * CL), 0);
+  p.col_begin.assign(static_cast<std::size_t>(G + 1), 0);
+  for (int64_t r = 0; r < m.rows(); ++r)
+    for (int64_t k = m.row_start(r); k < m.row_start(r + 1); ++k) {
+      ++p.col_begin[m.group_col(k) + 1];
+      for (int64_t e = 0; e < L; ++e) {
+        const int code = m.Code(k, e);
+        if (code == 0) continue;
+        const int shift = (e % 4) + (code < 0 ? 4 : 0);
+        p.group_codes[k * CL + e / 4] |= static_cast<uint8_t>(1u << shift);
+        const int64_t col = m.group_col(k) * L + e, c = col / 4;
+        p.block_codes[((r / 16) * 4 * C4 + c) * 16 + r % 16] |= static_cast<uint8_t>(1u << ((col % 4) + (code < 0 ? 4 : 0)));
+      }
+    }
+  for (int64_t j = 0; j < G; ++j) p.col_begin[j + 1] += p.col_begin[j];
+  p.col_kept.resize(static_cast<std::size_t>(m.kept_groups()));
+  p.col_row.resize(static_cast<std::size_t>(m.kept_groups()));
+  std::vector<int64_t> fill(p.col_begin.begin(), p.col_begin.end() - 1);
+  for (int64_t r = 0; r < m.rows(); ++r)  // rows in order: each column's list is sorted by row
+    for (int64_t k = m.row_start(r); k < m.row_start(r + 1); ++k) {
+      const int64_t at = fill[m.group_col(k)]++;
+      p.col_kept[at] = static_cast<int32_t>(k);
+      p.col_row[at] = static_cast<int32_t>(r);
+    }
   p.matrix = std::move(m);
   return p;
 }
@@ -225,9 +580,7 @@ void TernaryMatVec(const TernaryPack& w, std::span<const float> x, std::span<con
   padded.assign(x.begin(), x.end());
   padded.resize(x.size() + kPad, 0.0f);
   const float* xp = padded.data();
-  ParallelFor(w.rows(), threads, [&](int64_t r0, int64_t r1, int) {
-    HWY_DYNAMIC_DISPATCH(TernaryRowsImpl)(&w, xp, b, y.data(), r0, r1);
-  });
+  HWY_DYNAMIC_DISPATCH(TernaryMatVecImpl)(&w, xp, b, y.data(), threads);
 }
 
 void TernaryMatMul(const TernaryPack& w, std::span<const float> x, int64_t batch, std::span<const float> bias,
@@ -239,9 +592,7 @@ void TernaryMatMul(const TernaryPack& w, std::span<const float> x, int64_t batch
   const float* b = bias.empty() ? nullptr : bias.data();
   if (detail::UseReference(KernelOp::kTernaryMatMul))
     return ref::TernaryMatMul(w.matrix, x.data(), batch, b, y.data());
-  ParallelFor(w.rows(), threads, [&](int64_t r0, int64_t r1, int) {
-    HWY_DYNAMIC_DISPATCH(TernaryMatMulRowsImpl)(&w, x.data(), batch, b, y.data(), r0, r1);
-  });
+  HWY_DYNAMIC_DISPATCH(TernaryMatMulImpl)(&w, x.data(), batch, b, y.data(), threads);
 }
 
 }  // namespace permdnn::kernels

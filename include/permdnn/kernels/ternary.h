@@ -17,6 +17,20 @@
 //     the column indices of its +1 and of its −1 weights (the pack's index
 //     lists), each a contiguous row of X added to or subtracted from up to
 //     four vectors of outputs (`ternary.matmul.lists`).
+// Each op has a second SIMD row built on subset-sum tables (the lookup-table
+// rows, `ternary.*.lut`): four consecutive columns of a row are one code,
+// their plus bits and minus bits (two 4-bit indices), and the 16 sums of
+// every subset of the four matching inputs are built once and shared by
+// all rows, so a row adds T[plus] and subtracts T[minus]: two additions per
+// four weights instead of up to four.
+//   * matvec (`ternary.matvec.lut`, AVX2 and AVX-512): the table of a chunk
+//     of four inputs is one 16-float vector (two on AVX2), the lanes are 16
+//     rows and a table lookup (vpermps) picks each row's sums; every chunk
+//     of every row is visited (a pruned group is code 0, T[0] = 0).
+//   * matmul (`ternary.matmul.lut`, every target): per tile of up to 4N
+//     batch columns and group column, the tables of S chunks at a time
+//     (16 sums x the tile); each row that kept the group then does two
+//     loads and two adds per chunk and vector. Pruned groups are skipped.
 // Each op has a reference kernel (plain loops, double accumulation) that
 // the tests hold the SIMD rows to; PERMDNN_KERNELS=reference and
 // --reference-kernels run it.
@@ -33,8 +47,9 @@ namespace permdnn::kernels {
 // The kernel layout of a TernaryMatrix (packing kept apart from compute),
 // built once per layer: the matrix itself (scale, kept groups), each kept
 // group's planes as 64-bit words (words[k][0..W) plus, [W..2W) minus,
-// W = ceil(group_len / 64), bits past group_len zero), and per row the
-// column indices of its +1 weights then its −1 weights.
+// W = ceil(group_len / 64), bits past group_len zero), per row the column
+// indices of its +1 weights then its −1 weights, and the lookup-table
+// rows' 4-column codes.
 struct TernaryPack {
   TernaryMatrix matrix;
   int64_t words_per_plane = 1;
@@ -42,6 +57,16 @@ struct TernaryPack {
   std::vector<int32_t> index;          // plus columns of row r, then minus columns
   std::vector<int64_t> plus_begin;     // [rows + 1]: row r's plus run starts here
   std::vector<int64_t> minus_begin;    // [rows]: row r's minus run starts here (ends at plus_begin[r + 1])
+  // The lookup-table rows' codes: a chunk c of four columns (bit j = column
+  // 4c + j) as one byte, plus bits | minus bits << 4; columns past the end
+  // are zero bits (the matvec's chunks run to a multiple of four).
+  std::vector<uint8_t> block_codes;  // matvec: [ceil(rows / 16)][4 · ceil(cols / 16)][16 rows of the block]
+  std::vector<uint8_t> group_codes;  // matmul: [kept group][ceil(group_len / 4)], columns of the group
+  // The kept groups by group column j (the matmul's loop order): the
+  // indices k of kept groups with group_col(k) == j are
+  // col_kept[col_begin[j] .. col_begin[j + 1]), in row order; col_row their rows.
+  std::vector<int64_t> col_begin;
+  std::vector<int32_t> col_kept, col_row;
 
   static TernaryPack Build(TernaryMatrix m);
   int64_t rows() const { return matrix.rows(); }
