@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, alpha)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -97,6 +97,17 @@ stream_res3() {  # resnet with 3 compressed epochs (the last at lr 5e-5): WPC an
     tern_run resnet-wpc-e3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RES3_FT[@]}" --from "$RUNS/resnet-dense"
     tern_run resnet-lasso-e3 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RES3_FT[@]}" \
       --from "$RUNS/resnet-dense"
+  fi
+}
+
+stream_alpha() {  # one α per layer (alpha=layer) against the WPC rows' α per output row, same SPEC otherwise
+  if need_run mlp-dense mlp-wpc-alpha; then
+    tern_run mlp-wpc-alpha --compress "ternary:group=$G:density=$D:wpc=0.7:alpha=layer" "${MLP_FT[@]}" \
+      --from "$RUNS/mlp-dense"
+  fi
+  if need_run cnn-dense cnn-wpc-alpha; then
+    tern_run cnn-wpc-alpha --compress "ternary:group=$G:density=$D:wpc=0.7:alpha=layer" "${CNN_FT[@]}" \
+      --from "$RUNS/cnn-dense"
   fi
 }
 

@@ -23,7 +23,10 @@ ROWS = [
     ("ternary", "ternary alone (all groups kept)"),
     ("wpc-e3", "group pruning + ternary, WPC (θ = 0.7 × mean), 3 epochs"),
     ("lasso-e3", "group pruning + ternary, plain group lasso, 3 epochs"),
+    ("wpc-alpha", "group pruning + ternary, WPC (θ = 0.7 × mean), one α per layer (`alpha=layer`)"),
 ]
+# Rows of other budgets or choices: listed only when run.
+OPTIONAL = ("-e3", "-alpha")
 TARGET = {"mlp": 1.0, "cnn": 1.5, "resnet": 1.5}
 
 
@@ -70,7 +73,7 @@ def main():
         dense = load(results, f"{model}-dense")
         rows = [(k, d, load(results, f"{model}-{k}")) for k, d in ROWS]
         # Rows of other budgets appear only when run.
-        rows = [r for r in rows if r[2] is not None or not r[0].endswith("-e3")]
+        rows = [r for r in rows if r[2] is not None or not r[0].endswith(OPTIONAL)]
         if dense is None and not any(r for _, _, r in rows):
             continue
         w(f"### {model}")
@@ -117,6 +120,15 @@ def main():
                  f"{100 * wpc['final_test_accuracy']:.2f}% vs {100 * lasso['final_test_accuracy']:.2f}% "
                  f"({'WPC higher' if wpc['final_test_accuracy'] > lasso['final_test_accuracy'] else 'WPC not higher'})."
                  if lasso else ""))
+            w("")
+        wpc, alpha = by_key.get("wpc"), by_key.get("wpc-alpha")
+        if wpc and alpha:
+            better = ("per-row α higher" if wpc["final_test_accuracy"] > alpha["final_test_accuracy"] else
+                      "per-layer α higher" if alpha["final_test_accuracy"] > wpc["final_test_accuracy"] else "equal")
+            w(f"α per output row vs one α per layer ({model}, WPC, same epochs from the same dense run): "
+              f"{100 * wpc['final_test_accuracy']:.2f}% vs {100 * alpha['final_test_accuracy']:.2f}% ({better}); "
+              f"{wpc['model_bytes']:,} vs {alpha['model_bytes']:,} bytes (the format stores one scale per row "
+              "either way).")
             w("")
         parts = []
         for k, label in (("group", "group pruning alone"), ("ternary", "ternary alone"), ("lasso", "both, plain lasso"),

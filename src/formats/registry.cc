@@ -446,7 +446,8 @@ TernaryMatrix TernaryOf(const Weights& w) {
 Projection ProjectTernary(std::span<const float> dense, const Geometry& g, const LayerCompression& method) {
   PERMDNN_CHECK(g.p >= 1 && g.in % g.p == 0, "ternary projection: group={} does not divide the {} input {}", g.p,
                 g.in, g.conv() ? "channels" : "features");
-  TernaryProjection tp = Ternarize(dense, g.out, g.in * g.taps(), g.p * g.taps(), method.threshold, method.density);
+  TernaryProjection tp = Ternarize(dense, g.out, g.in * g.taps(), g.p * g.taps(), method.threshold, method.density,
+                                   method.alpha_per_layer);
   Projection r;
   r.kept_energy = tp.kept_energy;
   r.weights.group_mask.assign(tp.matrix.group_mask().begin(), tp.matrix.group_mask().end());

@@ -31,7 +31,7 @@ std::vector<std::string> KindParameters(const std::string& kind) {
   if (kind == "permdiag") return {"p", "offsets"};
   if (kind == "circulant") return {"p"};
   if (kind == "prune") return {"density", "bits"};
-  if (kind == "ternary") return {"group", "density", "t", "lambda", "wpc", "wpcq", "ternarize"};
+  if (kind == "ternary") return {"group", "density", "t", "alpha", "lambda", "wpc", "wpcq", "ternarize"};
   return {};
 }
 
@@ -91,6 +91,7 @@ std::string LayerCompression::ToString() const {
       return bits > 0 ? fmt::format("prune:density={}:bits={}", density, bits) : fmt::format("prune:density={}", density);
     case CompressKind::kTernary: {
       std::string s = fmt::format("ternary:group={}:density={}:t={}", p, density, threshold);
+      if (alpha_per_layer) s += ":alpha=layer";
       if (penalty > 0) s += fmt::format(":lambda={}", penalty);
       if (wpc_ratio > 0) s += fmt::format(":wpc={}", wpc_ratio);
       if (wpc_quantile > 0) s += fmt::format(":wpcq={}", wpc_quantile);
@@ -174,6 +175,13 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
     };
     take_fraction("density", 0, true, 1, false, &c.density);
     take_fraction("t", 0, false, 1, true, &c.threshold);
+    if (auto it = kv.find("alpha"); it != kv.end()) {
+      PERMDNN_CHECK(it->second == "row" || it->second == "layer",
+                    "{}: alpha={} in '{}' must be row (one scale per output row) or layer (one per layer)", where,
+                    it->second, text);
+      c.alpha_per_layer = it->second == "layer";
+      kv.erase(it);
+    }
     // Training (docs/ternary.md): the group-lasso strength λ, Weight Penalty
     // Clipping's threshold rule (θ = wpc × mean group norm, or the wpcq
     // quantile of the sorted norms; both absent: plain group lasso), and
@@ -192,7 +200,7 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
     c.ternarize = ternarize == 1;
   } else {
     Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N[:offsets=column], circulant:p=N, "
-         "prune:density=F[:bits=B] or ternary:group=N[:density=F][:t=F][:lambda=F][:wpc=F|:wpcq=F][:ternarize=0])", where, kind, text);
+         "prune:density=F[:bits=B] or ternary:group=N[:density=F][:t=F][:alpha=row|layer][:lambda=F][:wpc=F|:wpcq=F][:ternarize=0])", where, kind, text);
   }
   PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);
   return c;

@@ -162,12 +162,31 @@ std::vector<uint8_t> KeepLargestGroups(std::span<const float> dense, int64_t row
 }
 
 void TernarizeRows(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
-                   std::span<const uint8_t> kept, double threshold, std::span<int8_t> codes, std::span<float> scale) {
+                   std::span<const uint8_t> kept, double threshold, std::span<int8_t> codes, std::span<float> scale,
+                   bool per_layer) {
   const int64_t G = cols / group_len;
   PERMDNN_CHECK(static_cast<int64_t>(dense.size()) == rows * cols && static_cast<int64_t>(codes.size()) == rows * cols &&
                     static_cast<int64_t>(kept.size()) == rows * G && static_cast<int64_t>(scale.size()) == rows,
                 "TernarizeRows: array sizes disagree with {}x{} (group length {})", rows, cols, group_len);
   PERMDNN_CHECK(threshold >= 0 && threshold < 1, "Ternarize: threshold t = {} must be in [0, 1)", threshold);
+  if (per_layer) {  // one Δ and one α over every kept weight
+    double max_abs = 0;
+    for (int64_t k = 0; k < rows * cols; ++k)
+      if (kept[(k / cols) * G + (k % cols) / group_len]) max_abs = std::max(max_abs, std::fabs(double(dense[k])));
+    const double delta = threshold * max_abs;
+    double sum = 0;
+    int64_t n = 0;
+    for (int64_t k = 0; k < rows * cols; ++k) {
+      const float w = dense[k];
+      codes[k] = 0;
+      if (!kept[(k / cols) * G + (k % cols) / group_len] || std::fabs(double(w)) <= delta || w == 0.0f) continue;
+      sum += std::fabs(double(w));
+      ++n;
+      codes[k] = w > 0 ? 1 : -1;
+    }
+    std::fill(scale.begin(), scale.end(), n > 0 ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f);
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     double max_abs = 0;
     for (int64_t c = 0; c < cols; ++c)
@@ -188,14 +207,14 @@ void TernarizeRows(std::span<const float> dense, int64_t rows, int64_t cols, int
 }
 
 TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
-                            double threshold, double group_density) {
+                            double threshold, double group_density, bool per_layer) {
   PERMDNN_CHECK(threshold >= 0 && threshold < 1, "Ternarize: threshold t = {} must be in [0, 1)", threshold);
   // 1. Group pruning: keep the largest group norms.
   const std::vector<uint8_t> kept = KeepLargestGroups(dense, rows, cols, group_len, group_density, "Ternarize");
-  // 2. Ternarization per row over the kept groups.
+  // 2. Ternarization per row (or per layer) over the kept groups.
   std::vector<int8_t> codes(dense.size(), 0);
   std::vector<float> scale(static_cast<std::size_t>(rows), 0.0f);
-  TernarizeRows(dense, rows, cols, group_len, kept, threshold, codes, scale);
+  TernarizeRows(dense, rows, cols, group_len, kept, threshold, codes, scale, per_layer);
   TernaryProjection pr;
   pr.matrix = TernaryMatrix::FromCodes(rows, cols, group_len, codes, std::move(scale), "Ternarize");
   const std::vector<float> approx = pr.matrix.ToDense();

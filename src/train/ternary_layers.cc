@@ -26,25 +26,25 @@ std::vector<uint8_t> KeptBytes(const torch::Tensor& kept_groups) {
 
 // Codes and scales of w (rows = w.size(0)) by the format's ternarizer.
 void Codes(const torch::Tensor& w, const torch::Tensor& kept_groups, int64_t group_len, double threshold,
-           std::vector<int8_t>* codes, std::vector<float>* scale) {
+           bool per_layer, std::vector<int8_t>* codes, std::vector<float>* scale) {
   torch::Tensor c = w.detach().contiguous().to(torch::kFloat);
   const int64_t rows = c.size(0), cols = c.numel() / rows;
   codes->assign(static_cast<std::size_t>(c.numel()), 0);
   scale->assign(static_cast<std::size_t>(rows), 0.0f);
   const std::vector<uint8_t> kept = KeptBytes(kept_groups);
   TernarizeRows(std::span<const float>(c.data_ptr<float>(), static_cast<std::size_t>(c.numel())), rows, cols,
-                group_len, kept, threshold, *codes, *scale);
+                group_len, kept, threshold, *codes, *scale, per_layer);
 }
 
 // Forward: α_r·t_rc; backward: straight through, zeroed where |w| ≥ 1.
 class TernarizeFunction : public torch::autograd::Function<TernarizeFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor w, torch::Tensor kept_groups,
-                               int64_t group_len, double threshold) {
+                               int64_t group_len, double threshold, bool per_layer) {
     ctx->save_for_backward({w});
     std::vector<int8_t> codes;
     std::vector<float> scale;
-    Codes(w, kept_groups, group_len, threshold, &codes, &scale);
+    Codes(w, kept_groups, group_len, threshold, per_layer, &codes, &scale);
     torch::Tensor t = torch::from_blob(codes.data(), {w.size(0), w.numel() / w.size(0)}, torch::kInt8).to(torch::kFloat);
     torch::Tensor a = torch::from_blob(scale.data(), {w.size(0), 1}, torch::kFloat);
     return (t * a).reshape(w.sizes());
@@ -52,15 +52,16 @@ class TernarizeFunction : public torch::autograd::Function<TernarizeFunction> {
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad) {
     const torch::Tensor w = ctx->get_saved_variables()[0];
-    return {grad[0] * w.abs().lt(1.0).to(grad[0].dtype()), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad[0] * w.abs().lt(1.0).to(grad[0].dtype()), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
 }  // namespace
 
 torch::Tensor TernarizeWithSte(const torch::Tensor& w, const torch::Tensor& kept_groups, int64_t group_len,
-                               double threshold) {
-  return TernarizeFunction::apply(w, kept_groups, group_len, threshold);
+                               double threshold, bool per_layer) {
+  return TernarizeFunction::apply(w, kept_groups, group_len, threshold, per_layer);
 }
 
 double WpcThreshold(const torch::Tensor& norms, double ratio, double quantile) {
@@ -106,7 +107,7 @@ torch::Tensor TernaryLayerImpl::EffectiveWeight() {
   if (s == 0) return weight;
   torch::Tensor w = MaskedWeight();
   if (s == 1 || !compress.ternarize) return w;
-  return TernarizeWithSte(w, group_mask, group_len(), compress.threshold);
+  return TernarizeWithSte(w, group_mask, group_len(), compress.threshold, compress.alpha_per_layer);
 }
 
 torch::Tensor TernaryLayerImpl::forward(const torch::Tensor& x) {
@@ -169,7 +170,7 @@ TernaryMatrix TernaryLayerImpl::Ternary() const {
   torch::NoGradGuard no_grad;
   std::vector<int8_t> codes;
   std::vector<float> scale;
-  Codes(MaskedWeight(), group_mask, group_len(), compress.threshold, &codes, &scale);
+  Codes(MaskedWeight(), group_mask, group_len(), compress.threshold, compress.alpha_per_layer, &codes, &scale);
   return TernaryMatrix::FromCodes(out, in * taps(), group_len(), codes, std::move(scale), "layer '" + name + "'");
 }
 

@@ -116,8 +116,9 @@ TORCH_MODULE(TernaryLayer);
 
 // The ternarizer with its straight-through gradient, on a weight [out,
 // in, (k, k)] whose rows are cut into groups of group_len (kept_groups
-// float [out, G]). Exposed for the tests.
+// float [out, G]; per_layer: one Δ and α for the layer, alpha=layer).
+// Exposed for the tests.
 torch::Tensor TernarizeWithSte(const torch::Tensor& w, const torch::Tensor& kept_groups, int64_t group_len,
-                               double threshold);
+                               double threshold, bool per_layer = false);
 
 }  // namespace permdnn::train

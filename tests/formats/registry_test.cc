@@ -240,6 +240,12 @@ TEST(FormatRegistry, TernarizeWorkedExample) {
   EXPECT_EQ(m.Codes(), (std::vector<int8_t>{1, 0, 0, 0, 1, -1, 0, -1}));
   EXPECT_FLOAT_EQ(m.scale()[0], 1.0f);
   EXPECT_FLOAT_EQ(m.scale()[1], static_cast<float>(1.9 / 3));
+  // One Δ and α per layer (alpha=layer): Δ = 0.3 · 1.0 over the kept
+  // weights, so 1.0, 0.5, -0.5, -0.9 pass: α = 2.9 / 4 in both rows.
+  const TernaryMatrix pl = Ternarize(w, 2, 4, 2, 0.3, 0.75, true).matrix;
+  EXPECT_EQ(pl.Codes(), (std::vector<int8_t>{1, 0, 0, 0, 1, -1, 0, -1}));
+  EXPECT_FLOAT_EQ(pl.scale()[0], static_cast<float>(2.9 / 4));
+  EXPECT_FLOAT_EQ(pl.scale()[1], static_cast<float>(2.9 / 4));
   // t = 0.95 leaves row 1's group (1, 0) all zero: pruned as well.
   EXPECT_EQ(Ternarize(w, 2, 4, 2, 0.95, 1.0).matrix.kept_groups(), 2);
   const std::vector<int8_t> bad = {1, 0, 2, 0};

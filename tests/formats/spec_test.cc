@@ -50,8 +50,15 @@ TEST(CompressSpec, Ternary) {
   EXPECT_DOUBLE_EQ(s.global->threshold, 0.03);
   EXPECT_TRUE(s.Resolve("fc3", false).is_dense());
   EXPECT_EQ(ParseLayerCompression(s.global->ToString()), *s.global);
+  EXPECT_FALSE(t.alpha_per_layer);
+  const LayerCompression layer = ParseLayerCompression("ternary:group=16:alpha=layer");
+  EXPECT_TRUE(layer.alpha_per_layer);
+  EXPECT_EQ(ParseLayerCompression(layer.ToString()), layer);
+  EXPECT_FALSE(ParseLayerCompression("ternary:group=16:alpha=row").alpha_per_layer);
   for (const auto& [text, what] : std::vector<std::pair<std::string, std::string>>{
            {"ternary", "needs group=N"},
+           {"ternary:group=16:alpha=channel",
+            "alpha=channel in 'ternary:group=16:alpha=channel' must be row (one scale per output row) or layer"},
            {"ternary:group=16:density=0", "density=0 in 'ternary:group=16:density=0' must be a number in (0, 1]"},
            {"ternary:group=16:t=1", "t=1 in 'ternary:group=16:t=1' must be a number in [0, 1)"},
            {"ternary:group=16:bits=2", "unknown parameter 'bits' for ternary"}}) {

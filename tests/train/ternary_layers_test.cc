@@ -124,6 +124,24 @@ TEST(TernaryLayer, TernarizerValuesAndPrunedGroups) {
   EXPECT_LE(m.kept_groups(), 6);
 }
 
+// alpha=layer: one magnitude over the whole layer, equal to the format's
+// per-layer projection.
+TEST(TernaryLayer, PerLayerAlphaIsOneMagnitude) {
+  torch::manual_seed(6);
+  TernaryLayer layer("conv2", 8, 6, 3, 1, 1, Method("ternary:group=4:density=0.5:t=0.05:alpha=layer"));
+  layer->Prune();
+  layer->StartTernary();
+  torch::Tensor w = layer->EffectiveWeight().detach().reshape({-1});
+  torch::Tensor nz = w.masked_select(w.ne(0));
+  ASSERT_GT(nz.numel(), 0);
+  EXPECT_NEAR(nz.abs().min().item<double>(), nz.abs().max().item<double>(), 1e-7);
+  const TernaryMatrix m = layer->Ternary();
+  for (float a : m.scale()) EXPECT_EQ(a, m.scale()[0]);
+  std::vector<float> dense = m.ToDense();
+  torch::Tensor d = torch::from_blob(dense.data(), {6 * 72}, torch::kFloat);
+  EXPECT_EQ((d - w).abs().max().item<double>(), 0.0);
+}
+
 TEST(TernaryLayer, StraightThroughGradient) {
   torch::Tensor w = torch::tensor({{0.5f, -1.5f, 0.01f, 0.9f}, {-0.2f, 0.3f, 1.0f, -0.99f}}).requires_grad_(true);
   torch::Tensor kept = torch::ones({2, 2});

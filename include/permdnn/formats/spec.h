@@ -40,7 +40,9 @@
 // (it must divide the layer's inputs), density in (0, 1] the fraction of
 // groups kept (default 1: only groups whose codes come out all zero are
 // pruned), t in [0, 1) the ternarizer's threshold Δ = t · max|w| of an
-// output row (default 0.05); training only (`permdnn train`, ignored by
+// output row (default 0.05), alpha = row (default: Δ and α per output row)
+// or layer (one Δ = t · max|w| and one α over the whole layer: the
+// issue's per-layer ternarizer, for comparison); training only (`permdnn train`, ignored by
 // `permdnn compress`): lambda in [0, 1] the group-lasso strength λ of the
 // loss CE + λ·Σ_g min(‖W_g‖₂, θ) (default 0: no penalty, the groups are
 // pruned by magnitude alone; 5e-4 when wpc or wpcq is given), wpc > 0
@@ -70,6 +72,7 @@ struct LayerCompression {
   int p = 1;             // block size (permdiag, circulant); group_ch (ternary)
   double density = 1.0;  // kept fraction (prune: weights, ternary: groups)
   double threshold = 0.05;  // ternary: Δ = threshold · max|w| of an output row
+  bool alpha_per_layer = false;  // ternary: alpha=layer, one Δ and α for the whole layer
   int bits = 0;          // prune weight sharing: codebook of 2^bits values; 0 = none
   bool column_offsets = false;  // permdiag: offsets=column (one offset per block column)
   // ternary, training only (docs/ternary.md): λ, WPC's θ rule, ternarize.

@@ -107,15 +107,18 @@ std::vector<uint8_t> KeepLargestGroups(std::span<const float> dense, int64_t row
                                        double group_density, const std::string& where);
 // TernarizeRows: per row over the kept groups Δ = t · max|w|, α = mean |w|
 // over |w| > Δ (0 when none), codes sign(w) where |w| > Δ, else 0 (pruned
-// groups 0). codes [rows·cols], scale [rows] are written.
+// groups 0). codes [rows·cols], scale [rows] are written. per_layer: one Δ
+// (t · max|w| over all kept weights) and one α (over all of them) for the
+// whole matrix, written to every scale entry.
 void TernarizeRows(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
-                   std::span<const uint8_t> kept, double threshold, std::span<int8_t> codes, std::span<float> scale);
+                   std::span<const uint8_t> kept, double threshold, std::span<int8_t> codes, std::span<float> scale,
+                   bool per_layer = false);
 
 struct TernaryProjection {
   TernaryMatrix matrix;
   double kept_energy = 1.0;
 };
 TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
-                            double threshold, double group_density);
+                            double threshold, double group_density, bool per_layer = false);
 
 }  // namespace permdnn
