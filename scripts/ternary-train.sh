@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, alpha)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, alpha, resfull)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -47,6 +47,7 @@ CNN3_FT=(--model cnn --epochs 3 --lr 5e-4)
 RES_LIMIT=(--limit-train 10000)
 RES_FT=(--model resnet --width 16 --epochs 1 --lr 5e-4 "${RES_LIMIT[@]}")
 RES3_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4 "${RES_LIMIT[@]}")
+RESF_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4)  # all 60,000 training images
 G=16      # group_ch (the authors' CIFAR ResNet-20 value)
 D=0.5     # fraction of groups kept
 
@@ -108,6 +109,17 @@ stream_alpha() {  # one α per layer (alpha=layer) against the WPC rows' α per 
   if need_run cnn-dense cnn-wpc-alpha; then
     tern_run cnn-wpc-alpha --compress "ternary:group=$G:density=$D:wpc=0.7:alpha=layer" "${CNN_FT[@]}" \
       --from "$RUNS/cnn-dense"
+  fi
+}
+
+stream_resfull() {  # resnet on the full training set: dense 3 epochs, then WPC and plain lasso (3 epochs each) in parallel
+  train_run resnet-full-dense --model resnet --width 16 --compress dense --epochs 3
+  if need_run resnet-full-dense resnet-full-wpc-e3; then
+    tern_run resnet-full-wpc-e3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RESF_FT[@]}" \
+      --from "$RUNS/resnet-full-dense" &
+    tern_run resnet-full-lasso-e3 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RESF_FT[@]}" \
+      --from "$RUNS/resnet-full-dense"
+    wait
   fi
 }
 

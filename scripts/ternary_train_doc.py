@@ -27,7 +27,7 @@ ROWS = [
 ]
 # Rows of other budgets or choices: listed only when run.
 OPTIONAL = ("-e3", "-alpha")
-TARGET = {"mlp": 1.0, "cnn": 1.5, "resnet": 1.5}
+TARGET = {"mlp": 1.0, "cnn": 1.5, "resnet": 1.5, "resnet-full": 1.5}
 
 
 def cpu_name():
@@ -69,24 +69,24 @@ def main():
       "one LibTorch thread per run (the runtime's `permdnn eval`: one thread, Highway's best target, AVX3 here), `nice -n 10`, on a machine shared with other agents' builds and runs "
       "(seconds are wall-clock under that load).")
     w("")
-    for model in ("mlp", "cnn", "resnet"):
+    for model in ("mlp", "cnn", "resnet", "resnet-full"):
         dense = load(results, f"{model}-dense")
         rows = [(k, d, load(results, f"{model}-{k}")) for k, d in ROWS]
         # Rows of other budgets appear only when run.
-        rows = [r for r in rows if r[2] is not None or not r[0].endswith(OPTIONAL)]
+        rows = [r for r in rows if r[2] is not None or not (r[0].endswith(OPTIONAL) or model == "resnet-full")]
         if dense is None and not any(r for _, _, r in rows):
             continue
         w(f"### {model}")
         w("")
         if dense:
-            extra = f" --width {dense['width']}" if model == "resnet" and "width" in dense else ""
+            extra = f" --width {dense['width']}" if model.startswith("resnet") and "width" in dense else ""
             if dense.get("limit_train"):
                 extra += f" --limit-train {dense['limit_train']}"
-            w(f"Dense: `permdnn train --model {model}{extra} --compress dense --epochs {dense['epochs']} "
+            w(f"Dense: `permdnn train --model {dense.get('model', model)}{extra} --compress dense --epochs {dense['epochs']} "
               f"--batch {dense['batch']} --lr {dense['lr']:g} --seed {dense['seed']}`: "
               f"{100 * dense['final_test_accuracy']:.2f}% test accuracy, {dense['model_bytes']:,} bytes.")
             w("")
-        w("Compressed rows: `permdnn train --model " + model + " --compress SPEC --epochs E --lr 5e-4 --from "
+        w("Compressed rows: `permdnn train --model " + (dense or {}).get("model", model) + " --compress SPEC --epochs E --lr 5e-4 --from "
           "DENSE_RUN` (plus the dense run's `--width` / `--limit-train`); test accuracy of the last epoch; "
           "runtime acc. = `permdnn export` + `permdnn eval` of the run's model.json, which holds the best "
           "epoch after the schedule's last change (its trainer accuracy in brackets).")

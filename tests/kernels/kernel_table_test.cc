@@ -221,7 +221,11 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       // Random weights ternarized with a high threshold (zero codes) and
       // half the groups pruned.
       const TernaryPack w = TernaryPack::Build(Ternarize(RandomVector(m * n, 1.0, seed + 8), m, n, q.p, 0.4, 0.5).matrix);
-      const auto x = RandomVector(n * B, 1.0, seed + 9);
+      auto x = RandomVector(n * B, 1.0, seed + 9);
+      // Runs of zero inputs (ReLU-like): whole four-input chunks of the
+      // lookup-table rows are left out.
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (i % 7 < 4) x[i] = 0.0f;
       std::vector<float> expect(m * B), got(m * B, -1.0f);
       ref::TernaryMatMul(w.matrix, x.data(), B, bias.data(), expect.data());
       if (q.op == KernelOp::kTernaryMatVec) TernaryMatVec(w, x, bias, got, threads);
