@@ -26,7 +26,8 @@
 //   * matvec (`ternary.matvec.lut`, AVX2 and AVX-512): the table of a chunk
 //     of four inputs is one 16-float vector (two on AVX2), the lanes are 16
 //     rows and a table lookup (vpermps) picks each row's sums; every chunk
-//     of every row is visited (a pruned group is code 0, T[0] = 0).
+//     of every row is visited (a pruned group is code 0, T[0] = 0) except
+//     the chunks whose four inputs are all zero.
 //   * matmul (`ternary.matmul.lut`, every target): per tile of up to 4N
 //     batch columns and group column, the tables of S chunks at a time
 //     (16 sums x the tile); each row that kept the group then does two
