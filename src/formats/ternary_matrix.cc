@@ -169,41 +169,30 @@ void TernarizeRows(std::span<const float> dense, int64_t rows, int64_t cols, int
                     static_cast<int64_t>(kept.size()) == rows * G && static_cast<int64_t>(scale.size()) == rows,
                 "TernarizeRows: array sizes disagree with {}x{} (group length {})", rows, cols, group_len);
   PERMDNN_CHECK(threshold >= 0 && threshold < 1, "Ternarize: threshold t = {} must be in [0, 1)", threshold);
-  if (per_layer) {  // one Δ and one α over every kept weight
+  // Rows [r0, r1) share one Δ = t · max|w| over their kept weights and one
+  // α = mean |w| over |w| > Δ, written to their scale entries: one row at a
+  // time, or all rows at once (per_layer).
+  const auto ternarize = [&](int64_t r0, int64_t r1) {
     double max_abs = 0;
-    for (int64_t k = 0; k < rows * cols; ++k)
-      if (kept[(k / cols) * G + (k % cols) / group_len]) max_abs = std::max(max_abs, std::fabs(double(dense[k])));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        if (kept[r * G + c / group_len]) max_abs = std::max(max_abs, std::fabs(double(dense[r * cols + c])));
     const double delta = threshold * max_abs;
     double sum = 0;
     int64_t n = 0;
-    for (int64_t k = 0; k < rows * cols; ++k) {
-      const float w = dense[k];
-      codes[k] = 0;
-      if (!kept[(k / cols) * G + (k % cols) / group_len] || std::fabs(double(w)) <= delta || w == 0.0f) continue;
-      sum += std::fabs(double(w));
-      ++n;
-      codes[k] = w > 0 ? 1 : -1;
-    }
-    std::fill(scale.begin(), scale.end(), n > 0 ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f);
-    return;
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    double max_abs = 0;
-    for (int64_t c = 0; c < cols; ++c)
-      if (kept[r * G + c / group_len]) max_abs = std::max(max_abs, std::fabs(double(dense[r * cols + c])));
-    const double delta = threshold * max_abs;
-    double sum = 0;
-    int64_t n = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float w = dense[r * cols + c];
-      codes[r * cols + c] = 0;
-      if (!kept[r * G + c / group_len] || std::fabs(double(w)) <= delta || w == 0.0f) continue;
-      sum += std::fabs(double(w));
-      ++n;
-      codes[r * cols + c] = w > 0 ? 1 : -1;
-    }
-    scale[r] = n > 0 ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
-  }
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float w = dense[r * cols + c];
+        codes[r * cols + c] = 0;
+        if (!kept[r * G + c / group_len] || std::fabs(double(w)) <= delta || w == 0.0f) continue;
+        sum += std::fabs(double(w));
+        ++n;
+        codes[r * cols + c] = w > 0 ? 1 : -1;
+      }
+    std::fill(scale.begin() + r0, scale.begin() + r1, n > 0 ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f);
+  };
+  if (per_layer) return ternarize(0, rows);
+  for (int64_t r = 0; r < rows; ++r) ternarize(r, r + 1);
 }
 
 TernaryProjection Ternarize(std::span<const float> dense, int64_t rows, int64_t cols, int64_t group_len,
