@@ -855,8 +855,15 @@ class GemmOp : public OpKernel {
   }
   // Fast path: oneDNN's inner product (3x OpenBLAS's sgemm at 16 rows,
   // e.g. 16x784x1024: 0.13 vs 0.36 ms, one thread), for y = A·op(B) + bias
-  // with B and the bias constant (a fully connected layer); rows split over
-  // the threads, one single-threaded primitive per chunk (see ops_cnn.cc).
+  // with B and the bias constant (a fully connected layer). Threads split
+  // the work one of two ways, one single-threaded primitive per chunk (see
+  // ops_cnn.cc):
+  //  - rows (the batch): each thread reads the whole weight matrix; used when
+  //    there are at least as many rows as output features;
+  //  - output features (fewer rows than features, e.g. B=16 through a
+  //    1024-wide layer): each thread holds its own slice of the weights, so
+  //    the weight traffic per thread halves; the slice's outputs go to the
+  //    chunk's scratch and are copied into their columns.
   void Finalize(OpContext& ctx, const RunState& rs) override {
     fast_ = false;
     const Value& b = *ctx.in[1];
@@ -865,36 +872,58 @@ class GemmOp : public OpKernel {
     if (rs.reference || ta_ || alpha_ != 1.0f || !b.constant || !bias_ok || m_ == 0 || n_ == 0 || k_ == 0) return;
     try {
       SetDnnlThreads(1);
-      if (w_mem_.get(true) == nullptr) {
+      if (bias_.empty()) {
         bias_.assign(static_cast<std::size_t>(n_), 0.0f);
         if (c && beta_ != 0)
           for (int64_t j = 0; j < n_; ++j) bias_[j] = beta_ * c->f()[j];
       }
-      split_ = BatchSplitRows(m_, static_cast<double>(m_) * n_ * k_, rs.threads);
-      execs_.clear();
+      const double work = static_cast<double>(m_) * n_ * k_;
+      const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(rs.threads, static_cast<int64_t>(work / kMinParallelWork)));
+      by_features_ = max_chunks > 1 && m_ < n_ && n_ >= 64 * max_chunks;
+      split_ = by_features_ ? RowSplit{m_, 1, m_} : BatchSplitRows(m_, work, static_cast<int>(max_chunks));
+      const int64_t col_chunks = by_features_ ? max_chunks : 1;
+      using tag = dnnl::memory::format_tag;
+      const auto f32 = dnnl::memory::data_type::f32;
+      std::vector<Exec> execs;
       int64_t pad = 0;
-      for (int64_t rows : {split_.first, split_.last}) {
-        if (!execs_.empty() && execs_[0].rows == rows) break;
-        using tag = dnnl::memory::format_tag;
-        const auto f32 = dnnl::memory::data_type::f32;
-        dnnl::memory::desc src({rows, k_}, f32, tag::ab), wd({n_, k_}, f32, tag::any), bd({n_}, f32, tag::a),
-            dst({rows, n_}, f32, tag::ab);
-        dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src, wd, bd, dst);
-        dnnl::inner_product_forward::primitive_desc pd(d, UserScratchpadAttr(), DnnlEngine());
-        if (IsReferenceImpl(pd)) return;
-        if (pd.weights_desc() != w_md_) {
-          w_md_ = pd.weights_desc();
-          dnnl::memory plain({{n_, k_}, f32, tb_ ? tag::ab : tag::ba}, DnnlEngine(), const_cast<float*>(b.f()));
-          w_mem_ = dnnl::memory(w_md_, DnnlEngine());
-          dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
-          DnnlStream().wait();
-          b_mem_ = dnnl::memory(bd, DnnlEngine(), bias_.data());
+      for (int64_t cc = 0; cc < col_chunks; ++cc) {
+        int64_t j0 = 0, j1 = n_;
+        if (by_features_) ChunkRange(n_ / 16, static_cast<int>(col_chunks), static_cast<int>(cc), &j0, &j1);
+        if (by_features_) j0 *= 16, j1 = cc + 1 == col_chunks ? n_ : j1 * 16;
+        const int64_t nc = j1 - j0;
+        for (int64_t rows : {split_.first, split_.last}) {
+          if (execs.size() > static_cast<std::size_t>(cc) && execs.back().rows == rows) break;
+          dnnl::memory::desc src({rows, k_}, f32, tag::ab), wd({nc, k_}, f32, tag::any), bd({nc}, f32, tag::a),
+              dst({rows, nc}, f32, tag::ab);
+          dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src, wd, bd, dst);
+          dnnl::inner_product_forward::primitive_desc pd(d, UserScratchpadAttr(), DnnlEngine());
+          if (IsReferenceImpl(pd)) return;
+          Exec e{rows, j0, nc, dnnl::inner_product_forward(pd), src, dst, pd.scratchpad_desc(), {}, {}};
+          // The weights of the slice, reordered once into the primitive's layout.
+          const Exec* same = nullptr;
+          for (const Exec& o : execs)
+            if (o.col0 == j0 && o.w.get_desc() == pd.weights_desc()) same = &o;
+          if (same) {
+            e.w = same->w, e.b = same->b;
+          } else {
+            // B's [nc, k] slice: rows j0.. of B (transB=1) or columns j0.. of B (transB=0).
+            dnnl::memory::desc plain_d({nc, k_}, f32, tb_ ? dnnl::memory::dims{k_, 1} : dnnl::memory::dims{1, n_});
+            const float* src_w = b.f() + (tb_ ? j0 * k_ : j0);
+            dnnl::memory plain(plain_d, DnnlEngine(), const_cast<float*>(src_w));
+            e.w = dnnl::memory(pd.weights_desc(), DnnlEngine());
+            dnnl::reorder(plain, e.w).execute(DnnlStream(), plain, e.w);
+            DnnlStream().wait();
+            e.b = dnnl::memory(bd, DnnlEngine(), bias_.data() + j0);
+          }
+          execs.push_back(std::move(e));
+          int64_t bytes = static_cast<int64_t>(pd.scratchpad_desc().get_size());
+          if (by_features_) bytes += rows * nc * static_cast<int64_t>(sizeof(float));
+          pad = std::max<int64_t>(pad, (bytes + 63) / 64 * 64);
         }
-        execs_.push_back({rows, dnnl::inner_product_forward(pd), src, dst, pd.scratchpad_desc(), w_mem_});
-        pad = std::max<int64_t>(pad, (static_cast<int64_t>(pd.scratchpad_desc().get_size()) + 63) / 64 * 64);
       }
+      execs_ = std::move(execs);
       pad_ = pad;
-      ctx.scratch_bytes = pad * split_.count;
+      ctx.scratch_bytes = pad * (by_features_ ? col_chunks : split_.count);
       fast_ = true;
     } catch (const dnnl::error&) {
       fast_ = false;
@@ -920,12 +949,13 @@ class GemmOp : public OpKernel {
     // Threads split the output columns (OpenBLAS itself runs on one thread:
     // its idle threads spin, and on a busy machine a spinning thread took the
     // core its partner needed; see Model::Impl::Execute). Each chunk gets at
-    // least 2^22 multiply-adds.
+    // least kMinParallelWork multiply-adds.
     const float* a = ctx.in[0]->f();
     const float* b = ctx.in[1]->f();
     const int64_t lda = ctx.in[0]->shape[1], ldb = ctx.in[1]->shape[1];
     const int64_t chunks =
-        std::max<int64_t>(1, std::min<int64_t>({rs.threads, n_ / 16, m_ * n_ * k_ >> 22}));
+        std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(rs.threads), n_ / 16,
+                                         static_cast<int64_t>(static_cast<double>(m_) * n_ * k_ / kMinParallelWork)}));
     auto columns = [&](int64_t j0, int64_t j1) {
       const int64_t nc = j1 - j0;
       const float* bj = tb_ ? b + j0 * ldb : b + j0;
@@ -953,7 +983,7 @@ class GemmOp : public OpKernel {
     int64_t first = 1, count = 1, last = 1;
   };
   static RowSplit BatchSplitRows(int64_t rows, double work, int threads) {
-    int64_t t = std::max<int64_t>(1, std::min<int64_t>({threads, rows, static_cast<int64_t>(work / 4e6)}));
+    int64_t t = std::max<int64_t>(1, std::min<int64_t>({threads, rows, static_cast<int64_t>(work / kMinParallelWork)}));
     RowSplit r;
     r.first = (rows + t - 1) / t;
     r.count = (rows + r.first - 1) / r.first;
@@ -964,37 +994,47 @@ class GemmOp : public OpKernel {
     SetDnnlThreads(1);
     const float* a = ctx.in[0]->f();
     float* y = ctx.out[0]->f();
-    auto chunk = [&](int64_t c) {
-      const int64_t r0 = c * split_.first, rows = c + 1 < split_.count ? split_.first : split_.last;
-      const Exec& e = rows == execs_[0].rows ? execs_[0] : execs_[1];
-      dnnl::memory sm(e.src, DnnlEngine(), const_cast<float*>(a + r0 * k_)), dm(e.dst, DnnlEngine(), y + r0 * n_),
-          pm(e.pad, DnnlEngine(), rs.scratch + c * pad_);
+    auto execute = [&](const Exec& e, const float* src, float* dst, uint8_t* pad) {
+      dnnl::memory sm(e.src, DnnlEngine(), const_cast<float*>(src)), dm(e.dst, DnnlEngine(), dst),
+          pm(e.pad, DnnlEngine(), pad);
       e.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
                                     {DNNL_ARG_WEIGHTS, e.w},
-                                    {DNNL_ARG_BIAS, b_mem_},
+                                    {DNNL_ARG_BIAS, e.b},
                                     {DNNL_ARG_DST, dm},
                                     {DNNL_ARG_SCRATCHPAD, pm}});
       DnnlStream().wait();
     };
-    if (split_.count == 1) return chunk(0);
-    ParallelFor(split_.count, static_cast<int>(split_.count), [&](int64_t c0, int64_t c1, int) {
+    auto chunk = [&](int64_t c) {
+      uint8_t* pad = rs.scratch + c * pad_;
+      if (by_features_) {  // the slice's outputs into scratch, then into their columns of y
+        const Exec& e = execs_[static_cast<std::size_t>(c)];
+        float* out = reinterpret_cast<float*>(pad + (e.pad.get_size() + 63) / 64 * 64);
+        execute(e, a, out, pad);
+        for (int64_t i = 0; i < m_; ++i) std::copy_n(out + i * e.cols, e.cols, y + i * n_ + e.col0);
+        return;
+      }
+      const int64_t r0 = c * split_.first, rows = c + 1 < split_.count ? split_.first : split_.last;
+      const Exec& e = rows == execs_[0].rows ? execs_[0] : execs_[1];
+      execute(e, a + r0 * k_, y + r0 * n_, pad);
+    };
+    const int64_t chunks = by_features_ ? static_cast<int64_t>(execs_.size()) : split_.count;
+    if (chunks == 1) return chunk(0);
+    ParallelFor(chunks, static_cast<int>(chunks), [&](int64_t c0, int64_t c1, int) {
       SetDnnlThreads(1);
       for (int64_t c = c0; c < c1; ++c) chunk(c);
     });
   }
 
   struct Exec {
-    int64_t rows;
+    int64_t rows, col0, cols;  // batch rows; output features [col0, col0 + cols)
     dnnl::inner_product_forward prim;
     dnnl::memory::desc src, dst, pad;
-    dnnl::memory w;
+    dnnl::memory w, b;
   };
   float alpha_, beta_;
   int64_t ta_, tb_, m_ = 0, n_ = 0, k_ = 0;
-  bool fast_ = false;
+  bool fast_ = false, by_features_ = false;
   std::vector<float> bias_;
-  dnnl::memory::desc w_md_;
-  dnnl::memory w_mem_, b_mem_;
   std::vector<Exec> execs_;
   RowSplit split_;
   int64_t pad_ = 0;

@@ -47,15 +47,15 @@ int64_t Align64(int64_t b) { return (b + 63) / 64 * 64; }
 // cores were busy that made the Fashion-MNIST cnn take 0.13 or 88 ms per
 // run and resnet18 at batch 1 80-490 ms instead of 15 (with
 // OMP_WAIT_POLICY=passive: 18-20 ms), as the spinning thread took the core
-// the thread it waited for needed. A chunk gets at least kWorkPerChunk
-// multiply-adds (or element visits), so small nodes stay on one thread.
+// the thread it waited for needed. A chunk gets at least kMinParallelWork
+// multiply-adds (a pooling window visit counts as kPoolVisitWork), so small
+// nodes stay on one thread.
 struct BatchSplit {
   int64_t per = 1, count = 1, last = 1;  // chunk c covers samples [c·per, c·per + (c < count − 1 ? per : last))
 };
 BatchSplit SplitBatch(int64_t batch, double work, int threads) {
   PERMDNN_CHECK(batch >= 1, "internal: SplitBatch of an empty batch (the fast paths are planned for batch >= 1)");
-  constexpr double kWorkPerChunk = 4e6;
-  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kWorkPerChunk)));
+  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kMinParallelWork)));
   t = std::max<int64_t>(1, std::min<int64_t>(t, batch));
   BatchSplit b;
   b.per = (batch + t - 1) / t;
@@ -63,6 +63,11 @@ BatchSplit SplitBatch(int64_t batch, double work, int threads) {
   b.last = batch - (b.count - 1) * b.per;
   return b;
 }
+
+// A pooling window visit (a load and a max or add on data read once) costs
+// about as much as 4 multiply-adds of a convolution (fmnist-cnn pool1:
+// 0.4 M visits in 31 µs; its convolutions run near 50-100 GMAC/s).
+constexpr double kPoolVisitWork = 16;
 
 // Shape with the batch replaced.
 std::vector<int64_t> WithBatch(std::vector<int64_t> shape, int64_t batch) {
@@ -431,7 +436,8 @@ class PoolOp : public OpKernel {
     const Layout L = rs.act_layout;
     const Value& x = *ctx.in[0];
     Value& y = *ctx.out[0];
-    split_ = SplitBatch(x.shape[0], static_cast<double>(y.size()) * static_cast<double>(g_.kernel_size()), rs.threads);
+    split_ = SplitBatch(x.shape[0], kPoolVisitWork * static_cast<double>(y.size()) * static_cast<double>(g_.kernel_size()),
+                        rs.threads);
     execs_.clear();
     int64_t scratch = 0;
     for (int64_t nb : {split_.per, split_.last}) {

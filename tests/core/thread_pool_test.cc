@@ -2,7 +2,9 @@
 #include "permdnn/core/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -44,6 +46,18 @@ TEST(ThreadPool, RethrowsWorkerExceptions) {
   std::atomic<int> sum{0};
   ParallelFor(10, 2, [&](int64_t b, int64_t e, int) { sum += static_cast<int>(e - b); });
   EXPECT_EQ(sum.load(), 10);
+}
+
+// Back-to-back jobs meet spinning workers; after a pause longer than the
+// spin the workers sleep on the condition variable and must still wake.
+TEST(ThreadPool, BackToBackAndAfterSleep) {
+  for (int round = 0; round < 4; ++round) {
+    std::atomic<int64_t> sum{0};
+    for (int i = 0; i < 2000; ++i)
+      ParallelFor(4, 2, [&](int64_t b, int64_t e, int w) { sum += (e - b) * (w + 1); });
+    EXPECT_EQ(sum.load(), 2000 * (2 * 1 + 2 * 2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(round == 0 ? 0 : 2));
+  }
 }
 
 TEST(ThreadPool, NestedCallsRunInline) {

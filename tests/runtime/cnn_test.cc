@@ -289,6 +289,42 @@ TEST(RuntimeCnn, BatchChunksOnTwoThreads) {
     if (p.op_type.rfind("Conv", 0) == 0) EXPECT_EQ(p.kernel, "dense-onednn") << p.name;
 }
 
+// Fully connected layers on two threads: fewer rows than output features
+// split the features (each thread its own slice of the weights, with a last
+// slice that is not a multiple of 16), otherwise the rows; transB 0 and 1,
+// with a bias. The result equals the reference's and one thread's.
+TEST(RuntimeCnn, GemmSplitsFeaturesOrRowsOnTwoThreads) {
+  struct Case {
+    int64_t rows, k, n;
+  };
+  for (const Case c : {Case{5, 700, 300}, Case{16, 784, 1000}, Case{64, 400, 40}, Case{3, 400, 1100}}) {
+    for (int64_t tb : {0, 1}) {
+      SCOPED_TRACE(::testing::Message() << "rows " << c.rows << " k " << c.k << " n " << c.n << " transB " << tb);
+      Builder b({1, c.k});
+      const std::vector<int64_t> wdims = tb ? std::vector<int64_t>{c.n, c.k} : std::vector<int64_t>{c.k, c.n};
+      auto& fc = b.Node("Gemm", {"x", b.Init("w", wdims, Randn(static_cast<std::size_t>(c.n * c.k), 5, 0.1f)),
+                                       b.Init("b", {c.n}, Randn(static_cast<std::size_t>(c.n), 6))},
+                        "y");
+      Builder::Int(fc, "transB", tb);
+      b.Output(fc.output(0));
+      Model two = Model::FromBytes(b.Bytes(), "fc.onnx", {.threads = 2, .profile = true});
+      Model one = Model::FromBytes(b.Bytes(), "fc.onnx", {.threads = 1});
+      Model ref = Model::FromBytes(b.Bytes(), "fc.onnx", {.reference = true});
+      Tensor x = Tensor::Float({c.rows, c.k}, Randn(static_cast<std::size_t>(c.rows * c.k), 7));
+      const Tensor want = ref.Run({x})[0], got = two.Run({x})[0], got1 = one.Run({x})[0];
+      ASSERT_EQ(got.shape(), (std::vector<int64_t>{c.rows, c.n}));
+      float scale = 0;
+      for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+      const std::size_t size = static_cast<std::size_t>(want.size());
+      EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), size}, {got.f(), size},
+                                                   permdnn::testing::Tolerance(c.k, scale)));
+      EXPECT_TRUE(permdnn::testing::AllNear<float>({got1.f(), size}, {got.f(), size},
+                                                   permdnn::testing::Tolerance(c.k, scale)));
+      EXPECT_EQ(two.Profile().at(0).kernel, "dense-onednn");
+    }
+  }
+}
+
 // PermDiagConv chains on the permuted-diagonal conv kernel: BatchNormalization
 // folded into its packing, a residual Add and Relu / Clip in its epilogue,
 // 3x3 and 1x1 at stride 1 and 2, p = 4, 8 and 16, channel counts that leave
