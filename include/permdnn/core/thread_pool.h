@@ -5,9 +5,10 @@
 // chunk i runs on worker i (worker 0 is the calling thread). Contiguous chunks
 // keep each worker's weights a single sequential stream, which is what the
 // memory system rewards. Workers are created lazily and reused; between jobs
-// they spin for 100 µs before blocking on a condition variable, so a call on
-// a warm pool costs about 1 µs (24 µs when every hand-off went through the
-// condition variables; AMD EPYC Zen 5 VM, 2 cores).
+// they spin (up to 100 µs, backing off on an oversubscribed machine) before
+// blocking on a condition variable, so a call on a warm pool costs 1-2 µs
+// (24 µs when every hand-off went through the condition variables; AMD EPYC
+// Zen 5, 2 cores; bench/thread_pool_bench.cc, docs/runtime.md "Threads").
 #pragma once
 
 #include <cstdint>
