@@ -8,6 +8,15 @@
 // time for 3x3 stride-1 layers is shown too (fewer multiplies, so its
 // "rate" counts the direct convolution's multiply-adds).
 //
+// Issue 15 asks whether a layer with shared offsets (offsets=column) should
+// run as oneDNN's grouped convolution (groups = p) with a channel shuffle on
+// each side. The "grouped" columns time that: oneDNN's grouped convolution
+// on the same blocked layout (its implementation named), plus one shuffle
+// pass over the input and one over the output (a per-channel gather in the
+// blocked layout, which a runtime would need unless it folded the
+// permutations into the neighbouring layers); its rate counts the stored
+// multiply-adds, as permdiag's.
+//
 //   permdnn_conv_bench [--batch 1,16] [--p 4,8,16] [--reps 9] [--json FILE]
 #include <omp.h>
 
@@ -109,6 +118,96 @@ double DenseMs(const Layer& l, int n, int lanes, bool winograd, int reps, bool* 
   }
 }
 
+// Gathers channels of a blocked (nC{L}c) tensor: channel c of dst is channel
+// perm[c] of src. Position by position, so the channel vectors a position
+// reads (one cache line per block) stay in L1 while it is written.
+void ShuffleChannels(const float* src, float* dst, int n, int c, int hw, int lanes, const std::vector<int>& perm) {
+  const int cb = (c + lanes - 1) / lanes;
+  const std::size_t plane = static_cast<std::size_t>(hw) * lanes;
+  std::vector<std::size_t> from(static_cast<std::size_t>(c)), to(static_cast<std::size_t>(c));
+  for (int ch = 0; ch < c; ++ch) {
+    from[static_cast<std::size_t>(ch)] = static_cast<std::size_t>(perm[static_cast<std::size_t>(ch)] / lanes) * plane +
+                                         perm[static_cast<std::size_t>(ch)] % lanes;
+    to[static_cast<std::size_t>(ch)] = static_cast<std::size_t>(ch / lanes) * plane + ch % lanes;
+  }
+  for (int s = 0; s < n; ++s) {
+    const float* in = src + static_cast<std::size_t>(s) * cb * plane;
+    float* out = dst + static_cast<std::size_t>(s) * cb * plane;
+    for (int q = 0; q < hw; ++q) {
+      const std::size_t at = static_cast<std::size_t>(q) * lanes;
+      for (int ch = 0; ch < c; ++ch) out[to[static_cast<std::size_t>(ch)] + at] = in[from[static_cast<std::size_t>(ch)] + at];
+    }
+  }
+}
+
+// oneDNN grouped convolution (groups = p) in nC{L}c with ReLU; *shuffle_ms:
+// the two channel shuffles around it. 0 and *impl = "" when oneDNN has no
+// implementation but its reference one.
+double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string* impl, double* shuffle_ms) {
+  using namespace dnnl;
+  using tag = memory::format_tag;
+  static engine eng(engine::kind::cpu, 0);
+  stream st(eng);
+  *impl = "";
+  *shuffle_ms = 0;
+  if (l.c % p || l.o % p) return 0;
+  const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1;
+  const tag act = lanes == 16 ? tag::nChw16c : tag::nChw8c;
+  memory::desc src({n, l.c, l.hw, l.hw}, memory::data_type::f32, act), dst({n, l.o, oh, oh}, memory::data_type::f32, act),
+      wd({p, l.o / p, l.c / p, l.k, l.k}, memory::data_type::f32, tag::any), bd({l.o}, memory::data_type::f32, tag::a);
+  post_ops po;
+  po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+  primitive_attr attr;
+  attr.set_post_ops(po);
+  try {
+    convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wd, bd, dst,
+                                {l.stride, l.stride}, {pad, pad}, {pad, pad});
+    convolution_forward::primitive_desc pd(d, attr, eng);
+    const std::string name = pd.impl_info_str();
+    if (name.find("ref") != std::string::npos) return 0;
+    memory sm(src, eng), wm(pd.weights_desc(), eng), bm(bd, eng), dm(dst, eng);
+    std::vector<float> w = Random(static_cast<std::size_t>(l.o) * (l.c / p) * l.k * l.k, 2);
+    memory wp({{p, l.o / p, l.c / p, l.k, l.k}, memory::data_type::f32, tag::goihw}, eng, w.data());
+    reorder(wp, wm).execute(st, wp, wm);
+    std::vector<float> x = Random(static_cast<std::size_t>(n) * l.c * l.hw * l.hw, 1);
+    std::memcpy(sm.get_data_handle(), x.data(), x.size() * sizeof(float));
+    st.wait();
+    convolution_forward conv(pd);
+    const double ms = MedianMs(
+        [&] {
+          conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
+          st.wait();
+        },
+        reps);
+    // Input: group r takes one channel of every block of p (the residue
+    // (d - k_J) mod p with k_J from random offsets); output: residue-major
+    // back to natural order.
+    std::mt19937 rng(5);
+    std::vector<int> in_perm(static_cast<std::size_t>(l.c)), out_perm(static_cast<std::size_t>(l.o));
+    const int in_per = l.c / p, out_per = l.o / p;
+    for (int J = 0; J < in_per; ++J) {
+      const int k = static_cast<int>(rng() % p);
+      for (int d = 0; d < p; ++d) in_perm[static_cast<std::size_t>(((d - k + p) % p) * in_per + J)] = J * p + d;
+    }
+    for (int o = 0; o < l.o; ++o) out_perm[static_cast<std::size_t>(o)] = (o % p) * out_per + o / p;
+    const int cbi = (l.c + lanes - 1) / lanes, cbo = (l.o + lanes - 1) / lanes;
+    std::vector<float> xs(static_cast<std::size_t>(n) * cbi * lanes * l.hw * l.hw),
+        ys(static_cast<std::size_t>(n) * cbo * lanes * oh * oh);
+    const float* xin = static_cast<const float*>(sm.get_data_handle());
+    const float* yout = static_cast<const float*>(dm.get_data_handle());
+    *shuffle_ms = MedianMs(
+        [&] {
+          ShuffleChannels(xin, xs.data(), n, l.c, l.hw * l.hw, lanes, in_perm);
+          ShuffleChannels(yout, ys.data(), n, l.o, oh * oh, lanes, out_perm);
+        },
+        reps);
+    *impl = name;
+    return ms;
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+}
+
 double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string* kernel) {
   using namespace permdnn::kernels;
   const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1, taps = l.k * l.k;
@@ -158,8 +257,9 @@ int main(int argc, char** argv) {
   std::printf("one thread, thread CPU time, SIMD target %s (%d lanes), oneDNN %d.%d.%d\n",
               permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
               dnnl_version()->patch);
-  std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s  %s\n", "layer", "batch", "p", "dense ms", "GMAC/s",
-              "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "kernel");
+  std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
+              "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "grouped ms", "shuffles ms", "GMAC/s",
+              "kernel / grouped impl");
   nlohmann::json records = nlohmann::json::array();
   int met = 0, total = 0;
   for (int n : batches)
@@ -178,13 +278,25 @@ int main(int argc, char** argv) {
           ++total;
           met += ratio >= 0.7;
         }
-        char wbuf[32] = "-";
+        std::string grouped_impl;
+        double shuffles = 0;
+        const double grouped = GroupedMs(l, n, p, lanes, reps, &grouped_impl, &shuffles);
+        const double grouped_rate = grouped > 0 ? dense_macs / p / (grouped + shuffles) * 1e-6 : 0.0;
+        char wbuf[32] = "-", gbuf[32] = "-", sbuf[32] = "-", grbuf[32] = "-";
         if (wino_ok) std::snprintf(wbuf, sizeof(wbuf), "%.3f", wino);
-        std::printf("%-22s %5d %3d %11.3f %9.1f %11s %11.3f %9.1f %8.0f%%  %s\n", l.name, n, p, dense, dense_rate, wbuf,
-                    pd, pd_rate, 100 * ratio, kernel.c_str());
+        if (grouped > 0) {
+          std::snprintf(gbuf, sizeof(gbuf), "%.3f", grouped);
+          std::snprintf(sbuf, sizeof(sbuf), "%.3f", shuffles);
+          std::snprintf(grbuf, sizeof(grbuf), "%.1f", grouped_rate);
+        }
+        std::printf("%-22s %5d %3d %11.3f %9.1f %11s %11.3f %9.1f %8.0f%% %11s %11s %9s  %s / %s\n", l.name, n, p, dense,
+                    dense_rate, wbuf, pd, pd_rate, 100 * ratio, gbuf, sbuf, grbuf, kernel.c_str(),
+                    grouped > 0 ? grouped_impl.c_str() : "none");
         records.push_back({{"layer", l.name}, {"batch", n}, {"p", p}, {"dense_ms", dense}, {"winograd_ms", wino},
                            {"permdiag_ms", pd}, {"dense_gmacs", dense_rate}, {"permdiag_gmacs_stored", pd_rate},
-                           {"ratio", ratio}, {"kernel", kernel}});
+                           {"ratio", ratio}, {"kernel", kernel}, {"grouped_ms", grouped},
+                           {"grouped_shuffles_ms", shuffles}, {"grouped_gmacs_stored", grouped_rate},
+                           {"grouped_impl", grouped > 0 ? grouped_impl : ""}});
       }
     }
   std::printf("3x3 layers with permdiag GMAC/s per stored weight >= 70%% of oneDNN's direct dense: %d of %d\n", met,
