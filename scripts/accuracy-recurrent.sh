@@ -14,7 +14,8 @@
 # LSTM_EPOCHS [8], LSTM_LIMIT_TRAIN [0 = all 60000], LSTM_LIMIT_TEST [0 = all 10000], HIDDEN [256],
 # FT_EPOCHS [2] (lstm-p8-converted: --from the dense run);
 # LM_EPOCHS [8], LM_LIMIT_TRAIN [0 = all windows], LM_LIMIT_TEST [0], SEQ_LEN [64], LM_BATCH [32],
-# LM_DATA [/usr/share/games/fortunes]. The doc states the values a table was made with.
+# LM_DATA [/usr/share/games/fortunes]; TIME_NOTE: what else ran on the machine (into the recipe
+# text); ACCURACY_NOTES: a paragraph after the tables. The doc states the values a table was made with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERMDNN=${PERMDNN:-build/release/src/permdnn}
@@ -126,8 +127,9 @@ out.append("Recipe: Adam lr 1e-3 (×0.1 for the last third of the epochs), seed 
            "character (charlm). Pruned: magnitude pruning with the cubic schedule to the density at which "
            "rnn1's CSR arrays take the bytes of permdiag p=8. Bytes: rnn1 (both matrices, offsets / CSR "
            "indices, both biases) + the rest of the model; compression = dense bytes / bytes, whole model. "
-           "Time: training only, on the shared machine (AMD EPYC Zen 5, 2 cores shared with three other "
-           "agents' builds and runs; load average 10–16 during these runs), so times compare only within a row.")
+           "Time: training only, wall clock, four runs at a time on the machine's cores"
+           + (f" ({os.environ['TIME_NOTE']})" if os.environ.get("TIME_NOTE") else "")
+           + ", so times compare only within a row.")
 out.append("")
 out.append("| model | compress | epochs | train / test samples | result | vs dense | rnn1 bytes | model compression | train time |")
 out.append("|---|---|---|---|---|---|---|---|---|")
