@@ -916,7 +916,8 @@ class GemmOp : public OpKernel {
             e.b = dnnl::memory(bd, DnnlEngine(), bias_.data() + j0);
           }
           execs.push_back(std::move(e));
-          int64_t bytes = static_cast<int64_t>(pd.scratchpad_desc().get_size());
+          // Per chunk: oneDNN's scratchpad, then (features split) the slice's outputs at the next 64-byte line.
+          int64_t bytes = (static_cast<int64_t>(pd.scratchpad_desc().get_size()) + 63) / 64 * 64;
           if (by_features_) bytes += rows * nc * static_cast<int64_t>(sizeof(float));
           pad = std::max<int64_t>(pad, (bytes + 63) / 64 * 64);
         }
