@@ -135,7 +135,7 @@ void ShuffleChannels(const float* src, float* dst, int n, int c, int hw, int lan
     float* out = dst + static_cast<std::size_t>(s) * cb * plane;
     for (int q = 0; q < hw; ++q) {
       const std::size_t at = static_cast<std::size_t>(q) * lanes;
-      for (int ch = 0; ch < c; ++ch) out[to[static_cast<std::size_t>(ch)] + at] = in[from[static_cast<std::size_t>(ch)] + at];
+      for (std::size_t ch = 0; ch < static_cast<std::size_t>(c); ++ch) out[to[ch] + at] = in[from[ch] + at];
     }
   }
 }

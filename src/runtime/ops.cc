@@ -878,7 +878,8 @@ class GemmOp : public OpKernel {
           for (int64_t j = 0; j < n_; ++j) bias_[j] = beta_ * c->f()[j];
       }
       const double work = static_cast<double>(m_) * n_ * k_;
-      const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(rs.threads, static_cast<int64_t>(work / kMinParallelWork)));
+      const int64_t max_chunks =
+          std::max<int64_t>(1, std::min<int64_t>(rs.threads, static_cast<int64_t>(work / kMinParallelWork)));
       by_features_ = max_chunks > 1 && m_ < n_ && n_ >= 64 * max_chunks;
       split_ = by_features_ ? RowSplit{m_, 1, m_} : BatchSplitRows(m_, work, static_cast<int>(max_chunks));
       const int64_t col_chunks = by_features_ ? max_chunks : 1;
@@ -984,7 +985,8 @@ class GemmOp : public OpKernel {
     int64_t first = 1, count = 1, last = 1;
   };
   static RowSplit BatchSplitRows(int64_t rows, double work, int threads) {
-    int64_t t = std::max<int64_t>(1, std::min<int64_t>({threads, rows, static_cast<int64_t>(work / kMinParallelWork)}));
+    int64_t t =
+        std::max<int64_t>(1, std::min<int64_t>({threads, rows, static_cast<int64_t>(work / kMinParallelWork)}));
     RowSplit r;
     r.first = (rows + t - 1) / t;
     r.count = (rows + r.first - 1) / r.first;

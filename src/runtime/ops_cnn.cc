@@ -436,8 +436,8 @@ class PoolOp : public OpKernel {
     const Layout L = rs.act_layout;
     const Value& x = *ctx.in[0];
     Value& y = *ctx.out[0];
-    split_ = SplitBatch(x.shape[0], kPoolVisitWork * static_cast<double>(y.size()) * static_cast<double>(g_.kernel_size()),
-                        rs.threads);
+    const double visits = static_cast<double>(y.size()) * static_cast<double>(g_.kernel_size());
+    split_ = SplitBatch(x.shape[0], kPoolVisitWork * visits, rs.threads);
     execs_.clear();
     int64_t scratch = 0;
     for (int64_t nb : {split_.per, split_.last}) {
