@@ -885,12 +885,19 @@ class GemmOp : public OpKernel {
       const int64_t col_chunks = by_features_ ? max_chunks : 1;
       using tag = dnnl::memory::format_tag;
       const auto f32 = dnnl::memory::data_type::f32;
+      // The previous plan's executions keep their reordered weights: a new
+      // batch size re-plans, and a slice whose layout is unchanged is reused.
+      const std::vector<Exec> prev = std::move(execs_);
+      execs_.clear();
       std::vector<Exec> execs;
       int64_t pad = 0;
       for (int64_t cc = 0; cc < col_chunks; ++cc) {
         int64_t j0 = 0, j1 = n_;
-        if (by_features_) ChunkRange(n_ / 16, static_cast<int>(col_chunks), static_cast<int>(cc), &j0, &j1);
-        if (by_features_) j0 *= 16, j1 = cc + 1 == col_chunks ? n_ : j1 * 16;
+        if (by_features_) {  // slices of whole 16-feature groups; the last takes the remainder
+          ChunkRange(n_ / 16, static_cast<int>(col_chunks), static_cast<int>(cc), &j0, &j1);
+          j0 *= 16;
+          j1 = cc + 1 == col_chunks ? n_ : j1 * 16;
+        }
         const int64_t nc = j1 - j0;
         for (int64_t rows : {split_.first, split_.last}) {
           if (execs.size() > static_cast<std::size_t>(cc) && execs.back().rows == rows) break;
@@ -902,8 +909,9 @@ class GemmOp : public OpKernel {
           Exec e{rows, j0, nc, dnnl::inner_product_forward(pd), src, dst, pd.scratchpad_desc(), {}, {}};
           // The weights of the slice, reordered once into the primitive's layout.
           const Exec* same = nullptr;
-          for (const Exec& o : execs)
-            if (o.col0 == j0 && o.w.get_desc() == pd.weights_desc()) same = &o;
+          for (const std::vector<Exec>* list : {static_cast<const std::vector<Exec>*>(&execs), &prev})
+            for (const Exec& o : *list)
+              if (!same && o.col0 == j0 && o.w.get_desc() == pd.weights_desc()) same = &o;
           if (same) {
             e.w = same->w, e.b = same->b;
           } else {

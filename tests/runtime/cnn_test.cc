@@ -321,6 +321,18 @@ TEST(RuntimeCnn, GemmSplitsFeaturesOrRowsOnTwoThreads) {
       EXPECT_TRUE(permdnn::testing::AllNear<float>({got1.f(), size}, {got.f(), size},
                                                    permdnn::testing::Tolerance(c.k, scale)));
       EXPECT_EQ(two.Profile().at(0).kernel, "dense-onednn");
+      // A new batch size re-plans (reusing the reordered weight slices that
+      // still fit); then back to the first size.
+      for (int64_t rows : {c.rows + 70, c.rows}) {
+        SCOPED_TRACE(::testing::Message() << "then rows " << rows);
+        Tensor x2 = Tensor::Float({rows, c.k}, Randn(static_cast<std::size_t>(rows * c.k), 8));
+        const Tensor want2 = ref.Run({x2})[0], got2 = two.Run({x2})[0];
+        float scale2 = 0;
+        for (int64_t i = 0; i < want2.size(); ++i) scale2 = std::max(scale2, std::fabs(want2.f()[i]));
+        const std::size_t size2 = static_cast<std::size_t>(want2.size());
+        EXPECT_TRUE(permdnn::testing::AllNear<float>({want2.f(), size2}, {got2.f(), size2},
+                                                     permdnn::testing::Tolerance(c.k, scale2)));
+      }
     }
   }
 }
