@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -34,6 +35,11 @@ constexpr AttrSpec kPermDiagLinearAttrs[] = {
 constexpr AttrSpec kSparseLinearAttrs[] = {
     {"in_features", "int", true, "columns of W"},
     {"out_features", "int", true, "rows of W"},
+};
+constexpr AttrSpec kRelativeSparseLinearAttrs[] = {
+    {"in_features", "int", true, "columns of W"},
+    {"out_features", "int", true, "rows of W"},
+    {"index_bits", "int", true, "bits of a relative column index, 2-8"},
 };
 constexpr AttrSpec kBlockedConvAttrs[] = {
     {"p", "int", true, "block size over the (out, in) channel pair"},
@@ -68,6 +74,17 @@ constexpr AttrSpec kSparseConvAttrs[] = {
     {"auto_pad", "string", false, "as Conv"},
     {"group", "int", false, "must be 1"},
 };
+constexpr AttrSpec kRelativeSparseConvAttrs[] = {
+    {"in_channels", "int", true, "channels of X"},
+    {"out_channels", "int", true, "channels of Y"},
+    {"kernel_shape", "ints", true, "1-3 dims (the indices do not carry them)"},
+    {"strides", "ints", false, "as Conv"},
+    {"pads", "ints", false, "as Conv"},
+    {"dilations", "ints", false, "as Conv"},
+    {"auto_pad", "string", false, "as Conv"},
+    {"group", "int", false, "must be 1"},
+    {"index_bits", "int", true, "bits of a relative column index, 2-8"},
+};
 constexpr AttrSpec kTernaryLinearAttrs[] = {
     {"group_ch", "int", true, "inputs per PE-wise group; must divide in_features"},
     {"in_features", "int", true, "columns of W"},
@@ -100,6 +117,8 @@ constexpr OpSchema kCirculantMatMul = {kDomain, "BlockCirculantMatMul", 1, false
 constexpr OpSchema kCirculantConv = {kDomain, "BlockCirculantConv", 1, true, kBlockedConvAttrs};
 constexpr OpSchema kSparseMatMul = {kDomain, "SparseMatMul", 1, false, kSparseLinearAttrs};
 constexpr OpSchema kSparseConv = {kDomain, "SparseConv", 1, true, kSparseConvAttrs};
+constexpr OpSchema kRelativeSparseMatMul = {kDomain, "RelativeSparseMatMul", 1, false, kRelativeSparseLinearAttrs};
+constexpr OpSchema kRelativeSparseConv = {kDomain, "RelativeSparseConv", 1, true, kRelativeSparseConvAttrs};
 constexpr OpSchema kTernaryMatMul = {kDomain, "TernaryMatMul", 1, false, kTernaryLinearAttrs};
 constexpr OpSchema kTernaryConv = {kDomain, "TernaryConv", 1, true, kTernaryConvAttrs};
 
@@ -154,6 +173,13 @@ constexpr ArraySpec kCsrCodebookArrays[] = {
     {"bias", 4, ElemType::kFloat32, true, true, "", "[out]"},
     {"codebook", 5, ElemType::kFloat32, false, true, "", "[K], 1 <= K <= 256"},
 };
+constexpr ArraySpec kCsrRelativeArrays[] = {
+    {"row_len", 1, ElemType::kUInt8, false, false, "", "[ceil(out * L / 8)], L = RowLengthBits(in * taps)"},
+    {"gaps", 2, ElemType::kUInt8, false, false, "", "[ceil(entries * index_bits / 8)]"},
+    {"codes", 3, ElemType::kUInt8, false, false, "", "[ceil(nnz * B / 8)], B = max(1, bit width of K - 1)"},
+    {"bias", 4, ElemType::kFloat32, true, true, "", "[out]"},
+    {"codebook", 5, ElemType::kFloat32, false, true, "", "[K], 1 <= K <= 256"},
+};
 
 constexpr ArraySpec kTernaryArrays[] = {
     {"group_mask", 1, ElemType::kUInt8, false, false, "", "[ceil(out * G / 8)], G = in / group_ch"},
@@ -191,6 +217,10 @@ const FormatTraits kFormats[] = {
     {Kind::kCsrCodebook, "csr-codebook", "prune", false, 0, &kSparseMatMul, &kSparseConv, kCsrCodebookArrays,
      kCsrKernels},
     {Kind::kCsr, "csr", "prune", false, 0, &kSparseMatMul, &kSparseConv, kCsrArrays, kCsrKernels},
+    // csr-codebook's weights stored with relative indices: its own ops, the
+    // same kernels (the weights are decoded into CSR).
+    {Kind::kCsrRelative, "csr-relative", "prune", false, 0, &kRelativeSparseMatMul, &kRelativeSparseConv,
+     kCsrRelativeArrays, kCsrKernels},
     // Not `blocked`: its size parameter is the attribute group_ch (Geometry::p).
     {Kind::kTernary, "ternary", "ternary", false, 0, &kTernaryMatMul, &kTernaryConv, kTernaryArrays,
      kTernaryKernels},
@@ -202,7 +232,9 @@ const ArraySpec& Spec(const FormatTraits& f, const char* name) {
   Fail("format {} has no array '{}'", f.name, name);
 }
 
-bool IsCsr(Kind k) { return k == Kind::kCsr || k == Kind::kCsrCodebook; }
+bool IsCsr(Kind k) { return k == Kind::kCsr || k == Kind::kCsrCodebook || k == Kind::kCsrRelative; }
+bool HasCodebook(Kind k) { return k == Kind::kCsrCodebook || k == Kind::kCsrRelative; }
+
 
 // The offset_layout attribute of a permdiag node ("block" when absent).
 std::string OffsetLayout(const Attributes& a, const std::string& where) {
@@ -385,6 +417,61 @@ void ReadCsr(const NodeSource& src, const FormatTraits& f, int64_t codebook_entr
   ValidateCsr(where, rows, cols, rp, ci);
   w->row_ptr.assign(rp.begin(), rp.end());
   w->col_idx.assign(ci.begin(), ci.end());
+}
+
+// A bit-packed uint8 stream of exactly `fields` fields of `bits` bits: its
+// length and its unused high bits (zero) checked.
+std::vector<uint8_t> ReadPacked(const NodeSource& src, const FormatTraits& f, const char* name, int64_t fields,
+                                int bits, const char* meaning) {
+  const ArrayRef a = Take(src, f, name);
+  const int64_t want = PackedBytes(fields, bits);
+  PERMDNN_CHECK(a.shape.size() == 1 && a.size() == want, "{}: {} '{}' has shape {}, expected [{}] ({} {} of {} bits)",
+                src.Where(), name, a.name, ShapeText(a.shape), want, fields, meaning, bits);
+  std::vector<uint8_t> bytes(a.i.begin(), a.i.end());
+  const int used = static_cast<int>((fields * bits) % 8);
+  PERMDNN_CHECK(used == 0 || (bytes.back() >> used) == 0,
+                "{}: {} '{}': the unused high {} bits of the last byte must be zero, got byte {:#04x}", src.Where(),
+                name, a.name, 8 - used, bytes.back());
+  return bytes;
+}
+
+// csr-relative: codebook, row lengths, gaps (padding entries dropped: the
+// columns they skip), then one code per kept weight; decoded into the
+// csr-codebook arrays.
+void ReadCsrRelative(const NodeSource& src, const FormatTraits& f, int64_t codebook_entries, Weights* w) {
+  const std::string where = src.Where();
+  const int64_t rows = w->g.out, cols = w->g.in * w->g.taps();
+  const int64_t r_bits = src.attributes().RequirePositive("index_bits", where);
+  PERMDNN_CHECK(r_bits >= kMinIndexBits && r_bits <= kMaxIndexBits, "{}: attribute index_bits = {} must be in [{}, {}]",
+                where, r_bits, kMinIndexBits, kMaxIndexBits);
+  PERMDNN_CHECK(cols <= std::numeric_limits<int32_t>::max(), "{}: {} columns exceed int32 indices", where, cols);
+  w->index_bits = static_cast<int>(r_bits);
+  const ArrayRef cb = Take(src, f, "codebook");
+  const int64_t k = cb.size();
+  PERMDNN_CHECK(cb.shape.size() == 1 && k >= 1 && k <= kMaxCodebook,
+                "{}: codebook '{}' has shape {}, expected [K] with 1 <= K <= {}", where, cb.name, ShapeText(cb.shape),
+                kMaxCodebook);
+  PERMDNN_CHECK(codebook_entries <= 0 || k == codebook_entries, "{}: codebook has {} entries, expected 2^bits = {}",
+                where, k, codebook_entries);
+  CheckFinite(where, cb, "codebook");
+  w->codebook.assign(cb.f.begin(), cb.f.end());
+
+  const int len_bits = RowLengthBits(cols);
+  const std::vector<uint8_t> row_len = ReadPacked(src, f, "row_len", rows, len_bits, "row lengths");
+  int64_t entries = 0;
+  for (int64_t r = 0; r < rows; ++r) entries += UnpackBits(row_len, r, len_bits);
+  const std::vector<uint8_t> gaps = ReadPacked(src, f, "gaps", entries, w->index_bits, "entries");
+  CsrPattern pattern = DecodeRelative(row_len, gaps, rows, cols, w->index_bits, where);
+  w->row_ptr = std::move(pattern.row_ptr);
+  w->col_idx = std::move(pattern.col_idx);
+  const int64_t nnz = w->nnz(), code_bits = CodeBits(k);
+  const std::vector<uint8_t> codes = ReadPacked(src, f, "codes", nnz, static_cast<int>(code_bits), "codes");
+  w->codes.resize(static_cast<std::size_t>(nnz));
+  for (int64_t i = 0; i < nnz; ++i) {
+    const uint32_t c = UnpackBits(codes, i, static_cast<int>(code_bits));
+    PERMDNN_CHECK(c < k, "{}: codes[{}] = {} is not an index into the codebook of {} entries", where, i, c, k);
+    w->codes[i] = static_cast<uint8_t>(c);
+  }
 }
 
 void ReadDenseWeight(const NodeSource& src, const FormatTraits& f, bool conv, Weights* w) {
@@ -674,7 +761,7 @@ int64_t ArrayRef::size() const {
 }
 
 std::vector<float> Weights::NonzeroValues() const {
-  if (kind != Kind::kCsrCodebook) return values;
+  if (!HasCodebook(kind)) return values;
   std::vector<float> v(codes.size());
   for (std::size_t e = 0; e < codes.size(); ++e) v[e] = codebook[codes[e]];
   return v;
@@ -806,7 +893,8 @@ Kind KindOf(const LayerCompression& m) {
     case CompressKind::kDense: return Kind::kDense;
     case CompressKind::kPermDiag: return m.column_offsets ? Kind::kPermDiagColumn : Kind::kPermDiag;
     case CompressKind::kCirculant: return Kind::kCirculant;
-    case CompressKind::kPrune: return m.bits > 0 ? Kind::kCsrCodebook : Kind::kCsr;
+    case CompressKind::kPrune:
+      return m.bits > 0 ? (m.index_bits > 0 ? Kind::kCsrRelative : Kind::kCsrCodebook) : Kind::kCsr;
     case CompressKind::kTernary: return Kind::kTernary;
   }
   return Kind::kDense;
@@ -819,7 +907,8 @@ const FormatTraits& FormatOf(const LayerCompression& m) {
 
 const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook, bool column_offsets) {
   for (const FormatTraits& f : kFormats)
-    if (kind == f.spec_kind && (!IsCsr(f.kind) || codebook == (f.kind == Kind::kCsrCodebook)) &&
+    if (kind == f.spec_kind && f.kind != Kind::kCsrRelative &&
+        (!IsCsr(f.kind) || codebook == (f.kind == Kind::kCsrCodebook)) &&
         (!IsPermDiag(f.kind) || column_offsets == (f.kind == Kind::kPermDiagColumn)))
       return &f;
   return nullptr;
@@ -839,7 +928,9 @@ std::string DescribeMethod(const Weights& w) {
   if (!IsCsr(w.kind)) return f.spec_kind;
   std::string s = fmt::format("prune:density={:.3g}", static_cast<double>(w.nnz()) /
                                                           static_cast<double>(w.g.out * w.g.in * w.g.taps()));
-  if (w.kind == Kind::kCsrCodebook) s += fmt::format(":bits={}", std::bit_width(w.codebook.size()) - 1);
+  // The bits a code needs (a 2^bits codebook: bits).
+  if (HasCodebook(w.kind)) s += fmt::format(":bits={}", CodeBits(static_cast<int64_t>(w.codebook.size())));
+  if (w.kind == Kind::kCsrRelative) s += fmt::format(":index={}", w.index_bits);
   return s;
 }
 
@@ -905,6 +996,7 @@ Weights ReadNode(const FormatTraits& f, bool conv, const NodeSource& src, int64_
     case Kind::kCirculant: ReadBlockValues(src, f, conv, &w.g, &w.values); break;
     case Kind::kCsr:
     case Kind::kCsrCodebook: ReadCsr(src, f, codebook_entries, &w); break;
+    case Kind::kCsrRelative: ReadCsrRelative(src, f, codebook_entries, &w); break;
     case Kind::kTernary: ReadTernary(src, f, &w); break;
   }
   w.bias = ReadBias(src, f, w.g.out);
@@ -918,6 +1010,18 @@ NodeSpec WriteNode(const Weights& w, const Attributes& window) {
   n.op = &Op(f, conv);
   if (f.blocked) n.attributes.SetInt("p", w.g.p);
   if (w.kind == Kind::kTernary) n.attributes.SetInt("group_ch", w.g.p);
+  std::optional<RelativeIndex> rel;
+  if (w.kind == Kind::kCsrRelative) {
+    rel = EncodeRelative(w.row_ptr, w.col_idx, w.index_bits);
+    n.attributes.SetInt("index_bits", w.index_bits);
+  }
+  // A packed stream that exists only in the file.
+  auto packed = [](OutputArray& o, std::vector<uint8_t> bytes) {
+    auto data = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+    o.shape = {static_cast<int64_t>(data->size())};
+    o.u8 = *data;
+    o.owned = std::move(data);
+  };
   if (w.kind == Kind::kPermDiagColumn) {
     n.attributes.SetString("offset_layout", kLayoutColumn);
     CheckColumnOffsets(w, "WriteNode");
@@ -963,9 +1067,16 @@ NodeSpec WriteNode(const Weights& w, const Attributes& window) {
     } else if (name == "col_idx") {
       o.shape = {w.nnz()};
       o.i32 = w.col_idx;
+    } else if (name == "codes" && w.kind == Kind::kCsrRelative) {
+      packed(o, PackBits(std::vector<uint32_t>(w.codes.begin(), w.codes.end()),
+                         CodeBits(static_cast<int64_t>(w.codebook.size()))));
     } else if (name == "codes") {
       o.shape = {w.nnz()};
       o.u8 = w.codes;
+    } else if (name == "row_len") {
+      packed(o, PackBits(rel->row_len, RowLengthBits(w.g.in * w.g.taps())));
+    } else if (name == "gaps") {
+      packed(o, PackBits(rel->gaps, w.index_bits));
     } else if (name == "group_mask") {
       o.shape = {static_cast<int64_t>(w.group_mask.size())};
       o.u8 = w.group_mask;
@@ -1002,6 +1113,13 @@ Projection Project(const FormatTraits& f, std::span<const float> dense, const Ge
     case Kind::kCirculant: r = ProjectCirculant(dense, g); break;
     case Kind::kCsr: r = ProjectCsr(dense, g, method.density, 0); break;
     case Kind::kCsrCodebook: r = ProjectCsr(dense, g, method.density, method.bits); break;
+    case Kind::kCsrRelative:
+      PERMDNN_CHECK(method.bits > 0 && method.index_bits >= kMinIndexBits && method.index_bits <= kMaxIndexBits,
+                    "csr-relative projection: needs bits >= 1 and index in [{}, {}], got '{}'", kMinIndexBits,
+                    kMaxIndexBits, method.ToString());
+      r = ProjectCsr(dense, g, method.density, method.bits);
+      r.weights.index_bits = method.index_bits;
+      break;
     case Kind::kTernary: {  // the group size is the SPEC's (method.p), whatever g.p says
       Geometry tg = g;
       tg.p = method.p;
@@ -1023,7 +1141,8 @@ std::vector<float> ToDense(const Weights& w) {
     case Kind::kPermDiagColumn: return PermDiagToDense(w);
     case Kind::kCirculant: return CirculantToDense(w);
     case Kind::kCsr:
-    case Kind::kCsrCodebook: {
+    case Kind::kCsrCodebook:
+    case Kind::kCsrRelative: {
       const int64_t cols = w.g.in * w.g.taps();
       std::vector<float> dense(static_cast<std::size_t>(w.g.out * cols), 0.0f);
       const std::vector<float> nz = w.NonzeroValues();
@@ -1081,6 +1200,7 @@ LiftedMatrix Lift(const Weights& w) {
     }
     case Kind::kCsr:
     case Kind::kCsrCodebook:
+    case Kind::kCsrRelative:
       m.sparse = CsrMatrix::FromParts(g.out, g.in * K, w.row_ptr, w.col_idx, w.NonzeroValues());
       break;
     case Kind::kTernary: m.ternary = TernaryOf(w); break;
@@ -1121,6 +1241,9 @@ Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_e
       }
       break;
     }
+    case Kind::kCsrRelative:
+      Fail("StoredSize: the bytes of {} depend on where the nonzeros are; count it from its Weights",
+           Format(kind).name);
     case Kind::kTernary: {  // nnz: the kept groups
       const int64_t groups = g.out * (g.p > 0 ? g.in / g.p : 0), gb = (g.p * g.taps() + 7) / 8;
       s.numbers = g.out + bias;  // scale, bias
@@ -1134,6 +1257,16 @@ Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_e
 Storage StoredSize(const Weights& w, const ByteModel& model, bool with_bias) {
   int64_t nnz = w.nnz();
   if (w.kind == Kind::kTernary) nnz = static_cast<int64_t>(w.plus.size()) / std::max<int64_t>(1, (w.g.p * w.g.taps() + 7) / 8);
+  if (w.kind == Kind::kCsrRelative) {  // the packed streams WriteNode writes
+    const bool bias = with_bias && !w.bias.empty();
+    const int64_t k = static_cast<int64_t>(w.codebook.size());
+    Storage s;
+    s.numbers = k + (bias ? w.g.out : 0);
+    s.bytes = PackedBytes(w.g.out, RowLengthBits(w.g.in * w.g.taps())) +
+              PackedBytes(EncodeRelative(w.row_ptr, w.col_idx, w.index_bits).entries(), w.index_bits) +
+              PackedBytes(nnz, CodeBits(k)) + s.numbers * model.value_bits / 8;
+    return s;
+  }
   return StoredSize(w.kind, w.g, nnz, static_cast<int64_t>(w.codebook.size()), with_bias && !w.bias.empty(), model);
 }
 

@@ -2,6 +2,7 @@
 #include "permdnn/formats/sparse_matrix.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -337,6 +338,102 @@ CscMatrix EiePackedMatrix::ToCsc() const {
     ptr[j + 1] = static_cast<int32_t>(idx.size());
   }
   return CscMatrix::FromParts(rows_, cols_, std::move(ptr), std::move(idx), std::move(val));
+}
+
+
+int CodeBits(int64_t k) {
+  PERMDNN_CHECK(k >= 1, "CodeBits: a codebook of {} entries", k);
+  return std::max(1, static_cast<int>(std::bit_width(static_cast<uint64_t>(k - 1))));
+}
+
+int RowLengthBits(int64_t cols) {
+  PERMDNN_CHECK(cols >= 1 && cols <= kIndexMax, "RowLengthBits: cols = {} out of range", cols);
+  return static_cast<int>(std::bit_width(static_cast<uint64_t>(cols)));
+}
+
+std::vector<uint8_t> PackBits(std::span<const uint32_t> v, int bits) {
+  PERMDNN_CHECK(bits >= 1 && bits <= 32, "PackBits: bits = {} must be in [1, 32]", bits);
+  std::vector<uint8_t> out(static_cast<std::size_t>(PackedBytes(static_cast<int64_t>(v.size()), bits)), 0);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    PERMDNN_CHECK(bits == 32 || v[i] < (uint64_t{1} << bits), "PackBits: value {} at {} does not fit {} bits", v[i],
+                  i, bits);
+    const uint64_t bit = static_cast<uint64_t>(i) * static_cast<uint64_t>(bits);
+    for (int j = 0; j < bits; ++j)
+      if ((v[i] >> j) & 1u) out[(bit + j) / 8] |= static_cast<uint8_t>(1u << ((bit + j) % 8));
+  }
+  return out;
+}
+
+uint32_t UnpackBits(std::span<const uint8_t> packed, int64_t i, int bits) {
+  const uint64_t bit = static_cast<uint64_t>(i) * static_cast<uint64_t>(bits);
+  uint32_t v = 0;
+  for (int j = 0; j < bits; ++j) v |= static_cast<uint32_t>((packed[(bit + j) / 8] >> ((bit + j) % 8)) & 1u) << j;
+  return v;
+}
+
+RelativeIndex EncodeRelative(std::span<const int32_t> row_ptr, std::span<const int32_t> col_idx, int index_bits) {
+  PERMDNN_CHECK(index_bits >= kMinIndexBits && index_bits <= kMaxIndexBits,
+                "relative indices: index_bits = {} must be in [{}, {}]", index_bits, kMinIndexBits, kMaxIndexBits);
+  PERMDNN_CHECK(!row_ptr.empty() && static_cast<std::size_t>(row_ptr.back()) == col_idx.size(),
+                "relative indices: row_ptr ends at {} but there are {} column indices",
+                row_ptr.empty() ? -1 : row_ptr.back(), col_idx.size());
+  const uint32_t pad = (1u << index_bits) - 1;
+  RelativeIndex r;
+  r.row_len.reserve(row_ptr.size() - 1);
+  r.gaps.reserve(col_idx.size());
+  for (std::size_t row = 0; row + 1 < row_ptr.size(); ++row) {
+    const std::size_t first = r.gaps.size();
+    int64_t next = 0;  // the first column not yet covered
+    for (int64_t e = row_ptr[row]; e < row_ptr[row + 1]; ++e) {
+      int64_t d = col_idx[e] - next;
+      PERMDNN_CHECK(d >= 0, "relative indices: row {} is not strictly increasing at entry {}", row, e);
+      for (; d >= pad; d -= pad) r.gaps.push_back(pad);
+      r.gaps.push_back(static_cast<uint32_t>(d));
+      next = col_idx[e] + 1;
+    }
+    r.row_len.push_back(static_cast<uint32_t>(r.gaps.size() - first));
+  }
+  return r;
+}
+
+
+CsrPattern DecodeRelative(std::span<const uint8_t> row_len, std::span<const uint8_t> gaps, int64_t rows, int64_t cols,
+                          int index_bits, const std::string& where) {
+  PERMDNN_CHECK(index_bits >= kMinIndexBits && index_bits <= kMaxIndexBits, "{}: index_bits = {} must be in [{}, {}]",
+                where, index_bits, kMinIndexBits, kMaxIndexBits);
+  const int len_bits = RowLengthBits(cols);
+  PERMDNN_CHECK(static_cast<int64_t>(row_len.size()) == PackedBytes(rows, len_bits),
+                "{}: row_len has {} bytes, expected {} ({} rows of {} bits)", where, row_len.size(),
+                PackedBytes(rows, len_bits), rows, len_bits);
+  int64_t entries = 0;
+  for (int64_t r = 0; r < rows; ++r) entries += UnpackBits(row_len, r, len_bits);
+  PERMDNN_CHECK(static_cast<int64_t>(gaps.size()) == PackedBytes(entries, index_bits),
+                "{}: gaps has {} bytes, expected {} (the {} entries that row_len counts, {} bits each)", where,
+                gaps.size(), PackedBytes(entries, index_bits), entries, index_bits);
+  const uint32_t pad = (1u << index_bits) - 1;
+  CsrPattern p;
+  p.row_ptr.reserve(static_cast<std::size_t>(rows + 1));
+  p.row_ptr.push_back(0);
+  int64_t e = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t end = e + UnpackBits(row_len, r, len_bits);
+    int64_t next = 0;  // the first column not yet covered
+    for (; e < end; ++e) {
+      const uint32_t gap = UnpackBits(gaps, e, index_bits);
+      if (gap == pad) {
+        PERMDNN_CHECK(e + 1 < end, "{}: gaps: row {} ends with a padding entry (entry {}); a row's last entry is a "
+                      "kept weight", where, r, e);
+        next += pad;
+        continue;
+      }
+      next += gap;
+      PERMDNN_CHECK(next < cols, "{}: gaps: row {} entry {} reaches column {}, past the {} columns", where, r, e, next,
+                    cols);
+      p.col_idx.push_back(static_cast<int32_t>(next++));
+    }
+    p.row_ptr.push_back(static_cast<int32_t>(p.col_idx.size()));
+  }
+  return p;
 }
 
 }  // namespace permdnn

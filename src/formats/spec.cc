@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "permdnn/core/error.h"
+#include "permdnn/formats/sparse_matrix.h"
 
 namespace permdnn::formats {
 
@@ -30,7 +31,7 @@ std::string Trim(const std::string& s) {
 std::vector<std::string> KindParameters(const std::string& kind) {
   if (kind == "permdiag") return {"p", "offsets"};
   if (kind == "circulant") return {"p"};
-  if (kind == "prune") return {"density", "bits"};
+  if (kind == "prune") return {"density", "bits", "index"};
   if (kind == "ternary") return {"group", "density", "t", "alpha", "lambda", "wpc", "wpcq", "ternarize"};
   return {};
 }
@@ -88,7 +89,9 @@ std::string LayerCompression::ToString() const {
     case CompressKind::kPermDiag: return fmt::format("permdiag:p={}{}", p, column_offsets ? ":offsets=column" : "");
     case CompressKind::kCirculant: return fmt::format("circulant:p={}", p);
     case CompressKind::kPrune:
-      return bits > 0 ? fmt::format("prune:density={}:bits={}", density, bits) : fmt::format("prune:density={}", density);
+      return bits > 0 ? fmt::format("prune:density={}:bits={}{}", density, bits,
+                                    index_bits > 0 ? fmt::format(":index={}", index_bits) : "")
+                      : fmt::format("prune:density={}", density);
     case CompressKind::kTernary: {
       std::string s = fmt::format("ternary:group={}:density={}:t={}", p, density, threshold);
       if (alpha_per_layer) s += ":alpha=layer";
@@ -159,6 +162,18 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
       c.bits = static_cast<int>(b);
       kv.erase("bits");
     }
+    if (kv.count("index")) {
+      const std::string value = kv["index"];
+      char* iend = nullptr;
+      long b = std::strtol(value.c_str(), &iend, 10);
+      PERMDNN_CHECK(!value.empty() && *iend == '\0' && b >= kMinIndexBits && b <= kMaxIndexBits,
+                    "{}: index={} in '{}' must be an integer in [{}, {}] (bits of a relative column index)", where,
+                    value, text, kMinIndexBits, kMaxIndexBits);
+      PERMDNN_CHECK(c.bits > 0, "{}: index={} in '{}' needs bits=B: relative indices are stored with codebook codes "
+                    "(e.g. prune:density=0.05:bits=4:index=5)", where, value, text);
+      c.index_bits = static_cast<int>(b);
+      kv.erase("index");
+    }
   } else if (kind == "ternary") {
     c.kind = CompressKind::kTernary;
     c.p = take_int("group");
@@ -200,7 +215,7 @@ LayerCompression ParseLayerCompression(const std::string& text, const std::strin
     c.ternarize = ternarize == 1;
   } else {
     Fail("{}: unknown compression '{}' in '{}' (expected dense, permdiag:p=N[:offsets=column], circulant:p=N, "
-         "prune:density=F[:bits=B] or ternary:group=N[:density=F][:t=F][:alpha=row|layer][:lambda=F][:wpc=F|:wpcq=F][:ternarize=0])", where, kind, text);
+         "prune:density=F[:bits=B[:index=R]] or ternary:group=N[:density=F][:t=F][:alpha=row|layer][:lambda=F][:wpc=F|:wpcq=F][:ternarize=0])", where, kind, text);
   }
   PERMDNN_CHECK(kv.empty(), "{}: unknown parameter '{}' for {} in '{}'", where, kv.begin()->first, kind, text);
   return c;

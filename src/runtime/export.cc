@@ -256,6 +256,7 @@ struct LayerMethod {
   const formats::FormatTraits* format = nullptr;
   int p = 1;
   int bits = 0;  // prune: codebook of 2^bits entries, 0 = none
+  int index_bits = 0;  // prune with bits: written as csr-relative with this index width, 0 = int32 indices
 };
 
 LayerMethod ReadLayerMethod(const LayerCtx& c) {
@@ -266,6 +267,13 @@ LayerMethod ReadLayerMethod(const LayerCtx& c) {
     PERMDNN_CHECK(cj["bits"].is_number_integer() && cj["bits"].get<int64_t>() >= 1 && cj["bits"].get<int64_t>() <= 8,
                   "{}: compress.bits must be an integer in [1, 8]", c.Where());
     m.bits = cj["bits"].get<int>();
+  }
+  if (cj.contains("index")) {  // a run directory keeps csr-codebook arrays; the file gets relative indices
+    PERMDNN_CHECK(kind == "prune" && m.bits > 0 && cj["index"].is_number_integer() &&
+                      cj["index"].get<int64_t>() >= kMinIndexBits && cj["index"].get<int64_t>() <= kMaxIndexBits,
+                  "{}: compress.index must be an integer in [{}, {}] on a prune layer with bits, got {}", c.Where(),
+                  kMinIndexBits, kMaxIndexBits, cj["index"].dump());
+    m.index_bits = cj["index"].get<int>();
   }
   bool column_offsets = false;
   if (cj.contains("offsets")) {  // permdiag: "block" (default) or "column"
@@ -308,6 +316,10 @@ LayerReport ExportWeightLayer(const LayerCtx& c, bool conv, bool portable, Graph
   const RunLayerSource src(c, *method.format, conv, method.p, k);
   formats::Weights w = formats::ReadNode(*method.format, conv, src, method.bits ? int64_t{1} << method.bits : 0);
   formats::CheckPaddingIsZero(w, c.Where());  // the run format keeps the padding zero
+  if (method.index_bits > 0) {  // csr-codebook arrays -> the csr-relative file form
+    w.kind = formats::Kind::kCsrRelative;
+    w.index_bits = method.index_bits;
+  }
   LayerReport lr;
   lr.name = c.name;
   lr.method = formats::DescribeMethod(w);

@@ -216,7 +216,7 @@ ConvColumns ConvIm2Col(const CompressedFcLayer& layer, const std::vector<int64_t
   // Row ic·K + t of Im2Col is column ic·K + t of a sparse conv's matrix and
   // column t·nb·p + ic of the tap-major permdiag / circulant matrices.
   const bool tap_major = layer.kind != formats::Kind::kCsr && layer.kind != formats::Kind::kCsrCodebook &&
-                         layer.kind != formats::Kind::kTernary;
+                         layer.kind != formats::Kind::kCsrRelative && layer.kind != formats::Kind::kTernary;
   const int64_t ic_step = tap_major ? 1 : K, t_step = tap_major ? layer.in_features / K : 1;
   for (int64_t ic = 0; ic < C; ++ic)
     for (int64_t t = 0; t < K; ++t) {

@@ -54,7 +54,8 @@ std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n) {
     case formats::Kind::kPermDiagColumn: return CreatePermDiagKernel(*f, n);
     case formats::Kind::kCirculant: return CreateCirculantKernel(*f, n);
     case formats::Kind::kCsr:
-    case formats::Kind::kCsrCodebook: return CreateSparseKernel(*f, n);
+    case formats::Kind::kCsrCodebook:
+    case formats::Kind::kCsrRelative: return CreateSparseKernel(*f, n);
     case formats::Kind::kTernary: return CreateTernaryKernel(*f, n);
     case formats::Kind::kDense: break;
   }

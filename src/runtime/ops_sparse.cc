@@ -11,10 +11,14 @@
 //   in channel · ksz + kernel index); attributes in_channels, out_channels,
 //   kernel_shape (required: the CSR does not carry it), strides, pads,
 //   dilations (as Conv, group 1).
+// RelativeSparseMatMul / RelativeSparseConv(X, row_len, gaps, codes[, bias],
+//   codebook) -> Y: the same weights stored with Deep Compression's relative
+//   column indices and bit-packed codes (attribute index_bits; the layout is
+//   the registry's csr-relative row, formats/registry.h).
 //
 // The arrays are validated and decoded once, when the node is first planned
-// (a codebook becomes plain float values: the product is the same and the
-// CSR kernels need no lookup). Kernels: kernels::CsrMatVec per sample (batch
+// (a codebook becomes plain float values and relative indices absolute
+// ones: the product is the same and the CSR kernels need no lookup). Kernels: kernels::CsrMatVec per sample (batch
 // below kBatchedMin, or threads over samples), kernels::CsrMatMul on a
 // feature-major copy of X for larger batches (SIMD over the batch); the conv
 // is im2col followed by CsrMatMul with the output positions as the batch,

@@ -493,7 +493,7 @@ std::vector<LayerInfo> NetImpl::layers() const {
   return out;
 }
 
-StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias) {
+StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias, const torch::Tensor& mask) {
   StorageStats s;
   s.name = i.name;
   s.compress = i.compress.ToString();
@@ -502,6 +502,30 @@ StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias) 
   const formats::Storage dense = formats::StoredSize(formats::Kind::kDense, g, 0, 0, has_bias);
   s.dense_params = dense.numbers;
   s.dense_bytes = dense.bytes;
+  if (formats::KindOf(i.compress) == formats::Kind::kCsrRelative) {
+    PERMDNN_CHECK(mask.defined() && mask.numel() == g.out * g.in * g.taps(),
+                  "layer '{}': the relative-index size needs the layer's mask", i.name);
+    formats::Weights w;
+    w.kind = formats::Kind::kCsrRelative;
+    w.g = g;
+    w.index_bits = i.compress.index_bits;
+    w.codebook.resize(std::size_t{1} << i.compress.bits);
+    const torch::Tensor m = mask.reshape({g.out, -1}).to(torch::kCPU).contiguous();
+    const float* mp = m.data_ptr<float>();
+    const int64_t cols = m.size(1);
+    w.row_ptr.push_back(0);
+    for (int64_t r = 0; r < g.out; ++r) {
+      for (int64_t c = 0; c < cols; ++c)
+        if (mp[r * cols + c] != 0.0f) w.col_idx.push_back(static_cast<int32_t>(c));
+      w.row_ptr.push_back(static_cast<int32_t>(w.col_idx.size()));
+    }
+    w.codes.resize(w.col_idx.size());
+    if (has_bias) w.bias.resize(static_cast<std::size_t>(g.out));
+    const formats::Storage st = formats::StoredSize(w);
+    s.stored_params = st.numbers;
+    s.bytes = st.bytes;
+    return s;
+  }
   // The format the layer trains in, offsets counted at OffsetBytes(p).
   const formats::Storage st =
       formats::StoredSize(formats::KindOf(i.compress), g, nnz, i.compress.bits > 0 ? int64_t{1} << i.compress.bits : 0,
@@ -531,7 +555,8 @@ std::vector<StorageStats> NetImpl::Storage() const {
       out.push_back(WeightLayerStorage(i, l.ternary->Ternary().kept_groups(), true));
       continue;
     } else if (i.type == "linear" || i.type == "conv2d") {
-      out.push_back(WeightLayerStorage(i, l.pruned ? l.pruned->nnz() : 0, true));
+      out.push_back(WeightLayerStorage(i, l.pruned ? l.pruned->nnz() : 0, true,
+                                       l.pruned ? l.pruned->mask : torch::Tensor()));
       continue;
     } else if (l.rnn) {
       // Two matrices, W_ih [G·H, in] and W_hh [G·H, H], each with its bias.
@@ -541,7 +566,8 @@ std::vector<StorageStats> NetImpl::Storage() const {
         mi.type = "linear";
         mi.in = cols;
         mi.out = gh;
-        const StorageStats ms = WeightLayerStorage(mi, m->pruned ? m->pruned->nnz() : 0, true);
+        const StorageStats ms =
+            WeightLayerStorage(mi, m->pruned ? m->pruned->nnz() : 0, true, m->pruned ? m->pruned->mask : torch::Tensor());
         s.dense_params += ms.dense_params;
         s.stored_params += ms.stored_params;
         s.bytes += ms.bytes;
@@ -635,6 +661,7 @@ void NetImpl::WriteRunDescription(const std::string& dir, const Preprocess& pre,
         const PrunedLayerImpl& pr = *l.pruned;
         j["compress"] = {{"kind", "prune"}, {"density", pr.density()}};
         if (pr.bits > 0) j["compress"]["bits"] = pr.bits;
+        if (pr.bits > 0 && i.compress.index_bits > 0) j["compress"]["index"] = i.compress.index_bits;
         WritePrunedCsr(dir, i.name, pr, tensors);
         save("bias", pr.bias);
       } else if (i.compress.kind == CompressKind::kPermDiag) {

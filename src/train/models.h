@@ -106,9 +106,13 @@ struct StorageStats {
 //   permdiag   mb·nb·p·kk·4 + offsets mb·nb·OffsetBytes(p) + bias
 //   circulant  mb·nb·p·kk·4 + bias
 //   prune      row_ptr (out+1)·4 + col_idx nnz·4 + values nnz·4, or with bits
-//              codes nnz·1 (uint8) + codebook 2^bits·4; + bias
+//              codes nnz·1 (uint8) + codebook 2^bits·4; with index (csr-relative,
+//              the file form export writes): the packed row lengths, gaps and
+//              codes of formats::StoredSize, counted from the mask's pattern
+//              (`mask`, the weight's shape, rows = dim 0); + bias
 // nnz is used by prune only (the mask's count); bias is 4·out when present.
-StorageStats WeightLayerStorage(const LayerInfo& layer, int64_t nnz, bool has_bias = true);
+StorageStats WeightLayerStorage(const LayerInfo& layer, int64_t nnz, bool has_bias = true,
+                                const torch::Tensor& mask = {});
 
 struct ConversionReport {
   std::string layer, compress;

@@ -411,10 +411,31 @@ class TorchGraph {
           return CirculantLinearFft(x, array("values"), array("bias"), g.out, g.in);
         });
       case formats::Kind::kCsr:
-      case formats::Kind::kCsrCodebook: {
-        const bool shared = n.format->kind == formats::Kind::kCsrCodebook;
-        torch::Tensor row_ptr = array("row_ptr"), col = array("col_idx");
-        torch::Tensor vals = shared ? array("codebook").index_select(0, array("codes").to(torch::kLong)) : array("values");
+      case formats::Kind::kCsrCodebook:
+      case formats::Kind::kCsrRelative: {
+        const bool shared = n.format->kind != formats::Kind::kCsr;
+        torch::Tensor row_ptr, col, codes;
+        if (n.format->kind == formats::Kind::kCsrRelative) {  // the packed streams decoded (formats/sparse_matrix.h)
+          auto bytes = [&](const char* name) {
+            const torch::Tensor t = array(name).to(torch::kLong).contiguous();
+            return std::vector<uint8_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+          };
+          const int index_bits = static_cast<int>(n.Int("index_bits", 0));
+          const CsrPattern pat =
+              DecodeRelative(bytes("row_len"), bytes("gaps"), g.out, g.in * g.taps(), index_bits, n.where);
+          row_ptr = torch::tensor(std::vector<int64_t>(pat.row_ptr.begin(), pat.row_ptr.end()), torch::kLong);
+          col = torch::tensor(std::vector<int64_t>(pat.col_idx.begin(), pat.col_idx.end()), torch::kLong);
+          const std::vector<uint8_t> packed = bytes("codes");
+          const int code_bits = CodeBits(array("codebook").numel());
+          std::vector<int64_t> c(pat.col_idx.size());
+          for (std::size_t e = 0; e < c.size(); ++e) c[e] = UnpackBits(packed, static_cast<int64_t>(e), code_bits);
+          codes = torch::tensor(c, torch::kLong);
+        } else {
+          row_ptr = array("row_ptr");
+          col = array("col_idx");
+          if (shared) codes = array("codes").to(torch::kLong);
+        }
+        torch::Tensor vals = shared ? array("codebook").index_select(0, codes) : array("values");
         // Row index of every nonzero from row_ptr (fixed).
         torch::Tensor counts = row_ptr.slice(0, 1) - row_ptr.slice(0, 0, g.out);
         torch::Tensor row = torch::repeat_interleave(torch::arange(g.out, torch::kLong), counts);

@@ -89,6 +89,8 @@ LayerCompression MethodFor(Kind kind, int p) {
     case Kind::kCirculant: m.kind = CompressKind::kCirculant; break;
     case Kind::kCsr: m.kind = CompressKind::kPrune; m.density = 0.3; break;
     case Kind::kCsrCodebook: m.kind = CompressKind::kPrune; m.density = 0.3; m.bits = 3; break;
+    // index=2: gaps of 3 or more zeros (frequent at density 0.3) need padding entries.
+    case Kind::kCsrRelative: m.kind = CompressKind::kPrune; m.density = 0.3; m.bits = 3; m.index_bits = 2; break;
     case Kind::kTernary: m.kind = CompressKind::kTernary; m.density = 0.6; m.threshold = 0.2; break;
   }
   return m;
@@ -115,17 +117,18 @@ TEST(FormatRegistry, EveryPermDnnOpBelongsToOneOpSchemaAndIsFound) {
       ops.insert(op->name);
       // Every op is found again; the sparse ops pick the codebook row only
       // with a codebook input, the permdiag ops the row of their
-      // offset_layout attribute (absent: block).
+      // offset_layout attribute (absent: block); the relative sparse ops
+      // are csr-relative's alone.
       Attributes attrs;
       if (f.offset_layout) attrs.SetString("offset_layout", f.offset_layout);
       const FormatTraits* found = FindFormat(kDomain, op->name, [&](int slot) {
-        return f.kind == Kind::kCsrCodebook || slot != 5;
+        return f.kind == Kind::kCsrCodebook || f.kind == Kind::kCsrRelative || slot != 5;
       }, false, &attrs);
       ASSERT_NE(found, nullptr) << op->name;
       EXPECT_EQ(found->kind, f.kind) << op->name;
     }
   }
-  EXPECT_EQ(ops.size(), 8u);
+  EXPECT_EQ(ops.size(), 10u);
   EXPECT_EQ(FindFormat(kDomain, "PermDiagMatMul", [](int) { return true; })->kind, Kind::kPermDiag);  // old files
   EXPECT_EQ(FindFormat(kDomain, "NoSuchOp", [](int) { return true; }), nullptr);
   EXPECT_EQ(FindFormat("", "Gemm", [](int) { return true; }), nullptr);  // dense only when asked
@@ -377,6 +380,88 @@ TEST(FormatRegistry, SpecMethodsSelectTheirRows) {
   EXPECT_EQ(FindBySpecKind("ternary", false)->kind, Kind::kTernary);
   EXPECT_EQ(FormatOf(ParseLayerCompression("ternary:group=16")).kind, Kind::kTernary);
   EXPECT_EQ(FindBySpecKind("admm", false), nullptr);
+  EXPECT_EQ(FormatOf(ParseLayerCompression("prune:density=0.1:bits=4:index=5")).kind, Kind::kCsrRelative);
+  EXPECT_EQ(FindBySpecKind("prune", true)->kind, Kind::kCsrCodebook);  // a run directory's arrays
+  EXPECT_EQ(FindBySpecKind("prune", false)->kind, Kind::kCsr);
+}
+
+// Deep Compression's relative indices, worked by hand: a 2 x 40 pattern at
+// index_bits = 2 (M = 3: a kept weight's gap is 0-2, a padding entry skips 3).
+TEST(FormatRegistry, RelativeIndicesWorkedExample) {
+  const std::vector<int32_t> row_ptr = {0, 4, 4, 5}, col_idx = {0, 3, 20, 39, 2};
+  const RelativeIndex rel = EncodeRelative(row_ptr, col_idx, 2);
+  // Row 0: col 0 gap 0; col 3 gap 2; col 20: 16 zeros = 5 pads + gap 1;
+  // col 39: 18 zeros = 6 pads + gap 0. Row 1 empty. Row 2: col 2 gap 2.
+  const std::vector<uint32_t> want_gaps = {0, 2, 3, 3, 3, 3, 3, 1, 3, 3, 3, 3, 3, 3, 0, 2};
+  EXPECT_EQ(rel.gaps, want_gaps);
+  EXPECT_EQ(rel.row_len, (std::vector<uint32_t>{15, 0, 1}));
+  EXPECT_EQ(RowLengthBits(40), 6);
+  const std::vector<uint8_t> row_len = PackBits(rel.row_len, 6), gaps = PackBits(rel.gaps, 2);
+  EXPECT_EQ(row_len, (std::vector<uint8_t>{15, 16, 0}));  // 15 | 0 << 6 | 1 << 12: bytes 0x0F, 0x10, 0x00
+  EXPECT_EQ(gaps.size(), 4u);                            // 16 entries x 2 bits
+  EXPECT_EQ(gaps[0], 0 | 2 << 2 | 3 << 4 | 3 << 6);
+  const CsrPattern back = DecodeRelative(row_len, gaps, 3, 40, 2, "test");
+  EXPECT_EQ(back.row_ptr, row_ptr);
+  EXPECT_EQ(back.col_idx, col_idx);
+
+  // As a stored layer (K = 6 levels: 3-bit codes): every byte of the file.
+  Weights w;
+  w.kind = Kind::kCsrRelative;
+  w.g = {3, 40, {}, 1};
+  w.index_bits = 2;
+  w.row_ptr = row_ptr;
+  w.col_idx = col_idx;
+  w.codes = {0, 5, 1, 2, 4};
+  w.codebook = {-2, -1, -0.5f, 0.5f, 1, 2};
+  const NodeSpec spec = WriteNode(w);
+  EXPECT_STREQ(spec.op->name, "RelativeSparseMatMul");
+  EXPECT_EQ(spec.attributes.Int("index_bits", 0, "test"), 2);
+  // row_len 3 + gaps 4 + codes ceil(5·3/8) = 2 + codebook 6·4.
+  EXPECT_EQ(StoredSize(w).bytes, 3 + 4 + 2 + 6 * 4);
+  const Weights read = ReadNode(Format(Kind::kCsrRelative), false, MemorySource(spec));
+  EXPECT_EQ(read.codes, w.codes);
+  EXPECT_EQ(read.col_idx, w.col_idx);
+  EXPECT_EQ(DescribeMethod(read), "prune:density=0.0417:bits=3:index=2");
+  EXPECT_THROW(StoredSize(Kind::kCsrRelative, w.g, 5, 6, false), Error);
+}
+
+TEST(FormatRegistry, BadRelativeIndicesNameTheNodeAndTheField) {
+  Weights w;
+  w.kind = Kind::kCsrRelative;
+  w.g = {2, 10, {}, 1};
+  w.index_bits = 2;
+  w.row_ptr = {0, 2, 3};
+  w.col_idx = {1, 9, 4};  // row 0: gaps 1, pad, pad, gap 1; row 1: pad, gap 1
+  w.codes = {0, 1, 2};
+  w.codebook = {-1, 0.5f, 1};  // 2-bit codes
+  const FormatTraits& f = Format(Kind::kCsrRelative);
+  auto error = [&](auto&& mutate) {
+    MemorySource src(WriteNode(w));
+    mutate(src);
+    try {
+      ReadNode(f, false, src);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error([](MemorySource&) {}), "");
+  // row_len: 4 bits per row (10 columns) -> one byte, rows 4 and 2 entries.
+  std::string e = error([](MemorySource& s) { s.ints(2)[0] = 0xFF; });  // gaps 1,3,3,3: row 0 ends with a pad
+  EXPECT_NE(e.find("node 'n'"), std::string::npos) << e;
+  EXPECT_NE(e.find("row 0 ends with a padding entry"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.ints(2)[0] = 0x7F; });  // gaps 3,3,3,1: column 10 of 10
+  EXPECT_NE(e.find("row 0 entry 3 reaches column 10, past the 10 columns"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.ints(1)[0] = 0x28; });  // rows of 8 and 2 entries: 20 bits of gaps
+  EXPECT_NE(e.find("gaps 'gaps' has shape [2], expected [3]"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.ints(3)[0] |= 0xC0; });  // 3 codes x 2 bits: the top 2 bits unused
+  EXPECT_NE(e.find("codes 'codes': the unused high 2 bits of the last byte must be zero"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.ints(3)[0] = 0x30; });  // code 3 of a 3-entry codebook
+  EXPECT_NE(e.find("codes[2] = 3 is not an index into the codebook of 3 entries"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.attrs().SetInt("index_bits", 9); });
+  EXPECT_NE(e.find("attribute index_bits = 9 must be in [2, 8]"), std::string::npos) << e;
+  e = error([](MemorySource& s) { s.attrs().Erase("index_bits"); });
+  EXPECT_NE(e.find("index_bits"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -120,6 +120,31 @@ TEST(CompressSpec, PruneBitsErrors) {
   EXPECT_NE(message("permdiag:p=8,bits=4").find("permdiag has no parameter 'bits'"), std::string::npos);
 }
 
+// index=R: relative column indices (the csr-relative format), with bits only.
+TEST(CompressSpec, PruneRelativeIndex) {
+  for (const char* text : {"prune:density=0.05:bits=4:index=5", "prune:density=0.05,bits=4,index=5"}) {
+    const LayerCompression c = *CompressSpec::Parse(text).global;
+    EXPECT_EQ(c.index_bits, 5) << text;
+    EXPECT_EQ(c.ToString(), "prune:density=0.05:bits=4:index=5") << text;
+    EXPECT_EQ(ParseLayerCompression(c.ToString()), c) << text;
+  }
+  EXPECT_EQ(ParseLayerCompression("prune:density=0.05:bits=4").index_bits, 0);
+  auto message = [](const char* text) {
+    try {
+      CompressSpec::Parse(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(message("prune:density=0.1:index=5").find("index=5 in 'prune:density=0.1:index=5' needs bits=B"),
+            std::string::npos);
+  for (const char* bad : {"prune:density=0.1:bits=4:index=1", "prune:density=0.1:bits=4:index=9",
+                          "prune:density=0.1:bits=4:index=x"})
+    EXPECT_NE(message(bad).find("must be an integer in [2, 8]"), std::string::npos) << bad << ": " << message(bad);
+  EXPECT_NE(message("permdiag:p=8:index=4").find("index"), std::string::npos);
+}
+
 // offsets=column (the permdiag-column format): both forms, per layer, the
 // canonical text; a second, unknown or misplaced offsets is an error naming it.
 TEST(CompressSpec, ColumnOffsets) {

@@ -24,6 +24,7 @@
 //   circulant   kCirculant      circulant:p=8            BlockCirculantMatMul / BlockCirculantConv
 //   csr         kCsr            prune:density=0.1        SparseMatMul / SparseConv
 //   csr-codebook kCsrCodebook   prune:density=0.1,bits=4 SparseMatMul / SparseConv (+ codebook input)
+//   csr-relative kCsrRelative   prune:density=0.1,bits=4,index=5  RelativeSparseMatMul / RelativeSparseConv
 //   ternary     kTernary        ternary:group=16         TernaryMatMul / TernaryConv
 // A new format is one more row here plus its kernels and tests
 // (docs/adding-a-format.md); export, compress, inspect, fine-tuning and the
@@ -48,6 +49,14 @@
 //   csr         row_ptr [out + 1], col_idx [nnz] over the [out, in·taps]
 //               matrix (column = in channel · taps + tap), values [nnz]
 //   csr-codebook the same with codes [nnz] (uint8) into codebook [K], K <= 256
+//   csr-relative Deep Compression's storage (sparse_matrix.h, RelativeIndex):
+//               attribute index_bits R in [2, 8]; row_len [ceil(out·L/8)]
+//               (L = RowLengthBits(in·taps)), gaps [ceil(entries·R/8)],
+//               codes [ceil(nnz·B/8)] (B = bit width of K − 1, at least 1)
+//               into codebook [K], all uint8 bit-packed LSB first. In
+//               memory (Weights) it is held as csr-codebook (row_ptr,
+//               col_idx, one code per byte) plus index_bits, so every CSR
+//               consumer reads it alike; ReadNode decodes, WriteNode encodes.
 //   ternary     (ternary_matrix.h) g.p = group_ch, which must divide in;
 //               group_mask [ceil(out·G/8)] (G = in / group_ch), plus and
 //               minus [kept, ceil(group_ch·taps/8)] bit planes of the kept
@@ -58,6 +67,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -80,7 +90,7 @@ enum class ElemType : int {
 int ElemBytes(ElemType t);
 const char* ElemName(ElemType t);  // "float32", "uint8", ...
 
-enum class Kind { kDense, kPermDiag, kPermDiagColumn, kCirculant, kCsr, kCsrCodebook, kTernary };
+enum class Kind { kDense, kPermDiag, kPermDiagColumn, kCirculant, kCsr, kCsrCodebook, kCsrRelative, kTernary };
 
 // The domain of permdnn's compressed operators.
 inline constexpr const char* kDomain = "ai.permdnn";
@@ -138,8 +148,9 @@ struct Weights {
   std::vector<float> values;              // dense weight, block values, or CSR nonzeros
   std::vector<uint16_t> offsets;          // permdiag [mb][nb] (permdiag-column too: rows equal)
   std::vector<int32_t> row_ptr, col_idx;  // csr
-  std::vector<uint8_t> codes;             // csr-codebook
-  std::vector<float> codebook;            // csr-codebook
+  std::vector<uint8_t> codes;             // csr-codebook, csr-relative
+  std::vector<float> codebook;            // csr-codebook, csr-relative
+  int index_bits = 0;                     // csr-relative: bits of a relative column index
   std::vector<uint8_t> group_mask, plus, minus;  // ternary (ternary_matrix.h)
   std::vector<float> scale;                      // ternary [out]
   std::vector<float> bias;                // [out] or empty
@@ -237,14 +248,17 @@ Kind KindOf(const LayerCompression& method);
 const FormatTraits& FormatOf(const LayerCompression& method);
 // The row whose SPEC kind is `kind` ("dense", "permdiag", "circulant",
 // "prune"; the codebook row for prune when codebook, the permdiag-column
-// row for permdiag when column_offsets); nullptr when none is.
+// row for permdiag when column_offsets); nullptr when none is. csr-relative
+// is never answered: it is how a file stores csr-codebook weights (a run
+// directory keeps them as csr-codebook arrays).
 const FormatTraits* FindBySpecKind(const std::string& kind, bool codebook, bool column_offsets = false);
 // Both permuted-diagonal rows (block and column offsets).
 bool IsPermDiag(Kind kind);
 // What a report calls the stored weights: "dense", "permdiag:p=8",
 // "permdiag:p=8:offsets=column",
-// "circulant:p=8", "prune:density=0.1" or "prune:density=0.1:bits=4" (the
-// density reached, bits = log2 of the codebook's entries).
+// "circulant:p=8", "prune:density=0.1", "prune:density=0.1:bits=4" or
+// "prune:density=0.1:bits=4:index=5" (the density reached, bits = the bits
+// a code into the codebook needs: log2 K for a 2^bits-entry codebook).
 std::string DescribeMethod(const Weights& w);
 const OpSchema& Op(const FormatTraits& f, bool conv);
 // The stored array `name` of f, nullptr when f has none.
@@ -273,6 +287,9 @@ struct OutputArray {
   std::span<const uint16_t> u16;
   std::span<const int32_t> i32;
   std::span<const uint8_t> u8;
+  // Arrays that exist only in the file (csr-relative's packed streams):
+  // the data the span points into, shared so that copies stay valid.
+  std::shared_ptr<const std::vector<uint8_t>> owned;
 };
 struct NodeSpec {
   const OpSchema* op = nullptr;
@@ -297,6 +314,8 @@ LiftedMatrix Lift(const Weights& w);
 
 // The one byte count of every format. nnz: CSR nonzeros and
 // codebook_entries: K of csr-codebook (both ignored by the other formats).
+// csr-relative's bytes depend on where the nonzeros are: only the Weights
+// form counts it (the other throws Error naming the format).
 Storage StoredSize(Kind kind, const Geometry& g, int64_t nnz, int64_t codebook_entries, bool has_bias,
                    const ByteModel& model = {});
 Storage StoredSize(const Weights& w, const ByteModel& model = {}, bool with_bias = true);

@@ -26,6 +26,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -182,5 +183,51 @@ class EiePackedMatrix {
   std::vector<std::vector<EieEntry>> entries_;  // [pe][...]
   int64_t real_entries_ = 0, padding_entries_ = 0;
 };
+
+// Deep Compression's relative column indices (Han et al., ICLR 2016, §2),
+// the stored form of the registry's csr-relative format. Inside each row
+// the kept columns are coded by the zeros skipped since the previous kept
+// column (the first by the zeros since column 0), in index_bits bits. The
+// largest value, M = 2^index_bits − 1, marks a padding entry: skip M columns
+// and store no weight; a kept weight's gap is 0..M−1, so a run of d zeros
+// costs floor(d / M) padding entries. Padding entries have no code: the
+// codes stream holds one code per kept weight. Unlike EiePackedMatrix (a
+// fixed 4-bit index over interleaved PEs, padding = code 0), the index width
+// is a parameter and rows are whole.
+//
+// Arrays (all bit-packed, LSB first, the unused high bits of the last byte
+// zero: PackBits):
+//   row_len  entries per row (padding included), RowLengthBits(cols) bits each
+//   gaps     the entries' gap fields, index_bits each
+inline constexpr int kMinIndexBits = 2, kMaxIndexBits = 8;
+// Bits of one row length: enough for cols (a row never has more entries
+// than columns: every entry advances at least one column).
+int RowLengthBits(int64_t cols);
+// v[i] < 2^bits in `bits` bits each (1..32), LSB first: ceil(n·bits/8) bytes.
+std::vector<uint8_t> PackBits(std::span<const uint32_t> v, int bits);
+// Field i of a PackBits stream (no bounds check beyond the caller's).
+uint32_t UnpackBits(std::span<const uint8_t> packed, int64_t i, int bits);
+inline int64_t PackedBytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
+// Bits of one packed code into a codebook of k >= 1 entries (at least 1).
+int CodeBits(int64_t k);
+
+struct RelativeIndex {
+  std::vector<uint32_t> row_len;  // [rows], entries per row
+  std::vector<uint32_t> gaps;     // [entries], padding = 2^index_bits − 1
+  int64_t entries() const { return static_cast<int64_t>(gaps.size()); }
+};
+// The relative form of a valid CSR pattern (row_ptr [rows+1], col_idx
+// sorted per row). Throws Error for index_bits outside [kMinIndexBits,
+// kMaxIndexBits].
+RelativeIndex EncodeRelative(std::span<const int32_t> row_ptr, std::span<const int32_t> col_idx, int index_bits);
+// The CSR pattern (row_ptr [rows+1], col_idx) of packed row_len and gaps
+// streams. Throws Error prefixed by `where` naming the array and the bad
+// row or entry: streams of the wrong length, a column past cols, a row
+// that ends with a padding entry (the encoder never writes one).
+struct CsrPattern {
+  std::vector<int32_t> row_ptr, col_idx;
+};
+CsrPattern DecodeRelative(std::span<const uint8_t> row_len, std::span<const uint8_t> gaps, int64_t rows, int64_t cols,
+                          int index_bits, const std::string& where);
 
 }  // namespace permdnn

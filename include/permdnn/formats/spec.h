@@ -9,7 +9,7 @@
 //     SPEC   := ITEM (',' ITEM)*
 //     ITEM   := METHOD | NAME '=' METHOD
 //     METHOD := KIND (':' KEY '=' VALUE)*
-//     KIND   := dense | permdiag (p [, offsets]) | circulant (p) | prune (density [, bits])
+//     KIND   := dense | permdiag (p [, offsets]) | circulant (p) | prune (density [, bits [, index]])
 //             | ternary (group [, density] [, t] [, lambda] [, wpc | wpcq] [, ternarize])
 //
 // e.g. `dense`, `permdiag:p=8`, `permdiag:p=8,fc3=dense`,
@@ -24,14 +24,18 @@
 // bits=4` = `prune:density=0.1:bits=4`, and `fc2=prune:density=0.2,bits=4`
 // gives fc2 4 bits. A KEY=NUMBER item whose KEY is a parameter of some other
 // kind (`permdiag:p=8,bits=4`) is an error naming both items; any other
-// NAME=... item is a layer. (So no layer may be called p, density or bits;
+// NAME=... item is a layer. (So no layer may be called p, density, bits or index;
 // no permdnn model has such a layer.) The one word-valued parameter,
 // `offsets`, continues the same way when its value is no KIND:
 // `permdiag:p=8,offsets=column` = `permdiag:p=8:offsets=column`.
 //
 // Parameters: p integer in [1, 4096]; density in (0, 1]; bits (prune only)
 // integer in [1, 8]: k-means weight sharing with a 2^bits-entry codebook per
-// layer (Deep Compression), absent = no sharing; offsets (permdiag only)
+// layer (Deep Compression), absent = no sharing; index (prune with bits
+// only) integer in [2, 8]: store each kept weight's column as the zeros
+// skipped since the previous one in `index` bits, with padding entries for
+// longer runs (Deep Compression's relative indices: the registry's
+// csr-relative format, sparse_matrix.h), absent = int32 column indices; offsets (permdiag only)
 // `block` (default: one offset per p×p block, PermDNN's general form) or
 // `column` (one offset per block column, shared by every block of it: the
 // `permdiag-column` format of the registry, a grouped layer with a channel
@@ -74,6 +78,7 @@ struct LayerCompression {
   double threshold = 0.05;  // ternary: Δ = threshold · max|w| of an output row
   bool alpha_per_layer = false;  // ternary: alpha=layer, one Δ and α for the whole layer
   int bits = 0;          // prune weight sharing: codebook of 2^bits values; 0 = none
+  int index_bits = 0;    // prune with bits: relative column indices of this many bits (csr-relative); 0 = int32
   bool column_offsets = false;  // permdiag: offsets=column (one offset per block column)
   // ternary, training only (docs/ternary.md): λ, WPC's θ rule, ternarize.
   double penalty = 0;       // λ of the group lasso; 0 = none
