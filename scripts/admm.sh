@@ -32,7 +32,10 @@ PRUNE_ADMM=(--method admm --lr 5e-4 --rho 5e-3 --rho-mult 1.3 --admm-iter 94)
 # lenet5's few weights see larger loss gradients: at rho 5e-3 its rounds
 # diverged (||W - Z||/||W|| 0.8 -> 1.27 in 6 rounds), so 10x.
 LENET5_ADMM=(--method admm --lr 5e-4 --rho 5e-2 --rho-mult 1.3 --admm-iter 94)
-LENET5CAFFE_SPEC="conv1=prune:density=0.2:bits=4,conv2=prune:density=0.04:bits=4,fc1=prune:density=0.0025:bits=4,fc2=prune:density=0.06:bits=4"
+# Pruning + quantization with Deep Compression's relative indices (the
+# csr-relative format: index=R bits per gap, sized to each layer's density).
+LENET5CAFFE_SPEC="conv1=prune:density=0.2:bits=4:index=3,conv2=prune:density=0.06:bits=4:index=5,fc1=prune:density=0.015:bits=4:index=7,fc2=prune:density=0.1:bits=4:index=4"
+LENET5CAFFE_ADMM=(--method admm --lr 5e-4 --rho 2e-2 --rho-mult 1.15 --admm-iter 94)
 
 admm_run() {  # train_run, then the rounds of the ADMM phase
   local name=$1
@@ -88,9 +91,12 @@ stream_a() {
   fi
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 3
   if need_run lenet5caffe-dense lenet5caffe-admm-pq; then
-    admm_run lenet5caffe-admm-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 3 --admm-epochs 2 \
-      "${LENET5_ADMM[@]}" --from "$RUNS/lenet5caffe-dense"
+    admm_run lenet5caffe-admm-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 6 --admm-epochs 4 \
+      "${LENET5CAFFE_ADMM[@]}" --from "$RUNS/lenet5caffe-dense"
     runtime_check lenet5caffe-admm-pq
+    train_run lenet5caffe-gradual-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 6 --lr 5e-4 \
+      --from "$RUNS/lenet5caffe-dense"
+    runtime_check lenet5caffe-gradual-pq
   fi
 }
 

@@ -23,7 +23,7 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--width", o->width, "resnet: channels of the first stage (stages w, 2w, 4w)")->capture_default_str();
   cmd->add_option("--seq-len", o->seq_len, "charlm: characters per training sequence")->capture_default_str();
   cmd->add_option("--compress", o->compress,
-                  "SPEC: dense | permdiag:p=8 | circulant:p=8 | prune:density=0.1[,bits=4] | per layer "
+                  "SPEC: dense | permdiag:p=8 | circulant:p=8 | prune:density=0.1[,bits=4[,index=5]] | per layer "
                   "fc1=permdiag:p=4,fc3=dense (the global method skips a first conv layer and the last layer "
                   "unless named)")
       ->capture_default_str();

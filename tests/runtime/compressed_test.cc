@@ -78,9 +78,10 @@ Layer CirculantLayer(const fs::path& dir, const std::string& name, int64_t out, 
   return l;
 }
 
-// Pruned: random CSR at `density`; bits > 0: codes into a 2^bits codebook.
+// Pruned: random CSR at `density`; bits > 0: codes into a 2^bits codebook;
+// index > 0: the file gets relative indices of that many bits (csr-relative).
 Layer PrunedLayer(const fs::path& dir, const std::string& name, int64_t out, int64_t cols, double density, int bits,
-                  uint64_t seed) {
+                  uint64_t seed, int index = 0) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> u(0, 1);
   std::vector<int32_t> rp = {0}, ci;
@@ -103,7 +104,9 @@ Layer PrunedLayer(const fs::path& dir, const std::string& name, int64_t out, int
     for (int64_t e = 0; e < nnz; ++e) w[e] = cb[codes[e]];
     WriteNpy<uint8_t>(path("codes"), codes, {nnz});
     WriteNpy<float>(path("codebook"), cb, {k});
-    l.compress_json = fmt::format(R"({{"kind": "prune", "density": {}, "bits": {}}})", density, bits);
+    l.compress_json = index ? fmt::format(R"({{"kind": "prune", "density": {}, "bits": {}, "index": {}}})", density,
+                                          bits, index)
+                            : fmt::format(R"({{"kind": "prune", "density": {}, "bits": {}}})", density, bits);
     l.tensors_json = fmt::format(
         R"("row_ptr": "tensors/{0}.row_ptr.npy", "col_idx": "tensors/{0}.col_idx.npy", "codes": "tensors/{0}.codes.npy", "codebook": "tensors/{0}.codebook.npy")",
         name);
@@ -126,16 +129,17 @@ struct Cnn {
   std::vector<float> conv_b, fc1_b, fc2_w, fc2_b;
 };
 
-// kind: "circulant" (conv p = p_conv, fc1 p = p_fc), "prune", "prune4".
+// kind: "circulant" (conv p = p_conv, fc1 p = p_fc), "prune", "prune4",
+// "prune4rel" (4-bit codes, 2-bit relative indices in the file).
 Cnn WriteCnnRun(const fs::path& dir, const std::string& kind, int p_conv = 2, int p_fc = 8) {
   Cnn m;
   if (kind == "circulant") {
     m.conv = CirculantLayer(dir, "conv1", 6, 2, 9, {3, 3}, p_conv, 1);
     m.fc1 = CirculantLayer(dir, "fc1", 20, 54, 1, {}, p_fc, 2);
   } else {
-    const int bits = kind == "prune4" ? 4 : 0;
-    m.conv = PrunedLayer(dir, "conv1", 6, 2 * 9, 0.4, bits, 3);
-    m.fc1 = PrunedLayer(dir, "fc1", 20, 54, 0.2, bits, 4);
+    const int bits = kind == "prune4" || kind == "prune4rel" ? 4 : 0, index = kind == "prune4rel" ? 2 : 0;
+    m.conv = PrunedLayer(dir, "conv1", 6, 2 * 9, 0.4, bits, 3, index);
+    m.fc1 = PrunedLayer(dir, "fc1", 20, 54, 0.2, bits, 4, index);
   }
   m.conv_b = Randn(6, 5, 0.1f);
   m.fc1_b = Randn(20, 6, 0.1f);
@@ -281,7 +285,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ExportCase{"circulant", 8, 4, "BlockCirculantConv", "BlockCirculantMatMul"},
                       ExportCase{"circulant", 4, 16, "BlockCirculantConv", "BlockCirculantMatMul"},
                       ExportCase{"prune", 1, 1, "SparseConv", "SparseMatMul"},
-                      ExportCase{"prune4", 1, 1, "SparseConv", "SparseMatMul"}),
+                      ExportCase{"prune4", 1, 1, "SparseConv", "SparseMatMul"},
+                      ExportCase{"prune4rel", 1, 1, "RelativeSparseConv", "RelativeSparseMatMul"}),
     [](const auto& info) {
       return info.param.kind + "_p" + std::to_string(info.param.p_conv) + "_" + std::to_string(info.param.p_fc);
     });
@@ -362,6 +367,23 @@ TEST(CompressedCompress, PruneWithSharingAndPortable) {
     for (int64_t batch : {1, 64}) {
       std::vector<float> x = Randn(batch * 72, 12);
       ExpectNear(RunModel(b, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6}), spec);
+    }
+  }
+  // The same projection with 3-bit relative indices: the same outputs from
+  // fewer bytes (row lengths 20 x 6 bits, codes 270 x 4 bits, the gaps: at
+  // most 2 entries per kept weight here, of 3 bits).
+  {
+    CompressOptions o;
+    o.spec = "prune:density=0.25:bits=4:index=3";
+    ExportReport r = CompressOnnx((dir / "dense.onnx").string(), (dir / "r.onnx").string(), o);
+    EXPECT_EQ(r.layers[1].op, "RelativeSparseMatMul");
+    EXPECT_EQ(r.layers[1].method, "prune:density=0.25:bits=4:index=3");
+    EXPECT_GE(r.layers[1].stored_bytes, 15 + 135 + (270 * 3 + 7) / 8 + 16 * 4);
+    EXPECT_LT(r.layers[1].stored_bytes, 15 + 135 + (2 * 270 * 3 + 7) / 8 + 16 * 4);
+    Model a = Model::Load((dir / "c.onnx").string()), c = Model::Load((dir / "r.onnx").string());
+    for (int64_t batch : {1, 64}) {
+      std::vector<float> x = Randn(batch * 72, 13);
+      ExpectNear(RunModel(a, x, {batch, 2, 6, 6}), RunModel(c, x, {batch, 2, 6, 6}), o.spec);
     }
   }
   // Circulant projection of a random dense fc2 loses energy, as it must.

@@ -169,7 +169,8 @@ TEST_P(OnnxFineTuneForward, TorchGraphEqualsRuntime) {
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, OnnxFineTuneForward,
                          ::testing::Values("", "permdiag:p=4", "permdiag:p=4,offsets=column", "circulant:p=4",
-                                           "prune:density=0.3", "prune:density=0.3,bits=4"),
+                                           "prune:density=0.3", "prune:density=0.3,bits=4",
+                                           "prune:density=0.3,bits=4,index=3"),
                          [](const auto& info) {
                            std::string s = info.param.empty() ? std::string("dense") : info.param;
                            for (char& c : s)
@@ -261,8 +262,12 @@ TEST_P(OnnxFineTuneTrain, LowersLossKeepsStructure) {
   EXPECT_TRUE(testing::AllNear<float>(RunRuntime(out, x, shape), TorchForwardOnnx(out, x, shape), 1e-4));
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, OnnxFineTuneTrain, ::testing::Values("permdiag:p=4", "prune:density=0.3,bits=4"),
-                         [](const auto& info) { return info.param.substr(0, info.param.find(':')); });
+INSTANTIATE_TEST_SUITE_P(Kinds, OnnxFineTuneTrain,
+                         ::testing::Values("permdiag:p=4", "prune:density=0.3,bits=4", "prune:density=0.3,bits=4,index=3"),
+                         [](const auto& info) {
+                           const std::string& s = info.param;
+                           return s.substr(0, s.find(':')) + (s.find("index") != std::string::npos ? "_relative" : "");
+                         });
 
 TEST(OnnxFineTuneErrors, UnsupportedOperatorNamesNodeAndOp) {
   const fs::path dir = TempDir();

@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,8 @@
 #include "permdnn/core/npy.h"
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/kernels/permdiag.h"
+#include "permdnn/runtime/export.h"
+#include "permdnn/runtime/model.h"
 #include "tests/train/synthetic_run.h"
 
 namespace permdnn::train {
@@ -414,6 +417,35 @@ TEST(Trainer, CirculantAndPrunedRunsFollowTheContract) {
     }
     EXPECT_EQ(summary["model_bytes"].get<int64_t>(), total);
   }
+}
+
+// index=R: the run directory keeps csr-codebook arrays, the export writes
+// csr-relative, and the summary counts what the file stores (the packed
+// row lengths, gaps and codes of the mask's pattern), smaller than the
+// int32 indices of the same run without index.
+TEST(Trainer, RelativeIndexBytesAreTheExportedFile) {
+  std::ostringstream log;
+  int64_t bytes[2] = {0, 0};
+  for (int index : {0, 3}) {
+    const std::string spec = std::string("fc1=prune:density=0.2,bits=3") + (index ? ",index=3" : "");
+    TrainOptions o = Synthetic(FreshDir(fmt::format("prune_rel{}", index)), "tiny", spec);
+    Train(o, log);
+    auto summary = nlohmann::json::parse(ReadFile(o.out_dir + "/summary.json"));
+    const runtime::ExportReport rep = runtime::ExportRun(o.out_dir, o.out_dir + "/m.onnx");
+    int64_t exported = -1;
+    for (const auto& l : rep.layers)
+      if (l.name == "fc1") {
+        exported = l.stored_bytes;
+        EXPECT_EQ(l.op, index ? "RelativeSparseMatMul" : "SparseMatMul");
+      }
+    for (const auto& l : summary["layers"])
+      if (l["name"] == "fc1") bytes[index ? 1 : 0] = l["bytes"].get<int64_t>();
+    EXPECT_EQ(bytes[index ? 1 : 0], exported) << spec;
+    // The file loads in the runtime with its compressed node.
+    runtime::Model m = runtime::Model::Load(o.out_dir + "/m.onnx");
+    EXPECT_GT(m.Summary().compressed_nodes, 0);
+  }
+  EXPECT_LT(bytes[1], bytes[0] / 2);
 }
 
 TEST(Trainer, PrunedRunResumesIdentically) {
