@@ -89,7 +89,7 @@ stream_a() {
     train_run lenet5-gradual-d0333 --model lenet5 --compress prune:density=0.0333 --epochs 6 --lr 5e-4 \
       --from "$RUNS/lenet5-dense"
   fi
-  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 3
+  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-admm-pq; then
     admm_run lenet5caffe-admm-pq --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 6 --admm-epochs 4 \
       "${LENET5CAFFE_ADMM[@]}" --from "$RUNS/lenet5caffe-dense"

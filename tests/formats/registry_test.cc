@@ -66,6 +66,20 @@ class MemorySource : public NodeSource {
   std::map<int, Stored> arrays_;
 };
 
+// What ReadNode (as the row of `read_as`) throws for w as WriteNode writes
+// it, changed by mutate(MemorySource&); "" when it reads.
+template <typename Mutate>
+std::string ReadError(Kind read_as, const Weights& w, Mutate&& mutate) {
+  MemorySource src(WriteNode(w));
+  mutate(src);
+  try {
+    ReadNode(Format(read_as), false, src);
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::string();
+}
+
 double Energy(std::span<const float> v) {
   double e = 0;
   for (float x : v) e += double(x) * x;
@@ -301,16 +315,7 @@ TEST(FormatRegistry, MixedOffsetLayoutsAreRejected) {
                                 MethodFor(Kind::kPermDiag, 4)).weights;
   const Weights column = Project(Format(Kind::kPermDiagColumn), RandomVector(96, 1.0, 5), g,
                                  MethodFor(Kind::kPermDiagColumn, 4)).weights;
-  auto error = [&](Kind read_as, const Weights& w, auto&& mutate) {
-    MemorySource src(WriteNode(w));
-    mutate(src);
-    try {
-      ReadNode(Format(read_as), false, src);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error = [&](Kind read_as, const Weights& w, auto&& mutate) { return ReadError(read_as, w, mutate); };
   // [mb, nb] offsets under offset_layout="column".
   std::string e = error(Kind::kPermDiagColumn, block, [](MemorySource& s) { s.attrs().SetString("offset_layout", "column"); });
   EXPECT_NE(e.find("node 'n' (test): offsets 'offsets' has shape [2, 3], but offset_layout=\"column\" stores one "
@@ -342,16 +347,7 @@ TEST(FormatRegistry, BadArraysNameTheNodeAndTheField) {
   const FormatTraits& f = Format(Kind::kPermDiag);
   Geometry g{8, 8, {}, 4};
   const Weights w = Project(f, RandomVector(64, 1.0, 1), g, MethodFor(Kind::kPermDiag, 4)).weights;
-  auto error = [&](auto&& mutate) {
-    MemorySource src(WriteNode(w));
-    mutate(src);
-    try {
-      ReadNode(f, false, src);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error = [&](auto&& mutate) { return ReadError(f.kind, w, mutate); };
   std::string e = error([](MemorySource& s) { s.ints(2)[3] = 4; });
   EXPECT_NE(e.find("node 'n'"), std::string::npos) << e;
   EXPECT_NE(e.find("offsets 'offsets': block (1, 1) has offset 4, must be in [0, p=4)"), std::string::npos) << e;
@@ -435,16 +431,7 @@ TEST(FormatRegistry, BadRelativeIndicesNameTheNodeAndTheField) {
   w.codes = {0, 1, 2};
   w.codebook = {-1, 0.5f, 1};  // 2-bit codes
   const FormatTraits& f = Format(Kind::kCsrRelative);
-  auto error = [&](auto&& mutate) {
-    MemorySource src(WriteNode(w));
-    mutate(src);
-    try {
-      ReadNode(f, false, src);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error = [&](auto&& mutate) { return ReadError(f.kind, w, mutate); };
   EXPECT_EQ(error([](MemorySource&) {}), "");
   // row_len: 4 bits per row (10 columns) -> one byte, rows 4 and 2 entries.
   std::string e = error([](MemorySource& s) { s.ints(2)[0] = 0xFF; });  // gaps 1,3,3,3: row 0 ends with a pad

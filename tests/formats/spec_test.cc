@@ -8,6 +8,16 @@
 namespace permdnn::formats {
 namespace {
 
+// The error CompressSpec::Parse throws for `text`, or "accepted".
+std::string message(const char* text) {
+  try {
+    CompressSpec::Parse(text);
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::string("accepted");
+}
+
 TEST(CompressSpec, GlobalMethod) {
   CompressSpec s = CompressSpec::Parse("permdiag:p=8");
   ASSERT_TRUE(s.global);
@@ -96,14 +106,6 @@ TEST(CompressSpec, PruneBitsBothForms) {
 }
 
 TEST(CompressSpec, PruneBitsErrors) {
-  auto message = [](const char* text) {
-    try {
-      CompressSpec::Parse(text);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   for (const char* bad : {"prune:density=0.1,bits=0", "prune:density=0.1:bits=9", "prune:density=0.1,bits=2.5",
                           "prune:density=0.1:bits=x", "prune:density=0.1:bits="}) {
     std::string m = message(bad);
@@ -129,14 +131,6 @@ TEST(CompressSpec, PruneRelativeIndex) {
     EXPECT_EQ(ParseLayerCompression(c.ToString()), c) << text;
   }
   EXPECT_EQ(ParseLayerCompression("prune:density=0.05:bits=4").index_bits, 0);
-  auto message = [](const char* text) {
-    try {
-      CompressSpec::Parse(text);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   EXPECT_NE(message("prune:density=0.1:index=5").find("index=5 in 'prune:density=0.1:index=5' needs bits=B"),
             std::string::npos);
   for (const char* bad : {"prune:density=0.1:bits=4:index=1", "prune:density=0.1:bits=4:index=9",
@@ -161,14 +155,6 @@ TEST(CompressSpec, ColumnOffsets) {
   EXPECT_FALSE(s.layers.at("fc2").column_offsets);
   EXPECT_FALSE(CompressSpec::Parse("permdiag:p=8,offsets=block").global->column_offsets);
   EXPECT_EQ(CompressSpec::Parse("permdiag:p=8,offsets=block").ToString(), "permdiag:p=8");
-  auto message = [](const char* text) {
-    try {
-      CompressSpec::Parse(text);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   EXPECT_NE(message("permdiag:p=8,offsets=diagonal").find("offsets=diagonal in 'permdiag:p=8:offsets=diagonal' must "
                                                           "be 'block'"), std::string::npos)
       << message("permdiag:p=8,offsets=diagonal");
