@@ -315,27 +315,70 @@ class AdmmPhase : public TrainHooks {
 };
 
 // Phase 2: hard projection of the pruned layers, then retraining with the
-// masks (and codebooks) fixed.
+// masks fixed. A quantized layer (bits) first retrains its kept weights in
+// float; at the sharing step of prune_layers.h's schedule (3/4 of the
+// phase's steps) they go to the fitted levels ±i·q (the ADMM projection)
+// and only the codebook fine-tunes: ADMM-NN's "retrain, then project all",
+// and the quantization schedule of the gradual runs (projecting at the start
+// of the phase left a 16-level layer nothing but its codebook to retrain).
 class RetrainPhase : public TrainHooks {
- public:
-  std::string AfterConvert(Net& net) override {
-    std::string log;
+  struct Target {
+    std::string name;
+    double density;  // the SPEC's
+    std::shared_ptr<PrunedLayerImpl> layer;
+  };
+  // The pruned layers of the target.
+  static std::vector<Target> Pruned(Net& net) {
+    std::vector<Target> out;
     for (const LayerInfo& l : net->layers()) {
       if (l.compress.kind != CompressKind::kPrune) continue;
       auto pruned = std::dynamic_pointer_cast<PrunedLayerImpl>(net->named_children()[l.name]);
       PERMDNN_CHECK(pruned != nullptr, "ADMM: layer '{}' is not a pruned layer", l.name);
-      pruned->Prune(l.compress.density);
-      log += fmt::format("  {:<8} hard-pruned to density {:.4f}", l.name, pruned->density());
-      if (l.compress.bits > 0) {
-        pruned->Share(/*fitted_levels=*/true);
-        log += fmt::format(", quantized to {} levels ±i·q, q = {:.6g}", int64_t{1} << l.compress.bits,
-                           pruned->codebook[int64_t{1} << (l.compress.bits - 1)].item<double>());
-      }
+      out.push_back({l.name, l.compress.density, std::move(pruned)});
+    }
+    return out;
+  }
+
+ public:
+  explicit RetrainPhase(int epochs) : epochs_(epochs) {}
+  void Attach(Net& /*net*/, int64_t batches_per_epoch) override { total_steps_ = epochs_ * batches_per_epoch; }
+  std::string AfterConvert(Net& net) override {
+    std::string log;
+    for (const auto& [name, density, pruned] : Pruned(net)) {
+      pruned->Prune(density);
+      log += fmt::format("  {:<8} hard-pruned to density {:.4f}", name, pruned->density());
+      if (pruned->bits > 0)
+        log += fmt::format(", float retraining, then {} levels at step {}", int64_t{1} << pruned->bits,
+                           PruneSchedule{total_steps_}.share_step());
       log += "\n";
     }
     return log;
   }
+  void Started(Net& net, bool /*resumed*/) override {
+    shared_ = true;
+    for (const Target& t : Pruned(net)) shared_ = shared_ && (t.layer->bits == 0 || t.layer->is_shared());
+  }
+  std::string AfterStep(Net& net, int64_t step, double /*loss*/, const std::function<double()>& /*acc*/) override {
+    if (shared_ || step < PruneSchedule{total_steps_}.share_step()) return "";
+    std::string log;
+    for (const auto& [name, density, pr] : Pruned(net)) {
+      if (pr->bits == 0 || pr->is_shared()) continue;
+      pr->Share(/*fitted_levels=*/true);
+      log += fmt::format("  step {}: {} quantized to {} levels ±i·q, q = {:.6g}, fine-tuning the codebook\n", step,
+                         name, int64_t{1} << pr->bits,
+                         pr->codebook[int64_t{1} << (pr->bits - 1)].item<double>());
+    }
+    shared_ = true;
+    return log;
+  }
   bool UseCompressionSchedule() const override { return false; }
+  // Only a quantized model is the one asked for.
+  bool FinalForm() const override { return shared_; }
+
+ private:
+  int epochs_;
+  int64_t total_steps_ = 0;
+  bool shared_ = false;
 };
 
 }  // namespace
@@ -371,7 +414,7 @@ TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
   if (o.stop_after_batches >= 0) p2.stop_after_batches = std::max<int64_t>(0, o.stop_after_batches - trained);
   log << fmt::format("hard projection onto {}, then {} epochs of retraining with the structure fixed\n", o.compress,
                      p2.epochs);
-  RetrainPhase hooks2;
+  RetrainPhase hooks2(p2.epochs);
   TrainResult r2 = TrainWithHooks(p2, log, &hooks2);
   if (r2.interrupted) return r2;
 

@@ -152,6 +152,8 @@ TEST(TrainAdmm, PrunesAndQuantizesWithRecordedRounds) {
   EXPECT_EQ(pruned, 2);  // fc1, fc2 (fc3 is the dense edge layer)
   EXPECT_GT(r.final_accuracy, 0.5) << log.str();
   EXPECT_NE(log.str().find("hard-pruned to density"), std::string::npos);
+  // Float retraining first, the levels at 3/4 of the 2 retraining epochs.
+  EXPECT_NE(log.str().find("fc1 quantized to 8 levels"), std::string::npos) << log.str();
 }
 
 TEST(TrainAdmm, ConvOntoPermDiagAndCirculant) {
