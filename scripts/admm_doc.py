@@ -214,7 +214,8 @@ else:
 L.append("")
 L.append("Before the relative format (stop 27 and earlier), 100× in the int32-index CSR left room for about 2,400 "
          "kept weights in all (fc1 at density 0.0025, conv2 0.04): that ADMM run reached 72.50% at 101.96×. With "
-         "relative indices a kept weight costs 1.1-1.5 bytes instead of 5, so the same 100× keeps about 8,000.")
+         "relative indices a kept weight costs 0.9-1.5 bytes (gap, padding and code; the table above) instead of 5, so "
+         "the same 100× keeps about 8,000.")
 L.append("")
 
 L.append("## Structure: ADMM → permdiag on `cnn` vs projection + fine-tuning (same dense start, same epochs)")
