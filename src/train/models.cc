@@ -243,6 +243,24 @@ torch::Tensor LoadTensor(const RunSource& src, const std::string& layer, const s
   return torch::from_blob(v.data(), shape, torch::kFloat).clone();
 }
 
+// The CSR pattern of a 0/1 mask (rows = dim 0, columns = the rest in C order).
+CsrPattern MaskPattern(const torch::Tensor& mask_t) {
+  torch::NoGradGuard no_grad;
+  const int64_t rows = mask_t.size(0), cols = mask_t.numel() / rows;
+  PERMDNN_CHECK(mask_t.numel() < (int64_t{1} << 31), "a mask of {} weights is too large for int32 CSR indices",
+                mask_t.numel());
+  const torch::Tensor mask = mask_t.to(torch::kCPU).contiguous();
+  const float* m = mask.data_ptr<float>();
+  CsrPattern p;
+  p.row_ptr.push_back(0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      if (m[r * cols + c] != 0.0f) p.col_idx.push_back(static_cast<int32_t>(c));
+    p.row_ptr.push_back(static_cast<int32_t>(p.col_idx.size()));
+  }
+  return p;
+}
+
 // The CSR arrays of a masked weight (mask and w of one shape, rows = dim 0);
 // with a shared PrunedLayer `shared`, codes + codebook instead of values.
 void WriteCsr(const std::string& dir, const std::string& name, const torch::Tensor& mask_t, const torch::Tensor& w_t,
@@ -250,27 +268,24 @@ void WriteCsr(const std::string& dir, const std::string& name, const torch::Tens
   torch::NoGradGuard no_grad;
   const int64_t rows = mask_t.size(0), cols = mask_t.numel() / rows;
   PERMDNN_CHECK(mask_t.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
-  torch::Tensor mask = mask_t.contiguous(), w = w_t.contiguous();
+  const CsrPattern pattern = MaskPattern(mask_t);
+  const std::vector<int32_t>& row_ptr = pattern.row_ptr;
+  const std::vector<int32_t>& col_idx = pattern.col_idx;
+  torch::Tensor w = w_t.contiguous();
   torch::Tensor codes = shared ? shared->codes.contiguous() : torch::Tensor();
-  const float* m = mask.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const int64_t* cp = shared ? codes.data_ptr<int64_t>() : nullptr;
-  std::vector<int32_t> row_ptr{0}, col_idx;
   std::vector<float> values;
   std::vector<uint8_t> code_values;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t k = r * cols + c;
-      if (m[k] == 0.0f) continue;
-      col_idx.push_back(static_cast<int32_t>(c));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; ++e) {
+      const int64_t k = r * cols + col_idx[e];
       if (cp) {
         code_values.push_back(static_cast<uint8_t>(cp[k]));
       } else {
         values.push_back(wp[k]);
       }
     }
-    row_ptr.push_back(static_cast<int32_t>(col_idx.size()));
-  }
   const int64_t nnz = static_cast<int64_t>(col_idx.size());
   auto file = [&](const std::string& key) { return fmt::format("tensors/{}.{}{}.npy", name, prefix, key); };
   WriteNpy<int32_t>(dir + "/" + file("row_ptr"), row_ptr, {rows + 1});
@@ -510,15 +525,9 @@ StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias, 
     w.g = g;
     w.index_bits = i.compress.index_bits;
     w.codebook.resize(std::size_t{1} << i.compress.bits);
-    const torch::Tensor m = mask.reshape({g.out, -1}).to(torch::kCPU).contiguous();
-    const float* mp = m.data_ptr<float>();
-    const int64_t cols = m.size(1);
-    w.row_ptr.push_back(0);
-    for (int64_t r = 0; r < g.out; ++r) {
-      for (int64_t c = 0; c < cols; ++c)
-        if (mp[r * cols + c] != 0.0f) w.col_idx.push_back(static_cast<int32_t>(c));
-      w.row_ptr.push_back(static_cast<int32_t>(w.col_idx.size()));
-    }
+    CsrPattern pattern = MaskPattern(mask.reshape({g.out, -1}));
+    w.row_ptr = std::move(pattern.row_ptr);
+    w.col_idx = std::move(pattern.col_idx);
     w.codes.resize(w.col_idx.size());
     if (has_bias) w.bias.resize(static_cast<std::size_t>(g.out));
     const formats::Storage st = formats::StoredSize(w);

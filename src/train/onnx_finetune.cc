@@ -268,6 +268,33 @@ class TorchGraph {
     return it->second;
   }
 
+  // A csr-relative node's packed streams (formats/sparse_matrix.h) as
+  // int64 row_ptr, col_idx and codes, decoded once per node: they are
+  // constants, only the codebook trains.
+  struct RelativeCsr {
+    torch::Tensor row_ptr, col, codes;
+  };
+  template <typename Array>
+  const RelativeCsr& Relative(const TorchNode& n, Array&& array) const {
+    auto it = relative_.find(n.where);
+    if (it != relative_.end()) return it->second;
+    auto bytes = [&](const char* name) {
+      const torch::Tensor t = array(name).to(torch::kLong).contiguous();
+      return std::vector<uint8_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    };
+    const formats::Geometry& g = n.geometry;
+    const CsrPattern pat = DecodeRelative(bytes("row_len"), bytes("gaps"), g.out, g.in * g.taps(),
+                                          static_cast<int>(n.Int("index_bits", 0)), n.where);
+    const std::vector<uint8_t> packed = bytes("codes");
+    const int code_bits = CodeBits(array("codebook").numel());
+    std::vector<int64_t> codes(pat.col_idx.size());
+    for (std::size_t e = 0; e < codes.size(); ++e) codes[e] = UnpackBits(packed, static_cast<int64_t>(e), code_bits);
+    RelativeCsr r{torch::tensor(std::vector<int64_t>(pat.row_ptr.begin(), pat.row_ptr.end()), torch::kLong),
+                  torch::tensor(std::vector<int64_t>(pat.col_idx.begin(), pat.col_idx.end()), torch::kLong),
+                  torch::tensor(codes, torch::kLong)};
+    return relative_.emplace(n.where, std::move(r)).first->second;
+  }
+
   template <typename Get>
   torch::Tensor Run(const TorchNode& n, Get&& in) const {
     const std::string& op = n.op;
@@ -415,21 +442,11 @@ class TorchGraph {
       case formats::Kind::kCsrRelative: {
         const bool shared = n.format->kind != formats::Kind::kCsr;
         torch::Tensor row_ptr, col, codes;
-        if (n.format->kind == formats::Kind::kCsrRelative) {  // the packed streams decoded (formats/sparse_matrix.h)
-          auto bytes = [&](const char* name) {
-            const torch::Tensor t = array(name).to(torch::kLong).contiguous();
-            return std::vector<uint8_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-          };
-          const int index_bits = static_cast<int>(n.Int("index_bits", 0));
-          const CsrPattern pat =
-              DecodeRelative(bytes("row_len"), bytes("gaps"), g.out, g.in * g.taps(), index_bits, n.where);
-          row_ptr = torch::tensor(std::vector<int64_t>(pat.row_ptr.begin(), pat.row_ptr.end()), torch::kLong);
-          col = torch::tensor(std::vector<int64_t>(pat.col_idx.begin(), pat.col_idx.end()), torch::kLong);
-          const std::vector<uint8_t> packed = bytes("codes");
-          const int code_bits = CodeBits(array("codebook").numel());
-          std::vector<int64_t> c(pat.col_idx.size());
-          for (std::size_t e = 0; e < c.size(); ++e) c[e] = UnpackBits(packed, static_cast<int64_t>(e), code_bits);
-          codes = torch::tensor(c, torch::kLong);
+        if (n.format->kind == formats::Kind::kCsrRelative) {
+          const RelativeCsr& r = Relative(n, array);
+          row_ptr = r.row_ptr;
+          col = r.col;
+          codes = r.codes;
         } else {
           row_ptr = array("row_ptr");
           col = array("col_idx");
@@ -464,6 +481,7 @@ class TorchGraph {
   std::map<std::string, torch::Tensor> values_;  // initializers (float or int64)
   std::map<std::string, bool> float_init_;
   mutable std::map<std::string, torch::Tensor> offsets16_;
+  mutable std::map<std::string, RelativeCsr> relative_;  // by node (Relative)
   std::set<std::string> trainable_;
   std::set<std::string> running_;  // BatchNormalization mean / var, updated in training mode
   mutable bool training_ = false;
