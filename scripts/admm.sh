@@ -6,6 +6,9 @@
 #
 #   scripts/admm.sh              run what is missing (two runs at a time), then write the doc
 #   scripts/admm.sh --doc-only   only regenerate docs/admm.md (and docs/admm-convergence.svg)
+#   STREAMS="lc" scripts/admm.sh  some streams only (a: mlp, lenet5 and lenet5caffe pruning + quantization;
+#                                 b: cnn permdiag; lc: lenet5caffe pruning; pq: lenet5caffe pruning +
+#                                 quantization near 100x; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -21,6 +24,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
+STREAMS=${STREAMS:-a b lc pq}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -35,6 +39,10 @@ LENET5_ADMM=(--method admm --lr 5e-4 --rho 5e-2 --rho-mult 1.3 --admm-iter 94)
 # Pruning + quantization with Deep Compression's relative indices (the
 # csr-relative format: index=R bits per gap, sized to each layer's density).
 LENET5CAFFE_SPEC="conv1=prune:density=0.2:bits=4:index=3,conv2=prune:density=0.06:bits=4:index=5,fc1=prune:density=0.015:bits=4:index=7,fc2=prune:density=0.1:bits=4:index=4"
+# Two more per-layer budgets near 100x (more weights in conv1/conv2 than the
+# 116x SPEC above; gradual pruning and sharing, 30 epochs from the same dense run).
+LENET5CAFFE_SPEC_B="conv1=prune:density=0.3:bits=4:index=3,conv2=prune:density=0.07:bits=4:index=5,fc1=prune:density=0.017:bits=4:index=7,fc2=prune:density=0.1:bits=4:index=4"
+LENET5CAFFE_SPEC_C="conv1=prune:density=0.4:bits=4:index=2,conv2=prune:density=0.08:bits=4:index=4,fc1=prune:density=0.016:bits=4:index=7,fc2=prune:density=0.1:bits=4:index=4"
 # ADMM: three rho schedules (the smallest did best: the rounds' penalty costs
 # less accuracy before the projection).
 LENET5CAFFE_ADMM=(--method admm --lr 5e-4 --admm-iter 235)
@@ -126,6 +134,37 @@ stream_b() {
   fi
 }
 
+# Caffe's LeNet-5 (the issue's lenet5 shape): ADMM vs gradual pruning at
+# densities 0.05 and 0.0333 (the global SPEC: conv2 and fc1), 10 epochs from
+# the 12-epoch dense run (ADMM 5 + 5), the rho of the pruning + quantization
+# runs that did best (2e-3 x1.2, rounds every half epoch).
+LC_ADMM=(--method admm --lr 5e-4 --rho 2e-3 --rho-mult 1.2 --admm-iter 235)
+stream_lc() {
+  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
+  if need_run lenet5caffe-dense lenet5caffe-pruning; then
+    local d
+    for d in 05 0333; do
+      admm_run "lenet5caffe-admm-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+        --admm-epochs 5 "${LC_ADMM[@]}" --from "$RUNS/lenet5caffe-dense"
+      train_run "lenet5caffe-gradual-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+        --lr 5e-4 --from "$RUNS/lenet5caffe-dense"
+    done
+  fi
+}
+
+stream_pq() {  # lenet5caffe pruning + quantization at the two budgets near 100x
+  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
+  if need_run lenet5caffe-dense lenet5caffe-pq; then
+    local v
+    for v in B C; do
+      local -n spec="LENET5CAFFE_SPEC_$v"
+      train_run "lenet5caffe-gradual-pq$v" --model lenet5caffe --compress "$spec" --epochs 30 --lr 5e-4 \
+        --from "$RUNS/lenet5caffe-dense"
+      runtime_check "lenet5caffe-gradual-pq$v"
+    done
+  fi
+}
+
 # The break-even density of every pruned layer of the models above (its
 # own matrix; a conv as its im2col matrix over its output pixels), on this
 # CPU and on the simulator's EIE against its dense twin:
@@ -150,11 +189,12 @@ break_even() {
 if [[ "${1:-}" != "--doc-only" ]]; then
   [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
   break_even  # before the trainings: a quieter machine
-  stream_a &
-  a=$!
-  stream_b &
-  b=$!
-  wait $a $b
+  pids=()
+  for s in $STREAMS; do
+    "stream_$s" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
 fi
 
 python3 scripts/admm_doc.py "$RESULTS" "$DOC" "$0"

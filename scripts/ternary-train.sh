@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, alpha, resfull)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, alpha, resfull, resfull6)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -48,6 +48,7 @@ RES_LIMIT=(--limit-train 10000)
 RES_FT=(--model resnet --width 16 --epochs 1 --lr 5e-4 "${RES_LIMIT[@]}")
 RES3_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4 "${RES_LIMIT[@]}")
 RESF_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4)  # all 60,000 training images
+RESF6_FT=(--model resnet --width 16 --epochs 6 --lr 5e-4)  # the same, twice the fine-tuning
 G=16      # group_ch (the authors' CIFAR ResNet-20 value)
 D=0.5     # fraction of groups kept
 
@@ -118,6 +119,16 @@ stream_resfull() {  # resnet on the full training set: dense 3 epochs, then WPC 
     tern_run resnet-full-wpc-e3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RESF_FT[@]}" \
       --from "$RUNS/resnet-full-dense" &
     tern_run resnet-full-lasso-e3 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RESF_FT[@]}" \
+      --from "$RUNS/resnet-full-dense"
+    wait
+  fi
+}
+
+stream_resfull6() {  # resnet-full: WPC and plain lasso with 6 epochs each from the same dense run, in parallel
+  if need_run resnet-full-dense resnet-full-wpc-e6; then
+    tern_run resnet-full-wpc-e6 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RESF6_FT[@]}" \
+      --from "$RUNS/resnet-full-dense" &
+    tern_run resnet-full-lasso-e6 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RESF6_FT[@]}" \
       --from "$RUNS/resnet-full-dense"
     wait
   fi

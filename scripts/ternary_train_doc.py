@@ -23,10 +23,12 @@ ROWS = [
     ("ternary", "ternary alone (all groups kept)"),
     ("wpc-e3", "group pruning + ternary, WPC (θ = 0.7 × mean), 3 epochs"),
     ("lasso-e3", "group pruning + ternary, plain group lasso, 3 epochs"),
+    ("wpc-e6", "group pruning + ternary, WPC (θ = 0.7 × mean), 6 epochs"),
+    ("lasso-e6", "group pruning + ternary, plain group lasso, 6 epochs"),
     ("wpc-alpha", "group pruning + ternary, WPC (θ = 0.7 × mean), one α per layer (`alpha=layer`)"),
 ]
 # Rows of other budgets or choices: listed only when run.
-OPTIONAL = ("-e3", "-alpha")
+OPTIONAL = ("-e3", "-e6", "-alpha")
 TARGET = {"mlp": 1.0, "cnn": 1.5, "resnet": 1.5, "resnet-full": 1.5}
 
 
@@ -109,7 +111,7 @@ def main():
               f"{s['model_bytes']:,} | {s['compression']:.2f}x | {rt} | {s['train_seconds']:.0f} |")
         w("")
         by_key = {k: r for k, _, r in rows}
-        for wk, lk in (("wpc", "lasso"), ("wpc-e3", "lasso-e3")):
+        for wk, lk in (("wpc", "lasso"), ("wpc-e3", "lasso-e3"), ("wpc-e6", "lasso-e6")):
             wpc, lasso = by_key.get(wk), by_key.get(lk)
             if not (dense and wpc):
                 continue
