@@ -112,14 +112,26 @@ L.append("| model | SPEC | method (epochs) | test acc | drop | model bytes | com
 L.append("|---|---|---|---|---|---|---|---|---|")
 pairs = []
 by = {}
-for model, dense_ep, dens in [("mlp", 12, ["05", "0333"]), ("lenet5", 10, ["05", "0333"])]:
+def admm_ep(name, default):
+    s = load(name)
+    return f"{s['admm']['epochs']}+{s['admm']['retrain_epochs']} ep" if s and s.get("admm") else default
+
+
+def plain_ep(name, default):
+    s = load(name)
+    return f"{s['epochs']} ep" if s else default
+
+
+PRUNE_MODELS = [("mlp", 12, ["05", "0333"]), ("lenet5", 10, ["05", "0333"]), ("lenet5caffe", 12, ["05", "0333"])]
+for model, dense_ep, dens in PRUNE_MODELS:
     base = load(f"{model}-dense")
     r, _ = row(model, "dense", f"{model}-dense", "scratch", None, f"{dense_ep} ep")
     L.append(r)
     for d in dens:
-        ep = "4+2 ep" if (model, d) == ("lenet5", "0333") else "3+3 ep"
-        ra, sa = row(model, f"prune:density=0.{d}", f"{model}-admm-d{d}", "ADMM", base, ep)
-        rg, sg = row(model, f"prune:density=0.{d}", f"{model}-gradual-d{d}", "gradual", base, "6 ep")
+        ra, sa = row(model, f"prune:density=0.{d}", f"{model}-admm-d{d}", "ADMM", base,
+                     admm_ep(f"{model}-admm-d{d}", "3+3 ep"))
+        rg, sg = row(model, f"prune:density=0.{d}", f"{model}-gradual-d{d}", "gradual", base,
+                     plain_ep(f"{model}-gradual-d{d}", "6 ep"))
         L.append(ra)
         L.append(rg)
         pairs.append((model, d, sa, sg))
@@ -130,7 +142,7 @@ L.append("Target (issue 19): at the same accuracy (within 0.3 points) ≥ 1.5× 
          "weights) against gradual pruning at 0.05 (the whole-model ratio is a little under 1.5× because the dense "
          "edge layers, biases and row pointers do not shrink):")
 L.append("")
-for model in ["mlp", "lenet5"]:
+for model, _, _ in PRUNE_MODELS:
     sa, sg = by.get((model, "0333"), (None, None))[0], by.get((model, "05"), (None, None))[1]
     if sa is None or sg is None:
         L.append(f"- {model}: not run yet.")

@@ -58,6 +58,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/ternary_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/aligned_allocator.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -110,6 +111,20 @@ void TernaryRowsImpl(const TernaryPack* w, const float* x, const float* bias, fl
   }
 }
 
+// Whether a strip of `rows` rows of `width` floats, `stride` floats apart,
+// crowds into a few sets of a 64-set L1 with 64-byte lines: some set gets
+// more than twice the lines an even spread would give it (a stride of 12544
+// floats touches 16 of the 64 sets: 4x).
+bool StripCrowdsL1(int64_t rows, int64_t stride, int64_t width) {
+  constexpr int64_t kSets = 64, kLine = 16;  // floats per line
+  int64_t count[kSets] = {};
+  const int64_t lines = (width + kLine - 1) / kLine, even = (rows * lines + kSets - 1) / kSets;
+  for (int64_t k = 0; k < rows; ++k)
+    for (int64_t j = 0; j < lines; ++j)
+      if (++count[((k * stride) / kLine + j) % kSets] > 2 * even) return true;
+  return false;
+}
+
 void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, const float* bias, float* y,
                            int64_t r0, int64_t r1) {
   const hn::ScalableTag<float> d;
@@ -118,26 +133,92 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
   const float* scale = w->matrix.scale().data();
   // Batch tiles outside, rows inside: every row of the slice reads the same
   // 4N-column strip of X, which then stays in L1/L2 across the rows
-  // (row-outer re-read the whole of X from L3 for every row).
+  // (row-outer re-read the whole of X from L3 for every row). The strip is
+  // first copied to a contiguous buffer: X's rows are `batch` floats apart,
+  // and at a batch of 12544 (a 28x28 conv at B=16) that stride maps a strip
+  // of 144 rows onto 16 of L1's 64 sets, which then miss on every row.
+  // Where the strip spreads over the sets (most batches) the copy costs
+  // more than it saves, so it is made only when some set would hold more
+  // lines than L1's ways (StripCrowdsL1).
+  const int64_t K = w->cols(), TW = 4 * N;
+  const bool pack = batch >= TW && StripCrowdsL1(K, batch, TW);
+  static thread_local hwy::AlignedFreeUniquePtr<float[]> strip;
+  static thread_local int64_t strip_size = 0;
+  if (pack && strip_size < K * TW) {
+    strip = hwy::AllocateAligned<float>(static_cast<std::size_t>(K * TW));
+    strip_size = K * TW;
+  }
+  const int64_t ld = pack ? TW : batch;  // the strip's row stride
   int64_t b0 = 0;
-  for (; b0 + 4 * N <= batch; b0 += 4 * N)
+  for (; b0 + TW <= batch; b0 += TW) {
+    const float* xs = x + b0;
+    if (pack) {
+      float* xp = strip.get();
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t z = 0; z < TW; z += N) hn::Store(hn::LoadU(d, x + k * batch + b0 + z), d, xp + k * TW + z);
+      xs = xp;
+    }
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t p0 = w->plus_begin[r], m0 = w->minus_begin[r], m1 = w->plus_begin[r + 1];
-      auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t e = p0; e < m0; ++e) {
-        const float* xr = x + int64_t{idx[e]} * batch + b0;
+      // Two sets of four accumulators (the +1 and the -1 columns): eight
+      // independent add chains, enough to keep two loads a cycle going past
+      // the add latency (four chains ran latency-bound).
+      auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, s0 = a0, s1 = a0, s2 = a0, s3 = a0;
+      int64_t e = p0, f = m0;
+      for (; e < m0 && f < m1; ++e, ++f) {
+        const float* xr = xs + int64_t{idx[e]} * ld;
+        const float* xq = xs + int64_t{idx[f]} * ld;
+        a0 = hn::Add(a0, hn::LoadU(d, xr));
+        s0 = hn::Add(s0, hn::LoadU(d, xq));
+        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
+        s1 = hn::Add(s1, hn::LoadU(d, xq + N));
+        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
+        s2 = hn::Add(s2, hn::LoadU(d, xq + 2 * N));
+        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
+        s3 = hn::Add(s3, hn::LoadU(d, xq + 3 * N));
+      }
+      for (; e + 1 < m0; e += 2) {  // the longer list's rest, two columns at a time
+        const float* xr = xs + int64_t{idx[e]} * ld;
+        const float* xq = xs + int64_t{idx[e + 1]} * ld;
+        a0 = hn::Add(a0, hn::LoadU(d, xr));
+        s0 = hn::Sub(s0, hn::LoadU(d, xq));
+        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
+        s1 = hn::Sub(s1, hn::LoadU(d, xq + N));
+        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
+        s2 = hn::Sub(s2, hn::LoadU(d, xq + 2 * N));
+        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
+        s3 = hn::Sub(s3, hn::LoadU(d, xq + 3 * N));
+      }
+      for (; f + 1 < m1; f += 2) {
+        const float* xr = xs + int64_t{idx[f]} * ld;
+        const float* xq = xs + int64_t{idx[f + 1]} * ld;
+        a0 = hn::Sub(a0, hn::LoadU(d, xr));
+        s0 = hn::Add(s0, hn::LoadU(d, xq));
+        a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
+        s1 = hn::Add(s1, hn::LoadU(d, xq + N));
+        a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
+        s2 = hn::Add(s2, hn::LoadU(d, xq + 2 * N));
+        a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
+        s3 = hn::Add(s3, hn::LoadU(d, xq + 3 * N));
+      }
+      if (e < m0) {
+        const float* xr = xs + int64_t{idx[e]} * ld;
         a0 = hn::Add(a0, hn::LoadU(d, xr));
         a1 = hn::Add(a1, hn::LoadU(d, xr + N));
         a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
         a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
       }
-      for (int64_t e = m0; e < m1; ++e) {
-        const float* xr = x + int64_t{idx[e]} * batch + b0;
+      if (f < m1) {
+        const float* xr = xs + int64_t{idx[f]} * ld;
         a0 = hn::Sub(a0, hn::LoadU(d, xr));
         a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
         a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
         a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
       }
+      a0 = hn::Sub(a0, s0);
+      a1 = hn::Sub(a1, s1);
+      a2 = hn::Sub(a2, s2);
+      a3 = hn::Sub(a3, s3);
       const auto vs = hn::Set(d, scale[r]), vb = hn::Set(d, bias ? bias[r] : 0.0f);
       float* yr = y + r * batch + b0;
       hn::StoreU(hn::MulAdd(vs, a0, vb), d, yr);
@@ -145,6 +226,7 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
       hn::StoreU(hn::MulAdd(vs, a2, vb), d, yr + 2 * N);
       hn::StoreU(hn::MulAdd(vs, a3, vb), d, yr + 3 * N);
     }
+  }
   for (; b0 + N <= batch; b0 += N)
     for (int64_t r = r0; r < r1; ++r) {
       auto a = hn::Zero(d);

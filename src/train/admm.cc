@@ -86,6 +86,19 @@ torch::Tensor AdmmPenalty(const std::vector<AdmmTerm>& terms, double rho) {
   return sum * (0.5 * rho);
 }
 
+void AdmmProximalStep(std::vector<AdmmTerm>& terms, double c) {
+  torch::NoGradGuard no_grad;
+  for (AdmmTerm& t : terms) t.w.add_(t.z - t.u - t.w, c / (1.0 + c));
+}
+
+double AdmmNextRho(std::vector<AdmmTerm>& terms, double rho, const TrainOptions& o) {
+  if (o.rescale_dual) {
+    torch::NoGradGuard no_grad;
+    for (AdmmTerm& t : terms) t.u.div_(o.rho_mult);
+  }
+  return rho * o.rho_mult;
+}
+
 void AdmmUpdate(std::vector<AdmmTerm>& terms, AdmmRound* row) {
   torch::NoGradGuard no_grad;
   double diff2 = 0, norm2 = 0;
@@ -124,6 +137,8 @@ std::string AdmmRoundLine(const std::vector<AdmmTerm>& terms, const AdmmRound& r
 int CheckAdmmOptions(const TrainOptions& o) {
   PERMDNN_CHECK(std::isfinite(o.rho) && o.rho > 0, "--rho must be > 0, got {}", o.rho);
   PERMDNN_CHECK(std::isfinite(o.rho_mult) && o.rho_mult > 0, "--rho-mult must be > 0, got {}", o.rho_mult);
+  PERMDNN_CHECK(o.admm_penalty == "gradient" || o.admm_penalty == "decoupled",
+                "--admm-penalty must be gradient or decoupled, got '{}'", o.admm_penalty);
   PERMDNN_CHECK(std::isfinite(o.break_even_density) && o.break_even_density >= 0 && o.break_even_density <= 1,
                 "--break-even must be in [0, 1] (0: none), got {}", o.break_even_density);
   PERMDNN_CHECK(!o.refuse_break_even || o.break_even_density > 0 || o.break_even_for,
@@ -247,10 +262,14 @@ class AdmmPhase : public TrainHooks {
     WriteFileAtomic(csv_, AdmmRoundsCsv(terms_, rows_));
   }
 
-  torch::Tensor Penalty(Net& /*net*/) override { return AdmmPenalty(terms_, state_->rho.item<double>()); }
+  torch::Tensor Penalty(Net& /*net*/) override {
+    return decoupled() ? torch::Tensor() : AdmmPenalty(terms_, state_->rho.item<double>());
+  }
+  void LearningRate(double lr) override { lr_ = lr; }
 
   std::string AfterStep(Net& /*net*/, int64_t step, double loss,
                         const std::function<double()>& test_accuracy) override {
+    if (decoupled()) AdmmProximalStep(terms_, lr_ * state_->rho.item<double>());
     state_->loss_sum += loss;
     state_->loss_count += 1;
     if ((step + 1) % iter_ != 0) return "";
@@ -265,7 +284,7 @@ class AdmmPhase : public TrainHooks {
     rows_.push_back(r);
     WriteFileAtomic(csv_, AdmmRoundsCsv(terms_, rows_));
     state_->rounds.fill_(r.round);
-    state_->rho.fill_(r.rho * o_.rho_mult);
+    state_->rho.fill_(AdmmNextRho(terms_, r.rho, o_));
     state_->loss_sum.zero_();
     state_->loss_count.zero_();
     return AdmmRoundLine(terms_, r);
@@ -305,7 +324,10 @@ class AdmmPhase : public TrainHooks {
                   rows_.size(), done);
   }
 
+  bool decoupled() const { return o_.admm_penalty == "decoupled"; }
+
   const TrainOptions& o_;
+  double lr_ = 0;  // the epoch's learning rate (the proximal step's size)
   int64_t iter_ = 1;
   const std::string csv_;
   std::ostream& log_;
@@ -398,8 +420,8 @@ TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
   if (o.resume && fs::exists(p1.out_dir + "/summary.json")) {
     log << fmt::format("ADMM phase done ({}), retraining\n", p1.out_dir);
   } else {
-    log << fmt::format("ADMM phase: {} epochs, rho {} (x{} per round), constraints {}\n", admm_epochs, o.rho,
-                       o.rho_mult, o.compress);
+    log << fmt::format("ADMM phase: {} epochs, rho {} (x{} per round), {} penalty, constraints {}\n", admm_epochs,
+                       o.rho, o.rho_mult, o.admm_penalty, o.compress);
     AdmmPhase hooks(o, rounds_csv, log);
     TrainResult r1 = TrainWithHooks(p1, log, &hooks);
     iter = hooks.iter();
@@ -430,6 +452,8 @@ TrainResult TrainAdmm(const TrainOptions& o, std::ostream& log) {
                {"retrain_epochs", p2.epochs},
                {"rho", o.rho},
                {"rho_mult", o.rho_mult},
+               {"penalty", o.admm_penalty},
+               {"rescale_dual", o.rescale_dual},
                {"admm_iter", iter},  // 0: one round per epoch (phase skipped in this call)
                {"final_test_accuracy", s1["final_test_accuracy"]},
                {"train_seconds", s1["train_seconds"]},

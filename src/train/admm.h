@@ -64,6 +64,15 @@ struct AdmmTerm {
 void AdmmStart(std::vector<AdmmTerm>& terms);
 // (ρ/2)·Σ‖W − Z + U‖² (differentiable in W).
 torch::Tensor AdmmPenalty(const std::vector<AdmmTerm>& terms, double rho);
+// The decoupled form of the penalty (`--admm-penalty decoupled`): after the
+// optimizer's step, the exact proximal step of (ρ/2)‖W − Z + U‖² with step
+// size lr, W ← (W + c·(Z − U)) / (1 + c), c = lr·ρ. Adam never sees the
+// penalty's gradient (as AdamW's weight decay), so ρ is the pull's real
+// strength instead of being divided by each weight's gradient scale.
+void AdmmProximalStep(std::vector<AdmmTerm>& terms, double c);
+// After a round: ρ·rho_mult, and with o.rescale_dual U ← U / rho_mult (U is
+// the scaled dual y/ρ; keeping y when ρ changes divides U).
+double AdmmNextRho(std::vector<AdmmTerm>& terms, double rho, const TrainOptions& o);
 // A round: Z = Π(W + U), U ← U + W − Z; fills row->residual (‖W − Z‖/‖W‖
 // over all terms) and row->layer_residual.
 void AdmmUpdate(std::vector<AdmmTerm>& terms, AdmmRound* row);

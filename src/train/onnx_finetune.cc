@@ -706,9 +706,13 @@ AdmmCompressResult AdmmCompressOnnx(const std::string& in_path, const std::strin
   AdmmStart(terms);
   double rho = o.rho, loss_sum = 0;
   int64_t loss_count = 0;
+  FineTuneOptions p1 = o;
+  p1.epochs = admm_epochs;  // the learning-rate schedule of the ADMM phase
+  const bool decoupled = o.admm_penalty == "decoupled";
   StepHooks hooks;
-  hooks.penalty = [&] { return AdmmPenalty(terms, rho); };
+  hooks.penalty = [&] { return decoupled ? torch::Tensor() : AdmmPenalty(terms, rho); };
   hooks.after_step = [&](int64_t step, double loss) {
+    if (decoupled) AdmmProximalStep(terms, LearningRate(p1, static_cast<int>(step / batches)) * rho);
     loss_sum += loss;
     ++loss_count;
     if ((step + 1) % iter != 0) return;
@@ -722,12 +726,10 @@ AdmmCompressResult AdmmCompressOnnx(const std::string& in_path, const std::strin
     r.rounds.push_back(row);
     if (!rounds_csv.empty()) WriteFileAtomic(rounds_csv, AdmmRoundsCsv(terms, r.rounds));
     log << AdmmRoundLine(terms, row);
-    rho *= o.rho_mult;
+    rho = AdmmNextRho(terms, rho, o);
     loss_sum = 0;
     loss_count = 0;
   };
-  FineTuneOptions p1 = o;
-  p1.epochs = admm_epochs;  // the learning-rate schedule of the ADMM phase
   torch::optim::Adam opt(g.Parameters(), torch::optim::AdamOptions(o.lr));
   int64_t step = 0;
   for (int epoch = 0; epoch < admm_epochs; ++epoch) TrainEpoch(g, opt, d, p1, epoch, &step, &hooks, log);

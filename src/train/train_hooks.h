@@ -27,6 +27,8 @@ class TrainHooks {
   virtual void Attach(Net& /*net*/, int64_t /*batches_per_epoch*/) {}
   virtual std::string AfterConvert(Net& /*net*/) { return ""; }
   virtual void Started(Net& /*net*/, bool /*resumed*/) {}
+  // The learning rate of the epoch about to run (called before its batches).
+  virtual void LearningRate(double /*lr*/) {}
   // Undefined tensor: nothing to add.
   virtual torch::Tensor Penalty(Net& /*net*/) { return {}; }
   // step: the global 0-based batch step just trained; loss: its batch loss

@@ -336,6 +336,7 @@ class TrainSession {
     for (; st_.epoch < o_.epochs; ++st_.epoch, st_.next_batch = 0) {
       const double lr = LearningRate(o_, st_.epoch);
       for (auto& group : opt_.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+      hooks_->LearningRate(lr);
       if (st_.next_batch == 0) {
         st_.loss_sum = 0;
         st_.correct = st_.seen = 0;

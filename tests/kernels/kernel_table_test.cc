@@ -76,7 +76,9 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
     std::vector<KernelProblem> out;
     for (int L : {1, 3, 8, 16, 17, 64, 65, 144})
       for (auto [rows, groups] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 3}, {37, 2}})
-        for (int64_t batch : op == KernelOp::kTernaryMatMul ? std::vector<int64_t>{1, 3, 17, 64, 100, 130}
+        // 1024: X's rows 1024 floats apart share L1 sets, so the lists row
+        // copies its strips (StripCrowdsL1).
+        for (int64_t batch : op == KernelOp::kTernaryMatMul ? std::vector<int64_t>{1, 3, 17, 64, 100, 130, 1024}
                                                             : std::vector<int64_t>{1})
           out.push_back({op, L, rows, groups * L, batch, false});
     return out;

@@ -156,6 +156,51 @@ TEST(TrainAdmm, PrunesAndQuantizesWithRecordedRounds) {
   EXPECT_NE(log.str().find("fc1 quantized to 8 levels"), std::string::npos) << log.str();
 }
 
+// The decoupled penalty's step is the exact minimiser of
+// (1/2lr)‖W' − W‖² + (ρ/2)‖W' − Z + U‖²: W' = (W + c(Z − U))/(1 + c), c = lr·ρ.
+TEST(AdmmProximalStep, IsTheProximalPointOfThePenalty) {
+  torch::manual_seed(7);
+  const torch::Tensor w0 = torch::randn({5, 4}), z = torch::randn({5, 4}), u = torch::randn({5, 4});
+  std::vector<AdmmTerm> terms = {{"fc", {}, {}, w0.clone(), z, u}};
+  const double lr = 0.01, rho = 30, c = lr * rho;
+  AdmmProximalStep(terms, c);
+  EXPECT_TRUE(torch::allclose(terms[0].w, (w0 + c * (z - u)) / (1 + c), 1e-6, 1e-6));
+  // The gradient of the proximal objective is zero there.
+  const torch::Tensor grad = (terms[0].w - w0) / lr + rho * (terms[0].w - z + u);
+  EXPECT_LT(grad.abs().max().item<double>(), 1e-3);
+  // c → ∞ lands on Z − U; c = 0 leaves W.
+  std::vector<AdmmTerm> far = {{"fc", {}, {}, w0.clone(), z, u}};
+  AdmmProximalStep(far, 1e9);
+  EXPECT_TRUE(torch::allclose(far[0].w, z - u, 1e-5, 1e-5));
+  std::vector<AdmmTerm> none = {{"fc", {}, {}, w0.clone(), z, u}};
+  AdmmProximalStep(none, 0);
+  EXPECT_TRUE(torch::equal(none[0].w, w0));
+}
+
+// --admm-penalty decoupled with --rescale-dual: the same rounds and target,
+// the penalty applied as proximal steps, U rescaled as ρ grows.
+TEST(TrainAdmm, DecoupledPenaltyWithRescaledDualReachesTheTarget) {
+  std::ostringstream log;
+  TrainOptions o = Admm("decoupled", "tiny", "prune:density=0.2");
+  o.admm_penalty = "decoupled";
+  o.rescale_dual = true;
+  o.lr = 5e-3;
+  o.rho = 20;  // c = lr·ρ = 0.1 per step
+  o.rho_mult = 1.5;
+  const TrainResult r = Train(o, log);
+  ASSERT_FALSE(r.interrupted) << log.str();
+  const auto rows = ReadCsv(o.out_dir + "/admm/admm_rounds.csv");
+  ASSERT_EQ(rows.size(), 4u) << log.str();
+  EXPECT_LT(rows.back()[3], rows.front()[3]) << log.str();
+  EXPECT_LT(rows.back()[3], 0.2) << log.str();  // W close to its sparse Z after four rounds
+  auto summary = nlohmann::json::parse(ReadFile(o.out_dir + "/summary.json"));
+  EXPECT_EQ(summary["admm"]["penalty"], "decoupled");
+  EXPECT_EQ(summary["admm"]["rescale_dual"], true);
+  EXPECT_NE(log.str().find("decoupled penalty"), std::string::npos) << log.str();
+  for (const auto& l : r.layers)
+    if (l.name == "fc1" || l.name == "fc2") EXPECT_EQ(l.compress, "prune:density=0.2");
+}
+
 TEST(TrainAdmm, ConvOntoPermDiagAndCirculant) {
   for (const char* spec : {"permdiag:p=2", "circulant:p=2"}) {
     std::ostringstream log;
@@ -240,6 +285,9 @@ TEST(TrainAdmm, RejectsBadOptions) {
   fails(o, "layer 'fc1' asks for density 0.2 >= its break-even density 0.1 on --break-even");
   o.refuse_break_even = false;
   o.break_even_density = 0;
+  o.admm_penalty = "soft";
+  fails(o, "--admm-penalty must be gradient or decoupled, got 'soft'");
+  o.admm_penalty = "gradient";
   o.method = "sgd";
   fails(o, "--method must be adam or admm");
   EXPECT_FALSE(fs::exists(o.out_dir + "/checkpoint_last.pt"));

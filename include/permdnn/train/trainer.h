@@ -83,6 +83,13 @@ struct TrainOptions {
   int admm_epochs = 0;  // 0: half of the epochs (at least 1)
   int64_t admm_iter = 0;
   double rho = 1e-2, rho_mult = 1.0;
+  // "gradient": the penalty is added to the loss (Adam scales its gradient
+  // per weight); "decoupled": an exact proximal step with the epoch's
+  // learning rate after every optimizer step (AdmmProximalStep).
+  std::string admm_penalty = "gradient";
+  // U ← U / rho_mult when ρ grows (U is the scaled dual y/ρ: Boyd et al.
+  // 2011, §3.4.1); false keeps U as it is.
+  bool rescale_dual = false;
   // ADMM: the weight density at or above which a CSR layer is no faster than
   // the dense one on the target platform (measured with `permdnn bench`,
   // docs/admm.md; 0: not given). Every pruned layer's density is reported
