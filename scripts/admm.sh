@@ -151,6 +151,15 @@ stream_lc() {
       train_run "lenet5caffe-gradual-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
         --lr 5e-4 --from "$RUNS/lenet5caffe-dense"
     done
+    # The same ADMM with U rescaled as rho grows (--rescale-dual: U is the scaled dual y/rho).
+    for d in 05 0333; do
+      admm_run "lenet5caffe-admmrs-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+        --admm-epochs 5 "${LC_ADMM[@]}" --rescale-dual --from "$RUNS/lenet5caffe-dense"
+    done
+    # The decoupled penalty (proximal steps, c = lr*rho: rho 2 pulls 1e-3 of the gap per step at lr 5e-4).
+    admm_run lenet5caffe-admmdec-d0333 --model lenet5caffe --compress prune:density=0.0333 --epochs 10 \
+      --admm-epochs 5 --method admm --lr 5e-4 --rho 2 --rho-mult 1.22 --admm-iter 94 --admm-penalty decoupled \
+      --rescale-dual --from "$RUNS/lenet5caffe-dense"
   fi
 }
 
@@ -164,6 +173,9 @@ stream_pq() {  # lenet5caffe pruning + quantization at the two budgets near 100x
         --from "$RUNS/lenet5caffe-dense"
       runtime_check "lenet5caffe-gradual-pq$v"
     done
+    # The best of the three rho schedules above, with the dual rescaled as rho grows.
+    admm_run lenet5caffe-admm-pq-rs --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 30 --admm-epochs 15 \
+      "${LENET5CAFFE_ADMM[@]}" --rho 2e-3 --rho-mult 1.2 --rescale-dual --from "$RUNS/lenet5caffe-dense"
   fi
 }
 
