@@ -23,8 +23,12 @@
 // ternary.matmul.lists (Y = W·X, feature-major): per tile of 4N batch
 // columns (outer) and row (inner), four accumulators; each +1 column adds its row of X (four
 // unaligned loads, four adds), each −1 column subtracts; then one
-// MulAdd(scale, acc, bias) per vector. Then tiles of N and a scalar tail;
-// no over-read. Two load ports and two FP add ports on Zen 5 bound it at
+// MulAdd(scale, acc, bias) per vector; where X's row stride would crowd
+// the strip into a few L1 sets (StripCrowdsL1: a batch of 12544 = a 28x28
+// conv at B=16), the strip is first copied to a contiguous buffer (1.14x ->
+// 1.80x sgemm on that layer, AVX3). Then tiles of N and a scalar tail;
+// no over-read. Eight accumulators (the +1 and -1 columns apart) measured
+// no faster than four. Two load ports and two FP add ports on Zen 5 bound it at
 // one weight per cycle per tile: the skipped groups and zero codes are the
 // whole gain over dense (the dense GEMM does one FMA per weight and tile).
 //
@@ -160,65 +164,21 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
     }
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t p0 = w->plus_begin[r], m0 = w->minus_begin[r], m1 = w->plus_begin[r + 1];
-      // Two sets of four accumulators (the +1 and the -1 columns): eight
-      // independent add chains, enough to keep two loads a cycle going past
-      // the add latency (four chains ran latency-bound).
-      auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, s0 = a0, s1 = a0, s2 = a0, s3 = a0;
-      int64_t e = p0, f = m0;
-      for (; e < m0 && f < m1; ++e, ++f) {
-        const float* xr = xs + int64_t{idx[e]} * ld;
-        const float* xq = xs + int64_t{idx[f]} * ld;
-        a0 = hn::Add(a0, hn::LoadU(d, xr));
-        s0 = hn::Add(s0, hn::LoadU(d, xq));
-        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
-        s1 = hn::Add(s1, hn::LoadU(d, xq + N));
-        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
-        s2 = hn::Add(s2, hn::LoadU(d, xq + 2 * N));
-        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
-        s3 = hn::Add(s3, hn::LoadU(d, xq + 3 * N));
-      }
-      for (; e + 1 < m0; e += 2) {  // the longer list's rest, two columns at a time
-        const float* xr = xs + int64_t{idx[e]} * ld;
-        const float* xq = xs + int64_t{idx[e + 1]} * ld;
-        a0 = hn::Add(a0, hn::LoadU(d, xr));
-        s0 = hn::Sub(s0, hn::LoadU(d, xq));
-        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
-        s1 = hn::Sub(s1, hn::LoadU(d, xq + N));
-        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
-        s2 = hn::Sub(s2, hn::LoadU(d, xq + 2 * N));
-        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
-        s3 = hn::Sub(s3, hn::LoadU(d, xq + 3 * N));
-      }
-      for (; f + 1 < m1; f += 2) {
-        const float* xr = xs + int64_t{idx[f]} * ld;
-        const float* xq = xs + int64_t{idx[f + 1]} * ld;
-        a0 = hn::Sub(a0, hn::LoadU(d, xr));
-        s0 = hn::Add(s0, hn::LoadU(d, xq));
-        a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
-        s1 = hn::Add(s1, hn::LoadU(d, xq + N));
-        a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
-        s2 = hn::Add(s2, hn::LoadU(d, xq + 2 * N));
-        a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
-        s3 = hn::Add(s3, hn::LoadU(d, xq + 3 * N));
-      }
-      if (e < m0) {
+      auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t e = p0; e < m0; ++e) {
         const float* xr = xs + int64_t{idx[e]} * ld;
         a0 = hn::Add(a0, hn::LoadU(d, xr));
         a1 = hn::Add(a1, hn::LoadU(d, xr + N));
         a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
         a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
       }
-      if (f < m1) {
-        const float* xr = xs + int64_t{idx[f]} * ld;
+      for (int64_t e = m0; e < m1; ++e) {
+        const float* xr = xs + int64_t{idx[e]} * ld;
         a0 = hn::Sub(a0, hn::LoadU(d, xr));
         a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
         a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
         a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
       }
-      a0 = hn::Sub(a0, s0);
-      a1 = hn::Sub(a1, s1);
-      a2 = hn::Sub(a2, s2);
-      a3 = hn::Sub(a3, s3);
       const auto vs = hn::Set(d, scale[r]), vb = hn::Set(d, bias ? bias[r] : 0.0f);
       float* yr = y + r * batch + b0;
       hn::StoreU(hn::MulAdd(vs, a0, vb), d, yr);
