@@ -173,9 +173,6 @@ stream_pq() {  # lenet5caffe pruning + quantization at the two budgets near 100x
         --from "$RUNS/lenet5caffe-dense"
       runtime_check "lenet5caffe-gradual-pq$v"
     done
-    # The best of the three rho schedules above, with the dual rescaled as rho grows.
-    admm_run lenet5caffe-admm-pq-rs --model lenet5caffe --compress "$LENET5CAFFE_SPEC" --epochs 30 --admm-epochs 15 \
-      "${LENET5CAFFE_ADMM[@]}" --rho 2e-3 --rho-mult 1.2 --rescale-dual --from "$RUNS/lenet5caffe-dense"
   fi
 }
 

@@ -183,7 +183,6 @@ L.append("")
 lc_runs = [("lenet5caffe-admm-pq-rho2e-2", "ADMM ρ 2e-2 ×1.15", "15+15 ep"),
            ("lenet5caffe-admm-pq-rho5e-3", "ADMM ρ 5e-3 ×1.15", "15+15 ep"),
            ("lenet5caffe-admm-pq", "ADMM ρ 2e-3 ×1.2", "15+15 ep"),
-           ("lenet5caffe-admm-pq-rs", "ADMM ρ 2e-3 ×1.2, rescaled dual", "15+15 ep"),
            ("lenet5caffe-gradual-pq", "gradual", "30 ep"),
            ("lenet5caffe-gradual-pqB", "gradual", "30 ep"), ("lenet5caffe-gradual-pqC", "gradual", "30 ep")]
 budgets = {}  # SPEC → its letter, in the order first seen
@@ -199,8 +198,7 @@ for spec, letter in budgets.items():
     L.append(f"- {letter}: `{spec}`")
 L.append("")
 L.append("From the 12-epoch dense run: ADMM with `--method admm --lr 5e-4 --admm-iter 235` and three "
-         "ρ schedules (`--rho R --rho-mult M`), 15 ADMM + 15 retraining epochs, and the best of them again with "
-         "`--rescale-dual`, against gradual magnitude pruning and sharing with the same 30 epochs (`--lr 5e-4`) "
+         "ρ schedules (`--rho R --rho-mult M`), 15 ADMM + 15 retraining epochs, against gradual magnitude pruning and sharing with the same 30 epochs (`--lr 5e-4`) "
          "at budget A; budgets B and C (more weights in conv1 and conv2, fewer in fc1, about 100×) by gradual "
          "pruning only. The smaller ρ, the less the ADMM rounds cost before the projection (the 'after "
          "projection' column) and the better the result.")
