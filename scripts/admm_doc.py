@@ -157,7 +157,8 @@ for model in [m for m, _, _ in PRUNE_MODELS] + [f"lenet5caffe ({v})" for v in
                                                   ("rescaled dual", "decoupled penalty, rescaled dual")]:
     if "(" in model and (model, "0333") not in by:
         continue
-    sa, sg = by.get((model, "0333"), (None, None))[0], by.get((model, "05"), (None, None))[1]
+    # A variant is held against its model's gradual run at 0.05.
+    sa, sg = by.get((model, "0333"), (None, None))[0], by.get((model.split(" (")[0], "05"), (None, None))[1]
     if sa is None or sg is None:
         L.append(f"- {model}: not run yet.")
         continue
