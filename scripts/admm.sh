@@ -200,12 +200,7 @@ break_even() {
 if [[ "${1:-}" != "--doc-only" ]]; then
   [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
   break_even  # before the trainings: a quieter machine
-  pids=()
-  for s in $STREAMS; do
-    "stream_$s" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
+  run_streams $STREAMS
 fi
 
 python3 scripts/admm_doc.py "$RESULTS" "$DOC" "$0"

@@ -35,3 +35,14 @@ print(f\"{100*s['final_test_accuracy']:.2f}% test, {s['model_bytes']:,} bytes ({
 need_run() {
   [[ -f "$RUNS/$1/model.json" ]] || { say "$2 needs the run directory $RUNS/$1 (rerun it)"; return 1; }
 }
+
+# run_streams NAME...: the functions stream_NAME of the caller, all at once
+# (each in the background), waiting for all of them.
+run_streams() {
+  local pids=() s
+  for s in "$@"; do
+    "stream_$s" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}

@@ -47,8 +47,6 @@ CNN3_FT=(--model cnn --epochs 3 --lr 5e-4)
 RES_LIMIT=(--limit-train 10000)
 RES_FT=(--model resnet --width 16 --epochs 1 --lr 5e-4 "${RES_LIMIT[@]}")
 RES3_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4 "${RES_LIMIT[@]}")
-RESF_FT=(--model resnet --width 16 --epochs 3 --lr 5e-4)  # all 60,000 training images
-RESF6_FT=(--model resnet --width 16 --epochs 6 --lr 5e-4)  # the same, twice the fine-tuning
 G=16      # group_ch (the authors' CIFAR ResNet-20 value)
 D=0.5     # fraction of groups kept
 
@@ -113,25 +111,25 @@ stream_alpha() {  # one α per layer (alpha=layer) against the WPC rows' α per 
   fi
 }
 
-stream_resfull() {  # resnet on the full training set: dense 3 epochs, then WPC and plain lasso (3 epochs each) in parallel
-  train_run resnet-full-dense --model resnet --width 16 --compress dense --epochs 3
-  if need_run resnet-full-dense resnet-full-wpc-e3; then
-    tern_run resnet-full-wpc-e3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RESF_FT[@]}" \
+resfull_pair() {  # EPOCHS: resnet-full WPC and plain lasso, EPOCHS each from the same dense run, in parallel
+  local e=$1
+  local ft=(--model resnet --width 16 --epochs "$e" --lr 5e-4)  # all 60,000 training images
+  if need_run resnet-full-dense "resnet-full-wpc-e$e"; then
+    tern_run "resnet-full-wpc-e$e" --compress "ternary:group=$G:density=$D:wpc=0.7" "${ft[@]}" \
       --from "$RUNS/resnet-full-dense" &
-    tern_run resnet-full-lasso-e3 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RESF_FT[@]}" \
+    tern_run "resnet-full-lasso-e$e" --compress "ternary:group=$G:density=$D:lambda=5e-4" "${ft[@]}" \
       --from "$RUNS/resnet-full-dense"
     wait
   fi
 }
 
-stream_resfull6() {  # resnet-full: WPC and plain lasso with 6 epochs each from the same dense run, in parallel
-  if need_run resnet-full-dense resnet-full-wpc-e6; then
-    tern_run resnet-full-wpc-e6 --compress "ternary:group=$G:density=$D:wpc=0.7" "${RESF6_FT[@]}" \
-      --from "$RUNS/resnet-full-dense" &
-    tern_run resnet-full-lasso-e6 --compress "ternary:group=$G:density=$D:lambda=5e-4" "${RESF6_FT[@]}" \
-      --from "$RUNS/resnet-full-dense"
-    wait
-  fi
+stream_resfull() {  # resnet on the full training set: dense 3 epochs, then WPC and plain lasso (3 epochs each)
+  train_run resnet-full-dense --model resnet --width 16 --compress dense --epochs 3
+  resfull_pair 3
+}
+
+stream_resfull6() {  # the same pair with twice the fine-tuning
+  resfull_pair 6
 }
 
 stream_resnet() {
@@ -141,12 +139,7 @@ stream_resnet() {
 
 if [[ "${1:-}" != "--doc-only" ]]; then
   [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
-  pids=()
-  for s in $STREAMS; do
-    "stream_$s" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
+  run_streams $STREAMS
 fi
 
 python3 scripts/ternary_train_doc.py "$RESULTS" "$0" >"$RESULTS/section.md"
