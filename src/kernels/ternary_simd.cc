@@ -25,8 +25,9 @@
 // unaligned loads, four adds), each −1 column subtracts; then one
 // MulAdd(scale, acc, bias) per vector; where X's row stride would crowd
 // the strip into a few L1 sets (StripCrowdsL1: a batch of 12544 = a 28x28
-// conv at B=16), the strip is first copied to a contiguous buffer (1.14x ->
-// 1.80x sgemm on that layer, AVX3). Then tiles of N and a scalar tail;
+// conv at B=16: 144 rows on 16 of the 64 sets), the strip is first copied
+// to a contiguous buffer (docs/ternary.md, "Kernel speed"). Then tiles of N
+// and a scalar tail;
 // no over-read. Eight accumulators (the +1 and -1 columns apart) measured
 // no faster than four. Two load ports and two FP add ports on Zen 5 bound it at
 // one weight per cycle per tile: the skipped groups and zero codes are the
@@ -137,13 +138,10 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
   const float* scale = w->matrix.scale().data();
   // Batch tiles outside, rows inside: every row of the slice reads the same
   // 4N-column strip of X, which then stays in L1/L2 across the rows
-  // (row-outer re-read the whole of X from L3 for every row). The strip is
-  // first copied to a contiguous buffer: X's rows are `batch` floats apart,
-  // and at a batch of 12544 (a 28x28 conv at B=16) that stride maps a strip
-  // of 144 rows onto 16 of L1's 64 sets, which then miss on every row.
-  // Where the strip spreads over the sets (most batches) the copy costs
-  // more than it saves, so it is made only when some set would hold more
-  // lines than L1's ways (StripCrowdsL1).
+  // (row-outer re-read the whole of X from L3 for every row). X's rows are
+  // `batch` floats apart; where that stride crowds the strip into a few L1
+  // sets (StripCrowdsL1), the strip is first copied to a contiguous buffer.
+  // Elsewhere the copy would cost more than it saves.
   const int64_t K = w->cols(), TW = 4 * N;
   const bool pack = batch >= TW && StripCrowdsL1(K, batch, TW);
   static thread_local hwy::AlignedFreeUniquePtr<float[]> strip;
