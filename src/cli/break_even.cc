@@ -307,6 +307,22 @@ void AddBreakEvenOptions(CLI::App* cmd, std::string* value, bool* refuse) {
                 "admm: fail when a pruned layer's density is at or above its break-even density (it buys nothing)");
 }
 
+void AddAdmmOptions(CLI::App* cmd, train::TrainOptions* o) {
+  cmd->add_option("--admm-epochs", o->admm_epochs, "admm: epochs of the ADMM phase (0: half of --epochs)")
+      ->capture_default_str();
+  cmd->add_option("--rho", o->rho, "admm: penalty rho of (rho/2)||W - Z + U||^2")->capture_default_str();
+  cmd->add_option("--rho-mult", o->rho_mult, "admm: rho is multiplied by this after every round")
+      ->capture_default_str();
+  cmd->add_option("--admm-penalty", o->admm_penalty,
+                  "admm: gradient (the penalty's gradient goes through Adam) | decoupled (after each step "
+                  "W <- (W + c(Z - U))/(1 + c), c = lr*rho; rho is then the pull's own strength)")
+      ->capture_default_str();
+  cmd->add_flag("--rescale-dual", o->rescale_dual,
+                "admm: divide U by --rho-mult when rho grows (U is the scaled dual y/rho)");
+  cmd->add_option("--admm-iter", o->admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
+      ->capture_default_str();
+}
+
 void ApplyBreakEven(const std::string& value, train::TrainOptions* o) {
   if (value.empty()) return;
   const auto& platforms = BreakEvenPlatforms();

@@ -87,6 +87,9 @@ nlohmann::json BreakEvenToJson(const std::vector<BreakEvenCurve>& curves);
 // turns the value into TrainOptions (a number: break_even_density; a
 // platform: break_even_for, measuring each layer on first use).
 void AddBreakEvenOptions(CLI::App* cmd, std::string* value, bool* refuse);
+// train / compress: the ADMM phase's options (--admm-epochs, --rho,
+// --rho-mult, --admm-penalty, --rescale-dual, --admm-iter), one definition.
+void AddAdmmOptions(CLI::App* cmd, train::TrainOptions* o);
 void ApplyBreakEven(const std::string& value, train::TrainOptions* options);
 
 }  // namespace permdnn::cli

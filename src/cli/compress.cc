@@ -55,19 +55,7 @@ void AddCompressCommand(CLI::App& app) {
   cmd->add_option("--threads", args->ft.threads, "fine-tuning threads")->capture_default_str();
   cmd->add_option("--seed", args->ft.seed, "fine-tuning shuffling seed")->capture_default_str();
   cmd->add_option("--limit-train", args->ft.limit_train, "fine-tune on the first N training images only");
-  cmd->add_option("--admm-epochs", args->ft.admm_epochs, "admm: epochs of the ADMM phase (0: half of --epochs)")
-      ->capture_default_str();
-  cmd->add_option("--rho", args->ft.rho, "admm: penalty rho of (rho/2)||W - Z + U||^2")->capture_default_str();
-  cmd->add_option("--rho-mult", args->ft.rho_mult, "admm: rho is multiplied by this after every round")
-      ->capture_default_str();
-  cmd->add_option("--admm-penalty", args->ft.admm_penalty,
-                  "admm: gradient (the penalty's gradient goes through Adam) | decoupled (after each step "
-                  "W <- (W + c(Z - U))/(1 + c), c = lr*rho)")
-      ->capture_default_str();
-  cmd->add_flag("--rescale-dual", args->ft.rescale_dual,
-                "admm: divide U by --rho-mult when rho grows (U is the scaled dual y/rho)");
-  cmd->add_option("--admm-iter", args->ft.admm_iter, "admm: batch steps per round (Z and U update; 0: one epoch)")
-      ->capture_default_str();
+  AddAdmmOptions(cmd, &args->ft);
   cmd->add_option("--rounds-csv", args->rounds_csv,
                   "admm: write the rounds (rho, ||W-Z||/||W|| overall and per layer, loss, accuracy) to this CSV "
                   "(default: OUT without .onnx + .admm_rounds.csv)");

@@ -143,7 +143,16 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
   // sets (StripCrowdsL1), the strip is first copied to a contiguous buffer.
   // Elsewhere the copy would cost more than it saves.
   const int64_t K = w->cols(), TW = 4 * N;
-  const bool pack = batch >= TW && StripCrowdsL1(K, batch, TW);
+  // The answer depends on (K, batch) only: kept per thread for the last
+  // shape, so a layer run call after call scans the sets once.
+  static thread_local int64_t crowd_k = -1, crowd_batch = -1;
+  static thread_local bool crowded = false;
+  if (crowd_k != K || crowd_batch != batch) {
+    crowded = batch >= TW && StripCrowdsL1(K, batch, TW);
+    crowd_k = K;
+    crowd_batch = batch;
+  }
+  const bool pack = crowded;
   static thread_local hwy::AlignedFreeUniquePtr<float[]> strip;
   static thread_local int64_t strip_size = 0;
   if (pack && strip_size < K * TW) {

@@ -243,12 +243,12 @@ torch::Tensor LoadTensor(const RunSource& src, const std::string& layer, const s
   return torch::from_blob(v.data(), shape, torch::kFloat).clone();
 }
 
-// The CSR pattern of a 0/1 mask (rows = dim 0, columns = the rest in C order).
-CsrPattern MaskPattern(const torch::Tensor& mask_t) {
+// The CSR pattern of layer `name`'s 0/1 mask (rows = dim 0, columns = the
+// rest in C order).
+CsrPattern MaskPattern(const std::string& name, const torch::Tensor& mask_t) {
   torch::NoGradGuard no_grad;
   const int64_t rows = mask_t.size(0), cols = mask_t.numel() / rows;
-  PERMDNN_CHECK(mask_t.numel() < (int64_t{1} << 31), "a mask of {} weights is too large for int32 CSR indices",
-                mask_t.numel());
+  PERMDNN_CHECK(mask_t.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
   const torch::Tensor mask = mask_t.to(torch::kCPU).contiguous();
   const float* m = mask.data_ptr<float>();
   CsrPattern p;
@@ -267,8 +267,7 @@ void WriteCsr(const std::string& dir, const std::string& name, const torch::Tens
               nlohmann::json& tensors, const std::string& prefix = "", const PrunedLayerImpl* shared = nullptr) {
   torch::NoGradGuard no_grad;
   const int64_t rows = mask_t.size(0), cols = mask_t.numel() / rows;
-  PERMDNN_CHECK(mask_t.numel() < (int64_t{1} << 31), "layer '{}': too many weights for int32 CSR indices", name);
-  const CsrPattern pattern = MaskPattern(mask_t);
+  const CsrPattern pattern = MaskPattern(name, mask_t);
   const std::vector<int32_t>& row_ptr = pattern.row_ptr;
   const std::vector<int32_t>& col_idx = pattern.col_idx;
   torch::Tensor w = w_t.contiguous();
@@ -525,7 +524,7 @@ StorageStats WeightLayerStorage(const LayerInfo& i, int64_t nnz, bool has_bias, 
     w.g = g;
     w.index_bits = i.compress.index_bits;
     w.codebook.resize(std::size_t{1} << i.compress.bits);
-    CsrPattern pattern = MaskPattern(mask.reshape({g.out, -1}));
+    CsrPattern pattern = MaskPattern(i.name, mask.reshape({g.out, -1}));
     w.row_ptr = std::move(pattern.row_ptr);
     w.col_idx = std::move(pattern.col_idx);
     w.codes.resize(w.col_idx.size());
