@@ -10,8 +10,11 @@
 #   scripts/accuracy-shared.sh --doc-only   only regenerate the table from the results present
 #
 # Environment as scripts/accuracy.sh (PERMDNN, RUNS, RESULTS, THREADS, NICE,
-# MLP_EPOCHS, FT_EPOCHS, CNN_EPOCHS, SEED) plus PS (block sizes, default
-# "8 4 16") and CNN_PS (default "8": a cnn run takes ~15 min of one core).
+# MLP_EPOCHS, FT_EPOCHS, CNN_EPOCHS, CNN_FT_EPOCHS, SEED) plus PS (block
+# sizes, default "8 4 16") and CNN_PS (default "8": a cnn run takes ~15 min
+# of one core). Each p converts the dense run twice, general and shared
+# offsets, at the same recipe (the general conversions are scripts/accuracy.sh's
+# where it has run them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERMDNN=${PERMDNN:-build/release/src/permdnn}
@@ -20,6 +23,7 @@ THREADS=${THREADS:-1}
 MLP_EPOCHS=${MLP_EPOCHS:-12}
 FT_EPOCHS=${FT_EPOCHS:-6}
 CNN_EPOCHS=${CNN_EPOCHS:-8}
+CNN_FT_EPOCHS=${CNN_FT_EPOCHS:-4}
 NICE=${NICE:-0}
 RESULTS=${RESULTS:-results/accuracy}
 SEED=${SEED:-1}
@@ -37,18 +41,38 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   for p in $PS; do
     train_run "mlp-p$p-column" --model mlp --compress "permdiag:p=$p,offsets=column" --epochs "$MLP_EPOCHS"
   done
-  # Conversions start from the dense run directory (scripts/accuracy.sh trains it; trained here when absent).
-  [[ -f "$RUNS/mlp-dense/model.json" ]] || { rm -rf "$RESULTS/mlp-dense.tmp";
-    RESULTS="$RESULTS/mlp-dense.tmp" train_run mlp-dense --model mlp --compress dense --epochs "$MLP_EPOCHS"; }
-  rm -rf "$RESULTS/mlp-dense.tmp"
-  for p in $PS; do
-    need_run mlp-dense "mlp-p$p-column-converted" &&
-      train_run "mlp-p$p-column-converted" --model mlp --compress "permdiag:p=$p,offsets=column" \
-        --epochs "$FT_EPOCHS" --lr 5e-4 --from "$RUNS/mlp-dense"
-  done
+  # Conversions start from the dense run directory (scripts/accuracy.sh trains
+  # it; trained here, deterministically, when absent and a conversion is missing).
+  dense_dir() {  # MODEL EPOCHS NAME...: $RUNS/MODEL-dense when one of $RESULTS/NAME is missing
+    local model=$1 epochs=$2 name missing=0
+    shift 2
+    for name in "$@"; do [[ -f "$RESULTS/$name/summary.json" ]] || missing=1; done
+    [[ $missing == 1 && ! -f "$RUNS/$model-dense/model.json" ]] || return 0
+    rm -rf "$RESULTS/$model-dense.tmp"
+    RESULTS="$RESULTS/$model-dense.tmp" train_run "$model-dense" --model "$model" --compress dense --epochs "$epochs"
+    rm -rf "$RESULTS/$model-dense.tmp"
+  }
+  convert() {  # MODEL P FT_EPOCHS: general and shared-offset conversions of $RUNS/MODEL-dense
+    local model=$1 p=$2 epochs=$3 offsets suffix
+    for offsets in block column; do
+      suffix=""
+      [[ $offsets == block ]] || suffix=-column
+      [[ -f "$RESULTS/$model-p$p$suffix-converted/summary.json" ]] || ! need_run "$model-dense" "$model-p$p$suffix-converted" ||
+        train_run "$model-p$p$suffix-converted" --model "$model" --compress "permdiag:p=$p,offsets=$offsets" \
+          --epochs "$epochs" --lr 5e-4 --from "$RUNS/$model-dense"
+    done
+  }
+  names=()
+  for p in $PS; do names+=("mlp-p$p-converted" "mlp-p$p-column-converted"); done
+  dense_dir mlp "$MLP_EPOCHS" "${names[@]}"
+  for p in $PS; do convert mlp "$p" "$FT_EPOCHS"; done
   for p in $CNN_PS; do
     train_run "cnn-p$p-column" --model cnn --compress "permdiag:p=$p,offsets=column" --epochs "$CNN_EPOCHS"
   done
+  names=()
+  for p in $CNN_PS; do names+=("cnn-p$p-converted" "cnn-p$p-column-converted"); done
+  dense_dir cnn "$CNN_EPOCHS" "${names[@]}"
+  for p in $CNN_PS; do convert cnn "$p" "$CNN_FT_EPOCHS"; done
 fi
 
 python3 - "$RESULTS" "$DOC" "$0" <<'PY'

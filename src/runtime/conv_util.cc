@@ -5,7 +5,21 @@
 #include <cstring>
 #include <limits>
 
+#include "permdnn/core/error.h"
+#include "permdnn/core/thread_pool.h"
+
 namespace permdnn::runtime::detail {
+
+BatchSplit SplitBatch(int64_t batch, double work, int threads) {
+  PERMDNN_CHECK(batch >= 1, "internal: SplitBatch of an empty batch (the fast paths are planned for batch >= 1)");
+  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kMinParallelWork)));
+  t = std::max<int64_t>(1, std::min<int64_t>(t, batch));
+  BatchSplit b;
+  b.per = (batch + t - 1) / t;
+  b.count = (batch + b.per - 1) / b.per;
+  b.last = batch - (b.count - 1) * b.per;
+  return b;
+}
 
 WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_t>& x_shape,
                                   const std::vector<int64_t>& kernel, const NodeDef& node, bool allow_dilation) {

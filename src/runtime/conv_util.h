@@ -20,6 +20,22 @@ struct WindowGeometry {
   int64_t kernel_size() const { return k[0] * k[1] * k[2]; }
 };
 
+// Threads (Conv, the pools, PermDiagConv on oneDNN): the batch is cut into
+// one chunk per thread and each chunk runs its own single-threaded oneDNN
+// primitive (made for that chunk's batch) on the runtime's thread pool,
+// which waits on condition variables. oneDNN's own OpenMP threading spins
+// between regions: on a machine whose other cores were busy that made the
+// Fashion-MNIST cnn take 0.13 or 88 ms per run and resnet18 at batch 1
+// 80-490 ms instead of 15 (with OMP_WAIT_POLICY=passive: 18-20 ms), as the
+// spinning thread took the core the thread it waited for needed. A chunk
+// gets at least kMinParallelWork multiply-adds (a pooling window visit
+// counts as kPoolVisitWork, ops_cnn.cc), so small nodes stay on one thread.
+struct BatchSplit {
+  int64_t per = 1, count = 1, last = 1;  // chunk c covers samples [c·per, c·per + (c < count − 1 ? per : last))
+};
+// The chunks of `batch` samples for `threads` threads and `work` multiply-adds in all.
+BatchSplit SplitBatch(int64_t batch, double work, int threads);
+
 // x_shape = [N, C, spatial...]; kernel = spatial kernel dims. Reads strides,
 // pads, dilations (when allow_dilation), auto_pad and ceil_mode from `node`.
 WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_t>& x_shape,

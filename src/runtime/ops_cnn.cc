@@ -40,30 +40,6 @@ dnnl::memory::dims Tail(const std::array<int64_t, 3>& v, std::size_t s) {
 
 int64_t Align64(int64_t b) { return (b + 63) / 64 * 64; }
 
-// Threads: the batch is cut into one chunk per thread and each chunk runs
-// its own single-threaded oneDNN primitive (made for that chunk's batch) on
-// the runtime's thread pool, which waits on condition variables. oneDNN's
-// own OpenMP threading spins between regions: on a machine whose other
-// cores were busy that made the Fashion-MNIST cnn take 0.13 or 88 ms per
-// run and resnet18 at batch 1 80-490 ms instead of 15 (with
-// OMP_WAIT_POLICY=passive: 18-20 ms), as the spinning thread took the core
-// the thread it waited for needed. A chunk gets at least kMinParallelWork
-// multiply-adds (a pooling window visit counts as kPoolVisitWork), so small
-// nodes stay on one thread.
-struct BatchSplit {
-  int64_t per = 1, count = 1, last = 1;  // chunk c covers samples [c·per, c·per + (c < count − 1 ? per : last))
-};
-BatchSplit SplitBatch(int64_t batch, double work, int threads) {
-  PERMDNN_CHECK(batch >= 1, "internal: SplitBatch of an empty batch (the fast paths are planned for batch >= 1)");
-  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kMinParallelWork)));
-  t = std::max<int64_t>(1, std::min<int64_t>(t, batch));
-  BatchSplit b;
-  b.per = (batch + t - 1) / t;
-  b.count = (batch + b.per - 1) / b.per;
-  b.last = batch - (b.count - 1) * b.per;
-  return b;
-}
-
 // A pooling window visit (a load and a max or add on data read once) costs
 // about as much as 4 multiply-adds of a convolution (fmnist-cnn pool1:
 // 0.4 M visits in 31 µs; its convolutions run near 50-100 GMAC/s).

@@ -13,6 +13,10 @@
 // int16 and PermDiagConv on the general permdiag kernels (the same matrix,
 // offsets expanded).
 //
+// PermDiagConv with shared offsets may run instead as oneDNN's grouped
+// convolution between two channel gathers (GroupedColumnConv), where that is
+// measured faster at the plan (PERMDNN_COLUMN_CONV=auto|kernel|grouped).
+//
 // PermDiagConv on kernels::PermDiagConv2D (kernels/permdiag_conv.h: the
 // SIMD kernel on channel-blocked activations, no im2col) when the plan's
 // activation layout is blocked by the kernel's lane count and the kernel
@@ -22,8 +26,11 @@
 // (residual Add, Relu / Clip). Otherwise, and on the reference path, im2col
 // and per-channel loops on plain tensors, then the post-ops in node order.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -242,12 +249,184 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   std::vector<int64_t> bias64_;
 };
 
+// ---- Shared offsets as a grouped convolution (issue 15) ----------------------------
+//
+// A permdiag-column convolution (one offset k_J per block column) is a
+// grouped convolution between two channel gathers (docs/shared-offsets.md):
+// group g, the output residue, maps the mb outputs I·p + g from the nb
+// inputs J·p + (g + k_J) mod p with the weights values[I][J][g][taps]. This
+// runs it on oneDNN's grouped convolution (groups = p) over the channel-
+// blocked activations: gather the input channels into group order, convolve
+// (bias and a folded BatchNormalization in the weights), scatter the output
+// back to natural order with the epilogue's residual Add and clamp. Offered
+// only where oneDNN has an optimized kernel for it, which it has when every
+// group is a whole number of channel blocks; PermDiagConvOp times it against
+// the permuted-diagonal kernel at each plan and runs the faster.
+class GroupedColumnConv {
+ public:
+  // False when the layer is no grouped convolution oneDNN runs well (p not
+  // dividing the channels, groups not made of whole channel blocks, dilation).
+  bool Init(const std::vector<float>& values, const std::vector<uint16_t>& offsets, const std::vector<float>& bias,
+            const std::vector<float>& scale, const std::vector<float>& shift, int64_t out, int64_t in, int64_t p,
+            const WindowGeometry& g, int lanes) {
+    if (in % p || out % p || (in / p) % lanes || (out / p) % lanes || g.in[0] != 1 || g.dil[1] != 1 || g.dil[2] != 1)
+      return false;
+    out_ = out, in_ = in, p_ = p, lanes_ = lanes, g_ = g;
+    const int64_t mb = out / p, nb = in / p, taps = g.k[1] * g.k[2];
+    w_.assign(static_cast<std::size_t>(out * nb * taps), 0.0f);
+    b_.assign(static_cast<std::size_t>(out), 0.0f);
+    for (int64_t c = 0; c < p; ++c)
+      for (int64_t I = 0; I < mb; ++I) {
+        const int64_t o = I * p + c;
+        const float a = scale.empty() ? 1.0f : scale[o];
+        for (int64_t J = 0; J < nb; ++J)
+          for (int64_t t = 0; t < taps; ++t)
+            w_[((c * mb + I) * nb + J) * taps + t] = a * values[((I * nb + J) * p + c) * taps + t];
+        b_[c * mb + I] = (bias.empty() ? 0.0f : bias[o]) * a + (shift.empty() ? 0.0f : shift[o]);
+      }
+    // Gathers within one sample of the blocked layout: grouped input channel
+    // c·nb + J reads natural channel J·p + (c + k_J) mod p; natural output o
+    // reads grouped channel (o mod p)·mb + o / p.
+    const int64_t in_plane = g.in_size() * lanes, out_plane = g.out_size() * lanes;
+    in_from_.resize(static_cast<std::size_t>(in));
+    for (int64_t c = 0; c < p; ++c)
+      for (int64_t J = 0; J < nb; ++J) {
+        const int64_t src = J * p + (c + offsets[J]) % p;
+        in_from_[c * nb + J] = src / lanes * in_plane + src % lanes;
+      }
+    out_from_.resize(static_cast<std::size_t>(out));
+    for (int64_t o = 0; o < out; ++o) {
+      const int64_t src = (o % p) * mb + o / p;
+      out_from_[o] = src / lanes * out_plane + src % lanes;
+    }
+    execs_.clear();
+    w_mem_ = dnnl::memory();
+    return true;
+  }
+
+  // Makes the primitive for chunks of `batch` samples in `layout`; returns
+  // the scratch bytes one such chunk needs, or −1 when oneDNN has only its
+  // reference implementation for it.
+  int64_t Plan(int64_t batch, const Layout& layout) {
+    if (const Exec* e = Find(batch)) return e->bytes;
+    using dnnl::memory;
+    const memory::dims w_dims = {p_, out_ / p_, in_ / p_, g_.k[1], g_.k[2]};
+    const memory::desc src = MemDesc({batch, in_, g_.in[1], g_.in[2]}, layout),
+                       dst = MemDesc({batch, out_, g_.out[1], g_.out[2]}, layout),
+                       wd(w_dims, memory::data_type::f32, memory::format_tag::any),
+                       bd({out_}, memory::data_type::f32, memory::format_tag::a);
+    std::optional<dnnl::convolution_forward::primitive_desc> pd;
+    try {
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+                                        wd, bd, dst, {g_.stride[1], g_.stride[2]}, {g_.pad[1], g_.pad[2]},
+                                        {g_.pad_end[1], g_.pad_end[2]});
+      pd.emplace(d, UserScratchpadAttr(), DnnlEngine());
+    } catch (const dnnl::error&) {
+      return -1;
+    }
+    if (IsReferenceImpl(*pd)) return -1;
+    if (!w_mem_ || pd->weights_desc() != w_mem_.get_desc()) {
+      memory plain({w_dims, memory::data_type::f32, memory::format_tag::goihw}, DnnlEngine(), w_.data());
+      w_mem_ = memory(pd->weights_desc(), DnnlEngine());
+      dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
+      DnnlStream().wait();
+      b_mem_ = memory(bd, DnnlEngine(), b_.data());
+    }
+    Exec e;
+    e.batch = batch;
+    e.prim = dnnl::convolution_forward(*pd);
+    e.src = src;
+    e.dst = dst;
+    e.pad = pd->scratchpad_desc();
+    e.x_bytes = Align64(src.get_size());
+    e.y_bytes = Align64(dst.get_size());
+    e.bytes = e.x_bytes + e.y_bytes + Align64(e.pad.get_size());
+    execs_.push_back(std::move(e));
+    return execs_.back().bytes;
+  }
+
+  // One chunk of `batch` samples (planned) on the calling thread: x and y
+  // (and e.residual) in the blocked layout, natural channel order.
+  void Run(const float* x, float* y, int64_t batch, const kernels::PermDiagConvEpilogue& e, uint8_t* scratch) const {
+    const Exec& ex = *Find(batch);
+    float* xg = reinterpret_cast<float*>(scratch);
+    float* yg = reinterpret_cast<float*>(scratch + ex.x_bytes);
+    const int64_t L = lanes_, in_hw = g_.in_size(), out_hw = g_.out_size();
+    for (int64_t n = 0; n < batch; ++n) {
+      const float* xs = x + n * in_ * in_hw;
+      float* d = xg + n * in_ * in_hw;
+      for (int64_t v = 0; v < in_ / L; ++v) {
+        const int64_t* from = in_from_.data() + v * L;
+        for (int64_t q = 0; q < in_hw; ++q, d += L)
+          for (int64_t l = 0; l < L; ++l) d[l] = xs[q * L + from[l]];
+      }
+    }
+    dnnl::memory sm(ex.src, DnnlEngine(), xg), dm(ex.dst, DnnlEngine(), yg),
+        pm(ex.pad, DnnlEngine(), scratch + ex.x_bytes + ex.y_bytes);
+    ex.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
+                                   {DNNL_ARG_WEIGHTS, w_mem_},
+                                   {DNNL_ARG_BIAS, b_mem_},
+                                   {DNNL_ARG_DST, dm},
+                                   {DNNL_ARG_SCRATCHPAD, pm}});
+    DnnlStream().wait();
+    for (int64_t n = 0; n < batch; ++n) {
+      const float* ys = yg + n * out_ * out_hw;
+      float* d = y + n * out_ * out_hw;
+      const float* r = e.residual ? e.residual + n * out_ * out_hw : nullptr;
+      for (int64_t v = 0; v < out_ / L; ++v) {
+        const int64_t* from = out_from_.data() + v * L;
+        for (int64_t q = 0; q < out_hw; ++q, d += L) {
+          for (int64_t l = 0; l < L; ++l) {
+            const float s = ys[q * L + from[l]] + (r ? r[l] : 0.0f);
+            d[l] = std::min(std::max(s, e.lo), e.hi);
+          }
+          if (r) r += L;
+        }
+      }
+    }
+  }
+
+ private:
+  static int64_t Align64(std::size_t b) { return static_cast<int64_t>((b + 63) / 64 * 64); }
+  struct Exec {
+    int64_t batch = 0, x_bytes = 0, y_bytes = 0, bytes = 0;
+    dnnl::convolution_forward prim;
+    dnnl::memory::desc src, dst, pad;
+  };
+  const Exec* Find(int64_t batch) const {
+    for (const Exec& e : execs_)
+      if (e.batch == batch) return &e;
+    return nullptr;
+  }
+
+  int64_t out_ = 0, in_ = 0, p_ = 1;
+  int lanes_ = 1;
+  WindowGeometry g_;
+  std::vector<float> w_, b_;  // goihw with groups = residues; bias in group order
+  std::vector<int64_t> in_from_, out_from_;
+  dnnl::memory w_mem_, b_mem_;
+  std::vector<Exec> execs_;
+};
+
+// PERMDNN_COLUMN_CONV=auto (default: the faster of the two, timed at each
+// plan) | kernel | grouped chooses how a permdiag-column convolution runs
+// on blocked activations (read at each plan).
+enum class ColumnConvMode { kAuto, kKernel, kGrouped };
+ColumnConvMode ColumnConvChoice() {
+  const char* env = std::getenv("PERMDNN_COLUMN_CONV");
+  if (!env || !*env || !std::strcmp(env, "auto")) return ColumnConvMode::kAuto;
+  if (!std::strcmp(env, "kernel")) return ColumnConvMode::kKernel;
+  if (!std::strcmp(env, "grouped")) return ColumnConvMode::kGrouped;
+  Fail("PERMDNN_COLUMN_CONV={} is not a choice for shared-offset convolutions; use auto, kernel or grouped", env);
+}
+
 class PermDiagConvOp : public CompressedOp {
  public:
   PermDiagConvOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, true, n), n_(n), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
   std::string KernelName() const override {
-    return fast_ ? kernels::SelectedKernel(Problem()) : std::string("permdiag-conv-im2col");
+    if (!fast_) return "permdiag-conv-im2col";
+    return grouped_ ? "permdiag-column.conv.grouped-onednn" : kernels::SelectedKernel(Problem());
   }
 
   void Prepare(OpContext& ctx) override {
@@ -302,8 +481,13 @@ class PermDiagConvOp : public CompressedOp {
       if (!add_conv_.identity()) scratch += Align(L.StoredElements(y.shape));
     }
     pad_offset_ = scratch;
-    ctx.scratch_bytes =
-        scratch + std::max({in_conv_.scratchpad_bytes(), out_conv_.scratchpad_bytes(), add_conv_.scratchpad_bytes()});
+    const int64_t pads =
+        std::max({in_conv_.scratchpad_bytes(), out_conv_.scratchpad_bytes(), add_conv_.scratchpad_bytes()});
+    scratch += (pads + 63) / 64 * 64;
+    grouped_offset_ = scratch;
+    grouped_ = false;
+    if (column_ && ColumnConvChoice() != ColumnConvMode::kKernel) PlanGrouped(ctx, rs, L);
+    ctx.scratch_bytes = scratch + (grouped_ ? split_.count * chunk_bytes_ : 0);
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -324,23 +508,76 @@ class PermDiagConvOp : public CompressedOp {
     return q;
   }
 
-  // The kernel's packing, with a fused BatchNormalization folded in
-  // (scale a = gamma / sqrt(var + eps), shift beta - mean·a).
-  void BuildPack(const OpContext& ctx, int lanes) {
-    std::vector<float> scale, shift;
+  // A fused BatchNormalization as per-channel scale a = gamma / sqrt(var +
+  // eps) and shift beta - mean·a (both empty without one).
+  void FoldedNorm(const OpContext& ctx, std::vector<float>* scale, std::vector<float>* shift) const {
     for (const PostOp& p : n_.post_ops) {
       if (p.op_type != "BatchNormalization") continue;
       const float *g = ctx.in[p.inputs[0]]->f(), *b = ctx.in[p.inputs[1]]->f(), *mu = ctx.in[p.inputs[2]]->f(),
                   *var = ctx.in[p.inputs[3]]->f();
-      scale.resize(out_);
-      shift.resize(out_);
+      scale->resize(out_);
+      shift->resize(out_);
       for (int64_t o = 0; o < out_; ++o) {
-        scale[o] = g[o] / std::sqrt(var[o] + p.epsilon);
-        shift[o] = b[o] - mu[o] * scale[o];
+        (*scale)[o] = g[o] / std::sqrt(var[o] + p.epsilon);
+        (*shift)[o] = b[o] - mu[o] * (*scale)[o];
       }
     }
+  }
+
+  // The kernel's packing, with a fused BatchNormalization folded in.
+  void BuildPack(const OpContext& ctx, int lanes) {
+    std::vector<float> scale, shift;
+    FoldedNorm(ctx, &scale, &shift);
     pack_ = kernels::PermDiagConvPack::Build(values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw,
                                              lanes, bias_, scale, shift);
+  }
+
+  // Shared offsets: plans the grouped convolution (GroupedColumnConv) for
+  // this batch and decides whether it runs: PERMDNN_COLUMN_CONV=grouped
+  // forces it; auto times it against the kernel on this plan's shapes (one
+  // chunk, one thread, best of four runs on zeros) and keeps the faster.
+  void PlanGrouped(const OpContext& ctx, const RunState& rs, const Layout& L) {
+    SetDnnlThreads(1);
+    if (!grouped_init_) {
+      std::vector<float> scale, shift;
+      FoldedNorm(ctx, &scale, &shift);
+      grouped_ok_ = gconv_.Init(values_, offsets_, bias_, scale, shift, out_, in_, p_, g_, L.block);
+      grouped_init_ = true;
+    }
+    if (!grouped_ok_) return;
+    const int64_t n = shape_.batch;
+    split_ = SplitBatch(n, static_cast<double>(n * out_ * g_.out_size()) * static_cast<double>(in_ / p_ * ksz_),
+                        rs.threads);
+    chunk_bytes_ = 0;
+    for (int64_t nb : {split_.per, split_.last}) {
+      const int64_t bytes = gconv_.Plan(nb, L);
+      if (bytes < 0) return;
+      chunk_bytes_ = std::max(chunk_bytes_, bytes);
+    }
+    grouped_ = ColumnConvChoice() == ColumnConvMode::kGrouped || GroupedIsFaster(split_.per);
+  }
+
+  bool GroupedIsFaster(int64_t batch) {
+    AlignedBuffer<float> x(static_cast<std::size_t>(batch * in_ * g_.in_size())),
+        y(static_cast<std::size_t>(batch * out_ * g_.out_size())),
+        scratch(static_cast<std::size_t>(chunk_bytes_ / 4 + 16));
+    std::fill(x.begin(), x.end(), 0.0f);
+    kernels::PermDiagConvShape s = shape_;
+    s.batch = batch;
+    const kernels::PermDiagConvEpilogue e;
+    const auto best = [](const auto& fn) {
+      double b = 1e30;
+      for (int r = 0; r < 4; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        fn();
+        b = std::min(b, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return b;
+    };
+    const double kernel = best([&] { kernels::PermDiagConv2D(pack_, s, x.data(), e, y.data(), 1); });
+    uint8_t* pad = reinterpret_cast<uint8_t*>(scratch.data());
+    const double grouped = best([&] { gconv_.Run(x.data(), y.data(), batch, e, pad); });
+    return grouped < kernel;
   }
 
   void RunBlocked(OpContext& ctx, RunState& rs) {
@@ -369,9 +606,28 @@ class PermDiagConvOp : public CompressedOp {
         e.hi = std::min(e.hi, p.hi);
       }
     }
-    kernels::PermDiagConvShape s = shape_;
-    s.batch = x.shape[0];
-    kernels::PermDiagConv2D(pack_, s, src, e, dst, rs.threads);
+    if (grouped_) {
+      const int64_t x_per = in_ * g_.in_size(), y_per = out_ * g_.out_size();
+      auto chunk = [&](int64_t c) {
+        const int64_t n0 = c * split_.per, nc = c + 1 < split_.count ? split_.per : split_.last;
+        kernels::PermDiagConvEpilogue ec = e;
+        if (ec.residual) ec.residual += n0 * y_per;
+        gconv_.Run(src + n0 * x_per, dst + n0 * y_per, nc, ec, rs.scratch + grouped_offset_ + c * chunk_bytes_);
+      };
+      SetDnnlThreads(1);
+      if (split_.count == 1) {
+        chunk(0);
+      } else {
+        ParallelFor(split_.count, static_cast<int>(split_.count), [&](int64_t c0, int64_t c1, int) {
+          SetDnnlThreads(1);
+          for (int64_t c = c0; c < c1; ++c) chunk(c);
+        });
+      }
+    } else {
+      kernels::PermDiagConvShape s = shape_;
+      s.batch = x.shape[0];
+      kernels::PermDiagConv2D(pack_, s, src, e, dst, rs.threads);
+    }
     if (!out_conv_.identity()) out_conv_.Run(dst, ctx.out[0]->f(), rs.scratch + pad_offset_);
   }
 
@@ -418,6 +674,12 @@ class PermDiagConvOp : public CompressedOp {
   LayoutConverter in_conv_, out_conv_, add_conv_;
   int64_t out_offset_ = 0, add_offset_ = 0, pad_offset_ = 0;
   int add_input_ = -1;
+  // Shared offsets on oneDNN's grouped convolution (PlanGrouped).
+  const bool column_ = format_.kind == formats::Kind::kPermDiagColumn;
+  bool grouped_init_ = false, grouped_ok_ = false, grouped_ = false;
+  GroupedColumnConv gconv_;
+  BatchSplit split_;
+  int64_t grouped_offset_ = 0, chunk_bytes_ = 0;
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 // (Options::reference: the file's graph node for node on im2col + OpenBLAS
 // and plain loops), at several batch sizes.
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -88,13 +89,14 @@ class Builder {
     return out;
   }
   // PermDiagConv with random values, seeded offsets and a bias; k x k, same padding.
+  // column: shared offsets (offset_layout "column", one offset per block column).
   std::string PermDiagConv(const std::string& x, const std::string& out, int64_t cin, int64_t cout, int64_t k,
-                           int64_t p, int64_t stride, uint64_t seed) {
+                           int64_t p, int64_t stride, uint64_t seed, bool column = false) {
     const int64_t mb = (cout + p - 1) / p, nb = (cin + p - 1) / p;
     std::vector<float> values = Randn(mb * nb * p * k * k, seed, 1.0f / std::sqrt(static_cast<float>(nb * k * k)));
     // Padded positions (out or in channel beyond the layer) must hold zeros.
     std::vector<int64_t> offsets(mb * nb);
-    for (int64_t b = 0; b < mb * nb; ++b) offsets[b] = static_cast<int64_t>((b * 5 + seed) % p);
+    for (int64_t b = 0; b < mb * nb; ++b) offsets[b] = static_cast<int64_t>(((column ? b % nb : b) * 5 + seed) % p);
     for (int64_t I = 0; I < mb; ++I)
       for (int64_t J = 0; J < nb; ++J)
         for (int64_t c = 0; c < p; ++c)
@@ -103,9 +105,9 @@ class Builder {
     auto* o = g_->add_initializer();
     o->set_name(out + ".offsets");
     o->set_data_type(onnx::TensorProto::INT64);
-    o->add_dims(mb);
+    if (!column) o->add_dims(mb);
     o->add_dims(nb);
-    for (int64_t v : offsets) o->add_int64_data(v);
+    for (int64_t b = 0; b < (column ? nb : mb * nb); ++b) o->add_int64_data(offsets[b]);
     onnx::NodeProto& n = Node("PermDiagConv",
                               {x, Init(out + ".values", {mb, nb, p, k, k}, values), out + ".offsets",
                                Init(out + ".b", {cout}, Randn(cout, seed + 1, 0.1f))},
@@ -117,6 +119,12 @@ class Builder {
     Ints(n, "kernel_shape", {k, k});
     Ints(n, "pads", {k / 2, k / 2, k / 2, k / 2});
     Ints(n, "strides", {stride, stride});
+    if (column) {
+      onnx::AttributeProto* a = n.add_attribute();
+      a->set_name("offset_layout");
+      a->set_type(onnx::AttributeProto::STRING);
+      a->set_s("column");
+    }
     return out;
   }
   std::string Bn(const std::string& x, const std::string& out, int64_t c, uint64_t seed) {
@@ -384,6 +392,56 @@ TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
       }
     }
   }
+}
+
+// Shared offsets (offset_layout "column", issue 15): a PermDiagConv is a
+// grouped convolution between two channel gathers. With
+// PERMDNN_COLUMN_CONV=grouped every layer whose groups are whole channel
+// blocks runs on oneDNN's grouped convolution (BatchNormalization folded,
+// residual Add and Clip / Relu in the output gather), with kernel the
+// permuted-diagonal kernel, with auto the faster of the two; all give the
+// reference path's outputs, on 1 and 2 threads and two batch sizes.
+TEST(RuntimeCnn, ColumnOffsetConvAsGroupedConvolutionMatchesReference) {
+  Builder b({1, 3, 12, 12});
+  std::string t = b.Node("Relu", {b.Conv("x", "stem", 3, 32, 3, 1, 1, true, 1)}, "stem_relu").output(0);
+  std::string u = b.Bn(b.PermDiagConv(t, "pd1", 32, 32, 3, 2, 1, 2, true), "bn1", 32, 3);
+  t = b.Node("Relu", {b.Node("Add", {u, t}, "res").output(0)}, "res_relu").output(0);
+  std::string down = b.PermDiagConv(t, "down", 32, 64, 1, 2, 2, 4, true);
+  std::string v = b.PermDiagConv(t, "pd2", 32, 64, 3, 2, 2, 5, true);
+  auto& clip = b.Node("Clip", {b.Node("Add", {v, down}, "res2").output(0)}, "clip");
+  clip.add_input(b.Init("lo", {}, {0.0f}));
+  clip.add_input(b.Init("hi", {}, {1.5f}));
+  std::string w = b.PermDiagConv(clip.output(0), "pd3", 64, 64, 1, 4, 1, 6, true);
+  b.Output(b.Node("GlobalAveragePool", {w}, "y").output(0));
+  const std::string bytes = b.Bytes();
+  Model ref = Model::FromBytes(bytes, "col.onnx", {.reference = true});
+  for (const char* mode : {"grouped", "kernel", "auto"}) {
+    setenv("PERMDNN_COLUMN_CONV", mode, 1);
+    for (int threads : {1, 2}) {
+      Model fast = Model::FromBytes(bytes, "col.onnx", {.threads = threads, .profile = true});
+      for (int64_t batch : {1, 4}) {
+        SCOPED_TRACE(::testing::Message() << mode << " threads " << threads << " batch " << batch);
+        Tensor x = Tensor::Float({batch, 3, 12, 12}, Randn(batch * 3 * 12 * 12, 30 + batch));
+        const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
+        float scale = 0;
+        for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+        EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
+                                                     {got.f(), static_cast<std::size_t>(got.size())},
+                                                     permdnn::testing::Tolerance(64 * 9 * 3, scale + 1.0f)));
+        std::map<std::string, NodeProfile> by_name;
+        for (const NodeProfile& q : fast.Profile()) by_name[q.name] = q;
+        for (const char* node : {"pd1", "down", "pd2", "pd3"}) {
+          const std::string& kernel = by_name.at(node).kernel;
+          if (!std::strcmp(mode, "grouped")) EXPECT_EQ(kernel, "permdiag-column.conv.grouped-onednn") << node;
+          if (!std::strcmp(mode, "kernel")) EXPECT_EQ(kernel.rfind("permdiag.conv.", 0), 0u) << node << ": " << kernel;
+        }
+        EXPECT_EQ(by_name.at("pd1").op_type, "PermDiagConv+BatchNormalization+Add+Relu");
+      }
+    }
+  }
+  setenv("PERMDNN_COLUMN_CONV", "sideways", 1);
+  EXPECT_THROW(Model::FromBytes(bytes, "col.onnx").Run({Tensor::Float({1, 3, 12, 12}, Randn(432, 1))}), Error);
+  unsetenv("PERMDNN_COLUMN_CONV");
 }
 
 // An Add whose operand broadcasts (a per-channel bias) is fused too and
