@@ -8,13 +8,13 @@
 // time for 3x3 stride-1 layers is shown too (fewer multiplies, so its
 // "rate" counts the direct convolution's multiply-adds).
 //
-// Issue 15 asks whether a layer with shared offsets (offsets=column) should
-// run as oneDNN's grouped convolution (groups = p) with a channel shuffle on
-// each side. The "grouped" columns time that: oneDNN's grouped convolution
-// on the same blocked layout (its implementation named), plus one shuffle
-// pass over the input and one over the output (a per-channel gather in the
-// blocked layout, which a runtime would need unless it folded the
-// permutations into the neighbouring layers); its rate counts the stored
+// A layer with shared offsets (offsets=column, issue 15) is oneDNN's grouped
+// convolution (groups = p) with a channel shuffle on each side, and the
+// runtime runs it so where that measures faster (GroupedColumnConv in
+// src/runtime/ops_permdiag.cc). The "grouped" columns time that: oneDNN's
+// grouped convolution on the same blocked layout (its implementation
+// named), plus one shuffle pass over the input and one over the output (the
+// runtime's kernels::BlockedChannelGather); its rate counts the stored
 // multiply-adds, as permdiag's.
 //
 //   permdnn_conv_bench [--batch 1,16] [--p 4,8,16] [--reps 9] [--json FILE]
@@ -118,26 +118,18 @@ double DenseMs(const Layer& l, int n, int lanes, bool winograd, int reps, bool* 
   }
 }
 
-// Gathers channels of a blocked (nC{L}c) tensor: channel c of dst is channel
-// perm[c] of src. Position by position, so the channel vectors a position
-// reads (one cache line per block) stay in L1 while it is written.
+// Channel c of every sample of dst reads channel perm[c] of src, both in
+// nC{lanes}c (c a multiple of lanes): the runtime's gather
+// (kernels::BlockedChannelGather, what GroupedColumnConv runs around oneDNN).
 void ShuffleChannels(const float* src, float* dst, int n, int c, int hw, int lanes, const std::vector<int>& perm) {
-  const int cb = (c + lanes - 1) / lanes;
-  const std::size_t plane = static_cast<std::size_t>(hw) * lanes;
-  std::vector<std::size_t> from(static_cast<std::size_t>(c)), to(static_cast<std::size_t>(c));
+  std::vector<int32_t> from(static_cast<std::size_t>(c));
   for (int ch = 0; ch < c; ++ch) {
-    from[static_cast<std::size_t>(ch)] = static_cast<std::size_t>(perm[static_cast<std::size_t>(ch)] / lanes) * plane +
-                                         perm[static_cast<std::size_t>(ch)] % lanes;
-    to[static_cast<std::size_t>(ch)] = static_cast<std::size_t>(ch / lanes) * plane + ch % lanes;
+    const int s = perm[static_cast<std::size_t>(ch)];
+    from[static_cast<std::size_t>(ch)] = s / lanes * hw * lanes + s % lanes;
   }
-  for (int s = 0; s < n; ++s) {
-    const float* in = src + static_cast<std::size_t>(s) * cb * plane;
-    float* out = dst + static_cast<std::size_t>(s) * cb * plane;
-    for (int q = 0; q < hw; ++q) {
-      const std::size_t at = static_cast<std::size_t>(q) * lanes;
-      for (std::size_t ch = 0; ch < static_cast<std::size_t>(c); ++ch) out[to[ch] + at] = in[from[ch] + at];
-    }
-  }
+  const std::size_t per = static_cast<std::size_t>(c) * hw;
+  for (int s = 0; s < n; ++s)
+    permdnn::kernels::BlockedChannelGather(src + s * per, from.data(), c / lanes, hw, lanes, {}, dst + s * per);
 }
 
 // oneDNN grouped convolution (groups = p) in nC{L}c with ReLU; *shuffle_ms:
@@ -150,7 +142,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
   stream st(eng);
   *impl = "";
   *shuffle_ms = 0;
-  if (l.c % p || l.o % p) return 0;
+  if (l.c % p || l.o % p || l.c % lanes || l.o % lanes) return 0;
   const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1;
   const tag act = lanes == 16 ? tag::nChw16c : tag::nChw8c;
   memory::desc src({n, l.c, l.hw, l.hw}, memory::data_type::f32, act), dst({n, l.o, oh, oh}, memory::data_type::f32, act),

@@ -205,6 +205,28 @@ std::span<const Row<ConvFn>> ConvRows() {
 
 int LanesImpl() { return kLanes; }
 
+// BlockedChannelGather (permdiag_conv.h) with one hardware gather per
+// destination vector: the lanes' source offsets are the same at every
+// position, shifted by q·L.
+void GatherImpl(const float* src, const int32_t* from, int64_t vectors, int64_t positions,
+                const PermDiagConvEpilogue& e, float* dst) {
+  using D = hn::ScalableTag<float>;
+  const D d;
+  const hn::RebindToSigned<D> di;
+  constexpr int L = kLanes;
+  const auto lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
+  for (int64_t v = 0; v < vectors; ++v) {
+    const auto idx = hn::LoadU(di, from + v * L);
+    float* out = dst + v * positions * L;
+    const float* r = e.residual ? e.residual + v * positions * L : nullptr;
+    for (int64_t q = 0; q < positions; ++q) {
+      auto x = hn::GatherIndex(d, src + q * L, idx);
+      if (r) x = hn::Add(x, hn::LoadU(d, r + q * L));
+      hn::StoreU(hn::Min(hn::Max(x, lo), hi), d, out + q * L);
+    }
+  }
+}
+
 // The row for this problem, or nullptr (the reference loops run).
 const Row<ConvFn>* ConvRow(const PermDiagConvPack& w, const PermDiagConvShape& s) {
   if (w.lanes != kLanes || s.stride_h != s.stride_w) return nullptr;
@@ -240,9 +262,23 @@ namespace permdnn::kernels {
 HWY_EXPORT(LanesImpl);
 HWY_EXPORT(AdmitsImpl);
 HWY_EXPORT(ConvImpl);
+HWY_EXPORT(GatherImpl);
 PERMDNN_EXPORT_KERNEL_TABLE(PermDiagConv, ConvTableImpl, ConvSelectImpl)
 
 int PermDiagConvLanes() { return HWY_DYNAMIC_DISPATCH(LanesImpl)(); }
+
+void BlockedChannelGather(const float* src, const int32_t* from, int64_t vectors, int64_t positions, int lanes,
+                          const PermDiagConvEpilogue& e, float* dst) {
+  if (!detail::UseReference(KernelOp::kPermDiagConv) && lanes > 1 && lanes == PermDiagConvLanes())
+    return HWY_DYNAMIC_DISPATCH(GatherImpl)(src, from, vectors, positions, e, dst);
+  for (int64_t v = 0; v < vectors; ++v)
+    for (int64_t q = 0; q < positions; ++q)
+      for (int l = 0; l < lanes; ++l) {
+        const int64_t at = (v * positions + q) * lanes + l;
+        const float x = src[q * lanes + from[v * lanes + l]] + (e.residual ? e.residual[at] : 0.0f);
+        dst[at] = std::min(std::max(x, e.lo), e.hi);
+      }
+}
 
 bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& s) {
   if (detail::UseReference(KernelOp::kPermDiagConv)) return false;

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -269,7 +270,8 @@ class GroupedColumnConv {
   bool Init(const std::vector<float>& values, const std::vector<uint16_t>& offsets, const std::vector<float>& bias,
             const std::vector<float>& scale, const std::vector<float>& shift, int64_t out, int64_t in, int64_t p,
             const WindowGeometry& g, int lanes) {
-    if (in % p || out % p || (in / p) % lanes || (out / p) % lanes || g.in[0] != 1 || g.dil[1] != 1 || g.dil[2] != 1)
+    if (in % p || out % p || (in / p) % lanes || (out / p) % lanes || g.in[0] != 1 || g.dil[1] != 1 || g.dil[2] != 1 ||
+        std::max(in * g.in_size(), out * g.out_size()) > INT32_MAX)
       return false;
     out_ = out, in_ = in, p_ = p, lanes_ = lanes, g_ = g;
     const int64_t mb = out / p, nb = in / p, taps = g.k[1] * g.k[2];
@@ -292,12 +294,12 @@ class GroupedColumnConv {
     for (int64_t c = 0; c < p; ++c)
       for (int64_t J = 0; J < nb; ++J) {
         const int64_t src = J * p + (c + offsets[J]) % p;
-        in_from_[c * nb + J] = src / lanes * in_plane + src % lanes;
+        in_from_[c * nb + J] = static_cast<int32_t>(src / lanes * in_plane + src % lanes);
       }
     out_from_.resize(static_cast<std::size_t>(out));
     for (int64_t o = 0; o < out; ++o) {
       const int64_t src = (o % p) * mb + o / p;
-      out_from_[o] = src / lanes * out_plane + src % lanes;
+      out_from_[o] = static_cast<int32_t>(src / lanes * out_plane + src % lanes);
     }
     execs_.clear();
     w_mem_ = dnnl::memory();
@@ -352,15 +354,10 @@ class GroupedColumnConv {
     float* xg = reinterpret_cast<float*>(scratch);
     float* yg = reinterpret_cast<float*>(scratch + ex.x_bytes);
     const int64_t L = lanes_, in_hw = g_.in_size(), out_hw = g_.out_size();
-    for (int64_t n = 0; n < batch; ++n) {
-      const float* xs = x + n * in_ * in_hw;
-      float* d = xg + n * in_ * in_hw;
-      for (int64_t v = 0; v < in_ / L; ++v) {
-        const int64_t* from = in_from_.data() + v * L;
-        for (int64_t q = 0; q < in_hw; ++q, d += L)
-          for (int64_t l = 0; l < L; ++l) d[l] = xs[q * L + from[l]];
-      }
-    }
+    const kernels::PermDiagConvEpilogue none;
+    for (int64_t n = 0; n < batch; ++n)
+      kernels::BlockedChannelGather(x + n * in_ * in_hw, in_from_.data(), in_ / L, in_hw, lanes_, none,
+                                    xg + n * in_ * in_hw);
     dnnl::memory sm(ex.src, DnnlEngine(), xg), dm(ex.dst, DnnlEngine(), yg),
         pm(ex.pad, DnnlEngine(), scratch + ex.x_bytes + ex.y_bytes);
     ex.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
@@ -370,19 +367,10 @@ class GroupedColumnConv {
                                    {DNNL_ARG_SCRATCHPAD, pm}});
     DnnlStream().wait();
     for (int64_t n = 0; n < batch; ++n) {
-      const float* ys = yg + n * out_ * out_hw;
-      float* d = y + n * out_ * out_hw;
-      const float* r = e.residual ? e.residual + n * out_ * out_hw : nullptr;
-      for (int64_t v = 0; v < out_ / L; ++v) {
-        const int64_t* from = out_from_.data() + v * L;
-        for (int64_t q = 0; q < out_hw; ++q, d += L) {
-          for (int64_t l = 0; l < L; ++l) {
-            const float s = ys[q * L + from[l]] + (r ? r[l] : 0.0f);
-            d[l] = std::min(std::max(s, e.lo), e.hi);
-          }
-          if (r) r += L;
-        }
-      }
+      kernels::PermDiagConvEpilogue en = e;
+      if (en.residual) en.residual += n * out_ * out_hw;
+      kernels::BlockedChannelGather(yg + n * out_ * out_hw, out_from_.data(), out_ / L, out_hw, lanes_, en,
+                                    y + n * out_ * out_hw);
     }
   }
 
@@ -403,7 +391,7 @@ class GroupedColumnConv {
   int lanes_ = 1;
   WindowGeometry g_;
   std::vector<float> w_, b_;  // goihw with groups = residues; bias in group order
-  std::vector<int64_t> in_from_, out_from_;
+  std::vector<int32_t> in_from_, out_from_;  // BlockedChannelGather source offsets
   dnnl::memory w_mem_, b_mem_;
   std::vector<Exec> execs_;
 };

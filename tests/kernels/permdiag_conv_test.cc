@@ -9,6 +9,7 @@
 // kernel_table_test.cc).
 #include "permdnn/kernels/permdiag_conv.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -118,6 +119,38 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     const bool simd_row = L > 1 && L % p == 0;
     EXPECT_EQ(PermDiagConvSimdAdmits(w, s), simd_row);
     EXPECT_EQ(SelectedKernel(q).rfind("permdiag.conv.reference", 0) != 0, simd_row) << SelectedKernel(q);
+  }
+}
+
+// BlockedChannelGather, the shared-offset conv's channel gathers: a
+// permutation of the channels of a blocked tensor (with and without the
+// epilogue's residual and clamp) equals the definition, element by element.
+TEST_P(PermDiagConvTest, BlockedChannelGatherPermutesChannels) {
+  const int L = PermDiagConvLanes();
+  const int64_t vectors = 3, positions = 7, c = vectors * L;
+  std::mt19937 rng(11);
+  std::vector<int> perm(static_cast<std::size_t>(c));
+  for (int64_t i = 0; i < c; ++i) perm[i] = static_cast<int>(i);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> from(static_cast<std::size_t>(c));
+  for (int64_t i = 0; i < c; ++i) from[i] = perm[i] / L * static_cast<int32_t>(positions) * L + perm[i] % L;
+  const std::vector<float> x = RandomVector(c * positions, 1.0, 12),
+                           r = RandomVector(c * positions, 1.0, 13);
+  for (bool epilogue : {false, true}) {
+    PermDiagConvEpilogue e;
+    if (epilogue) {
+      e.residual = r.data();
+      e.lo = -0.25f;
+      e.hi = 0.5f;
+    }
+    std::vector<float> y(x.size(), 9.0f);
+    BlockedChannelGather(x.data(), from.data(), vectors, positions, L, e, y.data());
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t q = 0; q < positions; ++q) {
+        const int64_t at = (ch / L * positions + q) * L + ch % L;
+        const float src = x[(perm[ch] / L * positions + q) * L + perm[ch] % L] + (epilogue ? r[at] : 0.0f);
+        ASSERT_EQ(y[at], std::min(std::max(src, e.lo), e.hi)) << "channel " << ch << " position " << q;
+      }
   }
 }
 

@@ -92,4 +92,16 @@ void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const
 void PermDiagConv2DReference(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
                              const PermDiagConvEpilogue& e, float* y);
 
+// The channel gathers of a shared-offset convolution run as a grouped
+// convolution (the runtime's GroupedColumnConv), on one sample in the
+// blocked layout of `lanes` channels per vector: for every destination
+// vector v < vectors and position q < positions,
+//   dst[(v·positions + q)·lanes + l] = min(max(src[q·lanes + from[v·lanes + l]] + r, e.lo), e.hi)
+// with r = e.residual[(v·positions + q)·lanes + l] (0 without one). from[]
+// holds each destination lane's source offset within the sample (source
+// vector · positions · lanes + source lane). SIMD gathers when lanes equals
+// PermDiagConvLanes(), else (and on the reference path) plain loops.
+void BlockedChannelGather(const float* src, const int32_t* from, int64_t vectors, int64_t positions, int lanes,
+                          const PermDiagConvEpilogue& e, float* dst);
+
 }  // namespace permdnn::kernels
