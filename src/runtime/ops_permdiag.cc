@@ -26,7 +26,6 @@
 // (residual Add, Relu / Clip). Otherwise, and on the reference path, im2col
 // and per-channel loops on plain tensors, then the post-ops in node order.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -35,6 +34,7 @@
 
 #include <fmt/format.h>
 
+#include "permdnn/core/cpu_time.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/core/thread_pool.h"
@@ -523,7 +523,8 @@ class PermDiagConvOp : public CompressedOp {
   // Shared offsets: plans the grouped convolution (GroupedColumnConv) for
   // this batch and decides whether it runs: PERMDNN_COLUMN_CONV=grouped
   // forces it; auto times it against the kernel on this plan's shapes (one
-  // chunk, one thread, best of four runs on zeros) and keeps the faster.
+  // chunk, one thread, best of five runs on zeros, thread CPU time) and
+  // keeps the faster.
   void PlanGrouped(const OpContext& ctx, const RunState& rs, const Layout& L) {
     SetDnnlThreads(1);
     if (!grouped_init_) {
@@ -553,12 +554,12 @@ class PermDiagConvOp : public CompressedOp {
     kernels::PermDiagConvShape s = shape_;
     s.batch = batch;
     const kernels::PermDiagConvEpilogue e;
-    const auto best = [](const auto& fn) {
+    const auto best = [](const auto& fn) {  // thread CPU time: slices lost to other processes do not count
       double b = 1e30;
-      for (int r = 0; r < 4; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
+      for (int r = 0; r < 5; ++r) {
+        const double t0 = ThreadCpuMs();
         fn();
-        b = std::min(b, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        b = std::min(b, ThreadCpuMs() - t0);
       }
       return b;
     };
