@@ -329,6 +329,15 @@ TEST(RuntimeCnn, GemmSplitsFeaturesOrRowsOnTwoThreads) {
       EXPECT_TRUE(permdnn::testing::AllNear<float>({got1.f(), size}, {got.f(), size},
                                                    permdnn::testing::Tolerance(c.k, scale)));
       EXPECT_EQ(two.Profile().at(0).kernel, "dense-onednn");
+      // One row runs OpenBLAS's sgemv (threads split the features).
+      {
+        Tensor x1 = Tensor::Float({1, c.k}, Randn(static_cast<std::size_t>(c.k), 9));
+        const Tensor w1 = ref.Run({x1})[0], g1 = two.Run({x1})[0];
+        EXPECT_TRUE(permdnn::testing::AllNear<float>({w1.f(), static_cast<std::size_t>(c.n)},
+                                                     {g1.f(), static_cast<std::size_t>(c.n)},
+                                                     permdnn::testing::Tolerance(c.k, scale)));
+        EXPECT_EQ(two.Profile().at(0).kernel, "dense-blas");
+      }
       // A new batch size re-plans (reusing the reordered weight slices that
       // still fit); then back to the first size.
       for (int64_t rows : {c.rows + 70, c.rows}) {
