@@ -306,6 +306,8 @@ class GroupedColumnConv {
     return true;
   }
 
+  int lanes() const { return lanes_; }
+
   // Makes the primitive for chunks of `batch` samples in `layout`; returns
   // the scratch bytes one such chunk needs, or −1 when oneDNN has only its
   // reference implementation for it.
@@ -527,7 +529,7 @@ class PermDiagConvOp : public CompressedOp {
   // keeps the faster.
   void PlanGrouped(const OpContext& ctx, const RunState& rs, const Layout& L) {
     SetDnnlThreads(1);
-    if (!grouped_init_) {
+    if (!grouped_init_ || gconv_.lanes() != L.block) {  // (the lanes change only with a forced SIMD target)
       std::vector<float> scale, shift;
       FoldedNorm(ctx, &scale, &shift);
       grouped_ok_ = gconv_.Init(values_, offsets_, bias_, scale, shift, out_, in_, p_, g_, L.block);
