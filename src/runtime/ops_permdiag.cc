@@ -338,6 +338,7 @@ class GroupedColumnConv {
     }
     Exec e;
     e.batch = batch;
+    e.w = w_mem_;  // a later plan may reorder the weights for another layout: each keeps its own
     e.prim = dnnl::convolution_forward(*pd);
     e.src = src;
     e.dst = dst;
@@ -363,7 +364,7 @@ class GroupedColumnConv {
     dnnl::memory sm(ex.src, DnnlEngine(), xg), dm(ex.dst, DnnlEngine(), yg),
         pm(ex.pad, DnnlEngine(), scratch + ex.x_bytes + ex.y_bytes);
     ex.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
-                                   {DNNL_ARG_WEIGHTS, w_mem_},
+                                   {DNNL_ARG_WEIGHTS, ex.w},
                                    {DNNL_ARG_BIAS, b_mem_},
                                    {DNNL_ARG_DST, dm},
                                    {DNNL_ARG_SCRATCHPAD, pm}});
@@ -382,6 +383,7 @@ class GroupedColumnConv {
     int64_t batch = 0, x_bytes = 0, y_bytes = 0, bytes = 0;
     dnnl::convolution_forward prim;
     dnnl::memory::desc src, dst, pad;
+    dnnl::memory w;
   };
   const Exec* Find(int64_t batch) const {
     for (const Exec& e : execs_)
