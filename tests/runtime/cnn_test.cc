@@ -354,6 +354,16 @@ TEST(RuntimeCnn, GemmSplitsFeaturesOrRowsOnTwoThreads) {
   }
 }
 
+// got equals want within the kernel tests' tolerance for sums of k products,
+// scaled by want's largest magnitude (+1).
+void ExpectNearScaled(const Tensor& want, const Tensor& got, int64_t k) {
+  float scale = 0;
+  for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+  EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
+                                               {got.f(), static_cast<std::size_t>(got.size())},
+                                               permdnn::testing::Tolerance(k, scale + 1.0f)));
+}
+
 // PermDiagConv chains on the permuted-diagonal conv kernel: BatchNormalization
 // folded into its packing, a residual Add and Relu / Clip in its epilogue,
 // 3x3 and 1x1 at stride 1 and 2, p = 4, 8 and 16, channel counts that leave
@@ -382,12 +392,7 @@ TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
           SCOPED_TRACE(::testing::Message() << (layout ? layout : "auto") << " threads " << threads << " batch "
                                             << batch);
           Tensor x = Tensor::Float({batch, 3, 18, 18}, Randn(batch * 3 * 18 * 18, 20 + batch));
-          const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
-          float scale = 0;
-          for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
-          EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
-                                                       {got.f(), static_cast<std::size_t>(got.size())},
-                                                       permdnn::testing::Tolerance(32 * 9 * 3, scale + 1.0f)));
+          ExpectNearScaled(ref.Run({x})[0], fast.Run({x})[0], 32 * 9 * 3);
         }
         if (!layout) {  // blocked by the kernel's lanes: the SIMD rows run, with their post-ops folded in
           std::map<std::string, NodeProfile> by_name;
@@ -431,12 +436,7 @@ TEST(RuntimeCnn, ColumnOffsetConvAsGroupedConvolutionMatchesReference) {
       for (int64_t batch : {1, 4}) {
         SCOPED_TRACE(::testing::Message() << mode << " threads " << threads << " batch " << batch);
         Tensor x = Tensor::Float({batch, 3, 12, 12}, Randn(batch * 3 * 12 * 12, 30 + batch));
-        const Tensor want = ref.Run({x})[0], got = fast.Run({x})[0];
-        float scale = 0;
-        for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
-        EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
-                                                     {got.f(), static_cast<std::size_t>(got.size())},
-                                                     permdnn::testing::Tolerance(64 * 9 * 3, scale + 1.0f)));
+        ExpectNearScaled(ref.Run({x})[0], fast.Run({x})[0], 64 * 9 * 3);
         std::map<std::string, NodeProfile> by_name;
         for (const NodeProfile& q : fast.Profile()) by_name[q.name] = q;
         for (const char* node : {"pd1", "down", "pd2", "pd3"}) {
