@@ -43,11 +43,13 @@ LENET5CAFFE_SPEC="conv1=prune:density=0.2:bits=4:index=3,conv2=prune:density=0.0
 # 116x SPEC above; gradual pruning and sharing, 30 epochs from the same dense run).
 LENET5CAFFE_SPEC_B="conv1=prune:density=0.3:bits=4:index=3,conv2=prune:density=0.07:bits=4:index=5,fc1=prune:density=0.017:bits=4:index=7,fc2=prune:density=0.1:bits=4:index=4"
 LENET5CAFFE_SPEC_C="conv1=prune:density=0.4:bits=4:index=2,conv2=prune:density=0.08:bits=4:index=4,fc1=prune:density=0.016:bits=4:index=7,fc2=prune:density=0.1:bits=4:index=4"
-# Two more with more weights in the convolutions: D also gives fc1 more
+# More weights in the convolutions: D also gives fc1 more
 # weights at 3 bits (an 8-entry codebook), E keeps C's fc1 and adds to conv1,
 # conv2 and fc2.
 LENET5CAFFE_SPEC_D="conv1=prune:density=0.4:bits=4:index=2,conv2=prune:density=0.1:bits=4:index=4,fc1=prune:density=0.02:bits=3:index=7,fc2=prune:density=0.1:bits=4:index=4"
 LENET5CAFFE_SPEC_E="conv1=prune:density=0.5:bits=4:index=2,conv2=prune:density=0.1:bits=4:index=4,fc1=prune:density=0.016:bits=4:index=7,fc2=prune:density=0.12:bits=4:index=4"
+# F: further from fc1 towards the convolutions and fc2 (E did better than C).
+LENET5CAFFE_SPEC_F="conv1=prune:density=0.6:bits=4:index=2,conv2=prune:density=0.12:bits=4:index=4,fc1=prune:density=0.015:bits=4:index=7,fc2=prune:density=0.15:bits=4:index=3"
 # ADMM: three rho schedules (the smallest did best: the rounds' penalty costs
 # less accuracy before the projection).
 LENET5CAFFE_ADMM=(--method admm --lr 5e-4 --admm-iter 235)
@@ -172,7 +174,7 @@ stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-pq; then
     local v
-    for v in B C D E; do
+    for v in B C D E F; do
       local -n spec="LENET5CAFFE_SPEC_$v"
       train_run "lenet5caffe-gradual-pq$v" --model lenet5caffe --compress "$spec" --epochs 30 --lr 5e-4 \
         --from "$RUNS/lenet5caffe-dense"
