@@ -50,6 +50,8 @@ LENET5CAFFE_SPEC_D="conv1=prune:density=0.4:bits=4:index=2,conv2=prune:density=0
 LENET5CAFFE_SPEC_E="conv1=prune:density=0.5:bits=4:index=2,conv2=prune:density=0.1:bits=4:index=4,fc1=prune:density=0.016:bits=4:index=7,fc2=prune:density=0.12:bits=4:index=4"
 # F: further from fc1 towards the convolutions and fc2 (E did better than C).
 LENET5CAFFE_SPEC_F="conv1=prune:density=0.6:bits=4:index=2,conv2=prune:density=0.12:bits=4:index=4,fc1=prune:density=0.015:bits=4:index=7,fc2=prune:density=0.15:bits=4:index=3"
+# G: E with a little more conv2.
+LENET5CAFFE_SPEC_G="conv1=prune:density=0.5:bits=4:index=2,conv2=prune:density=0.11:bits=4:index=4,fc1=prune:density=0.016:bits=4:index=7,fc2=prune:density=0.12:bits=4:index=4"
 # ADMM: three rho schedules (the smallest did best: the rounds' penalty costs
 # less accuracy before the projection).
 LENET5CAFFE_ADMM=(--method admm --lr 5e-4 --admm-iter 235)
@@ -174,7 +176,7 @@ stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-pq; then
     local v
-    for v in B C D E F; do
+    for v in B C D E F G; do
       local -n spec="LENET5CAFFE_SPEC_$v"
       train_run "lenet5caffe-gradual-pq$v" --model lenet5caffe --compress "$spec" --epochs 30 --lr 5e-4 \
         --from "$RUNS/lenet5caffe-dense"

@@ -189,11 +189,11 @@ lc_runs = [("lenet5caffe-admm-pq-rho2e-2", "ADMM ρ 2e-2 ×1.15", "15+15 ep"),
            ("lenet5caffe-gradual-pq", "gradual", "30 ep"),
            ("lenet5caffe-gradual-pqB", "gradual", "30 ep"), ("lenet5caffe-gradual-pqC", "gradual", "30 ep"),
            ("lenet5caffe-gradual-pqD", "gradual", "30 ep"), ("lenet5caffe-gradual-pqE", "gradual", "30 ep"),
-           ("lenet5caffe-gradual-pqF", "gradual", "30 ep")]
+           ("lenet5caffe-gradual-pqF", "gradual", "30 ep"), ("lenet5caffe-gradual-pqG", "gradual", "30 ep")]
 budgets = {}  # SPEC → its letter, in the order first seen
 for n, _, _ in lc_runs:
     if load(n) and load(n)["compress"] not in budgets:
-        budgets[load(n)["compress"]] = "ABCDEF"[len(budgets)]
+        budgets[load(n)["compress"]] = "ABCDEFG"[len(budgets)]
 L.append("Every layer named, so conv1 and fc2 are compressed too; 4-bit codes (16 levels) everywhere and Deep "
          "Compression's relative column indices (`index=R`, the registry's csr-relative format: "
          "`RelativeSparseMatMul` / `RelativeSparseConv`, docs/runtime.md), R sized to each layer's density. "
@@ -205,7 +205,7 @@ L.append("")
 L.append("From the 12-epoch dense run: ADMM with `--method admm --lr 5e-4 --admm-iter 235` and three "
          "ρ schedules (`--rho R --rho-mult M`), 15 ADMM + 15 retraining epochs, against gradual magnitude pruning and sharing with the same 30 epochs (`--lr 5e-4`) "
          "at budget A; budgets B to F (aiming at about 100×: B and C with more weights than A in conv1, conv2 and "
-         "fc1; D with more in conv2 and in fc1 at 3-bit codes; E and F moving weights from fc1 to conv1, conv2 and "
+         "fc1; D with more in conv2 and in fc1 at 3-bit codes; E, F and G moving weights from fc1 to conv1, conv2 and "
          "fc2) by gradual pruning only. The smaller ρ, the less the ADMM rounds cost before the projection (the 'after "
          "projection' column) and the better the result.")
 L.append("")
