@@ -3,8 +3,9 @@
 // TrainSession calls, in order: Attach (before a checkpoint is loaded, so
 // state a hook registers as module buffers travels in the checkpoint),
 // AfterConvert (after --from's projection, before its accuracy is measured),
-// Started (after resume or conversion), then per epoch LearningRate, per batch Penalty (added to the
-// loss) and AfterStep (after the optimizer step and the masks). A hook that
+// Started (after resume or conversion), then per epoch LearningRate, per
+// batch Penalty (added to the loss) and AfterStep (after the optimizer step
+// and the masks). A hook that
 // returns false from UseCompressionSchedule replaces the pruning schedule of
 // prune_layers.h (the masks then stay as the hook leaves them). FinalForm:
 // whether an epoch's model may become the run's "best" model.json (false: only
