@@ -5,11 +5,10 @@
 // AfterConvert (after --from's projection, before its accuracy is measured),
 // Started (after resume or conversion), then per epoch LearningRate, per
 // batch Penalty (added to the loss) and AfterStep (after the optimizer step
-// and the masks). A hook that
-// returns false from UseCompressionSchedule replaces the pruning schedule of
-// prune_layers.h (the masks then stay as the hook leaves them). FinalForm:
-// whether an epoch's model may become the run's "best" model.json (false: only
-// the last epoch writes it).
+// and the masks). A hook that returns false from UseCompressionSchedule
+// replaces the pruning schedule of prune_layers.h (the masks then stay as the
+// hook leaves them). FinalForm: whether an epoch's model may become the run's
+// "best" model.json (false: only the last epoch writes it).
 #pragma once
 
 #include <cstdint>
