@@ -36,6 +36,9 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--from", o->from_dir, "a trained dense run directory: project its layers, then fine-tune");
   cmd->add_option("--seed", o->seed, "seed (init, offsets, shuffling)")->capture_default_str();
   cmd->add_option("--lr", o->lr, "Adam learning rate (x0.1 for the last third of the epochs)")->capture_default_str();
+  cmd->add_option("--weight-decay", o->weight_decay,
+                  "decoupled weight decay (AdamW): weights ×(1 − lr·wd) after each step; 0: none")
+      ->capture_default_str();
   cmd->add_option("--batch", o->batch, "batch size")->capture_default_str();
   cmd->add_option("--threads", o->threads, "threads (LibTorch and permdiag kernels)")->capture_default_str();
   cmd->add_option("--limit-train", o->limit_train, "use only the first N training images / sequences (quick runs)");

@@ -336,6 +336,7 @@ class TrainSession {
     for (; st_.epoch < o_.epochs; ++st_.epoch, st_.next_batch = 0) {
       const double lr = LearningRate(o_, st_.epoch);
       for (auto& group : opt_.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+      lr_ = lr;
       hooks_->LearningRate(lr);
       if (st_.next_batch == 0) {
         st_.loss_sum = 0;
@@ -411,6 +412,17 @@ class TrainSession {
                         100.0 * result_.converted_accuracy);
   }
 
+  // --weight-decay: W ← W·(1 − lr·wd) for every trainable tensor of two or
+  // more dimensions, after the Adam step (decoupled, as AdamW). Masked
+  // weights stay zero; the layers re-apply their structure afterwards.
+  void DecayWeights() {
+    if (o_.weight_decay <= 0) return;
+    torch::NoGradGuard no_grad;
+    const double keep = 1.0 - lr_ * o_.weight_decay;
+    for (auto& p : net_->parameters())
+      if (p.requires_grad() && p.dim() >= 2) p.mul_(keep);
+  }
+
   // The batches of the current epoch from st_.next_batch: compression
   // schedule, forward, backward, Adam step. False when stopped early
   // (st_.next_batch is then the first batch not trained).
@@ -437,6 +449,7 @@ class TrainSession {
       if (torch::Tensor p = net_->CompressionPenalty(); p.defined()) penalty = penalty.defined() ? penalty + p : p;
       (penalty.defined() ? loss + penalty : loss).backward();
       opt_.step();
+      DecayWeights();
       net_->AfterOptimizerStep();
       const std::string hooked =
           hooks_->AfterStep(net_, step, loss.item<double>(), [&] { return Evaluate(net_, data_.test).accuracy; });
@@ -528,6 +541,7 @@ class TrainSession {
                               {"epochs", o_.epochs},
                               {"batch", o_.batch},
                               {"lr", o_.lr},
+                              {"weight_decay", o_.weight_decay},
                               {"limit_train", o_.limit_train},
                               {"limit_test", o_.limit_test},
                               {"train_samples", data_.train.count()},
@@ -560,6 +574,7 @@ class TrainSession {
   TrainData data_;
   Net net_;
   torch::optim::Adam opt_;
+  double lr_ = 0;  // the current epoch's learning rate
   const std::string last_path_, best_path_;
   const int64_t num_batches_;
   const int64_t total_steps_;  // the pruning schedule's clock (prune_layers.h)
@@ -581,6 +596,8 @@ TrainResult TrainWithHooks(const TrainOptions& o, std::ostream& log, TrainHooks*
   PERMDNN_CHECK(o.epochs >= 1, "--epochs must be >= 1, got {}", o.epochs);
   PERMDNN_CHECK(o.batch >= 1, "--batch must be >= 1, got {}", o.batch);
   PERMDNN_CHECK(o.lr > 0, "--lr must be > 0, got {}", o.lr);
+  PERMDNN_CHECK(o.weight_decay >= 0 && o.weight_decay * o.lr < 1,
+                "--weight-decay must be >= 0 and below 1/lr ({}), got {}", 1 / o.lr, o.weight_decay);
   CompressSpec::Parse(o.compress);  // a bad SPEC fails before any data is read
   ConfigureTrainingThreads(o.threads);
   TrainSession session(o, log, hooks);

@@ -4,6 +4,7 @@
 // LibTorch model's predictions through permdnn's own kernels.
 #include "permdnn/train/trainer.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -67,6 +68,37 @@ TEST(Trainer, ResumeAfterInterruptIsIdentical) {
   }
   EXPECT_EQ(ReadFile(full.out_dir + "/test_predictions.npy"), ReadFile(part.out_dir + "/test_predictions.npy"));
   EXPECT_EQ(ReadFile(full.out_dir + "/tensors/fc1.values.npy"), ReadFile(part.out_dir + "/tensors/fc1.values.npy"));
+}
+
+// --weight-decay shrinks the weights (decoupled, after each Adam step) and
+// is recorded in summary.json; a negative value is refused by name.
+TEST(Trainer, WeightDecayShrinksWeights) {
+  std::ostringstream log;
+  auto norm = [](const std::string& file) {
+    double s = 0;
+    for (float v : ReadNpy(file).as<float>()) s += static_cast<double>(v) * v;
+    return std::sqrt(s);
+  };
+  TrainOptions plain = Synthetic(FreshDir("wd0"), "tiny", "permdiag:p=2");
+  Train(plain, log);
+  TrainOptions decayed = Synthetic(FreshDir("wd"), "tiny", "permdiag:p=2");
+  decayed.weight_decay = 50;  // ×(1 − 0.15) per step
+  Train(decayed, log);
+  for (const char* t : {"/tensors/fc1.values.npy", "/tensors/fc3.weight.npy"})
+    EXPECT_LT(norm(decayed.out_dir + t), 0.5 * norm(plain.out_dir + t)) << t;
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(decayed.out_dir + "/summary.json"))["weight_decay"].get<double>(), 50);
+  // Biases are not decayed: the same biases would be unlikely, shrunk ones too.
+  EXPECT_GT(norm(decayed.out_dir + "/tensors/fc1.bias.npy"), 0.5 * norm(plain.out_dir + "/tensors/fc1.bias.npy"));
+
+  TrainOptions bad = Synthetic(FreshDir("wdbad"), "tiny", "dense");
+  bad.weight_decay = -1;
+  try {
+    Train(bad, log);
+    FAIL() << "a negative --weight-decay was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--weight-decay"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(bad.out_dir + "/checkpoint_last.pt"));
 }
 
 TEST(Trainer, CorruptCheckpointIsAClearError) {

@@ -53,6 +53,10 @@ struct TrainOptions {
   int epochs = 12;
   int64_t batch = 128;
   double lr = 1e-3;
+  // Decoupled weight decay (AdamW: Loshchilov and Hutter, 2019): after each
+  // Adam step every trainable weight tensor (2 or more dimensions; biases,
+  // codebooks and norms excluded) is multiplied by 1 − lr·weight_decay.
+  double weight_decay = 0;
   uint64_t seed = 1;
   int threads = 2;
   int64_t limit_train = 0;          // use only the first N training images / sequences (0: all)
