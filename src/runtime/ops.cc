@@ -631,22 +631,44 @@ class ConcatOp : public OpKernel {
       inner = 1;
     }
     auto* dst = static_cast<uint8_t*>(y.data);
-    const int64_t row = y.shape[axis_] * inner;
-    int64_t at = 0;
+    const int64_t row = y.shape[axis_] * inner;  // elements of y per outer index
+    // Input k fills elements [at_k, at_k + chunk_k) of every row of y.
+    std::vector<const uint8_t*> src(ctx.in.size());
+    std::vector<int64_t> at(ctx.in.size() + 1, 0);
     for (std::size_t k = 0; k < ctx.in.size(); ++k) {
       const Value* v = ctx.in[k];
-      const int64_t chunk = v->shape[axis_] * inner;
-      const uint8_t* src = static_cast<const uint8_t*>(v->data);
+      src[k] = static_cast<const uint8_t*>(v->data);
       if (offsets_.size() == ctx.in.size() && offsets_[k] >= 0) {
         float* staged = reinterpret_cast<float*>(rs.scratch + offsets_[k]);
         convert_[k].Run(v->f(), staged, rs.scratch + pad_offset_);
-        src = reinterpret_cast<const uint8_t*>(staged);
+        src[k] = reinterpret_cast<const uint8_t*>(staged);
       }
-      for (int64_t o = 0; o < outer; ++o)
-        std::memcpy(dst + (o * row + at) * es, src + o * chunk * es, chunk * es);
-      at += chunk;
+      at[k + 1] = at[k] + v->shape[axis_] * inner;
     }
+    // y's elements [e0, e1) in order: each piece is a run of one input's
+    // chunk in one row. Large copies are split into equal ranges of y over
+    // the threads (memory-bound: one thread does not reach the bandwidth).
+    auto copy = [&](int64_t e0, int64_t e1) {
+      while (e0 < e1) {
+        const int64_t o = e0 / row, in_row = e0 % row;
+        std::size_t k = 0;
+        while (at[k + 1] <= in_row) ++k;
+        const int64_t chunk = at[k + 1] - at[k], from = in_row - at[k];
+        const int64_t len = std::min(e1 - e0, chunk - from);
+        std::memcpy(dst + e0 * es, src[k] + (o * chunk + from) * es, len * es);
+        e0 += len;
+      }
+    };
+    const int64_t total = outer * row;
+    const int parts = static_cast<int>(
+        std::min<int64_t>(rs.threads, std::max<int64_t>(1, total * static_cast<int64_t>(es) / kParallelCopyBytes)));
+    if (parts <= 1) return copy(0, total);
+    ParallelFor(parts, parts, [&](int64_t c0, int64_t c1, int) {
+      for (int64_t c = c0; c < c1; ++c) copy(total * c / parts, total * (c + 1) / parts);
+    });
   }
+  // Bytes per thread below which another thread costs more than it saves.
+  static constexpr int64_t kParallelCopyBytes = 256 << 10;
 
  private:
   bool ChannelConcat(const OpContext& ctx, const Layout& layout) const {

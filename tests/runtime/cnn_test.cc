@@ -297,6 +297,38 @@ TEST(RuntimeCnn, BatchChunksOnTwoThreads) {
     if (p.op_type.rfind("Conv", 0) == 0) EXPECT_EQ(p.kernel, "dense-onednn") << p.name;
 }
 
+// A Concat of more than 2 × 256 KB is copied on both threads, in equal
+// ranges of its output that start and end inside the inputs' chunks; one
+// input (the graph input) is converted to the concat's layout first.
+TEST(RuntimeCnn, LargeConcatOnTwoThreads) {
+  for (const char* layout : {static_cast<const char*>(nullptr), "nhwc", "blocked", "plain"}) {
+    SCOPED_TRACE(layout ? layout : "auto");
+    LayoutEnv env(layout);
+    Builder b({1, 16, 40, 40});
+    std::string left = b.Node("Relu", {b.Conv("x", "left", 16, 16, 1, 1, 1, true, 5)}, "left_relu").output(0);
+    std::string right = b.Conv("x", "right", 16, 48, 3, 1, 1, true, 6);  // batch 3: the halves meet inside it
+    auto& cat = b.Node("Concat", {left, "x", right}, "cat");
+    Builder::Int(cat, "axis", 1);
+    b.Output(cat.output(0));
+    Model two = Model::FromBytes(b.Bytes(), "cat.onnx", {.threads = 2});
+    Model ref = Model::FromBytes(b.Bytes(), "cat.onnx", {.reference = true});
+    for (int64_t batch : {3, 2, 1}) {
+      SCOPED_TRACE("batch " + std::to_string(batch));
+      Tensor x = Tensor::Float({batch, 16, 40, 40}, Randn(batch * 16 * 40 * 40, 13 + batch));
+      const Tensor want = ref.Run({x})[0], got = two.Run({x})[0];
+      ASSERT_EQ(want.shape(), got.shape());
+      float scale = 0;
+      for (int64_t i = 0; i < want.size(); ++i) scale = std::max(scale, std::fabs(want.f()[i]));
+      EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
+                                                   {got.f(), static_cast<std::size_t>(got.size())},
+                                                   permdnn::testing::Tolerance(16 * 9, scale)));
+      // The input's channels are copied bit for bit (channels 16..31 of each sample).
+      for (int64_t n = 0; n < batch; ++n)
+        EXPECT_EQ(0, std::memcmp(got.f() + (n * 80 + 16) * 1600, x.f() + n * 16 * 1600, 16 * 1600 * sizeof(float)));
+    }
+  }
+}
+
 // Fully connected layers on two threads: fewer rows than output features
 // split the features (each thread its own slice of the weights, with a last
 // slice that is not a multiple of 16), otherwise the rows; transB 0 and 1,
