@@ -1,7 +1,14 @@
 // permdnn bench: kernel speed of permdiag against dense OpenBLAS and CSR
 // (Eigen) on the EIE layers or given shapes. See bench_runner.h.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -12,8 +19,90 @@
 #include "cli/commands.h"
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
+#include "permdnn/kernels/dispatch.h"
+
+extern char** environ;
 
 namespace permdnn::cli {
+namespace {
+
+// --blas-per-target: the grid under each SIMD target in a child process of
+// its own (`permdnn bench` with the same options, that one target and a
+// temporary --json), with OPENBLAS_CORETYPE set to the OpenBLAS kernels of a
+// CPU whose best target it is (OpenBLAS picks its core once, at load). So
+// the AVX2 pass compares permdnn's AVX2 code with OpenBLAS's AVX2 sgemm, as
+// on an AVX2-only machine, instead of with this CPU's AVX-512 sgemm. The
+// children's stdout goes to stderr; `cores` gets target -> OpenBLAS core.
+std::vector<BenchRecord> RunTargetsInChildren(const CLI::App& cmd, const std::vector<std::string>& names,
+                                              nlohmann::json* cores) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> targets;
+  for (const std::string& name : names) targets.push_back(kernels::SimdTargetName(ResolveSimdTarget(name)));
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  std::vector<BenchRecord> all;
+  *cores = nlohmann::json::object();
+  for (const std::string& target : targets) {
+    const std::string json = (fs::temp_directory_path() /
+                              fmt::format("permdnn-bench-{}-{}.json", static_cast<long>(getpid()), target))
+                                 .string();
+    std::vector<std::string> argv = {self, "bench"};
+    for (const auto& opt : cmd.get_options()) {
+      const std::string& name = opt->get_name();
+      if (opt->count() == 0 || name == "--simd-target" || name == "--json" || name == "--markdown" ||
+          name == "--blas-per-target" || name == "--help")
+        continue;
+      argv.push_back(name);
+      if (opt->get_expected_min() != 0) argv.push_back(opt->as<std::string>());
+    }
+    for (const char* a : {"--simd-target", target.c_str(), "--json", json.c_str()}) argv.emplace_back(a);
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e)
+      if (std::strncmp(*e, "OPENBLAS_CORETYPE=", 18) != 0 && std::strncmp(*e, "OPENBLAS_L2_SIZE=", 17) != 0)
+        env.emplace_back(*e);
+    const std::string core = OpenBlasCoreForTarget(target);
+    if (!core.empty()) env.push_back("OPENBLAS_CORETYPE=" + core);
+    auto pointers = [](std::vector<std::string>& v) {
+      std::vector<char*> p;
+      for (std::string& x : v) p.push_back(x.data());
+      p.push_back(nullptr);
+      return p;
+    };
+    std::vector<char*> av = pointers(argv), ev = pointers(env);
+    std::fprintf(stderr, "SIMD target %s in a child process (OpenBLAS core %s)\n", target.c_str(),
+                 core.empty() ? "of its own choice" : core.c_str());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+    pid_t pid = 0;
+    const int err = posix_spawn(&pid, self.c_str(), &actions, nullptr, av.data(), ev.data());
+    posix_spawn_file_actions_destroy(&actions);
+    PERMDNN_CHECK(err == 0, "--blas-per-target: cannot start {} for SIMD target {}: {}", self, target,
+                  std::strerror(err));
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    PERMDNN_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "--blas-per-target: the bench for SIMD target {} failed ({} {})", target,
+                  WIFEXITED(status) ? "exit status" : "signal",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    nlohmann::json j;
+    {
+      std::ifstream in(json);
+      PERMDNN_CHECK(in.good(), "--blas-per-target: the bench for SIMD target {} wrote no {}", target, json);
+      j = nlohmann::json::parse(in);
+    }
+    std::error_code ec;
+    fs::remove(json, ec);
+    std::vector<BenchRecord> records = BenchRecordsFromJson(j.at("records"));
+    all.insert(all.end(), records.begin(), records.end());
+    (*cores)[target] = j.at("environment").at("openblas_corename");
+  }
+  return all;
+}
+
+}  // namespace
 
 
 void AddBenchCommand(CLI::App& app) {
@@ -22,7 +111,7 @@ void AddBenchCommand(CLI::App& app) {
                 acts = "1,0.35", threads = "1,2", json, markdown, simd_targets;
     double min_time = 0.2;
     int reps = 5;
-    bool cpu_time = false;
+    bool cpu_time = false, blas_per_target = false;
     int rounds = 1;
     double group_density = 0.5, ternary_t = 0.05;
   };
@@ -47,6 +136,10 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--simd-target", args->simd_targets,
                   "run the grid under each of these Highway targets in turn, e.g. avx2,avx3 (default: the best "
                   "this CPU runs)");
+  cmd->add_flag("--blas-per-target", args->blas_per_target,
+                "with --simd-target: run each target in a process of its own, OpenBLAS on the kernels of a CPU "
+                "whose best target it is (AVX2: Haswell, SSE4: Nehalem; AVX-512: its own choice), so every "
+                "target meets the sgemm it would meet on such a machine");
   cmd->add_option("--group-density", args->group_density, "ternary: fraction of PE-wise groups kept")
       ->capture_default_str();
   cmd->add_option("--ternary-t", args->ternary_t, "ternary: threshold t of delta = t * max|w| per output row")
@@ -71,15 +164,26 @@ void AddBenchCommand(CLI::App& app) {
     nlohmann::json env = BenchEnvironment();
     env["rounds"] = o.rounds;
     env["timer"] = o.cpu_time ? "process CPU time (one-thread rows), wall clock (more threads)" : "wall clock";
+    const std::string core = args->blas_per_target ? std::string("per SIMD target (--blas-per-target)")
+                                                   : env["openblas_corename"].get<std::string>();
     std::printf("permdnn bench: %s, SIMD %s, kernels %s, OpenBLAS core %s, %s\n", env["cpu"].get<std::string>().c_str(),
                 env["simd_target"].get<std::string>().c_str(), env["kernel_path"].get<std::string>().c_str(),
-                env["openblas_corename"].get<std::string>().c_str(), env["timer"].get<std::string>().c_str());
-    if (!env["OPENBLAS_CORETYPE"].is_null())
+                core.c_str(), env["timer"].get<std::string>().c_str());
+    if (!env["OPENBLAS_CORETYPE"].is_null() && !args->blas_per_target)
       std::printf("note: OPENBLAS_CORETYPE=%s is set; OpenBLAS may not run its best kernels "
                   "(run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for fair numbers)\n",
                   env["OPENBLAS_CORETYPE"].get<std::string>().c_str());
     std::fflush(stdout);
-    std::vector<BenchRecord> records = RunBench(o);
+    PERMDNN_CHECK(!args->blas_per_target || !o.simd_targets.empty(),
+                  "--blas-per-target needs --simd-target (the targets to run in processes of their own)");
+    std::vector<BenchRecord> records;
+    if (args->blas_per_target) {
+      nlohmann::json cores;
+      records = RunTargetsInChildren(*cmd, o.simd_targets, &cores);
+      env["openblas_per_target"] = cores;
+    } else {
+      records = RunBench(o);
+    }
     std::printf("\n%s", BenchTable(records).c_str());
     nlohmann::json targets;
     std::string t = BenchTargets(records, &targets);

@@ -172,8 +172,6 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o);
 
 std::vector<BenchRecord> RunBenchRounds(const BenchOptions& o);
 
-// The Highway target named `name` (case-insensitive) among those compiled in
-// and supported by this CPU; Error listing them otherwise.
 int64_t ResolveSimdTarget(const std::string& name) {
   std::string known;
   for (int64_t t : kernels::AvailableSimdTargets()) {
@@ -218,6 +216,15 @@ std::vector<BenchRecord> RunBenchRounds(const BenchOptions& o) {
 }
 
 namespace {
+
+// The OpenBLAS routine of the dense rows; with OPENBLAS_CORETYPE set (the
+// --blas-per-target passes), the core it forces is part of the name.
+std::string DenseKernelName(int64_t batch) {
+  std::string name = batch == 1 ? "openblas.sgemv" : "openblas.sgemm";
+  const char* core = openblas_get_corename();
+  if (std::getenv("OPENBLAS_CORETYPE") && core) name += fmt::format(" ({})", core);
+  return name;
+}
 
 // One pass over the grid, in named steps: per layer, Dense (OpenBLAS at
 // every batch and thread count); per p, Formats (the matrices and packs
@@ -346,8 +353,7 @@ class BenchPass {
         dense_time_[{batch, threads}] = t;
         ++done_;
         for (double act : o_.act_densities)
-          Record("dense", batch == 1 ? "openblas.sgemv" : "openblas.sgemm", 0, batch, act, threads, t, m * n,
-                 m * n * int64_t{sizeof(float)});
+          Record("dense", DenseKernelName(batch), 0, batch, act, threads, t, m * n, m * n * int64_t{sizeof(float)});
       }
     }
     openblas_set_num_threads(1);
@@ -622,6 +628,45 @@ nlohmann::json BenchToJson(const std::vector<BenchRecord>& records) {
   return out;
 }
 
+std::vector<BenchRecord> BenchRecordsFromJson(const nlohmann::json& records) {
+  std::vector<BenchRecord> out;
+  for (const auto& j : records) {
+    BenchRecord r;
+    r.layer = j.at("layer").get<std::string>();
+    r.m = j.at("m").get<int64_t>();
+    r.n = j.at("n").get<int64_t>();
+    r.format = j.at("format").get<std::string>();
+    r.kernel = j.at("kernel").get<std::string>();
+    r.simd_target = j.at("simd_target").get<std::string>();
+    r.p = j.at("p").get<int>();
+    r.batch = j.at("batch").get<int64_t>();
+    r.act_density = j.at("act_density").get<double>();
+    r.threads = j.at("threads").get<int>();
+    r.median_ms = j.at("median_ms").get<double>();
+    r.min_ms = j.at("min_ms").get<double>();
+    r.reps = j.at("reps").get<int>();
+    r.timer = j.at("timer").get<std::string>();
+    r.wall_median_ms = j.at("wall_median_ms").get<double>();
+    r.nnz = j.at("nnz").get<int64_t>();
+    r.weight_bytes = j.at("weight_bytes").get<int64_t>();
+    r.gflops_nnz = j.at("gflops_nnz").get<double>();
+    r.gflops_dense_equiv = j.at("gflops_dense_equiv").get<double>();
+    r.weight_gbps = j.at("weight_gbps").get<double>();
+    r.speedup_vs_dense = j.at("speedup_vs_dense").get<double>();
+    r.skip_crossover = j.value("skip_crossover", -1.0);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string OpenBlasCoreForTarget(const std::string& target) {
+  if (target == "AVX2") return "Haswell";
+  if (target == "SSE4") return "Nehalem";
+  if (target == "SSSE3") return "Core2";
+  if (target == "SSE2" || target == "EMU128" || target == "SCALAR") return "Prescott";
+  return "";
+}
+
 // The SIMD targets of the records, in the order they ran.
 std::vector<std::string> DistinctTargets(const std::vector<BenchRecord>& records) {
   std::vector<std::string> out;
@@ -879,10 +924,19 @@ std::string BenchMarkdown(const std::vector<BenchRecord>& records, const nlohman
                        env["simd_target"].get<std::string>());
   out += fmt::format("- CPU: {} ({} hardware threads), {}, kernels: {}\n", env["cpu"].get<std::string>(),
                      env["hardware_threads"].get<int>(), simd, env["kernel_path"].get<std::string>());
-  out += fmt::format("- OpenBLAS core: {} (OPENBLAS_CORETYPE {}, OPENBLAS_L2_SIZE {})\n",
-                     env["openblas_corename"].get<std::string>(),
-                     env["OPENBLAS_CORETYPE"].is_null() ? "unset" : env["OPENBLAS_CORETYPE"].get<std::string>(),
-                     env["OPENBLAS_L2_SIZE"].is_null() ? "unset" : env["OPENBLAS_L2_SIZE"].get<std::string>());
+  if (env.contains("openblas_per_target")) {
+    std::vector<std::string> cores;
+    for (const auto& [target, core] : env["openblas_per_target"].items())
+      cores.push_back(fmt::format("{} {}", target, core.get<std::string>()));
+    out += fmt::format("- OpenBLAS core per SIMD target (--blas-per-target: each target in its own process, OpenBLAS "
+                       "on the kernels of a CPU whose best target it is; AVX-512: its own choice): {}\n",
+                       fmt::join(cores, ", "));
+  } else {
+    out += fmt::format("- OpenBLAS core: {} (OPENBLAS_CORETYPE {}, OPENBLAS_L2_SIZE {})\n",
+                       env["openblas_corename"].get<std::string>(),
+                       env["OPENBLAS_CORETYPE"].is_null() ? "unset" : env["OPENBLAS_CORETYPE"].get<std::string>(),
+                       env["OPENBLAS_L2_SIZE"].is_null() ? "unset" : env["OPENBLAS_L2_SIZE"].get<std::string>());
+  }
   if (env.contains("timer") && env["timer"].is_string())
     out += fmt::format("- timer: {}\n", env["timer"].get<std::string>());
   if (env.contains("rounds") && env["rounds"].is_number_integer() && env["rounds"].get<int>() > 1)

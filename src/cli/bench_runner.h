@@ -89,6 +89,17 @@ std::vector<BenchRecord> RunBench(const BenchOptions& options);
 // OpenBLAS core and the OPENBLAS_* variables in force).
 nlohmann::json BenchEnvironment();
 nlohmann::json BenchToJson(const std::vector<BenchRecord>& records);
+// The records BenchToJson wrote (a --json file's "records").
+std::vector<BenchRecord> BenchRecordsFromJson(const nlohmann::json& records);
+
+// The Highway target named `name` (case-insensitive) among those compiled in
+// and supported by this CPU; Error listing them otherwise.
+int64_t ResolveSimdTarget(const std::string& name);
+// The OPENBLAS_CORETYPE of an x86 CPU whose best Highway target is `target`
+// (a SimdTargetName): AVX2 Haswell, SSE4 Nehalem, SSSE3 Core2, the scalar
+// targets Prescott; empty for the AVX-512 targets, where OpenBLAS's own
+// choice on an AVX-512 CPU is that CPU's kernel (`bench --blas-per-target`).
+std::string OpenBlasCoreForTarget(const std::string& target);
 
 // With several SIMD targets: per kernel row and p (one thread, dense
 // inputs), the target that measured fastest and its margin over the others.

@@ -115,6 +115,28 @@ if(NOT md MATCHES "### Fastest SIMD target per kernel and p" OR NOT md MATCHES "
    OR NOT md MATCHES "SIMD targets SSE4, SSSE3 in turn")
   message(FATAL_ERROR "--simd-target --markdown lacks the per-target sections:\n${md}")
 endif()
+# --blas-per-target: each target in a child process with OpenBLAS on the
+# kernels of a CPU whose best target it is (SSE4: Nehalem, SSSE3: Core2),
+# named in the dense rows' kernel and in the Markdown; without
+# --simd-target it is an error.
+bench_records(4 --format permdiag,dense --threads 1 --simd-target sse4,ssse3 --blas-per-target --markdown ${OUT}.md)
+string(JSON k0 GET "${json}" records 0 kernel)
+string(JSON t0 GET "${json}" records 0 simd_target)
+string(JSON t2 GET "${json}" records 2 simd_target)
+string(JSON c0 GET "${json}" environment openblas_per_target SSE4)
+if(NOT k0 STREQUAL "openblas.sgemv (Nehalem)" OR NOT t0 STREQUAL "SSE4" OR NOT t2 STREQUAL "SSSE3"
+   OR NOT c0 STREQUAL "Nehalem")
+  message(FATAL_ERROR "--blas-per-target: first record '${k0}' on '${t0}', third on '${t2}', SSE4 core '${c0}'")
+endif()
+file(READ ${OUT}.md md)
+if(NOT md MATCHES "OpenBLAS core per SIMD target \\(--blas-per-target[^\n]*SSE4 Nehalem, SSSE3 Core2")
+  message(FATAL_ERROR "--blas-per-target --markdown lacks the cores:\n${md}")
+endif()
+execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --blas-per-target
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "--blas-per-target needs --simd-target")
+  message(FATAL_ERROR "--blas-per-target without --simd-target should fail (${rc}):\n${err}")
+endif()
 execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --simd-target avx9
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc EQUAL 0 OR NOT err MATCHES "'avx9' is not a SIMD target" OR NOT err MATCHES "available: .*SSE4")
