@@ -7,8 +7,9 @@
 #   scripts/admm.sh              run what is missing (two runs at a time), then write the doc
 #   scripts/admm.sh --doc-only   only regenerate docs/admm.md (and docs/admm-convergence.svg)
 #   STREAMS="lc" scripts/admm.sh  some streams only (a: mlp, lenet5 and lenet5caffe pruning + quantization;
-#                                 b: cnn permdiag; lc: lenet5caffe pruning; pq: lenet5caffe pruning +
-#                                 quantization near 100x; default all)
+#                                 b: cnn permdiag; bdec: the same with the decoupled penalty; lc: lenet5caffe
+#                                 pruning; pq: lenet5caffe pruning + quantization near 100x; pqwd: budget E
+#                                 with weight decay; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -24,7 +25,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
-STREAMS=${STREAMS:-a b lc pq}
+STREAMS=${STREAMS:-a b bdec lc pq pqwd}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -172,6 +173,21 @@ stream_lc() {
   fi
 }
 
+# The cnn permdiag pair again with the decoupled penalty (the exact proximal
+# step after each Adam step, which pulls the BatchNorm-followed convolutions
+# as hard as fc1) and the rescaled dual; p=4 and p=8 side by side.
+stream_bdec() {
+  train_run cnn-dense --model cnn --compress dense --epochs 8
+  need_run cnn-dense cnn-admmdec || return 0
+  local p
+  for p in 4 8; do
+    admm_run "cnn-admmdec-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 2 --method admm \
+      --lr 5e-4 --rho 4 --rho-mult 1.25 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
+      --from "$RUNS/cnn-dense" &
+  done
+  wait
+}
+
 stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-pq; then
@@ -181,6 +197,23 @@ stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
       train_run "lenet5caffe-gradual-pq$v" --model lenet5caffe --compress "$spec" --epochs 30 --lr 5e-4 \
         --from "$RUNS/lenet5caffe-dense"
       runtime_check "lenet5caffe-gradual-pq$v"
+    done
+  fi
+}
+
+# Budget E with decoupled weight decay (--weight-decay, AdamW): the 30-epoch
+# runs above overfit (training accuracy 96%, test loss rising from epoch 15).
+# The dense run again with the stronger decay, so that the drop is also
+# measured against a dense model trained the same way.
+stream_pqwd() {
+  train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
+  train_run lenet5caffe-dense-wd0.2 --model lenet5caffe --compress dense --epochs 12 --weight-decay 0.2
+  if need_run lenet5caffe-dense lenet5caffe-pqwd; then
+    local wd
+    for wd in 0.05 0.2; do
+      train_run "lenet5caffe-gradual-pqE-wd$wd" --model lenet5caffe --compress "$LENET5CAFFE_SPEC_E" --epochs 30 \
+        --lr 5e-4 --weight-decay "$wd" --from "$RUNS/lenet5caffe-dense"
+      runtime_check "lenet5caffe-gradual-pqE-wd$wd"
     done
   fi
 }
