@@ -667,10 +667,10 @@ class ConcatOp : public OpKernel {
       for (int64_t c = c0; c < c1; ++c) copy(total * c / parts, total * (c + 1) / parts);
     });
   }
-  // Bytes per thread below which another thread costs more than it saves.
-  static constexpr int64_t kParallelCopyBytes = 256 << 10;
 
  private:
+  // Bytes per thread below which another thread costs more than it saves.
+  static constexpr int64_t kParallelCopyBytes = 256 << 10;
   bool ChannelConcat(const OpContext& ctx, const Layout& layout) const {
     if (axis_ != 1 || !IsFloat(ctx.out[0]->dtype) || ctx.out[0]->shape.size() < 3) return false;
     if (layout.kind == LayoutKind::kChannelsLast) return true;

@@ -2,7 +2,8 @@
 // LibTorch code lives in src/train/trainer.cc).
 //
 // Recipe: Adam, cross-entropy, learning rate `lr` dropped ×0.1 for the last
-// third of the epochs (epoch ≥ epochs − ⌊epochs/3⌋), shuffling with a
+// third of the epochs (epoch ≥ epochs − ⌊epochs/3⌋), optional decoupled
+// weight decay (`weight_decay`, 0 by default), shuffling with a
 // permutation that depends only on (seed, epoch), so a resumed run sees the
 // same batches. After every epoch the run directory gets (all written
 // atomically, temp + rename):
