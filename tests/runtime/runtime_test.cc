@@ -219,6 +219,27 @@ TEST(RuntimePlan, ArenaPlannedOncePerShape) {
   fs::remove_all(dir);
 }
 
+// A batch run on two threads whose tensors are small gives every tensor its
+// own region (each thread's samples stay in the cache lines it wrote the
+// run before); one thread, or a batch smaller than the threads, reuses.
+TEST(RuntimePlan, SmallBatchRunOnTwoThreadsKeepsEveryTensor) {
+  fs::path dir = TempDir("plan2");
+  WriteMlpRun(dir, 4);
+  ExportRun(dir.string(), (dir / "m.onnx").string());
+  Model one = Model::Load((dir / "m.onnx").string());
+  Model two = Model::Load((dir / "m.onnx").string(), {.threads = 2});
+  Model two_b1 = Model::Load((dir / "m.onnx").string(), {.threads = 2});
+  Model one_b1 = Model::Load((dir / "m.onnx").string());
+  std::vector<float> x64 = Randn(64 * 36, 1), x1 = Randn(36, 2);
+  ExpectNear(RunModel(two, x64, {64, 1, 6, 6}), RunModel(one, x64, {64, 1, 6, 6}), 1e-5);
+  EXPECT_GE(two.ArenaBytes(), 64 * (36 + 20 + 20 + 20 + 10) * 4 - 5 * 64 * 4) << "every tensor in its own region";
+  EXPECT_LT(one.ArenaBytes(), two.ArenaBytes()) << "one thread reuses dead tensors' regions";
+  RunModel(one_b1, x1, {1, 1, 6, 6});
+  RunModel(two_b1, x1, {1, 1, 6, 6});
+  EXPECT_EQ(two_b1.ArenaBytes(), one_b1.ArenaBytes()) << "batch 1 on two threads reuses as on one";
+  fs::remove_all(dir);
+}
+
 // PyTorch's x.view(x.size(0), -1) exports as Reshape(x, Concat(Shape(x)[0:1],
 // [-1])) on an input with a symbolic batch: Shape folds from the planned
 // shape, so the model loads and runs at every batch size.
