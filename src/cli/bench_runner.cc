@@ -599,31 +599,42 @@ nlohmann::json BenchEnvironment() {
   return env;
 }
 
+namespace {
+// Every JSON field of a record, named once for BenchToJson and
+// BenchRecordsFromJson (skip_crossover, present only where it applies, aside).
+template <class Record, class Field>
+void ForEachJsonField(Record& r, const Field& f) {
+  f("layer", r.layer);
+  f("m", r.m);
+  f("n", r.n);
+  f("format", r.format);
+  f("kernel", r.kernel);
+  f("simd_target", r.simd_target);
+  f("p", r.p);
+  f("batch", r.batch);
+  f("act_density", r.act_density);
+  f("threads", r.threads);
+  f("median_ms", r.median_ms);
+  f("min_ms", r.min_ms);
+  f("reps", r.reps);
+  f("timer", r.timer);
+  f("wall_median_ms", r.wall_median_ms);
+  f("nnz", r.nnz);
+  f("weight_bytes", r.weight_bytes);
+  f("gflops_nnz", r.gflops_nnz);
+  f("gflops_dense_equiv", r.gflops_dense_equiv);
+  f("weight_gbps", r.weight_gbps);
+  f("speedup_vs_dense", r.speedup_vs_dense);
+}
+}  // namespace
+
 nlohmann::json BenchToJson(const std::vector<BenchRecord>& records) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& r : records) {
-    out.push_back({{"layer", r.layer},
-                   {"m", r.m},
-                   {"n", r.n},
-                   {"format", r.format},
-                   {"kernel", r.kernel},
-                   {"simd_target", r.simd_target},
-                   {"p", r.p},
-                   {"batch", r.batch},
-                   {"act_density", r.act_density},
-                   {"threads", r.threads},
-                   {"median_ms", r.median_ms},
-                   {"min_ms", r.min_ms},
-                   {"reps", r.reps},
-                   {"timer", r.timer},
-                   {"wall_median_ms", r.wall_median_ms},
-                   {"nnz", r.nnz},
-                   {"weight_bytes", r.weight_bytes},
-                   {"gflops_nnz", r.gflops_nnz},
-                   {"gflops_dense_equiv", r.gflops_dense_equiv},
-                   {"weight_gbps", r.weight_gbps},
-                   {"speedup_vs_dense", r.speedup_vs_dense}});
-    if (r.skip_crossover >= 0) out.back()["skip_crossover"] = r.skip_crossover;
+    nlohmann::json j = nlohmann::json::object();
+    ForEachJsonField(r, [&j](const char* name, const auto& value) { j[name] = value; });
+    if (r.skip_crossover >= 0) j["skip_crossover"] = r.skip_crossover;
+    out.push_back(std::move(j));
   }
   return out;
 }
@@ -632,27 +643,7 @@ std::vector<BenchRecord> BenchRecordsFromJson(const nlohmann::json& records) {
   std::vector<BenchRecord> out;
   for (const auto& j : records) {
     BenchRecord r;
-    r.layer = j.at("layer").get<std::string>();
-    r.m = j.at("m").get<int64_t>();
-    r.n = j.at("n").get<int64_t>();
-    r.format = j.at("format").get<std::string>();
-    r.kernel = j.at("kernel").get<std::string>();
-    r.simd_target = j.at("simd_target").get<std::string>();
-    r.p = j.at("p").get<int>();
-    r.batch = j.at("batch").get<int64_t>();
-    r.act_density = j.at("act_density").get<double>();
-    r.threads = j.at("threads").get<int>();
-    r.median_ms = j.at("median_ms").get<double>();
-    r.min_ms = j.at("min_ms").get<double>();
-    r.reps = j.at("reps").get<int>();
-    r.timer = j.at("timer").get<std::string>();
-    r.wall_median_ms = j.at("wall_median_ms").get<double>();
-    r.nnz = j.at("nnz").get<int64_t>();
-    r.weight_bytes = j.at("weight_bytes").get<int64_t>();
-    r.gflops_nnz = j.at("gflops_nnz").get<double>();
-    r.gflops_dense_equiv = j.at("gflops_dense_equiv").get<double>();
-    r.weight_gbps = j.at("weight_gbps").get<double>();
-    r.speedup_vs_dense = j.at("speedup_vs_dense").get<double>();
+    ForEachJsonField(r, [&j](const char* name, auto& value) { j.at(name).get_to(value); });
     r.skip_crossover = j.value("skip_crossover", -1.0);
     out.push_back(std::move(r));
   }
