@@ -4,7 +4,7 @@
 # fine-tuning (`--from` a dense run), on Fashion-MNIST, from the same dense
 # runs with the same epochs; plus the convergence plot of the ADMM rounds.
 #
-#   scripts/admm.sh              run what is missing (two runs at a time), then write the doc
+#   scripts/admm.sh              run what is missing (the streams side by side), then write the doc
 #   scripts/admm.sh --doc-only   only regenerate docs/admm.md (and docs/admm-convergence.svg)
 #   STREAMS="lc" scripts/admm.sh  some streams only (a: mlp, lenet5 and lenet5caffe pruning + quantization;
 #                                 b: cnn permdiag; bdec: the same with the decoupled penalty; lc: lenet5caffe
@@ -242,6 +242,14 @@ break_even() {
 if [[ "${1:-}" != "--doc-only" ]]; then
   [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
   break_even  # before the trainings: a quieter machine
+  # The dense runs that several streams start from, trained once before the
+  # streams run side by side (two streams must not train one directory).
+  for s in $STREAMS; do
+    case $s in
+      a | lc | pq | pqwd) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
+      b | bdec) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
+    esac
+  done
   run_streams $STREAMS
 fi
 

@@ -8,7 +8,8 @@
 # two-thread rows are wall clock. The grid runs three times (--rounds 3,
 # 0.2 s per measurement and round) and each row is the median of its three
 # round medians, so a burst of load lands in one round of every format. Extra
-# arguments are passed to `permdnn bench` (a later --min-time wins).
+# arguments are passed to `permdnn bench` (options it sets itself, such as
+# --min-time, cannot be given again).
 # Then the simdtargets section: the FC goals of issue 14 on Alex-6/7 and
 # VGG-6/7 under AVX2 and AVX3 (`--simd-target`), each target in a process of
 # its own with OpenBLAS on the kernels of a CPU whose best target it is

@@ -26,34 +26,58 @@ extern char** environ;
 namespace permdnn::cli {
 namespace {
 
+// This process's command line (/proc/self/cmdline), without argv[0] and
+// without the options the parent replaces in its children: --simd-target,
+// --json and --markdown with their values, and --blas-per-target. Global
+// options before `bench` (--reference-kernels) and flag values stay.
+std::vector<std::string> ChildArguments() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  std::vector<std::string> out;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool valued = a == "--simd-target" || a == "--json" || a == "--markdown";
+    if (valued) {
+      ++i;  // its value
+      continue;
+    }
+    if (a == "--blas-per-target" || a.rfind("--blas-per-target=", 0) == 0 || a.rfind("--simd-target=", 0) == 0 ||
+        a.rfind("--json=", 0) == 0 || a.rfind("--markdown=", 0) == 0)
+      continue;
+    out.push_back(a);
+  }
+  return out;
+}
+
 // --blas-per-target: the grid under each SIMD target in a child process of
-// its own (`permdnn bench` with the same options, that one target and a
-// temporary --json), with OPENBLAS_CORETYPE set to the OpenBLAS kernels of a
-// CPU whose best target it is (OpenBLAS picks its core once, at load). So
-// the AVX2 pass compares permdnn's AVX2 code with OpenBLAS's AVX2 sgemm, as
-// on an AVX2-only machine, instead of with this CPU's AVX-512 sgemm. The
+// its own (this command line with that one target and a temporary --json),
+// with OPENBLAS_CORETYPE set to the OpenBLAS kernels of a CPU whose best
+// target it is (OpenBLAS picks its core once, at load). So the AVX2 pass
+// compares permdnn's AVX2 code with OpenBLAS's AVX2 sgemm, as on an
+// AVX2-only machine, instead of with this CPU's AVX-512 sgemm. The
 // children's stdout goes to stderr; `cores` gets target -> OpenBLAS core.
-std::vector<BenchRecord> RunTargetsInChildren(const CLI::App& cmd, const std::vector<std::string>& names,
-                                              nlohmann::json* cores) {
+std::vector<BenchRecord> RunTargetsInChildren(const std::vector<std::string>& names, nlohmann::json* cores) {
   namespace fs = std::filesystem;
   std::vector<std::string> targets;
   for (const std::string& name : names) targets.push_back(kernels::SimdTargetName(ResolveSimdTarget(name)));
-  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  const char* self = "/proc/self/exe";  // this binary, even if its file was replaced meanwhile
+  const std::vector<std::string> common = ChildArguments();
   std::vector<BenchRecord> all;
   *cores = nlohmann::json::object();
   for (const std::string& target : targets) {
     const std::string json = (fs::temp_directory_path() /
                               fmt::format("permdnn-bench-{}-{}.json", static_cast<long>(getpid()), target))
                                  .string();
-    std::vector<std::string> argv = {self, "bench"};
-    for (const auto& opt : cmd.get_options()) {
-      const std::string& name = opt->get_name();
-      if (opt->count() == 0 || name == "--simd-target" || name == "--json" || name == "--markdown" ||
-          name == "--blas-per-target" || name == "--help")
-        continue;
-      argv.push_back(name);
-      if (opt->get_expected_min() != 0) argv.push_back(opt->as<std::string>());
-    }
+    struct RemoveAtExit {
+      const std::string& path;
+      ~RemoveAtExit() {
+        std::error_code ec;
+        fs::remove(path, ec);
+      }
+    } remove_json{json};
+    std::vector<std::string> argv = {"permdnn"};
+    argv.insert(argv.end(), common.begin(), common.end());
     for (const char* a : {"--simd-target", target.c_str(), "--json", json.c_str()}) argv.emplace_back(a);
     std::vector<std::string> env;
     for (char** e = environ; *e; ++e)
@@ -76,13 +100,16 @@ std::vector<BenchRecord> RunTargetsInChildren(const CLI::App& cmd, const std::ve
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
     pid_t pid = 0;
-    const int err = posix_spawn(&pid, self.c_str(), &actions, nullptr, av.data(), ev.data());
+    const int err = posix_spawn(&pid, self, &actions, nullptr, av.data(), ev.data());
     posix_spawn_file_actions_destroy(&actions);
     PERMDNN_CHECK(err == 0, "--blas-per-target: cannot start {} for SIMD target {}: {}", self, target,
                   std::strerror(err));
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    pid_t waited;
+    while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
     }
+    PERMDNN_CHECK(waited == pid, "--blas-per-target: waiting for the bench of SIMD target {}: {}", target,
+                  std::strerror(errno));
     PERMDNN_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "--blas-per-target: the bench for SIMD target {} failed ({} {})", target,
                   WIFEXITED(status) ? "exit status" : "signal",
@@ -93,8 +120,6 @@ std::vector<BenchRecord> RunTargetsInChildren(const CLI::App& cmd, const std::ve
       PERMDNN_CHECK(in.good(), "--blas-per-target: the bench for SIMD target {} wrote no {}", target, json);
       j = nlohmann::json::parse(in);
     }
-    std::error_code ec;
-    fs::remove(json, ec);
     std::vector<BenchRecord> records = BenchRecordsFromJson(j.at("records"));
     all.insert(all.end(), records.begin(), records.end());
     (*cores)[target] = j.at("environment").at("openblas_corename");
@@ -179,7 +204,7 @@ void AddBenchCommand(CLI::App& app) {
     std::vector<BenchRecord> records;
     if (args->blas_per_target) {
       nlohmann::json cores;
-      records = RunTargetsInChildren(*cmd, o.simd_targets, &cores);
+      records = RunTargetsInChildren(o.simd_targets, &cores);
       env["openblas_per_target"] = cores;
     } else {
       records = RunBench(o);

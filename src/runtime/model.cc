@@ -427,7 +427,8 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
     for (Value* v : ctxs[k].out)
       if (v) all_tensors += align(std::max<int64_t>(1, static_cast<int64_t>(v->stored_bytes())));
   const int64_t batch = in.empty() || in[0].shape.empty() ? 1 : in[0].shape[0];
-  const bool reuse = rs.threads <= 1 || batch < rs.threads || all_tensors > kThreadAffineArenaBytes;
+  const bool reuse = rs.threads <= 1 || batch < rs.threads || all_tensors > kThreadAffineArenaBytes ||
+                     all_tensors + align(scratch) > opt.max_arena_bytes;
   for (std::size_t t = 0; t < runtime_nodes.size(); ++t) {
     live.erase(std::remove_if(live.begin(), live.end(), [&](const Live& l) { return l.last_use < static_cast<int>(t); }),
                live.end());
@@ -568,7 +569,12 @@ std::string Model::Metadata(const std::string& key) const {
   return it == impl_->metadata.end() ? std::string() : it->second;
 }
 const std::string& Model::name() const { return impl_->name; }
-void Model::SetThreads(int threads) { impl_->opt.threads = std::max(1, threads); }
+void Model::SetThreads(int threads) {
+  threads = std::max(1, threads);
+  // The plan splits work and places tensors for its thread count: re-plan.
+  if (threads != impl_->opt.threads) impl_->planned = false;
+  impl_->opt.threads = threads;
+}
 void Model::SetProfiling(bool on) { impl_->opt.profile = on; }
 
 std::vector<int64_t> Model::OutputShape(std::span<const int64_t> input_shape) {

@@ -237,6 +237,17 @@ TEST(RuntimePlan, SmallBatchRunOnTwoThreadsKeepsEveryTensor) {
   RunModel(one_b1, x1, {1, 1, 6, 6});
   RunModel(two_b1, x1, {1, 1, 6, 6});
   EXPECT_EQ(two_b1.ArenaBytes(), one_b1.ArenaBytes()) << "batch 1 on two threads reuses as on one";
+  // SetThreads re-plans: one thread, then two, lays the batch out as `two` does.
+  one.SetThreads(2);
+  ExpectNear(RunModel(one, x64, {64, 1, 6, 6}), RunModel(two, x64, {64, 1, 6, 6}), 1e-5);
+  EXPECT_EQ(one.ArenaBytes(), two.ArenaBytes());
+  // A max_arena_bytes that only the reusing plan fits keeps reuse.
+  Model one64 = Model::Load((dir / "m.onnx").string());
+  RunModel(one64, x64, {64, 1, 6, 6});
+  ASSERT_LT(one64.ArenaBytes(), two.ArenaBytes());
+  Model capped = Model::Load((dir / "m.onnx").string(), {.threads = 2, .max_arena_bytes = one64.ArenaBytes()});
+  EXPECT_NO_THROW(RunModel(capped, x64, {64, 1, 6, 6}));
+  EXPECT_EQ(capped.ArenaBytes(), one64.ArenaBytes());
   fs::remove_all(dir);
 }
 

@@ -106,6 +106,8 @@ class Model {
   // The path (or name given to FromBytes) errors name.
   const std::string& name() const;
 
+  // A new thread count re-plans at the next run (work splits and the arena
+  // depend on it).
   void SetThreads(int threads);
   void SetProfiling(bool on);
 
