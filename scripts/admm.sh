@@ -9,7 +9,7 @@
 #   STREAMS="lc" scripts/admm.sh  some streams only (a: mlp, lenet5 and lenet5caffe pruning + quantization;
 #                                 b: cnn permdiag; bdec: the same with the decoupled penalty; lc: lenet5caffe
 #                                 pruning; pq: lenet5caffe pruning + quantization near 100x; pqwd: budget E
-#                                 with weight decay; default all)
+#                                 with weight decay; lcwd: lc's pairs with weight decay; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -25,7 +25,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
-STREAMS=${STREAMS:-a b bdec lc pq pqwd}
+STREAMS=${STREAMS:-a b bdec lc lcwd pq pqwd}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -173,6 +173,21 @@ stream_lc() {
   fi
 }
 
+# ADMM (rescaled dual) against gradual pruning, both with decoupled weight
+# decay 0.05 (--weight-decay; the pruning + quantization runs gained 0.3
+# points with it): the same pairs as stream_lc, four runs side by side.
+stream_lcwd() {
+  need_run lenet5caffe-dense lenet5caffe-pruning-wd || return 0
+  local d
+  for d in 05 0333; do
+    admm_run "lenet5caffe-admmrswd-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+      --admm-epochs 5 "${LC_ADMM[@]}" --rescale-dual --weight-decay 0.05 --from "$RUNS/lenet5caffe-dense" &
+    train_run "lenet5caffe-gradualwd-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+      --lr 5e-4 --weight-decay 0.05 --from "$RUNS/lenet5caffe-dense" &
+  done
+  wait
+}
+
 # The cnn permdiag pair again with the decoupled penalty (the exact proximal
 # step after each Adam step, which pulls the BatchNorm-followed convolutions
 # as hard as fc1) and the rescaled dual; p=4 and p=8 side by side.
@@ -246,7 +261,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   # streams run side by side (two streams must not train one directory).
   for s in $STREAMS; do
     case $s in
-      a | lc | pq | pqwd) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
+      a | lc | lcwd | pq | pqwd) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
       b | bdec) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
     esac
   done
