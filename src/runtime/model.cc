@@ -413,8 +413,8 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   // is written by the other core, and every such cache line moves between
   // the cores' caches once per run. Without reuse a line keeps its writer
   // from run to run (Fashion-MNIST cnn, B=16, 2 threads, AMD EPYC Zen 5:
-  // 0.615-0.640 against 0.689-0.729 ms, its first conv 45-50 against
-  // 105-111 us; docs/runtime.md "Threads").
+  // 0.49-0.51 against 0.56 ms, its first conv 45-50 against 105-111 µs;
+  // docs/runtime.md, "Plan").
   struct Live {
     int64_t offset, size;
     int last_use;
