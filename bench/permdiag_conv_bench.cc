@@ -17,7 +17,12 @@
 // runtime's kernels::BlockedChannelGather); its rate counts the stored
 // multiply-adds, as permdiag's.
 //
-//   permdnn_conv_bench [--batch 1,16] [--p 4,8,16] [--reps 9] [--json FILE]
+//   permdnn_conv_bench [--batch 1,16] [--p 4,8,16] [--reps 9] [--only TEXT] [--simd-target T] [--json FILE]
+//
+// --only: just the layers whose name contains TEXT (e.g. "s2").
+// --simd-target: run permdiag on one compiled Highway target (e.g. AVX2 on
+// an AVX-512 machine) and cap oneDNN at the same instruction set
+// (ONEDNN_MAX_CPU_ISA=AVX2 for AVX2), so both sides use the same vectors.
 #include <omp.h>
 
 #include <algorithm>
@@ -27,6 +32,7 @@
 #include <ctime>
 #include <random>
 #include <string>
+#include <strings.h>
 #include <vector>
 
 #include <dnnl.hpp>
@@ -236,13 +242,29 @@ std::vector<int> Ints(const char* text) {
 int main(int argc, char** argv) {
   std::vector<int> batches = {1, 16}, ps = {4, 8, 16};
   int reps = 9;
-  std::string json_path;
+  std::string json_path, only, target;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batches = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--p")) ps = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
-    else return std::fprintf(stderr, "usage: %s [--batch 1,16] [--p 4,8,16] [--reps 9] [--json FILE]\n", argv[0]), 2;
+    else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--simd-target")) target = argv[i + 1];
+    else
+      return std::fprintf(stderr, "usage: %s [--batch 1,16] [--p 4,8,16] [--reps 9] [--only TEXT] [--simd-target T] [--json FILE]\n",
+                          argv[0]),
+             2;
+  }
+  if (!target.empty()) {
+    int64_t bit = 0;
+    for (int64_t t : permdnn::kernels::AvailableSimdTargets())
+      if (strcasecmp(permdnn::kernels::SimdTargetName(t).c_str(), target.c_str()) == 0) bit = t;
+    if (bit == 0) return std::fprintf(stderr, "--simd-target %s: not compiled in or not supported here\n", target.c_str()), 2;
+    permdnn::kernels::ForceSimdTarget(bit);
+    // Before oneDNN's first use: its ISA cap is read once.
+    const std::string name = permdnn::kernels::SimdTargetName(bit);
+    if (name == "AVX2") setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+    else if (name == "SSE4" || name == "SSSE3") setenv("ONEDNN_MAX_CPU_ISA", "SSE41", 1);
   }
   omp_set_num_threads(1);
   const int lanes = PermDiagConvLanes();
@@ -256,6 +278,7 @@ int main(int argc, char** argv) {
   int met = 0, total = 0;
   for (int n : batches)
     for (const Layer& l : kLayers) {
+      if (!only.empty() && std::strstr(l.name, only.c_str()) == nullptr) continue;
       const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1;
       const double dense_macs = static_cast<double>(n) * l.o * oh * oh * l.c * l.k * l.k;
       bool ok = false, wino_ok = false;

@@ -3,16 +3,18 @@
 // with dynamic dispatch, and its rows of the kernel table (op
 // permdiag.conv, one row per kernel size and stride).
 //
-// Register tile: R output rows × T output columns of one output vector
-// (R·T accumulators). Per column block J: the L permutation indices and
+// Register tile: R output rows × T output columns of NV output vectors
+// (NV·R·T accumulators). Per column block J: the L permutation indices and
 // KH·KW weight vectors are loaded once; each input position of the tile's
 // halo ((R−1)·S + KH rows × (T−1)·S + KW columns) is loaded once, permuted
-// once and multiplied into every accumulator whose window covers it. With
-// 32 vector registers (AVX-512): R = 2, T = 8 (16 accumulators, 9 weights,
-// the indices, the input); with 16 (AVX2, SSE4): R = 1, T = 4 for 3×3
-// (4 + 9 + 2) and T = 8 for 1×1. Edge tiles use smaller R and T (every
-// R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is computed
-// twice and nothing outside the image is read.
+// once per output vector and multiplied into every accumulator whose window
+// covers it. With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
+// accumulators, 9 weights, the indices, the input), or R = 2, T = 4, NV = 2
+// for 3×3 at stride 2 or p >= 8 (ConvRun); with 16 (AVX2, SSE4): R = 2,
+// T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters),
+// R = 1, T = 8 for 1×1. Edge tiles use smaller R and T (every R ≤ RMAX,
+// T ≤ TMAX is instantiated), so no output position is computed twice and
+// nothing outside the image is read.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -51,17 +53,32 @@ constexpr int kLanes = 1;
 
 template <int KH, int KW>
 constexpr int TileRows() {
-  return kLanes >= 16 ? 2 : 1;
+  return kLanes >= 16 || KH * KW > 1 ? 2 : 1;
 }
 template <int KH, int KW>
 constexpr int TileCols() {
-  return kLanes >= 16 ? 8 : (KH * KW > 1 ? 4 : 8);
+  return kLanes >= 16 || KH * KW == 1 ? 8 : 4;
+}
+// Whether the kernel's weights of a column block stay in registers. With 16
+// registers (AVX2, SSE4) a 3×3 kernel's nine would leave room for four
+// accumulators, too few to cover the FMA latency (two FMAs per cycle, four
+// cycles each: eight in flight); there they are loaded at each FMA instead
+// (L1 hits) and the tile keeps 2×4 accumulators: 43-51% → 70-79% of
+// oneDNN's AVX2 convolution on resnet18's 3×3 stride-1 layers.
+template <int KH, int KW>
+constexpr bool WeightsInRegisters() {
+  return kLanes >= 16 || KH * KW == 1;
 }
 
-// One R×T tile of output vector ov of sample n at (oy0, ox0). kEdge: the
-// tile's halo may leave the image (each input position is tested); interior
-// tiles skip the tests.
-template <int KH, int KW, int S, int R, int T, bool kEdge>
+// One R×T tile of NV output vectors ov, ov + 1, ... of sample n at (oy0,
+// ox0). kEdge: the tile's halo may leave the image (each input position is
+// tested); interior tiles skip the tests. With NV = 2 each halo position is
+// loaded once and permuted once per output vector: half the input loads per
+// FMA (stride 2 reads 85 halo positions per 144 FMAs of a 2×8 tile, and
+// those loads, mostly from L2, are its limit: dropping the permutes changed
+// nothing, sharing the loads gained 1.25-1.4x); the first vector's weights
+// stay in registers (WeightsInRegisters), the second's are memory operands.
+template <int KH, int KW, int S, int R, int T, bool kEdge, int NV>
 HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, int64_t ox0) {
   using D = hn::ScalableTag<float>;
   using DI = hn::RebindToSigned<D>;
@@ -74,17 +91,24 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   const int64_t nb = w.col_blocks, iv_count = (s.in_channels + L - 1) / L;
   const int64_t in_plane = s.in_h * s.in_w * L;
   const int64_t iy0 = oy0 * S - s.pad_top, ix0 = ox0 * S - s.pad_left;
-  V acc[R * T];
+  V acc[NV][R * T];
+#pragma GCC unroll 2
+  for (int u = 0; u < NV; ++u)
 #pragma GCC unroll 16
-  for (int i = 0; i < R * T; ++i) acc[i] = hn::Zero(d);
+    for (int i = 0; i < R * T; ++i) acc[u][i] = hn::Zero(d);
   const int32_t* index = w.index.data() + ov * nb * L;
   const float* weights = w.weights.data() + ov * nb * K * L;
   const float* xs = a.x + n * iv_count * in_plane;
   for (int64_t J = 0; J < nb; ++J) {
-    const auto idx = hn::IndicesFromVec(d, hn::Load(di, index + J * L));
+    decltype(hn::IndicesFromVec(d, hn::Zero(di))) idx[NV];
+#pragma GCC unroll 2
+    for (int u = 0; u < NV; ++u) idx[u] = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
     V wt[K];
+    if constexpr (WeightsInRegisters<KH, KW>()) {
 #pragma GCC unroll 9
-    for (int t = 0; t < K; ++t) wt[t] = hn::Load(d, weights + (J * K + t) * L);
+      for (int t = 0; t < K; ++t) wt[t] = hn::Load(d, weights + (J * K + t) * L);
+    }
+    const float* wt1 = weights + (nb + J) * K * L;  // the second vector's (NV = 2)
     const float* xv = xs + ((J * w.p) / L) * in_plane;
 #pragma GCC unroll 8
     for (int hy = 0; hy < HR; ++hy) {
@@ -93,25 +117,31 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
       const float* xrow = xv + iy * s.in_w * L + ix0 * L;
 #pragma GCC unroll 24
       for (int hx = 0; hx < HC; ++hx) {
-        V v;
+        V raw;
         if constexpr (kEdge) {
           const int64_t ix = ix0 + hx;
-          v = (row_in && ix >= 0 && ix < s.in_w) ? hn::TableLookupLanes(hn::LoadU(d, xrow + hx * L), idx)
-                                                 : hn::Zero(d);
+          raw = (row_in && ix >= 0 && ix < s.in_w) ? hn::LoadU(d, xrow + hx * L) : hn::Zero(d);
         } else {
-          v = hn::TableLookupLanes(hn::LoadU(d, xrow + hx * L), idx);
+          raw = hn::LoadU(d, xrow + hx * L);
         }
+#pragma GCC unroll 2
+        for (int u = 0; u < NV; ++u) {
+          const V v = hn::TableLookupLanes(raw, idx[u]);
 #pragma GCC unroll 3
-        for (int ky = 0; ky < KH; ++ky) {
-          if ((hy - ky) % S != 0) continue;
-          const int oy = (hy - ky) / S;
-          if (hy < ky || oy >= R) continue;
+          for (int ky = 0; ky < KH; ++ky) {
+            if ((hy - ky) % S != 0) continue;
+            const int oy = (hy - ky) / S;
+            if (hy < ky || oy >= R) continue;
 #pragma GCC unroll 3
-          for (int kx = 0; kx < KW; ++kx) {
-            if ((hx - kx) % S != 0) continue;
-            const int ox = (hx - kx) / S;
-            if (hx < kx || ox >= T) continue;
-            acc[oy * T + ox] = hn::MulAdd(wt[ky * KW + kx], v, acc[oy * T + ox]);
+            for (int kx = 0; kx < KW; ++kx) {
+              if ((hx - kx) % S != 0) continue;
+              const int ox = (hx - kx) / S;
+              if (hx < kx || ox >= T) continue;
+              const V wk = u == 0 && WeightsInRegisters<KH, KW>()
+                               ? wt[ky * KW + kx]
+                               : hn::Load(d, (u == 0 ? weights + J * K * L : wt1) + (ky * KW + kx) * L);
+              acc[u][oy * T + ox] = hn::MulAdd(wk, v, acc[u][oy * T + ox]);
+            }
           }
         }
       }
@@ -119,55 +149,71 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   }
   // Epilogue: bias, residual, clamp, zero padded lanes, store.
   const PermDiagConvEpilogue& e = *a.e;
-  const V bias = hn::Load(d, w.bias.data() + ov * L);
   const V lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
-  const int64_t real = std::min<int64_t>(L, w.out_channels - ov * L);
-  const auto keep = hn::FirstN(d, static_cast<size_t>(real));
-  float* yv = a.y + (n * w.out_vectors + ov) * s.out_h * s.out_w * L;
-  const float* rv = e.residual ? e.residual + (n * w.out_vectors + ov) * s.out_h * s.out_w * L : nullptr;
 #pragma GCC unroll 2
-  for (int oy = 0; oy < R; ++oy)
+  for (int u = 0; u < NV; ++u) {
+    const int64_t o = ov + u;
+    const V bias = hn::Load(d, w.bias.data() + o * L);
+    const int64_t real = std::min<int64_t>(L, w.out_channels - o * L);
+    const auto keep = hn::FirstN(d, static_cast<size_t>(real));
+    float* yv = a.y + (n * w.out_vectors + o) * s.out_h * s.out_w * L;
+    const float* rv = e.residual ? e.residual + (n * w.out_vectors + o) * s.out_h * s.out_w * L : nullptr;
+#pragma GCC unroll 2
+    for (int oy = 0; oy < R; ++oy)
 #pragma GCC unroll 8
-    for (int ox = 0; ox < T; ++ox) {
-      const int64_t at = ((oy0 + oy) * s.out_w + ox0 + ox) * L;
-      V v = hn::Add(acc[oy * T + ox], bias);
-      if (rv) v = hn::Add(v, hn::LoadU(d, rv + at));
-      v = hn::Min(hn::Max(v, lo), hi);
-      hn::StoreU(hn::IfThenElseZero(keep, v), d, yv + at);
-    }
+      for (int ox = 0; ox < T; ++ox) {
+        const int64_t at = ((oy0 + oy) * s.out_w + ox0 + ox) * L;
+        V v = hn::Add(acc[u][oy * T + ox], bias);
+        if (rv) v = hn::Add(v, hn::LoadU(d, rv + at));
+        v = hn::Min(hn::Max(v, lo), hi);
+        hn::StoreU(hn::IfThenElseZero(keep, v), d, yv + at);
+      }
+  }
 }
 
 using TileFn = void (*)(const ConvArgs&, int64_t, int64_t, int64_t, int64_t);
 
-// The tiles of R rows: [t - 1] = Tile<KH, KW, S, R, t, kEdge>.
-template <int KH, int KW, int S, int R, bool kEdge, int... Ts>
+// The tiles of R rows: [t - 1] = Tile<KH, KW, S, R, t, kEdge, NV>.
+template <int KH, int KW, int S, int R, bool kEdge, int NV, int... Ts>
 constexpr std::array<TileFn, sizeof...(Ts)> TileRow(std::integer_sequence<int, Ts...>) {
-  return {&Tile<KH, KW, S, R, Ts + 1, kEdge>...};
+  return {&Tile<KH, KW, S, R, Ts + 1, kEdge, NV>...};
 }
 
-template <int KH, int KW, int S>
-void ConvRun(const ConvArgs& a, int threads) {
-  constexpr int RM = TileRows<KH, KW>(), TM = TileCols<KH, KW>();
+// All tiles of one convolution, NV output vectors per tile (ConvRun picks
+// NV; an odd last vector of a group runs alone).
+template <int KH, int KW, int S, int NV>
+void ConvTiles(const ConvArgs& a, int threads) {
+  constexpr int RM = TileRows<KH, KW>(), TM = TileCols<KH, KW>() / NV;
   using Seq = std::make_integer_sequence<int, TM>;
-  // [edge][r - 1][t - 1]
-  static const std::array<std::array<TileFn, TM>, 2> inner = {TileRow<KH, KW, S, 1, false>(Seq()),
-                                                               TileRow<KH, KW, S, RM, false>(Seq())};
-  static const std::array<std::array<TileFn, TM>, 2> edge = {TileRow<KH, KW, S, 1, true>(Seq()),
-                                                              TileRow<KH, KW, S, RM, true>(Seq())};
+  using Table = std::array<std::array<TileFn, TM>, 2>;  // [r == RM][t - 1]
+  // [edge][vectors - 1]
+  static const std::array<std::array<Table, 2>, 2> tiles = {
+      {{Table{TileRow<KH, KW, S, 1, false, 1>(Seq()), TileRow<KH, KW, S, RM, false, 1>(Seq())},
+        Table{TileRow<KH, KW, S, 1, false, NV>(Seq()), TileRow<KH, KW, S, RM, false, NV>(Seq())}},
+       {Table{TileRow<KH, KW, S, 1, true, 1>(Seq()), TileRow<KH, KW, S, RM, true, 1>(Seq())},
+        Table{TileRow<KH, KW, S, 1, true, NV>(Seq()), TileRow<KH, KW, S, RM, true, NV>(Seq())}}}};
   const PermDiagConvShape& s = *a.s;
-  const int64_t row_tiles = (s.out_h + RM - 1) / RM, ovs = a.w->out_vectors, per_sample = ovs * row_tiles;
+  const int64_t row_tiles = (s.out_h + RM - 1) / RM, ovs = a.w->out_vectors;
   // Loop order. Weights that fit in L2 (256 KiB) stay there while all output
   // vectors of one row tile pass, so the tile's input stays in L1 (1x1
   // layers read each input vector once per FMA: ov outermost streamed it
   // from L2 again per output vector, 28 vs 47 GMAC/s on 64 channels at
-  // 56x56); larger weights keep one output vector's weights hot over all
-  // row tiles instead.
+  // 56x56); larger weights keep one group of output vectors' weights hot
+  // over all row tiles instead. A group's weights fit in a third of L1
+  // (16 KiB; at least NV vectors): for each column tile every vector of the
+  // group runs while the tile's input halo is still in L1 (p = 16 layers,
+  // whose vectors have few column blocks: 62 → 69% of the dense rate on
+  // resnet18's layer1 at B=1).
   const bool ov_inner = a.w->weights.size() * sizeof(float) <= (256u << 10);
+  const int64_t per_ov_bytes = a.w->col_blocks * KH * KW * kLanes * static_cast<int64_t>(sizeof(float));
+  const int64_t group = std::min<int64_t>(ovs, std::max<int64_t>(NV, (16 << 10) / per_ov_bytes / NV * NV));
+  const int64_t groups = (ovs + group - 1) / group, per_sample = groups * row_tiles;
   ParallelFor(s.batch * per_sample, threads, [&](int64_t begin, int64_t end, int) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / per_sample, rest = item % per_sample;
-      const int64_t ov = ov_inner ? rest % ovs : rest / row_tiles;
-      const int64_t oy0 = (ov_inner ? rest / ovs : rest % row_tiles) * RM;
+      const int64_t g = ov_inner ? rest % groups : rest / row_tiles;
+      const int64_t oy0 = (ov_inner ? rest / groups : rest % row_tiles) * RM;
+      const int64_t ov_end = std::min(ovs, (g + 1) * group);
       const int r = static_cast<int>(std::min<int64_t>(RM, s.out_h - oy0));
       const int64_t iy0 = oy0 * S - s.pad_top;
       const bool rows_in = iy0 >= 0 && iy0 + (r - 1) * S + KH <= s.in_h;
@@ -175,10 +221,27 @@ void ConvRun(const ConvArgs& a, int threads) {
         const int t = static_cast<int>(std::min<int64_t>(TM, s.out_w - ox0));
         const int64_t ix0 = ox0 * S - s.pad_left;
         const bool in = rows_in && ix0 >= 0 && ix0 + (t - 1) * S + KW <= s.in_w;
-        (in ? inner : edge)[r == 1 ? 0 : 1][t - 1](a, n, ov, oy0, ox0);
+        const std::array<Table, 2>& by_vectors = tiles[in ? 0 : 1];
+        int64_t ov = g * group;
+        for (; ov + NV <= ov_end; ov += NV) by_vectors[1][r == 1 ? 0 : 1][t - 1](a, n, ov, oy0, ox0);
+        for (; ov < ov_end; ++ov) by_vectors[0][r == 1 ? 0 : 1][t - 1](a, n, ov, oy0, ox0);
       }
     }
   });
+}
+
+// NV = 2 (each loaded input position shared by two output vectors, a 2×4
+// tile each) on 16 lanes for 3×3 at stride 2 (its halo loads are its limit:
+// 1.25-1.4x) and at p >= 8 (few column blocks per vector; p = 16 layers of
+// resnet18 gained 5-12 points of the dense rate, p = 4 lost 0-3, so p = 4
+// keeps the 2×8 single-vector tile); NV = 1 elsewhere. Measured with
+// bench/permdiag_conv_bench.cc (docs/benchmarks.md, convbench).
+template <int KH, int KW, int S>
+void ConvRun(const ConvArgs& a, int threads) {
+  if constexpr (kLanes >= 16 && KH == 3) {
+    if (S == 2 || a.w->p >= 8) return ConvTiles<KH, KW, S, 2>(a, threads);
+  }
+  ConvTiles<KH, KW, S, 1>(a, threads);
 }
 
 using ConvFn = void (*)(const ConvArgs&, int);

@@ -17,7 +17,9 @@
 // No im2col: a register tile of R output rows × T output columns keeps R·T
 // accumulators; each input position of the tile's halo is loaded and
 // permuted once and feeds every tap that reads it (for 3×3 stride 1, R = 2,
-// T = 8: 40 permutes per 144 FMAs). Measured in a standalone prototype
+// T = 8: 40 permutes per 144 FMAs; at stride 2, and at p >= 8, two output
+// vectors share each loaded input position: src/kernels/permdiag_conv_simd.cc).
+// Measured in a standalone prototype
 // (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
 // resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
 // GMAC/s. Packing (Build) is apart from compute: per output vector and
