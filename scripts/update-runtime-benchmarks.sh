@@ -8,7 +8,8 @@
 # and splices its table between the runtime:begin / runtime:end markers.
 # It also runs build/.../bench/permdnn_conv_bench (the permuted-diagonal
 # convolution kernel vs oneDNN's dense convolution on resnet18's layers) into
-# the convbench section, and permdnn_dense_probe (oneDNN vs XNNPACK, built
+# the convbench section (and, on an AVX-512 CPU, its AVX2 run into
+# convbench-avx2), and permdnn_dense_probe (oneDNN vs XNNPACK, built
 # when XNNPACK is installed) into docs/runtime.md's probe section.
 # Extra arguments go to bench-runtime.py (e.g. --only resnet18 --rounds 1).
 # Exit status 1 when some outputs disagree (the table is still written).
@@ -29,6 +30,13 @@ code_section() {  # NAME DOC OUTFILE CMD...
 if [[ -x "$BUILD_DIR/bench/permdnn_conv_bench" ]]; then
   code_section convbench docs/benchmarks.md "$BUILD_DIR/bench-conv.md" \
     "$BUILD_DIR/bench/permdnn_conv_bench" --batch 1,16 --p 4,8,16 --json "$BUILD_DIR/bench-conv.json"
+  # On an AVX-512 machine also the AVX2 kernel against oneDNN capped at AVX2
+  # (the CPUs of users without AVX-512); p = 16 needs 16 lanes.
+  if grep -q avx512f /proc/cpuinfo; then
+    code_section convbench-avx2 docs/benchmarks.md "$BUILD_DIR/bench-conv-avx2.md" \
+      "$BUILD_DIR/bench/permdnn_conv_bench" --simd-target avx2 --batch 1,16 --p 4,8 \
+      --json "$BUILD_DIR/bench-conv-avx2.json"
+  fi
 fi
 if [[ -x "$BUILD_DIR/bench/permdnn_dense_probe" ]]; then
   code_section probe docs/runtime.md "$BUILD_DIR/bench-probe.md" "$BUILD_DIR/bench/permdnn_dense_probe" --batch 1,16

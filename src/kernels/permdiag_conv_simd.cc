@@ -10,7 +10,8 @@
 // once per output vector and multiplied into every accumulator whose window
 // covers it. With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
 // accumulators, 9 weights, the indices, the input), or R = 2, T = 4, NV = 2
-// for 3×3 at stride 2 or p >= 8 (ConvRun); with 16 (AVX2, SSE4): R = 2,
+// for 3×3 at stride 2 or p >= 8, R = 2, T = 2, NV = 4 for 1×1 at stride 2
+// (ConvRun); with 16 (AVX2, SSE4): R = 2,
 // T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters),
 // R = 1, T = 8 for 1×1. Edge tiles use smaller R and T (every R ≤ RMAX,
 // T ≤ TMAX is instantiated), so no output position is computed twice and
@@ -92,7 +93,7 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   const int64_t in_plane = s.in_h * s.in_w * L;
   const int64_t iy0 = oy0 * S - s.pad_top, ix0 = ox0 * S - s.pad_left;
   V acc[NV][R * T];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int u = 0; u < NV; ++u)
 #pragma GCC unroll 16
     for (int i = 0; i < R * T; ++i) acc[u][i] = hn::Zero(d);
@@ -101,14 +102,14 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   const float* xs = a.x + n * iv_count * in_plane;
   for (int64_t J = 0; J < nb; ++J) {
     decltype(hn::IndicesFromVec(d, hn::Zero(di))) idx[NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int u = 0; u < NV; ++u) idx[u] = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
     V wt[K];
     if constexpr (WeightsInRegisters<KH, KW>()) {
 #pragma GCC unroll 9
       for (int t = 0; t < K; ++t) wt[t] = hn::Load(d, weights + (J * K + t) * L);
     }
-    const float* wt1 = weights + (nb + J) * K * L;  // the second vector's (NV = 2)
+    const float* wt1 = weights + (nb + J) * K * L;  // the second vector's; the u-th at (u − 1)·nb·K·L further
     const float* xv = xs + ((J * w.p) / L) * in_plane;
 #pragma GCC unroll 8
     for (int hy = 0; hy < HR; ++hy) {
@@ -124,7 +125,7 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
         } else {
           raw = hn::LoadU(d, xrow + hx * L);
         }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int u = 0; u < NV; ++u) {
           const V v = hn::TableLookupLanes(raw, idx[u]);
 #pragma GCC unroll 3
@@ -139,7 +140,8 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
               if (hx < kx || ox >= T) continue;
               const V wk = u == 0 && WeightsInRegisters<KH, KW>()
                                ? wt[ky * KW + kx]
-                               : hn::Load(d, (u == 0 ? weights + J * K * L : wt1) + (ky * KW + kx) * L);
+                               : hn::Load(d, (u == 0 ? weights + J * K * L : wt1 + (u - 1) * nb * K * L) +
+                                                    (ky * KW + kx) * L);
               acc[u][oy * T + ox] = hn::MulAdd(wk, v, acc[u][oy * T + ox]);
             }
           }
@@ -150,7 +152,7 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   // Epilogue: bias, residual, clamp, zero padded lanes, store.
   const PermDiagConvEpilogue& e = *a.e;
   const V lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int u = 0; u < NV; ++u) {
     const int64_t o = ov + u;
     const V bias = hn::Load(d, w.bias.data() + o * L);
@@ -234,13 +236,16 @@ void ConvTiles(const ConvArgs& a, int threads) {
 // tile each) on 16 lanes for 3×3 at stride 2 (its halo loads are its limit:
 // 1.25-1.4x) and at p >= 8 (few column blocks per vector; p = 16 layers of
 // resnet18 gained 5-12 points of the dense rate, p = 4 lost 0-3, so p = 4
-// keeps the 2×8 single-vector tile); NV = 1 elsewhere. Measured with
+// keeps the 2×8 single-vector tile); NV = 4 (2×2 tiles) for 1×1 at stride 2,
+// whose tile reads each input position once per FMA (34 → 39-43% of the
+// dense rate at p = 4); NV = 1 elsewhere. Measured with
 // bench/permdiag_conv_bench.cc (docs/benchmarks.md, convbench).
 template <int KH, int KW, int S>
 void ConvRun(const ConvArgs& a, int threads) {
   if constexpr (kLanes >= 16 && KH == 3) {
     if (S == 2 || a.w->p >= 8) return ConvTiles<KH, KW, S, 2>(a, threads);
   }
+  if constexpr (kLanes >= 16 && KH == 1 && S == 2) return ConvTiles<KH, KW, S, 4>(a, threads);
   ConvTiles<KH, KW, S, 1>(a, threads);
 }
 
