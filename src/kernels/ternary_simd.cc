@@ -70,6 +70,7 @@
 #include <span>
 #include <vector>
 
+#include "permdnn/core/aligned_buffer.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
@@ -256,9 +257,11 @@ void TernaryLutMatVec(const TernaryPack* w, const float* x, const float* bias, f
   constexpr int64_t N = HWY_LANES(float);  // 16 or 8
   const TernaryMatrix& m = w->matrix;
   const int64_t C4 = (m.cols() + 15) / 16, C = 4 * C4, blocks = (m.rows() + 15) / 16;
-  static thread_local std::vector<float> tables;
+  // 64-byte aligned: each chunk's table is one cache line (a std::vector's
+  // 16-byte alignment split every table load across two lines).
+  static thread_local AlignedBuffer<float> tables;
   static thread_local std::vector<int32_t> live_chunks;
-  tables.resize(static_cast<std::size_t>(C * 16));
+  tables.Resize(static_cast<std::size_t>(C * 16));
   live_chunks.resize(static_cast<std::size_t>(C));
   int64_t n_live = 0;
   // T_c[s] = sum of x[4c + j] over the bits j of s: lanes s of the first
@@ -457,10 +460,16 @@ void TernaryLutMatMul(const TernaryPack* w, const float* x, int64_t batch, const
   const int64_t N = static_cast<int64_t>(hn::Lanes(d)), TW = 4 * N;
   const float* scale = w->matrix.scale().data();
   ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
-    static thread_local std::vector<float> tables, acc;
-    if (tables.size() != static_cast<std::size_t>(kLutChunks * 16 * TW))
-      tables.assign(static_cast<std::size_t>(kLutChunks * 16 * TW), 0.0f);  // T[c][0] stays 0
-    if (acc.size() < static_cast<std::size_t>((r1 - r0) * TW)) acc.resize(static_cast<std::size_t>((r1 - r0) * TW));
+    // 64-byte aligned, so no table or accumulator vector straddles two cache
+    // lines: with std::vector's 16-byte alignment the kernel ran 1.5x slower
+    // whenever the heap handed out an address off a line (64x576 at 784
+    // columns: 0.31 against 0.20 ms, depending on what ran before it).
+    static thread_local AlignedBuffer<float> tables, acc;
+    if (tables.size() != static_cast<std::size_t>(kLutChunks * 16 * TW)) {
+      tables.Resize(static_cast<std::size_t>(kLutChunks * 16 * TW));
+      tables.Fill(0.0f);  // T[c][0] stays 0
+    }
+    if (acc.size() < static_cast<std::size_t>((r1 - r0) * TW)) acc.Resize(static_cast<std::size_t>((r1 - r0) * TW));
     for (int64_t b0 = 0; b0 < batch; b0 += TW) {
       const int64_t nv = std::min(TW, batch - b0), zc = (nv + N - 1) / N;
       switch (zc) {
