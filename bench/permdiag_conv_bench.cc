@@ -22,7 +22,9 @@
 // --only: just the layers whose name contains TEXT (e.g. "s2").
 // --simd-target: run permdiag on one compiled Highway target (e.g. AVX2 on
 // an AVX-512 machine) and cap oneDNN at the same instruction set
-// (ONEDNN_MAX_CPU_ISA=AVX2 for AVX2), so both sides use the same vectors.
+// (dnnl::set_max_cpu_isa; the header line names the ISA oneDNN then uses),
+// so both sides use the same vectors. Block sizes p that do not divide the
+// target's lanes are skipped (they would run the reference loops).
 #include <omp.h>
 
 #include <algorithm>
@@ -227,6 +229,18 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   return MedianMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
 }
 
+const char* IsaName(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    default: return "other";
+  }
+}
+
 std::vector<int> Ints(const char* text) {
   std::vector<int> v;
   for (const char* p = text; *p;) {
@@ -243,7 +257,9 @@ int main(int argc, char** argv) {
   std::vector<int> batches = {1, 16}, ps = {4, 8, 16};
   int reps = 9;
   std::string json_path, only, target;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
+    if (i + 1 >= argc)
+      return std::fprintf(stderr, "%s: %s needs a value\n", argv[0], argv[i]), 2;
     if (!std::strcmp(argv[i], "--batch")) batches = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--p")) ps = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
@@ -261,16 +277,20 @@ int main(int argc, char** argv) {
       if (strcasecmp(permdnn::kernels::SimdTargetName(t).c_str(), target.c_str()) == 0) bit = t;
     if (bit == 0) return std::fprintf(stderr, "--simd-target %s: not compiled in or not supported here\n", target.c_str()), 2;
     permdnn::kernels::ForceSimdTarget(bit);
-    // Before oneDNN's first use: its ISA cap is read once.
+    // Before oneDNN's first use (set_max_cpu_isa fails after it).
     const std::string name = permdnn::kernels::SimdTargetName(bit);
-    if (name == "AVX2") setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
-    else if (name == "SSE4" || name == "SSSE3") setenv("ONEDNN_MAX_CPU_ISA", "SSE41", 1);
+    try {
+      if (name == "AVX2") dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx2);
+      else if (name == "SSE4" || name == "SSSE3") dnnl::set_max_cpu_isa(dnnl::cpu_isa::sse41);
+    } catch (const dnnl::error& e) {
+      return std::fprintf(stderr, "cannot cap oneDNN at %s: %s\n", name.c_str(), e.what()), 2;
+    }
   }
   omp_set_num_threads(1);
   const int lanes = PermDiagConvLanes();
-  std::printf("one thread, thread CPU time, SIMD target %s (%d lanes), oneDNN %d.%d.%d\n",
+  std::printf("one thread, thread CPU time, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
               permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
-              dnnl_version()->patch);
+              dnnl_version()->patch, IsaName(dnnl::get_effective_cpu_isa()));
   std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
               "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "grouped ms", "shuffles ms", "GMAC/s",
               "kernel / grouped impl");
@@ -285,6 +305,7 @@ int main(int argc, char** argv) {
       const double dense = DenseMs(l, n, lanes, false, reps, &ok);
       const double wino = l.k == 3 && l.stride == 1 ? DenseMs(l, n, lanes, true, reps, &wino_ok) : 0.0;
       for (int p : ps) {
+        if (lanes % p != 0) continue;  // the reference loops: nothing to compare
         std::string kernel;
         const double pd = PermDiagMs(l, n, p, lanes, reps, &kernel);
         const double dense_rate = dense_macs / dense * 1e-6, pd_rate = dense_macs / p / pd * 1e-6;

@@ -4,8 +4,10 @@
 // permdiag.conv, one row per kernel size and stride).
 //
 // Register tile: R output rows × T output columns of NV output vectors
-// (NV·R·T accumulators). Per column block J: the L permutation indices and
-// KH·KW weight vectors are loaded once; each input position of the tile's
+// (NV·R·T accumulators). Per column block J: the L permutation indices of
+// each vector are loaded once, and the first vector's KH·KW weight vectors
+// where they stay in registers (WeightsInRegisters; the others' are memory
+// operands of the FMAs); each input position of the tile's
 // halo ((R−1)·S + KH rows × (T−1)·S + KW columns) is loaded once, permuted
 // once per output vector and multiplied into every accumulator whose window
 // covers it. With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
@@ -78,7 +80,7 @@ constexpr bool WeightsInRegisters() {
 // FMA (stride 2 reads 85 halo positions per 144 FMAs of a 2×8 tile, and
 // those loads, mostly from L2, are its limit: dropping the permutes changed
 // nothing, sharing the loads gained 1.25-1.4x); the first vector's weights
-// stay in registers (WeightsInRegisters), the second's are memory operands.
+// stay in registers (WeightsInRegisters), the others' are memory operands.
 template <int KH, int KW, int S, int R, int T, bool kEdge, int NV>
 HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, int64_t ox0) {
   using D = hn::ScalableTag<float>;
@@ -104,7 +106,7 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
     decltype(hn::IndicesFromVec(d, hn::Zero(di))) idx[NV];
 #pragma GCC unroll 4
     for (int u = 0; u < NV; ++u) idx[u] = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
-    V wt[K];
+    V wt[K];  // read only where WeightsInRegisters
     if constexpr (WeightsInRegisters<KH, KW>()) {
 #pragma GCC unroll 9
       for (int t = 0; t < K; ++t) wt[t] = hn::Load(d, weights + (J * K + t) * L);
@@ -182,7 +184,8 @@ constexpr std::array<TileFn, sizeof...(Ts)> TileRow(std::integer_sequence<int, T
 }
 
 // All tiles of one convolution, NV output vectors per tile (ConvRun picks
-// NV; an odd last vector of a group runs alone).
+// NV); the vectors of a group past its last multiple of NV run one at a
+// time, on the same (narrower) tile.
 template <int KH, int KW, int S, int NV>
 void ConvTiles(const ConvArgs& a, int threads) {
   constexpr int RM = TileRows<KH, KW>(), TM = TileCols<KH, KW>() / NV;
@@ -206,9 +209,14 @@ void ConvTiles(const ConvArgs& a, int threads) {
   // group runs while the tile's input halo is still in L1 (p = 16 layers,
   // whose vectors have few column blocks: 62 → 69% of the dense rate on
   // resnet18's layer1 at B=1).
+  if (ovs == 0 || s.batch == 0) return;
   const bool ov_inner = a.w->weights.size() * sizeof(float) <= (256u << 10);
-  const int64_t per_ov_bytes = a.w->col_blocks * KH * KW * kLanes * static_cast<int64_t>(sizeof(float));
-  const int64_t group = std::min<int64_t>(ovs, std::max<int64_t>(NV, (16 << 10) / per_ov_bytes / NV * NV));
+  const int64_t per_ov_bytes =
+      std::max<int64_t>(1, a.w->col_blocks * KH * KW * kLanes * static_cast<int64_t>(sizeof(float)));
+  int64_t group = std::min<int64_t>(ovs, std::max<int64_t>(NV, (16 << 10) / per_ov_bytes / NV * NV));
+  // Enough work items for the threads (four each), down to NV per group.
+  while (group > NV && s.batch * ((ovs + group - 1) / group) * row_tiles < 4 * int64_t{threads})
+    group = std::max<int64_t>(NV, group / 2 / NV * NV);
   const int64_t groups = (ovs + group - 1) / group, per_sample = groups * row_tiles;
   ParallelFor(s.batch * per_sample, threads, [&](int64_t begin, int64_t end, int) {
     for (int64_t item = begin; item < end; ++item) {

@@ -54,7 +54,14 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
   const std::vector<Case> cases = {
       {4, 3, 1, 32, 32, 9, 11, 2}, {8, 3, 2, 24, 20, 10, 7, 1}, {16, 1, 1, 40, 33, 5, 6, 1},
       {2, 1, 2, 7, 9, 8, 8, 1},    {32, 3, 1, 64, 64, 4, 5, 1}, {3, 3, 1, 10, 14, 6, 6, 1},
-      {4, 3, 1, 6, 5, 3, 17, 2}};
+      {4, 3, 1, 6, 5, 3, 17, 2},
+      // Tiles of several output vectors (permdiag_conv_simd.cc ConvRun):
+      // 1x1 stride 2 with 7 vectors on 16 lanes (groups of 4 + 3: one
+      // four-vector tile, leftovers alone, a partial last vector); 3x3
+      // stride 2 wide enough for interior tiles at full width on 16 and 8
+      // lanes; weights past 256 KiB (the group-outer loop order).
+      {1, 1, 2, 100, 40, 6, 9, 1}, {4, 1, 2, 100, 40, 6, 9, 1}, {4, 3, 2, 48, 40, 10, 18, 1},
+      {1, 3, 2, 48, 160, 8, 17, 1}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " "
                                       << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);

@@ -17,8 +17,9 @@
 // No im2col: a register tile of R output rows × T output columns keeps R·T
 // accumulators; each input position of the tile's halo is loaded and
 // permuted once and feeds every tap that reads it (for 3×3 stride 1, R = 2,
-// T = 8: 40 permutes per 144 FMAs; at stride 2, and at p >= 8, two output
-// vectors share each loaded input position: src/kernels/permdiag_conv_simd.cc).
+// T = 8: 40 permutes per 144 FMAs; with 16 lanes two output vectors share
+// each loaded input position for 3×3 at stride 2 and at p >= 8, four for 1×1
+// at stride 2; src/kernels/permdiag_conv_simd.cc).
 // Measured in a standalone prototype
 // (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
 // resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
@@ -86,7 +87,7 @@ int PermDiagConvLanes();
 bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& s);
 
 // y = epilogue(conv(x) + bias), x and y blocked by w.lanes channels. Threads
-// split output vectors and rows.
+// split samples, row tiles and groups of output vectors.
 void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
                     const PermDiagConvEpilogue& e, float* y, int threads);
 
