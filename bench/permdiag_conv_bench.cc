@@ -17,9 +17,11 @@
 // runtime's kernels::BlockedChannelGather); its rate counts the stored
 // multiply-adds, as permdiag's.
 //
-//   permdnn_conv_bench [--batch 1,16] [--p 4,8,16] [--reps 9] [--only TEXT] [--simd-target T] [--json FILE]
+//   permdnn_conv_bench [--batch 1,16] [--p 4,8,16] [--reps 9] [--rounds 3] [--only TEXT] [--simd-target T] [--json FILE]
 //
-// --only: just the layers whose name contains TEXT (e.g. "s2").
+// --rounds: dense and permdiag are timed in turn this many times (each a
+// median of --reps runs after a warm-up); the table holds the medians over
+// the rounds. --only: just the layers whose name contains TEXT (e.g. "s2").
 // --simd-target: run permdiag on one compiled Highway target (e.g. AVX2 on
 // an AVX-512 machine) and cap oneDNN at the same instruction set
 // (dnnl::set_max_cpu_isa; the header line names the ISA oneDNN then uses),
@@ -76,6 +78,11 @@ double MedianMs(F&& f, int reps) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 std::vector<float> Random(std::size_t n, unsigned seed) {
@@ -255,7 +262,7 @@ std::vector<int> Ints(const char* text) {
 
 int main(int argc, char** argv) {
   std::vector<int> batches = {1, 16}, ps = {4, 8, 16};
-  int reps = 9;
+  int reps = 9, rounds = 3;
   std::string json_path, only, target;
   for (int i = 1; i < argc; i += 2) {
     if (i + 1 >= argc)
@@ -263,11 +270,12 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--batch")) batches = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--p")) ps = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
     else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
     else if (!std::strcmp(argv[i], "--simd-target")) target = argv[i + 1];
     else
-      return std::fprintf(stderr, "usage: %s [--batch 1,16] [--p 4,8,16] [--reps 9] [--only TEXT] [--simd-target T] [--json FILE]\n",
+      return std::fprintf(stderr, "usage: %s [--batch 1,16] [--p 4,8,16] [--reps 9] [--rounds 3] [--only TEXT] [--simd-target T] [--json FILE]\n",
                           argv[0]),
              2;
   }
@@ -288,9 +296,10 @@ int main(int argc, char** argv) {
   }
   omp_set_num_threads(1);
   const int lanes = PermDiagConvLanes();
-  std::printf("one thread, thread CPU time, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
-              permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
-              dnnl_version()->patch, IsaName(dnnl::get_effective_cpu_isa()));
+  std::printf(
+      "one thread, thread CPU time, medians of %d rounds of %d runs, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
+      rounds, reps, permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
+      dnnl_version()->patch, IsaName(dnnl::get_effective_cpu_isa()));
   std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
               "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "grouped ms", "shuffles ms", "GMAC/s",
               "kernel / grouped impl");
@@ -302,12 +311,24 @@ int main(int argc, char** argv) {
       const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1;
       const double dense_macs = static_cast<double>(n) * l.o * oh * oh * l.c * l.k * l.k;
       bool ok = false, wino_ok = false;
-      const double dense = DenseMs(l, n, lanes, false, reps, &ok);
+      // Rounds of (dense, every p) in turn, medians over the rounds: a slow
+      // spell of the machine then lands in one round of both sides instead
+      // of in all of one side's repetitions.
+      std::vector<double> dense_rounds;
+      std::vector<std::vector<double>> pd_rounds(ps.size());
+      std::vector<std::string> kernels(ps.size());
+      for (int r = 0; r < rounds; ++r) {
+        dense_rounds.push_back(DenseMs(l, n, lanes, false, reps, &ok));
+        for (std::size_t i = 0; i < ps.size(); ++i)
+          if (lanes % ps[i] == 0) pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
+      }
+      const double dense = Median(dense_rounds);
       const double wino = l.k == 3 && l.stride == 1 ? DenseMs(l, n, lanes, true, reps, &wino_ok) : 0.0;
-      for (int p : ps) {
+      for (std::size_t pi = 0; pi < ps.size(); ++pi) {
+        const int p = ps[pi];
         if (lanes % p != 0) continue;  // the reference loops: nothing to compare
-        std::string kernel;
-        const double pd = PermDiagMs(l, n, p, lanes, reps, &kernel);
+        const std::string& kernel = kernels[pi];
+        const double pd = Median(pd_rounds[pi]);
         const double dense_rate = dense_macs / dense * 1e-6, pd_rate = dense_macs / p / pd * 1e-6;
         const double ratio = pd_rate / dense_rate;
         if (ok && l.k == 3) {
