@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
       return std::fprintf(stderr, "%s: %s needs a value\n", argv[0], argv[i]), 2;
     if (!std::strcmp(argv[i], "--batch")) batches = Ints(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--p")) ps = Ints(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
     else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
@@ -279,6 +279,10 @@ int main(int argc, char** argv) {
                           argv[0]),
              2;
   }
+  for (int p : ps)
+    if (p <= 0) return std::fprintf(stderr, "%s: --p takes positive block sizes, got %d\n", argv[0], p), 2;
+  for (int n : batches)
+    if (n <= 0) return std::fprintf(stderr, "%s: --batch takes positive sizes, got %d\n", argv[0], n), 2;
   if (!target.empty()) {
     int64_t bit = 0;
     for (int64_t t : permdnn::kernels::AvailableSimdTargets())
@@ -297,7 +301,7 @@ int main(int argc, char** argv) {
   omp_set_num_threads(1);
   const int lanes = PermDiagConvLanes();
   std::printf(
-      "one thread, thread CPU time, medians of %d rounds of %d runs, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
+      "one thread, thread CPU time, dense / permdiag: medians of %d rounds of %d runs, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
       rounds, reps, permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
       dnnl_version()->patch, IsaName(dnnl::get_effective_cpu_isa()));
   std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",

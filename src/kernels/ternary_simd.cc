@@ -473,7 +473,7 @@ void LutTile(const TernaryPack* w, const float* x, int64_t batch, int64_t b0, in
       // rows: 1.03-1.08x); on AVX2 two (16 accumulators, some spilled), still
       // 1.05-1.3x over one.
       const int32_t* it = lo;
-      for (; it + kLutRows <= hi; it += kLutRows) LutRows<Z, kLutRows>(w, it, s0, sn, r0, acc, tables);
+      for (; hi - it >= kLutRows; it += kLutRows) LutRows<Z, kLutRows>(w, it, s0, sn, r0, acc, tables);
       for (; it != hi; ++it) LutRows<Z, 1>(w, it, s0, sn, r0, acc, tables);
     }
   }
