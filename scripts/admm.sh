@@ -9,7 +9,8 @@
 #   STREAMS="lc" scripts/admm.sh  some streams only (a: mlp, lenet5 and lenet5caffe pruning + quantization;
 #                                 b: cnn permdiag; bdec: the same with the decoupled penalty; lc: lenet5caffe
 #                                 pruning; pq: lenet5caffe pruning + quantization near 100x; pqwd: budget E
-#                                 with weight decay; lcwd: lc's pairs with weight decay; default all)
+#                                 with weight decay; lcwd: lc's pairs with weight decay; hs: pruning at
+#                                 higher sparsity, lenet5caffe 0.02 / 0.0133 and mlp 0.01; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -25,7 +26,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
-STREAMS=${STREAMS:-a b bdec lc lcwd pq pqwd}
+STREAMS=${STREAMS:-a b bdec lc lcwd pq pqwd hs}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -203,6 +204,36 @@ stream_bdec() {
   wait
 }
 
+stream_hs() {  # pruning at higher sparsity: lenet5caffe at 0.02 / 0.0133 (the 1.5x pair one step on), mlp at 0.01
+  if need_run lenet5caffe-dense lenet5caffe-pruning-hs; then
+    local d
+    for d in 02 0133; do
+      admm_run "lenet5caffe-admm-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+        --admm-epochs 5 "${LC_ADMM[@]}" --from "$RUNS/lenet5caffe-dense" &
+      admm_run "lenet5caffe-admmrs-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+        --admm-epochs 5 "${LC_ADMM[@]}" --rescale-dual --from "$RUNS/lenet5caffe-dense" &
+      train_run "lenet5caffe-gradual-d$d" --model lenet5caffe --compress "prune:density=0.$d" --epochs 10 \
+        --lr 5e-4 --from "$RUNS/lenet5caffe-dense" &
+      wait
+    done
+  fi
+  # Stream a's mlp-dense run directory is needed again. train_run skips a
+  # run whose results exist, so a missing directory is retrained here (same
+  # seed and arguments: the same model).
+  if [[ ! -f "$RUNS/mlp-dense/model.json" ]]; then
+    say "mlp-dense: retraining its run directory $RUNS/mlp-dense"
+    nice -n "$NICE" "$PERMDNN" train --model mlp --compress dense --epochs 12 --seed "$SEED" --threads "$THREADS" \
+      --out "$RUNS/mlp-dense" --resume >"$RUNS/mlp-dense.log" 2>&1 || say "mlp-dense FAILED, see $RUNS/mlp-dense.log"
+  fi
+  if need_run mlp-dense mlp-pruning-hs; then
+    admm_run mlp-admm-d01 --model mlp --compress prune:density=0.01 --epochs 6 --admm-epochs 3 "${PRUNE_ADMM[@]}" \
+      --from "$RUNS/mlp-dense" &
+    train_run mlp-gradual-d01 --model mlp --compress prune:density=0.01 --epochs 6 --lr 5e-4 \
+      --from "$RUNS/mlp-dense" &
+    wait
+  fi
+}
+
 stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-pq; then
@@ -261,7 +292,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   # streams run side by side (two streams must not train one directory).
   for s in $STREAMS; do
     case $s in
-      a | lc | lcwd | pq | pqwd) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
+      a | lc | lcwd | pq | pqwd | hs) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
       b | bdec) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
     esac
   done
