@@ -228,6 +228,8 @@ stream_hs() {  # pruning at higher sparsity: lenet5caffe at 0.02 / 0.0133 (the 1
   if need_run mlp-dense mlp-pruning-hs; then
     admm_run mlp-admm-d01 --model mlp --compress prune:density=0.01 --epochs 6 --admm-epochs 3 "${PRUNE_ADMM[@]}" \
       --from "$RUNS/mlp-dense" &
+    admm_run mlp-admmrs-d01 --model mlp --compress prune:density=0.01 --epochs 6 --admm-epochs 3 "${PRUNE_ADMM[@]}" \
+      --rescale-dual --from "$RUNS/mlp-dense" &
     train_run mlp-gradual-d01 --model mlp --compress prune:density=0.01 --epochs 6 --lr 5e-4 \
       --from "$RUNS/mlp-dense" &
     wait

@@ -103,7 +103,7 @@ L.append("Recipe of the rows below (fixed seed 1, batch 128, Adam): the dense ru
          "lenet5caffe (Caffe's LeNet-5, the issue's lenet5 shape): 10 epochs, ADMM 5 + 5 with `--rho 2e-3 "
          "--rho-mult 1.22 --admm-iter 94`, the same with `--rescale-dual`, and at density 0.0333 with `--admm-penalty "
          "decoupled --rescale-dual --rho 2` (c = lr·ρ = 1e-3 per step at first); at densities 0.02 and 0.0133 "
-         "(stream `hs`) plain and with `--rescale-dual`, and mlp at 0.01 with mlp's recipe; the "
+         "(stream `hs`) plain and with `--rescale-dual`, and mlp at 0.01 with mlp's recipe (plain and with `--rescale-dual`); the "
          "learning rate schedule restarts in each phase); and projection + fine-tuning (`--compress permdiag:p=P "
          "--from dense --lr 5e-4`, 4 epochs from the 8-epoch dense cnn: docs/accuracy.md's recipe) vs ADMM (2 ADMM "
          "epochs + 2 retraining epochs, `--admm-iter 94`; p=4 `--rho 5e-2 --rho-mult 1.25`, p=8 `--rho 0.5 "
