@@ -36,7 +36,6 @@
 #include <ctime>
 #include <random>
 #include <string>
-#include <strings.h>
 #include <vector>
 
 #include <dnnl.hpp>
@@ -284,9 +283,7 @@ int main(int argc, char** argv) {
   for (int n : batches)
     if (n <= 0) return std::fprintf(stderr, "%s: --batch takes positive sizes, got %d\n", argv[0], n), 2;
   if (!target.empty()) {
-    int64_t bit = 0;
-    for (int64_t t : permdnn::kernels::AvailableSimdTargets())
-      if (strcasecmp(permdnn::kernels::SimdTargetName(t).c_str(), target.c_str()) == 0) bit = t;
+    const int64_t bit = permdnn::kernels::SimdTargetByName(target);
     if (bit == 0) return std::fprintf(stderr, "--simd-target %s: not compiled in or not supported here\n", target.c_str()), 2;
     permdnn::kernels::ForceSimdTarget(bit);
     // Before oneDNN's first use (set_max_cpu_isa fails after it).

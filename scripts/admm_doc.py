@@ -174,9 +174,7 @@ L.append("")
 for da, dg in FIRST_FORM:
     for model in [m for m, _, _ in PRUNE_MODELS] + [f"lenet5caffe ({v})" for _, _, v in VARIANTS]:
         base_model = model.split(" (")[0]
-        if (model, da) not in by and (base_model, da) not in by:
-            continue
-        if "(" in model and (model, da) not in by:
+        if (model, da) not in by:  # a density or variant this model was not given
             continue
         # A variant is held against its own gradual run where it has one,
         # else against its model's.

@@ -173,14 +173,9 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o);
 std::vector<BenchRecord> RunBenchRounds(const BenchOptions& o);
 
 int64_t ResolveSimdTarget(const std::string& name) {
+  if (const int64_t t = kernels::SimdTargetByName(name)) return t;
   std::string known;
-  for (int64_t t : kernels::AvailableSimdTargets()) {
-    const std::string n = kernels::SimdTargetName(t);
-    if (std::equal(n.begin(), n.end(), name.begin(), name.end(),
-                   [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
-      return t;
-    known += (known.empty() ? "" : ", ") + n;
-  }
+  for (int64_t t : kernels::AvailableSimdTargets()) known += (known.empty() ? "" : ", ") + kernels::SimdTargetName(t);
   Fail("--simd-target: '{}' is not a SIMD target this build and CPU run (available: {})", name, known);
 }
 

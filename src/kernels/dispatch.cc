@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -78,6 +79,16 @@ std::vector<int64_t> AvailableSimdTargets() {
 }
 
 std::string SimdTargetName(int64_t target) { return hwy::TargetName(target); }
+
+int64_t SimdTargetByName(const std::string& name) {
+  for (int64_t t : AvailableSimdTargets()) {
+    const std::string n = SimdTargetName(t);
+    if (std::equal(n.begin(), n.end(), name.begin(), name.end(),
+                   [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+      return t;
+  }
+  return 0;
+}
 
 std::string ActiveSimdTarget() {
   std::vector<int64_t> targets = AvailableSimdTargets();

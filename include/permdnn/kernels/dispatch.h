@@ -54,6 +54,9 @@ std::string ActiveSimdTarget();
 // first. Tests iterate over them with ForceSimdTarget.
 std::vector<int64_t> AvailableSimdTargets();
 std::string SimdTargetName(int64_t target);
+// The available target whose SimdTargetName is `name`, ignoring case
+// ("avx2", "AVX3"), or 0 when there is none.
+int64_t SimdTargetByName(const std::string& name);
 // Restricts dispatch to one target (0 = undo). For tests only.
 void ForceSimdTarget(int64_t target);
 
