@@ -10,7 +10,9 @@
 #                                 b: cnn permdiag; bdec: the same with the decoupled penalty; lc: lenet5caffe
 #                                 pruning; pq: lenet5caffe pruning + quantization near 100x; pqwd: budget E
 #                                 with weight decay; lcwd: lc's pairs with weight decay; hs: pruning at
-#                                 higher sparsity, lenet5caffe 0.02 / 0.0133 and mlp 0.01; default all)
+#                                 higher sparsity, lenet5caffe 0.02 / 0.0133 and mlp 0.01; mlprs: mlp with the
+#                                 rescaled dual at 0.05 / 0.0333 / 0.0222; b1: cnn permdiag with 1 ADMM +
+#                                 3 retraining epochs; mlp1: mlp with 1 ADMM + 5 retraining epochs; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -26,7 +28,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
-STREAMS=${STREAMS:-a b bdec lc lcwd pq pqwd hs}
+STREAMS=${STREAMS:-a b bdec b1 lc lcwd pq pqwd hs mlprs mlp1}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -236,6 +238,51 @@ stream_hs() {  # pruning at higher sparsity: lenet5caffe at 0.02 / 0.0133 (the 1
   fi
 }
 
+# mlp with the rescaled dual at the densities stream a ran plain ADMM at
+# (0.05, 0.0333), and at 0.0222: 1.5x fewer kept weights than gradual at
+# 0.0333, the first form's next pair (gradual pruning lost only 0.02 points
+# from 0.05 to 0.0333 on mlp). One run at a time (nice, one thread).
+stream_mlprs() {
+  need_run mlp-dense mlp-pruning-rs || return 0
+  local d
+  for d in 05 0333 0222; do
+    admm_run "mlp-admmrs-d$d" --model mlp --compress "prune:density=0.$d" --epochs 6 --admm-epochs 3 \
+      "${PRUNE_ADMM[@]}" --rescale-dual --from "$RUNS/mlp-dense"
+  done
+  train_run mlp-gradual-d0222 --model mlp --compress prune:density=0.0222 --epochs 6 --lr 5e-4 \
+    --from "$RUNS/mlp-dense"
+}
+
+# The cnn permdiag pair with one ADMM epoch and three retraining epochs
+# (still 4 in all): after stream b's 2 + 2 the projected model starts its
+# retraining at 90.6% (p = 4) where the plain projection starts at 14%, but
+# ends 0.2 points lower; ρ grows faster to cover the fewer rounds.
+stream_b1() {
+  train_run cnn-dense --model cnn --compress dense --epochs 8
+  need_run cnn-dense cnn-admm1 || return 0
+  local -A rho=([4]="--rho 5e-2 --rho-mult 1.6" [8]="--rho 0.5 --rho-mult 1.25")
+  local p
+  for p in 4 8; do
+    # shellcheck disable=SC2086
+    admm_run "cnn-admm1-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 1 --method admm \
+      --lr 5e-4 ${rho[$p]} --admm-iter 94 --from "$RUNS/cnn-dense"
+  done
+}
+
+# mlp with one ADMM epoch and five retraining epochs (still 6 in all; ρ
+# doubled per round to reach stream a's final ρ in the fewer rounds): with
+# 3 + 3 the rescaled dual stayed 0.03-0.33 points behind gradual pruning at
+# every density, most at 0.05 where neither should lose much, so the short
+# retraining looked like the cost.
+stream_mlp1() {
+  need_run mlp-dense mlp-pruning-admm1 || return 0
+  local d
+  for d in 0333 0222; do
+    admm_run "mlp-admm1rs-d$d" --model mlp --compress "prune:density=0.$d" --epochs 6 --admm-epochs 1 \
+      --method admm --lr 5e-4 --rho 5e-3 --rho-mult 2 --admm-iter 94 --rescale-dual --from "$RUNS/mlp-dense"
+  done
+}
+
 stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-pq; then
@@ -295,7 +342,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   for s in $STREAMS; do
     case $s in
       a | lc | lcwd | pq | pqwd | hs) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
-      b | bdec) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
+      b | bdec | b1) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
     esac
   done
   run_streams $STREAMS
