@@ -203,7 +203,8 @@ class ConvOp : public OpKernel {
     return found;
   }
 
-  // The plain weights; with oc > 0 (group 1 only) the first oc output channels' shape.
+  // The plain weights; with oc > 0 the shape of oc output channels' rows (a
+  // part of PlanChannelParts: with groups, oc / (W[0] / group) whole groups).
   dnnl::memory::desc WeightsPlainDesc(const OpContext& ctx, int64_t oc = -1) const {
     const Value& w = *ctx.in[1];
     using tag = dnnl::memory::format_tag;
@@ -214,14 +215,16 @@ class ConvOp : public OpKernel {
       return dnnl::memory::desc(Dims(shape), dnnl::memory::data_type::f32,
                                 s == 1 ? tag::oiw : s == 2 ? tag::oihw : tag::oidhw);
     }
-    std::vector<int64_t> gd = {group_, w.shape[0] / group_};
+    const int64_t mg = w.shape[0] / group_;
+    std::vector<int64_t> gd = {oc > 0 ? oc / mg : group_, mg};
     gd.insert(gd.end(), w.shape.begin() + 1, w.shape.end());
     return dnnl::memory::desc(Dims(gd), dnnl::memory::data_type::f32,
                               s == 1 ? tag::goiw : s == 2 ? tag::goihw : tag::goidhw);
   }
 
-  // oc > 0 (group 1): a convolution computing only oc output channels (the
-  // weights and bias rows of one part of an output-channel split).
+  // oc > 0: a convolution computing only oc output channels, one part of
+  // PlanChannelParts (group 1: those rows of the weights and the whole input;
+  // with groups: oc / (W[0] / group) whole groups and their input channels).
   std::shared_ptr<dnnl::convolution_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& src_layout,
                                                                     const Layout& L, int64_t batch = -1,
                                                                     int64_t oc = -1) const {
@@ -230,9 +233,12 @@ class ConvOp : public OpKernel {
     const Value& y = *ctx.out[0];
     const std::size_t s = x.shape.size() - 2;
     const int64_t nb = batch > 0 ? batch : x.shape[0];
-    std::vector<int64_t> ys = WithBatch(y.shape, nb);
-    if (oc > 0) ys[1] = oc;
-    dnnl::memory::desc src = MemDesc(WithBatch(x.shape, nb), src_layout), dst = MemDesc(ys, L);
+    std::vector<int64_t> xs = WithBatch(x.shape, nb), ys = WithBatch(y.shape, nb);
+    if (oc > 0) {
+      ys[1] = oc;
+      if (group_ > 1) xs[1] = oc / (w.shape[0] / group_) * w.shape[1];
+    }
+    dnnl::memory::desc src = MemDesc(xs, src_layout), dst = MemDesc(ys, L);
     dnnl::memory::desc wd(WeightsPlainDesc(ctx, oc).dims(), dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
     dnnl::memory::desc bd({oc > 0 ? oc : w.shape[0]}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
     dnnl::memory::dims dil = Tail(g_.dil, s);
@@ -301,7 +307,7 @@ class ConvOp : public OpKernel {
           float* dst = y.f() + part.y_offset;
           if (add)
             std::memcpy(dst, add->f() + part.y_offset, static_cast<std::size_t>(part.y_size) * sizeof(float));
-          dnnl::memory sm(part.src_md, DnnlEngine(), const_cast<float*>(x.f())), dm(part.dst_md, DnnlEngine(), dst),
+          dnnl::memory sm(part.src_md, DnnlEngine(), const_cast<float*>(x.f() + part.x_offset)), dm(part.dst_md, DnnlEngine(), dst),
               pm(part.pad_md, DnnlEngine(), rs.scratch + part.pad_offset);
           part.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
                                            {DNNL_ARG_WEIGHTS, part.w_mem},
@@ -357,45 +363,61 @@ class ConvOp : public OpKernel {
 
   // Batch 1 on several threads: the batch split leaves one chunk, so one
   // thread would run the whole convolution (resnet18 at batch 1 took 14.6 ms
-  // on two threads, 14.6 on one). Where the output is channel-blocked and
-  // the layer has at least two blocks of output channels and enough work,
-  // the blocks are cut into one range per thread instead, each a primitive
-  // of its own (its weights, bias and scratchpad) that reads the whole input
-  // and writes its own contiguous run of y. Not for grouped convolutions,
-  // nor where the input, output or Add operand needs a reorder (those run
-  // per chunk as before).
+  // on two threads, 14.3 on one). Where input and output stay in the plan's
+  // channel-blocked layout (no reorder inside the node), the output channels
+  // are cut into one range per thread instead, each a primitive of its own
+  // (its rows of the folded weights and bias, its scratchpad) that writes
+  // its own contiguous run of y (batch 1, channel blocks outermost). Group 1:
+  // ranges of output-channel blocks, each reading the whole input. With
+  // groups (depthwise): ranges of whole groups whose first output and input
+  // channels both start a block, each reading its own run of the input.
   void PlanChannelParts(OpContext& ctx, const RunState& rs, const Layout& src_layout) {
     parts_.clear();
     const Value& x = *ctx.in[0];
     const Value& y = *ctx.out[0];
     const Layout L = rs.act_layout;
     const Exec& e = execs_[0];
-    if (rs.threads < 2 || split_.count != 1 || x.shape[0] != 1 || group_ != 1 || L.kind != LayoutKind::kBlocked ||
-        !e.in.identity() || !e.out.identity() || (add_input_ >= 0 && !e.add.identity()))
+    if (rs.threads < 2 || split_.count != 1 || x.shape[0] != 1 || L.kind != LayoutKind::kBlocked ||
+        (group_ > 1 && src_layout != L) || !e.in.identity() || !e.out.identity() ||
+        (add_input_ >= 0 && !e.add.identity()))
       return;
-    const int64_t m = y.shape[1], block = L.block, blocks = (m + block - 1) / block;
-    const double work = static_cast<double>(y.size()) * static_cast<double>(x.shape[1]) *
-                        static_cast<double>(g_.kernel_size());
-    const int64_t count = std::min<int64_t>({rs.threads, blocks, static_cast<int64_t>(work / kMinParallelWork)});
+    const int64_t m = y.shape[1], c = x.shape[1], block = L.block;
+    const int64_t mg = m / group_, cg = c / group_;
+    // A unit: one output block (group 1), or `step` groups, the fewest whose
+    // output and input channels are whole blocks.
+    int64_t step = 1;
+    if (group_ > 1)
+      while (step < group_ && ((step * mg) % block != 0 || (step * cg) % block != 0)) ++step;
+    const int64_t units = group_ == 1 ? (m + block - 1) / block : (group_ + step - 1) / step;
+    const double work = static_cast<double>(y.size()) * static_cast<double>(cg) * static_cast<double>(g_.kernel_size());
+    const int64_t count = std::min<int64_t>({rs.threads, units, static_cast<int64_t>(work / kMinParallelWork)});
     if (count < 2) return;
-    const int64_t spatial = y.size() / m;  // positions per channel (batch 1)
+    const int64_t out_spatial = y.size() / m, in_spatial = x.size() / c;  // positions per channel (batch 1)
     const int64_t per_w = static_cast<int64_t>(w_folded_.size()) / m;
+    auto round_up = [block](int64_t v) { return (v + block - 1) / block * block; };
     int64_t pad_at = 0;
     std::vector<Part> parts;
-    for (int64_t c = 0; c < count; ++c) {
-      const int64_t b0 = blocks * c / count, b1 = blocks * (c + 1) / count;
-      const int64_t o0 = b0 * block, oc = std::min(m, b1 * block) - o0;
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t u0 = units * k / count, u1 = units * (k + 1) / count;
+      const int64_t o0 = group_ == 1 ? u0 * block : u0 * step * mg;
+      const int64_t o1 = group_ == 1 ? std::min(m, u1 * block) : std::min(group_, u1 * step) * mg;
+      const int64_t oc = o1 - o0, i0 = group_ == 1 ? 0 : o0 / mg * cg, ic = group_ == 1 ? c : oc / mg * cg;
       auto pd = MakePd(ctx, src_layout, L, 1, oc);
       if (IsReferenceImpl(*pd)) return;  // keep the whole-layer primitive
       Part part;
       part.prim = dnnl::convolution_forward(*pd);
       part.src_md = pd->src_desc();
       part.dst_md = pd->dst_desc();
-      part.y_offset = o0 * spatial;
-      part.y_size = (b1 - b0) * block * spatial;
-      PERMDNN_CHECK(static_cast<int64_t>(part.dst_md.get_size()) == part.y_size * static_cast<int64_t>(sizeof(float)),
-                    "{}: output part of {} channels is {} bytes, expected {}", n_.Where(), oc,
-                    part.dst_md.get_size(), part.y_size * sizeof(float));
+      part.x_offset = i0 * in_spatial;
+      part.y_offset = o0 * out_spatial;
+      part.y_size = (round_up(o1) - o0) * out_spatial;
+      // What the part reads and writes must be the runs computed here (group
+      // 1 reads the whole input, in whatever layout the plan gave it).
+      const auto floats = [](const dnnl::memory::desc& d) { return static_cast<int64_t>(d.get_size() / sizeof(float)); };
+      const int64_t x_run = group_ == 1 ? floats(part.src_md) : (round_up(i0 + ic) - i0) * in_spatial;
+      PERMDNN_CHECK(floats(part.dst_md) == part.y_size && floats(part.src_md) == x_run,
+                    "{}: part of {} output channels: oneDNN's tensors are {} / {} floats, expected {} / {}",
+                    n_.Where(), oc, floats(part.src_md), floats(part.dst_md), x_run, part.y_size);
       dnnl::memory plain(WeightsPlainDesc(ctx, oc), DnnlEngine(), w_folded_.data() + o0 * per_w);
       part.w_mem = dnnl::memory(pd->weights_desc(), DnnlEngine());
       dnnl::reorder(plain, part.w_mem).execute(DnnlStream(), plain, part.w_mem);
@@ -459,7 +481,7 @@ class ConvOp : public OpKernel {
   int add_input_ = -1;
   // PlanChannelParts: output-channel ranges at batch 1 (empty: not split).
   struct Part {
-    int64_t y_offset = 0, y_size = 0, pad_offset = 0;  // floats into y / bytes into scratch
+    int64_t x_offset = 0, y_offset = 0, y_size = 0, pad_offset = 0;  // floats into x, y / bytes into scratch
     dnnl::convolution_forward prim;
     dnnl::memory::desc src_md, dst_md, pad_md;
     dnnl::memory w_mem, b_mem;
