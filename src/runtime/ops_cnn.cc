@@ -528,6 +528,7 @@ class PoolOp : public OpKernel {
   }
   void Finalize(OpContext& ctx, const RunState& rs) override {
     fast_ = !rs.reference && DnnlUsable(ctx, rs.act_layout);
+    parts_.clear();
     if (!fast_) return;
     SetDnnlThreads(1);
     const Layout L = rs.act_layout;
@@ -561,6 +562,38 @@ class PoolOp : public OpKernel {
     }
     chunk_scratch_ = scratch;
     ctx.scratch_bytes = scratch * split_.count;
+    // Batch 1 on several threads (as ConvOp::PlanChannelParts): input and
+    // output in the blocked layout are cut into one run of channel blocks
+    // per thread, one primitive each.
+    parts_.clear();
+    const Exec& e = execs_[0];
+    const int64_t c = x.shape[1], blocks = L.kind == LayoutKind::kBlocked ? (c + L.block - 1) / L.block : 0;
+    const int64_t count = std::min<int64_t>(
+        {rs.threads, blocks, static_cast<int64_t>(kPoolVisitWork * visits / kMinParallelWork)});
+    if (split_.count == 1 && x.shape[0] == 1 && blocks > 0 && e.in.identity() && e.out.identity() && count >= 2) {
+      const int64_t in_spatial = x.size() / c, out_spatial = y.size() / c;
+      int64_t pad_at = 0;
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t b0 = blocks * k / count, b1 = blocks * (k + 1) / count;
+        const int64_t c0 = b0 * L.block, cc = std::min(c, b1 * L.block) - c0;
+        auto pd = MakePd(ctx, L, 1, cc);
+        Part part;
+        part.prim = dnnl::pooling_v2_forward(*pd);
+        part.src_md = pd->src_desc();
+        part.dst_md = pd->dst_desc();
+        part.x_offset = c0 * in_spatial;
+        part.y_offset = c0 * out_spatial;
+        PERMDNN_CHECK(static_cast<int64_t>(part.src_md.get_size() / sizeof(float)) == (b1 - b0) * L.block * in_spatial &&
+                          static_cast<int64_t>(part.dst_md.get_size() / sizeof(float)) ==
+                              (b1 - b0) * L.block * out_spatial,
+                      "{}: pooling part of {} channels: oneDNN's tensors differ from the runs planned", n_.Where(), cc);
+        part.pad_md = pd->scratchpad_desc();
+        part.pad_offset = pad_at;
+        pad_at += Align64(static_cast<int64_t>(part.pad_md.get_size()));
+        parts_.push_back(std::move(part));
+      }
+      ctx.scratch_bytes = std::max(ctx.scratch_bytes, pad_at);
+    }
   }
   void Run(OpContext& ctx, RunState& rs) override {
     const Value& x = *ctx.in[0];
@@ -570,6 +603,20 @@ class PoolOp : public OpKernel {
       return;
     }
     SetDnnlThreads(1);
+    if (!parts_.empty()) {
+      ParallelFor(static_cast<int64_t>(parts_.size()), rs.threads, [&](int64_t c0, int64_t c1, int) {
+        SetDnnlThreads(1);
+        for (int64_t c = c0; c < c1; ++c) {
+          const Part& part = parts_[static_cast<std::size_t>(c)];
+          dnnl::memory sm(part.src_md, DnnlEngine(), const_cast<float*>(x.f() + part.x_offset)),
+              dm(part.dst_md, DnnlEngine(), y.f() + part.y_offset), pm(part.pad_md, DnnlEngine(),
+                                                                        rs.scratch + part.pad_offset);
+          part.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_DST, dm}, {DNNL_ARG_SCRATCHPAD, pm}});
+          DnnlStream().wait();
+        }
+      });
+      return;
+    }
     const int64_t n = x.shape[0];
     const int64_t x_per = static_cast<int64_t>(x.stored_bytes() / sizeof(float)) / n,
                   y_per = static_cast<int64_t>(y.stored_bytes() / sizeof(float)) / n;
@@ -598,7 +645,10 @@ class PoolOp : public OpKernel {
       for (int64_t c = c0; c < c1; ++c) chunk(c);
     });
   }
-  std::string KernelName() const override { return fast_ ? "pool-onednn" : "pool-reference"; }
+  std::string KernelName() const override {
+    if (!fast_) return "pool-reference";
+    return parts_.empty() ? "pool-onednn" : fmt::format("pool-onednn/c{}", parts_.size());
+  }
 
  private:
   bool DnnlUsable(const OpContext& ctx, const Layout& layout) const {
@@ -615,11 +665,14 @@ class PoolOp : public OpKernel {
     dnnl_ok_ = std::make_pair(layout, ok);
     return ok;
   }
+  // channels > 0: only that many channels (one part of the batch-1 split).
   std::shared_ptr<dnnl::pooling_v2_forward::primitive_desc> MakePd(const OpContext& ctx, const Layout& L,
-                                                                    int64_t batch = -1) const {
+                                                                    int64_t batch = -1, int64_t channels = -1) const {
     const Value& x = *ctx.in[0];
     const Value& y = *ctx.out[0];
     const int64_t nb = batch > 0 ? batch : x.shape[0];
+    std::vector<int64_t> xs = WithBatch(x.shape, nb), ys = WithBatch(y.shape, nb);
+    if (channels > 0) xs[1] = ys[1] = channels;
     const std::size_t s = x.shape.size() - 2;
     // ceil_mode: the last window may hang past pad_end; oneDNN sees that as
     // extra right padding. Max pooling ignores padding either way; average
@@ -640,9 +693,8 @@ class PoolOp : public OpKernel {
     const dnnl::algorithm alg = max_         ? dnnl::algorithm::pooling_max
                                 : count_pad_ ? dnnl::algorithm::pooling_avg_include_padding
                                              : dnnl::algorithm::pooling_avg_exclude_padding;
-    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, MemDesc(WithBatch(x.shape, nb), L),
-                                     MemDesc(WithBatch(y.shape, nb), L), Tail(g_.stride, s), Tail(g_.k, s), dil, Tail(g_.pad, s),
-                                     pad_r);
+    dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, MemDesc(xs, L), MemDesc(ys, L),
+                                     Tail(g_.stride, s), Tail(g_.k, s), dil, Tail(g_.pad, s), pad_r);
     return std::make_shared<dnnl::pooling_v2_forward::primitive_desc>(d, UserScratchpadAttr(), DnnlEngine());
   }
 
@@ -659,6 +711,13 @@ class PoolOp : public OpKernel {
   std::vector<Exec> execs_;
   BatchSplit split_;
   int64_t chunk_scratch_ = 0;
+  // The batch-1 split over channel blocks (empty: not split).
+  struct Part {
+    int64_t x_offset = 0, y_offset = 0, pad_offset = 0;  // floats into x, y / bytes into scratch
+    dnnl::pooling_v2_forward prim;
+    dnnl::memory::desc src_md, dst_md, pad_md;
+  };
+  std::vector<Part> parts_;
 };
 
 // ---- BatchNormalization (not fused) -----------------------------------------------

@@ -303,7 +303,8 @@ TEST(RuntimeCnn, BatchChunksOnTwoThreads) {
 // blocks, the last block padded; 8-lane blocks on AVX2), c1 with a folded
 // BatchNormalization, c2 with a residual Add; gr: 4 groups of 16, cut
 // between groups; dw: depthwise, cut between channel blocks (each part
-// reads its own run of the input). c0 reads the plain graph input and c3
+// reads its own run of the input); mp, ap: pools, cut between channel
+// blocks. c0 reads the plain graph input and c3
 // writes the plain graph output (a reorder each), so they stay whole. All
 // equal the reference's outputs, on one thread and on two.
 TEST(RuntimeCnn, BatchOneSplitsOutputChannelsOnTwoThreads) {
@@ -316,7 +317,15 @@ TEST(RuntimeCnn, BatchOneSplitsOutputChannelsOnTwoThreads) {
   u = b.Node("Relu", {b.Conv(u, "e", 40, 64, 1, 1, 1, true, 8)}, "r3").output(0);
   u = b.Conv(u, "gr", 64, 64, 3, 1, 4, true, 9);
   u = b.Node("Relu", {b.Conv(u, "dw", 64, 64, 3, 1, 64, true, 10)}, "r4").output(0);
-  b.Output(b.Conv(u, "c3", 64, 40, 3, 1, 1, true, 11));
+  auto& mp = b.Node("MaxPool", {u}, "mp");  // 48x48 -> 24x24
+  Builder::Ints(mp, "kernel_shape", {3, 3});
+  Builder::Ints(mp, "strides", {2, 2});
+  Builder::Ints(mp, "pads", {1, 1, 1, 1});
+  auto& ap = b.Node("AveragePool", {mp.output(0)}, "ap");
+  Builder::Ints(ap, "kernel_shape", {3, 3});
+  Builder::Ints(ap, "pads", {1, 1, 1, 1});
+  Builder::Int(ap, "count_include_pad", 1);
+  b.Output(b.Conv(ap.output(0), "c3", 64, 40, 3, 1, 1, true, 11));
   Model two = Model::FromBytes(b.Bytes(), "oc.onnx", {.threads = 2, .profile = true});
   Model one = Model::FromBytes(b.Bytes(), "oc.onnx", {.threads = 1, .profile = true});
   Model ref = Model::FromBytes(b.Bytes(), "oc.onnx", {.reference = true});
@@ -334,7 +343,8 @@ TEST(RuntimeCnn, BatchOneSplitsOutputChannelsOnTwoThreads) {
   for (const NodeProfile& p : two.Profile()) kernel[p.name] = p.kernel;
   for (const char* whole : {"c0", "c3"}) EXPECT_EQ(kernel.at(whole), "dense-onednn") << whole;
   for (const char* cut : {"c1", "c2", "e", "gr", "dw"}) EXPECT_EQ(kernel.at(cut), "dense-onednn/oc2") << cut;
-  for (const NodeProfile& p : one.Profile()) EXPECT_EQ(p.kernel.find("/oc"), std::string::npos) << p.name;
+  for (const char* pool : {"mp", "ap"}) EXPECT_EQ(kernel.at(pool), "pool-onednn/c2") << pool;
+  for (const NodeProfile& p : one.Profile()) EXPECT_EQ(p.kernel.find('/'), std::string::npos) << p.name;
 }
 
 // A Concat of more than 2 × 256 KB is copied on both threads, in equal
