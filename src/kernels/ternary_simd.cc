@@ -132,6 +132,37 @@ bool StripCrowdsL1(int64_t rows, int64_t stride, int64_t width) {
   return false;
 }
 
+// acc ± X's rows idx[e0 .. e1) (each 4N columns from xs, rows ld apart) into
+// four accumulators. The column indices are read two at a time as one
+// 64-bit word: the row loads' addresses then wait on fewer, earlier loads
+// (the lookup-table row's codes had the same limit; docs/ternary.md).
+template <bool kMinus, class D, class V>
+HWY_INLINE void ListRows(D d, const float* xs, int64_t ld, const int32_t* idx, int64_t e0, int64_t e1, V& a0, V& a1,
+                         V& a2, V& a3) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto add = [&](const float* xr) {
+    if constexpr (kMinus) {
+      a0 = hn::Sub(a0, hn::LoadU(d, xr));
+      a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
+      a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
+      a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
+    } else {
+      a0 = hn::Add(a0, hn::LoadU(d, xr));
+      a1 = hn::Add(a1, hn::LoadU(d, xr + N));
+      a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
+      a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
+    }
+  };
+  int64_t e = e0;
+  for (; e + 2 <= e1; e += 2) {
+    int32_t pair[2];
+    std::memcpy(pair, idx + e, sizeof(pair));  // one 64-bit load
+    add(xs + int64_t{pair[0]} * ld);
+    add(xs + int64_t{pair[1]} * ld);
+  }
+  if (e < e1) add(xs + int64_t{idx[e]} * ld);
+}
+
 void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, const float* bias, float* y,
                            int64_t r0, int64_t r1) {
   const hn::ScalableTag<float> d;
@@ -174,20 +205,8 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t p0 = w->plus_begin[r], m0 = w->minus_begin[r], m1 = w->plus_begin[r + 1];
       auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t e = p0; e < m0; ++e) {
-        const float* xr = xs + int64_t{idx[e]} * ld;
-        a0 = hn::Add(a0, hn::LoadU(d, xr));
-        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
-        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
-        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
-      }
-      for (int64_t e = m0; e < m1; ++e) {
-        const float* xr = xs + int64_t{idx[e]} * ld;
-        a0 = hn::Sub(a0, hn::LoadU(d, xr));
-        a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
-        a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
-        a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
-      }
+      ListRows<false>(d, xs, ld, idx, p0, m0, a0, a1, a2, a3);
+      ListRows<true>(d, xs, ld, idx, m0, m1, a0, a1, a2, a3);
       const auto vs = hn::Set(d, scale[r]), vb = hn::Set(d, bias ? bias[r] : 0.0f);
       float* yr = y + r * batch + b0;
       hn::StoreU(hn::MulAdd(vs, a0, vb), d, yr);
