@@ -5,8 +5,8 @@
 // bench/dense_probe.cc against XNNPACK.
 //
 // One CPU engine per process, one stream per thread. The runtime runs every
-// primitive on one OpenMP thread and splits batches over its own thread
-// pool instead (ops_cnn.cc says why). Memory
+// primitive on one OpenMP thread and splits batches (at batch 1, channel
+// ranges) over its own thread pool instead (ops_cnn.cc says why). Memory
 // descriptors come from a shape and a Layout (graph.h). Internal header.
 #pragma once
 

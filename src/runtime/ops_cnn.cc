@@ -162,7 +162,21 @@ class ConvOp : public OpKernel {
     }
     chunk_scratch_ = scratch;
     ctx.scratch_bytes = scratch * split_.count;
-    PlanChannelParts(ctx, rs, *src_layout);
+    // A part that oneDNN cannot make as planned keeps the whole-layer
+    // primitive (nothing here is the file's fault).
+    try {
+      PlanChannelParts(ctx, rs, *src_layout);
+    } catch (const dnnl::error&) {
+      parts_.clear();
+    } catch (const Error&) {
+      parts_.clear();
+    }
+    if (!parts_.empty()) {
+      // The parts hold their own rows of the weights; the whole layer's copy
+      // is made again if a later plan needs it.
+      for (Exec& ex : execs_) ex.w_mem = dnnl::memory();
+      w_mem_ = dnnl::memory();
+    }
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -363,14 +377,16 @@ class ConvOp : public OpKernel {
 
   // Batch 1 on several threads: the batch split leaves one chunk, so one
   // thread would run the whole convolution (resnet18 at batch 1 took 14.6 ms
-  // on two threads, 14.3 on one). Where input and output stay in the plan's
-  // channel-blocked layout (no reorder inside the node), the output channels
-  // are cut into one range per thread instead, each a primitive of its own
-  // (its rows of the folded weights and bias, its scratchpad) that writes
-  // its own contiguous run of y (batch 1, channel blocks outermost). Group 1:
-  // ranges of output-channel blocks, each reading the whole input. With
-  // groups (depthwise): ranges of whole groups whose first output and input
-  // channels both start a block, each reading its own run of the input.
+  // on two threads, 14.3 on one). Where the output is in the plan's
+  // channel-blocked layout and nothing is reordered inside the node, the
+  // output channels are cut into one range per thread instead, each a
+  // primitive of its own (its rows of the folded weights and bias, its
+  // scratchpad) that writes its own contiguous run of y (batch 1, channel
+  // blocks outermost). Group 1: ranges of output-channel blocks, each reading
+  // the whole input (blocked, or plain where oneDNN reads a few-channel input
+  // such as RGB directly). With groups (depthwise): ranges of whole groups
+  // whose first output and input channels both start a block, each reading
+  // its own run of the blocked input.
   void PlanChannelParts(OpContext& ctx, const RunState& rs, const Layout& src_layout) {
     parts_.clear();
     const Value& x = *ctx.in[0];
@@ -576,17 +592,26 @@ class PoolOp : public OpKernel {
       for (int64_t k = 0; k < count; ++k) {
         const int64_t b0 = blocks * k / count, b1 = blocks * (k + 1) / count;
         const int64_t c0 = b0 * L.block, cc = std::min(c, b1 * L.block) - c0;
-        auto pd = MakePd(ctx, L, 1, cc);
+        std::shared_ptr<dnnl::pooling_v2_forward::primitive_desc> pd;
+        try {
+          pd = MakePd(ctx, L, 1, cc);
+        } catch (const dnnl::error&) {
+        }
+        if (!pd || IsReferenceImpl(*pd)) {  // keep the whole-layer primitive
+          parts_.clear();
+          break;
+        }
         Part part;
         part.prim = dnnl::pooling_v2_forward(*pd);
         part.src_md = pd->src_desc();
         part.dst_md = pd->dst_desc();
         part.x_offset = c0 * in_spatial;
         part.y_offset = c0 * out_spatial;
-        PERMDNN_CHECK(static_cast<int64_t>(part.src_md.get_size() / sizeof(float)) == (b1 - b0) * L.block * in_spatial &&
-                          static_cast<int64_t>(part.dst_md.get_size() / sizeof(float)) ==
-                              (b1 - b0) * L.block * out_spatial,
-                      "{}: pooling part of {} channels: oneDNN's tensors differ from the runs planned", n_.Where(), cc);
+        if (static_cast<int64_t>(part.src_md.get_size() / sizeof(float)) != (b1 - b0) * L.block * in_spatial ||
+            static_cast<int64_t>(part.dst_md.get_size() / sizeof(float)) != (b1 - b0) * L.block * out_spatial) {
+          parts_.clear();  // not the runs planned: keep the whole-layer primitive
+          break;
+        }
         part.pad_md = pd->scratchpad_desc();
         part.pad_offset = pad_at;
         pad_at += Align64(static_cast<int64_t>(part.pad_md.get_size()));
