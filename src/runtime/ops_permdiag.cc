@@ -158,18 +158,22 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // as many samples, threads split the samples (one hand-off per call).
   void RunFloat(const float* x, float* y, RunState& rs) {
     const std::span<const float> bias(bias_);
-    if (column_) return RunColumn(x, y, bias, rs);
+    // Stored weights times samples: the multiply-adds the threads share.
+    const int threads = ThreadsForWork(static_cast<double>(batch_) * static_cast<double>(out_) *
+                                           static_cast<double>(CeilDiv(in_, p_)),
+                                       rs.threads);
+    if (column_) return RunColumn(x, y, bias, threads, rs);
     if (batch_ >= 4) {
       kernels::PermDiagMatMulRows(w_, {x, static_cast<std::size_t>(batch_ * in_)}, batch_, bias,
-                                  {y, static_cast<std::size_t>(batch_ * out_)}, rs.threads);
+                                  {y, static_cast<std::size_t>(batch_ * out_)}, threads);
       return;
     }
     if (batch_ == 1 && Skips(x, rs)) {
       kernels::PermDiagMatVecSparseInput(colpack_, {x, static_cast<std::size_t>(in_)}, bias,
-                                         {y, static_cast<std::size_t>(out_)}, rs.threads);
+                                         {y, static_cast<std::size_t>(out_)}, threads);
       return;
     }
-    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads) {
+    ForEachSample(batch_, threads, [&](int64_t b, int threads) {
       kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
                               {y + b * out_, static_cast<std::size_t>(out_)}, threads);
     });
@@ -209,12 +213,12 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
   // Shared offsets. Batch 1: one pass counts the nonzero inputs; below the
   // measured crossover density the zero-skipping product runs.
-  void RunColumn(const float* x, float* y, std::span<const float> bias, RunState& rs) {
+  void RunColumn(const float* x, float* y, std::span<const float> bias, int threads, RunState& rs) {
     const std::span<const float> xs(x, static_cast<std::size_t>(batch_ * in_));
     const std::span<float> ys(y, static_cast<std::size_t>(batch_ * out_));
-    if (batch_ > 1) return kernels::PermDiagColumnMatMulRows(col_, xs, batch_, bias, ys, rs.threads);
-    if (Skips(x, rs)) kernels::PermDiagColumnMatVecSparseInput(col_, xs, bias, ys, rs.threads);
-    else kernels::PermDiagColumnMatVec(col_, xs, bias, ys, rs.threads);
+    if (batch_ > 1) return kernels::PermDiagColumnMatMulRows(col_, xs, batch_, bias, ys, threads);
+    if (Skips(x, rs)) kernels::PermDiagColumnMatVecSparseInput(col_, xs, bias, ys, threads);
+    else kernels::PermDiagColumnMatVec(col_, xs, bias, ys, threads);
   }
   void RunInt16(const float* x, float* y, RunState& rs) {
     int16_t* xq = reinterpret_cast<int16_t*>(rs.scratch);
@@ -619,7 +623,9 @@ class PermDiagConvOp : public CompressedOp {
     } else {
       kernels::PermDiagConvShape s = shape_;
       s.batch = x.shape[0];
-      kernels::PermDiagConv2D(pack_, s, src, e, dst, rs.threads);
+      const double work = static_cast<double>(s.batch) * static_cast<double>(s.out_h * s.out_w) *
+                          static_cast<double>(out_) * static_cast<double>(CeilDiv(in_, p_) * s.kh * s.kw);
+      kernels::PermDiagConv2D(pack_, s, src, e, dst, ThreadsForWork(work, rs.threads));
     }
     if (!out_conv_.identity()) out_conv_.Run(dst, ctx.out[0]->f(), rs.scratch + pad_offset_);
   }
