@@ -12,8 +12,7 @@ namespace permdnn::runtime::detail {
 
 BatchSplit SplitBatch(int64_t batch, double work, int threads) {
   PERMDNN_CHECK(batch >= 1, "internal: SplitBatch of an empty batch (the fast paths are planned for batch >= 1)");
-  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(work / kMinParallelWork)));
-  t = std::max<int64_t>(1, std::min<int64_t>(t, batch));
+  const int64_t t = std::min<int64_t>(ThreadsForWork(work, threads), batch);
   BatchSplit b;
   b.per = (batch + t - 1) / t;
   b.count = (batch + b.per - 1) / b.per;

@@ -905,8 +905,7 @@ class GemmOp : public OpKernel {
           for (int64_t j = 0; j < n_; ++j) bias_[j] = beta_ * c->f()[j];
       }
       const double work = static_cast<double>(m_) * n_ * k_;
-      const int64_t max_chunks =
-          std::max<int64_t>(1, std::min<int64_t>(rs.threads, static_cast<int64_t>(work / kMinParallelWork)));
+      const int64_t max_chunks = ThreadsForWork(work, rs.threads);
       by_features_ = max_chunks > 1 && m_ < n_ && n_ >= 64 * max_chunks;
       split_ = by_features_ ? RowSplit{m_, 1, m_} : BatchSplitRows(m_, work, static_cast<int>(max_chunks));
       const int64_t col_chunks = by_features_ ? max_chunks : 1;
@@ -990,9 +989,8 @@ class GemmOp : public OpKernel {
     const float* a = ctx.in[0]->f();
     const float* b = ctx.in[1]->f();
     const int64_t lda = ctx.in[0]->shape[1], ldb = ctx.in[1]->shape[1];
-    const int64_t chunks =
-        std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(rs.threads), n_ / 16,
-                                         static_cast<int64_t>(static_cast<double>(m_) * n_ * k_ / kMinParallelWork)}));
+    const int64_t chunks = std::max<int64_t>(
+        1, std::min<int64_t>(ThreadsForWork(static_cast<double>(m_) * n_ * k_, rs.threads), n_ / 16));
     auto columns = [&](int64_t j0, int64_t j1) {
       const int64_t nc = j1 - j0;
       const float* bj = tb_ ? b + j0 * ldb : b + j0;
@@ -1020,8 +1018,7 @@ class GemmOp : public OpKernel {
     int64_t first = 1, count = 1, last = 1;
   };
   static RowSplit BatchSplitRows(int64_t rows, double work, int threads) {
-    int64_t t =
-        std::max<int64_t>(1, std::min<int64_t>({threads, rows, static_cast<int64_t>(work / kMinParallelWork)}));
+    const int64_t t = std::max<int64_t>(1, std::min<int64_t>(ThreadsForWork(work, threads), rows));
     RowSplit r;
     r.first = (rows + t - 1) / t;
     r.count = (rows + r.first - 1) / r.first;

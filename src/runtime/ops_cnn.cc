@@ -406,7 +406,7 @@ class ConvOp : public OpKernel {
       while (step < group_ && ((step * mg) % block != 0 || (step * cg) % block != 0)) ++step;
     const int64_t units = group_ == 1 ? (m + block - 1) / block : (group_ + step - 1) / step;
     const double work = static_cast<double>(y.size()) * static_cast<double>(cg) * static_cast<double>(g_.kernel_size());
-    const int64_t count = std::min<int64_t>({rs.threads, units, static_cast<int64_t>(work / kMinParallelWork)});
+    const int64_t count = std::min<int64_t>(ThreadsForWork(work, rs.threads), units);
     if (count < 2) return;
     const int64_t out_spatial = y.size() / m, in_spatial = x.size() / c;  // positions per channel (batch 1)
     const int64_t per_w = static_cast<int64_t>(w_folded_.size()) / m;
@@ -584,8 +584,7 @@ class PoolOp : public OpKernel {
     parts_.clear();
     const Exec& e = execs_[0];
     const int64_t c = x.shape[1], blocks = L.kind == LayoutKind::kBlocked ? (c + L.block - 1) / L.block : 0;
-    const int64_t count = std::min<int64_t>(
-        {rs.threads, blocks, static_cast<int64_t>(kPoolVisitWork * visits / kMinParallelWork)});
+    const int64_t count = std::min<int64_t>(ThreadsForWork(kPoolVisitWork * visits, rs.threads), blocks);
     if (split_.count == 1 && x.shape[0] == 1 && blocks > 0 && e.in.identity() && e.out.identity() && count >= 2) {
       const int64_t in_spatial = x.size() / c, out_spatial = y.size() / c;
       int64_t pad_at = 0;
