@@ -101,19 +101,19 @@ int64_t LinearScratchBytes(int64_t batch, int64_t in, int64_t out) {
 }
 
 void RunFeatureMajorLinear(OpContext& ctx, RunState& rs, int64_t batch, int64_t in, int64_t out, bool batched,
-                           const LinearMatMul& matmul, const LinearMatVec& matvec) {
+                           double work, const LinearMatMul& matmul, const LinearMatVec& matvec) {
   const float* x = ctx.in[0]->f();
   float* y = ctx.out[0]->f();
+  const int threads = ThreadsForWork(work, rs.threads);
   if (batched) {
     float* xt = reinterpret_cast<float*>(rs.scratch);
     float* yt = xt + batch * in;
     Transpose(x, batch, in, xt);
-    matmul({xt, static_cast<std::size_t>(batch * in)}, batch, {yt, static_cast<std::size_t>(batch * out)},
-           rs.threads);
+    matmul({xt, static_cast<std::size_t>(batch * in)}, batch, {yt, static_cast<std::size_t>(batch * out)}, threads);
     Transpose(yt, out, batch, y);
     return;
   }
-  ForEachSample(batch, rs.threads, [&](int64_t b, int threads) {
+  ForEachSample(batch, threads, [&](int64_t b, int threads) {
     matvec({x + b * in, static_cast<std::size_t>(in)}, {y + b * out, static_cast<std::size_t>(out)}, threads);
   });
 }

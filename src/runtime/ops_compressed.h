@@ -72,12 +72,14 @@ void Transpose(const float* a, int64_t r, int64_t c, float* t);
 // The linear form of an op whose batched kernel is feature-major (sparse,
 // ternary). Batched: X [batch, in] is transposed into the scratch
 // (LinearScratchBytes), matmul(xt, batch, yt, threads) runs, and Y is
-// transposed back; else matvec(x_b, y_b, threads) for every sample.
+// transposed back; else matvec(x_b, y_b, threads) for every sample. Both
+// get the threads that `work` (the batch's multiply-adds) is worth
+// (ThreadsForWork).
 using LinearMatMul = std::function<void(std::span<const float>, int64_t, std::span<float>, int)>;
 using LinearMatVec = std::function<void(std::span<const float>, std::span<float>, int)>;
 int64_t LinearScratchBytes(int64_t batch, int64_t in, int64_t out);
 void RunFeatureMajorLinear(OpContext& ctx, RunState& rs, int64_t batch, int64_t in, int64_t out, bool batched,
-                           const LinearMatMul& matmul, const LinearMatVec& matvec);
+                           double work, const LinearMatMul& matmul, const LinearMatVec& matvec);
 
 // Conv form: X float32 [N, in, spatial...] with as many spatial dims as
 // `kernel`; sets Y [N, out, out_spatial...] and the scratch of one sample's

@@ -59,7 +59,7 @@ class TernaryMatMulOp : public CompressedOp {
 
   void Run(OpContext& ctx, RunState& rs) override {
     RunFeatureMajorLinear(
-        ctx, rs, batch_, in_, out_, batched_,
+        ctx, rs, batch_, in_, out_, batched_, static_cast<double>(batch_) * static_cast<double>(w_.index.size()),
         [&](std::span<const float> xt, int64_t batch, std::span<float> yt, int threads) {
           kernels::TernaryMatMul(w_, xt, batch, bias_, yt, threads);
         },
