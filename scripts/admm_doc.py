@@ -334,7 +334,7 @@ for p in [4, 8]:
     L.append(row("cnn", f"permdiag:p={p}", f"cnn-admmdec-p{p}", "ADMM, decoupled penalty, rescaled dual", base,
                  "2+2 ep")[0])
     if load(f"cnn-admm1-p{p}"):
-        L.append(row("cnn", f"permdiag:p={p}", f"cnn-admm1-p{p}", "ADMM, 1 + 3 epochs", base, "1+3 ep")[0])
+        L.append(row("cnn", f"permdiag:p={p}", f"cnn-admm1-p{p}", "ADMM, one ADMM epoch, ρ grown faster", base, "1+3 ep")[0])
 L.append("")
 L.append("The decoupled rows (`--admm-penalty decoupled --rescale-dual --rho 4 --rho-mult 1.25`, c = lr·ρ = 2e-3 per "
          "step at first) apply the penalty as its exact proximal step after each Adam step, so the convolutions "
