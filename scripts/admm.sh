@@ -12,7 +12,8 @@
 #                                 with weight decay; lcwd: lc's pairs with weight decay; hs: pruning at
 #                                 higher sparsity, lenet5caffe 0.02 / 0.0133 and mlp 0.01; mlprs: mlp with the
 #                                 rescaled dual at 0.05 / 0.0333 / 0.0222; b1: cnn permdiag with 1 ADMM +
-#                                 3 retraining epochs; mlp1: mlp with 1 ADMM + 5 retraining epochs; default all)
+#                                 3 retraining epochs; bdec1: the same with
+#                                 the decoupled penalty; mlp1: mlp with 1 ADMM + 5 retraining epochs; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -28,7 +29,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
-STREAMS=${STREAMS:-a b bdec b1 lc lcwd pq pqwd hs mlprs mlp1}
+STREAMS=${STREAMS:-a b bdec b1 bdec1 lc lcwd pq pqwd hs mlprs mlp1}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -283,6 +284,20 @@ stream_mlp1() {
   done
 }
 
+# Stream b1's split (one ADMM epoch, three retraining) with stream bdec's
+# decoupled penalty and rescaled dual, p=4 and p=8 side by side.
+stream_bdec1() {
+  train_run cnn-dense --model cnn --compress dense --epochs 8
+  need_run cnn-dense cnn-admmdec1 || return 0
+  local p
+  for p in 4 8; do
+    admm_run "cnn-admmdec1-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 1 --method admm \
+      --lr 5e-4 --rho 4 --rho-mult 1.6 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
+      --from "$RUNS/cnn-dense" &
+  done
+  wait
+}
+
 stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x
   train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
   if need_run lenet5caffe-dense lenet5caffe-pq; then
@@ -342,7 +357,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   for s in $STREAMS; do
     case $s in
       a | lc | lcwd | pq | pqwd | hs) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
-      b | bdec | b1) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
+      b | bdec | b1 | bdec1) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
     esac
   done
   run_streams $STREAMS
