@@ -13,7 +13,7 @@
 #                                 higher sparsity, lenet5caffe 0.02 / 0.0133 and mlp 0.01; mlprs: mlp with the
 #                                 rescaled dual at 0.05 / 0.0333 / 0.0222; b1: cnn permdiag with 1 ADMM +
 #                                 3 retraining epochs; bdec1: the same with
-#                                 the decoupled penalty; mlp1: mlp with 1 ADMM + 5 retraining epochs; default all)
+#                                 the decoupled penalty; s2: its p=8 pair with SEED=2; mlp1: mlp with 1 ADMM + 5 retraining epochs; default all)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -295,6 +295,18 @@ stream_bdec1() {
       --lr 5e-4 --rho 4 --rho-mult 1.6 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
       --from "$RUNS/cnn-dense" &
   done
+  wait
+}
+
+# The p=8 pair of stream bdec1 (decoupled ADMM 1 + 3 vs projection +
+# fine-tuning) again with another data order: run as
+# `SEED=2 STREAMS=s2 scripts/admm.sh` (same dense start, names end in -s2).
+stream_s2() {
+  need_run cnn-dense cnn-s2 || return 0
+  train_run cnn-p8-converted-s2 --model cnn --compress permdiag:p=8 --epochs 4 --lr 5e-4 --from "$RUNS/cnn-dense" &
+  admm_run cnn-admmdec1-p8-s2 --model cnn --compress permdiag:p=8 --epochs 4 --admm-epochs 1 --method admm \
+    --lr 5e-4 --rho 4 --rho-mult 1.6 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
+    --from "$RUNS/cnn-dense" &
   wait
 }
 

@@ -359,6 +359,12 @@ for p in [4, 8]:
         else:
             L.append(f"- p={p}: {label} {acc(a):.2f}% vs projection + fine-tuning {acc(c):.2f}% → "
                      f"{'higher' if acc(a) > acc(c) else 'NOT higher'} ({acc(a) - acc(c):+.2f} points).")
+# Stream s2: the p=8 pair of bdec1 again with another data order (--seed 2).
+a2, c2 = load("cnn-admmdec1-p8-s2"), load("cnn-p8-converted-s2")
+if a2 and c2:
+    L.append(f"- p=8, the same pair with another data order (`--seed 2`, stream `s2`): ADMM (1 + 3 epochs, decoupled "
+             f"penalty) {acc(a2):.2f}% vs projection + fine-tuning {acc(c2):.2f}% → "
+             f"{'higher' if acc(a2) > acc(c2) else 'NOT higher'} ({acc(a2) - acc(c2):+.2f} points).")
 L.append("")
 for p in [4, 8]:
     rs = rounds(f"cnn-admmdec-p{p}")
