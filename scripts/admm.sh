@@ -60,6 +60,9 @@ LENET5CAFFE_SPEC_G="conv1=prune:density=0.5:bits=4:index=2,conv2=prune:density=0
 # ADMM: three rho schedules (the smallest did best: the rounds' penalty costs
 # less accuracy before the projection).
 LENET5CAFFE_ADMM=(--method admm --lr 5e-4 --admm-iter 235)
+# cnn → permdiag with the decoupled penalty and the rescaled dual (streams
+# bdec, bdec1, s2; each adds its --admm-epochs and --rho-mult).
+CNN_DEC=(--method admm --lr 5e-4 --rho 4 --admm-iter 94 --admm-penalty decoupled --rescale-dual)
 LENET5CAFFE_RHO=("lenet5caffe-admm-pq 2e-3 1.2" "lenet5caffe-admm-pq-rho5e-3 5e-3 1.15"
   "lenet5caffe-admm-pq-rho2e-2 2e-2 1.15")
 
@@ -200,9 +203,8 @@ stream_bdec() {
   need_run cnn-dense cnn-admmdec || return 0
   local p
   for p in 4 8; do
-    admm_run "cnn-admmdec-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 2 --method admm \
-      --lr 5e-4 --rho 4 --rho-mult 1.25 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
-      --from "$RUNS/cnn-dense" &
+    admm_run "cnn-admmdec-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 2 --rho-mult 1.25 \
+      "${CNN_DEC[@]}" --from "$RUNS/cnn-dense" &
   done
   wait
 }
@@ -291,9 +293,8 @@ stream_bdec1() {
   need_run cnn-dense cnn-admmdec1 || return 0
   local p
   for p in 4 8; do
-    admm_run "cnn-admmdec1-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 1 --method admm \
-      --lr 5e-4 --rho 4 --rho-mult 1.6 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
-      --from "$RUNS/cnn-dense" &
+    admm_run "cnn-admmdec1-p$p" --model cnn --compress "permdiag:p=$p" --epochs 4 --admm-epochs 1 --rho-mult 1.6 \
+      "${CNN_DEC[@]}" --from "$RUNS/cnn-dense" &
   done
   wait
 }
@@ -304,9 +305,8 @@ stream_bdec1() {
 stream_s2() {
   need_run cnn-dense cnn-s2 || return 0
   train_run cnn-p8-converted-s2 --model cnn --compress permdiag:p=8 --epochs 4 --lr 5e-4 --from "$RUNS/cnn-dense" &
-  admm_run cnn-admmdec1-p8-s2 --model cnn --compress permdiag:p=8 --epochs 4 --admm-epochs 1 --method admm \
-    --lr 5e-4 --rho 4 --rho-mult 1.6 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
-    --from "$RUNS/cnn-dense" &
+  admm_run cnn-admmdec1-p8-s2 --model cnn --compress permdiag:p=8 --epochs 4 --admm-epochs 1 --rho-mult 1.6 \
+    "${CNN_DEC[@]}" --from "$RUNS/cnn-dense" &
   wait
 }
 

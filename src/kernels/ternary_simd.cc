@@ -61,8 +61,9 @@
 // cycle in a standalone loop on Zen 5, 2.0 with addresses computed from
 // registers, so each row's codes of a block are read as one 64-bit word
 // (1.6-1.8; the kernel as a whole about 1.1 with the table build and the
-// accumulator round trips), where sgemm issues two register FMAs. Tails: the partial vector of the last tile is a
-// masked load (AVX2, AVX-512) or a zero-filled copy, and a copy out.
+// accumulator round trips), where sgemm issues two register FMAs. Tails:
+// the partial vector of the last tile is a masked load (AVX2, AVX-512) or a
+// zero-filled copy, and a copy out.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/ternary_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep

@@ -253,7 +253,8 @@ class ConvOp : public OpKernel {
       if (group_ > 1) xs[1] = oc / (w.shape[0] / group_) * w.shape[1];
     }
     dnnl::memory::desc src = MemDesc(xs, src_layout), dst = MemDesc(ys, L);
-    dnnl::memory::desc wd(WeightsPlainDesc(ctx, oc).dims(), dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
+    dnnl::memory::desc wd(WeightsPlainDesc(ctx, oc).dims(), dnnl::memory::data_type::f32,
+                          dnnl::memory::format_tag::any);
     dnnl::memory::desc bd({oc > 0 ? oc : w.shape[0]}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
     dnnl::memory::dims dil = Tail(g_.dil, s);
     for (auto& d : dil) d -= 1;
@@ -321,8 +322,8 @@ class ConvOp : public OpKernel {
           float* dst = y.f() + part.y_offset;
           if (add)
             std::memcpy(dst, add->f() + part.y_offset, static_cast<std::size_t>(part.y_size) * sizeof(float));
-          dnnl::memory sm(part.src_md, DnnlEngine(), const_cast<float*>(x.f() + part.x_offset)), dm(part.dst_md, DnnlEngine(), dst),
-              pm(part.pad_md, DnnlEngine(), rs.scratch + part.pad_offset);
+          dnnl::memory sm(part.src_md, DnnlEngine(), const_cast<float*>(x.f() + part.x_offset)),
+              dm(part.dst_md, DnnlEngine(), dst), pm(part.pad_md, DnnlEngine(), rs.scratch + part.pad_offset);
           part.prim.execute(DnnlStream(), {{DNNL_ARG_SRC, sm},
                                            {DNNL_ARG_WEIGHTS, part.w_mem},
                                            {DNNL_ARG_BIAS, part.b_mem},
@@ -429,7 +430,9 @@ class ConvOp : public OpKernel {
       part.y_size = (round_up(o1) - o0) * out_spatial;
       // What the part reads and writes must be the runs computed here (group
       // 1 reads the whole input, in whatever layout the plan gave it).
-      const auto floats = [](const dnnl::memory::desc& d) { return static_cast<int64_t>(d.get_size() / sizeof(float)); };
+      const auto floats = [](const dnnl::memory::desc& d) {
+        return static_cast<int64_t>(d.get_size() / sizeof(float));
+      };
       const int64_t x_run = group_ == 1 ? floats(part.src_md) : (round_up(i0 + ic) - i0) * in_spatial;
       PERMDNN_CHECK(floats(part.dst_md) == part.y_size && floats(part.src_md) == x_run,
                     "{}: part of {} output channels: oneDNN's tensors are {} / {} floats, expected {} / {}",
@@ -581,7 +584,6 @@ class PoolOp : public OpKernel {
     // Batch 1 on several threads (as ConvOp::PlanChannelParts): input and
     // output in the blocked layout are cut into one run of channel blocks
     // per thread, one primitive each.
-    parts_.clear();
     const Exec& e = execs_[0];
     const int64_t c = x.shape[1], blocks = L.kind == LayoutKind::kBlocked ? (c + L.block - 1) / L.block : 0;
     const int64_t count = std::min<int64_t>(ThreadsForWork(kPoolVisitWork * visits, rs.threads), blocks);

@@ -11,8 +11,8 @@
 // Zen 5, 2 cores; bench/thread_pool_bench.cc, docs/runtime.md "Threads").
 #pragma once
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 
 namespace permdnn {
