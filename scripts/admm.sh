@@ -13,7 +13,8 @@
 #                                 higher sparsity, lenet5caffe 0.02 / 0.0133 and mlp 0.01; mlprs: mlp with the
 #                                 rescaled dual at 0.05 / 0.0333 / 0.0222; b1: cnn permdiag with 1 ADMM +
 #                                 3 retraining epochs; bdec1: the same with
-#                                 the decoupled penalty; s2: its p=8 pair with SEED=2; mlp1: mlp with 1 ADMM + 5 retraining epochs; default all)
+#                                 the decoupled penalty; s2: its p=8 pair with SEED=2; mlp1: mlp with 1 ADMM + 5 retraining epochs;
+#                                 bpull: bdec1's p=8 run at --rho 8 (SEED 1, or 2 for -s2); default all but s2)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -29,7 +30,7 @@ THREADS=${THREADS:-1}
 NICE=${NICE:-10}
 SEED=${SEED:-1}
 DOC=${DOC:-docs/admm.md}
-STREAMS=${STREAMS:-a b bdec b1 bdec1 lc lcwd pq pqwd hs mlprs mlp1}
+STREAMS=${STREAMS:-a b bdec b1 bdec1 lc lcwd pq pqwd hs mlprs mlp1 bpull}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[admm] $*"; }
 # shellcheck source=scripts/lib.sh
@@ -308,6 +309,21 @@ stream_s2() {
   admm_run cnn-admmdec1-p8-s2 --model cnn --compress permdiag:p=8 --epochs 4 --admm-epochs 1 --rho-mult 1.6 \
     "${CNN_DEC[@]}" --from "$RUNS/cnn-dense" &
   wait
+}
+
+# Stream bdec1's p=8 run with twice the starting pull (--rho 8): after
+# bdec1's ADMM epoch W was still far from Z (residual 0.37) and the hard
+# projection dropped the model to 68%; run with SEED=1 and SEED=2 (names
+# of other seeds end in -sSEED) against the conversions of the same seed.
+# PULL_RHO=16 runs the same with --rho 16 (names cnn-admmpull16-p8...).
+stream_bpull() {
+  need_run cnn-dense cnn-admmpull || return 0
+  local sfx="" rho=${PULL_RHO:-8} tag=""
+  [[ $SEED != 1 ]] && sfx="-s$SEED"
+  [[ $rho != 8 ]] && tag=$rho
+  admm_run "cnn-admmpull$tag-p8$sfx" --model cnn --compress permdiag:p=8 --epochs 4 --admm-epochs 1 --method admm \
+    --lr 5e-4 --rho "$rho" --rho-mult 1.6 --admm-iter 94 --admm-penalty decoupled --rescale-dual \
+    --from "$RUNS/cnn-dense"
 }
 
 stream_pq() {  # lenet5caffe pruning + quantization at the budgets near 100x

@@ -103,8 +103,9 @@ void CheckOptions(const BenchOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
   for (const auto& f : o.formats)
     PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "permdiag-column" || f == "circulant" ||
-                      f == "read" || f == "ternary",
-                  "bench: unknown format '{}' (use dense, csr, permdiag, permdiag-column, circulant, read, ternary)",
+                      f == "read" || f == "ternary" || f == "ternary-i16",
+                  "bench: unknown format '{}' (use dense, csr, permdiag, permdiag-column, circulant, read, ternary, "
+                  "ternary-i16)",
                   f);
   PERMDNN_CHECK(o.ternary_group_density > 0 && o.ternary_group_density <= 1,
                 "bench: --group-density must be in (0, 1], got {}", o.ternary_group_density);
@@ -237,6 +238,7 @@ class BenchPass {
         do_circ_(Has(o.formats, "circulant")),
         do_read_(Has(o.formats, "read")),
         do_tern_(Has(o.formats, "ternary")),
+        do_tern16_(Has(o.formats, "ternary-i16")),
         progress_(CountMeasurements(), "runs") {}
 
   std::vector<BenchRecord> Run() {
@@ -255,6 +257,7 @@ class BenchPass {
               if (do_pd_) PermDiag(p, batch, act, threads);
               if (do_col_) PermDiagColumn(p, batch, act, threads);
               if (do_tern_ && n_ % p == 0) Ternary(p, batch, act, threads);
+              if (do_tern16_ && n_ % p == 0 && batch > 1) TernaryI16(p, batch, act, threads);
             }
           }
       }
@@ -273,7 +276,8 @@ class BenchPass {
           for (std::size_t t = 0; t < o_.threads.size(); ++t) {
             total += do_dense_ && a == 0;
             for (std::size_t pi = 0; pi < o_.ps.size(); ++pi)
-              total += 2 * do_csr_ + do_circ_ + do_tern_ + (do_pd_ + do_col_) * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
+              total += 2 * do_csr_ + do_circ_ + do_tern_ + (do_tern16_ && b > 1) +
+                       (do_pd_ + do_col_) * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
                        (do_read_ && b == 1 && a == 0 && o_.threads[t] == 1);
           }
     return total;
@@ -286,6 +290,7 @@ class BenchPass {
     const int64_t max_batch = *std::max_element(o_.batches.begin(), o_.batches.end());
     x_.Resize(static_cast<std::size_t>(n_ * max_batch));
     y_.Resize(static_cast<std::size_t>(m_ * max_batch));
+    if (do_tern16_) xq_.Resize(static_cast<std::size_t>(n_ * max_batch));
     dense_time_.clear();
   }
 
@@ -370,7 +375,7 @@ class BenchPass {
     }
     // Ternary: p is the group length (it must divide the inputs; other p
     // are skipped for this layer), seeded normal weights ternarized.
-    if (do_tern_ && n_ % p == 0) {
+    if ((do_tern_ || do_tern16_) && n_ % p == 0) {
       AlignedBuffer<float> dense(static_cast<std::size_t>(m_ * n_));
       FillNormal(dense.span(), o_.seed + 500 + p);
       ternary_ = kernels::TernaryPack::Build(
@@ -537,8 +542,26 @@ class BenchPass {
                   });
   }
 
+  // The same matrix on int16 inputs (batch > 1): the product alone, on X
+  // quantized once before the timing. In the runtime the quantization is a
+  // pass over the conv's input at its calibrated scale before im2col (a
+  // ninth of these values for a 3x3 conv), and im2col then copies int16
+  // values; `permdnn run --int16` times that whole path (docs/ternary.md).
+  void TernaryI16(int p, int64_t batch, double act, int threads) {
+    std::span<const float> xs(x_.data(), n_ * batch);
+    std::span<int16_t> xq(xq_.data(), n_ * batch);
+    std::span<float> ys(y_.data(), m_ * batch);
+    const float scale = kernels::QuantizeTernaryInput(xs, xq);
+    TimeAndRecord(fmt::format("{} ternary-i16 g={} B={} a={} T={}", layer_->name, p, batch, act, threads),
+                  "ternary-i16",
+                  kernels::SelectedKernel({kernels::KernelOp::kTernaryMatMulI16, p, m_, n_, batch, false}), p, batch,
+                  act, threads, ternary_.matrix.nonzeros(), ternary_.matrix.bytes(), [&] {
+                    kernels::TernaryMatMulI16(ternary_, xq, batch, scale, {}, ys, threads);
+                  });
+  }
+
   const BenchOptions& o_;
-  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_, do_tern_;
+  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_, do_tern_, do_tern16_;
   Progress progress_;
   int64_t done_ = 0;
   std::vector<BenchRecord> records_;
@@ -546,6 +569,7 @@ class BenchPass {
   const FcLayerSpec* layer_ = nullptr;
   int64_t m_ = 0, n_ = 0;
   AlignedBuffer<float> x_, y_;
+  AlignedBuffer<int16_t> xq_;
   std::map<std::pair<int64_t, int>, Timing> dense_time_;
   std::map<std::tuple<int, int, bool>, double> crossover_;  // (p, threads, column) -> SkipCrossover
   // The current p's matrices.
@@ -801,14 +825,16 @@ std::string BenchTargetsOne(const std::vector<BenchRecord>& records, nlohmann::j
   // the same shape and batch, one thread: >= 4x at the smallest batch run
   // (B=1 of a conv layer given as its im2col matrix, batch = output
   // positions), >= 2x at the others (B=16 of the conv).
+  // ternary-i16 (the int16 product, quantization included) the same way.
   int64_t smallest = 0;
   for (const BenchRecord& r : records)
-    if (r.format == "ternary" && (smallest == 0 || r.batch < smallest)) smallest = r.batch;
+    if ((r.format == "ternary" || r.format == "ternary-i16") && (smallest == 0 || r.batch < smallest))
+      smallest = r.batch;
   for (const BenchRecord& r : records) {
-    if (r.format != "ternary" || r.threads != 1 || r.act_density != 1.0) continue;
+    if ((r.format != "ternary" && r.format != "ternary-i16") || r.threads != 1 || r.act_density != 1.0) continue;
     const BenchRecord* d = find(r.layer, "dense", 0, r.batch, 1.0, 1);
     if (d)
-      rows.push_back({r.layer, fmt::format("ternary g={} vs {}, batch {}", r.p, r.batch == 1 ? "sgemv" : "sgemm",
+      rows.push_back({r.layer, fmt::format("{} g={} vs {}, batch {}", r.format, r.p, r.batch == 1 ? "sgemv" : "sgemm",
                                            r.batch),
                       d->median_ms / r.median_ms, r.batch == smallest ? 4.0 : 2.0});
   }

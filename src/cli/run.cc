@@ -114,7 +114,7 @@ void AddRunCommand(CLI::App& app) {
   struct Args {
     std::string model, input, output, batches = "1,64", json, zero_skip = "auto";
     int threads = 1;
-    bool profile = false, bench = false, cpu_time = false;
+    bool profile = false, bench = false, cpu_time = false, int16 = false;
     double min_time = 0.3;
   };
   auto args = std::make_shared<Args>();
@@ -130,6 +130,9 @@ void AddRunCommand(CLI::App& app) {
   cmd->add_option("--json", args->json, "write --bench results to this JSON file");
   cmd->add_flag("--cpu-time", args->cpu_time,
                 "--bench: rank runs by process CPU time (one thread only: keeps time lost to other processes out)");
+  cmd->add_flag("--int16", args->int16,
+                "run the layers that have an int16 path (permdiag FC, compressed recurrent, ternary conv) in fixed "
+                "point, calibrated on the input that is run (--input, or each --bench batch)");
   cmd->add_option("--zero-skip", args->zero_skip,
                   "batch-1 permdiag products on inputs with zeros: auto (skip zero inputs below the crossover density "
                   "measured per layer), never, always; --profile shows the path and density")
@@ -142,6 +145,7 @@ void AddRunCommand(CLI::App& app) {
     runtime::Options opt;
     opt.threads = args->threads;
     opt.profile = args->profile;
+    opt.int16 = args->int16;
     opt.zero_skip = args->zero_skip == "never"    ? runtime::ZeroSkip::kNever
                     : args->zero_skip == "always" ? runtime::ZeroSkip::kAlways
                                                   : runtime::ZeroSkip::kAuto;
@@ -183,6 +187,7 @@ void AddRunCommand(CLI::App& app) {
         }
         std::vector<int64_t> oshape = model.OutputShape(shape);
         std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
+        if (args->int16) model.Calibrate(x, shape);
         for (int w = 0; w < 3; ++w) model.Run(x, shape, y);  // warm-up (plan, caches)
         model.ResetProfile();
         const Timing t = TimeRuns([&] { model.Run(x, shape, y); },
@@ -204,6 +209,7 @@ void AddRunCommand(CLI::App& app) {
     std::vector<float> x = ReadInput(args->input, model, &shape);
     std::vector<int64_t> oshape = model.OutputShape(shape);
     std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
+    if (args->int16) model.Calibrate(x, shape);
     model.Run(x, shape, y);
     std::printf("%s: input %s -> output %s\n", args->model.c_str(), runtime::ShapeString(shape).c_str(),
                 runtime::ShapeString(oshape).c_str());

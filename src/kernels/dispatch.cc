@@ -37,6 +37,7 @@ constexpr KernelOp kAllOps[] = {
     KernelOp::kCirculantMatVecT,   KernelOp::kCsrMatVec,            KernelOp::kCsrMatMul,
     KernelOp::kPermDiagConv,       KernelOp::kPermDiagColumnMatVec, KernelOp::kPermDiagColumnSparseInput,
     KernelOp::kPermDiagColumnMatMulRows, KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul,
+    KernelOp::kTernaryMatMulI16,
 };
 
 KernelPath PathFromEnvironment() {
@@ -121,6 +122,7 @@ const char* KernelOpName(KernelOp op) {
     case KernelOp::kPermDiagColumnMatMulRows: return "permdiag_column.matmul_rows";
     case KernelOp::kTernaryMatVec: return "ternary.matvec";
     case KernelOp::kTernaryMatMul: return "ternary.matmul";
+    case KernelOp::kTernaryMatMulI16: return "ternary.matmul_i16";
   }
   return "?";
 }

@@ -71,6 +71,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <span>
 #include <vector>
@@ -122,12 +123,13 @@ void TernaryRowsImpl(const TernaryPack* w, const float* x, const float* bias, fl
   }
 }
 
-// Whether a strip of `rows` rows of `width` floats, `stride` floats apart,
+// Whether a strip of `rows` rows of `width` bytes, `stride` bytes apart,
 // crowds into a few sets of a 64-set L1 with 64-byte lines: some set gets
 // more than twice the lines an even spread would give it (a stride of 12544
 // floats touches 16 of the 64 sets: 4x).
+// Strides and widths in bytes (the fp32 and the int16 rows).
 bool StripCrowdsL1(int64_t rows, int64_t stride, int64_t width) {
-  constexpr int64_t kSets = 64, kLine = 16;  // floats per line
+  constexpr int64_t kSets = 64, kLine = 64;  // bytes per line
   int64_t count[kSets] = {};
   const int64_t lines = (width + kLine - 1) / kLine, even = (rows * lines + kSets - 1) / kSets;
   for (int64_t k = 0; k < rows; ++k)
@@ -185,7 +187,7 @@ void TernaryMatMulRowsImpl(const TernaryPack* w, const float* x, int64_t batch, 
   static thread_local int64_t crowd_k = -1, crowd_batch = -1;
   static thread_local bool crowded = false;
   if (crowd_k != K || crowd_batch != batch) {
-    crowded = batch >= TW && StripCrowdsL1(K, batch, TW);
+    crowded = batch >= TW && StripCrowdsL1(K, batch * int64_t{sizeof(float)}, TW * int64_t{sizeof(float)});
     crowd_k = K;
     crowd_batch = batch;
   }
@@ -572,6 +574,320 @@ void TernaryListsMatMul(const TernaryPack* w, const float* x, int64_t batch, con
   });
 }
 
+// ---- int16 inputs (ternary.matmul_i16.*) ----------------------------------
+
+#if HWY_TARGET != HWY_SCALAR
+using D16 = hn::ScalableTag<int16_t>;
+using D32 = hn::Repartition<int32_t, D16>;  // half the lanes: one int16 vector widens to two
+using DF = hn::Repartition<float, D16>;
+
+// lo / hi += the low / high half of a, widened to int32: lo holds columns
+// [0, N32) of a's columns, hi [N32, 2·N32).
+HWY_INLINE void WidenAdd(hn::Vec<D16> a, hn::Vec<D32>& lo, hn::Vec<D32>& hi) {
+  const D32 d32;
+  const hn::Half<D16> dh;
+  lo = hn::Add(lo, hn::PromoteTo(d32, hn::LowerHalf(dh, a)));
+  hi = hn::Add(hi, hn::PromoteTo(d32, hn::UpperHalf(dh, a)));
+}
+
+// Columns [0, nv) of K rows of X (stride ld) copied to a K × width strip,
+// zero past nv.
+void CopyStripI16(const int16_t* x, int64_t ld, int64_t K, int64_t nv, int64_t width, int16_t* strip) {
+  for (int64_t k = 0; k < K; ++k) {
+    std::memcpy(strip + k * width, x + k * ld, static_cast<std::size_t>(nv) * sizeof(int16_t));
+    std::fill(strip + k * width + nv, strip + (k + 1) * width, int16_t{0});
+  }
+}
+
+// y[0, nv) = s · float(acc[0, nv)) + b, acc in 32-bit lanes (column order).
+HWY_INLINE void FinishI16(const int32_t* acc, int64_t nv, float s, float b, float* yr) {
+  const DF df;
+  const D32 d32;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const auto vs = hn::Set(df, s), vb = hn::Set(df, b);
+  for (int64_t c = 0; c < nv; c += N) {
+    const auto out = hn::MulAdd(vs, hn::ConvertTo(df, hn::LoadU(d32, acc + c)), vb);
+    if (c + N <= nv) {
+      hn::StoreU(out, df, yr + c);
+    } else {
+      alignas(64) float part[16];
+      hn::Store(out, df, part);
+      std::copy(part, part + (nv - c), yr + c);
+    }
+  }
+}
+
+// acc16 ± X's rows idx[e0 .. e1) (4 int16 vectors from xs, rows ld apart),
+// widened into c[8] every kTernaryI16Run entries (|sum| <= 32 · 1023).
+template <bool kMinus>
+HWY_INLINE void ListRowsI16(const int16_t* xs, int64_t ld, const int32_t* idx, int64_t e0, int64_t e1,
+                            hn::Vec<D32>* c) {
+  const D16 d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t s0 = e0; s0 < e1; s0 += kTernaryI16Run) {
+    const int64_t s1 = std::min<int64_t>(e1, s0 + kTernaryI16Run);
+    auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
+    auto add = [&](const int16_t* xr) {
+      if constexpr (kMinus) {
+        a0 = hn::Sub(a0, hn::LoadU(d, xr));
+        a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
+        a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
+        a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
+      } else {
+        a0 = hn::Add(a0, hn::LoadU(d, xr));
+        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
+        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
+        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
+      }
+    };
+    int64_t e = s0;
+    for (; e + 2 <= s1; e += 2) {
+      int32_t pair[2];
+      std::memcpy(pair, idx + e, sizeof(pair));
+      add(xs + int64_t{pair[0]} * ld);
+      add(xs + int64_t{pair[1]} * ld);
+    }
+    if (e < s1) add(xs + int64_t{idx[e]} * ld);
+    WidenAdd(a0, c[0], c[1]);
+    WidenAdd(a1, c[2], c[3]);
+    WidenAdd(a2, c[4], c[5]);
+    WidenAdd(a3, c[6], c[7]);
+  }
+}
+
+// The lists row on int16 X: tiles of four int16 vectors (4·N16 columns:
+// 128 on AVX-512, the fp32 row's 64 columns' bytes), rows inside; a tile
+// whose strip crowds L1's sets, and the last partial tile, run on a copy.
+void TernaryListsMatMulI16(const TernaryPack* w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
+                           float* y, int threads) {
+  const D16 d;
+  const D32 d32;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), TW = 4 * N, K = w->cols();
+  const bool crowded = batch >= TW && StripCrowdsL1(K, batch * int64_t{sizeof(int16_t)}, TW * int64_t{sizeof(int16_t)});
+  const int32_t* idx = w->index.data();
+  const float* scale = w->matrix.scale().data();
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    static thread_local AlignedBuffer<int16_t> strip;
+    static thread_local AlignedBuffer<int32_t> acc;
+    if (acc.size() < static_cast<std::size_t>(TW)) acc.Resize(static_cast<std::size_t>(TW));
+    for (int64_t b0 = 0; b0 < batch; b0 += TW) {
+      const int64_t nv = std::min(TW, batch - b0);
+      const int16_t* xs = x + b0;
+      int64_t ld = batch;
+      if (crowded || nv < TW) {
+        if (strip.size() < static_cast<std::size_t>(K * TW)) strip.Resize(static_cast<std::size_t>(K * TW));
+        CopyStripI16(x + b0, batch, K, nv, TW, strip.data());
+        xs = strip.data();
+        ld = TW;
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        hn::Vec<D32> c[8];
+        for (auto& v : c) v = hn::Zero(d32);
+        ListRowsI16<false>(xs, ld, idx, w->plus_begin[r], w->minus_begin[r], c);
+        ListRowsI16<true>(xs, ld, idx, w->minus_begin[r], w->plus_begin[r + 1], c);
+        const int64_t N32 = static_cast<int64_t>(hn::Lanes(d32));
+        for (int h = 0; h < 8; ++h) hn::StoreU(c[h], d32, acc.data() + h * N32);
+        FinishI16(acc.data(), nv, x_scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch + b0);
+      }
+    }
+  });
+}
+
+// Rows it[0 .. R) of a tile of Z int16 vectors: per chunk of the block the
+// table entries at the plus and minus nibbles (at most 32 inputs: the sums
+// fit int16), then the difference widened into the row's 32-bit sums.
+template <int Z, int R>
+HWY_INLINE void LutRowsI16(const TernaryPack* w, const int32_t* it, int64_t s0, int64_t sn, int64_t r0,
+                           int32_t* acc, const int16_t* tables) {
+  const D16 d;
+  const D32 d32;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), N32 = N / 2, ZN = Z * N;
+  const int64_t CL = (w->matrix.group_len() + 3) / 4;
+  static_assert(4 * kLutChunks <= kTernaryI16Run, "a block's sums must fit int16");
+  hn::Vec<D16> ap[R][Z], am[R][Z];
+  uint64_t word[R];
+  for (int i = 0; i < R; ++i) {
+    const uint8_t* codes = w->group_codes.data() + w->col_kept[it + i - w->col_row.data()] * CL + s0;
+    word[i] = 0;
+    if (sn == kLutChunks) {
+      std::memcpy(&word[i], codes, sizeof(uint64_t));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+      word[i] = __builtin_bswap64(word[i]);
+#endif
+    } else {
+      for (int64_t c = 0; c < sn; ++c) word[i] |= uint64_t{codes[c]} << (8 * c);
+    }
+    for (int z = 0; z < Z; ++z) ap[i][z] = am[i][z] = hn::Zero(d);
+  }
+  for (int64_t c = 0; c < sn; ++c) {
+    const int16_t* tc = tables + c * 16 * ZN;
+    for (int i = 0; i < R; ++i) {
+      const unsigned code = static_cast<unsigned>(word[i] & 255u);
+      word[i] >>= 8;
+      const int16_t* tp = tc + (code & 15u) * ZN;
+      const int16_t* tq = tc + (code >> 4) * ZN;
+      for (int z = 0; z < Z; ++z) {
+        ap[i][z] = hn::Add(ap[i][z], hn::LoadU(d, tp + z * N));
+        am[i][z] = hn::Add(am[i][z], hn::LoadU(d, tq + z * N));
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    int32_t* a = acc + (it[i] - r0) * ZN;
+    for (int z = 0; z < Z; ++z) {
+      auto lo = hn::LoadU(d32, a + 2 * z * N32), hi = hn::LoadU(d32, a + (2 * z + 1) * N32);
+      WidenAdd(hn::Sub(ap[i][z], am[i][z]), lo, hi);
+      hn::StoreU(lo, d32, a + 2 * z * N32);
+      hn::StoreU(hi, d32, a + (2 * z + 1) * N32);
+    }
+  }
+}
+
+// One tile of Z int16 vectors for rows [r0, r1): X rows ld apart from xs
+// (full vectors readable: the caller pads the last tile), acc[(r − r0)·Z·N]
+// the 32-bit sums in column order; tables the thread's 8·16·Z·N scratch.
+template <int Z>
+void LutTileI16(const TernaryPack* w, const int16_t* xs, int64_t ld, int64_t r0, int64_t r1, int32_t* acc,
+                int16_t* tables) {
+  const D16 d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), ZN = Z * N;
+  const TernaryMatrix& m = w->matrix;
+  const int64_t L = m.group_len(), CL = (L + 3) / 4, G = m.groups_per_row();
+  std::fill(acc, acc + (r1 - r0) * ZN, 0);
+  for (int64_t j = 0; j < G; ++j) {
+    const int32_t* rows_begin = w->col_row.data() + w->col_begin[j];
+    const int32_t* rows_end = w->col_row.data() + w->col_begin[j + 1];
+    const int32_t* lo = std::lower_bound(rows_begin, rows_end, static_cast<int32_t>(r0));
+    const int32_t* hi = std::lower_bound(lo, rows_end, static_cast<int32_t>(r1));
+    if (lo == hi) continue;
+    for (int64_t s0 = 0; s0 < CL; s0 += kLutChunks) {
+      const int64_t sn = std::min(kLutChunks, CL - s0);
+      for (int64_t c = 0; c < sn; ++c) {
+        const int64_t e0 = 4 * (s0 + c);
+        int16_t* tc = tables + c * 16 * ZN;
+        for (int64_t z = 0; z < Z; ++z) {
+          hn::Vec<D16> v[4];
+          for (int64_t q = 0; q < 4; ++q)
+            v[q] = e0 + q < L ? hn::LoadU(d, xs + (j * L + e0 + q) * ld + z * N) : hn::Zero(d);
+          const auto v01 = hn::Add(v[0], v[1]);
+          const auto v2s = hn::Add(v[2], v01);
+          int16_t* t = tc + z * N;
+          hn::StoreU(v[0], d, t + 1 * ZN);
+          hn::StoreU(v[1], d, t + 2 * ZN);
+          hn::StoreU(v01, d, t + 3 * ZN);
+          hn::StoreU(v[2], d, t + 4 * ZN);
+          hn::StoreU(hn::Add(v[2], v[0]), d, t + 5 * ZN);
+          hn::StoreU(hn::Add(v[2], v[1]), d, t + 6 * ZN);
+          hn::StoreU(v2s, d, t + 7 * ZN);
+          hn::StoreU(v[3], d, t + 8 * ZN);
+          hn::StoreU(hn::Add(v[3], v[0]), d, t + 9 * ZN);
+          hn::StoreU(hn::Add(v[3], v[1]), d, t + 10 * ZN);
+          hn::StoreU(hn::Add(v[3], v01), d, t + 11 * ZN);
+          hn::StoreU(hn::Add(v[3], v[2]), d, t + 12 * ZN);
+          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[0])), d, t + 13 * ZN);
+          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[1])), d, t + 14 * ZN);
+          hn::StoreU(hn::Add(v[3], v2s), d, t + 15 * ZN);
+        }
+      }
+      const int32_t* it = lo;
+      for (; hi - it >= kLutRows; it += kLutRows) LutRowsI16<Z, kLutRows>(w, it, s0, sn, r0, acc, tables);
+      for (; it != hi; ++it) LutRowsI16<Z, 1>(w, it, s0, sn, r0, acc, tables);
+    }
+  }
+}
+
+// The lookup-table row on int16 X: tiles of two int16 vectors (64 columns
+// on AVX-512, 16 KB of tables; four vectors measured no faster in a
+// standalone prototype); the last partial tile runs on a zero-padded copy.
+void TernaryLutMatMulI16(const TernaryPack* w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
+                         float* y, int threads) {
+  constexpr int Z = 2;
+  const D16 d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), TW = Z * N, K = w->cols();
+  const float* scale = w->matrix.scale().data();
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    static thread_local AlignedBuffer<int16_t> tables, strip;
+    static thread_local AlignedBuffer<int32_t> acc;
+    if (tables.size() != static_cast<std::size_t>(kLutChunks * 16 * TW)) {
+      tables.Resize(static_cast<std::size_t>(kLutChunks * 16 * TW));
+      tables.Fill(int16_t{0});  // T[c][0] stays 0
+    }
+    if (acc.size() < static_cast<std::size_t>((r1 - r0) * TW)) acc.Resize(static_cast<std::size_t>((r1 - r0) * TW));
+    for (int64_t b0 = 0; b0 < batch; b0 += TW) {
+      const int64_t nv = std::min(TW, batch - b0);
+      const int16_t* xs = x + b0;
+      int64_t ld = batch;
+      if (nv < TW) {
+        if (strip.size() < static_cast<std::size_t>(K * TW)) strip.Resize(static_cast<std::size_t>(K * TW));
+        CopyStripI16(x + b0, batch, K, nv, TW, strip.data());
+        xs = strip.data();
+        ld = TW;
+      }
+      LutTileI16<Z>(w, xs, ld, r0, r1, acc.data(), tables.data());
+      for (int64_t r = r0; r < r1; ++r)
+        FinishI16(acc.data() + (r - r0) * TW, nv, x_scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch + b0);
+    }
+  });
+}
+#endif  // HWY_TARGET != HWY_SCALAR
+
+// Any target (the only row on the scalar one): the lists with 32-bit sums.
+void TernaryPlainMatMulI16(const TernaryPack* w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
+                           float* y, int threads) {
+  const int32_t* idx = w->index.data();
+  const float* scale = w->matrix.scale().data();
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    std::vector<int32_t> acc(static_cast<std::size_t>(batch));
+    for (int64_t r = r0; r < r1; ++r) {
+      std::fill(acc.begin(), acc.end(), 0);
+      for (int64_t e = w->plus_begin[r]; e < w->plus_begin[r + 1]; ++e) {
+        const int16_t* xr = x + int64_t{idx[e]} * batch;
+        if (e < w->minus_begin[r]) {
+          for (int64_t b = 0; b < batch; ++b) acc[b] += xr[b];
+        } else {
+          for (int64_t b = 0; b < batch; ++b) acc[b] -= xr[b];
+        }
+      }
+      const float s = x_scale * scale[r], bb = bias ? bias[r] : 0.0f;
+      for (int64_t b = 0; b < batch; ++b) y[r * batch + b] = s * static_cast<float>(acc[b]) + bb;
+    }
+  });
+}
+
+// xq = round(x · inv) clamped to ±kTernaryI16Bound.
+void QuantizeTernaryAtImpl(const float* x, int64_t n, float inv, int16_t* xq) {
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<int16_t, decltype(d)> d16;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const float hi = static_cast<float>(kTernaryI16Bound);
+  const auto vinv = hn::Set(d, inv), bound = hn::Set(d, hi);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto q = hn::Min(hn::Max(hn::Mul(hn::LoadU(d, x + i), vinv), hn::Neg(bound)), bound);
+    hn::StoreU(hn::DemoteTo(d16, hn::NearestInt(q)), d16, xq + i);
+  }
+  for (; i < n; ++i) xq[i] = static_cast<int16_t>(std::lrint(std::clamp(x[i] * inv, -hi, hi)));
+}
+
+// The scale s = max|x| / kTernaryI16Bound (1 where x is all zero), then xq.
+float QuantizeTernaryInputImpl(const float* x, int64_t n, int16_t* xq) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto mx = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) mx = hn::Max(mx, hn::Abs(hn::LoadU(d, x + i)));
+  float amax = hn::GetLane(hn::MaxOfLanes(d, mx));
+  for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  PERMDNN_CHECK(std::isfinite(amax), "QuantizeTernaryInput: the input holds a non-finite value (max |x| = {})", amax);
+  if (amax == 0.0f) {
+    std::fill(xq, xq + n, int16_t{0});
+    return 1.0f;
+  }
+  // Clamped: amax · (bound / amax) may round one ulp past the bound.
+  QuantizeTernaryAtImpl(x, n, static_cast<float>(kTernaryI16Bound) / amax, xq);
+  return amax / static_cast<float>(kTernaryI16Bound);
+}
+
 using MatVecFn = void (*)(const TernaryPack*, const float*, const float*, float*, int);
 using MatMulFn = void (*)(const TernaryPack*, const float*, int64_t, const float*, float*, int);
 
@@ -596,6 +912,18 @@ std::span<const Row<MatMulFn>> TernaryMatMulRows() {
   };
   return rows;
 }
+
+using MatMulI16Fn = void (*)(const TernaryPack*, const int16_t*, int64_t, float, const float*, float*, int);
+std::span<const Row<MatMulI16Fn>> TernaryMatMulI16Rows() {
+  static const std::vector<Row<MatMulI16Fn>> rows = {
+#if HWY_TARGET != HWY_SCALAR
+      {"ternary.matmul_i16.lut", LutMatMulAdmits, TernaryLutMatMulI16},
+      {"ternary.matmul_i16.lists", detail::AdmitsAll, TernaryListsMatMulI16},
+#endif
+      {"ternary.matmul_i16.plain", detail::AdmitsAll, TernaryPlainMatMulI16},
+  };
+  return rows;
+}
 #undef PERMDNN_TERNARY_LUT_MATVEC
 
 void TernaryMatVecImpl(const TernaryPack* w, const float* x, const float* bias, float* y, int threads) {
@@ -610,14 +938,23 @@ void TernaryMatMulImpl(const TernaryPack* w, const float* x, int64_t batch, cons
       ->fn(w, x, batch, bias, y, threads);
 }
 
+void TernaryMatMulI16Impl(const TernaryPack* w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
+                          float* y, int threads) {
+  detail::Pick(TernaryMatMulI16Rows(), {KernelOp::kTernaryMatMulI16, static_cast<int>(w->matrix.group_len()),
+                                        w->rows(), w->cols(), batch, false})
+      ->fn(w, x, batch, x_scale, bias, y, threads);
+}
+
 // This file's part of the kernel table.
 void TernaryTableImpl(std::vector<KernelRow>* out) {
   detail::Describe(TernaryMatVecRows(), KernelOp::kTernaryMatVec, out);
   detail::Describe(TernaryMatMulRows(), KernelOp::kTernaryMatMul, out);
+  detail::Describe(TernaryMatMulI16Rows(), KernelOp::kTernaryMatMulI16, out);
 }
 const char* TernarySelectImpl(const KernelProblem& q) {
   if (q.op == KernelOp::kTernaryMatVec) return detail::Pick(TernaryMatVecRows(), q)->name;
   if (q.op == KernelOp::kTernaryMatMul) return detail::Pick(TernaryMatMulRows(), q)->name;
+  if (q.op == KernelOp::kTernaryMatMulI16) return detail::Pick(TernaryMatMulI16Rows(), q)->name;
   return nullptr;
 }
 
@@ -628,6 +965,9 @@ HWY_AFTER_NAMESPACE();
 namespace permdnn::kernels {
 HWY_EXPORT(TernaryMatVecImpl);
 HWY_EXPORT(TernaryMatMulImpl);
+HWY_EXPORT(TernaryMatMulI16Impl);
+HWY_EXPORT(QuantizeTernaryInputImpl);
+HWY_EXPORT(QuantizeTernaryAtImpl);
 PERMDNN_EXPORT_KERNEL_TABLE(Ternary, TernaryTableImpl, TernarySelectImpl)
 
 namespace {
@@ -717,7 +1057,48 @@ void TernaryMatMul(const TernaryMatrix& w, const float* x, int64_t batch, const 
       y[r * batch + b] = static_cast<float>(double(w.scale()[r]) * acc[b] + (bias ? double(bias[r]) : 0.0));
   }
 }
+void TernaryMatMulI16(const TernaryMatrix& w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
+                      float* y) {
+  const int64_t L = w.group_len();
+  std::vector<int64_t> acc(static_cast<std::size_t>(batch));
+  for (int64_t r = 0; r < w.rows(); ++r) {
+    std::fill(acc.begin(), acc.end(), 0);
+    for (int64_t k = w.row_start(r); k < w.row_start(r + 1); ++k)
+      for (int64_t e = 0; e < L; ++e) {
+        const int code = w.Code(k, e);
+        if (code == 0) continue;
+        const int16_t* xr = x + (w.group_col(k) * L + e) * batch;
+        for (int64_t b = 0; b < batch; ++b) acc[b] += code > 0 ? xr[b] : -xr[b];
+      }
+    for (int64_t b = 0; b < batch; ++b)
+      y[r * batch + b] = static_cast<float>(double(x_scale) * double(w.scale()[r]) * double(acc[b]) +
+                                            (bias ? double(bias[r]) : 0.0));
+  }
+}
 }  // namespace ref
+
+float QuantizeTernaryInput(std::span<const float> x, std::span<int16_t> xq) {
+  PERMDNN_CHECK(x.size() == xq.size(), "QuantizeTernaryInput: {} inputs but {} outputs", x.size(), xq.size());
+  return HWY_DYNAMIC_DISPATCH(QuantizeTernaryInputImpl)(x.data(), static_cast<int64_t>(x.size()), xq.data());
+}
+
+void QuantizeTernaryInputAt(std::span<const float> x, float scale, std::span<int16_t> xq) {
+  PERMDNN_CHECK(x.size() == xq.size(), "QuantizeTernaryInputAt: {} inputs but {} outputs", x.size(), xq.size());
+  PERMDNN_CHECK(scale > 0 && std::isfinite(scale), "QuantizeTernaryInputAt: scale must be positive, got {}", scale);
+  HWY_DYNAMIC_DISPATCH(QuantizeTernaryAtImpl)(x.data(), static_cast<int64_t>(x.size()), 1.0f / scale, xq.data());
+}
+
+void TernaryMatMulI16(const TernaryPack& w, std::span<const int16_t> x, int64_t batch, float x_scale,
+                      std::span<const float> bias, std::span<float> y, int threads) {
+  PERMDNN_CHECK(batch >= 1, "TernaryMatMulI16: batch must be >= 1, got {}", batch);
+  PERMDNN_CHECK(static_cast<int64_t>(x.size()) == w.cols() * batch, "TernaryMatMulI16: X has {} entries, expected {}",
+                x.size(), w.cols() * batch);
+  CheckCommon("TernaryMatMulI16", w.rows(), bias, y.size(), w.rows() * batch);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (detail::UseReference(KernelOp::kTernaryMatMulI16))
+    return ref::TernaryMatMulI16(w.matrix, x.data(), batch, x_scale, b, y.data());
+  HWY_DYNAMIC_DISPATCH(TernaryMatMulI16Impl)(&w, x.data(), batch, x_scale, b, y.data(), threads);
+}
 
 void TernaryMatVec(const TernaryPack& w, std::span<const float> x, std::span<const float> bias, std::span<float> y,
                    int threads) {

@@ -76,33 +76,51 @@ WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_
   return g;
 }
 
-void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols) {
-  const int64_t osz = g.out_size(), isz = g.in_size();
-  float* dst = cols;
+namespace {
+// Im2Col for float or int16 values: per kernel tap and output row, the
+// output columns whose input column lies inside the row are a copy (stride
+// 1: one contiguous run) between zero runs for the padding.
+template <class T>
+void Im2ColOf(const WindowGeometry& g, const T* x, int64_t channels, T* cols) {
+  const int64_t osz = g.out_size(), isz = g.in_size(), ow_n = g.out[2], sw = g.stride[2];
+  T* dst = cols;
   for (int64_t c = 0; c < channels; ++c) {
-    const float* xc = x + c * isz;
+    const T* xc = x + c * isz;
     for (int64_t kd = 0; kd < g.k[0]; ++kd)
       for (int64_t kh = 0; kh < g.k[1]; ++kh)
         for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+          // ix = ow·sw + x0 lies in [0, in[2]) for ow in [lo, hi).
+          const int64_t x0 = kw * g.dil[2] - g.pad[2];
+          const int64_t lo = std::min(ow_n, x0 >= 0 ? 0 : (-x0 + sw - 1) / sw);
+          const int64_t hi = std::max(lo, std::min(ow_n, g.in[2] - x0 <= 0 ? 0 : (g.in[2] - x0 + sw - 1) / sw));
           for (int64_t od = 0; od < g.out[0]; ++od) {
             const int64_t iz = od * g.stride[0] - g.pad[0] + kd * g.dil[0];
             for (int64_t oh = 0; oh < g.out[1]; ++oh) {
               const int64_t iy = oh * g.stride[1] - g.pad[1] + kh * g.dil[1];
-              float* row = dst + (od * g.out[1] + oh) * g.out[2];
+              T* row = dst + (od * g.out[1] + oh) * ow_n;
               if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1]) {
-                std::fill_n(row, g.out[2], 0.0f);
+                std::fill_n(row, ow_n, T{0});
                 continue;
               }
-              const float* src = xc + (iz * g.in[1] + iy) * g.in[2];
-              for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-                const int64_t ix = ow * g.stride[2] - g.pad[2] + kw * g.dil[2];
-                row[ow] = (ix >= 0 && ix < g.in[2]) ? src[ix] : 0.0f;
+              const T* src = xc + (iz * g.in[1] + iy) * g.in[2];
+              std::fill_n(row, lo, T{0});
+              if (sw == 1) {
+                std::copy(src + lo + x0, src + hi + x0, row + lo);
+              } else {
+                for (int64_t ow = lo; ow < hi; ++ow) row[ow] = src[ow * sw + x0];
               }
+              std::fill(row + hi, row + ow_n, T{0});
             }
           }
           dst += osz;
         }
   }
+}
+}  // namespace
+
+void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols) { Im2ColOf(g, x, channels, cols); }
+void Im2Col(const WindowGeometry& g, const int16_t* x, int64_t channels, int16_t* cols) {
+  Im2ColOf(g, x, channels, cols);
 }
 
 void Pool(const WindowGeometry& g, const float* x, int64_t planes, bool max, bool count_include_pad, float* y) {

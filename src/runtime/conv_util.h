@@ -44,6 +44,8 @@ WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_
 // cols[(ci·K + kernel index) · out_size + output position], zero where the
 // window reads padding. x: channels × in_size.
 void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols);
+// The same on int16 values (the ternary conv's int16 path).
+void Im2Col(const WindowGeometry& g, const int16_t* x, int64_t channels, int16_t* cols);
 
 // Inference BatchNormalization of a plain [N, C, ...] tensor (y may be x):
 // y = x·a + (bias − mean·a), a = scale / sqrt(var + eps), per channel.

@@ -15,8 +15,12 @@
 // The arrays are validated by the registry and packed once, when the node
 // is first planned. Kernels: TernaryMatVec per sample below kBatchedMin,
 // TernaryMatMul on a feature-major copy of X from there; the conv is im2col
-// followed by TernaryMatMul with the output positions as the batch.
+// followed by TernaryMatMul with the output positions as the batch; with
+// int16 on (Options::int16 + Calibrate) the conv's columns are quantized by
+// im2col and the product is TernaryMatMulI16.
 #include <algorithm>
+
+#include "permdnn/core/fixed_point.h"
 
 #include "permdnn/kernels/table.h"
 #include "permdnn/kernels/ternary.h"
@@ -75,13 +79,14 @@ class TernaryMatMulOp : public CompressedOp {
   std::vector<float> bias_;
 };
 
-class TernaryConvOp : public CompressedOp {
+class TernaryConvOp : public CompressedOp, public Int16Op {
  public:
   TernaryConvOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, true, n), in_(geometry_.in), out_(geometry_.out), ksz_(geometry_.taps()) {}
   std::string KernelName() const override {
-    return "im2col+" + kernels::SelectedKernel({kernels::KernelOp::kTernaryMatMul, geometry_.p, out_, in_ * ksz_, 1,
-                                                false});
+    return "im2col+" + kernels::SelectedKernel({int16_active_ ? kernels::KernelOp::kTernaryMatMulI16
+                                                              : kernels::KernelOp::kTernaryMatMul,
+                                                geometry_.p, out_, in_ * ksz_, g_win_.out_size(), false});
   }
 
   void Prepare(OpContext& ctx) override {
@@ -90,22 +95,53 @@ class TernaryConvOp : public CompressedOp {
       ready_ = true;
     }
     g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
+    // The int16 path's sample and columns fit the float columns' scratch
+    // (2·(in·isz + K·osz) bytes); kept explicit.
+    const int64_t i16 = static_cast<int64_t>(sizeof(int16_t)) * (in_ * g_win_.in_size() + in_ * ksz_ * g_win_.out_size());
+    ctx.scratch_bytes = std::max(ctx.scratch_bytes, i16 + 64);
   }
 
+  // The int16 path (after Calibrate, Options::int16): each sample is
+  // quantized at the calibrated scale, max |input| / 1023 (values past the
+  // calibrated range saturate), im2col copies int16 columns, and the product runs on
+  // kernels::TernaryMatMulI16: exact 16/32-bit sums, so the result differs
+  // from fp32 only by the input's quantization.
   void Run(OpContext& ctx, RunState& rs) override {
     const Value& x = *ctx.in[0];
-    const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
-    float* cols = reinterpret_cast<float*>(rs.scratch);
+    const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size(), kcols = in_ * ksz_ * osz;
+    if (rs.calibrating) x_max_ = std::max(x_max_, MaxAbs({x.f(), static_cast<std::size_t>(n * in_ * isz)}));
+    int16_active_ = rs.int16 && calibrated_ && !rs.calibrating;
     for (int64_t s = 0; s < n; ++s) {
-      Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
-      kernels::TernaryMatMul(w_, {cols, static_cast<std::size_t>(in_ * ksz_ * osz)}, osz, bias_,
-                             {ctx.out[0]->f() + s * out_ * osz, static_cast<std::size_t>(out_ * osz)}, rs.threads);
+      std::span<float> y{ctx.out[0]->f() + s * out_ * osz, static_cast<std::size_t>(out_ * osz)};
+      if (int16_active_) {
+        int16_t* xq = reinterpret_cast<int16_t*>(rs.scratch);
+        int16_t* cols = xq + in_ * isz;
+        kernels::QuantizeTernaryInputAt({x.f() + s * in_ * isz, static_cast<std::size_t>(in_ * isz)}, x_scale_,
+                                        {xq, static_cast<std::size_t>(in_ * isz)});
+        Im2Col(g_win_, xq, in_, cols);
+        kernels::TernaryMatMulI16(w_, {cols, static_cast<std::size_t>(kcols)}, osz, x_scale_, bias_, y, rs.threads);
+      } else {
+        float* cols = reinterpret_cast<float*>(rs.scratch);
+        Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
+        kernels::TernaryMatMul(w_, {cols, static_cast<std::size_t>(kcols)}, osz, bias_, y, rs.threads);
+      }
     }
+  }
+
+  void BeginCalibration() override {
+    x_max_ = 0;
+    calibrated_ = false;
+  }
+  void EndCalibration() override {
+    x_scale_ = x_max_ > 0 ? static_cast<float>(x_max_ / kernels::kTernaryI16Bound) : 1.0f;
+    calibrated_ = true;
   }
 
  private:
   int64_t in_, out_, ksz_ = 1;
-  bool ready_ = false;
+  bool ready_ = false, calibrated_ = false, int16_active_ = false;
+  double x_max_ = 0;
+  float x_scale_ = 1.0f;
   kernels::TernaryPack w_;
   std::vector<float> bias_;
   WindowGeometry g_win_;

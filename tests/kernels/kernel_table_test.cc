@@ -37,12 +37,13 @@ using permdnn::testing::Tolerance;
 
 bool IsPermDiag(KernelOp op) {
   return op != KernelOp::kCirculantMatVec && op != KernelOp::kCirculantMatVecT && op != KernelOp::kCsrMatVec &&
-         op != KernelOp::kCsrMatMul && op != KernelOp::kTernaryMatVec && op != KernelOp::kTernaryMatMul;
+         op != KernelOp::kCsrMatMul && op != KernelOp::kTernaryMatVec && op != KernelOp::kTernaryMatMul &&
+         op != KernelOp::kTernaryMatMulI16;
 }
 bool Batched(KernelOp op) {
   return op == KernelOp::kPermDiagMatMulRows || op == KernelOp::kPermDiagMatMul ||
          op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul || op == KernelOp::kPermDiagColumnMatMulRows ||
-         op == KernelOp::kTernaryMatMul;
+         op == KernelOp::kTernaryMatMul || op == KernelOp::kTernaryMatMulI16;
 }
 
 // A random permuted-diagonal matrix whose blocks share one offset per block
@@ -70,7 +71,7 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
             }
     return out;
   }
-  if (op == KernelOp::kTernaryMatVec || op == KernelOp::kTernaryMatMul) {
+  if (op == KernelOp::kTernaryMatVec || op == KernelOp::kTernaryMatMul || op == KernelOp::kTernaryMatMulI16) {
     // p = the group length: below, at and past the lane counts and one
     // 64-bit plane word, and a 16-channel 3x3 conv group (144).
     std::vector<KernelProblem> out;
@@ -78,7 +79,7 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       for (auto [rows, groups] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 3}, {37, 2}})
         // 1024: X's rows 1024 floats apart share L1 sets, so the lists row
         // copies its strips (StripCrowdsL1).
-        for (int64_t batch : op == KernelOp::kTernaryMatMul ? std::vector<int64_t>{1, 3, 17, 64, 100, 130, 1024}
+        for (int64_t batch : op != KernelOp::kTernaryMatVec ? std::vector<int64_t>{1, 3, 17, 64, 100, 130, 1024}
                                                             : std::vector<int64_t>{1})
           out.push_back({op, L, rows, groups * L, batch, false});
     return out;
@@ -234,6 +235,27 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       else TernaryMatMul(w, x, B, bias, got, threads);
       return AllNear<float>(expect, got, Tolerance(n + 1, 2.0));
     }
+    case KernelOp::kTernaryMatMulI16: {
+      // int16 inputs at the bound (+-1023, runs of zeros): the rows' 16-bit
+      // sums must not wrap, so the result is the reference's to float rounding.
+      const TernaryPack w = TernaryPack::Build(Ternarize(RandomVector(m * n, 1.0, seed + 8), m, n, q.p, 0.4, 0.5).matrix);
+      std::vector<int16_t> x(static_cast<std::size_t>(n * B));
+      const auto u = RandomVector(n * B, 1.0, seed + 9);
+      // Batch columns 1 and 2 mod 4 hold +1023 / -1023 in every row: their
+      // sums reach kTernaryI16Run · 1023 between widenings.
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t b = 0; b < B; ++b) {
+          const std::size_t i = static_cast<std::size_t>(k * B + b);
+          x[i] = b % 4 == 1 ? int16_t{1023} : b % 4 == 2 ? int16_t{-1023} : i % 7 < 2 ? int16_t{0}
+                 : static_cast<int16_t>(std::lrint(std::clamp(u[i] * 400.0f, -1023.0f, 1023.0f)));
+        }
+      std::vector<float> expect(m * B), got(m * B, -1.0f);
+      ref::TernaryMatMulI16(w.matrix, x.data(), B, 0.01f, bias.data(), expect.data());
+      TernaryMatMulI16(w, x, B, 0.01f, bias, got, threads);
+      // A wrapped 16-bit sum is off by 65536 · 0.01 · scale; float rounding
+      // of the exact sum by far less.
+      return AllNear<float>(expect, got, Tolerance(n + 1, 0.01 * 1023 * 2.0));
+    }
     case KernelOp::kPermDiagConv: {
       // Spatial sizes that leave row and column tile tails; pads 1 for 3x3.
       const int64_t h = 5 + seed % 7, wd = 3 + seed % 13;
@@ -326,7 +348,7 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
                       KernelOp::kCirculantMatVec, KernelOp::kCirculantMatVecT, KernelOp::kCsrMatVec,
                       KernelOp::kCsrMatMul, KernelOp::kPermDiagConv, KernelOp::kPermDiagColumnMatVec,
                       KernelOp::kPermDiagColumnSparseInput, KernelOp::kPermDiagColumnMatMulRows,
-                      KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul})
+                      KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul, KernelOp::kTernaryMatMulI16})
     EXPECT_EQ(SelectedKernel({op, 8, 64, 64, 4, false}), std::string(KernelOpName(op)) + ".reference");
   // The FFT engine honours the reference path: its result is the reference
   // kernel's to the bit (the FFT rounds differently).

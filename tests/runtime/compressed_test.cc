@@ -516,6 +516,33 @@ TEST(CompressedCompress, TernaryMatchesItsDequantizedPortableModel) {
     ExpectNear(RunModel(b, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6}),
                "ternary, batch " + std::to_string(batch));
   }
+  // int16 (Options::int16 + Calibrate): the conv's columns quantized by
+  // im2col, the product on TernaryMatMulI16; within 1% of the largest fp32
+  // output, and not bit-equal (the path ran). Inputs past the calibrated
+  // range saturate instead of wrapping.
+  {
+    Options io;
+    io.int16 = true;
+    io.profile = true;
+    Model q = Model::Load((dir / "c.onnx").string(), io);
+    const std::vector<float> x = Randn(3 * 72, 15);
+    q.Calibrate(x, std::vector<int64_t>{3, 2, 6, 6});
+    const std::vector<float> yf = RunModel(a, x, {3, 2, 6, 6}), yq = RunModel(q, x, {3, 2, 6, 6});
+    float top = 0, diff = 0;
+    for (std::size_t i = 0; i < yf.size(); ++i) {
+      top = std::max(top, std::fabs(yf[i]));
+      diff = std::max(diff, std::fabs(yf[i] - yq[i]));
+    }
+    EXPECT_GT(diff, 0.0f);
+    EXPECT_LT(diff, 0.01f * top);
+    bool i16 = false;
+    for (const NodeProfile& pr : q.Profile()) i16 = i16 || pr.kernel.find("ternary.matmul_i16") != std::string::npos;
+    EXPECT_TRUE(i16);
+    std::vector<float> big = x;
+    for (float& v : big) v *= 50.0f;
+    const std::vector<float> ybig = RunModel(q, big, {3, 2, 6, 6});
+    for (float v : ybig) EXPECT_TRUE(std::isfinite(v) && std::fabs(v) < 1e4f * std::max(top, 1.0f));
+  }
   // A group that does not divide the inputs is refused naming the layer.
   o.portable = false;
   o.spec = "ternary:group=7,conv1=ternary:group=1";

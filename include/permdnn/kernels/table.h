@@ -50,6 +50,7 @@ enum class KernelOp : uint8_t {
   kPermDiagColumnMatMulRows,   // shared offsets: Y = X·Wᵀ, batch-major, p grouped GEMMs
   kTernaryMatVec,              // ternary, group-pruned (ternary.h): y = W·x, addition only
   kTernaryMatMul,              // ternary: Y = W·X, feature-major (batched linear, conv im2col)
+  kTernaryMatMulI16,           // ternary: Y = W·X with int16 X (exact 16/32-bit sums), feature-major
 };
 const char* KernelOpName(KernelOp op);  // "permdiag.matvec", ...
 

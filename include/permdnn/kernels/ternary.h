@@ -81,9 +81,31 @@ void TernaryMatVec(const TernaryPack& w, std::span<const float> x, std::span<con
 void TernaryMatMul(const TernaryPack& w, std::span<const float> x, int64_t batch, std::span<const float> bias,
                    std::span<float> y, int threads = 1);
 
+// int16 inputs (the batched product's 16-bit path, `ternary.matmul_i16.*`):
+// X quantized symmetrically with one scale per call, x ≈ x_scale · xq, |xq|
+// <= kTernaryI16Bound. The SIMD rows add at most kTernaryI16Run inputs in
+// 16-bit lanes (twice the columns per instruction of fp32) before widening
+// to 32-bit sums, and 32 · 1023 fits int16, so every sum is exact: the
+// result differs from the fp32 product only by the quantization of X
+// (relative error <= 0.5 / 1023 per input).
+inline constexpr int kTernaryI16Bound = 1023;
+inline constexpr int kTernaryI16Run = 32;
+// xq = round(x / s) with s = max|x| / kTernaryI16Bound; returns s (1 where x is all zero).
+float QuantizeTernaryInput(std::span<const float> x, std::span<int16_t> xq);
+// xq = round(x / scale) clamped to ±kTernaryI16Bound (a calibrated scale:
+// values past its range saturate).
+void QuantizeTernaryInputAt(std::span<const float> x, float scale, std::span<int16_t> xq);
+// Y = x_scale · diag(scale) · T · Xq + bias, Xq cols × batch (feature-major),
+// every |xq| <= kTernaryI16Bound (the caller's promise: QuantizeTernaryInput's output).
+void TernaryMatMulI16(const TernaryPack& w, std::span<const int16_t> x, int64_t batch, float x_scale,
+                      std::span<const float> bias, std::span<float> y, int threads = 1);
+
 namespace ref {
 void TernaryMatVec(const TernaryMatrix& w, const float* x, const float* bias, float* y);
 void TernaryMatMul(const TernaryMatrix& w, const float* x, int64_t batch, const float* bias, float* y);
+// Exact integer sums (int64), then x_scale · scale · sum + bias in double.
+void TernaryMatMulI16(const TernaryMatrix& w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
+                      float* y);
 }  // namespace ref
 
 }  // namespace permdnn::kernels
