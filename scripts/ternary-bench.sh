@@ -4,7 +4,8 @@
 # channels at 28x28, 14x14, 7x7; 3x3 kernels, group_ch 16 -> groups of
 # 16·9 = 144 columns), each at B=1 and B=16 (batch = output positions x B),
 # and the linear layers of the Fashion-MNIST mlp (784-1024-1024-10) at B=1
-# (group 16), ternary at 50% group density against OpenBLAS in the same run,
+# (group 16), ternary at 50% group density (fp32, and the int16 product at
+# batch > 1: ternary-i16) against OpenBLAS in the same run,
 # one thread, under AVX3 and AVX2. Then the whole mlp end to end at B=1:
 # trained 1 epoch on 2,000 images (speed does not depend on accuracy),
 # exported, compressed to ternary (fc1, fc2; fc3 stays dense, as in
@@ -17,7 +18,7 @@ OUT=${2:-/tmp/permdnn-ternary-bench}
 mkdir -p "$OUT"
 run() {
   name=$1; shift
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary --threads 1 --act-density 1 \
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary,ternary-i16 --threads 1 --act-density 1 \
     --cpu-time --rounds 3 --min-time 0.6 --simd-target avx3,avx2 --group-density 0.5 \
     --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }

@@ -617,27 +617,21 @@ HWY_INLINE void FinishI16(const int32_t* acc, int64_t nv, float s, float b, floa
   }
 }
 
-// acc16 ± X's rows idx[e0 .. e1) (4 int16 vectors from xs, rows ld apart),
-// widened into c[8] every kTernaryI16Run entries (|sum| <= 32 · 1023).
-template <bool kMinus>
+// acc16 ± X's rows idx[e0 .. e1) (V int16 vectors from xs, rows ld apart),
+// widened into c[2V] every kTernaryI16Run entries (|sum| <= 32 · 1023).
+template <bool kMinus, int V>
 HWY_INLINE void ListRowsI16(const int16_t* xs, int64_t ld, const int32_t* idx, int64_t e0, int64_t e1,
                             hn::Vec<D32>* c) {
   const D16 d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   for (int64_t s0 = e0; s0 < e1; s0 += kTernaryI16Run) {
     const int64_t s1 = std::min<int64_t>(e1, s0 + kTernaryI16Run);
-    auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0;
+    hn::Vec<D16> a[V];
+    for (int v = 0; v < V; ++v) a[v] = hn::Zero(d);
     auto add = [&](const int16_t* xr) {
-      if constexpr (kMinus) {
-        a0 = hn::Sub(a0, hn::LoadU(d, xr));
-        a1 = hn::Sub(a1, hn::LoadU(d, xr + N));
-        a2 = hn::Sub(a2, hn::LoadU(d, xr + 2 * N));
-        a3 = hn::Sub(a3, hn::LoadU(d, xr + 3 * N));
-      } else {
-        a0 = hn::Add(a0, hn::LoadU(d, xr));
-        a1 = hn::Add(a1, hn::LoadU(d, xr + N));
-        a2 = hn::Add(a2, hn::LoadU(d, xr + 2 * N));
-        a3 = hn::Add(a3, hn::LoadU(d, xr + 3 * N));
+      for (int v = 0; v < V; ++v) {
+        if constexpr (kMinus) a[v] = hn::Sub(a[v], hn::LoadU(d, xr + v * N));
+        else a[v] = hn::Add(a[v], hn::LoadU(d, xr + v * N));
       }
     };
     int64_t e = s0;
@@ -648,46 +642,57 @@ HWY_INLINE void ListRowsI16(const int16_t* xs, int64_t ld, const int32_t* idx, i
       add(xs + int64_t{pair[1]} * ld);
     }
     if (e < s1) add(xs + int64_t{idx[e]} * ld);
-    WidenAdd(a0, c[0], c[1]);
-    WidenAdd(a1, c[2], c[3]);
-    WidenAdd(a2, c[4], c[5]);
-    WidenAdd(a3, c[6], c[7]);
+    for (int v = 0; v < V; ++v) WidenAdd(a[v], c[2 * v], c[2 * v + 1]);
+  }
+}
+
+// Rows [r0, r1) of one tile of V int16 vectors (nv <= V·N valid columns,
+// X rows ld apart from xs: full vectors readable), into y from column b0.
+template <int V>
+void ListsTileI16(const TernaryPack* w, const int16_t* xs, int64_t ld, int64_t batch, int64_t b0, int64_t nv,
+                  float x_scale, const float* bias, float* y, int64_t r0, int64_t r1, int32_t* acc) {
+  const D32 d32;
+  const int64_t N32 = static_cast<int64_t>(hn::Lanes(d32));
+  const int32_t* idx = w->index.data();
+  const float* scale = w->matrix.scale().data();
+  for (int64_t r = r0; r < r1; ++r) {
+    hn::Vec<D32> c[2 * V];
+    for (auto& v : c) v = hn::Zero(d32);
+    ListRowsI16<false, V>(xs, ld, idx, w->plus_begin[r], w->minus_begin[r], c);
+    ListRowsI16<true, V>(xs, ld, idx, w->minus_begin[r], w->plus_begin[r + 1], c);
+    for (int h = 0; h < 2 * V; ++h) hn::StoreU(c[h], d32, acc + h * N32);
+    FinishI16(acc, nv, x_scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch + b0);
   }
 }
 
 // The lists row on int16 X: tiles of four int16 vectors (4·N16 columns:
 // 128 on AVX-512, the fp32 row's 64 columns' bytes), rows inside; a tile
-// whose strip crowds L1's sets, and the last partial tile, run on a copy.
+// whose strip crowds L1's sets runs on a copy, and the last partial tile on
+// a zero-padded copy one, two or four vectors wide.
 void TernaryListsMatMulI16(const TernaryPack* w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
                            float* y, int threads) {
   const D16 d;
-  const D32 d32;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d)), TW = 4 * N, K = w->cols();
   const bool crowded = batch >= TW && StripCrowdsL1(K, batch * int64_t{sizeof(int16_t)}, TW * int64_t{sizeof(int16_t)});
-  const int32_t* idx = w->index.data();
-  const float* scale = w->matrix.scale().data();
   ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
     static thread_local AlignedBuffer<int16_t> strip;
     static thread_local AlignedBuffer<int32_t> acc;
     if (acc.size() < static_cast<std::size_t>(TW)) acc.Resize(static_cast<std::size_t>(TW));
     for (int64_t b0 = 0; b0 < batch; b0 += TW) {
       const int64_t nv = std::min(TW, batch - b0);
+      const int64_t V = nv == TW ? 4 : nv <= N ? 1 : nv <= 2 * N ? 2 : 4;
       const int16_t* xs = x + b0;
       int64_t ld = batch;
       if (crowded || nv < TW) {
         if (strip.size() < static_cast<std::size_t>(K * TW)) strip.Resize(static_cast<std::size_t>(K * TW));
-        CopyStripI16(x + b0, batch, K, nv, TW, strip.data());
+        CopyStripI16(x + b0, batch, K, nv, V * N, strip.data());
         xs = strip.data();
-        ld = TW;
+        ld = V * N;
       }
-      for (int64_t r = r0; r < r1; ++r) {
-        hn::Vec<D32> c[8];
-        for (auto& v : c) v = hn::Zero(d32);
-        ListRowsI16<false>(xs, ld, idx, w->plus_begin[r], w->minus_begin[r], c);
-        ListRowsI16<true>(xs, ld, idx, w->minus_begin[r], w->plus_begin[r + 1], c);
-        const int64_t N32 = static_cast<int64_t>(hn::Lanes(d32));
-        for (int h = 0; h < 8; ++h) hn::StoreU(c[h], d32, acc.data() + h * N32);
-        FinishI16(acc.data(), nv, x_scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch + b0);
+      switch (V) {
+        case 1: ListsTileI16<1>(w, xs, ld, batch, b0, nv, x_scale, bias, y, r0, r1, acc.data()); break;
+        case 2: ListsTileI16<2>(w, xs, ld, batch, b0, nv, x_scale, bias, y, r0, r1, acc.data()); break;
+        default: ListsTileI16<4>(w, xs, ld, batch, b0, nv, x_scale, bias, y, r0, r1, acc.data()); break;
       }
     }
   });
