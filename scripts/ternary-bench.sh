@@ -10,15 +10,21 @@
 # trained 1 epoch on 2,000 images (speed does not depend on accuracy),
 # exported, compressed to ternary (fc1, fc2; fc3 stays dense, as in
 # training), and both files timed by `permdnn run --bench`, alternating, five
-# rounds (the median of the round medians is printed last).
-# Usage: scripts/ternary-bench.sh [build/release/src/permdnn] [out dir]
+# rounds (the median of the round medians is printed last); then the resnet
+# end to end (below).
+# Usage: [PIN=CPU] scripts/ternary-bench.sh [build/release/src/permdnn] [out dir]
+# PIN runs every timed command on that CPU (taskset): on a VM whose vCPUs
+# differ in speed (a busy sibling thread on the host halves one's L1 load
+# rate), processes compared with each other then run on the same one.
 set -e
 BIN=${1:-build/release/src/permdnn}
 OUT=${2:-/tmp/permdnn-ternary-bench}
+PINCMD=""
+[ -n "${PIN:-}" ] && PINCMD="taskset -c $PIN"
 mkdir -p "$OUT"
 run() {
   name=$1; shift
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary,ternary-i16 --threads 1 --act-density 1 \
+  $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary,ternary-i16 --threads 1 --act-density 1 \
     --cpu-time --rounds 3 --min-time 0.6 --simd-target avx3,avx2 --group-density 0.5 \
     --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }
@@ -36,7 +42,7 @@ fi
   >"$OUT/mlp-ternary.txt"
 for round in 1 2 3 4 5; do
   for m in mlp mlp-ternary; do
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" run "$OUT/$m.onnx" --bench --batch 1 --threads 1 \
+    $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" run "$OUT/$m.onnx" --bench --batch 1 --threads 1 \
       --min-time 1 --json "$OUT/e2e-$m-$round.json" >/dev/null
   done
 done
@@ -52,4 +58,43 @@ for m in ("mlp", "mlp-ternary"):
     med[m] = statistics.median(runs)
     print(f"{m}: B=1 median of 5 round medians {med[m]:.4f} ms (rounds: {', '.join(f'{v:.4f}' for v in runs)})")
 print(f"ternary mlp end to end: {med['mlp'] / med['mlp-ternary']:.2f}x the dense mlp at B=1")
+PY
+
+# End to end: the ResNet-20-style resnet (16-32-64 channels, 28x28), trained
+# 1 epoch on 2,000 images, exported, every 3x3 and 1x1 conv but the first
+# compressed to ternary (group 16, half the groups kept), then dense,
+# ternary fp32 and ternary int16 (`--int16`: calibrated on the timed input,
+# the convs' columns int16) timed by `permdnn run --bench` at B=1 and 16,
+# alternating, five rounds; the dense model runs its convs on oneDNN.
+if [ ! -f "$OUT/resnet.onnx" ]; then
+  "$BIN" train --model resnet --epochs 1 --limit-train 2000 --seed 0 --threads 2 --out "$OUT/resnet-run" \
+    >"$OUT/resnet-train.log"
+  "$BIN" export "$OUT/resnet-run" --out "$OUT/resnet.onnx" >/dev/null
+fi
+"$BIN" compress "$OUT/resnet.onnx" --compress "ternary:group=16:density=0.5,conv1=dense,fc=dense" \
+  --out "$OUT/resnet-ternary.onnx" >"$OUT/resnet-ternary.txt"
+for round in 1 2 3 4 5; do
+  for v in dense ternary ternary-int16; do
+    case $v in
+      dense) set -- "$OUT/resnet.onnx" ;;
+      ternary) set -- "$OUT/resnet-ternary.onnx" ;;
+      ternary-int16) set -- "$OUT/resnet-ternary.onnx" --int16 ;;
+    esac
+    $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" run "$@" --bench --batch 1,16 --threads 1 --min-time 0.5 \
+      --cpu-time --json "$OUT/e2e-resnet-$v-$round.json" >/dev/null
+  done
+done
+/usr/bin/python3 - "$OUT" <<'PY' | tee "$OUT/e2e-resnet.txt"
+import json, statistics, sys
+out = sys.argv[1]
+for batch in (1, 16):
+    med = {}
+    for v in ("dense", "ternary", "ternary-int16"):
+        runs = [1e3 * next(x["median_s"] for x in json.load(open(f"{out}/e2e-resnet-{v}-{r}.json")) if x["batch"] == batch)
+                for r in range(1, 6)]
+        med[v] = statistics.median(runs)
+        print(f"resnet {v} B={batch}: median of 5 round medians {med[v]:.4f} ms "
+              f"(rounds: {', '.join(f'{x:.4f}' for x in runs)})")
+    print(f"resnet B={batch}: dense / ternary {med['dense'] / med['ternary']:.2f}x, "
+          f"dense / ternary-int16 {med['dense'] / med['ternary-int16']:.2f}x")
 PY

@@ -6,15 +6,20 @@
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/error.h"
+#include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "tests/support/compare.h"
 
@@ -454,6 +459,47 @@ void ExpectNearScaled(const Tensor& want, const Tensor& got, int64_t k) {
   EXPECT_TRUE(permdnn::testing::AllNear<float>({want.f(), static_cast<std::size_t>(want.size())},
                                                {got.f(), static_cast<std::size_t>(got.size())},
                                                permdnn::testing::Tolerance(k, scale + 1.0f)));
+}
+
+// TernaryConv (issue 18) on every conv of the test graph: the stride-2 stem
+// (im2col), 3x3 and 1x1 convs at stride 1 (the padded "wide" columns) with
+// fused post-ops after them, against the portable export of the same
+// projection (dense Conv on the dequantized weights), at batch 1 and 3; and
+// the int16 path (calibrated) within 2% of the largest fp32 output.
+TEST(RuntimeCnn, TernaryConvsMatchTheirPortableModel) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("permdnn_ternary_cnn_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    std::ofstream f(dir / "dense.onnx", std::ios::binary);
+    f << TestCnn(0);
+  }
+  CompressOptions o;
+  o.spec = "ternary:group=1:density=0.5";
+  CompressOnnx((dir / "dense.onnx").string(), (dir / "t.onnx").string(), o);
+  o.portable = true;
+  CompressOnnx((dir / "dense.onnx").string(), (dir / "p.onnx").string(), o);
+  Model t = Model::Load((dir / "t.onnx").string()), pm = Model::Load((dir / "p.onnx").string());
+  Model q = Model::Load((dir / "t.onnx").string(), {.int16 = true});
+  // Calibrated on 8 other samples of the same distribution.
+  q.Calibrate(Randn(8 * 3 * 19 * 19, 99), std::vector<int64_t>{8, 3, 19, 19});
+  for (int64_t batch : {1, 3}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    Tensor x = Tensor::Float({batch, 3, 19, 19}, Randn(batch * 3 * 19 * 19, 11 + batch));
+    std::vector<Tensor> want = pm.Run({x}), got = t.Run({x}), got16 = q.Run({x});
+    ASSERT_EQ(want.size(), 2u);
+    for (std::size_t k = 0; k < 2; ++k) {
+      ExpectNearScaled(want[k], got[k], 48 * 9 * 4);
+      float top = 0, diff = 0;
+      for (int64_t i = 0; i < want[k].size(); ++i) {
+        top = std::max(top, std::fabs(want[k].f()[i]));
+        diff = std::max(diff, std::fabs(want[k].f()[i] - got16[k].f()[i]));
+      }
+      EXPECT_LT(diff, 0.02f * top) << "int16, output " << k;
+      EXPECT_GT(diff, 0.0f) << "int16, output " << k;
+    }
+  }
+  fs::remove_all(dir);
 }
 
 // PermDiagConv chains on the permuted-diagonal conv kernel: BatchNormalization
