@@ -74,6 +74,7 @@
 #include <cmath>
 #include <cstring>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
@@ -393,6 +394,40 @@ constexpr int64_t kLutChunks = 8;
 // Rows that walk a chunk block together (LutTile).
 constexpr int kLutRows = HWY_LANES(float) >= 16 ? 3 : 2;
 
+// The kept groups of group column j whose rows are in [r0, r1): the range
+// [lo, hi) of col_row (rows ascending) for the lookup-table rows.
+HWY_INLINE std::pair<const int32_t*, const int32_t*> KeptRowsOfColumn(const TernaryPack* w, int64_t j, int64_t r0,
+                                                                      int64_t r1) {
+  const int32_t* rows_begin = w->col_row.data() + w->col_begin[j];
+  const int32_t* rows_end = w->col_row.data() + w->col_begin[j + 1];
+  const int32_t* lo = std::lower_bound(rows_begin, rows_end, static_cast<int32_t>(r0));
+  return {lo, std::lower_bound(lo, rows_end, static_cast<int32_t>(r1))};
+}
+
+// The 15 nonzero subset sums of four inputs (vectors v[0..3]) at t + s·ZN
+// for s = 1..15 (bit j of s: input j), with 11 adds: the lookup-table rows'
+// tables, fp32 or int16.
+template <class D, class V>
+HWY_INLINE void StoreSubsetSums(D d, const V* v, hn::TFromD<D>* t, int64_t ZN) {
+  const auto v01 = hn::Add(v[0], v[1]);
+  const auto v2s = hn::Add(v[2], v01);
+  hn::StoreU(v[0], d, t + 1 * ZN);
+  hn::StoreU(v[1], d, t + 2 * ZN);
+  hn::StoreU(v01, d, t + 3 * ZN);
+  hn::StoreU(v[2], d, t + 4 * ZN);
+  hn::StoreU(hn::Add(v[2], v[0]), d, t + 5 * ZN);
+  hn::StoreU(hn::Add(v[2], v[1]), d, t + 6 * ZN);
+  hn::StoreU(v2s, d, t + 7 * ZN);
+  hn::StoreU(v[3], d, t + 8 * ZN);
+  hn::StoreU(hn::Add(v[3], v[0]), d, t + 9 * ZN);
+  hn::StoreU(hn::Add(v[3], v[1]), d, t + 10 * ZN);
+  hn::StoreU(hn::Add(v[3], v01), d, t + 11 * ZN);
+  hn::StoreU(hn::Add(v[3], v[2]), d, t + 12 * ZN);
+  hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[0])), d, t + 13 * ZN);
+  hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[1])), d, t + 14 * ZN);
+  hn::StoreU(hn::Add(v[3], v2s), d, t + 15 * ZN);
+}
+
 // Columns [b0, b0 + nv) of row `row` of X as vector z of a tile: a full
 // load, the tail vector zero-filled, zero past the end.
 template <class D>
@@ -477,11 +512,7 @@ void LutTile(const TernaryPack* w, const float* x, int64_t batch, int64_t b0, in
   const int64_t L = m.group_len(), CL = (L + 3) / 4, G = m.groups_per_row();
   std::fill(acc, acc + (r1 - r0) * ZN, 0.0f);
   for (int64_t j = 0; j < G; ++j) {
-    // The kept groups of column j whose rows are in the slice.
-    const int32_t* rows_begin = w->col_row.data() + w->col_begin[j];
-    const int32_t* rows_end = w->col_row.data() + w->col_begin[j + 1];
-    const int32_t* lo = std::lower_bound(rows_begin, rows_end, static_cast<int32_t>(r0));
-    const int32_t* hi = std::lower_bound(lo, rows_end, static_cast<int32_t>(r1));
+    const auto [lo, hi] = KeptRowsOfColumn(w, j, r0, r1);
     if (lo == hi) continue;
     for (int64_t s0 = 0; s0 < CL; s0 += kLutChunks) {
       const int64_t sn = std::min(kLutChunks, CL - s0);
@@ -492,24 +523,7 @@ void LutTile(const TernaryPack* w, const float* x, int64_t batch, int64_t b0, in
           hn::Vec<decltype(d)> v[4];
           for (int64_t q = 0; q < 4; ++q)
             v[q] = e0 + q < L ? LoadTileVector(d, x + (j * L + e0 + q) * batch + b0, z, nv) : hn::Zero(d);
-          const auto v01 = hn::Add(v[0], v[1]);
-          const auto v2s = hn::Add(v[2], v01);
-          float* t = tc + z * N;
-          hn::StoreU(v[0], d, t + 1 * ZN);
-          hn::StoreU(v[1], d, t + 2 * ZN);
-          hn::StoreU(v01, d, t + 3 * ZN);
-          hn::StoreU(v[2], d, t + 4 * ZN);
-          hn::StoreU(hn::Add(v[2], v[0]), d, t + 5 * ZN);
-          hn::StoreU(hn::Add(v[2], v[1]), d, t + 6 * ZN);
-          hn::StoreU(v2s, d, t + 7 * ZN);
-          hn::StoreU(v[3], d, t + 8 * ZN);
-          hn::StoreU(hn::Add(v[3], v[0]), d, t + 9 * ZN);
-          hn::StoreU(hn::Add(v[3], v[1]), d, t + 10 * ZN);
-          hn::StoreU(hn::Add(v[3], v01), d, t + 11 * ZN);
-          hn::StoreU(hn::Add(v[3], v[2]), d, t + 12 * ZN);
-          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[0])), d, t + 13 * ZN);
-          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[1])), d, t + 14 * ZN);
-          hn::StoreU(hn::Add(v[3], v2s), d, t + 15 * ZN);
+          StoreSubsetSums(d, v, tc + z * N, ZN);
         }
       }
       // kLutRows rows at a time: on AVX-512 three (24 accumulators at Z = 4),
@@ -760,10 +774,7 @@ void LutTileI16(const TernaryPack* w, const int16_t* xs, int64_t ld, int64_t r0,
   const int64_t L = m.group_len(), CL = (L + 3) / 4, G = m.groups_per_row();
   std::fill(acc, acc + (r1 - r0) * ZN, 0);
   for (int64_t j = 0; j < G; ++j) {
-    const int32_t* rows_begin = w->col_row.data() + w->col_begin[j];
-    const int32_t* rows_end = w->col_row.data() + w->col_begin[j + 1];
-    const int32_t* lo = std::lower_bound(rows_begin, rows_end, static_cast<int32_t>(r0));
-    const int32_t* hi = std::lower_bound(lo, rows_end, static_cast<int32_t>(r1));
+    const auto [lo, hi] = KeptRowsOfColumn(w, j, r0, r1);
     if (lo == hi) continue;
     for (int64_t s0 = 0; s0 < CL; s0 += kLutChunks) {
       const int64_t sn = std::min(kLutChunks, CL - s0);
@@ -774,24 +785,7 @@ void LutTileI16(const TernaryPack* w, const int16_t* xs, int64_t ld, int64_t r0,
           hn::Vec<D16> v[4];
           for (int64_t q = 0; q < 4; ++q)
             v[q] = e0 + q < L ? hn::LoadU(d, xs + (j * L + e0 + q) * ld + z * N) : hn::Zero(d);
-          const auto v01 = hn::Add(v[0], v[1]);
-          const auto v2s = hn::Add(v[2], v01);
-          int16_t* t = tc + z * N;
-          hn::StoreU(v[0], d, t + 1 * ZN);
-          hn::StoreU(v[1], d, t + 2 * ZN);
-          hn::StoreU(v01, d, t + 3 * ZN);
-          hn::StoreU(v[2], d, t + 4 * ZN);
-          hn::StoreU(hn::Add(v[2], v[0]), d, t + 5 * ZN);
-          hn::StoreU(hn::Add(v[2], v[1]), d, t + 6 * ZN);
-          hn::StoreU(v2s, d, t + 7 * ZN);
-          hn::StoreU(v[3], d, t + 8 * ZN);
-          hn::StoreU(hn::Add(v[3], v[0]), d, t + 9 * ZN);
-          hn::StoreU(hn::Add(v[3], v[1]), d, t + 10 * ZN);
-          hn::StoreU(hn::Add(v[3], v01), d, t + 11 * ZN);
-          hn::StoreU(hn::Add(v[3], v[2]), d, t + 12 * ZN);
-          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[0])), d, t + 13 * ZN);
-          hn::StoreU(hn::Add(v[3], hn::Add(v[2], v[1])), d, t + 14 * ZN);
-          hn::StoreU(hn::Add(v[3], v2s), d, t + 15 * ZN);
+          StoreSubsetSums(d, v, tc + z * N, ZN);
         }
       }
       const int32_t* it = lo;
