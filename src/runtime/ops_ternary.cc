@@ -113,7 +113,8 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     // the columns, and the wide output.
     const int64_t osz = wide_ ? g.out[1] * wp_ : g.out_size(), cols = in_ * ksz_ * osz;
     const int64_t padded = wide_ ? in_ * hp_ * wp_ + g.k[2] : in_ * g.in_size();
-    const int64_t f32 = 4 * (cols + (wide_ ? padded + out_ * osz : 0)), i16 = 2 * (cols + padded) + 4 * (wide_ ? out_ * osz : 0);
+    const int64_t f32 = 4 * (cols + (wide_ ? padded + out_ * osz : 0));
+    const int64_t i16 = 2 * (cols + padded) + 4 * (wide_ ? out_ * osz : 0);
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max(f32, i16) + 3 * 64);
   }
 
@@ -170,13 +171,22 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   void Sample(const float* x, float* y, RunState& rs) const {
     const WindowGeometry& g = g_win_;
     const int64_t isz = g.in_size(), osz = g.out_size();
-    auto at64 = [](uint8_t* p) { return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63}); };
+    auto at64 = [](uint8_t* p) {
+      return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+    };
     if (!wide_) {
-      T* xt = reinterpret_cast<T*>(rs.scratch);
-      T* cols = reinterpret_cast<T*>(at64(reinterpret_cast<uint8_t*>(xt + in_ * isz)));
-      const T* src = xt;
-      if constexpr (std::is_same_v<T, float>) src = x;  // fp32 im2col reads x itself
-      else Convert(x, in_ * isz, xt);
+      // fp32: the columns from x itself (scratch: the columns only); int16:
+      // the quantized sample, then the columns (Prepare sizes both).
+      T* cols = reinterpret_cast<T*>(rs.scratch);
+      const T* src = nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        src = x;
+      } else {
+        T* xt = cols;
+        cols = reinterpret_cast<T*>(at64(reinterpret_cast<uint8_t*>(xt + in_ * isz)));
+        Convert(x, in_ * isz, xt);
+        src = xt;
+      }
       Im2Col(g, src, in_, cols);
       Product(cols, in_ * ksz_ * osz, osz, {y, static_cast<std::size_t>(out_ * osz)}, rs.threads);
       return;

@@ -238,7 +238,8 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
     case KernelOp::kTernaryMatMulI16: {
       // int16 inputs at the bound (+-1023, runs of zeros): the rows' 16-bit
       // sums must not wrap, so the result is the reference's to float rounding.
-      const TernaryPack w = TernaryPack::Build(Ternarize(RandomVector(m * n, 1.0, seed + 8), m, n, q.p, 0.4, 0.5).matrix);
+      const TernaryPack w =
+          TernaryPack::Build(Ternarize(RandomVector(m * n, 1.0, seed + 8), m, n, q.p, 0.4, 0.5).matrix);
       std::vector<int16_t> x(static_cast<std::size_t>(n * B));
       const auto u = RandomVector(n * B, 1.0, seed + 9);
       // Batch columns 1 and 2 mod 4 hold +1023 / -1023 in every row: their
