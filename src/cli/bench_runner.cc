@@ -826,10 +826,11 @@ std::string BenchTargetsOne(const std::vector<BenchRecord>& records, nlohmann::j
   // (B=1 of a conv layer given as its im2col matrix, batch = output
   // positions), >= 2x at the others (B=16 of the conv).
   // ternary-i16 (the int16 product, quantization included) the same way.
+  // The smallest batch of the run (the dense rows exist at every batch;
+  // ternary-i16 rows only past batch 1).
   int64_t smallest = 0;
   for (const BenchRecord& r : records)
-    if ((r.format == "ternary" || r.format == "ternary-i16") && (smallest == 0 || r.batch < smallest))
-      smallest = r.batch;
+    if (r.format == "dense" && (smallest == 0 || r.batch < smallest)) smallest = r.batch;
   for (const BenchRecord& r : records) {
     if ((r.format != "ternary" && r.format != "ternary-i16") || r.threads != 1 || r.act_density != 1.0) continue;
     const BenchRecord* d = find(r.layer, "dense", 0, r.batch, 1.0, 1);

@@ -73,6 +73,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <span>
 #include <utility>
 #include <vector>
@@ -853,7 +854,8 @@ void TernaryPlainMatMulI16(const TernaryPack* w, const int16_t* x, int64_t batch
   });
 }
 
-// xq = round(x · inv) clamped to ±kTernaryI16Bound.
+// xq = round(x · inv) clamped to ±kTernaryI16Bound; NaN → 0 (in the body
+// and the tail alike: Min / Max would pick a bound, lrint an undefined value).
 void QuantizeTernaryAtImpl(const float* x, int64_t n, float inv, int16_t* xq) {
   const hn::ScalableTag<float> d;
   const hn::Rebind<int16_t, decltype(d)> d16;
@@ -862,22 +864,35 @@ void QuantizeTernaryAtImpl(const float* x, int64_t n, float inv, int16_t* xq) {
   const auto vinv = hn::Set(d, inv), bound = hn::Set(d, hi);
   int64_t i = 0;
   for (; i + N <= n; i += N) {
-    const auto q = hn::Min(hn::Max(hn::Mul(hn::LoadU(d, x + i), vinv), hn::Neg(bound)), bound);
-    hn::StoreU(hn::DemoteTo(d16, hn::NearestInt(q)), d16, xq + i);
+    const auto v = hn::LoadU(d, x + i);
+    const auto q = hn::Min(hn::Max(hn::Mul(v, vinv), hn::Neg(bound)), bound);
+    hn::StoreU(hn::DemoteTo(d16, hn::NearestInt(hn::IfThenElseZero(hn::Eq(v, v), q))), d16, xq + i);
   }
-  for (; i < n; ++i) xq[i] = static_cast<int16_t>(std::lrint(std::clamp(x[i] * inv, -hi, hi)));
+  for (; i < n; ++i)
+    xq[i] = x[i] == x[i] ? static_cast<int16_t>(std::lrint(std::clamp(x[i] * inv, -hi, hi))) : int16_t{0};
 }
 
 // The scale s = max|x| / kTernaryI16Bound (1 where x is all zero), then xq.
 float QuantizeTernaryInputImpl(const float* x, int64_t n, int16_t* xq) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  // max |x|, and whether some x is NaN (Max would drop it).
   auto mx = hn::Zero(d);
+  auto nan = hn::Zero(d);
   int64_t i = 0;
-  for (; i + N <= n; i += N) mx = hn::Max(mx, hn::Abs(hn::LoadU(d, x + i)));
+  for (; i + N <= n; i += N) {
+    const auto v = hn::LoadU(d, x + i);
+    mx = hn::Max(mx, hn::Abs(v));
+    nan = hn::Or(nan, hn::VecFromMask(d, hn::Not(hn::Eq(v, v))));  // Ne is ordered: false for NaN
+  }
   float amax = hn::GetLane(hn::MaxOfLanes(d, mx));
-  for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  PERMDNN_CHECK(std::isfinite(amax), "QuantizeTernaryInput: the input holds a non-finite value (max |x| = {})", amax);
+  bool has_nan = !hn::AllTrue(d, hn::Eq(nan, hn::Zero(d)));
+  for (; i < n; ++i) {
+    amax = std::max(amax, std::fabs(x[i]));
+    has_nan = has_nan || x[i] != x[i];
+  }
+  PERMDNN_CHECK(!has_nan && std::isfinite(amax), "QuantizeTernaryInput: the input holds a non-finite value ({})",
+                has_nan ? "NaN" : "inf");
   if (amax == 0.0f) {
     std::fill(xq, xq + n, int16_t{0});
     return 1.0f;
@@ -1083,7 +1098,8 @@ float QuantizeTernaryInput(std::span<const float> x, std::span<int16_t> xq) {
 
 void QuantizeTernaryInputAt(std::span<const float> x, float scale, std::span<int16_t> xq) {
   PERMDNN_CHECK(x.size() == xq.size(), "QuantizeTernaryInputAt: {} inputs but {} outputs", x.size(), xq.size());
-  PERMDNN_CHECK(scale > 0 && std::isfinite(scale), "QuantizeTernaryInputAt: scale must be positive, got {}", scale);
+  PERMDNN_CHECK(scale >= std::numeric_limits<float>::min() && std::isfinite(scale),
+                "QuantizeTernaryInputAt: scale must be a positive normal float, got {}", scale);
   HWY_DYNAMIC_DISPATCH(QuantizeTernaryAtImpl)(x.data(), static_cast<int64_t>(x.size()), 1.0f / scale, xq.data());
 }
 

@@ -15,11 +15,13 @@
 // The arrays are validated by the registry and packed once, when the node
 // is first planned. Kernels: TernaryMatVec per sample below kBatchedMin,
 // TernaryMatMul on a feature-major copy of X from there; the conv is im2col
-// followed by TernaryMatMul with the output positions as the batch; with
-// int16 on (Options::int16 + Calibrate) the conv's columns are quantized by
-// im2col and the product is TernaryMatMulI16.
+// (or, for 2-D stride-1 convs, "wide" columns) followed by TernaryMatMul
+// with the output positions as the batch; with int16 on (Options::int16 +
+// Calibrate) each sample is quantized at the calibrated scale before its
+// columns are copied, and the product is TernaryMatMulI16.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "permdnn/core/fixed_point.h"
@@ -86,7 +88,8 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   TernaryConvOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, true, n), in_(geometry_.in), out_(geometry_.out), ksz_(geometry_.taps()) {}
   std::string KernelName() const override {
-    return "im2col+" + kernels::SelectedKernel({int16_active_ ? kernels::KernelOp::kTernaryMatMulI16
+    return std::string(wide_ ? "wide+" : "im2col+") +
+           kernels::SelectedKernel({int16_active_ ? kernels::KernelOp::kTernaryMatMulI16
                                                               : kernels::KernelOp::kTernaryMatMul,
                                                 geometry_.p, out_, in_ * ksz_, g_win_.out_size(), false});
   }
@@ -104,8 +107,8 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     // offset (output positions oh·Wp + ow, the Wp − OW columns past each row
     // computed and dropped). Im2Col's per-row copies between zero runs took
     // twice the product's time on the resnet's 28x28 convs at B=1.
-    wide_ = g.in[0] == 1 && g.k[0] == 1 && g.out[0] == 1 && g.stride[1] == 1 && g.stride[2] == 1 &&
-            g.dil[1] == 1 && g.dil[2] == 1;
+    wide_ = g.in[0] == 1 && g.k[0] == 1 && g.out[0] == 1 && g.pad[0] == 0 && g.pad_end[0] == 0 &&
+            g.stride[1] == 1 && g.stride[2] == 1 && g.dil[1] == 1 && g.dil[2] == 1;
     hp_ = g.in[1] + g.pad[1] + g.pad_end[1];
     wp_ = g.in[2] + g.pad[2] + g.pad_end[2];
     wide_ = wide_ && g.out[1] == hp_ - g.k[1] + 1 && g.out[2] == wp_ - g.k[2] + 1;
@@ -140,8 +143,11 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     x_max_ = 0;
     calibrated_ = false;
   }
+  // A range too small for a normal float scale (all inputs ~0) counts as
+  // zero: scale 1, every input quantizes to 0.
   void EndCalibration() override {
-    x_scale_ = x_max_ > 0 ? static_cast<float>(x_max_ / kernels::kTernaryI16Bound) : 1.0f;
+    const double s = x_max_ / kernels::kTernaryI16Bound;
+    x_scale_ = s >= static_cast<double>(std::numeric_limits<float>::min()) ? static_cast<float>(s) : 1.0f;
     calibrated_ = true;
   }
 

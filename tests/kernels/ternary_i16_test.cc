@@ -35,6 +35,12 @@ TEST(TernaryI16, QuantizeAllZeroAndNonFinite) {
   for (int16_t v : q) EXPECT_EQ(v, 0);
   x[3] = std::numeric_limits<float>::infinity();
   EXPECT_THROW(QuantizeTernaryInput(x, q), Error);
+  // NaN anywhere: in the SIMD body or the scalar tail (Max alone drops it).
+  for (std::size_t at : {std::size_t{0}, std::size_t{17}, std::size_t{36}}) {
+    std::vector<float> y(37, 1.0f);
+    y[at] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_THROW(QuantizeTernaryInput(y, q), Error) << at;
+  }
   std::vector<int16_t> short_q(5);
   EXPECT_THROW(QuantizeTernaryInput(x, short_q), Error);
 }
@@ -54,6 +60,15 @@ TEST(TernaryI16, QuantizeAtACalibratedScaleSaturates) {
   EXPECT_EQ(q[7], 1);
   for (std::size_t i = 8; i < x.size(); ++i) EXPECT_EQ(std::abs(int{q[i]}), x[i] == 0 ? 0 : kTernaryI16Bound) << i;
   EXPECT_THROW(QuantizeTernaryInputAt(x, 0.0f, q), Error);
+  EXPECT_THROW(QuantizeTernaryInputAt(x, 1e-44f, q), Error);  // subnormal: 1 / scale is inf
+  // NaN gives 0 in the SIMD body and in the tail.
+  std::vector<float> z(37, 0.5f);
+  z[5] = z[36] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<int16_t> zq(z.size(), 7);
+  QuantizeTernaryInputAt(z, 1.0f / kTernaryI16Bound, zq);
+  EXPECT_EQ(zq[5], 0);
+  EXPECT_EQ(zq[36], 0);
+  EXPECT_EQ(zq[4], 512);
 }
 
 // Float X quantized, then the int16 product: within the quantization's

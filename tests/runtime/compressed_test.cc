@@ -516,8 +516,8 @@ TEST(CompressedCompress, TernaryMatchesItsDequantizedPortableModel) {
     ExpectNear(RunModel(b, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6}),
                "ternary, batch " + std::to_string(batch));
   }
-  // int16 (Options::int16 + Calibrate): the conv's columns quantized by
-  // im2col, the product on TernaryMatMulI16; within 1% of the largest fp32
+  // int16 (Options::int16 + Calibrate): each sample quantized before its
+  // columns are copied, the product on TernaryMatMulI16; within 1% of the largest fp32
   // output, and not bit-equal (the path ran). Inputs past the calibrated
   // range saturate instead of wrapping.
   {

@@ -90,10 +90,11 @@ void TernaryMatMul(const TernaryPack& w, std::span<const float> x, int64_t batch
 // (relative error <= 0.5 / 1023 per input).
 inline constexpr int kTernaryI16Bound = 1023;
 inline constexpr int kTernaryI16Run = 32;
-// xq = round(x / s) with s = max|x| / kTernaryI16Bound; returns s (1 where x is all zero).
+// xq = round(x / s) with s = max|x| / kTernaryI16Bound; returns s (1 where x
+// is all zero). Error on NaN or inf.
 float QuantizeTernaryInput(std::span<const float> x, std::span<int16_t> xq);
 // xq = round(x / scale) clamped to ±kTernaryI16Bound (a calibrated scale:
-// values past its range saturate).
+// values past its range saturate; NaN gives 0); scale a positive normal float.
 void QuantizeTernaryInputAt(std::span<const float> x, float scale, std::span<int16_t> xq);
 // Y = x_scale · diag(scale) · T · Xq + bias, Xq cols × batch (feature-major),
 // every |xq| <= kTernaryI16Bound (the caller's promise: QuantizeTernaryInput's output).
