@@ -156,6 +156,8 @@ void AddRunCommand(CLI::App& app) {
       // Token ids (e.g. a charlm export, docs/run-format.md): an integer .npy.
       PERMDNN_CHECK(!args->bench, "{}: --bench times float inputs only; this model's input '{}' is {}", args->model,
                     model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
+      PERMDNN_CHECK(!args->int16, "{}: --int16 calibrates on float inputs only; this model's input '{}' is {}",
+                    args->model, model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
       RunIntegerInput(model, *args);
       return;
     }

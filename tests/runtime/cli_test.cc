@@ -137,6 +137,8 @@ TEST_F(RuntimeCli, RunTakesTokenIds) {
   permdnn::WriteNpy<float>((dir_ / "f.npy").string(), std::vector<float>(14, 1.0f), {2, 7});
   ExpectError("run " + model + " --input " + (dir_ / "f.npy").string(), "integers expected");
   ExpectError("run " + model + " --bench", "float inputs only");
+  ExpectError("run " + model + " --input " + (data / "charlm_gru.in0.npy").string() + " --int16",
+              "--int16 calibrates on float inputs only");
 }
 
 // export -> compress (every method, the comma form of bits through the
@@ -182,6 +184,14 @@ TEST_F(RuntimeCli, CompressMethodsEndToEnd) {
   }
   ExpectError("compress " + dense + " --compress prune:density=0.25,bits=9 --out " + (dir_ / "x.onnx").string(),
               "bits");
+  // --int16 on a model without int16 layers: calibrates (nothing to record) and runs as fp32.
+  r = Permdnn("run " + dense + " --input " + (dir_ / "x.npy").string() + " --int16 --output " +
+              (dir_ / "y16.npy").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = Permdnn("run " + dense + " --input " + (dir_ / "x.npy").string() + " --output " + (dir_ / "y32.npy").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(permdnn::ReadNpy((dir_ / "y16.npy").string()).as<float>(),
+            permdnn::ReadNpy((dir_ / "y32.npy").string()).as<float>());
 }
 
 }  // namespace
