@@ -825,9 +825,9 @@ std::string BenchTargetsOne(const std::vector<BenchRecord>& records, nlohmann::j
   // the same shape and batch, one thread: >= 4x at the smallest batch run
   // (B=1 of a conv layer given as its im2col matrix, batch = output
   // positions), >= 2x at the others (B=16 of the conv).
-  // ternary-i16 (the int16 product, quantization included) the same way.
-  // The smallest batch of the run (the dense rows exist at every batch;
-  // ternary-i16 rows only past batch 1).
+  // ternary-i16 (the int16 product on X quantized before the timing) the
+  // same way. The smallest batch of the run: the dense rows exist at every
+  // batch, the ternary-i16 rows only past batch 1.
   int64_t smallest = 0;
   for (const BenchRecord& r : records)
     if (r.format == "dense" && (smallest == 0 || r.batch < smallest)) smallest = r.batch;
