@@ -144,7 +144,7 @@ void AddBenchCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "time permdiag kernels against dense OpenBLAS and CSR (Eigen)");
   cmd->add_option("--layers", args->layers, "eie | layer names | MxN shapes (m outputs x n inputs), comma separated")
       ->capture_default_str();
-  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr,circulant,read,permdiag-column,ternary,ternary-i16 (ternary: p is the group length; ternary-i16: the same matrix on int16 inputs at batch > 1, the product on X quantized before the timing; group_ch x taps for a conv given as its im2col matrix MxN with the output positions x batch as --batch; read: a bare SIMD read of permdiag's values at batch 1, one thread: the read bound; permdiag-column: shared offsets, its dense-input / zero-skipping / grouped-GEMM products)")->capture_default_str();
+  cmd->add_option("--format", args->formats, "formats: permdiag,dense,csr,circulant,read,permdiag-column,ternary,ternary-i16,ternary-u8 (ternary: p is the group length; ternary-i16 / ternary-u8: the same matrix on int16 / 8-bit inputs at batch > 1, the product on X quantized before the timing; group_ch x taps for a conv given as its im2col matrix MxN with the output positions x batch as --batch; read: a bare SIMD read of permdiag's values at batch 1, one thread: the read bound; permdiag-column: shared offsets, its dense-input / zero-skipping / grouped-GEMM products)")->capture_default_str();
   cmd->add_option("--p", args->ps, "block sizes")->capture_default_str();
   cmd->add_option("--batch", args->batches, "batch sizes")->capture_default_str();
   cmd->add_option("--act-density", args->acts, "fractions of nonzero inputs")->capture_default_str();

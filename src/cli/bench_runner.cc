@@ -103,9 +103,9 @@ void CheckOptions(const BenchOptions& o) {
   PERMDNN_CHECK(!o.layers.empty(), "bench: no layers given");
   for (const auto& f : o.formats)
     PERMDNN_CHECK(f == "dense" || f == "csr" || f == "permdiag" || f == "permdiag-column" || f == "circulant" ||
-                      f == "read" || f == "ternary" || f == "ternary-i16",
+                      f == "read" || f == "ternary" || f == "ternary-i16" || f == "ternary-u8",
                   "bench: unknown format '{}' (use dense, csr, permdiag, permdiag-column, circulant, read, ternary, "
-                  "ternary-i16)",
+                  "ternary-i16, ternary-u8)",
                   f);
   PERMDNN_CHECK(o.ternary_group_density > 0 && o.ternary_group_density <= 1,
                 "bench: --group-density must be in (0, 1], got {}", o.ternary_group_density);
@@ -239,6 +239,7 @@ class BenchPass {
         do_read_(Has(o.formats, "read")),
         do_tern_(Has(o.formats, "ternary")),
         do_tern16_(Has(o.formats, "ternary-i16")),
+        do_tern8_(Has(o.formats, "ternary-u8")),
         progress_(CountMeasurements(), "runs") {}
 
   std::vector<BenchRecord> Run() {
@@ -258,6 +259,7 @@ class BenchPass {
               if (do_col_) PermDiagColumn(p, batch, act, threads);
               if (do_tern_ && n_ % p == 0) Ternary(p, batch, act, threads);
               if (do_tern16_ && n_ % p == 0 && batch > 1) TernaryI16(p, batch, act, threads);
+              if (do_tern8_ && n_ % p == 0 && batch > 1) TernaryU8(p, batch, act, threads);
             }
           }
       }
@@ -276,7 +278,7 @@ class BenchPass {
           for (std::size_t t = 0; t < o_.threads.size(); ++t) {
             total += do_dense_ && a == 0;
             for (std::size_t pi = 0; pi < o_.ps.size(); ++pi)
-              total += 2 * do_csr_ + do_circ_ + do_tern_ + (do_tern16_ && b > 1) +
+              total += 2 * do_csr_ + do_circ_ + do_tern_ + (do_tern16_ && b > 1) + (do_tern8_ && b > 1) +
                        (do_pd_ + do_col_) * (1 + (b == 1 && o_.act_densities[a] < 1.0)) +
                        (do_read_ && b == 1 && a == 0 && o_.threads[t] == 1);
           }
@@ -291,6 +293,7 @@ class BenchPass {
     x_.Resize(static_cast<std::size_t>(n_ * max_batch));
     y_.Resize(static_cast<std::size_t>(m_ * max_batch));
     if (do_tern16_) xq_.Resize(static_cast<std::size_t>(n_ * max_batch));
+    if (do_tern8_) xq8_.Resize(static_cast<std::size_t>(kernels::TernaryU8Quads(n_) * kernels::TernaryU8RowBytes(max_batch)));
     dense_time_.clear();
   }
 
@@ -375,7 +378,7 @@ class BenchPass {
     }
     // Ternary: p is the group length (it must divide the inputs; other p
     // are skipped for this layer), seeded normal weights ternarized.
-    if ((do_tern_ || do_tern16_) && n_ % p == 0) {
+    if ((do_tern_ || do_tern16_ || do_tern8_) && n_ % p == 0) {
       AlignedBuffer<float> dense(static_cast<std::size_t>(m_ * n_));
       FillNormal(dense.span(), o_.seed + 500 + p);
       ternary_ = kernels::TernaryPack::Build(
@@ -560,8 +563,23 @@ class BenchPass {
                   });
   }
 
+  // The same on 8-bit inputs in quads (batch > 1), quantized before the
+  // timing as ternary-i16's.
+  void TernaryU8(int p, int64_t batch, double act, int threads) {
+    std::span<const float> xs(x_.data(), n_ * batch);
+    std::span<uint8_t> xq(xq8_.data(), kernels::TernaryU8Quads(n_) * kernels::TernaryU8RowBytes(batch));
+    std::span<float> ys(y_.data(), m_ * batch);
+    const kernels::TernaryU8Scale q = kernels::QuantizeTernaryInputU8(xs, batch, xq);
+    TimeAndRecord(fmt::format("{} ternary-u8 g={} B={} a={} T={}", layer_->name, p, batch, act, threads),
+                  "ternary-u8",
+                  kernels::SelectedKernel({kernels::KernelOp::kTernaryMatMulU8, p, m_, n_, batch, false}), p, batch,
+                  act, threads, ternary_.matrix.nonzeros(), ternary_.matrix.bytes(), [&] {
+                    kernels::TernaryMatMulU8(ternary_, xq, batch, q, {}, ys, threads);
+                  });
+  }
+
   const BenchOptions& o_;
-  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_, do_tern_, do_tern16_;
+  const bool do_dense_, do_csr_, do_pd_, do_col_, do_circ_, do_read_, do_tern_, do_tern16_, do_tern8_;
   Progress progress_;
   int64_t done_ = 0;
   std::vector<BenchRecord> records_;
@@ -570,6 +588,7 @@ class BenchPass {
   int64_t m_ = 0, n_ = 0;
   AlignedBuffer<float> x_, y_;
   AlignedBuffer<int16_t> xq_;
+  AlignedBuffer<uint8_t> xq8_;
   std::map<std::pair<int64_t, int>, Timing> dense_time_;
   std::map<std::tuple<int, int, bool>, double> crossover_;  // (p, threads, column) -> SkipCrossover
   // The current p's matrices.
@@ -825,14 +844,16 @@ std::string BenchTargetsOne(const std::vector<BenchRecord>& records, nlohmann::j
   // the same shape and batch, one thread: >= 4x at the smallest batch run
   // (B=1 of a conv layer given as its im2col matrix, batch = output
   // positions), >= 2x at the others (B=16 of the conv).
-  // ternary-i16 (the int16 product on X quantized before the timing) the
+  // ternary-i16 and ternary-u8 (the int16 / 8-bit products on X quantized before the timing) the
   // same way. The smallest batch of the run: the dense rows exist at every
   // batch, the ternary-i16 rows only past batch 1.
   int64_t smallest = 0;
   for (const BenchRecord& r : records)
     if (r.format == "dense" && (smallest == 0 || r.batch < smallest)) smallest = r.batch;
   for (const BenchRecord& r : records) {
-    if ((r.format != "ternary" && r.format != "ternary-i16") || r.threads != 1 || r.act_density != 1.0) continue;
+    if ((r.format != "ternary" && r.format != "ternary-i16" && r.format != "ternary-u8") || r.threads != 1 ||
+        r.act_density != 1.0)
+      continue;
     const BenchRecord* d = find(r.layer, "dense", 0, r.batch, 1.0, 1);
     if (d)
       rows.push_back({r.layer, fmt::format("{} g={} vs {}, batch {}", r.format, r.p, r.batch == 1 ? "sgemv" : "sgemm",

@@ -37,7 +37,7 @@ constexpr KernelOp kAllOps[] = {
     KernelOp::kCirculantMatVecT,   KernelOp::kCsrMatVec,            KernelOp::kCsrMatMul,
     KernelOp::kPermDiagConv,       KernelOp::kPermDiagColumnMatVec, KernelOp::kPermDiagColumnSparseInput,
     KernelOp::kPermDiagColumnMatMulRows, KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul,
-    KernelOp::kTernaryMatMulI16,
+    KernelOp::kTernaryMatMulI16, KernelOp::kTernaryMatMulU8,
 };
 
 KernelPath PathFromEnvironment() {
@@ -123,6 +123,7 @@ const char* KernelOpName(KernelOp op) {
     case KernelOp::kTernaryMatVec: return "ternary.matvec";
     case KernelOp::kTernaryMatMul: return "ternary.matmul";
     case KernelOp::kTernaryMatMulI16: return "ternary.matmul_i16";
+    case KernelOp::kTernaryMatMulU8: return "ternary.matmul_u8";
   }
   return "?";
 }

@@ -902,6 +902,221 @@ float QuantizeTernaryInputImpl(const float* x, int64_t n, int16_t* xq) {
   return amax / static_cast<float>(kTernaryI16Bound);
 }
 
+// ---- 8-bit inputs (ternary.matmul_u8.*) -----------------------------------
+// X in quads (kernels/ternary.h): one 32-bit lane = four consecutive
+// columns of one batch column, bytes; the row's four codes of the quad as
+// four int8 in one broadcast 32-bit word. Per row and tile of V vectors
+// (V·kU8Cols batch columns) and quad of a kept run: one broadcast, V loads
+// and V dot products. AVX-512 with VNNI (`ternary.matmul_u8.vnni`):
+// `vpdpbusd` adds the four byte · code products of each lane into its
+// int32 sum, 64 multiply-adds per instruction; without VNNI (`.madd`, AVX2
+// and AVX-512): `vpmaddubsw` gives the two pair sums per lane in 16 bits
+// (|x0·c0 + x1·c1| <= 510: no saturation), added in 16-bit lanes for up
+// to kU8Run quads (64 · 510 < 2^15) and then widened (`vpmaddwd` by 1).
+// Tiles: up to 8 vectors, sized evenly, fewer when the tile's strip
+// (quads · V · 64 bytes) would pass 40 KiB of L1; a partial last vector
+// reads the quad row's padding (rows are whole 64-byte lines: the loads
+// never straddle two lines, which cost 1.4-1.6x at 49 and 196 columns, and
+// never leave the buffer). With four
+// vectors or fewer the VNNI row alternates two sets of sums between quads
+// (eight dependent chains).
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2)
+#define PERMDNN_TERNARY_U8_SIMD 1
+#if HWY_TARGET == HWY_AVX3
+using VU8 = __m512i;
+constexpr int64_t kU8Cols = 16;  // batch columns per vector
+HWY_INLINE VU8 U8Load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+HWY_INLINE VU8 U8Zero() { return _mm512_setzero_si512(); }
+HWY_INLINE VU8 U8Bcast(int32_t c) { return _mm512_set1_epi32(c); }
+HWY_INLINE VU8 U8Madd(VU8 x, VU8 c) { return _mm512_maddubs_epi16(x, c); }
+HWY_INLINE VU8 U8Add16(VU8 a, VU8 b) { return _mm512_add_epi16(a, b); }
+HWY_INLINE VU8 U8Add32(VU8 a, VU8 b) { return _mm512_add_epi32(a, b); }
+HWY_INLINE VU8 U8Widen(VU8 acc, VU8 s16) { return _mm512_add_epi32(acc, _mm512_madd_epi16(s16, _mm512_set1_epi16(1))); }
+HWY_INLINE void U8Store(VU8 acc, int32_t corr, float s, float b, float* y) {
+  const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_set1_epi32(corr)));
+  _mm512_storeu_ps(y, _mm512_fmadd_ps(_mm512_set1_ps(s), v, _mm512_set1_ps(b)));
+}
+#else
+using VU8 = __m256i;
+constexpr int64_t kU8Cols = 8;
+HWY_INLINE VU8 U8Load(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+HWY_INLINE VU8 U8Zero() { return _mm256_setzero_si256(); }
+HWY_INLINE VU8 U8Bcast(int32_t c) { return _mm256_set1_epi32(c); }
+HWY_INLINE VU8 U8Madd(VU8 x, VU8 c) { return _mm256_maddubs_epi16(x, c); }
+HWY_INLINE VU8 U8Add16(VU8 a, VU8 b) { return _mm256_add_epi16(a, b); }
+HWY_INLINE VU8 U8Add32(VU8 a, VU8 b) { return _mm256_add_epi32(a, b); }
+HWY_INLINE VU8 U8Widen(VU8 acc, VU8 s16) { return _mm256_add_epi32(acc, _mm256_madd_epi16(s16, _mm256_set1_epi16(1))); }
+HWY_INLINE void U8Store(VU8 acc, int32_t corr, float s, float b, float* y) {
+  const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, _mm256_set1_epi32(corr)));
+  _mm256_storeu_ps(y, _mm256_fmadd_ps(_mm256_set1_ps(s), v, _mm256_set1_ps(b)));
+}
+#endif
+constexpr int64_t kU8Run = 64;
+constexpr int64_t kU8VecBytes = kU8Cols * 4;
+
+// y[0, ncols) of one row from its V sums (ncols <= V · kU8Cols).
+template <int V>
+HWY_INLINE void U8FinishRow(const VU8* acc, int64_t ncols, int32_t corr, float s, float b, float* yr) {
+  for (int v = 0; v < V; ++v) {
+    const int64_t c = v * kU8Cols;
+    if (c + kU8Cols <= ncols) {
+      U8Store(acc[v], corr, s, b, yr + c);
+    } else if (c < ncols) {
+      alignas(64) float part[kU8Cols];
+      U8Store(acc[v], corr, s, b, part);
+      std::copy(part, part + (ncols - c), yr + c);
+    }
+  }
+}
+
+// Rows [r0, r1) of one tile: V vectors from xs (quads ld bytes apart),
+// ncols valid columns, into y (the tile's first column of row 0).
+template <int V>
+void U8MaddTile(const TernaryPack* w, const uint8_t* xs, int64_t ld, int64_t ncols, TernaryU8Scale q,
+                const float* bias, float* y, int64_t batch, int64_t r0, int64_t r1) {
+  const float* scale = w->matrix.scale().data();
+
+  for (int64_t r = r0; r < r1; ++r) {
+    VU8 acc[V];
+    for (auto& a : acc) a = U8Zero();
+    const int32_t* code = w->u8_codes.data() + w->u8_code_begin[r];
+    for (int64_t i = w->u8_run_begin[r]; i < w->u8_run_begin[r + 1]; ++i) {
+      const int64_t q0 = w->u8_runs[2 * i], q1 = w->u8_runs[2 * i + 1];
+      const uint8_t* xp = xs + q0 * ld;
+      for (int64_t s0 = q0; s0 < q1; s0 += kU8Run) {
+        const int64_t n = std::min(kU8Run, q1 - s0);
+        VU8 s16[V];
+        for (auto& a : s16) a = U8Zero();
+        for (int64_t k = 0; k < n; ++k, xp += ld) {
+          const VU8 c = U8Bcast(*code++);
+          for (int v = 0; v < V; ++v) s16[v] = U8Add16(s16[v], U8Madd(U8Load(xp + v * kU8VecBytes), c));
+        }
+        for (int v = 0; v < V; ++v) acc[v] = U8Widen(acc[v], s16[v]);
+      }
+    }
+    U8FinishRow<V>(acc, ncols, q.zero * w->u8_sum[r], q.scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch);
+  }
+}
+
+#if HWY_TARGET == HWY_AVX3
+#define PERMDNN_TERNARY_U8_VNNI 1
+bool CpuHasVnni() {
+  static const bool has = __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+bool AdmitsVnni(const KernelProblem&) { return CpuHasVnni(); }
+
+template <int V>
+__attribute__((target("avx512vnni"))) void U8VnniTile(const TernaryPack* w, const uint8_t* xs, int64_t ld,
+                                                      int64_t ncols, TernaryU8Scale q, const float* bias, float* y,
+                                                      int64_t batch, int64_t r0, int64_t r1) {
+  constexpr int S = V <= 4 ? 2 : 1;  // sets of sums, alternating between quads
+  const float* scale = w->matrix.scale().data();
+
+  for (int64_t r = r0; r < r1; ++r) {
+    VU8 acc[S][V];
+    for (auto& set : acc)
+      for (auto& a : set) a = U8Zero();
+    const int32_t* code = w->u8_codes.data() + w->u8_code_begin[r];
+    for (int64_t i = w->u8_run_begin[r]; i < w->u8_run_begin[r + 1]; ++i) {
+      const int64_t q0 = w->u8_runs[2 * i], q1 = w->u8_runs[2 * i + 1];
+      const uint8_t* xp = xs + q0 * ld;
+      int64_t k = q0;
+      for (; k + S <= q1; k += S)
+        for (int s = 0; s < S; ++s, xp += ld) {
+          const VU8 c = U8Bcast(*code++);
+          for (int v = 0; v < V; ++v)
+            acc[s][v] = _mm512_dpbusd_epi32(acc[s][v], U8Load(xp + v * kU8VecBytes), c);
+        }
+      for (; k < q1; ++k, xp += ld) {
+        const VU8 c = U8Bcast(*code++);
+        for (int v = 0; v < V; ++v) acc[0][v] = _mm512_dpbusd_epi32(acc[0][v], U8Load(xp + v * kU8VecBytes), c);
+      }
+    }
+    if constexpr (S == 2)
+      for (int v = 0; v < V; ++v) acc[0][v] = U8Add32(acc[0][v], acc[1][v]);
+    U8FinishRow<V>(acc[0], ncols, q.zero * w->u8_sum[r], q.scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch);
+  }
+}
+#endif
+
+template <bool kVnni, int V>
+void U8Tile(const TernaryPack* w, const uint8_t* xs, int64_t ld, int64_t ncols, TernaryU8Scale q, const float* bias,
+            float* y, int64_t batch, int64_t r0, int64_t r1) {
+#ifdef PERMDNN_TERNARY_U8_VNNI
+  if constexpr (kVnni) return U8VnniTile<V>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+#endif
+  U8MaddTile<V>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+}
+
+template <bool kVnni>
+void U8TileOf(int64_t nv, const TernaryPack* w, const uint8_t* xs, int64_t ld, int64_t ncols, TernaryU8Scale q,
+              const float* bias, float* y, int64_t batch, int64_t r0, int64_t r1) {
+  switch (nv) {
+    case 1: return U8Tile<kVnni, 1>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    case 2: return U8Tile<kVnni, 2>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    case 3: return U8Tile<kVnni, 3>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    case 4: return U8Tile<kVnni, 4>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    case 5: return U8Tile<kVnni, 5>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    case 6: return U8Tile<kVnni, 6>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    case 7: return U8Tile<kVnni, 7>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+    default: return U8Tile<kVnni, 8>(w, xs, ld, ncols, q, bias, y, batch, r0, r1);
+  }
+}
+
+template <bool kVnni>
+void TernaryU8MatMul(const TernaryPack* w, const uint8_t* x, int64_t batch, TernaryU8Scale q, const float* bias,
+                     float* y, int threads) {
+  const int64_t Kq = TernaryU8Quads(w->cols()), ld = TernaryU8RowBytes(batch);
+  const int64_t nvec = (batch + kU8Cols - 1) / kU8Cols;  // the last one may be partial: it reads the padding
+  const int64_t vmax = std::clamp<int64_t>(40960 / (Kq * kU8VecBytes), 1, 8);
+  const int64_t tiles = (nvec + vmax - 1) / vmax;
+  const int64_t V = (nvec + tiles - 1) / tiles;
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t v0 = 0; v0 < nvec; v0 += V) {
+      const int64_t nv = std::min(V, nvec - v0), b0 = v0 * kU8Cols;
+      U8TileOf<kVnni>(nv, w, x + b0 * 4, ld, std::min(nv * kU8Cols, batch - b0), q, bias, y + b0, batch, r0, r1);
+    }
+  });
+}
+void TernaryMaddMatMulU8(const TernaryPack* w, const uint8_t* x, int64_t batch, TernaryU8Scale q, const float* bias,
+                         float* y, int threads) {
+  TernaryU8MatMul<false>(w, x, batch, q, bias, y, threads);
+}
+#ifdef PERMDNN_TERNARY_U8_VNNI
+void TernaryVnniMatMulU8(const TernaryPack* w, const uint8_t* x, int64_t batch, TernaryU8Scale q, const float* bias,
+                         float* y, int threads) {
+  TernaryU8MatMul<true>(w, x, batch, q, bias, y, threads);
+}
+#endif
+#endif  // AVX3 / AVX2
+
+// Any target: the runs with 32-bit sums, a byte at a time.
+void TernaryPlainMatMulU8(const TernaryPack* w, const uint8_t* x, int64_t batch, TernaryU8Scale q, const float* bias,
+                          float* y, int threads) {
+  const float* scale = w->matrix.scale().data();
+  ParallelFor(w->rows(), threads, [&](int64_t r0, int64_t r1, int) {
+    std::vector<int32_t> acc(static_cast<std::size_t>(batch));
+    for (int64_t r = r0; r < r1; ++r) {
+      std::fill(acc.begin(), acc.end(), 0);
+      const int32_t* code = w->u8_codes.data() + w->u8_code_begin[r];
+      for (int64_t i = w->u8_run_begin[r]; i < w->u8_run_begin[r + 1]; ++i)
+        for (int64_t k = w->u8_runs[2 * i]; k < w->u8_runs[2 * i + 1]; ++k) {
+          const uint32_t c = static_cast<uint32_t>(*code++);
+          const uint8_t* xq = x + k * TernaryU8RowBytes(batch);
+          for (int j = 0; j < 4; ++j) {
+            const int cj = static_cast<int8_t>((c >> (8 * j)) & 0xff);
+            if (cj == 0) continue;
+            for (int64_t b = 0; b < batch; ++b) acc[b] += cj * int32_t{xq[b * 4 + j]};
+          }
+        }
+      const float s = q.scale * scale[r], bb = bias ? bias[r] : 0.0f;
+      const int32_t corr = q.zero * w->u8_sum[r];
+      for (int64_t b = 0; b < batch; ++b) y[r * batch + b] = s * static_cast<float>(acc[b] - corr) + bb;
+    }
+  });
+}
+
 using MatVecFn = void (*)(const TernaryPack*, const float*, const float*, float*, int);
 using MatMulFn = void (*)(const TernaryPack*, const float*, int64_t, const float*, float*, int);
 
@@ -938,7 +1153,23 @@ std::span<const Row<MatMulI16Fn>> TernaryMatMulI16Rows() {
   };
   return rows;
 }
+
+using MatMulU8Fn = void (*)(const TernaryPack*, const uint8_t*, int64_t, TernaryU8Scale, const float*, float*, int);
+std::span<const Row<MatMulU8Fn>> TernaryMatMulU8Rows() {
+  static const std::vector<Row<MatMulU8Fn>> rows = {
+#ifdef PERMDNN_TERNARY_U8_VNNI
+      {"ternary.matmul_u8.vnni", AdmitsVnni, TernaryVnniMatMulU8},
+#endif
+#ifdef PERMDNN_TERNARY_U8_SIMD
+      {"ternary.matmul_u8.madd", detail::AdmitsAll, TernaryMaddMatMulU8},
+#endif
+      {"ternary.matmul_u8.plain", detail::AdmitsAll, TernaryPlainMatMulU8},
+  };
+  return rows;
+}
 #undef PERMDNN_TERNARY_LUT_MATVEC
+#undef PERMDNN_TERNARY_U8_SIMD
+#undef PERMDNN_TERNARY_U8_VNNI
 
 void TernaryMatVecImpl(const TernaryPack* w, const float* x, const float* bias, float* y, int threads) {
   detail::Pick(TernaryMatVecRows(), {KernelOp::kTernaryMatVec, static_cast<int>(w->matrix.group_len()), w->rows(),
@@ -958,17 +1189,25 @@ void TernaryMatMulI16Impl(const TernaryPack* w, const int16_t* x, int64_t batch,
                                         w->rows(), w->cols(), batch, false})
       ->fn(w, x, batch, x_scale, bias, y, threads);
 }
+void TernaryMatMulU8Impl(const TernaryPack* w, const uint8_t* x, int64_t batch, TernaryU8Scale q, const float* bias,
+                         float* y, int threads) {
+  detail::Pick(TernaryMatMulU8Rows(), {KernelOp::kTernaryMatMulU8, static_cast<int>(w->matrix.group_len()),
+                                       w->rows(), w->cols(), batch, false})
+      ->fn(w, x, batch, q, bias, y, threads);
+}
 
 // This file's part of the kernel table.
 void TernaryTableImpl(std::vector<KernelRow>* out) {
   detail::Describe(TernaryMatVecRows(), KernelOp::kTernaryMatVec, out);
   detail::Describe(TernaryMatMulRows(), KernelOp::kTernaryMatMul, out);
   detail::Describe(TernaryMatMulI16Rows(), KernelOp::kTernaryMatMulI16, out);
+  detail::Describe(TernaryMatMulU8Rows(), KernelOp::kTernaryMatMulU8, out);
 }
 const char* TernarySelectImpl(const KernelProblem& q) {
   if (q.op == KernelOp::kTernaryMatVec) return detail::Pick(TernaryMatVecRows(), q)->name;
   if (q.op == KernelOp::kTernaryMatMul) return detail::Pick(TernaryMatMulRows(), q)->name;
   if (q.op == KernelOp::kTernaryMatMulI16) return detail::Pick(TernaryMatMulI16Rows(), q)->name;
+  if (q.op == KernelOp::kTernaryMatMulU8) return detail::Pick(TernaryMatMulU8Rows(), q)->name;
   return nullptr;
 }
 
@@ -980,6 +1219,7 @@ namespace permdnn::kernels {
 HWY_EXPORT(TernaryMatVecImpl);
 HWY_EXPORT(TernaryMatMulImpl);
 HWY_EXPORT(TernaryMatMulI16Impl);
+HWY_EXPORT(TernaryMatMulU8Impl);
 HWY_EXPORT(QuantizeTernaryInputImpl);
 HWY_EXPORT(QuantizeTernaryAtImpl);
 PERMDNN_EXPORT_KERNEL_TABLE(Ternary, TernaryTableImpl, TernarySelectImpl)
@@ -1047,6 +1287,38 @@ TernaryPack TernaryPack::Build(TernaryMatrix m) {
       p.col_kept[at] = static_cast<int32_t>(k);
       p.col_row[at] = static_cast<int32_t>(r);
     }
+  // The 8-bit product: per row the runs of quads that touch a kept group,
+  // their codes four to a word, and the sum of the codes.
+  const int64_t Kq = TernaryU8Quads(m.cols());
+  std::vector<int8_t> codes(static_cast<std::size_t>(Kq * 4));
+  std::vector<uint8_t> touched(static_cast<std::size_t>(Kq));
+  p.u8_run_begin.assign(static_cast<std::size_t>(m.rows() + 1), 0);
+  p.u8_code_begin.assign(static_cast<std::size_t>(m.rows() + 1), 0);
+  p.u8_sum.assign(static_cast<std::size_t>(m.rows()), 0);
+  for (int64_t r = 0; r < m.rows(); ++r) {
+    std::fill(codes.begin(), codes.end(), int8_t{0});
+    std::fill(touched.begin(), touched.end(), uint8_t{0});
+    for (int64_t k = m.row_start(r); k < m.row_start(r + 1); ++k) {
+      const int64_t c0 = m.group_col(k) * L;
+      for (int64_t e = 0; e < L; ++e) {
+        codes[c0 + e] = static_cast<int8_t>(m.Code(k, e));
+        p.u8_sum[r] += m.Code(k, e);
+      }
+      for (int64_t q = c0 / 4; q <= (c0 + L - 1) / 4; ++q) touched[q] = 1;
+    }
+    p.u8_run_begin[r] = static_cast<int64_t>(p.u8_runs.size() / 2);
+    p.u8_code_begin[r] = static_cast<int64_t>(p.u8_codes.size());
+    for (int64_t q = 0; q < Kq; ++q) {
+      if (!touched[q]) continue;
+      if (q == 0 || !touched[q - 1]) p.u8_runs.insert(p.u8_runs.end(), {static_cast<int32_t>(q), 0});
+      p.u8_runs.back() = static_cast<int32_t>(q + 1);
+      uint32_t word = 0;
+      for (int j = 0; j < 4; ++j) word |= uint32_t{static_cast<uint8_t>(codes[4 * q + j])} << (8 * j);
+      p.u8_codes.push_back(static_cast<int32_t>(word));
+    }
+  }
+  p.u8_run_begin[m.rows()] = static_cast<int64_t>(p.u8_runs.size() / 2);
+  p.u8_code_begin[m.rows()] = static_cast<int64_t>(p.u8_codes.size());
   p.matrix = std::move(m);
   return p;
 }
@@ -1089,7 +1361,100 @@ void TernaryMatMulI16(const TernaryMatrix& w, const int16_t* x, int64_t batch, f
                                             (bias ? double(bias[r]) : 0.0));
   }
 }
+void TernaryMatMulU8(const TernaryMatrix& w, const uint8_t* xq, int64_t batch, TernaryU8Scale q, const float* bias,
+                     float* y) {
+  const int64_t L = w.group_len();
+  std::vector<int64_t> acc(static_cast<std::size_t>(batch));
+  for (int64_t r = 0; r < w.rows(); ++r) {
+    std::fill(acc.begin(), acc.end(), 0);
+    for (int64_t k = w.row_start(r); k < w.row_start(r + 1); ++k)
+      for (int64_t e = 0; e < L; ++e) {
+        const int code = w.Code(k, e);
+        if (code == 0) continue;
+        const int64_t col = w.group_col(k) * L + e;
+        const uint8_t* xr = xq + (col / 4) * TernaryU8RowBytes(batch) + col % 4;
+        for (int64_t b = 0; b < batch; ++b) acc[b] += code * (int64_t{xr[b * 4]} - q.zero);
+      }
+    for (int64_t b = 0; b < batch; ++b)
+      y[r * batch + b] = static_cast<float>(double(q.scale) * double(w.scale()[r]) * double(acc[b]) +
+                                            (bias ? double(bias[r]) : 0.0));
+  }
+}
 }  // namespace ref
+
+namespace {
+// xq (quads) = round(x · inv) + zero clamped to [0, 255]; NaN, the rows
+// past K and the padding columns → zero.
+void QuantizeU8(const float* x, int64_t K, int64_t batch, float inv, int zero, uint8_t* xq) {
+  const float lo = static_cast<float>(-zero), hi = static_cast<float>(255 - zero);
+  const int64_t ld = TernaryU8RowBytes(batch);
+  for (int64_t q = 0; q < TernaryU8Quads(K); ++q)
+    std::memset(xq + q * ld + batch * 4, zero, static_cast<std::size_t>(ld - batch * 4));
+  for (int64_t q = 0; q < TernaryU8Quads(K); ++q)
+    for (int64_t j = 0; j < 4; ++j) {
+      uint8_t* out = xq + q * ld + j;
+      const int64_t k = 4 * q + j;
+      if (k >= K) {
+        for (int64_t b = 0; b < batch; ++b) out[b * 4] = static_cast<uint8_t>(zero);
+        continue;
+      }
+      const float* xr = x + k * batch;
+      for (int64_t b = 0; b < batch; ++b) {
+        const float v = xr[b];
+        out[b * 4] = v == v ? static_cast<uint8_t>(std::lrint(std::clamp(v * inv, lo, hi)) + zero)
+                            : static_cast<uint8_t>(zero);
+      }
+    }
+}
+void CheckU8Shapes(const char* op, std::size_t x_size, int64_t batch, std::size_t xq_size) {
+  PERMDNN_CHECK(batch >= 1 && x_size % static_cast<std::size_t>(batch) == 0,
+                "{}: {} inputs are not a whole number of columns of batch {}", op, x_size, batch);
+  const int64_t K = static_cast<int64_t>(x_size) / batch;
+  PERMDNN_CHECK(static_cast<int64_t>(xq_size) == TernaryU8Quads(K) * TernaryU8RowBytes(batch),
+                "{}: the quads hold {} bytes, expected {} ({} rows in quads of 4, batch {} padded to {})", op,
+                xq_size, TernaryU8Quads(K) * TernaryU8RowBytes(batch), K, batch, TernaryU8RowBytes(batch) / 4);
+}
+}  // namespace
+
+TernaryU8Scale QuantizeTernaryInputU8(std::span<const float> x, int64_t batch, std::span<uint8_t> xq) {
+  CheckU8Shapes("QuantizeTernaryInputU8", x.size(), batch, xq.size());
+  float amax = 0.0f, amin = 0.0f;
+  bool finite = true;
+  for (const float v : x) {
+    finite = finite && std::isfinite(v);
+    amax = std::max(amax, std::fabs(v));
+    amin = std::min(amin, v);
+  }
+  PERMDNN_CHECK(finite, "QuantizeTernaryInputU8: the input holds a non-finite value");
+  TernaryU8Scale q;
+  if (amax > 0.0f) q = amin >= 0.0f ? TernaryU8Scale{amax / 255.0f, 0} : TernaryU8Scale{amax / 127.0f, 128};
+  QuantizeU8(x.data(), static_cast<int64_t>(x.size()) / batch, batch, amax > 0.0f ? 1.0f / q.scale : 0.0f, q.zero,
+             xq.data());
+  return q;
+}
+
+void QuantizeTernaryInputU8At(std::span<const float> x, int64_t batch, TernaryU8Scale q, std::span<uint8_t> xq) {
+  CheckU8Shapes("QuantizeTernaryInputU8At", x.size(), batch, xq.size());
+  PERMDNN_CHECK(q.scale >= std::numeric_limits<float>::min() && std::isfinite(q.scale),
+                "QuantizeTernaryInputU8At: scale must be a positive normal float, got {}", q.scale);
+  PERMDNN_CHECK(q.zero == 0 || q.zero == 128, "QuantizeTernaryInputU8At: zero point must be 0 or 128, got {}", q.zero);
+  QuantizeU8(x.data(), static_cast<int64_t>(x.size()) / batch, batch, 1.0f / q.scale, q.zero, xq.data());
+}
+
+void TernaryMatMulU8(const TernaryPack& w, std::span<const uint8_t> xq, int64_t batch, TernaryU8Scale q,
+                     std::span<const float> bias, std::span<float> y, int threads) {
+  PERMDNN_CHECK(batch >= 1, "TernaryMatMulU8: batch must be >= 1, got {}", batch);
+  PERMDNN_CHECK(static_cast<int64_t>(xq.size()) == TernaryU8Quads(w.cols()) * TernaryU8RowBytes(batch),
+                "TernaryMatMulU8: X has {} bytes, expected {} ({} columns in quads of 4, batch {} padded to {})",
+                xq.size(), TernaryU8Quads(w.cols()) * TernaryU8RowBytes(batch), w.cols(), batch,
+                TernaryU8RowBytes(batch) / 4);
+  PERMDNN_CHECK(q.zero >= 0 && q.zero <= 255, "TernaryMatMulU8: zero point must be in [0, 255], got {}", q.zero);
+  CheckCommon("TernaryMatMulU8", w.rows(), bias, y.size(), w.rows() * batch);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (detail::UseReference(KernelOp::kTernaryMatMulU8))
+    return ref::TernaryMatMulU8(w.matrix, xq.data(), batch, q, b, y.data());
+  HWY_DYNAMIC_DISPATCH(TernaryMatMulU8Impl)(&w, xq.data(), batch, q, b, y.data(), threads);
+}
 
 float QuantizeTernaryInput(std::span<const float> x, std::span<int16_t> xq) {
   PERMDNN_CHECK(x.size() == xq.size(), "QuantizeTernaryInput: {} inputs but {} outputs", x.size(), xq.size());

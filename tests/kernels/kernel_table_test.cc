@@ -38,12 +38,12 @@ using permdnn::testing::Tolerance;
 bool IsPermDiag(KernelOp op) {
   return op != KernelOp::kCirculantMatVec && op != KernelOp::kCirculantMatVecT && op != KernelOp::kCsrMatVec &&
          op != KernelOp::kCsrMatMul && op != KernelOp::kTernaryMatVec && op != KernelOp::kTernaryMatMul &&
-         op != KernelOp::kTernaryMatMulI16;
+         op != KernelOp::kTernaryMatMulI16 && op != KernelOp::kTernaryMatMulU8;
 }
 bool Batched(KernelOp op) {
   return op == KernelOp::kPermDiagMatMulRows || op == KernelOp::kPermDiagMatMul ||
          op == KernelOp::kPermDiagMatMulT || op == KernelOp::kCsrMatMul || op == KernelOp::kPermDiagColumnMatMulRows ||
-         op == KernelOp::kTernaryMatMul || op == KernelOp::kTernaryMatMulI16;
+         op == KernelOp::kTernaryMatMul || op == KernelOp::kTernaryMatMulI16 || op == KernelOp::kTernaryMatMulU8;
 }
 
 // A random permuted-diagonal matrix whose blocks share one offset per block
@@ -71,7 +71,8 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
             }
     return out;
   }
-  if (op == KernelOp::kTernaryMatVec || op == KernelOp::kTernaryMatMul || op == KernelOp::kTernaryMatMulI16) {
+  if (op == KernelOp::kTernaryMatVec || op == KernelOp::kTernaryMatMul || op == KernelOp::kTernaryMatMulI16 ||
+      op == KernelOp::kTernaryMatMulU8) {
     // p = the group length: below, at and past the lane counts and one
     // 64-bit plane word, and a 16-channel 3x3 conv group (144).
     std::vector<KernelProblem> out;
@@ -257,6 +258,30 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       // of the exact sum by far less.
       return AllNear<float>(expect, got, Tolerance(n + 1, 0.01 * 1023 * 2.0));
     }
+    case KernelOp::kTernaryMatMulU8: {
+      // Bytes at both ends (0 and 255) in whole batch columns, zero point
+      // 128 (a signed input): the 16-bit sums of the .madd row reach
+      // kU8Run quads of 2 · 255 between widenings; padded columns past n
+      // hold the zero point.
+      const TernaryPack w =
+          TernaryPack::Build(Ternarize(RandomVector(m * n, 1.0, seed + 8), m, n, q.p, 0.4, 0.5).matrix);
+      const auto u = RandomVector(n * B, 1.0, seed + 9);
+      std::vector<float> xf(static_cast<std::size_t>(n * B));
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t b = 0; b < B; ++b) {
+          const std::size_t i = static_cast<std::size_t>(k * B + b);
+          xf[i] = b % 4 == 1 ? 127.0f : b % 4 == 2 ? -128.0f : i % 7 < 2 ? 0.0f : std::round(u[i] * 60.0f);
+        }
+      std::vector<uint8_t> x(static_cast<std::size_t>(TernaryU8Quads(n) * TernaryU8RowBytes(B)));
+      const TernaryU8Scale s{0.01f, 128};
+      QuantizeTernaryInputU8At(xf, B, {1.0f, 128}, x);
+      std::vector<float> expect(m * B), got(m * B, -1.0f);
+      ref::TernaryMatMulU8(w.matrix, x.data(), B, s, bias.data(), expect.data());
+      TernaryMatMulU8(w, x, B, s, bias, got, threads);
+      // A wrapped 16-bit sum is off by 65536 · 0.01 · scale; float rounding
+      // of the exact sum by far less.
+      return AllNear<float>(expect, got, Tolerance(n + 1, 0.01 * 255 * 2.0));
+    }
     case KernelOp::kPermDiagConv: {
       // Spatial sizes that leave row and column tile tails; pads 1 for 3x3.
       const int64_t h = 5 + seed % 7, wd = 3 + seed % 13;
@@ -349,7 +374,8 @@ TEST_P(KernelTableTest, ReferencePathReachesEveryOp) {
                       KernelOp::kCirculantMatVec, KernelOp::kCirculantMatVecT, KernelOp::kCsrMatVec,
                       KernelOp::kCsrMatMul, KernelOp::kPermDiagConv, KernelOp::kPermDiagColumnMatVec,
                       KernelOp::kPermDiagColumnSparseInput, KernelOp::kPermDiagColumnMatMulRows,
-                      KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul, KernelOp::kTernaryMatMulI16})
+                      KernelOp::kTernaryMatVec, KernelOp::kTernaryMatMul, KernelOp::kTernaryMatMulI16,
+                      KernelOp::kTernaryMatMulU8})
     EXPECT_EQ(SelectedKernel({op, 8, 64, 64, 4, false}), std::string(KernelOpName(op)) + ".reference");
   // The FFT engine honours the reference path: its result is the reference
   // kernel's to the bit (the FFT rounds differently).

@@ -51,6 +51,7 @@ enum class KernelOp : uint8_t {
   kTernaryMatVec,              // ternary, group-pruned (ternary.h): y = W·x, addition only
   kTernaryMatMul,              // ternary: Y = W·X, feature-major (batched linear, conv im2col)
   kTernaryMatMulI16,           // ternary: Y = W·X with int16 X (exact 16/32-bit sums), feature-major
+  kTernaryMatMulU8,            // ternary: Y = W·X with 8-bit X in quads (exact 32-bit sums)
 };
 const char* KernelOpName(KernelOp op);  // "permdiag.matvec", ...
 

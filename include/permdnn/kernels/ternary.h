@@ -68,6 +68,15 @@ struct TernaryPack {
   // col_kept[col_begin[j] .. col_begin[j + 1]), in row order; col_row their rows.
   std::vector<int64_t> col_begin;
   std::vector<int32_t> col_kept, col_row;
+  // The 8-bit product's weights (TernaryMatMulU8): columns in quads of
+  // four (quad q = columns 4q .. 4q + 3, past cols zero). Per row the runs
+  // of quads that touch a kept group, u8_runs[2·i] .. u8_runs[2·i + 1]
+  // (half-open) for i in [u8_run_begin[r], u8_run_begin[r + 1]), and the
+  // row's four codes of each such quad as int8 bytes of one int32
+  // (u8_codes, the runs' quads in order from u8_code_begin[r]); u8_sum[r]
+  // = the row's sum of codes (the zero point's correction).
+  std::vector<int32_t> u8_runs, u8_codes, u8_sum;
+  std::vector<int64_t> u8_run_begin, u8_code_begin;
 
   static TernaryPack Build(TernaryMatrix m);
   int64_t rows() const { return matrix.rows(); }
@@ -101,12 +110,47 @@ void QuantizeTernaryInputAt(std::span<const float> x, float scale, std::span<int
 void TernaryMatMulI16(const TernaryPack& w, std::span<const int16_t> x, int64_t batch, float x_scale,
                       std::span<const float> bias, std::span<float> y, int threads = 1);
 
+// 8-bit inputs (`ternary.matmul_u8.*`): X quantized to unsigned bytes with
+// a zero point, x ≈ x_scale · (xq − zero), and laid out in quads: the four
+// values of columns 4q .. 4q + 3 of X's row b are four consecutive bytes,
+// element (k, b) at xq[(k / 4) · TernaryU8RowBytes(batch) + b · 4 + k % 4]
+// (a quad row padded to whole 64-byte lines; rows past cols and the
+// padding: the zero point). One 32-bit lane then holds a quad of one batch
+// column, the operand of the CPU's 8-bit dot product (AVX-512 VNNI
+// `vpdpbusd`: 64 products of a byte and a ternary code per instruction,
+// four times an fp32 FMA's), or of `vpmaddubsw` without VNNI. The sums are
+// exact (int32); the result differs from fp32 by the rounding of X to 255
+// levels. Non-negative X (ReLU outputs) uses zero point 0 and all 255
+// levels; X with negative values zero point 128 and ±127 levels.
+struct TernaryU8Scale {
+  float scale = 1.0f;
+  int zero = 0;
+};
+// Quads of a column count: ceil(cols / 4).
+inline int64_t TernaryU8Quads(int64_t cols) { return (cols + 3) / 4; }
+// Bytes of one quad row: the batch padded to a multiple of 16 columns.
+inline int64_t TernaryU8RowBytes(int64_t batch) { return (batch + 15) / 16 * 64; }
+// X (cols × batch, feature-major) → xq (TernaryU8Quads(cols) ·
+// TernaryU8RowBytes(batch) bytes), the scale from max|x| (1 where x is all
+// zero). Error on NaN or inf.
+TernaryU8Scale QuantizeTernaryInputU8(std::span<const float> x, int64_t batch, std::span<uint8_t> xq);
+// The same at a given (calibrated) scale and zero point (0 or 128): values
+// past the range saturate, NaN gives the zero point; scale a positive
+// normal float.
+void QuantizeTernaryInputU8At(std::span<const float> x, int64_t batch, TernaryU8Scale q, std::span<uint8_t> xq);
+// Y = x_scale · diag(scale) · T · (Xq − zero) + bias, Xq as above.
+void TernaryMatMulU8(const TernaryPack& w, std::span<const uint8_t> xq, int64_t batch, TernaryU8Scale q,
+                     std::span<const float> bias, std::span<float> y, int threads = 1);
+
 namespace ref {
 void TernaryMatVec(const TernaryMatrix& w, const float* x, const float* bias, float* y);
 void TernaryMatMul(const TernaryMatrix& w, const float* x, int64_t batch, const float* bias, float* y);
 // Exact integer sums (int64), then x_scale · scale · sum + bias in double.
 void TernaryMatMulI16(const TernaryMatrix& w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
                       float* y);
+// Exact integer sums (int64) over the quad layout, then as above.
+void TernaryMatMulU8(const TernaryMatrix& w, const uint8_t* xq, int64_t batch, TernaryU8Scale q, const float* bias,
+                     float* y);
 }  // namespace ref
 
 }  // namespace permdnn::kernels
