@@ -907,7 +907,8 @@ float QuantizeTernaryInputImpl(const float* x, int64_t n, int16_t* xq) {
 // columns of one batch column, bytes; the row's four codes of the quad as
 // four int8 in one broadcast 32-bit word. Per row and tile of V vectors
 // (V·kU8Cols batch columns) and quad of a kept run: one broadcast, V loads
-// and V dot products. AVX-512 with VNNI (`ternary.matmul_u8.vnni`):
+// and V dot products. With VNNI (`ternary.matmul_u8.vnni`: AVX-512 VNNI, or
+// AVX-VNNI on the AVX2 target):
 // `vpdpbusd` adds the four byte · code products of each lane into its
 // int32 sum, 64 multiply-adds per instruction; without VNNI (`.madd`, AVX2
 // and AVX-512): `vpmaddubsw` gives the two pair sums per lane in 16 bits
@@ -998,16 +999,24 @@ void U8MaddTile(const TernaryPack* w, const uint8_t* xs, int64_t ld, int64_t nco
   }
 }
 
-#if HWY_TARGET == HWY_AVX3
+// The dot product instruction: AVX-512 VNNI on the AVX3 target, AVX-VNNI
+// (the VEX form: Zen 5, Intel from Alder Lake) on the AVX2 target.
 #define PERMDNN_TERNARY_U8_VNNI 1
+#if HWY_TARGET == HWY_AVX3
+#define PERMDNN_U8_VNNI_ISA "avx512vnni"
+#define PERMDNN_U8_DPBUSD _mm512_dpbusd_epi32
+#else
+#define PERMDNN_U8_VNNI_ISA "avxvnni"
+#define PERMDNN_U8_DPBUSD _mm256_dpbusd_avx_epi32
+#endif
 bool CpuHasVnni() {
-  static const bool has = __builtin_cpu_supports("avx512vnni");
+  static const bool has = __builtin_cpu_supports(PERMDNN_U8_VNNI_ISA);
   return has;
 }
 bool AdmitsVnni(const KernelProblem&) { return CpuHasVnni(); }
 
 template <int V>
-__attribute__((target("avx512vnni"))) void U8VnniTile(const TernaryPack* w, const uint8_t* xs, int64_t ld,
+__attribute__((target(PERMDNN_U8_VNNI_ISA))) void U8VnniTile(const TernaryPack* w, const uint8_t* xs, int64_t ld,
                                                       int64_t ncols, TernaryU8Scale q, const float* bias, float* y,
                                                       int64_t batch, int64_t r0, int64_t r1) {
   constexpr int S = V <= 4 ? 2 : 1;  // sets of sums, alternating between quads
@@ -1026,11 +1035,11 @@ __attribute__((target("avx512vnni"))) void U8VnniTile(const TernaryPack* w, cons
         for (int s = 0; s < S; ++s, xp += ld) {
           const VU8 c = U8Bcast(*code++);
           for (int v = 0; v < V; ++v)
-            acc[s][v] = _mm512_dpbusd_epi32(acc[s][v], U8Load(xp + v * kU8VecBytes), c);
+            acc[s][v] = PERMDNN_U8_DPBUSD(acc[s][v], U8Load(xp + v * kU8VecBytes), c);
         }
       for (; k < q1; ++k, xp += ld) {
         const VU8 c = U8Bcast(*code++);
-        for (int v = 0; v < V; ++v) acc[0][v] = _mm512_dpbusd_epi32(acc[0][v], U8Load(xp + v * kU8VecBytes), c);
+        for (int v = 0; v < V; ++v) acc[0][v] = PERMDNN_U8_DPBUSD(acc[0][v], U8Load(xp + v * kU8VecBytes), c);
       }
     }
     if constexpr (S == 2)
@@ -1038,7 +1047,8 @@ __attribute__((target("avx512vnni"))) void U8VnniTile(const TernaryPack* w, cons
     U8FinishRow<V>(acc[0], ncols, q.zero * w->u8_sum[r], q.scale * scale[r], bias ? bias[r] : 0.0f, y + r * batch);
   }
 }
-#endif
+#undef PERMDNN_U8_VNNI_ISA
+#undef PERMDNN_U8_DPBUSD
 
 template <bool kVnni, int V>
 void U8Tile(const TernaryPack* w, const uint8_t* xs, int64_t ld, int64_t ncols, TernaryU8Scale q, const float* bias,
