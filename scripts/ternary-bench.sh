@@ -4,9 +4,11 @@
 # channels at 28x28, 14x14, 7x7; 3x3 kernels, group_ch 16 -> groups of
 # 16·9 = 144 columns), each at B=1 and B=16 (batch = output positions x B),
 # and the linear layers of the Fashion-MNIST mlp (784-1024-1024-10) at B=1
-# (group 16), ternary at 50% group density (fp32, and the int16 product at
-# batch > 1: ternary-i16) against OpenBLAS in the same run,
-# one thread, under AVX3 and AVX2. Then the whole mlp end to end at B=1:
+# (group 16), ternary at 50% group density (fp32, and the int16 and 8-bit
+# products at batch > 1: ternary-i16, ternary-u8) against OpenBLAS in the same run,
+# one thread, under AVX3 and AVX2 (--blas-per-target: each target in a
+# process of its own, OpenBLAS on the kernels of a CPU whose best target it is,
+# so the AVX2 pass compares with an AVX2 sgemm, as an AVX2-only user would). Then the whole mlp end to end at B=1:
 # trained 1 epoch on 2,000 images (speed does not depend on accuracy),
 # exported, compressed to ternary (fc1, fc2; fc3 stays dense, as in
 # training), and both files timed by `permdnn run --bench`, alternating, five
@@ -24,8 +26,8 @@ PINCMD=""
 mkdir -p "$OUT"
 run() {
   name=$1; shift
-  $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary,ternary-i16 --threads 1 --act-density 1 \
-    --cpu-time --rounds 3 --min-time 0.6 --simd-target avx3,avx2 --group-density 0.5 \
+  $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary,ternary-i16,ternary-u8 --threads 1 --act-density 1 \
+    --cpu-time --rounds 3 --min-time 0.6 --simd-target avx3,avx2 --blas-per-target --group-density 0.5 \
     --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
 }
 run stage1 --layers 16x144 --p 144 --batch 784,12544
@@ -63,8 +65,10 @@ PY
 # End to end: the ResNet-20-style resnet (16-32-64 channels, 28x28), trained
 # 1 epoch on 2,000 images, exported, every 3x3 and 1x1 conv but the first
 # compressed to ternary (group 16, half the groups kept), then dense,
-# ternary fp32 and ternary int16 (`--int16`: calibrated on the timed input,
-# the convs' columns int16) timed by `permdnn run --bench` at B=1 and 16,
+# ternary fp32, ternary int16 (`--int16`: calibrated on the timed input,
+# the convs' columns int16) and ternary int8 (`--int8`: the sample quantized
+# into 8-bit planes of four channels, the columns 8-bit quads) timed by
+# `permdnn run --bench` at B=1 and 16,
 # alternating, five rounds; the dense model runs its convs on oneDNN.
 if [ ! -f "$OUT/resnet.onnx" ]; then
   "$BIN" train --model resnet --epochs 1 --limit-train 2000 --seed 0 --threads 2 --out "$OUT/resnet-run" \
@@ -74,11 +78,12 @@ fi
 "$BIN" compress "$OUT/resnet.onnx" --compress "ternary:group=16:density=0.5,conv1=dense,fc=dense" \
   --out "$OUT/resnet-ternary.onnx" >"$OUT/resnet-ternary.txt"
 for round in 1 2 3 4 5; do
-  for v in dense ternary ternary-int16; do
+  for v in dense ternary ternary-int16 ternary-int8; do
     case $v in
       dense) set -- "$OUT/resnet.onnx" ;;
       ternary) set -- "$OUT/resnet-ternary.onnx" ;;
       ternary-int16) set -- "$OUT/resnet-ternary.onnx" --int16 ;;
+      ternary-int8) set -- "$OUT/resnet-ternary.onnx" --int8 ;;
     esac
     $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" run "$@" --bench --batch 1,16 --threads 1 --min-time 0.5 \
       --cpu-time --json "$OUT/e2e-resnet-$v-$round.json" >/dev/null
@@ -89,12 +94,13 @@ import json, statistics, sys
 out = sys.argv[1]
 for batch in (1, 16):
     med = {}
-    for v in ("dense", "ternary", "ternary-int16"):
+    for v in ("dense", "ternary", "ternary-int16", "ternary-int8"):
         runs = [1e3 * next(x["median_s"] for x in json.load(open(f"{out}/e2e-resnet-{v}-{r}.json")) if x["batch"] == batch)
                 for r in range(1, 6)]
         med[v] = statistics.median(runs)
         print(f"resnet {v} B={batch}: median of 5 round medians {med[v]:.4f} ms "
               f"(rounds: {', '.join(f'{x:.4f}' for x in runs)})")
     print(f"resnet B={batch}: dense / ternary {med['dense'] / med['ternary']:.2f}x, "
-          f"dense / ternary-int16 {med['dense'] / med['ternary-int16']:.2f}x")
+          f"dense / ternary-int16 {med['dense'] / med['ternary-int16']:.2f}x, "
+          f"dense / ternary-int8 {med['dense'] / med['ternary-int8']:.2f}x")
 PY

@@ -21,8 +21,9 @@ namespace {
 // `permdnn eval` of a token model: held-out bits per character on a corpus.
 template <typename Args>
 void EvalText(runtime::Model& model, const Args& args, const std::string& corpus_path) {
-  PERMDNN_CHECK(!args.int16, "{}: --int16 is not available for token models (input '{}' is {})", args.model,
-                model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
+  PERMDNN_CHECK(!args.int16 && !args.int8, "{}: --{} is not available for token models (input '{}' is {})",
+                args.model, args.int8 ? "int8" : "int16", model.inputs()[0].name,
+                runtime::DTypeName(model.inputs()[0].dtype));
   runtime::TextInput text;
   PERMDNN_CHECK(runtime::ModelTextInput(model, &text),
                 "{}: input '{}' is {} (token ids), but the model has no permdnn.text metadata (alphabet, window "
@@ -58,7 +59,7 @@ void AddEvalCommand(CLI::App& app) {
     double scale = 0, mean = 0, std = 0;
     int threads = 1;
     int64_t batch = 256, limit = 0, calib = 512, seq_len = 0;
-    bool int16 = false, profile = false;
+    bool int16 = false, int8 = false, profile = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("eval", "accuracy of an ONNX model on Fashion-MNIST (test split) in the runtime");
@@ -68,6 +69,8 @@ void AddEvalCommand(CLI::App& app) {
                   "/usr/share/games/fortunes)")
       ->capture_default_str();
   cmd->add_flag("--int16", args->int16, "run the compressed FC layers in int16 fixed point (also reports fp32)");
+  cmd->add_flag("--int8", args->int8,
+                "as --int16 with the ternary convs on 8-bit inputs (also reports fp32, and int16 with --int16)");
   cmd->add_option("--threads", args->threads, "threads")->capture_default_str();
   cmd->add_flag("--profile", args->profile, "print per-node time and fast-kernel vs dense-fallback");
   auto* o_data = cmd->get_option("--data");
@@ -119,22 +122,26 @@ void AddEvalCommand(CLI::App& app) {
                 static_cast<long long>(fp.count), fp.count / std::max(fp.seconds, 1e-12));
     nlohmann::json j = {{"model", args->model}, {"count", fp.count}, {"fp32_accuracy", fp.accuracy},
                         {"fp32_images_per_s", fp.count / std::max(fp.seconds, 1e-12)}, {"threads", args->threads}};
-    if (args->int16) {
+    // Fixed point, calibrated on training images: int16, then int8.
+    for (const char* mode : {"int16", "int8"}) {
+      const bool int8 = mode[3] == '8';
+      if (!(int8 ? args->int8 : args->int16)) continue;
       const ImageDataset train = LoadFashionMnist(args->data, "train");
+      model.EnableInt8(int8);
       runtime::CalibrateInt16(model, train, eo, args->calib);
       model.ResetProfile();
       runtime::EvalResult q = runtime::Evaluate(model, test, eo);
       int64_t same = 0;
       for (std::size_t k = 0; k < q.predictions.size(); ++k) same += q.predictions[k] == fp.predictions[k];
-      std::printf("int16 accuracy %.4f (%lld/%lld), %.0f images/s, %+.2f points vs fp32, %.2f%% same predictions\n",
-                  q.accuracy, static_cast<long long>(q.correct), static_cast<long long>(q.count),
+      std::printf("%-5s accuracy %.4f (%lld/%lld), %.0f images/s, %+.2f points vs fp32, %.2f%% same predictions\n",
+                  mode, q.accuracy, static_cast<long long>(q.correct), static_cast<long long>(q.count),
                   q.count / std::max(q.seconds, 1e-12), 100.0 * (q.accuracy - fp.accuracy),
                   100.0 * static_cast<double>(same) / static_cast<double>(std::max<int64_t>(1, q.count)));
       if (model.Summary().compressed_nodes == 0)
-        std::printf("note: the model has no ai.permdnn layers; int16 changed nothing\n");
-      j["int16_accuracy"] = q.accuracy;
-      j["int16_images_per_s"] = q.count / std::max(q.seconds, 1e-12);
-      j["int16_calibration_images"] = args->calib;
+        std::printf("note: the model has no ai.permdnn layers; %s changed nothing\n", mode);
+      j[std::string(mode) + "_accuracy"] = q.accuracy;
+      j[std::string(mode) + "_images_per_s"] = q.count / std::max(q.seconds, 1e-12);
+      j[std::string(mode) + "_calibration_images"] = args->calib;
     }
     if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
     if (!args->json.empty()) WriteFileAtomic(args->json, j.dump(2) + "\n");

@@ -114,7 +114,7 @@ void AddRunCommand(CLI::App& app) {
   struct Args {
     std::string model, input, output, batches = "1,64", json, zero_skip = "auto";
     int threads = 1;
-    bool profile = false, bench = false, cpu_time = false, int16 = false;
+    bool profile = false, bench = false, cpu_time = false, int16 = false, int8 = false;
     double min_time = 0.3;
   };
   auto args = std::make_shared<Args>();
@@ -133,6 +133,9 @@ void AddRunCommand(CLI::App& app) {
   cmd->add_flag("--int16", args->int16,
                 "run the layers that have an int16 path (permdiag FC, compressed recurrent, ternary conv) in fixed "
                 "point, calibrated on the input that is run (--input, or each --bench batch)");
+  cmd->add_flag("--int8", args->int8,
+                "as --int16, with the ternary convs on 8-bit inputs (kernels::TernaryMatMulU8; the CPU's 8-bit dot "
+                "product where it has one)");
   cmd->add_option("--zero-skip", args->zero_skip,
                   "batch-1 permdiag products on inputs with zeros: auto (skip zero inputs below the crossover density "
                   "measured per layer), never, always; --profile shows the path and density")
@@ -146,6 +149,8 @@ void AddRunCommand(CLI::App& app) {
     opt.threads = args->threads;
     opt.profile = args->profile;
     opt.int16 = args->int16;
+    opt.int8 = args->int8;
+    const bool fixed = args->int16 || args->int8;
     opt.zero_skip = args->zero_skip == "never"    ? runtime::ZeroSkip::kNever
                     : args->zero_skip == "always" ? runtime::ZeroSkip::kAlways
                                                   : runtime::ZeroSkip::kAuto;
@@ -156,8 +161,8 @@ void AddRunCommand(CLI::App& app) {
       // Token ids (e.g. a charlm export, docs/run-format.md): an integer .npy.
       PERMDNN_CHECK(!args->bench, "{}: --bench times float inputs only; this model's input '{}' is {}", args->model,
                     model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
-      PERMDNN_CHECK(!args->int16, "{}: --int16 calibrates on float inputs only; this model's input '{}' is {}",
-                    args->model, model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
+      PERMDNN_CHECK(!fixed, "{}: --{} calibrates on float inputs only; this model's input '{}' is {}", args->model,
+                    args->int8 ? "int8" : "int16", model.inputs()[0].name, runtime::DTypeName(model.inputs()[0].dtype));
       RunIntegerInput(model, *args);
       return;
     }
@@ -189,7 +194,7 @@ void AddRunCommand(CLI::App& app) {
         }
         std::vector<int64_t> oshape = model.OutputShape(shape);
         std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
-        if (args->int16) model.Calibrate(x, shape);
+        if (fixed) model.Calibrate(x, shape);
         for (int w = 0; w < 3; ++w) model.Run(x, shape, y);  // warm-up (plan, caches)
         model.ResetProfile();
         const Timing t = TimeRuns([&] { model.Run(x, shape, y); },
@@ -211,7 +216,7 @@ void AddRunCommand(CLI::App& app) {
     std::vector<float> x = ReadInput(args->input, model, &shape);
     std::vector<int64_t> oshape = model.OutputShape(shape);
     std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
-    if (args->int16) model.Calibrate(x, shape);
+    if (fixed) model.Calibrate(x, shape);
     model.Run(x, shape, y);
     std::printf("%s: input %s -> output %s\n", args->model.c_str(), runtime::ShapeString(shape).c_str(),
                 runtime::ShapeString(oshape).c_str());

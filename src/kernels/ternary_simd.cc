@@ -70,6 +70,8 @@
 #include <hwy/aligned_allocator.h>
 #include <hwy/highway.h>
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -915,15 +917,15 @@ float QuantizeTernaryInputImpl(const float* x, int64_t n, int16_t* xq) {
 // (|x0·c0 + x1·c1| <= 510: no saturation), added in 16-bit lanes for up
 // to kU8Run quads (64 · 510 < 2^15) and then widened (`vpmaddwd` by 1).
 // Tiles: up to 8 vectors, sized evenly, fewer when the tile's strip
-// (quads · V · 64 bytes) would pass 40 KiB of L1; a partial last vector
-// reads the quad row's padding (rows are whole 64-byte lines: the loads
-// never straddle two lines, which cost 1.4-1.6x at 49 and 196 columns, and
-// never leave the buffer). With four
-// vectors or fewer the VNNI row alternates two sets of sums between quads
-// (eight dependent chains).
-#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2)
+// (quads · V vectors of 64 bytes on AVX-512, 32 on AVX2) would pass 40 KiB
+// of L1; a partial last vector reads the quad row's padding (rows are whole
+// 64-byte lines, so the loads never leave the buffer, and on a 64-byte
+// aligned X never straddle two lines, which cost 1.4-1.6x at 49 and 196
+// columns). With four vectors or fewer the VNNI row alternates two sets of
+// sums between quads (2V dependent chains).
+#if HWY_ARCH_X86 && (HWY_TARGET <= HWY_AVX3 || HWY_TARGET == HWY_AVX2)
 #define PERMDNN_TERNARY_U8_SIMD 1
-#if HWY_TARGET == HWY_AVX3
+#if HWY_TARGET <= HWY_AVX3
 using VU8 = __m512i;
 constexpr int64_t kU8Cols = 16;  // batch columns per vector
 HWY_INLINE VU8 U8Load(const uint8_t* p) { return _mm512_loadu_si512(p); }
@@ -1000,17 +1002,27 @@ void U8MaddTile(const TernaryPack* w, const uint8_t* xs, int64_t ld, int64_t nco
 }
 
 // The dot product instruction: AVX-512 VNNI on the AVX3 target, AVX-VNNI
-// (the VEX form: Zen 5, Intel from Alder Lake) on the AVX2 target.
+// (the VEX form: Zen 5, Intel from Alder Lake) on the AVX2 target. The
+// target attribute adds the feature to the target's own (clang replaces a
+// pragma's features with an attribute's); the CPU is asked by CPUID (leaf
+// 7: sub-leaf 0 ECX bit 11, sub-leaf 1 EAX bit 4), which both compilers read.
 #define PERMDNN_TERNARY_U8_VNNI 1
-#if HWY_TARGET == HWY_AVX3
-#define PERMDNN_U8_VNNI_ISA "avx512vnni"
+#if HWY_TARGET <= HWY_AVX3
+#define PERMDNN_U8_VNNI_ISA HWY_TARGET_STR ",avx512vnni"
 #define PERMDNN_U8_DPBUSD _mm512_dpbusd_epi32
 #else
-#define PERMDNN_U8_VNNI_ISA "avxvnni"
+#define PERMDNN_U8_VNNI_ISA HWY_TARGET_STR ",avxvnni"
 #define PERMDNN_U8_DPBUSD _mm256_dpbusd_avx_epi32
 #endif
 bool CpuHasVnni() {
-  static const bool has = __builtin_cpu_supports(PERMDNN_U8_VNNI_ISA);
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+#if HWY_TARGET <= HWY_AVX3
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1);
+#else
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1);
+#endif
+  }();
   return has;
 }
 bool AdmitsVnni(const KernelProblem&) { return CpuHasVnni(); }
@@ -1077,7 +1089,7 @@ void U8TileOf(int64_t nv, const TernaryPack* w, const uint8_t* xs, int64_t ld, i
 template <bool kVnni>
 void TernaryU8MatMul(const TernaryPack* w, const uint8_t* x, int64_t batch, TernaryU8Scale q, const float* bias,
                      float* y, int threads) {
-  const int64_t Kq = TernaryU8Quads(w->cols()), ld = TernaryU8RowBytes(batch);
+  const int64_t Kq = w->u8_quads, ld = TernaryU8RowBytes(batch);
   const int64_t nvec = (batch + kU8Cols - 1) / kU8Cols;  // the last one may be partial: it reads the padding
   const int64_t vmax = std::clamp<int64_t>(40960 / (Kq * kU8VecBytes), 1, 8);
   const int64_t tiles = (nvec + vmax - 1) / vmax;
@@ -1125,6 +1137,46 @@ void TernaryPlainMatMulU8(const TernaryPack* w, const uint8_t* x, int64_t batch,
       for (int64_t b = 0; b < batch; ++b) y[r * batch + b] = s * static_cast<float>(acc[b] - corr) + bb;
     }
   });
+}
+
+// xq (quads, kernels/ternary.h) = round(x · inv) + zero clamped to
+// [0, 255]; NaN, the rows past K and the padding columns → zero. Per quad
+// row and N columns: four rows rounded in 32-bit lanes and packed into one
+// word per column (byte j = row 4q + j).
+void QuantizeU8Impl(const float* x, int64_t K, int64_t batch, float inv, int zero, uint8_t* xq) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d)), ld = TernaryU8RowBytes(batch);
+  const float lo = static_cast<float>(-zero), hi = static_cast<float>(255 - zero);
+  const auto vinv = hn::Set(d, inv), vlo = hn::Set(d, lo), vhi = hn::Set(d, hi);
+  const auto vz = hn::Set(di, zero);
+  auto lane = [&](const float* xr, int64_t b) {
+    if (xr == nullptr) return vz;
+    const auto v = hn::LoadU(d, xr + b);
+    const auto q = hn::Min(hn::Max(hn::Mul(v, vinv), vlo), vhi);
+    return hn::Add(hn::NearestInt(hn::IfThenElseZero(hn::Eq(v, v), q)), vz);
+  };
+  auto one = [&](const float* xr, int64_t b) -> uint32_t {
+    if (xr == nullptr) return static_cast<uint32_t>(zero);
+    const float v = xr[b];
+    return v == v ? static_cast<uint32_t>(std::lrint(std::clamp(v * inv, lo, hi)) + zero) : static_cast<uint32_t>(zero);
+  };
+  for (int64_t q = 0; q < TernaryU8Quads(K); ++q) {
+    uint8_t* out = xq + q * ld;
+    std::memset(out + batch * 4, zero, static_cast<std::size_t>(ld - batch * 4));
+    const float* xr[4];
+    for (int64_t j = 0; j < 4; ++j) xr[j] = 4 * q + j < K ? x + (4 * q + j) * batch : nullptr;
+    int64_t b = 0;
+    for (; b + N <= batch; b += N) {
+      auto w = hn::Or(hn::Or(lane(xr[0], b), hn::ShiftLeft<8>(lane(xr[1], b))),
+                      hn::Or(hn::ShiftLeft<16>(lane(xr[2], b)), hn::ShiftLeft<24>(lane(xr[3], b))));
+      hn::StoreU(w, di, reinterpret_cast<int32_t*>(out + b * 4));
+    }
+    for (; b < batch; ++b) {
+      const uint32_t w = one(xr[0], b) | one(xr[1], b) << 8 | one(xr[2], b) << 16 | one(xr[3], b) << 24;
+      std::memcpy(out + b * 4, &w, 4);
+    }
+  }
 }
 
 using MatVecFn = void (*)(const TernaryPack*, const float*, const float*, float*, int);
@@ -1230,6 +1282,7 @@ HWY_EXPORT(TernaryMatVecImpl);
 HWY_EXPORT(TernaryMatMulImpl);
 HWY_EXPORT(TernaryMatMulI16Impl);
 HWY_EXPORT(TernaryMatMulU8Impl);
+HWY_EXPORT(QuantizeU8Impl);
 HWY_EXPORT(QuantizeTernaryInputImpl);
 HWY_EXPORT(QuantizeTernaryAtImpl);
 PERMDNN_EXPORT_KERNEL_TABLE(Ternary, TernaryTableImpl, TernarySelectImpl)
@@ -1246,7 +1299,9 @@ void CheckCommon(const char* op, int64_t rows, std::span<const float> bias, std:
 }
 }  // namespace
 
-TernaryPack TernaryPack::Build(TernaryMatrix m) {
+TernaryPack TernaryPack::Build(TernaryMatrix m, int64_t u8_taps) {
+  PERMDNN_CHECK(u8_taps >= 1 && m.cols() % u8_taps == 0, "TernaryPack: {} columns are not a whole number of {} taps",
+                m.cols(), u8_taps);
   TernaryPack p;
   const int64_t L = m.group_len(), W = (L + 63) / 64, gb = m.group_bytes();
   p.words_per_plane = W;
@@ -1298,8 +1353,12 @@ TernaryPack TernaryPack::Build(TernaryMatrix m) {
       p.col_row[at] = static_cast<int32_t>(r);
     }
   // The 8-bit product: per row the runs of quads that touch a kept group,
-  // their codes four to a word, and the sum of the codes.
-  const int64_t Kq = TernaryU8Quads(m.cols());
+  // their codes four to a word, and the sum of the codes; columns in the
+  // u8_taps order.
+  const int64_t T = u8_taps, CQ = (m.cols() / T + 3) / 4 * 4, Kq = T * CQ / 4;
+  auto u8_col = [&](int64_t col) { return (col % T) * CQ + col / T; };
+  p.u8_taps = T;
+  p.u8_quads = Kq;
   std::vector<int8_t> codes(static_cast<std::size_t>(Kq * 4));
   std::vector<uint8_t> touched(static_cast<std::size_t>(Kq));
   p.u8_run_begin.assign(static_cast<std::size_t>(m.rows() + 1), 0);
@@ -1311,10 +1370,11 @@ TernaryPack TernaryPack::Build(TernaryMatrix m) {
     for (int64_t k = m.row_start(r); k < m.row_start(r + 1); ++k) {
       const int64_t c0 = m.group_col(k) * L;
       for (int64_t e = 0; e < L; ++e) {
-        codes[c0 + e] = static_cast<int8_t>(m.Code(k, e));
+        const int64_t col = u8_col(c0 + e);
+        codes[col] = static_cast<int8_t>(m.Code(k, e));
+        touched[col / 4] = 1;
         p.u8_sum[r] += m.Code(k, e);
       }
-      for (int64_t q = c0 / 4; q <= (c0 + L - 1) / 4; ++q) touched[q] = 1;
     }
     p.u8_run_begin[r] = static_cast<int64_t>(p.u8_runs.size() / 2);
     p.u8_code_begin[r] = static_cast<int64_t>(p.u8_codes.size());
@@ -1371,9 +1431,9 @@ void TernaryMatMulI16(const TernaryMatrix& w, const int16_t* x, int64_t batch, f
                                             (bias ? double(bias[r]) : 0.0));
   }
 }
-void TernaryMatMulU8(const TernaryMatrix& w, const uint8_t* xq, int64_t batch, TernaryU8Scale q, const float* bias,
-                     float* y) {
-  const int64_t L = w.group_len();
+void TernaryMatMulU8(const TernaryMatrix& w, int64_t taps, const uint8_t* xq, int64_t batch, TernaryU8Scale q,
+                     const float* bias, float* y) {
+  const int64_t L = w.group_len(), C4 = (w.cols() / taps + 3) / 4 * 4;
   std::vector<int64_t> acc(static_cast<std::size_t>(batch));
   for (int64_t r = 0; r < w.rows(); ++r) {
     std::fill(acc.begin(), acc.end(), 0);
@@ -1381,7 +1441,7 @@ void TernaryMatMulU8(const TernaryMatrix& w, const uint8_t* xq, int64_t batch, T
       for (int64_t e = 0; e < L; ++e) {
         const int code = w.Code(k, e);
         if (code == 0) continue;
-        const int64_t col = w.group_col(k) * L + e;
+        const int64_t c = w.group_col(k) * L + e, col = (c % taps) * C4 + c / taps;
         const uint8_t* xr = xq + (col / 4) * TernaryU8RowBytes(batch) + col % 4;
         for (int64_t b = 0; b < batch; ++b) acc[b] += code * (int64_t{xr[b * 4]} - q.zero);
       }
@@ -1393,28 +1453,8 @@ void TernaryMatMulU8(const TernaryMatrix& w, const uint8_t* xq, int64_t batch, T
 }  // namespace ref
 
 namespace {
-// xq (quads) = round(x · inv) + zero clamped to [0, 255]; NaN, the rows
-// past K and the padding columns → zero.
 void QuantizeU8(const float* x, int64_t K, int64_t batch, float inv, int zero, uint8_t* xq) {
-  const float lo = static_cast<float>(-zero), hi = static_cast<float>(255 - zero);
-  const int64_t ld = TernaryU8RowBytes(batch);
-  for (int64_t q = 0; q < TernaryU8Quads(K); ++q)
-    std::memset(xq + q * ld + batch * 4, zero, static_cast<std::size_t>(ld - batch * 4));
-  for (int64_t q = 0; q < TernaryU8Quads(K); ++q)
-    for (int64_t j = 0; j < 4; ++j) {
-      uint8_t* out = xq + q * ld + j;
-      const int64_t k = 4 * q + j;
-      if (k >= K) {
-        for (int64_t b = 0; b < batch; ++b) out[b * 4] = static_cast<uint8_t>(zero);
-        continue;
-      }
-      const float* xr = x + k * batch;
-      for (int64_t b = 0; b < batch; ++b) {
-        const float v = xr[b];
-        out[b * 4] = v == v ? static_cast<uint8_t>(std::lrint(std::clamp(v * inv, lo, hi)) + zero)
-                            : static_cast<uint8_t>(zero);
-      }
-    }
+  HWY_DYNAMIC_DISPATCH(QuantizeU8Impl)(x, K, batch, inv, zero, xq);
 }
 void CheckU8Shapes(const char* op, std::size_t x_size, int64_t batch, std::size_t xq_size) {
   PERMDNN_CHECK(batch >= 1 && x_size % static_cast<std::size_t>(batch) == 0,
@@ -1438,7 +1478,10 @@ TernaryU8Scale QuantizeTernaryInputU8(std::span<const float> x, int64_t batch, s
   PERMDNN_CHECK(finite, "QuantizeTernaryInputU8: the input holds a non-finite value");
   TernaryU8Scale q;
   if (amax > 0.0f) q = amin >= 0.0f ? TernaryU8Scale{amax / 255.0f, 0} : TernaryU8Scale{amax / 127.0f, 128};
-  QuantizeU8(x.data(), static_cast<int64_t>(x.size()) / batch, batch, amax > 0.0f ? 1.0f / q.scale : 0.0f, q.zero,
+  // A range too small for a normal float scale counts as zero (1 / scale would be inf).
+  const bool zero = q.scale < std::numeric_limits<float>::min() || amax == 0.0f;
+  if (zero) q = TernaryU8Scale{};
+  QuantizeU8(x.data(), static_cast<int64_t>(x.size()) / batch, batch, zero ? 0.0f : 1.0f / q.scale, q.zero,
              xq.data());
   return q;
 }
@@ -1454,15 +1497,14 @@ void QuantizeTernaryInputU8At(std::span<const float> x, int64_t batch, TernaryU8
 void TernaryMatMulU8(const TernaryPack& w, std::span<const uint8_t> xq, int64_t batch, TernaryU8Scale q,
                      std::span<const float> bias, std::span<float> y, int threads) {
   PERMDNN_CHECK(batch >= 1, "TernaryMatMulU8: batch must be >= 1, got {}", batch);
-  PERMDNN_CHECK(static_cast<int64_t>(xq.size()) == TernaryU8Quads(w.cols()) * TernaryU8RowBytes(batch),
-                "TernaryMatMulU8: X has {} bytes, expected {} ({} columns in quads of 4, batch {} padded to {})",
-                xq.size(), TernaryU8Quads(w.cols()) * TernaryU8RowBytes(batch), w.cols(), batch,
-                TernaryU8RowBytes(batch) / 4);
+  PERMDNN_CHECK(static_cast<int64_t>(xq.size()) == w.u8_quads * TernaryU8RowBytes(batch),
+                "TernaryMatMulU8: X has {} bytes, expected {} ({} quads, batch {} padded to {})", xq.size(),
+                w.u8_quads * TernaryU8RowBytes(batch), w.u8_quads, batch, TernaryU8RowBytes(batch) / 4);
   PERMDNN_CHECK(q.zero >= 0 && q.zero <= 255, "TernaryMatMulU8: zero point must be in [0, 255], got {}", q.zero);
   CheckCommon("TernaryMatMulU8", w.rows(), bias, y.size(), w.rows() * batch);
   const float* b = bias.empty() ? nullptr : bias.data();
   if (detail::UseReference(KernelOp::kTernaryMatMulU8))
-    return ref::TernaryMatMulU8(w.matrix, xq.data(), batch, q, b, y.data());
+    return ref::TernaryMatMulU8(w.matrix, w.u8_taps, xq.data(), batch, q, b, y.data());
   HWY_DYNAMIC_DISPATCH(TernaryMatMulU8Impl)(&w, xq.data(), batch, q, b, y.data(), threads);
 }
 

@@ -106,6 +106,7 @@ struct RunState {
   Layout act_layout;            // the plan's activation layout (see Layout)
   uint8_t* scratch = nullptr;   // scratch_bytes of the largest node
   bool int16 = false;
+  bool int8 = false;  // Options::int8 (int16 is set with it)
   bool calibrating = false;
 };
 

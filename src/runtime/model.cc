@@ -136,7 +136,7 @@ struct Model::Impl {
   int64_t scratch_offset = 0;
   detail::RunState rs;
   std::vector<NodeProfile> profile;
-  bool int16 = false, calibrated = false;
+  bool int16 = false, int8 = false, calibrated = false;
 
   void LoadProto(const onnx::ModelProto& m);
   struct InMeta {
@@ -503,6 +503,7 @@ void Model::Impl::Execute(std::span<const void* const> in_data) {
   rs.threads = std::max(1, opt.threads);
   rs.zero_skip = opt.zero_skip;
   rs.int16 = int16 && calibrated;
+  rs.int8 = int8 && rs.int16;
   // OpenBLAS on one thread: nodes that want more split their work over the
   // runtime's pool (GemmOp), whose idle workers sleep. OpenBLAS's idle threads
   // spin, and beside oneDNN or the pool that cost 10-50x on a busy 2-core
@@ -536,7 +537,8 @@ Model Model::FromBytes(std::string_view bytes, const std::string& name, const Op
   m.opt = options;
   if (kernels::ActivePath() == kernels::KernelPath::kReference) m.opt.reference = true;
   m.name = name;
-  m.int16 = options.int16;
+  m.int16 = options.int16 || options.int8;
+  m.int8 = options.int8;
   m.LoadProto(detail::ParseModelProto(bytes, name));
   // Plan once now when every input is float with a known rank, so that shape
   // errors surface at load time (open dims are taken as 1).
@@ -625,7 +627,14 @@ std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   return out;
 }
 
-void Model::EnableInt16(bool on) { impl_->int16 = on; }
+void Model::EnableInt16(bool on) {
+  impl_->int16 = on;
+  if (!on) impl_->int8 = false;
+}
+void Model::EnableInt8(bool on) {
+  impl_->int8 = on;
+  if (on) impl_->int16 = true;
+}
 bool Model::int16_ready() const { return impl_->int16 && impl_->calibrated; }
 
 void Model::Calibrate(std::span<const float> input, std::span<const int64_t> input_shape) {

@@ -18,9 +18,13 @@
 // (or, for 2-D stride-1 convs, "wide" columns) followed by TernaryMatMul
 // with the output positions as the batch; with int16 on (Options::int16 +
 // Calibrate) each sample is quantized at the calibrated scale before its
-// columns are copied, and the product is TernaryMatMulI16.
+// columns are copied, and the product is TernaryMatMulI16; with int8
+// (Options::int8) a 2-D conv's sample is quantized into planes of four
+// channels' bytes, its columns are 32-bit word copies (four channels at one
+// tap: the pack's tap-major quads) and the product is TernaryMatMulU8.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -39,11 +43,12 @@ namespace {
 // ops' crossover, not measured for ternary.
 constexpr int64_t kBatchedMin = 8;
 
+// taps: the conv's kernel taps (the 8-bit product's tap-major quads), 1 for a linear layer.
 kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits& f, bool conv,
-                              std::vector<float>* bias) {
+                              std::vector<float>* bias, int64_t taps = 1) {
   formats::Weights w = ReadWeights(ctx, f, conv);
   *bias = std::move(w.bias);
-  return kernels::TernaryPack::Build(std::move(*formats::Lift(w).ternary));
+  return kernels::TernaryPack::Build(std::move(*formats::Lift(w).ternary), taps);
 }
 
 class TernaryMatMulOp : public CompressedOp {
@@ -89,14 +94,15 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
       : CompressedOp(f, true, n), in_(geometry_.in), out_(geometry_.out), ksz_(geometry_.taps()) {}
   std::string KernelName() const override {
     return std::string(wide_ ? "wide+" : "im2col+") +
-           kernels::SelectedKernel({int16_active_ ? kernels::KernelOp::kTernaryMatMulI16
-                                                              : kernels::KernelOp::kTernaryMatMul,
-                                                geometry_.p, out_, in_ * ksz_, g_win_.out_size(), false});
+           kernels::SelectedKernel({int8_active_    ? kernels::KernelOp::kTernaryMatMulU8
+                                    : int16_active_ ? kernels::KernelOp::kTernaryMatMulI16
+                                                    : kernels::KernelOp::kTernaryMatMul,
+                                    geometry_.p, out_, in_ * ksz_, g_win_.out_size(), false});
   }
 
   void Prepare(OpContext& ctx) override {
     if (!ready_) {
-      w_ = ReadPack(ctx, format_, true, &bias_);
+      w_ = ReadPack(ctx, format_, true, &bias_, ksz_);
       ready_ = true;
     }
     g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
@@ -107,8 +113,8 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     // offset (output positions oh·Wp + ow, the Wp − OW columns past each row
     // computed and dropped). Im2Col's per-row copies between zero runs took
     // twice the product's time on the resnet's 28x28 convs at B=1.
-    wide_ = g.in[0] == 1 && g.k[0] == 1 && g.out[0] == 1 && g.pad[0] == 0 && g.pad_end[0] == 0 &&
-            g.stride[1] == 1 && g.stride[2] == 1 && g.dil[1] == 1 && g.dil[2] == 1;
+    planar_ = g.in[0] == 1 && g.k[0] == 1 && g.out[0] == 1 && g.pad[0] == 0 && g.pad_end[0] == 0;
+    wide_ = planar_ && g.stride[1] == 1 && g.stride[2] == 1 && g.dil[1] == 1 && g.dil[2] == 1;
     hp_ = g.in[1] + g.pad[1] + g.pad_end[1];
     wp_ = g.in[2] + g.pad[2] + g.pad_end[2];
     wide_ = wide_ && g.out[1] == hp_ - g.k[1] + 1 && g.out[2] == wp_ - g.k[2] + 1;
@@ -118,7 +124,11 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const int64_t padded = wide_ ? in_ * hp_ * wp_ + g.k[2] : in_ * g.in_size();
     const int64_t f32 = 4 * (cols + (wide_ ? padded + out_ * osz : 0));
     const int64_t i16 = 2 * (cols + padded) + 4 * (wide_ ? out_ * osz : 0);
-    ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max(f32, i16) + 3 * 64);
+    // 8 bits: the quantized sample, its padded planes, the columns, the wide output.
+    const int64_t g4 = (in_ + 3) / 4;
+    const int64_t u8 = g4 * kernels::TernaryU8RowBytes(g.in_size()) + 4 * g4 * (hp_ * wp_ + g.k[2]) +
+                       w_.u8_quads * kernels::TernaryU8RowBytes(osz) + 4 * (wide_ ? out_ * osz : 0);
+    ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max({f32, i16, u8}) + 4 * 64);
   }
 
   // The int16 path (after Calibrate, Options::int16): each sample is
@@ -129,18 +139,25 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   void Run(OpContext& ctx, RunState& rs) override {
     const Value& x = *ctx.in[0];
     const int64_t n = x.shape[0], isz = g_win_.in_size();
-    if (rs.calibrating) x_max_ = std::max(x_max_, MaxAbs({x.f(), static_cast<std::size_t>(n * in_ * isz)}));
+    if (rs.calibrating) {
+      const std::span<const float> all{x.f(), static_cast<std::size_t>(n * in_ * isz)};
+      x_max_ = std::max(x_max_, MaxAbs(all));
+      for (const float v : all) x_min_ = std::min<double>(x_min_, v);
+    }
     int16_active_ = rs.int16 && calibrated_ && !rs.calibrating;
+    int8_active_ = int16_active_ && rs.int8 && planar_;
     for (int64_t s = 0; s < n; ++s) {
       const float* xs = x.f() + s * in_ * isz;
       float* ys = ctx.out[0]->f() + s * out_ * g_win_.out_size();
-      if (int16_active_) Sample<int16_t>(xs, ys, rs);
+      if (int8_active_) Sample8(xs, ys, rs);
+      else if (int16_active_) Sample<int16_t>(xs, ys, rs);
       else Sample<float>(xs, ys, rs);
     }
   }
 
   void BeginCalibration() override {
     x_max_ = 0;
+    x_min_ = 0;
     calibrated_ = false;
   }
   // A range too small for a normal float scale (all inputs ~0) counts as
@@ -148,6 +165,11 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   void EndCalibration() override {
     const double s = x_max_ / kernels::kTernaryI16Bound;
     x_scale_ = s >= static_cast<double>(std::numeric_limits<float>::min()) ? static_cast<float>(s) : 1.0f;
+    // 8 bits: all 255 levels for a non-negative input (ReLU outputs, zero
+    // point 0), ±127 around zero point 128 otherwise.
+    const double s8 = x_min_ >= 0 ? x_max_ / 255.0 : x_max_ / 127.0;
+    q8_ = {s8 >= static_cast<double>(std::numeric_limits<float>::min()) ? static_cast<float>(s8) : 1.0f,
+           x_min_ >= 0 ? 0 : 128};
     calibrated_ = true;
   }
 
@@ -170,6 +192,60 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
       kernels::TernaryMatMulI16(w_, {cols, static_cast<std::size_t>(cols_count)}, batch, x_scale_, bias_, y,
                                 threads);
     }
+  }
+
+  // The 8-bit path of a 2-D conv, one sample: x quantized at the calibrated
+  // scale and zero point into quad rows of four channels (G4 rows of H·W
+  // words), placed in padded planes (borders and the channels past in_: the
+  // zero point), then quad row t·G4 + g of the columns (tap t, channels
+  // 4g .. 4g + 3) copied from plane g at the tap's offset: one contiguous
+  // copy of OH·Wp words on wide columns, one strided copy per output row
+  // otherwise.
+  void Sample8(const float* x, float* y, RunState& rs) const {
+    const WindowGeometry& g = g_win_;
+    const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], KH = g.k[1], KW = g.k[2];
+    const int64_t g4 = (in_ + 3) / 4, plane = hp_ * wp_ + KW, sq = kernels::TernaryU8RowBytes(H * W);
+    const int64_t batch = wide_ ? OH * wp_ : OH * OW, ld = kernels::TernaryU8RowBytes(batch);
+    uint8_t* xq = At64(rs.scratch);
+    uint32_t* planes = reinterpret_cast<uint32_t*>(At64(xq + g4 * sq));
+    uint8_t* cols = At64(reinterpret_cast<uint8_t*>(planes + g4 * plane));
+    float* yw = reinterpret_cast<float*>(At64(cols + w_.u8_quads * ld));
+    kernels::QuantizeTernaryInputU8At({x, static_cast<std::size_t>(in_ * H * W)}, H * W, q8_,
+                                      {xq, static_cast<std::size_t>(g4 * sq)});
+    std::fill(planes, planes + g4 * plane, static_cast<uint32_t>(q8_.zero) * 0x01010101u);
+    for (int64_t q = 0; q < g4; ++q)
+      for (int64_t h = 0; h < H; ++h)
+        std::memcpy(planes + q * plane + (h + g.pad[1]) * wp_ + g.pad[2], xq + q * sq + h * W * 4,
+                    static_cast<std::size_t>(W * 4));
+    const int64_t sh = g.stride[1], sw = g.stride[2];
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw)
+        for (int64_t q = 0; q < g4; ++q) {
+          uint8_t* row = cols + ((kh * KW + kw) * g4 + q) * ld;
+          const uint32_t* src = planes + q * plane + kh * g.dil[1] * wp_ + kw * g.dil[2];
+          if (wide_) {
+            std::memcpy(row, src, static_cast<std::size_t>(batch * 4));
+          } else {
+            uint32_t* dst = reinterpret_cast<uint32_t*>(row);
+            for (int64_t oh = 0; oh < OH; ++oh, dst += OW) {
+              const uint32_t* s = src + oh * sh * wp_;
+              for (int64_t ow = 0; ow < OW; ++ow) dst[ow] = s[ow * sw];
+            }
+          }
+          std::memset(row + batch * 4, q8_.zero, static_cast<std::size_t>(ld - batch * 4));
+        }
+    const std::size_t bytes = static_cast<std::size_t>(w_.u8_quads * ld);
+    float* out = wide_ ? yw : y;
+    kernels::TernaryMatMulU8(w_, {cols, bytes}, batch, q8_, bias_, {out, static_cast<std::size_t>(out_ * batch)},
+                             rs.threads);
+    if (wide_)
+      for (int64_t o = 0; o < out_; ++o)
+        for (int64_t oh = 0; oh < OH; ++oh)
+          std::copy(yw + o * batch + oh * wp_, yw + o * batch + oh * wp_ + OW, y + o * OH * OW + oh * OW);
+  }
+
+  static uint8_t* At64(uint8_t* p) {
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
   }
 
   // One sample: y (out × out_size) = W · columns(x).
@@ -226,9 +302,11 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   }
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
-  bool ready_ = false, calibrated_ = false, int16_active_ = false, wide_ = false;
-  double x_max_ = 0;
+  bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
+       planar_ = false;
+  double x_max_ = 0, x_min_ = 0;
   float x_scale_ = 1.0f;
+  kernels::TernaryU8Scale q8_;
   kernels::TernaryPack w_;
   std::vector<float> bias_;
   WindowGeometry g_win_;

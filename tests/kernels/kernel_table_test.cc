@@ -276,7 +276,7 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       const TernaryU8Scale s{0.01f, 128};
       QuantizeTernaryInputU8At(xf, B, {1.0f, 128}, x);
       std::vector<float> expect(m * B), got(m * B, -1.0f);
-      ref::TernaryMatMulU8(w.matrix, x.data(), B, s, bias.data(), expect.data());
+      ref::TernaryMatMulU8(w.matrix, 1, x.data(), B, s, bias.data(), expect.data());
       TernaryMatMulU8(w, x, B, s, bias, got, threads);
       // A wrapped 16-bit sum is off by 65536 · 0.01 · scale; float rounding
       // of the exact sum by far less.

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include "permdnn/core/error.h"
 #include "permdnn/formats/ternary_matrix.h"
+#include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/table.h"
 #include "permdnn/kernels/ternary.h"
 #include "support/compare.h"
 
@@ -125,6 +127,56 @@ TEST(TernaryU8, CloseToTheFp32Product) {
       EXPECT_LT(worst, tol) << rows << " rows, relu " << relu;
       EXPECT_GT(worst, 0.0f) << rows << " rows";  // it is the 8-bit path
     }
+}
+
+// A conv's pack in tap-major quads (u8_taps = 9: four channels at one tap
+// per quad) on X's rows in that order gives the same sums as the plain
+// order: the same result to the bit, on the SIMD rows and the reference.
+TEST(TernaryU8, TapMajorOrderMatchesThePlainOrder) {
+  const int64_t C = 6, T = 9, cols = C * T, C4 = 8, rows = 20, batch = 37;  // C not a multiple of 4
+  const TernaryMatrix m = Ternarize(RandomVector(rows * cols, 1.0, 11), rows, cols, 2 * T, 0.05, 0.5).matrix;
+  const TernaryPack plain = TernaryPack::Build(m), taps = TernaryPack::Build(m, T);
+  EXPECT_EQ(plain.u8_quads, TernaryU8Quads(cols));
+  EXPECT_EQ(taps.u8_quads, T * C4 / 4);
+  std::vector<float> x = RandomVector(cols * batch, 1.0, 12), xt(static_cast<std::size_t>(T * C4 * batch), 0.0f);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t)
+      std::copy(x.begin() + (c * T + t) * batch, x.begin() + (c * T + t + 1) * batch, xt.begin() + (t * C4 + c) * batch);
+  std::vector<uint8_t> q(plain.u8_quads * TernaryU8RowBytes(batch)), qt(taps.u8_quads * TernaryU8RowBytes(batch));
+  const TernaryU8Scale s = QuantizeTernaryInputU8(x, batch, q);
+  QuantizeTernaryInputU8At(xt, batch, s, qt);
+  const std::vector<float> bias = RandomVector(rows, 1.0, 13);
+  std::vector<float> y(rows * batch), yt(rows * batch), yr(rows * batch);
+  TernaryMatMulU8(plain, q, batch, s, bias, y);
+  TernaryMatMulU8(taps, qt, batch, s, bias, yt);
+  ref::TernaryMatMulU8(m, T, qt.data(), batch, s, bias.data(), yr.data());
+  EXPECT_EQ(y, yt);
+  EXPECT_TRUE(permdnn::testing::AllNear<float>(yr, yt, 1e-5));
+  EXPECT_THROW(TernaryMatMulU8(taps, q, batch, s, bias, yt), Error);  // the plain order's size
+  EXPECT_THROW(TernaryPack::Build(m, 7), Error);                       // 54 columns are not whole taps of 7
+}
+
+// The .madd row's 16-bit sums at their bound: every code +1 and every byte
+// 255 over 75 quads in one run, so each lane's pair sums reach 510 for 64
+// quads between widenings (one more would wrap). Every SIMD row, forced.
+TEST(TernaryU8, SumsAtTheBound) {
+  const int64_t rows = 3, cols = 300, batch = 20;
+  const TernaryPack w =
+      TernaryPack::Build(Ternarize(std::vector<float>(rows * cols, 1.0f), rows, cols, cols, 0.05, 1.0).matrix);
+  ASSERT_EQ(w.matrix.nonzeros(), rows * cols);
+  std::vector<uint8_t> x(w.u8_quads * TernaryU8RowBytes(batch));
+  QuantizeTernaryInputU8At(std::vector<float>(cols * batch, 1.0f), batch, {1.0f / 255.0f, 0}, x);
+  std::vector<float> want(rows * batch), got(rows * batch);
+  ref::TernaryMatMulU8(w.matrix, 1, x.data(), batch, {1.0f, 0}, nullptr, want.data());
+  for (float v : want) ASSERT_FLOAT_EQ(v, 255.0f * cols * w.matrix.scale()[0]);
+  for (const KernelRow& row : KernelTable()) {
+    const KernelProblem q{KernelOp::kTernaryMatMulU8, static_cast<int>(cols), rows, cols, batch, false};
+    if (row.op != q.op || row.name.find(".reference") != std::string::npos || !row.admits(q)) continue;
+    ForceKernel(row.name);
+    TernaryMatMulU8(w, x, batch, {1.0f, 0}, {}, got);
+    ForceKernel("");
+    EXPECT_EQ(want, got) << row.name;
+  }
 }
 
 }  // namespace

@@ -139,6 +139,8 @@ TEST_F(RuntimeCli, RunTakesTokenIds) {
   ExpectError("run " + model + " --bench", "float inputs only");
   ExpectError("run " + model + " --input " + (data / "charlm_gru.in0.npy").string() + " --int16",
               "--int16 calibrates on float inputs only");
+  ExpectError("run " + model + " --input " + (data / "charlm_gru.in0.npy").string() + " --int8",
+              "--int8 calibrates on float inputs only");
 }
 
 // export -> compress (every method, the comma form of bits through the
@@ -191,6 +193,11 @@ TEST_F(RuntimeCli, CompressMethodsEndToEnd) {
   r = Permdnn("run " + dense + " --input " + (dir_ / "x.npy").string() + " --output " + (dir_ / "y32.npy").string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(permdnn::ReadNpy((dir_ / "y16.npy").string()).as<float>(),
+            permdnn::ReadNpy((dir_ / "y32.npy").string()).as<float>());
+  r = Permdnn("run " + dense + " --input " + (dir_ / "x.npy").string() + " --int8 --output " +
+              (dir_ / "y8.npy").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(permdnn::ReadNpy((dir_ / "y8.npy").string()).as<float>(),
             permdnn::ReadNpy((dir_ / "y32.npy").string()).as<float>());
 }
 

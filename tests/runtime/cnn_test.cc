@@ -465,7 +465,8 @@ void ExpectNearScaled(const Tensor& want, const Tensor& got, int64_t k) {
 // (im2col), 3x3 and 1x1 convs at stride 1 (the padded "wide" columns) with
 // fused post-ops after them, against the portable export of the same
 // projection (dense Conv on the dequantized weights), at batch 1 and 3; and
-// the int16 path (calibrated) within 2% of the largest fp32 output.
+// the int16 path (calibrated) within 2% of the largest fp32 output, the int8
+// path (8-bit quads, tap-major: the 3-channel stem pads a quad) within 6%.
 TEST(RuntimeCnn, TernaryConvsMatchTheirPortableModel) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("permdnn_ternary_cnn_" + std::to_string(::getpid()));
@@ -485,22 +486,30 @@ TEST(RuntimeCnn, TernaryConvsMatchTheirPortableModel) {
   Model q = Model::Load((dir / "t.onnx").string(), {.int16 = true});
   // Calibrated on 8 other samples of the same distribution.
   q.Calibrate(Randn(8 * 3 * 19 * 19, 99), std::vector<int64_t>{8, 3, 19, 19});
+  Model q8 = Model::Load((dir / "t.onnx").string(), {.int8 = true, .profile = true});
+  q8.Calibrate(Randn(8 * 3 * 19 * 19, 99), std::vector<int64_t>{8, 3, 19, 19});
   for (int64_t batch : {1, 3}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
     Tensor x = Tensor::Float({batch, 3, 19, 19}, Randn(batch * 3 * 19 * 19, 11 + batch));
-    std::vector<Tensor> want = pm.Run({x}), got = t.Run({x}), got16 = q.Run({x});
+    std::vector<Tensor> want = pm.Run({x}), got = t.Run({x}), got16 = q.Run({x}), got8 = q8.Run({x});
     ASSERT_EQ(want.size(), 2u);
     for (std::size_t k = 0; k < 2; ++k) {
       ExpectNearScaled(want[k], got[k], 48 * 9 * 4);
-      float top = 0, diff = 0;
+      float top = 0, diff = 0, diff8 = 0;
       for (int64_t i = 0; i < want[k].size(); ++i) {
         top = std::max(top, std::fabs(want[k].f()[i]));
         diff = std::max(diff, std::fabs(want[k].f()[i] - got16[k].f()[i]));
+        diff8 = std::max(diff8, std::fabs(want[k].f()[i] - got8[k].f()[i]));
       }
       EXPECT_LT(diff, 0.02f * top) << "int16, output " << k;
       EXPECT_GT(diff, 0.0f) << "int16, output " << k;
+      EXPECT_LT(diff8, 0.06f * top) << "int8, output " << k;
+      EXPECT_GT(diff8, diff) << "int8, output " << k;  // coarser than int16: it is the 8-bit path
     }
   }
+  int u8_nodes = 0;
+  for (const auto& p : q8.Profile()) u8_nodes += p.kernel.find("ternary.matmul_u8") != std::string::npos;
+  EXPECT_GE(u8_nodes, 3);
   fs::remove_all(dir);
 }
 
@@ -526,6 +535,8 @@ TEST(RuntimeCnn, LoneStrideTwoTernaryConv) {
         pm = Model::Load((dir / "p.onnx").string());
   Model q = Model::Load((dir / "t.onnx").string(), {.int16 = true});
   q.Calibrate(Randn(4 * 5 * 11 * 11, 98), std::vector<int64_t>{4, 5, 11, 11});
+  Model q8 = Model::Load((dir / "t.onnx").string(), {.int8 = true});
+  q8.Calibrate(Randn(4 * 5 * 11 * 11, 98), std::vector<int64_t>{4, 5, 11, 11});
   for (int64_t batch : {1, 2}) {
     Tensor x = Tensor::Float({batch, 5, 11, 11}, Randn(batch * 5 * 11 * 11, 21 + batch));
     const Tensor want = pm.Run({x})[0];
@@ -537,6 +548,11 @@ TEST(RuntimeCnn, LoneStrideTwoTernaryConv) {
       diff = std::max(diff, std::fabs(want.f()[i] - got16.f()[i]));
     }
     EXPECT_LT(diff, 0.01f * top) << "int16, batch " << batch;
+    const Tensor got8 = q8.Run({x})[0];
+    float diff8 = 0;
+    for (int64_t i = 0; i < want.size(); ++i) diff8 = std::max(diff8, std::fabs(want.f()[i] - got8.f()[i]));
+    EXPECT_LT(diff8, 0.05f * top) << "int8, batch " << batch;
+    EXPECT_GT(diff8, 0.0f) << "int8, batch " << batch;
   }
   EXPECT_NE(t.Profile().at(0).kernel.find("im2col+ternary.matmul"), std::string::npos) << t.Profile().at(0).kernel;
   fs::remove_all(dir);

@@ -2,10 +2,11 @@
 // formats/ternary_matrix.h): W = diag(scale) · T, T in {-1, 0, +1}, whole
 // groups of group_len consecutive columns of a row pruned.
 //
-// No multiply in an inner loop: the kernels add the inputs where T is +1
-// and subtract them where it is −1, and multiply once per output by the
-// row's scale. Pruned groups are never visited (the pack lists only the
-// kept ones).
+// No multiply in an inner loop of the fp32 and int16 kernels: they add the
+// inputs where T is +1 and subtract them where it is −1, and multiply once
+// per output by the row's scale (the 8-bit path below uses the CPU's 8-bit
+// dot product instead, which does 64 such products per instruction).
+// Pruned groups are never visited (the pack lists only the kept ones).
 //
 //   * y = W·x (TernaryMatVec, batch 1): per kept group, the input run of
 //     the group is loaded a vector at a time and selected by the plus and
@@ -69,7 +70,12 @@ struct TernaryPack {
   std::vector<int64_t> col_begin;
   std::vector<int32_t> col_kept, col_row;
   // The 8-bit product's weights (TernaryMatMulU8): columns in quads of
-  // four (quad q = columns 4q .. 4q + 3, past cols zero). Per row the runs
+  // four, in the order u8_taps sets (Build): with u8_taps = T > 1 (a conv's
+  // kernel taps; column c·T + t = input channel c at tap t) tap-major,
+  // column c·T + t at t·C4 + c (C = cols / T, C4 = C rounded up to 4), so
+  // that a quad is four channels at one tap; with T = 1 the columns' own
+  // order (C4 = cols rounded up to 4). Quad q = columns 4q .. 4q + 3 of that
+  // order, padding zero; u8_quads = T · C4 / 4. Per row the runs
   // of quads that touch a kept group, u8_runs[2·i] .. u8_runs[2·i + 1]
   // (half-open) for i in [u8_run_begin[r], u8_run_begin[r + 1]), and the
   // row's four codes of each such quad as int8 bytes of one int32
@@ -77,8 +83,10 @@ struct TernaryPack {
   // = the row's sum of codes (the zero point's correction).
   std::vector<int32_t> u8_runs, u8_codes, u8_sum;
   std::vector<int64_t> u8_run_begin, u8_code_begin;
+  int64_t u8_taps = 1, u8_quads = 0;
 
-  static TernaryPack Build(TernaryMatrix m);
+  // u8_taps: see above (cols must be a multiple of it).
+  static TernaryPack Build(TernaryMatrix m, int64_t u8_taps = 1);
   int64_t rows() const { return matrix.rows(); }
   int64_t cols() const { return matrix.cols(); }
 };
@@ -138,7 +146,9 @@ TernaryU8Scale QuantizeTernaryInputU8(std::span<const float> x, int64_t batch, s
 // past the range saturate, NaN gives the zero point; scale a positive
 // normal float.
 void QuantizeTernaryInputU8At(std::span<const float> x, int64_t batch, TernaryU8Scale q, std::span<uint8_t> xq);
-// Y = x_scale · diag(scale) · T · (Xq − zero) + bias, Xq as above.
+// Y = x_scale · diag(scale) · T · (Xq − zero) + bias, Xq as above with
+// w.u8_quads quad rows (in the pack's column order; TernaryU8Quads(cols)
+// when u8_taps is 1).
 void TernaryMatMulU8(const TernaryPack& w, std::span<const uint8_t> xq, int64_t batch, TernaryU8Scale q,
                      std::span<const float> bias, std::span<float> y, int threads = 1);
 
@@ -148,9 +158,10 @@ void TernaryMatMul(const TernaryMatrix& w, const float* x, int64_t batch, const 
 // Exact integer sums (int64), then x_scale · scale · sum + bias in double.
 void TernaryMatMulI16(const TernaryMatrix& w, const int16_t* x, int64_t batch, float x_scale, const float* bias,
                       float* y);
-// Exact integer sums (int64) over the quad layout, then as above.
-void TernaryMatMulU8(const TernaryMatrix& w, const uint8_t* xq, int64_t batch, TernaryU8Scale q, const float* bias,
-                     float* y);
+// Exact integer sums (int64) over the quad layout in the column order of
+// `taps` (TernaryPack::u8_taps), then as above.
+void TernaryMatMulU8(const TernaryMatrix& w, int64_t taps, const uint8_t* xq, int64_t batch, TernaryU8Scale q,
+                     const float* bias, float* y);
 }  // namespace ref
 
 }  // namespace permdnn::kernels

@@ -58,6 +58,9 @@ struct Options {
   int threads = 1;      // kernel and OpenBLAS threads
   ZeroSkip zero_skip = ZeroSkip::kAuto;
   bool int16 = false;   // compressed FC layers in fixed point (needs Calibrate)
+  // int16, with the ternary convs on 8-bit inputs (kernels::TernaryMatMulU8)
+  // instead of 16-bit ones; implies int16 (needs Calibrate).
+  bool int8 = false;
   bool profile = false; // collect per-node time (Profile())
   // Run every node on its reference path: the file's graph node for node
   // (no fusion), dense Conv / Gemm / MatMul on im2col + OpenBLAS, plain
@@ -125,7 +128,10 @@ class Model {
   // switches those nodes to int16 (rule in docs/runtime.md). Requires
   // Options::int16 or EnableInt16(true) first.
   void Calibrate(std::span<const float> input, std::span<const int64_t> input_shape);
+  // Off also turns int8 off.
   void EnableInt16(bool on);
+  // Options::int8 after loading: on turns int16 on too; off leaves int16 as it is.
+  void EnableInt8(bool on);
   bool int16_ready() const;
 
   std::vector<NodeProfile> Profile() const;
