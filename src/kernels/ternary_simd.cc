@@ -1300,8 +1300,8 @@ void CheckCommon(const char* op, int64_t rows, std::span<const float> bias, std:
 }  // namespace
 
 TernaryPack TernaryPack::Build(TernaryMatrix m, int64_t u8_taps) {
-  PERMDNN_CHECK(u8_taps >= 1 && m.cols() % u8_taps == 0, "TernaryPack: {} columns are not a whole number of {} taps",
-                m.cols(), u8_taps);
+  PERMDNN_CHECK(u8_taps == 0 || (u8_taps >= 1 && m.cols() % u8_taps == 0),
+                "TernaryPack: {} columns are not a whole number of {} taps", m.cols(), u8_taps);
   TernaryPack p;
   const int64_t L = m.group_len(), W = (L + 63) / 64, gb = m.group_bytes();
   p.words_per_plane = W;
@@ -1354,7 +1354,12 @@ TernaryPack TernaryPack::Build(TernaryMatrix m, int64_t u8_taps) {
     }
   // The 8-bit product: per row the runs of quads that touch a kept group,
   // their codes four to a word, and the sum of the codes; columns in the
-  // u8_taps order.
+  // u8_taps order (none for u8_taps = 0).
+  if (u8_taps == 0) {
+    p.u8_taps = 0;
+    p.matrix = std::move(m);
+    return p;
+  }
   const int64_t T = u8_taps, CQ = (m.cols() / T + 3) / 4 * 4, Kq = T * CQ / 4;
   auto u8_col = [&](int64_t col) { return (col % T) * CQ + col / T; };
   p.u8_taps = T;
@@ -1496,6 +1501,7 @@ void QuantizeTernaryInputU8At(std::span<const float> x, int64_t batch, TernaryU8
 
 void TernaryMatMulU8(const TernaryPack& w, std::span<const uint8_t> xq, int64_t batch, TernaryU8Scale q,
                      std::span<const float> bias, std::span<float> y, int threads) {
+  PERMDNN_CHECK(w.u8_taps >= 1, "TernaryMatMulU8: the pack has no 8-bit tables (built with u8_taps 0)");
   PERMDNN_CHECK(batch >= 1, "TernaryMatMulU8: batch must be >= 1, got {}", batch);
   PERMDNN_CHECK(static_cast<int64_t>(xq.size()) == w.u8_quads * TernaryU8RowBytes(batch),
                 "TernaryMatMulU8: X has {} bytes, expected {} ({} quads, batch {} padded to {})", xq.size(),

@@ -43,7 +43,8 @@ namespace {
 // ops' crossover, not measured for ternary.
 constexpr int64_t kBatchedMin = 8;
 
-// taps: the conv's kernel taps (the 8-bit product's tap-major quads), 1 for a linear layer.
+// taps: the conv's kernel taps (the 8-bit product's tap-major quads), 0 for
+// none (TernaryPack::Build).
 kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits& f, bool conv,
                               std::vector<float>* bias, int64_t taps = 1) {
   formats::Weights w = ReadWeights(ctx, f, conv);
@@ -63,7 +64,7 @@ class TernaryMatMulOp : public CompressedOp {
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
     if (!ready_) {
-      w_ = ReadPack(ctx, format_, false, &bias_);
+      w_ = ReadPack(ctx, format_, false, &bias_, 0);  // no 8-bit path: no 8-bit tables
       ready_ = true;
     }
     batched_ = batch_ >= kBatchedMin;

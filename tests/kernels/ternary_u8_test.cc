@@ -154,6 +154,7 @@ TEST(TernaryU8, TapMajorOrderMatchesThePlainOrder) {
   EXPECT_TRUE(permdnn::testing::AllNear<float>(yr, yt, 1e-5));
   EXPECT_THROW(TernaryMatMulU8(taps, q, batch, s, bias, yt), Error);  // the plain order's size
   EXPECT_THROW(TernaryPack::Build(m, 7), Error);                       // 54 columns are not whole taps of 7
+  EXPECT_THROW(TernaryMatMulU8(TernaryPack::Build(m, 0), q, batch, s, bias, y), Error);  // no 8-bit tables
 }
 
 // The .madd row's 16-bit sums at their bound: every code +1 and every byte

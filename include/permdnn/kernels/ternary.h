@@ -85,7 +85,8 @@ struct TernaryPack {
   std::vector<int64_t> u8_run_begin, u8_code_begin;
   int64_t u8_taps = 1, u8_quads = 0;
 
-  // u8_taps: see above (cols must be a multiple of it).
+  // u8_taps: see above (cols must be a multiple of it); 0 builds no 8-bit
+  // tables (a layer that never runs TernaryMatMulU8: the runtime's linear op).
   static TernaryPack Build(TernaryMatrix m, int64_t u8_taps = 1);
   int64_t rows() const { return matrix.rows(); }
   int64_t cols() const { return matrix.cols(); }
