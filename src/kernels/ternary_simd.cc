@@ -920,7 +920,7 @@ float QuantizeTernaryInputImpl(const float* x, int64_t n, int16_t* xq) {
 // (quads · V vectors of 64 bytes on AVX-512, 32 on AVX2) would pass 40 KiB
 // of L1; a partial last vector reads the quad row's padding (rows are whole
 // 64-byte lines, so the loads never leave the buffer, and on a 64-byte
-// aligned X never straddle two lines, which cost 1.4-1.6x at 49 and 196
+// aligned X never straddle two lines, which cost 1.35x and 1.46x at 196 and 49
 // columns). With four vectors or fewer the VNNI row alternates two sets of
 // sums between quads (2V dependent chains).
 #if HWY_ARCH_X86 && (HWY_TARGET <= HWY_AVX3 || HWY_TARGET == HWY_AVX2)
