@@ -254,9 +254,6 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   void Sample(const float* x, float* y, RunState& rs) const {
     const WindowGeometry& g = g_win_;
     const int64_t isz = g.in_size(), osz = g.out_size();
-    auto at64 = [](uint8_t* p) {
-      return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
-    };
     if (!wide_) {
       // fp32: the columns from x itself (scratch: the columns only); int16:
       // the quantized sample, then the columns (Prepare sizes both).
@@ -266,7 +263,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
         src = x;
       } else {
         T* xt = cols;
-        cols = reinterpret_cast<T*>(at64(reinterpret_cast<uint8_t*>(xt + in_ * isz)));
+        cols = reinterpret_cast<T*>(At64(reinterpret_cast<uint8_t*>(xt + in_ * isz)));
         Convert(x, in_ * isz, xt);
         src = xt;
       }
@@ -277,8 +274,8 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const int64_t H = g.in[1], W = g.in[2], OH = g.out[1], OW = g.out[2], KH = g.k[1], KW = g.k[2];
     const int64_t oszw = OH * wp_, plane = hp_ * wp_;
     T* padded = reinterpret_cast<T*>(rs.scratch);
-    T* cols = reinterpret_cast<T*>(at64(reinterpret_cast<uint8_t*>(padded + in_ * plane + KW)));
-    float* yw = reinterpret_cast<float*>(at64(reinterpret_cast<uint8_t*>(cols + in_ * ksz_ * oszw)));
+    T* cols = reinterpret_cast<T*>(At64(reinterpret_cast<uint8_t*>(padded + in_ * plane + KW)));
+    float* yw = reinterpret_cast<float*>(At64(reinterpret_cast<uint8_t*>(cols + in_ * ksz_ * oszw)));
     std::fill(padded, padded + in_ * plane + KW, T{0});
     // The sample converted in one call (into the columns' space, free until
     // the copies below, and never smaller: ksz·OH·Wp >= H·W), then its rows
