@@ -8,7 +8,9 @@
 # products at batch > 1: ternary-i16, ternary-u8) against OpenBLAS in the same run,
 # one thread, under AVX3 and AVX2 (--blas-per-target: each target in a
 # process of its own, OpenBLAS on the kernels of a CPU whose best target it is,
-# so the AVX2 pass compares with an AVX2 sgemm, as an AVX2-only user would). Then the whole mlp end to end at B=1:
+# so the AVX2 pass compares with an AVX2 sgemm, as an AVX2-only user would);
+# the 8-bit product once more with its `.madd` row forced (a CPU without
+# VNNI). Then the whole mlp end to end at B=1:
 # trained 1 epoch on 2,000 images (speed does not depend on accuracy),
 # exported, compressed to ternary (fc1, fc2; fc3 stays dense, as in
 # training), and both files timed by `permdnn run --bench`, alternating, five
@@ -34,6 +36,18 @@ run stage1 --layers 16x144 --p 144 --batch 784,12544
 run stage2 --layers 32x288 --p 144 --batch 196,3136
 run stage3 --layers 64x576 --p 144 --batch 49,784
 run fc --layers 1024x784,1024x1024,300x784 --p 16 --batch 1
+# The 8-bit product as a CPU without VNNI runs it (AVX-512 without VNNI,
+# e.g. Skylake-X; AVX2 without AVX-VNNI, e.g. Zen 3 or Haswell): the
+# `.madd` row (vpmaddubsw) forced with --kernel, against the same sgemm.
+madd() {
+  name=$1; shift
+  $PINCMD env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BIN" bench --format dense,ternary-u8 --threads 1 --act-density 1 \
+    --cpu-time --rounds 3 --min-time 0.6 --simd-target avx3,avx2 --blas-per-target --group-density 0.5 \
+    --kernel ternary.matmul_u8.madd --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
+}
+madd stage1-madd --layers 16x144 --p 144 --batch 784,12544
+madd stage2-madd --layers 32x288 --p 144 --batch 196,3136
+madd stage3-madd --layers 64x576 --p 144 --batch 49,784
 
 # End to end: the mlp, dense and ternary, B = 1, one thread.
 if [ ! -f "$OUT/mlp.onnx" ]; then

@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, alpha, resfull, resfull6)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, resq3, alpha, resfull, resfull6, resfullq6)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -100,6 +100,13 @@ stream_res3() {  # resnet with 3 compressed epochs (the last at lr 5e-5): WPC an
   fi
 }
 
+stream_resq3() {  # resnet, 3 compressed epochs: WPC with θ = the median group norm (the pruning line at density 0.5)
+  train_run resnet-dense --model resnet --width 16 --compress dense --epochs 2 "${RES_LIMIT[@]}"
+  if need_run resnet-dense resnet-wpcq-e3; then
+    tern_run resnet-wpcq-e3 --compress "ternary:group=$G:density=$D:wpcq=0.5" "${RES3_FT[@]}" --from "$RUNS/resnet-dense"
+  fi
+}
+
 stream_alpha() {  # one α per layer (alpha=layer) against the WPC rows' α per output row, same SPEC otherwise
   if need_run mlp-dense mlp-wpc-alpha; then
     tern_run mlp-wpc-alpha --compress "ternary:group=$G:density=$D:wpc=0.7:alpha=layer" "${MLP_FT[@]}" \
@@ -130,6 +137,21 @@ stream_resfull() {  # resnet on the full training set: dense 3 epochs, then WPC 
 
 stream_resfull6() {  # the same pair with twice the fine-tuning
   resfull_pair 6
+}
+
+# resnet-full, 6 epochs: WPC with θ = the median group norm (wpcq=0.5: the
+# groups below the line that pruning at density 0.5 draws are pushed to zero,
+# the kept half is left alone), at the issue's two λ (5e-4 and 1e-3).
+stream_resfullq6() {
+  local ft=(--model resnet --width 16 --epochs 6 --lr 5e-4)
+  train_run resnet-full-dense --model resnet --width 16 --compress dense --epochs 3
+  if need_run resnet-full-dense resnet-full-wpcq-e6; then
+    tern_run resnet-full-wpcq-e6 --compress "ternary:group=$G:density=$D:wpcq=0.5" "${ft[@]}" \
+      --from "$RUNS/resnet-full-dense" &
+    tern_run resnet-full-wpcq-l1e-3-e6 --compress "ternary:group=$G:density=$D:wpcq=0.5:lambda=1e-3" "${ft[@]}" \
+      --from "$RUNS/resnet-full-dense"
+    wait
+  fi
 }
 
 stream_resnet() {

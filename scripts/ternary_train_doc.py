@@ -22,8 +22,11 @@ ROWS = [
     ("group", "group pruning alone (WPC, float32 kept groups, stored as CSR: 4-byte value + 4-byte column index per weight)"),
     ("ternary", "ternary alone (all groups kept)"),
     ("wpc-e3", "group pruning + ternary, WPC (θ = 0.7 × mean), 3 epochs"),
+    ("wpcq-e3", "group pruning + ternary, WPC (θ = median group norm), 3 epochs"),
     ("lasso-e3", "group pruning + ternary, plain group lasso, 3 epochs"),
     ("wpc-e6", "group pruning + ternary, WPC (θ = 0.7 × mean), 6 epochs"),
+    ("wpcq-e6", "group pruning + ternary, WPC (θ = median group norm), 6 epochs"),
+    ("wpcq-l1e-3-e6", "group pruning + ternary, WPC (θ = median group norm, λ = 1e-3), 6 epochs"),
     ("lasso-e6", "group pruning + ternary, plain group lasso, 6 epochs"),
     ("wpc-alpha", "group pruning + ternary, WPC (θ = 0.7 × mean), one α per layer (`alpha=layer`)"),
 ]
@@ -124,6 +127,16 @@ def main():
                  f"{100 * wpc['final_test_accuracy']:.2f}% vs {100 * lasso['final_test_accuracy']:.2f}% "
                  f"({'WPC higher' if wpc['final_test_accuracy'] > lasso['final_test_accuracy'] else 'WPC not higher'})."
                  if lasso else ""))
+            w("")
+        for qk, lk in (("wpcq", "lasso"), ("wpcq-e3", "lasso-e3"), ("wpcq-e6", "lasso-e6"), ("wpcq-l1e-3-e6", "lasso-e6")):
+            q, lasso = by_key.get(qk), by_key.get(lk)
+            if not (q and lasso):
+                continue
+            label = "λ = 1e-3" if "l1e-3" in qk else "λ = 5e-4"
+            w(f"WPC with θ = the median group norm ({label}) vs plain group lasso (λ = 5e-4), {q['epochs']} epoch(s), "
+              f"{q['compression']:.2f}x vs {lasso['compression']:.2f}x: "
+              f"{100 * q['final_test_accuracy']:.2f}% vs {100 * lasso['final_test_accuracy']:.2f}% "
+              f"({'WPC higher' if q['final_test_accuracy'] > lasso['final_test_accuracy'] else 'WPC not higher'}).")
             w("")
         wpc, alpha = by_key.get("wpc"), by_key.get("wpc-alpha")
         if wpc and alpha:

@@ -133,7 +133,7 @@ std::vector<BenchRecord> RunTargetsInChildren(const std::vector<std::string>& na
 void AddBenchCommand(CLI::App& app) {
   struct Args {
     std::string layers = "eie", formats = "permdiag,dense,csr", ps = "4,8,16", batches = "1,64",
-                acts = "1,0.35", threads = "1,2", json, markdown, simd_targets;
+                acts = "1,0.35", threads = "1,2", json, markdown, simd_targets, kernel;
     double min_time = 0.2;
     int reps = 5;
     bool cpu_time = false, blas_per_target = false;
@@ -161,6 +161,9 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("--simd-target", args->simd_targets,
                   "run the grid under each of these Highway targets in turn, e.g. avx2,avx3 (default: the best "
                   "this CPU runs)");
+  cmd->add_option("--kernel", args->kernel,
+                  "force this row of the kernel table for its op (e.g. ternary.matmul_u8.madd: the row a CPU "
+                  "without VNNI runs); an unknown name lists the rows of the SIMD target in force");
   cmd->add_flag("--blas-per-target", args->blas_per_target,
                 "with --simd-target: run each target in a process of its own, OpenBLAS on the kernels of a CPU "
                 "whose best target it is (AVX2: Haswell, SSE4: Nehalem; AVX-512: its own choice), so every "
@@ -184,6 +187,7 @@ void AddBenchCommand(CLI::App& app) {
     o.cpu_time = args->cpu_time;
     o.rounds = args->rounds;
     o.simd_targets = SplitList(args->simd_targets);
+    o.kernel = args->kernel;
     o.ternary_group_density = args->group_density;
     o.ternary_threshold = args->ternary_t;
     nlohmann::json env = BenchEnvironment();

@@ -184,13 +184,35 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
   CheckOptions(o);
   std::vector<int64_t> targets;
   for (const std::string& name : o.simd_targets) targets.push_back(ResolveSimdTarget(name));
-  if (targets.empty()) return RunBenchRounds(o);
-  std::vector<BenchRecord> all;
   struct Restore {
-    ~Restore() { kernels::ForceSimdTarget(0); }
+    ~Restore() {
+      kernels::ForceKernel("");
+      kernels::ForceSimdTarget(0);
+    }
   } restore;
+  // --kernel: the row must exist on the target in force.
+  const auto force_row = [&o] {
+    if (o.kernel.empty()) return;
+    std::string rows;
+    for (const kernels::KernelRow& r : kernels::KernelTable()) {
+      if (r.name == o.kernel) {
+        kernels::ForceKernel(o.kernel);
+        return;
+      }
+      rows += (rows.empty() ? "" : ", ") + r.name;
+    }
+    Fail("--kernel: '{}' is no row of the kernel table on SIMD target {} (its rows: {})", o.kernel,
+         kernels::ActiveSimdTarget(), rows);
+  };
+  if (targets.empty()) {
+    force_row();
+    return RunBenchRounds(o);
+  }
+  std::vector<BenchRecord> all;
   for (int64_t t : targets) {
+    kernels::ForceKernel("");
     kernels::ForceSimdTarget(t);
+    force_row();
     std::fprintf(stderr, "SIMD target %s\n", kernels::SimdTargetName(t).c_str());
     std::vector<BenchRecord> records = RunBenchRounds(o);
     all.insert(all.end(), records.begin(), records.end());

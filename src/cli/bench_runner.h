@@ -44,6 +44,12 @@ struct BenchOptions {
   // machine; names as SimdTargetName, case-insensitive). Empty: the target
   // dispatch picks.
   std::vector<std::string> simd_targets;
+  // A row of the kernel table (table.h) to force for its op instead of the
+  // one dispatch would pick (e.g. "ternary.matmul_u8.madd": the row a CPU
+  // without VNNI runs); other ops dispatch as usual. Under each of
+  // simd_targets in turn when given; a problem the row does not admit is an
+  // error naming it. Empty: dispatch picks.
+  std::string kernel;
   // ternary (issue 18): fraction of PE-wise groups kept (p is the group
   // length: group_ch · taps for a conv's im2col matrix) and the
   // ternarizer's threshold t; seeded random weights projected.

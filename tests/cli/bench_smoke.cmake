@@ -142,3 +142,25 @@ execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --simd-target avx9
 if(rc EQUAL 0 OR NOT err MATCHES "'avx9' is not a SIMD target" OR NOT err MATCHES "available: .*SSE4")
   message(FATAL_ERROR "--simd-target avx9 should fail naming the available targets (${rc}):\n${err}")
 endif()
+# --kernel: the named row of the kernel table runs in place of dispatch's
+# pick (here the 8-bit product's fallback, on every machine's table), under
+# --simd-target too; an unknown row is an error that lists the target's rows.
+foreach(targets "" "--simd-target;sse4")
+  execute_process(COMMAND ${PERMDNN} bench --layers 64x144 --format ternary-u8 --p 16 --batch 4 --act-density 1
+                          --threads 1 --min-time 0 --reps 1 --kernel ternary.matmul_u8.plain ${targets} --json ${OUT}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "bench --kernel ternary.matmul_u8.plain ${targets} failed (${rc}):\n${out}\n${err}")
+  endif()
+  file(READ ${OUT} json)
+  string(JSON k0 GET "${json}" records 0 kernel)
+  if(NOT k0 STREQUAL "ternary.matmul_u8.plain")
+    message(FATAL_ERROR "bench --kernel ternary.matmul_u8.plain ${targets} ran '${k0}'")
+  endif()
+endforeach()
+execute_process(COMMAND ${PERMDNN} bench --layers 64x96 --kernel ternary.matmul_u8.nope
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "'ternary.matmul_u8.nope' is no row of the kernel table on SIMD target"
+   OR NOT err MATCHES "ternary.matmul_u8.plain")
+  message(FATAL_ERROR "--kernel ternary.matmul_u8.nope should fail listing the rows (${rc}):\n${err}")
+endif()
