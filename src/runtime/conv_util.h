@@ -52,6 +52,12 @@ void Im2Col(const WindowGeometry& g, const int16_t* x, int64_t channels, int16_t
 void BatchNormPlain(const float* x, const std::vector<int64_t>& shape, const float* scale, const float* bias,
                     const float* mean, const float* var, float eps, float* y);
 
+// The fused BatchNormalization of ctx's node (NodeDef::post_ops), if any, as
+// per-channel factors: y = x·a + shift, a = scale / sqrt(var + eps), shift =
+// bias − mean·a (what a conv folds into its weights, or its row scales, and
+// bias). Returns false, leaving both empty, when the node has none.
+bool FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>* a, std::vector<float>* shift);
+
 // Checks the fused post-ops' inputs of ctx's node against its output shape
 // (BatchNormalization parameters: one per channel; an Add operand must
 // broadcast to it); Error naming the node and the absorbed node. Returns

@@ -28,10 +28,24 @@ std::optional<float> LoadTimeScalar(int id, const std::vector<NodeDef>& nodes, c
 }
 
 // The ops whose kernels apply NodeDef::post_ops (ops_cnn.cc ConvOp,
-// ops_permdiag.cc PermDiagConvOp).
+// ops_permdiag.cc PermDiagConvOp, ops_ternary.cc TernaryConvOp).
 bool IsConvLike(const NodeDef& n) {
-  return (n.op_type == "Conv" && n.domain.empty()) ||
-         (IsPermDnnDomain(n.domain) && n.op_type == formats::Format(formats::Kind::kPermDiag).conv->name);
+  if (n.op_type == "Conv" && n.domain.empty()) return true;
+  if (!IsPermDnnDomain(n.domain)) return false;
+  for (formats::Kind k : {formats::Kind::kPermDiag, formats::Kind::kTernary})
+    if (n.op_type == formats::Format(k).conv->name) return true;
+  return false;
+}
+
+// The inputs a conv-like node has before any post-op's: X, W, B for Conv;
+// X and the format's array slots (formats/registry.h) for a compressed conv.
+std::size_t FixedInputs(const NodeDef& n) {
+  if (!IsPermDnnDomain(n.domain)) return 3;
+  const formats::FormatTraits* f = formats::FindFormat(n.domain, n.op_type, [](int) { return true; }, false, &n.attrs);
+  int last = 0;
+  if (f)
+    for (const formats::ArraySpec& a : f->arrays) last = std::max(last, a.slot);
+  return static_cast<std::size_t>(last) + 1;
 }
 
 // Output channels of a conv-like node when known at load, else -1.
@@ -162,7 +176,7 @@ int FuseForInference(std::vector<NodeDef>& nodes, std::vector<Value>& values) {
       // The post-op's inputs become inputs of the fused node (after X, W, B /
       // X, values, offsets, bias), so planning sees them; PostOp::inputs
       // holds their positions.
-      const std::size_t fixed = conv.op_type == "Conv" ? 3 : 4;
+      const std::size_t fixed = FixedInputs(conv);
       if (conv.inputs.size() < fixed) conv.inputs.resize(fixed, -1);
       for (int& id : post.inputs) {
         conv.inputs.push_back(id);

@@ -293,16 +293,12 @@ class ConvOp : public OpKernel {
     w_folded_.assign(w.f(), w.f() + w.size());
     b_folded_.assign(static_cast<std::size_t>(m), 0.0f);
     if (const Value* b = ctx.In(2)) std::copy(b->f(), b->f() + m, b_folded_.begin());
-    for (const PostOp& p : n_.post_ops) {
-      if (p.op_type != "BatchNormalization") continue;
-      const float *sc = ctx.in[p.inputs[0]]->f(), *bi = ctx.in[p.inputs[1]]->f(), *mu = ctx.in[p.inputs[2]]->f(),
-                  *var = ctx.in[p.inputs[3]]->f();
+    std::vector<float> a, shift;
+    if (FusedNormFactors(ctx, m, &a, &shift))
       for (int64_t o = 0; o < m; ++o) {
-        const float a = sc[o] / std::sqrt(var[o] + p.epsilon);
-        for (int64_t i = 0; i < per; ++i) w_folded_[o * per + i] *= a;
-        b_folded_[o] = b_folded_[o] * a + (bi[o] - mu[o] * a);
+        for (int64_t i = 0; i < per; ++i) w_folded_[o * per + i] *= a[o];
+        b_folded_[o] = b_folded_[o] * a[o] + shift[o];
       }
-    }
     b_mem_ = dnnl::memory({{m}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a}, DnnlEngine(),
                           b_folded_.data());
   }
@@ -797,6 +793,24 @@ bool ValidatePostOps(const OpContext& ctx, const std::vector<int64_t>& out) {
     }
   }
   return same;
+}
+
+bool FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>* a, std::vector<float>* shift) {
+  a->clear();
+  shift->clear();
+  for (const PostOp& p : ctx.node->post_ops) {
+    if (p.op_type != "BatchNormalization") continue;
+    const float *g = ctx.in[p.inputs[0]]->f(), *b = ctx.in[p.inputs[1]]->f(), *mu = ctx.in[p.inputs[2]]->f(),
+                *var = ctx.in[p.inputs[3]]->f();
+    a->resize(static_cast<std::size_t>(channels));
+    shift->resize(static_cast<std::size_t>(channels));
+    for (int64_t o = 0; o < channels; ++o) {
+      (*a)[o] = g[o] / std::sqrt(var[o] + p.epsilon);
+      (*shift)[o] = b[o] - mu[o] * (*a)[o];
+    }
+    return true;
+  }
+  return false;
 }
 
 void ApplyPostOpsPlain(const OpContext& ctx, float* y, const std::vector<int64_t>& shape) {

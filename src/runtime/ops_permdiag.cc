@@ -504,26 +504,10 @@ class PermDiagConvOp : public CompressedOp {
     return q;
   }
 
-  // A fused BatchNormalization as per-channel scale a = gamma / sqrt(var +
-  // eps) and shift beta - mean·a (both empty without one).
-  void FoldedNorm(const OpContext& ctx, std::vector<float>* scale, std::vector<float>* shift) const {
-    for (const PostOp& p : n_.post_ops) {
-      if (p.op_type != "BatchNormalization") continue;
-      const float *g = ctx.in[p.inputs[0]]->f(), *b = ctx.in[p.inputs[1]]->f(), *mu = ctx.in[p.inputs[2]]->f(),
-                  *var = ctx.in[p.inputs[3]]->f();
-      scale->resize(out_);
-      shift->resize(out_);
-      for (int64_t o = 0; o < out_; ++o) {
-        (*scale)[o] = g[o] / std::sqrt(var[o] + p.epsilon);
-        (*shift)[o] = b[o] - mu[o] * (*scale)[o];
-      }
-    }
-  }
-
   // The kernel's packing, with a fused BatchNormalization folded in.
   void BuildPack(const OpContext& ctx, int lanes) {
     std::vector<float> scale, shift;
-    FoldedNorm(ctx, &scale, &shift);
+    FusedNormFactors(ctx, out_, &scale, &shift);
     pack_ = kernels::PermDiagConvPack::Build(values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw,
                                              lanes, bias_, scale, shift);
   }
@@ -537,7 +521,7 @@ class PermDiagConvOp : public CompressedOp {
     SetDnnlThreads(1);
     if (!grouped_init_ || gconv_.lanes() != L.block) {  // (the lanes change only with a forced SIMD target)
       std::vector<float> scale, shift;
-      FoldedNorm(ctx, &scale, &shift);
+      FusedNormFactors(ctx, out_, &scale, &shift);
       grouped_ok_ = gconv_.Init(values_, offsets_, bias_, scale, shift, out_, in_, p_, g_, L.block);
       grouped_init_ = true;
     }

@@ -558,6 +558,63 @@ TEST(RuntimeCnn, LoneStrideTwoTernaryConv) {
   fs::remove_all(dir);
 }
 
+// TernaryConv chains (issue 18): the load-time fusion folds a following
+// BatchNormalization into the ternary rows' scales and bias (negative γ
+// included: the folded scale changes sign) and applies the residual Add
+// (of the output's shape, or broadcast) and Relu / Clip after the product;
+// fp32 against the reference path (no fusion), and the int8 path within
+// its quantization of it, at batch 1 and 3.
+TEST(RuntimeCnn, TernaryConvChainsFoldTheirPostOps) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("permdnn_ternary_fused_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    Builder b({1, 4, 12, 12});
+    std::string t = b.Node("Relu", {b.Conv("x", "stem", 4, 16, 3, 1, 1, true, 1)}, "stem_relu").output(0);
+    std::string u = b.Bn(b.Conv(t, "t1", 16, 16, 3, 1, 1, false, 2), "bn1", 16, 3);
+    t = b.Node("Relu", {b.Node("Add", {u, t}, "res").output(0)}, "res_relu").output(0);
+    std::string v = b.Conv(t, "t2", 16, 8, 3, 2, 1, true, 4);  // stride 2: the im2col columns
+    v = b.Node("Add", {v, b.Init("shift", {1, 8, 1, 1}, Randn(8, 5))}, "shift_add").output(0);
+    auto& clip = b.Node("Clip", {v}, "clip");
+    clip.add_input(b.Init("lo", {}, {0.0f}));
+    clip.add_input(b.Init("hi", {}, {1.5f}));
+    b.Output(b.Node("GlobalAveragePool", {clip.output(0)}, "y").output(0));
+    std::ofstream f(dir / "dense.onnx", std::ios::binary);
+    f << b.Bytes();
+  }
+  CompressOptions o;
+  o.spec = "dense,t1=ternary:group=4:density=0.5,t2=ternary:group=4:density=0.5";
+  const ExportReport rep = CompressOnnx((dir / "dense.onnx").string(), (dir / "t.onnx").string(), o);
+  int ternary = 0;
+  for (const auto& l : rep.layers) ternary += l.op == "TernaryConv";
+  ASSERT_EQ(ternary, 2);
+  const std::string file = (dir / "t.onnx").string();
+  Model ref = Model::Load(file, {.reference = true}), fast = Model::Load(file, {.profile = true});
+  Model q8 = Model::Load(file, {.int8 = true, .profile = true});
+  q8.Calibrate(Randn(6 * 4 * 12 * 12, 97), std::vector<int64_t>{6, 4, 12, 12});
+  for (int64_t batch : {1, 3}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    Tensor x = Tensor::Float({batch, 4, 12, 12}, Randn(batch * 4 * 12 * 12, 30 + batch));
+    const Tensor want = ref.Run({x})[0], got8 = q8.Run({x})[0];
+    ExpectNearScaled(want, fast.Run({x})[0], 16 * 9 * 3);
+    float top = 0, diff8 = 0;
+    for (int64_t i = 0; i < want.size(); ++i) {
+      top = std::max(top, std::fabs(want.f()[i]));
+      diff8 = std::max(diff8, std::fabs(want.f()[i] - got8.f()[i]));
+    }
+    EXPECT_GT(top, 0.0f);
+    EXPECT_LT(diff8, 0.05f * top);
+  }
+  for (const Model* m : {&fast, &q8}) {
+    std::map<std::string, NodeProfile> by_name;
+    for (const NodeProfile& q : m->Profile()) by_name[q.name] = q;
+    EXPECT_EQ(by_name.at("t1").op_type, "TernaryConv+BatchNormalization+Add+Relu");
+    EXPECT_EQ(by_name.at("t2").op_type, "TernaryConv+Add+Clip");
+    EXPECT_EQ(by_name.count("bn1") + by_name.count("res") + by_name.count("clip"), 0u);
+  }
+  fs::remove_all(dir);
+}
+
 // PermDiagConv chains on the permuted-diagonal conv kernel: BatchNormalization
 // folded into its packing, a residual Add and Relu / Clip in its epilogue,
 // 3x3 and 1x1 at stride 1 and 2, p = 4, 8 and 16, channel counts that leave
