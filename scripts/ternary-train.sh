@@ -100,8 +100,7 @@ stream_res3() {  # resnet with 3 compressed epochs (the last at lr 5e-5): WPC an
   fi
 }
 
-stream_resq3() {  # resnet, 3 compressed epochs: WPC with θ = the median group norm (the pruning line at density 0.5)
-  train_run resnet-dense --model resnet --width 16 --compress dense --epochs 2 "${RES_LIMIT[@]}"
+stream_resq3() {  # resnet, 3 compressed epochs: WPC with θ = the median group norm (after STREAMS=resnet's dense run)
   if need_run resnet-dense resnet-wpcq-e3; then
     tern_run resnet-wpcq-e3 --compress "ternary:group=$G:density=$D:wpcq=0.5" "${RES3_FT[@]}" --from "$RUNS/resnet-dense"
   fi
@@ -142,9 +141,8 @@ stream_resfull6() {  # the same pair with twice the fine-tuning
 # resnet-full, 6 epochs: WPC with θ = the median group norm (wpcq=0.5: the
 # groups below the line that pruning at density 0.5 draws are pushed to zero,
 # the kept half is left alone), at the two λ (5e-4 and 1e-3).
-stream_resfullq6() {
+stream_resfullq6() {  # after STREAMS=resfull's dense run
   local ft=(--model resnet --width 16 --epochs 6 --lr 5e-4)
-  train_run resnet-full-dense --model resnet --width 16 --compress dense --epochs 3
   if need_run resnet-full-dense resnet-full-wpcq-e6; then
     tern_run resnet-full-wpcq-e6 --compress "ternary:group=$G:density=$D:wpcq=0.5" "${ft[@]}" \
       --from "$RUNS/resnet-full-dense" &

@@ -207,6 +207,7 @@ void AddBenchCommand(CLI::App& app) {
                   "--blas-per-target needs --simd-target (the targets to run in processes of their own)");
     std::vector<BenchRecord> records;
     if (args->blas_per_target) {
+      CheckKernelRow(o);
       nlohmann::json cores;
       records = RunTargetsInChildren(o.simd_targets, &cores);
       env["openblas_per_target"] = cores;

@@ -180,6 +180,28 @@ int64_t ResolveSimdTarget(const std::string& name) {
   Fail("--simd-target: '{}' is not a SIMD target this build and CPU run (available: {})", name, known);
 }
 
+void CheckKernelRow(const BenchOptions& o) {
+  if (o.kernel.empty()) return;
+  std::vector<int64_t> targets;
+  for (const std::string& name : o.simd_targets) targets.push_back(ResolveSimdTarget(name));
+  if (targets.empty()) targets.push_back(0);  // the target dispatch picks
+  struct Restore {  // the CLI runs with no target forced before RunBench
+    ~Restore() { kernels::ForceSimdTarget(0); }
+  } restore;
+  for (int64_t t : targets) {
+    kernels::ForceSimdTarget(t);
+    std::string rows;
+    bool found = false;
+    for (const kernels::KernelRow& r : kernels::KernelTable()) {
+      found = found || r.name == o.kernel;
+      rows += (rows.empty() ? "" : ", ") + r.name;
+    }
+    if (!found)
+      Fail("--kernel: '{}' is no row of the kernel table on SIMD target {} (its rows: {})", o.kernel,
+           kernels::ActiveSimdTarget(), rows);
+  }
+}
+
 std::vector<BenchRecord> RunBench(const BenchOptions& o) {
   CheckOptions(o);
   std::vector<int64_t> targets;
@@ -190,19 +212,11 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
       kernels::ForceSimdTarget(0);
     }
   } restore;
-  // --kernel: the row must exist on the target in force.
+  // --kernel: the row must exist on every target asked for, checked before
+  // anything runs (CheckKernelRow).
+  CheckKernelRow(o);
   const auto force_row = [&o] {
-    if (o.kernel.empty()) return;
-    std::string rows;
-    for (const kernels::KernelRow& r : kernels::KernelTable()) {
-      if (r.name == o.kernel) {
-        kernels::ForceKernel(o.kernel);
-        return;
-      }
-      rows += (rows.empty() ? "" : ", ") + r.name;
-    }
-    Fail("--kernel: '{}' is no row of the kernel table on SIMD target {} (its rows: {})", o.kernel,
-         kernels::ActiveSimdTarget(), rows);
+    if (!o.kernel.empty()) kernels::ForceKernel(o.kernel);
   };
   if (targets.empty()) {
     force_row();

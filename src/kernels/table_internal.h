@@ -41,8 +41,10 @@ const Row<Fn>* Pick(std::span<const Row<Fn>> rows, const KernelProblem& q) {
   if (forced != nullptr) {
     for (const Row<Fn>& r : rows)
       if (std::string_view(forced) == r.name) {
-        PERMDNN_CHECK(r.admits(q), "kernel {} forced, but it does not admit p={} {}x{} batch {}", r.name, q.p, q.rows,
-                      q.cols, q.batch);
+        PERMDNN_CHECK(r.admits(q),
+                      "kernel {} forced, but it does not admit p={} {}x{} batch {} (a row may also need a CPU "
+                      "feature the target does not imply, e.g. VNNI)",
+                      r.name, q.p, q.rows, q.cols, q.batch);
         return &r;
       }
   }

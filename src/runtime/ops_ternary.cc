@@ -28,6 +28,7 @@
 // output after its product (1.24x on the Fashion-MNIST resnet at B=1 with
 // --int8 against the separate BatchNormalization, Add and Relu nodes).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -62,6 +63,12 @@ kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits&
     for (int64_t r = 0; r < w.g.out; ++r) {
       w.scale[r] *= a[r];
       w.bias[r] = w.bias[r] * a[r] + shift[r];
+      if (!std::isfinite(w.scale[r]) || !std::isfinite(w.bias[r]))
+        for (const PostOp& p : ctx.node->post_ops)
+          if (p.op_type == "BatchNormalization")
+            ctx.Fail("fused BatchNormalization '{}': channel {} folds to a non-finite scale or bias "
+                     "(scale {} / sqrt(var {} + epsilon))",
+                     p.name, r, ctx.in[p.inputs[0]]->f()[r], ctx.in[p.inputs[3]]->f()[r]);
     }
   }
   *bias = std::move(w.bias);
@@ -125,14 +132,15 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
       ready_ = true;
     }
     add_input_ = -1;
+    relu_ = false;
     lo_ = -std::numeric_limits<float>::infinity();
     hi_ = std::numeric_limits<float>::infinity();
-    for (const PostOp& p : ctx.node->post_ops) {
+    for (const PostOp& p : ctx.node->post_ops) {  // one activation at most (fusion.cc)
       if (p.op_type == "Add") add_input_ = p.inputs[0];
-      if (p.op_type == "Relu") lo_ = std::max(lo_, 0.0f);
+      if (p.op_type == "Relu") relu_ = true;
       if (p.op_type == "Clip") {
-        lo_ = std::max(lo_, p.lo);
-        hi_ = std::min(hi_, p.hi);
+        lo_ = p.lo;
+        hi_ = p.hi;
       }
     }
     const WindowGeometry& g = g_win_;
@@ -287,11 +295,14 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const float lo = lo_, hi = hi_;
     if (r)
       for (int64_t i = 0; i < count; ++i) y[i] += r[i];
-    if (lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity())
-      for (int64_t i = 0; i < count; ++i) {
+    if (relu_) {  // as the Relu node: NaN → 0
+      for (int64_t i = 0; i < count; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    } else if (lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity()) {
+      for (int64_t i = 0; i < count; ++i) {  // as the Clip node: NaN stays NaN
         const float v = y[i] < lo ? lo : y[i];
         y[i] = v > hi ? hi : v;
       }
+    }
   }
 
   static uint8_t* At64(uint8_t* p) {
@@ -350,9 +361,9 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
   bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
-       planar_ = false, add_same_shape_ = true;
+       planar_ = false, add_same_shape_ = true, relu_ = false;
   int add_input_ = -1;  // a fused Add's operand (input position), or -1
-  float lo_ = 0, hi_ = 0;  // the fused Relu / Clip bounds (±inf without)
+  float lo_ = 0, hi_ = 0;  // a fused Clip's bounds (±inf without)
   double x_max_ = 0, x_min_ = 0;
   float x_scale_ = 1.0f;
   kernels::TernaryU8Scale q8_;

@@ -164,3 +164,15 @@ if(rc EQUAL 0 OR NOT err MATCHES "'ternary.matmul_u8.nope' is no row of the kern
    OR NOT err MATCHES "ternary.matmul_u8.plain")
   message(FATAL_ERROR "--kernel ternary.matmul_u8.nope should fail listing the rows (${rc}):\n${err}")
 endif()
+# --kernel is checked on every --simd-target before anything is timed: the
+# 8-bit product's .madd row exists on AVX2 but not on SSE4, so this fails
+# naming SSE4 without having run the AVX2 pass (when this CPU has AVX2).
+execute_process(COMMAND ${PERMDNN} bench --layers 64x144 --format ternary-u8 --p 16 --batch 4 --act-density 1
+                        --threads 1 --min-time 0 --reps 1 --simd-target avx2,sse4 --kernel ternary.matmul_u8.madd
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(err MATCHES "'avx2' is not a SIMD target")
+  message(STATUS "no AVX2 on this CPU: the two-target --kernel check is skipped")
+elseif(rc EQUAL 0 OR NOT err MATCHES "'ternary.matmul_u8.madd' is no row of the kernel table on SIMD target SSE4"
+       OR err MATCHES "SIMD target AVX2\n")
+  message(FATAL_ERROR "--kernel should be refused for SSE4 before the AVX2 pass runs (${rc}):\n${out}\n${err}")
+endif()

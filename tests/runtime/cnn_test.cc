@@ -590,28 +590,54 @@ TEST(RuntimeCnn, TernaryConvChainsFoldTheirPostOps) {
   ASSERT_EQ(ternary, 2);
   const std::string file = (dir / "t.onnx").string();
   Model ref = Model::Load(file, {.reference = true}), fast = Model::Load(file, {.profile = true});
+  Model q16 = Model::Load(file, {.int16 = true, .profile = true});
   Model q8 = Model::Load(file, {.int8 = true, .profile = true});
+  q16.Calibrate(Randn(6 * 4 * 12 * 12, 97), std::vector<int64_t>{6, 4, 12, 12});
   q8.Calibrate(Randn(6 * 4 * 12 * 12, 97), std::vector<int64_t>{6, 4, 12, 12});
   for (int64_t batch : {1, 3}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
     Tensor x = Tensor::Float({batch, 4, 12, 12}, Randn(batch * 4 * 12 * 12, 30 + batch));
-    const Tensor want = ref.Run({x})[0], got8 = q8.Run({x})[0];
+    const Tensor want = ref.Run({x})[0], got16 = q16.Run({x})[0], got8 = q8.Run({x})[0];
     ExpectNearScaled(want, fast.Run({x})[0], 16 * 9 * 3);
-    float top = 0, diff8 = 0;
+    float top = 0, diff16 = 0, diff8 = 0;
     for (int64_t i = 0; i < want.size(); ++i) {
       top = std::max(top, std::fabs(want.f()[i]));
+      diff16 = std::max(diff16, std::fabs(want.f()[i] - got16.f()[i]));
       diff8 = std::max(diff8, std::fabs(want.f()[i] - got8.f()[i]));
     }
     EXPECT_GT(top, 0.0f);
+    EXPECT_LT(diff16, 0.01f * top);
     EXPECT_LT(diff8, 0.05f * top);
   }
-  for (const Model* m : {&fast, &q8}) {
+  for (const Model* m : {&fast, &q16, &q8}) {
     std::map<std::string, NodeProfile> by_name;
     for (const NodeProfile& q : m->Profile()) by_name[q.name] = q;
     EXPECT_EQ(by_name.at("t1").op_type, "TernaryConv+BatchNormalization+Add+Relu");
     EXPECT_EQ(by_name.at("t2").op_type, "TernaryConv+Add+Clip");
     EXPECT_EQ(by_name.count("bn1") + by_name.count("res") + by_name.count("clip"), 0u);
   }
+  // A BatchNormalization whose factor is not finite (var = −epsilon): a clear
+  // error naming it, at load.
+  {
+    Builder b({1, 4, 6, 6});
+    std::string t = b.Conv("x", "t1", 4, 8, 3, 1, 1, true, 2);
+    auto& bn = b.Node("BatchNormalization",
+                      {t, b.Init("s", {8}, Randn(8, 1)), b.Init("bb", {8}, Randn(8, 2)), b.Init("m", {8}, Randn(8, 3)),
+                       b.Init("v", {8}, std::vector<float>(8, -1e-5f))},
+                      "bad_bn");
+    b.Output(bn.output(0));
+    std::ofstream f(dir / "badbn.onnx", std::ios::binary);
+    f << b.Bytes();
+  }
+  o.spec = "t1=ternary:group=4:density=0.5";
+  try {  // compress loads what it wrote: it refuses the file and leaves none
+    CompressOnnx((dir / "badbn.onnx").string(), (dir / "badbn-t.onnx").string(), o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused BatchNormalization 'bad_bn'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "badbn-t.onnx"));
   fs::remove_all(dir);
 }
 
