@@ -74,7 +74,8 @@ def main():
       "one LibTorch thread per run (the runtime's `permdnn eval`: one thread, Highway's best target, AVX3 here), `nice -n 10`. Seconds are wall-clock: most runs shared the machine with other agents' builds "
       "and runs; the `alpha=layer` rows and resnet-full's 3-epoch rows ran on a quiet machine (2026-12-04 22:40-23:15 UTC); "
       "resnet-full's 6-epoch rows, cnn's wpcq row and its 3-epoch lasso row ran on 2026-12-05 07:00-08:50 UTC with 3-7 "
-      "of this project's own trainings and builds sharing the 2 cores, so no two rows' times compare.")
+      "of this project's own trainings and builds sharing the 2 cores; the median-θ rows of resnet (3 epochs) and "
+      "resnet-full (6 epochs) on 2026-12-06 01:50-03:27 UTC with up to six, so no two rows' times compare.")
     w("")
     for model in ("mlp", "cnn", "resnet", "resnet-full"):
         dense = load(results, f"{model}-dense")
