@@ -12,7 +12,7 @@
 #
 # Environment (defaults in brackets): PERMDNN, RUNS [runs/recurrent-lr],
 # RESULTS [results/recurrent-lr], THREADS per run [1], NICE [10], SEED [1],
-# TASKS [lstm charlm], LSTM_LRS [1e-3 2e-3 3e-3 5e-3 8e-3], LM_LRS [1e-3 2e-3 5e-3 8e-3].
+# TASKS [lstm charlm], LSTM_LRS [1e-3 2e-3 3e-3 5e-3 8e-3], LM_LRS [1e-3 2e-3 5e-3 8e-3 1.2e-2].
 # Every run is `permdnn train ... --resume` into $RUNS/TASK-MODEL-lrLR
 # (scripts/lib.sh's train_run: a finished run directory is copied, not
 # retrained); the section checks that each result was trained with the
@@ -27,7 +27,7 @@ NICE=${NICE:-10}
 SEED=${SEED:-1}
 TASKS=${TASKS:-lstm charlm}
 LSTM_LRS=${LSTM_LRS:-1e-3 2e-3 3e-3 5e-3 8e-3}
-LM_LRS=${LM_LRS:-1e-3 2e-3 5e-3 8e-3}
+LM_LRS=${LM_LRS:-1e-3 2e-3 5e-3 8e-3 1.2e-2}
 DOC=${DOC:-docs/recurrent.md}
 mkdir -p "$RUNS" "$RESULTS"
 say() { echo "[recurrent-lr] $*"; }
