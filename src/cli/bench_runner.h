@@ -87,14 +87,14 @@ struct BenchRecord {
 // break-even` uses the same).
 void FillNormal(std::span<float> v, uint64_t seed);
 
-// Validates the options (formats, p >= 1, batch >= 1, 0 <= density <= 1,
-// threads >= 1) and runs everything; shows a progress line on a terminal.
 // Fails (naming the target and listing its rows) unless options.kernel is
 // empty or a row of the kernel table on every one of options.simd_targets
 // (or on the target dispatch picks); RunBench calls it before it times
 // anything, and the --blas-per-target parent before it starts its children.
 void CheckKernelRow(const BenchOptions& options);
 
+// Validates the options (formats, p >= 1, batch >= 1, 0 <= density <= 1,
+// threads >= 1) and runs everything; shows a progress line on a terminal.
 std::vector<BenchRecord> RunBench(const BenchOptions& options);
 
 // The environment the numbers were taken in (CPU, SIMD target, kernel path,
