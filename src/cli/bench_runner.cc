@@ -224,9 +224,8 @@ std::vector<BenchRecord> RunBench(const BenchOptions& o) {
   }
   std::vector<BenchRecord> all;
   for (int64_t t : targets) {
-    kernels::ForceKernel("");
     kernels::ForceSimdTarget(t);
-    force_row();
+    force_row();  // again: ForceKernel checks the row on the target in force
     std::fprintf(stderr, "SIMD target %s\n", kernels::SimdTargetName(t).c_str());
     std::vector<BenchRecord> records = RunBenchRounds(o);
     all.insert(all.end(), records.begin(), records.end());

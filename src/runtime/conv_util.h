@@ -55,8 +55,14 @@ void BatchNormPlain(const float* x, const std::vector<int64_t>& shape, const flo
 // The fused BatchNormalization of ctx's node (NodeDef::post_ops), if any, as
 // per-channel factors: y = x·a + shift, a = scale / sqrt(var + eps), shift =
 // bias − mean·a (what a conv folds into its weights, or its row scales, and
-// bias). Returns false, leaving both empty, when the node has none.
-bool FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>* a, std::vector<float>* shift);
+// bias). Returns that post-op, or nullptr (both left empty) when the node
+// has none.
+const PostOp* FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>* a,
+                               std::vector<float>* shift);
+
+// y[0, count) through a fused Relu or Clip post-op, as the Relu and Clip
+// nodes compute it (Relu: NaN → 0; Clip: NaN stays NaN).
+void ApplyActivationPlain(const PostOp& p, float* y, int64_t count);
 
 // Checks the fused post-ops' inputs of ctx's node against its output shape
 // (BatchNormalization parameters: one per channel; an Add operand must

@@ -795,7 +795,8 @@ bool ValidatePostOps(const OpContext& ctx, const std::vector<int64_t>& out) {
   return same;
 }
 
-bool FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>* a, std::vector<float>* shift) {
+const PostOp* FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>* a,
+                               std::vector<float>* shift) {
   a->clear();
   shift->clear();
   for (const PostOp& p : ctx.node->post_ops) {
@@ -808,9 +809,18 @@ bool FusedNormFactors(const OpContext& ctx, int64_t channels, std::vector<float>
       (*a)[o] = g[o] / std::sqrt(var[o] + p.epsilon);
       (*shift)[o] = b[o] - mu[o] * (*a)[o];
     }
-    return true;
+    return &p;
   }
-  return false;
+  return nullptr;
+}
+
+void ApplyActivationPlain(const PostOp& p, float* y, int64_t count) {
+  if (p.op_type == "Relu") {
+    for (int64_t i = 0; i < count; ++i) y[i] = y[i] > 0 ? y[i] : 0.0f;
+  } else if (p.op_type == "Clip") {
+    const float lo = p.lo, hi = p.hi;  // locals: y may not alias them, so the loop vectorizes
+    for (int64_t i = 0; i < count; ++i) y[i] = std::min(std::max(y[i], lo), hi);
+  }
 }
 
 void ApplyPostOpsPlain(const OpContext& ctx, float* y, const std::vector<int64_t>& shape) {
@@ -822,10 +832,8 @@ void ApplyPostOpsPlain(const OpContext& ctx, float* y, const std::vector<int64_t
     } else if (p.op_type == "Add") {
       const Value& a = *ctx.in[p.inputs[0]];
       AddBroadcastInPlace(y, shape, a.f(), a.shape, ctx);
-    } else if (p.op_type == "Relu") {
-      for (int64_t i = 0; i < size; ++i) y[i] = y[i] > 0 ? y[i] : 0.0f;
-    } else if (p.op_type == "Clip") {
-      for (int64_t i = 0; i < size; ++i) y[i] = std::min(std::max(y[i], p.lo), p.hi);
+    } else {
+      ApplyActivationPlain(p, y, size);
     }
   }
 }

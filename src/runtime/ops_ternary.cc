@@ -58,17 +58,15 @@ kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits&
                               std::vector<float>* bias, int64_t taps = 1) {
   formats::Weights w = ReadWeights(ctx, f, conv);
   std::vector<float> a, shift;
-  if (FusedNormFactors(ctx, w.g.out, &a, &shift)) {
+  if (const PostOp* bn = FusedNormFactors(ctx, w.g.out, &a, &shift)) {
     w.bias.resize(static_cast<std::size_t>(w.g.out), 0.0f);
     for (int64_t r = 0; r < w.g.out; ++r) {
       w.scale[r] *= a[r];
       w.bias[r] = w.bias[r] * a[r] + shift[r];
       if (!std::isfinite(w.scale[r]) || !std::isfinite(w.bias[r]))
-        for (const PostOp& p : ctx.node->post_ops)
-          if (p.op_type == "BatchNormalization")
-            ctx.Fail("fused BatchNormalization '{}': channel {} folds to a non-finite scale or bias "
-                     "(scale {} / sqrt(var {} + epsilon))",
-                     p.name, r, ctx.in[p.inputs[0]]->f()[r], ctx.in[p.inputs[3]]->f()[r]);
+        ctx.Fail("fused BatchNormalization '{}': channel {} folds to a non-finite scale or bias "
+                 "(scale {} / sqrt(var {} + epsilon))",
+                 bn->name, r, ctx.in[bn->inputs[0]]->f()[r], ctx.in[bn->inputs[3]]->f()[r]);
     }
   }
   *bias = std::move(w.bias);
@@ -132,16 +130,10 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
       ready_ = true;
     }
     add_input_ = -1;
-    relu_ = false;
-    lo_ = -std::numeric_limits<float>::infinity();
-    hi_ = std::numeric_limits<float>::infinity();
+    activation_ = nullptr;
     for (const PostOp& p : ctx.node->post_ops) {  // one activation at most (fusion.cc)
       if (p.op_type == "Add") add_input_ = p.inputs[0];
-      if (p.op_type == "Relu") relu_ = true;
-      if (p.op_type == "Clip") {
-        lo_ = p.lo;
-        hi_ = p.hi;
-      }
+      if (p.op_type == "Relu" || p.op_type == "Clip") activation_ = &p;
     }
     const WindowGeometry& g = g_win_;
     // A 2-D conv of stride 1 without dilation runs on "wide" columns: the
@@ -292,17 +284,9 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   // scales): y += r (an Add operand of y's shape, one sample while its
   // output is in cache), then Relu / Clip.
   void Finish(float* __restrict y, const float* __restrict r, int64_t count) const {
-    const float lo = lo_, hi = hi_;
     if (r)
       for (int64_t i = 0; i < count; ++i) y[i] += r[i];
-    if (relu_) {  // as the Relu node: NaN → 0
-      for (int64_t i = 0; i < count; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-    } else if (lo > -std::numeric_limits<float>::infinity() || hi < std::numeric_limits<float>::infinity()) {
-      for (int64_t i = 0; i < count; ++i) {  // as the Clip node: NaN stays NaN
-        const float v = y[i] < lo ? lo : y[i];
-        y[i] = v > hi ? hi : v;
-      }
-    }
+    if (activation_) ApplyActivationPlain(*activation_, y, count);
   }
 
   static uint8_t* At64(uint8_t* p) {
@@ -361,9 +345,9 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
   bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
-       planar_ = false, add_same_shape_ = true, relu_ = false;
-  int add_input_ = -1;  // a fused Add's operand (input position), or -1
-  float lo_ = 0, hi_ = 0;  // a fused Clip's bounds (±inf without)
+       planar_ = false, add_same_shape_ = true;
+  int add_input_ = -1;                   // a fused Add's operand (input position), or -1
+  const PostOp* activation_ = nullptr;   // a fused Relu / Clip (the node's, which outlives the op)
   double x_max_ = 0, x_min_ = 0;
   float x_scale_ = 1.0f;
   kernels::TernaryU8Scale q8_;
