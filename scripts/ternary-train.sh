@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, resq3, alpha, resfull, resfull6, resfullq6)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, resq3, alpha, resfull, resfull6, resfullq6, resfullseeds)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -150,6 +150,21 @@ stream_resfullq6() {  # after STREAMS=resfull's dense run
       --from "$RUNS/resnet-full-dense"
     wait
   fi
+}
+
+# resnet-full, 6 epochs: the median-θ WPC row and the plain lasso row again
+# with other data orders (--seed 2 and 3; the dense start stays seed 1's), so
+# the pair's difference can be set against the spread between seeds.
+stream_resfullseeds() {  # after STREAMS=resfull's dense run
+  local ft=(--model resnet --width 16 --epochs 6 --lr 5e-4) s
+  need_run resnet-full-dense resnet-full-wpcq-e6-s2 || return 0
+  for s in 2 3; do
+    SEED=$s tern_run "resnet-full-wpcq-e6-s$s" --compress "ternary:group=$G:density=$D:wpcq=0.5" "${ft[@]}" \
+      --from "$RUNS/resnet-full-dense" &
+    SEED=$s tern_run "resnet-full-lasso-e6-s$s" --compress "ternary:group=$G:density=$D:lambda=5e-4" "${ft[@]}" \
+      --from "$RUNS/resnet-full-dense"
+    wait
+  done
 }
 
 stream_resnet() {
