@@ -67,9 +67,10 @@ bool PermDiagRowPack::UsesChunks(const PermDiagMatrix& w, int64_t chunked_max_by
   const int64_t padded_blocks = (w.row_blocks() + group - 1) / group * group;
   const int64_t padded_bytes = padded_blocks * w.col_blocks() * p * static_cast<int64_t>(sizeof(float));
   // Where the pack kernels permute in registers instead of loading rotated
-  // slices (AVX-512: permute<4>, permute<8>, and full<1> at p = 16; AVX2:
-  // permute<4>), the pack stays chunk-major past L3 too. From DRAM it beat the row-major kernels
-  // (one thread, Zen 5, medians of 41): 4096x9216 p=4 0.86 vs 1.48 ms,
+  // slices (AVX-512: lanes<4>, permute<8>, and full<1> at p = 16; AVX2:
+  // lanes<4>), the pack stays chunk-major past L3 too. From DRAM it beat the row-major kernels
+  // (one thread, Zen 5, medians of 41; p = 4 measured with permute<4>, lanes<4>'s
+  // predecessor): 4096x9216 p=4 0.86 vs 1.48 ms,
   // 4096x25088 p=4 3.41 vs 6.45, p=8 1.34 vs 1.66, p=16 0.59 vs 0.77 (and
   // 0.62-0.65 vs 0.67-0.71 ms for the row-major kernel on AVX2, the
   // PreferredSimdTarget entry, alternating). On AVX2, p = 4: 4096x25088
@@ -77,7 +78,7 @@ bool PermDiagRowPack::UsesChunks(const PermDiagMatrix& w, int64_t chunked_max_by
   // alternating runs; at p = 8 and 16 AVX2's row-major streams stay faster
   // from DRAM (README).
   if (chunked_max_bytes == kChunkedMaxBytes) {
-    const char* row = p == 4 ? "permdiag.packed.permute<4>" : p == 8 ? "permdiag.packed.permute<8>"
+    const char* row = p == 4 ? "permdiag.packed.lanes<4>" : p == 8 ? "permdiag.packed.permute<8>"
                       : p == 16 ? "permdiag.packed.full<1>" : nullptr;
     if (row && KernelAdmits(row, {KernelOp::kPermDiagMatVecPacked, p, w.rows(), w.cols(), 1, true}))
       chunked_max_bytes = int64_t{1} << 40;
@@ -111,7 +112,7 @@ PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_
   pack.offsets.Resize(static_cast<std::size_t>(slots));
   pack.ForEachBlock([&](int64_t slot, int64_t I, int64_t J) {
     pack.offsets[slot] = static_cast<uint8_t>(w.offset(I, J));
-    std::memcpy(pack.values.data() + slot * p, w.block(I, J), sizeof(float) * p);
+    for (int e = 0; e < p; ++e) pack.values[pack.ValueIndex(slot, e)] = w.block(I, J)[e];
   });
   return pack;
 }
@@ -123,7 +124,7 @@ PermDiagMatrix PermDiagRowPack::Unpack() const {
   std::vector<uint16_t> k(static_cast<std::size_t>(row_blocks * col_blocks));
   ForEachBlock([&](int64_t slot, int64_t I, int64_t J) {
     k[I * col_blocks + J] = offsets[slot];
-    std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + slot * p, sizeof(float) * p);
+    for (int e = 0; e < p; ++e) v[(I * col_blocks + J) * p + e] = values[ValueIndex(slot, e)];
   });
   return PermDiagMatrix::FromParts(rows, cols, p, v, k);
 }

@@ -36,7 +36,7 @@ void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, f
     const int k = w.offsets[slot];
     for (int e = 0; e < p; ++e) {
       const int64_t col = J * p + (e + k) % p;
-      if (col < w.cols) acc[I * p + e] += static_cast<double>(w.values[slot * p + e]) * x[col];
+      if (col < w.cols) acc[I * p + e] += static_cast<double>(w.values[w.ValueIndex(slot, e)]) * x[col];
     }
   });
   for (int64_t r = 0; r < w.rows; ++r) y[r] = static_cast<float>(acc[r] + (bias ? bias[r] : 0.0));

@@ -527,7 +527,8 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
 }
 
 // Case B with one lane permutation instead of joined loads, for R = 64/P = N,
-// N/2 or 2N and 2P <= N (p = 4 and 8 on AVX-512, p = 4 on AVX2): the step's R
+// N/2 or 2N and 2P <= N (p = 8 on AVX-512; p = 4, which it ran on AVX2 and
+// AVX-512 too, now has its own layout and lanes<4>): the step's R
 // one-byte offsets are one or two loads widened to 32-bit lanes; for vector
 // a, lane (r, c) of its G = N/P row blocks takes the doubled input's element
 // k[a·G + r] + c (< 2P <= N), so the index is a table lookup of the offsets
@@ -582,6 +583,56 @@ template <int P>
 bool AdmitsPackedPermute(const KernelProblem& q) {
   return q.chunked && q.p == P;
 }
+
+// p = 4 on the element-major pack (PermDiagRowPack::LaneMajor): vector
+// (e, h) of a step holds output element e of the row blocks h·N .. h·N + N − 1
+// of its group, whose inputs are x_J[(e + k_r) mod 4] = xx[J·8 + e + k_r].
+// Per step: the 16 offsets widened to 32-bit lanes (16/N loads), the
+// block's doubled input (8 floats) once, then per vector an add (k_r + e:
+// the lane index) and one lane permutation before the FMA. permute<4> (on
+// the element-minor layout before it) needed a second permutation per
+// vector to spread each offset over its block's four lanes. Alternating
+// runs, one thread, Zen 5 (Alex-7 / VGG-7, 4096x4096 p=4): AVX2 0.235 /
+// 0.239 ms against 0.317 / 0.343; AVX-512 0.246 / 0.269 against 0.241 /
+// 0.274 (there both run at the read bound). With four lanes (SSE4) the
+// permutation reaches no further than the vector: each element loads its
+// own window of the doubled input (xx[J·8 + e ..], 4 floats) and the
+// offsets are the indices as they are.
+void PackedLanes4(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
+  const hn::ScalableTag<float> d;
+  using D = decltype(d);
+  constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
+  constexpr int A = static_cast<int>(64 / N);
+  constexpr int H = static_cast<int>(16 / N);  // vectors per element: the group's 16 row blocks
+  static_assert(N == 4 || N == 8 || N == 16);
+  const hn::RebindToSigned<D> di;
+  const hn::RebindToUnsigned<D> du;
+  const hn::Rebind<uint8_t, D> d8;
+  PackedDrive<D, A, 4>(d, w, xx, g0, g1, ypad,
+                       [&](hn::Vec<D>* acc, const float* q, const uint8_t* k, const float* xb) HWY_ATTR {
+                         for (int h = 0; h < H; ++h) {
+                           const auto kh = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, k + h * N)));
+                           if constexpr (N >= 8) {
+                             // The doubled block (8 floats, 32-byte aligned) in the low lanes.
+                             hn::Vec<D> xv;
+                             if constexpr (N == 8) xv = hn::Load(d, xb);
+                             else xv = hn::ZeroExtendVector(d, hn::Load(hn::Half<D>(), xb));
+                             for (int e = 0; e < 4; ++e) {
+                               const auto idx = hn::IndicesFromVec(d, hn::Add(kh, hn::Set(di, e)));
+                               acc[e * H + h] = hn::MulAdd(hn::Load(d, q + (e * H + h) * N),
+                                                           hn::TableLookupLanes(xv, idx), acc[e * H + h]);
+                             }
+                           } else {
+                             const auto idx = hn::IndicesFromVec(d, kh);
+                             for (int e = 0; e < 4; ++e)
+                               acc[e * H + h] = hn::MulAdd(hn::Load(d, q + (e * H + h) * N),
+                                                           hn::TableLookupLanes(hn::LoadU(d, xb + e), idx), acc[e * H + h]);
+                           }
+                         }
+                       });
+}
+
+bool AdmitsPackedLanes4(const KernelProblem& q) { return q.chunked && q.p == 4; }
 #endif
 
 // ---- The rows of y = W·x on the row pack -------------------------------------
@@ -606,7 +657,8 @@ std::span<const Row<GroupsFn>> PackedRows() {
     constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(DF()));
     auto full = [&](auto v_tag, const char* name) {
       constexpr int V = decltype(v_tag)::value;
-      if constexpr (V * N <= 64)
+      // Not on the element-major pack (p = 4: lanes<4>).
+      if constexpr (V * N <= 64 && !PermDiagRowPack::LaneMajor(static_cast<int>(V * N)))
         r.push_back({name, AdmitsPackedFull<V>,
                      [](const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* yp) {
                        PackedFull<DF, V>(DF(), w, xx, g0, g1, yp);
@@ -620,12 +672,11 @@ std::span<const Row<GroupsFn>> PackedRows() {
     full(std::integral_constant<int, 32>(), "permdiag.packed.full<32>");
     full(std::integral_constant<int, 64>(), "permdiag.packed.full<64>");
 #if HWY_TARGET != HWY_SCALAR
-    if constexpr (N == 16 || N == 8)
-      r.push_back({"permdiag.packed.permute<4>", AdmitsPackedPermute<4>, PackedPermute<4>});
+    if constexpr (N == 4 || N == 8 || N == 16)
+      r.push_back({"permdiag.packed.lanes<4>", AdmitsPackedLanes4, PackedLanes4});
     if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedPermute<8>, PackedPermute<8>});
     if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
     if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});
-    if constexpr (N > 4) r.push_back({"permdiag.packed.split<4>", AdmitsPackedSplit<4>, PackedSplit<4>});
     if constexpr (N > 8) r.push_back({"permdiag.packed.split<8>", AdmitsPackedSplit<8>, PackedSplit<8>});
 #endif
 #endif
@@ -648,10 +699,24 @@ void MatVecPackedImpl(const PermDiagRowPack& w, const float* x, const float* bia
   BuildDoubled(p, w.col_blocks, w.cols, x, xx);
   const int64_t group_rows = w.group * p;
   float* ypad = Scratch(y_buf, static_cast<std::size_t>(w.groups * group_rows));
+  // An element-major pack's kernel leaves each group's outputs element-major
+  // too: row (r, e) of the group at e·group + r.
+  const bool lane_major = PermDiagRowPack::LaneMajor(p);
   ParallelFor(w.groups, threads, [&](int64_t g0, int64_t g1, int) {
     groups_fn(w, xx, g0, g1, ypad);
     const int64_t r0 = g0 * group_rows, r1 = std::min(w.rows, g1 * group_rows);
-    for (int64_t r = r0; r < r1; ++r) y[r] = bias ? ypad[r] + bias[r] : ypad[r];
+    if (lane_major) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const float* yg = ypad + g * group_rows;
+        for (int64_t r = 0; r < w.group; ++r)
+          for (int e = 0; e < p; ++e) {
+            const int64_t row = g * group_rows + r * p + e;
+            if (row < r1) y[row] = bias ? yg[e * w.group + r] + bias[row] : yg[e * w.group + r];
+          }
+      }
+    } else {
+      for (int64_t r = r0; r < r1; ++r) y[r] = bias ? ypad[r] + bias[r] : ypad[r];
+    }
   });
 }
 

@@ -356,6 +356,37 @@ TEST(PermDiagPublic, RowPackLayoutAndErrors) {
   }
 }
 
+// p = 4: each step of 16 row blocks is stored element-major, element e of
+// row block r at e·16 + r (PermDiagRowPack::LaneMajor), padding rows 0.
+TEST(PermDiagPublic, RowPackElementMajorAtP4) {
+  PermDiagMatrix w = PermDiagMatrix::Random(4 * 44 + 2, 4 * 150, 4, 9);  // 45 row blocks: 3 groups, the last partial
+  PermDiagRowPack pack = PermDiagRowPack::Build(w);
+  ASSERT_TRUE(pack.chunked);
+  ASSERT_TRUE(PermDiagRowPack::LaneMajor(4));
+  EXPECT_EQ(pack.group, 16);
+  EXPECT_EQ(pack.chunk, 128);
+  const int64_t I = 35, J = 140;  // group 2, row 3; chunk 1 (22 blocks), step 12
+  const int64_t step = pack.ChunkStart(1) + (2 * 22 + 12) * 16, slot = step + 3;
+  EXPECT_EQ(pack.offsets[slot], w.offset(I, J));
+  for (int e = 0; e < 4; ++e) {
+    EXPECT_EQ(pack.ValueIndex(slot, e), step * 4 + e * 16 + 3);
+    EXPECT_EQ(pack.values[step * 4 + e * 16 + 3], w.block(I, J)[e]);
+    EXPECT_EQ(pack.values[step * 4 + e * 16 + 15], 0.0f);  // row block 47 >= 45
+  }
+  PermDiagMatrix back = pack.Unpack();
+  EXPECT_TRUE(std::ranges::equal(back.values(), w.values()));
+  EXPECT_TRUE(std::ranges::equal(back.offsets(), w.offsets()));
+  // The product through the pack's kernel equals the reference on the matrix.
+  std::vector<float> x(w.cols()), y(w.rows()), expect(w.rows()), bias(w.rows());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 11) - 5.0f;
+  for (std::size_t i = 0; i < bias.size(); ++i) bias[i] = 0.25f * static_cast<float>(i % 3);
+  PermDiagMatVec(pack, x, bias, y);
+  SetPath(KernelPath::kReference);
+  PermDiagMatVec(w, x, bias, expect);
+  SetPath(KernelPath::kSimd);
+  for (std::size_t r = 0; r < y.size(); ++r) EXPECT_NEAR(y[r], expect[r], 1e-3f * (1.0f + std::fabs(expect[r]))) << r;
+}
+
 // 17.8 MB of weights on one worker: the band (16-24 MiB) where the chunked
 // kernel also prefetches each stream.
 TEST(PermDiagPublic, RowPackPrefetchingBand) {

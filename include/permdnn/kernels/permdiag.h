@@ -62,7 +62,12 @@ struct PermDiagColumnPack {
 //     values[c][g][j][r][0..p) = q_IJ,   I = g·group + r,  J = c·chunk + j
 //     offsets[c][g][j][r]      = k_IJ    (one byte each)
 // The last chunk holds the remaining column blocks; row blocks past
-// row_blocks (up to groups·group) are zero with offset 0.
+// row_blocks (up to groups·group) are zero with offset 0. At p = 4
+// (LaneMajor) a step's 64 values are stored element-major instead,
+//     values[c][g][j][e][r] = q_IJ[e]   (e in [0, 4), r in [0, 16))
+// so a vector holds one output element of consecutive row blocks and the
+// kernel's lane permutation is the offsets themselves (ValueIndex maps
+// both layouts).
 //
 // Other matrices (UsesChunks below) keep the matrix's row-major layout
 // (values and two-byte offsets copied as they are; chunked = false):
@@ -89,6 +94,16 @@ struct PermDiagRowPack {
   // The matrix back (Build's inverse), for holders that keep one copy.
   PermDiagMatrix Unpack() const;
 
+  // Whether a chunked pack of block size p stores its steps element-major
+  // (the layout above): p = 4, where the element-major kernel needs no
+  // per-lane offset arithmetic (src/kernels/permdiag_simd.cc, lanes<4>).
+  static constexpr bool LaneMajor(int p) { return p == 4; }
+  // Chunked layout: where element e of the block in `slot` is in values.
+  int64_t ValueIndex(int64_t slot, int e) const {
+    if (!LaneMajor(p)) return slot * p + e;
+    const int64_t r = slot % group;
+    return (slot - r) * p + e * group + r;
+  }
   // Chunked layout: start of chunk c (its groups follow each other, each
   // holding ChunkBlocks(c) · group blocks).
   int64_t ChunkStart(int64_t c) const { return c * chunk * groups * group; }
