@@ -591,10 +591,9 @@ bool AdmitsPackedPermute(const KernelProblem& q) {
 // block's doubled input (8 floats) once, then per vector an add (k_r + e:
 // the lane index) and one lane permutation before the FMA. permute<4> (on
 // the element-minor layout before it) needed a second permutation per
-// vector to spread each offset over its block's four lanes. Alternating
-// runs, one thread, Zen 5 (Alex-7 / VGG-7, 4096x4096 p=4): AVX2 0.235 /
-// 0.239 ms against 0.317 / 0.343; AVX-512 0.246 / 0.269 against 0.241 /
-// 0.274 (there both run at the read bound). With four lanes (SSE4) the
+// vector to spread each offset over its block's four lanes: about a fifth
+// faster on AVX2, equal or faster on AVX-512 (src/kernels/README.md has
+// the alternating runs). With four lanes (SSE4) the
 // permutation reaches no further than the vector: each element loads its
 // own window of the doubled input (xx[J·8 + e ..], 4 floats) and the
 // offsets are the indices as they are.
