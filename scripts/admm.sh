@@ -225,7 +225,6 @@ stream_hs() {  # pruning at higher sparsity: lenet5caffe at 0.02 / 0.0133 (the 1
       wait
     done
   fi
-  run_dir mlp-dense --model mlp --compress dense --epochs 12  # stream a's dense run
   if need_run mlp-dense mlp-pruning-hs; then
     admm_run mlp-admm-d01 --model mlp --compress prune:density=0.01 --epochs 6 --admm-epochs 3 "${PRUNE_ADMM[@]}" \
       --from "$RUNS/mlp-dense" &
@@ -357,8 +356,6 @@ stream_pqwd() {
 # in -s2, -s3; every run starts from seed 1's dense run). A lead of a tenth
 # of a point is a lead only if the other seeds keep it.
 stream_seeds() {
-  run_dir lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
-  run_dir mlp-dense --model mlp --compress dense --epochs 12
   need_run lenet5caffe-dense lenet5caffe-seeds && need_run mlp-dense mlp-seeds || return 0
   local s d
   for s in 2 3; do
@@ -403,10 +400,18 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   break_even  # before the trainings: a quieter machine
   # The dense runs that several streams start from, trained once before the
   # streams run side by side (two streams must not train one directory).
+  # train_run skips a run whose results are tracked; run_dir then retrains
+  # its directory when it is missing (a fresh clone), same arguments.
   for s in $STREAMS; do
     case $s in
-      a | lc | lcwd | pq | pqwd | hs) train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;
-      b | bdec | b1 | bdec1) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;
+      a | lc | lcwd | pq | pqwd | hs | seeds)
+        train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
+        run_dir lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;&
+      a | hs | mlprs | mlp1 | seeds)
+        train_run mlp-dense --model mlp --compress dense --epochs 12
+        run_dir mlp-dense --model mlp --compress dense --epochs 12 ;;
+      b | bdec | b1 | bdec1) train_run cnn-dense --model cnn --compress dense --epochs 8 ;;&
+      b | bdec | b1 | bdec1 | s2 | bpull) run_dir cnn-dense --model cnn --compress dense --epochs 8 ;;  # seed 1's, whatever SEED
     esac
   done
   run_streams $STREAMS

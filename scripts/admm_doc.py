@@ -254,8 +254,9 @@ if any(load(f"{a}-d{d}-s2") or load(f"{a}-d{d}-s3") for _, d, a, _, _ in SEEDED)
         verdicts.append(f"{model} at 0.{d}: ADMM {'higher' if ma > mg else 'not higher'} on the mean of {len(am)} "
                         f"seed(s) ({ma - mg:+.2f} points; ADMM ahead on {sum(x > y for x, y in zip(am, gm))} of {len(am)})")
     L.append("")
-    L.append("- " + "\n- ".join(verdicts))
-    L.append("")
+    if verdicts:
+        L.append("- " + "\n- ".join(verdicts))
+        L.append("")
 
 L.append("## Pruning + quantization: `lenet5caffe` (Caffe's LeNet-5, 20-50-500-10)")
 L.append("")

@@ -1,5 +1,6 @@
 # Shell functions shared by the training scripts (accuracy.sh, comparison.sh,
-# admm.sh, ternary-train.sh, recurrent-lr.sh; source it). The caller sets PERMDNN, RUNS, RESULTS, NICE, SEED, THREADS
+# accuracy-recurrent.sh, accuracy-shared.sh, admm.sh, ternary-train.sh,
+# recurrent-lr.sh; source it). The caller sets PERMDNN, RUNS, RESULTS, NICE, SEED, THREADS
 # and defines say() (its log prefix).
 
 # train_run NAME ARGS...: one `permdnn train ARGS ... --resume` into
@@ -31,9 +32,10 @@ print(f\"{100*s['final_test_accuracy']:.2f}% test, {s['model_bytes']:,} bytes ({
 }
 
 # need_run NAME USER: USER (a conversion) starts from the run directory
-# $RUNS/NAME, which must hold a finished model.
+# $RUNS/NAME, which must hold a finished run (summary.json: the trainer
+# writes model.json at every best epoch, summary.json once, at the end).
 need_run() {
-  [[ -f "$RUNS/$1/model.json" ]] || { say "$2 needs the run directory $RUNS/$1 (rerun it)"; return 1; }
+  [[ -f "$RUNS/$1/summary.json" ]] || { say "$2 needs the finished run directory $RUNS/$1 (rerun it)"; return 1; }
 }
 
 # run_dir NAME ARGS...: make sure the run directory $RUNS/NAME holds a
@@ -41,11 +43,12 @@ need_run() {
 # run whose results are tracked already, so on a fresh clone the directory
 # is retrained here with the same arguments and seed 1 (the dense starts of
 # every seed's runs are seed 1's; the same arguments and seed give the same
-# model). Its results are not touched.
+# model). Its results are not touched. Call it before the streams run side
+# by side (two streams must not train one directory).
 run_dir() {
   local name=$1
   shift
-  [[ -f "$RUNS/$name/model.json" ]] && return 0
+  [[ -f "$RUNS/$name/summary.json" ]] && return 0
   say "$name: retraining its run directory $RUNS/$name (log $RUNS/$name.log)"
   nice -n "$NICE" "$PERMDNN" train "$@" --seed 1 --threads "$THREADS" --out "$RUNS/$name" --resume \
     >"$RUNS/$name.log" 2>&1 || say "$name FAILED, see $RUNS/$name.log"

@@ -174,6 +174,18 @@ stream_resnet() {
 
 if [[ "${1:-}" != "--doc-only" ]]; then
   [[ -x "$PERMDNN" ]] || { echo "no $PERMDNN: build first (make build) or set PERMDNN" >&2; exit 1; }
+  # The streams that start from a dense run another stream trains: its
+  # directory retrained when only its results are here (a fresh clone;
+  # train_run skips a run whose results are tracked), before the streams
+  # run side by side (two streams must not train one directory).
+  for s in $STREAMS; do
+    case $s in
+      cnn3 | alpha) run_dir cnn-dense --model cnn --compress dense --epochs 4 ;;&
+      alpha) run_dir mlp-dense --model mlp --compress dense --epochs 12 ;;
+      res3 | resq3) run_dir resnet-dense --model resnet --width 16 --compress dense --epochs 2 "${RES_LIMIT[@]}" ;;
+      resfull6 | resfullq6 | resfullseeds) run_dir resnet-full-dense --model resnet --width 16 --compress dense --epochs 3 ;;
+    esac
+  done
   run_streams $STREAMS
 fi
 

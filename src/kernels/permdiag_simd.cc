@@ -533,9 +533,9 @@ void PackedSplit(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t 
 // a, lane (r, c) of its G = N/P row blocks takes the doubled input's element
 // k[a·G + r] + c (< 2P <= N), so the index is a table lookup of the offsets
 // plus c, and the rotated slices are one TableLookupLanes of the block's
-// doubled input (2P floats, loaded into the low half). split<4> joins four
-// 4-float loads per vector instead and ran Alex-7 at 31% of a bare read of
-// its values on AVX-512, 33% on AVX2 (Zen 5).
+// doubled input (2P floats, loaded into the low half). The dropped split<4>
+// joined four 4-float loads per vector instead and ran Alex-7 at 31% of a
+// bare read of its values on AVX-512, 33% on AVX2 (Zen 5).
 template <int P>
 void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t g1, float* ypad) {
   const hn::ScalableTag<float> d;
@@ -636,7 +636,9 @@ bool AdmitsPackedLanes4(const KernelProblem& q) { return q.chunked && q.p == 4; 
 
 // ---- The rows of y = W·x on the row pack -------------------------------------
 // Chunked packs only (a row-major pack runs the matvec rows above):
-// full<V> for p = V·N <= 64, split<P> for p < N.
+// full<V> for p = V·N <= 64 but 4 (the element-major pack), lanes<4> /
+// windows<4> for p = 4 (element-major), permute<8> for p = 8 on 16 lanes,
+// split<P> for the other p < N.
 using GroupsFn = void (*)(const PermDiagRowPack&, const float*, int64_t, int64_t, float*);
 
 template <int V>
@@ -671,8 +673,12 @@ std::span<const Row<GroupsFn>> PackedRows() {
     full(std::integral_constant<int, 32>(), "permdiag.packed.full<32>");
     full(std::integral_constant<int, 64>(), "permdiag.packed.full<64>");
 #if HWY_TARGET != HWY_SCALAR
-    if constexpr (N == 4 || N == 8 || N == 16)
-      r.push_back({"permdiag.packed.lanes<4>", AdmitsPackedLanes4, PackedLanes4});
+    // Two names for one kernel: lanes<4> (one permutation of the doubled
+    // block per vector) stays chunk-major past L3 (PermDiagRowPack::
+    // UsesChunks names it); windows<4> (4 lanes: a load per element) was
+    // never measured from DRAM, so 4-lane targets keep the 24 MiB cap.
+    if constexpr (N == 8 || N == 16) r.push_back({"permdiag.packed.lanes<4>", AdmitsPackedLanes4, PackedLanes4});
+    if constexpr (N == 4) r.push_back({"permdiag.packed.windows<4>", AdmitsPackedLanes4, PackedLanes4});
     if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedPermute<8>, PackedPermute<8>});
     if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
     if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});

@@ -15,6 +15,7 @@
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
 #include "permdnn/kernels/dispatch.h"
+#include "permdnn/kernels/table.h"
 #include "support/compare.h"
 
 namespace permdnn::kernels {
@@ -380,7 +381,10 @@ TEST(PermDiagPublic, RowPackElementMajorAtP4) {
   std::vector<float> x(w.cols()), y(w.rows()), expect(w.rows()), bias(w.rows());
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 11) - 5.0f;
   for (std::size_t i = 0; i < bias.size(); ++i) bias[i] = 0.25f * static_cast<float>(i % 3);
-  PermDiagMatVec(pack, x, bias, y);
+  if (ActiveSimdTarget() == "AVX3" || ActiveSimdTarget() == "AVX2")  // the x86 targets with lanes<4>
+    EXPECT_EQ(SelectedKernel({KernelOp::kPermDiagMatVecPacked, 4, w.rows(), w.cols(), 1, true}),
+              "permdiag.packed.lanes<4>");
+  PermDiagMatVec(pack, x, bias, y, 3);  // three workers over the three groups
   SetPath(KernelPath::kReference);
   PermDiagMatVec(w, x, bias, expect);
   SetPath(KernelPath::kSimd);

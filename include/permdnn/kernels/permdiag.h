@@ -98,9 +98,10 @@ struct PermDiagRowPack {
   // (the layout above): p = 4, where the element-major kernel needs no
   // per-lane offset arithmetic (src/kernels/permdiag_simd.cc, lanes<4>).
   static constexpr bool LaneMajor(int p) { return p == 4; }
-  // Chunked layout: where element e of the block in `slot` is in values.
+  // Where element e of the block in `slot` is in values (chunked layout;
+  // a row-major pack's slot is its block's index I·col_blocks + J).
   int64_t ValueIndex(int64_t slot, int e) const {
-    if (!LaneMajor(p)) return slot * p + e;
+    if (!chunked || !LaneMajor(p)) return slot * p + e;
     const int64_t r = slot % group;
     return (slot - r) * p + e * group + r;
   }
