@@ -23,6 +23,9 @@
 # Every run is `permdnn train ... --resume` (lib.sh's train_run): an
 # interrupted grid continues; finished runs (summary.json, metrics.csv and,
 # for ADMM, admm_rounds.csv in results/admm/NAME/) are not run again.
+# On a fresh clone the dense run directories the chosen streams start from
+# (--from) are retrained first (lib.sh run_dir), even when every result
+# that starts from them is tracked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERMDNN=${PERMDNN:-build/release/src/permdnn}

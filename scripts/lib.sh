@@ -43,15 +43,22 @@ need_run() {
 # run whose results are tracked already, so on a fresh clone the directory
 # is retrained here with the same arguments and seed 1 (the dense starts of
 # every seed's runs are seed 1's; the same arguments and seed give the same
-# model). Its results are not touched. Call it before the streams run side
-# by side (two streams must not train one directory).
+# model). Its results are not touched. It costs that training even when
+# every result that starts from the directory is tracked already. Call it
+# before the streams run side by side; a lock on $RUNS/NAME.lock also keeps
+# a second invocation of a script from training the same directory at once
+# (it waits, then finds the run finished).
 run_dir() {
   local name=$1
   shift
-  [[ -f "$RUNS/$name/summary.json" ]] && return 0
-  say "$name: retraining its run directory $RUNS/$name (log $RUNS/$name.log)"
-  nice -n "$NICE" "$PERMDNN" train "$@" --seed 1 --threads "$THREADS" --out "$RUNS/$name" --resume \
-    >"$RUNS/$name.log" 2>&1 || say "$name FAILED, see $RUNS/$name.log"
+  mkdir -p "$RUNS"
+  (
+    flock 9
+    [[ -f "$RUNS/$name/summary.json" ]] && exit 0
+    say "$name: retraining its run directory $RUNS/$name (log $RUNS/$name.log)"
+    nice -n "$NICE" "$PERMDNN" train "$@" --seed 1 --threads "$THREADS" --out "$RUNS/$name" --resume \
+      >>"$RUNS/$name.log" 2>&1 || say "$name FAILED, see $RUNS/$name.log"
+  ) 9>"$RUNS/$name.lock"
 }
 
 # run_streams NAME...: the functions stream_NAME of the caller, all at once

@@ -17,7 +17,10 @@
 # interrupted grid continues; finished runs (results/ternary/NAME/summary.json)
 # are not run again. The dense runs use the same command as scripts/admm.sh's
 # (mlp 12 epochs, cnn 4 epochs, seed 1): a finished run directory of that
-# command may be copied to runs/ternary/ instead of retraining it.
+# command may be copied to runs/ternary/ instead of retraining it. On a
+# fresh clone the dense run directories the chosen streams start from
+# (--from) are retrained first (lib.sh run_dir), even when every result
+# that starts from them is tracked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERMDNN=${PERMDNN:-build/release/src/permdnn}

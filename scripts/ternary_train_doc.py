@@ -108,7 +108,7 @@ def main():
       "resnet-full's 6-epoch rows, cnn's wpcq row and its 3-epoch lasso row ran on 2026-12-05 07:00-08:50 UTC with 3-7 "
       "of this project's own trainings and builds sharing the 2 cores; the median-θ rows of resnet (3 epochs) and "
       "resnet-full (6 epochs) on 2026-12-06 01:50-03:27 UTC with up to six; resnet-full's `--seed 2` / `3` rows "
-      "on 2026-12-06 04:35-06:00 UTC, two at a time beside one nice-19 training and this project's builds, paused "
+      "on 2026-12-06 04:35-06:01 UTC, two at a time beside two nice-19 trainings and this project's builds, paused "
       "by SIGSTOP while benchmarks ran, so no two rows' times compare.")
     w("")
     for model in ("mlp", "cnn", "resnet", "resnet-full"):
