@@ -224,7 +224,7 @@ if wins:
     L.append("Where ADMM is ahead at the same compression: " + "; ".join(
         f"{m} at density 0.{d} by {diff:+.2f} points" for m, d, diff in wins) + ". One seed each: margins of a few "
         "tenths of a point are within what a second seed moves, so these say ADMM is not behind there rather than "
-        "that it is ahead." + ("" if any(m.startswith("mlp") for m, _, _ in wins) else
+        "that it is ahead; the next table reruns these pairs with other data orders." + ("" if any(m.startswith("mlp") for m, _, _ in wins) else
                                 " The issue asks for lenet5 and mlp; mlp is behind at every density run."))
     L.append("")
 
