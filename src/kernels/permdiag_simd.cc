@@ -579,11 +579,6 @@ void PackedPermute(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_
                        });
 }
 
-template <int P>
-bool AdmitsPackedPermute(const KernelProblem& q) {
-  return q.chunked && q.p == P;
-}
-
 // p = 4 on the element-major pack (PermDiagRowPack::LaneMajor): vector
 // (e, h) of a step holds output element e of the row blocks h·N .. h·N + N − 1
 // of its group, whose inputs are x_J[(e + k_r) mod 4] = xx[J·8 + e + k_r].
@@ -630,8 +625,6 @@ void PackedLanes4(const PermDiagRowPack& w, const float* xx, int64_t g0, int64_t
                          }
                        });
 }
-
-bool AdmitsPackedLanes4(const KernelProblem& q) { return q.chunked && q.p == 4; }
 #endif
 
 // ---- The rows of y = W·x on the row pack -------------------------------------
@@ -645,8 +638,9 @@ template <int V>
 bool AdmitsPackedFull(const KernelProblem& q) {
   return q.chunked && q.p == V * LanesF();
 }
+// A chunked pack of block size P (split<P>, permute<8>, lanes<4>, windows<4>).
 template <int P>
-bool AdmitsPackedSplit(const KernelProblem& q) {
+bool AdmitsPackedP(const KernelProblem& q) {
   return q.chunked && q.p == P;
 }
 
@@ -677,12 +671,12 @@ std::span<const Row<GroupsFn>> PackedRows() {
     // block per vector) stays chunk-major past L3 (PermDiagRowPack::
     // UsesChunks names it); windows<4> (4 lanes: a load per element) was
     // never measured from DRAM, so 4-lane targets keep the 24 MiB cap.
-    if constexpr (N == 8 || N == 16) r.push_back({"permdiag.packed.lanes<4>", AdmitsPackedLanes4, PackedLanes4});
-    if constexpr (N == 4) r.push_back({"permdiag.packed.windows<4>", AdmitsPackedLanes4, PackedLanes4});
-    if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedPermute<8>, PackedPermute<8>});
-    if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedSplit<1>, PackedSplit<1>});
-    if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedSplit<2>, PackedSplit<2>});
-    if constexpr (N > 8) r.push_back({"permdiag.packed.split<8>", AdmitsPackedSplit<8>, PackedSplit<8>});
+    if constexpr (N == 8 || N == 16) r.push_back({"permdiag.packed.lanes<4>", AdmitsPackedP<4>, PackedLanes4});
+    if constexpr (N == 4) r.push_back({"permdiag.packed.windows<4>", AdmitsPackedP<4>, PackedLanes4});
+    if constexpr (N == 16) r.push_back({"permdiag.packed.permute<8>", AdmitsPackedP<8>, PackedPermute<8>});
+    if constexpr (N > 1) r.push_back({"permdiag.packed.split<1>", AdmitsPackedP<1>, PackedSplit<1>});
+    if constexpr (N > 2) r.push_back({"permdiag.packed.split<2>", AdmitsPackedP<2>, PackedSplit<2>});
+    if constexpr (N > 8) r.push_back({"permdiag.packed.split<8>", AdmitsPackedP<8>, PackedSplit<8>});
 #endif
 #endif
     return r;

@@ -95,8 +95,10 @@ struct PermDiagRowPack {
   PermDiagMatrix Unpack() const;
 
   // Whether a chunked pack of block size p stores its steps element-major
-  // (the layout above): p = 4, where the element-major kernel needs no
-  // per-lane offset arithmetic (src/kernels/permdiag_simd.cc, lanes<4>).
+  // (the layout above): p = 4, where the element-major kernel's lane
+  // indices are the offsets plus the element, with no permutation to spread
+  // each offset over its block's lanes (src/kernels/permdiag_simd.cc,
+  // lanes<4>).
   static constexpr bool LaneMajor(int p) { return p == 4; }
   // Where element e of the block in `slot` is in values (chunked layout;
   // a row-major pack's slot is its block's index I·col_blocks + J).
