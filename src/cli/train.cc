@@ -21,6 +21,8 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--cell", o->cell, "lstm, charlm: recurrent cell of rnn1, lstm | gru")->capture_default_str();
   cmd->add_option("--hidden", o->hidden, "lstm, charlm: hidden size of rnn1 (a multiple of p)")->capture_default_str();
   cmd->add_option("--width", o->width, "resnet: channels of the first stage (stages w, 2w, 4w)")->capture_default_str();
+  cmd->add_option("--embed", o->embed, "charlm: embedding width (the input size of rnn1)")
+      ->capture_default_str();
   cmd->add_option("--seq-len", o->seq_len, "charlm: characters per training sequence")->capture_default_str();
   cmd->add_option("--compress", o->compress,
                   "SPEC: dense | permdiag:p=8 | circulant:p=8 | prune:density=0.1[,bits=4[,index=5]] | per layer "

@@ -208,7 +208,8 @@ std::vector<LayerInfo> Architecture(const std::string& model, const ModelInput& 
     b.Fc("fc", in.classes);
   } else if (model == "charlm") {
     PERMDNN_CHECK(in.classes >= 2, "charlm: the vocabulary needs at least 2 symbols, got {}", in.classes);
-    b.Embedding("embed", in.classes, 64);
+    PERMDNN_CHECK(in.embed >= 1 && in.embed <= 65536, "--embed must be in [1, 65536], got {}", in.embed);
+    b.Embedding("embed", in.classes, in.embed);
     b.Rnn("rnn1", in.cell, in.hidden, true);
     b.Fc("fc", in.classes);
   } else {

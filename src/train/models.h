@@ -23,8 +23,8 @@
 //   tinyres  resnet at w = 2, one block per stage (fast tests)
 //   lstm     Fashion-MNIST row by row: rnn1 (lstm or gru, 28 → hidden, last
 //            h_T), fc hidden → classes (recurrent_layers.h)
-//   charlm   character LM: embed (vocab → 64), rnn1 (64 → hidden, every
-//            h_t), fc hidden → vocab per time step
+//   charlm   character LM: embed (vocab → E, E = --embed, 64 by default),
+//            rnn1 (E → hidden, every h_t), fc hidden → vocab per time step
 // Compressible layers are the linear and conv layers, each dense, permdiag
 // (PermDiagLinear/Conv2d), circulant (BlockCirculantLinear/Conv2d) or prune
 // (PrunedLayer, with the pruning schedule of prune_layers.h driven by the
@@ -67,6 +67,7 @@ struct ModelInput {
   // its size, the vocabulary).
   int64_t hidden = 256;
   int64_t width = 16;  // resnet: first stage's channels (`--width`)
+  int64_t embed = 64;  // charlm: embedding width (`--embed`)
   std::string cell = "lstm";
   int64_t seq_len = 0;
   std::vector<uint8_t> alphabet;

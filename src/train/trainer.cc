@@ -252,6 +252,7 @@ TrainData LoadTrainData(const TrainOptions& o) {
   TrainData d;
   d.input.hidden = o.hidden;
   d.input.width = o.width;
+  d.input.embed = o.embed;
   d.input.cell = o.cell;
   if (IsTokenModel(o.model)) {
     PERMDNN_CHECK(o.seq_len >= 1, "--seq-len must be >= 1, got {}", o.seq_len);
@@ -553,6 +554,7 @@ class TrainSession {
                               {"cell", o_.cell},
                               {"hidden", o_.hidden},
                               {"width", o_.width},
+                              {"embed", o_.embed},
                               {"seq_len", o_.seq_len},
                               {"final_test_bpc", r.final_bpc},
                               {"best_test_bpc", r.best_bpc},

@@ -69,6 +69,8 @@ struct TrainOptions {
   int64_t hidden = 256;
   // resnet: the first stage's channels (stages w, 2w, 4w; ResNet-20's 16).
   int64_t width = 16;
+  // charlm: the embedding's width, the input size of rnn1.
+  int64_t embed = 64;
   int64_t seq_len = 128;
   bool resume = false;
   bool progress = true;             // progress line (only drawn on a terminal)
