@@ -181,6 +181,15 @@ TEST(RecurrentModels, ShapesAndDefaultCompression) {
   EXPECT_EQ(st[1].name, "rnn1");
   EXPECT_EQ(st[1].bytes, (6 * 16 * 4 + 6 * 2 * 4) * 4 + 2 * 24 * 4);
   EXPECT_EQ(st[1].dense_bytes, (24 * 64 + 24 * 8 + 2 * 24) * 4);
+  // --embed sets the embedding's width, which is rnn1's input size; out of range is refused.
+  in.embed = 12;
+  Net wide("charlm", formats::CompressSpec::Parse("rnn1=permdiag:p=4"), in, 1);
+  EXPECT_EQ(wide->forward(ids).sizes().vec(), (std::vector<int64_t>{3, 7, 5}));
+  EXPECT_EQ(wide->layers()[0].out, 12);
+  EXPECT_EQ(wide->layers()[1].in, 12);
+  EXPECT_EQ(wide->Storage()[1].dense_bytes, (24 * 12 + 24 * 8 + 2 * 24) * 4);
+  in.embed = 0;
+  EXPECT_THROW(Net("charlm", formats::CompressSpec::Parse("dense"), in, 1), Error);
 }
 
 nlohmann::json ReadJson(const std::string& path) {
@@ -323,6 +332,7 @@ TEST(RecurrentModels, CharLmTrainsAndResumes) {
     o.data_dir = corpus;
     o.out_dir = FreshDir(name);
     o.hidden = 16;
+    o.embed = 12;  // not the default 64: the export and the runtime read the width from the run
     o.seq_len = 16;
     o.epochs = 2;
     o.batch = 16;
@@ -339,6 +349,8 @@ TEST(RecurrentModels, CharLmTrainsAndResumes) {
   const nlohmann::json j = ReadJson(full.out_dir + "/model.json");
   EXPECT_NEAR(j["test_bpc"].get<double>(), a.best_bpc, 1e-9);
   EXPECT_EQ(j["input"]["vocab"], 6);  // a b c d ' ' '\n'
+  EXPECT_EQ(j["layers"][0]["dim"], 12);
+  EXPECT_EQ(ReadJson(full.out_dir + "/summary.json")["embed"], 12);
   // The exported model in the runtime gives the trainer's held-out bpc (the
   // best epoch's weights, the same windows, the same cross-entropy).
   const std::string onnx = full.out_dir + "/model.onnx";
