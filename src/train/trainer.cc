@@ -90,6 +90,13 @@ struct RunState {
 };
 
 
+// The options besides --model and --compress that decide the layers' shapes,
+// as the command line spells them (a checkpoint records them; --resume
+// compares).
+std::string ShapeOptions(const TrainOptions& o) {
+  return fmt::format("--hidden {} --embed {} --width {} --cell {}", o.hidden, o.embed, o.width, o.cell);
+}
+
 void SaveCheckpoint(const std::string& path, Net& net, torch::optim::Adam& opt, const RunState& s,
                     const TrainOptions& o) {
   torch::serialize::OutputArchive ar, model_ar, opt_ar;
@@ -102,6 +109,7 @@ void SaveCheckpoint(const std::string& path, Net& net, torch::optim::Adam& opt, 
   ar.write("meta.compress", c10::IValue(o.compress));
   ar.write("meta.seed", c10::IValue(static_cast<int64_t>(o.seed)));
   ar.write("meta.batch", c10::IValue(o.batch));
+  ar.write("meta.shape", c10::IValue(ShapeOptions(o)));
   ar.write("meta.epoch", c10::IValue(s.epoch));
   ar.write("meta.next_batch", c10::IValue(s.next_batch));
   ar.write("meta.loss_sum", c10::IValue(s.loss_sum));
@@ -139,6 +147,13 @@ RunState LoadCheckpoint(const std::string& path, Net& net, torch::optim::Adam& o
                   "--resume: {} was written for --model {} --compress {} --seed {} --batch {}, this run asks for "
                   "--model {} --compress {} --seed {} --batch {}",
                   path, model, compress, seed, batch, o.model, o.compress, o.seed, o.batch);
+    // The options that shape the layers (checkpoints before 2026-12-06 do
+    // not record them; a mismatch there fails in the tensor load below).
+    c10::IValue shape;
+    if (ar.try_read("meta.shape", shape))
+      PERMDNN_CHECK(shape.isString() && shape.toStringRef() == ShapeOptions(o),
+                    "--resume: {} was written for {}, this run asks for {}", path,
+                    shape.isString() ? shape.toStringRef() : std::string("(unreadable)"), ShapeOptions(o));
     torch::serialize::InputArchive model_ar, opt_ar;
     PERMDNN_CHECK(ar.try_read("model", model_ar) && ar.try_read("optimizer", opt_ar),
                   "checkpoint {}: model or optimizer state missing", path);

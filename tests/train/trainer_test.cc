@@ -101,6 +101,26 @@ TEST(Trainer, WeightDecayShrinksWeights) {
   EXPECT_FALSE(fs::exists(bad.out_dir + "/checkpoint_last.pt"));
 }
 
+// --resume with options that change the layers' shapes (here --hidden, which
+// the tiny model ignores, so the tensors would load) names both sets.
+TEST(Trainer, ResumeWithOtherShapesIsAClearError) {
+  std::ostringstream log;
+  TrainOptions o = Synthetic(FreshDir("reshape"), "tiny", "dense");
+  o.epochs = 1;
+  Train(o, log);
+  o.resume = true;
+  o.epochs = 2;
+  o.hidden = 128;
+  try {
+    Train(o, log);
+    FAIL() << "a checkpoint of other shapes was resumed";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("--hidden 256 --embed 64"), std::string::npos) << what;
+    EXPECT_NE(what.find("--hidden 128 --embed 64"), std::string::npos) << what;
+  }
+}
+
 TEST(Trainer, CorruptCheckpointIsAClearError) {
   std::ostringstream log;
   TrainOptions o = Synthetic(FreshDir("corrupt"), "tiny", "dense");
