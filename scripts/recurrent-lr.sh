@@ -18,7 +18,8 @@
 #
 # Environment (defaults in brackets): PERMDNN, RUNS [runs/recurrent-lr],
 # RESULTS [results/recurrent-lr], THREADS per run [1], NICE [10], SEED [1],
-# TASKS [lstm charlm], LSTM_LRS [1e-3 2e-3 3e-3 5e-3 8e-3], LM_LRS [1e-3 2e-3 5e-3 8e-3 1.2e-2],
+# TASKS [lstm charlm], LSTM_LRS [1e-3 2e-3 3e-3 5e-3 8e-3], LM_LRS [1e-3 2e-3 5e-3 8e-3 1.2e-2;
+# 5e-3 8e-3 1.2e-2 with EMBED set],
 # EMBED [64] (charlm's embedding width; another width gets its own run,
 # result and doc section names, suffixed -eEMBED, and its section ends with
 # the charlm targets over both widths: each model's best run of either
@@ -40,7 +41,8 @@ NICE=${NICE:-10}
 SEED=${SEED:-1}
 if [[ $EMBED == 64 ]]; then TASKS=${TASKS:-lstm charlm}; else TASKS=${TASKS:-charlm}; fi
 LSTM_LRS=${LSTM_LRS:-1e-3 2e-3 3e-3 5e-3 8e-3}
-LM_LRS=${LM_LRS:-1e-3 2e-3 5e-3 8e-3 1.2e-2}
+BASE_LM_LRS="1e-3 2e-3 5e-3 8e-3 1.2e-2"  # the 64-wide charlm sweep's rates
+if [[ $EMBED == 64 ]]; then LM_LRS=${LM_LRS:-$BASE_LM_LRS}; else LM_LRS=${LM_LRS:-5e-3 8e-3 1.2e-2}; fi
 DOC=${DOC:-docs/recurrent.md}
 BASE_RESULTS=${BASE_RESULTS:-results/recurrent-lr}
 SEEDS=${SEEDS:-2 3}
@@ -75,6 +77,9 @@ stream() {  # MODEL-INDEX...
   done
 }
 
+DOC_ARGS=("$RESULTS" "$DOC" "$TASKS" "$LSTM_LRS" "$LM_LRS" "$EMBED" "$SUFFIX" "$BASE_RESULTS" "$SEED_RESULTS"
+  "$BASE_LM_LRS" "$SEEDS")
+
 # --seeds: each charlm model's best run over both widths (recurrent_lr_doc.py
 # best) again with the seeds of SEEDS, into SEED_RUNS / SEED_RESULTS as
 # charlm-TAG-eWIDTH-lrLR-sS; two streams.
@@ -93,9 +98,8 @@ seed_stream() {  # CELL-LINE...
 if [[ "${1:-}" == --seeds ]]; then
   [[ $EMBED != 64 ]] || { say "--seeds compares the two widths: set EMBED (e.g. EMBED=256)"; exit 2; }
   mkdir -p "$SEED_RUNS" "$SEED_RESULTS"
-  mapfile -t CELLS < <(/usr/bin/python3 scripts/recurrent_lr_doc.py best "$RESULTS" "$DOC" "$TASKS" "$LSTM_LRS" \
-    "$LM_LRS" "$EMBED" "$SUFFIX" "$BASE_RESULTS" "$SEED_RESULTS")
-  ((${#CELLS[@]} == 4)) || { say "--seeds needs a finished charlm run of every model (found ${#CELLS[@]})"; exit 2; }
+  mapfile -t CELLS < <(/usr/bin/python3 scripts/recurrent_lr_doc.py best "${DOC_ARGS[@]}")
+  ((${#CELLS[@]} == 4)) || { say "--seeds needs both charlm sweeps complete (see above)"; exit 2; }
   seed_stream "${CELLS[0]}" "${CELLS[2]}" &
   a=$!
   seed_stream "${CELLS[1]}" "${CELLS[3]}" &
@@ -109,5 +113,4 @@ elif [[ "${1:-}" != --doc-only ]]; then
   wait "$a" "$b"
 fi
 
-ARGS=("$RESULTS" "$DOC" "$TASKS" "$LSTM_LRS" "$LM_LRS" "$EMBED" "$SUFFIX" "$BASE_RESULTS" "$SEED_RESULTS")
-/usr/bin/python3 scripts/recurrent_lr_doc.py doc "${ARGS[@]}"
+/usr/bin/python3 scripts/recurrent_lr_doc.py doc "${DOC_ARGS[@]}"

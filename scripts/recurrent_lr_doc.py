@@ -2,15 +2,16 @@
 """The "Learning rate" and "Embedding width" sections of docs/recurrent.md
 (issue #17), from the summary.json files of scripts/recurrent-lr.sh's runs.
 
-    recurrent_lr_doc.py doc  RESULTS DOC TASKS LSTM_LRS LM_LRS EMBED SUFFIX BASE_RESULTS SEED_RESULTS
-    recurrent_lr_doc.py best RESULTS DOC TASKS LSTM_LRS LM_LRS EMBED SUFFIX BASE_RESULTS SEED_RESULTS
+    recurrent_lr_doc.py doc|best RESULTS DOC TASKS LSTM_LRS LM_LRS EMBED SUFFIX BASE_RESULTS SEED_RESULTS \
+        BASE_LM_LRS SEEDS
 
 `doc` writes the section between <!-- recurrent-lr{SUFFIX}:begin/end -->.
 With EMBED other than 64 the section ends with the charlm targets over both
 widths (BASE_RESULTS: the 64-wide sweep) and, where SEED_RESULTS holds
-them, those best runs again with other seeds. `best` prints, one per line,
-"TAG SPEC WIDTH LR" of each charlm model's best run over both widths: the
-runs that `scripts/recurrent-lr.sh --seeds` repeats.
+them, those best runs again with the seeds of SEEDS. `best` prints, one per
+line, "TAG SPEC WIDTH LR" of each charlm model's best run over both widths
+(the runs that `scripts/recurrent-lr.sh --seeds` repeats), and refuses
+while a sweep lacks a rate (BASE_LM_LRS at width 64, LM_LRS at EMBED).
 """
 import glob, json, os, re, statistics, sys
 mode = sys.argv[1]
@@ -19,6 +20,7 @@ if mode not in ("doc", "best"):
 del sys.argv[1]
 results, doc, tasks, lstm_lrs, lm_lrs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split(), sys.argv[5].split()
 embed, marker, base_results, seed_results = int(sys.argv[6]), "recurrent-lr" + sys.argv[7], sys.argv[8], sys.argv[9]
+base_lm_lrs, want_seeds = sys.argv[10].split(), [int(k) for k in sys.argv[11].split()]
 lstm_lrs.sort(key=float)
 lm_lrs.sort(key=float)
 models = [("dense", "dense"), ("p4", "permdiag:p=4"), ("p8", "permdiag:p=8"), ("p16", "permdiag:p=16")]
@@ -92,58 +94,80 @@ for task in tasks:
                    f"{lim}{' points' if acc else ' bpc'} | {verdict} |")
     out.append("")
 def charlm_runs():
-    """Every charlm run of the recipe in both sweeps, any rate: tag -> [(bpc, width, lr string)]."""
+    """Every charlm run of the recipe in both sweeps, any rate:
+    tag -> [(bpc, width, lr string, model bytes)]."""
     runs = {}
     for folder, width in ((base_results, 64), (results, embed)):
         for tag, spec in models:
             for path in glob.glob(os.path.join(folder, f"charlm-{tag}-lr*", "summary.json")):
                 s = json.load(open(path))
                 s.setdefault("embed", 64)
-                want = dict(recipe["charlm"], compress=spec, model="charlm", embed=width)
-                if any(s.get(k) != v for k, v in want.items()):
-                    sys.exit(f"{path}: not trained with the sweep's recipe at embedding width {width}")
                 lr = os.path.basename(os.path.dirname(path)).split("-lr", 1)[1]
-                runs.setdefault(tag, []).append((s["final_test_bpc"], width, lr))
+                want = dict(recipe["charlm"], compress=spec, model="charlm", embed=width, lr=float(lr))
+                if any(s.get(k) != v for k, v in want.items()):
+                    sys.exit(f"{path}: not trained with the sweep's recipe at embedding width {width} and lr {lr}")
+                runs.setdefault(tag, []).append((s["final_test_bpc"], width, lr, s["model_bytes"]))
     return runs
+
+
+def sweeps_complete(runs):
+    """The models whose sweep at each width holds every rate (the 64-wide
+    sweep's BASE_LM_LRS, this one's LM_LRS)."""
+    done = set()
+    for tag, _ in models:
+        have = {(w, float(lr)) for _, w, lr, _ in runs.get(tag, [])}
+        if all((64, float(lr)) in have for lr in base_lm_lrs) and all((embed, float(lr)) in have for lr in lm_lrs):
+            done.add(tag)
+    return done
 
 
 if mode == "best":
     if embed == 64:
         sys.exit("recurrent_lr_doc.py best: needs the second width (EMBED other than 64)")
+    runs = charlm_runs()
+    missing = [tag for tag, _ in models if tag not in sweeps_complete(runs)]
+    if missing:
+        sys.exit(f"recurrent_lr_doc.py best: the sweeps of {', '.join(missing)} are not complete (rates "
+                 f"{' '.join(base_lm_lrs)} at width 64, {' '.join(lm_lrs)} at width {embed})")
     for tag, spec in models:
-        runs = charlm_runs().get(tag)
-        if runs:
-            v, w, lr = min(runs)
-            print(tag, spec, w, lr)
+        v, w, lr, _ = min(runs[tag])
+        print(tag, spec, w, lr)
     sys.exit(0)
 
 if embed != 64 and "charlm" in tasks:
     # Each model at its best run against dense at its best: width and rate
-    # tuned per model.
+    # tuned per model. Bytes and compression are against that dense run.
     runs = charlm_runs()
+    complete = sweeps_complete(runs)
     if "dense" in runs:
-        d, dw, dlr = min(runs["dense"])
+        d, dw, dlr, dbytes = min(runs["dense"])
         out += ["Targets over both widths (every charlm run of the recipe in `" + base_results + "` and `" + results +
                 "`, at any rate: each model at its best run against dense at its best, so the width is tuned per "
-                "model as the rate is):", "",
-                "| model | runs | best | width, rate | dense (its best of " + str(len(runs["dense"])) + ") | gap | target | |",
-                "|---|---:|---:|---|---:|---:|---:|---|"]
+                "model as the rate is; a verdict needs both sweeps complete for the model and for dense). Bytes are "
+                "the whole model's; compression is against the dense run of the comparison, " + f"{dbytes:,}" +
+                " bytes, so a 256-wide model pays here for its wider embedding and W_ih:", "",
+                "| model | runs | best | width, rate | bytes | compression | dense (its best of " +
+                str(len(runs["dense"])) + ") | gap | target | |",
+                "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
         for tag, spec in models[1:]:
             if tag not in runs:
                 continue
-            v, w, lr = min(runs[tag])
+            v, w, lr, b = min(runs[tag])
             gap, lim = v - d, limits["charlm"][tag]
-            out.append(f"| {spec} | {len(runs[tag])} | {v:.4f} | {w}, {lr} | {d:.4f} ({dw}, {dlr}) | {gap:.4f} bpc | "
-                       f"{lim} bpc | {'**met**' if gap <= lim + 1e-9 else '**missed**'} |")
+            verdict = ("**met**" if gap <= lim + 1e-9 else "**missed**") if {tag, "dense"} <= complete else "sweeps incomplete"
+            out.append(f"| {spec} | {len(runs[tag])} | {v:.4f} | {w}, {lr} | {b:,} | {dbytes / b:.2f}x | "
+                       f"{d:.4f} ({dw}, {dlr}) | {gap:.4f} bpc | {lim} bpc | {verdict} |")
         out.append("")
-        # The same best runs with other data orders (`--seeds`): seed s of a
-        # cell is SEED_RESULTS/charlm-TAG-eWIDTH-lrLR-sS.
+        # The same best runs with other seeds (`--seeds`): seed s of a cell is
+        # SEED_RESULTS/charlm-TAG-eWIDTH-lrLR-sS. The verdict uses the new
+        # seeds only: seed 1 is each model's best of several runs, so it is
+        # biased low, by more for the models with more runs.
         rows, means = [], {}
         for tag, spec in models:
             if tag not in runs:
                 continue
-            v, w, lr = min(runs[tag])
-            seeds = {1: v}
+            v, w, lr, _ = min(runs[tag])
+            seeds = {}
             for path in glob.glob(os.path.join(seed_results, f"charlm-{tag}-e{w}-lr{lr}-s*", "summary.json")):
                 s = json.load(open(path))
                 want = dict(recipe["charlm"], compress=spec, model="charlm", embed=w, lr=float(lr))
@@ -151,25 +175,30 @@ if embed != 64 and "charlm" in tasks:
                 if any(s.get(k) != v2 for k, v2 in want.items()):
                     sys.exit(f"{path}: not the recipe of the best run it repeats")
                 seeds[s["seed"]] = s["final_test_bpc"]
-            if len(seeds) > 1:
-                means[tag] = statistics.mean(seeds.values())
-                rows.append((tag, spec, w, lr, seeds))
+            if seeds:
+                if all(k in seeds for k in want_seeds):
+                    means[tag] = statistics.mean(seeds[k] for k in want_seeds)
+                rows.append((tag, spec, w, lr, v, seeds))
         if rows:
-            all_seeds = sorted({k for r in rows for k in r[4]})
-            out += ["The same best runs with other data orders (`EMBED=" + str(embed) + " scripts/recurrent-lr.sh "
-                    "--seeds`: `--seed S`, everything else as the run; results in `" + seed_results + "`); held-out "
-                    "bits per character, and the gap of each model's mean to dense's mean:", "",
-                    "| model | width, rate | " + " | ".join(f"seed {k}" for k in all_seeds) + " | mean | gap of means | target | |",
-                    "|---|---|" + "---:|" * (len(all_seeds) + 2) + "---:|---|"]
-            for tag, spec, w, lr, seeds in rows:
-                cells = " | ".join(f"{seeds[k]:.4f}" if k in seeds else "–" for k in all_seeds)
-                if tag == "dense" or "dense" not in means:
+            out += ["The same best runs with other seeds (`EMBED=" + str(embed) + " scripts/recurrent-lr.sh --seeds`: "
+                    "`--seed S` for S in " + ", ".join(map(str, want_seeds)) + ", which sets the initial weights, "
+                    "the permuted-diagonal offsets and the data order; everything else as the run; results in `" +
+                    seed_results + "`). Held-out bits per character; the verdict is on the mean of these new seeds "
+                    "against dense's (seed 1 is each model's best of several runs, so it is biased low):", "",
+                    "| model | width, rate | seed 1 (the best run) | " + " | ".join(f"seed {k}" for k in want_seeds) +
+                    " | mean of seeds " + ", ".join(map(str, want_seeds)) + " | gap of means | target | |",
+                    "|---|---|---:|" + "---:|" * (len(want_seeds) + 1) + "---:|---:|---|"]
+            for tag, spec, w, lr, v, seeds in rows:
+                cells = " | ".join(f"{seeds[k]:.4f}" if k in seeds else "–" for k in want_seeds)
+                mean = f"{means[tag]:.4f}" if tag in means else "seeds missing"
+                if tag == "dense":
                     tail = " | | |"
-                else:
+                elif tag in means and "dense" in means:
                     gap, lim = means[tag] - means["dense"], limits["charlm"][tag]
-                    ok = "**met**" if gap <= lim + 1e-9 else "**missed**"
-                    tail = f" {gap:.4f} bpc | {lim} bpc | {ok} |"
-                out.append(f"| {spec} | {w}, {lr} | {cells} | {means[tag]:.4f} |" + tail)
+                    tail = f" {gap:.4f} bpc | {lim} bpc | {'**met**' if gap <= lim + 1e-9 else '**missed**'} |"
+                else:
+                    tail = f" | {limits['charlm'][tag]} bpc | seeds missing |"
+                out.append(f"| {spec} | {w}, {lr} | {v:.4f} | {cells} | {mean} |" + tail)
             out.append("")
 out.append(f"<!-- {marker}:end -->")
 text = open(doc).read()
