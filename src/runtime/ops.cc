@@ -699,11 +699,18 @@ void StridedCopy(const uint8_t* src, uint8_t* dst, std::size_t es, const std::ve
   std::vector<int64_t> idx(r, 0);
   int64_t base = 0;
   for (int k = 0; k < r; ++k) base += start[k] * in_strides[k];
-  for (int64_t o = 0; o < n; ++o) {
+  // Where the innermost output axis walks the input contiguously (a Slice
+  // with step 1 on it, a Transpose that keeps the last axis), each output row
+  // is one memcpy. Copied one element at a time, the batch-first LSTM's
+  // input transpose ([1, 32, 600]) took 83 µs, 9% of a p = 8 PermDiagLSTM
+  // run at the NT-LSTM shape.
+  const int64_t row = step[r - 1] * in_strides[r - 1] == 1 ? out_shape[r - 1] : 1;
+  const int inner = row > 1 ? r - 1 : r;  // the axes walked one index at a time
+  for (int64_t o = 0; o < n; o += row) {
     int64_t off = base;
-    for (int k = 0; k < r; ++k) off += idx[k] * step[k] * in_strides[k];
-    std::memcpy(dst + o * es, src + off * es, es);
-    for (int k = r - 1; k >= 0; --k) {
+    for (int k = 0; k < inner; ++k) off += idx[k] * step[k] * in_strides[k];
+    std::memcpy(dst + o * es, src + off * es, es * static_cast<std::size_t>(row));
+    for (int k = inner - 1; k >= 0; --k) {
       if (++idx[k] < out_shape[k]) break;
       idx[k] = 0;
     }
