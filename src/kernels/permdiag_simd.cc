@@ -58,10 +58,16 @@ using detail::Row;
 int64_t LanesF() { return static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
 
 // Software prefetch distance for each of the interleaved weight streams of
-// RowsMultiple and RowsPacked: 1 KiB ahead per stream, 4 KiB in all with
-// four streams, which covers the DRAM latency (~100 ns) at the ~15 GB/s one
-// core streams (2 KiB per stream measured slower there).
-constexpr int64_t kStreamPrefetchFloats = 256;
+// RowsMultiple and RowsPacked: 1 KiB ahead per stream at p <= 4, 4 KiB in
+// all with four streams, which covered the DRAM latency (~100 ns) at the
+// ~15 GB/s one Zen 3 core streamed (2 KiB per stream measured slower
+// there); 4 KiB per stream at p >= 8, where each weight carries less work
+// and the stream runs faster (Zen 5, 2026-12-06, alternating runs, one
+// thread: AVX-512 Alex-6 p=8 0.40 vs 0.48-0.52 ms, VGG-6 p=16 0.56 vs
+// 0.73-0.79 ms, VGG-6 p=8 1.64-1.76 vs 1.87-2.02 ms; AVX2 Alex-6 p=8 0.40 vs
+// 0.50 ms, VGG-6 p=16 0.81 vs 0.87 ms; at p = 4 the longer distance was
+// 5-13% slower on both targets, so p = 4 keeps 1 KiB).
+constexpr int64_t StreamPrefetchFloats(int64_t p) { return p >= 8 ? 1024 : 256; }
 // ...but only when a worker's weights are too big for L3: on L3-resident
 // Alex-7 (8.4 MB at p=8) the software prefetches cost 5-10% against the
 // hardware prefetcher alone (0.169 vs 0.187 ms, standalone harness, huge
@@ -88,13 +94,13 @@ struct RowStreams {
     }
   }
   // Prefetch for a step of `blocks` blocks from block J (blocks divides 32):
-  // every line of each weight stream kStreamPrefetchFloats ahead, and, once
+  // every line of each weight stream StreamPrefetchFloats(p) ahead, and, once
   // per 32 blocks, each offset stream's line 64 entries ahead (the offsets
   // are kR more streams; prefetching them too measured 7-14% faster on the
   // DRAM-bound 4096x25088 p=8).
   void Prefetch(int64_t J, int64_t blocks, int64_t p) const {
     for (int r = 0; r < kR; ++r)
-      for (int64_t pf = 0; pf < blocks * p; pf += 16) hwy::Prefetch(q[r] + J * p + kStreamPrefetchFloats + pf);
+      for (int64_t pf = 0; pf < blocks * p; pf += 16) hwy::Prefetch(q[r] + J * p + StreamPrefetchFloats(p) + pf);
     if (J % 32 < blocks)
       for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
   }
@@ -125,7 +131,7 @@ void BuildDoubled(int p, int64_t col_blocks, int64_t cols, const float* x, float
 // p = 8, four interleaved streams measured 1.5-2x faster on 4096x4096
 // (L3-resident) and 1.2-1.6x on 4096x25088 (DRAM) than one stream with
 // the same prefetch (tools: src/kernels/README.md). Each stream is
-// prefetched kStreamPrefetchFloats ahead, one request per cache line.
+// prefetched StreamPrefetchFloats(p) ahead, one request per cache line.
 template <int V>
 void RowsMultiple(const View& w, const float* xx, int64_t I0, int64_t I1, float* ypad) {
   constexpr int R = V >= 8 ? 1 : V >= 4 ? 2 : 4;
@@ -411,7 +417,7 @@ HWY_INLINE void PackedDrive(D d, const PermDiagRowPack& w, const float* xx, int6
   constexpr int U = A >= 8 ? 1 : 8 / A;
   constexpr int64_t R = 64 / P;
   const int64_t nc = w.chunks();
-  // Each stream is prefetched kStreamPrefetchFloats ahead when the worker's
+  // Each stream is prefetched StreamPrefetchFloats(P) ahead when the worker's
   // weights exceed kStreamPrefetchMinBytes. Chunked packs stop at 24 MiB,
   // so this is the 16-24 MiB band (Alex-6 p=8: 19 MB, one worker), where it
   // measured 0.56-0.68 against 1.06-1.10 ms.
@@ -449,7 +455,7 @@ HWY_INLINE void PackedDrive(D d, const PermDiagRowPack& w, const float* xx, int6
         if (prefetch) {
           for (; j < jmin; ++j)
             for (int s = 0; s < S; ++s) {
-              for (int l = 0; l < 64; l += 16) hwy::Prefetch(q[s] + kStreamPrefetchFloats + l);
+              for (int l = 0; l < 64; l += 16) hwy::Prefetch(q[s] + StreamPrefetchFloats(P) + l);
               one(s);
             }
         } else {
