@@ -15,8 +15,9 @@
 #                                 3 retraining epochs; bdec1: the same with
 #                                 the decoupled penalty; s2: its p=8 pair with SEED=2; mlp1: mlp with 1 ADMM + 5 retraining epochs;
 #                                 bpull: bdec1's p=8 run at --rho 8 (SEED 1, or 2 for -s2); seeds: the
-#                                 same-compression pairs ADMM led with seed 1, at seeds 2 and 3; default all
-#                                 but s2 and seeds)
+#                                 same-compression pairs ADMM led with seed 1, at seeds 2 and 3; long:
+#                                 lenet5caffe's two nearest first-form pairs at 3x the epochs; default all
+#                                 but s2, seeds and long)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -377,6 +378,25 @@ stream_seeds() {
   done
 }
 
+# Three times lenet5caffe's budget (stream `long`): the two first-form pairs
+# (ADMM at 1.5x fewer kept weights than gradual pruning) that were nearest
+# at 10 epochs, with 15 ADMM + 15 retraining epochs against 30 epochs of
+# gradual pruning. ρ grows by 1.069 a round, so that it ends where the 5 + 5
+# runs' 1.22 ended (1.069^75 ≈ 1.22^25). Run one at a time (the closest pair
+# first); names end in L.
+stream_long() {
+  need_run lenet5caffe-dense lenet5caffe-long || return 0
+  local pair da dg
+  for pair in "0133 02" "0333 05"; do
+    read -r da dg <<< "$pair"
+    admm_run "lenet5caffe-admmrsL-d$da" --model lenet5caffe --compress "prune:density=0.$da" --epochs 30 \
+      --admm-epochs 15 --method admm --lr 5e-4 --rho 2e-3 --rho-mult 1.069 --admm-iter 94 --rescale-dual \
+      --from "$RUNS/lenet5caffe-dense"
+    train_run "lenet5caffe-gradualL-d$dg" --model lenet5caffe --compress "prune:density=0.$dg" --epochs 30 \
+      --lr 5e-4 --from "$RUNS/lenet5caffe-dense"
+  done
+}
+
 # The break-even density of every pruned layer of the models above (its
 # own matrix; a conv as its im2col matrix over its output pixels), on this
 # CPU and on the simulator's EIE against its dense twin:
@@ -407,7 +427,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   # its directory when it is missing (a fresh clone), same arguments.
   for s in $STREAMS; do
     case $s in
-      a | lc | lcwd | pq | pqwd | hs | seeds)
+      a | lc | lcwd | pq | pqwd | hs | seeds | long)
         train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
         run_dir lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;&
       a | hs | mlprs | mlp1 | seeds)

@@ -46,7 +46,20 @@ struct ConvArgs {
   const float* x;
   const PermDiagConvEpilogue* e;
   float* y;
+  bool prefetch_out;  // OutputPrefetchPays
 };
+
+// Whether tiles write-prefetch their output lines: when the output is too big
+// to stay in L2 between calls (batch 16 on resnet18's layers), a tile's
+// stores miss and stall it once the store buffer fills. Zen 5, AVX3, one
+// thread, eight alternating rounds of permdnn_conv_bench, 2026-12-06: batch
+// 16 0.91-1.01x the time (3x3 layers at p = 4 and 8, median 0.97x); batch 1,
+// where the output stays in L2, 0.98-1.09x (median 1.01-1.03x), hence the
+// size test.
+bool OutputPrefetchPays(const PermDiagConvPack& w, const PermDiagConvShape& s) {
+  return s.batch * w.out_vectors * s.out_h * s.out_w * w.lanes * static_cast<int64_t>(sizeof(float)) >
+         (int64_t{2} << 20);
+}
 
 #if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
 constexpr int kLanes = static_cast<int>(hn::MaxLanes(hn::ScalableTag<float>()));
@@ -102,6 +115,20 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   const int32_t* index = w.index.data() + ov * nb * L;
   const float* weights = w.weights.data() + ov * nb * K * L;
   const float* xs = a.x + n * iv_count * in_plane;
+  if (a.prefetch_out) {
+    const float* res = a.e->residual;
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) {
+      const int64_t at = (n * w.out_vectors + ov + u) * s.out_h * s.out_w * L;
+#pragma GCC unroll 2
+      for (int oy = 0; oy < R; ++oy)
+        for (int i = 0; i < T * L; i += 16) {  // one request per 64-byte line
+          const int64_t o = at + ((oy0 + oy) * s.out_w + ox0) * L + i;
+          __builtin_prefetch(a.y + o, 1, 3);
+          if (res) __builtin_prefetch(res + o, 0, 3);
+        }
+    }
+  }
   for (int64_t J = 0; J < nb; ++J) {
     decltype(hn::IndicesFromVec(d, hn::Zero(di))) idx[NV];
 #pragma GCC unroll 4
@@ -319,7 +346,7 @@ void ConvImpl(const PermDiagConvPack& w, const PermDiagConvShape& s, const float
               float* y, int threads) {
   const Row<ConvFn>* row = ConvRow(w, s);
   if (row == nullptr) return PermDiagConv2DReference(w, s, x, e, y);
-  row->fn(ConvArgs{&w, &s, x, &e, y}, threads);
+  row->fn(ConvArgs{&w, &s, x, &e, y, OutputPrefetchPays(w, s)}, threads);
 }
 
 void ConvTableImpl(std::vector<KernelRow>* out) { detail::Describe(ConvRows(), KernelOp::kPermDiagConv, out); }
