@@ -381,9 +381,10 @@ stream_seeds() {
 # Three times lenet5caffe's budget (stream `long`): the two first-form pairs
 # (ADMM at 1.5x fewer kept weights than gradual pruning) that were nearest
 # at 10 epochs, with 15 ADMM + 15 retraining epochs against 30 epochs of
-# gradual pruning. ρ grows by 1.069 a round, so that it ends where the 5 + 5
-# runs' 1.22 ended (1.069^75 ≈ 1.22^25). Run one at a time (the closest pair
-# first); names end in L.
+# gradual pruning. ρ grows by 1.069 a round: over the 74 rounds it ends at
+# 0.26, near the 0.19 where the 5 + 5 runs' 24 rounds at 1.22 end (the
+# intent was equal; 1.0647 would have matched). Run one at a time (the
+# closest pair first); names end in L.
 stream_long() {
   need_run lenet5caffe-dense lenet5caffe-long || return 0
   local pair da dg

@@ -21,6 +21,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -49,9 +50,11 @@ struct ConvArgs {
   bool prefetch_out;  // OutputPrefetchPays
 };
 
-// Whether tiles write-prefetch their output lines: when the output is too big
-// to stay in L2 between calls (batch 16 on resnet18's layers), a tile's
-// stores miss and stall it once the store buffer fills. Zen 5, AVX3, one
+// Whether tiles prefetch their output lines (and the residual's) before
+// their column-block loop: when the output is too big to stay in L2 between
+// calls (batch 16 on resnet18's layers), a tile's stores miss and stall it
+// once the store buffer fills. A read prefetch (prefetcht0; the build does
+// not enable PRFCHW's write prefetch). Zen 5, AVX3, one
 // thread, eight alternating rounds of permdnn_conv_bench, 2026-12-06: batch
 // 16 0.91-1.01x the time (3x3 layers at p = 4 and 8, median 0.97x); batch 1,
 // where the output stays in L2, 0.98-1.09x (median 1.01-1.03x), hence the
@@ -124,8 +127,8 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
       for (int oy = 0; oy < R; ++oy)
         for (int i = 0; i < T * L; i += 16) {  // one request per 64-byte line
           const int64_t o = at + ((oy0 + oy) * s.out_w + ox0) * L + i;
-          __builtin_prefetch(a.y + o, 1, 3);
-          if (res) __builtin_prefetch(res + o, 0, 3);
+          hwy::Prefetch(a.y + o);
+          if (res) hwy::Prefetch(res + o);
         }
     }
   }

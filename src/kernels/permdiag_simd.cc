@@ -1022,7 +1022,8 @@ HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0,
 inline void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
   const float* q = w.values + (I * w.col_blocks + J0) * w.p;
   for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) hwy::Prefetch(q + f);
-  hwy::Prefetch(w.offsets + I * w.col_blocks + J0);
+  const uint16_t* k = w.offsets + I * w.col_blocks + J0;
+  for (int64_t f = 0; f < J1 - J0; f += 32) hwy::Prefetch(k + f);
 }
 
 template <class D, int V, int Kind = kLoads>
@@ -1062,8 +1063,8 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
             // 1-3 run one at a time on a half / quarter vector.
             for (int64_t I = Ic; I < Ic1; I += GroupOf<Kind>()) {
               // The first sample tile brings the weights into L2 (the others
-              // find them there), prefetched two steps ahead as in
-              // LanesChunk. Zen 5, one thread, B=64, four alternating
+              // find them there), prefetched two steps ahead (without
+              // LanesChunk's wrap into the next J-chunk). Zen 5, one thread, B=64, four alternating
               // rounds, 2026-12-06: AVX3 p = 16 VGG-6 12.4 vs 13.9 ms, Alex-6
               // 0.97x, Alex-7 equal; AVX2 p = 8 0.91-0.93x, p = 16 0.96-0.99x.
               if (b0 == 0)
