@@ -116,8 +116,9 @@ L.append("Recipe of the rows below (fixed seed 1, batch 128, Adam): the dense ru
          "with 1 ADMM + 5 retraining epochs, `--rho 5e-3 --rho-mult 2 --rescale-dual` at 0.0333 and 0.0222 (stream "
          "`mlp1`)" + ("; lenet5caffe with three times the epochs (stream `long`): ADMM 15 + 15 with `--rho 2e-3 "
                       "--rho-mult 1.069 --rescale-dual` (74 rounds: ρ ends at 0.26, 1.35x where the 5 + 5 runs' "
-                      "24 rounds at 1.22 end) at densities 0.0133 "
-                      "and 0.0333 against 30 epochs of gradual pruning at 0.02 and 0.05"
+                      "24 rounds at 1.22 end) at density " + " and ".join(
+                          f"0.{da} against 30 epochs of gradual pruning at 0.{dg}" for da, dg in [("0133", "02"), ("0333", "05")]
+                          if load(f"lenet5caffe-admmrsL-d{da}") and load(f"lenet5caffe-gradualL-d{dg}"))
                       if load("lenet5caffe-admmrsL-d0133") or load("lenet5caffe-admmrsL-d0333") else "") + "; the "
          "learning rate schedule restarts in each phase); and projection + fine-tuning (`--compress permdiag:p=P "
          "--from dense --lr 5e-4`, 4 epochs from the 8-epoch dense cnn: docs/accuracy.md's recipe) vs ADMM (2 ADMM "
