@@ -61,7 +61,10 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // stride 2 wide enough for interior tiles at full width on 16 and 8
       // lanes; weights past 256 KiB (the group-outer loop order).
       {1, 1, 2, 100, 40, 6, 9, 1}, {4, 1, 2, 100, 40, 6, 9, 1}, {4, 3, 2, 48, 40, 10, 18, 1},
-      {1, 3, 2, 48, 160, 8, 17, 1}};
+      {1, 3, 2, 48, 160, 8, 17, 1},
+      // An output over 2 MiB (2.36 MB): the tiles prefetch their output
+      // and residual lines (OutputPrefetchPays).
+      {4, 3, 1, 128, 16, 48, 48, 2}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " "
                                       << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);
