@@ -1020,7 +1020,7 @@ HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0,
 // run of each of many row blocks, nb·p floats apart, too many streams for
 // the hardware prefetcher (LanesChunk, RowsBatched).
 inline void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
-  const float* q = w.values + (I * w.col_blocks + J0) * w.p;
+  const float* q = w.block(I, J0);
   for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) hwy::Prefetch(q + f);
   const uint16_t* k = w.offsets + I * w.col_blocks + J0;
   for (int64_t f = 0; f < J1 - J0; f += 32) hwy::Prefetch(k + f);
