@@ -16,8 +16,9 @@
 #                                 the decoupled penalty; s2: its p=8 pair with SEED=2; mlp1: mlp with 1 ADMM + 5 retraining epochs;
 #                                 bpull: bdec1's p=8 run at --rho 8 (SEED 1, or 2 for -s2); seeds: the
 #                                 same-compression pairs ADMM led with seed 1, at seeds 2 and 3; long:
-#                                 lenet5caffe's two nearest first-form pairs at 3x the epochs; default all
-#                                 but s2, seeds and long)
+#                                 lenet5caffe's two nearest first-form pairs at 3x the epochs; prog: the
+#                                 same pairs by progressive ADMM (via 3x the density) in 10 epochs; default
+#                                 all but s2, seeds, long and prog)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (default
 # runs/admm), RESULTS (results/admm), THREADS per run (1), NICE (10), SEED (1).
@@ -398,6 +399,37 @@ stream_long() {
   done
 }
 
+# Progressive ADMM (stream `prog`; Ye et al., "Progressive Weight Pruning
+# of Deep Neural Networks using ADMM", 2018, the ADMM-NN group's follow-up:
+# reach a high sparsity through an easier one). lenet5caffe's two nearest
+# first-form pairs at the same 10 epochs: stage 1 is 3 ADMM epochs (rescaled
+# dual, ρ 2e-3 x1.22 a round, 15 rounds) towards 3x the target density;
+# stage 2 starts from stage 1's ADMM-phase weights (DIR/admm, still dense)
+# with 2 ADMM epochs towards the target (ρ from 0.04, where stage 1 ends,
+# x1.22 a round) and 5 retraining epochs: 3 + 2 + 5 epochs on the path.
+# Stage 1's own retraining epoch (the trainer needs one) is not on the path.
+# Names: lenet5caffe-admmprs1-dMID (stage 1), lenet5caffe-admmprs-dTARGET.
+stream_prog() {
+  need_run lenet5caffe-dense lenet5caffe-prog || return 0
+  local pair dt dm
+  for pair in "0333 10" "0133 04"; do  # the two chains side by side
+    read -r dt dm <<< "$pair"
+    [[ -f "$RESULTS/lenet5caffe-admmprs-d$dt/summary.json" ]] && continue
+    prog_chain "$dt" "$dm" &
+  done
+  wait
+}
+prog_chain() {  # TARGET MID
+  local dt=$1 dm=$2
+  admm_run "lenet5caffe-admmprs1-d$dm" --model lenet5caffe --compress "prune:density=0.$dm" --epochs 4 \
+    --admm-epochs 3 --method admm --lr 5e-4 --rho 2e-3 --rho-mult 1.22 --admm-iter 94 --rescale-dual \
+    --from "$RUNS/lenet5caffe-dense"
+  need_run "lenet5caffe-admmprs1-d$dm" "lenet5caffe-admmprs-d$dt" || return 0
+  admm_run "lenet5caffe-admmprs-d$dt" --model lenet5caffe --compress "prune:density=0.$dt" --epochs 7 \
+    --admm-epochs 2 --method admm --lr 5e-4 --rho 4e-2 --rho-mult 1.22 --admm-iter 94 --rescale-dual \
+    --from "$RUNS/lenet5caffe-admmprs1-d$dm/admm"
+}
+
 # The break-even density of every pruned layer of the models above (its
 # own matrix; a conv as its im2col matrix over its output pixels), on this
 # CPU and on the simulator's EIE against its dense twin:
@@ -428,7 +460,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
   # its directory when it is missing (a fresh clone), same arguments.
   for s in $STREAMS; do
     case $s in
-      a | lc | lcwd | pq | pqwd | hs | seeds | long)
+      a | lc | lcwd | pq | pqwd | hs | seeds | long | prog)
         train_run lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12
         run_dir lenet5caffe-dense --model lenet5caffe --compress dense --epochs 12 ;;&
       a | hs | mlprs | mlp1 | seeds)
