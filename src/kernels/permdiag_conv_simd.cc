@@ -41,8 +41,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using detail::Row;
 
-alignas(64) constexpr float kZeroVector[16] = {};  // what an edge tile reads outside the image
-
 struct ConvArgs {
   const PermDiagConvPack* w;
   const PermDiagConvShape* s;
@@ -71,6 +69,7 @@ constexpr int kLanes = static_cast<int>(hn::MaxLanes(hn::ScalableTag<float>()));
 #else
 constexpr int kLanes = 1;
 #endif
+alignas(64) constexpr float kZeroVector[kLanes] = {};  // what an edge tile reads outside the image
 
 template <int KH, int KW>
 constexpr int TileRows() {
