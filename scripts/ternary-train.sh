@@ -9,7 +9,7 @@
 #
 #   scripts/ternary-train.sh              run what is missing (mlp, cnn and resnet streams in parallel), then the doc
 #   scripts/ternary-train.sh --doc-only   only regenerate the section
-#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, resq3, alpha, resfull, resfull6, resfullq6, resfullseeds)
+#   STREAMS="mlp" scripts/ternary-train.sh  one stream only (mlp, cnn, resnet, cnn3, res3, resq3, alpha, resfull, resfull6, resfullq6, resfullseeds, resfullseeds07)
 #
 # Environment: PERMDNN (default build/release/src/permdnn), RUNS (runs/ternary),
 # RESULTS (results/ternary), THREADS per run (1), NICE (10), SEED (1).
@@ -170,6 +170,19 @@ stream_resfullseeds() {  # after STREAMS=resfull's dense run
   done
 }
 
+# The θ = 0.7 × mean WPC row (the issue's "ratio 0.7" rule; 0.47 points
+# below plain lasso with seed 1) with the same two other data orders, side
+# by side; the lasso rows of those seeds are stream resfullseeds'.
+stream_resfullseeds07() {  # after STREAMS=resfull's dense run
+  local ft=(--model resnet --width 16 --epochs 6 --lr 5e-4)
+  need_run resnet-full-dense resnet-full-wpc-e6-s2 || return 0
+  SEED=2 tern_run resnet-full-wpc-e6-s2 --compress "ternary:group=$G:density=$D:wpc=0.7" "${ft[@]}" \
+    --from "$RUNS/resnet-full-dense" &
+  SEED=3 tern_run resnet-full-wpc-e6-s3 --compress "ternary:group=$G:density=$D:wpc=0.7" "${ft[@]}" \
+    --from "$RUNS/resnet-full-dense"
+  wait
+}
+
 stream_resnet() {
   train_run resnet-dense --model resnet --width 16 --compress dense --epochs 2 "${RES_LIMIT[@]}"
   if need_run resnet-dense resnet-ternary; then ablation resnet RES_FT; fi
@@ -186,7 +199,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
       cnn3 | alpha) run_dir cnn-dense --model cnn --compress dense --epochs 4 ;;&
       alpha) run_dir mlp-dense --model mlp --compress dense --epochs 12 ;;
       res3 | resq3) run_dir resnet-dense --model resnet --width 16 --compress dense --epochs 2 "${RES_LIMIT[@]}" ;;
-      resfull6 | resfullq6 | resfullseeds) run_dir resnet-full-dense --model resnet --width 16 --compress dense --epochs 3 ;;
+      resfull6 | resfullq6 | resfullseeds | resfullseeds07) run_dir resnet-full-dense --model resnet --width 16 --compress dense --epochs 3 ;;
     esac
   done
   run_streams $STREAMS
