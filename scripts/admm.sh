@@ -403,9 +403,10 @@ stream_long() {
 # of Deep Neural Networks using ADMM", 2018, the ADMM-NN group's follow-up:
 # reach a high sparsity through an easier one). lenet5caffe's two nearest
 # first-form pairs at the same 10 epochs: stage 1 is 3 ADMM epochs (rescaled
-# dual, ρ 2e-3 x1.22 a round, 15 rounds) towards 3x the target density;
-# stage 2 starts from stage 1's ADMM-phase weights (DIR/admm, still dense)
-# with 2 ADMM epochs towards the target (ρ from 0.04, where stage 1 ends,
+# dual, ρ 2e-3 x1.22 a round; 1407 steps make 14 rounds of 94, the last at
+# ρ 0.0265) towards 3x the target density; stage 2 starts from stage 1's
+# ADMM-phase weights (DIR/admm, still dense; Z and U start afresh) with 2
+# ADMM epochs towards the target (ρ from 4e-2, 1.5x stage 1's last round,
 # x1.22 a round) and 5 retraining epochs: 3 + 2 + 5 epochs on the path.
 # Stage 1's own retraining epoch (the trainer needs one) is not on the path.
 # Names: lenet5caffe-admmprs1-dMID (stage 1), lenet5caffe-admmprs-dTARGET.

@@ -71,7 +71,7 @@ SEEDED = (("wpcq-e6", "WPC (θ = median group norm)"), ("wpc-e6", "WPC (θ = 0.7
 
 
 def seeds_table(w, results, model):
-    """The 6-epoch pair with other data orders (stream resfullseeds: --seed 2, 3; seed 1 is the row above)."""
+    """The 6-epoch rows with other data orders (streams resfullseeds, resfullseeds07: --seed 2, 3; seed 1 is the row above)."""
     runs = {k: [load(results, f"{model}-{k}")] + [load(results, f"{model}-{k}-s{s}") for s in (2, 3)]
             for k, _ in SEEDED}
     if not any(r for k in runs for r in runs[k][1:]):

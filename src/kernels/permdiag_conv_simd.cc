@@ -15,9 +15,10 @@
 // for 3×3 at stride 2 or p >= 8, R = 2, T = 2, NV = 4 for 1×1 at stride 2
 // (ConvRun); with 16 (AVX2, SSE4): R = 2,
 // T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters),
-// R = 1, T = 8 for 1×1. Edge tiles use smaller R and T (every R ≤ RMAX,
-// T ≤ TMAX is instantiated), so no output position is computed twice and
-// nothing outside the image is read.
+// R = 1, T = 8 for 1×1. Tiles at the bottom and right use smaller R and T
+// (every R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is
+// computed twice; edge tiles (kEdge) skip the halo rows outside the image
+// and read zeros for its columns outside it, so nothing outside is read.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -93,14 +94,15 @@ constexpr bool WeightsInRegisters() {
 // One R×T tile of NV output vectors ov, ov + 1, ... of sample n at (oy0,
 // ox0). kEdge: the tile's halo may leave the image: halo rows outside it
 // are skipped, halo columns outside it read a zero vector (a pointer select
-// per position, no branch; Zen 5, alternating runs, 2026-12-06: the 3x3
-// layers with 14x14 and 7x7 outputs, mostly edge tiles, took 0.70-0.89x the
-// time of the per-position test and zero blend on AVX3 and 0.63-0.79x on
-// AVX2, the others 0.87-1.03x); interior tiles read without tests. With NV = 2 each halo position is
+// per position, no branch) instead of a test and zero blend per position
+// (src/kernels/README.md, stop 40: 0.70-0.89x the time on resnet18's
+// layer3.0 / layer4.0 on AVX3, 0.63-0.79x on layer3.0 / layer4.0 / layer4 on
+// AVX2); interior tiles read without tests. With NV = 2 each halo position is
 // loaded once and permuted once per output vector: half the input loads per
 // FMA (stride 2 reads 85 halo positions per 144 FMAs of a 2×8 tile, and
-// those loads, mostly from L2, are its limit: dropping the permutes changed
-// nothing, sharing the loads gained 1.25-1.4x); the first vector's weights
+// those loads, mostly from L2, were that tile's limit: dropping its permutes
+// changed nothing, sharing the loads gained 1.25-1.4x; the NV = 2 tile runs
+// 0.79-0.88x the time without its permutes); the first vector's weights
 // stay in registers (WeightsInRegisters), the others' are memory operands.
 template <int KH, int KW, int S, int R, int T, bool kEdge, int NV>
 HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, int64_t ox0) {
