@@ -64,7 +64,12 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       {1, 3, 2, 48, 160, 8, 17, 1},
       // An output over 2 MiB (2.36 MB): the tiles prefetch their output
       // and residual lines (OutputPrefetchPays).
-      {4, 3, 1, 128, 16, 48, 48, 2}};
+      {4, 3, 1, 128, 16, 48, 48, 2},
+      // p equal to the lanes (16 on AVX-512, 8 on AVX2: each column block a
+      // whole input vector), with a partial last output vector and a partial
+      // last column block.
+      {16, 3, 1, 40, 44, 9, 11, 1}, {16, 3, 2, 40, 44, 12, 13, 2}, {8, 3, 1, 20, 28, 9, 10, 1},
+      {8, 3, 2, 20, 28, 11, 9, 2}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " "
                                       << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);
