@@ -31,6 +31,7 @@ using permdnn::testing::Tolerance;
 struct Case {
   int p, kernel, stride;
   int64_t out, in, h, w, batch;
+  int pad = -1;  // -1: kernel / 2 on every side
 };
 
 // Plain [N][C][H][W] <-> blocked [N][C/L][H][W][L].
@@ -69,11 +70,16 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // whole input vector), with a partial last output vector and a partial
       // last column block.
       {16, 3, 1, 40, 44, 9, 11, 1}, {16, 3, 2, 40, 44, 12, 13, 2}, {8, 3, 1, 20, 28, 9, 10, 1},
-      {8, 3, 2, 20, 28, 11, 9, 2}};
+      {8, 3, 2, 20, 28, 11, 9, 2},
+      // Padding other than kernel / 2: two halo rows and columns outside
+      // the image on each side (3x3, pad 2) and a padded 1x1, so the edge
+      // tiles skip several rows and read zeros for several columns.
+      {4, 3, 1, 32, 24, 7, 9, 1, 2}, {8, 3, 2, 24, 20, 9, 8, 1, 2}, {4, 1, 2, 20, 36, 7, 6, 2, 1}};
   for (const Case& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " "
+    SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
+                                      << (c.pad >= 0 ? c.pad : c.kernel / 2) << " "
                                       << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);
-    const int pad = c.kernel / 2, taps = c.kernel * c.kernel, p = c.p;
+    const int pad = c.pad >= 0 ? c.pad : c.kernel / 2, taps = c.kernel * c.kernel, p = c.p;
     const int64_t oh = (c.h + 2 * pad - c.kernel) / c.stride + 1, ow = (c.w + 2 * pad - c.kernel) / c.stride + 1;
     const int64_t mb = (c.out + p - 1) / p, nb = (c.in + p - 1) / p;
     const uint64_t seed = static_cast<uint64_t>(c.p * 100 + c.out);
