@@ -113,7 +113,7 @@ def main():
       "resnet-full (6 epochs) on 2026-12-06 01:50-03:27 UTC with up to six; resnet-full's `--seed 2` / `3` rows "
       "on 2026-12-06 04:35-06:01 UTC, two at a time beside two nice-19 trainings and this project's builds, paused "
       "by SIGSTOP while benchmarks ran" + (
-          "; the θ = 0.7 × mean rows' `--seed 2` / `3` runs on 2026-12-06 13:42-14:44 UTC, side by side beside "
+          "; the θ = 0.7 × mean rows' `--seed 2` / `3` runs on 2026-12-06 13:42-14:41 UTC, side by side beside "
           "this project's builds and kernel benchmarks, paused by SIGSTOP while docs' benchmarks ran"
           if load(results, "resnet-full-wpc-e6-s2") else "") + ", so no two rows' times compare.")
     w("")

@@ -101,8 +101,9 @@ constexpr bool WeightsInRegisters() {
 // loaded once and permuted once per output vector: half the input loads per
 // FMA (stride 2 reads 85 halo positions per 144 FMAs of a 2×8 tile, and
 // those loads, mostly from L2, were that tile's limit: dropping its permutes
-// changed nothing, sharing the loads gained 1.25-1.4x; the NV = 2 tile runs
-// 0.79-0.88x the time without its permutes); the first vector's weights
+// changed nothing, sharing the loads gained 1.25-1.4x; the NV = 2 tile ran
+// 0.79-0.88x the time without its permutes at batch 1, before the edge-tile
+// change); the first vector's weights
 // stay in registers (WeightsInRegisters), the others' are memory operands.
 template <int KH, int KW, int S, int R, int T, bool kEdge, int NV>
 HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, int64_t ox0) {

@@ -1063,11 +1063,14 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
             // 1-3 run one at a time on a half / quarter vector.
             for (int64_t I = Ic; I < Ic1; I += GroupOf<Kind>()) {
               // The first sample tile brings the weights into L2 (the others
-              // find them there), prefetched two steps ahead (without
-              // LanesChunk's wrap into the next J-chunk: with it AVX3 p = 16
-              // Alex-6 / VGG-6 ran 1.02x / 1.01x, stop 40). Zen 5, one
-              // thread, B=64, four alternating rounds, 2026-12-06: AVX3 p = 16 VGG-6 12.4 vs 13.9 ms, Alex-6
-              // 0.97x, Alex-7 equal; AVX2 p = 8 0.91-0.93x, p = 16 0.96-0.99x.
+              // find them there), prefetched two steps ahead. Zen 5, one
+              // thread, B=64, four alternating rounds, 2026-12-06: AVX3
+              // p = 16 VGG-6 12.4 vs 13.9 ms, Alex-6 0.97x, Alex-7 equal;
+              // AVX2 p = 8 0.91-0.93x, p = 16 0.96-0.99x. LanesChunk's wrap
+              // into the next J-chunk (its first row blocks prefetched at the
+              // end of the chunk before) was no better here: AVX3 p = 16,
+              // B=64, four alternating rounds (stop 40): Alex-6 / VGG-6
+              // 1.02x / 1.01x the time.
               if (b0 == 0)
                 for (int64_t Ia = I + 2 * GroupOf<Kind>(); Ia < std::min(Ic1, I + 3 * GroupOf<Kind>()); ++Ia)
                   PrefetchRowBlock(w, Ia, J0, J1);

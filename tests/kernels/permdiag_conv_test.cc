@@ -71,9 +71,11 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // last column block.
       {16, 3, 1, 40, 44, 9, 11, 1}, {16, 3, 2, 40, 44, 12, 13, 2}, {8, 3, 1, 20, 28, 9, 10, 1},
       {8, 3, 2, 20, 28, 11, 9, 2},
-      // Padding other than kernel / 2: two halo rows and columns outside
-      // the image on each side (3x3, pad 2) and a padded 1x1, so the edge
-      // tiles skip several rows and read zeros for several columns.
+      // Padding other than kernel / 2, so edge tiles skip several halo rows
+      // and read zeros for several columns: 3x3 pad 2 at stride 1 (two rows
+      // and columns outside on every side) and stride 2 (two at the top,
+      // left and bottom, one on the right), and a 1x1 at stride 2 with pad 1
+      // whose last row tile reads only padding (bias and residual alone).
       {4, 3, 1, 32, 24, 7, 9, 1, 2}, {8, 3, 2, 24, 20, 9, 8, 1, 2}, {4, 1, 2, 20, 36, 7, 6, 2, 1}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
