@@ -103,8 +103,8 @@ constexpr bool WeightsInRegisters() {
 // those loads, mostly from L2, were that tile's limit: dropping its permutes
 // changed nothing, sharing the loads gained 1.25-1.4x; the NV = 2 tile ran
 // 0.79-0.88x the time without its permutes at batch 1, before the edge-tile
-// change); the first vector's weights
-// stay in registers (WeightsInRegisters), the others' are memory operands.
+// change); the first vector's weights stay in registers
+// (WeightsInRegisters), the others' are memory operands.
 template <int KH, int KW, int S, int R, int T, bool kEdge, int NV>
 HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, int64_t ox0) {
   using D = hn::ScalableTag<float>;
