@@ -2,7 +2,7 @@
 """Writes docs/admm.md (and docs/admm-convergence.svg with gnuplot) from the
 finished runs in results/admm/ (scripts/admm.sh runs them). Usage:
 admm_doc.py RESULTS DOC SCRIPT."""
-import csv, datetime, json, os, re, shutil, subprocess, sys, tempfile
+import csv, datetime, json, os, shutil, subprocess, sys, tempfile
 
 runs, doc, script = sys.argv[1], sys.argv[2], sys.argv[3]
 docdir = os.path.dirname(doc) or "."
@@ -14,9 +14,7 @@ def load(name):
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        s = json.load(f)
-    s["_name"] = name
-    return s
+        return json.load(f)
 
 
 def fit_text(name):
@@ -45,15 +43,20 @@ def acc(s):
     return 100 * s["final_test_accuracy"]
 
 
+def admm_before(s):
+    """The summary of the run whose ADMM phase (DIR/admm) this run starts from
+    (stream prog's stage 2), or None: that phase is on its path too (not that
+    run's retraining)."""
+    src = s.get("from", "")
+    if os.path.basename(src) != "admm":
+        return None
+    s1 = load(os.path.basename(os.path.dirname(src)))
+    return s1 if s1 and s1.get("admm") else None
+
+
 def secs(s):
-    t = s.get("total_train_seconds", s["train_seconds"])
-    # Stream prog: stage 1's ADMM phase is on the path too (its retraining epoch is not).
-    m = re.fullmatch(r"(.*)-admmprs-d(0333|0133)", s.get("_name", ""))
-    if m:
-        s1 = load(f"{m.group(1)}-admmprs1-d{ {'0333': '10', '0133': '04'}[m.group(2)] }")
-        if s1 and s1.get("admm"):
-            t += s1["admm"]["train_seconds"]
-    return t
+    s1 = admm_before(s)
+    return s.get("total_train_seconds", s["train_seconds"]) + (s1["admm"]["train_seconds"] if s1 else 0)
 
 
 def row(model, spec, name, method, base, epochs):
@@ -173,7 +176,10 @@ pairs = []
 by = {}
 def admm_ep(name, default):
     s = load(name)
-    return f"{s['admm']['epochs']}+{s['admm']['retrain_epochs']} ep" if s and s.get("admm") else default
+    if not s or not s.get("admm"):
+        return default
+    s1 = admm_before(s)
+    return (f"{s1['admm']['epochs']} + " if s1 else "") + f"{s['admm']['epochs']}+{s['admm']['retrain_epochs']} ep"
 
 
 def plain_ep(name, default):
@@ -186,8 +192,6 @@ VARIANTS = [("admmrs", None, "rescaled dual"), ("admmdec", None, "decoupled pena
             ("admm1rs", None, "1 ADMM + 5 retraining epochs, rescaled dual"),
             ("admmrsL", "gradualL", "rescaled dual, 3x the epochs"),
             ("admmprs", None, "progressive via 3x the density, rescaled dual")]
-# Epochs on a variant's path before its own run (stream prog: stage 1's ADMM phase).
-VARIANT_EP_BEFORE = {"admmprs": "3 + "}
 GRADUAL_LABEL = {"gradualwd": "weight decay 0.05", "gradualL": "3x the epochs"}  # a variant's own gradual run
 PRUNE_MODELS = [("mlp", 12, ["05", "0333", "0222", "01"]), ("lenet5", 10, ["05", "0333"]),
                 ("lenet5caffe", 12, ["05", "0333", "02", "0133"])]
@@ -225,7 +229,7 @@ for model, dense_ep, dens in PRUNE_MODELS:
                     by[(f"{model} ({label})", d)] = (None, sgv)
                 continue
             rr, sv = row(model, f"prune:density=0.{d}", v_name, f"ADMM, {label}", base,
-                         VARIANT_EP_BEFORE.get(key, "") + admm_ep(v_name, "5+5 ep"))
+                         admm_ep(v_name, "5+5 ep"))
             L.append(rr)
             sgv = sg
             if gkey:
