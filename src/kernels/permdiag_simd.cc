@@ -1026,6 +1026,15 @@ inline void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
   for (int64_t f = 0; f < J1 - J0; f += 32) hwy::Prefetch(k + f);
 }
 
+// The same lines into L2 only (prefetcht1 on x86): for a request further
+// ahead than the L1 one, so that the L1 request finds its line in L2.
+inline void PrefetchRowBlockL2(const View& w, int64_t I, int64_t J0, int64_t J1) {
+  const float* q = w.block(I, J0);
+  for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) __builtin_prefetch(q + f, 0, 2);
+  const uint16_t* k = w.offsets + I * w.col_blocks + J0;
+  for (int64_t f = 0; f < J1 - J0; f += 32) __builtin_prefetch(k + f, 0, 2);
+}
+
 template <class D, int V, int Kind = kLoads>
 void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float* init, float* ypad, int64_t ldy,
                  int threads) {
@@ -1070,7 +1079,9 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
               // into the next J-chunk (its first row blocks prefetched at the
               // end of the chunk before) was no better here: AVX3 p = 16,
               // B=64, four alternating rounds (stop 40): Alex-6 / VGG-6
-              // 1.02x / 1.01x the time.
+              // 1.02x / 1.01x the time. An L2 prefetch six steps ahead as
+              // well (LanesChunk's kAheadL2; stop 41, four rounds): AVX3
+              // p = 16 0.98-1.01x, AVX2 p = 8 / 16 0.96-1.00x, not kept.
               if (b0 == 0)
                 for (int64_t Ia = I + 2 * GroupOf<Kind>(); Ia < std::min(Ic1, I + 3 * GroupOf<Kind>()); ++Ia)
                   PrefetchRowBlock(w, Ia, J0, J1);
@@ -1154,23 +1165,78 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
   // 12.5 / 6.9 vs 14.3 / 7.8 ms, VGG-6 34.5 / 20.2 vs 40.6 / 23.1 ms, and on
   // the L3-resident Alex-7 / VGG-7 p = 4 5.2 / 5.3 vs 6.1 / 6.1 ms, p = 8
   // 0.98x, Alex-8 0.99x; one or four blocks ahead measured the same as two.
-  constexpr int64_t kAhead = 2;
+  // Further ahead (kAheadL2 row blocks) the same lines go to L2 first:
+  // Zen 5, AVX3, one thread, B=64, six alternating rounds, stop 41: p = 4
+  // Alex-6 11.4 vs 17.4 ms, VGG-6 31.0 vs 51.1 ms, Alex-7 / VGG-7 0.81x;
+  // p = 8 Alex-6 6.3 vs 7.6 ms, VGG-6 17.2 vs 23.0 ms, Alex-7 / VGG-7
+  // 0.95x (with the register transposes, Transpose16). 6, 12 and 24 blocks
+  // ahead measured the same (four rounds).
+  constexpr int64_t kAhead = 2, kAheadL2 = 6;
   ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
     for (int64_t Ic = I0; Ic < I1; Ic += ic) {
       const int64_t Ic1 = std::min(I1, Ic + ic);
       for (int64_t J0 = 0; J0 < nb; J0 += jc) {
         const int64_t J1 = std::min(nb, J0 + jc);
         for (int64_t I = Ic; I < Ic1; ++I) {
-          // The step kAhead row blocks on: the same J-chunk, or the next
+          // The step `ahead` row blocks on: the same J-chunk, or the next
           // J-chunk's first row blocks.
-          int64_t Ia = I + kAhead, Ja = J0;
-          if (Ia >= Ic1) Ia = Ic + (Ia - Ic1), Ja = J1;
-          if (Ja < nb && Ia < Ic1) PrefetchRowBlock(w, Ia, Ja, std::min(nb, Ja + jc));
+          auto ahead = [&](int64_t steps, auto prefetch) {
+            int64_t Ia = I + steps, Ja = J0;
+            if (Ia >= Ic1) Ia = Ic + (Ia - Ic1), Ja = J1;
+            if (Ja < nb && Ia < Ic1) prefetch(w, Ia, Ja, std::min(nb, Ja + jc));
+          };
+          ahead(kAhead, PrefetchRowBlock);
+          ahead(kAheadL2, PrefetchRowBlockL2);
           for (int r0 = 0; r0 < p; r0 += R) LanesTile<D, R, V>(d, w, I, r0, J0, J1, xT, yT);
         }
       }
     }
   });
+}
+
+// dst[c·ld_dst + i] = src[i·ld_src + c] for a 16 x 16 tile, in registers
+// (unpacks of 32 and 64 bits, then two rounds of 128-bit block shuffles: 64
+// shuffles for 16 rows). False where the target has no 16-lane vectors: the
+// caller's loops then run. The lanes row's transposes with plain loops were
+// 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen 5, AVX3).
+inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_src);
+  // t[2i] / t[2i+1]: rows 2i and 2i+1 interleaved, elements 0-1 / 2-3 of
+  // each 128-bit block.
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4i+j]: block b holds column 4b + j of rows 4i..4i+3.
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), e = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+  }
+  // Blocks regrouped: t[j] = rows 0-3 of columns j, 8+j, rows 4-7 of the
+  // same; t[4+j] the same for columns 4+j, 12+j; t[8+j], t[12+j] rows 8-15.
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+    t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm512_storeu_ps(dst + j * ld_dst, _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88));
+    _mm512_storeu_ps(dst + (8 + j) * ld_dst, _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD));
+    _mm512_storeu_ps(dst + (4 + j) * ld_dst, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88));
+    _mm512_storeu_ps(dst + (12 + j) * ld_dst, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD));
+  }
+  return true;
+#else
+  (void)src, (void)ld_src, (void)dst, (void)ld_dst;
+  return false;
+#endif
 }
 
 // The batch in chunks of 4N, 2N or N samples; R rows per tile with R·V <= 16.
@@ -1187,11 +1253,14 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
     const int64_t W = V * N;
     float* xT = Scratch(xt_buf, static_cast<std::size_t>(ncol * W));
     float* yT = Scratch(yt_buf, static_cast<std::size_t>(prow * W));
-    // Transposes in 16 x 16 tiles (one cache line of each side per step).
+    // Transposes in 16 x 16 tiles (one cache line of each side per step),
+    // in registers where the tile is whole.
     for (int64_t c0 = 0; c0 < ncol; c0 += 16)
-      for (int64_t s0 = 0; s0 < W; s0 += 16)
+      for (int64_t s0 = 0; s0 < W; s0 += 16) {
+        if (c0 + 16 <= w.cols && Transpose16(x + (b0 + s0) * w.cols + c0, w.cols, xT + c0 * W + s0, W)) continue;
         for (int64_t c = c0; c < std::min(ncol, c0 + 16); ++c)
           for (int64_t s = s0; s < s0 + 16; ++s) xT[c * W + s] = c < w.cols ? x[(b0 + s) * w.cols + c] : 0.0f;
+      }
     for (int64_t r = 0; r < prow; ++r)
       for (int64_t s = 0; s < W; ++s) yT[r * W + s] = init[r];
     const int R = std::min(p, 16 / V);
@@ -1199,9 +1268,11 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
     else if (V == 2) (R >= 8 ? LanesChunk<D, 8, 2> : LanesChunk<D, 4, 2>)(d, w, xT, yT, threads);
     else (R >= 16 ? LanesChunk<D, 16, 1> : R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
     for (int64_t r0 = 0; r0 < prow; r0 += 16)
-      for (int64_t s0 = 0; s0 < W; s0 += 16)
+      for (int64_t s0 = 0; s0 < W; s0 += 16) {
+        if (r0 + 16 <= prow && Transpose16(yT + r0 * W + s0, W, ypad + (b0 + s0) * ldy + r0, ldy)) continue;
         for (int64_t s = s0; s < s0 + 16; ++s)
           for (int64_t r = r0; r < std::min(prow, r0 + 16); ++r) ypad[(b0 + s) * ldy + r] = yT[r * W + s];
+      }
     b0 += W;
   }
 }
