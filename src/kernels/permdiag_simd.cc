@@ -1279,11 +1279,13 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
 
 // Measured against the permuting rows (Zen 5, AVX3, one thread, Alex-7,
 // two alternating runs): B=64 p=4 6.28-6.32 vs quad 7.74-8.02 ms, p=8
-// 3.39-3.61 vs pair 4.08; slower at p=16 (2.48 vs 1.80-1.94) and at B=16
-// (one vector per row: two loads per FMA), so the row takes B % 64 == 0 at
-// p = 4 and 8 only.
+// 3.39-3.61 vs pair 4.08; slower at B=16 (one vector per row: two loads per
+// FMA), so the row takes B % 64 == 0. At p=16 it was slower too (2.48 vs
+// 1.80-1.94) until LanesChunk's L2 prefetch (stop 41, six alternating
+// rounds, against permute<1>): Alex-6 4.05 vs 4.62 ms, VGG-6 11.4 vs 13.6
+// ms, Alex-7 / VGG-7 1.00-1.01x.
 bool AdmitsLanes(const KernelProblem& q) {
-  return LanesF() == 16 && q.batch % 64 == 0 && (q.p == 4 || q.p == 8);
+  return LanesF() == 16 && q.batch % 64 == 0 && (q.p == 4 || q.p == 8 || q.p == 16);
 }
 
 // ---- The rows of Y = X·Wᵀ -------------------------------------------------------
