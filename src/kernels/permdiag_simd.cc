@@ -1195,9 +1195,9 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
 }
 
 // dst[c·ld_dst + i] = src[i·ld_src + c] for a 16 x 16 tile, in registers
-// (unpacks of 32 and 64 bits, then two rounds of 128-bit block shuffles: 64
-// shuffles for 16 rows). False where the target has no 16-lane vectors: the
-// caller's loops then run. The lanes row's transposes with plain loops were
+// (AVX-512: unpacks of 32 and 64 bits, then two rounds of 128-bit block
+// shuffles, 64 shuffles for 16 rows; AVX2: four 8 x 8 tiles). False on
+// other targets: the caller's loops then run. The lanes row's transposes with plain loops were
 // 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen 5, AVX3).
 inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
@@ -1233,6 +1233,32 @@ inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld
     _mm512_storeu_ps(dst + (12 + j) * ld_dst, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD));
   }
   return true;
+#elif HWY_ARCH_X86 && HWY_TARGET == HWY_AVX2
+  // Four 8 x 8 tiles: unpacks of 32 bits, 64-bit lane shuffles, then the
+  // 128-bit halves swapped.
+  for (int bi = 0; bi < 16; bi += 8)
+    for (int bj = 0; bj < 16; bj += 8) {
+      const float* s = src + bi * ld_src + bj;
+      float* o = dst + bj * ld_dst + bi;
+      __m256 r[8], t[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ld_src);
+      for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+      // r[4h + j]: columns j and 4 + j of rows 4h..4h+3 (one per half).
+      for (int h = 0; h < 2; ++h) {
+        r[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        r[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        r[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        r[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+      }
+      for (int j = 0; j < 4; ++j) {
+        _mm256_storeu_ps(o + j * ld_dst, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+        _mm256_storeu_ps(o + (4 + j) * ld_dst, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+      }
+    }
+  return true;
 #else
   (void)src, (void)ld_src, (void)dst, (void)ld_dst;
   return false;
@@ -1263,8 +1289,15 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
       }
     for (int64_t r = 0; r < prow; ++r)
       for (int64_t s = 0; s < W; ++s) yT[r * W + s] = init[r];
-    const int R = std::min(p, 16 / V);
-    if (V == 4) LanesChunk<D, 4, 4>(d, w, xT, yT, threads);
+    // R·V accumulators: 16 of 32 registers on AVX-512, 8 of 16 on AVX2
+    // (AVX2, B=64, three alternating rounds, stop 41: R·V = 4 or 16 were
+    // slower, 1 x 8 and 2 x 8 no faster).
+    const int R = std::min(p, (N >= 16 ? 16 : 8) / V);
+    if (N < 16) {
+      if (V == 4) LanesChunk<D, 2, 4>(d, w, xT, yT, threads);
+      else if (V == 2) LanesChunk<D, 4, 2>(d, w, xT, yT, threads);
+      else (R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
+    } else if (V == 4) LanesChunk<D, 4, 4>(d, w, xT, yT, threads);
     else if (V == 2) (R >= 8 ? LanesChunk<D, 8, 2> : LanesChunk<D, 4, 2>)(d, w, xT, yT, threads);
     else (R >= 16 ? LanesChunk<D, 16, 1> : R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
     for (int64_t r0 = 0; r0 < prow; r0 += 16)
@@ -1284,8 +1317,14 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
 // 1.80-1.94) until LanesChunk's L2 prefetch (stop 41, six alternating
 // rounds, against permute<1>): Alex-6 4.05 vs 4.62 ms, VGG-6 11.4 vs 13.6
 // ms, Alex-7 / VGG-7 1.00-1.01x.
+// On AVX2 (8 lanes, 2 x 4 tiles; stop 41, four alternating rounds, B=64,
+// against the tile rows): p = 4 0.54-0.60x the time of capped<4> on
+// Alex-6, Alex-7, VGG-6 and VGG-7; p = 8 0.97-1.10x of tiles<1>; p = 16
+// 0.82-1.00x of tiles<2> on Alex-6 / VGG-6 (three runs) and 1.04-1.05x on
+// Alex-7 / VGG-7. There it takes p = 4 only.
 bool AdmitsLanes(const KernelProblem& q) {
-  return LanesF() == 16 && q.batch % 64 == 0 && (q.p == 4 || q.p == 8 || q.p == 16);
+  if (q.batch % 64 != 0) return false;
+  return LanesF() == 16 ? q.p == 4 || q.p == 8 || q.p == 16 : LanesF() == 8 && q.p == 4;
 }
 
 // ---- The rows of Y = X·Wᵀ -------------------------------------------------------
@@ -1310,7 +1349,7 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
                    TileMax<V>()});
     };
 #if HWY_TARGET != HWY_SCALAR
-    if constexpr (hn::MaxLanes(DF()) == 16) {
+    if constexpr (hn::MaxLanes(DF()) == 16 || hn::MaxLanes(DF()) == 8) {
       // arg 0: the row takes the plain input, not the doubled tiles.
       r.push_back({"permdiag.matmul_rows.lanes", AdmitsLanes,
                    [](const View& w, const float* x, int64_t b, const float* i, float* yp, int64_t l, int t) {
