@@ -620,21 +620,38 @@ L.append("## Convergence of the ADMM phase")
 L.append("")
 series = [n for n in sorted(os.listdir(runs)) if rounds(n)] if os.path.isdir(runs) else []
 if series and shutil.which("gnuplot"):
+    # One panel per model; in a panel one colour per variant (the name's second
+    # field: admm, admmrs, admmdec, ...), keyed once; each run of a variant is
+    # one line of that colour. The run-by-run values follow below the plot.
+    models = sorted({n.split("-")[0] for n in series})
+    cols = 2 if len(models) > 1 else 1
+    rows_n = (len(models) + cols - 1) // cols
     with tempfile.TemporaryDirectory() as tmp:
-        plots = []
-        for n in series:
-            path = os.path.join(tmp, n + ".dat")
-            with open(path, "w") as f:
-                for r in rounds(n):
-                    f.write(f"{r['round']} {r['residual']}\n")
-            plots.append(f"'{path}' using 1:2 with linespoints title '{n}'")
-        gp = ("set terminal svg size 800,480 dynamic font 'sans,11'\n"
+        gp = (f"set terminal svg size {520 * cols},{380 * rows_n} dynamic font 'sans,10'\n"
               f"set output '{svg}'\n"
-              "set logscale y\nset xlabel 'ADMM round'\nset ylabel '||W - Z|| / ||W|| (constrained layers)'\n"
-              "set key outside right\nset grid\n"
-              "plot " + ", ".join(plots) + "\n")
+              f"set multiplot layout {rows_n},{cols}\n"
+              "set logscale y\nset xlabel 'ADMM round'\nset ylabel '||W - Z|| / ||W||'\n"
+              "set key top right font ',8'\nset grid\n")
+        for m in models:
+            plots, colour = [], {}
+            for n in (n for n in series if n.split("-")[0] == m):
+                variant = n.split("-")[1] if "-" in n else n
+                path = os.path.join(tmp, n + ".dat")
+                with open(path, "w") as f:
+                    for r in rounds(n):
+                        f.write(f"{r['round']} {r['residual']}\n")
+                first = variant not in colour
+                colour.setdefault(variant, len(colour) + 1)
+                title = f"title '{variant}'" if first else "notitle"
+                plots.append(f"'{path}' using 1:2 with linespoints lc {colour[variant]} pt {colour[variant]} {title}")
+            count = sum(1 for n in series if n.split("-")[0] == m)
+            gp += f"set title '{m} ({count} runs)'\nplot " + ", ".join(plots) + "\n"
+        gp += "unset multiplot\n"
         subprocess.run(["gnuplot"], input=gp.encode(), check=True)
     L.append(f"![‖W − Z‖/‖W‖ per round]({os.path.relpath(svg, docdir)})")
+    L.append("")
+    L.append("One panel per model; in each, one colour per variant (the run name's second field), every run of "
+             "it one line. Each run's values are listed below.")
     L.append("")
 for n in series:
     rs = rounds(n)
