@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/error.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/permdiag.h"
 #include "src/kernels/table_internal.h"
@@ -1018,21 +1019,19 @@ HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0,
 // Prefetches the weights and offsets of row block I's column blocks
 // [J0, J1) (one request per cache line): the batched products read a short
 // run of each of many row blocks, nb·p floats apart, too many streams for
-// the hardware prefetcher (LanesChunk, RowsBatched).
+// the hardware prefetcher (LanesChunk, RowsBatched). kL2: into L2 only
+// (prefetcht1 on x86), for a request further ahead than the L1 one, which
+// then finds its line in L2.
+template <bool kL2 = false>
 inline void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
+  auto request = [](const void* line) {
+    if constexpr (kL2) __builtin_prefetch(line, 0, 2);
+    else hwy::Prefetch(line);
+  };
   const float* q = w.block(I, J0);
-  for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) hwy::Prefetch(q + f);
+  for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) request(q + f);
   const uint16_t* k = w.offsets + I * w.col_blocks + J0;
-  for (int64_t f = 0; f < J1 - J0; f += 32) hwy::Prefetch(k + f);
-}
-
-// The same lines into L2 only (prefetcht1 on x86): for a request further
-// ahead than the L1 one, so that the L1 request finds its line in L2.
-inline void PrefetchRowBlockL2(const View& w, int64_t I, int64_t J0, int64_t J1) {
-  const float* q = w.block(I, J0);
-  for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) __builtin_prefetch(q + f, 0, 2);
-  const uint16_t* k = w.offsets + I * w.col_blocks + J0;
-  for (int64_t f = 0; f < J1 - J0; f += 32) __builtin_prefetch(k + f, 0, 2);
+  for (int64_t f = 0; f < J1 - J0; f += 32) request(k + f);
 }
 
 template <class D, int V, int Kind = kLoads>
@@ -1081,7 +1080,8 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
               // B=64, four alternating rounds (stop 40): Alex-6 / VGG-6
               // 1.02x / 1.01x the time. An L2 prefetch six steps ahead as
               // well (LanesChunk's kAheadL2; stop 41, four rounds): AVX3
-              // p = 16 0.98-1.01x, AVX2 p = 8 / 16 0.96-1.00x, not kept.
+              // p = 16 0.98-1.01x, AVX2 p = 8 / 16 0.96-1.00x, within the
+              // noise, not kept.
               if (b0 == 0)
                 for (int64_t Ia = I + 2 * GroupOf<Kind>(); Ia < std::min(Ic1, I + 3 * GroupOf<Kind>()); ++Ia)
                   PrefetchRowBlock(w, Ia, J0, J1);
@@ -1151,6 +1151,7 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
   constexpr int64_t W = V * N;
   const int p = w.p;
+  PERMDNN_DCHECK(p % R == 0);  // a tile's R rows stay in one row block
   const int64_t nb = w.col_blocks;
   // J-chunk: its xT rows (jc·p·W floats, ~32 KiB) stay in L1 while the rows of
   // an I-chunk (their yT rows ~128 KiB, in L2) pass over them.
@@ -1178,15 +1179,15 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
       for (int64_t J0 = 0; J0 < nb; J0 += jc) {
         const int64_t J1 = std::min(nb, J0 + jc);
         for (int64_t I = Ic; I < Ic1; ++I) {
-          // The step `ahead` row blocks on: the same J-chunk, or the next
+          // The step `steps` row blocks on: the same J-chunk, or the next
           // J-chunk's first row blocks.
           auto ahead = [&](int64_t steps, auto prefetch) {
             int64_t Ia = I + steps, Ja = J0;
             if (Ia >= Ic1) Ia = Ic + (Ia - Ic1), Ja = J1;
             if (Ja < nb && Ia < Ic1) prefetch(w, Ia, Ja, std::min(nb, Ja + jc));
           };
-          ahead(kAhead, PrefetchRowBlock);
-          ahead(kAheadL2, PrefetchRowBlockL2);
+          ahead(kAhead, PrefetchRowBlock<false>);
+          ahead(kAheadL2, PrefetchRowBlock<true>);
           for (int r0 = 0; r0 < p; r0 += R) LanesTile<D, R, V>(d, w, I, r0, J0, J1, xT, yT);
         }
       }
@@ -1198,7 +1199,9 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
 // (AVX-512: unpacks of 32 and 64 bits, then two rounds of 128-bit block
 // shuffles, 64 shuffles for 16 rows; AVX2: four 8 x 8 tiles). False on
 // other targets: the caller's loops then run. The lanes row's transposes with plain loops were
-// 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen 5, AVX3).
+// 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen 5, AVX3). Intrinsics:
+// the Highway release here (1.0) has no shuffle of 128-bit blocks across
+// two vectors.
 inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
   __m512 r[16], t[16];
@@ -1235,7 +1238,7 @@ inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld
   return true;
 #elif HWY_ARCH_X86 && HWY_TARGET == HWY_AVX2
   // Four 8 x 8 tiles: unpacks of 32 bits, 64-bit lane shuffles, then the
-  // 128-bit halves swapped.
+  // 128-bit halves combined (permute2f128: low | low, high | high).
   for (int bi = 0; bi < 16; bi += 8)
     for (int bj = 0; bj < 16; bj += 8) {
       const float* s = src + bi * ld_src + bj;
@@ -1265,18 +1268,21 @@ inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld
 #endif
 }
 
-// The batch in chunks of 4N, 2N or N samples; R rows per tile with R·V <= 16.
+// The batch in chunks of W = 4N samples (AdmitsLanes: B % 64 == 0, so every
+// chunk is whole): R x 4 tiles, R·4 accumulators, 16 of the 32 registers on
+// 16 lanes (R = 4), 8 of the 16 on 8 lanes (R = 2; AVX2, B=64, three
+// alternating rounds, stop 41: 1 x 4 and 4 x 4 were slower, 1 x 8 and 2 x 8
+// no faster).
 template <class D>
 void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float* init, float* ypad, int64_t ldy,
                   int threads) {
   static thread_local AlignedBuffer<float> xt_buf, yt_buf;
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
-  const int p = w.p;
-  const int64_t ncol = w.col_blocks * p, prow = w.padded_rows();
-  for (int64_t b0 = 0; b0 < batch;) {
-    const int64_t left = batch - b0;
-    const int V = left >= 4 * N ? 4 : left >= 2 * N ? 2 : 1;
-    const int64_t W = V * N;
+  constexpr int V = 4;
+  constexpr int64_t W = V * N;
+  PERMDNN_DCHECK(batch % W == 0);
+  const int64_t ncol = w.col_blocks * w.p, prow = w.padded_rows();
+  for (int64_t b0 = 0; b0 < batch; b0 += W) {
     float* xT = Scratch(xt_buf, static_cast<std::size_t>(ncol * W));
     float* yT = Scratch(yt_buf, static_cast<std::size_t>(prow * W));
     // Transposes in 16 x 16 tiles (one cache line of each side per step),
@@ -1289,24 +1295,13 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
       }
     for (int64_t r = 0; r < prow; ++r)
       for (int64_t s = 0; s < W; ++s) yT[r * W + s] = init[r];
-    // R·V accumulators: 16 of 32 registers on AVX-512, 8 of 16 on AVX2
-    // (AVX2, B=64, three alternating rounds, stop 41: R·V = 4 or 16 were
-    // slower, 1 x 8 and 2 x 8 no faster).
-    const int R = std::min(p, (N >= 16 ? 16 : 8) / V);
-    if (N < 16) {
-      if (V == 4) LanesChunk<D, 2, 4>(d, w, xT, yT, threads);
-      else if (V == 2) LanesChunk<D, 4, 2>(d, w, xT, yT, threads);
-      else (R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
-    } else if (V == 4) LanesChunk<D, 4, 4>(d, w, xT, yT, threads);
-    else if (V == 2) (R >= 8 ? LanesChunk<D, 8, 2> : LanesChunk<D, 4, 2>)(d, w, xT, yT, threads);
-    else (R >= 16 ? LanesChunk<D, 16, 1> : R >= 8 ? LanesChunk<D, 8, 1> : LanesChunk<D, 4, 1>)(d, w, xT, yT, threads);
+    LanesChunk<D, N >= 16 ? 4 : 2, V>(d, w, xT, yT, threads);
     for (int64_t r0 = 0; r0 < prow; r0 += 16)
       for (int64_t s0 = 0; s0 < W; s0 += 16) {
         if (r0 + 16 <= prow && Transpose16(yT + r0 * W + s0, W, ypad + (b0 + s0) * ldy + r0, ldy)) continue;
         for (int64_t s = s0; s < s0 + 16; ++s)
           for (int64_t r = r0; r < std::min(prow, r0 + 16); ++r) ypad[(b0 + s) * ldy + r] = yT[r * W + s];
       }
-    b0 += W;
   }
 }
 
@@ -1321,7 +1316,7 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
 // against the tile rows): p = 4 0.54-0.60x the time of capped<4> on
 // Alex-6, Alex-7, VGG-6 and VGG-7; p = 8 0.97-1.10x of tiles<1>; p = 16
 // 0.82-1.00x of tiles<2> on Alex-6 / VGG-6 (three runs) and 1.04-1.05x on
-// Alex-7 / VGG-7. There it takes p = 4 only.
+// Alex-7 / VGG-7. There it takes p = 4 only; on 16 lanes p = 4, 8 and 16.
 bool AdmitsLanes(const KernelProblem& q) {
   if (q.batch % 64 != 0) return false;
   return LanesF() == 16 ? q.p == 4 || q.p == 8 || q.p == 16 : LanesF() == 8 && q.p == 4;
