@@ -623,18 +623,25 @@ if series and shutil.which("gnuplot"):
     # One panel per model; in a panel one colour per variant (the name's second
     # field: admm, admmrs, admmdec, ...), keyed once; each run of a variant is
     # one line of that colour. The run-by-run values follow below the plot.
-    models = sorted({n.split("-")[0] for n in series})
+    by_model = {}
+    for n in series:
+        by_model.setdefault(n.split("-")[0], []).append(n)
+    models = sorted(by_model)
     cols = 2 if len(models) > 1 else 1
     rows_n = (len(models) + cols - 1) // cols
+
+    def gq(text):  # a gnuplot string literal
+        return "'" + text.replace("'", "''") + "'"
+
     with tempfile.TemporaryDirectory() as tmp:
-        gp = (f"set terminal svg size {520 * cols},{380 * rows_n} dynamic font 'sans,10'\n"
-              f"set output '{svg}'\n"
+        gp = (f"set terminal svg size {520 * cols},{380 * rows_n} dynamic noenhanced font 'sans,10'\n"
+              f"set output {gq(svg)}\n"
               f"set multiplot layout {rows_n},{cols}\n"
               "set logscale y\nset xlabel 'ADMM round'\nset ylabel '||W - Z|| / ||W||'\n"
               "set key top right font ',8'\nset grid\n")
         for m in models:
             plots, colour = [], {}
-            for n in (n for n in series if n.split("-")[0] == m):
+            for n in by_model[m]:
                 variant = n.split("-")[1] if "-" in n else n
                 path = os.path.join(tmp, n + ".dat")
                 with open(path, "w") as f:
@@ -642,10 +649,9 @@ if series and shutil.which("gnuplot"):
                         f.write(f"{r['round']} {r['residual']}\n")
                 first = variant not in colour
                 colour.setdefault(variant, len(colour) + 1)
-                title = f"title '{variant}'" if first else "notitle"
-                plots.append(f"'{path}' using 1:2 with linespoints lc {colour[variant]} pt {colour[variant]} {title}")
-            count = sum(1 for n in series if n.split("-")[0] == m)
-            gp += f"set title '{m} ({count} runs)'\nplot " + ", ".join(plots) + "\n"
+                title = f"title {gq(variant)}" if first else "notitle"
+                plots.append(f"{gq(path)} using 1:2 with linespoints lc {colour[variant]} pt {colour[variant]} {title}")
+            gp += f"set title {gq(f'{m} ({len(by_model[m])} runs)')}\nplot " + ", ".join(plots) + "\n"
         gp += "unset multiplot\n"
         subprocess.run(["gnuplot"], input=gp.encode(), check=True)
     L.append(f"![‖W − Z‖/‖W‖ per round]({os.path.relpath(svg, docdir)})")

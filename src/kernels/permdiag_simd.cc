@@ -1019,14 +1019,18 @@ HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0,
 // Prefetches the weights and offsets of row block I's column blocks
 // [J0, J1) (one request per cache line): the batched products read a short
 // run of each of many row blocks, nb·p floats apart, too many streams for
-// the hardware prefetcher (LanesChunk, RowsBatched). kL2: into L2 only
+// the hardware prefetcher (LanesChunk, RowsBatched). kL2: into L2, not L1
 // (prefetcht1 on x86), for a request further ahead than the L1 one, which
 // then finds its line in L2.
 template <bool kL2 = false>
 inline void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
   auto request = [](const void* line) {
+#if !defined(HWY_DISABLE_CACHE_CONTROL)  // as hwy::Prefetch honours it
     if constexpr (kL2) __builtin_prefetch(line, 0, 2);
     else hwy::Prefetch(line);
+#else
+    (void)line;
+#endif
   };
   const float* q = w.block(I, J0);
   for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) request(q + f);
@@ -1080,8 +1084,8 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
               // B=64, four alternating rounds (stop 40): Alex-6 / VGG-6
               // 1.02x / 1.01x the time. An L2 prefetch six steps ahead as
               // well (LanesChunk's kAheadL2; stop 41, four rounds): AVX3
-              // p = 16 0.98-1.01x, AVX2 p = 8 / 16 0.96-1.00x, within the
-              // noise, not kept.
+              // p = 16 0.98-1.01x, AVX2 p = 8 / 16 0.96-1.00x: too little
+              // for a second prefetch stream, not kept.
               if (b0 == 0)
                 for (int64_t Ia = I + 2 * GroupOf<Kind>(); Ia < std::min(Ic1, I + 3 * GroupOf<Kind>()); ++Ia)
                   PrefetchRowBlock(w, Ia, J0, J1);
@@ -1111,7 +1115,8 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
 }
 
 // ---- lanes: Y = X·Wᵀ with the batch in the vector lanes ------------------------
-// For a batch that is a multiple of N: X is transposed once into xT[c][b]
+// For a batch that is a multiple of 4N (AdmitsLanes: B % 64 == 0): X is
+// transposed once into xT[c][b]
 // (columns zero-padded to whole blocks), so row i of block I adds, per
 // column block J, its one weight (broadcast) times the N-sample vectors of
 // column J·p + (r + k) mod p, and the accumulators yT[row][b] are transposed
@@ -1167,11 +1172,12 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
   // the L3-resident Alex-7 / VGG-7 p = 4 5.2 / 5.3 vs 6.1 / 6.1 ms, p = 8
   // 0.98x, Alex-8 0.99x; one or four blocks ahead measured the same as two.
   // Further ahead (kAheadL2 row blocks) the same lines go to L2 first:
-  // Zen 5, AVX3, one thread, B=64, six alternating rounds, stop 41: p = 4
-  // Alex-6 11.4 vs 17.4 ms, VGG-6 31.0 vs 51.1 ms, Alex-7 / VGG-7 0.81x;
-  // p = 8 Alex-6 6.3 vs 7.6 ms, VGG-6 17.2 vs 23.0 ms, Alex-7 / VGG-7
-  // 0.95x (with the register transposes, Transpose16). 6, 12 and 24 blocks
-  // ahead measured the same (four rounds).
+  // Zen 5, AVX3, one thread, B=64, six alternating rounds against the code
+  // before (which had measured 12.5 / 34.5 ms at p = 4 above: the host's
+  // state), stop 41: p = 4 Alex-6 11.4 vs 17.4 ms, VGG-6 31.0 vs 51.1 ms,
+  // Alex-7 / VGG-7 0.81x; p = 8 Alex-6 6.3 vs 7.6 ms, VGG-6 17.2 vs 23.0
+  // ms, Alex-7 / VGG-7 0.95x (with the register transposes, Transpose16).
+  // 6, 12 and 24 blocks ahead measured the same (four rounds).
   constexpr int64_t kAhead = 2, kAheadL2 = 6;
   ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
     for (int64_t Ic = I0; Ic < I1; Ic += ic) {
@@ -1181,13 +1187,13 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
         for (int64_t I = Ic; I < Ic1; ++I) {
           // The step `steps` row blocks on: the same J-chunk, or the next
           // J-chunk's first row blocks.
-          auto ahead = [&](int64_t steps, auto prefetch) {
+          auto ahead = [&](int64_t steps, auto l2) {
             int64_t Ia = I + steps, Ja = J0;
             if (Ia >= Ic1) Ia = Ic + (Ia - Ic1), Ja = J1;
-            if (Ja < nb && Ia < Ic1) prefetch(w, Ia, Ja, std::min(nb, Ja + jc));
+            if (Ja < nb && Ia < Ic1) PrefetchRowBlock<decltype(l2)::value>(w, Ia, Ja, std::min(nb, Ja + jc));
           };
-          ahead(kAhead, PrefetchRowBlock<false>);
-          ahead(kAheadL2, PrefetchRowBlock<true>);
+          ahead(kAhead, std::false_type{});
+          ahead(kAheadL2, std::true_type{});
           for (int r0 = 0; r0 < p; r0 += R) LanesTile<D, R, V>(d, w, I, r0, J0, J1, xT, yT);
         }
       }
@@ -1200,8 +1206,8 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
 // shuffles, 64 shuffles for 16 rows; AVX2: four 8 x 8 tiles). False on
 // other targets: the caller's loops then run. The lanes row's transposes with plain loops were
 // 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen 5, AVX3). Intrinsics:
-// the Highway release here (1.0) has no shuffle of 128-bit blocks across
-// two vectors.
+// Highway 1.0.3 has no two-input block shuffle like vshuff32x4 (composing
+// OddEvenBlocks and SwapAdjacentBlocks costs two ops for each).
 inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
   __m512 r[16], t[16];
@@ -1309,13 +1315,14 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
 // two alternating runs): B=64 p=4 6.28-6.32 vs quad 7.74-8.02 ms, p=8
 // 3.39-3.61 vs pair 4.08; slower at B=16 (one vector per row: two loads per
 // FMA), so the row takes B % 64 == 0. At p=16 it was slower too (2.48 vs
-// 1.80-1.94) until LanesChunk's L2 prefetch (stop 41, six alternating
-// rounds, against permute<1>): Alex-6 4.05 vs 4.62 ms, VGG-6 11.4 vs 13.6
-// ms, Alex-7 / VGG-7 1.00-1.01x.
+// 1.80-1.94) until LanesChunk's L2 prefetch and the register transposes
+// (stop 41, six alternating rounds, against permute<1>): Alex-6 4.05 vs
+// 4.62 ms, VGG-6 11.4 vs 13.6 ms, level on Alex-7 / VGG-7 (1.00-1.01x).
 // On AVX2 (8 lanes, 2 x 4 tiles; stop 41, four alternating rounds, B=64,
 // against the tile rows): p = 4 0.54-0.60x the time of capped<4> on
 // Alex-6, Alex-7, VGG-6 and VGG-7; p = 8 0.97-1.10x of tiles<1>; p = 16
-// 0.82-1.00x of tiles<2> on Alex-6 / VGG-6 (three runs) and 1.04-1.05x on
+// 0.82-1.00x of tiles<2> on Alex-6 / VGG-6 (three runs of four to six
+// rounds) and 1.04-1.05x on
 // Alex-7 / VGG-7. There it takes p = 4 only; on 16 lanes p = 4, 8 and 16.
 bool AdmitsLanes(const KernelProblem& q) {
   if (q.batch % 64 != 0) return false;

@@ -104,7 +104,8 @@ TEST_P(PermDiagKernels, MatMulRows) {
   for (Shape s : shapes) {
     PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 13 + s.cols, 1.0);
     auto bias = RandomVector(s.rows, 1.0, 5);
-    for (int64_t batch : {1, 2, 3, 7, 13, 64}) {
+    // 128: two 64-sample chunks of the lanes row on AVX-512.
+    for (int64_t batch : {1, 2, 3, 7, 13, 64, 128}) {
       for (double density : {1.0, 0.35, 0.0}) {
         auto x = RandomVector(s.cols * batch, density, batch + 100);
         for (bool with_bias : {false, true}) {
