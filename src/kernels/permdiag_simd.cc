@@ -1116,11 +1116,10 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
 
 // ---- lanes: Y = X·Wᵀ with the batch in the vector lanes ------------------------
 // For a batch that is a multiple of 4N (AdmitsLanes: B % 64 == 0): X is
-// transposed once into xT[c][b]
-// (columns zero-padded to whole blocks), so row i of block I adds, per
-// column block J, its one weight (broadcast) times the N-sample vectors of
-// column J·p + (r + k) mod p, and the accumulators yT[row][b] are transposed
-// back. No lane permutation and no doubled input: one broadcast and V loads
+// transposed once into xT[c][b] (columns zero-padded to whole blocks), so
+// row i of block I adds, per column block J, its one weight (broadcast)
+// times the N-sample vectors of column J·p + (r + k) mod p, and the
+// accumulators yT[row][b] are transposed back. No lane permutation and no doubled input: one broadcast and V loads
 // per V FMAs. Tiles of R rows of one row block × V vectors (V·N samples).
 template <class D, int R, int V>
 HWY_INLINE void LanesTile(D d, const View& w, int64_t I, int r0, int64_t J0, int64_t J1, const float* xT,
@@ -1204,8 +1203,9 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
 // dst[c·ld_dst + i] = src[i·ld_src + c] for a 16 x 16 tile, in registers
 // (AVX-512: unpacks of 32 and 64 bits, then two rounds of 128-bit block
 // shuffles, 64 shuffles for 16 rows; AVX2: four 8 x 8 tiles). False on
-// other targets: the caller's loops then run. The lanes row's transposes with plain loops were
-// 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen 5, AVX3). Intrinsics:
+// other targets: the caller's loops then run. The lanes row's transposes
+// with plain loops were 7% of its time on VGG-6 at B=64, p = 8 (perf, Zen
+// 5, AVX3). Intrinsics:
 // Highway 1.0.3 has no two-input block shuffle like vshuff32x4 (composing
 // OddEvenBlocks and SwapAdjacentBlocks costs two ops for each).
 inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
@@ -1322,8 +1322,8 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
 // against the tile rows): p = 4 0.54-0.60x the time of capped<4> on
 // Alex-6, Alex-7, VGG-6 and VGG-7; p = 8 0.97-1.10x of tiles<1>; p = 16
 // 0.82-1.00x of tiles<2> on Alex-6 / VGG-6 (three runs of four to six
-// rounds) and 1.04-1.05x on
-// Alex-7 / VGG-7. There it takes p = 4 only; on 16 lanes p = 4, 8 and 16.
+// rounds) and 1.04-1.05x on Alex-7 / VGG-7. There it takes p = 4 only; on
+// 16 lanes p = 4, 8 and 16.
 bool AdmitsLanes(const KernelProblem& q) {
   if (q.batch % 64 != 0) return false;
   return LanesF() == 16 ? q.p == 4 || q.p == 8 || q.p == 16 : LanesF() == 8 && q.p == 4;
