@@ -112,7 +112,7 @@ void RunIntegerInput(Model& model, const Args& args) {
 
 void AddRunCommand(CLI::App& app) {
   struct Args {
-    std::string model, input, output, batches = "1,64", json, zero_skip = "auto";
+    std::string model, input, output, batches = "1,64", json, zero_skip = "auto", micro_batch = "auto";
     int threads = 1;
     bool profile = false, bench = false, cpu_time = false, int16 = false, int8 = false;
     double min_time = 0.3;
@@ -141,6 +141,10 @@ void AddRunCommand(CLI::App& app) {
                   "measured per layer), never, always; --profile shows the path and density")
       ->check(CLI::IsMember({"auto", "never", "always"}))
       ->capture_default_str();
+  cmd->add_option("--micro-batch", args->micro_batch,
+                  "run a batch of a per-sample graph in passes of fewer samples, so that one pass's activations stay "
+                  "in cache: auto (the planner's choice), off, or N (at most N samples per pass)")
+      ->capture_default_str();
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
     PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
@@ -154,6 +158,17 @@ void AddRunCommand(CLI::App& app) {
     opt.zero_skip = args->zero_skip == "never"    ? runtime::ZeroSkip::kNever
                     : args->zero_skip == "always" ? runtime::ZeroSkip::kAlways
                                                   : runtime::ZeroSkip::kAuto;
+    if (args->micro_batch == "off") {
+      opt.micro_batch = 0;
+    } else if (args->micro_batch != "auto") {
+      const std::string& t = args->micro_batch;
+      const bool digits = !t.empty() && t.size() <= 9 && std::all_of(t.begin(), t.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      });
+      PERMDNN_CHECK(digits && std::stoll(t) >= 1, "--micro-batch must be auto, off or a positive sample count, got '{}'",
+                    t);
+      opt.micro_batch = std::stoll(t);
+    }
     Model model = Model::Load(args->model, opt);
     PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",
                   args->model, model.inputs().size());
@@ -175,7 +190,7 @@ void AddRunCommand(CLI::App& app) {
       const std::vector<int64_t> batches =
           args->input.empty() ? ParseInts("--batch", args->batches) : std::vector<int64_t>{file_shape.at(0)};
       nlohmann::json records = nlohmann::json::array();
-      std::printf("%-8s %12s %12s %14s\n", "batch", "median ms", "min ms", "samples/s");
+      std::printf("%-8s %12s %12s %14s %9s\n", "batch", "median ms", "min ms", "samples/s", "per pass");
       for (int64_t batch : batches) {
         std::vector<int64_t> shape = model.inputs()[0].shape;
         std::vector<float> x;
@@ -201,11 +216,12 @@ void AddRunCommand(CLI::App& app) {
                                   {.warmup = 0, .min_reps = 5, .min_time_s = args->min_time, .max_reps = 100000,
                                    .cpu_time = args->cpu_time});
         const double med = t.median_ms * 1e-3, best = t.min_ms * 1e-3;
-        std::printf("%-8lld %12.4f %12.4f %14.0f\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
-                    batch / med);
+        std::printf("%-8lld %12.4f %12.4f %14.0f %9lld\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
+                    batch / med, static_cast<long long>(model.SamplesPerPass()));
         records.push_back({{"model", args->model}, {"batch", batch}, {"threads", args->threads},
                            {"median_s", med}, {"min_s", best}, {"wall_median_s", t.wall_median_ms * 1e-3},
-                           {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"}});
+                           {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"},
+                           {"samples_per_pass", model.SamplesPerPass()}});
         if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
         if (!args->output.empty()) WriteOutput(args->output, y, oshape);
       }
@@ -218,8 +234,11 @@ void AddRunCommand(CLI::App& app) {
     std::vector<float> y(static_cast<std::size_t>(runtime::NumElements(oshape)));
     if (fixed) model.Calibrate(x, shape);
     model.Run(x, shape, y);
-    std::printf("%s: input %s -> output %s\n", args->model.c_str(), runtime::ShapeString(shape).c_str(),
+    std::printf("%s: input %s -> output %s", args->model.c_str(), runtime::ShapeString(shape).c_str(),
                 runtime::ShapeString(oshape).c_str());
+    if (model.SamplesPerPass() < shape.at(0))
+      std::printf(" (%lld samples per pass)", static_cast<long long>(model.SamplesPerPass()));
+    std::printf("\n");
     if (!args->output.empty()) {
       WriteOutput(args->output, y, oshape);
     } else if (oshape.size() == 2) {

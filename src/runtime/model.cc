@@ -3,6 +3,7 @@
 #include "permdnn/runtime/model.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include <cblas.h>
 
+#include "permdnn/formats/registry.h"
 #include "permdnn/runtime/onnx_io.h"
 #include "permdnn/kernels/dispatch.h"
 #include "runtime/dnnl_util.h"
@@ -147,6 +149,20 @@ struct Model::Impl {
   void Plan(const std::vector<InMeta>& in_meta);
   void Execute(std::span<const void* const> in_data);
   bool KeyMatches(const std::vector<InMeta>& in) const;
+
+  // Micro-batching (Options::micro_batch). For each whole-batch input shape
+  // seen: the samples per pass, and when that splits the batch, the whole
+  // batch's output shapes (the plan then holds the one-pass shape).
+  std::map<std::vector<int64_t>, int64_t> pass_samples;
+  std::map<std::vector<int64_t>, std::vector<std::vector<int64_t>>> whole_out_shapes;
+  int64_t last_pass = 0;
+  bool MayMicroBatch(const std::vector<int64_t>& shape) const;
+  int64_t PassSamples(const std::vector<int64_t>& shape);
+  bool PerSamplePlan(int64_t batch) const;
+  void PlanFloatInput(const std::vector<int64_t>& shape);
+  // Runs the batch `x` of `shape` in passes of `m` samples; dst[k] (when
+  // given) receives graph output k, whole batch (whole_out_shapes).
+  void ExecutePasses(const float* x, const std::vector<int64_t>& shape, int64_t m, std::span<void* const> dst);
 };
 
 void Model::Impl::LoadProto(const onnx::ModelProto& m) {
@@ -522,6 +538,197 @@ void Model::Impl::Execute(std::span<const void* const> in_data) {
   }
 }
 
+namespace {
+constexpr std::array kUnaryPerSample = {"Relu",       "Sigmoid",   "Tanh",      "Neg",  "Abs",  "Exp",
+                                        "Log",        "Sqrt",      "Reciprocal", "Floor", "Ceil", "LeakyRelu",
+                                        "Elu",        "Clip",      "Identity",  "Dropout", "Cast", "Flatten",
+                                        "Reshape",    "Squeeze",   "Unsqueeze", "MaxPool", "AveragePool",
+                                        "GlobalAveragePool", "GlobalMaxPool"};
+bool OneOf(const std::string& op, const auto& list) {
+  return std::find(list.begin(), list.end(), op) != list.end();
+}
+}  // namespace
+
+// Whether sample b of every output of node k depends only on sample b of
+// its non-constant inputs, given that all of those carry the batch in dim 0
+// (PerSamplePlan checks that). Ops that can mix samples while keeping dim 0
+// (Softmax / Concat / Transpose over axis 0, a constant operand indexed by
+// sample, a weight that is an activation) are out; unknown ops are out.
+static bool PerSampleNode(const NodeDef& n, const OpContext& ctx) {
+  auto constant = [&](std::size_t i) { return i >= ctx.in.size() || !ctx.in[i] || ctx.in[i]->constant; };
+  const std::size_t rank = ctx.out.empty() || !ctx.out[0] ? 0 : ctx.out[0]->shape.size();
+  // A constant operand of an elementwise op broadcasts over the batch only
+  // with a dim 0 of 1 or a lower rank.
+  auto broadcasts = [&](std::size_t i) {
+    const Value* v = i < ctx.in.size() ? ctx.in[i] : nullptr;
+    return !v || !v->constant || v->shape.size() < rank || v->shape[0] == 1;
+  };
+  std::vector<bool> operand(ctx.in.size(), false);  // fused Add operands: activations or broadcasts
+  for (const detail::PostOp& p : n.post_ops) {
+    if (p.op_type != "BatchNormalization" && p.op_type != "Add" && p.op_type != "Relu" && p.op_type != "Clip")
+      return false;
+    if (p.op_type == "Add")
+      for (int i : p.inputs) {
+        if (i < 0 || !broadcasts(static_cast<std::size_t>(i))) return false;
+        operand[static_cast<std::size_t>(i)] = true;
+      }
+  }
+  // Ops with weights: input 0 is the activation, the others constants.
+  auto weights_constant = [&] {
+    for (std::size_t i = 1; i < ctx.in.size(); ++i)
+      if (!operand[i] && !constant(i)) return false;
+    return true;
+  };
+  if (detail::IsPermDnnDomain(n.domain)) {
+    formats::RecurrentCell cell{};
+    return formats::FindRecurrentFormat(n.domain, n.op_type, &cell) == nullptr && weights_constant();
+  }
+  if (!n.domain.empty() && n.domain != "ai.onnx") return false;
+  const std::string& op = n.op_type;
+  if (OneOf(op, kUnaryPerSample)) return weights_constant();
+  if (op == "Conv" || op == "BatchNormalization" || op == "MatMul") return weights_constant();
+  if (op == "Gemm")
+    return n.Int("transA", 0) == 0 && weights_constant() && (ctx.in.size() < 3 || broadcasts(2) ||
+                                                             (ctx.in[2] && ctx.in[2]->shape.size() == 2 &&
+                                                              ctx.in[2]->shape[0] == 1));
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+    for (std::size_t i = 0; i < ctx.in.size(); ++i)
+      if (!broadcasts(i)) return false;
+    return true;
+  }
+  if (op == "Concat" || op == "Softmax" || op == "LogSoftmax") {
+    const int64_t axis = n.Int("axis", op == "Concat" || n.opset >= 13 ? -1 : 1);
+    if (op == "Concat" && !n.Has("axis")) return false;
+    return rank > 0 && (axis < 0 ? axis + static_cast<int64_t>(rank) : axis) != 0;
+  }
+  if (op == "Transpose") {
+    const std::vector<int64_t> perm = n.Ints("perm");
+    return !perm.empty() && perm[0] == 0;
+  }
+  return false;
+}
+
+bool Model::Impl::PerSamplePlan(int64_t batch) const {
+  for (int id : output_ids) {
+    const Value& v = values[id];
+    if (v.constant || v.shape.empty() || v.shape[0] != batch) return false;
+  }
+  for (int k : runtime_nodes) {
+    const OpContext& ctx = ctxs[k];
+    for (const auto* list : {&ctx.in, &ctx.out})
+      for (const Value* v : *list)
+        if (v && !v->constant && (v->shape.empty() || v->shape[0] != batch)) return false;
+    if (!PerSampleNode(nodes[k], ctx)) return false;
+  }
+  return true;
+}
+
+bool Model::Impl::MayMicroBatch(const std::vector<int64_t>& shape) const {
+  return opt.micro_batch != 0 && !opt.reference && !int16 && !int8 && inputs.size() == 1 &&
+         IsFloat(inputs[0].dtype) && (inputs[0].shape.empty() || inputs[0].shape[0] < 0) && shape.size() >= 2 &&
+         shape[0] >= 2;
+}
+
+void Model::Impl::PlanFloatInput(const std::vector<int64_t>& shape) {
+  std::vector<InMeta> meta = {{DType::kFloat32, shape, nullptr}};
+  if (!KeyMatches(meta)) Plan(meta);
+}
+
+int64_t MicroBatchSamples(int64_t batch, int64_t peak_sample_bytes, int64_t weight_bytes, int threads,
+                          int64_t cache_bytes) {
+  if (batch < 2 || peak_sample_bytes <= 0) return batch;
+  if (2 * weight_bytes > cache_bytes || weight_bytes > 2 * peak_sample_bytes) return batch;
+  if (weight_bytes + batch * peak_sample_bytes <= cache_bytes) return batch;
+  int64_t cap = std::max<int64_t>(1, (cache_bytes - weight_bytes) / 4 / peak_sample_bytes);
+  if (threads > 1) cap = std::max<int64_t>(cap, 2 * int64_t{threads});
+  int64_t m = std::min(cap, batch);
+  while (batch % m != 0) --m;
+  return m;
+}
+
+namespace {
+// The last-level cache the automatic micro-batch sizes for: one CCD's L3
+// on AMD Zen 4 / Zen 5 (sysconf reports the whole socket's on the VMs this
+// was measured on: 512 MiB).
+constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
+}  // namespace
+
+int64_t Model::Impl::PassSamples(const std::vector<int64_t>& shape) {
+  if (auto it = pass_samples.find(shape); it != pass_samples.end()) return it->second;
+  const int64_t batch = shape[0];
+  int64_t m = batch;
+  PlanFloatInput(shape);
+  if (PerSamplePlan(batch)) {
+    int64_t cap = opt.micro_batch;
+    if (cap < 0) {
+      // The plan's footprint: weights (constants the nodes read, each once)
+      // and the largest one-node activation footprint per sample.
+      std::vector<const Value*> seen;
+      int64_t weights = 0, peak = 0;
+      for (int k : runtime_nodes) {
+        int64_t act = 0;
+        for (const auto* list : {&ctxs[k].in, &ctxs[k].out})
+          for (const Value* v : *list) {
+            if (!v) continue;
+            if (!v->constant) {
+              act += static_cast<int64_t>(v->stored_bytes());
+            } else if (std::find(seen.begin(), seen.end(), v) == seen.end()) {
+              seen.push_back(v);
+              weights += static_cast<int64_t>(v->bytes());
+            }
+          }
+        peak = std::max(peak, act);
+      }
+      cap = MicroBatchSamples(batch, (peak + batch - 1) / batch, weights, rs.threads, kLastLevelCacheBytes);
+    }
+    m = std::clamp<int64_t>(cap, 1, batch);
+    while (batch % m != 0) --m;
+    if (m < batch) {
+      std::vector<std::vector<int64_t>> whole;
+      for (int id : output_ids) whole.push_back(values[id].shape);
+      std::vector<int64_t> one = shape;
+      one[0] = m;
+      bool ok = false;
+      try {
+        PlanFloatInput(one);
+        ok = PerSamplePlan(m);
+        for (std::size_t k = 0; ok && k < output_ids.size(); ++k) {
+          std::vector<int64_t> s = whole[k];
+          s[0] = m;
+          ok = values[output_ids[k]].shape == s;
+        }
+      } catch (const Error&) {
+        ok = false;  // e.g. a Reshape to a constant shape that holds the batch
+      }
+      if (ok) {
+        whole_out_shapes[shape] = std::move(whole);
+      } else {
+        m = batch;
+        PlanFloatInput(shape);
+      }
+    }
+  }
+  pass_samples[shape] = m;
+  return m;
+}
+
+void Model::Impl::ExecutePasses(const float* x, const std::vector<int64_t>& shape, int64_t m,
+                                std::span<void* const> dst) {
+  std::vector<int64_t> one = shape;
+  one[0] = m;
+  PlanFloatInput(one);
+  const int64_t in_step = NumElements(one);
+  for (int64_t b = 0, pass = 0; b < shape[0]; b += m, ++pass) {
+    const void* in_ptr[1] = {x + pass * in_step};
+    Execute(in_ptr);
+    for (std::size_t k = 0; k < dst.size() && k < output_ids.size(); ++k) {
+      const Value& v = values[output_ids[k]];
+      if (dst[k] && v.bytes()) std::memcpy(static_cast<uint8_t*>(dst[k]) + pass * v.bytes(), v.data, v.bytes());
+    }
+  }
+  last_pass = m;
+}
+
 Model::Model() : impl_(std::make_unique<Impl>()) {}
 Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
@@ -574,7 +781,11 @@ const std::string& Model::name() const { return impl_->name; }
 void Model::SetThreads(int threads) {
   threads = std::max(1, threads);
   // The plan splits work and places tensors for its thread count: re-plan.
-  if (threads != impl_->opt.threads) impl_->planned = false;
+  if (threads != impl_->opt.threads) {
+    impl_->planned = false;
+    impl_->pass_samples.clear();  // the automatic micro-batch depends on it
+    impl_->whole_out_shapes.clear();
+  }
   impl_->opt.threads = threads;
 }
 void Model::SetProfiling(bool on) { impl_->opt.profile = on; }
@@ -583,6 +794,9 @@ std::vector<int64_t> Model::OutputShape(std::span<const int64_t> input_shape) {
   Impl& m = *impl_;
   PERMDNN_CHECK(m.inputs.size() == 1 && IsFloat(m.inputs[0].dtype),
                 "{}: the span API needs exactly one float input (the model has {})", m.name, m.inputs.size());
+  const std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
+  if (m.MayMicroBatch(shape))
+    if (auto it = m.whole_out_shapes.find(shape); it != m.whole_out_shapes.end()) return it->second[0];
   // Fast path (no allocation): the plan already has this shape.
   if (!(m.planned && m.key_shapes.size() == 1 &&
         std::equal(input_shape.begin(), input_shape.end(), m.key_shapes[0].begin(), m.key_shapes[0].end()))) {
@@ -601,19 +815,42 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
                 NumElements(input_shape));
   const Value& y = m.values[m.output_ids[0]];
   PERMDNN_CHECK(IsFloat(y.dtype), "{}: output '{}' is {}, not float32", m.name, y.name, DTypeName(y.dtype));
-  PERMDNN_CHECK(static_cast<int64_t>(output.size()) >= y.size(), "{}: output span holds {} floats, need {}", m.name,
-                output.size(), y.size());
+  PERMDNN_CHECK(static_cast<int64_t>(output.size()) >= NumElements(out_shape),
+                "{}: output span holds {} floats, need {}", m.name, output.size(), NumElements(out_shape));
+  const std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
+  if (m.MayMicroBatch(shape)) {
+    if (const int64_t pass = m.PassSamples(shape); pass < shape[0]) {
+      void* dst[1] = {output.data()};
+      m.ExecutePasses(input.data(), shape, pass, dst);
+      return out_shape;
+    }
+  }
+  m.PlanFloatInput(shape);
   const void* in_ptr[1] = {input.data()};
   m.Execute(in_ptr);
+  m.last_pass = shape.empty() ? 1 : shape[0];
   if (y.bytes()) std::memcpy(output.data(), y.data, y.bytes());
   return out_shape;
 }
 
 std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   Impl& m = *impl_;
+  if (inputs.size() == 1 && IsFloat(inputs[0].dtype()) && m.MayMicroBatch(inputs[0].shape())) {
+    if (const int64_t pass = m.PassSamples(inputs[0].shape()); pass < inputs[0].shape()[0]) {
+      std::vector<Tensor> out;
+      std::vector<void*> dst;
+      for (const std::vector<int64_t>& shape : m.whole_out_shapes.at(inputs[0].shape())) {
+        out.emplace_back(m.values[m.output_ids[out.size()]].dtype, shape);
+        dst.push_back(out.back().raw());
+      }
+      m.ExecutePasses(inputs[0].f(), inputs[0].shape(), pass, dst);
+      return out;
+    }
+  }
   std::vector<Impl::InMeta> meta;
   for (const Tensor& t : inputs) meta.push_back({t.dtype(), t.shape(), IsFloat(t.dtype()) ? nullptr : t.i()});
   if (!m.KeyMatches(meta)) m.Plan(meta);
+  m.last_pass = meta.empty() || meta[0].shape.empty() ? 1 : meta[0].shape[0];
   std::vector<const void*> data;
   for (const Tensor& t : inputs) data.push_back(t.raw());
   m.Execute(data);
@@ -642,6 +879,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
   PERMDNN_CHECK(m.int16, "{}: Calibrate needs int16 enabled (Options::int16 or EnableInt16)", m.name);
   std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
   OutputShape(shape);
+  m.PlanFloatInput(shape);  // the whole batch, even where Run would split it
   PERMDNN_CHECK(static_cast<int64_t>(input.size()) == NumElements(shape), "{}: calibration input size mismatch",
                 m.name);
   m.calibrated = false;
@@ -663,6 +901,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
 
 std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
 int64_t Model::ArenaBytes() const { return impl_->arena_capacity; }
+int64_t Model::SamplesPerPass() const { return impl_->last_pass; }
 void Model::ResetProfile() {
   for (NodeProfile& p : impl_->profile) {
     p.calls = 0;

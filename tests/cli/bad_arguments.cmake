@@ -21,3 +21,6 @@ expect_error("unknown platform 'gpu' \\(known: cpu, eie-cycles, eie-energy\\)" b
 expect_error("--columns must be >= 1|all must be >= 1" break-even --layers 8x8 --columns 0)
 expect_error("--rounds must be >= 1" break-even --layers 8x8 --rounds 0)
 expect_error("act-density 2 is outside" break-even --layers 8x8 --act-density 2)
+# permdnn run --micro-batch: auto, off or a positive count (checked before the model is read).
+expect_error("--micro-batch must be auto, off or a positive sample count, got '0'" run none.onnx --bench --micro-batch 0)
+expect_error("--micro-batch must be auto, off or a positive sample count, got 'x2'" run none.onnx --bench --micro-batch x2)

@@ -59,10 +59,10 @@ class GraphBuilder {
     for (const auto& o : outs) n.add_output(o);
     return n;
   }
-  Model Load() const {
+  Model Load(const Options& options = {}) const {
     std::string bytes;
     EXPECT_TRUE(m_.SerializeToString(&bytes));
-    return Model::FromBytes(bytes, "plan.onnx");
+    return Model::FromBytes(bytes, "plan.onnx", options);
   }
 
  private:
@@ -367,6 +367,139 @@ TEST(RuntimePlan, ConvOnAnEmptyBatch) {
   EXPECT_EQ(m.Run({Tensor(DType::kFloat32, {0, 16, 6, 6})})[0].shape(), (std::vector<int64_t>{0, 16, 6, 6}));
   EXPECT_EQ(m.Run({Tensor::Float({2, 16, 6, 6}, Iota(2 * 16 * 36))})[0].shape(),
             (std::vector<int64_t>{2, 16, 6, 6}));
+}
+
+
+// Micro-batching (Options::micro_batch): a per-sample graph run in passes
+// of fewer samples gives the whole batch's outputs, through both APIs.
+GraphBuilder PerSampleCnn() {
+  GraphBuilder b;
+  b.Input("x", {-1, 2, 6, 6});
+  b.Init("w", {4, 2, 3, 3}, Iota(72, 0.1f));
+  b.Init("bias", {4}, {0.1f, -0.2f, 0.3f, 0.0f});
+  auto* pads = b.Node("Conv", {"x", "w", "bias"}, {"c"}).add_attribute();
+  pads->set_name("pads");
+  pads->set_type(onnx::AttributeProto::INTS);
+  for (int k = 0; k < 4; ++k) pads->add_ints(1);
+  b.Node("Relu", {"c"}, {"r"});
+  b.Node("GlobalAveragePool", {"r"}, {"g"});
+  b.Node("Flatten", {"g"}, {"f"});
+  b.Init("fw", {3, 4}, Iota(12, 0.3f));
+  b.Init("fb", {3}, {0.0f, 0.5f, -0.5f});
+  auto& gemm = b.Node("Gemm", {"f", "fw", "fb"}, {"z"});
+  auto* tb = gemm.add_attribute();
+  tb->set_name("transB");
+  tb->set_type(onnx::AttributeProto::INT);
+  tb->set_i(1);
+  b.Node("Softmax", {"z"}, {"y"});
+  b.Output("y");
+  return b;
+}
+
+TEST(RuntimePlan, MicroBatchPassesGiveTheWholeBatchsOutputs) {
+  const GraphBuilder b = PerSampleCnn();
+  Options whole_opt;
+  whole_opt.micro_batch = 0;
+  Model whole = b.Load(whole_opt);
+  for (int64_t cap : {2, 3, 8}) {
+    Options opt;
+    opt.micro_batch = cap;
+    Model split = b.Load(opt);
+    for (int64_t batch : {8, 7, 1}) {
+      const std::vector<int64_t> shape = {batch, 2, 6, 6};
+      const std::vector<float> x = Iota(batch * 72, 0.37f);
+      const std::vector<Tensor> want = whole.Run({Tensor::Float(shape, x)});
+      EXPECT_EQ(whole.SamplesPerPass(), batch);
+      // The pass is the largest divisor of the batch up to the cap.
+      int64_t pass = std::min(cap, batch);
+      while (batch % pass != 0) --pass;
+      for (int rep = 0; rep < 2; ++rep) {  // the second run reuses the plan
+        const std::vector<Tensor> got = split.Run({Tensor::Float(shape, x)});
+        EXPECT_EQ(split.SamplesPerPass(), pass) << "cap " << cap << " batch " << batch;
+        ASSERT_EQ(got.size(), 1u);
+        EXPECT_EQ(got[0].shape(), want[0].shape());
+        ExpectClose(Floats(want[0]), Floats(got[0]));
+        std::vector<float> y(static_cast<std::size_t>(batch * 3), -9.0f);
+        EXPECT_EQ(split.OutputShape(shape), (std::vector<int64_t>{batch, 3}));
+        EXPECT_EQ(split.Run(x, shape, y), (std::vector<int64_t>{batch, 3}));
+        EXPECT_EQ(split.SamplesPerPass(), pass);
+        ExpectClose(Floats(want[0]), y);
+      }
+    }
+  }
+}
+
+// Graphs whose nodes mix the samples run whole, whatever the option asks.
+TEST(RuntimePlan, MicroBatchKeepsGraphsThatMixSamplesWhole) {
+  Options opt;
+  opt.micro_batch = 2;
+  const std::vector<float> x = Iota(32, 0.4f);
+  {  // Softmax over the batch axis.
+    GraphBuilder b;
+    b.Input("x", {-1, 4});
+    auto& n = b.Node("Softmax", {"x"}, {"y"});
+    auto* a = n.add_attribute();
+    a->set_name("axis");
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(0);
+    b.Output("y");
+    Model m = b.Load(opt);
+    std::vector<float> y(32);
+    m.Run(x, std::vector<int64_t>{8, 4}, y);
+    EXPECT_EQ(m.SamplesPerPass(), 8);
+    // Column-wise softmax: each column of the 8 x 4 input sums to 1.
+    for (int j = 0; j < 4; ++j) {
+      double sum = 0;
+      for (int r = 0; r < 8; ++r) sum += y[r * 4 + j];
+      EXPECT_NEAR(sum, 1.0, 1e-5);
+    }
+  }
+  {  // A constant operand indexed by sample.
+    GraphBuilder b;
+    b.Input("x", {-1, 4});
+    b.Init("c", {8, 4}, Iota(32, 1.0f));
+    b.Node("Add", {"x", "c"}, {"y"});
+    b.Output("y");
+    Model m = b.Load(opt);
+    std::vector<float> y(32);
+    m.Run(x, std::vector<int64_t>{8, 4}, y);
+    EXPECT_EQ(m.SamplesPerPass(), 8);
+    const std::vector<float> c = Iota(32, 1.0f);
+    for (int i = 0; i < 32; ++i) EXPECT_FLOAT_EQ(y[i], x[i] + c[i]);
+  }
+  {  // A Reshape to a constant shape that holds the batch: a pass would
+     // reshape [2, 8] to [4, 4], so the batch runs whole.
+    GraphBuilder b;
+    b.Input("x", {-1, 8});
+    b.InitInts("s", {4, -1});
+    b.Node("Reshape", {"x", "s"}, {"y"});
+    b.Output("y");
+    Model m = b.Load(opt);
+    const std::vector<Tensor> out = m.Run({Tensor::Float({4, 8}, x)});
+    EXPECT_EQ(m.SamplesPerPass(), 4);
+    EXPECT_EQ(out[0].shape(), (std::vector<int64_t>{4, 8}));
+    EXPECT_EQ(Floats(out[0]), x);
+  }
+}
+
+// The planner's choice (Options::micro_batch = -1).
+TEST(RuntimePlan, MicroBatchSamplesRule) {
+  constexpr int64_t MiB = int64_t{1} << 20, L3 = 32 * MiB;
+  // mobilenet_v2 at p = 8: 6.4 MiB per sample at its widest node, 1 MiB of weights.
+  EXPECT_EQ(MicroBatchSamples(16, 64 * MiB / 10, MiB, 1, L3), 1);
+  EXPECT_EQ(MicroBatchSamples(16, 375 * MiB / 100, MiB, 1, L3), 2);
+  // Two threads: at least two samples each.
+  EXPECT_EQ(MicroBatchSamples(16, 64 * MiB / 10, MiB, 2, L3), 4);
+  // Weights over twice a sample's peak (resnet18 at p = 4: 13.3 MiB against 3.8): whole.
+  EXPECT_EQ(MicroBatchSamples(16, 383 * MiB / 100, 1333 * MiB / 100, 1, L3), 16);
+  // Weights over half the cache: whole.
+  EXPECT_EQ(MicroBatchSamples(16, 40 * MiB, 70 * MiB, 1, 128 * MiB), 16);
+  // The batch fits beside the weights (the Fashion-MNIST cnn): whole.
+  EXPECT_EQ(MicroBatchSamples(16, MiB / 8, MiB, 1, L3), 16);
+  // A divisor of the batch.
+  EXPECT_EQ(MicroBatchSamples(15, 375 * MiB / 100, MiB, 1, L3), 1);
+  EXPECT_EQ(MicroBatchSamples(24, 5 * MiB / 2, MiB, 1, L3), 3);
+  EXPECT_EQ(MicroBatchSamples(1, 100 * MiB, 0, 1, L3), 1);
 }
 
 }  // namespace
