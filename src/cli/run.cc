@@ -168,6 +168,8 @@ void AddRunCommand(CLI::App& app) {
       PERMDNN_CHECK(digits && std::stoll(t) >= 1, "--micro-batch must be auto, off or a positive sample count, got '{}'",
                     t);
       opt.micro_batch = std::stoll(t);
+      PERMDNN_CHECK(!fixed, "--micro-batch {} does not apply with --{}: a fixed-point run is never split", t,
+                    args->int8 ? "int8" : "int16");
     }
     Model model = Model::Load(args->model, opt);
     PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",

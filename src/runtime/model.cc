@@ -102,11 +102,15 @@ bool IsPermDnnDomain(const std::string& domain) { return domain == kPermDnnDomai
 }  // namespace detail
 
 namespace {
+// The last-level cache the planner sizes for: one CCD's L3 on AMD Zen 4 /
+// Zen 5 (sysconf reports the whole socket's on the VMs this was measured
+// on: 512 MiB).
+constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 // A batch run on several threads places every tensor in its own arena
 // region when all of them together take at most this (Plan): about an L3.
 // Larger plans reuse regions, which keeps their footprint down; their
 // tensors pass through L3 or DRAM between operators anyway.
-constexpr int64_t kThreadAffineArenaBytes = int64_t{32} << 20;
+constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 }  // namespace
 
 using detail::NodeDef;
@@ -148,6 +152,8 @@ struct Model::Impl {
   };
   void Plan(const std::vector<InMeta>& in_meta);
   void Execute(std::span<const void* const> in_data);
+  // An Error naming the input and the element when x[0, n) holds a NaN or an infinity.
+  void CheckFinite(const Value& v, const float* x, int64_t n) const;
   bool KeyMatches(const std::vector<InMeta>& in) const;
 
   // Micro-batching (Options::micro_batch). For each whole-batch input shape
@@ -503,16 +509,18 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   planned = true;
 }
 
+void Model::Impl::CheckFinite(const Value& v, const float* x, int64_t n) const {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      Fail("{}: input '{}' holds {} at element {} (inputs must be finite)", name, v.name,
+           std::isnan(x[i]) ? "NaN" : "an infinity", i);
+}
+
 void Model::Impl::Execute(std::span<const void* const> in_data) {
   for (std::size_t k = 0; k < input_ids.size(); ++k) {
     Value& v = values[input_ids[k]];
     if (IsFloat(v.dtype)) {
-      const float* x = static_cast<const float*>(in_data[k]);
-      const int64_t n = v.size();
-      for (int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(x[i]))
-          Fail("{}: input '{}' holds {} at element {} (inputs must be finite)", name, v.name,
-               std::isnan(x[i]) ? "NaN" : "an infinity", i);
+      CheckFinite(v, static_cast<const float*>(in_data[k]), v.size());
       v.data = const_cast<void*>(in_data[k]);
     }
   }
@@ -539,41 +547,48 @@ void Model::Impl::Execute(std::span<const void* const> in_data) {
 }
 
 namespace {
-constexpr std::array kUnaryPerSample = {"Relu",       "Sigmoid",   "Tanh",      "Neg",  "Abs",  "Exp",
-                                        "Log",        "Sqrt",      "Reciprocal", "Floor", "Ceil", "LeakyRelu",
-                                        "Elu",        "Clip",      "Identity",  "Dropout", "Cast", "Flatten",
-                                        "Reshape",    "Squeeze",   "Unsqueeze", "MaxPool", "AveragePool",
-                                        "GlobalAveragePool", "GlobalMaxPool"};
+// Ops whose output sample b reads only input sample b once their other
+// inputs are constant (the weights of Conv / MatMul, Clip's bounds, ...).
+constexpr std::array kPerSampleOps = {"Relu",    "Sigmoid",   "Tanh",     "Neg",     "Abs",       "Exp",
+                                      "Log",     "Sqrt",      "Reciprocal", "Floor", "Ceil",      "LeakyRelu",
+                                      "Elu",     "Clip",      "Identity", "Dropout", "Cast",      "Flatten",
+                                      "Reshape", "Squeeze",   "Unsqueeze", "MaxPool", "AveragePool",
+                                      "GlobalAveragePool", "GlobalMaxPool", "Conv", "BatchNormalization"};
+
 bool OneOf(const std::string& op, const auto& list) {
   return std::find(list.begin(), list.end(), op) != list.end();
 }
-}  // namespace
 
-// Whether sample b of every output of node k depends only on sample b of
+// Whether sample b of every output of node n depends only on sample b of
 // its non-constant inputs, given that all of those carry the batch in dim 0
-// (PerSamplePlan checks that). Ops that can mix samples while keeping dim 0
-// (Softmax / Concat / Transpose over axis 0, a constant operand indexed by
-// sample, a weight that is an activation) are out; unknown ops are out.
-static bool PerSampleNode(const NodeDef& n, const OpContext& ctx) {
+// (PerSamplePlan checks that). Out: ops that can mix samples while keeping
+// dim 0 (Softmax / Concat / Transpose over axis 0; an elementwise operand
+// of lower rank, whose dim 0 lines up with another axis of the output; a
+// weight that is an activation or holds a batch of matrices), recurrent
+// ops (batch in dim 1) and every op not named here.
+bool PerSampleNode(const NodeDef& n, const OpContext& ctx) {
   auto constant = [&](std::size_t i) { return i >= ctx.in.size() || !ctx.in[i] || ctx.in[i]->constant; };
   const std::size_t rank = ctx.out.empty() || !ctx.out[0] ? 0 : ctx.out[0]->shape.size();
-  // A constant operand of an elementwise op broadcasts over the batch only
-  // with a dim 0 of 1 or a lower rank.
-  auto broadcasts = [&](std::size_t i) {
+  // An elementwise operand: an activation of the output's rank, or a
+  // constant that broadcasts over the batch (lower rank or a dim 0 of 1).
+  auto elementwise = [&](std::size_t i) {
     const Value* v = i < ctx.in.size() ? ctx.in[i] : nullptr;
-    return !v || !v->constant || v->shape.size() < rank || v->shape[0] == 1;
+    if (!v) return true;
+    if (!v->constant) return v->shape.size() == rank;
+    return v->shape.size() < rank || v->shape[0] == 1;
   };
-  std::vector<bool> operand(ctx.in.size(), false);  // fused Add operands: activations or broadcasts
+  std::vector<bool> operand(ctx.in.size(), false);  // fused Add operands
   for (const detail::PostOp& p : n.post_ops) {
     if (p.op_type != "BatchNormalization" && p.op_type != "Add" && p.op_type != "Relu" && p.op_type != "Clip")
       return false;
     if (p.op_type == "Add")
       for (int i : p.inputs) {
-        if (i < 0 || !broadcasts(static_cast<std::size_t>(i))) return false;
+        if (i < 0 || static_cast<std::size_t>(i) >= ctx.in.size() || !elementwise(static_cast<std::size_t>(i)))
+          return false;
         operand[static_cast<std::size_t>(i)] = true;
       }
   }
-  // Ops with weights: input 0 is the activation, the others constants.
+  // Input 0 is the activation, the others constants.
   auto weights_constant = [&] {
     for (std::size_t i = 1; i < ctx.in.size(); ++i)
       if (!operand[i] && !constant(i)) return false;
@@ -585,28 +600,31 @@ static bool PerSampleNode(const NodeDef& n, const OpContext& ctx) {
   }
   if (!n.domain.empty() && n.domain != "ai.onnx") return false;
   const std::string& op = n.op_type;
-  if (OneOf(op, kUnaryPerSample)) return weights_constant();
-  if (op == "Conv" || op == "BatchNormalization" || op == "MatMul") return weights_constant();
-  if (op == "Gemm")
-    return n.Int("transA", 0) == 0 && weights_constant() && (ctx.in.size() < 3 || broadcasts(2) ||
-                                                             (ctx.in[2] && ctx.in[2]->shape.size() == 2 &&
-                                                              ctx.in[2]->shape[0] == 1));
+  if (OneOf(op, kPerSampleOps)) return weights_constant();
+  if (op == "MatMul")  // a constant matrix, not a batch of them
+    return weights_constant() && ctx.in.size() > 1 && ctx.in[1] && ctx.in[1]->shape.size() <= 2;
+  if (op == "Gemm") return n.Int("transA", 0) == 0 && weights_constant() && elementwise(2);
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
     for (std::size_t i = 0; i < ctx.in.size(); ++i)
-      if (!broadcasts(i)) return false;
+      if (!elementwise(i)) return false;
     return true;
   }
-  if (op == "Concat" || op == "Softmax" || op == "LogSoftmax") {
-    const int64_t axis = n.Int("axis", op == "Concat" || n.opset >= 13 ? -1 : 1);
-    if (op == "Concat" && !n.Has("axis")) return false;
-    return rank > 0 && (axis < 0 ? axis + static_cast<int64_t>(rank) : axis) != 0;
+  if (op == "Concat") {
+    if (!n.Has("axis")) return false;
+    for (std::size_t i = 0; i < ctx.in.size(); ++i)
+      if (constant(i)) return false;
+    return rank > 0 && detail::NormalizeAxis(n.Int("axis", 0), static_cast<int64_t>(rank), ctx) != 0;
   }
+  if (op == "Softmax" || op == "LogSoftmax")
+    return rank > 0 &&
+           detail::NormalizeAxis(n.Int("axis", n.opset >= 13 ? -1 : 1), static_cast<int64_t>(rank), ctx) != 0;
   if (op == "Transpose") {
     const std::vector<int64_t> perm = n.Ints("perm");
     return !perm.empty() && perm[0] == 0;
   }
   return false;
 }
+}  // namespace
 
 bool Model::Impl::PerSamplePlan(int64_t batch) const {
   for (int id : output_ids) {
@@ -636,22 +654,13 @@ void Model::Impl::PlanFloatInput(const std::vector<int64_t>& shape) {
 
 int64_t MicroBatchSamples(int64_t batch, int64_t peak_sample_bytes, int64_t weight_bytes, int threads,
                           int64_t cache_bytes) {
-  if (batch < 2 || peak_sample_bytes <= 0) return batch;
+  if (batch < 2 || peak_sample_bytes <= 0 || threads > 1) return batch;
   if (2 * weight_bytes > cache_bytes || weight_bytes > 2 * peak_sample_bytes) return batch;
   if (weight_bytes + batch * peak_sample_bytes <= cache_bytes) return batch;
-  int64_t cap = std::max<int64_t>(1, (cache_bytes - weight_bytes) / 4 / peak_sample_bytes);
-  if (threads > 1) cap = std::max<int64_t>(cap, 2 * int64_t{threads});
-  int64_t m = std::min(cap, batch);
+  int64_t m = std::clamp<int64_t>((cache_bytes - weight_bytes) / 4 / peak_sample_bytes, 1, batch);
   while (batch % m != 0) --m;
   return m;
 }
-
-namespace {
-// The last-level cache the automatic micro-batch sizes for: one CCD's L3
-// on AMD Zen 4 / Zen 5 (sysconf reports the whole socket's on the VMs this
-// was measured on: 512 MiB).
-constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
-}  // namespace
 
 int64_t Model::Impl::PassSamples(const std::vector<int64_t>& shape) {
   if (auto it = pass_samples.find(shape); it != pass_samples.end()) return it->second;
@@ -717,6 +726,9 @@ void Model::Impl::ExecutePasses(const float* x, const std::vector<int64_t>& shap
   std::vector<int64_t> one = shape;
   one[0] = m;
   PlanFloatInput(one);
+  // The whole batch first, so that an error names its element in the
+  // batch and no pass has written the outputs yet.
+  CheckFinite(values[input_ids[0]], x, NumElements(shape));
   const int64_t in_step = NumElements(one);
   for (int64_t b = 0, pass = 0; b < shape[0]; b += m, ++pass) {
     const void* in_ptr[1] = {x + pass * in_step};
@@ -879,7 +891,6 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
   PERMDNN_CHECK(m.int16, "{}: Calibrate needs int16 enabled (Options::int16 or EnableInt16)", m.name);
   std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
   OutputShape(shape);
-  m.PlanFloatInput(shape);  // the whole batch, even where Run would split it
   PERMDNN_CHECK(static_cast<int64_t>(input.size()) == NumElements(shape), "{}: calibration input size mismatch",
                 m.name);
   m.calibrated = false;

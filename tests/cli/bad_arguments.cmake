@@ -24,3 +24,4 @@ expect_error("act-density 2 is outside" break-even --layers 8x8 --act-density 2)
 # permdnn run --micro-batch: auto, off or a positive count (checked before the model is read).
 expect_error("--micro-batch must be auto, off or a positive sample count, got '0'" run none.onnx --bench --micro-batch 0)
 expect_error("--micro-batch must be auto, off or a positive sample count, got 'x2'" run none.onnx --bench --micro-batch x2)
+expect_error("--micro-batch 2 does not apply with --int16" run none.onnx --bench --int16 --micro-batch 2)

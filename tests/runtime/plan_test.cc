@@ -424,6 +424,9 @@ TEST(RuntimePlan, MicroBatchPassesGiveTheWholeBatchsOutputs) {
         EXPECT_EQ(split.Run(x, shape, y), (std::vector<int64_t>{batch, 3}));
         EXPECT_EQ(split.SamplesPerPass(), pass);
         ExpectClose(Floats(want[0]), y);
+        // The span must hold the whole batch's output, not one pass's.
+        std::vector<float> short_y(static_cast<std::size_t>(batch * 3 - 1));
+        EXPECT_THROW(split.Run(x, shape, short_y), Error);
       }
     }
   }
@@ -454,7 +457,32 @@ TEST(RuntimePlan, MicroBatchKeepsGraphsThatMixSamplesWhole) {
       EXPECT_NEAR(sum, 1.0, 1e-5);
     }
   }
-  {  // A constant operand indexed by sample.
+  {  // Broadcasting an activation of lower rank: z[i][j] = x[i] + x[j],
+     // then averaged over j, a mean over the whole batch.
+    GraphBuilder b;
+    b.Input("x", {-1, 4});
+    b.InitInts("ax", {1});
+    b.Node("Unsqueeze", {"x", "ax"}, {"u"});
+    b.Node("Add", {"u", "x"}, {"z"});
+    auto* perm = b.Node("Transpose", {"z"}, {"t"}).add_attribute();
+    perm->set_name("perm");
+    perm->set_type(onnx::AttributeProto::INTS);
+    for (int64_t d : {0, 2, 1}) perm->add_ints(d);
+    b.Node("GlobalAveragePool", {"t"}, {"y"});
+    b.Output("y");
+    Model m = b.Load(opt);
+    const std::vector<Tensor> out = m.Run({Tensor::Float({8, 4}, x)});
+    EXPECT_EQ(m.SamplesPerPass(), 8);
+    ASSERT_EQ(out[0].shape(), (std::vector<int64_t>{8, 4, 1}));
+    for (int i = 0; i < 8; ++i)
+      for (int c = 0; c < 4; ++c) {
+        double mean = 0;
+        for (int j = 0; j < 8; ++j) mean += (x[i * 4 + c] + x[j * 4 + c]) / 8.0;
+        EXPECT_NEAR(out[0].f()[i * 4 + c], mean, 1e-5);
+      }
+  }
+  {  // A constant operand indexed by sample: a pass's plan cannot broadcast
+     // it (the planner's error is caught), the batch runs whole.
     GraphBuilder b;
     b.Input("x", {-1, 4});
     b.Init("c", {8, 4}, Iota(32, 1.0f));
@@ -488,8 +516,8 @@ TEST(RuntimePlan, MicroBatchSamplesRule) {
   // mobilenet_v2 at p = 8: 6.4 MiB per sample at its widest node, 1 MiB of weights.
   EXPECT_EQ(MicroBatchSamples(16, 64 * MiB / 10, MiB, 1, L3), 1);
   EXPECT_EQ(MicroBatchSamples(16, 375 * MiB / 100, MiB, 1, L3), 2);
-  // Two threads: at least two samples each.
-  EXPECT_EQ(MicroBatchSamples(16, 64 * MiB / 10, MiB, 2, L3), 4);
+  // More than one thread: whole (the threads split the batch).
+  EXPECT_EQ(MicroBatchSamples(16, 64 * MiB / 10, MiB, 2, L3), 16);
   // Weights over twice a sample's peak (resnet18 at p = 4: 13.3 MiB against 3.8): whole.
   EXPECT_EQ(MicroBatchSamples(16, 383 * MiB / 100, 1333 * MiB / 100, 1, L3), 16);
   // Weights over half the cache: whole.
