@@ -91,9 +91,9 @@ struct Options {
 // resnet18 at p = 4, 13 MiB of weights against 3.8 MiB per sample, passes
 // of one sample were 3-4% slower), and on more than one thread (the
 // threads already split the batch; passes of two samples per thread
-// measured 0.94-1.20x the time, mostly slower); else a pass holds as many
-// samples as fit in a quarter of what the weights leave, rounded down to a
-// divisor of the batch.
+// measured 0.94-1.20x the time, 1.08-1.20x on three of six models); else
+// a pass holds as many samples as fit in a quarter of what the weights
+// leave, rounded down to a divisor of the batch.
 int64_t MicroBatchSamples(int64_t batch, int64_t peak_sample_bytes, int64_t weight_bytes, int threads,
                           int64_t cache_bytes);
 
