@@ -5,6 +5,7 @@
 // nodes whose outputs the file leaves out or nobody reads; tensors with zero
 // elements. The first two are the fuzzer's finds (fuzz/regressions/onnx/):
 // a node with no outputs at all made Run write through a missing value.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -508,6 +509,53 @@ TEST(RuntimePlan, MicroBatchKeepsGraphsThatMixSamplesWhole) {
     EXPECT_EQ(out[0].shape(), (std::vector<int64_t>{4, 8}));
     EXPECT_EQ(Floats(out[0]), x);
   }
+}
+
+// Every graph output gets the whole batch, through the Tensor API.
+TEST(RuntimePlan, MicroBatchFillsEveryOutput) {
+  GraphBuilder b;
+  b.Input("x", {-1, 5});
+  b.Node("Relu", {"x"}, {"r"});
+  b.Node("Neg", {"x"}, {"n"});
+  b.Output("r");
+  b.Output("n");
+  Options opt;
+  opt.micro_batch = 2;
+  Model m = b.Load(opt);
+  const std::vector<float> x = Iota(30, 0.3f);
+  const std::vector<Tensor> out = m.Run({Tensor::Float({6, 5}, x)});
+  EXPECT_EQ(m.SamplesPerPass(), 2);
+  ASSERT_EQ(out.size(), 2u);
+  for (int i = 0; i < 30; ++i) {
+    EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
+    EXPECT_EQ(out[1].f()[i], -x[i]) << i;
+  }
+}
+
+// The automatic choice end to end: 32 samples of 2 MiB at the widest node
+// (1 MiB in, 1 MiB out) spill a 32 MiB cache, so a pass holds 4; on two
+// threads the batch stays whole, and back on one it splits again.
+TEST(RuntimePlan, MicroBatchAutoFollowsTheThreadCount) {
+  GraphBuilder b;
+  b.Input("x", {-1, 1, 512, 512});
+  b.Node("Relu", {"x"}, {"y"});
+  b.Output("y");
+  Model m = b.Load();
+  const std::vector<int64_t> shape = {32, 1, 512, 512};
+  std::vector<float> x(static_cast<std::size_t>(32 * 512 * 512));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 5) - 2.0f;
+  std::vector<float> y(x.size());
+  m.Run(x, shape, y);
+  EXPECT_EQ(m.SamplesPerPass(), 4);
+  for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
+  m.SetThreads(2);
+  m.Run(x, shape, y);
+  EXPECT_EQ(m.SamplesPerPass(), 32);
+  m.SetThreads(1);
+  std::fill(y.begin(), y.end(), -1.0f);
+  m.Run(x, shape, y);
+  EXPECT_EQ(m.SamplesPerPass(), 4);
+  for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
 }
 
 // The planner's choice (Options::micro_batch = -1).
