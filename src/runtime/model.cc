@@ -151,7 +151,9 @@ struct Model::Impl {
     const int64_t* ints = nullptr;  // integer inputs: their values
   };
   void Plan(const std::vector<InMeta>& in_meta);
-  void Execute(std::span<const void* const> in_data);
+  // check_finite: false where the caller checked the inputs already
+  // (ExecutePasses checks the whole batch once, not each pass again).
+  void Execute(std::span<const void* const> in_data, bool check_finite = true);
   // An Error naming the input and the element when x[0, n) holds a NaN or an infinity.
   void CheckFinite(const Value& v, const float* x, int64_t n) const;
   bool KeyMatches(const std::vector<InMeta>& in) const;
@@ -516,11 +518,11 @@ void Model::Impl::CheckFinite(const Value& v, const float* x, int64_t n) const {
            std::isnan(x[i]) ? "NaN" : "an infinity", i);
 }
 
-void Model::Impl::Execute(std::span<const void* const> in_data) {
+void Model::Impl::Execute(std::span<const void* const> in_data, bool check_finite) {
   for (std::size_t k = 0; k < input_ids.size(); ++k) {
     Value& v = values[input_ids[k]];
     if (IsFloat(v.dtype)) {
-      CheckFinite(v, static_cast<const float*>(in_data[k]), v.size());
+      if (check_finite) CheckFinite(v, static_cast<const float*>(in_data[k]), v.size());
       v.data = const_cast<void*>(in_data[k]);
     }
   }
@@ -732,7 +734,7 @@ void Model::Impl::ExecutePasses(const float* x, const std::vector<int64_t>& shap
   const int64_t in_step = NumElements(one);
   for (int64_t b = 0, pass = 0; b < shape[0]; b += m, ++pass) {
     const void* in_ptr[1] = {x + pass * in_step};
-    Execute(in_ptr);
+    Execute(in_ptr, false);
     for (std::size_t k = 0; k < dst.size() && k < output_ids.size(); ++k) {
       const Value& v = values[output_ids[k]];
       if (dst[k] && v.bytes()) std::memcpy(static_cast<uint8_t*>(dst[k]) + pass * v.bytes(), v.data, v.bytes());

@@ -530,6 +530,16 @@ TEST(RuntimePlan, MicroBatchFillsEveryOutput) {
     EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
     EXPECT_EQ(out[1].f()[i], -x[i]) << i;
   }
+  // A NaN in the fifth sample: the error names its element in the batch,
+  // the whole input being checked once before the passes.
+  std::vector<float> bad = x;
+  bad[23] = std::nanf("");
+  try {
+    m.Run({Tensor::Float({6, 5}, bad)});
+    ADD_FAILURE() << "a NaN input ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN at element 23"), std::string::npos) << e.what();
+  }
 }
 
 // The automatic choice end to end: 32 samples of 2 MiB at the widest node
