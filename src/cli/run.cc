@@ -112,7 +112,8 @@ void RunIntegerInput(Model& model, const Args& args) {
 
 void AddRunCommand(CLI::App& app) {
   struct Args {
-    std::string model, input, output, batches = "1,64", json, zero_skip = "auto", micro_batch = "auto";
+    std::string model, input, output, batches = "1,64", json, zero_skip = "auto", micro_batch = "auto",
+                batch_parallel = "auto";
     int threads = 1;
     bool profile = false, bench = false, cpu_time = false, int16 = false, int8 = false;
     double min_time = 0.3;
@@ -145,6 +146,11 @@ void AddRunCommand(CLI::App& app) {
                   "run a batch of a per-sample graph in passes of fewer samples, so that one pass's activations stay "
                   "in cache: auto (the planner's choice), off, or N (at most N samples per pass)")
       ->capture_default_str();
+  cmd->add_option("--batch-parallel", args->batch_parallel,
+                  "with --threads > 1, run a batch of a per-sample graph as one share of the samples per thread, each "
+                  "on its own single-threaded copy of the model: auto (where the graph allows), or off (the threads "
+                  "split each operator)")
+      ->capture_default_str();
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
     PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
@@ -171,6 +177,9 @@ void AddRunCommand(CLI::App& app) {
       PERMDNN_CHECK(!fixed, "--micro-batch {} does not apply with --{}: a fixed-point run is never split", t,
                     args->int8 ? "int8" : "int16");
     }
+    PERMDNN_CHECK(args->batch_parallel == "auto" || args->batch_parallel == "off",
+                  "--batch-parallel must be auto or off, got '{}'", args->batch_parallel);
+    opt.batch_parallel = args->batch_parallel == "auto";
     Model model = Model::Load(args->model, opt);
     PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",
                   args->model, model.inputs().size());
@@ -192,7 +201,7 @@ void AddRunCommand(CLI::App& app) {
       const std::vector<int64_t> batches =
           args->input.empty() ? ParseInts("--batch", args->batches) : std::vector<int64_t>{file_shape.at(0)};
       nlohmann::json records = nlohmann::json::array();
-      std::printf("%-8s %12s %12s %14s %9s\n", "batch", "median ms", "min ms", "samples/s", "per pass");
+      std::printf("%-8s %12s %12s %14s %9s %8s\n", "batch", "median ms", "min ms", "samples/s", "per pass", "workers");
       for (int64_t batch : batches) {
         std::vector<int64_t> shape = model.inputs()[0].shape;
         std::vector<float> x;
@@ -218,12 +227,12 @@ void AddRunCommand(CLI::App& app) {
                                   {.warmup = 0, .min_reps = 5, .min_time_s = args->min_time, .max_reps = 100000,
                                    .cpu_time = args->cpu_time});
         const double med = t.median_ms * 1e-3, best = t.min_ms * 1e-3;
-        std::printf("%-8lld %12.4f %12.4f %14.0f %9lld\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
-                    batch / med, static_cast<long long>(model.SamplesPerPass()));
+        std::printf("%-8lld %12.4f %12.4f %14.0f %9lld %8d\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
+                    batch / med, static_cast<long long>(model.SamplesPerPass()), model.BatchWorkers());
         records.push_back({{"model", args->model}, {"batch", batch}, {"threads", args->threads},
                            {"median_s", med}, {"min_s", best}, {"wall_median_s", t.wall_median_ms * 1e-3},
                            {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"},
-                           {"samples_per_pass", model.SamplesPerPass()}});
+                           {"samples_per_pass", model.SamplesPerPass()}, {"batch_workers", model.BatchWorkers()}});
         if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
         if (!args->output.empty()) WriteOutput(args->output, y, oshape);
       }
@@ -238,7 +247,9 @@ void AddRunCommand(CLI::App& app) {
     model.Run(x, shape, y);
     std::printf("%s: input %s -> output %s", args->model.c_str(), runtime::ShapeString(shape).c_str(),
                 runtime::ShapeString(oshape).c_str());
-    if (model.SamplesPerPass() < shape.at(0))
+    if (model.BatchWorkers() > 1)
+      std::printf(" (the batch split over %d threads)", model.BatchWorkers());
+    if (model.SamplesPerPass() < shape.at(0) / model.BatchWorkers())
       std::printf(" (%lld samples per pass)", static_cast<long long>(model.SamplesPerPass()));
     std::printf("\n");
     if (!args->output.empty()) {

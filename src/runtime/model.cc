@@ -13,6 +13,7 @@
 
 #include <cblas.h>
 
+#include "permdnn/core/thread_pool.h"
 #include "permdnn/formats/registry.h"
 #include "permdnn/runtime/onnx_io.h"
 #include "permdnn/kernels/dispatch.h"
@@ -111,6 +112,10 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 // Larger plans reuse regions, which keeps their footprint down; their
 // tensors pass through L3 or DRAM between operators anyway.
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
+// Batch parallelism (Options::batch_parallel) keeps a copy of the model's
+// bytes to load its per-thread replicas from, and each replica holds its
+// own weights: files larger than this are run on intra-op threads only.
+constexpr std::size_t kBatchParallelMaxFileBytes = std::size_t{512} << 20;
 }  // namespace
 
 using detail::NodeDef;
@@ -170,7 +175,28 @@ struct Model::Impl {
   void PlanFloatInput(const std::vector<int64_t>& shape);
   // Runs the batch `x` of `shape` in passes of `m` samples; dst[k] (when
   // given) receives graph output k, whole batch (whole_out_shapes).
-  void ExecutePasses(const float* x, const std::vector<int64_t>& shape, int64_t m, std::span<void* const> dst);
+  void ExecutePasses(const float* x, const std::vector<int64_t>& shape, int64_t m, std::span<void* const> dst,
+                     bool check_finite = true);
+  // The batch `x` of `shape` through this model (in passes where
+  // micro-batching splits it); dst[k] receives graph output k.
+  void RunFloat(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst,
+                bool check_finite = true);
+
+  // Batch parallelism (Options::batch_parallel). `source`: the file's bytes
+  // (kept when a replica may be needed); `replicas`: one model per worker,
+  // single-threaded, loaded from `source` at the first batch that splits;
+  // per whole-batch input shape, the workers that split it (1: none; the
+  // whole batch's output shapes then go to whole_out_shapes).
+  std::string source;
+  std::vector<std::unique_ptr<Model>> replicas;
+  std::map<std::vector<int64_t>, int> batch_workers;
+  int last_workers = 1;
+  bool blas_threads_set = false;  // a replica: its parent set OpenBLAS to one thread
+  bool MayBatchParallel(const std::vector<int64_t>& shape) const;
+  int BatchWorkers(const std::vector<int64_t>& shape);
+  // Runs the batch with worker w running replica w on its contiguous share
+  // of the samples (ChunkRange), all at once on the thread pool.
+  void ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst);
 };
 
 void Model::Impl::LoadProto(const onnx::ModelProto& m) {
@@ -534,7 +560,9 @@ void Model::Impl::Execute(std::span<const void* const> in_data, bool check_finit
   // runtime's pool (GemmOp), whose idle workers sleep. OpenBLAS's idle threads
   // spin, and beside oneDNN or the pool that cost 10-50x on a busy 2-core
   // machine (the Fashion-MNIST mlp at 2 threads: 9 ms instead of 0.12).
-  openblas_set_num_threads(1);
+  // (A replica running beside others leaves it to its parent: the setting
+  // is process-wide.)
+  if (!blas_threads_set) openblas_set_num_threads(1);
   for (int k : runtime_nodes) {
     if (opt.profile) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -724,13 +752,13 @@ int64_t Model::Impl::PassSamples(const std::vector<int64_t>& shape) {
 }
 
 void Model::Impl::ExecutePasses(const float* x, const std::vector<int64_t>& shape, int64_t m,
-                                std::span<void* const> dst) {
+                                std::span<void* const> dst, bool check_finite) {
   std::vector<int64_t> one = shape;
   one[0] = m;
   PlanFloatInput(one);
   // The whole batch first, so that an error names its element in the
   // batch and no pass has written the outputs yet.
-  CheckFinite(values[input_ids[0]], x, NumElements(shape));
+  if (check_finite) CheckFinite(values[input_ids[0]], x, NumElements(shape));
   const int64_t in_step = NumElements(one);
   for (int64_t b = 0, pass = 0; b < shape[0]; b += m, ++pass) {
     const void* in_ptr[1] = {x + pass * in_step};
@@ -741,6 +769,102 @@ void Model::Impl::ExecutePasses(const float* x, const std::vector<int64_t>& shap
     }
   }
   last_pass = m;
+}
+
+void Model::Impl::RunFloat(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst,
+                           bool check_finite) {
+  if (MayMicroBatch(shape)) {
+    if (const int64_t pass = PassSamples(shape); pass < shape[0]) {
+      ExecutePasses(x, shape, pass, dst, check_finite);
+      return;
+    }
+  }
+  PlanFloatInput(shape);
+  const void* in_ptr[1] = {x};
+  Execute(in_ptr, check_finite);
+  last_pass = shape.empty() ? 1 : shape[0];
+  for (std::size_t k = 0; k < dst.size() && k < output_ids.size(); ++k) {
+    const Value& v = values[output_ids[k]];
+    if (dst[k] && v.bytes()) std::memcpy(dst[k], v.data, v.bytes());
+  }
+}
+
+bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
+  return opt.batch_parallel && opt.threads > 1 && !source.empty() && !opt.profile && !opt.reference && !int16 &&
+         !int8 && inputs.size() == 1 && IsFloat(inputs[0].dtype) && (inputs[0].shape.empty() || inputs[0].shape[0] < 0) &&
+         shape.size() >= 2 && shape[0] >= 2;
+}
+
+int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
+  if (auto it = batch_workers.find(shape); it != batch_workers.end()) return it->second;
+  const int64_t batch = shape[0];
+  const int workers = static_cast<int>(std::min<int64_t>(opt.threads, batch));
+  int chosen = 1;
+  PlanFloatInput(shape);
+  if (PerSamplePlan(batch)) {
+    std::vector<std::vector<int64_t>> whole;
+    for (int id : output_ids) whole.push_back(values[id].shape);
+    bool ok = true;
+    try {
+      Options ropt = opt;
+      ropt.threads = 1;
+      ropt.profile = false;
+      while (static_cast<int>(replicas.size()) < workers) {
+        replicas.push_back(std::make_unique<Model>(FromBytes(source, name, ropt)));
+        replicas.back()->impl_->blas_threads_set = true;
+      }
+      for (int w = 0; ok && w < workers; ++w) {
+        int64_t b0 = 0, b1 = 0;
+        ChunkRange(batch, workers, w, &b0, &b1);
+        std::vector<int64_t> slice = shape;
+        slice[0] = b1 - b0;
+        Impl& r = *replicas[static_cast<std::size_t>(w)]->impl_;
+        r.PlanFloatInput(slice);
+        ok = r.PerSamplePlan(slice[0]);
+        for (std::size_t k = 0; ok && k < r.output_ids.size(); ++k) {
+          std::vector<int64_t> s = whole[k];
+          s[0] = slice[0];
+          ok = r.values[r.output_ids[k]].shape == s && r.values[r.output_ids[k]].dtype == values[output_ids[k]].dtype;
+        }
+      }
+    } catch (const Error&) {
+      ok = false;  // e.g. a Reshape to a constant shape that holds the batch
+    }
+    if (ok) {
+      chosen = workers;
+      whole_out_shapes[shape] = std::move(whole);
+    }
+  }
+  batch_workers[shape] = chosen;
+  return chosen;
+}
+
+void Model::Impl::ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers,
+                                 std::span<void* const> dst) {
+  // The whole batch first, so that an error names its element in the batch
+  // and no worker has written the outputs yet.
+  CheckFinite(values[input_ids[0]], x, NumElements(shape));
+  openblas_set_num_threads(1);  // once for all workers (Execute)
+  const int64_t batch = shape[0], sample = NumElements(shape) / batch;
+  const std::vector<std::vector<int64_t>>& whole = whole_out_shapes.at(shape);
+  std::vector<int64_t> out_sample_bytes;
+  for (std::size_t k = 0; k < whole.size(); ++k)
+    out_sample_bytes.push_back(NumElements(whole[k]) / batch *
+                               static_cast<int64_t>(StorageBytes(values[output_ids[k]].dtype)));
+  ParallelFor(workers, workers, [&](int64_t w0, int64_t w1, int) {
+    for (int64_t w = w0; w < w1; ++w) {
+      int64_t b0 = 0, b1 = 0;
+      ChunkRange(batch, workers, static_cast<int>(w), &b0, &b1);
+      std::vector<int64_t> slice = shape;
+      slice[0] = b1 - b0;
+      std::vector<void*> part(dst.size(), nullptr);
+      for (std::size_t k = 0; k < dst.size() && k < out_sample_bytes.size(); ++k)
+        if (dst[k]) part[k] = static_cast<uint8_t*>(dst[k]) + b0 * out_sample_bytes[k];
+      replicas[static_cast<std::size_t>(w)]->impl_->RunFloat(x + b0 * sample, slice, part, false);
+    }
+  });
+  last_pass = replicas[0]->impl_->last_pass;
+  last_workers = workers;
 }
 
 Model::Model() : impl_(std::make_unique<Impl>()) {}
@@ -761,6 +885,7 @@ Model Model::FromBytes(std::string_view bytes, const std::string& name, const Op
   m.int16 = options.int16 || options.int8;
   m.int8 = options.int8;
   m.LoadProto(detail::ParseModelProto(bytes, name));
+  if (options.batch_parallel && bytes.size() <= kBatchParallelMaxFileBytes) m.source.assign(bytes);
   // Plan once now when every input is float with a known rank, so that shape
   // errors surface at load time (open dims are taken as 1).
   bool static_ok = true;
@@ -799,6 +924,7 @@ void Model::SetThreads(int threads) {
     impl_->planned = false;
     impl_->pass_samples.clear();  // the automatic micro-batch depends on it
     impl_->whole_out_shapes.clear();
+    impl_->batch_workers.clear();
   }
   impl_->opt.threads = threads;
 }
@@ -809,7 +935,7 @@ std::vector<int64_t> Model::OutputShape(std::span<const int64_t> input_shape) {
   PERMDNN_CHECK(m.inputs.size() == 1 && IsFloat(m.inputs[0].dtype),
                 "{}: the span API needs exactly one float input (the model has {})", m.name, m.inputs.size());
   const std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
-  if (m.MayMicroBatch(shape))
+  if (m.MayMicroBatch(shape) || m.MayBatchParallel(shape))
     if (auto it = m.whole_out_shapes.find(shape); it != m.whole_out_shapes.end()) return it->second[0];
   // Fast path (no allocation): the plan already has this shape.
   if (!(m.planned && m.key_shapes.size() == 1 &&
@@ -832,32 +958,33 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
   PERMDNN_CHECK(static_cast<int64_t>(output.size()) >= NumElements(out_shape),
                 "{}: output span holds {} floats, need {}", m.name, output.size(), NumElements(out_shape));
   const std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
-  if (m.MayMicroBatch(shape)) {
-    if (const int64_t pass = m.PassSamples(shape); pass < shape[0]) {
-      void* dst[1] = {output.data()};
-      m.ExecutePasses(input.data(), shape, pass, dst);
+  void* dst[1] = {output.data()};
+  m.last_workers = 1;
+  if (m.MayBatchParallel(shape))
+    if (const int workers = m.BatchWorkers(shape); workers > 1) {
+      m.ExecuteWorkers(input.data(), shape, workers, dst);
       return out_shape;
     }
-  }
-  m.PlanFloatInput(shape);
-  const void* in_ptr[1] = {input.data()};
-  m.Execute(in_ptr);
-  m.last_pass = shape.empty() ? 1 : shape[0];
-  if (y.bytes()) std::memcpy(output.data(), y.data, y.bytes());
+  m.RunFloat(input.data(), shape, dst);
   return out_shape;
 }
 
 std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   Impl& m = *impl_;
-  if (inputs.size() == 1 && IsFloat(inputs[0].dtype()) && m.MayMicroBatch(inputs[0].shape())) {
-    if (const int64_t pass = m.PassSamples(inputs[0].shape()); pass < inputs[0].shape()[0]) {
+  m.last_workers = 1;
+  if (inputs.size() == 1 && IsFloat(inputs[0].dtype()) && inputs[0].shape().size() >= 2) {
+    const std::vector<int64_t>& shape = inputs[0].shape();
+    const int workers = m.MayBatchParallel(shape) ? m.BatchWorkers(shape) : 1;
+    const int64_t pass = workers == 1 && m.MayMicroBatch(shape) ? m.PassSamples(shape) : shape[0];
+    if (workers > 1 || pass < shape[0]) {
       std::vector<Tensor> out;
       std::vector<void*> dst;
-      for (const std::vector<int64_t>& shape : m.whole_out_shapes.at(inputs[0].shape())) {
-        out.emplace_back(m.values[m.output_ids[out.size()]].dtype, shape);
+      for (const std::vector<int64_t>& s : m.whole_out_shapes.at(shape)) {
+        out.emplace_back(m.values[m.output_ids[out.size()]].dtype, s);
         dst.push_back(out.back().raw());
       }
-      m.ExecutePasses(inputs[0].f(), inputs[0].shape(), pass, dst);
+      if (workers > 1) m.ExecuteWorkers(inputs[0].f(), shape, workers, dst);
+      else m.ExecutePasses(inputs[0].f(), shape, pass, dst);
       return out;
     }
   }
@@ -915,6 +1042,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
 std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
 int64_t Model::ArenaBytes() const { return impl_->arena_capacity; }
 int64_t Model::SamplesPerPass() const { return impl_->last_pass; }
+int Model::BatchWorkers() const { return impl_->last_workers; }
 void Model::ResetProfile() {
   for (NodeProfile& p : impl_->profile) {
     p.calls = 0;

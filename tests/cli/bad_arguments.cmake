@@ -25,3 +25,5 @@ expect_error("act-density 2 is outside" break-even --layers 8x8 --act-density 2)
 expect_error("--micro-batch must be auto, off or a positive sample count, got '0'" run none.onnx --bench --micro-batch 0)
 expect_error("--micro-batch must be auto, off or a positive sample count, got 'x2'" run none.onnx --bench --micro-batch x2)
 expect_error("--micro-batch 2 does not apply with --int16" run none.onnx --bench --int16 --micro-batch 2)
+# permdnn run --batch-parallel: auto or off.
+expect_error("--batch-parallel must be auto or off, got 'on'" run none.onnx --bench --batch-parallel on)

@@ -560,12 +560,148 @@ TEST(RuntimePlan, MicroBatchAutoFollowsTheThreadCount) {
   for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
   m.SetThreads(2);
   m.Run(x, shape, y);
-  EXPECT_EQ(m.SamplesPerPass(), 32);
+  // Two threads take 16 samples each (batch parallelism), 32 MiB: one pass.
+  EXPECT_EQ(m.BatchWorkers(), 2);
+  EXPECT_EQ(m.SamplesPerPass(), 16);
+  Options intra;
+  intra.threads = 2;
+  intra.batch_parallel = false;
+  Model m2 = b.Load(intra);
+  m2.Run(x, shape, y);
+  EXPECT_EQ(m2.BatchWorkers(), 1);
+  EXPECT_EQ(m2.SamplesPerPass(), 32);
   m.SetThreads(1);
   std::fill(y.begin(), y.end(), -1.0f);
   m.Run(x, shape, y);
   EXPECT_EQ(m.SamplesPerPass(), 4);
   for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
+}
+
+// Batch parallelism (Options::batch_parallel): on T threads a per-sample
+// graph's batch runs as one contiguous share per thread, each on its own
+// replica of the model; the outputs equal the one-thread run's, through both
+// APIs, for shares of unequal size and for batches smaller than T.
+TEST(RuntimePlan, BatchParallelGivesTheWholeBatchsOutputs) {
+  const GraphBuilder b = PerSampleCnn();
+  Options one_opt;
+  one_opt.micro_batch = 0;
+  Model one = b.Load(one_opt);
+  for (int threads : {2, 3}) {
+    Options opt;
+    opt.threads = threads;
+    Model par = b.Load(opt);
+    for (int64_t batch : {8, 7, 2, 1}) {
+      const std::vector<int64_t> shape = {batch, 2, 6, 6};
+      const std::vector<float> x = Iota(batch * 72, 0.37f);
+      const std::vector<Tensor> want = one.Run({Tensor::Float(shape, x)});
+      const int workers = batch >= 2 ? static_cast<int>(std::min<int64_t>(threads, batch)) : 1;
+      for (int rep = 0; rep < 2; ++rep) {  // the second run reuses the replicas' plans
+        const std::vector<Tensor> got = par.Run({Tensor::Float(shape, x)});
+        EXPECT_EQ(par.BatchWorkers(), workers) << threads << " threads, batch " << batch;
+        ASSERT_EQ(got.size(), 1u);
+        EXPECT_EQ(got[0].shape(), want[0].shape());
+        ExpectClose(Floats(want[0]), Floats(got[0]));
+        std::vector<float> y(static_cast<std::size_t>(batch * 3), -9.0f);
+        EXPECT_EQ(par.OutputShape(shape), (std::vector<int64_t>{batch, 3}));
+        EXPECT_EQ(par.Run(x, shape, y), (std::vector<int64_t>{batch, 3}));
+        EXPECT_EQ(par.BatchWorkers(), workers);
+        ExpectClose(Floats(want[0]), y);
+        std::vector<float> short_y(static_cast<std::size_t>(batch * 3 - 1));
+        EXPECT_THROW(par.Run(x, shape, short_y), Error);
+      }
+    }
+  }
+}
+
+// Every graph output gets the whole batch; a NaN is named by its element in
+// the batch, not in a worker's share, and nothing runs.
+TEST(RuntimePlan, BatchParallelFillsEveryOutput) {
+  GraphBuilder b;
+  b.Input("x", {-1, 5});
+  b.Node("Relu", {"x"}, {"r"});
+  b.Node("Neg", {"x"}, {"n"});
+  b.Output("r");
+  b.Output("n");
+  Options opt;
+  opt.threads = 2;
+  Model m = b.Load(opt);
+  const std::vector<float> x = Iota(30, 0.3f);
+  const std::vector<Tensor> out = m.Run({Tensor::Float({6, 5}, x)});
+  EXPECT_EQ(m.BatchWorkers(), 2);
+  ASSERT_EQ(out.size(), 2u);
+  for (int i = 0; i < 30; ++i) {
+    EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
+    EXPECT_EQ(out[1].f()[i], -x[i]) << i;
+  }
+  std::vector<float> bad = x;
+  bad[23] = std::nanf("");
+  try {
+    m.Run({Tensor::Float({6, 5}, bad)});
+    ADD_FAILURE() << "a NaN input ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN at element 23"), std::string::npos) << e.what();
+  }
+}
+
+// Where the graph mixes samples, or the options rule it out, the threads
+// split each operator instead.
+TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
+  const std::vector<float> x = Iota(32, 0.4f);
+  Options opt;
+  opt.threads = 2;
+  {  // Softmax over the batch axis: each column of the 8 x 4 output sums to 1.
+    GraphBuilder b;
+    b.Input("x", {-1, 4});
+    auto* a = b.Node("Softmax", {"x"}, {"y"}).add_attribute();
+    a->set_name("axis");
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(0);
+    b.Output("y");
+    Model m = b.Load(opt);
+    std::vector<float> y(32);
+    m.Run(x, std::vector<int64_t>{8, 4}, y);
+    EXPECT_EQ(m.BatchWorkers(), 1);
+    for (int j = 0; j < 4; ++j) {
+      double sum = 0;
+      for (int r = 0; r < 8; ++r) sum += y[r * 4 + j];
+      EXPECT_NEAR(sum, 1.0, 1e-5);
+    }
+  }
+  {  // A Reshape to a constant shape that holds the batch.
+    GraphBuilder b;
+    b.Input("x", {-1, 8});
+    b.InitInts("s", {4, -1});
+    b.Node("Reshape", {"x", "s"}, {"y"});
+    b.Output("y");
+    Model m = b.Load(opt);
+    const std::vector<Tensor> out = m.Run({Tensor::Float({4, 8}, x)});
+    EXPECT_EQ(m.BatchWorkers(), 1);
+    EXPECT_EQ(Floats(out[0]), x);
+  }
+  const GraphBuilder cnn = PerSampleCnn();
+  const std::vector<int64_t> shape = {4, 2, 6, 6};
+  const std::vector<float> xc = Iota(4 * 72, 0.37f);
+  std::vector<float> y(12);
+  for (int variant = 0; variant < 4; ++variant) {
+    Options o = opt;
+    if (variant == 0) o.batch_parallel = false;
+    if (variant == 1) o.profile = true;
+    if (variant == 2) o.reference = true;
+    if (variant == 3) o.threads = 1;
+    Model m = cnn.Load(o);
+    m.Run(xc, shape, y);
+    EXPECT_EQ(m.BatchWorkers(), 1) << "variant " << variant;
+  }
+  Model m = cnn.Load(opt);
+  m.Run(xc, shape, y);
+  EXPECT_EQ(m.BatchWorkers(), 2);
+  m.SetProfiling(true);  // per-node times come from the model's own plan
+  m.Run(xc, shape, y);
+  EXPECT_EQ(m.BatchWorkers(), 1);
+  m.SetProfiling(false);
+  m.SetThreads(1);
+  m.Run(xc, shape, y);
+  EXPECT_EQ(m.BatchWorkers(), 1);
 }
 
 // The planner's choice (Options::micro_batch = -1).

@@ -79,6 +79,16 @@ struct Options {
   // most N samples per pass (a divisor of the batch). Not with `reference`,
   // int16 or int8. The outputs are the whole batch's either way.
   int64_t micro_batch = -1;
+  // Batch parallelism: on more than one thread, a batch of such a per-sample
+  // graph runs as one contiguous share of the samples per thread, each
+  // thread on its own single-threaded replica of the model (its own plan,
+  // arena and packed weights, loaded from the same bytes at the first batch
+  // that splits), instead of every operator splitting its work over the
+  // threads. Each replica micro-batches its share as above. Where a graph
+  // mixes samples, or with profile, reference, int16 or int8, or for files
+  // over 512 MiB (each replica holds its own weights), the threads split
+  // each operator. The outputs are the same either way.
+  bool batch_parallel = true;
 };
 
 // The samples per pass the planner chooses for a per-sample graph (Options::
@@ -163,8 +173,12 @@ class Model {
   // current plan; it only grows when a larger shape is planned.
   int64_t ArenaBytes() const;
   // Samples per pass of the last Run (its whole batch unless micro-batching
-  // split it; Options::micro_batch).
+  // split it; Options::micro_batch; with batch parallelism, the first
+  // worker's passes over its share).
   int64_t SamplesPerPass() const;
+  // Threads that split the last Run's batch between them (Options::
+  // batch_parallel); 1 when the threads split each operator instead.
+  int BatchWorkers() const;
   void ResetProfile();
 
  private:
