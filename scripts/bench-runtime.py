@@ -210,7 +210,7 @@ def main():
             if not os.path.exists(xin):
                 write_npy(xin, shape, x)
             tag = f"{m['name']}-b{b}"
-            times, walls = {}, {}
+            times, walls, how = {}, {}, {}
             for r in range(a.rounds):
                 for t in threads:
                     order = ["ort", "permdnn"] if (r + t) % 2 == 0 else ["permdnn", "ort"]
@@ -240,6 +240,7 @@ def main():
                             with open(js) as f:
                                 rec = json.load(f)[0]
                             ms, wall_ms = rec["median_s"] * 1e3, rec["wall_median_s"] * 1e3
+                            how[t] = (rec.get("batch_workers", 1), rec.get("samples_per_pass", b))
                         times.setdefault((eng, t), []).append(ms)
                         walls.setdefault((eng, t), []).append(wall_ms)
             _, got = read_npy(os.path.join(work, f"{tag}-permdnn.npy"))
@@ -254,6 +255,7 @@ def main():
                        "ort_ms": statistics.median(times[("ort", t)]),
                        "permdnn_wall_ms": statistics.median(walls[("permdnn", t)]),
                        "ort_wall_ms": statistics.median(walls[("ort", t)]), "timer": "cpu" if t == 1 else "wall",
+                       "permdnn_batch_workers": how.get(t, (1, b))[0], "permdnn_samples_per_pass": how.get(t, (1, b))[1],
                        "permdnn_rounds_ms": times[("permdnn", t)], "ort_rounds_ms": times[("ort", t)], **agree}
                 records.append(rec)
                 print(f"{m['name']:<22} B={b:<3} T={t}  permdnn {rec['permdnn_ms']:9.3f} ms  ORT {rec['ort_ms']:9.3f} ms  "
@@ -357,13 +359,20 @@ def markdown(meta, records, batches, threads):
                     continue
                 ok = ok and r["agree"]
                 sp = r["speedup_vs_ort_dense"]
-                cells += [f"{r['permdnn_ms']:.3f}", f"{r['ort_ms']:.3f}", f"{sp:.2f}x" if sp else ""]
+                workers, per_pass = r.get("permdnn_batch_workers", 1), r.get("permdnn_samples_per_pass", b)
+                parts = [f"{workers} shares"] if workers > 1 else []
+                if per_pass * workers < b:
+                    parts.append(f"passes of {per_pass}")
+                how_run = f" ({', '.join(parts)})" if parts else ""
+                cells += [f"{r['permdnn_ms']:.3f}{how_run}", f"{r['ort_ms']:.3f}", f"{sp:.2f}x" if sp else ""]
             worst = max(r["rel_diff"] for r in records if r["model"] == name and r["threads"] == t)
             L.append(f"| {name} | " + " | ".join(cells) + f" | {'agree' if ok else '**differ**'} ({worst:.1e}) |")
         L.append("")
     L.append("\"vs ORT dense\" is ONNX Runtime's time on the dense model divided by permdnn's time on this one "
              "(> 1: permdnn faster); \"ORT\" is ONNX Runtime on this file (compressed: its portable twin). The "
-             "outputs column gives max|diff| / max|ORT|.")
+             "outputs column gives max|diff| / max|ORT|. In permdnn's column, \"k shares\": the batch ran as one share of "
+             "the samples per thread, each on its own single-threaded copy of the model (batch parallelism); "
+             "\"passes of m\": each share ran in passes of m samples (micro-batching; docs/runtime.md).")
     return "\n".join(L) + "\n"
 
 

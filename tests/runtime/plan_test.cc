@@ -678,6 +678,29 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
     EXPECT_EQ(m.BatchWorkers(), 1);
     EXPECT_EQ(Floats(out[0]), x);
   }
+  {  // Fully connected layers reuse each weight once per sample: shares of
+     // fewer than 4 samples would read all the weights on every thread.
+    GraphBuilder b;
+    b.Input("x", {-1, 16});
+    b.Init("w", {16, 8}, Iota(128, 0.05f));
+    b.Node("MatMul", {"x", "w"}, {"h"});
+    b.Node("Relu", {"h"}, {"y"});
+    b.Output("y");
+    Model m = b.Load(opt);
+    for (int64_t batch : {2, 7, 8, 9}) {
+      const std::vector<float> xb = Iota(batch * 16, 0.21f);
+      const std::vector<Tensor> out = m.Run({Tensor::Float({batch, 16}, xb)});
+      EXPECT_EQ(m.BatchWorkers(), batch >= 8 ? 2 : 1) << "batch " << batch;
+      ASSERT_EQ(out[0].shape(), (std::vector<int64_t>{batch, 8}));
+      const std::vector<float> w = Iota(128, 0.05f);
+      for (int64_t i = 0; i < batch; ++i)
+        for (int j = 0; j < 8; ++j) {
+          double z = 0;
+          for (int k = 0; k < 16; ++k) z += xb[i * 16 + k] * w[k * 8 + j];
+          EXPECT_NEAR(out[0].f()[i * 8 + j], std::max(0.0, z), 1e-3 * (1 + std::abs(z)));
+        }
+    }
+  }
   const GraphBuilder cnn = PerSampleCnn();
   const std::vector<int64_t> shape = {4, 2, 6, 6};
   const std::vector<float> xc = Iota(4 * 72, 0.37f);
