@@ -114,8 +114,9 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 // Batch parallelism (Options::batch_parallel) keeps a copy of the model's
 // bytes to load its per-thread replicas from, and each replica holds its
-// own weights: files larger than this are run on intra-op threads only.
-constexpr std::size_t kBatchParallelMaxFileBytes = std::size_t{512} << 20;
+// own weights: where the file's bytes times the threads exceed this, the
+// threads split each operator instead.
+constexpr std::size_t kBatchParallelMaxReplicaBytes = std::size_t{2} << 30;
 // ... and only where a share reuses each weight it reads at least this many
 // times (weighted by the weights' bytes; BatchWorkers): each replica reads
 // all of the weights, where threads splitting an operator read a part each.
@@ -800,7 +801,8 @@ void Model::Impl::RunFloat(const float* x, const std::vector<int64_t>& shape, st
 }
 
 bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
-  return opt.batch_parallel && opt.threads > 1 && !source.empty() && !opt.profile && !opt.reference && !int16 &&
+  return opt.batch_parallel && opt.threads > 1 && !source.empty() &&
+         source.size() * static_cast<std::size_t>(opt.threads) <= kBatchParallelMaxReplicaBytes && !opt.profile && !opt.reference && !int16 &&
          !int8 && inputs.size() == 1 && IsFloat(inputs[0].dtype) && (inputs[0].shape.empty() || inputs[0].shape[0] < 0) &&
          shape.size() >= 2 && shape[0] >= 2;
 }
@@ -819,6 +821,8 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
       Options ropt = opt;
       ropt.threads = 1;
       ropt.profile = false;
+      ropt.batch_parallel = false;  // one thread: it keeps no copy of the bytes
+      ropt.int16 = ropt.int8 = false;  // MayBatchParallel: neither is on
       while (static_cast<int>(replicas.size()) < workers) {
         replicas.push_back(std::make_unique<Model>(FromBytes(source, name, ropt)));
         replicas.back()->impl_->blas_threads_set = true;
@@ -843,6 +847,13 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
     if (ok) {
       chosen = workers;
       whole_out_shapes[shape] = std::move(whole);
+      // The whole batch's plan only served the checks: its arena goes (the
+      // next plan allocates anew; AlignedBuffer keeps memory when shrunk).
+      arena = AlignedBuffer<uint8_t>();
+      arena_capacity = 0;
+      planned = false;
+    } else if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; })) {
+      replicas.clear();  // none in use
     }
   }
   batch_workers[shape] = chosen;
@@ -856,7 +867,7 @@ double Model::Impl::BatchShareReuse(int64_t share) const {
     const OpContext& ctx = ctxs[k];
     double w = 0;
     for (const Value* v : ctx.in)
-      if (v && v->constant && std::find(seen.begin(), seen.end(), v) == seen.end()) {
+      if (v && v->constant && IsFloat(v->dtype) && std::find(seen.begin(), seen.end(), v) == seen.end()) {
         seen.push_back(v);
         w += static_cast<double>(v->bytes());
       }
@@ -920,7 +931,11 @@ Model Model::FromBytes(std::string_view bytes, const std::string& name, const Op
   m.int16 = options.int16 || options.int8;
   m.int8 = options.int8;
   m.LoadProto(detail::ParseModelProto(bytes, name));
-  if (options.batch_parallel && bytes.size() <= kBatchParallelMaxFileBytes) m.source.assign(bytes);
+  // Batch parallelism loads replicas from a copy of the bytes: kept when
+  // the model is loaded for several threads (not for SetThreads later).
+  if (options.batch_parallel && options.threads > 1 &&
+      bytes.size() * static_cast<std::size_t>(options.threads) <= kBatchParallelMaxReplicaBytes)
+    m.source.assign(bytes);
   // Plan once now when every input is float with a known rank, so that shape
   // errors surface at load time (open dims are taken as 1).
   bool static_ok = true;
@@ -960,6 +975,8 @@ void Model::SetThreads(int threads) {
     impl_->pass_samples.clear();  // the automatic micro-batch depends on it
     impl_->whole_out_shapes.clear();
     impl_->batch_workers.clear();
+    if (impl_->replicas.size() > static_cast<std::size_t>(threads > 1 ? threads : 0))
+      impl_->replicas.resize(static_cast<std::size_t>(threads > 1 ? threads : 0));
   }
   impl_->opt.threads = threads;
 }
@@ -1075,7 +1092,12 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
 }
 
 std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
-int64_t Model::ArenaBytes() const { return impl_->arena_capacity; }
+int64_t Model::ArenaBytes() const {
+  int64_t bytes = impl_->arena_capacity;
+  if (impl_->last_workers > 1)
+    for (const auto& r : impl_->replicas) bytes += r->impl_->arena_capacity;
+  return bytes;
+}
 int64_t Model::SamplesPerPass() const { return impl_->last_pass; }
 int Model::BatchWorkers() const { return impl_->last_workers; }
 void Model::ResetProfile() {

@@ -558,18 +558,25 @@ TEST(RuntimePlan, MicroBatchAutoFollowsTheThreadCount) {
   m.Run(x, shape, y);
   EXPECT_EQ(m.SamplesPerPass(), 4);
   for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
+  // Loaded for one thread, the model kept no bytes for replicas: on two
+  // threads the operators split, and the batch stays whole.
   m.SetThreads(2);
   m.Run(x, shape, y);
-  // Two threads take 16 samples each (batch parallelism), 32 MiB: one pass.
-  EXPECT_EQ(m.BatchWorkers(), 2);
-  EXPECT_EQ(m.SamplesPerPass(), 16);
-  Options intra;
-  intra.threads = 2;
-  intra.batch_parallel = false;
-  Model m2 = b.Load(intra);
-  m2.Run(x, shape, y);
-  EXPECT_EQ(m2.BatchWorkers(), 1);
-  EXPECT_EQ(m2.SamplesPerPass(), 32);
+  EXPECT_EQ(m.BatchWorkers(), 1);
+  EXPECT_EQ(m.SamplesPerPass(), 32);
+  // Loaded for two threads: 16 samples each (batch parallelism), 32 MiB,
+  // one pass; with batch_parallel off, the batch whole on split operators.
+  for (bool parallel : {true, false}) {
+    Options two;
+    two.threads = 2;
+    two.batch_parallel = parallel;
+    Model m2 = b.Load(two);
+    std::fill(y.begin(), y.end(), -1.0f);
+    m2.Run(x, shape, y);
+    EXPECT_EQ(m2.BatchWorkers(), parallel ? 2 : 1);
+    EXPECT_EQ(m2.SamplesPerPass(), parallel ? 16 : 32);
+    for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
+  }
   m.SetThreads(1);
   std::fill(y.begin(), y.end(), -1.0f);
   m.Run(x, shape, y);
@@ -722,9 +729,58 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
   m.Run(xc, shape, y);
   EXPECT_EQ(m.BatchWorkers(), 1);
   m.SetProfiling(false);
+  m.EnableInt16(true);  // fixed point calibrates the model's own plan
+  m.Run(xc, shape, y);
+  EXPECT_EQ(m.BatchWorkers(), 1);
+  m.EnableInt16(false);
+  m.Run(xc, shape, y);
+  EXPECT_EQ(m.BatchWorkers(), 2);
+  m.SetThreads(3);  // a new thread count chooses again: three shares
+  m.Run(xc, shape, y);
+  EXPECT_EQ(m.BatchWorkers(), 3);
   m.SetThreads(1);
   m.Run(xc, shape, y);
   EXPECT_EQ(m.BatchWorkers(), 1);
+}
+
+// Outputs of different widths and dtypes land at their own offsets, and a
+// replica micro-batches its share (Options::micro_batch = 2: passes of 2).
+TEST(RuntimePlan, BatchParallelSharesKeepEachOutputsStride) {
+  GraphBuilder b;
+  b.Input("x", {-1, 5});
+  b.Node("Relu", {"x"}, {"r"});
+  b.Init("w", {5, 2}, Iota(10, 0.3f));
+  b.Node("MatMul", {"x", "w"}, {"m"});
+  auto* to = b.Node("Cast", {"m"}, {"c"}).add_attribute();
+  to->set_name("to");
+  to->set_type(onnx::AttributeProto::INT);
+  to->set_i(onnx::TensorProto::INT64);
+  b.Output("r");
+  b.Output("m");
+  b.Output("c");
+  Options opt;
+  opt.threads = 2;
+  opt.micro_batch = 2;
+  Model m = b.Load(opt);
+  const int64_t batch = 9;  // shares of 5 and 4
+  std::vector<float> x = Iota(batch * 5, 1.7f);
+  const std::vector<Tensor> out = m.Run({Tensor::Float({batch, 5}, x)});
+  EXPECT_EQ(m.BatchWorkers(), 2);
+  EXPECT_EQ(m.SamplesPerPass(), 1);  // share 5: the largest divisor up to 2
+  ASSERT_EQ(out.size(), 3u);
+  ASSERT_EQ(out[1].shape(), (std::vector<int64_t>{batch, 2}));
+  ASSERT_EQ(out[2].shape(), (std::vector<int64_t>{batch, 2}));
+  ASSERT_EQ(out[2].dtype(), DType::kInt64);
+  const std::vector<float> w = Iota(10, 0.3f);
+  for (int64_t i = 0; i < batch; ++i) {
+    for (int k = 0; k < 5; ++k) EXPECT_EQ(out[0].f()[i * 5 + k], std::max(0.0f, x[i * 5 + k]));
+    for (int j = 0; j < 2; ++j) {
+      double z = 0;
+      for (int k = 0; k < 5; ++k) z += x[i * 5 + k] * w[k * 2 + j];
+      EXPECT_NEAR(out[1].f()[i * 2 + j], z, 1e-4) << i;
+      EXPECT_EQ(out[2].i()[i * 2 + j], static_cast<int64_t>(out[1].f()[i * 2 + j])) << i;
+    }
+  }
 }
 
 // The planner's choice (Options::micro_batch = -1).

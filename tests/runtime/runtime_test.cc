@@ -227,8 +227,9 @@ TEST(RuntimePlan, SmallBatchRunOnTwoThreadsKeepsEveryTensor) {
   WriteMlpRun(dir, 4);
   ExportRun(dir.string(), (dir / "m.onnx").string());
   Model one = Model::Load((dir / "m.onnx").string());
-  Model two = Model::Load((dir / "m.onnx").string(), {.threads = 2});
-  Model two_b1 = Model::Load((dir / "m.onnx").string(), {.threads = 2});
+  // (Split operators: batch parallelism would run the batch on replicas.)
+  Model two = Model::Load((dir / "m.onnx").string(), {.threads = 2, .batch_parallel = false});
+  Model two_b1 = Model::Load((dir / "m.onnx").string(), {.threads = 2, .batch_parallel = false});
   Model one_b1 = Model::Load((dir / "m.onnx").string());
   std::vector<float> x64 = Randn(64 * 36, 1), x1 = Randn(36, 2);
   ExpectNear(RunModel(two, x64, {64, 1, 6, 6}), RunModel(one, x64, {64, 1, 6, 6}), 1e-5);
@@ -245,7 +246,8 @@ TEST(RuntimePlan, SmallBatchRunOnTwoThreadsKeepsEveryTensor) {
   Model one64 = Model::Load((dir / "m.onnx").string());
   RunModel(one64, x64, {64, 1, 6, 6});
   ASSERT_LT(one64.ArenaBytes(), two.ArenaBytes());
-  Model capped = Model::Load((dir / "m.onnx").string(), {.threads = 2, .max_arena_bytes = one64.ArenaBytes()});
+  Model capped = Model::Load((dir / "m.onnx").string(),
+                             {.threads = 2, .max_arena_bytes = one64.ArenaBytes(), .batch_parallel = false});
   EXPECT_NO_THROW(RunModel(capped, x64, {64, 1, 6, 6}));
   EXPECT_EQ(capped.ArenaBytes(), one64.ArenaBytes());
   fs::remove_all(dir);

@@ -82,12 +82,19 @@ struct Options {
   // Batch parallelism: on more than one thread, a batch of such a per-sample
   // graph runs as one contiguous share of the samples per thread, each
   // thread on its own single-threaded replica of the model (its own plan,
-  // arena and packed weights, loaded from the same bytes at the first batch
-  // that splits), instead of every operator splitting its work over the
-  // threads. Each replica micro-batches its share as above. Where a graph
-  // mixes samples, or with profile, reference, int16 or int8, or for files
-  // over 512 MiB (each replica holds its own weights), the threads split
-  // each operator. The outputs are the same either way.
+  // arena and packed weights, loaded at the first batch that splits from a
+  // copy of the file's bytes, which a model loaded with threads > 1 keeps),
+  // instead of every operator splitting its work over the threads. Each
+  // replica micro-batches its share as above. Only where each share reuses
+  // every weight byte at least 4 times (its samples times the weight's
+  // output positions: one per sample in a fully connected layer, the
+  // spatial size in a convolution; averaged over the weights by bytes):
+  // each replica reads all the weights. Not where a graph mixes samples,
+  // with profile, reference, int16 or int8, on a model loaded with one
+  // thread and switched by SetThreads, or where the file's bytes times the
+  // threads exceed 2 GiB; there the threads split each operator. The
+  // outputs equal the split operators' within rounding (kernels may differ
+  // with the batch size).
   bool batch_parallel = true;
 };
 
@@ -170,7 +177,9 @@ class Model {
 
   std::vector<NodeProfile> Profile() const;
   // Bytes of the activation arena (intermediate tensors + scratch) of the
-  // current plan; it only grows when a larger shape is planned.
+  // current plan; it only grows when a larger shape is planned. After a
+  // batch-parallel run, the replicas' arenas (the whole batch's plan is then
+  // dropped).
   int64_t ArenaBytes() const;
   // Samples per pass of the last Run (its whole batch unless micro-batching
   // split it; Options::micro_batch; with batch parallelism, the first
