@@ -685,6 +685,21 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
     EXPECT_EQ(m.BatchWorkers(), 1);
     EXPECT_EQ(Floats(out[0]), x);
   }
+  {  // ... and back: the whole batch's plan keeps the batch in dim 0 of
+     // every tensor, a share's does not ([2, 8] -> [4, 4] -> [2, 8]).
+    GraphBuilder b;
+    b.Input("x", {-1, 8});
+    b.InitInts("s", {4, -1});
+    b.InitInts("back", {-1, 8});
+    b.Node("Reshape", {"x", "s"}, {"h"});
+    b.Node("Relu", {"h"}, {"r"});
+    b.Node("Reshape", {"r", "back"}, {"y"});
+    b.Output("y");
+    Model m = b.Load(opt);
+    const std::vector<Tensor> out = m.Run({Tensor::Float({4, 8}, x)});
+    EXPECT_EQ(m.BatchWorkers(), 1);
+    for (int i = 0; i < 32; ++i) EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
+  }
   {  // Fully connected layers reuse each weight once per sample: shares of
      // fewer than 4 samples would read all the weights on every thread.
     GraphBuilder b;
