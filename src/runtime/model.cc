@@ -121,7 +121,7 @@ constexpr std::size_t kBatchParallelMaxReplicaBytes = std::size_t{2} << 30;
 // times (weighted by the weights' bytes; BatchWorkers): each replica reads
 // all of the weights, where threads splitting an operator read a part each.
 // The Fashion-MNIST mlp on 2 threads (AMD EPYC Zen 5, 2026-12-06): in
-// shares of 1 and 2 samples 2.2x and 1.8x the time of the split operators
+// shares of 1 and 2 samples 2.15-2.26x and 1.85x the time of the split operators
 // (dense), 1.24x at p = 8 for shares of 2; level or faster from shares of 4.
 constexpr double kBatchParallelMinReuse = 4;
 }  // namespace
