@@ -849,6 +849,7 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
       whole_out_shapes[shape] = std::move(whole);
       // The whole batch's plan only served the checks: its arena goes (the
       // next plan allocates anew; AlignedBuffer keeps memory when shrunk).
+      // Its kernels keep what they packed for it.
       arena = AlignedBuffer<uint8_t>();
       arena_capacity = 0;
       planned = false;
@@ -866,8 +867,13 @@ double Model::Impl::BatchShareReuse(int64_t share) const {
   for (int k : runtime_nodes) {
     const OpContext& ctx = ctxs[k];
     double w = 0;
+    // Weights: the float constants, and every constant of a compressed
+    // (ai.permdnn) node, whose indices, masks and codes are integers; not
+    // the integer shapes and axes of the standard ops.
+    const bool compressed = detail::IsPermDnnDomain(nodes[k].domain);
     for (const Value* v : ctx.in)
-      if (v && v->constant && IsFloat(v->dtype) && std::find(seen.begin(), seen.end(), v) == seen.end()) {
+      if (v && v->constant && (compressed || IsFloat(v->dtype)) &&
+          std::find(seen.begin(), seen.end(), v) == seen.end()) {
         seen.push_back(v);
         w += static_cast<double>(v->bytes());
       }
@@ -898,6 +904,7 @@ void Model::Impl::ExecuteWorkers(const float* x, const std::vector<int64_t>& sha
     out_sample_bytes.push_back(NumElements(whole[k]) / batch *
                                static_cast<int64_t>(StorageBytes(values[output_ids[k]].dtype)));
   ParallelFor(workers, workers, [&](int64_t w0, int64_t w1, int) {
+    detail::SetDnnlThreads(1);  // before any reorder a share runs on this thread
     for (int64_t w = w0; w < w1; ++w) {
       int64_t b0 = 0, b1 = 0;
       ChunkRange(batch, workers, static_cast<int>(w), &b0, &b1);
@@ -933,7 +940,8 @@ Model Model::FromBytes(std::string_view bytes, const std::string& name, const Op
   m.LoadProto(detail::ParseModelProto(bytes, name));
   // Batch parallelism loads replicas from a copy of the bytes: kept when
   // the model is loaded for several threads (not for SetThreads later).
-  if (options.batch_parallel && options.threads > 1 &&
+  if (options.batch_parallel && options.threads > 1 && !m.opt.reference && m.inputs.size() == 1 &&
+      IsFloat(m.inputs[0].dtype) && (m.inputs[0].shape.empty() || m.inputs[0].shape[0] < 0) &&
       bytes.size() * static_cast<std::size_t>(options.threads) <= kBatchParallelMaxReplicaBytes)
     m.source.assign(bytes);
   // Plan once now when every input is float with a known rank, so that shape
@@ -1094,8 +1102,7 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
 std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
 int64_t Model::ArenaBytes() const {
   int64_t bytes = impl_->arena_capacity;
-  if (impl_->last_workers > 1)
-    for (const auto& r : impl_->replicas) bytes += r->impl_->arena_capacity;
+  for (const auto& r : impl_->replicas) bytes += r->impl_->arena_capacity;
   return bytes;
 }
 int64_t Model::SamplesPerPass() const { return impl_->last_pass; }

@@ -265,6 +265,11 @@ TEST_P(CompressedExport, CustomAndPortableMatchDoubleReference) {
   a.SetThreads(2);
   std::vector<float> x = Randn(64 * 72, 7);
   ExpectNear(CnnReference(m, x, 64), RunModel(a, x, {64, 2, 6, 6}), "2 threads");
+  // Loaded for two threads: two shares of the batch on two replicas, each
+  // running the compressed kernels on its own.
+  Model a2 = Model::Load((dir / "custom.onnx").string(), {.threads = 2});
+  ExpectNear(CnnReference(m, x, 64), RunModel(a2, x, {64, 2, 6, 6}), "2 shares");
+  EXPECT_EQ(a2.BatchWorkers(), 2);
   // --profile: both compressed nodes on fast compressed kernels.
   a.SetProfiling(true);
   RunModel(a, x, {64, 2, 6, 6});

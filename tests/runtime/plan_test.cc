@@ -753,6 +753,14 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
   m.SetThreads(3);  // a new thread count chooses again: three shares
   m.Run(xc, shape, y);
   EXPECT_EQ(m.BatchWorkers(), 3);
+  // The arenas held (the replicas' too) do not shrink when a batch of one
+  // runs on the model's own plan.
+  const int64_t held = m.ArenaBytes();
+  EXPECT_GT(held, 0);
+  std::vector<float> y1(3);
+  m.Run(std::span<const float>(xc.data(), 72), std::vector<int64_t>{1, 2, 6, 6}, y1);
+  EXPECT_EQ(m.BatchWorkers(), 1);
+  EXPECT_GE(m.ArenaBytes(), held);
   m.SetThreads(1);
   m.Run(xc, shape, y);
   EXPECT_EQ(m.BatchWorkers(), 1);

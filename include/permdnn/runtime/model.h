@@ -83,7 +83,8 @@ struct Options {
   // graph runs as one contiguous share of the samples per thread, each
   // thread on its own single-threaded replica of the model (its own plan,
   // arena and packed weights, loaded at the first batch that splits from a
-  // copy of the file's bytes, which a model loaded with threads > 1 keeps),
+  // copy of the file's bytes, which a model of one float input with an open
+  // batch dim keeps when loaded with threads > 1),
   // instead of every operator splitting its work over the threads. Each
   // replica micro-batches its share as above. Only where each share reuses
   // every weight byte at least 4 times (its samples times the weight's
@@ -177,9 +178,9 @@ class Model {
 
   std::vector<NodeProfile> Profile() const;
   // Bytes of the activation arena (intermediate tensors + scratch) of the
-  // current plan; it only grows when a larger shape is planned. After a
-  // batch-parallel run, the replicas' arenas (the whole batch's plan is then
-  // dropped).
+  // current plan; it only grows when a larger shape is planned. With batch
+  // parallelism, plus the replicas' arenas (the arena of the whole batch's
+  // plan is freed once its shares run).
   int64_t ArenaBytes() const;
   // Samples per pass of the last Run (its whole batch unless micro-batching
   // split it; Options::micro_batch; with batch parallelism, the first
