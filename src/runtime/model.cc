@@ -823,24 +823,37 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
       ropt.profile = false;
       ropt.batch_parallel = false;  // one thread: it keeps no copy of the bytes
       ropt.int16 = ropt.int8 = false;  // MayBatchParallel: neither is on
-      while (static_cast<int>(replicas.size()) < workers) {
-        replicas.push_back(std::make_unique<Model>(FromBytes(source, name, ropt)));
-        replicas.back()->impl_->blas_threads_set = true;
-      }
-      for (int w = 0; ok && w < workers; ++w) {
-        int64_t b0 = 0, b1 = 0;
-        ChunkRange(batch, workers, w, &b0, &b1);
-        std::vector<int64_t> slice = shape;
-        slice[0] = b1 - b0;
-        Impl& r = *replicas[static_cast<std::size_t>(w)]->impl_;
-        r.PlanFloatInput(slice);
-        ok = r.PerSamplePlan(slice[0]);
-        for (std::size_t k = 0; ok && k < r.output_ids.size(); ++k) {
-          std::vector<int64_t> s = whole[k];
-          s[0] = slice[0];
-          ok = r.values[r.output_ids[k]].shape == s && r.values[r.output_ids[k]].dtype == values[output_ids[k]].dtype;
+      if (replicas.size() < static_cast<std::size_t>(workers)) replicas.resize(static_cast<std::size_t>(workers));
+      // Each worker loads (the first time) and plans the replica it will
+      // run, all at once: the load and plan cost T times one model's on one
+      // thread, and the replica's memory is first touched by its thread.
+      std::vector<char> fits(static_cast<std::size_t>(workers), 0);
+      openblas_set_num_threads(1);  // folding at plan time may call it
+      ParallelFor(workers, workers, [&](int64_t w0, int64_t w1, int) {
+        detail::SetDnnlThreads(1);
+        for (int64_t w = w0; w < w1; ++w) {
+          std::unique_ptr<Model>& slot = replicas[static_cast<std::size_t>(w)];
+          if (!slot) {
+            auto loaded = std::make_unique<Model>(Build(source, name, ropt, false));
+            loaded->impl_->blas_threads_set = true;
+            slot = std::move(loaded);
+          }
+          int64_t b0 = 0, b1 = 0;
+          ChunkRange(batch, workers, static_cast<int>(w), &b0, &b1);
+          std::vector<int64_t> slice = shape;
+          slice[0] = b1 - b0;
+          Impl& r = *slot->impl_;
+          r.PlanFloatInput(slice);
+          bool fit = r.PerSamplePlan(slice[0]);
+          for (std::size_t k = 0; fit && k < r.output_ids.size(); ++k) {
+            std::vector<int64_t> s = whole[k];
+            s[0] = slice[0];
+            fit = r.values[r.output_ids[k]].shape == s && r.values[r.output_ids[k]].dtype == values[output_ids[k]].dtype;
+          }
+          fits[static_cast<std::size_t>(w)] = fit;
         }
-      }
+      });
+      ok = std::all_of(fits.begin(), fits.end(), [](char f) { return f != 0; });
     } catch (const Error&) {
       ok = false;  // e.g. a Reshape to a constant shape that holds the batch
     }
@@ -930,6 +943,10 @@ Model Model::Load(const std::string& path, const Options& options) {
 }
 
 Model Model::FromBytes(std::string_view bytes, const std::string& name, const Options& options) {
+  return Build(bytes, name, options, true);
+}
+
+Model Model::Build(std::string_view bytes, const std::string& name, const Options& options, bool plan_at_load) {
   Model model;
   Impl& m = *model.impl_;
   m.opt = options;
@@ -946,7 +963,7 @@ Model Model::FromBytes(std::string_view bytes, const std::string& name, const Op
     m.source.assign(bytes);
   // Plan once now when every input is float with a known rank, so that shape
   // errors surface at load time (open dims are taken as 1).
-  bool static_ok = true;
+  bool static_ok = plan_at_load;
   std::vector<Impl::InMeta> probe;
   for (const ValueInfo& v : m.inputs) {
     if (!IsFloat(v.dtype) || v.shape.empty()) {
@@ -1102,7 +1119,8 @@ void Model::Calibrate(std::span<const float> input, std::span<const int64_t> inp
 std::vector<NodeProfile> Model::Profile() const { return impl_->profile; }
 int64_t Model::ArenaBytes() const {
   int64_t bytes = impl_->arena_capacity;
-  for (const auto& r : impl_->replicas) bytes += r->impl_->arena_capacity;
+  for (const auto& r : impl_->replicas)
+    if (r) bytes += r->impl_->arena_capacity;
   return bytes;
 }
 int64_t Model::SamplesPerPass() const { return impl_->last_pass; }

@@ -193,6 +193,9 @@ class Model {
 
  private:
   struct Impl;
+  // FromBytes; plan_at_load false skips the plan at load (a batch-parallel
+  // replica plans its share's shape at once).
+  static Model Build(std::string_view bytes, const std::string& name, const Options& options, bool plan_at_load);
   std::unique_ptr<Impl> impl_;
 };
 
