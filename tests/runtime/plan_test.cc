@@ -397,6 +397,29 @@ GraphBuilder PerSampleCnn() {
   return b;
 }
 
+// Runs `split` on x twice (both APIs; the second run reuses the plans):
+// the outputs equal `want`, count(split) is `expect` after each run, and a
+// span too short for the whole batch's output (not one pass's or share's)
+// is an error.
+void ExpectSplitRunsMatch(Model& split, const std::vector<int64_t>& shape, const std::vector<float>& x,
+                          const Tensor& want, int64_t (*count)(const Model&), int64_t expect) {
+  const int64_t batch = shape[0];
+  for (int rep = 0; rep < 2; ++rep) {
+    const std::vector<Tensor> got = split.Run({Tensor::Float(shape, x)});
+    EXPECT_EQ(count(split), expect) << "batch " << batch;
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].shape(), want.shape());
+    ExpectClose(Floats(want), Floats(got[0]));
+    std::vector<float> y(static_cast<std::size_t>(batch * 3), -9.0f);
+    EXPECT_EQ(split.OutputShape(shape), (std::vector<int64_t>{batch, 3}));
+    EXPECT_EQ(split.Run(x, shape, y), (std::vector<int64_t>{batch, 3}));
+    EXPECT_EQ(count(split), expect) << "batch " << batch;
+    ExpectClose(Floats(want), y);
+    std::vector<float> short_y(static_cast<std::size_t>(batch * 3 - 1));
+    EXPECT_THROW(split.Run(x, shape, short_y), Error);
+  }
+}
+
 TEST(RuntimePlan, MicroBatchPassesGiveTheWholeBatchsOutputs) {
   const GraphBuilder b = PerSampleCnn();
   Options whole_opt;
@@ -414,22 +437,40 @@ TEST(RuntimePlan, MicroBatchPassesGiveTheWholeBatchsOutputs) {
       // The pass is the largest divisor of the batch up to the cap.
       int64_t pass = std::min(cap, batch);
       while (batch % pass != 0) --pass;
-      for (int rep = 0; rep < 2; ++rep) {  // the second run reuses the plan
-        const std::vector<Tensor> got = split.Run({Tensor::Float(shape, x)});
-        EXPECT_EQ(split.SamplesPerPass(), pass) << "cap " << cap << " batch " << batch;
-        ASSERT_EQ(got.size(), 1u);
-        EXPECT_EQ(got[0].shape(), want[0].shape());
-        ExpectClose(Floats(want[0]), Floats(got[0]));
-        std::vector<float> y(static_cast<std::size_t>(batch * 3), -9.0f);
-        EXPECT_EQ(split.OutputShape(shape), (std::vector<int64_t>{batch, 3}));
-        EXPECT_EQ(split.Run(x, shape, y), (std::vector<int64_t>{batch, 3}));
-        EXPECT_EQ(split.SamplesPerPass(), pass);
-        ExpectClose(Floats(want[0]), y);
-        // The span must hold the whole batch's output, not one pass's.
-        std::vector<float> short_y(static_cast<std::size_t>(batch * 3 - 1));
-        EXPECT_THROW(split.Run(x, shape, short_y), Error);
-      }
+      SCOPED_TRACE("cap " + std::to_string(cap));
+      ExpectSplitRunsMatch(split, shape, x, want[0], [](const Model& m) { return m.SamplesPerPass(); }, pass);
     }
+  }
+}
+
+// Softmax over the batch axis of an [N, 4] input: it mixes the samples.
+GraphBuilder SoftmaxOverTheBatch() {
+  GraphBuilder b;
+  b.Input("x", {-1, 4});
+  auto* a = b.Node("Softmax", {"x"}, {"y"}).add_attribute();
+  a->set_name("axis");
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(0);
+  b.Output("y");
+  return b;
+}
+
+// A Reshape of an [N, 8] input to a constant shape that holds the batch.
+GraphBuilder ReshapeToFourRows() {
+  GraphBuilder b;
+  b.Input("x", {-1, 8});
+  b.InitInts("s", {4, -1});
+  b.Node("Reshape", {"x", "s"}, {"y"});
+  b.Output("y");
+  return b;
+}
+
+// The softmax over 8 samples: each column of the 8 x 4 output sums to 1.
+void ExpectColumnsSumToOne(const std::vector<float>& y) {
+  for (int j = 0; j < 4; ++j) {
+    double sum = 0;
+    for (int r = 0; r < 8; ++r) sum += y[r * 4 + j];
+    EXPECT_NEAR(sum, 1.0, 1e-5);
   }
 }
 
@@ -439,24 +480,11 @@ TEST(RuntimePlan, MicroBatchKeepsGraphsThatMixSamplesWhole) {
   opt.micro_batch = 2;
   const std::vector<float> x = Iota(32, 0.4f);
   {  // Softmax over the batch axis.
-    GraphBuilder b;
-    b.Input("x", {-1, 4});
-    auto& n = b.Node("Softmax", {"x"}, {"y"});
-    auto* a = n.add_attribute();
-    a->set_name("axis");
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(0);
-    b.Output("y");
-    Model m = b.Load(opt);
+    Model m = SoftmaxOverTheBatch().Load(opt);
     std::vector<float> y(32);
     m.Run(x, std::vector<int64_t>{8, 4}, y);
     EXPECT_EQ(m.SamplesPerPass(), 8);
-    // Column-wise softmax: each column of the 8 x 4 input sums to 1.
-    for (int j = 0; j < 4; ++j) {
-      double sum = 0;
-      for (int r = 0; r < 8; ++r) sum += y[r * 4 + j];
-      EXPECT_NEAR(sum, 1.0, 1e-5);
-    }
+    ExpectColumnsSumToOne(y);
   }
   {  // Broadcasting an activation of lower rank: z[i][j] = x[i] + x[j],
      // then averaged over j, a mean over the whole batch.
@@ -498,12 +526,7 @@ TEST(RuntimePlan, MicroBatchKeepsGraphsThatMixSamplesWhole) {
   }
   {  // A Reshape to a constant shape that holds the batch: a pass would
      // reshape [2, 8] to [4, 4], so the batch runs whole.
-    GraphBuilder b;
-    b.Input("x", {-1, 8});
-    b.InitInts("s", {4, -1});
-    b.Node("Reshape", {"x", "s"}, {"y"});
-    b.Output("y");
-    Model m = b.Load(opt);
+    Model m = ReshapeToFourRows().Load(opt);
     const std::vector<Tensor> out = m.Run({Tensor::Float({4, 8}, x)});
     EXPECT_EQ(m.SamplesPerPass(), 4);
     EXPECT_EQ(out[0].shape(), (std::vector<int64_t>{4, 8}));
@@ -511,34 +534,39 @@ TEST(RuntimePlan, MicroBatchKeepsGraphsThatMixSamplesWhole) {
   }
 }
 
-// Every graph output gets the whole batch, through the Tensor API.
-TEST(RuntimePlan, MicroBatchFillsEveryOutput) {
+// Every graph output gets the whole batch, through the Tensor API, whether
+// passes (micro-batching) or shares on two threads (batch parallelism) cut
+// it; a NaN in the fifth sample is named by its element in the whole batch
+// (the input is checked once before any pass or share runs).
+TEST(RuntimePlan, MicroBatchAndBatchParallelFillEveryOutput) {
   GraphBuilder b;
   b.Input("x", {-1, 5});
   b.Node("Relu", {"x"}, {"r"});
   b.Node("Neg", {"x"}, {"n"});
   b.Output("r");
   b.Output("n");
-  Options opt;
-  opt.micro_batch = 2;
-  Model m = b.Load(opt);
-  const std::vector<float> x = Iota(30, 0.3f);
-  const std::vector<Tensor> out = m.Run({Tensor::Float({6, 5}, x)});
-  EXPECT_EQ(m.SamplesPerPass(), 2);
-  ASSERT_EQ(out.size(), 2u);
-  for (int i = 0; i < 30; ++i) {
-    EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
-    EXPECT_EQ(out[1].f()[i], -x[i]) << i;
-  }
-  // A NaN in the fifth sample: the error names its element in the batch,
-  // the whole input being checked once before the passes.
-  std::vector<float> bad = x;
-  bad[23] = std::nanf("");
-  try {
-    m.Run({Tensor::Float({6, 5}, bad)});
-    ADD_FAILURE() << "a NaN input ran";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("NaN at element 23"), std::string::npos) << e.what();
+  for (bool shares : {false, true}) {
+    SCOPED_TRACE(shares ? "batch parallelism" : "micro-batching");
+    Options opt;
+    if (shares) opt.threads = 2;
+    else opt.micro_batch = 2;
+    Model m = b.Load(opt);
+    const std::vector<float> x = Iota(30, 0.3f);
+    const std::vector<Tensor> out = m.Run({Tensor::Float({6, 5}, x)});
+    EXPECT_EQ(shares ? m.BatchWorkers() : m.SamplesPerPass(), 2);
+    ASSERT_EQ(out.size(), 2u);
+    for (int i = 0; i < 30; ++i) {
+      EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
+      EXPECT_EQ(out[1].f()[i], -x[i]) << i;
+    }
+    std::vector<float> bad = x;
+    bad[23] = std::nanf("");
+    try {
+      m.Run({Tensor::Float({6, 5}, bad)});
+      ADD_FAILURE() << "a NaN input ran";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("NaN at element 23"), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -602,51 +630,10 @@ TEST(RuntimePlan, BatchParallelGivesTheWholeBatchsOutputs) {
       const std::vector<float> x = Iota(batch * 72, 0.37f);
       const std::vector<Tensor> want = one.Run({Tensor::Float(shape, x)});
       const int workers = batch >= 2 ? static_cast<int>(std::min<int64_t>(threads, batch)) : 1;
-      for (int rep = 0; rep < 2; ++rep) {  // the second run reuses the replicas' plans
-        const std::vector<Tensor> got = par.Run({Tensor::Float(shape, x)});
-        EXPECT_EQ(par.BatchWorkers(), workers) << threads << " threads, batch " << batch;
-        ASSERT_EQ(got.size(), 1u);
-        EXPECT_EQ(got[0].shape(), want[0].shape());
-        ExpectClose(Floats(want[0]), Floats(got[0]));
-        std::vector<float> y(static_cast<std::size_t>(batch * 3), -9.0f);
-        EXPECT_EQ(par.OutputShape(shape), (std::vector<int64_t>{batch, 3}));
-        EXPECT_EQ(par.Run(x, shape, y), (std::vector<int64_t>{batch, 3}));
-        EXPECT_EQ(par.BatchWorkers(), workers);
-        ExpectClose(Floats(want[0]), y);
-        std::vector<float> short_y(static_cast<std::size_t>(batch * 3 - 1));
-        EXPECT_THROW(par.Run(x, shape, short_y), Error);
-      }
+      SCOPED_TRACE(std::to_string(threads) + " threads");
+      ExpectSplitRunsMatch(par, shape, x, want[0],
+                           [](const Model& m) { return static_cast<int64_t>(m.BatchWorkers()); }, workers);
     }
-  }
-}
-
-// Every graph output gets the whole batch; a NaN is named by its element in
-// the batch, not in a worker's share, and nothing runs.
-TEST(RuntimePlan, BatchParallelFillsEveryOutput) {
-  GraphBuilder b;
-  b.Input("x", {-1, 5});
-  b.Node("Relu", {"x"}, {"r"});
-  b.Node("Neg", {"x"}, {"n"});
-  b.Output("r");
-  b.Output("n");
-  Options opt;
-  opt.threads = 2;
-  Model m = b.Load(opt);
-  const std::vector<float> x = Iota(30, 0.3f);
-  const std::vector<Tensor> out = m.Run({Tensor::Float({6, 5}, x)});
-  EXPECT_EQ(m.BatchWorkers(), 2);
-  ASSERT_EQ(out.size(), 2u);
-  for (int i = 0; i < 30; ++i) {
-    EXPECT_EQ(out[0].f()[i], std::max(0.0f, x[i])) << i;
-    EXPECT_EQ(out[1].f()[i], -x[i]) << i;
-  }
-  std::vector<float> bad = x;
-  bad[23] = std::nanf("");
-  try {
-    m.Run({Tensor::Float({6, 5}, bad)});
-    ADD_FAILURE() << "a NaN input ran";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("NaN at element 23"), std::string::npos) << e.what();
   }
 }
 
@@ -657,30 +644,14 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
   Options opt;
   opt.threads = 2;
   {  // Softmax over the batch axis: each column of the 8 x 4 output sums to 1.
-    GraphBuilder b;
-    b.Input("x", {-1, 4});
-    auto* a = b.Node("Softmax", {"x"}, {"y"}).add_attribute();
-    a->set_name("axis");
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(0);
-    b.Output("y");
-    Model m = b.Load(opt);
+    Model m = SoftmaxOverTheBatch().Load(opt);
     std::vector<float> y(32);
     m.Run(x, std::vector<int64_t>{8, 4}, y);
     EXPECT_EQ(m.BatchWorkers(), 1);
-    for (int j = 0; j < 4; ++j) {
-      double sum = 0;
-      for (int r = 0; r < 8; ++r) sum += y[r * 4 + j];
-      EXPECT_NEAR(sum, 1.0, 1e-5);
-    }
+    ExpectColumnsSumToOne(y);
   }
   {  // A Reshape to a constant shape that holds the batch.
-    GraphBuilder b;
-    b.Input("x", {-1, 8});
-    b.InitInts("s", {4, -1});
-    b.Node("Reshape", {"x", "s"}, {"y"});
-    b.Output("y");
-    Model m = b.Load(opt);
+    Model m = ReshapeToFourRows().Load(opt);
     const std::vector<Tensor> out = m.Run({Tensor::Float({4, 8}, x)});
     EXPECT_EQ(m.BatchWorkers(), 1);
     EXPECT_EQ(Floats(out[0]), x);
