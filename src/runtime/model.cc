@@ -121,8 +121,9 @@ constexpr std::size_t kBatchParallelMaxReplicaBytes = std::size_t{2} << 30;
 // times (weighted by the weights' bytes; BatchWorkers): each replica reads
 // all of the weights, where threads splitting an operator read a part each.
 // The Fashion-MNIST mlp on 2 threads (AMD EPYC Zen 5, 2026-12-06): in
-// shares of 1 and 2 samples 2.15-2.26x and 1.85x the time of the split operators
-// (dense), 1.24x at p = 8 for shares of 2; level or faster from shares of 4.
+// shares of 1 and 2 samples 2.15-2.26x and 1.85x the time of the split
+// operators (dense), 1.24x at p = 8 for shares of 2; level or faster from
+// shares of 4.
 constexpr double kBatchParallelMinReuse = 4;
 }  // namespace
 
@@ -801,10 +802,10 @@ void Model::Impl::RunFloat(const float* x, const std::vector<int64_t>& shape, st
 }
 
 bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
+  // (source is kept only for one float input with an open batch dim.)
   return opt.batch_parallel && opt.threads > 1 && !source.empty() &&
-         source.size() * static_cast<std::size_t>(opt.threads) <= kBatchParallelMaxReplicaBytes && !opt.profile && !opt.reference && !int16 &&
-         !int8 && inputs.size() == 1 && IsFloat(inputs[0].dtype) && (inputs[0].shape.empty() || inputs[0].shape[0] < 0) &&
-         shape.size() >= 2 && shape[0] >= 2;
+         source.size() * static_cast<std::size_t>(opt.threads) <= kBatchParallelMaxReplicaBytes && !opt.profile &&
+         !opt.reference && !int16 && !int8 && shape.size() >= 2 && shape[0] >= 2;
 }
 
 int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
@@ -848,7 +849,8 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
           for (std::size_t k = 0; fit && k < r.output_ids.size(); ++k) {
             std::vector<int64_t> s = whole[k];
             s[0] = slice[0];
-            fit = r.values[r.output_ids[k]].shape == s && r.values[r.output_ids[k]].dtype == values[output_ids[k]].dtype;
+            const Value& v = r.values[r.output_ids[k]];
+            fit = v.shape == s && v.dtype == values[output_ids[k]].dtype;
           }
           fits[static_cast<std::size_t>(w)] = fit;
         }
