@@ -35,6 +35,7 @@
 #include <type_traits>
 
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/core/thread_pool.h"
 
 #include "permdnn/kernels/table.h"
 #include "permdnn/kernels/ternary.h"
@@ -158,6 +159,17 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const int64_t u8 = g4 * kernels::TernaryU8RowBytes(g.in_size()) + 4 * g4 * (hp_ * wp_ + g.k[2]) +
                        w_.u8_quads * kernels::TernaryU8RowBytes(osz) + 4 * (wide_ ? out_ * osz : 0);
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max({f32, i16, u8}) + 4 * 64);
+    sample_scratch_ = (ctx.scratch_bytes + 63) / 64 * 64;
+  }
+
+  // On several threads with at least as many samples, each thread runs
+  // whole samples on its own scratch (SampleThreads): one sample's product
+  // split over the threads hands tiny jobs back and forth (the ternary
+  // Fashion-MNIST resnet at batch 256 on two threads: 2.8x its one-thread
+  // time, 27-29 against 11 ms per 3x3 conv).
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (SampleThreads(ctx.in[0]->shape[0], rs.threads) > 1)
+      ctx.scratch_bytes = std::max(ctx.scratch_bytes, sample_scratch_ * rs.threads + 64);
   }
 
   // The int16 path (after Calibrate, Options::int16): each sample is
@@ -177,13 +189,25 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     int8_active_ = int16_active_ && rs.int8 && planar_;
     const int64_t ysz = out_ * g_win_.out_size();
     const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
-    for (int64_t s = 0; s < n; ++s) {
-      const float* xs = x.f() + s * in_ * isz;
-      float* ys = ctx.out[0]->f() + s * ysz;
-      if (int8_active_) Sample8(xs, ys, rs);
-      else if (int16_active_) Sample<int16_t>(xs, ys, rs);
-      else Sample<float>(xs, ys, rs);
-      if (!add || add_same_shape_) Finish(ys, add ? add->f() + s * ysz : nullptr, ysz);
+    auto samples = [&](int64_t s0, int64_t s1, RunState& srs) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const float* xs = x.f() + s * in_ * isz;
+        float* ys = ctx.out[0]->f() + s * ysz;
+        if (int8_active_) Sample8(xs, ys, srs);
+        else if (int16_active_) Sample<int16_t>(xs, ys, srs);
+        else Sample<float>(xs, ys, srs);
+        if (!add || add_same_shape_) Finish(ys, add ? add->f() + s * ysz : nullptr, ysz);
+      }
+    };
+    if (const int threads = SampleThreads(n, rs.threads); threads > 1) {
+      ParallelFor(n, threads, [&](int64_t s0, int64_t s1, int w) {
+        RunState srs = rs;
+        srs.threads = 1;
+        srs.scratch = At64(rs.scratch) + w * sample_scratch_;
+        samples(s0, s1, srs);
+      });
+    } else {
+      samples(0, n, rs);
     }
     if (add && !add_same_shape_) {  // a broadcast operand: the whole output, then the clamp
       AddBroadcastInPlace(ctx.out[0]->f(), ctx.out[0]->shape, add->f(), add->shape, ctx);
@@ -289,6 +313,10 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     if (activation_) ApplyActivationPlain(*activation_, y, count);
   }
 
+  static int SampleThreads(int64_t samples, int threads) {
+    return threads > 1 && samples >= threads ? threads : 1;
+  }
+
   static uint8_t* At64(uint8_t* p) {
     return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
   }
@@ -344,6 +372,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   }
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
+  int64_t sample_scratch_ = 0;  // one sample's scratch, 64-byte multiple
   bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
        planar_ = false, add_same_shape_ = true;
   int add_input_ = -1;                   // a fused Add's operand (input position), or -1

@@ -521,6 +521,14 @@ TEST(CompressedCompress, TernaryMatchesItsDequantizedPortableModel) {
     ExpectNear(RunModel(b, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6}),
                "ternary, batch " + std::to_string(batch));
   }
+  // Two threads on split operators (batch parallelism off): the ternary
+  // conv runs whole samples per thread, each on its own scratch; the same
+  // outputs as one thread.
+  Model two = Model::Load((dir / "c.onnx").string(), {.threads = 2, .batch_parallel = false});
+  for (int64_t batch : {3, 64}) {
+    std::vector<float> x = Randn(batch * 72, 16);
+    EXPECT_EQ(RunModel(two, x, {batch, 2, 6, 6}), RunModel(a, x, {batch, 2, 6, 6})) << "batch " << batch;
+  }
   // int16 (Options::int16 + Calibrate): each sample quantized before its
   // columns are copied, the product on TernaryMatMulI16; within 1% of the largest fp32
   // output, and not bit-equal (the path ran). Inputs past the calibrated
@@ -543,6 +551,14 @@ TEST(CompressedCompress, TernaryMatchesItsDequantizedPortableModel) {
     bool i16 = false;
     for (const NodeProfile& pr : q.Profile()) i16 = i16 || pr.kernel.find("ternary.matmul_i16") != std::string::npos;
     EXPECT_TRUE(i16);
+    // On two threads (whole samples per thread): the same integer sums.
+    io.threads = 2;
+    Model q2 = Model::Load((dir / "c.onnx").string(), io);
+    const std::vector<float> x64 = Randn(64 * 72, 17);
+    q.Calibrate(x64, std::vector<int64_t>{64, 2, 6, 6});
+    q2.Calibrate(x64, std::vector<int64_t>{64, 2, 6, 6});
+    EXPECT_EQ(RunModel(q2, x64, {64, 2, 6, 6}), RunModel(q, x64, {64, 2, 6, 6}));
+    q.Calibrate(x, std::vector<int64_t>{3, 2, 6, 6});
     std::vector<float> big = x;
     for (float& v : big) v *= 50.0f;
     const std::vector<float> ybig = RunModel(q, big, {3, 2, 6, 6});
