@@ -165,8 +165,8 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   // On several threads with at least as many samples, each thread runs
   // whole samples on its own scratch (SampleThreads): one sample's product
   // split over the threads hands tiny jobs back and forth (the ternary
-  // Fashion-MNIST resnet at batch 256 on two threads: 2.8x its one-thread
-  // time, 27-29 against 11 ms per 3x3 conv).
+  // Fashion-MNIST resnet at batch 256 on two threads: 2.7x its one-thread
+  // time, 27-29 against 10-11 ms per 3x3 conv).
   void Finalize(OpContext& ctx, const RunState& rs) override {
     if (SampleThreads(ctx.in[0]->shape[0], rs.threads) > 1)
       ctx.scratch_bytes = std::max(ctx.scratch_bytes, sample_scratch_ * rs.threads + 64);
