@@ -83,7 +83,7 @@ class BlockCirculantMatMulOp : public CompressedOp {
   void Run(OpContext& ctx, RunState& rs) override {
     const float* x = ctx.in[0]->f();
     float* y = ctx.out[0]->f();
-    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads) {
+    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads, int) {
       w_.MatVec({x + b * in_, static_cast<std::size_t>(in_)}, bias_, {y + b * out_, static_cast<std::size_t>(out_)},
                 threads);
     });

@@ -78,14 +78,14 @@ int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out) {
   return x->size() / in;
 }
 
-void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int)>& fn) {
-  if (threads > 1 && batch >= threads) {
-    ParallelFor(batch, threads, [&](int64_t begin, int64_t end, int) {
-      for (int64_t b = begin; b < end; ++b) fn(b, 1);
+void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int, int)>& fn) {
+  if (SampleWorkers(batch, threads) > 1) {
+    ParallelFor(batch, threads, [&](int64_t begin, int64_t end, int worker) {
+      for (int64_t b = begin; b < end; ++b) fn(b, 1, worker);
     });
     return;
   }
-  for (int64_t b = 0; b < batch; ++b) fn(b, threads);
+  for (int64_t b = 0; b < batch; ++b) fn(b, threads, 0);
 }
 
 void Transpose(const float* a, int64_t r, int64_t c, float* t) {
@@ -113,7 +113,7 @@ void RunFeatureMajorLinear(OpContext& ctx, RunState& rs, int64_t batch, int64_t 
     Transpose(yt, out, batch, y);
     return;
   }
-  ForEachSample(batch, threads, [&](int64_t b, int threads) {
+  ForEachSample(batch, threads, [&](int64_t b, int threads, int) {
     matvec({x + b * in, static_cast<std::size_t>(in)}, {y + b * out, static_cast<std::size_t>(out)}, threads);
   });
 }

@@ -60,10 +60,15 @@ formats::Weights ReadRecurrentWeights(const OpContext& ctx, const formats::Forma
 // (the product of X's leading dims).
 int64_t PrepareLinear(OpContext& ctx, int64_t in, int64_t out);
 
-// fn(b, threads) for every sample b < batch: with several threads and at
-// least as many samples, threads split the samples (one product each on one
-// thread), else each product gets all threads.
-void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int)>& fn);
+// The threads that split the samples in ForEachSample: all of them with
+// at least as many samples, else 1 (each sample then gets all threads).
+inline int SampleWorkers(int64_t batch, int threads) { return threads > 1 && batch >= threads ? threads : 1; }
+
+// fn(b, threads, worker) for every sample b < batch: with several threads
+// and at least as many samples, threads split the samples (one product each
+// on one thread; worker w < SampleWorkers, e.g. to pick a scratch region),
+// else each product gets all threads (worker 0).
+void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t, int, int)>& fn);
 
 // a [r][c] -> t [c][r] (batch-major <-> feature-major for the batched
 // products of the sparse and ternary ops), in tiles so both sides stay in cache.

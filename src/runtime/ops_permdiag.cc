@@ -173,7 +173,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
                                          {y, static_cast<std::size_t>(out_)}, threads);
       return;
     }
-    ForEachSample(batch_, threads, [&](int64_t b, int threads) {
+    ForEachSample(batch_, threads, [&](int64_t b, int threads, int) {
       kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
                               {y + b * out_, static_cast<std::size_t>(out_)}, threads);
     });

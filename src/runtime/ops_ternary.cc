@@ -35,7 +35,6 @@
 #include <type_traits>
 
 #include "permdnn/core/fixed_point.h"
-#include "permdnn/core/thread_pool.h"
 
 #include "permdnn/kernels/table.h"
 #include "permdnn/kernels/ternary.h"
@@ -163,12 +162,12 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   }
 
   // On several threads with at least as many samples, each thread runs
-  // whole samples on its own scratch (SampleThreads): one sample's product
+  // whole samples on its own scratch (ForEachSample): one sample's product
   // split over the threads hands tiny jobs back and forth (the ternary
   // Fashion-MNIST resnet at batch 256 on two threads: 2.7x its one-thread
   // time, 27-29 against 10-11 ms per 3x3 conv).
   void Finalize(OpContext& ctx, const RunState& rs) override {
-    if (SampleThreads(ctx.in[0]->shape[0], rs.threads) > 1)
+    if (SampleWorkers(ctx.in[0]->shape[0], rs.threads) > 1)
       ctx.scratch_bytes = std::max(ctx.scratch_bytes, sample_scratch_ * rs.threads + 64);
   }
 
@@ -189,26 +188,17 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     int8_active_ = int16_active_ && rs.int8 && planar_;
     const int64_t ysz = out_ * g_win_.out_size();
     const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
-    auto samples = [&](int64_t s0, int64_t s1, RunState& srs) {
-      for (int64_t s = s0; s < s1; ++s) {
-        const float* xs = x.f() + s * in_ * isz;
-        float* ys = ctx.out[0]->f() + s * ysz;
-        if (int8_active_) Sample8(xs, ys, srs);
-        else if (int16_active_) Sample<int16_t>(xs, ys, srs);
-        else Sample<float>(xs, ys, srs);
-        if (!add || add_same_shape_) Finish(ys, add ? add->f() + s * ysz : nullptr, ysz);
-      }
-    };
-    if (const int threads = SampleThreads(n, rs.threads); threads > 1) {
-      ParallelFor(n, threads, [&](int64_t s0, int64_t s1, int w) {
-        RunState srs = rs;
-        srs.threads = 1;
-        srs.scratch = At64(rs.scratch) + w * sample_scratch_;
-        samples(s0, s1, srs);
-      });
-    } else {
-      samples(0, n, rs);
-    }
+    ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
+      RunState srs = rs;
+      srs.threads = threads;
+      srs.scratch = At64(rs.scratch) + worker * sample_scratch_;
+      const float* xs = x.f() + s * in_ * isz;
+      float* ys = ctx.out[0]->f() + s * ysz;
+      if (int8_active_) Sample8(xs, ys, srs);
+      else if (int16_active_) Sample<int16_t>(xs, ys, srs);
+      else Sample<float>(xs, ys, srs);
+      if (!add || add_same_shape_) Finish(ys, add ? add->f() + s * ysz : nullptr, ysz);
+    });
     if (add && !add_same_shape_) {  // a broadcast operand: the whole output, then the clamp
       AddBroadcastInPlace(ctx.out[0]->f(), ctx.out[0]->shape, add->f(), add->shape, ctx);
       Finish(ctx.out[0]->f(), nullptr, n * ysz);
@@ -311,10 +301,6 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     if (r)
       for (int64_t i = 0; i < count; ++i) y[i] += r[i];
     if (activation_) ApplyActivationPlain(*activation_, y, count);
-  }
-
-  static int SampleThreads(int64_t samples, int threads) {
-    return threads > 1 && samples >= threads ? threads : 1;
   }
 
   static uint8_t* At64(uint8_t* p) {
