@@ -181,6 +181,14 @@ struct Model::Impl {
   bool MayMicroBatch(const std::vector<int64_t>& shape) const;
   int64_t PassSamples(const std::vector<int64_t>& shape);
   bool PerSamplePlan(int64_t batch) const;
+  // Plans `slice`, a part of a batch whose outputs have the shapes `whole`,
+  // and says whether that plan runs its samples as the whole batch's plan
+  // does: per sample, each output the whole's with the slice's dim 0.
+  bool PlanSlice(const std::vector<int64_t>& slice, const std::vector<std::vector<int64_t>>& whole);
+  // Bytes of node k's weights not in `seen` yet (then added to it): its
+  // float constants, and every constant of an ai.permdnn node (indices,
+  // masks, codes); not the integer shapes and axes of the standard ops.
+  int64_t NewWeightBytes(int k, std::vector<const Value*>* seen) const;
   void PlanFloatInput(const std::vector<int64_t>& shape);
   // Runs the batch `x` of `shape` in passes of `m` samples; dst[k] (when
   // given) receives graph output k, whole batch (whole_out_shapes).
@@ -712,23 +720,17 @@ int64_t Model::Impl::PassSamples(const std::vector<int64_t>& shape) {
   if (PerSamplePlan(batch)) {
     int64_t cap = opt.micro_batch;
     if (cap < 0) {
-      // The plan's footprint: weights (constants the nodes read, each once)
+      // The plan's footprint: its weights (NewWeightBytes, each once)
       // and the largest one-node activation footprint per sample.
       std::vector<const Value*> seen;
       int64_t weights = 0, peak = 0;
       for (int k : runtime_nodes) {
         int64_t act = 0;
         for (const auto* list : {&ctxs[k].in, &ctxs[k].out})
-          for (const Value* v : *list) {
-            if (!v) continue;
-            if (!v->constant) {
-              act += static_cast<int64_t>(v->stored_bytes());
-            } else if (std::find(seen.begin(), seen.end(), v) == seen.end()) {
-              seen.push_back(v);
-              weights += static_cast<int64_t>(v->bytes());
-            }
-          }
+          for (const Value* v : *list)
+            if (v && !v->constant) act += static_cast<int64_t>(v->stored_bytes());
         peak = std::max(peak, act);
+        weights += NewWeightBytes(k, &seen);
       }
       cap = MicroBatchSamples(batch, (peak + batch - 1) / batch, weights, rs.threads, kLastLevelCacheBytes);
     }
@@ -741,13 +743,7 @@ int64_t Model::Impl::PassSamples(const std::vector<int64_t>& shape) {
       one[0] = m;
       bool ok = false;
       try {
-        PlanFloatInput(one);
-        ok = PerSamplePlan(m);
-        for (std::size_t k = 0; ok && k < output_ids.size(); ++k) {
-          std::vector<int64_t> s = whole[k];
-          s[0] = m;
-          ok = values[output_ids[k]].shape == s;
-        }
+        ok = PlanSlice(one, whole);
       } catch (const Error&) {
         ok = false;  // e.g. a Reshape to a constant shape that holds the batch
       }
@@ -843,16 +839,7 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
           ChunkRange(batch, workers, static_cast<int>(w), &b0, &b1);
           std::vector<int64_t> slice = shape;
           slice[0] = b1 - b0;
-          Impl& r = *slot->impl_;
-          r.PlanFloatInput(slice);
-          bool fit = r.PerSamplePlan(slice[0]);
-          for (std::size_t k = 0; fit && k < r.output_ids.size(); ++k) {
-            std::vector<int64_t> s = whole[k];
-            s[0] = slice[0];
-            const Value& v = r.values[r.output_ids[k]];
-            fit = v.shape == s && v.dtype == values[output_ids[k]].dtype;
-          }
-          fits[static_cast<std::size_t>(w)] = fit;
+          fits[static_cast<std::size_t>(w)] = slot->impl_->PlanSlice(slice, whole);
         }
       });
       ok = std::all_of(fits.begin(), fits.end(), [](char f) { return f != 0; });
@@ -876,22 +863,35 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
   return chosen;
 }
 
+bool Model::Impl::PlanSlice(const std::vector<int64_t>& slice, const std::vector<std::vector<int64_t>>& whole) {
+  PlanFloatInput(slice);
+  if (!PerSamplePlan(slice[0])) return false;
+  for (std::size_t k = 0; k < output_ids.size(); ++k) {
+    std::vector<int64_t> s = whole[k];
+    s[0] = slice[0];
+    if (values[output_ids[k]].shape != s) return false;
+  }
+  return true;
+}
+
+int64_t Model::Impl::NewWeightBytes(int k, std::vector<const Value*>* seen) const {
+  const bool compressed = detail::IsPermDnnDomain(nodes[k].domain);
+  int64_t bytes = 0;
+  for (const Value* v : ctxs[k].in)
+    if (v && v->constant && (compressed || IsFloat(v->dtype)) &&
+        std::find(seen->begin(), seen->end(), v) == seen->end()) {
+      seen->push_back(v);
+      bytes += static_cast<int64_t>(v->bytes());
+    }
+  return bytes;
+}
+
 double Model::Impl::BatchShareReuse(int64_t share) const {
   std::vector<const Value*> seen;
   double bytes = 0, uses = 0;
   for (int k : runtime_nodes) {
     const OpContext& ctx = ctxs[k];
-    double w = 0;
-    // Weights: the float constants, and every constant of a compressed
-    // (ai.permdnn) node, whose indices, masks and codes are integers; not
-    // the integer shapes and axes of the standard ops.
-    const bool compressed = detail::IsPermDnnDomain(nodes[k].domain);
-    for (const Value* v : ctx.in)
-      if (v && v->constant && (compressed || IsFloat(v->dtype)) &&
-          std::find(seen.begin(), seen.end(), v) == seen.end()) {
-        seen.push_back(v);
-        w += static_cast<double>(v->bytes());
-      }
+    const double w = static_cast<double>(NewWeightBytes(k, &seen));
     const Value* y = ctx.out.empty() ? nullptr : ctx.out[0];
     if (w == 0 || !y) continue;
     // Uses of a weight per sample: the output positions (a convolution's
