@@ -15,7 +15,7 @@ std::optional<float> LoadTimeScalar(int id, const std::vector<NodeDef>& nodes, c
   const Value& v = values[id];
   const Tensor* t = nullptr;
   if (v.initializer) {
-    t = &v.constant_data;
+    t = v.constant_data.get();
   } else if (producer[id] >= 0) {
     const NodeDef& p = nodes[producer[id]];
     if (p.op_type != "Constant" || !p.domain.empty()) return std::nullopt;

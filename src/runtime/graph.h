@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <typeindex>
 #include <vector>
 
 #include "permdnn/formats/attributes.h"
@@ -51,7 +53,10 @@ struct Value {
   bool known = false;
   bool constant = false;   // data known at plan time (initializer or folded)
   bool initializer = false;
-  Tensor constant_data;    // when constant
+  // When constant. An initializer's is shared with the model's batch-
+  // parallel replicas (model.cc), and nothing writes to it after load; a
+  // plan makes its folded values anew.
+  std::shared_ptr<Tensor> constant_data;
   void* data = nullptr;    // where the bytes live during Run
   int64_t arena_offset = -1;
   int producer = -1;       // node index, -1 for inputs/initializers
@@ -98,6 +103,54 @@ struct NodeDef {
   const Tensor& TensorAttr(const std::string& a) const;
 };
 
+// What kernels derive from a node's constant weights at plan time (packed
+// or reordered copies), shared by the models loaded from one file's bytes:
+// a model and its batch-parallel replicas (model.cc), which would otherwise
+// each hold a copy. A kernel asks under its node's position in the file and
+// a key naming the form (a layout, a block size); the first to ask makes
+// it, the others get the same read-only object while any of them holds it
+// (the cache keeps only weak references, so a form no plan uses any more is
+// freed). Several models may plan at once: `make` runs under the lock, so
+// each form is made once.
+class PackCache {
+ public:
+  template <typename T, typename Key, typename Make>
+  std::shared_ptr<const T> Get(int position, const Key& key, Make&& make) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::type_index type(typeid(std::pair<Key, T>));
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      std::shared_ptr<const void> held = it->value.lock();
+      if (!held) {
+        it = entries_.erase(it);
+        continue;
+      }
+      if (it->position == position && it->type == type && *static_cast<const Key*>(it->key.get()) == key)
+        return std::static_pointer_cast<const T>(held);
+      ++it;
+    }
+    std::shared_ptr<const T> made = make();
+    entries_.push_back({position, type, std::make_shared<const Key>(key), made});
+    return made;
+  }
+  // Forms held now (tests).
+  std::size_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::size_t n = 0;
+    for (const Entry& e : entries_) n += e.value.expired() ? 0 : 1;
+    return n;
+  }
+
+ private:
+  struct Entry {
+    int position;
+    std::type_index type;
+    std::shared_ptr<const void> key;
+    std::weak_ptr<const void> value;
+  };
+  std::mutex mu_;
+  std::vector<Entry> entries_;
+};
+
 // State shared by kernels during a run.
 struct RunState {
   int threads = 1;
@@ -108,6 +161,7 @@ struct RunState {
   bool int16 = false;
   bool int8 = false;  // Options::int8 (int16 is set with it)
   bool calibrating = false;
+  PackCache* packs = nullptr;   // the model's (shared with its replicas); set by Plan
 };
 
 struct OpContext {

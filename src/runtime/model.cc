@@ -58,12 +58,12 @@ const Value& OpContext::Const(std::size_t k, const char* what) const {
 std::vector<int64_t> OpContext::ConstInts(std::size_t k, const char* what) const {
   const Value& v = Const(k, what);
   if (IsFloat(v.dtype)) Fail("input {} ({}) must be an integer tensor, got {}", k, what, DTypeName(v.dtype));
-  return std::vector<int64_t>(v.constant_data.i(), v.constant_data.i() + v.constant_data.size());
+  return std::vector<int64_t>(v.constant_data->i(), v.constant_data->i() + v.constant_data->size());
 }
 std::vector<float> OpContext::ConstFloats(std::size_t k, const char* what) const {
   const Value& v = Const(k, what);
   if (!IsFloat(v.dtype)) Fail("input {} ({}) must be a float tensor, got {}", k, what, DTypeName(v.dtype));
-  return std::vector<float>(v.constant_data.f(), v.constant_data.f() + v.constant_data.size());
+  return std::vector<float>(v.constant_data->f(), v.constant_data->f() + v.constant_data->size());
 }
 void OpContext::SetOut(std::size_t k, DType dtype, std::vector<int64_t> shape) {
   const std::string problem = ShapeProblem(shape);
@@ -112,11 +112,12 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 // Larger plans reuse regions, which keeps their footprint down; their
 // tensors pass through L3 or DRAM between operators anyway.
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
-// Batch parallelism (Options::batch_parallel) keeps a copy of the model's
-// bytes to load its per-thread replicas from, and each replica holds its
-// own weights: where the file's bytes times the threads exceed this, the
+// Batch parallelism (Options::batch_parallel): the replicas share the
+// file's weights, but each holds what its kernels pack from them that is
+// not shared (the compressed kernels' packed forms, about the weights'
+// size): where the file's weights times the threads exceed this, the
 // threads split each operator instead.
-constexpr std::size_t kBatchParallelMaxReplicaBytes = std::size_t{2} << 30;
+constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;
 // ... and only where a share reuses each weight it reads at least this many
 // times (weighted by the weights' bytes; BatchWorkers): each replica reads
 // all of the weights, where threads splitting an operator read a part each.
@@ -159,6 +160,8 @@ struct Model::Impl {
   bool int16 = false, int8 = false, calibrated = false;
 
   void LoadProto(const onnx::ModelProto& m);
+  // The kernels of `nodes` (fused) and their contexts over `values`.
+  void MakeKernels();
   struct InMeta {
     DType dtype = DType::kFloat32;
     std::vector<int64_t> shape;
@@ -199,13 +202,18 @@ struct Model::Impl {
   void RunFloat(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst,
                 bool check_finite = true);
 
-  // Batch parallelism (Options::batch_parallel). `source`: the file's bytes
-  // (kept when a replica may be needed); `replicas`: one model per worker,
-  // single-threaded, loaded from `source` at the first batch that splits;
-  // per whole-batch input shape, the workers that split it (1: none; the
-  // whole batch's output shapes then go to whole_out_shapes).
-  std::string source;
+  // Batch parallelism (Options::batch_parallel). `replicas`: one model per
+  // worker, single-threaded, made at the first batch that splits
+  // (MakeReplica); per whole-batch input shape, the workers that split it
+  // (1: none; the whole batch's output shapes then go to whole_out_shapes).
   std::vector<std::unique_ptr<Model>> replicas;
+  // What kernels pack from the weights, shared with the replicas (PackCache).
+  std::shared_ptr<detail::PackCache> packs = std::make_shared<detail::PackCache>();
+  // A copy of this model's graph as loaded, with options `ropt`: the same
+  // nodes (fused), the initializers' data and `packs` shared, its own
+  // kernels, plan and arena. Reads this model only: workers make theirs at
+  // once.
+  std::unique_ptr<Model> MakeReplica(const Options& ropt) const;
   std::map<std::vector<int64_t>, int> batch_workers;
   int last_workers = 1;
   bool blas_threads_set = false;  // a replica: its parent set OpenBLAS to one thread
@@ -244,11 +252,12 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
     const auto& t = g.initializer(k);
     const int id = add_value(t.name(), fmt::format("initializer #{}", k));
     Value& v = values[id];
-    v.constant_data = detail::TensorFromProto(t, fmt::format("{}: initializer '{}'", name, t.name()));
+    v.constant_data =
+        std::make_shared<Tensor>(detail::TensorFromProto(t, fmt::format("{}: initializer '{}'", name, t.name())));
     v.initializer = v.constant = v.known = true;
-    v.dtype = v.constant_data.dtype();
-    v.shape = v.constant_data.shape();
-    v.data = v.constant_data.raw();
+    v.dtype = v.constant_data->dtype();
+    v.shape = v.constant_data->shape();
+    v.data = v.constant_data->raw();
     summary.initializers++;
     summary.weight_bytes += v.size() * detail::OnnxElementBytes(t.data_type());
   }
@@ -319,6 +328,11 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
     outputs.push_back(std::move(info));
   }
   if (!opt.reference) detail::FuseForInference(nodes, values);
+  MakeKernels();
+}
+
+void Model::Impl::MakeKernels() {
+  kernels.clear();
   for (const NodeDef& n : nodes) {
     try {
       kernels.push_back(detail::CreateKernel(n));
@@ -328,6 +342,7 @@ void Model::Impl::LoadProto(const onnx::ModelProto& m) {
       throw Error(name + ": " + e.what());
     }
   }
+  ctxs.clear();
   ctxs.resize(nodes.size());
   for (std::size_t k = 0; k < nodes.size(); ++k) {
     ctxs[k].node = &nodes[k];
@@ -359,7 +374,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
     v.data = nullptr;
     v.arena_offset = -1;
     v.last_use = -1;
-    v.constant_data = Tensor();
+    v.constant_data.reset();
   }
   key_shapes.clear();
   key_ints.clear();
@@ -384,8 +399,9 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
     if (!IsFloat(t.dtype)) {
       const int64_t n = NumElements(t.shape);
       v.constant = true;
-      v.constant_data = Tensor::Int64(t.shape, {t.ints, static_cast<std::size_t>(n)}, info.dtype);
-      v.data = v.constant_data.raw();
+      v.constant_data =
+          std::make_shared<Tensor>(Tensor::Int64(t.shape, {t.ints, static_cast<std::size_t>(n)}, info.dtype));
+      v.data = v.constant_data->raw();
       key_ints.back().assign(t.ints, t.ints + n);
     }
   }
@@ -419,8 +435,8 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
         if (!v) continue;
         PERMDNN_CHECK(static_cast<int64_t>(v->bytes()) <= opt.max_arena_bytes,
                       "{}: {}: folded output of {} bytes exceeds the limit", name, nodes[k].Where(), v->bytes());
-        v->constant_data = Tensor(v->dtype, v->shape);
-        v->data = v->constant_data.raw();
+        v->constant_data = std::make_shared<Tensor>(v->dtype, v->shape);
+        v->data = v->constant_data->raw();
         v->constant = true;
       }
       fold_scratch.Resize(static_cast<std::size_t>(ctx.scratch_bytes));
@@ -442,6 +458,7 @@ void Model::Impl::Plan(const std::vector<InMeta>& in) {
   // plain); then each node finalizes for the layouts it got.
   rs.reference = opt.reference;
   rs.threads = std::max(1, opt.threads);
+  rs.packs = packs.get();
   {
     const detail::Layout act = opt.reference ? detail::Layout{} : detail::ChooseActivationLayout(nodes);
     rs.act_layout = act;
@@ -798,9 +815,9 @@ void Model::Impl::RunFloat(const float* x, const std::vector<int64_t>& shape, st
 }
 
 bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
-  // (source is kept only for one float input with an open batch dim.)
-  return opt.batch_parallel && opt.threads > 1 && !source.empty() &&
-         source.size() * static_cast<std::size_t>(opt.threads) <= kBatchParallelMaxReplicaBytes && !opt.profile &&
+  return opt.batch_parallel && opt.threads > 1 && inputs.size() == 1 && IsFloat(inputs[0].dtype) &&
+         (inputs[0].shape.empty() || inputs[0].shape[0] < 0) &&
+         summary.weight_bytes * opt.threads <= kBatchParallelMaxReplicaBytes && !opt.profile &&
          !opt.reference && !int16 && !int8 && shape.size() >= 2 && shape[0] >= 2;
 }
 
@@ -830,11 +847,7 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
         detail::SetDnnlThreads(1);
         for (int64_t w = w0; w < w1; ++w) {
           std::unique_ptr<Model>& slot = replicas[static_cast<std::size_t>(w)];
-          if (!slot) {
-            auto loaded = std::make_unique<Model>(Build(source, name, ropt, false));
-            loaded->impl_->blas_threads_set = true;
-            slot = std::move(loaded);
-          }
+          if (!slot) slot = MakeReplica(ropt);
           int64_t b0 = 0, b1 = 0;
           ChunkRange(batch, workers, static_cast<int>(w), &b0, &b1);
           std::vector<int64_t> slice = shape;
@@ -861,6 +874,26 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
   }
   batch_workers[shape] = chosen;
   return chosen;
+}
+
+std::unique_ptr<Model> Model::Impl::MakeReplica(const Options& ropt) const {
+  auto replica = std::make_unique<Model>();
+  Impl& r = *replica->impl_;
+  r.opt = ropt;
+  r.name = name;
+  r.values = values;  // the initializers' constant_data shared; Plan resets the rest
+  r.index = index;
+  r.nodes = nodes;
+  r.input_ids = input_ids;
+  r.output_ids = output_ids;
+  r.inputs = inputs;
+  r.outputs = outputs;
+  r.metadata = metadata;
+  r.summary = summary;
+  r.MakeKernels();
+  r.packs = packs;
+  r.blas_threads_set = true;  // by this model, for all its workers
+  return replica;
 }
 
 bool Model::Impl::PlanSlice(const std::vector<int64_t>& slice, const std::vector<std::vector<int64_t>>& whole) {
@@ -945,10 +978,6 @@ Model Model::Load(const std::string& path, const Options& options) {
 }
 
 Model Model::FromBytes(std::string_view bytes, const std::string& name, const Options& options) {
-  return Build(bytes, name, options, true);
-}
-
-Model Model::Build(std::string_view bytes, const std::string& name, const Options& options, bool plan_at_load) {
   Model model;
   Impl& m = *model.impl_;
   m.opt = options;
@@ -957,15 +986,9 @@ Model Model::Build(std::string_view bytes, const std::string& name, const Option
   m.int16 = options.int16 || options.int8;
   m.int8 = options.int8;
   m.LoadProto(detail::ParseModelProto(bytes, name));
-  // Batch parallelism loads replicas from a copy of the bytes: kept when
-  // the model is loaded for several threads (not for SetThreads later).
-  if (options.batch_parallel && options.threads > 1 && !m.opt.reference && m.inputs.size() == 1 &&
-      IsFloat(m.inputs[0].dtype) && (m.inputs[0].shape.empty() || m.inputs[0].shape[0] < 0) &&
-      bytes.size() * static_cast<std::size_t>(options.threads) <= kBatchParallelMaxReplicaBytes)
-    m.source.assign(bytes);
   // Plan once now when every input is float with a known rank, so that shape
   // errors surface at load time (open dims are taken as 1).
-  bool static_ok = plan_at_load;
+  bool static_ok = true;
   std::vector<Impl::InMeta> probe;
   for (const ValueInfo& v : m.inputs) {
     if (!IsFloat(v.dtype) || v.shape.empty()) {

@@ -122,7 +122,7 @@ class ConvOp : public OpKernel {
                         static_cast<double>(y.size()) * static_cast<double>(x.shape[1] / group_) *
                             static_cast<double>(g_.kernel_size()),
                         rs.threads);
-    FoldWeights(ctx);
+    FoldBias(ctx);
     add_input_ = -1;
     for (const PostOp& p : n_.post_ops)
       if (p.op_type == "Add") add_input_ = p.inputs[0];
@@ -138,14 +138,20 @@ class ConvOp : public OpKernel {
       e.prim = dnnl::convolution_forward(*pd);
       e.src_md = pd->src_desc();
       e.dst_md = pd->dst_desc();
-      if (pd->weights_desc() != w_md_ || !w_mem_) {  // the first plan, or a layout that changed with the batch
-        w_md_ = pd->weights_desc();
-        dnnl::memory plain(WeightsPlainDesc(ctx), DnnlEngine(), w_folded_.data());
-        w_mem_ = dnnl::memory(w_md_, DnnlEngine());
-        dnnl::reorder(plain, w_mem_).execute(DnnlStream(), plain, w_mem_);
-        DnnlStream().wait();
+      if (!w_mem_ || w_mem_->get_desc() != pd->weights_desc()) {  // the first plan, or a layout that changed
+        const dnnl::memory::desc md = pd->weights_desc();
+        const auto make = [&] {
+          const std::vector<float> folded = FoldedWeights(ctx);
+          dnnl::memory plain(WeightsPlainDesc(ctx), DnnlEngine(), const_cast<float*>(folded.data()));
+          auto packed = std::make_shared<dnnl::memory>(md, DnnlEngine());
+          dnnl::reorder(plain, *packed).execute(DnnlStream(), plain, *packed);
+          DnnlStream().wait();
+          return std::shared_ptr<const dnnl::memory>(std::move(packed));
+        };
+        w_mem_ = nullptr;  // before making the new one: one layout's copy at a time
+        w_mem_ = rs.packs ? rs.packs->Get<dnnl::memory>(n_.position, md, make) : make();
       }
-      e.w_mem = w_mem_;
+      e.w_mem = *w_mem_;
       e.in.Init(xs, x.layout, *src_layout);
       e.out.Init(ys, L, y.layout);
       if (add_input_ >= 0) e.add.Init(ys, ctx.in[add_input_]->layout, L);
@@ -175,7 +181,7 @@ class ConvOp : public OpKernel {
       // The parts hold their own rows of the weights; the whole layer's copy
       // is made again if a later plan needs it.
       for (Exec& ex : execs_) ex.w_mem = dnnl::memory();
-      w_mem_ = dnnl::memory();
+      w_mem_ = nullptr;
     }
   }
 
@@ -286,19 +292,26 @@ class ConvOp : public OpKernel {
 
   // Weights and bias with a fused BatchNormalization folded in:
   // w'[o] = w[o]·a[o], b'[o] = b[o]·a[o] + (beta[o] − mean[o]·a[o]), a = scale / sqrt(var + eps).
-  void FoldWeights(const OpContext& ctx) {
-    if (!w_folded_.empty()) return;
+  // The folded weights are made only to be reordered (a plan keeps the
+  // reordered copy alone, shared through RunState::packs); the bias is kept.
+  std::vector<float> FoldedWeights(const OpContext& ctx) const {
     const Value& w = *ctx.in[1];
     const int64_t m = w.shape[0], per = w.size() / std::max<int64_t>(1, m);
-    w_folded_.assign(w.f(), w.f() + w.size());
+    std::vector<float> folded(w.f(), w.f() + w.size());
+    std::vector<float> a, shift;
+    if (FusedNormFactors(ctx, m, &a, &shift))
+      for (int64_t o = 0; o < m; ++o)
+        for (int64_t i = 0; i < per; ++i) folded[o * per + i] *= a[o];
+    return folded;
+  }
+  void FoldBias(const OpContext& ctx) {
+    if (b_mem_) return;
+    const int64_t m = ctx.in[1]->shape[0];
     b_folded_.assign(static_cast<std::size_t>(m), 0.0f);
     if (const Value* b = ctx.In(2)) std::copy(b->f(), b->f() + m, b_folded_.begin());
     std::vector<float> a, shift;
     if (FusedNormFactors(ctx, m, &a, &shift))
-      for (int64_t o = 0; o < m; ++o) {
-        for (int64_t i = 0; i < per; ++i) w_folded_[o * per + i] *= a[o];
-        b_folded_[o] = b_folded_[o] * a[o] + shift[o];
-      }
+      for (int64_t o = 0; o < m; ++o) b_folded_[o] = b_folded_[o] * a[o] + shift[o];
     b_mem_ = dnnl::memory({{m}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a}, DnnlEngine(),
                           b_folded_.data());
   }
@@ -406,7 +419,8 @@ class ConvOp : public OpKernel {
     const int64_t count = std::min<int64_t>(ThreadsForWork(work, rs.threads), units);
     if (count < 2) return;
     const int64_t out_spatial = y.size() / m, in_spatial = x.size() / c;  // positions per channel (batch 1)
-    const int64_t per_w = static_cast<int64_t>(w_folded_.size()) / m;
+    const int64_t per_w = ctx.in[1]->size() / m;
+    std::vector<float> folded;  // made at the first part
     auto round_up = [block](int64_t v) { return (v + block - 1) / block * block; };
     int64_t pad_at = 0;
     std::vector<Part> parts;
@@ -433,7 +447,8 @@ class ConvOp : public OpKernel {
       PERMDNN_CHECK(floats(part.dst_md) == part.y_size && floats(part.src_md) == x_run,
                     "{}: part of {} output channels: oneDNN's tensors are {} / {} floats, expected {} / {}",
                     n_.Where(), oc, floats(part.src_md), floats(part.dst_md), x_run, part.y_size);
-      dnnl::memory plain(WeightsPlainDesc(ctx, oc), DnnlEngine(), w_folded_.data() + o0 * per_w);
+      if (folded.empty()) folded = FoldedWeights(ctx);
+      dnnl::memory plain(WeightsPlainDesc(ctx, oc), DnnlEngine(), folded.data() + o0 * per_w);
       part.w_mem = dnnl::memory(pd->weights_desc(), DnnlEngine());
       dnnl::reorder(plain, part.w_mem).execute(DnnlStream(), plain, part.w_mem);
       DnnlStream().wait();
@@ -487,9 +502,9 @@ class ConvOp : public OpKernel {
     dnnl::memory w_mem;
     LayoutConverter in, out, add;
   };
-  std::vector<float> w_folded_, b_folded_;
-  dnnl::memory::desc w_md_;
-  dnnl::memory w_mem_, b_mem_;
+  std::vector<float> b_folded_;
+  std::shared_ptr<const dnnl::memory> w_mem_;  // the whole layer's reordered weights
+  dnnl::memory b_mem_;
   std::vector<Exec> execs_;
   BatchSplit split_;
   int64_t chunk_scratch_ = 0;

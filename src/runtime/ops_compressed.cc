@@ -24,8 +24,8 @@ class ContextSource : public formats::NodeSource {
     a.dtype = static_cast<formats::ElemType>(static_cast<int>(v.dtype));  // both are ONNX codes
     a.shape = v.shape;
     const std::size_t n = static_cast<std::size_t>(v.size());
-    if (IsFloat(v.dtype)) a.f = {v.constant_data.f(), n};
-    else a.i = {v.constant_data.i(), n};  // every integer dtype is held as int64
+    if (IsFloat(v.dtype)) a.f = {v.constant_data->f(), n};
+    else a.i = {v.constant_data->i(), n};  // every integer dtype is held as int64
     return a;
   }
 

@@ -459,7 +459,7 @@ class PermDiagConvOp : public CompressedOp {
     fast_ = !rs.reference && Blocked(rs.act_layout);
     if (!fast_) return;
     const Layout L = rs.act_layout;
-    if (pack_.lanes != L.block) BuildPack(ctx, L.block);
+    if (!pack_ || pack_->lanes != L.block) BuildPack(ctx, rs, L.block);
     const Value& x = *ctx.in[0];
     Value& y = *ctx.out[0];
     int64_t scratch = 0;
@@ -504,12 +504,17 @@ class PermDiagConvOp : public CompressedOp {
     return q;
   }
 
-  // The kernel's packing, with a fused BatchNormalization folded in.
-  void BuildPack(const OpContext& ctx, int lanes) {
-    std::vector<float> scale, shift;
-    FusedNormFactors(ctx, out_, &scale, &shift);
-    pack_ = kernels::PermDiagConvPack::Build(values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw,
-                                             lanes, bias_, scale, shift);
+  // The kernel's packing, with a fused BatchNormalization folded in; one
+  // per lane count, shared with the model's replicas (RunState::packs).
+  void BuildPack(const OpContext& ctx, const RunState& rs, int lanes) {
+    const auto make = [&] {
+      std::vector<float> scale, shift;
+      FusedNormFactors(ctx, out_, &scale, &shift);
+      return std::make_shared<const kernels::PermDiagConvPack>(kernels::PermDiagConvPack::Build(
+          values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw, lanes, bias_, scale, shift));
+    };
+    pack_ = nullptr;
+    pack_ = rs.packs ? rs.packs->Get<kernels::PermDiagConvPack>(n_.position, lanes, make) : make();
   }
 
   // Shared offsets: plans the grouped convolution (GroupedColumnConv) for
@@ -555,7 +560,7 @@ class PermDiagConvOp : public CompressedOp {
       }
       return b;
     };
-    const double kernel = best([&] { kernels::PermDiagConv2D(pack_, s, x.data(), e, y.data(), 1); });
+    const double kernel = best([&] { kernels::PermDiagConv2D(*pack_, s, x.data(), e, y.data(), 1); });
     uint8_t* pad = reinterpret_cast<uint8_t*>(scratch.data());
     const double grouped = best([&] { gconv_.Run(x.data(), y.data(), batch, e, pad); });
     return grouped < kernel;
@@ -609,7 +614,7 @@ class PermDiagConvOp : public CompressedOp {
       s.batch = x.shape[0];
       const double work = static_cast<double>(s.batch) * static_cast<double>(s.out_h * s.out_w) *
                           static_cast<double>(out_) * static_cast<double>(CeilDiv(in_, p_) * s.kh * s.kw);
-      kernels::PermDiagConv2D(pack_, s, src, e, dst, ThreadsForWork(work, rs.threads));
+      kernels::PermDiagConv2D(*pack_, s, src, e, dst, ThreadsForWork(work, rs.threads));
     }
     if (!out_conv_.identity()) out_conv_.Run(dst, ctx.out[0]->f(), rs.scratch + pad_offset_);
   }
@@ -653,7 +658,7 @@ class PermDiagConvOp : public CompressedOp {
   std::vector<uint16_t> offsets_;
   WindowGeometry g_;
   kernels::PermDiagConvShape shape_;
-  kernels::PermDiagConvPack pack_;
+  std::shared_ptr<const kernels::PermDiagConvPack> pack_;
   LayoutConverter in_conv_, out_conv_, add_conv_;
   int64_t out_offset_ = 0, add_offset_ = 0, pad_offset_ = 0;
   int add_input_ = -1;

@@ -268,7 +268,7 @@ void RecurrentShapes::Check(const OpContext& ctx, const RecurrentConfig& c, bool
     if (IsFloat(s->dtype)) ctx.Fail("sequence_lens '{}' has dtype float32, expected int32", s->name);
     if (s->shape != std::vector<int64_t>{batch})
       ctx.Fail("sequence_lens has shape {}, expected [{}] (batch_size)", ShapeString(s->shape), batch);
-    if (s->constant) CheckLengths(ctx, s->constant_data.i());
+    if (s->constant) CheckLengths(ctx, s->constant_data->i());
   }
   const std::vector<int64_t> state = c.layout == 0 ? std::vector<int64_t>{d, batch, hidden}
                                                    : std::vector<int64_t>{batch, d, hidden};

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <malloc.h>
+
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
@@ -586,14 +588,16 @@ TEST(RuntimePlan, MicroBatchAutoFollowsTheThreadCount) {
   m.Run(x, shape, y);
   EXPECT_EQ(m.SamplesPerPass(), 4);
   for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
-  // Loaded for one thread, the model kept no bytes for replicas: on two
-  // threads the operators split, and the batch stays whole.
+  // Loaded for one thread and set to two: 16 samples each (batch
+  // parallelism; replicas are made from the loaded graph), 32 MiB, one pass.
   m.SetThreads(2);
+  std::fill(y.begin(), y.end(), -1.0f);
   m.Run(x, shape, y);
-  EXPECT_EQ(m.BatchWorkers(), 1);
-  EXPECT_EQ(m.SamplesPerPass(), 32);
-  // Loaded for two threads: 16 samples each (batch parallelism), 32 MiB,
-  // one pass; with batch_parallel off, the batch whole on split operators.
+  EXPECT_EQ(m.BatchWorkers(), 2);
+  EXPECT_EQ(m.SamplesPerPass(), 16);
+  for (std::size_t i = 0; i < x.size(); i += 4099) ASSERT_EQ(y[i], std::max(0.0f, x[i])) << i;
+  // Loaded for two threads, the same; with batch_parallel off, the batch
+  // whole on split operators.
   for (bool parallel : {true, false}) {
     Options two;
     two.threads = 2;
@@ -735,6 +739,57 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
   m.SetThreads(1);
   m.Run(xc, shape, y);
   EXPECT_EQ(m.BatchWorkers(), 1);
+}
+
+// Bytes the process has allocated and not freed (glibc: every arena and
+// the mapped blocks), -1 elsewhere.
+int64_t HeapInUse() {
+#ifdef __GLIBC__
+  const struct mallinfo2 mi = mallinfo2();
+  return static_cast<int64_t>(mi.uordblks + mi.hblkhd);
+#else
+  return -1;
+#endif
+}
+
+// The replicas share the model's weights: the file's constants and the dense
+// convolution's reordered copy (a 1x1 convolution has one layout of its
+// weights at every batch). 16 MiB of weights on two threads: once the
+// model has planned the batch on split operators (profile), the replicas
+// the next run makes add their plans and arenas, where replicas that
+// loaded and packed their own weights added two copies each.
+TEST(RuntimePlan, BatchParallelReplicasShareTheWeights) {
+  if (HeapInUse() < 0) GTEST_SKIP() << "needs glibc's mallinfo2";
+  constexpr int64_t c = 2048, batch = 4;
+  GraphBuilder b;
+  b.Input("x", {-1, c, 4, 4});
+  b.Init("w", {c, c, 1, 1}, Iota(c * c, 0.01f));
+  b.Node("Conv", {"x", "w"}, {"y"});
+  b.Output("y");
+  Options opt;
+  opt.threads = 2;
+  Model m = b.Load(opt);
+  const std::vector<int64_t> shape = {batch, c, 4, 4};
+  const std::vector<float> x = Iota(batch * c * 16, 0.3f);
+  std::vector<float> y(x.size()), y_split(x.size());
+  m.SetProfiling(true);
+  m.Run(x, shape, y_split);
+  ASSERT_EQ(m.BatchWorkers(), 1);
+  m.SetProfiling(false);
+  const int64_t before = HeapInUse();
+  m.Run(x, shape, y);
+  const int64_t grown = HeapInUse() - before, weights = c * c * 4;
+  ASSERT_EQ(m.BatchWorkers(), 2);
+  EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+  EXPECT_EQ(y, y_split);
+  const std::vector<float> w = Iota(c * c, 0.01f);
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t o : {int64_t{0}, int64_t{777}, c - 1}) {
+      const int64_t pos = (n + o) % 16;
+      double z = 0;
+      for (int64_t i = 0; i < c; ++i) z += double{w[o * c + i]} * x[(n * c + i) * 16 + pos];
+      EXPECT_NEAR(y[(n * c + o) * 16 + pos], z, 1e-4 * (1 + std::abs(z))) << n << " " << o;
+    }
 }
 
 // Outputs of different widths and dtypes land at their own offsets, and a

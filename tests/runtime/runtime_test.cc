@@ -226,8 +226,9 @@ TEST(RuntimePlan, SmallBatchRunOnTwoThreadsKeepsEveryTensor) {
   fs::path dir = TempDir("plan2");
   WriteMlpRun(dir, 4);
   ExportRun(dir.string(), (dir / "m.onnx").string());
-  Model one = Model::Load((dir / "m.onnx").string());
-  // (Split operators: batch parallelism would run the batch on replicas.)
+  // (Split operators: batch parallelism would run the batch on replicas,
+  // `one` too once SetThreads(2) below.)
+  Model one = Model::Load((dir / "m.onnx").string(), {.batch_parallel = false});
   Model two = Model::Load((dir / "m.onnx").string(), {.threads = 2, .batch_parallel = false});
   Model two_b1 = Model::Load((dir / "m.onnx").string(), {.threads = 2, .batch_parallel = false});
   Model one_b1 = Model::Load((dir / "m.onnx").string());

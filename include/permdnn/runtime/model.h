@@ -80,20 +80,20 @@ struct Options {
   // int16 or int8. The outputs are the whole batch's either way.
   int64_t micro_batch = -1;
   // Batch parallelism: on more than one thread, a batch of such a per-sample
-  // graph runs as one contiguous share of the samples per thread, each
-  // thread on its own single-threaded replica of the model (its own plan,
-  // arena and packed weights, loaded at the first batch that splits from a
-  // copy of the file's bytes, which a model of one float input with an open
-  // batch dim keeps when loaded with threads > 1),
-  // instead of every operator splitting its work over the threads. Each
+  // graph of one float input with an open batch dim runs as one contiguous
+  // share of the samples per thread, each thread on its own single-threaded
+  // replica of the model, instead of every operator splitting its work over
+  // the threads. The replicas are made at the first batch that splits; each
+  // has its own plan, arena and the kernels' per-plan state, and shares the
+  // model's weights (the file's constants, and the dense convolutions'
+  // reordered copies while their layout is the same). Each
   // replica micro-batches its share as above. Only where each share reuses
   // every weight byte at least 4 times (its samples times the weight's
   // output positions: one per sample in a fully connected layer, the
   // spatial size in a convolution; averaged over the weights by bytes):
   // each replica reads all the weights. Not where a graph mixes samples,
-  // with profile, reference, int16 or int8, on a model loaded with one
-  // thread and switched by SetThreads, or where the file's bytes times the
-  // threads exceed 2 GiB; there the threads split each operator. The
+  // with profile, reference, int16 or int8, or where the file's weights
+  // times the threads exceed 2 GiB; there the threads split each operator. The
   // outputs equal the split operators' within rounding (kernels may differ
   // with the batch size).
   bool batch_parallel = true;
@@ -193,9 +193,6 @@ class Model {
 
  private:
   struct Impl;
-  // FromBytes; plan_at_load false skips the plan at load (a batch-parallel
-  // replica plans its share's shape at once).
-  static Model Build(std::string_view bytes, const std::string& name, const Options& options, bool plan_at_load);
   std::unique_ptr<Impl> impl_;
 };
 
