@@ -830,17 +830,25 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
   if (workers >= 2 && PerSamplePlan(batch) && BatchShareReuse(batch / workers) >= kBatchParallelMinReuse) {
     std::vector<std::vector<int64_t>> whole;
     for (int id : output_ids) whole.push_back(values[id].shape);
+    // The whole batch's plan only serves these checks: its arena goes
+    // before the replicas allocate theirs, so that both are not held at
+    // once (AlignedBuffer keeps memory when shrunk; the next plan of this
+    // model, where the shares do not fit, allocates anew). Its kernels keep
+    // what they packed for it, which the replicas share.
+    arena = AlignedBuffer<uint8_t>();
+    arena_capacity = 0;
+    planned = false;
     bool ok = true;
     try {
       Options ropt = opt;
       ropt.threads = 1;
       ropt.profile = false;
-      ropt.batch_parallel = false;  // one thread: it keeps no copy of the bytes
+      ropt.batch_parallel = false;
       ropt.int16 = ropt.int8 = false;  // MayBatchParallel: neither is on
       if (replicas.size() < static_cast<std::size_t>(workers)) replicas.resize(static_cast<std::size_t>(workers));
-      // Each worker loads (the first time) and plans the replica it will
-      // run, all at once: the load and plan cost T times one model's on one
-      // thread, and the replica's memory is first touched by its thread.
+      // Each worker makes (the first time) and plans the replica it will
+      // run, all at once: the plans cost T times one model's on one thread,
+      // and the replica's arena is first touched by its thread.
       std::vector<char> fits(static_cast<std::size_t>(workers), 0);
       openblas_set_num_threads(1);  // folding at plan time may call it
       ParallelFor(workers, workers, [&](int64_t w0, int64_t w1, int) {
@@ -862,12 +870,6 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
     if (ok) {
       chosen = workers;
       whole_out_shapes[shape] = std::move(whole);
-      // The whole batch's plan only served the checks: its arena goes (the
-      // next plan allocates anew; AlignedBuffer keeps memory when shrunk).
-      // Its kernels keep what they packed for it.
-      arena = AlignedBuffer<uint8_t>();
-      arena_capacity = 0;
-      planned = false;
     } else if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; })) {
       replicas.clear();  // none in use
     }
