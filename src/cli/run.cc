@@ -148,8 +148,8 @@ void AddRunCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--batch-parallel", args->batch_parallel,
                   "with --threads > 1, run a batch of a per-sample graph as one share of the samples per thread, each "
-                  "on its own single-threaded copy of the model: auto (where the graph allows), or off (the threads "
-                  "split each operator)")
+                  "on its own single-threaded replica of the model (sharing its weights): auto (where the graph allows), "
+                  "or off (the threads split each operator)")
       ->capture_default_str();
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
