@@ -111,17 +111,22 @@ class BlockCirculantConvOp : public CompressedOp {
       bias_ = std::move(w.bias);
     }
     g_win_ = PrepareConv(ctx, in_, out_, kernel_);
+    sample_bytes_ = ctx.scratch_bytes;
+  }
+  // Whole samples per thread (ForEachSample), each on its own columns.
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
     const Value& x = *ctx.in[0];
     const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
     const int64_t nbp = CeilDiv(in_, p_) * p_, wide = ksz_ * nbp;
-    float* cols = reinterpret_cast<float*>(rs.scratch);
-    for (int64_t s = 0; s < n; ++s) {
+    ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
+      float* cols = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
       Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
       float* ys = ctx.out[0]->f() + s * out_ * osz;
-      ParallelFor(osz, rs.threads, [&](int64_t q0, int64_t q1, int) {
+      ParallelFor(osz, threads, [&](int64_t q0, int64_t q1, int) {
         // Per worker: the gathered window (padded channels stay 0) and the
         // output column. Sized once per thread, reused across calls.
         thread_local std::vector<float> xq, yq;
@@ -134,11 +139,11 @@ class BlockCirculantConvOp : public CompressedOp {
           for (int64_t o = 0; o < out_; ++o) ys[o * osz + q] = yq[o];
         }
       });
-    }
+    });
   }
 
  private:
-  int64_t p_, in_, out_, ksz_ = 1;
+  int64_t p_, in_, out_, ksz_ = 1, sample_bytes_ = 0;
   std::vector<int64_t> kernel_;
   Circulant w_;
   std::vector<float> bias_;

@@ -88,6 +88,15 @@ void ForEachSample(int64_t batch, int threads, const std::function<void(int64_t,
   for (int64_t b = 0; b < batch; ++b) fn(b, threads, 0);
 }
 
+int64_t SampleScratchBytes(int64_t sample_bytes, int64_t batch, int threads) {
+  const int workers = SampleWorkers(batch, threads);
+  return workers > 1 ? (sample_bytes + 63) / 64 * 64 * workers : sample_bytes;
+}
+
+uint8_t* SampleScratch(uint8_t* scratch, int64_t sample_bytes, int worker) {
+  return scratch + (sample_bytes + 63) / 64 * 64 * worker;
+}
+
 void Transpose(const float* a, int64_t r, int64_t c, float* t) {
   constexpr int64_t kTile = 32;
   for (int64_t i0 = 0; i0 < r; i0 += kTile)

@@ -436,6 +436,7 @@ class PermDiagConvOp : public CompressedOp {
       loaded_ = true;  // only once weights and bias are both valid
     }
     g_ = PrepareConv(ctx, in_, out_, kernel_);
+    sample_bytes_ = ctx.scratch_bytes;  // the im2col path's columns
     const Value* x = ctx.In(0);
     std::vector<int64_t> out = {x->shape[0], out_};
     out.insert(out.end(), g_.out_spatial.begin(), g_.out_spatial.end());
@@ -457,7 +458,11 @@ class PermDiagConvOp : public CompressedOp {
 
   void Finalize(OpContext& ctx, const RunState& rs) override {
     fast_ = !rs.reference && Blocked(rs.act_layout);
-    if (!fast_) return;
+    if (!fast_) {  // im2col: whole samples per thread (ForEachSample), each on its own columns
+      ctx.scratch_bytes =
+          std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
+      return;
+    }
     const Layout L = rs.act_layout;
     if (!pack_ || pack_->lanes != L.block) BuildPack(ctx, rs, L.block);
     const Value& x = *ctx.in[0];
@@ -625,11 +630,11 @@ class PermDiagConvOp : public CompressedOp {
     const Value& x = *ctx.in[0];
     const int64_t n = x.shape[0], osz = g_.out_size(), isz = g_.in_size(), p = p_;
     const int64_t nb = CeilDiv(in_, p_);
-    float* cols = reinterpret_cast<float*>(rs.scratch);
-    for (int64_t s = 0; s < n; ++s) {
+    ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
+      float* cols = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
       Im2Col(g_, x.f() + s * in_ * isz, in_, cols);
       float* ys = ctx.out[0]->f() + s * out_ * osz;
-      ParallelFor(out_, rs.threads, [&](int64_t begin, int64_t end, int) {
+      ParallelFor(out_, threads, [&](int64_t begin, int64_t end, int) {
         for (int64_t o = begin; o < end; ++o) {
           float* yo = ys + o * osz;
           std::fill_n(yo, osz, bias_.empty() ? 0.0f : bias_[o]);
@@ -646,12 +651,12 @@ class PermDiagConvOp : public CompressedOp {
           }
         }
       });
-    }
+    });
     ApplyPostOpsPlain(ctx, ctx.out[0]->f(), ctx.out[0]->shape);
   }
 
   const NodeDef& n_;
-  int64_t p_, in_, out_, ksz_ = 1;
+  int64_t p_, in_, out_, ksz_ = 1, sample_bytes_ = 0;
   std::vector<int64_t> kernel_;
   bool loaded_ = false, add_same_shape_ = true, simd_ = false, fast_ = false;
   std::vector<float> values_, bias_;

@@ -98,21 +98,26 @@ class SparseConvOp : public CompressedOp {
       ready_ = true;
     }
     g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
+    sample_bytes_ = ctx.scratch_bytes;
+  }
+  // Whole samples per thread (ForEachSample), each on its own columns.
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
     const Value& x = *ctx.in[0];
     const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
-    float* cols = reinterpret_cast<float*>(rs.scratch);
-    for (int64_t s = 0; s < n; ++s) {
+    ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
+      float* cols = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
       Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
       kernels::CsrMatMul(w_, {cols, static_cast<std::size_t>(in_ * ksz_ * osz)}, osz, bias_,
-                         {ctx.out[0]->f() + s * out_ * osz, static_cast<std::size_t>(out_ * osz)}, rs.threads);
-    }
+                         {ctx.out[0]->f() + s * out_ * osz, static_cast<std::size_t>(out_ * osz)}, threads);
+    });
   }
 
  private:
-  int64_t in_, out_, ksz_ = 1;
+  int64_t in_, out_, ksz_ = 1, sample_bytes_ = 0;
   bool ready_ = false;
   CsrMatrix w_;
   std::vector<float> bias_;

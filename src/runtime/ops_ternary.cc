@@ -158,17 +158,17 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const int64_t u8 = g4 * kernels::TernaryU8RowBytes(g.in_size()) + 4 * g4 * (hp_ * wp_ + g.k[2]) +
                        w_.u8_quads * kernels::TernaryU8RowBytes(osz) + 4 * (wide_ ? out_ * osz : 0);
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max({f32, i16, u8}) + 4 * 64);
-    sample_scratch_ = (ctx.scratch_bytes + 63) / 64 * 64;
+    sample_scratch_ = ctx.scratch_bytes;
   }
 
   // On several threads with at least as many samples, each thread runs
-  // whole samples on its own scratch (ForEachSample): one sample's product
-  // split over the threads hands tiny jobs back and forth (the ternary
-  // Fashion-MNIST resnet at batch 256 on two threads: 2.7x its one-thread
-  // time, 27-29 against 10-11 ms per 3x3 conv).
+  // whole samples on its own scratch (ForEachSample, SampleScratchBytes):
+  // one sample's product split over the threads hands tiny jobs back and
+  // forth (27-29 against 10-11 ms per 3x3 conv of the ternary
+  // Fashion-MNIST resnet at batch 256 on two threads).
   void Finalize(OpContext& ctx, const RunState& rs) override {
-    if (SampleWorkers(ctx.in[0]->shape[0], rs.threads) > 1)
-      ctx.scratch_bytes = std::max(ctx.scratch_bytes, sample_scratch_ * rs.threads + 64);
+    ctx.scratch_bytes =
+        std::max(ctx.scratch_bytes, SampleScratchBytes(sample_scratch_, ctx.in[0]->shape[0], rs.threads));
   }
 
   // The int16 path (after Calibrate, Options::int16): each sample is
@@ -191,7 +191,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
       RunState srs = rs;
       srs.threads = threads;
-      srs.scratch = At64(rs.scratch) + worker * sample_scratch_;
+      srs.scratch = SampleScratch(rs.scratch, sample_scratch_, worker);
       const float* xs = x.f() + s * in_ * isz;
       float* ys = ctx.out[0]->f() + s * ysz;
       if (int8_active_) Sample8(xs, ys, srs);
@@ -358,7 +358,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   }
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
-  int64_t sample_scratch_ = 0;  // one sample's scratch, 64-byte multiple
+  int64_t sample_scratch_ = 0;  // one sample's scratch (its Prepare's)
   bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
        planar_ = false, add_same_shape_ = true;
   int add_input_ = -1;                   // a fused Add's operand (input position), or -1
