@@ -88,6 +88,11 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     if (batch_ == 1 && crossover_ < 0) crossover_ = MeasureCrossover();
     // int16 staging of one sample.
     ctx.scratch_bytes = static_cast<int64_t>(sizeof(int16_t)) * (in_ + out_) + 64;
+    sample_bytes_ = ctx.scratch_bytes;
+  }
+  // int16: whole samples per thread (ForEachSample), each on its own staging.
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, batch_, rs.threads));
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -221,17 +226,17 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     else kernels::PermDiagColumnMatVec(col_, xs, bias, ys, threads);
   }
   void RunInt16(const float* x, float* y, RunState& rs) {
-    int16_t* xq = reinterpret_cast<int16_t*>(rs.scratch);
-    int16_t* yq = xq + in_;
-    for (int64_t b = 0; b < batch_; ++b) {
+    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads, int worker) {
+      int16_t* xq = reinterpret_cast<int16_t*>(SampleScratch(rs.scratch, sample_bytes_, worker));
+      int16_t* yq = xq + in_;
       QuantizeSpan<int16_t>({x + b * in_, static_cast<std::size_t>(in_)}, fx_, {xq, static_cast<std::size_t>(in_)});
       kernels::PermDiagMatVecI16(w16_, {xq, static_cast<std::size_t>(in_)}, bias64_, shift_,
-                                 {yq, static_cast<std::size_t>(out_)}, rs.threads);
+                                 {yq, static_cast<std::size_t>(out_)}, threads);
       DequantizeSpan<int16_t>({yq, static_cast<std::size_t>(out_)}, fy_, {y + b * out_, static_cast<std::size_t>(out_)});
-    }
+    });
   }
 
-  int64_t p_, in_, out_, batch_ = 1;
+  int64_t p_, in_, out_, batch_ = 1, sample_bytes_ = 0;
   bool loaded_ = false;
   // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16).
   const bool column_ = format_.kind == formats::Kind::kPermDiagColumn;

@@ -341,6 +341,11 @@ TEST_P(RuntimeInt16, CloseToFloat) {
   }
   EXPECT_LT(err / norm, 1e-5) << "normalized MSE of int16 vs fp32";
   EXPECT_GT(err, 0.0) << "int16 path did not run";
+  // On two threads (whole samples per thread, each on its own int16
+  // staging): the same integer sums, so the same outputs.
+  model.SetThreads(2);
+  for (int round = 0; round < 3; ++round) EXPECT_EQ(RunModel(model, x, {batch, 1, 6, 6}), q) << "two threads";
+  model.SetThreads(1);
   model.SetProfiling(true);
   RunModel(model, x, {batch, 1, 6, 6});
   bool saw = false;
