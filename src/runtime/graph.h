@@ -104,9 +104,10 @@ struct NodeDef {
 };
 
 // What kernels derive from a node's constant weights at plan time (packed
-// or reordered copies), shared by the models loaded from one file's bytes:
-// a model and its batch-parallel replicas (model.cc), which would otherwise
-// each hold a copy. A kernel asks under its node's position in the file and
+// or reordered copies), shared by a model and its batch-parallel replicas
+// (model.cc), which would otherwise each hold a copy. Used by the dense
+// convolution (oneDNN's reordered weights) and the permuted-diagonal
+// convolution kernel's pack. A kernel asks under its node's position in the file and
 // a key naming the form (a layout, a block size); the first to ask makes
 // it, the others get the same read-only object while any of them holds it
 // (the cache keeps only weak references, so a form no plan uses any more is

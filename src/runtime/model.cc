@@ -113,10 +113,11 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 // tensors pass through L3 or DRAM between operators anyway.
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 // Batch parallelism (Options::batch_parallel): the replicas share the
-// file's weights, but each holds what its kernels pack from them that is
-// not shared (the compressed kernels' packed forms, about the weights'
-// size): where the file's weights times the threads exceed this, the
-// threads split each operator instead.
+// file's weights and the packed forms in the PackCache, but each holds
+// what its compressed kernels decode for themselves (float values, CSR
+// arrays, fully connected packs): where the file's weights times the
+// threads exceed this (a rough bound on those copies), the threads split
+// each operator instead.
 constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;
 // ... and only where a share reuses each weight it reads at least this many
 // times (weighted by the weights' bytes; BatchWorkers): each replica reads
@@ -832,9 +833,10 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
     for (int id : output_ids) whole.push_back(values[id].shape);
     // The whole batch's plan only serves these checks: its arena goes
     // before the replicas allocate theirs, so that both are not held at
-    // once (AlignedBuffer keeps memory when shrunk; the next plan of this
-    // model, where the shares do not fit, allocates anew). Its kernels keep
-    // what they packed for it, which the replicas share.
+    // once (AlignedBuffer keeps memory when shrunk). Its kernels keep what
+    // they packed for it, which the replicas share. Where the shares do not
+    // fit, the arena comes back at its size and the batch is planned again.
+    const int64_t held = arena_capacity;
     arena = AlignedBuffer<uint8_t>();
     arena_capacity = 0;
     planned = false;
@@ -870,8 +872,12 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
     if (ok) {
       chosen = workers;
       whole_out_shapes[shape] = std::move(whole);
-    } else if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; })) {
-      replicas.clear();  // none in use
+    } else {
+      if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; }))
+        replicas.clear();  // none in use
+      arena.Resize(static_cast<std::size_t>(held));  // (ArenaBytes only grows)
+      arena_capacity = held;
+      PlanFloatInput(shape);
     }
   }
   batch_workers[shape] = chosen;

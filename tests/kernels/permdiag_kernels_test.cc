@@ -250,6 +250,29 @@ TEST_P(PermDiagKernels, MatVecI16IsExact) {
   }
 }
 
+// The int16 product's capped vectors with a scalar tail: p between the
+// capped widths (6: four lanes and two scalar rows; 9 to 15: eight lanes and
+// the rest), not in AllParams' p, on every target.
+TEST(PermDiagI16, CappedVectorsWithScalarRowsAreExact) {
+  for (int64_t target : AvailableSimdTargets()) {
+    ForceSimdTarget(target);
+    for (int p : {6, 9, 12, 15}) {
+      PermDiagMatrixI16 w = PermDiagMatrixI16::Quantize(PermDiagMatrix::RandomWithStddev(5 * p - 2, 7 * p + 3, p, 99 + p, 1.0));
+      std::mt19937 rng(static_cast<unsigned>(p));
+      std::uniform_int_distribution<int> dist(-32767, 32767);
+      std::vector<int16_t> x(static_cast<std::size_t>(w.cols()));
+      for (int16_t& v : x) v = static_cast<int16_t>(dist(rng));
+      std::vector<int64_t> expect(static_cast<std::size_t>(w.rows())), got(expect.size(), -1);
+      ref::MatVecI16Acc(w.view(), x.data(), expect.data());
+      for (int threads : {1, 2}) {
+        simd::MatVecI16Acc(w.view(), x.data(), got.data(), threads);
+        EXPECT_TRUE(AllEqual<int64_t>(expect, got)) << SimdTargetName(target) << " p=" << p << " threads=" << threads;
+      }
+    }
+  }
+  ForceSimdTarget(0);
+}
+
 std::vector<std::tuple<int64_t, int>> AllParams() {
   std::vector<std::tuple<int64_t, int>> params;
   for (int64_t target : AvailableSimdTargets())

@@ -84,9 +84,10 @@ struct Options {
   // share of the samples per thread, each thread on its own single-threaded
   // replica of the model, instead of every operator splitting its work over
   // the threads. The replicas are made at the first batch that splits; each
-  // has its own plan, arena and the kernels' per-plan state, and shares the
-  // model's weights (the file's constants, and the dense convolutions'
-  // reordered copies while their layout is the same). Each
+  // has its own plan, arena and kernels, and shares the model's weights
+  // (the file's constants, and the packed weights of the dense and
+  // permuted-diagonal convolutions while their layout is the same; what the
+  // other compressed kernels decode from the file is per replica). Each
   // replica micro-batches its share as above. Only where each share reuses
   // every weight byte at least 4 times (its samples times the weight's
   // output positions: one per sample in a fully connected layer, the
@@ -180,7 +181,8 @@ class Model {
   // Bytes of the activation arena (intermediate tensors + scratch) of the
   // current plan; it only grows when a larger shape is planned. With batch
   // parallelism, plus the replicas' arenas (the arena of the whole batch's
-  // plan is freed once its shares run).
+  // plan is freed when the batch splits into shares, before the replicas
+  // plan theirs).
   int64_t ArenaBytes() const;
   // Samples per pass of the last Run (its whole batch unless micro-batching
   // split it; Options::micro_batch; with batch parallelism, the first
