@@ -466,6 +466,7 @@ class PermDiagConvOp : public CompressedOp {
     if (!fast_) {  // im2col: whole samples per thread (ForEachSample), each on its own columns
       ctx.scratch_bytes =
           std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
+      EnsureDecoded(ctx);
       return;
     }
     const Layout L = rs.act_layout;
@@ -494,6 +495,11 @@ class PermDiagConvOp : public CompressedOp {
     grouped_ = false;
     if (column_ && ColumnConvChoice() != ColumnConvMode::kKernel) PlanGrouped(ctx, rs, L);
     ctx.scratch_bytes = scratch + (grouped_ ? split_.count * chunk_bytes_ : 0);
+    // The blocked path reads only the pack (shared with the model's
+    // replicas) and the grouped convolution's own weights: the decoded
+    // copy goes (EnsureDecoded reads it again where a plan needs it).
+    std::vector<float>().swap(values_);
+    std::vector<uint16_t>().swap(offsets_);
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -514,10 +520,20 @@ class PermDiagConvOp : public CompressedOp {
     return q;
   }
 
+  // The decoded weights (values, offsets): read at the first plan, and
+  // again from the node's inputs where a plan released them.
+  void EnsureDecoded(const OpContext& ctx) {
+    if (!values_.empty()) return;
+    formats::Weights w = ReadWeights(ctx, format_, true);
+    values_ = std::move(w.values);
+    offsets_ = std::move(w.offsets);
+  }
+
   // The kernel's packing, with a fused BatchNormalization folded in; one
   // per lane count, shared with the model's replicas (RunState::packs).
   void BuildPack(const OpContext& ctx, const RunState& rs, int lanes) {
     const auto make = [&] {
+      EnsureDecoded(ctx);
       std::vector<float> scale, shift;
       FusedNormFactors(ctx, out_, &scale, &shift);
       return std::make_shared<const kernels::PermDiagConvPack>(kernels::PermDiagConvPack::Build(
@@ -535,6 +551,7 @@ class PermDiagConvOp : public CompressedOp {
   void PlanGrouped(const OpContext& ctx, const RunState& rs, const Layout& L) {
     SetDnnlThreads(1);
     if (!grouped_init_ || gconv_.lanes() != L.block) {  // (the lanes change only with a forced SIMD target)
+      EnsureDecoded(ctx);
       std::vector<float> scale, shift;
       FusedNormFactors(ctx, out_, &scale, &shift);
       grouped_ok_ = gconv_.Init(values_, offsets_, bias_, scale, shift, out_, in_, p_, g_, L.block);
@@ -632,6 +649,7 @@ class PermDiagConvOp : public CompressedOp {
   // Per sample: im2col, then each output channel sums its nb in-channel
   // kernels over the column rows: out·nb·K·HWout MACs, p× fewer than dense.
   void RunIm2Col(OpContext& ctx, RunState& rs) {
+    EnsureDecoded(ctx);  // (Finalize did, but a node folded at plan time runs before it)
     const Value& x = *ctx.in[0];
     const int64_t n = x.shape[0], osz = g_.out_size(), isz = g_.in_size(), p = p_;
     const int64_t nb = CeilDiv(in_, p_);
