@@ -679,6 +679,16 @@ TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
           EXPECT_EQ(by_name.at("pd2").kernel, "permdiag.conv.3x3s2");
           EXPECT_EQ(by_name.at("down").kernel, "permdiag.conv.1x1s2");
           EXPECT_EQ(by_name.at("pd3").kernel, "permdiag.conv.1x1s1");
+          // The same model planned again in the plain layout: the im2col
+          // path reads the weights again (the blocked path dropped its
+          // decoded copy once packed).
+          LayoutEnv plain("plain");
+          Tensor x2 = Tensor::Float({2, 3, 18, 18}, Randn(2 * 3 * 18 * 18, 31));
+          ExpectNearScaled(ref.Run({x2})[0], fast.Run({x2})[0], 32 * 9 * 3);
+          fast.ResetProfile();
+          fast.Run({x2});
+          for (const NodeProfile& q : fast.Profile())
+            if (q.name == "pd1") EXPECT_EQ(q.kernel, "permdiag-conv-im2col");
         }
       }
     }
