@@ -133,14 +133,6 @@ class PackCache {
     entries_.push_back({position, type, std::make_shared<const Key>(key), made});
     return made;
   }
-  // Forms held now (tests).
-  std::size_t size() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::size_t n = 0;
-    for (const Entry& e : entries_) n += e.value.expired() ? 0 : 1;
-    return n;
-  }
-
  private:
   struct Entry {
     int position;

@@ -158,7 +158,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const int64_t u8 = g4 * kernels::TernaryU8RowBytes(g.in_size()) + 4 * g4 * (hp_ * wp_ + g.k[2]) +
                        w_.u8_quads * kernels::TernaryU8RowBytes(osz) + 4 * (wide_ ? out_ * osz : 0);
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max({f32, i16, u8}) + 4 * 64);
-    sample_scratch_ = ctx.scratch_bytes;
+    sample_bytes_ = ctx.scratch_bytes;
   }
 
   // On several threads with at least as many samples, each thread runs
@@ -168,7 +168,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   // Fashion-MNIST resnet at batch 256 on two threads).
   void Finalize(OpContext& ctx, const RunState& rs) override {
     ctx.scratch_bytes =
-        std::max(ctx.scratch_bytes, SampleScratchBytes(sample_scratch_, ctx.in[0]->shape[0], rs.threads));
+        std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
   }
 
   // The int16 path (after Calibrate, Options::int16): each sample is
@@ -191,7 +191,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
       RunState srs = rs;
       srs.threads = threads;
-      srs.scratch = SampleScratch(rs.scratch, sample_scratch_, worker);
+      srs.scratch = SampleScratch(rs.scratch, sample_bytes_, worker);
       const float* xs = x.f() + s * in_ * isz;
       float* ys = ctx.out[0]->f() + s * ysz;
       if (int8_active_) Sample8(xs, ys, srs);
@@ -358,7 +358,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   }
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
-  int64_t sample_scratch_ = 0;  // one sample's scratch (its Prepare's)
+  int64_t sample_bytes_ = 0;  // one sample's scratch (its Prepare's)
   bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
        planar_ = false, add_same_shape_ = true;
   int add_input_ = -1;                   // a fused Add's operand (input position), or -1
