@@ -28,11 +28,12 @@ std::optional<float> LoadTimeScalar(int id, const std::vector<NodeDef>& nodes, c
 }
 
 // The ops whose kernels apply NodeDef::post_ops (ops_cnn.cc ConvOp,
-// ops_permdiag.cc PermDiagConvOp, ops_ternary.cc TernaryConvOp).
+// ops_permdiag.cc PermDiagConvOp, ops_circulant.cc BlockCirculantConvOp,
+// ops_ternary.cc TernaryConvOp).
 bool IsConvLike(const NodeDef& n) {
   if (n.op_type == "Conv" && n.domain.empty()) return true;
   if (!IsPermDnnDomain(n.domain)) return false;
-  for (formats::Kind k : {formats::Kind::kPermDiag, formats::Kind::kTernary})
+  for (formats::Kind k : {formats::Kind::kPermDiag, formats::Kind::kCirculant, formats::Kind::kTernary})
     if (n.op_type == formats::Format(k).conv->name) return true;
   return false;
 }

@@ -3,7 +3,7 @@
 // node, and tests compare the two):
 //  * Identity and inference Dropout nodes go: their consumers read their
 //    input (kept when their output is a graph output);
-//  * a Conv, PermDiagConv or TernaryConv absorbs the chain of
+//  * a Conv, PermDiagConv, BlockCirculantConv or TernaryConv absorbs the chain of
 //    single-consumer nodes after it, in this order, each optional:
 //    BatchNormalization (constant parameters, one per output channel), Add
 //    (the other operand any tensor), Relu or Clip (bounds known at load).

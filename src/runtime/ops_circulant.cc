@@ -12,13 +12,17 @@
 //
 // Kernels: kernels::CirculantFft (FFTW plans and the weight spectra made
 // once, when the node is first planned) where the kernel table's
-// circulant.fft row admits p (p >= 2), else the direct product. The conv is
-// one block-circulant
-// matrix product per output position: after im2col, the weight of kernel
-// tap t over the channels is itself block-circulant, so the taps are laid
-// side by side as one [out, ksz·nb·p] block-circulant matrix (column
-// t·nb·p + in channel) and each output position is one MatVec of its
-// gathered window — the FFT saving applies to the conv as well.
+// circulant.fft row admits p (p >= 2), else the direct product.
+// The conv, for p = 2..64: kernels::CirculantChannelDft, a real DFT over
+// every block of p input channels, one dense GEMM per channel frequency on
+// the im2col columns of the transformed input, and the inverse DFT
+// (circulant.h says why that is (2/p)·the dense conv's multiply-adds).
+// Else, and on the reference path: one block-circulant matrix product per
+// output position. After im2col, the weight of kernel tap t over the
+// channels is itself block-circulant, so the taps are laid side by side as
+// one [out, ksz·nb·p] block-circulant matrix (column t·nb·p + in channel)
+// and each output position is one MatVec of its gathered window (the
+// channel-DFT path ran resnet18 at p = 4 ... faster; docs/runtime.md).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -99,26 +103,122 @@ class BlockCirculantConvOp : public CompressedOp {
  public:
   BlockCirculantConvOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, true, n), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
-  std::string KernelName() const override { return "im2col+" + w_.name(); }
+  std::string KernelName() const override { return spectral_ ? "circulant.conv.channel-dft" : "im2col+" + w_.name(); }
 
   void Prepare(OpContext& ctx) override {
-    if (!w_.ready()) {
+    g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
+    add_same_shape_ = ValidatePostOps(ctx, ctx.out[0]->shape);
+    if (!dft_ && !w_.ready()) {
       formats::Weights w = ReadWeights(ctx, format_, true);
-      kernel_ = w.g.kernel;
       ksz_ = w.g.taps();
+      bias_ = w.bias;
       // Taps side by side: the registry's lifted [out, taps·nb·p] matrix.
-      w_.Init(std::move(*formats::Lift(w).circulant));
-      bias_ = std::move(w.bias);
+      BlockCirculantMatrix lifted = std::move(*formats::Lift(w).circulant);
+      if (p_ >= 2 && p_ <= 64) {
+        dft_ = std::make_unique<kernels::CirculantChannelDft>(lifted, ksz_);
+        // A fused BatchNormalization: a·(W·x + b) + shift, the factor a in
+        // the inverse DFT's rows and the bias a·b + shift.
+        std::vector<float> a, shift;
+        if (const PostOp* bn = FusedNormFactors(ctx, out_, &a, &shift)) {
+          dft_bias_.assign(static_cast<std::size_t>(out_), 0.0f);
+          for (int64_t o = 0; o < out_; ++o) {
+            dft_bias_[o] = (bias_.empty() ? 0.0f : bias_[o]) * a[o] + shift[o];
+            if (!std::isfinite(a[o]) || !std::isfinite(dft_bias_[o]))
+              ctx.Fail("fused BatchNormalization '{}': channel {} folds to a non-finite scale or bias", bn->name, o);
+          }
+          dft_scale_ = std::move(a);
+        } else {
+          dft_bias_ = bias_;
+        }
+      } else {
+        w_.Init(std::move(lifted));
+      }
     }
-    g_win_ = PrepareConv(ctx, in_, out_, kernel_);
-    sample_bytes_ = ctx.scratch_bytes;
+    add_input_ = -1;
+    activation_ = nullptr;
+    for (const PostOp& p : ctx.node->post_ops) {  // one activation at most (fusion.cc)
+      if (p.op_type == "Add") add_input_ = p.inputs[0];
+      if (p.op_type == "Relu" || p.op_type == "Clip") activation_ = &p;
+    }
+    const WindowGeometry& g = g_win_;
+    identity_window_ = g.kernel_size() == 1 && g.in == g.out && g.stride == std::array<int64_t, 3>{1, 1, 1} &&
+                       g.pad == std::array<int64_t, 3>{0, 0, 0};
   }
-  // Whole samples per thread (ForEachSample), each on its own columns.
+  // Whole samples per thread (ForEachSample), each on its own scratch: the
+  // im2col columns, or on the channel-DFT path the transformed input, its
+  // columns and the products.
   void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (rs.reference && !w_.ready()) {
+      // The im2col product on the kernel table's rows (their reference rows on this path).
+      formats::Weights w = ReadWeights(ctx, format_, true);
+      w_.Init(std::move(*formats::Lift(w).circulant));
+    }
+    spectral_ = dft_ && !rs.reference;
+    const int64_t osz = g_win_.out_size(), isz = g_win_.in_size();
+    if (spectral_) {
+      const int64_t t = dft_->in_rows() * isz, cols = identity_window_ ? 0 : dft_->in_rows() * ksz_ * osz;
+      sample_bytes_ = static_cast<int64_t>(sizeof(float)) * (Align16(t) + Align16(cols) + dft_->out_rows() * osz);
+    } else {
+      sample_bytes_ = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * osz;
+    }
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
+    if (spectral_) RunSpectral(ctx, rs);
+    else RunIm2Col(ctx, rs);
+  }
+
+ private:
+  static int64_t Align16(int64_t n) { return (n + 15) / 16 * 16; }
+
+  // Per sample: the channel DFT of the input, its im2col columns, one GEMM
+  // per frequency and the inverse DFT with the bias (and a fused
+  // BatchNormalization), then the fused Add and Relu / Clip while the
+  // positions are in cache; a sample's threads split the positions of each
+  // step.
+  void RunSpectral(OpContext& ctx, RunState& rs) {
+    const Value& x = *ctx.in[0];
+    const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size(), ysz = out_ * osz;
+    const int64_t tin = dft_->in_rows();
+    const float* scale = dft_scale_.empty() ? nullptr : dft_scale_.data();
+    const float* bias = dft_bias_.empty() ? nullptr : dft_bias_.data();
+    const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
+    const bool add_here = add && add_same_shape_;
+    ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
+      float* t = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
+      float* cols = identity_window_ ? t : t + Align16(tin * isz);
+      float* u = cols + (identity_window_ ? Align16(tin * isz) : Align16(tin * ksz_ * osz));
+      const float* xs = x.f() + s * in_ * isz;
+      float* ys = ctx.out[0]->f() + s * ysz;
+      const float* rs_add = add_here ? add->f() + s * ysz : nullptr;
+      ParallelFor(isz, threads, [&](int64_t q0, int64_t q1, int) {
+        dft_->Forward(xs + q0, isz, in_, t + q0, isz, q1 - q0);
+      });
+      if (!identity_window_) Im2Col(g_win_, t, tin, cols);
+      ParallelFor(osz, threads, [&](int64_t q0, int64_t q1, int) {
+        dft_->Products(cols + q0, osz, u + q0, osz, q1 - q0);
+        dft_->Inverse(u + q0, osz, scale, bias, ys + q0, osz, out_, q1 - q0);
+        if (!rs_add && !activation_) return;
+        for (int64_t o = 0; o < out_; ++o) {
+          float* __restrict yo = ys + o * osz + q0;
+          if (rs_add) {
+            const float* __restrict ro = rs_add + o * osz + q0;
+            for (int64_t q = 0; q < q1 - q0; ++q) yo[q] += ro[q];
+          }
+          if (activation_ && !(add && !add_same_shape_)) ApplyActivationPlain(*activation_, yo, q1 - q0);
+        }
+      });
+    });
+    if (add && !add_same_shape_) {  // a broadcast operand: the whole output, then the clamp
+      AddBroadcastInPlace(ctx.out[0]->f(), ctx.out[0]->shape, add->f(), add->shape, ctx);
+      if (activation_) ApplyActivationPlain(*activation_, ctx.out[0]->f(), n * ysz);
+    }
+  }
+
+  // One block-circulant product per output position of the im2col columns,
+  // then the fused post-ops on the whole output.
+  void RunIm2Col(OpContext& ctx, RunState& rs) {
     const Value& x = *ctx.in[0];
     const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
     const int64_t nbp = CeilDiv(in_, p_) * p_, wide = ksz_ * nbp;
@@ -140,13 +240,16 @@ class BlockCirculantConvOp : public CompressedOp {
         }
       });
     });
+    ApplyPostOpsPlain(ctx, ctx.out[0]->f(), ctx.out[0]->shape);
   }
 
- private:
   int64_t p_, in_, out_, ksz_ = 1, sample_bytes_ = 0;
-  std::vector<int64_t> kernel_;
-  Circulant w_;
-  std::vector<float> bias_;
+  Circulant w_;  // the im2col path's product (p outside 2-64, or the reference path)
+  std::unique_ptr<const kernels::CirculantChannelDft> dft_;
+  std::vector<float> bias_, dft_scale_, dft_bias_;  // the file's bias; the channel-DFT path's, BatchNormalization folded
+  bool spectral_ = false, identity_window_ = false, add_same_shape_ = true;
+  int add_input_ = -1;
+  const PostOp* activation_ = nullptr;
   WindowGeometry g_win_;
 };
 

@@ -12,6 +12,7 @@
 
 #include "permdnn/core/error.h"
 #include "permdnn/core/fixed_point.h"
+#include "permdnn/kernels/dispatch.h"
 #include "support/compare.h"
 
 namespace permdnn::kernels {
@@ -149,6 +150,74 @@ TEST(CirculantErrors, BadShapesAreNamed) {
   CirculantFft fft(w);
   std::vector<float> x(7), y(8);
   EXPECT_THROW(fft.MatVec(x, {}, y), Error);
+}
+
+// The channel-DFT convolution (CirculantChannelDft) against the lifted
+// matrix's dense reconstruction: im2col columns x[(ic·taps + t)][q] of `in`
+// channels give y[o][q] = bias[o] + Σ D[o][t·nb·p + ic]·x[ic·taps + t][q].
+// Forward runs on the columns themselves (a channel's taps·n values as its
+// row), which is the im2col of the transformed input. Every compiled SIMD
+// target, odd and even p, channels that are not multiples of p, and the
+// positions in two ranges (row strides wider than the range).
+class CirculantChannelDftTest : public ::testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { ForceSimdTarget(GetParam()); }
+  void TearDown() override { ForceSimdTarget(0); }
+};
+
+TEST_P(CirculantChannelDftTest, MatchesTheDenseReconstruction) {
+  struct Case {
+    int p;
+    int64_t out, in, taps, n;
+  };
+  for (const Case c : {Case{2, 6, 2, 9, 36}, Case{4, 16, 16, 9, 50}, Case{8, 24, 20, 1, 70}, Case{3, 10, 7, 4, 33},
+                       Case{16, 32, 48, 9, 21}, Case{5, 9, 11, 2, 40}, Case{64, 64, 64, 1, 17}, Case{8, 3, 5, 9, 8}}) {
+    const int64_t nb = (c.in + c.p - 1) / c.p, nbp = nb * c.p, wide = c.taps * nbp;
+    BlockCirculantMatrix lifted = BlockCirculantMatrix::Random(c.out, wide, c.p, c.out * 7 + c.in);
+    const std::vector<float> dense = lifted.ToDense(), x = Rand(c.in * c.taps * c.n, 5), bias = Rand(c.out, 6);
+    std::vector<float> expect(c.out * c.n);
+    for (int64_t o = 0; o < c.out; ++o)
+      for (int64_t q = 0; q < c.n; ++q) {
+        double acc = bias[o];
+        for (int64_t ic = 0; ic < c.in; ++ic)
+          for (int64_t t = 0; t < c.taps; ++t)
+            acc += static_cast<double>(dense[o * wide + t * nbp + ic]) * x[(ic * c.taps + t) * c.n + q];
+        expect[o * c.n + q] = static_cast<float>(acc);
+      }
+    CirculantChannelDft dft(lifted, c.taps);
+    ASSERT_EQ(dft.in_rows(), nbp);
+    const int64_t tn = c.taps * c.n;
+    std::vector<float> t(dft.in_rows() * tn, NAN), u(dft.out_rows() * c.n, NAN), y(c.out * c.n, NAN);
+    // Positions [0, split) and [split, n): each call sees its range only.
+    const int64_t split = c.n / 3;
+    for (auto [q0, q1] : {std::pair<int64_t, int64_t>{0, split}, {split, c.n}}) {
+      for (int64_t tap = 0; tap < c.taps; ++tap)
+        dft.Forward(x.data() + tap * c.n + q0, tn, c.in, t.data() + tap * c.n + q0, tn, q1 - q0);
+      dft.Products(t.data() + q0, c.n, u.data() + q0, c.n, q1 - q0);
+      dft.Inverse(u.data() + q0, c.n, nullptr, bias.data(), y.data() + q0, c.n, c.out, q1 - q0);
+    }
+    EXPECT_TRUE(AllNear<float>(expect, y, Tolerance(c.in * c.taps, 2.0) * 8))
+        << "p=" << c.p << " " << c.out << "x" << c.in << " taps " << c.taps;
+    // A per-channel scale (a folded BatchNormalization) and no bias.
+    const std::vector<float> scale = Rand(c.out, 7);
+    dft.Inverse(u.data(), c.n, scale.data(), nullptr, y.data(), c.n, c.out, c.n);
+    for (int64_t o = 0; o < c.out; ++o)
+      for (int64_t q = 0; q < c.n; ++q) expect[o * c.n + q] = scale[o] * (expect[o * c.n + q] - bias[o]);
+    EXPECT_TRUE(AllNear<float>(expect, y, Tolerance(c.in * c.taps, 2.0) * 8)) << "scaled, p=" << c.p;
+    // Real frequencies 0 (and p/2): one product per block pair; complex ones four.
+    const int64_t mb = (c.out + c.p - 1) / c.p;
+    EXPECT_EQ(dft.product_macs(), (2 * c.p - 2 + c.p % 2) * mb * nb * c.taps);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, CirculantChannelDftTest, ::testing::ValuesIn(AvailableSimdTargets()),
+                         [](const auto& info) { return SimdTargetName(info.param); });
+
+TEST(CirculantChannelDftErrors, ShapesAreChecked) {
+  // 2 taps of 3 blocks of 4 would be 24 columns.
+  BlockCirculantMatrix w = BlockCirculantMatrix::Random(8, 20, 4, 1);
+  EXPECT_THROW(CirculantChannelDft(w, 3), Error);
+  EXPECT_THROW(CirculantChannelDft(BlockCirculantMatrix::Random(128, 128, 128, 1), 1), Error);
 }
 
 }  // namespace

@@ -695,6 +695,66 @@ TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
   }
 }
 
+// BlockCirculantConv on the channel-DFT path (kernels::CirculantChannelDft):
+// 3x3 and 1x1 at stride 1 and 2 (the 1x1 stride-1 layer skips im2col),
+// channel counts that leave partial blocks, odd and even p, and the fused
+// post-ops (BatchNormalization folded into the inverse DFT, a residual Add
+// of the output's shape, a broadcast Add, Relu and Clip); against the
+// reference path (no fusion, one FFT product per position on the im2col
+// columns), on 1 and 2 threads at batch 1 (a sample's positions split) and 3.
+TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("permdnn_circ_conv_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    Builder b({1, 6, 14, 14});
+    std::string t = b.Node("Relu", {b.Bn(b.Conv("x", "c1", 6, 24, 3, 1, 1, true, 1), "bn1", 24, 2)}, "r1").output(0);
+    std::string u = b.Bn(b.Conv(t, "c2", 24, 24, 3, 1, 1, false, 3), "bn2", 24, 4);
+    t = b.Node("Relu", {b.Node("Add", {u, t}, "res").output(0)}, "r2").output(0);
+    t = b.Conv(t, "c3", 24, 20, 3, 2, 1, true, 5);
+    t = b.Node("Add", {b.Conv(t, "c4", 20, 36, 1, 1, 1, false, 6), b.Init("shift", {1, 36, 1, 1}, Randn(36, 7))},
+               "shift_add")
+            .output(0);
+    auto& clip = b.Node("Clip", {t}, "clip");
+    clip.add_input(b.Init("lo", {}, {0.0f}));
+    clip.add_input(b.Init("hi", {}, {1.5f}));
+    b.Output(b.Conv(clip.output(0), "c5", 36, 12, 1, 2, 1, true, 8));
+    std::ofstream f(dir / "dense.onnx", std::ios::binary);
+    f << b.Bytes();
+  }
+  for (int p : {2, 3, 4, 8}) {
+    SCOPED_TRACE("p = " + std::to_string(p));
+    CompressOptions o;
+    o.spec = fmt::format("c1=circulant:p={0},c2=circulant:p={0},c3=circulant:p={0},c4=circulant:p={0},"
+                         "c5=circulant:p={0}",
+                         p);
+    const std::string file = (dir / "c.onnx").string();
+    const ExportReport rep = CompressOnnx((dir / "dense.onnx").string(), file, o);
+    int circulant = 0;
+    for (const auto& l : rep.layers) circulant += l.op == "BlockCirculantConv";
+    ASSERT_EQ(circulant, 5);
+    Model ref = Model::Load(file, {.profile = true, .reference = true});
+    for (int threads : {1, 2}) {
+      Model fast = Model::Load(file, {.threads = threads, .profile = true});
+      for (int64_t batch : {1, 3}) {
+        SCOPED_TRACE(::testing::Message() << "threads " << threads << " batch " << batch);
+        Tensor x = Tensor::Float({batch, 6, 14, 14}, Randn(batch * 6 * 14 * 14, 40 + batch));
+        ExpectNearScaled(ref.Run({x})[0], fast.Run({x})[0], 24 * 9 * 3);
+      }
+      std::map<std::string, NodeProfile> by_name;
+      for (const NodeProfile& q : fast.Profile()) by_name[q.name] = q;
+      for (const char* node : {"c1", "c2", "c3", "c4", "c5"})
+        EXPECT_EQ(by_name.at(node).kernel, "circulant.conv.channel-dft") << node;
+      EXPECT_EQ(by_name.at("c1").op_type, "BlockCirculantConv+BatchNormalization+Relu");
+      EXPECT_EQ(by_name.at("c2").op_type, "BlockCirculantConv+BatchNormalization+Add+Relu");
+      EXPECT_EQ(by_name.at("c4").op_type, "BlockCirculantConv+Add+Clip");
+      for (const NodeProfile& q : ref.Profile())
+        if (q.op_type == "BlockCirculantConv") EXPECT_EQ(q.kernel.rfind("im2col+", 0), 0u) << q.kernel;
+    }
+  }
+  fs::remove_all(dir);
+}
+
 // Shared offsets (offset_layout "column", issue 15): a PermDiagConv is a
 // grouped convolution between two channel gathers. With
 // PERMDNN_COLUMN_CONV=grouped every layer whose groups are whole channel
