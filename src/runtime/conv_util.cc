@@ -81,11 +81,11 @@ namespace {
 // output columns whose input column lies inside the row are a copy (stride
 // 1: one contiguous run) between zero runs for the padding.
 template <class T>
-void Im2ColOf(const WindowGeometry& g, const T* x, int64_t channels, T* cols) {
-  const int64_t osz = g.out_size(), isz = g.in_size(), ow_n = g.out[2], sw = g.stride[2];
+void Im2ColOf(const WindowGeometry& g, const T* x, int64_t channels, int64_t r0, int64_t r1, T* cols) {
+  const int64_t osz = (r1 - r0) * g.out[2], ow_n = g.out[2], sw = g.stride[2];
   T* dst = cols;
   for (int64_t c = 0; c < channels; ++c) {
-    const T* xc = x + c * isz;
+    const T* xc = x + c * g.in_size();
     for (int64_t kd = 0; kd < g.k[0]; ++kd)
       for (int64_t kh = 0; kh < g.k[1]; ++kh)
         for (int64_t kw = 0; kw < g.k[2]; ++kw) {
@@ -93,24 +93,23 @@ void Im2ColOf(const WindowGeometry& g, const T* x, int64_t channels, T* cols) {
           const int64_t x0 = kw * g.dil[2] - g.pad[2];
           const int64_t lo = std::min(ow_n, x0 >= 0 ? 0 : (-x0 + sw - 1) / sw);
           const int64_t hi = std::max(lo, std::min(ow_n, g.in[2] - x0 <= 0 ? 0 : (g.in[2] - x0 + sw - 1) / sw));
-          for (int64_t od = 0; od < g.out[0]; ++od) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t od = r / g.out[1], oh = r % g.out[1];
             const int64_t iz = od * g.stride[0] - g.pad[0] + kd * g.dil[0];
-            for (int64_t oh = 0; oh < g.out[1]; ++oh) {
-              const int64_t iy = oh * g.stride[1] - g.pad[1] + kh * g.dil[1];
-              T* row = dst + (od * g.out[1] + oh) * ow_n;
-              if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1]) {
-                std::fill_n(row, ow_n, T{0});
-                continue;
-              }
-              const T* src = xc + (iz * g.in[1] + iy) * g.in[2];
-              std::fill_n(row, lo, T{0});
-              if (sw == 1) {
-                std::copy(src + lo + x0, src + hi + x0, row + lo);
-              } else {
-                for (int64_t ow = lo; ow < hi; ++ow) row[ow] = src[ow * sw + x0];
-              }
-              std::fill(row + hi, row + ow_n, T{0});
+            const int64_t iy = oh * g.stride[1] - g.pad[1] + kh * g.dil[1];
+            T* row = dst + (r - r0) * ow_n;
+            if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1]) {
+              std::fill_n(row, ow_n, T{0});
+              continue;
             }
+            const T* src = xc + (iz * g.in[1] + iy) * g.in[2];
+            std::fill_n(row, lo, T{0});
+            if (sw == 1) {
+              std::copy(src + lo + x0, src + hi + x0, row + lo);
+            } else {
+              for (int64_t ow = lo; ow < hi; ++ow) row[ow] = src[ow * sw + x0];
+            }
+            std::fill(row + hi, row + ow_n, T{0});
           }
           dst += osz;
         }
@@ -118,9 +117,14 @@ void Im2ColOf(const WindowGeometry& g, const T* x, int64_t channels, T* cols) {
 }
 }  // namespace
 
-void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols) { Im2ColOf(g, x, channels, cols); }
+void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols) {
+  Im2ColOf(g, x, channels, 0, g.out[0] * g.out[1], cols);
+}
 void Im2Col(const WindowGeometry& g, const int16_t* x, int64_t channels, int16_t* cols) {
-  Im2ColOf(g, x, channels, cols);
+  Im2ColOf(g, x, channels, 0, g.out[0] * g.out[1], cols);
+}
+void Im2ColRows(const WindowGeometry& g, const float* x, int64_t channels, int64_t r0, int64_t r1, float* cols) {
+  Im2ColOf(g, x, channels, r0, r1, cols);
 }
 
 void Pool(const WindowGeometry& g, const float* x, int64_t planes, bool max, bool count_include_pad, float* y) {

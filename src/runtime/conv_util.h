@@ -44,6 +44,10 @@ WindowGeometry MakeWindowGeometry(const OpContext& ctx, const std::vector<int64_
 // cols[(ci·K + kernel index) · out_size + output position], zero where the
 // window reads padding. x: channels × in_size.
 void Im2Col(const WindowGeometry& g, const float* x, int64_t channels, float* cols);
+// The columns of the output rows [r0, r1) only (a row: one (od, oh) of
+// out[2] positions; row r = od·out[1] + oh): cols[(ci·K + kernel index) ·
+// (r1 − r0)·out[2] + position in the range].
+void Im2ColRows(const WindowGeometry& g, const float* x, int64_t channels, int64_t r0, int64_t r1, float* cols);
 // The same on int16 values (the ternary conv's int16 path).
 void Im2Col(const WindowGeometry& g, const int16_t* x, int64_t channels, int16_t* cols);
 

@@ -16,16 +16,19 @@
 // The conv, for p = 2..64: kernels::CirculantChannelDft, a real DFT over
 // every block of p input channels, one dense GEMM per channel frequency on
 // the im2col columns of the transformed input, and the inverse DFT
-// (circulant.h says why that is (2/p)·the dense conv's multiply-adds).
-// Else, and on the reference path: one block-circulant matrix product per
-// output position. After im2col, the weight of kernel tap t over the
-// channels is itself block-circulant, so the taps are laid side by side as
-// one [out, ksz·nb·p] block-circulant matrix (column t·nb·p + in channel)
-// and each output position is one MatVec of its gathered window (the
-// channel-DFT path ran resnet18 at p = 4 ... faster; docs/runtime.md).
+// (circulant.h says why that is about (2/p)·the dense conv's
+// multiply-adds), with a following BatchNormalization, Add and Relu / Clip
+// fused (fusion.h). Else, and on the reference path: one block-circulant
+// matrix product per output position. After im2col, the weight of kernel
+// tap t over the channels is itself block-circulant, so the taps are laid
+// side by side as one [out, ksz·nb·p] block-circulant matrix (column
+// t·nb·p + in channel) and each output position is one MatVec of its
+// gathered window: 7-8x slower on resnet18 at p = 4 (docs/runtime.md, "How
+// the block-circulant and sparse ops run").
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <optional>
 
 #include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/thread_pool.h"
@@ -106,14 +109,18 @@ class BlockCirculantConvOp : public CompressedOp {
   std::string KernelName() const override { return spectral_ ? "circulant.conv.channel-dft" : "im2col+" + w_.name(); }
 
   void Prepare(OpContext& ctx) override {
-    g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
-    add_same_shape_ = ValidatePostOps(ctx, ctx.out[0]->shape);
+    std::optional<formats::Weights> w;  // read at the first plan
     if (!dft_ && !w_.ready()) {
-      formats::Weights w = ReadWeights(ctx, format_, true);
-      ksz_ = w.g.taps();
-      bias_ = w.bias;
+      w = ReadWeights(ctx, format_, true);
+      kernel_ = w->g.kernel;  // the attribute, or the values' shape
+      ksz_ = w->g.taps();
+      bias_ = w->bias;
+    }
+    g_win_ = PrepareConv(ctx, in_, out_, kernel_);
+    add_same_shape_ = ValidatePostOps(ctx, ctx.out[0]->shape);
+    if (w) {
       // Taps side by side: the registry's lifted [out, taps·nb·p] matrix.
-      BlockCirculantMatrix lifted = std::move(*formats::Lift(w).circulant);
+      BlockCirculantMatrix lifted = std::move(*formats::Lift(*w).circulant);
       if (p_ >= 2 && p_ <= 64) {
         dft_ = std::make_unique<kernels::CirculantChannelDft>(lifted, ksz_);
         // A fused BatchNormalization: a·(W·x + b) + shift, the factor a in
@@ -145,8 +152,8 @@ class BlockCirculantConvOp : public CompressedOp {
                        g.pad == std::array<int64_t, 3>{0, 0, 0};
   }
   // Whole samples per thread (ForEachSample), each on its own scratch: the
-  // im2col columns, or on the channel-DFT path the transformed input, its
-  // columns and the products.
+  // im2col columns, or on the channel-DFT path the transformed input and
+  // one chunk's columns and products per thread of the sample.
   void Finalize(OpContext& ctx, const RunState& rs) override {
     if (rs.reference && !w_.ready()) {
       // The im2col product on the kernel table's rows (their reference rows on this path).
@@ -154,14 +161,23 @@ class BlockCirculantConvOp : public CompressedOp {
       w_.Init(std::move(*formats::Lift(w).circulant));
     }
     spectral_ = dft_ && !rs.reference;
-    const int64_t osz = g_win_.out_size(), isz = g_win_.in_size();
-    if (spectral_) {
-      const int64_t t = dft_->in_rows() * isz, cols = identity_window_ ? 0 : dft_->in_rows() * ksz_ * osz;
-      sample_bytes_ = static_cast<int64_t>(sizeof(float)) * (Align16(t) + Align16(cols) + dft_->out_rows() * osz);
-    } else {
+    const int64_t n = ctx.in[0]->shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
+    if (!spectral_) {
       sample_bytes_ = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * osz;
+      ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, n, rs.threads));
+      return;
     }
-    ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
+    const WindowGeometry& g = g_win_;
+    const int64_t rows = g.out[0] * g.out[1], k = dft_->in_rows() * ksz_, t = Align16(dft_->in_rows() * isz);
+    // Output rows per chunk: the chunk's columns in about kChunkFloats, and
+    // at least kMinColumns positions.
+    chunk_rows_ = std::clamp<int64_t>(
+        std::max(kChunkFloats / std::max<int64_t>(1, k * g.out[2]), CeilDiv(kMinColumns, g.out[2])), 1, rows);
+    const int64_t q = chunk_rows_ * g.out[2];
+    chunk_floats_ = Align16(identity_window_ ? 0 : k * q) + Align16(dft_->out_rows() * q);
+    chunk_threads_ = SampleWorkers(n, rs.threads) == 1 ? rs.threads : 1;
+    sample_bytes_ = static_cast<int64_t>(sizeof(float)) * (t + chunk_threads_ * chunk_floats_);
+    ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, n, rs.threads));
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -171,42 +187,68 @@ class BlockCirculantConvOp : public CompressedOp {
 
  private:
   static int64_t Align16(int64_t n) { return (n + 15) / 16 * 16; }
+  // The im2col columns of one chunk of output rows, in floats (512 KiB:
+  // with its products it stays in a Zen 4 / 5 core's 1 MiB L2).
+  static constexpr int64_t kChunkFloats = 128 * 1024;
+  // At least this many output positions per chunk (GEMM columns) where a
+  // sample has them.
+  static constexpr int64_t kMinColumns = 256;
 
-  // Per sample: the channel DFT of the input, its im2col columns, one GEMM
-  // per frequency and the inverse DFT with the bias (and a fused
-  // BatchNormalization), then the fused Add and Relu / Clip while the
-  // positions are in cache; a sample's threads split the positions of each
-  // step.
+  // Per sample: the channel DFT of the input; then per chunk of output
+  // rows, its im2col columns of the transformed input (none for a 1x1
+  // stride-1 window: the transformed input is its own columns), one GEMM per
+  // frequency, the inverse DFT with the bias (and a fused BatchNormalization)
+  // and the fused Add and Relu / Clip, while the chunk is in cache. A
+  // sample's threads split its positions (the DFT) and its chunks. (Groups
+  // of samples side by side in one set of GEMMs for the layers of few
+  // positions, so that each GEMM packs its weights once for more columns,
+  // were tried and measured level: resnet18 circulant:p=4 at batch 16
+  // 230-242 against 233-241 ms, the Fashion-MNIST cnn at p = 4 5% slower.)
   void RunSpectral(OpContext& ctx, RunState& rs) {
     const Value& x = *ctx.in[0];
-    const int64_t n = x.shape[0], osz = g_win_.out_size(), isz = g_win_.in_size(), ysz = out_ * osz;
-    const int64_t tin = dft_->in_rows();
+    const WindowGeometry& g = g_win_;
+    const int64_t n = x.shape[0], osz = g.out_size(), isz = g.in_size(), ysz = out_ * osz;
+    const int64_t tin = dft_->in_rows(), rows = g.out[0] * g.out[1], chunks = CeilDiv(rows, chunk_rows_);
     const float* scale = dft_scale_.empty() ? nullptr : dft_scale_.data();
     const float* bias = dft_bias_.empty() ? nullptr : dft_bias_.data();
     const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
-    const bool add_here = add && add_same_shape_;
+    const bool add_here = add && add_same_shape_, act_here = activation_ && !(add && !add_same_shape_);
+    // The fused Add (of the output's shape) and activation on positions
+    // [q0, q0 + nq) of sample s.
+    auto finish = [&](int64_t s, int64_t q0, int64_t nq) {
+      if (!add_here && !act_here) return;
+      float* ys = ctx.out[0]->f() + s * ysz;
+      for (int64_t o = 0; o < out_; ++o) {
+        float* __restrict yo = ys + o * osz + q0;
+        if (add_here) {
+          const float* __restrict ro = add->f() + s * ysz + o * osz + q0;
+          for (int64_t q = 0; q < nq; ++q) yo[q] += ro[q];
+        }
+        if (act_here) ApplyActivationPlain(*activation_, yo, nq);
+      }
+    };
     ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
       float* t = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
-      float* cols = identity_window_ ? t : t + Align16(tin * isz);
-      float* u = cols + (identity_window_ ? Align16(tin * isz) : Align16(tin * ksz_ * osz));
+      float* chunk_base = t + Align16(tin * isz);
       const float* xs = x.f() + s * in_ * isz;
       float* ys = ctx.out[0]->f() + s * ysz;
-      const float* rs_add = add_here ? add->f() + s * ysz : nullptr;
       ParallelFor(isz, threads, [&](int64_t q0, int64_t q1, int) {
         dft_->Forward(xs + q0, isz, in_, t + q0, isz, q1 - q0);
       });
-      if (!identity_window_) Im2Col(g_win_, t, tin, cols);
-      ParallelFor(osz, threads, [&](int64_t q0, int64_t q1, int) {
-        dft_->Products(cols + q0, osz, u + q0, osz, q1 - q0);
-        dft_->Inverse(u + q0, osz, scale, bias, ys + q0, osz, out_, q1 - q0);
-        if (!rs_add && !activation_) return;
-        for (int64_t o = 0; o < out_; ++o) {
-          float* __restrict yo = ys + o * osz + q0;
-          if (rs_add) {
-            const float* __restrict ro = rs_add + o * osz + q0;
-            for (int64_t q = 0; q < q1 - q0; ++q) yo[q] += ro[q];
+      ParallelFor(chunks, std::min<int64_t>(threads, chunk_threads_), [&](int64_t c0, int64_t c1, int w) {
+        float* cols = chunk_base + w * chunk_floats_;
+        float* u = identity_window_ ? cols : cols + Align16(tin * ksz_ * chunk_rows_ * g.out[2]);
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t r0 = c * chunk_rows_, r1 = std::min(rows, r0 + chunk_rows_);
+          const int64_t q0 = r0 * g.out[2], nq = (r1 - r0) * g.out[2];
+          if (identity_window_) {
+            dft_->Products(t + q0, isz, u, nq, nq);
+          } else {
+            Im2ColRows(g, t, tin, r0, r1, cols);
+            dft_->Products(cols, nq, u, nq, nq);
           }
-          if (activation_ && !(add && !add_same_shape_)) ApplyActivationPlain(*activation_, yo, q1 - q0);
+          dft_->Inverse(u, nq, scale, bias, ys + q0, osz, out_, nq);
+          finish(s, q0, nq);
         }
       });
     });
@@ -244,6 +286,9 @@ class BlockCirculantConvOp : public CompressedOp {
   }
 
   int64_t p_, in_, out_, ksz_ = 1, sample_bytes_ = 0;
+  std::vector<int64_t> kernel_;
+  // The channel-DFT path's chunks of output rows (Finalize).
+  int64_t chunk_rows_ = 1, chunk_floats_ = 0, chunk_threads_ = 1;
   Circulant w_;  // the im2col path's product (p outside 2-64, or the reference path)
   std::unique_ptr<const kernels::CirculantChannelDft> dft_;
   std::vector<float> bias_, dft_scale_, dft_bias_;  // the file's bias; the channel-DFT path's, BatchNormalization folded

@@ -752,6 +752,51 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
         if (q.op_type == "BlockCirculantConv") EXPECT_EQ(q.kernel.rfind("im2col+", 0), 0u) << q.kernel;
     }
   }
+  // A layer whose columns span several chunks of output rows (64 channels,
+  // 3x3, 40 x 40: 576 column rows of 40 positions per output row; a chunk
+  // holds 128 Ki floats, 5 output rows), the last chunk partial (42 rows).
+  {
+    Builder b({1, 64, 42, 40});
+    b.Output(b.Node("Relu", {b.Conv("x", "big", 64, 64, 3, 1, 1, true, 9)}, "r").output(0));
+    std::ofstream f(dir / "big.onnx", std::ios::binary);
+    f << b.Bytes();
+  }
+  CompressOptions o;
+  o.spec = "big=circulant:p=4";
+  const std::string file = (dir / "big-c.onnx").string();
+  CompressOnnx((dir / "big.onnx").string(), file, o);
+  Model ref = Model::Load(file, {.reference = true});
+  for (int threads : {1, 2}) {
+    Model fast = Model::Load(file, {.threads = threads});
+    for (int64_t batch : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "chunks, threads " << threads << " batch " << batch);
+      Tensor x = Tensor::Float({batch, 64, 42, 40}, Randn(batch * 64 * 42 * 40, 50 + batch));
+      ExpectNearScaled(ref.Run({x})[0], fast.Run({x})[0], 64 * 9);
+    }
+  }
+  // A BatchNormalization whose factor is not finite (var = −epsilon): a
+  // clear error naming it, and compress (which loads what it wrote) leaves
+  // no file.
+  {
+    Builder b({1, 4, 6, 6});
+    std::string t = b.Conv("x", "c1", 4, 8, 3, 1, 1, true, 2);
+    auto& bn = b.Node("BatchNormalization",
+                      {t, b.Init("s", {8}, Randn(8, 1)), b.Init("bb", {8}, Randn(8, 2)), b.Init("m", {8}, Randn(8, 3)),
+                       b.Init("v", {8}, std::vector<float>(8, -1e-5f))},
+                      "bad_bn");
+    b.Output(bn.output(0));
+    std::ofstream f(dir / "badbn.onnx", std::ios::binary);
+    f << b.Bytes();
+  }
+  o.spec = "c1=circulant:p=4";
+  try {
+    CompressOnnx((dir / "badbn.onnx").string(), (dir / "badbn-c.onnx").string(), o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused BatchNormalization 'bad_bn'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "badbn-c.onnx"));
   fs::remove_all(dir);
 }
 
