@@ -170,12 +170,14 @@ class BlockCirculantConvOp : public CompressedOp {
     const WindowGeometry& g = g_win_;
     const int64_t rows = g.out[0] * g.out[1], k = dft_->in_rows() * ksz_, t = Align16(dft_->in_rows() * isz);
     // Output rows per chunk: the chunk's columns in about kChunkFloats, and
-    // at least kMinColumns positions.
+    // at least kMinColumns positions; at least one chunk per thread of a
+    // sample.
+    chunk_threads_ = SampleWorkers(n, rs.threads) == 1 ? rs.threads : 1;
     chunk_rows_ = std::clamp<int64_t>(
         std::max(kChunkFloats / std::max<int64_t>(1, k * g.out[2]), CeilDiv(kMinColumns, g.out[2])), 1, rows);
+    chunk_rows_ = std::min(chunk_rows_, CeilDiv(rows, chunk_threads_));
     const int64_t q = chunk_rows_ * g.out[2];
     chunk_floats_ = Align16(identity_window_ ? 0 : k * q) + Align16(dft_->out_rows() * q);
-    chunk_threads_ = SampleWorkers(n, rs.threads) == 1 ? rs.threads : 1;
     sample_bytes_ = static_cast<int64_t>(sizeof(float)) * (t + chunk_threads_ * chunk_floats_);
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, n, rs.threads));
   }
