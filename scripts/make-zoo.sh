@@ -9,7 +9,9 @@
 #     and exported by `permdnn export`;
 #   * `permdnn compress --compress permdiag:p=P` of each at p = 4 and 8, and
 #     the same with --portable (dense Conv/Gemm of the projected weights), the
-#     file ONNX Runtime runs to check that the outputs agree.
+#     file ONNX Runtime runs to check that the outputs agree;
+#   * `--compress circulant:p=P` (CirCNN) of the CNNs resnet18 and the
+#     Fashion-MNIST cnn at p = 4 and 8 (`$base-c$p.onnx`), with --portable too.
 # Existing files are kept (delete $ZOO to rebuild). Needs a build with the
 # training component for the Fashion-MNIST models (skipped without it).
 set -euo pipefail
@@ -46,32 +48,39 @@ else
   say "permdnn was built without the training component: no Fashion-MNIST models"
 fi
 
-for base in resnet18 mobilenet_v2 squeezenet1_1 "${fm[@]}"; do
+# compress BASE KIND TAG: $ZOO/$BASE-$TAG$P[-portable].onnx for p = 4 and 8.
+compress() {
+  local base=$1 kind=$2 tag=$3 p form out
   for p in 4 8; do
     for form in "" "-portable"; do
-      out="$ZOO/$base-p$p$form.onnx"
+      out="$ZOO/$base-$tag$p$form.onnx"
       [[ -f "$out" ]] && continue
-      "$PERMDNN" compress "$ZOO/$base.onnx" --compress "permdiag:p=$p" --out "$out" \
-        ${form:+--portable} >"$ZOO/$base-p$p$form.log"
+      "$PERMDNN" compress "$ZOO/$base.onnx" --compress "$kind:p=$p" --out "$out" \
+        ${form:+--portable} >"$ZOO/$base-$tag$p$form.log"
     done
   done
-done
+}
+cnns=(resnet18)
+for m in "${fm[@]}"; do [[ $m == fmnist-cnn ]] && cnns+=(fmnist-cnn); done
+for base in resnet18 mobilenet_v2 squeezenet1_1 "${fm[@]}"; do compress "$base" permdiag p; done
+for base in "${cnns[@]}"; do compress "$base" circulant c; done
 
 # The manifest: one entry per file permdnn runs; ort_file is the file ONNX
 # Runtime runs on the same input (itself, or the --portable twin).
-/usr/bin/python3 - "$ZOO" "${fm[@]}" <<'PY'
+/usr/bin/python3 - "$ZOO" "${cnns[*]}" "${fm[@]}" <<'PY'
 import json, os, sys
-zoo, fm = sys.argv[1], sys.argv[2:]
+zoo, cnns, fm = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 shapes = {"resnet18": [3, 224, 224], "mobilenet_v2": [3, 224, 224], "squeezenet1_1": [3, 224, 224]}
 entries = []
 for base in ["resnet18", "mobilenet_v2", "squeezenet1_1"] + fm:
     shape = shapes.get(base, [1, 28, 28])
     entries.append({"name": base, "base": base, "variant": "dense", "file": f"{base}.onnx",
                     "ort_file": f"{base}.onnx", "input_shape": shape})
-    for p in (4, 8):
-        entries.append({"name": f"{base}-p{p}", "base": base, "variant": f"permdiag:p={p}",
-                        "file": f"{base}-p{p}.onnx", "ort_file": f"{base}-p{p}-portable.onnx",
-                        "input_shape": shape})
+    for kind, tag in [("permdiag", "p")] + ([("circulant", "c")] if base in cnns else []):
+        for p in (4, 8):
+            entries.append({"name": f"{base}-{tag}{p}", "base": base, "variant": f"{kind}:p={p}",
+                            "file": f"{base}-{tag}{p}.onnx", "ort_file": f"{base}-{tag}{p}-portable.onnx",
+                            "input_shape": shape})
 tmp = os.path.join(zoo, "zoo.json.tmp")
 with open(tmp, "w") as f:
     json.dump({"models": entries}, f, indent=1)
