@@ -42,6 +42,9 @@ struct CirculantFft::State {
   AlignedBuffer<float> wr, wi;  // [mb][F][nb]
   fftwf_plan r2c = nullptr;     // one block: p reals -> F complex
   fftwf_plan c2r = nullptr;     // one block: F complex -> p reals
+  // The channel-DFT form of the batched product (MatMul), made at its first call.
+  mutable std::once_flag dft_once;
+  mutable std::unique_ptr<CirculantChannelDft> dft;
   ~State() {
     std::lock_guard<std::mutex> lock(PlannerMutex());
     if (r2c) fftwf_destroy_plan(r2c);
@@ -205,6 +208,25 @@ void CirculantFft::MatMul(std::span<const float> x, int64_t batch, std::span<con
   PERMDNN_CHECK(batch >= 1, "CirculantFft::MatMul: batch must be >= 1, got {}", batch);
   PERMDNN_CHECK(static_cast<int64_t>(x.size()) == s.cols * batch && static_cast<int64_t>(y.size()) == s.rows * batch,
                 "CirculantFft::MatMul: X must be {}x{} and Y {}x{}", s.cols, batch, s.rows, batch);
+  PERMDNN_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == s.rows,
+                "CirculantFft::MatMul: bias has {} entries, expected 0 or {}", bias.size(), s.rows);
+  if (batch >= kDftBatch && s.p >= 2 && s.p <= 64 && !detail::UseReference(KernelOp::kCirculantMatVec)) {
+    // The batch as the columns of one GEMM per frequency: the weights are
+    // read once per batch instead of once per sample (1024 x 1024, p = 8,
+    // one thread: batch 16 0.18 against 0.25 ms, batch 64 0.32 against 1.12).
+    std::call_once(s.dft_once, [&] { s.dft = std::make_unique<CirculantChannelDft>(s.w, 1); });
+    const CirculantChannelDft& d = *s.dft;
+    ParallelFor(batch, threads, [&](int64_t b0, int64_t b1, int) {
+      const int64_t n = b1 - b0;
+      thread_local std::vector<float> t, u;  // per worker, grow-only
+      t.resize(static_cast<std::size_t>(std::max<int64_t>(d.in_rows() * n, 1)));
+      u.resize(static_cast<std::size_t>(std::max<int64_t>(d.out_rows() * n, 1)));
+      d.Forward(x.data() + b0, batch, s.cols, t.data(), n, n);
+      d.Products(t.data(), n, u.data(), n, n);
+      d.Inverse(u.data(), n, nullptr, bias.empty() ? nullptr : bias.data(), y.data() + b0, batch, s.rows, n);
+    });
+    return;
+  }
   // One sample at a time through the batch-1 path (gather/scatter a column).
   std::vector<float> xc(static_cast<std::size_t>(s.cols)), yc(static_cast<std::size_t>(s.rows));
   for (int64_t b = 0; b < batch; ++b) {

@@ -16,7 +16,9 @@ namespace permdnn::kernels {
 
 CirculantChannelDft::CirculantChannelDft(const BlockCirculantMatrix& lifted, int64_t taps)
     : p_(lifted.p()), mb_(lifted.row_blocks()), taps_(taps) {
-  if (taps < 1 || lifted.col_blocks() % taps != 0 || lifted.cols() != lifted.col_blocks() * p_)
+  // Several taps: each tap's columns are whole blocks (formats::Lift pads
+  // them); one tap (a linear layer) may end in a partial block.
+  if (taps < 1 || lifted.col_blocks() % taps != 0 || (taps > 1 && lifted.cols() != lifted.col_blocks() * p_))
     Fail("CirculantChannelDft: a [{}, {}] matrix of p = {} is not {} taps of whole blocks", lifted.rows(),
          lifted.cols(), p_, taps);
   if (p_ > 64) Fail("CirculantChannelDft: p = {} (at most 64)", p_);

@@ -59,6 +59,13 @@ class Circulant {
     if (fft_) fft_->MatVec(x, bias, y, threads);
     else kernels::CirculantMatVecDirect(w_, x, bias, y);
   }
+  // Feature-major X (cols × batch): the FFT engine's batched product (the
+  // channel-DFT GEMMs from CirculantFft::kDftBatch samples on).
+  bool Batched(int64_t batch) const { return fft_ && batch >= kernels::CirculantFft::kDftBatch; }
+  void MatMul(std::span<const float> xt, int64_t batch, std::span<const float> bias, std::span<float> yt,
+              int threads) const {
+    fft_->MatMul(xt, batch, bias, yt, threads);
+  }
 
  private:
   kernels::KernelProblem problem_;
@@ -70,7 +77,7 @@ class BlockCirculantMatMulOp : public CompressedOp {
  public:
   BlockCirculantMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, false, n), in_(geometry_.in), out_(geometry_.out) {}
-  std::string KernelName() const override { return w_.name(); }
+  std::string KernelName() const override { return ran_batched_ ? "circulant.matmul.channel-dft" : w_.name(); }
 
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
@@ -79,25 +86,32 @@ class BlockCirculantMatMulOp : public CompressedOp {
       w_.Init(BlockCirculantMatrix::FromParts(out_, in_, geometry_.p, w.values));
       bias_ = std::move(w.bias);
     }
+    batched_ = w_.Batched(batch_);
+    // Feature-major X and Y for the batched product.
+    if (batched_) ctx.scratch_bytes = LinearScratchBytes(batch_, in_, out_);
   }
 
-  // One MatVec per sample; with several threads and at least as many
-  // samples, threads split the samples, else each product's blocks. A
-  // tiled batch product (input spectra of 16 samples, weight spectra
-  // streamed once per tile, plain-C++ vector loop over the tile) was tried
-  // and lost at every batch (1024 x 1024, p = 8, 1 thread: batch 8 409 vs
-  // 207 us, 64: 1915 vs 1724 us), so the SIMD per-sample product stays.
+  // One MatVec per sample, threads splitting the samples (with at least as
+  // many), else each product's blocks; from CirculantFft::kDftBatch samples
+  // on the batched product (one GEMM per frequency over the whole batch,
+  // threads splitting the samples). A tiled FFT batch product (input spectra
+  // of 16 samples, weight spectra streamed once per tile, plain-C++ vector
+  // loop over the tile) was tried and lost at every batch (1024 x 1024,
+  // p = 8, 1 thread: batch 8 409 vs 207 us, 64: 1915 vs 1724 us).
   void Run(OpContext& ctx, RunState& rs) override {
-    const float* x = ctx.in[0]->f();
-    float* y = ctx.out[0]->f();
-    ForEachSample(batch_, rs.threads, [&](int64_t b, int threads, int) {
-      w_.MatVec({x + b * in_, static_cast<std::size_t>(in_)}, bias_, {y + b * out_, static_cast<std::size_t>(out_)},
-                threads);
-    });
+    ran_batched_ = batched_ && !rs.reference;  // the reference path: one FFT product per sample
+    RunFeatureMajorLinear(
+        ctx, rs, batch_, in_, out_, ran_batched_,
+        2.0 * static_cast<double>(batch_) * static_cast<double>(in_) * static_cast<double>(out_) / geometry_.p,
+        [&](std::span<const float> xt, int64_t batch, std::span<float> yt, int threads) {
+          w_.MatMul(xt, batch, bias_, yt, threads);
+        },
+        [&](std::span<const float> xb, std::span<float> yb, int threads) { w_.MatVec(xb, bias_, yb, threads); });
   }
 
  private:
   int64_t in_, out_, batch_ = 1;
+  bool batched_ = false, ran_batched_ = false;
   Circulant w_;
   std::vector<float> bias_;
 };

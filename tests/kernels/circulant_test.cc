@@ -104,17 +104,23 @@ TEST_P(Circulant, ProductsMatchTheDenseReconstruction) {
     ASSERT_TRUE(AllNear<float>(expect_t, xt, Tolerance(m, 2.0) * 4)) << "FFT transposed";
     ref::CirculantMatVecT(w.view(), g.data(), xt.data());
     ASSERT_TRUE(AllNear<float>(expect_t, xt, Tolerance(m, 2.0) * 4)) << "reference transposed";
-    // Batched, feature-major.
-    const int64_t batch = 3;
-    std::vector<float> xb = Rand(n * batch, 4), yb(m * batch);
-    fft.MatMul(xb, batch, {}, yb, 1);
-    for (int64_t b = 0; b < batch; ++b) {
-      std::vector<float> xc(n), yc(m);
-      for (int64_t j = 0; j < n; ++j) xc[j] = xb[j * batch + b];
-      std::vector<float> e = DenseMatVec(a, m, n, xc, false);
-      for (int64_t r = 0; r < m; ++r) yc[r] = yb[r * batch + b];
-      ASSERT_TRUE(AllNear<float>(e, yc, tol)) << "batched sample " << b;
-    }
+    // Batched, feature-major: per sample (3), and from kDftBatch samples on
+    // the channel-DFT GEMMs, on one and two threads, with the bias.
+    for (const int64_t batch : {int64_t{3}, CirculantFft::kDftBatch, int64_t{37}})
+      for (int threads : {1, 2}) {
+        std::vector<float> xb = Rand(n * batch, 4), yb(m * batch);
+        fft.MatMul(xb, batch, bias, yb, threads);
+        for (int64_t b = 0; b < batch; ++b) {
+          std::vector<float> xc(n), yc(m);
+          for (int64_t j = 0; j < n; ++j) xc[j] = xb[j * batch + b];
+          std::vector<float> e = DenseMatVec(a, m, n, xc, false);
+          for (int64_t r = 0; r < m; ++r) {
+            e[r] += bias[r];
+            yc[r] = yb[r * batch + b];
+          }
+          ASSERT_TRUE(AllNear<float>(e, yc, tol)) << "batch " << batch << " threads " << threads << " sample " << b;
+        }
+      }
   }
 }
 

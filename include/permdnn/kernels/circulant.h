@@ -36,9 +36,13 @@ class CirculantFft {
   void MatVec(std::span<const float> x, std::span<const float> bias, std::span<float> y, int threads = 1) const;
   // x = Wᵀ·g.
   void MatVecT(std::span<const float> g, std::span<float> x, int threads = 1) const;
-  // Y = W·X + bias, X feature-major (cols × batch).
+  // Y = W·X + bias, X feature-major (cols × batch). From kDftBatch samples
+  // on (and p = 2..64) the channel-DFT form below with the batch as the
+  // GEMMs' columns (CirculantChannelDft, made at the first such call;
+  // threads split the samples), else one MatVec per sample.
   void MatMul(std::span<const float> x, int64_t batch, std::span<const float> bias, std::span<float> y,
               int threads = 1) const;
+  static constexpr int64_t kDftBatch = 16;
 
   int64_t rows() const;
   int64_t cols() const;
@@ -75,8 +79,10 @@ class CirculantFft {
 class CirculantChannelDft {
  public:
   // lifted: the layer's [out, taps·nb·p] matrix, taps side by side (tap t's
-  // matrix over the channels in columns t·nb·p + channel; formats::Lift).
-  // Throws Error when its columns are not taps·nb·p or p > 64.
+  // matrix over the channels in columns t·nb·p + channel; formats::Lift),
+  // or with taps = 1 any block-circulant matrix (a linear layer: the
+  // channels are its columns, the output channels its rows). Throws Error
+  // when several taps' columns are not taps·nb·p, or p > 64.
   CirculantChannelDft(const BlockCirculantMatrix& lifted, int64_t taps);
 
   int p() const { return p_; }
