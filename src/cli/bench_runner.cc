@@ -485,8 +485,10 @@ class BenchPass {
     std::span<const float> xs(x_.data(), n_ * batch);
     std::span<float> ys(y_.data(), m_ * batch);
     TimeAndRecord(fmt::format("{} circulant p={} B={} a={} T={}", layer_->name, p, batch, act, threads), "circulant",
-                  kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m_, n_, batch, false}), p, batch,
-                  act, threads, circ_->stored_values(), circ_->bytes(), [&] {
+                  batch > 1 && kernels::CirculantFft::MatMulUsesDft(p, batch)
+                      ? std::string(kernels::CirculantFft::kDftMatMulName)
+                      : kernels::SelectedKernel({kernels::KernelOp::kCirculantMatVec, p, m_, n_, batch, false}),
+                  p, batch, act, threads, circ_->stored_values(), circ_->bytes(), [&] {
                     if (batch == 1)
                       circ_fft_->MatVec(xs, {}, ys, threads);
                     else

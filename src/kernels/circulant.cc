@@ -202,6 +202,10 @@ void CirculantFft::MatVecT(std::span<const float> g, std::span<float> x, int thr
   });
 }
 
+bool CirculantFft::MatMulUsesDft(int p, int64_t batch) {
+  return batch >= kDftBatch && p >= 2 && p <= 64 && !detail::UseReference(KernelOp::kCirculantMatVec);
+}
+
 void CirculantFft::MatMul(std::span<const float> x, int64_t batch, std::span<const float> bias,
                           std::span<float> y, int threads) const {
   const State& s = *s_;
@@ -210,7 +214,7 @@ void CirculantFft::MatMul(std::span<const float> x, int64_t batch, std::span<con
                 "CirculantFft::MatMul: X must be {}x{} and Y {}x{}", s.cols, batch, s.rows, batch);
   PERMDNN_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == s.rows,
                 "CirculantFft::MatMul: bias has {} entries, expected 0 or {}", bias.size(), s.rows);
-  if (batch >= kDftBatch && s.p >= 2 && s.p <= 64 && !detail::UseReference(KernelOp::kCirculantMatVec)) {
+  if (MatMulUsesDft(s.p, batch)) {
     // The batch as the columns of one GEMM per frequency: the weights are
     // read once per batch instead of once per sample (1024 x 1024, p = 8,
     // one thread: batch 16 0.18 against 0.25 ms, batch 64 0.32 against 1.12).

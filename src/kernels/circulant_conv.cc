@@ -48,9 +48,12 @@ CirculantChannelDft::CirculantChannelDft(const BlockCirculantMatrix& lifted, int
     const bool im = slot_comp_[k] == 1;
     for (int d = 0; d < p; ++d) {
       const double a = two_pi * q.f * d / p;
-      fwd_[k * p + d] = static_cast<float>(im ? -std::sin(a) : std::cos(a));
+      // cos(π/2) and the like are ~1e-16, not 0: snapped, so that RowMix
+      // skips them (p = 4: a quarter of the forward's coefficients).
+      const auto snap = [](double v) { return static_cast<float>(std::fabs(v) < 1e-9 ? 0.0 : v); };
+      fwd_[k * p + d] = snap(im ? -std::sin(a) : std::cos(a));
       const double scale = (q.s == 1 ? 1.0 : 2.0) / p;
-      inv_[d * p + k] = static_cast<float>(im ? -scale * std::sin(a) : scale * std::cos(a));
+      inv_[d * p + k] = snap(im ? -scale * std::sin(a) : scale * std::cos(a));
     }
   }
   // Per frequency, per block pair (I, J) and tap: λ = Σ_m v[m]·e^{−2πi f m/p}
@@ -112,7 +115,7 @@ void CirculantChannelDft::Inverse(const float* u, int64_t ldu, const float* scal
                                   int64_t ldy, int64_t out, int64_t n) const {
   const float* rows_in[64];
   float* rows_out[64];
-  std::vector<float> scaled(scale ? inv_.size() : 0);
+  float scaled[64 * 64];  // this block's rows of the inverse times the scale
   for (int64_t I = 0; I < mb_; ++I) {
     const int rows = static_cast<int>(std::clamp<int64_t>(out - I * p_, 0, p_));
     if (rows == 0) break;
@@ -125,7 +128,7 @@ void CirculantChannelDft::Inverse(const float* u, int64_t ldu, const float* scal
     if (scale) {
       for (int c = 0; c < rows; ++c)
         for (int k = 0; k < p_; ++k) scaled[c * p_ + k] = scale[I * p_ + c] * inv_[c * p_ + k];
-      m = scaled.data();
+      m = scaled;
     }
     RowMix(m, rows, p_, p_, rows_in, rows_out, bias ? bias + I * p_ : nullptr, n);
   }

@@ -67,9 +67,9 @@ void ComplexAxpyConjImpl(const float* wr, const float* wi, float gr, float gi, i
   }
 }
 
-
-// Columns in chunks of kChunk, so that the k input rows of a chunk stay in
-// L1 while every output row of it is summed (4 vectors at a time).
+// Columns in chunks of kChunk, so that the k input rows of a chunk (2 KiB
+// each: in L1 up to p = 16 or so) stay in cache while every output row of it
+// is summed (4 vectors at a time).
 void RowMixImpl(const float* m, int rows, int k, int ldm, const float* const* in, float* const* out,
                 const float* bias, int64_t n) {
   const hn::ScalableTag<float> d;
@@ -127,7 +127,7 @@ HWY_EXPORT(ComplexAxpyConjImpl);
 HWY_EXPORT(RowMixImpl);
 void RowMix(const float* m, int rows, int k, int ldm, const float* const* in, float* const* out, const float* bias,
             int64_t n) {
-  if (k > 64) throw Error(fmt::format("RowMix: {} inputs per row (at most 64)", k));
+  if (k > 64) Fail("RowMix: {} inputs per row (at most 64)", k);
   HWY_DYNAMIC_DISPATCH(RowMixImpl)(m, rows, k, ldm, in, out, bias, n);
 }
 void ComplexDot(const float* wr, const float* wi, const float* xr, const float* xi, int64_t n, bool conj,

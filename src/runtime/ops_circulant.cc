@@ -23,8 +23,8 @@
 // tap t over the channels is itself block-circulant, so the taps are laid
 // side by side as one [out, ksz·nb·p] block-circulant matrix (column
 // t·nb·p + in channel) and each output position is one MatVec of its
-// gathered window: 7-8x slower on resnet18 at p = 4 (docs/runtime.md, "How
-// the block-circulant and sparse ops run").
+// gathered window: 6-9x slower on resnet18 at p = 4 and 8 (docs/runtime.md,
+// "How the block-circulant and sparse ops run").
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -33,6 +33,7 @@
 #include "permdnn/formats/circulant_matrix.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/circulant.h"
+#include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/table.h"
 #include "runtime/ops_compressed.h"
 
@@ -61,7 +62,7 @@ class Circulant {
   }
   // Feature-major X (cols × batch): the FFT engine's batched product (the
   // channel-DFT GEMMs from CirculantFft::kDftBatch samples on).
-  bool Batched(int64_t batch) const { return fft_ && batch >= kernels::CirculantFft::kDftBatch; }
+  bool Batched(int64_t batch) const { return fft_ && kernels::CirculantFft::MatMulUsesDft(fft_->matrix().p(), batch); }
   void MatMul(std::span<const float> xt, int64_t batch, std::span<const float> bias, std::span<float> yt,
               int threads) const {
     fft_->MatMul(xt, batch, bias, yt, threads);
@@ -77,7 +78,9 @@ class BlockCirculantMatMulOp : public CompressedOp {
  public:
   BlockCirculantMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, false, n), in_(geometry_.in), out_(geometry_.out) {}
-  std::string KernelName() const override { return ran_batched_ ? "circulant.matmul.channel-dft" : w_.name(); }
+  std::string KernelName() const override {
+    return ran_batched_ ? kernels::CirculantFft::kDftMatMulName : w_.name();
+  }
 
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
@@ -123,37 +126,34 @@ class BlockCirculantConvOp : public CompressedOp {
   std::string KernelName() const override { return spectral_ ? "circulant.conv.channel-dft" : "im2col+" + w_.name(); }
 
   void Prepare(OpContext& ctx) override {
-    std::optional<formats::Weights> w;  // read at the first plan
-    if (!dft_ && !w_.ready()) {
+    std::optional<formats::Weights> w;  // read at the first plan: the kernel shape and the bias
+    if (kernel_.empty()) {
       w = ReadWeights(ctx, format_, true);
-      kernel_ = w->g.kernel;  // the attribute, or the values' shape
       ksz_ = w->g.taps();
       bias_ = w->bias;
     }
-    g_win_ = PrepareConv(ctx, in_, out_, kernel_);
+    g_win_ = PrepareConv(ctx, in_, out_, w ? w->g.kernel : kernel_);
+    ctx.scratch_bytes = 0;  // Finalize sizes it for the path that runs
     add_same_shape_ = ValidatePostOps(ctx, ctx.out[0]->shape);
     if (w) {
-      // Taps side by side: the registry's lifted [out, taps·nb·p] matrix.
-      BlockCirculantMatrix lifted = std::move(*formats::Lift(*w).circulant);
-      if (p_ >= 2 && p_ <= 64) {
-        dft_ = std::make_unique<kernels::CirculantChannelDft>(lifted, ksz_);
-        // A fused BatchNormalization: a·(W·x + b) + shift, the factor a in
-        // the inverse DFT's rows and the bias a·b + shift.
-        std::vector<float> a, shift;
-        if (const PostOp* bn = FusedNormFactors(ctx, out_, &a, &shift)) {
-          dft_bias_.assign(static_cast<std::size_t>(out_), 0.0f);
-          for (int64_t o = 0; o < out_; ++o) {
-            dft_bias_[o] = (bias_.empty() ? 0.0f : bias_[o]) * a[o] + shift[o];
-            if (!std::isfinite(a[o]) || !std::isfinite(dft_bias_[o]))
-              ctx.Fail("fused BatchNormalization '{}': channel {} folds to a non-finite scale or bias", bn->name, o);
-          }
-          dft_scale_ = std::move(a);
-        } else {
-          dft_bias_ = bias_;
+      // The channel-DFT path's bias, with a fused BatchNormalization folded
+      // in: a·(W·x + b) + shift, the factor a in the inverse DFT's rows and
+      // the bias a·b + shift. Kept only once all of it is finite (a failed
+      // plan leaves the op to read its weights again).
+      std::vector<float> a, shift, folded = bias_;
+      if (const PostOp* bn = FusedNormFactors(ctx, out_, &a, &shift)) {
+        folded.assign(static_cast<std::size_t>(out_), 0.0f);
+        for (int64_t o = 0; o < out_; ++o) {
+          folded[o] = (bias_.empty() ? 0.0f : bias_[o]) * a[o] + shift[o];
+          if (!std::isfinite(a[o]) || !std::isfinite(folded[o]))
+            ctx.Fail("fused BatchNormalization '{}': channel {} folds to a non-finite scale or bias "
+                     "(scale {} / sqrt(var {} + epsilon))",
+                     bn->name, o, ctx.in[bn->inputs[0]]->f()[o], ctx.in[bn->inputs[3]]->f()[o]);
         }
-      } else {
-        w_.Init(std::move(lifted));
       }
+      dft_scale_ = std::move(a);
+      dft_bias_ = std::move(folded);
+      kernel_ = w->g.kernel;  // the attribute, or the values' shape
     }
     add_input_ = -1;
     activation_ = nullptr;
@@ -165,27 +165,40 @@ class BlockCirculantConvOp : public CompressedOp {
     identity_window_ = g.kernel_size() == 1 && g.in == g.out && g.stride == std::array<int64_t, 3>{1, 1, 1} &&
                        g.pad == std::array<int64_t, 3>{0, 0, 0};
   }
-  // Whole samples per thread (ForEachSample), each on its own scratch: the
-  // im2col columns, or on the channel-DFT path the transformed input and
-  // one chunk's columns and products per thread of the sample.
+  // The path and its weights: the channel-DFT form for p = 2..64 (shared
+  // with the model's batch-parallel replicas through the PackCache), else,
+  // and on the reference path (Options::reference or the kernels' reference
+  // path), the im2col product on the kernel table's rows. Whole samples per
+  // thread (ForEachSample), each on its own scratch: the im2col columns, or
+  // on the channel-DFT path the transformed input and one chunk's columns
+  // and products per thread of the sample.
   void Finalize(OpContext& ctx, const RunState& rs) override {
-    if (rs.reference && !w_.ready()) {
-      // The im2col product on the kernel table's rows (their reference rows on this path).
-      formats::Weights w = ReadWeights(ctx, format_, true);
-      w_.Init(std::move(*formats::Lift(w).circulant));
-    }
-    spectral_ = dft_ && !rs.reference;
+    spectral_ = p_ >= 2 && p_ <= 64 && !rs.reference && kernels::ActivePath() != kernels::KernelPath::kReference;
     const int64_t n = ctx.in[0]->shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
     if (!spectral_) {
+      if (!w_.ready()) {
+        formats::Weights w = ReadWeights(ctx, format_, true);
+        // Taps side by side: the registry's lifted [out, taps·nb·p] matrix.
+        w_.Init(std::move(*formats::Lift(w).circulant));
+      }
       sample_bytes_ = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * osz;
-      ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, n, rs.threads));
+      ctx.scratch_bytes = SampleScratchBytes(sample_bytes_, n, rs.threads);
       return;
+    }
+    if (!dft_) {
+      const auto make = [&] {
+        formats::Weights w = ReadWeights(ctx, format_, true);
+        return std::make_shared<const kernels::CirculantChannelDft>(*formats::Lift(w).circulant, ksz_);
+      };
+      dft_ = rs.packs ? rs.packs->Get<kernels::CirculantChannelDft>(ctx.node->position, std::string("channel-dft"), make)
+                      : make();
     }
     const WindowGeometry& g = g_win_;
     const int64_t rows = g.out[0] * g.out[1], k = dft_->in_rows() * ksz_, t = Align16(dft_->in_rows() * isz);
-    // Output rows per chunk: the chunk's columns in about kChunkFloats, and
-    // at least kMinColumns positions; at least one chunk per thread of a
-    // sample.
+    // Output rows per chunk (whole rows: a 1-D conv is one chunk): the
+    // chunk's columns in about kChunkFloats unless that is fewer than
+    // kMinColumns positions; then no more rows than give each thread of a
+    // sample a chunk.
     chunk_threads_ = SampleWorkers(n, rs.threads) == 1 ? rs.threads : 1;
     chunk_rows_ = std::clamp<int64_t>(
         std::max(kChunkFloats / std::max<int64_t>(1, k * g.out[2]), CeilDiv(kMinColumns, g.out[2])), 1, rows);
@@ -193,7 +206,7 @@ class BlockCirculantConvOp : public CompressedOp {
     const int64_t q = chunk_rows_ * g.out[2];
     chunk_floats_ = Align16(identity_window_ ? 0 : k * q) + Align16(dft_->out_rows() * q);
     sample_bytes_ = static_cast<int64_t>(sizeof(float)) * (t + chunk_threads_ * chunk_floats_);
-    ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, n, rs.threads));
+    ctx.scratch_bytes = SampleScratchBytes(sample_bytes_, n, rs.threads);
   }
 
   void Run(OpContext& ctx, RunState& rs) override {
@@ -305,8 +318,8 @@ class BlockCirculantConvOp : public CompressedOp {
   std::vector<int64_t> kernel_;
   // The channel-DFT path's chunks of output rows (Finalize).
   int64_t chunk_rows_ = 1, chunk_floats_ = 0, chunk_threads_ = 1;
-  Circulant w_;  // the im2col path's product (p outside 2-64, or the reference path)
-  std::unique_ptr<const kernels::CirculantChannelDft> dft_;
+  Circulant w_;  // the im2col path's product (p outside 2-64, or the reference path), made when planned
+  std::shared_ptr<const kernels::CirculantChannelDft> dft_;
   std::vector<float> bias_, dft_scale_, dft_bias_;  // the file's bias; the channel-DFT path's, BatchNormalization folded
   bool spectral_ = false, identity_window_ = false, add_same_shape_ = true;
   int add_input_ = -1;

@@ -177,7 +177,8 @@ TEST_P(CirculantChannelDftTest, MatchesTheDenseReconstruction) {
     int64_t out, in, taps, n;
   };
   for (const Case c : {Case{2, 6, 2, 9, 36}, Case{4, 16, 16, 9, 50}, Case{8, 24, 20, 1, 70}, Case{3, 10, 7, 4, 33},
-                       Case{16, 32, 48, 9, 21}, Case{5, 9, 11, 2, 40}, Case{64, 64, 64, 1, 17}, Case{8, 3, 5, 9, 8}}) {
+                       Case{16, 32, 48, 9, 21}, Case{5, 9, 11, 2, 40}, Case{64, 64, 64, 1, 17}, Case{8, 3, 5, 9, 8},
+                       Case{7, 20, 15, 9, 12}, Case{32, 70, 64, 4, 9}}) {
     const int64_t nb = (c.in + c.p - 1) / c.p, nbp = nb * c.p, wide = c.taps * nbp;
     BlockCirculantMatrix lifted = BlockCirculantMatrix::Random(c.out, wide, c.p, c.out * 7 + c.in);
     const std::vector<float> dense = lifted.ToDense(), x = Rand(c.in * c.taps * c.n, 5), bias = Rand(c.out, 6);

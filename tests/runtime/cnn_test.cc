@@ -722,7 +722,7 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
     std::ofstream f(dir / "dense.onnx", std::ios::binary);
     f << b.Bytes();
   }
-  for (int p : {2, 3, 4, 8}) {
+  for (int p : {2, 3, 4, 8, 128}) {  // p = 128: the im2col fallback with the fused post-ops
     SCOPED_TRACE("p = " + std::to_string(p));
     CompressOptions o;
     o.spec = fmt::format("c1=circulant:p={0},c2=circulant:p={0},c3=circulant:p={0},c4=circulant:p={0},"
@@ -744,7 +744,7 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
       std::map<std::string, NodeProfile> by_name;
       for (const NodeProfile& q : fast.Profile()) by_name[q.name] = q;
       for (const char* node : {"c1", "c2", "c3", "c4", "c5"})
-        EXPECT_EQ(by_name.at(node).kernel, "circulant.conv.channel-dft") << node;
+        EXPECT_EQ(by_name.at(node).kernel, p > 64 ? "im2col+circulant.fft" : "circulant.conv.channel-dft") << node;
       EXPECT_EQ(by_name.at("c1").op_type, "BlockCirculantConv+BatchNormalization+Relu");
       EXPECT_EQ(by_name.at("c2").op_type, "BlockCirculantConv+BatchNormalization+Add+Relu");
       EXPECT_EQ(by_name.at("c4").op_type, "BlockCirculantConv+Add+Clip");
@@ -753,10 +753,11 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
     }
   }
   // A layer whose columns span several chunks of output rows (64 channels,
-  // 3x3, 40 x 40: 576 column rows of 40 positions per output row; a chunk
-  // holds 128 Ki floats, 5 output rows), the last chunk partial (42 rows).
+  // 3x3, 44 x 40: 576 column rows of 40 positions per output row; 5 output
+  // rows fill the 128 Ki floats of a chunk, fewer than 256 positions, so a
+  // chunk holds 7 rows), the last chunk partial (44 = 6·7 + 2).
   {
-    Builder b({1, 64, 42, 40});
+    Builder b({1, 64, 44, 40});
     b.Output(b.Node("Relu", {b.Conv("x", "big", 64, 64, 3, 1, 1, true, 9)}, "r").output(0));
     std::ofstream f(dir / "big.onnx", std::ios::binary);
     f << b.Bytes();
@@ -770,7 +771,7 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
     Model fast = Model::Load(file, {.threads = threads});
     for (int64_t batch : {1, 2}) {
       SCOPED_TRACE(::testing::Message() << "chunks, threads " << threads << " batch " << batch);
-      Tensor x = Tensor::Float({batch, 64, 42, 40}, Randn(batch * 64 * 42 * 40, 50 + batch));
+      Tensor x = Tensor::Float({batch, 64, 44, 40}, Randn(batch * 64 * 44 * 40, 50 + batch));
       ExpectNearScaled(ref.Run({x})[0], fast.Run({x})[0], 64 * 9);
     }
   }

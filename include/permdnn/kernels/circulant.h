@@ -1,6 +1,6 @@
 // Products with a block-circulant (CirCNN) matrix.
 //
-// Three ways, all checked against the dense reconstruction in the tests:
+// Four ways, all checked against the dense reconstruction in the tests:
 //   * CirculantFft: the FFT method of CirCNN. Built once per matrix: FFTW
 //     plans (real-to-complex, batched over blocks) and the spectra of every
 //     w_IJ, stored split-complex as [I][f][J] so the per-frequency sums over
@@ -8,11 +8,15 @@
 //     FFTs of size p, mb·nb·(p/2+1) complex multiply-adds and mb inverse FFTs.
 //   * direct: p² MACs per block, no FFT (wins for small p).
 //   * exact int16 (direct, int64 accumulators) for the fixed-point path.
+//   * CirculantChannelDft (below): the channel-frequency form, one GEMM per
+//     frequency over many columns (a conv's positions, a batch's samples).
 // Layouts follow kernels/permdiag.h (vectors; batched X feature-major).
-// Every product reads the dispatch context (dispatch.h): on the reference
-// path (or with its reference row forced) it runs ref::CirculantMatVec /
-// ref::CirculantMatVecT on the matrix instead; table.h names the rows
-// (circulant.fft for p >= 2, circulant.direct, circulant.matvec_t.fft).
+// Every product of the first three reads the dispatch context (dispatch.h):
+// on the reference path (or with its reference row forced) it runs
+// ref::CirculantMatVec / ref::CirculantMatVecT on the matrix instead;
+// table.h names the rows (circulant.fft for p >= 2, circulant.direct,
+// circulant.matvec_t.fft). CirculantChannelDft is not a row: its callers
+// take the FFT products on the reference path.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +47,10 @@ class CirculantFft {
   void MatMul(std::span<const float> x, int64_t batch, std::span<const float> bias, std::span<float> y,
               int threads = 1) const;
   static constexpr int64_t kDftBatch = 16;
+  // Whether MatMul at this batch runs the channel-DFT form (not on the
+  // reference path); its name in profiles and benchmarks then.
+  static bool MatMulUsesDft(int p, int64_t batch);
+  static constexpr const char* kDftMatMulName = "circulant.matmul.channel-dft";
 
   int64_t rows() const;
   int64_t cols() const;
