@@ -68,6 +68,20 @@ const PostOp* FusedNormFactors(const OpContext& ctx, int64_t channels, std::vect
 // nodes compute it (Relu: NaN → 0; Clip: NaN stays NaN).
 void ApplyActivationPlain(const PostOp& p, float* y, int64_t count);
 
+// The post-ops a compressed conv applies after its product, its fused
+// BatchNormalization being folded into its weights (TernaryConv,
+// BlockCirculantConv): the fused Add's operand (an input position, -1 for
+// none) and the Relu / Clip (nullptr for none; the node's, which outlives
+// the op).
+struct ProductEpilogue {
+  int add_input = -1;
+  const PostOp* activation = nullptr;
+  // y += r (r may be null: an operand of y's shape, while y is in cache),
+  // then the activation, on count values.
+  void Apply(float* y, const float* r, int64_t count) const;
+};
+ProductEpilogue FindProductEpilogue(const NodeDef& n);
+
 // Checks the fused post-ops' inputs of ctx's node against its output shape
 // (BatchNormalization parameters: one per channel; an Add operand must
 // broadcast to it); Error naming the node and the absorbed node. Returns

@@ -155,12 +155,7 @@ class BlockCirculantConvOp : public CompressedOp {
       dft_bias_ = std::move(folded);
       kernel_ = w->g.kernel;  // the attribute, or the values' shape
     }
-    add_input_ = -1;
-    activation_ = nullptr;
-    for (const PostOp& p : ctx.node->post_ops) {  // one activation at most (fusion.cc)
-      if (p.op_type == "Add") add_input_ = p.inputs[0];
-      if (p.op_type == "Relu" || p.op_type == "Clip") activation_ = &p;
-    }
+    epilogue_ = FindProductEpilogue(*ctx.node);
     const WindowGeometry& g = g_win_;
     identity_window_ = g.kernel_size() == 1 && g.in == g.out && g.stride == std::array<int64_t, 3>{1, 1, 1} &&
                        g.pad == std::array<int64_t, 3>{0, 0, 0};
@@ -240,21 +235,15 @@ class BlockCirculantConvOp : public CompressedOp {
     const int64_t tin = dft_->in_rows(), rows = g.out[0] * g.out[1], chunks = CeilDiv(rows, chunk_rows_);
     const float* scale = dft_scale_.empty() ? nullptr : dft_scale_.data();
     const float* bias = dft_bias_.empty() ? nullptr : dft_bias_.data();
-    const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
-    const bool add_here = add && add_same_shape_, act_here = activation_ && !(add && !add_same_shape_);
+    const Value* add = epilogue_.add_input >= 0 ? ctx.in[epilogue_.add_input] : nullptr;
     // The fused Add (of the output's shape) and activation on positions
-    // [q0, q0 + nq) of sample s.
+    // [q0, q0 + nq) of sample s; a broadcast Add waits for the whole output.
+    const bool late = add && !add_same_shape_;
     auto finish = [&](int64_t s, int64_t q0, int64_t nq) {
-      if (!add_here && !act_here) return;
+      if (late || (!add && !epilogue_.activation)) return;
       float* ys = ctx.out[0]->f() + s * ysz;
-      for (int64_t o = 0; o < out_; ++o) {
-        float* __restrict yo = ys + o * osz + q0;
-        if (add_here) {
-          const float* __restrict ro = add->f() + s * ysz + o * osz + q0;
-          for (int64_t q = 0; q < nq; ++q) yo[q] += ro[q];
-        }
-        if (act_here) ApplyActivationPlain(*activation_, yo, nq);
-      }
+      for (int64_t o = 0; o < out_; ++o)
+        epilogue_.Apply(ys + o * osz + q0, add ? add->f() + s * ysz + o * osz + q0 : nullptr, nq);
     };
     ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
       float* t = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
@@ -281,9 +270,9 @@ class BlockCirculantConvOp : public CompressedOp {
         }
       });
     });
-    if (add && !add_same_shape_) {  // a broadcast operand: the whole output, then the clamp
+    if (late) {  // a broadcast operand: the whole output, then the clamp
       AddBroadcastInPlace(ctx.out[0]->f(), ctx.out[0]->shape, add->f(), add->shape, ctx);
-      if (activation_) ApplyActivationPlain(*activation_, ctx.out[0]->f(), n * ysz);
+      epilogue_.Apply(ctx.out[0]->f(), nullptr, n * ysz);
     }
   }
 
@@ -322,8 +311,7 @@ class BlockCirculantConvOp : public CompressedOp {
   std::shared_ptr<const kernels::CirculantChannelDft> dft_;
   std::vector<float> bias_, dft_scale_, dft_bias_;  // the file's bias; the channel-DFT path's, BatchNormalization folded
   bool spectral_ = false, identity_window_ = false, add_same_shape_ = true;
-  int add_input_ = -1;
-  const PostOp* activation_ = nullptr;
+  ProductEpilogue epilogue_;  // the fused Add and Relu / Clip (the BatchNormalization is in dft_scale_ / dft_bias_)
   WindowGeometry g_win_;
 };
 

@@ -838,6 +838,21 @@ void ApplyActivationPlain(const PostOp& p, float* y, int64_t count) {
   }
 }
 
+ProductEpilogue FindProductEpilogue(const NodeDef& n) {
+  ProductEpilogue e;
+  for (const PostOp& p : n.post_ops) {  // one activation at most (fusion.cc)
+    if (p.op_type == "Add") e.add_input = p.inputs[0];
+    if (p.op_type == "Relu" || p.op_type == "Clip") e.activation = &p;
+  }
+  return e;
+}
+
+void ProductEpilogue::Apply(float* __restrict y, const float* __restrict r, int64_t count) const {
+  if (r)
+    for (int64_t i = 0; i < count; ++i) y[i] += r[i];
+  if (activation) ApplyActivationPlain(*activation, y, count);
+}
+
 void ApplyPostOpsPlain(const OpContext& ctx, float* y, const std::vector<int64_t>& shape) {
   const int64_t size = NumElements(shape);
   for (const PostOp& p : ctx.node->post_ops) {

@@ -129,12 +129,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
       w_ = ReadPack(ctx, format_, true, &bias_, ksz_);  // a fused BatchNormalization folded in
       ready_ = true;
     }
-    add_input_ = -1;
-    activation_ = nullptr;
-    for (const PostOp& p : ctx.node->post_ops) {  // one activation at most (fusion.cc)
-      if (p.op_type == "Add") add_input_ = p.inputs[0];
-      if (p.op_type == "Relu" || p.op_type == "Clip") activation_ = &p;
-    }
+    epilogue_ = FindProductEpilogue(*ctx.node);
     const WindowGeometry& g = g_win_;
     // A 2-D conv of stride 1 without dilation runs on "wide" columns: the
     // sample padded once (Hp x Wp), then each (channel, tap) row of the
@@ -187,7 +182,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     int16_active_ = rs.int16 && calibrated_ && !rs.calibrating;
     int8_active_ = int16_active_ && rs.int8 && planar_;
     const int64_t ysz = out_ * g_win_.out_size();
-    const Value* add = add_input_ >= 0 ? ctx.in[add_input_] : nullptr;
+    const Value* add = epilogue_.add_input >= 0 ? ctx.in[epilogue_.add_input] : nullptr;
     ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
       RunState srs = rs;
       srs.threads = threads;
@@ -197,11 +192,11 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
       if (int8_active_) Sample8(xs, ys, srs);
       else if (int16_active_) Sample<int16_t>(xs, ys, srs);
       else Sample<float>(xs, ys, srs);
-      if (!add || add_same_shape_) Finish(ys, add ? add->f() + s * ysz : nullptr, ysz);
+      if (!add || add_same_shape_) epilogue_.Apply(ys, add ? add->f() + s * ysz : nullptr, ysz);
     });
     if (add && !add_same_shape_) {  // a broadcast operand: the whole output, then the clamp
       AddBroadcastInPlace(ctx.out[0]->f(), ctx.out[0]->shape, add->f(), add->shape, ctx);
-      Finish(ctx.out[0]->f(), nullptr, n * ysz);
+      epilogue_.Apply(ctx.out[0]->f(), nullptr, n * ysz);
     }
   }
 
@@ -294,15 +289,6 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
           std::copy(yw + o * batch + oh * wp_, yw + o * batch + oh * wp_ + OW, y + o * OH * OW + oh * OW);
   }
 
-  // The fused post-ops after the product (the BatchNormalization is in the
-  // scales): y += r (an Add operand of y's shape, one sample while its
-  // output is in cache), then Relu / Clip.
-  void Finish(float* __restrict y, const float* __restrict r, int64_t count) const {
-    if (r)
-      for (int64_t i = 0; i < count; ++i) y[i] += r[i];
-    if (activation_) ApplyActivationPlain(*activation_, y, count);
-  }
-
   static uint8_t* At64(uint8_t* p) {
     return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
   }
@@ -361,8 +347,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   int64_t sample_bytes_ = 0;  // one sample's scratch (its Prepare's)
   bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
        planar_ = false, add_same_shape_ = true;
-  int add_input_ = -1;                   // a fused Add's operand (input position), or -1
-  const PostOp* activation_ = nullptr;   // a fused Relu / Clip (the node's, which outlives the op)
+  ProductEpilogue epilogue_;  // the fused Add and Relu / Clip after the product (the BatchNormalization is in the scales)
   double x_max_ = 0, x_min_ = 0;
   float x_scale_ = 1.0f;
   kernels::TernaryU8Scale q8_;

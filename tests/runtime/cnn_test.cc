@@ -558,6 +558,20 @@ TEST(RuntimeCnn, LoneStrideTwoTernaryConv) {
   fs::remove_all(dir);
 }
 
+// A 3x3 Conv `conv` (4 -> 8 channels) and a BatchNormalization 'bad_bn'
+// whose factor is not finite (var = −epsilon), for the fold errors of the
+// compressed convs.
+std::string BadBatchNormModel(const std::string& conv) {
+  Builder b({1, 4, 6, 6});
+  std::string t = b.Conv("x", conv, 4, 8, 3, 1, 1, true, 2);
+  auto& bn = b.Node("BatchNormalization",
+                    {t, b.Init("s", {8}, Randn(8, 1)), b.Init("bb", {8}, Randn(8, 2)), b.Init("m", {8}, Randn(8, 3)),
+                     b.Init("v", {8}, std::vector<float>(8, -1e-5f))},
+                    "bad_bn");
+  b.Output(bn.output(0));
+  return b.Bytes();
+}
+
 // TernaryConv chains (issue 18): the load-time fusion folds a following
 // BatchNormalization into the ternary rows' scales and bias (negative γ
 // included: the folded scale changes sign) and applies the residual Add
@@ -619,15 +633,8 @@ TEST(RuntimeCnn, TernaryConvChainsFoldTheirPostOps) {
   // A BatchNormalization whose factor is not finite (var = −epsilon): a clear
   // error naming it, at load.
   {
-    Builder b({1, 4, 6, 6});
-    std::string t = b.Conv("x", "t1", 4, 8, 3, 1, 1, true, 2);
-    auto& bn = b.Node("BatchNormalization",
-                      {t, b.Init("s", {8}, Randn(8, 1)), b.Init("bb", {8}, Randn(8, 2)), b.Init("m", {8}, Randn(8, 3)),
-                       b.Init("v", {8}, std::vector<float>(8, -1e-5f))},
-                      "bad_bn");
-    b.Output(bn.output(0));
     std::ofstream f(dir / "badbn.onnx", std::ios::binary);
-    f << b.Bytes();
+    f << BadBatchNormModel("t1");
   }
   o.spec = "t1=ternary:group=4:density=0.5";
   try {  // compress loads what it wrote: it refuses the file and leaves none
@@ -779,15 +786,8 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
   // clear error naming it, and compress (which loads what it wrote) leaves
   // no file.
   {
-    Builder b({1, 4, 6, 6});
-    std::string t = b.Conv("x", "c1", 4, 8, 3, 1, 1, true, 2);
-    auto& bn = b.Node("BatchNormalization",
-                      {t, b.Init("s", {8}, Randn(8, 1)), b.Init("bb", {8}, Randn(8, 2)), b.Init("m", {8}, Randn(8, 3)),
-                       b.Init("v", {8}, std::vector<float>(8, -1e-5f))},
-                      "bad_bn");
-    b.Output(bn.output(0));
     std::ofstream f(dir / "badbn.onnx", std::ios::binary);
-    f << b.Bytes();
+    f << BadBatchNormModel("c1");
   }
   o.spec = "c1=circulant:p=4";
   try {
