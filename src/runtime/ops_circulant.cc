@@ -126,7 +126,7 @@ class BlockCirculantConvOp : public CompressedOp {
   std::string KernelName() const override { return spectral_ ? "circulant.conv.channel-dft" : "im2col+" + w_.name(); }
 
   void Prepare(OpContext& ctx) override {
-    std::optional<formats::Weights> w;  // read at the first plan: the kernel shape and the bias
+    std::optional<formats::Weights>& w = first_read_;  // read at the first plan, kept for Finalize
     if (kernel_.empty()) {
       w = ReadWeights(ctx, format_, true);
       ksz_ = w->g.taps();
@@ -170,24 +170,26 @@ class BlockCirculantConvOp : public CompressedOp {
   void Finalize(OpContext& ctx, const RunState& rs) override {
     spectral_ = p_ >= 2 && p_ <= 64 && !rs.reference && kernels::ActivePath() != kernels::KernelPath::kReference;
     const int64_t n = ctx.in[0]->shape[0], osz = g_win_.out_size(), isz = g_win_.in_size();
+    // Taps side by side: the registry's lifted [out, taps·nb·p] matrix, of
+    // the weights Prepare read (a later plan reads them again).
+    const auto lifted = [&] {
+      formats::Weights w = first_read_ ? std::move(*first_read_) : ReadWeights(ctx, format_, true);
+      first_read_.reset();
+      return std::move(*formats::Lift(w).circulant);
+    };
     if (!spectral_) {
-      if (!w_.ready()) {
-        formats::Weights w = ReadWeights(ctx, format_, true);
-        // Taps side by side: the registry's lifted [out, taps·nb·p] matrix.
-        w_.Init(std::move(*formats::Lift(w).circulant));
-      }
+      if (!w_.ready()) w_.Init(lifted());
+      first_read_.reset();
       sample_bytes_ = static_cast<int64_t>(sizeof(float)) * in_ * ksz_ * osz;
       ctx.scratch_bytes = SampleScratchBytes(sample_bytes_, n, rs.threads);
       return;
     }
     if (!dft_) {
-      const auto make = [&] {
-        formats::Weights w = ReadWeights(ctx, format_, true);
-        return std::make_shared<const kernels::CirculantChannelDft>(*formats::Lift(w).circulant, ksz_);
-      };
+      const auto make = [&] { return std::make_shared<const kernels::CirculantChannelDft>(lifted(), ksz_); };
       dft_ = rs.packs ? rs.packs->Get<kernels::CirculantChannelDft>(ctx.node->position, std::string("channel-dft"), make)
                       : make();
     }
+    first_read_.reset();  // (a replica found the form in the cache)
     const WindowGeometry& g = g_win_;
     const int64_t rows = g.out[0] * g.out[1], k = dft_->in_rows() * ksz_, t = Align16(dft_->in_rows() * isz);
     // Output rows per chunk (whole rows: a 1-D conv is one chunk): the
@@ -305,6 +307,7 @@ class BlockCirculantConvOp : public CompressedOp {
 
   int64_t p_, in_, out_, ksz_ = 1, sample_bytes_ = 0;
   std::vector<int64_t> kernel_;
+  std::optional<formats::Weights> first_read_;  // the first plan's weights, until Finalize lifts them
   // The channel-DFT path's chunks of output rows (Finalize).
   int64_t chunk_rows_ = 1, chunk_floats_ = 0, chunk_threads_ = 1;
   Circulant w_;  // the im2col path's product (p outside 2-64, or the reference path), made when planned
