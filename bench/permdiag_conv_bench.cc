@@ -53,11 +53,18 @@ struct Layer {
   const char* name;
   int c, o, hw, k, stride;
 };
-// resnet18's distinct convolution shapes after the stem (224x224 input).
+// resnet18's distinct convolution shapes after the stem (224x224 input),
+// then mobilenet_v2's pointwise ones.
 const Layer kLayers[] = {
     {"layer1 3x3", 64, 64, 56, 3, 1},      {"layer2.0 3x3 s2", 64, 128, 56, 3, 2}, {"layer2 3x3", 128, 128, 28, 3, 1},
     {"layer3.0 3x3 s2", 128, 256, 28, 3, 2}, {"layer3 3x3", 256, 256, 14, 3, 1}, {"layer4.0 3x3 s2", 256, 512, 14, 3, 2},
     {"layer4 3x3", 512, 512, 7, 3, 1},      {"layer4.0 down 1x1 s2", 256, 512, 14, 1, 2},
+    // mobilenet_v2's pointwise (1x1 stride 1) shapes, expand and project, by
+    // stage: most of its multiply-adds.
+    {"mbv2 1x1 16>96 @112", 16, 96, 112, 1, 1},  {"mbv2 1x1 144>24 @56", 144, 24, 56, 1, 1},
+    {"mbv2 1x1 32>192 @28", 32, 192, 28, 1, 1},  {"mbv2 1x1 384>64 @14", 384, 64, 14, 1, 1},
+    {"mbv2 1x1 96>576 @14", 96, 576, 14, 1, 1},  {"mbv2 1x1 960>160 @7", 960, 160, 7, 1, 1},
+    {"mbv2 1x1 320>1280 @7", 320, 1280, 7, 1, 1},
 };
 
 double ThreadCpuMs() {

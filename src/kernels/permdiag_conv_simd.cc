@@ -13,12 +13,15 @@
 // covers it. With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
 // accumulators, 9 weights, the indices, the input), or R = 2, T = 4, NV = 2
 // for 3×3 at stride 2 or p >= 8, R = 2, T = 2, NV = 4 for 1×1 at stride 2
-// (ConvRun); with 16 (AVX2, SSE4): R = 2,
+// with padding (ConvRun); with 16 (AVX2, SSE4): R = 2,
 // T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters),
 // R = 1, T = 8 for 1×1. Tiles at the bottom and right use smaller R and T
 // (every R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is
 // computed twice; edge tiles (kEdge) skip the halo rows outside the image
 // and read zeros for its columns outside it, so nothing outside is read.
+// 1×1 layers without padding (every one in resnet18 and mobilenet_v2) run
+// Conv1x1 instead on 16 lanes, and on 8 lanes at p < 8: runs of positions
+// whose input vectors are loaded once for all column blocks inside them.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -278,16 +281,148 @@ void ConvTiles(const ConvArgs& a, int threads) {
   });
 }
 
+// 1×1 convolutions without padding: a run of T output positions (flat, in
+// row-major order across output rows; at stride 2 each position's input
+// offset is computed once per run) of NV output vectors. The loop is over
+// input vectors: the run's T input positions of one input vector are
+// loaded once and serve every column block J inside it (L/p of them) and
+// every one of the NV vectors, each with its own permutation and weights.
+// So a p = 4 layer on 16 lanes loads each input position once per eight
+// FMAs (NV = 2) where ConvTiles, walking the column blocks, reloaded it for
+// each block (one load per FMA).
+template <int S, int T, int NV>
+HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
+  using D = hn::ScalableTag<float>;
+  using DI = hn::RebindToSigned<D>;
+  using V = hn::Vec<D>;
+  const D d;
+  const DI di;
+  constexpr int L = kLanes;
+  const PermDiagConvPack& w = *a.w;
+  const PermDiagConvShape& s = *a.s;
+  const int64_t nb = w.col_blocks, iv_count = (s.in_channels + L - 1) / L;
+  const int64_t in_plane = s.in_h * s.in_w * L, per_vector = L / w.p;
+  // Input offsets of the run's positions within one input vector's plane.
+  int64_t off[T];
+#pragma GCC unroll 16
+  for (int i = 0; i < T; ++i) {
+    const int64_t q = q0 + i;
+    off[i] = S == 1 ? q * L : ((q / s.out_w) * S * s.in_w + (q % s.out_w) * S) * L;
+  }
+  V acc[NV][T];
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u)
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[u][i] = hn::Zero(d);
+  const int32_t* index = w.index.data() + ov * nb * L;
+  const float* weights = w.weights.data() + ov * nb * L;
+  const float* xs = a.x + n * iv_count * in_plane;
+  for (int64_t iv = 0, J0 = 0; J0 < nb; ++iv, J0 += per_vector) {
+    const float* xv = xs + iv * in_plane;
+    V x[T];
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) x[i] = hn::LoadU(d, xv + off[i]);
+    const int64_t J1 = std::min(nb, J0 + per_vector);
+    for (int64_t J = J0; J < J1; ++J) {
+#pragma GCC unroll 4
+      for (int u = 0; u < NV; ++u) {
+        const auto idx = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
+        const V wk = hn::Load(d, weights + (u * nb + J) * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) acc[u][i] = hn::MulAdd(wk, hn::TableLookupLanes(x[i], idx), acc[u][i]);
+      }
+    }
+  }
+  const PermDiagConvEpilogue& e = *a.e;
+  const V lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
+  const int64_t out_plane = s.out_h * s.out_w * L;
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u) {
+    const int64_t o = ov + u;
+    const V bias = hn::Load(d, w.bias.data() + o * L);
+    const int64_t real = std::min<int64_t>(L, w.out_channels - o * L);
+    const auto keep = hn::FirstN(d, static_cast<size_t>(real));
+    float* yv = a.y + (n * w.out_vectors + o) * out_plane + q0 * L;
+    const float* rv = e.residual ? e.residual + (n * w.out_vectors + o) * out_plane + q0 * L : nullptr;
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) {
+      V v = hn::Add(acc[u][i], bias);
+      if (rv) v = hn::Add(v, hn::LoadU(d, rv + i * L));
+      v = hn::Min(hn::Max(v, lo), hi);
+      hn::StoreU(hn::IfThenElseZero(keep, v), d, yv + i * L);
+    }
+  }
+}
+
+using RunFn = void (*)(const ConvArgs&, int64_t, int64_t, int64_t);
+template <int S, int NV, int... Ts>
+constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts...>) {
+  return {&Run1x1<S, Ts + 1, NV>...};
+}
+
+// All runs of a padless 1×1 convolution. Work items: (sample, group of
+// output vectors, chunk of positions); inside one, each NV vectors walk the
+// chunk's runs. A chunk's input (every input vector at its positions) is
+// about 16 KiB, so it stays in L1 while the group's vectors pass over it
+// (Zen 5, AVX3, batch 1: 256 KiB chunks streamed it from L2 per vector and
+// ran p = 16 layers 1.2-1.5x slower; 32 and 64 KiB were between).
+template <int S, int NV, int TM>
+void Conv1x1(const ConvArgs& a, int threads) {
+  using Seq = std::make_integer_sequence<int, TM>;
+  static const std::array<RunFn, TM> runs_nv = RunRow<S, NV>(Seq());
+  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1>(Seq());
+  const PermDiagConvShape& s = *a.s;
+  const int64_t ovs = a.w->out_vectors, positions = s.out_h * s.out_w;
+  if (ovs == 0 || s.batch == 0 || positions == 0) return;
+  const int64_t iv_count = (s.in_channels + kLanes - 1) / kLanes;
+  const int64_t per_position = std::max<int64_t>(1, iv_count * kLanes * static_cast<int64_t>(sizeof(float)));
+  int64_t chunk = std::max<int64_t>(TM, (16 << 10) / per_position / TM * TM);
+  chunk = std::min(chunk, (positions + TM - 1) / TM * TM);
+  int64_t group = ovs;
+  const auto items = [&] { return s.batch * ((ovs + group - 1) / group) * ((positions + chunk - 1) / chunk); };
+  while (items() < 4 * int64_t{threads} && (group > NV || chunk > TM)) {
+    if (group > NV) group = std::max<int64_t>(NV, group / 2 / NV * NV);
+    else chunk = std::max<int64_t>(TM, chunk / 2 / TM * TM);
+  }
+  const int64_t groups = (ovs + group - 1) / group, chunks = (positions + chunk - 1) / chunk;
+  ParallelFor(s.batch * groups * chunks, threads, [&](int64_t begin, int64_t end, int) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / (groups * chunks), rest = item % (groups * chunks);
+      const int64_t g = rest / chunks, c = rest % chunks;
+      const int64_t q_begin = c * chunk, q_end = std::min(positions, q_begin + chunk);
+      const int64_t ov_end = std::min(ovs, (g + 1) * group);
+      int64_t ov = g * group;
+      for (; ov + NV <= ov_end; ov += NV)
+        for (int64_t q = q_begin; q < q_end; q += TM)
+          runs_nv[static_cast<std::size_t>(std::min<int64_t>(TM, q_end - q) - 1)](a, n, ov, q);
+      for (; ov < ov_end; ++ov)
+        for (int64_t q = q_begin; q < q_end; q += TM)
+          runs_1[static_cast<std::size_t>(std::min<int64_t>(TM, q_end - q) - 1)](a, n, ov, q);
+    }
+  });
+}
+
 // NV = 2 (each loaded input position shared by two output vectors, a 2×4
 // tile each) on 16 lanes for 3×3 at stride 2 (its halo loads are its limit:
 // 1.25-1.4x) and at p >= 8 (few column blocks per vector; p = 16 layers of
 // resnet18 gained 5-12 points of the dense rate, p = 4 lost 0-3, so p = 4
-// keeps the 2×8 single-vector tile); NV = 4 (2×2 tiles) for 1×1 at stride 2,
-// whose tile reads each input position once per FMA (34 → 39-43% of the
-// dense rate at p = 4); NV = 1 elsewhere. Measured with
-// bench/permdiag_conv_bench.cc (docs/benchmarks.md, convbench).
+// keeps the 2×8 single-vector tile); NV = 1 elsewhere. 1×1 layers without
+// padding run Conv1x1 instead: runs of 8 positions of two output vectors on
+// 16 lanes (NV = 1 runs of 12 and NV = 2 runs of 6 or 10 were slower or
+// level, NV = 3 x 6 and NV = 4 x 4 slower), runs of 6 of one vector on 8
+// lanes where a vector holds several column blocks (p < 8; at p = 8 the
+// tile below was level with it). Before, the 2×2 tiles of four vectors
+// (NV = 4) ran 1×1 at stride 2, the 2×8 tile at stride 1. Measured with
+// bench/permdiag_conv_bench.cc (docs/benchmarks.md, convbench; stop 46 in
+// src/kernels/README.md).
 template <int KH, int KW, int S>
 void ConvRun(const ConvArgs& a, int threads) {
+  if constexpr (KH == 1 && KW == 1 && kLanes >= 8) {
+    if (a.s->pad_top == 0 && a.s->pad_left == 0) {
+      if constexpr (kLanes >= 16) return Conv1x1<S, 2, 8>(a, threads);
+      if (a.w->p < kLanes) return Conv1x1<S, 1, 6>(a, threads);
+    }
+  }
   if constexpr (kLanes >= 16 && KH == 3) {
     if (S == 2 || a.w->p >= 8) return ConvTiles<KH, KW, S, 2>(a, threads);
   }

@@ -76,7 +76,12 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // and columns outside on every side) and stride 2 (two at the top,
       // left and bottom, one on the right), and a 1x1 at stride 2 with pad 1
       // whose last row tile reads only padding (bias and residual alone).
-      {4, 3, 1, 32, 24, 7, 9, 1, 2}, {8, 3, 2, 24, 20, 9, 8, 1, 2}, {4, 1, 2, 20, 36, 7, 6, 2, 1}};
+      {4, 3, 1, 32, 24, 7, 9, 1, 2}, {8, 3, 2, 24, 20, 9, 8, 1, 2}, {4, 1, 2, 20, 36, 7, 6, 2, 1},
+      // Padless 1x1 layers on runs of positions (permdiag_conv_simd.cc
+      // Conv1x1): inputs wide enough that a chunk of positions (16 KiB of
+      // input) is shorter than the sample, so chunks end inside a run and
+      // inside an output row; at stride 2 a run's positions cross rows.
+      {4, 1, 1, 40, 272, 7, 9, 2}, {8, 1, 2, 36, 200, 9, 11, 3}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
                                       << (c.pad >= 0 ? c.pad : c.kernel / 2) << " "
