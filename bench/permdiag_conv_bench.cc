@@ -42,6 +42,7 @@
 #include <dnnl.hpp>
 #include <nlohmann/json.hpp>
 
+#include "permdnn/core/aligned_buffer.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/table.h"
@@ -119,7 +120,9 @@ double DenseMs(const Layer& l, int n, int lanes, bool winograd, int reps, bool* 
                                 winograd ? algorithm::convolution_winograd : algorithm::convolution_direct, src, wd, bd,
                                 dst, {l.stride, l.stride}, {pad, pad}, {pad, pad});
     convolution_forward::primitive_desc pd(d, attr, eng);
-    memory sm(src, eng), wm(pd.weights_desc(), eng), bm(bd, eng), dm(dst, eng);
+    // Activations in huge-page buffers, as permdiag's (PermDiagMs).
+    permdnn::AlignedBuffer<float> sbuf(src.get_size() / sizeof(float)), dbuf(dst.get_size() / sizeof(float));
+    memory sm(src, eng, sbuf.data()), wm(pd.weights_desc(), eng), bm(bd, eng), dm(dst, eng, dbuf.data());
     std::vector<float> w = Random(static_cast<std::size_t>(l.o) * l.c * l.k * l.k, 2);
     memory wp({{l.o, l.c, l.k, l.k}, memory::data_type::f32, tag::oihw}, eng, w.data());
     reorder(wp, wm).execute(st, wp, wm);
@@ -179,7 +182,9 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
     convolution_forward::primitive_desc pd(d, attr, eng);
     const std::string name = pd.impl_info_str();
     if (name.find("ref") != std::string::npos) return 0;
-    memory sm(src, eng), wm(pd.weights_desc(), eng), bm(bd, eng), dm(dst, eng);
+    // Activations in huge-page buffers, as permdiag's (PermDiagMs).
+    permdnn::AlignedBuffer<float> sbuf(src.get_size() / sizeof(float)), dbuf(dst.get_size() / sizeof(float));
+    memory sm(src, eng, sbuf.data()), wm(pd.weights_desc(), eng), bm(bd, eng), dm(dst, eng, dbuf.data());
     std::vector<float> w = Random(static_cast<std::size_t>(l.o) * (l.c / p) * l.k * l.k, 2);
     memory wp({{p, l.o / p, l.c / p, l.k, l.k}, memory::data_type::f32, tag::goihw}, eng, w.data());
     reorder(wp, wm).execute(st, wp, wm);
@@ -232,8 +237,12 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   for (auto& k : offsets) k = static_cast<uint16_t>(rng() % p);
   const PermDiagConvPack w = PermDiagConvPack::Build(values, offsets, l.o, l.c, p, l.k, l.k, lanes);
   const PermDiagConvShape s{n, l.c, l.o, l.hw, l.hw, oh, oh, l.k, l.k, l.stride, l.stride, pad, pad};
-  std::vector<float> x = Random(static_cast<std::size_t>(n) * l.c * l.hw * l.hw, 1),
-                     y(static_cast<std::size_t>(n) * ((l.o + lanes - 1) / lanes) * lanes * oh * oh);
+  // In buffers that ask for huge pages from 2 MiB, as the runtime's arena
+  // does (AlignedBuffer).
+  const std::vector<float> xr = Random(static_cast<std::size_t>(n) * l.c * l.hw * l.hw, 1);
+  permdnn::AlignedBuffer<float> x(xr.size()),
+      y(static_cast<std::size_t>(n) * ((l.o + lanes - 1) / lanes) * lanes * oh * oh);
+  std::copy(xr.begin(), xr.end(), x.data());
   PermDiagConvEpilogue e;
   e.lo = 0.0f;
   KernelProblem q{KernelOp::kPermDiagConv, p, l.o, l.c, n, false};
