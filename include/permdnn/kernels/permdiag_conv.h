@@ -18,8 +18,10 @@
 // accumulators; each input position of the tile's halo is loaded and
 // permuted once and feeds every tap that reads it (for 3×3 stride 1, R = 2,
 // T = 8: 40 permutes per 144 FMAs; with 16 lanes two output vectors share
-// each loaded input position for 3×3 at stride 2 and at p >= 8, four for 1×1
-// at stride 2; src/kernels/permdiag_conv_simd.cc).
+// each loaded input position for 3×3 at stride 2 and at p >= 8;
+// src/kernels/permdiag_conv_simd.cc). 1×1 layers without padding run on
+// runs of positions instead, each input vector loaded once for all the
+// column blocks inside it and two output vectors (one on 8 lanes, at p < 8).
 // Measured in a standalone prototype
 // (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
 // resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
