@@ -183,6 +183,10 @@ TEST_F(RuntimeCli, CompressMethodsEndToEnd) {
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find(c.kernel), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("fast compressed"), std::string::npos) << r.out;
+    // Warm runs, not the first one: at least 5, named.
+    const std::size_t at = r.out.find("profile: per-call means over ");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    EXPECT_GE(std::atoi(r.out.c_str() + at + 29), 5) << r.out;
   }
   ExpectError("compress " + dense + " --compress prune:density=0.25,bits=9 --out " + (dir_ / "x.onnx").string(),
               "bits");
