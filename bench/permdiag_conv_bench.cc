@@ -210,7 +210,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
     }
     for (int o = 0; o < l.o; ++o) out_perm[static_cast<std::size_t>(o)] = (o % p) * out_per + o / p;
     const int cbi = (l.c + lanes - 1) / lanes, cbo = (l.o + lanes - 1) / lanes;
-    std::vector<float> xs(static_cast<std::size_t>(n) * cbi * lanes * l.hw * l.hw),
+    permdnn::AlignedBuffer<float> xs(static_cast<std::size_t>(n) * cbi * lanes * l.hw * l.hw),
         ys(static_cast<std::size_t>(n) * cbo * lanes * oh * oh);
     const float* xin = static_cast<const float*>(sm.get_data_handle());
     const float* yout = static_cast<const float*>(dm.get_data_handle());

@@ -124,7 +124,9 @@ void AddRunCommand(CLI::App& app) {
   cmd->add_option("--input", args->input, "input .npy (or raw float32; batch inferred from the size)");
   cmd->add_option("--output", args->output, "output file: .npy, else raw float32 (written atomically)");
   cmd->add_option("--threads", args->threads, "threads for kernels and OpenBLAS")->capture_default_str();
-  cmd->add_flag("--profile", args->profile, "print per-node time and fast-kernel vs dense-fallback");
+  cmd->add_flag("--profile", args->profile,
+                "print per-node time and fast-kernel vs dense-fallback (with --input: means over warm runs, at least "
+                "5 and 0.2 s after 3 warm-up runs)");
   cmd->add_flag("--bench", args->bench, "time inference (median of runs): on --input if given, else on random inputs at --batch sizes");
   cmd->add_option("--batch", args->batches, "batch sizes for --bench (without --input)")->capture_default_str();
   cmd->add_option("--min-time", args->min_time, "seconds per --bench measurement")->capture_default_str();
@@ -264,9 +266,10 @@ void AddRunCommand(CLI::App& app) {
     if (args->profile) {
       // The first run plans the model and fills the caches (OpenBLAS and
       // oneDNN set-up, first-touch pages, cold weights): its per-node times
-      // overstate the steady state several-fold (a resnet18's FC layer 0.2-0.4
-      // ms against ~0.07). Profile warm runs instead: two more warm-up runs,
-      // then the means of at least 5 runs and 0.2 s.
+      // overstate the steady state several-fold (resnet18 p = 8's FC layer
+      // 0.2-0.4 ms against 0.10). Profile warm runs instead: two more warm-up
+      // runs, then the means of at least 5 runs and 0.2 s (so --profile costs
+      // at least 7 more runs of the input).
       for (int w = 0; w < 2; ++w) model.Run(x, shape, y);
       model.ResetProfile();
       const Timing t = TimeRuns([&] { model.Run(x, shape, y); },

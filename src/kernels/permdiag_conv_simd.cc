@@ -19,9 +19,11 @@
 // (every R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is
 // computed twice; edge tiles (kEdge) skip the halo rows outside the image
 // and read zeros for its columns outside it, so nothing outside is read.
-// 1×1 layers without padding (every one in resnet18 and mobilenet_v2) run
-// Conv1x1 instead on 16 lanes, and on 8 lanes at p < 8: runs of positions
-// whose input vectors are loaded once for all column blocks inside them.
+// 1×1 layers without padding on any side (every one in resnet18 and
+// mobilenet_v2) run Conv1x1 instead on 16 lanes, and on 8 lanes at p < 8:
+// runs of positions whose input vectors are loaded once for all column
+// blocks inside them. The 1×1 tiles above remain for padded 1×1 layers, for
+// p = 8 on 8 lanes and for 4 lanes (SSE4).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -363,7 +365,8 @@ constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts.
 // All runs of a padless 1×1 convolution. Work items: (sample, group of
 // output vectors, chunk of positions); inside one, each NV vectors walk the
 // chunk's runs. A chunk's input (every input vector at its positions) is
-// about 16 KiB, so it stays in L1 while the group's vectors pass over it
+// about 16 KiB (at 8 lanes and stride 2, where a position uses half of the
+// cache lines it touches, about twice that in L1), so it stays in L1 while the group's vectors pass over it
 // (Zen 5, AVX3, batch 1: 256 KiB chunks streamed it from L2 per vector and
 // ran p = 16 layers 1.2-1.5x slower; 32 and 64 KiB were between).
 template <int S, int NV, int TM>
@@ -406,21 +409,29 @@ void Conv1x1(const ConvArgs& a, int threads) {
 // tile each) on 16 lanes for 3×3 at stride 2 (its halo loads are its limit:
 // 1.25-1.4x) and at p >= 8 (few column blocks per vector; p = 16 layers of
 // resnet18 gained 5-12 points of the dense rate, p = 4 lost 0-3, so p = 4
-// keeps the 2×8 single-vector tile); NV = 1 elsewhere. 1×1 layers without
-// padding run Conv1x1 instead: runs of 8 positions of two output vectors on
+// keeps the 2×8 single-vector tile); NV = 4 (2×2 tiles) for padded 1×1
+// layers at stride 2; NV = 1 elsewhere. 1×1 layers without padding run
+// Conv1x1 instead: runs of 8 positions of two output vectors on
 // 16 lanes (NV = 1 runs of 12 and NV = 2 runs of 6 or 10 were slower or
 // level, NV = 3 x 6 and NV = 4 x 4 slower), runs of 6 of one vector on 8
 // lanes where a vector holds several column blocks (p < 8; at p = 8 the
 // tile below was level with it). Before, the 2×2 tiles of four vectors
-// (NV = 4) ran 1×1 at stride 2, the 2×8 tile at stride 1. Measured with
+// (NV = 4) ran every 1×1 layer at stride 2, the 2×8 tile at stride 1. Measured with
 // bench/permdiag_conv_bench.cc (docs/benchmarks.md, convbench; stop 46 in
 // src/kernels/README.md).
 template <int KH, int KW, int S>
 void ConvRun(const ConvArgs& a, int threads) {
   if constexpr (KH == 1 && KW == 1 && kLanes >= 8) {
-    if (a.s->pad_top == 0 && a.s->pad_left == 0) {
-      if constexpr (kLanes >= 16) return Conv1x1<S, 2, 8>(a, threads);
-      if (a.w->p < kLanes) return Conv1x1<S, 1, 6>(a, threads);
+    // Padless: no padding at the top and left, and the output size that
+    // leaves none at the bottom and right either (an ONNX pads = [0, 0, 1, 1]
+    // gives a larger output, whose last rows and columns read padding).
+    const PermDiagConvShape& s = *a.s;
+    if (s.pad_top == 0 && s.pad_left == 0 && s.out_h == (s.in_h - 1) / S + 1 && s.out_w == (s.in_w - 1) / S + 1) {
+      if constexpr (kLanes >= 16) {
+        return Conv1x1<S, 2, 8>(a, threads);
+      } else {
+        if (a.w->p < kLanes) return Conv1x1<S, 1, 6>(a, threads);
+      }
     }
   }
   if constexpr (kLanes >= 16 && KH == 3) {

@@ -32,6 +32,7 @@ struct Case {
   int p, kernel, stride;
   int64_t out, in, h, w, batch;
   int pad = -1;  // -1: kernel / 2 on every side
+  int end = -1;  // padding at the bottom and right (the output size follows); -1: pad
 };
 
 // Plain [N][C][H][W] <-> blocked [N][C/L][H][W][L].
@@ -56,9 +57,10 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       {4, 3, 1, 32, 32, 9, 11, 2}, {8, 3, 2, 24, 20, 10, 7, 1}, {16, 1, 1, 40, 33, 5, 6, 1},
       {2, 1, 2, 7, 9, 8, 8, 1},    {32, 3, 1, 64, 64, 4, 5, 1}, {3, 3, 1, 10, 14, 6, 6, 1},
       {4, 3, 1, 6, 5, 3, 17, 2},
-      // Tiles of several output vectors (permdiag_conv_simd.cc ConvRun):
-      // 1x1 stride 2 with 7 vectors on 16 lanes (groups of 4 + 3: one
-      // four-vector tile, leftovers alone, a partial last vector); 3x3
+      // Tiles of several output vectors (permdiag_conv_simd.cc ConvRun;
+      // without padding the 1x1 layers run Conv1x1's runs of two vectors,
+      // the padded ones below the four-vector tiles): 1x1 stride 2 with 7
+      // vectors on 16 lanes (pairs and a leftover, a partial last vector); 3x3
       // stride 2 wide enough for interior tiles at full width on 16 and 8
       // lanes; weights past 256 KiB (the group-outer loop order).
       {1, 1, 2, 100, 40, 6, 9, 1}, {4, 1, 2, 100, 40, 6, 9, 1}, {4, 3, 2, 48, 40, 10, 18, 1},
@@ -79,15 +81,25 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       {4, 3, 1, 32, 24, 7, 9, 1, 2}, {8, 3, 2, 24, 20, 9, 8, 1, 2}, {4, 1, 2, 20, 36, 7, 6, 2, 1},
       // Padless 1x1 layers on runs of positions (permdiag_conv_simd.cc
       // Conv1x1): inputs wide enough that a chunk of positions (16 KiB of
-      // input) is shorter than the sample, so chunks end inside a run and
-      // inside an output row; at stride 2 a run's positions cross rows.
-      {4, 1, 1, 40, 272, 7, 9, 2}, {8, 1, 2, 36, 200, 9, 11, 3}};
+      // input) is shorter than the sample, so chunks end inside an output
+      // row; at stride 2 a run's positions cross rows.
+      {4, 1, 1, 40, 272, 7, 9, 2}, {8, 1, 2, 36, 200, 9, 11, 3},
+      // 1x1 with padding at the bottom and right only (ONNX pads = [0, 0, 1,
+      // 1]): the output outgrows the padless size, so the tiles run it and
+      // its last rows and columns read padding (bias and residual alone);
+      // at stride 2 an even input gives the extra row and column.
+      {4, 1, 1, 40, 40, 5, 6, 1, 0, 1}, {8, 1, 2, 36, 40, 6, 8, 2, 0, 1}, {2, 1, 2, 24, 20, 6, 7, 1, 0, 2},
+      // Padded 1x1 layers: the tiles of four output vectors at stride 2 on
+      // 16 lanes (7 vectors: one four-vector tile and leftovers alone) and
+      // the 1x1 tile at stride 1.
+      {4, 1, 2, 100, 40, 6, 9, 1, 1}, {4, 1, 1, 40, 33, 5, 6, 1, 1}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
-                                      << (c.pad >= 0 ? c.pad : c.kernel / 2) << " "
+                                      << (c.pad >= 0 ? c.pad : c.kernel / 2) << " end " << c.end << " "
                                       << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);
     const int pad = c.pad >= 0 ? c.pad : c.kernel / 2, taps = c.kernel * c.kernel, p = c.p;
-    const int64_t oh = (c.h + 2 * pad - c.kernel) / c.stride + 1, ow = (c.w + 2 * pad - c.kernel) / c.stride + 1;
+    const int end = c.end >= 0 ? c.end : pad;
+    const int64_t oh = (c.h + pad + end - c.kernel) / c.stride + 1, ow = (c.w + pad + end - c.kernel) / c.stride + 1;
     const int64_t mb = (c.out + p - 1) / p, nb = (c.in + p - 1) / p;
     const uint64_t seed = static_cast<uint64_t>(c.p * 100 + c.out);
     const auto values = RandomVector(mb * nb * p * taps, 1.0, seed);

@@ -19,9 +19,12 @@
 // permuted once and feeds every tap that reads it (for 3×3 stride 1, R = 2,
 // T = 8: 40 permutes per 144 FMAs; with 16 lanes two output vectors share
 // each loaded input position for 3×3 at stride 2 and at p >= 8;
-// src/kernels/permdiag_conv_simd.cc). 1×1 layers without padding run on
-// runs of positions instead, each input vector loaded once for all the
-// column blocks inside it and two output vectors (one on 8 lanes, at p < 8).
+// src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
+// side run on runs of positions instead, each input vector loaded once for
+// all the column blocks inside it and two output vectors (16 lanes; on 8
+// lanes one vector, at p < 8 only); padded 1×1 layers, p = 8 on 8 lanes and
+// 4 lanes keep the tiles (four output vectors per tile for 1×1 at stride 2
+// on 16 lanes).
 // Measured in a standalone prototype
 // (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
 // resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
@@ -89,7 +92,8 @@ int PermDiagConvLanes();
 bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& s);
 
 // y = epilogue(conv(x) + bias), x and y blocked by w.lanes channels. Threads
-// split samples, row tiles and groups of output vectors.
+// split samples, row tiles (padless 1×1: chunks of positions) and groups of
+// output vectors.
 void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
                     const PermDiagConvEpilogue& e, float* y, int threads);
 
