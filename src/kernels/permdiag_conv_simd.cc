@@ -77,6 +77,34 @@ constexpr int kLanes = 1;
 #endif
 alignas(64) constexpr float kZeroVector[kLanes] = {};  // what an edge tile reads outside the image
 
+// The epilogue of output vector o of sample n, for the tiles and the 1×1
+// runs alike: bias, the residual, the clamp, padded lanes zeroed, stored at
+// element offset `at` of the vector's plane.
+template <class D>
+struct OutputVector {
+  using V = hn::Vec<D>;
+  V bias, lo, hi;
+  hn::Mask<D> keep;
+  float* y;
+  const float* residual;
+  HWY_INLINE OutputVector(D d, const ConvArgs& a, int64_t n, int64_t o) {
+    const PermDiagConvPack& w = *a.w;
+    const int64_t plane = (n * w.out_vectors + o) * a.s->out_h * a.s->out_w * w.lanes;
+    bias = hn::Load(d, w.bias.data() + o * w.lanes);
+    lo = hn::Set(d, a.e->lo);
+    hi = hn::Set(d, a.e->hi);
+    keep = hn::FirstN(d, static_cast<size_t>(std::min<int64_t>(w.lanes, w.out_channels - o * w.lanes)));
+    y = a.y + plane;
+    residual = a.e->residual ? a.e->residual + plane : nullptr;
+  }
+  HWY_INLINE void Store(D d, int64_t at, V acc) const {
+    V v = hn::Add(acc, bias);
+    if (residual) v = hn::Add(v, hn::LoadU(d, residual + at));
+    v = hn::Min(hn::Max(v, lo), hi);
+    hn::StoreU(hn::IfThenElseZero(keep, v), d, y + at);
+  }
+};
+
 template <int KH, int KW>
 constexpr int TileRows() {
   return kLanes >= 16 || KH * KW > 1 ? 2 : 1;
@@ -194,27 +222,13 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
       }
     }
   }
-  // Epilogue: bias, residual, clamp, zero padded lanes, store.
-  const PermDiagConvEpilogue& e = *a.e;
-  const V lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
 #pragma GCC unroll 4
   for (int u = 0; u < NV; ++u) {
-    const int64_t o = ov + u;
-    const V bias = hn::Load(d, w.bias.data() + o * L);
-    const int64_t real = std::min<int64_t>(L, w.out_channels - o * L);
-    const auto keep = hn::FirstN(d, static_cast<size_t>(real));
-    float* yv = a.y + (n * w.out_vectors + o) * s.out_h * s.out_w * L;
-    const float* rv = e.residual ? e.residual + (n * w.out_vectors + o) * s.out_h * s.out_w * L : nullptr;
+    const OutputVector<D> out(d, a, n, ov + u);
 #pragma GCC unroll 2
     for (int oy = 0; oy < R; ++oy)
 #pragma GCC unroll 8
-      for (int ox = 0; ox < T; ++ox) {
-        const int64_t at = ((oy0 + oy) * s.out_w + ox0 + ox) * L;
-        V v = hn::Add(acc[u][oy * T + ox], bias);
-        if (rv) v = hn::Add(v, hn::LoadU(d, rv + at));
-        v = hn::Min(hn::Max(v, lo), hi);
-        hn::StoreU(hn::IfThenElseZero(keep, v), d, yv + at);
-      }
+      for (int ox = 0; ox < T; ++ox) out.Store(d, ((oy0 + oy) * s.out_w + ox0 + ox) * L, acc[u][oy * T + ox]);
   }
 }
 
@@ -335,24 +349,11 @@ HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
       }
     }
   }
-  const PermDiagConvEpilogue& e = *a.e;
-  const V lo = hn::Set(d, e.lo), hi = hn::Set(d, e.hi);
-  const int64_t out_plane = s.out_h * s.out_w * L;
 #pragma GCC unroll 4
   for (int u = 0; u < NV; ++u) {
-    const int64_t o = ov + u;
-    const V bias = hn::Load(d, w.bias.data() + o * L);
-    const int64_t real = std::min<int64_t>(L, w.out_channels - o * L);
-    const auto keep = hn::FirstN(d, static_cast<size_t>(real));
-    float* yv = a.y + (n * w.out_vectors + o) * out_plane + q0 * L;
-    const float* rv = e.residual ? e.residual + (n * w.out_vectors + o) * out_plane + q0 * L : nullptr;
+    const OutputVector<D> out(d, a, n, ov + u);
 #pragma GCC unroll 16
-    for (int i = 0; i < T; ++i) {
-      V v = hn::Add(acc[u][i], bias);
-      if (rv) v = hn::Add(v, hn::LoadU(d, rv + i * L));
-      v = hn::Min(hn::Max(v, lo), hi);
-      hn::StoreU(hn::IfThenElseZero(keep, v), d, yv + i * L);
-    }
+    for (int i = 0; i < T; ++i) out.Store(d, (q0 + i) * L, acc[u][i]);
   }
 }
 
