@@ -367,9 +367,10 @@ constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts.
 // output vectors, chunk of positions); inside one, each NV vectors walk the
 // chunk's runs. A chunk's input (every input vector at its positions) is
 // about 16 KiB (at 8 lanes and stride 2, where a position uses half of the
-// cache lines it touches, about twice that in L1), so it stays in L1 while the group's vectors pass over it
-// (Zen 5, AVX3, batch 1: 256 KiB chunks streamed it from L2 per vector and
-// ran p = 16 layers 1.2-1.5x slower; 32 and 64 KiB were between).
+// cache lines it touches, about twice that in L1), so it stays in L1 while
+// the group's vectors pass over it (Zen 5, AVX3, batch 1: 256 KiB chunks
+// streamed it from L2 per vector and ran p = 16 layers 1.2-1.5x slower; 32
+// and 64 KiB were between).
 template <int S, int NV, int TM>
 void Conv1x1(const ConvArgs& a, int threads) {
   using Seq = std::make_integer_sequence<int, TM>;
@@ -417,9 +418,9 @@ void Conv1x1(const ConvArgs& a, int threads) {
 // level, NV = 3 x 6 and NV = 4 x 4 slower), runs of 6 of one vector on 8
 // lanes where a vector holds several column blocks (p < 8; at p = 8 the
 // tile below was level with it). Before, the 2×2 tiles of four vectors
-// (NV = 4) ran every 1×1 layer at stride 2, the 2×8 tile at stride 1. Measured with
-// bench/permdiag_conv_bench.cc (docs/benchmarks.md, convbench; stop 46 in
-// src/kernels/README.md).
+// (NV = 4) ran every 1×1 layer at stride 2, the 2×8 tile at stride 1.
+// Measured with bench/permdiag_conv_bench.cc (docs/benchmarks.md,
+// convbench; stop 46 in src/kernels/README.md).
 template <int KH, int KW, int S>
 void ConvRun(const ConvArgs& a, int threads) {
   if constexpr (KH == 1 && KW == 1 && kLanes >= 8) {
