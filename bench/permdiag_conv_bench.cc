@@ -1,8 +1,9 @@
 // Permuted-diagonal convolution vs oneDNN's dense convolution on resnet18's
 // layer shapes and mobilenet_v2's pointwise ones (issue 14: "GF/s per
 // stored weight at least 70% of the dense convolution's"; the last lines
-// count the 3x3 and the 1x1 rows that meet it). Both on the same channel-blocked layout (nC16c on
-// AVX-512, nC8c on AVX2), one thread, thread CPU time, median of repeated
+// count the 3x3 and the 1x1 rows that meet it). Both on the same
+// channel-blocked layout (nC16c on AVX-512, nC8c on AVX2), activations in
+// huge-page buffers, one thread, thread CPU time, median of repeated
 // runs after a warm-up. Rates count multiply-adds actually stored: dense
 // out·in·kh·kw per output position, permdiag that / p. oneDNN runs its
 // direct algorithm (the same multiply-adds as the definition); its Winograd
