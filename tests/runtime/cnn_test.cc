@@ -572,6 +572,27 @@ std::string BadBatchNormModel(const std::string& conv) {
   return b.Bytes();
 }
 
+// Compressing BadBatchNormModel(conv) with `spec` fails, naming 'bad_bn' and
+// its non-finite factor (compress loads what it wrote: it refuses the file),
+// and leaves no file at `out`.
+void ExpectBadBatchNormRefused(const std::filesystem::path& dir, const std::string& conv, const std::string& spec,
+                               const std::string& out) {
+  {
+    std::ofstream f(dir / "badbn.onnx", std::ios::binary);
+    f << BadBatchNormModel(conv);
+  }
+  CompressOptions o;
+  o.spec = spec;
+  try {
+    CompressOnnx((dir / "badbn.onnx").string(), (dir / out).string(), o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fused BatchNormalization 'bad_bn'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / out));
+}
+
 // TernaryConv chains (issue 18): the load-time fusion folds a following
 // BatchNormalization into the ternary rows' scales and bias (negative γ
 // included: the folded scale changes sign) and applies the residual Add
@@ -632,19 +653,7 @@ TEST(RuntimeCnn, TernaryConvChainsFoldTheirPostOps) {
   }
   // A BatchNormalization whose factor is not finite (var = −epsilon): a clear
   // error naming it, at load.
-  {
-    std::ofstream f(dir / "badbn.onnx", std::ios::binary);
-    f << BadBatchNormModel("t1");
-  }
-  o.spec = "t1=ternary:group=4:density=0.5";
-  try {  // compress loads what it wrote: it refuses the file and leaves none
-    CompressOnnx((dir / "badbn.onnx").string(), (dir / "badbn-t.onnx").string(), o);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("fused BatchNormalization 'bad_bn'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
-  }
-  EXPECT_FALSE(fs::exists(dir / "badbn-t.onnx"));
+  ExpectBadBatchNormRefused(dir, "t1", "t1=ternary:group=4:density=0.5", "badbn-t.onnx");
   fs::remove_all(dir);
 }
 
@@ -785,19 +794,7 @@ TEST(RuntimeCnn, CirculantConvOnTheChannelDftMatchesReference) {
   // A BatchNormalization whose factor is not finite (var = −epsilon): a
   // clear error naming it, and compress (which loads what it wrote) leaves
   // no file.
-  {
-    std::ofstream f(dir / "badbn.onnx", std::ios::binary);
-    f << BadBatchNormModel("c1");
-  }
-  o.spec = "c1=circulant:p=4";
-  try {
-    CompressOnnx((dir / "badbn.onnx").string(), (dir / "badbn-c.onnx").string(), o);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("fused BatchNormalization 'bad_bn'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
-  }
-  EXPECT_FALSE(fs::exists(dir / "badbn-c.onnx"));
+  ExpectBadBatchNormRefused(dir, "c1", "c1=circulant:p=4", "badbn-c.onnx");
   fs::remove_all(dir);
 }
 
