@@ -29,6 +29,12 @@
 // (dnnl::set_max_cpu_isa; the header line names the ISA oneDNN then uses),
 // so both sides use the same vectors. Block sizes p that do not divide the
 // target's lanes are skipped (they would run the reference loops).
+// --json: {"rows": [one object per table row], "issue": the rates below}.
+//
+// Last lines: the counts at 70%, and this core's issue rates of FMAs,
+// lane permutations and permutation + FMA pairs (ProbePermuteIssue,
+// permdiag_conv.h), with the bound they put on a kernel that permutes
+// once per FMA, as the padless 1x1 runs do, against the dense 1x1 rows.
 #include <omp.h>
 
 #include <algorithm>
@@ -322,8 +328,11 @@ int main(int argc, char** argv) {
   std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
               "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "grouped ms", "shuffles ms", "GMAC/s",
               "kernel / grouped impl");
+  // Measured before the layers, while nothing else of ours runs.
+  const permdnn::kernels::PermuteIssueRates issue = permdnn::kernels::ProbePermuteIssue(0.2);
   nlohmann::json records = nlohmann::json::array();
   int met = 0, total = 0, met1 = 0, total1 = 0;  // 3x3 rows, 1x1 rows
+  std::vector<double> dense1_rates, pd1_shares;     // 1x1 rows: dense GMAC/s, permdiag's share of the bound
   for (int n : batches)
     for (const Layer& l : kLayers) {
       if (!only.empty() && std::strstr(l.name, only.c_str()) == nullptr) continue;
@@ -356,6 +365,8 @@ int main(int argc, char** argv) {
         } else if (ok && l.k == 1) {
           ++total1;
           met1 += ratio >= 0.7;
+          dense1_rates.push_back(dense_rate);
+          if (issue.pair_per_ns > 0) pd1_shares.push_back(pd_rate / (issue.pair_per_ns * lanes));
         }
         std::string grouped_impl;
         double shuffles = 0;
@@ -383,10 +394,29 @@ int main(int argc, char** argv) {
   if (total1 > 0)
     std::printf("1x1 layers with permdiag GMAC/s per stored weight >= 70%% of oneDNN's direct dense: %d of %d\n", met1,
                 total1);
+  // The padless 1x1 runs permute once per FMA, so this core's rate of
+  // permutation + FMA pairs bounds them; set against the dense 1x1 rows.
+  std::printf("issue rates (%s, 12 chains, 0.2 s each): %.2f FMAs/ns alone, %.2f permutations/ns alone, %.2f "
+              "permutation+FMA pairs/ns\n",
+              permdnn::kernels::ActiveSimdTarget().c_str(), issue.fma_per_ns, issue.permute_per_ns, issue.pair_per_ns);
+  if (!dense1_rates.empty() && issue.pair_per_ns > 0) {
+    const double bound = issue.pair_per_ns * lanes, dense1 = Median(dense1_rates);
+    std::printf("one permutation per FMA (1x1 runs): at most %.1f GMAC/s per stored weight = %.0f%% of the median dense "
+                "1x1 row (%.1f GMAC/s); the 1x1 rows reach a median %.0f%% of that bound (%.0f-%.0f%%)\n",
+                bound, 100 * bound / dense1, dense1, 100 * Median(pd1_shares),
+                100 * *std::min_element(pd1_shares.begin(), pd1_shares.end()),
+                100 * *std::max_element(pd1_shares.begin(), pd1_shares.end()));
+  }
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) return std::fprintf(stderr, "cannot write %s\n", json_path.c_str()), 1;
-    std::fputs(records.dump(1).c_str(), f);
+    const nlohmann::json out = {{"rows", records},
+                                {"issue", {{"target", permdnn::kernels::ActiveSimdTarget()},
+                                           {"lanes", lanes},
+                                           {"fma_per_ns", issue.fma_per_ns},
+                                           {"permute_per_ns", issue.permute_per_ns},
+                                           {"pair_per_ns", issue.pair_per_ns}}}};
+    std::fputs(out.dump(1).c_str(), f);
     std::fclose(f);
   }
   return 0;

@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <ctime>
 #include <utility>
 #include <vector>
 
@@ -489,6 +490,71 @@ void GatherImpl(const float* src, const int32_t* from, int64_t vectors, int64_t 
   }
 }
 
+// ProbePermuteIssue (permdiag_conv.h): 12 independent chains per kind, so
+// the latencies (FMA 4, permutation up to 6 cycles) hide behind the issue
+// rate, in at most 14 vector registers (AVX2 has 16). The indices come from
+// memory, so no permutation folds away; the pairs permute vectors loaded
+// from L1 (the address moves with the iteration, so nothing is hoisted:
+// the loads go to the load ports, as the 1x1 runs' input loads do) and
+// only the FMAs form chains.
+double ThreadCpuNs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e9 + static_cast<double>(t.tv_nsec);
+}
+
+template <int kKind>  // 0: FMA, 1: permutation, 2: permutation feeding an FMA
+HWY_NOINLINE double IssueRate(const int32_t* index, const float* source, double seconds) {
+  using D = hn::ScalableTag<float>;
+  const D d;
+  const hn::RebindToSigned<D> di;
+  constexpr int kChains = 12;
+  const auto idx = hn::IndicesFromVec(d, hn::LoadU(di, index));
+  const auto w = hn::Set(d, 1.0000001f);
+  hn::Vec<D> a[kChains];
+#pragma GCC unroll 12
+  for (int i = 0; i < kChains; ++i) a[i] = hn::Set(d, static_cast<float>(i));
+  constexpr int64_t kBlock = 1 << 16;  // iterations between clock reads
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  int64_t iterations = 0;
+  const double t0 = ThreadCpuNs();
+  double t1 = t0;
+  do {
+    for (int64_t n = 0; n < kBlock; ++n) {
+      const float* x = source + (n & 3) * kChains * lanes;
+#pragma GCC unroll 12
+      for (int i = 0; i < kChains; ++i) {
+        if constexpr (kKind == 0) a[i] = hn::MulAdd(a[i], w, w);
+        if constexpr (kKind == 1) a[i] = hn::TableLookupLanes(a[i], idx);
+        if constexpr (kKind == 2) a[i] = hn::MulAdd(hn::TableLookupLanes(hn::Load(d, x + i * lanes), idx), w, a[i]);
+      }
+    }
+    iterations += kBlock;
+    t1 = ThreadCpuNs();
+  } while (t1 - t0 < seconds * 1e9);
+  float sink = 0;  // keeps the chains' results alive
+  for (int i = 0; i < kChains; ++i) sink += hn::GetLane(a[i]);
+  volatile float keep = sink;
+  (void)keep;
+  return static_cast<double>(iterations) * kChains / (t1 - t0);
+}
+
+PermuteIssueRates ProbeImpl(double seconds) {
+  // A rotation by 3 inside blocks of 4 lanes (any permutation costs the same).
+  alignas(64) int32_t index[kLanes];
+  for (int l = 0; l < kLanes; ++l) index[l] = kLanes >= 4 ? (l & ~3) | ((l + 3) & 3) : l;
+  PermuteIssueRates r;
+  r.lanes = kLanes;
+  if constexpr (kLanes > 1) {
+    AlignedBuffer<float> source(4 * 12 * kLanes);
+    for (std::size_t i = 0; i < source.size(); ++i) source.data()[i] = 1e-3f * static_cast<float>(i % 97);
+    r.fma_per_ns = IssueRate<0>(index, source.data(), seconds);
+    r.permute_per_ns = IssueRate<1>(index, source.data(), seconds);
+    r.pair_per_ns = IssueRate<2>(index, source.data(), seconds);
+  }
+  return r;
+}
+
 // The row for this problem, or nullptr (the reference loops run).
 const Row<ConvFn>* ConvRow(const PermDiagConvPack& w, const PermDiagConvShape& s) {
   if (w.lanes != kLanes || s.stride_h != s.stride_w) return nullptr;
@@ -525,6 +591,7 @@ HWY_EXPORT(LanesImpl);
 HWY_EXPORT(AdmitsImpl);
 HWY_EXPORT(ConvImpl);
 HWY_EXPORT(GatherImpl);
+HWY_EXPORT(ProbeImpl);
 PERMDNN_EXPORT_KERNEL_TABLE(PermDiagConv, ConvTableImpl, ConvSelectImpl)
 
 int PermDiagConvLanes() { return HWY_DYNAMIC_DISPATCH(LanesImpl)(); }
@@ -541,6 +608,8 @@ void BlockedChannelGather(const float* src, const int32_t* from, int64_t vectors
         dst[at] = std::min(std::max(x, e.lo), e.hi);
       }
 }
+
+PermuteIssueRates ProbePermuteIssue(double seconds) { return HWY_DYNAMIC_DISPATCH(ProbeImpl)(seconds); }
 
 bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& s) {
   if (detail::UseReference(KernelOp::kPermDiagConv)) return false;

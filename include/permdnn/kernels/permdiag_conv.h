@@ -97,6 +97,21 @@ bool PermDiagConvSimdAdmits(const PermDiagConvPack& w, const PermDiagConvShape& 
 void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
                     const PermDiagConvEpilogue& e, float* y, int threads);
 
+// What one core issues under the active SIMD target, measured for about
+// `seconds` each (thread CPU time): vector FMAs alone, lane permutations
+// alone (TableLookupLanes with indices from memory, as the kernel's), and
+// permutation + FMA pairs, each on 12 independent chains, in operations per
+// nanosecond. A kernel that permutes once per FMA (the padless 1×1 runs: one
+// permutation per stored weight vector and position) issues at most
+// pair_per_ns FMAs per ns; where permutations and FMAs share an execution
+// port that is below fma_per_ns (permdnn_conv_bench prints both and the
+// resulting bound next to its 1×1 rows). lanes = PermDiagConvLanes().
+struct PermuteIssueRates {
+  double fma_per_ns = 0, permute_per_ns = 0, pair_per_ns = 0;
+  int lanes = 1;
+};
+PermuteIssueRates ProbePermuteIssue(double seconds);
+
 // Plain loops over the same layouts, double accumulators: the oracle.
 void PermDiagConv2DReference(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
                              const PermDiagConvEpilogue& e, float* y);
