@@ -105,7 +105,8 @@ void PermDiagConv2D(const PermDiagConvPack& w, const PermDiagConvShape& s, const
 // permutation per stored weight vector and position) issues at most
 // pair_per_ns FMAs per ns; where permutations and FMAs share an execution
 // port that is below fma_per_ns (permdnn_conv_bench prints both and the
-// resulting bound next to its 1×1 rows). lanes = PermDiagConvLanes().
+// resulting bound next to its 1×1 rows). lanes = PermDiagConvLanes(); on a
+// target without vectors (lanes = 1) the rates are 0.
 struct PermuteIssueRates {
   double fma_per_ns = 0, permute_per_ns = 0, pair_per_ns = 0;
   int lanes = 1;
