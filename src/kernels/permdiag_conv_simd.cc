@@ -492,11 +492,14 @@ void GatherImpl(const float* src, const int32_t* from, int64_t vectors, int64_t 
 
 // ProbePermuteIssue (permdiag_conv.h): 12 independent chains per kind, so
 // the latencies (FMA 4, permutation up to 6 cycles) hide behind the issue
-// rate, in at most 14 vector registers (AVX2 has 16). The indices come from
+// rate, in at most 15 vector registers (AVX2 has 16). The indices come from
 // memory, so no permutation folds away; the pairs permute vectors loaded
-// from L1 (the address moves with the iteration, so nothing is hoisted:
-// the loads go to the load ports, as the 1x1 runs' input loads do) and
-// only the FMAs form chains.
+// from L1 (the address moves with the iteration, so nothing is hoisted;
+// one load per pair, on the load ports, where the 1x1 runs load an input
+// vector once per several pairs) and only the FMAs form chains. A short
+// run first, discarded, lets the core reach its clock. On SSE4 / SSSE3
+// (no FMA, 16 registers of 4 lanes) the "FMA" is a multiply and an add,
+// and the permutation chain's code spills: those rates are rough.
 double ThreadCpuNs() {
   timespec t;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
@@ -548,6 +551,7 @@ PermuteIssueRates ProbeImpl(double seconds) {
   if constexpr (kLanes > 1) {
     AlignedBuffer<float> source(4 * 12 * kLanes);
     for (std::size_t i = 0; i < source.size(); ++i) source.data()[i] = 1e-3f * static_cast<float>(i % 97);
+    (void)IssueRate<0>(index, source.data(), seconds / 4);  // warm-up
     r.fma_per_ns = IssueRate<0>(index, source.data(), seconds);
     r.permute_per_ns = IssueRate<1>(index, source.data(), seconds);
     r.pair_per_ns = IssueRate<2>(index, source.data(), seconds);

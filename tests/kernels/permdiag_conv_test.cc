@@ -197,9 +197,10 @@ TEST_P(PermDiagConvTest, BlockedChannelGatherPermutesChannels) {
 // ProbePermuteIssue, what permdnn_conv_bench sets the 1x1 rows against:
 // under each target it reports that target's lanes and three positive,
 // finite rates, or zeros where it has no vectors (no timing is asserted:
-// the host is shared). Over two hundred million operations a second of
-// each kind is far below any vector unit and far above a probe that ran
-// nothing.
+// the host is shared). Between 0.01 and 100 operations per ns of each
+// kind: below any build's (the sanitizer build, its vectors in memory,
+// measured 0.12-0.19) and far above what one core issues; a probe whose
+// loop the compiler had removed would report thousands.
 TEST_P(PermDiagConvTest, PermuteIssueProbeReportsRates) {
   const PermuteIssueRates r = ProbePermuteIssue(0.005);
   EXPECT_EQ(r.lanes, PermDiagConvLanes());
@@ -209,7 +210,8 @@ TEST_P(PermDiagConvTest, PermuteIssueProbeReportsRates) {
       continue;
     }
     EXPECT_TRUE(std::isfinite(rate));
-    EXPECT_GT(rate, 0.2);
+    EXPECT_GT(rate, 0.01);
+    EXPECT_LT(rate, 100.0);
   }
 }
 
