@@ -33,10 +33,10 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <ctime>
 #include <utility>
 #include <vector>
 
+#include "permdnn/core/cpu_time.h"
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag_conv.h"
@@ -500,11 +500,6 @@ void GatherImpl(const float* src, const int32_t* from, int64_t vectors, int64_t 
 // run first, discarded, lets the core reach its clock. On SSE4 / SSSE3
 // (no FMA, 16 registers of 4 lanes) the "FMA" is a multiply and an add,
 // and the permutation chain's code spills: those rates are rough.
-double ThreadCpuNs() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) * 1e9 + static_cast<double>(t.tv_nsec);
-}
 
 template <int kKind>  // 0: FMA, 1: permutation, 2: permutation feeding an FMA
 HWY_NOINLINE double IssueRate(const int32_t* index, const float* source, double seconds) {
@@ -520,7 +515,7 @@ HWY_NOINLINE double IssueRate(const int32_t* index, const float* source, double 
   constexpr int64_t kBlock = 1 << 16;  // iterations between clock reads
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   int64_t iterations = 0;
-  const double t0 = ThreadCpuNs();
+  const double t0 = ThreadCpuMs();
   double t1 = t0;
   do {
     for (int64_t n = 0; n < kBlock; ++n) {
@@ -533,13 +528,13 @@ HWY_NOINLINE double IssueRate(const int32_t* index, const float* source, double 
       }
     }
     iterations += kBlock;
-    t1 = ThreadCpuNs();
-  } while (t1 - t0 < seconds * 1e9);
+    t1 = ThreadCpuMs();
+  } while (t1 - t0 < seconds * 1e3);
   float sink = 0;  // keeps the chains' results alive
   for (int i = 0; i < kChains; ++i) sink += hn::GetLane(a[i]);
   volatile float keep = sink;
   (void)keep;
-  return static_cast<double>(iterations) * kChains / (t1 - t0);
+  return static_cast<double>(iterations) * kChains / ((t1 - t0) * 1e6);
 }
 
 PermuteIssueRates ProbeImpl(double seconds) {
