@@ -500,7 +500,6 @@ void GatherImpl(const float* src, const int32_t* from, int64_t vectors, int64_t 
 // run first, discarded, lets the core reach its clock. On SSE4 / SSSE3
 // (no FMA, 16 registers of 4 lanes) the "FMA" is a multiply and an add,
 // and the permutation chain's code spills: those rates are rough.
-
 template <int kKind>  // 0: FMA, 1: permutation, 2: permutation feeding an FMA
 HWY_NOINLINE double IssueRate(const int32_t* index, const float* source, double seconds) {
   using D = hn::ScalableTag<float>;
