@@ -18,7 +18,6 @@
 #include <xnnpack.h>
 
 #include <algorithm>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +26,8 @@
 #include <vector>
 
 #include <dnnl.hpp>
+
+#include "permdnn/core/cpu_time.h"
 
 namespace {
 
@@ -91,27 +92,6 @@ std::vector<ConvSpec> Squeezenet11() {
   return v;
 }
 
-// Thread CPU time: everything runs on the calling thread (one OpenMP thread,
-// no XNNPACK thread pool), so time slices lost to other processes on a shared
-// machine stay out of the medians.
-double ThreadCpuMs() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
-}
-
-template <typename F>
-double MedianMs(F&& f, int reps) {
-  f();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = ThreadCpuMs();
-    f();
-    t.push_back(ThreadCpuMs() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 std::vector<float> Random(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -152,7 +132,10 @@ double OneDnnMs(const ConvSpec& s, int n, int reps, dnnl::memory::format_tag act
   reorder(w_plain, w_mem).execute(st, w_plain, w_mem);
   st.wait();
   convolution_forward conv(pd);
-  return MedianMs(
+  // Thread CPU time: everything runs on the calling thread (one OpenMP
+  // thread, no XNNPACK thread pool), so time slices lost to other processes
+  // on a shared machine stay out of the medians.
+  return permdnn::MedianThreadCpuMs(
       [&] {
         conv.execute(st, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, b_mem}, {DNNL_ARG_DST, y_mem}});
         st.wait();
@@ -169,7 +152,7 @@ double XnnpackMs(const ConvSpec& s, int n, int reps) {
                                         s.o / g, s.c, s.o, wv.data(), b.data(), 0.f, INFINITY, 0, &op) != xnn_status_success)
     return -1;
   if (xnn_setup_convolution2d_nhwc_f32(op, n, s.h, s.w, x.data(), y.data(), nullptr) != xnn_status_success) return -1;
-  const double ms = MedianMs([&] { xnn_run_operator(op, nullptr); }, reps);
+  const double ms = permdnn::MedianThreadCpuMs([&] { xnn_run_operator(op, nullptr); }, reps);
   xnn_delete_operator(op);
   return ms;
 }

@@ -41,7 +41,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -50,6 +49,7 @@
 #include <nlohmann/json.hpp>
 
 #include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/cpu_time.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/table.h"
@@ -76,24 +76,6 @@ const Layer kLayers[] = {
     {"mbv2 1x1 320>1280 @7", 320, 1280, 7, 1, 1},
 };
 
-double ThreadCpuMs() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
-}
-
-template <typename F>
-double MedianMs(F&& f, int reps) {
-  f();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = ThreadCpuMs();
-    f();
-    t.push_back(ThreadCpuMs() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -138,7 +120,7 @@ double DenseMs(const Layer& l, int n, int lanes, bool winograd, int reps, bool* 
     st.wait();
     convolution_forward conv(pd);
     *available = true;
-    return MedianMs(
+    return permdnn::MedianThreadCpuMs(
         [&] {
           conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
           st.wait();
@@ -199,7 +181,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
     std::memcpy(sm.get_data_handle(), x.data(), x.size() * sizeof(float));
     st.wait();
     convolution_forward conv(pd);
-    const double ms = MedianMs(
+    const double ms = permdnn::MedianThreadCpuMs(
         [&] {
           conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
           st.wait();
@@ -221,7 +203,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
         ys(static_cast<std::size_t>(n) * cbo * lanes * oh * oh);
     const float* xin = static_cast<const float*>(sm.get_data_handle());
     const float* yout = static_cast<const float*>(dm.get_data_handle());
-    *shuffle_ms = MedianMs(
+    *shuffle_ms = permdnn::MedianThreadCpuMs(
         [&] {
           ShuffleChannels(xin, xs.data(), n, l.c, l.hw * l.hw, lanes, in_perm);
           ShuffleChannels(yout, ys.data(), n, l.o, oh * oh, lanes, out_perm);
@@ -256,7 +238,7 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   q.kh = q.kw = l.k;
   q.stride = l.stride;
   *kernel = SelectedKernel(q);
-  return MedianMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
+  return permdnn::MedianThreadCpuMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
 }
 
 const char* IsaName(dnnl::cpu_isa isa) {
