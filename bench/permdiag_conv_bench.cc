@@ -29,7 +29,14 @@
 // (dnnl::set_max_cpu_isa; the header line names the ISA oneDNN then uses),
 // so both sides use the same vectors. Block sizes p that do not divide the
 // target's lanes are skipped (they would run the reference loops).
-// --json: {"rows": [one object per table row], "issue": the rates below}.
+// --json: {"rows": [one object per table row], "issue": the rates below},
+// written to FILE.tmp and renamed.
+//
+// "floor ms": one read of the layer's input and one write of its output
+// (ActivationFloorMs), the least any convolution of that layer can take on
+// this machine. Where 70% of the dense rate per stored weight (a time of
+// dense / p / 0.7) is below it, no kernel can meet the target; a line
+// counts those rows.
 //
 // Last lines: the counts at 70%, and this core's issue rates of FMAs,
 // lane permutations and permutation + FMA pairs (ProbePermuteIssue,
@@ -52,6 +59,7 @@
 #include "permdnn/core/cpu_time.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag_conv.h"
+#include "permdnn/kernels/stream.h"
 #include "permdnn/kernels/table.h"
 
 namespace {
@@ -241,6 +249,27 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   return permdnn::MedianThreadCpuMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
 }
 
+// The activation floor of a layer: one read of its input (kernels::StreamSum,
+// the read bound of `permdnn bench`) and one write of its output, in the
+// blocked layout's buffers (huge pages, as the kernels'). No convolution of
+// that layer, dense or compressed, can take less: it must read every input
+// value at least once and store every output value.
+double ActivationFloorMs(const Layer& l, int n, int lanes, int reps) {
+  const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1;
+  const std::vector<float> xr = Random(static_cast<std::size_t>(n) * ((l.c + lanes - 1) / lanes) * lanes * l.hw * l.hw, 1);
+  permdnn::AlignedBuffer<float> x(xr.size()),
+      y(static_cast<std::size_t>(n) * ((l.o + lanes - 1) / lanes) * lanes * oh * oh);
+  std::copy(xr.begin(), xr.end(), x.data());
+  volatile float sink = 0;
+  return permdnn::MedianThreadCpuMs(
+      [&] {
+        const float v = permdnn::kernels::StreamSum({x.data(), x.size()});
+        std::fill(y.data(), y.data() + y.size(), v);
+        sink = sink + y.data()[y.size() - 1];
+      },
+      reps);
+}
+
 const char* IsaName(dnnl::cpu_isa isa) {
   switch (isa) {
     case dnnl::cpu_isa::sse41: return "sse41";
@@ -307,13 +336,14 @@ int main(int argc, char** argv) {
       "one thread, thread CPU time, dense / permdiag: medians of %d rounds of %d runs, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
       rounds, reps, permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
       dnnl_version()->patch, IsaName(dnnl::get_effective_cpu_isa()));
-  std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
-              "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "grouped ms", "shuffles ms", "GMAC/s",
-              "kernel / grouped impl");
+  std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
+              "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "floor ms", "grouped ms", "shuffles ms",
+              "GMAC/s", "kernel / grouped impl");
   // Measured before the layers, while nothing else of ours runs.
   const permdnn::kernels::PermuteIssueRates issue = permdnn::kernels::ProbePermuteIssue(0.2);
   nlohmann::json records = nlohmann::json::array();
   int met = 0, total = 0, met1 = 0, total1 = 0;  // 3x3 rows, 1x1 rows
+  int floored = 0, floored1 = 0;  // rows whose 70% time is below their activation floor
   std::vector<double> dense1_rates, pd1_shares;     // 1x1 rows: dense GMAC/s, permdiag's share of the bound
   for (int n : batches)
     for (const Layer& l : kLayers) {
@@ -333,6 +363,7 @@ int main(int argc, char** argv) {
           if (lanes % ps[i] == 0) pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
       }
       const double dense = Median(dense_rounds);
+      const double floor_ms = ActivationFloorMs(l, n, lanes, reps);
       const double wino = l.k == 3 && l.stride == 1 ? DenseMs(l, n, lanes, true, reps, &wino_ok) : 0.0;
       for (std::size_t pi = 0; pi < ps.size(); ++pi) {
         const int p = ps[pi];
@@ -341,12 +372,16 @@ int main(int argc, char** argv) {
         const double pd = Median(pd_rounds[pi]);
         const double dense_rate = dense_macs / dense * 1e-6, pd_rate = dense_macs / p / pd * 1e-6;
         const double ratio = pd_rate / dense_rate;
+        // 70% of the dense rate per stored weight is a time of dense / p / 0.7.
+        const bool below_floor = dense / p / 0.7 < floor_ms;
         if (ok && l.k == 3) {
           ++total;
           met += ratio >= 0.7;
+          floored += below_floor;
         } else if (ok && l.k == 1) {
           ++total1;
           met1 += ratio >= 0.7;
+          floored1 += below_floor;
           dense1_rates.push_back(dense_rate);
           if (issue.pair_per_ns > 0) pd1_shares.push_back(pd_rate / (issue.pair_per_ns * lanes));
         }
@@ -361,12 +396,12 @@ int main(int argc, char** argv) {
           std::snprintf(sbuf, sizeof(sbuf), "%.3f", shuffles);
           std::snprintf(grbuf, sizeof(grbuf), "%.1f", grouped_rate);
         }
-        std::printf("%-22s %5d %3d %11.3f %9.1f %11s %11.3f %9.1f %8.0f%% %11s %11s %9s  %s / %s\n", l.name, n, p, dense,
-                    dense_rate, wbuf, pd, pd_rate, 100 * ratio, gbuf, sbuf, grbuf, kernel.c_str(),
+        std::printf("%-22s %5d %3d %11.3f %9.1f %11s %11.3f %9.1f %8.0f%% %9.3f %11s %11s %9s  %s / %s\n", l.name, n, p,
+                    dense, dense_rate, wbuf, pd, pd_rate, 100 * ratio, floor_ms, gbuf, sbuf, grbuf, kernel.c_str(),
                     grouped > 0 ? grouped_impl.c_str() : "none");
         records.push_back({{"layer", l.name}, {"batch", n}, {"p", p}, {"dense_ms", dense}, {"winograd_ms", wino},
                            {"permdiag_ms", pd}, {"dense_gmacs", dense_rate}, {"permdiag_gmacs_stored", pd_rate},
-                           {"ratio", ratio}, {"kernel", kernel}, {"grouped_ms", grouped},
+                           {"ratio", ratio}, {"activation_floor_ms", floor_ms}, {"kernel", kernel}, {"grouped_ms", grouped},
                            {"grouped_shuffles_ms", shuffles}, {"grouped_gmacs_stored", grouped_rate},
                            {"grouped_impl", grouped > 0 ? grouped_impl : ""}});
       }
@@ -376,6 +411,11 @@ int main(int argc, char** argv) {
   if (total1 > 0)
     std::printf("1x1 layers with permdiag GMAC/s per stored weight >= 70%% of oneDNN's direct dense: %d of %d\n", met1,
                 total1);
+  // A row whose 70% time (dense / p / 0.7) is below its activation floor
+  // cannot meet the target with any kernel on this machine.
+  std::printf("below the activation floor at 70%% (one read of the input and one write of the output take longer): "
+              "%d of the 3x3 rows, %d of the 1x1 rows\n",
+              floored, floored1);
   // The padless 1x1 runs permute once per FMA, so this core's rate of
   // permutation + FMA pairs bounds them; set against the dense 1x1 rows.
   std::printf("issue rates (%s, 12 chains, 0.2 s each): %.2f FMAs/ns alone, %.2f permutations/ns alone, %.2f "
@@ -390,16 +430,20 @@ int main(int argc, char** argv) {
                 100 * *std::max_element(pd1_shares.begin(), pd1_shares.end()));
   }
   if (!json_path.empty()) {
-    FILE* f = std::fopen(json_path.c_str(), "w");
-    if (!f) return std::fprintf(stderr, "cannot write %s\n", json_path.c_str()), 1;
+    const std::string tmp = json_path + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (!f) return std::fprintf(stderr, "cannot write %s\n", tmp.c_str()), 1;
     const nlohmann::json out = {{"rows", records},
                                 {"issue", {{"target", permdnn::kernels::ActiveSimdTarget()},
                                            {"lanes", lanes},
                                            {"fma_per_ns", issue.fma_per_ns},
                                            {"permute_per_ns", issue.permute_per_ns},
                                            {"pair_per_ns", issue.pair_per_ns}}}};
-    std::fputs(out.dump(1).c_str(), f);
-    std::fclose(f);
+    const bool written = std::fputs(out.dump(1).c_str(), f) >= 0;
+    if (std::fclose(f) != 0 || !written || std::rename(tmp.c_str(), json_path.c_str()) != 0) {
+      std::remove(tmp.c_str());
+      return std::fprintf(stderr, "cannot write %s\n", json_path.c_str()), 1;
+    }
   }
   return 0;
 }
