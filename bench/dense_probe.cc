@@ -27,9 +27,17 @@
 
 #include <dnnl.hpp>
 
-#include "permdnn/core/cpu_time.h"
+#include "permdnn/core/timing.h"
 
 namespace {
+
+// The median of reps calls of f (after one warm-up call) in the calling
+// thread's CPU time: everything here runs on the calling thread.
+template <typename F>
+double ThreadMedianMs(F&& f, int reps) {
+  return permdnn::TimeRuns(f, {.warmup = 1, .min_reps = reps, .max_reps = reps, .cpu_time = true, .thread_time = true})
+      .median_ms;
+}
 
 struct ConvSpec {
   int c, o, h, w, k, stride, pad, groups;
@@ -135,7 +143,7 @@ double OneDnnMs(const ConvSpec& s, int n, int reps, dnnl::memory::format_tag act
   // Thread CPU time: everything runs on the calling thread (one OpenMP
   // thread, no XNNPACK thread pool), so time slices lost to other processes
   // on a shared machine stay out of the medians.
-  return permdnn::MedianThreadCpuMs(
+  return ThreadMedianMs(
       [&] {
         conv.execute(st, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, b_mem}, {DNNL_ARG_DST, y_mem}});
         st.wait();
@@ -152,7 +160,7 @@ double XnnpackMs(const ConvSpec& s, int n, int reps) {
                                         s.o / g, s.c, s.o, wv.data(), b.data(), 0.f, INFINITY, 0, &op) != xnn_status_success)
     return -1;
   if (xnn_setup_convolution2d_nhwc_f32(op, n, s.h, s.w, x.data(), y.data(), nullptr) != xnn_status_success) return -1;
-  const double ms = permdnn::MedianThreadCpuMs([&] { xnn_run_operator(op, nullptr); }, reps);
+  const double ms = ThreadMedianMs([&] { xnn_run_operator(op, nullptr); }, reps);
   xnn_delete_operator(op);
   return ms;
 }

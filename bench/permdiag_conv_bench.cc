@@ -56,13 +56,21 @@
 #include <nlohmann/json.hpp>
 
 #include "permdnn/core/aligned_buffer.h"
-#include "permdnn/core/cpu_time.h"
+#include "permdnn/core/timing.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/stream.h"
 #include "permdnn/kernels/table.h"
 
 namespace {
+
+// The median of reps calls of f (after one warm-up call) in the calling
+// thread's CPU time: everything here runs on the calling thread.
+template <typename F>
+double ThreadMedianMs(F&& f, int reps) {
+  return permdnn::TimeRuns(f, {.warmup = 1, .min_reps = reps, .max_reps = reps, .cpu_time = true, .thread_time = true})
+      .median_ms;
+}
 
 using permdnn::kernels::PermDiagConvLanes;
 
@@ -84,11 +92,6 @@ const Layer kLayers[] = {
     {"mbv2 1x1 320>1280 @7", 320, 1280, 7, 1, 1},
 };
 
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 std::vector<float> Random(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -128,7 +131,7 @@ double DenseMs(const Layer& l, int n, int lanes, bool winograd, int reps, bool* 
     st.wait();
     convolution_forward conv(pd);
     *available = true;
-    return permdnn::MedianThreadCpuMs(
+    return ThreadMedianMs(
         [&] {
           conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
           st.wait();
@@ -189,7 +192,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
     std::memcpy(sm.get_data_handle(), x.data(), x.size() * sizeof(float));
     st.wait();
     convolution_forward conv(pd);
-    const double ms = permdnn::MedianThreadCpuMs(
+    const double ms = ThreadMedianMs(
         [&] {
           conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
           st.wait();
@@ -211,7 +214,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
         ys(static_cast<std::size_t>(n) * cbo * lanes * oh * oh);
     const float* xin = static_cast<const float*>(sm.get_data_handle());
     const float* yout = static_cast<const float*>(dm.get_data_handle());
-    *shuffle_ms = permdnn::MedianThreadCpuMs(
+    *shuffle_ms = ThreadMedianMs(
         [&] {
           ShuffleChannels(xin, xs.data(), n, l.c, l.hw * l.hw, lanes, in_perm);
           ShuffleChannels(yout, ys.data(), n, l.o, oh * oh, lanes, out_perm);
@@ -246,7 +249,7 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   q.kh = q.kw = l.k;
   q.stride = l.stride;
   *kernel = SelectedKernel(q);
-  return permdnn::MedianThreadCpuMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
+  return ThreadMedianMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
 }
 
 // The activation floor of a layer: one read of its input (kernels::StreamSum,
@@ -261,7 +264,7 @@ double ActivationFloorMs(const Layer& l, int n, int lanes, int reps) {
       y(static_cast<std::size_t>(n) * ((l.o + lanes - 1) / lanes) * lanes * oh * oh);
   std::copy(xr.begin(), xr.end(), x.data());
   volatile float sink = 0;
-  return permdnn::MedianThreadCpuMs(
+  return ThreadMedianMs(
       [&] {
         const float v = permdnn::kernels::StreamSum({x.data(), x.size()});
         std::fill(y.data(), y.data() + y.size(), v);
@@ -362,14 +365,14 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < ps.size(); ++i)
           if (lanes % ps[i] == 0) pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
       }
-      const double dense = Median(dense_rounds);
+      const double dense = permdnn::MedianOf(dense_rounds);
       const double floor_ms = ActivationFloorMs(l, n, lanes, reps);
       const double wino = l.k == 3 && l.stride == 1 ? DenseMs(l, n, lanes, true, reps, &wino_ok) : 0.0;
       for (std::size_t pi = 0; pi < ps.size(); ++pi) {
         const int p = ps[pi];
         if (lanes % p != 0) continue;  // the reference loops: nothing to compare
         const std::string& kernel = kernels[pi];
-        const double pd = Median(pd_rounds[pi]);
+        const double pd = permdnn::MedianOf(pd_rounds[pi]);
         const double dense_rate = dense_macs / dense * 1e-6, pd_rate = dense_macs / p / pd * 1e-6;
         const double ratio = pd_rate / dense_rate;
         // 70% of the dense rate per stored weight is a time of dense / p / 0.7.
@@ -422,10 +425,10 @@ int main(int argc, char** argv) {
               "permutation+FMA pairs/ns\n",
               permdnn::kernels::ActiveSimdTarget().c_str(), issue.fma_per_ns, issue.permute_per_ns, issue.pair_per_ns);
   if (!dense1_rates.empty() && issue.pair_per_ns > 0) {
-    const double bound = issue.pair_per_ns * lanes, dense1 = Median(dense1_rates);
+    const double bound = issue.pair_per_ns * lanes, dense1 = permdnn::MedianOf(dense1_rates);
     std::printf("one permutation per FMA (1x1 runs): at most %.1f GMAC/s per stored weight = %.0f%% of the median dense "
                 "1x1 row (%.1f GMAC/s); the 1x1 rows reach a median %.0f%% of that bound (%.0f-%.0f%%)\n",
-                bound, 100 * bound / dense1, dense1, 100 * Median(pd1_shares),
+                bound, 100 * bound / dense1, dense1, 100 * permdnn::MedianOf(pd1_shares),
                 100 * *std::min_element(pd1_shares.begin(), pd1_shares.end()),
                 100 * *std::max_element(pd1_shares.begin(), pd1_shares.end()));
   }

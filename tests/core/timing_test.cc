@@ -1,7 +1,9 @@
 // The shared benchmark timing loop: medians, call counts, the CPU-time mode.
 #include "permdnn/core/timing.h"
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -34,12 +36,32 @@ TEST(Timing, MeasuresWhatRuns) {
     volatile double s = 0;
     while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(2)) s = s + 1.0;
   };
-  for (bool cpu : {false, true}) {
-    Timing t = TimeRuns(busy, {.warmup = 0, .min_reps = 5, .cpu_time = cpu});
-    EXPECT_GE(t.wall_median_ms, 1.9) << "cpu=" << cpu;
-    EXPECT_GT(t.median_ms, 0.2) << "cpu=" << cpu;  // loose: CPU time shrinks when descheduled
+  for (int clock : {0, 1, 2}) {  // wall, process CPU, thread CPU
+    Timing t = TimeRuns(busy, {.warmup = 0, .min_reps = 5, .cpu_time = clock > 0, .thread_time = clock == 2});
+    EXPECT_GE(t.wall_median_ms, 1.9) << "clock=" << clock;
+    EXPECT_GT(t.median_ms, 0.2) << "clock=" << clock;  // loose: CPU time shrinks when descheduled
     EXPECT_LE(t.min_ms, t.median_ms);
   }
+}
+
+TEST(Timing, ThreadTimeLeavesOutOtherThreads) {
+  // Another thread spins for the whole timed call while the calling thread
+  // sleeps: process CPU time sees the spin, the calling thread's does not.
+  auto run = [] {
+    std::atomic<bool> stop{false};
+    std::thread spin([&] {
+      volatile double s = 0;
+      while (!stop.load(std::memory_order_relaxed)) s = s + 1.0;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    stop = true;
+    spin.join();
+  };
+  const Timing process = TimeRuns(run, {.warmup = 0, .min_reps = 3, .cpu_time = true});
+  const Timing thread = TimeRuns(run, {.warmup = 0, .min_reps = 3, .cpu_time = true, .thread_time = true});
+  EXPECT_GT(process.median_ms, 2.0);  // the spinning thread got some CPU in 20 ms, even on a busy machine
+  EXPECT_LT(thread.median_ms, 2.0);   // the sleeping caller used next to none
+  EXPECT_LT(thread.median_ms, process.median_ms);
 }
 
 }  // namespace
