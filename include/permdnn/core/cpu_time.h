@@ -22,5 +22,4 @@ inline double ThreadCpuMs() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
 }
-
 }  // namespace permdnn
