@@ -25,13 +25,14 @@ import argparse
 import array
 import json
 import os
-import platform
 import random
 import re
 import statistics
 import subprocess
 import sys
 import time
+
+from machine import cpu_name, permdnn_simd_target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,34 +80,6 @@ def compare(got, want, rtol, atol):
     ok = len(got) == len(want) and worst <= rtol * scale + atol
     return {"max_abs_diff": worst, "max_abs_ref": scale, "rel_diff": worst / scale if scale else worst,
             "first_worst_index": at, "agree": ok}
-
-
-def cpu_name():
-    """Model name, and for AMD the core generation its family implies."""
-    name, family = None, None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name is None:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("cpu family") and family is None:
-                    family = int(line.split(":", 1)[1])
-    except (OSError, ValueError):
-        pass
-    name = name or platform.processor() or "unknown CPU"
-    zen = {23: "Zen/Zen 2", 25: "Zen 3/Zen 4", 26: "Zen 5"}.get(family)
-    if name.startswith("AMD") and zen:
-        name += f" (family {family}: {zen})"
-    return name
-
-
-def permdnn_simd_target(permdnn, env):
-    """The Highway target permdnn's kernels dispatch to (its bench header line)."""
-    p = subprocess.run([permdnn, "bench", "--layers", "8x8", "--p", "8", "--batch", "1", "--act-density", "1",
-                        "--threads", "1", "--format", "read", "--min-time", "0", "--reps", "1"],
-                       env=env, capture_output=True, text=True)
-    m = re.search(r"SIMD (\S+),", p.stdout)
-    return m.group(1) if m else "unknown"
 
 
 def cpu_flags():

@@ -143,8 +143,18 @@ measure() {
   fi
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PERMDNN" run "$onnx" --bench --batch 1,64 --threads 1 \
     --json "$dir/bench.json" >"$RUNS/$name.bench.log" 2>&1 || say "$name: bench FAILED, see $RUNS/$name.bench.log"
-  python3 -c "import os, json, sys; json.dump({'loadavg': os.getloadavg()}, open(sys.argv[1], 'w'))" \
-    "$dir/load.json"
+  # The machine's state when this row was benchmarked: load, time, the kernels' SIMD target.
+  python3 - "$dir/load.json" "$PERMDNN" <<'PY'
+import datetime, json, os, sys
+sys.path.insert(0, "scripts")
+from machine import permdnn_simd_target
+out, permdnn = sys.argv[1], sys.argv[2]
+rec = {"loadavg": os.getloadavg(), "utc": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
+       "simd_target": permdnn_simd_target(permdnn)}
+with open(out + ".tmp", "w") as f:
+    json.dump(rec, f)
+os.replace(out + ".tmp", out)
+PY
   local arch
   case $name in
     *-permdiag*) arch=permdnn ;;
@@ -171,7 +181,7 @@ if [[ "${1:-}" != "--doc-only" ]]; then
 fi
 
 python3 - "$RESULTS" "$DOC" "$0" <<'PY'
-import datetime, json, os, platform, statistics, sys
+import datetime, json, os, statistics, sys
 res, doc, script = sys.argv[1], sys.argv[2], sys.argv[3]
 
 def load(name, what="summary"):
@@ -266,17 +276,18 @@ w("- **Simulator**: `permdnn sim --model model.onnx --arch ENGINE` on the activa
   "are simulated, and the dense model has no simulated number (n/a). "
   "The engines have different PE counts and clocks (defaults of `permdnn sim --list-params`), see "
   "`docs/simulator.md`.")
-cpu = ""
-try:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-except OSError:
-    pass
-loads = [json.load(open(os.path.join(res, d, "load.json")))["loadavg"][0]
-         for d in sorted(os.listdir(res)) if os.path.exists(os.path.join(res, d, "load.json"))]
-w(f"- **Machine**: {cpu or platform.processor()}, {os.cpu_count()} cores, shared with other jobs: latencies were "
-  "measured **under load**" + (f" (1-minute load average {min(loads):.1f}–{max(loads):.1f} during the benchmarks)"
-                               if loads else "") + "; compare within a table, not across days.")
+sys.path.insert(0, os.path.join(os.path.dirname(script), "."))
+from machine import cpu_name
+states = [json.load(open(os.path.join(res, d, "load.json")))
+          for d in sorted(os.listdir(res)) if os.path.exists(os.path.join(res, d, "load.json"))]
+loads = [st["loadavg"][0] for st in states]
+times = sorted(st["utc"] for st in states if "utc" in st)
+targets = sorted({st["simd_target"] for st in states if "simd_target" in st})
+w(f"- **Machine**: {cpu_name()}, {os.cpu_count()} cores"
+  + (f", permdnn's kernels on Highway target {', '.join(targets)}" if targets else "")
+  + (f"; the rows were benchmarked {times[0]}–{times[-1][-5:]} UTC" if times else "")
+  + (f" at a 1-minute load average of {min(loads):.1f}–{max(loads):.1f}" if loads else "")
+  + " (each row's `load.json`); compare within a table, not across days.")
 w("")
 
 missing = []

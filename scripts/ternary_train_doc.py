@@ -11,9 +11,10 @@ edge layers and batch norms), compression and the runtime's accuracy.
 """
 import json
 import os
-import platform
 import re
 import sys
+
+from machine import cpu_name
 
 ROWS = [
     ("wpc", "group pruning + ternary, WPC (θ = 0.7 × mean group norm)"),
@@ -33,21 +34,6 @@ ROWS = [
 # Rows of other budgets or choices: listed only when run.
 OPTIONAL = ("-e3", "-e6", "-alpha")
 TARGET = {"mlp": 1.0, "cnn": 1.5, "resnet": 1.5, "resnet-full": 1.5}
-
-
-def cpu_name():
-    name, family = platform.processor() or "unknown CPU", ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("cpu family") and not family:
-                    family = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    zen = {"25": ", Zen 3/4", "26": ", Zen 5"}.get(family, "")
-    return f"{name} (cpu family {family}{zen})" if family else name
 
 
 def load(results, name):
