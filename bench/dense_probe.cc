@@ -31,14 +31,6 @@
 
 namespace {
 
-// The median of reps calls of f (after one warm-up call) in the calling
-// thread's CPU time: everything here runs on the calling thread.
-template <typename F>
-double ThreadMedianMs(F&& f, int reps) {
-  return permdnn::TimeRuns(f, {.warmup = 1, .min_reps = reps, .max_reps = reps, .cpu_time = true, .thread_time = true})
-      .median_ms;
-}
-
 struct ConvSpec {
   int c, o, h, w, k, stride, pad, groups;
   int oh() const { return (h + 2 * pad - k) / stride + 1; }
@@ -100,7 +92,6 @@ std::vector<ConvSpec> Squeezenet11() {
   return v;
 }
 
-
 std::vector<float> Random(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -143,7 +134,7 @@ double OneDnnMs(const ConvSpec& s, int n, int reps, dnnl::memory::format_tag act
   // Thread CPU time: everything runs on the calling thread (one OpenMP
   // thread, no XNNPACK thread pool), so time slices lost to other processes
   // on a shared machine stay out of the medians.
-  return ThreadMedianMs(
+  return permdnn::ThreadCpuMedianMs(
       [&] {
         conv.execute(st, {{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, b_mem}, {DNNL_ARG_DST, y_mem}});
         st.wait();
@@ -160,7 +151,7 @@ double XnnpackMs(const ConvSpec& s, int n, int reps) {
                                         s.o / g, s.c, s.o, wv.data(), b.data(), 0.f, INFINITY, 0, &op) != xnn_status_success)
     return -1;
   if (xnn_setup_convolution2d_nhwc_f32(op, n, s.h, s.w, x.data(), y.data(), nullptr) != xnn_status_success) return -1;
-  const double ms = ThreadMedianMs([&] { xnn_run_operator(op, nullptr); }, reps);
+  const double ms = permdnn::ThreadCpuMedianMs([&] { xnn_run_operator(op, nullptr); }, reps);
   xnn_delete_operator(op);
   return ms;
 }
@@ -183,7 +174,7 @@ int main(int argc, char** argv) {
   std::string nets = "resnet18,mobilenet_v2,squeezenet1_1";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batches = Ints(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--nets")) nets = argv[i + 1];
     else return std::fprintf(stderr, "usage: %s [--batch 1,16] [--reps 7] [--nets LIST]\n", argv[0]), 2;
   }

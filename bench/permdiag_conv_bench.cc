@@ -30,13 +30,13 @@
 // so both sides use the same vectors. Block sizes p that do not divide the
 // target's lanes are skipped (they would run the reference loops).
 // --json: {"rows": [one object per table row], "issue": the rates below},
-// written to FILE.tmp and renamed.
+// written atomically (permdnn::WriteFileAtomic).
 //
-// "floor ms": one read of the layer's input and one write of its output
-// (ActivationFloorMs), the least any convolution of that layer can take on
-// this machine. Where 70% of the dense rate per stored weight (a time of
-// dense / p / 0.7) is below it, no kernel can meet the target; a line
-// counts those rows.
+// "floor ms": an estimate of the least any convolution of the layer can
+// take on this machine, one read of the input it uses and one write of its
+// output (ActivationFloorMs), timed in the same rounds as the rest. Where
+// 70% of the dense rate per stored weight (a time of dense / p / 0.7) is
+// below it, no kernel can meet the target; a line counts those rows.
 //
 // Last lines: the counts at 70%, and this core's issue rates of FMAs,
 // lane permutations and permutation + FMA pairs (ProbePermuteIssue,
@@ -56,6 +56,8 @@
 #include <nlohmann/json.hpp>
 
 #include "permdnn/core/aligned_buffer.h"
+#include "permdnn/core/atomic_file.h"
+#include "permdnn/core/error.h"
 #include "permdnn/core/timing.h"
 #include "permdnn/kernels/dispatch.h"
 #include "permdnn/kernels/permdiag_conv.h"
@@ -63,14 +65,6 @@
 #include "permdnn/kernels/table.h"
 
 namespace {
-
-// The median of reps calls of f (after one warm-up call) in the calling
-// thread's CPU time: everything here runs on the calling thread.
-template <typename F>
-double ThreadMedianMs(F&& f, int reps) {
-  return permdnn::TimeRuns(f, {.warmup = 1, .min_reps = reps, .max_reps = reps, .cpu_time = true, .thread_time = true})
-      .median_ms;
-}
 
 using permdnn::kernels::PermDiagConvLanes;
 
@@ -91,7 +85,6 @@ const Layer kLayers[] = {
     {"mbv2 1x1 96>576 @14", 96, 576, 14, 1, 1},  {"mbv2 1x1 960>160 @7", 960, 160, 7, 1, 1},
     {"mbv2 1x1 320>1280 @7", 320, 1280, 7, 1, 1},
 };
-
 
 std::vector<float> Random(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -131,7 +124,7 @@ double DenseMs(const Layer& l, int n, int lanes, bool winograd, int reps, bool* 
     st.wait();
     convolution_forward conv(pd);
     *available = true;
-    return ThreadMedianMs(
+    return permdnn::ThreadCpuMedianMs(
         [&] {
           conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
           st.wait();
@@ -192,7 +185,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
     std::memcpy(sm.get_data_handle(), x.data(), x.size() * sizeof(float));
     st.wait();
     convolution_forward conv(pd);
-    const double ms = ThreadMedianMs(
+    const double ms = permdnn::ThreadCpuMedianMs(
         [&] {
           conv.execute(st, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
           st.wait();
@@ -214,7 +207,7 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
         ys(static_cast<std::size_t>(n) * cbo * lanes * oh * oh);
     const float* xin = static_cast<const float*>(sm.get_data_handle());
     const float* yout = static_cast<const float*>(dm.get_data_handle());
-    *shuffle_ms = ThreadMedianMs(
+    *shuffle_ms = permdnn::ThreadCpuMedianMs(
         [&] {
           ShuffleChannels(xin, xs.data(), n, l.c, l.hw * l.hw, lanes, in_perm);
           ShuffleChannels(yout, ys.data(), n, l.o, oh * oh, lanes, out_perm);
@@ -249,25 +242,30 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   q.kh = q.kw = l.k;
   q.stride = l.stride;
   *kernel = SelectedKernel(q);
-  return ThreadMedianMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
+  return permdnn::ThreadCpuMedianMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
 }
 
-// The activation floor of a layer: one read of its input (kernels::StreamSum,
-// the read bound of `permdnn bench`) and one write of its output, in the
-// blocked layout's buffers (huge pages, as the kernels'). No convolution of
-// that layer, dense or compressed, can take less: it must read every input
-// value at least once and store every output value.
+// An estimate of a layer's activation floor: one read of the input values
+// it uses (kernels::StreamSum, the read bound of `permdnn bench`) and one
+// write of its output (kernels::StreamFill, full-width stores), in buffers
+// of the blocked layout's sizes (huge pages, as the kernels'). A
+// convolution of that layer must read each input value it uses and store
+// each output value, so it can hardly take less; a kernel that overlaps its
+// loads and stores may come somewhat under the sum. A 1x1 layer at stride
+// s uses one input position in s x s: its read is those positions only
+// (as one contiguous buffer: the lines a strided kernel touches).
 double ActivationFloorMs(const Layer& l, int n, int lanes, int reps) {
   const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1;
-  const std::vector<float> xr = Random(static_cast<std::size_t>(n) * ((l.c + lanes - 1) / lanes) * lanes * l.hw * l.hw, 1);
-  permdnn::AlignedBuffer<float> x(xr.size()),
-      y(static_cast<std::size_t>(n) * ((l.o + lanes - 1) / lanes) * lanes * oh * oh);
+  const int used_hw = l.k < l.stride ? oh : l.hw;  // input rows (and columns) the layer reads
+  const std::size_t cpad_in = static_cast<std::size_t>((l.c + lanes - 1) / lanes) * lanes;
+  const std::size_t cpad_out = static_cast<std::size_t>((l.o + lanes - 1) / lanes) * lanes;
+  const std::vector<float> xr = Random(static_cast<std::size_t>(n) * cpad_in * used_hw * used_hw, 1);
+  permdnn::AlignedBuffer<float> x(xr.size()), y(static_cast<std::size_t>(n) * cpad_out * oh * oh);
   std::copy(xr.begin(), xr.end(), x.data());
   volatile float sink = 0;
-  return ThreadMedianMs(
+  return permdnn::ThreadCpuMedianMs(
       [&] {
-        const float v = permdnn::kernels::StreamSum({x.data(), x.size()});
-        std::fill(y.data(), y.data() + y.size(), v);
+        permdnn::kernels::StreamFill({y.data(), y.size()}, permdnn::kernels::StreamSum({x.data(), x.size()}));
         sink = sink + y.data()[y.size() - 1];
       },
       reps);
@@ -357,16 +355,17 @@ int main(int argc, char** argv) {
       // Rounds of (dense, every p) in turn, medians over the rounds: a slow
       // spell of the machine then lands in one round of both sides instead
       // of in all of one side's repetitions.
-      std::vector<double> dense_rounds;
+      std::vector<double> dense_rounds, floor_rounds;
       std::vector<std::vector<double>> pd_rounds(ps.size());
       std::vector<std::string> kernels(ps.size());
       for (int r = 0; r < rounds; ++r) {
         dense_rounds.push_back(DenseMs(l, n, lanes, false, reps, &ok));
+        floor_rounds.push_back(ActivationFloorMs(l, n, lanes, reps));
         for (std::size_t i = 0; i < ps.size(); ++i)
           if (lanes % ps[i] == 0) pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
       }
       const double dense = permdnn::MedianOf(dense_rounds);
-      const double floor_ms = ActivationFloorMs(l, n, lanes, reps);
+      const double floor_ms = permdnn::MedianOf(floor_rounds);
       const double wino = l.k == 3 && l.stride == 1 ? DenseMs(l, n, lanes, true, reps, &wino_ok) : 0.0;
       for (std::size_t pi = 0; pi < ps.size(); ++pi) {
         const int p = ps[pi];
@@ -417,8 +416,8 @@ int main(int argc, char** argv) {
   // A row whose 70% time (dense / p / 0.7) is below its activation floor
   // cannot meet the target with any kernel on this machine.
   std::printf("below the activation floor at 70%% (one read of the input and one write of the output take longer): "
-              "%d of the 3x3 rows, %d of the 1x1 rows\n",
-              floored, floored1);
+              "%d of %d 3x3 rows, %d of %d 1x1 rows\n",
+              floored, total, floored1, total1);
   // The padless 1x1 runs permute once per FMA, so this core's rate of
   // permutation + FMA pairs bounds them; set against the dense 1x1 rows.
   std::printf("issue rates (%s, 12 chains, 0.2 s each): %.2f FMAs/ns alone, %.2f permutations/ns alone, %.2f "
@@ -433,19 +432,16 @@ int main(int argc, char** argv) {
                 100 * *std::max_element(pd1_shares.begin(), pd1_shares.end()));
   }
   if (!json_path.empty()) {
-    const std::string tmp = json_path + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    if (!f) return std::fprintf(stderr, "cannot write %s\n", tmp.c_str()), 1;
     const nlohmann::json out = {{"rows", records},
                                 {"issue", {{"target", permdnn::kernels::ActiveSimdTarget()},
                                            {"lanes", lanes},
                                            {"fma_per_ns", issue.fma_per_ns},
                                            {"permute_per_ns", issue.permute_per_ns},
                                            {"pair_per_ns", issue.pair_per_ns}}}};
-    const bool written = std::fputs(out.dump(1).c_str(), f) >= 0;
-    if (std::fclose(f) != 0 || !written || std::rename(tmp.c_str(), json_path.c_str()) != 0) {
-      std::remove(tmp.c_str());
-      return std::fprintf(stderr, "cannot write %s\n", json_path.c_str()), 1;
+    try {
+      permdnn::WriteFileAtomic(json_path, out.dump(1));
+    } catch (const permdnn::Error& e) {
+      return std::fprintf(stderr, "%s\n", e.what()), 1;
     }
   }
   return 0;

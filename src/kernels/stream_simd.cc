@@ -1,4 +1,5 @@
-// StreamSum (stream.h): the read bound, in Highway with dynamic dispatch.
+// StreamSum and StreamFill (stream.h): the read and write bounds, in Highway
+// with dynamic dispatch.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/stream_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -34,15 +35,34 @@ float StreamSumImpl(const float* v, int64_t n) {
   return sum;
 }
 
+void StreamFillImpl(float* v, int64_t n, float value) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto x = hn::Set(d, value);
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    hn::StoreU(x, d, v + i);
+    hn::StoreU(x, d, v + i + N);
+    hn::StoreU(x, d, v + i + 2 * N);
+    hn::StoreU(x, d, v + i + 3 * N);
+  }
+  for (; i < n; ++i) v[i] = value;
+}
+
 }  // namespace permdnn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace permdnn::kernels {
 HWY_EXPORT(StreamSumImpl);
+HWY_EXPORT(StreamFillImpl);
 
 float StreamSum(std::span<const float> v) {
   return HWY_DYNAMIC_DISPATCH(StreamSumImpl)(v.data(), static_cast<int64_t>(v.size()));
+}
+
+void StreamFill(std::span<float> v, float value) {
+  HWY_DYNAMIC_DISPATCH(StreamFillImpl)(v.data(), static_cast<int64_t>(v.size()), value);
 }
 }  // namespace permdnn::kernels
 #endif

@@ -11,7 +11,7 @@ endif()
 foreach(pattern "layer4 3x3 +1 +4 " "layer4.0 3x3 s2 +1 +4 " "layer4.0 down 1x1 s2 +1 +4 "
                 "3x3 layers with permdiag GMAC/s per stored weight >= 70% of oneDNN's direct dense: [0-2] of 2"
                 "1x1 layers with permdiag GMAC/s per stored weight >= 70% of oneDNN's direct dense: [01] of 1"
-                "below the activation floor at 70% \\(one read of the input and one write of the output take longer\\): [0-2] of the 3x3 rows, [01] of the 1x1 rows"
+                "below the activation floor at 70% \\(one read of the input and one write of the output take longer\\): [0-2] of 2 3x3 rows, [01] of 1 1x1 rows"
                 "issue rates \\([A-Z0-9_]+, 12 chains, 0.2 s each\\): [0-9.]+ FMAs/ns alone, [0-9.]+ permutations/ns alone, [0-9.]+ permutation\\+FMA pairs/ns"
                 "one permutation per FMA \\(1x1 runs\\): at most [0-9.]+ GMAC/s per stored weight = [0-9]+% of the median dense 1x1 row")
   if(NOT out MATCHES "${pattern}")

@@ -1,5 +1,6 @@
 // Repeated timing of one operation, for the benchmark commands (permdnn
-// bench, permdnn run --bench, the training benchmarks): warm-up calls, then
+// bench, permdnn run --bench, the training benchmarks, the stand-alone
+// benchmarks in bench/): warm-up calls, then
 // timed calls until both a minimum count and a minimum time are reached (or
 // a cap), reported as median and minimum. One place for the loop so every
 // command's "median" means the same thing.
@@ -28,9 +29,9 @@ struct TimingOptions {
   double min_time_s = 0.0;  // ...and at least this long in all (wall clock)
   int max_reps = 2000;      // but never more calls than this
   bool cpu_time = false;    // time by process CPU time instead of the wall clock
-  // With cpu_time: the calling thread's CPU time instead of the process's,
-  // for work that stays on the calling thread in a process with other
-  // threads (the stand-alone benchmarks in bench/).
+  // Time by the calling thread's CPU time (whatever cpu_time says), for
+  // work that stays on the calling thread in a process with other threads
+  // (the stand-alone benchmarks in bench/).
   bool thread_time = false;
 };
 
@@ -45,16 +46,19 @@ Timing TimeRuns(F&& run, const TimingOptions& o) {
   using Clock = std::chrono::steady_clock;
   for (int i = 0; i < o.warmup; ++i) run();
   std::vector<double> ms, wall;
+  ms.reserve(static_cast<std::size_t>(std::max(o.min_reps, 0)));
+  wall.reserve(ms.capacity());
+  const bool cpu = o.cpu_time || o.thread_time;
   const auto start = Clock::now();
   while (static_cast<int>(ms.size()) < o.min_reps ||
          (std::chrono::duration<double>(Clock::now() - start).count() < o.min_time_s &&
           static_cast<int>(ms.size()) < o.max_reps)) {
     const auto cpu_ms = [&o] { return o.thread_time ? ThreadCpuMs() : ProcessCpuMs(); };
-    const double c0 = o.cpu_time ? cpu_ms() : 0.0;
+    const double c0 = cpu ? cpu_ms() : 0.0;
     const auto t0 = Clock::now();
     run();
     wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    ms.push_back(o.cpu_time ? cpu_ms() - c0 : wall.back());
+    ms.push_back(cpu ? cpu_ms() - c0 : wall.back());
   }
   Timing t;
   t.median_ms = MedianOf(ms);
@@ -62,6 +66,14 @@ Timing TimeRuns(F&& run, const TimingOptions& o) {
   t.min_ms = ms.empty() ? 0.0 : *std::min_element(ms.begin(), ms.end());
   t.reps = static_cast<int>(ms.size());
   return t;
+}
+
+// The median of `reps` calls of run (after one warm-up call) in the calling
+// thread's CPU time: the stand-alone benchmarks' timing (bench/), which run
+// everything on the calling thread.
+template <typename F>
+double ThreadCpuMedianMs(F&& run, int reps) {
+  return TimeRuns(run, {.warmup = 1, .min_reps = reps, .max_reps = reps, .thread_time = true}).median_ms;
 }
 
 }  // namespace permdnn
