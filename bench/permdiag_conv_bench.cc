@@ -34,7 +34,7 @@
 //
 // "floor ms": an estimate of the least any convolution of the layer can
 // take on this machine, one read of the input it uses and one write of its
-// output (ActivationFloorMs), timed in the same rounds as the rest. Where
+// output (ActivationFloorMs), a median of as many rounds. Where
 // 70% of the dense rate per stored weight (a time of dense / p / 0.7) is
 // below it, no kernel can meet the target; a line counts those rows.
 //
@@ -360,11 +360,14 @@ int main(int argc, char** argv) {
       std::vector<std::string> kernels(ps.size());
       for (int r = 0; r < rounds; ++r) {
         dense_rounds.push_back(DenseMs(l, n, lanes, false, reps, &ok));
-        floor_rounds.push_back(ActivationFloorMs(l, n, lanes, reps));
         for (std::size_t i = 0; i < ps.size(); ++i)
           if (lanes % ps[i] == 0) pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
       }
       const double dense = permdnn::MedianOf(dense_rounds);
+      // The floor's rounds after the layer's: its buffers come and go
+      // between the kernels' measurements otherwise (a permdiag row timed
+      // right after them ran up to 8% slower in alternating runs).
+      for (int r = 0; r < rounds; ++r) floor_rounds.push_back(ActivationFloorMs(l, n, lanes, reps));
       const double floor_ms = permdnn::MedianOf(floor_rounds);
       const double wino = l.k == 3 && l.stride == 1 ? DenseMs(l, n, lanes, true, reps, &wino_ok) : 0.0;
       for (std::size_t pi = 0; pi < ps.size(); ++pi) {
