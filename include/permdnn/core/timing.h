@@ -49,11 +49,11 @@ Timing TimeRuns(F&& run, const TimingOptions& o) {
   ms.reserve(static_cast<std::size_t>(std::max(o.min_reps, 0)));
   wall.reserve(ms.capacity());
   const bool cpu = o.cpu_time || o.thread_time;
+  const auto cpu_ms = [&o] { return o.thread_time ? ThreadCpuMs() : ProcessCpuMs(); };
   const auto start = Clock::now();
   while (static_cast<int>(ms.size()) < o.min_reps ||
          (std::chrono::duration<double>(Clock::now() - start).count() < o.min_time_s &&
           static_cast<int>(ms.size()) < o.max_reps)) {
-    const auto cpu_ms = [&o] { return o.thread_time ? ThreadCpuMs() : ProcessCpuMs(); };
     const double c0 = cpu ? cpu_ms() : 0.0;
     const auto t0 = Clock::now();
     run();
