@@ -213,7 +213,8 @@ def main():
                             with open(js) as f:
                                 rec = json.load(f)[0]
                             ms, wall_ms = rec["median_s"] * 1e3, rec["wall_median_s"] * 1e3
-                            how[t] = (rec.get("batch_workers", 1), rec.get("samples_per_pass", b))
+                            how[t] = (rec.get("batch_workers", 1), rec.get("samples_per_pass", b),
+                                      rec.get("run_threads", t))
                         times.setdefault((eng, t), []).append(ms)
                         walls.setdefault((eng, t), []).append(wall_ms)
             _, got = read_npy(os.path.join(work, f"{tag}-permdnn.npy"))
@@ -228,7 +229,9 @@ def main():
                        "ort_ms": statistics.median(times[("ort", t)]),
                        "permdnn_wall_ms": statistics.median(walls[("permdnn", t)]),
                        "ort_wall_ms": statistics.median(walls[("ort", t)]), "timer": "cpu" if t == 1 else "wall",
-                       "permdnn_batch_workers": how.get(t, (1, b))[0], "permdnn_samples_per_pass": how.get(t, (1, b))[1],
+                       "permdnn_batch_workers": how.get(t, (1, b, t))[0],
+                       "permdnn_samples_per_pass": how.get(t, (1, b, t))[1],
+                       "permdnn_run_threads": how.get(t, (1, b, t))[2],
                        "permdnn_rounds_ms": times[("permdnn", t)], "ort_rounds_ms": times[("ort", t)], **agree}
                 records.append(rec)
                 print(f"{m['name']:<22} B={b:<3} T={t}  permdnn {rec['permdnn_ms']:9.3f} ms  ORT {rec['ort_ms']:9.3f} ms  "
@@ -334,6 +337,8 @@ def markdown(meta, records, batches, threads):
                 sp = r["speedup_vs_ort_dense"]
                 workers, per_pass = r.get("permdnn_batch_workers", 1), r.get("permdnn_samples_per_pass", b)
                 parts = [f"{workers} shares"] if workers > 1 else []
+                if workers == 1 and t > 1 and r.get("permdnn_run_threads", t) == 1:
+                    parts.append("on 1 thread")
                 if per_pass * workers < b:
                     parts.append(f"passes of {per_pass}")
                 how_run = f" ({', '.join(parts)})" if parts else ""
@@ -345,7 +350,9 @@ def markdown(meta, records, batches, threads):
              "(> 1: permdnn faster); \"ORT\" is ONNX Runtime on this file (compressed: its portable twin). The "
              "outputs column gives max|diff| / max|ORT|. In permdnn's column, \"k shares\": the batch ran as one share of "
              "the samples per thread, each on its own single-threaded copy of the model (batch parallelism); "
-             "\"passes of m\": each share ran in passes of m samples (micro-batching; docs/runtime.md).")
+             "\"passes of m\": each share ran in passes of m samples (micro-batching; docs/runtime.md); \"on 1 thread\": "
+             "the split check timed this shape faster on one thread than split over the threads, and ran it there "
+             "(docs/runtime.md).")
     return "\n".join(L) + "\n"
 
 

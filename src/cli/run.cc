@@ -113,7 +113,7 @@ void RunIntegerInput(Model& model, const Args& args) {
 void AddRunCommand(CLI::App& app) {
   struct Args {
     std::string model, input, output, batches = "1,64", json, zero_skip = "auto", micro_batch = "auto",
-                batch_parallel = "auto";
+                batch_parallel = "auto", split_check = "auto";
     int threads = 1;
     bool profile = false, bench = false, cpu_time = false, int16 = false, int8 = false;
     double min_time = 0.3;
@@ -153,6 +153,11 @@ void AddRunCommand(CLI::App& app) {
                   "on its own single-threaded replica of the model (sharing its weights): auto (where the graph allows), "
                   "or off (the threads split each operator)")
       ->capture_default_str();
+  cmd->add_option("--split-check", args->split_check,
+                  "with --threads > 1, where the threads would split each operator (batch 1, or a batch not run as "
+                  "shares): auto (time the first run of each input shape split and on one thread, keep the faster) "
+                  "or off (always split)")
+      ->capture_default_str();
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
     PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
@@ -182,6 +187,9 @@ void AddRunCommand(CLI::App& app) {
     PERMDNN_CHECK(args->batch_parallel == "auto" || args->batch_parallel == "off",
                   "--batch-parallel must be auto or off, got '{}'", args->batch_parallel);
     opt.batch_parallel = args->batch_parallel == "auto";
+    PERMDNN_CHECK(args->split_check == "auto" || args->split_check == "off",
+                  "--split-check must be auto or off, got '{}'", args->split_check);
+    opt.split_check = args->split_check == "auto";
     Model model = Model::Load(args->model, opt);
     PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",
                   args->model, model.inputs().size());
@@ -203,7 +211,8 @@ void AddRunCommand(CLI::App& app) {
       const std::vector<int64_t> batches =
           args->input.empty() ? ParseInts("--batch", args->batches) : std::vector<int64_t>{file_shape.at(0)};
       nlohmann::json records = nlohmann::json::array();
-      std::printf("%-8s %12s %12s %14s %9s %8s\n", "batch", "median ms", "min ms", "samples/s", "per pass", "workers");
+      std::printf("%-8s %12s %12s %14s %9s %8s %8s\n", "batch", "median ms", "min ms", "samples/s", "per pass", "workers",
+                  "threads");
       for (int64_t batch : batches) {
         std::vector<int64_t> shape = model.inputs()[0].shape;
         std::vector<float> x;
@@ -229,12 +238,20 @@ void AddRunCommand(CLI::App& app) {
                                   {.warmup = 0, .min_reps = 5, .min_time_s = args->min_time, .max_reps = 100000,
                                    .cpu_time = args->cpu_time});
         const double med = t.median_ms * 1e-3, best = t.min_ms * 1e-3;
-        std::printf("%-8lld %12.4f %12.4f %14.0f %9lld %8d\n", static_cast<long long>(batch), med * 1e3, best * 1e3,
-                    batch / med, static_cast<long long>(model.SamplesPerPass()), model.BatchWorkers());
-        records.push_back({{"model", args->model}, {"batch", batch}, {"threads", args->threads},
-                           {"median_s", med}, {"min_s", best}, {"wall_median_s", t.wall_median_ms * 1e-3},
-                           {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"},
-                           {"samples_per_pass", model.SamplesPerPass()}, {"batch_workers", model.BatchWorkers()}});
+        std::printf("%-8lld %12.4f %12.4f %14.0f %9lld %8d %8d\n", static_cast<long long>(batch), med * 1e3,
+                    best * 1e3, batch / med, static_cast<long long>(model.SamplesPerPass()), model.BatchWorkers(),
+                    model.RunThreads());
+        const auto [split_ms, solo_ms] = model.SplitCheckMs(shape);
+        if (solo_ms > 0)
+          std::printf("  split check: %d threads %.4f ms, one thread %.4f ms (medians of its rounds): %s\n",
+                      args->threads, split_ms, solo_ms, model.RunThreads() == 1 ? "runs on one thread" : "runs split");
+        nlohmann::json rec = {{"model", args->model}, {"batch", batch}, {"threads", args->threads},
+                              {"median_s", med}, {"min_s", best}, {"wall_median_s", t.wall_median_ms * 1e-3},
+                              {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"},
+                              {"samples_per_pass", model.SamplesPerPass()}, {"batch_workers", model.BatchWorkers()},
+                              {"run_threads", model.RunThreads()}};
+        if (solo_ms > 0) rec["split_check_ms"] = {{"split", split_ms}, {"one_thread", solo_ms}};
+        records.push_back(std::move(rec));
         if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
         if (!args->output.empty()) WriteOutput(args->output, y, oshape);
       }
@@ -251,6 +268,8 @@ void AddRunCommand(CLI::App& app) {
                 runtime::ShapeString(oshape).c_str());
     if (model.BatchWorkers() > 1)
       std::printf(" (the batch split over %d threads)", model.BatchWorkers());
+    if (args->threads > 1 && model.BatchWorkers() == 1 && model.RunThreads() == 1)
+      std::printf(" (on one thread: the split check timed it faster than %d)", args->threads);
     if (model.SamplesPerPass() < shape.at(0) / model.BatchWorkers())
       std::printf(" (%lld samples per pass)", static_cast<long long>(model.SamplesPerPass()));
     std::printf("\n");

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 #include <cblas.h>
 
 #include "permdnn/core/thread_pool.h"
+#include "permdnn/core/timing.h"
 #include "permdnn/formats/registry.h"
 #include "permdnn/runtime/onnx_io.h"
 #include "permdnn/kernels/dispatch.h"
@@ -127,6 +129,10 @@ constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;
 // operators (dense), 1.24x at p = 8 for shares of 2; level or faster from
 // shares of 4.
 constexpr double kBatchParallelMinReuse = 4;
+// The split check (Options::split_check): a first split run longer than
+// this keeps the split without measuring; rounds of the alternating timing.
+constexpr double kSplitCheckMaxMs = 50;
+constexpr int kSplitCheckRounds = 3;
 }  // namespace
 
 using detail::NodeDef;
@@ -226,6 +232,22 @@ struct Model::Impl {
   // Runs the batch with worker w running replica w on its contiguous share
   // of the samples (ChunkRange), all at once on the thread pool.
   void ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst);
+
+  // The split check (Options::split_check). Per input shape, the threads its
+  // runs split over (1: `solo`, a single-threaded replica, runs it) and the
+  // medians behind the choice.
+  struct SplitChoice {
+    int threads = 1;
+    double split_ms = 0, solo_ms = 0;
+  };
+  std::unique_ptr<Model> solo;
+  std::map<std::vector<int64_t>, SplitChoice> split_choice;
+  int last_threads = 1;
+  bool MaySplitCheck(const std::vector<int64_t>& shape) const;
+  // Runs the batch through `solo` where the check chose one thread for its
+  // shape, measuring first on a new shape (the measured runs then leave the
+  // outputs in dst); false where the caller is to run it split.
+  bool RunSoloIfFaster(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst);
 };
 
 void Model::Impl::LoadProto(const onnx::ModelProto& m) {
@@ -884,6 +906,68 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
   return chosen;
 }
 
+bool Model::Impl::MaySplitCheck(const std::vector<int64_t>& shape) const {
+  return opt.split_check && opt.threads > 1 && inputs.size() == 1 && IsFloat(inputs[0].dtype) && !opt.profile &&
+         !opt.reference && !int16 && !int8 && !shape.empty();
+}
+
+bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst) {
+  if (auto it = split_choice.find(shape); it != split_choice.end()) {
+    last_threads = it->second.threads;
+    if (it->second.threads > 1) return false;
+    solo->impl_->RunFloat(x, shape, dst);
+    return true;
+  }
+  auto ms = [](auto&& run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // PERMDNN_SPLIT_CHECK=split|one fixes the outcome without timing (tests).
+  const char* force = std::getenv("PERMDNN_SPLIT_CHECK");
+  force = force && *force ? force : nullptr;
+  PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "one"),
+                "PERMDNN_SPLIT_CHECK={} is neither split nor one", force ? force : "");
+  auto split = [&] { RunFloat(x, shape, dst, false); };
+  // The split run first: it checks the input (an error leaves no choice
+  // recorded) and plans the shape.
+  SplitChoice c{opt.threads, ms([&] { RunFloat(x, shape, dst); }), 0};
+  if (force || c.split_ms <= kSplitCheckMaxMs) {
+    if (!solo && !(force && !std::strcmp(force, "split"))) {
+      Options ropt = opt;
+      ropt.threads = 1;
+      ropt.batch_parallel = false;
+      ropt.split_check = false;
+      solo = MakeReplica(ropt);
+    }
+    auto one = [&] { solo->impl_->RunFloat(x, shape, dst, false); };
+    if (force) {
+      c.split_ms = 0;
+      if (!std::strcmp(force, "one")) {
+        c.threads = 1;
+        one();
+      }
+      split_choice[shape] = c;
+      last_threads = c.threads;
+      return true;
+    }
+    split();  // warm: the first run paid for the plan
+    one();    // plans and warms the replica
+    std::vector<double> a, b;
+    for (int r = 0; r < kSplitCheckRounds; ++r) {
+      a.push_back(ms(split));
+      b.push_back(ms(one));
+    }
+    c.split_ms = MedianOf(a);
+    c.solo_ms = MedianOf(b);
+    if (c.solo_ms < c.split_ms) c.threads = 1;
+    else split();  // the outputs from the path kept (equal within rounding)
+  }
+  split_choice[shape] = c;
+  last_threads = c.threads;
+  return true;
+}
+
 std::unique_ptr<Model> Model::Impl::MakeReplica(const Options& ropt) const {
   auto replica = std::make_unique<Model>();
   Impl& r = *replica->impl_;
@@ -1030,6 +1114,8 @@ void Model::SetThreads(int threads) {
   // The plan splits work and places tensors for its thread count: re-plan.
   if (threads != impl_->opt.threads) {
     impl_->planned = false;
+    impl_->split_choice.clear();
+    impl_->solo.reset();
     impl_->pass_samples.clear();  // the automatic micro-batch depends on it
     impl_->whole_out_shapes.clear();
     impl_->batch_workers.clear();
@@ -1070,11 +1156,14 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
   const std::vector<int64_t> shape(input_shape.begin(), input_shape.end());
   void* dst[1] = {output.data()};
   m.last_workers = 1;
+  m.last_threads = 1;
   if (m.MayBatchParallel(shape))
     if (const int workers = m.BatchWorkers(shape); workers > 1) {
       m.ExecuteWorkers(input.data(), shape, workers, dst);
       return out_shape;
     }
+  if (m.MaySplitCheck(shape) && m.RunSoloIfFaster(input.data(), shape, dst)) return out_shape;
+  m.last_threads = std::max(1, m.opt.threads);
   m.RunFloat(input.data(), shape, dst);
   return out_shape;
 }
@@ -1082,10 +1171,28 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
 std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   Impl& m = *impl_;
   m.last_workers = 1;
+  m.last_threads = 1;
   if (inputs.size() == 1 && IsFloat(inputs[0].dtype()) && inputs[0].shape().size() >= 2) {
     const std::vector<int64_t>& shape = inputs[0].shape();
     const int workers = m.MayBatchParallel(shape) ? m.BatchWorkers(shape) : 1;
     const int64_t pass = workers == 1 && m.MayMicroBatch(shape) ? m.PassSamples(shape) : shape[0];
+    if (workers == 1) m.last_threads = std::max(1, m.opt.threads);
+    if (workers == 1 && m.MaySplitCheck(shape)) {
+      // Output shapes from the plan of the shape (or of its passes).
+      const std::span<const int64_t> dims(shape);
+      OutputShape(dims);
+      std::vector<Tensor> out;
+      std::vector<void*> dst;
+      auto whole = m.whole_out_shapes.find(shape);
+      for (std::size_t k = 0; k < m.output_ids.size(); ++k) {
+        const Value& v = m.values[m.output_ids[k]];
+        out.emplace_back(v.dtype, pass < shape[0] && whole != m.whole_out_shapes.end() ? whole->second[k] : v.shape);
+        dst.push_back(out.back().raw());
+      }
+      if (m.RunSoloIfFaster(inputs[0].f(), shape, dst)) return out;
+      m.RunFloat(inputs[0].f(), shape, dst);
+      return out;
+    }
     if (workers > 1 || pass < shape[0]) {
       std::vector<Tensor> out;
       std::vector<void*> dst;
@@ -1154,10 +1261,17 @@ int64_t Model::ArenaBytes() const {
   int64_t bytes = impl_->arena_capacity;
   for (const auto& r : impl_->replicas)
     if (r) bytes += r->impl_->arena_capacity;
+  if (impl_->solo) bytes += impl_->solo->impl_->arena_capacity;
   return bytes;
 }
 int64_t Model::SamplesPerPass() const { return impl_->last_pass; }
 int Model::BatchWorkers() const { return impl_->last_workers; }
+int Model::RunThreads() const { return impl_->last_threads; }
+std::pair<double, double> Model::SplitCheckMs(std::span<const int64_t> input_shape) const {
+  auto it = impl_->split_choice.find(std::vector<int64_t>(input_shape.begin(), input_shape.end()));
+  if (it == impl_->split_choice.end() || it->second.solo_ms == 0) return {0, 0};
+  return {it->second.split_ms, it->second.solo_ms};
+}
 void Model::ResetProfile() {
   for (NodeProfile& p : impl_->profile) {
     p.calls = 0;

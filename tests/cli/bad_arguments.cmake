@@ -27,3 +27,5 @@ expect_error("--micro-batch must be auto, off or a positive sample count, got 'x
 expect_error("--micro-batch 2 does not apply with --int16" run none.onnx --bench --int16 --micro-batch 2)
 # permdnn run --batch-parallel: auto or off.
 expect_error("--batch-parallel must be auto or off, got 'on'" run none.onnx --bench --batch-parallel on)
+# permdnn run --split-check: auto or off.
+expect_error("--split-check must be auto or off, got 'on'" run none.onnx --bench --split-check on)

@@ -7,7 +7,9 @@
 // a node with no outputs at all made Run write through a missing value.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <malloc.h>
@@ -751,6 +753,74 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
   m.SetThreads(1);
   m.Run(xc, shape, y);
   EXPECT_EQ(m.BatchWorkers(), 1);
+}
+
+// The split check (Options::split_check): on 2 threads a batch-1 run
+// (batch parallelism leaves it to split operators) is timed split and on one
+// thread at the first run of its shape, and the faster kept; the outputs
+// equal the one-thread model's on either path, through both APIs.
+TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
+  const GraphBuilder b = PerSampleCnn();
+  Model one = b.Load();
+  const std::vector<int64_t> shape = {1, 2, 6, 6};
+  const std::vector<float> x = Iota(72, 0.37f);
+  const std::vector<Tensor> want = one.Run({Tensor::Float(shape, x)});
+  EXPECT_EQ(one.RunThreads(), 1);
+  EXPECT_EQ(one.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
+  auto threads = [](const Model& m) { return static_cast<int64_t>(m.RunThreads()); };
+  Options opt;
+  opt.threads = 2;
+  {
+    Model m = b.Load(opt);
+    const std::vector<Tensor> got = m.Run({Tensor::Float(shape, x)});
+    ExpectClose(Floats(want[0]), Floats(got[0]));
+    const auto [split_ms, one_ms] = m.SplitCheckMs(shape);
+    EXPECT_GT(split_ms, 0);
+    EXPECT_GT(one_ms, 0);
+    const int chosen = m.RunThreads();
+    EXPECT_EQ(chosen, one_ms < split_ms ? 1 : 2);
+    ExpectSplitRunsMatch(m, shape, x, want[0], threads, chosen);  // the choice is kept
+    EXPECT_EQ(m.SplitCheckMs(shape), (std::pair<double, double>{split_ms, one_ms}));
+    // A batch that splits into shares has no check; a new thread count
+    // forgets the choices.
+    const std::vector<int64_t> shape8 = {8, 2, 6, 6};
+    std::vector<float> y8(24);
+    m.Run(Iota(8 * 72, 0.37f), shape8, y8);
+    EXPECT_EQ(m.BatchWorkers(), 2);
+    EXPECT_EQ(m.RunThreads(), 1);
+    EXPECT_EQ(m.SplitCheckMs(shape8), (std::pair<double, double>{0, 0}));
+    m.SetThreads(3);
+    EXPECT_EQ(m.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
+  }
+  for (const char* force : {"one", "split"}) {
+    SCOPED_TRACE(force);
+    setenv("PERMDNN_SPLIT_CHECK", force, 1);
+    Model m = b.Load(opt);
+    ExpectSplitRunsMatch(m, shape, x, want[0], threads, force[0] == 'o' ? 1 : 2);
+    unsetenv("PERMDNN_SPLIT_CHECK");
+  }
+  {  // Off, or with profiling: always split, never timed.
+    Options off = opt;
+    off.split_check = false;
+    Model m = b.Load(off);
+    ExpectSplitRunsMatch(m, shape, x, want[0], threads, 2);
+    EXPECT_EQ(m.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
+    Options prof = opt;
+    prof.profile = true;
+    Model p = b.Load(prof);
+    ExpectSplitRunsMatch(p, shape, x, want[0], threads, 2);
+    EXPECT_EQ(p.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
+  }
+  setenv("PERMDNN_SPLIT_CHECK", "sideways", 1);
+  Model bad = b.Load(opt);
+  std::vector<float> y(3);
+  try {
+    bad.Run(x, shape, y);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("PERMDNN_SPLIT_CHECK=sideways"), std::string::npos) << e.what();
+  }
+  unsetenv("PERMDNN_SPLIT_CHECK");
 }
 
 // Bytes the process has allocated and not freed (glibc: every arena and

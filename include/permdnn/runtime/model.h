@@ -33,6 +33,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "permdnn/runtime/tensor.h"
@@ -98,6 +99,24 @@ struct Options {
   // outputs equal the split operators' within rounding (kernels may differ
   // with the batch size).
   bool batch_parallel = true;
+  // The split check: on more than one thread, a run whose operators would
+  // split their work over the threads (batch 1, or a batch that batch
+  // parallelism does not divide into shares) is, at the first run of each
+  // input shape, timed split against the same run on one thread (a
+  // single-threaded replica of the model, as batch parallelism makes),
+  // three alternating warm runs each after one warm-up each, on that first
+  // call's input; the shape then runs on the faster, medians compared. Small
+  // graphs whose operators split along different axes (mobilenet_v2 at
+  // p = 8, batch 1: the convolutions over positions and output vectors,
+  // oneDNN's over channel parts) pass their activations between the cores at
+  // nearly every node and can run slower on two threads than on one. A
+  // first split run longer than 50 ms keeps the split unmeasured (there the
+  // work per operator outweighs the traffic). The first call of a shape
+  // costs about eight runs. Not with profile, reference, int16 or int8.
+  // The outputs equal the split run's within rounding. The environment
+  // variable PERMDNN_SPLIT_CHECK=split|one fixes the outcome untimed.
+  // What the check measured: Model::SplitCheckMs, RunThreads.
+  bool split_check = true;
 };
 
 // The samples per pass the planner chooses for a per-sample graph (Options::
@@ -182,7 +201,7 @@ class Model {
   // current plan; it only grows when a larger shape is planned. With batch
   // parallelism, plus the replicas' arenas (the arena of the whole batch's
   // plan is freed when the batch splits into shares, before the replicas
-  // plan theirs).
+  // plan theirs); with the split check, plus its one-thread replica's.
   int64_t ArenaBytes() const;
   // Samples per pass of the last Run (its whole batch unless micro-batching
   // split it; Options::micro_batch; with batch parallelism, the first
@@ -191,6 +210,14 @@ class Model {
   // Threads that split the last Run's batch between them (Options::
   // batch_parallel); 1 when the threads split each operator instead.
   int BatchWorkers() const;
+  // Threads the last Run's operators split over: Options::threads, or 1
+  // where the split check (Options::split_check) found one thread faster
+  // for its input shape; 1 when the batch split into shares instead.
+  int RunThreads() const;
+  // The split check's medians for `input_shape` (ms; 0 and 0 when the shape
+  // was not measured: not run yet, not eligible, or its first run was over
+  // the limit).
+  std::pair<double, double> SplitCheckMs(std::span<const int64_t> input_shape) const;
   void ResetProfile();
 
  private:
