@@ -907,8 +907,11 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
 }
 
 bool Model::Impl::MaySplitCheck(const std::vector<int64_t>& shape) const {
+  // (The one-thread replica holds its own copy of what the compressed
+  // kernels decode, as batch parallelism's do: the same bound on its bytes.)
   return opt.split_check && opt.threads > 1 && inputs.size() == 1 && IsFloat(inputs[0].dtype) && !opt.profile &&
-         !opt.reference && !int16 && !int8 && !shape.empty();
+         !opt.reference && !int16 && !int8 && !shape.empty() &&
+         summary.weight_bytes * 2 <= kBatchParallelMaxReplicaBytes;
 }
 
 bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst) {

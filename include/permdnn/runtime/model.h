@@ -112,7 +112,9 @@ struct Options {
   // nearly every node and can run slower on two threads than on one. A
   // first split run longer than 50 ms keeps the split unmeasured (there the
   // work per operator outweighs the traffic). The first call of a shape
-  // costs about eight runs. Not with profile, reference, int16 or int8.
+  // costs about eight runs. Not with profile, reference, int16 or int8, nor
+  // where the file's weights exceed 1 GiB (the replica, like batch
+  // parallelism's, decodes its own copy of the compressed weights).
   // The outputs equal the split run's within rounding. The environment
   // variable PERMDNN_SPLIT_CHECK=split|one fixes the outcome untimed.
   // What the check measured: Model::SplitCheckMs, RunThreads.
