@@ -269,7 +269,7 @@ void AddRunCommand(CLI::App& app) {
     if (model.BatchWorkers() > 1)
       std::printf(" (the batch split over %d threads)", model.BatchWorkers());
     if (args->threads > 1 && model.BatchWorkers() == 1 && model.RunThreads() == 1)
-      std::printf(" (on one thread: the split check timed it faster than %d)", args->threads);
+      std::printf(" (on one thread, the split check's choice over %d)", args->threads);
     if (model.SamplesPerPass() < shape.at(0) / model.BatchWorkers())
       std::printf(" (%lld samples per pass)", static_cast<long long>(model.SamplesPerPass()));
     std::printf("\n");

@@ -915,10 +915,14 @@ bool Model::Impl::MaySplitCheck(const std::vector<int64_t>& shape) const {
 }
 
 bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst) {
+  auto run_solo = [&](bool check_finite) {
+    solo->impl_->RunFloat(x, shape, dst, check_finite);
+    last_pass = solo->impl_->last_pass;
+  };
   if (auto it = split_choice.find(shape); it != split_choice.end()) {
     last_threads = it->second.threads;
     if (it->second.threads > 1) return false;
-    solo->impl_->RunFloat(x, shape, dst);
+    run_solo(true);
     return true;
   }
   auto ms = [](auto&& run) {
@@ -931,40 +935,61 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
   force = force && *force ? force : nullptr;
   PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "one"),
                 "PERMDNN_SPLIT_CHECK={} is neither split nor one", force ? force : "");
+  const bool force_one = force && !std::strcmp(force, "one");
   auto split = [&] { RunFloat(x, shape, dst, false); };
   // The split run first: it checks the input (an error leaves no choice
   // recorded) and plans the shape.
   SplitChoice c{opt.threads, ms([&] { RunFloat(x, shape, dst); }), 0};
+  last_threads = c.threads;
+  // An output written over the input would change the input of the timed
+  // runs: such a call runs split, once, and records nothing.
+  const int64_t x_bytes = NumElements(shape) * static_cast<int64_t>(sizeof(float));
+  const auto whole = whole_out_shapes.find(shape);
+  for (std::size_t k = 0; k < dst.size() && k < output_ids.size(); ++k) {
+    const Value& v = values[output_ids[k]];
+    const int64_t bytes = last_pass < shape[0] && whole != whole_out_shapes.end()
+                              ? NumElements(whole->second[k]) * static_cast<int64_t>(StorageBytes(v.dtype))
+                              : static_cast<int64_t>(v.bytes());
+    const auto* d = static_cast<const uint8_t*>(dst[k]);
+    const auto* in = reinterpret_cast<const uint8_t*>(x);
+    if (d && d < in + x_bytes && in < d + bytes) return true;
+  }
   if (force || c.split_ms <= kSplitCheckMaxMs) {
-    if (!solo && !(force && !std::strcmp(force, "split"))) {
-      Options ropt = opt;
-      ropt.threads = 1;
-      ropt.batch_parallel = false;
-      ropt.split_check = false;
-      solo = MakeReplica(ropt);
-    }
-    auto one = [&] { solo->impl_->RunFloat(x, shape, dst, false); };
-    if (force) {
-      c.split_ms = 0;
-      if (!std::strcmp(force, "one")) {
-        c.threads = 1;
-        one();
+    try {
+      if (!solo && (!force || force_one)) {
+        Options ropt = opt;
+        ropt.threads = 1;
+        ropt.batch_parallel = false;
+        ropt.split_check = false;
+        solo = MakeReplica(ropt);
+        solo->impl_->blas_threads_set = false;  // it runs alone: its own runs set OpenBLAS to one thread
       }
-      split_choice[shape] = c;
-      last_threads = c.threads;
-      return true;
+      if (force) {
+        c.split_ms = 0;
+        if (force_one) {
+          c.threads = 1;
+          run_solo(false);
+        }
+      } else {
+        split();  // warm: the first run paid for the plan
+        run_solo(false);  // plans and warms the replica
+        std::vector<double> a, b;
+        for (int r = 0; r < kSplitCheckRounds; ++r) {
+          a.push_back(ms(split));
+          b.push_back(ms([&] { run_solo(false); }));
+        }
+        c.split_ms = MedianOf(a);
+        c.solo_ms = MedianOf(b);
+        if (c.solo_ms < c.split_ms) c.threads = 1;
+        else split();  // the outputs from the path kept (equal within rounding)
+      }
+    } catch (const Error&) {
+      // The replica failed where the split run did not (e.g. a plan over
+      // max_arena_bytes): keep the split, and its outputs.
+      c = SplitChoice{opt.threads, 0, 0};
+      solo.reset();
+      split();
     }
-    split();  // warm: the first run paid for the plan
-    one();    // plans and warms the replica
-    std::vector<double> a, b;
-    for (int r = 0; r < kSplitCheckRounds; ++r) {
-      a.push_back(ms(split));
-      b.push_back(ms(one));
-    }
-    c.split_ms = MedianOf(a);
-    c.solo_ms = MedianOf(b);
-    if (c.solo_ms < c.split_ms) c.threads = 1;
-    else split();  // the outputs from the path kept (equal within rounding)
   }
   split_choice[shape] = c;
   last_threads = c.threads;
@@ -1212,6 +1237,7 @@ std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   for (const Tensor& t : inputs) meta.push_back({t.dtype(), t.shape(), IsFloat(t.dtype()) ? nullptr : t.i()});
   if (!m.KeyMatches(meta)) m.Plan(meta);
   m.last_pass = meta.empty() || meta[0].shape.empty() ? 1 : meta[0].shape[0];
+  m.last_threads = std::max(1, m.opt.threads);
   std::vector<const void*> data;
   for (const Tensor& t : inputs) data.push_back(t.raw());
   m.Execute(data);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -759,7 +760,26 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
 // (batch parallelism leaves it to split operators) is timed split and on one
 // thread at the first run of its shape, and the faster kept; the outputs
 // equal the one-thread model's on either path, through both APIs.
+// Sets PERMDNN_SPLIT_CHECK (nullptr: unsets it) for its lifetime, then
+// restores what was there (ctest sets it to split for the runtime tests).
+class SplitCheckEnv {
+ public:
+  explicit SplitCheckEnv(const char* value) {
+    if (const char* old = std::getenv("PERMDNN_SPLIT_CHECK")) old_ = old;
+    Set(value);
+  }
+  ~SplitCheckEnv() { Set(old_ ? old_->c_str() : nullptr); }
+  static void Set(const char* value) {
+    if (value) setenv("PERMDNN_SPLIT_CHECK", value, 1);
+    else unsetenv("PERMDNN_SPLIT_CHECK");
+  }
+
+ private:
+  std::optional<std::string> old_;
+};
+
 TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
+  SplitCheckEnv timed(nullptr);
   const GraphBuilder b = PerSampleCnn();
   Model one = b.Load();
   const std::vector<int64_t> shape = {1, 2, 6, 6};
@@ -794,10 +814,19 @@ TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
   }
   for (const char* force : {"one", "split"}) {
     SCOPED_TRACE(force);
-    setenv("PERMDNN_SPLIT_CHECK", force, 1);
+    SplitCheckEnv forced(force);
     Model m = b.Load(opt);
     ExpectSplitRunsMatch(m, shape, x, want[0], threads, force[0] == 'o' ? 1 : 2);
-    unsetenv("PERMDNN_SPLIT_CHECK");
+    EXPECT_EQ(m.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
+  }
+  {  // An output over the input: run split, once, nothing recorded.
+    Model m = b.Load(opt);
+    std::vector<float> buf(72);
+    std::copy(x.begin(), x.end(), buf.begin());
+    m.Run(buf, shape, std::span<float>(buf.data(), 3));
+    EXPECT_EQ(m.RunThreads(), 2);
+    EXPECT_EQ(m.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
+    ExpectClose(Floats(want[0]), std::vector<float>(buf.begin(), buf.begin() + 3));
   }
   {  // Off, or with profiling: always split, never timed.
     Options off = opt;
@@ -811,7 +840,7 @@ TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
     ExpectSplitRunsMatch(p, shape, x, want[0], threads, 2);
     EXPECT_EQ(p.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
   }
-  setenv("PERMDNN_SPLIT_CHECK", "sideways", 1);
+  SplitCheckEnv sideways("sideways");
   Model bad = b.Load(opt);
   std::vector<float> y(3);
   try {
@@ -820,7 +849,6 @@ TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("PERMDNN_SPLIT_CHECK=sideways"), std::string::npos) << e.what();
   }
-  unsetenv("PERMDNN_SPLIT_CHECK");
 }
 
 // Bytes the process has allocated and not freed (glibc: every arena and

@@ -104,15 +104,18 @@ struct Options {
   // parallelism does not divide into shares) is, at the first run of each
   // input shape, timed split against the same run on one thread (a
   // single-threaded replica of the model, as batch parallelism makes),
-  // three alternating warm runs each after one warm-up each, on that first
-  // call's input; the shape then runs on the faster, medians compared. Small
+  // on that first call's input: after the split run that plans the shape,
+  // one more split run and one run of the replica (which plans it) to warm
+  // both, then three alternating timed runs each; the shape then runs on
+  // the faster, medians compared. Small
   // graphs whose operators split along different axes (mobilenet_v2 at
   // p = 8, batch 1: the convolutions over positions and output vectors,
   // oneDNN's over channel parts) pass their activations between the cores at
   // nearly every node and can run slower on two threads than on one. A
   // first split run longer than 50 ms keeps the split unmeasured (there the
   // work per operator outweighs the traffic). The first call of a shape
-  // costs about eight runs. Not with profile, reference, int16 or int8, nor
+  // costs about ten runs. A call whose output buffer overlaps its input
+  // runs split and records nothing. Not with profile, reference, int16 or int8, nor
   // where the file's weights exceed 1 GiB (the replica, like batch
   // parallelism's, decodes its own copy of the compressed weights).
   // The outputs equal the split run's within rounding. The environment
