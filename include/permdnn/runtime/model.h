@@ -105,16 +105,21 @@ struct Options {
   // input shape, timed split against the same run on one thread (a
   // single-threaded replica of the model, as batch parallelism makes),
   // on that first call's input: after the split run that plans the shape,
-  // one more split run and one run of the replica (which plans it) to warm
-  // both, then three alternating timed runs each; the shape then runs on
-  // the faster, medians compared. Small
+  // a run of the replica (which plans it) and two more split runs to warm
+  // both, then five alternating rounds of one untimed and one timed block
+  // of runs of each path (a block: as many runs as take about 1 ms, at
+  // most 16); the shape then runs on one thread where its best block is
+  // at least 20% faster than the split's best, else split. Small
   // graphs whose operators split along different axes (mobilenet_v2 at
   // p = 8, batch 1: the convolutions over positions and output vectors,
   // oneDNN's over channel parts) pass their activations between the cores at
   // nearly every node and can run slower on two threads than on one. A
-  // first split run longer than 50 ms keeps the split unmeasured (there the
+  // first split run longer than 10 ms keeps the split unmeasured (there the
   // work per operator outweighs the traffic). The first call of a shape
-  // costs about ten runs. A call whose output buffer overlaps its input
+  // costs about 24 runs (more for runs under 1 ms: 1-16 per block). The
+  // choice stays for the model's life (SetThreads forgets it): one made
+  // while another process loads the second core keeps one thread after
+  // the load has gone. A call whose output buffer overlaps its input
   // runs split and records nothing. Not with profile, reference, int16 or int8, nor
   // where the file's weights exceed 1 GiB (the replica, like batch
   // parallelism's, decodes its own copy of the compressed weights).
