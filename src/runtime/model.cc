@@ -140,7 +140,7 @@ constexpr double kBatchParallelMinReuse = 4;
 // Fashion-MNIST mlp, timed single runs: 0.16 ms split against 0.13 on one
 // thread, where `permdnn run --bench` gives 0.072 against 0.092). The best
 // blocks and the margin, not medians of three: a busy moment on the other
-// core slows only the split runs, and once made the choice stays (resnet18
+// core slows only the split runs, and a choice holds a while (resnet18
 // p = 8 measured 4.9 ms split against 4.3 on one thread in one of 57 checks,
 // where it runs 2.7 against 4.3; AMD EPYC Zen 5, 2026-12-07).
 constexpr double kSplitCheckMaxMs = 10;
@@ -148,6 +148,13 @@ constexpr int kSplitCheckRounds = 5;
 constexpr double kSplitCheckBlockMs = 1.0;
 constexpr int kSplitCheckMaxBlock = 16;
 constexpr double kSplitCheckMargin = 0.8;
+// ... and how long a choice holds before the next run of its shape checks
+// again: the host's load changes, and a choice made while another process
+// ran on the second core (split runs 2.2x the time of one thread's on
+// mobilenet_v2 p = 8 with a training on that core, 12:43 UTC, against
+// 0.85x with it idle, 13:12) would otherwise stay. At most 10 ms x ~24
+// runs per 10 s: 2.4% of the time.
+constexpr double kSplitCheckHoldSeconds = 10;
 }  // namespace
 
 using detail::NodeDef;
@@ -254,6 +261,7 @@ struct Model::Impl {
   struct SplitChoice {
     int threads = 1;
     double split_ms = 0, solo_ms = 0;
+    std::chrono::steady_clock::time_point made;  // when measured
   };
   std::unique_ptr<Model> solo;
   std::map<std::vector<int64_t>, SplitChoice> split_choice;
@@ -934,11 +942,15 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
     solo->impl_->RunFloat(x, shape, dst, check_finite);
     last_pass = solo->impl_->last_pass;
   };
+  const auto now = std::chrono::steady_clock::now();
   if (auto it = split_choice.find(shape); it != split_choice.end()) {
-    last_threads = it->second.threads;
-    if (it->second.threads > 1) return false;
-    run_solo(true);
-    return true;
+    if (now - it->second.made < std::chrono::duration<double>(kSplitCheckHoldSeconds)) {
+      last_threads = it->second.threads;
+      if (it->second.threads > 1) return false;
+      run_solo(true);
+      return true;
+    }
+    split_choice.erase(it);  // check again below
   }
   auto ms = [](auto&& run) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -954,7 +966,7 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
   auto split = [&] { RunFloat(x, shape, dst, false); };
   // The split run first: it checks the input (an error leaves no choice
   // recorded) and plans the shape.
-  SplitChoice c{opt.threads, ms([&] { RunFloat(x, shape, dst); }), 0};
+  SplitChoice c{opt.threads, ms([&] { RunFloat(x, shape, dst); }), 0, now};
   last_threads = c.threads;
   // An output written over the input would change the input of the timed
   // runs: such a call runs split, once, and records nothing.
@@ -1011,7 +1023,7 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
     } catch (const Error&) {
       // The replica failed where the split run did not (e.g. a plan over
       // max_arena_bytes): keep the split, and its outputs.
-      c = SplitChoice{opt.threads, 0, 0};
+      c = SplitChoice{opt.threads, 0, 0, now};
       solo.reset();
       split();
     }

@@ -116,10 +116,10 @@ struct Options {
   // nearly every node and can run slower on two threads than on one. A
   // first split run longer than 10 ms keeps the split unmeasured (there the
   // work per operator outweighs the traffic). The first call of a shape
-  // costs about 24 runs (more for runs under 1 ms: 1-16 per block). The
-  // choice stays for the model's life (SetThreads forgets it): one made
-  // while another process loads the second core keeps one thread after
-  // the load has gone. A call whose output buffer overlaps its input
+  // costs about 24 runs (more for runs under 1 ms: 1-16 per block). A
+  // choice holds for 10 s; the first run of its shape after that checks
+  // again (another process on the second core slows only the split runs,
+  // and the load comes and goes), at most ~2.4% of the time. A call whose output buffer overlaps its input
   // runs split and records nothing. Not with profile, reference, int16 or int8, nor
   // where the file's weights exceed 1 GiB (the replica, like batch
   // parallelism's, decodes its own copy of the compressed weights).
