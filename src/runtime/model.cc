@@ -151,9 +151,9 @@ constexpr double kSplitCheckMargin = 0.8;
 // ... and how long a choice holds before the next run of its shape checks
 // again: the host's load changes, and a choice made while another process
 // ran on the second core (split runs 2.2x the time of one thread's on
-// mobilenet_v2 p = 8 with a training on that core, 12:43 UTC, against
-// 0.85x with it idle, 13:12) would otherwise stay. At most 10 ms x ~24
-// runs per 10 s: 2.4% of the time.
+// mobilenet_v2 p = 8 with a training on that core, 12:23 UTC, against
+// 0.85x with it idle, 13:12) would otherwise stay. A check runs about 13
+// split runs and 11 on one thread.
 constexpr double kSplitCheckHoldSeconds = 10;
 }  // namespace
 
@@ -256,8 +256,8 @@ struct Model::Impl {
   void ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst);
 
   // The split check (Options::split_check). Per input shape, the threads its
-  // runs split over (1: `solo`, a single-threaded replica, runs it) and the
-  // medians behind the choice.
+  // runs split over (1: `solo`, a single-threaded replica, runs it), the
+  // best blocks behind the choice and when they were timed.
   struct SplitChoice {
     int threads = 1;
     double split_ms = 0, solo_ms = 0;
@@ -977,9 +977,8 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
     const int64_t bytes = last_pass < shape[0] && whole != whole_out_shapes.end()
                               ? NumElements(whole->second[k]) * static_cast<int64_t>(StorageBytes(v.dtype))
                               : static_cast<int64_t>(v.bytes());
-    const auto* d = static_cast<const uint8_t*>(dst[k]);
-    const auto* in = reinterpret_cast<const uint8_t*>(x);
-    if (d && d < in + x_bytes && in < d + bytes) return true;
+    const auto d = reinterpret_cast<uintptr_t>(dst[k]), in = reinterpret_cast<uintptr_t>(x);
+    if (dst[k] && d < in + static_cast<uintptr_t>(x_bytes) && in < d + static_cast<uintptr_t>(bytes)) return true;
   }
   if (force || c.split_ms <= kSplitCheckMaxMs) {
     try {
@@ -1022,9 +1021,9 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
       }
     } catch (const Error&) {
       // The replica failed where the split run did not (e.g. a plan over
-      // max_arena_bytes): keep the split, and its outputs.
+      // max_arena_bytes): keep the split, and its outputs. (The replica
+      // stays: other shapes may run on it, and it plans again for them.)
       c = SplitChoice{opt.threads, 0, 0, now};
-      solo.reset();
       split();
     }
   }

@@ -819,6 +819,19 @@ TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
     ExpectSplitRunsMatch(m, shape, x, want[0], threads, force[0] == 'o' ? 1 : 2);
     EXPECT_EQ(m.SplitCheckMs(shape), (std::pair<double, double>{0, 0}));
   }
+  {  // Two shapes on the one replica, alternating: each plans it again.
+    SplitCheckEnv forced("one");
+    Options no_shares = opt;
+    no_shares.batch_parallel = false;
+    Model m = b.Load(no_shares);
+    const std::vector<int64_t> shape2 = {2, 2, 6, 6};
+    const std::vector<float> x2 = Iota(144, 0.37f);
+    const std::vector<Tensor> want2 = one.Run({Tensor::Float(shape2, x2)});
+    for (int rep = 0; rep < 2; ++rep) {
+      ExpectSplitRunsMatch(m, shape, x, want[0], threads, 1);
+      ExpectSplitRunsMatch(m, shape2, x2, want2[0], threads, 1);
+    }
+  }
   {  // An output over the input: run split, once, nothing recorded.
     Model m = b.Load(opt);
     std::vector<float> buf(72);

@@ -108,21 +108,24 @@ struct Options {
   // a run of the replica (which plans it) and two more split runs to warm
   // both, then five alternating rounds of one untimed and one timed block
   // of runs of each path (a block: as many runs as take about 1 ms, at
-  // most 16); the shape then runs on one thread where its best block is
-  // at least 20% faster than the split's best, else split. Small
-  // graphs whose operators split along different axes (mobilenet_v2 at
-  // p = 8, batch 1: the convolutions over positions and output vectors,
-  // oneDNN's over channel parts) pass their activations between the cores at
-  // nearly every node and can run slower on two threads than on one. A
-  // first split run longer than 10 ms keeps the split unmeasured (there the
-  // work per operator outweighs the traffic). The first call of a shape
-  // costs about 24 runs (more for runs under 1 ms: 1-16 per block). A
-  // choice holds for 10 s; the first run of its shape after that checks
-  // again (another process on the second core slows only the split runs,
-  // and the load comes and goes), at most ~2.4% of the time. A call whose output buffer overlaps its input
-  // runs split and records nothing. Not with profile, reference, int16 or int8, nor
-  // where the file's weights exceed 1 GiB (the replica, like batch
-  // parallelism's, decodes its own copy of the compressed weights).
+  // most 16); the shape then runs on one thread where its best block
+  // takes under 80% of the split's best, else split. Small graphs whose
+  // operators split along different axes (mobilenet_v2 at p = 8, batch 1:
+  // the convolutions over positions and output vectors, oneDNN's over
+  // channel parts) pass their activations between the cores at nearly
+  // every node and can run slower on two threads than on one. A first
+  // split run longer than 10 ms keeps the split unmeasured (there the work
+  // per operator outweighs the traffic). A check costs about 13 split runs
+  // and 11 runs on one thread (more for runs under 1 ms: 1-16 per block),
+  // on the first call of the shape. A choice holds for 10 s; the first run
+  // of its shape after that checks again (another process on the second
+  // core slows only the split runs, and the load comes and goes): at the
+  // 10 ms limit, with one thread twice as slow, 0.35 s of every 10 s of a
+  // shape run without pause. A call whose output buffer overlaps its
+  // input runs split and records nothing. Not with profile, reference,
+  // int16 or int8, nor where the file's weights exceed 1 GiB (the
+  // replica, like batch parallelism's, decodes its own copy of the
+  // compressed weights).
   // The outputs equal the split run's within rounding. The environment
   // variable PERMDNN_SPLIT_CHECK=split|one fixes the outcome untimed.
   // What the check measured: Model::SplitCheckMs, RunThreads.
@@ -224,9 +227,9 @@ class Model {
   // where the split check (Options::split_check) found one thread faster
   // for its input shape; 1 when the batch split into shares instead.
   int RunThreads() const;
-  // The split check's medians for `input_shape` (ms; 0 and 0 when the shape
-  // was not measured: not run yet, not eligible, or its first run was over
-  // the limit).
+  // The split check's best blocks for `input_shape`, split and one thread
+  // (ms per run; 0 and 0 when the shape was not measured: not run yet,
+  // not eligible, forced, or its first run over the limit).
   std::pair<double, double> SplitCheckMs(std::span<const int64_t> input_shape) const;
   void ResetProfile();
 
