@@ -243,7 +243,7 @@ void AddRunCommand(CLI::App& app) {
                     model.RunThreads());
         const auto [split_ms, solo_ms] = model.SplitCheckMs(shape);
         if (solo_ms > 0)
-          std::printf("  split check: %d threads %.4f ms, one thread %.4f ms (medians of its rounds): %s\n",
+          std::printf("  split check: %d threads %.4f ms, one thread %.4f ms (best blocks of its rounds): %s\n",
                       args->threads, split_ms, solo_ms, model.RunThreads() == 1 ? "runs on one thread" : "runs split");
         nlohmann::json rec = {{"model", args->model}, {"batch", batch}, {"threads", args->threads},
                               {"median_s", med}, {"min_s", best}, {"wall_median_s", t.wall_median_ms * 1e-3},

@@ -1002,12 +1002,9 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
         const double warm = ms(split);
         const int block = static_cast<int>(
             std::clamp(std::ceil(kSplitCheckBlockMs / std::max(warm, 1e-3)), 1.0, double{kSplitCheckMaxBlock}));
+        // One untimed run (after the other path), then the block: its median.
         auto timed = [&](auto&& run) {
-          run();  // untimed: after the other path
-          return ms([&] {
-                   for (int i = 0; i < block; ++i) run();
-                 }) /
-                 block;
+          return TimeRuns(run, {.warmup = 1, .min_reps = block, .min_time_s = 0, .max_reps = block}).median_ms;
         };
         std::vector<double> a, b;
         for (int r = 0; r < kSplitCheckRounds; ++r) {
