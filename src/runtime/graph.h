@@ -106,18 +106,21 @@ struct NodeDef {
 // What kernels derive from a node's constant weights at plan time (packed
 // or reordered copies), shared by a model and its batch-parallel replicas
 // (model.cc), which would otherwise each hold a copy. Used by the dense
-// convolution (oneDNN's reordered weights) and the permuted-diagonal
-// convolution kernel's pack. A kernel asks under its node's position in the file and
+// convolution (oneDNN's reordered weights), the permuted-diagonal
+// convolution kernel's pack, the permuted-diagonal fully connected op's
+// forms (decoded matrix, row pack, column pack, zero-skipping plan) and the
+// circulant convolution's channel DFT. A kernel asks under its node's position in the file and
 // a key naming the form (a layout, a block size); the first to ask makes
 // it, the others get the same read-only object while any of them holds it
 // (the cache keeps only weak references, so a form no plan uses any more is
 // freed). Several models may plan at once: `make` runs under the lock, so
-// each form is made once.
+// each form is made once; a `make` may ask for another form (a pack made
+// from the decoded weights), hence a recursive lock.
 class PackCache {
  public:
   template <typename T, typename Key, typename Make>
   std::shared_ptr<const T> Get(int position, const Key& key, Make&& make) {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::recursive_mutex> lock(mu_);
     const std::type_index type(typeid(std::pair<Key, T>));
     for (auto it = entries_.begin(); it != entries_.end();) {
       std::shared_ptr<const void> held = it->value.lock();
@@ -140,7 +143,7 @@ class PackCache {
     std::shared_ptr<const void> key;
     std::weak_ptr<const void> value;
   };
-  std::mutex mu_;
+  std::recursive_mutex mu_;
   std::vector<Entry> entries_;
 };
 

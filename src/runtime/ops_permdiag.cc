@@ -51,14 +51,35 @@ namespace permdnn::runtime::detail {
 
 namespace {
 
+// What the fully connected op derives from its node's weights, shared with
+// the model's batch-parallel and one-thread replicas through the PackCache
+// (RunState::packs), which would otherwise each decode and pack their own:
+// the decoded matrix (the batch >= 4 layout) with the bias, the row pack
+// (batch < 4), the shared-offset format's grouped layout, and the
+// zero-skipping plan (the crossover measured once, and the column pack where
+// skipping can win).
+struct PermDiagFcDecoded {
+  PermDiagMatrix w;
+  std::vector<float> bias;
+};
+struct PermDiagFcSkip {
+  double crossover = 0;
+  std::shared_ptr<const kernels::PermDiagColumnPack> columns;  // null where the crossover is 0
+};
+
 class PermDiagMatMulOp : public CompressedOp, public Int16Op {
  public:
   PermDiagMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
-      : CompressedOp(f, false, n), where_(n.Where()), p_(geometry_.p), in_(geometry_.in), out_(geometry_.out) {}
+      : CompressedOp(f, false, n),
+        where_(n.Where()),
+        position_(n.position),
+        p_(geometry_.p),
+        in_(geometry_.in),
+        out_(geometry_.out) {}
   // The kernel table's row for the planned batch (what --profile shows).
   std::string KernelName() const override {
     kernels::KernelProblem q{kernels::KernelOp::kPermDiagMatVecPacked, static_cast<int>(p_), out_, in_, batch_,
-                             pack_.chunked};
+                             rows_ && rows_->chunked};
     if (column_ && !int16_active_) {
       q.op = batch_ > 1 ? kernels::KernelOp::kPermDiagColumnMatMulRows
                         : skipped_ ? kernels::KernelOp::kPermDiagColumnSparseInput
@@ -75,23 +96,42 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
 
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
-    if (!loaded_) {
-      formats::Weights w = ReadWeights(ctx, format_, false);
-      w_ = PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), w.values, w.offsets);
-      bias_ = std::move(w.bias);
-      if (column_) col_ = kernels::PermDiagColumnWeights::Build(w_);
-      loaded_ = true;  // only once weights and bias are both valid
-    }
-    if (!column_) HoldLayoutFor(batch_);
-    // The zero-skipping crossover, once, at the first batch-1 plan (so no
-    // run, and no --profile, pays for it).
-    if (batch_ == 1 && crossover_ < 0) crossover_ = MeasureCrossover();
     // int16 staging of one sample.
     ctx.scratch_bytes = static_cast<int64_t>(sizeof(int16_t)) * (in_ + out_) + 64;
     sample_bytes_ = ctx.scratch_bytes;
   }
+  // The weights' forms for this plan, from the model's PackCache or made
+  // and put there (at most one decode per plan); the zero-skipping plan at
+  // the first batch-1 plan (so no run, and no --profile, pays for it).
   // int16: whole samples per thread (ForEachSample), each on its own staging.
   void Finalize(OpContext& ctx, const RunState& rs) override {
+    packs_ = rs.packs;
+    std::shared_ptr<const PermDiagFcDecoded> held;
+    const auto decoded = [&]() -> const PermDiagFcDecoded& {
+      if (!held) held = decoded_ ? decoded_ : Decoded(ctx);
+      return *held;
+    };
+    if (!bias_) bias_ = Shared<std::vector<float>>("bias", [&] { return decoded().bias; });
+    if (column_) {
+      if (!decoded_) decoded_ = Decoded(ctx);  // (int16 quantizes it)
+      if (!col_) col_ = Shared<kernels::PermDiagColumnWeights>("column-weights", [&] {
+        return kernels::PermDiagColumnWeights::Build(decoded_->w);
+      });
+    } else if (batch_ < 4 && !rows_) {
+      // The first re-plan across batch 4 converts the layout, so a model
+      // planned for one batch regime holds its weights once; from the second
+      // crossing on both are kept, rather than rebuilt on every re-plan of a
+      // caller that alternates batch sizes.
+      rows_ = Shared<kernels::PermDiagRowPack>("rows", [&] { return kernels::PermDiagRowPack::Build(decoded().w); });
+      if (decoded_ && crossings_++ == 0) decoded_ = nullptr;
+    } else if (batch_ >= 4 && !decoded_) {
+      decoded_ = Decoded(ctx);
+      if (rows_ && crossings_++ == 0) rows_ = nullptr;
+    }
+    if (batch_ == 1 && !skip_) {
+      skip_ = Shared<PermDiagFcSkip>("skip", [&] { return MeasureSkip(held ? &held->w : nullptr); });
+      if (!column_ && skip_->columns) colpack_ = skip_->columns;
+    }
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, batch_, rs.threads));
   }
 
@@ -118,15 +158,16 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // ChooseFracBits<int16_t> of their max |value| on the calibration batch;
   // bias at the accumulator scale 2^-(fw + fx).
   void EndCalibration() override {
-    w16_ = PermDiagMatrixI16::Quantize(w_.rows() > 0 ? w_ : pack_.Unpack());
+    w16_ = decoded_ ? PermDiagMatrixI16::Quantize(decoded_->w) : PermDiagMatrixI16::Quantize(rows_->Unpack());
     fx_ = ChooseFracBits<int16_t>(x_max_);
     fy_ = ChooseFracBits<int16_t>(y_max_);
     const int facc = w16_.frac_bits() + fx_;
-    bias64_.assign(bias_.size(), 0);
-    for (std::size_t r = 0; r < bias_.size(); ++r) {
-      const double scaled = RoundHalfAway(std::ldexp(static_cast<double>(bias_[r]), facc));
+    const std::vector<float>& bias = *bias_;
+    bias64_.assign(bias.size(), 0);
+    for (std::size_t r = 0; r < bias.size(); ++r) {
+      const double scaled = RoundHalfAway(std::ldexp(static_cast<double>(bias[r]), facc));
       PERMDNN_CHECK(std::fabs(scaled) < 0x1p62, "{}: int16: bias[{}] = {} does not fit the int64 accumulator at scale 2^{}",
-                    where_, r, bias_[r], facc);
+                    where_, r, bias[r], facc);
       bias64_[r] = static_cast<int64_t>(scaled);
     }
     shift_ = facc - fy_;
@@ -134,24 +175,21 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
 
  private:
-  std::string where_;  // the node, for errors after Prepare
-  // The weights in the layout of the planned batch: the row-major matrix
-  // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major
-  // when cache-sized, the faster batch-1 layout) below. The first re-plan
-  // across 4 converts, so a model planned for one batch regime holds its
-  // weights once (after a conversion); from the second crossing on, both
-  // layouts are kept rather than rebuilt on every re-plan of a caller that
-  // alternates batch sizes.
-  void HoldLayoutFor(int64_t batch) {
-    const bool want_pack = batch < 4;
-    const bool have_pack = pack_.rows > 0, have_matrix = w_.rows() > 0;
-    if (want_pack && !have_pack) {
-      pack_ = kernels::PermDiagRowPack::Build(w_);
-      if (crossings_++ == 0) w_ = PermDiagMatrix();
-    } else if (!want_pack && !have_matrix) {
-      w_ = pack_.Unpack();
-      if (crossings_++ == 0) pack_ = kernels::PermDiagRowPack();
-    }
+  // The form under `key` from the model's PackCache (made by `make`, which
+  // returns it by value, where no plan of the model or its replicas holds it).
+  template <typename T, typename Make>
+  std::shared_ptr<const T> Shared(const char* key, Make&& make) {
+    auto made = [&] { return std::make_shared<const T>(make()); };
+    return packs_ ? packs_->Get<T>(position_, std::string(key), made) : made();
+  }
+  // The node's weights decoded (validated by the registry: errors name the
+  // node and the input): the batch >= 4 layout, the source of the others.
+  std::shared_ptr<const PermDiagFcDecoded> Decoded(const OpContext& ctx) {
+    return Shared<PermDiagFcDecoded>("decoded", [&] {
+      formats::Weights w = ReadWeights(ctx, format_, false);
+      return PermDiagFcDecoded{PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), w.values, w.offsets),
+                               std::move(w.bias)};
+    });
   }
 
   // Batch >= 4: the batch-major register-blocked kernels::PermDiagMatMulRows
@@ -162,24 +200,24 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // docs/runtime.md), on the row pack. With several threads and at least
   // as many samples, threads split the samples (one hand-off per call).
   void RunFloat(const float* x, float* y, RunState& rs) {
-    const std::span<const float> bias(bias_);
+    const std::span<const float> bias(*bias_);
     // Stored weights times samples: the multiply-adds the threads share.
     const int threads = ThreadsForWork(static_cast<double>(batch_) * static_cast<double>(out_) *
                                            static_cast<double>(CeilDiv(in_, p_)),
                                        rs.threads);
     if (column_) return RunColumn(x, y, bias, threads, rs);
     if (batch_ >= 4) {
-      kernels::PermDiagMatMulRows(w_, {x, static_cast<std::size_t>(batch_ * in_)}, batch_, bias,
+      kernels::PermDiagMatMulRows(decoded_->w, {x, static_cast<std::size_t>(batch_ * in_)}, batch_, bias,
                                   {y, static_cast<std::size_t>(batch_ * out_)}, threads);
       return;
     }
     if (batch_ == 1 && Skips(x, rs)) {
-      kernels::PermDiagMatVecSparseInput(colpack_, {x, static_cast<std::size_t>(in_)}, bias,
+      kernels::PermDiagMatVecSparseInput(*colpack_, {x, static_cast<std::size_t>(in_)}, bias,
                                          {y, static_cast<std::size_t>(out_)}, threads);
       return;
     }
     ForEachSample(batch_, threads, [&](int64_t b, int threads, int) {
-      kernels::PermDiagMatVec(pack_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
+      kernels::PermDiagMatVec(*rows_, {x + b * in_, static_cast<std::size_t>(in_)}, bias,
                               {y + b * out_, static_cast<std::size_t>(out_)}, threads);
     });
   }
@@ -188,7 +226,8 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // measured for this layer at its first batch-1 plan (kAuto), always
   // (kAlways) or never (kNever). The general format's skipping product
   // reads a column pack (a second copy of the weights), which is kept only
-  // where skipping can win: a layer whose measured crossover is 0 drops it.
+  // where skipping can win: a layer whose measured crossover is 0 drops it
+  // (and builds it at the first forced skip).
   bool Skips(const float* x, const RunState& rs) {
     if (rs.zero_skip == ZeroSkip::kNever) {
       skipped_ = false;
@@ -199,31 +238,36 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     for (int64_t j = 0; j < in_; ++j) nonzero += x[j] != 0.0f;
     density_ = static_cast<double>(nonzero) / static_cast<double>(in_);
     always_ = rs.zero_skip == ZeroSkip::kAlways;
-    skipped_ = always_ || density_ < crossover_;
-    if (skipped_ && !column_) EnsureColumnPack();
+    skipped_ = always_ || density_ < skip_->crossover;
+    if (skipped_ && !column_ && !colpack_) colpack_ = ColumnPack(nullptr);
     return skipped_;
   }
-  double MeasureCrossover() {
-    if (column_) return kernels::MeasureSkipCrossover(col_, 1);
-    EnsureColumnPack();
-    const double c = kernels::MeasureSkipCrossover(pack_, colpack_, 1);
-    if (c <= 0) colpack_ = kernels::PermDiagColumnPack();
-    return c;
+  // From `w` where the caller holds the decoded matrix, else from the held layout.
+  std::shared_ptr<const kernels::PermDiagColumnPack> ColumnPack(const PermDiagMatrix* w) {
+    return Shared<kernels::PermDiagColumnPack>("columns", [&] {
+      if (!w && decoded_) w = &decoded_->w;
+      return w ? kernels::PermDiagColumnPack::Build(*w) : kernels::PermDiagColumnPack::Build(rows_->Unpack());
+    });
   }
-  void EnsureColumnPack() {
-    if (colpack_.rows == 0) colpack_ = kernels::PermDiagColumnPack::Build(w_.rows() > 0 ? w_ : pack_.Unpack());
+  PermDiagFcSkip MeasureSkip(const PermDiagMatrix* w) {
+    if (column_) return {kernels::MeasureSkipCrossover(*col_, 1), nullptr};
+    PermDiagFcSkip s;
+    s.columns = ColumnPack(w);
+    s.crossover = kernels::MeasureSkipCrossover(*rows_, *s.columns, 1);
+    if (s.crossover <= 0) s.columns = nullptr;
+    return s;
   }
   std::string SkipRule() const {
-    return always_ ? "zero skipping forced" : fmt::format("skips below {:.3f}", crossover_);
+    return always_ ? "zero skipping forced" : fmt::format("skips below {:.3f}", skip_->crossover);
   }
   // Shared offsets. Batch 1: one pass counts the nonzero inputs; below the
   // measured crossover density the zero-skipping product runs.
   void RunColumn(const float* x, float* y, std::span<const float> bias, int threads, RunState& rs) {
     const std::span<const float> xs(x, static_cast<std::size_t>(batch_ * in_));
     const std::span<float> ys(y, static_cast<std::size_t>(batch_ * out_));
-    if (batch_ > 1) return kernels::PermDiagColumnMatMulRows(col_, xs, batch_, bias, ys, threads);
-    if (Skips(x, rs)) kernels::PermDiagColumnMatVecSparseInput(col_, xs, bias, ys, threads);
-    else kernels::PermDiagColumnMatVec(col_, xs, bias, ys, threads);
+    if (batch_ > 1) return kernels::PermDiagColumnMatMulRows(*col_, xs, batch_, bias, ys, threads);
+    if (Skips(x, rs)) kernels::PermDiagColumnMatVecSparseInput(*col_, xs, bias, ys, threads);
+    else kernels::PermDiagColumnMatVec(*col_, xs, bias, ys, threads);
   }
   void RunInt16(const float* x, float* y, RunState& rs) {
     ForEachSample(batch_, rs.threads, [&](int64_t b, int threads, int worker) {
@@ -236,21 +280,27 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     });
   }
 
+  std::string where_;  // the node, for errors after Prepare
+  int position_;       // the node's, the key of its forms in the PackCache
   int64_t p_, in_, out_, batch_ = 1, sample_bytes_ = 0;
-  bool loaded_ = false;
-  // Shared offsets (permdiag-column): the grouped layout (w_ kept for int16).
+  PackCache* packs_ = nullptr;  // RunState::packs, set by Finalize
+  // Shared offsets (permdiag-column): the grouped layout (decoded_ kept for int16).
   const bool column_ = format_.kind == formats::Kind::kPermDiagColumn;
-  kernels::PermDiagColumnWeights col_;
-  // Zero skipping at batch 1 (Skips): the general format's column pack, the
-  // crossover measured at the first batch-1 plan (-1: not yet), the last
-  // call's input density (-1: not counted) and path.
-  kernels::PermDiagColumnPack colpack_;
-  double crossover_ = -1, density_ = -1;
+  std::shared_ptr<const kernels::PermDiagColumnWeights> col_;
+  // Zero skipping at batch 1 (Skips): the plan measured at the first batch-1
+  // plan, the general format's column pack, the last call's input density
+  // (-1: not counted) and path.
+  std::shared_ptr<const PermDiagFcSkip> skip_;
+  std::shared_ptr<const kernels::PermDiagColumnPack> colpack_;
+  double density_ = -1;
   bool skipped_ = false, always_ = false;
   int crossings_ = 0;  // re-plans that converted between the layouts
-  PermDiagMatrix w_;
-  kernels::PermDiagRowPack pack_;
-  std::vector<float> bias_;
+  std::shared_ptr<const PermDiagFcDecoded> decoded_;
+  // The layout of the planned batch (Finalize): the decoded row-major matrix
+  // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major when
+  // cache-sized, the faster batch-1 layout) below.
+  std::shared_ptr<const kernels::PermDiagRowPack> rows_;
+  std::shared_ptr<const std::vector<float>> bias_;
   // Fixed point.
   bool calibrated_ = false, int16_active_ = false;
   double x_max_ = 0, y_max_ = 0;

@@ -19,6 +19,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/error.h"
+#include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/runtime/model.h"
 
 namespace permdnn::runtime {
@@ -64,6 +65,12 @@ class GraphBuilder {
     for (const auto& i : ins) n.add_input(i);
     for (const auto& o : outs) n.add_output(o);
     return n;
+  }
+  // Custom-domain nodes (ai.permdnn ops) may follow.
+  void ImportPermDnn() {
+    auto* o = m_.add_opset_import();
+    o->set_domain("ai.permdnn");
+    o->set_version(1);
   }
   Model Load(const Options& options = {}) const {
     std::string bytes;
@@ -914,6 +921,71 @@ TEST(RuntimePlan, BatchParallelReplicasShareTheWeights) {
       for (int64_t i = 0; i < c; ++i) z += double{w[o * c + i]} * x[(n * c + i) * 16 + pos];
       EXPECT_NEAR(y[(n * c + o) * 16 + pos], z, 1e-4 * (1 + std::abs(z))) << n << " " << o;
     }
+}
+
+// The same for the permuted-diagonal fully connected op: its decoded matrix
+// (the batch >= 4 layout), row pack (batch 1), column pack and zero-skipping
+// plan come from the model's PackCache, so neither batch parallelism's
+// replicas (shares of 8, on the decoded matrix the model's batch-16 plan
+// made) nor the split check's one-thread replica (batch 1, on the model's
+// row pack) decode or pack their own: each used to add a copy (4 MiB here).
+TEST(RuntimePlan, ReplicasSharePermDiagForms) {
+  if (HeapInUse() < 0) GTEST_SKIP() << "needs glibc's mallinfo2 (2.33 or later)";
+  constexpr int64_t c = 2048;
+  constexpr int p = 4;
+  const PermDiagMatrix w = PermDiagMatrix::Random(c, c, p, 7);
+  GraphBuilder b;
+  b.ImportPermDnn();
+  b.Input("x", {-1, c});
+  b.Init("values", {c / p, c / p, p}, {w.values().begin(), w.values().end()});
+  b.InitInts("offsets", {w.offsets().begin(), w.offsets().end()});
+  onnx::NodeProto& n = b.Node("PermDiagMatMul", {"x", "values", "offsets"}, {"y"});
+  n.set_domain("ai.permdnn");
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"p", p}, {"in_features", c}, {"out_features", c}}) {
+    auto* a = n.add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(v);
+  }
+  b.Output("y");
+  const int64_t weights = c * c / p * 4;
+  const std::vector<float> dense = w.ToDense();
+  const auto expect_product = [&](const std::vector<float>& x, const std::vector<float>& y, int64_t batch) {
+    for (int64_t s = 0; s < batch; ++s)
+      for (int64_t o : {int64_t{0}, int64_t{1001}, c - 1}) {
+        double z = 0;
+        for (int64_t i = 0; i < c; ++i) z += double{dense[o * c + i]} * x[s * c + i];
+        ASSERT_NEAR(y[s * c + o], z, 1e-4 * (1 + std::abs(z))) << "sample " << s << " output " << o;
+      }
+  };
+  Options opt;
+  opt.threads = 2;
+  {  // Batch parallelism: the model plans the whole batch first, then the replicas.
+    Model m = b.Load(opt);
+    const std::vector<float> x = Iota(16 * c, 0.3f);
+    std::vector<float> y(x.size());
+    m.SetProfiling(true);  // (no shares: the model's batch-16 plan alone)
+    m.Run(x, std::vector<int64_t>{16, c}, y);
+    m.SetProfiling(false);
+    const int64_t before = HeapInUse();
+    m.Run(x, std::vector<int64_t>{16, c}, y);
+    const int64_t grown = HeapInUse() - before;
+    ASSERT_EQ(m.BatchWorkers(), 2);
+    EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+    expect_product(x, y, 16);
+  }
+  {  // The split check's replica, made at the first batch-1 run on one thread.
+    SplitCheckEnv one("one");
+    Model m = b.Load(opt);
+    const std::vector<float> x = Iota(c, 0.3f);
+    std::vector<float> y(x.size());
+    const int64_t before = HeapInUse();
+    m.Run(x, std::vector<int64_t>{1, c}, y);
+    const int64_t grown = HeapInUse() - before;
+    ASSERT_EQ(m.RunThreads(), 1);
+    EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+    expect_product(x, y, 1);
+  }
 }
 
 // Outputs of different widths and dtypes land at their own offsets, and a
