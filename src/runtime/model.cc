@@ -116,9 +116,9 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 // Batch parallelism (Options::batch_parallel): the replicas share the
 // file's weights and the packed forms in the PackCache (the permuted-
-// diagonal ops' among them), but each holds what the other compressed
-// kernels decode for themselves (CSR arrays, circulant and ternary fully
-// connected weights): where the file's weights times the
+// diagonal, sparse and block-circulant fully connected ops' among them),
+// but each holds what the other compressed kernels decode for themselves
+// (ternary bit planes, recurrent weights): where the file's weights times the
 // threads exceed this (a rough bound on those copies), the threads split
 // each operator instead.
 constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;

@@ -79,17 +79,21 @@ class BlockCirculantMatMulOp : public CompressedOp {
   BlockCirculantMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, false, n), in_(geometry_.in), out_(geometry_.out) {}
   std::string KernelName() const override {
-    return ran_batched_ ? kernels::CirculantFft::kDftMatMulName : w_.name();
+    return ran_batched_ ? kernels::CirculantFft::kDftMatMulName : w_ ? w_->w.name() : "";
   }
 
-  void Prepare(OpContext& ctx) override {
-    batch_ = PrepareLinear(ctx, in_, out_);
-    if (!w_.ready()) {
+  void Prepare(OpContext& ctx) override { batch_ = PrepareLinear(ctx, in_, out_); }
+  // The weights (the FFT engine's spectra or the matrix, read at the first
+  // plan and shared with the model's replicas) and the path for the batch.
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (!w_) w_ = SharedForm<Decoded>(rs.packs, "circulant", [&] {
       formats::Weights w = ReadWeights(ctx, format_, false);
-      w_.Init(BlockCirculantMatrix::FromParts(out_, in_, geometry_.p, w.values));
-      bias_ = std::move(w.bias);
-    }
-    batched_ = w_.Batched(batch_);
+      Decoded d;
+      d.w.Init(BlockCirculantMatrix::FromParts(out_, in_, geometry_.p, w.values));
+      d.bias = std::move(w.bias);
+      return d;
+    });
+    batched_ = w_->w.Batched(batch_);
     // Feature-major X and Y for the batched product.
     if (batched_) ctx.scratch_bytes = LinearScratchBytes(batch_, in_, out_);
   }
@@ -107,16 +111,19 @@ class BlockCirculantMatMulOp : public CompressedOp {
         ctx, rs, batch_, in_, out_, ran_batched_,
         2.0 * static_cast<double>(batch_) * static_cast<double>(in_) * static_cast<double>(out_) / geometry_.p,
         [&](std::span<const float> xt, int64_t batch, std::span<float> yt, int threads) {
-          w_.MatMul(xt, batch, bias_, yt, threads);
+          w_->w.MatMul(xt, batch, w_->bias, yt, threads);
         },
-        [&](std::span<const float> xb, std::span<float> yb, int threads) { w_.MatVec(xb, bias_, yb, threads); });
+        [&](std::span<const float> xb, std::span<float> yb, int threads) { w_->w.MatVec(xb, w_->bias, yb, threads); });
   }
 
  private:
+  struct Decoded {
+    Circulant w;
+    std::vector<float> bias;
+  };
   int64_t in_, out_, batch_ = 1;
   bool batched_ = false, ran_batched_ = false;
-  Circulant w_;
-  std::vector<float> bias_;
+  std::shared_ptr<const Decoded> w_;
 };
 
 class BlockCirculantConvOp : public CompressedOp {

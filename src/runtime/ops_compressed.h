@@ -9,6 +9,8 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
+#include <utility>
 
 #include "permdnn/formats/registry.h"
 #include "runtime/conv_util.h"
@@ -25,13 +27,25 @@ std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n);
 class CompressedOp : public OpKernel {
  public:
   CompressedOp(const formats::FormatTraits& f, bool conv, const NodeDef& n)
-      : format_(f), geometry_(formats::ReadGeometry(f, conv, n.attrs, n.Where())) {}
+      : format_(f), geometry_(formats::ReadGeometry(f, conv, n.attrs, n.Where())), position_(n.position) {}
   bool Foldable() const override { return false; }
   bool Fast() const override { return true; }
 
  protected:
+  // A form this op derives from its node's constant weights (the decoded
+  // matrix, a pack), shared with the model's replicas through the model's
+  // PackCache (RunState::packs, given to Finalize) under the node's
+  // position and `key`: `make` (returning the form by value) runs where no
+  // plan of the model or its replicas holds it.
+  template <typename T, typename Make>
+  std::shared_ptr<const T> SharedForm(PackCache* packs, const char* key, Make&& make) const {
+    auto made = [&] { return std::make_shared<const T>(make()); };
+    return packs ? packs->Get<T>(position_, std::string(key), made) : made();
+  }
+
   const formats::FormatTraits& format_;
   const formats::Geometry geometry_;
+  const int position_;  // the node's
 };
 
 // The op of a format's linear or conv form.

@@ -72,7 +72,6 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   PermDiagMatMulOp(const formats::FormatTraits& f, const NodeDef& n)
       : CompressedOp(f, false, n),
         where_(n.Where()),
-        position_(n.position),
         p_(geometry_.p),
         in_(geometry_.in),
         out_(geometry_.out) {}
@@ -175,12 +174,9 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
 
  private:
-  // The form under `key` from the model's PackCache (made by `make`, which
-  // returns it by value, where no plan of the model or its replicas holds it).
   template <typename T, typename Make>
   std::shared_ptr<const T> Shared(const char* key, Make&& make) {
-    auto made = [&] { return std::make_shared<const T>(make()); };
-    return packs_ ? packs_->Get<T>(position_, std::string(key), made) : made();
+    return SharedForm<T>(packs_, key, std::forward<Make>(make));
   }
   // The node's weights decoded (validated by the registry: errors name the
   // node and the input): the batch >= 4 layout, the source of the others.
@@ -281,7 +277,6 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
 
   std::string where_;  // the node, for errors after Prepare
-  int position_;       // the node's, the key of its forms in the PackCache
   int64_t p_, in_, out_, batch_ = 1, sample_bytes_ = 0;
   PackCache* packs_ = nullptr;  // RunState::packs, set by Finalize
   // Shared offsets (permdiag-column): the grouped layout (decoded_ kept for int16).

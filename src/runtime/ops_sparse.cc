@@ -18,12 +18,15 @@
 //
 // The arrays are validated and decoded once, when the node is first planned
 // (a codebook becomes plain float values and relative indices absolute
-// ones: the product is the same and the CSR kernels need no lookup). Kernels: kernels::CsrMatVec per sample (batch
+// ones: the product is the same and the CSR kernels need no lookup), and
+// the decoded CSR is shared with the model's replicas. Kernels: kernels::CsrMatVec per sample (batch
 // below kBatchedMin, or threads over samples), kernels::CsrMatMul on a
 // feature-major copy of X for larger batches (SIMD over the batch); the conv
 // is im2col followed by CsrMatMul with the output positions as the batch,
 // which writes NCHW directly.
 #include <algorithm>
+#include <memory>
+#include <vector>
 
 #include "permdnn/core/thread_pool.h"
 #include "permdnn/kernels/sparse.h"
@@ -39,11 +42,16 @@ namespace {
 constexpr int64_t kBatchedMin = 8;
 
 // The node's CSR matrix (a codebook decoded into float values) and bias,
-// validated by the registry.
-CsrMatrix ReadCsr(const OpContext& ctx, const formats::FormatTraits& f, bool conv, std::vector<float>* bias) {
+// validated by the registry; read at the first plan, and shared with the
+// model's replicas (CompressedOp::SharedForm).
+struct SparseDecoded {
+  CsrMatrix w;
+  std::vector<float> bias;
+};
+SparseDecoded ReadCsr(const OpContext& ctx, const formats::FormatTraits& f, bool conv) {
   formats::Weights w = ReadWeights(ctx, f, conv);
-  *bias = std::move(w.bias);
-  return std::move(*formats::Lift(w).sparse);
+  std::vector<float> bias = std::move(w.bias);
+  return {std::move(*formats::Lift(w).sparse), std::move(bias)};
 }
 
 class SparseMatMulOp : public CompressedOp {
@@ -57,31 +65,31 @@ class SparseMatMulOp : public CompressedOp {
 
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
-    if (!ready_) {
-      w_ = ReadCsr(ctx, format_, false, &bias_);
-      ready_ = true;
-    }
     batched_ = batch_ >= kBatchedMin;
     // Feature-major X and Y for the batched kernel.
     if (batched_) ctx.scratch_bytes = LinearScratchBytes(batch_, in_, out_);
   }
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (!w_) w_ = SharedForm<SparseDecoded>(rs.packs, "csr", [&] { return ReadCsr(ctx, format_, false); });
+  }
 
   void Run(OpContext& ctx, RunState& rs) override {
+    const CsrMatrix& w = w_->w;
+    const std::vector<float>& bias = w_->bias;
     RunFeatureMajorLinear(
-        ctx, rs, batch_, in_, out_, batched_, static_cast<double>(batch_) * static_cast<double>(w_.nnz()),
+        ctx, rs, batch_, in_, out_, batched_, static_cast<double>(batch_) * static_cast<double>(w.nnz()),
         [&](std::span<const float> xt, int64_t batch, std::span<float> yt, int threads) {
-          kernels::CsrMatMul(w_, xt, batch, bias_, yt, threads);
+          kernels::CsrMatMul(w, xt, batch, bias, yt, threads);
         },
         [&](std::span<const float> xb, std::span<float> yb, int threads) {
-          kernels::CsrMatVec(w_, xb, bias_, yb, threads);
+          kernels::CsrMatVec(w, xb, bias, yb, threads);
         });
   }
 
  private:
   int64_t in_, out_, batch_ = 1;
-  bool ready_ = false, batched_ = false;
-  CsrMatrix w_;
-  std::vector<float> bias_;
+  bool batched_ = false;
+  std::shared_ptr<const SparseDecoded> w_;
 };
 
 class SparseConvOp : public CompressedOp {
@@ -93,15 +101,13 @@ class SparseConvOp : public CompressedOp {
   }
 
   void Prepare(OpContext& ctx) override {
-    if (!ready_) {
-      w_ = ReadCsr(ctx, format_, true, &bias_);
-      ready_ = true;
-    }
     g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
     sample_bytes_ = ctx.scratch_bytes;
   }
-  // Whole samples per thread (ForEachSample), each on its own columns.
+  // The weights (shared with the model's replicas); whole samples per
+  // thread (ForEachSample), each on its own columns.
   void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (!w_) w_ = SharedForm<SparseDecoded>(rs.packs, "csr", [&] { return ReadCsr(ctx, format_, true); });
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
   }
 
@@ -111,16 +117,14 @@ class SparseConvOp : public CompressedOp {
     ForEachSample(n, rs.threads, [&](int64_t s, int threads, int worker) {
       float* cols = reinterpret_cast<float*>(SampleScratch(rs.scratch, sample_bytes_, worker));
       Im2Col(g_win_, x.f() + s * in_ * isz, in_, cols);
-      kernels::CsrMatMul(w_, {cols, static_cast<std::size_t>(in_ * ksz_ * osz)}, osz, bias_,
+      kernels::CsrMatMul(w_->w, {cols, static_cast<std::size_t>(in_ * ksz_ * osz)}, osz, w_->bias,
                          {ctx.out[0]->f() + s * out_ * osz, static_cast<std::size_t>(out_ * osz)}, threads);
     });
   }
 
  private:
   int64_t in_, out_, ksz_ = 1, sample_bytes_ = 0;
-  bool ready_ = false;
-  CsrMatrix w_;
-  std::vector<float> bias_;
+  std::shared_ptr<const SparseDecoded> w_;
   WindowGeometry g_win_;
 };
 

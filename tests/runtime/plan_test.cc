@@ -51,12 +51,15 @@ class GraphBuilder {
     for (int64_t d : shape) t->add_dims(d);
     for (float x : v) t->add_float_data(x);
   }
-  void InitInts(const std::string& name, std::vector<int64_t> v) {
+  void InitInts(const std::string& name, std::vector<int64_t> v, int elem = onnx::TensorProto::INT64) {
     auto* t = g_->add_initializer();
     t->set_name(name);
-    t->set_data_type(onnx::TensorProto::INT64);
+    t->set_data_type(elem);
     t->add_dims(static_cast<int64_t>(v.size()));
-    for (int64_t x : v) t->add_int64_data(x);
+    for (int64_t x : v) {
+      if (elem == onnx::TensorProto::INT64) t->add_int64_data(x);
+      else t->add_int32_data(static_cast<int32_t>(x));
+    }
   }
   onnx::NodeProto& Node(const std::string& op, std::vector<std::string> ins, std::vector<std::string> outs) {
     onnx::NodeProto& n = *g_->add_node();
@@ -923,68 +926,101 @@ TEST(RuntimePlan, BatchParallelReplicasShareTheWeights) {
     }
 }
 
-// The same for the permuted-diagonal fully connected op: its decoded matrix
-// (the batch >= 4 layout), row pack (batch 1), column pack and zero-skipping
-// plan come from the model's PackCache, so neither batch parallelism's
-// replicas (shares of 8, on the decoded matrix the model's batch-16 plan
-// made) nor the split check's one-thread replica (batch 1, on the model's
-// row pack) decode or pack their own: each used to add a copy (4 MiB here).
-TEST(RuntimePlan, ReplicasSharePermDiagForms) {
+// The same for the compressed fully connected ops. The permuted-diagonal
+// one's decoded matrix (the batch >= 4 layout), row pack (batch 1), column
+// pack and zero-skipping plan, the sparse one's decoded CSR and the
+// block-circulant one's FFT engine come from the model's PackCache, so
+// neither batch parallelism's replicas (shares of 8, on what the model's
+// batch-16 plan made) nor the split check's one-thread replica (batch 1)
+// decode or pack their own: with 2048 x 2048 weights at p = 4 (4 MiB of
+// values; the CSR keeps 1/4 of the entries), each replica used to add a copy.
+TEST(RuntimePlan, ReplicasShareCompressedForms) {
   if (HeapInUse() < 0) GTEST_SKIP() << "needs glibc's mallinfo2 (2.33 or later)";
   constexpr int64_t c = 2048;
   constexpr int p = 4;
   const PermDiagMatrix w = PermDiagMatrix::Random(c, c, p, 7);
-  GraphBuilder b;
-  b.ImportPermDnn();
-  b.Input("x", {-1, c});
-  b.Init("values", {c / p, c / p, p}, {w.values().begin(), w.values().end()});
-  b.InitInts("offsets", {w.offsets().begin(), w.offsets().end()});
-  onnx::NodeProto& n = b.Node("PermDiagMatMul", {"x", "values", "offsets"}, {"y"});
-  n.set_domain("ai.permdnn");
-  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"p", p}, {"in_features", c}, {"out_features", c}}) {
-    auto* a = n.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-  }
-  b.Output("y");
-  const int64_t weights = c * c / p * 4;
   const std::vector<float> dense = w.ToDense();
-  const auto expect_product = [&](const std::vector<float>& x, const std::vector<float>& y, int64_t batch) {
+  const int64_t weights = c * c / p * 4;
+  auto attrs = [](onnx::NodeProto& n, std::vector<std::pair<const char*, int64_t>> v) {
+    n.set_domain("ai.permdnn");
+    for (const auto& [name, i] : v) {
+      auto* a = n.add_attribute();
+      a->set_name(name);
+      a->set_type(onnx::AttributeProto::INT);
+      a->set_i(i);
+    }
+  };
+  // The product of x with `want` ([c, c] row-major), at three outputs.
+  const auto expect_product = [&](const std::vector<float>& want, const std::vector<float>& x,
+                                  const std::vector<float>& y, int64_t batch) {
     for (int64_t s = 0; s < batch; ++s)
       for (int64_t o : {int64_t{0}, int64_t{1001}, c - 1}) {
         double z = 0;
-        for (int64_t i = 0; i < c; ++i) z += double{dense[o * c + i]} * x[s * c + i];
+        for (int64_t i = 0; i < c; ++i) z += double{want[o * c + i]} * x[s * c + i];
         ASSERT_NEAR(y[s * c + o], z, 1e-4 * (1 + std::abs(z))) << "sample " << s << " output " << o;
       }
   };
-  Options opt;
-  opt.threads = 2;
-  {  // Batch parallelism: the model plans the whole batch first, then the replicas.
-    Model m = b.Load(opt);
-    const std::vector<float> x = Iota(16 * c, 0.3f);
-    std::vector<float> y(x.size());
-    m.SetProfiling(true);  // (no shares: the model's batch-16 plan alone)
-    m.Run(x, std::vector<int64_t>{16, c}, y);
-    m.SetProfiling(false);
-    const int64_t before = HeapInUse();
-    m.Run(x, std::vector<int64_t>{16, c}, y);
-    const int64_t grown = HeapInUse() - before;
-    ASSERT_EQ(m.BatchWorkers(), 2);
-    EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
-    expect_product(x, y, 16);
-  }
-  {  // The split check's replica, made at the first batch-1 run on one thread.
-    SplitCheckEnv one("one");
-    Model m = b.Load(opt);
-    const std::vector<float> x = Iota(c, 0.3f);
-    std::vector<float> y(x.size());
-    const int64_t before = HeapInUse();
-    m.Run(x, std::vector<int64_t>{1, c}, y);
-    const int64_t grown = HeapInUse() - before;
-    ASSERT_EQ(m.RunThreads(), 1);
-    EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
-    expect_product(x, y, 1);
+  for (const char* op : {"PermDiagMatMul", "SparseMatMul", "BlockCirculantMatMul"}) {
+    SCOPED_TRACE(op);
+    GraphBuilder b;
+    b.ImportPermDnn();
+    b.Input("x", {-1, c});
+    std::vector<float> want = dense;
+    if (std::string(op) == "PermDiagMatMul") {
+      b.Init("values", {c / p, c / p, p}, {w.values().begin(), w.values().end()});
+      b.InitInts("offsets", {w.offsets().begin(), w.offsets().end()});
+      attrs(b.Node(op, {"x", "values", "offsets"}, {"y"}), {{"p", p}, {"in_features", c}, {"out_features", c}});
+    } else if (std::string(op) == "SparseMatMul") {  // the permuted-diagonal matrix's entries, in CSR
+      std::vector<int64_t> row_ptr = {0}, col_idx;
+      std::vector<float> values;
+      for (int64_t r = 0; r < c; ++r) {
+        for (int64_t k = 0; k < c; ++k)
+          if (dense[r * c + k] != 0) {
+            col_idx.push_back(k);
+            values.push_back(dense[r * c + k]);
+          }
+        row_ptr.push_back(static_cast<int64_t>(col_idx.size()));
+      }
+      b.InitInts("row_ptr", row_ptr, onnx::TensorProto::INT32);
+      b.InitInts("col_idx", col_idx, onnx::TensorProto::INT32);
+      b.Init("values", {static_cast<int64_t>(values.size())}, values);
+      attrs(b.Node(op, {"x", "row_ptr", "col_idx", "values"}, {"y"}), {{"in_features", c}, {"out_features", c}});
+    } else {  // W[I·p + r, J·p + d] = values[I, J, (r − d) mod p], the permuted-diagonal values reused
+      for (int64_t r = 0; r < c; ++r)
+        for (int64_t k = 0; k < c; ++k)
+          want[r * c + k] = w.values()[((r / p) * (c / p) + k / p) * p + ((r % p) - (k % p) + p) % p];
+      b.Init("values", {c / p, c / p, p}, {w.values().begin(), w.values().end()});
+      attrs(b.Node(op, {"x", "values"}, {"y"}), {{"p", p}, {"in_features", c}, {"out_features", c}});
+    }
+    b.Output("y");
+    Options opt;
+    opt.threads = 2;
+    {  // Batch parallelism: the model plans the whole batch first, then the replicas.
+      Model m = b.Load(opt);
+      const std::vector<float> x = Iota(16 * c, 0.3f);
+      std::vector<float> y(x.size());
+      m.SetProfiling(true);  // (no shares: the model's batch-16 plan alone)
+      m.Run(x, std::vector<int64_t>{16, c}, y);
+      m.SetProfiling(false);
+      const int64_t before = HeapInUse();
+      m.Run(x, std::vector<int64_t>{16, c}, y);
+      const int64_t grown = HeapInUse() - before;
+      ASSERT_EQ(m.BatchWorkers(), 2);
+      EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+      expect_product(want, x, y, 16);
+    }
+    {  // The split check's replica, made at the first batch-1 run on one thread.
+      SplitCheckEnv one("one");
+      Model m = b.Load(opt);
+      const std::vector<float> x = Iota(c, 0.3f);
+      std::vector<float> y(x.size());
+      const int64_t before = HeapInUse();
+      m.Run(x, std::vector<int64_t>{1, c}, y);
+      const int64_t grown = HeapInUse() - before;
+      ASSERT_EQ(m.RunThreads(), 1);
+      EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+      expect_product(want, x, y, 1);
+    }
   }
 }
 
