@@ -313,7 +313,7 @@ void Model::Impl::LoadProto(onnx::ModelProto& m) {
     v.data = v.constant_data->raw();
     summary.initializers++;
     summary.weight_bytes += v.size() * detail::OnnxElementBytes(t.data_type());
-    std::string().swap(*m.mutable_graph()->mutable_initializer(k)->mutable_raw_data());
+    if (t.has_raw_data()) std::string().swap(*m.mutable_graph()->mutable_initializer(k)->mutable_raw_data());
   }
   for (const auto& in : g.input()) {
     if (index.count(in.name()) && values[index[in.name()]].initializer) continue;  // IR < 4 style
@@ -938,7 +938,7 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
 }
 
 bool Model::Impl::MaySplitCheck(const std::vector<int64_t>& shape) const {
-  // (The one-thread replica holds its own copy of what the compressed
+  // (The one-thread replica holds its own copy of what some compressed
   // kernels decode, as batch parallelism's do: the same bound on its bytes.)
   return opt.split_check && opt.threads > 1 && inputs.size() == 1 && IsFloat(inputs[0].dtype) && !opt.profile &&
          !opt.reference && !int16 && !int8 && !shape.empty() &&

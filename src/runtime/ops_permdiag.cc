@@ -128,6 +128,9 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       if (rows_ && crossings_++ == 0) rows_ = nullptr;
     }
     if (batch_ == 1 && !skip_) {
+      // (Measured under the cache's lock, a few ms: another plan of the
+      // model's asking for a form waits. Batch-1 plans come from the model
+      // and the split check's replica, one after the other.)
       skip_ = Shared<PermDiagFcSkip>("skip", [&] { return MeasureSkip(held ? &held->w : nullptr); });
       if (!column_ && skip_->columns) colpack_ = skip_->columns;
     }
