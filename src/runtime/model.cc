@@ -115,10 +115,10 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 // tensors pass through L3 or DRAM between operators anyway.
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 // Batch parallelism (Options::batch_parallel): the replicas share the
-// file's weights and the packed forms in the PackCache (the permuted-
-// diagonal, sparse and block-circulant fully connected ops' among them),
-// but each holds what the other compressed kernels decode for themselves
-// (ternary bit planes, recurrent weights): where the file's weights times the
+// file's weights and the packed forms in the PackCache (the compressed
+// fully connected and convolution ops' among them), but each holds what
+// the compressed recurrent ops and the block-circulant convolution's
+// fallback decode for themselves: where the file's weights times the
 // threads exceed this (a rough bound on those copies), the threads split
 // each operator instead.
 constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;

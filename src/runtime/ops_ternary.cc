@@ -13,7 +13,7 @@
 //   (required), strides, pads, dilations (as Conv, group 1).
 //
 // The arrays are validated by the registry and packed once, when the node
-// is first planned. Kernels: TernaryMatVec per sample below kBatchedMin,
+// is first planned, and the pack is shared with the model's replicas. Kernels: TernaryMatVec per sample below kBatchedMin,
 // TernaryMatMul on a feature-major copy of X from there; the conv is im2col
 // (or, for 2-D stride-1 convs, "wide" columns) followed by TernaryMatMul
 // with the output positions as the batch; with int16 on (Options::int16 +
@@ -54,8 +54,13 @@ constexpr int64_t kBatchedMin = 8;
 // A fused BatchNormalization (a TernaryConv's post-op, fusion.h) folds into
 // the row scales and the bias: a·(α_r·t·x + b_r) + shift = (a·α_r)·t·x +
 // (a·b_r + shift), so the kernels run it for free.
-kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits& f, bool conv,
-                              std::vector<float>* bias, int64_t taps = 1) {
+// Read at the first plan and shared with the model's replicas
+// (CompressedOp::SharedForm).
+struct TernaryDecoded {
+  kernels::TernaryPack w;
+  std::vector<float> bias;
+};
+TernaryDecoded ReadPack(const OpContext& ctx, const formats::FormatTraits& f, bool conv, int64_t taps) {
   formats::Weights w = ReadWeights(ctx, f, conv);
   std::vector<float> a, shift;
   if (const PostOp* bn = FusedNormFactors(ctx, w.g.out, &a, &shift)) {
@@ -69,8 +74,8 @@ kernels::TernaryPack ReadPack(const OpContext& ctx, const formats::FormatTraits&
                  bn->name, r, ctx.in[bn->inputs[0]]->f()[r], ctx.in[bn->inputs[3]]->f()[r]);
     }
   }
-  *bias = std::move(w.bias);
-  return kernels::TernaryPack::Build(std::move(*formats::Lift(w).ternary), taps);
+  std::vector<float> bias = std::move(w.bias);
+  return {kernels::TernaryPack::Build(std::move(*formats::Lift(w).ternary), taps), std::move(bias)};
 }
 
 class TernaryMatMulOp : public CompressedOp {
@@ -84,30 +89,31 @@ class TernaryMatMulOp : public CompressedOp {
 
   void Prepare(OpContext& ctx) override {
     batch_ = PrepareLinear(ctx, in_, out_);
-    if (!ready_) {
-      w_ = ReadPack(ctx, format_, false, &bias_, 0);  // no 8-bit path: no 8-bit tables
-      ready_ = true;
-    }
     batched_ = batch_ >= kBatchedMin;
     if (batched_) ctx.scratch_bytes = LinearScratchBytes(batch_, in_, out_);
   }
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (!w_)  // no 8-bit path: no 8-bit tables
+      w_ = SharedForm<TernaryDecoded>(rs.packs, "ternary", [&] { return ReadPack(ctx, format_, false, 0); });
+  }
 
   void Run(OpContext& ctx, RunState& rs) override {
+    const kernels::TernaryPack& w = w_->w;
+    const std::vector<float>& bias = w_->bias;
     RunFeatureMajorLinear(
-        ctx, rs, batch_, in_, out_, batched_, static_cast<double>(batch_) * static_cast<double>(w_.index.size()),
+        ctx, rs, batch_, in_, out_, batched_, static_cast<double>(batch_) * static_cast<double>(w.index.size()),
         [&](std::span<const float> xt, int64_t batch, std::span<float> yt, int threads) {
-          kernels::TernaryMatMul(w_, xt, batch, bias_, yt, threads);
+          kernels::TernaryMatMul(w, xt, batch, bias, yt, threads);
         },
         [&](std::span<const float> xb, std::span<float> yb, int threads) {
-          kernels::TernaryMatVec(w_, xb, bias_, yb, threads);
+          kernels::TernaryMatVec(w, xb, bias, yb, threads);
         });
   }
 
  private:
   int64_t in_, out_, batch_ = 1;
-  bool ready_ = false, batched_ = false;
-  kernels::TernaryPack w_;
-  std::vector<float> bias_;
+  bool batched_ = false;
+  std::shared_ptr<const TernaryDecoded> w_;
 };
 
 class TernaryConvOp : public CompressedOp, public Int16Op {
@@ -125,10 +131,6 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   void Prepare(OpContext& ctx) override {
     g_win_ = PrepareConv(ctx, in_, out_, geometry_.kernel);
     add_same_shape_ = ValidatePostOps(ctx, ctx.out[0]->shape);
-    if (!ready_) {
-      w_ = ReadPack(ctx, format_, true, &bias_, ksz_);  // a fused BatchNormalization folded in
-      ready_ = true;
-    }
     epilogue_ = FindProductEpilogue(*ctx.node);
     const WindowGeometry& g = g_win_;
     // A 2-D conv of stride 1 without dilation runs on "wide" columns: the
@@ -148,10 +150,13 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     const int64_t padded = wide_ ? in_ * hp_ * wp_ + g.k[2] : in_ * g.in_size();
     const int64_t f32 = 4 * (cols + (wide_ ? padded + out_ * osz : 0));
     const int64_t i16 = 2 * (cols + padded) + 4 * (wide_ ? out_ * osz : 0);
-    // 8 bits: the quantized sample, its padded planes, the columns, the wide output.
+    // 8 bits: the quantized sample, its padded planes, the columns (per
+    // quad of the pack, Finalize), the wide output.
     const int64_t g4 = (in_ + 3) / 4;
+    u8_row_bytes_ = kernels::TernaryU8RowBytes(osz);
     const int64_t u8 = g4 * kernels::TernaryU8RowBytes(g.in_size()) + 4 * g4 * (hp_ * wp_ + g.k[2]) +
-                       w_.u8_quads * kernels::TernaryU8RowBytes(osz) + 4 * (wide_ ? out_ * osz : 0);
+                       4 * (wide_ ? out_ * osz : 0);
+    sample_u8_bytes_ = u8;
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, std::max({f32, i16, u8}) + 4 * 64);
     sample_bytes_ = ctx.scratch_bytes;
   }
@@ -161,7 +166,11 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   // one sample's product split over the threads hands tiny jobs back and
   // forth (27-29 against 10-11 ms per 3x3 conv of the ternary
   // Fashion-MNIST resnet at batch 256 on two threads).
+  // The weights: a fused BatchNormalization folded in, shared with the
+  // model's replicas.
   void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (!w_) w_ = SharedForm<TernaryDecoded>(rs.packs, "ternary", [&] { return ReadPack(ctx, format_, true, ksz_); });
+    sample_bytes_ = std::max(sample_bytes_, sample_u8_bytes_ + w_->w.u8_quads * u8_row_bytes_ + 4 * 64);
     ctx.scratch_bytes =
         std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, ctx.in[0]->shape[0], rs.threads));
   }
@@ -232,9 +241,9 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   template <class T>
   void Product(const T* cols, int64_t cols_count, int64_t batch, std::span<float> y, int threads) const {
     if constexpr (std::is_same_v<T, float>) {
-      kernels::TernaryMatMul(w_, {cols, static_cast<std::size_t>(cols_count)}, batch, bias_, y, threads);
+      kernels::TernaryMatMul(w_->w, {cols, static_cast<std::size_t>(cols_count)}, batch, w_->bias, y, threads);
     } else {
-      kernels::TernaryMatMulI16(w_, {cols, static_cast<std::size_t>(cols_count)}, batch, x_scale_, bias_, y,
+      kernels::TernaryMatMulI16(w_->w, {cols, static_cast<std::size_t>(cols_count)}, batch, x_scale_, w_->bias, y,
                                 threads);
     }
   }
@@ -254,7 +263,7 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
     uint8_t* xq = At64(rs.scratch);
     uint32_t* planes = reinterpret_cast<uint32_t*>(At64(xq + g4 * sq));
     uint8_t* cols = At64(reinterpret_cast<uint8_t*>(planes + g4 * plane));
-    float* yw = reinterpret_cast<float*>(At64(cols + w_.u8_quads * ld));
+    float* yw = reinterpret_cast<float*>(At64(cols + w_->w.u8_quads * ld));
     kernels::QuantizeTernaryInputU8At({x, static_cast<std::size_t>(in_ * H * W)}, H * W, q8_,
                                       {xq, static_cast<std::size_t>(g4 * sq)});
     std::fill(planes, planes + g4 * plane, static_cast<uint32_t>(q8_.zero) * 0x01010101u);
@@ -279,9 +288,9 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
           }
           std::memset(row + batch * 4, q8_.zero, static_cast<std::size_t>(ld - batch * 4));
         }
-    const std::size_t bytes = static_cast<std::size_t>(w_.u8_quads * ld);
+    const std::size_t bytes = static_cast<std::size_t>(w_->w.u8_quads * ld);
     float* out = wide_ ? yw : y;
-    kernels::TernaryMatMulU8(w_, {cols, bytes}, batch, q8_, bias_, {out, static_cast<std::size_t>(out_ * batch)},
+    kernels::TernaryMatMulU8(w_->w, {cols, bytes}, batch, q8_, w_->bias, {out, static_cast<std::size_t>(out_ * batch)},
                              rs.threads);
     if (wide_)
       for (int64_t o = 0; o < out_; ++o)
@@ -344,15 +353,15 @@ class TernaryConvOp : public CompressedOp, public Int16Op {
   }
 
   int64_t in_, out_, ksz_ = 1, hp_ = 0, wp_ = 0;
-  int64_t sample_bytes_ = 0;  // one sample's scratch (its Prepare's)
-  bool ready_ = false, calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
+  int64_t sample_bytes_ = 0;  // one sample's scratch (Prepare's, with the pack's 8-bit columns from Finalize)
+  int64_t sample_u8_bytes_ = 0, u8_row_bytes_ = 0;  // the 8-bit path's, but for its columns (Prepare)
+  bool calibrated_ = false, int16_active_ = false, int8_active_ = false, wide_ = false,
        planar_ = false, add_same_shape_ = true;
   ProductEpilogue epilogue_;  // the fused Add and Relu / Clip after the product (the BatchNormalization is in the scales)
   double x_max_ = 0, x_min_ = 0;
   float x_scale_ = 1.0f;
   kernels::TernaryU8Scale q8_;
-  kernels::TernaryPack w_;
-  std::vector<float> bias_;
+  std::shared_ptr<const TernaryDecoded> w_;
   WindowGeometry g_win_;
 };
 

@@ -51,11 +51,14 @@ class GraphBuilder {
     for (int64_t d : shape) t->add_dims(d);
     for (float x : v) t->add_float_data(x);
   }
-  void InitInts(const std::string& name, std::vector<int64_t> v, int elem = onnx::TensorProto::INT64) {
+  // (dims: one dim of the values' count where empty)
+  void InitInts(const std::string& name, std::vector<int64_t> v, int elem = onnx::TensorProto::INT64,
+                std::vector<int64_t> dims = {}) {
     auto* t = g_->add_initializer();
     t->set_name(name);
     t->set_data_type(elem);
-    t->add_dims(static_cast<int64_t>(v.size()));
+    if (dims.empty()) dims = {static_cast<int64_t>(v.size())};
+    for (int64_t d : dims) t->add_dims(d);
     for (int64_t x : v) {
       if (elem == onnx::TensorProto::INT64) t->add_int64_data(x);
       else t->add_int32_data(static_cast<int32_t>(x));
@@ -929,11 +932,13 @@ TEST(RuntimePlan, BatchParallelReplicasShareTheWeights) {
 // The same for the compressed fully connected ops. The permuted-diagonal
 // one's decoded matrix (the batch >= 4 layout), row pack (batch 1), column
 // pack and zero-skipping plan, the sparse one's decoded CSR and the
-// block-circulant one's FFT engine come from the model's PackCache, so
+// block-circulant one's FFT engine and the ternary one's pack come from the
+// model's PackCache, so
 // neither batch parallelism's replicas (shares of 8, on what the model's
 // batch-16 plan made) nor the split check's one-thread replica (batch 1)
 // decode or pack their own: with 2048 x 2048 weights at p = 4 (4 MiB of
-// values; the CSR keeps 1/4 of the entries), each replica used to add a copy.
+// values; the CSR keeps 1/4 of the entries, the ternary layer half), each
+// replica used to add a copy.
 TEST(RuntimePlan, ReplicasShareCompressedForms) {
   if (HeapInUse() < 0) GTEST_SKIP() << "needs glibc's mallinfo2 (2.33 or later)";
   constexpr int64_t c = 2048;
@@ -960,7 +965,7 @@ TEST(RuntimePlan, ReplicasShareCompressedForms) {
         ASSERT_NEAR(y[s * c + o], z, 1e-4 * (1 + std::abs(z))) << "sample " << s << " output " << o;
       }
   };
-  for (const char* op : {"PermDiagMatMul", "SparseMatMul", "BlockCirculantMatMul"}) {
+  for (const char* op : {"PermDiagMatMul", "SparseMatMul", "BlockCirculantMatMul", "TernaryMatMul"}) {
     SCOPED_TRACE(op);
     GraphBuilder b;
     b.ImportPermDnn();
@@ -985,6 +990,32 @@ TEST(RuntimePlan, ReplicasShareCompressedForms) {
       b.InitInts("col_idx", col_idx, onnx::TensorProto::INT32);
       b.Init("values", {static_cast<int64_t>(values.size())}, values);
       attrs(b.Node(op, {"x", "row_ptr", "col_idx", "values"}, {"y"}), {{"in_features", c}, {"out_features", c}});
+    } else if (std::string(op) == "TernaryMatMul") {
+      // Groups of 16 inputs, all kept; weight (r, i) = scale[r] · t, t = +1
+      // where (r + i) % 4 == 0, −1 where it is 1, else 0 (half of them set).
+      constexpr int64_t gc = 16;
+      std::vector<float> scale(c);
+      std::vector<int64_t> mask(c * (c / gc) / 8, 0xff), plus, minus;
+      for (int64_t r = 0; r < c; ++r) scale[r] = 0.01f * static_cast<float>(r % 13 + 1);
+      for (int64_t r = 0; r < c; ++r)
+        for (int64_t g = 0; g < c / gc; ++g)
+          for (int64_t byte = 0; byte < gc / 8; ++byte) {
+            int64_t pb = 0, mb = 0;
+            for (int64_t bit = 0; bit < 8; ++bit) {
+              const int64_t i = g * gc + byte * 8 + bit, t = (r + i) % 4;
+              pb |= int64_t{t == 0} << bit;
+              mb |= int64_t{t == 1} << bit;
+              want[r * c + i] = t == 0 ? scale[r] : t == 1 ? -scale[r] : 0.0f;
+            }
+            plus.push_back(pb);
+            minus.push_back(mb);
+          }
+      b.InitInts("group_mask", mask, onnx::TensorProto::UINT8);
+      b.InitInts("plus", plus, onnx::TensorProto::UINT8, {c * (c / gc), gc / 8});
+      b.InitInts("minus", minus, onnx::TensorProto::UINT8, {c * (c / gc), gc / 8});
+      b.Init("scale", {c}, scale);
+      attrs(b.Node(op, {"x", "group_mask", "plus", "minus", "scale"}, {"y"}),
+            {{"group_ch", gc}, {"in_features", c}, {"out_features", c}});
     } else {  // W[I·p + r, J·p + d] = values[I, J, (r − d) mod p], the permuted-diagonal values reused
       for (int64_t r = 0; r < c; ++r)
         for (int64_t k = 0; k < c; ++k)
