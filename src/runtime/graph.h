@@ -109,9 +109,9 @@ struct NodeDef {
 // convolution (oneDNN's reordered weights), the permuted-diagonal
 // convolution kernel's pack, the permuted-diagonal fully connected op's
 // forms (decoded matrix, row pack, column pack, zero-skipping plan), the
-// sparse ops' decoded CSR, the ternary ops' packs, the block-circulant
-// fully connected op's FFT engine and the block-circulant convolution's
-// channel DFT. A kernel asks under its node's position in the file and
+// sparse ops' decoded CSR, the ternary ops' packs, the compressed
+// recurrent ops' gate matrices, the block-circulant fully connected op's
+// FFT engine and the block-circulant convolution's channel DFT. A kernel asks under its node's position in the file and
 // a key naming the form (a layout, a block size); the first to ask makes
 // it, the others get the same read-only object while any of them holds it
 // (the cache keeps only weak references, so a form no plan uses any more is

@@ -116,9 +116,9 @@ constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 // Batch parallelism (Options::batch_parallel): the replicas share the
 // file's weights and the packed forms in the PackCache (the compressed
-// fully connected and convolution ops' among them), but each holds what
-// the compressed recurrent ops and the block-circulant convolution's
-// fallback decode for themselves: where the file's weights times the
+// fully connected, convolution and recurrent ops' among them), but each
+// holds what the block-circulant convolution's fallback (p > 64, the
+// reference path) decodes for itself, and its own plan and arena: where the file's weights times the
 // threads exceed this (a rough bound on those copies), the threads split
 // each operator instead.
 constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;

@@ -24,6 +24,17 @@ std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n);
 // What every compressed op starts from: its registry row and the geometry
 // its attributes give (validated when the node is created). Never folded:
 // the weights are what the op exists to multiply.
+// A form an op derives from its node's constant weights (the decoded
+// matrix, a pack), shared with the model's replicas through the model's
+// PackCache (RunState::packs, given to Finalize) under the node's
+// `position` and `key`: `make` (returning the form by value) runs where no
+// plan of the model or its replicas holds it.
+template <typename T, typename Make>
+std::shared_ptr<const T> SharedForm(PackCache* packs, int position, const std::string& key, Make&& make) {
+  auto made = [&] { return std::make_shared<const T>(make()); };
+  return packs ? packs->Get<T>(position, key, made) : made();
+}
+
 class CompressedOp : public OpKernel {
  public:
   CompressedOp(const formats::FormatTraits& f, bool conv, const NodeDef& n)
@@ -32,15 +43,10 @@ class CompressedOp : public OpKernel {
   bool Fast() const override { return true; }
 
  protected:
-  // A form this op derives from its node's constant weights (the decoded
-  // matrix, a pack), shared with the model's replicas through the model's
-  // PackCache (RunState::packs, given to Finalize) under the node's
-  // position and `key`: `make` (returning the form by value) runs where no
-  // plan of the model or its replicas holds it.
+  // detail::SharedForm under this node's position.
   template <typename T, typename Make>
   std::shared_ptr<const T> SharedForm(PackCache* packs, const char* key, Make&& make) const {
-    auto made = [&] { return std::make_shared<const T>(make()); };
-    return packs ? packs->Get<T>(position_, std::string(key), made) : made();
+    return detail::SharedForm<T>(packs, position_, key, std::forward<Make>(make));
   }
 
   const formats::FormatTraits& format_;

@@ -29,6 +29,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <string>
 
 #include <cblas.h>
 
@@ -507,10 +509,16 @@ class RecurrentOp : public OpKernel {
 // of all steps is the batch-major PermDiagMatMulRows; a step at batch 1 is
 // the row-pack matvec (the kernel of PermDiagMatMul at batch 1), larger
 // batches PermDiagMatMulRows.
+// One direction's weights, shared with the model's replicas (SharedForm).
+struct PermDiagGateWeights {
+  PermDiagMatrix w, r;
+  kernels::PermDiagRowPack pack;  // of r
+};
+
 class PermDiagProducts : public GateProducts {
  public:
-  PermDiagProducts(PermDiagMatrix w, PermDiagMatrix r, int threads)
-      : w_(std::move(w)), r_(std::move(r)), pack_(kernels::PermDiagRowPack::Build(r_)), threads_(threads) {}
+  PermDiagProducts(std::shared_ptr<const PermDiagGateWeights> m, int threads)
+      : m_(std::move(m)), w_(m_->w), r_(m_->r), pack_(m_->pack), threads_(threads) {}
   void Input(const float* x, int64_t rows, float* y) override {
     if (rows == 0) return;
     if (mode_ == Mode::kInt16) {
@@ -593,8 +601,9 @@ class PermDiagProducts : public GateProducts {
     if (static_cast<int64_t>(tmp_.size()) < n) tmp_.resize(static_cast<std::size_t>(n));
     return tmp_.data();
   }
-  PermDiagMatrix w_, r_;
-  kernels::PermDiagRowPack pack_;
+  std::shared_ptr<const PermDiagGateWeights> m_;
+  const PermDiagMatrix &w_, &r_;
+  const kernels::PermDiagRowPack& pack_;
   int threads_ = 1;
   std::vector<float> tmp_;
   Mode mode_ = Mode::kFloat;
@@ -627,16 +636,27 @@ class CompressedRecurrentOp : public OpKernel, public Int16Op {
                                     ShapeString(ctx.in[0]->shape), in_);
     ctx.scratch_bytes = shapes_.ScratchBytes(config_);
     shapes_.SetOutputs(ctx, config_);
-    if (products_.empty()) {
-      const int64_t gh = RecurrentGates(config_.cell) * config_.hidden;
-      for (int64_t d = 0; d < config_.directions; ++d) {
-        formats::Weights w = ReadRecurrentWeights(ctx, format_, false, d, config_.directions, gh, in_);
-        formats::Weights r = ReadRecurrentWeights(ctx, format_, true, d, config_.directions, gh, config_.hidden);
-        products_.push_back(std::make_unique<PermDiagProducts>(
-            PermDiagMatrix::FromParts(gh, in_, static_cast<int>(p_), w.values, w.offsets),
-            PermDiagMatrix::FromParts(gh, config_.hidden, static_cast<int>(p_), r.values, r.offsets), 1));
-      }
-    }
+  }
+  // Each direction's W, R and R's row pack, read at the first plan and
+  // shared with the model's replicas.
+  void Finalize(OpContext& ctx, const RunState& rs) override {
+    if (!products_.empty()) return;
+    const int64_t gh = RecurrentGates(config_.cell) * config_.hidden;
+    std::vector<std::unique_ptr<PermDiagProducts>> products;
+    for (int64_t d = 0; d < config_.directions; ++d)
+      products.push_back(std::make_unique<PermDiagProducts>(
+          SharedForm<PermDiagGateWeights>(rs.packs, ctx.node->position, "gates-" + std::to_string(d), [&] {
+            formats::Weights w = ReadRecurrentWeights(ctx, format_, false, d, config_.directions, gh, in_);
+            formats::Weights r = ReadRecurrentWeights(ctx, format_, true, d, config_.directions, gh, config_.hidden);
+            PermDiagGateWeights g{PermDiagMatrix::FromParts(gh, in_, static_cast<int>(p_), w.values, w.offsets),
+                                  PermDiagMatrix::FromParts(gh, config_.hidden, static_cast<int>(p_), r.values,
+                                                            r.offsets),
+                                  {}};
+            g.pack = kernels::PermDiagRowPack::Build(g.r);
+            return g;
+          }),
+          1));
+    products_ = std::move(products);  // only once every direction's weights were valid
   }
   void Run(OpContext& ctx, RunState& rs) override {
     std::vector<GateProducts*> products;

@@ -13,14 +13,13 @@
 #include <utility>
 #include <vector>
 
-#include <malloc.h>
-
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/error.h"
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/runtime/model.h"
+#include "tests/support/heap.h"
 
 namespace permdnn::runtime {
 namespace {
@@ -877,16 +876,7 @@ TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
   }
 }
 
-// Bytes the process has allocated and not freed (glibc: every arena and
-// the mapped blocks), -1 elsewhere.
-int64_t HeapInUse() {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
-  const struct mallinfo2 mi = mallinfo2();
-  return static_cast<int64_t>(mi.uordblks + mi.hblkhd);
-#else
-  return -1;
-#endif
-}
+using permdnn::testing::HeapInUse;
 
 // The replicas share the model's weights: the file's constants and the dense
 // convolution's reordered copy (a 1x1 convolution has one layout of its

@@ -36,6 +36,7 @@
 #include "permdnn/core/dataset.h"
 #include "permdnn/sim/engine.h"
 #include "permdnn/sim/model.h"
+#include "tests/support/heap.h"
 #include "tests/support/compare.h"
 #include "tests/support/installed.h"
 
@@ -672,6 +673,35 @@ INSTANTIATE_TEST_SUITE_P(Runs, RecurrentExport,
                                               std::get<1>(info.param),
                                               std::get<2>(info.param) ? "bidir" : "forward");
                          });
+
+// The split check's one-thread replica (batch 1 on two threads) takes each
+// direction's W, R and row pack from the model's PackCache: making it grows
+// the heap by much less than those weights (3 MiB here), where it used to
+// decode its own; its outputs are the model's.
+TEST(RecurrentExport, OneThreadReplicaSharesTheWeights) {
+  if (testing::HeapInUse() < 0) GTEST_SKIP() << "needs glibc's mallinfo2 (2.33 or later)";
+  RecurrentRun r;
+  r.bidir = false, r.in = 512, r.H = 512, r.T = 2;
+  const fs::path dir = WriteRecurrentRun("share", r);
+  ExportRun(dir.string(), (dir / "m.onnx").string());
+  const std::vector<float> x = Uniform(static_cast<std::size_t>(r.T * r.in), 81, 1.0f);
+  const std::vector<double> feats(x.begin(), x.end());
+  const std::vector<float> want = RunOracle(r, feats, 1);
+  const char* old = std::getenv("PERMDNN_SPLIT_CHECK");
+  const std::optional<std::string> saved = old ? std::optional<std::string>(old) : std::nullopt;
+  setenv("PERMDNN_SPLIT_CHECK", "one", 1);
+  Model m = Model::Load((dir / "m.onnx").string(), {.threads = 2});
+  const int64_t before = testing::HeapInUse();
+  const std::vector<Tensor> y = m.Run({Tensor::Float({1, r.T, r.in}, x)});
+  const int64_t grown = testing::HeapInUse() - before;
+  if (saved) setenv("PERMDNN_SPLIT_CHECK", saved->c_str(), 1);
+  else unsetenv("PERMDNN_SPLIT_CHECK");
+  ASSERT_EQ(m.RunThreads(), 1);
+  const int64_t weights = 4 * r.H * (r.in + 2 * r.H) / r.p * 4;  // W, R and R's row pack
+  EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+  EXPECT_TRUE(testing::AllNear<float>(want, std::as_const(y[0]).floats(), 2e-5));
+  fs::remove_all(dir);
+}
 
 // A PermDiagLSTM node with a bad R array: the registry's error, naming the
 // node, the matrix and the field.
