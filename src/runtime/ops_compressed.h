@@ -21,9 +21,6 @@ namespace permdnn::runtime::detail {
 // UnsupportedError naming the node for an op no format has.
 std::unique_ptr<OpKernel> CreateCompressedKernel(const NodeDef& n);
 
-// What every compressed op starts from: its registry row and the geometry
-// its attributes give (validated when the node is created). Never folded:
-// the weights are what the op exists to multiply.
 // A form an op derives from its node's constant weights (the decoded
 // matrix, a pack), shared with the model's replicas through the model's
 // PackCache (RunState::packs, given to Finalize) under the node's
@@ -35,6 +32,9 @@ std::shared_ptr<const T> SharedForm(PackCache* packs, int position, const std::s
   return packs ? packs->Get<T>(position, key, made) : made();
 }
 
+// What every compressed op starts from: its registry row and the geometry
+// its attributes give (validated when the node is created). Never folded:
+// the weights are what the op exists to multiply.
 class CompressedOp : public OpKernel {
  public:
   CompressedOp(const formats::FormatTraits& f, bool conv, const NodeDef& n)

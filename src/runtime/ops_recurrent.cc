@@ -519,6 +519,8 @@ class PermDiagProducts : public GateProducts {
  public:
   PermDiagProducts(std::shared_ptr<const PermDiagGateWeights> m, int threads)
       : m_(std::move(m)), w_(m_->w), r_(m_->r), pack_(m_->pack), threads_(threads) {}
+  PermDiagProducts(const PermDiagProducts&) = delete;  // (w_, r_, pack_ refer into m_)
+  PermDiagProducts& operator=(const PermDiagProducts&) = delete;
   void Input(const float* x, int64_t rows, float* y) override {
     if (rows == 0) return;
     if (mode_ == Mode::kInt16) {

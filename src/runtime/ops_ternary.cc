@@ -13,8 +13,9 @@
 //   (required), strides, pads, dilations (as Conv, group 1).
 //
 // The arrays are validated by the registry and packed once, when the node
-// is first planned, and the pack is shared with the model's replicas. Kernels: TernaryMatVec per sample below kBatchedMin,
-// TernaryMatMul on a feature-major copy of X from there; the conv is im2col
+// is first planned, and the pack is shared with the model's replicas.
+// Kernels: TernaryMatVec per sample below kBatchedMin, TernaryMatMul on a
+// feature-major copy of X from there; the conv is im2col
 // (or, for 2-D stride-1 convs, "wide" columns) followed by TernaryMatMul
 // with the output positions as the batch; with int16 on (Options::int16 +
 // Calibrate) each sample is quantized at the calibrated scale before its

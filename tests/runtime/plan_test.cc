@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "permdnn/formats/permdiag_matrix.h"
 #include "permdnn/runtime/model.h"
 #include "tests/support/heap.h"
+#include "tests/support/split_check_env.h"
 
 namespace permdnn::runtime {
 namespace {
@@ -772,23 +772,7 @@ TEST(RuntimePlan, BatchParallelOnlyWhereItMayBe) {
 // (batch parallelism leaves it to split operators) is timed split and on one
 // thread at the first run of its shape, and the faster kept; the outputs
 // equal the one-thread model's on either path, through both APIs.
-// Sets PERMDNN_SPLIT_CHECK (nullptr: unsets it) for its lifetime, then
-// restores what was there (ctest sets it to split for the runtime tests).
-class SplitCheckEnv {
- public:
-  explicit SplitCheckEnv(const char* value) {
-    if (const char* old = std::getenv("PERMDNN_SPLIT_CHECK")) old_ = old;
-    Set(value);
-  }
-  ~SplitCheckEnv() { Set(old_ ? old_->c_str() : nullptr); }
-  static void Set(const char* value) {
-    if (value) setenv("PERMDNN_SPLIT_CHECK", value, 1);
-    else unsetenv("PERMDNN_SPLIT_CHECK");
-  }
-
- private:
-  std::optional<std::string> old_;
-};
+using permdnn::testing::SplitCheckEnv;
 
 TEST(RuntimePlan, SplitCheckKeepsTheFasterAndTheOutputs) {
   SplitCheckEnv timed(nullptr);

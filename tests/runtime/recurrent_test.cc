@@ -37,6 +37,7 @@
 #include "permdnn/sim/engine.h"
 #include "permdnn/sim/model.h"
 #include "tests/support/heap.h"
+#include "tests/support/split_check_env.h"
 #include "tests/support/compare.h"
 #include "tests/support/installed.h"
 
@@ -687,15 +688,11 @@ TEST(RecurrentExport, OneThreadReplicaSharesTheWeights) {
   const std::vector<float> x = Uniform(static_cast<std::size_t>(r.T * r.in), 81, 1.0f);
   const std::vector<double> feats(x.begin(), x.end());
   const std::vector<float> want = RunOracle(r, feats, 1);
-  const char* old = std::getenv("PERMDNN_SPLIT_CHECK");
-  const std::optional<std::string> saved = old ? std::optional<std::string>(old) : std::nullopt;
-  setenv("PERMDNN_SPLIT_CHECK", "one", 1);
+  const testing::SplitCheckEnv one("one");
   Model m = Model::Load((dir / "m.onnx").string(), {.threads = 2});
   const int64_t before = testing::HeapInUse();
   const std::vector<Tensor> y = m.Run({Tensor::Float({1, r.T, r.in}, x)});
   const int64_t grown = testing::HeapInUse() - before;
-  if (saved) setenv("PERMDNN_SPLIT_CHECK", saved->c_str(), 1);
-  else unsetenv("PERMDNN_SPLIT_CHECK");
   ASSERT_EQ(m.RunThreads(), 1);
   const int64_t weights = 4 * r.H * (r.in + 2 * r.H) / r.p * 4;  // W, R and R's row pack
   EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
