@@ -1000,31 +1000,31 @@ TEST(RuntimePlan, ReplicasShareCompressedForms) {
     b.Output("y");
     Options opt;
     opt.threads = 2;
+    // The run of `batch` samples that makes the replicas grows the heap by
+    // under a quarter of the weights; its outputs are the product.
+    const auto expect_shared = [&](Model& m, int64_t batch) {
+      const std::vector<float> x = Iota(batch * c, 0.3f);
+      std::vector<float> y(x.size());
+      const int64_t before = HeapInUse();
+      m.Run(x, std::vector<int64_t>{batch, c}, y);
+      const int64_t grown = HeapInUse() - before;
+      EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
+      expect_product(want, x, y, batch);
+    };
     {  // Batch parallelism: the model plans the whole batch first, then the replicas.
       Model m = b.Load(opt);
-      const std::vector<float> x = Iota(16 * c, 0.3f);
-      std::vector<float> y(x.size());
       m.SetProfiling(true);  // (no shares: the model's batch-16 plan alone)
-      m.Run(x, std::vector<int64_t>{16, c}, y);
+      std::vector<float> y(16 * c);
+      m.Run(Iota(16 * c, 0.3f), std::vector<int64_t>{16, c}, y);
       m.SetProfiling(false);
-      const int64_t before = HeapInUse();
-      m.Run(x, std::vector<int64_t>{16, c}, y);
-      const int64_t grown = HeapInUse() - before;
-      ASSERT_EQ(m.BatchWorkers(), 2);
-      EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
-      expect_product(want, x, y, 16);
+      expect_shared(m, 16);
+      EXPECT_EQ(m.BatchWorkers(), 2);
     }
     {  // The split check's replica, made at the first batch-1 run on one thread.
       SplitCheckEnv one("one");
       Model m = b.Load(opt);
-      const std::vector<float> x = Iota(c, 0.3f);
-      std::vector<float> y(x.size());
-      const int64_t before = HeapInUse();
-      m.Run(x, std::vector<int64_t>{1, c}, y);
-      const int64_t grown = HeapInUse() - before;
-      ASSERT_EQ(m.RunThreads(), 1);
-      EXPECT_LT(grown, weights / 4) << "the heap grew by " << grown << " bytes";
-      expect_product(want, x, y, 1);
+      expect_shared(m, 1);
+      EXPECT_EQ(m.RunThreads(), 1);
     }
   }
 }
