@@ -104,17 +104,18 @@ struct NodeDef {
 };
 
 // What kernels derive from a node's constant weights at plan time (packed
-// or reordered copies), shared by a model and its batch-parallel replicas
-// (model.cc), which would otherwise each hold a copy. Used by the dense
-// convolution (oneDNN's reordered weights), the permuted-diagonal
-// convolution kernel's pack, the permuted-diagonal fully connected op's
-// forms (decoded matrix, row pack, column pack, zero-skipping plan), the
-// sparse ops' decoded CSR, the ternary ops' packs, the compressed
-// recurrent ops' gate matrices, the block-circulant fully connected op's
-// FFT engine and the block-circulant convolution's channel DFT. A kernel asks under its node's position in the file and
-// a key naming the form (a layout, a block size); the first to ask makes
-// it, the others get the same read-only object while any of them holds it
-// (the cache keeps only weak references, so a form no plan uses any more is
+// or reordered copies), shared by a model and its replicas (batch
+// parallelism's and the split check's, model.cc), which would otherwise each
+// hold a copy. Used by the dense convolution (oneDNN's reordered weights),
+// the permuted-diagonal convolution kernel's pack, the permuted-diagonal
+// fully connected op's forms (decoded matrix, row pack, column pack,
+// zero-skipping plan), the sparse ops' decoded CSR, the ternary ops' packs,
+// the compressed recurrent ops' gate matrices, the block-circulant fully
+// connected op's FFT engine and the block-circulant convolution's channel
+// DFT. A kernel asks under its node's position in the file and a key
+// naming the form (a layout, a block size); the first to ask makes it, the
+// others get the same read-only object while any of them holds it (the
+// cache keeps only weak references, so a form no plan uses any more is
 // freed). Several models may plan at once: `make` runs under the lock, so
 // each form is made once; a `make` may ask for another form (a pack made
 // from the decoded weights), hence a recursive lock.

@@ -118,8 +118,9 @@ constexpr int64_t kThreadAffineArenaBytes = kLastLevelCacheBytes;
 // file's weights and the packed forms in the PackCache (the compressed
 // fully connected, convolution and recurrent ops' among them), but each
 // holds what the block-circulant convolution's fallback (p > 64, the
-// reference path) decodes for itself, and its own plan and arena: where the file's weights times the
-// threads exceed this (a rough bound on those copies), the threads split
+// reference path) decodes for itself, and its own plan and arena: where
+// the file's weights times the threads exceed this (a rough bound on those
+// copies, set when every compressed op decoded its own), the threads split
 // each operator instead.
 constexpr int64_t kBatchParallelMaxReplicaBytes = int64_t{2} << 30;
 // ... and only where a share reuses each weight it reads at least this many
