@@ -193,8 +193,9 @@ struct Model::Impl {
   // Reads the parsed file; frees each initializer's bytes in `m` once it
   // holds them as a tensor, so that a large model is not held twice.
   void LoadProto(onnx::ModelProto& m);
-  // Model::Load and FromBytes: the parsed file read into this model, then
-  // its first plan where the inputs allow one.
+  // Model::Load and FromBytes: the parsed file read into a model, then its
+  // first plan where the inputs allow one.
+  static Model FromProto(onnx::ModelProto proto, const std::string& name, const Options& options);
   void Init(onnx::ModelProto& proto, const std::string& model_name, const Options& options);
   void PlanAtLoad();
   // The kernels of `nodes` (fused) and their contexts over `values`.
@@ -1141,21 +1142,20 @@ Model& Model::operator=(Model&&) noexcept = default;
 // connected layers at p = 4: the heap peaked at 378 MB with the bytes and
 // the parsed file held through the plan, 2026-12-07.)
 Model Model::Load(const std::string& path, const Options& options) {
-  Model model;
-  {
-    onnx::ModelProto proto = detail::ParseModelProto(ReadFileBytes(path), path);
-    model.impl_->Init(proto, path, options);
-  }
-  model.impl_->PlanAtLoad();
-  return model;
+  // (Parsed before the call: the file's bytes, a temporary, would
+  // otherwise live until FromProto returns.)
+  onnx::ModelProto proto = detail::ParseModelProto(ReadFileBytes(path), path);
+  return Impl::FromProto(std::move(proto), path, options);
 }
 
 Model Model::FromBytes(std::string_view bytes, const std::string& name, const Options& options) {
+  return Impl::FromProto(detail::ParseModelProto(bytes, name), name, options);
+}
+
+Model Model::Impl::FromProto(onnx::ModelProto proto, const std::string& name, const Options& options) {
   Model model;
-  {
-    onnx::ModelProto proto = detail::ParseModelProto(bytes, name);
-    model.impl_->Init(proto, name, options);
-  }
+  model.impl_->Init(proto, name, options);
+  onnx::ModelProto().Swap(&proto);  // the parsed file goes before the plan decodes and packs the weights
   model.impl_->PlanAtLoad();
   return model;
 }

@@ -117,10 +117,7 @@ class BlockCirculantMatMulOp : public CompressedOp {
   }
 
  private:
-  struct Decoded {
-    Circulant w;
-    std::vector<float> bias;
-  };
+  using Decoded = WithBias<Circulant>;
   int64_t in_, out_, batch_ = 1;
   bool batched_ = false, ran_batched_ = false;
   std::shared_ptr<const Decoded> w_;

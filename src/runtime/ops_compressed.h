@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "permdnn/formats/registry.h"
 #include "runtime/conv_util.h"
@@ -31,6 +32,14 @@ std::shared_ptr<const T> SharedForm(PackCache* packs, int position, const std::s
   auto made = [&] { return std::make_shared<const T>(make()); };
   return packs ? packs->Get<T>(position, key, made) : made();
 }
+
+// The usual form: the node's weights in the layout an op runs on, with
+// its bias.
+template <typename W>
+struct WithBias {
+  W w;
+  std::vector<float> bias;
+};
 
 // What every compressed op starts from: its registry row and the geometry
 // its attributes give (validated when the node is created). Never folded:

@@ -58,10 +58,7 @@ namespace {
 // (batch < 4), the shared-offset format's grouped layout, and the
 // zero-skipping plan (the crossover measured once, and the column pack where
 // skipping can win).
-struct PermDiagFcDecoded {
-  PermDiagMatrix w;
-  std::vector<float> bias;
-};
+using PermDiagFcDecoded = WithBias<PermDiagMatrix>;
 struct PermDiagFcSkip {
   double crossover = 0;
   std::shared_ptr<const kernels::PermDiagColumnPack> columns;  // null where the crossover is 0
@@ -110,10 +107,10 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       if (!held) held = decoded_ ? decoded_ : Decoded(ctx);
       return *held;
     };
-    if (!bias_) bias_ = Shared<std::vector<float>>("bias", [&] { return decoded().bias; });
+    if (!bias_) bias_ = SharedForm<std::vector<float>>(packs_, "bias", [&] { return decoded().bias; });
     if (column_) {
       if (!decoded_) decoded_ = Decoded(ctx);  // (int16 quantizes it)
-      if (!col_) col_ = Shared<kernels::PermDiagColumnWeights>("column-weights", [&] {
+      if (!col_) col_ = SharedForm<kernels::PermDiagColumnWeights>(packs_, "column-weights", [&] {
         return kernels::PermDiagColumnWeights::Build(decoded_->w);
       });
     } else if (batch_ < 4 && !rows_) {
@@ -121,7 +118,8 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       // planned for one batch regime holds its weights once; from the second
       // crossing on both are kept, rather than rebuilt on every re-plan of a
       // caller that alternates batch sizes.
-      rows_ = Shared<kernels::PermDiagRowPack>("rows", [&] { return kernels::PermDiagRowPack::Build(decoded().w); });
+      rows_ = SharedForm<kernels::PermDiagRowPack>(packs_, "rows",
+                                                   [&] { return kernels::PermDiagRowPack::Build(decoded().w); });
       if (decoded_ && crossings_++ == 0) decoded_ = nullptr;
     } else if (batch_ >= 4 && !decoded_) {
       decoded_ = Decoded(ctx);
@@ -131,7 +129,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       // (Measured under the cache's lock, a few ms: another plan of the
       // model's asking for a form waits. Batch-1 plans come from the model
       // and the split check's replica, one after the other.)
-      skip_ = Shared<PermDiagFcSkip>("skip", [&] { return MeasureSkip(held ? &held->w : nullptr); });
+      skip_ = SharedForm<PermDiagFcSkip>(packs_, "skip", [&] { return MeasureSkip(held ? &held->w : nullptr); });
       if (!column_ && skip_->columns) colpack_ = skip_->columns;
     }
     ctx.scratch_bytes = std::max(ctx.scratch_bytes, SampleScratchBytes(sample_bytes_, batch_, rs.threads));
@@ -177,14 +175,10 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
 
  private:
-  template <typename T, typename Make>
-  std::shared_ptr<const T> Shared(const char* key, Make&& make) {
-    return SharedForm<T>(packs_, key, std::forward<Make>(make));
-  }
   // The node's weights decoded (validated by the registry: errors name the
   // node and the input): the batch >= 4 layout, the source of the others.
   std::shared_ptr<const PermDiagFcDecoded> Decoded(const OpContext& ctx) {
-    return Shared<PermDiagFcDecoded>("decoded", [&] {
+    return SharedForm<PermDiagFcDecoded>(packs_, "decoded", [&] {
       formats::Weights w = ReadWeights(ctx, format_, false);
       return PermDiagFcDecoded{PermDiagMatrix::FromParts(out_, in_, static_cast<int>(p_), w.values, w.offsets),
                                std::move(w.bias)};
@@ -243,7 +237,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
   // From `w` where the caller holds the decoded matrix, else from the held layout.
   std::shared_ptr<const kernels::PermDiagColumnPack> ColumnPack(const PermDiagMatrix* w) {
-    return Shared<kernels::PermDiagColumnPack>("columns", [&] {
+    return SharedForm<kernels::PermDiagColumnPack>(packs_, "columns", [&] {
       if (!w && decoded_) w = &decoded_->w;
       return w ? kernels::PermDiagColumnPack::Build(*w) : kernels::PermDiagColumnPack::Build(rows_->Unpack());
     });

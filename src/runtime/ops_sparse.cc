@@ -44,10 +44,7 @@ constexpr int64_t kBatchedMin = 8;
 // The node's CSR matrix (a codebook decoded into float values) and bias,
 // validated by the registry; read at the first plan, and shared with the
 // model's replicas (CompressedOp::SharedForm).
-struct SparseDecoded {
-  CsrMatrix w;
-  std::vector<float> bias;
-};
+using SparseDecoded = WithBias<CsrMatrix>;
 SparseDecoded ReadCsr(const OpContext& ctx, const formats::FormatTraits& f, bool conv) {
   formats::Weights w = ReadWeights(ctx, f, conv);
   std::vector<float> bias = std::move(w.bias);

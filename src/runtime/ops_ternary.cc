@@ -57,10 +57,7 @@ constexpr int64_t kBatchedMin = 8;
 // (a·b_r + shift), so the kernels run it for free.
 // Read at the first plan and shared with the model's replicas
 // (CompressedOp::SharedForm).
-struct TernaryDecoded {
-  kernels::TernaryPack w;
-  std::vector<float> bias;
-};
+using TernaryDecoded = WithBias<kernels::TernaryPack>;
 TernaryDecoded ReadPack(const OpContext& ctx, const formats::FormatTraits& f, bool conv, int64_t taps) {
   formats::Weights w = ReadWeights(ctx, f, conv);
   std::vector<float> a, shift;
