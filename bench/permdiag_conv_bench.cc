@@ -26,7 +26,7 @@
 // the rounds. --only: just the layers whose name contains TEXT (e.g. "s2").
 // --simd-target: run permdiag on one compiled Highway target (e.g. AVX2 on
 // an AVX-512 machine) and cap oneDNN at the same instruction set
-// (dnnl::set_max_cpu_isa; the header line names the ISA oneDNN then uses),
+// (runtime::RestrictSimdTarget; the header line names the ISA oneDNN then uses),
 // so both sides use the same vectors. Block sizes p that do not divide the
 // target's lanes are skipped (they would run the reference loops).
 // --json: {"rows": [one object per table row], "issue": the rates below},
@@ -63,6 +63,7 @@
 #include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/kernels/stream.h"
 #include "permdnn/kernels/table.h"
+#include "permdnn/runtime/simd_target.h"
 
 namespace {
 
@@ -271,18 +272,6 @@ double ActivationFloorMs(const Layer& l, int n, int lanes, int reps) {
       reps);
 }
 
-const char* IsaName(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    default: return "other";
-  }
-}
-
 std::vector<int> Ints(const char* text) {
   std::vector<int> v;
   for (const char* p = text; *p;) {
@@ -319,16 +308,11 @@ int main(int argc, char** argv) {
   for (int n : batches)
     if (n <= 0) return std::fprintf(stderr, "%s: --batch takes positive sizes, got %d\n", argv[0], n), 2;
   if (!target.empty()) {
-    const int64_t bit = permdnn::kernels::SimdTargetByName(target);
-    if (bit == 0) return std::fprintf(stderr, "--simd-target %s: not compiled in or not supported here\n", target.c_str()), 2;
-    permdnn::kernels::ForceSimdTarget(bit);
-    // Before oneDNN's first use (set_max_cpu_isa fails after it).
-    const std::string name = permdnn::kernels::SimdTargetName(bit);
+    // Before oneDNN's first use (it fixes its ISA there).
     try {
-      if (name == "AVX2") dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx2);
-      else if (name == "SSE4" || name == "SSSE3") dnnl::set_max_cpu_isa(dnnl::cpu_isa::sse41);
-    } catch (const dnnl::error& e) {
-      return std::fprintf(stderr, "cannot cap oneDNN at %s: %s\n", name.c_str(), e.what()), 2;
+      permdnn::runtime::RestrictSimdTarget(target);
+    } catch (const permdnn::Error& e) {
+      return std::fprintf(stderr, "--simd-target %s: %s\n", target.c_str(), e.what()), 2;
     }
   }
   omp_set_num_threads(1);
@@ -336,7 +320,7 @@ int main(int argc, char** argv) {
   std::printf(
       "one thread, thread CPU time, dense / permdiag: medians of %d rounds of %d runs, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
       rounds, reps, permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
-      dnnl_version()->patch, IsaName(dnnl::get_effective_cpu_isa()));
+      dnnl_version()->patch, permdnn::runtime::OneDnnIsa().c_str());
   std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
               "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "floor ms", "grouped ms", "shuffles ms",
               "GMAC/s", "kernel / grouped impl");

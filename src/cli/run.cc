@@ -1,21 +1,33 @@
 // permdnn run: one ONNX model on one input file (.npy, or raw float32), the
 // output to .npy (or raw float32 for other extensions); --bench times
 // inference at given batch sizes with random inputs. See docs/runtime.md.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <random>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/args.h"
+#include "cli/bench_runner.h"
 #include "cli/commands.h"
 #include "permdnn/core/atomic_file.h"
 #include "permdnn/core/error.h"
 #include "permdnn/core/npy.h"
 #include "permdnn/core/timing.h"
+#include "permdnn/kernels/dispatch.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
+#include "permdnn/runtime/simd_target.h"
+
+extern "C" char* openblas_get_corename(void);
+extern char** environ;
 
 namespace permdnn::cli {
 
@@ -75,6 +87,44 @@ std::vector<int64_t> ParseInts(const std::string& flag, const std::string& text)
 }
 
 
+// --simd-target: this process under one SIMD target, OpenBLAS included.
+// OpenBLAS chose its kernels when it loaded, from OPENBLAS_CORETYPE; where
+// the target has a core of its own (AVX2: Haswell) and the variable does
+// not name it, the command starts again (the same arguments, this binary)
+// with it set, so that the dense FC layers' sgemm runs the same vectors
+// as the rest. Returns what runs, for the header line and the JSON.
+nlohmann::json RestrictSimd(const std::string& name) {
+  const int64_t bit = kernels::SimdTargetByName(name);
+  const std::string core = bit ? OpenBlasCoreForTarget(kernels::SimdTargetName(bit)) : "";
+  const char* set = std::getenv("OPENBLAS_CORETYPE");
+  if (!core.empty() && (!set || core != set)) {
+    std::ifstream in("/proc/self/cmdline", std::ios::binary);
+    std::vector<std::string> args;
+    for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e)
+      if (std::strncmp(*e, "OPENBLAS_CORETYPE=", 18) != 0) env.emplace_back(*e);
+    env.push_back("OPENBLAS_CORETYPE=" + core);
+    auto pointers = [](std::vector<std::string>& v) {
+      std::vector<char*> p;
+      for (std::string& x : v) p.push_back(x.data());
+      p.push_back(nullptr);
+      return p;
+    };
+    std::vector<char*> av = pointers(args), ev = pointers(env);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    execve("/proc/self/exe", av.data(), ev.data());
+    Fail("--simd-target {}: cannot start this command again with OPENBLAS_CORETYPE={}: {}", name, core,
+         std::strerror(errno));
+  }
+  const runtime::SimdRestriction r = runtime::RestrictSimdTarget(name);
+  const char* blas = openblas_get_corename();
+  std::printf("SIMD target %s (--simd-target): oneDNN ISA %s, OpenBLAS core %s\n", r.target.c_str(),
+              r.onednn_isa.c_str(), blas ? blas : "unknown");
+  return {{"simd_target", r.target}, {"onednn_isa", r.onednn_isa}, {"openblas_core", blas ? blas : "unknown"}};
+}
+
 // `permdnn run` on a model whose one input is an integer tensor: the .npy
 // must hold integers (any width, converted to int64); prints the output
 // shape and writes --output as float32.
@@ -113,7 +163,7 @@ void RunIntegerInput(Model& model, const Args& args) {
 void AddRunCommand(CLI::App& app) {
   struct Args {
     std::string model, input, output, batches = "1,64", json, zero_skip = "auto", micro_batch = "auto",
-                batch_parallel = "auto", split_check = "auto";
+                batch_parallel = "auto", split_check = "auto", simd_target;
     int threads = 1;
     bool profile = false, bench = false, cpu_time = false, int16 = false, int8 = false;
     double min_time = 0.3;
@@ -158,6 +208,9 @@ void AddRunCommand(CLI::App& app) {
                   "shares): auto (time the first run of each input shape split and on one thread, keep the faster) "
                   "or off (always split)")
       ->capture_default_str();
+  cmd->add_option("--simd-target", args->simd_target,
+                  "run as a CPU whose best SIMD target is this one would (e.g. avx2 on an AVX-512 machine): "
+                  "permdnn's kernels, oneDNN and OpenBLAS on its vectors");
   cmd->callback([args] {
     PERMDNN_CHECK(args->threads >= 1, "--threads must be >= 1");
     PERMDNN_CHECK(args->bench || !args->input.empty(), "run: give --input FILE (or --bench)");
@@ -190,6 +243,8 @@ void AddRunCommand(CLI::App& app) {
     PERMDNN_CHECK(args->split_check == "auto" || args->split_check == "off",
                   "--split-check must be auto or off, got '{}'", args->split_check);
     opt.split_check = args->split_check == "auto";
+    nlohmann::json simd;
+    if (!args->simd_target.empty()) simd = RestrictSimd(args->simd_target);
     Model model = Model::Load(args->model, opt);
     PERMDNN_CHECK(model.inputs().size() == 1, "{}: `permdnn run` handles models with one input (this one has {})",
                   args->model, model.inputs().size());
@@ -251,6 +306,7 @@ void AddRunCommand(CLI::App& app) {
                               {"samples_per_pass", model.SamplesPerPass()}, {"batch_workers", model.BatchWorkers()},
                               {"run_threads", model.RunThreads()}};
         if (solo_ms > 0) rec["split_check_ms"] = {{"split", split_ms}, {"one_thread", solo_ms}};
+        if (!simd.is_null()) rec.update(simd);
         records.push_back(std::move(rec));
         if (args->profile) std::printf("%s", runtime::FormatProfile(model.Profile()).c_str());
         if (!args->output.empty()) WriteOutput(args->output, y, oshape);

@@ -205,4 +205,75 @@ TEST_F(RuntimeCli, CompressMethodsEndToEnd) {
             permdnn::ReadNpy((dir_ / "y32.npy").string()).as<float>());
 }
 
+// run --simd-target: the same model on AVX2 (permdnn's kernels, oneDNN and
+// OpenBLAS capped together) gives the outputs of the best target, its
+// compressed convolution and FC layers on their SIMD kernels (the
+// activations' channel blocks follow oneDNN's ISA, the convolution kernel's
+// lanes the Highway target: they agree, or the layer would fall back to
+// the reference loops); a target the CPU lacks is an error naming those it has.
+TEST_F(RuntimeCli, RunUnderAnotherSimdTarget) {
+  const fs::path run = dir_ / "run";
+  fs::create_directories(run / "tensors");
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, float freq) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = 0.3f * std::sin(freq * static_cast<float>(i) + 0.2f);
+    permdnn::WriteNpy<float>((run / "tensors" / (name + ".npy")).string(), v, shape);
+  };
+  tensor("conv1.weight", {16, 1, 3, 3}, 0.71f);
+  tensor("conv1.bias", {16}, 0.13f);
+  tensor("conv2.weight", {16, 16, 3, 3}, 0.37f);
+  tensor("conv2.bias", {16}, 0.29f);
+  tensor("fc1.weight", {32, 256}, 0.53f);
+  tensor("fc1.bias", {32}, 0.41f);
+  tensor("fc2.weight", {4, 32}, 0.61f);
+  tensor("fc2.bias", {4}, 0.17f);
+  Write(run / "model.json", R"({"format": "permdnn-run/1", "model": "cnn", "num_classes": 4,
+    "input": {"shape": [1, 8, 8], "layout": "NCHW"},
+    "layers": [
+      {"name": "conv1", "type": "conv2d", "in": 1, "out": 16, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+       "compress": {"kind": "dense"}, "tensors": {"weight": "tensors/conv1.weight.npy", "bias": "tensors/conv1.bias.npy"}},
+      {"name": "relu1", "type": "relu"},
+      {"name": "conv2", "type": "conv2d", "in": 16, "out": 16, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+       "compress": {"kind": "dense"}, "tensors": {"weight": "tensors/conv2.weight.npy", "bias": "tensors/conv2.bias.npy"}},
+      {"name": "relu2", "type": "relu"},
+      {"name": "pool", "type": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
+      {"name": "flatten", "type": "flatten"},
+      {"name": "fc1", "type": "linear", "in": 256, "out": 32, "compress": {"kind": "dense"},
+       "tensors": {"weight": "tensors/fc1.weight.npy", "bias": "tensors/fc1.bias.npy"}},
+      {"name": "relu3", "type": "relu"},
+      {"name": "fc2", "type": "linear", "in": 32, "out": 4, "compress": {"kind": "dense"},
+       "tensors": {"weight": "tensors/fc2.weight.npy", "bias": "tensors/fc2.bias.npy"}}]})");
+  const std::string dense = (dir_ / "dense.onnx").string(), model = (dir_ / "p4.onnx").string();
+  Result r = Permdnn("export " + run.string() + " --out " + dense);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = Permdnn("compress " + dense + " --compress permdiag:p=4 --out " + model);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::vector<float> x(3 * 64);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::cos(0.23f * static_cast<float>(i));
+  permdnn::WriteNpy<float>((dir_ / "x.npy").string(), x, {3, 1, 8, 8});
+  const std::string in = " --input " + (dir_ / "x.npy").string();
+  r = Permdnn("run " + model + in + " --output " + (dir_ / "best.npy").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = Permdnn("run " + model + in + " --simd-target avx2 --profile --output " + (dir_ / "avx2.npy").string());
+  if (r.code != 0 && r.out.find("is not one this build and CPU run") != std::string::npos)
+    GTEST_SKIP() << "this CPU has no AVX2: " << r.out;
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("SIMD target AVX2 (--simd-target): oneDNN ISA avx2, OpenBLAS core Haswell"), std::string::npos)
+      << r.out;
+  for (const char* kernel : {"permdiag.conv.3x3s1 fast compressed", "permdiag.matvec",
+                             "2 weight layers on fast compressed kernels, 0 on dense fallback"})
+    EXPECT_NE(r.out.find(kernel), std::string::npos) << kernel << "\n" << r.out;
+  const std::vector<float> best = permdnn::ReadNpy((dir_ / "best.npy").string()).as<float>();
+  const std::vector<float> avx2 = permdnn::ReadNpy((dir_ / "avx2.npy").string()).as<float>();
+  ASSERT_EQ(best.size(), 12u);
+  ASSERT_EQ(avx2.size(), best.size());
+  float scale = 0;
+  for (float v : best) scale = std::max(scale, std::fabs(v));
+  ASSERT_GT(scale, 0.0f);
+  for (std::size_t k = 0; k < best.size(); ++k) EXPECT_NEAR(avx2[k], best[k], 1e-5f * scale) << "output " << k;
+  ExpectError("run " + model + in + " --simd-target avx7", "SIMD target 'avx7' is not one this build and CPU run");
+}
+
 }  // namespace
