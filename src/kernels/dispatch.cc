@@ -22,6 +22,23 @@ namespace {
 
 std::atomic<int> g_path{-1};
 std::atomic<bool> g_targets_restricted{false};  // ForceSimdTarget in force
+// The compiled targets this CPU runs, as Highway target bits, best (lowest)
+// first; 0 until first asked. hwy::SupportedTargets() detects them with
+// CPUID on every call (unless a test mock is set), and in a virtual machine
+// CPUID traps to the hypervisor: on an Intel Xeon VM (2026-12-07) 7.8 µs per
+// CPUID and 32 µs per SupportedTargets, which every product paid through
+// PreferredSimdTarget (a batch-1 fully connected layer of 784 x 1024 at p = 8
+// took 41 µs in the runtime where its kernel takes 6). Detected once;
+// ForceSimdTarget reads them again.
+std::atomic<int64_t> g_available{0};
+int64_t AvailableBits() {
+  int64_t bits = g_available.load(std::memory_order_acquire);
+  if (bits == 0) {
+    bits = hwy::SupportedTargets() & HWY_TARGETS;
+    g_available.store(bits, std::memory_order_release);
+  }
+  return bits;
+}
 // The forced row's name (ForceKernel): read on every product, so a plain
 // pointer to a string that lives until the next ForceKernel.
 std::atomic<const char*> g_forced{nullptr};
@@ -73,9 +90,9 @@ const char* PathName(KernelPath path) {
 }
 
 std::vector<int64_t> AvailableSimdTargets() {
-  std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
-  // SupportedAndGeneratedTargets lists lowest bit first, which is the best
-  // target on x86; keep that order.
+  // Lowest bit first, which is the best target on x86.
+  std::vector<int64_t> targets;
+  for (int64_t bits = AvailableBits(); bits != 0; bits &= bits - 1) targets.push_back(bits & -bits);
   return targets;
 }
 
@@ -99,7 +116,9 @@ std::string ActiveSimdTarget() {
 void ForceSimdTarget(int64_t target) {
   g_targets_restricted.store(target != 0);
   hwy::SetSupportedTargetsForTest(target);
-  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  const int64_t supported = hwy::SupportedTargets();
+  g_available.store(supported & HWY_TARGETS, std::memory_order_release);
+  hwy::GetChosenTarget().Update(supported);
 }
 
 const char* KernelOpName(KernelOp op) {
@@ -209,11 +228,11 @@ int64_t PreferredSimdTarget(const KernelProblem& q) {
   KernelOp op = q.op;
   if (op == KernelOp::kPermDiagMatVecPacked && !q.chunked) op = KernelOp::kPermDiagMatVec;  // a row-major pack
   const int64_t value_bytes = q.p > 0 ? q.rows * q.cols / q.p * static_cast<int64_t>(sizeof(float)) : 0;
-  const std::vector<int64_t> available = AvailableSimdTargets();
+  const int64_t available = AvailableBits();
+  const int64_t best = available & -available;
   for (const Preference& pref : kPreferences)
-    if (pref.op == op && pref.p == q.p && value_bytes >= pref.min_value_bytes && !available.empty() &&
-        available.front() != pref.target &&
-        std::find(available.begin(), available.end(), pref.target) != available.end())
+    if (pref.op == op && pref.p == q.p && value_bytes >= pref.min_value_bytes && best != pref.target &&
+        (available & pref.target) != 0)
       return pref.target;
   return 0;
 }

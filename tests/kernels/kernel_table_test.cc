@@ -462,5 +462,22 @@ TEST(KernelTable, PreferredTargetRunsTheMeasuredBest) {
   ForceSimdTarget(0);
 }
 
+// The available targets are detected once (dispatch.cc: CPUID traps in a
+// virtual machine) and follow ForceSimdTarget both ways.
+TEST(KernelTable, AvailableTargetsFollowForceSimdTarget) {
+  const std::vector<int64_t> targets = AvailableSimdTargets();
+  ASSERT_FALSE(targets.empty());
+  EXPECT_EQ(targets, hwy::SupportedAndGeneratedTargets());
+  for (int64_t t : targets) {
+    ForceSimdTarget(t);
+    EXPECT_EQ(AvailableSimdTargets(), std::vector<int64_t>{t}) << SimdTargetName(t);
+    EXPECT_EQ(ActiveSimdTarget(), SimdTargetName(t));
+    EXPECT_EQ(SimdTargetByName(SimdTargetName(targets.front())), t == targets.front() ? t : 0);
+  }
+  ForceSimdTarget(0);
+  EXPECT_EQ(AvailableSimdTargets(), targets);
+  EXPECT_EQ(ActiveSimdTarget(), SimdTargetName(targets.front()));
+}
+
 }  // namespace
 }  // namespace permdnn::kernels
