@@ -312,7 +312,7 @@ int main(int argc, char** argv) {
     try {
       permdnn::runtime::RestrictSimdTarget(target);
     } catch (const permdnn::Error& e) {
-      return std::fprintf(stderr, "--simd-target %s: %s\n", target.c_str(), e.what()), 2;
+      return std::fprintf(stderr, "--simd-target: %s\n", e.what()), 2;
     }
   }
   omp_set_num_threads(1);

@@ -13,7 +13,8 @@
 # the convbench section (and, on an AVX-512 CPU, its AVX2 run into
 # convbench-avx2), and permdnn_dense_probe (oneDNN vs XNNPACK, built
 # when XNNPACK is installed) into docs/runtime.md's probe section.
-# Extra arguments go to bench-runtime.py (e.g. --only resnet18 --rounds 1).
+# Extra arguments go to both bench-runtime.py passes (e.g. --only resnet18
+# --rounds 1; not --json or --markdown, which the script sets per pass).
 # Exit status 1 when some outputs disagree (the table is still written).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,7 +21,6 @@
 #include "permdnn/core/error.h"
 #include "permdnn/kernels/dispatch.h"
 
-extern char** environ;
 
 namespace permdnn::cli {
 namespace {
@@ -31,9 +30,7 @@ namespace {
 // --json and --markdown with their values, and --blas-per-target. Global
 // options before `bench` (--reference-kernels) and flag values stay.
 std::vector<std::string> ChildArguments() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::vector<std::string> args;
-  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  const std::vector<std::string> args = OwnCommandLine();
   std::vector<std::string> out;
   for (std::size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -79,19 +76,9 @@ std::vector<BenchRecord> RunTargetsInChildren(const std::vector<std::string>& na
     std::vector<std::string> argv = {"permdnn"};
     argv.insert(argv.end(), common.begin(), common.end());
     for (const char* a : {"--simd-target", target.c_str(), "--json", json.c_str()}) argv.emplace_back(a);
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e)
-      if (std::strncmp(*e, "OPENBLAS_CORETYPE=", 18) != 0 && std::strncmp(*e, "OPENBLAS_L2_SIZE=", 17) != 0)
-        env.emplace_back(*e);
     const std::string core = OpenBlasCoreForTarget(target);
-    if (!core.empty()) env.push_back("OPENBLAS_CORETYPE=" + core);
-    auto pointers = [](std::vector<std::string>& v) {
-      std::vector<char*> p;
-      for (std::string& x : v) p.push_back(x.data());
-      p.push_back(nullptr);
-      return p;
-    };
-    std::vector<char*> av = pointers(argv), ev = pointers(env);
+    std::vector<std::string> env = EnvironmentForOpenBlasCore(core);
+    std::vector<char*> av = CStrings(argv), ev = CStrings(env);
     std::fprintf(stderr, "SIMD target %s in a child process (OpenBLAS core %s)\n", target.c_str(),
                  core.empty() ? "of its own choice" : core.c_str());
     std::fflush(stdout);

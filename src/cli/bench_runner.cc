@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -38,6 +39,7 @@
 
 extern "C" char* openblas_get_corename(void);
 extern "C" void openblas_set_num_threads(int);
+extern char** environ;
 
 namespace permdnn::cli {
 
@@ -174,10 +176,11 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o);
 std::vector<BenchRecord> RunBenchRounds(const BenchOptions& o);
 
 int64_t ResolveSimdTarget(const std::string& name) {
-  if (const int64_t t = kernels::SimdTargetByName(name)) return t;
-  std::string known;
-  for (int64_t t : kernels::AvailableSimdTargets()) known += (known.empty() ? "" : ", ") + kernels::SimdTargetName(t);
-  Fail("--simd-target: '{}' is not a SIMD target this build and CPU run (available: {})", name, known);
+  try {
+    return kernels::RequireSimdTarget(name);
+  } catch (const Error& e) {
+    Fail("--simd-target: {}", e.what());
+  }
 }
 
 void CheckKernelRow(const BenchOptions& o) {
@@ -665,8 +668,7 @@ nlohmann::json BenchEnvironment() {
   env["hardware_threads"] = HardwareThreads();
   env["kernel_path"] = kernels::PathName(kernels::ActivePath());
   env["simd_target"] = kernels::ActiveSimdTarget();
-  const char* core = openblas_get_corename();
-  env["openblas_corename"] = core ? core : "unknown";
+  env["openblas_corename"] = OpenBlasCoreName();
   for (const char* var : {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS"}) {
     const char* v = std::getenv(var);
     env[var] = v ? nlohmann::json(v) : nlohmann::json(nullptr);
@@ -731,6 +733,34 @@ std::string OpenBlasCoreForTarget(const std::string& target) {
   if (target == "SSSE3") return "Core2";
   if (target == "SSE2" || target == "EMU128" || target == "SCALAR") return "Prescott";
   return "";
+}
+
+std::string OpenBlasCoreName() {
+  const char* core = openblas_get_corename();
+  return core ? core : "unknown";
+}
+
+std::vector<std::string> OwnCommandLine() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  return args;
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& v) {
+  std::vector<char*> p;
+  for (std::string& x : v) p.push_back(x.data());
+  p.push_back(nullptr);
+  return p;
+}
+
+std::vector<std::string> EnvironmentForOpenBlasCore(const std::string& core) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "OPENBLAS_CORETYPE=", 18) != 0 && std::strncmp(*e, "OPENBLAS_L2_SIZE=", 17) != 0)
+      env.emplace_back(*e);
+  if (!core.empty()) env.push_back("OPENBLAS_CORETYPE=" + core);
+  return env;
 }
 
 // The SIMD targets of the records, in the order they ran.

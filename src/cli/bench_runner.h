@@ -112,6 +112,17 @@ int64_t ResolveSimdTarget(const std::string& name);
 // targets Prescott; empty for the AVX-512 targets, where OpenBLAS's own
 // choice on an AVX-512 CPU is that CPU's kernel (`bench --blas-per-target`).
 std::string OpenBlasCoreForTarget(const std::string& target);
+// The OpenBLAS kernels in use ("Haswell", "SkylakeX"; "unknown").
+std::string OpenBlasCoreName();
+// This process's command line, argv[0] first (/proc/self/cmdline), and its
+// environment without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, plus
+// OPENBLAS_CORETYPE=core where `core` is not empty: what a child or a
+// restart of this command gets to run on the OpenBLAS kernels of `core`
+// (`bench --blas-per-target`, `run --simd-target`).
+std::vector<std::string> OwnCommandLine();
+std::vector<std::string> EnvironmentForOpenBlasCore(const std::string& core);
+// argv / envp for execve and posix_spawn: pointers into `v`, null-terminated.
+std::vector<char*> CStrings(std::vector<std::string>& v);
 
 // With several SIMD targets: per kernel row and p (one thread, dense
 // inputs), the target that measured fastest and its margin over the others.

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -25,9 +24,6 @@
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
 #include "permdnn/runtime/simd_target.h"
-
-extern "C" char* openblas_get_corename(void);
-extern char** environ;
 
 namespace permdnn::cli {
 
@@ -90,28 +86,23 @@ std::vector<int64_t> ParseInts(const std::string& flag, const std::string& text)
 // --simd-target: this process under one SIMD target, OpenBLAS included.
 // OpenBLAS chose its kernels when it loaded, from OPENBLAS_CORETYPE; where
 // the target has a core of its own (AVX2: Haswell) and the variable does
-// not name it, the command starts again (the same arguments, this binary)
-// with it set, so that the dense FC layers' sgemm runs the same vectors
-// as the rest. Returns what runs, for the header line and the JSON.
+// not name it, the command starts again (this binary, the arguments of
+// /proc/self/cmdline: so `run` must be this process's own command, not one
+// run through RunCommandLine) with it set, so that the dense FC layers'
+// sgemm runs the same vectors as the rest. Returns what runs, for the
+// header line and the JSON.
 nlohmann::json RestrictSimd(const std::string& name) {
-  const int64_t bit = kernels::SimdTargetByName(name);
-  const std::string core = bit ? OpenBlasCoreForTarget(kernels::SimdTargetName(bit)) : "";
+  int64_t bit = 0;
+  try {
+    bit = kernels::RequireSimdTarget(name);
+  } catch (const Error& e) {
+    Fail("--simd-target: {}", e.what());
+  }
+  const std::string core = OpenBlasCoreForTarget(kernels::SimdTargetName(bit));
   const char* set = std::getenv("OPENBLAS_CORETYPE");
   if (!core.empty() && (!set || core != set)) {
-    std::ifstream in("/proc/self/cmdline", std::ios::binary);
-    std::vector<std::string> args;
-    for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e)
-      if (std::strncmp(*e, "OPENBLAS_CORETYPE=", 18) != 0) env.emplace_back(*e);
-    env.push_back("OPENBLAS_CORETYPE=" + core);
-    auto pointers = [](std::vector<std::string>& v) {
-      std::vector<char*> p;
-      for (std::string& x : v) p.push_back(x.data());
-      p.push_back(nullptr);
-      return p;
-    };
-    std::vector<char*> av = pointers(args), ev = pointers(env);
+    std::vector<std::string> args = OwnCommandLine(), env = EnvironmentForOpenBlasCore(core);
+    std::vector<char*> av = CStrings(args), ev = CStrings(env);
     std::fflush(stdout);
     std::fflush(stderr);
     execve("/proc/self/exe", av.data(), ev.data());
@@ -119,10 +110,10 @@ nlohmann::json RestrictSimd(const std::string& name) {
          std::strerror(errno));
   }
   const runtime::SimdRestriction r = runtime::RestrictSimdTarget(name);
-  const char* blas = openblas_get_corename();
+  const std::string blas = OpenBlasCoreName();
   std::printf("SIMD target %s (--simd-target): oneDNN ISA %s, OpenBLAS core %s\n", r.target.c_str(),
-              r.onednn_isa.c_str(), blas ? blas : "unknown");
-  return {{"simd_target", r.target}, {"onednn_isa", r.onednn_isa}, {"openblas_core", blas ? blas : "unknown"}};
+              r.onednn_isa.c_str(), blas.c_str());
+  return {{"simd_target", r.target}, {"onednn_isa", r.onednn_isa}, {"openblas_core", blas}};
 }
 
 // `permdnn run` on a model whose one input is an integer tensor: the .npy

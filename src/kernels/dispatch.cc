@@ -34,8 +34,10 @@ std::atomic<int64_t> g_available{0};
 int64_t AvailableBits() {
   int64_t bits = g_available.load(std::memory_order_acquire);
   if (bits == 0) {
+    // Only where nothing was stored meanwhile: a ForceSimdTarget in between wins.
+    int64_t expected = 0;
     bits = hwy::SupportedTargets() & HWY_TARGETS;
-    g_available.store(bits, std::memory_order_release);
+    if (!g_available.compare_exchange_strong(expected, bits, std::memory_order_acq_rel)) bits = expected;
   }
   return bits;
 }
@@ -106,6 +108,13 @@ int64_t SimdTargetByName(const std::string& name) {
       return t;
   }
   return 0;
+}
+
+int64_t RequireSimdTarget(const std::string& name) {
+  if (const int64_t t = SimdTargetByName(name)) return t;
+  std::string known;
+  for (int64_t t : AvailableSimdTargets()) known += (known.empty() ? "" : ", ") + SimdTargetName(t);
+  Fail("'{}' is not a SIMD target this build and CPU run (available: {})", name, known);
 }
 
 std::string ActiveSimdTarget() {

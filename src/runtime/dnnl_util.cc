@@ -4,10 +4,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
-
-#include "permdnn/kernels/dispatch.h"
-#include "permdnn/runtime/simd_target.h"
 
 // libgomp's, declared here rather than through <omp.h> so the runtime
 // compiles without -fopenmp (see CMakeLists.txt).
@@ -103,45 +99,3 @@ void LayoutConverter::Run(const float* src, float* dst, void* scratchpad) const 
 
 }  // namespace permdnn::runtime::detail
 
-namespace permdnn::runtime {
-
-std::string OneDnnIsa() {
-  switch (dnnl::get_effective_cpu_isa()) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    default: return "other";
-  }
-}
-
-SimdRestriction RestrictSimdTarget(const std::string& name) {
-  const int64_t bit = kernels::SimdTargetByName(name);
-  if (bit == 0) {
-    std::string known;
-    for (int64_t t : kernels::AvailableSimdTargets())
-      known += (known.empty() ? "" : ", ") + kernels::SimdTargetName(t);
-    Fail("SIMD target '{}' is not one this build and CPU run (available: {})", name, known);
-  }
-  const std::string target = kernels::SimdTargetName(bit);
-  // oneDNN at the vector width of the target: 256-bit AVX2 (FMA) for AVX2,
-  // 128-bit SSE4.1 (its narrowest) below; the AVX-512 targets leave it be.
-  const bool narrow = target != "AVX2" && target.rfind("AVX3", 0) != 0;
-  if (target == "AVX2" || narrow) {
-    try {
-      dnnl::set_max_cpu_isa(target == "AVX2" ? dnnl::cpu_isa::avx2 : dnnl::cpu_isa::sse41);
-    } catch (const dnnl::error& e) {
-      Fail("SIMD target {}: cannot cap oneDNN at it ({}): it was in use already (restrict the target before the "
-           "first model is loaded)",
-           target, e.what());
-    }
-  }
-  kernels::ForceSimdTarget(bit);
-  return {target, OneDnnIsa()};
-}
-
-}  // namespace permdnn::runtime

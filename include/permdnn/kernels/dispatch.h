@@ -57,6 +57,8 @@ std::string SimdTargetName(int64_t target);
 // The available target whose SimdTargetName is `name`, ignoring case
 // ("avx2", "AVX3"), or 0 when there is none.
 int64_t SimdTargetByName(const std::string& name);
+// The same, or an Error naming `name` and the targets there are.
+int64_t RequireSimdTarget(const std::string& name);
 // Restricts dispatch to one target (0 = undo), process-wide: tests,
 // `permdnn bench --simd-target` and runtime::RestrictSimdTarget.
 void ForceSimdTarget(int64_t target);
