@@ -21,7 +21,6 @@
 #include "permdnn/core/error.h"
 #include "permdnn/kernels/dispatch.h"
 
-
 namespace permdnn::cli {
 namespace {
 

@@ -20,11 +20,12 @@ struct SimdRestriction {
 // Restricts this process to the SIMD target `name` (e.g. "avx2", any case):
 // the kernels' dispatch (kernels::ForceSimdTarget; per-kernel target
 // preferences off) and oneDNN's ISA at the same vector width
-// (dnnl::set_max_cpu_isa: AVX2 for AVX2, SSE4.1 for SSE4 and narrower;
-// AVX-512 targets leave oneDNN as it is). Call it before the first model is
-// loaded: oneDNN fixes its ISA at its first primitive, and the activations'
-// channel blocks follow it. Error: a target this build or CPU does not run
-// (the message lists those it does), or oneDNN already in use.
+// (dnnl::set_max_cpu_isa: AVX2 for AVX2, SSE4.1 for SSE4, SSSE3, SSE2,
+// EMU128 and SCALAR; any other target, the AVX-512 ones, leaves oneDNN as it
+// is). Call it before the first model is loaded: oneDNN fixes its ISA at its
+// first primitive, and the activations' channel blocks follow it. Error: a
+// target this build or CPU does not run (the message lists those it does),
+// or oneDNN refusing the cap (e.g. once it ran a primitive).
 SimdRestriction RestrictSimdTarget(const std::string& name);
 
 // What oneDNN runs now, named as above.
