@@ -20,8 +20,8 @@ against ONNX Runtime on the dense model it came from.
 (`permdnn run --simd-target`: its kernels, oneDNN and OpenBLAS on T's
 vectors), e.g. AVX2 on an AVX-512 machine. ONNX Runtime has no such switch
 (MLAS picks its kernels from the CPU's features): it keeps this CPU's, so
-such a run sets permdnn on T against ONNX Runtime on this CPU's best, a
-comparison that can only understate permdnn.
+such a run sets permdnn on T against ONNX Runtime on this CPU's best
+kernels, not the ones a CPU whose best is T would run.
 
 Agreement: max |permdnn - ORT| <= rtol * max |ORT| + atol elementwise over
 the output (defaults rtol 1e-3, atol 1e-5); a mismatch is reported and makes
@@ -334,8 +334,8 @@ def markdown(meta, records, batches, threads):
              "(compressed models: ORT runs the `--portable` twin with the same projected weights)")
     if meta.get("permdnn_simd_target"):
         L.append(f"- permdnn ran on {meta['permdnn_simd_target']} and ONNX Runtime on {meta['cpu_isa']}: every "
-                 "ratio against ONNX Runtime understates what permdnn gets against ONNX Runtime on a CPU whose best "
-                 f"is {meta['permdnn_simd_target']}")
+                 f"ratio against ONNX Runtime sets permdnn against ONNX Runtime's {meta['cpu_isa']} kernels, not the "
+                 f"ones a CPU whose best is {meta['permdnn_simd_target']} would run")
     L.append("")
     targets = evaluate_targets(records, meta)
     if targets:
