@@ -12,8 +12,10 @@ import subprocess
 
 
 def cpu_name():
-    """Model name, and for AMD the core generation its family implies."""
-    name, family = None, None
+    """Model name; for AMD with the core generation its family implies, and
+    for a name without a model number (a virtual machine's "Intel(R) Xeon(R)
+    Processor") with the family, model and whether it has AMX."""
+    name, family, model, flags = None, None, None, set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -21,12 +23,18 @@ def cpu_name():
                     name = line.split(":", 1)[1].strip()
                 elif line.startswith("cpu family") and family is None:
                     family = int(line.split(":", 1)[1])
+                elif line.startswith("model") and not line.startswith("model name") and model is None:
+                    model = int(line.split(":", 1)[1])
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except (OSError, ValueError):
         pass
     name = name or platform.processor() or "unknown CPU"
     zen = {23: "Zen/Zen 2", 25: "Zen 3/Zen 4", 26: "Zen 5"}.get(family)
     if name.startswith("AMD") and zen:
         name += f" (family {family}: {zen})"
+    elif name.startswith("Intel") and name.endswith("Processor") and family is not None and model is not None:
+        name += f" (family {family}, model {model}{', AMX' if 'amx_tile' in flags else ''})"
     return name
 
 

@@ -654,16 +654,28 @@ std::vector<BenchRecord> RunBenchOnce(const BenchOptions& o) {
 nlohmann::json BenchEnvironment() {
   nlohmann::json env;
   std::string cpu = "unknown";
-  int family = 0;
+  int family = 0, model = -1;
+  bool amx = false, flags = false;
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);) {
+    const char* value = line.c_str() + line.find(':') + 1;
     if (line.rfind("model name", 0) == 0 && cpu == "unknown") cpu = line.substr(line.find(':') + 2);
-    if (line.rfind("cpu family", 0) == 0 && family == 0) family = std::atoi(line.c_str() + line.find(':') + 1);
-    if (cpu != "unknown" && family != 0) break;
+    else if (line.rfind("cpu family", 0) == 0 && family == 0) family = std::atoi(value);
+    else if (line.rfind("model", 0) == 0 && line.rfind("model name", 0) != 0 && model < 0) model = std::atoi(value);
+    else if (line.rfind("flags", 0) == 0 && !flags) flags = true, amx = line.find(" amx_tile") != std::string::npos;
+    if (cpu != "unknown" && family != 0 && model >= 0 && flags) break;
   }
-  // An AMD model name often hides the generation ("AMD EPYC"); the family names it.
+  // An AMD model name often hides the generation ("AMD EPYC"); the family
+  // names it. A virtual machine's Intel name may hide it too ("Intel(R)
+  // Xeon(R) Processor"): family, model and AMX say more (scripts/machine.py
+  // names them the same way).
   const char* zen = family == 23 ? "Zen/Zen 2" : family == 25 ? "Zen 3/Zen 4" : family == 26 ? "Zen 5" : nullptr;
+  const auto ends_with = [](const std::string& s, const std::string& t) {
+    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+  };
   if (cpu.rfind("AMD", 0) == 0 && zen) cpu += fmt::format(" (family {}: {})", family, zen);
+  else if (cpu.rfind("Intel", 0) == 0 && ends_with(cpu, "Processor") && family != 0 && model >= 0)
+    cpu += fmt::format(" (family {}, model {}{})", family, model, amx ? ", AMX" : "");
   env["cpu"] = cpu;
   env["hardware_threads"] = HardwareThreads();
   env["kernel_path"] = kernels::PathName(kernels::ActivePath());
