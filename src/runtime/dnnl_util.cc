@@ -98,4 +98,3 @@ void LayoutConverter::Run(const float* src, float* dst, void* scratchpad) const 
 }
 
 }  // namespace permdnn::runtime::detail
-

@@ -188,11 +188,9 @@ class BlockCirculantConvOp : public CompressedOp {
       ctx.scratch_bytes = SampleScratchBytes(sample_bytes_, n, rs.threads);
       return;
     }
-    if (!dft_) {
-      const auto make = [&] { return std::make_shared<const kernels::CirculantChannelDft>(lifted(), ksz_); };
-      dft_ = rs.packs ? rs.packs->Get<kernels::CirculantChannelDft>(ctx.node->position, std::string("channel-dft"), make)
-                      : make();
-    }
+    if (!dft_)
+      dft_ = SharedForm<kernels::CirculantChannelDft>(rs.packs, "channel-dft",
+                                                      [&] { return kernels::CirculantChannelDft(lifted(), ksz_); });
     first_read_.reset();  // (a replica found the form in the cache)
     const WindowGeometry& g = g_win_;
     const int64_t rows = g.out[0] * g.out[1], k = dft_->in_rows() * ksz_, t = Align16(dft_->in_rows() * isz);

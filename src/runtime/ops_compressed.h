@@ -54,7 +54,7 @@ class CompressedOp : public OpKernel {
  protected:
   // detail::SharedForm under this node's position.
   template <typename T, typename Make>
-  std::shared_ptr<const T> SharedForm(PackCache* packs, const char* key, Make&& make) const {
+  std::shared_ptr<const T> SharedForm(PackCache* packs, const std::string& key, Make&& make) const {
     return detail::SharedForm<T>(packs, position_, key, std::forward<Make>(make));
   }
 

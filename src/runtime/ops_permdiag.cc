@@ -574,15 +574,14 @@ class PermDiagConvOp : public CompressedOp {
   // The kernel's packing, with a fused BatchNormalization folded in; one
   // per lane count, shared with the model's replicas (RunState::packs).
   void BuildPack(const OpContext& ctx, const RunState& rs, int lanes) {
-    const auto make = [&] {
+    pack_ = nullptr;
+    pack_ = SharedForm<kernels::PermDiagConvPack>(rs.packs, "pack-" + std::to_string(lanes), [&] {
       EnsureDecoded(ctx);
       std::vector<float> scale, shift;
       FusedNormFactors(ctx, out_, &scale, &shift);
-      return std::make_shared<const kernels::PermDiagConvPack>(kernels::PermDiagConvPack::Build(
-          values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw, lanes, bias_, scale, shift));
-    };
-    pack_ = nullptr;
-    pack_ = rs.packs ? rs.packs->Get<kernels::PermDiagConvPack>(n_.position, lanes, make) : make();
+      return kernels::PermDiagConvPack::Build(values_, offsets_, out_, in_, static_cast<int>(p_), shape_.kh, shape_.kw,
+                                              lanes, bias_, scale, shift);
+    });
   }
 
   // Shared offsets: plans the grouped convolution (GroupedColumnConv) for
