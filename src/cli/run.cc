@@ -191,13 +191,14 @@ void AddRunCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--batch-parallel", args->batch_parallel,
                   "with --threads > 1, run a batch of a per-sample graph as one share of the samples per thread, each "
-                  "on its own single-threaded replica of the model (sharing its weights): auto (where the graph allows), "
-                  "or off (the threads split each operator)")
+                  "on its own single-threaded replica of the model (sharing its weights): auto (where the graph allows and, "
+                  "with --split-check auto, where the shares time faster than split operators), or off (the threads "
+                  "split each operator)")
       ->capture_default_str();
   cmd->add_option("--split-check", args->split_check,
                   "with --threads > 1, where the threads would split each operator (batch 1, or a batch not run as "
-                  "shares): auto (time the first run of each input shape split and on one thread, keep the faster) "
-                  "or off (always split)")
+                  "shares): auto (time the first run of each input shape split and on one thread, keep the faster; also "
+                  "times a batch's shares against split operators) or off (always split; shares by the reuse rule)")
       ->capture_default_str();
   cmd->add_option("--simd-target", args->simd_target,
                   "run as a CPU whose best SIMD target is this one would (e.g. avx2 on an AVX-512 machine): "
@@ -287,6 +288,10 @@ void AddRunCommand(CLI::App& app) {
         std::printf("%-8lld %12.4f %12.4f %14.0f %9lld %8d %8d\n", static_cast<long long>(batch), med * 1e3,
                     best * 1e3, batch / med, static_cast<long long>(model.SamplesPerPass()), model.BatchWorkers(),
                     model.RunThreads());
+        const auto [shares_ms, whole_ms] = model.SharesCheckMs(shape);
+        if (shares_ms > 0)
+          std::printf("  shares check: %d shares %.4f ms, split operators %.4f ms (best blocks of its rounds): %s\n",
+                      args->threads, shares_ms, whole_ms, model.BatchWorkers() > 1 ? "runs in shares" : "runs split");
         const auto [split_ms, solo_ms] = model.SplitCheckMs(shape);
         if (solo_ms > 0)
           std::printf("  split check: %d threads %.4f ms, one thread %.4f ms (best blocks of its rounds): %s\n",
@@ -296,6 +301,7 @@ void AddRunCommand(CLI::App& app) {
                               {"runs", t.reps}, {"timer", args->cpu_time ? "cpu" : "wall"},
                               {"samples_per_pass", model.SamplesPerPass()}, {"batch_workers", model.BatchWorkers()},
                               {"run_threads", model.RunThreads()}};
+        if (shares_ms > 0) rec["shares_check_ms"] = {{"shares", shares_ms}, {"split", whole_ms}};
         if (solo_ms > 0) rec["split_check_ms"] = {{"split", split_ms}, {"one_thread", solo_ms}};
         if (!simd.is_null()) rec.update(simd);
         records.push_back(std::move(rec));

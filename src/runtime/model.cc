@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <unordered_map>
 
@@ -157,6 +158,55 @@ constexpr double kSplitCheckMargin = 0.8;
 // 0.85x with it idle, 13:12) would otherwise stay. A check runs about 13
 // split runs and 11 on one thread.
 constexpr double kSplitCheckHoldSeconds = 10;
+// The shares check (Options::split_check, Options::batch_parallel): where
+// the reuse rule gives a batch shares and one run of them takes at most
+// kSplitCheckMaxMs, the shares are timed against the threads splitting each
+// operator (blocks as the split check's), and the split kept where its best
+// block takes under this fraction of the shares' best. Both paths run on
+// all the threads, so that a busy moment on another core slows both: a
+// narrower margin than the split check's. The Fashion-MNIST mlp at B=16 on
+// two threads (Intel Xeon, family 6 model 167, 2026-12-07): shares 0.37 ms,
+// split 0.28, one thread 0.50; its 7.4 MB of weights, read whole by each
+// share, are past the 2 MiB L2, where the AMD EPYC Zen 5 the rule was set
+// on ran shares of 8 level with the split. The dense cnn: shares 0.79 ms,
+// split 0.73.
+constexpr double kSharesCheckMargin = 0.9;
+
+// PERMDNN_SPLIT_CHECK=split|one fixes the split check's outcome without
+// timing, and leaves batch parallelism to the reuse rule (tests); nullptr
+// where it is not set.
+const char* ForcedSplitCheck() {
+  const char* force = std::getenv("PERMDNN_SPLIT_CHECK");
+  force = force && *force ? force : nullptr;
+  PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "one"),
+                "PERMDNN_SPLIT_CHECK={} is neither split nor one", force ? force : "");
+  return force;
+}
+
+double TimedMs(const std::function<void()>& run) {
+  const auto t0 = std::chrono::steady_clock::now();
+  run();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The best of kSplitCheckRounds alternating rounds of `a` and `b`: each an
+// untimed run, then the median of a block of runs (as many as take about
+// kSplitCheckBlockMs, at most kSplitCheckMaxBlock; `warm_ms` the time of
+// one warm run of `a`). Returns {best a, best b}.
+std::pair<double, double> AlternatingBestMs(const std::function<void()>& a, const std::function<void()>& b,
+                                            double warm_ms) {
+  const int block = static_cast<int>(
+      std::clamp(std::ceil(kSplitCheckBlockMs / std::max(warm_ms, 1e-3)), 1.0, double{kSplitCheckMaxBlock}));
+  auto timed = [&](const std::function<void()>& run) {
+    return TimeRuns(run, {.warmup = 1, .min_reps = block, .min_time_s = 0, .max_reps = block}).median_ms;
+  };
+  double best_a = HUGE_VAL, best_b = HUGE_VAL;
+  for (int r = 0; r < kSplitCheckRounds; ++r) {
+    best_a = std::min(best_a, timed(a));
+    best_b = std::min(best_b, timed(b));
+  }
+  return {best_a, best_b};
+}
 }  // namespace
 
 using detail::NodeDef;
@@ -256,7 +306,17 @@ struct Model::Impl {
   int last_workers = 1;
   bool blas_threads_set = false;  // a replica: its parent set OpenBLAS to one thread
   bool MayBatchParallel(const std::vector<int64_t>& shape) const;
-  int BatchWorkers(const std::vector<int64_t>& shape);
+  // Decides at the first run of a shape, where `x` (that run's input, or
+  // nullptr) is timed by the shares check.
+  int BatchWorkers(const std::vector<int64_t>& shape, const float* x);
+  // The shares check (kSharesCheckMargin): per shape, the best blocks of
+  // the shares and of the split operators (0 and 0: not timed).
+  std::map<std::vector<int64_t>, std::pair<double, double>> shares_check;
+  // Times the shares the replicas have planned for `shape` against the split
+  // operators on a copy of `x`; true where the split is to be kept. Leaves
+  // the plan of the path kept (the whole batch's arena freed where it is
+  // the shares).
+  bool SplitBeatsShares(const float* x, const std::vector<int64_t>& shape, int workers);
   // How often a share of `share` samples uses each weight byte it reads,
   // averaged over the plan's weights by their bytes (HUGE_VAL without any).
   double BatchShareReuse(int64_t share) const;
@@ -877,7 +937,7 @@ bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
          !opt.reference && !int16 && !int8 && shape.size() >= 2 && shape[0] >= 2;
 }
 
-int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
+int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape, const float* x) {
   if (auto it = batch_workers.find(shape); it != batch_workers.end()) return it->second;
   const int64_t batch = shape[0];
   const int workers = static_cast<int>(std::min<int64_t>(opt.threads, batch));
@@ -927,6 +987,11 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
     if (ok) {
       chosen = workers;
       whole_out_shapes[shape] = std::move(whole);
+      if (x && opt.split_check && !ForcedSplitCheck() && SplitBeatsShares(x, shape, workers)) {
+        chosen = 1;
+        if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; }))
+          replicas.clear();  // none in use
+      }
     } else {
       if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; }))
         replicas.clear();  // none in use
@@ -937,6 +1002,44 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
   }
   batch_workers[shape] = chosen;
   return chosen;
+}
+
+bool Model::Impl::SplitBeatsShares(const float* x, const std::vector<int64_t>& shape, int workers) {
+  // On copies: the caller's outputs may overlap its input, and its run
+  // follows the check.
+  const std::vector<float> in(x, x + NumElements(shape));
+  const std::vector<std::vector<int64_t>>& whole = whole_out_shapes.at(shape);
+  std::vector<AlignedBuffer<uint8_t>> out;
+  std::vector<void*> dst;
+  for (std::size_t k = 0; k < whole.size(); ++k) {
+    out.emplace_back(static_cast<std::size_t>(NumElements(whole[k]) *
+                                              static_cast<int64_t>(StorageBytes(values[output_ids[k]].dtype))));
+    dst.push_back(out.back().data());
+  }
+  auto shares = [&] { ExecuteWorkers(in.data(), shape, workers, dst); };
+  shares();  // checks the input (an error leaves nothing recorded), first touch
+  const double warm = TimedMs(shares);
+  if (warm > kSplitCheckMaxMs) return false;
+  // The whole batch on split operators, planned again (its arena held
+  // beside the replicas' for the check: a run under kSplitCheckMaxMs).
+  auto split = [&] { RunFloat(in.data(), shape, dst, false); };
+  bool keep_split = false;
+  try {
+    split();
+    split();
+    const auto [shares_ms, split_ms] = AlternatingBestMs(shares, split, warm);
+    shares_check[shape] = {shares_ms, split_ms};
+    keep_split = split_ms < kSharesCheckMargin * shares_ms;
+  } catch (const Error&) {
+    keep_split = false;  // the whole batch failed to plan (e.g. over max_arena_bytes): the shares stay
+  }
+  if (!keep_split) {  // as BatchWorkers leaves the shares
+    arena = AlignedBuffer<uint8_t>();
+    arena_capacity = 0;
+    planned = false;
+  }
+  last_workers = 1;  // (ExecuteWorkers set it; the caller's run sets it again)
+  return keep_split;
 }
 
 bool Model::Impl::MaySplitCheck(const std::vector<int64_t>& shape) const {
@@ -962,21 +1065,12 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
     }
     split_choice.erase(it);  // check again below
   }
-  auto ms = [](auto&& run) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  };
-  // PERMDNN_SPLIT_CHECK=split|one fixes the outcome without timing (tests).
-  const char* force = std::getenv("PERMDNN_SPLIT_CHECK");
-  force = force && *force ? force : nullptr;
-  PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "one"),
-                "PERMDNN_SPLIT_CHECK={} is neither split nor one", force ? force : "");
+  const char* force = ForcedSplitCheck();
   const bool force_one = force && !std::strcmp(force, "one");
   auto split = [&] { RunFloat(x, shape, dst, false); };
   // The split run first: it checks the input (an error leaves no choice
   // recorded) and plans the shape.
-  SplitChoice c{opt.threads, ms([&] { RunFloat(x, shape, dst); }), 0, now};
+  SplitChoice c{opt.threads, TimedMs([&] { RunFloat(x, shape, dst); }), 0, now};
   last_threads = c.threads;
   // An output written over the input would change the input of the timed
   // runs: such a call runs split, once, and records nothing.
@@ -1009,20 +1103,7 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
       } else {
         run_solo(false);  // plans and warms the replica
         split();          // warm: the first run paid for the plan
-        const double warm = ms(split);
-        const int block = static_cast<int>(
-            std::clamp(std::ceil(kSplitCheckBlockMs / std::max(warm, 1e-3)), 1.0, double{kSplitCheckMaxBlock}));
-        // One untimed run (after the other path), then the block: its median.
-        auto timed = [&](auto&& run) {
-          return TimeRuns(run, {.warmup = 1, .min_reps = block, .min_time_s = 0, .max_reps = block}).median_ms;
-        };
-        std::vector<double> a, b;
-        for (int r = 0; r < kSplitCheckRounds; ++r) {
-          a.push_back(timed(split));
-          b.push_back(timed([&] { run_solo(false); }));
-        }
-        c.split_ms = *std::min_element(a.begin(), a.end());
-        c.solo_ms = *std::min_element(b.begin(), b.end());
+        std::tie(c.split_ms, c.solo_ms) = AlternatingBestMs(split, [&] { run_solo(false); }, TimedMs(split));
         if (c.solo_ms < kSplitCheckMargin * c.split_ms) c.threads = 1;
         else split();  // the outputs from the path kept (equal within rounding)
       }
@@ -1203,6 +1284,7 @@ void Model::SetThreads(int threads) {
     impl_->pass_samples.clear();  // the automatic micro-batch depends on it
     impl_->whole_out_shapes.clear();
     impl_->batch_workers.clear();
+    impl_->shares_check.clear();
     if (impl_->replicas.size() > static_cast<std::size_t>(threads > 1 ? threads : 0))
       impl_->replicas.resize(static_cast<std::size_t>(threads > 1 ? threads : 0));
   }
@@ -1242,7 +1324,7 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
   m.last_workers = 1;
   m.last_threads = 1;
   if (m.MayBatchParallel(shape))
-    if (const int workers = m.BatchWorkers(shape); workers > 1) {
+    if (const int workers = m.BatchWorkers(shape, input.data()); workers > 1) {
       m.ExecuteWorkers(input.data(), shape, workers, dst);
       return out_shape;
     }
@@ -1258,7 +1340,7 @@ std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   m.last_threads = 1;
   if (inputs.size() == 1 && IsFloat(inputs[0].dtype()) && inputs[0].shape().size() >= 2) {
     const std::vector<int64_t>& shape = inputs[0].shape();
-    const int workers = m.MayBatchParallel(shape) ? m.BatchWorkers(shape) : 1;
+    const int workers = m.MayBatchParallel(shape) ? m.BatchWorkers(shape, inputs[0].f()) : 1;
     const int64_t pass = workers == 1 && m.MayMicroBatch(shape) ? m.PassSamples(shape) : shape[0];
     if (workers == 1) m.last_threads = std::max(1, m.opt.threads);
     if (workers == 1 && m.MaySplitCheck(shape)) {
@@ -1356,6 +1438,10 @@ std::pair<double, double> Model::SplitCheckMs(std::span<const int64_t> input_sha
   auto it = impl_->split_choice.find(std::vector<int64_t>(input_shape.begin(), input_shape.end()));
   if (it == impl_->split_choice.end() || it->second.solo_ms == 0) return {0, 0};
   return {it->second.split_ms, it->second.solo_ms};
+}
+std::pair<double, double> Model::SharesCheckMs(std::span<const int64_t> input_shape) const {
+  auto it = impl_->shares_check.find(std::vector<int64_t>(input_shape.begin(), input_shape.end()));
+  return it == impl_->shares_check.end() ? std::pair<double, double>{0, 0} : it->second;
 }
 void Model::ResetProfile() {
   for (NodeProfile& p : impl_->profile) {

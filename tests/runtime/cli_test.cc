@@ -23,11 +23,12 @@ struct Result {
   std::string out;
 };
 
-// Runs permdnn with args; stdout+stderr captured. code is the exit status,
-// or 128+signal when it crashed.
-Result Permdnn(const std::string& args) {
+// Runs permdnn with args (after `env`, e.g. "env -u NAME "); stdout+stderr
+// captured. code is the exit status, or 128+signal when it crashed.
+Result Permdnn(const std::string& args, const std::string& env = "") {
   const fs::path log = fs::temp_directory_path() / ("permdnn_cli_test_" + std::to_string(::getpid()) + ".log");
-  const int st = std::system((std::string(PERMDNN_BIN) + " " + args + " > " + log.string() + " 2>&1").c_str());
+  const int st =
+      std::system((env + std::string(PERMDNN_BIN) + " " + args + " > " + log.string() + " 2>&1").c_str());
   Result r;
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   std::ifstream in(log);
@@ -53,6 +54,45 @@ class RuntimeCli : public ::testing::Test {
     Result r = Permdnn(args);
     EXPECT_TRUE(r.code == 1 || r.code == 2) << args << " -> exit " << r.code << "\n" << r.out;
     EXPECT_NE(r.out.find(needle), std::string::npos) << args << ": message lacks '" << needle << "':\n" << r.out;
+  }
+  // A small CNN (1x8x8 -> two 3x3 convolutions of 16 channels -> 2 fully
+  // connected layers -> 4 classes) exported from a run folder to `onnx`.
+  void ExportSmallCnn(const std::string& onnx) {
+    const fs::path run = dir_ / "run";
+    fs::create_directories(run / "tensors");
+    auto tensor = [&](const std::string& name, std::vector<int64_t> shape, float freq) {
+      int64_t n = 1;
+      for (int64_t d : shape) n *= d;
+      std::vector<float> v(static_cast<std::size_t>(n));
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = 0.3f * std::sin(freq * static_cast<float>(i) + 0.2f);
+      permdnn::WriteNpy<float>((run / "tensors" / (name + ".npy")).string(), v, shape);
+    };
+    tensor("conv1.weight", {16, 1, 3, 3}, 0.71f);
+    tensor("conv1.bias", {16}, 0.13f);
+    tensor("conv2.weight", {16, 16, 3, 3}, 0.37f);
+    tensor("conv2.bias", {16}, 0.29f);
+    tensor("fc1.weight", {32, 256}, 0.53f);
+    tensor("fc1.bias", {32}, 0.41f);
+    tensor("fc2.weight", {4, 32}, 0.61f);
+    tensor("fc2.bias", {4}, 0.17f);
+    Write(run / "model.json", R"({"format": "permdnn-run/1", "model": "cnn", "num_classes": 4,
+    "input": {"shape": [1, 8, 8], "layout": "NCHW"},
+    "layers": [
+      {"name": "conv1", "type": "conv2d", "in": 1, "out": 16, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+       "compress": {"kind": "dense"}, "tensors": {"weight": "tensors/conv1.weight.npy", "bias": "tensors/conv1.bias.npy"}},
+      {"name": "relu1", "type": "relu"},
+      {"name": "conv2", "type": "conv2d", "in": 16, "out": 16, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+       "compress": {"kind": "dense"}, "tensors": {"weight": "tensors/conv2.weight.npy", "bias": "tensors/conv2.bias.npy"}},
+      {"name": "relu2", "type": "relu"},
+      {"name": "pool", "type": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
+      {"name": "flatten", "type": "flatten"},
+      {"name": "fc1", "type": "linear", "in": 256, "out": 32, "compress": {"kind": "dense"},
+       "tensors": {"weight": "tensors/fc1.weight.npy", "bias": "tensors/fc1.bias.npy"}},
+      {"name": "relu3", "type": "relu"},
+      {"name": "fc2", "type": "linear", "in": 32, "out": 4, "compress": {"kind": "dense"},
+       "tensors": {"weight": "tensors/fc2.weight.npy", "bias": "tensors/fc2.bias.npy"}}]})");
+    const Result r = Permdnn("export " + run.string() + " --out " + onnx);
+    ASSERT_EQ(r.code, 0) << r.out;
   }
   fs::path dir_, model_;
 };
@@ -219,43 +259,10 @@ TEST_F(RuntimeCli, RunUnderAnotherSimdTarget) {
     if (ss.str().find("avx512f") == std::string::npos)
       GTEST_SKIP() << "no AVX-512: AVX2 is this CPU's own target, nothing to compare";
   }
-  const fs::path run = dir_ / "run";
-  fs::create_directories(run / "tensors");
-  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, float freq) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float> v(static_cast<std::size_t>(n));
-    for (std::size_t i = 0; i < v.size(); ++i) v[i] = 0.3f * std::sin(freq * static_cast<float>(i) + 0.2f);
-    permdnn::WriteNpy<float>((run / "tensors" / (name + ".npy")).string(), v, shape);
-  };
-  tensor("conv1.weight", {16, 1, 3, 3}, 0.71f);
-  tensor("conv1.bias", {16}, 0.13f);
-  tensor("conv2.weight", {16, 16, 3, 3}, 0.37f);
-  tensor("conv2.bias", {16}, 0.29f);
-  tensor("fc1.weight", {32, 256}, 0.53f);
-  tensor("fc1.bias", {32}, 0.41f);
-  tensor("fc2.weight", {4, 32}, 0.61f);
-  tensor("fc2.bias", {4}, 0.17f);
-  Write(run / "model.json", R"({"format": "permdnn-run/1", "model": "cnn", "num_classes": 4,
-    "input": {"shape": [1, 8, 8], "layout": "NCHW"},
-    "layers": [
-      {"name": "conv1", "type": "conv2d", "in": 1, "out": 16, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
-       "compress": {"kind": "dense"}, "tensors": {"weight": "tensors/conv1.weight.npy", "bias": "tensors/conv1.bias.npy"}},
-      {"name": "relu1", "type": "relu"},
-      {"name": "conv2", "type": "conv2d", "in": 16, "out": 16, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
-       "compress": {"kind": "dense"}, "tensors": {"weight": "tensors/conv2.weight.npy", "bias": "tensors/conv2.bias.npy"}},
-      {"name": "relu2", "type": "relu"},
-      {"name": "pool", "type": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
-      {"name": "flatten", "type": "flatten"},
-      {"name": "fc1", "type": "linear", "in": 256, "out": 32, "compress": {"kind": "dense"},
-       "tensors": {"weight": "tensors/fc1.weight.npy", "bias": "tensors/fc1.bias.npy"}},
-      {"name": "relu3", "type": "relu"},
-      {"name": "fc2", "type": "linear", "in": 32, "out": 4, "compress": {"kind": "dense"},
-       "tensors": {"weight": "tensors/fc2.weight.npy", "bias": "tensors/fc2.bias.npy"}}]})");
   const std::string dense = (dir_ / "dense.onnx").string(), model = (dir_ / "p4.onnx").string();
-  Result r = Permdnn("export " + run.string() + " --out " + dense);
-  ASSERT_EQ(r.code, 0) << r.out;
-  r = Permdnn("compress " + dense + " --compress permdiag:p=4 --out " + model);
+  ExportSmallCnn(dense);
+  if (HasFatalFailure()) return;
+  Result r = Permdnn("compress " + dense + " --compress permdiag:p=4 --out " + model);
   ASSERT_EQ(r.code, 0) << r.out;
   std::vector<float> x(3 * 64);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::cos(0.23f * static_cast<float>(i));
@@ -282,6 +289,32 @@ TEST_F(RuntimeCli, RunUnderAnotherSimdTarget) {
   for (std::size_t k = 0; k < best.size(); ++k) EXPECT_NEAR(avx2[k], best[k], 1e-5f * scale) << "output " << k;
   ExpectError("run " + model + in + " --simd-target avx7",
               "--simd-target: 'avx7' is not a SIMD target this build and CPU run (available: ");
+}
+
+// `run --bench` on two threads reports the checks that chose how the threads
+// share each batch: batch 1 timed split and on one thread, batch 8 in
+// shares and on split operators; the JSON records what each measured and
+// what ran. (ctest fixes the split check's outcome for the runtime tests:
+// this run unsets that.)
+TEST_F(RuntimeCli, BenchReportsTheThreadChecks) {
+  const std::string model = (dir_ / "cnn.onnx").string(), json = (dir_ / "bench.json").string();
+  ExportSmallCnn(model);
+  if (HasFatalFailure()) return;
+  Result r = Permdnn("run " + model + " --bench --batch 1,8 --threads 2 --min-time 0.01 --json " + json,
+                     "env -u PERMDNN_SPLIT_CHECK ");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("  split check: 2 threads "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  shares check: 2 shares "), std::string::npos) << r.out;
+  std::ifstream in(json);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  for (const char* key : {"\"split_check_ms\"", "\"one_thread\"", "\"shares_check_ms\"", "\"shares\""})
+    EXPECT_NE(text.find(key), std::string::npos) << key << "\n" << text;
+  // Fixed: neither check runs.
+  r = Permdnn("run " + model + " --bench --batch 1,8 --threads 2 --min-time 0.01", "env PERMDNN_SPLIT_CHECK=split ");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.find(" check: "), std::string::npos) << r.out;
 }
 
 }  // namespace

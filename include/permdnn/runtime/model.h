@@ -95,7 +95,15 @@ struct Options {
   // spatial size in a convolution; averaged over the weights by bytes):
   // each replica reads all the weights. Not where a graph mixes samples,
   // with profile, reference, int16 or int8, or where the file's weights
-  // times the threads exceed 2 GiB; there the threads split each operator. The
+  // times the threads exceed 2 GiB; there the threads split each operator.
+  // With the split check on, a batch the rule gives shares is timed in
+  // shares against split operators at its first run, where one run of the
+  // shares takes at most 10 ms (blocks and rounds as the split check's),
+  // and runs split where the split's best block takes under 90% of the
+  // shares' (a share reads all the weights: where they are past the L2,
+  // the rule's reuse of 4 may not pay; the Fashion-MNIST mlp at B=16 on an
+  // Intel Xeon, family 6 model 167: shares 0.37 ms, split 0.28). That
+  // choice holds for the shape (both paths run on all the threads). The
   // outputs equal the split operators' within rounding (kernels may differ
   // with the batch size).
   bool batch_parallel = true;
@@ -127,8 +135,10 @@ struct Options {
   // replica, like batch parallelism's, decodes its own copy of the
   // compressed weights).
   // The outputs equal the split run's within rounding. The environment
-  // variable PERMDNN_SPLIT_CHECK=split|one fixes the outcome untimed.
-  // What the check measured: Model::SplitCheckMs, RunThreads.
+  // variable PERMDNN_SPLIT_CHECK=split|one fixes the outcome untimed (and
+  // leaves batch parallelism to its reuse rule, untimed too).
+  // What the check measured: Model::SplitCheckMs, RunThreads; the shares
+  // check (Options::batch_parallel): Model::SharesCheckMs, BatchWorkers.
   bool split_check = true;
 };
 
@@ -231,6 +241,10 @@ class Model {
   // (ms per run; 0 and 0 when the shape was not measured: not run yet,
   // not eligible, forced, or its first run over the limit).
   std::pair<double, double> SplitCheckMs(std::span<const int64_t> input_shape) const;
+  // The shares check's best blocks for `input_shape` (Options::
+  // batch_parallel), in shares and on split operators (ms per run; 0 and 0
+  // when the shape was not timed).
+  std::pair<double, double> SharesCheckMs(std::span<const int64_t> input_shape) const;
   void ResetProfile();
 
  private:
