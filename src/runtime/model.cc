@@ -309,9 +309,13 @@ struct Model::Impl {
   // Decides at the first run of a shape, where `x` (that run's input, or
   // nullptr) is timed by the shares check.
   int BatchWorkers(const std::vector<int64_t>& shape, const float* x);
-  // The shares check (kSharesCheckMargin): per shape, the best blocks of
-  // the shares and of the split operators (0 and 0: not timed).
-  std::map<std::vector<int64_t>, std::pair<double, double>> shares_check;
+  // The shares check (kSharesCheckMargin): per shape timed, the best
+  // blocks of the shares and of the split operators, and when.
+  struct SharesTimed {
+    double shares_ms = 0, split_ms = 0;
+    std::chrono::steady_clock::time_point made;
+  };
+  std::map<std::vector<int64_t>, SharesTimed> shares_check;
   // Times the shares the replicas have planned for `shape` against the split
   // operators on a copy of `x`; true where the split is to be kept. Leaves
   // the plan of the path kept (the whole batch's arena freed where it is
@@ -938,7 +942,16 @@ bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
 }
 
 int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape, const float* x) {
-  if (auto it = batch_workers.find(shape); it != batch_workers.end()) return it->second;
+  if (auto it = batch_workers.find(shape); it != batch_workers.end()) {
+    // A timed choice holds kSplitCheckHoldSeconds, as the split check's.
+    auto timed = shares_check.find(shape);
+    if (!x || timed == shares_check.end() ||
+        std::chrono::steady_clock::now() - timed->second.made <
+            std::chrono::duration<double>(kSplitCheckHoldSeconds))
+      return it->second;
+    batch_workers.erase(it);
+    shares_check.erase(timed);
+  }
   const int64_t batch = shape[0];
   const int workers = static_cast<int>(std::min<int64_t>(opt.threads, batch));
   int chosen = 1;
@@ -1028,7 +1041,7 @@ bool Model::Impl::SplitBeatsShares(const float* x, const std::vector<int64_t>& s
     split();
     split();
     const auto [shares_ms, split_ms] = AlternatingBestMs(shares, split, warm);
-    shares_check[shape] = {shares_ms, split_ms};
+    shares_check[shape] = {shares_ms, split_ms, std::chrono::steady_clock::now()};
     keep_split = split_ms < kSharesCheckMargin * shares_ms;
   } catch (const Error&) {
     keep_split = false;  // the whole batch failed to plan (e.g. over max_arena_bytes): the shares stay
@@ -1441,7 +1454,8 @@ std::pair<double, double> Model::SplitCheckMs(std::span<const int64_t> input_sha
 }
 std::pair<double, double> Model::SharesCheckMs(std::span<const int64_t> input_shape) const {
   auto it = impl_->shares_check.find(std::vector<int64_t>(input_shape.begin(), input_shape.end()));
-  return it == impl_->shares_check.end() ? std::pair<double, double>{0, 0} : it->second;
+  if (it == impl_->shares_check.end()) return {0, 0};
+  return {it->second.shares_ms, it->second.split_ms};
 }
 void Model::ResetProfile() {
   for (NodeProfile& p : impl_->profile) {

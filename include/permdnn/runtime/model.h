@@ -103,7 +103,8 @@ struct Options {
   // shares' (a share reads all the weights: where they are past the L2,
   // the rule's reuse of 4 may not pay; the Fashion-MNIST mlp at B=16 on an
   // Intel Xeon, family 6 model 167: shares 0.37 ms, split 0.28). That
-  // choice holds for the shape (both paths run on all the threads). The
+  // choice holds for 10 s, as the split check's (a narrower margin than
+  // its 80%: both paths run on all the threads). The
   // outputs equal the split operators' within rounding (kernels may differ
   // with the batch size).
   bool batch_parallel = true;
