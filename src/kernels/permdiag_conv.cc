@@ -3,6 +3,7 @@
 // permdiag_conv_simd.cc.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "permdnn/core/error.h"
 #include "permdnn/kernels/permdiag_conv.h"
@@ -31,11 +32,51 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
   w.in_channels = in_channels;
   w.out_vectors = (out_channels + lanes - 1) / lanes;
   w.col_blocks = nb;
-  w.index.Resize(static_cast<std::size_t>(w.out_vectors * nb * lanes));
-  w.weights.Resize(static_cast<std::size_t>(w.out_vectors * nb * taps * lanes));
+  w.chained = taps > 1 && lanes > 1 && lanes % p == 0;
+  const int64_t per_vector = lanes / p;  // blocks per vector (chained)
+  w.passes = w.chained ? (nb + per_vector - 1) / per_vector * per_vector : nb;
+  const int64_t passes = w.passes;
+  w.index.Resize(static_cast<std::size_t>(w.out_vectors * passes * lanes));
+  w.weights.Resize(static_cast<std::size_t>(w.out_vectors * passes * taps * lanes));
   w.bias.Resize(static_cast<std::size_t>(w.out_vectors * lanes));
   std::fill(w.weights.begin(), w.weights.end(), 0.0f);
   std::fill(w.bias.begin(), w.bias.end(), 0.0f);
+  for (int64_t o = 0; o < out_channels; ++o)
+    w.bias[o] = (bias.empty() ? 0.0f : bias[o]) * (scale.empty() ? 1.0f : scale[o]) + (shift.empty() ? 0.0f : shift[o]);
+  if (w.chained) {
+    w.chain.Resize(static_cast<std::size_t>(w.out_vectors * passes * lanes));
+    std::vector<int32_t> inverse(static_cast<std::size_t>(lanes));
+    for (int64_t ov = 0; ov < w.out_vectors; ++ov) {
+      int32_t* F = w.index.data() + ov * passes * lanes;
+      for (int64_t v = 0; v < passes; ++v) {
+        const int64_t g = v / per_vector, k = v % per_vector;
+        for (int l = 0; l < lanes; ++l) {
+          const int64_t b = l / p, c = l % p, jb = (b + k) % per_vector;
+          const int64_t o = ov * lanes + l, I = ov * per_vector + b, J = g * per_vector + jb;
+          // (The shift is the block's, for its padded rows too: one shift
+          // per block keeps F_v a permutation.)
+          const bool block = I < mb && J < nb, real = block && o < out_channels;
+          const int64_t shift_k = block ? offsets[I * nb + J] % p : 0;
+          const int64_t lane = jb * p + (c + shift_k) % p;
+          F[v * lanes + l] = static_cast<int32_t>(lane);
+          const int64_t in_ch = J * p + (c + shift_k) % p;
+          if (real && in_ch < in_channels) {
+            const float a = scale.empty() ? 1.0f : scale[o];
+            for (int64_t t = 0; t < taps; ++t)
+              w.weights[((ov * passes + v) * taps + t) * lanes + lane] = a * values[((I * nb + J) * p + c) * taps + t];
+          }
+        }
+      }
+      // chain[v][m] = F_{v-1}[F_v⁻¹[m]]; chain[0] = F_last.
+      int32_t* C = w.chain.data() + ov * passes * lanes;
+      for (int64_t v = passes - 1; v >= 1; --v) {
+        for (int l = 0; l < lanes; ++l) inverse[static_cast<std::size_t>(F[v * lanes + l])] = l;
+        for (int m = 0; m < lanes; ++m) C[v * lanes + m] = F[(v - 1) * lanes + inverse[static_cast<std::size_t>(m)]];
+      }
+      std::copy(F + (passes - 1) * lanes, F + passes * lanes, C);
+    }
+    return w;
+  }
   for (int64_t ov = 0; ov < w.out_vectors; ++ov)
     for (int64_t J = 0; J < nb; ++J)
       for (int L = 0; L < lanes; ++L) {
@@ -53,15 +94,13 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
         }
         w.index[(ov * nb + J) * lanes + L] = rel;
       }
-  for (int64_t o = 0; o < out_channels; ++o)
-    w.bias[o] = (bias.empty() ? 0.0f : bias[o]) * (scale.empty() ? 1.0f : scale[o]) + (shift.empty() ? 0.0f : shift[o]);
   return w;
 }
 
 void PermDiagConv2DReference(const PermDiagConvPack& w, const PermDiagConvShape& s, const float* x,
                              const PermDiagConvEpilogue& e, float* y) {
   const int L = w.lanes, p = w.p, taps = w.kh * w.kw;
-  const int64_t iv_count = (s.in_channels + L - 1) / L, nb = w.col_blocks;
+  const int64_t iv_count = (s.in_channels + L - 1) / L, nb = w.passes;
   const int64_t in_plane = s.in_h * s.in_w * L;
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t ov = 0; ov < w.out_vectors; ++ov)
@@ -76,7 +115,9 @@ void PermDiagConv2DReference(const PermDiagConvPack& w, const PermDiagConvShape&
             }
             double acc = w.bias[o];
             for (int64_t J = 0; J < nb; ++J) {
-              const int64_t in_ch = (J * p) / L * L + w.index[(ov * nb + J) * L + l];
+              const int32_t lane = w.index[(ov * nb + J) * L + l];
+              const int64_t in_ch = (J * p) / L * L + lane;
+              const int64_t wl = w.chained ? lane : l;  // (a chained pack: output lane l's weight at lane F[l])
               const int64_t iv = in_ch / L, il = in_ch % L;
               if (iv >= iv_count) continue;
               const float* xv = x + (n * iv_count + iv) * in_plane;
@@ -86,7 +127,7 @@ void PermDiagConv2DReference(const PermDiagConvPack& w, const PermDiagConvShape&
                 for (int kx = 0; kx < w.kw; ++kx) {
                   const int64_t ix = ox * s.stride_w - s.pad_left + kx;
                   if (ix < 0 || ix >= s.in_w) continue;
-                  acc += static_cast<double>(w.weights[((ov * nb + J) * taps + ky * w.kw + kx) * L + l]) *
+                  acc += static_cast<double>(w.weights[((ov * nb + J) * taps + ky * w.kw + kx) * L + wl]) *
                          xv[(iy * s.in_w + ix) * L + il];
                 }
               }

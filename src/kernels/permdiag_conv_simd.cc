@@ -147,9 +147,16 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   const D d;
   const DI di;
   constexpr int L = kLanes, HR = (R - 1) * S + KH, HC = (T - 1) * S + KW, K = KH * KW;
+  // Chained packs (PermDiagConvPack::chained: every pack with more than one
+  // tap on these lanes): the accumulators move to each pass's frame (R·T
+  // permutes per vector and pass) and the halo is used as loaded, where
+  // permuting each halo position per vector took HR·HC (2x8 tile at stride
+  // 1: 40; NV = 2 at stride 2: 45 per vector).
+  constexpr bool kChained = K > 1;
   const PermDiagConvPack& w = *a.w;
   const PermDiagConvShape& s = *a.s;
-  const int64_t nb = w.col_blocks, iv_count = (s.in_channels + L - 1) / L;
+  PERMDNN_DCHECK(w.chained == kChained);
+  const int64_t nb = w.passes, iv_count = (s.in_channels + L - 1) / L;
   const int64_t in_plane = s.in_h * s.in_w * L;
   const int64_t iy0 = oy0 * S - s.pad_top, ix0 = ox0 * S - s.pad_left;
   V acc[NV][R * T];
@@ -182,8 +189,19 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   }
   for (int64_t J = 0; J < nb; ++J) {
     decltype(hn::IndicesFromVec(d, hn::Zero(di))) idx[NV];
+    if constexpr (!kChained) {
 #pragma GCC unroll 4
-    for (int u = 0; u < NV; ++u) idx[u] = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
+      for (int u = 0; u < NV; ++u) idx[u] = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
+    } else {
+      if (J > 0) {
+#pragma GCC unroll 4
+        for (int u = 0; u < NV; ++u) {
+          const auto move = hn::IndicesFromVec(d, hn::Load(di, w.chain.data() + ((ov + u) * nb + J) * L));
+#pragma GCC unroll 16
+          for (int i = 0; i < R * T; ++i) acc[u][i] = hn::TableLookupLanes(acc[u][i], move);
+        }
+      }
+    }
     V wt[K];  // read only where WeightsInRegisters
     if constexpr (WeightsInRegisters<KH, KW>()) {
 #pragma GCC unroll 9
@@ -201,7 +219,7 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
         const V raw = hn::LoadU(d, kEdge && !col_in[hx] ? kZeroVector : xrow + hx * L);
 #pragma GCC unroll 4
         for (int u = 0; u < NV; ++u) {
-          const V v = hn::TableLookupLanes(raw, idx[u]);
+          const V v = kChained ? raw : hn::TableLookupLanes(raw, idx[u]);
 #pragma GCC unroll 3
           for (int ky = 0; ky < KH; ++ky) {
             if ((hy - ky) % S != 0) continue;
@@ -225,6 +243,11 @@ HWY_NOINLINE void Tile(const ConvArgs& a, int64_t n, int64_t ov, int64_t oy0, in
   }
 #pragma GCC unroll 4
   for (int u = 0; u < NV; ++u) {
+    if constexpr (kChained) {  // back to the output's lanes
+      const auto last = hn::IndicesFromVec(d, hn::Load(di, w.chain.data() + (ov + u) * nb * L));
+#pragma GCC unroll 16
+      for (int i = 0; i < R * T; ++i) acc[u][i] = hn::TableLookupLanes(acc[u][i], last);
+    }
     const OutputVector<D> out(d, a, n, ov + u);
 #pragma GCC unroll 2
     for (int oy = 0; oy < R; ++oy)
@@ -270,7 +293,7 @@ void ConvTiles(const ConvArgs& a, int threads) {
   if (ovs == 0 || s.batch == 0) return;
   const bool ov_inner = a.w->weights.size() * sizeof(float) <= (256u << 10);
   const int64_t per_ov_bytes =
-      std::max<int64_t>(1, a.w->col_blocks * KH * KW * kLanes * static_cast<int64_t>(sizeof(float)));
+      std::max<int64_t>(1, a.w->passes * KH * KW * kLanes * static_cast<int64_t>(sizeof(float)));
   int64_t group = std::min<int64_t>(ovs, std::max<int64_t>(NV, (16 << 10) / per_ov_bytes / NV * NV));
   // Enough work items for the threads (four each), down to NV per group.
   while (group > NV && s.batch * ((ovs + group - 1) / group) * row_tiles < 4 * int64_t{threads})
@@ -555,7 +578,9 @@ PermuteIssueRates ProbeImpl(double seconds) {
 
 // The row for this problem, or nullptr (the reference loops run).
 const Row<ConvFn>* ConvRow(const PermDiagConvPack& w, const PermDiagConvShape& s) {
-  if (w.lanes != kLanes || s.stride_h != s.stride_w) return nullptr;
+  // (A pack built for more than one tap on these lanes is chained, which
+  // the tiles expect; one built otherwise is not.)
+  if (w.lanes != kLanes || s.stride_h != s.stride_w || w.chained != (w.kh * w.kw > 1)) return nullptr;
   KernelProblem q{KernelOp::kPermDiagConv, w.p, w.out_channels, w.in_channels, s.batch, false};
   q.kh = w.kh;
   q.kw = w.kw;

@@ -72,7 +72,7 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // whole input vector), with a partial last output vector and a partial
       // last column block.
       {16, 3, 1, 40, 44, 9, 11, 1}, {16, 3, 2, 40, 44, 12, 13, 2}, {8, 3, 1, 20, 28, 9, 10, 1},
-      {8, 3, 2, 20, 28, 11, 9, 2},
+      {8, 3, 2, 20, 28, 11, 9, 2}, {16, 3, 1, 32, 32, 18, 18, 1}, {16, 3, 2, 40, 32, 18, 18, 1},
       // Padding other than kernel / 2, so edge tiles skip several halo rows
       // and read zeros for several columns: 3x3 pad 2 at stride 1 (two rows
       // and columns outside on every side) and stride 2 (two at the top,

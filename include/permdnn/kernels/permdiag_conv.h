@@ -16,10 +16,11 @@
 // q_{I_a,J}[c][tap]: L useful multiply-adds per FMA, the dense kernel's rate.
 // No im2col: a register tile of R output rows × T output columns keeps R·T
 // accumulators; each input position of the tile's halo is loaded and
-// permuted once and feeds every tap that reads it (for 3×3 stride 1, R = 2,
-// T = 8: 40 permutes per 144 FMAs; with 16 lanes two output vectors share
-// each loaded input position for 3×3 at stride 2 and at p >= 8;
-// src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
+// feeds every tap that reads it, and the accumulators change frame once per
+// column block (chained packs, below: for 3×3 stride 1, R = 2, T = 8, 16
+// permutes per 144 FMAs where permuting each input position took 40; with
+// 16 lanes two output vectors share each loaded input position for 3×3 at
+// stride 2 and at p >= 8; src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
 // side run on runs of positions instead, each input vector loaded once for
 // all the column blocks inside it and two output vectors (16 lanes; on 8
 // lanes one vector, at p < 8 only); padded 1×1 layers, p = 8 on 8 lanes and
@@ -59,12 +60,31 @@ struct PermDiagConvPack {
   int p = 1, lanes = 1, kh = 1, kw = 1;
   int64_t out_channels = 0, in_channels = 0;
   int64_t out_vectors = 0, col_blocks = 0;  // ceil(out / lanes), ceil(in / p)
-  // [out_vectors][col_blocks][lanes]: per output lane, its input channel
-  // counted from the first channel of the input vector where block J starts
-  // (for p <= lanes: the lane of that vector to permute in).
+  // Passes over the input per output vector: col_blocks, or for a chained
+  // pack every (input vector, shift) pair (below).
+  int64_t passes = 0;
+  // [out_vectors][passes][lanes]: per output lane, its input channel
+  // counted from the first channel of input vector (pass·p) / lanes (for p
+  // <= lanes: the lane of that vector to permute in).
   AlignedBuffer<int32_t> index;
-  AlignedBuffer<float> weights;   // [out_vectors][col_blocks][kh·kw][lanes]
+  AlignedBuffer<float> weights;   // [out_vectors][passes][kh·kw][lanes]
   AlignedBuffer<float> bias;      // [out_vectors·lanes], zero where absent or padded
+  // Chained (kh·kw > 1 and p dividing lanes > 1): the tiles permute their
+  // accumulators once per pass instead of every input position of their
+  // halo once per pass. Pass v = g·(lanes/p) + k reads input vector g, and
+  // output block b of a vector (lanes b·p ...) reads the input vector's
+  // block (b + k) mod (lanes/p), so that its index F_v is a permutation of
+  // the lanes (rows and columns past the matrix: zero weights); the passes
+  // of the last input vector run all lanes/p shifts, those past nb with
+  // zero weights. The kernel accumulates pass v in F_v's frame: lane
+  // F_v[l] holds output lane l, so that the input vector is used as loaded
+  // and weights[v][t][F_v[l]] holds output lane l's weight of tap t (the
+  // index gives the reference the output order back). Between passes the
+  // accumulators move by chain[v][m] = F_{v-1}[F_v⁻¹[m]] (a gather), after
+  // the last by F_last, which chain[0] holds (the first pass starts from
+  // zero in any frame).
+  bool chained = false;
+  AlignedBuffer<int32_t> chain;  // [out_vectors][passes][lanes], chained packs only
 
   // values [mb][nb][p][kh·kw] and offsets [mb][nb] (the canonical layout of
   // the PermDiagConv operator); bias [out] or empty; scale [out] or empty
