@@ -4,13 +4,16 @@
 // permdiag.conv, one row per kernel size and stride).
 //
 // Register tile: R output rows × T output columns of NV output vectors
-// (NV·R·T accumulators). Per column block J: the L permutation indices of
-// each vector are loaded once, and the first vector's KH·KW weight vectors
-// where they stay in registers (WeightsInRegisters; the others' are memory
-// operands of the FMAs); each input position of the tile's
-// halo ((R−1)·S + KH rows × (T−1)·S + KW columns) is loaded once, permuted
-// once per output vector and multiplied into every accumulator whose window
-// covers it. With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
+// (NV·R·T accumulators). Per pass (a column block; chained packs, every
+// 3×3: PermDiagConvPack::chained): the first vector's KH·KW weight vectors
+// are loaded once where they stay in registers (WeightsInRegisters; the
+// others' are memory operands of the FMAs), the accumulators move to the
+// pass's frame (one permutation each), and each input position of the
+// tile's halo ((R−1)·S + KH rows × (T−1)·S + KW columns) is loaded once
+// and multiplied into every accumulator whose window covers it; after the
+// last pass the accumulators move back to the output's lanes. (Unchained,
+// the 1×1 tiles: each loaded halo position is permuted once per output
+// vector instead.) With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
 // accumulators, 9 weights, the indices, the input), or R = 2, T = 4, NV = 2
 // for 3×3 at stride 2 or p >= 8, R = 2, T = 2, NV = 4 for 1×1 at stride 2
 // with padding (ConvRun); with 16 (AVX2, SSE4): R = 2,
@@ -132,7 +135,8 @@ constexpr bool WeightsInRegisters() {
 // (src/kernels/README.md, stop 40: 0.70-0.89x the time on resnet18's
 // layer3.0 / layer4.0 on AVX3, 0.63-0.79x on layer3.0 / layer4.0 / layer4 on
 // AVX2); interior tiles read without tests. With NV = 2 each halo position is
-// loaded once and permuted once per output vector: half the input loads per
+// loaded once for both output vectors (before chained packs: and permuted
+// once per vector; chained, used as loaded): half the input loads per
 // FMA (stride 2 reads 85 halo positions per 144 FMAs of a 2×8 tile, and
 // those loads, mostly from L2, were that tile's limit: dropping its permutes
 // changed nothing, sharing the loads gained 1.25-1.4x; the NV = 2 tile ran

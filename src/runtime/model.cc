@@ -183,6 +183,16 @@ const char* ForcedSplitCheck() {
   return force;
 }
 
+// PERMDNN_SHARES_CHECK=split|shares fixes the shares check's outcome
+// without timing (tests); nullptr where it is not set.
+const char* ForcedSharesCheck() {
+  const char* force = std::getenv("PERMDNN_SHARES_CHECK");
+  force = force && *force ? force : nullptr;
+  PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "shares"),
+                "PERMDNN_SHARES_CHECK={} is neither split nor shares", force ? force : "");
+  return force;
+}
+
 double TimedMs(const std::function<void()>& run) {
   const auto t0 = std::chrono::steady_clock::now();
   run();
@@ -306,27 +316,30 @@ struct Model::Impl {
   int last_workers = 1;
   bool blas_threads_set = false;  // a replica: its parent set OpenBLAS to one thread
   bool MayBatchParallel(const std::vector<int64_t>& shape) const;
-  // Decides at the first run of a shape, where `x` (that run's input, or
-  // nullptr) is timed by the shares check.
-  int BatchWorkers(const std::vector<int64_t>& shape, const float* x);
+  int BatchWorkers(const std::vector<int64_t>& shape);
   // The shares check (kSharesCheckMargin): per shape timed, the best
-  // blocks of the shares and of the split operators, and when.
+  // blocks of the shares and of the split operators, whether the split is
+  // kept, and when.
   struct SharesTimed {
     double shares_ms = 0, split_ms = 0;
+    bool split = false;
     std::chrono::steady_clock::time_point made;
   };
   std::map<std::vector<int64_t>, SharesTimed> shares_check;
-  // Times the shares the replicas have planned for `shape` against the split
-  // operators on a copy of `x`; true where the split is to be kept. Leaves
-  // the plan of the path kept (the whole batch's arena freed where it is
-  // the shares).
-  bool SplitBeatsShares(const float* x, const std::vector<int64_t>& shape, int workers);
+  // Runs a batch that BatchWorkers gave `workers` shares: in shares (true),
+  // or nothing where the shares check keeps the split operators for its
+  // shape (false: the caller runs it split). The first run of a shape (and
+  // the first after kSplitCheckHoldSeconds) is the caller's own run in
+  // shares, timed; one under kSplitCheckMaxMs is then timed against the
+  // split operators on copies of the input.
+  bool RunShares(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst);
   // How often a share of `share` samples uses each weight byte it reads,
   // averaged over the plan's weights by their bytes (HUGE_VAL without any).
   double BatchShareReuse(int64_t share) const;
   // Runs the batch with worker w running replica w on its contiguous share
   // of the samples (ChunkRange), all at once on the thread pool.
-  void ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst);
+  void ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst,
+                      bool check_finite = true);
 
   // The split check (Options::split_check). Per input shape, the threads its
   // runs split over (1: `solo`, a single-threaded replica, runs it), the
@@ -941,17 +954,8 @@ bool Model::Impl::MayBatchParallel(const std::vector<int64_t>& shape) const {
          !opt.reference && !int16 && !int8 && shape.size() >= 2 && shape[0] >= 2;
 }
 
-int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape, const float* x) {
-  if (auto it = batch_workers.find(shape); it != batch_workers.end()) {
-    // A timed choice holds kSplitCheckHoldSeconds, as the split check's.
-    auto timed = shares_check.find(shape);
-    if (!x || timed == shares_check.end() ||
-        std::chrono::steady_clock::now() - timed->second.made <
-            std::chrono::duration<double>(kSplitCheckHoldSeconds))
-      return it->second;
-    batch_workers.erase(it);
-    shares_check.erase(timed);
-  }
+int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
+  if (auto it = batch_workers.find(shape); it != batch_workers.end()) return it->second;
   const int64_t batch = shape[0];
   const int workers = static_cast<int>(std::min<int64_t>(opt.threads, batch));
   int chosen = 1;
@@ -961,8 +965,9 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape, const float* x)
     for (int id : output_ids) whole.push_back(values[id].shape);
     // The whole batch's plan only serves these checks: its arena goes
     // before the replicas allocate theirs, so that both are not held at
-    // once (AlignedBuffer keeps memory when shrunk). Its kernels keep what
-    // they packed for it, which the replicas share. Where the shares do not
+    // once (AlignedBuffer keeps memory when shrunk; the shares check, for
+    // runs under kSplitCheckMaxMs, plans it again beside them: RunShares).
+    // Its kernels keep what they packed for it, which the replicas share. Where the shares do not
     // fit, the arena comes back at its size and the batch is planned again.
     const int64_t held = arena_capacity;
     arena = AlignedBuffer<uint8_t>();
@@ -1000,11 +1005,6 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape, const float* x)
     if (ok) {
       chosen = workers;
       whole_out_shapes[shape] = std::move(whole);
-      if (x && opt.split_check && !ForcedSplitCheck() && SplitBeatsShares(x, shape, workers)) {
-        chosen = 1;
-        if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; }))
-          replicas.clear();  // none in use
-      }
     } else {
       if (std::none_of(batch_workers.begin(), batch_workers.end(), [](const auto& e) { return e.second > 1; }))
         replicas.clear();  // none in use
@@ -1017,42 +1017,79 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape, const float* x)
   return chosen;
 }
 
-bool Model::Impl::SplitBeatsShares(const float* x, const std::vector<int64_t>& shape, int workers) {
-  // On copies: the caller's outputs may overlap its input, and its run
-  // follows the check.
-  const std::vector<float> in(x, x + NumElements(shape));
+bool Model::Impl::RunShares(const float* x, const std::vector<int64_t>& shape, int workers,
+                            std::span<void* const> dst) {
+  const auto now = std::chrono::steady_clock::now();
+  // An output over the input: the shares run at once, and one share's
+  // outputs would land in another's input while it reads it. They run on a
+  // copy of the input.
+  bool overlap = false;
+  const int64_t x_bytes = NumElements(shape) * static_cast<int64_t>(sizeof(float));
   const std::vector<std::vector<int64_t>>& whole = whole_out_shapes.at(shape);
+  for (std::size_t k = 0; k < dst.size() && k < whole.size(); ++k) {
+    const int64_t bytes = NumElements(whole[k]) * static_cast<int64_t>(StorageBytes(values[output_ids[k]].dtype));
+    const auto d = reinterpret_cast<uintptr_t>(dst[k]), in = reinterpret_cast<uintptr_t>(x);
+    overlap = overlap || (dst[k] && d < in + static_cast<uintptr_t>(x_bytes) && in < d + static_cast<uintptr_t>(bytes));
+  }
+  std::vector<float> x_copy;
+  if (overlap) {
+    x_copy.assign(x, x + NumElements(shape));
+    x = x_copy.data();
+  }
+  if (auto it = shares_check.find(shape); it != shares_check.end()) {
+    if (now - it->second.made < std::chrono::duration<double>(kSplitCheckHoldSeconds)) {
+      if (!it->second.split) ExecuteWorkers(x, shape, workers, dst);
+      return !it->second.split;
+    }
+    shares_check.erase(it);  // check again below
+  }
+  if (const char* force = ForcedSharesCheck(); force && !std::strcmp(force, "split")) {
+    shares_check[shape] = SharesTimed{0, 0, true, now};
+    return false;
+  }
+  // The caller's run, timed: it checks the input (an error records
+  // nothing), and a run over kSplitCheckMaxMs keeps the shares untimed.
+  const double first = TimedMs([&] { ExecuteWorkers(x, shape, workers, dst); });
+  if (!opt.split_check || ForcedSplitCheck() || ForcedSharesCheck() || first > kSplitCheckMaxMs) return true;
+  // On copies, so that the caller's outputs stay those of its run.
+  const std::vector<float> in = overlap ? std::move(x_copy) : std::vector<float>(x, x + NumElements(shape));
   std::vector<AlignedBuffer<uint8_t>> out;
-  std::vector<void*> dst;
+  std::vector<void*> scratch;
   for (std::size_t k = 0; k < whole.size(); ++k) {
     out.emplace_back(static_cast<std::size_t>(NumElements(whole[k]) *
                                               static_cast<int64_t>(StorageBytes(values[output_ids[k]].dtype))));
-    dst.push_back(out.back().data());
+    scratch.push_back(out.back().data());
   }
-  auto shares = [&] { ExecuteWorkers(in.data(), shape, workers, dst); };
-  shares();  // checks the input (an error leaves nothing recorded), first touch
-  const double warm = TimedMs(shares);
-  if (warm > kSplitCheckMaxMs) return false;
-  // The whole batch on split operators, planned again (its arena held
-  // beside the replicas' for the check: a run under kSplitCheckMaxMs).
-  auto split = [&] { RunFloat(in.data(), shape, dst, false); };
-  bool keep_split = false;
+  auto shares = [&] { ExecuteWorkers(in.data(), shape, workers, scratch, false); };
+  // The whole batch on split operators, planned again: its arena is held
+  // beside the replicas' (BatchWorkers had freed it) while the check runs,
+  // and after it where the split is kept (a run under kSplitCheckMaxMs).
+  auto split = [&] { RunFloat(in.data(), shape, scratch, false); };
+  SharesTimed c{0, 0, false, now};
   try {
     split();
     split();
-    const auto [shares_ms, split_ms] = AlternatingBestMs(shares, split, warm);
-    shares_check[shape] = {shares_ms, split_ms, std::chrono::steady_clock::now()};
-    keep_split = split_ms < kSharesCheckMargin * shares_ms;
+    std::tie(c.shares_ms, c.split_ms) = AlternatingBestMs(shares, split, first);
+    c.split = c.split_ms < kSharesCheckMargin * c.shares_ms;
   } catch (const Error&) {
-    keep_split = false;  // the whole batch failed to plan (e.g. over max_arena_bytes): the shares stay
+    c = SharesTimed{0, 0, false, now};  // the whole batch failed to plan (e.g. over max_arena_bytes)
   }
-  if (!keep_split) {  // as BatchWorkers leaves the shares
+  if (!c.split) {  // as BatchWorkers leaves the shares
     arena = AlignedBuffer<uint8_t>();
     arena_capacity = 0;
     planned = false;
   }
-  last_workers = 1;  // (ExecuteWorkers set it; the caller's run sets it again)
-  return keep_split;
+  if (c.shares_ms > 0) shares_check[shape] = c;
+  last_workers = c.split ? 1 : workers;
+  last_pass = c.split ? shape[0] : replicas[0]->impl_->last_pass;
+  if (c.split && overlap) {
+    // The caller's input is under the outputs its run in shares wrote: the
+    // split run goes here, from the copy.
+    last_threads = std::max(1, opt.threads);
+    RunFloat(in.data(), shape, dst, false);
+    return true;
+  }
+  return !c.split;
 }
 
 bool Model::Impl::MaySplitCheck(const std::vector<int64_t>& shape) const {
@@ -1197,10 +1234,10 @@ double Model::Impl::BatchShareReuse(int64_t share) const {
 }
 
 void Model::Impl::ExecuteWorkers(const float* x, const std::vector<int64_t>& shape, int workers,
-                                 std::span<void* const> dst) {
+                                 std::span<void* const> dst, bool check_finite) {
   // The whole batch first, so that an error names its element in the batch
   // and no worker has written the outputs yet.
-  CheckFinite(values[input_ids[0]], x, NumElements(shape));
+  if (check_finite) CheckFinite(values[input_ids[0]], x, NumElements(shape));
   openblas_set_num_threads(1);  // once for all workers (Execute)
   const int64_t batch = shape[0], sample = NumElements(shape) / batch;
   const std::vector<std::vector<int64_t>>& whole = whole_out_shapes.at(shape);
@@ -1337,10 +1374,8 @@ std::vector<int64_t> Model::Run(std::span<const float> input, std::span<const in
   m.last_workers = 1;
   m.last_threads = 1;
   if (m.MayBatchParallel(shape))
-    if (const int workers = m.BatchWorkers(shape, input.data()); workers > 1) {
-      m.ExecuteWorkers(input.data(), shape, workers, dst);
-      return out_shape;
-    }
+    if (const int workers = m.BatchWorkers(shape); workers > 1 && m.RunShares(input.data(), shape, workers, dst))
+      return out_shape;  // (else the shares check kept the split operators: below)
   if (m.MaySplitCheck(shape) && m.RunSoloIfFaster(input.data(), shape, dst)) return out_shape;
   m.last_threads = std::max(1, m.opt.threads);
   m.RunFloat(input.data(), shape, dst);
@@ -1353,7 +1388,7 @@ std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
   m.last_threads = 1;
   if (inputs.size() == 1 && IsFloat(inputs[0].dtype()) && inputs[0].shape().size() >= 2) {
     const std::vector<int64_t>& shape = inputs[0].shape();
-    const int workers = m.MayBatchParallel(shape) ? m.BatchWorkers(shape, inputs[0].f()) : 1;
+    const int workers = m.MayBatchParallel(shape) ? m.BatchWorkers(shape) : 1;
     const int64_t pass = workers == 1 && m.MayMicroBatch(shape) ? m.PassSamples(shape) : shape[0];
     if (workers == 1) m.last_threads = std::max(1, m.opt.threads);
     if (workers == 1 && m.MaySplitCheck(shape)) {
@@ -1379,8 +1414,16 @@ std::vector<Tensor> Model::Run(const std::vector<Tensor>& inputs) {
         out.emplace_back(m.values[m.output_ids[out.size()]].dtype, s);
         dst.push_back(out.back().raw());
       }
-      if (workers > 1) m.ExecuteWorkers(inputs[0].f(), shape, workers, dst);
-      else m.ExecutePasses(inputs[0].f(), shape, pass, dst);
+      if (workers > 1) {
+        if (m.RunShares(inputs[0].f(), shape, workers, dst)) return out;
+        // The shares check kept the split operators: the batch runs split,
+        // into the same outputs (the whole batch's shapes).
+        m.last_threads = std::max(1, m.opt.threads);
+        if (m.MaySplitCheck(shape) && m.RunSoloIfFaster(inputs[0].f(), shape, dst)) return out;
+        m.RunFloat(inputs[0].f(), shape, dst);
+        return out;
+      }
+      m.ExecutePasses(inputs[0].f(), shape, pass, dst);
       return out;
     }
   }
@@ -1454,7 +1497,7 @@ std::pair<double, double> Model::SplitCheckMs(std::span<const int64_t> input_sha
 }
 std::pair<double, double> Model::SharesCheckMs(std::span<const int64_t> input_shape) const {
   auto it = impl_->shares_check.find(std::vector<int64_t>(input_shape.begin(), input_shape.end()));
-  if (it == impl_->shares_check.end()) return {0, 0};
+  if (it == impl_->shares_check.end()) return {0, 0};  // (forced: 0 and 0 too)
   return {it->second.shares_ms, it->second.split_ms};
 }
 void Model::ResetProfile() {

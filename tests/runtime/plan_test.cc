@@ -894,12 +894,50 @@ TEST(RuntimePlan, SharesCheckKeepsTheFasterAndTheOutputs) {
     m.SetThreads(3);
     EXPECT_EQ(m.SharesCheckMs(shape), none);
   }
-  {  // The span API first, its output over its input: the check runs on copies.
+  // The span API, its output over its input (the second share's outputs
+  // inside the first share's input): the shares run on a copy of it,
+  // checked or fixed to shares.
+  for (const char* fixed : {(const char*)nullptr, "shares"}) {
+    SCOPED_TRACE(fixed ? "output over the input, shares" : "output over the input, timed");
+    if (fixed) setenv("PERMDNN_SHARES_CHECK", fixed, 1);
+    for (int rep = 0; rep < 3; ++rep) {
+      Model m = b.Load(opt);
+      std::vector<float> buf = x;
+      m.Run(buf, shape, std::span<float>(buf.data() + 24 * 8, 24));
+      ExpectClose(Floats(want[0]), std::vector<float>(buf.begin() + 24 * 8, buf.begin() + 24 * 9));
+      EXPECT_EQ(m.SharesCheckMs(shape).first > 0, fixed == nullptr);
+    }
+    unsetenv("PERMDNN_SHARES_CHECK");
+  }
+  // Another shape between two runs of a checked one, through the Tensor
+  // API: the checked shape's outputs keep the whole batch's shapes on
+  // either path (a kept split once took them from the other shape's plan),
+  // timed and with the outcome fixed (PERMDNN_SHARES_CHECK) to each path.
+  for (const char* fixed : {(const char*)nullptr, "split", "shares"}) {
+    SCOPED_TRACE(fixed ? fixed : "timed");
+    if (fixed) setenv("PERMDNN_SHARES_CHECK", fixed, 1);
+    else unsetenv("PERMDNN_SHARES_CHECK");
     Model m = b.Load(opt);
-    std::vector<float> buf = x;
-    m.Run(buf, shape, std::span<float>(buf.data(), 24));
-    EXPECT_GT(m.SharesCheckMs(shape).first, 0);
-    ExpectClose(Floats(want[0]), std::vector<float>(buf.begin(), buf.begin() + 24));
+    const std::vector<int64_t> shape1 = {1, 2, 6, 6};
+    const std::vector<float> x1(x.begin(), x.begin() + 72);
+    const std::vector<Tensor> want1 = one.Run({Tensor::Float(shape1, x1)});
+    for (int rep = 0; rep < 2; ++rep) {
+      const std::vector<Tensor> got = m.Run({Tensor::Float(shape, x)});
+      ASSERT_EQ(got[0].shape(), want[0].shape());
+      ExpectClose(Floats(want[0]), Floats(got[0]));
+      const std::vector<Tensor> got1 = m.Run({Tensor::Float(shape1, x1)});
+      ASSERT_EQ(got1[0].shape(), want1[0].shape());
+      ExpectClose(Floats(want1[0]), Floats(got1[0]));
+      if (fixed) EXPECT_EQ(m.BatchWorkers(), 1);  // batch 1
+    }
+    if (fixed) {
+      const std::vector<Tensor> got = m.Run({Tensor::Float(shape, x)});
+      EXPECT_EQ(m.BatchWorkers(), fixed[1] == 'p' ? 1 : 2);
+      EXPECT_EQ(m.SharesCheckMs(shape), none);
+    } else {
+      EXPECT_GT(m.SharesCheckMs(shape).first, 0);
+    }
+    unsetenv("PERMDNN_SHARES_CHECK");
   }
   {  // A first input that is not finite: the error names it, nothing is
      // recorded, and the next run checks.
@@ -931,6 +969,16 @@ TEST(RuntimePlan, SharesCheckKeepsTheFasterAndTheOutputs) {
   Model m = b.Load(off);
   ExpectSplitRunsMatch(m, shape, x, want[0], workers, 2);
   EXPECT_EQ(m.SharesCheckMs(shape), none);
+  setenv("PERMDNN_SHARES_CHECK", "sideways", 1);
+  Model bad = b.Load(opt);
+  std::vector<float> y(24);
+  try {
+    bad.Run(x, shape, y);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("PERMDNN_SHARES_CHECK=sideways"), std::string::npos) << e.what();
+  }
+  unsetenv("PERMDNN_SHARES_CHECK");
 }
 
 using permdnn::testing::HeapInUse;

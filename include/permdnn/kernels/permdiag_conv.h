@@ -13,7 +13,9 @@
 // vector, since p divides L) the L lanes read one input vector through one
 // lane permutation (TableLookupLanes: lane (a, c) takes lane
 // (J·p mod L) + (c + k_{I_a,J}) mod p) and one FMA with the L weights
-// q_{I_a,J}[c][tap]: L useful multiply-adds per FMA, the dense kernel's rate.
+// q_{I_a,J}[c][tap]: L useful multiply-adds per FMA, the dense kernel's rate
+// (chained packs, below, where the input channels are not a multiple of L:
+// fewer in the last input vector's passes).
 // No im2col: a register tile of R output rows × T output columns keeps R·T
 // accumulators; each input position of the tile's halo is loaded and
 // feeds every tap that reads it, and the accumulators change frame once per
@@ -65,7 +67,8 @@ struct PermDiagConvPack {
   int64_t passes = 0;
   // [out_vectors][passes][lanes]: per output lane, its input channel
   // counted from the first channel of input vector (pass·p) / lanes (for p
-  // <= lanes: the lane of that vector to permute in).
+  // <= lanes: the lane of that vector it reads; the unchained kernels
+  // permute it in).
   AlignedBuffer<int32_t> index;
   AlignedBuffer<float> weights;   // [out_vectors][passes][kh·kw][lanes]
   AlignedBuffer<float> bias;      // [out_vectors·lanes], zero where absent or padded

@@ -96,15 +96,17 @@ struct Options {
   // each replica reads all the weights. Not where a graph mixes samples,
   // with profile, reference, int16 or int8, or where the file's weights
   // times the threads exceed 2 GiB; there the threads split each operator.
-  // With the split check on, a batch the rule gives shares is timed in
-  // shares against split operators at its first run, where one run of the
-  // shares takes at most 10 ms (blocks and rounds as the split check's),
-  // and runs split where the split's best block takes under 90% of the
-  // shares' (a share reads all the weights: where they are past the L2,
-  // the rule's reuse of 4 may not pay; the Fashion-MNIST mlp at B=16 on an
-  // Intel Xeon, family 6 model 167: shares 0.37 ms, split 0.28). That
-  // choice holds for 10 s, as the split check's (a narrower margin than
-  // its 80%: both paths run on all the threads). The
+  // With the split check on, the first run of a shape the rule gives
+  // shares is timed; where it took at most 10 ms, the shares are then timed
+  // against split operators on copies of its input (blocks and rounds as
+  // the split check's), and the shape runs split where the split's best
+  // block takes under 90% of the shares' (a share reads all the weights:
+  // where they are past the L2, the rule's reuse of 4 may not pay; the
+  // Fashion-MNIST mlp at B=16 on an Intel Xeon, family 6 model 167: shares
+  // 0.37 ms, split 0.28). That choice holds for 10 s, as the split check's
+  // (a narrower margin than its 80%: both paths run on all the threads).
+  // A call whose output buffer overlaps its input runs its shares on a
+  // copy of the input (they run at once). The
   // outputs equal the split operators' within rounding (kernels may differ
   // with the batch size).
   bool batch_parallel = true;
@@ -225,7 +227,8 @@ class Model {
   // current plan; it only grows when a larger shape is planned. With batch
   // parallelism, plus the replicas' arenas (the arena of the whole batch's
   // plan is freed when the batch splits into shares, before the replicas
-  // plan theirs); with the split check, plus its one-thread replica's.
+  // plan theirs; where the shares check keeps the split operators for a
+  // shape, both); with the split check, plus its one-thread replica's.
   int64_t ArenaBytes() const;
   // Samples per pass of the last Run (its whole batch unless micro-batching
   // split it; Options::micro_batch; with batch parallelism, the first
