@@ -436,10 +436,15 @@ void Conv1x1(const ConvArgs& a, int threads) {
 }
 
 // NV = 2 (each loaded input position shared by two output vectors, a 2×4
-// tile each) on 16 lanes for 3×3 at stride 2 (its halo loads are its limit:
-// 1.25-1.4x) and at p >= 8 (few column blocks per vector; p = 16 layers of
-// resnet18 gained 5-12 points of the dense rate, p = 4 lost 0-3, so p = 4
-// keeps the 2×8 single-vector tile); NV = 4 (2×2 tiles) for padded 1×1
+// tile each) on 16 lanes for every 3×3: at stride 2 (its halo loads are its
+// limit: 1.25-1.4x), at p >= 8 (few column blocks per vector; p = 16 layers
+// of resnet18 gained 5-12 points of the dense rate), and since the chained
+// packs at p = 4 too (both tiles then permute 16 accumulators per 144 FMAs,
+// and the 2×4 pair loads 24 halo positions where the 2×8 loads 40: Intel
+// Xeon, AVX3, two alternating runs of permdnn_conv_bench --only 3x3 --p 4,
+// 2026-12-07 20:30 UTC: the stride-1 rows at 0.98-1.13x the GMAC/s,
+// median 1.09x; before, p = 4 lost 0-3 points and kept the 2×8 single-vector
+// tile); NV = 4 (2×2 tiles) for padded 1×1
 // layers at stride 2; NV = 1 elsewhere. 1×1 layers without padding run
 // Conv1x1 instead: runs of 8 positions of two output vectors on
 // 16 lanes (NV = 1 runs of 12 and NV = 2 runs of 6 or 10 were slower or
@@ -465,7 +470,7 @@ void ConvRun(const ConvArgs& a, int threads) {
     }
   }
   if constexpr (kLanes >= 16 && KH == 3) {
-    if (S == 2 || a.w->p >= 8) return ConvTiles<KH, KW, S, 2>(a, threads);
+    return ConvTiles<KH, KW, S, 2>(a, threads);
   }
   if constexpr (kLanes >= 16 && KH == 1 && S == 2) return ConvTiles<KH, KW, S, 4>(a, threads);
   ConvTiles<KH, KW, S, 1>(a, threads);
