@@ -13,10 +13,10 @@
 // and multiplied into every accumulator whose window covers it; after the
 // last pass the accumulators move back to the output's lanes. (Unchained,
 // the 1×1 tiles: each loaded halo position is permuted once per output
-// vector instead.) With 32 vector registers (AVX-512): R = 2, T = 8, NV = 1 (16
-// accumulators, 9 weights, the indices, the input), or R = 2, T = 4, NV = 2
-// for 3×3 at stride 2 or p >= 8, R = 2, T = 2, NV = 4 for 1×1 at stride 2
-// with padding (ConvRun); with 16 (AVX2, SSE4): R = 2,
+// vector instead.) With 32 vector registers (AVX-512): R = 2, T = 4, NV = 2
+// for 3×3 (16 accumulators, 9 weights, the moves' indices, the input),
+// R = 2, T = 8, NV = 1 for 1×1 at stride 1 and R = 2, T = 2, NV = 4 at
+// stride 2, with padding (ConvRun); with 16 (AVX2, SSE4): R = 2,
 // T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters),
 // R = 1, T = 8 for 1×1. Tiles at the bottom and right use smaller R and T
 // (every R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is

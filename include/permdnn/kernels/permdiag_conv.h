@@ -17,12 +17,12 @@
 // (chained packs, below, where the input channels are not a multiple of L:
 // fewer in the last input vector's passes).
 // No im2col: a register tile of R output rows × T output columns keeps R·T
-// accumulators; each input position of the tile's halo is loaded and
+// accumulators; each input position of the tile's halo is loaded once and
 // feeds every tap that reads it, and the accumulators change frame once per
-// column block (chained packs, below: for 3×3 stride 1, R = 2, T = 8, 16
-// permutes per 144 FMAs where permuting each input position took 40; with
-// 16 lanes two output vectors share each loaded input position for 3×3 at
-// stride 2 and at p >= 8; src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
+// column block (chained packs, below: 16 permutes per 144 FMAs where
+// permuting each input position of a 2×8 tile at stride 1 took 40; with 16
+// lanes two output vectors of 2×4 share each loaded input position for
+// every 3×3; src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
 // side run on runs of positions instead, each input vector loaded once for
 // all the column blocks inside it and two output vectors (16 lanes; on 8
 // lanes one vector, at p < 8 only); padded 1×1 layers, p = 8 on 8 lanes and
