@@ -172,26 +172,21 @@ constexpr double kSplitCheckHoldSeconds = 10;
 // split 0.73.
 constexpr double kSharesCheckMargin = 0.9;
 
-// PERMDNN_SPLIT_CHECK=split|one fixes the split check's outcome without
-// timing, and leaves batch parallelism to the reuse rule (tests); nullptr
-// where it is not set.
-const char* ForcedSplitCheck() {
-  const char* force = std::getenv("PERMDNN_SPLIT_CHECK");
+// An environment variable that fixes a check's outcome without timing
+// (tests): nullptr where it is not set, else `a` or `b` (anything else is
+// an error naming it).
+const char* ForcedOutcome(const char* variable, const char* a, const char* b) {
+  const char* force = std::getenv(variable);
   force = force && *force ? force : nullptr;
-  PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "one"),
-                "PERMDNN_SPLIT_CHECK={} is neither split nor one", force ? force : "");
+  PERMDNN_CHECK(!force || !std::strcmp(force, a) || !std::strcmp(force, b), "{}={} is neither {} nor {}", variable,
+                force ? force : "", a, b);
   return force;
 }
-
-// PERMDNN_SHARES_CHECK=split|shares fixes the shares check's outcome
-// without timing (tests); nullptr where it is not set.
-const char* ForcedSharesCheck() {
-  const char* force = std::getenv("PERMDNN_SHARES_CHECK");
-  force = force && *force ? force : nullptr;
-  PERMDNN_CHECK(!force || !std::strcmp(force, "split") || !std::strcmp(force, "shares"),
-                "PERMDNN_SHARES_CHECK={} is neither split nor shares", force ? force : "");
-  return force;
-}
+// PERMDNN_SPLIT_CHECK=split|one fixes the split check's outcome, and
+// leaves batch parallelism to the reuse rule untimed.
+const char* ForcedSplitCheck() { return ForcedOutcome("PERMDNN_SPLIT_CHECK", "split", "one"); }
+// PERMDNN_SHARES_CHECK=split|shares fixes the shares check's outcome.
+const char* ForcedSharesCheck() { return ForcedOutcome("PERMDNN_SHARES_CHECK", "split", "shares"); }
 
 double TimedMs(const std::function<void()>& run) {
   const auto t0 = std::chrono::steady_clock::now();
