@@ -291,7 +291,8 @@ void AddRunCommand(CLI::App& app) {
         const auto [shares_ms, whole_ms] = model.SharesCheckMs(shape);
         if (shares_ms > 0)
           std::printf("  shares check: %d shares %.4f ms, split operators %.4f ms (best blocks of its rounds): %s\n",
-                      static_cast<int>(std::min<int64_t>(args->threads, batch)), shares_ms, whole_ms, model.BatchWorkers() > 1 ? "runs in shares" : "runs split");
+                      static_cast<int>(std::min<int64_t>(args->threads, batch)), shares_ms, whole_ms,
+                      model.BatchWorkers() > 1 ? "runs in shares" : "runs split");
         const auto [split_ms, solo_ms] = model.SplitCheckMs(shape);
         if (solo_ms > 0)
           std::printf("  split check: %d threads %.4f ms, one thread %.4f ms (best blocks of its rounds): %s\n",

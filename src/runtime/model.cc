@@ -328,6 +328,10 @@ struct Model::Impl {
   // shares, timed; one under kSplitCheckMaxMs is then timed against the
   // split operators on copies of the input.
   bool RunShares(const float* x, const std::vector<int64_t>& shape, int workers, std::span<void* const> dst);
+  // Whether an output buffer of a run of `shape` overlaps its input `x`
+  // (the outputs at the whole batch's shapes: whole_out_shapes, else the
+  // plan's, which must then be the shape's).
+  bool OutputsOverlapInput(const float* x, const std::vector<int64_t>& shape, std::span<void* const> dst) const;
   // How often a share of `share` samples uses each weight byte it reads,
   // averaged over the plan's weights by their bytes (HUGE_VAL without any).
   double BatchShareReuse(int64_t share) const;
@@ -1012,20 +1016,30 @@ int Model::Impl::BatchWorkers(const std::vector<int64_t>& shape) {
   return chosen;
 }
 
+bool Model::Impl::OutputsOverlapInput(const float* x, const std::vector<int64_t>& shape,
+                                      std::span<void* const> dst) const {
+  const auto in = reinterpret_cast<uintptr_t>(x);
+  const uintptr_t in_end = in + static_cast<uintptr_t>(NumElements(shape)) * sizeof(float);
+  const auto whole = whole_out_shapes.find(shape);
+  for (std::size_t k = 0; k < dst.size() && k < output_ids.size(); ++k) {
+    const Value& v = values[output_ids[k]];
+    const int64_t bytes = whole != whole_out_shapes.end()
+                              ? NumElements(whole->second[k]) * static_cast<int64_t>(StorageBytes(v.dtype))
+                              : static_cast<int64_t>(v.bytes());
+    const auto d = reinterpret_cast<uintptr_t>(dst[k]);
+    if (dst[k] && d < in_end && in < d + static_cast<uintptr_t>(bytes)) return true;
+  }
+  return false;
+}
+
 bool Model::Impl::RunShares(const float* x, const std::vector<int64_t>& shape, int workers,
                             std::span<void* const> dst) {
   const auto now = std::chrono::steady_clock::now();
   // An output over the input: the shares run at once, and one share's
   // outputs would land in another's input while it reads it. They run on a
   // copy of the input.
-  bool overlap = false;
-  const int64_t x_bytes = NumElements(shape) * static_cast<int64_t>(sizeof(float));
+  const bool overlap = OutputsOverlapInput(x, shape, dst);
   const std::vector<std::vector<int64_t>>& whole = whole_out_shapes.at(shape);
-  for (std::size_t k = 0; k < dst.size() && k < whole.size(); ++k) {
-    const int64_t bytes = NumElements(whole[k]) * static_cast<int64_t>(StorageBytes(values[output_ids[k]].dtype));
-    const auto d = reinterpret_cast<uintptr_t>(dst[k]), in = reinterpret_cast<uintptr_t>(x);
-    overlap = overlap || (dst[k] && d < in + static_cast<uintptr_t>(x_bytes) && in < d + static_cast<uintptr_t>(bytes));
-  }
   std::vector<float> x_copy;
   if (overlap) {
     x_copy.assign(x, x + NumElements(shape));
@@ -1119,16 +1133,7 @@ bool Model::Impl::RunSoloIfFaster(const float* x, const std::vector<int64_t>& sh
   last_threads = c.threads;
   // An output written over the input would change the input of the timed
   // runs: such a call runs split, once, and records nothing.
-  const int64_t x_bytes = NumElements(shape) * static_cast<int64_t>(sizeof(float));
-  const auto whole = whole_out_shapes.find(shape);
-  for (std::size_t k = 0; k < dst.size() && k < output_ids.size(); ++k) {
-    const Value& v = values[output_ids[k]];
-    const int64_t bytes = last_pass < shape[0] && whole != whole_out_shapes.end()
-                              ? NumElements(whole->second[k]) * static_cast<int64_t>(StorageBytes(v.dtype))
-                              : static_cast<int64_t>(v.bytes());
-    const auto d = reinterpret_cast<uintptr_t>(dst[k]), in = reinterpret_cast<uintptr_t>(x);
-    if (dst[k] && d < in + static_cast<uintptr_t>(x_bytes) && in < d + static_cast<uintptr_t>(bytes)) return true;
-  }
+  if (OutputsOverlapInput(x, shape, dst)) return true;
   if (force || c.split_ms <= kSplitCheckMaxMs) {
     try {
       if (!solo && (!force || force_one)) {
