@@ -17,8 +17,8 @@
 // for 3×3 (16 accumulators, 9 weights, the moves' indices, the input),
 // R = 2, T = 8, NV = 1 for 1×1 at stride 1 and R = 2, T = 2, NV = 4 at
 // stride 2, with padding (ConvRun); with 16 (AVX2, SSE4): R = 2,
-// T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters),
-// R = 1, T = 8 for 1×1. Tiles at the bottom and right use smaller R and T
+// T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters;
+// on AVX2 at stride 2 R = 2, T = 2, NV = 2), R = 1, T = 8 for 1×1. Tiles at the bottom and right use smaller R and T
 // (every R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is
 // computed twice; edge tiles (kEdge) skip the halo rows outside the image
 // and read zeros for its columns outside it, so nothing outside is read.
@@ -444,7 +444,13 @@ void Conv1x1(const ConvArgs& a, int threads) {
 // Xeon, AVX3, two alternating runs of permdnn_conv_bench --only 3x3 --p 4,
 // 2026-12-07 20:30 UTC: the stride-1 rows at 0.98-1.13x the GMAC/s,
 // median 1.09x; before, p = 4 lost 0-3 points and kept the 2×8 single-vector
-// tile); NV = 4 (2×2 tiles) for padded 1×1
+// tile); on 8 lanes (AVX2) two 2×2 tiles at stride 2 since the chained
+// packs made a shared load worth sharing (the input used as loaded: Intel
+// Xeon, three alternating runs of permdnn_conv_bench --only 3x3 --p 4,8
+// --simd-target avx2, 2026-12-07 22:40 UTC: resnet18's layer3.0 0.83-0.89x
+// the time, layer4.0 0.91-0.95x, layer2.0 0.96-1.06x; at stride 1 the same
+// tiles ran layer3 0.91-0.94x, layer4 1.00-1.04x, layer1 up to 1.06x: not
+// taken there); NV = 4 (2×2 tiles) for padded 1×1
 // layers at stride 2; NV = 1 elsewhere. 1×1 layers without padding run
 // Conv1x1 instead: runs of 8 positions of two output vectors on
 // 16 lanes (NV = 1 runs of 12 and NV = 2 runs of 6 or 10 were slower or
@@ -469,7 +475,7 @@ void ConvRun(const ConvArgs& a, int threads) {
       }
     }
   }
-  if constexpr (kLanes >= 16 && KH == 3) {
+  if constexpr (KH == 3 && (kLanes >= 16 || (kLanes == 8 && S == 2))) {
     return ConvTiles<KH, KW, S, 2>(a, threads);
   }
   if constexpr (kLanes >= 16 && KH == 1 && S == 2) return ConvTiles<KH, KW, S, 4>(a, threads);
