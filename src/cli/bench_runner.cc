@@ -408,6 +408,11 @@ class BenchPass {
     // Batch 1 runs on the row pack (built once, as a runtime would at
     // load): chunk-major for cache-sized matrices, row-major beyond.
     row_pack_ = do_pd_ || do_read_ ? kernels::PermDiagRowPack::Build(w_) : kernels::PermDiagRowPack();
+    // Batches the lanes row runs read the lanes pack, as the runtime's do.
+    const bool lanes = do_pd_ && std::any_of(o_.batches.begin(), o_.batches.end(), [&](int64_t b) {
+      return b > 1 && kernels::PermDiagUsesLanesPack(p, m_, n_, b);
+    });
+    lanes_pack_ = lanes ? kernels::PermDiagLanesPack::Build(w_) : kernels::PermDiagLanesPack();
     if (do_col_) {
       // Shared offsets: a seeded random permdiag matrix whose blocks take
       // row block 0's offset of their column (same values distribution).
@@ -514,6 +519,8 @@ class BenchPass {
                     // within noise. Same sizes and work.
                     if (batch == 1)
                       kernels::PermDiagMatVec(row_pack_, xs, {}, ys, threads);
+                    else if (lanes_pack_.rows > 0 && kernels::PermDiagUsesLanesPack(p, m_, n_, batch))
+                      kernels::PermDiagMatMulRows(lanes_pack_, xs, batch, {}, ys, threads);
                     else
                       kernels::PermDiagMatMulRows(w_, xs, batch, {}, ys, threads);
                   });
@@ -635,6 +642,7 @@ class BenchPass {
   PermDiagMatrix w_;
   kernels::PermDiagColumnPack column_pack_;
   kernels::PermDiagRowPack row_pack_;
+  kernels::PermDiagLanesPack lanes_pack_;  // where a batch runs the lanes row
   kernels::PermDiagColumnWeights column_;
   std::unique_ptr<BlockCirculantMatrix> circ_;
   std::unique_ptr<kernels::CirculantFft> circ_fft_;

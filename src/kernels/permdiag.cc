@@ -129,6 +129,51 @@ PermDiagMatrix PermDiagRowPack::Unpack() const {
   return PermDiagMatrix::FromParts(rows, cols, p, v, k);
 }
 
+PermDiagLanesPack PermDiagLanesPack::Build(const PermDiagMatrix& w) {
+  PermDiagLanesPack pk;
+  pk.rows = w.rows();
+  pk.cols = w.cols();
+  pk.p = w.p();
+  pk.row_blocks = w.row_blocks();
+  pk.col_blocks = w.col_blocks();
+  const int64_t samples = simd::LanesRowSamples() > 0 ? simd::LanesRowSamples() : 64;
+  pk.chunk_rows = ChunkRows(pk.p, samples);
+  pk.chunk_cols = ChunkCols(pk.p, samples);
+  pk.values.Resize(static_cast<std::size_t>(pk.row_blocks * pk.col_blocks * pk.p));
+  pk.offsets.Resize(static_cast<std::size_t>(pk.row_blocks * pk.col_blocks));
+  const std::span<const uint16_t> k = w.offsets();
+  std::copy(k.begin(), k.end(), pk.offsets.begin());
+  for (int64_t I = 0; I < pk.row_blocks; ++I)
+    for (int64_t J = 0; J < pk.col_blocks; ++J) std::memcpy(pk.values.data() + pk.BlockStart(I, J), w.block(I, J), sizeof(float) * pk.p);
+  return pk;
+}
+
+PermDiagMatrix PermDiagLanesPack::Unpack() const {
+  std::vector<float> v(values.size());
+  for (int64_t I = 0; I < row_blocks; ++I)
+    for (int64_t J = 0; J < col_blocks; ++J)
+      std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + BlockStart(I, J), sizeof(float) * p);
+  return PermDiagMatrix::FromParts(rows, cols, p, v, {offsets.data(), offsets.size()});
+}
+
+void PermDiagMatMulRows(const PermDiagLanesPack& w, std::span<const float> x, int64_t batch,
+                        std::span<const float> bias, std::span<float> y, int threads) {
+  const char* op = "PermDiagMatMulRows (lanes pack)";
+  PERMDNN_CHECK(batch >= 1, "{}: batch must be >= 1, got {}", op, batch);
+  CheckSize(op, "X (batch x cols)", x.size(), w.cols * batch);
+  CheckSize(op, "Y (batch x rows)", y.size(), w.rows * batch);
+  CheckBias(op, bias, w.rows);
+  const float* b = bias.empty() ? nullptr : bias.data();
+  if (detail::UseReference(KernelOp::kPermDiagMatMulRows))
+    ref::MatMulRowsLanes(w, x.data(), batch, b, y.data());
+  else
+    simd::MatMulRowsLanes(w, x.data(), batch, b, y.data(), threads);
+}
+
+bool PermDiagUsesLanesPack(int p, int64_t rows, int64_t cols, int64_t batch) {
+  return SelectedKernel({KernelOp::kPermDiagMatMulRows, p, rows, cols, batch, false}) == "permdiag.matmul_rows.lanes";
+}
+
 void PermDiagMatVec(const PermDiagRowPack& w, std::span<const float> x, std::span<const float> bias,
                     std::span<float> y, int threads) {
   const char* op = "PermDiagMatVec (row pack)";

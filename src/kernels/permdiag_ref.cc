@@ -47,6 +47,26 @@ void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, con
   for (int64_t b = 0; b < batch; ++b) MatVec(w, x + b * w.cols, bias, y + b * w.rows);
 }
 
+// Straight from the lanes pack (permdiag.h): each block where BlockStart
+// puts it, plain loops, double accumulation per sample.
+void MatMulRowsLanes(const PermDiagLanesPack& w, const float* x, int64_t batch, const float* bias, float* y) {
+  const int p = w.p;
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* xb = x + b * w.cols;
+    for (int64_t I = 0; I < w.row_blocks; ++I)
+      for (int c = 0; c < p; ++c) {
+        const int64_t r = I * p + c;
+        if (r >= w.rows) break;
+        double acc = bias ? bias[r] : 0.0;
+        for (int64_t J = 0; J < w.col_blocks; ++J) {
+          const int64_t col = J * p + (c + w.offsets[I * w.col_blocks + J]) % p;
+          if (col < w.cols) acc += static_cast<double>(w.values[w.BlockStart(I, J) + c]) * xb[col];
+        }
+        y[b * w.rows + r] = static_cast<float>(acc);
+      }
+  }
+}
+
 void MatMul(const PermDiagView<float>& w, const float* x, int64_t batch, const float* bias,
             float* y) {
   const int p = w.p;

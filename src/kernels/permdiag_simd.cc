@@ -1121,28 +1121,35 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
 // times the N-sample vectors of column J·p + (r + k) mod p, and the
 // accumulators yT[row][b] are transposed back. No lane permutation and no doubled input: one broadcast and V loads
 // per V FMAs. Tiles of R rows of one row block × V vectors (V·N samples).
+// Where the lanes row reads its weights: the matrix (row-major), or a
+// PermDiagLanesPack (chunk-major, with its own chunk sizes; permdiag.h).
+struct LanesWeights {
+  const float* values = nullptr;
+  const uint16_t* offsets = nullptr;  // row-major either way
+  int64_t chunk_rows = 0, chunk_cols = 0;  // the pack's; 0: the matrix
+};
+
+// Rows r0 .. r0 + R − 1 of one row block over nj column blocks: q holds the
+// first block's values, the next ones p floats apart (both layouts), k its
+// offsets, xb the first block's xT rows, yr the first row's yT row.
 template <class D, int R, int V>
-HWY_INLINE void LanesTile(D d, const View& w, int64_t I, int r0, int64_t J0, int64_t J1, const float* xT,
-                          float* yT) {
+HWY_INLINE void LanesTile(D d, int p, const float* q, const uint16_t* k, int64_t nj, int r0, const float* xb,
+                          float* yr) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
   constexpr int64_t W = V * N;  // samples per xT / yT row
-  const int p = w.p;
-  const int64_t nb = w.col_blocks;
   hn::Vec<D> acc[R][V];
-  float* yr = yT + (I * p + r0) * W;
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = hn::Load(d, yr + r * W + v * N);
-  const float* q = w.values + I * nb * p + r0;
-  const uint16_t* k = w.offsets + I * nb;
-  for (int64_t J = J0; J < J1; ++J) {
-    const int kk = k[J];
-    const float* xb = xT + J * p * W;
-    const float* qJ = q + J * p;
+  q += r0;
+  for (int64_t j = 0; j < nj; ++j) {
+    const int kk = k[j];
+    const float* xj = xb + j * p * W;
+    const float* qj = q + j * p;
     for (int r = 0; r < R; ++r) {
       int c = r0 + r + kk;
       if (c >= p) c -= p;
-      const float* xr = xb + c * W;
-      const auto qv = hn::Set(d, qJ[r]);
+      const float* xr = xj + c * W;
+      const auto qv = hn::Set(d, qj[r]);
       for (int v = 0; v < V; ++v) acc[r][v] = hn::MulAdd(qv, hn::Load(d, xr + v * N), acc[r][v]);
     }
   }
@@ -1151,7 +1158,7 @@ HWY_INLINE void LanesTile(D d, const View& w, int64_t I, int r0, int64_t J0, int
 }
 
 template <class D, int R, int V>
-void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
+void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, float* yT, int threads) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
   constexpr int64_t W = V * N;
   const int p = w.p;
@@ -1159,9 +1166,26 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
   const int64_t nb = w.col_blocks;
   // J-chunk: its xT rows (jc·p·W floats, ~32 KiB) stay in L1 while the rows of
   // an I-chunk (their yT rows ~128 KiB, in L2) pass over them.
-  const int64_t fsz = sizeof(float);
-  const int64_t jc = std::max<int64_t>(1, (32 * 1024) / (p * W * fsz));
-  const int64_t ic = std::max<int64_t>(1, (128 * 1024) / (p * W * fsz));
+  if (lw.chunk_rows > 0) {
+    // A lanes pack: its chunks, one sequential weight stream (no software
+    // prefetch); workers take whole I-chunks.
+    const int64_t ic = lw.chunk_rows, jc = lw.chunk_cols;
+    ParallelFor((w.row_blocks + ic - 1) / ic, threads, [&](int64_t c0, int64_t c1, int) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t Ic = c * ic, Ic1 = std::min(w.row_blocks, Ic + ic);
+        for (int64_t J0 = 0; J0 < nb; J0 += jc) {
+          const int64_t J1 = std::min(nb, J0 + jc);
+          const float* q = lw.values + (Ic * nb + J0 * (Ic1 - Ic)) * p;
+          for (int64_t I = Ic; I < Ic1; ++I, q += (J1 - J0) * p)
+            for (int r0 = 0; r0 < p; r0 += R)
+              LanesTile<D, R, V>(d, p, q, lw.offsets + I * nb + J0, J1 - J0, r0, xT + J0 * p * W,
+                                 yT + (I * p + r0) * W);
+        }
+      }
+    });
+    return;
+  }
+  const int64_t jc = PermDiagLanesPack::ChunkCols(p, W), ic = PermDiagLanesPack::ChunkRows(p, W);
   // Each row block reads its J-chunk's weights (jc·p floats) and offsets
   // nb·p floats away from the previous block's: an I-chunk is 64-128 short
   // streams, too many for the hardware prefetcher. Both are prefetched
@@ -1193,7 +1217,9 @@ void LanesChunk(D d, const View& w, const float* xT, float* yT, int threads) {
           };
           ahead(kAhead, std::false_type{});
           ahead(kAheadL2, std::true_type{});
-          for (int r0 = 0; r0 < p; r0 += R) LanesTile<D, R, V>(d, w, I, r0, J0, J1, xT, yT);
+          for (int r0 = 0; r0 < p; r0 += R)
+            LanesTile<D, R, V>(d, p, lw.values + (I * nb + J0) * p, lw.offsets + I * nb + J0, J1 - J0, r0,
+                               xT + J0 * p * W, yT + (I * p + r0) * W);
         }
       }
     }
@@ -1280,8 +1306,8 @@ inline bool Transpose16(const float* src, int64_t ld_src, float* dst, int64_t ld
 // alternating rounds, stop 41: 1 x 4 and 4 x 4 were slower, 1 x 8 and 2 x 8
 // no faster).
 template <class D>
-void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float* init, float* ypad, int64_t ldy,
-                  int threads) {
+void LanesBatched(D d, const View& w, const LanesWeights& lw, const float* x, int64_t batch, const float* init,
+                  float* ypad, int64_t ldy, int threads) {
   static thread_local AlignedBuffer<float> xt_buf, yt_buf;
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
   constexpr int V = 4;
@@ -1301,7 +1327,7 @@ void LanesBatched(D d, const View& w, const float* x, int64_t batch, const float
       }
     for (int64_t r = 0; r < prow; ++r)
       for (int64_t s = 0; s < W; ++s) yT[r * W + s] = init[r];
-    LanesChunk<D, N >= 16 ? 4 : 2, V>(d, w, xT, yT, threads);
+    LanesChunk<D, N >= 16 ? 4 : 2, V>(d, w, lw, xT, yT, threads);
     for (int64_t r0 = 0; r0 < prow; r0 += 16)
       for (int64_t s0 = 0; s0 < W; s0 += 16) {
         if (r0 + 16 <= prow && Transpose16(yT + r0 * W + s0, W, ypad + (b0 + s0) * ldy + r0, ldy)) continue;
@@ -1355,7 +1381,7 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
       // arg 0: the row takes the plain input, not the doubled tiles.
       r.push_back({"permdiag.matmul_rows.lanes", AdmitsLanes,
                    [](const View& w, const float* x, int64_t b, const float* i, float* yp, int64_t l, int t) {
-                     LanesBatched<DF>(DF(), w, x, b, i, yp, l, t);
+                     LanesBatched<DF>(DF(), w, LanesWeights{w.values, w.offsets}, x, b, i, yp, l, t);
                    },
                    0});
     }
@@ -1432,6 +1458,41 @@ void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* b
   row.fn(w, xx, batch, init, ypad, prow, threads);
   if (!direct)
     for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
+}
+
+// The product on a lanes pack: the lanes row where it admits the problem
+// on this target, else the reference loops over the pack.
+void MatMulRowsLanesImpl(const PermDiagLanesPack& pk, const float* x, int64_t batch, const float* bias, float* y,
+                         int threads) {
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+  using DF = hn::ScalableTag<float>;
+  if constexpr (hn::MaxLanes(DF()) == 16 || hn::MaxLanes(DF()) == 8) {
+    if (AdmitsLanes({KernelOp::kPermDiagMatMulRows, pk.p, pk.rows, pk.cols, batch, false})) {
+      static thread_local AlignedBuffer<float> y_buf, init_buf;
+      const View w{pk.rows, pk.cols, pk.p, pk.row_blocks, pk.col_blocks, pk.values.data(), pk.offsets.data()};
+      const int64_t prow = w.padded_rows();
+      float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
+      for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
+      const bool direct = w.rows == prow;
+      float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(batch * prow));
+      LanesBatched<DF>(DF(), w, LanesWeights{pk.values.data(), pk.offsets.data(), pk.chunk_rows, pk.chunk_cols}, x,
+                       batch, init, ypad, prow, threads);
+      if (!direct)
+        for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
+      return;
+    }
+  }
+#endif
+  (void)threads;
+  ref::MatMulRowsLanes(pk, x, batch, bias, y);
+}
+
+int64_t LanesRowSamplesImpl() {
+#if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
+  using DF = hn::ScalableTag<float>;
+  if constexpr (hn::MaxLanes(DF()) == 16 || hn::MaxLanes(DF()) == 8) return 4 * static_cast<int64_t>(hn::MaxLanes(DF()));
+#endif
+  return 0;
 }
 
 // ---- x = Wᵀ·g ------------------------------------------------------------------
@@ -1826,6 +1887,8 @@ namespace permdnn::kernels {
 HWY_EXPORT(MatVecImpl);
 HWY_EXPORT(MatMulImpl);
 HWY_EXPORT(MatMulRowsImpl);
+HWY_EXPORT(MatMulRowsLanesImpl);
+HWY_EXPORT(LanesRowSamplesImpl);
 HWY_EXPORT(MatVecTImpl);
 HWY_EXPORT(MatMulTImpl);
 HWY_EXPORT(MatVecSparseInputImpl);
@@ -1862,6 +1925,11 @@ void MatMulRows(const PermDiagView<float>& w, const float* x, int64_t batch, con
                 int threads) {
   HWY_DYNAMIC_DISPATCH(MatMulRowsImpl)(w, x, batch, bias, y, threads);
 }
+void MatMulRowsLanes(const PermDiagLanesPack& w, const float* x, int64_t batch, const float* bias, float* y,
+                     int threads) {
+  HWY_DYNAMIC_DISPATCH(MatMulRowsLanesImpl)(w, x, batch, bias, y, threads);
+}
+int64_t LanesRowSamples() { return HWY_DYNAMIC_DISPATCH(LanesRowSamplesImpl)(); }
 void MatVecT(const PermDiagView<float>& w, const float* g, float* x, int threads) {
   HWY_DYNAMIC_DISPATCH(MatVecTImpl)(w, g, x, threads);
 }

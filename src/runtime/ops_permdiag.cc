@@ -108,6 +108,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       return *held;
     };
     if (!bias_) bias_ = SharedForm<std::vector<float>>(packs_, "bias", [&] { return decoded().bias; });
+    use_lanes_ = !column_ && batch_ >= 4 && kernels::PermDiagUsesLanesPack(static_cast<int>(p_), out_, in_, batch_);
     if (column_) {
       if (!decoded_) decoded_ = Decoded(ctx);  // (int16 quantizes it)
       if (!col_) col_ = SharedForm<kernels::PermDiagColumnWeights>(packs_, "column-weights", [&] {
@@ -120,10 +121,18 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       // caller that alternates batch sizes.
       rows_ = SharedForm<kernels::PermDiagRowPack>(packs_, "rows",
                                                    [&] { return kernels::PermDiagRowPack::Build(decoded().w); });
-      if (decoded_ && crossings_++ == 0) decoded_ = nullptr;
+      if ((decoded_ || lanes_) && crossings_++ == 0) decoded_ = nullptr, lanes_ = nullptr;
+    } else if (use_lanes_) {
+      // The lanes row (batch a multiple of 64) reads its weights from the
+      // lanes pack, as one stream (kernels::PermDiagLanesPack).
+      if (!lanes_) {
+        lanes_ = SharedForm<kernels::PermDiagLanesPack>(packs_, "lanes",
+                                                        [&] { return kernels::PermDiagLanesPack::Build(decoded().w); });
+        if ((decoded_ || rows_) && crossings_++ == 0) decoded_ = nullptr, rows_ = nullptr;
+      }
     } else if (batch_ >= 4 && !decoded_) {
       decoded_ = Decoded(ctx);
-      if (rows_ && crossings_++ == 0) rows_ = nullptr;
+      if ((rows_ || lanes_) && crossings_++ == 0) rows_ = nullptr, lanes_ = nullptr;
     }
     if (batch_ == 1 && !skip_) {
       // (Measured under the cache's lock, a few ms: another plan of the
@@ -158,7 +167,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // ChooseFracBits<int16_t> of their max |value| on the calibration batch;
   // bias at the accumulator scale 2^-(fw + fx).
   void EndCalibration() override {
-    w16_ = decoded_ ? PermDiagMatrixI16::Quantize(decoded_->w) : PermDiagMatrixI16::Quantize(rows_->Unpack());
+    w16_ = PermDiagMatrixI16::Quantize(decoded_ ? decoded_->w : HeldMatrix());
     fx_ = ChooseFracBits<int16_t>(x_max_);
     fy_ = ChooseFracBits<int16_t>(y_max_);
     const int facc = w16_.frac_bits() + fx_;
@@ -200,8 +209,10 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
                                        rs.threads);
     if (column_) return RunColumn(x, y, bias, threads, rs);
     if (batch_ >= 4) {
-      kernels::PermDiagMatMulRows(decoded_->w, {x, static_cast<std::size_t>(batch_ * in_)}, batch_, bias,
-                                  {y, static_cast<std::size_t>(batch_ * out_)}, threads);
+      const std::span<const float> xs(x, static_cast<std::size_t>(batch_ * in_));
+      const std::span<float> ys(y, static_cast<std::size_t>(batch_ * out_));
+      if (use_lanes_) kernels::PermDiagMatMulRows(*lanes_, xs, batch_, bias, ys, threads);
+      else kernels::PermDiagMatMulRows(decoded_->w, xs, batch_, bias, ys, threads);
       return;
     }
     if (batch_ == 1 && Skips(x, rs)) {
@@ -235,11 +246,14 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     if (skipped_ && !column_ && !colpack_) colpack_ = ColumnPack(nullptr);
     return skipped_;
   }
+  // The matrix back from the layout held for the plan (the row pack or the
+  // lanes pack) where the decoded matrix is not held.
+  PermDiagMatrix HeldMatrix() const { return rows_ ? rows_->Unpack() : lanes_->Unpack(); }
   // From `w` where the caller holds the decoded matrix, else from the held layout.
   std::shared_ptr<const kernels::PermDiagColumnPack> ColumnPack(const PermDiagMatrix* w) {
     return SharedForm<kernels::PermDiagColumnPack>(packs_, "columns", [&] {
       if (!w && decoded_) w = &decoded_->w;
-      return w ? kernels::PermDiagColumnPack::Build(*w) : kernels::PermDiagColumnPack::Build(rows_->Unpack());
+      return kernels::PermDiagColumnPack::Build(w ? *w : HeldMatrix());
     });
   }
   PermDiagFcSkip MeasureSkip(const PermDiagMatrix* w) {
@@ -292,6 +306,10 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major when
   // cache-sized, the faster batch-1 layout) below.
   std::shared_ptr<const kernels::PermDiagRowPack> rows_;
+  // Batch >= 4 where the kernel table picks the lanes row (a multiple of 64
+  // on AVX2 / AVX-512): its chunk-major copy instead of the matrix.
+  std::shared_ptr<const kernels::PermDiagLanesPack> lanes_;
+  bool use_lanes_ = false;  // this plan runs on lanes_
   std::shared_ptr<const std::vector<float>> bias_;
   // Fixed point.
   bool calibrated_ = false, int16_active_ = false;

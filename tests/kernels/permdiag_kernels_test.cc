@@ -280,6 +280,36 @@ std::vector<std::tuple<int64_t, int>> AllParams() {
   return params;
 }
 
+// The lanes pack (permdiag.h): Unpack gives the matrix back bit for bit,
+// and the product on it equals the reference on the matrix, with several
+// I- and J-chunks (the last ones partial: 150p + 3 rows, 40p + 5 columns)
+// at batch 64 and 128 (the lanes row, where the target admits p) and at
+// batch 3 (the reference loops over the pack), on one and two threads.
+TEST_P(PermDiagKernels, MatMulRowsLanesPack) {
+  const int p = this->p();
+  std::vector<Shape> shapes = ShapesFor(p);
+  if (p <= 16) shapes.push_back({150 * p + 3, 40 * p + 5});
+  for (Shape s : shapes) {
+    PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 11 + s.cols, 1.0);
+    const PermDiagLanesPack pack = PermDiagLanesPack::Build(w);
+    const PermDiagMatrix back = pack.Unpack();
+    ASSERT_TRUE(AllEqual<float>(w.values(), back.values())) << s.rows << "x" << s.cols << " p=" << p;
+    ASSERT_TRUE(std::equal(w.offsets().begin(), w.offsets().end(), back.offsets().begin()));
+    auto bias = RandomVector(s.rows, 1.0, 6);
+    for (int64_t batch : {3, 64, 128}) {
+      auto x = RandomVector(s.cols * batch, 1.0, batch + 200);
+      std::vector<float> expect(s.rows * batch), got(s.rows * batch, -1.0f);
+      ref::MatMulRows(w.view(), x.data(), batch, bias.data(), expect.data());
+      for (int threads : {1, 2}) {
+        PermDiagMatMulRows(pack, x, batch, bias, got, threads);
+        ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)))
+            << "lanes pack " << s.rows << "x" << s.cols << " p=" << p << " batch=" << batch << " threads=" << threads
+            << " chunks " << pack.chunk_rows << "x" << pack.chunk_cols;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Targets, PermDiagKernels, ::testing::ValuesIn(AllParams()),
     [](const ::testing::TestParamInfo<std::tuple<int64_t, int>>& info) {

@@ -132,10 +132,12 @@ TEST(RuntimeExport, MlpCustomAndPortableMatchReference) {
     EXPECT_EQ(a.Summary().compressed_nodes, 1);
     EXPECT_EQ(b.Summary().compressed_nodes, 0);
     EXPECT_FALSE(a.Metadata("permdnn.preprocess").empty());
-    // 1 and 3 run on the row pack, 64 on the row-major matrix (the first
-    // crossing converts and drops the pack); the second 1 rebuilds the pack
-    // and from then on both layouts are kept (the last 64).
-    for (int64_t batch : {1, 3, 64, 1, 64}) {
+    // 1 and 3 run on the row pack, 64 and 128 on the lanes pack where the
+    // kernel table picks the lanes row for them (AVX-512; AVX2 at p = 4),
+    // else on the row-major matrix, 16 on the matrix. The first crossing
+    // converts and drops the layout before; from the second on the layouts
+    // are kept (kernels::PermDiagLanesPack, ops_permdiag.cc).
+    for (int64_t batch : {1, 3, 64, 16, 1, 64, 128, 16, 3}) {
       std::vector<float> x = Randn(batch * 36, 100 + batch);
       std::vector<float> want = MlpReference(m, x, batch);
       ExpectNear(want, RunModel(a, x, {batch, 1, 6, 6}), 1e-4);

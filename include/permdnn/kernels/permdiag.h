@@ -136,6 +136,59 @@ struct PermDiagRowPack {
   }
 };
 
+// The weights of the batched product Y = X·Wᵀ in the order its `lanes`
+// row reads them (kernel table row permdiag.matmul_rows.lanes: the batch
+// in the vector lanes, B a multiple of 64; src/kernels/permdiag_simd.cc).
+// That row walks the matrix in I-chunks of chunk_rows row blocks (their
+// accumulators stay in L2) and, inside one, J-chunks of chunk_cols column
+// blocks (their transposed inputs stay in L1), every row block of the
+// I-chunk reading its piece of the J-chunk: chunk_cols·p floats. In the
+// matrix's row-major layout those pieces are chunk_rows short streams
+// col_blocks·p floats apart, which neither the hardware prefetcher nor a
+// software prefetch kept up with on the Intel Xeon of docs/benchmarks.md
+// (B = 64, AVX3: VGG-6 and Alex-6 at p = 4 and 8 ran 42-44 GF/s per stored
+// weight from it, 68-71 from this layout). Here each I-chunk keeps its
+// row-major region of values, stored J-chunk by J-chunk and, inside one,
+// row block by row block, so the row reads one sequential stream:
+//     values[Ic·nb·p + J0·nI·p + (I − Ic)·nJ·p + (J − J0)·p + e] = q_IJ[e]
+// for block (I, J) in I-chunk [Ic, Ic + nI) and J-chunk [J0, J0 + nJ)
+// (nb = col_blocks; the last chunks may be shorter). Offsets row-major
+// [row_blocks][col_blocks], as the matrix's. The chunk sizes are the row's
+// for the SIMD target active at Build (ChunkRows / ChunkCols of its
+// samples per transposed row); the kernel reads them from the pack, so a
+// pack runs on any target (where the lanes row does not admit the problem,
+// through the reference loops).
+struct PermDiagLanesPack {
+  int64_t rows = 0, cols = 0;
+  int p = 1;
+  int64_t row_blocks = 0, col_blocks = 0;
+  int64_t chunk_rows = 1, chunk_cols = 1;
+  AlignedBuffer<float> values;
+  AlignedBuffer<uint16_t> offsets;
+
+  // The lanes row's chunks for `samples` samples per transposed row (4
+  // vectors: 64 on AVX-512, 32 on AVX2): 128 KiB of accumulators per
+  // I-chunk, 32 KiB of transposed input per J-chunk.
+  static int64_t ChunkRows(int p, int64_t samples) {
+    return std::max<int64_t>(1, (int64_t{128} << 10) / (p * samples * int64_t{sizeof(float)}));
+  }
+  static int64_t ChunkCols(int p, int64_t samples) {
+    return std::max<int64_t>(1, (int64_t{32} << 10) / (p * samples * int64_t{sizeof(float)}));
+  }
+  static PermDiagLanesPack Build(const PermDiagMatrix& w);
+  // The matrix back (Build's inverse), for holders that keep one copy.
+  PermDiagMatrix Unpack() const;
+  // Where block (I, J)'s p values start in values.
+  int64_t BlockStart(int64_t I, int64_t J) const {
+    const int64_t Ic = I / chunk_rows * chunk_rows, J0 = J / chunk_cols * chunk_cols;
+    const int64_t nI = std::min(chunk_rows, row_blocks - Ic), nJ = std::min(chunk_cols, col_blocks - J0);
+    return (Ic * col_blocks + J0 * nI + (I - Ic) * nJ + (J - J0)) * p;
+  }
+  int64_t bytes() const {
+    return static_cast<int64_t>(values.size() * sizeof(float) + offsets.size() * sizeof(uint16_t));
+  }
+};
+
 // ---- Public entry points (validate, then dispatch) -------------------------
 
 // y = W·x + bias.
@@ -152,6 +205,13 @@ void PermDiagMatMul(const PermDiagMatrix& w, std::span<const float> x, int64_t b
 // of Y is W·x_b + bias). Register-blocked over tiles of samples.
 void PermDiagMatMulRows(const PermDiagMatrix& w, std::span<const float> x, int64_t batch,
                         std::span<const float> bias, std::span<float> y, int threads = 1);
+// The same product on the lanes pack (the runtime's layout where the lanes
+// row runs: PermDiagUsesLanesPack).
+void PermDiagMatMulRows(const PermDiagLanesPack& w, std::span<const float> x, int64_t batch,
+                        std::span<const float> bias, std::span<float> y, int threads = 1);
+// Whether PermDiagMatMulRows of this problem runs the lanes row on the
+// active SIMD target (so a holder of the weights keeps a PermDiagLanesPack).
+bool PermDiagUsesLanesPack(int p, int64_t rows, int64_t cols, int64_t batch);
 // x = Wᵀ·g (the input gradient of y = W·x).
 void PermDiagMatVecT(const PermDiagMatrix& w, std::span<const float> g, std::span<float> x,
                      int threads = 1);
@@ -196,6 +256,7 @@ void MatVecT(const PermDiagView<float>& w, const float* g, float* x);
 void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float* x);
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y);
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y);
+void MatMulRowsLanes(const PermDiagLanesPack& w, const float* x, int64_t batch, const float* bias, float* y);
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc);
 }  // namespace ref
 
@@ -211,6 +272,13 @@ void MatMulT(const PermDiagView<float>& w, const float* g, int64_t batch, float*
 void MatVecSparseInput(const PermDiagColumnPack& w, const float* x, const float* bias, float* y,
                        int threads);
 void MatVecPacked(const PermDiagRowPack& w, const float* x, const float* bias, float* y, int threads);
+// Where the lanes row does not admit the pack's problem on the active
+// target: ref::MatMulRowsLanes.
+void MatMulRowsLanes(const PermDiagLanesPack& w, const float* x, int64_t batch, const float* bias, float* y,
+                     int threads);
+// Samples per transposed row of the active target's lanes row (4 vectors),
+// 0 where it has none.
+int64_t LanesRowSamples();
 void MatVecI16Acc(const PermDiagView<int16_t>& w, const int16_t* x, int64_t* acc, int threads);
 }  // namespace simd
 
