@@ -141,19 +141,25 @@ PermDiagLanesPack PermDiagLanesPack::Build(const PermDiagMatrix& w) {
   pk.chunk_cols = ChunkCols(pk.p, samples);
   pk.values.Resize(static_cast<std::size_t>(pk.row_blocks * pk.col_blocks * pk.p));
   pk.offsets.Resize(static_cast<std::size_t>(pk.row_blocks * pk.col_blocks));
-  const std::span<const uint16_t> k = w.offsets();
-  std::copy(k.begin(), k.end(), pk.offsets.begin());
   for (int64_t I = 0; I < pk.row_blocks; ++I)
-    for (int64_t J = 0; J < pk.col_blocks; ++J) std::memcpy(pk.values.data() + pk.BlockStart(I, J), w.block(I, J), sizeof(float) * pk.p);
+    for (int64_t J = 0; J < pk.col_blocks; ++J) {
+      const int64_t at = pk.BlockStart(I, J);
+      std::memcpy(pk.values.data() + at, w.block(I, J), sizeof(float) * pk.p);
+      pk.offsets[static_cast<std::size_t>(at / pk.p)] = static_cast<uint16_t>(w.offset(I, J));
+    }
   return pk;
 }
 
 PermDiagMatrix PermDiagLanesPack::Unpack() const {
   std::vector<float> v(values.size());
+  std::vector<uint16_t> k(offsets.size());
   for (int64_t I = 0; I < row_blocks; ++I)
-    for (int64_t J = 0; J < col_blocks; ++J)
-      std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + BlockStart(I, J), sizeof(float) * p);
-  return PermDiagMatrix::FromParts(rows, cols, p, v, {offsets.data(), offsets.size()});
+    for (int64_t J = 0; J < col_blocks; ++J) {
+      const int64_t at = BlockStart(I, J);
+      std::memcpy(v.data() + (I * col_blocks + J) * p, values.data() + at, sizeof(float) * p);
+      k[static_cast<std::size_t>(I * col_blocks + J)] = offsets[static_cast<std::size_t>(at / p)];
+    }
+  return PermDiagMatrix::FromParts(rows, cols, p, v, k);
 }
 
 void PermDiagMatMulRows(const PermDiagLanesPack& w, std::span<const float> x, int64_t batch,

@@ -59,8 +59,9 @@ void MatMulRowsLanes(const PermDiagLanesPack& w, const float* x, int64_t batch, 
         if (r >= w.rows) break;
         double acc = bias ? bias[r] : 0.0;
         for (int64_t J = 0; J < w.col_blocks; ++J) {
-          const int64_t col = J * p + (c + w.offsets[I * w.col_blocks + J]) % p;
-          if (col < w.cols) acc += static_cast<double>(w.values[w.BlockStart(I, J) + c]) * xb[col];
+          const int64_t at = w.BlockStart(I, J);
+          const int64_t col = J * p + (c + w.offsets[at / p]) % p;
+          if (col < w.cols) acc += static_cast<double>(w.values[at + c]) * xb[col];
         }
         y[b * w.rows + r] = static_cast<float>(acc);
       }

@@ -1125,7 +1125,7 @@ void RowsBatched(D d, const View& w, const float* xx, int64_t batch, const float
 // PermDiagLanesPack (chunk-major, with its own chunk sizes; permdiag.h).
 struct LanesWeights {
   const float* values = nullptr;
-  const uint16_t* offsets = nullptr;  // row-major either way
+  const uint16_t* offsets = nullptr;       // one per block, in the values' order
   int64_t chunk_rows = 0, chunk_cols = 0;  // the pack's; 0: the matrix
 };
 
@@ -1175,11 +1175,12 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
         const int64_t Ic = c * ic, Ic1 = std::min(w.row_blocks, Ic + ic);
         for (int64_t J0 = 0; J0 < nb; J0 += jc) {
           const int64_t J1 = std::min(nb, J0 + jc);
-          const float* q = lw.values + (Ic * nb + J0 * (Ic1 - Ic)) * p;
-          for (int64_t I = Ic; I < Ic1; ++I, q += (J1 - J0) * p)
+          const int64_t first = Ic * nb + J0 * (Ic1 - Ic);  // the chunk's first block
+          const float* q = lw.values + first * p;
+          const uint16_t* k = lw.offsets + first;
+          for (int64_t I = Ic; I < Ic1; ++I, q += (J1 - J0) * p, k += J1 - J0)
             for (int r0 = 0; r0 < p; r0 += R)
-              LanesTile<D, R, V>(d, p, q, lw.offsets + I * nb + J0, J1 - J0, r0, xT + J0 * p * W,
-                                 yT + (I * p + r0) * W);
+              LanesTile<D, R, V>(d, p, q, k, J1 - J0, r0, xT + J0 * p * W, yT + (I * p + r0) * W);
         }
       }
     });
@@ -1469,7 +1470,7 @@ void MatMulRowsLanesImpl(const PermDiagLanesPack& pk, const float* x, int64_t ba
   if constexpr (hn::MaxLanes(DF()) == 16 || hn::MaxLanes(DF()) == 8) {
     if (AdmitsLanes({KernelOp::kPermDiagMatMulRows, pk.p, pk.rows, pk.cols, batch, false})) {
       static thread_local AlignedBuffer<float> y_buf, init_buf;
-      const View w{pk.rows, pk.cols, pk.p, pk.row_blocks, pk.col_blocks, pk.values.data(), pk.offsets.data()};
+      const View w{pk.rows, pk.cols, pk.p, pk.row_blocks, pk.col_blocks, nullptr, nullptr};  // geometry only
       const int64_t prow = w.padded_rows();
       float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
       for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;

@@ -152,8 +152,8 @@ struct PermDiagRowPack {
 // row block by row block, so the row reads one sequential stream:
 //     values[Ic·nb·p + J0·nI·p + (I − Ic)·nJ·p + (J − J0)·p + e] = q_IJ[e]
 // for block (I, J) in I-chunk [Ic, Ic + nI) and J-chunk [J0, J0 + nJ)
-// (nb = col_blocks; the last chunks may be shorter). Offsets row-major
-// [row_blocks][col_blocks], as the matrix's. The chunk sizes are the row's
+// (nb = col_blocks; the last chunks may be shorter), and block (I, J)'s
+// offset at the same place divided by p. The chunk sizes are the row's
 // for the SIMD target active at Build (ChunkRows / ChunkCols of its
 // samples per transposed row); the kernel reads them from the pack, so a
 // pack runs on any target (where the lanes row does not admit the problem,
@@ -164,7 +164,7 @@ struct PermDiagLanesPack {
   int64_t row_blocks = 0, col_blocks = 0;
   int64_t chunk_rows = 1, chunk_cols = 1;
   AlignedBuffer<float> values;
-  AlignedBuffer<uint16_t> offsets;
+  AlignedBuffer<uint16_t> offsets;  // BlockStart(I, J) / p
 
   // The lanes row's chunks for `samples` samples per transposed row (4
   // vectors: 64 on AVX-512, 32 on AVX2): 128 KiB of accumulators per
