@@ -1157,6 +1157,23 @@ HWY_INLINE void LanesTile(D d, int p, const float* q, const uint16_t* k, int64_t
     for (int v = 0; v < V; ++v) hn::Store(acc[r][v], d, yr + r * W + v * N);
 }
 
+// A lanes pack's piece of n floats and its nk offsets into L1 (or L2).
+template <bool kL2>
+inline void PrefetchLanesPiece(const float* q, const uint16_t* k, int64_t n, int64_t nk, std::bool_constant<kL2>) {
+#if !defined(HWY_DISABLE_CACHE_CONTROL)
+  for (int64_t f = 0; f < n; f += 16) {
+    if constexpr (kL2) __builtin_prefetch(q + f, 0, 2);
+    else hwy::Prefetch(q + f);
+  }
+  for (int64_t f = 0; f < nk; f += 32) {
+    if constexpr (kL2) __builtin_prefetch(k + f, 0, 2);
+    else hwy::Prefetch(k + f);
+  }
+#else
+  (void)q, (void)k, (void)n, (void)nk;
+#endif
+}
+
 template <class D, int R, int V>
 void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, float* yT, int threads) {
   constexpr int64_t N = static_cast<int64_t>(hn::MaxLanes(D()));
@@ -1166,9 +1183,12 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
   const int64_t nb = w.col_blocks;
   // J-chunk: its xT rows (jc·p·W floats, ~32 KiB) stay in L1 while the rows of
   // an I-chunk (their yT rows ~128 KiB, in L2) pass over them.
+  constexpr int64_t kAhead = 2, kAheadL2 = 6;  // row blocks (below)
   if (lw.chunk_rows > 0) {
-    // A lanes pack: its chunks, one sequential weight stream (no software
-    // prefetch); workers take whole I-chunks.
+    // A lanes pack: its chunks, one sequential weight stream, prefetched as
+    // the matrix's pieces are (an I-chunk's region is contiguous, so the
+    // distance runs on into the next J-chunk; past the pack's end a
+    // prefetch is a no-op, it never faults); workers take whole I-chunks.
     const int64_t ic = lw.chunk_rows, jc = lw.chunk_cols;
     ParallelFor((w.row_blocks + ic - 1) / ic, threads, [&](int64_t c0, int64_t c1, int) {
       for (int64_t c = c0; c < c1; ++c) {
@@ -1176,11 +1196,15 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
         for (int64_t J0 = 0; J0 < nb; J0 += jc) {
           const int64_t J1 = std::min(nb, J0 + jc);
           const int64_t first = Ic * nb + J0 * (Ic1 - Ic);  // the chunk's first block
+          const int64_t n = (J1 - J0) * p;                   // floats per row block
           const float* q = lw.values + first * p;
           const uint16_t* k = lw.offsets + first;
-          for (int64_t I = Ic; I < Ic1; ++I, q += (J1 - J0) * p, k += J1 - J0)
+          for (int64_t I = Ic; I < Ic1; ++I, q += n, k += J1 - J0) {
+            PrefetchLanesPiece(q + kAhead * n, k + kAhead * (J1 - J0), n, J1 - J0, std::false_type{});
+            PrefetchLanesPiece(q + kAheadL2 * n, k + kAheadL2 * (J1 - J0), n, J1 - J0, std::true_type{});
             for (int r0 = 0; r0 < p; r0 += R)
               LanesTile<D, R, V>(d, p, q, k, J1 - J0, r0, xT + J0 * p * W, yT + (I * p + r0) * W);
+          }
         }
       }
     });
@@ -1202,7 +1226,6 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
   // Alex-7 / VGG-7 0.81x; p = 8 Alex-6 6.3 vs 7.6 ms, VGG-6 17.2 vs 23.0
   // ms, Alex-7 / VGG-7 0.95x (with the register transposes, Transpose16).
   // 6, 12 and 24 blocks ahead measured the same (four rounds).
-  constexpr int64_t kAhead = 2, kAheadL2 = 6;
   ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
     for (int64_t Ic = I0; Ic < I1; Ic += ic) {
       const int64_t Ic1 = std::min(I1, Ic + ic);
