@@ -146,8 +146,9 @@ struct PermDiagRowPack {
 // matrix's row-major layout those pieces are chunk_rows short streams
 // col_blocks·p floats apart, which neither the hardware prefetcher nor a
 // software prefetch kept up with on the Intel Xeon of docs/benchmarks.md
-// (B = 64, AVX3: VGG-6 and Alex-6 at p = 4 and 8 ran 42-44 GF/s per stored
-// weight from it, 68-71 from this layout). Here each I-chunk keeps its
+// (B = 64, AVX3, three alternating rounds: VGG-6 and Alex-6 at p = 4 and 8
+// ran 41-57 GF/s per stored weight from it, 67-71 from this layout). Here
+// each I-chunk keeps its
 // row-major region of values, stored J-chunk by J-chunk and, inside one,
 // row block by row block, so the row reads one sequential stream:
 //     values[Ic·nb·p + J0·nI·p + (I − Ic)·nJ·p + (J − J0)·p + e] = q_IJ[e]
