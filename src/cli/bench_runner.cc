@@ -510,8 +510,10 @@ class BenchPass {
     const kernels::KernelProblem q{
         batch == 1 ? kernels::KernelOp::kPermDiagMatVecPacked : kernels::KernelOp::kPermDiagMatMulRows, p, m_, n_,
         batch, row_pack_.chunked};
+    // Batches the lanes row runs read the lanes pack (decided outside the timing).
+    const bool lanes = batch > 1 && lanes_pack_.rows > 0 && kernels::PermDiagUsesLanesPack(p, m_, n_, batch);
     TimeAndRecord(fmt::format("{} permdiag p={} B={} a={} T={}", layer_->name, p, batch, act, threads), "permdiag",
-                  kernels::SelectedKernel(q), p, batch, act, threads, w_.nnz(), w_.bytes(), [&] {
+                  kernels::SelectedKernel(q), p, batch, act, threads, w_.nnz(), w_.bytes(), [&, lanes] {
                     // Batch > 1: the batch-major register-blocked kernel (what
                     // the runtime and training use). Against the feature-major
                     // PermDiagMatMul at B = 64, p = 8, 1 thread (loaded
@@ -519,7 +521,7 @@ class BenchPass {
                     // within noise. Same sizes and work.
                     if (batch == 1)
                       kernels::PermDiagMatVec(row_pack_, xs, {}, ys, threads);
-                    else if (lanes_pack_.rows > 0 && kernels::PermDiagUsesLanesPack(p, m_, n_, batch))
+                    else if (lanes)
                       kernels::PermDiagMatMulRows(lanes_pack_, xs, batch, {}, ys, threads);
                     else
                       kernels::PermDiagMatMulRows(w_, xs, batch, {}, ys, threads);

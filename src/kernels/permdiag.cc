@@ -30,15 +30,21 @@ void CheckBias(const char* op, std::span<const float> bias, int64_t rows) {
                 "{}: bias has {} entries, expected 0 or {} (rows)", op, bias.size(), rows);
 }
 
-}  // namespace
-
-PermDiagColumnPack PermDiagColumnPack::Build(const PermDiagMatrix& w) {
-  PermDiagColumnPack pack;
+// The block geometry each pack keeps of its matrix.
+template <class Pack>
+void TakeGeometry(const PermDiagMatrix& w, Pack& pack) {
   pack.rows = w.rows();
   pack.cols = w.cols();
   pack.p = w.p();
   pack.row_blocks = w.row_blocks();
   pack.col_blocks = w.col_blocks();
+}
+
+}  // namespace
+
+PermDiagColumnPack PermDiagColumnPack::Build(const PermDiagMatrix& w) {
+  PermDiagColumnPack pack;
+  TakeGeometry(w, pack);
   const int p = w.p();
   const int64_t mb = w.row_blocks(), nb = w.col_blocks();
   pack.col_values.Resize(static_cast<std::size_t>(nb * p * mb));
@@ -89,11 +95,7 @@ bool PermDiagRowPack::UsesChunks(const PermDiagMatrix& w, int64_t chunked_max_by
 PermDiagRowPack PermDiagRowPack::Build(const PermDiagMatrix& w, int64_t chunked_max_bytes) {
   const int p = w.p();
   PermDiagRowPack pack;
-  pack.rows = w.rows();
-  pack.cols = w.cols();
-  pack.p = p;
-  pack.row_blocks = w.row_blocks();
-  pack.col_blocks = w.col_blocks();
+  TakeGeometry(w, pack);
   pack.chunked = UsesChunks(w, chunked_max_bytes);
   if (!pack.chunked) {
     pack.groups = pack.row_blocks;
@@ -131,11 +133,7 @@ PermDiagMatrix PermDiagRowPack::Unpack() const {
 
 PermDiagLanesPack PermDiagLanesPack::Build(const PermDiagMatrix& w) {
   PermDiagLanesPack pk;
-  pk.rows = w.rows();
-  pk.cols = w.cols();
-  pk.p = w.p();
-  pk.row_blocks = w.row_blocks();
-  pk.col_blocks = w.col_blocks();
+  TakeGeometry(w, pk);
   const int64_t samples = simd::LanesRowSamples() > 0 ? simd::LanesRowSamples() : 64;
   pk.chunk_rows = ChunkRows(pk.p, samples);
   pk.chunk_cols = ChunkCols(pk.p, samples);
@@ -177,7 +175,10 @@ void PermDiagMatMulRows(const PermDiagLanesPack& w, std::span<const float> x, in
 }
 
 bool PermDiagUsesLanesPack(int p, int64_t rows, int64_t cols, int64_t batch) {
-  return SelectedKernel({KernelOp::kPermDiagMatMulRows, p, rows, cols, batch, false}) == "permdiag.matmul_rows.lanes";
+  // (A prefix: a row the preferences table moves to another target is
+  // named with that target appended.)
+  return SelectedKernel({KernelOp::kPermDiagMatMulRows, p, rows, cols, batch, false})
+             .starts_with("permdiag.matmul_rows.lanes");
 }
 
 void PermDiagMatVec(const PermDiagRowPack& w, std::span<const float> x, std::span<const float> bias,

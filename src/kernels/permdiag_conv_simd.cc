@@ -18,8 +18,9 @@
 // R = 2, T = 8, NV = 1 for 1×1 at stride 1 and R = 2, T = 2, NV = 4 at
 // stride 2, with padding (ConvRun); with 16 (AVX2, SSE4): R = 2,
 // T = 4 for 3×3 with the weights loaded at each FMA (WeightsInRegisters;
-// on AVX2 at stride 2 R = 2, T = 2, NV = 2), R = 1, T = 8 for 1×1. Tiles at the bottom and right use smaller R and T
-// (every R ≤ RMAX, T ≤ TMAX is instantiated), so no output position is
+// on AVX2 at stride 2 R = 2, T = 2, NV = 2), R = 1, T = 8 for 1×1. Tiles
+// at the bottom and right use smaller R and T (every R ≤ RMAX, T ≤ TMAX
+// is instantiated), so no output position is
 // computed twice; edge tiles (kEdge) skip the halo rows outside the image
 // and read zeros for its columns outside it, so nothing outside is read.
 // 1×1 layers without padding on any side (every one in resnet18 and

@@ -38,6 +38,7 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -1157,20 +1158,21 @@ HWY_INLINE void LanesTile(D d, int p, const float* q, const uint16_t* k, int64_t
     for (int v = 0; v < V; ++v) hn::Store(acc[r][v], d, yr + r * W + v * N);
 }
 
-// A lanes pack's piece of n floats and its nk offsets into L1 (or L2).
+// The lanes pack's n floats from value `from` on, and their blocks'
+// offsets, into L1 (or L2); nothing at or past `total` (the pack's floats).
 template <bool kL2>
-inline void PrefetchLanesPiece(const float* q, const uint16_t* k, int64_t n, int64_t nk, std::bool_constant<kL2>) {
+inline void PrefetchLanesPiece(const LanesWeights& lw, int p, int64_t from, int64_t n, int64_t total,
+                               std::bool_constant<kL2>) {
 #if !defined(HWY_DISABLE_CACHE_CONTROL)
-  for (int64_t f = 0; f < n; f += 16) {
-    if constexpr (kL2) __builtin_prefetch(q + f, 0, 2);
-    else hwy::Prefetch(q + f);
-  }
-  for (int64_t f = 0; f < nk; f += 32) {
-    if constexpr (kL2) __builtin_prefetch(k + f, 0, 2);
-    else hwy::Prefetch(k + f);
-  }
+  const auto request = [](const void* line) {
+    if constexpr (kL2) __builtin_prefetch(line, 0, 2);
+    else hwy::Prefetch(line);
+  };
+  const int64_t to = std::min(total, from + n);
+  for (int64_t f = from; f < to; f += 16) request(lw.values + f);
+  for (int64_t b = from / p / 32 * 32; b * p < to; b += 32) request(lw.offsets + b);  // 32 offsets a line
 #else
-  (void)q, (void)k, (void)n, (void)nk;
+  (void)lw, (void)p, (void)from, (void)n, (void)total;
 #endif
 }
 
@@ -1187,23 +1189,24 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
   if (lw.chunk_rows > 0) {
     // A lanes pack: its chunks, one sequential weight stream, prefetched as
     // the matrix's pieces are (an I-chunk's region is contiguous, so the
-    // distance runs on into the next J-chunk; past the pack's end a
-    // prefetch is a no-op, it never faults); workers take whole I-chunks.
-    const int64_t ic = lw.chunk_rows, jc = lw.chunk_cols;
-    ParallelFor((w.row_blocks + ic - 1) / ic, threads, [&](int64_t c0, int64_t c1, int) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t Ic = c * ic, Ic1 = std::min(w.row_blocks, Ic + ic);
+    // distance runs on into the next J-chunk; clamped to the pack). Workers
+    // take contiguous row blocks as on the matrix, each walking the part of
+    // every I-chunk it owns (row block I's piece of a J-chunk sits at
+    // (I − Ic)·nJ blocks into the chunk's).
+    const int64_t ic = lw.chunk_rows, jc = lw.chunk_cols, total = w.row_blocks * nb * p;
+    ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+      for (int64_t Ic = I0 / ic * ic; Ic < I1; Ic += ic) {
+        const int64_t Ic1 = std::min(w.row_blocks, Ic + ic), Ia = std::max(I0, Ic), Ib = std::min(I1, Ic1);
         for (int64_t J0 = 0; J0 < nb; J0 += jc) {
-          const int64_t J1 = std::min(nb, J0 + jc);
-          const int64_t first = Ic * nb + J0 * (Ic1 - Ic);  // the chunk's first block
-          const int64_t n = (J1 - J0) * p;                   // floats per row block
-          const float* q = lw.values + first * p;
-          const uint16_t* k = lw.offsets + first;
-          for (int64_t I = Ic; I < Ic1; ++I, q += n, k += J1 - J0) {
-            PrefetchLanesPiece(q + kAhead * n, k + kAhead * (J1 - J0), n, J1 - J0, std::false_type{});
-            PrefetchLanesPiece(q + kAheadL2 * n, k + kAheadL2 * (J1 - J0), n, J1 - J0, std::true_type{});
+          const int64_t J1 = std::min(nb, J0 + jc), nj = J1 - J0, n = nj * p;  // n: floats per row block
+          // Row block Ia's first block of the J-chunk.
+          int64_t at = Ic * nb + J0 * (Ic1 - Ic) + (Ia - Ic) * nj;
+          for (int64_t I = Ia; I < Ib; ++I, at += nj) {
+            PrefetchLanesPiece(lw, p, at * p + kAhead * n, n, total, std::false_type{});
+            PrefetchLanesPiece(lw, p, at * p + kAheadL2 * n, n, total, std::true_type{});
             for (int r0 = 0; r0 < p; r0 += R)
-              LanesTile<D, R, V>(d, p, q, k, J1 - J0, r0, xT + J0 * p * W, yT + (I * p + r0) * W);
+              LanesTile<D, R, V>(d, p, lw.values + at * p, lw.offsets + at, nj, r0, xT + J0 * p * W,
+                                 yT + (I * p + r0) * W);
           }
         }
       }
@@ -1484,14 +1487,20 @@ void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* b
     for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
 }
 
-// The product on a lanes pack: the lanes row where it admits the problem
-// on this target, else the reference loops over the pack.
+// The product on a lanes pack: the lanes row where the table picks it for
+// the problem (as PermDiagUsesLanesPack asked at the plan); where it picks
+// another row (the target changed since, or a row is forced) that row runs
+// on the matrix unpacked for the call: correct, not fast.
 void MatMulRowsLanesImpl(const PermDiagLanesPack& pk, const float* x, int64_t batch, const float* bias, float* y,
                          int threads) {
+  PERMDNN_CHECK(pk.chunk_rows > 0 && pk.chunk_cols > 0, "PermDiagMatMulRows: a lanes pack with chunks of {}x{} blocks",
+                pk.chunk_rows, pk.chunk_cols);
+  const Row<BatchedFn>& row =
+      *detail::Pick(MatMulRowsRows(), {KernelOp::kPermDiagMatMulRows, pk.p, pk.rows, pk.cols, batch, false});
 #if !HWY_HAVE_SCALABLE && HWY_TARGET != HWY_SCALAR
   using DF = hn::ScalableTag<float>;
   if constexpr (hn::MaxLanes(DF()) == 16 || hn::MaxLanes(DF()) == 8) {
-    if (AdmitsLanes({KernelOp::kPermDiagMatMulRows, pk.p, pk.rows, pk.cols, batch, false})) {
+    if (std::string_view(row.name) == "permdiag.matmul_rows.lanes") {
       static thread_local AlignedBuffer<float> y_buf, init_buf;
       const View w{pk.rows, pk.cols, pk.p, pk.row_blocks, pk.col_blocks, nullptr, nullptr};  // geometry only
       const int64_t prow = w.padded_rows();
@@ -1507,8 +1516,9 @@ void MatMulRowsLanesImpl(const PermDiagLanesPack& pk, const float* x, int64_t ba
     }
   }
 #endif
-  (void)threads;
-  ref::MatMulRowsLanes(pk, x, batch, bias, y);
+  (void)row;
+  const PermDiagMatrix m = pk.Unpack();
+  MatMulRowsImpl(m.view(), x, batch, bias, y, threads);
 }
 
 int64_t LanesRowSamplesImpl() {

@@ -55,7 +55,8 @@ namespace {
 // the model's batch-parallel and one-thread replicas through the PackCache
 // (RunState::packs), which would otherwise each decode and pack their own:
 // the decoded matrix (the batch >= 4 layout) with the bias, the row pack
-// (batch < 4), the shared-offset format's grouped layout, and the
+// (batch < 4), the lanes pack (the batches the lanes row runs), the
+// shared-offset format's grouped layout, and the
 // zero-skipping plan (the crossover measured once, and the column pack where
 // skipping can win).
 using PermDiagFcDecoded = WithBias<PermDiagMatrix>;
@@ -115,7 +116,8 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
         return kernels::PermDiagColumnWeights::Build(decoded_->w);
       });
     } else if (batch_ < 4 && !rows_) {
-      // The first re-plan across batch 4 converts the layout, so a model
+      // The first re-plan that changes the layout (across batch 4, or
+      // between the lanes pack and the matrix) converts it, so a model
       // planned for one batch regime holds its weights once; from the second
       // crossing on both are kept, rather than rebuilt on every re-plan of a
       // caller that alternates batch sizes.
@@ -123,13 +125,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
                                                    [&] { return kernels::PermDiagRowPack::Build(decoded().w); });
       if ((decoded_ || lanes_) && crossings_++ == 0) decoded_ = nullptr, lanes_ = nullptr;
     } else if (use_lanes_) {
-      // The lanes row (batch a multiple of 64) reads its weights from the
-      // lanes pack, as one stream (kernels::PermDiagLanesPack).
-      if (!lanes_) {
-        lanes_ = SharedForm<kernels::PermDiagLanesPack>(packs_, "lanes",
-                                                        [&] { return kernels::PermDiagLanesPack::Build(decoded().w); });
-        if ((decoded_ || rows_) && crossings_++ == 0) decoded_ = nullptr, rows_ = nullptr;
-      }
+      // The lanes pack: made at the first run that reads it (TakeLanes).
     } else if (batch_ >= 4 && !decoded_) {
       decoded_ = Decoded(ctx);
       if ((rows_ || lanes_) && crossings_++ == 0) rows_ = nullptr, lanes_ = nullptr;
@@ -147,6 +143,7 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   void Run(OpContext& ctx, RunState& rs) override {
     const float* x = ctx.in[0]->f();
     float* y = ctx.out[0]->f();
+    if (use_lanes_ && !lanes_ && !(rs.int16 && calibrated_ && !rs.calibrating)) TakeLanes(ctx);
     if (rs.calibrating) {
       RunFloat(x, y, rs);
       x_max_ = std::max(x_max_, MaxAbs({x, static_cast<std::size_t>(batch_ * in_)}));
@@ -167,7 +164,8 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // ChooseFracBits<int16_t> of their max |value| on the calibration batch;
   // bias at the accumulator scale 2^-(fw + fx).
   void EndCalibration() override {
-    w16_ = PermDiagMatrixI16::Quantize(decoded_ ? decoded_->w : HeldMatrix());
+    if (decoded_) w16_ = PermDiagMatrixI16::Quantize(decoded_->w);
+    else w16_ = PermDiagMatrixI16::Quantize(HeldMatrix());
     fx_ = ChooseFracBits<int16_t>(x_max_);
     fy_ = ChooseFracBits<int16_t>(y_max_);
     const int facc = w16_.frac_bits() + fx_;
@@ -195,8 +193,8 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   }
 
   // Batch >= 4: the batch-major register-blocked kernels::PermDiagMatMulRows
-  // (each weight vector loaded once per tile of up to 8 samples, threads
-  // over row blocks). Below that, one PermDiagMatVec per sample: at batch
+  // (each weight vector loaded once per tile of up to 8 samples, or the
+  // lanes row on its pack; threads over row blocks). Below that, one PermDiagMatVec per sample: at batch
   // 2 and 3 the tiles are too small to win (measured, 1024 outputs, p = 8:
   // 0.65-0.99x of per-sample; batch 8: 1.5x, batch 64: 1.2-1.6x; see
   // docs/runtime.md), on the row pack. With several threads and at least
@@ -246,9 +244,26 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     if (skipped_ && !column_ && !colpack_) colpack_ = ColumnPack(nullptr);
     return skipped_;
   }
+  // The lanes row (batch a multiple of 64) reads its weights from the lanes
+  // pack, as one stream (kernels::PermDiagLanesPack). Made, or taken from
+  // the PackCache, at the first run that reads it rather than at the plan:
+  // a whole-batch plan that runs as shares on replicas (whose shares the
+  // lanes row may not take) never makes it, so the weights stay in memory
+  // once. Taking it is a crossing like Finalize's.
+  void TakeLanes(const OpContext& ctx) {
+    lanes_ = SharedForm<kernels::PermDiagLanesPack>(packs_, "lanes", [&] {
+      if (decoded_) return kernels::PermDiagLanesPack::Build(decoded_->w);
+      if (rows_) return kernels::PermDiagLanesPack::Build(rows_->Unpack());
+      return kernels::PermDiagLanesPack::Build(Decoded(ctx)->w);
+    });
+    if ((decoded_ || rows_) && crossings_++ == 0) decoded_ = nullptr, rows_ = nullptr;
+  }
   // The matrix back from the layout held for the plan (the row pack or the
   // lanes pack) where the decoded matrix is not held.
-  PermDiagMatrix HeldMatrix() const { return rows_ ? rows_->Unpack() : lanes_->Unpack(); }
+  PermDiagMatrix HeldMatrix() const {
+    PERMDNN_CHECK(rows_ || lanes_, "{}: no layout of the weights held", where_);
+    return rows_ ? rows_->Unpack() : lanes_->Unpack();
+  }
   // From `w` where the caller holds the decoded matrix, else from the held layout.
   std::shared_ptr<const kernels::PermDiagColumnPack> ColumnPack(const PermDiagMatrix* w) {
     return SharedForm<kernels::PermDiagColumnPack>(packs_, "columns", [&] {

@@ -84,11 +84,11 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // input) is shorter than the sample, so chunks end inside an output
       // row; at stride 2 a run's positions cross rows.
       {4, 1, 1, 40, 272, 7, 9, 2}, {8, 1, 2, 36, 200, 9, 11, 3},
-      // More padless 1x1 runs: 400 and 352 input channels (a chunk of 16
-      // KiB then holds a single run: 8 positions on 16 lanes, 6 on 8), p =
-      // 16 at stride 2 and p = 8 with partial last output vectors, and 3x3
-      // planes (9 positions: runs of 8 and 1 on 16 lanes, 6 and 3 on 8) in a
-      // batch of 5.
+      // More padless 1x1 layers: 400 and 352 input channels (on 16 lanes a
+      // chunk of 16 KiB then holds a single run of 8 positions, on 8 lanes
+      // one of 6), p = 16 at stride 2 and p = 8 with partial last output
+      // vectors (on 8 lanes the reference and the 1x1 tile), and 3x3 planes
+      // (9 positions: runs of 8 and 1 on 16 lanes) in a batch of 5.
       {4, 1, 1, 72, 400, 5, 7, 3}, {16, 1, 2, 40, 352, 7, 9, 2}, {8, 1, 1, 20, 136, 3, 3, 5},
       // 1x1 with padding at the bottom and right only (ONNX pads = [0, 0, 1,
       // 1]): the output outgrows the padless size, so the tiles run it and

@@ -282,13 +282,16 @@ std::vector<std::tuple<int64_t, int>> AllParams() {
 
 // The lanes pack (permdiag.h): Unpack gives the matrix back bit for bit,
 // and the product on it equals the reference on the matrix, with several
-// I- and J-chunks (the last ones partial: 150p + 3 rows, 40p + 5 columns)
-// at batch 64 and 128 (the lanes row, where the target admits p) and at
-// batch 3 (the reference loops over the pack), on one and two threads.
+// I- and J-chunks (the last ones partial: 150p + 3 rows and 40p + 5 columns
+// on AVX-512; at p = 4 also 1203 x 285, past AVX2's 256 x 64 blocks) at
+// batch 64 and 128 (the lanes row, where the target admits p; its workers
+// start inside an I-chunk on two and three threads) and at batch 3 (another
+// row, on the matrix unpacked), with and without bias.
 TEST_P(PermDiagKernels, MatMulRowsLanesPack) {
   const int p = this->p();
   std::vector<Shape> shapes = ShapesFor(p);
   if (p <= 16) shapes.push_back({150 * p + 3, 40 * p + 5});
+  if (p == 4) shapes.push_back({1203, 285});
   for (Shape s : shapes) {
     PermDiagMatrix w = PermDiagMatrix::RandomWithStddev(s.rows, s.cols, p, s.rows * 11 + s.cols, 1.0);
     const PermDiagLanesPack pack = PermDiagLanesPack::Build(w);
@@ -298,13 +301,17 @@ TEST_P(PermDiagKernels, MatMulRowsLanesPack) {
     auto bias = RandomVector(s.rows, 1.0, 6);
     for (int64_t batch : {3, 64, 128}) {
       auto x = RandomVector(s.cols * batch, 1.0, batch + 200);
-      std::vector<float> expect(s.rows * batch), got(s.rows * batch, -1.0f);
-      ref::MatMulRows(w.view(), x.data(), batch, bias.data(), expect.data());
-      for (int threads : {1, 2}) {
-        PermDiagMatMulRows(pack, x, batch, bias, got, threads);
-        ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)))
-            << "lanes pack " << s.rows << "x" << s.cols << " p=" << p << " batch=" << batch << " threads=" << threads
-            << " chunks " << pack.chunk_rows << "x" << pack.chunk_cols;
+      for (bool with_bias : {false, true}) {
+        const std::span<const float> b = with_bias ? std::span<const float>(bias) : std::span<const float>();
+        std::vector<float> expect(s.rows * batch);
+        ref::MatMulRows(w.view(), x.data(), batch, with_bias ? bias.data() : nullptr, expect.data());
+        for (int threads : {1, 2, 3}) {
+          std::vector<float> got(s.rows * batch, -1.0f);
+          PermDiagMatMulRows(pack, x, batch, b, got, threads);
+          ASSERT_TRUE(AllNear<float>(expect, got, Tolerance(w.col_blocks() + 1, MaxAbsOf(w.values()) + 1.0)))
+              << "lanes pack " << s.rows << "x" << s.cols << " p=" << p << " batch=" << batch << " bias=" << with_bias
+              << " threads=" << threads << " chunks " << pack.chunk_rows << "x" << pack.chunk_cols;
+        }
       }
     }
   }

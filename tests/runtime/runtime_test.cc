@@ -10,6 +10,7 @@
 
 #include "permdnn/core/npy.h"
 #include "permdnn/formats/permdiag_matrix.h"
+#include "permdnn/kernels/permdiag.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "permdnn/runtime/onnx_io.h"
@@ -142,6 +143,15 @@ TEST(RuntimeExport, MlpCustomAndPortableMatchReference) {
       std::vector<float> want = MlpReference(m, x, batch);
       ExpectNear(want, RunModel(a, x, {batch, 1, 6, 6}), 1e-4);
       ExpectNear(want, RunModel(b, x, {batch, 1, 6, 6}), 1e-4);
+      // The node names the row that ran: lanes exactly where the table
+      // gives it that batch.
+      const std::vector<NodeProfile> profile = a.Profile();
+      const NodeProfile* fc = nullptr;
+      for (const NodeProfile& n : profile)
+        if (n.op_type == "PermDiagMatMul") fc = &n;
+      ASSERT_NE(fc, nullptr);
+      const bool lanes = kernels::PermDiagUsesLanesPack(p, m.hidden, m.in, batch);
+      EXPECT_EQ(fc->kernel.starts_with("permdiag.matmul_rows.lanes"), lanes) << fc->kernel << " batch " << batch;
     }
     fs::remove_all(dir);
   }

@@ -22,7 +22,8 @@
 // column block (chained packs, below: 16 permutes per 144 FMAs where
 // permuting each input position of a 2×8 tile at stride 1 took 40; with 16
 // lanes two output vectors of 2×4 share each loaded input position for
-// every 3×3; src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
+// every 3×3, on 8 lanes two of 2×2 at stride 2;
+// src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
 // side run on runs of positions instead, each input vector loaded once for
 // all the column blocks inside it and two output vectors (16 lanes; on 8
 // lanes one vector, at p < 8 only); padded 1×1 layers, p = 8 on 8 lanes and
