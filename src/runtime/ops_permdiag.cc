@@ -125,7 +125,11 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
                                                    [&] { return kernels::PermDiagRowPack::Build(decoded().w); });
       if ((decoded_ || lanes_) && crossings_++ == 0) decoded_ = nullptr, lanes_ = nullptr;
     } else if (use_lanes_) {
-      // The lanes pack: made at the first run that reads it (TakeLanes).
+      // The lanes pack is made at the first run that reads it (TakeLanes);
+      // the other layouts follow the crossing rule here, so a whole-batch
+      // plan that runs as shares on replicas (which decode their own
+      // shares' layout) keeps none of them.
+      if (!lanes_ && (decoded_ || rows_) && crossings_++ == 0) decoded_ = nullptr, rows_ = nullptr;
     } else if (batch_ >= 4 && !decoded_) {
       decoded_ = Decoded(ctx);
       if ((rows_ || lanes_) && crossings_++ == 0) rows_ = nullptr, lanes_ = nullptr;
@@ -249,14 +253,13 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // the PackCache, at the first run that reads it rather than at the plan:
   // a whole-batch plan that runs as shares on replicas (whose shares the
   // lanes row may not take) never makes it, so the weights stay in memory
-  // once. Taking it is a crossing like Finalize's.
+  // once.
   void TakeLanes(const OpContext& ctx) {
     lanes_ = SharedForm<kernels::PermDiagLanesPack>(packs_, "lanes", [&] {
       if (decoded_) return kernels::PermDiagLanesPack::Build(decoded_->w);
       if (rows_) return kernels::PermDiagLanesPack::Build(rows_->Unpack());
       return kernels::PermDiagLanesPack::Build(Decoded(ctx)->w);
     });
-    if ((decoded_ || rows_) && crossings_++ == 0) decoded_ = nullptr, rows_ = nullptr;
   }
   // The matrix back from the layout held for the plan (the row pack or the
   // lanes pack) where the decoded matrix is not held.
