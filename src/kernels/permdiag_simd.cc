@@ -1188,11 +1188,11 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
   constexpr int64_t kAhead = 2, kAheadL2 = 6;  // row blocks (below)
   if (lw.chunk_rows > 0) {
     // A lanes pack: its chunks, one sequential weight stream, prefetched as
-    // the matrix's pieces are (an I-chunk's region is contiguous, so the
-    // distance runs on into the next J-chunk; clamped to the pack). Workers
-    // take contiguous row blocks as on the matrix, each walking the part of
-    // every I-chunk it owns (row block I's piece of a J-chunk sits at
-    // (I − Ic)·nJ blocks into the chunk's).
+    // the matrix's pieces are (two and six of the worker's row blocks
+    // ahead, on into its rows of the next J-chunk). Workers take contiguous
+    // row blocks as on the matrix, each walking the part of every I-chunk it
+    // owns (row block I's piece of a J-chunk sits at (I − Ic)·nJ blocks into
+    // the chunk's).
     const int64_t ic = lw.chunk_rows, jc = lw.chunk_cols, total = w.row_blocks * nb * p;
     ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
       for (int64_t Ic = I0 / ic * ic; Ic < I1; Ic += ic) {
@@ -1201,9 +1201,19 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
           const int64_t J1 = std::min(nb, J0 + jc), nj = J1 - J0, n = nj * p;  // n: floats per row block
           // Row block Ia's first block of the J-chunk.
           int64_t at = Ic * nb + J0 * (Ic1 - Ic) + (Ia - Ic) * nj;
+          // The piece `s` row blocks on in this worker's walk: further down
+          // its rows of this J-chunk, else its first rows of the next one
+          // (as the matrix's `ahead` below).
+          const auto ahead = [&](int64_t I, int64_t at, int64_t s, auto l2) {
+            if (I + s < Ib) return PrefetchLanesPiece(lw, p, (at + s * nj) * p, n, total, l2);
+            const int64_t K0 = J1, K1 = std::min(nb, K0 + jc), r = Ia + (I + s - Ib);
+            if (K0 < nb && r < Ib)
+              PrefetchLanesPiece(lw, p, (Ic * nb + K0 * (Ic1 - Ic) + (r - Ic) * (K1 - K0)) * p, (K1 - K0) * p,
+                                 total, l2);
+          };
           for (int64_t I = Ia; I < Ib; ++I, at += nj) {
-            PrefetchLanesPiece(lw, p, at * p + kAhead * n, n, total, std::false_type{});
-            PrefetchLanesPiece(lw, p, at * p + kAheadL2 * n, n, total, std::true_type{});
+            ahead(I, at, kAhead, std::false_type{});
+            ahead(I, at, kAheadL2, std::true_type{});
             for (int r0 = 0; r0 < p; r0 += R)
               LanesTile<D, R, V>(d, p, lw.values + at * p, lw.offsets + at, nj, r0, xT + J0 * p * W,
                                  yT + (I * p + r0) * W);

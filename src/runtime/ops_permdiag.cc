@@ -98,7 +98,9 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
     sample_bytes_ = ctx.scratch_bytes;
   }
   // The weights' forms for this plan, from the model's PackCache or made
-  // and put there (at most one decode per plan); the zero-skipping plan at
+  // and put there (at most one decode per plan; a lanes plan's pack is made
+  // at its first run, TakeLanes, which decodes again where the crossing
+  // rule dropped the layouts here: once per crossing); the zero-skipping plan at
   // the first batch-1 plan (so no run, and no --profile, pays for it).
   // int16: whole samples per thread (ForEachSample), each on its own staging.
   void Finalize(OpContext& ctx, const RunState& rs) override {
@@ -126,9 +128,10 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
       if ((decoded_ || lanes_) && crossings_++ == 0) decoded_ = nullptr, lanes_ = nullptr;
     } else if (use_lanes_) {
       // The lanes pack is made at the first run that reads it (TakeLanes);
-      // the other layouts follow the crossing rule here, so a whole-batch
-      // plan that runs as shares on replicas (which decode their own
-      // shares' layout) keeps none of them.
+      // the other layouts follow the crossing rule here, so at the first
+      // crossing a whole-batch plan that runs as shares on replicas (whose
+      // plans hold their shares' layout, one copy through the PackCache)
+      // holds none of them.
       if (!lanes_ && (decoded_ || rows_) && crossings_++ == 0) decoded_ = nullptr, rows_ = nullptr;
     } else if (batch_ >= 4 && !decoded_) {
       decoded_ = Decoded(ctx);
@@ -320,12 +323,14 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   bool skipped_ = false, always_ = false;
   int crossings_ = 0;  // re-plans that converted between the layouts
   std::shared_ptr<const PermDiagFcDecoded> decoded_;
-  // The layout of the planned batch (Finalize): the decoded row-major matrix
-  // for batch >= 4, the row pack (kernels::PermDiagRowPack: chunk-major when
-  // cache-sized, the faster batch-1 layout) below.
+  // The layout of the planned batch (Finalize; the lanes pack at the first
+  // run, TakeLanes): the decoded row-major matrix for batch >= 4, the row
+  // pack (kernels::PermDiagRowPack: chunk-major when cache-sized, the
+  // faster batch-1 layout) below.
   std::shared_ptr<const kernels::PermDiagRowPack> rows_;
-  // Batch >= 4 where the kernel table picks the lanes row (a multiple of 64
-  // on AVX2 / AVX-512): its chunk-major copy instead of the matrix.
+  // Batch >= 4 where the kernel table picks the lanes row (a multiple of 64;
+  // p = 4, 8, 16 on AVX-512, p = 4 on AVX2): its chunk-major copy instead
+  // of the matrix.
   std::shared_ptr<const kernels::PermDiagLanesPack> lanes_;
   bool use_lanes_ = false;  // this plan runs on lanes_
   std::shared_ptr<const std::vector<float>> bias_;

@@ -157,8 +157,8 @@ struct PermDiagRowPack {
 // offset at the same place divided by p. The chunk sizes are the row's
 // for the SIMD target active at Build (ChunkRows / ChunkCols of its
 // samples per transposed row); the kernel reads them from the pack, so a
-// pack runs on any target (where the lanes row does not admit the problem,
-// through the reference loops).
+// pack runs on any target (where the table picks another row for the
+// problem, that row runs on the matrix unpacked for the call).
 struct PermDiagLanesPack {
   int64_t rows = 0, cols = 0;
   int p = 1;
