@@ -201,11 +201,12 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
 
   // Batch >= 4: the batch-major register-blocked kernels::PermDiagMatMulRows
   // (each weight vector loaded once per tile of up to 8 samples, or the
-  // lanes row on its pack; threads over row blocks). Below that, one PermDiagMatVec per sample: at batch
-  // 2 and 3 the tiles are too small to win (measured, 1024 outputs, p = 8:
-  // 0.65-0.99x of per-sample; batch 8: 1.5x, batch 64: 1.2-1.6x; see
-  // docs/runtime.md), on the row pack. With several threads and at least
-  // as many samples, threads split the samples (one hand-off per call).
+  // lanes row on its pack; threads over row blocks). Below that, one
+  // PermDiagMatVec per sample: at batch 2 and 3 the tiles are too small to
+  // win (measured, 1024 outputs, p = 8: 0.65-0.99x of per-sample; batch 8:
+  // 1.5x, batch 64: 1.2-1.6x; see docs/runtime.md), on the row pack. With
+  // several threads and at least as many samples, threads split the samples
+  // (one hand-off per call).
   void RunFloat(const float* x, float* y, RunState& rs) {
     const std::span<const float> bias(*bias_);
     // Stored weights times samples: the multiply-adds the threads share.
@@ -274,7 +275,8 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   std::shared_ptr<const kernels::PermDiagColumnPack> ColumnPack(const PermDiagMatrix* w) {
     return SharedForm<kernels::PermDiagColumnPack>(packs_, "columns", [&] {
       if (!w && decoded_) w = &decoded_->w;
-      return kernels::PermDiagColumnPack::Build(w ? *w : HeldMatrix());
+      if (w) return kernels::PermDiagColumnPack::Build(*w);
+      return kernels::PermDiagColumnPack::Build(HeldMatrix());
     });
   }
   PermDiagFcSkip MeasureSkip(const PermDiagMatrix* w) {
