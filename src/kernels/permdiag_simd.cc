@@ -1158,8 +1158,9 @@ HWY_INLINE void LanesTile(D d, int p, const float* q, const uint16_t* k, int64_t
     for (int v = 0; v < V; ++v) hn::Store(acc[r][v], d, yr + r * W + v * N);
 }
 
-// The lanes pack's n floats from value `from` on, and their blocks'
-// offsets, into L1 (or L2); nothing at or past `total` (the pack's floats).
+// The lanes row's weights (the matrix or a pack) n floats from value `from`
+// on, and their blocks' offsets (at the value index / p in both layouts),
+// into L1 (or L2); nothing at or past `total` (all values).
 template <bool kL2>
 inline void PrefetchLanesPiece(const LanesWeights& lw, int p, int64_t from, int64_t n, int64_t total,
                                std::bool_constant<kL2>) {
@@ -1184,82 +1185,67 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
   PERMDNN_DCHECK(p % R == 0);  // a tile's R rows stay in one row block
   const int64_t nb = w.col_blocks;
   // J-chunk: its xT rows (jc·p·W floats, ~32 KiB) stay in L1 while the rows of
-  // an I-chunk (their yT rows ~128 KiB, in L2) pass over them.
-  constexpr int64_t kAhead = 2, kAheadL2 = 6;  // row blocks (below)
-  if (lw.chunk_rows > 0) {
-    // A lanes pack: its chunks, one sequential weight stream, prefetched as
-    // the matrix's pieces are (two and six of the worker's row blocks
-    // ahead, on into its rows of the next J-chunk). Workers take contiguous
-    // row blocks as on the matrix, each walking the part of every I-chunk it
-    // owns (row block I's piece of a J-chunk sits at (I − Ic)·nJ blocks into
-    // the chunk's).
-    const int64_t ic = lw.chunk_rows, jc = lw.chunk_cols, total = w.row_blocks * nb * p;
-    ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
-      for (int64_t Ic = I0 / ic * ic; Ic < I1; Ic += ic) {
-        const int64_t Ic1 = std::min(w.row_blocks, Ic + ic), Ia = std::max(I0, Ic), Ib = std::min(I1, Ic1);
-        for (int64_t J0 = 0; J0 < nb; J0 += jc) {
-          const int64_t J1 = std::min(nb, J0 + jc), nj = J1 - J0, n = nj * p;  // n: floats per row block
-          // Row block Ia's first block of the J-chunk.
-          int64_t at = Ic * nb + J0 * (Ic1 - Ic) + (Ia - Ic) * nj;
-          // The piece `s` row blocks on in this worker's walk: further down
-          // its rows of this J-chunk, else its first rows of the next one
-          // (as the matrix's `ahead` below).
-          const auto ahead = [&](int64_t I, int64_t at, int64_t s, auto l2) {
-            if (I + s < Ib) return PrefetchLanesPiece(lw, p, (at + s * nj) * p, n, total, l2);
-            const int64_t K0 = J1, K1 = std::min(nb, K0 + jc), r = Ia + (I + s - Ib);
-            if (K0 < nb && r < Ib)
-              PrefetchLanesPiece(lw, p, (Ic * nb + K0 * (Ic1 - Ic) + (r - Ic) * (K1 - K0)) * p, (K1 - K0) * p,
-                                 total, l2);
-          };
-          for (int64_t I = Ia; I < Ib; ++I, at += nj) {
-            ahead(I, at, kAhead, std::false_type{});
-            ahead(I, at, kAheadL2, std::true_type{});
-            for (int r0 = 0; r0 < p; r0 += R)
-              LanesTile<D, R, V>(d, p, lw.values + at * p, lw.offsets + at, nj, r0, xT + J0 * p * W,
-                                 yT + (I * p + r0) * W);
-          }
-        }
-      }
-    });
-    return;
-  }
-  const int64_t jc = PermDiagLanesPack::ChunkCols(p, W), ic = PermDiagLanesPack::ChunkRows(p, W);
-  // Each row block reads its J-chunk's weights (jc·p floats) and offsets
-  // nb·p floats away from the previous block's: an I-chunk is 64-128 short
-  // streams, too many for the hardware prefetcher. Both are prefetched
-  // kAhead row blocks ahead (a row block's tiles take ~0.2 µs). Zen 5, AVX3,
-  // one thread, B=64, four alternating rounds, 2026-12-06: Alex-6 p = 4 / 8
-  // 12.5 / 6.9 vs 14.3 / 7.8 ms, VGG-6 34.5 / 20.2 vs 40.6 / 23.1 ms, and on
-  // the L3-resident Alex-7 / VGG-7 p = 4 5.2 / 5.3 vs 6.1 / 6.1 ms, p = 8
-  // 0.98x, Alex-8 0.99x; one or four blocks ahead measured the same as two.
-  // Further ahead (kAheadL2 row blocks) the same lines go to L2 first:
-  // Zen 5, AVX3, one thread, B=64, six alternating rounds against the code
-  // before (which had measured 12.5 / 34.5 ms at p = 4 above: the host's
-  // state), stop 41: p = 4 Alex-6 11.4 vs 17.4 ms, VGG-6 31.0 vs 51.1 ms,
-  // Alex-7 / VGG-7 0.81x; p = 8 Alex-6 6.3 vs 7.6 ms, VGG-6 17.2 vs 23.0
-  // ms, Alex-7 / VGG-7 0.95x (with the register transposes, Transpose16).
-  // 6, 12 and 24 blocks ahead measured the same (four rounds).
-  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
-    for (int64_t Ic = I0; Ic < I1; Ic += ic) {
-      const int64_t Ic1 = std::min(I1, Ic + ic);
+  // an I-chunk (their yT rows ~128 KiB, in L2) pass over them. I-chunks are
+  // aligned to multiples of ic; workers take contiguous row blocks, each
+  // walking its part of every I-chunk.
+  //
+  // Each row block reads its J-chunk's weights (jc·p floats) and offsets:
+  // from the matrix nb·p floats away from the previous block's, so an
+  // I-chunk is 64-128 short streams, too many for the hardware prefetcher;
+  // from a lanes pack (lw.chunk_rows > 0, permdiag.h) right after them, one
+  // stream. Either way they are prefetched kAhead row blocks ahead of the
+  // worker's walk (a row block's tiles take ~0.2 µs), on into its first rows
+  // of the next J-chunk. Zen 5, AVX3, one thread, B=64, four alternating
+  // rounds, 2026-12-06 (the matrix): Alex-6 p = 4 / 8 12.5 / 6.9 vs 14.3 /
+  // 7.8 ms, VGG-6 34.5 / 20.2 vs 40.6 / 23.1 ms, and on the L3-resident
+  // Alex-7 / VGG-7 p = 4 5.2 / 5.3 vs 6.1 / 6.1 ms, p = 8 0.98x, Alex-8
+  // 0.99x; one or four blocks ahead measured the same as two. Further ahead
+  // (kAheadL2 row blocks) the same lines go to L2 first: Zen 5, AVX3, one
+  // thread, B=64, six alternating rounds against the code before (which had
+  // measured 12.5 / 34.5 ms at p = 4 above: the host's state), stop 41:
+  // p = 4 Alex-6 11.4 vs 17.4 ms, VGG-6 31.0 vs 51.1 ms, Alex-7 / VGG-7
+  // 0.81x; p = 8 Alex-6 6.3 vs 7.6 ms, VGG-6 17.2 vs 23.0 ms, Alex-7 /
+  // VGG-7 0.95x (with the register transposes, Transpose16). 6, 12 and 24
+  // blocks ahead measured the same (four rounds). On the pack the prefetch
+  // took AVX2 p = 4 VGG-6 from 94-96 to 71-72 ms, AVX3 level (stop 53).
+  constexpr int64_t kAhead = 2, kAheadL2 = 6;
+  const bool pack = lw.chunk_rows > 0;
+  const int64_t ic = pack ? lw.chunk_rows : PermDiagLanesPack::ChunkRows(p, W);
+  const int64_t jc = pack ? lw.chunk_cols : PermDiagLanesPack::ChunkCols(p, W);
+  const int64_t total = w.row_blocks * nb * p;
+  // The walk, for each layout (kPack a compile-time constant, so that the
+  // loop compiles for each): `first` gives the block index of row block I's
+  // first block of J-chunk [J0, J1) in I-chunk [Ic, Ic1), its values start p
+  // times further, its offsets there.
+  const auto walk = [&](auto kPack, int64_t I0, int64_t I1) {
+    const auto first = [&](int64_t Ic, int64_t Ic1, int64_t I, int64_t J0, int64_t J1) {
+      return decltype(kPack)::value ? Ic * nb + J0 * (Ic1 - Ic) + (I - Ic) * (J1 - J0) : I * nb + J0;
+    };
+    for (int64_t Ic = I0 / ic * ic; Ic < I1; Ic += ic) {
+      const int64_t Ic1 = std::min(w.row_blocks, Ic + ic), Ia = std::max(I0, Ic), Ib = std::min(I1, Ic1);
       for (int64_t J0 = 0; J0 < nb; J0 += jc) {
         const int64_t J1 = std::min(nb, J0 + jc);
-        for (int64_t I = Ic; I < Ic1; ++I) {
-          // The step `steps` row blocks on: the same J-chunk, or the next
-          // J-chunk's first row blocks.
-          auto ahead = [&](int64_t steps, auto l2) {
-            int64_t Ia = I + steps, Ja = J0;
-            if (Ia >= Ic1) Ia = Ic + (Ia - Ic1), Ja = J1;
-            if (Ja < nb && Ia < Ic1) PrefetchRowBlock<decltype(l2)::value>(w, Ia, Ja, std::min(nb, Ja + jc));
-          };
-          ahead(kAhead, std::false_type{});
-          ahead(kAheadL2, std::true_type{});
+        // The piece `s` row blocks on in this worker's walk: further down
+        // its rows of this J-chunk, else its first rows of the next one.
+        const auto ahead = [&](int64_t I, int64_t s, auto l2) {
+          int64_t r = I + s, K0 = J0, K1 = J1;
+          if (r >= Ib) r = Ia + (r - Ib), K0 = J1, K1 = std::min(nb, J1 + jc);
+          if (K0 < nb && r < Ib) PrefetchLanesPiece(lw, p, first(Ic, Ic1, r, K0, K1) * p, (K1 - K0) * p, total, l2);
+        };
+        for (int64_t I = Ia; I < Ib; ++I) {
+          ahead(I, kAhead, std::false_type{});
+          ahead(I, kAheadL2, std::true_type{});
+          const int64_t at = first(Ic, Ic1, I, J0, J1);
           for (int r0 = 0; r0 < p; r0 += R)
-            LanesTile<D, R, V>(d, p, lw.values + (I * nb + J0) * p, lw.offsets + I * nb + J0, J1 - J0, r0,
-                               xT + J0 * p * W, yT + (I * p + r0) * W);
+            LanesTile<D, R, V>(d, p, lw.values + at * p, lw.offsets + at, J1 - J0, r0, xT + J0 * p * W,
+                               yT + (I * p + r0) * W);
         }
       }
     }
+  };
+  ParallelFor(w.row_blocks, threads, [&](int64_t I0, int64_t I1, int) {
+    if (pack) walk(std::true_type{}, I0, I1);
+    else walk(std::false_type{}, I0, I1);
   });
 }
 
@@ -1468,8 +1454,29 @@ std::span<const Row<BatchedFn>> MatMulRowsRows() {
   return rows;
 }
 
+// The batched rows write whole row blocks, from accumulators that start at
+// the bias (zero-padded to whole row blocks): directly into y when rows is
+// a multiple of p, else into a padded copy whose valid part FinishPaddedRows
+// copies out.
+struct PaddedRows {
+  const float* init;
+  float* ypad;
+};
+PaddedRows StartPaddedRows(const View& w, int64_t batch, const float* bias, float* y) {
+  static thread_local AlignedBuffer<float> y_buf, init_buf;
+  const int64_t prow = w.padded_rows();
+  float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
+  for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
+  return {init, w.rows == prow ? y : Scratch(y_buf, static_cast<std::size_t>(batch * prow))};
+}
+void FinishPaddedRows(const View& w, int64_t batch, const float* ypad, float* y) {
+  if (ypad == y) return;
+  const int64_t prow = w.padded_rows();
+  for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
+}
+
 void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* bias, float* y, int threads) {
-  static thread_local AlignedBuffer<float> xx_buf, y_buf, init_buf;
+  static thread_local AlignedBuffer<float> xx_buf;
   const int p = w.p;
   const Row<BatchedFn>& row =
       *detail::Pick(MatMulRowsRows(), {KernelOp::kPermDiagMatMulRows, p, w.rows, w.cols, batch, false});
@@ -1485,16 +1492,9 @@ void MatMulRowsImpl(const View& w, const float* x, int64_t batch, const float* b
     BuildDoubledTiles(w, x, batch, tile_max, tiles, threads);
     xx = tiles;
   }
-  // Accumulators start from the bias (zero-padded to whole row blocks).
-  float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
-  for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
-  // Whole row blocks are written: directly into y when rows is a multiple
-  // of p, else into a padded copy whose valid part is copied out.
-  const bool direct = w.rows == prow;
-  float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(batch * prow));
-  row.fn(w, xx, batch, init, ypad, prow, threads);
-  if (!direct)
-    for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
+  const PaddedRows out = StartPaddedRows(w, batch, bias, y);
+  row.fn(w, xx, batch, out.init, out.ypad, prow, threads);
+  FinishPaddedRows(w, batch, out.ypad, y);
 }
 
 // The product on a lanes pack: the lanes row where the table picks it for
@@ -1511,17 +1511,11 @@ void MatMulRowsLanesImpl(const PermDiagLanesPack& pk, const float* x, int64_t ba
   using DF = hn::ScalableTag<float>;
   if constexpr (hn::MaxLanes(DF()) == 16 || hn::MaxLanes(DF()) == 8) {
     if (std::string_view(row.name) == "permdiag.matmul_rows.lanes") {
-      static thread_local AlignedBuffer<float> y_buf, init_buf;
       const View w{pk.rows, pk.cols, pk.p, pk.row_blocks, pk.col_blocks, nullptr, nullptr};  // geometry only
-      const int64_t prow = w.padded_rows();
-      float* init = Scratch(init_buf, static_cast<std::size_t>(prow));
-      for (int64_t r = 0; r < prow; ++r) init[r] = (bias && r < w.rows) ? bias[r] : 0.0f;
-      const bool direct = w.rows == prow;
-      float* ypad = direct ? y : Scratch(y_buf, static_cast<std::size_t>(batch * prow));
+      const PaddedRows out = StartPaddedRows(w, batch, bias, y);
       LanesBatched<DF>(DF(), w, LanesWeights{pk.values.data(), pk.offsets.data(), pk.chunk_rows, pk.chunk_cols}, x,
-                       batch, init, ypad, prow, threads);
-      if (!direct)
-        for (int64_t b = 0; b < batch; ++b) std::memcpy(y + b * w.rows, ypad + b * prow, sizeof(float) * w.rows);
+                       batch, out.init, out.ypad, w.padded_rows(), threads);
+      FinishPaddedRows(w, batch, out.ypad, y);
       return;
     }
   }
