@@ -40,6 +40,7 @@
 #include <cstring>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "permdnn/core/aligned_buffer.h"
@@ -83,6 +84,24 @@ bool StreamPrefetchPays(int64_t row_blocks, int64_t col_blocks, int64_t p) {
   return row_blocks * col_blocks * p * static_cast<int64_t>(sizeof(float)) > kStreamPrefetchMinBytes;
 }
 
+// One cache line into L1 (kL2: into L2, prefetcht1 on x86); nothing where
+// HWY_DISABLE_CACHE_CONTROL is set, as hwy::Prefetch. Every helper that
+// only prefetches is HWY_INLINE (forced): GCC 12 takes a function whose only
+// effects are prefetches for pure and drops the calls to it that were not
+// inlined first, prefetches and all. That is how the batched tile row's, the
+// lanes row's and the batch-1 matrix rows' prefetches had vanished from the
+// binary (found at stop 54, objdump: no prefetch instruction in RowsBatched,
+// LanesChunk, RowsMultiple or RowsPacked).
+template <bool kL2 = false>
+HWY_INLINE void PrefetchLine(const void* line) {
+#if !defined(HWY_DISABLE_CACHE_CONTROL)
+  if constexpr (kL2) __builtin_prefetch(line, 0, 2);
+  else hwy::Prefetch(line);
+#else
+  (void)line;
+#endif
+}
+
 // The weight and offset streams of kR consecutive row blocks from I, read
 // side by side by the batch-1 kernels (RowsMultiple, RowsPacked).
 template <int kR>
@@ -100,11 +119,11 @@ struct RowStreams {
   // per 32 blocks, each offset stream's line 64 entries ahead (the offsets
   // are kR more streams; prefetching them too measured 7-14% faster on the
   // DRAM-bound 4096x25088 p=8).
-  void Prefetch(int64_t J, int64_t blocks, int64_t p) const {
+  HWY_INLINE void Prefetch(int64_t J, int64_t blocks, int64_t p) const {
     for (int r = 0; r < kR; ++r)
-      for (int64_t pf = 0; pf < blocks * p; pf += 16) hwy::Prefetch(q[r] + J * p + StreamPrefetchFloats(p) + pf);
+      for (int64_t pf = 0; pf < blocks * p; pf += 16) PrefetchLine(q[r] + J * p + StreamPrefetchFloats(p) + pf);
     if (J % 32 < blocks)
-      for (int r = 0; r < kR; ++r) hwy::Prefetch(k[r] + J + 64);
+      for (int r = 0; r < kR; ++r) PrefetchLine(k[r] + J + 64);
   }
 };
 
@@ -1024,19 +1043,11 @@ HWY_INLINE void RowsTileAny(D d, int tile, const View& w, int64_t I, int64_t J0,
 // (prefetcht1 on x86), for a request further ahead than the L1 one, which
 // then finds its line in L2.
 template <bool kL2 = false>
-inline void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
-  auto request = [](const void* line) {
-#if !defined(HWY_DISABLE_CACHE_CONTROL)  // as hwy::Prefetch honours it
-    if constexpr (kL2) __builtin_prefetch(line, 0, 2);
-    else hwy::Prefetch(line);
-#else
-    (void)line;
-#endif
-  };
+HWY_INLINE void PrefetchRowBlock(const View& w, int64_t I, int64_t J0, int64_t J1) {
   const float* q = w.block(I, J0);
-  for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) request(q + f);
+  for (int64_t f = 0; f < (J1 - J0) * w.p; f += 16) PrefetchLine<kL2>(q + f);
   const uint16_t* k = w.offsets + I * w.col_blocks + J0;
-  for (int64_t f = 0; f < J1 - J0; f += 32) request(k + f);
+  for (int64_t f = 0; f < J1 - J0; f += 32) PrefetchLine<kL2>(k + f);
 }
 
 template <class D, int V, int Kind = kLoads>
@@ -1162,19 +1173,11 @@ HWY_INLINE void LanesTile(D d, int p, const float* q, const uint16_t* k, int64_t
 // on, and their blocks' offsets (at the value index / p in both layouts),
 // into L1 (or L2); nothing at or past `total` (all values).
 template <bool kL2>
-inline void PrefetchLanesPiece(const LanesWeights& lw, int p, int64_t from, int64_t n, int64_t total,
-                               std::bool_constant<kL2>) {
-#if !defined(HWY_DISABLE_CACHE_CONTROL)
-  const auto request = [](const void* line) {
-    if constexpr (kL2) __builtin_prefetch(line, 0, 2);
-    else hwy::Prefetch(line);
-  };
+HWY_INLINE void PrefetchLanesPiece(const LanesWeights& lw, int p, int64_t from, int64_t n, int64_t total,
+                                   std::bool_constant<kL2>) {
   const int64_t to = std::min(total, from + n);
-  for (int64_t f = from; f < to; f += 16) request(lw.values + f);
-  for (int64_t b = from / p / 32 * 32; b * p < to; b += 32) request(lw.offsets + b);  // 32 offsets a line
-#else
-  (void)lw, (void)p, (void)from, (void)n, (void)total;
-#endif
+  for (int64_t f = from; f < to; f += 16) PrefetchLine<kL2>(lw.values + f);
+  for (int64_t b = from / p / 32 * 32; b * p < to; b += 32) PrefetchLine<kL2>(lw.offsets + b);  // 32 offsets a line
 }
 
 template <class D, int R, int V>
@@ -1225,16 +1228,22 @@ void LanesChunk(D d, const View& w, const LanesWeights& lw, const float* xT, flo
       const int64_t Ic1 = std::min(w.row_blocks, Ic + ic), Ia = std::max(I0, Ic), Ib = std::min(I1, Ic1);
       for (int64_t J0 = 0; J0 < nb; J0 += jc) {
         const int64_t J1 = std::min(nb, J0 + jc);
-        // The piece `s` row blocks on in this worker's walk: further down
-        // its rows of this J-chunk, else its first rows of the next one.
-        const auto ahead = [&](int64_t I, int64_t s, auto l2) {
+        // The piece `s` row blocks on in this worker's walk (further down
+        // its rows of this J-chunk, else its first rows of the next one):
+        // its first value and its length, 0 past the walk's end. (Computed
+        // here, prefetched in the loop: a lambda that only prefetched would
+        // be dropped whole, see PrefetchLine.)
+        const auto ahead = [&](int64_t I, int64_t s) -> std::pair<int64_t, int64_t> {
           int64_t r = I + s, K0 = J0, K1 = J1;
           if (r >= Ib) r = Ia + (r - Ib), K0 = J1, K1 = std::min(nb, J1 + jc);
-          if (K0 < nb && r < Ib) PrefetchLanesPiece(lw, p, first(Ic, Ic1, r, K0, K1) * p, (K1 - K0) * p, total, l2);
+          if (K0 >= nb || r >= Ib) return {0, 0};
+          return {first(Ic, Ic1, r, K0, K1) * p, (K1 - K0) * p};
         };
         for (int64_t I = Ia; I < Ib; ++I) {
-          ahead(I, kAhead, std::false_type{});
-          ahead(I, kAheadL2, std::true_type{});
+          const auto [l1_from, l1_n] = ahead(I, kAhead);
+          PrefetchLanesPiece(lw, p, l1_from, l1_n, total, std::false_type{});
+          const auto [l2_from, l2_n] = ahead(I, kAheadL2);
+          PrefetchLanesPiece(lw, p, l2_from, l2_n, total, std::true_type{});
           const int64_t at = first(Ic, Ic1, I, J0, J1);
           for (int r0 = 0; r0 < p; r0 += R)
             LanesTile<D, R, V>(d, p, lw.values + at * p, lw.offsets + at, J1 - J0, r0, xT + J0 * p * W,
@@ -1371,11 +1380,16 @@ void LanesBatched(D d, const View& w, const LanesWeights& lw, const float* x, in
 // against the tile rows): p = 4 0.54-0.60x the time of capped<4> on
 // Alex-6, Alex-7, VGG-6 and VGG-7; p = 8 0.97-1.10x of tiles<1>; p = 16
 // 0.82-1.00x of tiles<2> on Alex-6 / VGG-6 (three runs of four to six
-// rounds) and 1.04-1.05x on Alex-7 / VGG-7. There it takes p = 4 only; on
-// 16 lanes p = 4, 8 and 16.
+// rounds) and 1.04-1.05x on Alex-7 / VGG-7. Those AVX2 rounds may have run
+// without the prefetches (see PrefetchLine); with them (Intel Xeon, AVX2,
+// one thread, three alternating rounds, stop 54) p = 16 took 0.83-0.98x the
+// time of tiles<2> at B=64 and 128 on Alex-6, VGG-6, Alex-7, VGG-7 and
+// Alex-8 (VGG-6 B=64 18.7-18.8 vs 21.9-22.8 ms), p = 8 still 1.06-1.14x of
+// tiles<1>. So on 8 lanes it takes p = 4 and 16; on 16 lanes p = 4, 8 and
+// 16.
 bool AdmitsLanes(const KernelProblem& q) {
   if (q.batch % 64 != 0) return false;
-  return LanesF() == 16 ? q.p == 4 || q.p == 8 || q.p == 16 : LanesF() == 8 && q.p == 4;
+  return LanesF() == 16 ? q.p == 4 || q.p == 8 || q.p == 16 : LanesF() == 8 && (q.p == 4 || q.p == 16);
 }
 
 // ---- The rows of Y = X·Wᵀ -------------------------------------------------------
