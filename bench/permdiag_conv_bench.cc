@@ -221,7 +221,9 @@ double GroupedMs(const Layer& l, int n, int p, int lanes, int reps, std::string*
   }
 }
 
-double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string* kernel) {
+// The permdiag kernel on the layer; shared: with offsets shared down each
+// block column (the permdiag-column format: k_IJ = k_J, row block 0's).
+double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string* kernel, bool shared = false) {
   using namespace permdnn::kernels;
   const int pad = l.k / 2, oh = (l.hw + 2 * pad - l.k) / l.stride + 1, taps = l.k * l.k;
   const int64_t mb = (l.o + p - 1) / p, nb = (l.c + p - 1) / p;
@@ -229,6 +231,8 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   std::vector<uint16_t> offsets(static_cast<std::size_t>(mb * nb));
   std::mt19937 rng(4);
   for (auto& k : offsets) k = static_cast<uint16_t>(rng() % p);
+  if (shared)
+    for (int64_t b = nb; b < mb * nb; ++b) offsets[b] = offsets[b % nb];
   const PermDiagConvPack w = PermDiagConvPack::Build(values, offsets, l.o, l.c, p, l.k, l.k, lanes);
   const PermDiagConvShape s{n, l.c, l.o, l.hw, l.hw, oh, oh, l.k, l.k, l.stride, l.stride, pad, pad};
   // In buffers that ask for huge pages from 2 MiB, as the runtime's arena
@@ -242,6 +246,7 @@ double PermDiagMs(const Layer& l, int n, int p, int lanes, int reps, std::string
   KernelProblem q{KernelOp::kPermDiagConv, p, l.o, l.c, n, false};
   q.kh = q.kw = l.k;
   q.stride = l.stride;
+  q.shared = w.shared_index;
   *kernel = SelectedKernel(q);
   return permdnn::ThreadCpuMedianMs([&] { PermDiagConv2D(w, s, x.data(), e, y.data(), 1); }, reps);
 }
@@ -321,14 +326,15 @@ int main(int argc, char** argv) {
       "one thread, thread CPU time, dense / permdiag: medians of %d rounds of %d runs, SIMD target %s (%d lanes), oneDNN %d.%d.%d (ISA %s)\n",
       rounds, reps, permdnn::kernels::ActiveSimdTarget().c_str(), lanes, dnnl_version()->major, dnnl_version()->minor,
       dnnl_version()->patch, permdnn::runtime::OneDnnIsa().c_str());
-  std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %9s %11s %11s %9s  %s\n", "layer", "batch", "p", "dense ms",
-              "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "floor ms", "grouped ms", "shuffles ms",
-              "GMAC/s", "kernel / grouped impl");
+  std::printf("%-22s %5s %3s %11s %9s %11s %11s %9s %9s %9s %11s %11s %9s %10s %9s  %s\n", "layer", "batch", "p",
+              "dense ms", "GMAC/s", "winograd ms", "permdiag ms", "GMAC/s", "vs dense", "floor ms", "grouped ms",
+              "shuffles ms", "GMAC/s", "shared ms", "vs dense", "kernel / grouped impl");
   // Measured before the layers, while nothing else of ours runs.
   const permdnn::kernels::PermuteIssueRates issue = permdnn::kernels::ProbePermuteIssue(0.2);
   nlohmann::json records = nlohmann::json::array();
   int met = 0, total = 0, met1 = 0, total1 = 0;  // 3x3 rows, 1x1 rows
   int floored = 0, floored1 = 0;  // rows whose 70% time is below their activation floor
+  int met_shared1 = 0;             // 1x1 rows whose shared-offset kernel reaches 70%
   std::vector<double> dense1_rates, pd1_shares;     // 1x1 rows: dense GMAC/s, permdiag's share of the bound
   for (int n : batches)
     for (const Layer& l : kLayers) {
@@ -340,12 +346,17 @@ int main(int argc, char** argv) {
       // spell of the machine then lands in one round of both sides instead
       // of in all of one side's repetitions.
       std::vector<double> dense_rounds, floor_rounds;
-      std::vector<std::vector<double>> pd_rounds(ps.size());
-      std::vector<std::string> kernels(ps.size());
+      std::vector<std::vector<double>> pd_rounds(ps.size()), shared_rounds(ps.size());
+      std::vector<std::string> kernels(ps.size()), shared_kernels(ps.size());
       for (int r = 0; r < rounds; ++r) {
         dense_rounds.push_back(DenseMs(l, n, lanes, false, reps, &ok));
-        for (std::size_t i = 0; i < ps.size(); ++i)
-          if (lanes % ps[i] == 0) pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+          if (lanes % ps[i] != 0) continue;
+          pd_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &kernels[i]));
+          // 1x1 layers also with shared offsets: one permutation per input
+          // position and several output vectors (the .shared rows).
+          if (l.k == 1) shared_rounds[i].push_back(PermDiagMs(l, n, ps[i], lanes, reps, &shared_kernels[i], true));
+        }
       }
       const double dense = permdnn::MedianOf(dense_rounds);
       // The floor's rounds after the layer's: its buffers come and go
@@ -361,6 +372,8 @@ int main(int argc, char** argv) {
         const double pd = permdnn::MedianOf(pd_rounds[pi]);
         const double dense_rate = dense_macs / dense * 1e-6, pd_rate = dense_macs / p / pd * 1e-6;
         const double ratio = pd_rate / dense_rate;
+        const double shared = shared_rounds[pi].empty() ? 0.0 : permdnn::MedianOf(shared_rounds[pi]);
+        const double shared_ratio = shared > 0 ? dense_macs / p / shared * 1e-6 / dense_rate : 0.0;
         // 70% of the dense rate per stored weight is a time of dense / p / 0.7.
         const bool below_floor = dense / p / 0.7 < floor_ms;
         if (ok && l.k == 3) {
@@ -370,6 +383,7 @@ int main(int argc, char** argv) {
         } else if (ok && l.k == 1) {
           ++total1;
           met1 += ratio >= 0.7;
+          met_shared1 += shared_ratio >= 0.7;
           floored1 += below_floor;
           dense1_rates.push_back(dense_rate);
           if (issue.pair_per_ns > 0) pd1_shares.push_back(pd_rate / (issue.pair_per_ns * lanes));
@@ -378,21 +392,26 @@ int main(int argc, char** argv) {
         double shuffles = 0;
         const double grouped = GroupedMs(l, n, p, lanes, reps, &grouped_impl, &shuffles);
         const double grouped_rate = grouped > 0 ? dense_macs / p / (grouped + shuffles) * 1e-6 : 0.0;
-        char wbuf[32] = "-", gbuf[32] = "-", sbuf[32] = "-", grbuf[32] = "-";
+        char wbuf[32] = "-", gbuf[32] = "-", sbuf[32] = "-", grbuf[32] = "-", shbuf[32] = "-", shrbuf[32] = "-";
         if (wino_ok) std::snprintf(wbuf, sizeof(wbuf), "%.3f", wino);
+        if (shared > 0) {
+          std::snprintf(shbuf, sizeof(shbuf), "%.3f", shared);
+          std::snprintf(shrbuf, sizeof(shrbuf), "%.0f%%", 100 * shared_ratio);
+        }
         if (grouped > 0) {
           std::snprintf(gbuf, sizeof(gbuf), "%.3f", grouped);
           std::snprintf(sbuf, sizeof(sbuf), "%.3f", shuffles);
           std::snprintf(grbuf, sizeof(grbuf), "%.1f", grouped_rate);
         }
-        std::printf("%-22s %5d %3d %11.3f %9.1f %11s %11.3f %9.1f %8.0f%% %9.3f %11s %11s %9s  %s / %s\n", l.name, n, p,
-                    dense, dense_rate, wbuf, pd, pd_rate, 100 * ratio, floor_ms, gbuf, sbuf, grbuf, kernel.c_str(),
-                    grouped > 0 ? grouped_impl.c_str() : "none");
+        std::printf("%-22s %5d %3d %11.3f %9.1f %11s %11.3f %9.1f %8.0f%% %9.3f %11s %11s %9s %10s %9s  %s / %s\n", l.name,
+                    n, p, dense, dense_rate, wbuf, pd, pd_rate, 100 * ratio, floor_ms, gbuf, sbuf, grbuf, shbuf, shrbuf,
+                    kernel.c_str(), grouped > 0 ? grouped_impl.c_str() : "none");
         records.push_back({{"layer", l.name}, {"batch", n}, {"p", p}, {"dense_ms", dense}, {"winograd_ms", wino},
                            {"permdiag_ms", pd}, {"dense_gmacs", dense_rate}, {"permdiag_gmacs_stored", pd_rate},
                            {"ratio", ratio}, {"activation_floor_ms", floor_ms}, {"kernel", kernel}, {"grouped_ms", grouped},
                            {"grouped_shuffles_ms", shuffles}, {"grouped_gmacs_stored", grouped_rate},
-                           {"grouped_impl", grouped > 0 ? grouped_impl : ""}});
+                           {"grouped_impl", grouped > 0 ? grouped_impl : ""}, {"shared_ms", shared},
+                           {"shared_ratio", shared_ratio}, {"shared_kernel", shared > 0 ? shared_kernels[pi] : ""}});
       }
     }
   std::printf("3x3 layers with permdiag GMAC/s per stored weight >= 70%% of oneDNN's direct dense: %d of %d\n", met,
@@ -400,6 +419,10 @@ int main(int argc, char** argv) {
   if (total1 > 0)
     std::printf("1x1 layers with permdiag GMAC/s per stored weight >= 70%% of oneDNN's direct dense: %d of %d\n", met1,
                 total1);
+  if (total1 > 0)
+    std::printf("1x1 layers whose shared-offset kernel (permdiag-column, the .shared rows) reaches 70%% of oneDNN's "
+                "direct dense per stored weight: %d of %d\n",
+                met_shared1, total1);
   // A row whose 70% time (dense / p / 0.7) is below its activation floor
   // cannot meet the target with any kernel on this machine.
   std::printf("below the activation floor at 70%% (one read of the input and one write of the output take longer): "

@@ -335,7 +335,11 @@ void ConvTiles(const ConvArgs& a, int threads) {
 // So a p = 4 layer on 16 lanes loads each input position once per eight
 // FMAs (NV = 2) where ConvTiles, walking the column blocks, reloaded it for
 // each block (one load per FMA).
-template <int S, int T, int NV>
+//
+// kShared (a pack with shared_index): every vector's permutation is the first
+// one's, so each input position is permuted once per column block for all
+// NV vectors (one permutation per NV FMAs instead of one per FMA).
+template <int S, int T, int NV, bool kShared = false>
 HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
   using D = hn::ScalableTag<float>;
   using DI = hn::RebindToSigned<D>;
@@ -369,12 +373,25 @@ HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
     for (int i = 0; i < T; ++i) x[i] = hn::LoadU(d, xv + off[i]);
     const int64_t J1 = std::min(nb, J0 + per_vector);
     for (int64_t J = J0; J < J1; ++J) {
+      if constexpr (kShared) {
+        const auto idx = hn::IndicesFromVec(d, hn::Load(di, index + J * L));
+        V wk[NV];
 #pragma GCC unroll 4
-      for (int u = 0; u < NV; ++u) {
-        const auto idx = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
-        const V wk = hn::Load(d, weights + (u * nb + J) * L);
+        for (int u = 0; u < NV; ++u) wk[u] = hn::Load(d, weights + (u * nb + J) * L);
 #pragma GCC unroll 16
-        for (int i = 0; i < T; ++i) acc[u][i] = hn::MulAdd(wk, hn::TableLookupLanes(x[i], idx), acc[u][i]);
+        for (int i = 0; i < T; ++i) {
+          const V v = hn::TableLookupLanes(x[i], idx);
+#pragma GCC unroll 4
+          for (int u = 0; u < NV; ++u) acc[u][i] = hn::MulAdd(wk[u], v, acc[u][i]);
+        }
+      } else {
+#pragma GCC unroll 4
+        for (int u = 0; u < NV; ++u) {
+          const auto idx = hn::IndicesFromVec(d, hn::Load(di, index + (u * nb + J) * L));
+          const V wk = hn::Load(d, weights + (u * nb + J) * L);
+#pragma GCC unroll 16
+          for (int i = 0; i < T; ++i) acc[u][i] = hn::MulAdd(wk, hn::TableLookupLanes(x[i], idx), acc[u][i]);
+        }
       }
     }
   }
@@ -387,9 +404,9 @@ HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
 }
 
 using RunFn = void (*)(const ConvArgs&, int64_t, int64_t, int64_t);
-template <int S, int NV, int... Ts>
+template <int S, int NV, bool kShared, int... Ts>
 constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts...>) {
-  return {&Run1x1<S, Ts + 1, NV>...};
+  return {&Run1x1<S, Ts + 1, NV, kShared>...};
 }
 
 // All runs of a padless 1×1 convolution. Work items: (sample, group of
@@ -400,11 +417,11 @@ constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts.
 // the group's vectors pass over it (Zen 5, AVX3, batch 1: 256 KiB chunks
 // streamed it from L2 per vector and ran p = 16 layers 1.2-1.5x slower; 32
 // and 64 KiB were between).
-template <int S, int NV, int TM>
+template <int S, int NV, int TM, bool kShared = false>
 void Conv1x1(const ConvArgs& a, int threads) {
   using Seq = std::make_integer_sequence<int, TM>;
-  static const std::array<RunFn, TM> runs_nv = RunRow<S, NV>(Seq());
-  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1>(Seq());
+  static const std::array<RunFn, TM> runs_nv = RunRow<S, NV, kShared>(Seq());
+  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, false>(Seq());
   const PermDiagConvShape& s = *a.s;
   const int64_t ovs = a.w->out_vectors, positions = s.out_h * s.out_w;
   if (ovs == 0 || s.batch == 0 || positions == 0) return;
@@ -483,12 +500,31 @@ void ConvRun(const ConvArgs& a, int threads) {
   ConvTiles<KH, KW, S, 1>(a, threads);
 }
 
+// A 1×1 pack with shared_index: padless layers on runs of NV vectors that
+// share each permuted input position (Run1x1's kShared), the rest as
+// ConvRun.
+template <int S>
+void ConvRunShared(const ConvArgs& a, int threads) {
+  const PermDiagConvShape& s = *a.s;
+  if constexpr (kLanes >= 8) {
+    if (s.pad_top == 0 && s.pad_left == 0 && s.out_h == (s.in_h - 1) / S + 1 && s.out_w == (s.in_w - 1) / S + 1) {
+      if constexpr (kLanes >= 16) return Conv1x1<S, 4, 4, true>(a, threads);
+      else return Conv1x1<S, 2, 4, true>(a, threads);
+    }
+  }
+  ConvRun<1, 1, S>(a, threads);
+}
+
 using ConvFn = void (*)(const ConvArgs&, int);
 
 bool LanesFit(const KernelProblem& q) { return kLanes > 1 && kLanes % q.p == 0; }
 template <int K, int S>
 bool AdmitsConv(const KernelProblem& q) {
   return LanesFit(q) && q.kh == K && q.kw == K && q.stride == S;
+}
+template <int S>
+bool AdmitsShared1x1(const KernelProblem& q) {
+  return AdmitsConv<1, S>(q) && q.shared;
 }
 
 std::span<const Row<ConvFn>> ConvRows() {
@@ -497,6 +533,8 @@ std::span<const Row<ConvFn>> ConvRows() {
     if constexpr (kLanes > 1) {
       r.push_back({"permdiag.conv.3x3s1", AdmitsConv<3, 1>, ConvRun<3, 3, 1>});
       r.push_back({"permdiag.conv.3x3s2", AdmitsConv<3, 2>, ConvRun<3, 3, 2>});
+      r.push_back({"permdiag.conv.1x1s1.shared", AdmitsShared1x1<1>, ConvRunShared<1>});
+      r.push_back({"permdiag.conv.1x1s2.shared", AdmitsShared1x1<2>, ConvRunShared<2>});
       r.push_back({"permdiag.conv.1x1s1", AdmitsConv<1, 1>, ConvRun<1, 1, 1>});
       r.push_back({"permdiag.conv.1x1s2", AdmitsConv<1, 2>, ConvRun<1, 1, 2>});
     }
@@ -601,6 +639,7 @@ const Row<ConvFn>* ConvRow(const PermDiagConvPack& w, const PermDiagConvShape& s
   q.kh = w.kh;
   q.kw = w.kw;
   q.stride = s.stride_h;
+  q.shared = w.shared_index;
   return detail::Pick(ConvRows(), q);
 }
 

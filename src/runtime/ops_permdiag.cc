@@ -602,6 +602,9 @@ class PermDiagConvOp : public CompressedOp {
     q.kh = shape_.kh;
     q.kw = shape_.kw;
     q.stride = shape_.stride_h;
+    // The pack knows (PermDiagConvPack::shared_index); before it is built,
+    // a shared-offset 1x1 layer will have it.
+    q.shared = pack_ ? pack_->shared_index : column_ && shape_.kh * shape_.kw == 1;
     return q;
   }
 

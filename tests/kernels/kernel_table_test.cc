@@ -68,6 +68,11 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
               q.kh = q.kw = k;
               q.stride = stride;
               out.push_back(q);
+              // 1x1 with offsets shared down each block column (.shared rows).
+              if (k == 1) {
+                q.shared = true;
+                out.push_back(q);
+              }
             }
     return out;
   }
@@ -291,7 +296,8 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
       const int64_t mb = (m + q.p - 1) / q.p, nb = (n + q.p - 1) / q.p, taps = int64_t{q.kh} * q.kw;
       const auto values = RandomVector(mb * nb * q.p * taps, 1.0, seed + 2);
       std::vector<uint16_t> offsets(mb * nb);
-      for (int64_t b = 0; b < mb * nb; ++b) offsets[b] = static_cast<uint16_t>((b * 7 + seed) % q.p);
+      for (int64_t b = 0; b < mb * nb; ++b)
+        offsets[b] = static_cast<uint16_t>(((q.shared ? b % nb : b) * 7 + seed) % q.p);  // shared: one per column
       const PermDiagConvPack w = PermDiagConvPack::Build(values, offsets, m, n, q.p, q.kh, q.kw, L, bias);
       const int64_t iv = (n + L - 1) / L, ovn = (m + L - 1) / L;
       std::vector<float> x(B * iv * h * wd * L, 0.0f);
@@ -314,7 +320,8 @@ std::string Describe(const KernelProblem& q) {
   return std::string(KernelOpName(q.op)) + " p=" + std::to_string(q.p) + " " + std::to_string(q.rows) + "x" +
          std::to_string(q.cols) + " batch " + std::to_string(q.batch) + (q.chunked ? " chunked" : "") +
          (q.op == KernelOp::kPermDiagConv
-              ? " kernel " + std::to_string(q.kh) + "x" + std::to_string(q.kw) + " stride " + std::to_string(q.stride)
+              ? " kernel " + std::to_string(q.kh) + "x" + std::to_string(q.kw) + " stride " + std::to_string(q.stride) +
+                    (q.shared ? " shared" : "")
               : "");
 }
 

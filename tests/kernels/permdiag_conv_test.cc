@@ -33,6 +33,7 @@ struct Case {
   int64_t out, in, h, w, batch;
   int pad = -1;  // -1: kernel / 2 on every side
   int end = -1;  // padding at the bottom and right (the output size follows); -1: pad
+  bool shared = false;  // offsets shared down each block column (k_IJ = k_J)
 };
 
 // Plain [N][C][H][W] <-> blocked [N][C/L][H][W][L].
@@ -98,11 +99,20 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // Padded 1x1 layers: the tiles of four output vectors at stride 2 on
       // 16 lanes (7 vectors: one four-vector tile and leftovers alone) and
       // the 1x1 tile at stride 1.
-      {4, 1, 2, 100, 40, 6, 9, 1, 1}, {4, 1, 1, 40, 33, 5, 6, 1, 1}};
+      {4, 1, 2, 100, 40, 6, 9, 1, 1}, {4, 1, 1, 40, 33, 5, 6, 1, 1},
+      // Shared offsets (the permdiag-column format): padless 1x1 layers run
+      // the .shared rows (runs of four output vectors on 16 lanes, two on 8,
+      // sharing each permuted input position; 100 and 72 channels leave
+      // groups of fewer vectors and a partial last one), at stride 1 and 2,
+      // p below and equal to the lanes; padded ones fall back to the tiles.
+      {4, 1, 1, 72, 400, 5, 7, 3, -1, -1, true}, {8, 1, 2, 100, 200, 9, 11, 2, -1, -1, true},
+      {16, 1, 1, 100, 352, 3, 7, 2, -1, -1, true}, {2, 1, 1, 40, 34, 4, 5, 1, -1, -1, true},
+      {8, 1, 1, 40, 40, 5, 6, 1, 1, -1, true}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
                                       << (c.pad >= 0 ? c.pad : c.kernel / 2) << " end " << c.end << " "
-                                      << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L);
+                                      << c.out << "x" << c.in << " " << c.h << "x" << c.w << " lanes " << L
+                                      << (c.shared ? " shared" : ""));
     const int pad = c.pad >= 0 ? c.pad : c.kernel / 2, taps = c.kernel * c.kernel, p = c.p;
     const int end = c.end >= 0 ? c.end : pad;
     const int64_t oh = (c.h + pad + end - c.kernel) / c.stride + 1, ow = (c.w + pad + end - c.kernel) / c.stride + 1;
@@ -112,6 +122,8 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     std::vector<uint16_t> offsets(mb * nb);
     std::mt19937 rng(static_cast<unsigned>(seed));
     for (auto& k : offsets) k = static_cast<uint16_t>(rng() % p);
+    if (c.shared)
+      for (int64_t b = nb; b < mb * nb; ++b) offsets[b] = offsets[b % nb];
     const auto bias = RandomVector(c.out, 1.0, seed + 1), scale = RandomVector(c.out, 1.0, seed + 2),
                shift = RandomVector(c.out, 1.0, seed + 3);
     const auto x = RandomVector(c.batch * c.in * c.h * c.w, 1.0, seed + 4);
@@ -162,9 +174,16 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     KernelProblem q{KernelOp::kPermDiagConv, p, c.out, c.in, c.batch, false};
     q.kh = q.kw = c.kernel;
     q.stride = c.stride;
+    q.shared = w.shared_index;
     const bool simd_row = L > 1 && L % p == 0;
     EXPECT_EQ(PermDiagConvSimdAdmits(w, s), simd_row);
     EXPECT_EQ(SelectedKernel(q).rfind("permdiag.conv.reference", 0) != 0, simd_row) << SelectedKernel(q);
+    // Where p divides the lanes, the pack finds shared offsets on 1x1 layers
+    // of several vectors (a single vector, or p = 1, is trivially shared;
+    // for p > lanes each vector holds other rows of a block), and the
+    // .shared row runs them.
+    if (c.kernel == 1 && p > 1 && w.out_vectors > 1 && simd_row) EXPECT_EQ(w.shared_index, c.shared);
+    if (c.shared && simd_row) EXPECT_TRUE(SelectedKernel(q).ends_with(".shared")) << SelectedKernel(q);
   }
 }
 

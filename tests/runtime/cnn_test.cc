@@ -19,6 +19,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "permdnn/core/error.h"
+#include "permdnn/kernels/permdiag_conv.h"
 #include "permdnn/runtime/export.h"
 #include "permdnn/runtime/model.h"
 #include "tests/support/compare.h"
@@ -693,8 +694,23 @@ TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
           EXPECT_EQ(by_name.at("pd1").op_type, "PermDiagConv+BatchNormalization+Add+Relu");
           EXPECT_EQ(by_name.at("pd1").kernel, "permdiag.conv.3x3s1");
           EXPECT_EQ(by_name.at("pd2").kernel, "permdiag.conv.3x3s2");
-          EXPECT_EQ(by_name.at("down").kernel, "permdiag.conv.1x1s2");
-          EXPECT_EQ(by_name.at("pd3").kernel, "permdiag.conv.1x1s1");
+          // The 1x1 rows with shared offsets (.shared) run where every output
+          // vector's permutation is the first one's (PermDiagConvPack::
+          // shared_index): the builder's offsets ((I·nb + J)·5 + seed) mod p
+          // repeat every lanes / p row blocks for some of these shapes.
+          const auto vectors_share = [&](int64_t cin, int64_t cout, int seed) {
+            const int64_t per = permdnn::kernels::PermDiagConvLanes() / p;
+            const int64_t mb = (cout + p - 1) / p, nb = (cin + p - 1) / p;
+            const auto k = [&](int64_t I, int64_t J) { return ((I * nb + J) * 5 + seed) % p; };
+            for (int64_t I = per; I < mb; ++I)
+              for (int64_t J = 0; J < nb; ++J)
+                if (k(I, J) != k(I % per, J)) return false;
+            return true;
+          };
+          EXPECT_EQ(by_name.at("down").kernel,
+                    std::string("permdiag.conv.1x1s2") + (vectors_share(32, 40, 4) ? ".shared" : ""));
+          EXPECT_EQ(by_name.at("pd3").kernel,
+                    std::string("permdiag.conv.1x1s1") + (vectors_share(40, 24, 6) ? ".shared" : ""));
           // The same model planned again in the plain layout: the im2col
           // path reads the weights again (the blocked path dropped its
           // decoded copy once packed).

@@ -89,6 +89,12 @@ struct PermDiagConvPack {
   // zero in any frame).
   bool chained = false;
   AlignedBuffer<int32_t> chain;  // [out_vectors][passes][lanes], chained packs only
+  // Unchained packs whose index is the same for every output vector on its
+  // real lanes (offsets shared down each block column: k_IJ = k_J, so
+  // output lane (b, c) of every vector reads lane (c + k_J) mod p of block
+  // J): the 1×1 runs then permute each input vector once for several
+  // output vectors (the `.shared` rows of permdiag_conv_simd.cc).
+  bool shared_index = false;
 
   // values [mb][nb][p][kh·kw] and offsets [mb][nb] (the canonical layout of
   // the PermDiagConv operator); bias [out] or empty; scale [out] or empty

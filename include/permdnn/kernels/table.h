@@ -64,6 +64,9 @@ struct KernelProblem {
   int64_t rows = 0, cols = 0, batch = 1;
   bool chunked = false;
   int kh = 1, kw = 1, stride = 1;  // kPermDiagConv only: kernel size and stride (rows, cols: out, in channels)
+  // kPermDiagConv only: the pack permutes the input the same way for every
+  // output vector (PermDiagConvPack::shared_index: shared offsets).
+  bool shared = false;
 };
 
 // One row of the table as the outside sees it (the function pointer is
