@@ -421,6 +421,9 @@ template <int S, int NV, int TM, bool kShared = false>
 void Conv1x1(const ConvArgs& a, int threads) {
   using Seq = std::make_integer_sequence<int, TM>;
   static const std::array<RunFn, TM> runs_nv = RunRow<S, NV, kShared>(Seq());
+  // Shared: the vectors left over from NV in pairs that still share their
+  // permutations (a layer of 2 or 3 vectors would otherwise run each alone).
+  static const std::array<RunFn, TM> runs_2 = RunRow<S, 2, kShared>(Seq());
   static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, false>(Seq());
   const PermDiagConvShape& s = *a.s;
   const int64_t ovs = a.w->out_vectors, positions = s.out_h * s.out_w;
@@ -446,6 +449,10 @@ void Conv1x1(const ConvArgs& a, int threads) {
       for (; ov + NV <= ov_end; ov += NV)
         for (int64_t q = q_begin; q < q_end; q += TM)
           runs_nv[static_cast<std::size_t>(std::min<int64_t>(TM, q_end - q) - 1)](a, n, ov, q);
+      if constexpr (kShared && NV > 2)
+        for (; ov + 2 <= ov_end; ov += 2)
+          for (int64_t q = q_begin; q < q_end; q += TM)
+            runs_2[static_cast<std::size_t>(std::min<int64_t>(TM, q_end - q) - 1)](a, n, ov, q);
       for (; ov < ov_end; ++ov)
         for (int64_t q = q_begin; q < q_end; q += TM)
           runs_1[static_cast<std::size_t>(std::min<int64_t>(TM, q_end - q) - 1)](a, n, ov, q);
