@@ -95,8 +95,9 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
         w.index[(ov * nb + J) * lanes + L] = rel;
       }
   // Shared when every real lane of every vector reads what vector 0's lane
-  // does (padded lanes carry zero weights, so any index serves them).
-  w.shared_index = true;
+  // does (padded lanes carry zero weights, so any index serves them); one
+  // vector has nothing to share (its runs keep the general kernel's).
+  w.shared_index = w.out_vectors > 1;
   for (int64_t ov = 1; ov < w.out_vectors && w.shared_index; ++ov)
     for (int64_t J = 0; J < nb && w.shared_index; ++J)
       for (int L = 0; L < lanes && ov * lanes + L < out_channels; ++L)

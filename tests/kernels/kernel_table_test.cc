@@ -68,8 +68,10 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
               q.kh = q.kw = k;
               q.stride = stride;
               out.push_back(q);
-              // 1x1 with offsets shared down each block column (.shared rows).
-              if (k == 1) {
+              // 1x1 with offsets shared down each block column (.shared rows;
+              // a pack of one output vector has nothing to share).
+              const int L = PermDiagConvLanes();
+              if (k == 1 && L > 1 && (o + L - 1) / L > 1) {
                 q.shared = true;
                 out.push_back(q);
               }

@@ -102,10 +102,12 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       {4, 1, 2, 100, 40, 6, 9, 1, 1}, {4, 1, 1, 40, 33, 5, 6, 1, 1},
       // Shared offsets (the permdiag-column format): padless 1x1 layers run
       // the .shared rows (runs of four output vectors on 16 lanes, two on 8,
-      // sharing each permuted input position; 100 and 72 channels leave
-      // groups of fewer vectors and a partial last one), at stride 1 and 2,
-      // p below and equal to the lanes; padded ones fall back to the tiles.
+      // sharing each permuted input position; 72, 100 and 88 channels leave
+      // 1, 3 and 2 vectors past the fours on 16 lanes, the last of 88 a
+      // partial one inside a shared pair), at stride 1 and 2, p below and
+      // equal to the lanes; padded ones fall back to the tiles.
       {4, 1, 1, 72, 400, 5, 7, 3, -1, -1, true}, {8, 1, 2, 100, 200, 9, 11, 2, -1, -1, true},
+      {4, 1, 1, 88, 64, 6, 5, 2, -1, -1, true},
       {16, 1, 1, 100, 352, 3, 7, 2, -1, -1, true}, {2, 1, 1, 40, 34, 4, 5, 1, -1, -1, true},
       {8, 1, 1, 40, 40, 5, 6, 1, 1, -1, true}};
   for (const Case& c : cases) {

@@ -701,6 +701,7 @@ TEST(RuntimeCnn, PermDiagConvChainsMatchReference) {
           const auto vectors_share = [&](int64_t cin, int64_t cout, int seed) {
             const int64_t per = permdnn::kernels::PermDiagConvLanes() / p;
             const int64_t mb = (cout + p - 1) / p, nb = (cin + p - 1) / p;
+            if (per == 0 || mb <= per) return false;  // p past the lanes, or one vector: nothing shared
             const auto k = [&](int64_t I, int64_t J) { return ((I * nb + J) * 5 + seed) % p; };
             for (int64_t I = per; I < mb; ++I)
               for (int64_t J = 0; J < nb; ++J)

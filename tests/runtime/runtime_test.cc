@@ -134,7 +134,7 @@ TEST(RuntimeExport, MlpCustomAndPortableMatchReference) {
     EXPECT_EQ(b.Summary().compressed_nodes, 0);
     EXPECT_FALSE(a.Metadata("permdnn.preprocess").empty());
     // 1 and 3 run on the row pack, 64 and 128 on the lanes pack where the
-    // kernel table picks the lanes row for them (AVX-512; AVX2 at p = 4),
+    // kernel table picks the lanes row for them (AVX-512; AVX2 at p = 4 and 16),
     // else on the row-major matrix, 16 on the matrix. The first crossing
     // converts and drops the layout before; from the second on the layouts
     // are kept (kernels::PermDiagLanesPack, ops_permdiag.cc).

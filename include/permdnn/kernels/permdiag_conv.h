@@ -28,7 +28,10 @@
 // all the column blocks inside it and two output vectors (16 lanes; on 8
 // lanes one vector, at p < 8 only); padded 1×1 layers, p = 8 on 8 lanes and
 // 4 lanes keep the tiles (four output vectors per tile for 1×1 at stride 2
-// on 16 lanes).
+// on 16 lanes). Where every output vector permutes its input the same way
+// (shared_index below: offsets shared down each block column), the
+// padless 1×1 runs permute each input position once for four output vectors
+// (two on 8 lanes, at p = 8 too).
 // Measured in a standalone prototype
 // (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
 // resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
@@ -89,11 +92,13 @@ struct PermDiagConvPack {
   // zero in any frame).
   bool chained = false;
   AlignedBuffer<int32_t> chain;  // [out_vectors][passes][lanes], chained packs only
-  // Unchained packs whose index is the same for every output vector on its
-  // real lanes (offsets shared down each block column: k_IJ = k_J, so
-  // output lane (b, c) of every vector reads lane (c + k_J) mod p of block
-  // J): the 1×1 runs then permute each input vector once for several
-  // output vectors (the `.shared` rows of permdiag_conv_simd.cc).
+  // Unchained packs of more than one output vector whose index is the same
+  // for every vector on its real lanes: k_IJ = k_(I mod lanes/p),J on the
+  // real rows, e.g. offsets shared down each block column (k_IJ = k_J, the
+  // permdiag-column format: output lane (b, c) of every vector reads lane
+  // (c + k_J) mod p of block J). The 1×1 runs then permute each input
+  // position once for several output vectors (the `.shared` rows of
+  // permdiag_conv_simd.cc). False for one vector (nothing to share).
   bool shared_index = false;
 
   // values [mb][nb][p][kh·kw] and offsets [mb][nb] (the canonical layout of
