@@ -519,7 +519,7 @@ void ConvRun(const ConvArgs& a, int threads) {
 // the inputs, weights, index and permuted vector), two × four on 8 lanes.
 // Intel Xeon, one thread, permdnn_conv_bench's shared column against the
 // general kernel on the same layers (2026-12-08, three rounds): AVX3 p = 4
-// median 0.75x the time, p = 8 0.83x, p = 16 0.86x; AVX2 p = 4 0.79x, p = 8
+// median 0.75x the time, p = 8 0.81x, p = 16 0.85x; AVX2 p = 4 0.79x, p = 8
 // 0.87x. One-round variants on AVX3: 3 × 6 level, 2 × 8 slower.
 template <int S>
 void ConvRunShared(const ConvArgs& a, int threads) {
