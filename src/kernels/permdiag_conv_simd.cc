@@ -491,14 +491,19 @@ void Conv1x1(const ConvArgs& a, int threads) {
 // (NV = 4) ran every 1×1 layer at stride 2, the 2×8 tile at stride 1.
 // Measured with bench/permdiag_conv_bench.cc (docs/benchmarks.md,
 // convbench; stop 46 in src/kernels/README.md).
+// A 1×1 layer at stride S with no padding: none at the top and left, and
+// the output size that leaves none at the bottom and right either (an ONNX
+// pads = [0, 0, 1, 1] gives a larger output, whose last rows and columns
+// read padding). Conv1x1 runs these.
+template <int S>
+bool Padless1x1(const PermDiagConvShape& s) {
+  return s.pad_top == 0 && s.pad_left == 0 && s.out_h == (s.in_h - 1) / S + 1 && s.out_w == (s.in_w - 1) / S + 1;
+}
+
 template <int KH, int KW, int S>
 void ConvRun(const ConvArgs& a, int threads) {
   if constexpr (KH == 1 && KW == 1 && kLanes >= 8) {
-    // Padless: no padding at the top and left, and the output size that
-    // leaves none at the bottom and right either (an ONNX pads = [0, 0, 1, 1]
-    // gives a larger output, whose last rows and columns read padding).
-    const PermDiagConvShape& s = *a.s;
-    if (s.pad_top == 0 && s.pad_left == 0 && s.out_h == (s.in_h - 1) / S + 1 && s.out_w == (s.in_w - 1) / S + 1) {
+    if (Padless1x1<S>(*a.s)) {
       if constexpr (kLanes >= 16) {
         return Conv1x1<S, 2, 8>(a, threads);
       } else {
@@ -523,9 +528,8 @@ void ConvRun(const ConvArgs& a, int threads) {
 // 0.87x. One-round variants on AVX3: 3 × 6 level, 2 × 8 slower.
 template <int S>
 void ConvRunShared(const ConvArgs& a, int threads) {
-  const PermDiagConvShape& s = *a.s;
   if constexpr (kLanes >= 8) {
-    if (s.pad_top == 0 && s.pad_left == 0 && s.out_h == (s.in_h - 1) / S + 1 && s.out_w == (s.in_w - 1) / S + 1) {
+    if (Padless1x1<S>(*a.s)) {
       if constexpr (kLanes >= 16) return Conv1x1<S, 4, 4, true>(a, threads);
       else return Conv1x1<S, 2, 4, true>(a, threads);
     }

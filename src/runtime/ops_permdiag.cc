@@ -330,9 +330,9 @@ class PermDiagMatMulOp : public CompressedOp, public Int16Op {
   // pack (kernels::PermDiagRowPack: chunk-major when cache-sized, the
   // faster batch-1 layout) below.
   std::shared_ptr<const kernels::PermDiagRowPack> rows_;
-  // Batch >= 4 where the kernel table picks the lanes row (a multiple of 64;
-  // p = 4, 8, 16 on AVX-512, p = 4 on AVX2): its chunk-major copy instead
-  // of the matrix.
+  // Batch >= 4 where the kernel table picks the lanes row (a multiple of 64
+  // at the p the target's row admits: PermDiagUsesLanesPack): its
+  // chunk-major copy instead of the matrix.
   std::shared_ptr<const kernels::PermDiagLanesPack> lanes_;
   bool use_lanes_ = false;  // this plan runs on lanes_
   std::shared_ptr<const std::vector<float>> bias_;
@@ -603,8 +603,9 @@ class PermDiagConvOp : public CompressedOp {
     q.kw = shape_.kw;
     q.stride = shape_.stride_h;
     // The pack knows (PermDiagConvPack::shared_index); before it is built,
-    // a shared-offset 1x1 layer will have it.
-    q.shared = pack_ ? pack_->shared_index : column_ && shape_.kh * shape_.kw == 1;
+    // a shared-offset 1x1 layer of more than one output vector will have it.
+    q.shared = pack_ ? pack_->shared_index
+                     : column_ && shape_.kh * shape_.kw == 1 && out_ > kernels::PermDiagConvLanes();
     return q;
   }
 

@@ -144,12 +144,14 @@ struct PermDiagRowPack {
 // blocks (their transposed inputs stay in L1), every row block of the
 // I-chunk reading its piece of the J-chunk: chunk_cols·p floats. In the
 // matrix's row-major layout those pieces are chunk_rows short streams
-// col_blocks·p floats apart, which neither the hardware prefetcher nor a
-// software prefetch kept up with on the Intel Xeon of docs/benchmarks.md
-// (B = 64, AVX3, three alternating rounds: VGG-6 and Alex-6 at p = 4 and 8
-// ran 41-57 GF/s per stored weight from it, 67-71 from this layout). Here
-// each I-chunk keeps its
-// row-major region of values, stored J-chunk by J-chunk and, inside one,
+// col_blocks·p floats apart, which the hardware prefetcher does not follow;
+// the row prefetches them in software either way. On the Intel Xeon of
+// docs/benchmarks.md (B = 64, one thread, alternating rounds) the matrix ran
+// 1.00-1.14x this layout's time (AVX3 Alex-6 / VGG-6 p = 4 16.8-18.1 /
+// 46.8-48.0 against 16.7-16.8 / 43.2-44.9 ms, AVX2 4096x4096 p = 4 12.0
+// against 10.5). (Stop 53 had measured 41-57 against 67-71 GF/s per stored
+// weight, but its binary had lost the software prefetches: permdiag_simd.cc,
+// PrefetchLine.) Here each I-chunk keeps its row-major region of values, stored J-chunk by J-chunk and, inside one,
 // row block by row block, so the row reads one sequential stream:
 //     values[Ic·nb·p + J0·nI·p + (I − Ic)·nJ·p + (J − J0)·p + e] = q_IJ[e]
 // for block (I, J) in I-chunk [Ic, Ic + nI) and J-chunk [J0, J0 + nJ)
