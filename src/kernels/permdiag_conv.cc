@@ -94,6 +94,40 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
         }
         w.index[(ov * nb + J) * lanes + L] = rel;
       }
+  // Rotated: p = lanes, one tap, on 8 lanes (only 8-lane targets run these
+  // packs: permdiag_conv_simd.cc AdmitsRotated1x1). Block (ov, J)'s shift is
+  // lane 0's index (the vector's first channel always exists; its padded
+  // rows have zero weights, so reading any lane serves them).
+  if (taps == 1 && lanes == 8 && p == lanes) {
+    w.rotated = true;
+    w.rot_blocks.Resize(static_cast<std::size_t>(w.out_vectors * nb));
+    w.rot_weights.Resize(static_cast<std::size_t>(w.out_vectors * nb * lanes));
+    w.rot_end.Resize(static_cast<std::size_t>(w.out_vectors * lanes));
+    w.rot_shift.Resize(static_cast<std::size_t>(w.out_vectors * lanes));
+    w.rot_count.Resize(static_cast<std::size_t>(w.out_vectors));
+    std::vector<int32_t> first(static_cast<std::size_t>(lanes + 1));
+    for (int64_t ov = 0; ov < w.out_vectors; ++ov) {
+      std::fill(first.begin(), first.end(), 0);  // first step of shift k, by counting
+      for (int64_t J = 0; J < nb; ++J) ++first[static_cast<std::size_t>(w.index[(ov * nb + J) * lanes] + 1)];
+      int32_t segments = 0;
+      for (int k = 0; k < lanes; ++k) {
+        if (first[static_cast<std::size_t>(k + 1)] > 0) {
+          w.rot_shift[ov * lanes + segments] = k;
+          w.rot_end[ov * lanes + segments] = first[static_cast<std::size_t>(k)] + first[static_cast<std::size_t>(k + 1)];
+          ++segments;
+        }
+        first[static_cast<std::size_t>(k + 1)] += first[static_cast<std::size_t>(k)];
+      }
+      w.rot_count[ov] = segments;
+      for (int64_t J = 0; J < nb; ++J) {
+        const int32_t k = w.index[(ov * nb + J) * lanes];
+        const int64_t step = ov * nb + first[static_cast<std::size_t>(k)]++;
+        w.rot_blocks[step] = static_cast<int32_t>(J);
+        for (int c = 0; c < lanes; ++c)
+          w.rot_weights[step * lanes + (c + k) % lanes] = w.weights[(ov * nb + J) * lanes + c];
+      }
+    }
+  }
   // Shared when every real lane of every vector reads what vector 0's lane
   // does (padded lanes carry zero weights, so any index serves them); one
   // vector has nothing to share (its runs keep the general kernel's).

@@ -30,8 +30,11 @@
 // (at p = 8 too with a shared permutation): runs of positions whose input
 // vectors are loaded once for all column blocks inside them; with a shared
 // permutation each loaded position is also permuted once for four output
-// vectors (two on 8 lanes). The 1×1 tiles above remain for padded 1×1
-// layers (shared or not), for p = 8 on 8 lanes and for 4 lanes (SSE4).
+// vectors (two on 8 lanes). On 8 lanes at p = 8 with at least 24 column
+// blocks the `.rotated` row sums each output vector's blocks in the order
+// of their shifts, moving its accumulators only where the shift changes
+// (Run1x1Rot). The 1×1 tiles above remain for padded 1×1 layers (shared or
+// not), for the other p = 8 layers on 8 lanes and for 4 lanes (SSE4).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -85,6 +88,16 @@ constexpr int kLanes = static_cast<int>(hn::MaxLanes(hn::ScalableTag<float>()));
 constexpr int kLanes = 1;
 #endif
 alignas(64) constexpr float kZeroVector[kLanes] = {};  // what an edge tile reads outside the image
+// kRotations[r][l] = (l + r) mod L: a vector's lanes rotated by r (the
+// rotated 1×1 runs' moves between frames).
+constexpr std::array<int32_t, kLanes * kLanes> RotationTable() {
+  std::array<int32_t, kLanes * kLanes> t{};
+  for (int r = 0; r < kLanes; ++r)
+    for (int l = 0; l < kLanes; ++l) t[static_cast<std::size_t>(r * kLanes + l)] = (l + r) % kLanes;
+  return t;
+}
+alignas(64) constexpr std::array<int32_t, kLanes * kLanes> kRotationArray = RotationTable();
+constexpr const int32_t* kRotations = kRotationArray.data();
 
 // The epilogue of output vector o of sample n, for the tiles and the 1×1
 // runs alike: bias, the residual, the clamp, padded lanes zeroed, stored at
@@ -407,10 +420,72 @@ HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
   }
 }
 
+// A rotated pack (PermDiagConvPack::rotated: p = L, one tap), stride 1: a
+// run of T positions of one output vector walks its blocks in the order of
+// their shifts; the blocks of shift k accumulate in k's frame (lane (c + k)
+// mod L holds output lane c), the input vector used as loaded with the
+// block's weights stored in that frame, and the T accumulators rotate only
+// where the shift changes and once at the end (at most L + 1 times T
+// permutations where the gather form permutes once per FMA). Each FMA
+// reads its own input vector from L1 (at p = L no vector serves two
+// blocks), at one pointer and constant displacements (the positions are
+// consecutive). Only 8-lane targets run it (ConvRunRotated).
+template <int T>
+HWY_NOINLINE void Run1x1Rot(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
+  using D = hn::ScalableTag<float>;
+  using DI = hn::RebindToSigned<D>;
+  using V = hn::Vec<D>;
+  const D d;
+  const DI di;
+  constexpr int L = kLanes;
+  const PermDiagConvPack& w = *a.w;
+  const PermDiagConvShape& s = *a.s;
+  PERMDNN_DCHECK(w.rotated);
+  const int64_t nb = w.col_blocks, iv_count = (s.in_channels + L - 1) / L;
+  const int64_t in_plane = s.in_h * s.in_w * L;
+  V acc[T];
+#pragma GCC unroll 16
+  for (int i = 0; i < T; ++i) acc[i] = hn::Zero(d);
+  const int32_t* blocks = w.rot_blocks.data() + ov * nb;
+  const int32_t* ends = w.rot_end.data() + ov * L;
+  const int32_t* shifts = w.rot_shift.data() + ov * L;
+  const float* weights = w.rot_weights.data() + ov * nb * L;
+  const float* xq = a.x + n * iv_count * in_plane + q0 * L;
+  // The first segment starts in its own frame (zero is zero in any frame);
+  // consecutive segments differ in shift, so each later one moves.
+  int32_t step = 0, frame = shifts[0];
+  const int32_t segments = w.rot_count[ov];
+  for (int32_t sg = 0; sg < segments; ++sg) {
+    const int32_t k = shifts[sg], end = ends[sg];
+    if (sg > 0) {  // a'[l] = a[(l + frame − k) mod L]
+      const auto move = hn::IndicesFromVec(d, hn::Load(di, kRotations + ((frame - k + L) % L) * L));
+#pragma GCC unroll 16
+      for (int i = 0; i < T; ++i) acc[i] = hn::TableLookupLanes(acc[i], move);
+      frame = k;
+    }
+    for (; step < end; ++step) {
+      const V wk = hn::Load(d, weights + step * L);
+      const float* xv = xq + blocks[step] * in_plane;
+#pragma GCC unroll 16
+      for (int i = 0; i < T; ++i) acc[i] = hn::MulAdd(wk, hn::LoadU(d, xv + i * L), acc[i]);
+    }
+  }
+  {  // back to the output's lanes (frame 0: the identity)
+    const auto move = hn::IndicesFromVec(d, hn::Load(di, kRotations + frame * L));
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[i] = hn::TableLookupLanes(acc[i], move);
+  }
+  const OutputVector<D> out(d, a, n, ov);
+#pragma GCC unroll 16
+  for (int i = 0; i < T; ++i) out.Store(d, (q0 + i) * L, acc[i]);
+}
+
+enum class RunKind { kGeneral, kShared, kRotated };
 using RunFn = void (*)(const ConvArgs&, int64_t, int64_t, int64_t);
-template <int S, int NV, bool kShared, int... Ts>
+template <int S, int NV, RunKind kKind, int... Ts>
 constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts...>) {
-  return {&Run1x1<S, Ts + 1, NV, kShared>...};
+  if constexpr (kKind == RunKind::kRotated) return {&Run1x1Rot<Ts + 1>...};
+  else return {&Run1x1<S, Ts + 1, NV, kKind == RunKind::kShared>...};
 }
 
 // All runs of a padless 1×1 convolution. Work items: (sample, group of
@@ -421,16 +496,17 @@ constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts.
 // the group's vectors pass over it (Zen 5, AVX3, batch 1: 256 KiB chunks
 // streamed it from L2 per vector and ran p = 16 layers 1.2-1.5x slower; 32
 // and 64 KiB were between).
-template <int S, int NV, int TM, bool kShared = false>
+template <int S, int NV, int TM, RunKind kKind = RunKind::kGeneral>
 void Conv1x1(const ConvArgs& a, int threads) {
+  constexpr bool kShared = kKind == RunKind::kShared;
   using Seq = std::make_integer_sequence<int, TM>;
-  static const std::array<RunFn, TM> runs_nv = RunRow<S, NV, kShared>(Seq());
+  static const std::array<RunFn, TM> runs_nv = RunRow<S, NV, kKind>(Seq());
   // Shared: the vectors left over from NV in pairs that still share their
   // permutations (a layer of 2 or 3 vectors would otherwise run each alone:
   // Intel Xeon, AVX3, mbv2 144>24 @56, p = 4, batch 1, 0.111 -> 0.083 ms,
   // the general kernel 0.091-0.096).
-  static const std::array<RunFn, TM> runs_2 = RunRow<S, 2, kShared>(Seq());
-  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, false>(Seq());
+  static const std::array<RunFn, TM> runs_2 = RunRow<S, 2, kShared ? RunKind::kShared : kKind>(Seq());
+  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, kKind == RunKind::kRotated ? kKind : RunKind::kGeneral>(Seq());
   const PermDiagConvShape& s = *a.s;
   const int64_t ovs = a.w->out_vectors, positions = s.out_h * s.out_w;
   if (ovs == 0 || s.batch == 0 || positions == 0) return;
@@ -530,11 +606,22 @@ template <int S>
 void ConvRunShared(const ConvArgs& a, int threads) {
   if constexpr (kLanes >= 8) {
     if (Padless1x1<S>(*a.s)) {
-      if constexpr (kLanes >= 16) return Conv1x1<S, 4, 4, true>(a, threads);
-      else return Conv1x1<S, 2, 4, true>(a, threads);
+      if constexpr (kLanes >= 16) return Conv1x1<S, 4, 4, RunKind::kShared>(a, threads);
+      else return Conv1x1<S, 2, 4, RunKind::kShared>(a, threads);
     }
   }
   ConvRun<1, 1, S>(a, threads);
+}
+
+// A rotated pack (p = L, one tap) at stride 1 on 8 lanes: padless layers
+// on runs of 12 positions of one output vector (Run1x1Rot: 12 accumulators,
+// the weights, the move; runs of 8 took 0.95-1.19x the time of 12 on the
+// conv bench's 1x1 shapes, median 1.10x), the rest as ConvRun.
+void ConvRunRotated(const ConvArgs& a, int threads) {
+  if constexpr (kLanes == 8) {
+    if (a.w->rotated && Padless1x1<1>(*a.s)) return Conv1x1<1, 1, 12, RunKind::kRotated>(a, threads);
+  }
+  ConvRun<1, 1, 1>(a, threads);
 }
 
 using ConvFn = void (*)(const ConvArgs&, int);
@@ -548,6 +635,27 @@ template <int S>
 bool AdmitsShared1x1(const KernelProblem& q) {
   return AdmitsConv<1, S>(q) && q.shared;
 }
+// The rotated row: p = L on 8 lanes, stride 1, at least 3·L column blocks
+// (three steps per shift on average). Intel Xeon, AVX2 (where the
+// permutations have a port of their own and the 1×8 tiles issue one per
+// FMA), one thread, against the 1×8 tiles that ran these layers before
+// (2026-12-08): permdnn_conv_bench --only 1x1 --p 8 --simd-target avx2,
+// three alternating rounds, 384>64 @14, 960>160 @7 and 320>1280 @7 at
+// batch 1 and 16 0.72-0.91x the time; in mobilenet_v2-p8 (permdnn run
+// --profile --simd-target avx2, batch 1, three alternating rounds) its 14
+// layers with 24 or more blocks 0.84x in all (665 → 558 µs); end to end
+// 0.98x / 0.95x at batch 1 / 16 (permdnn run --bench --cpu-time). With fewer blocks per shift the segments' loop exits
+// are data the branch predictor has not seen in a network (other layers
+// run between two calls): mobilenet_v2's expansions (64>384 and 96>576 @14,
+// 160>960 @7, 8-20 blocks over up to 120 output vectors) ran 1.01-1.36x
+// the tiles' time there though 0.85-0.91x in the layer bench, which repeats
+// one layer; a prefetch of the next vectors' steps, larger chunks and
+// balanced runs did not change that. On 16 lanes (AVX3, p = 16) the runs of
+// two vectors sharing each loaded input (Conv1x1) stay: the rotated runs,
+// one 64-byte load per FMA, ran 0.97-1.5x their time.
+bool AdmitsRotated1x1(const KernelProblem& q) {
+  return kLanes == 8 && AdmitsConv<1, 1>(q) && q.p == kLanes && (q.cols + q.p - 1) / q.p >= 3 * kLanes;
+}
 
 std::span<const Row<ConvFn>> ConvRows() {
   static const std::vector<Row<ConvFn>> rows = [] {
@@ -557,6 +665,7 @@ std::span<const Row<ConvFn>> ConvRows() {
       r.push_back({"permdiag.conv.3x3s2", AdmitsConv<3, 2>, ConvRun<3, 3, 2>});
       r.push_back({"permdiag.conv.1x1s1.shared", AdmitsShared1x1<1>, ConvRunShared<1>});
       r.push_back({"permdiag.conv.1x1s2.shared", AdmitsShared1x1<2>, ConvRunShared<2>});
+      if constexpr (kLanes == 8) r.push_back({"permdiag.conv.1x1s1.rotated", AdmitsRotated1x1, ConvRunRotated});
       r.push_back({"permdiag.conv.1x1s1", AdmitsConv<1, 1>, ConvRun<1, 1, 1>});
       r.push_back({"permdiag.conv.1x1s2", AdmitsConv<1, 2>, ConvRun<1, 1, 2>});
     }

@@ -109,7 +109,14 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       {4, 1, 1, 72, 400, 5, 7, 3, -1, -1, true}, {8, 1, 2, 100, 200, 9, 11, 2, -1, -1, true},
       {4, 1, 1, 88, 64, 6, 5, 2, -1, -1, true},
       {16, 1, 1, 100, 352, 3, 7, 2, -1, -1, true}, {2, 1, 1, 40, 34, 4, 5, 1, -1, -1, true},
-      {8, 1, 1, 40, 40, 5, 6, 1, 1, -1, true}};
+      {8, 1, 1, 40, 40, 5, 6, 1, 1, -1, true},
+      // p equal to the lanes, 1x1 without padding, at least 24 column blocks
+      // (the .rotated row on 8 lanes: blocks in the order of their shifts,
+      // summed in each shift's frame): a partial last block (197 channels)
+      // and output vector (20 of 24 lanes), runs of 12 positions and a
+      // shorter last one (7x9 = 63 positions per sample), two samples; and
+      // 23 blocks (184 channels), which the row does not take.
+      {8, 1, 1, 20, 197, 7, 9, 2}, {8, 1, 1, 20, 184, 7, 9, 1}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
                                       << (c.pad >= 0 ? c.pad : c.kernel / 2) << " end " << c.end << " "
@@ -186,6 +193,12 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     // .shared row runs them.
     if (c.kernel == 1 && p > 1 && w.out_vectors > 1 && simd_row) EXPECT_EQ(w.shared_index, c.shared);
     if (c.shared && simd_row) EXPECT_TRUE(SelectedKernel(q).ends_with(".shared")) << SelectedKernel(q);
+    // The rotated row: 8 lanes, p = 8, padless 1x1 at stride 1, at least 24
+    // column blocks, offsets not shared (the .shared row comes first); its
+    // pack carries the rotated form on 8 lanes only.
+    const bool rotated = L == 8 && p == 8 && c.kernel == 1 && c.stride == 1 && !c.shared && nb >= 24;
+    EXPECT_EQ(SelectedKernel(q).ends_with(".rotated"), rotated) << SelectedKernel(q);
+    EXPECT_EQ(w.rotated, L == 8 && p == 8 && c.kernel == 1);
   }
 }
 
