@@ -94,11 +94,12 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
         }
         w.index[(ov * nb + J) * lanes + L] = rel;
       }
-  // Rotated: p = lanes, one tap, on 8 lanes (only 8-lane targets run these
-  // packs: permdiag_conv_simd.cc AdmitsRotated1x1). Block (ov, J)'s shift is
+  // Rotated: p = lanes, one tap, on 8 lanes and at least 3·lanes column
+  // blocks (what permdiag_conv_simd.cc's AdmitsRotated1x1 may take; no
+  // second copy of the weights for the others). Block (ov, J)'s shift is
   // lane 0's index (the vector's first channel always exists; its padded
   // rows have zero weights, so reading any lane serves them).
-  if (taps == 1 && lanes == 8 && p == lanes) {
+  if (taps == 1 && lanes == 8 && p == lanes && nb >= 3 * lanes) {
     w.rotated = true;
     w.rot_blocks.Resize(static_cast<std::size_t>(w.out_vectors * nb));
     w.rot_weights.Resize(static_cast<std::size_t>(w.out_vectors * nb * lanes));
@@ -113,7 +114,8 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
       for (int k = 0; k < lanes; ++k) {
         if (first[static_cast<std::size_t>(k + 1)] > 0) {
           w.rot_shift[ov * lanes + segments] = k;
-          w.rot_end[ov * lanes + segments] = first[static_cast<std::size_t>(k)] + first[static_cast<std::size_t>(k + 1)];
+          const std::size_t at = static_cast<std::size_t>(k);
+          w.rot_end[ov * lanes + segments] = first[at] + first[at + 1];
           ++segments;
         }
         first[static_cast<std::size_t>(k + 1)] += first[static_cast<std::size_t>(k)];

@@ -3,7 +3,8 @@
 // with dynamic dispatch, and its rows of the kernel table (op
 // permdiag.conv, one row per kernel size and stride, and for 1×1 a
 // `.shared` row per stride for packs whose output vectors share their
-// permutation: PermDiagConvPack::shared_index).
+// permutation, PermDiagConvPack::shared_index, and on 8 lanes a `.rotated`
+// row at stride 1 for p = 8, PermDiagConvPack::rotated).
 //
 // Register tile: R output rows × T output columns of NV output vectors
 // (NV·R·T accumulators). Per pass (a column block; chained packs, every
@@ -30,8 +31,8 @@
 // (at p = 8 too with a shared permutation): runs of positions whose input
 // vectors are loaded once for all column blocks inside them; with a shared
 // permutation each loaded position is also permuted once for four output
-// vectors (two on 8 lanes). On 8 lanes at p = 8 with at least 24 column
-// blocks the `.rotated` row sums each output vector's blocks in the order
+// vectors (two on 8 lanes). On 8 lanes at p = 8, stride 1 and offsets not
+// shared, with at least 24 column blocks, the `.rotated` row sums each output vector's blocks in the order
 // of their shifts, moving its accumulators only where the shift changes
 // (Run1x1Rot). The 1×1 tiles above remain for padded 1×1 layers (shared or
 // not), for the other p = 8 layers on 8 lanes and for 4 lanes (SSE4).
@@ -425,8 +426,10 @@ HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
 // their shifts; the blocks of shift k accumulate in k's frame (lane (c + k)
 // mod L holds output lane c), the input vector used as loaded with the
 // block's weights stored in that frame, and the T accumulators rotate only
-// where the shift changes and once at the end (at most L + 1 times T
-// permutations where the gather form permutes once per FMA). Each FMA
+// where the shift changes and once at the end (at most L times T
+// permutations where the gather form permutes once per FMA; the last move
+// runs even where it is the identity: a branch on the shift would be
+// another one the predictor has not seen). Each FMA
 // reads its own input vector from L1 (at p = L no vector serves two
 // blocks), at one pointer and constant displacements (the positions are
 // consecutive). Only 8-lane targets run it (ConvRunRotated).
@@ -484,7 +487,10 @@ enum class RunKind { kGeneral, kShared, kRotated };
 using RunFn = void (*)(const ConvArgs&, int64_t, int64_t, int64_t);
 template <int S, int NV, RunKind kKind, int... Ts>
 constexpr std::array<RunFn, sizeof...(Ts)> RunRow(std::integer_sequence<int, Ts...>) {
-  if constexpr (kKind == RunKind::kRotated) return {&Run1x1Rot<Ts + 1>...};
+  if constexpr (kKind == RunKind::kRotated) {
+    static_assert(S == 1 && NV == 1, "the rotated runs are of one output vector at stride 1");
+    return {&Run1x1Rot<Ts + 1>...};
+  }
   else return {&Run1x1<S, Ts + 1, NV, kKind == RunKind::kShared>...};
 }
 
@@ -505,8 +511,10 @@ void Conv1x1(const ConvArgs& a, int threads) {
   // permutations (a layer of 2 or 3 vectors would otherwise run each alone:
   // Intel Xeon, AVX3, mbv2 144>24 @56, p = 4, batch 1, 0.111 -> 0.083 ms,
   // the general kernel 0.091-0.096).
-  static const std::array<RunFn, TM> runs_2 = RunRow<S, 2, kShared ? RunKind::kShared : kKind>(Seq());
-  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, kKind == RunKind::kRotated ? kKind : RunKind::kGeneral>(Seq());
+  static const std::array<RunFn, TM> runs_2 =  // (run by kShared only)
+      RunRow<S, 2, kShared ? RunKind::kShared : RunKind::kGeneral>(Seq());
+  constexpr RunKind kOne = kKind == RunKind::kRotated ? kKind : RunKind::kGeneral;  // a vector alone shares nothing
+  static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, kOne>(Seq());
   const PermDiagConvShape& s = *a.s;
   const int64_t ovs = a.w->out_vectors, positions = s.out_h * s.out_w;
   if (ovs == 0 || s.batch == 0 || positions == 0) return;
@@ -644,15 +652,15 @@ bool AdmitsShared1x1(const KernelProblem& q) {
 // batch 1 and 16 0.72-0.91x the time; in mobilenet_v2-p8 (permdnn run
 // --profile --simd-target avx2, batch 1, three alternating rounds) its 14
 // layers with 24 or more blocks 0.84x in all (665 → 558 µs); end to end
-// 0.98x / 0.95x at batch 1 / 16 (permdnn run --bench --cpu-time). With fewer blocks per shift the segments' loop exits
-// are data the branch predictor has not seen in a network (other layers
+// 0.98x / 0.95x at batch 1 / 16 (permdnn run --bench --cpu-time). With
+// fewer blocks per shift the segments' loop exits are data the branch predictor has not seen in a network (other layers
 // run between two calls): mobilenet_v2's expansions (64>384 and 96>576 @14,
 // 160>960 @7, 8-20 blocks over up to 120 output vectors) ran 1.01-1.36x
 // the tiles' time there though 0.85-0.91x in the layer bench, which repeats
 // one layer; a prefetch of the next vectors' steps, larger chunks and
 // balanced runs did not change that. On 16 lanes (AVX3, p = 16) the runs of
 // two vectors sharing each loaded input (Conv1x1) stay: the rotated runs,
-// one 64-byte load per FMA, ran 0.97-1.5x their time.
+// one 64-byte load per FMA, ran 0.95-1.5x their time.
 bool AdmitsRotated1x1(const KernelProblem& q) {
   return kLanes == 8 && AdmitsConv<1, 1>(q) && q.p == kLanes && (q.cols + q.p - 1) / q.p >= 3 * kLanes;
 }

@@ -198,8 +198,51 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     // pack carries the rotated form on 8 lanes only.
     const bool rotated = L == 8 && p == 8 && c.kernel == 1 && c.stride == 1 && !c.shared && nb >= 24;
     EXPECT_EQ(SelectedKernel(q).ends_with(".rotated"), rotated) << SelectedKernel(q);
-    EXPECT_EQ(w.rotated, L == 8 && p == 8 && c.kernel == 1);
+    EXPECT_EQ(w.rotated, L == 8 && p == 8 && c.kernel == 1 && nb >= 24);
   }
+}
+
+// A rotated pack (p = lanes = 8, 25 column blocks) with hand-set shifts: the
+// first output vector's blocks alternate between shifts 3 and 5 (its first
+// frame is not 0, six shifts have no blocks), the second's are all 6 (one
+// segment, a single final move). The pack's segments are checked on every
+// target; on 8 lanes the .rotated row runs it and equals the reference
+// loops, with a partial last run (35 positions: 12, 12, 11).
+TEST_P(PermDiagConvTest, RotatedPackSegmentsWithHandSetShifts) {
+  const int p = 8, lanes = 8;
+  const int64_t out = 16, in = 200, mb = 2, nb = 25, h = 5, wd = 7;
+  const auto values = RandomVector(mb * nb * p, 1.0, 41);
+  std::vector<uint16_t> offsets(mb * nb);
+  for (int64_t J = 0; J < nb; ++J) {
+    offsets[J] = J % 2 == 0 ? 3 : 5;
+    offsets[nb + J] = 6;
+  }
+  const auto bias = RandomVector(out, 1.0, 42);
+  const PermDiagConvPack w = PermDiagConvPack::Build(values, offsets, out, in, p, 1, 1, lanes, bias);
+  ASSERT_TRUE(w.rotated);
+  EXPECT_EQ(w.rot_count[0], 2);
+  EXPECT_EQ(w.rot_shift[0], 3);
+  EXPECT_EQ(w.rot_shift[1], 5);
+  EXPECT_EQ(w.rot_end[0], 13);  // the even blocks 0, 2, .., 24
+  EXPECT_EQ(w.rot_end[1], 25);
+  EXPECT_EQ(w.rot_blocks[0], 0);
+  EXPECT_EQ(w.rot_blocks[13], 1);
+  EXPECT_EQ(w.rot_count[1], 1);
+  EXPECT_EQ(w.rot_shift[lanes], 6);
+  EXPECT_EQ(w.rot_end[lanes], 25);
+  // Block 1 of vector 0 (shift 5) sits at step 13, lane (c + 5) mod 8 holding
+  // output lane c's weight.
+  for (int c = 0; c < lanes; ++c) EXPECT_EQ(w.rot_weights[13 * lanes + (c + 5) % lanes], values[(0 * nb + 1) * p + c]);
+  if (PermDiagConvLanes() != lanes) return;
+  const PermDiagConvShape s{1, in, out, h, wd, h, wd, 1, 1, 1, 1, 0, 0};
+  const auto x = RandomVector(nb * h * wd * lanes, 1.0, 43);
+  const PermDiagConvEpilogue e{};
+  std::vector<float> ref(2 * h * wd * lanes, 9.0f), simd(ref.size(), 9.0f);
+  PermDiagConv2DReference(w, s, x.data(), e, ref.data());
+  PermDiagConv2D(w, s, x.data(), e, simd.data(), 1);
+  EXPECT_TRUE(AllNear<float>(ref, simd, Tolerance(nb + 1, 4.0)));
+  KernelProblem q{KernelOp::kPermDiagConv, p, out, in, 1, false};
+  EXPECT_EQ(SelectedKernel(q), "permdiag.conv.1x1s1.rotated");
 }
 
 // BlockedChannelGather, the shared-offset conv's channel gathers: a

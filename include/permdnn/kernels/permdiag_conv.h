@@ -26,14 +26,14 @@
 // src/kernels/permdiag_conv_simd.cc). 1×1 layers with no padding on any
 // side run on runs of positions instead, each input vector loaded once for
 // all the column blocks inside it and two output vectors (16 lanes; on 8
-// lanes one vector, at p < 8 only); padded 1×1 layers, p = 8 on 8 lanes and
-// 4 lanes keep the tiles (four output vectors per tile for 1×1 at stride 2
+// lanes one vector, at p < 8 only); padded 1×1 layers, the other p = 8
+// layers on 8 lanes and 4 lanes keep the tiles (four output vectors per tile for 1×1 at stride 2
 // on 16 lanes). Where every output vector permutes its input the same way
 // (shared_index below: offsets shared down each block column), the
 // padless 1×1 runs permute each input position once for four output vectors
 // (two on 8 lanes, at p = 8 too). On 8 lanes at p = 8 (each block's
 // permutation a rotation of the whole vector: `rotated` below) padless 1×1
-// layers of at least 24 column blocks sum each output vector's blocks in
+// layers at stride 1 of at least 24 column blocks, offsets not shared, sum each output vector's blocks in
 // the order of their shifts and rotate the accumulators only where the
 // shift changes.
 // Measured in a standalone prototype
@@ -104,8 +104,9 @@ struct PermDiagConvPack {
   // position once for several output vectors (the `.shared` rows of
   // permdiag_conv_simd.cc). False for one vector (nothing to share).
   bool shared_index = false;
-  // Rotated (packs of one tap with p = lanes = 8, the lanes whose rows run
-  // them: permdiag_conv_simd.cc's `.rotated` row): each block's
+  // Rotated (packs of one tap with p = lanes = 8 and at least 3·lanes
+  // column blocks, those permdiag_conv_simd.cc's `.rotated` row may run):
+  // each block's
   // permutation is a rotation of the whole vector, output lane c reading
   // input lane (c + k) mod lanes of its block's vector, so an output vector
   // can sum all the blocks of one shift k in k's frame (lane (c + k) mod
