@@ -94,41 +94,46 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
         }
         w.index[(ov * nb + J) * lanes + L] = rel;
       }
-  // Rotated: p = lanes, one tap, on 8 lanes and at least 3·lanes column
-  // blocks (what permdiag_conv_simd.cc's AdmitsRotated1x1 may take; no
-  // second copy of the weights for the others). Block (ov, J)'s shift is
-  // lane 0's index (the vector's first channel always exists; its padded
-  // rows have zero weights, so reading any lane serves them).
-  if (taps == 1 && lanes == 8 && p == lanes && nb >= 3 * lanes) {
+  // Rotated: p = lanes, one tap, on 8 lanes and at least 4 column blocks
+  // (what permdiag_conv_simd.cc's AdmitsRotated1x1 may take; no second copy
+  // of the weights for the others). Block (ov, J)'s shift k is lane 0's
+  // index (the vector's first channel always exists; its padded rows have
+  // zero weights, so reading any lane serves them). Per output vector the
+  // blocks sorted by shift (by J within one), then cut into pairs within
+  // each shift, a shift's odd block paired with a zero-weight copy of itself.
+  if (taps == 1 && lanes == 8 && p == lanes && nb >= 4) {
     w.rotated = true;
-    w.rot_blocks.Resize(static_cast<std::size_t>(w.out_vectors * nb));
-    w.rot_weights.Resize(static_cast<std::size_t>(w.out_vectors * nb * lanes));
-    w.rot_end.Resize(static_cast<std::size_t>(w.out_vectors * lanes));
-    w.rot_shift.Resize(static_cast<std::size_t>(w.out_vectors * lanes));
-    w.rot_count.Resize(static_cast<std::size_t>(w.out_vectors));
-    std::vector<int32_t> first(static_cast<std::size_t>(lanes + 1));
+    w.rot_first.Resize(static_cast<std::size_t>(w.out_vectors + 1));
+    w.rot_final.Resize(static_cast<std::size_t>(w.out_vectors));
+    std::vector<int32_t> pairs;  // (a, b, move, 0) per pair
+    std::vector<float> pw;       // a's weights, then b's, in the pair's frame
+    std::vector<std::vector<int32_t>> by_shift(static_cast<std::size_t>(lanes));
     for (int64_t ov = 0; ov < w.out_vectors; ++ov) {
-      std::fill(first.begin(), first.end(), 0);  // first step of shift k, by counting
-      for (int64_t J = 0; J < nb; ++J) ++first[static_cast<std::size_t>(w.index[(ov * nb + J) * lanes] + 1)];
-      int32_t segments = 0;
-      for (int k = 0; k < lanes; ++k) {
-        if (first[static_cast<std::size_t>(k + 1)] > 0) {
-          w.rot_shift[ov * lanes + segments] = k;
-          const std::size_t at = static_cast<std::size_t>(k);
-          w.rot_end[ov * lanes + segments] = first[at] + first[at + 1];
-          ++segments;
+      w.rot_first[ov] = static_cast<int32_t>(pairs.size() / 4);
+      for (auto& v : by_shift) v.clear();
+      for (int64_t J = 0; J < nb; ++J)
+        by_shift[static_cast<std::size_t>(w.index[(ov * nb + J) * lanes])].push_back(static_cast<int32_t>(J));
+      int32_t prev = -1;
+      for (int32_t k = 0; k < lanes; ++k) {
+        const std::vector<int32_t>& blocks = by_shift[static_cast<std::size_t>(k)];
+        for (std::size_t i = 0; i < blocks.size(); i += 2) {
+          const bool pad = i + 1 == blocks.size();
+          const int32_t A = blocks[i], B = pad ? A : blocks[i + 1];
+          pairs.insert(pairs.end(), {A, B, prev < 0 ? 0 : (prev - k + lanes) % lanes, 0});
+          for (int half = 0; half < 2; ++half)
+            for (int l = 0; l < lanes; ++l)  // lane l holds output lane (l - k) mod lanes
+              pw.push_back(half == 1 && pad ? 0.0f
+                                            : w.weights[(ov * nb + (half ? B : A)) * lanes + (l - k + lanes) % lanes]);
+          prev = k;
         }
-        first[static_cast<std::size_t>(k + 1)] += first[static_cast<std::size_t>(k)];
       }
-      w.rot_count[ov] = segments;
-      for (int64_t J = 0; J < nb; ++J) {
-        const int32_t k = w.index[(ov * nb + J) * lanes];
-        const int64_t step = ov * nb + first[static_cast<std::size_t>(k)]++;
-        w.rot_blocks[step] = static_cast<int32_t>(J);
-        for (int c = 0; c < lanes; ++c)
-          w.rot_weights[step * lanes + (c + k) % lanes] = w.weights[(ov * nb + J) * lanes + c];
-      }
+      w.rot_final[ov] = prev;
     }
+    w.rot_first[w.out_vectors] = static_cast<int32_t>(pairs.size() / 4);
+    w.rot_pairs.Resize(pairs.size());
+    std::copy(pairs.begin(), pairs.end(), w.rot_pairs.begin());
+    w.rot_weights.Resize(pw.size());
+    std::copy(pw.begin(), pw.end(), w.rot_weights.begin());
   }
   // Shared when every real lane of every vector reads what vector 0's lane
   // does (padded lanes carry zero weights, so any index serves them); one

@@ -32,9 +32,9 @@
 // vectors are loaded once for all column blocks inside them; with a shared
 // permutation each loaded position is also permuted once for four output
 // vectors (two on 8 lanes). On 8 lanes at p = 8, stride 1 and offsets not
-// shared, with at least 24 column blocks, the `.rotated` row sums each output vector's blocks in the order
-// of their shifts, moving its accumulators only where the shift changes
-// (Run1x1Rot). The 1×1 tiles above remain for padded 1×1 layers (shared or
+// shared, with at least 4 column blocks, the `.rotated` row sums each
+// output vector's blocks in pairs in the order of their shifts, rotating
+// its accumulators once per pair (Run1x1Rot). The 1×1 tiles above remain for padded 1×1 layers (shared or
 // not), for the other p = 8 layers on 8 lanes and for 4 lanes (SSE4).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
@@ -422,17 +422,18 @@ HWY_NOINLINE void Run1x1(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
 }
 
 // A rotated pack (PermDiagConvPack::rotated: p = L, one tap), stride 1: a
-// run of T positions of one output vector walks its blocks in the order of
-// their shifts; the blocks of shift k accumulate in k's frame (lane (c + k)
-// mod L holds output lane c), the input vector used as loaded with the
-// block's weights stored in that frame, and the T accumulators rotate only
-// where the shift changes and once at the end (at most L times T
-// permutations where the gather form permutes once per FMA; the last move
-// runs even where it is the identity: a branch on the shift would be
-// another one the predictor has not seen). Each FMA
-// reads its own input vector from L1 (at p = L no vector serves two
-// blocks), at one pointer and constant displacements (the positions are
-// consecutive). Only 8-lane targets run it (ConvRunRotated).
+// run of T positions of one output vector walks its pairs of blocks (sorted
+// by shift; the blocks of shift k accumulate in k's frame, lane (c + k) mod
+// L holding output lane c, the input vector used as loaded with the
+// weights stored in that frame): before each pair the T accumulators
+// rotate by the pair's move (the identity inside a shift), after the last
+// back to the output's lanes. No branch on the shifts (their segments'
+// loop exits mispredicted in a network, where other layers run between
+// two calls), at most one permutation per two FMAs, which AVX2 issues on a
+// port of its own. Each FMA reads its own input vector from L1 (no vector
+// serves two blocks at p = L), at one pointer and constant displacements
+// (the positions are consecutive). Only 8-lane targets run it
+// (ConvRunRotated).
 template <int T>
 HWY_NOINLINE void Run1x1Rot(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0) {
   using D = hn::ScalableTag<float>;
@@ -444,37 +445,36 @@ HWY_NOINLINE void Run1x1Rot(const ConvArgs& a, int64_t n, int64_t ov, int64_t q0
   const PermDiagConvPack& w = *a.w;
   const PermDiagConvShape& s = *a.s;
   PERMDNN_DCHECK(w.rotated);
-  const int64_t nb = w.col_blocks, iv_count = (s.in_channels + L - 1) / L;
+  const int64_t iv_count = (s.in_channels + L - 1) / L;
   const int64_t in_plane = s.in_h * s.in_w * L;
   V acc[T];
-#pragma GCC unroll 16
-  for (int i = 0; i < T; ++i) acc[i] = hn::Zero(d);
-  const int32_t* blocks = w.rot_blocks.data() + ov * nb;
-  const int32_t* ends = w.rot_end.data() + ov * L;
-  const int32_t* shifts = w.rot_shift.data() + ov * L;
-  const float* weights = w.rot_weights.data() + ov * nb * L;
+  const int32_t first = w.rot_first[ov], last = w.rot_first[ov + 1];
+  const int32_t* pr = w.rot_pairs.data();
+  const float* pw = w.rot_weights.data();
   const float* xq = a.x + n * iv_count * in_plane + q0 * L;
-  // The first segment starts in its own frame (zero is zero in any frame);
-  // consecutive segments differ in shift, so each later one moves.
-  int32_t step = 0, frame = shifts[0];
-  const int32_t segments = w.rot_count[ov];
-  for (int32_t sg = 0; sg < segments; ++sg) {
-    const int32_t k = shifts[sg], end = ends[sg];
-    if (sg > 0) {  // a'[l] = a[(l + frame − k) mod L]
-      const auto move = hn::IndicesFromVec(d, hn::Load(di, kRotations + ((frame - k + L) % L) * L));
+  {  // the first pair starts in its own frame (zero is zero in any)
+    const V wa = hn::Load(d, pw + first * 2 * L), wb = hn::Load(d, pw + (first * 2 + 1) * L);
+    const float* xa = xq + pr[first * 4] * in_plane;
+    const float* xb = xq + pr[first * 4 + 1] * in_plane;
 #pragma GCC unroll 16
-      for (int i = 0; i < T; ++i) acc[i] = hn::TableLookupLanes(acc[i], move);
-      frame = k;
-    }
-    for (; step < end; ++step) {
-      const V wk = hn::Load(d, weights + step * L);
-      const float* xv = xq + blocks[step] * in_plane;
+    for (int i = 0; i < T; ++i) acc[i] = hn::Mul(wa, hn::LoadU(d, xa + i * L));
 #pragma GCC unroll 16
-      for (int i = 0; i < T; ++i) acc[i] = hn::MulAdd(wk, hn::LoadU(d, xv + i * L), acc[i]);
-    }
+    for (int i = 0; i < T; ++i) acc[i] = hn::MulAdd(wb, hn::LoadU(d, xb + i * L), acc[i]);
   }
-  {  // back to the output's lanes (frame 0: the identity)
-    const auto move = hn::IndicesFromVec(d, hn::Load(di, kRotations + frame * L));
+  for (int32_t q = first + 1; q < last; ++q) {
+    const auto move = hn::IndicesFromVec(d, hn::Load(di, kRotations + pr[q * 4 + 2] * L));
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[i] = hn::TableLookupLanes(acc[i], move);
+    const V wa = hn::Load(d, pw + q * 2 * L), wb = hn::Load(d, pw + (q * 2 + 1) * L);
+    const float* xa = xq + pr[q * 4] * in_plane;
+    const float* xb = xq + pr[q * 4 + 1] * in_plane;
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[i] = hn::MulAdd(wa, hn::LoadU(d, xa + i * L), acc[i]);
+#pragma GCC unroll 16
+    for (int i = 0; i < T; ++i) acc[i] = hn::MulAdd(wb, hn::LoadU(d, xb + i * L), acc[i]);
+  }
+  {  // back to the output's lanes
+    const auto move = hn::IndicesFromVec(d, hn::Load(di, kRotations + w.rot_final[ov] * L));
 #pragma GCC unroll 16
     for (int i = 0; i < T; ++i) acc[i] = hn::TableLookupLanes(acc[i], move);
   }
@@ -624,7 +624,8 @@ void ConvRunShared(const ConvArgs& a, int threads) {
 // A rotated pack (p = L, one tap) at stride 1 on 8 lanes: padless layers
 // on runs of 12 positions of one output vector (Run1x1Rot: 12 accumulators,
 // the weights, the move; runs of 8 took 0.95-1.19x the time of 12 on the
-// conv bench's 1x1 shapes, median 1.10x), the rest as ConvRun.
+// conv bench's 1x1 shapes, median 1.10x, with the segments of the first
+// version: AdmitsRotated1x1), the rest as ConvRun.
 void ConvRunRotated(const ConvArgs& a, int threads) {
   if constexpr (kLanes == 8) {
     if (a.w->rotated && Padless1x1<1>(*a.s)) return Conv1x1<1, 1, 12, RunKind::kRotated>(a, threads);
@@ -643,26 +644,27 @@ template <int S>
 bool AdmitsShared1x1(const KernelProblem& q) {
   return AdmitsConv<1, S>(q) && q.shared;
 }
-// The rotated row: p = L on 8 lanes, stride 1, at least 3·L column blocks
-// (three steps per shift on average). Intel Xeon, AVX2 (where the
-// permutations have a port of their own and the 1×8 tiles issue one per
-// FMA), one thread, against the 1×8 tiles that ran these layers before
-// (2026-12-08): permdnn_conv_bench --only 1x1 --p 8 --simd-target avx2,
-// three alternating rounds, 384>64 @14, 960>160 @7 and 320>1280 @7 at
-// batch 1 and 16 0.72-0.91x the time; in mobilenet_v2-p8 (permdnn run
-// --profile --simd-target avx2, batch 1, three alternating rounds) its 14
-// layers with 24 or more blocks 0.84x in all (665 → 558 µs); end to end
-// 0.98x / 0.95x at batch 1 / 16 (permdnn run --bench --cpu-time). With
-// fewer blocks per shift the segments' loop exits are data the branch predictor has not seen in a network (other layers
-// run between two calls): mobilenet_v2's expansions (64>384 and 96>576 @14,
-// 160>960 @7, 8-20 blocks over up to 120 output vectors) ran 1.01-1.36x
-// the tiles' time there though 0.85-0.91x in the layer bench, which repeats
-// one layer; a prefetch of the next vectors' steps, larger chunks and
-// balanced runs did not change that. On 16 lanes (AVX3, p = 16) the runs of
-// two vectors sharing each loaded input (Conv1x1) stay: the rotated runs,
-// one 64-byte load per FMA, ran 0.95-1.5x their time.
+// The rotated row: p = L on 8 lanes, stride 1, at least 4 column blocks.
+// Intel Xeon, AVX2 (where the permutations have a port of their own and
+// the 1×8 tiles issue one per FMA), one thread, against the 1×8 tiles that
+// ran these layers before (2026-12-08, three alternating rounds):
+// permdnn_conv_bench --only 1x1 --p 8 --simd-target avx2 0.75-0.95x the
+// time on six of mobilenet_v2's 1x1 shapes at batch 1 and 16 (144>24 @56
+// 1.00x / 1.09x); mobilenet_v2-p8 (permdnn run --profile --simd-target
+// avx2, batch 1) its rotated layers 0.90x in all, the model end to end
+// 0.94x / 0.96x at batch 1 / 16 (permdnn run --bench --cpu-time),
+// squeezenet1_1-p8 0.94x / 0.95x. A first version walked each shift's
+// blocks as a segment, moving only between shifts: faster in the layer
+// bench, which repeats one layer, but its segments' loop exits are data
+// the branch predictor has not seen in a network, where other layers run
+// between two calls (mobilenet_v2's expansions, 8-20 blocks over up to 120
+// output vectors, 1.01-1.36x the tiles' time there; it was kept to 24 or
+// more blocks, the model 0.98x / 0.95x); pairs have no such branch. On 16
+// lanes (AVX3, p = 16) the runs of two vectors sharing each loaded input
+// (Conv1x1) stay: the rotated runs, one 64-byte load per FMA, ran 0.95-1.5x
+// their time.
 bool AdmitsRotated1x1(const KernelProblem& q) {
-  return kLanes == 8 && AdmitsConv<1, 1>(q) && q.p == kLanes && (q.cols + q.p - 1) / q.p >= 3 * kLanes;
+  return kLanes == 8 && AdmitsConv<1, 1>(q) && q.p == kLanes && (q.cols + q.p - 1) / q.p >= 4;
 }
 
 std::span<const Row<ConvFn>> ConvRows() {

@@ -76,8 +76,8 @@ std::vector<KernelProblem> Candidates(KernelOp op) {
                 out.push_back(q);
               }
             }
-    // 1x1 layers with at least 24 column blocks and a partial last one,
-    // and a partial last output vector (the .rotated row on 8 lanes at p = 8).
+    // 1x1 layers with 25 column blocks, a partial last one, and a partial
+    // last output vector (the .rotated row on 8 lanes at p = 8).
     for (int p : {4, 8, 16}) {
       KernelProblem q{op, p, 2 * p + 4, 24 * p + 5, 2, false};
       out.push_back(q);

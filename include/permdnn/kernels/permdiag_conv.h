@@ -33,9 +33,9 @@
 // padless 1×1 runs permute each input position once for four output vectors
 // (two on 8 lanes, at p = 8 too). On 8 lanes at p = 8 (each block's
 // permutation a rotation of the whole vector: `rotated` below) padless 1×1
-// layers at stride 1 of at least 24 column blocks, offsets not shared, sum each output vector's blocks in
-// the order of their shifts and rotate the accumulators only where the
-// shift changes.
+// layers at stride 1 of at least 4 column blocks, offsets not shared, sum
+// each output vector's blocks in the order of their shifts, two blocks per
+// rotation of the accumulators.
 // Measured in a standalone prototype
 // (Zen 5, AVX-512, one thread): 77-104 GMAC/s per stored weight on
 // resnet18's 3×3 layers, where oneDNN's direct dense convolution ran 62-88
@@ -104,25 +104,23 @@ struct PermDiagConvPack {
   // position once for several output vectors (the `.shared` rows of
   // permdiag_conv_simd.cc). False for one vector (nothing to share).
   bool shared_index = false;
-  // Rotated (packs of one tap with p = lanes = 8 and at least 3·lanes
-  // column blocks, those permdiag_conv_simd.cc's `.rotated` row may run):
-  // each block's
-  // permutation is a rotation of the whole vector, output lane c reading
-  // input lane (c + k) mod lanes of its block's vector, so an output vector
-  // can sum all the blocks of one shift k in k's frame (lane (c + k) mod
+  // Rotated (packs of one tap with p = lanes = 8 and at least 4 column
+  // blocks, those permdiag_conv_simd.cc's `.rotated` row may run): each
+  // block's permutation is a rotation of the whole vector, output lane c
+  // reading input lane (c + k) mod lanes of its block's vector, so an output
+  // vector can sum its blocks of one shift k in k's frame (lane (c + k) mod
   // lanes holds output lane c: the input used as loaded, no permutation)
-  // and move its accumulators only when k changes: at most lanes moves per
-  // position where the gather form permutes once per block. Per output
-  // vector its steps (blocks in the order of their shifts, by block within
-  // one shift), each block's weights in its shift's frame, and its
-  // segments (the shifts that have blocks, ascending: segment s holds the
-  // steps up to rot_end[s] of shift rot_shift[s]; rot_count of them).
+  // and rotate its accumulators between shifts instead of permuting every
+  // input. Per output vector its blocks sorted by shift (by block within
+  // one) and cut into pairs within each shift (a shift's odd block paired
+  // with itself at zero weights): one rotation before each pair (by 0
+  // inside a shift), one at the end, so the runs have no branch on the
+  // shifts and at most one permutation per two FMAs.
   bool rotated = false;
-  AlignedBuffer<int32_t> rot_blocks;   // [out_vectors][col_blocks]: block J of each step
-  AlignedBuffer<float> rot_weights;    // [out_vectors][col_blocks][lanes]: lane (c + k) mod lanes holds lane c's
-  AlignedBuffer<int32_t> rot_end;      // [out_vectors][lanes]: one past segment s's last step
-  AlignedBuffer<int32_t> rot_shift;    // [out_vectors][lanes]: segment s's shift
-  AlignedBuffer<int32_t> rot_count;    // [out_vectors]: segments
+  AlignedBuffer<int32_t> rot_first;    // [out_vectors + 1]: the vector's first pair
+  AlignedBuffer<int32_t> rot_pairs;    // [pairs][4]: blocks a and b, the rotation r before the pair, 0
+  AlignedBuffer<float> rot_weights;    // [pairs][2][lanes]: a's then b's, lane (c + k) mod lanes holds lane c's
+  AlignedBuffer<int32_t> rot_final;    // [out_vectors]: the last pair's shift (the rotation back)
 
   // values [mb][nb][p][kh·kw] and offsets [mb][nb] (the canonical layout of
   // the PermDiagConv operator); bias [out] or empty; scale [out] or empty
