@@ -193,9 +193,10 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     // .shared row runs them.
     if (c.kernel == 1 && p > 1 && w.out_vectors > 1 && simd_row) EXPECT_EQ(w.shared_index, c.shared);
     if (c.shared && simd_row) EXPECT_TRUE(SelectedKernel(q).ends_with(".shared")) << SelectedKernel(q);
-    // The rotated row: 8 lanes, p = 8, padless 1x1 at stride 1, at least 24
-    // column blocks, offsets not shared (the .shared row comes first); its
-    // pack carries the rotated form on 8 lanes only.
+    // The rotated row: 8 lanes, p = 8, 1x1 at stride 1 (padded layers fall
+    // back to the tiles inside it), at least 4 column blocks, offsets not
+    // shared (the .shared row comes first); its pack carries the rotated
+    // form on 8 lanes only.
     const bool rotated = L == 8 && p == 8 && c.kernel == 1 && c.stride == 1 && !c.shared && nb >= 4;
     EXPECT_EQ(SelectedKernel(q).ends_with(".rotated"), rotated) << SelectedKernel(q);
     EXPECT_EQ(w.rotated, L == 8 && p == 8 && c.kernel == 1 && nb >= 4);
