@@ -94,14 +94,25 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
         }
         w.index[(ov * nb + J) * lanes + L] = rel;
       }
-  // Rotated: p = lanes, one tap, on 8 lanes and at least 4 column blocks
-  // (what permdiag_conv_simd.cc's AdmitsRotated1x1 may take; no second copy
-  // of the weights for the others). Block (ov, J)'s shift k is lane 0's
-  // index (the vector's first channel always exists; its padded rows have
+  // Shared when every real lane of every vector reads what vector 0's lane
+  // does (padded lanes carry zero weights, so any index serves them); one
+  // vector has nothing to share (its runs keep the general kernel's).
+  w.shared_index = w.out_vectors > 1;
+  for (int64_t ov = 1; ov < w.out_vectors && w.shared_index; ++ov)
+    for (int64_t J = 0; J < nb && w.shared_index; ++J)
+      for (int L = 0; L < lanes && ov * lanes + L < out_channels; ++L)
+        if (w.index[(ov * nb + J) * lanes + L] != w.index[J * lanes + L]) {
+          w.shared_index = false;
+          break;
+        }
+  // Rotated: p = lanes, one tap, on 8 lanes, at least 4 column blocks,
+  // offsets not shared (what permdiag_conv_simd.cc's rows may run it on: no
+  // second copy of the weights for the others). Block (ov, J)'s shift k is
+  // lane 0's index (the vector's first channel always exists; its padded rows have
   // zero weights, so reading any lane serves them). Per output vector the
   // blocks sorted by shift (by J within one), then cut into pairs within
   // each shift, a shift's odd block paired with a zero-weight copy of itself.
-  if (taps == 1 && lanes == 8 && p == lanes && nb >= 4) {
+  if (taps == 1 && lanes == 8 && p == lanes && nb >= 4 && !w.shared_index) {
     w.rotated = true;
     w.rot_first.Resize(static_cast<std::size_t>(w.out_vectors + 1));
     w.rot_final.Resize(static_cast<std::size_t>(w.out_vectors));
@@ -135,17 +146,6 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
     w.rot_weights.Resize(pw.size());
     std::copy(pw.begin(), pw.end(), w.rot_weights.begin());
   }
-  // Shared when every real lane of every vector reads what vector 0's lane
-  // does (padded lanes carry zero weights, so any index serves them); one
-  // vector has nothing to share (its runs keep the general kernel's).
-  w.shared_index = w.out_vectors > 1;
-  for (int64_t ov = 1; ov < w.out_vectors && w.shared_index; ++ov)
-    for (int64_t J = 0; J < nb && w.shared_index; ++J)
-      for (int L = 0; L < lanes && ov * lanes + L < out_channels; ++L)
-        if (w.index[(ov * nb + J) * lanes + L] != w.index[J * lanes + L]) {
-          w.shared_index = false;
-          break;
-        }
   return w;
 }
 

@@ -511,10 +511,10 @@ void Conv1x1(const ConvArgs& a, int threads) {
   // permutations (a layer of 2 or 3 vectors would otherwise run each alone:
   // Intel Xeon, AVX3, mbv2 144>24 @56, p = 4, batch 1, 0.111 -> 0.083 ms,
   // the general kernel 0.091-0.096).
-  static const std::array<RunFn, TM> runs_2 =  // (run by kShared only)
-      RunRow<S, 2, kShared ? RunKind::kShared : RunKind::kGeneral>(Seq());
   constexpr RunKind kOne = kKind == RunKind::kRotated ? kKind : RunKind::kGeneral;  // a vector alone shares nothing
   static const std::array<RunFn, TM> runs_1 = RunRow<S, 1, kOne>(Seq());
+  static const std::array<RunFn, TM> runs_2 =  // (run by kShared only; otherwise runs_1 again)
+      RunRow<S, kShared ? 2 : 1, kShared ? kKind : kOne>(Seq());
   const PermDiagConvShape& s = *a.s;
   const int64_t ovs = a.w->out_vectors, positions = s.out_h * s.out_w;
   if (ovs == 0 || s.batch == 0 || positions == 0) return;
@@ -624,8 +624,8 @@ void ConvRunShared(const ConvArgs& a, int threads) {
 // A rotated pack (p = L, one tap) at stride 1 on 8 lanes: padless layers
 // on runs of 12 positions of one output vector (Run1x1Rot: 12 accumulators,
 // the weights, the move; runs of 8 took 0.95-1.19x the time of 12 on the
-// conv bench's 1x1 shapes, median 1.10x, with the segments of the first
-// version: AdmitsRotated1x1), the rest as ConvRun.
+// conv bench's 1x1 shapes, median 1.10x, measured with the first, segment
+// version; see AdmitsRotated1x1), the rest as ConvRun.
 void ConvRunRotated(const ConvArgs& a, int threads) {
   if constexpr (kLanes == 8) {
     if (a.w->rotated && Padless1x1<1>(*a.s)) return Conv1x1<1, 1, 12, RunKind::kRotated>(a, threads);

@@ -115,8 +115,10 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
       // shifts, summed in each shift's frame): a partial last block (197
       // channels) and output vector (20 of 24 lanes), runs of 12 positions
       // and a shorter last one (7x9 = 63 positions per sample), two samples;
-      // 4 blocks (the fewest it takes); 3 blocks, which it does not take.
-      {8, 1, 1, 20, 197, 7, 9, 2}, {8, 1, 1, 20, 32, 5, 5, 1}, {8, 1, 1, 20, 24, 7, 9, 1}};
+      // 4 blocks (the fewest it takes); 3 blocks, which it does not take;
+      // padded (pad 1), which it hands to the tiles.
+      {8, 1, 1, 20, 197, 7, 9, 2}, {8, 1, 1, 20, 32, 5, 5, 1}, {8, 1, 1, 20, 24, 7, 9, 1},
+      {8, 1, 1, 20, 40, 5, 6, 1, 1}};
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "p=" << c.p << " " << c.kernel << "x" << c.kernel << " s" << c.stride << " pad "
                                       << (c.pad >= 0 ? c.pad : c.kernel / 2) << " end " << c.end << " "
@@ -199,17 +201,17 @@ TEST_P(PermDiagConvTest, MatchesTheDenseReconstruction) {
     // form on 8 lanes only.
     const bool rotated = L == 8 && p == 8 && c.kernel == 1 && c.stride == 1 && !c.shared && nb >= 4;
     EXPECT_EQ(SelectedKernel(q).ends_with(".rotated"), rotated) << SelectedKernel(q);
-    EXPECT_EQ(w.rotated, L == 8 && p == 8 && c.kernel == 1 && nb >= 4);
+    EXPECT_EQ(w.rotated, L == 8 && p == 8 && c.kernel == 1 && nb >= 4 && !w.shared_index);
   }
 }
 
 // A rotated pack (p = lanes = 8, 25 column blocks) with hand-set shifts: the
 // first output vector's blocks alternate between shifts 3 and 5 (its first
-// frame is not 0, six shifts have no blocks), the second's are all 6 (one
-// segment, a single final move). The pack's segments are checked on every
-// target; on 8 lanes the .rotated row runs it and equals the reference
+// frame is not 0, six shifts have no blocks, an odd shift padded), the
+// second's are all 6 (no move between its pairs, a single final one). The
+// pack's pairs are checked on every target; on 8 lanes the .rotated row runs it and equals the reference
 // loops, with a partial last run (35 positions: 12, 12, 11).
-TEST_P(PermDiagConvTest, RotatedPackSegmentsWithHandSetShifts) {
+TEST_P(PermDiagConvTest, RotatedPackPairsWithHandSetShifts) {
   const int p = 8, lanes = 8;
   const int64_t out = 16, in = 200, mb = 2, nb = 25, h = 5, wd = 7;
   const auto values = RandomVector(mb * nb * p, 1.0, 41);
