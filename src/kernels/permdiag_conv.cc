@@ -108,8 +108,8 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
   // Rotated: p = lanes, one tap, on 8 lanes, at least 4 column blocks,
   // offsets not shared (what permdiag_conv_simd.cc's rows may run it on: no
   // second copy of the weights for the others). Block (ov, J)'s shift k is
-  // lane 0's index (the vector's first channel always exists; its padded rows have
-  // zero weights, so reading any lane serves them). Per output vector the
+  // lane 0's index (the vector's first channel always exists; its padded
+  // rows have zero weights, so reading any lane serves them). Per output vector the
   // blocks sorted by shift (by J within one), then cut into pairs within
   // each shift, a shift's odd block paired with a zero-weight copy of itself.
   if (taps == 1 && lanes == 8 && p == lanes && nb >= 4 && !w.shared_index) {

@@ -27,8 +27,8 @@
 // side run on runs of positions instead, each input vector loaded once for
 // all the column blocks inside it and two output vectors (16 lanes; on 8
 // lanes one vector, at p < 8 only); padded 1×1 layers, the other p = 8
-// layers on 8 lanes and 4 lanes keep the tiles (four output vectors per tile for 1×1 at stride 2
-// on 16 lanes). Where every output vector permutes its input the same way
+// layers on 8 lanes and 4 lanes keep the tiles (four output vectors per
+// tile for 1×1 at stride 2 on 16 lanes). Where every output vector permutes its input the same way
 // (shared_index below: offsets shared down each block column), the
 // padless 1×1 runs permute each input position once for four output vectors
 // (two on 8 lanes, at p = 8 too). On 8 lanes at p = 8 (each block's
@@ -104,8 +104,9 @@ struct PermDiagConvPack {
   // position once for several output vectors (the `.shared` rows of
   // permdiag_conv_simd.cc). False for one vector (nothing to share).
   bool shared_index = false;
-  // Rotated (packs of one tap with p = lanes = 8 and at least 4 column
-  // blocks, those permdiag_conv_simd.cc's `.rotated` row may run): each
+  // Rotated (packs of one tap with p = lanes = 8, at least 4 column blocks
+  // and offsets not shared, those permdiag_conv_simd.cc's `.rotated` row
+  // may run): each
   // block's permutation is a rotation of the whole vector, output lane c
   // reading input lane (c + k) mod lanes of its block's vector, so an output
   // vector can sum its blocks of one shift k in k's frame (lane (c + k) mod
