@@ -112,7 +112,7 @@ PermDiagConvPack PermDiagConvPack::Build(std::span<const float> values, std::spa
   // rows have zero weights, so reading any lane serves them). Per output vector the
   // blocks sorted by shift (by J within one), then cut into pairs within
   // each shift, a shift's odd block paired with a zero-weight copy of itself.
-  if (taps == 1 && lanes == 8 && p == lanes && nb >= 4 && !w.shared_index) {
+  if (taps == 1 && lanes == 8 && p == lanes && nb >= kRotatedMinBlocks && !w.shared_index) {
     w.rotated = true;
     w.rot_first.Resize(static_cast<std::size_t>(w.out_vectors + 1));
     w.rot_final.Resize(static_cast<std::size_t>(w.out_vectors));

@@ -34,8 +34,9 @@
 // vectors (two on 8 lanes). On 8 lanes at p = 8, stride 1 and offsets not
 // shared, with at least 4 column blocks, the `.rotated` row sums each
 // output vector's blocks in pairs in the order of their shifts, rotating
-// its accumulators once per pair (Run1x1Rot). The 1×1 tiles above remain for padded 1×1 layers (shared or
-// not), for the other p = 8 layers on 8 lanes and for 4 lanes (SSE4).
+// its accumulators once per pair (Run1x1Rot). The 1×1 tiles above remain
+// for padded 1×1 layers (shared or not), for the other p = 8 layers on 8
+// lanes and for 4 lanes (SSE4).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/kernels/permdiag_conv_simd.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -664,7 +665,8 @@ bool AdmitsShared1x1(const KernelProblem& q) {
 // (Conv1x1) stay: the rotated runs, one 64-byte load per FMA, ran 0.95-1.5x
 // their time.
 bool AdmitsRotated1x1(const KernelProblem& q) {
-  return kLanes == 8 && AdmitsConv<1, 1>(q) && q.p == kLanes && (q.cols + q.p - 1) / q.p >= 4;
+  return kLanes == 8 && AdmitsConv<1, 1>(q) && q.p == kLanes &&
+         (q.cols + q.p - 1) / q.p >= PermDiagConvPack::kRotatedMinBlocks;
 }
 
 std::span<const Row<ConvFn>> ConvRows() {

@@ -118,6 +118,7 @@ struct PermDiagConvPack {
   // inside a shift), one at the end, so the runs have no branch on the
   // shifts and at most one permutation per two FMAs.
   bool rotated = false;
+  static constexpr int64_t kRotatedMinBlocks = 4;  // the fewest column blocks a rotated pack has
   AlignedBuffer<int32_t> rot_first;    // [out_vectors + 1]: the vector's first pair
   AlignedBuffer<int32_t> rot_pairs;    // [pairs][4]: blocks a and b, the rotation r before the pair, 0
   AlignedBuffer<float> rot_weights;    // [pairs][2][lanes]: a's then b's, lane (c + k) mod lanes holds lane c's
